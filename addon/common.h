@@ -1,0 +1,53 @@
+// Argument checks shared by the natives. Options are validated in TypeScript;
+// C++ only checks arity, types and buffer bounds, with uniform messages, so a
+// wrong call throws instead of reading or writing outside a buffer.
+#ifndef MFD_COMMON_H_
+#define MFD_COMMON_H_
+
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace mfd {
+
+inline bool RequireArgs(const Napi::CallbackInfo& info, size_t n) {
+  if (info.Length() < n) {
+    Napi::TypeError::New(info.Env(), "Expected " + std::to_string(n) + " arguments, got " +
+                                         std::to_string(info.Length()))
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(info.Env(), std::string("Expected a Uint8Array for ") + name)
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+// A non-negative integer that fits in a size_t and a double without loss.
+inline bool RequireSize(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* out) {
+  if (!info[i].IsNumber()) {
+    Napi::TypeError::New(info.Env(), std::string("Expected a number for ") + name)
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  const double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0) || v > 9007199254740991.0 || v != static_cast<double>(static_cast<uint64_t>(v))) {
+    Napi::RangeError::New(info.Env(), std::string("Expected a non-negative integer for ") + name)
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<size_t>(v);
+  return true;
+}
+
+}  // namespace mfd
+
+#endif  // MFD_COMMON_H_

@@ -1,0 +1,95 @@
+#include "crc32c.h"
+
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define MFD_X86_64 1
+#endif
+
+namespace mfd {
+namespace {
+
+constexpr uint32_t kPoly = 0x82F63B78u;  // reflected Castagnoli polynomial
+
+struct Table {
+  uint32_t t[256];
+  Table() {
+    for (uint32_t i = 0; i < 256; i++) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; k++) c = (c >> 1) ^ ((c & 1) ? kPoly : 0);
+      t[i] = c;
+    }
+  }
+} const g_table;
+
+uint32_t UpdateTable(uint32_t crc, const uint8_t* p, size_t len) {
+  for (size_t i = 0; i < len; i++) crc = g_table.t[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+  return crc;
+}
+
+#ifdef MFD_X86_64
+__attribute__((target("sse4.2"))) uint32_t UpdateHw(uint32_t crc, const uint8_t* p, size_t len) {
+  uint64_t c = crc;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    c = _mm_crc32_u64(c, v);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; i < len; i++) c32 = _mm_crc32_u8(c32, p[i]);
+  return c32;
+}
+
+__attribute__((target("sse4.2"))) void PagesHw(const uint8_t* buf, size_t ps, size_t count,
+                                               uint32_t* out) {
+  size_t i = 0;
+  if (ps % 8 == 0) {
+    for (; i + 3 <= count; i += 3) {
+      const uint8_t* a = buf + i * ps;
+      const uint8_t* b = a + ps;
+      const uint8_t* c = b + ps;
+      uint64_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cc = 0xFFFFFFFFu;
+      for (size_t j = 0; j < ps; j += 8) {
+        uint64_t va, vb, vc;
+        std::memcpy(&va, a + j, 8);
+        std::memcpy(&vb, b + j, 8);
+        std::memcpy(&vc, c + j, 8);
+        ca = _mm_crc32_u64(ca, va);
+        cb = _mm_crc32_u64(cb, vb);
+        cc = _mm_crc32_u64(cc, vc);
+      }
+      out[i] = ~static_cast<uint32_t>(ca);
+      out[i + 1] = ~static_cast<uint32_t>(cb);
+      out[i + 2] = ~static_cast<uint32_t>(cc);
+    }
+  }
+  for (; i < count; i++) out[i] = ~UpdateHw(0xFFFFFFFFu, buf + i * ps, ps);
+}
+
+const bool g_hw = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2") != 0;
+}();
+#else
+const bool g_hw = false;
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(const uint8_t* buf, size_t len) {
+#ifdef MFD_X86_64
+  if (g_hw) return ~UpdateHw(0xFFFFFFFFu, buf, len);
+#endif
+  return ~UpdateTable(0xFFFFFFFFu, buf, len);
+}
+
+void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out) {
+#ifdef MFD_X86_64
+  if (g_hw) return PagesHw(buf, page_size, count, out);
+#endif
+  for (size_t i = 0; i < count; i++) out[i] = Crc32c(buf + i * page_size, page_size);
+}
+
+}  // namespace mfd

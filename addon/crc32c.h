@@ -1,0 +1,19 @@
+// CRC-32C (Castagnoli) of whole pages: the per-page checksum behind mfd's
+// ramblock digest. SSE4.2's crc32 instruction where the CPU has it.
+#ifndef MFD_CRC32C_H_
+#define MFD_CRC32C_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mfd {
+
+uint32_t Crc32c(const uint8_t* buf, size_t len);
+
+// out[i] = Crc32c(page i). Independent pages are interleaved three at a time
+// so the instruction's latency is hidden.
+void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out);
+
+}  // namespace mfd
+
+#endif  // MFD_CRC32C_H_

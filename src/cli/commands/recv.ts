@@ -1,0 +1,68 @@
+/** `mfd recv`: listen for one migration and write its ramblocks to files. */
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import { UsageError } from '../../errors.js';
+import { receive } from '../../receiver/receiver.js';
+import { checkRamblockName } from '../../image/ramblock.js';
+import { parseHostPort } from '../../transport/connect.js';
+import { commonOptions, intInRange, type CommonOpts } from '../options.js';
+import type { CommandContext } from '../main.js';
+
+interface RecvOpts extends CommonOpts {
+  listen: string;
+  output: string[];
+  inPlace?: boolean;
+  timeout: number;
+}
+
+export function recvCommand(ctx: CommandContext): Command {
+  const cmd = new Command('recv')
+    .summary('receive one migration from mfd send into image files')
+    .description(
+      'Listens on HOST:PORT for one migration: a control channel and the multifd channels it announces.\n' +
+        'Each ramblock is written to DIR/NAME (or the path an explicit NAME=PATH gives), under a temporary\n' +
+        'name until packet counts, page coverage and digests have been verified; then it is renamed.',
+    )
+    .requiredOption('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
+    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
+    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
+  for (const o of commonOptions()) cmd.addOption(o);
+  cmd.action(async (o: RecvOpts) => {
+    const at = parseHostPort(o.listen, '0.0.0.0');
+    if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+    let outputDir: string | undefined;
+    const outputMap = new Map<string, string>();
+    for (const spec of o.output) {
+      const eq = spec.indexOf('=');
+      if (eq > 0 && !spec.slice(0, eq).includes('/')) {
+        const name = spec.slice(0, eq);
+        const bad = checkRamblockName(name, `--output ${spec}`);
+        if (bad) throw new UsageError(bad);
+        if (outputMap.has(name)) throw new UsageError(`--output names ram block "${name}" twice`);
+        outputMap.set(name, spec.slice(eq + 1));
+      } else {
+        if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
+        if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
+        outputDir = spec;
+      }
+    }
+    const logger = ctx.logger(o.logLevel);
+    const progress = ctx.progress('recv', o.progress);
+    const { stats } = await receive({
+      host: at.host,
+      port: at.port,
+      ...(outputDir !== undefined ? { outputDir } : {}),
+      outputMap,
+      inPlace: o.inPlace ?? false,
+      logger,
+      timeoutMs: o.timeout * 1000,
+      onListening: (a) => ctx.listening(a.address, a.port),
+      onProgress: (d, t) => progress.update(d, t),
+      signal: ctx.signal,
+    });
+    progress.clear();
+    ctx.result(o, stats);
+  });
+  return cmd;
+}

@@ -1,0 +1,61 @@
+/** `mfd send`: stream images to a listening `mfd recv`. */
+import { Command, Option } from 'commander';
+import { UsageError } from '../../errors.js';
+import { send } from '../../sender/sender.js';
+import { parseBlockSpecs } from '../../image/ramblock.js';
+import { listMethods } from '../../methods/index.js';
+import { listDetectors } from '../../zero-page/index.js';
+import { parseHostPort } from '../../transport/connect.js';
+import { MAX_CHANNELS } from '../../control/protocol.js';
+import { commonOptions, intInRange, pageSizeOption, type CommonOpts } from '../options.js';
+import type { CommandContext } from '../main.js';
+
+interface SendOpts extends CommonOpts {
+  to: string;
+  channels: number;
+  compression: string;
+  zeroPageDetection: string;
+  pageSize: number;
+  connectTimeout: number;
+}
+
+export function sendCommand(ctx: CommandContext): Command {
+  const cmd = new Command('send')
+    .summary('send RAM images to a listening mfd recv')
+    .description(
+      'Connects a control channel and N multifd channels to the receiver and streams each image\n' +
+        'as one ramblock in QEMU multifd packets (512 KiB, header 320 + 8 x pages per packet).\n' +
+        'IMAGE is a file path (ramblock name = file name) or NAME=PATH.',
+    )
+    .argument('<image...>', 'image files, as PATH or NAME=PATH')
+    .requiredOption('--to <host:port>', 'address of the listening mfd recv')
+    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS}`).argParser(intInRange('--channels', 1, MAX_CHANNELS)).default(4))
+    .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
+    .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
+    .addOption(new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path").choices(listDetectors()).default('multifd'))
+    .addOption(pageSizeOption())
+    .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000));
+  for (const o of commonOptions()) cmd.addOption(o);
+  cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
+    const to = parseHostPort(o.to, '127.0.0.1');
+    if (!to) throw new UsageError(`Expected HOST:PORT for --to but received "${o.to}"`);
+    const progress = ctx.progress('send', o.progress);
+    const { stats, receiver } = await send({
+      host: to.host,
+      port: to.port,
+      images: parseBlockSpecs(images),
+      channels: o.multifdChannels ?? o.channels,
+      pageSize: o.pageSize,
+      compression: o.compression,
+      methodParams: {},
+      zeroPageDetection: o.zeroPageDetection,
+      logger: ctx.logger(o.logLevel),
+      connectTimeoutMs: o.connectTimeout,
+      onProgress: (d, t) => progress.update(d, t),
+      signal: ctx.signal,
+    });
+    progress.clear();
+    ctx.result(o, stats, { receiver });
+  });
+  return cmd;
+}

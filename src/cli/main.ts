@@ -1,0 +1,88 @@
+/**
+ * CLI entry: builds the commands, runs one, and is the only place that turns
+ * an error into an exit code (README, "Exit codes").
+ */
+import { Command, CommanderError } from 'commander';
+import { ExitCode, MfdError, asMfdError, type ExitCodeValue } from '../errors.js';
+import { createLogger, type Logger, type LogLevel } from '../log.js';
+import { formatStats, type RunStats } from '../stats.js';
+import { createProgress, type Progress } from './progress.js';
+import { sendCommand } from './commands/send.js';
+import { recvCommand } from './commands/recv.js';
+import { genImageCommand } from './commands/gen-image.js';
+
+export interface CommandContext {
+  out(text: string): void;
+  logger(level: LogLevel): Logger;
+  progress(label: string, enabled: boolean): Progress;
+  /** The receiver's bound address, on stderr so scripts using port 0 can find it. */
+  listening(address: string, port: number): void;
+  result(o: { json?: boolean }, stats: RunStats, extra?: Record<string, unknown>): void;
+  signal: AbortSignal;
+}
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0    success: every ramblock arrived and verified
+  1    internal error (a bug in mfd)
+  2    bad command line or option value
+  3    protocol error: the peer sent something invalid
+  4    connection failed, dropped or timed out
+  5    verification failed: digest, packet count or page coverage mismatch
+  6    I/O error reading an image or writing an output
+  7    the peer reported a failure of its own
+  130  interrupted (SIGINT/SIGTERM)`;
+
+export function buildProgram(ctx: CommandContext): Command {
+  const program = new Command('mfd')
+    .description('Move RAM images between hosts as QEMU multifd packets over parallel TCP channels.')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .addHelpText('after', EXIT_CODES_HELP);
+  program.addCommand(recvCommand(ctx));
+  program.addCommand(sendCommand(ctx));
+  program.addCommand(genImageCommand(ctx));
+  program.exitOverride();
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[], io: { stdout?: (s: string) => void; stderr?: (s: string) => void } = {}): Promise<ExitCodeValue> {
+  const out = io.stdout ?? ((s: string) => process.stdout.write(s + '\n'));
+  const err = io.stderr ?? ((s: string) => process.stderr.write(s + '\n'));
+  const abort = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => abort.abort(sig);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let json = argv.includes('--json');
+  const ctx: CommandContext = {
+    out,
+    logger: (level) => createLogger(level),
+    progress: (label, enabled) => createProgress(label, enabled),
+    listening: (address, port) => err(`mfd recv: listening on ${address}:${port}`),
+    result(o, stats, extra) {
+      json = o.json ?? false;
+      if (o.json) out(JSON.stringify({ ...stats, ...extra }));
+      else out(formatStats(stats));
+    },
+    signal: abort.signal,
+  };
+  try {
+    await buildProgram(ctx).parseAsync(argv, { from: 'user' });
+    return ExitCode.OK;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version land here too; commander has already printed its message.
+      return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+    }
+    const me: MfdError = asMfdError(e);
+    const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';
+    err(`mfd ${verb}: error: ${me.message} [${me.code}]`);
+    if (json) out(JSON.stringify({ status: 'failed', error: me.toJSON() }));
+    return me.exitCode;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

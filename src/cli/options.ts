@@ -1,0 +1,38 @@
+/** Shared option parsers: each refuses a bad value with the valid range in the message. */
+import { InvalidArgumentError, Option } from 'commander';
+import { LOG_LEVELS } from '../log.js';
+import { PAGE_SIZES } from '../wire/constants.js';
+
+export function intInRange(flag: string, min: number, max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`Expected an integer in ${min}..${max} for ${flag} but received "${v}".`);
+    }
+    return n;
+  };
+}
+
+export function commonOptions(): Option[] {
+  return [
+    new Option('--json', 'print the final summary (or the failure) as one JSON object on stdout'),
+    new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(LOG_LEVELS).default('warn').env('MFD_LOG_LEVEL'),
+    new Option('--no-progress', 'no progress line (it only shows when stdout and stderr are terminals)'),
+  ];
+}
+
+export function pageSizeOption(): Option {
+  return new Option('--page-size <bytes>', 'page size: 4096, 16384 or 65536 (the packet header length follows)')
+    .argParser((v: string) => {
+      const n = Number(v);
+      if (!(PAGE_SIZES as readonly number[]).includes(n)) throw new InvalidArgumentError(`Expected one of ${PAGE_SIZES.join(', ')} for --page-size but received "${v}".`);
+      return n;
+    })
+    .default(4096);
+}
+
+export interface CommonOpts {
+  json?: boolean;
+  logLevel: (typeof LOG_LEVELS)[number];
+  progress: boolean;
+}

@@ -1,0 +1,197 @@
+/**
+ * The control channel: one TCP connection beside the N multifd channels that
+ * carries what QEMU sends on its main channel or not at all: the ramblock
+ * table, the parameters, completion with digests, and the receiver's verdict.
+ * Layout: an 8-byte preamble ('MFDC', version), then frames of a big-endian
+ * u32 length and that many bytes of UTF-8 JSON. docs/control-protocol.md has
+ * the whole protocol; every frame is checked here before anything acts on it.
+ */
+import { ProtocolError } from '../errors.js';
+import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+
+export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
+export const CONTROL_VERSION = 1;
+export const CONTROL_PREAMBLE_SIZE = 8;
+/** Largest control frame accepted (a ramblock table of thousands of blocks fits). */
+export const CONTROL_FRAME_MAX = 4 * 1024 * 1024;
+export const MAX_CHANNELS = 255;
+export const MAX_RAMBLOCKS = 4096;
+/** The digest every hello names; see src/digest.ts. */
+export const DIGEST_ALGORITHM = 'crc32c-pages-v1';
+
+export interface RamblockInfo {
+  name: string;
+  size: number;
+}
+
+export interface Hello {
+  type: 'hello';
+  version: number;
+  uuid: string;
+  channels: number;
+  pageSize: number;
+  packetSize: number;
+  compression: string;
+  /** Method parameters (levels), as the method's own setup reads them. */
+  methodParams: Record<string, number | string | boolean>;
+  zeroPageDetection: string;
+  digest: string;
+  ramblocks: RamblockInfo[];
+}
+
+export interface Ready {
+  type: 'ready';
+}
+
+export interface Complete {
+  type: 'complete';
+  /** Packets (SYNC included) sent on each channel, by channel id. */
+  packets: number[];
+  /** Per-ramblock digest (hex), by name. */
+  digests: Record<string, string>;
+}
+
+export interface Verdict {
+  type: 'verdict';
+  ok: true;
+  /** Receiver's statistics, for the sender's summary. */
+  stats: Record<string, unknown>;
+}
+
+export interface ErrorMessage {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+export type ControlMessage = Hello | Ready | Complete | Verdict | ErrorMessage;
+
+export function encodePreamble(): Buffer {
+  const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
+  b.writeUInt32BE(CONTROL_MAGIC, 0);
+  b.writeUInt32BE(CONTROL_VERSION, 4);
+  return b;
+}
+
+export function checkPreamble(b: Uint8Array): void {
+  const dv = new DataView(b.buffer, b.byteOffset, CONTROL_PREAMBLE_SIZE);
+  const version = dv.getUint32(4);
+  if (version !== CONTROL_VERSION) {
+    throw new ProtocolError('ERR_CONTROL_VERSION', `control channel: received protocol version ${version}, expected ${CONTROL_VERSION}`);
+  }
+}
+
+export function encodeFrame(msg: ControlMessage): Buffer {
+  const body = Buffer.from(JSON.stringify(msg), 'utf8');
+  const b = Buffer.allocUnsafe(4 + body.length);
+  b.writeUInt32BE(body.length, 0);
+  body.copy(b, 4);
+  return b;
+}
+
+function fail(what: string): never {
+  throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function int(o: Record<string, unknown>, key: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    fail(`${String(o.type)}.${key} received ${JSON.stringify(v)}, expected an integer in ${min}..${max}`);
+  }
+  return v;
+}
+
+function str(o: Record<string, unknown>, key: string, maxLen = 256): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v.length > maxLen) fail(`${String(o.type)}.${key} received ${JSON.stringify(v)?.slice(0, 80)}, expected a string`);
+  return v;
+}
+
+/** Parses and checks one frame body. Anything unexpected is a ProtocolError. */
+export function decodeFrame(body: Uint8Array): ControlMessage {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.length).toString('utf8'));
+  } catch {
+    fail(`frame of ${body.length} bytes is not valid JSON`);
+  }
+  if (!isObject(v)) fail('frame is not a JSON object');
+  switch (v.type) {
+    case 'hello':
+      return checkHello(v);
+    case 'ready':
+      return { type: 'ready' };
+    case 'complete':
+      return checkComplete(v);
+    case 'verdict': {
+      if (v.ok !== true || !isObject(v.stats)) fail('verdict without ok:true and stats');
+      return { type: 'verdict', ok: true, stats: v.stats };
+    }
+    case 'error':
+      return { type: 'error', code: str(v, 'code', 64), message: str(v, 'message', 4096) };
+    default:
+      fail(`unknown message type ${JSON.stringify(v.type)?.slice(0, 40)}`);
+  }
+}
+
+function checkHello(v: Record<string, unknown>): Hello {
+  const version = int(v, 'version', 0, 0xffffffff);
+  if (version !== CONTROL_VERSION) fail(`hello.version received ${version}, expected ${CONTROL_VERSION}`);
+  const uuid = str(v, 'uuid', 36);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)) fail(`hello.uuid received "${uuid}", expected a canonical uuid`);
+  const pageSize = int(v, 'pageSize', 1, 65536);
+  if (!(PAGE_SIZES as readonly number[]).includes(pageSize)) fail(`hello.pageSize received ${pageSize}, expected one of ${PAGE_SIZES.join(', ')}`);
+  const packetSize = int(v, 'packetSize', 1, 1 << 30);
+  if (packetSize !== MULTIFD_PACKET_SIZE) fail(`hello.packetSize received ${packetSize}, expected ${MULTIFD_PACKET_SIZE}`);
+  if (!isObject(v.methodParams)) fail('hello.methodParams is not an object');
+  const methodParams: Record<string, number | string | boolean> = {};
+  for (const [k, p] of Object.entries(v.methodParams)) {
+    if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean') fail(`hello.methodParams.${k} has an unsupported type`);
+    methodParams[k] = p;
+  }
+  if (!Array.isArray(v.ramblocks) || v.ramblocks.length > MAX_RAMBLOCKS) fail(`hello.ramblocks must be a list of at most ${MAX_RAMBLOCKS} ramblocks`);
+  const seen = new Set<string>();
+  const ramblocks = v.ramblocks.map((b: unknown, i: number): RamblockInfo => {
+    if (!isObject(b)) fail(`hello.ramblocks[${i}] is not an object`);
+    const name = str(b, 'name', 1024);
+    const bytes = Buffer.byteLength(name, 'utf8');
+    if (bytes === 0 || bytes > RAMBLOCK_NAME_MAX || name.includes('\0')) {
+      fail(`hello.ramblocks[${i}].name is ${bytes} bytes, expected 1..${RAMBLOCK_NAME_MAX} bytes without NUL`);
+    }
+    if (seen.has(name)) fail(`hello.ramblocks[${i}].name "${name}" appears twice`);
+    seen.add(name);
+    return { name, size: int(b, 'size', 0, Number.MAX_SAFE_INTEGER) };
+  });
+  return {
+    type: 'hello',
+    version,
+    uuid,
+    channels: int(v, 'channels', 1, MAX_CHANNELS),
+    pageSize,
+    packetSize,
+    compression: str(v, 'compression', 32),
+    methodParams,
+    zeroPageDetection: str(v, 'zeroPageDetection', 32),
+    digest: str(v, 'digest', 64),
+    ramblocks,
+  };
+}
+
+function checkComplete(v: Record<string, unknown>): Complete {
+  if (!Array.isArray(v.packets) || v.packets.length > MAX_CHANNELS) fail('complete.packets must be a list of per-channel counts');
+  const packets = v.packets.map((n: unknown, i: number) => {
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) fail(`complete.packets[${i}] received ${JSON.stringify(n)}, expected a count`);
+    return n;
+  });
+  if (!isObject(v.digests)) fail('complete.digests is not an object');
+  const digests: Record<string, string> = {};
+  for (const [k, d] of Object.entries(v.digests)) {
+    if (typeof d !== 'string' || !/^[0-9a-f]{16}$/.test(d)) fail(`complete.digests["${k}"] is not a 16-digit hex digest`);
+    digests[k] = d;
+  }
+  return { type: 'complete', packets, digests };
+}

@@ -1,0 +1,130 @@
+/**
+ * Every failure mfd reports is an MfdError with a stable `code`. Messages say
+ * where (channel, packet number) and what (received vs expected). Only the CLI
+ * entry turns an error into an exit code, through `exitCode`.
+ */
+
+/** Documented process exit codes (see README, "Exit codes"). */
+export const ExitCode = {
+  OK: 0,
+  /** Internal error: a bug in mfd. */
+  INTERNAL: 1,
+  /** Bad command line or option value. */
+  USAGE: 2,
+  /** The peer sent something that breaks the wire or control protocol. */
+  PROTOCOL: 3,
+  /** A connection failed, dropped or timed out. */
+  CONNECTION: 4,
+  /** The transfer finished but its digest or page coverage does not match. */
+  VERIFY: 5,
+  /** Reading an image or writing an output failed. */
+  IO: 6,
+  /** The peer reported a failure of its own. */
+  REMOTE: 7,
+  /** Interrupted by a signal (SIGINT/SIGTERM). */
+  INTERRUPTED: 130,
+} as const;
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export interface ErrorPlace {
+  channel?: number;
+  packetNum?: bigint | number;
+}
+
+export class MfdError extends Error {
+  readonly code: string;
+  readonly exitCode: ExitCodeValue;
+  readonly channel: number | undefined;
+  readonly packetNum: bigint | number | undefined;
+
+  constructor(code: string, message: string, exitCode: ExitCodeValue, place: ErrorPlace = {}, options?: { cause?: unknown }) {
+    super(prefix(place) + message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.exitCode = exitCode;
+    this.channel = place.channel;
+    this.packetNum = place.packetNum;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      ...(this.channel !== undefined ? { channel: this.channel } : {}),
+      ...(this.packetNum !== undefined ? { packetNum: Number(this.packetNum) } : {}),
+    };
+  }
+}
+
+function prefix(place: ErrorPlace): string {
+  if (place.channel === undefined) return '';
+  if (place.packetNum === undefined) return `channel ${place.channel}: `;
+  return `channel ${place.channel}, packet ${place.packetNum}: `;
+}
+
+export class UsageError extends MfdError {
+  constructor(message: string, code = 'ERR_USAGE') {
+    super(code, message, ExitCode.USAGE);
+  }
+}
+
+/** The peer broke the multifd wire format or the control protocol. */
+export class ProtocolError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.PROTOCOL, place);
+  }
+}
+
+export class ConnectionError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}, cause?: unknown) {
+    super(code, message, ExitCode.CONNECTION, place, { cause });
+  }
+}
+
+export class VerifyError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.VERIFY, place);
+  }
+}
+
+export class IoError extends MfdError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(code, message, ExitCode.IO, {}, { cause });
+  }
+}
+
+/** The other side failed and told us why over the control channel. */
+export class RemoteError extends MfdError {
+  readonly remoteCode: string;
+  constructor(side: 'sender' | 'receiver', remoteCode: string, message: string) {
+    super('ERR_REMOTE', `${side} failed: ${message} [${remoteCode}]`, ExitCode.REMOTE);
+    this.remoteCode = remoteCode;
+  }
+}
+
+export class InterruptedError extends MfdError {
+  constructor(signal: string) {
+    super('ERR_INTERRUPTED', `interrupted by ${signal}`, ExitCode.INTERRUPTED);
+  }
+}
+
+export class NativeLoadError extends MfdError {
+  constructor(message: string) {
+    super('ERR_NATIVE_LOAD', message, ExitCode.INTERNAL);
+  }
+}
+
+/** Wraps anything thrown into an MfdError (an unknown error is a bug: INTERNAL). */
+export function asMfdError(err: unknown): MfdError {
+  if (err instanceof MfdError) return err;
+  const e = err instanceof Error ? err : new Error(String(err));
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH') {
+    return new ConnectionError(`ERR_${code}`, e.message, {}, e);
+  }
+  if (code === 'ENOENT' || code === 'EACCES' || code === 'ENOSPC' || code === 'EIO' || code === 'EISDIR' || code === 'EROFS' || code === 'EDQUOT') {
+    return new IoError(`ERR_${code}`, e.message, e);
+  }
+  return new MfdError('ERR_INTERNAL', e.stack ?? e.message, ExitCode.INTERNAL, {}, { cause: e });
+}

@@ -1,0 +1,65 @@
+/**
+ * The compression-method contract, after QEMU's MultiFDMethods ops table.
+ * One file per method under src/methods/, each ending with registerMethod().
+ * Nothing outside src/methods/registry.ts looks a method up by name.
+ *
+ * Lifecycle per migration, per channel:
+ *   sender:   sendSetup() once -> prepare() for every packet with pages, in
+ *             the order the packets are written -> cleanup() once.
+ *   receiver: recvSetup() once -> recv() for every packet with normal pages,
+ *             in the order the packets arrived on that channel -> cleanup().
+ * Stream methods (zlib, zstd) keep history across a channel's packets, which
+ * is why both calls are made in channel order and never shared by channels.
+ */
+
+/** Parameters both sides agree on in the hello (levels and the like). */
+export type MethodParams = Record<string, number | string | boolean>;
+
+export interface MethodSetup {
+  channel: number;
+  pageSize: number;
+  params: MethodParams;
+}
+
+export interface MethodSender {
+  /**
+   * Builds the payload for one packet. `pages` are the packet's normal pages
+   * as runs of whole pages (views into the caller's slab, in offset order,
+   * `normalPages` pages in all). Returns the chunks to write after the header;
+   * they may be the same views (no copy) and must stay valid until written.
+   * The caller puts their total length in next_packet_size.
+   */
+  prepare(pages: Uint8Array[], normalPages: number): Uint8Array[] | Promise<Uint8Array[]>;
+  /** Frees what sendSetup made. Called once, also after a failure. */
+  cleanup(): void;
+}
+
+export interface MethodReceiver {
+  /**
+   * Decodes one packet's payload (exactly next_packet_size bytes) into the
+   * packet's normal pages, contiguous, normalPages x pageSize bytes. Throws a
+   * ProtocolError naming the channel when the payload is corrupt, truncated or
+   * decodes to any other length; never returns a short result.
+   */
+  recv(payload: Uint8Array, normalPages: number, packetNum: bigint): Uint8Array | Promise<Uint8Array>;
+  /** Frees what recvSetup made. Called once, also after a failure. */
+  cleanup(): void;
+}
+
+export interface CompressionMethod {
+  /** The name on the command line (QEMU's multifd-compression value). */
+  readonly name: string;
+  /** Value of the flags' compression bits on every packet with pages. */
+  readonly flag: number;
+  /** False for mfd's own extensions, which a QEMU receiver cannot read. */
+  readonly qemuCompatible: boolean;
+  readonly description: string;
+  /** True when next_packet_size must be exactly normalPages x pageSize. */
+  readonly exactPayload: boolean;
+  /** Largest next_packet_size the receiver accepts for `normalPages` pages. */
+  maxPayload(normalPages: number, pageSize: number): number;
+  /** Checks and completes user parameters; throws UsageError with the valid range. */
+  params(user: MethodParams): MethodParams;
+  sendSetup(s: MethodSetup): MethodSender;
+  recvSetup(s: MethodSetup): MethodReceiver;
+}

@@ -1,0 +1,35 @@
+/** nocomp: the payload is the normal pages' bytes, in offset order. */
+import { ProtocolError } from '../errors.js';
+import { MULTIFD_FLAG_NOCOMP } from '../wire/constants.js';
+import type { CompressionMethod } from './method.js';
+import { registerMethod } from './registry.js';
+
+export const none: CompressionMethod = {
+  name: 'none',
+  flag: MULTIFD_FLAG_NOCOMP,
+  qemuCompatible: true,
+  description: 'no compression: pages go on the wire as they are',
+  exactPayload: true,
+  maxPayload: (normalPages, pageSize) => normalPages * pageSize,
+  params(user) {
+    const extra = Object.keys(user);
+    if (extra.length > 0) throw new ProtocolError('ERR_METHOD_PARAMS', `method none takes no parameters, received ${extra.join(', ')}`);
+    return {};
+  },
+  sendSetup: () => ({
+    prepare: (pages) => pages,
+    cleanup() {},
+  }),
+  recvSetup: ({ channel, pageSize }) => ({
+    recv(payload, normalPages, packetNum) {
+      const want = normalPages * pageSize;
+      if (payload.length !== want) {
+        throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${payload.length}, size expected ${want}`, { channel, packetNum });
+      }
+      return payload;
+    },
+    cleanup() {},
+  }),
+};
+
+registerMethod(none);

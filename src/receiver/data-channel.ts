@@ -1,0 +1,208 @@
+/**
+ * One multifd channel on the receiver: parses header and payload off the
+ * socket, checks each header (wire/packet.ts), records page coverage, decodes
+ * through the method in channel order, then digests and writes the pages.
+ * Decoding is serial per channel (stream methods keep history); digesting and
+ * writing overlap. The socket pauses while too many packets are in flight.
+ */
+import type { Socket } from 'node:net';
+import { ConnectionError, ProtocolError } from '../errors.js';
+import type { MethodReceiver } from '../methods/index.js';
+import { ByteQueue } from '../transport/byte-queue.js';
+import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
+import { MULTIFD_FLAG_SYNC } from '../wire/constants.js';
+import { analysePages } from '../zero-page/analyse.js';
+import type { ChannelCounters } from '../stats.js';
+import type { BlockDigest } from '../digest.js';
+import type { Output } from './output.js';
+
+/** Packets decoded or written but not finished, per channel, before reading pauses. */
+const MAX_IN_FLIGHT = 4;
+const EMPTY = new Uint8Array(0);
+
+export interface TargetBlock {
+  output: Output;
+  size: number;
+  /** One bit per page: received (normal or zero). */
+  seen: Uint8Array;
+  pagesSeen: number;
+  digest: BlockDigest;
+}
+
+export interface ChannelHost {
+  pageSize: number;
+  headerSize: number;
+  check: Omit<PacketCheckContext, 'channel'>;
+  blocks: Map<string, TargetBlock>;
+  zeroPageCrc: number;
+  inPlace: boolean;
+  onPages(bytes: number): void;
+  onIdle(): void;
+  fail(e: unknown): void;
+}
+
+export class DataChannel {
+  private readonly queue = new ByteQueue();
+  private header: PacketHeader | null = null;
+  private decodeChain: Promise<unknown> = Promise.resolve();
+  private inFlight = 0;
+  private readonly ctx: PacketCheckContext;
+  /** EOF seen at a packet boundary. */
+  ended = false;
+  lastWasSync = false;
+
+  constructor(
+    readonly id: number,
+    private readonly socket: Socket,
+    initial: Buffer,
+    private readonly method: MethodReceiver,
+    readonly counters: ChannelCounters,
+    private readonly host: ChannelHost,
+  ) {
+    this.ctx = { ...host.check, channel: id };
+    this.queue.push(initial);
+    socket.on('data', (c: Buffer) => {
+      this.counters.wireBytes += c.length;
+      this.queue.push(c);
+      this.pump();
+    });
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (e) => host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+    socket.on('close', () => {
+      if (!this.ended) this.onEnd();
+    });
+    this.pump();
+  }
+
+  get idle(): boolean {
+    return this.ended && this.inFlight === 0;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private onEnd(): void {
+    if (this.ended) return;
+    const partial = this.queue.length + (this.header ? this.host.headerSize : 0);
+    if (partial > 0) {
+      const what = this.header
+        ? `payload: received ${this.queue.length} of ${this.header.nextPacketSize} bytes`
+        : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`;
+      this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }));
+      return;
+    }
+    this.ended = true;
+    this.host.onIdle();
+  }
+
+  private pump(): void {
+    try {
+      for (;;) {
+        if (!this.header) {
+          const raw = this.queue.take(this.host.headerSize);
+          if (!raw) return;
+          // Offsets beyond pagesAlloc are never read (QEMU leaves stale ones there).
+          const h = decodePacketHeader(raw, this.host.check.pageCount);
+          this.header = h;
+          // Judge the header before waiting for (or allocating) its payload.
+          checkPacketHeader(h, this.ctx);
+        }
+        const h = this.header;
+        const payload = h.nextPacketSize > 0 ? this.queue.take(h.nextPacketSize) : EMPTY;
+        if (!payload) return;
+        this.header = null;
+        this.packet(h, payload);
+      }
+    } catch (e) {
+      this.host.fail(e);
+    }
+  }
+
+  private packet(h: PacketHeader, payload: Uint8Array): void {
+    const c = this.counters;
+    c.packets++;
+    this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
+    if (this.lastWasSync) c.syncPackets++;
+    const pages = h.normalPages + h.zeroPages;
+    if (pages === 0) return;
+    const name = Buffer.from(h.ramblock).toString('utf8');
+    const block = this.host.blocks.get(name)!;
+    const ps = this.host.pageSize;
+    for (let i = 0; i < pages; i++) {
+      const idx = h.offsets[i]! / ps;
+      const bit = 1 << (idx & 7);
+      const byte = idx >>> 3;
+      if (block.seen[byte]! & bit) {
+        throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, {
+          channel: this.id,
+          packetNum: h.packetNum,
+        });
+      }
+      block.seen[byte]! |= bit;
+    }
+    block.pagesSeen += pages;
+    c.normalPages += h.normalPages;
+    c.zeroPages += h.zeroPages;
+
+    if (++this.inFlight >= MAX_IN_FLIGHT) this.socket.pause();
+    const decoded = this.decodeChain.then(() => (h.normalPages > 0 ? this.method.recv(payload, h.normalPages, h.packetNum) : EMPTY));
+    this.decodeChain = decoded.catch(() => {});
+    decoded
+      .then((data) => this.apply(h, name, block, data))
+      .then(
+        () => {
+          if (--this.inFlight < MAX_IN_FLIGHT) this.socket.resume();
+          this.host.onPages(pages * ps);
+          if (this.idle) this.host.onIdle();
+        },
+        (e) => this.host.fail(e),
+      );
+  }
+
+  /** Digests the decoded pages and writes them (and, in place, the zero pages). */
+  private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array): Promise<void> {
+    const ps = this.host.pageSize;
+    const normal = h.normalPages;
+    const writes: Promise<void>[] = [];
+    if (normal > 0) {
+      const crc = new Uint32Array(normal);
+      await analysePages(data, ps, normal, null, crc);
+      for (let j = 0; j < normal; j++) {
+        const off = h.offsets[j]!;
+        block.digest.add(off / ps, crc[j]!);
+        if (off + ps > block.size) this.checkPadding(h, name, data, j, block.size);
+      }
+      for (let j = 0; j < normal; ) {
+        let k = j + 1;
+        while (k < normal && h.offsets[k] === h.offsets[k - 1]! + ps) k++;
+        writes.push(block.output.write(data, j * ps, (k - j) * ps, h.offsets[j]!));
+        j = k;
+      }
+    }
+    for (let j = normal; j < normal + h.zeroPages; j++) block.digest.add(h.offsets[j]! / ps, this.host.zeroPageCrc);
+    if (this.host.inPlace) {
+      for (let j = normal; j < normal + h.zeroPages; ) {
+        let k = j + 1;
+        while (k < normal + h.zeroPages && h.offsets[k] === h.offsets[k - 1]! + ps) k++;
+        writes.push(block.output.zero(h.offsets[j]!, (k - j) * ps));
+        j = k;
+      }
+    }
+    await Promise.all(writes);
+  }
+
+  /** The bytes of a last page past the end of the block must be zero padding. */
+  private checkPadding(h: PacketHeader, name: string, data: Uint8Array, page: number, size: number): void {
+    const ps = this.host.pageSize;
+    const keep = size - h.offsets[page]!;
+    const tail = data.subarray(page * ps + keep, (page + 1) * ps);
+    if (tail.some((b) => b !== 0)) {
+      throw new ProtocolError(
+        'ERR_PAGE_PAST_END',
+        `page at offset ${h.offsets[page]} runs past the end of ram block "${name}" (size ${size}) with non-zero bytes`,
+        { channel: this.id, packetNum: h.packetNum },
+      );
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * One ramblock's output file. Written under a temporary name next to the
+ * target (`.NAME.mfd-partial`), sparse, and renamed over the target only
+ * after the migration verified; with in-place mode the target itself is
+ * written (zero pages zeroed) and a `NAME.mfd-partial` marker beside it says
+ * it is incomplete until then. Writes are positional and clipped to the
+ * block's declared size: nothing is ever written outside it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { IoError } from '../errors.js';
+
+const ZERO = new Uint8Array(1024 * 1024);
+
+export class Output {
+  private fd = -1;
+  private constructor(
+    readonly name: string,
+    readonly size: number,
+    readonly finalPath: string,
+    readonly writePath: string,
+    readonly markerPath: string | null,
+    readonly inPlace: boolean,
+  ) {}
+
+  static tempPathFor(finalPath: string): string {
+    return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-partial`);
+  }
+
+  static async create(name: string, size: number, finalPath: string, inPlace: boolean): Promise<Output> {
+    const out = inPlace
+      ? new Output(name, size, finalPath, finalPath, `${finalPath}.mfd-partial`, true)
+      : new Output(name, size, finalPath, Output.tempPathFor(finalPath), null, false);
+    try {
+      const st = await fs.promises.stat(finalPath).catch(() => null);
+      if (st && !st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
+      if (out.markerPath) await fs.promises.writeFile(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
+      // In place: keep the existing bytes (every page is rewritten); else a fresh sparse file.
+      out.fd = fs.openSync(out.writePath, inPlace ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w', 0o644);
+      fs.ftruncateSync(out.fd, size);
+    } catch (e) {
+      out.closeQuietly();
+      if (e instanceof IoError) throw e;
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${err.message}`, e);
+    }
+    return out;
+  }
+
+  /** Writes `len` bytes of `buf` from `from` at block offset `pos`, clipped to the block size. */
+  write(buf: Uint8Array, from: number, len: number, pos: number): Promise<void> {
+    const n = Math.min(len, this.size - pos);
+    if (n <= 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const step = (done: number): void => {
+        if (done === n) return resolve();
+        fs.write(this.fd, buf, from + done, n - done, pos + done, (err, w) => {
+          if (err) return reject(new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ram block "${this.name}" at offset ${pos + done} to "${this.writePath}": ${err.message}`, err));
+          step(done + w);
+        });
+      };
+      step(0);
+    });
+  }
+
+  /** Zeroes [pos, pos+len) (in-place mode), clipped to the block size. */
+  async zero(pos: number, len: number): Promise<void> {
+    for (let done = 0; done < len; done += ZERO.length) {
+      await this.write(ZERO, 0, Math.min(ZERO.length, len - done), pos + done);
+    }
+  }
+
+  /** Flushes to disk and puts the file under its final name. */
+  async commit(): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+      fs.closeSync(this.fd);
+      this.fd = -1;
+      if (!this.inPlace) await fs.promises.rename(this.writePath, this.finalPath);
+      if (this.markerPath) await fs.promises.rm(this.markerPath, { force: true });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'COMMIT'}`, `finishing ram block "${this.name}" at "${this.finalPath}": ${err.message}`, e);
+    }
+  }
+
+  /** After a failure: the temporary file goes; an in-place target keeps its marker. */
+  abort(): void {
+    this.closeQuietly();
+    if (!this.inPlace) fs.rmSync(this.writePath, { force: true });
+  }
+
+  private closeQuietly(): void {
+    if (this.fd >= 0) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* nothing left to do */
+      }
+      this.fd = -1;
+    }
+  }
+}

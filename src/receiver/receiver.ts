@@ -1,0 +1,356 @@
+/**
+ * The receiver path: listen; the first 4 bytes of each connection tell the
+ * control channel ('MFDC') from a multifd channel (0x11223344). The hello sets
+ * up outputs and method; channels are matched by id and uuid; when the sender
+ * reports completion and every channel has drained, page coverage, packet
+ * counts and digests are verified before any output takes its final name.
+ */
+import net from 'node:net';
+import path from 'node:path';
+import { ConnectionError, MfdError, ProtocolError, UsageError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
+import { native } from '../native/load.js';
+import { BlockDigest } from '../digest.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
+import { ControlChannel } from '../transport/control-channel.js';
+import { ByteQueue } from '../transport/byte-queue.js';
+import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
+import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { isSafeFileName } from '../image/ramblock.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { Output } from './output.js';
+import { DataChannel, type ChannelHost, type TargetBlock } from './data-channel.js';
+
+export interface RecvOptions {
+  host: string;
+  port: number;
+  /** Directory for ramblocks without an explicit mapping. */
+  outputDir?: string;
+  /** Explicit ramblock name -> output path. */
+  outputMap?: Map<string, string>;
+  /** Write into existing outputs (zeroing zero pages) instead of a temporary file renamed at the end. */
+  inPlace?: boolean;
+  logger: Logger;
+  /** Idle time after which a silent channel fails the migration. */
+  timeoutMs?: number;
+  onListening?: (address: net.AddressInfo) => void;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface RecvResult {
+  stats: RunStats;
+}
+
+export function receive(opts: RecvOptions): Promise<RecvResult> {
+  return new Promise<RecvResult>((resolve, reject) => {
+    const run = new Migration(opts, resolve, reject);
+    run.start();
+  });
+}
+
+class Migration {
+  private readonly log: Logger;
+  private readonly server = net.createServer({ noDelay: true });
+  private readonly startNs = process.hrtime.bigint();
+  private readonly sockets = new Set<net.Socket>();
+  private control: ControlChannel | null = null;
+  private hello: Hello | null = null;
+  private uuid: Uint8Array | null = null;
+  private method: CompressionMethod | null = null;
+  private params: MethodParams = {};
+  private readonly receivers: MethodReceiver[] = [];
+  private readonly blocks = new Map<string, TargetBlock>();
+  private readonly outputs: Output[] = [];
+  private channels: (DataChannel | undefined)[] = [];
+  private counters: ChannelCounters[] = [];
+  private complete: Complete | null = null;
+  private settled = false;
+  private finishing = false;
+  private doneBytes = 0;
+  private totalBytes = 0;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly opts: RecvOptions,
+    private readonly resolve: (r: RecvResult) => void,
+    private readonly reject: (e: MfdError) => void,
+  ) {
+    this.log = opts.logger;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  start(): void {
+    this.server.on('connection', (s) => this.accept(s));
+    this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
+    this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
+      const addr = this.server.address() as net.AddressInfo;
+      this.log.info({ address: addr.address, port: addr.port }, `listening on ${addr.address}:${addr.port}`);
+      this.opts.onListening?.(addr);
+    });
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+  }
+
+  private accept(sock: net.Socket): void {
+    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    if (this.settled) return void sock.destroy();
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    const q = new ByteQueue();
+    const reject = (why: string): void => {
+      this.log.warn({ peer }, `connection from ${peer} refused: ${why}`);
+      sock.destroy();
+    };
+    sock.setTimeout(this.timeoutMs, () => reject(`nothing received for ${this.timeoutMs} ms`));
+    sock.on('error', () => {});
+    const onData = (c: Buffer): void => {
+      q.push(c);
+      if (q.length < 4) return;
+      const magic = q.take(4, Buffer.alloc)!.readUInt32BE(0);
+      if (magic === CONTROL_MAGIC) {
+        if (q.length < CONTROL_PREAMBLE_SIZE - 4) return void this.unread(q, magic);
+        sock.off('data', onData);
+        this.onControl(sock, peer, q);
+      } else if (magic === MULTIFD_MAGIC) {
+        if (q.length < INIT_PACKET_SIZE - 4) return void this.unread(q, magic);
+        sock.off('data', onData);
+        this.onDataChannel(sock, peer, q, reject);
+      } else {
+        sock.off('data', onData);
+        reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
+      }
+    };
+    sock.on('data', onData);
+  }
+
+  /** Puts the 4 magic bytes back in front (the rest of the preamble has not arrived). */
+  private unread(q: ByteQueue, magic: number): void {
+    const rest = q.take(q.length)!;
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(magic >>> 0, 0);
+    q.push(Buffer.concat([head, rest]));
+  }
+
+  private onControl(sock: net.Socket, peer: string, q: ByteQueue): void {
+    if (this.control) {
+      this.log.warn({ peer }, `second control connection from ${peer} refused`);
+      return void sock.destroy();
+    }
+    const rest = q.take(q.length)!;
+    try {
+      checkPreamble(Buffer.concat([Buffer.alloc(4), rest.subarray(0, 4)]));
+    } catch (e) {
+      return this.fail(e);
+    }
+    sock.setTimeout(0);
+    const ctl = new ControlChannel(sock, peer, rest.subarray(4));
+    this.control = ctl;
+    this.log.info({ peer }, 'control channel connected');
+    void this.converse(ctl);
+  }
+
+  private async converse(ctl: ControlChannel): Promise<void> {
+    try {
+      const hello = await ctl.next();
+      if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
+      await this.setup(hello);
+      ctl.send({ type: 'ready' });
+      const m = await ctl.next();
+      if (m.type === 'error') throw new ConnectionError('ERR_SENDER_FAILED', `sender failed: ${m.message} [${m.code}]`);
+      if (m.type !== 'complete') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
+      if (m.packets.length !== hello.channels) {
+        throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: complete lists ${m.packets.length} channels, expected ${hello.channels}`);
+      }
+      this.complete = m;
+      // Anything after "complete" other than the close is a failure report.
+      ctl.next().then(
+        (late) => {
+          if (!this.settled && late.type === 'error') this.fail(new ConnectionError('ERR_SENDER_FAILED', `sender failed: ${late.message} [${late.code}]`));
+        },
+        (e) => {
+          if (!this.settled && !this.finishing) this.fail(e);
+        },
+      );
+      this.maybeFinish();
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private async setup(hello: Hello): Promise<void> {
+    let method: CompressionMethod;
+    try {
+      method = getMethod(hello.compression);
+      this.params = method.params(hello.methodParams);
+    } catch (e) {
+      throw new ProtocolError('ERR_HELLO_METHOD', `hello: ${(e as Error).message}`);
+    }
+    if (hello.digest !== DIGEST_ALGORITHM) throw new ProtocolError('ERR_HELLO_DIGEST', `hello: digest received "${hello.digest}", expected "${DIGEST_ALGORITHM}"`);
+    const map = this.opts.outputMap ?? new Map<string, string>();
+    for (const name of map.keys()) {
+      if (!hello.ramblocks.some((b) => b.name === name)) {
+        throw new UsageError(`--output names ram block "${name}", but the sender sends ${hello.ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`);
+      }
+    }
+    for (const b of hello.ramblocks) {
+      let target = map.get(b.name);
+      if (target === undefined) {
+        if (!this.opts.outputDir) throw new UsageError(`no output for ram block "${b.name}": give --output DIR or --output ${b.name}=PATH`);
+        if (!isSafeFileName(b.name)) {
+          throw new ProtocolError('ERR_HELLO_RAMBLOCK', `hello: ram block name "${b.name}" is not usable as a file name in ${this.opts.outputDir}; map it with --output NAME=PATH`);
+        }
+        target = path.join(this.opts.outputDir, b.name);
+      }
+      const output = await Output.create(b.name, b.size, target, this.opts.inPlace ?? false);
+      this.outputs.push(output);
+      const pages = Math.ceil(b.size / hello.pageSize);
+      this.blocks.set(b.name, { output, size: b.size, seen: new Uint8Array(Math.ceil(pages / 8)), pagesSeen: 0, digest: new BlockDigest() });
+      this.totalBytes += b.size;
+    }
+    this.method = method;
+    this.hello = hello;
+    this.uuid = uuidFromString(hello.uuid);
+    this.channels = new Array(hello.channels).fill(undefined);
+    this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
+    this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks }, 'migration set up');
+  }
+
+  private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
+    const hello = this.hello;
+    const method = this.method;
+    const raw = Buffer.alloc(INIT_PACKET_SIZE);
+    raw.writeUInt32BE(MULTIFD_MAGIC, 0);
+    q.take(INIT_PACKET_SIZE - 4)!.copy(raw, 4);
+    const init = decodeInitPacket(raw);
+    if (!hello || !method || !this.uuid) return refuse('multifd channel before the control channel\'s hello');
+    const where = `multifd channel from ${peer}`;
+    if (Buffer.compare(Buffer.from(init.uuid), Buffer.from(this.uuid)) !== 0) {
+      // Not this migration's: refuse the connection, keep the migration going.
+      try {
+        checkInitPacket(init, { uuid: this.uuid, channels: hello.channels }, where);
+      } catch (e) {
+        return refuse((e as Error).message);
+      }
+    }
+    try {
+      checkInitPacket(init, { uuid: this.uuid, channels: hello.channels }, where);
+      if (this.channels[init.id]) throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
+    } catch (e) {
+      return this.fail(e);
+    }
+    sock.setTimeout(this.timeoutMs, () =>
+      this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.timeoutMs} ms`, { channel: init.id })),
+    );
+    const receiver = method.recvSetup({ channel: init.id, pageSize: hello.pageSize, params: this.params });
+    this.receivers.push(receiver);
+    const counters = this.counters[init.id]!;
+    counters.wireBytes += INIT_PACKET_SIZE;
+    const rest = q.take(q.length)!;
+    this.channels[init.id] = new DataChannel(init.id, sock, rest, receiver, counters, this.channelHost());
+    this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
+  }
+
+  private host: ChannelHost | null = null;
+  private channelHost(): ChannelHost {
+    if (this.host) return this.host;
+    const hello = this.hello!;
+    const method = this.method!;
+    this.host = {
+      pageSize: hello.pageSize,
+      headerSize: packetHeaderSize(hello.pageSize),
+      check: {
+        pageSize: hello.pageSize,
+        pageCount: pageCount(hello.pageSize),
+        methodFlag: method.flag,
+        exactPayload: method.exactPayload,
+        maxPayload: (n) => method.maxPayload(n, hello.pageSize),
+        lookupRamblock: (name) => this.blocks.get(name),
+      },
+      blocks: this.blocks,
+      zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
+      inPlace: this.opts.inPlace ?? false,
+      onPages: (bytes) => {
+        this.doneBytes += bytes;
+        this.opts.onProgress?.(Math.min(this.doneBytes, this.totalBytes), this.totalBytes);
+      },
+      onIdle: () => this.maybeFinish(),
+      fail: (e) => this.fail(e),
+    };
+    return this.host;
+  }
+
+  private maybeFinish(): void {
+    const done = this.complete;
+    if (this.settled || this.finishing || !done || !this.hello) return;
+    if (!this.channels.every((c) => c?.idle)) return;
+    this.finishing = true;
+    this.finish(done).catch((e) => this.fail(e));
+  }
+
+  /** Every channel drained and the sender says it is done: verify, then commit. */
+  private async finish(done: Complete): Promise<void> {
+    const hello = this.hello!;
+    for (let id = 0; id < hello.channels; id++) {
+      const ch = this.channels[id]!;
+      const got = ch.counters.packets;
+      if (got !== done.packets[id]) {
+        throw new VerifyError('ERR_PACKET_COUNT', `received ${got} packets, expected ${done.packets[id]}`, { channel: id });
+      }
+      if (got > 0 && !ch.lastWasSync) throw new VerifyError('ERR_NO_SYNC', 'last packet was not a SYNC packet', { channel: id });
+    }
+    for (const b of hello.ramblocks) {
+      const t = this.blocks.get(b.name)!;
+      const pages = Math.ceil(b.size / hello.pageSize);
+      if (t.pagesSeen !== pages) {
+        const first = firstMissing(t.seen, pages);
+        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.pagesSeen} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
+      }
+      const want = done.digests[b.name];
+      if (t.digest.hex() !== want) {
+        throw new VerifyError('ERR_DIGEST', `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`);
+      }
+    }
+    for (const o of this.outputs) await o.commit();
+    const stats = buildStats(
+      {
+        side: 'recv',
+        uuid: hello.uuid,
+        compression: this.method!.name,
+        zeroPageDetection: hello.zeroPageDetection,
+        zeroPagePath: 'sender',
+        pageSize: hello.pageSize,
+        ramblocks: hello.ramblocks.map((b) => ({ name: b.name, size: b.size, path: this.blocks.get(b.name)!.output.finalPath, digest: this.blocks.get(b.name)!.digest.hex() })),
+      },
+      this.counters,
+      this.startNs,
+    );
+    this.control?.send({ type: 'verdict', ok: true, stats: stats as unknown as Record<string, unknown> });
+    this.settle();
+    this.control?.close();
+    this.resolve({ stats });
+  }
+
+  private fail(e: unknown): void {
+    if (this.settled) return;
+    const err = asMfdError(e);
+    this.log.error({ code: err.code, channel: err.channel }, err.message);
+    this.control?.send({ type: 'error', code: err.code, message: err.message });
+    this.settle();
+    for (const o of this.outputs) o.abort();
+    for (const s of this.sockets) s.destroy();
+    this.reject(err);
+  }
+
+  private settle(): void {
+    this.settled = true;
+    for (const r of this.receivers) r.cleanup();
+    for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
+    this.server.close();
+  }
+}
+
+function firstMissing(seen: Uint8Array, pages: number): number {
+  for (let i = 0; i < pages; i++) if (!(seen[i >>> 3]! & (1 << (i & 7)))) return i;
+  return pages;
+}

@@ -1,0 +1,358 @@
+/**
+ * The sender path: control hello -> N data channels (init packet, then RAM
+ * packets) -> SYNC on every channel -> completion with digests -> verdict.
+ *
+ * Per channel, packets flow read -> analyse (zero pages + CRCs, off the event
+ * loop) -> method.prepare -> write, with up to PIPELINE_DEPTH packets read
+ * ahead of the one being written; a fixed slab pool bounds memory.
+ */
+import type { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
+import { getDetector, type ZeroPageDetector } from '../zero-page/index.js';
+import { native } from '../native/load.js';
+import { BlockDigest } from '../digest.js';
+import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
+import { ControlChannel } from '../transport/control-channel.js';
+import { connect, endSocket } from '../transport/connect.js';
+import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
+import { encodePacketHeader } from '../wire/packet.js';
+import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
+import type { BlockSpec } from '../image/ramblock.js';
+import { ImageSource } from './image-source.js';
+import { SlabPool, type Slab } from './slab-pool.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+
+/** Packets read ahead of the one being written, per channel. */
+const PIPELINE_DEPTH = 2;
+
+export interface SendOptions {
+  host: string;
+  port: number;
+  images: BlockSpec[];
+  channels: number;
+  pageSize: number;
+  compression: string;
+  methodParams: MethodParams;
+  zeroPageDetection: string;
+  logger: Logger;
+  connectTimeoutMs?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface SendResult {
+  stats: RunStats;
+  /** The receiver's own statistics, from its verdict. */
+  receiver: Record<string, unknown>;
+}
+
+interface Job {
+  block: Block;
+  /** Byte offset of the packet's first page in the block. */
+  offset: number;
+  pages: number;
+}
+
+interface Block {
+  source: ImageSource;
+  nameBytes: Uint8Array;
+  digest: BlockDigest;
+}
+
+interface DataChannel {
+  id: number;
+  socket: Socket;
+  method: MethodSender;
+  counters: ChannelCounters;
+  pool: SlabPool;
+}
+
+export async function send(opts: SendOptions): Promise<SendResult> {
+  const startNs = process.hrtime.bigint();
+  const log = opts.logger;
+  const method = getMethod(opts.compression);
+  const detector = getDetector(opts.zeroPageDetection);
+  const params = method.params(opts.methodParams);
+  const uuid = randomUUID();
+  const timeout = opts.connectTimeoutMs ?? 10_000;
+  const sources: ImageSource[] = [];
+  const sockets: Socket[] = [];
+  const channels: DataChannel[] = [];
+  let control: ControlChannel | null = null;
+  let failure: MfdError | null = null;
+
+  // First failure wins; everything else is torn down around it.
+  const fail = (e: unknown): MfdError => {
+    if (!failure) {
+      failure = asMfdError(e);
+      control?.send({ type: 'error', code: failure.code, message: failure.message });
+      for (const s of sockets) s.destroy();
+    }
+    return failure;
+  };
+  const onAbort = (): void => {
+    fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  try {
+    for (const spec of opts.images) sources.push(await ImageSource.open(spec));
+    const totalBytes = sources.reduce((a, s) => a + s.size, 0);
+
+    const ctlSock = await connect(opts.host, opts.port, timeout, 'control channel');
+    sockets.push(ctlSock);
+    control = new ControlChannel(ctlSock, `${opts.host}:${opts.port}`);
+    const hello: Hello = {
+      type: 'hello',
+      version: CONTROL_VERSION,
+      uuid,
+      channels: opts.channels,
+      pageSize: opts.pageSize,
+      packetSize: MULTIFD_PACKET_SIZE,
+      compression: method.name,
+      methodParams: params,
+      zeroPageDetection: detector.name,
+      digest: DIGEST_ALGORITHM,
+      ramblocks: sources.map((s) => ({ name: s.name, size: s.size })),
+    };
+    ctlSock.write(encodePreamble());
+    control.send(hello);
+    expectType(await control.next(), 'ready');
+    log.info({ uuid, channels: opts.channels, compression: method.name }, 'receiver ready');
+    // From here on, a message from the receiver outside next() is a failure report.
+    control.onUnsolicited = (m) => fail(remoteOrUnexpected(m, 'while sending pages'));
+
+    const uuidBytes = uuidFromString(uuid);
+    const headerSize = packetHeaderSize(opts.pageSize);
+    for (let id = 0; id < opts.channels; id++) {
+      const socket = await connect(opts.host, opts.port, timeout, `channel ${id}`);
+      sockets.push(socket);
+      socket.on('error', (e) => fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+      socket.on('close', () => {
+        if (!socket.writableFinished) fail(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
+      });
+      socket.write(encodeInitPacket(uuidBytes, id));
+      const counters = newChannelCounters(id);
+      counters.wireBytes += INIT_PACKET_SIZE;
+      channels.push({
+        id,
+        socket,
+        method: method.sendSetup({ channel: id, pageSize: opts.pageSize, params }),
+        counters,
+        pool: new SlabPool(PIPELINE_DEPTH + 2, MULTIFD_PACKET_SIZE, headerSize, pageCount(opts.pageSize)),
+      });
+    }
+
+    const blocks: Block[] = sources.map((s) => ({ source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest() }));
+    const jobs = makeJobs(blocks, opts.pageSize);
+    const state: SendState = { packetNum: 0n, doneBytes: 0, totalBytes, failed: () => failure };
+    const ctx: PacketContext = { method, detector, pageSize: opts.pageSize, headerSize, state, onProgress: opts.onProgress };
+
+    await Promise.all(channels.map((ch) => runChannel(ch, jobs, ctx).catch((e) => { throw fail(e); })));
+    if (failure) throw failure;
+
+    const complete: ControlMessage = {
+      type: 'complete',
+      packets: channels.map((c) => c.counters.packets),
+      digests: Object.fromEntries(blocks.map((b) => [b.source.name, b.digest.hex()])),
+    };
+    control.onUnsolicited = null;
+    control.send(complete);
+    const verdict = await control.next();
+    if (verdict.type !== 'verdict') throw remoteOrUnexpected(verdict, 'waiting for the verdict');
+    control.close();
+    const stats = buildStats(
+      {
+        side: 'send',
+        uuid,
+        compression: method.name,
+        zeroPageDetection: detector.name,
+        zeroPagePath: detector.path(),
+        pageSize: opts.pageSize,
+        ramblocks: blocks.map((b) => ({ name: b.source.name, size: b.source.size, path: b.source.path, digest: b.digest.hex() })),
+      },
+      channels.map((c) => c.counters),
+      startNs,
+    );
+    return { stats, receiver: verdict.stats };
+  } catch (e) {
+    throw fail(e);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    for (const ch of channels) ch.method.cleanup();
+    for (const s of sources) s.close();
+    for (const s of sockets) if (failure) s.destroy();
+  }
+}
+
+function expectType(m: ControlMessage, type: ControlMessage['type']): void {
+  if (m.type !== type) throw remoteOrUnexpected(m, `waiting for ${type}`);
+}
+
+function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
+  if (m.type === 'error') return new RemoteError('receiver', m.code, m.message);
+  return new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}" ${when}`);
+}
+
+/** All packets of all blocks, in block and offset order, handed out one at a time. */
+function makeJobs(blocks: Block[], pageSize: number): Iterator<Job> {
+  const perPacket = pageCount(pageSize);
+  return (function* () {
+    for (const block of blocks) {
+      const size = block.source.size;
+      for (let offset = 0; offset < size; offset += MULTIFD_PACKET_SIZE) {
+        yield { block, offset, pages: Math.min(perPacket, Math.ceil((size - offset) / pageSize)) };
+      }
+    }
+  })();
+}
+
+interface SendState {
+  packetNum: bigint;
+  doneBytes: number;
+  totalBytes: number;
+  failed: () => MfdError | null;
+}
+
+interface PacketContext {
+  method: CompressionMethod;
+  detector: ZeroPageDetector;
+  pageSize: number;
+  headerSize: number;
+  state: SendState;
+  onProgress: ((done: number, total: number) => void) | undefined;
+}
+
+interface Loaded {
+  job: Job;
+  slab: Slab;
+  zeros: number;
+}
+
+async function load(job: Job, slab: Slab, ctx: PacketContext): Promise<Loaded> {
+  const bytes = Math.min(job.pages * ctx.pageSize, job.block.source.size - job.offset);
+  await job.block.source.read(slab.data, job.offset, bytes);
+  // A last page that runs past the end of the image is sent zero-padded.
+  const padded = job.pages * ctx.pageSize;
+  if (bytes < padded) slab.data.fill(0, bytes, padded);
+  const zeros = await ctx.detector.analyse(slab.data, ctx.pageSize, job.pages, slab.zero, slab.crc);
+  return { job, slab, zeros };
+}
+
+async function runChannel(ch: DataChannel, jobs: Iterator<Job>, ctx: PacketContext): Promise<void> {
+  const ahead: Promise<Loaded>[] = [];
+  let exhausted = false;
+  for (;;) {
+    while (!exhausted && ahead.length < PIPELINE_DEPTH) {
+      const next = jobs.next();
+      if (next.done) {
+        exhausted = true;
+        break;
+      }
+      const slab = await ch.pool.acquire();
+      const p = load(next.value, slab, ctx);
+      p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
+      ahead.push(p);
+    }
+    const p = ahead.shift();
+    if (!p) break;
+    const loaded = await p;
+    if (ctx.state.failed()) return;
+    await writePacket(ch, loaded, ctx);
+  }
+  await writeSync(ch, ctx);
+  await endSocket(ch.socket);
+}
+
+async function writePacket(ch: DataChannel, { job, slab, zeros }: Loaded, ctx: PacketContext): Promise<void> {
+  const { pageSize } = ctx;
+  const normal = job.pages - zeros;
+  const offsets = new Array<number>(job.pages);
+  const runs: Uint8Array[] = [];
+  const pageIndex0 = job.offset / pageSize;
+  let n = 0;
+  let z = normal;
+  let runStart = -1;
+  for (let i = 0; i < job.pages; i++) {
+    job.block.digest.add(pageIndex0 + i, slab.crc[i]!);
+    const off = job.offset + i * pageSize;
+    if (slab.zero[i]) {
+      offsets[z++] = off;
+      if (runStart >= 0) {
+        runs.push(slab.data.subarray(runStart * pageSize, i * pageSize));
+        runStart = -1;
+      }
+    } else {
+      offsets[n++] = off;
+      if (runStart < 0) runStart = i;
+    }
+  }
+  if (runStart >= 0) runs.push(slab.data.subarray(runStart * pageSize, job.pages * pageSize));
+
+  const chunks = normal > 0 ? await ch.method.prepare(runs, normal) : [];
+  let payload = 0;
+  for (const c of chunks) payload += c.length;
+  encodePacketHeader(slab.header, ctx.headerSize, {
+    flags: ctx.method.flag,
+    pagesAlloc: pageCount(pageSize),
+    normalPages: normal,
+    zeroPages: zeros,
+    nextPacketSize: payload,
+    packetNum: ctx.state.packetNum++,
+    ramblock: job.block.nameBytes,
+    offsets,
+  });
+  const c = ch.counters;
+  c.packets++;
+  c.normalPages += normal;
+  c.zeroPages += zeros;
+  c.wireBytes += ctx.headerSize + payload;
+  ctx.state.doneBytes += Math.min(job.pages * pageSize, job.block.source.size - job.offset);
+  ctx.onProgress?.(ctx.state.doneBytes, ctx.state.totalBytes);
+  await write(ch, [slab.header, ...chunks], () => ch.pool.release(slab));
+}
+
+/** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */
+async function writeSync(ch: DataChannel, ctx: PacketContext): Promise<void> {
+  const slab = await ch.pool.acquire();
+  encodePacketHeader(slab.header, ctx.headerSize, {
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: ctx.state.packetNum++,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
+  ch.counters.packets++;
+  ch.counters.syncPackets++;
+  ch.counters.wireBytes += ctx.headerSize;
+  await write(ch, [slab.header], () => ch.pool.release(slab));
+}
+
+/**
+ * Writes the pieces as one corked batch (one writev). `done` runs once the
+ * bytes have left our buffers; the promise resolves when the socket can take
+ * more (backpressure).
+ */
+function write(ch: DataChannel, pieces: Uint8Array[], done: () => void): Promise<void> {
+  const s = ch.socket;
+  s.cork();
+  for (let i = 0; i < pieces.length - 1; i++) s.write(pieces[i]!);
+  s.write(pieces[pieces.length - 1]!, () => done());
+  s.uncork();
+  if (!s.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve) => {
+    const ok = (): void => {
+      s.off('close', ok);
+      s.off('drain', ok);
+      resolve();
+    };
+    s.once('drain', ok);
+    s.once('close', ok);
+  });
+}

@@ -1,0 +1,115 @@
+/**
+ * Run statistics shaped like QEMU's query-migrate `ram` block: total time,
+ * throughput in Mbps on the wire, pages per second, normal and zero pages,
+ * bytes on the wire, plus packets per channel and this process's CPU and RSS.
+ */
+export interface ChannelCounters {
+  id: number;
+  /** Packets written or read, SYNC packets included. */
+  packets: number;
+  syncPackets: number;
+  normalPages: number;
+  zeroPages: number;
+  /** Init packet + headers + payloads. */
+  wireBytes: number;
+}
+
+export function newChannelCounters(id: number): ChannelCounters {
+  return { id, packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, wireBytes: 0 };
+}
+
+export interface RunStats {
+  side: 'send' | 'recv';
+  status: 'completed';
+  uuid: string;
+  compression: string;
+  zeroPageDetection: string;
+  /** Which zero-page implementation ran on this side (e.g. cpu-avx2). */
+  zeroPagePath: string;
+  channels: number;
+  pageSize: number;
+  ramblocks: { name: string; size: number; path: string; digest: string }[];
+  /** Milliseconds from start to verified completion. */
+  totalTimeMs: number;
+  imageBytes: number;
+  wireBytes: number;
+  /** Megabits per second on the wire (decimal), as QEMU's mbps. */
+  mbps: number;
+  /** Image bytes per second. */
+  imageBytesPerSec: number;
+  pagesPerSecond: number;
+  normalPages: number;
+  zeroPages: number;
+  normalBytes: number;
+  /** Wire bytes / image bytes. */
+  wireRatio: number;
+  perChannel: ChannelCounters[];
+  process: { cpuUserSec: number; cpuSystemSec: number; maxRssBytes: number };
+}
+
+export function buildStats(
+  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'zeroPageDetection' | 'zeroPagePath' | 'pageSize' | 'ramblocks'>,
+  counters: ChannelCounters[],
+  startNs: bigint,
+): RunStats {
+  const totalTimeMs = Number(process.hrtime.bigint() - startNs) / 1e6;
+  const sec = Math.max(totalTimeMs / 1000, 1e-9);
+  const sum = (k: 'normalPages' | 'zeroPages' | 'wireBytes'): number => counters.reduce((a, c) => a + c[k], 0);
+  const imageBytes = base.ramblocks.reduce((a, b) => a + b.size, 0);
+  const wireBytes = sum('wireBytes');
+  const normalPages = sum('normalPages');
+  const zeroPages = sum('zeroPages');
+  const ru = process.resourceUsage();
+  return {
+    ...base,
+    status: 'completed',
+    channels: counters.length,
+    totalTimeMs: round(totalTimeMs, 1),
+    imageBytes,
+    wireBytes,
+    mbps: round((wireBytes * 8) / sec / 1e6, 2),
+    imageBytesPerSec: Math.round(imageBytes / sec),
+    pagesPerSecond: Math.round((normalPages + zeroPages) / sec),
+    normalPages,
+    zeroPages,
+    normalBytes: normalPages * base.pageSize,
+    wireRatio: imageBytes === 0 ? 0 : round(wireBytes / imageBytes, 4),
+    perChannel: counters,
+    process: {
+      cpuUserSec: round(ru.userCPUTime / 1e6, 3),
+      cpuSystemSec: round(ru.systemCPUTime / 1e6, 3),
+      maxRssBytes: ru.maxRSS * 1024,
+    },
+  };
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = n;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(u === 0 ? 0 : 2)} ${units[u]}`;
+}
+
+/** Human summary for stdout, one fact per line (QEMU's `info migrate` flavour). */
+export function formatStats(s: RunStats): string {
+  const lines = [
+    `${s.side === 'send' ? 'sent' : 'received'}: ${s.ramblocks.length} ramblock(s), ${formatBytes(s.imageBytes)} in ${(s.totalTimeMs / 1000).toFixed(3)} s, status ${s.status}`,
+    `  method: compression=${s.compression} zero-page-detection=${s.zeroPageDetection} (${s.zeroPagePath}), channels=${s.channels}, page size=${s.pageSize}`,
+    `  throughput: ${s.mbps.toFixed(2)} Mbps on the wire, ${formatBytes(s.imageBytesPerSec)}/s of image, ${s.pagesPerSecond} pages/s`,
+    `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
+    `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,
+    `  packets per channel: ${s.perChannel.map((c) => `${c.id}:${c.packets}`).join(' ')}`,
+    `  process: cpu user ${s.process.cpuUserSec} s, system ${s.process.cpuSystemSec} s, peak rss ${formatBytes(s.process.maxRssBytes)}`,
+  ];
+  for (const b of s.ramblocks) lines.push(`  ramblock ${b.name}: ${b.size} bytes, digest ${b.digest} -> ${b.path}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,41 @@
+/** TCP helpers shared by both sides. */
+import net from 'node:net';
+import { ConnectionError } from '../errors.js';
+
+export function connect(host: string, port: number, timeoutMs: number, what: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new ConnectionError('ERR_CONNECT_TIMEOUT', `${what}: no connection to ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.setKeepAlive(true, 10_000);
+      resolve(sock);
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new ConnectionError(`ERR_${e.code ?? 'CONNECT'}`, `${what}: cannot connect to ${host}:${port}: ${e.message}`, {}, e));
+    });
+  });
+}
+
+/** "host:port", "[v6]:port" or ":port" (all interfaces) -> parts. */
+export function parseHostPort(s: string, defaultHost: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  const host = m[1] ?? (m[2] === '' ? defaultHost : m[2]!);
+  return { host, port };
+}
+
+/** Resolves once `sock` has flushed everything and closed its write side. */
+export function endSocket(sock: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (sock.writableFinished) return resolve();
+    sock.once('error', reject);
+    sock.end(() => resolve());
+  });
+}

@@ -1,0 +1,95 @@
+/** Message-at-a-time view of the control connection (framing in control/protocol.ts). */
+import type { Socket } from 'node:net';
+import { ConnectionError, ProtocolError } from '../errors.js';
+import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
+import { ByteQueue } from './byte-queue.js';
+
+export class ControlChannel {
+  private readonly queue = new ByteQueue();
+  private readonly messages: ControlMessage[] = [];
+  private waiter: { resolve: (m: ControlMessage) => void; reject: (e: Error) => void } | null = null;
+  private failure: Error | null = null;
+  /** Called for each message that arrives while nobody waits in next(). */
+  onUnsolicited: ((m: ControlMessage) => void) | null = null;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly peer: string,
+    initial?: Buffer,
+  ) {
+    if (initial) this.queue.push(initial);
+    socket.on('data', (c: Buffer) => {
+      this.queue.push(c);
+      this.drain();
+    });
+    socket.on('error', (e) => this.fail(new ConnectionError('ERR_CONTROL_CONNECTION', `control channel (${peer}): ${e.message}`, {}, e)));
+    socket.on('close', () => this.fail(new ConnectionError('ERR_CONTROL_CLOSED', `control channel (${peer}) closed by the peer`)));
+    this.drain();
+  }
+
+  send(msg: ControlMessage): void {
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(encodeFrame(msg));
+  }
+
+  /** The next message; rejects when the connection fails or a frame is bad. */
+  next(): Promise<ControlMessage> {
+    const m = this.messages.shift();
+    if (m) return Promise.resolve(m);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+
+  /** Length of the frame whose body has not fully arrived yet, or -1. */
+  private pendingLen = -1;
+
+  private drain(): void {
+    try {
+      for (;;) {
+        if (this.pendingLen < 0) {
+          const lenBytes = this.queue.take(4);
+          if (!lenBytes) return;
+          const len = lenBytes.readUInt32BE(0);
+          if (len > CONTROL_FRAME_MAX) {
+            throw new ProtocolError('ERR_CONTROL_FRAME', `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}`);
+          }
+          this.pendingLen = len;
+        }
+        const body = this.queue.take(this.pendingLen);
+        if (!body) return;
+        this.pendingLen = -1;
+        this.deliver(decodeFrame(body));
+      }
+    } catch (e) {
+      this.fail(e as Error);
+      this.socket.destroy();
+    }
+  }
+
+  private deliver(m: ControlMessage): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve(m);
+    } else if (this.onUnsolicited) {
+      this.onUnsolicited(m);
+    } else {
+      this.messages.push(m);
+    }
+  }
+
+  private fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(e);
+    }
+  }
+}

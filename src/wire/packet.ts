@@ -1,0 +1,210 @@
+/**
+ * MultiFDPacket_t: the fixed-size RAM packet header (320 + 8 x pages-per-packet
+ * bytes), its encoder, decoder and the receiver's checks. See docs/wire-format.md.
+ */
+import { ProtocolError } from '../errors.js';
+import {
+  MULTIFD_FLAG_COMPRESSION_MASK,
+  MULTIFD_FLAG_DEVICE_STATE,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_MAGIC,
+  MULTIFD_VERSION,
+  PACKET_HEADER_FIXED_SIZE,
+  RAMBLOCK_NAME_FIELD,
+  hex,
+} from './constants.js';
+
+export interface PacketHeader {
+  magic: number;
+  version: number;
+  flags: number;
+  pagesAlloc: number;
+  normalPages: number;
+  nextPacketSize: number;
+  packetNum: bigint;
+  zeroPages: number;
+  /** Raw 256-byte name field up to its first NUL (or all 256 bytes when there is none). */
+  ramblock: Uint8Array;
+  /** False when the name field has no NUL: a QEMU receiver would truncate it. */
+  ramblockTerminated: boolean;
+  /** Byte offsets: normal pages first, then zero pages; decoded up to the count asked for. */
+  offsets: number[];
+}
+
+export interface PacketFields {
+  flags: number;
+  pagesAlloc: number;
+  normalPages: number;
+  zeroPages: number;
+  nextPacketSize: number;
+  packetNum: bigint;
+  /** Pre-encoded name bytes (at most 255). */
+  ramblock: Uint8Array;
+  /** normalPages + zeroPages offsets, normal ones first. */
+  offsets: ArrayLike<number>;
+}
+
+const TWO32 = 2 ** 32;
+
+/**
+ * Writes a whole header (headerSize bytes, unused offsets zero) into `out`.
+ * Offsets are byte offsets below 2^53.
+ */
+export function encodePacketHeader(out: Uint8Array, headerSize: number, f: PacketFields): Uint8Array {
+  const used = f.normalPages + f.zeroPages;
+  if (headerSize < PACKET_HEADER_FIXED_SIZE + 8 * used) throw new RangeError(`header of ${headerSize} bytes cannot hold ${used} offsets`);
+  if (f.ramblock.length > RAMBLOCK_NAME_FIELD - 1) throw new RangeError(`ramblock name longer than ${RAMBLOCK_NAME_FIELD - 1} bytes`);
+  out.fill(0, 0, headerSize);
+  const dv = new DataView(out.buffer, out.byteOffset, headerSize);
+  dv.setUint32(0, MULTIFD_MAGIC);
+  dv.setUint32(4, MULTIFD_VERSION);
+  dv.setUint32(8, f.flags);
+  dv.setUint32(12, f.pagesAlloc);
+  dv.setUint32(16, f.normalPages);
+  dv.setUint32(20, f.nextPacketSize);
+  dv.setBigUint64(24, f.packetNum);
+  dv.setUint32(32, f.zeroPages);
+  out.set(f.ramblock, 64);
+  for (let i = 0, p = PACKET_HEADER_FIXED_SIZE; i < used; i++, p += 8) {
+    const o = f.offsets[i]!;
+    dv.setUint32(p, Math.floor(o / TWO32));
+    dv.setUint32(p + 4, o >>> 0);
+  }
+  return out;
+}
+
+/**
+ * Decodes a header without judging it. `offsetCount` offsets are read (clamped
+ * to what the buffer holds); offsets at or above 2^53 decode as Infinity so a
+ * range check refuses them.
+ */
+export function decodePacketHeader(buf: Uint8Array, offsetCount: number): PacketHeader {
+  if (buf.length < PACKET_HEADER_FIXED_SIZE) throw new RangeError(`packet header needs ${PACKET_HEADER_FIXED_SIZE} bytes, got ${buf.length}`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  const nameField = buf.subarray(64, 64 + RAMBLOCK_NAME_FIELD);
+  const nul = nameField.indexOf(0);
+  const n = Math.max(0, Math.min(offsetCount, Math.floor((buf.length - PACKET_HEADER_FIXED_SIZE) / 8)));
+  const offsets = new Array<number>(n);
+  for (let i = 0, p = PACKET_HEADER_FIXED_SIZE; i < n; i++, p += 8) {
+    const hi = dv.getUint32(p);
+    offsets[i] = hi >= 0x200000 ? Infinity : hi * TWO32 + dv.getUint32(p + 4);
+  }
+  return {
+    magic: dv.getUint32(0),
+    version: dv.getUint32(4),
+    flags: dv.getUint32(8),
+    pagesAlloc: dv.getUint32(12),
+    normalPages: dv.getUint32(16),
+    nextPacketSize: dv.getUint32(20),
+    packetNum: dv.getBigUint64(24),
+    zeroPages: dv.getUint32(32),
+    ramblock: nameField.subarray(0, nul === -1 ? RAMBLOCK_NAME_FIELD : nul),
+    ramblockTerminated: nul !== -1,
+    offsets,
+  };
+}
+
+/** What the receiver knows when it judges a header. */
+export interface PacketCheckContext {
+  channel: number;
+  pageSize: number;
+  /** Pages per packet for this page size (QEMU's page_count). */
+  pageCount: number;
+  /** The agreed method's flag value (compression bits). */
+  methodFlag: number;
+  /** Largest payload the method accepts for `normalPages` pages (next_packet_size bound). */
+  maxPayload(normalPages: number): number;
+  /** True when the method's payload length is fixed: exactly normalPages x pageSize. */
+  exactPayload: boolean;
+  lookupRamblock(name: string): { size: number } | undefined;
+}
+
+const KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK;
+
+/** Decoded ramblock name as text (UTF-8, invalid bytes replaced). */
+export function ramblockName(h: PacketHeader): string {
+  return Buffer.from(h.ramblock).toString('utf8');
+}
+
+/**
+ * The receiver's header checks: every check QEMU makes, in QEMU's order, plus
+ * the ones it misses (unknown flag bits, unterminated name, offset alignment,
+ * next_packet_size against the page counts, payload on a packet without pages).
+ * Throws ProtocolError naming channel, packet and received vs expected values.
+ * Returns the ramblock size when the packet has pages.
+ */
+export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { ramblock: string; size: number } | null {
+  const place = { channel: ctx.channel, packetNum: h.packetNum };
+  if (h.magic !== MULTIFD_MAGIC) {
+    throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)}, expected ${hex(MULTIFD_MAGIC)}`, { channel: ctx.channel });
+  }
+  if (h.version !== MULTIFD_VERSION) {
+    throw new ProtocolError('ERR_PACKET_VERSION', `received packet version ${h.version}, expected ${MULTIFD_VERSION}`, { channel: ctx.channel });
+  }
+  if (h.flags & MULTIFD_FLAG_DEVICE_STATE) {
+    throw new ProtocolError('ERR_PACKET_FLAGS', `received a device-state packet (flags ${hex(h.flags)}), which mfd does not accept`, place);
+  }
+  if ((h.flags & ~KNOWN_FLAGS) !== 0) {
+    throw new ProtocolError('ERR_PACKET_FLAGS', `flags received ${hex(h.flags)}, expected ${hex(ctx.methodFlag)} (unknown bits ${hex(h.flags & ~KNOWN_FLAGS)})`, place);
+  }
+  if (h.pagesAlloc > ctx.pageCount) {
+    throw new ProtocolError('ERR_PACKET_PAGES_ALLOC', `received packet with ${h.pagesAlloc} pages, expected ${ctx.pageCount}`, place);
+  }
+  if (h.normalPages > h.pagesAlloc) {
+    throw new ProtocolError(
+      'ERR_PACKET_NORMAL_PAGES',
+      `received packet with ${h.normalPages} non-zero pages, which exceeds maximum expected pages ${h.pagesAlloc}`,
+      place,
+    );
+  }
+  if (h.zeroPages > h.pagesAlloc - h.normalPages) {
+    throw new ProtocolError('ERR_PACKET_ZERO_PAGES', `received packet with ${h.zeroPages} zero pages, expected maximum ${h.pagesAlloc - h.normalPages}`, place);
+  }
+  if (h.normalPages === 0) {
+    if (h.nextPacketSize !== 0) {
+      throw new ProtocolError('ERR_PACKET_SIZE', `next_packet_size received ${h.nextPacketSize}, expected 0 for a packet without normal pages`, place);
+    }
+  } else if (ctx.exactPayload) {
+    const want = h.normalPages * ctx.pageSize;
+    if (h.nextPacketSize !== want) {
+      throw new ProtocolError(
+        'ERR_PACKET_SIZE',
+        `next_packet_size received ${h.nextPacketSize}, expected ${want} (${h.normalPages} normal pages x ${ctx.pageSize})`,
+        place,
+      );
+    }
+  } else {
+    const max = ctx.maxPayload(h.normalPages);
+    if (h.nextPacketSize === 0 || h.nextPacketSize > max) {
+      throw new ProtocolError('ERR_PACKET_SIZE', `next_packet_size received ${h.nextPacketSize}, expected 1..${max} for ${h.normalPages} normal pages`, place);
+    }
+  }
+  const pages = h.normalPages + h.zeroPages;
+  if (pages === 0) return null;
+  const method = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
+  if (method !== ctx.methodFlag) {
+    throw new ProtocolError('ERR_PACKET_METHOD', `flags received ${hex(method)}, expected ${hex(ctx.methodFlag)}`, place);
+  }
+  const name = ramblockName(h);
+  if (!h.ramblockTerminated) {
+    throw new ProtocolError('ERR_PACKET_RAMBLOCK', `ramblock name is not NUL-terminated within ${RAMBLOCK_NAME_FIELD} bytes`, place);
+  }
+  const block = ctx.lookupRamblock(name);
+  if (block === undefined) {
+    throw new ProtocolError('ERR_PACKET_RAMBLOCK', `unknown ram block "${name}"`, place);
+  }
+  for (let i = 0; i < pages; i++) {
+    const o = h.offsets[i]!;
+    if (!(o < block.size)) {
+      throw new ProtocolError(
+        'ERR_PACKET_OFFSET',
+        `offset ${o === Infinity ? '>= 2^53' : o} of page ${i} out of range for ram block "${name}" (received ${o === Infinity ? '>= 2^53' : o}, expected below ${block.size})`,
+        place,
+      );
+    }
+    if (o % ctx.pageSize !== 0) {
+      throw new ProtocolError('ERR_PACKET_OFFSET', `offset ${o} of page ${i} is not aligned (received ${o}, expected a multiple of ${ctx.pageSize})`, place);
+    }
+  }
+  return { ramblock: name, size: block.size };
+}
