@@ -6,6 +6,7 @@
       "sources": [
         "addon/binding.cc",
         "addon/crc32c.cc",
+        "addon/packet_io.cc",
         "addon/zero_page.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -4,8 +4,10 @@
 
 #include "common.h"
 #include "crc32c.h"
+#include "packet_io.h"
 #include "zero_page.h"
 
+#include <string>
 #include <vector>
 
 namespace mfd {
@@ -30,9 +32,7 @@ Napi::Value JS_scanZeroPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(zeros));
 }
 
-// One packet's page analysis: zero flags (when asked) and per-page CRC-32C
-// (when asked). A page found zero gets the CRC of a zero page without being
-// read again.
+// One packet's page analysis (see AnalysePages).
 struct PagesJob {
   const uint8_t* pages = nullptr;
   size_t page_size = 0;
@@ -41,37 +41,7 @@ struct PagesJob {
   uint32_t* crc_out = nullptr;
   size_t zeros = 0;
 
-  void Run() {
-    if (zero_out != nullptr) zeros = ScanZeroPages(pages, page_size, count, zero_out);
-    if (crc_out == nullptr) return;
-    if (zero_out == nullptr || zeros == 0) {
-      Crc32cPages(pages, page_size, count, crc_out);
-      return;
-    }
-    const uint32_t zero_crc = ZeroPageCrc(page_size);
-    size_t i = 0;
-    while (i < count) {
-      if (zero_out[i]) {
-        crc_out[i++] = zero_crc;
-        continue;
-      }
-      size_t j = i;
-      while (j < count && !zero_out[j]) j++;
-      Crc32cPages(pages + i * page_size, page_size, j - i, crc_out + i);
-      i = j;
-    }
-  }
-
-  static uint32_t ZeroPageCrc(size_t page_size) {
-    static thread_local size_t cached_size = 0;
-    static thread_local uint32_t cached_crc = 0;
-    if (cached_size != page_size) {
-      std::vector<uint8_t> zero(page_size, 0);
-      cached_crc = Crc32c(zero.data(), page_size);
-      cached_size = page_size;
-    }
-    return cached_crc;
-  }
+  void Run() { zeros = AnalysePages(pages, page_size, count, zero_out, crc_out); }
 };
 
 // Parses (pages, pageSize, pageCount, zeroOut|null, crcOut|null); false after
@@ -157,6 +127,124 @@ Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Runs a job with Run() -> int64_t on the libuv pool; the JS buffers passed to
+// the call stay pinned until the callback has run.
+template <typename Job>
+class JobWorker : public Napi::AsyncWorker {
+ public:
+  JobWorker(const Napi::CallbackInfo& info, size_t nargs, const Job& job, Napi::Function cb, const char* name)
+      : Napi::AsyncWorker(cb, name), job_(job) {
+    for (size_t i = 0; i < nargs; i++) {
+      if (info[i].IsObject()) pinned_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+    }
+  }
+  void Execute() override { result_ = job_.Run(); }
+  void OnOK() override { Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(result_)), Extra()}); }
+
+ private:
+  Napi::Value Extra();
+  Job job_;
+  int64_t result_ = 0;
+  std::vector<Napi::ObjectReference> pinned_;
+};
+
+template <>
+Napi::Value JobWorker<ReadPacketJob>::Extra() { return Env().Undefined(); }
+template <>
+Napi::Value JobWorker<WritePacketJob>::Extra() { return Napi::Number::New(Env(), static_cast<double>(job_.bad_page)); }
+
+bool RequireFunction(const Napi::CallbackInfo& info, size_t i) {
+  if (info[i].IsFunction()) return true;
+  Napi::TypeError::New(info.Env(), "Expected a function for callback").ThrowAsJavaScriptException();
+  return false;
+}
+
+bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    Napi::TypeError::New(info.Env(), std::string("Expected a Uint32Array for ") + name).ThrowAsJavaScriptException();
+    return false;
+  }
+  if (info[i].As<Napi::Uint32Array>().ElementLength() < min_len) {
+    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+/* readPacket(fd, position, length, slab, pageSize, pageCount, zeroOut|null, crcOut, cb(err, zerosOrCode)) */
+Napi::Value JS_readPacket(const Napi::CallbackInfo& info) {
+  ReadPacketJob job{};
+  size_t fd, pos;
+  if (!RequireArgs(info, 9) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
+      !RequireSize(info, 2, "length", &job.length) || !RequireBytes(info, 3, "slab") ||
+      !RequireSize(info, 4, "pageSize", &job.page_size) || !RequireSize(info, 5, "pageCount", &job.page_count) ||
+      !RequireUint32Array(info, 7, "crcOut", job.page_count) || !RequireFunction(info, 8)) {
+    return info.Env().Undefined();
+  }
+  auto slab = info[3].As<Napi::Uint8Array>();
+  if (job.page_size == 0 || job.page_count > slab.ByteLength() / job.page_size ||
+      job.length > job.page_count * job.page_size) {
+    Napi::RangeError::New(info.Env(), "readPacket: slab too small for pageCount pages, or length beyond them")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  if (!info[6].IsNull()) {
+    if (!RequireBytes(info, 6, "zeroOut")) return info.Env().Undefined();
+    auto z = info[6].As<Napi::Uint8Array>();
+    if (z.ByteLength() < job.page_count) {
+      Napi::RangeError::New(info.Env(), "zeroOut is too short").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    job.zero_out = z.Data();
+  }
+  job.fd = static_cast<int>(fd);
+  job.position = static_cast<int64_t>(pos);
+  job.slab = slab.Data();
+  job.crc_out = info[7].As<Napi::Uint32Array>().Data();
+  (new JobWorker<ReadPacketJob>(info, 8, job, info[8].As<Napi::Function>(), "mfd.readPacket"))->Queue();
+  return info.Env().Undefined();
+}
+
+/* writePacket(fd, pages, pageSize, offsets, normal, zero, blockSize, writeZeros, crcOut, cb(err, code, badPage)) */
+Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
+  WritePacketJob job{};
+  size_t fd, block_size;
+  if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) || !RequireBytes(info, 1, "pages") ||
+      !RequireSize(info, 2, "pageSize", &job.page_size) || !RequireSize(info, 4, "normal", &job.normal) ||
+      !RequireSize(info, 5, "zero", &job.zero) || !RequireSize(info, 6, "blockSize", &block_size) ||
+      !RequireUint32Array(info, 8, "crcOut", job.normal) || !RequireFunction(info, 9)) {
+    return info.Env().Undefined();
+  }
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto pages = info[1].As<Napi::Uint8Array>();
+  auto offsets = info[3].As<Napi::Float64Array>();
+  if (job.page_size == 0 || job.normal > pages.ByteLength() / job.page_size ||
+      job.normal + job.zero > offsets.ElementLength()) {
+    Napi::RangeError::New(info.Env(), "writePacket: pages or offsets shorter than the page counts")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  // Offsets were range-checked in TS; check again here so no write can leave the block.
+  for (size_t i = 0; i < job.normal + job.zero; i++) {
+    const double o = offsets.Data()[i];
+    if (!(o >= 0) || o >= static_cast<double>(block_size)) {
+      Napi::RangeError::New(info.Env(), "writePacket: offset outside the block").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+  }
+  job.fd = static_cast<int>(fd);
+  job.pages = pages.Data();
+  job.offsets = offsets.Data();
+  job.block_size = static_cast<int64_t>(block_size);
+  job.write_zeros = info[7].ToBoolean().Value();
+  job.crc_out = info[8].As<Napi::Uint32Array>().Data();
+  (new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket"))->Queue();
+  return info.Env().Undefined();
+}
+
 /* crc32c(bytes) -> number */
 Napi::Value JS_crc32c(const Napi::CallbackInfo& info) {
   if (!RequireArgs(info, 1) || !RequireBytes(info, 0, "bytes")) return info.Env().Undefined();
@@ -211,6 +299,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scanZeroPages", Napi::Function::New(env, JS_scanZeroPages, "scanZeroPages"));
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
   exports.Set("analysePagesSync", Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
+  exports.Set("readPacket", Napi::Function::New(env, JS_readPacket, "readPacket"));
+  exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c, "crc32c"));
   exports.Set("zeroPageAccels", Napi::Function::New(env, JS_zeroPageAccels, "zeroPageAccels"));
   exports.Set("zeroPageAccel", Napi::Function::New(env, JS_zeroPageAccel, "zeroPageAccel"));

@@ -1,6 +1,7 @@
 #include "crc32c.h"
 
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -90,6 +91,17 @@ void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* o
   if (g_hw) return PagesHw(buf, page_size, count, out);
 #endif
   for (size_t i = 0; i < count; i++) out[i] = Crc32c(buf + i * page_size, page_size);
+}
+
+uint32_t ZeroPageCrc(size_t page_size) {
+  static thread_local size_t cached_size = 0;
+  static thread_local uint32_t cached_crc = 0;
+  if (cached_size != page_size) {
+    std::vector<uint8_t> zero(page_size, 0);
+    cached_crc = Crc32c(zero.data(), page_size);
+    cached_size = page_size;
+  }
+  return cached_crc;
 }
 
 }  // namespace mfd

@@ -14,6 +14,9 @@ uint32_t Crc32c(const uint8_t* buf, size_t len);
 // so the instruction's latency is hidden.
 void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out);
 
+// CRC-32C of one all-zero page (cached per thread).
+uint32_t ZeroPageCrc(size_t page_size);
+
 }  // namespace mfd
 
 #endif  // MFD_CRC32C_H_

@@ -21,6 +21,39 @@ export interface MfdBinding {
     cb: (err: Error | null, zeros: number) => void,
   ): void;
   analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null): number;
+  /**
+   * pread `length` bytes at `position` into slab (zero-filling the rest of pageCount pages), then
+   * analyses the pages as analysePages does. cb gets the zero count, or a negative code: -errno,
+   * or SHORT_READ when the file ended early.
+   */
+  readPacket(
+    fd: number,
+    position: number,
+    length: number,
+    slab: Uint8Array,
+    pageSize: number,
+    pageCount: number,
+    zeroOut: Uint8Array | null,
+    crcOut: Uint32Array,
+    cb: (err: Error | null, result: number) => void,
+  ): void;
+  /**
+   * CRC-32C of each normal page into crcOut, a check that pages past blockSize carry only zero
+   * padding, then positional writes of the normal pages (and, with writeZeros, zeros for the zero
+   * pages), clipped to blockSize. cb gets 0 or a negative code (-errno, or BAD_PADDING with badPage).
+   */
+  writePacket(
+    fd: number,
+    pages: Uint8Array,
+    pageSize: number,
+    offsets: Float64Array,
+    normal: number,
+    zero: number,
+    blockSize: number,
+    writeZeros: boolean,
+    crcOut: Uint32Array,
+    cb: (err: Error | null, result: number, badPage: number) => void,
+  ): void;
   crc32c(bytes: Uint8Array): number;
   zeroPageAccels(): string[];
   zeroPageAccel(): string;

@@ -6,12 +6,12 @@
  * writing overlap. The socket pauses while too many packets are in flight.
  */
 import type { Socket } from 'node:net';
-import { ConnectionError, ProtocolError } from '../errors.js';
+import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import type { MethodReceiver } from '../methods/index.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC } from '../wire/constants.js';
-import { analysePages } from '../zero-page/analyse.js';
+import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
 import type { BlockDigest } from '../digest.js';
 import type { Output } from './output.js';
@@ -160,49 +160,39 @@ export class DataChannel {
       );
   }
 
-  /** Digests the decoded pages and writes them (and, in place, the zero pages). */
+  /** Digests the decoded pages and writes them (and, in place, the zero pages): one addon call. */
   private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array): Promise<void> {
     const ps = this.host.pageSize;
     const normal = h.normalPages;
-    const writes: Promise<void>[] = [];
-    if (normal > 0) {
-      const crc = new Uint32Array(normal);
-      await analysePages(data, ps, normal, null, crc);
-      for (let j = 0; j < normal; j++) {
-        const off = h.offsets[j]!;
-        block.digest.add(off / ps, crc[j]!);
-        if (off + ps > block.size) this.checkPadding(h, name, data, j, block.size);
+    const zero = h.zeroPages;
+    for (let j = normal; j < normal + zero; j++) block.digest.add(h.offsets[j]! / ps, this.host.zeroPageCrc);
+    if (normal === 0 && !(this.host.inPlace && zero > 0)) return;
+    const crc = new Uint32Array(normal);
+    try {
+      await writePacket({
+        fd: block.output.fd,
+        pages: data,
+        pageSize: ps,
+        offsets: h.offsets,
+        normal,
+        zero,
+        blockSize: block.size,
+        writeZeros: this.host.inPlace,
+        crc,
+      });
+    } catch (e) {
+      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+        throw new ProtocolError(
+          'ERR_PAGE_PAST_END',
+          `page at offset ${h.offsets[e.badPage]} runs past the end of ram block "${name}" (size ${block.size}) with non-zero bytes`,
+          { channel: this.id, packetNum: h.packetNum },
+        );
       }
-      for (let j = 0; j < normal; ) {
-        let k = j + 1;
-        while (k < normal && h.offsets[k] === h.offsets[k - 1]! + ps) k++;
-        writes.push(block.output.write(data, j * ps, (k - j) * ps, h.offsets[j]!));
-        j = k;
+      if (e instanceof PacketIoError) {
+        throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
       }
+      throw e;
     }
-    for (let j = normal; j < normal + h.zeroPages; j++) block.digest.add(h.offsets[j]! / ps, this.host.zeroPageCrc);
-    if (this.host.inPlace) {
-      for (let j = normal; j < normal + h.zeroPages; ) {
-        let k = j + 1;
-        while (k < normal + h.zeroPages && h.offsets[k] === h.offsets[k - 1]! + ps) k++;
-        writes.push(block.output.zero(h.offsets[j]!, (k - j) * ps));
-        j = k;
-      }
-    }
-    await Promise.all(writes);
-  }
-
-  /** The bytes of a last page past the end of the block must be zero padding. */
-  private checkPadding(h: PacketHeader, name: string, data: Uint8Array, page: number, size: number): void {
-    const ps = this.host.pageSize;
-    const keep = size - h.offsets[page]!;
-    const tail = data.subarray(page * ps + keep, (page + 1) * ps);
-    if (tail.some((b) => b !== 0)) {
-      throw new ProtocolError(
-        'ERR_PAGE_PAST_END',
-        `page at offset ${h.offsets[page]} runs past the end of ram block "${name}" (size ${size}) with non-zero bytes`,
-        { channel: this.id, packetNum: h.packetNum },
-      );
-    }
+    for (let j = 0; j < normal; j++) block.digest.add(h.offsets[j]! / ps, crc[j]!);
   }
 }

@@ -10,10 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IoError } from '../errors.js';
 
-const ZERO = new Uint8Array(1024 * 1024);
-
 export class Output {
-  private fd = -1;
+  /** Open file descriptor; the addon writes through it (writePacket). */
+  fd = -1;
   private constructor(
     readonly name: string,
     readonly size: number,
@@ -47,33 +46,10 @@ export class Output {
     return out;
   }
 
-  /** Writes `len` bytes of `buf` from `from` at block offset `pos`, clipped to the block size. */
-  write(buf: Uint8Array, from: number, len: number, pos: number): Promise<void> {
-    const n = Math.min(len, this.size - pos);
-    if (n <= 0) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const step = (done: number): void => {
-        if (done === n) return resolve();
-        fs.write(this.fd, buf, from + done, n - done, pos + done, (err, w) => {
-          if (err) return reject(new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ram block "${this.name}" at offset ${pos + done} to "${this.writePath}": ${err.message}`, err));
-          step(done + w);
-        });
-      };
-      step(0);
-    });
-  }
-
-  /** Zeroes [pos, pos+len) (in-place mode), clipped to the block size. */
-  async zero(pos: number, len: number): Promise<void> {
-    for (let done = 0; done < len; done += ZERO.length) {
-      await this.write(ZERO, 0, Math.min(ZERO.length, len - done), pos + done);
-    }
-  }
-
-  /** Flushes to disk and puts the file under its final name. */
-  async commit(): Promise<void> {
+  /** Puts the file under its final name, after flushing it to disk when `sync` is set. */
+  async commit(sync: boolean): Promise<void> {
     try {
-      await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+      if (sync) await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
       fs.closeSync(this.fd);
       this.fd = -1;
       if (!this.inPlace) await fs.promises.rename(this.writePath, this.finalPath);

@@ -31,6 +31,8 @@ export interface RecvOptions {
   outputMap?: Map<string, string>;
   /** Write into existing outputs (zeroing zero pages) instead of a temporary file renamed at the end. */
   inPlace?: boolean;
+  /** fsync each output before it takes its final name (as rsync --fsync). */
+  fsync?: boolean;
   logger: Logger;
   /** Idle time after which a silent channel fails the migration. */
   timeoutMs?: number;
@@ -53,7 +55,7 @@ export function receive(opts: RecvOptions): Promise<RecvResult> {
 class Migration {
   private readonly log: Logger;
   private readonly server = net.createServer({ noDelay: true });
-  private readonly startNs = process.hrtime.bigint();
+  private startNs = process.hrtime.bigint();
   private readonly sockets = new Set<net.Socket>();
   private control: ControlChannel | null = null;
   private hello: Hello | null = null;
@@ -179,6 +181,7 @@ class Migration {
   }
 
   private async setup(hello: Hello): Promise<void> {
+    this.startNs = process.hrtime.bigint();
     let method: CompressionMethod;
     try {
       method = getMethod(hello.compression);
@@ -311,7 +314,7 @@ class Migration {
         throw new VerifyError('ERR_DIGEST', `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`);
       }
     }
-    for (const o of this.outputs) await o.commit();
+    await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
     const stats = buildStats(
       {
         side: 'recv',

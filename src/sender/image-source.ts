@@ -1,4 +1,4 @@
-/** An image file read in packet-sized slabs with positional reads. */
+/** An image file, opened once; the zero-page backend reads its packets (positional reads in the addon). */
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
 import type { BlockSpec } from '../image/ramblock.js';
@@ -7,7 +7,7 @@ export class ImageSource {
   private constructor(
     readonly name: string,
     readonly path: string,
-    private readonly fd: number,
+    readonly fd: number,
     readonly size: number,
   ) {}
 
@@ -24,28 +24,6 @@ export class ImageSource {
       throw new IoError('ERR_NOT_A_FILE', `image "${spec.path}" is not a regular file`);
     }
     return new ImageSource(spec.name, spec.path, fd, st.size);
-  }
-
-  /**
-   * Reads `length` bytes at `position` into the start of `buf`. A short read
-   * means the file shrank under us, which is an error, never a short page.
-   */
-  read(buf: Uint8Array, position: number, length: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const step = (done: number): void => {
-        if (done === length) return resolve();
-        fs.read(this.fd, buf, done, length - done, position + done, (err, n) => {
-          if (err) return reject(new IoError(`ERR_${err.code ?? 'READ'}`, `reading image "${this.path}" at offset ${position + done}: ${err.message}`, err));
-          if (n === 0) {
-            return reject(
-              new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: read ${position + done} bytes, expected ${this.size}`),
-            );
-          }
-          step(done + n);
-        });
-      };
-      step(0);
-    });
   }
 
   close(): void {

@@ -8,11 +8,10 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { ConnectionError, IoError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { getDetector, type ZeroPageDetector } from '../zero-page/index.js';
-import { native } from '../native/load.js';
 import { BlockDigest } from '../digest.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
@@ -22,6 +21,7 @@ import { encodePacketHeader } from '../wire/packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
 import { ImageSource } from './image-source.js';
+import { PacketIoError } from '../native/packet-io.js';
 import { SlabPool, type Slab } from './slab-pool.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 
@@ -233,13 +233,19 @@ interface Loaded {
 }
 
 async function load(job: Job, slab: Slab, ctx: PacketContext): Promise<Loaded> {
-  const bytes = Math.min(job.pages * ctx.pageSize, job.block.source.size - job.offset);
-  await job.block.source.read(slab.data, job.offset, bytes);
+  const src = job.block.source;
   // A last page that runs past the end of the image is sent zero-padded.
-  const padded = job.pages * ctx.pageSize;
-  if (bytes < padded) slab.data.fill(0, bytes, padded);
-  const zeros = await ctx.detector.analyse(slab.data, ctx.pageSize, job.pages, slab.zero, slab.crc);
-  return { job, slab, zeros };
+  const bytes = Math.min(job.pages * ctx.pageSize, src.size - job.offset);
+  try {
+    const zeros = await ctx.detector.load(src, job.offset, bytes, slab, ctx.pageSize, job.pages);
+    return { job, slab, zeros };
+  } catch (e) {
+    if (!(e instanceof PacketIoError)) throw e;
+    if (e.code === 'ESHORTREAD') {
+      throw new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: it ended before byte ${job.offset + bytes}, expected ${src.size} bytes`);
+    }
+    throw new IoError(`ERR_${e.code}`, `reading image "${src.path}" at offset ${job.offset}: ${e.code}`, e);
+  }
 }
 
 async function runChannel(ch: DataChannel, jobs: Iterator<Job>, ctx: PacketContext): Promise<void> {

@@ -28,7 +28,7 @@ export interface PacketHeader {
   /** False when the name field has no NUL: a QEMU receiver would truncate it. */
   ramblockTerminated: boolean;
   /** Byte offsets: normal pages first, then zero pages; decoded up to the count asked for. */
-  offsets: number[];
+  offsets: Float64Array;
 }
 
 export interface PacketFields {
@@ -84,7 +84,7 @@ export function decodePacketHeader(buf: Uint8Array, offsetCount: number): Packet
   const nameField = buf.subarray(64, 64 + RAMBLOCK_NAME_FIELD);
   const nul = nameField.indexOf(0);
   const n = Math.max(0, Math.min(offsetCount, Math.floor((buf.length - PACKET_HEADER_FIXED_SIZE) / 8)));
-  const offsets = new Array<number>(n);
+  const offsets = new Float64Array(n);
   for (let i = 0, p = PACKET_HEADER_FIXED_SIZE; i < n; i++, p += 8) {
     const hi = dv.getUint32(p);
     offsets[i] = hi >= 0x200000 ? Infinity : hi * TWO32 + dv.getUint32(p + 4);

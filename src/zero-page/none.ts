@@ -1,15 +1,11 @@
 /** `none`: no detection; zero pages are sent as normal pages. */
+import { readPacket } from '../native/packet-io.js';
 import { registerDetector, type ZeroPageDetector } from './detector.js';
-import { analysePages } from './analyse.js';
 
 export const noDetection: ZeroPageDetector = {
   name: 'none',
   description: 'no detection: every page is sent with its data',
-  async analyse(pages, pageSize, count, zeroOut, crcOut) {
-    zeroOut.fill(0, 0, count);
-    await analysePages(pages, pageSize, count, null, crcOut);
-    return 0;
-  },
+  load: (src, position, length, slab, pageSize, pageCount) => readPacket(src.fd, position, length, slab, pageSize, pageCount, false),
   path: () => 'none',
 };
 

@@ -12,6 +12,7 @@ interface RecvOpts extends CommonOpts {
   listen: string;
   output: string[];
   inPlace?: boolean;
+  fsync?: boolean;
   timeout: number;
 }
 
@@ -26,6 +27,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .requiredOption('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
+    .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -55,6 +57,7 @@ export function recvCommand(ctx: CommandContext): Command {
       ...(outputDir !== undefined ? { outputDir } : {}),
       outputMap,
       inPlace: o.inPlace ?? false,
+      fsync: o.fsync ?? false,
       logger,
       timeoutMs: o.timeout * 1000,
       onListening: (a) => ctx.listening(a.address, a.port),

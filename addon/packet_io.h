@@ -1,0 +1,50 @@
+// One packet's file I/O and page analysis in a single call, run on the libuv
+// pool: the sender reads a packet's pages and scans them; the receiver
+// digests a packet's decoded pages and writes them where they belong.
+#ifndef MFD_PACKET_IO_H_
+#define MFD_PACKET_IO_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mfd {
+
+// Result codes beyond -errno.
+constexpr int64_t kShortRead = -100000;   // file ended before `length` bytes
+constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-zero tail bytes
+
+// Zero flags (when zero_out is set) and per-page CRC-32C (when crc_out is
+// set) for `count` pages. Returns the number of zero pages.
+size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out);
+
+struct ReadPacketJob {
+  int fd;
+  int64_t position;
+  size_t length;      // bytes to read from the file (<= page_count * page_size)
+  uint8_t* slab;      // page_count * page_size bytes
+  size_t page_size;
+  size_t page_count;
+  uint8_t* zero_out;  // null: no zero-page detection
+  uint32_t* crc_out;
+  // Zero pages found, or a negative code.
+  int64_t Run();
+};
+
+struct WritePacketJob {
+  int fd;
+  const uint8_t* pages;   // normal pages, contiguous
+  size_t page_size;
+  const double* offsets;  // normal offsets, then zero offsets (byte offsets in the block)
+  size_t normal;
+  size_t zero;
+  int64_t block_size;     // writes are clipped to it
+  bool write_zeros;       // in place: zero pages are written as zeros
+  uint32_t* crc_out;      // per normal page
+  int64_t bad_page = -1;  // with kBadPadding: which page
+  // 0, or a negative code.
+  int64_t Run();
+};
+
+}  // namespace mfd
+
+#endif  // MFD_PACKET_IO_H_
