@@ -60,6 +60,7 @@ export class DataChannel {
     private readonly host: ChannelHost,
   ) {
     this.ctx = { ...host.check, channel: id };
+    this.counters.wireBytes += initial.length;
     this.queue.push(initial);
     socket.on('data', (c: Buffer) => {
       this.counters.wireBytes += c.length;

@@ -1,0 +1,130 @@
+/** Shared test helpers: temp dirs, images, hashes, in-process migrations, a raw (hostile) sender. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import type { Test } from 'tap';
+import { send, type SendOptions } from '../../src/sender/sender.js';
+import { receive, type RecvOptions, type RecvResult } from '../../src/receiver/receiver.js';
+import { silentLogger } from '../../src/log.js';
+import { encodePreamble, encodeFrame, CONTROL_VERSION, DIGEST_ALGORITHM, type ControlMessage, type Hello } from '../../src/control/protocol.js';
+import { ControlChannel } from '../../src/transport/control-channel.js';
+import { connect } from '../../src/transport/connect.js';
+import { MfdError } from '../../src/errors.js';
+import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
+
+export function tmpdir(t: Test): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-test-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+export type Kind = 'zero' | 'random' | 'mixed' | 'text';
+
+/** Writes an image of `size` bytes; mixed = runs of zero, text and random pages. */
+export function makeImage(file: string, size: number, kind: Kind, seed = 1): string {
+  const b = Buffer.alloc(size);
+  if (kind === 'random') randomBytes(size).copy(b);
+  else if (kind === 'text') for (let i = 0; i < size; i++) b[i] = 0x61 + ((i * 7 + seed) % 26);
+  else if (kind === 'mixed') {
+    let x = seed;
+    for (let p = 0; p * 4096 < size; p++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      const k = x % 10;
+      const page = b.subarray(p * 4096, Math.min(size, (p + 1) * 4096));
+      if (k < 5) continue;
+      if (k < 8) page.fill(0x20 + (x % 90));
+      else randomBytes(page.length).copy(page);
+    }
+  }
+  fs.writeFileSync(file, b);
+  return file;
+}
+
+export function sha256(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+export interface Pair {
+  sent: Awaited<ReturnType<typeof send>>;
+  received: RecvResult;
+}
+
+/** Runs a receiver and a sender in this process over loopback. */
+export async function migrate(
+  send_: Omit<SendOptions, 'host' | 'port' | 'logger'> & { logger?: SendOptions['logger'] },
+  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger'] },
+): Promise<Pair> {
+  const { port, result } = await startReceiver(recv);
+  const sent = await send({ host: '127.0.0.1', port, logger: silentLogger, ...send_ });
+  return { sent, received: await result };
+}
+
+export async function startReceiver(
+  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger'] },
+): Promise<{ port: number; result: Promise<RecvResult> }> {
+  let result!: Promise<RecvResult>;
+  const port = await new Promise<number>((resolve, reject) => {
+    result = receive({ host: '127.0.0.1', port: 0, logger: silentLogger, timeoutMs: 10_000, ...recv, onListening: (a) => resolve(a.port) });
+    result.catch(reject);
+  });
+  return { port, result };
+}
+
+/** Settles to the error a promise rejects with (or fails when it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<MfdError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as MfdError;
+  }
+  throw new Error('expected a rejection');
+}
+
+/** A hand-driven sender speaking the real control protocol, for feeding the receiver bad input. */
+export class RawSender {
+  readonly uuid = '00112233-4455-6677-8899-aabbccddeeff';
+  readonly uuidBytes = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+  control!: ControlChannel;
+  readonly sockets: net.Socket[] = [];
+
+  constructor(readonly port: number) {}
+
+  async hello(over: Partial<Hello> = {}): Promise<ControlMessage> {
+    const sock = await connect('127.0.0.1', this.port, 2000, 'control');
+    this.sockets.push(sock);
+    this.control = new ControlChannel(sock, 'test');
+    sock.on('error', () => {});
+    sock.write(encodePreamble());
+    const hello: Hello = {
+      type: 'hello',
+      version: CONTROL_VERSION,
+      uuid: this.uuid,
+      channels: 1,
+      pageSize: 4096,
+      packetSize: MULTIFD_PACKET_SIZE,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+      digest: DIGEST_ALGORITHM,
+      ramblocks: [{ name: 'ram0', size: 1 << 20 }],
+      ...over,
+    };
+    sock.write(encodeFrame(hello));
+    return this.control.next();
+  }
+
+  /** Opens a data connection and writes `bytes` to it. */
+  async channel(...bytes: Uint8Array[]): Promise<net.Socket> {
+    const s = await connect('127.0.0.1', this.port, 2000, 'data');
+    s.on('error', () => {});
+    this.sockets.push(s);
+    for (const b of bytes) s.write(b);
+    return s;
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+}

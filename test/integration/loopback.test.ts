@@ -1,0 +1,95 @@
+/** Whole migrations over loopback, in process; every case ends byte-identical. */
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { makeImage, migrate, sha256, tmpdir, type Kind } from '../helpers/index.js';
+import { Output } from '../../src/receiver/output.js';
+
+const MiB = 1 << 20;
+
+interface Case {
+  name: string;
+  images: { name: string; size: number; kind: Kind }[];
+  channels: number;
+  detection?: string;
+  pageSize?: number;
+}
+
+const cases: Case[] = [
+  { name: '1 channel, mixed', images: [{ name: 'a.ram', size: 3 * MiB, kind: 'mixed' }], channels: 1 },
+  { name: '2 channels, mixed', images: [{ name: 'a.ram', size: 5 * MiB, kind: 'mixed' }], channels: 2 },
+  { name: '4 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 4 },
+  { name: '8 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 8 },
+  {
+    name: 'several ramblocks at once, sizes off the packet and page size, empty and one-page blocks',
+    images: [
+      { name: 'pc.ram', size: 3 * MiB + 12345, kind: 'mixed' },
+      { name: 'vga.vram', size: 512 * 1024 - 4096, kind: 'text' },
+      { name: 'empty', size: 0, kind: 'zero' },
+      { name: 'one-page', size: 4096, kind: 'random' },
+      { name: 'tiny', size: 7, kind: 'random' },
+    ],
+    channels: 3,
+  },
+  { name: 'all zero', images: [{ name: 'z', size: 4 * MiB, kind: 'zero' }], channels: 4 },
+  { name: 'all random', images: [{ name: 'r', size: 4 * MiB, kind: 'random' }], channels: 4 },
+  { name: 'zero-page detection none', images: [{ name: 'm', size: 3 * MiB + 4096, kind: 'mixed' }], channels: 2, detection: 'none' },
+  { name: '16 KiB pages', images: [{ name: 'm', size: 3 * MiB + 100, kind: 'mixed' }], channels: 2, pageSize: 16384 },
+  { name: '64 KiB pages', images: [{ name: 'm', size: 3 * MiB + 100, kind: 'mixed' }], channels: 2, pageSize: 65536 },
+];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const dir = tmpdir(t);
+    const src = path.join(dir, 'src');
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(src);
+    fs.mkdirSync(out);
+    const images = c.images.map((im, i) => ({ name: im.name, path: makeImage(path.join(src, im.name), im.size, im.kind, i + 1) }));
+    const { sent, received } = await migrate(
+      { images, channels: c.channels, pageSize: c.pageSize ?? 4096, compression: 'none', methodParams: {}, zeroPageDetection: c.detection ?? 'multifd' },
+      { outputDir: out },
+    );
+    for (const im of images) t.equal(sha256(path.join(out, im.name)), sha256(im.path), `${im.name} byte-identical`);
+    t.same(fs.readdirSync(out).sort(), images.map((i) => i.name).sort(), 'no temporary files left');
+    const s = sent.stats;
+    const r = received.stats;
+    t.equal(s.channels, c.channels);
+    t.same(r.perChannel.map((x) => x.packets), s.perChannel.map((x) => x.packets), 'packets per channel agree');
+    t.equal(r.wireBytes, s.wireBytes, 'wire bytes agree');
+    t.same(r.ramblocks.map((b) => b.digest), s.ramblocks.map((b) => b.digest), 'digests agree');
+    const pages = c.images.reduce((a, im) => a + Math.ceil(im.size / (c.pageSize ?? 4096)), 0);
+    t.equal(s.normalPages + s.zeroPages, pages, 'every page counted once');
+    if (c.detection === 'none') t.equal(s.zeroPages, 0, 'no zero pages without detection');
+    if (c.images.every((i) => i.kind === 'zero')) t.equal(s.normalPages, 0, 'an all-zero image sends no page data');
+    if (c.images.every((i) => i.kind === 'random')) t.equal(s.zeroPages, 0);
+    for (const ch of s.perChannel) t.ok(ch.syncPackets === 1, `channel ${ch.id} ends its pass with one SYNC`);
+  });
+}
+
+t.test('zero pages stay holes in a fresh output', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'z.ram'), 8 * MiB, 'zero');
+  const out = path.join(dir, 'out.ram');
+  await migrate({ images: [{ name: 'z', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' }, { outputMap: new Map([['z', out]]) });
+  const st = fs.statSync(out);
+  t.equal(st.size, 8 * MiB);
+  t.ok(st.blocks * 512 < MiB, `allocated ${st.blocks * 512} bytes for an 8 MiB all-zero image`);
+});
+
+for (const inPlace of [false, true]) {
+  t.test(`overwrite of an existing output (${inPlace ? 'in place: zero pages zeroed' : 'temporary file renamed over it'})`, async (t) => {
+    const dir = tmpdir(t);
+    const img = makeImage(path.join(dir, 'm.ram'), 3 * MiB, 'mixed', 7);
+    const out = path.join(dir, 'existing.ram');
+    makeImage(out, 5 * MiB, 'random'); // larger and full of data where the image has zero pages
+    const { sent } = await migrate(
+      { images: [{ name: 'm', path: img }], channels: 3, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' },
+      { outputMap: new Map([['m', out]]), inPlace },
+    );
+    t.ok(sent.stats.zeroPages > 0, 'the image has zero pages');
+    t.equal(sha256(out), sha256(img), 'byte-identical, shrunk to the image size');
+    t.notOk(fs.existsSync(`${out}.mfd-partial`), 'no partial marker left');
+    t.notOk(fs.existsSync(Output.tempPathFor(out)), 'no temporary file left');
+  });
+}

@@ -1,0 +1,92 @@
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { native } from '../../src/native/load.js';
+import { readPacket, writePacket, PacketIoError } from '../../src/native/packet-io.js';
+import { tmpdir } from '../helpers/index.js';
+
+/** Reference zero check in plain TS. */
+const isZero = (b: Uint8Array): boolean => b.every((x) => x === 0);
+
+t.test('zero-page scan: every accelerator agrees with the reference', async (t) => {
+  const accels = native.zeroPageAccels();
+  t.ok(accels.includes('scalar'));
+  const before = native.zeroPageAccel();
+  t.teardown(() => void native._setZeroPageAccel(before));
+  const pages = 64;
+  const buf = new Uint8Array(pages * 4096);
+  // page i: zero, or one byte set at a position that exercises head, tail, middle and vector lanes
+  const spots = [0, 1, 31, 32, 63, 64, 127, 128, 2047, 2048, 4000, 4095];
+  for (let i = 0; i < pages; i++) if (i % 3 !== 0) buf[i * 4096 + spots[i % spots.length]!] = 1 << (i % 8);
+  for (const a of accels) {
+    t.ok(native._setZeroPageAccel(a), `select ${a}`);
+    const out = new Uint8Array(pages);
+    const zeros = native.scanZeroPages(buf, 4096, pages, out);
+    const want = Array.from({ length: pages }, (_, i) => (isZero(buf.subarray(i * 4096, (i + 1) * 4096)) ? 1 : 0));
+    t.same([...out], want, `${a}: flags`);
+    t.equal(zeros, want.filter(Boolean).length, `${a}: count`);
+  }
+  t.notOk(native._setZeroPageAccel('no-such-accel'));
+});
+
+t.test('CRC-32C: check value, per-page results, zero pages', async (t) => {
+  t.equal(native.crc32c(Buffer.from('123456789')), 0xe3069283, 'standard check value');
+  const buf = randomBytes(5 * 4096);
+  buf.fill(0, 4096, 8192);
+  const crc = new Uint32Array(5);
+  const zero = new Uint8Array(5);
+  t.equal(native.analysePagesSync(buf, 4096, 5, zero, crc), 1);
+  for (let i = 0; i < 5; i++) t.equal(crc[i], native.crc32c(buf.subarray(i * 4096, (i + 1) * 4096)), `page ${i}`);
+});
+
+t.test('natives refuse buffers too small for the counts', async (t) => {
+  t.throws(() => native.scanZeroPages(new Uint8Array(4096), 4096, 2, new Uint8Array(2)), RangeError);
+  t.throws(() => native.analysePagesSync(new Uint8Array(8192), 4096, 2, null, new Uint32Array(1)), RangeError);
+  t.throws(() => native.scanZeroPages(new Uint8Array(4096) as never, 0, 1, new Uint8Array(1)), RangeError);
+  t.throws(() => (native.scanZeroPages as (...a: unknown[]) => number)('x', 4096, 1, new Uint8Array(1)), TypeError);
+});
+
+t.test('readPacket: reads, pads, analyses; a short file is ESHORTREAD', async (t) => {
+  const dir = tmpdir(t);
+  const f = path.join(dir, 'img');
+  const data = randomBytes(3 * 4096 + 100);
+  data.fill(0, 4096, 8192);
+  fs.writeFileSync(f, data);
+  const fd = fs.openSync(f, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const slab = { data: new Uint8Array(4 * 4096).fill(0xee), zero: new Uint8Array(4), crc: new Uint32Array(4) };
+  t.equal(await readPacket(fd, 0, data.length, slab, 4096, 4, true), 1);
+  t.same([...slab.zero], [0, 1, 0, 0]);
+  t.ok(slab.data.subarray(data.length).every((b) => b === 0), 'tail of the last page zero-padded');
+  t.equal(slab.crc[3], native.crc32c(slab.data.subarray(3 * 4096)));
+  await t.rejects(readPacket(fd, 4096, 4 * 4096, slab, 4096, 4, true), { code: 'ESHORTREAD' });
+  t.equal(await readPacket(fd, 0, 4096, slab, 4096, 1, false), 0, 'no detection: zero count 0');
+});
+
+t.test('writePacket: runs land at their offsets, clipped to the block, padding checked', async (t) => {
+  const dir = tmpdir(t);
+  const f = path.join(dir, 'out');
+  const blockSize = 3 * 4096 + 10;
+  const fd = fs.openSync(f, 'w+');
+  t.teardown(() => fs.closeSync(fd));
+  fs.ftruncateSync(fd, blockSize);
+  const pages = randomBytes(3 * 4096);
+  pages.fill(0, 2 * 4096 + 10); // last page: 10 bytes of data then padding
+  const crc = new Uint32Array(3);
+  await writePacket({ fd, pages, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc });
+  const got = fs.readFileSync(f);
+  t.equal(got.length, blockSize, 'nothing written past the block');
+  t.same(got.subarray(0, 8192), pages.subarray(0, 8192));
+  t.same(got.subarray(3 * 4096), pages.subarray(2 * 4096, 2 * 4096 + 10));
+  t.ok(got.subarray(8192, 3 * 4096).every((b) => b === 0), 'the hole stays zero');
+  pages[2 * 4096 + 100] = 1;
+  const e = await writePacket({ fd, pages, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc }).catch((x) => x);
+  t.ok(e instanceof PacketIoError);
+  t.match(e, { code: 'EPADDING', badPage: 2 });
+  t.throws(
+    () => native.writePacket(fd, pages, 4096, new Float64Array([blockSize]), 1, 0, blockSize, false, crc, () => {}),
+    RangeError,
+    'an offset outside the block never reaches pwrite',
+  );
+});
