@@ -7,7 +7,13 @@
 #include "packet_io.h"
 #include "zero_page.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace mfd {
@@ -39,9 +45,7 @@ struct PagesJob {
   size_t count = 0;
   uint8_t* zero_out = nullptr;
   uint32_t* crc_out = nullptr;
-  size_t zeros = 0;
-
-  void Run() { zeros = AnalysePages(pages, page_size, count, zero_out, crc_out); }
+  int64_t Run() { return AnalysePagesGuarded(pages, page_size, count, zero_out, crc_out); }
 };
 
 // Parses (pages, pageSize, pageCount, zeroOut|null, crcOut|null); false after
@@ -91,41 +95,9 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
 Napi::Value JS_analysePagesSync(const Napi::CallbackInfo& info) {
   PagesJob job;
   if (!ParsePagesJob(info, &job)) return info.Env().Undefined();
-  job.Run();
-  return Napi::Number::New(info.Env(), static_cast<double>(job.zeros));
+  return Napi::Number::New(info.Env(), static_cast<double>(job.Run()));
 }
 
-// Runs a PagesJob on the libuv pool. The JS buffers are pinned by references
-// until the callback runs, so the raw pointers stay valid.
-class PagesWorker : public Napi::AsyncWorker {
- public:
-  PagesWorker(const Napi::CallbackInfo& info, const PagesJob& job, Napi::Function cb)
-      : Napi::AsyncWorker(cb, "mfd.analysePages"), job_(job) {
-    for (size_t i = 0; i < 5; i++) {
-      if (info[i].IsObject()) pinned_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
-    }
-  }
-  void Execute() override { job_.Run(); }
-  void OnOK() override {
-    Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(job_.zeros))});
-  }
-
- private:
-  PagesJob job_;
-  std::vector<Napi::ObjectReference> pinned_;
-};
-
-/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, cb(err, zeros)) */
-Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
-  PagesJob job;
-  if (!RequireArgs(info, 6) || !ParsePagesJob(info, &job)) return info.Env().Undefined();
-  if (!info[5].IsFunction()) {
-    Napi::TypeError::New(info.Env(), "Expected a function for callback").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-  (new PagesWorker(info, job, info[5].As<Napi::Function>()))->Queue();
-  return info.Env().Undefined();
-}
 
 // Runs a job with Run() -> int64_t on the libuv pool; the JS buffers passed to
 // the call stay pinned until the callback has run.
@@ -138,6 +110,7 @@ class JobWorker : public Napi::AsyncWorker {
       if (info[i].IsObject()) pinned_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
     }
   }
+  void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override { result_ = job_.Run(); }
   void OnOK() override { Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(result_)), Extra()}); }
 
@@ -149,81 +122,87 @@ class JobWorker : public Napi::AsyncWorker {
 };
 
 template <>
-Napi::Value JobWorker<ReadPacketJob>::Extra() { return Env().Undefined(); }
-template <>
-Napi::Value JobWorker<WritePacketJob>::Extra() { return Napi::Number::New(Env(), static_cast<double>(job_.bad_page)); }
+Napi::Value JobWorker<PagesJob>::Extra() { return Env().Undefined(); }
 
-bool RequireFunction(const Napi::CallbackInfo& info, size_t i) {
-  if (info[i].IsFunction()) return true;
-  Napi::TypeError::New(info.Env(), "Expected a function for callback").ThrowAsJavaScriptException();
-  return false;
+// A live file mapping handed to JS as an external ArrayBuffer. unmapRange()
+// detaches the buffer and unmaps at once; otherwise the finalizer unmaps.
+struct Mapping {
+  void* addr;
+  size_t length;
+  bool unmapped;
+};
+std::unordered_map<void*, Mapping*> g_mappings;  // by address; main thread only
+
+void FinalizeMapping(Napi::Env, void*, Mapping* m) {
+  if (!m->unmapped) {
+    g_mappings.erase(m->addr);
+    munmap(m->addr, m->length);
+  }
+  delete m;
 }
 
-bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    Napi::TypeError::New(info.Env(), std::string("Expected a Uint32Array for ") + name).ThrowAsJavaScriptException();
-    return false;
-  }
-  if (info[i].As<Napi::Uint32Array>().ElementLength() < min_len) {
-    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
-    return false;
-  }
-  return true;
-}
 
-/* readPacket(fd, position, length, slab, pageSize, pageCount, zeroOut|null, crcOut, cb(err, zerosOrCode)) */
-Napi::Value JS_readPacket(const Napi::CallbackInfo& info) {
-  ReadPacketJob job{};
-  size_t fd, pos;
-  if (!RequireArgs(info, 9) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
-      !RequireSize(info, 2, "length", &job.length) || !RequireBytes(info, 3, "slab") ||
-      !RequireSize(info, 4, "pageSize", &job.page_size) || !RequireSize(info, 5, "pageCount", &job.page_count) ||
-      !RequireUint32Array(info, 7, "crcOut", job.page_count) || !RequireFunction(info, 8)) {
+/* unmapRange(arrayBuffer): detach it and unmap its pages now */
+Napi::Value JS_unmapRange(const Napi::CallbackInfo& info) {
+  if (!RequireArgs(info, 1)) return info.Env().Undefined();
+  if (!info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(info.Env(), "Expected an ArrayBuffer").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto slab = info[3].As<Napi::Uint8Array>();
-  if (job.page_size == 0 || job.page_count > slab.ByteLength() / job.page_size ||
-      job.length > job.page_count * job.page_size) {
-    Napi::RangeError::New(info.Env(), "readPacket: slab too small for pageCount pages, or length beyond them")
-        .ThrowAsJavaScriptException();
+  auto ab = info[0].As<Napi::ArrayBuffer>();
+  if (ab.IsDetached()) return info.Env().Undefined();
+  auto it = g_mappings.find(ab.Data());
+  if (it == g_mappings.end()) {
+    Napi::TypeError::New(info.Env(), "unmapRange: not a mapRange buffer").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  if (!info[6].IsNull()) {
-    if (!RequireBytes(info, 6, "zeroOut")) return info.Env().Undefined();
-    auto z = info[6].As<Napi::Uint8Array>();
-    if (z.ByteLength() < job.page_count) {
-      Napi::RangeError::New(info.Env(), "zeroOut is too short").ThrowAsJavaScriptException();
-      return info.Env().Undefined();
-    }
-    job.zero_out = z.Data();
-  }
-  job.fd = static_cast<int>(fd);
-  job.position = static_cast<int64_t>(pos);
-  job.slab = slab.Data();
-  job.crc_out = info[7].As<Napi::Uint32Array>().Data();
-  (new JobWorker<ReadPacketJob>(info, 8, job, info[8].As<Napi::Function>(), "mfd.readPacket"))->Queue();
+  Mapping* m = it->second;
+  g_mappings.erase(it);
+  ab.Detach();
+  m->unmapped = true;
+  munmap(m->addr, m->length);
   return info.Env().Undefined();
 }
 
-/* writePacket(fd, pages, pageSize, offsets, normal, zero, blockSize, writeZeros, crcOut, cb(err, code, badPage)) */
+template <>
+Napi::Value JobWorker<WritePacketJob>::Extra() { return Napi::Number::New(Env(), static_cast<double>(job_.bad_page)); }
+
+
+/* writePacket(fd, pieces: Uint8Array[], pageSize, offsets, normal, zero, blockSize, writeZeros, crcOut, cb(err, code, badPage)) */
 Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
   WritePacketJob job{};
   size_t fd, block_size;
-  if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) || !RequireBytes(info, 1, "pages") ||
+  if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) ||
       !RequireSize(info, 2, "pageSize", &job.page_size) || !RequireSize(info, 4, "normal", &job.normal) ||
       !RequireSize(info, 5, "zero", &job.zero) || !RequireSize(info, 6, "blockSize", &block_size) ||
       !RequireUint32Array(info, 8, "crcOut", job.normal) || !RequireFunction(info, 9)) {
     return info.Env().Undefined();
   }
+  if (!info[1].IsArray()) {
+    Napi::TypeError::New(info.Env(), "Expected an array of Uint8Array for pieces").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto list = info[1].As<Napi::Array>();
+  size_t total = 0;
+  std::vector<Napi::Value> keep;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      Napi::TypeError::New(info.Env(), "Expected an array of Uint8Array for pieces").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto u = v.As<Napi::Uint8Array>();
+    job.pages.push_back({u.Data(), u.ByteLength()});
+    total += u.ByteLength();
+    keep.push_back(v);
+  }
   if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
     Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto pages = info[1].As<Napi::Uint8Array>();
   auto offsets = info[3].As<Napi::Float64Array>();
-  if (job.page_size == 0 || job.normal > pages.ByteLength() / job.page_size ||
-      job.normal + job.zero > offsets.ElementLength()) {
-    Napi::RangeError::New(info.Env(), "writePacket: pages or offsets shorter than the page counts")
+  if (job.page_size == 0 || total != job.normal * job.page_size || job.normal + job.zero > offsets.ElementLength()) {
+    Napi::RangeError::New(info.Env(), "writePacket: pieces must hold exactly normal pages, offsets all pages")
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
@@ -236,12 +215,47 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
     }
   }
   job.fd = static_cast<int>(fd);
-  job.pages = pages.Data();
   job.offsets = offsets.Data();
   job.block_size = static_cast<int64_t>(block_size);
   job.write_zeros = info[7].ToBoolean().Value();
   job.crc_out = info[8].As<Napi::Uint32Array>().Data();
-  (new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket"))->Queue();
+  auto* w = new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket");
+  // The pieces array is pinned above; pin each piece too (the array could be changed).
+  for (auto& v : keep) w->Pin(v.As<Napi::Object>());
+  w->Queue();
+  return info.Env().Undefined();
+}
+
+/* mapRange(fd, position, length) -> ArrayBuffer over a read-only shared mapping of the file */
+Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
+  size_t fd, pos, len;
+  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
+      !RequireSize(info, 2, "length", &len)) {
+    return info.Env().Undefined();
+  }
+  const size_t os_page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  if (len == 0 || pos % os_page != 0) {
+    Napi::RangeError::New(info.Env(), "mapRange: position must be page aligned and length > 0").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(pos));
+  if (p == MAP_FAILED) {
+    Napi::Error e = Napi::Error::New(info.Env(), std::string("mmap: ") + strerror(errno));
+    e.Set("errno", Napi::Number::New(info.Env(), errno));
+    e.ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  madvise(p, len, MADV_SEQUENTIAL);
+  auto* m = new Mapping{p, len, false};
+  g_mappings[p] = m;
+  return Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
+}
+
+/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, cb(err, zerosOrCode)) on the libuv pool */
+Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
+  PagesJob job;
+  if (!RequireArgs(info, 6) || !ParsePagesJob(info, &job) || !RequireFunction(info, 5)) return info.Env().Undefined();
+  (new JobWorker<PagesJob>(info, 5, job, info[5].As<Napi::Function>(), "mfd.analysePages"))->Queue();
   return info.Env().Undefined();
 }
 
@@ -299,7 +313,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scanZeroPages", Napi::Function::New(env, JS_scanZeroPages, "scanZeroPages"));
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
   exports.Set("analysePagesSync", Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
-  exports.Set("readPacket", Napi::Function::New(env, JS_readPacket, "readPacket"));
+  exports.Set("mapRange", Napi::Function::New(env, JS_mapRange, "mapRange"));
+  exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c, "crc32c"));
   exports.Set("zeroPageAccels", Napi::Function::New(env, JS_zeroPageAccels, "zeroPageAccels"));

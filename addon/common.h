@@ -48,6 +48,24 @@ inline bool RequireSize(const Napi::CallbackInfo& info, size_t i, const char* na
   return true;
 }
 
+inline bool RequireFunction(const Napi::CallbackInfo& info, size_t i) {
+  if (info[i].IsFunction()) return true;
+  Napi::TypeError::New(info.Env(), "Expected a function for callback").ThrowAsJavaScriptException();
+  return false;
+}
+
+inline bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    Napi::TypeError::New(info.Env(), std::string("Expected a Uint32Array for ") + name).ThrowAsJavaScriptException();
+    return false;
+  }
+  if (info[i].As<Napi::Uint32Array>().ElementLength() < min_len) {
+    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
 }  // namespace mfd
 
 #endif  // MFD_COMMON_H_

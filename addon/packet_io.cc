@@ -2,6 +2,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <csetjmp>
+#include <csignal>
+#include <mutex>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <climits>
+#include <algorithm>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -50,38 +58,177 @@ size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_
   return zeros;
 }
 
-int64_t ReadPacketJob::Run() {
-  size_t done = 0;
-  while (done < length) {
-    ssize_t r = pread(fd, slab + done, length - done, position + static_cast<int64_t>(done));
-    if (r < 0) {
+namespace {
+
+thread_local sigjmp_buf* t_guard = nullptr;
+struct sigaction g_previous_sigbus;
+
+void OnSigbus(int, siginfo_t*, void*) {
+  if (t_guard != nullptr) siglongjmp(*t_guard, 1);
+  // Not a guarded scan: put the previous disposition back; the faulting
+  // access repeats and is handled as it would have been without us.
+  sigaction(SIGBUS, &g_previous_sigbus, nullptr);
+}
+
+}  // namespace
+
+void InstallSigbusGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+}
+
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out) {
+  InstallSigbusGuard();
+  volatile int64_t result = 0;
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 1) == 0) {
+    t_guard = &jb;
+    result = static_cast<int64_t>(AnalysePages(pages, page_size, count, zero_out, crc_out));
+  } else {
+    result = kShortRead;  // the mapped file shrank under the scan
+  }
+  t_guard = nullptr;
+  return result;
+}
+
+namespace {
+
+// Serialises writes to one file: concurrent buffered writers of a file would
+// spin on its inode lock; a sleeping mutex costs nothing while waiting.
+std::mutex g_file_locks[64];
+
+// Walks the virtual concatenation of the pieces page by page.
+class PageCursor {
+ public:
+  PageCursor(const std::vector<Piece>& pieces, size_t page_size) : pieces_(pieces), ps_(page_size), bounce_(page_size) {}
+
+  // Pointer to the next page; a page split across pieces is assembled in a bounce buffer.
+  const uint8_t* Next() {
+    while (piece_ < pieces_.size() && at_ == pieces_[piece_].length) {
+      piece_++;
+      at_ = 0;
+    }
+    const Piece& p = pieces_[piece_];
+    if (p.length - at_ >= ps_) {
+      const uint8_t* r = p.data + at_;
+      at_ += ps_;
+      return r;
+    }
+    size_t filled = 0;
+    while (filled < ps_) {
+      const Piece& q = pieces_[piece_];
+      const size_t n = std::min(ps_ - filled, q.length - at_);
+      std::memcpy(bounce_.data() + filled, q.data + at_, n);
+      filled += n;
+      at_ += n;
+      if (at_ == q.length) {
+        piece_++;
+        at_ = 0;
+      }
+    }
+    return bounce_.data();
+  }
+
+  // How many whole pages follow contiguously in the current piece.
+  size_t ContiguousPages() const {
+    if (piece_ >= pieces_.size()) return 0;
+    return (pieces_[piece_].length - at_) / ps_;
+  }
+  const uint8_t* Here() const { return pieces_[piece_].data + at_; }
+  void Skip(size_t pages) { at_ += pages * ps_; }
+
+ private:
+  const std::vector<Piece>& pieces_;
+  size_t ps_;
+  std::vector<uint8_t> bounce_;
+  size_t piece_ = 0;
+  size_t at_ = 0;
+};
+
+// iovecs for bytes [from, from + len) of the concatenated pieces.
+void Gather(const std::vector<Piece>& pieces, size_t from, size_t len, std::vector<iovec>* out) {
+  out->clear();
+  size_t base = 0;
+  for (const Piece& p : pieces) {
+    if (len == 0) break;
+    if (from < base + p.length) {
+      const size_t off = from > base ? from - base : 0;
+      const size_t n = std::min(len, p.length - off);
+      out->push_back({const_cast<uint8_t*>(p.data + off), n});
+      from += n;
+      len -= n;
+    }
+    base += p.length;
+  }
+}
+
+int64_t PwritevAll(int fd, std::vector<iovec>* iov, int64_t pos) {
+  size_t i = 0;
+  while (i < iov->size()) {
+    const int cnt = static_cast<int>(std::min<size_t>(iov->size() - i, IOV_MAX));
+    ssize_t w = pwritev(fd, iov->data() + i, cnt, pos);
+    if (w < 0) {
       if (errno == EINTR) continue;
       return -errno;
     }
-    if (r == 0) return kShortRead;
-    done += static_cast<size_t>(r);
+    pos += w;
+    // Drop what was written; a short write resumes mid-vector.
+    size_t left = static_cast<size_t>(w);
+    while (i < iov->size() && left >= (*iov)[i].iov_len) left -= (*iov)[i++].iov_len;
+    if (left > 0) {
+      (*iov)[i].iov_base = static_cast<uint8_t*>((*iov)[i].iov_base) + left;
+      (*iov)[i].iov_len -= left;
+    }
   }
-  const size_t total = page_count * page_size;
-  if (length < total) std::memset(slab + length, 0, total - length);
-  const size_t zeros = AnalysePages(slab, page_size, page_count, zero_out, crc_out);
-  return static_cast<int64_t>(zeros);
+  return 0;
 }
+
+}  // namespace
 
 int64_t WritePacketJob::Run() {
   const int64_t ps = static_cast<int64_t>(page_size);
-  Crc32cPages(pages, page_size, normal, crc_out);
-  // A last page that runs past the block end must carry only zero padding.
-  for (size_t j = 0; j < normal; j++) {
+  // Per-page CRC; whole pages inside one piece go through the interleaved path.
+  PageCursor cur(pages, page_size);
+  for (size_t j = 0; j < normal;) {
+    const size_t run = std::min(cur.ContiguousPages(), normal - j);
+    if (run > 0) {
+      Crc32cPages(cur.Here(), page_size, run, crc_out + j);
+      // A last page that runs past the block end must carry only zero padding.
+      for (size_t k = j; k < j + run; k++) {
+        const int64_t off = static_cast<int64_t>(offsets[k]);
+        if (off + ps > block_size) {
+          const size_t keep = static_cast<size_t>(block_size - off);
+          if (!BufferIsZero(cur.Here() + (k - j) * page_size + keep, page_size - keep)) {
+            bad_page = static_cast<int64_t>(k);
+            return kBadPadding;
+          }
+        }
+      }
+      cur.Skip(run);
+      j += run;
+      continue;
+    }
+    const uint8_t* page = cur.Next();
+    crc_out[j] = Crc32c(page, page_size);
     const int64_t off = static_cast<int64_t>(offsets[j]);
     if (off + ps > block_size) {
       const size_t keep = static_cast<size_t>(block_size - off);
-      if (!BufferIsZero(pages + j * page_size + keep, page_size - keep)) {
+      if (!BufferIsZero(page + keep, page_size - keep)) {
         bad_page = static_cast<int64_t>(j);
         return kBadPadding;
       }
     }
+    j++;
   }
-  // Runs of consecutive offsets are contiguous in `pages` too: one pwrite each.
+  std::lock_guard<std::mutex> lock(g_file_locks[static_cast<unsigned>(fd) % 64]);
+  // Runs of consecutive offsets are contiguous in the payload too: one pwritev each.
+  std::vector<iovec> iov;
   for (size_t j = 0; j < normal;) {
     size_t k = j + 1;
     while (k < normal && offsets[k] == offsets[k - 1] + static_cast<double>(ps)) k++;
@@ -89,7 +236,8 @@ int64_t WritePacketJob::Run() {
     int64_t len = static_cast<int64_t>(k - j) * ps;
     if (pos + len > block_size) len = block_size - pos;
     if (len > 0) {
-      int64_t rc = PwriteAll(fd, pages + j * page_size, static_cast<size_t>(len), pos);
+      Gather(pages, j * page_size, static_cast<size_t>(len), &iov);
+      int64_t rc = PwritevAll(fd, &iov, pos);
       if (rc < 0) return rc;
     }
     j = k;

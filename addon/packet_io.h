@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace mfd {
 
@@ -17,22 +18,22 @@ constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-z
 // set) for `count` pages. Returns the number of zero pages.
 size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out);
 
-struct ReadPacketJob {
-  int fd;
-  int64_t position;
-  size_t length;      // bytes to read from the file (<= page_count * page_size)
-  uint8_t* slab;      // page_count * page_size bytes
-  size_t page_size;
-  size_t page_count;
-  uint8_t* zero_out;  // null: no zero-page detection
-  uint32_t* crc_out;
-  // Zero pages found, or a negative code.
-  int64_t Run();
+// AnalysePages over memory that may be a file mapping: if the file shrinks
+// under the scan (SIGBUS), returns kShortRead instead of crashing.
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out);
+
+// Installs (once) the SIGBUS handler that guarded scans rely on.
+void InstallSigbusGuard();
+
+// A byte range made of several caller buffers (socket chunks), read as one.
+struct Piece {
+  const uint8_t* data;
+  size_t length;
 };
 
 struct WritePacketJob {
   int fd;
-  const uint8_t* pages;   // normal pages, contiguous
+  std::vector<Piece> pages;  // normal pages, back to back across the pieces
   size_t page_size;
   const double* offsets;  // normal offsets, then zero offsets (byte offsets in the block)
   size_t normal;

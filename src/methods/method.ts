@@ -36,12 +36,14 @@ export interface MethodSender {
 
 export interface MethodReceiver {
   /**
-   * Decodes one packet's payload (exactly next_packet_size bytes) into the
-   * packet's normal pages, contiguous, normalPages x pageSize bytes. Throws a
-   * ProtocolError naming the channel when the payload is corrupt, truncated or
-   * decodes to any other length; never returns a short result.
+   * Decodes one packet's payload (exactly next_packet_size bytes, as the
+   * socket chunks it arrived in) into the packet's normal pages: pieces that
+   * together hold normalPages x pageSize bytes, in offset order (a page may
+   * span two pieces). Throws a ProtocolError naming the channel when the
+   * payload is corrupt, truncated or decodes to any other length; never
+   * returns a short result.
    */
-  recv(payload: Uint8Array, normalPages: number, packetNum: bigint): Uint8Array | Promise<Uint8Array>;
+  recv(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
   /** Frees what recvSetup made. Called once, also after a failure. */
   cleanup(): void;
 }

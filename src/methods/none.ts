@@ -23,8 +23,9 @@ export const none: CompressionMethod = {
   recvSetup: ({ channel, pageSize }) => ({
     recv(payload, normalPages, packetNum) {
       const want = normalPages * pageSize;
-      if (payload.length !== want) {
-        throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${payload.length}, size expected ${want}`, { channel, packetNum });
+      const got = payload.reduce((a, p) => a + p.length, 0);
+      if (got !== want) {
+        throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
       }
       return payload;
     },

@@ -11,32 +11,23 @@ export interface CpuFeatures {
 export interface MfdBinding {
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
-  /** Zero flags (when zeroOut is given) and per-page CRC-32C (when crcOut is given), on the libuv pool. */
+  /**
+   * Zero flags (when zeroOut is given) and per-page CRC-32C (when crcOut is given), on the libuv
+   * pool. cb gets the zero count, or SHORT_READ when `pages` is a file mapping whose file shrank.
+   */
   analysePages(
     pages: Uint8Array,
     pageSize: number,
     pageCount: number,
     zeroOut: Uint8Array | null,
     crcOut: Uint32Array | null,
-    cb: (err: Error | null, zeros: number) => void,
+    cb: (err: Error | null, zerosOrCode: number) => void,
   ): void;
   analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null): number;
-  /**
-   * pread `length` bytes at `position` into slab (zero-filling the rest of pageCount pages), then
-   * analyses the pages as analysePages does. cb gets the zero count, or a negative code: -errno,
-   * or SHORT_READ when the file ended early.
-   */
-  readPacket(
-    fd: number,
-    position: number,
-    length: number,
-    slab: Uint8Array,
-    pageSize: number,
-    pageCount: number,
-    zeroOut: Uint8Array | null,
-    crcOut: Uint32Array,
-    cb: (err: Error | null, result: number) => void,
-  ): void;
+  /** Read-only shared mapping of [position, position+length) of the file (position page-aligned). */
+  mapRange(fd: number, position: number, length: number): ArrayBuffer;
+  /** Detaches a mapRange buffer and unmaps its pages now (otherwise its finalizer does). */
+  unmapRange(pages: ArrayBuffer): void;
   /**
    * CRC-32C of each normal page into crcOut, a check that pages past blockSize carry only zero
    * padding, then positional writes of the normal pages (and, with writeZeros, zeros for the zero
@@ -44,7 +35,7 @@ export interface MfdBinding {
    */
   writePacket(
     fd: number,
-    pages: Uint8Array,
+    pieces: Uint8Array[],
     pageSize: number,
     offsets: Float64Array,
     normal: number,

@@ -1,4 +1,4 @@
-/** Promise wrappers over the addon's per-packet I/O calls, with their result codes mapped to errors. */
+/** Promise wrappers over the addon's per-packet calls, with their result codes mapped to errors. */
 import os from 'node:os';
 import { native } from './load.js';
 
@@ -25,19 +25,12 @@ function toError(op: string, code: number, badPage = -1): PacketIoError {
   return new PacketIoError(name, `${op}: ${name}`);
 }
 
-export interface PacketSlab {
-  data: Uint8Array;
-  zero: Uint8Array;
-  crc: Uint32Array;
-}
-
-/** Reads a packet's pages into the slab and analyses them; resolves to the zero-page count. */
-export function readPacket(fd: number, position: number, length: number, slab: PacketSlab, pageSize: number, pageCount: number, detect: boolean): Promise<number> {
+/** Zero flags and per-page CRC-32C for one packet's pages, off the event loop; resolves to the zero count. */
+export function analysePages(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array | null, crcOut: Uint32Array): Promise<number> {
   return new Promise((resolve, reject) => {
-    native.readPacket(fd, position, length, slab.data, pageSize, pageCount, detect ? slab.zero : null, slab.crc, (err, r) => {
+    native.analysePages(pages, pageSize, count, zeroOut, crcOut, (err, r) => {
       if (err) return reject(err);
-      if (r < 0) return reject(toError('read', r));
-      if (!detect) slab.zero.fill(0, 0, pageCount);
+      if (r < 0) return reject(toError('scan', r));
       resolve(r);
     });
   });
@@ -45,7 +38,8 @@ export function readPacket(fd: number, position: number, length: number, slab: P
 
 export interface WriteRequest {
   fd: number;
-  pages: Uint8Array;
+  /** The normal pages, back to back across the pieces. */
+  pages: Uint8Array[];
   pageSize: number;
   offsets: Float64Array;
   normal: number;

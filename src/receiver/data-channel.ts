@@ -18,7 +18,7 @@ import type { Output } from './output.js';
 
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
-const EMPTY = new Uint8Array(0);
+const EMPTY: Uint8Array[] = [];
 
 export interface TargetBlock {
   output: Output;
@@ -110,7 +110,7 @@ export class DataChannel {
           checkPacketHeader(h, this.ctx);
         }
         const h = this.header;
-        const payload = h.nextPacketSize > 0 ? this.queue.take(h.nextPacketSize) : EMPTY;
+        const payload = h.nextPacketSize > 0 ? this.queue.takeViews(h.nextPacketSize) : EMPTY;
         if (!payload) return;
         this.header = null;
         this.packet(h, payload);
@@ -120,7 +120,7 @@ export class DataChannel {
     }
   }
 
-  private packet(h: PacketHeader, payload: Uint8Array): void {
+  private packet(h: PacketHeader, payload: Uint8Array[]): void {
     const c = this.counters;
     c.packets++;
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
@@ -162,7 +162,7 @@ export class DataChannel {
   }
 
   /** Digests the decoded pages and writes them (and, in place, the zero pages): one addon call. */
-  private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array): Promise<void> {
+  private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array[]): Promise<void> {
     const ps = this.host.pageSize;
     const normal = h.normalPages;
     const zero = h.zeroPages;

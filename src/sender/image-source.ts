@@ -1,9 +1,38 @@
-/** An image file, opened once; the zero-page backend reads its packets (positional reads in the addon). */
+/**
+ * An image file as packets of pages. Whole pages inside the file are served
+ * from read-only mappings of 16 MiB windows (no copy of the page cache; a
+ * window is unmapped once its last packet has been written, so memory stays
+ * flat); the tail of a file that ends inside a page, or a file that cannot
+ * be mapped, is read into the caller's slab.
+ */
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
+import { native } from '../native/load.js';
 import type { BlockSpec } from '../image/ramblock.js';
 
+const WINDOW = 16 * 1024 * 1024;
+const OS_PAGE = 4096;
+
+export interface LoadedPages {
+  /** count x pageSize bytes: a view of a mapping, or the slab. */
+  pages: Uint8Array;
+  /** Call once the pages have been written. */
+  release(): void;
+}
+
+interface Window {
+  buffer: ArrayBuffer;
+  refs: number;
+  /** Every packet of the window has been handed out. */
+  complete: boolean;
+}
+
+const NO_RELEASE = (): void => {};
+
 export class ImageSource {
+  private readonly windows = new Map<number, Window>();
+  private mappable = true;
+
   private constructor(
     readonly name: string,
     readonly path: string,
@@ -26,7 +55,72 @@ export class ImageSource {
     return new ImageSource(spec.name, spec.path, fd, st.size);
   }
 
+  /**
+   * The `count` pages at `offset` (offsets are handed out in increasing
+   * order). Past the end of the file the last page is zero-padded.
+   */
+  async load(offset: number, count: number, pageSize: number, slab: Uint8Array): Promise<LoadedPages> {
+    const length = count * pageSize;
+    if (this.mappable && offset + length <= this.size) {
+      const mapped = this.mapped(offset, length);
+      if (mapped) return mapped;
+    }
+    const bytes = Math.min(length, this.size - offset);
+    await this.read(slab, offset, bytes);
+    if (bytes < length) slab.fill(0, bytes, length);
+    return { pages: slab.subarray(0, length), release: NO_RELEASE };
+  }
+
+  private mapped(offset: number, length: number): LoadedPages | null {
+    const index = Math.floor(offset / WINDOW);
+    let win = this.windows.get(index);
+    if (!win) {
+      const start = index * WINDOW;
+      const len = Math.min(WINDOW, Math.ceil((this.size - start) / OS_PAGE) * OS_PAGE);
+      try {
+        win = { buffer: native.mapRange(this.fd, start, len), refs: 0, complete: false };
+      } catch {
+        this.mappable = false; // e.g. a file system without mmap: read instead
+        return null;
+      }
+      // Offsets come in order: every earlier window has handed out all its packets.
+      for (const [i, w] of this.windows) {
+        w.complete = true;
+        if (w.refs === 0) this.unmap(i, w);
+      }
+      this.windows.set(index, win);
+    }
+    const w = win;
+    w.refs++;
+    return {
+      pages: new Uint8Array(w.buffer, offset - index * WINDOW, length),
+      release: () => {
+        if (--w.refs === 0 && w.complete) this.unmap(index, w);
+      },
+    };
+  }
+
+  private unmap(index: number, w: Window): void {
+    this.windows.delete(index);
+    native.unmapRange(w.buffer);
+  }
+
+  private read(buf: Uint8Array, position: number, length: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const step = (done: number): void => {
+        if (done === length) return resolve();
+        fs.read(this.fd, buf, done, length - done, position + done, (err, n) => {
+          if (err) return reject(new IoError(`ERR_${err.code ?? 'READ'}`, `reading image "${this.path}" at offset ${position + done}: ${err.message}`, err));
+          if (n === 0) return reject(new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it ended at byte ${position + done}, expected ${this.size} bytes`));
+          step(done + n);
+        });
+      };
+      step(0);
+    });
+  }
+
   close(): void {
+    for (const [i, w] of this.windows) if (w.refs === 0) this.unmap(i, w);
     try {
       fs.closeSync(this.fd);
     } catch {

@@ -230,21 +230,23 @@ interface Loaded {
   job: Job;
   slab: Slab;
   zeros: number;
+  /** The packet's pages: a mapping of the image, or slab.data. */
+  pages: Uint8Array;
+  release(): void;
 }
 
 async function load(job: Job, slab: Slab, ctx: PacketContext): Promise<Loaded> {
   const src = job.block.source;
-  // A last page that runs past the end of the image is sent zero-padded.
-  const bytes = Math.min(job.pages * ctx.pageSize, src.size - job.offset);
+  const { pages, release } = await src.load(job.offset, job.pages, ctx.pageSize, slab.data);
   try {
-    const zeros = await ctx.detector.load(src, job.offset, bytes, slab, ctx.pageSize, job.pages);
-    return { job, slab, zeros };
+    const zeros = await ctx.detector.analyse(pages, ctx.pageSize, job.pages, slab.zero, slab.crc);
+    return { job, slab, zeros, pages, release };
   } catch (e) {
-    if (!(e instanceof PacketIoError)) throw e;
-    if (e.code === 'ESHORTREAD') {
-      throw new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: it ended before byte ${job.offset + bytes}, expected ${src.size} bytes`);
+    release();
+    if (e instanceof PacketIoError && e.code === 'ESHORTREAD') {
+      throw new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${job.offset + pages.length} are gone, expected ${src.size} bytes`);
     }
-    throw new IoError(`ERR_${e.code}`, `reading image "${src.path}" at offset ${job.offset}: ${e.code}`, e);
+    throw e;
   }
 }
 
@@ -273,7 +275,7 @@ async function runChannel(ch: DataChannel, jobs: Iterator<Job>, ctx: PacketConte
   await endSocket(ch.socket);
 }
 
-async function writePacket(ch: DataChannel, { job, slab, zeros }: Loaded, ctx: PacketContext): Promise<void> {
+async function writePacket(ch: DataChannel, { job, slab, zeros, pages, release }: Loaded, ctx: PacketContext): Promise<void> {
   const { pageSize } = ctx;
   const normal = job.pages - zeros;
   const offsets = new Array<number>(job.pages);
@@ -288,7 +290,7 @@ async function writePacket(ch: DataChannel, { job, slab, zeros }: Loaded, ctx: P
     if (slab.zero[i]) {
       offsets[z++] = off;
       if (runStart >= 0) {
-        runs.push(slab.data.subarray(runStart * pageSize, i * pageSize));
+        runs.push(pages.subarray(runStart * pageSize, i * pageSize));
         runStart = -1;
       }
     } else {
@@ -296,7 +298,7 @@ async function writePacket(ch: DataChannel, { job, slab, zeros }: Loaded, ctx: P
       if (runStart < 0) runStart = i;
     }
   }
-  if (runStart >= 0) runs.push(slab.data.subarray(runStart * pageSize, job.pages * pageSize));
+  if (runStart >= 0) runs.push(pages.subarray(runStart * pageSize, job.pages * pageSize));
 
   const chunks = normal > 0 ? await ch.method.prepare(runs, normal) : [];
   let payload = 0;
@@ -318,7 +320,10 @@ async function writePacket(ch: DataChannel, { job, slab, zeros }: Loaded, ctx: P
   c.wireBytes += ctx.headerSize + payload;
   ctx.state.doneBytes += Math.min(job.pages * pageSize, job.block.source.size - job.offset);
   ctx.onProgress?.(ctx.state.doneBytes, ctx.state.totalBytes);
-  await write(ch, [slab.header, ...chunks], () => ch.pool.release(slab));
+  await write(ch, [slab.header, ...chunks], () => {
+    release();
+    ch.pool.release(slab);
+  });
 }
 
 /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */

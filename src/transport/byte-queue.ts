@@ -1,8 +1,8 @@
 /**
- * Collects socket chunks and hands out exact-length frames. A frame that lies
- * inside one chunk is returned as a view (no copy; Node gives each 'data'
- * event a fresh buffer); one that spans chunks is copied into a buffer from
- * `alloc`, so a receiver can use pooled, bounded buffers.
+ * Collects socket chunks and hands out exact-length frames: as one buffer
+ * (a view when the frame lies inside one chunk, else a copy) or as views of
+ * the chunks it spans (no copy; Node gives each 'data' event a fresh buffer,
+ * so views stay valid).
  */
 export class ByteQueue {
   private chunks: Buffer[] = [];
@@ -36,6 +36,21 @@ export class ByteQueue {
       this.advance(k);
     }
     return out.length === n ? out : out.subarray(0, n);
+  }
+
+  /** Returns n bytes as views of the queued chunks (no copy), or null when fewer are queued. */
+  takeViews(n: number): Buffer[] | null {
+    if (this.length < n) return null;
+    this.length -= n;
+    const out: Buffer[] = [];
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      const k = Math.min(n, c.length - this.head);
+      out.push(c.subarray(this.head, this.head + k));
+      n -= k;
+      this.advance(k);
+    }
+    return out;
   }
 
   private advance(k: number): void {

@@ -1,31 +1,23 @@
 /**
  * Zero-page detection backends, named by QEMU's zero-page-detection values.
- * A backend loads one packet's pages per call, off the event loop: it reads
- * them into the slab, flags the zero pages (when it detects at all) and fills
- * each page's CRC-32C for the ramblock digest, so page data is touched once
- * while it is hot.
+ * A backend analyses one packet's pages per call, off the event loop: it
+ * flags the zero pages (when it detects at all) and fills each page's CRC-32C
+ * for the ramblock digest, so page data is read once while it is hot.
  */
 import { UsageError } from '../errors.js';
-import type { PacketSlab } from '../native/packet-io.js';
-
-export interface PacketSource {
-  fd: number;
-  path: string;
-}
 
 export interface ZeroPageDetector {
   /** QEMU's zero-page-detection value. */
   readonly name: string;
   readonly description: string;
   /**
-   * Reads `length` bytes at `position` of `src` into slab.data and analyses
-   * `pageCount` pages (the part past `length` is zero padding): sets
-   * slab.zero[i] to 1 for each zero page (all 0 when this backend does not
-   * detect) and slab.crc[i] to page i's CRC-32C. Resolves to the zero count;
-   * rejects with the addon's PacketIoError (code ESHORTREAD when the file
-   * ended early, else an errno name).
+   * Analyses `count` pages of `pages` (count x pageSize bytes, possibly a
+   * mapping of the image): sets zeroOut[i] to 1 for each zero page (all 0 when
+   * this backend does not detect) and crcOut[i] to page i's CRC-32C. Resolves
+   * to the zero count; rejects with a PacketIoError (code ESHORTREAD) when the
+   * mapped image shrank under the scan.
    */
-  load(src: PacketSource, position: number, length: number, slab: PacketSlab, pageSize: number, pageCount: number): Promise<number>;
+  analyse(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array, crcOut: Uint32Array): Promise<number>;
   /** Which implementation runs (e.g. "cpu-avx2"), for the run summary. */
   path(): string;
 }

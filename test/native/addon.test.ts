@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
-import { readPacket, writePacket, PacketIoError } from '../../src/native/packet-io.js';
+import { analysePages, writePacket, PacketIoError } from '../../src/native/packet-io.js';
+import { ImageSource } from '../../src/sender/image-source.js';
 import { tmpdir } from '../helpers/index.js';
 
 /** Reference zero check in plain TS. */
@@ -47,24 +48,44 @@ t.test('natives refuse buffers too small for the counts', async (t) => {
   t.throws(() => (native.scanZeroPages as (...a: unknown[]) => number)('x', 4096, 1, new Uint8Array(1)), TypeError);
 });
 
-t.test('readPacket: reads, pads, analyses; a short file is ESHORTREAD', async (t) => {
+t.test('ImageSource: mapped windows and the read tail give the file\'s bytes, zero-padded', async (t) => {
   const dir = tmpdir(t);
   const f = path.join(dir, 'img');
-  const data = randomBytes(3 * 4096 + 100);
-  data.fill(0, 4096, 8192);
+  const size = 40 * 1024 * 1024 + 3 * 4096 + 100; // three windows, a tail packet ending mid-page
+  const data = randomBytes(size);
   fs.writeFileSync(f, data);
-  const fd = fs.openSync(f, 'r');
-  t.teardown(() => fs.closeSync(fd));
-  const slab = { data: new Uint8Array(4 * 4096).fill(0xee), zero: new Uint8Array(4), crc: new Uint32Array(4) };
-  t.equal(await readPacket(fd, 0, data.length, slab, 4096, 4, true), 1);
-  t.same([...slab.zero], [0, 1, 0, 0]);
-  t.ok(slab.data.subarray(data.length).every((b) => b === 0), 'tail of the last page zero-padded');
-  t.equal(slab.crc[3], native.crc32c(slab.data.subarray(3 * 4096)));
-  await t.rejects(readPacket(fd, 4096, 4 * 4096, slab, 4096, 4, true), { code: 'ESHORTREAD' });
-  t.equal(await readPacket(fd, 0, 4096, slab, 4096, 1, false), 0, 'no detection: zero count 0');
+  const src = await ImageSource.open({ name: 'img', path: f });
+  t.teardown(() => src.close());
+  const slab = new Uint8Array(512 * 1024);
+  const held = [];
+  for (let off = 0; off < size; off += 512 * 1024) {
+    const count = Math.min(128, Math.ceil((size - off) / 4096));
+    const { pages, release } = await src.load(off, count, 4096, slab);
+    t.equal(pages.length, count * 4096);
+    const want = Buffer.alloc(count * 4096);
+    data.copy(want, 0, off, Math.min(size, off + count * 4096));
+    if (!Buffer.from(pages.buffer, pages.byteOffset, pages.length).equals(want)) t.fail(`packet at ${off} differs`);
+    held.push(release);
+  }
+  for (const r of held) r();
+  t.pass('every packet matched the file');
 });
 
-t.test('writePacket: runs land at their offsets, clipped to the block, padding checked', async (t) => {
+t.test('a mapping whose file shrinks under the scan is an error, not a crash', async (t) => {
+  const dir = tmpdir(t);
+  const f = path.join(dir, 'img');
+  fs.writeFileSync(f, randomBytes(1 << 20));
+  const fd = fs.openSync(f, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  const ab = native.mapRange(fd, 0, 1 << 20);
+  fs.ftruncateSync(fd, 4096);
+  const pages = new Uint8Array(ab);
+  await t.rejects(analysePages(pages, 4096, 256, new Uint8Array(256), new Uint32Array(256)), { code: 'ESHORTREAD' });
+  native.unmapRange(ab);
+  t.equal(ab.byteLength, 0, 'unmapped buffers are detached');
+});
+
+t.test('writePacket: runs land at their offsets from pieces, clipped to the block, padding checked', async (t) => {
   const dir = tmpdir(t);
   const f = path.join(dir, 'out');
   const blockSize = 3 * 4096 + 10;
@@ -73,20 +94,24 @@ t.test('writePacket: runs land at their offsets, clipped to the block, padding c
   fs.ftruncateSync(fd, blockSize);
   const pages = randomBytes(3 * 4096);
   pages.fill(0, 2 * 4096 + 10); // last page: 10 bytes of data then padding
+  // As socket chunks: a page split across pieces, and an empty piece.
+  const pieces = [pages.subarray(0, 1000), pages.subarray(1000, 1000), pages.subarray(1000, 9000), pages.subarray(9000)];
   const crc = new Uint32Array(3);
-  await writePacket({ fd, pages, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc });
+  await writePacket({ fd, pages: pieces, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc });
+  for (let i = 0; i < 3; i++) t.equal(crc[i], native.crc32c(pages.subarray(i * 4096, (i + 1) * 4096)), `crc of page ${i} across pieces`);
   const got = fs.readFileSync(f);
   t.equal(got.length, blockSize, 'nothing written past the block');
   t.same(got.subarray(0, 8192), pages.subarray(0, 8192));
   t.same(got.subarray(3 * 4096), pages.subarray(2 * 4096, 2 * 4096 + 10));
   t.ok(got.subarray(8192, 3 * 4096).every((b) => b === 0), 'the hole stays zero');
   pages[2 * 4096 + 100] = 1;
-  const e = await writePacket({ fd, pages, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc }).catch((x) => x);
+  const e = await writePacket({ fd, pages: [pages], pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc }).catch((x) => x);
   t.ok(e instanceof PacketIoError);
   t.match(e, { code: 'EPADDING', badPage: 2 });
   t.throws(
-    () => native.writePacket(fd, pages, 4096, new Float64Array([blockSize]), 1, 0, blockSize, false, crc, () => {}),
+    () => native.writePacket(fd, [pages.subarray(0, 4096)], 4096, new Float64Array([blockSize]), 1, 0, blockSize, false, crc, () => {}),
     RangeError,
     'an offset outside the block never reaches pwrite',
   );
+  t.throws(() => native.writePacket(fd, [pages.subarray(0, 100)], 4096, new Float64Array([0]), 1, 0, blockSize, false, crc, () => {}), RangeError, 'pieces shorter than the pages');
 });
