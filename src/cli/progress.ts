@@ -11,7 +11,7 @@ const SILENT: Progress = { update() {}, clear() {} };
 export function createProgress(label: string, enabled: boolean): Progress {
   if (!enabled || !process.stdout.isTTY || !process.stderr.isTTY) return SILENT;
   const start = Date.now();
-  let last = 0;
+  let last = start; // no rate from the first packet alone
   let shown = false;
   return {
     update(done, total) {

@@ -5,7 +5,8 @@ import path from 'node:path';
 import net from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { makeImage, sha256, tmpdir } from '../helpers/index.js';
+import { makeImage, sha256, tmpdir, RawSender } from '../helpers/index.js';
+import { encodeInitPacket } from '../../src/wire/init-packet.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -106,4 +107,49 @@ t.test('recv and send as two processes: both exit 0 with --json summaries, outpu
   t.equal(sha256(path.join(out, 'vm1.ram')), sha256(img));
   t.equal(sha256(path.join(out, 'vga.vram')), sha256(vram));
   t.equal(s.stderr, '', 'nothing on stderr at the default log level');
+});
+
+/** Starts `mfd recv` as a process; resolves once it listens. */
+async function startRecv(t: Parameters<Parameters<typeof t.test>[1]>[0], out: string) {
+  const p = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => p.kill('SIGKILL'));
+  let err = '';
+  const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+  const port = await new Promise<number>((resolve) => {
+    p.stderr.on('data', (d) => {
+      err += d;
+      const m = /listening on [^\s]+:(\d+)/.exec(err);
+      if (m) resolve(Number(m[1]));
+    });
+  });
+  return { p, port, exited, stderr: () => err };
+}
+
+t.test('Ctrl-C on the receiver mid-migration: exit 130, the sender is told, no output left', async (t) => {
+  const dir = tmpdir(t);
+  const r = await startRecv(t, dir);
+  const raw = new RawSender(r.port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ ramblocks: [{ name: 'vm.ram', size: 1 << 30 }] }), { type: 'ready' });
+  t.ok(fs.readdirSync(dir).some((f) => f.endsWith('.mfd-partial')), 'output under a temporary name while running');
+  r.p.kill('SIGINT');
+  t.equal(await r.exited, 130);
+  t.match(await raw.control.next(), { type: 'error', code: 'ERR_INTERRUPTED' });
+  t.same(fs.readdirSync(dir), [], 'temporary output removed');
+  t.match(r.stderr(), /interrupted by SIGINT/);
+});
+
+t.test('a sender that vanishes mid-packet: the receiver exits 4 naming the channel, no output left', async (t) => {
+  const dir = tmpdir(t);
+  const r = await startRecv(t, dir);
+  const raw = new RawSender(r.port);
+  t.match(await raw.hello({ ramblocks: [{ name: 'vm.ram', size: 1 << 20 }] }), { type: 'ready' });
+  const header = new Uint8Array(1344);
+  header.set([0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1], 0);
+  await raw.channel(encodeInitPacket(raw.uuidBytes, 0), header.subarray(0, 500));
+  await new Promise((res) => setTimeout(res, 100));
+  raw.close(); // control and data connections reset
+  t.equal(await r.exited, 4);
+  t.match(r.stderr(), /channel 0: connection closed in the middle of a packet header|control channel .* closed/);
+  t.same(fs.readdirSync(dir), []);
 });
