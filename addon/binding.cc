@@ -64,29 +64,12 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
   }
   job->pages = pages.Data();
   if (!info[3].IsNull() && !info[3].IsUndefined()) {
-    if (!RequireBytes(info, 3, "zeroOut")) return false;
-    auto z = info[3].As<Napi::Uint8Array>();
-    if (z.ByteLength() < job->count) {
-      Napi::RangeError::New(info.Env(), "analysePages: zeroOut shorter than pageCount")
-          .ThrowAsJavaScriptException();
-      return false;
-    }
-    job->zero_out = z.Data();
+    if (!RequireBytes(info, 3, "zeroOut", job->count)) return false;
+    job->zero_out = info[3].As<Napi::Uint8Array>().Data();
   }
   if (!info[4].IsNull() && !info[4].IsUndefined()) {
-    if (!info[4].IsTypedArray() ||
-        info[4].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-      Napi::TypeError::New(info.Env(), "Expected a Uint32Array for crcOut")
-          .ThrowAsJavaScriptException();
-      return false;
-    }
-    auto c = info[4].As<Napi::Uint32Array>();
-    if (c.ElementLength() < job->count) {
-      Napi::RangeError::New(info.Env(), "analysePages: crcOut shorter than pageCount")
-          .ThrowAsJavaScriptException();
-      return false;
-    }
-    job->crc_out = c.Data();
+    if (!RequireUint32Array(info, 4, "crcOut", job->count)) return false;
+    job->crc_out = info[4].As<Napi::Uint32Array>().Data();
   }
   return true;
 }

@@ -21,11 +21,16 @@ inline bool RequireArgs(const Napi::CallbackInfo& info, size_t n) {
   return true;
 }
 
-inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
+// A Uint8Array of at least min_len bytes.
+inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len = 0) {
   if (!info[i].IsTypedArray() ||
       info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
     Napi::TypeError::New(info.Env(), std::string("Expected a Uint8Array for ") + name)
         .ThrowAsJavaScriptException();
+    return false;
+  }
+  if (info[i].As<Napi::Uint8Array>().ByteLength() < min_len) {
+    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
     return false;
   }
   return true;
