@@ -7,6 +7,7 @@
         "addon/binding.cc",
         "addon/crc32c.cc",
         "addon/packet_io.cc",
+        "addon/zlib_stream.cc",
         "addon/zero_page.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
@@ -18,6 +19,7 @@
       ],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"],
+      "libraries": ["-lz"],
       "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"]
     }
   ]

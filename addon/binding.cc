@@ -17,6 +17,7 @@
 #include <vector>
 
 namespace mfd {
+void InitZlibStream(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -304,6 +305,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("zeroPageAccel", Napi::Function::New(env, JS_zeroPageAccel, "zeroPageAccel"));
   exports.Set("_setZeroPageAccel", Napi::Function::New(env, JS_setZeroPageAccel, "_setZeroPageAccel"));
   exports.Set("cpuFeatures", Napi::Function::New(env, JS_cpuFeatures, "cpuFeatures"));
+  InitZlibStream(env, exports);
   return exports;
 }
 

@@ -1,5 +1,8 @@
 /** Loads every method so each registers itself. */
 import './none.js';
+import './zlib.js';
+import './zstd.js';
+import './lz4.js';
 
-export { getMethod, listMethods, methodByFlag } from './registry.js';
-export type { CompressionMethod, MethodParams, MethodReceiver, MethodSender } from './method.js';
+export { allMethodOptions, getMethod, listMethods, methodByFlag } from './registry.js';
+export type { CompressionMethod, MethodOption, MethodParams, MethodReceiver, MethodSender } from './method.js';

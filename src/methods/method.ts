@@ -48,6 +48,18 @@ export interface MethodReceiver {
   cleanup(): void;
 }
 
+/** A command-line parameter a method takes (QEMU's multifd-*-level names). */
+export interface MethodOption {
+  /** Long flag without the dashes, e.g. "zlib-level". */
+  flag: string;
+  /** Key in MethodParams. */
+  key: string;
+  min: number;
+  max: number;
+  default: number;
+  description: string;
+}
+
 export interface CompressionMethod {
   /** The name on the command line (QEMU's multifd-compression value). */
   readonly name: string;
@@ -56,11 +68,22 @@ export interface CompressionMethod {
   /** False for mfd's own extensions, which a QEMU receiver cannot read. */
   readonly qemuCompatible: boolean;
   readonly description: string;
+  /**
+   * True when prepare()/recv() are CPU-heavy: they then run in the compute
+   * pool's worker threads (one worker per channel, so stream state never
+   * moves between threads) and may be synchronous.
+   */
+  readonly offload: boolean;
+  /** Parameters on the command line, checked by params(). */
+  readonly options: MethodOption[];
   /** True when next_packet_size must be exactly normalPages x pageSize. */
   readonly exactPayload: boolean;
   /** Largest next_packet_size the receiver accepts for `normalPages` pages. */
   maxPayload(normalPages: number, pageSize: number): number;
-  /** Checks and completes user parameters; throws UsageError with the valid range. */
+  /**
+   * Checks and completes parameters (from the command line, or the sender's
+   * hello on the receiver); throws UsageError naming the flag and valid range.
+   */
   params(user: MethodParams): MethodParams;
   sendSetup(s: MethodSetup): MethodSender;
   recvSetup(s: MethodSetup): MethodReceiver;

@@ -2,20 +2,18 @@
 import { ProtocolError } from '../errors.js';
 import { MULTIFD_FLAG_NOCOMP } from '../wire/constants.js';
 import type { CompressionMethod } from './method.js';
-import { registerMethod } from './registry.js';
+import { checkParams, registerMethod } from './registry.js';
 
 export const none: CompressionMethod = {
   name: 'none',
   flag: MULTIFD_FLAG_NOCOMP,
   qemuCompatible: true,
   description: 'no compression: pages go on the wire as they are',
+  offload: false,
+  options: [],
   exactPayload: true,
   maxPayload: (normalPages, pageSize) => normalPages * pageSize,
-  params(user) {
-    const extra = Object.keys(user);
-    if (extra.length > 0) throw new ProtocolError('ERR_METHOD_PARAMS', `method none takes no parameters, received ${extra.join(', ')}`);
-    return {};
-  },
+  params: (user) => checkParams('none', [], user),
   sendSetup: () => ({
     prepare: (pages) => pages,
     cleanup() {},

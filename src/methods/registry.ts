@@ -1,6 +1,6 @@
 /** Maps --compression names and wire flags to methods (QEMU's multifd_register_ops). */
 import { UsageError } from '../errors.js';
-import type { CompressionMethod } from './method.js';
+import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 
 const byName = new Map<string, CompressionMethod>();
 const byFlag = new Map<number, CompressionMethod>();
@@ -24,4 +24,28 @@ export function methodByFlag(flag: number): CompressionMethod | undefined {
 
 export function listMethods(): string[] {
   return [...byName.keys()];
+}
+
+/** Every method's command-line parameters (for the CLI to offer). */
+export function allMethodOptions(): { method: string; option: MethodOption }[] {
+  return [...byName.values()].flatMap((m) => m.options.map((option) => ({ method: m.name, option })));
+}
+
+/**
+ * Fills defaults and range-checks a method's parameters against its options;
+ * a key the method does not take is refused.
+ */
+export function checkParams(method: string, options: MethodOption[], user: MethodParams): MethodParams {
+  const out: MethodParams = {};
+  for (const key of Object.keys(user)) {
+    if (!options.some((o) => o.key === key)) throw new UsageError(`method ${method} takes no parameter "${key}"`, 'ERR_METHOD_PARAMS');
+  }
+  for (const o of options) {
+    const v = user[o.key] ?? o.default;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < o.min || v > o.max) {
+      throw new UsageError(`Expected an integer in ${o.min}..${o.max} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+    }
+    out[o.key] = v;
+  }
+  return out;
 }

@@ -8,7 +8,20 @@ export interface CpuFeatures {
   enqcmd?: boolean;
 }
 
+/** A zlib stream in the addon (QEMU multifd-zlib framing). */
+export interface ZlibStream {
+  /** Deflates whole pages (each run a multiple of pageSize) into out; the last page is sync-flushed. Returns bytes written. */
+  deflatePages(runs: Uint8Array[], pageSize: number, out: Uint8Array): number;
+  /** Inflates every input byte into out; throws (code ERR_PAYLOAD_CORRUPT / ERR_PAYLOAD_SIZE) on bad or oversized data. */
+  inflate(pieces: Uint8Array[], out: Uint8Array): number;
+  close(): void;
+}
+
 export interface MfdBinding {
+  ZlibStream: new (inflate: boolean, level: number) => ZlibStream;
+  zlibVersion: string;
+  /** Upper bound on a sync-flushed deflate of n bytes. */
+  zlibCompressBound(n: number): number;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
   /**

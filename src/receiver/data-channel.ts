@@ -7,7 +7,6 @@
  */
 import type { Socket } from 'node:net';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
-import type { MethodReceiver } from '../methods/index.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC } from '../wire/constants.js';
@@ -19,6 +18,11 @@ import type { Output } from './output.js';
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
 const EMPTY: Uint8Array[] = [];
+
+/** Decodes a channel's payloads in arrival order (inline, or on the channel's compute worker). */
+export interface Decoder {
+  decode(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
+}
 
 export interface TargetBlock {
   output: Output;
@@ -55,7 +59,7 @@ export class DataChannel {
     readonly id: number,
     private readonly socket: Socket,
     initial: Buffer,
-    private readonly method: MethodReceiver,
+    private readonly decoder: Decoder,
     readonly counters: ChannelCounters,
     private readonly host: ChannelHost,
   ) {
@@ -147,7 +151,7 @@ export class DataChannel {
     c.zeroPages += h.zeroPages;
 
     if (++this.inFlight >= MAX_IN_FLIGHT) this.socket.pause();
-    const decoded = this.decodeChain.then(() => (h.normalPages > 0 ? this.method.recv(payload, h.normalPages, h.packetNum) : EMPTY));
+    const decoded = this.decodeChain.then(() => (h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY));
     this.decodeChain = decoded.catch(() => {});
     decoded
       .then((data) => this.apply(h, name, block, data))

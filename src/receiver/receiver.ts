@@ -20,7 +20,9 @@ import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize, pageCount } fro
 import { isSafeFileName } from '../image/ramblock.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
-import { DataChannel, type ChannelHost, type TargetBlock } from './data-channel.js';
+import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { ComputePool, defaultPoolSize } from '../compute/pool.js';
+import type { DecodeReply } from '../compute/messages.js';
 
 export interface RecvOptions {
   host: string;
@@ -34,6 +36,8 @@ export interface RecvOptions {
   /** fsync each output before it takes its final name (as rsync --fsync). */
   fsync?: boolean;
   logger: Logger;
+  /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
+  threads?: number;
   /** Idle time after which a silent channel fails the migration. */
   timeoutMs?: number;
   onListening?: (address: net.AddressInfo) => void;
@@ -63,6 +67,7 @@ class Migration {
   private method: CompressionMethod | null = null;
   private params: MethodParams = {};
   private readonly receivers: MethodReceiver[] = [];
+  private compute: ComputePool | null = null;
   private readonly blocks = new Map<string, TargetBlock>();
   private readonly outputs: Output[] = [];
   private channels: (DataChannel | undefined)[] = [];
@@ -211,6 +216,7 @@ class Migration {
       this.blocks.set(b.name, { output, size: b.size, seen: new Uint8Array(Math.ceil(pages / 8)), pagesSeen: 0, digest: new BlockDigest() });
       this.totalBytes += b.size;
     }
+    if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
@@ -245,13 +251,38 @@ class Migration {
     sock.setTimeout(this.timeoutMs, () =>
       this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.timeoutMs} ms`, { channel: init.id })),
     );
-    const receiver = method.recvSetup({ channel: init.id, pageSize: hello.pageSize, params: this.params });
-    this.receivers.push(receiver);
+    const decoder = this.decoder(init.id, method, hello.pageSize);
     const counters = this.counters[init.id]!;
     counters.wireBytes += INIT_PACKET_SIZE;
     const rest = q.take(q.length)!;
-    this.channels[init.id] = new DataChannel(init.id, sock, rest, receiver, counters, this.channelHost());
+    this.channels[init.id] = new DataChannel(init.id, sock, rest, decoder, counters, this.channelHost());
     this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
+  }
+
+  /** The channel's decoder: the method inline, or its state on the channel's compute worker. */
+  private decoder(channel: number, method: CompressionMethod, pageSize: number): Decoder {
+    const compute = this.compute;
+    if (!compute) {
+      const receiver = method.recvSetup({ channel, pageSize, params: this.params });
+      this.receivers.push(receiver);
+      return { decode: (payload, normal, packetNum) => receiver.recv(payload, normal, packetNum) };
+    }
+    // Messages reach the worker in order: setup before the first decode.
+    compute.call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params: this.params }).catch((e) => this.fail(e));
+    return {
+      async decode(payload, normal, packetNum) {
+        // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.
+        const size = payload.reduce((a, p) => a + p.length, 0);
+        const buf = new Uint8Array(new ArrayBuffer(size));
+        let at = 0;
+        for (const p of payload) {
+          buf.set(p, at);
+          at += p.length;
+        }
+        const r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: buf.buffer, normal, packetNum }, [buf.buffer]);
+        return r.pages;
+      },
+    };
   }
 
   private host: ChannelHost | null = null;
@@ -348,6 +379,7 @@ class Migration {
   private settle(): void {
     this.settled = true;
     for (const r of this.receivers) r.cleanup();
+    void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
     this.server.close();
   }

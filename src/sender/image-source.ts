@@ -55,6 +55,11 @@ export class ImageSource {
     return new ImageSource(spec.name, spec.path, fd, st.size);
   }
 
+  /** The same file seen from another thread (a compute worker), through the same descriptor. */
+  static fromFd(fd: number, path: string, size: number): ImageSource {
+    return new ImageSource(path, path, fd, size);
+  }
+
   /**
    * The `count` pages at `offset` (offsets are handed out in increasing
    * order). Past the end of the file the last page is zero-padded.

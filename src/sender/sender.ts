@@ -23,6 +23,9 @@ import type { BlockSpec } from '../image/ramblock.js';
 import { ImageSource } from './image-source.js';
 import { PacketIoError } from '../native/packet-io.js';
 import { SlabPool, type Slab } from './slab-pool.js';
+import { pageRuns } from './page-runs.js';
+import { ComputePool, defaultPoolSize } from '../compute/pool.js';
+import type { PacketReply } from '../compute/messages.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 
 /** Packets read ahead of the one being written, per channel. */
@@ -38,6 +41,8 @@ export interface SendOptions {
   methodParams: MethodParams;
   zeroPageDetection: string;
   logger: Logger;
+  /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
+  threads?: number;
   connectTimeoutMs?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -65,7 +70,8 @@ interface Block {
 interface DataChannel {
   id: number;
   socket: Socket;
-  method: MethodSender;
+  /** The method's state when it runs inline; offloaded methods keep theirs in the channel's worker. */
+  method: MethodSender | null;
   counters: ChannelCounters;
   pool: SlabPool;
 }
@@ -80,6 +86,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const timeout = opts.connectTimeoutMs ?? 10_000;
   const sources: ImageSource[] = [];
   const sockets: Socket[] = [];
+  const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
   const channels: DataChannel[] = [];
   let control: ControlChannel | null = null;
   let failure: MfdError | null = null;
@@ -137,10 +144,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       socket.write(encodeInitPacket(uuidBytes, id));
       const counters = newChannelCounters(id);
       counters.wireBytes += INIT_PACKET_SIZE;
+      if (compute) await compute.call(id, { op: 'send-setup', channel: id, method: method.name, pageSize: opts.pageSize, params, detector: detector.name });
       channels.push({
         id,
         socket,
-        method: method.sendSetup({ channel: id, pageSize: opts.pageSize, params }),
+        method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params }),
         counters,
         pool: new SlabPool(PIPELINE_DEPTH + 2, MULTIFD_PACKET_SIZE, headerSize, pageCount(opts.pageSize)),
       });
@@ -149,7 +157,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     const blocks: Block[] = sources.map((s) => ({ source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest() }));
     const jobs = makeJobs(blocks, opts.pageSize);
     const state: SendState = { packetNum: 0n, doneBytes: 0, totalBytes, failed: () => failure };
-    const ctx: PacketContext = { method, detector, pageSize: opts.pageSize, headerSize, state, onProgress: opts.onProgress };
+    const ctx: PacketContext = { method, detector, compute, pageSize: opts.pageSize, headerSize, state, onProgress: opts.onProgress };
 
     await Promise.all(channels.map((ch) => runChannel(ch, jobs, ctx).catch((e) => { throw fail(e); })));
     if (failure) throw failure;
@@ -182,7 +190,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     throw fail(e);
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
-    for (const ch of channels) ch.method.cleanup();
+    for (const ch of channels) ch.method?.cleanup();
+    await compute?.close();
     for (const s of sources) s.close();
     for (const s of sockets) if (failure) s.destroy();
   }
@@ -220,38 +229,70 @@ interface SendState {
 interface PacketContext {
   method: CompressionMethod;
   detector: ZeroPageDetector;
+  compute: ComputePool | null;
   pageSize: number;
   headerSize: number;
   state: SendState;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
 
-interface Loaded {
+/** A packet ready to be written: its page analysis and, at write time, its payload. */
+interface Prepared {
   job: Job;
   slab: Slab;
   zeros: number;
-  /** The packet's pages: a mapping of the image, or slab.data. */
-  pages: Uint8Array;
+  zero: Uint8Array;
+  crc: Uint32Array;
+  /** Called when the packet is written, in channel order (stream methods depend on it). */
+  payload(): Uint8Array[] | Promise<Uint8Array[]>;
   release(): void;
 }
 
-async function load(job: Job, slab: Slab, ctx: PacketContext): Promise<Loaded> {
+/** Inline: map or read the pages, analyse them off the event loop; the method runs at write time. */
+async function prepareInline(ch: DataChannel, job: Job, slab: Slab, ctx: PacketContext): Promise<Prepared> {
   const src = job.block.source;
   const { pages, release } = await src.load(job.offset, job.pages, ctx.pageSize, slab.data);
+  let zeros: number;
   try {
-    const zeros = await ctx.detector.analyse(pages, ctx.pageSize, job.pages, slab.zero, slab.crc);
-    return { job, slab, zeros, pages, release };
+    zeros = await ctx.detector.analyse(pages, ctx.pageSize, job.pages, slab.zero, slab.crc);
   } catch (e) {
     release();
-    if (e instanceof PacketIoError && e.code === 'ESHORTREAD') {
-      throw new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${job.offset + pages.length} are gone, expected ${src.size} bytes`);
-    }
-    throw e;
+    throw shrankOr(e, src, job.offset + pages.length);
   }
+  const normal = job.pages - zeros;
+  return {
+    job,
+    slab,
+    zeros,
+    zero: slab.zero,
+    crc: slab.crc,
+    payload: () => (normal > 0 ? ch.method!.prepare(pageRuns(pages, slab.zero, job.pages, ctx.pageSize), normal) : []),
+    release,
+  };
+}
+
+/** Offloaded: the channel's worker loads, analyses and compresses; the payload comes back transferred. */
+async function prepareOffloaded(ch: DataChannel, job: Job, slab: Slab, ctx: PacketContext): Promise<Prepared> {
+  const src = job.block.source;
+  let r: PacketReply;
+  try {
+    r = await ctx.compute!.call<PacketReply>(ch.id, { op: 'packet', channel: ch.id, fd: src.fd, path: src.path, size: src.size, offset: job.offset, pages: job.pages });
+  } catch (e) {
+    throw shrankOr(e, src, job.offset + job.pages * ctx.pageSize);
+  }
+  return { job, slab, zeros: r.zeros, zero: r.zero, crc: r.crc, payload: () => r.payload, release: () => {} };
+}
+
+function shrankOr(e: unknown, src: ImageSource, end: number): unknown {
+  if ((e instanceof PacketIoError && e.code === 'ESHORTREAD') || (e as { code?: string }).code === 'ESHORTREAD') {
+    return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${Math.min(end, src.size)} are gone, expected ${src.size} bytes`);
+  }
+  return e;
 }
 
 async function runChannel(ch: DataChannel, jobs: Iterator<Job>, ctx: PacketContext): Promise<void> {
-  const ahead: Promise<Loaded>[] = [];
+  const ahead: Promise<Prepared>[] = [];
+  const prepare = ctx.compute ? prepareOffloaded : prepareInline;
   let exhausted = false;
   for (;;) {
     while (!exhausted && ahead.length < PIPELINE_DEPTH) {
@@ -261,54 +302,40 @@ async function runChannel(ch: DataChannel, jobs: Iterator<Job>, ctx: PacketConte
         break;
       }
       const slab = await ch.pool.acquire();
-      const p = load(next.value, slab, ctx);
+      const p = prepare(ch, next.value, slab, ctx);
       p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
       ahead.push(p);
     }
     const p = ahead.shift();
     if (!p) break;
-    const loaded = await p;
+    const prepared = await p;
     if (ctx.state.failed()) return;
-    await writePacket(ch, loaded, ctx);
+    await writePacket(ch, prepared, ctx);
   }
   await writeSync(ch, ctx);
   await endSocket(ch.socket);
 }
 
-async function writePacket(ch: DataChannel, { job, slab, zeros, pages, release }: Loaded, ctx: PacketContext): Promise<void> {
+async function writePacket(ch: DataChannel, { job, slab, zeros, zero, crc, payload, release }: Prepared, ctx: PacketContext): Promise<void> {
   const { pageSize } = ctx;
   const normal = job.pages - zeros;
   const offsets = new Array<number>(job.pages);
-  const runs: Uint8Array[] = [];
   const pageIndex0 = job.offset / pageSize;
   let n = 0;
   let z = normal;
-  let runStart = -1;
   for (let i = 0; i < job.pages; i++) {
-    job.block.digest.add(pageIndex0 + i, slab.crc[i]!);
-    const off = job.offset + i * pageSize;
-    if (slab.zero[i]) {
-      offsets[z++] = off;
-      if (runStart >= 0) {
-        runs.push(pages.subarray(runStart * pageSize, i * pageSize));
-        runStart = -1;
-      }
-    } else {
-      offsets[n++] = off;
-      if (runStart < 0) runStart = i;
-    }
+    job.block.digest.add(pageIndex0 + i, crc[i]!);
+    offsets[zero[i] ? z++ : n++] = job.offset + i * pageSize;
   }
-  if (runStart >= 0) runs.push(pages.subarray(runStart * pageSize, job.pages * pageSize));
-
-  const chunks = normal > 0 ? await ch.method.prepare(runs, normal) : [];
-  let payload = 0;
-  for (const c of chunks) payload += c.length;
+  const chunks = await payload();
+  let size = 0;
+  for (const c of chunks) size += c.length;
   encodePacketHeader(slab.header, ctx.headerSize, {
     flags: ctx.method.flag,
     pagesAlloc: pageCount(pageSize),
     normalPages: normal,
     zeroPages: zeros,
-    nextPacketSize: payload,
+    nextPacketSize: size,
     packetNum: ctx.state.packetNum++,
     ramblock: job.block.nameBytes,
     offsets,
@@ -317,7 +344,7 @@ async function writePacket(ch: DataChannel, { job, slab, zeros, pages, release }
   c.packets++;
   c.normalPages += normal;
   c.zeroPages += zeros;
-  c.wireBytes += ctx.headerSize + payload;
+  c.wireBytes += ctx.headerSize + size;
   ctx.state.doneBytes += Math.min(job.pages * pageSize, job.block.source.size - job.offset);
   ctx.onProgress?.(ctx.state.doneBytes, ctx.state.totalBytes);
   await write(ch, [slab.header, ...chunks], () => {

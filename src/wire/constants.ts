@@ -23,6 +23,11 @@ export const MULTIFD_FLAG_ZSTD = 0x04;
 export const MULTIFD_FLAG_QPL = 0x08;
 export const MULTIFD_FLAG_UADK = 0x10;
 export const MULTIFD_FLAG_QATZIP = 0x20;
+/**
+ * mfd's lz4 extension: every compression bit set, a value no QEMU method has
+ * (each QEMU method is one bit), so a QEMU receiver refuses it as a flag mismatch.
+ */
+export const MFD_FLAG_LZ4 = 0x3e;
 /** QEMU 10.0+ device-state packets; mfd neither sends nor accepts them. */
 export const MULTIFD_FLAG_DEVICE_STATE = 0x40;
 

@@ -14,6 +14,7 @@ interface RecvOpts extends CommonOpts {
   inPlace?: boolean;
   fsync?: boolean;
   timeout: number;
+  threads?: number;
 }
 
 export function recvCommand(ctx: CommandContext): Command {
@@ -28,6 +29,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
+    .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -58,6 +60,7 @@ export function recvCommand(ctx: CommandContext): Command {
       outputMap,
       inPlace: o.inPlace ?? false,
       fsync: o.fsync ?? false,
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
       logger,
       timeoutMs: o.timeout * 1000,
       onListening: (a) => ctx.listening(a.address, a.port),

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
 import { parseBlockSpecs } from '../../image/ramblock.js';
-import { listMethods } from '../../methods/index.js';
+import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
@@ -17,6 +17,23 @@ interface SendOpts extends CommonOpts {
   zeroPageDetection: string;
   pageSize: number;
   connectTimeout: number;
+  threads?: number;
+  [methodOption: string]: unknown;
+}
+
+/** commander's key for a long flag: zlib-level -> zlibLevel. */
+const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** The chosen method's parameters from its own flags; a flag of another method is refused. */
+function methodParams(o: SendOpts): MethodParams {
+  const params: MethodParams = {};
+  for (const { method, option } of allMethodOptions()) {
+    const v = o[camel(option.flag)];
+    if (v === undefined) continue;
+    if (method !== o.compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${o.compression}`);
+    params[option.key] = v as number;
+  }
+  return params;
 }
 
 export function sendCommand(ctx: CommandContext): Command {
@@ -34,7 +51,11 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
     .addOption(new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path").choices(listDetectors()).default('multifd'))
     .addOption(pageSizeOption())
+    .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000));
+  for (const { option } of allMethodOptions()) {
+    cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
+  }
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
     const to = parseHostPort(o.to, '127.0.0.1');
@@ -47,7 +68,8 @@ export function sendCommand(ctx: CommandContext): Command {
       channels: o.multifdChannels ?? o.channels,
       pageSize: o.pageSize,
       compression: o.compression,
-      methodParams: {},
+      methodParams: methodParams(o),
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
       zeroPageDetection: o.zeroPageDetection,
       logger: ctx.logger(o.logLevel),
       connectTimeoutMs: o.connectTimeout,

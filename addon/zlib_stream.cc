@@ -1,0 +1,175 @@
+// zlib exactly as QEMU's multifd-zlib frames it: one z_stream per channel for
+// the whole migration, never reset or finished. Each page is copied to a
+// bounce page (the image may change under deflate) and deflated with
+// Z_NO_FLUSH; the packet's last page with Z_SYNC_FLUSH, so every payload ends
+// on a byte boundary. The receiver inflates a channel's payloads in order.
+#include <napi.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace mfd {
+namespace {
+
+void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  e.ThrowAsJavaScriptException();
+}
+
+class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ZlibStream",
+                       {InstanceMethod("deflatePages", &ZlibStream::DeflatePages),
+                        InstanceMethod("inflate", &ZlibStream::Inflate),
+                        InstanceMethod("close", &ZlibStream::Close)});
+  }
+
+  /* new ZlibStream(inflate: boolean, level: number) */
+  explicit ZlibStream(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ZlibStream>(info) {
+    size_t level = 0;
+    if (!RequireArgs(info, 2) || !RequireSize(info, 1, "level", &level)) return;
+    inflate_ = info[0].ToBoolean().Value();
+    std::memset(&zs_, 0, sizeof(zs_));
+    const int rc = inflate_ ? inflateInit(&zs_) : deflateInit(&zs_, static_cast<int>(level));
+    if (rc != Z_OK) {
+      ThrowCode(info.Env(), "ERR_ZLIB", std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc)));
+      return;
+    }
+    open_ = true;
+  }
+
+  ~ZlibStream() override { End(); }
+
+ private:
+  void End() {
+    if (!open_) return;
+    if (inflate_) inflateEnd(&zs_);
+    else deflateEnd(&zs_);
+    open_ = false;
+  }
+
+  bool CheckOpen(Napi::Env env) {
+    if (open_) return true;
+    ThrowCode(env, "ERR_ZLIB", "zlib stream is closed");
+    return false;
+  }
+
+  /* deflatePages(pieces: Uint8Array[], pageSize, out) -> bytes written to out */
+  Napi::Value DeflatePages(const Napi::CallbackInfo& info) {
+    size_t ps = 0;
+    if (!RequireArgs(info, 3) || !RequireSize(info, 1, "pageSize", &ps) || !RequireBytes(info, 2, "out") || !CheckOpen(info.Env()))
+      return info.Env().Undefined();
+    if (!info[0].IsArray() || inflate_ || ps == 0) {
+      Napi::TypeError::New(info.Env(), "deflatePages: expected an array of page runs on a deflate stream").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto list = info[0].As<Napi::Array>();
+    auto out = info[2].As<Napi::Uint8Array>();
+    std::vector<std::pair<const uint8_t*, size_t>> runs;
+    size_t pages = 0;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+          v.As<Napi::Uint8Array>().ByteLength() % ps != 0) {
+        Napi::TypeError::New(info.Env(), "deflatePages: each run must be a Uint8Array of whole pages").ThrowAsJavaScriptException();
+        return info.Env().Undefined();
+      }
+      auto u = v.As<Napi::Uint8Array>();
+      runs.push_back({u.Data(), u.ByteLength()});
+      pages += u.ByteLength() / ps;
+    }
+    bounce_.resize(ps);
+    zs_.next_out = out.Data();
+    zs_.avail_out = static_cast<uInt>(out.ByteLength());
+    size_t done = 0;
+    for (const auto& run : runs) {
+      for (size_t off = 0; off < run.second; off += ps) {
+        std::memcpy(bounce_.data(), run.first + off, ps);
+        const int flush = ++done == pages ? Z_SYNC_FLUSH : Z_NO_FLUSH;
+        zs_.next_in = bounce_.data();
+        zs_.avail_in = static_cast<uInt>(ps);
+        const int rc = deflate(&zs_, flush);
+        if (rc != Z_OK) {
+          ThrowCode(info.Env(), "ERR_ZLIB", "deflate returned " + std::to_string(rc) + " instead of Z_OK");
+          return info.Env().Undefined();
+        }
+        if (zs_.avail_in != 0 || (flush == Z_SYNC_FLUSH && zs_.avail_out == 0)) {
+          ThrowCode(info.Env(), "ERR_ZLIB", "deflate failed to compress all input (output buffer too small)");
+          return info.Env().Undefined();
+        }
+      }
+    }
+    return Napi::Number::New(info.Env(), static_cast<double>(out.ByteLength() - zs_.avail_out));
+  }
+
+  /* inflate(pieces: Uint8Array[], out) -> bytes produced; every input byte must be used, output may not overflow */
+  Napi::Value Inflate(const Napi::CallbackInfo& info) {
+    if (!RequireArgs(info, 2) || !RequireBytes(info, 1, "out") || !CheckOpen(info.Env())) return info.Env().Undefined();
+    if (!info[0].IsArray() || !inflate_) {
+      Napi::TypeError::New(info.Env(), "inflate: expected an array of Uint8Array on an inflate stream").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto list = info[0].As<Napi::Array>();
+    auto out = info[1].As<Napi::Uint8Array>();
+    zs_.next_out = out.Data();
+    zs_.avail_out = static_cast<uInt>(out.ByteLength());
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        Napi::TypeError::New(info.Env(), "inflate: expected an array of Uint8Array").ThrowAsJavaScriptException();
+        return info.Env().Undefined();
+      }
+      auto u = v.As<Napi::Uint8Array>();
+      zs_.next_in = u.Data();
+      zs_.avail_in = static_cast<uInt>(u.ByteLength());
+      while (zs_.avail_in > 0) {
+        const int rc = ::inflate(&zs_, Z_SYNC_FLUSH);
+        if (rc == Z_STREAM_END) {
+          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
+          return info.Env().Undefined();
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT", std::string("inflate returned ") + std::to_string(rc) + (zs_.msg ? std::string(" (") + zs_.msg + ")" : ""));
+          return info.Env().Undefined();
+        }
+        if (zs_.avail_out == 0 && zs_.avail_in > 0) {
+          ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE", "inflate generated more output than the packet's pages");
+          return info.Env().Undefined();
+        }
+        if (rc == Z_BUF_ERROR) break;
+      }
+    }
+    return Napi::Number::New(info.Env(), static_cast<double>(out.ByteLength() - zs_.avail_out));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    End();
+    return info.Env().Undefined();
+  }
+
+  z_stream zs_;
+  bool inflate_ = false;
+  bool open_ = false;
+  std::vector<uint8_t> bounce_;
+};
+
+}  // namespace
+
+void InitZlibStream(Napi::Env env, Napi::Object exports) {
+  exports.Set("ZlibStream", ZlibStream::Define(env));
+  exports.Set("zlibVersion", Napi::String::New(env, zlibVersion()));
+  exports.Set("zlibCompressBound", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    size_t n = 0;
+    if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &n)) return info.Env().Undefined();
+    // deflateBound needs a stream; compressBound plus the sync-flush marker is an upper bound.
+    return Napi::Number::New(info.Env(), static_cast<double>(compressBound(static_cast<uLong>(n)) + 64));
+  }));
+}
+
+}  // namespace mfd

@@ -1,0 +1,80 @@
+/**
+ * The compute pool: worker threads for methods that declare `offload`. Each
+ * channel is pinned to worker `channel % size`, so its stream state stays in
+ * one thread; channels spread over a pool sized to the cores. Buffers move by
+ * transfer, never by copy.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { ConnectionError, IoError, MfdError, ProtocolError, VerifyError, ExitCode } from '../errors.js';
+import type { FromWorker, SerializedError, ToWorker } from './messages.js';
+
+// Always the compiled worker (dist/), also when the caller runs from sources.
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const WORKER = path.join(root, 'dist', 'compute', 'worker.js');
+
+export function defaultPoolSize(channels: number): number {
+  return Math.max(1, Math.min(channels, os.availableParallelism()));
+}
+
+export class ComputePool {
+  private readonly workers: Worker[] = [];
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private failed: Error | null = null;
+
+  constructor(readonly size: number) {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(WORKER, { execArgv: [] });
+      w.on('message', (m: FromWorker) => {
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        if (m.ok) p.resolve(m.value);
+        else p.reject(revive(m.error));
+      });
+      w.on('error', (e) => this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL)));
+      w.unref();
+      this.workers.push(w);
+    }
+  }
+
+  /** Runs `msg` on the channel's worker; transferred buffers are unusable here afterwards. */
+  call<T>(channel: number, msg: ToWorker, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.failed) return Promise.reject(this.failed);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.workers[channel % this.size]!.postMessage({ id, msg }, transfer);
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private failAll(e: Error): void {
+    this.failed = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+}
+
+/** Rebuilds a worker's error as the same class, so exit codes survive the thread hop. */
+function revive(e: SerializedError): Error {
+  const place = { ...(e.channel !== undefined ? { channel: e.channel } : {}), ...(e.packetNum !== undefined ? { packetNum: BigInt(e.packetNum) } : {}) };
+  switch (e.name) {
+    case 'ProtocolError':
+      return new ProtocolError(e.code, e.message, place);
+    case 'VerifyError':
+      return new VerifyError(e.code, e.message, place);
+    case 'ConnectionError':
+      return new ConnectionError(e.code, e.message, place);
+    case 'IoError':
+      return new IoError(e.code, e.message);
+    default:
+      return new MfdError(e.code, e.message, (e.exitCode as (typeof ExitCode)[keyof typeof ExitCode]) ?? ExitCode.INTERNAL, place);
+  }
+}

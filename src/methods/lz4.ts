@@ -1,0 +1,52 @@
+/**
+ * lz4: mfd's own extension; QEMU has no lz4 and a QEMU receiver refuses it
+ * (flags 0x3e match none of its methods). Each packet is self-contained: the
+ * payload is lz4-napi's block format for the packet's normal pages joined in
+ * offset order: a little-endian u32 with the uncompressed length, then one
+ * LZ4 block (docs/wire-format.md). The receiver checks the length prefix
+ * against normal_pages x page_size before it decodes anything.
+ */
+import { compressSync, uncompressSync } from 'lz4-napi';
+import { ProtocolError } from '../errors.js';
+import { MFD_FLAG_LZ4 } from '../wire/constants.js';
+import type { CompressionMethod } from './method.js';
+import { checkParams, registerMethod } from './registry.js';
+import { decodeError } from './decode-error.js';
+
+/** LZ4's worst case for n bytes, plus the 4-byte length prefix. */
+const bound = (n: number): number => n + Math.floor(n / 255) + 16 + 4;
+
+export const lz4: CompressionMethod = {
+  name: 'lz4',
+  flag: MFD_FLAG_LZ4,
+  qemuCompatible: false,
+  description: 'lz4 block per packet (mfd extension; QEMU cannot read it)',
+  offload: true,
+  options: [],
+  exactPayload: false,
+  maxPayload: (normalPages, pageSize) => bound(normalPages * pageSize),
+  params: (user) => checkParams('lz4', [], user),
+  sendSetup: () => ({
+    prepare: (pages) => [compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))],
+    cleanup() {},
+  }),
+  recvSetup: ({ channel, pageSize }) => ({
+    recv(payload, normalPages, packetNum) {
+      const want = normalPages * pageSize;
+      const buf = payload.length === 1 ? Buffer.from(payload[0]!.buffer, payload[0]!.byteOffset, payload[0]!.length) : Buffer.concat(payload);
+      const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
+      if (declared !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
+      let out: Buffer;
+      try {
+        out = uncompressSync(buf);
+      } catch (e) {
+        throw decodeError('lz4', e, channel, packetNum);
+      }
+      if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+      return [out];
+    },
+    cleanup() {},
+  }),
+};
+
+registerMethod(lz4);

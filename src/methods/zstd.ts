@@ -1,0 +1,87 @@
+/**
+ * zstd (flag 0x04), framed as QEMU's multifd-zstd: one zstd stream per channel,
+ * each page fed with ZSTD_e_continue and the packet's last with ZSTD_e_flush;
+ * ZSTD_e_end is never used, so a channel is one never-ending frame. Decoded
+ * per channel in order, exactly normal_pages x page_size bytes. zstd-napi's
+ * CCtx/DCtx are synchronous, so this runs in the compute pool's workers.
+ */
+import zstdBinding from 'zstd-napi/binding.js';
+import { ProtocolError } from '../errors.js';
+import { MULTIFD_FLAG_ZSTD } from '../wire/constants.js';
+import type { CompressionMethod } from './method.js';
+import { checkParams, registerMethod } from './registry.js';
+import { decodeError } from './decode-error.js';
+
+// zstd-napi's raw binding is CommonJS: named imports do not resolve under ESM.
+const { CCtx, CParameter, DCtx, EndDirective, compressBound } = zstdBinding;
+
+const options = [{ flag: 'zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
+
+export const zstd: CompressionMethod = {
+  name: 'zstd',
+  flag: MULTIFD_FLAG_ZSTD,
+  qemuCompatible: true,
+  description: 'zstd stream per channel, flushed per packet (QEMU multifd-zstd)',
+  offload: true,
+  options,
+  exactPayload: false,
+  maxPayload: (normalPages, pageSize) => compressBound(normalPages * pageSize) + 64,
+  params: (user) => checkParams('zstd', options, user),
+  sendSetup({ pageSize, params }) {
+    const c = new CCtx();
+    c.setParameter(CParameter.compressionLevel, params.level as number);
+    return {
+      prepare(pages, normalPages) {
+        const out = new Uint8Array(compressBound(normalPages * pageSize) + 64);
+        let produced = 0;
+        let fed = 0;
+        for (const run of pages) {
+          for (let off = 0; off < run.length; off += pageSize) {
+            const last = ++fed === normalPages;
+            let src = run.subarray(off, off + pageSize);
+            for (;;) {
+              const [remaining, wrote, read] = c.compressStream2(out.subarray(produced), src, last ? EndDirective.flush : EndDirective.continue);
+              produced += wrote;
+              src = src.subarray(read);
+              if (src.length === 0 && (!last || remaining === 0)) break;
+              if (produced === out.length) throw new Error('zstd: compressStream buffer too small');
+            }
+          }
+        }
+        return [out.subarray(0, produced)];
+      },
+      cleanup() {},
+    };
+  },
+  recvSetup({ channel, pageSize }) {
+    const d = new DCtx();
+    return {
+      recv(payload, normalPages, packetNum) {
+        const want = normalPages * pageSize;
+        const out = new Uint8Array(want);
+        let got = 0;
+        try {
+          for (const piece of payload) {
+            let src = piece;
+            while (src.length > 0) {
+              const [, wrote, read] = d.decompressStream(out.subarray(got), src);
+              got += wrote;
+              src = src.subarray(read);
+              if (read === 0 && wrote === 0) {
+                throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet decodes to more than ${want} bytes`, { channel, packetNum });
+              }
+            }
+          }
+        } catch (e) {
+          if (e instanceof ProtocolError) throw e;
+          throw decodeError('zstd', e, channel, packetNum);
+        }
+        if (got !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        return [out];
+      },
+      cleanup() {},
+    };
+  },
+};
+
+registerMethod(zstd);
