@@ -5,6 +5,7 @@
  * reports completion and every channel has drained, page coverage, packet
  * counts and digests are verified before any output takes its final name.
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { ConnectionError, MfdError, ProtocolError, UsageError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
@@ -38,6 +39,8 @@ export interface RecvOptions {
   logger: Logger;
   /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
   threads?: number;
+  /** Save each multifd channel's raw bytes (init packet onwards) to DIR/channel-N.bin, for `mfd inspect`. */
+  dumpStreams?: string;
   /** Idle time after which a silent channel fails the migration. */
   timeoutMs?: number;
   onListening?: (address: net.AddressInfo) => void;
@@ -255,8 +258,18 @@ class Migration {
     const counters = this.counters[init.id]!;
     counters.wireBytes += INIT_PACKET_SIZE;
     const rest = q.take(q.length)!;
+    if (this.opts.dumpStreams) this.dump(init.id, sock, [raw, rest]);
     this.channels[init.id] = new DataChannel(init.id, sock, rest, decoder, counters, this.channelHost());
     this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
+  }
+
+  /** Tees a channel's bytes, as they crossed the wire, into DIR/channel-N.bin. */
+  private dump(channel: number, sock: net.Socket, first: Buffer[]): void {
+    const file = path.join(this.opts.dumpStreams!, `channel-${channel}.bin`);
+    const fd = fs.openSync(file, 'w');
+    for (const b of first) fs.writeSync(fd, b);
+    sock.on('data', (c: Buffer) => fs.writeSync(fd, c));
+    sock.once('close', () => fs.closeSync(fd));
   }
 
   /** The channel's decoder: the method inline, or its state on the channel's compute worker. */

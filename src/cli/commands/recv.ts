@@ -15,6 +15,7 @@ interface RecvOpts extends CommonOpts {
   fsync?: boolean;
   timeout: number;
   threads?: number;
+  dumpStreams?: string;
 }
 
 export function recvCommand(ctx: CommandContext): Command {
@@ -30,6 +31,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
+    .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -61,6 +63,7 @@ export function recvCommand(ctx: CommandContext): Command {
       inPlace: o.inPlace ?? false,
       fsync: o.fsync ?? false,
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
+      ...(o.dumpStreams !== undefined ? { dumpStreams: o.dumpStreams } : {}),
       logger,
       timeoutMs: o.timeout * 1000,
       onListening: (a) => ctx.listening(a.address, a.port),
