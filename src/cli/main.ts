@@ -10,6 +10,7 @@ import { createProgress, type Progress } from './progress.js';
 import { sendCommand } from './commands/send.js';
 import { recvCommand } from './commands/recv.js';
 import { genImageCommand } from './commands/gen-image.js';
+import { inspectCommand } from './commands/inspect.js';
 
 export interface CommandContext {
   out(text: string): void;
@@ -41,6 +42,7 @@ export function buildProgram(ctx: CommandContext): Command {
     .addHelpText('after', EXIT_CODES_HELP);
   program.addCommand(recvCommand(ctx));
   program.addCommand(sendCommand(ctx));
+  program.addCommand(inspectCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.exitOverride();
   for (const c of program.commands) c.exitOverride();
@@ -49,7 +51,12 @@ export function buildProgram(ctx: CommandContext): Command {
 
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[], io: { stdout?: (s: string) => void; stderr?: (s: string) => void } = {}): Promise<ExitCodeValue> {
-  const out = io.stdout ?? ((s: string) => process.stdout.write(s + '\n'));
+  let printed = false;
+  const write = io.stdout ?? ((s: string) => process.stdout.write(s + '\n'));
+  const out = (s: string): void => {
+    printed = true;
+    write(s);
+  };
   const err = io.stderr ?? ((s: string) => process.stderr.write(s + '\n'));
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => abort.abort(sig);
@@ -79,7 +86,8 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     const me: MfdError = asMfdError(e);
     const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';
     err(`mfd ${verb}: error: ${me.message} [${me.code}]`);
-    if (json) out(JSON.stringify({ status: 'failed', error: me.toJSON() }));
+    // One JSON object on stdout: a command that already printed its own keeps it.
+    if (json && !printed) out(JSON.stringify({ status: 'failed', error: me.toJSON() }));
     return me.exitCode;
   } finally {
     process.off('SIGINT', onSignal);

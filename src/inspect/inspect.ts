@@ -1,0 +1,192 @@
+/**
+ * Reads raw multifd channel streams (a channel's bytes as they crossed the
+ * wire: init packet, then packets), ours or QEMU 7.2..10.x's, and reports
+ * every packet and every problem with its byte offset. QEMU's quirks are read
+ * as QEMU's receiver reads them: offsets past the counted pages are ignored,
+ * a packet without normal pages has no payload whatever its (possibly stale)
+ * next_packet_size says, an empty ramblock name is fine on a packet without
+ * pages, and a SYNC flag may ride on a data packet (QEMU <= 8.2).
+ */
+import fs from 'node:fs';
+import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
+import { decodePacketHeader } from '../wire/packet.js';
+import {
+  INIT_PACKET_SIZE,
+  MULTIFD_FLAG_COMPRESSION_MASK,
+  MULTIFD_FLAG_DEVICE_STATE,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_MAGIC,
+  MULTIFD_VERSION,
+  hex,
+  packetHeaderSize,
+  pageCount,
+} from '../wire/constants.js';
+import { methodByFlag, type MethodReceiver } from '../methods/index.js';
+
+export interface InspectedPacket {
+  /** Byte offset of the header in the stream. */
+  at: number;
+  packetNum: string;
+  flags: string;
+  method: string;
+  ramblock: string;
+  normalPages: number;
+  zeroPages: number;
+  payloadBytes: number;
+  /** payload bytes / (normal pages x page size); 0 without normal pages. */
+  ratio: number;
+}
+
+export interface StreamReport {
+  file: string;
+  init: { magic: string; version: number; uuid: string; id: number } | null;
+  packets: InspectedPacket[];
+  totals: { packets: number; syncPackets: number; normalPages: number; zeroPages: number; payloadBytes: number; bytes: number };
+  errors: { at: number; message: string }[];
+}
+
+/** Receives decoded pages (extract): block name, byte offset, page bytes (null: a zero page), packet number. */
+export type PageSink = (ramblock: string, offset: number, page: Uint8Array | null, packetNum: bigint) => void;
+
+function flagNames(flags: number): string {
+  const names: string[] = [];
+  if (flags & MULTIFD_FLAG_SYNC) names.push('SYNC');
+  if (flags & MULTIFD_FLAG_DEVICE_STATE) names.push('DEVICE_STATE');
+  const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
+  names.push(m ? m.name : `method?${hex(flags & MULTIFD_FLAG_COMPRESSION_MASK)}`);
+  const unknown = flags & ~(MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE);
+  if (unknown) names.push(`unknown${hex(unknown)}`);
+  return names.join('|');
+}
+
+export async function inspectStream(file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
+  const buf = fs.readFileSync(file);
+  const report: StreamReport = { file, init: null, packets: [], totals: { packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0, bytes: buf.length }, errors: [] };
+  const err = (at: number, message: string): void => void report.errors.push({ at, message });
+  if (buf.length < INIT_PACKET_SIZE) {
+    err(0, `stream of ${buf.length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`);
+    return report;
+  }
+  const init = decodeInitPacket(buf);
+  report.init = { magic: hex(init.magic), version: init.version, uuid: uuidToString(init.uuid), id: init.id };
+  if (init.magic !== MULTIFD_MAGIC) err(0, `init packet magic ${hex(init.magic)}, expected ${hex(MULTIFD_MAGIC)}`);
+  if (init.version !== MULTIFD_VERSION) err(4, `init packet version ${init.version}, expected ${MULTIFD_VERSION}`);
+  const hs = packetHeaderSize(pageSize);
+  const perPacket = pageCount(pageSize);
+  // One decoder per method seen, kept for the whole stream (zlib/zstd carry history).
+  const decoders = new Map<number, MethodReceiver>();
+  try {
+    for (let at = INIT_PACKET_SIZE; at < buf.length; ) {
+      if (buf.length - at < hs) {
+        err(at, `truncated packet header: ${buf.length - at} of ${hs} bytes`);
+        break;
+      }
+      const h = decodePacketHeader(buf.subarray(at, at + hs), perPacket);
+      if (h.magic !== MULTIFD_MAGIC || h.version !== MULTIFD_VERSION) {
+        err(at, `packet magic ${hex(h.magic)} version ${h.version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}; cannot find the next packet`);
+        break;
+      }
+      const name = Buffer.from(h.ramblock).toString('utf8');
+      const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
+      const method = methodByFlag(flag);
+      let normal = h.normalPages;
+      let zero = h.zeroPages;
+      if (h.pagesAlloc > perPacket) err(at, `pages_alloc ${h.pagesAlloc}, expected at most ${perPacket} (is the page size ${pageSize}?)`);
+      if (normal > perPacket || zero > perPacket - Math.min(normal, perPacket)) {
+        err(at, `page counts normal ${normal} + zero ${zero} exceed ${perPacket} pages per packet; counts ignored`);
+        normal = 0;
+        zero = 0;
+      }
+      // QEMU's receivers: none reads normal x page size; the others read next_packet_size; no normal pages, no payload.
+      const payloadLen = normal === 0 ? 0 : method && method.exactPayload ? normal * pageSize : h.nextPacketSize;
+      if (normal > 0 && method?.exactPayload && h.nextPacketSize !== payloadLen) err(at, `next_packet_size ${h.nextPacketSize}, expected ${payloadLen}`);
+      const payloadAt = at + hs;
+      if (payloadAt + payloadLen > buf.length) {
+        err(payloadAt, `truncated payload: ${buf.length - payloadAt} of ${payloadLen} bytes`);
+        break;
+      }
+      const pages = normal + zero;
+      if (pages > 0 && !method) err(at, `flags ${hex(h.flags)} name no known method`);
+      if (pages > 0 && !h.ramblockTerminated) err(at, 'ramblock name is not NUL-terminated');
+      for (let i = 0; i < pages; i++) {
+        if (h.offsets[i]! % pageSize !== 0) err(at, `offset ${h.offsets[i]} of page ${i} is not a multiple of ${pageSize}`);
+      }
+      const payload = buf.subarray(payloadAt, payloadAt + payloadLen);
+      if (sink && method && normal > 0) {
+        let dec = decoders.get(flag);
+        if (!dec) decoders.set(flag, (dec = method.recvSetup({ channel: init.id, pageSize, params: method.params({}) })));
+        try {
+          const out = Buffer.concat(await dec.recv([payload], normal, h.packetNum));
+          for (let j = 0; j < normal; j++) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
+        } catch (e) {
+          err(payloadAt, (e as Error).message);
+        }
+      }
+      if (sink) for (let j = normal; j < pages; j++) sink(name, h.offsets[j]!, null, h.packetNum);
+      report.packets.push({
+        at,
+        packetNum: h.packetNum.toString(),
+        flags: flagNames(h.flags),
+        method: method?.name ?? '?',
+        ramblock: name,
+        normalPages: normal,
+        zeroPages: zero,
+        payloadBytes: payloadLen,
+        ratio: normal ? Math.round((payloadLen / (normal * pageSize)) * 1e4) / 1e4 : 0,
+      });
+      const t = report.totals;
+      t.packets++;
+      if (h.flags & MULTIFD_FLAG_SYNC) t.syncPackets++;
+      t.normalPages += normal;
+      t.zeroPages += zero;
+      t.payloadBytes += payloadLen;
+      at = payloadAt + payloadLen;
+    }
+  } finally {
+    for (const d of decoders.values()) d.cleanup();
+  }
+  return report;
+}
+
+/**
+ * Rebuilds one ramblock from the streams into `file`: for each page the
+ * highest packet_num wins (a page re-sent in a later pass); zero pages are
+ * holes (or zeroed when a later packet zeroes an earlier page).
+ */
+export function extractSink(block: string, file: string, pageSize: number): { sink: PageSink; close(): number } {
+  const fd = fs.openSync(file, 'w');
+  const newest = new Map<number, bigint>();
+  let size = 0;
+  const zeros = new Uint8Array(pageSize);
+  return {
+    sink(name, offset, page, packetNum) {
+      if (name !== block) return;
+      const seen = newest.get(offset);
+      if (seen !== undefined && seen > packetNum) return;
+      newest.set(offset, packetNum);
+      if (page) fs.writeSync(fd, page, 0, pageSize, offset);
+      else if (seen !== undefined) fs.writeSync(fd, zeros, 0, pageSize, offset);
+      size = Math.max(size, offset + pageSize);
+    },
+    close() {
+      fs.ftruncateSync(fd, size);
+      fs.closeSync(fd);
+      return newest.size;
+    },
+  };
+}
+
+export function formatReport(r: StreamReport): string {
+  const lines = [`${r.file}: ${r.totals.bytes} bytes`];
+  if (r.init) lines.push(`  init: magic ${r.init.magic} version ${r.init.version} uuid ${r.init.uuid} channel ${r.init.id}`);
+  lines.push('  packet_num  flags             ramblock              normal  zero  payload  ratio');
+  for (const p of r.packets) {
+    lines.push(
+      `  ${p.packetNum.padStart(10)}  ${p.flags.padEnd(16)}  ${p.ramblock.slice(0, 20).padEnd(20)}  ${String(p.normalPages).padStart(6)}  ${String(p.zeroPages).padStart(4)}  ${String(p.payloadBytes).padStart(7)}  ${p.ratio.toFixed(3)}`,
+    );
+  }
+  const t = r.totals;
+  lines.push(`  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`);
+  for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);
+  return lines.join('\n');
+}
