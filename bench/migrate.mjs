@@ -90,6 +90,20 @@ async function iperfOnce(bytes) {
   return j.end.sum_received.bits_per_second / 8; // bytes/s
 }
 
+/** `zstd -1 -T0 | nc` into `nc -l | zstd -d`: the compressed peer, end to end. */
+async function zstdNcOnce() {
+  const port = 7201 + Math.floor(Math.random() * 1000);
+  const dst = path.join(opt.dir, 'zstd-nc.out');
+  const recv = proc('sh', ['-c', `nc -l 127.0.0.1 ${port} | zstd -d -q -o ${dst} -f`]);
+  await new Promise((r) => setTimeout(r, 200));
+  const t1 = now();
+  await proc('sh', ['-c', `zstd -1 -T0 -q -c ${image} | nc -N 127.0.0.1 ${port}`]).done;
+  await recv.done;
+  const wall = now() - t1;
+  fs.rmSync(dst, { force: true });
+  return wall;
+}
+
 async function ncOnce() {
   const port = 6201 + Math.floor(Math.random() * 1000);
   const dst = path.join(opt.dir, 'nc.out');
@@ -116,12 +130,13 @@ spawnSync('sh', ['-c', `cat ${image} > /dev/null`]);
 console.error(`warm-up, then ${runs} runs of mfd (${opt.channels} channels, ${opt.compression})`);
 await mfdOnce();
 const rows = [];
-const peers = { iperf3: [], nc: [] };
+const peers = { iperf3: [], nc: [], zstdNc: [] };
 for (let i = 0; i < runs; i++) {
   // Interleave contenders so load on the shared machine hits them alike.
   rows.push(await mfdOnce());
   if (has('iperf3')) peers.iperf3.push(await iperfOnce(imageBytes));
   if (has('nc')) peers.nc.push(await ncOnce());
+  if (has('nc') && has('zstd')) peers.zstdNc.push(await zstdNcOnce());
   console.error(`  run ${i + 1}: mfd ${rows.at(-1).wall.toFixed(3)} s`);
 }
 
@@ -145,6 +160,7 @@ const result = {
   },
   loopbackGBps: peers.iperf3.length ? median(peers.iperf3) / 1e9 : null,
   ncWallMedian: peers.nc.length ? median(peers.nc) : null,
+  zstdNcWallMedian: peers.zstdNc.length ? median(peers.zstdNc) : null,
 };
 // Floors: the image's bytes at the loopback limit (raw transfer, no zero pages skipped),
 // and the wire bytes mfd actually sent at that limit.
@@ -165,6 +181,7 @@ console.log(`| peak RSS MiB, sender / receiver | ${f(result.mfd.sendRssMiBMax, 0
 console.log(`| loopback limit (iperf3, same run) | ${f(result.loopbackGBps, 2)} GB/s |`);
 console.log(`| floor: image bytes at the loopback limit | ${f(floorImage)} s (mfd/floor ${floorImage ? f(result.mfd.wallMedian / floorImage, 2) : 'n/a'}) |`);
 console.log(`| raw nc of the image (same run) | ${f(result.ncWallMedian)} s (mfd/nc ${result.ncWallMedian ? f(result.mfd.wallMedian / result.ncWallMedian, 2) : 'n/a'}) |`);
+console.log(`| zstd -1 -T0 \\| nc \\| zstd -d (same run) | ${f(result.zstdNcWallMedian)} s (mfd/zstd-nc ${result.zstdNcWallMedian ? f(result.mfd.wallMedian / result.zstdNcWallMedian, 2) : 'n/a'}) |`);
 console.log(`\nmachine: ${result.host.cpus} x ${result.host.model}, ${result.host.memGiB} GiB, Linux ${result.host.kernel}, Node ${result.host.node}`);
-if (!has('iperf3') || !has('nc')) console.log('(iperf3 or nc missing: apt-get install iperf3 netcat-openbsd to measure the peers)');
+if (!has('iperf3') || !has('nc') || !has('zstd')) console.log('(a peer is missing: apt-get install iperf3 netcat-openbsd zstd to measure them all)');
 fs.rmSync(out, { recursive: true, force: true });

@@ -52,11 +52,9 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         const crc = new Uint32Array(n);
         const zeros = await s.detector.analyse(pages, s.pageSize, m.pages, zero, crc);
         const runs = pageRuns(pages, zero, m.pages, s.pageSize);
-        const chunks = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
-        // Own each chunk's buffer so it can be transferred, not copied.
-        const payload = chunks.map((c) => (c.byteOffset === 0 && c.byteLength === c.buffer.byteLength ? c : c.slice()));
+        const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
         const reply: PacketReply = { zeros, zero, crc, payload };
-        return { value: reply, transfer: payload.map((p) => p.buffer as ArrayBuffer) };
+        return { value: reply, transfer: transferable(payload) };
       } finally {
         release();
       }
@@ -64,8 +62,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
     case 'decode': {
       const r = receivers.get(m.channel)!;
       const pages = await r.recv([new Uint8Array(m.payload)], m.normal, m.packetNum);
-      const owned = pages.map((c) => (c.byteOffset === 0 && c.byteLength === c.buffer.byteLength ? c : c.slice()));
-      return { value: { pages: owned }, transfer: owned.map((p) => p.buffer as ArrayBuffer) };
+      return { value: { pages }, transfer: transferable(pages) };
     }
     case 'cleanup':
       senders.get(m.channel)?.method.cleanup();
@@ -74,6 +71,22 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
       receivers.delete(m.channel);
       return { value: null, transfer: [] };
   }
+}
+
+/**
+ * The buffers under these views, each once, to transfer (a transferred view
+ * keeps its offset and length). Offloaded methods hand over the buffers they
+ * return (method.ts); only a view into Node's shared pool of small Buffers is
+ * copied, since that pool serves other Buffers too.
+ */
+function transferable(views: Uint8Array[]): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  for (let i = 0; i < views.length; i++) {
+    const v = views[i]!;
+    if (Buffer.isBuffer(v) && v.buffer.byteLength === Buffer.poolSize && v.length < Buffer.poolSize) views[i] = Uint8Array.prototype.slice.call(v);
+    out.add(views[i]!.buffer as ArrayBuffer);
+  }
+  return [...out];
 }
 
 let chain: Promise<void> = Promise.resolve();

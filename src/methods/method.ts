@@ -71,7 +71,9 @@ export interface CompressionMethod {
   /**
    * True when prepare()/recv() are CPU-heavy: they then run in the compute
    * pool's worker threads (one worker per channel, so stream state never
-   * moves between threads) and may be synchronous.
+   * moves between threads) and may be synchronous. Their results are
+   * transferred to the thread that writes them, so they must be buffers the
+   * method hands over (fresh allocations), never views of its input.
    */
   readonly offload: boolean;
   /** Parameters on the command line, checked by params(). */

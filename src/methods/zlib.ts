@@ -28,7 +28,7 @@ export const zlib: CompressionMethod = {
     const z = new native.ZlibStream(false, params.level as number);
     return {
       prepare(pages, normalPages) {
-        const out = new Uint8Array(native.zlibCompressBound(normalPages * pageSize));
+        const out = Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
         return [out.subarray(0, z.deflatePages(pages, pageSize, out))];
       },
       cleanup: () => z.close(),
@@ -39,7 +39,7 @@ export const zlib: CompressionMethod = {
     return {
       recv(payload, normalPages, packetNum) {
         const want = normalPages * pageSize;
-        const out = new Uint8Array(want);
+        const out = Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
         let got: number;
         try {
           got = z.inflate(payload, out);

@@ -32,7 +32,7 @@ export const zstd: CompressionMethod = {
     c.setParameter(CParameter.compressionLevel, params.level as number);
     return {
       prepare(pages, normalPages) {
-        const out = new Uint8Array(compressBound(normalPages * pageSize) + 64);
+        const out = Buffer.allocUnsafeSlow(compressBound(normalPages * pageSize) + 64);
         let produced = 0;
         let fed = 0;
         for (const run of pages) {
@@ -58,7 +58,7 @@ export const zstd: CompressionMethod = {
     return {
       recv(payload, normalPages, packetNum) {
         const want = normalPages * pageSize;
-        const out = new Uint8Array(want);
+        const out = Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
         let got = 0;
         try {
           for (const piece of payload) {

@@ -286,7 +286,7 @@ class Migration {
       async decode(payload, normal, packetNum) {
         // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.
         const size = payload.reduce((a, p) => a + p.length, 0);
-        const buf = new Uint8Array(new ArrayBuffer(size));
+        const buf = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so it can be transferred
         let at = 0;
         for (const p of payload) {
           buf.set(p, at);
