@@ -19,7 +19,11 @@ import type { Output } from './output.js';
 const MAX_IN_FLIGHT = 4;
 const EMPTY: Uint8Array[] = [];
 
-/** Decodes a channel's payloads in arrival order (inline, or on the channel's compute worker). */
+/**
+ * Decodes a channel's payloads (inline, or on the channel's compute worker).
+ * decode() is called once per packet in arrival order, without waiting for
+ * the previous result; the decoder keeps that order itself.
+ */
 export interface Decoder {
   decode(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
 }
@@ -48,7 +52,6 @@ export interface ChannelHost {
 export class DataChannel {
   private readonly queue = new ByteQueue();
   private header: PacketHeader | null = null;
-  private decodeChain: Promise<unknown> = Promise.resolve();
   private inFlight = 0;
   private readonly ctx: PacketCheckContext;
   /** EOF seen at a packet boundary. */
@@ -151,9 +154,8 @@ export class DataChannel {
     c.zeroPages += h.zeroPages;
 
     if (++this.inFlight >= MAX_IN_FLIGHT) this.socket.pause();
-    const decoded = this.decodeChain.then(() => (h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY));
-    this.decodeChain = decoded.catch(() => {});
-    decoded
+    const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
+    Promise.resolve(decoded)
       .then((data) => this.apply(h, name, block, data))
       .then(
         () => {

@@ -278,9 +278,17 @@ class Migration {
     if (!compute) {
       const receiver = method.recvSetup({ channel, pageSize, params: this.params });
       this.receivers.push(receiver);
-      return { decode: (payload, normal, packetNum) => receiver.recv(payload, normal, packetNum) };
+      // One decode at a time, in arrival order (a method's recv may be asynchronous).
+      let chain: Promise<unknown> = Promise.resolve();
+      return {
+        decode(payload, normal, packetNum) {
+          const next = chain.then(() => receiver.recv(payload, normal, packetNum));
+          chain = next.catch(() => {});
+          return next;
+        },
+      };
     }
-    // Messages reach the worker in order: setup before the first decode.
+    // Messages reach the worker in order (setup first), and it handles them in order.
     compute.call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params: this.params }).catch((e) => this.fail(e));
     return {
       async decode(payload, normal, packetNum) {

@@ -14,7 +14,7 @@ export class ControlChannel {
 
   constructor(
     readonly socket: Socket,
-    private readonly peer: string,
+    peer: string,
     initial?: Buffer,
   ) {
     if (initial) this.queue.push(initial);
