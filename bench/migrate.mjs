@@ -54,6 +54,8 @@ function proc(cmd, args, opts = {}) {
 async function mfdOnce() {
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out);
+  // Earlier runs' outputs are still being written back; let that finish outside the timing.
+  spawnSync('sync');
   let resolvePort;
   const portP = new Promise((r) => (resolvePort = r));
   const recv = proc(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--json'], {
