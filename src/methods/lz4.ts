@@ -6,12 +6,15 @@
  * LZ4 block (docs/wire-format.md). The receiver checks the length prefix
  * against normal_pages x page_size before it decodes anything.
  */
-import { compressSync, uncompressSync } from 'lz4-napi';
+import type * as Lz4Napi from 'lz4-napi';
 import { ProtocolError } from '../errors.js';
 import { MFD_FLAG_LZ4 } from '../wire/constants.js';
 import type { CompressionMethod } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
+import { lazyModule } from './lazy.js';
+
+const lz4Napi = lazyModule<typeof Lz4Napi>('lz4-napi', 'lz4');
 
 /** LZ4's worst case for n bytes, plus the 4-byte length prefix. */
 const bound = (n: number): number => n + Math.floor(n / 255) + 16 + 4;
@@ -25,9 +28,12 @@ export const lz4: CompressionMethod = {
   options: [],
   exactPayload: false,
   maxPayload: (normalPages, pageSize) => bound(normalPages * pageSize),
-  params: (user) => checkParams('lz4', [], user),
+  params(user) {
+    lz4Napi();
+    return checkParams('lz4', [], user);
+  },
   sendSetup: () => ({
-    prepare: (pages) => [compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))],
+    prepare: (pages) => [lz4Napi().compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))],
     cleanup() {},
   }),
   recvSetup: ({ channel, pageSize }) => ({
@@ -38,7 +44,7 @@ export const lz4: CompressionMethod = {
       if (declared !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
       let out: Buffer;
       try {
-        out = uncompressSync(buf);
+        out = lz4Napi().uncompressSync(buf);
       } catch (e) {
         throw decodeError('lz4', e, channel, packetNum);
       }

@@ -5,15 +5,15 @@
  * per channel in order, exactly normal_pages x page_size bytes. zstd-napi's
  * CCtx/DCtx are synchronous, so this runs in the compute pool's workers.
  */
-import zstdBinding from 'zstd-napi/binding.js';
+import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ProtocolError } from '../errors.js';
 import { MULTIFD_FLAG_ZSTD } from '../wire/constants.js';
 import type { CompressionMethod } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
+import { lazyModule } from './lazy.js';
 
-// zstd-napi's raw binding is CommonJS: named imports do not resolve under ESM.
-const { CCtx, CParameter, DCtx, EndDirective, compressBound } = zstdBinding;
+const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
 
 const options = [{ flag: 'zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
 
@@ -25,9 +25,13 @@ export const zstd: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
-  maxPayload: (normalPages, pageSize) => compressBound(normalPages * pageSize) + 64,
-  params: (user) => checkParams('zstd', options, user),
+  maxPayload: (normalPages, pageSize) => zstdNapi().compressBound(normalPages * pageSize) + 64,
+  params(user) {
+    zstdNapi();
+    return checkParams('zstd', options, user);
+  },
   sendSetup({ pageSize, params }) {
+    const { CCtx, CParameter, EndDirective, compressBound } = zstdNapi();
     const c = new CCtx();
     c.setParameter(CParameter.compressionLevel, params.level as number);
     return {
@@ -54,7 +58,7 @@ export const zstd: CompressionMethod = {
     };
   },
   recvSetup({ channel, pageSize }) {
-    const d = new DCtx();
+    const d = new (zstdNapi().DCtx)();
     return {
       recv(payload, normalPages, packetNum) {
         const want = normalPages * pageSize;
