@@ -4,7 +4,8 @@
 // Migrates a generated mixed image (about 50% zero, 30% text-like, 20% random pages, in runs)
 // over loopback with `mfd recv` and `mfd send` as two processes, several times after a warm-up,
 // and measures in the same session the peers it is compared with: the loopback limit from
-// iperf3 and raw `nc`. Reports medians and spreads (min..max) of the whole migration (start of
+// iperf3, raw `nc`, `zstd -1 -T0 | nc | zstd -d`, and QEMU's own multifd migration when
+// qemu-system-x86_64 is installed (Debian: qemu-system-x86) and the method is one QEMU has. Reports medians and spreads (min..max) of the whole migration (start of
 // send to verified receive), both sides' CPU seconds and peak RSS, and ratios against the peers.
 // Results: a markdown table on stdout and JSON lines in bench/results/.
 import { spawn, spawnSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { qemuMigrate } from './qemu-peer.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -132,10 +134,25 @@ spawnSync('sh', ['-c', `cat ${image} > /dev/null`]);
 console.error(`warm-up, then ${runs} runs of mfd (${opt.channels} channels, ${opt.compression})`);
 await mfdOnce();
 const rows = [];
-const peers = { iperf3: [], nc: [], zstdNc: [] };
+const peers = { iperf3: [], nc: [], zstdNc: [], qemu: [], qemuWire: [] };
+const QEMU_METHODS = ['none', 'zlib', 'zstd'];
+const withQemu = has('qemu-system-x86_64') && QEMU_METHODS.includes(opt.compression);
+const qemuOut = path.join(opt.dir, 'qemu-out.ram');
+const loBytes = () => Number(fs.readFileSync('/sys/class/net/lo/statistics/rx_bytes', 'utf8'));
+const mfdLoopback = [];
 for (let i = 0; i < runs; i++) {
   // Interleave contenders so load on the shared machine hits them alike.
+  const lo0 = loBytes();
   rows.push(await mfdOnce());
+  mfdLoopback.push(loBytes() - lo0);
+  if (withQemu) {
+    spawnSync('sync');
+    const q = await qemuMigrate({ image, out: qemuOut, dir: opt.dir, channels: Number(opt.channels), compression: opt.compression, port: 8301 + i });
+    if (i === 0 && spawnSync('cmp', ['-s', image, qemuOut]).status !== 0) throw new Error('QEMU destination file differs from the image');
+    peers.qemu.push(q.wall);
+    peers.qemuWire.push(q.loopbackBytes);
+    fs.rmSync(qemuOut, { force: true });
+  }
   if (has('iperf3')) peers.iperf3.push(await iperfOnce(imageBytes));
   if (has('nc')) peers.nc.push(await ncOnce());
   if (has('nc') && has('zstd')) peers.zstdNc.push(await zstdNcOnce());
@@ -163,6 +180,11 @@ const result = {
   loopbackGBps: peers.iperf3.length ? median(peers.iperf3) / 1e9 : null,
   ncWallMedian: peers.nc.length ? median(peers.nc) : null,
   zstdNcWallMedian: peers.zstdNc.length ? median(peers.zstdNc) : null,
+  qemuWallMedian: peers.qemu.length ? median(peers.qemu) : null,
+  // Pair by pair: each mfd run against the QEMU run next to it.
+  mfdOverQemu: peers.qemu.length ? median(rows.map((r, i) => r.wall / peers.qemu[i])) : null,
+  mfdLoopbackBytes: median(mfdLoopback),
+  qemuLoopbackBytes: peers.qemuWire.length ? median(peers.qemuWire) : null,
 };
 // Floors: the image's bytes at the loopback limit (raw transfer, no zero pages skipped),
 // and the wire bytes mfd actually sent at that limit.
@@ -184,6 +206,8 @@ console.log(`| loopback limit (iperf3, same run) | ${f(result.loopbackGBps, 2)} 
 console.log(`| floor: image bytes at the loopback limit | ${f(floorImage)} s (mfd/floor ${floorImage ? f(result.mfd.wallMedian / floorImage, 2) : 'n/a'}) |`);
 console.log(`| raw nc of the image (same run) | ${f(result.ncWallMedian)} s (mfd/nc ${result.ncWallMedian ? f(result.mfd.wallMedian / result.ncWallMedian, 2) : 'n/a'}) |`);
 console.log(`| zstd -1 -T0 \\| nc \\| zstd -d (same run) | ${f(result.zstdNcWallMedian)} s (mfd/zstd-nc ${result.zstdNcWallMedian ? f(result.mfd.wallMedian / result.zstdNcWallMedian, 2) : 'n/a'}) |`);
+console.log(`| QEMU ${spawnSync('qemu-system-x86_64', ['--version']).stdout?.toString().split('\n')[0].replace(/^QEMU emulator version /, '') ?? ''} multifd (same run) | ${result.qemuWallMedian == null ? 'n/a (not installed, or a method QEMU lacks)' : `${f(result.qemuWallMedian)} s (mfd/QEMU ${f(result.mfdOverQemu, 2)}, pair by pair)`} |`);
+console.log(`| bytes on loopback, mfd / QEMU | ${result.mfdLoopbackBytes} / ${result.qemuLoopbackBytes ?? 'n/a'}${result.qemuLoopbackBytes ? ` (ratio ${f(result.mfdLoopbackBytes / result.qemuLoopbackBytes, 3)})` : ''} |`);
 console.log(`\nmachine: ${result.host.cpus} x ${result.host.model}, ${result.host.memGiB} GiB, Linux ${result.host.kernel}, Node ${result.host.node}`);
 if (!has('iperf3') || !has('nc') || !has('zstd')) console.log('(a peer is missing: apt-get install iperf3 netcat-openbsd zstd to measure them all)');
 fs.rmSync(out, { recursive: true, force: true });
