@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -109,22 +110,27 @@ template <>
 Napi::Value JobWorker<PagesJob>::Extra() { return Env().Undefined(); }
 
 // A live file mapping handed to JS as an external ArrayBuffer. unmapRange()
-// detaches the buffer and unmaps at once; otherwise the finalizer unmaps.
+// unmaps at once and detaches the buffer; otherwise the finalizer unmaps.
+// Compute workers map windows too, so the registry is shared between threads
+// and locked.
 struct Mapping {
   void* addr;
   size_t length;
   bool unmapped;
 };
-std::unordered_map<void*, Mapping*> g_mappings;  // by address; main thread only
+std::mutex g_mappings_lock;
+std::unordered_map<void*, Mapping*> g_mappings;  // live mappings, by address
 
 void FinalizeMapping(Napi::Env, void*, Mapping* m) {
-  if (!m->unmapped) {
-    g_mappings.erase(m->addr);
-    munmap(m->addr, m->length);
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_lock);
+    if (!m->unmapped) {
+      g_mappings.erase(m->addr);
+      munmap(m->addr, m->length);
+    }
   }
   delete m;
 }
-
 
 /* unmapRange(arrayBuffer): detach it and unmap its pages now */
 Napi::Value JS_unmapRange(const Napi::CallbackInfo& info) {
@@ -135,16 +141,21 @@ Napi::Value JS_unmapRange(const Napi::CallbackInfo& info) {
   }
   auto ab = info[0].As<Napi::ArrayBuffer>();
   if (ab.IsDetached()) return info.Env().Undefined();
-  auto it = g_mappings.find(ab.Data());
-  if (it == g_mappings.end()) {
-    Napi::TypeError::New(info.Env(), "unmapRange: not a mapRange buffer").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_lock);
+    auto it = g_mappings.find(ab.Data());
+    if (it == g_mappings.end()) {
+      Napi::TypeError::New(info.Env(), "unmapRange: not a mapRange buffer").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    // Everything about the mapping is settled before Detach(), which may run
+    // the finalizer (and free the Mapping) there and then.
+    Mapping* m = it->second;
+    g_mappings.erase(it);
+    m->unmapped = true;
+    munmap(m->addr, m->length);
   }
-  Mapping* m = it->second;
-  g_mappings.erase(it);
   ab.Detach();
-  m->unmapped = true;
-  munmap(m->addr, m->length);
   return info.Env().Undefined();
 }
 
@@ -231,7 +242,10 @@ Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
   }
   madvise(p, len, MADV_SEQUENTIAL);
   auto* m = new Mapping{p, len, false};
-  g_mappings[p] = m;
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_lock);
+    g_mappings[p] = m;
+  }
   return Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
 }
 
