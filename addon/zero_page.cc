@@ -3,6 +3,7 @@
 // non-zero page usually costs no full scan.
 #include "zero_page.h"
 
+#include <atomic>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -68,8 +69,9 @@ struct Accel {
 Accel g_accels[3];
 const char* g_names[3];
 size_t g_count = 0;
-IsZeroFn g_selected = IsZeroScalar;
-const char* g_selected_name = "scalar";
+// Read by every thread that scans; changed only by the test hook.
+std::atomic<IsZeroFn> g_selected{IsZeroScalar};
+std::atomic<const char*> g_selected_name{"scalar"};
 
 struct Init {
   Init() {
@@ -91,7 +93,7 @@ bool BufferIsZero(const uint8_t* buf, size_t len) {
   if (len == 0) return true;
   // Sample first, last and middle bytes before the full scan.
   if (buf[0] | buf[len - 1] | buf[len / 2]) return false;
-  return g_selected(buf, len);
+  return g_selected.load(std::memory_order_relaxed)(buf, len);
 }
 
 size_t ScanZeroPages(const uint8_t* buf, size_t page_size, size_t count, uint8_t* out) {
@@ -109,7 +111,7 @@ const char* const* ZeroPageAccels(size_t* n) {
   return g_names;
 }
 
-const char* SelectedZeroPageAccel() { return g_selected_name; }
+const char* SelectedZeroPageAccel() { return g_selected_name.load(); }
 
 bool SelectZeroPageAccel(const char* name) {
   for (size_t i = 0; i < g_count; i++) {
