@@ -173,24 +173,10 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
       !RequireUint32Array(info, 8, "crcOut", job.normal) || !RequireFunction(info, 9)) {
     return info.Env().Undefined();
   }
-  if (!info[1].IsArray()) {
-    Napi::TypeError::New(info.Env(), "Expected an array of Uint8Array for pieces").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-  auto list = info[1].As<Napi::Array>();
-  size_t total = 0;
   std::vector<Napi::Value> keep;
-  for (uint32_t i = 0; i < list.Length(); i++) {
-    Napi::Value v = list.Get(i);
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-      Napi::TypeError::New(info.Env(), "Expected an array of Uint8Array for pieces").ThrowAsJavaScriptException();
-      return info.Env().Undefined();
-    }
-    auto u = v.As<Napi::Uint8Array>();
-    job.pages.push_back({u.Data(), u.ByteLength()});
-    total += u.ByteLength();
-    keep.push_back(v);
-  }
+  if (!RequireByteList(info, 1, "pieces", &job.pages, &keep)) return info.Env().Undefined();
+  size_t total = 0;
+  for (const auto& piece : job.pages) total += piece.second;
   if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
     Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets").ThrowAsJavaScriptException();
     return info.Env().Undefined();

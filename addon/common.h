@@ -6,8 +6,12 @@
 
 #include <napi.h>
 
+#include "spans.h"
+
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mfd {
 
@@ -67,6 +71,29 @@ inline bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const c
   if (info[i].As<Napi::Uint32Array>().ElementLength() < min_len) {
     Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
     return false;
+  }
+  return true;
+}
+
+// An array of Uint8Array -> (pointer, length) pairs, in order. `keep` (if
+// given) collects the elements so an async job can pin them.
+inline bool RequireByteList(const Napi::CallbackInfo& info, size_t i, const char* name, ByteSpans* out,
+                            std::vector<Napi::Value>* keep = nullptr) {
+  const std::string msg = std::string("Expected an array of Uint8Array for ") + name;
+  if (!info[i].IsArray()) {
+    Napi::TypeError::New(info.Env(), msg).ThrowAsJavaScriptException();
+    return false;
+  }
+  auto list = info[i].As<Napi::Array>();
+  for (uint32_t k = 0; k < list.Length(); k++) {
+    Napi::Value v = list.Get(k);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      Napi::TypeError::New(info.Env(), msg).ThrowAsJavaScriptException();
+      return false;
+    }
+    auto u = v.As<Napi::Uint8Array>();
+    out->push_back({u.Data(), u.ByteLength()});
+    if (keep != nullptr) keep->push_back(v);
   }
   return true;
 }

@@ -106,28 +106,28 @@ std::mutex g_file_locks[64];
 // Walks the virtual concatenation of the pieces page by page.
 class PageCursor {
  public:
-  PageCursor(const std::vector<Piece>& pieces, size_t page_size) : pieces_(pieces), ps_(page_size), bounce_(page_size) {}
+  PageCursor(const ByteSpans& pieces, size_t page_size) : pieces_(pieces), ps_(page_size), bounce_(page_size) {}
 
   // Pointer to the next page; a page split across pieces is assembled in a bounce buffer.
   const uint8_t* Next() {
-    while (piece_ < pieces_.size() && at_ == pieces_[piece_].length) {
+    while (piece_ < pieces_.size() && at_ == pieces_[piece_].second) {
       piece_++;
       at_ = 0;
     }
-    const Piece& p = pieces_[piece_];
-    if (p.length - at_ >= ps_) {
-      const uint8_t* r = p.data + at_;
+    const auto& p = pieces_[piece_];
+    if (p.second - at_ >= ps_) {
+      const uint8_t* r = p.first + at_;
       at_ += ps_;
       return r;
     }
     size_t filled = 0;
     while (filled < ps_) {
-      const Piece& q = pieces_[piece_];
-      const size_t n = std::min(ps_ - filled, q.length - at_);
-      std::memcpy(bounce_.data() + filled, q.data + at_, n);
+      const auto& q = pieces_[piece_];
+      const size_t n = std::min(ps_ - filled, q.second - at_);
+      std::memcpy(bounce_.data() + filled, q.first + at_, n);
       filled += n;
       at_ += n;
-      if (at_ == q.length) {
+      if (at_ == q.second) {
         piece_++;
         at_ = 0;
       }
@@ -138,13 +138,13 @@ class PageCursor {
   // How many whole pages follow contiguously in the current piece.
   size_t ContiguousPages() const {
     if (piece_ >= pieces_.size()) return 0;
-    return (pieces_[piece_].length - at_) / ps_;
+    return (pieces_[piece_].second - at_) / ps_;
   }
-  const uint8_t* Here() const { return pieces_[piece_].data + at_; }
+  const uint8_t* Here() const { return pieces_[piece_].first + at_; }
   void Skip(size_t pages) { at_ += pages * ps_; }
 
  private:
-  const std::vector<Piece>& pieces_;
+  const ByteSpans& pieces_;
   size_t ps_;
   std::vector<uint8_t> bounce_;
   size_t piece_ = 0;
@@ -152,19 +152,19 @@ class PageCursor {
 };
 
 // iovecs for bytes [from, from + len) of the concatenated pieces.
-void Gather(const std::vector<Piece>& pieces, size_t from, size_t len, std::vector<iovec>* out) {
+void Gather(const ByteSpans& pieces, size_t from, size_t len, std::vector<iovec>* out) {
   out->clear();
   size_t base = 0;
-  for (const Piece& p : pieces) {
+  for (const auto& p : pieces) {
     if (len == 0) break;
-    if (from < base + p.length) {
+    if (from < base + p.second) {
       const size_t off = from > base ? from - base : 0;
-      const size_t n = std::min(len, p.length - off);
-      out->push_back({const_cast<uint8_t*>(p.data + off), n});
+      const size_t n = std::min(len, p.second - off);
+      out->push_back({const_cast<uint8_t*>(p.first + off), n});
       from += n;
       len -= n;
     }
-    base += p.length;
+    base += p.second;
   }
 }
 

@@ -6,7 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include "spans.h"
 
 namespace mfd {
 
@@ -25,15 +25,10 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
 // Installs (once) the SIGBUS handler that guarded scans rely on.
 void InstallSigbusGuard();
 
-// A byte range made of several caller buffers (socket chunks), read as one.
-struct Piece {
-  const uint8_t* data;
-  size_t length;
-};
-
 struct WritePacketJob {
   int fd;
-  std::vector<Piece> pages;  // normal pages, back to back across the pieces
+  // Normal pages, back to back across several caller buffers (socket chunks).
+  ByteSpans pages;
   size_t page_size;
   const double* offsets;  // normal offsets, then zero offsets (byte offsets in the block)
   size_t normal;

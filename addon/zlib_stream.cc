@@ -90,24 +90,20 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     size_t ps = 0;
     if (!RequireArgs(info, 3) || !RequireSize(info, 1, "pageSize", &ps) || !RequireBytes(info, 2, "out") || !CheckOpen(info.Env()))
       return info.Env().Undefined();
-    if (!info[0].IsArray() || inflate_ || ps == 0) {
-      Napi::TypeError::New(info.Env(), "deflatePages: expected an array of page runs on a deflate stream").ThrowAsJavaScriptException();
+    if (inflate_ || ps == 0) {
+      Napi::TypeError::New(info.Env(), "deflatePages: needs a deflate stream and a page size").ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    auto list = info[0].As<Napi::Array>();
     auto out = info[2].As<Napi::Uint8Array>();
-    std::vector<std::pair<const uint8_t*, size_t>> runs;
+    ByteSpans runs;
+    if (!RequireByteList(info, 0, "runs", &runs)) return info.Env().Undefined();
     size_t pages = 0;
-    for (uint32_t i = 0; i < list.Length(); i++) {
-      Napi::Value v = list.Get(i);
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-          v.As<Napi::Uint8Array>().ByteLength() % ps != 0) {
-        Napi::TypeError::New(info.Env(), "deflatePages: each run must be a Uint8Array of whole pages").ThrowAsJavaScriptException();
+    for (const auto& run : runs) {
+      if (run.second % ps != 0) {
+        Napi::RangeError::New(info.Env(), "deflatePages: each run must be whole pages").ThrowAsJavaScriptException();
         return info.Env().Undefined();
       }
-      auto u = v.As<Napi::Uint8Array>();
-      runs.push_back({u.Data(), u.ByteLength()});
-      pages += u.ByteLength() / ps;
+      pages += run.second / ps;
     }
     bounce_.resize(ps);
     zs_.next_out = out.Data();
@@ -140,23 +136,18 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   /* inflate(pieces: Uint8Array[], out) -> bytes produced; every input byte must be used, output may not overflow */
   Napi::Value Inflate(const Napi::CallbackInfo& info) {
     if (!RequireArgs(info, 2) || !RequireBytes(info, 1, "out") || !CheckOpen(info.Env())) return info.Env().Undefined();
-    if (!info[0].IsArray() || !inflate_) {
-      Napi::TypeError::New(info.Env(), "inflate: expected an array of Uint8Array on an inflate stream").ThrowAsJavaScriptException();
+    if (!inflate_) {
+      Napi::TypeError::New(info.Env(), "inflate: needs an inflate stream").ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    auto list = info[0].As<Napi::Array>();
+    ByteSpans pieces;
+    if (!RequireByteList(info, 0, "pieces", &pieces)) return info.Env().Undefined();
     auto out = info[1].As<Napi::Uint8Array>();
     zs_.next_out = out.Data();
     zs_.avail_out = static_cast<uInt>(out.ByteLength());
-    for (uint32_t i = 0; i < list.Length(); i++) {
-      Napi::Value v = list.Get(i);
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-        Napi::TypeError::New(info.Env(), "inflate: expected an array of Uint8Array").ThrowAsJavaScriptException();
-        return info.Env().Undefined();
-      }
-      auto u = v.As<Napi::Uint8Array>();
-      zs_.next_in = u.Data();
-      zs_.avail_in = static_cast<uInt>(u.ByteLength());
+    for (const auto& piece : pieces) {
+      zs_.next_in = const_cast<Bytef*>(piece.first);
+      zs_.avail_in = static_cast<uInt>(piece.second);
       while (zs_.avail_in > 0) {
         const int rc = ::inflate(&zs_, Z_SYNC_FLUSH);
         if (rc == Z_STREAM_END) {
