@@ -16,6 +16,7 @@ import { BlockDigest } from '../digest.js';
 import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
+import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { isSafeFileName } from '../image/ramblock.js';
@@ -330,7 +331,9 @@ class Migration {
         this.opts.onProgress?.(Math.min(this.doneBytes, this.totalBytes), this.totalBytes);
       },
       onIdle: () => this.maybeFinish(),
-      fail: (e) => this.fail(e),
+      // A dropped channel is often the sender hanging up after saying why on the
+      // control channel: let that reason arrive and win before failing on the drop.
+      fail: (e) => (e instanceof ConnectionError ? setTimeout(() => this.fail(e), PEER_REASON_GRACE_MS).unref() : this.fail(e)),
     };
     return this.host;
   }

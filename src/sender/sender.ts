@@ -2,9 +2,11 @@
  * The sender path: control hello -> N data channels (init packet, then RAM
  * packets) -> SYNC on every channel -> completion with digests -> verdict.
  *
- * Per channel, packets flow read -> analyse (zero pages + CRCs, off the event
- * loop) -> method.prepare -> write, with up to PIPELINE_DEPTH packets read
- * ahead of the one being written; a fixed slab pool bounds memory.
+ * Per channel, packets flow load (mapped image) -> analyse (zero pages + CRCs,
+ * off the event loop) -> method.prepare -> write, with up to PIPELINE_DEPTH
+ * packets prepared ahead of the one being written; a fixed slab pool bounds
+ * memory. Offloaded methods do load, analyse and prepare on the channel's
+ * compute worker; the event loop only writes.
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -15,7 +17,7 @@ import { getDetector, type ZeroPageDetector } from '../zero-page/index.js';
 import { BlockDigest } from '../digest.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
-import { connect, endSocket } from '../transport/connect.js';
+import { connect, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
@@ -100,6 +102,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     }
     return failure;
   };
+  // A dropped data channel is often the receiver hanging up after telling us
+  // why on the control channel; give that reason a moment to arrive and win.
+  const failSoon = (e: MfdError): void => {
+    setTimeout(() => fail(e), PEER_REASON_GRACE_MS).unref();
+  };
   const onAbort = (): void => {
     fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
   };
@@ -137,9 +144,9 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     for (let id = 0; id < opts.channels; id++) {
       const socket = await connect(opts.host, opts.port, timeout, `channel ${id}`);
       sockets.push(socket);
-      socket.on('error', (e) => fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+      socket.on('error', (e) => failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
       socket.on('close', () => {
-        if (!socket.writableFinished) fail(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
+        if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
       });
       socket.write(encodeInitPacket(uuidBytes, id));
       const counters = newChannelCounters(id);

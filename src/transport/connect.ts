@@ -2,6 +2,13 @@
 import net from 'node:net';
 import { ConnectionError } from '../errors.js';
 
+/**
+ * How long a side that sees a data channel drop waits before failing on it:
+ * the peer usually said why on the control channel just before hanging up,
+ * and that reason should be the one reported.
+ */
+export const PEER_REASON_GRACE_MS = 250;
+
 export function connect(host: string, port: number, timeoutMs: number, what: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port, noDelay: true });

@@ -6,7 +6,10 @@
  */
 import t from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { send } from '../../src/sender/sender.js';
+import { silentLogger } from '../../src/log.js';
 import { RawSender, rejection, startReceiver, tmpdir, makeImage, migrate } from '../helpers/index.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader, type PacketFields } from '../../src/wire/packet.js';
@@ -180,4 +183,41 @@ t.test('a receiver failure reaches the real sender as a RemoteError', async (t) 
     ),
   );
   t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /receiver failed: cannot create output for ram block "a.ram"/ });
+});
+
+t.test('a receiver that fails mid-transfer: the sender reports the receiver\'s reason, not the dropped channels', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'a.ram'), 16 << 20, 'random');
+  const { ControlChannel } = await import('../../src/transport/control-channel.js');
+  const server = net.createServer();
+  t.teardown(() => server.close());
+  const conns: net.Socket[] = [];
+  let control: InstanceType<typeof ControlChannel> | null = null;
+  let dataBytes = 0;
+  server.on('connection', (s) => {
+    conns.push(s);
+    s.on('error', () => {});
+    s.once('data', (first: Buffer) => {
+      if (first.readUInt32BE(0) === 0x4d464443) {
+        control = new ControlChannel(s, 'test', first.subarray(8));
+        void control.next().then(() => control!.send({ type: 'ready' }));
+        return;
+      }
+      // A data channel: once some pages have arrived, fail like a receiver whose disk filled up.
+      s.on('data', (d: Buffer) => {
+        dataBytes += d.length;
+        if (dataBytes > 1 << 20 && control) {
+          control.send({ type: 'error', code: 'ERR_ENOSPC', message: 'writing ram block "a.ram": ENOSPC' });
+          for (const c of conns) c.destroy();
+          control = null;
+        }
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  const e = await rejection(
+    send({ host: '127.0.0.1', port, images: [{ name: 'a.ram', path: img }], channels: 4, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', logger: silentLogger }),
+  );
+  t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /receiver failed: writing ram block "a\.ram": ENOSPC \[ERR_ENOSPC\]/ });
 });
