@@ -8,6 +8,7 @@
         "addon/crc32c.cc",
         "addon/packet_io.cc",
         "addon/zlib_stream.cc",
+        "addon/qpl_codec.cc",
         "addon/zero_page.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -19,6 +19,7 @@
 
 namespace mfd {
 void InitZlibStream(Napi::Env env, Napi::Object exports);
+void InitQplCodec(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -306,6 +307,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("_setZeroPageAccel", Napi::Function::New(env, JS_setZeroPageAccel, "_setZeroPageAccel"));
   exports.Set("cpuFeatures", Napi::Function::New(env, JS_cpuFeatures, "cpuFeatures"));
   InitZlibStream(env, exports);
+  InitQplCodec(env, exports);
   return exports;
 }
 

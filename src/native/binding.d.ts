@@ -59,6 +59,10 @@ export interface MfdBinding {
     cb: (err: Error | null, result: number, badPage: number) => void,
   ): void;
   crc32c(bytes: Uint8Array): number;
+  /** qpl software path: BE u32 length per page, then raw deflate (4 KiB window) or the raw page. Returns bytes written. */
+  qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array): number;
+  /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. */
+  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array): number;
   zeroPageAccels(): string[];
   zeroPageAccel(): string;
   _setZeroPageAccel(name: string): boolean;

@@ -1,5 +1,6 @@
 /** Every compression method over loopback, checked by decoders that are not mfd's. */
 import t from 'tap';
+import type tap from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -9,11 +10,13 @@ import { readChannelDump, lz4BlockDecode } from '../helpers/streams.js';
 import { getMethod } from '../../src/methods/index.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
-import { MULTIFD_FLAG_ZLIB, MULTIFD_FLAG_ZSTD, MFD_FLAG_LZ4 } from '../../src/wire/constants.js';
+import { encodeFrame } from '../../src/control/protocol.js';
+import { MULTIFD_FLAG_ZLIB, MULTIFD_FLAG_ZSTD, MULTIFD_FLAG_QPL, MULTIFD_FLAG_QATZIP, MFD_FLAG_LZ4 } from '../../src/wire/constants.js';
 import { ExitCode } from '../../src/errors.js';
 
 const PS = 4096;
-const FLAGS: Record<string, number> = { zlib: MULTIFD_FLAG_ZLIB, zstd: MULTIFD_FLAG_ZSTD, lz4: MFD_FLAG_LZ4 };
+const FLAGS: Record<string, number> = { zlib: MULTIFD_FLAG_ZLIB, zstd: MULTIFD_FLAG_ZSTD, lz4: MFD_FLAG_LZ4, qpl: MULTIFD_FLAG_QPL, qatzip: MULTIFD_FLAG_QATZIP };
+const METHODS = ['zlib', 'zstd', 'lz4', 'qpl', 'qatzip'];
 
 /** The bytes of every normal page in a dump's packets, in order, from the source image. */
 function expectedPages(img: Buffer, packets: ReturnType<typeof readChannelDump>['packets']): Buffer {
@@ -30,7 +33,7 @@ function expectedPages(img: Buffer, packets: ReturnType<typeof readChannelDump>[
 
 const hasZstdCli = spawnSync('zstd', ['--version']).status === 0;
 
-for (const method of ['zlib', 'zstd', 'lz4']) {
+for (const method of METHODS) {
   for (const channels of [1, 3, 8]) {
     const skip = method === 'zstd' && !hasZstdCli ? 'the zstd command (Debian package zstd) is not installed: no independent zstd decoder' : false;
     t.test(`${method}, ${channels} channel(s), two ramblocks: identical, and an independent decoder agrees`, { skip }, async (t) => {
@@ -72,8 +75,13 @@ for (const method of ['zlib', 'zstd', 'lz4']) {
           const r = spawnSync('zstd', ['-dc', f], { maxBuffer: 1 << 30 });
           t.equal(r.status, 0, r.stderr.toString());
           got = r.stdout;
-        } else {
+        } else if (method === 'lz4') {
           got = Buffer.concat(data.map((p) => lz4BlockDecode(p.payload.subarray(4), p.payload.readUInt32LE(0))));
+        } else if (method === 'qpl') {
+          got = Buffer.concat(data.map((p) => qplDecode(t, p.payload, p.header.normalPages)));
+        } else {
+          for (const p of data) checkQzMembers(t, p.payload, p.header.normalPages * PS);
+          got = Buffer.concat(data.map((p) => zlib.gunzipSync(p.payload)));
         }
         t.ok(got.equals(want), `channel ${id}: ${got.length} bytes decode to the sent pages`);
         decodedPages += got.length / PS;
@@ -83,6 +91,66 @@ for (const method of ['zlib', 'zstd', 'lz4']) {
   }
 }
 
+/**
+ * qpl payload by hand: BE u32 lengths, then each page raw (length = page size) or raw deflate,
+ * decoded with a 4 KiB window: a back-reference further away (which IAA could not follow) fails.
+ */
+function qplDecode(t: Parameters<Parameters<typeof tap.test>[1]>[0], payload: Buffer, normal: number): Buffer {
+  const pages: Buffer[] = [];
+  let at = 4 * normal;
+  for (let j = 0; j < normal; j++) {
+    const len = payload.readUInt32BE(4 * j);
+    const body = payload.subarray(at, at + len);
+    at += len;
+    pages.push(len === PS ? body : zlib.inflateRawSync(body, { windowBits: 12 }));
+    if (len > PS) t.fail(`page length ${len} over the page size`);
+  }
+  t.equal(at, payload.length, 'lengths cover the payload exactly');
+  return Buffer.concat(pages);
+}
+
+/** qatzip payload: one gzip member per 64 KiB of input, each with QATzip's QZ extended header. */
+function checkQzMembers(t: Parameters<Parameters<typeof tap.test>[1]>[0], payload: Buffer, bytes: number): void {
+  let at = 0;
+  let members = 0;
+  let src = 0;
+  while (at < payload.length) {
+    const h = payload.subarray(at, at + 24);
+    const ok = h[0] === 0x1f && h[1] === 0x8b && h[2] === 8 && h[3] === 0x04 && h[9] === 0xff && h.readUInt16LE(10) === 12 && h[12] === 0x51 && h[13] === 0x5a && h.readUInt16LE(14) === 8;
+    if (!ok) return void t.fail(`member ${members}: not a QZ header: ${h.toString('hex')}`);
+    const srcSz = h.readUInt32LE(16);
+    const destSz = h.readUInt32LE(20);
+    if (srcSz > 65536) t.fail(`member ${members}: src_sz ${srcSz} over 64 KiB`);
+    if (payload.readUInt32LE(at + 24 + destSz + 4) !== srcSz) t.fail(`member ${members}: ISIZE differs from src_sz`);
+    src += srcSz;
+    at += 24 + destSz + 8;
+    members++;
+  }
+  t.equal(members, Math.ceil(bytes / 65536), `${members} members for ${bytes} bytes`);
+  t.equal(src, bytes, 'src_sz adds up to the pages');
+}
+
+t.test('qatzip: a payload of plain gzip members (as other QATzip senders may emit) decodes', async (t) => {
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputDir: dir });
+  const raw = new RawSender(port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ compression: 'qatzip', ramblocks: [{ name: 'ram0', size: 3 * PS }] }), { type: 'ready' });
+  const pages = Buffer.concat([Buffer.alloc(PS, 1), Buffer.alloc(PS, 2), Buffer.alloc(PS, 3)]);
+  const payload = Buffer.concat([zlib.gzipSync(pages.subarray(0, 5000)), zlib.gzipSync(pages.subarray(5000))]);
+  const h = encodePacketHeader(new Uint8Array(1344), 1344, { flags: MULTIFD_FLAG_QATZIP, pagesAlloc: 128, normalPages: 3, zeroPages: 0, nextPacketSize: payload.length, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0, PS, 2 * PS] });
+  const sync = encodePacketHeader(new Uint8Array(1344), 1344, { flags: 1, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 1n, ramblock: new Uint8Array(0), offsets: [] });
+  const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), h, payload, sync);
+  ch.end();
+  const { BlockDigest } = await import('../../src/digest.js');
+  const { native } = await import('../../src/native/load.js');
+  const d = new BlockDigest();
+  for (let i = 0; i < 3; i++) d.add(i, native.crc32c(pages.subarray(i * PS, (i + 1) * PS)));
+  raw.control.socket.write(encodeFrame({ type: 'complete', packets: [2], digests: { ram0: d.hex() } }));
+  await result;
+  t.same(fs.readFileSync(path.join(dir, 'ram0')), pages);
+});
+
 /** A valid first payload for `method` (its sender, run here), so tests can break it on purpose. */
 function validPayload(method: string, pages: Buffer): Uint8Array {
   const m = getMethod(method);
@@ -91,7 +159,7 @@ function validPayload(method: string, pages: Buffer): Uint8Array {
   return Buffer.concat(chunks);
 }
 
-for (const method of ['zlib', 'zstd', 'lz4']) {
+for (const method of METHODS) {
   const pages = Buffer.alloc(2 * PS, 'abcdefgh');
   const good = validPayload(method, pages);
   const cases: [string, Uint8Array, number, string, RegExp][] = [
