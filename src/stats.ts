@@ -23,6 +23,8 @@ export interface RunStats {
   status: 'completed';
   uuid: string;
   compression: string;
+  /** Which compression implementation ran on this side. */
+  compressionPath: string;
   zeroPageDetection: string;
   /** Which zero-page implementation ran on this side (e.g. cpu-avx2). */
   zeroPagePath: string;
@@ -48,7 +50,7 @@ export interface RunStats {
 }
 
 export function buildStats(
-  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'zeroPageDetection' | 'zeroPagePath' | 'pageSize' | 'ramblocks'>,
+  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'pageSize' | 'ramblocks'>,
   counters: ChannelCounters[],
   startNs: bigint,
 ): RunStats {
@@ -103,7 +105,7 @@ export function formatBytes(n: number): string {
 export function formatStats(s: RunStats): string {
   const lines = [
     `${s.side === 'send' ? 'sent' : 'received'}: ${s.ramblocks.length} ramblock(s), ${formatBytes(s.imageBytes)} in ${(s.totalTimeMs / 1000).toFixed(3)} s, status ${s.status}`,
-    `  method: compression=${s.compression} zero-page-detection=${s.zeroPageDetection} (${s.zeroPagePath}), channels=${s.channels}, page size=${s.pageSize}`,
+    `  method: compression=${s.compression} (${s.compressionPath}) zero-page-detection=${s.zeroPageDetection} (${s.zeroPagePath}), channels=${s.channels}, page size=${s.pageSize}`,
     `  throughput: ${s.mbps.toFixed(2)} Mbps on the wire, ${formatBytes(s.imageBytesPerSec)}/s of image, ${s.pagesPerSecond} pages/s`,
     `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
     `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,

@@ -11,6 +11,7 @@ import { sendCommand } from './commands/send.js';
 import { recvCommand } from './commands/recv.js';
 import { genImageCommand } from './commands/gen-image.js';
 import { inspectCommand } from './commands/inspect.js';
+import { accelCommand } from './commands/accel.js';
 
 export interface CommandContext {
   out(text: string): void;
@@ -43,6 +44,7 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(recvCommand(ctx));
   program.addCommand(sendCommand(ctx));
   program.addCommand(inspectCommand(ctx));
+  program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.exitOverride();
   for (const c of program.commands) c.exitOverride();

@@ -27,6 +27,7 @@ export const lz4: CompressionMethod = {
   offload: true,
   options: [],
   exactPayload: false,
+  path: () => 'software: lz4_flex (lz4-napi)',
   maxPayload: (normalPages, pageSize) => bound(normalPages * pageSize),
   params(user) {
     lz4Napi();

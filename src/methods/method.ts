@@ -80,6 +80,8 @@ export interface CompressionMethod {
   readonly options: MethodOption[];
   /** True when next_packet_size must be exactly normalPages x pageSize. */
   readonly exactPayload: boolean;
+  /** Which implementation runs, for the run summary (e.g. "software: zlib 1.3.1"); never hides a fallback. */
+  path(): string;
   /** Largest next_packet_size the receiver accepts for `normalPages` pages. */
   maxPayload(normalPages: number, pageSize: number): number;
   /**

@@ -12,6 +12,7 @@ export const none: CompressionMethod = {
   offload: false,
   options: [],
   exactPayload: true,
+  path: () => 'no compression',
   maxPayload: (normalPages, pageSize) => normalPages * pageSize,
   params: (user) => checkParams('none', [], user),
   sendSetup: () => ({

@@ -45,6 +45,7 @@ export const qatzip: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
+  path: () => 'software gzip with QZ headers: this build has no libqatzip, so QAT hardware is never used',
   // QEMU's qatzip receiver refuses more than 1 MiB; stored deflate of 512 KiB plus headers stays far below.
   maxPayload: (normalPages, pageSize) => Math.min(1 << 20, normalPages * pageSize + 1024 + Math.ceil((normalPages * pageSize) / QZ_CHUNK) * 64),
   params: (user) => checkParams('qatzip', options, user),

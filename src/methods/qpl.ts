@@ -22,6 +22,7 @@ export const qpl: CompressionMethod = {
   offload: true,
   options: [],
   exactPayload: false,
+  path: () => 'software deflate (4 KiB window): this build has no libqpl, so IAA hardware is never used',
   // Every page raw at worst, plus its length.
   maxPayload: (normalPages, pageSize) => normalPages * (pageSize + 4),
   params: (user) => checkParams('qpl', [], user),

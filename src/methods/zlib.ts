@@ -22,6 +22,7 @@ export const zlib: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
+  path: () => `software: zlib ${native.zlibVersion}`,
   maxPayload: (normalPages, pageSize) => native.zlibCompressBound(normalPages * pageSize),
   params: (user) => checkParams('zlib', options, user),
   sendSetup({ pageSize, params }) {

@@ -25,6 +25,7 @@ export const zstd: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
+  path: () => `software: zstd ${zstdNapi().versionString()} (zstd-napi)`,
   maxPayload: (normalPages, pageSize) => zstdNapi().compressBound(normalPages * pageSize) + 64,
   params(user) {
     zstdNapi();

@@ -375,6 +375,7 @@ class Migration {
         side: 'recv',
         uuid: hello.uuid,
         compression: this.method!.name,
+        compressionPath: this.method!.path(),
         zeroPageDetection: hello.zeroPageDetection,
         zeroPagePath: 'sender',
         pageSize: hello.pageSize,

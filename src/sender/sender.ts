@@ -184,6 +184,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
         side: 'send',
         uuid,
         compression: method.name,
+        compressionPath: method.path(),
         zeroPageDetection: detector.name,
         zeroPagePath: detector.path(),
         pageSize: opts.pageSize,

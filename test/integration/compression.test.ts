@@ -51,6 +51,8 @@ for (const method of METHODS) {
       t.equal(sha256(path.join(out, 'pc.ram')), sha256(a));
       t.equal(sha256(path.join(out, 'vram')), sha256(b));
       t.ok(sent.stats.wireRatio < 0.5, `compressed: wire ratio ${sent.stats.wireRatio}`);
+      t.match(sent.stats.compressionPath, /^software/, 'the summary says which path ran');
+      if (method === 'qpl' || method === 'qatzip') t.match(sent.stats.compressionPath, /hardware is never used/);
       const images: Record<string, Buffer> = { 'pc.ram': fs.readFileSync(a), vram: fs.readFileSync(b) };
       let decodedPages = 0;
       for (let id = 0; id < channels; id++) {

@@ -1,0 +1,69 @@
+/** mfd accel: CPU features as /proc/cpuinfo has them, devices parsed from a fake sysfs, nothing claimed that was not probed. */
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { accelReport, readQatEndpoints, readWorkQueues } from '../../src/accel/report.js';
+import { tmpdir } from '../helpers/index.js';
+
+const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
+
+function write(root: string, rel: string, text: string): void {
+  fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
+  fs.writeFileSync(path.join(root, rel), text + '\n');
+}
+
+function fakeSysfs(root: string): void {
+  write(root, 'bus/dsa/devices/dsa0/state', 'enabled');
+  write(root, 'bus/dsa/devices/iax1/state', 'enabled');
+  for (const [wq, mode, size, state] of [['wq0.0', 'shared', '128', 'enabled'], ['wq1.0', 'dedicated', '32', 'disabled']] as const) {
+    write(root, `bus/dsa/devices/${wq}/mode`, mode);
+    write(root, `bus/dsa/devices/${wq}/size`, size);
+    write(root, `bus/dsa/devices/${wq}/state`, state);
+    write(root, `bus/dsa/devices/${wq}/type`, 'user');
+  }
+  const qat = (bdf: string, dev: string, state: string, services: string): void => {
+    write(root, `bus/pci/devices/${bdf}/vendor`, '0x8086');
+    write(root, `bus/pci/devices/${bdf}/device`, dev);
+    write(root, `bus/pci/devices/${bdf}/qat/state`, state);
+    write(root, `bus/pci/devices/${bdf}/qat/cfg_services`, services);
+  };
+  qat('0000:6b:00.0', '0x4940', 'up', 'sym;dc');
+  qat('0000:70:00.0', '0x4942', 'down', 'dc');
+  qat('0000:71:00.0', '0x4940', 'up', 'asym;sym');
+  write(root, 'bus/pci/devices/0000:00:1f.0/vendor', '0x8086');
+  write(root, 'bus/pci/devices/0000:00:1f.0/device', '0x1234');
+}
+
+t.test('work queues and QAT endpoints from sysfs', async (t) => {
+  const root = tmpdir(t);
+  fakeSysfs(root);
+  const wqs = readWorkQueues(root);
+  t.same(wqs.dsa, [{ name: 'wq0.0', device: 'dsa0', mode: 'shared', size: 128, state: 'enabled', type: 'user', path: '/dev/dsa/wq0.0' }]);
+  t.same(wqs.iaa, [{ name: 'wq1.0', device: 'iax1', mode: 'dedicated', size: 32, state: 'disabled', type: 'user', path: '/dev/iax/wq1.0' }]);
+  t.same(
+    readQatEndpoints(root).map((q) => [q.bdf, q.compressionUp]),
+    [['0000:6b:00.0', true], ['0000:70:00.0', false], ['0000:71:00.0', false]],
+    'compression is up only with state up and a dc service; other PCI devices ignored',
+  );
+});
+
+t.test('this machine: CPU flags match /proc/cpuinfo, no backend claims to be compiled', async (t) => {
+  const r = accelReport('/nonexistent-sysfs');
+  const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/);
+  for (const f of ['avx2', 'avx512f', 'avx512bw', 'movdir64b', 'enqcmd'] as const) t.equal(r.cpu[f], flags.includes(f), f);
+  t.same(r.devices, { iaa: [], dsa: [], qat: [] });
+  for (const b of Object.values(r.backends)) t.match(b, { compiled: false, reason: /does not compile/ });
+  t.ok(r.zeroPage.accelerators.includes(r.zeroPage.selected));
+});
+
+t.test('mfd accel --json reads the sysfs it is pointed at', async (t) => {
+  const root = tmpdir(t);
+  fakeSysfs(root);
+  const r = spawnSync(process.execPath, [bin, 'accel', '--json'], { encoding: 'utf8', env: { ...process.env, MFD_SYSFS_ROOT: root } });
+  t.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  t.equal(j.devices.dsa.length, 1);
+  t.equal(j.devices.qat.filter((q: { compressionUp: boolean }) => q.compressionUp).length, 1);
+});
