@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, MfdError, ProtocolError, UsageError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, MfdError, ProtocolError, RemoteError, UsageError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
@@ -117,30 +117,17 @@ class Migration {
     sock.on('error', () => {});
     const onData = (c: Buffer): void => {
       q.push(c);
-      if (q.length < 4) return;
-      const magic = q.take(4, Buffer.alloc)!.readUInt32BE(0);
-      if (magic === CONTROL_MAGIC) {
-        if (q.length < CONTROL_PREAMBLE_SIZE - 4) return void this.unread(q, magic);
-        sock.off('data', onData);
-        this.onControl(sock, peer, q);
-      } else if (magic === MULTIFD_MAGIC) {
-        if (q.length < INIT_PACKET_SIZE - 4) return void this.unread(q, magic);
-        sock.off('data', onData);
-        this.onDataChannel(sock, peer, q, reject);
-      } else {
-        sock.off('data', onData);
-        reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
-      }
+      const magic = q.peekUInt32BE();
+      if (magic === null) return;
+      // Wait for the whole preamble or init packet, then hand the connection over.
+      const need = magic === CONTROL_MAGIC ? CONTROL_PREAMBLE_SIZE : magic === MULTIFD_MAGIC ? INIT_PACKET_SIZE : 0;
+      if (q.length < need) return;
+      sock.off('data', onData);
+      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q);
+      else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, reject);
+      else reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
     };
     sock.on('data', onData);
-  }
-
-  /** Puts the 4 magic bytes back in front (the rest of the preamble has not arrived). */
-  private unread(q: ByteQueue, magic: number): void {
-    const rest = q.take(q.length)!;
-    const head = Buffer.alloc(4);
-    head.writeUInt32BE(magic >>> 0, 0);
-    q.push(Buffer.concat([head, rest]));
   }
 
   private onControl(sock: net.Socket, peer: string, q: ByteQueue): void {
@@ -148,14 +135,13 @@ class Migration {
       this.log.warn({ peer }, `second control connection from ${peer} refused`);
       return void sock.destroy();
     }
-    const rest = q.take(q.length)!;
     try {
-      checkPreamble(Buffer.concat([Buffer.alloc(4), rest.subarray(0, 4)]));
+      checkPreamble(q.take(CONTROL_PREAMBLE_SIZE)!);
     } catch (e) {
       return this.fail(e);
     }
     sock.setTimeout(0);
-    const ctl = new ControlChannel(sock, peer, rest.subarray(4));
+    const ctl = new ControlChannel(sock, peer, q.take(q.length)!);
     this.control = ctl;
     this.log.info({ peer }, 'control channel connected');
     void this.converse(ctl);
@@ -168,7 +154,7 @@ class Migration {
       await this.setup(hello);
       ctl.send({ type: 'ready' });
       const m = await ctl.next();
-      if (m.type === 'error') throw new ConnectionError('ERR_SENDER_FAILED', `sender failed: ${m.message} [${m.code}]`);
+      if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
       if (m.type !== 'complete') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
       if (m.packets.length !== hello.channels) {
         throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: complete lists ${m.packets.length} channels, expected ${hello.channels}`);
@@ -177,7 +163,7 @@ class Migration {
       // Anything after "complete" other than the close is a failure report.
       ctl.next().then(
         (late) => {
-          if (!this.settled && late.type === 'error') this.fail(new ConnectionError('ERR_SENDER_FAILED', `sender failed: ${late.message} [${late.code}]`));
+          if (!this.settled && late.type === 'error') this.fail(new RemoteError('sender', late.code, late.message));
         },
         (e) => {
           if (!this.settled && !this.finishing) this.fail(e);
@@ -232,9 +218,7 @@ class Migration {
   private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
     const hello = this.hello;
     const method = this.method;
-    const raw = Buffer.alloc(INIT_PACKET_SIZE);
-    raw.writeUInt32BE(MULTIFD_MAGIC, 0);
-    q.take(INIT_PACKET_SIZE - 4)!.copy(raw, 4);
+    const raw = q.take(INIT_PACKET_SIZE, Buffer.alloc)!;
     const init = decodeInitPacket(raw);
     if (!hello || !method || !this.uuid) return refuse('multifd channel before the control channel\'s hello');
     const where = `multifd channel from ${peer}`;

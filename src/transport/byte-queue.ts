@@ -38,6 +38,22 @@ export class ByteQueue {
     return out.length === n ? out : out.subarray(0, n);
   }
 
+  /** The first 4 queued bytes as a big-endian u32, without taking them (null when fewer are queued). */
+  peekUInt32BE(): number | null {
+    if (this.length < 4) return null;
+    let v = 0;
+    let c = 0;
+    let at = this.head;
+    for (let k = 0; k < 4; k++) {
+      while (at === this.chunks[c]!.length) {
+        c++;
+        at = 0;
+      }
+      v = v * 256 + this.chunks[c]![at++]!;
+    }
+    return v;
+  }
+
   /** Returns n bytes as views of the queued chunks (no copy), or null when fewer are queued. */
   takeViews(n: number): Buffer[] | null {
     if (this.length < n) return null;

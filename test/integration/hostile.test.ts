@@ -221,3 +221,11 @@ t.test('a receiver that fails mid-transfer: the sender reports the receiver\'s r
   );
   t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /receiver failed: writing ram block "a\.ram": ENOSPC \[ERR_ENOSPC\]/ });
 });
+
+t.test('a sender that reports its own failure: the receiver exits 7 with the sender\'s reason', async (t) => {
+  const s = await setup(t);
+  s.raw.control.send({ type: 'error', code: 'ERR_IMAGE_SHRANK', message: 'image "vm.ram" shrank while sending' });
+  const e = await rejection(s.result);
+  t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /sender failed: image "vm\.ram" shrank while sending \[ERR_IMAGE_SHRANK\]/ });
+  t.same(fs.readdirSync(s.dir), []);
+});
