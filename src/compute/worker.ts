@@ -16,7 +16,8 @@ interface SendState {
   method: MethodSender;
   detector: ZeroPageDetector;
   pageSize: number;
-  slab: Uint8Array;
+  /** Scratch for packets read rather than mapped (allocated on first use). */
+  slab: Uint8Array | null;
 }
 
 const senders = new Map<number, SendState>();
@@ -31,7 +32,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params }),
         detector: getDetector(m.detector),
         pageSize: m.pageSize,
-        slab: new Uint8Array(MULTIFD_PACKET_SIZE),
+        slab: null,
       });
       return { value: null, transfer: [] };
     }
@@ -45,7 +46,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         img = ImageSource.fromFd(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
-      const { pages, release } = await img.load(m.offset, m.pages, s.pageSize, s.slab);
+      const { pages, release } = await img.load(m.offset, m.pages, s.pageSize, () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)));
       try {
         const n = pageCount(s.pageSize);
         const zero = new Uint8Array(n);

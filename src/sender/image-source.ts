@@ -3,7 +3,8 @@
  * from read-only mappings of 16 MiB windows (no copy of the page cache; a
  * window is unmapped once its last packet has been written, so memory stays
  * flat); the tail of a file that ends inside a page, or a file that cannot
- * be mapped, is read into the caller's slab.
+ * be mapped, is read into a scratch buffer the caller provides on demand
+ * (most packets never need one).
  */
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
@@ -64,13 +65,14 @@ export class ImageSource {
    * The `count` pages at `offset` (offsets are handed out in increasing
    * order). Past the end of the file the last page is zero-padded.
    */
-  async load(offset: number, count: number, pageSize: number, slab: Uint8Array): Promise<LoadedPages> {
+  async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array): Promise<LoadedPages> {
     const length = count * pageSize;
     if (this.mappable && offset + length <= this.size) {
       const mapped = this.mapped(offset, length);
       if (mapped) return mapped;
     }
     const bytes = Math.min(length, this.size - offset);
+    const slab = scratch();
     await this.read(slab, offset, bytes);
     if (bytes < length) slab.fill(0, bytes, length);
     return { pages: slab.subarray(0, length), release: NO_RELEASE };

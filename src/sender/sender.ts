@@ -23,7 +23,6 @@ import { encodePacketHeader } from '../wire/packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
 import { ImageSource } from './image-source.js';
-import { PacketIoError } from '../native/packet-io.js';
 import { SlabPool, type Slab } from './slab-pool.js';
 import { pageRuns } from './page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
@@ -292,7 +291,8 @@ async function prepareOffloaded(ch: DataChannel, job: Job, slab: Slab, ctx: Pack
 }
 
 function shrankOr(e: unknown, src: ImageSource, end: number): unknown {
-  if ((e instanceof PacketIoError && e.code === 'ESHORTREAD') || (e as { code?: string }).code === 'ESHORTREAD') {
+  // PacketIoError here; the worker's copy of it across the thread hop keeps the code.
+  if ((e as { code?: string }).code === 'ESHORTREAD') {
     return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${Math.min(end, src.size)} are gone, expected ${src.size} bytes`);
   }
   return e;

@@ -4,8 +4,11 @@
  * per-page arrays the analysis fills.
  */
 export interface Slab {
-  /** One packet's pages (512 KiB). */
-  data: Uint8Array;
+  /**
+   * One packet's pages (512 KiB) when they must be read rather than mapped:
+   * allocated on first use, since mapped packets never need it.
+   */
+  data(): Uint8Array;
   header: Uint8Array;
   zero: Uint8Array;
   crc: Uint32Array;
@@ -17,9 +20,10 @@ export class SlabPool {
 
   constructor(count: number, dataSize: number, headerSize: number, pagesPerPacket: number) {
     for (let i = 0; i < count; i++) {
+      let data: Uint8Array | null = null;
       this.free.push({
-        // Own ArrayBuffers, outside Node's shared pool, so views never alias.
-        data: new Uint8Array(new ArrayBuffer(dataSize)),
+        // Its own ArrayBuffer, outside Node's shared pool, so views never alias.
+        data: () => (data ??= new Uint8Array(new ArrayBuffer(dataSize))),
         header: new Uint8Array(new ArrayBuffer(headerSize)),
         zero: new Uint8Array(pagesPerPacket),
         crc: new Uint32Array(pagesPerPacket),
