@@ -1,5 +1,12 @@
 {
   # One addon, "mfd": thin, batch-shaped natives (one call per packet).
+  # Hardware backends: DSA is always compiled on x86-64 Linux (linux/idxd.h
+  # ships with the system); QPL (IAA) and QATzip (QAT) only when pkg-config
+  # finds them, otherwise their files compile to stubs that say so.
+  "variables": {
+    "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
+    "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "mfd",
@@ -9,7 +16,11 @@
         "addon/packet_io.cc",
         "addon/zlib_stream.cc",
         "addon/qpl_codec.cc",
-        "addon/zero_page.cc"
+        "addon/qpl_hw.cc",
+        "addon/qatzip_hw.cc",
+        "addon/zero_page.cc",
+        "addon/dsa.cc",
+        "addon/dsa_fake.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -21,7 +32,19 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"],
       "libraries": ["-lz"],
-      "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"]
+      "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"],
+      "conditions": [
+        ["have_qpl==1", {
+          "defines": ["MFD_HAVE_QPL"],
+          "cflags_cc": ["<!@(pkg-config --cflags qpl)"],
+          "libraries": ["<!@(pkg-config --libs qpl)"]
+        }],
+        ["have_qatzip==1", {
+          "defines": ["MFD_HAVE_QATZIP"],
+          "cflags_cc": ["<!@(pkg-config --cflags qatzip)"],
+          "libraries": ["<!@(pkg-config --libs qatzip)"]
+        }]
+      ]
     }
   ]
 }

@@ -20,6 +20,8 @@
 namespace mfd {
 void InitZlibStream(Napi::Env env, Napi::Object exports);
 void InitQplCodec(Napi::Env env, Napi::Object exports);
+void InitDsa(Napi::Env env, Napi::Object exports);
+void InitQatzip(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -308,6 +310,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuFeatures", Napi::Function::New(env, JS_cpuFeatures, "cpuFeatures"));
   InitZlibStream(env, exports);
   InitQplCodec(env, exports);
+  InitDsa(env, exports);
+  InitQatzip(env, exports);
   return exports;
 }
 

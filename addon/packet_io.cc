@@ -83,18 +83,33 @@ void InstallSigbusGuard() {
   });
 }
 
-int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out) {
+int64_t RunGuarded(int64_t (*fn)(void*), void* arg) {
   InstallSigbusGuard();
   volatile int64_t result = 0;
   sigjmp_buf jb;
   if (sigsetjmp(jb, 1) == 0) {
     t_guard = &jb;
-    result = static_cast<int64_t>(AnalysePages(pages, page_size, count, zero_out, crc_out));
+    result = fn(arg);
   } else {
-    result = kShortRead;  // the mapped file shrank under the scan
+    result = kShortRead;  // the mapped file shrank under the access
   }
   t_guard = nullptr;
   return result;
+}
+
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out) {
+  struct Args {
+    const uint8_t* pages;
+    size_t page_size, count;
+    uint8_t* zero_out;
+    uint32_t* crc_out;
+  } a{pages, page_size, count, zero_out, crc_out};
+  return RunGuarded(
+      [](void* p) -> int64_t {
+        auto* x = static_cast<Args*>(p);
+        return static_cast<int64_t>(AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out));
+      },
+      &a);
 }
 
 namespace {

@@ -25,6 +25,11 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
 // Installs (once) the SIGBUS handler that guarded scans rely on.
 void InstallSigbusGuard();
 
+// Runs fn(arg) so that a SIGBUS from a file mapping shrinking under it returns
+// kShortRead instead of killing the process. fn must own no resources that
+// need unwinding (the fault returns by siglongjmp).
+int64_t RunGuarded(int64_t (*fn)(void*), void* arg);
+
 struct WritePacketJob {
   int fd;
   // Normal pages, back to back across several caller buffers (socket chunks).

@@ -3,15 +3,21 @@
 // raw DEFLATE (no zlib or gzip wrapper) with at most a 4 KiB history window,
 // so IAA hardware can decode it, or the raw page when its deflate would not
 // fit in page_size - 1 bytes (its length is then page_size). The receiver side
-// checks every length before it trusts it. This is the path used when no IAA
-// hardware (libqpl) is present, which is always the case in this build.
+// checks every length before it trusts it. Per page, QEMU's policy: the
+// hardware engine when there is one (a busy queue retried 3 times), then the
+// software path for that page, then the raw page; each call counts the pages
+// per path so a run says which path ran.
 #include <napi.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "common.h"
+#include "qpl_engine.h"
 
 namespace mfd {
 namespace {
@@ -35,6 +41,116 @@ struct Codecs {
 };
 thread_local Codecs t_codecs;
 
+// Retries of a busy hardware queue before the page takes the software path (QEMU's MAX_SUBMIT_RETRY_NUM).
+constexpr int kBusyRetries = 3;
+
+// The engine in use (null: software only). Engines are kept until exit, since
+// a pool thread may still hold the previous one.
+std::atomic<qpl::HwEngine*> g_engine{nullptr};
+std::mutex g_engines_lock;
+std::vector<std::unique_ptr<qpl::HwEngine>> g_engines;
+
+void SetEngine(std::unique_ptr<qpl::HwEngine> e) {
+  std::lock_guard<std::mutex> lock(g_engines_lock);
+  g_engine.store(e.get());
+  if (e) g_engines.push_back(std::move(e));
+}
+
+// A software stand-in for IAA in tests ("fake-iaa", never reported as
+// hardware): deflates like the software path, and answers busy or fails on
+// the pattern its options give (busy=N: N busy answers before each success;
+// error_every=K: every Kth job fails).
+class FakeEngine : public qpl::HwEngine {
+ public:
+  FakeEngine(unsigned busy, unsigned error_every) : busy_(busy), error_every_(error_every) {}
+  qpl::HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len, int* status) override {
+    qpl::HwStatus s = Gate(status);
+    if (s != qpl::HwStatus::kOk) return s;
+    z_stream& z = Deflater();
+    deflateReset(&z);
+    z.next_in = const_cast<Bytef*>(page);
+    z.avail_in = static_cast<uInt>(ps);
+    z.next_out = out;
+    z.avail_out = static_cast<uInt>(cap);
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) return qpl::HwStatus::kTooBig;
+    *len = cap - z.avail_out;
+    return qpl::HwStatus::kOk;
+  }
+  qpl::HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps, int* status) override {
+    qpl::HwStatus s = Gate(status);
+    if (s != qpl::HwStatus::kOk) return s;
+    uLongf n = ps;
+    z_stream z{};
+    inflateInit2(&z, -15);
+    z.next_in = const_cast<Bytef*>(in);
+    z.avail_in = static_cast<uInt>(len);
+    z.next_out = out;
+    z.avail_out = static_cast<uInt>(n);
+    const int rc = inflate(&z, Z_FINISH);
+    const bool ok = rc == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
+    inflateEnd(&z);
+    return ok ? qpl::HwStatus::kOk : qpl::HwStatus::kError;
+  }
+  const char* Name() const override { return "fake-iaa"; }
+  bool IsHardware() const override { return false; }
+
+ private:
+  qpl::HwStatus Gate(int* status) {
+    const uint64_t n = calls_.fetch_add(1);
+    if (busy_ > 0 && n % (busy_ + 1) != busy_) {
+      *status = 5;  // QPL_STS_QUEUES_ARE_BUSY_ERR
+      return qpl::HwStatus::kBusy;
+    }
+    const uint64_t job = jobs_.fetch_add(1) + 1;
+    if (error_every_ > 0 && job % error_every_ == 0) {
+      *status = 303;  // QPL_STS_INTL_PAGE_FAULT
+      return qpl::HwStatus::kError;
+    }
+    *status = 0;
+    return qpl::HwStatus::kOk;
+  }
+  static z_stream& Deflater() {
+    thread_local struct D {
+      z_stream z{};
+      D() { deflateInit2(&z, 1, Z_DEFLATED, -12, 8, Z_DEFAULT_STRATEGY); }
+      ~D() { deflateEnd(&z); }
+    } d;
+    return d.z;
+  }
+  unsigned busy_, error_every_;
+  std::atomic<uint64_t> calls_{0}, jobs_{0};
+};
+
+// Per-call counts: compress [hardware, software, raw, busy fallbacks, error fallbacks, busy retries];
+// decompress [hardware, software, raw, busy fallbacks, error fallbacks, busy retries].
+constexpr size_t kCounts = 6;
+enum { kHw, kSw, kRaw, kBusyFallback, kErrorFallback, kRetries };
+
+bool CountsArg(const Napi::CallbackInfo& info, size_t i, double** out) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[i].As<Napi::Float64Array>().ElementLength() < kCounts) {
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array(6) for counts").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = info[i].As<Napi::Float64Array>().Data();
+  for (size_t k = 0; k < kCounts; k++) (*out)[k] = 0;
+  return true;
+}
+
+// Runs an engine call with QEMU's busy policy; counts retries and the fallback reason.
+template <typename Call>
+qpl::HwStatus WithRetries(Call call, double* counts) {
+  qpl::HwStatus s = qpl::HwStatus::kBusy;
+  for (int attempt = 0; attempt <= kBusyRetries; attempt++) {
+    s = call();
+    if (s != qpl::HwStatus::kBusy) break;
+    if (attempt < kBusyRetries) counts[kRetries]++;
+  }
+  if (s == qpl::HwStatus::kBusy) counts[kBusyFallback]++;
+  if (s == qpl::HwStatus::kError) counts[kErrorFallback]++;
+  return s;
+}
+
 void PutBe32(uint8_t* p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 24);
   p[1] = static_cast<uint8_t>(v >> 16);
@@ -46,13 +162,14 @@ uint32_t GetBe32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-/* qplCompressPages(runs: Uint8Array[], pageSize, out) -> payload bytes written to out
+/* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(6)) -> payload bytes written to out
    (out needs 4 x pages + pages x pageSize bytes) */
 Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   size_t ps = 0;
   ByteSpans runs;
-  if (!RequireArgs(info, 3) || !RequireByteList(info, 0, "runs", &runs) || !RequireSize(info, 1, "pageSize", &ps) ||
-      !RequireBytes(info, 2, "out")) {
+  double* counts = nullptr;
+  if (!RequireArgs(info, 4) || !RequireByteList(info, 0, "runs", &runs) || !RequireSize(info, 1, "pageSize", &ps) ||
+      !RequireBytes(info, 2, "out") || !CountsArg(info, 3, &counts)) {
     return info.Env().Undefined();
   }
   size_t pages = 0;
@@ -79,10 +196,29 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   }
   uint8_t* lengths = out.Data();
   uint8_t* body = out.Data() + 4 * pages;
+  qpl::HwEngine* hw = g_engine.load();
   size_t k = 0;
   for (const auto& r : runs) {
     for (size_t off = 0; off < r.second; off += ps, k++) {
       const uint8_t* page = r.first + off;
+      if (hw != nullptr) {
+        size_t len = 0;
+        int st = 0;
+        const qpl::HwStatus hs = WithRetries([&] { return hw->Compress(page, ps, body, ps - 1, &len, &st); }, counts);
+        if (hs == qpl::HwStatus::kOk || hs == qpl::HwStatus::kTooBig) {
+          if (hs == qpl::HwStatus::kTooBig) {
+            std::memcpy(body, page, ps);  // incompressible on the device: the raw page
+            len = ps;
+            counts[kRaw]++;
+          } else {
+            counts[kHw]++;
+          }
+          PutBe32(lengths + 4 * k, static_cast<uint32_t>(len));
+          body += len;
+          continue;
+        }
+        // Busy past the retries, or failed: this page takes the software path.
+      }
       deflateReset(&c.def);
       c.def.next_in = const_cast<Bytef*>(page);
       c.def.avail_in = static_cast<uInt>(ps);
@@ -92,9 +228,11 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
       size_t len;
       if (rc == Z_STREAM_END) {
         len = ps - 1 - c.def.avail_out;
+        counts[kSw]++;
       } else {
         std::memcpy(body, page, ps);  // does not shrink: the raw page, length = page size
         len = ps;
+        counts[kRaw]++;
       }
       PutBe32(lengths + 4 * k, static_cast<uint32_t>(len));
       body += len;
@@ -103,12 +241,13 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(body - out.Data()));
 }
 
-/* qplDecompressPages(payload, normalPages, pageSize, out) -> bytes written (normalPages x pageSize);
-   throws with code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT naming what is wrong */
+/* qplDecompressPages(payload, normalPages, pageSize, out, counts: Float64Array(6)) -> bytes written
+   (normalPages x pageSize); throws with code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT naming what is wrong */
 Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   size_t normal = 0, ps = 0;
-  if (!RequireArgs(info, 4) || !RequireBytes(info, 0, "payload") || !RequireSize(info, 1, "normalPages", &normal) ||
-      !RequireSize(info, 2, "pageSize", &ps) || !RequireBytes(info, 3, "out", normal * ps)) {
+  double* counts = nullptr;
+  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "payload") || !RequireSize(info, 1, "normalPages", &normal) ||
+      !RequireSize(info, 2, "pageSize", &ps) || !RequireBytes(info, 3, "out", normal * ps) || !CountsArg(info, 4, &counts)) {
     return info.Env().Undefined();
   }
   auto in = info[0].As<Napi::Uint8Array>();
@@ -143,9 +282,15 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   for (size_t j = 0; j < normal; j++) {
     const uint32_t len = GetBe32(in.Data() + 4 * j);
     uint8_t* dst = out.Data() + j * ps;
+    qpl::HwEngine* hw = g_engine.load();
     if (len == ps) {
       std::memcpy(dst, body, ps);
+      counts[kRaw]++;
+    } else if (hw != nullptr &&
+               WithRetries([&] { int st = 0; return hw->Decompress(body, len, dst, ps, &st); }, counts) == qpl::HwStatus::kOk) {
+      counts[kHw]++;
     } else {
+      counts[kSw]++;
       inflateReset(&c.inf);
       c.inf.next_in = const_cast<Bytef*>(body);
       c.inf.avail_in = len;
@@ -164,11 +309,62 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(normal * ps));
 }
 
+Napi::Object EngineInfo(Napi::Env env, qpl::HwEngine* e) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", e->Name());
+  o.Set("hardware", e->IsHardware());
+  return o;
+}
+
+/* qplHardwareOpen() -> { ok, name?, hardware?, reason, version }: probes IAA once per process (QEMU's probe) */
+Napi::Value QplHardwareOpen(const Napi::CallbackInfo& info) {
+  static std::once_flag once;
+  static std::string why;
+  static bool ok = false;
+  std::call_once(once, [] {
+    std::unique_ptr<qpl::HwEngine> e = qpl::OpenQplHardware(&why);
+    ok = e != nullptr;
+    if (ok) SetEngine(std::move(e));
+  });
+  qpl::HwEngine* e = g_engine.load();
+  Napi::Object o = ok && e != nullptr ? EngineInfo(info.Env(), e) : Napi::Object::New(info.Env());
+  o.Set("ok", ok);
+  o.Set("reason", ok ? "qpl_init_job on the hardware path succeeded" : why);
+  o.Set("version", qpl::QplLibraryVersion());
+  return o;
+}
+
+/* _qplSetFakeEngine("busy=N,error_every=K" | null): installs the test engine, or none */
+Napi::Value QplSetFakeEngine(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || info[0].IsNull()) {
+    SetEngine(nullptr);
+    return info.Env().Undefined();
+  }
+  if (!info[0].IsString()) {
+    Napi::TypeError::New(info.Env(), "Expected options or null").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const std::string opts = info[0].As<Napi::String>();
+  unsigned busy = 0, error_every = 0;
+  std::sscanf(opts.c_str(), "busy=%u,error_every=%u", &busy, &error_every);
+  SetEngine(std::make_unique<FakeEngine>(busy, error_every));
+  return EngineInfo(info.Env(), g_engine.load());
+}
+
+/* qplEngine() -> { name, hardware } | null */
+Napi::Value QplEngine(const Napi::CallbackInfo& info) {
+  qpl::HwEngine* e = g_engine.load();
+  return e == nullptr ? info.Env().Null() : Napi::Value(EngineInfo(info.Env(), e));
+}
+
 }  // namespace
 
 void InitQplCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("qplCompressPages", Napi::Function::New(env, QplCompressPages, "qplCompressPages"));
   exports.Set("qplDecompressPages", Napi::Function::New(env, QplDecompressPages, "qplDecompressPages"));
+  exports.Set("qplHardwareOpen", Napi::Function::New(env, QplHardwareOpen, "qplHardwareOpen"));
+  exports.Set("qplEngine", Napi::Function::New(env, QplEngine, "qplEngine"));
+  exports.Set("_qplSetFakeEngine", Napi::Function::New(env, QplSetFakeEngine, "_qplSetFakeEngine"));
 }
 
 }  // namespace mfd

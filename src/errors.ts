@@ -21,6 +21,8 @@ export const ExitCode = {
   IO: 6,
   /** The peer reported a failure of its own. */
   REMOTE: 7,
+  /** A hardware accelerator asked for is missing or unusable, or fell back under --require-hardware. */
+  ACCEL: 8,
   /** Interrupted by a signal (SIGINT/SIGTERM). */
   INTERRUPTED: 130,
 } as const;
@@ -100,6 +102,13 @@ export class RemoteError extends MfdError {
   constructor(side: 'sender' | 'receiver', remoteCode: string, message: string) {
     super('ERR_REMOTE', `${side} failed: ${message} [${remoteCode}]`, ExitCode.REMOTE);
     this.remoteCode = remoteCode;
+  }
+}
+
+/** An accelerator (IAA, QAT, DSA) asked for is missing, or fell back under --require-hardware. */
+export class AccelError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.ACCEL, place);
   }
 }
 

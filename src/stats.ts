@@ -1,3 +1,5 @@
+import { formatPathCounts, type PathCounts } from './accel/paths.js';
+
 /**
  * Run statistics shaped like QEMU's query-migrate `ram` block: total time,
  * throughput in Mbps on the wire, pages per second, normal and zero pages,
@@ -28,6 +30,8 @@ export interface RunStats {
   zeroPageDetection: string;
   /** Which zero-page implementation ran on this side (e.g. cpu-avx2). */
   zeroPagePath: string;
+  /** Packets and pages per path (hardware, software, raw) and fallbacks by reason, all channels. */
+  paths: { compression: PathCounts; zeroPage: PathCounts };
   channels: number;
   pageSize: number;
   ramblocks: { name: string; size: number; path: string; digest: string }[];
@@ -50,7 +54,7 @@ export interface RunStats {
 }
 
 export function buildStats(
-  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'pageSize' | 'ramblocks'>,
+  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'paths' | 'pageSize' | 'ramblocks'>,
   counters: ChannelCounters[],
   startNs: bigint,
 ): RunStats {
@@ -106,6 +110,8 @@ export function formatStats(s: RunStats): string {
   const lines = [
     `${s.side === 'send' ? 'sent' : 'received'}: ${s.ramblocks.length} ramblock(s), ${formatBytes(s.imageBytes)} in ${(s.totalTimeMs / 1000).toFixed(3)} s, status ${s.status}`,
     `  method: compression=${s.compression} (${s.compressionPath}) zero-page-detection=${s.zeroPageDetection} (${s.zeroPagePath}), channels=${s.channels}, page size=${s.pageSize}`,
+    `  compression paths: ${formatPathCounts(s.paths.compression)}`,
+    ...(s.side === 'send' ? [`  zero-page paths: ${formatPathCounts(s.paths.zeroPage)}`] : []),
     `  throughput: ${s.mbps.toFixed(2)} Mbps on the wire, ${formatBytes(s.imageBytesPerSec)}/s of image, ${s.pagesPerSecond} pages/s`,
     `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
     `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,

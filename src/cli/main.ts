@@ -33,6 +33,7 @@ Exit codes:
   5    verification failed: digest, packet count or page coverage mismatch
   6    I/O error reading an image or writing an output
   7    the peer reported a failure of its own
+  8    a hardware accelerator is missing, or fell back under --require-hardware
   130  interrupted (SIGINT/SIGTERM)`;
 
 export function buildProgram(ctx: CommandContext): Command {

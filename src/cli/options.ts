@@ -13,6 +13,16 @@ export function intInRange(flag: string, min: number, max: number): (v: string) 
   };
 }
 
+/** QEMU's boolean parameter values: on|off (also true|false, yes|no). */
+export function onOff(flag: string): (v: string) => boolean {
+  return (v: string) => {
+    const s = v.trim().toLowerCase();
+    if (['on', 'true', 'yes'].includes(s)) return true;
+    if (['off', 'false', 'no'].includes(s)) return false;
+    throw new InvalidArgumentError(`Expected on or off for ${flag} but received "${v}".`);
+  };
+}
+
 export function commonOptions(): Option[] {
   return [
     new Option('--json', 'print the final summary (or the failure) as one JSON object on stdout'),

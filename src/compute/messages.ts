@@ -1,9 +1,10 @@
 /** Messages between the main thread and compute workers (src/compute/worker.ts). */
 import type { MethodParams } from '../methods/method.js';
+import type { PathCounts } from '../accel/paths.js';
 
 export type ToWorker =
-  | { op: 'send-setup'; channel: number; method: string; pageSize: number; params: MethodParams; detector: string }
-  | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams }
+  | { op: 'send-setup'; channel: number; method: string; pageSize: number; params: MethodParams; detector: string; accelPaths: string[]; requireHardware: boolean }
+  | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams; requireHardware: boolean }
   /** Load, analyse and compress one packet of an image (the worker maps the file through the shared fd). */
   | { op: 'packet'; channel: number; fd: number; path: string; size: number; offset: number; pages: number }
   /** Decode one packet's payload (transferred) into its normal pages. */
@@ -15,10 +16,13 @@ export interface PacketReply {
   zero: Uint8Array;
   crc: Uint32Array;
   payload: Uint8Array[];
+  /** Path counts of this packet (the worker's tallies since the last reply). */
+  paths: { compression: PathCounts; zeroPage: PathCounts };
 }
 
 export interface DecodeReply {
   pages: Uint8Array[];
+  paths: PathCounts;
 }
 
 export interface SerializedError {

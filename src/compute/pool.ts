@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ConnectionError, IoError, MfdError, ProtocolError, VerifyError, ExitCode } from '../errors.js';
+import { AccelError, ConnectionError, IoError, MfdError, ProtocolError, VerifyError, ExitCode } from '../errors.js';
 import type { FromWorker, SerializedError, ToWorker } from './messages.js';
 
 // Always the compiled worker (dist/), also when the caller runs from sources.
@@ -74,6 +74,8 @@ function revive(e: SerializedError): Error {
       return new ConnectionError(e.code, e.message, place);
     case 'IoError':
       return new IoError(e.code, e.message);
+    case 'AccelError':
+      return new AccelError(e.code, e.message, place);
     default:
       return new MfdError(e.code, e.message, (e.exitCode as (typeof ExitCode)[keyof typeof ExitCode]) ?? ExitCode.INTERNAL, place);
   }

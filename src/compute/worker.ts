@@ -5,7 +5,8 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { getMethod, type MethodReceiver, type MethodSender } from '../methods/index.js';
-import { getDetector, type ZeroPageDetector } from '../zero-page/index.js';
+import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
+import { PathTally } from '../accel/paths.js';
 import { ImageSource } from '../sender/image-source.js';
 import { MfdError } from '../errors.js';
 import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
@@ -14,31 +15,41 @@ import type { FromWorker, PacketReply, ToWorker } from './messages.js';
 
 interface SendState {
   method: MethodSender;
-  detector: ZeroPageDetector;
+  scanner: ZeroPageScanner;
+  methodTally: PathTally;
+  zeroTally: PathTally;
   pageSize: number;
   /** Scratch for packets read rather than mapped (allocated on first use). */
   slab: Uint8Array | null;
 }
 
 const senders = new Map<number, SendState>();
-const receivers = new Map<number, MethodReceiver>();
+const receivers = new Map<number, { method: MethodReceiver; tally: PathTally }>();
 const images = new Map<number, ImageSource>();
 
 async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
   switch (m.op) {
     case 'send-setup': {
       const method = getMethod(m.method);
+      const methodTally = new PathTally(`${method.name} compression`, m.requireHardware);
+      const detector = getDetector(m.detector);
+      const zeroTally = new PathTally(`${detector.name} zero-page detection`, m.requireHardware);
       senders.set(m.channel, {
-        method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params }),
-        detector: getDetector(m.detector),
+        method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally: methodTally }),
+        scanner: detector.open({ channel: m.channel, accelPaths: m.accelPaths, requireHardware: m.requireHardware, tally: zeroTally }),
+        methodTally,
+        zeroTally,
         pageSize: m.pageSize,
         slab: null,
       });
       return { value: null, transfer: [] };
     }
-    case 'recv-setup':
-      receivers.set(m.channel, getMethod(m.method).recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params }));
+    case 'recv-setup': {
+      const method = getMethod(m.method);
+      const tally = new PathTally(`${method.name} decompression`, m.requireHardware);
+      receivers.set(m.channel, { method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }), tally });
       return { value: null, transfer: [] };
+    }
     case 'packet': {
       const s = senders.get(m.channel)!;
       let img = images.get(m.fd);
@@ -51,10 +62,10 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         const n = pageCount(s.pageSize);
         const zero = new Uint8Array(n);
         const crc = new Uint32Array(n);
-        const zeros = await s.detector.analyse(pages, s.pageSize, m.pages, zero, crc);
+        const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc);
         const runs = pageRuns(pages, zero, m.pages, s.pageSize);
         const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
-        const reply: PacketReply = { zeros, zero, crc, payload };
+        const reply: PacketReply = { zeros, zero, crc, payload, paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() } };
         return { value: reply, transfer: transferable(payload) };
       } finally {
         release();
@@ -62,12 +73,12 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
     }
     case 'decode': {
       const r = receivers.get(m.channel)!;
-      const pages = await r.recv([new Uint8Array(m.payload)], m.normal, m.packetNum);
-      return { value: { pages }, transfer: transferable(pages) };
+      const pages = await r.method.recv([new Uint8Array(m.payload)], m.normal, m.packetNum);
+      return { value: { pages, paths: r.tally.take() }, transfer: transferable(pages) };
     }
     case 'cleanup':
       senders.get(m.channel)?.method.cleanup();
-      receivers.get(m.channel)?.cleanup();
+      receivers.get(m.channel)?.method.cleanup();
       senders.delete(m.channel);
       receivers.delete(m.channel);
       return { value: null, transfer: [] };

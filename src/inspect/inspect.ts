@@ -7,6 +7,7 @@
  * next_packet_size says, an empty ramblock name is fine on a packet without
  * pages, and a SYNC flag may ride on a data packet (QEMU <= 8.2).
  */
+import { PathTally } from '../accel/paths.js';
 import fs from 'node:fs';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
 import { decodePacketHeader } from '../wire/packet.js';
@@ -114,7 +115,7 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
       const payload = buf.subarray(payloadAt, payloadAt + payloadLen);
       if (sink && method && normal > 0) {
         let dec = decoders.get(flag);
-        if (!dec) decoders.set(flag, (dec = method.recvSetup({ channel: init.id, pageSize, params: method.params({}) })));
+        if (!dec) decoders.set(flag, (dec = method.recvSetup({ channel: init.id, pageSize, params: method.params({}), tally: new PathTally(`${method.name} decompression`) })));
         try {
           const out = Buffer.concat(await dec.recv([payload], normal, h.packetNum));
           for (let j = 0; j < normal; j++) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);

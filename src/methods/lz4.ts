@@ -27,17 +27,21 @@ export const lz4: CompressionMethod = {
   offload: true,
   options: [],
   exactPayload: false,
+  hardware: null,
   path: () => 'software: lz4_flex (lz4-napi)',
   maxPayload: (normalPages, pageSize) => bound(normalPages * pageSize),
   params(user) {
     lz4Napi();
     return checkParams('lz4', [], user);
   },
-  sendSetup: () => ({
-    prepare: (pages) => [lz4Napi().compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))],
+  sendSetup: ({ tally }) => ({
+    prepare(pages, normalPages) {
+      tally.add('software', normalPages);
+      return [lz4Napi().compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))];
+    },
     cleanup() {},
   }),
-  recvSetup: ({ channel, pageSize }) => ({
+  recvSetup: ({ channel, pageSize, tally }) => ({
     recv(payload, normalPages, packetNum) {
       const want = normalPages * pageSize;
       const buf = payload.length === 1 ? Buffer.from(payload[0]!.buffer, payload[0]!.byteOffset, payload[0]!.length) : Buffer.concat(payload);
@@ -50,6 +54,7 @@ export const lz4: CompressionMethod = {
         throw decodeError('lz4', e, channel, packetNum);
       }
       if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+      tally.add('software', normalPages);
       return [out];
     },
     cleanup() {},

@@ -12,6 +12,8 @@
  * is why both calls are made in channel order and never shared by channels.
  */
 
+import type { PathTally } from '../accel/paths.js';
+
 /** Parameters both sides agree on in the hello (levels and the like). */
 export type MethodParams = Record<string, number | string | boolean>;
 
@@ -19,6 +21,18 @@ export interface MethodSetup {
   channel: number;
   pageSize: number;
   params: MethodParams;
+  /**
+   * The channel's path counts: prepare() and recv() add every packet's pages
+   * under the path that handled them, and every fallback with its reason.
+   * Made with requireHardware, a fallback throws (--require-hardware).
+   */
+  tally: PathTally;
+}
+
+export interface PathOptions {
+  params: MethodParams;
+  /** --require-hardware: throw AccelError naming what is missing instead of taking a software path. */
+  requireHardware: boolean;
 }
 
 export interface MethodSender {
@@ -54,9 +68,11 @@ export interface MethodOption {
   flag: string;
   /** Key in MethodParams. */
   key: string;
+  /** "int" (min..max) or "bool" (on|off on the command line, as QEMU's boolean parameters). */
+  type?: 'int' | 'bool';
   min: number;
   max: number;
-  default: number;
+  default: number | boolean;
   description: string;
 }
 
@@ -80,8 +96,15 @@ export interface CompressionMethod {
   readonly options: MethodOption[];
   /** True when next_packet_size must be exactly normalPages x pageSize. */
   readonly exactPayload: boolean;
-  /** Which implementation runs, for the run summary (e.g. "software: zlib 1.3.1"); never hides a fallback. */
-  path(): string;
+  /** The accelerator the method can use (e.g. "Intel IAA through QPL"), or null for software-only methods. */
+  readonly hardware: string | null;
+  /**
+   * Which implementation this process will run, for the run summary (e.g.
+   * "software: zlib 1.3.1"); never hides a fallback. Called on the main
+   * thread before any page moves; throws AccelError when hardware is required
+   * (or its software fallback is switched off) and missing.
+   */
+  path(o: PathOptions): string;
   /** Largest next_packet_size the receiver accepts for `normalPages` pages. */
   maxPayload(normalPages: number, pageSize: number): number;
   /**

@@ -12,20 +12,25 @@ export const none: CompressionMethod = {
   offload: false,
   options: [],
   exactPayload: true,
+  hardware: null,
   path: () => 'no compression',
   maxPayload: (normalPages, pageSize) => normalPages * pageSize,
   params: (user) => checkParams('none', [], user),
-  sendSetup: () => ({
-    prepare: (pages) => pages,
+  sendSetup: ({ tally }) => ({
+    prepare(pages, normalPages) {
+      tally.add('uncompressed', normalPages);
+      return pages;
+    },
     cleanup() {},
   }),
-  recvSetup: ({ channel, pageSize }) => ({
+  recvSetup: ({ channel, pageSize, tally }) => ({
     recv(payload, normalPages, packetNum) {
       const want = normalPages * pageSize;
       const got = payload.reduce((a, p) => a + p.length, 0);
       if (got !== want) {
         throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
       }
+      tally.add('uncompressed', normalPages);
       return payload;
     },
     cleanup() {},

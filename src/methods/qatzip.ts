@@ -1,16 +1,20 @@
 /**
  * qatzip (flag 0x20), in QEMU's multifd-qatzip wire format: the packet's
  * normal pages as one buffer, compressed to gzip members. QEMU runs it on
- * Intel QAT through QATzip; this build has no libqatzip, so the software path
+ * Intel QAT through QATzip: when the addon was built with QATzip and a
+ * hardware session comes up, one qzCompress per packet runs on QAT. Otherwise
+ * (and only if --qatzip-sw-fallback is on, the default) the software path
  * emits what QAT hardware does: one member per 64 KiB of input, each carrying
  * QATzip's 24-byte 'QZ' extended header (src_sz, dest_sz), so a QATzip receiver
  * on real hardware decodes it. Packets are self-contained. The receiver decodes
  * any number of members, plain gzip included, and checks the total size.
  */
 import zlib from 'node:zlib';
-import { ProtocolError } from '../errors.js';
+import { AccelError, ProtocolError } from '../errors.js';
+import { native } from '../native/load.js';
+import type { PathTally } from '../accel/paths.js';
 import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
-import type { CompressionMethod } from './method.js';
+import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 
@@ -19,7 +23,36 @@ export const QZ_CHUNK = 64 * 1024;
 const QZ_HEADER = 24;
 const GZIP_TRAILER = 8;
 
-const options = [{ flag: 'qatzip-level', key: 'level', min: 1, max: 9, default: 1, description: "qatzip level (QEMU's multifd-qatzip-level)" }];
+const HARDWARE = 'Intel QAT through QATzip';
+const options: MethodOption[] = [
+  { flag: 'qatzip-level', key: 'level', min: 1, max: 9, default: 1, description: "qatzip level (QEMU's multifd-qatzip-level)" },
+  {
+    flag: 'qatzip-sw-fallback',
+    key: 'swFallback',
+    type: 'bool',
+    min: 0,
+    max: 1,
+    default: true,
+    description: 'without a QAT hardware session, compress in software (same wire format); off: fail instead',
+  },
+];
+
+/**
+ * This thread's QAT session, or why there is none; throws when there is none
+ * and neither the software fallback nor a software-only run is allowed.
+ */
+function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string } {
+  const s = native.qatzipHardwareOpen(params.level as number);
+  if (s.ok) return s;
+  if (requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
+  if (params.swFallback === false) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
+  return s;
+}
+
+function countSoftware(tally: PathTally, pages: number, reason: string): void {
+  tally.add('software', pages);
+  tally.fallback('no-device', pages, `no QAT session (${reason})`);
+}
 
 /** One QZ-extended gzip member for `chunk`. */
 export function qzMember(chunk: Uint8Array, level: number): Buffer {
@@ -41,41 +74,70 @@ export const qatzip: CompressionMethod = {
   name: 'qatzip',
   flag: MULTIFD_FLAG_QATZIP,
   qemuCompatible: true,
-  description: 'gzip members with QATzip headers, one per 64 KiB (QEMU multifd-qatzip); software path, no QAT in this build',
+  description: 'gzip members with QATzip headers, one per 64 KiB (QEMU multifd-qatzip): QAT when present, software path otherwise',
   offload: true,
   options,
   exactPayload: false,
-  path: () => 'software gzip with QZ headers: this build has no libqatzip, so QAT hardware is never used',
+  hardware: HARDWARE,
+  path({ params, requireHardware }) {
+    const s = session(params, requireHardware);
+    return s.ok ? `QAT (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet` : `software gzip members with QZ headers: ${s.reason}`;
+  },
   // QEMU's qatzip receiver refuses more than 1 MiB; stored deflate of 512 KiB plus headers stays far below.
   maxPayload: (normalPages, pageSize) => Math.min(1 << 20, normalPages * pageSize + 1024 + Math.ceil((normalPages * pageSize) / QZ_CHUNK) * 64),
   params: (user) => checkParams('qatzip', options, user),
-  sendSetup: ({ params }) => ({
-    prepare(pages) {
-      const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
-      const members: Buffer[] = [];
-      for (let at = 0; at < all.length; at += QZ_CHUNK) members.push(qzMember(all.subarray(at, at + QZ_CHUNK), params.level as number));
-      return members;
-    },
-    cleanup() {},
-  }),
-  recvSetup: ({ channel, pageSize }) => ({
-    recv(payload, normalPages, packetNum) {
-      const want = normalPages * pageSize;
-      let out: Buffer;
-      try {
-        // gunzip reads every member; the bound stops a payload that inflates past the packet's pages.
-        out = zlib.gunzipSync(payload.length === 1 ? payload[0]! : Buffer.concat(payload), { maxOutputLength: want });
-      } catch (e) {
-        if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
-          throw new ProtocolError('ERR_PAYLOAD_SIZE', `qatzip payload decodes to more than ${want} bytes`, { channel, packetNum });
+  sendSetup: ({ params, tally }) => {
+    const s = session(params, tally.requireHardware);
+    return {
+      prepare(pages, normalPages) {
+        const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
+        if (s.ok) {
+          const out = Buffer.allocUnsafeSlow(all.length + 1024 + Math.ceil(all.length / QZ_CHUNK) * 64);
+          const n = native.qatzipCompress(all, out);
+          tally.add('qat', normalPages);
+          return [out.subarray(0, n)];
         }
-        throw decodeError('qatzip', e, channel, packetNum);
-      }
-      if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
-      return [out];
-    },
-    cleanup() {},
-  }),
+        countSoftware(tally, normalPages, s.reason);
+        const members: Buffer[] = [];
+        for (let at = 0; at < all.length; at += QZ_CHUNK) members.push(qzMember(all.subarray(at, at + QZ_CHUNK), params.level as number));
+        return members;
+      },
+      cleanup() {},
+    };
+  },
+  recvSetup: ({ channel, pageSize, params, tally }) => {
+    // A QATzip receiver always has its software path (QEMU's sw_backup = 1): the sender's
+    // --qatzip-sw-fallback does not bind the receiver.
+    const s = session({ ...params, swFallback: true }, tally.requireHardware);
+    return {
+      recv(payload, normalPages, packetNum) {
+        const want = normalPages * pageSize;
+        const input = payload.length === 1 ? payload[0]! : Buffer.concat(payload);
+        let out: Buffer;
+        try {
+          if (s.ok) {
+            out = Buffer.allocUnsafeSlow(want);
+            const n = native.qatzipDecompress(input, out);
+            if (n !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${n}, size expected ${want}`, { channel, packetNum });
+            tally.add('qat', normalPages);
+            return [out];
+          }
+          // gunzip reads every member; the bound stops a payload that inflates past the packet's pages.
+          out = zlib.gunzipSync(input, { maxOutputLength: want });
+        } catch (e) {
+          if (e instanceof ProtocolError) throw e;
+          if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+            throw new ProtocolError('ERR_PAYLOAD_SIZE', `qatzip payload decodes to more than ${want} bytes`, { channel, packetNum });
+          }
+          throw decodeError('qatzip', e, channel, packetNum);
+        }
+        if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+        countSoftware(tally, normalPages, s.reason);
+        return [out];
+      },
+      cleanup() {},
+    };
+  },
 };
 
 registerMethod(qatzip);

@@ -42,6 +42,11 @@ export function checkParams(method: string, options: MethodOption[], user: Metho
   }
   for (const o of options) {
     const v = user[o.key] ?? o.default;
+    if (o.type === 'bool') {
+      if (typeof v !== 'boolean') throw new UsageError(`Expected on or off for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+      out[o.key] = v;
+      continue;
+    }
     if (typeof v !== 'number' || !Number.isInteger(v) || v < o.min || v > o.max) {
       throw new UsageError(`Expected an integer in ${o.min}..${o.max} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
     }

@@ -22,20 +22,22 @@ export const zlib: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
+  hardware: null,
   path: () => `software: zlib ${native.zlibVersion}`,
   maxPayload: (normalPages, pageSize) => native.zlibCompressBound(normalPages * pageSize),
   params: (user) => checkParams('zlib', options, user),
-  sendSetup({ pageSize, params }) {
+  sendSetup({ pageSize, params, tally }) {
     const z = new native.ZlibStream(false, params.level as number);
     return {
       prepare(pages, normalPages) {
         const out = Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
+        tally.add('software', normalPages);
         return [out.subarray(0, z.deflatePages(pages, pageSize, out))];
       },
       cleanup: () => z.close(),
     };
   },
-  recvSetup({ channel, pageSize }) {
+  recvSetup({ channel, pageSize, tally }) {
     const z = new native.ZlibStream(true, 0);
     return {
       recv(payload, normalPages, packetNum) {
@@ -48,6 +50,7 @@ export const zlib: CompressionMethod = {
           throw decodeError('zlib', e, channel, packetNum);
         }
         if (got !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        tally.add('software', normalPages);
         return [out];
       },
       cleanup: () => z.close(),

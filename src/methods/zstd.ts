@@ -25,13 +25,14 @@ export const zstd: CompressionMethod = {
   offload: true,
   options,
   exactPayload: false,
+  hardware: null,
   path: () => `software: zstd ${zstdNapi().versionString()} (zstd-napi)`,
   maxPayload: (normalPages, pageSize) => zstdNapi().compressBound(normalPages * pageSize) + 64,
   params(user) {
     zstdNapi();
     return checkParams('zstd', options, user);
   },
-  sendSetup({ pageSize, params }) {
+  sendSetup({ pageSize, params, tally }) {
     const { CCtx, CParameter, EndDirective, compressBound } = zstdNapi();
     const c = new CCtx();
     c.setParameter(CParameter.compressionLevel, params.level as number);
@@ -53,12 +54,13 @@ export const zstd: CompressionMethod = {
             }
           }
         }
+        tally.add('software', normalPages);
         return [out.subarray(0, produced)];
       },
       cleanup() {},
     };
   },
-  recvSetup({ channel, pageSize }) {
+  recvSetup({ channel, pageSize, tally }) {
     const d = new (zstdNapi().DCtx)();
     return {
       recv(payload, normalPages, packetNum) {
@@ -82,6 +84,7 @@ export const zstd: CompressionMethod = {
           throw decodeError('zstd', e, channel, packetNum);
         }
         if (got !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        tally.add('software', normalPages);
         return [out];
       },
       cleanup() {},

@@ -17,6 +17,17 @@ export interface ZlibStream {
   close(): void;
 }
 
+/** What a DSA work queue (or the fake) offers. */
+export interface DsaQueueInfo {
+  id: number;
+  /** "enqcmd", "movdir64b", "write" or "fake". */
+  submission: string;
+  /** False for the fake queue. */
+  hardware: boolean;
+  batches: boolean;
+  maxBatch: number;
+}
+
 export interface MfdBinding {
   ZlibStream: new (inflate: boolean, level: number) => ZlibStream;
   zlibVersion: string;
@@ -59,10 +70,45 @@ export interface MfdBinding {
     cb: (err: Error | null, result: number, badPage: number) => void,
   ): void;
   crc32c(bytes: Uint8Array): number;
-  /** qpl software path: BE u32 length per page, then raw deflate (4 KiB window) or the raw page. Returns bytes written. */
-  qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array): number;
-  /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. */
-  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array): number;
+  /**
+   * qpl format: BE u32 length per page, then raw deflate (4 KiB window) or the raw page; IAA (or the
+   * fake engine) first when there is one. Returns bytes written; counts gets [hardware, software,
+   * raw, busy fallbacks, error fallbacks, busy retries].
+   */
+  qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array, counts: Float64Array): number;
+  /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. Counts as above. */
+  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array, counts: Float64Array): number;
+  /** Probes IAA once per process (qpl_init_job on the hardware path); reason says why not. */
+  qplHardwareOpen(): { ok: boolean; reason: string; version: string; name?: string; hardware?: boolean };
+  /** The engine in use, or null (software only). */
+  qplEngine(): { name: string; hardware: boolean } | null;
+  /** Tests: installs the fake IAA engine ("busy=N,error_every=K"), or removes any engine (null). */
+  _qplSetFakeEngine(options: string | null): { name: string; hardware: boolean } | undefined;
+  /** Opens this thread's QATzip hardware session at `level`; ok only for a hardware session. */
+  qatzipHardwareOpen(level: number): { ok: boolean; reason: string; version: string };
+  /** One qzCompress of the packet (hardware session only); returns bytes written. */
+  qatzipCompress(data: Uint8Array, out: Uint8Array): number;
+  qatzipDecompress(payload: Uint8Array, out: Uint8Array): number;
+  /** Opens (once per process and spec) "dsa:/dev/dsa/wqX.Y" or "fake:opts"; throws (code ERR_DSA_OPEN) with the reason. */
+  dsaOpen(spec: string, sysfsRoot: string): DsaQueueInfo;
+  /**
+   * One packet's zero check on the queue, CPU for what it does not finish, CRC-32C per page. counts
+   * gets [device, page-fault, descriptor-error, queue-busy, device-failed, retries, batches, descriptors].
+   */
+  dsaScan(
+    id: number,
+    pages: Uint8Array,
+    pageSize: number,
+    pageCount: number,
+    zeroOut: Uint8Array,
+    crcOut: Uint32Array,
+    counts: Float64Array,
+    timeoutMs: number,
+    cb: (err: Error | null, zerosOrCode: number) => void,
+  ): void;
+  dsaStatus(id: number): { failed: boolean; reason: string };
+  /** Opens a fresh queue and completes a NOOP on it: the real probe. */
+  dsaProbe(spec: string, sysfsRoot: string, timeoutMs: number): Partial<Omit<DsaQueueInfo, 'id'>> & { ok: boolean; reason: string };
   zeroPageAccels(): string[];
   zeroPageAccel(): string;
   _setZeroPageAccel(name: string): boolean;

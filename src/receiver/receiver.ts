@@ -24,6 +24,7 @@ import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } f
 import { Output } from './output.js';
 import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
+import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import type { DecodeReply } from '../compute/messages.js';
 
 export interface RecvOptions {
@@ -44,6 +45,8 @@ export interface RecvOptions {
   dumpStreams?: string;
   /** Idle time after which a silent channel fails the migration. */
   timeoutMs?: number;
+  /** A decoder falling back from hardware is an error (--require-hardware). */
+  requireHardware?: boolean;
   onListening?: (address: net.AddressInfo) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -70,6 +73,9 @@ class Migration {
   private uuid: Uint8Array | null = null;
   private method: CompressionMethod | null = null;
   private params: MethodParams = {};
+  /** Pages per decode path, all channels. */
+  private tally: PathTally | null = null;
+  private compressionPath = '';
   private readonly receivers: MethodReceiver[] = [];
   private compute: ComputePool | null = null;
   private readonly blocks = new Map<string, TargetBlock>();
@@ -185,6 +191,9 @@ class Migration {
       throw new ProtocolError('ERR_HELLO_METHOD', `hello: ${(e as Error).message}`);
     }
     if (hello.digest !== DIGEST_ALGORITHM) throw new ProtocolError('ERR_HELLO_DIGEST', `hello: digest received "${hello.digest}", expected "${DIGEST_ALGORITHM}"`);
+    const requireHardware = this.opts.requireHardware ?? false;
+    this.compressionPath = method.path({ params: this.params, requireHardware });
+    this.tally = new PathTally(`${method.name} decompression`, requireHardware);
     const map = this.opts.outputMap ?? new Map<string, string>();
     for (const name of map.keys()) {
       if (!hello.ramblocks.some((b) => b.name === name)) {
@@ -261,7 +270,7 @@ class Migration {
   private decoder(channel: number, method: CompressionMethod, pageSize: number): Decoder {
     const compute = this.compute;
     if (!compute) {
-      const receiver = method.recvSetup({ channel, pageSize, params: this.params });
+      const receiver = method.recvSetup({ channel, pageSize, params: this.params, tally: this.tally! });
       this.receivers.push(receiver);
       // One decode at a time, in arrival order (a method's recv may be asynchronous).
       let chain: Promise<unknown> = Promise.resolve();
@@ -274,7 +283,10 @@ class Migration {
       };
     }
     // Messages reach the worker in order (setup first), and it handles them in order.
-    compute.call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params: this.params }).catch((e) => this.fail(e));
+    compute
+      .call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params: this.params, requireHardware: this.tally!.requireHardware })
+      .catch((e) => this.fail(e));
+    const tally = this.tally!;
     return {
       async decode(payload, normal, packetNum) {
         // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.
@@ -286,6 +298,7 @@ class Migration {
           at += p.length;
         }
         const r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: buf.buffer, normal, packetNum }, [buf.buffer]);
+        tally.merge(r.paths);
         return r.pages;
       },
     };
@@ -359,9 +372,10 @@ class Migration {
         side: 'recv',
         uuid: hello.uuid,
         compression: this.method!.name,
-        compressionPath: this.method!.path(),
+        compressionPath: this.compressionPath,
         zeroPageDetection: hello.zeroPageDetection,
         zeroPagePath: 'sender',
+        paths: { compression: this.tally!.counts, zeroPage: emptyPathCounts() },
         pageSize: hello.pageSize,
         ramblocks: hello.ramblocks.map((b) => ({ name: b.name, size: b.size, path: this.blocks.get(b.name)!.output.finalPath, digest: this.blocks.get(b.name)!.digest.hex() })),
       },

@@ -10,10 +10,11 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, IoError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { ConnectionError, IoError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
-import { getDetector, type ZeroPageDetector } from '../zero-page/index.js';
+import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
+import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
+import { PathTally } from '../accel/paths.js';
 import { BlockDigest } from '../digest.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
@@ -41,6 +42,10 @@ export interface SendOptions {
   compression: string;
   methodParams: MethodParams;
   zeroPageDetection: string;
+  /** Accelerator devices (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */
+  accelPaths?: string[];
+  /** Any fallback from a hardware path is an error (--require-hardware). */
+  requireHardware?: boolean;
   logger: Logger;
   /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
   threads?: number;
@@ -73,6 +78,10 @@ interface DataChannel {
   socket: Socket;
   /** The method's state when it runs inline; offloaded methods keep theirs in the channel's worker. */
   method: MethodSender | null;
+  /** The zero-page scanner when it runs inline (else in the worker). */
+  scanner: ZeroPageScanner | null;
+  methodTally: PathTally;
+  zeroTally: PathTally;
   counters: ChannelCounters;
   pool: SlabPool;
 }
@@ -83,6 +92,16 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const method = getMethod(opts.compression);
   const detector = getDetector(opts.zeroPageDetection);
   const params = method.params(opts.methodParams);
+  const accelPaths = opts.accelPaths ?? [];
+  const requireHardware = opts.requireHardware ?? false;
+  if (requireHardware && !method.hardware && !detector.hardware) {
+    const hw = [...listMethods().filter((m) => getMethod(m).hardware).map((m) => `--compression ${m}`), ...listDetectors().filter((d) => getDetector(d).hardware).map((d) => `--zero-page-detection ${d}`)];
+    throw new UsageError(`--require-hardware needs a backend that uses hardware: ${hw.join(', ')}`);
+  }
+  if (accelPaths.length > 0 && !detector.hardware) throw new UsageError(`--accel-path is for a hardware zero-page backend (${listDetectors().filter((d) => getDetector(d).hardware).join(', ')}), not --zero-page-detection ${detector.name}`);
+  // Which path each backend takes, decided (and refused under --require-hardware) before anything connects.
+  const compressionPath = method.path({ params, requireHardware });
+  const zeroPagePath = detector.check({ accelPaths, requireHardware });
   const uuid = randomUUID();
   const timeout = opts.connectTimeoutMs ?? 10_000;
   const sources: ImageSource[] = [];
@@ -150,11 +169,18 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       socket.write(encodeInitPacket(uuidBytes, id));
       const counters = newChannelCounters(id);
       counters.wireBytes += INIT_PACKET_SIZE;
-      if (compute) await compute.call(id, { op: 'send-setup', channel: id, method: method.name, pageSize: opts.pageSize, params, detector: detector.name });
+      const methodTally = new PathTally(`${method.name} compression`, requireHardware);
+      const zeroTally = new PathTally(`${detector.name} zero-page detection`, requireHardware);
+      if (compute) {
+        await compute.call(id, { op: 'send-setup', channel: id, method: method.name, pageSize: opts.pageSize, params, detector: detector.name, accelPaths, requireHardware });
+      }
       channels.push({
         id,
         socket,
-        method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params }),
+        method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params, tally: methodTally }),
+        scanner: compute ? null : detector.open({ channel: id, accelPaths, requireHardware, tally: zeroTally }),
+        methodTally,
+        zeroTally,
         counters,
         pool: new SlabPool(PIPELINE_DEPTH + 2, MULTIFD_PACKET_SIZE, headerSize, pageCount(opts.pageSize)),
       });
@@ -163,7 +189,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     const blocks: Block[] = sources.map((s) => ({ source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest() }));
     const jobs = makeJobs(blocks, opts.pageSize);
     const state: SendState = { packetNum: 0n, doneBytes: 0, totalBytes, failed: () => failure };
-    const ctx: PacketContext = { method, detector, compute, pageSize: opts.pageSize, headerSize, state, onProgress: opts.onProgress };
+    const logged = new Set<string>();
+    const logFailures = (): void => {
+      for (const f of detector.failures()) if (!logged.has(f) && logged.add(f)) log.warn(f);
+    };
+    const ctx: PacketContext = { method, detector, compute, pageSize: opts.pageSize, headerSize, state, onProgress: opts.onProgress, logFailures };
 
     await Promise.all(channels.map((ch) => runChannel(ch, jobs, ctx).catch((e) => { throw fail(e); })));
     if (failure) throw failure;
@@ -183,9 +213,10 @@ export async function send(opts: SendOptions): Promise<SendResult> {
         side: 'send',
         uuid,
         compression: method.name,
-        compressionPath: method.path(),
+        compressionPath,
         zeroPageDetection: detector.name,
-        zeroPagePath: detector.path(),
+        zeroPagePath,
+        paths: { compression: mergeTallies(channels.map((c) => c.methodTally)), zeroPage: mergeTallies(channels.map((c) => c.zeroTally)) },
         pageSize: opts.pageSize,
         ramblocks: blocks.map((b) => ({ name: b.source.name, size: b.source.size, path: b.source.path, digest: b.digest.hex() })),
       },
@@ -202,6 +233,12 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     for (const s of sources) s.close();
     for (const s of sockets) if (failure) s.destroy();
   }
+}
+
+function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
+  const all = new PathTally('all channels');
+  for (const t of tallies) all.merge(t.counts);
+  return all.counts;
 }
 
 function expectType(m: ControlMessage, type: ControlMessage['type']): void {
@@ -241,6 +278,8 @@ interface PacketContext {
   headerSize: number;
   state: SendState;
   onProgress: ((done: number, total: number) => void) | undefined;
+  /** Logs each device failure once. */
+  logFailures: () => void;
 }
 
 /** A packet ready to be written: its page analysis and, at write time, its payload. */
@@ -261,7 +300,7 @@ async function prepareInline(ch: DataChannel, job: Job, slab: Slab, ctx: PacketC
   const { pages, release } = await src.load(job.offset, job.pages, ctx.pageSize, slab.data);
   let zeros: number;
   try {
-    zeros = await ctx.detector.analyse(pages, ctx.pageSize, job.pages, slab.zero, slab.crc);
+    zeros = await ch.scanner!.analyse(pages, ctx.pageSize, job.pages, slab.zero, slab.crc);
   } catch (e) {
     release();
     throw shrankOr(e, src, job.offset + pages.length);
@@ -287,6 +326,8 @@ async function prepareOffloaded(ch: DataChannel, job: Job, slab: Slab, ctx: Pack
   } catch (e) {
     throw shrankOr(e, src, job.offset + job.pages * ctx.pageSize);
   }
+  ch.methodTally.merge(r.paths.compression);
+  ch.zeroTally.merge(r.paths.zeroPage);
   return { job, slab, zeros: r.zeros, zero: r.zero, crc: r.crc, payload: () => r.payload, release: () => {} };
 }
 
@@ -348,6 +389,7 @@ async function writePacket(ch: DataChannel, { job, slab, zeros, zero, crc, paylo
     ramblock: job.block.nameBytes,
     offsets,
   });
+  ctx.logFailures();
   const c = ch.counters;
   c.packets++;
   c.normalPages += normal;

@@ -3,11 +3,22 @@ import { native } from '../native/load.js';
 import { analysePages } from '../native/packet-io.js';
 import { registerDetector, type ZeroPageDetector } from './detector.js';
 
+/** The CPU scan's path name, e.g. "cpu-avx2". */
+export const cpuPath = (): string => `cpu-${native.zeroPageAccel()}`;
+
 export const cpu: ZeroPageDetector = {
   name: 'multifd',
   description: 'CPU SIMD scan in the channel path (one addon call per packet)',
-  analyse: (pages, pageSize, count, zeroOut, crcOut) => analysePages(pages, pageSize, count, zeroOut, crcOut),
-  path: () => `cpu-${native.zeroPageAccel()}`,
+  hardware: false,
+  check: () => cpuPath(),
+  open: ({ tally }) => ({
+    async analyse(pages, pageSize, count, zeroOut, crcOut) {
+      const zeros = await analysePages(pages, pageSize, count, zeroOut, crcOut);
+      tally.add(cpuPath(), count);
+      return zeros;
+    },
+  }),
+  failures: () => [],
 };
 
 registerDetector(cpu);

@@ -1,15 +1,34 @@
 /**
  * Zero-page detection backends, named by QEMU's zero-page-detection values.
- * A backend analyses one packet's pages per call, off the event loop: it
- * flags the zero pages (when it detects at all) and fills each page's CRC-32C
- * for the ramblock digest, so page data is read once while it is hot.
+ *
+ * Contract, per run:
+ *   check()  once on the main thread before any channel opens: validates the
+ *            options (--accel-path, --require-hardware), opens shared devices,
+ *            and says which path the run takes; throws UsageError/AccelError.
+ *   open()   once per channel, on the thread that scans for it (the event
+ *            loop, or the channel's compute worker).
+ *   analyse() per packet, off the event loop: flags the zero pages (when the
+ *            backend detects at all) and fills each page's CRC-32C for the
+ *            ramblock digest, so page data is read once while it is hot; counts
+ *            the pages per path (and any fallback, with its reason) into the
+ *            channel's tally.
  */
 import { UsageError } from '../errors.js';
+import type { PathTally } from '../accel/paths.js';
 
-export interface ZeroPageDetector {
-  /** QEMU's zero-page-detection value. */
-  readonly name: string;
-  readonly description: string;
+export interface DetectorOptions {
+  /** --accel-path values (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */
+  accelPaths: string[];
+  /** Fallbacks are errors (--require-hardware). */
+  requireHardware: boolean;
+}
+
+export interface ScannerOptions extends DetectorOptions {
+  channel: number;
+  tally: PathTally;
+}
+
+export interface ZeroPageScanner {
   /**
    * Analyses `count` pages of `pages` (count x pageSize bytes, possibly a
    * mapping of the image): sets zeroOut[i] to 1 for each zero page (all 0 when
@@ -18,8 +37,19 @@ export interface ZeroPageDetector {
    * mapped image shrank under the scan.
    */
   analyse(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array, crcOut: Uint32Array): Promise<number>;
-  /** Which implementation runs (e.g. "cpu-avx2"), for the run summary. */
-  path(): string;
+}
+
+export interface ZeroPageDetector {
+  /** QEMU's zero-page-detection value. */
+  readonly name: string;
+  readonly description: string;
+  /** Whether the backend uses hardware (for --require-hardware). */
+  readonly hardware: boolean;
+  /** Validates the run's options; returns the path the run takes (e.g. "cpu-avx2"), for the summary. */
+  check(o: DetectorOptions): string;
+  open(o: ScannerOptions): ZeroPageScanner;
+  /** Device failures seen so far in this process (each to be logged once). */
+  failures(): string[];
 }
 
 const detectors = new Map<string, ZeroPageDetector>();

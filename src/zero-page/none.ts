@@ -5,12 +5,17 @@ import { registerDetector, type ZeroPageDetector } from './detector.js';
 export const noDetection: ZeroPageDetector = {
   name: 'none',
   description: 'no detection: every page is sent with its data',
-  async analyse(pages, pageSize, count, zeroOut, crcOut) {
-    zeroOut.fill(0, 0, count);
-    await analysePages(pages, pageSize, count, null, crcOut);
-    return 0;
-  },
-  path: () => 'none',
+  hardware: false,
+  check: () => 'none',
+  open: ({ tally }) => ({
+    async analyse(pages, pageSize, count, zeroOut, crcOut) {
+      zeroOut.fill(0, 0, count);
+      await analysePages(pages, pageSize, count, null, crcOut);
+      tally.add('none', count);
+      return 0;
+    },
+  }),
+  failures: () => [],
 };
 
 registerDetector(noDetection);

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { makeImage, migrate, sha256, tmpdir, RawSender, startReceiver, rejection } from '../helpers/index.js';
 import { readChannelDump, lz4BlockDecode } from '../helpers/streams.js';
 import { getMethod } from '../../src/methods/index.js';
+import { PathTally } from '../../src/accel/paths.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { encodeFrame } from '../../src/control/protocol.js';
@@ -44,7 +45,7 @@ for (const method of METHODS) {
       fs.mkdirSync(dump);
       const a = makeImage(path.join(dir, 'pc.ram'), (3 << 20) + 8192, 'mixed', channels);
       const b = makeImage(path.join(dir, 'vram'), (1 << 20) + 100, 'text');
-      const { sent } = await migrate(
+      const { sent, received } = await migrate(
         { images: [{ name: 'pc.ram', path: a }, { name: 'vram', path: b }], channels, pageSize: PS, compression: method, methodParams: {}, zeroPageDetection: 'multifd' },
         { outputDir: out, dumpStreams: dump },
       );
@@ -52,7 +53,18 @@ for (const method of METHODS) {
       t.equal(sha256(path.join(out, 'vram')), sha256(b));
       t.ok(sent.stats.wireRatio < 0.5, `compressed: wire ratio ${sent.stats.wireRatio}`);
       t.match(sent.stats.compressionPath, /^software/, 'the summary says which path ran');
-      if (method === 'qpl' || method === 'qatzip') t.match(sent.stats.compressionPath, /hardware is never used/);
+      // Every normal page is counted under the path that handled it, on both sides; without IAA or
+      // QAT in this build, each is a fallback with the reason, and no page claims hardware.
+      const pagesOnPaths = (p: Record<string, number>): number => Object.values(p).reduce((a, n) => a + n, 0);
+      t.equal(pagesOnPaths(sent.stats.paths.compression.pages), sent.stats.normalPages, 'sender: every normal page on one path');
+      t.equal(pagesOnPaths(received.stats.paths.compression.pages), sent.stats.normalPages, 'receiver: every normal page on one path');
+      if (method === 'qpl' || method === 'qatzip') {
+        t.match(sent.stats.compressionPath, /not compiled/, 'the summary says why the hardware path did not run');
+        t.equal(sent.stats.paths.compression.fallbacks['no-device'], sent.stats.normalPages, 'all pages fell back: no device');
+        t.notOk(sent.stats.paths.compression.pages.iaa ?? sent.stats.paths.compression.pages.qat, 'no page claims hardware');
+      } else {
+        t.same(sent.stats.paths.compression.fallbacks, {}, 'a software-only method has no fallbacks');
+      }
       const images: Record<string, Buffer> = { 'pc.ram': fs.readFileSync(a), vram: fs.readFileSync(b) };
       let decodedPages = 0;
       for (let id = 0; id < channels; id++) {
@@ -156,7 +168,7 @@ t.test('qatzip: a payload of plain gzip members (as other QATzip senders may emi
 /** A valid first payload for `method` (its sender, run here), so tests can break it on purpose. */
 function validPayload(method: string, pages: Buffer): Uint8Array {
   const m = getMethod(method);
-  const s = m.sendSetup({ channel: 0, pageSize: PS, params: m.params({}) });
+  const s = m.sendSetup({ channel: 0, pageSize: PS, params: m.params({}), tally: new PathTally('test') });
   const chunks = s.prepare([pages], pages.length / PS) as Uint8Array[];
   return Buffer.concat(chunks);
 }

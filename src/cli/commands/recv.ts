@@ -16,6 +16,7 @@ interface RecvOpts extends CommonOpts {
   timeout: number;
   threads?: number;
   dumpStreams?: string;
+  requireHardware?: boolean;
 }
 
 export function recvCommand(ctx: CommandContext): Command {
@@ -32,6 +33,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
+    .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -66,6 +68,7 @@ export function recvCommand(ctx: CommandContext): Command {
       ...(o.dumpStreams !== undefined ? { dumpStreams: o.dumpStreams } : {}),
       logger,
       timeoutMs: o.timeout * 1000,
+      requireHardware: o.requireHardware ?? false,
       onListening: (a) => ctx.listening(a.address, a.port),
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,

@@ -7,7 +7,7 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { commonOptions, intInRange, pageSizeOption, type CommonOpts } from '../options.js';
+import { commonOptions, intInRange, onOff, pageSizeOption, type CommonOpts } from '../options.js';
 import type { CommandContext } from '../main.js';
 
 interface SendOpts extends CommonOpts {
@@ -18,6 +18,8 @@ interface SendOpts extends CommonOpts {
   pageSize: number;
   connectTimeout: number;
   threads?: number;
+  accelPath?: string[];
+  requireHardware?: boolean;
   [methodOption: string]: unknown;
 }
 
@@ -31,7 +33,7 @@ function methodParams(o: SendOpts): MethodParams {
     const v = o[camel(option.flag)];
     if (v === undefined) continue;
     if (method !== o.compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${o.compression}`);
-    params[option.key] = v as number;
+    params[option.key] = v as number | boolean;
   }
   return params;
 }
@@ -49,12 +51,25 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS}`).argParser(intInRange('--channels', 1, MAX_CHANNELS)).default(4))
     .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
     .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
-    .addOption(new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path").choices(listDetectors()).default('multifd'))
+    .addOption(
+      new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none")
+        .choices(listDetectors())
+        .default('multifd'),
+    )
+    .addOption(
+      new Option('--accel-path <path>', "accelerator device for dsa-accel (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0; repeat for several, channels take them round-robin")
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
+    )
+    .addOption(new Option('--require-hardware', 'fail instead of falling back from a hardware path (IAA, QAT, DSA); the error names what is missing'))
     .addOption(pageSizeOption())
     .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000));
   for (const { option } of allMethodOptions()) {
-    cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
+    if (option.type === 'bool') {
+      cmd.addOption(new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`)));
+    } else {
+      cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
+    }
   }
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
@@ -71,6 +86,8 @@ export function sendCommand(ctx: CommandContext): Command {
       methodParams: methodParams(o),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       zeroPageDetection: o.zeroPageDetection,
+      accelPaths: o.accelPath ?? [],
+      requireHardware: o.requireHardware ?? false,
       logger: ctx.logger(o.logLevel),
       connectTimeoutMs: o.connectTimeout,
       onProgress: (d, t) => progress.update(d, t),
