@@ -1,14 +1,17 @@
 /**
  * `mfd accel`: what this machine and this build offer for offload, read from
- * the CPU (cpuid via the addon) and sysfs, and what a run would use. It claims
- * no probe it did not make: this build compiles no QPL, QATzip or DSA backend,
- * so those say "not compiled" with the reason, and list the devices sysfs shows.
+ * the CPU (cpuid via the addon) and sysfs, what this build compiled, real
+ * probes (a QPL hardware job, a QATzip hardware session, a NOOP descriptor on
+ * each DSA work queue), and what a run with given flags would use. It claims
+ * no probe it did not make.
  * The sysfs root can be redirected (MFD_SYSFS_ROOT) so the parsing is testable.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
+import { getMethod, type MethodParams } from '../methods/index.js';
+import { getDetector } from '../zero-page/index.js';
 
 export interface WorkQueue {
   name: string;
@@ -30,11 +33,33 @@ export interface QatEndpoint {
   compressionUp: boolean;
 }
 
+export interface ProbeResult {
+  /** What was probed (a work queue, "hardware job", "hardware session"). */
+  target: string;
+  ok: boolean;
+  reason: string;
+  /** How descriptors would be submitted (DSA): enqcmd, movdir64b, write, fake. */
+  submission?: string;
+}
+
 export interface BackendReport {
   compiled: boolean;
+  /** Library version when compiled ("" otherwise). */
+  version: string;
   reason: string;
-  /** What a run with this method or mode does on this build and machine. */
-  path: string;
+  /** Real probes made now: a QPL hardware job, a QATzip hardware session, a NOOP on each DSA work queue. */
+  probes: ProbeResult[];
+}
+
+export interface RunPlan {
+  /** The flags the plan is for. */
+  compression: string;
+  zeroPageDetection: string;
+  accelPaths: string[];
+  requireHardware: boolean;
+  /** What each backend would run, or why the run would be refused. */
+  compressionPath: string;
+  zeroPagePath: string;
 }
 
 export interface AccelReport {
@@ -42,6 +67,7 @@ export interface AccelReport {
   zeroPage: { accelerators: string[]; selected: string };
   devices: { iaa: WorkQueue[]; dsa: WorkQueue[]; qat: QatEndpoint[] };
   backends: { qpl: BackendReport; qatzip: BackendReport; dsa: BackendReport };
+  run: RunPlan;
 }
 
 /** QAT PCI device ids with a compression service (PF/VF of 4xxx, 401xx, 402xx, 420xx). */
@@ -101,20 +127,65 @@ export function readQatEndpoints(sysfs: string): QatEndpoint[] {
   return out;
 }
 
-export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys'): AccelReport {
+export interface PlanFlags {
+  compression: string;
+  zeroPageDetection: string;
+  accelPaths: string[];
+  requireHardware: boolean;
+  params?: MethodParams;
+}
+
+/** What `mfd send` with these flags would run here, or the error it would stop with. */
+export function planRun(f: PlanFlags): RunPlan {
+  const attempt = (fn: () => string): string => {
+    try {
+      return fn();
+    } catch (e) {
+      return `refused: ${(e as Error).message}`;
+    }
+  };
+  return {
+    compression: f.compression,
+    zeroPageDetection: f.zeroPageDetection,
+    accelPaths: f.accelPaths,
+    requireHardware: f.requireHardware,
+    compressionPath: attempt(() => {
+      const m = getMethod(f.compression);
+      return m.path({ params: m.params(f.params ?? {}), requireHardware: f.requireHardware });
+    }),
+    zeroPagePath: attempt(() => getDetector(f.zeroPageDetection).check({ accelPaths: f.accelPaths, requireHardware: f.requireHardware })),
+  };
+}
+
+const PROBE_TIMEOUT_MS = 500;
+
+export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags: PlanFlags = { compression: 'none', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: false }): AccelReport {
   const f = native.cpuFeatures();
   const wqs = readWorkQueues(sysfs);
   const qat = readQatEndpoints(sysfs);
-  const notCompiled = (lib: string): string => `mfd does not compile a ${lib} backend yet`;
+  const qpl = native.qplHardwareOpen();
+  const qz = native.qatzipHardwareOpen(1);
+  // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
+  const dsaTargets = [...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))])];
+  const dsaProbes = dsaTargets.map((p): ProbeResult => {
+    const r = native.dsaProbe(`dsa:${p}`, sysfs, PROBE_TIMEOUT_MS);
+    return { target: p, ok: r.ok, reason: r.reason, ...(r.submission ? { submission: r.submission } : {}) };
+  });
   return {
     cpu: { avx2: !!f.avx2, avx512f: !!f.avx512f, avx512bw: !!f.avx512bw, movdir64b: !!f.movdir64b, enqcmd: !!f.enqcmd },
     zeroPage: { accelerators: native.zeroPageAccels(), selected: native.zeroPageAccel() },
     devices: { iaa: wqs.iaa, dsa: wqs.dsa, qat },
     backends: {
-      qpl: { compiled: false, reason: notCompiled('QPL (IAA)'), path: '--compression qpl runs its software path (raw deflate, 4 KiB window) on every page' },
-      qatzip: { compiled: false, reason: notCompiled('QATzip (QAT)'), path: '--compression qatzip runs its software path (gzip members with QZ headers)' },
-      dsa: { compiled: false, reason: notCompiled('DSA'), path: `zero pages are found by the CPU scan (${native.zeroPageAccel()}); --zero-page-detection dsa-accel is not available` },
+      qpl: { compiled: qpl.version !== '', version: qpl.version, reason: qpl.version !== '' ? `built with libqpl ${qpl.version}` : qpl.reason, probes: [{ target: 'qpl_init_job(qpl_path_hardware)', ok: qpl.ok, reason: qpl.reason }] },
+      qatzip: { compiled: qz.version !== '', version: qz.version, reason: qz.version !== '' ? `built with QATzip ${qz.version}` : qz.reason, probes: [{ target: 'QATzip hardware session', ok: qz.ok, reason: qz.reason }] },
+      dsa: {
+        compiled: true,
+        version: '',
+        reason: 'always built on x86-64 Linux (linux/idxd.h; ENQCMD and MOVDIR64B only after a CPUID check, write() submission otherwise)',
+        probes: dsaProbes.length > 0 ? dsaProbes : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
+      },
     },
+    run: planRun(flags),
   };
 }
 
@@ -131,6 +202,15 @@ export function formatAccel(r: AccelReport): string {
     `QAT endpoints: ${r.devices.qat.length === 0 ? 'none found' : ''}`,
     ...r.devices.qat.map((q) => `    ${q.bdf} (${q.deviceId}): state ${q.state || '?'}, services ${q.services || '?'}, compression ${q.compressionUp ? 'up' : 'down'}`),
   ];
-  for (const [name, b] of Object.entries(r.backends)) lines.push(`${name}: ${b.compiled ? 'compiled' : 'not compiled'}: ${b.reason}; ${b.path}`);
+  for (const [name, b] of Object.entries(r.backends)) {
+    lines.push(`${name}: ${b.compiled ? `compiled, ${b.reason}` : b.reason}`);
+    if (b.compiled) for (const p of b.probes) lines.push(`    probe ${p.target}: ${p.ok ? 'ok' : 'failed'}${p.submission ? ` (${p.submission} submission)` : ''}: ${p.reason}`);
+  }
+  const run = r.run;
+  lines.push(
+    `a run with --compression ${run.compression} --zero-page-detection ${run.zeroPageDetection}${run.accelPaths.map((p) => ` --accel-path ${p}`).join('')}${run.requireHardware ? ' --require-hardware' : ''}:`,
+    `    compression: ${run.compressionPath}`,
+    `    zero pages: ${run.zeroPagePath}`,
+  );
   return lines.map((l) => l.trimEnd()).join('\n');
 }

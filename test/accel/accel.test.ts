@@ -49,13 +49,28 @@ t.test('work queues and QAT endpoints from sysfs', async (t) => {
   );
 });
 
-t.test('this machine: CPU flags match /proc/cpuinfo, no backend claims to be compiled', async (t) => {
+t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what the probes found, nothing claimed', async (t) => {
   const r = accelReport('/nonexistent-sysfs');
   const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/);
   for (const f of ['avx2', 'avx512f', 'avx512bw', 'movdir64b', 'enqcmd'] as const) t.equal(r.cpu[f], flags.includes(f), f);
   t.same(r.devices, { iaa: [], dsa: [], qat: [] });
-  for (const b of Object.values(r.backends)) t.match(b, { compiled: false, reason: /does not compile/ });
+  const hasPkg = (name: string): boolean => spawnSync('pkg-config', ['--exists', name]).status === 0;
+  t.equal(r.backends.qpl.compiled, hasPkg('qpl'), 'QPL compiled exactly when pkg-config finds it');
+  t.equal(r.backends.qatzip.compiled, hasPkg('qatzip'), 'QATzip compiled exactly when pkg-config finds it');
+  if (!r.backends.qpl.compiled) t.match(r.backends.qpl, { reason: /not compiled: pkg-config found no qpl/, probes: [{ ok: false }] });
+  if (!r.backends.qatzip.compiled) t.match(r.backends.qatzip, { reason: /not compiled: pkg-config found no qatzip/, probes: [{ ok: false }] });
+  t.match(r.backends.dsa, { compiled: true, probes: [{ ok: false, reason: /none found under \/nonexistent-sysfs/ }] });
   t.ok(r.zeroPage.accelerators.includes(r.zeroPage.selected));
+  t.match(r.run, { compression: 'none', zeroPagePath: /^cpu-/ });
+});
+
+t.test('the plan for given flags: the path each backend takes, or why the run would be refused', async (t) => {
+  const r = accelReport('/nonexistent-sysfs', { compression: 'qpl', zeroPageDetection: 'dsa-accel', accelPaths: ['dsa:/dev/null'], requireHardware: false });
+  t.match(r.run.compressionPath, /^software deflate/);
+  t.match(r.run.zeroPagePath, /dsa:\/dev\/null: dsa via write, single descriptors/);
+  t.match(r.backends.dsa.probes, [{ target: '/dev/null', ok: false, submission: 'write', reason: /accepted through write but no completion/ }], 'the probe submitted a NOOP and got no completion');
+  const strict = accelReport('/nonexistent-sysfs', { compression: 'qatzip', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: true });
+  t.match(strict.run.compressionPath, /^refused: qatzip: Intel QAT through QATzip is required/);
 });
 
 t.test('mfd accel --json reads the sysfs it is pointed at', async (t) => {
