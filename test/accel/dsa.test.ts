@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../src/native/load.js';
 import { SHORT_READ } from '../../src/native/packet-io.js';
+import { readWorkQueues } from '../../src/accel/report.js';
 import { makeImage, migrate, rejection, sha256, tmpdir } from '../helpers/index.js';
 import { silentLogger } from '../../src/log.js';
 import { send, type SendOptions } from '../../src/sender/sender.js';
@@ -239,4 +240,20 @@ t.test('a missing work queue falls back to the CPU for the whole run, counted wi
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
   t.match(sent.stats.zeroPagePath, /unavailable \(open \/dev\/dsa\/wq9\.9: No such file or directory\), cpu-/);
   t.equal(sent.stats.paths.zeroPage.fallbacks['no-device'], 256);
+});
+
+// A real DSA work queue, where sysfs lists one and a NOOP completes on it; otherwise skipped with the probe's reason.
+const wq = readWorkQueues('/sys').dsa.find((w) => w.state === 'enabled' && w.type === 'user');
+const probe = wq ? native.dsaProbe(`dsa:${wq.path}`, '/sys', 500) : { ok: false, reason: 'no enabled user DSA work queue under /sys/bus/dsa/devices' };
+t.test('dsa-accel on a real work queue, --require-hardware', { skip: probe.ok ? false : `no DSA: ${probe.reason}` }, async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'pc.ram'), 4 << 20, 'mixed', 4);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const { sent } = await migrate(
+    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'dsa-accel', accelPaths: [`dsa:${wq!.path}`], requireHardware: true },
+    { outputDir: out },
+  );
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+  t.equal(sent.stats.paths.zeroPage.pages.dsa, (4 << 20) / PS);
 });

@@ -113,3 +113,34 @@ t.test('qatzip with the software fallback on (the default) counts its packets as
   t.same(sent.stats.paths.compression.fallbacks, { 'no-device': 512 });
   t.same(received.stats.paths.compression.pages, { software: 512 });
 });
+
+// Real hardware, where a probe finds it; otherwise skipped with the probe's own reason.
+const iaa = native.qplHardwareOpen();
+t.test('qpl on real IAA hardware, --require-hardware', { skip: iaa.ok ? false : `no IAA: ${iaa.reason}` }, async (t) => {
+  native._qplSetFakeEngine(null);
+  native.qplHardwareOpen();
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'pc.ram'), 4 << 20, 'mixed', 2);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const { sent } = await migrate(
+    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qpl', methodParams: {}, zeroPageDetection: 'multifd', requireHardware: true },
+    { outputDir: out },
+  );
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+  t.ok((sent.stats.paths.compression.pages.iaa ?? 0) > 0);
+});
+
+const qat = native.qatzipHardwareOpen(1);
+t.test('qatzip on a real QAT session, --require-hardware', { skip: qat.ok ? false : `no QAT: ${qat.reason}` }, async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'pc.ram'), 4 << 20, 'mixed', 2);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const { sent } = await migrate(
+    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: {}, zeroPageDetection: 'multifd', requireHardware: true },
+    { outputDir: out },
+  );
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+  t.same(Object.keys(sent.stats.paths.compression.pages), ['qat']);
+});
