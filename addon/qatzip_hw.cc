@@ -73,7 +73,11 @@ Napi::Value QatzipHardwareOpen(const Napi::CallbackInfo& info) {
   o.Set("ok", ok);
   o.Set("reason", ok ? std::string("QATzip hardware session up")
                      : "no QAT hardware session (QATzip status " + std::to_string(t_session.status) + ")");
-  o.Set("version", QATZIP_API_VERSION);
+#if defined(QATZIP_API_VERSION_NUM_MAJOR) && defined(QATZIP_API_VERSION_NUM_MINOR)
+  o.Set("version", std::to_string(QATZIP_API_VERSION_NUM_MAJOR) + "." + std::to_string(QATZIP_API_VERSION_NUM_MINOR));
+#else
+  o.Set("version", "unknown");
+#endif
 #else
   o.Set("ok", false);
   o.Set("reason", "not compiled: pkg-config found no qatzip when the addon was built (install QATzip and rebuild)");

@@ -51,6 +51,23 @@ t.test('connection refused: exit 4, message on stderr, JSON failure on stdout', 
   t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_ECONNREFUSED' } });
 });
 
+t.test('hardware asked for and missing: exit 8 naming what is missing', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'a.ram'), 8192, 'random');
+  const r = run('send', '--to', '127.0.0.1:1', '--compression', 'qatzip', '--qatzip-sw-fallback', 'off', '--json', img);
+  t.equal(r.status, 8);
+  t.match(r.stderr, /no QAT hardware session \(not compiled: pkg-config found no qatzip.*\) and --qatzip-sw-fallback is off/);
+  t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_QATZIP_UNAVAILABLE' } });
+  const q = run('send', '--to', '127.0.0.1:1', '--compression', 'qpl', '--require-hardware', img);
+  t.equal(q.status, 8);
+  t.match(q.stderr, /qpl: Intel IAA through QPL is required \(--require-hardware\)/);
+  const b = run('send', '--to', '127.0.0.1:1', '--compression', 'qatzip', '--qatzip-sw-fallback', 'maybe', img);
+  t.equal(b.status, 2);
+  t.match(b.stderr, /Expected on or off for --qatzip-sw-fallback but received "maybe"/);
+  const h = run('send', '--help');
+  t.match(h.stdout, /--accel-path <path>[\s\S]*--require-hardware[\s\S]*--qatzip-sw-fallback <on\|off>/);
+});
+
 t.test('missing image: exit 6', async (t) => {
   const r = run('send', '--to', '127.0.0.1:1', '/nonexistent/image.ram');
   t.equal(r.status, 6);
