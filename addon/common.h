@@ -15,6 +15,13 @@
 
 namespace mfd {
 
+// Throws an Error carrying `code` (mapped to a typed error in TypeScript).
+inline void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  e.ThrowAsJavaScriptException();
+}
+
 inline bool RequireArgs(const Napi::CallbackInfo& info, size_t n) {
   if (info.Length() < n) {
     Napi::TypeError::New(info.Env(), "Expected " + std::to_string(n) + " arguments, got " +

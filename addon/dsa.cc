@@ -504,11 +504,6 @@ QueueSpec OpenSpec(const std::string& spec, const std::string& sysfs_root) {
   return q;
 }
 
-void ThrowOpen(Napi::Env env, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, "ERR_DSA_OPEN"));
-  e.ThrowAsJavaScriptException();
-}
 
 Napi::Object Describe(Napi::Env env, WorkQueue* wq) {
   Napi::Object o = Napi::Object::New(env);
@@ -533,7 +528,7 @@ Napi::Value JS_dsaOpen(const Napi::CallbackInfo& info) {
   if (id == g_devices.size()) {
     QueueSpec q = OpenSpec(spec, info[1].As<Napi::String>());
     if (!q.wq) {
-      ThrowOpen(info.Env(), q.why);
+      ThrowCode(info.Env(), "ERR_DSA_OPEN", q.why);
       return info.Env().Undefined();
     }
     auto dev = std::make_unique<Device>();

@@ -18,12 +18,6 @@
 namespace mfd {
 namespace {
 
-void ThrowCode(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  e.ThrowAsJavaScriptException();
-}
-
 #ifdef MFD_HAVE_QATZIP
 struct ThreadSession {
   QzSession_T sess{};

@@ -22,12 +22,6 @@
 namespace mfd {
 namespace {
 
-void ThrowCode(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  e.ThrowAsJavaScriptException();
-}
-
 // One deflate and one inflate state per thread, reset per page.
 struct Codecs {
   z_stream def{};

@@ -20,12 +20,6 @@
 namespace mfd {
 namespace {
 
-void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  e.ThrowAsJavaScriptException();
-}
-
 class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
  public:
   static Napi::Function Define(Napi::Env env) {
