@@ -414,7 +414,8 @@ int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t
       c->cpu_failed_pages += unit.n;
       continue;
     }
-    if (!Poll(unit.rec, timeout_ms)) {
+    // After one timeout the device is failed: the other units get one look, not another wait.
+    if (!Poll(unit.rec, abandon ? 0 : timeout_ms)) {
       unit.state = Unit::kTimedOut;
       abandon = true;
       dev->Fail("no completion within " + std::to_string(timeout_ms) + " ms (" + wq->Submission() + " submission)");
