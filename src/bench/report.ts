@@ -1,0 +1,359 @@
+/**
+ * The bench's report: a markdown document (tables, scaling, targets), the SVG charts, and the
+ * JSON lines every run and cell summary is recorded as. Pure functions of the summaries.
+ */
+import { formatSize, type Cell, type PeerName } from './matrix.js';
+import { median, type Summary } from './stats.js';
+import { sizeGrowth, type CellSummary, type Target } from './summary.js';
+import { lineChart, type Reference, type Series } from './svg.js';
+
+export interface BenchMeta {
+  date: string;
+  mfdVersion: string;
+  host: { cpus: number; model: string; memGiB: number; kernel: string; node: string };
+  network: { kind: 'loopback' | 'link'; description: string; rateBitsPerSec?: number; delayMs?: number };
+  matrix: { compression: string[]; channels: number[]; zeroPageDetection: string[]; profiles: string[]; sizes: number[] };
+  runs: number;
+  warmup: number;
+  seed: number;
+  peers: { name: PeerName; label: string }[];
+  skippedPeers: { name: PeerName; reason: string }[];
+}
+
+const PEER_TITLES: Record<PeerName, string> = { qemu: 'QEMU', nc: 'nc', 'zstd-nc': 'zstd-nc', iperf3: 'iperf3' };
+
+const f = (x: number | null | undefined, d = 3): string => (x === null || x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
+const med = (s: Summary | null | undefined, d = 3): string => f(s?.median, d);
+const withSpread = (s: Summary, d = 3): string => (s.n > 1 ? `${f(s.median, d)} (${f(s.min, d)}..${f(s.max, d)})` : f(s.median, d));
+
+function imageLabel(c: Cell): string {
+  return `${c.profile} ${formatSize(c.sizeBytes)}`;
+}
+
+function table(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+/** Which of a cell's dimensions vary across the matrix (constant ones go in the header, not the table). */
+function varying(cells: readonly CellSummary[]): { zpd: boolean; image: boolean } {
+  const distinct = (f: (c: Cell) => string): number => new Set(cells.map((c) => f(c.cell))).size;
+  return { zpd: distinct((c) => c.zeroPageDetection) > 1, image: distinct(imageLabel) > 1 };
+}
+
+function cellColumns(cells: readonly CellSummary[]): { head: string[]; row: (c: CellSummary) => string[] } {
+  const v = varying(cells);
+  const head = ['method', ...(v.zpd ? ['zero pages'] : []), 'ch', ...(v.image ? ['image'] : [])];
+  const row = (c: CellSummary): string[] => [
+    c.cell.compression,
+    ...(v.zpd ? [c.cell.zeroPageDetection] : []),
+    String(c.cell.channels),
+    ...(v.image ? [imageLabel(c.cell)] : []),
+  ];
+  return { head, row };
+}
+
+function verdict(t: Target): string {
+  return t.pass === null ? 'not measured' : t.pass ? 'pass' : 'miss';
+}
+
+export function formatTargetLine(t: Target): string {
+  const c = t.cell;
+  const where = `${c.channels} ch, ${c.zeroPageDetection === 'multifd' ? '' : `zero-page-detection ${c.zeroPageDetection}, `}${imageLabel(c)}`;
+  const value = t.value === null ? `not measured (${t.why ?? 'no data'})` : t.value.toFixed(2);
+  return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${t.limit}: ${verdict(t)}`;
+}
+
+export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[]): string {
+  const o: string[] = [];
+  const runsNote = `${meta.runs} run${meta.runs === 1 ? '' : 's'} per cell after ${meta.warmup} warm-up${meta.warmup === 1 ? '' : 's'}`;
+  o.push(`## mfd bench, ${meta.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
+  o.push('');
+  o.push(
+    `Machine: ${meta.host.cpus} x ${meta.host.model}, ${meta.host.memGiB} GiB, Linux ${meta.host.kernel}, Node ${meta.host.node}, mfd ${meta.mfdVersion}. ` +
+      `Network: ${meta.network.description}.`,
+  );
+  const m = meta.matrix;
+  o.push(
+    `Matrix: compression ${m.compression.join(',')} x channels ${m.channels.join(',')} x zero-page-detection ${m.zeroPageDetection.join(',')} x ` +
+      `${m.profiles.join(',')} images of ${m.sizes.map(formatSize).join(', ')} (seed ${meta.seed}); ${runsNote}.`,
+  );
+  o.push(
+    `Peers: ${meta.peers.length ? meta.peers.map((p) => p.label).join('; ') : 'none'}` +
+      (meta.skippedPeers.length ? `. Skipped: ${meta.skippedPeers.map((p) => `${p.name} (${p.reason})`).join('; ')}` : '') +
+      '.',
+  );
+  o.push('Every output, mfd\'s and the peers\' (iperf3 writes none), was compared with its image byte for byte.');
+  o.push('');
+
+  const cc = cellColumns(cells);
+  o.push(`### mfd: median (min..max) of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`);
+  o.push('');
+  o.push(
+    table(
+      [...cc.head, 'wall s', 'image GB/s', 'wire / image', 'CPU s send / recv', 'peak RSS MiB send / recv'],
+      cells.map((c) => [
+        ...cc.row(c),
+        withSpread(c.wallSec),
+        withSpread(c.imageGBps, 2),
+        f(c.wireRatio.median, 3),
+        `${med(c.sendCpuSec, 2)} / ${med(c.recvCpuSec, 2)}`,
+        `${med(c.sendRssMiB, 0)} / ${med(c.recvRssMiB, 0)}`,
+      ]),
+    ),
+  );
+  o.push('');
+  o.push('Wall time: from starting `mfd send` (the receiver already listening) to both processes\' exit, verification included.');
+  o.push('');
+
+  const peerNames = meta.peers.map((p) => p.name);
+  const wallPeers = peerNames.filter((n) => n !== 'iperf3');
+  if (peerNames.length) {
+    o.push('### Against the peers, pair by pair (median of mfd/peer over the runs; below 1 = mfd faster)');
+    o.push('');
+    const head = [
+      ...cc.head,
+      ...wallPeers.map((n) => `mfd / ${PEER_TITLES[n]}`),
+      ...(peerNames.includes('iperf3') ? ['mfd / floor'] : []),
+      ...wallPeers.map((n) => `${PEER_TITLES[n]} s`),
+      ...(peerNames.includes('iperf3') ? ['iperf3 GB/s', 'floor s'] : []),
+      ...(peerNames.includes('qemu') ? ['link bytes mfd / QEMU'] : []),
+    ];
+    const ratioCell = (c: CellSummary, n: PeerName): string => {
+      const p = c.peers[n];
+      if (p?.skipped) return '–';
+      if (p?.failed && !c.ratios[n as 'qemu']) return 'failed';
+      return med(c.ratios[n as 'qemu' | 'nc' | 'zstd-nc'], 2);
+    };
+    o.push(
+      table(
+        head,
+        cells.map((c) => [
+          ...cc.row(c),
+          ...wallPeers.map((n) => ratioCell(c, n)),
+          ...(peerNames.includes('iperf3') ? [med(c.ratios.floor, 2)] : []),
+          ...wallPeers.map((n) => (c.peers[n]?.skipped ? '–' : med(c.peers[n]?.wallSec))),
+          ...(peerNames.includes('iperf3') ? [med(c.peers.iperf3?.gbps, 2), med(c.floorSec)] : []),
+          ...(peerNames.includes('qemu') ? [c.peers.qemu?.skipped ? '–' : med(c.linkBytesVsQemu, 3)] : []),
+        ]),
+      ),
+    );
+    o.push('');
+    o.push(
+      'Floor: the bytes mfd put on the wire at the rate iperf3 measured on the same link in the same run. ' +
+        'QEMU is timed from `migrate` to both sides reporting completed (its start-up is outside its time, mfd\'s is inside). ' +
+        (meta.network.kind === 'loopback' ? 'Link bytes count the host\'s whole loopback traffic (other programs\' too). ' : '') +
+        '–: the peer has nothing to compare in that cell (see the notes).',
+    );
+    o.push('');
+  }
+
+  // What compression and zero-page detection buy: each cell against the plain cell (none, no detection) next to it.
+  const plain = (c: Cell): CellSummary | undefined =>
+    cells.find((b) => b.cell.compression === 'none' && b.cell.zeroPageDetection === 'none' && b.cell.channels === c.channels && b.cell.profile === c.profile && b.cell.sizeBytes === c.sizeBytes);
+  const bought = cells.filter((c) => plain(c.cell) && plain(c.cell) !== c);
+  if (bought.length) {
+    o.push('### What compression and zero-page detection buy (wall time of plain `none` without zero-page detection / this cell)');
+    o.push('');
+    const v = varying(cells);
+    o.push(
+      table(
+        ['method', 'zero pages', 'ch', ...(v.image ? ['image'] : []), 'speed-up', 'wire / image'],
+        bought.map((c) => [
+          c.cell.compression,
+          c.cell.zeroPageDetection,
+          String(c.cell.channels),
+          ...(v.image ? [imageLabel(c.cell)] : []),
+          `${(plain(c.cell)!.wallSec.median / c.wallSec.median).toFixed(2)}x`,
+          f(c.wireRatio.median, 3),
+        ]),
+      ),
+    );
+    o.push('');
+  }
+
+  const growth = sizeGrowth(cells);
+  if (growth.length) {
+    o.push('### Scaling with image size');
+    o.push('');
+    const bySize = [...cells].sort((a, b) => a.cell.compression.localeCompare(b.cell.compression) || a.cell.channels - b.cell.channels || a.cell.sizeBytes - b.cell.sizeBytes);
+    o.push(
+      table(
+        ['method', 'zero pages', 'ch', 'image', 'wall s', 's per GiB', 'image GB/s', 'peak RSS MiB send / recv'],
+        bySize.map((c) => [
+          c.cell.compression,
+          c.cell.zeroPageDetection,
+          String(c.cell.channels),
+          imageLabel(c.cell),
+          med(c.wallSec),
+          f(c.wallSec.median / (c.cell.sizeBytes / 2 ** 30)),
+          med(c.imageGBps, 2),
+          `${med(c.sendRssMiB, 0)} / ${med(c.recvRssMiB, 0)}`,
+        ]),
+      ),
+    );
+    o.push('');
+    for (const g of growth) {
+      const c = g.from.cell;
+      o.push(
+        `- ${c.compression}, ${c.channels} ch, ${c.zeroPageDetection}: ${formatSize(c.sizeBytes)} → ${formatSize(g.to.cell.sizeBytes)}: ` +
+          `peak RSS send ${med(g.from.sendRssMiB, 0)} → ${med(g.to.sendRssMiB, 0)} MiB (x${g.sendRss.toFixed(2)}), ` +
+          `recv ${med(g.from.recvRssMiB, 0)} → ${med(g.to.recvRssMiB, 0)} MiB (x${g.recvRss.toFixed(2)}): **memory ${g.flat ? 'flat' : 'grows'}**; ` +
+          `time per GiB x${g.timePerGiB.toFixed(2)}`,
+      );
+    }
+    o.push('');
+  }
+
+  const channelCounts = [...new Set(cells.map((c) => c.cell.channels))].sort((a, b) => a - b);
+  if (channelCounts.length > 1) {
+    o.push('### Scaling with channels (image GB/s; peak RSS MiB send / recv)');
+    o.push('');
+    const groups = new Map<string, CellSummary[]>();
+    for (const c of cells) {
+      const k = `${c.cell.compression}|${c.cell.zeroPageDetection}|${imageLabel(c.cell)}`;
+      groups.set(k, [...(groups.get(k) ?? []), c]);
+    }
+    const v = varying(cells);
+    o.push(
+      table(
+        ['method', ...(v.zpd ? ['zero pages'] : []), ...(v.image ? ['image'] : []), ...channelCounts.map((n) => `${n} ch`)],
+        [...groups.values()].map((g) => [
+          g[0]!.cell.compression,
+          ...(v.zpd ? [g[0]!.cell.zeroPageDetection] : []),
+          ...(v.image ? [imageLabel(g[0]!.cell)] : []),
+          ...channelCounts.map((n) => {
+            const c = g.find((x) => x.cell.channels === n);
+            return c ? `${med(c.imageGBps, 2)}; ${med(c.sendRssMiB, 0)} / ${med(c.recvRssMiB, 0)}` : '';
+          }),
+        ]),
+      ),
+    );
+    o.push('');
+  }
+
+  if (targets.length) {
+    o.push('### Targets');
+    o.push('');
+    o.push(
+      table(
+        ['target', 'cell', 'measured', 'goal', 'verdict'],
+        targets.map((t) => [
+          t.label.replace(/\|/g, '\\|'),
+          `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}`,
+          t.value === null ? `(${(t.why ?? '').replace(/\|/g, '\\|')})` : t.value.toFixed(2),
+          `${t.op === '<=' ? '≤' : '<'} ${t.limit}`,
+          verdict(t),
+        ]),
+      ),
+    );
+    o.push('');
+  }
+
+  const notes: string[] = [];
+  for (const c of cells) {
+    for (const [n, p] of Object.entries(c.peers) as [PeerName, NonNullable<CellSummary['peers'][PeerName]>][]) {
+      if (p.skipped) notes.push(`${c.key}: ${n} skipped: ${p.skipped}`);
+      if (p.failed) notes.push(`${c.key}: ${n} failed: ${p.failed}`);
+    }
+  }
+  const peerNotes = new Set(cells.flatMap((c) => Object.values(c.peers).flatMap((p) => (p?.note ? [p.note] : []))));
+  for (const n of peerNotes) notes.push(n);
+  const paths = new Set(cells.map((c) => `${c.cell.compression}: ${c.compressionPath}; zero pages: ${c.zeroPagePath}`));
+  if (notes.length || paths.size) {
+    o.push('### Notes');
+    o.push('');
+    for (const n of notes) o.push(`- ${n}`);
+    for (const p of paths) o.push(`- paths that ran: ${p}`);
+    o.push('');
+  }
+  return o.join('\n');
+}
+
+export interface Chart {
+  /** File name within the results directory. */
+  file: string;
+  svg: string;
+}
+
+/**
+ * Image GB/s against channels, one line per method (per method and zero-page mode when several
+ * modes ran), one chart per image; plus peak RSS against image size when several sizes ran.
+ */
+export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] {
+  const out: Chart[] = [];
+  const images = [...new Set(cells.map((c) => imageLabel(c.cell)))];
+  const zpds = new Set(cells.map((c) => c.cell.zeroPageDetection));
+  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^veth between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
+  for (const img of images) {
+    const group = cells.filter((c) => imageLabel(c.cell) === img);
+    const channels = [...new Set(group.map((c) => c.cell.channels))].sort((a, b) => a - b);
+    const series = new Map<string, Series>();
+    const add = (name: string, colorKey: string, peer: boolean, x: number, y: number | undefined): void => {
+      if (y === undefined || !Number.isFinite(y)) return;
+      const s = series.get(name) ?? { name, colorKey, points: [], ...(peer ? { peer } : {}) };
+      s.points.push({ x, y });
+      series.set(name, s);
+    };
+    const imageBytes = group[0]!.cell.sizeBytes;
+    const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
+    for (const c of group) {
+      const method = methodName(c.cell);
+      add(`mfd ${method}`, method, false, c.cell.channels, c.imageGBps.median);
+    }
+    // QEMU's own multifd, same method and channels: dashed, in its method's colour.
+    for (const c of group) {
+      const method = methodName(c.cell);
+      const q = c.peers.qemu?.wallSec?.median;
+      add(`QEMU ${method}`, method, true, c.cell.channels, q ? imageBytes / q / 1e9 : undefined);
+    }
+    // Peers that do not depend on channels: one line each, at their median over the image's cells.
+    const references: Reference[] = [];
+    for (const [n, label] of [['nc', 'raw nc'], ['zstd-nc', 'zstd -1 -T0 | nc']] as const) {
+      const walls = group.map((c) => c.peers[n]?.wallSec?.median).filter((x): x is number => x !== undefined);
+      if (walls.length) references.push({ name: label, y: imageBytes / median(walls) / 1e9 });
+    }
+    out.push({
+      file: images.length > 1 ? `throughput-${group[0]!.cell.profile}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
+      svg: lineChart({
+        title: `mfd throughput, ${img} image`,
+        subtitle: `${net}; median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}; ${meta.date.slice(0, 10)}, ${meta.host.cpus} x ${meta.host.model}`,
+        xLabel: 'channels',
+        yLabel: 'image GB/s (wall time of the whole migration)',
+        xTicks: channels.map((n) => ({ value: n, label: String(n) })),
+        series: [...series.values()],
+        references,
+      }),
+    });
+  }
+  const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
+  if (sizes.length > 1) {
+    const series = new Map<string, Series>();
+    for (const c of cells) {
+      const base = `${c.cell.compression} ${c.cell.channels} ch${zpds.size > 1 ? ` ${c.cell.zeroPageDetection}` : ''}`;
+      for (const [side, v] of [['send', c.sendRssMiB], ['recv', c.recvRssMiB]] as const) {
+        const name = `${base} ${side}`;
+        const s = series.get(name) ?? { name, points: [] };
+        s.points.push({ x: c.cell.sizeBytes, y: v.median });
+        series.set(name, s);
+      }
+    }
+    out.push({
+      file: 'memory.svg',
+      svg: lineChart({
+        title: 'mfd peak RSS against image size',
+        subtitle: `${net}; median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`,
+        xLabel: 'image size',
+        yLabel: 'peak RSS MiB',
+        xTicks: sizes.map((s) => ({ value: s, label: formatSize(s) })),
+        series: [...series.values()],
+        width: 820,
+      }),
+    });
+  }
+  return out;
+}
+
+/** JSON lines: one object per line, `type` first. */
+export function jsonLine(type: string, o: Record<string, unknown>): string {
+  return JSON.stringify({ type, ...o });
+}
