@@ -4,7 +4,7 @@
  */
 import { formatSize, type Cell, type PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
-import { sizeGrowth, type CellSummary, type Target } from './summary.js';
+import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';
 import { lineChart, type Reference, type Series } from './svg.js';
 
 export interface BenchMeta {
@@ -19,6 +19,8 @@ export interface BenchMeta {
   peers: { name: PeerName; label: string }[];
   skippedPeers: { name: PeerName; reason: string }[];
 }
+
+const TARGET_PEER = Object.fromEntries(TARGETS.map((d) => [d.id, d.peer])) as Record<Target['id'], PeerName>;
 
 const PEER_TITLES: Record<PeerName, string> = { qemu: 'QEMU', nc: 'nc', 'zstd-nc': 'zstd-nc', iperf3: 'iperf3' };
 
@@ -231,22 +233,32 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
     o.push('');
   }
 
+  // Targets whose peer took no part in the run say so once, not once per cell.
+  const ran = new Set(meta.peers.map((p) => p.name));
+  const shown = targets.filter((t) => ran.has(TARGET_PEER[t.id]));
+  const absent = [...new Set(targets.filter((t) => !ran.has(TARGET_PEER[t.id])).map((t) => `${t.label} (${TARGET_PEER[t.id]} not in this run)`))];
   if (targets.length) {
     o.push('### Targets');
     o.push('');
-    o.push(
-      table(
-        ['target', 'cell', 'measured', 'goal', 'verdict'],
-        targets.map((t) => [
-          t.label.replace(/\|/g, '\\|'),
-          `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}`,
-          t.value === null ? `(${(t.why ?? '').replace(/\|/g, '\\|')})` : t.value.toFixed(2),
-          `${t.op === '<=' ? '≤' : '<'} ${t.limit}`,
-          verdict(t),
-        ]),
-      ),
-    );
-    o.push('');
+    if (shown.length) {
+      o.push(
+        table(
+          ['target', 'cell', 'measured', 'goal', 'verdict'],
+          shown.map((t) => [
+            t.label.replace(/\|/g, '\\|'),
+            `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}`,
+            t.value === null ? `(${(t.why ?? '').replace(/\|/g, '\\|')})` : t.value.toFixed(2),
+            `${t.op === '<=' ? '≤' : '<'} ${t.limit}`,
+            verdict(t),
+          ]),
+        ),
+      );
+      o.push('');
+    }
+    if (absent.length) {
+      o.push(`Not measured: ${absent.join('; ')}.`);
+      o.push('');
+    }
   }
 
   const notes: string[] = [];
@@ -281,73 +293,79 @@ export interface Chart {
  */
 export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] {
   const out: Chart[] = [];
-  const images = [...new Set(cells.map((c) => imageLabel(c.cell)))];
   const zpds = new Set(cells.map((c) => c.cell.zeroPageDetection));
+  const profiles = new Set(cells.map((c) => c.cell.profile));
+  const channelSet = new Set(cells.map((c) => c.cell.channels));
+  const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
   const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^veth between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
-  for (const img of images) {
-    const group = cells.filter((c) => imageLabel(c.cell) === img);
-    const channels = [...new Set(group.map((c) => c.cell.channels))].sort((a, b) => a - b);
+  const runs = `median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`;
+  const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
+  const collect = (): { series: Map<string, Series>; add: (name: string, colorKey: string, style: Pick<Series, 'dashed' | 'kind'>, x: number, y: number | undefined) => void } => {
     const series = new Map<string, Series>();
-    const add = (name: string, colorKey: string, peer: boolean, x: number, y: number | undefined): void => {
-      if (y === undefined || !Number.isFinite(y)) return;
-      const s = series.get(name) ?? { name, colorKey, points: [], ...(peer ? { peer } : {}) };
-      s.points.push({ x, y });
-      series.set(name, s);
+    return {
+      series,
+      add(name, colorKey, style, x, y) {
+        if (y === undefined || !Number.isFinite(y)) return;
+        const s = series.get(name) ?? { name, colorKey, points: [], ...style };
+        s.points.push({ x, y });
+        series.set(name, s);
+      },
     };
-    const imageBytes = group[0]!.cell.sizeBytes;
-    const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
-    for (const c of group) {
-      const method = methodName(c.cell);
-      add(`mfd ${method}`, method, false, c.cell.channels, c.imageGBps.median);
+  };
+
+  // Throughput against channels, one chart per image (also when nothing varies: a point per method).
+  if (channelSet.size > 1 || sizes.length === 1) {
+    const images = [...new Set(cells.map((c) => imageLabel(c.cell)))];
+    for (const img of images) {
+      const group = cells.filter((c) => imageLabel(c.cell) === img);
+      const imageBytes = group[0]!.cell.sizeBytes;
+      const channels = [...new Set(group.map((c) => c.cell.channels))].sort((a, b) => a - b);
+      const { series, add } = collect();
+      for (const c of group) add(`mfd ${methodName(c.cell)}`, methodName(c.cell), {}, c.cell.channels, c.imageGBps.median);
+      // QEMU's own multifd, same method and channels: dashed, in its method's colour.
+      for (const c of group) {
+        const q = c.peers.qemu?.wallSec?.median;
+        add(`QEMU ${methodName(c.cell)}`, methodName(c.cell), { dashed: true, kind: 'peer' }, c.cell.channels, q ? imageBytes / q / 1e9 : undefined);
+      }
+      // Peers that do not depend on channels: one line each, at their median over the image's cells.
+      const references: Reference[] = [];
+      for (const [n, label] of [['nc', 'raw nc'], ['zstd-nc', 'zstd -1 -T0 | nc']] as const) {
+        const walls = group.map((c) => c.peers[n]?.wallSec?.median).filter((x): x is number => x !== undefined);
+        if (walls.length) references.push({ name: label, y: imageBytes / median(walls) / 1e9 });
+      }
+      out.push({
+        file: images.length > 1 ? `throughput-${group[0]!.cell.profile}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
+        svg: lineChart({
+          title: `mfd throughput, ${img} image`,
+          subtitle: `${net}; ${runs}; ${meta.date.slice(0, 10)}, ${meta.host.cpus} x ${meta.host.model}`,
+          xLabel: 'channels',
+          yLabel: 'image GB/s (wall time of the whole migration)',
+          xTicks: channels.map((n) => ({ value: n, label: String(n) })),
+          series: [...series.values()],
+          references,
+        }),
+      });
     }
-    // QEMU's own multifd, same method and channels: dashed, in its method's colour.
-    for (const c of group) {
-      const method = methodName(c.cell);
-      const q = c.peers.qemu?.wallSec?.median;
-      add(`QEMU ${method}`, method, true, c.cell.channels, q ? imageBytes / q / 1e9 : undefined);
-    }
-    // Peers that do not depend on channels: one line each, at their median over the image's cells.
-    const references: Reference[] = [];
-    for (const [n, label] of [['nc', 'raw nc'], ['zstd-nc', 'zstd -1 -T0 | nc']] as const) {
-      const walls = group.map((c) => c.peers[n]?.wallSec?.median).filter((x): x is number => x !== undefined);
-      if (walls.length) references.push({ name: label, y: imageBytes / median(walls) / 1e9 });
+  }
+
+  // Against image size: throughput, and peak memory (sender solid, receiver dashed), one line per method and channel count.
+  if (sizes.length > 1) {
+    const label = (c: Cell): string => `${methodName(c)} ${c.channels} ch${profiles.size > 1 ? ` ${c.profile}` : ''}`;
+    const xTicks = sizes.map((s) => ({ value: s, label: formatSize(s) }));
+    const speed = collect();
+    const mem = collect();
+    for (const c of cells) {
+      speed.add(label(c.cell), label(c.cell), {}, c.cell.sizeBytes, c.imageGBps.median);
+      mem.add(`${label(c.cell)}, sender`, label(c.cell), { kind: 'send' }, c.cell.sizeBytes, c.sendRssMiB.median);
+      mem.add(`${label(c.cell)}, receiver`, label(c.cell), { dashed: true, kind: 'recv' }, c.cell.sizeBytes, c.recvRssMiB.median);
     }
     out.push({
-      file: images.length > 1 ? `throughput-${group[0]!.cell.profile}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
-      svg: lineChart({
-        title: `mfd throughput, ${img} image`,
-        subtitle: `${net}; median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}; ${meta.date.slice(0, 10)}, ${meta.host.cpus} x ${meta.host.model}`,
-        xLabel: 'channels',
-        yLabel: 'image GB/s (wall time of the whole migration)',
-        xTicks: channels.map((n) => ({ value: n, label: String(n) })),
-        series: [...series.values()],
-        references,
-      }),
+      file: 'scaling.svg',
+      svg: lineChart({ title: 'mfd throughput against image size', subtitle: `${net}; ${runs}`, xLabel: 'image size', yLabel: 'image GB/s', xTicks, series: [...speed.series.values()] }),
     });
-  }
-  const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
-  if (sizes.length > 1) {
-    const series = new Map<string, Series>();
-    for (const c of cells) {
-      const base = `${c.cell.compression} ${c.cell.channels} ch${zpds.size > 1 ? ` ${c.cell.zeroPageDetection}` : ''}`;
-      for (const [side, v] of [['send', c.sendRssMiB], ['recv', c.recvRssMiB]] as const) {
-        const name = `${base} ${side}`;
-        const s = series.get(name) ?? { name, points: [] };
-        s.points.push({ x: c.cell.sizeBytes, y: v.median });
-        series.set(name, s);
-      }
-    }
     out.push({
       file: 'memory.svg',
-      svg: lineChart({
-        title: 'mfd peak RSS against image size',
-        subtitle: `${net}; median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`,
-        xLabel: 'image size',
-        yLabel: 'peak RSS MiB',
-        xTicks: sizes.map((s) => ({ value: s, label: formatSize(s) })),
-        series: [...series.values()],
-        width: 820,
-      }),
+      svg: lineChart({ title: 'mfd peak RSS against image size', subtitle: `${net}; ${runs}`, xLabel: 'image size', yLabel: 'peak RSS MiB', xTicks, series: [...mem.series.values()], width: 780 }),
     });
   }
   return out;

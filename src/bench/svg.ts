@@ -9,8 +9,10 @@ export interface Series {
   points: { x: number; y: number }[];
   /** Series with the same key share a colour (a method and its QEMU counterpart); default: the name. */
   colorKey?: string;
-  /** Drawn dashed, with class "peer" instead of "method": a peer's line next to mfd's. */
-  peer?: boolean;
+  /** Drawn dashed (a peer's line next to mfd's, or the receiver's next to the sender's). */
+  dashed?: boolean;
+  /** The group's class after "series" (default "method"; "peer" for a peer's line). */
+  kind?: string;
 }
 
 /** A horizontal dashed line across the plot (a peer that does not depend on x, like raw nc). */
@@ -128,15 +130,15 @@ export function lineChart(spec: ChartSpec): string {
   spec.series.forEach((s, i) => {
     const color = colorOf(s.colorKey ?? s.name);
     const pts = s.points.filter((p) => Number.isFinite(p.y) && spec.xTicks.some((t) => t.value === p.x)).sort((a, b) => xOf(a.x) - xOf(b.x));
-    o.push(`  <g class="series ${s.peer ? 'peer' : 'method'}" data-name="${escapeXml(s.name)}">`);
+    o.push(`  <g class="series ${escapeXml(s.kind ?? 'method')}" data-name="${escapeXml(s.name)}">`);
     o.push(
-      `    <polyline fill="none" stroke="${color}" stroke-width="2"${s.peer ? ' stroke-dasharray="6 3"' : ''} points="${pts.map((p) => `${fmt(xOf(p.x))},${fmt(yOf(p.y))}`).join(' ')}"/>`,
+      `    <polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 3"' : ''} points="${pts.map((p) => `${fmt(xOf(p.x))},${fmt(yOf(p.y))}`).join(' ')}"/>`,
     );
     for (const p of pts) {
-      o.push(`    <circle cx="${fmt(xOf(p.x))}" cy="${fmt(yOf(p.y))}" r="${s.peer ? 2.5 : 3.5}" fill="${color}"><title>${escapeXml(`${s.name}: ${fmt(p.y)} at ${p.x}`)}</title></circle>`);
+      o.push(`    <circle cx="${fmt(xOf(p.x))}" cy="${fmt(yOf(p.y))}" r="${s.dashed ? 2.5 : 3.5}" fill="${color}"><title>${escapeXml(`${s.name}: ${fmt(p.y)} at ${p.x}`)}</title></circle>`);
     }
     o.push('  </g>');
-    legend(i, color, s.peer ?? false, s.name);
+    legend(i, color, s.dashed ?? false, s.name);
   });
   refs.forEach((r, j) => {
     const y = fmt(yOf(r.y));
