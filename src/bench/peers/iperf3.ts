@@ -28,7 +28,7 @@ export const iperf3: Peer = {
       await waitListening(server, port, 'iperf3 -s', signal);
       const [cc, ca] = net.wrap('send', 'iperf3', ['-c', net.recvAddr, '-p', String(port), '-n', String(imageBytes), '-P', String(Math.min(cell.channels, 128)), '-J']);
       const rx0 = net.rxBytes();
-      const c = await waitFor(start(cc, ca), signal, 600_000);
+      const c = await waitFor(start(cc, ca), signal);
       const linkBytes = net.rxBytes() - rx0;
       let j: IperfJson;
       try {
