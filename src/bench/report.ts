@@ -106,6 +106,18 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
   o.push('');
   o.push('Wall time: from starting `mfd send` (the receiver already listening) to both processes\' exit, verification included.');
   o.push('');
+  if (meta.runs > 1) {
+    const pct = (x: Summary): string => `${(x.relSpread * 100).toFixed(0)}%`;
+    o.push('### Spread of the runs: (max − min) / median');
+    o.push('');
+    o.push(
+      table(
+        [...cc.head, 'wall', 'image GB/s', 'wire bytes', 'CPU send', 'CPU recv', 'RSS send', 'RSS recv'],
+        cells.map((c) => [...cc.row(c), pct(c.wallSec), pct(c.imageGBps), pct(c.wireBytes), pct(c.sendCpuSec), pct(c.recvCpuSec), pct(c.sendRssMiB), pct(c.recvRssMiB)]),
+      ),
+    );
+    o.push('');
+  }
 
   const peerNames = meta.peers.map((p) => p.name);
   const wallPeers = peerNames.filter((n) => n !== 'iperf3');

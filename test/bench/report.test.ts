@@ -91,6 +91,16 @@ t.test('markdown: a row per cell with medians, peers pair by pair, targets with 
   t.equal(none4[3], '2.00 (2.00..2.00)');
   t.equal(none4[5], '1.25 / 1.50');
   t.equal(none4[6], '100 / 97');
+  const spread = tableUnder(md, 'Spread of the runs');
+  t.same(spread[0], ['method', 'ch', 'wall', 'image GB/s', 'wire bytes', 'CPU send', 'CPU recv', 'RSS send', 'RSS recv']);
+  t.same(spread.find((r) => r[0] === 'none' && r[1] === '4')!.slice(2), ['0%', '0%', '0%', '0%', '0%', '0%', '0%']);
+  const varied = summarizeCell({
+    cell: { compression: 'none', zeroPageDetection: 'multifd', channels: 1, profile: 'mixed', sizeBytes: 2 ** 30 },
+    runs: [run(1, 2 ** 30, 100), run(2, 2 ** 30, 110), run(1.5, 2 ** 30, 90)],
+    peers: {},
+  });
+  const vrow = tableUnder(markdownReport(meta(), [varied], []), 'Spread of the runs')[2]!;
+  t.same([vrow[2], vrow[7]], ['67%', '20%'], 'wall (2 - 1) / 1.5; sender RSS (110 - 90) / 100');
   const peers = tableUnder(md, 'Against the peers');
   t.same(peers[0]!.slice(0, 4), ['method', 'ch', 'mfd / QEMU', 'mfd / floor']);
   t.equal(peers.find((r) => r[0] === 'zstd' && r[1] === '1')![2], '0.50');
@@ -111,8 +121,9 @@ t.test('markdown: scaling with size says whether memory stays flat', async (t) =
   const mk = (size: number, rss: number) =>
     summarizeCell({ cell: { compression: 'none', zeroPageDetection: 'multifd', channels: 4, profile: 'mixed', sizeBytes: size }, runs: [run(size / 1e9, size, rss)], peers: {} });
   const cs = [mk(2 ** 29, 100), mk(2 ** 30, 101), mk(2 ** 32, 104)];
-  const md = markdownReport(meta({ peers: [], skippedPeers: [] }), cs, computeTargets(cs));
+  const md = markdownReport(meta({ peers: [], skippedPeers: [], runs: 1 }), cs, computeTargets(cs));
   t.match(md, /### Scaling with image size/);
+  t.notMatch(md, /### Spread/, 'one run: no spread');
   t.match(md, /Not measured: mfd \/ QEMU wall time, none \(qemu not in this run\); .*\(iperf3 not in this run\)/, 'targets of absent peers: one line');
   t.notMatch(md, /\| target \| cell \|/);
   t.match(md, /512 MiB → 4 GiB: peak RSS send 100 → 104 MiB \(x1\.04\), recv 97 → 97 MiB \(x1\.00\): \*\*memory flat\*\*; time per GiB x1\.00/);
