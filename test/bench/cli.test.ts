@@ -91,6 +91,13 @@ t.test('--json: the JSON lines on stdout', async (t) => {
   t.notMatch(r.stderr, /run 1\/1/, '--no-progress');
 });
 
+t.test('help: bench is listed, with its flags in QEMU\'s vocabulary', async (t) => {
+  t.match((await mfd(['--help'])).stdout, /bench \[options\] +measure migrations/);
+  const h = await mfd(['bench', '--help']);
+  t.equal(h.status, 0);
+  for (const flag of ['--compression <list>', '--channels <list>', '--zero-page-detection <list>', '--link <rate[,delay]>', '--peers <list>']) t.ok(h.stdout.includes(flag), flag);
+});
+
 t.test('bad options exit 2 and say what is expected', async (t) => {
   const cases: [string[], RegExp][] = [
     [['--compression', 'gzip'], /Expected --compression values from none, .* but received "gzip"/],

@@ -21,10 +21,10 @@ export function benchCommand(ctx: CommandContext): Command {
   return new Command('bench')
     .summary('measure migrations over loopback or a shaped link, against iperf3, nc, zstd|nc and QEMU')
     .description(
-      'Runs a matrix of migrations, mfd recv and mfd send in their own processes: methods x channel counts x\n' +
-        'zero-page modes x image profiles and sizes, several runs per cell after a warm-up, each run followed by\n' +
-        'the peers on the same image. Every output is compared with its image. Writes results.jsonl, report.md and\n' +
-        'SVG charts to --out and prints the report (or, with --json, the JSON lines) on stdout; progress on stderr.\n' +
+      'Runs a matrix of migrations, mfd recv and mfd send in their own processes: methods x channel counts x ' +
+        'zero-page modes x image profiles and sizes, several runs per cell after a warm-up, each run followed by ' +
+        'the peers on the same image. Every output is compared with its image. Writes results.jsonl, report.md and ' +
+        'SVG charts to --out and prints the report (or, with --json, the JSON lines) on stdout; progress on stderr. ' +
         'Lists are comma-separated: --compression none,zstd --channels 1,4 --size 512M,1G.',
     )
     .addOption(new Option('--compression <list>', `methods (QEMU's multifd-compression): ${listMethods().join(', ')}`).default('none,zstd,lz4'))
