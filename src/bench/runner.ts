@@ -132,7 +132,9 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   const linkBytes = net.rxBytes() - rx0;
 
   if (s.code !== 0 || v.code !== 0) {
-    const bad = s.code !== 0 ? s : v;
+    // The side that failed of its own accord, not the one reporting its peer's failure (exit 7).
+    const failed = [s, v].filter((r) => r.code !== 0);
+    const bad = failed.find((r) => r.code !== ExitCode.REMOTE) ?? failed[0]!;
     throw new BenchError(
       'ERR_BENCH_MFD_FAILED',
       `mfd run failed (${describeCell(cell)}): send exit ${s.code ?? s.signal}: ${tail(s.stderr, 3)}; recv exit ${v.code ?? v.signal}: ${tail(v.stderr, 3)}`,
