@@ -118,6 +118,16 @@ export class InterruptedError extends MfdError {
   }
 }
 
+/**
+ * `mfd bench` could not measure: a shaped link could not be made, or an mfd run failed (its exit
+ * code is the failing side's, so a receiver's verification failure is still 5).
+ */
+export class BenchError extends MfdError {
+  constructor(code: string, message: string, exitCode: ExitCodeValue = ExitCode.INTERNAL) {
+    super(code, message, exitCode);
+  }
+}
+
 export class NativeLoadError extends MfdError {
   constructor(message: string) {
     super('ERR_NATIVE_LOAD', message, ExitCode.INTERNAL);

@@ -12,6 +12,7 @@ import { recvCommand } from './commands/recv.js';
 import { genImageCommand } from './commands/gen-image.js';
 import { inspectCommand } from './commands/inspect.js';
 import { accelCommand } from './commands/accel.js';
+import { benchCommand } from './commands/bench.js';
 
 export interface CommandContext {
   out(text: string): void;
@@ -19,6 +20,8 @@ export interface CommandContext {
   progress(label: string, enabled: boolean): Progress;
   /** The receiver's bound address, on stderr so scripts using port 0 can find it. */
   listening(address: string, port: number): void;
+  /** A line for a person watching (progress of a long command), on stderr. */
+  status(line: string): void;
   result(o: { json?: boolean }, stats: RunStats, extra?: Record<string, unknown>): void;
   signal: AbortSignal;
 }
@@ -47,6 +50,7 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(inspectCommand(ctx));
   program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
+  program.addCommand(benchCommand(ctx));
   program.exitOverride();
   for (const c of program.commands) c.exitOverride();
   return program;
@@ -71,6 +75,7 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     logger: (level) => createLogger(level),
     progress: (label, enabled) => createProgress(label, enabled),
     listening: (address, port) => err(`mfd recv: listening on ${address}:${port}`),
+    status: (line) => err(line),
     result(o, stats, extra) {
       json = o.json ?? false;
       if (o.json) out(JSON.stringify({ ...stats, ...extra }));

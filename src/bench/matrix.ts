@@ -1,0 +1,204 @@
+/**
+ * The benchmark's matrix and its option values: comma lists in QEMU's vocabulary
+ * (`--compression none,zstd`, `--channels 1,4`), size lists (`--size 512M,1G`) and a
+ * shaped link (`--link 1gbit,1ms`). Pure: no I/O, so every parser is unit-tested.
+ */
+import { UsageError } from '../errors.js';
+import { parseSize, PROFILES, type Profile } from '../image/generate.js';
+
+export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu'] as const;
+export type PeerName = (typeof PEER_NAMES)[number];
+
+/** One cell of the matrix: what one series of mfd runs (and its peers) measures. */
+export interface Cell {
+  compression: string;
+  zeroPageDetection: string;
+  channels: number;
+  profile: Profile;
+  sizeBytes: number;
+}
+
+/** A shaped link between two network namespaces. */
+export interface LinkSpec {
+  /** Bits per second, as tc's `rate`. */
+  rateBitsPerSec: number;
+  /** Added one-way delay in milliseconds, each direction (so the round trip gains twice this). */
+  delayMs: number;
+  /** As given, for the report. */
+  text: string;
+}
+
+export interface BenchConfig {
+  compression: string[];
+  channels: number[];
+  zeroPageDetection: string[];
+  profiles: Profile[];
+  sizes: number[];
+  runs: number;
+  warmup: number;
+  seed: number;
+  /** Peers asked for by name, or undefined for "every available one". */
+  peers: PeerName[] | undefined;
+  link: LinkSpec | undefined;
+}
+
+/** "a, b,,c" -> ['a', 'b', 'c']; duplicates refused (they would only repeat a cell). */
+export function parseList(flag: string, v: string): string[] {
+  const items = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (items.length === 0) throw new UsageError(`Expected a comma-separated list for ${flag} but received "${v}"`);
+  const seen = new Set<string>();
+  for (const i of items) {
+    if (seen.has(i)) throw new UsageError(`${flag} lists "${i}" twice`);
+    seen.add(i);
+  }
+  return items;
+}
+
+/** A list whose every item is one of `choices`. */
+export function parseChoiceList(flag: string, v: string, choices: readonly string[]): string[] {
+  const items = parseList(flag, v);
+  for (const i of items) {
+    if (!choices.includes(i)) throw new UsageError(`Expected ${flag} values from ${choices.join(', ')} but received "${i}"`);
+  }
+  return items;
+}
+
+export function parseIntList(flag: string, v: string, min: number, max: number): number[] {
+  return parseList(flag, v).map((s) => {
+    const n = Number(s);
+    if (!/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new UsageError(`Expected integers in ${min}..${max} for ${flag} but received "${s}"`);
+    }
+    return n;
+  });
+}
+
+/** "512M,1G,2G" -> bytes each; every size a whole number of 4 KiB pages, at least one page. */
+export function parseSizeList(flag: string, v: string): number[] {
+  return parseList(flag, v).map((s) => {
+    const n = parseSize(s);
+    if (n < 4096 || n % 4096 !== 0) throw new UsageError(`Expected ${flag} sizes that are whole 4 KiB pages (like 64M or 1G) but received "${s}"`);
+    return n;
+  });
+}
+
+export function parseProfiles(flag: string, v: string): Profile[] {
+  return parseChoiceList(flag, v, Object.keys(PROFILES)) as Profile[];
+}
+
+/** `--peers iperf3,nc`, `--peers none` (no peers) or `--peers all` (every one; an unavailable one is then an error). */
+export function parsePeers(v: string): PeerName[] {
+  const t = v.trim();
+  if (t === 'none') return [];
+  if (t === 'all') return [...PEER_NAMES];
+  return parseChoiceList('--peers', v, PEER_NAMES) as PeerName[];
+}
+
+const RATE_UNITS: Record<string, number> = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9, tbit: 1e12 };
+
+/**
+ * A tc-style rate in bits per second: "1gbit", "100mbit", "2.5gbit", "800kbit".
+ * Only bit units: tc's "mbps" means megabytes per second, a classic trap, so it is refused.
+ */
+export function parseRate(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?bit)$/i.exec(s.trim());
+  if (!m) throw new UsageError(`Expected a rate like 100mbit, 1gbit or 2.5gbit for --link but received "${s}"`);
+  const v = Math.round(Number(m[1]) * RATE_UNITS[m[2]!.toLowerCase()]!);
+  if (!(v >= 8000) || !Number.isSafeInteger(v)) throw new UsageError(`--link rate "${s}" is out of range (8kbit or more)`);
+  return v;
+}
+
+/** "1ms", "500us", "0.2ms", "1s", "0" -> milliseconds. */
+export function parseDelay(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(us|ms|s)?$/i.exec(s.trim());
+  if (!m || (m[2] === undefined && Number(m[1]) !== 0)) {
+    throw new UsageError(`Expected a delay like 1ms, 500us or 0 for --link but received "${s}"`);
+  }
+  const unit = (m[2] ?? 'ms').toLowerCase();
+  const ms = Number(m[1]) * (unit === 'us' ? 1e-3 : unit === 's' ? 1e3 : 1);
+  if (ms > 10_000) throw new UsageError(`--link delay "${s}" is out of range (at most 10s)`);
+  return ms;
+}
+
+/** `--link RATE[,DELAY]`: "1gbit,1ms", "100mbit" (no delay). */
+export function parseLink(v: string): LinkSpec {
+  const parts = v.split(',').map((s) => s.trim());
+  if (parts.length > 2 || parts[0] === undefined || parts[0] === '') {
+    throw new UsageError(`Expected --link RATE[,DELAY] (like 1gbit,1ms) but received "${v}"`);
+  }
+  return { rateBitsPerSec: parseRate(parts[0]), delayMs: parts[1] === undefined ? 0 : parseDelay(parts[1]), text: v.trim() };
+}
+
+/** Every combination, images outermost (one image per profile and size), channels innermost. */
+export function buildCells(c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'>): Cell[] {
+  const cells: Cell[] = [];
+  for (const profile of c.profiles) {
+    for (const sizeBytes of c.sizes) {
+      for (const compression of c.compression) {
+        for (const zeroPageDetection of c.zeroPageDetection) {
+          for (const channels of c.channels) cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes });
+        }
+      }
+    }
+  }
+  return cells;
+}
+
+/** "1 GiB", "512 MiB", "8 MiB", "1.5 GiB". */
+export function formatSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = bytes;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${Number.isInteger(v) ? v : Number(v.toFixed(2))} ${units[u]}`;
+}
+
+/** A stable, readable identifier of a cell: "zstd/multifd/4ch/mixed/1GiB". */
+export function cellKey(c: Cell): string {
+  return `${c.compression}/${c.zeroPageDetection}/${c.channels}ch/${c.profile}/${formatSize(c.sizeBytes).replace(' ', '')}`;
+}
+
+export function formatRate(bitsPerSec: number): string {
+  for (const [unit, f] of [['tbit', 1e12], ['gbit', 1e9], ['mbit', 1e6], ['kbit', 1e3]] as const) {
+    if (bitsPerSec >= f) return `${Number((bitsPerSec / f).toFixed(3))} ${unit}/s`;
+  }
+  return `${bitsPerSec} bit/s`;
+}
+
+/** `mfd bench`'s options as commander hands them over (strings), before parsing. */
+export interface RawBenchOptions {
+  compression: string;
+  channels: string;
+  zeroPageDetection: string;
+  profile: string;
+  size: string;
+  runs: string;
+  warmup: string;
+  seed: string;
+  peers?: string;
+  link?: string;
+}
+
+/** Parses and checks every option; `methods` and `detectors` are the names this build has. */
+export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string[], detectors: readonly string[]): BenchConfig {
+  const int = (flag: string, v: string, min: number, max: number): number => parseIntList(flag, v, min, max)[0]!;
+  if (raw.runs.includes(',') || raw.warmup.includes(',') || raw.seed.includes(',')) throw new UsageError('--runs, --warmup and --seed take one number each');
+  return {
+    compression: parseChoiceList('--compression', raw.compression, methods),
+    channels: parseIntList('--channels', raw.channels, 1, 255),
+    zeroPageDetection: parseChoiceList('--zero-page-detection', raw.zeroPageDetection, detectors),
+    profiles: parseProfiles('--profile', raw.profile),
+    sizes: parseSizeList('--size', raw.size),
+    runs: int('--runs', raw.runs, 1, 1000),
+    warmup: int('--warmup', raw.warmup, 0, 100),
+    seed: int('--seed', raw.seed, 0, 2 ** 32 - 1),
+    peers: raw.peers === undefined ? undefined : parsePeers(raw.peers),
+    link: raw.link === undefined ? undefined : parseLink(raw.link),
+  };
+}

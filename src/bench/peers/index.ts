@@ -1,0 +1,36 @@
+/** The peers by name, and which of them a bench run uses. */
+import { UsageError } from '../../errors.js';
+import { PEER_NAMES, type PeerName } from '../matrix.js';
+import { iperf3 } from './iperf3.js';
+import { nc } from './nc.js';
+import type { Peer } from './peer.js';
+import { qemu } from './qemu.js';
+import { zstdNc } from './zstd-nc.js';
+
+export type { Peer, PeerRunInput, PeerSample } from './peer.js';
+export { PeerNotApplicable } from './peer.js';
+
+export const PEERS: Record<PeerName, Peer> = { iperf3, nc, 'zstd-nc': zstdNc, qemu };
+
+export interface PeerChoice {
+  peers: Peer[];
+  /** Peers left out, and why. */
+  skipped: { name: PeerName; reason: string }[];
+}
+
+/**
+ * `asked` undefined: every peer this machine can run, the others skipped with the reason.
+ * Peers asked for by name must be runnable: a missing one is a usage error naming the package.
+ */
+export function choosePeers(asked: PeerName[] | undefined, unavailable: (p: Peer) => string | null = (p) => p.unavailable()): PeerChoice {
+  const out: PeerChoice = { peers: [], skipped: [] };
+  for (const name of PEER_NAMES) {
+    const p = PEERS[name];
+    if (asked && !asked.includes(name)) continue;
+    const why = unavailable(p);
+    if (why === null) out.peers.push(p);
+    else if (asked) throw new UsageError(`--peers ${name}: ${why}`, 'ERR_BENCH_PEER_UNAVAILABLE');
+    else out.skipped.push({ name, reason: why });
+  }
+  return out;
+}

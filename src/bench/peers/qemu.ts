@@ -1,0 +1,222 @@
+/**
+ * QEMU's own multifd migration of the image: two paused QEMUs (`-M none`, `-S`) whose guest RAM is
+ * a memory-backend-file with share=on, the image on the source and the output on the destination;
+ * multifd on both sides with the cell's channel count and method, max-bandwidth lifted (QEMU's
+ * default throttles), and completion polled over QMP on both sides. Timed from `migrate` to both
+ * sides reporting completed (QEMU's start-up is outside the time, unlike mfd's). The destination
+ * file is compared with the image after both QEMUs have quit.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { compareFiles } from '../files.js';
+import type { Cell } from '../matrix.js';
+import { sleep, start, syncDisks, tail, which, type Proc } from '../proc.js';
+import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
+
+const QEMU = 'qemu-system-x86_64';
+/** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
+const QEMU_METHODS = new Set(['none', 'zlib', 'zstd', 'qpl', 'qatzip', 'uadk']);
+
+interface QmpReply {
+  return?: unknown;
+  error?: { class: string; desc: string };
+}
+
+/** A minimal QMP client: one command at a time, events and the greeting skipped. */
+export class Qmp {
+  private buf = '';
+  private readonly waiters: ((m: QmpReply) => void)[] = [];
+  private closedWith: Error | null = null;
+
+  private constructor(private readonly sock: net.Socket, private readonly who: string) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        let msg: QmpReply & { event?: unknown; QMP?: unknown };
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          msg = { error: { class: 'BadReply', desc: `unreadable QMP reply: ${line.slice(0, 200)}` } };
+        }
+        if (msg.event !== undefined || msg.QMP !== undefined) continue;
+        this.waiters.shift()?.(msg);
+      }
+    });
+    const gone = (): void => {
+      this.closedWith = new Error(`${this.who}: QMP connection closed`);
+      for (const w of this.waiters.splice(0)) w({ error: { class: 'Closed', desc: 'QMP connection closed' } });
+    };
+    sock.on('close', gone);
+    sock.on('error', gone);
+  }
+
+  /** Connects to the QMP socket `file` (retrying while QEMU starts) and negotiates capabilities. */
+  static async connect(file: string, who: string, proc: Proc, signal: AbortSignal, timeoutMs = 15_000): Promise<Qmp> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(file, () => resolve(s));
+          s.once('error', reject);
+        });
+        const q = new Qmp(sock, who);
+        await q.cmd('qmp_capabilities');
+        return q;
+      } catch (e) {
+        if (proc.exited()) throw new Error(`${who} QEMU exited: ${tail((await proc.done).stderr)}`);
+        if (Date.now() > end) throw new Error(`${who} QEMU: no QMP on ${file} within ${timeoutMs} ms (${(e as Error).message})`);
+        await sleep(50, signal);
+      }
+    }
+  }
+
+  cmd<T = unknown>(execute: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    return new Promise<T>((resolve, reject) => {
+      this.waiters.push((m) => (m.error ? reject(new QmpError(`${this.who}: ${execute}: ${m.error.desc}`)) : resolve(m.return as T)));
+      this.sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+class QmpError extends Error {}
+
+interface MigrateInfo {
+  status?: string;
+  'error-desc'?: string;
+  ram?: { transferred?: number };
+  'socket-address'?: { port?: string | number }[];
+}
+
+let versionCache: string | undefined;
+/** "7.2.22", from `qemu-system-x86_64 --version`. */
+export function qemuVersion(): string {
+  versionCache ??= /version (\d+\.\d+\.\d+)/.exec(spawnSync(QEMU, ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? 'unknown';
+  return versionCache;
+}
+
+function atLeast(v: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(v);
+  if (!m) return true;
+  return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
+}
+
+export const qemu: Peer = {
+  name: 'qemu',
+  label: () => `QEMU ${qemuVersion()} multifd`,
+  unavailable: () => (which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`),
+  notApplicable(cell: Cell): string | null {
+    if (!QEMU_METHODS.has(cell.compression)) return `QEMU has no ${cell.compression} multifd compression`;
+    if (cell.sizeBytes % 4096 !== 0) return 'QEMU needs a RAM size in whole pages';
+    // zero-page-detection came in QEMU 9.0; before it, zero pages are always found (by the migration thread).
+    if (cell.zeroPageDetection === 'none' && !atLeast(qemuVersion(), 9, 0)) {
+      return `QEMU ${qemuVersion()} cannot turn zero-page detection off (zero-page-detection is QEMU 9.0+)`;
+    }
+    return null;
+  },
+  note(cell: Cell): string | null {
+    if (cell.zeroPageDetection === 'multifd' && !atLeast(qemuVersion(), 9, 0)) {
+      return `QEMU ${qemuVersion()} finds zero pages in its migration thread (no zero-page-detection parameter before 9.0)`;
+    }
+    return null;
+  },
+  run: (input) => qemuMigrate(input),
+};
+
+async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal }: PeerRunInput): Promise<PeerSample> {
+  const out = path.join(workDir, 'qemu-out.ram');
+  const dstSock = path.join(workDir, 'qemu-dst.qmp');
+  const srcSock = path.join(workDir, 'qemu-src.qmp');
+  for (const f of [out, dstSock, srcSock]) fs.rmSync(f, { force: true });
+  syncDisks();
+  const machine = (mem: string): string[] => [
+    '-nodefaults', '-display', 'none', '-S',
+    '-machine', 'none,memory-backend=mem', '-m', `${imageBytes}B`,
+    '-object', `memory-backend-file,id=mem,size=${imageBytes},mem-path=${mem},share=on`,
+  ];
+  const procs: Proc[] = [];
+  const qmps: Qmp[] = [];
+  const spawnQemu = (side: 'send' | 'recv', args: string[]): Proc => {
+    const [c, a] = link.wrap(side, QEMU, args);
+    const p = start(c, a);
+    procs.push(p);
+    return p;
+  };
+  try {
+    const dst = spawnQemu('recv', [...machine(out), '-incoming', 'defer', '-qmp', `unix:${dstSock},server=on,wait=off`]);
+    const src = spawnQemu('send', [...machine(image), '-qmp', `unix:${srcSock},server=on,wait=off`]);
+    const qd = await Qmp.connect(dstSock, 'destination', dst, signal);
+    qmps.push(qd);
+    const qs = await Qmp.connect(srcSock, 'source', src, signal);
+    qmps.push(qs);
+    const params: Record<string, unknown> = { 'multifd-channels': cell.channels, 'multifd-compression': cell.compression };
+    const has = await qs.cmd<Record<string, unknown>>('query-migrate-parameters');
+    if ('zero-page-detection' in has) params['zero-page-detection'] = cell.zeroPageDetection;
+    for (const q of [qd, qs]) {
+      await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+      try {
+        await q.cmd('migrate-set-parameters', params);
+      } catch (e) {
+        if (e instanceof QmpError) throw new PeerNotApplicable(`QEMU ${qemuVersion()} refused the parameters (${e.message})`);
+        throw e;
+      }
+    }
+    // QEMU's default max-bandwidth (128 MiB/s in 7.2) throttles the migration; lift it (bytes per second).
+    await qs.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
+    await qd.cmd('migrate-incoming', { uri: `tcp:${link.recvAddr}:0` });
+    const port = Number((await qd.cmd<MigrateInfo>('query-migrate'))['socket-address']?.[0]?.port);
+    if (!port) throw new Error('QEMU destination: no listening port in query-migrate');
+    const rx0 = link.rxBytes();
+    const t0 = process.hrtime.bigint();
+    await qs.cmd('migrate', { uri: `tcp:${link.recvAddr}:${port}` });
+    const done = { src: false, dst: false };
+    let lastMoved = { bytes: -1, at: Date.now() };
+    for (;;) {
+      if (!done.src) {
+        const s = await qs.cmd<MigrateInfo>('query-migrate');
+        if (s.status === 'failed') throw new Error(`QEMU source: migration failed: ${s['error-desc'] ?? ''}`);
+        done.src = s.status === 'completed';
+        const moved = s.ram?.transferred ?? 0;
+        if (moved !== lastMoved.bytes) lastMoved = { bytes: moved, at: Date.now() };
+        else if (!done.src && Date.now() - lastMoved.at > 60_000) throw new Error(`QEMU source: no progress for 60 s (status ${s.status})`);
+      }
+      if (!done.dst) {
+        const d = await qd.cmd<MigrateInfo>('query-migrate');
+        if (d.status === 'failed') throw new Error(`QEMU destination: migration failed: ${d['error-desc'] ?? ''}`);
+        done.dst = d.status === 'completed';
+      }
+      if (done.src && done.dst) break;
+      await sleep(5, signal);
+    }
+    const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
+    const linkBytes = link.rxBytes() - rx0;
+    await quit(qmps, procs);
+    await compareFiles(image, out, `QEMU (${cell.compression}, ${cell.channels} ch)`);
+    return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null };
+  } finally {
+    await quit(qmps, procs);
+    for (const f of [out, dstSock, srcSock]) fs.rmSync(f, { force: true });
+  }
+}
+
+/** Asks both QEMUs to quit, then makes sure they are gone. */
+async function quit(qmps: Qmp[], procs: Proc[]): Promise<void> {
+  for (const q of qmps.splice(0)) {
+    await q.cmd('quit').catch(() => {});
+    q.close();
+  }
+  const timer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), 5000);
+  for (const p of procs) if (!p.exited()) p.kill('SIGTERM');
+  await Promise.all(procs.map((p) => p.done));
+  clearTimeout(timer);
+}

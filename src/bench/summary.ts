@@ -1,0 +1,219 @@
+/**
+ * From a cell's raw runs to what the report prints: medians and spreads of mfd's measures, the
+ * peers' medians, mfd/peer ratios taken pair by pair, the floor set by the link's limit, and the
+ * targets with pass/miss. Pure: the tests feed it made-up runs.
+ */
+import { cellKey, type Cell, type PeerName } from './matrix.js';
+import type { PeerSample } from './peers/peer.js';
+import type { MfdSample } from './runner.js';
+import { pairRatios, summarize, type Summary } from './stats.js';
+
+export interface PeerRecord {
+  label: string;
+  /** Indexed by run: null where that run of the peer failed. */
+  samples: (PeerSample | null)[];
+  /** The peer has nothing to compare in this cell (and why). */
+  skipped?: string;
+  /** The first failure, when a run of the peer failed. */
+  failed?: string;
+  note?: string;
+}
+
+export interface CellRecord {
+  cell: Cell;
+  /** mfd's measured runs (warm-ups excluded), in order. */
+  runs: MfdSample[];
+  peers: Partial<Record<PeerName, PeerRecord>>;
+}
+
+export interface PeerSummary {
+  label: string;
+  wallSec: Summary | null;
+  /** iperf3: GB/s (decimal) the link carried. */
+  gbps: Summary | null;
+  linkBytes: Summary | null;
+  skipped?: string;
+  failed?: string;
+  note?: string;
+}
+
+export interface CellSummary {
+  key: string;
+  cell: Cell;
+  runs: number;
+  wallSec: Summary;
+  /** Image bytes per wall second, in GB/s (decimal). */
+  imageGBps: Summary;
+  wireBytes: Summary;
+  wireRatio: Summary;
+  sendCpuSec: Summary;
+  recvCpuSec: Summary;
+  sendRssMiB: Summary;
+  recvRssMiB: Summary;
+  linkBytes: Summary | null;
+  compressionPath: string;
+  zeroPagePath: string;
+  peers: Partial<Record<PeerName, PeerSummary>>;
+  /** mfd wall / peer wall, pair by pair. `floor`: mfd wall / (mfd wire bytes / iperf3 rate). */
+  ratios: { qemu: Summary | null; nc: Summary | null; 'zstd-nc': Summary | null; floor: Summary | null };
+  /** The floor itself: the bytes mfd put on the wire at the link's measured rate, in seconds. */
+  floorSec: Summary | null;
+  /** Bytes the receiving interface saw, mfd / QEMU, pair by pair. */
+  linkBytesVsQemu: Summary | null;
+}
+
+const MiB = 2 ** 20;
+
+function must(s: Summary | null, what: string): Summary {
+  if (!s) throw new RangeError(`no runs to summarize (${what})`);
+  return s;
+}
+
+export function summarizeCell(r: CellRecord): CellSummary {
+  const runs = r.runs;
+  const col = (f: (s: MfdSample) => number | null): (number | null)[] => runs.map(f);
+  const wall = col((s) => s.wallSec);
+  const peers: Partial<Record<PeerName, PeerSummary>> = {};
+  for (const [name, p] of Object.entries(r.peers) as [PeerName, PeerRecord][]) {
+    peers[name] = {
+      label: p.label,
+      wallSec: summarize(p.samples.map((s) => s?.wallSec)),
+      gbps: summarize(p.samples.map((s) => (s?.bytesPerSec === undefined ? null : s.bytesPerSec / 1e9))),
+      linkBytes: summarize(p.samples.map((s) => s?.linkBytes)),
+      ...(p.skipped !== undefined ? { skipped: p.skipped } : {}),
+      ...(p.failed !== undefined ? { failed: p.failed } : {}),
+      ...(p.note !== undefined ? { note: p.note } : {}),
+    };
+  }
+  const peerWall = (n: PeerName): (number | null | undefined)[] => r.peers[n]?.samples.map((s) => s?.wallSec) ?? [];
+  const floors = runs.map((s, i) => {
+    const rate = r.peers.iperf3?.samples[i]?.bytesPerSec;
+    return rate ? s.wireBytes / rate : null;
+  });
+  return {
+    key: cellKey(r.cell),
+    cell: r.cell,
+    runs: runs.length,
+    wallSec: must(summarize(wall), 'wall'),
+    imageGBps: must(summarize(runs.map((s) => s.imageBytes / s.wallSec / 1e9)), 'GB/s'),
+    wireBytes: must(summarize(col((s) => s.wireBytes)), 'wire'),
+    wireRatio: must(summarize(col((s) => s.wireRatio)), 'wire ratio'),
+    sendCpuSec: must(summarize(col((s) => s.sendCpuSec)), 'cpu'),
+    recvCpuSec: must(summarize(col((s) => s.recvCpuSec)), 'cpu'),
+    sendRssMiB: must(summarize(col((s) => s.sendRssBytes / MiB)), 'rss'),
+    recvRssMiB: must(summarize(col((s) => s.recvRssBytes / MiB)), 'rss'),
+    linkBytes: summarize(col((s) => s.linkBytes)),
+    compressionPath: runs[0]?.compressionPath ?? '',
+    zeroPagePath: runs[0]?.zeroPagePath ?? '',
+    peers,
+    ratios: {
+      qemu: pairRatios(wall, peerWall('qemu')),
+      nc: pairRatios(wall, peerWall('nc')),
+      'zstd-nc': pairRatios(wall, peerWall('zstd-nc')),
+      floor: pairRatios(wall, floors),
+    },
+    floorSec: summarize(floors),
+    linkBytesVsQemu: pairRatios(
+      col((s) => s.linkBytes),
+      r.peers.qemu?.samples.map((s) => s?.linkBytes) ?? [],
+    ),
+  };
+}
+
+export interface Target {
+  id: 'qemu-none' | 'qemu-zstd' | 'floor-none' | 'zstd-vs-zstd-nc';
+  /** What is compared, in words. */
+  label: string;
+  cellKey: string;
+  cell: Cell;
+  value: number | null;
+  op: '<=' | '<';
+  limit: number;
+  /** null: not measured (`why` says why). */
+  pass: boolean | null;
+  why?: string;
+}
+
+interface TargetDef {
+  id: Target['id'];
+  method: string;
+  label: string;
+  op: Target['op'];
+  limit: number;
+  value: (c: CellSummary) => number | undefined;
+  peer: PeerName;
+}
+
+/** The lead's targets (issue 7), each computed for every cell of its method. */
+export const TARGETS: readonly TargetDef[] = [
+  { id: 'qemu-none', method: 'none', label: 'mfd / QEMU wall time, none', op: '<=', limit: 0.5, value: (c) => c.ratios.qemu?.median, peer: 'qemu' },
+  { id: 'qemu-zstd', method: 'zstd', label: 'mfd / QEMU wall time, zstd', op: '<=', limit: 0.6, value: (c) => c.ratios.qemu?.median, peer: 'qemu' },
+  {
+    id: 'floor-none',
+    method: 'none',
+    label: "mfd / floor, none (floor = mfd's wire bytes / iperf3 rate)",
+    op: '<=',
+    limit: 1.3,
+    value: (c) => c.ratios.floor?.median,
+    peer: 'iperf3',
+  },
+  { id: 'zstd-vs-zstd-nc', method: 'zstd', label: 'mfd zstd / `zstd -1 -T0 | nc` wall time', op: '<', limit: 1, value: (c) => c.ratios['zstd-nc']?.median, peer: 'zstd-nc' },
+];
+
+export function computeTargets(cells: readonly CellSummary[]): Target[] {
+  const out: Target[] = [];
+  for (const def of TARGETS) {
+    for (const c of cells) {
+      if (c.cell.compression !== def.method) continue;
+      const value = def.value(c) ?? null;
+      const p = c.peers[def.peer];
+      const why = value !== null ? undefined : p === undefined ? `${def.peer} not run` : (p.skipped ?? p.failed ?? `${def.peer} gave no measurement`);
+      out.push({
+        id: def.id,
+        label: def.label,
+        cellKey: c.key,
+        cell: c.cell,
+        value,
+        op: def.op,
+        limit: def.limit,
+        pass: value === null ? null : def.op === '<=' ? value <= def.limit : value < def.limit,
+        ...(why !== undefined ? { why } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+export interface Growth {
+  /** The cells compared, smallest image first. */
+  from: CellSummary;
+  to: CellSummary;
+  /** Largest image's peak RSS over the smallest's (max of sender and receiver each). */
+  sendRss: number;
+  recvRss: number;
+  /** Seconds per GiB at the largest size over at the smallest (1 = time grows linearly with size). */
+  timePerGiB: number;
+  /** Memory counts as flat when neither side's peak RSS grew by more than 25%. */
+  flat: boolean;
+}
+
+/** For each cell group that differs only in size: how time and memory grow from the smallest to the largest image. */
+export function sizeGrowth(cells: readonly CellSummary[]): Growth[] {
+  const groups = new Map<string, CellSummary[]>();
+  for (const c of cells) {
+    const k = `${c.cell.compression}/${c.cell.zeroPageDetection}/${c.cell.channels}/${c.cell.profile}`;
+    groups.set(k, [...(groups.get(k) ?? []), c]);
+  }
+  const out: Growth[] = [];
+  for (const g of groups.values()) {
+    if (g.length < 2) continue;
+    const sorted = [...g].sort((a, b) => a.cell.sizeBytes - b.cell.sizeBytes);
+    const from = sorted[0]!;
+    const to = sorted[sorted.length - 1]!;
+    const sendRss = to.sendRssMiB.median / from.sendRssMiB.median;
+    const recvRss = to.recvRssMiB.median / from.recvRssMiB.median;
+    const perGiB = (c: CellSummary): number => c.wallSec.median / (c.cell.sizeBytes / 2 ** 30);
+    out.push({ from, to, sendRss, recvRss, timePerGiB: perGiB(to) / perGiB(from), flat: sendRss <= 1.25 && recvRss <= 1.25 });
+  }
+  return out;
+}

@@ -1,0 +1,89 @@
+/** `mfd bench`: a matrix of loopback (or shaped-link) migrations against the peers, with a report. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { UsageError } from '../../errors.js';
+import { parseBenchOptions, PEER_NAMES, type RawBenchOptions } from '../../bench/matrix.js';
+import { listMethods } from '../../methods/index.js';
+import { listDetectors } from '../../zero-page/index.js';
+import type { CommandContext } from '../main.js';
+
+interface BenchOpts extends RawBenchOptions {
+  dir: string;
+  out?: string;
+  keep?: boolean;
+  json?: boolean;
+  progress: boolean;
+}
+
+export function benchCommand(ctx: CommandContext): Command {
+  return new Command('bench')
+    .summary('measure migrations over loopback or a shaped link, against iperf3, nc, zstd|nc and QEMU')
+    .description(
+      'Runs a matrix of migrations, mfd recv and mfd send in their own processes: methods x channel counts x ' +
+        'zero-page modes x image profiles and sizes, several runs per cell after a warm-up, each run followed by ' +
+        'the peers on the same image. Every output is compared with its image. Writes results.jsonl, report.md and ' +
+        'SVG charts to --out and prints the report (or, with --json, the JSON lines) on stdout; progress on stderr. ' +
+        'Lists are comma-separated: --compression none,zstd --channels 1,4 --size 512M,1G.',
+    )
+    .addOption(new Option('--compression <list>', `methods (QEMU's multifd-compression): ${listMethods().join(', ')}`).default('none,zstd,lz4'))
+    .addOption(new Option('--channels <list>', "channel counts (QEMU's multifd-channels)").default('1,4'))
+    .addOption(new Option('--zero-page-detection <list>', `zero-page modes: ${listDetectors().join(', ')}`).default('multifd'))
+    .addOption(new Option('--profile <list>', 'image profiles: mixed (about 50% zero, 30% text-like, 20% random pages), zero, random, text').default('mixed'))
+    .addOption(new Option('--size <list>', 'image sizes (K, M, G suffixes), e.g. 512M,1G,2G,4G to see scaling').default('1G'))
+    .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
+    .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
+    .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
+    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a veth pair shaped by tc, e.g. 1gbit,1ms (delay each way); needs root'))
+    .addOption(new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()))
+    .addOption(new Option('--out <dir>', 'results directory (default bench/results/<timestamp>/ under the current directory)'))
+    .addOption(new Option('--seed <n>', 'seed of the generated images').default('1'))
+    .addOption(new Option('--keep', 'keep the images and the work directory'))
+    .addOption(new Option('--json', 'print the results as JSON lines on stdout instead of the markdown report'))
+    .addOption(new Option('--no-progress', 'no progress lines on stderr'))
+    .action(async (o: BenchOpts) => {
+      const cfg = parseBenchOptions(o, listMethods(), listDetectors());
+      // Loaded here, not at start-up: every `mfd send` the bench times starts this same CLI.
+      const { runBench } = await import('../../bench/bench.js');
+      const { charts, formatTargetLine, markdownReport } = await import('../../bench/report.js');
+      if (cfg.link) {
+        // Before any file is written: the commonest reason a bench cannot run as asked.
+        const { linkUnavailableReason } = await import('../../bench/netns.js');
+        const why = linkUnavailableReason();
+        if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
+      }
+      const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+      const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
+      const jsonl = path.join(outDir, 'results.jsonl');
+      const lines: string[] = [];
+      const result = await runBench(cfg, {
+        dir: o.dir,
+        keep: o.keep ?? false,
+        signal: ctx.signal,
+        status: (line) => {
+          if (o.progress) ctx.status(line);
+        },
+        record: (line) => {
+          // Made on the first line, so a bench that could not start leaves no empty directory.
+          if (lines.length === 0) {
+            fs.mkdirSync(outDir, { recursive: true });
+            fs.writeFileSync(jsonl, '');
+          }
+          lines.push(line);
+          fs.appendFileSync(jsonl, line + '\n');
+        },
+      });
+      const md = markdownReport(result.meta, result.cells, result.targets);
+      fs.writeFileSync(path.join(outDir, 'report.md'), md + '\n');
+      const written = ['results.jsonl', 'report.md'];
+      for (const c of charts(result.meta, result.cells)) {
+        fs.writeFileSync(path.join(outDir, c.file), c.svg);
+        written.push(c.file);
+      }
+      if (o.json) for (const l of lines) ctx.out(l);
+      else ctx.out(md);
+      for (const t of result.targets) ctx.status(`target: ${formatTargetLine(t)}`);
+      ctx.status(`results in ${outDir}: ${written.join(', ')}`);
+    });
+}

@@ -1,0 +1,161 @@
+/**
+ * `mfd bench` end to end with the real binary: a tiny matrix over loopback (and, when this machine
+ * lets the test make network namespaces, over a shaped link), checking the files it writes.
+ */
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { tmpdir } from '../helpers/index.js';
+import { findAll, parseXml } from '../helpers/xml.js';
+import { ncUnavailable } from '../../src/bench/peers/nc.js';
+
+const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
+
+interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI without blocking the event loop (tap's timeout keeps working). */
+function mfd(args: string[], opts: { cmd?: string[] } = {}): Promise<Ran> {
+  const [cmd, ...pre] = opts.cmd ?? [process.execPath];
+  return new Promise((resolve) => {
+    const p = spawn(cmd!, [...pre, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+const lines = (file: string) =>
+  fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
+
+t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'results');
+  const withNc = ncUnavailable() === null;
+  const r = await mfd([
+    'bench', '--size', '8M', '--compression', 'none,zstd', '--channels', '1,2', '--runs', '1', '--warmup', '0',
+    '--peers', withNc ? 'nc' : 'none', '--dir', dir, '--out', out,
+  ]);
+  t.equal(r.status, 0, r.stderr);
+  t.same(fs.readdirSync(out).sort(), ['report.md', 'results.jsonl', 'throughput.svg']);
+  t.same(fs.readdirSync(dir).sort(), ['results'], 'the work directory (image, outputs) is gone');
+
+  const recs = lines(path.join(out, 'results.jsonl'));
+  t.equal(recs[0]!.type, 'meta');
+  t.match(recs[0], { network: { kind: 'loopback' }, runs: 1, warmup: 0, matrix: { compression: ['none', 'zstd'], channels: [1, 2], sizes: [8 << 20] } });
+  const keys = ['none/multifd/1ch/mixed/8MiB', 'none/multifd/2ch/mixed/8MiB', 'zstd/multifd/1ch/mixed/8MiB', 'zstd/multifd/2ch/mixed/8MiB'];
+  const cells = recs.filter((l) => l.type === 'cell');
+  t.same(cells.map((c) => c.key), keys);
+  const runs = recs.filter((l) => l.type === 'run');
+  t.same(runs.map((x) => x.cell), keys, 'one run line per cell');
+  for (const x of runs) {
+    const m = x.mfd as Record<string, number>;
+    t.equal(m.imageBytes, 8 << 20);
+    t.ok(m.wallSec! > 0 && m.sendCpuSec! > 0 && m.recvRssBytes! > 0, `${String(x.cell)}: times, CPU and RSS recorded`);
+    if (withNc) t.ok((x.peers as Record<string, { wallSec: number }>).nc.wallSec > 0, 'nc measured');
+  }
+  t.ok(recs.some((l) => l.type === 'target' && l.id === 'qemu-none'), 'targets recorded (QEMU not run here: not measured)');
+
+  const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+  t.equal(r.stdout.trim(), md.trim(), 'the report is also on stdout');
+  for (const [m, ch] of [['none', 1], ['none', 2], ['zstd', 1], ['zstd', 2]]) t.match(md, new RegExp(`^\\| ${m} \\| ${ch} \\| `, 'm'), `a row for ${m} ${ch} ch`);
+  t.match(md, /### Targets/);
+  if (withNc) t.match(md, /mfd \/ nc/);
+
+  const svg = parseXml(fs.readFileSync(path.join(out, 'throughput.svg'), 'utf8'));
+  const series = findAll(svg, (e) => e.name === 'g' && e.attrs.class === 'series method');
+  t.same(series.map((g) => g.attrs['data-name']), ['mfd none', 'mfd zstd']);
+  for (const g of series) t.equal(g.children.find((c) => c.name === 'polyline')?.attrs.points?.split(' ').length, 2, 'a point per channel count');
+
+  t.match(r.stderr, /\[1\/4 none 1ch mixed 8 MiB\] run 1\/1: mfd [\d.]+ s/, 'progress on stderr');
+  t.match(r.stderr, /target: mfd \/ QEMU wall time, none \[1 ch, mixed 8 MiB\]: not measured/);
+});
+
+t.test('--json: the JSON lines on stdout', async (t) => {
+  const dir = tmpdir(t);
+  const r = await mfd(['bench', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'o'), '--json', '--no-progress']);
+  t.equal(r.status, 0, r.stderr);
+  const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+  t.same([...new Set(recs.map((x) => x.type))], ['meta', 'run', 'cell', 'target']);
+  t.notMatch(r.stderr, /run 1\/1/, '--no-progress');
+});
+
+t.test('help: bench is listed, with its flags in QEMU\'s vocabulary', async (t) => {
+  t.match((await mfd(['--help'])).stdout, /bench \[options\] +measure migrations/);
+  const h = await mfd(['bench', '--help']);
+  t.equal(h.status, 0);
+  for (const flag of ['--compression <list>', '--channels <list>', '--zero-page-detection <list>', '--link <rate[,delay]>', '--peers <list>']) t.ok(h.stdout.includes(flag), flag);
+});
+
+t.test('bad options exit 2 and say what is expected', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['--compression', 'gzip'], /Expected --compression values from none, .* but received "gzip"/],
+    [['--link', '1gbps'], /Expected a rate like 100mbit, 1gbit or 2\.5gbit for --link but received "1gbps"/],
+    [['--size', '1000'], /whole 4 KiB pages/],
+    [['--peers', 'scp'], /Expected --peers values from iperf3, nc, zstd-nc, qemu/],
+    [['--channels', '1,1'], /--channels lists "1" twice/],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await mfd(['bench', ...args]);
+    t.equal(r.status, 2, args.join(' '));
+    t.match(r.stderr, msg);
+  }
+});
+
+/** Whether this process may make network namespaces, and if not why. */
+function netnsUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return 'not root';
+  if (spawnSync('sh', ['-c', 'command -v tc']).status !== 0) return 'no tc (iproute2)';
+  const name = `mfdb-probe-${process.pid}`;
+  const add = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8' });
+  if (add.status !== 0) return `ip netns add failed: ${(add.stderr || add.error?.message || '').trim()}`;
+  spawnSync('ip', ['netns', 'del', name]);
+  return null;
+}
+
+t.test('--link without root says it needs root', async (t) => {
+  const setpriv = spawnSync('sh', ['-c', 'command -v setpriv']).status === 0;
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot && !setpriv) return t.skip('root, and no setpriv to drop it');
+  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath];
+  if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0) return t.skip('user nobody cannot run this checkout (its directory is private)');
+  const r = await mfd(['bench', '--link', '1gbit,1ms', '--size', '4M'], asRoot ? { cmd: nobody } : {});
+  t.equal(r.status, 2);
+  t.match(r.stderr, /--link needs root: it creates two network namespaces, a veth pair and tc qdiscs/);
+});
+
+t.test('a shaped link between two network namespaces', async (t) => {
+  const why = netnsUnavailable();
+  if (why) return t.skip(`network namespaces unavailable here: ${why}`);
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'o');
+  const r = await mfd(['bench', '--link', '400mbit', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json']);
+  if (r.status === 2 && /no tbf qdisc/.test(r.stderr)) return t.skip(`this kernel cannot shape: ${r.stderr.trim()}`);
+  t.equal(r.status, 0, r.stderr);
+  const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
+  t.match(recs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 0, description: /400 mbit\/s, no added delay \(tc tbf\)/ } });
+  const run = recs.find((l) => l.type === 'run') as { mfd: { linkBytes: number; wireBytes: number } };
+  t.ok(run.mfd.linkBytes >= run.mfd.wireBytes, "the veth's own counter saw at least mfd's wire bytes");
+  t.ok(run.mfd.linkBytes < run.mfd.wireBytes * 1.2, 'and only this run (a private link): headers and ACKs add a little');
+  t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /^mfdb-\d+-(send|recv)/m, 'namespaces removed');
+
+  // A delay needs netem: it runs where the kernel has it, and is refused with the reason where not.
+  const d = await mfd(['bench', '--link', '400mbit,1ms', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'd')]);
+  if (d.status === 2) t.match(d.stderr, /this kernel has no netem qdisc \(CONFIG_NET_SCH_NETEM\), which the delay needs; give a rate alone \(--link 400mbit/);
+  else {
+    t.equal(d.status, 0, d.stderr);
+    t.match(d.stdout, /400 mbit\/s, 1 ms delay each way/);
+  }
+  t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /^mfdb-\d+-(send|recv)/m, 'namespaces removed');
+});
