@@ -22,6 +22,18 @@ inline void ThrowCode(Napi::Env env, const std::string& code, const std::string&
   e.ThrowAsJavaScriptException();
 }
 
+// Random-looking: at least 200 distinct byte values among the first 512
+// (uniform random bytes give about 221; text and machine code far fewer).
+// Deflate would spend its slowest path on such a page to gain nothing.
+inline bool LooksIncompressible(const uint8_t* p, size_t n) {
+  if (n < 512) return false;
+  uint64_t seen[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < 512; i++) seen[p[i] >> 6] |= uint64_t{1} << (p[i] & 63);
+  const int distinct = __builtin_popcountll(seen[0]) + __builtin_popcountll(seen[1]) +
+                       __builtin_popcountll(seen[2]) + __builtin_popcountll(seen[3]);
+  return distinct >= 200;
+}
+
 inline bool RequireArgs(const Napi::CallbackInfo& info, size_t n) {
   if (info.Length() < n) {
     Napi::TypeError::New(info.Env(), "Expected " + std::to_string(n) + " arguments, got " +

@@ -80,45 +80,38 @@ Napi::Value QatzipHardwareOpen(const Napi::CallbackInfo& info) {
   return o;
 }
 
-/* qatzipCompress(data, out) -> bytes: one qzCompress of the packet's pages, last = 1 */
-Napi::Value QatzipCompress(const Napi::CallbackInfo& info) {
-  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "data") || !RequireBytes(info, 1, "out")) return info.Env().Undefined();
+// One call on this thread's session: qzCompress (last = 1) or qzDecompress
+// of the whole input into out; returns the bytes written.
+Napi::Value Run(const Napi::CallbackInfo& info, bool compress) {
+  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "input") || !RequireBytes(info, 1, "out")) return info.Env().Undefined();
 #ifdef MFD_HAVE_QATZIP
   auto in = info[0].As<Napi::Uint8Array>();
   auto out = info[1].As<Napi::Uint8Array>();
   unsigned int src_len = static_cast<unsigned int>(in.ByteLength());
   unsigned int dst_len = static_cast<unsigned int>(out.ByteLength());
-  const int rc = t_session.up ? qzCompress(&t_session.sess, in.Data(), &src_len, out.Data(), &dst_len, 1) : QZ_NONE;
+  int rc = QZ_NONE;
+  if (t_session.up) {
+    rc = compress ? qzCompress(&t_session.sess, in.Data(), &src_len, out.Data(), &dst_len, 1)
+                  : qzDecompress(&t_session.sess, in.Data(), &src_len, out.Data(), &dst_len);
+  }
   if (rc != QZ_OK || src_len != in.ByteLength()) {
-    ThrowCode(info.Env(), "ERR_QATZIP", "qzCompress failed with status " + std::to_string(rc));
+    ThrowCode(info.Env(), compress ? "ERR_QATZIP" : "ERR_PAYLOAD_CORRUPT",
+              std::string(compress ? "qzCompress" : "qzDecompress") + " failed with status " + std::to_string(rc));
     return info.Env().Undefined();
   }
   return Napi::Number::New(info.Env(), dst_len);
 #else
+  (void)compress;
   ThrowCode(info.Env(), "ERR_QATZIP", "QATzip is not compiled into this build");
   return info.Env().Undefined();
 #endif
 }
 
+/* qatzipCompress(data, out) -> bytes: one qzCompress of the packet's pages */
+Napi::Value QatzipCompress(const Napi::CallbackInfo& info) { return Run(info, true); }
+
 /* qatzipDecompress(payload, out) -> bytes written */
-Napi::Value QatzipDecompress(const Napi::CallbackInfo& info) {
-  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "payload") || !RequireBytes(info, 1, "out")) return info.Env().Undefined();
-#ifdef MFD_HAVE_QATZIP
-  auto in = info[0].As<Napi::Uint8Array>();
-  auto out = info[1].As<Napi::Uint8Array>();
-  unsigned int src_len = static_cast<unsigned int>(in.ByteLength());
-  unsigned int dst_len = static_cast<unsigned int>(out.ByteLength());
-  const int rc = t_session.up ? qzDecompress(&t_session.sess, in.Data(), &src_len, out.Data(), &dst_len) : QZ_NONE;
-  if (rc != QZ_OK) {
-    ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT", "qzDecompress failed with status " + std::to_string(rc));
-    return info.Env().Undefined();
-  }
-  return Napi::Number::New(info.Env(), dst_len);
-#else
-  ThrowCode(info.Env(), "ERR_QATZIP", "QATzip is not compiled into this build");
-  return info.Env().Undefined();
-#endif
-}
+Napi::Value QatzipDecompress(const Napi::CallbackInfo& info) { return Run(info, false); }
 
 }  // namespace
 

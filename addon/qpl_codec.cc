@@ -2,7 +2,8 @@
 // packet's normal pages, a big-endian u32 length per page, then each page as
 // raw DEFLATE (no zlib or gzip wrapper) with at most a 4 KiB history window,
 // so IAA hardware can decode it, or the raw page when its deflate would not
-// fit in page_size - 1 bytes (its length is then page_size). The receiver side
+// fit in page_size - 1 bytes (its length is then page_size); a random-looking
+// page (LooksIncompressible) goes raw without the deflate attempt. The receiver side
 // checks every length before it trusts it. Per page, QEMU's policy: the
 // hardware engine when there is one (a busy queue retried 3 times), then the
 // software path for that page, then the raw page; each call counts the pages
@@ -212,6 +213,13 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
           continue;
         }
         // Busy past the retries, or failed: this page takes the software path.
+      }
+      if (LooksIncompressible(page, ps)) {
+        std::memcpy(body, page, ps);  // random-looking: sent raw without a deflate that would not shrink it
+        PutBe32(lengths + 4 * k, static_cast<uint32_t>(ps));
+        body += ps;
+        counts[kRaw]++;
+        continue;
       }
       deflateReset(&c.def);
       c.def.next_in = const_cast<Bytef*>(page);

@@ -47,17 +47,6 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   ~ZlibStream() override { End(); }
 
  private:
-  // Random-looking: at least 200 distinct byte values among the first 512
-  // (uniform random bytes give about 221; text and machine code far fewer).
-  static bool LooksIncompressible(const uint8_t* p, size_t n) {
-    if (n < 512) return false;
-    uint64_t seen[4] = {0, 0, 0, 0};
-    for (size_t i = 0; i < 512; i++) seen[p[i] >> 6] |= uint64_t{1} << (p[i] & 63);
-    const int distinct = __builtin_popcountll(seen[0]) + __builtin_popcountll(seen[1]) +
-                         __builtin_popcountll(seen[2]) + __builtin_popcountll(seen[3]);
-    return distinct >= 200;
-  }
-
   // Switches the stream's level; zlib flushes what it holds at the old level first.
   bool SetLevel(int level) {
     if (level == current_level_) return true;
