@@ -4,6 +4,13 @@ import { ConnectionError, ProtocolError } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
 
+/**
+ * Messages that may wait unread. The protocol is lock-step (hello, ready,
+ * complete, verdict, and an error at any time), so a peer that gets further
+ * ahead than this is flooding: each queued message is memory it makes us hold.
+ */
+export const MAX_UNREAD_MESSAGES = 16;
+
 export class ControlChannel {
   private readonly queue = new ByteQueue();
   private readonly messages: ControlMessage[] = [];
@@ -79,6 +86,9 @@ export class ControlChannel {
     } else if (this.onUnsolicited) {
       this.onUnsolicited(m);
     } else {
+      if (this.messages.length >= MAX_UNREAD_MESSAGES) {
+        throw new ProtocolError('ERR_CONTROL_FLOOD', `control channel: received a message with ${this.messages.length} unread, expected at most ${MAX_UNREAD_MESSAGES} unread`);
+      }
       this.messages.push(m);
     }
   }
