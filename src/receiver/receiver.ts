@@ -23,6 +23,7 @@ import { isSafeFileName } from '../image/ramblock.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { PageBitmap } from './page-bitmap.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import type { DecodeReply } from '../compute/messages.js';
 
@@ -203,7 +204,8 @@ class Migration {
       const output = await Output.create(b.name, b.size, target, this.opts.inPlace ?? false);
       this.outputs.push(output);
       const pages = Math.ceil(b.size / hello.pageSize);
-      this.blocks.set(b.name, { output, size: b.size, seen: new Uint8Array(Math.ceil(pages / 8)), pagesSeen: 0, digest: new BlockDigest() });
+      // The declared size is the peer's word: the bitmap grows with the pages that arrive.
+      this.blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
       this.totalBytes += b.size;
     }
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
@@ -344,9 +346,9 @@ class Migration {
     for (const b of hello.ramblocks) {
       const t = this.blocks.get(b.name)!;
       const pages = Math.ceil(b.size / hello.pageSize);
-      if (t.pagesSeen !== pages) {
-        const first = firstMissing(t.seen, pages);
-        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.pagesSeen} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
+      if (t.seen.count !== pages) {
+        const first = t.seen.firstMissing();
+        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
       }
       const want = done.digests[b.name];
       if (t.digest.hex() !== want) {
@@ -392,9 +394,4 @@ class Migration {
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
     this.server.close();
   }
-}
-
-function firstMissing(seen: Uint8Array, pages: number): number {
-  for (let i = 0; i < pages; i++) if (!(seen[i >>> 3]! & (1 << (i & 7)))) return i;
-  return pages;
 }
