@@ -83,6 +83,8 @@ class Migration {
   private doneBytes = 0;
   private totalBytes = 0;
   private readonly timeoutMs: number;
+  /** Fails the migration when a channel has not connected in time (see watchChannels). */
+  private channelWatch: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly opts: RecvOptions,
@@ -154,6 +156,7 @@ class Migration {
       if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       await this.setup(hello);
       ctl.send({ type: 'ready' });
+      this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
       if (m.type !== 'complete') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
@@ -215,6 +218,22 @@ class Migration {
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
     this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks }, 'migration set up');
+  }
+
+  /**
+   * A channel that never connects would leave the migration waiting for ever
+   * (the idle timeout only covers connected channels): a sender connects every
+   * channel right after `ready`, so one still missing after the timeout fails.
+   */
+  private watchChannels(channels: number): void {
+    this.channelWatch = setTimeout(() => {
+      const missing = this.channels.findIndex((c) => c === undefined);
+      if (missing < 0) return;
+      const connected = this.channels.filter((c) => c !== undefined).length;
+      this.fail(
+        new ConnectionError('ERR_CHANNEL_MISSING', `not connected ${this.timeoutMs} ms after the hello was accepted (${connected} of ${channels} channels connected)`, { channel: missing }),
+      );
+    }, this.timeoutMs);
   }
 
   private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
@@ -389,6 +408,7 @@ class Migration {
 
   private settle(): void {
     this.settled = true;
+    if (this.channelWatch) clearTimeout(this.channelWatch);
     for (const r of this.receivers) r.cleanup();
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();

@@ -1,5 +1,6 @@
 /** Fuzz: a live receiver fed mutated data-channel streams, and regressions for the receiver's peer-sized state. */
 import t from 'tap';
+import fs from 'node:fs';
 import { RawSender, startReceiver, tmpdir, rejection } from '../helpers/index.js';
 
 t.test('regression: a hello declaring 64 TiB of ramblocks allocates nothing for them before pages arrive', async (t) => {
@@ -15,4 +16,24 @@ t.test('regression: a hello declaring 64 TiB of ramblocks allocates nothing for 
   t.ok(grew < 16 << 20, `array buffers grew by ${grew} bytes (was 2 GiB)`);
   raw.close();
   t.match(await rejection(result), { code: 'ERR_CONTROL_CLOSED' });
+});
+
+import { ConnectionError } from '../../src/errors.js';
+import { encodeInitPacket } from '../../src/wire/init-packet.js';
+
+t.test('regression: a channel that never connects fails the migration after the timeout (it waited for ever)', async (t) => {
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputDir: dir, timeoutMs: 300 });
+  result.catch(() => {});
+  const raw = new RawSender(port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ channels: 2 }), { type: 'ready' });
+  await raw.channel(encodeInitPacket(raw.uuidBytes, 0));
+  // The fuzzer's case: channel 1's init packet cut short, so its connection never classifies as a channel.
+  await raw.channel(Buffer.from(encodeInitPacket(raw.uuidBytes, 1)).subarray(0, 3));
+  const e = await rejection(result);
+  t.ok(e instanceof ConnectionError, 'typed');
+  t.match(e, { code: 'ERR_CHANNEL_MISSING', channel: 1, message: 'channel 1: not connected 300 ms after the hello was accepted (1 of 2 channels connected)' });
+  t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING' }, 'the sender is told');
+  t.same(fs.readdirSync(dir), [], 'no output left');
 });
