@@ -131,6 +131,14 @@ function applyMutations(base: Record<string, Json>, muts: readonly Mutation[]): 
 
 type FrameInput = { kind: 'frame'; bytes: Uint8Array } | { kind: 'preamble'; bytes: Uint8Array };
 
+/** The hellos of the corpus. */
+export const HELLO_CORPUS = CONTROL_CORPUS.filter((m) => m.type === 'hello');
+
+/** A hello frame body: a valid one mutated (fields, ramblocks, bytes), or as it is. */
+export const helloBytes: fc.Arbitrary<Uint8Array> = fc
+  .tuple(fc.constantFrom(...HELLO_CORPUS), fc.array(mutation, { maxLength: 3 }))
+  .map(([m, muts]) => applyMutations(m, muts));
+
 const frameBytes: fc.Arbitrary<Uint8Array> = fc.oneof(
   { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...CONTROL_CORPUS), fc.array(mutation, { minLength: 1, maxLength: 3 })).map(([m, muts]) => applyMutations(m, muts)) },
   { weight: 1, arbitrary: fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null', 'utf8')) },

@@ -25,6 +25,7 @@ import { type FuzzTarget, typed, violation } from './harness.js';
 import { split } from './mutate.js';
 import { buildChannelStream, makeImage, mutateStream, streamMutation, type ChannelStream, type StreamMutation } from './streams.js';
 import { FUZZ_UUID } from './wire.js';
+import { HELLO_CORPUS, helloBytes } from './control.js';
 
 /** The receiver's idle timeout in these runs (a stalled channel fails after it). */
 const RECEIVER_TIMEOUT_MS = 1000;
@@ -167,6 +168,84 @@ export async function receiverTarget(): Promise<FuzzTarget<ReceiverInput>> {
       try {
         return await migrateBytes(s, mutateStream(s, x.mutations), x, dir);
       } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    close() {
+      fs.rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The hello through a live receiver: whatever it declares (sizes, names,
+ * methods, parameters, thousands of blocks), the receiver answers `ready` or
+ * `error`, ends typed when the control channel closes, leaves no file, and
+ * allocates nothing sized by the declared sizes (array buffers stay small).
+ */
+export function receiverHelloTarget(): FuzzTarget<Uint8Array> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-fuzz-hello-'));
+  let n = 0;
+  return {
+    name: 'receiver-hello',
+    corpusSize: HELLO_CORPUS.length,
+    async: true,
+    arbitrary: helloBytes,
+    async run(body) {
+      const dir = path.join(root, String(n++));
+      fs.mkdirSync(dir);
+      const abort = new AbortController();
+      let port = 0;
+      let listening!: () => void;
+      const listened = new Promise<void>((r) => (listening = r));
+      const ended: Promise<unknown> = receive({
+        host: '127.0.0.1',
+        port: 0,
+        logger: silentLogger,
+        outputDir: dir,
+        timeoutMs: RECEIVER_TIMEOUT_MS,
+        threads: 1,
+        signal: abort.signal,
+        onListening: (a) => {
+          port = a.port;
+          listening();
+        },
+      }).then(
+        () => 'ok',
+        (e: unknown) => e,
+      );
+      let sock: net.Socket | null = null;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([listened, ended]);
+        if (port === 0) violation(`receiver did not listen: ${String(await ended)}`);
+        const buffers = process.memoryUsage().arrayBuffers;
+        sock = await connect('127.0.0.1', port, 2000, 'control');
+        sock.on('error', () => {});
+        const ctl = new ControlChannel(sock, 'fuzz');
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(body.length);
+        sock.write(Buffer.concat([encodePreamble(), len, body]));
+        const reply = await ctl.next().catch((e: unknown) => e);
+        const type = (reply as { type?: unknown } | null)?.type;
+        if (type !== 'ready' && type !== 'error') violation(`hello answered with ${String(type)}`);
+        const grew = process.memoryUsage().arrayBuffers - buffers;
+        if (grew > 64 << 20) violation(`the hello made the receiver allocate ${grew} bytes of buffers`);
+        sock.end();
+        const hang = new Promise<'hang'>((r) => (timer = setTimeout(() => r('hang'), HANG_MS)));
+        const end = await Promise.race([ended, hang]);
+        if (end === 'hang') violation(`receiver did not end within ${HANG_MS} ms of the control channel closing`);
+        if (end === 'ok') violation('a migration without channels succeeded');
+        const e = typed(end, 'receiver hello');
+        if (type === 'error' && (reply as { code?: unknown }).code !== e.code) violation(`the sender was told ${String((reply as { code?: unknown }).code)}, the receiver ended with ${e.code}`);
+        const left = fs.readdirSync(dir);
+        if (left.length > 0) violation(`files left after ${e.code}: ${left.slice(0, 3).join(', ')}`);
+        return type === 'ready' ? `ready+${e.code}` : e.code;
+      } finally {
+        clearTimeout(timer);
+        abort.abort('fuzz: done');
+        sock?.destroy();
+        await ended;
         fs.rmSync(dir, { recursive: true, force: true });
       }
     },

@@ -1,6 +1,6 @@
 /** Message-at-a-time view of the control connection (framing in control/protocol.ts). */
 import type { Socket } from 'node:net';
-import { ConnectionError, ProtocolError } from '../errors.js';
+import { ConnectionError, MfdError, ProtocolError } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
 
@@ -26,6 +26,7 @@ export class ControlChannel {
   ) {
     if (initial) this.queue.push(initial);
     socket.on('data', (c: Buffer) => {
+      if (this.broken) return;
       this.queue.push(c);
       this.drain();
     });
@@ -54,6 +55,8 @@ export class ControlChannel {
 
   /** Length of the frame whose body has not fully arrived yet, or -1. */
   private pendingLen = -1;
+  /** A bad frame arrived: the peer has been told, later bytes are dropped. */
+  private broken = false;
 
   private drain(): void {
     try {
@@ -73,8 +76,11 @@ export class ControlChannel {
         this.deliver(decodeFrame(body));
       }
     } catch (e) {
+      this.broken = true;
       this.fail(e as Error);
-      this.socket.destroy();
+      // Tell the peer why before hanging up, as for any other failure (it was only ever told "closed").
+      if (e instanceof MfdError && this.socket.writable) this.socket.end(encodeFrame({ type: 'error', code: e.code, message: e.message }));
+      else this.socket.destroy();
     }
   }
 

@@ -93,11 +93,14 @@ t.test('regression: a short or foreign preamble is a ProtocolError, not a RangeE
 });
 
 t.test('regression: a peer flooding messages nobody reads is refused after 16', async (t) => {
-  const sock = Object.assign(new EventEmitter(), { destroyed: false, writable: true, write: () => true, end() {}, destroy() { sock.destroyed = true; } });
+  const told: Buffer[] = [];
+  const sock = Object.assign(new EventEmitter(), { destroyed: false, writable: true, write: () => true, end(b?: Buffer) { if (b) told.push(b); sock.writable = false; }, destroy() { sock.destroyed = true; } });
   const ch = new ControlChannel(sock as unknown as Socket, 'test');
   const one = Buffer.concat([Buffer.from([0, 0, 0, 16]), Buffer.from('{"type":"ready"}')]);
   sock.emit('data', Buffer.concat(Array.from({ length: 100 }, () => one)));
-  t.ok(sock.destroyed, 'the connection is dropped');
+  sock.emit('data', Buffer.concat(Array.from({ length: 100 }, () => one)));
+  t.equal(told.length, 1, 'the peer is told once, and the connection half-closed');
+  t.match(decodeFrame(told[0]!.subarray(4)), { type: 'error', code: 'ERR_CONTROL_FLOOD' });
   for (let i = 0; i < MAX_UNREAD_MESSAGES; i++) t.same(await ch.next(), { type: 'ready' });
   await t.rejects(ch.next(), { code: 'ERR_CONTROL_FLOOD', message: 'control channel: received a message with 16 unread, expected at most 16 unread' });
 });

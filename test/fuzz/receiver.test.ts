@@ -37,3 +37,13 @@ t.test('regression: a channel that never connects fails the migration after the 
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING' }, 'the sender is told');
   t.same(fs.readdirSync(dir), [], 'no output left');
 });
+
+t.test('regression: a sender whose hello does not decode is told why (it only saw the connection close)', async (t) => {
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputDir: dir });
+  result.catch(() => {});
+  const raw = new RawSender(port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ channels: 0 }), { type: 'error', code: 'ERR_CONTROL_MESSAGE', message: 'control channel: hello.channels received 0, expected an integer in 1..255' });
+  t.match(await rejection(result), { code: 'ERR_CONTROL_MESSAGE' });
+});
