@@ -47,3 +47,32 @@ t.test('regression: a sender whose hello does not decode is told why (it only sa
   t.match(await raw.hello({ channels: 0 }), { type: 'error', code: 'ERR_CONTROL_MESSAGE', message: 'control channel: hello.channels received 0, expected an integer in 1..255' });
   t.match(await rejection(result), { code: 'ERR_CONTROL_MESSAGE' });
 });
+
+import os from 'node:os';
+import path from 'node:path';
+
+/** Whether the temporary directory's filesystem refuses a 64 TiB file (ext4 does: 16 TiB at most). */
+function refuses64TiB(): boolean {
+  const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-probe-')), 'probe');
+  const fd = fs.openSync(f, 'w');
+  try {
+    fs.ftruncateSync(fd, 2 ** 46);
+    return false;
+  } catch {
+    return true;
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(path.dirname(f), { recursive: true, force: true });
+  }
+}
+
+t.test('regression: an output the filesystem cannot size leaves no temporary file behind', { skip: refuses64TiB() ? false : 'this filesystem holds 64 TiB files' }, async (t) => {
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputDir: dir });
+  result.catch(() => {});
+  const raw = new RawSender(port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ ramblocks: [{ name: 'huge', size: 2 ** 46 }] }), { type: 'error', code: 'ERR_EFBIG', message: /cannot create output for ram block "huge" at ".*\.huge\.mfd-partial": EFBIG/ });
+  t.match(await rejection(result), { code: 'ERR_EFBIG' });
+  t.same(fs.readdirSync(dir), [], 'the temporary file is gone (it was left behind)');
+});
