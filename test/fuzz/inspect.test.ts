@@ -4,7 +4,7 @@ import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
 import { inspectTarget } from '../../src/fuzz/inspect.js';
 
 t.test('fuzz: inspect reports any stream, hands the sink only valid pages, and throws only typed errors', async (t) => {
-  const stats = await assertTarget(await inspectTarget(), 500);
+  const stats = await assertTarget(await inspectTarget(), 1000);
   t.ok(stats.executions > 0, `${stats.executions} executions: ${formatOutcomes(stats)}`);
 });
 

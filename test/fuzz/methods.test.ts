@@ -5,7 +5,7 @@ import { methodNames, methodTarget } from '../../src/fuzz/methods.js';
 
 for (const method of methodNames()) {
   t.test(`fuzz: ${method} receiver decode ends in the packet's exact pages or a typed error`, async (t) => {
-    const stats = await assertTarget(await methodTarget(method), 400);
+    const stats = await assertTarget(await methodTarget(method), 800);
     t.ok(stats.executions > 0, `${stats.executions} executions: ${formatOutcomes(stats)}`);
     t.ok(stats.outcomes.has('ok'), 'unmutated and harmlessly mutated sessions decode');
   });
