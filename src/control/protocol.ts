@@ -16,6 +16,12 @@ export const CONTROL_PREAMBLE_SIZE = 8;
 export const CONTROL_FRAME_MAX = 4 * 1024 * 1024;
 export const MAX_CHANNELS = 255;
 export const MAX_RAMBLOCKS = 4096;
+/**
+ * Most bytes a hello may declare, all ramblocks together: 64 TiB, more than
+ * any QEMU guest runs with. The receiver's state per ramblock (its page
+ * bitmap) grows with the pages that arrive, never with a declared size alone.
+ */
+export const MAX_TOTAL_RAM = 2 ** 46;
 /** The digest every hello names; see src/digest.ts. */
 export const DIGEST_ALGORITHM = 'crc32c-pages-v1';
 
@@ -74,7 +80,14 @@ export function encodePreamble(): Buffer {
 }
 
 export function checkPreamble(b: Uint8Array): void {
+  if (b.length < CONTROL_PREAMBLE_SIZE) {
+    throw new ProtocolError('ERR_CONTROL_TRUNCATED', `control channel: preamble of ${b.length} bytes received, expected ${CONTROL_PREAMBLE_SIZE}`);
+  }
   const dv = new DataView(b.buffer, b.byteOffset, CONTROL_PREAMBLE_SIZE);
+  const magic = dv.getUint32(0);
+  if (magic !== CONTROL_MAGIC) {
+    throw new ProtocolError('ERR_CONTROL_MAGIC', `control channel: received magic 0x${magic.toString(16)}, expected 0x${CONTROL_MAGIC.toString(16)}`);
+  }
   const version = dv.getUint32(4);
   if (version !== CONTROL_VERSION) {
     throw new ProtocolError('ERR_CONTROL_VERSION', `control channel: received protocol version ${version}, expected ${CONTROL_VERSION}`);
@@ -93,21 +106,53 @@ function fail(what: string): never {
   throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
 }
 
+/**
+ * A peer's value for an error message, short whatever it is: never the whole
+ * of a large or deeply nested value (JSON.stringify of those is megabytes, or
+ * a stack overflow).
+ */
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'object' && v !== null) return 'an object';
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
+  return String(v);
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function int(o: Record<string, unknown>, key: string, min: number, max: number): number {
+/** Deepest nesting accepted in verdict.stats (the receiver's own stats nest 3 levels). */
+const MAX_STATS_DEPTH = 16;
+
+/** True when `v` nests objects and arrays at most `max` levels deep (walked without recursion). */
+function nestsAtMost(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 1]];
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!;
+    if (typeof x !== 'object' || x === null) continue;
+    if (depth > max) return false;
+    for (const c of Object.values(x)) if (typeof c === 'object' && c !== null) stack.push([c, depth + 1]);
+  }
+  return true;
+}
+
+/** The message type for an error message ("hello"), or what stands in its place. */
+function describeType(o: Record<string, unknown>): string {
+  return typeof o.type === 'string' && o.type.length <= 16 ? o.type : describe(o.type);
+}
+
+function int(o: Record<string, unknown>, key: string, min: number, max: number, owner = describeType(o)): number {
   const v = o[key];
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
-    fail(`${String(o.type)}.${key} received ${JSON.stringify(v)}, expected an integer in ${min}..${max}`);
+    fail(`${owner}.${key} received ${describe(v)}, expected an integer in ${min}..${max}`);
   }
   return v;
 }
 
-function str(o: Record<string, unknown>, key: string, maxLen = 256): string {
+function str(o: Record<string, unknown>, key: string, maxLen = 256, owner = describeType(o)): string {
   const v = o[key];
-  if (typeof v !== 'string' || v.length > maxLen) fail(`${String(o.type)}.${key} received ${JSON.stringify(v)?.slice(0, 80)}, expected a string`);
+  if (typeof v !== 'string' || v.length > maxLen) fail(`${owner}.${key} received ${describe(v)}, expected a string of at most ${maxLen} characters`);
   return v;
 }
 
@@ -129,12 +174,14 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       return checkComplete(v);
     case 'verdict': {
       if (v.ok !== true || !isObject(v.stats)) fail('verdict without ok:true and stats');
+      // The sender prints the receiver's stats (--json): JSON.stringify must not overflow the stack on them.
+      if (!nestsAtMost(v.stats, MAX_STATS_DEPTH)) fail(`verdict.stats nests deeper than ${MAX_STATS_DEPTH} levels`);
       return { type: 'verdict', ok: true, stats: v.stats };
     }
     case 'error':
       return { type: 'error', code: str(v, 'code', 64), message: str(v, 'message', 4096) };
     default:
-      fail(`unknown message type ${JSON.stringify(v.type)?.slice(0, 40)}`);
+      fail(`unknown message type ${describe(v.type)}`);
   }
 }
 
@@ -148,23 +195,28 @@ function checkHello(v: Record<string, unknown>): Hello {
   const packetSize = int(v, 'packetSize', 1, 1 << 30);
   if (packetSize !== MULTIFD_PACKET_SIZE) fail(`hello.packetSize received ${packetSize}, expected ${MULTIFD_PACKET_SIZE}`);
   if (!isObject(v.methodParams)) fail('hello.methodParams is not an object');
-  const methodParams: Record<string, number | string | boolean> = {};
+  // Without a prototype: a key such as "__proto__" is kept as sent (and refused by the method), never dropped.
+  const methodParams: Record<string, number | string | boolean> = Object.create(null) as Record<string, number | string | boolean>;
   for (const [k, p] of Object.entries(v.methodParams)) {
-    if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean') fail(`hello.methodParams.${k} has an unsupported type`);
+    if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean') fail(`hello.methodParams.${describe(k).slice(1, -1)} has an unsupported type`);
     methodParams[k] = p;
   }
   if (!Array.isArray(v.ramblocks) || v.ramblocks.length > MAX_RAMBLOCKS) fail(`hello.ramblocks must be a list of at most ${MAX_RAMBLOCKS} ramblocks`);
   const seen = new Set<string>();
+  let total = 0;
   const ramblocks = v.ramblocks.map((b: unknown, i: number): RamblockInfo => {
     if (!isObject(b)) fail(`hello.ramblocks[${i}] is not an object`);
-    const name = str(b, 'name', 1024);
+    const name = str(b, 'name', 1024, `hello.ramblocks[${i}]`);
     const bytes = Buffer.byteLength(name, 'utf8');
     if (bytes === 0 || bytes > RAMBLOCK_NAME_MAX || name.includes('\0')) {
       fail(`hello.ramblocks[${i}].name is ${bytes} bytes, expected 1..${RAMBLOCK_NAME_MAX} bytes without NUL`);
     }
     if (seen.has(name)) fail(`hello.ramblocks[${i}].name "${name}" appears twice`);
     seen.add(name);
-    return { name, size: int(b, 'size', 0, Number.MAX_SAFE_INTEGER) };
+    const size = int(b, 'size', 0, MAX_TOTAL_RAM, `hello.ramblocks[${i}]`);
+    total += size;
+    if (total > MAX_TOTAL_RAM) fail(`hello.ramblocks[${i}].size brings the ramblocks to ${total} bytes, expected at most ${MAX_TOTAL_RAM} (64 TiB) in all`);
+    return { name, size };
   });
   return {
     type: 'hello',
@@ -184,13 +236,15 @@ function checkHello(v: Record<string, unknown>): Hello {
 function checkComplete(v: Record<string, unknown>): Complete {
   if (!Array.isArray(v.packets) || v.packets.length > MAX_CHANNELS) fail('complete.packets must be a list of per-channel counts');
   const packets = v.packets.map((n: unknown, i: number) => {
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) fail(`complete.packets[${i}] received ${JSON.stringify(n)}, expected a count`);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) fail(`complete.packets[${i}] received ${describe(n)}, expected a count`);
     return n;
   });
   if (!isObject(v.digests)) fail('complete.digests is not an object');
-  const digests: Record<string, string> = {};
+  // Without a prototype: a ramblock named "__proto__" or "constructor" keeps its digest, and a name
+  // the sender did not list finds nothing (not Object.prototype's members).
+  const digests: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [k, d] of Object.entries(v.digests)) {
-    if (typeof d !== 'string' || !/^[0-9a-f]{16}$/.test(d)) fail(`complete.digests["${k}"] is not a 16-digit hex digest`);
+    if (typeof d !== 'string' || !/^[0-9a-f]{16}$/.test(d)) fail(`complete.digests[${describe(k)}] received ${describe(d)}, expected a 16-digit hex digest`);
     digests[k] = d;
   }
   return { type: 'complete', packets, digests };

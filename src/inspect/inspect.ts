@@ -23,6 +23,7 @@ import {
   pageCount,
 } from '../wire/constants.js';
 import { methodByFlag, type MethodReceiver } from '../methods/index.js';
+import { IoError } from '../errors.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */
@@ -61,7 +62,11 @@ function flagNames(flags: number): string {
 }
 
 export async function inspectStream(file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
-  const buf = fs.readFileSync(file);
+  return inspectBytes(fs.readFileSync(file), file, pageSize, sink);
+}
+
+/** inspectStream on bytes already read; `file` names them in the report. */
+export async function inspectBytes(buf: Buffer, file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
   const report: StreamReport = { file, init: null, packets: [], totals: { packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0, bytes: buf.length }, errors: [] };
   const err = (at: number, message: string): void => void report.errors.push({ at, message });
   if (buf.length < INIT_PACKET_SIZE) {
@@ -109,21 +114,27 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
       const pages = normal + zero;
       if (pages > 0 && !method) err(at, `flags ${hex(h.flags)} name no known method`);
       if (pages > 0 && !h.ramblockTerminated) err(at, 'ramblock name is not NUL-terminated');
+      // A page whose offset cannot be one (2^53 or more, unaligned) is reported and never extracted.
+      const placeable = (i: number): boolean => Number.isSafeInteger(h.offsets[i]! + pageSize) && h.offsets[i]! % pageSize === 0;
       for (let i = 0; i < pages; i++) {
-        if (h.offsets[i]! % pageSize !== 0) err(at, `offset ${h.offsets[i]} of page ${i} is not a multiple of ${pageSize}`);
+        const o = h.offsets[i]!;
+        if (!Number.isSafeInteger(o + pageSize)) err(at, `offset of page ${i} is ${o === Infinity ? '2^53 or more' : o}, its page ends past 2^53: past any ramblock`);
+        else if (o % pageSize !== 0) err(at, `offset ${o} of page ${i} is not a multiple of ${pageSize}`);
       }
       const payload = buf.subarray(payloadAt, payloadAt + payloadLen);
       if (sink && method && normal > 0) {
         let dec = decoders.get(flag);
         if (!dec) decoders.set(flag, (dec = method.recvSetup({ channel: init.id, pageSize, params: method.params({}), tally: new PathTally(`${method.name} decompression`) })));
+        let out: Buffer | null = null;
         try {
-          const out = Buffer.concat(await dec.recv([payload], normal, h.packetNum));
-          for (let j = 0; j < normal; j++) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
+          out = Buffer.concat(await dec.recv([payload], normal, h.packetNum));
         } catch (e) {
           err(payloadAt, (e as Error).message);
         }
+        // Outside the try: a failure to write the extraction is not the payload's fault.
+        if (out) for (let j = 0; j < normal; j++) if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
       }
-      if (sink) for (let j = normal; j < pages; j++) sink(name, h.offsets[j]!, null, h.packetNum);
+      if (sink) for (let j = normal; j < pages; j++) if (placeable(j)) sink(name, h.offsets[j]!, null, h.packetNum);
       report.packets.push({
         at,
         packetNum: h.packetNum.toString(),
@@ -155,7 +166,15 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
  * holes (or zeroed when a later packet zeroes an earlier page).
  */
 export function extractSink(block: string, file: string, pageSize: number): { sink: PageSink; close(): number } {
-  const fd = fs.openSync(file, 'w');
+  const io = <T>(what: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(err.code?.startsWith('ERR_') ? err.code : `ERR_${err.code ?? 'EXTRACT'}`, `--extract ${block}: ${what} "${file}": ${err.message}`, e);
+    }
+  };
+  const fd = io('cannot open', () => fs.openSync(file, 'w'));
   const newest = new Map<number, bigint>();
   let size = 0;
   const zeros = new Uint8Array(pageSize);
@@ -165,13 +184,16 @@ export function extractSink(block: string, file: string, pageSize: number): { si
       const seen = newest.get(offset);
       if (seen !== undefined && seen > packetNum) return;
       newest.set(offset, packetNum);
-      if (page) fs.writeSync(fd, page, 0, pageSize, offset);
-      else if (seen !== undefined) fs.writeSync(fd, zeros, 0, pageSize, offset);
+      if (page) io(`writing the page at offset ${offset} to`, () => fs.writeSync(fd, page, 0, pageSize, offset));
+      else if (seen !== undefined) io(`zeroing the page at offset ${offset} in`, () => fs.writeSync(fd, zeros, 0, pageSize, offset));
       size = Math.max(size, offset + pageSize);
     },
     close() {
-      fs.ftruncateSync(fd, size);
-      fs.closeSync(fd);
+      try {
+        io('cannot size', () => fs.ftruncateSync(fd, size));
+      } finally {
+        fs.closeSync(fd);
+      }
       return newest.size;
     },
   };

@@ -17,6 +17,13 @@ const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
 
 const options = [{ flag: 'zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
 
+/**
+ * Largest window a channel's frame may ask the decoder to allocate: 2^25
+ * (32 MiB), what level 20, the highest multifd-zstd-level, uses; zstd's own
+ * default limit is 2^27 per channel, for a size the peer alone declares.
+ */
+export const ZSTD_WINDOW_LOG_MAX = 25;
+
 export const zstd: CompressionMethod = {
   name: 'zstd',
   flag: MULTIFD_FLAG_ZSTD,
@@ -60,7 +67,9 @@ export const zstd: CompressionMethod = {
     };
   },
   recvSetup({ channel, pageSize, tally }) {
-    const d = new (zstdNapi().DCtx)();
+    const { DCtx, DParameter } = zstdNapi();
+    const d = new DCtx();
+    d.setParameter(DParameter.windowLogMax, ZSTD_WINDOW_LOG_MAX);
     return {
       recv(payload, normalPages, packetNum) {
         const want = normalPages * pageSize;

@@ -14,6 +14,7 @@ import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
 import type { BlockDigest } from '../digest.js';
 import type { Output } from './output.js';
+import type { PageBitmap } from './page-bitmap.js';
 
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
@@ -31,9 +32,8 @@ export interface Decoder {
 export interface TargetBlock {
   output: Output;
   size: number;
-  /** One bit per page: received (normal or zero). */
-  seen: Uint8Array;
-  pagesSeen: number;
+  /** One bit per page: received (normal or zero); allocated as pages arrive. */
+  seen: PageBitmap;
   digest: BlockDigest;
 }
 
@@ -138,18 +138,13 @@ export class DataChannel {
     const block = this.host.blocks.get(name)!;
     const ps = this.host.pageSize;
     for (let i = 0; i < pages; i++) {
-      const idx = h.offsets[i]! / ps;
-      const bit = 1 << (idx & 7);
-      const byte = idx >>> 3;
-      if (block.seen[byte]! & bit) {
+      if (!block.seen.set(h.offsets[i]! / ps)) {
         throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, {
           channel: this.id,
           packetNum: h.packetNum,
         });
       }
-      block.seen[byte]! |= bit;
     }
-    block.pagesSeen += pages;
     c.normalPages += h.normalPages;
     c.zeroPages += h.zeroPages;
 

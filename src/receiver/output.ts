@@ -38,6 +38,9 @@ export class Output {
       out.fd = fs.openSync(out.writePath, inPlace ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w', 0o644);
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
+      // Never pushed to the migration's outputs, so nobody else cleans up after it: the
+      // temporary file goes now (an in-place target keeps its marker, as after any failure).
+      if (out.fd >= 0) out.abort();
       out.closeQuietly();
       if (e instanceof IoError) throw e;
       const err = e as NodeJS.ErrnoException;

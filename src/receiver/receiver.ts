@@ -23,6 +23,7 @@ import { isSafeFileName } from '../image/ramblock.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { PageBitmap } from './page-bitmap.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import type { DecodeReply } from '../compute/messages.js';
@@ -88,6 +89,8 @@ class Migration {
   private doneBytes = 0;
   private totalBytes = 0;
   private readonly timeoutMs: number;
+  /** Fails the migration when a channel has not connected in time (see watchChannels). */
+  private channelWatch: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly opts: RecvOptions,
@@ -159,6 +162,7 @@ class Migration {
       if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       await this.setup(hello);
       ctl.send({ type: 'ready' });
+      this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
       if (m.type !== 'complete') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
@@ -212,7 +216,8 @@ class Migration {
       const output = await Output.create(b.name, b.size, target, this.opts.inPlace ?? false);
       this.outputs.push(output);
       const pages = Math.ceil(b.size / hello.pageSize);
-      this.blocks.set(b.name, { output, size: b.size, seen: new Uint8Array(Math.ceil(pages / 8)), pagesSeen: 0, digest: new BlockDigest() });
+      // The declared size is the peer's word: the bitmap grows with the pages that arrive.
+      this.blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
       this.totalBytes += b.size;
     }
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
@@ -222,6 +227,22 @@ class Migration {
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
     this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks }, 'migration set up');
+  }
+
+  /**
+   * A channel that never connects would leave the migration waiting for ever
+   * (the idle timeout only covers connected channels): a sender connects every
+   * channel right after `ready`, so one still missing after the timeout fails.
+   */
+  private watchChannels(channels: number): void {
+    this.channelWatch = setTimeout(() => {
+      const missing = this.channels.findIndex((c) => c === undefined);
+      if (missing < 0) return;
+      const connected = this.channels.filter((c) => c !== undefined).length;
+      this.fail(
+        new ConnectionError('ERR_CHANNEL_MISSING', `not connected ${this.timeoutMs} ms after the hello was accepted (${connected} of ${channels} channels connected)`, { channel: missing }),
+      );
+    }, this.timeoutMs);
   }
 
   private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
@@ -357,9 +378,9 @@ class Migration {
     for (const b of hello.ramblocks) {
       const t = this.blocks.get(b.name)!;
       const pages = Math.ceil(b.size / hello.pageSize);
-      if (t.pagesSeen !== pages) {
-        const first = firstMissing(t.seen, pages);
-        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.pagesSeen} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
+      if (t.seen.count !== pages) {
+        const first = t.seen.firstMissing();
+        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
       }
       const want = done.digests[b.name];
       if (t.digest.hex() !== want) {
@@ -401,14 +422,10 @@ class Migration {
 
   private settle(): void {
     this.settled = true;
+    if (this.channelWatch) clearTimeout(this.channelWatch);
     for (const r of this.receivers) r.cleanup();
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
     this.server.close();
   }
-}
-
-function firstMissing(seen: Uint8Array, pages: number): number {
-  for (let i = 0; i < pages; i++) if (!(seen[i >>> 3]! & (1 << (i & 7)))) return i;
-  return pages;
 }

@@ -1,8 +1,15 @@
 /** Message-at-a-time view of the control connection (framing in control/protocol.ts). */
 import type { Socket } from 'node:net';
-import { ConnectionError, ProtocolError } from '../errors.js';
+import { ConnectionError, MfdError, ProtocolError } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
+
+/**
+ * Messages that may wait unread. The protocol is lock-step (hello, ready,
+ * complete, verdict, and an error at any time), so a peer that gets further
+ * ahead than this is flooding: each queued message is memory it makes us hold.
+ */
+export const MAX_UNREAD_MESSAGES = 16;
 
 export class ControlChannel {
   private readonly queue = new ByteQueue();
@@ -19,6 +26,7 @@ export class ControlChannel {
   ) {
     if (initial) this.queue.push(initial);
     socket.on('data', (c: Buffer) => {
+      if (this.broken) return;
       this.queue.push(c);
       this.drain();
     });
@@ -47,6 +55,8 @@ export class ControlChannel {
 
   /** Length of the frame whose body has not fully arrived yet, or -1. */
   private pendingLen = -1;
+  /** A bad frame arrived: the peer has been told, later bytes are dropped. */
+  private broken = false;
 
   private drain(): void {
     try {
@@ -66,8 +76,11 @@ export class ControlChannel {
         this.deliver(decodeFrame(body));
       }
     } catch (e) {
+      this.broken = true;
       this.fail(e as Error);
-      this.socket.destroy();
+      // Tell the peer why before hanging up, as for any other failure (it was only ever told "closed").
+      if (e instanceof MfdError && this.socket.writable) this.socket.end(encodeFrame({ type: 'error', code: e.code, message: e.message }));
+      else this.socket.destroy();
     }
   }
 
@@ -79,6 +92,9 @@ export class ControlChannel {
     } else if (this.onUnsolicited) {
       this.onUnsolicited(m);
     } else {
+      if (this.messages.length >= MAX_UNREAD_MESSAGES) {
+        throw new ProtocolError('ERR_CONTROL_FLOOD', `control channel: received a message with ${this.messages.length} unread, expected at most ${MAX_UNREAD_MESSAGES} unread`);
+      }
       this.messages.push(m);
     }
   }

@@ -22,9 +22,9 @@ export function encodeInitPacket(uuid: Uint8Array, id: number, out: Uint8Array =
   return out;
 }
 
-/** Decodes the fields without judging them (inspect shows what was sent). */
+/** Decodes the fields without judging them (inspect shows what was sent); fewer than 64 bytes is a ProtocolError. */
 export function decodeInitPacket(buf: Uint8Array): InitPacket {
-  if (buf.length < INIT_PACKET_SIZE) throw new RangeError(`init packet needs ${INIT_PACKET_SIZE} bytes, got ${buf.length}`);
+  if (buf.length < INIT_PACKET_SIZE) throw new ProtocolError('ERR_INIT_TRUNCATED', `init packet of ${buf.length} bytes received, expected ${INIT_PACKET_SIZE}`);
   const dv = new DataView(buf.buffer, buf.byteOffset, INIT_PACKET_SIZE);
   return { magic: dv.getUint32(0), version: dv.getUint32(4), uuid: buf.slice(8, 24), id: buf[24]! };
 }

@@ -76,10 +76,12 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
 /**
  * Decodes a header without judging it. `offsetCount` offsets are read (clamped
  * to what the buffer holds); offsets at or above 2^53 decode as Infinity so a
- * range check refuses them.
+ * range check refuses them. Fewer than 320 bytes is a ProtocolError.
  */
 export function decodePacketHeader(buf: Uint8Array, offsetCount: number): PacketHeader {
-  if (buf.length < PACKET_HEADER_FIXED_SIZE) throw new RangeError(`packet header needs ${PACKET_HEADER_FIXED_SIZE} bytes, got ${buf.length}`);
+  if (buf.length < PACKET_HEADER_FIXED_SIZE) {
+    throw new ProtocolError('ERR_PACKET_TRUNCATED', `packet header of ${buf.length} bytes received, expected at least ${PACKET_HEADER_FIXED_SIZE}`);
+  }
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
   const nameField = buf.subarray(64, 64 + RAMBLOCK_NAME_FIELD);
   const nul = nameField.indexOf(0);
@@ -192,6 +194,9 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
   const block = ctx.lookupRamblock(name);
   if (block === undefined) {
     throw new ProtocolError('ERR_PACKET_RAMBLOCK', `unknown ram block "${name}"`, place);
+  }
+  if (h.offsets.length < pages) {
+    throw new ProtocolError('ERR_PACKET_TRUNCATED', `header holds ${h.offsets.length} offsets, received ${pages} pages (${h.normalPages} normal, ${h.zeroPages} zero)`, place);
   }
   for (let i = 0; i < pages; i++) {
     const o = h.offsets[i]!;
