@@ -310,7 +310,8 @@ Napi::Value JobWorker<PositionalIoJob>::Extra() {
 }
 
 /*
- * positionalIo(fd, write, pieces: Uint8Array[], positions: Float64Array, cb(err, code, [at, asked, moved]))
+ * positionalIo(fd, mode, pieces: Uint8Array[], positions: Float64Array, cb(err, code, [at, asked, moved]))
+ * mode 0 reads, 1 writes, 2 writes and starts writeback of what it wrote (sync_file_range, not waited for).
  * Writes (or reads) pieces[i] at file position positions[i]; pieces that follow on from each other share
  * one pwritev/preadv. A short write is an error (kShortWrite), never retried; so is a read past the end of
  * the file (kShortRead). On an O_DIRECT descriptor, pieces not 4096-aligned in memory go through an aligned
@@ -340,7 +341,10 @@ Napi::Value JS_positionalIo(const Napi::CallbackInfo& info) {
     job.positions.push_back(static_cast<int64_t>(p));
   }
   job.fd = static_cast<int>(fd);
-  job.write = info[1].ToBoolean().Value();
+  size_t mode;
+  if (!RequireSize(info, 1, "mode", &mode)) return info.Env().Undefined();
+  job.write = mode >= 1;
+  job.start_writeback = mode == 2;
   auto* w = new JobWorker<PositionalIoJob>(info, 4, job, info[4].As<Napi::Function>(), "mfd.positionalIo");
   for (auto& v : keep) w->Pin(v.As<Napi::Object>());
   w->Queue();

@@ -90,6 +90,7 @@ int64_t PositionalIoJob::Run() {
         iov[first].iov_len -= left;
       }
     }
+    if (write && start_writeback) sync_file_range(fd, pos, len, SYNC_FILE_RANGE_WRITE);
     if (needs_bounce && !write) {
       size_t at = 0;
       for (size_t k = i; k < j; k++) {

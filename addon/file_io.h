@@ -21,6 +21,11 @@ constexpr size_t kDirectAlign = 4096;
 struct PositionalIoJob {
   int fd = -1;
   bool write = false;
+  // After each write, ask the kernel to start writing those pages to disk now
+  // (sync_file_range SYNC_FILE_RANGE_WRITE: starts writeback, does not wait for
+  // it), so a buffered save keeps the disk busy instead of leaving everything
+  // to the final fdatasync. A hint: the fdatasync still reports any I/O error.
+  bool start_writeback = false;
   // pieces[i] goes to (or comes from) file position positions[i]; pieces whose
   // positions follow on from the previous piece share one pwritev/preadv.
   ByteSpans pieces;

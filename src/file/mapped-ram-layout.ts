@@ -94,7 +94,7 @@ export function mappedRamSink(file: OpenFile, gate: WriteGate, plan: MappedRamPl
         }
         if (j !== p.normal) throw new Error(`mapped-ram: payload holds ${j} pages, expected ${p.normal}`);
         try {
-          await gate.run(() => pwritePieces(file.fd, runs, positions));
+          await gate.run(() => pwritePieces(file.fd, runs, positions, !file.direct));
         } catch (e) {
           throw writeError(file, e);
         }

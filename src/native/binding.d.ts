@@ -76,13 +76,14 @@ export interface MfdBinding {
   /** `size` zero bytes (a multiple of 4096) at a 4096-aligned address, freed with the ArrayBuffer: O_DIRECT-ready. */
   alignedBuffer(size: number): ArrayBuffer;
   /**
-   * Positional writes (or reads) of pieces[i] at positions[i] on the libuv pool; pieces that follow on
+   * Positional writes (or reads) of pieces[i] at positions[i] on the libuv pool (mode 0 read, 1 write,
+   * 2 write and start writeback of the written range with sync_file_range); pieces that follow on
    * from each other share one pwritev/preadv. cb gets 0, -errno, SHORT_WRITE (never retried) or
    * SHORT_READ (end of file), and [position, bytes asked, bytes moved] of the call that failed.
    */
   positionalIo(
     fd: number,
-    write: boolean,
+    mode: 0 | 1 | 2,
     pieces: Uint8Array[],
     positions: Float64Array,
     cb: (err: Error | null, result: number, failure: [number, number, number]) => void,

@@ -21,9 +21,9 @@ export class FileIoError extends Error {
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
-function io(fd: number, write: boolean, pieces: Uint8Array[], positions: ArrayLike<number>): Promise<void> {
+function io(fd: number, mode: 0 | 1 | 2, pieces: Uint8Array[], positions: ArrayLike<number>): Promise<void> {
   return new Promise((resolve, reject) => {
-    native.positionalIo(fd, write, pieces, Float64Array.from(positions), (err, r, [at, asked, moved]) => {
+    native.positionalIo(fd, mode, pieces, Float64Array.from(positions), (err, r, [at, asked, moved]) => {
       if (err) return reject(err);
       if (r === 0) return resolve();
       const code = r === SHORT_WRITE ? 'ESHORTWRITE' : r === SHORT_READ ? 'ESHORTREAD' : (errnoNames.get(-r) ?? `errno ${-r}`);
@@ -32,14 +32,17 @@ function io(fd: number, write: boolean, pieces: Uint8Array[], positions: ArrayLi
   });
 }
 
-/** Writes pieces[i] at positions[i]; rejects with FileIoError on any failed or short write. */
-export function pwritePieces(fd: number, pieces: Uint8Array[], positions: ArrayLike<number>): Promise<void> {
-  return io(fd, true, pieces, positions);
+/**
+ * Writes pieces[i] at positions[i]; rejects with FileIoError on any failed or short write. With
+ * `startWriteback`, the kernel is asked to start writing those pages to disk at once (not waited for).
+ */
+export function pwritePieces(fd: number, pieces: Uint8Array[], positions: ArrayLike<number>, startWriteback = false): Promise<void> {
+  return io(fd, startWriteback ? 2 : 1, pieces, positions);
 }
 
 /** Fills pieces[i] from positions[i]; rejects with FileIoError (ESHORTREAD) when the file ends first. */
 export function preadPieces(fd: number, pieces: Uint8Array[], positions: ArrayLike<number>): Promise<void> {
-  return io(fd, false, pieces, positions);
+  return io(fd, 0, pieces, positions);
 }
 
 /** A zero-filled buffer at a 4096-aligned address (a multiple of 4096 bytes). */

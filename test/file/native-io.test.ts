@@ -45,6 +45,9 @@ t.test('positional writes and reads of pieces; contiguous pieces share a call', 
   const e = await preadPieces(fd, [Buffer.alloc(10)], [98]).then(() => null, (err: unknown) => err);
   t.ok(e instanceof FileIoError);
   t.match(e, { code: 'ESHORTREAD', at: 98, asked: 10, moved: 5 });
+  // Writing with writeback started at once (buffered saves) writes the same bytes.
+  await pwritePieces(fd, [Buffer.from('wb')], [200], true);
+  t.equal(fs.readFileSync(file).subarray(200).toString(), 'wb');
 });
 
 t.test('a failed write is reported with errno, position and size', async (t) => {
