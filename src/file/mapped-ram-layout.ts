@@ -178,7 +178,7 @@ export async function restoreMappedRam(r: MappedRamRestore): Promise<void> {
     let present = 0;
     for (let i = 0; i < map.length * 8; i++) {
       if (!(map[i >>> 3]! & (1 << (i & 7)))) continue;
-      if (i >= pages) throw fileError('ERR_FILE_BITMAP', `bitmap of ram block "${b.name}" (byte ${file.offset + b.bitmapOffset + (i >>> 3)}): bit ${i} is set, past the block's ${pages} pages`);
+      if (i >= pages) throw fileError('ERR_FILE_BITMAP_BITS', `bitmap of ram block "${b.name}" (byte ${file.offset + b.bitmapOffset + (i >>> 3)}): bit ${i} is set, past the block's ${pages} pages`);
       present++;
     }
     const want = r.trailer.blocks[bi]!.normalPages;
