@@ -16,6 +16,14 @@
 //
 // Every contender ends with its file synced to disk, inside its timing (mfd: fdatasync before the
 // trailer, fsync after). Between runs the output is deleted and `sync` runs, outside the timing.
+//
+// Page-cache conditioning (on by default; --no-condition turns it off): on this VM (free page
+// reporting to the hypervisor), a page the guest freed a few seconds ago has been handed back to
+// the host, and touching it again costs about 1 s per GiB of new page cache; recently freed pages
+// cost nothing. Which one a buffered writer gets depends on what ran before it (an O_DIRECT run
+// frees none), which decided the order of the buffered contenders from one run to the next. So
+// before each timed run a 1.2 GiB scratch file is written and deleted (outside the timing): every
+// contender starts with recently freed pages, as on a machine without free page reporting.
 // A warm-up round (not counted) brings the image into the page cache for everyone. Reports
 // medians and spreads (min..max) of wall time from process start to exit, throughput of image
 // bytes and of bytes written, as a markdown table on stdout; JSON lines in bench/results/.
@@ -33,6 +41,7 @@ const { values: opt } = parseArgs({
     channels: { type: 'string', default: '4' },
     dir: { type: 'string', default: path.join(os.tmpdir(), 'mfd-file-bench') },
     only: { type: 'string' },
+    'no-condition': { type: 'boolean', default: false },
   },
 });
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -79,13 +88,18 @@ const contenders = [
   { name: 'write per packet', what: 'plain loop: 512 KiB read + fs.writeSync, fsync', cmd: process.execPath, args: ['-e', PER_PACKET, image, out] },
   { name: 'mfd per-packet', what: 'stream layout, one synchronous write per packet (no ring)', cmd: process.execPath, args: mfdArgs(['--file-writer', 'per-packet']) },
   { name: 'mfd stream', what: 'stream layout, ring of 4 x 4 MiB aligned buffers', cmd: process.execPath, args: mfdArgs([]) },
-  { name: 'mfd stream direct', what: 'stream layout, ring, O_DIRECT', cmd: process.execPath, args: mfdArgs(['--direct-io']) },
+  { name: 'mfd stream direct', what: 'stream layout, ring of 8 x 4 MiB, O_DIRECT', cmd: process.execPath, args: mfdArgs(['--direct-io']) },
   { name: 'mfd mapped-ram', what: 'mapped-ram, positional page writes', cmd: process.execPath, args: mfdArgs(['--mapped-ram']) },
   { name: 'mfd mapped-ram direct', what: 'mapped-ram, O_DIRECT', cmd: process.execPath, args: mfdArgs(['--mapped-ram', '--direct-io']) },
 ].filter((c) => !opt.only || opt.only.split(',').includes(c.name));
 
+const scratch = path.join(opt.dir, 'condition.tmp');
 async function once(c) {
   fs.rmSync(out, { force: true });
+  if (!opt['no-condition']) {
+    spawnSync('dd', ['if=/dev/zero', `of=${scratch}`, 'bs=4M', 'count=300', 'status=none']);
+    fs.rmSync(scratch, { force: true });
+  }
   spawnSync('sync'); // earlier runs' writeback stays out of this run's time
   const t0 = now();
   const r = await run(c.cmd, c.args);
@@ -123,7 +137,7 @@ async function main() {
   const cpWall = results.has('cp') ? med('cp', 'wall') : NaN;
   const baseWall = results.has('mfd per-packet') ? med('mfd per-packet', 'wall') : NaN;
   const lines = [
-    `${runs} runs per contender (median, min..max), ${(imageBytes / 2 ** 30).toFixed(2)} GiB mixed image, ${opt.channels} channels, output on ${opt.dir}`,
+    `${runs} runs per contender (median, min..max), ${(imageBytes / 2 ** 30).toFixed(2)} GiB mixed image, ${opt.channels} channels, output on ${opt.dir}, page cache ${opt['no-condition'] ? 'not conditioned' : 'conditioned before each run'}`,
     '',
     '| contender | what | wall time | image GiB/s | written MB/s | file MiB (on disk) | vs cp | vs mfd per-packet | CPU s | peak RSS MiB |',
     '|---|---|---|---|---|---|---|---|---|---|',

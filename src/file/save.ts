@@ -23,7 +23,7 @@ import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { RunStats } from '../stats.js';
 import { alignUp, encodeHeader, encodeTrailer, FILE_ALIGN, headerLength, type FileHeader, type Layout } from './format.js';
 import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
-import { BufferRing, DEFAULT_BUFFER_COUNT, DEFAULT_BUFFER_SIZE, PerPacketWriter, WriteGate, writeError, type ByteWriter, type RingStats } from './writer.js';
+import { BufferRing, DEFAULT_BUFFER_COUNT, DEFAULT_BUFFER_SIZE, DEFAULT_DIRECT_BUFFER_COUNT, PerPacketWriter, WriteGate, writeError, type ByteWriter, type RingStats } from './writer.js';
 import { streamSink, type BlockCounts } from './stream-layout.js';
 import { mappedRamSink, PageBitmaps, planMappedRam } from './mapped-ram-layout.js';
 
@@ -118,7 +118,8 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     } else if (opts.writer === 'per-packet') {
       writer = new PerPacketWriter(f, 0);
     } else {
-      ring = new BufferRing(f, 0, opts.writer?.bufferSize ?? DEFAULT_BUFFER_SIZE, opts.writer?.buffers ?? DEFAULT_BUFFER_COUNT, gate, fail);
+      const count = opts.writer?.buffers ?? (direct ? DEFAULT_DIRECT_BUFFER_COUNT : DEFAULT_BUFFER_COUNT);
+      ring = new BufferRing(f, 0, opts.writer?.bufferSize ?? DEFAULT_BUFFER_SIZE, count, gate, fail);
       writer = ring;
     }
     if (writer) await writer.append([padded], false);

@@ -19,7 +19,10 @@ import { FILE_ALIGN } from './format.js';
 import { directRefused, type OpenFile } from './target.js';
 
 export const DEFAULT_BUFFER_SIZE = 4 << 20;
+/** Buffered: one write in flight, so four buffers leave the filler room while it runs. */
 export const DEFAULT_BUFFER_COUNT = 4;
+/** O_DIRECT: every write is a device request; seven in flight keep the disk's queue full (measured here). */
+export const DEFAULT_DIRECT_BUFFER_COUNT = 8;
 export const MIN_BUFFER_SIZE = 1 << 20;
 
 export interface ByteWriter {
