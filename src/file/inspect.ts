@@ -121,7 +121,15 @@ async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: 
       maxPacket: hs + method.maxPayload(perPacket, h.pageSize),
       endIs: trailer ? 'from the trailer' : 'the end of the file: no valid trailer',
     })) {
-      const head = Buffer.concat(rec.packet).subarray(0, hs);
+      // The header alone (it may span read buffers): the payload is not copied.
+      const head = Buffer.alloc(hs);
+      let got = 0;
+      for (const piece of rec.packet) {
+        if (got === hs) break;
+        const n = Math.min(hs - got, piece.length);
+        head.set(piece.subarray(0, n), got);
+        got += n;
+      }
       const p = decodePacketHeader(head, perPacket);
       try {
         checkPacketHeader(p, { channel: rec.channel, pageSize: h.pageSize, pageCount: perPacket, methodFlag: h.methodFlag, exactPayload: method.exactPayload, maxPayload: (n) => method.maxPayload(n, h.pageSize), lookupRamblock: (n) => sizes.get(n) });
