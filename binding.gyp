@@ -14,6 +14,7 @@
         "addon/binding.cc",
         "addon/crc32c.cc",
         "addon/packet_io.cc",
+        "addon/file_io.cc",
         "addon/zlib_stream.cc",
         "addon/qpl_codec.cc",
         "addon/qpl_hw.cc",

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "crc32c.h"
+#include "file_io.h"
 #include "packet_io.h"
 #include "zero_page.h"
 
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <mutex>
@@ -246,11 +249,106 @@ Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-/* crc32c(bytes) -> number */
+/* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) = crc32c(a + b)) */
 Napi::Value JS_crc32c(const Napi::CallbackInfo& info) {
   if (!RequireArgs(info, 1) || !RequireBytes(info, 0, "bytes")) return info.Env().Undefined();
+  size_t seed = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined() && (!RequireSize(info, 1, "seed", &seed) || seed > 0xFFFFFFFFu)) {
+    if (!info.Env().IsExceptionPending()) Napi::RangeError::New(info.Env(), "crc32c: seed must be a u32").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   auto b = info[0].As<Napi::Uint8Array>();
-  return Napi::Number::New(info.Env(), Crc32c(b.Data(), b.ByteLength()));
+  return Napi::Number::New(info.Env(), Crc32cExtend(static_cast<uint32_t>(seed), b.Data(), b.ByteLength()));
+}
+
+/* copyCrc32c(dst, src, crc) -> crc continued over src, after copying src to the start of dst (in blocks, so each is checksummed while hot) */
+Napi::Value JS_copyCrc32c(const Napi::CallbackInfo& info) {
+  size_t seed;
+  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "dst") || !RequireBytes(info, 1, "src") || !RequireSize(info, 2, "crc", &seed)) {
+    return info.Env().Undefined();
+  }
+  auto dst = info[0].As<Napi::Uint8Array>();
+  auto src = info[1].As<Napi::Uint8Array>();
+  if (dst.ByteLength() < src.ByteLength() || seed > 0xFFFFFFFFu) {
+    Napi::RangeError::New(info.Env(), "copyCrc32c: dst shorter than src, or crc not a u32").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  uint32_t crc = static_cast<uint32_t>(seed);
+  constexpr size_t kBlock = 16384;
+  for (size_t at = 0; at < src.ByteLength(); at += kBlock) {
+    const size_t n = std::min(kBlock, src.ByteLength() - at);
+    std::memmove(dst.Data() + at, src.Data() + at, n);
+    crc = Crc32cExtend(crc, dst.Data() + at, n);
+  }
+  return Napi::Number::New(info.Env(), crc);
+}
+
+/* alignedBuffer(size) -> ArrayBuffer of `size` zero bytes at a 4096-byte aligned address (for O_DIRECT) */
+Napi::Value JS_alignedBuffer(const Napi::CallbackInfo& info) {
+  size_t size;
+  if (!RequireArgs(info, 1) || !RequireSize(info, 0, "size", &size)) return info.Env().Undefined();
+  if (size == 0 || size % kDirectAlign != 0 || size > (size_t{1} << 30)) {
+    Napi::RangeError::New(info.Env(), "alignedBuffer: size must be a positive multiple of 4096, at most 1 GiB").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  void* p = nullptr;
+  if (posix_memalign(&p, kDirectAlign, size) != 0) {
+    Napi::Error::New(info.Env(), "alignedBuffer: out of memory").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  std::memset(p, 0, size);
+  return Napi::ArrayBuffer::New(info.Env(), p, size, [](Napi::Env, void* data) { std::free(data); });
+}
+
+template <>
+Napi::Value JobWorker<PositionalIoJob>::Extra() {
+  auto a = Napi::Array::New(Env(), 3);
+  a.Set(0u, Napi::Number::New(Env(), static_cast<double>(job_.fail_at)));
+  a.Set(1u, Napi::Number::New(Env(), static_cast<double>(job_.fail_asked)));
+  a.Set(2u, Napi::Number::New(Env(), static_cast<double>(job_.fail_moved)));
+  return a;
+}
+
+/*
+ * positionalIo(fd, mode, pieces: Uint8Array[], positions: Float64Array, cb(err, code, [at, asked, moved]))
+ * mode 0 reads, 1 writes, 2 writes and starts writeback of what it wrote (sync_file_range, not waited for).
+ * Writes (or reads) pieces[i] at file position positions[i]; pieces that follow on from each other share
+ * one pwritev/preadv. A short write is an error (kShortWrite), never retried; so is a read past the end of
+ * the file (kShortRead). On an O_DIRECT descriptor, pieces not 4096-aligned in memory go through an aligned
+ * bounce buffer.
+ */
+Napi::Value JS_positionalIo(const Napi::CallbackInfo& info) {
+  PositionalIoJob job;
+  size_t fd;
+  if (!RequireArgs(info, 5) || !RequireSize(info, 0, "fd", &fd) || !RequireFunction(info, 4)) return info.Env().Undefined();
+  std::vector<Napi::Value> keep;
+  if (!RequireByteList(info, 2, "pieces", &job.pieces, &keep)) return info.Env().Undefined();
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array for positions").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto positions = info[3].As<Napi::Float64Array>();
+  if (positions.ElementLength() != job.pieces.size()) {
+    Napi::RangeError::New(info.Env(), "positionalIo: one position per piece").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  for (size_t i = 0; i < job.pieces.size(); i++) {
+    const double p = positions.Data()[i];
+    if (!(p >= 0) || p > 9007199254740991.0 || p != static_cast<double>(static_cast<int64_t>(p))) {
+      Napi::RangeError::New(info.Env(), "positionalIo: positions must be non-negative integers").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    job.positions.push_back(static_cast<int64_t>(p));
+  }
+  job.fd = static_cast<int>(fd);
+  size_t mode;
+  if (!RequireSize(info, 1, "mode", &mode)) return info.Env().Undefined();
+  job.write = mode >= 1;
+  job.start_writeback = mode == 2;
+  auto* w = new JobWorker<PositionalIoJob>(info, 4, job, info[4].As<Napi::Function>(), "mfd.positionalIo");
+  for (auto& v : keep) w->Pin(v.As<Napi::Object>());
+  w->Queue();
+  return info.Env().Undefined();
 }
 
 /* zeroPageAccels() -> string[] (best first) */
@@ -304,6 +402,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c, "crc32c"));
+  exports.Set("copyCrc32c", Napi::Function::New(env, JS_copyCrc32c, "copyCrc32c"));
+  exports.Set("alignedBuffer", Napi::Function::New(env, JS_alignedBuffer, "alignedBuffer"));
+  exports.Set("positionalIo", Napi::Function::New(env, JS_positionalIo, "positionalIo"));
   exports.Set("zeroPageAccels", Napi::Function::New(env, JS_zeroPageAccels, "zeroPageAccels"));
   exports.Set("zeroPageAccel", Napi::Function::New(env, JS_zeroPageAccel, "zeroPageAccel"));
   exports.Set("_setZeroPageAccel", Napi::Function::New(env, JS_setZeroPageAccel, "_setZeroPageAccel"));

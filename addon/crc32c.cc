@@ -86,6 +86,13 @@ uint32_t Crc32c(const uint8_t* buf, size_t len) {
   return ~UpdateTable(0xFFFFFFFFu, buf, len);
 }
 
+uint32_t Crc32cExtend(uint32_t crc, const uint8_t* buf, size_t len) {
+#ifdef MFD_X86_64
+  if (g_hw) return ~UpdateHw(~crc, buf, len);
+#endif
+  return ~UpdateTable(~crc, buf, len);
+}
+
 void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out) {
 #ifdef MFD_X86_64
   if (g_hw) return PagesHw(buf, page_size, count, out);

@@ -10,6 +10,10 @@ namespace mfd {
 
 uint32_t Crc32c(const uint8_t* buf, size_t len);
 
+// Continues a CRC-32C: Crc32cExtend(Crc32c(a), b) == Crc32c(a followed by b);
+// Crc32cExtend(0, b) == Crc32c(b).
+uint32_t Crc32cExtend(uint32_t crc, const uint8_t* buf, size_t len);
+
 // out[i] = Crc32c(page i). Independent pages are interleaved three at a time
 // so the instruction's latency is hidden.
 void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out);

@@ -31,10 +31,11 @@ Exit codes:
   0    success: every ramblock arrived and verified
   1    internal error (a bug in mfd)
   2    bad command line or option value
-  3    protocol error: the peer sent something invalid
+  3    protocol error: the peer (or a migration file) sent something invalid
   4    connection failed, dropped or timed out
-  5    verification failed: digest, packet count or page coverage mismatch
-  6    I/O error reading an image or writing an output
+  5    verification failed: digest, packet count or page coverage mismatch,
+       or an incomplete migration file (no valid trailer)
+  6    I/O error reading an image or writing an output or a migration file
   7    the peer reported a failure of its own
   8    a hardware accelerator is missing, or fell back under --require-hardware
   130  interrupted (SIGINT/SIGTERM)`;

@@ -32,6 +32,7 @@ export class ComputePool {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
+        if (this.pending.size === 0) this.setRef(false);
         if (m.ok) p.resolve(m.value);
         else p.reject(revive(m.error));
       });
@@ -46,6 +47,8 @@ export class ComputePool {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
+      // Work in flight keeps the process alive (a file save has no socket that would); idle workers do not.
+      if (this.pending.size === 0) this.setRef(true);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.workers[channel % this.size]!.postMessage({ id, msg }, transfer);
     });
@@ -59,6 +62,14 @@ export class ComputePool {
     this.failed = e;
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+    this.setRef(false);
+  }
+
+  private setRef(on: boolean): void {
+    for (const w of this.workers) {
+      if (on) w.ref();
+      else w.unref();
+    }
   }
 }
 

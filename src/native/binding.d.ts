@@ -69,7 +69,25 @@ export interface MfdBinding {
     crcOut: Uint32Array,
     cb: (err: Error | null, result: number, badPage: number) => void,
   ): void;
-  crc32c(bytes: Uint8Array): number;
+  /** CRC-32C of bytes; a seed continues an earlier CRC: crc32c(b, crc32c(a)) === crc32c(a + b). */
+  crc32c(bytes: Uint8Array, seed?: number): number;
+  /** Copies src to the start of dst and returns `crc` continued over src (one pass, block by block). */
+  copyCrc32c(dst: Uint8Array, src: Uint8Array, crc: number): number;
+  /** `size` zero bytes (a multiple of 4096) at a 4096-aligned address, freed with the ArrayBuffer: O_DIRECT-ready. */
+  alignedBuffer(size: number): ArrayBuffer;
+  /**
+   * Positional writes (or reads) of pieces[i] at positions[i] on the libuv pool (mode 0 read, 1 write,
+   * 2 write and start writeback of the written range with sync_file_range); pieces that follow on
+   * from each other share one pwritev/preadv. cb gets 0, -errno, SHORT_WRITE (never retried) or
+   * SHORT_READ (end of file), and [position, bytes asked, bytes moved] of the call that failed.
+   */
+  positionalIo(
+    fd: number,
+    mode: 0 | 1 | 2,
+    pieces: Uint8Array[],
+    positions: Float64Array,
+    cb: (err: Error | null, result: number, failure: [number, number, number]) => void,
+  ): void;
   /**
    * qpl format: BE u32 length per page, then raw deflate (4 KiB window) or the raw page; IAA (or the
    * fake engine) first when there is one. Returns bytes written; counts gets [hardware, software,

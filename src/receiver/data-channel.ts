@@ -5,7 +5,7 @@
  * Decoding is serial per channel (stream methods keep history); digesting and
  * writing overlap. The socket pauses while too many packets are in flight.
  */
-import type { Socket } from 'node:net';
+import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
@@ -37,6 +37,13 @@ export interface TargetBlock {
   digest: BlockDigest;
 }
 
+/**
+ * What a channel reads from: its socket, or (restoring a migration file) the
+ * file's records for this channel. Emits 'data' (Buffer), 'end', 'error',
+ * 'close'; pause() while too many packets are in flight, resume() after.
+ */
+export type ChannelSource = EventEmitter & { pause(): unknown; resume(): unknown; destroy(): unknown };
+
 export interface ChannelHost {
   pageSize: number;
   headerSize: number;
@@ -60,7 +67,7 @@ export class DataChannel {
 
   constructor(
     readonly id: number,
-    private readonly socket: Socket,
+    private readonly socket: ChannelSource,
     initial: Buffer,
     private readonly decoder: Decoder,
     readonly counters: ChannelCounters,

@@ -8,25 +8,23 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, MfdError, ProtocolError, RemoteError, UsageError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, MfdError, ProtocolError, RemoteError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { BlockDigest } from '../digest.js';
 import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
-import { isSafeFileName } from '../image/ramblock.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
-import { PageBitmap } from './page-bitmap.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
-import type { DecodeReply } from '../compute/messages.js';
+import { createDecoder } from './decoder.js';
+import { openTargets, verifyBlocks, verifyChannels } from './targets.js';
 
 export interface RecvOptions {
   host: string;
@@ -198,28 +196,8 @@ class Migration {
     const requireHardware = this.opts.requireHardware ?? false;
     this.compressionPath = method.path({ params: this.params, requireHardware });
     this.tally = new PathTally(`${method.name} decompression`, requireHardware);
-    const map = this.opts.outputMap ?? new Map<string, string>();
-    for (const name of map.keys()) {
-      if (!hello.ramblocks.some((b) => b.name === name)) {
-        throw new UsageError(`--output names ram block "${name}", but the sender sends ${hello.ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`);
-      }
-    }
-    for (const b of hello.ramblocks) {
-      let target = map.get(b.name);
-      if (target === undefined) {
-        if (!this.opts.outputDir) throw new UsageError(`no output for ram block "${b.name}": give --output DIR or --output ${b.name}=PATH`);
-        if (!isSafeFileName(b.name)) {
-          throw new ProtocolError('ERR_HELLO_RAMBLOCK', `hello: ram block name "${b.name}" is not usable as a file name in ${this.opts.outputDir}; map it with --output NAME=PATH`);
-        }
-        target = path.join(this.opts.outputDir, b.name);
-      }
-      const output = await Output.create(b.name, b.size, target, this.opts.inPlace ?? false);
-      this.outputs.push(output);
-      const pages = Math.ceil(b.size / hello.pageSize);
-      // The declared size is the peer's word: the bitmap grows with the pages that arrive.
-      this.blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
-      this.totalBytes += b.size;
-    }
+    await openTargets(hello.ramblocks, hello.pageSize, { ...this.opts, inPlace: this.opts.inPlace ?? false }, 'hello', this.blocks, this.outputs);
+    for (const b of hello.ramblocks) this.totalBytes += b.size;
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
     this.hello = hello;
@@ -289,40 +267,7 @@ class Migration {
 
   /** The channel's decoder: the method inline, or its state on the channel's compute worker. */
   private decoder(channel: number, method: CompressionMethod, pageSize: number): Decoder {
-    const compute = this.compute;
-    if (!compute) {
-      const receiver = method.recvSetup({ channel, pageSize, params: this.params, tally: this.tally! });
-      this.receivers.push(receiver);
-      // One decode at a time, in arrival order (a method's recv may be asynchronous).
-      let chain: Promise<unknown> = Promise.resolve();
-      return {
-        decode(payload, normal, packetNum) {
-          const next = chain.then(() => receiver.recv(payload, normal, packetNum));
-          chain = next.catch(() => {});
-          return next;
-        },
-      };
-    }
-    // Messages reach the worker in order (setup first), and it handles them in order.
-    compute
-      .call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params: this.params, requireHardware: this.tally!.requireHardware })
-      .catch((e) => this.fail(e));
-    const tally = this.tally!;
-    return {
-      async decode(payload, normal, packetNum) {
-        // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.
-        const size = payload.reduce((a, p) => a + p.length, 0);
-        const buf = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so it can be transferred
-        let at = 0;
-        for (const p of payload) {
-          buf.set(p, at);
-          at += p.length;
-        }
-        const r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: buf.buffer, normal, packetNum }, [buf.buffer]);
-        tally.merge(r.paths);
-        return r.pages;
-      },
-    };
+    return createDecoder({ channel, method, pageSize, params: this.params, tally: this.tally!, compute: this.compute, receivers: this.receivers, fail: (e) => this.fail(e) });
   }
 
   private host: ChannelHost | null = null;
@@ -367,26 +312,8 @@ class Migration {
   /** Every channel drained and the sender says it is done: verify, then commit. */
   private async finish(done: Complete): Promise<void> {
     const hello = this.hello!;
-    for (let id = 0; id < hello.channels; id++) {
-      const ch = this.channels[id]!;
-      const got = ch.counters.packets;
-      if (got !== done.packets[id]) {
-        throw new VerifyError('ERR_PACKET_COUNT', `received ${got} packets, expected ${done.packets[id]}`, { channel: id });
-      }
-      if (got > 0 && !ch.lastWasSync) throw new VerifyError('ERR_NO_SYNC', 'last packet was not a SYNC packet', { channel: id });
-    }
-    for (const b of hello.ramblocks) {
-      const t = this.blocks.get(b.name)!;
-      const pages = Math.ceil(b.size / hello.pageSize);
-      if (t.seen.count !== pages) {
-        const first = t.seen.firstMissing();
-        throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * hello.pageSize})`);
-      }
-      const want = done.digests[b.name];
-      if (t.digest.hex() !== want) {
-        throw new VerifyError('ERR_DIGEST', `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`);
-      }
-    }
+    verifyChannels(this.channels.map((c) => c!), done.packets);
+    verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
     const stats = buildStats(
       {

@@ -1,19 +1,22 @@
 /** `mfd inspect`: read raw multifd channel streams (from `mfd recv --dump-streams` or a capture of QEMU's). */
 import { Command, Option } from 'commander';
 import { UsageError, ProtocolError } from '../../errors.js';
-import { extractSink, formatReport, inspectStream, type PageSink } from '../../inspect/inspect.js';
+import { extractSink, formatReport, inspectStream, type PageSink, type StreamReport } from '../../inspect/inspect.js';
+import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from '../../file/inspect.js';
+import { isFileUri, parseFileUri } from '../../file/target.js';
 import { pageSizeOption } from '../options.js';
 import type { CommandContext } from '../main.js';
 
 export function inspectCommand(ctx: CommandContext): Command {
   return new Command('inspect')
-    .summary('read raw multifd channel streams: init packet, every packet, totals, errors')
+    .summary('read migration files or raw multifd channel streams: headers, every packet, totals, errors')
     .description(
-      'Reads channel streams (a channel\'s bytes as they crossed the wire) written by mfd or QEMU 7.2 to 10.x.\n' +
-        'Prints the init packet, one line per packet and totals; every problem with its byte offset.\n' +
-        'Exit 3 when a stream has errors.',
+      'Reads channel streams (a channel\'s bytes as they crossed the wire) written by mfd or QEMU 7.2 to 10.x,\n' +
+        'and migration files from mfd send --to file:PATH (recognised by their magic; file:PATH,offset=N too).\n' +
+        'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer);\n' +
+        'every problem with its byte offset. Exit 3 when a stream or file has errors.',
     )
-    .argument('<stream...>', 'stream files (e.g. DIR/channel-0.bin from mfd recv --dump-streams)')
+    .argument('<stream...>', 'stream files (e.g. DIR/channel-0.bin from mfd recv --dump-streams) or migration files')
     .addOption(pageSizeOption())
     .addOption(new Option('--extract <name=file>', 'rebuild ramblock NAME from the streams into FILE (zero pages as holes)'))
     .option('--json', 'one JSON object: every stream report, and the extraction')
@@ -26,15 +29,23 @@ export function inspectCommand(ctx: CommandContext): Command {
         extract = extractSink(o.extract.slice(0, eq), o.extract.slice(eq + 1), o.pageSize);
         sink = extract.sink;
       }
-      const reports = [];
-      for (const s of streams) reports.push(await inspectStream(s, o.pageSize, sink));
+      const reports: StreamReport[] = [];
+      const files: FileReport[] = [];
+      for (const s of streams) {
+        const target = isFileUri(s) ? parseFileUri(s, 'inspect') : { path: s, offset: 0 };
+        if (isFileUri(s) || isMigrationFile(target)) {
+          if (o.extract) throw new UsageError(`--extract reads channel streams; restore a migration file with mfd recv --from file:${target.path}`);
+          files.push(await inspectFile(target));
+        } else reports.push(await inspectStream(s, o.pageSize, sink));
+      }
       const pages = extract?.close();
-      if (o.json) ctx.out(JSON.stringify({ streams: reports, ...(o.extract ? { extract: { target: o.extract, pages } } : {}) }));
+      if (o.json) ctx.out(JSON.stringify({ streams: reports, ...(files.length > 0 ? { files } : {}), ...(o.extract ? { extract: { target: o.extract, pages } } : {}) }));
       else {
+        for (const r of files) ctx.out(formatFileReport(r));
         for (const r of reports) ctx.out(formatReport(r));
         if (o.extract) ctx.out(`extracted ${pages} pages to ${o.extract}`);
       }
-      const errors = reports.reduce((a, r) => a + r.errors.length, 0);
-      if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the streams`);
+      const errors = [...reports, ...files].reduce((a, r) => a + r.errors.length, 0);
+      if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the ${files.length > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (files.length > 1 ? 's' : '')) : 'streams'}`);
     });
 }

@@ -3,13 +3,17 @@ import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { receive } from '../../receiver/receiver.js';
+import { restoreFromFile } from '../../file/restore.js';
+import { parseFileUri } from '../../file/target.js';
+import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { commonOptions, intInRange, type CommonOpts } from '../options.js';
 import type { CommandContext } from '../main.js';
 
 interface RecvOpts extends CommonOpts {
-  listen: string;
+  listen?: string;
+  from?: string;
   output: string[];
   inPlace?: boolean;
   fsync?: boolean;
@@ -24,10 +28,12 @@ export function recvCommand(ctx: CommandContext): Command {
     .summary('receive one migration from mfd send into image files')
     .description(
       'Listens on HOST:PORT for one migration: a control channel and the multifd channels it announces.\n' +
+        'Or, with --from file:PATH[,offset=N], restores a migration file written by mfd send --to file:...\n' +
         'Each ramblock is written to DIR/NAME (or the path an explicit NAME=PATH gives), under a temporary\n' +
         'name until packet counts, page coverage and digests have been verified; then it is renamed.',
     )
-    .requiredOption('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
+    .option('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
+    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
@@ -37,8 +43,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
-    const at = parseHostPort(o.listen, '0.0.0.0');
-    if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+    if ((o.listen === undefined) === (o.from === undefined)) throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
     let outputDir: string | undefined;
     const outputMap = new Map<string, string>();
     for (const spec of o.output) {
@@ -56,6 +61,28 @@ export function recvCommand(ctx: CommandContext): Command {
       }
     }
     const logger = ctx.logger(o.logLevel);
+    if (o.from !== undefined) {
+      if (o.dumpStreams !== undefined) throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
+      const progress = ctx.progress('restore', o.progress);
+      const { stats, file } = await restoreFromFile({
+        source: parseFileUri(o.from, '--from'),
+        ...(outputDir !== undefined ? { outputDir } : {}),
+        outputMap,
+        inPlace: o.inPlace ?? false,
+        fsync: o.fsync ?? false,
+        ...(o.threads !== undefined ? { threads: o.threads } : {}),
+        logger,
+        requireHardware: o.requireHardware ?? false,
+        onProgress: (d, t) => progress.update(d, t),
+        signal: ctx.signal,
+      });
+      progress.clear();
+      ctx.result(o, stats, { file });
+      if (!o.json) ctx.out(formatFileSummary(file));
+      return;
+    }
+    const at = parseHostPort(o.listen!, '0.0.0.0');
+    if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
     const progress = ctx.progress('recv', o.progress);
     const { stats } = await receive({
       host: at.host,

@@ -2,6 +2,9 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
+import { saveToFile } from '../../file/save.js';
+import { isFileUri, parseFileUri } from '../../file/target.js';
+import { formatFileSummary } from '../../file/summary.js';
 import { parseBlockSpecs } from '../../image/ramblock.js';
 import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
@@ -20,6 +23,9 @@ interface SendOpts extends CommonOpts {
   threads?: number;
   accelPath?: string[];
   requireHardware?: boolean;
+  mappedRam?: boolean;
+  directIo?: boolean;
+  fileWriter: 'ring' | 'per-packet';
   [methodOption: string]: unknown;
 }
 
@@ -44,10 +50,12 @@ export function sendCommand(ctx: CommandContext): Command {
     .description(
       'Connects a control channel and N multifd channels to the receiver and streams each image\n' +
         'as one ramblock in QEMU multifd packets (512 KiB, header 320 + 8 x pages per packet).\n' +
+        'With --to file:PATH[,offset=N], writes a self-describing migration file instead\n' +
+        '(docs/file-format.md), for mfd recv --from file:PATH.\n' +
         'IMAGE is a file path (ramblock name = file name) or NAME=PATH.',
     )
     .argument('<image...>', 'image files, as PATH or NAME=PATH')
-    .requiredOption('--to <host:port>', 'address of the listening mfd recv')
+    .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv, or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
     .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS}`).argParser(intInRange('--channels', 1, MAX_CHANNELS)).default(4))
     .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
     .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
@@ -63,7 +71,10 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--require-hardware', 'fail instead of falling back from a hardware path (IAA, QAT, DSA); the error names what is missing'))
     .addOption(pageSizeOption())
     .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
-    .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000));
+    .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000))
+    .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
+    .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
+    .addOption(new Option('--file-writer <kind>', 'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)').choices(['ring', 'per-packet']).default('ring').hideHelp());
   for (const { option } of allMethodOptions()) {
     if (option.type === 'bool') {
       cmd.addOption(new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`)));
@@ -73,8 +84,34 @@ export function sendCommand(ctx: CommandContext): Command {
   }
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
+    if (isFileUri(o.to)) {
+      const progress = ctx.progress('save', o.progress);
+      const { stats, file } = await saveToFile({
+        target: parseFileUri(o.to, '--to'),
+        mappedRam: o.mappedRam ?? false,
+        directIo: o.directIo ?? false,
+        writer: o.fileWriter === 'per-packet' ? 'per-packet' : {},
+        images: parseBlockSpecs(images),
+        channels: o.multifdChannels ?? o.channels,
+        pageSize: o.pageSize,
+        compression: o.compression,
+        methodParams: methodParams(o),
+        ...(o.threads !== undefined ? { threads: o.threads } : {}),
+        zeroPageDetection: o.zeroPageDetection,
+        accelPaths: o.accelPath ?? [],
+        requireHardware: o.requireHardware ?? false,
+        logger: ctx.logger(o.logLevel),
+        onProgress: (d, t) => progress.update(d, t),
+        signal: ctx.signal,
+      });
+      progress.clear();
+      ctx.result(o, stats, { file });
+      if (!o.json) ctx.out(formatFileSummary(file));
+      return;
+    }
+    if (o.mappedRam || o.directIo) throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
     const to = parseHostPort(o.to, '127.0.0.1');
-    if (!to) throw new UsageError(`Expected HOST:PORT for --to but received "${o.to}"`);
+    if (!to) throw new UsageError(`Expected HOST:PORT or file:PATH for --to but received "${o.to}"`);
     const progress = ctx.progress('send', o.progress);
     const { stats, receiver } = await send({
       host: to.host,

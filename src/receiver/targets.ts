@@ -1,0 +1,84 @@
+/**
+ * The receiving side's ramblock targets and final checks, shared by the
+ * network receiver and a migration file's restore: which output each
+ * ramblock goes to, and, once every packet is in, packet counts, page
+ * coverage and digests, before any output takes its final name.
+ */
+import path from 'node:path';
+import { ProtocolError, UsageError, VerifyError } from '../errors.js';
+import { BlockDigest } from '../digest.js';
+import { isSafeFileName } from '../image/ramblock.js';
+import { Output } from './output.js';
+import { PageBitmap } from './page-bitmap.js';
+import type { TargetBlock } from './data-channel.js';
+
+export interface TargetOptions {
+  /** Directory for ramblocks without an explicit mapping. */
+  outputDir?: string;
+  /** Explicit ramblock name -> output path. */
+  outputMap?: Map<string, string>;
+  inPlace: boolean;
+}
+
+/**
+ * Creates an output (temporary name, or in place) for every ramblock.
+ * `where` names the source of the table in errors ("hello", "migration file header").
+ * Outputs made before a failure are in `outputs` for the caller to abort.
+ */
+export async function openTargets(
+  ramblocks: { name: string; size: number }[],
+  pageSize: number,
+  o: TargetOptions,
+  where: string,
+  blocks: Map<string, TargetBlock>,
+  outputs: Output[],
+): Promise<void> {
+  const map = o.outputMap ?? new Map<string, string>();
+  for (const name of map.keys()) {
+    if (!ramblocks.some((b) => b.name === name)) {
+      throw new UsageError(`--output names ram block "${name}", but the sender sends ${ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`);
+    }
+  }
+  for (const b of ramblocks) {
+    let target = map.get(b.name);
+    if (target === undefined) {
+      if (!o.outputDir) throw new UsageError(`no output for ram block "${b.name}": give --output DIR or --output ${b.name}=PATH`);
+      if (!isSafeFileName(b.name)) {
+        throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block name "${b.name}" is not usable as a file name in ${o.outputDir}; map it with --output NAME=PATH`);
+      }
+      target = path.join(o.outputDir, b.name);
+    }
+    const output = await Output.create(b.name, b.size, target, o.inPlace);
+    outputs.push(output);
+    const pages = Math.ceil(b.size / pageSize);
+    // The declared size is the peer's word: the bitmap grows with the pages that arrive.
+    blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
+  }
+}
+
+/** Every channel got the packets the sender counted, the last one a SYNC. */
+export function verifyChannels(channels: { counters: { packets: number }; lastWasSync: boolean }[], expected: number[]): void {
+  channels.forEach((ch, id) => {
+    const got = ch.counters.packets;
+    if (got !== expected[id]) {
+      throw new VerifyError('ERR_PACKET_COUNT', `received ${got} packets, expected ${expected[id]}`, { channel: id });
+    }
+    if (got > 0 && !ch.lastWasSync) throw new VerifyError('ERR_NO_SYNC', 'last packet was not a SYNC packet', { channel: id });
+  });
+}
+
+/** Every page of every block arrived exactly once, and each block's digest is the sender's. */
+export function verifyBlocks(ramblocks: { name: string; size: number }[], blocks: Map<string, TargetBlock>, pageSize: number, digests: Record<string, string>): void {
+  for (const b of ramblocks) {
+    const t = blocks.get(b.name)!;
+    const pages = Math.ceil(b.size / pageSize);
+    if (t.seen.count !== pages) {
+      const first = t.seen.firstMissing();
+      throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * pageSize})`);
+    }
+    const want = digests[b.name];
+    if (t.digest.hex() !== want) {
+      throw new VerifyError('ERR_DIGEST', `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`);
+    }
+  }
+}

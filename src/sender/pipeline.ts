@@ -1,0 +1,396 @@
+/**
+ * The sender's per-packet pipeline, shared by every destination. Images are
+ * cut into packet jobs handed out to N channels; per channel, packets flow
+ * load (mapped image) -> analyse (zero pages + CRCs, off the event loop) ->
+ * method.prepare -> header -> sink, with up to PIPELINE_DEPTH packets prepared
+ * ahead of the one being written; a fixed slab pool bounds memory. Offloaded
+ * methods do load, analyse and prepare on the channel's compute worker.
+ *
+ * Where packets go is the ChannelSink: TCP sockets (sender.ts), or a
+ * migration file (src/file/: a ring of aligned buffers for the stream layout,
+ * positional page writes for mapped-ram).
+ */
+import { IoError, UsageError, type MfdError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
+import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
+import { PathTally } from '../accel/paths.js';
+import { BlockDigest } from '../digest.js';
+import { encodePacketHeader } from '../wire/packet.js';
+import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
+import type { BlockSpec } from '../image/ramblock.js';
+import { ImageSource } from './image-source.js';
+import { SlabPool, type Slab } from './slab-pool.js';
+import { pageRuns } from './page-runs.js';
+import { ComputePool, defaultPoolSize } from '../compute/pool.js';
+import type { PacketReply } from '../compute/messages.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+
+/** Packets read ahead of the one being written, per channel. */
+const PIPELINE_DEPTH = 2;
+
+export interface PipelineOptions {
+  images: BlockSpec[];
+  channels: number;
+  pageSize: number;
+  compression: string;
+  methodParams: MethodParams;
+  zeroPageDetection: string;
+  /** Accelerator devices (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */
+  accelPaths?: string[];
+  /** Any fallback from a hardware path is an error (--require-hardware). */
+  requireHardware?: boolean;
+  logger: Logger;
+  /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
+  threads?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** One image being sent as a ramblock. */
+export interface SendBlock {
+  /** Position in the ramblock table. */
+  index: number;
+  source: ImageSource;
+  nameBytes: Uint8Array;
+  digest: BlockDigest;
+}
+
+/** One packet handed to a sink, in channel order. */
+export interface OutgoingPacket {
+  /** The encoded packet header, then the payload chunks: what goes on the wire. */
+  pieces: Uint8Array[];
+  /** Bytes after the header (next_packet_size). */
+  payloadBytes: number;
+  /** The channel's closing SYNC packet (header only, no pages). */
+  sync: boolean;
+  /** The packet's ramblock; null on SYNC. */
+  block: SendBlock | null;
+  /** Byte offsets in the block: the normal pages (ascending), then the zero pages. */
+  offsets: number[];
+  normal: number;
+  zeros: number;
+  /** Call once the pieces are no longer needed (written, or copied elsewhere). */
+  done(): void;
+}
+
+/** Where one channel's packets go. */
+export interface ChannelSink {
+  /** Takes one packet; resolves when the sink can take the next one (backpressure). */
+  write(p: OutgoingPacket): Promise<void>;
+  /** Every packet of the channel has been handed over (the SYNC last). */
+  end(): Promise<void>;
+}
+
+interface Job {
+  block: SendBlock;
+  /** Byte offset of the packet's first page in the block. */
+  offset: number;
+  pages: number;
+}
+
+interface PipelineChannel {
+  id: number;
+  sink: ChannelSink;
+  /** The method's state when it runs inline; offloaded methods keep theirs in the channel's worker. */
+  method: MethodSender | null;
+  /** The zero-page scanner when it runs inline (else in the worker). */
+  scanner: ZeroPageScanner | null;
+  methodTally: PathTally;
+  zeroTally: PathTally;
+  counters: ChannelCounters;
+  pool: SlabPool;
+}
+
+export class SendPipeline {
+  readonly channels: PipelineChannel[] = [];
+  readonly headerSize: number;
+  readonly totalBytes: number;
+  private packetNum = 0n;
+  private doneBytes = 0;
+  private readonly logged = new Set<string>();
+
+  private constructor(
+    private readonly opts: PipelineOptions,
+    readonly method: CompressionMethod,
+    readonly detector: ZeroPageDetector,
+    readonly params: MethodParams,
+    readonly compressionPath: string,
+    readonly zeroPagePath: string,
+    readonly blocks: SendBlock[],
+    private readonly compute: ComputePool | null,
+  ) {
+    this.headerSize = packetHeaderSize(opts.pageSize);
+    this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
+  }
+
+  /**
+   * Checks method, detector and hardware flags (before anything connects or
+   * writes), opens the images and, for offloaded methods, the compute pool.
+   */
+  static async open(opts: PipelineOptions): Promise<SendPipeline> {
+    const method = getMethod(opts.compression);
+    const detector = getDetector(opts.zeroPageDetection);
+    const params = method.params(opts.methodParams);
+    const accelPaths = opts.accelPaths ?? [];
+    const requireHardware = opts.requireHardware ?? false;
+    if (requireHardware && !method.hardware && !detector.hardware) {
+      const hw = [...listMethods().filter((m) => getMethod(m).hardware).map((m) => `--compression ${m}`), ...listDetectors().filter((d) => getDetector(d).hardware).map((d) => `--zero-page-detection ${d}`)];
+      throw new UsageError(`--require-hardware needs a backend that uses hardware: ${hw.join(', ')}`);
+    }
+    if (accelPaths.length > 0 && !detector.hardware) throw new UsageError(`--accel-path is for a hardware zero-page backend (${listDetectors().filter((d) => getDetector(d).hardware).join(', ')}), not --zero-page-detection ${detector.name}`);
+    // Which path each backend takes, decided (and refused under --require-hardware) before any page moves.
+    const compressionPath = method.path({ params, requireHardware });
+    const zeroPagePath = detector.check({ accelPaths, requireHardware });
+    const sources: ImageSource[] = [];
+    try {
+      for (const spec of opts.images) sources.push(await ImageSource.open(spec));
+    } catch (e) {
+      for (const s of sources) s.close();
+      throw e;
+    }
+    const blocks = sources.map((s, index) => ({ index, source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest() }));
+    const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
+    return new SendPipeline(opts, method, detector, params, compressionPath, zeroPagePath, blocks, compute);
+  }
+
+  get pageSize(): number {
+    return this.opts.pageSize;
+  }
+
+  /** Sets up channel `id` (method and scanner state, inline or on its worker); `sink` gets its packets. */
+  async addChannel(id: number, sink: (counters: ChannelCounters) => ChannelSink): Promise<void> {
+    const { method, detector, params, compute, opts } = this;
+    const accelPaths = opts.accelPaths ?? [];
+    const requireHardware = opts.requireHardware ?? false;
+    const counters = newChannelCounters(id);
+    const methodTally = new PathTally(`${method.name} compression`, requireHardware);
+    const zeroTally = new PathTally(`${detector.name} zero-page detection`, requireHardware);
+    if (compute) {
+      await compute.call(id, { op: 'send-setup', channel: id, method: method.name, pageSize: opts.pageSize, params, detector: detector.name, accelPaths, requireHardware });
+    }
+    this.channels.push({
+      id,
+      sink: sink(counters),
+      method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params, tally: methodTally }),
+      scanner: compute ? null : detector.open({ channel: id, accelPaths, requireHardware, tally: zeroTally }),
+      methodTally,
+      zeroTally,
+      counters,
+      pool: new SlabPool(PIPELINE_DEPTH + 2, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize)),
+    });
+  }
+
+  /**
+   * Sends every packet of every image over the channels, then a SYNC packet
+   * per channel, and ends each sink. `fail` records the first failure (and
+   * returns it); `failed` tells a channel to stop.
+   */
+  async run(fail: (e: unknown) => MfdError, failed: () => MfdError | null): Promise<void> {
+    const jobs = makeJobs(this.blocks, this.opts.pageSize);
+    await Promise.all(this.channels.map((ch) => this.runChannel(ch, jobs, failed).catch((e) => { throw fail(e); })));
+  }
+
+  /** Packets (SYNC included) handed to each channel's sink, by channel id. */
+  packetCounts(): number[] {
+    return this.channels.map((c) => c.counters.packets);
+  }
+
+  digests(): Record<string, string> {
+    return Object.fromEntries(this.blocks.map((b) => [b.source.name, b.digest.hex()]));
+  }
+
+  stats(uuid: string, startNs: bigint): RunStats {
+    return buildStats(
+      {
+        side: 'send',
+        uuid,
+        compression: this.method.name,
+        compressionPath: this.compressionPath,
+        zeroPageDetection: this.detector.name,
+        zeroPagePath: this.zeroPagePath,
+        paths: { compression: mergeTallies(this.channels.map((c) => c.methodTally)), zeroPage: mergeTallies(this.channels.map((c) => c.zeroTally)) },
+        pageSize: this.opts.pageSize,
+        ramblocks: this.blocks.map((b) => ({ name: b.source.name, size: b.source.size, path: b.source.path, digest: b.digest.hex() })),
+      },
+      this.channels.map((c) => c.counters),
+      startNs,
+    );
+  }
+
+  /** Frees method state, workers and image mappings; also after a failure. */
+  async close(): Promise<void> {
+    for (const ch of this.channels) ch.method?.cleanup();
+    await this.compute?.close();
+    for (const b of this.blocks) b.source.close();
+  }
+
+  private logFailures(): void {
+    for (const f of this.detector.failures()) if (!this.logged.has(f) && this.logged.add(f)) this.opts.logger.warn(f);
+  }
+
+  /** Inline: map or read the pages, analyse them off the event loop; the method runs at write time. */
+  private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
+    const ps = this.opts.pageSize;
+    const src = job.block.source;
+    const { pages, release } = await src.load(job.offset, job.pages, ps, slab.data);
+    let zeros: number;
+    try {
+      zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc);
+    } catch (e) {
+      release();
+      throw shrankOr(e, src, job.offset + pages.length);
+    }
+    const normal = job.pages - zeros;
+    return {
+      job,
+      slab,
+      zeros,
+      zero: slab.zero,
+      crc: slab.crc,
+      payload: () => (normal > 0 ? ch.method!.prepare(pageRuns(pages, slab.zero, job.pages, ps), normal) : []),
+      release,
+    };
+  }
+
+  /** Offloaded: the channel's worker loads, analyses and compresses; the payload comes back transferred. */
+  private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
+    const src = job.block.source;
+    let r: PacketReply;
+    try {
+      r = await this.compute!.call<PacketReply>(ch.id, { op: 'packet', channel: ch.id, fd: src.fd, path: src.path, size: src.size, offset: job.offset, pages: job.pages });
+    } catch (e) {
+      throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
+    }
+    ch.methodTally.merge(r.paths.compression);
+    ch.zeroTally.merge(r.paths.zeroPage);
+    return { job, slab, zeros: r.zeros, zero: r.zero, crc: r.crc, payload: () => r.payload, release: () => {} };
+  }
+
+  private async runChannel(ch: PipelineChannel, jobs: Iterator<Job>, failed: () => MfdError | null): Promise<void> {
+    const ahead: Promise<Prepared>[] = [];
+    let exhausted = false;
+    for (;;) {
+      while (!exhausted && ahead.length < PIPELINE_DEPTH) {
+        const next = jobs.next();
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        const slab = await ch.pool.acquire();
+        const p = this.compute ? this.prepareOffloaded(ch, next.value, slab) : this.prepareInline(ch, next.value, slab);
+        p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
+        ahead.push(p);
+      }
+      const p = ahead.shift();
+      if (!p) break;
+      const prepared = await p;
+      if (failed()) return;
+      await this.writePacket(ch, prepared);
+    }
+    await this.writeSync(ch);
+    await ch.sink.end();
+  }
+
+  private async writePacket(ch: PipelineChannel, { job, slab, zeros, zero, crc, payload, release }: Prepared): Promise<void> {
+    const ps = this.opts.pageSize;
+    const normal = job.pages - zeros;
+    const offsets = new Array<number>(job.pages);
+    const pageIndex0 = job.offset / ps;
+    let n = 0;
+    let z = normal;
+    for (let i = 0; i < job.pages; i++) {
+      job.block.digest.add(pageIndex0 + i, crc[i]!);
+      offsets[zero[i] ? z++ : n++] = job.offset + i * ps;
+    }
+    const chunks = await payload();
+    let size = 0;
+    for (const c of chunks) size += c.length;
+    encodePacketHeader(slab.header, this.headerSize, {
+      flags: this.method.flag,
+      pagesAlloc: pageCount(ps),
+      normalPages: normal,
+      zeroPages: zeros,
+      nextPacketSize: size,
+      packetNum: this.packetNum++,
+      ramblock: job.block.nameBytes,
+      offsets,
+    });
+    this.logFailures();
+    const c = ch.counters;
+    c.packets++;
+    c.normalPages += normal;
+    c.zeroPages += zeros;
+    this.doneBytes += Math.min(job.pages * ps, job.block.source.size - job.offset);
+    this.opts.onProgress?.(this.doneBytes, this.totalBytes);
+    await ch.sink.write({
+      pieces: [slab.header, ...chunks],
+      payloadBytes: size,
+      sync: false,
+      block: job.block,
+      offsets,
+      normal,
+      zeros,
+      done: () => {
+        release();
+        ch.pool.release(slab);
+      },
+    });
+  }
+
+  /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */
+  private async writeSync(ch: PipelineChannel): Promise<void> {
+    const slab = await ch.pool.acquire();
+    encodePacketHeader(slab.header, this.headerSize, {
+      flags: MULTIFD_FLAG_SYNC,
+      pagesAlloc: 0,
+      normalPages: 0,
+      zeroPages: 0,
+      nextPacketSize: 0,
+      packetNum: this.packetNum++,
+      ramblock: new Uint8Array(0),
+      offsets: [],
+    });
+    ch.counters.packets++;
+    ch.counters.syncPackets++;
+    await ch.sink.write({ pieces: [slab.header], payloadBytes: 0, sync: true, block: null, offsets: [], normal: 0, zeros: 0, done: () => ch.pool.release(slab) });
+  }
+}
+
+/** A packet ready to be written: its page analysis and, at write time, its payload. */
+interface Prepared {
+  job: Job;
+  slab: Slab;
+  zeros: number;
+  zero: Uint8Array;
+  crc: Uint32Array;
+  /** Called when the packet is written, in channel order (stream methods depend on it). */
+  payload(): Uint8Array[] | Promise<Uint8Array[]>;
+  release(): void;
+}
+
+function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
+  const all = new PathTally('all channels');
+  for (const t of tallies) all.merge(t.counts);
+  return all.counts;
+}
+
+/** All packets of all blocks, in block and offset order, handed out one at a time. */
+function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
+  const perPacket = pageCount(pageSize);
+  return (function* () {
+    for (const block of blocks) {
+      const size = block.source.size;
+      for (let offset = 0; offset < size; offset += MULTIFD_PACKET_SIZE) {
+        yield { block, offset, pages: Math.min(perPacket, Math.ceil((size - offset) / pageSize)) };
+      }
+    }
+  })();
+}
+
+function shrankOr(e: unknown, src: ImageSource, end: number): unknown {
+  // PacketIoError here; the worker's copy of it across the thread hop keeps the code.
+  if ((e as { code?: string }).code === 'ESHORTREAD') {
+    return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${Math.min(end, src.size)} are gone, expected ${src.size} bytes`);
+  }
+  return e;
+}
