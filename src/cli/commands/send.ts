@@ -84,6 +84,19 @@ export function sendCommand(ctx: CommandContext): Command {
   }
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
+    // What the packet pipeline needs, the same for a network and a file target.
+    const pipeline = () => ({
+      images: parseBlockSpecs(images),
+      channels: o.multifdChannels ?? o.channels,
+      pageSize: o.pageSize,
+      compression: o.compression,
+      methodParams: methodParams(o),
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
+      zeroPageDetection: o.zeroPageDetection,
+      accelPaths: o.accelPath ?? [],
+      requireHardware: o.requireHardware ?? false,
+      logger: ctx.logger(o.logLevel),
+    });
     if (isFileUri(o.to)) {
       const progress = ctx.progress('save', o.progress);
       const { stats, file } = await saveToFile({
@@ -91,16 +104,7 @@ export function sendCommand(ctx: CommandContext): Command {
         mappedRam: o.mappedRam ?? false,
         directIo: o.directIo ?? false,
         writer: o.fileWriter === 'per-packet' ? 'per-packet' : {},
-        images: parseBlockSpecs(images),
-        channels: o.multifdChannels ?? o.channels,
-        pageSize: o.pageSize,
-        compression: o.compression,
-        methodParams: methodParams(o),
-        ...(o.threads !== undefined ? { threads: o.threads } : {}),
-        zeroPageDetection: o.zeroPageDetection,
-        accelPaths: o.accelPath ?? [],
-        requireHardware: o.requireHardware ?? false,
-        logger: ctx.logger(o.logLevel),
+        ...pipeline(),
         onProgress: (d, t) => progress.update(d, t),
         signal: ctx.signal,
       });
@@ -116,16 +120,7 @@ export function sendCommand(ctx: CommandContext): Command {
     const { stats, receiver } = await send({
       host: to.host,
       port: to.port,
-      images: parseBlockSpecs(images),
-      channels: o.multifdChannels ?? o.channels,
-      pageSize: o.pageSize,
-      compression: o.compression,
-      methodParams: methodParams(o),
-      ...(o.threads !== undefined ? { threads: o.threads } : {}),
-      zeroPageDetection: o.zeroPageDetection,
-      accelPaths: o.accelPath ?? [],
-      requireHardware: o.requireHardware ?? false,
-      logger: ctx.logger(o.logLevel),
+      ...pipeline(),
       connectTimeoutMs: o.connectTimeout,
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,
