@@ -27,7 +27,7 @@ import { packetHeaderSize, pageCount, hex } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { PathTally, emptyPathCounts } from '../accel/paths.js';
-import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from '../receiver/data-channel.js';
+import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from '../receiver/data-channel.js';
 import type { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { openTargets, verifyBlocks, verifyChannels } from '../receiver/targets.js';
@@ -273,14 +273,7 @@ async function restoreStream(r: StreamRestore): Promise<{ channels: DataChannel[
   const host: ChannelHost = {
     pageSize: h.pageSize,
     headerSize,
-    check: {
-      pageSize: h.pageSize,
-      pageCount: perPacket,
-      methodFlag: method.flag,
-      exactPayload: method.exactPayload,
-      maxPayload: (n) => method.maxPayload(n, h.pageSize),
-      lookupRamblock: (name) => r.blocks.get(name),
-    },
+    check: packetChecks(method, h.pageSize, r.blocks),
     blocks: r.blocks,
     zeroPageCrc: native.crc32c(new Uint8Array(h.pageSize)),
     inPlace: r.inPlace,

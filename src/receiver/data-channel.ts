@@ -9,7 +9,8 @@ import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
-import { MULTIFD_FLAG_SYNC } from '../wire/constants.js';
+import { MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
+import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
 import type { BlockDigest } from '../digest.js';
@@ -54,6 +55,18 @@ export interface ChannelHost {
   onPages(bytes: number): void;
   onIdle(): void;
   fail(e: unknown): void;
+}
+
+/** The header checks for packets of `method` at `pageSize`, ramblocks looked up in `blocks` (a network migration and a file restore alike). */
+export function packetChecks(method: CompressionMethod, pageSize: number, blocks: Map<string, TargetBlock>): Omit<PacketCheckContext, 'channel'> {
+  return {
+    pageSize,
+    pageCount: pageCount(pageSize),
+    methodFlag: method.flag,
+    exactPayload: method.exactPayload,
+    maxPayload: (n) => method.maxPayload(n, pageSize),
+    lookupRamblock: (name) => blocks.get(name),
+  };
 }
 
 export class DataChannel {

@@ -17,10 +17,10 @@ import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
-import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
-import { DataChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
@@ -278,14 +278,7 @@ class Migration {
     this.host = {
       pageSize: hello.pageSize,
       headerSize: packetHeaderSize(hello.pageSize),
-      check: {
-        pageSize: hello.pageSize,
-        pageCount: pageCount(hello.pageSize),
-        methodFlag: method.flag,
-        exactPayload: method.exactPayload,
-        maxPayload: (n) => method.maxPayload(n, hello.pageSize),
-        lookupRamblock: (name) => this.blocks.get(name),
-      },
+      check: packetChecks(method, hello.pageSize, this.blocks),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
       inPlace: this.opts.inPlace ?? false,
