@@ -69,10 +69,8 @@ function helloFor(s: ChannelStream): Hello {
   };
 }
 
-/** One run: a receiver, a control channel, one data channel carrying `bytes`. */
-async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, dir: string): Promise<string> {
-  const abort = new AbortController();
-  const sockets: net.Socket[] = [];
+/** A receiver on a free loopback port; `ended` settles to 'ok' or the error it failed with. */
+async function startReceiver(dir: string, signal: AbortSignal, inPlace: boolean): Promise<{ port: number; ended: Promise<unknown> }> {
   let port = 0;
   let listening!: () => void;
   const listened = new Promise<void>((r) => (listening = r));
@@ -81,10 +79,10 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
     port: 0,
     logger: silentLogger,
     outputDir: dir,
-    inPlace: x.inPlace,
+    inPlace,
     timeoutMs: RECEIVER_TIMEOUT_MS,
     threads: 1,
-    signal: abort.signal,
+    signal,
     onListening: (a) => {
       port = a.port;
       listening();
@@ -93,9 +91,17 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
     () => 'ok',
     (e: unknown) => e,
   );
+  await Promise.race([listened, ended]);
+  return { port, ended };
+}
+
+/** One run: a receiver, a control channel, one data channel carrying `bytes`. */
+async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, dir: string): Promise<string> {
+  const abort = new AbortController();
+  const sockets: net.Socket[] = [];
+  const { port, ended } = await startReceiver(dir, abort.signal, x.inPlace);
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([listened, ended]);
     if (port === 0) violation(`receiver did not listen: ${String(await ended)}`);
     const ctlSock = await connect('127.0.0.1', port, 2000, 'control');
     sockets.push(ctlSock);
@@ -195,29 +201,10 @@ export function receiverHelloTarget(): FuzzTarget<Uint8Array> {
       const dir = path.join(root, String(n++));
       fs.mkdirSync(dir);
       const abort = new AbortController();
-      let port = 0;
-      let listening!: () => void;
-      const listened = new Promise<void>((r) => (listening = r));
-      const ended: Promise<unknown> = receive({
-        host: '127.0.0.1',
-        port: 0,
-        logger: silentLogger,
-        outputDir: dir,
-        timeoutMs: RECEIVER_TIMEOUT_MS,
-        threads: 1,
-        signal: abort.signal,
-        onListening: (a) => {
-          port = a.port;
-          listening();
-        },
-      }).then(
-        () => 'ok',
-        (e: unknown) => e,
-      );
+      const { port, ended } = await startReceiver(dir, abort.signal, false);
       let sock: net.Socket | null = null;
       let timer: NodeJS.Timeout | undefined;
       try {
-        await Promise.race([listened, ended]);
         if (port === 0) violation(`receiver did not listen: ${String(await ended)}`);
         const buffers = process.memoryUsage().arrayBuffers;
         sock = await connect('127.0.0.1', port, 2000, 'control');
