@@ -28,20 +28,25 @@ function engine(): { name: string; hardware: boolean; version: string } | { reas
   return { reason: probe.reason };
 }
 
-/** Adds one call's counts ([hardware, software, raw, busy, error, retries]) to the tally. */
-function count(tally: PathTally, c: Float64Array): void {
+/**
+ * Counts one call's pages ([hardware, software, raw, busy, error, retries]) into the tally. The
+ * engine is looked up once, at set-up: the addon uses the same one for every call of the run.
+ */
+function counter(tally: PathTally): (c: Float64Array) => void {
   const e = native.qplEngine();
-  const hwName = e?.name ?? 'iaa';
-  tally.add(hwName, c[0]!, c[0]! > 0 ? 1 : 0);
-  tally.add('software', c[1]!, c[1]! > 0 ? 1 : 0);
-  tally.add('raw', c[2]!, c[2]! > 0 ? 1 : 0);
-  if (!e) {
-    tally.fallback('no-device', c[1]! + c[2]!, `no IAA engine (${native.qplHardwareOpen().reason})`);
-    return;
-  }
-  if (!e.hardware) tally.fallback('not-hardware', c[0]!, `${e.name} is a software stand-in for IAA`);
-  tally.fallback('queue-busy', c[3]!, 'the IAA queue stayed busy after 3 retries');
-  tally.fallback('device-error', c[4]!, 'an IAA job failed');
+  const noDevice = e ? '' : `no IAA engine (${native.qplHardwareOpen().reason})`;
+  return (c) => {
+    tally.add(e?.name ?? 'iaa', c[0]!, c[0]! > 0 ? 1 : 0);
+    tally.add('software', c[1]!, c[1]! > 0 ? 1 : 0);
+    tally.add('raw', c[2]!, c[2]! > 0 ? 1 : 0);
+    if (!e) {
+      tally.fallback('no-device', c[1]! + c[2]!, noDevice);
+      return;
+    }
+    if (!e.hardware) tally.fallback('not-hardware', c[0]!, `${e.name} is a software stand-in for IAA`);
+    tally.fallback('queue-busy', c[3]!, 'the IAA queue stayed busy after 3 retries');
+    tally.fallback('device-error', c[4]!, 'an IAA job failed');
+  };
 }
 
 export const qpl: CompressionMethod = {
@@ -70,11 +75,12 @@ export const qpl: CompressionMethod = {
   params: (user) => checkParams('qpl', [], user),
   sendSetup: ({ pageSize, tally }) => {
     const counts = new Float64Array(6);
+    const count = counter(tally);
     return {
       prepare(pages, normalPages) {
         const out = Buffer.allocUnsafeSlow(normalPages * (pageSize + 4));
         const n = native.qplCompressPages(pages, pageSize, out, counts);
-        count(tally, counts);
+        count(counts);
         return [out.subarray(0, n)];
       },
       cleanup() {},
@@ -82,6 +88,7 @@ export const qpl: CompressionMethod = {
   },
   recvSetup: ({ channel, pageSize, tally }) => {
     const counts = new Float64Array(6);
+    const count = counter(tally);
     return {
       recv(payload, normalPages, packetNum) {
         const input = payload.length === 1 ? payload[0]! : Buffer.concat(payload);
@@ -94,7 +101,7 @@ export const qpl: CompressionMethod = {
           }
           throw decodeError('qpl', e, channel, packetNum);
         }
-        count(tally, counts);
+        count(counts);
         return [out];
       },
       cleanup() {},
