@@ -84,8 +84,15 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     },
     signal: abort.signal,
   };
+  // The event loop drained while the command still waits: something it awaits
+  // can no longer settle. That is a bug, and it must not pass for success.
+  let onStall = (): void => {};
+  const stalled = new Promise<never>((_, reject) => {
+    onStall = () => reject(new MfdError('ERR_STALLED', 'the command stopped with nothing left to wait for (a bug in mfd)', ExitCode.INTERNAL));
+  });
+  process.once('beforeExit', onStall);
   try {
-    await buildProgram(ctx).parseAsync(argv, { from: 'user' });
+    await Promise.race([buildProgram(ctx).parseAsync(argv, { from: 'user' }), stalled]);
     return ExitCode.OK;
   } catch (e) {
     if (e instanceof CommanderError) {
@@ -99,6 +106,7 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     if (json && !printed) out(JSON.stringify({ status: 'failed', error: me.toJSON() }));
     return me.exitCode;
   } finally {
+    process.off('beforeExit', onStall);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -98,7 +98,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       socket.write(encodeInitPacket(uuidBytes, id));
       await p.addChannel(id, (counters) => {
         counters.wireBytes += INIT_PACKET_SIZE;
-        return socketSink(socket, counters);
+        return socketSink(socket, counters, `channel ${id}`);
       });
     }
 
@@ -131,13 +131,15 @@ function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
 }
 
 /** A multifd channel's socket as a sink: header and payload as one corked batch (one writev). */
-function socketSink(socket: Socket, counters: ChannelCounters): ChannelSink {
+function socketSink(socket: Socket, counters: ChannelCounters, what: string): ChannelSink {
   return {
     write(p: OutgoingPacket): Promise<void> {
       counters.wireBytes += p.pieces.reduce((a, c) => a + c.length, 0);
       return write(socket, p.pieces, p.done);
     },
-    end: () => endSocket(socket),
+    // A channel closed under us is often the receiver hanging up after telling
+    // us why on the control channel: give that reason the same grace to win.
+    end: () => endSocket(socket, what).catch((e: unknown) => new Promise<never>((_, reject) => setTimeout(() => reject(e), PEER_REASON_GRACE_MS))),
   };
 }
 

@@ -38,11 +38,18 @@ export function parseHostPort(s: string, defaultHost: string): { host: string; p
   return { host, port };
 }
 
-/** Resolves once `sock` has flushed everything and closed its write side. */
-export function endSocket(sock: net.Socket): Promise<void> {
+/**
+ * Resolves once `sock` has flushed everything and closed its write side;
+ * rejects when the socket is destroyed first (end()'s callback alone would
+ * never run then, and the caller would wait on nothing).
+ */
+export function endSocket(sock: net.Socket, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     if (sock.writableFinished) return resolve();
+    const closedEarly = (): ConnectionError => new ConnectionError('ERR_CLOSED_BEFORE_END', `${what}: connection closed before all its data was sent`);
+    if (sock.destroyed) return reject(closedEarly());
     sock.once('error', reject);
+    sock.once('close', () => (sock.writableFinished ? resolve() : reject(closedEarly())));
     sock.end(() => resolve());
   });
 }

@@ -63,7 +63,7 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
     const m = x.mfd as Record<string, number>;
     t.equal(m.imageBytes, 8 << 20);
     t.ok(m.wallSec! > 0 && m.sendCpuSec! > 0 && m.recvRssBytes! > 0, `${String(x.cell)}: times, CPU and RSS recorded`);
-    if (withNc) t.ok((x.peers as Record<string, { wallSec: number }>).nc.wallSec > 0, 'nc measured');
+    if (withNc) t.ok((x.peers as Record<string, { wallSec: number }>).nc!.wallSec > 0, 'nc measured');
   }
   t.ok(recs.some((l) => l.type === 'target' && l.id === 'qemu-none'), 'targets recorded (QEMU not run here: not measured)');
 
@@ -127,9 +127,9 @@ function netnsUnavailable(): string | null {
 t.test('--link without root says it needs root', async (t) => {
   const setpriv = spawnSync('sh', ['-c', 'command -v setpriv']).status === 0;
   const asRoot = process.getuid?.() === 0;
-  if (asRoot && !setpriv) return t.skip('root, and no setpriv to drop it');
+  if (asRoot && !setpriv) return void t.skip('root, and no setpriv to drop it', () => {});
   const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath];
-  if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0) return t.skip('user nobody cannot run this checkout (its directory is private)');
+  if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0) return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
   const r = await mfd(['bench', '--link', '1gbit,1ms', '--size', '4M'], asRoot ? { cmd: nobody } : {});
   t.equal(r.status, 2);
   t.match(r.stderr, /--link needs root: it creates two network namespaces, a veth pair and tc qdiscs/);
@@ -137,15 +137,15 @@ t.test('--link without root says it needs root', async (t) => {
 
 t.test('a shaped link between two network namespaces', async (t) => {
   const why = netnsUnavailable();
-  if (why) return t.skip(`network namespaces unavailable here: ${why}`);
+  if (why) return void t.skip(`network namespaces unavailable here: ${why}`, () => {});
   const dir = tmpdir(t);
   const out = path.join(dir, 'o');
   const r = await mfd(['bench', '--link', '400mbit', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json']);
-  if (r.status === 2 && /no tbf qdisc/.test(r.stderr)) return t.skip(`this kernel cannot shape: ${r.stderr.trim()}`);
+  if (r.status === 2 && /no tbf qdisc/.test(r.stderr)) return void t.skip(`this kernel cannot shape: ${r.stderr.trim()}`, () => {});
   t.equal(r.status, 0, r.stderr);
   const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
   t.match(recs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 0, description: /400 mbit\/s, no added delay \(tc tbf\)/ } });
-  const run = recs.find((l) => l.type === 'run') as { mfd: { linkBytes: number; wireBytes: number } };
+  const run = recs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number } };
   t.ok(run.mfd.linkBytes >= run.mfd.wireBytes, "the veth's own counter saw at least mfd's wire bytes");
   t.ok(run.mfd.linkBytes < run.mfd.wireBytes * 1.2, 'and only this run (a private link): headers and ACKs add a little');
   t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /^mfdb-\d+-(send|recv)/m, 'namespaces removed');

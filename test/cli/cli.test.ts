@@ -1,4 +1,5 @@
 /** The real binary, as users and scripts run it: exit codes, --json, stdout vs stderr. */
+import type { Test } from 'tap';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -127,7 +128,7 @@ t.test('recv and send as two processes: both exit 0 with --json summaries, outpu
 });
 
 /** Starts `mfd recv` as a process; resolves once it listens. */
-async function startRecv(t: Parameters<Parameters<typeof t.test>[1]>[0], out: string) {
+async function startRecv(t: Test, out: string) {
   const p = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => p.kill('SIGKILL'));
   let err = '';

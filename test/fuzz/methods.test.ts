@@ -18,7 +18,7 @@ import { getMethod } from '../../src/methods/index.js';
 import { ZSTD_WINDOW_LOG_MAX } from '../../src/methods/zstd.js';
 
 t.test('zstd: a frame asking for a window larger than level 20 uses is refused before the decoder allocates it', async (t) => {
-  const z = createRequire(import.meta.url)('zstd-napi/binding') as typeof import('zstd-napi/binding');
+  const z = createRequire(import.meta.url)('zstd-napi/binding') as typeof import('zstd-napi/binding.js');
   const frame = (level: number): Buffer => {
     const c = new z.CCtx();
     c.setParameter(z.CParameter.compressionLevel, level);

@@ -1,6 +1,6 @@
 /** Every compression method over loopback, checked by decoders that are not mfd's. */
+import type { Test } from 'tap';
 import t from 'tap';
-import type tap from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -109,7 +109,7 @@ for (const method of METHODS) {
  * qpl payload by hand: BE u32 lengths, then each page raw (length = page size) or raw deflate,
  * decoded with a 4 KiB window: a back-reference further away (which IAA could not follow) fails.
  */
-function qplDecode(t: Parameters<Parameters<typeof tap.test>[1]>[0], payload: Buffer, normal: number): Buffer {
+function qplDecode(t: Test, payload: Buffer, normal: number): Buffer {
   const pages: Buffer[] = [];
   let at = 4 * normal;
   for (let j = 0; j < normal; j++) {
@@ -124,7 +124,7 @@ function qplDecode(t: Parameters<Parameters<typeof tap.test>[1]>[0], payload: Bu
 }
 
 /** qatzip payload: one gzip member per 64 KiB of input, each with QATzip's QZ extended header. */
-function checkQzMembers(t: Parameters<Parameters<typeof tap.test>[1]>[0], payload: Buffer, bytes: number): void {
+function checkQzMembers(t: Test, payload: Buffer, bytes: number): void {
   let at = 0;
   let members = 0;
   let src = 0;

@@ -4,6 +4,7 @@
  * (and packet) with received vs expected values, the sender is told over the
  * control channel, and no output that looks complete is left behind.
  */
+import type { Test } from 'tap';
 import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -34,7 +35,7 @@ function withU32(b: Buffer, at: number, v: number): Buffer {
 }
 const sync = (n: bigint): Buffer => pkt({ flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, nextPacketSize: 0, packetNum: n, ramblock: new Uint8Array(0), offsets: [] });
 
-async function setup(t: Parameters<Parameters<typeof t.test>[1]>[0], channels = 1) {
+async function setup(t: Test, channels = 1) {
   const dir = tmpdir(t);
   const { port, result } = await startReceiver({ outputDir: dir });
   result.catch(() => {});
@@ -45,7 +46,7 @@ async function setup(t: Parameters<Parameters<typeof t.test>[1]>[0], channels = 
 }
 
 /** The receiver fails with `code`/`message`; the sender hears it; nothing final or partial is left. */
-async function expectFailure(t: Parameters<Parameters<typeof t.test>[1]>[0], s: Awaited<ReturnType<typeof setup>>, code: string, message: RegExp, exitCode: number = ExitCode.PROTOCOL) {
+async function expectFailure(t: Test, s: Awaited<ReturnType<typeof setup>>, code: string, message: RegExp, exitCode: number = ExitCode.PROTOCOL) {
   const e = await rejection(s.result);
   t.ok(e instanceof MfdError, 'a typed error');
   t.match(e, { code, message, exitCode });
