@@ -94,7 +94,8 @@ function round(x: number, digits: number): number {
   return Math.round(x * f) / f;
 }
 
-export function formatBytes(n: number): string {
+/** `n` bytes in the largest binary unit that keeps the value at 1 or more. */
+function scaleBytes(n: number): { v: number; unit: string } {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let u = 0;
   let v = n;
@@ -102,7 +103,19 @@ export function formatBytes(n: number): string {
     v /= 1024;
     u++;
   }
-  return `${v.toFixed(u === 0 ? 0 : 2)} ${units[u]}`;
+  return { v, unit: units[u]! };
+}
+
+/** A measured amount, two decimals: "1.50 GiB", "812 B". */
+export function formatBytes(n: number): string {
+  const { v, unit } = scaleBytes(n);
+  return `${v.toFixed(unit === 'B' ? 0 : 2)} ${unit}`;
+}
+
+/** A chosen size, no trailing zeros: "1 GiB", "512 MiB", "1.5 GiB". */
+export function formatSize(n: number): string {
+  const { v, unit } = scaleBytes(n);
+  return `${Number.isInteger(v) ? v : Number(v.toFixed(2))} ${unit}`;
 }
 
 /** Human summary for stdout, one fact per line (QEMU's `info migrate` flavour). */

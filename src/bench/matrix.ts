@@ -5,6 +5,7 @@
  */
 import { UsageError } from '../errors.js';
 import { parseSize, PROFILES, type Profile } from '../image/generate.js';
+import { formatSize } from '../stats.js';
 
 export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];
@@ -145,18 +146,6 @@ export function buildCells(c: Pick<BenchConfig, 'compression' | 'channels' | 'ze
     }
   }
   return cells;
-}
-
-/** "1 GiB", "512 MiB", "8 MiB", "1.5 GiB". */
-export function formatSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let u = 0;
-  let v = bytes;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${Number.isInteger(v) ? v : Number(v.toFixed(2))} ${units[u]}`;
 }
 
 /** A stable, readable identifier of a cell: "zstd/multifd/4ch/mixed/1GiB". */
