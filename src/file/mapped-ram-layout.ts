@@ -226,7 +226,7 @@ async function restoreChunk(r: MappedRamRestore, b: FileRamblock, target: Target
   const crc = new Uint32Array(normal);
   if (normal > 0 || r.inPlace) {
     try {
-      await writePacket({ fd: target.output.fd, pages: normal > 0 ? [buf.subarray(0, normal * ps)] : [], pageSize: ps, offsets, normal, zero: count - normal, blockSize: b.size, writeZeros: r.inPlace, crc });
+      await target.output.use((fd) => writePacket({ fd, pages: normal > 0 ? [buf.subarray(0, normal * ps)] : [], pageSize: ps, offsets, normal, zero: count - normal, blockSize: b.size, writeZeros: r.inPlace, crc }));
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {
         throw new ProtocolError('ERR_PAGE_PAST_END', `migration file: page at offset ${offsets[e.badPage]} runs past the end of ram block "${b.name}" (size ${b.size}) with non-zero bytes`);

@@ -231,7 +231,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
     return { stats, file: { path: f.path, offset: f.offset, layout: h.layout, bytes: env.length, ...(records !== undefined ? { records } : {}) } };
   } catch (e) {
     const err = fail(e);
-    for (const o of outputs) o.abort();
+    await Promise.allSettled(outputs.map((o) => o.abort()));
     throw err;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);

@@ -191,8 +191,9 @@ export class DataChannel {
     if (normal === 0 && !(this.host.inPlace && zero > 0)) return;
     const crc = new Uint32Array(normal);
     try {
-      await writePacket({
-        fd: block.output.fd,
+      await block.output.use((fd) =>
+        writePacket({
+        fd,
         pages: data,
         pageSize: ps,
         offsets: h.offsets,
@@ -201,7 +202,8 @@ export class DataChannel {
         blockSize: block.size,
         writeZeros: this.host.inPlace,
         crc,
-      });
+      }),
+      );
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {
         throw new ProtocolError(

@@ -11,8 +11,12 @@ import path from 'node:path';
 import { IoError } from '../errors.js';
 
 export class Output {
-  /** Open file descriptor; the addon writes through it (writePacket). */
-  fd = -1;
+  /** Open file descriptor; writes go through use(), never the bare number. */
+  private fd = -1;
+  /** Operations on `fd` not finished yet: the descriptor outlives every one of them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Set by abort(): no new operation starts. */
+  private closing = false;
   private constructor(
     readonly name: string,
     readonly size: number,
@@ -40,7 +44,7 @@ export class Output {
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
       // temporary file goes now (an in-place target keeps its marker, as after any failure).
-      if (out.fd >= 0) out.abort();
+      if (out.fd >= 0) await out.abort();
       out.closeQuietly();
       if (e instanceof IoError) throw e;
       const err = e as NodeJS.ErrnoException;
@@ -49,8 +53,32 @@ export class Output {
     return out;
   }
 
+  /**
+   * Runs `op` on the open descriptor. A failed migration aborts while the
+   * addon may still be writing on the thread pool: closing the descriptor
+   * under such a write would let it land in whatever file reuses the number
+   * next, so abort() and commit() wait for every operation started here.
+   */
+  use<T>(op: (fd: number) => Promise<T>): Promise<T> {
+    if (this.closing || this.fd < 0) {
+      return Promise.reject(new IoError('ERR_OUTPUT_CLOSED', `output for ram block "${this.name}" is closed (the migration has stopped)`));
+    }
+    const p = op(this.fd);
+    const settled: Promise<void> = p.then(
+      () => void this.inFlight.delete(settled),
+      () => void this.inFlight.delete(settled),
+    );
+    this.inFlight.add(settled);
+    return p;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
   /** Puts the file under its final name, after flushing it to disk when `sync` is set. */
   async commit(sync: boolean): Promise<void> {
+    await this.drain();
     try {
       if (sync) await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
       fs.closeSync(this.fd);
@@ -63,8 +91,10 @@ export class Output {
     }
   }
 
-  /** After a failure: the temporary file goes; an in-place target keeps its marker. */
-  abort(): void {
+  /** After a failure, once its writes have finished: the temporary file goes; an in-place target keeps its marker. */
+  async abort(): Promise<void> {
+    this.closing = true;
+    await this.drain();
     this.closeQuietly();
     if (!this.inPlace) fs.rmSync(this.writePath, { force: true });
   }

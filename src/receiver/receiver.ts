@@ -335,9 +335,9 @@ class Migration {
     this.log.error({ code: err.code, channel: err.channel }, err.message);
     this.control?.send({ type: 'error', code: err.code, message: err.message });
     this.settle();
-    for (const o of this.outputs) o.abort();
     for (const s of this.sockets) s.destroy();
-    this.reject(err);
+    // Report only once no write is left in flight and the temporary files are gone.
+    void Promise.allSettled(this.outputs.map((o) => o.abort())).then(() => this.reject(err));
   }
 
   private settle(): void {
