@@ -17,7 +17,8 @@ import type { ChannelCounters } from '../stats.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import { alignUp, bitmapBytes, FILE_ALIGN, fileError, REGION_ALIGN, type FileHeader, type FileRamblock, type FileTrailer } from './format.js';
 import type { BlockCounts } from './stream-layout.js';
-import { writeError, type WriteGate } from './writer.js';
+import { writeError } from './writer.js';
+import type { WriteGate } from '../write-gate.js';
 import type { OpenFile } from './target.js';
 
 export interface MappedRamPlan {

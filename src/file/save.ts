@@ -13,6 +13,7 @@
  * trailer (with packet counts and digests) is written, then fsync. A file
  * whose save was interrupted has no trailer and is refused on restore.
  */
+import { WriteGate } from '../write-gate.js';
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { IoError, MfdError, UsageError, asMfdError, InterruptedError } from '../errors.js';
@@ -23,7 +24,7 @@ import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { RunStats } from '../stats.js';
 import { alignUp, encodeHeader, encodeTrailer, FILE_ALIGN, headerLength, type FileHeader, type Layout } from './format.js';
 import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
-import { BufferRing, DEFAULT_BUFFER_COUNT, DEFAULT_BUFFER_SIZE, DEFAULT_DIRECT_BUFFER_COUNT, PerPacketWriter, WriteGate, writeError, type ByteWriter, type RingStats } from './writer.js';
+import { BufferRing, DEFAULT_BUFFER_COUNT, DEFAULT_BUFFER_SIZE, DEFAULT_DIRECT_BUFFER_COUNT, PerPacketWriter, writeError, type ByteWriter, type RingStats } from './writer.js';
 import { streamSink, type BlockCounts } from './stream-layout.js';
 import { mappedRamSink, PageBitmaps, planMappedRam } from './mapped-ram-layout.js';
 
@@ -68,7 +69,7 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
   if (opts.writer === 'per-packet' && (direct || opts.mappedRam)) throw new UsageError('the per-packet writer is the stream layout\'s buffered baseline: not with --direct-io or --mapped-ram');
   let pipeline: SendPipeline | null = null;
   let file: OpenFile | null = null;
-  const gate = new WriteGate();
+  const gate = new WriteGate(`migration file "${opts.target.path}"`);
   let failure: MfdError | null = null;
   const fail = (e: unknown): MfdError => {
     failure ??= asMfdError(e);

@@ -11,6 +11,7 @@
  * The per-packet writer is the plain baseline the benchmark compares with:
  * one synchronous write per record, no buffering.
  */
+import { WriteGate } from '../write-gate.js';
 import fs from 'node:fs';
 import { IoError, type MfdError } from '../errors.js';
 import { native } from '../native/load.js';
@@ -64,31 +65,6 @@ export function writeError(file: OpenFile, e: unknown): MfdError {
   const err = e as NodeJS.ErrnoException;
   if (err.code) return new IoError(`ERR_${err.code}`, `writing migration file "${file.path}": ${err.message}`, e);
   throw e;
-}
-
-/**
- * Every background write to a migration file goes through its gate, so that
- * after a failure the file is closed only once no write is left on the pool
- * (a closed descriptor number can be reused by the next open).
- */
-export class WriteGate {
-  private closed = false;
-  private readonly pending = new Set<Promise<unknown>>();
-
-  run<T>(write: () => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new IoError('ERR_FILE_CLOSED', 'migration file: write after the save stopped'));
-    const p = write();
-    this.pending.add(p);
-    const forget = (): void => void this.pending.delete(p);
-    p.then(forget, forget);
-    return p;
-  }
-
-  /** No new writes; resolves once the ones in flight have settled. */
-  async close(): Promise<void> {
-    this.closed = true;
-    await Promise.allSettled([...this.pending]);
-  }
 }
 
 export class BufferRing implements ByteWriter {

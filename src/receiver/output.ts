@@ -9,14 +9,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError } from '../errors.js';
+import { WriteGate } from '../write-gate.js';
 
 export class Output {
   /** Open file descriptor; writes go through use(), never the bare number. */
   private fd = -1;
   /** Operations on `fd` not finished yet: the descriptor outlives every one of them. */
-  private readonly inFlight = new Set<Promise<unknown>>();
-  /** Set by abort(): no new operation starts. */
-  private closing = false;
+  private readonly gate: WriteGate;
   private constructor(
     readonly name: string,
     readonly size: number,
@@ -24,7 +23,9 @@ export class Output {
     readonly writePath: string,
     readonly markerPath: string | null,
     readonly inPlace: boolean,
-  ) {}
+  ) {
+    this.gate = new WriteGate(`output for ram block "${name}"`);
+  }
 
   static tempPathFor(finalPath: string): string {
     return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-partial`);
@@ -55,30 +56,16 @@ export class Output {
 
   /**
    * Runs `op` on the open descriptor. A failed migration aborts while the
-   * addon may still be writing on the thread pool: closing the descriptor
-   * under such a write would let it land in whatever file reuses the number
-   * next, so abort() and commit() wait for every operation started here.
+   * addon may still be writing on the thread pool, so abort() and commit()
+   * wait for every operation started here (see WriteGate).
    */
   use<T>(op: (fd: number) => Promise<T>): Promise<T> {
-    if (this.closing || this.fd < 0) {
-      return Promise.reject(new IoError('ERR_OUTPUT_CLOSED', `output for ram block "${this.name}" is closed (the migration has stopped)`));
-    }
-    const p = op(this.fd);
-    const settled: Promise<void> = p.then(
-      () => void this.inFlight.delete(settled),
-      () => void this.inFlight.delete(settled),
-    );
-    this.inFlight.add(settled);
-    return p;
-  }
-
-  private async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+    return this.gate.run(() => op(this.fd));
   }
 
   /** Puts the file under its final name, after flushing it to disk when `sync` is set. */
   async commit(sync: boolean): Promise<void> {
-    await this.drain();
+    await this.gate.drain();
     try {
       if (sync) await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
       fs.closeSync(this.fd);
@@ -93,8 +80,7 @@ export class Output {
 
   /** After a failure, once its writes have finished: the temporary file goes; an in-place target keeps its marker. */
   async abort(): Promise<void> {
-    this.closing = true;
-    await this.drain();
+    await this.gate.close();
     this.closeQuietly();
     if (!this.inPlace) fs.rmSync(this.writePath, { force: true });
   }

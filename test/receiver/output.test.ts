@@ -28,7 +28,7 @@ t.test('abort() waits for in-flight writes before closing the descriptor and rem
   t.ok(fs.fstatSync(fdSeen).isFile(), 'the descriptor is still open while a write is in flight');
   t.ok(fs.existsSync(Output.tempPathFor(final)), 'and the temporary file is still there');
   const refused = await out.use(async () => 'ran').catch((e: unknown) => e);
-  t.ok(refused instanceof MfdError && refused.code === 'ERR_OUTPUT_CLOSED', 'no new operation starts once aborting');
+  t.ok(refused instanceof MfdError && refused.code === 'ERR_FILE_CLOSED', 'no new operation starts once aborting');
   finishWrite();
   await write;
   await aborted;
