@@ -53,11 +53,12 @@ struct PagesJob {
   size_t count = 0;
   uint8_t* zero_out = nullptr;
   uint32_t* crc_out = nullptr;
-  int64_t Run() { return AnalysePagesGuarded(pages, page_size, count, zero_out, crc_out); }
+  const uint8_t* holes = nullptr;
+  int64_t Run() { return AnalysePagesGuarded(pages, page_size, count, zero_out, crc_out, holes); }
 };
 
-// Parses (pages, pageSize, pageCount, zeroOut|null, crcOut|null); false after
-// throwing when an argument is wrong or a buffer is too small.
+// Parses (pages, pageSize, pageCount, zeroOut|null, crcOut|null, holes|null);
+// false after throwing when an argument is wrong or a buffer is too small.
 bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
   if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "pages") ||
       !RequireSize(info, 1, "pageSize", &job->page_size) ||
@@ -79,10 +80,14 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
     if (!RequireUint32Array(info, 4, "crcOut", job->count)) return false;
     job->crc_out = info[4].As<Napi::Uint32Array>().Data();
   }
+  if (info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined() && !info[5].IsFunction()) {
+    if (!RequireBytes(info, 5, "holes", job->count)) return false;
+    job->holes = info[5].As<Napi::Uint8Array>().Data();
+  }
   return true;
 }
 
-/* analysePagesSync(pages, pageSize, pageCount, zeroOut|null, crcOut|null) -> zero pages */
+/* analysePagesSync(pages, pageSize, pageCount, zeroOut|null, crcOut|null[, holes|null]) -> zero pages */
 Napi::Value JS_analysePagesSync(const Napi::CallbackInfo& info) {
   PagesJob job;
   if (!ParsePagesJob(info, &job)) return info.Env().Undefined();
@@ -241,12 +246,32 @@ Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
 }
 
-/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, cb(err, zerosOrCode)) on the libuv pool */
+/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, holes|null, cb(err, zerosOrCode)) on the libuv pool */
 Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
   PagesJob job;
-  if (!RequireArgs(info, 6) || !ParsePagesJob(info, &job) || !RequireFunction(info, 5)) return info.Env().Undefined();
-  (new JobWorker<PagesJob>(info, 5, job, info[5].As<Napi::Function>(), "mfd.analysePages"))->Queue();
+  if (!RequireArgs(info, 7) || !ParsePagesJob(info, &job) || !RequireFunction(info, 6)) return info.Env().Undefined();
+  (new JobWorker<PagesJob>(info, 6, job, info[6].As<Napi::Function>(), "mfd.analysePages"))->Queue();
   return info.Env().Undefined();
+}
+
+/* dataExtents(fd, position, length) -> Float64Array of [start, end) pairs: where the file has data */
+Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
+  size_t fd, pos, len;
+  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
+      !RequireSize(info, 2, "length", &len)) {
+    return info.Env().Undefined();
+  }
+  std::vector<int64_t> extents;
+  const int r = DataExtents(static_cast<int>(fd), static_cast<int64_t>(pos), static_cast<int64_t>(len), &extents);
+  if (r < 0) {
+    Napi::Error e = Napi::Error::New(info.Env(), std::string("lseek: ") + strerror(-r));
+    e.Set("errno", Napi::Number::New(info.Env(), -r));
+    e.ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto out = Napi::Float64Array::New(info.Env(), extents.size());
+  for (size_t i = 0; i < extents.size(); i++) out[i] = static_cast<double>(extents[i]);
+  return out;
 }
 
 /* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) = crc32c(a + b)) */
@@ -399,6 +424,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
   exports.Set("analysePagesSync", Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
   exports.Set("mapRange", Napi::Function::New(env, JS_mapRange, "mapRange"));
+  exports.Set("dataExtents", Napi::Function::New(env, JS_dataExtents, "dataExtents"));
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c, "crc32c"));

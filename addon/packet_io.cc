@@ -36,8 +36,33 @@ int64_t PwriteAll(int fd, const uint8_t* p, size_t n, int64_t pos) {
 
 }  // namespace
 
-size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out) {
-  const size_t zeros = zero_out != nullptr ? ScanZeroPages(pages, page_size, count, zero_out) : 0;
+namespace {
+
+// ScanZeroPages over the pages that are not holes; holes count as zero.
+size_t ScanAroundHoles(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, const uint8_t* holes) {
+  size_t zeros = 0;
+  for (size_t i = 0; i < count;) {
+    size_t j = i;
+    const uint8_t hole = holes[i];
+    while (j < count && holes[j] == hole) j++;
+    if (hole) {
+      memset(zero_out + i, 1, j - i);
+      zeros += j - i;
+    } else {
+      zeros += ScanZeroPages(pages + i * page_size, page_size, j - i, zero_out + i);
+    }
+    i = j;
+  }
+  return zeros;
+}
+
+}  // namespace
+
+size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
+                    const uint8_t* holes) {
+  const size_t zeros = zero_out == nullptr ? 0
+                       : holes == nullptr  ? ScanZeroPages(pages, page_size, count, zero_out)
+                                           : ScanAroundHoles(pages, page_size, count, zero_out, holes);
   if (crc_out == nullptr) return zeros;
   if (zeros == 0) {
     Crc32cPages(pages, page_size, count, crc_out);
@@ -97,19 +122,46 @@ int64_t RunGuarded(int64_t (*fn)(void*), void* arg) {
   return result;
 }
 
-int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out) {
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
+                            const uint8_t* holes) {
   struct Args {
     const uint8_t* pages;
     size_t page_size, count;
     uint8_t* zero_out;
     uint32_t* crc_out;
-  } a{pages, page_size, count, zero_out, crc_out};
+    const uint8_t* holes;
+  } a{pages, page_size, count, zero_out, crc_out, holes};
   return RunGuarded(
       [](void* p) -> int64_t {
         auto* x = static_cast<Args*>(p);
-        return static_cast<int64_t>(AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out));
+        return static_cast<int64_t>(AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out, x->holes));
       },
       &a);
+}
+
+int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out) {
+  const int64_t end = pos + len;
+  int64_t at = pos;
+  while (at < end) {
+    const off_t data = lseek(fd, static_cast<off_t>(at), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return 0;  // only a hole from here to the end of the file
+      if (errno == EINVAL || errno == EOPNOTSUPP) {
+        out->push_back(at);  // no SEEK_DATA here: all of it is data
+        out->push_back(end);
+        return 0;
+      }
+      return -errno;
+    }
+    if (data >= end) return 0;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return -errno;
+    if (hole > end) hole = static_cast<off_t>(end);
+    out->push_back(data);
+    out->push_back(hole);
+    at = hole;
+  }
+  return 0;
 }
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 #include "spans.h"
 
 namespace mfd {
@@ -15,12 +16,22 @@ constexpr int64_t kShortRead = -100000;   // file ended before `length` bytes
 constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-zero tail bytes
 
 // Zero flags (when zero_out is set) and per-page CRC-32C (when crc_out is
-// set) for `count` pages. Returns the number of zero pages.
-size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out);
+// set) for `count` pages. Returns the number of zero pages. `holes`, when set
+// together with zero_out, flags pages known to be zero without reading them
+// (holes of a sparse image): they are neither scanned nor touched, so a
+// mapping of a hole is never faulted in.
+size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
+                    const uint8_t* holes = nullptr);
 
 // AnalysePages over memory that may be a file mapping: if the file shrinks
 // under the scan (SIGBUS), returns kShortRead instead of crashing.
-int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out);
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
+                            const uint8_t* holes = nullptr);
+
+// The data extents of fd within [pos, pos + len), by lseek(SEEK_DATA/SEEK_HOLE),
+// as [start, end) pairs appended to `out`. A file system without the two
+// whence values reports the whole range as data. Returns 0 or -errno.
+int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out);
 
 // Installs (once) the SIGBUS handler that guarded scans rely on.
 void InstallSigbusGuard();

@@ -57,12 +57,12 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         img = ImageSource.fromFd(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
-      const { pages, release } = await img.load(m.offset, m.pages, s.pageSize, () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)));
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)));
       try {
         const n = pageCount(s.pageSize);
         const zero = new Uint8Array(n);
         const crc = new Uint32Array(n);
-        const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc);
+        const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         const runs = pageRuns(pages, zero, m.pages, s.pageSize);
         const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
         const reply: PacketReply = { zeros, zero, crc, payload, paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() } };

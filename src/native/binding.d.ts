@@ -38,6 +38,7 @@ export interface MfdBinding {
   /**
    * Zero flags (when zeroOut is given) and per-page CRC-32C (when crcOut is given), on the libuv
    * pool. cb gets the zero count, or SHORT_READ when `pages` is a file mapping whose file shrank.
+   * `holes` (with zeroOut) flags pages known to be zero, which are then not read at all.
    */
   analysePages(
     pages: Uint8Array,
@@ -45,9 +46,12 @@ export interface MfdBinding {
     pageCount: number,
     zeroOut: Uint8Array | null,
     crcOut: Uint32Array | null,
+    holes: Uint8Array | null,
     cb: (err: Error | null, zerosOrCode: number) => void,
   ): void;
-  analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null): number;
+  analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null, holes?: Uint8Array | null): number;
+  /** Where the file has data in [position, position+length): [start, end) pairs (lseek SEEK_DATA/SEEK_HOLE). */
+  dataExtents(fd: number, position: number, length: number): Float64Array;
   /** Read-only shared mapping of [position, position+length) of the file (position page-aligned). */
   mapRange(fd: number, position: number, length: number): ArrayBuffer;
   /** Detaches a mapRange buffer and unmaps its pages now (otherwise its finalizer does). */

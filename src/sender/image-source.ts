@@ -17,6 +17,8 @@ const OS_PAGE = 4096;
 export interface LoadedPages {
   /** count x pageSize bytes: a view of a mapping, or the slab. */
   pages: Uint8Array;
+  /** Pages that lie wholly in a hole of the file (read as zero, never read here), or null for none. */
+  holes: Uint8Array | null;
   /** Call once the pages have been written. */
   release(): void;
 }
@@ -33,6 +35,8 @@ const NO_RELEASE = (): void => {};
 export class ImageSource {
   private readonly windows = new Map<number, Window>();
   private mappable = true;
+  /** Whether to look for holes (false once the file system cannot tell). */
+  private sparse = true;
 
   private constructor(
     readonly name: string,
@@ -67,15 +71,44 @@ export class ImageSource {
    */
   async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array): Promise<LoadedPages> {
     const length = count * pageSize;
+    const holes = this.holes(offset, count, pageSize);
     if (this.mappable && offset + length <= this.size) {
       const mapped = this.mapped(offset, length);
-      if (mapped) return mapped;
+      if (mapped) return { ...mapped, holes };
     }
     const bytes = Math.min(length, this.size - offset);
     const slab = scratch();
     await this.read(slab, offset, bytes);
     if (bytes < length) slab.fill(0, bytes, length);
-    return { pages: slab.subarray(0, length), release: NO_RELEASE };
+    return { pages: slab.subarray(0, length), holes, release: NO_RELEASE };
+  }
+
+  /**
+   * Which of the `count` pages at `offset` lie wholly in holes of the file
+   * (lseek SEEK_DATA/SEEK_HOLE: a few calls per packet), so that zero-page
+   * detection can take them as zero without faulting in (and the kernel
+   * zero-filling) page cache for them. Null when there is none.
+   */
+  private holes(offset: number, count: number, pageSize: number): Uint8Array | null {
+    if (!this.sparse) return null;
+    const inFile = Math.min(count * pageSize, this.size - offset);
+    let extents: Float64Array;
+    try {
+      extents = native.dataExtents(this.fd, offset, inFile);
+    } catch {
+      this.sparse = false; // the hint is an optimisation: without it every page is read
+      return null;
+    }
+    if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + inFile) return null;
+    const holes = new Uint8Array(count);
+    // Whole pages inside the file only: a tail page past the end is read and padded.
+    holes.fill(1, 0, Math.floor(inFile / pageSize));
+    for (let i = 0; i < extents.length; i += 2) {
+      const first = Math.floor((extents[i]! - offset) / pageSize);
+      const end = Math.ceil((extents[i + 1]! - offset) / pageSize);
+      holes.fill(0, first, end);
+    }
+    return holes.includes(1) ? holes : null;
   }
 
   private mapped(offset: number, length: number): LoadedPages | null {
@@ -101,6 +134,7 @@ export class ImageSource {
     w.refs++;
     return {
       pages: new Uint8Array(w.buffer, offset - index * WINDOW, length),
+      holes: null,
       release: () => {
         if (--w.refs === 0 && w.complete) this.unmap(index, w);
       },

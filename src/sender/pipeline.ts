@@ -232,10 +232,10 @@ export class SendPipeline {
   private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const ps = this.opts.pageSize;
     const src = job.block.source;
-    const { pages, release } = await src.load(job.offset, job.pages, ps, slab.data);
+    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data);
     let zeros: number;
     try {
-      zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc);
+      zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc, holes);
     } catch (e) {
       release();
       throw shrankOr(e, src, job.offset + pages.length);

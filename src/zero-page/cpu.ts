@@ -1,7 +1,7 @@
 /** `multifd`: detection in the sender's channel path with the addon's SIMD scan (QEMU's default). */
 import { native } from '../native/load.js';
 import { analysePages } from '../native/packet-io.js';
-import { registerDetector, type ZeroPageDetector } from './detector.js';
+import { HOLE_PATH, registerDetector, type ZeroPageDetector } from './detector.js';
 
 /** The CPU scan's path name, e.g. "cpu-avx2". */
 export const cpuPath = (): string => `cpu-${native.zeroPageAccel()}`;
@@ -12,9 +12,12 @@ export const cpu: ZeroPageDetector = {
   hardware: false,
   check: () => cpuPath(),
   open: ({ tally }) => ({
-    async analyse(pages, pageSize, count, zeroOut, crcOut) {
-      const zeros = await analysePages(pages, pageSize, count, zeroOut, crcOut);
-      tally.add(cpuPath(), count);
+    async analyse(pages, pageSize, count, zeroOut, crcOut, holes) {
+      const zeros = await analysePages(pages, pageSize, count, zeroOut, crcOut, holes ?? null);
+      let unread = 0;
+      if (holes) for (let i = 0; i < count; i++) unread += holes[i]!;
+      if (unread > 0) tally.add(HOLE_PATH, unread);
+      tally.add(cpuPath(), count - unread);
       return zeros;
     },
   }),

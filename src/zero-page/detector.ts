@@ -34,10 +34,16 @@ export interface ZeroPageScanner {
    * mapping of the image): sets zeroOut[i] to 1 for each zero page (all 0 when
    * this backend does not detect) and crcOut[i] to page i's CRC-32C. Resolves
    * to the zero count; rejects with a PacketIoError (code ESHORTREAD) when the
-   * mapped image shrank under the scan.
+   * mapped image shrank under the scan. `holes` (count flags, or null) marks
+   * pages that lie in holes of a sparse image: zero without being read. A
+   * detecting backend may take them as zero pages unread (counted under
+   * HOLE_PATH); one that does not detect sends them as normal pages anyway.
    */
-  analyse(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array, crcOut: Uint32Array): Promise<number>;
+  analyse(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array, crcOut: Uint32Array, holes?: Uint8Array | null): Promise<number>;
 }
+
+/** Path name of the zero pages taken from a sparse image's holes (lseek SEEK_HOLE) instead of a scan. */
+export const HOLE_PATH = 'file-hole';
 
 export interface ZeroPageDetector {
   /** QEMU's zero-page-detection value. */

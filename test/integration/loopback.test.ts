@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { makeImage, migrate, sha256, tmpdir, type Kind } from '../helpers/index.js';
 import { Output } from '../../src/receiver/output.js';
+import { native } from '../../src/native/load.js';
 
 const MiB = 1 << 20;
 
@@ -93,3 +94,54 @@ for (const inPlace of [false, true]) {
     t.notOk(fs.existsSync(Output.tempPathFor(out)), 'no temporary file left');
   });
 }
+
+/**
+ * A sparse image: 1 MiB holes, data pages of which some are written zeros (zero but
+ * allocated), 64 KiB blocks that straddle packet boundaries, and a hole at the end.
+ */
+function sparseImage(file: string): { holes: number; zeroData: number; pages: number } {
+  const size = 12 * MiB + 3 * 4096;
+  const fd = fs.openSync(file, 'w');
+  fs.ftruncateSync(fd, size);
+  let dataPages = 0;
+  let zeroData = 0;
+  for (let off = 0; off + 64 * 1024 <= 11 * MiB; off += 640 * 1024) {
+    const block = Buffer.alloc(64 * 1024, (off / 4096) % 251 || 1);
+    block.fill(0, 8192, 12288); // one written page of zeros: data, not a hole
+    fs.writeSync(fd, block, 0, block.length, off);
+    dataPages += 16;
+    zeroData += 1;
+  }
+  fs.closeSync(fd);
+  const pages = size / 4096;
+  return { holes: pages - dataPages, zeroData, pages };
+}
+
+t.test('a sparse image: holes are zero pages without being read, identical either way', async (t) => {
+  const dir = tmpdir(t);
+  const img = path.join(dir, 'sparse.ram');
+  const shape = sparseImage(img);
+  const probe = fs.openSync(img, 'r');
+  const holesHere = native.dataExtents(probe, 0, shape.pages * 4096).length > 2;
+  fs.closeSync(probe);
+  if (!holesHere) return void t.skip('this file system reports no holes (no SEEK_HOLE)', () => {});
+  for (const detection of ['multifd', 'none']) {
+    const out = path.join(dir, `out-${detection}`);
+    fs.mkdirSync(out);
+    const { sent, received } = await migrate(
+      { images: [{ name: 'sparse.ram', path: img }], channels: 3, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: detection },
+      { outputDir: out },
+    );
+    t.equal(sha256(path.join(out, 'sparse.ram')), sha256(img), `${detection}: byte-identical`);
+    t.same(received.stats.ramblocks[0]!.digest, sent.stats.ramblocks[0]!.digest, `${detection}: digests agree`);
+    const zp = sent.stats.paths.zeroPage.pages;
+    if (detection === 'multifd') {
+      t.equal(zp['file-hole'], shape.holes, 'every page of a hole taken as zero from the file map');
+      t.equal(sent.stats.zeroPages, shape.holes + shape.zeroData, 'plus the written zero pages the scan found');
+      t.equal(zp[`cpu-${native.zeroPageAccel()}`], shape.pages - shape.holes, 'the scan read only the data pages');
+    } else {
+      t.equal(sent.stats.zeroPages, 0, 'without detection every page, holes too, is sent as a normal page');
+      t.notOk('file-hole' in zp, 'and no page is reported as a hole');
+    }
+  }
+});
