@@ -207,13 +207,13 @@ class QemuMigration {
     }
     this.deviceState = await Output.create('device state', 0, path.join(dir, DEVICE_STATE_FILE), false);
     this.outputs.push(this.deviceState);
+    this.ready = true;
     this.log.info({ ramblocks: list }, `RAM section: ${list.length} ramblocks`);
     for (const ch of this.channels.values()) ch.pump();
   }
 
-  get ready(): boolean {
-    return this.blocks.size > 0;
-  }
+  /** The block list is in and every output exists: pages can be placed. */
+  ready = false;
 
   /** Writes page `i` of `b` unless it already holds data of a later epoch. */
   applyPage(b: Block, i: number, epoch: number, data: Uint8Array | null, fill: number): void {
