@@ -16,6 +16,7 @@ import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
 import { silentLogger } from '../../src/log.js';
+import { sendQemu } from '../../src/qemu/replay.js';
 import { MfdError } from '../../src/errors.js';
 
 const PS = 4096;
@@ -35,17 +36,17 @@ const pageRec = (w: Writer, n: number, first: boolean, data: Buffer): Writer => 
 const zeroRec = (w: Writer, n: number, first: boolean): Writer => (first ? w.u64(n * PS + 0x02).str('mem') : w.u64(n * PS + 0x22)).u8(0);
 
 let packetNum = 0n;
-function packet(flags: number, offsets: number[], pages: Buffer[]): Buffer {
+function packet(flags: number, offsets: number[], pages: Buffer[], zeroOffsets: number[] = []): Buffer {
   const hs = packetHeaderSize(PS);
   const h = encodePacketHeader(new Uint8Array(hs), hs, {
     flags,
     pagesAlloc: 128,
     normalPages: pages.length,
-    zeroPages: 0,
+    zeroPages: zeroOffsets.length,
     nextPacketSize: pages.length * PS,
     packetNum: packetNum++,
-    ramblock: Buffer.from(offsets.length ? 'mem' : ''),
-    offsets: offsets.map((o) => o * PS),
+    ramblock: Buffer.from(offsets.length + zeroOffsets.length ? 'mem' : ''),
+    offsets: [...offsets, ...zeroOffsets].map((o) => o * PS),
   });
   return Buffer.concat([h, ...pages]);
 }
@@ -144,5 +145,47 @@ t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
     t.equal(e?.code, code, `${what}: ${code}`);
     t.match(e?.message, message, `${what}: ${e?.message}`);
     t.equal(e?.exitCode, 3, `${what}: exit 3`);
+  }
+});
+
+t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets; replayed by mfd send --qemu into mfd recv --qemu', async (t) => {
+  const FLUSH = 0x200;
+  const w = start(mainStream(), 4);
+  w.u64(FLUSH); // setup sync
+  eos(w);
+  eos(part(w)); // pass 1 goes on past the section's end: no sync here
+  part(w).u64(FLUSH); // pass 1 complete
+  eos(w);
+  zeroRec(part(w), 3, true); // legacy zero-page detection still works on the main channel
+  eos(w);
+  end(w).u64(FLUSH);
+  eos(w);
+  w.u8(0x04).bytes(Buffer.from('devices')).u8(0x00);
+  const ch = [
+    Buffer.concat([SYNC(), packet(0, [0], [page(0x11)], [1]), SYNC(), packet(0, [1], [page(0x22)]), SYNC()]),
+    Buffer.concat([SYNC(), packet(0, [2], [page(0x33)]), SYNC(), SYNC()]),
+  ];
+  const { result, out } = await receive(t, w.take(), ch);
+  const r = await result;
+  t.equal(r.manifest.syncMode, 'round');
+  t.equal(r.manifest.counts.flushRecords, 3);
+  const want = Buffer.concat([page(0x11), page(0x22), page(0x33), page(0)]);
+  t.same(fs.readFileSync(path.join(out, 'mem')), want, 'page 1: zero in pass 1 (multifd zero page), data in pass 2');
+
+  // Replay the saved directory into a second receiver, over 3 zstd channels and without multifd.
+  for (const [channels, compression] of [[3, 'zstd'], [0, 'none']] as const) {
+    const out2 = tmpdir(t);
+    let second!: ReturnType<typeof receiveQemu>;
+    const port = await new Promise<number>((resolve) => {
+      second = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out2, logger: silentLogger, timeoutMs: 5000, onListening: (a: AddressInfo) => resolve(a.port) });
+    });
+    const sent = await sendQemu({ host: '127.0.0.1', port, dir: out, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
+    const r2 = await second;
+    t.equal(sent.zeroPages, 1, `${channels} channels: one zero page as a ZERO record`);
+    t.same(fs.readFileSync(path.join(out2, 'mem')), want, `${channels} channels: ramblock replayed`);
+    t.same(fs.readFileSync(path.join(out2, 'device-state')), fs.readFileSync(path.join(out, 'device-state')), `${channels} channels: device state replayed`);
+    t.equal(r2.manifest.syncMode, channels ? 'round' : 'section', `${channels} channels: sync mode`);
+    t.equal(r2.manifest.method, channels ? compression : null);
+    t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
   }
 });
