@@ -196,6 +196,8 @@ export interface MainSummary {
   zeroRecords: number;
   pageRecords: number;
   deviceStateBytes: number;
+  /** The stream ended with a VM description (else with the bare EOF byte). */
+  vmDescription: boolean;
 }
 
 const SECTION_NAMES: Record<number, string> = {
@@ -234,7 +236,7 @@ async function configurationSubsection(r: StreamReader, where: string): Promise<
  * returned summary is complete only when the promise resolves.
  */
 export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: string, pageSize = 4096): Promise<MainSummary> {
-  const s: MainSummary = { fileVersion: 0, machine: null, syncMode: 'section', ramSections: 0, flushes: 0, syncPoints: 0, zeroRecords: 0, pageRecords: 0, deviceStateBytes: 0 };
+  const s: MainSummary = { fileVersion: 0, machine: null, syncMode: 'section', ramSections: 0, flushes: 0, syncPoints: 0, zeroRecords: 0, pageRecords: 0, deviceStateBytes: 0, vmDescription: false };
   const magic = await r.u32('stream magic');
   if (magic !== QEMU_VM_FILE_MAGIC) throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
   s.fileVersion = await r.u32('stream version');
@@ -376,9 +378,58 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
     throw new UnsupportedStreamError(`${at}: section type ${hex(type)} is unknown to mfd`, 'ERR_QEMU_SECTION_TYPE');
   }
   s.syncPoints = epoch();
+  const tail = new Tail(TAIL_BYTES);
   await r.drain((b) => {
     s.deviceStateBytes += b.length;
+    tail.push(b);
     h.onDeviceState(b);
   });
+  s.vmDescription = checkStreamEnd(tail.bytes(), s.deviceStateBytes, where, pageSize);
   return s;
+}
+
+/** The end of the stream is kept to check it: enough for the VM description of a large VM. */
+const TAIL_BYTES = 4 * 1024 * 1024;
+
+class Tail {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  constructor(private readonly max: number) {}
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.length += b.length;
+    while (this.length - this.chunks[0]!.length >= this.max) this.length -= this.chunks.shift()!.length;
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+/**
+ * A source that dies in the middle of the device state also just closes the
+ * connection: the stream must end as QEMU ends it, with the EOF byte (0x00),
+ * then (unless suppressed) VMDESCRIPTION: 0x06, be32 length, that many bytes of
+ * JSON. Returns whether a VM description was there.
+ */
+export function checkStreamEnd(tail: Buffer, total: number, where: string, pageSize: number): boolean {
+  const truncated = (why: string): ConnectionError =>
+    new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`);
+  if (tail.length === 0) throw truncated('nothing after the RAM END section');
+  // The VM description starts with "{" right after 00 06 <be32 length>; it runs to the end.
+  for (let at = tail.length - 7; at >= 0; at--) {
+    if (tail[at] !== QEMU_VM_EOF || tail[at + 1] !== QEMU_VM_VMDESCRIPTION || tail[at + 6] !== 0x7b) continue;
+    if (tail.readUInt32BE(at + 2) !== tail.length - at - 6) continue;
+    let desc: { page_size?: unknown };
+    try {
+      desc = JSON.parse(tail.subarray(at + 6).toString('utf8')) as typeof desc;
+    } catch {
+      continue;
+    }
+    if (desc.page_size !== undefined && desc.page_size !== pageSize) {
+      throw new UnsupportedStreamError(`${where}: the VM description says page_size ${String(desc.page_size)}, mfd handles ${pageSize}`, 'ERR_QEMU_VERSION');
+    }
+    return true;
+  }
+  if (tail[tail.length - 1] === QEMU_VM_EOF) return false;
+  throw truncated('no EOF marker, no VM description at its end');
 }

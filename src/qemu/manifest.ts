@@ -36,7 +36,8 @@ export interface QemuManifest {
   /** multifd-compression seen on the packets (null: no multifd). */
   method: string | null;
   ramblocks: { name: string; size: number; file: string; sha256: string }[];
-  deviceState: { file: string; size: number; sha256: string };
+  /** vmDescription: the stream ended with QEMU's VM description (JSON), as it does by default. */
+  deviceState: { file: string; size: number; sha256: string; vmDescription?: boolean };
   counts: Record<string, number>;
 }
 

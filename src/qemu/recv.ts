@@ -323,7 +323,7 @@ class QemuMigration {
       channels: this.channels.size,
       method: this.channels.size === 0 ? null : (this.method?.name ?? 'none'),
       ramblocks: [],
-      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, sha256: await fileSha256(path.join(dir, DEVICE_STATE_FILE)) },
+      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(path.join(dir, DEVICE_STATE_FILE)) },
       counts: {
         ramSections: s.ramSections,
         flushRecords: s.flushes,

@@ -49,6 +49,7 @@ t.test('QEMU -M none into mfd recv --qemu', { skip: qemuMissing }, async (t) => 
       t.equal(m.qemu.machineType, 'none');
       t.same(m.ramblocks.map((b) => [b.name, b.size, b.file]), [['mem', SIZE, 'mem']]);
       t.equal(m.ramblocks[0]!.sha256, sha256(image));
+      t.equal(m.deviceState.vmDescription, true, 'the stream ended with the VM description');
       t.ok(m.deviceState.size > 0 && fs.statSync(path.join(out, 'device-state')).size === m.deviceState.size, 'device state saved');
       t.same(JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')), m, 'manifest.json written');
       if (setup.channels === 0) t.ok(m.counts.pageRecords! > 0, 'pages came as PAGE records');

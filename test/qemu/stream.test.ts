@@ -90,11 +90,13 @@ t.test('without multifd: a later pass wins and ZERO records overwrite', async (t
   pageRec(w, 1, false, page(0xcc));
   eos(w);
   eos(end(w));
-  w.u8(0x04).bytes(Buffer.from('device state')).u8(0x00);
+  const desc = Buffer.from('{"page_size": 4096, "devices": []}');
+  w.u8(0x04).bytes(Buffer.from('device state')).u8(0x00).u8(0x06).u32(desc.length).bytes(desc);
   const { result, out } = await receive(t, w.take());
   const r = await result;
   t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0), page(0xcc), page(0)]));
-  t.same(fs.readFileSync(path.join(out, 'device-state')), Buffer.from('\x04device state\x00'), 'everything after the RAM END section, verbatim');
+  t.same(fs.readFileSync(path.join(out, 'device-state')), Buffer.concat([Buffer.from('\x04device state\x00\x06\x00\x00\x00\x22'), desc]), 'everything after the RAM END section, verbatim');
+  t.equal(r.manifest.deviceState.vmDescription, true, 'ended with the VM description');
   t.equal(r.manifest.qemu.machineType, 'pc-test');
   t.equal(r.manifest.multifd, false);
 });
@@ -137,6 +139,9 @@ t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
     ['an unknown section type', ram().u8(0x42).take(), 'ERR_QEMU_SECTION_TYPE', /section type 0x42/],
     ['device state before RAM END', ram().u8(0x04).u32(0).take(), 'ERR_QEMU_SECTION_ORDER', /FULL section before the RAM END/],
   ];
+  const truncated = eos(end(ram())).u8(0x04).bytes(Buffer.from('half a device')).take();
+  const cut = await receive(t, truncated);
+  await t.rejects(cut.result, { code: 'ERR_QEMU_MAIN_TRUNCATED', message: /without QEMU's end \(no EOF marker, no VM description/ }, 'a source that died in the device state: refused, exit 4');
   cases[1] = ['a PART of another section', ram().u8(0x02).u32(9).take(), 'ERR_QEMU_ITERATIVE_SECTION', /iterative section id 9 interleaved with RAM/];
   for (const [what, bytes, code, message] of cases) {
     const { result } = await receive(t, bytes);
