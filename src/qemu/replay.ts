@@ -14,7 +14,7 @@ import { ConnectionError, IoError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { PathTally } from '../accel/paths.js';
-import { connect, endSocket } from '../transport/connect.js';
+import { connect } from '../transport/connect.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
@@ -48,6 +48,8 @@ export interface QemuSendOptions {
   compression: string;
   methodParams: MethodParams;
   connectTimeoutMs: number;
+  /** How long the destination may stop reading, or take to close the main channel after the last byte (default 60 s). */
+  stallTimeoutMs?: number;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -68,32 +70,60 @@ export interface QemuSendResult {
 /** Main-channel bytes gathered before a write. */
 const FLUSH_AT = 1 << 20;
 
+/** What to check when a QEMU destination stops reading or hangs up. */
+const MISMATCH_HINT =
+  "is --channels the destination's multifd-channels (0 with multifd off), --compression its multifd-compression, and its machine and devices the source's? Its query-migrate error-desc says what it refused";
+
 /** Writes to one socket, waiting for 'drain' when the kernel buffer is full; the socket's failure rejects. */
 class Sink {
   private failed: Error | null = null;
+  closed = false;
   bytes = 0;
-  constructor(readonly sock: net.Socket, private readonly what: string) {
+  constructor(readonly sock: net.Socket, private readonly what: string, private readonly stallMs: number) {
     sock.on('error', (e) => (this.failed = e));
-    sock.on('close', () => (this.failed ??= new Error('connection closed by the destination')));
+    sock.on('close', () => {
+      this.closed = true;
+      this.failed ??= new Error('connection closed by the destination');
+    });
+  }
+
+  private check(): void {
+    if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${MISMATCH_HINT})`, {}, this.failed);
+  }
+
+  /** Resolves on `event` (or the socket's close); rejects after stallMs. */
+  private wait(event: string, why: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.sock.off(event, done);
+        this.sock.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.sock.off(event, done);
+        this.sock.off('close', done);
+        reject(new ConnectionError('ERR_QEMU_DESTINATION_STALLED', `${this.what}: ${why} for ${this.stallMs} ms (${MISMATCH_HINT})`));
+      }, this.stallMs);
+      this.sock.on(event, done);
+      this.sock.on('close', done);
+    });
   }
 
   async write(chunks: Uint8Array[]): Promise<void> {
     for (const c of chunks) {
-      if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message}`, {}, this.failed);
+      this.check();
       this.bytes += c.length;
-      if (!this.sock.write(c)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            this.sock.off('drain', done);
-            this.sock.off('close', done);
-            resolve();
-          };
-          this.sock.on('drain', done);
-          this.sock.on('close', done);
-        });
-      }
+      if (!this.sock.write(c)) await this.wait('drain', 'the destination has not read');
     }
-    if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message}`, {}, this.failed);
+    this.check();
+  }
+
+  /** Ends the stream, then waits for the destination to close the connection (QEMU closes its incoming main channel after loading). */
+  async finish(): Promise<void> {
+    this.sock.end();
+    if (!this.closed) await this.wait('close', 'the whole stream was sent, but the destination has not closed the connection');
+    if (this.failed && !/closed by the destination/.test(this.failed.message)) this.check();
   }
 }
 
@@ -130,7 +160,8 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const where = `${o.host}:${o.port}`;
     const mainSock = await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel');
     sockets.push(mainSock);
-    const main = new Sink(mainSock, `main channel to ${where}`);
+    const stallMs = o.stallTimeoutMs ?? 60_000;
+    const main = new Sink(mainSock, `main channel to ${where}`, stallMs);
     const w = new Writer();
     w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(Buffer.from(m.configuration, 'hex'));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
@@ -141,7 +172,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     for (let i = 0; i < o.channels; i++) {
       const s = await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`);
       sockets.push(s);
-      const sink = new Sink(s, `multifd channel ${i} to ${where}`);
+      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs);
       channels.push(sink);
       senders.push(method!.sendSetup({ channel: i, pageSize: ps, params, tally }));
       await sink.write([encodeInitPacket(uuid, i)]);
@@ -249,7 +280,8 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     // The device state, EOF and VM description as received.
     const blob = path.join(o.dir, path.basename(m.deviceState.file));
     for await (const chunk of fs.createReadStream(blob, { highWaterMark: 1 << 20 })) await main.write([chunk as Buffer]);
-    await Promise.all(sockets.map((s) => endSocket(s)));
+    for (const c of channels) c.sock.end();
+    await main.finish();
     result.multifdPackets += channels.length * 3;
     result.wireBytes = main.bytes + channels.reduce((a, c) => a + c.bytes, 0);
     result.totalTimeMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;

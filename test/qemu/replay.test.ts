@@ -63,4 +63,15 @@ t.test('q35: QEMU -> mfd recv --qemu -> mfd send --qemu -> QEMU', { skip: qemuMi
       t.equal(status.status, 'running', 'the guest runs after cont');
     });
   }
+
+  await t.test('a destination expecting more channels than sent: a clear error, not a hang', async (t) => {
+    const dst = await launch(dir, 'dst-mismatch', [...q35Machine(path.join(dir, 'dst-mismatch.ram'), SIZE), '-incoming', 'defer']);
+    t.teardown(() => dst.quit());
+    await setMigration(dst.qmp, { channels: 2, compression: 'none' });
+    await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
+    const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
+    const dport = Number(info['socket-address']?.[0]?.port);
+    const sent = sendQemu({ host: '127.0.0.1', port: dport, dir: saved, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 1500, logger: silentLogger });
+    await t.rejects(sent, { code: 'ERR_QEMU_DESTINATION_STALLED', message: /is --channels the destination's multifd-channels/ });
+  });
 });
