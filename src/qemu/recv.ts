@@ -321,7 +321,7 @@ class QemuMigration {
       pageSize: PAGE_SIZE,
       multifd: this.channels.size > 0,
       channels: this.channels.size,
-      method: this.channels.size === 0 ? null : (this.method?.name ?? 'none'),
+      method: this.channels.size === 0 ? null : (this.method?.name ?? 'unknown: no multifd packet carried data'),
       ramblocks: [],
       deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(path.join(dir, DEVICE_STATE_FILE)) },
       counts: {
