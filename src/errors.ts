@@ -78,6 +78,16 @@ export class ProtocolError extends MfdError {
   }
 }
 
+/**
+ * A QEMU migration stream uses something mfd does not handle (another iterative
+ * section, xbzrle, compress, postcopy, an unknown section type): refused, never guessed.
+ */
+export class UnsupportedStreamError extends MfdError {
+  constructor(message: string, code = 'ERR_QEMU_UNSUPPORTED') {
+    super(code, message, ExitCode.PROTOCOL);
+  }
+}
+
 export class ConnectionError extends MfdError {
   constructor(code: string, message: string, place: ErrorPlace = {}, cause?: unknown) {
     super(code, message, ExitCode.CONNECTION, place, { cause });

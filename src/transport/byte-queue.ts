@@ -38,6 +38,11 @@ export class ByteQueue {
     return out.length === n ? out : out.subarray(0, n);
   }
 
+  /** The first queued byte, without taking it (null when none is queued). */
+  peekUInt8(): number | null {
+    return this.length < 1 ? null : this.chunks[0]![this.head]!;
+  }
+
   /** The first 4 queued bytes as a big-endian u32, without taking them (null when fewer are queued). */
   peekUInt32BE(): number | null {
     if (this.length < 4) return null;

@@ -8,88 +8,15 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
-import { sleep, start, syncDisks, tail, which, type Proc } from '../proc.js';
+import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
+import { Qmp, QmpError, quitQemus, QEMU } from '../../qemu/qmp.js';
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
 
-const QEMU = 'qemu-system-x86_64';
 /** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
 const QEMU_METHODS = new Set(['none', 'zlib', 'zstd', 'qpl', 'qatzip', 'uadk']);
-
-interface QmpReply {
-  return?: unknown;
-  error?: { class: string; desc: string };
-}
-
-/** A minimal QMP client: one command at a time, events and the greeting skipped. */
-export class Qmp {
-  private buf = '';
-  private readonly waiters: ((m: QmpReply) => void)[] = [];
-  private closedWith: Error | null = null;
-
-  private constructor(private readonly sock: net.Socket, private readonly who: string) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
-        const line = this.buf.slice(0, i).trim();
-        this.buf = this.buf.slice(i + 1);
-        if (!line) continue;
-        let msg: QmpReply & { event?: unknown; QMP?: unknown };
-        try {
-          msg = JSON.parse(line) as typeof msg;
-        } catch {
-          msg = { error: { class: 'BadReply', desc: `unreadable QMP reply: ${line.slice(0, 200)}` } };
-        }
-        if (msg.event !== undefined || msg.QMP !== undefined) continue;
-        this.waiters.shift()?.(msg);
-      }
-    });
-    const gone = (): void => {
-      this.closedWith = new Error(`${this.who}: QMP connection closed`);
-      for (const w of this.waiters.splice(0)) w({ error: { class: 'Closed', desc: 'QMP connection closed' } });
-    };
-    sock.on('close', gone);
-    sock.on('error', gone);
-  }
-
-  /** Connects to the QMP socket `file` (retrying while QEMU starts) and negotiates capabilities. */
-  static async connect(file: string, who: string, proc: Proc, signal: AbortSignal, timeoutMs = 15_000): Promise<Qmp> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const sock = await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect(file, () => resolve(s));
-          s.once('error', reject);
-        });
-        const q = new Qmp(sock, who);
-        await q.cmd('qmp_capabilities');
-        return q;
-      } catch (e) {
-        if (proc.exited()) throw new Error(`${who} QEMU exited: ${tail((await proc.done).stderr)}`);
-        if (Date.now() > end) throw new Error(`${who} QEMU: no QMP on ${file} within ${timeoutMs} ms (${(e as Error).message})`);
-        await sleep(50, signal);
-      }
-    }
-  }
-
-  cmd<T = unknown>(execute: string, args?: Record<string, unknown>): Promise<T> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
-    return new Promise<T>((resolve, reject) => {
-      this.waiters.push((m) => (m.error ? reject(new QmpError(`${this.who}: ${execute}: ${m.error.desc}`)) : resolve(m.return as T)));
-      this.sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
-    });
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
-class QmpError extends Error {}
 
 interface MigrateInfo {
   status?: string;
@@ -200,23 +127,11 @@ async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal
     }
     const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
     const linkBytes = link.rxBytes() - rx0;
-    await quit(qmps, procs);
+    await quitQemus(qmps, procs);
     await compareFiles(image, out, `QEMU (${cell.compression}, ${cell.channels} ch)`);
     return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null };
   } finally {
-    await quit(qmps, procs);
+    await quitQemus(qmps, procs);
     for (const f of [out, dstSock, srcSock]) fs.rmSync(f, { force: true });
   }
-}
-
-/** Asks both QEMUs to quit, then makes sure they are gone. */
-async function quit(qmps: Qmp[], procs: Proc[]): Promise<void> {
-  for (const q of qmps.splice(0)) {
-    await q.cmd('quit').catch(() => {});
-    q.close();
-  }
-  const timer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), 5000);
-  for (const p of procs) if (!p.exited()) p.kill('SIGTERM');
-  await Promise.all(procs.map((p) => p.done));
-  clearTimeout(timer);
 }

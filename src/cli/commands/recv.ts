@@ -10,8 +10,11 @@ import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { commonOptions, intInRange, type CommonOpts } from '../options.js';
 import type { CommandContext } from '../main.js';
+import { receiveQemu } from '../../qemu/recv.js';
+import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';
 
 interface RecvOpts extends CommonOpts {
+  qemu?: boolean;
   listen?: string;
   from?: string;
   output: string[];
@@ -30,8 +33,11 @@ export function recvCommand(ctx: CommandContext): Command {
       'Listens on HOST:PORT for one migration: a control channel and the multifd channels it announces.\n' +
         'Or, with --from file:PATH[,offset=N], restores a migration file written by mfd send --to file:...\n' +
         'Each ramblock is written to DIR/NAME (or the path an explicit NAME=PATH gives), under a temporary\n' +
-        'name until packet counts, page coverage and digests have been verified; then it is renamed.',
+        'name until packet counts, page coverage and digests have been verified; then it is renamed.\n' +
+        'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT;\n' +
+        'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
     )
+    .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd'))
     .option('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
     .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
@@ -61,6 +67,25 @@ export function recvCommand(ctx: CommandContext): Command {
       }
     }
     const logger = ctx.logger(o.logLevel);
+    if (o.qemu) {
+      refuseWithQemu(cmd, { from: '--from', inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received over --listen into a fresh --output DIR');
+      if (o.listen === undefined) throw new UsageError('--qemu needs --listen HOST:PORT');
+      if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
+      const at = parseHostPort(o.listen, '0.0.0.0');
+      if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+      const r = await receiveQemu({
+        host: at.host,
+        port: at.port,
+        outputDir,
+        fsync: o.fsync ?? false,
+        timeoutMs: o.timeout * 1000,
+        logger,
+        onListening: (a) => ctx.listening(a.address, a.port),
+        signal: ctx.signal,
+      });
+      ctx.out(o.json ? JSON.stringify({ status: 'completed', totalTimeMs: r.totalTimeMs, manifestPath: r.manifestPath, ...r.manifest }) : formatQemuRecv(r));
+      return;
+    }
     if (o.from !== undefined) {
       if (o.dumpStreams !== undefined) throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
       const progress = ctx.progress('restore', o.progress);

@@ -12,8 +12,11 @@ import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
 import { commonOptions, intInRange, onOff, pageSizeOption, type CommonOpts } from '../options.js';
 import type { CommandContext } from '../main.js';
+import { sendQemu } from '../../qemu/replay.js';
+import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
 
 interface SendOpts extends CommonOpts {
+  qemu?: boolean;
   to: string;
   channels: number;
   compression: string;
@@ -52,11 +55,15 @@ export function sendCommand(ctx: CommandContext): Command {
         'as one ramblock in QEMU multifd packets (512 KiB, header 320 + 8 x pages per packet).\n' +
         'With --to file:PATH[,offset=N], writes a self-describing migration file instead\n' +
         '(docs/file-format.md), for mfd recv --from file:PATH.\n' +
-        'IMAGE is a file path (ramblock name = file name) or NAME=PATH.',
+        'IMAGE is a file path (ramblock name = file name) or NAME=PATH.\n' +
+        'With --qemu, replays a migration saved by mfd recv --qemu (the one argument is its directory) into\n' +
+        'a QEMU destination started with -incoming and the same machine type and devices; --channels must be\n' +
+        "the destination's multifd-channels (0 when multifd is off) and --compression its multifd-compression.",
     )
-    .argument('<image...>', 'image files, as PATH or NAME=PATH')
+    .argument('<image...>', 'image files, as PATH or NAME=PATH (with --qemu: the directory mfd recv --qemu wrote)')
+    .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT)'))
     .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv, or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
-    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS}`).argParser(intInRange('--channels', 1, MAX_CHANNELS)).default(4))
+    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`).argParser(intInRange('--channels', 0, MAX_CHANNELS)).default(4))
     .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
     .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
     .addOption(
@@ -84,10 +91,38 @@ export function sendCommand(ctx: CommandContext): Command {
   }
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
+    const channels = o.multifdChannels ?? o.channels;
+    if (o.qemu) {
+      refuseWithQemu(
+        cmd,
+        { mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
+        'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
+      );
+      if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
+      if (isFileUri(o.to)) throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
+      const src = cmd.getOptionValueSource('channels') === 'cli' || o.multifdChannels !== undefined;
+      if (!src) throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
+      const to = parseHostPort(o.to, '127.0.0.1');
+      if (!to) throw new UsageError(`Expected HOST:PORT for --to but received "${o.to}"`);
+      const r = await sendQemu({
+        host: to.host,
+        port: to.port,
+        dir: images[0]!,
+        channels,
+        compression: o.compression,
+        methodParams: methodParams(o),
+        connectTimeoutMs: o.connectTimeout,
+        logger: ctx.logger(o.logLevel),
+        signal: ctx.signal,
+      });
+      ctx.out(o.json ? JSON.stringify({ status: 'completed', ...r }) : formatQemuSend(r));
+      return;
+    }
+    if (channels === 0) throw new UsageError(`Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`);
     // What the packet pipeline needs, the same for a network and a file target.
     const pipeline = () => ({
       images: parseBlockSpecs(images),
-      channels: o.multifdChannels ?? o.channels,
+      channels,
       pageSize: o.pageSize,
       compression: o.compression,
       methodParams: methodParams(o),

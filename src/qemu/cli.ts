@@ -1,0 +1,35 @@
+/**
+ * The --qemu halves of `mfd recv` and `mfd send`: options that do not apply are
+ * refused by name, results are printed as a short summary or one JSON object.
+ */
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import type { QemuRecvResult } from './recv.js';
+import type { QemuSendResult } from './replay.js';
+
+/** Refuses each option of `keys` the user gave (command line or environment) together with --qemu. */
+export function refuseWithQemu(cmd: Command, keys: Record<string, string>, why: string): void {
+  for (const [key, flag] of Object.entries(keys)) {
+    const src = cmd.getOptionValueSource(key);
+    if (src === 'cli' || src === 'env') throw new UsageError(`${flag} cannot be used with --qemu: ${why}`);
+  }
+}
+
+export function formatQemuRecv(r: QemuRecvResult): string {
+  const m = r.manifest;
+  const lines = [
+    `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${m.qemu.machineType ?? '?'}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
+    ...m.ramblocks.map((b) => `  ramblock ${b.name}: ${b.size} bytes -> ${b.file} (sha256 ${b.sha256.slice(0, 16)}...)`),
+    `  device state: ${m.deviceState.size} bytes -> ${m.deviceState.file}`,
+    `  manifest: ${r.manifestPath}`,
+  ];
+  return lines.join('\n');
+}
+
+export function formatQemuSend(r: QemuSendResult): string {
+  return [
+    `replayed into QEMU in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${r.machineType ?? '?'}, ${r.channels ? `${r.channels} multifd channels, ${r.compression}` : 'no multifd'}`,
+    `  ${r.ramblocks.length} ramblocks, ${r.normalPages} pages with data, ${r.zeroPages} zero pages, device state ${r.deviceStateBytes} bytes, ${r.wireBytes} bytes on the wire`,
+    '  the destination finishes loading on its own: check query-migrate there, then cont',
+  ].join('\n');
+}

@@ -1,0 +1,435 @@
+/**
+ * The receiving side of QEMU's main migration channel: the "QEVM" header, the
+ * configuration section, the RAM section (START, PARTs, END) record by record,
+ * then everything after the RAM END section as an opaque device-state blob up to
+ * the source's close. Lengths are bounded; anything mfd cannot handle (another
+ * iterative section, device state interleaved with RAM, xbzrle, compress, rdma,
+ * postcopy commands, unknown section types or flags) is refused with what and
+ * why. Sync points with the multifd channels are numbered ("epochs", see
+ * docs/qemu-peer.md): each record is handed on with the epoch it belongs to.
+ */
+import type { Socket } from 'node:net';
+import { ConnectionError, ProtocolError, UnsupportedStreamError } from '../errors.js';
+import { ByteQueue } from '../transport/byte-queue.js';
+import { hex } from '../wire/constants.js';
+import {
+  MIG_CMD_NAMES,
+  QEMU_VM_COMMAND,
+  QEMU_VM_CONFIGURATION,
+  QEMU_VM_EOF,
+  QEMU_VM_FILE_MAGIC,
+  QEMU_VM_FILE_VERSION,
+  QEMU_VM_SECTION_END,
+  QEMU_VM_SECTION_FOOTER,
+  QEMU_VM_SECTION_FULL,
+  QEMU_VM_SECTION_PART,
+  QEMU_VM_SECTION_START,
+  QEMU_VM_SUBSECTION,
+  QEMU_VM_VMDESCRIPTION,
+  RAM_FLAGS_MASK,
+  RAM_IDSTR,
+  RAM_SAVE_FLAG_COMPRESS_PAGE,
+  RAM_SAVE_FLAG_CONTINUE,
+  RAM_SAVE_FLAG_EOS,
+  RAM_SAVE_FLAG_HOOK,
+  RAM_SAVE_FLAG_MEM_SIZE,
+  RAM_SAVE_FLAG_MULTIFD_FLUSH,
+  RAM_SAVE_FLAG_PAGE,
+  RAM_SAVE_FLAG_XBZRLE,
+  RAM_SAVE_FLAG_ZERO,
+  type SyncMode,
+} from './format.js';
+
+/** Longest machine type name accepted in the configuration section. */
+const MAX_MACHINE_NAME = 256;
+/** Most ramblocks accepted in the MEM_SIZE record. */
+const MAX_RAMBLOCKS = 4096;
+/** Bytes queued before the socket is paused. */
+const HIGH_WATER = 8 * 1024 * 1024;
+
+/** Pulls exact lengths off a socket, waiting for bytes; counts what it consumed. */
+export class StreamReader {
+  private readonly queue = new ByteQueue();
+  private wake: (() => void) | null = null;
+  private ended = false;
+  private error: Error | null = null;
+  private paused = false;
+  /** Bytes taken so far (the stream offset of the next byte). */
+  offset = 0;
+  /** While set, every byte taken is also appended here. */
+  record: Buffer[] | null = null;
+
+  constructor(private readonly sock: Socket, private readonly where: string, initial?: Buffer) {
+    if (initial) this.queue.push(initial);
+    sock.on('data', (c: Buffer) => {
+      this.queue.push(c);
+      if (this.queue.length > HIGH_WATER && !this.paused) {
+        this.paused = true;
+        sock.pause();
+      }
+      this.notify();
+    });
+    sock.on('end', () => {
+      this.ended = true;
+      this.notify();
+    });
+    sock.on('close', () => {
+      this.ended = true;
+      this.notify();
+    });
+    sock.on('error', (e) => {
+      this.error = e;
+      this.notify();
+    });
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private async fill(n: number, what: string): Promise<void> {
+    while (this.queue.length < n) {
+      if (this.error) throw new ConnectionError('ERR_QEMU_MAIN_CONNECTION', `${this.where}: ${this.error.message}`, {}, this.error);
+      if (this.ended) {
+        throw new ConnectionError(
+          'ERR_QEMU_MAIN_TRUNCATED',
+          `${this.where}: connection closed at byte ${this.offset + this.queue.length} in the middle of ${what} (received ${this.queue.length} of ${n} bytes)`,
+        );
+      }
+      if (this.paused) {
+        this.paused = false;
+        this.sock.resume();
+      }
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+
+  async take(n: number, what: string): Promise<Buffer> {
+    await this.fill(n, what);
+    const b = this.queue.take(n)!;
+    this.offset += n;
+    this.record?.push(Buffer.from(b));
+    return b;
+  }
+
+  async u8(what: string): Promise<number> {
+    return (await this.take(1, what))[0]!;
+  }
+
+  async u32(what: string): Promise<number> {
+    return (await this.take(4, what)).readUInt32BE(0);
+  }
+
+  /** A be64 as [high 32 bits, low 32 bits]. */
+  async u64(what: string): Promise<[number, number]> {
+    const b = await this.take(8, what);
+    return [b.readUInt32BE(0), b.readUInt32BE(4)];
+  }
+
+  /** u8 length + bytes. */
+  async str(what: string): Promise<string> {
+    const n = await this.u8(`${what} length`);
+    return (await this.take(n, what)).toString('utf8');
+  }
+
+  /** The next byte without taking it. */
+  async peek(what: string): Promise<number> {
+    await this.fill(1, what);
+    return this.queue.peekUInt8()!;
+  }
+
+  /** Hands every byte up to the close to `sink`, then resolves. */
+  async drain(sink: (b: Buffer) => void): Promise<void> {
+    for (;;) {
+      if (this.queue.length > 0) {
+        const n = this.queue.length;
+        const b = this.queue.take(n)!;
+        this.offset += n;
+        sink(b);
+        continue;
+      }
+      if (this.error) throw new ConnectionError('ERR_QEMU_MAIN_CONNECTION', `${this.where}: ${this.error.message}`, {}, this.error);
+      if (this.ended) return;
+      if (this.paused) {
+        this.paused = false;
+        this.sock.resume();
+      }
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+}
+
+export interface RamBlockInfo {
+  name: string;
+  size: number;
+}
+
+export interface RamSectionInfo {
+  sectionId: number;
+  instance: number;
+  version: number;
+}
+
+/** What the parser hands on. Page offsets are byte offsets in the block. */
+export interface MainHandlers {
+  onConfiguration(machine: string, raw: Buffer): void;
+  onRamStart(info: RamSectionInfo, blocks: RamBlockInfo[]): Promise<void>;
+  /** A ZERO record: the page is filled with `fill` (0 in practice). */
+  onZero(block: string, offset: number, fill: number, epoch: number): void;
+  onPage(block: string, offset: number, data: Buffer, epoch: number): void;
+  /** Device state and the rest of the stream, as it arrives. */
+  onDeviceState(chunk: Buffer): void;
+}
+
+export interface MainSummary {
+  fileVersion: number;
+  machine: string | null;
+  syncMode: SyncMode;
+  /** RAM sections (START, PARTs, END): each ended with EOS. */
+  ramSections: number;
+  /** RAM_SAVE_FLAG_MULTIFD_FLUSH records. */
+  flushes: number;
+  /** The epoch count: how many sync points the multifd channels must have passed. */
+  syncPoints: number;
+  zeroRecords: number;
+  pageRecords: number;
+  deviceStateBytes: number;
+  /** The stream ended with a VM description (else with the bare EOF byte). */
+  vmDescription: boolean;
+}
+
+const SECTION_NAMES: Record<number, string> = {
+  [QEMU_VM_EOF]: 'EOF',
+  [QEMU_VM_SECTION_START]: 'START',
+  [QEMU_VM_SECTION_PART]: 'PART',
+  [QEMU_VM_SECTION_END]: 'END',
+  [QEMU_VM_SECTION_FULL]: 'FULL',
+  [QEMU_VM_SUBSECTION]: 'SUBSECTION',
+  [QEMU_VM_VMDESCRIPTION]: 'VMDESCRIPTION',
+  [QEMU_VM_CONFIGURATION]: 'CONFIGURATION',
+  [QEMU_VM_COMMAND]: 'COMMAND',
+};
+
+/** The configuration section's subsections QEMU may send (savevm.c vmstate_configuration) and their field bytes. */
+async function configurationSubsection(r: StreamReader, where: string): Promise<void> {
+  await r.u8('subsection marker');
+  const name = await r.str('subsection name');
+  await r.u32('subsection version');
+  if (name === 'configuration/target-page-bits') {
+    const bits = await r.u32('target-page-bits');
+    if (bits !== 12) throw new UnsupportedStreamError(`${where}: target page bits ${bits} (pages of ${2 ** bits} bytes); mfd handles 4 KiB target pages only`);
+  } else if (name === 'configuration/capabilities') {
+    const n = await r.u32('capability count');
+    if (n > 256) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${where}: ${n} capabilities in the configuration section, expected at most 256`);
+    for (let i = 0; i < n; i++) await r.str('capability name');
+  } else if (name === 'configuration/uuid') {
+    await r.take(16, 'uuid');
+  } else {
+    throw new UnsupportedStreamError(`${where}: configuration subsection "${name}" is unknown to mfd`);
+  }
+}
+
+/**
+ * Parses the main channel to its close. `where` names it in errors. The
+ * returned summary is complete only when the promise resolves.
+ */
+export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: string, pageSize = 4096): Promise<MainSummary> {
+  const s: MainSummary = { fileVersion: 0, machine: null, syncMode: 'section', ramSections: 0, flushes: 0, syncPoints: 0, zeroRecords: 0, pageRecords: 0, deviceStateBytes: 0, vmDescription: false };
+  const magic = await r.u32('stream magic');
+  if (magic !== QEMU_VM_FILE_MAGIC) throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
+  s.fileVersion = await r.u32('stream version');
+  if (s.fileVersion !== QEMU_VM_FILE_VERSION) {
+    throw new UnsupportedStreamError(`${where}: stream version ${s.fileVersion}, expected ${QEMU_VM_FILE_VERSION}`, 'ERR_QEMU_VERSION');
+  }
+  let ram: RamSectionInfo | null = null;
+  const blocks = new Map<string, number>();
+  let current: string | null = null;
+  let modeKnown = false;
+  const epoch = (): number => (s.syncMode === 'round' ? s.flushes : s.ramSections);
+
+  const ramRecords = async (kind: number): Promise<void> => {
+    const at = (): string => `${where}, RAM ${SECTION_NAMES[kind]} section ${s.ramSections} (byte ${r.offset})`;
+    for (;;) {
+      const [hi, lo] = await r.u64('RAM record');
+      let flags = lo & RAM_FLAGS_MASK;
+      const addr = hi * 2 ** 32 + (lo - flags);
+      if (flags & RAM_SAVE_FLAG_MULTIFD_FLUSH) {
+        if (kind === QEMU_VM_SECTION_START && !modeKnown) s.syncMode = 'round';
+        if (s.syncMode !== 'round') throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MULTIFD_FLUSH after the START section had none (per-section syncs)`);
+        s.flushes++;
+        flags &= ~RAM_SAVE_FLAG_MULTIFD_FLUSH;
+        if (flags === 0) continue;
+      }
+      if (flags & RAM_SAVE_FLAG_XBZRLE) throw new UnsupportedStreamError(`${at()}: an XBZRLE page (capability xbzrle): mfd does not decode xbzrle; turn the capability off`);
+      if (flags & RAM_SAVE_FLAG_COMPRESS_PAGE) throw new UnsupportedStreamError(`${at()}: a COMPRESS_PAGE record (capability compress): mfd does not decode it; use multifd compression instead`);
+      if (flags & RAM_SAVE_FLAG_HOOK) throw new UnsupportedStreamError(`${at()}: a HOOK record (RDMA migration): not supported`);
+      const base = flags & ~RAM_SAVE_FLAG_CONTINUE;
+      if (base === RAM_SAVE_FLAG_EOS) return;
+      if (base === RAM_SAVE_FLAG_MEM_SIZE) {
+        if (kind !== QEMU_VM_SECTION_START || blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        let sum = 0;
+        const list: RamBlockInfo[] = [];
+        while (sum < addr) {
+          if (list.length >= MAX_RAMBLOCKS) throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: more than ${MAX_RAMBLOCKS} ramblocks`);
+          const name = await r.str('ramblock name');
+          const [bh, bl] = await r.u64('ramblock length');
+          const size = bh * 2 ** 32 + bl;
+          if (name === '' || blocks.has(name)) throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: ramblock name "${name}" is empty or given twice`);
+          if (size === 0 || size % pageSize !== 0 || !Number.isSafeInteger(sum + size)) {
+            throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: ramblock "${name}" has used_length ${size}, expected a positive multiple of ${pageSize}`);
+          }
+          blocks.set(name, size);
+          list.push({ name, size });
+          sum += size;
+        }
+        if (sum !== addr) {
+          throw new UnsupportedStreamError(
+            `${at()}: ramblock lengths add up to ${sum}, the MEM_SIZE record says ${addr} (extra per-block fields: postcopy page sizes, x-ignore-shared or mapped-ram are not supported)`,
+          );
+        }
+        await h.onRamStart(ram!, list);
+        continue;
+      }
+      if (base !== RAM_SAVE_FLAG_ZERO && base !== RAM_SAVE_FLAG_PAGE) {
+        throw new UnsupportedStreamError(`${at()}: RAM record flags ${hex(flags)} are unknown to mfd`, 'ERR_QEMU_RAM_FLAGS');
+      }
+      if (!(flags & RAM_SAVE_FLAG_CONTINUE)) current = await r.str('ramblock name');
+      if (current === null) throw new ProtocolError('ERR_QEMU_RAM_RECORD', `${at()}: CONTINUE record without a previous ramblock`);
+      const size = blocks.get(current);
+      if (size === undefined) throw new ProtocolError('ERR_QEMU_RAM_RECORD', `${at()}: unknown ramblock "${current}"`);
+      if (addr % pageSize !== 0 || addr >= size) {
+        throw new ProtocolError('ERR_QEMU_RAM_RECORD', `${at()}: page offset ${addr} out of range for ramblock "${current}" (expected a multiple of ${pageSize} below ${size})`);
+      }
+      if (base === RAM_SAVE_FLAG_ZERO) {
+        s.zeroRecords++;
+        h.onZero(current, addr, await r.u8('zero page fill byte'), epoch());
+      } else {
+        s.pageRecords++;
+        h.onPage(current, addr, await r.take(pageSize, 'page data'), epoch());
+      }
+    }
+  };
+
+  const footer = async (id: number): Promise<void> => {
+    if ((await r.peek('section footer')) !== QEMU_VM_SECTION_FOOTER) return;
+    await r.u8('section footer');
+    const fid = await r.u32('section footer id');
+    if (fid !== id) throw new ProtocolError('ERR_QEMU_FOOTER', `${where}: section footer for section ${fid}, expected ${id} (byte ${r.offset})`);
+  };
+
+  for (let first = true; ; first = false) {
+    const type = await r.u8('section type');
+    const at = `${where}, byte ${r.offset - 1}`;
+    if (type === QEMU_VM_CONFIGURATION) {
+      if (!first) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: a second configuration section`);
+      r.record = [Buffer.from([type])];
+      const len = await r.u32('machine type length');
+      if (len > MAX_MACHINE_NAME) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
+      s.machine = (await r.take(len, 'machine type')).toString('utf8');
+      while ((await r.peek('configuration subsection')) === QEMU_VM_SUBSECTION) await configurationSubsection(r, at);
+      const raw = Buffer.concat(r.record);
+      r.record = null;
+      h.onConfiguration(s.machine, raw);
+      continue;
+    }
+    if (type === QEMU_VM_SECTION_START) {
+      const id = await r.u32('section id');
+      const idstr = await r.str('section idstr');
+      const instance = await r.u32('instance id');
+      const version = await r.u32('version id');
+      if (idstr !== RAM_IDSTR) {
+        throw new UnsupportedStreamError(
+          `${at}: iterative section "${idstr}" (id ${id}) besides RAM (block migration, dirty bitmaps, VFIO or another live-migrated device): mfd cannot save its state, only RAM and the device state after it`,
+          'ERR_QEMU_ITERATIVE_SECTION',
+        );
+      }
+      if (ram) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: a second RAM START section`);
+      if (version !== 4) throw new UnsupportedStreamError(`${at}: RAM section version ${version}, expected 4`, 'ERR_QEMU_VERSION');
+      ram = { sectionId: id, instance, version };
+      await ramRecords(type);
+      if (blocks.size === 0) throw new ProtocolError('ERR_QEMU_BLOCKS', `${at}: RAM START section without a MEM_SIZE record`);
+      modeKnown = true;
+      s.ramSections++;
+      await footer(id);
+      continue;
+    }
+    if (type === QEMU_VM_SECTION_PART || type === QEMU_VM_SECTION_END) {
+      const id = await r.u32('section id');
+      if (!ram) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: ${SECTION_NAMES[type]} section ${id} before any START section`);
+      if (id !== ram.sectionId) {
+        throw new UnsupportedStreamError(`${at}: ${SECTION_NAMES[type]} of iterative section id ${id} interleaved with RAM (section ${ram.sectionId}): mfd saves only RAM`, 'ERR_QEMU_ITERATIVE_SECTION');
+      }
+      await ramRecords(type);
+      s.ramSections++;
+      await footer(id);
+      if (type === QEMU_VM_SECTION_END) break;
+      continue;
+    }
+    if (type === QEMU_VM_COMMAND) {
+      const cmd = await r.u32('command').then((v) => v >>> 16);
+      const name = MIG_CMD_NAMES[cmd] ?? `command ${cmd}`;
+      throw new UnsupportedStreamError(`${at}: migration command ${name} (postcopy, return path or another feature that needs answers from the destination): mfd only receives precopy migrations without a return path`, 'ERR_QEMU_COMMAND');
+    }
+    if (type === QEMU_VM_SECTION_FULL || type === QEMU_VM_EOF || type === QEMU_VM_VMDESCRIPTION) {
+      throw new UnsupportedStreamError(`${at}: ${SECTION_NAMES[type]} section before the RAM END section: device state interleaved with RAM cannot be kept apart without parsing it`, 'ERR_QEMU_SECTION_ORDER');
+    }
+    throw new UnsupportedStreamError(`${at}: section type ${hex(type)} is unknown to mfd`, 'ERR_QEMU_SECTION_TYPE');
+  }
+  s.syncPoints = epoch();
+  const tail = new Tail(TAIL_BYTES);
+  await r.drain((b) => {
+    s.deviceStateBytes += b.length;
+    tail.push(b);
+    h.onDeviceState(b);
+  });
+  s.vmDescription = checkStreamEnd(tail.bytes(), s.deviceStateBytes, where, pageSize);
+  return s;
+}
+
+/** The end of the stream is kept to check it: enough for the VM description of a large VM. */
+const TAIL_BYTES = 4 * 1024 * 1024;
+
+class Tail {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  constructor(private readonly max: number) {}
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.length += b.length;
+    while (this.length - this.chunks[0]!.length >= this.max) this.length -= this.chunks.shift()!.length;
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+/**
+ * A source that dies in the middle of the device state also just closes the
+ * connection: the stream must end as QEMU ends it, with the EOF byte (0x00),
+ * then (unless suppressed) VMDESCRIPTION: 0x06, be32 length, that many bytes of
+ * JSON. Returns whether a VM description was there.
+ */
+export function checkStreamEnd(tail: Buffer, total: number, where: string, pageSize: number): boolean {
+  const truncated = (why: string): ConnectionError =>
+    new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`);
+  if (tail.length === 0) throw truncated('nothing after the RAM END section');
+  // The VM description starts with "{" right after 00 06 <be32 length>; it runs to the end.
+  for (let at = tail.length - 7; at >= 0; at--) {
+    if (tail[at] !== QEMU_VM_EOF || tail[at + 1] !== QEMU_VM_VMDESCRIPTION || tail[at + 6] !== 0x7b) continue;
+    if (tail.readUInt32BE(at + 2) !== tail.length - at - 6) continue;
+    let desc: { page_size?: unknown };
+    try {
+      desc = JSON.parse(tail.subarray(at + 6).toString('utf8')) as typeof desc;
+    } catch {
+      continue;
+    }
+    if (desc.page_size !== undefined && desc.page_size !== pageSize) {
+      throw new UnsupportedStreamError(`${where}: the VM description says page_size ${String(desc.page_size)}, mfd handles ${pageSize}`, 'ERR_QEMU_VERSION');
+    }
+    return true;
+  }
+  if (tail[tail.length - 1] === QEMU_VM_EOF) return false;
+  throw truncated('no EOF marker, no VM description at its end');
+}

@@ -1,0 +1,92 @@
+/**
+ * A minimal QMP client and QEMU process helpers, shared by the bench's QEMU peer and the
+ * QEMU-peer tests: connect to a QMP unix socket, run commands one at a time, quit QEMUs.
+ */
+import net from 'node:net';
+import { sleep, tail, type Proc } from '../bench/proc.js';
+
+export const QEMU = 'qemu-system-x86_64';
+
+interface QmpReply {
+  return?: unknown;
+  error?: { class: string; desc: string };
+}
+
+/** A minimal QMP client: one command at a time, events and the greeting skipped. */
+export class Qmp {
+  private buf = '';
+  private readonly waiters: ((m: QmpReply) => void)[] = [];
+  private closedWith: Error | null = null;
+
+  private constructor(private readonly sock: net.Socket, private readonly who: string) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        let msg: QmpReply & { event?: unknown; QMP?: unknown };
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          msg = { error: { class: 'BadReply', desc: `unreadable QMP reply: ${line.slice(0, 200)}` } };
+        }
+        if (msg.event !== undefined || msg.QMP !== undefined) continue;
+        this.waiters.shift()?.(msg);
+      }
+    });
+    const gone = (): void => {
+      this.closedWith = new Error(`${this.who}: QMP connection closed`);
+      for (const w of this.waiters.splice(0)) w({ error: { class: 'Closed', desc: 'QMP connection closed' } });
+    };
+    sock.on('close', gone);
+    sock.on('error', gone);
+  }
+
+  /** Connects to the QMP socket `file` (retrying while QEMU starts) and negotiates capabilities. */
+  static async connect(file: string, who: string, proc: Proc, signal: AbortSignal, timeoutMs = 15_000): Promise<Qmp> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(file, () => resolve(s));
+          s.once('error', reject);
+        });
+        const q = new Qmp(sock, who);
+        await q.cmd('qmp_capabilities');
+        return q;
+      } catch (e) {
+        if (proc.exited()) throw new Error(`${who} QEMU exited: ${tail((await proc.done).stderr)}`);
+        if (Date.now() > end) throw new Error(`${who} QEMU: no QMP on ${file} within ${timeoutMs} ms (${(e as Error).message})`);
+        await sleep(50, signal);
+      }
+    }
+  }
+
+  cmd<T = unknown>(execute: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    return new Promise<T>((resolve, reject) => {
+      this.waiters.push((m) => (m.error ? reject(new QmpError(`${this.who}: ${execute}: ${m.error.desc}`)) : resolve(m.return as T)));
+      this.sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+export class QmpError extends Error {}
+
+/** Asks the QEMUs to quit over QMP, then makes sure they are gone (SIGTERM, SIGKILL after 5 s). */
+export async function quitQemus(qmps: Qmp[], procs: Proc[]): Promise<void> {
+  for (const q of qmps.splice(0)) {
+    await q.cmd('quit').catch(() => {});
+    q.close();
+  }
+  const timer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), 5000);
+  for (const p of procs) if (!p.exited()) p.kill('SIGTERM');
+  await Promise.all(procs.map((p) => p.done));
+  clearTimeout(timer);
+}

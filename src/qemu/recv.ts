@@ -1,0 +1,508 @@
+/**
+ * `mfd recv --qemu`: stands in for a QEMU migration destination. Accepts the
+ * main channel ("QEVM") and the multifd channels (0x11223344 + init packet),
+ * told apart by their first 4 bytes, in any order; reads them all at once;
+ * writes each ramblock to DIR/<name made safe> and everything after the RAM END
+ * section to DIR/device-state, with DIR/manifest.json beside them.
+ *
+ * Order: QEMU separates passes by multifd syncs (one SYNC packet per channel at
+ * each RAM section's EOS in QEMU <= 8.0, at each MULTIFD_FLUSH record in 8.1+).
+ * Every page carries the number of sync points before it on its channel (its
+ * epoch); a page is written unless the page already holds data of a later
+ * epoch. That is the order QEMU's barrier enforces, without making a channel
+ * wait for the others. Writes are synchronous, so check and write cannot be
+ * overtaken.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { ConnectionError, IoError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
+import { PathTally } from '../accel/paths.js';
+import { ByteQueue } from '../transport/byte-queue.js';
+import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
+import { checkPacketHeader, decodePacketHeader, ramblockName, type PacketHeader } from '../wire/packet.js';
+import { INIT_PACKET_SIZE, MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { newChannelCounters, type ChannelCounters } from '../stats.js';
+import { Output } from '../receiver/output.js';
+import { createDecoder } from '../receiver/decoder.js';
+import type { Decoder } from '../receiver/data-channel.js';
+import { QEMU_VM_FILE_MAGIC, ramblockFileName } from './format.js';
+import { StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import { DEVICE_STATE_FILE, MANIFEST_FILE, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
+
+const PAGE_SIZE = 4096;
+const MAX_IN_FLIGHT = 4;
+const EMPTY: Uint8Array[] = [];
+
+export interface QemuRecvOptions {
+  host: string;
+  port: number;
+  outputDir: string;
+  fsync?: boolean;
+  timeoutMs?: number;
+  logger: Logger;
+  onListening?: (address: net.AddressInfo) => void;
+  signal?: AbortSignal;
+}
+
+export interface QemuRecvResult {
+  manifest: QemuManifest;
+  manifestPath: string;
+  totalTimeMs: number;
+}
+
+/** The epoch each page was last written with (-1: never), in chunks allocated as pages arrive. */
+class PageEpochs {
+  private readonly chunks = new Map<number, Int32Array>();
+  /** Pages written at least once. */
+  count = 0;
+
+  get(i: number): number {
+    return this.chunks.get(i >>> 12)?.[i & 4095] ?? -1;
+  }
+
+  set(i: number, epoch: number): void {
+    let c = this.chunks.get(i >>> 12);
+    if (!c) this.chunks.set(i >>> 12, (c = new Int32Array(4096).fill(-1)));
+    if (c[i & 4095] === -1) this.count++;
+    c[i & 4095] = epoch;
+  }
+
+  firstMissing(pages: number): number {
+    for (let i = 0; i < pages; i++) if (this.get(i) === -1) return i;
+    return pages;
+  }
+}
+
+interface Block {
+  name: string;
+  size: number;
+  file: string;
+  output: Output;
+  epochs: PageEpochs;
+}
+
+export function receiveQemu(opts: QemuRecvOptions): Promise<QemuRecvResult> {
+  return new Promise((resolve, reject) => new QemuMigration(opts, resolve, reject).start());
+}
+
+class QemuMigration {
+  private readonly log: Logger;
+  private readonly server = net.createServer({ noDelay: true });
+  private readonly sockets = new Set<net.Socket>();
+  private readonly startNs = process.hrtime.bigint();
+  private readonly timeoutMs: number;
+  private main: net.Socket | null = null;
+  private summary: MainSummary | null = null;
+  private configuration: Buffer | null = null;
+  private ramSection: RamSectionInfo | null = null;
+  private blockList: RamBlockInfo[] = [];
+  readonly blocks = new Map<string, Block>();
+  private readonly outputs: Output[] = [];
+  private deviceState: Output | null = null;
+  private readonly channels = new Map<number, MultifdChannel>();
+  private uuid: Uint8Array | null = null;
+  method: CompressionMethod | null = null;
+  readonly receivers: MethodReceiver[] = [];
+  readonly tally = new PathTally('decompression');
+  stalePages = 0;
+  private settled = false;
+  private finishing = false;
+  private readonly zeros = Buffer.alloc(PAGE_SIZE);
+
+  constructor(
+    private readonly opts: QemuRecvOptions,
+    private readonly resolve: (r: QemuRecvResult) => void,
+    private readonly reject: (e: MfdError) => void,
+  ) {
+    this.log = opts.logger;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  start(): void {
+    this.server.on('connection', (s) => this.accept(s));
+    this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
+    this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
+      const addr = this.server.address() as net.AddressInfo;
+      this.log.info({ address: addr.address, port: addr.port }, `waiting for a QEMU migration on ${addr.address}:${addr.port}`);
+      this.opts.onListening?.(addr);
+    });
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+  }
+
+  /** The first 4 bytes tell the main channel ("QEVM") from a multifd channel (0x11223344). */
+  private accept(sock: net.Socket): void {
+    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    if (this.settled) return void sock.destroy();
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => {});
+    sock.setTimeout(this.timeoutMs, () => this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)));
+    const q = new ByteQueue();
+    const onData = (c: Buffer): void => {
+      q.push(c);
+      const magic = q.peekUInt32BE();
+      if (magic === null) return;
+      if (magic === QEMU_VM_FILE_MAGIC) {
+        sock.off('data', onData);
+        return this.onMain(sock, peer, q);
+      }
+      if (magic !== MULTIFD_MAGIC) {
+        sock.off('data', onData);
+        this.log.warn({ peer }, `connection from ${peer} refused: first bytes ${hex(magic)}, expected "QEVM" (main channel) or ${hex(MULTIFD_MAGIC)} (multifd)`);
+        return void sock.destroy();
+      }
+      if (q.length < INIT_PACKET_SIZE) return;
+      sock.off('data', onData);
+      this.onMultifd(sock, peer, q);
+    };
+    sock.on('data', onData);
+  }
+
+  private onMain(sock: net.Socket, peer: string, q: ByteQueue): void {
+    if (this.main) {
+      this.log.warn({ peer }, `second main channel from ${peer} refused`);
+      return void sock.destroy();
+    }
+    this.main = sock;
+    this.log.info({ peer }, 'main channel connected');
+    const reader = new StreamReader(sock, `main channel from ${peer}`, q.take(q.length)!);
+    parseMainChannel(
+      reader,
+      {
+        onConfiguration: (machine, raw) => {
+          this.configuration = raw;
+          this.log.info({ machine }, `machine type ${machine}`);
+        },
+        onRamStart: (info, list) => this.setupBlocks(info, list),
+        onZero: (block, offset, fill, epoch) => this.applyPage(this.blocks.get(block)!, offset / PAGE_SIZE, epoch, null, fill),
+        onPage: (block, offset, data, epoch) => this.applyPage(this.blocks.get(block)!, offset / PAGE_SIZE, epoch, data, 0),
+        onDeviceState: (chunk) => this.writeDeviceState(chunk),
+      },
+      `main channel from ${peer}`,
+      PAGE_SIZE,
+    ).then(
+      (s) => {
+        this.summary = s;
+        this.maybeFinish();
+      },
+      (e) => this.fail(e),
+    );
+  }
+
+  private async setupBlocks(info: RamSectionInfo, list: RamBlockInfo[]): Promise<void> {
+    this.ramSection = info;
+    this.blockList = list;
+    const dir = this.opts.outputDir;
+    const files = new Set([MANIFEST_FILE, DEVICE_STATE_FILE]);
+    for (const b of list) {
+      const file = ramblockFileName(b.name);
+      if (files.has(file)) throw new ProtocolError('ERR_QEMU_BLOCKS', `ramblock "${b.name}" would be written to ${file}, which another file of the migration uses`);
+      files.add(file);
+      const output = await Output.create(b.name, b.size, path.join(dir, file), false);
+      this.outputs.push(output);
+      this.blocks.set(b.name, { name: b.name, size: b.size, file, output, epochs: new PageEpochs() });
+    }
+    this.deviceState = await Output.create('device state', 0, path.join(dir, DEVICE_STATE_FILE), false);
+    this.outputs.push(this.deviceState);
+    this.ready = true;
+    this.log.info({ ramblocks: list }, `RAM section: ${list.length} ramblocks`);
+    for (const ch of this.channels.values()) ch.pump();
+  }
+
+  /** The block list is in and every output exists: pages can be placed. */
+  ready = false;
+
+  /** Writes page `i` of `b` unless it already holds data of a later epoch. */
+  applyPage(b: Block, i: number, epoch: number, data: Uint8Array | null, fill: number): void {
+    const prev = b.epochs.get(i);
+    if (prev > epoch) {
+      this.stalePages++;
+      return;
+    }
+    const at = i * PAGE_SIZE;
+    try {
+      if (data) fs.writeSync(b.output.fd, data, 0, PAGE_SIZE, at);
+      else if (fill !== 0) fs.writeSync(b.output.fd, Buffer.alloc(PAGE_SIZE, fill), 0, PAGE_SIZE, at);
+      // A fresh output reads as zeros: only a page written before needs zeroing.
+      else if (prev >= 0) fs.writeSync(b.output.fd, this.zeros, 0, PAGE_SIZE, at);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ramblock "${b.name}" to "${b.output.writePath}": ${err.message}`, e);
+    }
+    b.epochs.set(i, epoch);
+  }
+
+  private writeDeviceState(chunk: Buffer): void {
+    fs.writeSync(this.deviceState!.fd, chunk);
+  }
+
+  private onMultifd(sock: net.Socket, peer: string, q: ByteQueue): void {
+    const raw = q.take(INIT_PACKET_SIZE, Buffer.alloc)!;
+    const init = decodeInitPacket(raw);
+    const where = `multifd channel from ${peer}`;
+    try {
+      if (init.version !== MULTIFD_VERSION) throw new ProtocolError('ERR_INIT_VERSION', `${where}: received packet version ${init.version}, expected ${MULTIFD_VERSION}`);
+      if (this.uuid && Buffer.compare(Buffer.from(init.uuid), Buffer.from(this.uuid)) !== 0) {
+        throw new ProtocolError('ERR_INIT_UUID', `${where}: received uuid '${uuidToString(init.uuid)}', expected '${uuidToString(this.uuid)}' (the other channels')`);
+      }
+      if (this.channels.has(init.id)) throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
+    } catch (e) {
+      return this.fail(e);
+    }
+    this.uuid ??= init.uuid;
+    const ch = new MultifdChannel(init.id, sock, q.take(q.length)!, this);
+    ch.counters.wireBytes += INIT_PACKET_SIZE;
+    this.channels.set(init.id, ch);
+    this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
+  }
+
+  /** The method of the first packet with pages decides; every later one must have it. */
+  methodFor(flag: number, channel: number, packetNum: bigint): CompressionMethod {
+    if (this.method) {
+      if (this.method.flag !== flag) {
+        throw new ProtocolError('ERR_PACKET_METHOD', `flags received ${hex(flag)}, expected ${hex(this.method.flag)} (${this.method.name}, the method of earlier packets)`, { channel, packetNum });
+      }
+      return this.method;
+    }
+    const m = methodByFlag(flag);
+    if (!m || !m.qemuCompatible) throw new UnsupportedStreamError(`channel ${channel}, packet ${packetNum}: compression flags ${hex(flag)} name no QEMU method mfd knows`, 'ERR_PACKET_METHOD');
+    this.method = m;
+    this.log.info({ method: m.name }, `multifd compression ${m.name}`);
+    return m;
+  }
+
+  decoder(channel: number, method: CompressionMethod): Decoder {
+    return createDecoder({ channel, method, pageSize: PAGE_SIZE, params: method.params({}), tally: this.tally, compute: null, receivers: this.receivers, fail: (e) => this.fail(e) });
+  }
+
+  maybeFinish(): void {
+    if (this.settled || this.finishing || !this.summary) return;
+    for (const ch of this.channels.values()) if (!ch.idle) return;
+    this.finishing = true;
+    this.finish(this.summary).catch((e) => this.fail(e));
+  }
+
+  private async finish(s: MainSummary): Promise<void> {
+    const ids = [...this.channels.keys()].sort((a, b) => a - b);
+    ids.forEach((id, i) => {
+      if (id !== i) throw new VerifyError('ERR_CHANNEL_MISSING', `multifd channels ${ids.join(', ')} connected: channel ${i} never did`);
+    });
+    for (const ch of this.channels.values()) {
+      if (ch.syncs !== s.syncPoints) {
+        const per = s.syncMode === 'round' ? 'MULTIFD_FLUSH record' : 'RAM section';
+        throw new VerifyError('ERR_QEMU_SYNC_COUNT', `received ${ch.syncs} SYNC packets, expected ${s.syncPoints} (one per ${per} on the main channel)`, { channel: ch.id });
+      }
+    }
+    for (const b of this.blocks.values()) {
+      const pages = b.size / PAGE_SIZE;
+      if (b.epochs.count !== pages) {
+        throw new VerifyError('ERR_PAGES_MISSING', `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing(pages) * PAGE_SIZE})`);
+      }
+    }
+    await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
+    const dir = this.opts.outputDir;
+    const counters = [...this.channels.values()].sort((a, b) => a.id - b.id).map((c) => c.counters);
+    const manifest: QemuManifest = {
+      format: 'mfd-qemu-migration',
+      version: 1,
+      qemu: {
+        version: null,
+        versionNote: `QEMU does not send its version; machine type ${s.machine ?? '(none)'}, ${s.syncMode === 'round' ? 'multifd syncs per pass (QEMU 8.1 or later)' : 'multifd syncs per RAM section (QEMU 8.0 or earlier, or an 8.0 machine type)'}`,
+        machineType: s.machine,
+        fileVersion: s.fileVersion,
+      },
+      configuration: (this.configuration ?? Buffer.alloc(0)).toString('hex'),
+      ramSection: this.ramSection!,
+      syncMode: s.syncMode,
+      uuid: uuidToString(this.uuid ?? new Uint8Array(16)),
+      pageSize: PAGE_SIZE,
+      multifd: this.channels.size > 0,
+      channels: this.channels.size,
+      method: this.channels.size === 0 ? null : (this.method?.name ?? 'unknown: no multifd packet carried data'),
+      ramblocks: [],
+      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(path.join(dir, DEVICE_STATE_FILE)) },
+      counts: {
+        ramSections: s.ramSections,
+        flushRecords: s.flushes,
+        zeroRecords: s.zeroRecords,
+        pageRecords: s.pageRecords,
+        multifdPackets: counters.reduce((a, c) => a + c.packets, 0),
+        syncPackets: counters.reduce((a, c) => a + c.syncPackets, 0),
+        multifdNormalPages: counters.reduce((a, c) => a + c.normalPages, 0),
+        multifdZeroPages: counters.reduce((a, c) => a + c.zeroPages, 0),
+        stalePages: this.stalePages,
+        wireBytes: counters.reduce((a, c) => a + c.wireBytes, 0) + (this.mainBytes ?? 0),
+      },
+    };
+    for (const b of this.blockList) {
+      const blk = this.blocks.get(b.name)!;
+      manifest.ramblocks.push({ name: b.name, size: b.size, file: blk.file, sha256: await fileSha256(path.join(dir, blk.file)) });
+    }
+    const manifestPath = path.join(dir, MANIFEST_FILE);
+    writeManifest(manifestPath, manifest);
+    this.settle();
+    this.resolve({ manifest, manifestPath, totalTimeMs: Math.round(Number(process.hrtime.bigint() - this.startNs) / 1e5) / 10 });
+  }
+
+  private get mainBytes(): number | undefined {
+    return this.main?.bytesRead;
+  }
+
+  fail(e: unknown): void {
+    if (this.settled) return;
+    const err = asMfdError(e);
+    this.log.error({ code: err.code, channel: err.channel }, err.message);
+    this.settle();
+    for (const o of this.outputs) o.abort();
+    for (const s of this.sockets) s.destroy();
+    this.reject(err);
+  }
+
+  private settle(): void {
+    this.settled = true;
+    for (const r of this.receivers) r.cleanup();
+    for (const s of this.sockets) s.destroy();
+    this.server.close();
+  }
+}
+
+/**
+ * One multifd channel from QEMU, read with QEMU's receiver's tolerance: a
+ * packet without normal pages has no payload whatever its (stale)
+ * next_packet_size says, offsets past the counted pages and the ramblock name
+ * of a packet without pages are ignored, and SYNC may ride on a data packet
+ * (QEMU <= 8.2). Everything else is checked as for mfd's own packets.
+ */
+class MultifdChannel {
+  private readonly queue = new ByteQueue();
+  private header: PacketHeader | null = null;
+  private decoder: Decoder | null = null;
+  private inFlight = 0;
+  private eof = false;
+  private ended = false;
+  /** SYNC packets so far: the epoch of the next packet's pages. */
+  syncs = 0;
+  readonly counters: ChannelCounters;
+  private readonly headerSize = packetHeaderSize(PAGE_SIZE);
+  private readonly perPacket = pageCount(PAGE_SIZE);
+
+  constructor(
+    readonly id: number,
+    private readonly sock: net.Socket,
+    initial: Buffer,
+    private readonly host: QemuMigration,
+  ) {
+    this.counters = newChannelCounters(id);
+    this.counters.wireBytes += initial.length;
+    this.queue.push(initial);
+    sock.on('data', (c: Buffer) => {
+      this.counters.wireBytes += c.length;
+      this.queue.push(c);
+      this.pump();
+    });
+    sock.on('end', () => this.onEnd());
+    sock.on('close', () => this.onEnd());
+    this.pump();
+  }
+
+  get idle(): boolean {
+    return this.ended && this.inFlight === 0;
+  }
+
+  /** The peer closed: judged once the queued bytes are processed (they may wait for the block list). */
+  private onEnd(): void {
+    this.eof = true;
+    this.pump();
+  }
+
+  private atEof(): void {
+    if (this.ended) return;
+    if (this.queue.length > 0 || this.header) {
+      const need = this.header ? `payload of packet ${this.header.packetNum}` : `header (${this.queue.length} of ${this.headerSize} bytes)`;
+      return this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${need}`, { channel: this.id }));
+    }
+    this.ended = true;
+    this.host.maybeFinish();
+  }
+
+  pump(): void {
+    // Pages cannot be placed before the main channel's block list is in.
+    if (!this.host.ready) {
+      if (this.queue.length > 64 * 1024 * 1024) this.sock.pause();
+      return;
+    }
+    if (this.inFlight < MAX_IN_FLIGHT) this.sock.resume();
+    try {
+      for (;;) {
+        if (!this.header) {
+          const raw = this.queue.take(this.headerSize);
+          if (!raw) break;
+          this.header = decodePacketHeader(raw, this.perPacket);
+          this.check(this.header);
+        }
+        const h = this.header;
+        const len = h.normalPages === 0 ? 0 : this.host.method!.exactPayload ? h.normalPages * PAGE_SIZE : h.nextPacketSize;
+        const payload = len > 0 ? this.queue.takeViews(len) : EMPTY;
+        if (!payload) break;
+        this.header = null;
+        this.packet(h, payload);
+      }
+      if (this.eof) this.atEof();
+    } catch (e) {
+      this.host.fail(e);
+    }
+  }
+
+  private check(h: PacketHeader): void {
+    if (h.magic !== MULTIFD_MAGIC || h.version !== MULTIFD_VERSION) {
+      throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)} version ${h.version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}`, { channel: this.id });
+    }
+    const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
+    // The method is only judged on packets with data: QEMU 7.2 sets the bit only there.
+    const method = h.normalPages > 0 ? this.host.methodFor(flag, this.id, h.packetNum) : this.host.method;
+    checkPacketHeader(h.normalPages === 0 ? { ...h, nextPacketSize: 0 } : h, {
+      channel: this.id,
+      pageSize: PAGE_SIZE,
+      pageCount: this.perPacket,
+      methodFlag: h.normalPages > 0 ? method!.flag : flag,
+      exactPayload: method?.exactPayload ?? true,
+      maxPayload: (n) => method!.maxPayload(n, PAGE_SIZE),
+      lookupRamblock: (name) => this.host.blocks.get(name),
+    });
+  }
+
+  private packet(h: PacketHeader, payload: Uint8Array[]): void {
+    const c = this.counters;
+    c.packets++;
+    const epoch = this.syncs;
+    if (h.flags & MULTIFD_FLAG_SYNC) {
+      this.syncs++;
+      c.syncPackets++;
+    }
+    const pages = h.normalPages + h.zeroPages;
+    if (pages === 0) return;
+    c.normalPages += h.normalPages;
+    c.zeroPages += h.zeroPages;
+    const block = this.host.blocks.get(ramblockName(h))!;
+    const offsets = Array.from(h.offsets.subarray(0, pages));
+    const normal = h.normalPages;
+    if (normal > 0) this.decoder ??= this.host.decoder(this.id, this.host.method!);
+    if (++this.inFlight >= MAX_IN_FLIGHT) this.sock.pause();
+    Promise.resolve(normal > 0 ? this.decoder!.decode(payload, normal, h.packetNum) : EMPTY)
+      .then((data) => {
+        const buf = data.length === 1 ? data[0]! : Buffer.concat(data);
+        for (let j = 0; j < normal; j++) this.host.applyPage(block, offsets[j]! / PAGE_SIZE, epoch, buf.subarray(j * PAGE_SIZE, (j + 1) * PAGE_SIZE), 0);
+        for (let j = normal; j < pages; j++) this.host.applyPage(block, offsets[j]! / PAGE_SIZE, epoch, null, 0);
+      })
+      .then(
+        () => {
+          if (--this.inFlight < MAX_IN_FLIGHT) this.sock.resume();
+          if (this.idle) this.host.maybeFinish();
+        },
+        (e) => this.host.fail(e),
+      );
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * mfd recv --qemu and mfd send --qemu on the command line: options that do not apply are refused
+ * (exit 2), a QEMU source with postcopy is refused with the reason (exit 3, the source fails
+ * instead of hanging), and a migration received through the CLI prints its manifest as JSON.
+ */
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
+import { qemuMissing, launch, noneMachine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
+import { main } from '../../src/cli/main.js';
+
+async function cli(args: string[], onListening?: (port: number) => void) {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(args, {
+    stdout: (s) => (stdout += s + '\n'),
+    stderr: (s) => {
+      stderr += s + '\n';
+      const m = /listening on .*:(\d+)$/.exec(s);
+      if (m) onListening?.(Number(m[1]));
+    },
+  });
+  return { code, stdout, stderr };
+}
+
+t.test('options that do not apply with --qemu are refused by name', async (t) => {
+  const dir = tmpdir(t);
+  const cases: [string[], RegExp][] = [
+    [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--in-place'], /--in-place cannot be used with --qemu/],
+    [['recv', '--qemu', '--from', 'file:/x', '--output', dir], /--from cannot be used with --qemu/],
+    [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', 'mem=/tmp/x'], /give --output DIR/],
+    [['send', '--qemu', '--to', '127.0.0.1:1', dir], /--qemu needs --channels N/],
+    [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--mapped-ram', dir], /--mapped-ram cannot be used with --qemu/],
+    [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu replays into a QEMU destination over TCP/],
+    [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', dir, dir], /--qemu takes one directory/],
+    [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await cli(args);
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, msg);
+  }
+  const m = await cli(['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '0', dir]);
+  t.equal(m.code, 6, 'a directory without manifest.json: exit 6');
+  t.match(m.stderr, /manifest\.json/);
+});
+
+t.test('through the CLI: a QEMU source', { skip: qemuMissing }, async (t) => {
+  const SIZE = 4 * 1024 * 1024;
+  const dir = tmpdir(t);
+  const image = makeImage(path.join(dir, 'image.ram'), SIZE, 'mixed', 5);
+
+  await t.test('with postcopy-ram is refused, and the source fails instead of waiting', async (t) => {
+    const out = path.join(dir, 'refused');
+    fs.mkdirSync(out);
+    const vm = await launch(dir, 'pc', noneMachine(image, SIZE));
+    t.teardown(() => vm.quit());
+    await vm.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] });
+    const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--timeout', '20'], (port) => void migrateTo(vm.qmp, port));
+    t.equal(r.code, 3, 'exit 3');
+    t.match(r.stderr, /migration command (OPEN_RETURN_PATH|POSTCOPY_ADVISE).*precopy migrations without a return path/);
+    t.equal((await waitMigration(vm.qmp, 'failed')).status, 'failed', 'the source reports failed');
+    t.same(fs.readdirSync(out).filter((f) => !f.startsWith('.')), [], 'nothing left in the output directory');
+  });
+
+  await t.test('with multifd zstd: --json prints the manifest', async (t) => {
+    const out = path.join(dir, 'json');
+    fs.mkdirSync(out);
+    const vm = await launch(dir, 'json', noneMachine(image, SIZE));
+    t.teardown(() => vm.quit());
+    await setMigration(vm.qmp, { channels: 2, compression: 'zstd' });
+    const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--json'], (port) => void migrateTo(vm.qmp, port));
+    t.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; sha256: string }[] };
+    t.equal(j.status, 'completed');
+    t.equal(j.channels, 2);
+    t.equal(j.method, 'zstd');
+    t.equal(j.ramblocks[0]!.sha256, sha256(image));
+    t.equal(sha256(path.join(out, 'mem')), sha256(image));
+    t.equal(fs.readdirSync(out).filter((f) => f.startsWith('.')).length, 0, 'no temporary files left');
+  });
+});

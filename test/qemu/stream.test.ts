@@ -1,0 +1,196 @@
+/**
+ * mfd recv --qemu against hand-built QEMU streams: the order rules (a page re-sent in a later
+ * pass wins, ZERO records overwrite, stale multifd data arriving late loses), the refusals
+ * (another iterative section, xbzrle, compress, postcopy commands, unknown section types,
+ * device state before the RAM END section) and the SYNC count check. No QEMU needed.
+ */
+import t from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from '../helpers/index.js';
+import { receiveQemu } from '../../src/qemu/recv.js';
+import { Writer } from '../../src/qemu/format.js';
+import { encodeInitPacket } from '../../src/wire/init-packet.js';
+import { encodePacketHeader } from '../../src/wire/packet.js';
+import { packetHeaderSize } from '../../src/wire/constants.js';
+import { silentLogger } from '../../src/log.js';
+import { sendQemu } from '../../src/qemu/replay.js';
+import { MfdError } from '../../src/errors.js';
+
+const PS = 4096;
+const page = (b: number): Buffer => Buffer.alloc(PS, b);
+
+/** Main-channel builder: header + configuration "pc-test", RAM section id 2. */
+function mainStream(): Writer {
+  const w = new Writer();
+  w.u32(0x5145564d).u32(3).u8(0x07).u32(7).bytes(Buffer.from('pc-test'));
+  return w;
+}
+const start = (w: Writer, pages: number): Writer => w.u8(0x01).u32(2).str('ram').u32(0).u32(4).u64(pages * PS + 0x04).str('mem').u64(pages * PS);
+const eos = (w: Writer): Writer => w.u64(0x10).u8(0x7e).u32(2);
+const part = (w: Writer): Writer => w.u8(0x02).u32(2);
+const end = (w: Writer): Writer => w.u8(0x03).u32(2);
+const pageRec = (w: Writer, n: number, first: boolean, data: Buffer): Writer => (first ? w.u64(n * PS + 0x08).str('mem') : w.u64(n * PS + 0x28)).bytes(data);
+const zeroRec = (w: Writer, n: number, first: boolean): Writer => (first ? w.u64(n * PS + 0x02).str('mem') : w.u64(n * PS + 0x22)).u8(0);
+
+let packetNum = 0n;
+function packet(flags: number, offsets: number[], pages: Buffer[], zeroOffsets: number[] = []): Buffer {
+  const hs = packetHeaderSize(PS);
+  const h = encodePacketHeader(new Uint8Array(hs), hs, {
+    flags,
+    pagesAlloc: 128,
+    normalPages: pages.length,
+    zeroPages: zeroOffsets.length,
+    nextPacketSize: pages.length * PS,
+    packetNum: packetNum++,
+    ramblock: Buffer.from(offsets.length + zeroOffsets.length ? 'mem' : ''),
+    offsets: [...offsets, ...zeroOffsets].map((o) => o * PS),
+  });
+  return Buffer.concat([h, ...pages]);
+}
+const SYNC = packet.bind(null, 0x01, [], []);
+
+async function receive(t: Tap, main: Buffer, channels: Buffer[] = [], delayChannelsMs = 0) {
+  const out = tmpdir(t);
+  let result!: ReturnType<typeof receiveQemu>;
+  const port = await new Promise<number>((resolve) => {
+    result = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out, logger: silentLogger, timeoutMs: 5000, onListening: (a: AddressInfo) => resolve(a.port) });
+  });
+  result.catch(() => {});
+  const open = (): Promise<net.Socket> =>
+    new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    });
+  const finish = (s: net.Socket, b: Buffer): Promise<void> => new Promise((resolve) => s.end(b, () => resolve()));
+  // Channels connect first (as QEMU's do, before any page); their data may come late.
+  const chans: net.Socket[] = [];
+  for (let i = 0; i < channels.length; i++) {
+    const s = await open();
+    s.write(encodeInitPacket(new Uint8Array(16), i));
+    chans.push(s);
+  }
+  await finish(await open(), main);
+  if (delayChannelsMs) await new Promise((r) => setTimeout(r, delayChannelsMs));
+  await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
+  return { result, out };
+}
+type Tap = Parameters<Parameters<typeof t.test>[1] & ((t: never) => unknown)>[0];
+
+t.test('without multifd: a later pass wins and ZERO records overwrite', async (t) => {
+  const w = start(mainStream(), 3);
+  eos(w);
+  pageRec(part(w), 0, true, page(0xaa));
+  pageRec(w, 1, false, page(0xbb));
+  zeroRec(w, 2, false);
+  eos(w);
+  zeroRec(part(w), 0, true);
+  pageRec(w, 1, false, page(0xcc));
+  eos(w);
+  eos(end(w));
+  const desc = Buffer.from('{"page_size": 4096, "devices": []}');
+  w.u8(0x04).bytes(Buffer.from('device state')).u8(0x00).u8(0x06).u32(desc.length).bytes(desc);
+  const { result, out } = await receive(t, w.take());
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0), page(0xcc), page(0)]));
+  t.same(fs.readFileSync(path.join(out, 'device-state')), Buffer.concat([Buffer.from('\x04device state\x00\x06\x00\x00\x00\x22'), desc]), 'everything after the RAM END section, verbatim');
+  t.equal(r.manifest.deviceState.vmDescription, true, 'ended with the VM description');
+  t.equal(r.manifest.qemu.machineType, 'pc-test');
+  t.equal(r.manifest.multifd, false);
+});
+
+t.test('multifd: stale data of an earlier pass arriving late loses to a later ZERO record', async (t) => {
+  const w = start(mainStream(), 2);
+  eos(w); // sync 0
+  eos(part(w)); // sync 1: p0 = 0xaa, p1 = 0xbb went over multifd in this section
+  zeroRec(part(w), 0, true); // p0 became zero in the next pass
+  eos(w); // sync 2
+  eos(end(w)); // sync 3
+  w.u8(0x00);
+  const ch = Buffer.concat([SYNC(), packet(0, [0, 1], [page(0xaa), page(0xbb)]), SYNC(), SYNC(), SYNC()]);
+  // The channel's bytes arrive after the whole main channel has been read.
+  const { result, out } = await receive(t, w.take(), [ch], 100);
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0), page(0xbb)]));
+  t.equal(r.manifest.counts.stalePages, 1, 'the stale page was counted and not written');
+  t.equal(r.manifest.channels, 1);
+});
+
+t.test('multifd: a channel missing a SYNC is a verification failure', async (t) => {
+  const w = start(mainStream(), 1);
+  eos(w);
+  eos(end(w));
+  w.u8(0x00);
+  const { result } = await receive(t, w.take(), [Buffer.concat([SYNC(), packet(0, [0], [page(1)])])]);
+  await t.rejects(result, { code: 'ERR_QEMU_SYNC_COUNT', message: /received 1 SYNC packets, expected 2/ });
+});
+
+t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
+  const ram = (): Writer => eos(start(mainStream(), 1));
+  const cases: [string, Buffer, string, RegExp][] = [
+    ['block migration', mainStream().u8(0x01).u32(3).str('block').u32(0).u32(1).take(), 'ERR_QEMU_ITERATIVE_SECTION', /iterative section "block"/],
+    ['a PART of another section', part(ram()).take().subarray(0, -4), '', /./],
+    ['xbzrle', part(ram()).u64(0x40 + 0x20).take(), 'ERR_QEMU_UNSUPPORTED', /XBZRLE.*xbzrle/],
+    ['compress', part(ram()).u64(0x100 + 0x20).take(), 'ERR_QEMU_UNSUPPORTED', /COMPRESS_PAGE.*compress/],
+    ['postcopy', mainStream().u8(0x08).u32(0x00030000).take(), 'ERR_QEMU_COMMAND', /POSTCOPY_ADVISE/],
+    ['return path', ram().u8(0x08).u32(0x00010000).take(), 'ERR_QEMU_COMMAND', /OPEN_RETURN_PATH/],
+    ['an unknown section type', ram().u8(0x42).take(), 'ERR_QEMU_SECTION_TYPE', /section type 0x42/],
+    ['device state before RAM END', ram().u8(0x04).u32(0).take(), 'ERR_QEMU_SECTION_ORDER', /FULL section before the RAM END/],
+  ];
+  const truncated = eos(end(ram())).u8(0x04).bytes(Buffer.from('half a device')).take();
+  const cut = await receive(t, truncated);
+  await t.rejects(cut.result, { code: 'ERR_QEMU_MAIN_TRUNCATED', message: /without QEMU's end \(no EOF marker, no VM description/ }, 'a source that died in the device state: refused, exit 4');
+  cases[1] = ['a PART of another section', ram().u8(0x02).u32(9).take(), 'ERR_QEMU_ITERATIVE_SECTION', /iterative section id 9 interleaved with RAM/];
+  for (const [what, bytes, code, message] of cases) {
+    const { result } = await receive(t, bytes);
+    const e = await result.then(() => null, (x: MfdError) => x);
+    t.ok(e instanceof MfdError, `${what}: refused`);
+    t.equal(e?.code, code, `${what}: ${code}`);
+    t.match(e?.message, message, `${what}: ${e?.message}`);
+    t.equal(e?.exitCode, 3, `${what}: exit 3`);
+  }
+});
+
+t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets; replayed by mfd send --qemu into mfd recv --qemu', async (t) => {
+  const FLUSH = 0x200;
+  const w = start(mainStream(), 4);
+  w.u64(FLUSH); // setup sync
+  eos(w);
+  eos(part(w)); // pass 1 goes on past the section's end: no sync here
+  part(w).u64(FLUSH); // pass 1 complete
+  eos(w);
+  zeroRec(part(w), 3, true); // legacy zero-page detection still works on the main channel
+  eos(w);
+  end(w).u64(FLUSH);
+  eos(w);
+  w.u8(0x04).bytes(Buffer.from('devices')).u8(0x00);
+  const ch = [
+    Buffer.concat([SYNC(), packet(0, [0], [page(0x11)], [1]), SYNC(), packet(0, [1], [page(0x22)]), SYNC()]),
+    Buffer.concat([SYNC(), packet(0, [2], [page(0x33)]), SYNC(), SYNC()]),
+  ];
+  const { result, out } = await receive(t, w.take(), ch);
+  const r = await result;
+  t.equal(r.manifest.syncMode, 'round');
+  t.equal(r.manifest.counts.flushRecords, 3);
+  const want = Buffer.concat([page(0x11), page(0x22), page(0x33), page(0)]);
+  t.same(fs.readFileSync(path.join(out, 'mem')), want, 'page 1: zero in pass 1 (multifd zero page), data in pass 2');
+
+  // Replay the saved directory into a second receiver, over 3 zstd channels and without multifd.
+  for (const [channels, compression] of [[3, 'zstd'], [0, 'none']] as const) {
+    const out2 = tmpdir(t);
+    let second!: ReturnType<typeof receiveQemu>;
+    const port = await new Promise<number>((resolve) => {
+      second = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out2, logger: silentLogger, timeoutMs: 5000, onListening: (a: AddressInfo) => resolve(a.port) });
+    });
+    const sent = await sendQemu({ host: '127.0.0.1', port, dir: out, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
+    const r2 = await second;
+    t.equal(sent.zeroPages, 1, `${channels} channels: one zero page as a ZERO record`);
+    t.same(fs.readFileSync(path.join(out2, 'mem')), want, `${channels} channels: ramblock replayed`);
+    t.same(fs.readFileSync(path.join(out2, 'device-state')), fs.readFileSync(path.join(out, 'device-state')), `${channels} channels: device state replayed`);
+    t.equal(r2.manifest.syncMode, channels ? 'round' : 'section', `${channels} channels: sync mode`);
+    t.equal(r2.manifest.method, channels ? compression : null);
+    t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
+  }
+});
