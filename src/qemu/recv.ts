@@ -13,7 +13,6 @@
  * wait for the others. Writes are synchronous, so check and write cannot be
  * overtaken.
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { ConnectionError, IoError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
@@ -224,10 +223,10 @@ class QemuMigration {
     }
     const at = i * PAGE_SIZE;
     try {
-      if (data) fs.writeSync(b.output.fd, data, 0, PAGE_SIZE, at);
-      else if (fill !== 0) fs.writeSync(b.output.fd, Buffer.alloc(PAGE_SIZE, fill), 0, PAGE_SIZE, at);
+      if (data) b.output.writeSync(data, at, PAGE_SIZE);
+      else if (fill !== 0) b.output.writeSync(Buffer.alloc(PAGE_SIZE, fill), at);
       // A fresh output reads as zeros: only a page written before needs zeroing.
-      else if (prev >= 0) fs.writeSync(b.output.fd, this.zeros, 0, PAGE_SIZE, at);
+      else if (prev >= 0) b.output.writeSync(this.zeros, at, PAGE_SIZE);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ramblock "${b.name}" to "${b.output.writePath}": ${err.message}`, e);
@@ -236,7 +235,7 @@ class QemuMigration {
   }
 
   private writeDeviceState(chunk: Buffer): void {
-    fs.writeSync(this.deviceState!.fd, chunk);
+    this.deviceState!.writeSync(chunk, null);
   }
 
   private onMultifd(sock: net.Socket, peer: string, q: ByteQueue): void {
@@ -356,9 +355,8 @@ class QemuMigration {
     const err = asMfdError(e);
     this.log.error({ code: err.code, channel: err.channel }, err.message);
     this.settle();
-    for (const o of this.outputs) o.abort();
     for (const s of this.sockets) s.destroy();
-    this.reject(err);
+    void Promise.allSettled(this.outputs.map((o) => o.abort())).then(() => this.reject(err));
   }
 
   private settle(): void {

@@ -63,6 +63,16 @@ export class Output {
     return this.gate.run(() => op(this.fd));
   }
 
+  /**
+   * A synchronous write at `position` (null: at the file position, appending),
+   * for a caller that orders its writes itself; none can be in flight at abort.
+   */
+  writeSync(data: Uint8Array, position: number | null, length = data.length): void {
+    if (this.fd < 0) throw new IoError('ERR_FILE_CLOSED', `output for ram block "${this.name}": write after the migration stopped`);
+    let done = 0;
+    while (done < length) done += fs.writeSync(this.fd, data, done, length - done, position === null ? null : position + done);
+  }
+
   /** Puts the file under its final name, after flushing it to disk when `sync` is set. */
   async commit(sync: boolean): Promise<void> {
     await this.gate.drain();

@@ -5,6 +5,7 @@
  * device state before the RAM END section) and the SYNC count check. No QEMU needed.
  */
 import t from 'tap';
+import type { Test } from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -77,7 +78,7 @@ async function receive(t: Tap, main: Buffer, channels: Buffer[] = [], delayChann
   await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
   return { result, out };
 }
-type Tap = Parameters<Parameters<typeof t.test>[1] & ((t: never) => unknown)>[0];
+type Tap = Test;
 
 t.test('without multifd: a later pass wins and ZERO records overwrite', async (t) => {
   const w = start(mainStream(), 3);
