@@ -8,7 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { connect, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -26,6 +26,8 @@ export interface SendOptions extends PipelineOptions {
    * control channel, for this long fails the migration (default 60 s).
    */
   timeoutMs?: number;
+  /** Continue a failed migration from the pages the receiver has durably written (its journal). */
+  resume?: boolean;
   signal?: AbortSignal;
 }
 
@@ -88,11 +90,21 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       methodParams: p.params,
       zeroPageDetection: p.detector.name,
       digest: DIGEST_ALGORITHM,
-      ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size })),
+      ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size, source: b.sourceId })),
+      ...(opts.resume ? { resume: true } : {}),
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
-    expectType(await answer('"ready", the answer to the hello'), 'ready');
+    const ready = await answer('"ready", the answer to the hello');
+    if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME')) throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
+    if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
+    if (opts.resume) {
+      if (!ready.have) throw new ResumeError('ERR_RESUME_UNSUPPORTED', 'the receiver answered the resume without the pages it holds (ready.have)');
+      await p.resumeFrom(ready.have);
+      log.info({ heldPages: p.heldPages }, 'resuming');
+    } else if (ready.have) {
+      throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.have received, but this migration is not a resume');
+    }
     log.info({ uuid, channels: opts.channels, compression: p.method.name }, 'receiver ready');
     // From here on, a message from the receiver outside next() is a failure report.
     control.onUnsolicited = (m) => fail(remoteOrUnexpected(m, 'while sending pages'));
@@ -122,7 +134,9 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     const verdict = await answer('the verdict, after "complete"');
     if (verdict.type !== 'verdict') throw remoteOrUnexpected(verdict, 'waiting for the verdict');
     control.close();
-    return { stats: p.stats(uuid, startNs), receiver: verdict.stats };
+    const stats = p.stats(uuid, startNs);
+    if (opts.resume) stats.resumedPages = p.heldPages;
+    return { stats, receiver: verdict.stats };
   } catch (e) {
     throw fail(e);
   } finally {
@@ -131,10 +145,6 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     await pipeline?.close();
     for (const s of sockets) if (failure) s.destroy();
   }
-}
-
-function expectType(m: ControlMessage, type: ControlMessage['type']): void {
-  if (m.type !== type) throw remoteOrUnexpected(m, `waiting for ${type}`);
 }
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
