@@ -134,13 +134,16 @@ export class BlockJournal {
       const h = await fs.promises.open(tmp, 'w', 0o644);
       try {
         await h.writeFile(JSON.stringify(body) + '\n');
-        await h.datasync();
+        // A journal of no pages need not survive a crash: without it, a resume is refused and a full migration runs.
+        if (runs.length > 0) await h.datasync();
       } finally {
         await h.close();
       }
       await fs.promises.rename(tmp, this.file);
-      const dir = await fs.promises.open(path.dirname(this.file), 'r');
-      await dir.sync().finally(() => dir.close());
+      if (runs.length > 0) {
+        const dir = await fs.promises.open(path.dirname(this.file), 'r');
+        await dir.sync().finally(() => dir.close());
+      }
     } catch (e) {
       this.dirty = true;
       await fs.promises.rm(tmp, { force: true });

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, ExitCode, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
@@ -465,25 +465,28 @@ class Migration {
     this.control?.send({ type: 'error', code: err.code, message: err.message });
     this.settle();
     for (const s of this.sockets) s.destroy();
-    void this.cleanUp().then(() => this.reject(err));
+    void this.cleanUp(err).then(() => this.reject(err));
   }
 
   /**
    * After a failure: a last checkpoint; outputs with pages durably written
    * stay under their temporary names with their journals, for a resume.
-   * Otherwise (no journal, nothing written, or the checkpoint failed) they
-   * go, as do outputs a refused resume never got to open (its files stay).
+   * They go when there is no journal, nothing was written, the checkpoint
+   * failed, or the failure says the pages cannot be trusted (a protocol or
+   * verification error: a resume would keep the bad pages). A refused resume
+   * never opened its outputs, and leaves the files it found as they were.
    */
-  private async cleanUp(): Promise<void> {
+  private async cleanUp(err: MfdError): Promise<void> {
     let keep = false;
-    if (this.journals) {
+    const trusted = err.exitCode !== ExitCode.PROTOCOL && err.exitCode !== ExitCode.VERIFY;
+    if (this.journals && trusted) {
       try {
         keep = (await this.journals.flush()) > 0 || this.resumed;
       } catch (e) {
         this.log.warn(`no resume possible: ${(e as Error).message}`);
       }
-      if (!keep) this.journals.remove();
     }
+    if (!keep) this.journals?.remove();
     for (const o of this.outputs) if (keep) o.keep(); else o.abort();
     this.keptJournal = keep;
   }
