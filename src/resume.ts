@@ -51,14 +51,15 @@ export function missingRuns(held: number[], pages: number): number[] {
 /**
  * Adds the pages in `runs` of the `size`-byte file `fd` to `digest`, reading
  * them back (the last page zero-padded, as on the wire). `what` names the file
- * in errors.
+ * in errors; once `stopped()` (the migration failed), it stops reading.
  */
-export async function digestRuns(fd: number, size: number, pageSize: number, runs: number[], digest: BlockDigest, what: string): Promise<void> {
+export async function digestRuns(fd: number, size: number, pageSize: number, runs: number[], digest: BlockDigest, what: string, stopped: () => boolean = () => false): Promise<void> {
   const buf = Buffer.alloc(Math.max(READ_BYTES - (READ_BYTES % pageSize), pageSize));
   const perRead = buf.length / pageSize;
   for (let r = 0; r < runs.length; r += 2) {
     const end = runs[r]! + runs[r + 1]!;
     for (let page = runs[r]!; page < end; page += perRead) {
+      if (stopped()) return;
       const n = Math.min(perRead, end - page);
       const pos = page * pageSize;
       const want = Math.min(n * pageSize, size - pos);

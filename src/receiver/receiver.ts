@@ -141,6 +141,8 @@ class Migration {
   private resumed = false;
   /** Pages the outputs held when a resume began. */
   private heldPages = 0;
+  /** Digesting the held pages (read back from the outputs), beside the transfer; awaited before verifying. */
+  private heldDigest: Promise<void> = Promise.resolve();
   /** The failure left the temporary outputs and their journals for a resume. */
   keptJournal = false;
   /** Failed waiting for a hello that never came. */
@@ -322,8 +324,17 @@ class Migration {
       have[b.name] = held;
       j.hold(held);
       for (let r = 0; r < held.length; r += 2) for (let p = held[r]!; p < held[r]! + held[r + 1]!; p++) t.seen.set(p);
-      await digestRuns(t.output.fd, b.size, hello.pageSize, held, t.digest, `the partial output "${t.output.writePath}"`);
       this.heldPages += runPages(held);
+    }
+    if (journaled) {
+      // Read back while the missing pages stream in; the digest is a sum, so order does not matter.
+      this.heldDigest = (async () => {
+        for (const b of hello.ramblocks) {
+          const t = this.blocks.get(b.name)!;
+          await digestRuns(t.output.fd, b.size, hello.pageSize, have[b.name]!, t.digest, `the partial output "${t.output.writePath}"`, () => this.settled);
+        }
+      })();
+      this.heldDigest.catch((e) => this.fail(e));
     }
     this.journals = new Journals(list, this.opts.journalIntervalMs ?? JOURNAL_INTERVAL_MS, (e) => this.fail(e));
     await this.journals.checkpoint();
@@ -432,6 +443,7 @@ class Migration {
   private async finish(done: Complete): Promise<void> {
     const hello = this.hello!;
     verifyChannels(this.channels.map((c) => c!), done.packets);
+    await this.heldDigest;
     verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
     await this.journals?.stop();
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));

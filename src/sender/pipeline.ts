@@ -192,15 +192,20 @@ export class SendPipeline {
    */
   async run(fail: (e: unknown) => MfdError, failed: () => MfdError | null): Promise<void> {
     const jobs = makeJobs(this.blocks, this.opts.pageSize);
-    await Promise.all(this.channels.map((ch) => this.runChannel(ch, jobs, failed).catch((e) => { throw fail(e); })));
+    const ps = this.opts.pageSize;
+    const held = (async () => {
+      for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
+    })();
+    await Promise.all([...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) => p.catch((e) => { throw fail(e); })));
   }
 
   /**
    * A resume: the receiver holds `have` (ready.have). Those pages are not
-   * sent; they are digested here, read from the image, so the digests still
-   * cover every page and the verdict still means byte-identical.
+   * sent; run() digests them, read from the image, beside the transfer, so
+   * the digests still cover every page and the verdict still means
+   * byte-identical.
    */
-  async resumeFrom(have: Record<string, number[]>): Promise<void> {
+  resumeFrom(have: Record<string, number[]>): void {
     const ps = this.opts.pageSize;
     for (const name of Object.keys(have)) {
       if (!this.blocks.some((b) => b.source.name === name)) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have names ram block "${name}", which this migration does not send`);
@@ -211,7 +216,6 @@ export class SendPipeline {
       const last = runs.length > 0 ? runs[runs.length - 2]! + runs[runs.length - 1]! : 0;
       if (last > pages) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have for ram block "${b.source.name}" reaches page ${last}, expected at most ${pages} pages`);
       b.held = runs;
-      await digestRuns(b.source.fd, b.source.size, ps, runs, b.digest, `image "${b.source.path}"`);
       this.doneBytes += Math.min(runPages(runs) * ps, b.source.size);
     }
   }

@@ -100,7 +100,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
     if (opts.resume) {
       if (!ready.have) throw new ResumeError('ERR_RESUME_UNSUPPORTED', 'the receiver answered the resume without the pages it holds (ready.have)');
-      await p.resumeFrom(ready.have);
+      p.resumeFrom(ready.have);
       log.info({ heldPages: p.heldPages }, 'resuming');
     } else if (ready.have) {
       throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.have received, but this migration is not a resume');
