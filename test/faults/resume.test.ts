@@ -128,3 +128,25 @@ t.test('the receiver killed mid-migration: a restarted receiver and send --resum
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img), 'byte-identical');
   t.same(fs.readdirSync(out), ['vm.ram'], 'journal and partial gone after success');
 });
+
+t.test('Ctrl-C on the sender mid-migration (receiver --in-place): both stop cleanly, then send --resume finishes', async (t) => {
+  const { out, img } = setup(t);
+  const recv = await mfdRecv(t, ['--output', out, '--in-place', '--no-progress']);
+  const proxy = await FaultProxy.start(t, recv.port, { rate: 8 << 20 });
+  const send = mfd(t, ['send', '--to', `127.0.0.1:${proxy.port}`, '--channels', '2', '--json', '--no-progress', img]);
+  await until('a checkpoint in the journal', () => journalPages(out) > 0);
+  send.p.kill('SIGINT');
+  const interruptedAt = performance.now();
+  const [s, r] = await Promise.all([send.done, recv.done]);
+  t.equal(s.code, 130, `the sender exits 130: ${lastError(s.stderr)}`);
+  t.equal(r.code, 7, `the receiver exits 7 with the sender's reason: ${lastError(r.stderr)}`);
+  t.match(r.stderr, /sender failed: interrupted by SIGINT/);
+  t.comment(`fault: SIGINT on the sender; sender exit ${s.code} after ${Math.round(s.at - interruptedAt)} ms, receiver exit ${r.code} after ${Math.round(r.at - interruptedAt)} ms`);
+  t.same(fs.readdirSync(out).sort(), ['.vm.ram.mfd-journal', 'vm.ram', 'vm.ram.mfd-partial'], 'in place: the target, its marker and the journal');
+  t.ok(journalPages(out) > 0);
+  const r2 = await mfdRecv(t, ['--output', out, '--in-place', '--json', '--no-progress']);
+  await resume(t, r2.port, img);
+  t.equal((await r2.done).code, 0);
+  t.equal(sha256(path.join(out, 'vm.ram')), sha256(img), 'byte-identical');
+  t.same(fs.readdirSync(out), ['vm.ram'], 'marker and journal gone after success');
+});
