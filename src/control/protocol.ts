@@ -85,13 +85,24 @@ export interface Verdict {
   stats: Record<string, unknown>;
 }
 
+/**
+ * The receiver is working towards its verdict (verifying, flushing outputs):
+ * sent every second after `complete`, so the sender's --timeout measures
+ * silence, not the length of an `--fsync` of a large output.
+ */
+export interface Busy {
+  type: 'busy';
+  /** What it is doing, for logs. */
+  what: string;
+}
+
 export interface ErrorMessage {
   type: 'error';
   code: string;
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Verdict | ErrorMessage;
+export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -199,6 +210,8 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       if (!nestsAtMost(v.stats, MAX_STATS_DEPTH)) fail(`verdict.stats nests deeper than ${MAX_STATS_DEPTH} levels`);
       return { type: 'verdict', ok: true, stats: v.stats };
     }
+    case 'busy':
+      return { type: 'busy', what: str(v, 'what', 64) };
     case 'error':
       return { type: 'error', code: str(v, 'code', 64), message: str(v, 'message', 4096) };
     default:

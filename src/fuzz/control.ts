@@ -63,10 +63,11 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   { type: 'ready', have: JSON.parse('{"pc.ram":[0,128,256,4096,8192,1],"vga.vram":[],"__proto__":[7,1]}') as Json },
   { type: 'complete', packets: [3, 0, 17, 1], digests: { 'pc.ram': '0123456789abcdef', 'vga.vram': 'fedcba9876543210' } },
   { type: 'verdict', ok: true, stats: { side: 'recv', packets: 12, ramblocks: [{ name: 'pc.ram' }] } },
+  { type: 'busy', what: 'verifying and committing the outputs' },
   { type: 'error', code: 'ERR_PACKET_OFFSET', message: 'channel 3, packet 17: offset 4096 out of range' },
 ];
 
-const KEYS = ['type', 'version', 'uuid', 'channels', 'pageSize', 'packetSize', 'compression', 'methodParams', 'zeroPageDetection', 'digest', 'ramblocks', 'packets', 'digests', 'ok', 'stats', 'code', 'message', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'name', 'size', 'level', 'resume', 'source', 'have'];
+const KEYS = ['type', 'version', 'uuid', 'channels', 'pageSize', 'packetSize', 'compression', 'methodParams', 'zeroPageDetection', 'digest', 'ramblocks', 'packets', 'digests', 'ok', 'stats', 'code', 'message', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'name', 'size', 'level', 'resume', 'source', 'have', 'what'];
 
 /** JSON values on the edges of the checks; "\u0001deep:N:K" becomes N levels of nesting when serialised. */
 const edgeValue: fc.Arbitrary<Json> = fc.oneof(
@@ -189,6 +190,9 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
       return;
     case 'error':
       if (typeof m.code !== 'string' || m.code.length > 64 || typeof m.message !== 'string' || m.message.length > 4096) violation('accepted an oversized error');
+      return;
+    case 'busy':
+      if (typeof m.what !== 'string' || m.what.length > 64) violation('accepted an oversized busy.what');
       return;
     case 'ready': {
       if (m.have === undefined) return;

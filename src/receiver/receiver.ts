@@ -101,6 +101,9 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
   }
 }
 
+/** How often the receiver says `busy` while it verifies and commits. */
+const BUSY_INTERVAL_MS = 1000;
+
 interface MigrationOptions extends RecvOptions {
   /** Fail when no hello has arrived this long after the start (waiting for a resume). */
   helloTimeoutMs?: number;
@@ -439,8 +442,17 @@ class Migration {
     this.finish(done).catch((e) => this.fail(e));
   }
 
-  /** Every channel drained and the sender says it is done: verify, then commit. */
+  /** Every channel drained and the sender says it is done: verify, then commit (telling the sender it is busy meanwhile). */
   private async finish(done: Complete): Promise<void> {
+    const beat = setInterval(() => this.control?.send({ type: 'busy', what: 'verifying and committing the outputs' }), BUSY_INTERVAL_MS);
+    try {
+      await this.verifyAndCommit(done);
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  private async verifyAndCommit(done: Complete): Promise<void> {
     const hello = this.hello!;
     verifyChannels(this.channels.map((c) => c!), done.packets);
     await this.heldDigest;

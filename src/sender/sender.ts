@@ -191,16 +191,22 @@ class StallWatch {
     }
   }
 
-  /** The control channel's next message, or a timeout error naming what was awaited. */
-  answer(control: ControlChannel, peer: string, what: string): Promise<ControlMessage> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel (${peer}): no answer from the receiver for ${this.ms} ms, waiting for ${what}; it is stopped, hung or unreachable`)),
-        this.ms,
-      );
-    });
-    return Promise.race([control.next(), late]).finally(() => clearTimeout(timer));
+  /**
+   * The control channel's next message but `busy` (each of which restarts the
+   * wait), or a timeout error naming what was awaited.
+   */
+  async answer(control: ControlChannel, peer: string, what: string): Promise<ControlMessage> {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel (${peer}): no answer from the receiver for ${this.ms} ms, waiting for ${what}; it is stopped, hung or unreachable`)),
+          this.ms,
+        );
+      });
+      const m = await Promise.race([control.next(), late]).finally(() => clearTimeout(timer));
+      if (m.type !== 'busy') return m;
+    }
   }
 
   stop(): void {

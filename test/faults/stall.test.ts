@@ -8,7 +8,12 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeImage, tmpdir } from '../helpers/index.js';
+import net from 'node:net';
+import { makeImage, rejection, tmpdir } from '../helpers/index.js';
+import { send } from '../../src/sender/sender.js';
+import { silentLogger } from '../../src/log.js';
+import { ControlChannel } from '../../src/transport/control-channel.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE } from '../../src/control/protocol.js';
 import { mfd, mfdRecv, lastError } from '../helpers/procs.js';
 
 const TIMEOUT_S = 2;
@@ -53,4 +58,50 @@ t.test('receiver stopped before it answers the hello: the sender exits 4 naming 
   });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `sender exited ${Math.round(took)} ms after the receiver stopped`);
   t.comment(`fault: receiver SIGSTOP before ready; sender exit ${s.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S})`);
+});
+
+/**
+ * A receiver stand-in that takes everything, then after `complete` says
+ * `busy` `beats` times, 300 ms apart, and then either gives its verdict or
+ * falls silent.
+ */
+async function fakeReceiver(t: Parameters<Parameters<typeof t.test>[1]>[0], beats: number, verdict: boolean): Promise<number> {
+  const server = net.createServer((sock) => {
+    sock.on('error', () => {});
+    sock.once('data', (first: Buffer) => {
+      if (first.readUInt32BE(0) !== CONTROL_MAGIC) return sock.resume(); // a data channel: drain it
+      const ctl = new ControlChannel(sock, 'test', first.subarray(CONTROL_PREAMBLE_SIZE));
+      void (async () => {
+        await ctl.next(); // hello
+        ctl.send({ type: 'ready' });
+        await ctl.next(); // complete
+        for (let i = 0; i < beats; i++) {
+          await new Promise((r) => setTimeout(r, 300));
+          ctl.send({ type: 'busy', what: 'verifying and committing the outputs' });
+        }
+        if (verdict) ctl.send({ type: 'verdict', ok: true, stats: {} });
+      })().catch(() => {});
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+t.test('a receiver that says busy past --timeout before its verdict is waited for', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
+  const port = await fakeReceiver(t, 6, true);
+  const started = performance.now();
+  const r = await send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name: 'vm.ram', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', timeoutMs: 1000 });
+  t.ok(performance.now() - started > 1500, 'the verdict came after more than the timeout, with busy messages between');
+  t.same(r.receiver, {});
+});
+
+t.test('a receiver that falls silent after complete: the sender fails waiting for the verdict', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
+  const port = await fakeReceiver(t, 2, false);
+  const e = await rejection(send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name: 'vm.ram', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', timeoutMs: 1000 }));
+  t.match(e, { code: 'ERR_CONTROL_TIMEOUT', exitCode: 4, message: /no answer from the receiver for 1000 ms, waiting for the verdict/ });
 });
