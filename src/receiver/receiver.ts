@@ -282,6 +282,8 @@ class Migration {
     // A resume: every ramblock's journal must be there and match before any output is touched.
     if (hello.resume && !(this.opts.journal ?? true)) throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
     const journaled = hello.resume ? await this.journaled(hello, targets) : null;
+    // Starting over: an earlier attempt's journal goes before its partial output is replaced.
+    if (!journaled) for (const b of hello.ramblocks) fs.rmSync(journalPathFor(targetPath(b.name, targets, 'hello')), { force: true });
     this.resumed = journaled !== null;
     await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
