@@ -150,3 +150,22 @@ t.test('Ctrl-C on the sender mid-migration (receiver --in-place): both stop clea
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img), 'byte-identical');
   t.same(fs.readdirSync(out), ['vm.ram'], 'marker and journal gone after success');
 });
+
+t.test('the control channel reset mid-migration: both sides stop, the journal stays, send --resume finishes', async (t) => {
+  const { out, img } = setup(t);
+  const recv = await mfdRecv(t, ['--output', out, '--resume-wait', '30', '--json', '--no-progress']);
+  const proxy = await FaultProxy.start(t, recv.port, { rate: 8 << 20 });
+  const send = mfd(t, ['send', '--to', `127.0.0.1:${proxy.port}`, '--channels', '2', '--json', '--no-progress', img]);
+  await until('a checkpoint in the journal', () => journalPages(out) > 0);
+  t.ok(proxy.resetControl(), 'control channel reset');
+  const s = await send.done;
+  t.equal(s.code, 4, `the sender exits 4: ${lastError(s.stderr)}`);
+  t.match(JSON.parse(s.stdout), { error: { code: /^ERR_CONTROL_(CONNECTION|CLOSED)$/, message: /control channel/ } });
+  await recv.waitFor(/waiting 30 s .* for mfd send --resume/);
+  t.match(recv.stderr(), /control channel .*(ECONNRESET|closed by the peer)/, 'the receiver names the control channel');
+  t.comment(`fault: control channel reset; sender exit ${s.code} after ${Math.round(s.at - proxy.resetAt!)} ms; receiver failed and waiting for a resume after ${Math.round(performance.now() - proxy.resetAt!)} ms`);
+  t.ok(onlyTemporary(out) && journalPages(out) > 0, 'only the partial output and its journal');
+  await resume(t, recv.port, img);
+  t.equal((await recv.done).code, 0);
+  t.equal(sha256(path.join(out, 'vm.ram')), sha256(img), 'byte-identical');
+});

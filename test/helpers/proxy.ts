@@ -7,6 +7,7 @@
 import net from 'node:net';
 import type { Test } from 'tap';
 import { MULTIFD_MAGIC } from '../../src/wire/constants.js';
+import { CONTROL_MAGIC } from '../../src/control/protocol.js';
 
 export interface ProxyOptions {
   /** Bytes per second per connection, sender to receiver. */
@@ -21,6 +22,8 @@ export class FaultProxy {
   /** performance.now() when the reset happened. */
   resetAt: number | null = null;
   private readonly conns = new Set<net.Socket>();
+  /** The control connection (first bytes 'MFDC'), both ends. */
+  private control: [net.Socket, net.Socket] | null = null;
 
   constructor(
     private readonly upstreamPort: number,
@@ -52,6 +55,7 @@ export class FaultProxy {
       if (first === null || first.length < 4) {
         first = first ? Buffer.concat([first, chunk]) : chunk;
         isData = first.length >= 4 && first.readUInt32BE(0) === MULTIFD_MAGIC;
+        if (first.length >= 4 && first.readUInt32BE(0) === CONTROL_MAGIC) this.control = [client, up];
       }
       bytes += chunk.length;
       const limit = this.opts.resetDataChannelAfter;
@@ -65,6 +69,14 @@ export class FaultProxy {
       client.pause();
       setTimeout(() => client.resume(), (chunk.length / this.opts.rate) * 1000);
     });
+  }
+
+  /** Resets the control connection now, both ways; false when there is none. */
+  resetControl(): boolean {
+    if (!this.control || this.resetAt !== null) return false;
+    this.resetAt = performance.now();
+    for (const s of this.control) s.resetAndDestroy();
+    return true;
   }
 
   close(): void {
