@@ -8,26 +8,9 @@ import fs from 'node:fs';
 import { IoError } from './errors.js';
 import { native } from './native/load.js';
 import type { BlockDigest } from './digest.js';
-import type { PageBitmap } from './receiver/page-bitmap.js';
 
 /** Pages read back per read() when digesting held pages. */
 const READ_BYTES = 4 << 20;
-
-/** The pages set in `bitmap`, as runs [start, count, ...]. */
-export function bitmapRuns(bitmap: PageBitmap): number[] {
-  const runs: number[] = [];
-  let start = -1;
-  for (let i = 0; i < bitmap.pages; i++) {
-    if (bitmap.has(i)) {
-      if (start < 0) start = i;
-    } else if (start >= 0) {
-      runs.push(start, i - start);
-      start = -1;
-    }
-  }
-  if (start >= 0) runs.push(start, bitmap.pages - start);
-  return runs;
-}
 
 /** Pages in `runs`. */
 export function runPages(runs: number[]): number {

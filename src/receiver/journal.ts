@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
-import { bitmapRuns, runPages } from '../resume.js';
+import { runPages } from '../resume.js';
 import { PageBitmap } from './page-bitmap.js';
 import type { Output } from './output.js';
 
@@ -116,7 +116,7 @@ export class BlockJournal {
   async checkpoint(): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
-    const runs = bitmapRuns(this.written);
+    const runs = this.written.runs();
     const fd = this.output.fd;
     const where = `checkpoint of ram block "${this.ramblock.name}"`;
     if (fd >= 0 && runs.length > 0) await io(where, (cb) => fs.fdatasync(fd, cb));

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { bitmapRuns, missingRuns, runPages } from '../../src/resume.js';
+import { missingRuns, runPages } from '../../src/resume.js';
 import { PageBitmap } from '../../src/receiver/page-bitmap.js';
 import { decodeFrame, encodeFrame, type ControlMessage } from '../../src/control/protocol.js';
 import { checkJournal, loadJournal, type JournalFile } from '../../src/receiver/journal.js';
@@ -13,8 +13,29 @@ const frame = (o: unknown): Uint8Array => encodeFrame(o as ControlMessage).subar
 t.test('runs: from a bitmap, their complement, their page count', async (t) => {
   const b = new PageBitmap(10_000);
   for (const p of [0, 1, 2, 5, 4095, 4096, 4097, 9999]) b.set(p);
-  const runs = bitmapRuns(b);
+  const runs = b.runs();
   t.same(runs, [0, 3, 5, 1, 4095, 3, 9999, 1]);
+  // Whole bytes and chunks, a run across a chunk boundary, a block ending inside a chunk.
+  const c = new PageBitmap(12_290);
+  for (let p = 8; p < 4104; p++) c.set(p);
+  for (let p = 8192; p < 12_290; p++) c.set(p);
+  t.same(c.runs(), [8, 4096, 8192, 4098]);
+  t.same(new PageBitmap(5).runs(), []);
+  // Against a page-by-page walk, on bitmaps of random runs.
+  let x = 12345;
+  const rnd = (n: number): number => ((x = (x * 1103515245 + 12345) >>> 0) % n);
+  for (let round = 0; round < 50; round++) {
+    const pages = 1 + rnd(20_000);
+    const m = new PageBitmap(pages);
+    for (let p = rnd(50); p < pages; p += 1 + rnd(300)) for (let q = p, end = Math.min(pages, p + rnd(200)); q < end; q++) m.set(q);
+    const naive: number[] = [];
+    for (let p = 0; p < pages; p++) {
+      if (!m.has(p)) continue;
+      if (naive.length > 0 && naive[naive.length - 2]! + naive[naive.length - 1]! === p) naive[naive.length - 1]!++;
+      else naive.push(p, 1);
+    }
+    if (JSON.stringify(m.runs()) !== JSON.stringify(naive)) t.fail(`runs differ for a bitmap of ${pages} pages (round ${round})`);
+  }
   t.equal(runPages(runs), 8);
   t.same(missingRuns(runs, 10_000), [3, 2, 6, 4089, 4098, 5901]);
   t.same(missingRuns([], 7), [0, 7]);
