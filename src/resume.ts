@@ -19,6 +19,21 @@ export function runPages(runs: number[]): number {
   return n;
 }
 
+/**
+ * At most `max` numbers of `runs` (an even count): the longest runs, in
+ * order. What is left out is sent again, so this only costs time.
+ */
+export function limitRuns(runs: number[], max: number): number[] {
+  if (runs.length <= max) return runs;
+  const keep = Math.floor(max / 2);
+  const idx = Array.from({ length: runs.length / 2 }, (_, i) => i);
+  idx.sort((a, b) => runs[b * 2 + 1]! - runs[a * 2 + 1]!);
+  return idx
+    .slice(0, keep)
+    .sort((a, b) => a - b)
+    .flatMap((i) => [runs[i * 2]!, runs[i * 2 + 1]!]);
+}
+
 /** The runs of pages in 0..pages that are not in `held` (ascending, not overlapping). */
 export function missingRuns(held: number[], pages: number): number[] {
   const out: number[] = [];

@@ -39,9 +39,10 @@ export interface RamblockInfo {
 export const SOURCE_MAX = 256;
 /**
  * Most numbers `ready.have` may hold, all ramblocks together (start and count
- * of each run): 2^20, 8 MiB of JSON at most, within the frame limit anyway.
+ * of each run): 2^18, at most 12 bytes of JSON each, so the frame stays under
+ * CONTROL_FRAME_MAX. A receiver holding more runs offers only its longest.
  */
-export const MAX_HAVE_NUMBERS = 1 << 20;
+export const MAX_HAVE_NUMBERS = 1 << 18;
 
 export interface Hello {
   type: 'hello';

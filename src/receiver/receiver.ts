@@ -12,7 +12,7 @@ import { ConnectionError, ExitCode, MfdError, ProtocolError, RemoteError, Resume
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -26,7 +26,7 @@ import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
-import { digestRuns, runPages } from '../resume.js';
+import { digestRuns, limitRuns, runPages } from '../resume.js';
 
 export interface RecvOptions {
   host: string;
@@ -320,12 +320,17 @@ class Migration {
     if (!(this.opts.journal ?? true)) return null;
     const have: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
     const list: BlockJournal[] = [];
+    let journaledNumbers = 0;
+    for (const j of journaled?.values() ?? []) journaledNumbers += j.pages.length;
     for (const b of hello.ramblocks) {
       const t = this.blocks.get(b.name)!;
       const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
       list.push(j);
-      const held = journaled?.get(b.name)?.pages;
-      if (!held) continue;
+      const journal = journaled?.get(b.name)?.pages;
+      if (!journal) continue;
+      // The share of ready.have's bound this block's runs may take (each block at least one run).
+      const share = Math.max(2, 2 * Math.floor((MAX_HAVE_NUMBERS * journal.length) / (2 * Math.max(1, journaledNumbers))));
+      const held = limitRuns(journal, share);
       have[b.name] = held;
       j.hold(held);
       for (let r = 0; r < held.length; r += 2) for (let p = held[r]!; p < held[r]! + held[r + 1]!; p++) t.seen.set(p);

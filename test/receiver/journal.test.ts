@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { missingRuns, runPages } from '../../src/resume.js';
+import { limitRuns, missingRuns, runPages } from '../../src/resume.js';
 import { PageBitmap } from '../../src/receiver/page-bitmap.js';
 import { decodeFrame, encodeFrame, type ControlMessage } from '../../src/control/protocol.js';
 import { checkJournal, loadJournal, type JournalFile } from '../../src/receiver/journal.js';
@@ -40,6 +40,8 @@ t.test('runs: from a bitmap, their complement, their page count', async (t) => {
   t.same(missingRuns(runs, 10_000), [3, 2, 6, 4089, 4098, 5901]);
   t.same(missingRuns([], 7), [0, 7]);
   t.same(missingRuns([0, 7], 7), []);
+  t.same(limitRuns([0, 1, 5, 10, 20, 2, 30, 7], 4), [5, 10, 30, 7], 'too many runs: the longest kept, in order');
+  t.same(limitRuns([0, 1], 4), [0, 1]);
 });
 
 t.test('ready.have: runs checked as they arrive', async (t) => {
