@@ -39,6 +39,21 @@ export function journalPathFor(finalPath: string): string {
   return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-journal`);
 }
 
+/**
+ * Removes an earlier attempt's journal (a migration starting over). A name
+ * too long for the file system cannot have a journal: the output's own
+ * creation reports it.
+ */
+export function discardJournal(file: string): void {
+  try {
+    fs.rmSync(file, { force: true });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENAMETOOLONG') return;
+    throw new IoError(`ERR_${err.code ?? 'JOURNAL'}`, `cannot remove the earlier progress journal "${file}": ${err.message}`, e);
+  }
+}
+
 /** Reads a journal; null when there is none. A journal that cannot be read or parsed is refused. */
 export async function loadJournal(file: string): Promise<JournalFile | null> {
   let text: string;
@@ -153,9 +168,15 @@ export class BlockJournal {
     this.durablePages = runPages(runs);
   }
 
+  /** Removes the journal; never throws (a stale journal left behind only makes a later resume refuse). */
   remove(): void {
-    fs.rmSync(this.file, { force: true });
-    fs.rmSync(`${this.file}.tmp`, { force: true });
+    for (const f of [this.file, `${this.file}.tmp`]) {
+      try {
+        fs.rmSync(f, { force: true });
+      } catch {
+        /* see above */
+      }
+    }
   }
 }
 

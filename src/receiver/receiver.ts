@@ -25,7 +25,7 @@ import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
-import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
+import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
 import { digestRuns, limitRuns, runPages } from '../resume.js';
 
 export interface RecvOptions {
@@ -283,7 +283,7 @@ class Migration {
     if (hello.resume && !(this.opts.journal ?? true)) throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
     const journaled = hello.resume ? await this.journaled(hello, targets) : null;
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
-    if (!journaled) for (const b of hello.ramblocks) fs.rmSync(journalPathFor(targetPath(b.name, targets, 'hello')), { force: true });
+    if (!journaled) for (const b of hello.ramblocks) discardJournal(journalPathFor(targetPath(b.name, targets, 'hello')));
     this.resumed = journaled !== null;
     await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
