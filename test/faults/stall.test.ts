@@ -1,9 +1,12 @@
 /**
- * A receiver that stops reading and answering (SIGSTOP: the process is
- * stopped, its sockets stay open, the kernel's buffers fill): the sender's
- * --timeout must fail it, exit 4, naming what stalled, within a few seconds
- * of the timeout. Continued afterwards, the receiver finds its sender gone
- * and exits non-zero too, leaving no output that looks complete.
+ * Peers that stop (SIGSTOP: the process is stopped, its sockets stay open,
+ * the kernel's buffers fill). A stopped receiver: the sender's --timeout
+ * fails it, exit 4, naming the stalled channel or the control-channel answer
+ * it waited for; continued, the receiver finds its sender gone and exits
+ * non-zero too. A stopped sender: the receiver's --timeout fails it, exit 4,
+ * naming the silent channel, keeping its journal. Both within a few seconds
+ * of the timeout, leaving no output that looks complete. And a receiver that
+ * says busy while it finishes is waited for past the timeout.
  */
 import t from 'tap';
 import fs from 'node:fs';
@@ -15,6 +18,7 @@ import { silentLogger } from '../../src/log.js';
 import { ControlChannel } from '../../src/transport/control-channel.js';
 import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE } from '../../src/control/protocol.js';
 import { mfd, mfdRecv, lastError } from '../helpers/procs.js';
+import { FaultProxy } from '../helpers/proxy.js';
 
 const TIMEOUT_S = 2;
 
@@ -58,6 +62,32 @@ t.test('receiver stopped before it answers the hello: the sender exits 4 naming 
   });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `sender exited ${Math.round(took)} ms after the receiver stopped`);
   t.comment(`fault: receiver SIGSTOP before ready; sender exit ${s.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S})`);
+});
+
+t.test('sender stopped mid-transfer: the receiver exits 4 naming the silent channel, its journal kept', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const img = makeImage(path.join(dir, 'vm.ram'), 64 << 20, 'random');
+  const recv = await mfdRecv(t, ['--output', out, '--timeout', String(TIMEOUT_S), '--json', '--no-progress']);
+  // Throttled, so the sender is stopped with most of the image still to send.
+  const proxy = await FaultProxy.start(t, recv.port, { rate: 8 << 20 });
+  const send = mfd(t, ['send', '--to', `127.0.0.1:${proxy.port}`, '--channels', '2', '--json', '--no-progress', '--log-level', 'info', img]);
+  await send.waitFor(/receiver ready/);
+  await new Promise((r) => setTimeout(r, 300));
+  send.p.kill('SIGSTOP');
+  const stoppedAt = performance.now();
+  const r = await recv.done;
+  const took = r.at - stoppedAt;
+  t.equal(r.code, 4, `receiver exit 4: ${lastError(r.stderr)}`);
+  t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_CHANNEL_TIMEOUT', message: /^channel \d: no data for 2000 ms/ } });
+  t.ok(took < TIMEOUT_S * 1000 + 3000, `receiver exited ${Math.round(took)} ms after the sender stopped (timeout ${TIMEOUT_S} s)`);
+  t.same(fs.readdirSync(out).sort(), ['.vm.ram.mfd-journal', '.vm.ram.mfd-partial'], 'the partial output and its journal stay, for a resume');
+  send.p.kill('SIGCONT');
+  const contAt = performance.now();
+  const s = await send.done;
+  t.not(s.code, 0, `the continued sender fails too (exit ${s.code}): ${lastError(s.stderr)}`);
+  t.comment(`fault: sender SIGSTOP mid-transfer; receiver exit ${r.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S}); sender, continued, exit ${s.code} after ${Math.round(s.at - contAt)} ms`);
 });
 
 /**
