@@ -23,6 +23,8 @@ export const ExitCode = {
   REMOTE: 7,
   /** A hardware accelerator asked for is missing or unusable, or fell back under --require-hardware. */
   ACCEL: 8,
+  /** A resume was refused: no progress journal, or it does not match the images. */
+  RESUME: 9,
   /** Interrupted by a signal (SIGINT/SIGTERM). */
   INTERRUPTED: 130,
 } as const;
@@ -119,6 +121,13 @@ export class RemoteError extends MfdError {
 export class AccelError extends MfdError {
   constructor(code: string, message: string, place: ErrorPlace = {}) {
     super(code, message, ExitCode.ACCEL, place);
+  }
+}
+
+/** `mfd send --resume` refused: no journal to resume from, or the images differ from the journaled ones. */
+export class ResumeError extends MfdError {
+  constructor(code: string, message: string) {
+    super(code, message, ExitCode.RESUME);
   }
 }
 

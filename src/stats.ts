@@ -50,6 +50,8 @@ export interface RunStats {
   /** Wire bytes / image bytes. */
   wireRatio: number;
   perChannel: ChannelCounters[];
+  /** A resume: pages the receiver already held, not sent again (counted in neither normal nor zero pages). */
+  resumedPages?: number;
   process: { cpuUserSec: number; cpuSystemSec: number; maxRssBytes: number };
 }
 
@@ -128,6 +130,7 @@ export function formatStats(s: RunStats): string {
     `  throughput: ${s.mbps.toFixed(2)} Mbps on the wire, ${formatBytes(s.imageBytesPerSec)}/s of image, ${s.pagesPerSecond} pages/s`,
     `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
     `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,
+    ...(s.resumedPages !== undefined ? [`  resumed: ${s.resumedPages} pages already held by the receiver, not sent again`] : []),
     `  packets per channel: ${s.perChannel.map((c) => `${c.id}:${c.packets}`).join(' ')}`,
     `  process: cpu user ${s.process.cpuUserSec} s, system ${s.process.cpuSystemSec} s, peak rss ${formatBytes(s.process.maxRssBytes)}`,
   ];

@@ -28,7 +28,21 @@ export const DIGEST_ALGORITHM = 'crc32c-pages-v1';
 export interface RamblockInfo {
   name: string;
   size: number;
+  /**
+   * The sender's identity of the image (size, modification time, inode): a
+   * resume is refused when it differs from the one the receiver journaled.
+   */
+  source?: string;
 }
+
+/** Longest `ramblocks[i].source` accepted. */
+export const SOURCE_MAX = 256;
+/**
+ * Most numbers `ready.have` may hold, all ramblocks together (start and count
+ * of each run): 2^18, at most 12 bytes of JSON each, so the frame stays under
+ * CONTROL_FRAME_MAX. A receiver holding more runs offers only its longest.
+ */
+export const MAX_HAVE_NUMBERS = 1 << 18;
 
 export interface Hello {
   type: 'hello';
@@ -43,10 +57,18 @@ export interface Hello {
   zeroPageDetection: string;
   digest: string;
   ramblocks: RamblockInfo[];
+  /** `mfd send --resume`: continue from the pages the receiver has durably written. */
+  resume?: boolean;
 }
 
 export interface Ready {
   type: 'ready';
+  /**
+   * Answer to a resume: per ramblock, the pages the receiver already holds,
+   * as runs [start, count, start, count, ...] of page indices, ascending,
+   * not overlapping.
+   */
+  have?: Record<string, number[]>;
 }
 
 export interface Complete {
@@ -64,13 +86,24 @@ export interface Verdict {
   stats: Record<string, unknown>;
 }
 
+/**
+ * The receiver is working towards its verdict (verifying, flushing outputs):
+ * sent every second after `complete`, so the sender's --timeout measures
+ * silence, not the length of an `--fsync` of a large output.
+ */
+export interface Busy {
+  type: 'busy';
+  /** What it is doing, for logs. */
+  what: string;
+}
+
 export interface ErrorMessage {
   type: 'error';
   code: string;
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Verdict | ErrorMessage;
+export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -169,7 +202,7 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
     case 'hello':
       return checkHello(v);
     case 'ready':
-      return { type: 'ready' };
+      return v.have === undefined ? { type: 'ready' } : { type: 'ready', have: checkHave(v.have) };
     case 'complete':
       return checkComplete(v);
     case 'verdict': {
@@ -178,6 +211,8 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       if (!nestsAtMost(v.stats, MAX_STATS_DEPTH)) fail(`verdict.stats nests deeper than ${MAX_STATS_DEPTH} levels`);
       return { type: 'verdict', ok: true, stats: v.stats };
     }
+    case 'busy':
+      return { type: 'busy', what: str(v, 'what', 64) };
     case 'error':
       return { type: 'error', code: str(v, 'code', 64), message: str(v, 'message', 4096) };
     default:
@@ -216,8 +251,9 @@ function checkHello(v: Record<string, unknown>): Hello {
     const size = int(b, 'size', 0, MAX_TOTAL_RAM, `hello.ramblocks[${i}]`);
     total += size;
     if (total > MAX_TOTAL_RAM) fail(`hello.ramblocks[${i}].size brings the ramblocks to ${total} bytes, expected at most ${MAX_TOTAL_RAM} (64 TiB) in all`);
-    return { name, size };
+    return b.source === undefined ? { name, size } : { name, size, source: str(b, 'source', SOURCE_MAX, `hello.ramblocks[${i}]`) };
   });
+  if (v.resume !== undefined && typeof v.resume !== 'boolean') fail(`hello.resume received ${describe(v.resume)}, expected true or false`);
   return {
     type: 'hello',
     version,
@@ -230,7 +266,38 @@ function checkHello(v: Record<string, unknown>): Hello {
     zeroPageDetection: str(v, 'zeroPageDetection', 32),
     digest: str(v, 'digest', 64),
     ramblocks,
+    ...(v.resume === true ? { resume: true } : {}),
   };
+}
+
+/**
+ * `ready.have`: per ramblock, runs of page indices as [start, count, ...],
+ * ascending and not overlapping, each count at least 1, the last page below
+ * 2^46 / 4096. Whether a name is one of the sender's ramblocks, and whether
+ * the runs fit its size, the sender checks against its own table.
+ */
+function checkHave(have: unknown): Record<string, number[]> {
+  if (!isObject(have)) fail(`ready.have received ${describe(have)}, expected an object`);
+  const out: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
+  const maxPage = MAX_TOTAL_RAM / 4096;
+  let numbers = 0;
+  for (const [name, runs] of Object.entries(have)) {
+    const where = `ready.have[${describe(name)}]`;
+    if (!Array.isArray(runs) || runs.length % 2 !== 0) fail(`${where} received ${describe(runs)}, expected a list of [start, count] pairs`);
+    numbers += runs.length;
+    if (numbers > MAX_HAVE_NUMBERS) fail(`ready.have holds more than ${MAX_HAVE_NUMBERS} numbers`);
+    let end = 0;
+    for (let i = 0; i < runs.length; i += 2) {
+      const start: unknown = runs[i];
+      const count: unknown = runs[i + 1];
+      if (typeof start !== 'number' || !Number.isSafeInteger(start) || start < end || typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1 || start + count > maxPage) {
+        fail(`${where} run ${i / 2} received start ${describe(start)} count ${describe(count)}, expected start >= ${end}, count >= 1, end <= ${maxPage}`);
+      }
+      end = start + count;
+    }
+    out[name] = runs as number[];
+  }
+  return out;
 }
 
 function checkComplete(v: Record<string, unknown>): Complete {

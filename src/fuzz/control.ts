@@ -16,6 +16,8 @@ import {
   MAX_CHANNELS,
   MAX_RAMBLOCKS,
   MAX_TOTAL_RAM,
+  MAX_HAVE_NUMBERS,
+  SOURCE_MAX,
   checkPreamble,
   decodeFrame,
   encodePreamble,
@@ -56,12 +58,16 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   hello({ ramblocks: [{ name: '__proto__', size: 4096 }, { name: 'constructor', size: 8192 }] }),
   { type: 'complete', packets: [2], digests: JSON.parse('{"__proto__":"0123456789abcdef","constructor":"fedcba9876543210"}') as Json },
   { type: 'ready' },
+  // A resume: the hello asks, ready answers with the pages held, as [start, count] runs.
+  hello({ resume: true, ramblocks: [{ name: 'pc.ram', size: 1 << 30, source: 'size=1073741824 mtime=1795751683583599066 ino=2146691' }] }),
+  { type: 'ready', have: JSON.parse('{"pc.ram":[0,128,256,4096,8192,1],"vga.vram":[],"__proto__":[7,1]}') as Json },
   { type: 'complete', packets: [3, 0, 17, 1], digests: { 'pc.ram': '0123456789abcdef', 'vga.vram': 'fedcba9876543210' } },
   { type: 'verdict', ok: true, stats: { side: 'recv', packets: 12, ramblocks: [{ name: 'pc.ram' }] } },
+  { type: 'busy', what: 'verifying and committing the outputs' },
   { type: 'error', code: 'ERR_PACKET_OFFSET', message: 'channel 3, packet 17: offset 4096 out of range' },
 ];
 
-const KEYS = ['type', 'version', 'uuid', 'channels', 'pageSize', 'packetSize', 'compression', 'methodParams', 'zeroPageDetection', 'digest', 'ramblocks', 'packets', 'digests', 'ok', 'stats', 'code', 'message', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'name', 'size', 'level'];
+const KEYS = ['type', 'version', 'uuid', 'channels', 'pageSize', 'packetSize', 'compression', 'methodParams', 'zeroPageDetection', 'digest', 'ramblocks', 'packets', 'digests', 'ok', 'stats', 'code', 'message', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'name', 'size', 'level', 'resume', 'source', 'have', 'what'];
 
 /** JSON values on the edges of the checks; "\u0001deep:N:K" becomes N levels of nesting when serialised. */
 const edgeValue: fc.Arbitrary<Json> = fc.oneof(
@@ -166,6 +172,8 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
         total += b.size;
       }
       if (total > MAX_TOTAL_RAM) violation(`accepted ramblocks of ${total} bytes in all, more than ${MAX_TOTAL_RAM}`);
+      for (const b of m.ramblocks) if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > SOURCE_MAX)) violation('accepted a bad ramblock source');
+      if (m.resume !== undefined && m.resume !== true) violation(`kept hello.resume ${String(m.resume)}`);
       return;
     }
     case 'complete': {
@@ -183,8 +191,29 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
     case 'error':
       if (typeof m.code !== 'string' || m.code.length > 64 || typeof m.message !== 'string' || m.message.length > 4096) violation('accepted an oversized error');
       return;
-    case 'ready':
+    case 'busy':
+      if (typeof m.what !== 'string' || m.what.length > 64) violation('accepted an oversized busy.what');
       return;
+    case 'ready': {
+      if (m.have === undefined) return;
+      const sent = raw.have as Record<string, unknown>;
+      let numbers = 0;
+      for (const [k, runs] of Object.entries(m.have)) {
+        if (!Object.hasOwn(sent, k)) violation(`accepted ready.have["${k}"], which was not sent`);
+        numbers += runs.length;
+        let end = 0;
+        for (let i = 0; i < runs.length; i += 2) {
+          const [start, count] = [runs[i]!, runs[i + 1]];
+          if (count === undefined || !Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < end || count < 1 || start + count > MAX_TOTAL_RAM / 4096) {
+            violation(`accepted ready.have["${k}"] run ${i / 2}: ${start}+${count} after page ${end}`);
+          }
+          end = start + count;
+        }
+      }
+      if (numbers > MAX_HAVE_NUMBERS) violation(`accepted ${numbers} numbers in ready.have`);
+      for (const k of Object.keys(sent)) if (!Object.hasOwn(m.have, k)) violation(`ready.have["${k}"] was accepted but lost`);
+      return;
+    }
     default:
       violation(`decoded an unknown message type ${JSON.stringify((m as { type: unknown }).type)}`);
   }

@@ -137,8 +137,18 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
     if (x.inPlace) {
       const size = fs.statSync(out).size;
       if (size !== s.blockSize) violation(`in-place output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
-    } else if (fs.readdirSync(dir).length > 0) {
-      violation(`files left behind after ${e.code}: ${fs.readdirSync(dir).join(', ')}`);
+    } else {
+      // Kept for mfd send --resume: the partial output (never past the block) and its journal, after a
+      // failure that does not make the pages suspect (a dropped or timed-out channel, not bad input).
+      const left = fs.readdirSync(dir).sort();
+      const kept = [`.${s.block}.mfd-journal`, `.${s.block}.mfd-partial`];
+      if (left.length > 0) {
+        if (left.join('/') !== kept.join('/')) violation(`files left behind after ${e.code}: ${left.join(', ')}`);
+        if (e.exitCode === ExitCode.PROTOCOL || e.exitCode === ExitCode.VERIFY) violation(`partial output kept for a resume after ${e.code}, whose pages are suspect`);
+        const size = fs.statSync(path.join(dir, kept[1]!)).size;
+        if (size !== s.blockSize) violation(`partial output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
+        for (const f of kept) fs.rmSync(path.join(dir, f));
+      }
     }
     return e.code;
   } catch (e) {

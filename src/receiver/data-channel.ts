@@ -53,6 +53,8 @@ export interface ChannelHost {
   zeroPageCrc: number;
   inPlace: boolean;
   onPages(bytes: number): void;
+  /** The pages at `offsets[0..count)` of `block` are written (in the page cache); for the progress journal. */
+  onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
   onIdle(): void;
   fail(e: unknown): void;
 }
@@ -175,6 +177,7 @@ export class DataChannel {
       .then(
         () => {
           if (--this.inFlight < MAX_IN_FLIGHT) this.socket.resume();
+          this.host.onWritten?.(block, h.offsets, pages);
           this.host.onPages(pages * ps);
           if (this.idle) this.host.onIdle();
         },

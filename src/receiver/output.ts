@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { IoError } from '../errors.js';
+import { IoError, ResumeError } from '../errors.js';
 import { WriteGate } from '../write-gate.js';
 
 export class Output {
@@ -31,7 +31,11 @@ export class Output {
     return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-partial`);
   }
 
-  static async create(name: string, size: number, finalPath: string, inPlace: boolean): Promise<Output> {
+  /**
+   * Creates the output, or with `existing` (a resume) opens the one a failed
+   * migration left, which must be there with the block's size.
+   */
+  static async create(name: string, size: number, finalPath: string, inPlace: boolean, existing = false): Promise<Output> {
     const out = inPlace
       ? new Output(name, size, finalPath, finalPath, `${finalPath}.mfd-partial`, true)
       : new Output(name, size, finalPath, Output.tempPathFor(finalPath), null, false);
@@ -39,19 +43,31 @@ export class Output {
       const st = await fs.promises.stat(finalPath).catch(() => null);
       if (st && !st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
       if (out.markerPath) await fs.promises.writeFile(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
+      if (existing) {
+        out.fd = await openExisting(out.writePath, name);
+        const had = fs.fstatSync(out.fd).size;
+        if (had !== size) throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${name}": "${out.writePath}" is ${had} bytes, expected ${size}`);
+        return out;
+      }
       // In place: keep the existing bytes (every page is rewritten); else a fresh sparse file.
       out.fd = fs.openSync(out.writePath, inPlace ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w', 0o644);
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
       // temporary file goes now (an in-place target keeps its marker, as after any failure).
-      if (out.fd >= 0) await out.abort();
+      if (existing) out.closeQuietly();
+      else if (out.fd >= 0) await out.abort();
       out.closeQuietly();
-      if (e instanceof IoError) throw e;
+      if (e instanceof IoError || e instanceof ResumeError) throw e;
       const err = e as NodeJS.ErrnoException;
       throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${err.message}`, e);
     }
     return out;
+  }
+
+  /** Not yet committed, aborted or kept. */
+  get isOpen(): boolean {
+    return this.fd >= 0;
   }
 
   /**
@@ -88,6 +104,15 @@ export class Output {
     }
   }
 
+  /**
+   * After a failure that leaves a journal to resume from, once its writes
+   * have finished: the file stays as it is, under its temporary name.
+   */
+  async keep(): Promise<void> {
+    await this.gate.close();
+    this.closeQuietly();
+  }
+
   /** After a failure, once its writes have finished: the temporary file goes; an in-place target keeps its marker. */
   async abort(): Promise<void> {
     await this.gate.close();
@@ -104,5 +129,14 @@ export class Output {
       }
       this.fd = -1;
     }
+  }
+}
+
+async function openExisting(file: string, name: string): Promise<number> {
+  try {
+    return await new Promise<number>((resolve, reject) => fs.open(file, fs.constants.O_RDWR, (e, fd) => (e ? reject(e) : resolve(fd))));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ResumeError('ERR_RESUME_NO_PARTIAL', `cannot resume ram block "${name}": its partial output "${file}" is gone`);
+    throw e;
   }
 }

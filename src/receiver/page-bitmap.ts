@@ -47,6 +47,44 @@ export class PageBitmap {
     return this.pages;
   }
 
+  /**
+   * The pages set, as runs [start, count, ...] (ascending). Walks bytes, not
+   * pages: unallocated chunks and whole bytes of 0x00 or 0xff are skipped in
+   * one step, so a checkpoint of a large block costs little.
+   */
+  runs(): number[] {
+    const runs: number[] = [];
+    let start = -1;
+    const close = (at: number): void => {
+      if (start >= 0) runs.push(start, at - start);
+      start = -1;
+    };
+    for (let c = 0; c * CHUNK_PAGES < this.pages; c++) {
+      const base = c * CHUNK_PAGES;
+      const chunk = this.chunks.get(c);
+      if (chunk === undefined) {
+        close(base);
+        continue;
+      }
+      for (let i = 0; i < CHUNK_BYTES; i++) {
+        const byte = chunk[i]!;
+        const at = base + i * 8;
+        if (byte === 0xff) {
+          if (start < 0) start = at;
+        } else if (byte === 0) close(at);
+        else {
+          for (let b = 0; b < 8; b++) {
+            if (byte & (1 << b)) {
+              if (start < 0) start = at + b;
+            } else close(at + b);
+          }
+        }
+      }
+    }
+    close(Math.min(this.pages, Math.ceil(this.pages / CHUNK_PAGES) * CHUNK_PAGES));
+    return runs;
+  }
+
   /** Bytes allocated for chunks (what a peer's pages have cost). */
   get allocatedBytes(): number {
     return this.chunks.size * CHUNK_BYTES;

@@ -8,11 +8,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, MfdError, ProtocolError, RemoteError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, ExitCode, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -24,7 +24,9 @@ import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetB
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
-import { openTargets, verifyBlocks, verifyChannels } from './targets.js';
+import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
+import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
+import { digestRuns, limitRuns, runPages } from '../resume.js';
 
 export interface RecvOptions {
   host: string;
@@ -46,6 +48,18 @@ export interface RecvOptions {
   timeoutMs?: number;
   /** A decoder falling back from hardware is an error (--require-hardware). */
   requireHardware?: boolean;
+  /**
+   * Keep a progress journal beside each output (default on): after a failure
+   * the temporary output and its journal stay, for `mfd send --resume`.
+   */
+  journal?: boolean;
+  /** Time between journal checkpoints (default 1 s). */
+  journalIntervalMs?: number;
+  /**
+   * After a failure that left a journal, keep listening this long for
+   * `mfd send --resume` (0: exit at once, the default).
+   */
+  resumeWaitMs?: number;
   onListening?: (address: net.AddressInfo) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -55,16 +69,48 @@ export interface RecvResult {
   stats: RunStats;
 }
 
-export function receive(opts: RecvOptions): Promise<RecvResult> {
-  return new Promise<RecvResult>((resolve, reject) => {
-    const run = new Migration(opts, resolve, reject);
-    run.start();
-  });
+/**
+ * Receives one migration. With `resumeWaitMs`, a migration that fails with a
+ * journal kept is followed by another on the same listening socket, which
+ * waits that long for a sender (`mfd send --resume`); when none comes, the
+ * failure is the result.
+ */
+export async function receive(opts: RecvOptions): Promise<RecvResult> {
+  const server = net.createServer({ noDelay: true });
+  const waitMs = opts.resumeWaitMs ?? 0;
+  let failure: MfdError | null = null;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const run = new Migration(attempt === 0 ? opts : { ...opts, helloTimeoutMs: waitMs }, server);
+      try {
+        return await run.run();
+      } catch (e) {
+        const err = e as MfdError;
+        // The wait ended without a sender: the last real failure is the result.
+        if (failure && run.waitedInVain) throw failure;
+        // A refused resume leaves the journals of the failure before it: keep waiting for the right sender.
+        const kept = run.keptJournal || (failure !== null && err instanceof ResumeError);
+        failure = err;
+        if (waitMs <= 0 || !kept || err instanceof InterruptedError) throw err;
+        const addr = server.address() as net.AddressInfo;
+        opts.logger.warn({ code: err.code }, `migration failed with its progress journal kept: waiting ${waitMs / 1000} s on ${addr.address}:${addr.port} for mfd send --resume`);
+      }
+    }
+  } finally {
+    server.close(() => {});
+  }
+}
+
+/** How often the receiver says `busy` while it verifies and commits. */
+const BUSY_INTERVAL_MS = 1000;
+
+interface MigrationOptions extends RecvOptions {
+  /** Fail when no hello has arrived this long after the start (waiting for a resume). */
+  helloTimeoutMs?: number;
 }
 
 class Migration {
   private readonly log: Logger;
-  private readonly server = net.createServer({ noDelay: true });
   private startNs = process.hrtime.bigint();
   private readonly sockets = new Set<net.Socket>();
   private control: ControlChannel | null = null;
@@ -89,24 +135,58 @@ class Migration {
   private readonly timeoutMs: number;
   /** Fails the migration when a channel has not connected in time (see watchChannels). */
   private channelWatch: NodeJS.Timeout | null = null;
+  /** Fails a migration waiting for a resume when no hello comes. */
+  private helloWatch: NodeJS.Timeout | null = null;
+  private resolve!: (r: RecvResult) => void;
+  private reject!: (e: MfdError) => void;
+  private journals: Journals | null = null;
+  /** Set up from a journal (a resume): its files predate this run. */
+  private resumed = false;
+  /** Pages the outputs held when a resume began. */
+  private heldPages = 0;
+  /** Digesting the held pages (read back from the outputs), beside the transfer; awaited before verifying. */
+  private heldDigest: Promise<void> = Promise.resolve();
+  /** The failure left the temporary outputs and their journals for a resume. */
+  keptJournal = false;
+  /** Failed waiting for a hello that never came. */
+  waitedInVain = false;
 
   constructor(
-    private readonly opts: RecvOptions,
-    private readonly resolve: (r: RecvResult) => void,
-    private readonly reject: (e: MfdError) => void,
+    private readonly opts: MigrationOptions,
+    private readonly server: net.Server,
   ) {
     this.log = opts.logger;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
   }
 
-  start(): void {
+  run(): Promise<RecvResult> {
+    return new Promise<RecvResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+      this.start();
+    });
+  }
+
+  private start(): void {
+    // A migration waiting for a resume takes over the listening socket of the one that failed.
+    this.server.removeAllListeners('connection');
+    this.server.removeAllListeners('error');
     this.server.on('connection', (s) => this.accept(s));
     this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
-    this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
-      const addr = this.server.address() as net.AddressInfo;
-      this.log.info({ address: addr.address, port: addr.port }, `listening on ${addr.address}:${addr.port}`);
-      this.opts.onListening?.(addr);
-    });
+    if (!this.server.listening) {
+      this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
+        const addr = this.server.address() as net.AddressInfo;
+        this.log.info({ address: addr.address, port: addr.port }, `listening on ${addr.address}:${addr.port}`);
+        this.opts.onListening?.(addr);
+      });
+    }
+    const wait = this.opts.helloTimeoutMs;
+    if (wait !== undefined) {
+      this.helloWatch = setTimeout(() => {
+        this.waitedInVain = true;
+        this.fail(new ConnectionError('ERR_RESUME_WAIT', `no sender came to resume within ${wait} ms`));
+      }, wait);
+    }
     this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
   }
 
@@ -158,8 +238,9 @@ class Migration {
     try {
       const hello = await ctl.next();
       if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
-      await this.setup(hello);
-      ctl.send({ type: 'ready' });
+      if (this.helloWatch) clearTimeout(this.helloWatch);
+      const have = await this.setup(hello);
+      ctl.send(have ? { type: 'ready', have } : { type: 'ready' });
       this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
@@ -183,7 +264,8 @@ class Migration {
     }
   }
 
-  private async setup(hello: Hello): Promise<void> {
+  /** Sets up method and outputs; for a resume, returns the pages the outputs hold, per ramblock. */
+  private async setup(hello: Hello): Promise<Record<string, number[]> | null> {
     this.startNs = process.hrtime.bigint();
     let method: CompressionMethod;
     try {
@@ -196,15 +278,78 @@ class Migration {
     const requireHardware = this.opts.requireHardware ?? false;
     this.compressionPath = method.path({ params: this.params, requireHardware });
     this.tally = new PathTally(`${method.name} decompression`, requireHardware);
-    await openTargets(hello.ramblocks, hello.pageSize, { ...this.opts, inPlace: this.opts.inPlace ?? false }, 'hello', this.blocks, this.outputs);
+    const targets = { ...this.opts, inPlace: this.opts.inPlace ?? false };
+    // A resume: every ramblock's journal must be there and match before any output is touched.
+    if (hello.resume && !(this.opts.journal ?? true)) throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
+    const journaled = hello.resume ? await this.journaled(hello, targets) : null;
+    // Starting over: an earlier attempt's journal goes before its partial output is replaced.
+    if (!journaled) for (const b of hello.ramblocks) discardJournal(journalPathFor(targetPath(b.name, targets, 'hello')));
+    this.resumed = journaled !== null;
+    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
+    const have = await this.openJournals(hello, journaled);
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
-    this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks }, 'migration set up');
+    this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks, resumedPages: this.heldPages }, 'migration set up');
+    return have;
+  }
+
+  /** Each ramblock's journal, checked against the hello (ResumeError naming what differs). */
+  private async journaled(hello: Hello, targets: Parameters<typeof targetPath>[1]): Promise<Map<string, JournalFile>> {
+    const out = new Map<string, JournalFile>();
+    for (const b of hello.ramblocks) {
+      const file = journalPathFor(targetPath(b.name, targets, 'hello'));
+      const j = await loadJournal(file);
+      if (!j) throw new ResumeError('ERR_RESUME_NO_JOURNAL', `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`);
+      checkJournal(j, file, b, hello.pageSize);
+      out.set(b.name, j);
+    }
+    return out;
+  }
+
+  /**
+   * Starts each output's journal. On a resume, the pages the journal holds
+   * count as received: marked, and digested by reading them back from the
+   * output, so the digest still covers every page of the block.
+   */
+  private async openJournals(hello: Hello, journaled: Map<string, JournalFile> | null): Promise<Record<string, number[]> | null> {
+    if (!(this.opts.journal ?? true)) return null;
+    const have: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
+    const list: BlockJournal[] = [];
+    let journaledNumbers = 0;
+    for (const j of journaled?.values() ?? []) journaledNumbers += j.pages.length;
+    for (const b of hello.ramblocks) {
+      const t = this.blocks.get(b.name)!;
+      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
+      list.push(j);
+      const journal = journaled?.get(b.name)?.pages;
+      if (!journal) continue;
+      // The share of ready.have's bound this block's runs may take (each block at least one run).
+      const share = Math.max(2, 2 * Math.floor((MAX_HAVE_NUMBERS * journal.length) / (2 * Math.max(1, journaledNumbers))));
+      const held = limitRuns(journal, share);
+      have[b.name] = held;
+      j.hold(held);
+      for (let r = 0; r < held.length; r += 2) for (let p = held[r]!; p < held[r]! + held[r + 1]!; p++) t.seen.set(p);
+      this.heldPages += runPages(held);
+    }
+    if (journaled) {
+      // Read back while the missing pages stream in; the digest is a sum, so order does not matter.
+      this.heldDigest = (async () => {
+        for (const b of hello.ramblocks) {
+          const t = this.blocks.get(b.name)!;
+          await t.output.use((fd) => digestRuns(fd, b.size, hello.pageSize, have[b.name]!, t.digest, `the partial output "${t.output.writePath}"`, () => this.settled));
+        }
+      })();
+      this.heldDigest.catch((e) => this.fail(e));
+    }
+    this.journals = new Journals(list, this.opts.journalIntervalMs ?? JOURNAL_INTERVAL_MS, (e) => this.fail(e));
+    await this.journals.checkpoint();
+    this.journals.start();
+    return journaled ? have : null;
   }
 
   /**
@@ -281,7 +426,9 @@ class Migration {
       check: packetChecks(method, hello.pageSize, this.blocks),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
-      inPlace: this.opts.inPlace ?? false,
+      // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.
+      inPlace: (this.opts.inPlace ?? false) || this.resumed,
+      ...(this.journals ? { onWritten: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => this.journals!.note(block.output, offsets, count) } : {}),
       onPages: (bytes) => {
         this.doneBytes += bytes;
         this.opts.onProgress?.(Math.min(this.doneBytes, this.totalBytes), this.totalBytes);
@@ -302,12 +449,24 @@ class Migration {
     this.finish(done).catch((e) => this.fail(e));
   }
 
-  /** Every channel drained and the sender says it is done: verify, then commit. */
+  /** Every channel drained and the sender says it is done: verify, then commit (telling the sender it is busy meanwhile). */
   private async finish(done: Complete): Promise<void> {
+    const beat = setInterval(() => this.control?.send({ type: 'busy', what: 'verifying and committing the outputs' }), BUSY_INTERVAL_MS);
+    try {
+      await this.verifyAndCommit(done);
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  private async verifyAndCommit(done: Complete): Promise<void> {
     const hello = this.hello!;
     verifyChannels(this.channels.map((c) => c!), done.packets);
+    await this.heldDigest;
     verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
+    await this.journals?.stop();
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
+    this.journals?.remove();
     const stats = buildStats(
       {
         side: 'recv',
@@ -323,6 +482,7 @@ class Migration {
       this.counters,
       this.startNs,
     );
+    if (this.resumed) stats.resumedPages = this.heldPages;
     this.control?.send({ type: 'verdict', ok: true, stats: stats as unknown as Record<string, unknown> });
     this.settle();
     this.control?.close();
@@ -336,16 +496,39 @@ class Migration {
     this.control?.send({ type: 'error', code: err.code, message: err.message });
     this.settle();
     for (const s of this.sockets) s.destroy();
-    // Report only once no write is left in flight and the temporary files are gone.
-    void Promise.allSettled(this.outputs.map((o) => o.abort())).then(() => this.reject(err));
+    void this.cleanUp(err).then(() => this.reject(err));
+  }
+
+  /**
+   * After a failure: a last checkpoint; outputs with pages durably written
+   * stay under their temporary names with their journals, for a resume.
+   * They go when there is no journal, nothing was written, the checkpoint
+   * failed, or the failure says the pages cannot be trusted (a protocol or
+   * verification error: a resume would keep the bad pages). A refused resume
+   * never opened its outputs, and leaves the files it found as they were.
+   */
+  private async cleanUp(err: MfdError): Promise<void> {
+    let keep = false;
+    const trusted = err.exitCode !== ExitCode.PROTOCOL && err.exitCode !== ExitCode.VERIFY;
+    if (this.journals && trusted) {
+      try {
+        keep = (await this.journals.flush()) > 0 || this.resumed;
+      } catch (e) {
+        this.log.warn(`no resume possible: ${(e as Error).message}`);
+      }
+    }
+    if (!keep) this.journals?.remove();
+    // Only once no write is left in flight (see WriteGate) is the failure reported.
+    await Promise.allSettled(this.outputs.map((o) => (keep ? o.keep() : o.abort())));
+    this.keptJournal = keep;
   }
 
   private settle(): void {
     this.settled = true;
     if (this.channelWatch) clearTimeout(this.channelWatch);
+    if (this.helloWatch) clearTimeout(this.helloWatch);
     for (const r of this.receivers) r.cleanup();
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
-    this.server.close();
   }
 }

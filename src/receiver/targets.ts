@@ -18,6 +18,19 @@ export interface TargetOptions {
   /** Explicit ramblock name -> output path. */
   outputMap?: Map<string, string>;
   inPlace: boolean;
+  /** A resume: open the outputs a failed migration left instead of creating them. */
+  existing?: boolean;
+}
+
+/** Where ramblock `name` goes: its --output NAME=PATH, or DIR/NAME. */
+export function targetPath(name: string, o: TargetOptions, where: string): string {
+  const mapped = o.outputMap?.get(name);
+  if (mapped !== undefined) return mapped;
+  if (!o.outputDir) throw new UsageError(`no output for ram block "${name}": give --output DIR or --output ${name}=PATH`);
+  if (!isSafeFileName(name)) {
+    throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block name "${name}" is not usable as a file name in ${o.outputDir}; map it with --output NAME=PATH`);
+  }
+  return path.join(o.outputDir, name);
 }
 
 /**
@@ -40,15 +53,7 @@ export async function openTargets(
     }
   }
   for (const b of ramblocks) {
-    let target = map.get(b.name);
-    if (target === undefined) {
-      if (!o.outputDir) throw new UsageError(`no output for ram block "${b.name}": give --output DIR or --output ${b.name}=PATH`);
-      if (!isSafeFileName(b.name)) {
-        throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block name "${b.name}" is not usable as a file name in ${o.outputDir}; map it with --output NAME=PATH`);
-      }
-      target = path.join(o.outputDir, b.name);
-    }
-    const output = await Output.create(b.name, b.size, target, o.inPlace);
+    const output = await Output.create(b.name, b.size, targetPath(b.name, o, where), o.inPlace, o.existing ?? false);
     outputs.push(output);
     const pages = Math.ceil(b.size / pageSize);
     // The declared size is the peer's word: the bitmap grows with the pages that arrive.

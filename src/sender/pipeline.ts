@@ -10,7 +10,9 @@
  * migration file (src/file/: a ring of aligned buffers for the stream layout,
  * positional page writes for mapped-ram).
  */
-import { IoError, UsageError, type MfdError } from '../errors.js';
+import fs from 'node:fs';
+import { IoError, ProtocolError, UsageError, type MfdError } from '../errors.js';
+import { digestRuns, imageSource, missingRuns, runPages } from '../resume.js';
 import type { Logger } from '../log.js';
 import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
@@ -53,6 +55,10 @@ export interface SendBlock {
   source: ImageSource;
   nameBytes: Uint8Array;
   digest: BlockDigest;
+  /** The sender's identity of the image (size, mtime, inode), for a resume's check. */
+  sourceId: string;
+  /** Pages the receiver already holds (a resume), as runs [start, count, ...]: not sent. */
+  held: number[];
 }
 
 /** One packet handed to a sink, in channel order. */
@@ -148,7 +154,7 @@ export class SendPipeline {
       for (const s of sources) s.close();
       throw e;
     }
-    const blocks = sources.map((s, index) => ({ index, source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest() }));
+    const blocks = sources.map((s, index) => ({ index, source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest(), sourceId: imageSource(s.fd), held: [] }));
     const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
     return new SendPipeline(opts, method, detector, params, compressionPath, zeroPagePath, blocks, compute);
   }
@@ -187,7 +193,37 @@ export class SendPipeline {
    */
   async run(fail: (e: unknown) => MfdError, failed: () => MfdError | null): Promise<void> {
     const jobs = makeJobs(this.blocks, this.opts.pageSize);
-    await Promise.all(this.channels.map((ch) => this.runChannel(ch, jobs, failed).catch((e) => { throw fail(e); })));
+    const ps = this.opts.pageSize;
+    const held = (async () => {
+      for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
+    })();
+    await Promise.all([...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) => p.catch((e) => { throw fail(e); })));
+  }
+
+  /**
+   * A resume: the receiver holds `have` (ready.have). Those pages are not
+   * sent; run() digests them, read from the image, beside the transfer, so
+   * the digests still cover every page and the verdict still means
+   * byte-identical.
+   */
+  resumeFrom(have: Record<string, number[]>): void {
+    const ps = this.opts.pageSize;
+    for (const name of Object.keys(have)) {
+      if (!this.blocks.some((b) => b.source.name === name)) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have names ram block "${name}", which this migration does not send`);
+    }
+    for (const b of this.blocks) {
+      const runs = have[b.source.name] ?? [];
+      const pages = Math.ceil(b.source.size / ps);
+      const last = runs.length > 0 ? runs[runs.length - 2]! + runs[runs.length - 1]! : 0;
+      if (last > pages) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have for ram block "${b.source.name}" reaches page ${last}, expected at most ${pages} pages`);
+      b.held = runs;
+      this.doneBytes += Math.min(runPages(runs) * ps, b.source.size);
+    }
+  }
+
+  /** Pages the receiver held at a resume, not sent. */
+  get heldPages(): number {
+    return this.blocks.reduce((a, b) => a + runPages(b.held), 0);
   }
 
   /** Packets (SYNC included) handed to each channel's sink, by channel id. */
@@ -374,17 +410,38 @@ function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
   return all.counts;
 }
 
-/** All packets of all blocks, in block and offset order, handed out one at a time. */
+/**
+ * All packets of all blocks, in block and offset order, handed out one at a
+ * time: every page but those the receiver holds (a resume).
+ */
 function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
   const perPacket = pageCount(pageSize);
   return (function* () {
     for (const block of blocks) {
-      const size = block.source.size;
-      for (let offset = 0; offset < size; offset += MULTIFD_PACKET_SIZE) {
-        yield { block, offset, pages: Math.min(perPacket, Math.ceil((size - offset) / pageSize)) };
+      const runs = missingRuns(block.held, Math.ceil(block.source.size / pageSize));
+      for (let r = 0; r < runs.length; r += 2) {
+        const end = runs[r]! + runs[r + 1]!;
+        for (let page = runs[r]!; page < end; page += perPacket) yield { block, offset: page * pageSize, pages: Math.min(perPacket, end - page) };
       }
     }
   })();
+}
+
+/**
+ * The error for an image that is now shorter than when the run began, if one
+ * is: a socket write from a mapping of its truncated tail fails with EFAULT.
+ */
+export function shrunkImage(sources: ImageSource[]): IoError | null {
+  for (const src of sources) {
+    let now: number;
+    try {
+      now = fs.fstatSync(src.fd).size;
+    } catch {
+      continue;
+    }
+    if (now < src.size) return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: it is now ${now} bytes, expected ${src.size} bytes`);
+  }
+  return null;
 }
 
 function shrankOr(e: unknown, src: ImageSource, end: number): unknown {

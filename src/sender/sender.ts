@@ -8,19 +8,26 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { connect, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
-import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
+import { SendPipeline, shrunkImage, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
 
 export interface SendOptions extends PipelineOptions {
   host: string;
   port: number;
   connectTimeoutMs?: number;
+  /**
+   * A receiver that takes no bytes on a data channel, or does not answer on the
+   * control channel, for this long fails the migration (default 60 s).
+   */
+  timeoutMs?: number;
+  /** Continue a failed migration from the pages the receiver has durably written (its journal). */
+  resume?: boolean;
   signal?: AbortSignal;
 }
 
@@ -35,6 +42,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const log = opts.logger;
   const uuid = randomUUID();
   const timeout = opts.connectTimeoutMs ?? 10_000;
+  const stallMs = opts.timeoutMs ?? 60_000;
+  const peer = `${opts.host}:${opts.port}`;
   const sockets: Socket[] = [];
   let pipeline: SendPipeline | null = null;
   let control: ControlChannel | null = null;
@@ -54,6 +63,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const failSoon = (e: MfdError): void => {
     setTimeout(() => fail(e), PEER_REASON_GRACE_MS).unref();
   };
+  const watch = new StallWatch(stallMs, (e) => fail(e));
   const onAbort = (): void => {
     fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
   };
@@ -66,7 +76,9 @@ export async function send(opts: SendOptions): Promise<SendResult> {
 
     const ctlSock = await connect(opts.host, opts.port, timeout, 'control channel');
     sockets.push(ctlSock);
-    control = new ControlChannel(ctlSock, `${opts.host}:${opts.port}`);
+    control = new ControlChannel(ctlSock, peer);
+    const ctl = control;
+    const answer = (what: string): Promise<ControlMessage> => watch.answer(ctl, peer, what);
     const hello: Hello = {
       type: 'hello',
       version: CONTROL_VERSION,
@@ -78,27 +90,45 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       methodParams: p.params,
       zeroPageDetection: p.detector.name,
       digest: DIGEST_ALGORITHM,
-      ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size })),
+      ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size, source: b.sourceId })),
+      ...(opts.resume ? { resume: true } : {}),
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
-    expectType(await control.next(), 'ready');
+    const ready = await answer('"ready", the answer to the hello');
+    if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME')) throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
+    if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
+    if (opts.resume) {
+      if (!ready.have) throw new ResumeError('ERR_RESUME_UNSUPPORTED', 'the receiver answered the resume without the pages it holds (ready.have)');
+      p.resumeFrom(ready.have);
+      log.info({ heldPages: p.heldPages }, 'resuming');
+    } else if (ready.have) {
+      throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.have received, but this migration is not a resume');
+    }
     log.info({ uuid, channels: opts.channels, compression: p.method.name }, 'receiver ready');
     // From here on, a message from the receiver outside next() is a failure report.
     control.onUnsolicited = (m) => fail(remoteOrUnexpected(m, 'while sending pages'));
+    // And the control channel dropping is the failure to report, not the data channels it takes along.
+    control.onFailure = (e) => fail(e);
 
     const uuidBytes = uuidFromString(uuid);
     for (let id = 0; id < opts.channels; id++) {
       const socket = await connect(opts.host, opts.port, timeout, `channel ${id}`);
       sockets.push(socket);
-      socket.on('error', (e) => failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+      socket.on('error', (e: NodeJS.ErrnoException) => {
+        // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
+        const shrunk = e.code === 'EFAULT' ? shrunkImage(p.blocks.map((b) => b.source)) : null;
+        if (shrunk) fail(shrunk);
+        else failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e));
+      });
       socket.on('close', () => {
         if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
       });
+      const progressed = watch.add(id, socket);
       socket.write(encodeInitPacket(uuidBytes, id));
       await p.addChannel(id, (counters) => {
         counters.wireBytes += INIT_PACKET_SIZE;
-        return socketSink(socket, counters, `channel ${id}`);
+        return socketSink(socket, counters, `channel ${id}`, progressed);
       });
     }
 
@@ -107,22 +137,22 @@ export async function send(opts: SendOptions): Promise<SendResult> {
 
     const complete: ControlMessage = { type: 'complete', packets: p.packetCounts(), digests: p.digests() };
     control.onUnsolicited = null;
+    control.onFailure = null;
     control.send(complete);
-    const verdict = await control.next();
+    const verdict = await answer('the verdict, after "complete"');
     if (verdict.type !== 'verdict') throw remoteOrUnexpected(verdict, 'waiting for the verdict');
     control.close();
-    return { stats: p.stats(uuid, startNs), receiver: verdict.stats };
+    const stats = p.stats(uuid, startNs);
+    if (opts.resume) stats.resumedPages = p.heldPages;
+    return { stats, receiver: verdict.stats };
   } catch (e) {
     throw fail(e);
   } finally {
+    watch.stop();
     opts.signal?.removeEventListener('abort', onAbort);
     await pipeline?.close();
     for (const s of sockets) if (failure) s.destroy();
   }
-}
-
-function expectType(m: ControlMessage, type: ControlMessage['type']): void {
-  if (m.type !== type) throw remoteOrUnexpected(m, `waiting for ${type}`);
 }
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
@@ -130,12 +160,78 @@ function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
   return new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}" ${when}`);
 }
 
+/**
+ * The sender's side of --timeout: a receiver that stops reading (stopped,
+ * hung, its host gone without a reset) leaves our writes pending for ever, and
+ * one that stops answering leaves us waiting for ever on the control channel.
+ * Each data channel's progress is the last time the kernel took bytes from it;
+ * a channel with bytes waiting and no progress for `ms` fails the migration,
+ * and so does a control-channel answer that takes longer than `ms`.
+ */
+class StallWatch {
+  private readonly channels = new Map<number, { socket: Socket; progress: number }>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly ms: number,
+    private readonly fail: (e: MfdError) => void,
+  ) {
+    this.timer = setInterval(() => this.check(), Math.min(1000, Math.max(50, ms / 4))).unref();
+  }
+
+  /** Watches channel `id`; call the function returned when its socket took bytes, or was idle as a write began. */
+  add(id: number, socket: Socket): () => void {
+    const c = { socket, progress: performance.now() };
+    this.channels.set(id, c);
+    return () => void (c.progress = performance.now());
+  }
+
+  private check(): void {
+    const now = performance.now();
+    for (const [id, c] of this.channels) {
+      const waiting = c.socket.writableLength;
+      if (waiting > 0 && !c.socket.destroyed && now - c.progress > this.ms) {
+        this.fail(
+          new ConnectionError('ERR_CHANNEL_STALLED', `the receiver took no data for ${this.ms} ms (${waiting} bytes waiting to be written); it is stopped, hung or unreachable`, { channel: id }),
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * The control channel's next message but `busy` (each of which restarts the
+   * wait), or a timeout error naming what was awaited.
+   */
+  async answer(control: ControlChannel, peer: string, what: string): Promise<ControlMessage> {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel (${peer}): no answer from the receiver for ${this.ms} ms, waiting for ${what}; it is stopped, hung or unreachable`)),
+          this.ms,
+        );
+      });
+      const m = await Promise.race([control.next(), late]).finally(() => clearTimeout(timer));
+      if (m.type !== 'busy') return m;
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 /** A multifd channel's socket as a sink: header and payload as one corked batch (one writev). */
-function socketSink(socket: Socket, counters: ChannelCounters, what: string): ChannelSink {
+function socketSink(socket: Socket, counters: ChannelCounters, what: string, progressed: () => void): ChannelSink {
   return {
     write(p: OutgoingPacket): Promise<void> {
       counters.wireBytes += p.pieces.reduce((a, c) => a + c.length, 0);
-      return write(socket, p.pieces, p.done);
+      if (socket.writableLength === 0) progressed();
+      return write(socket, p.pieces, () => {
+        progressed();
+        p.done();
+      });
     },
     // A channel closed under us is often the receiver hanging up after telling
     // us why on the control channel: give that reason the same grace to win.

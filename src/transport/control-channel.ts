@@ -18,6 +18,8 @@ export class ControlChannel {
   private failure: Error | null = null;
   /** Called for each message that arrives while nobody waits in next(). */
   onUnsolicited: ((m: ControlMessage) => void) | null = null;
+  /** Called when the connection fails while nobody waits in next(). */
+  onFailure: ((e: Error) => void) | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -106,6 +108,8 @@ export class ControlChannel {
       const w = this.waiter;
       this.waiter = null;
       w.reject(e);
+    } else {
+      this.onFailure?.(e);
     }
   }
 }

@@ -151,7 +151,9 @@ t.test('Ctrl-C on the receiver mid-migration: exit 130, the sender is told, no o
   t.match(await raw.hello({ ramblocks: [{ name: 'vm.ram', size: 1 << 30 }] }), { type: 'ready' });
   t.ok(fs.readdirSync(dir).some((f) => f.endsWith('.mfd-partial')), 'output under a temporary name while running');
   r.p.kill('SIGINT');
+  const killedAt = performance.now();
   t.equal(await r.exited, 130);
+  t.comment(`fault: SIGINT on the receiver; receiver exit 130 after ${Math.round(performance.now() - killedAt)} ms`);
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_INTERRUPTED' });
   t.same(fs.readdirSync(dir), [], 'temporary output removed');
   t.match(r.stderr(), /interrupted by SIGINT/);
@@ -167,7 +169,9 @@ t.test('a sender that vanishes mid-packet: the receiver exits 4 naming the chann
   await raw.channel(encodeInitPacket(raw.uuidBytes, 0), header.subarray(0, 500));
   await new Promise((res) => setTimeout(res, 100));
   raw.close(); // control and data connections reset
+  const goneAt = performance.now();
   t.equal(await r.exited, 4);
+  t.comment(`fault: sender vanished mid-packet; receiver exit 4 after ${Math.round(performance.now() - goneAt)} ms`);
   t.match(r.stderr(), /channel 0: connection closed in the middle of a packet header|control channel .* closed/);
   t.same(fs.readdirSync(dir), []);
 });

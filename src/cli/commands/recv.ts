@@ -21,6 +21,8 @@ interface RecvOpts extends CommonOpts {
   inPlace?: boolean;
   fsync?: boolean;
   timeout: number;
+  journal: boolean;
+  resumeWait: number;
   threads?: number;
   dumpStreams?: string;
   requireHardware?: boolean;
@@ -46,7 +48,9 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
     .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
-    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
+    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
+    .addOption(new Option('--no-journal', 'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)'))
+    .addOption(new Option('--resume-wait <seconds>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (0: exit at once)').argParser(intInRange('--resume-wait', 0, 86_400)).default(0));
   for (const o of commonOptions()) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
     if ((o.listen === undefined) === (o.from === undefined)) throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
@@ -120,6 +124,8 @@ export function recvCommand(ctx: CommandContext): Command {
       ...(o.dumpStreams !== undefined ? { dumpStreams: o.dumpStreams } : {}),
       logger,
       timeoutMs: o.timeout * 1000,
+      journal: o.journal,
+      resumeWaitMs: o.resumeWait * 1000,
       requireHardware: o.requireHardware ?? false,
       onListening: (a) => ctx.listening(a.address, a.port),
       onProgress: (d, t) => progress.update(d, t),

@@ -23,6 +23,8 @@ interface SendOpts extends CommonOpts {
   zeroPageDetection: string;
   pageSize: number;
   connectTimeout: number;
+  timeout: number;
+  resume?: boolean;
   threads?: number;
   accelPath?: string[];
   requireHardware?: boolean;
@@ -79,6 +81,8 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(pageSizeOption())
     .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000))
+    .addOption(new Option('--timeout <seconds>', 'fail when the receiver takes no data on a channel, or does not answer on the control channel, for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
+    .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
     .addOption(new Option('--file-writer <kind>', 'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)').choices(['ring', 'per-packet']).default('ring').hideHelp());
@@ -132,6 +136,7 @@ export function sendCommand(ctx: CommandContext): Command {
       requireHardware: o.requireHardware ?? false,
       logger: ctx.logger(o.logLevel),
     });
+    if (o.resume && isFileUri(o.to)) throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
     if (isFileUri(o.to)) {
       const progress = ctx.progress('save', o.progress);
       const { stats, file } = await saveToFile({
@@ -157,6 +162,8 @@ export function sendCommand(ctx: CommandContext): Command {
       port: to.port,
       ...pipeline(),
       connectTimeoutMs: o.connectTimeout,
+      timeoutMs: o.timeout * 1000,
+      resume: o.resume ?? false,
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,
     });
