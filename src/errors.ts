@@ -23,6 +23,8 @@ export const ExitCode = {
   REMOTE: 7,
   /** A hardware accelerator asked for is missing or unusable, or fell back under --require-hardware. */
   ACCEL: 8,
+  /** Authentication failed: a certificate or pre-shared key proof was refused, by us or by the peer. */
+  AUTH: 9,
   /** Interrupted by a signal (SIGINT/SIGTERM). */
   INTERRUPTED: 130,
 } as const;
@@ -109,6 +111,16 @@ export class RemoteError extends MfdError {
 export class AccelError extends MfdError {
   constructor(code: string, message: string, place: ErrorPlace = {}) {
     super(code, message, ExitCode.ACCEL, place);
+  }
+}
+
+/**
+ * A connection could not be authenticated: TLS (a certificate refused either way, a host name
+ * that does not match) or the pre-shared key's challenge-response.
+ */
+export class AuthError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.AUTH, place);
   }
 }
 

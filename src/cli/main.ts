@@ -38,6 +38,7 @@ Exit codes:
   6    I/O error reading an image or writing an output or a migration file
   7    the peer reported a failure of its own
   8    a hardware accelerator is missing, or fell back under --require-hardware
+  9    authentication failed: a certificate or pre-shared key was refused
   130  interrupted (SIGINT/SIGTERM)`;
 
 export function buildProgram(ctx: CommandContext): Command {

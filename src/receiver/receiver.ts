@@ -16,7 +16,8 @@ import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, checkPreamble, 
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
-import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
+import { plainSecurity, type ChannelBinding, type ChannelSecurity, type SecureServer } from '../transport/security.js';
+import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
@@ -46,6 +47,8 @@ export interface RecvOptions {
   timeoutMs?: number;
   /** A decoder falling back from hardware is an error (--require-hardware). */
   requireHardware?: boolean;
+  /** How connections authenticate (TLS, PSK); default none. A refused connection is logged and closed, the migration goes on. */
+  security?: ChannelSecurity;
   onListening?: (address: net.AddressInfo) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -64,10 +67,13 @@ export function receive(opts: RecvOptions): Promise<RecvResult> {
 
 class Migration {
   private readonly log: Logger;
-  private readonly server = net.createServer({ noDelay: true });
+  private readonly secure: SecureServer;
+  private readonly server: net.Server;
   private startNs = process.hrtime.bigint();
   private readonly sockets = new Set<net.Socket>();
   private control: ControlChannel | null = null;
+  /** What the control connection proved (PSK): the hello must carry its uuid. */
+  private controlBinding: ChannelBinding | null = null;
   private hello: Hello | null = null;
   private uuid: Uint8Array | null = null;
   private method: CompressionMethod | null = null;
@@ -97,10 +103,14 @@ class Migration {
   ) {
     this.log = opts.logger;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.secure = (opts.security ?? plainSecurity).createServer({
+      onAccepted: (s, peer, binding) => this.accept(s, peer, binding),
+      onRefused: (peer, why) => this.log.warn({ peer }, `connection from ${peer} refused: ${why}`),
+    });
+    this.server = this.secure.server;
   }
 
   start(): void {
-    this.server.on('connection', (s) => this.accept(s));
     this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
     this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
       const addr = this.server.address() as net.AddressInfo;
@@ -110,8 +120,8 @@ class Migration {
     this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
   }
 
-  private accept(sock: net.Socket): void {
-    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+  /** An authenticated connection (any connection without authentication): control or multifd? */
+  private accept(sock: net.Socket, peer: string, binding: ChannelBinding | null): void {
     if (this.settled) return void sock.destroy();
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
@@ -130,18 +140,20 @@ class Migration {
       const need = magic === CONTROL_MAGIC ? CONTROL_PREAMBLE_SIZE : magic === MULTIFD_MAGIC ? INIT_PACKET_SIZE : 0;
       if (q.length < need) return;
       sock.off('data', onData);
-      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q);
-      else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, reject);
+      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q, binding, reject);
+      else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, binding, reject);
       else reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
     };
     sock.on('data', onData);
   }
 
-  private onControl(sock: net.Socket, peer: string, q: ByteQueue): void {
+  private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
     if (this.control) {
       this.log.warn({ peer }, `second control connection from ${peer} refused`);
       return void sock.destroy();
     }
+    if (binding && binding.role !== 'control') return refuse(`control channel on a connection authenticated as multifd channel ${binding.channel}`);
+    this.controlBinding = binding;
     try {
       checkPreamble(q.take(CONTROL_PREAMBLE_SIZE)!);
     } catch (e) {
@@ -202,6 +214,10 @@ class Migration {
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
+    const proved = this.controlBinding?.uuid;
+    if (proved && Buffer.compare(Buffer.from(proved), Buffer.from(this.uuid)) !== 0) {
+      throw new ProtocolError('ERR_HELLO_UUID', `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`);
+    }
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
     this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks }, 'migration set up');
@@ -223,13 +239,20 @@ class Migration {
     }, this.timeoutMs);
   }
 
-  private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
+  private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
     const hello = this.hello;
     const method = this.method;
     const raw = q.take(INIT_PACKET_SIZE, Buffer.alloc)!;
     const init = decodeInitPacket(raw);
     if (!hello || !method || !this.uuid) return refuse('multifd channel before the control channel\'s hello');
     const where = `multifd channel from ${peer}`;
+    // A PSK proof names the migration and channel it was made for: another one's is refused, the migration goes on.
+    if (binding) {
+      const what = binding.role === 'data' ? `multifd channel ${binding.channel} of migration ${uuidToString(binding.uuid)}` : `control channel of migration ${uuidToString(binding.uuid)}`;
+      if (binding.role !== 'data' || Buffer.compare(Buffer.from(binding.uuid), Buffer.from(this.uuid)) !== 0 || binding.channel !== init.id) {
+        return refuse(`${where}: authenticated as ${what}, expected multifd channel ${init.id} of migration ${hello.uuid}`);
+      }
+    }
     if (Buffer.compare(Buffer.from(init.uuid), Buffer.from(this.uuid)) !== 0) {
       // Not this migration's: refuse the connection, keep the migration going.
       try {
@@ -347,5 +370,6 @@ class Migration {
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
     this.server.close();
+    this.secure.closePending();
   }
 }

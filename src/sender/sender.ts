@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto';
 import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
-import { connect, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
+import { endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
+import { plainSecurity, socketError, type ChannelSecurity } from '../transport/security.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
@@ -21,6 +22,8 @@ export interface SendOptions extends PipelineOptions {
   host: string;
   port: number;
   connectTimeoutMs?: number;
+  /** How each connection authenticates (TLS, PSK); default none. */
+  security?: ChannelSecurity;
   signal?: AbortSignal;
 }
 
@@ -34,6 +37,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const startNs = process.hrtime.bigint();
   const log = opts.logger;
   const uuid = randomUUID();
+  const uuidBytes = uuidFromString(uuid);
+  const security = opts.security ?? plainSecurity;
   const timeout = opts.connectTimeoutMs ?? 10_000;
   const sockets: Socket[] = [];
   let pipeline: SendPipeline | null = null;
@@ -64,7 +69,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     pipeline = await SendPipeline.open(opts);
     const p = pipeline;
 
-    const ctlSock = await connect(opts.host, opts.port, timeout, 'control channel');
+    const ctlSock = await security.connect(opts.host, opts.port, timeout, 'control channel', { uuid: uuidBytes, role: 'control', channel: 0 });
     sockets.push(ctlSock);
     control = new ControlChannel(ctlSock, `${opts.host}:${opts.port}`);
     const hello: Hello = {
@@ -87,11 +92,10 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     // From here on, a message from the receiver outside next() is a failure report.
     control.onUnsolicited = (m) => fail(remoteOrUnexpected(m, 'while sending pages'));
 
-    const uuidBytes = uuidFromString(uuid);
     for (let id = 0; id < opts.channels; id++) {
-      const socket = await connect(opts.host, opts.port, timeout, `channel ${id}`);
+      const socket = await security.connect(opts.host, opts.port, timeout, `channel ${id}`, { uuid: uuidBytes, role: 'data', channel: id });
       sockets.push(socket);
-      socket.on('error', (e) => failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+      socket.on('error', (e) => failSoon(socketError(e, '', 'ERR_CHANNEL_CONNECTION', { channel: id })));
       socket.on('close', () => {
         if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
       });

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { ConnectionError, MfdError, ProtocolError } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
+import { socketError } from './security.js';
 
 /**
  * Messages that may wait unread. The protocol is lock-step (hello, ready,
@@ -30,7 +31,7 @@ export class ControlChannel {
       this.queue.push(c);
       this.drain();
     });
-    socket.on('error', (e) => this.fail(new ConnectionError('ERR_CONTROL_CONNECTION', `control channel (${peer}): ${e.message}`, {}, e)));
+    socket.on('error', (e) => this.fail(socketError(e, `control channel (${peer})`, 'ERR_CONTROL_CONNECTION')));
     socket.on('close', () => this.fail(new ConnectionError('ERR_CONTROL_CLOSED', `control channel (${peer}) closed by the peer`)));
     this.drain();
   }

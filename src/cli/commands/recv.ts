@@ -8,10 +8,12 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
-import { commonOptions, intInRange, type CommonOpts } from '../options.js';
+import { commonOptions, intInRange, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { checkListenSecurity, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 
-interface RecvOpts extends CommonOpts {
+interface RecvOpts extends CommonOpts, SecurityOpts {
+  insecure?: boolean;
   listen?: string;
   from?: string;
   output: string[];
@@ -40,8 +42,9 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
     .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
-    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60));
-  for (const o of commonOptions()) cmd.addOption(o);
+    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
+    .addOption(new Option('--insecure', 'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs'));
+  for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
     if ((o.listen === undefined) === (o.from === undefined)) throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
     let outputDir: string | undefined;
@@ -83,6 +86,8 @@ export function recvCommand(ctx: CommandContext): Command {
     }
     const at = parseHostPort(o.listen!, '0.0.0.0');
     if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+    const security = loadSecurity(o, (m) => logger.warn(m));
+    checkListenSecurity(at.host, security, o.insecure ?? false);
     const progress = ctx.progress('recv', o.progress);
     const { stats } = await receive({
       host: at.host,
@@ -96,6 +101,7 @@ export function recvCommand(ctx: CommandContext): Command {
       logger,
       timeoutMs: o.timeout * 1000,
       requireHardware: o.requireHardware ?? false,
+      security,
       onListening: (a) => ctx.listening(a.address, a.port),
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,
