@@ -8,7 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { AuthError, ConnectionError, MfdError, RemoteError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -130,6 +130,8 @@ function expectType(m: ControlMessage, type: ControlMessage['type']): void {
 }
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
+  // The receiver refused our certificate (TLS): an authentication failure, as when we refuse its.
+  if (m.type === 'error' && m.code.startsWith('ERR_TLS_')) return new AuthError(m.code, `the receiver refused the connection: ${m.message}`);
   if (m.type === 'error') return new RemoteError('receiver', m.code, m.message);
   return new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}" ${when}`);
 }

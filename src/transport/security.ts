@@ -18,7 +18,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError, ConnectionError, MfdError, UsageError, type ErrorPlace } from '../errors.js';
-import { hex } from '../wire/constants.js';
+import { MULTIFD_MAGIC, hex } from '../wire/constants.js';
+import { CONTROL_MAGIC, encodeFrame } from '../control/protocol.js';
 import { connect as tcpConnect } from './connect.js';
 
 export type ChannelRole = 'control' | 'data';
@@ -87,7 +88,9 @@ export const plainSecurity: ChannelSecurity = {
 const PSK_VERSION = 1;
 const NONCE = 32;
 const MAC = 32;
-const CHALLENGE_MAGIC = 0x4d464450; // 'MFDP'
+/** The receiver's first bytes in PSK mode; a sender without --psk-file reads them as a control frame length. */
+export const PSK_CHALLENGE_MAGIC = 0x4d464450; // 'MFDP'
+const CHALLENGE_MAGIC = PSK_CHALLENGE_MAGIC;
 const AUTH_MAGIC = 0x4d464441; // 'MFDA'
 const ACCEPT_MAGIC = 0x4d46444b; // 'MFDK'
 const REFUSE_MAGIC = 0x4d464458; // 'MFDX'
@@ -211,7 +214,10 @@ export class PskSecurity implements ChannelSecurity {
       return new Error(`PSK authentication: ${why}`);
     };
     const magic = a.readUInt32BE(0);
-    if (magic !== AUTH_MAGIC || a[4] !== PSK_VERSION) throw refuse(`received ${hex(magic)} version ${a[4]}, expected ${hex(AUTH_MAGIC)} version ${PSK_VERSION}`);
+    if (magic !== AUTH_MAGIC || a[4] !== PSK_VERSION) {
+      const hint = magic === CONTROL_MAGIC || magic === MULTIFD_MAGIC ? ' (a sender without --psk-file?)' : '';
+      throw refuse(`received ${hex(magic)} version ${a[4]}, expected ${hex(AUTH_MAGIC)} version ${PSK_VERSION}${hint}`);
+    }
     const role = ROLES[a[5]!];
     if (!role) throw refuse(`role ${a[5]} received, expected 0 (control) or 1 (data)`);
     const b: ChannelBinding = { uuid: Buffer.from(a.subarray(8, 24)), role, channel: a.readUInt16BE(6) };
@@ -256,6 +262,8 @@ export class TlsSecurity implements ChannelSecurity {
         ...this.files,
         minVersion: 'TLSv1.3',
       });
+      let tcpUp = false;
+      s.once('connect', () => (tcpUp = true));
       const timer = setTimeout(() => {
         s.destroy();
         reject(new ConnectionError('ERR_CONNECT_TIMEOUT', `${what}: no TLS connection to ${host}:${port} within ${timeoutMs} ms`));
@@ -269,7 +277,9 @@ export class TlsSecurity implements ChannelSecurity {
       s.once('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         s.destroy();
-        reject(socketError(e, `${what}: cannot connect to ${host}:${port} over TLS`, `ERR_${e.code ?? 'CONNECT'}`));
+        // A receiver without TLS hangs up on the ClientHello (its first bytes are no channel magic).
+        const hint = e.code === 'ECONNRESET' && tcpUp ? ' (is the receiver running with --tls-cert/--tls-key/--tls-ca?)' : '';
+        reject(socketError(e, `${what}: cannot connect to ${host}:${port} over TLS${hint}`, `ERR_${e.code ?? 'CONNECT'}`));
       });
     });
   }
@@ -277,26 +287,40 @@ export class TlsSecurity implements ChannelSecurity {
   createServer(h: ServerHandlers): SecureServer {
     // A handshake still running is tracked by its peer address (the TLS socket is not the accepted TCP socket).
     const pending = new Map<string, net.Socket>();
+    // A failed handshake's TLS socket may be destroyed (no address left): its TCP socket (_parent) still knows the peer.
+    const peers = new WeakMap<object, string>();
+    // The sender's certificate is checked here rather than by rejectUnauthorized, which would cut the
+    // connection without saying why on either side: the reason is logged, and sent to the sender.
     const server = tls.createServer({
       ...this.files,
       requestCert: true,
-      rejectUnauthorized: true,
+      rejectUnauthorized: false,
       minVersion: 'TLSv1.3',
       handshakeTimeout: this.authTimeoutMs,
     });
     server.on('connection', (raw: net.Socket) => {
       const peer = peerOf(raw);
       pending.set(peer, raw);
+      peers.set(raw, peer);
       raw.once('close', () => pending.delete(peer));
     });
     server.on('secureConnection', (s: tls.TLSSocket) => {
       const peer = peerOf(s);
       pending.delete(peer);
+      if (!s.authorized) {
+        const given = Object.keys(s.getPeerCertificate()).length > 0;
+        const why = given ? `TLS: the sender's certificate is refused: ${s.authorizationError} (not signed by --tls-ca)` : 'TLS: the sender gave no certificate';
+        s.on('error', () => {});
+        s.end(encodeFrame({ type: 'error', code: 'ERR_TLS_PEER_CERTIFICATE', message: why }));
+        setTimeout(() => s.destroy(), 1000).unref();
+        return h.onRefused(peer, why);
+      }
       s.setNoDelay(true);
       h.onAccepted(s, peer, null);
     });
     server.on('tlsClientError', (e: Error, s: tls.TLSSocket) => {
-      const peer = s.remoteAddress ? peerOf(s) : '(unknown peer)';
+      const parent = (s as unknown as { _parent?: object })._parent;
+      const peer = s.remoteAddress ? peerOf(s) : ((parent && peers.get(parent)) ?? 'unknown peer');
       s.destroy();
       h.onRefused(peer, `TLS: ${e.message}`);
     });
