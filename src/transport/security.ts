@@ -322,7 +322,9 @@ export class TlsSecurity implements ChannelSecurity {
       const parent = (s as unknown as { _parent?: object })._parent;
       const peer = s.remoteAddress ? peerOf(s) : ((parent && peers.get(parent)) ?? 'unknown peer');
       s.destroy();
-      h.onRefused(peer, `TLS: ${e.message}`);
+      // OpenSSL's message carries its source location; its reason alone says what happened.
+      const why = (e as Error & { reason?: string }).reason ?? e.message;
+      h.onRefused(peer, `TLS: ${why}${(e as NodeJS.ErrnoException).code ? ` [${(e as NodeJS.ErrnoException).code}]` : ''}`);
     });
     return { server, closePending: () => pending.forEach((s) => s.destroy()) };
   }
