@@ -66,7 +66,8 @@ export class ControlChannel {
           const lenBytes = this.queue.take(4);
           if (!lenBytes) return;
           const len = lenBytes.readUInt32BE(0);
-          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', `control channel: the receiver asks for PSK authentication: give --psk-file`);
+          // A receiver with --psk-file opens with its challenge ("MFDP"), which reads as this length.
+          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file');
           if (len > CONTROL_FRAME_MAX) {
             throw new ProtocolError('ERR_CONTROL_FRAME', `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}`);
           }

@@ -46,7 +46,7 @@ t.test('a sender with another key is refused (exit 9); the receiver logs it and 
   t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
   const plain = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, img]);
   t.equal(plain.status, ExitCode.AUTH);
-  t.match(plain.stderr, /the receiver asks for PSK authentication: give --psk-file \[ERR_PSK_REQUIRED\]/);
+  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file \[ERR_PSK_REQUIRED\]/);
   t.same(fs.readdirSync(out), [], 'nothing written for them');
   const ok = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
   t.equal(ok.status, 0, ok.stderr);
