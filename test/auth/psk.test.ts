@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { makeImage, migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
-import { captureLogger, mfdAsync, pskFile, recvProcess } from '../helpers/auth.js';
+import { captureLogger, holdChannel, mfdAsync, pskFile, recvProcess } from '../helpers/auth.js';
 import { PskSecurity, type ChannelBinding } from '../../src/transport/security.js';
 import { send } from '../../src/sender/sender.js';
 import { encodeInitPacket, uuidFromString } from '../../src/wire/init-packet.js';
@@ -113,7 +113,7 @@ t.test('strangers while a PSK migration runs are closed and logged with their ad
   const work = tmpdir(t);
   const out = path.join(work, 'out');
   fs.mkdirSync(out);
-  const img = makeImage(path.join(work, 'vm.ram'), 48 << 20, 'mixed');
+  const img = makeImage(path.join(work, 'vm.ram'), 16 << 20, 'mixed');
   const { logger, lines } = captureLogger('info');
   const strangers = new Map<string, number>();
   const closed = (s: net.Socket): Promise<void> => new Promise((r) => (s.destroyed ? r() : s.resume().once('close', () => r())));
@@ -156,13 +156,12 @@ t.test('strangers while a PSK migration runs are closed and logged with their ad
     t.match(refused, { code: 'ERR_PSK_HANDSHAKE', message: /the receiver refused our proof/ });
     await Promise.all(waits);
   };
-  let attacking: Promise<void> | null = null;
   const psk = new PskSecurity(key, 400);
-  const { port, result } = await startReceiver({ outputDir: out, logger, security: psk, onProgress: () => void (attacking ??= attack(port)) });
-  const sent = await send({ host: '127.0.0.1', port, logger: captureLogger().logger, images: [{ name: 'vm.ram', path: img }], channels: 4, ...pipeline, security: psk });
+  const { port, result } = await startReceiver({ outputDir: out, logger, security: psk });
+  void result.then(() => (finished = true));
+  // The strangers come after the hello was accepted and channels 0..2 connected, before channel 3 does.
+  const sent = await send({ host: '127.0.0.1', port, logger: captureLogger().logger, images: [{ name: 'vm.ram', path: img }], channels: 4, ...pipeline, security: holdChannel(psk, 3, () => attack(port)) });
   const received = await result;
-  finished = true;
-  await attacking;
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.status, 'completed');
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));

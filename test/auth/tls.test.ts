@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
 import { makeImage, migrate, sha256, startReceiver, tmpdir } from '../helpers/index.js';
-import { captureLogger, makeCerts, mfdAsync, recvProcess, tlsFiles, tlsFlags } from '../helpers/auth.js';
+import { captureLogger, holdChannel, makeCerts, mfdAsync, recvProcess, tlsFiles, tlsFlags } from '../helpers/auth.js';
 import { TlsSecurity } from '../../src/transport/security.js';
 import { send } from '../../src/sender/sender.js';
 import { decodeFrame } from '../../src/control/protocol.js';
@@ -90,10 +90,9 @@ t.test('strangers while a TLS migration runs are closed and logged; the migratio
   const work = tmpdir(t);
   const out = path.join(work, 'out');
   fs.mkdirSync(out);
-  const img = makeImage(path.join(work, 'vm.ram'), 48 << 20, 'mixed');
+  const img = makeImage(path.join(work, 'vm.ram'), 16 << 20, 'mixed');
   const { logger, lines } = captureLogger();
   const attackers: number[] = [];
-  let attacking: Promise<void> | null = null;
   const attack = async (port: number): Promise<void> => {
     // Read what the receiver says, so its close is seen.
     const closed = (s: net.Socket): Promise<void> => new Promise((r) => (s.destroyed ? r() : s.resume().once('close', () => r())));
@@ -111,17 +110,16 @@ t.test('strangers while a TLS migration runs are closed and logged; the migratio
     stranger.write(Buffer.from([0x11, 0x22, 0x33, 0x44]));
     await Promise.all([closed(junk), closed(stranger)]);
   };
-  const { port, result } = await startReceiver({
-    outputDir: out,
-    logger,
-    security: recvTls,
-    onProgress: () => {
-      attacking ??= attack(port);
-    },
-  });
-  const sent = await send({ host: '127.0.0.1', port, logger, images: [{ name: 'vm.ram', path: img }], channels: 4, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', security: sendTls });
+  const { port, result } = await startReceiver({ outputDir: out, logger, security: recvTls });
+  let finished = false;
+  void result.then(() => (finished = true));
+  // The strangers come after the hello was accepted and channels 0..2 connected, before channel 3 does.
+  const during = async (): Promise<void> => {
+    await attack(port);
+    t.notOk(finished, 'the strangers came while the migration ran');
+  };
+  const sent = await send({ host: '127.0.0.1', port, logger, images: [{ name: 'vm.ram', path: img }], channels: 4, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', security: holdChannel(sendTls, 3, during) });
   const received = await result;
-  await attacking;
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.status, 'completed');
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import type { Test } from 'tap';
 import { bin } from './files.js';
+import type { ChannelSecurity } from '../../src/transport/security.js';
 
 export interface KeyPair {
   cert: string;
@@ -112,4 +113,20 @@ export function mfdAsync(args: string[]): Promise<{ status: number | null; stdou
     p.stderr.on('data', (d) => (stderr += d));
     p.on('exit', (status) => resolve({ status, stdout, stderr }));
   });
+}
+
+/**
+ * `security` for a sender whose multifd channel `channel` connects only once `before()` has
+ * settled: whatever `before` does happens while the migration is set up and under way (the
+ * receiver cannot finish without that channel).
+ */
+export function holdChannel(security: ChannelSecurity, channel: number, before: () => Promise<unknown>): ChannelSecurity {
+  return {
+    mode: security.mode,
+    createServer: (h) => security.createServer(h),
+    connect: async (host, port, timeoutMs, what, b) => {
+      if (b.role === 'data' && b.channel === channel) await before();
+      return security.connect(host, port, timeoutMs, what, b);
+    },
+  };
 }
