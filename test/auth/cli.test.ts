@@ -2,14 +2,13 @@
  * The command line around authentication: a receiver without TLS or PSK listens on loopback
  * only unless --insecure; key and certificate flags are checked before anything listens.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { makeImage, sha256, tmpdir } from '../helpers/index.js';
-import { mfd } from '../helpers/files.js';
-import { mfdAsync, pskFile } from '../helpers/auth.js';
 import { spawn } from 'node:child_process';
-import { bin } from '../helpers/files.js';
+import { bin, mfd } from '../helpers/files.js';
+import { mfdAsync, pskFile } from '../helpers/auth.js';
 import { isLoopback } from '../../src/transport/security.js';
 
 t.test('loopback addresses', async (t) => {
@@ -27,7 +26,7 @@ t.test('recv on a non-loopback address without authentication: exit 2 naming the
 });
 
 /** `mfd recv ARGS` listening on all interfaces; a sender reaches it over 127.0.0.1. */
-async function migrateAllInterfaces(t: Parameters<Parameters<typeof t.test>[1]>[0], recvArgs: string[], sendArgs: string[]) {
+async function migrateAllInterfaces(t: Test, recvArgs: string[], sendArgs: string[]) {
   const dir = tmpdir(t);
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
