@@ -25,6 +25,8 @@ export const ExitCode = {
   ACCEL: 8,
   /** A resume was refused: no progress journal, or it does not match the images. */
   RESUME: 9,
+  /** Authentication failed: a certificate or pre-shared key proof was refused, by us or by the peer. */
+  AUTH: 10,
   /** Interrupted by a signal (SIGINT/SIGTERM). */
   INTERRUPTED: 130,
 } as const;
@@ -128,6 +130,16 @@ export class AccelError extends MfdError {
 export class ResumeError extends MfdError {
   constructor(code: string, message: string) {
     super(code, message, ExitCode.RESUME);
+  }
+}
+
+/**
+ * A connection could not be authenticated: TLS (a certificate refused either way, a host name
+ * that does not match) or the pre-shared key's challenge-response.
+ */
+export class AuthError extends MfdError {
+  constructor(code: string, message: string, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.AUTH, place);
   }
 }
 

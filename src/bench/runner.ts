@@ -85,6 +85,8 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   const [rc, ra] = net.wrap('recv', process.execPath, [
     MFD_BIN, 'recv', '--listen', `${net.recvAddr}:0`, '--output', outDir, '--json', '--no-progress',
     '--timeout', String(input.recvTimeoutSec ?? 60),
+    // The shaped link's receiver listens on its veth address, reachable only from the bench's own namespace.
+    '--insecure',
   ]);
   let onPort: ((port: number) => void) | undefined;
   const recv = start(rc, ra, {

@@ -39,6 +39,7 @@ Exit codes:
   7    the peer reported a failure of its own
   8    a hardware accelerator is missing, or fell back under --require-hardware
   9    resume refused: no progress journal, or it does not match the images
+  10   authentication failed: a certificate or pre-shared key was refused
   130  interrupted (SIGINT/SIGTERM)`;
 
 export function buildProgram(ctx: CommandContext): Command {

@@ -41,6 +41,23 @@ export function pageSizeOption(): Option {
     .default(4096);
 }
 
+/** --tls-cert/--tls-key/--tls-ca and --psk-file, the same on send and recv (docs/control-protocol.md, "Authentication"). */
+export function securityOptions(): Option[] {
+  return [
+    new Option('--tls-cert <file>', 'TLS 1.3 on every connection: this side\'s certificate (PEM), with --tls-key and --tls-ca'),
+    new Option('--tls-key <file>', "TLS: this side's private key (PEM)"),
+    new Option('--tls-ca <file>', "TLS: CA certificate(s) (PEM) that the peer's certificate must chain to; the sender also checks the receiver's host name"),
+    new Option('--psk-file <file>', 'authenticate every connection by a challenge-response on this pre-shared key (the raw bytes of the file, at least 16, mode 600; no encryption)'),
+  ];
+}
+
+export interface SecurityOpts {
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  pskFile?: string;
+}
+
 export interface CommonOpts {
   json?: boolean;
   logLevel: (typeof LOG_LEVELS)[number];

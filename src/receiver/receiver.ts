@@ -16,7 +16,8 @@ import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBER
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
-import { checkInitPacket, decodeInitPacket, uuidFromString } from '../wire/init-packet.js';
+import { plainSecurity, type ChannelBinding, type ChannelSecurity } from '../transport/security.js';
+import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
@@ -60,6 +61,8 @@ export interface RecvOptions {
    * `mfd send --resume` (0: exit at once, the default).
    */
   resumeWaitMs?: number;
+  /** How connections authenticate (TLS, PSK); default none. A refused connection is logged and closed, the migration goes on. */
+  security?: ChannelSecurity;
   onListening?: (address: net.AddressInfo) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -76,12 +79,19 @@ export interface RecvResult {
  * failure is the result.
  */
 export async function receive(opts: RecvOptions): Promise<RecvResult> {
-  const server = net.createServer({ noDelay: true });
+  // One listening socket for every attempt; its connections, once authenticated, go to the current one.
+  let current: Migration | null = null;
+  const secure = (opts.security ?? plainSecurity).createServer({
+    onAccepted: (s, peer, binding) => (current ? current.accept(s, peer, binding) : s.destroy()),
+    onRefused: (peer, why) => opts.logger.warn({ peer }, `connection from ${peer} refused: ${why}`),
+  });
+  const server = secure.server;
   const waitMs = opts.resumeWaitMs ?? 0;
   let failure: MfdError | null = null;
   try {
     for (let attempt = 0; ; attempt++) {
       const run = new Migration(attempt === 0 ? opts : { ...opts, helloTimeoutMs: waitMs }, server);
+      current = run;
       try {
         return await run.run();
       } catch (e) {
@@ -98,6 +108,7 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
     }
   } finally {
     server.close(() => {});
+    secure.closePending();
   }
 }
 
@@ -114,6 +125,8 @@ class Migration {
   private startNs = process.hrtime.bigint();
   private readonly sockets = new Set<net.Socket>();
   private control: ControlChannel | null = null;
+  /** What the control connection proved (PSK): the hello must carry its uuid. */
+  private controlBinding: ChannelBinding | null = null;
   private hello: Hello | null = null;
   private uuid: Uint8Array | null = null;
   private method: CompressionMethod | null = null;
@@ -169,9 +182,7 @@ class Migration {
 
   private start(): void {
     // A migration waiting for a resume takes over the listening socket of the one that failed.
-    this.server.removeAllListeners('connection');
     this.server.removeAllListeners('error');
-    this.server.on('connection', (s) => this.accept(s));
     this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
     if (!this.server.listening) {
       this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
@@ -190,8 +201,8 @@ class Migration {
     this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
   }
 
-  private accept(sock: net.Socket): void {
-    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+  /** An authenticated connection (any connection without authentication): control or multifd? */
+  accept(sock: net.Socket, peer: string, binding: ChannelBinding | null): void {
     if (this.settled) return void sock.destroy();
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
@@ -210,18 +221,20 @@ class Migration {
       const need = magic === CONTROL_MAGIC ? CONTROL_PREAMBLE_SIZE : magic === MULTIFD_MAGIC ? INIT_PACKET_SIZE : 0;
       if (q.length < need) return;
       sock.off('data', onData);
-      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q);
-      else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, reject);
+      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q, binding, reject);
+      else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, binding, reject);
       else reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
     };
     sock.on('data', onData);
   }
 
-  private onControl(sock: net.Socket, peer: string, q: ByteQueue): void {
+  private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
     if (this.control) {
       this.log.warn({ peer }, `second control connection from ${peer} refused`);
       return void sock.destroy();
     }
+    if (binding && binding.role !== 'control') return refuse(`control channel on a connection authenticated as multifd channel ${binding.channel}`);
+    this.controlBinding = binding;
     try {
       checkPreamble(q.take(CONTROL_PREAMBLE_SIZE)!);
     } catch (e) {
@@ -292,6 +305,10 @@ class Migration {
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
+    const proved = this.controlBinding?.uuid;
+    if (proved && Buffer.compare(Buffer.from(proved), Buffer.from(this.uuid)) !== 0) {
+      throw new ProtocolError('ERR_HELLO_UUID', `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`);
+    }
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
     this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks, resumedPages: this.heldPages }, 'migration set up');
@@ -368,13 +385,20 @@ class Migration {
     }, this.timeoutMs);
   }
 
-  private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, refuse: (why: string) => void): void {
+  private onDataChannel(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
     const hello = this.hello;
     const method = this.method;
     const raw = q.take(INIT_PACKET_SIZE, Buffer.alloc)!;
     const init = decodeInitPacket(raw);
     if (!hello || !method || !this.uuid) return refuse('multifd channel before the control channel\'s hello');
     const where = `multifd channel from ${peer}`;
+    // A PSK proof names the migration and channel it was made for: another one's is refused, the migration goes on.
+    if (binding) {
+      const what = binding.role === 'data' ? `multifd channel ${binding.channel} of migration ${uuidToString(binding.uuid)}` : `control channel of migration ${uuidToString(binding.uuid)}`;
+      if (binding.role !== 'data' || Buffer.compare(Buffer.from(binding.uuid), Buffer.from(this.uuid)) !== 0 || binding.channel !== init.id) {
+        return refuse(`${where}: authenticated as ${what}, expected multifd channel ${init.id} of migration ${hello.uuid}`);
+      }
+    }
     if (Buffer.compare(Buffer.from(init.uuid), Buffer.from(this.uuid)) !== 0) {
       // Not this migration's: refuse the connection, keep the migration going.
       try {

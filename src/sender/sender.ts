@@ -8,10 +8,11 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { AuthError, ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
-import { connect, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
+import { endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
+import { plainSecurity, socketError, type ChannelSecurity } from '../transport/security.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
@@ -28,6 +29,8 @@ export interface SendOptions extends PipelineOptions {
   timeoutMs?: number;
   /** Continue a failed migration from the pages the receiver has durably written (its journal). */
   resume?: boolean;
+  /** How each connection authenticates (TLS, PSK); default none. */
+  security?: ChannelSecurity;
   signal?: AbortSignal;
 }
 
@@ -41,6 +44,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const startNs = process.hrtime.bigint();
   const log = opts.logger;
   const uuid = randomUUID();
+  const uuidBytes = uuidFromString(uuid);
+  const security = opts.security ?? plainSecurity;
   const timeout = opts.connectTimeoutMs ?? 10_000;
   const stallMs = opts.timeoutMs ?? 60_000;
   const peer = `${opts.host}:${opts.port}`;
@@ -74,7 +79,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     pipeline = await SendPipeline.open(opts);
     const p = pipeline;
 
-    const ctlSock = await connect(opts.host, opts.port, timeout, 'control channel');
+    const ctlSock = await security.connect(opts.host, opts.port, timeout, 'control channel', { uuid: uuidBytes, role: 'control', channel: 0 });
     sockets.push(ctlSock);
     control = new ControlChannel(ctlSock, peer);
     const ctl = control;
@@ -111,15 +116,14 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     // And the control channel dropping is the failure to report, not the data channels it takes along.
     control.onFailure = (e) => fail(e);
 
-    const uuidBytes = uuidFromString(uuid);
     for (let id = 0; id < opts.channels; id++) {
-      const socket = await connect(opts.host, opts.port, timeout, `channel ${id}`);
+      const socket = await security.connect(opts.host, opts.port, timeout, `channel ${id}`, { uuid: uuidBytes, role: 'data', channel: id });
       sockets.push(socket);
       socket.on('error', (e: NodeJS.ErrnoException) => {
         // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
         const shrunk = e.code === 'EFAULT' ? shrunkImage(p.blocks.map((b) => b.source)) : null;
         if (shrunk) fail(shrunk);
-        else failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e));
+        else failSoon(socketError(e, '', 'ERR_CHANNEL_CONNECTION', { channel: id }));
       });
       socket.on('close', () => {
         if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
@@ -156,6 +160,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
 }
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
+  // The receiver refused our certificate (TLS): an authentication failure, as when we refuse its.
+  if (m.type === 'error' && m.code.startsWith('ERR_TLS_')) return new AuthError(m.code, `the receiver refused the connection: ${m.message}`);
   if (m.type === 'error') return new RemoteError('receiver', m.code, m.message);
   return new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}" ${when}`);
 }

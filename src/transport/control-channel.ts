@@ -1,8 +1,9 @@
 /** Message-at-a-time view of the control connection (framing in control/protocol.ts). */
 import type { Socket } from 'node:net';
-import { ConnectionError, MfdError, ProtocolError } from '../errors.js';
+import { AuthError, ConnectionError, MfdError, ProtocolError } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
+import { PSK_CHALLENGE_MAGIC, socketError } from './security.js';
 
 /**
  * Messages that may wait unread. The protocol is lock-step (hello, ready,
@@ -32,7 +33,7 @@ export class ControlChannel {
       this.queue.push(c);
       this.drain();
     });
-    socket.on('error', (e) => this.fail(new ConnectionError('ERR_CONTROL_CONNECTION', `control channel (${peer}): ${e.message}`, {}, e)));
+    socket.on('error', (e) => this.fail(socketError(e, `control channel (${peer})`, 'ERR_CONTROL_CONNECTION')));
     socket.on('close', () => this.fail(new ConnectionError('ERR_CONTROL_CLOSED', `control channel (${peer}) closed by the peer`)));
     this.drain();
   }
@@ -67,6 +68,8 @@ export class ControlChannel {
           const lenBytes = this.queue.take(4);
           if (!lenBytes) return;
           const len = lenBytes.readUInt32BE(0);
+          // A receiver with --psk-file opens with its challenge ("MFDP"), which reads as this length.
+          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file');
           if (len > CONTROL_FRAME_MAX) {
             throw new ProtocolError('ERR_CONTROL_FRAME', `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}`);
           }

@@ -8,13 +8,15 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
-import { commonOptions, intInRange, type CommonOpts } from '../options.js';
+import { commonOptions, intInRange, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { receiveQemu } from '../../qemu/recv.js';
 import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';
 
-interface RecvOpts extends CommonOpts {
+interface RecvOpts extends CommonOpts, SecurityOpts {
   qemu?: boolean;
+  insecure?: boolean;
   listen?: string;
   from?: string;
   output: string[];
@@ -50,8 +52,9 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
     .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
     .addOption(new Option('--no-journal', 'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)'))
-    .addOption(new Option('--resume-wait <seconds>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (0: exit at once)').argParser(intInRange('--resume-wait', 0, 86_400)).default(0));
-  for (const o of commonOptions()) cmd.addOption(o);
+    .addOption(new Option('--resume-wait <seconds>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (0: exit at once)').argParser(intInRange('--resume-wait', 0, 86_400)).default(0))
+    .addOption(new Option('--insecure', 'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs'));
+  for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
     if ((o.listen === undefined) === (o.from === undefined)) throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
     let outputDir: string | undefined;
@@ -73,10 +76,17 @@ export function recvCommand(ctx: CommandContext): Command {
     const logger = ctx.logger(o.logLevel);
     if (o.qemu) {
       refuseWithQemu(cmd, { from: '--from', inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received over --listen into a fresh --output DIR');
+      refuseWithQemu(cmd, { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' }, "QEMU's migration channels do not speak mfd's authentication");
       if (o.listen === undefined) throw new UsageError('--qemu needs --listen HOST:PORT');
       if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
       const at = parseHostPort(o.listen, '0.0.0.0');
       if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+      if (!isLoopback(at.host) && !o.insecure) {
+        throw new UsageError(
+          `refusing to listen on ${at.host} for a QEMU source without --insecure: a QEMU migration carries no authentication, so anyone who reaches the port could write files. ` +
+            'Listen where only the source can reach (loopback, a private network) and give --insecure',
+        );
+      }
       const r = await receiveQemu({
         host: at.host,
         port: at.port,
@@ -112,6 +122,8 @@ export function recvCommand(ctx: CommandContext): Command {
     }
     const at = parseHostPort(o.listen!, '0.0.0.0');
     if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+    const security = loadSecurity(o, (m) => logger.warn(m));
+    checkListenSecurity(at.host, security, o.insecure ?? false);
     const progress = ctx.progress('recv', o.progress);
     const { stats } = await receive({
       host: at.host,
@@ -127,6 +139,7 @@ export function recvCommand(ctx: CommandContext): Command {
       journal: o.journal,
       resumeWaitMs: o.resumeWait * 1000,
       requireHardware: o.requireHardware ?? false,
+      security,
       onListening: (a) => ctx.listening(a.address, a.port),
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,

@@ -10,12 +10,13 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { commonOptions, intInRange, onOff, pageSizeOption, type CommonOpts } from '../options.js';
+import { commonOptions, intInRange, onOff, pageSizeOption, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
 
-interface SendOpts extends CommonOpts {
+interface SendOpts extends CommonOpts, SecurityOpts {
   qemu?: boolean;
   to: string;
   channels: number;
@@ -93,7 +94,7 @@ export function sendCommand(ctx: CommandContext): Command {
       cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
     }
   }
-  for (const o of commonOptions()) cmd.addOption(o);
+  for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
     const channels = o.multifdChannels ?? o.channels;
     if (o.qemu) {
@@ -156,6 +157,8 @@ export function sendCommand(ctx: CommandContext): Command {
     if (o.mappedRam || o.directIo) throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
     const to = parseHostPort(o.to, '127.0.0.1');
     if (!to) throw new UsageError(`Expected HOST:PORT or file:PATH for --to but received "${o.to}"`);
+    const logger = ctx.logger(o.logLevel);
+    const security = loadSecurity(o, (m) => logger.warn(m));
     const progress = ctx.progress('send', o.progress);
     const { stats, receiver } = await send({
       host: to.host,
@@ -164,6 +167,7 @@ export function sendCommand(ctx: CommandContext): Command {
       connectTimeoutMs: o.connectTimeout,
       timeoutMs: o.timeout * 1000,
       resume: o.resume ?? false,
+      security,
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,
     });
