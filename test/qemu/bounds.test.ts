@@ -147,3 +147,22 @@ t.test('regression: connections beyond main + 256 multifd channels are refused (
   t.ok(closed >= 300 - 264 && closed < 300, `${closed} of 300 connections closed by the receiver`);
   socks.forEach((s) => s.destroy());
 });
+
+t.test('regression: multifd bytes that arrive before the block list are buffered up to 64 MiB in all (64 MiB per channel before)', async (t) => {
+  const { result, port } = await receiveStreams(t, Buffer.alloc(0), [], { recv: { timeoutMs: 1500 } });
+  const data = Buffer.alloc(48 << 20, 0x11);
+  encodeInitPacket(new Uint8Array(16), 0).forEach((b, i) => (data[i] = b));
+  const before = process.memoryUsage().arrayBuffers;
+  const socks = [0, 1, 2].map((id) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(encodeInitPacket(new Uint8Array(16), id));
+    s.write(data.subarray(64));
+    return s;
+  });
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  await new Promise((r) => setTimeout(r, 1000));
+  const grew = process.memoryUsage().arrayBuffers - before;
+  t.ok(grew < 110 << 20, `array buffers grew by ${Math.round(grew / 1048576)} MiB for 3 x 48 MiB sent (receiver buffered them all: ~144 MiB)`);
+  t.match(await rejection(result), { code: 'ERR_QEMU_MAIN_MISSING' });
+});
