@@ -214,7 +214,9 @@ class QemuMigration {
     const creating = Output.create(name, size, path.join(this.opts.outputDir, file), false);
     this.creating = creating;
     const output = await creating;
+    this.creating = null;
     if (this.settled) {
+      // fail() aborts it too (abort is idempotent) and reports only once both are done.
       await output.abort();
       throw new InterruptedError('the migration failed while its outputs were being created');
     }
@@ -382,7 +384,7 @@ class QemuMigration {
     this.log.error({ code: err.code, channel: err.channel }, err.message);
     this.settle();
     for (const s of this.sockets) s.destroy();
-    // An output being created aborts itself once it exists (createOutput): wait for that too.
+    // An output being created is not in `outputs` yet: abort it once it exists (createOutput does too).
     const creating = this.creating?.then((o) => o.abort());
     void Promise.allSettled([...this.outputs.map((o) => o.abort()), creating]).then(() => this.reject(err));
   }
