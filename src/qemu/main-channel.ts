@@ -281,7 +281,8 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
       const base = flags & ~RAM_SAVE_FLAG_CONTINUE;
       if (base === RAM_SAVE_FLAG_EOS) return;
       if (base === RAM_SAVE_FLAG_MEM_SIZE) {
-        if (kind !== QEMU_VM_SECTION_START || blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        if (kind !== QEMU_VM_SECTION_START) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        if (blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: a second MEM_SIZE record (the block list is given once)`);
         if (addr === 0 || addr > MAX_TOTAL_RAM) {
           throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: MEM_SIZE record says ${addr} bytes of RAM, expected 1..${MAX_TOTAL_RAM} (64 TiB)`);
         }

@@ -16,6 +16,9 @@ export const EPOCH_CHUNK = 1024;
 /** Entries allowed beyond four per page received, all blocks together (64 MiB). */
 export const EPOCH_SLACK = 16 * 1024 * 1024;
 
+/** Largest epoch a table holds (Int32; -1 means never written). */
+export const MAX_EPOCH = 0x7fffffff;
+
 /** What the tables of one migration have allocated, and how many pages they hold. */
 export class EpochBudget {
   allocated = 0;
@@ -41,6 +44,9 @@ export class PageEpochs {
 
   /** Records `epoch` for page `i` (0 <= i < pages). */
   set(i: number, epoch: number): void {
+    if (epoch > MAX_EPOCH) {
+      throw new ProtocolError('ERR_QEMU_SYNC_COUNT', `ramblock "${this.name}": a page after ${epoch} sync points, expected at most ${MAX_EPOCH} (the epoch would wrap and reorder pages)`);
+    }
     const k = Math.floor(i / EPOCH_CHUNK);
     let c = this.chunks.get(k);
     if (!c) {

@@ -9,7 +9,7 @@ import { rejection } from '../helpers/index.js';
 import { receiveStreams } from '../helpers/qemu.js';
 import { Writer } from '../../src/qemu/format.js';
 import { MAX_DEVICE_STATE, checkStreamEnd } from '../../src/qemu/main-channel.js';
-import { EPOCH_CHUNK, EPOCH_SLACK, EpochBudget, PageEpochs } from '../../src/qemu/page-epochs.js';
+import { EPOCH_CHUNK, EPOCH_SLACK, EpochBudget, MAX_EPOCH, PageEpochs } from '../../src/qemu/page-epochs.js';
 import { buildQemuMigration, QEMU_CORPUS } from '../../src/fuzz/qemu.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 
@@ -64,6 +64,14 @@ t.test('regression: ZERO records scattered over a huge block are refused instead
   const grew = process.memoryUsage().arrayBuffers - before;
   t.ok(grew < (EPOCH_SLACK * 4 + (16 << 20)), `array buffers grew by ${grew} bytes`);
   t.same(fs.readdirSync(out), [], 'the sparse output is gone');
+});
+
+t.test('regression: an epoch past 2^31 - 1 is refused (stored in an Int32Array, it wrapped to -1, "never written", and below)', async (t) => {
+  const e = new PageEpochs('mem', 4, new EpochBudget());
+  e.set(0, MAX_EPOCH);
+  t.equal(e.get(0), MAX_EPOCH);
+  t.throws(() => e.set(1, MAX_EPOCH + 1), { code: 'ERR_QEMU_SYNC_COUNT', message: /ramblock "mem": a page after 2147483648 sync points, expected at most 2147483647/ });
+  t.equal(e.count, 1);
 });
 
 t.test('a legit migration stays far inside the page table budget', async (t) => {
@@ -165,4 +173,34 @@ t.test('regression: multifd bytes that arrive before the block list are buffered
   const grew = process.memoryUsage().arrayBuffers - before;
   t.ok(grew < 110 << 20, `array buffers grew by ${Math.round(grew / 1048576)} MiB for 3 x 48 MiB sent (receiver buffered them all: ~144 MiB)`);
   t.match(await rejection(result), { code: 'ERR_QEMU_MAIN_MISSING' });
+});
+
+t.test('records a peer may send anywhere are refused with where and what, before any write', async (t) => {
+  const ram = (): Writer => start(header(), 2 * PS, [['mem', 2 * PS]]).u64(0x10).u8(0x7e).u32(2).u8(0x02).u32(2);
+  const cases: [string, Buffer, string, RegExp][] = [
+    ['ZERO|CONTINUE before any block', ram().u64(0x22).u8(0).take(), 'ERR_QEMU_RAM_RECORD', /CONTINUE record without a previous ramblock/],
+    ['a page past the block', ram().u64(2 * PS + 0x02).str('mem').u8(0).take(), 'ERR_QEMU_RAM_RECORD', /page offset 8192 out of range for ramblock "mem" \(expected a multiple of 4096 below 8192\)/],
+    ['an unknown block', ram().u64(0x08).str('pc.ram').take(), 'ERR_QEMU_RAM_RECORD', /unknown ramblock "pc.ram"/],
+    ['a second MEM_SIZE', start(header(), PS, [['mem', PS]]).u64(PS + 0x04).str('x').u64(PS).take(), 'ERR_QEMU_RAM_FLAGS', /a second MEM_SIZE record/],
+    ['a block size not a multiple of the page', start(header(), 2 * PS, [['mem', PS + 1], ['b', PS - 1]]).take(), 'ERR_QEMU_BLOCKS', /used_length 4097, expected a positive multiple of 4096/],
+    ['a machine type of 4 GiB', new Writer().u32(0x5145564d).u32(3).u8(0x07).u32(0xffffffff).take(), 'ERR_QEMU_CONFIGURATION', /machine type of 4294967295 bytes, expected at most 256/],
+  ];
+  for (const [what, bytes, code, message] of cases) {
+    const { result, out } = await receiveStreams(t, bytes);
+    const e = await rejection(result);
+    t.equal(e.code, code, `${what}: ${code}`);
+    t.match(e.message, message, `${what}: ${e.message}`);
+    t.same(fs.readdirSync(out), [], `${what}: nothing left`);
+  }
+});
+
+t.test('a multifd packet for a block not in the list is refused', async (t) => {
+  const m = await buildQemuMigration(QEMU_CORPUS[2]!);
+  const ch = Buffer.from(m.channels[0]!);
+  // The first packet with pages follows the init packet (64 bytes) and START's SYNC (1344 bytes): rename its block.
+  const name = 64 + 1344 + 64;
+  t.equal(ch.subarray(name, name + 4).toString(), 'mem\0');
+  ch.write('meh\0', name);
+  const { result } = await receiveStreams(t, m.main, [ch.subarray(64)]);
+  t.match(await rejection(result), { code: 'ERR_PACKET_RAMBLOCK', message: /unknown ram block "meh"/ });
 });
