@@ -47,6 +47,7 @@ import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { type FuzzTarget, typed, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, makePages, split, type ByteOp, type PageKind } from './mutate.js';
+import { mutateStream, streamMutation, type ChannelStream, type StreamMutation, type StreamPacket } from './streams.js';
 import { FUZZ_UUID } from './wire.js';
 
 const PS = 4096;
@@ -80,8 +81,8 @@ export interface QemuMigration {
   main: Buffer;
   /** Where each RAM record's be64 starts in `main`. */
   records: number[];
-  /** Each multifd channel's bytes: init packet, then its packets. */
-  channels: Buffer[];
+  /** Each multifd channel: its init packet and packets. */
+  channels: Pick<ChannelStream, 'init' | 'packets'>[];
   /** Every block's content after both passes. */
   images: Map<string, Buffer>;
   /** The bytes after the RAM END section. */
@@ -104,7 +105,7 @@ export async function buildQemuMigration(spec: QemuMigrationSpec): Promise<QemuM
 
   const method = getMethod(spec.method);
   const hs = packetHeaderSize(PS);
-  const chans = Array.from({ length: spec.channels }, (_, i) => ({ parts: [Buffer.from(encodeInitPacket(FUZZ_UUID, i))] as Buffer[], packetNum: 0n }));
+  const chans = Array.from({ length: spec.channels }, (_, i) => ({ init: encodeInitPacket(FUZZ_UUID, i), packets: [] as StreamPacket[], packetNum: 0n }));
   const senders = chans.map((_, i) => method.sendSetup({ channel: i, pageSize: PS, params: method.params({}), tally: new PathTally('fuzz') }));
   const images = new Map<string, Buffer>(spec.blocks.map((b) => [b.name, Buffer.alloc(b.pass1.length * PS)]));
   const packet = (c: number, flags: number, block: string, normal: number[], zero: number[], payload: Uint8Array[]): void => {
@@ -120,7 +121,7 @@ export async function buildQemuMigration(spec: QemuMigrationSpec): Promise<QemuM
       ramblock: Buffer.from(normal.length + zero.length > 0 ? block : ''),
       offsets: [...normal, ...zero],
     });
-    ch.parts.push(Buffer.from(header), ...payload.map((p) => Buffer.from(p)));
+    ch.packets.push({ header, payload: Buffer.concat(payload) });
   };
   /** A sync point: SYNC on every channel, and in round mode the MULTIFD_FLUSH record. */
   const sync = (): void => {
@@ -201,7 +202,7 @@ export async function buildQemuMigration(spec: QemuMigrationSpec): Promise<QemuM
   }
   const deviceState = ds.take();
   w.bytes(deviceState);
-  return { spec, main: w.take(), records, channels: chans.map((c) => Buffer.concat(c.parts)), images, deviceState };
+  return { spec, main: w.take(), records, channels: chans.map(({ init, packets }) => ({ init, packets })), images, deviceState };
 }
 
 const kinds = (n: number, cycle: readonly PageKind[]): PageKind[] => Array.from({ length: n }, (_, i) => cycle[i % cycle.length]!);
@@ -436,8 +437,8 @@ const HANG_MS = 5000;
 interface RecvInput {
   seed: number;
   main: readonly MainMutation[];
-  /** Byte mutations of one multifd channel's stream each. */
-  channels: readonly { channel: number; ops: ByteOp[] }[];
+  /** Mutations of one multifd channel's stream each (header fields, offsets, names, payloads, dropped or replayed packets, bytes). */
+  channels: readonly { channel: number; muts: StreamMutation[] }[];
   cuts: readonly number[];
   /** The main channel connects first (QEMU's order), else after the multifd channels. */
   mainFirst: boolean;
@@ -544,7 +545,7 @@ export async function qemuRecvTarget(): Promise<FuzzTarget<RecvInput>> {
       main: fc.oneof({ weight: 2, arbitrary: fc.constant([] as MainMutation[]) }, { weight: 3, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 2 }) }),
       channels: fc.oneof(
         { weight: 2, arbitrary: fc.constant([]) },
-        { weight: 2, arbitrary: fc.array(fc.record({ channel: fc.nat({ max: 7 }), ops: byteOps(3) }), { minLength: 1, maxLength: 2 }) },
+        { weight: 2, arbitrary: fc.array(fc.record({ channel: fc.nat({ max: 7 }), muts: fc.array(streamMutation, { minLength: 1, maxLength: 2 }) }), { minLength: 1, maxLength: 2 }) },
       ),
       cuts: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 4 }),
       mainFirst: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
@@ -556,12 +557,9 @@ export async function qemuRecvTarget(): Promise<FuzzTarget<RecvInput>> {
       let main = mutateMain(m, x.main);
       if (main.length < 4) main = Buffer.alloc(4);
       main.writeUInt32BE(QEMU_VM_FILE_MAGIC, 0);
-      const channels = m.channels.map((c) => Buffer.from(c));
-      for (const c of x.channels) {
-        if (channels.length === 0) break;
-        const i = c.channel % channels.length;
-        channels[i] = Buffer.from(applyByteOps(channels[i]!, c.ops));
-      }
+      const muts = m.channels.map(() => [] as StreamMutation[]);
+      for (const c of x.channels) if (muts.length > 0) muts[c.channel % muts.length]!.push(...c.muts);
+      const channels = m.channels.map((c, i) => mutateStream(c, muts[i]!));
       const box = path.join(root, String(n++));
       const out = path.join(box, 'out');
       fs.mkdirSync(out, { recursive: true });
