@@ -179,7 +179,7 @@ export const streamMutation: fc.Arbitrary<StreamMutation> = fc.oneof(
 );
 
 /** The stream's bytes after the mutations (none: exactly what the sender wrote). */
-export function mutateStream(s: ChannelStream, muts: readonly StreamMutation[]): Buffer {
+export function mutateStream(s: Pick<ChannelStream, 'init' | 'packets'>, muts: readonly StreamMutation[]): Buffer {
   let init = Buffer.from(s.init);
   const list = s.packets.map((p) => ({ header: Buffer.from(p.header), payload: Buffer.from(p.payload) }));
   const streamOps: ByteOp[] = [];

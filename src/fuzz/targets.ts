@@ -2,6 +2,7 @@
 import type { FuzzTarget } from './harness.js';
 import { controlFrameTarget, controlStreamTarget } from './control.js';
 import { inspectTarget } from './inspect.js';
+import { qemuMainTarget, qemuRecvTarget } from './qemu.js';
 import { methodNames, methodTarget } from './methods.js';
 import { receiverHelloTarget, receiverTarget } from './receiver.js';
 import { initPacketTarget, packetHeaderTarget } from './wire.js';
@@ -26,5 +27,7 @@ export function fuzzTargets(): TargetEntry[] {
     entry('inspect', inspectTarget),
     entry('receiver', receiverTarget),
     entry('receiver-hello', receiverHelloTarget),
+    entry('qemu-main', qemuMainTarget),
+    entry('qemu-recv', qemuRecvTarget),
   ];
 }

@@ -9,6 +9,7 @@
  * docs/qemu-peer.md): each record is handed on with the epoch it belongs to.
  */
 import type { Socket } from 'node:net';
+import { MAX_TOTAL_RAM } from '../control/protocol.js';
 import { ConnectionError, ProtocolError, UnsupportedStreamError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { hex } from '../wire/constants.js';
@@ -44,6 +45,12 @@ import {
 const MAX_MACHINE_NAME = 256;
 /** Most ramblocks accepted in the MEM_SIZE record. */
 const MAX_RAMBLOCKS = 4096;
+/**
+ * Most bytes of device state (everything after the RAM END section) accepted:
+ * QEMU's device sections are kilobytes to a few megabytes (guest RAM, video
+ * memory included, travels in ramblocks); this only stops a source that never ends.
+ */
+export const MAX_DEVICE_STATE = 1024 * 1024 * 1024;
 /** Bytes queued before the socket is paused. */
 const HIGH_WATER = 8 * 1024 * 1024;
 
@@ -212,11 +219,17 @@ const SECTION_NAMES: Record<number, string> = {
   [QEMU_VM_COMMAND]: 'COMMAND',
 };
 
-/** The configuration section's subsections QEMU may send (savevm.c vmstate_configuration) and their field bytes. */
-async function configurationSubsection(r: StreamReader, where: string): Promise<void> {
+/**
+ * The configuration section's subsections QEMU may send (savevm.c
+ * vmstate_configuration) and their field bytes; each at most once, so the
+ * section (kept whole for the manifest) stays small.
+ */
+async function configurationSubsection(r: StreamReader, where: string, seen: Set<string>): Promise<void> {
   await r.u8('subsection marker');
   const name = await r.str('subsection name');
   await r.u32('subsection version');
+  if (seen.has(name)) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${where}: configuration subsection "${name}" given twice`);
+  seen.add(name);
   if (name === 'configuration/target-page-bits') {
     const bits = await r.u32('target-page-bits');
     if (bits !== 12) throw new UnsupportedStreamError(`${where}: target page bits ${bits} (pages of ${2 ** bits} bytes); mfd handles 4 KiB target pages only`);
@@ -235,7 +248,7 @@ async function configurationSubsection(r: StreamReader, where: string): Promise<
  * Parses the main channel to its close. `where` names it in errors. The
  * returned summary is complete only when the promise resolves.
  */
-export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: string, pageSize = 4096): Promise<MainSummary> {
+export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: string, pageSize = 4096, maxDeviceState = MAX_DEVICE_STATE): Promise<MainSummary> {
   const s: MainSummary = { fileVersion: 0, machine: null, syncMode: 'section', ramSections: 0, flushes: 0, syncPoints: 0, zeroRecords: 0, pageRecords: 0, deviceStateBytes: 0, vmDescription: false };
   const magic = await r.u32('stream magic');
   if (magic !== QEMU_VM_FILE_MAGIC) throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
@@ -268,7 +281,11 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
       const base = flags & ~RAM_SAVE_FLAG_CONTINUE;
       if (base === RAM_SAVE_FLAG_EOS) return;
       if (base === RAM_SAVE_FLAG_MEM_SIZE) {
-        if (kind !== QEMU_VM_SECTION_START || blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        if (kind !== QEMU_VM_SECTION_START) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        if (blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: a second MEM_SIZE record (the block list is given once)`);
+        if (addr === 0 || addr > MAX_TOTAL_RAM) {
+          throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: MEM_SIZE record says ${addr} bytes of RAM, expected 1..${MAX_TOTAL_RAM} (64 TiB)`);
+        }
         let sum = 0;
         const list: RamBlockInfo[] = [];
         while (sum < addr) {
@@ -328,7 +345,8 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
       const len = await r.u32('machine type length');
       if (len > MAX_MACHINE_NAME) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
       s.machine = (await r.take(len, 'machine type')).toString('utf8');
-      while ((await r.peek('configuration subsection')) === QEMU_VM_SUBSECTION) await configurationSubsection(r, at);
+      const seen = new Set<string>();
+      while ((await r.peek('configuration subsection')) === QEMU_VM_SUBSECTION) await configurationSubsection(r, at, seen);
       const raw = Buffer.concat(r.record);
       r.record = null;
       h.onConfiguration(s.machine, raw);
@@ -380,6 +398,9 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
   s.syncPoints = epoch();
   const tail = new Tail(TAIL_BYTES);
   await r.drain((b) => {
+    if (s.deviceStateBytes + b.length > maxDeviceState) {
+      throw new ProtocolError('ERR_QEMU_DEVICE_STATE_SIZE', `${where}: more than ${maxDeviceState} bytes of device state after the RAM END section (byte ${r.offset}); a QEMU source sends a few megabytes`);
+    }
     s.deviceStateBytes += b.length;
     tail.push(b);
     h.onDeviceState(b);
@@ -405,6 +426,11 @@ class Tail {
   }
 }
 
+/** The part of QEMU's VM description mfd looks at. */
+interface VmDescription {
+  page_size?: unknown;
+}
+
 /**
  * A source that dies in the middle of the device state also just closes the
  * connection: the stream must end as QEMU ends it, with the EOF byte (0x00),
@@ -415,13 +441,17 @@ export function checkStreamEnd(tail: Buffer, total: number, where: string, pageS
   const truncated = (why: string): ConnectionError =>
     new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`);
   if (tail.length === 0) throw truncated('nothing after the RAM END section');
-  // The VM description starts with "{" right after 00 06 <be32 length>; it runs to the end.
-  for (let at = tail.length - 7; at >= 0; at--) {
-    if (tail[at] !== QEMU_VM_EOF || tail[at + 1] !== QEMU_VM_VMDESCRIPTION || tail[at + 6] !== 0x7b) continue;
+  // The VM description starts with "{" right after 00 06 <be32 length>; it runs to the end. JSON
+  // text holds no NUL byte, so the last 00 of the tail is in that header: only the 6 positions up
+  // to it can start it (trying every 00 06 in the tail made a crafted tail cost a decode of
+  // megabytes per candidate).
+  const last = tail.lastIndexOf(QEMU_VM_EOF);
+  for (let at = last; at >= Math.max(0, last - 5); at--) {
+    if (at + 6 >= tail.length || tail[at] !== QEMU_VM_EOF || tail[at + 1] !== QEMU_VM_VMDESCRIPTION || tail[at + 6] !== 0x7b) continue;
     if (tail.readUInt32BE(at + 2) !== tail.length - at - 6) continue;
-    let desc: { page_size?: unknown };
+    let desc: VmDescription;
     try {
-      desc = JSON.parse(tail.subarray(at + 6).toString('utf8')) as typeof desc;
+      desc = JSON.parse(tail.subarray(at + 6).toString('utf8')) as VmDescription;
     } catch {
       continue;
     }

@@ -28,12 +28,19 @@ import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import type { Decoder } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC, ramblockFileName } from './format.js';
-import { StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import { MAX_DEVICE_STATE, StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import { EpochBudget, PageEpochs } from './page-epochs.js';
 import { DEVICE_STATE_FILE, MANIFEST_FILE, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
 
 const PAGE_SIZE = 4096;
 const MAX_IN_FLIGHT = 4;
 const EMPTY: Uint8Array[] = [];
+/** Multifd bytes buffered before the block list is in, all channels together; beyond, their sockets are paused. */
+const PRE_READY_MAX = 64 * 1024 * 1024;
+/** Connections at a time: the main channel, 256 multifd channel ids and a few that are being refused. */
+const MAX_CONNECTIONS = 264;
+/** Longest file name of a ramblock (after making it safe): the temporary name adds 13 bytes to it, and file names end at 255. */
+const MAX_FILE_NAME = 240;
 
 export interface QemuRecvOptions {
   host: string;
@@ -44,35 +51,14 @@ export interface QemuRecvOptions {
   logger: Logger;
   onListening?: (address: net.AddressInfo) => void;
   signal?: AbortSignal;
+  /** Most bytes of device state accepted (default MAX_DEVICE_STATE, 1 GiB). */
+  maxDeviceStateBytes?: number;
 }
 
 export interface QemuRecvResult {
   manifest: QemuManifest;
   manifestPath: string;
   totalTimeMs: number;
-}
-
-/** The epoch each page was last written with (-1: never), in chunks allocated as pages arrive. */
-class PageEpochs {
-  private readonly chunks = new Map<number, Int32Array>();
-  /** Pages written at least once. */
-  count = 0;
-
-  get(i: number): number {
-    return this.chunks.get(i >>> 12)?.[i & 4095] ?? -1;
-  }
-
-  set(i: number, epoch: number): void {
-    let c = this.chunks.get(i >>> 12);
-    if (!c) this.chunks.set(i >>> 12, (c = new Int32Array(4096).fill(-1)));
-    if (c[i & 4095] === -1) this.count++;
-    c[i & 4095] = epoch;
-  }
-
-  firstMissing(pages: number): number {
-    for (let i = 0; i < pages; i++) if (this.get(i) === -1) return i;
-    return pages;
-  }
 }
 
 interface Block {
@@ -110,6 +96,11 @@ class QemuMigration {
   private settled = false;
   private finishing = false;
   private readonly zeros = Buffer.alloc(PAGE_SIZE);
+  private readonly epochBudget = new EpochBudget();
+  /** The output being created, if any: a failure waits for it before it rejects. */
+  private creating: Promise<Output> | null = null;
+  /** Runs from the first multifd channel while no main channel has connected. */
+  private mainTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly opts: QemuRecvOptions,
@@ -135,6 +126,10 @@ class QemuMigration {
   private accept(sock: net.Socket): void {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
     if (this.settled) return void sock.destroy();
+    if (this.sockets.size >= MAX_CONNECTIONS) {
+      this.log.warn({ peer }, `connection from ${peer} refused: ${MAX_CONNECTIONS} connections are open already`);
+      return void sock.destroy();
+    }
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => {});
@@ -182,6 +177,7 @@ class QemuMigration {
       },
       `main channel from ${peer}`,
       PAGE_SIZE,
+      this.opts.maxDeviceStateBytes ?? MAX_DEVICE_STATE,
     ).then(
       (s) => {
         this.summary = s;
@@ -194,21 +190,45 @@ class QemuMigration {
   private async setupBlocks(info: RamSectionInfo, list: RamBlockInfo[]): Promise<void> {
     this.ramSection = info;
     this.blockList = list;
-    const dir = this.opts.outputDir;
     const files = new Set([MANIFEST_FILE, DEVICE_STATE_FILE]);
     for (const b of list) {
       const file = ramblockFileName(b.name);
       if (files.has(file)) throw new ProtocolError('ERR_QEMU_BLOCKS', `ramblock "${b.name}" would be written to ${file}, which another file of the migration uses`);
+      if (file.length > MAX_FILE_NAME) throw new ProtocolError('ERR_QEMU_BLOCKS', `ramblock "${b.name}" makes a file name of ${file.length} bytes, expected at most ${MAX_FILE_NAME}`);
       files.add(file);
-      const output = await Output.create(b.name, b.size, path.join(dir, file), false);
-      this.outputs.push(output);
-      this.blocks.set(b.name, { name: b.name, size: b.size, file, output, epochs: new PageEpochs() });
+      const output = await this.createOutput(b.name, b.size, file);
+      this.blocks.set(b.name, { name: b.name, size: b.size, file, output, epochs: new PageEpochs(b.name, b.size / PAGE_SIZE, this.epochBudget) });
     }
-    this.deviceState = await Output.create('device state', 0, path.join(dir, DEVICE_STATE_FILE), false);
-    this.outputs.push(this.deviceState);
+    this.deviceState = await this.createOutput('device state', 0, DEVICE_STATE_FILE);
     this.ready = true;
     this.log.info({ ramblocks: list }, `RAM section: ${list.length} ramblocks`);
     for (const ch of this.channels.values()) ch.pump();
+  }
+
+  /**
+   * An output in the output directory, aborted by fail() with the others; one
+   * that was being created while the migration failed is aborted here (fail()
+   * did not see it), so no temporary file outlives a failure.
+   */
+  private async createOutput(name: string, size: number, file: string): Promise<Output> {
+    const creating = Output.create(name, size, path.join(this.opts.outputDir, file), false);
+    this.creating = creating;
+    const output = await creating;
+    this.creating = null;
+    if (this.settled) {
+      // fail() aborts it too (abort is idempotent) and reports only once both are done.
+      await output.abort();
+      throw new InterruptedError('the migration failed while its outputs were being created');
+    }
+    this.outputs.push(output);
+    return output;
+  }
+
+  /** Multifd bytes waiting for the block list, all channels. */
+  get queuedBeforeReady(): number {
+    let n = 0;
+    for (const ch of this.channels.values()) n += ch.queued;
+    return n;
   }
 
   /** The block list is in and every output exists: pages can be placed. */
@@ -235,7 +255,12 @@ class QemuMigration {
   }
 
   private writeDeviceState(chunk: Buffer): void {
-    this.deviceState!.writeSync(chunk, null);
+    try {
+      this.deviceState!.writeSync(chunk, null);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing the device state to "${this.deviceState!.writePath}": ${err.message}`, e);
+    }
   }
 
   private onMultifd(sock: net.Socket, peer: string, q: ByteQueue): void {
@@ -252,6 +277,9 @@ class QemuMigration {
       return this.fail(e);
     }
     this.uuid ??= init.uuid;
+    this.mainTimer ??= setTimeout(() => {
+      if (!this.main) this.fail(new ConnectionError('ERR_QEMU_MAIN_MISSING', `multifd channels connected, but no main channel within ${this.timeoutMs} ms (a source connects it first)`));
+    }, this.timeoutMs);
     const ch = new MultifdChannel(init.id, sock, q.take(q.length)!, this);
     ch.counters.wireBytes += INIT_PACKET_SIZE;
     this.channels.set(init.id, ch);
@@ -298,7 +326,7 @@ class QemuMigration {
     for (const b of this.blocks.values()) {
       const pages = b.size / PAGE_SIZE;
       if (b.epochs.count !== pages) {
-        throw new VerifyError('ERR_PAGES_MISSING', `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing(pages) * PAGE_SIZE})`);
+        throw new VerifyError('ERR_PAGES_MISSING', `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing() * PAGE_SIZE})`);
       }
     }
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
@@ -356,11 +384,14 @@ class QemuMigration {
     this.log.error({ code: err.code, channel: err.channel }, err.message);
     this.settle();
     for (const s of this.sockets) s.destroy();
-    void Promise.allSettled(this.outputs.map((o) => o.abort())).then(() => this.reject(err));
+    // An output being created is not in `outputs` yet: abort it once it exists (createOutput does too).
+    const creating = this.creating?.then((o) => o.abort());
+    void Promise.allSettled([...this.outputs.map((o) => o.abort()), creating]).then(() => this.reject(err));
   }
 
   private settle(): void {
     this.settled = true;
+    if (this.mainTimer) clearTimeout(this.mainTimer);
     for (const r of this.receivers) r.cleanup();
     for (const s of this.sockets) s.destroy();
     this.server.close();
@@ -410,6 +441,11 @@ class MultifdChannel {
     return this.ended && this.inFlight === 0;
   }
 
+  /** Bytes received and not yet taken as packets. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   /** The peer closed: judged once the queued bytes are processed (they may wait for the block list). */
   private onEnd(): void {
     this.eof = true;
@@ -429,7 +465,7 @@ class MultifdChannel {
   pump(): void {
     // Pages cannot be placed before the main channel's block list is in.
     if (!this.host.ready) {
-      if (this.queue.length > 64 * 1024 * 1024) this.sock.pause();
+      if (this.host.queuedBeforeReady > PRE_READY_MAX) this.sock.pause();
       return;
     }
     if (this.inFlight < MAX_IN_FLIGHT) this.sock.resume();

@@ -1,6 +1,12 @@
 /** QEMU processes for the QEMU-peer tests: launch with QMP, migrate, wait for a migration status. */
 import fs from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { Test } from 'tap';
+import { silentLogger } from '../../src/log.js';
+import { receiveQemu, type QemuRecvOptions } from '../../src/qemu/recv.js';
+import { encodeInitPacket } from '../../src/wire/init-packet.js';
+import { tmpdir } from './index.js';
 import { start, which, sleep, type Proc } from '../../src/bench/proc.js';
 import { Qmp, QEMU, quitQemus } from '../../src/qemu/qmp.js';
 
@@ -62,4 +68,44 @@ export async function waitMigration(q: Qmp, want: string, timeoutMs = 30_000): P
 export async function migrateTo(q: Qmp, port: number): Promise<void> {
   await q.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
   await q.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
+}
+
+export interface StreamsOptions {
+  /** Wait this long after the main channel before the multifd channels' data. */
+  delayChannelsMs?: number;
+  /** receiveQemu options besides address, directory and logger. */
+  recv?: Partial<QemuRecvOptions>;
+}
+
+/**
+ * A receiveQemu on a free port fed hand-built streams: the multifd channels connect first (as
+ * QEMU's do, before any page) with their init packets, the main channel is sent whole, then the
+ * channels' bytes. Resolves once everything is written; `result` is the receiver's.
+ */
+export async function receiveStreams(t: Test, main: Buffer, channels: Buffer[] = [], o: StreamsOptions = {}) {
+  const out = tmpdir(t);
+  // A receiver still waiting for a source when the test ends is stopped.
+  const stop = new AbortController();
+  t.teardown(() => stop.abort('test ended'));
+  let result!: ReturnType<typeof receiveQemu>;
+  const port = await new Promise<number>((resolve) => {
+    result = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out, logger: silentLogger, timeoutMs: 5000, signal: stop.signal, ...o.recv, onListening: (a: AddressInfo) => resolve(a.port) });
+  });
+  result.catch(() => {});
+  const open = (): Promise<net.Socket> =>
+    new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    });
+  const finish = (s: net.Socket, b: Buffer): Promise<void> => new Promise((resolve) => s.end(b, () => resolve()));
+  const chans: net.Socket[] = [];
+  for (let i = 0; i < channels.length; i++) {
+    const s = await open();
+    s.write(encodeInitPacket(new Uint8Array(16), i));
+    chans.push(s);
+  }
+  await finish(await open(), main);
+  if (o.delayChannelsMs) await new Promise((r) => setTimeout(r, o.delayChannelsMs));
+  await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
+  return { result, out, port };
 }

@@ -7,13 +7,12 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from '../helpers/index.js';
+import { receiveStreams } from '../helpers/qemu.js';
 import { receiveQemu } from '../../src/qemu/recv.js';
 import { Writer } from '../../src/qemu/format.js';
-import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
 import { silentLogger } from '../../src/log.js';
@@ -53,32 +52,7 @@ function packet(flags: number, offsets: number[], pages: Buffer[], zeroOffsets: 
 }
 const SYNC = packet.bind(null, 0x01, [], []);
 
-async function receive(t: Tap, main: Buffer, channels: Buffer[] = [], delayChannelsMs = 0) {
-  const out = tmpdir(t);
-  let result!: ReturnType<typeof receiveQemu>;
-  const port = await new Promise<number>((resolve) => {
-    result = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out, logger: silentLogger, timeoutMs: 5000, onListening: (a: AddressInfo) => resolve(a.port) });
-  });
-  result.catch(() => {});
-  const open = (): Promise<net.Socket> =>
-    new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => resolve(s));
-      s.on('error', () => {});
-    });
-  const finish = (s: net.Socket, b: Buffer): Promise<void> => new Promise((resolve) => s.end(b, () => resolve()));
-  // Channels connect first (as QEMU's do, before any page); their data may come late.
-  const chans: net.Socket[] = [];
-  for (let i = 0; i < channels.length; i++) {
-    const s = await open();
-    s.write(encodeInitPacket(new Uint8Array(16), i));
-    chans.push(s);
-  }
-  await finish(await open(), main);
-  if (delayChannelsMs) await new Promise((r) => setTimeout(r, delayChannelsMs));
-  await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
-  return { result, out };
-}
-type Tap = Test;
+const receive = (t: Test, main: Buffer, channels: Buffer[] = [], delayChannelsMs = 0) => receiveStreams(t, main, channels, { delayChannelsMs });
 
 t.test('without multifd: a later pass wins and ZERO records overwrite', async (t) => {
   const w = start(mainStream(), 3);
