@@ -57,6 +57,7 @@ interface JsonSummary {
   wireRatio: number;
   compressionPath?: string;
   zeroPagePath?: string;
+  paths?: { zeroPage?: { pages?: Record<string, number> } };
   ramblocks: { name: string; digest: string }[];
   process: { cpuUserSec: number; cpuSystemSec: number; maxRssBytes: number };
 }
@@ -165,7 +166,8 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     recvRssBytes: vj.process.maxRssBytes,
     linkBytes: Number.isFinite(linkBytes) ? linkBytes : null,
     compressionPath: sj.compressionPath ?? '',
-    zeroPagePath: sj.zeroPagePath ?? '',
+    // Every path that found zero pages (a sparse image's holes are one), not only the detector's.
+    zeroPagePath: Object.keys(sj.paths?.zeroPage?.pages ?? {}).join(' + ') || (sj.zeroPagePath ?? ''),
   };
 }
 
