@@ -1,4 +1,5 @@
 /** Shared option parsers: each refuses a bad value with the valid range in the message. */
+import { UsageError } from '../errors.js';
 import { InvalidArgumentError, Option } from 'commander';
 import { LOG_LEVELS } from '../log.js';
 import { PAGE_SIZES } from '../wire/constants.js';
@@ -56,6 +57,14 @@ export interface SecurityOpts {
   tlsKey?: string;
   tlsCa?: string;
   pskFile?: string;
+}
+
+/** Authentication flags given where no network connection is made are refused, not ignored. */
+export function refuseSecurityOptions(o: SecurityOpts, why: string): void {
+  const given = (['tlsCert', 'tlsKey', 'tlsCa', 'pskFile'] as const).filter((k) => o[k] !== undefined);
+  if (given.length === 0) return;
+  const flags = given.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
+  throw new UsageError(`${flags}: authentication is for network connections; ${why}`);
 }
 
 export interface CommonOpts {

@@ -82,6 +82,26 @@ t.test('key and certificate flags are checked before anything connects or listen
   t.match(g.stderr, /--psk-file \\".*group\\" is accessible to its group \(mode 640\)/);
 });
 
+t.test('authentication flags where nothing connects are refused, and a plain send off loopback is warned about', async (t) => {
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'vm.ram'), 8192, 'mixed');
+  const key = pskFile(dir, 'key', 32);
+  const save = mfd('send', '--to', `file:${path.join(dir, 'saved.mfd')}`, '--psk-file', key, img);
+  t.equal(save.status, 2);
+  t.match(save.stderr, /--psk-file: authentication is for network connections; a migration file \(--to file:PATH\) is written locally/);
+  t.notOk(fs.existsSync(path.join(dir, 'saved.mfd')), 'nothing saved');
+  const restore = mfd('recv', '--from', `file:${path.join(dir, 'saved.mfd')}`, '--output', dir, '--tls-ca', img);
+  t.equal(restore.status, 2);
+  t.match(restore.stderr, /--tls-ca: authentication is for network connections; a migration file \(--from file:PATH\) is read locally/);
+  const replay = mfd('send', '--qemu', '--to', '127.0.0.1:1', '--channels', '1', '--psk-file', key, dir);
+  t.equal(replay.status, 2);
+  t.match(replay.stderr, /--psk-file cannot be used with --qemu/);
+  // 192.0.2.1 (TEST-NET-1) is never routed: the connection times out after the warning.
+  const plain = mfd('send', '--to', '192.0.2.1:4444', '--connect-timeout', '200', img);
+  t.equal(plain.status, 4);
+  t.match(plain.stderr, /sending to 192\.0\.2\.1 without authentication/);
+});
+
 t.test('--help lists the authentication flags', async (t) => {
   const r = mfd('recv', '--help');
   t.match(r.stdout, /--insecure[\s\S]*--tls-cert <file>[\s\S]*--tls-key <file>[\s\S]*--tls-ca <file>[\s\S]*--psk-file <file>/);

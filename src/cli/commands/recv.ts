@@ -8,7 +8,7 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
-import { commonOptions, intInRange, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { commonOptions, intInRange, refuseSecurityOptions, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { receiveQemu } from '../../qemu/recv.js';
@@ -102,6 +102,7 @@ export function recvCommand(ctx: CommandContext): Command {
     }
     if (o.from !== undefined) {
       if (o.dumpStreams !== undefined) throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
+      refuseSecurityOptions(o, 'a migration file (--from file:PATH) is read locally');
       const progress = ctx.progress('restore', o.progress);
       const { stats, file } = await restoreFromFile({
         source: parseFileUri(o.from, '--from'),

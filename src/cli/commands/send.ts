@@ -10,8 +10,8 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { commonOptions, intInRange, onOff, pageSizeOption, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
-import { loadSecurity } from '../../transport/security.js';
+import { commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
@@ -103,6 +103,7 @@ export function sendCommand(ctx: CommandContext): Command {
         { mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
+      refuseWithQemu(cmd, { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' }, "QEMU's migration channels do not speak mfd's authentication");
       if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
       if (isFileUri(o.to)) throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
       const src = cmd.getOptionValueSource('channels') === 'cli' || o.multifdChannels !== undefined;
@@ -139,6 +140,7 @@ export function sendCommand(ctx: CommandContext): Command {
     });
     if (o.resume && isFileUri(o.to)) throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
     if (isFileUri(o.to)) {
+      refuseSecurityOptions(o, 'a migration file (--to file:PATH) is written locally');
       const progress = ctx.progress('save', o.progress);
       const { stats, file } = await saveToFile({
         target: parseFileUri(o.to, '--to'),
@@ -159,6 +161,9 @@ export function sendCommand(ctx: CommandContext): Command {
     if (!to) throw new UsageError(`Expected HOST:PORT or file:PATH for --to but received "${o.to}"`);
     const logger = ctx.logger(o.logLevel);
     const security = loadSecurity(o, (m) => logger.warn(m));
+    if (security.mode === 'none' && !isLoopback(to.host)) {
+      logger.warn(`sending to ${to.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`);
+    }
     const progress = ctx.progress('send', o.progress);
     const { stats, receiver } = await send({
       host: to.host,
