@@ -133,7 +133,16 @@ class QemuMigration {
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => {});
-    sock.setTimeout(this.timeoutMs, () => this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)));
+    // A connection that never says what it is (a port scan, a stray client) is dropped, not the
+    // migration; once it is a main or multifd channel, going quiet fails the migration.
+    sock.setTimeout(this.timeoutMs, () => {
+      this.log.warn({ peer }, `connection from ${peer} dropped: nothing identified it as a QEMU channel within ${this.timeoutMs} ms`);
+      sock.destroy();
+    });
+    const identified = (): void => {
+      sock.removeAllListeners('timeout');
+      sock.setTimeout(this.timeoutMs, () => this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)));
+    };
     const q = new ByteQueue();
     const onData = (c: Buffer): void => {
       q.push(c);
@@ -141,6 +150,7 @@ class QemuMigration {
       if (magic === null) return;
       if (magic === QEMU_VM_FILE_MAGIC) {
         sock.off('data', onData);
+        identified();
         return this.onMain(sock, peer, q);
       }
       if (magic !== MULTIFD_MAGIC) {
@@ -150,6 +160,7 @@ class QemuMigration {
       }
       if (q.length < INIT_PACKET_SIZE) return;
       sock.off('data', onData);
+      identified();
       this.onMultifd(sock, peer, q);
     };
     sock.on('data', onData);

@@ -139,6 +139,23 @@ t.test('regression: multifd channels without a main channel fail after the timeo
   t.match(await rejection(result), { code: 'ERR_QEMU_MAIN_MISSING', message: 'multifd channels connected, but no main channel within 300 ms (a source connects it first)' });
 });
 
+t.test('regression: a connection that never identifies itself is dropped after the timeout, and the migration goes on (it failed the migration)', async (t) => {
+  const { main } = await buildQemuMigration(QEMU_CORPUS[0]!);
+  // An idle stranger first, then the real source, which takes longer than the timeout to start.
+  const { result, port } = await receiveStreams(t, Buffer.alloc(0), [], { recv: { timeoutMs: 300 } });
+  const idle = net.connect(port, '127.0.0.1');
+  idle.on('error', () => {});
+  const closed = new Promise<number>((resolve) => {
+    const at = performance.now();
+    idle.on('close', () => resolve(performance.now() - at));
+  });
+  t.ok((await closed) >= 250, 'the idle stranger is dropped after about the timeout');
+  const src = net.connect(port, '127.0.0.1');
+  src.on('error', () => {});
+  src.end(main);
+  t.match(await result, { manifest: { multifd: false } }, 'the migration that came later completes');
+});
+
 t.test('regression: connections beyond main + 256 multifd channels are refused (each held a socket until its timeout)', async (t) => {
   const { port } = await receiveStreams(t, Buffer.alloc(0), [], { recv: { timeoutMs: 3000 } });
   const socks = await Promise.all(
