@@ -96,8 +96,15 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   }
 
   // The packet's pages in one bounce copy (the image may change under
-  // deflate), deflated in one call that ends with the sync flush.
-  bool DeflateIsal(Napi::Env env, const ByteSpans& runs, size_t bytes, Napi::Uint8Array out, size_t* written) {
+  // deflate), deflated in as few calls as the data allows, the last ending
+  // with the packet's sync flush. Like the zlib path's level-0 switch, runs
+  // of random-looking pages get blocks of their own (a sync flush between
+  // runs ends the block), which igzip then stores; one Huffman block mixing
+  // them with text would cost about 5% more bytes. A run is at least
+  // kMinRunPages pages long, so the flushes' 4 bytes each stay well within
+  // compressBound's slack.
+  bool DeflateIsal(Napi::Env env, const ByteSpans& runs, size_t ps, size_t bytes, Napi::Uint8Array out, size_t* written) {
+    static constexpr size_t kMinRunPages = 8;
     bounce_.resize(bytes);
     size_t at = 0;
     for (const auto& run : runs) {
@@ -105,19 +112,28 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       at += run.second;
     }
     isal_zstream* s = deflater_.get();
-    s->next_in = bounce_.data();
-    s->avail_in = static_cast<uint32_t>(bytes);
     s->next_out = out.Data();
     s->avail_out = static_cast<uint32_t>(out.ByteLength());
-    const int rc = isal_deflate(s);
-    if (rc != COMP_OK) {
-      ThrowCode(env, "ERR_ZLIB", "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
-      return false;
-    }
-    // Done when all input is in and the flush's empty stored block is out, with room to spare.
-    if (s->avail_in != 0 || s->avail_out == 0 || s->internal_state.state != ZSTATE_NEW_HDR) {
-      ThrowCode(env, "ERR_ZLIB", "isal_deflate failed to compress all input (output buffer too small)");
-      return false;
+    const size_t pages = bytes / ps;
+    size_t start = 0;
+    bool random = LooksIncompressible(bounce_.data(), ps);
+    for (size_t i = 1; i <= pages; i++) {
+      const bool next = i < pages && LooksIncompressible(bounce_.data() + i * ps, ps);
+      if (i < pages && (next == random || i - start < kMinRunPages || pages - i < kMinRunPages)) continue;
+      s->next_in = bounce_.data() + start * ps;
+      s->avail_in = static_cast<uint32_t>((i - start) * ps);
+      const int rc = isal_deflate(s);
+      if (rc != COMP_OK) {
+        ThrowCode(env, "ERR_ZLIB", "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
+        return false;
+      }
+      // Done when all input is in and the flush's empty stored block is out, with room to spare.
+      if (s->avail_in != 0 || s->avail_out == 0 || s->internal_state.state != ZSTATE_NEW_HDR) {
+        ThrowCode(env, "ERR_ZLIB", "isal_deflate failed to compress all input (output buffer too small)");
+        return false;
+      }
+      start = i;
+      random = next;
     }
     *written = out.ByteLength() - s->avail_out;
     return true;
@@ -185,7 +201,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   }
 #else
   void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", "this build has no ISA-L (libisal-dev was not found when the addon was built)"); }
-  bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, Napi::Uint8Array, size_t*) { return false; }
+  bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) { return false; }
   bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
 #endif
 
@@ -232,7 +248,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     }
     if (isal_) {
       size_t written = 0;
-      if (!DeflateIsal(info.Env(), runs, pages * ps, out, &written)) return info.Env().Undefined();
+      if (!DeflateIsal(info.Env(), runs, ps, pages * ps, out, &written)) return info.Env().Undefined();
       return Napi::Number::New(info.Env(), static_cast<double>(written));
     }
     bounce_.resize(ps);
