@@ -3,7 +3,7 @@
   # Hardware backends: DSA is always compiled on x86-64 Linux (linux/idxd.h
   # ships with the system); QPL (IAA) and QATzip (QAT) only when pkg-config
   # finds them, otherwise their files compile to stubs that say so. ISA-L
-# (libisal-dev) likewise: with it, the zlib method can run igzip.
+  # (libisal-dev) likewise: with it, the zlib method can run igzip.
   "variables": {
     "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
     "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",

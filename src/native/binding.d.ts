@@ -30,7 +30,7 @@ export interface DsaQueueInfo {
 
 export interface MfdBinding {
   /**
-   * engine "isal" runs ISA-L's igzip (deflate levels 0..3, inflate of any zlib stream); only when
+   * engine "isal" runs ISA-L's igzip (deflate levels 1..3, inflate of any zlib stream); only when
    * isalVersion is set, otherwise the constructor throws. Default "zlib".
    */
   ZlibStream: new (inflate: boolean, level: number, engine?: 'zlib' | 'isal') => ZlibStream;

@@ -216,5 +216,6 @@ t.test('the path says which implementation runs', async (t) => {
   t.equal(path(3), `software: isa-l igzip ${native.isalVersion} (level 3 -> isal 3)`);
   t.equal(path(4), `software: zlib ${native.zlibVersion} deflate (level 4: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`);
   t.match(path(0), /^software: zlib .* deflate \(level 0: /);
-  t.throws(() => new native.ZlibStream(false, 4, 'isal'), { message: /ISA-L deflate levels are 0\.\.3/ });
+  t.throws(() => new native.ZlibStream(false, 4, 'isal'), { message: /ISA-L deflate levels are 1\.\.3/ });
+  t.throws(() => new native.ZlibStream(false, 0, 'isal'), { message: /ISA-L deflate levels are 1\.\.3/ });
 });
