@@ -2,10 +2,12 @@
   # One addon, "mfd": thin, batch-shaped natives (one call per packet).
   # Hardware backends: DSA is always compiled on x86-64 Linux (linux/idxd.h
   # ships with the system); QPL (IAA) and QATzip (QAT) only when pkg-config
-  # finds them, otherwise their files compile to stubs that say so.
+  # finds them, otherwise their files compile to stubs that say so. ISA-L
+  # (libisal-dev) likewise: with it, the zlib method can run igzip.
   "variables": {
     "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
-    "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)"
+    "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",
+    "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)"
   },
   "targets": [
     {
@@ -39,6 +41,11 @@
           "defines": ["MFD_HAVE_QPL"],
           "cflags_cc": ["<!@(pkg-config --cflags qpl)"],
           "libraries": ["<!@(pkg-config --libs qpl)"]
+        }],
+        ["have_isal==1", {
+          "defines": ["MFD_HAVE_ISAL"],
+          "cflags_cc": ["<!@(pkg-config --cflags libisal)"],
+          "libraries": ["<!@(pkg-config --libs libisal)"]
         }],
         ["have_qatzip==1", {
           "defines": ["MFD_HAVE_QATZIP"],

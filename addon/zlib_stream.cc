@@ -8,12 +8,24 @@
 // bytes (compressed or encrypted data, which deflate cannot shrink) is
 // deflated at level 0, stored as it is, through deflateParams(); deflate at
 // level 1 spends 10x longer on such a page for no gain.
+//
+// Built with ISA-L (MFD_HAVE_ISAL), the same stream can be made by igzip
+// instead, still standard zlib: isal_deflate with the zlib wrapper
+// (IGZIP_ZLIB) and SYNC_FLUSH at the end of each packet, and read by
+// isal_inflate (ISAL_ZLIB), which takes any valid zlib stream. Which engine
+// and ISA-L level a level maps to is decided in src/methods/zlib.ts.
 #include <napi.h>
 #include <zlib.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
+
+#ifdef MFD_HAVE_ISAL
+#include <isa-l.h>
+#include <isa-l/igzip_lib.h>
+#endif
 
 #include "common.h"
 
@@ -29,13 +41,17 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
                         InstanceMethod("close", &ZlibStream::Close)});
   }
 
-  /* new ZlibStream(inflate: boolean, level: number) */
+  /* new ZlibStream(inflate: boolean, level: number, engine?: "zlib" | "isal"); an ISA-L deflate level is 1..3 */
   explicit ZlibStream(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ZlibStream>(info) {
     size_t level = 0;
     if (!RequireArgs(info, 2) || !RequireSize(info, 1, "level", &level)) return;
     inflate_ = info[0].ToBoolean().Value();
-    std::memset(&zs_, 0, sizeof(zs_));
     level_ = current_level_ = static_cast<int>(level);
+    if (info.Length() > 2 && info[2].IsString() && info[2].As<Napi::String>().Utf8Value() == "isal") {
+      InitIsal(info.Env());
+      return;
+    }
+    std::memset(&zs_, 0, sizeof(zs_));
     const int rc = inflate_ ? inflateInit(&zs_) : deflateInit(&zs_, level_);
     if (rc != Z_OK) {
       ThrowCode(info.Env(), "ERR_ZLIB", std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc)));
@@ -55,11 +71,154 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return true;
   }
 
+#ifdef MFD_HAVE_ISAL
+  void InitIsal(Napi::Env env) {
+    static const uint32_t kLevelBuf[] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+    if (inflate_) {
+      inflater_ = std::make_unique<inflate_state>();
+      isal_inflate_init(inflater_.get());
+      inflater_->crc_flag = ISAL_ZLIB;
+    } else {
+      // Level 0 is left out: it never stores, so random pages would outgrow compressBound.
+      if (level_ < 1 || level_ > ISAL_DEF_MAX_LEVEL) {
+        Napi::RangeError::New(env, "ISA-L deflate levels are 1.." + std::to_string(ISAL_DEF_MAX_LEVEL)).ThrowAsJavaScriptException();
+        return;
+      }
+      deflater_ = std::make_unique<isal_zstream>();
+      isal_deflate_init(deflater_.get());
+      level_buf_.resize(kLevelBuf[level_]);
+      deflater_->level = static_cast<uint32_t>(level_);
+      deflater_->level_buf = level_buf_.data();
+      deflater_->level_buf_size = static_cast<uint32_t>(level_buf_.size());
+      deflater_->gzip_flag = IGZIP_ZLIB;
+      deflater_->flush = SYNC_FLUSH;
+    }
+    isal_ = open_ = true;
+  }
+
+  // The packet's pages in one bounce copy (the image may change under
+  // deflate), deflated in as few calls as the data allows, the last ending
+  // with the packet's sync flush. Like the zlib path's level-0 switch, runs
+  // of random-looking pages get blocks of their own (a sync flush between
+  // runs ends the block), which igzip then stores; one Huffman block mixing
+  // them with text cost 6% more bytes at ISA-L level 1. A run is at least
+  // kMinRunPages pages long, so the flushes' 4 bytes each stay well within
+  // compressBound's slack.
+  bool DeflateIsal(Napi::Env env, const ByteSpans& runs, size_t ps, size_t bytes, Napi::Uint8Array out, size_t* written) {
+    static constexpr size_t kMinRunPages = 8;
+    bounce_.resize(bytes);
+    size_t at = 0;
+    for (const auto& run : runs) {
+      std::memcpy(bounce_.data() + at, run.first, run.second);
+      at += run.second;
+    }
+    isal_zstream* s = deflater_.get();
+    s->next_out = out.Data();
+    s->avail_out = static_cast<uint32_t>(out.ByteLength());
+    const size_t pages = bytes / ps;
+    size_t start = 0;
+    bool random = LooksIncompressible(bounce_.data(), ps);
+    for (size_t i = 1; i <= pages; i++) {
+      const bool next = i < pages && LooksIncompressible(bounce_.data() + i * ps, ps);
+      if (i < pages && (next == random || i - start < kMinRunPages || pages - i < kMinRunPages)) continue;
+      s->next_in = bounce_.data() + start * ps;
+      s->avail_in = static_cast<uint32_t>((i - start) * ps);
+      const int rc = isal_deflate(s);
+      if (rc != COMP_OK) {
+        ThrowCode(env, "ERR_ZLIB", "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
+        return false;
+      }
+      // Done when all input is in and the flush's empty stored block is out, with room to spare.
+      if (s->avail_in != 0 || s->avail_out == 0 || s->internal_state.state != ZSTATE_NEW_HDR) {
+        ThrowCode(env, "ERR_ZLIB", "isal_deflate failed to compress all input (output buffer too small)");
+        return false;
+      }
+      start = i;
+      random = next;
+    }
+    *written = out.ByteLength() - s->avail_out;
+    return true;
+  }
+
+  static std::string IsalInflateError(int rc) {
+    switch (rc) {
+      case ISAL_INVALID_BLOCK: return "invalid block";
+      case ISAL_INVALID_SYMBOL: return "invalid symbol";
+      case ISAL_INVALID_LOOKBACK: return "invalid distance too far back";
+      case ISAL_INVALID_WRAPPER: return "invalid zlib header";
+      case ISAL_UNSUPPORTED_METHOD: return "unknown compression method";
+      case ISAL_INCORRECT_CHECKSUM: return "incorrect header check";
+      case ISAL_NEED_DICT: return "needs a preset dictionary";
+      default: return "error";
+    }
+  }
+
+  // Every input byte is decoded: into out, then into a scratch page, where
+  // any byte at all is more output than the packet's pages. A last call with
+  // no input drains what igzip holds decoded but not yet written.
+  bool InflateIsal(Napi::Env env, const ByteSpans& pieces, Napi::Uint8Array out, size_t* produced) {
+    inflate_state* s = inflater_.get();
+    uint8_t spare[256];
+    s->next_out = out.Data();
+    s->avail_out = static_cast<uint32_t>(out.ByteLength());
+    bool in_spare = false;
+    auto step = [&](const uint8_t* in, size_t len) -> bool {
+      s->next_in = const_cast<uint8_t*>(in);
+      s->avail_in = static_cast<uint32_t>(len);
+      for (;;) {
+        if (s->avail_out == 0 && !in_spare) {
+          *produced = out.ByteLength();
+          in_spare = true;
+          s->next_out = spare;
+          s->avail_out = sizeof(spare);
+        }
+        const uint32_t in_before = s->avail_in;
+        const int rc = isal_inflate(s);
+        if (rc != ISAL_DECOMP_OK) {
+          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
+          return false;
+        }
+        if (s->bfinal != 0 || s->block_state == ISAL_BLOCK_INPUT_DONE || s->block_state == ISAL_BLOCK_FINISH ||
+            s->block_state == ISAL_CHECKSUM_CHECK) {
+          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
+          return false;
+        }
+        if (in_spare && s->avail_out != sizeof(spare)) {
+          ThrowCode(env, "ERR_PAYLOAD_SIZE", "inflate generated more output than the packet's pages");
+          return false;
+        }
+        if (s->avail_in == 0) return true;
+        if (s->avail_in == in_before && s->avail_out != 0) {
+          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "inflate stopped with " + std::to_string(s->avail_in) + " input bytes left");
+          return false;
+        }
+      }
+    };
+    for (const auto& piece : pieces)
+      if (!step(piece.first, piece.second)) return false;
+    if (!step(nullptr, 0)) return false;
+    if (!in_spare) *produced = out.ByteLength() - s->avail_out;
+    return true;
+  }
+#else
+  void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", "this build has no ISA-L (libisal-dev was not found when the addon was built)"); }
+  bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) { return false; }
+  bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
+#endif
+
   void End() {
     if (!open_) return;
+    open_ = false;
+    if (isal_) {
+#ifdef MFD_HAVE_ISAL
+      deflater_.reset();
+      inflater_.reset();
+      level_buf_.clear();
+#endif
+      return;
+    }
     if (inflate_) inflateEnd(&zs_);
     else deflateEnd(&zs_);
-    open_ = false;
   }
 
   bool CheckOpen(Napi::Env env) {
@@ -87,6 +246,11 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
         return info.Env().Undefined();
       }
       pages += run.second / ps;
+    }
+    if (isal_) {
+      size_t written = 0;
+      if (!DeflateIsal(info.Env(), runs, ps, pages * ps, out, &written)) return info.Env().Undefined();
+      return Napi::Number::New(info.Env(), static_cast<double>(written));
     }
     bounce_.resize(ps);
     zs_.next_out = out.Data();
@@ -126,6 +290,11 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     ByteSpans pieces;
     if (!RequireByteList(info, 0, "pieces", &pieces)) return info.Env().Undefined();
     auto out = info[1].As<Napi::Uint8Array>();
+    if (isal_) {
+      size_t produced = 0;
+      if (!InflateIsal(info.Env(), pieces, out, &produced)) return info.Env().Undefined();
+      return Napi::Number::New(info.Env(), static_cast<double>(produced));
+    }
     zs_.next_out = out.Data();
     zs_.avail_out = static_cast<uInt>(out.ByteLength());
     for (const auto& piece : pieces) {
@@ -161,7 +330,13 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   int current_level_ = 0;  // the level the stream runs at now
   bool inflate_ = false;
   bool open_ = false;
+  bool isal_ = false;  // ISA-L igzip runs the stream instead of zlib
   std::vector<uint8_t> bounce_;
+#ifdef MFD_HAVE_ISAL
+  std::unique_ptr<isal_zstream> deflater_;
+  std::unique_ptr<inflate_state> inflater_;
+  std::vector<uint8_t> level_buf_;
+#endif
 };
 
 }  // namespace
@@ -169,6 +344,12 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 void InitZlibStream(Napi::Env env, Napi::Object exports) {
   exports.Set("ZlibStream", ZlibStream::Define(env));
   exports.Set("zlibVersion", Napi::String::New(env, zlibVersion()));
+#ifdef MFD_HAVE_ISAL
+  exports.Set("isalVersion", Napi::String::New(env, std::to_string(ISAL_MAJOR_VERSION) + "." + std::to_string(ISAL_MINOR_VERSION) +
+                                                         "." + std::to_string(ISAL_PATCH_VERSION)));
+#else
+  exports.Set("isalVersion", env.Null());
+#endif
   exports.Set("zlibCompressBound", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     size_t n = 0;
     if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &n)) return info.Env().Undefined();

@@ -29,8 +29,14 @@ export interface DsaQueueInfo {
 }
 
 export interface MfdBinding {
-  ZlibStream: new (inflate: boolean, level: number) => ZlibStream;
+  /**
+   * engine "isal" runs ISA-L's igzip (deflate levels 1..3, inflate of any zlib stream); only when
+   * isalVersion is set, otherwise the constructor throws. Default "zlib".
+   */
+  ZlibStream: new (inflate: boolean, level: number, engine?: 'zlib' | 'isal') => ZlibStream;
   zlibVersion: string;
+  /** ISA-L's version (e.g. "2.30.0") when the addon was built with libisal-dev, else null. */
+  isalVersion: string | null;
   /** Upper bound on a sync-flushed deflate of n bytes. */
   zlibCompressBound(n: number): number;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
