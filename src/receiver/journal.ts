@@ -9,6 +9,7 @@
  * claims a page that is not on disk. `mfd send --resume` continues from it;
  * it goes once the output has verified and taken its final name.
  */
+import { sidecarPath } from './output.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
@@ -36,7 +37,7 @@ export interface JournalFile {
 }
 
 export function journalPathFor(finalPath: string): string {
-  return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-journal`);
+  return sidecarPath(finalPath, '.', '.mfd-journal');
 }
 
 /**

@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { IoError, ResumeError } from '../errors.js';
 import { WriteGate } from '../write-gate.js';
 
@@ -28,7 +29,7 @@ export class Output {
   }
 
   static tempPathFor(finalPath: string): string {
-    return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.mfd-partial`);
+    return sidecarPath(finalPath, '.', '.mfd-partial');
   }
 
   /**
@@ -37,7 +38,7 @@ export class Output {
    */
   static async create(name: string, size: number, finalPath: string, inPlace: boolean, existing = false): Promise<Output> {
     const out = inPlace
-      ? new Output(name, size, finalPath, finalPath, `${finalPath}.mfd-partial`, true)
+      ? new Output(name, size, finalPath, finalPath, sidecarPath(finalPath, '', '.mfd-partial'), true)
       : new Output(name, size, finalPath, Output.tempPathFor(finalPath), null, false);
     try {
       const st = await fs.promises.stat(finalPath).catch(() => null);
@@ -139,4 +140,20 @@ async function openExisting(file: string, name: string): Promise<number> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ResumeError('ERR_RESUME_NO_PARTIAL', `cannot resume ram block "${name}": its partial output "${file}" is gone`);
     throw e;
   }
+}
+
+/** Longest file name Linux file systems take (bytes). */
+const NAME_MAX = 255;
+
+/**
+ * A file beside `finalPath` named `${prefix}NAME${suffix}`, room left for a
+ * `.tmp` on top. A ramblock name may use all of NAME_MAX itself; for such a
+ * name the sidecar is named after a hash of it instead, so the name that
+ * works for the output works for its sidecars too.
+ */
+export function sidecarPath(finalPath: string, prefix: string, suffix: string): string {
+  const base = path.basename(finalPath);
+  let name = `${prefix}${base}${suffix}`;
+  if (Buffer.byteLength(name) + '.tmp'.length > NAME_MAX) name = `${prefix}${createHash('sha256').update(base).digest('hex').slice(0, 32)}${suffix}`;
+  return path.join(path.dirname(finalPath), name);
 }

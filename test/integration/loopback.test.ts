@@ -145,3 +145,19 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
     }
   }
 });
+
+t.test('a ramblock name of 255 bytes, the longest file name: the output, its temporary file and journal all fit', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const name = 'r'.repeat(250) + '.vram';
+  const img = makeImage(path.join(dir, 'long.ram'), 2 * MiB, 'mixed');
+  t.ok(Output.tempPathFor(path.join(out, name)).length < out.length + 1 + 255, 'the temporary name is shortened (a hash of the name)');
+  const { sent } = await migrate(
+    { images: [{ name, path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' },
+    { outputDir: out },
+  );
+  t.equal(sent.stats.status, 'completed');
+  t.same(fs.readdirSync(out), [name], 'only the output is left, under its full name');
+  t.equal(sha256(path.join(out, name)), sha256(img));
+});
