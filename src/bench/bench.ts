@@ -62,7 +62,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   };
   const choice = choosePeers(cfg.peers);
   const cells = buildCells({ compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes });
-  // The link first: it is what most often cannot be had (root, netem), so say so before any work.
+  // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.
   const net: Net = cfg.link ? openShapedLink(cfg.link) : loopback();
   const cpu = os.cpus();
   const meta: BenchMeta = {
@@ -165,6 +165,13 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
       const sum = summarizeCell(rec);
       summaries.push(sum);
       opts.record(jsonLine('cell', { ...sum }));
+    }
+    const line = net.delayLine?.();
+    if (line) {
+      // The forwarder shares the CPUs with the runs: say what it took.
+      opts.record(jsonLine('link', { delayLine: line }));
+      const pkts = line.forward.packets + line.back.packets;
+      status(`delay line: ${pkts} packets (${formatSize(line.forward.bytes + line.back.bytes)}), ${line.forward.dropped + line.back.dropped} dropped, ${line.cpuSec.toFixed(2)} CPU s`);
     }
     const targets = computeTargets(summaries);
     for (const t of targets) opts.record(jsonLine('target', { ...t }));

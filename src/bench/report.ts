@@ -310,7 +310,7 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
   const profiles = new Set(cells.map((c) => c.cell.profile));
   const channelSet = new Set(cells.map((c) => c.cell.channels));
   const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
-  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^veth between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
+  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^\S+( pair)? between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
   const runs = `median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`;
   const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
   const collect = (): { series: Map<string, Series>; add: (name: string, colorKey: string, style: Pick<Series, 'dashed' | 'kind'>, x: number, y: number | undefined) => void } => {

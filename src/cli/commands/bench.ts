@@ -35,7 +35,7 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
     .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
     .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
-    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a veth pair shaped by tc, e.g. 1gbit,1ms (delay each way); needs root'))
+    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a link shaped by tc tbf (and mfd\'s delay line for a delay), e.g. 1gbit,1ms (delay each way); needs root'))
     .addOption(new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()))
     .addOption(new Option('--out <dir>', 'results directory (default bench/results/<timestamp>/ under the current directory)'))
     .addOption(new Option('--seed <n>', 'seed of the generated images').default('1'))
@@ -50,7 +50,7 @@ export function benchCommand(ctx: CommandContext): Command {
       if (cfg.link) {
         // Before any file is written: the commonest reason a bench cannot run as asked.
         const { linkUnavailableReason } = await import('../../bench/netns.js');
-        const why = linkUnavailableReason();
+        const why = linkUnavailableReason(cfg.link);
         if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
       }
       const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
