@@ -31,6 +31,7 @@ export interface DsaQueueInfo {
 /** One direction of a delay line (forward: first device to second). */
 export interface DelayLineDirection {
   packets: number;
+  /** Bytes forwarded, each packet's 10-byte virtio-net header included. */
   bytes: number;
   /** Packets not forwarded: the queue's limit (256 MiB) was reached, or the write to the other device failed. */
   dropped: number;
