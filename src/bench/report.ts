@@ -7,6 +7,7 @@ import type { Cell, PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
 import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';
 import { lineChart, type Reference, type Series } from './svg.js';
+import type { DelayLineStats } from '../native/binding.js';
 
 export interface BenchMeta {
   date: string;
@@ -66,7 +67,7 @@ export function formatTargetLine(t: Target): string {
   return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${t.limit}: ${verdict(t)}`;
 }
 
-export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[]): string {
+export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[], delayLine?: DelayLineStats): string {
   const o: string[] = [];
   const runsNote = `${meta.runs} run${meta.runs === 1 ? '' : 's'} per cell after ${meta.warmup} warm-up${meta.warmup === 1 ? '' : 's'}`;
   o.push(`## mfd bench, ${meta.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
@@ -86,6 +87,7 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
       '.',
   );
   o.push('Every output, mfd\'s and the peers\' (iperf3 writes none), was compared with its image byte for byte.');
+  if (delayLine) o.push(delayLineLine(delayLine));
   o.push('');
 
   const cc = cellColumns(cells);
@@ -385,6 +387,13 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
 }
 
 /** JSON lines: one object per line, `type` first. */
+/** What the delay line did and cost, for the report and the progress lines. */
+export function delayLineLine(d: DelayLineStats): string {
+  const packets = d.forward.packets + d.back.packets;
+  return `Delay line: ${packets} packets (${formatSize(d.forward.bytes + d.back.bytes)}), ${d.forward.dropped + d.back.dropped} dropped, ` +
+    `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`;
+}
+
 export function jsonLine(type: string, o: Record<string, unknown>): string {
   return JSON.stringify({ type, ...o });
 }

@@ -152,6 +152,6 @@ t.test('a shaped link between two network namespaces', async (t) => {
   const dl = drecs.find((l) => l.type === 'link') as unknown as { delayLine: { cpuSec: number; forward: { bytes: number; dropped: number } } };
   t.ok(dl.delayLine.forward.bytes >= drun.mfd.wireBytes, 'the delay line forwarded them');
   t.equal(dl.delayLine.forward.dropped, 0, 'and dropped none');
-  t.match(d.stderr, /delay line: \d+ packets .*, 0 dropped, [\d.]+ CPU s/);
+  t.match(d.stderr, /Delay line: \d+ packets .*, 0 dropped, [\d.]+ CPU s in the bench process/);
   t.equal(leftoverLinks(), '', 'namespaces and TUN devices removed');
 });

@@ -74,7 +74,7 @@ export function benchCommand(ctx: CommandContext): Command {
           fs.appendFileSync(jsonl, line + '\n');
         },
       });
-      const md = markdownReport(result.meta, result.cells, result.targets);
+      const md = markdownReport(result.meta, result.cells, result.targets, result.delayLine);
       fs.writeFileSync(path.join(outDir, 'report.md'), md + '\n');
       const written = ['results.jsonl', 'report.md'];
       for (const c of charts(result.meta, result.cells)) {
