@@ -51,16 +51,22 @@ function must(cmd: string, args: string[]): string {
   return r.out;
 }
 
-/** Why this process cannot make a shaped link, or null when it can (as far as can be told without trying). */
-export function linkUnavailableReason(link?: LinkSpec): string | null {
+/** Why this process cannot make `link`, or null when it can (as far as can be told without trying). */
+export function linkUnavailable(link: LinkSpec): UsageError | null {
   if (process.getuid?.() !== 0) {
-    return '--link needs root: it creates two network namespaces, a veth pair or TUN devices, and tc qdiscs (run as root, e.g. with sudo, or drop --link to measure over loopback)';
+    return new UsageError(
+      '--link needs root: it creates two network namespaces, a veth pair or TUN devices, and tc qdiscs (run as root, e.g. with sudo, or drop --link to measure over loopback)',
+      'ERR_BENCH_NEEDS_ROOT',
+    );
   }
   for (const tool of ['ip', 'tc']) {
-    if (!which(tool)) return `--link needs \`${tool}\` (Debian: apt-get install iproute2)`;
+    if (!which(tool)) return new UsageError(`--link needs \`${tool}\` (Debian: apt-get install iproute2)`, 'ERR_BENCH_NEEDS_ROOT');
   }
-  if (link && link.delayMs > 0 && !fs.existsSync('/dev/net/tun')) {
-    return `--link ${link.text}: the delay line needs /dev/net/tun (CONFIG_TUN), which this machine lacks; give a rate alone (--link ${link.text.split(',')[0]})`;
+  if (link.delayMs > 0 && !fs.existsSync('/dev/net/tun')) {
+    return new UsageError(
+      `--link ${link.text}: the delay line needs /dev/net/tun (CONFIG_TUN), which this machine lacks; give a rate alone (--link ${link.text.split(',')[0]})`,
+      'ERR_BENCH_NO_TUN',
+    );
   }
   return null;
 }
@@ -91,10 +97,10 @@ export function describeLink(link: LinkSpec): string {
     : `veth between two network namespaces, ${rate}, no added delay (tc tbf)`;
 }
 
-/** Creates the namespaces, the veth pair and the qdiscs. Throws UsageError when this machine cannot. */
+/** Creates the namespaces, the veth pair or the delay line, and the qdiscs. Throws UsageError when this machine cannot. */
 export function openShapedLink(link: LinkSpec): Net {
-  const why = linkUnavailableReason(link);
-  if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
+  const unavailable = linkUnavailable(link);
+  if (unavailable) throw unavailable;
   removeStale();
   const n = names(process.pid);
   let closed = false;

@@ -386,7 +386,6 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
   return out;
 }
 
-/** JSON lines: one object per line, `type` first. */
 /** What the delay line did and cost, for the report and the progress lines. */
 export function delayLineLine(d: DelayLineStats): string {
   const packets = d.forward.packets + d.back.packets;
@@ -394,6 +393,7 @@ export function delayLineLine(d: DelayLineStats): string {
     `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`;
 }
 
+/** JSON lines: one object per line, `type` first. */
 export function jsonLine(type: string, o: Record<string, unknown>): string {
   return JSON.stringify({ type, ...o });
 }

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { UsageError } from '../../errors.js';
 import { parseBenchOptions, PEER_NAMES, type RawBenchOptions } from '../../bench/matrix.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
@@ -49,9 +48,9 @@ export function benchCommand(ctx: CommandContext): Command {
       const { charts, formatTargetLine, markdownReport } = await import('../../bench/report.js');
       if (cfg.link) {
         // Before any file is written: the commonest reason a bench cannot run as asked.
-        const { linkUnavailableReason } = await import('../../bench/netns.js');
-        const why = linkUnavailableReason(cfg.link);
-        if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
+        const { linkUnavailable } = await import('../../bench/netns.js');
+        const unavailable = linkUnavailable(cfg.link);
+        if (unavailable) throw unavailable;
       }
       const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
       const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
