@@ -23,7 +23,8 @@
         "addon/qatzip_hw.cc",
         "addon/zero_page.cc",
         "addon/dsa.cc",
-        "addon/dsa_fake.cc"
+        "addon/dsa_fake.cc",
+        "addon/delay_line.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

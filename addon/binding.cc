@@ -25,6 +25,7 @@ void InitZlibStream(Napi::Env env, Napi::Object exports);
 void InitQplCodec(Napi::Env env, Napi::Object exports);
 void InitDsa(Napi::Env env, Napi::Object exports);
 void InitQatzip(Napi::Env env, Napi::Object exports);
+void InitDelayLine(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -439,6 +440,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitQplCodec(env, exports);
   InitDsa(env, exports);
   InitQatzip(env, exports);
+  InitDelayLine(env, exports);
   return exports;
 }
 

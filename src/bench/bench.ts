@@ -16,7 +16,8 @@ import { loopback, type Net } from './net.js';
 import { describeLink, openShapedLink } from './netns.js';
 import { choosePeers, PeerNotApplicable, type Peer, type PeerSample } from './peers/index.js';
 import { killAll } from './proc.js';
-import { jsonLine, type BenchMeta } from './report.js';
+import { delayLineLine, jsonLine, type BenchMeta } from './report.js';
+import type { DelayLineStats } from '../native/binding.js';
 import { MFD_BIN, runMfd, type MfdSample } from './runner.js';
 import { computeTargets, summarizeCell, type CellRecord, type CellSummary, type PeerRecord, type Target } from './summary.js';
 
@@ -36,6 +37,8 @@ export interface BenchResult {
   records: CellRecord[];
   cells: CellSummary[];
   targets: Target[];
+  /** A delayed link's forwarder: packets, drops, CPU seconds. */
+  delayLine?: DelayLineStats;
 }
 
 function mfdVersion(): string {
@@ -62,7 +65,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   };
   const choice = choosePeers(cfg.peers);
   const cells = buildCells({ compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes });
-  // The link first: it is what most often cannot be had (root, netem), so say so before any work.
+  // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.
   const net: Net = cfg.link ? openShapedLink(cfg.link) : loopback();
   const cpu = os.cpus();
   const meta: BenchMeta = {
@@ -166,10 +169,16 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
       summaries.push(sum);
       opts.record(jsonLine('cell', { ...sum }));
     }
+    const delayLine = net.delayLine?.();
+    if (delayLine) {
+      // The forwarder shares the CPUs with the runs: say what it took.
+      opts.record(jsonLine('link', { delayLine }));
+      status(delayLineLine(delayLine));
+    }
     const targets = computeTargets(summaries);
     for (const t of targets) opts.record(jsonLine('target', { ...t }));
     status(`done in ${duration((Date.now() - t0) / 1000)}`);
-    return { meta, records, cells: summaries, targets };
+    return { meta, records, cells: summaries, targets, delayLine };
   } finally {
     await killAll();
     await net.close();

@@ -1,11 +1,12 @@
 /** Where a bench run's two sides talk: loopback, or a shaped link between two network namespaces (netns.ts). */
 import fs from 'node:fs';
+import type { DelayLineStats } from '../native/binding.js';
 
 export type Side = 'send' | 'recv';
 
 export interface Net {
   kind: 'loopback' | 'link';
-  /** For the report: "loopback" or "veth 1 gbit/s, 1 ms each way (tbf + netem)". */
+  /** For the report: "loopback" or "veth between two network namespaces, 1 gbit/s, no added delay (tc tbf)". */
   description: string;
   /** The address the receiving side listens on and the sending side connects to. */
   recvAddr: string;
@@ -15,6 +16,8 @@ export interface Net {
   rxBytes(): number;
   /** True when rxBytes counts this bench's traffic only (a link's veth); lo counts the whole host's loopback. */
   rxPrivate: boolean;
+  /** A delayed link's forwarder: its packets, drops and CPU time so far (after close: in all). */
+  delayLine?(): DelayLineStats | undefined;
   close(): Promise<void>;
 }
 

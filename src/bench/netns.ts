@@ -1,9 +1,12 @@
 /**
- * A shaped link for `mfd bench --link RATE,DELAY`: two network namespaces joined by a veth pair,
- * each end shaped by tc (tbf for the rate; netem before it for the delay), so the sender and the
- * receiver talk over a link whose rate, not the CPU, is the limit. Made and removed by the bench:
- * removed in `close()`, on process exit, and on a second SIGINT or SIGTERM (the first one lets the
- * bench unwind through its own finally blocks).
+ * A shaped link for `mfd bench --link RATE,DELAY`: two network namespaces, so the sender and the
+ * receiver talk over a link whose rate, not the CPU, is the limit. Each end's egress is shaped by
+ * tc tbf for the rate. Without a delay the namespaces are joined by a veth pair. With one they are
+ * joined by two TUN devices and mfd's delay line (addon/delay_line.cc), a thread of this process
+ * that forwards each packet from one device to the other DELAY after it left: no netem needed
+ * (this VM's kernel has none). Made and removed by the bench: removed in `close()`, on process
+ * exit, and on a second SIGINT or SIGTERM (the first one lets the bench unwind through its own
+ * finally blocks).
  *
  * Addresses are 198.18.0.1 (sender) and 198.18.0.2 (receiver), in RFC 2544's benchmarking range;
  * they exist only inside the two namespaces.
@@ -15,10 +18,14 @@ import type { LinkSpec } from './matrix.js';
 import { formatRate } from './matrix.js';
 import type { Net, Side } from './net.js';
 import { which } from './proc.js';
+import { native } from '../native/load.js';
+import type { DelayLine, DelayLineStats } from '../native/binding.js';
 
 export const SEND_ADDR = '198.18.0.1';
 export const RECV_ADDR = '198.18.0.2';
 const PREFIX = 'mfdb';
+/** The TUN devices' MTU: big packets, so the delay line handles few per second (about 2000 at 1 gbit/s). */
+export const TUN_MTU = 65000;
 
 interface Names {
   ns: Record<Side, string>;
@@ -44,13 +51,22 @@ function must(cmd: string, args: string[]): string {
   return r.out;
 }
 
-/** Why this process cannot make a shaped link, or null when it can (as far as can be told without trying). */
-export function linkUnavailableReason(): string | null {
+/** Why this process cannot make `link`, or null when it can (as far as can be told without trying). */
+export function linkUnavailable(link: LinkSpec): UsageError | null {
   if (process.getuid?.() !== 0) {
-    return '--link needs root: it creates two network namespaces, a veth pair and tc qdiscs (run as root, e.g. with sudo, or drop --link to measure over loopback)';
+    return new UsageError(
+      '--link needs root: it creates two network namespaces, a veth pair or TUN devices, and tc qdiscs (run as root, e.g. with sudo, or drop --link to measure over loopback)',
+      'ERR_BENCH_NEEDS_ROOT',
+    );
   }
   for (const tool of ['ip', 'tc']) {
-    if (!which(tool)) return `--link needs \`${tool}\` (Debian: apt-get install iproute2)`;
+    if (!which(tool)) return new UsageError(`--link needs \`${tool}\` (Debian: apt-get install iproute2)`, 'ERR_BENCH_NEEDS_ROOT');
+  }
+  if (link.delayMs > 0 && !fs.existsSync('/dev/net/tun')) {
+    return new UsageError(
+      `--link ${link.text}: the delay line needs /dev/net/tun (CONFIG_TUN), which this machine lacks; give a rate alone (--link ${link.text.split(',')[0]})`,
+      'ERR_BENCH_NO_TUN',
+    );
   }
   return null;
 }
@@ -65,39 +81,36 @@ function removeStale(): void {
   }
 }
 
-/** The tc commands that shape one end; exported for the tests. */
-export function qdiscCommands(ns: string, dev: string, link: LinkSpec): string[][] {
+/** The tc command that shapes one end's egress to the link's rate; exported for the tests. */
+export function tbfCommand(ns: string, dev: string, link: LinkSpec): string[] {
   const bytesPerSec = link.rateBitsPerSec / 8;
-  // Burst: 1 ms of traffic, at least 64 KiB (one GSO packet); queue: 25 ms at the rate.
+  // Burst: 1 ms of traffic, at least 64 KiB (one GSO packet, or one packet at TUN_MTU); queue: 25 ms at the rate.
   const burst = Math.max(65536, Math.ceil(bytesPerSec / 1000));
-  const tbf = ['tbf', 'rate', `${link.rateBitsPerSec}bit`, 'burst', String(burst), 'latency', '25ms'];
-  if (link.delayMs <= 0) return [['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', ...tbf]];
-  const delayUs = Math.round(link.delayMs * 1000);
-  return [
-    // netem delays (its queue must hold a delay's worth of packets), tbf below it sets the rate:
-    // the tc-netem(8) recipe for rate limiting with tbf.
-    ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'netem', 'delay', `${delayUs}us`, 'limit', '100000'],
-    ['-n', ns, 'qdisc', 'add', 'dev', dev, 'parent', '1:1', 'handle', '10:', ...tbf],
-  ];
+  return ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'tbf', 'rate', `${link.rateBitsPerSec}bit`, 'burst', String(burst), 'latency', '25ms'];
 }
 
 export function describeLink(link: LinkSpec): string {
   const rate = formatRate(link.rateBitsPerSec);
   return link.delayMs > 0
-    ? `veth between two network namespaces, ${rate}, ${link.delayMs} ms delay each way (round trip +${2 * link.delayMs} ms; tc netem + tbf)`
+    ? `TUN pair between two network namespaces, ${rate}, ${link.delayMs} ms delay each way (round trip +${2 * link.delayMs} ms; ` +
+        `tc tbf for the rate + mfd delay line for the delay, no netem)`
     : `veth between two network namespaces, ${rate}, no added delay (tc tbf)`;
 }
 
-/** Creates the namespaces, the veth pair and the qdiscs. Throws UsageError when this machine cannot. */
+/** Creates the namespaces, the veth pair or the delay line, and the qdiscs. Throws UsageError when this machine cannot. */
 export function openShapedLink(link: LinkSpec): Net {
-  const why = linkUnavailableReason();
-  if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
+  const unavailable = linkUnavailable(link);
+  if (unavailable) throw unavailable;
   removeStale();
   const n = names(process.pid);
   let closed = false;
+  let line: DelayLine | undefined;
+  let lineStats: DelayLineStats | undefined;
   const cleanup = (): void => {
     if (closed) return;
     closed = true;
+    // Stops the forwarding thread; closing its file descriptors removes the TUN devices.
+    if (line) lineStats = line.close();
     // Deleting a namespace deletes the veth end in it, and so the pair.
     run('ip', ['netns', 'del', n.ns.send]);
     run('ip', ['netns', 'del', n.ns.recv]);
@@ -117,27 +130,33 @@ export function openShapedLink(link: LinkSpec): Net {
   try {
     must('ip', ['netns', 'add', n.ns.send]);
     must('ip', ['netns', 'add', n.ns.recv]);
-    must('ip', ['link', 'add', n.dev.send, 'netns', n.ns.send, 'type', 'veth', 'peer', 'name', n.dev.recv, 'netns', n.ns.recv]);
+    if (link.delayMs > 0) {
+      // Made in this namespace (the forwarding thread keeps their file descriptors), then moved.
+      try {
+        line = new native.DelayLine(n.dev.send, n.dev.recv, Math.round(link.delayMs * 1000));
+      } catch (e) {
+        throw new BenchError('ERR_BENCH_LINK', `shaped link: ${(e as Error).message}`);
+      }
+      for (const side of ['send', 'recv'] as const) must('ip', ['link', 'set', n.dev[side], 'netns', n.ns[side]]);
+    } else {
+      must('ip', ['link', 'add', n.dev.send, 'netns', n.ns.send, 'type', 'veth', 'peer', 'name', n.dev.recv, 'netns', n.ns.recv]);
+    }
     for (const side of ['send', 'recv'] as const) {
       const ns = n.ns[side];
-      must('ip', ['-n', ns, 'addr', 'add', `${side === 'send' ? SEND_ADDR : RECV_ADDR}/30`, 'dev', n.dev[side]]);
+      const [self, peer] = side === 'send' ? [SEND_ADDR, RECV_ADDR] : [RECV_ADDR, SEND_ADDR];
+      // A TUN device is point-to-point: the peer's address is reached through it.
+      must('ip', ['-n', ns, 'addr', 'add', ...(line ? [self, 'peer', peer] : [`${self}/30`]), 'dev', n.dev[side]]);
       must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      // No IPv6 link-local address on a TUN device: its router solicitations would be the delay line's only traffic and drops.
+      if (line) must('ip', ['-n', ns, 'link', 'set', n.dev[side], 'mtu', String(TUN_MTU), 'addrgenmode', 'none']);
       must('ip', ['-n', ns, 'link', 'set', n.dev[side], 'up']);
-      for (const args of qdiscCommands(ns, n.dev[side], link)) {
-        const r = run('tc', args);
-        if (r.ok) continue;
-        if (args.includes('netem') && /unknown/i.test(r.err)) {
-          throw new UsageError(
-            `--link ${link.text}: this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), which the delay needs; ` +
-              `give a rate alone (--link ${link.text.split(',')[0]}, shaped by tbf) or run on a kernel with sch_netem`,
-            'ERR_BENCH_NO_NETEM',
-          );
-        }
-        if (/unknown/i.test(r.err)) {
-          throw new UsageError(`--link ${link.text}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF): tc said "${r.err}"`, 'ERR_BENCH_NO_TBF');
-        }
-        throw new BenchError('ERR_BENCH_LINK', `shaped link: \`tc ${args.join(' ')}\` failed: ${r.err}`);
+      const args = tbfCommand(ns, n.dev[side], link);
+      const r = run('tc', args);
+      if (r.ok) continue;
+      if (/unknown/i.test(r.err)) {
+        throw new UsageError(`--link ${link.text}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF): tc said "${r.err}"`, 'ERR_BENCH_NO_TBF');
       }
+      throw new BenchError('ERR_BENCH_LINK', `shaped link: \`tc ${args.join(' ')}\` failed: ${r.err}`);
     }
   } catch (e) {
     cleanup();
@@ -155,6 +174,7 @@ export function openShapedLink(link: LinkSpec): Net {
       return j[0]?.stats64?.rx?.bytes ?? NaN;
     },
     rxPrivate: true,
+    delayLine: () => (line && !closed ? line.stats() : lineStats),
     close: async () => cleanup(),
   };
 }

@@ -7,6 +7,7 @@ import type { Cell, PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
 import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';
 import { lineChart, type Reference, type Series } from './svg.js';
+import type { DelayLineStats } from '../native/binding.js';
 
 export interface BenchMeta {
   date: string;
@@ -66,7 +67,7 @@ export function formatTargetLine(t: Target): string {
   return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${t.limit}: ${verdict(t)}`;
 }
 
-export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[]): string {
+export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[], delayLine?: DelayLineStats): string {
   const o: string[] = [];
   const runsNote = `${meta.runs} run${meta.runs === 1 ? '' : 's'} per cell after ${meta.warmup} warm-up${meta.warmup === 1 ? '' : 's'}`;
   o.push(`## mfd bench, ${meta.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
@@ -86,6 +87,7 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
       '.',
   );
   o.push('Every output, mfd\'s and the peers\' (iperf3 writes none), was compared with its image byte for byte.');
+  if (delayLine) o.push(delayLineLine(delayLine));
   o.push('');
 
   const cc = cellColumns(cells);
@@ -310,7 +312,7 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
   const profiles = new Set(cells.map((c) => c.cell.profile));
   const channelSet = new Set(cells.map((c) => c.cell.channels));
   const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
-  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^veth between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
+  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^\S+( pair)? between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
   const runs = `median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`;
   const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
   const collect = (): { series: Map<string, Series>; add: (name: string, colorKey: string, style: Pick<Series, 'dashed' | 'kind'>, x: number, y: number | undefined) => void } => {
@@ -382,6 +384,13 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
     });
   }
   return out;
+}
+
+/** What the delay line did and cost, for the report and the progress lines. */
+export function delayLineLine(d: DelayLineStats): string {
+  const packets = d.forward.packets + d.back.packets;
+  return `Delay line: ${packets} packets (${formatSize(d.forward.bytes + d.back.bytes)}), ${d.forward.dropped + d.back.dropped} dropped, ` +
+    `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`;
 }
 
 /** JSON lines: one object per line, `type` first. */

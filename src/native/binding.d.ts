@@ -28,7 +28,34 @@ export interface DsaQueueInfo {
   maxBatch: number;
 }
 
+/** One direction of a delay line (forward: first device to second). */
+export interface DelayLineDirection {
+  packets: number;
+  /** Bytes forwarded, each packet's 10-byte virtio-net header included. */
+  bytes: number;
+  /** Packets not forwarded: the queue's limit (256 MiB) was reached, or the write to the other device failed. */
+  dropped: number;
+  /** The most bytes waiting at once. */
+  maxQueuedBytes: number;
+}
+
+export interface DelayLineStats {
+  /** CPU seconds of the forwarding thread. */
+  cpuSec: number;
+  forward: DelayLineDirection;
+  back: DelayLineDirection;
+}
+
+/** Two TUN devices and a thread forwarding each packet from one to the other `delayUs` after it was read. */
+export interface DelayLine {
+  stats(): DelayLineStats;
+  /** Stops the thread and closes the devices (which removes them); the final stats. */
+  close(): DelayLineStats;
+}
+
 export interface MfdBinding {
+  /** Creates TUN devices nameA and nameB (IFF_TUN, no packet info, virtio-net header) in this network namespace; throws code ERR_BENCH_LINK. */
+  DelayLine: new (nameA: string, nameB: string, delayUs: number) => DelayLine;
   /**
    * engine "isal" runs ISA-L's igzip (deflate levels 1..3, inflate of any zlib stream); only when
    * isalVersion is set, otherwise the constructor throws. Default "zlib".

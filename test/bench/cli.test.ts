@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from '../helpers/index.js';
 import { findAll, parseXml } from '../helpers/xml.js';
 import { ncUnavailable } from '../../src/bench/peers/nc.js';
+import { leftoverLinks, netnsUnavailable } from '../helpers/netns.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -32,12 +33,12 @@ function mfd(args: string[], opts: { cmd?: string[] } = {}): Promise<Ran> {
   });
 }
 
-const lines = (file: string) =>
-  fs
-    .readFileSync(file, 'utf8')
+const stdoutLines = (text: string) =>
+  text
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
+const lines = (file: string) => stdoutLines(fs.readFileSync(file, 'utf8'));
 
 t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell', async (t) => {
   const dir = tmpdir(t);
@@ -113,17 +114,6 @@ t.test('bad options exit 2 and say what is expected', async (t) => {
   }
 });
 
-/** Whether this process may make network namespaces, and if not why. */
-function netnsUnavailable(): string | null {
-  if (process.getuid?.() !== 0) return 'not root';
-  if (spawnSync('sh', ['-c', 'command -v tc']).status !== 0) return 'no tc (iproute2)';
-  const name = `mfdb-probe-${process.pid}`;
-  const add = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8' });
-  if (add.status !== 0) return `ip netns add failed: ${(add.stderr || add.error?.message || '').trim()}`;
-  spawnSync('ip', ['netns', 'del', name]);
-  return null;
-}
-
 t.test('--link without root says it needs root', async (t) => {
   const setpriv = spawnSync('sh', ['-c', 'command -v setpriv']).status === 0;
   const asRoot = process.getuid?.() === 0;
@@ -132,7 +122,7 @@ t.test('--link without root says it needs root', async (t) => {
   if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0) return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
   const r = await mfd(['bench', '--link', '1gbit,1ms', '--size', '4M'], asRoot ? { cmd: nobody } : {});
   t.equal(r.status, 2);
-  t.match(r.stderr, /--link needs root: it creates two network namespaces, a veth pair and tc qdiscs/);
+  t.match(r.stderr, /--link needs root: it creates two network namespaces, a veth pair or TUN devices, and tc qdiscs/);
 });
 
 t.test('a shaped link between two network namespaces', async (t) => {
@@ -143,19 +133,25 @@ t.test('a shaped link between two network namespaces', async (t) => {
   const r = await mfd(['bench', '--link', '400mbit', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json']);
   if (r.status === 2 && /no tbf qdisc/.test(r.stderr)) return void t.skip(`this kernel cannot shape: ${r.stderr.trim()}`, () => {});
   t.equal(r.status, 0, r.stderr);
-  const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
+  const recs = stdoutLines(r.stdout);
   t.match(recs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 0, description: /400 mbit\/s, no added delay \(tc tbf\)/ } });
   const run = recs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number } };
   t.ok(run.mfd.linkBytes >= run.mfd.wireBytes, "the veth's own counter saw at least mfd's wire bytes");
   t.ok(run.mfd.linkBytes < run.mfd.wireBytes * 1.2, 'and only this run (a private link): headers and ACKs add a little');
-  t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /^mfdb-\d+-(send|recv)/m, 'namespaces removed');
+  t.equal(leftoverLinks(), '', 'namespaces removed');
 
-  // A delay needs netem: it runs where the kernel has it, and is refused with the reason where not.
-  const d = await mfd(['bench', '--link', '400mbit,1ms', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'd')]);
-  if (d.status === 2) t.match(d.stderr, /this kernel has no netem qdisc \(CONFIG_NET_SCH_NETEM\), which the delay needs; give a rate alone \(--link 400mbit/);
-  else {
-    t.equal(d.status, 0, d.stderr);
-    t.match(d.stdout, /400 mbit\/s, 1 ms delay each way/);
-  }
-  t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /^mfdb-\d+-(send|recv)/m, 'namespaces removed');
+  // With a delay: TUN devices and the delay line (no netem needed), the output verified all the same.
+  if (!fs.existsSync('/dev/net/tun')) return void t.skip('no /dev/net/tun here: the delay line needs TUN devices', () => {});
+  const d = await mfd(['bench', '--link', '400mbit,2ms', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'd'), '--json']);
+  t.equal(d.status, 0, d.stderr);
+  const drecs = stdoutLines(d.stdout);
+  t.match(drecs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 2, description: /TUN pair .*400 mbit\/s, 2 ms delay each way .*tc tbf for the rate \+ mfd delay line for the delay, no netem/ } });
+  const drun = drecs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number; imageBytes: number } };
+  t.equal(drun.mfd.imageBytes, 8 << 20, 'the run completed (and the bench compared its output with the image)');
+  t.ok(drun.mfd.linkBytes >= drun.mfd.wireBytes, "the receiving TUN device saw at least mfd's wire bytes");
+  const dl = drecs.find((l) => l.type === 'link') as unknown as { delayLine: { cpuSec: number; forward: { bytes: number; dropped: number } } };
+  t.ok(dl.delayLine.forward.bytes >= drun.mfd.wireBytes, 'the delay line forwarded them');
+  t.equal(dl.delayLine.forward.dropped, 0, 'and dropped none');
+  t.match(d.stderr, /Delay line: \d+ packets .*, 0 dropped, [\d.]+ CPU s in the bench process/);
+  t.equal(leftoverLinks(), '', 'namespaces and TUN devices removed');
 });

@@ -12,7 +12,7 @@ import {
   parseSizeList,
   type RawBenchOptions,
 } from '../../src/bench/matrix.js';
-import { qdiscCommands } from '../../src/bench/netns.js';
+import { describeLink, tbfCommand } from '../../src/bench/netns.js';
 import { UsageError } from '../../src/errors.js';
 
 const raw = (over: Partial<RawBenchOptions> = {}): RawBenchOptions => ({
@@ -63,17 +63,14 @@ t.test('--link RATE[,DELAY]', async (t) => {
   t.ok(e instanceof UsageError, 'a bad --link is a usage error (exit 2)');
 });
 
-t.test('tc commands: tbf alone without delay, netem with tbf below it with one', async (t) => {
-  const plain = qdiscCommands('ns', 'dev0', parseLink('1gbit'));
-  t.equal(plain.length, 1);
-  t.same(plain[0]!.slice(0, 8), ['-n', 'ns', 'qdisc', 'add', 'dev', 'dev0', 'root', 'handle']);
-  t.match(plain[0]!.join(' '), /tbf rate 1000000000bit burst 125000 latency 25ms/);
-  const slow = qdiscCommands('ns', 'dev0', parseLink('100mbit'));
-  t.match(slow[0]!.join(' '), /burst 65536 /, 'burst at least 64 KiB');
-  const delayed = qdiscCommands('ns', 'dev0', parseLink('1gbit,1ms'));
-  t.equal(delayed.length, 2);
-  t.match(delayed[0]!.join(' '), /root handle 1: netem delay 1000us limit 100000/);
-  t.match(delayed[1]!.join(' '), /parent 1:1 handle 10: tbf rate 1000000000bit/);
+t.test('tc command: tbf for the rate, with or without a delay (the delay is the delay line\'s)', async (t) => {
+  const plain = tbfCommand('ns', 'dev0', parseLink('1gbit'));
+  t.same(plain.slice(0, 8), ['-n', 'ns', 'qdisc', 'add', 'dev', 'dev0', 'root', 'handle']);
+  t.match(plain.join(' '), /tbf rate 1000000000bit burst 125000 latency 25ms/);
+  t.match(tbfCommand('ns', 'dev0', parseLink('100mbit')).join(' '), /burst 65536 /, 'burst at least 64 KiB');
+  t.same(tbfCommand('ns', 'dev0', parseLink('1gbit,1ms')), plain, 'no netem: the same tbf with a delay');
+  t.match(describeLink(parseLink('1gbit')), /^veth between two network namespaces, 1 gbit\/s, no added delay \(tc tbf\)$/);
+  t.match(describeLink(parseLink('400mbit,1ms')), /^TUN pair between two network namespaces, 400 mbit\/s, 1 ms delay each way \(round trip \+2 ms; tc tbf for the rate \+ mfd delay line for the delay, no netem\)$/);
 });
 
 t.test('peers: names, all, none', async (t) => {

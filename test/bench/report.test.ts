@@ -113,6 +113,13 @@ t.test('markdown: a row per cell with medians, peers pair by pair, targets with 
   t.match(md, /Not measured: mfd zstd \/ `zstd -1 -T0 \| nc` wall time \(zstd-nc not in this run\)\./);
   t.match(md, /### Scaling with channels/);
   t.notMatch(md, /### Scaling with image size/, 'one size: no size scaling');
+  t.notMatch(md, /Delay line/, 'no delay line: no line about it');
+  const dir = { packets: 1000, bytes: 2 ** 30, dropped: 1, maxQueuedBytes: 0 };
+  t.match(
+    markdownReport(meta(), cs, [], { cpuSec: 1.234, forward: dir, back: { ...dir, bytes: 2 ** 20, dropped: 0 } }),
+    /^Delay line: 2000 packets \(1 GiB\), 1 dropped, 1\.23 CPU s in the bench process, on the same CPUs as the runs\.$/m,
+    "a delayed link's forwarder: what it did and cost",
+  );
   t.match(formatTargetLine(computeTargets(cs)[0]!), /^mfd \/ QEMU wall time, none \[1 ch, mixed 1 GiB\]: 0\.50, target ≤ 0\.5: pass$/);
   t.same(JSON.parse(jsonLine('cell', { a: 1 })), { type: 'cell', a: 1 });
 });

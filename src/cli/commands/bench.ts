@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { UsageError } from '../../errors.js';
 import { parseBenchOptions, PEER_NAMES, type RawBenchOptions } from '../../bench/matrix.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
@@ -35,7 +34,7 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
     .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
     .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
-    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a veth pair shaped by tc, e.g. 1gbit,1ms (delay each way); needs root'))
+    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a link shaped by tc tbf (and mfd\'s delay line for a delay), e.g. 1gbit,1ms (delay each way); needs root'))
     .addOption(new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()))
     .addOption(new Option('--out <dir>', 'results directory (default bench/results/<timestamp>/ under the current directory)'))
     .addOption(new Option('--seed <n>', 'seed of the generated images').default('1'))
@@ -49,9 +48,9 @@ export function benchCommand(ctx: CommandContext): Command {
       const { charts, formatTargetLine, markdownReport } = await import('../../bench/report.js');
       if (cfg.link) {
         // Before any file is written: the commonest reason a bench cannot run as asked.
-        const { linkUnavailableReason } = await import('../../bench/netns.js');
-        const why = linkUnavailableReason();
-        if (why) throw new UsageError(why, 'ERR_BENCH_NEEDS_ROOT');
+        const { linkUnavailable } = await import('../../bench/netns.js');
+        const unavailable = linkUnavailable(cfg.link);
+        if (unavailable) throw unavailable;
       }
       const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
       const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
@@ -74,7 +73,7 @@ export function benchCommand(ctx: CommandContext): Command {
           fs.appendFileSync(jsonl, line + '\n');
         },
       });
-      const md = markdownReport(result.meta, result.cells, result.targets);
+      const md = markdownReport(result.meta, result.cells, result.targets, result.delayLine);
       fs.writeFileSync(path.join(outDir, 'report.md'), md + '\n');
       const written = ['results.jsonl', 'report.md'];
       for (const c of charts(result.meta, result.cells)) {
