@@ -100,6 +100,12 @@ export class ImageSource {
       return null;
     }
     if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + inFile) return null;
+    // lseek reports everything past the end of a file as a hole: an image truncated under the
+    // sender would otherwise be sent as zero pages, unread, and arrive "complete".
+    const now = fs.fstatSync(this.fd).size;
+    if (now < this.size) {
+      throw new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it is now ${now} bytes, expected ${this.size} bytes`);
+    }
     const holes = new Uint8Array(count);
     // Whole pages inside the file only: a tail page past the end is read and padded.
     holes.fill(1, 0, Math.floor(inFile / pageSize));

@@ -143,3 +143,17 @@ t.test('dataExtents: where a sparse file has data; analysePages takes hole pages
   t.equal(native.analysePagesSync(pages, 4096, 4, null, crc, holes), 0, 'without zero detection the hint is ignored');
   t.equal(crc[1], native.crc32c(pages.subarray(4096, 8192)));
 });
+
+t.test('ImageSource: an image truncated under it is an error, not a run of holes (lseek calls the lost tail a hole)', async (t) => {
+  const dir = tmpdir(t);
+  const f = path.join(dir, 'img');
+  fs.writeFileSync(f, randomBytes(4 << 20));
+  const src = await ImageSource.open({ name: 'img', path: f });
+  t.teardown(() => src.close());
+  const scratch = (): Uint8Array => new Uint8Array(1 << 20);
+  const first = await src.load(0, 128, 4096, scratch);
+  t.equal(first.holes, null, 'a file of data has no holes');
+  first.release();
+  fs.truncateSync(f, 1 << 20);
+  await t.rejects(src.load(2 << 20, 128, 4096, scratch), { code: 'ERR_IMAGE_SHRANK', message: /shrank while sending: it is now 1048576 bytes, expected 4194304 bytes/ });
+});
