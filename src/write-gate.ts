@@ -8,14 +8,19 @@
 import { IoError } from './errors.js';
 
 export class WriteGate {
-  private closed = false;
+  private isClosed = false;
   private readonly pending = new Set<Promise<unknown>>();
 
   /** `what` names the file in the error a write after close() gets. */
   constructor(private readonly what: string) {}
 
+  /** close() was called: no new write starts. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
   run<T>(write: () => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new IoError('ERR_FILE_CLOSED', `${this.what}: write after the migration stopped`));
+    if (this.isClosed) return Promise.reject(new IoError('ERR_FILE_CLOSED', `${this.what}: write after the migration stopped`));
     const p = write();
     this.pending.add(p);
     const forget = (): void => void this.pending.delete(p);
@@ -30,7 +35,7 @@ export class WriteGate {
 
   /** No new writes; resolves once the ones in flight have settled. */
   async close(): Promise<void> {
-    this.closed = true;
+    this.isClosed = true;
     await this.drain();
   }
 }

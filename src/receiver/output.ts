@@ -94,12 +94,15 @@ export class Output {
   async commit(sync: boolean): Promise<void> {
     await this.gate.drain();
     try {
-      if (sync) await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+      // The fsync goes through the gate too: a failure meanwhile waits for it before closing.
+      if (sync) await this.use((fd) => new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve()))));
+      if (this.gate.closed) throw new IoError('ERR_FILE_CLOSED', `finishing ram block "${this.name}": the migration stopped meanwhile`);
       fs.closeSync(this.fd);
       this.fd = -1;
       if (!this.inPlace) await fs.promises.rename(this.writePath, this.finalPath);
       if (this.markerPath) await fs.promises.rm(this.markerPath, { force: true });
     } catch (e) {
+      if (e instanceof IoError) throw e;
       const err = e as NodeJS.ErrnoException;
       throw new IoError(`ERR_${err.code ?? 'COMMIT'}`, `finishing ram block "${this.name}" at "${this.finalPath}": ${err.message}`, e);
     }

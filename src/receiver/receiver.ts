@@ -280,6 +280,11 @@ class Migration {
   /** Sets up method and outputs; for a resume, returns the pages the outputs hold, per ramblock. */
   private async setup(hello: Hello): Promise<Record<string, number[]> | null> {
     this.startNs = process.hrtime.bigint();
+    // Before anything on disk is touched: the hello must be the migration the control channel proved.
+    const proved = this.controlBinding?.uuid;
+    if (proved && Buffer.compare(Buffer.from(proved), Buffer.from(uuidFromString(hello.uuid))) !== 0) {
+      throw new ProtocolError('ERR_HELLO_UUID', `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`);
+    }
     let method: CompressionMethod;
     try {
       method = getMethod(hello.compression);
@@ -305,10 +310,6 @@ class Migration {
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
-    const proved = this.controlBinding?.uuid;
-    if (proved && Buffer.compare(Buffer.from(proved), Buffer.from(this.uuid)) !== 0) {
-      throw new ProtocolError('ERR_HELLO_UUID', `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`);
-    }
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
     this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks, resumedPages: this.heldPages }, 'migration set up');
@@ -487,9 +488,13 @@ class Migration {
     const hello = this.hello!;
     verifyChannels(this.channels.map((c) => c!), done.packets);
     await this.heldDigest;
+    // A failure (Ctrl-C, the sender's late error) may come during any wait: it then owns the outputs.
+    if (this.settled) return;
     verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
     await this.journals?.stop();
+    if (this.settled) return;
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
+    if (this.settled) return;
     this.journals?.remove();
     const stats = buildStats(
       {
@@ -532,14 +537,22 @@ class Migration {
    * never opened its outputs, and leaves the files it found as they were.
    */
   private async cleanUp(err: MfdError): Promise<void> {
+    // No periodic checkpoint from here on, whatever becomes of the outputs.
+    await this.journals?.stop();
     let keep = false;
     const trusted = err.exitCode !== ExitCode.PROTOCOL && err.exitCode !== ExitCode.VERIFY;
     if (this.journals && trusted) {
       try {
         keep = (await this.journals.flush()) > 0 || this.resumed;
       } catch (e) {
-        this.log.warn(`no resume possible: ${(e as Error).message}`);
+        // A journal is only ever replaced after its output was flushed: the one on disk still
+        // matches, so a failed last checkpoint loses only the pages since the one before.
+        keep = this.resumed || this.journals.blocks.some((b) => b.durablePages > 0);
+        this.log.warn(`last checkpoint failed (${(e as Error).message}): ${keep ? 'resuming from the one before' : 'no resume possible'}`);
       }
+    } else if (!this.journals && this.resumed) {
+      // A resume refused while its outputs were being opened: the files it found stay as they were.
+      keep = true;
     }
     if (!keep) this.journals?.remove();
     // Only once no write is left in flight (see WriteGate) is the failure reported.

@@ -11,7 +11,9 @@ import type { Test } from 'tap';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeImage, sha256, tmpdir } from '../helpers/index.js';
+import { makeImage, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { send } from '../../src/sender/sender.js';
+import { silentLogger } from '../../src/log.js';
 import { mfd, mfdRecv, lastError } from '../helpers/procs.js';
 import { FaultProxy } from '../helpers/proxy.js';
 
@@ -169,4 +171,31 @@ t.test('the control channel reset mid-migration: both sides stop, the journal st
   await resume(t, recv.port, img);
   t.equal((await recv.done).code, 0);
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img), 'byte-identical');
+});
+
+t.test('a resume refused on its second ramblock leaves the first one\'s partial output as it found it', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const a = makeImage(path.join(dir, 'a.ram'), 16 << 20, 'random', 1);
+  const b = makeImage(path.join(dir, 'b.ram'), 16 << 20, 'random', 2);
+  const images = [{ name: 'a.ram', path: a }, { name: 'b.ram', path: b }];
+  const pipeline = { images, channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' } as const;
+  // A first attempt cut by a channel reset, with journals kept for both blocks.
+  const r1 = await startReceiver({ outputDir: out, journalIntervalMs: 100 });
+  r1.result.catch(() => {});
+  const proxy = await FaultProxy.start(t, r1.port, { rate: 16 << 20, resetDataChannelAfter: 12 << 20 });
+  await rejection(send({ host: '127.0.0.1', port: proxy.port, logger: silentLogger, ...pipeline }));
+  await rejection(r1.result);
+  const partialA = path.join(out, '.a.ram.mfd-partial');
+  t.ok(fs.existsSync(partialA) && fs.existsSync(path.join(out, '.b.ram.mfd-journal')), 'both blocks kept their partial output and journal');
+  const before = sha256(partialA);
+  fs.rmSync(path.join(out, '.b.ram.mfd-partial'));
+  const r2 = await startReceiver({ outputDir: out });
+  const refused = await rejection(send({ host: '127.0.0.1', port: r2.port, logger: silentLogger, ...pipeline, resume: true }));
+  t.match(refused, { code: 'ERR_RESUME_NO_PARTIAL', message: /b\.ram/ });
+  t.match(await rejection(r2.result), { code: 'ERR_RESUME_NO_PARTIAL' });
+  t.ok(fs.existsSync(partialA), "a.ram's partial output is still there");
+  t.equal(sha256(partialA), before, 'and unchanged');
+  t.ok(fs.existsSync(path.join(out, '.a.ram.mfd-journal')), 'with its journal');
 });
