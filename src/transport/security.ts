@@ -56,6 +56,25 @@ export interface ChannelSecurity {
 
 /** How long an accepted connection has to authenticate before it is closed. */
 export const AUTH_TIMEOUT_MS = 5000;
+/**
+ * Most connections authenticating at once. Each holds a descriptor for up to
+ * AUTH_TIMEOUT_MS: without a cap, a flood of them would exhaust the process's
+ * descriptors and fail the migration they arrive during. A legitimate sender
+ * opens its 1 + channels connections one after another and each proves itself
+ * within a round trip, so the oldest pending one is dropped to make room: a
+ * flood then evicts mostly its own connections, not the sender's.
+ */
+export const MAX_PENDING_AUTH = 64;
+
+/** Makes room for one more pending connection: drops the oldest (insertion order) beyond the cap. */
+function evictOldest(pending: Map<net.Socket, string>, h: ServerHandlers): void {
+  while (pending.size >= MAX_PENDING_AUTH) {
+    const [oldest, peer] = pending.entries().next().value as [net.Socket, string];
+    pending.delete(oldest);
+    oldest.destroy();
+    h.onRefused(peer, `dropped: ${MAX_PENDING_AUTH} newer connections are authenticating`);
+  }
+}
 /** Fewest bytes a --psk-file may hold; its whole content (raw bytes) is the key. */
 export const PSK_MIN_BYTES = 16;
 /** Most bytes read from a --psk-file. */
@@ -178,18 +197,20 @@ export class PskSecurity implements ChannelSecurity {
   }
 
   createServer(h: ServerHandlers): SecureServer {
-    const pending = new Set<net.Socket>();
+    const pending = new Map<net.Socket, string>();
     const server = net.createServer({ noDelay: true }, (s) => {
+      evictOldest(pending, h);
       const peer = peerOf(s);
-      pending.add(s);
+      pending.set(s, peer);
       s.on('error', () => {});
       this.accept(s).then(
         (b) => {
-          pending.delete(s);
+          if (!pending.delete(s)) return; // evicted meanwhile
           h.onAccepted(s, peer, b);
         },
         (e: Error) => {
-          pending.delete(s);
+          // Evicted already (then refused and logged there), or refused now.
+          if (!pending.delete(s)) return;
           // A refusal is flushed (the sender then says why) before the connection is cut.
           if (s.writableEnded) setTimeout(() => s.destroy(), 1000).unref();
           else s.destroy();
@@ -197,7 +218,7 @@ export class PskSecurity implements ChannelSecurity {
         },
       );
     });
-    return { server, closePending: () => pending.forEach((s) => s.destroy()) };
+    return { server, closePending: () => pending.forEach((_, s) => s.destroy()) };
   }
 
   /** Receiver side of the handshake: the binding the sender proved, or a rejection. */
@@ -285,8 +306,8 @@ export class TlsSecurity implements ChannelSecurity {
   }
 
   createServer(h: ServerHandlers): SecureServer {
-    // A handshake still running is tracked by its peer address (the TLS socket is not the accepted TCP socket).
-    const pending = new Map<string, net.Socket>();
+    // A handshake still running, by its TCP socket (the TLS socket wraps it as _parent).
+    const pending = new Map<net.Socket, string>();
     // A failed handshake's TLS socket may be destroyed (no address left): its TCP socket (_parent) still knows the peer.
     const peers = new WeakMap<object, string>();
     // The sender's certificate is checked here rather than by rejectUnauthorized, which would cut the
@@ -299,14 +320,16 @@ export class TlsSecurity implements ChannelSecurity {
       handshakeTimeout: this.authTimeoutMs,
     });
     server.on('connection', (raw: net.Socket) => {
+      evictOldest(pending, h);
       const peer = peerOf(raw);
-      pending.set(peer, raw);
+      pending.set(raw, peer);
       peers.set(raw, peer);
-      raw.once('close', () => pending.delete(peer));
+      raw.once('close', () => pending.delete(raw));
     });
     server.on('secureConnection', (s: tls.TLSSocket) => {
       const peer = peerOf(s);
-      pending.delete(peer);
+      const parent = (s as unknown as { _parent?: net.Socket })._parent;
+      if (parent) pending.delete(parent);
       if (!s.authorized) {
         const given = Object.keys(s.getPeerCertificate()).length > 0;
         const why = given ? `TLS: the sender's certificate is refused: ${s.authorizationError} (not signed by --tls-ca)` : 'TLS: the sender gave no certificate';
@@ -326,7 +349,7 @@ export class TlsSecurity implements ChannelSecurity {
       const why = (e as Error & { reason?: string }).reason ?? e.message;
       h.onRefused(peer, `TLS: ${why}${(e as NodeJS.ErrnoException).code ? ` [${(e as NodeJS.ErrnoException).code}]` : ''}`);
     });
-    return { server, closePending: () => pending.forEach((s) => s.destroy()) };
+    return { server, closePending: () => pending.forEach((_, s) => s.destroy()) };
   }
 }
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { makeImage, migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { captureLogger, holdChannel, mfdAsync, pskFile, recvProcess } from '../helpers/auth.js';
-import { PskSecurity, type ChannelBinding } from '../../src/transport/security.js';
+import { MAX_PENDING_AUTH, PskSecurity, type ChannelBinding } from '../../src/transport/security.js';
 import { send } from '../../src/sender/sender.js';
 import { encodeInitPacket, uuidFromString } from '../../src/wire/init-packet.js';
 import { AuthError, ExitCode } from '../../src/errors.js';
@@ -172,4 +172,38 @@ t.test('strangers while a PSK migration runs are closed and logged with their ad
   t.match(refusal(strangers.get('control proof')!), /refused: multifd channel from .*: authenticated as control channel of migration/);
   t.match(refusal(strangers.get('silent')!), /refused: PSK authentication: (88 bytes not received within 400 ms|connection closed after 0 of 88 bytes)/);
   t.ok(lines.filter((l) => l.level === 40 && /wrong proof: the peer does not hold this key/.test(String(l.msg))).length >= 1, 'the wrong key is logged');
+});
+
+t.test('a flood of connections that never authenticate is capped; the migration they arrive during goes on', async (t) => {
+  const work = tmpdir(t);
+  const out = path.join(work, 'out');
+  fs.mkdirSync(out);
+  const img = makeImage(path.join(work, 'vm.ram'), 8 << 20, 'mixed');
+  const { logger, lines } = captureLogger('warn');
+  const psk = new PskSecurity(key, 2000);
+  const { port, result } = await startReceiver({ outputDir: out, logger, security: psk });
+  const flood: net.Socket[] = [];
+  t.teardown(() => flood.forEach((s) => s.destroy()));
+  const sent = await send({
+    host: '127.0.0.1',
+    port,
+    logger: captureLogger().logger,
+    images: [{ name: 'vm.ram', path: img }],
+    channels: 2,
+    ...pipeline,
+    // Once channel 0 is in: 3 x MAX_PENDING_AUTH silent connections, then channel 1 must still get through.
+    security: holdChannel(psk, 1, async () => {
+      for (let i = 0; i < 3 * MAX_PENDING_AUTH; i++) {
+        const s = net.connect(port, '127.0.0.1');
+        s.on('error', () => {});
+        flood.push(s);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+    }),
+  });
+  t.equal(sent.stats.status, 'completed');
+  t.equal((await result).stats.status, 'completed');
+  t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
+  const capped = lines.filter((l) => /refused: dropped: 64 newer connections are authenticating/.test(String(l.msg))).length;
+  t.ok(capped >= MAX_PENDING_AUTH, `${capped} connections over the cap refused at once, each logged`);
 });
