@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
-import { ConnectionError, IoError, UsageError } from '../errors.js';
+import { ConnectionError, InterruptedError, IoError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { PathTally } from '../accel/paths.js';
@@ -79,7 +79,13 @@ class Sink {
   private failed: Error | null = null;
   closed = false;
   bytes = 0;
-  constructor(readonly sock: net.Socket, private readonly what: string, private readonly stallMs: number) {
+  constructor(
+    readonly sock: net.Socket,
+    private readonly what: string,
+    private readonly stallMs: number,
+    /** Set when the user interrupted: then that, not the closed socket, is the failure. */
+    private readonly interrupted: () => InterruptedError | null,
+  ) {
     sock.on('error', (e) => (this.failed = e));
     sock.on('close', () => {
       this.closed = true;
@@ -88,6 +94,8 @@ class Sink {
   }
 
   private check(): void {
+    const stop = this.interrupted();
+    if (stop) throw stop;
     if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${MISMATCH_HINT})`, {}, this.failed);
   }
 
@@ -123,6 +131,8 @@ class Sink {
   async finish(): Promise<void> {
     this.sock.end();
     if (!this.closed) await this.wait('close', 'the whole stream was sent, but the destination has not closed the connection');
+    const stop = this.interrupted();
+    if (stop) throw stop;
     if (this.failed && !/closed by the destination/.test(this.failed.message)) this.check();
   }
 }
@@ -154,14 +164,27 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     deviceStateBytes: m.deviceState.size,
     wireBytes: 0,
   };
-  const abort = (): void => sockets.forEach((s) => s.destroy());
+  let interrupted: InterruptedError | null = null;
+  const stopped = (): InterruptedError | null => interrupted;
+  const abort = (): void => {
+    interrupted = new InterruptedError(String(o.signal?.reason ?? 'abort'));
+    sockets.forEach((s) => s.destroy());
+  };
   o.signal?.addEventListener('abort', abort, { once: true });
+  // A connect in progress when the signal came: its socket is destroyed as soon as it is ours.
+  const connected = (sock: net.Socket): net.Socket => {
+    sockets.push(sock);
+    if (interrupted) {
+      sock.destroy();
+      throw interrupted;
+    }
+    return sock;
+  };
   try {
     const where = `${o.host}:${o.port}`;
-    const mainSock = await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel');
-    sockets.push(mainSock);
+    const mainSock = connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel'));
     const stallMs = o.stallTimeoutMs ?? 60_000;
-    const main = new Sink(mainSock, `main channel to ${where}`, stallMs);
+    const main = new Sink(mainSock, `main channel to ${where}`, stallMs, stopped);
     const w = new Writer();
     w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(Buffer.from(m.configuration, 'hex'));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
@@ -170,9 +193,8 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const uuid = uuidFromString(m.uuid);
     const tally = new PathTally(`${method?.name ?? 'none'} compression`);
     for (let i = 0; i < o.channels; i++) {
-      const s = await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`);
-      sockets.push(s);
-      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs);
+      const s = connected(await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`));
+      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs, stopped);
       channels.push(sink);
       senders.push(method!.sendSetup({ channel: i, pageSize: ps, params, tally }));
       await sink.write([encodeInitPacket(uuid, i)]);
@@ -287,7 +309,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     result.totalTimeMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;
     return result;
   } catch (e) {
-    abort();
+    for (const s of sockets) s.destroy();
     throw e;
   } finally {
     for (const s of senders) s.cleanup();

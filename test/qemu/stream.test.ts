@@ -8,7 +8,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from '../helpers/index.js';
 import { receiveStreams } from '../helpers/qemu.js';
 import { receiveQemu } from '../../src/qemu/recv.js';
@@ -168,4 +168,13 @@ t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd p
     t.equal(r2.manifest.method, channels ? compression : null);
     t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
   }
+
+  // Interrupted (Ctrl-C) while the destination takes nothing: the interruption is the error, not the hang-up it causes.
+  const stalled = net.createServer({ allowHalfOpen: true }, (s) => void s.pause());
+  await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => stalled.close());
+  const stop = new AbortController();
+  const replay = sendQemu({ host: '127.0.0.1', port: (stalled.address() as AddressInfo).port, dir: out, channels: 2, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, signal: stop.signal });
+  setTimeout(() => stop.abort('SIGINT'), 200);
+  t.match(await replay.catch((e: unknown) => e), { code: 'ERR_INTERRUPTED', message: 'interrupted by SIGINT' }, 'interrupted, exit 130');
 });
