@@ -81,8 +81,10 @@ export async function loadJournal(file: string): Promise<JournalFile | null> {
  * Refuses to resume ramblock `b` from journal `j` when they differ: names
  * what differs, received (the hello) vs expected (the journal).
  */
-export function checkJournal(j: JournalFile, file: string, b: { name: string; size: number; source?: string }, pageSize: number): void {
+export function checkJournal(j: JournalFile, file: string, b: { name: string; size: number; source?: string }, pageSize: number, output: string): void {
   const diffs: string[] = [];
+  // The pages are in the file the journal names: another one (--in-place switched) holds other bytes.
+  if (path.resolve(j.output) !== path.resolve(output)) diffs.push(`output file received "${output}", expected "${j.output}" (--in-place as in the failed migration?)`);
   if (j.ramblock.name !== b.name) diffs.push(`ram block name received "${b.name}", expected "${j.ramblock.name}"`);
   if (j.ramblock.size !== b.size) diffs.push(`size received ${b.size}, expected ${j.ramblock.size}`);
   if (j.pageSize !== pageSize) diffs.push(`page size received ${pageSize}, expected ${j.pageSize}`);

@@ -320,10 +320,11 @@ class Migration {
   private async journaled(hello: Hello, targets: Parameters<typeof targetPath>[1]): Promise<Map<string, JournalFile>> {
     const out = new Map<string, JournalFile>();
     for (const b of hello.ramblocks) {
-      const file = journalPathFor(targetPath(b.name, targets, 'hello'));
+      const target = targetPath(b.name, targets, 'hello');
+      const file = journalPathFor(target);
       const j = await loadJournal(file);
       if (!j) throw new ResumeError('ERR_RESUME_NO_JOURNAL', `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`);
-      checkJournal(j, file, b, hello.pageSize);
+      checkJournal(j, file, b, hello.pageSize, targets.inPlace ? target : Output.tempPathFor(target));
       out.set(b.name, j);
     }
     return out;

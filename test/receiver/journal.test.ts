@@ -79,11 +79,15 @@ t.test('journal: loading and the checks that refuse a resume', async (t) => {
   const j: JournalFile = { format: 'mfd-journal', version: 1, uuid: 'u', ramblock: { name: 'vm.ram', size: 40960, source: 's1' }, pageSize: 4096, output: 'x', pages: [0, 4, 6, 2] };
   fs.writeFileSync(file, JSON.stringify(j));
   t.same(await loadJournal(file), j);
-  t.doesNotThrow(() => checkJournal(j, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096));
-  t.throws(() => checkJournal(j, file, { name: 'vm.ram', size: 8192, source: 's2' }, 16384), {
+  t.doesNotThrow(() => checkJournal(j, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'));
+  t.throws(() => checkJournal(j, file, { name: 'vm.ram', size: 8192, source: 's2' }, 16384, 'x'), {
     code: 'ERR_RESUME_MISMATCH',
     message: /cannot resume ram block "vm.ram" from the progress journal ".*": size received 8192, expected 40960; page size received 16384, expected 4096; source image received "s2", expected "s1"/,
   });
-  t.throws(() => checkJournal({ ...j, pages: [0, 4, 2, 2] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096), { code: 'ERR_RESUME_JOURNAL', message: /run 1 \(pages 2\+2\) is out of order/ });
-  t.throws(() => checkJournal({ ...j, pages: [0, 11] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096), { code: 'ERR_RESUME_JOURNAL', message: /past the block's 10 pages/ });
+  t.throws(() => checkJournal({ ...j, pages: [0, 4, 2, 2] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), { code: 'ERR_RESUME_JOURNAL', message: /run 1 \(pages 2\+2\) is out of order/ });
+  t.throws(() => checkJournal({ ...j, pages: [0, 11] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), { code: 'ERR_RESUME_JOURNAL', message: /past the block's 10 pages/ });
+  t.throws(() => checkJournal(j, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, '/out/vm.ram'), {
+    code: 'ERR_RESUME_MISMATCH',
+    message: /output file received "\/out\/vm\.ram", expected "x" \(--in-place as in the failed migration\?\)/,
+  });
 });
