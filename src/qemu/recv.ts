@@ -340,7 +340,8 @@ class QemuMigration {
         throw new VerifyError('ERR_PAGES_MISSING', `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing() * PAGE_SIZE})`);
       }
     }
-    await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
+    // Digests first, from the files still under their temporary names; then the final names, the
+    // manifest last: a failure anywhere before leaves nothing that looks like a finished capture.
     const dir = this.opts.outputDir;
     const counters = [...this.channels.values()].sort((a, b) => a.id - b.id).map((c) => c.counters);
     const manifest: QemuManifest = {
@@ -361,7 +362,7 @@ class QemuMigration {
       channels: this.channels.size,
       method: this.channels.size === 0 ? null : (this.method?.name ?? 'unknown: no multifd packet carried data'),
       ramblocks: [],
-      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(path.join(dir, DEVICE_STATE_FILE)) },
+      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(this.deviceState!.writePath) },
       counts: {
         ramSections: s.ramSections,
         flushRecords: s.flushes,
@@ -377,8 +378,11 @@ class QemuMigration {
     };
     for (const b of this.blockList) {
       const blk = this.blocks.get(b.name)!;
-      manifest.ramblocks.push({ name: b.name, size: b.size, file: blk.file, sha256: await fileSha256(path.join(dir, blk.file)) });
+      manifest.ramblocks.push({ name: b.name, size: b.size, file: blk.file, sha256: await fileSha256(blk.output.writePath) });
     }
+    if (this.settled) return; // failed (Ctrl-C) while hashing: the outputs are gone
+    await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
+    if (this.settled) return;
     const manifestPath = path.join(dir, MANIFEST_FILE);
     writeManifest(manifestPath, manifest);
     this.settle();
