@@ -81,8 +81,15 @@ export interface RecvResult {
 export async function receive(opts: RecvOptions): Promise<RecvResult> {
   // One listening socket for every attempt; its connections, once authenticated, go to the current one.
   let current: Migration | null = null;
+  // Connections that arrive while a failed attempt cleans up (its last checkpoint flushes the
+  // outputs, which can take seconds) wait for the next attempt, if one comes.
+  const held: [net.Socket, string, ChannelBinding | null][] = [];
   const secure = (opts.security ?? plainSecurity).createServer({
-    onAccepted: (s, peer, binding) => (current ? current.accept(s, peer, binding) : s.destroy()),
+    onAccepted: (s, peer, binding) => {
+      if (current && !current.over) return current.accept(s, peer, binding);
+      if (held.length < MAX_HELD_CONNECTIONS) held.push([s, peer, binding]);
+      else s.destroy();
+    },
     onRefused: (peer, why) => opts.logger.warn({ peer }, `connection from ${peer} refused: ${why}`),
   });
   const server = secure.server;
@@ -93,7 +100,9 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
       const run = new Migration(attempt === 0 ? opts : { ...opts, helloTimeoutMs: waitMs }, server);
       current = run;
       try {
-        return await run.run();
+        const result = run.run();
+        for (const [s, peer, binding] of held.splice(0)) run.accept(s, peer, binding);
+        return await result;
       } catch (e) {
         const err = e as MfdError;
         // The wait ended without a sender: the last real failure is the result.
@@ -109,8 +118,12 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
   } finally {
     server.close(() => {});
     secure.closePending();
+    for (const [s] of held.splice(0)) s.destroy();
   }
 }
+
+/** Connections held for the next attempt at most (a sender opens 1 + channels, at most 256). */
+const MAX_HELD_CONNECTIONS = 1 + 256;
 
 /** How often the receiver says `busy` while it verifies and commits. */
 const BUSY_INTERVAL_MS = 1000;
@@ -163,6 +176,11 @@ class Migration {
   keptJournal = false;
   /** Failed waiting for a hello that never came. */
   waitedInVain = false;
+
+  /** Finished, either way: new connections are not this attempt's. */
+  get over(): boolean {
+    return this.settled;
+  }
 
   constructor(
     private readonly opts: MigrationOptions,
