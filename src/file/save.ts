@@ -13,7 +13,6 @@
  * trailer (with packet counts and digests) is written, then fsync. A file
  * whose save was interrupted has no trailer and is refused on restore.
  */
-import { WriteGate } from '../write-gate.js';
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { IoError, MfdError, UsageError, asMfdError, InterruptedError } from '../errors.js';
@@ -21,6 +20,7 @@ import { SendPipeline, type PipelineOptions } from '../sender/pipeline.js';
 import { pwritePieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+import { WriteGate } from '../write-gate.js';
 import type { RunStats } from '../stats.js';
 import { alignUp, encodeHeader, encodeTrailer, FILE_ALIGN, headerLength, type FileHeader, type Layout } from './format.js';
 import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';

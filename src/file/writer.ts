@@ -11,11 +11,11 @@
  * The per-packet writer is the plain baseline the benchmark compares with:
  * one synchronous write per record, no buffering.
  */
-import { WriteGate } from '../write-gate.js';
 import fs from 'node:fs';
 import { IoError, type MfdError } from '../errors.js';
 import { native } from '../native/load.js';
 import { alignedBuffer, FileIoError, pwritePieces } from '../native/file-io.js';
+import { WriteGate } from '../write-gate.js';
 import { FILE_ALIGN } from './format.js';
 import { directRefused, type OpenFile } from './target.js';
 
