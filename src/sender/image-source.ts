@@ -102,10 +102,8 @@ export class ImageSource {
     if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + inFile) return null;
     // lseek reports everything past the end of a file as a hole: an image truncated under the
     // sender would otherwise be sent as zero pages, unread, and arrive "complete".
-    const now = fs.fstatSync(this.fd).size;
-    if (now < this.size) {
-      throw new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it is now ${now} bytes, expected ${this.size} bytes`);
-    }
+    const shrunk = this.shrunk();
+    if (shrunk) throw shrunk;
     const holes = new Uint8Array(count);
     // Whole pages inside the file only: a tail page past the end is read and padded.
     holes.fill(1, 0, Math.floor(inFile / pageSize));
@@ -115,6 +113,17 @@ export class ImageSource {
       holes.fill(0, first, end);
     }
     return holes.includes(1) ? holes : null;
+  }
+
+  /** The error for this image being shorter now than when it was opened, or null. */
+  shrunk(): IoError | null {
+    let now: number;
+    try {
+      now = fs.fstatSync(this.fd).size;
+    } catch {
+      return null;
+    }
+    return now < this.size ? new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it is now ${now} bytes, expected ${this.size} bytes`) : null;
   }
 
   private mapped(offset: number, length: number): LoadedPages | null {

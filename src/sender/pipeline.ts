@@ -10,7 +10,6 @@
  * migration file (src/file/: a ring of aligned buffers for the stream layout,
  * positional page writes for mapped-ram).
  */
-import fs from 'node:fs';
 import { IoError, ProtocolError, UsageError, type MfdError } from '../errors.js';
 import { digestRuns, imageSource, missingRuns, runPages } from '../resume.js';
 import type { Logger } from '../log.js';
@@ -425,23 +424,6 @@ function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
       }
     }
   })();
-}
-
-/**
- * The error for an image that is now shorter than when the run began, if one
- * is: a socket write from a mapping of its truncated tail fails with EFAULT.
- */
-export function shrunkImage(sources: ImageSource[]): IoError | null {
-  for (const src of sources) {
-    let now: number;
-    try {
-      now = fs.fstatSync(src.fd).size;
-    } catch {
-      continue;
-    }
-    if (now < src.size) return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: it is now ${now} bytes, expected ${src.size} bytes`);
-  }
-  return null;
 }
 
 function shrankOr(e: unknown, src: ImageSource, end: number): unknown {

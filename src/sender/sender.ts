@@ -16,7 +16,7 @@ import { plainSecurity, socketError, type ChannelSecurity } from '../transport/s
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
-import { SendPipeline, shrunkImage, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
+import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
 
 export interface SendOptions extends PipelineOptions {
   host: string;
@@ -121,7 +121,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       sockets.push(socket);
       socket.on('error', (e: NodeJS.ErrnoException) => {
         // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
-        const shrunk = e.code === 'EFAULT' ? shrunkImage(p.blocks.map((b) => b.source)) : null;
+        const shrunk = e.code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null;
         if (shrunk) fail(shrunk);
         else failSoon(socketError(e, '', 'ERR_CHANNEL_CONNECTION', { channel: id }));
       });
