@@ -127,7 +127,7 @@ export class BlockJournal {
 
   /** Marks page runs already held (a resume), without counting them as new. */
   hold(runs: number[]): void {
-    for (let r = 0; r < runs.length; r += 2) for (let p = runs[r]!; p < runs[r]! + runs[r + 1]!; p++) this.written.set(p);
+    this.written.setRuns(runs);
   }
 
   /** Flushes the output, then records the pages written before the flush. */

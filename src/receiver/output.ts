@@ -32,14 +32,17 @@ export class Output {
     return sidecarPath(finalPath, '.', '.mfd-partial');
   }
 
+  /** The file the pages are written to: the target itself in place, else its temporary file. */
+  static writePathFor(finalPath: string, inPlace: boolean): string {
+    return inPlace ? finalPath : Output.tempPathFor(finalPath);
+  }
+
   /**
    * Creates the output, or with `existing` (a resume) opens the one a failed
    * migration left, which must be there with the block's size.
    */
   static async create(name: string, size: number, finalPath: string, inPlace: boolean, existing = false): Promise<Output> {
-    const out = inPlace
-      ? new Output(name, size, finalPath, finalPath, sidecarPath(finalPath, '', '.mfd-partial'), true)
-      : new Output(name, size, finalPath, Output.tempPathFor(finalPath), null, false);
+    const out = new Output(name, size, finalPath, Output.writePathFor(finalPath, inPlace), inPlace ? sidecarPath(finalPath, '', '.mfd-partial') : null, inPlace);
     try {
       const st = await fs.promises.stat(finalPath).catch(() => null);
       if (st && !st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);

@@ -30,6 +30,11 @@ export class PageBitmap {
     return true;
   }
 
+  /** Sets every page of `runs` ([start, count, ...]). */
+  setRuns(runs: number[]): void {
+    for (let r = 0; r < runs.length; r += 2) for (let p = runs[r]!; p < runs[r]! + runs[r + 1]!; p++) this.set(p);
+  }
+
   has(i: number): boolean {
     const chunk = this.chunks.get(Math.floor(i / CHUNK_PAGES));
     const bit = i % CHUNK_PAGES;

@@ -342,7 +342,7 @@ class Migration {
       const file = journalPathFor(target);
       const j = await loadJournal(file);
       if (!j) throw new ResumeError('ERR_RESUME_NO_JOURNAL', `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`);
-      checkJournal(j, file, b, hello.pageSize, targets.inPlace ? target : Output.tempPathFor(target));
+      checkJournal(j, file, b, hello.pageSize, Output.writePathFor(target, targets.inPlace));
       out.set(b.name, j);
     }
     return out;
@@ -370,7 +370,7 @@ class Migration {
       const held = limitRuns(journal, share);
       have[b.name] = held;
       j.hold(held);
-      for (let r = 0; r < held.length; r += 2) for (let p = held[r]!; p < held[r]! + held[r + 1]!; p++) t.seen.set(p);
+      t.seen.setRuns(held);
       this.heldPages += runPages(held);
     }
     if (journaled) {
