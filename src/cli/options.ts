@@ -52,19 +52,16 @@ export function securityOptions(): Option[] {
   ];
 }
 
-export interface SecurityOpts {
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsCa?: string;
-  pskFile?: string;
-}
+/** The authentication flags of securityOptions(), by their option key. */
+export const SECURITY_FLAGS = { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' } as const;
+
+export type SecurityOpts = { [K in keyof typeof SECURITY_FLAGS]?: string };
 
 /** Authentication flags given where no network connection is made are refused, not ignored. */
 export function refuseSecurityOptions(o: SecurityOpts, why: string): void {
-  const given = (['tlsCert', 'tlsKey', 'tlsCa', 'pskFile'] as const).filter((k) => o[k] !== undefined);
-  if (given.length === 0) return;
-  const flags = given.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
-  throw new UsageError(`${flags}: authentication is for network connections; ${why}`);
+  const flags = Object.entries(SECURITY_FLAGS).filter(([k]) => o[k as keyof SecurityOpts] !== undefined).map(([, flag]) => flag);
+  if (flags.length === 0) return;
+  throw new UsageError(`${flags.join(', ')}: authentication is for network connections; ${why}`);
 }
 
 export interface CommonOpts {

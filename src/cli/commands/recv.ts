@@ -8,7 +8,7 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
-import { commonOptions, intInRange, refuseSecurityOptions, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { commonOptions, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { receiveQemu } from '../../qemu/recv.js';
@@ -76,7 +76,7 @@ export function recvCommand(ctx: CommandContext): Command {
     const logger = ctx.logger(o.logLevel);
     if (o.qemu) {
       refuseWithQemu(cmd, { from: '--from', inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received over --listen into a fresh --output DIR');
-      refuseWithQemu(cmd, { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' }, "QEMU's migration channels do not speak mfd's authentication");
+      refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
       if (o.listen === undefined) throw new UsageError('--qemu needs --listen HOST:PORT');
       if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
       const at = parseHostPort(o.listen, '0.0.0.0');

@@ -10,7 +10,7 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { sendQemu } from '../../qemu/replay.js';
@@ -103,7 +103,7 @@ export function sendCommand(ctx: CommandContext): Command {
         { mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
-      refuseWithQemu(cmd, { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' }, "QEMU's migration channels do not speak mfd's authentication");
+      refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
       if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
       if (isFileUri(o.to)) throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
       const src = cmd.getOptionValueSource('channels') === 'cli' || o.multifdChannels !== undefined;
