@@ -276,6 +276,23 @@ function checkHello(v: Record<string, unknown>): Hello {
  * 2^46 / 4096. Whether a name is one of the sender's ramblocks, and whether
  * the runs fit its size, the sender checks against its own table.
  */
+/**
+ * The index of the first bad run of `runs` ([start, count, ...] of page
+ * indices): not safe integers, overlapping or out of order, a count below 1,
+ * or ending past `pages`; -1 when all are good. `ready.have` and the
+ * receiver's journal hold their runs to this.
+ */
+export function badRun(runs: readonly unknown[], pages: number): number {
+  let end = 0;
+  for (let i = 0; i < runs.length; i += 2) {
+    const start = runs[i];
+    const count = runs[i + 1];
+    if (typeof start !== 'number' || !Number.isSafeInteger(start) || start < end || typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1 || start + count > pages) return i / 2;
+    end = start + count;
+  }
+  return -1;
+}
+
 function checkHave(have: unknown): Record<string, number[]> {
   if (!isObject(have)) fail(`ready.have received ${describe(have)}, expected an object`);
   const out: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
@@ -286,14 +303,10 @@ function checkHave(have: unknown): Record<string, number[]> {
     if (!Array.isArray(runs) || runs.length % 2 !== 0) fail(`${where} received ${describe(runs)}, expected a list of [start, count] pairs`);
     numbers += runs.length;
     if (numbers > MAX_HAVE_NUMBERS) fail(`ready.have holds more than ${MAX_HAVE_NUMBERS} numbers`);
-    let end = 0;
-    for (let i = 0; i < runs.length; i += 2) {
-      const start: unknown = runs[i];
-      const count: unknown = runs[i + 1];
-      if (typeof start !== 'number' || !Number.isSafeInteger(start) || start < end || typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1 || start + count > maxPage) {
-        fail(`${where} run ${i / 2} received start ${describe(start)} count ${describe(count)}, expected start >= ${end}, count >= 1, end <= ${maxPage}`);
-      }
-      end = start + count;
+    const bad = badRun(runs, maxPage);
+    if (bad >= 0) {
+      const end = bad > 0 ? (runs[2 * bad - 2] as number) + (runs[2 * bad - 1] as number) : 0;
+      fail(`${where} run ${bad} received start ${describe(runs[2 * bad])} count ${describe(runs[2 * bad + 1])}, expected start >= ${end}, count >= 1, end <= ${maxPage}`);
     }
     out[name] = runs as number[];
   }

@@ -9,13 +9,13 @@
  * claims a page that is not on disk. `mfd send --resume` continues from it;
  * it goes once the output has verified and taken its final name.
  */
-import { sidecarPath } from './output.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
 import { runPages } from '../resume.js';
 import { PageBitmap } from './page-bitmap.js';
-import type { Output } from './output.js';
+import { sidecarPath, type Output } from './output.js';
+import { badRun } from '../control/protocol.js';
 
 export const JOURNAL_FORMAT = 'mfd-journal';
 export const JOURNAL_VERSION = 1;
@@ -90,11 +90,9 @@ export function checkJournal(j: JournalFile, file: string, b: { name: string; si
   if (j.pageSize !== pageSize) diffs.push(`page size received ${pageSize}, expected ${j.pageSize}`);
   if ((b.source ?? null) !== j.ramblock.source) diffs.push(`source image received "${b.source ?? '(none)'}", expected "${j.ramblock.source ?? '(none)'}"`);
   const pages = Math.ceil(j.ramblock.size / j.pageSize);
-  for (let i = 0, end = 0; i < j.pages.length; i += 2) {
-    if (j.pages[i]! < end || j.pages[i + 1]! < 1 || j.pages[i]! + j.pages[i + 1]! > pages) {
-      throw new ResumeError('ERR_RESUME_JOURNAL', `progress journal "${file}": run ${i / 2} (pages ${j.pages[i]}+${j.pages[i + 1]}) is out of order or past the block's ${pages} pages`);
-    }
-    end = j.pages[i]! + j.pages[i + 1]!;
+  const bad = badRun(j.pages, pages);
+  if (bad >= 0) {
+    throw new ResumeError('ERR_RESUME_JOURNAL', `progress journal "${file}": run ${bad} (pages ${j.pages[2 * bad]}+${j.pages[2 * bad + 1]}) is out of order or past the block's ${pages} pages`);
   }
   if (diffs.length > 0) {
     throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${b.name}" from the progress journal "${file}": ${diffs.join('; ')}`);
