@@ -24,7 +24,8 @@
         "addon/zero_page.cc",
         "addon/dsa.cc",
         "addon/dsa_fake.cc",
-        "addon/delay_line.cc"
+        "addon/delay_line.cc",
+        "addon/socket_channel.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

@@ -26,6 +26,7 @@ void InitQplCodec(Napi::Env env, Napi::Object exports);
 void InitDsa(Napi::Env env, Napi::Object exports);
 void InitQatzip(Napi::Env env, Napi::Object exports);
 void InitDelayLine(Napi::Env env, Napi::Object exports);
+void InitSocketChannel(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -441,6 +442,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitDsa(env, exports);
   InitQatzip(env, exports);
   InitDelayLine(env, exports);
+  InitSocketChannel(env, exports);
   return exports;
 }
 

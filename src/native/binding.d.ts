@@ -28,6 +28,21 @@ export interface DsaQueueInfo {
   maxBatch: number;
 }
 
+/**
+ * A multifd channel's socket driven from a native thread (addon/socket_channel.cc).
+ * Codes are 0 or -errno; the fd stays the JS socket's.
+ */
+export interface SocketChannel {
+  /** Sends the pieces in order; `left` bytes were not sent when code < 0 (-ETIMEDOUT: nothing taken for timeoutMs). */
+  send(pieces: Uint8Array[], timeoutMs: number, cb: (err: Error | null, code: number, left: number) => void): void;
+  /** Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits); `got` bytes are in buf. */
+  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, cb: (err: Error | null, got: number, code: number) => void): void;
+  /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
+  shutdown(): void;
+  /** The thread ends once the queued operations have completed. */
+  close(): void;
+}
+
 /** One direction of a delay line (forward: first device to second). */
 export interface DelayLineDirection {
   packets: number;
@@ -56,6 +71,7 @@ export interface DelayLine {
 export interface MfdBinding {
   /** Creates TUN devices nameA and nameB (IFF_TUN, no packet info, virtio-net header) in this network namespace; throws code ERR_BENCH_LINK. */
   DelayLine: new (nameA: string, nameB: string, delayUs: number) => DelayLine;
+  SocketChannel: new (fd: number) => SocketChannel;
   /**
    * engine "isal" runs ISA-L's igzip (deflate levels 1..3, inflate of any zlib stream); only when
    * isalVersion is set, otherwise the constructor throws. Default "zlib".

@@ -18,10 +18,15 @@ export class PacketIoError extends Error {
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
+/** ECONNRESET for 104, and so on. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
 function toError(op: string, code: number, badPage = -1): PacketIoError {
   if (code === SHORT_READ) return new PacketIoError('ESHORTREAD', `${op}: end of file`);
   if (code === BAD_PADDING) return new PacketIoError('EPADDING', `${op}: non-zero bytes past the end of the block`, badPage);
-  const name = errnoNames.get(-code) ?? `errno ${-code}`;
+  const name = errnoName(-code);
   return new PacketIoError(name, `${op}: ${name}`);
 }
 

@@ -8,7 +8,8 @@
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
-import { checkPacketHeader, decodePacketHeader, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
+import { checkPacketHeader, decodePacketHeader, NEXT_PACKET_SIZE_OFFSET, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
+import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
@@ -52,6 +53,8 @@ export interface ChannelHost {
   blocks: Map<string, TargetBlock>;
   zeroPageCrc: number;
   inPlace: boolean;
+  /** A native reader's limit on waiting for data (ERR_CHANNEL_TIMEOUT); none when absent. */
+  readTimeoutMs?: number;
   onPages(bytes: number): void;
   /** The pages at `offsets[0..count)` of `block` are written (in the page cache); for the progress journal. */
   onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
@@ -76,13 +79,23 @@ export class DataChannel {
   private header: PacketHeader | null = null;
   private inFlight = 0;
   private readonly ctx: PacketCheckContext;
+  /** The byte stream parsed here; null when a native reader reads the socket. */
+  private readonly stream: ChannelSource | null;
+  private readonly destroySource: () => void;
+  /** The native reader's wait for fewer packets in flight. */
+  private wake: (() => void) | null = null;
   /** EOF seen at a packet boundary. */
   ended = false;
   lastWasSync = false;
 
+  /**
+   * Reads from `source`: a stream of bytes (parsed here), or a socket on its
+   * native thread (one read per packet, into buffers of this channel).
+   * `initial`: bytes already read, parsed first.
+   */
   constructor(
     readonly id: number,
-    private readonly socket: ChannelSource,
+    source: ChannelSource | NativeChannel,
     initial: Buffer,
     private readonly decoder: Decoder,
     readonly counters: ChannelCounters,
@@ -91,6 +104,15 @@ export class DataChannel {
     this.ctx = { ...host.check, channel: id };
     this.counters.wireBytes += initial.length;
     this.queue.push(initial);
+    if (source instanceof NativeChannel) {
+      this.stream = null;
+      this.destroySource = () => source.socket.destroy();
+      void this.readNative(source);
+      return;
+    }
+    const socket = source;
+    this.stream = socket;
+    this.destroySource = () => socket.destroy();
     socket.on('data', (c: Buffer) => {
       this.counters.wireBytes += c.length;
       this.queue.push(c);
@@ -108,22 +130,83 @@ export class DataChannel {
     return this.ended && this.inFlight === 0;
   }
 
-  destroy(): void {
-    this.socket.destroy();
-  }
-
   private onEnd(): void {
     if (this.ended) return;
     const partial = this.queue.length + (this.header ? this.host.headerSize : 0);
     if (partial > 0) {
-      const what = this.header
-        ? `payload: received ${this.queue.length} of ${this.header.nextPacketSize} bytes`
-        : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`;
-      this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }));
+      this.truncated(this.header ? `payload: received ${this.queue.length} of ${this.header.nextPacketSize} bytes` : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`);
       return;
     }
     this.ended = true;
     this.host.onIdle();
+  }
+
+  destroy(): void {
+    this.destroySource();
+  }
+
+  private truncated(what: string): void {
+    this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }));
+  }
+
+  private pause(): void {
+    this.stream?.pause();
+  }
+
+  private resume(): void {
+    this.stream?.resume();
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /**
+   * The native reader: one read of header and payload per packet into one of
+   * the channel's buffers (header + the method's largest payload), the same
+   * checks as the stream parser, then packet(). The buffer is reused once the
+   * packet is written. At most MAX_IN_FLIGHT packets are read ahead.
+   */
+  private async readNative(ch: NativeChannel): Promise<void> {
+    const hs = this.host.headerSize;
+    const size = hs + this.host.check.maxPayload(this.host.check.pageCount);
+    const free: Buffer[] = [];
+    try {
+      for (;;) {
+        if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));
+        const buf = free.pop() ?? Buffer.allocUnsafeSlow(size);
+        // Bytes read before the handover come first.
+        let have = this.queue.takeInto(buf, 0, hs);
+        if (have === hs) have += this.queue.takeInto(buf, hs, Math.min(buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET), size - hs));
+        let got = have;
+        if (have < hs || have < hs + buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET)) {
+          got = await ch.recv(buf, have, hs, NEXT_PACKET_SIZE_OFFSET, this.host.readTimeoutMs ?? -1);
+          this.counters.wireBytes += got - have;
+        }
+        if (got === 0) {
+          // The sender's end of the channel: close ours (libuv, no longer reading, would not see it).
+          this.ended = true;
+          ch.socket.destroy();
+          this.host.onIdle();
+          return;
+        }
+        if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`);
+        const h = decodePacketHeader(buf.subarray(0, hs), this.host.check.pageCount);
+        checkPacketHeader(h, this.ctx);
+        const end = hs + h.nextPacketSize;
+        if (end > size) throw new Error(`channel ${this.id}: next_packet_size ${h.nextPacketSize} passed the header checks but exceeds the buffer of ${size - hs} bytes`);
+        if (got < end) return this.truncated(`payload: received ${got - hs} of ${h.nextPacketSize} bytes`);
+        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => free.push(buf));
+      }
+    } catch (e) {
+      if (e instanceof NativeIoError) {
+        if (e.code === 'ETIMEDOUT') this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
+        else this.host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e));
+      } else {
+        this.host.fail(e);
+      }
+    } finally {
+      ch.close();
+    }
   }
 
   private pump(): void {
@@ -142,20 +225,21 @@ export class DataChannel {
         const payload = h.nextPacketSize > 0 ? this.queue.takeViews(h.nextPacketSize) : EMPTY;
         if (!payload) return;
         this.header = null;
-        this.packet(h, payload);
+        this.packet(h, payload, null);
       }
     } catch (e) {
       this.host.fail(e);
     }
   }
 
-  private packet(h: PacketHeader, payload: Uint8Array[]): void {
+  /** A checked packet; `release` (if any) runs once its payload is no longer needed. */
+  private packet(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null): void {
     const c = this.counters;
     c.packets++;
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
     if (this.lastWasSync) c.syncPackets++;
     const pages = h.normalPages + h.zeroPages;
-    if (pages === 0) return;
+    if (pages === 0) return release?.();
     const name = Buffer.from(h.ramblock).toString('utf8');
     const block = this.host.blocks.get(name)!;
     const ps = this.host.pageSize;
@@ -170,13 +254,14 @@ export class DataChannel {
     c.normalPages += h.normalPages;
     c.zeroPages += h.zeroPages;
 
-    if (++this.inFlight >= MAX_IN_FLIGHT) this.socket.pause();
+    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
     const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
     Promise.resolve(decoded)
       .then((data) => this.apply(h, name, block, data))
       .then(
         () => {
-          if (--this.inFlight < MAX_IN_FLIGHT) this.socket.resume();
+          release?.();
+          if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
           this.host.onWritten?.(block, h.offsets, pages);
           this.host.onPages(pages * ps);
           if (this.idle) this.host.onIdle();

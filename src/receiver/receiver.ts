@@ -21,6 +21,7 @@ import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from 
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
+import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
@@ -441,7 +442,12 @@ class Migration {
     counters.wireBytes += INIT_PACKET_SIZE;
     const rest = q.take(q.length)!;
     if (this.opts.dumpStreams) this.dump(init.id, sock, [raw, rest]);
-    this.channels[init.id] = new DataChannel(init.id, sock, rest, decoder, counters, this.channelHost());
+    // A plain socket goes to a native reader (one read per packet, beside the event loop), which keeps the timeout itself.
+    const attached = this.opts.dumpStreams ? null : NativeChannel.attach(sock, true);
+    if (attached) sock.setTimeout(0);
+    const source = attached ? attached.channel : sock;
+    const initial = attached ? Buffer.concat([rest, ...attached.buffered]) : rest;
+    this.channels[init.id] = new DataChannel(init.id, source, initial, decoder, counters, this.channelHost());
     this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
   }
 
@@ -472,6 +478,7 @@ class Migration {
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
       // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.
       inPlace: (this.opts.inPlace ?? false) || this.resumed,
+      readTimeoutMs: this.timeoutMs,
       ...(this.journals ? { onWritten: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => this.journals!.note(block.output, offsets, count) } : {}),
       onPages: (bytes) => {
         this.doneBytes += bytes;

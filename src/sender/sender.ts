@@ -4,7 +4,8 @@
  *
  * The per-packet work (load -> analyse -> method.prepare -> header) is the
  * shared pipeline (pipeline.ts); here each channel's sink is a TCP socket:
- * header and payload go out as one corked writev, with socket backpressure.
+ * header and payload go out as one sendmsg from the channel's native thread
+ * (transport/native-channel.ts), or, on TLS, as one corked writev.
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -13,6 +14,7 @@ import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage,
 import { ControlChannel } from '../transport/control-channel.js';
 import { endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { plainSecurity, socketError, type ChannelSecurity } from '../transport/security.js';
+import { NativeChannel, type NativeIoError } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
@@ -128,11 +130,21 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       socket.on('close', () => {
         if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
       });
-      const progressed = watch.add(id, socket);
-      socket.write(encodeInitPacket(uuidBytes, id));
+      // The init packet is in the kernel before a native thread writes behind it.
+      await new Promise<void>((resolve) => socket.write(encodeInitPacket(uuidBytes, id), () => resolve()));
+      const attached = NativeChannel.attach(socket, false);
+      const nativeError = (e: NativeIoError): void => {
+        const shrunk = e.code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null;
+        if (shrunk) fail(shrunk);
+        else if (e.code === 'ETIMEDOUT') fail(stalled(id, stallMs, e.amount));
+        else if (e.code !== 'ECANCELED') failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e));
+      };
+      const progressed = attached ? null : watch.add(id, socket);
       await p.addChannel(id, (counters) => {
         counters.wireBytes += INIT_PACKET_SIZE;
-        return socketSink(socket, counters, `channel ${id}`, progressed);
+        return attached
+          ? nativeSink(attached.channel, counters, `channel ${id}`, stallMs, nativeError)
+          : socketSink(socket, counters, `channel ${id}`, progressed!);
       });
     }
 
@@ -197,9 +209,7 @@ class StallWatch {
     for (const [id, c] of this.channels) {
       const waiting = c.socket.writableLength;
       if (waiting > 0 && !c.socket.destroyed && now - c.progress > this.ms) {
-        this.fail(
-          new ConnectionError('ERR_CHANNEL_STALLED', `the receiver took no data for ${this.ms} ms (${waiting} bytes waiting to be written); it is stopped, hung or unreachable`, { channel: id }),
-        );
+        this.fail(stalled(id, this.ms, waiting));
         return;
       }
     }
@@ -226,6 +236,44 @@ class StallWatch {
   stop(): void {
     clearInterval(this.timer);
   }
+}
+
+function stalled(channel: number, ms: number, waiting: number): ConnectionError {
+  return new ConnectionError('ERR_CHANNEL_STALLED', `the receiver took no data for ${ms} ms (${waiting} bytes waiting to be written); it is stopped, hung or unreachable`, { channel });
+}
+
+/**
+ * A multifd channel's socket on its native thread as a sink: each packet one
+ * sendmsg batch straight from the pipeline's buffers. Two packets may be
+ * queued, so the thread goes from one to the next without waiting for the
+ * event loop. A failed send goes to `failed` (and the packets' buffers are
+ * released all the same); end() then rejects after the peer's grace.
+ */
+function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, timeoutMs: number, failed: (e: NativeIoError) => void): ChannelSink {
+  const queued: Promise<void>[] = [];
+  let error: NativeIoError | null = null;
+  return {
+    async write(p: OutgoingPacket): Promise<void> {
+      for (const piece of p.pieces) counters.wireBytes += piece.length;
+      queued.push(
+        ch.send(p.pieces, timeoutMs).then(
+          () => p.done(),
+          (e: NativeIoError) => {
+            p.done();
+            error ??= e;
+            failed(e);
+          },
+        ),
+      );
+      if (queued.length > 1) await queued.shift();
+    },
+    async end(): Promise<void> {
+      await Promise.all(queued.splice(0));
+      ch.close();
+      if (error) await new Promise<never>((_, reject) => setTimeout(() => reject(new ConnectionError('ERR_CHANNEL_CONNECTION', `${what}: ${error!.message}`)), PEER_REASON_GRACE_MS));
+      await endSocket(ch.socket, what).catch((e: unknown) => new Promise<never>((_, reject) => setTimeout(() => reject(e), PEER_REASON_GRACE_MS)));
+    },
+  };
 }
 
 /** A multifd channel's socket as a sink: header and payload as one corked batch (one writev). */

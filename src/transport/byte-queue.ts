@@ -38,6 +38,21 @@ export class ByteQueue {
     return out.length === n ? out : out.subarray(0, n);
   }
 
+  /** Copies up to n queued bytes into out at `at`; returns how many. */
+  takeInto(out: Uint8Array, at: number, n: number): number {
+    const k = Math.min(n, this.length);
+    let filled = 0;
+    while (filled < k) {
+      const c = this.chunks[0]!;
+      const m = Math.min(k - filled, c.length - this.head);
+      c.copy(out, at + filled, this.head, this.head + m);
+      filled += m;
+      this.advance(m);
+    }
+    this.length -= k;
+    return k;
+  }
+
   /** The first queued byte, without taking it (null when none is queued). */
   peekUInt8(): number | null {
     return this.length < 1 ? null : this.chunks[0]![this.head]!;

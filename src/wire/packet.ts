@@ -78,6 +78,9 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
  * to what the buffer holds); offsets at or above 2^53 decode as Infinity so a
  * range check refuses them. Fewer than 320 bytes is a ProtocolError.
  */
+/** Byte offset of next_packet_size in the packet header (a big-endian u32). */
+export const NEXT_PACKET_SIZE_OFFSET = 20;
+
 export function decodePacketHeader(buf: Uint8Array, offsetCount: number): PacketHeader {
   if (buf.length < PACKET_HEADER_FIXED_SIZE) {
     throw new ProtocolError('ERR_PACKET_TRUNCATED', `packet header of ${buf.length} bytes received, expected at least ${PACKET_HEADER_FIXED_SIZE}`);
@@ -97,7 +100,7 @@ export function decodePacketHeader(buf: Uint8Array, offsetCount: number): Packet
     flags: dv.getUint32(8),
     pagesAlloc: dv.getUint32(12),
     normalPages: dv.getUint32(16),
-    nextPacketSize: dv.getUint32(20),
+    nextPacketSize: dv.getUint32(NEXT_PACKET_SIZE_OFFSET),
     packetNum: dv.getBigUint64(24),
     zeroPages: dv.getUint32(32),
     ramblock: nameField.subarray(0, nul === -1 ? RAMBLOCK_NAME_FIELD : nul),

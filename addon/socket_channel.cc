@@ -1,0 +1,338 @@
+// A multifd channel's socket driven from a thread of its own: whole packets
+// go out as one sendmsg batch (header and payload pieces, straight from the
+// caller's buffers) and come in as one call that reads a header, takes the
+// payload length from it and reads exactly that payload. The event loop then
+// sees one completion per packet instead of a callback per socket chunk, and
+// the kernel's socket copies run beside it, on as many cores as there are
+// channels.
+//
+// The fd stays owned by the JS socket (libuv closes it). The JS side must not
+// close it while an operation is queued or running: shutdown() makes a running
+// operation end at once (EPIPE / end of stream) and later ones end with
+// ECANCELED, and the completion of the last one says the fd is free.
+//
+// JS:
+//   const ch = new SocketChannel(fd)
+//   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
+//     code 0 once every byte is in the kernel; else -errno (-ETIMEDOUT: the
+//     socket took nothing for timeoutMs), `left` bytes not sent.
+//   ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, cb(err, got, code))
+//     buf[0, have) is already filled. Reads until the header (headerSize
+//     bytes) is complete, then the payload whose length is the big-endian
+//     uint32 at sizeOffset, as long as header and payload fit in buf (if not,
+//     stops after the header: the caller's header check reports it). `got` is
+//     the bytes now in buf; fewer than asked means the stream ended (code 0)
+//     or failed (code -errno; -ETIMEDOUT: nothing arrived for timeoutMs).
+//   ch.shutdown()   ends the connection both ways; wakes a blocked operation
+//   ch.close()      the thread ends after the queued operations
+#include <napi.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+
+namespace mfd {
+namespace {
+
+constexpr size_t kMaxIov = 64;  // pieces per sendmsg; more are sent in turns
+
+class SocketChannel;
+
+struct Op {
+  enum Kind { kSend, kRecv };
+  explicit Op(Kind k) : kind(k) {}
+  Kind kind;
+  // send
+  std::vector<std::pair<const uint8_t*, size_t>> pieces;
+  // recv
+  uint8_t* buf = nullptr;
+  size_t cap = 0, have = 0, header_size = 0, size_offset = 0;
+  int timeout_ms = -1;
+  // result
+  int64_t code = 0;
+  size_t amount = 0;  // send: bytes left; recv: bytes in buf
+  // JS side, touched on the JS thread only
+  SocketChannel* self = nullptr;  // kept alive by pinned
+  Napi::FunctionReference cb;
+  std::vector<Napi::ObjectReference> pinned;
+};
+
+// Waits until fd is ready for `events`; 0, or -ETIMEDOUT / -errno.
+int64_t WaitFor(int fd, short events, int timeout_ms) {
+  struct pollfd p {fd, events, 0};
+  for (;;) {
+    const int r = poll(&p, 1, timeout_ms);
+    if (r > 0) return 0;  // ready, hung up or failed: the next call says which
+    if (r == 0) return -ETIMEDOUT;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+void RunSend(int fd, Op* op) {
+  std::vector<struct iovec> iov;
+  iov.reserve(op->pieces.size());
+  size_t left = 0;
+  for (const auto& p : op->pieces) {
+    if (p.second == 0) continue;
+    iov.push_back({const_cast<uint8_t*>(p.first), p.second});
+    left += p.second;
+  }
+  size_t first = 0;
+  while (left > 0) {
+    struct msghdr msg {};
+    msg.msg_iov = iov.data() + first;
+    msg.msg_iovlen = std::min(iov.size() - first, kMaxIov);
+    const ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        const int64_t r = WaitFor(fd, POLLOUT, op->timeout_ms);
+        if (r < 0) {
+          op->code = r;
+          break;
+        }
+        continue;
+      }
+      op->code = -errno;
+      break;
+    }
+    size_t n = static_cast<size_t>(w);
+    left -= n;
+    while (n > 0 && first < iov.size()) {
+      if (n >= iov[first].iov_len) {
+        n -= iov[first].iov_len;
+        first++;
+      } else {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + n;
+        iov[first].iov_len -= n;
+        n = 0;
+      }
+    }
+  }
+  op->amount = left;
+}
+
+uint32_t BigEndian32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+void RunRecv(int fd, Op* op) {
+  size_t got = op->have;
+  size_t want = op->header_size;
+  for (;;) {
+    if (got >= want) {
+      if (want != op->header_size) break;  // the payload is in
+      const size_t packet = op->header_size + BigEndian32(op->buf + op->size_offset);
+      if (packet > op->cap || packet == want) break;  // too big for buf (the header check says so), or no payload
+      want = packet;
+      continue;
+    }
+    const ssize_t r = recv(fd, op->buf + got, want - got, MSG_DONTWAIT);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) break;  // end of stream
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      const int64_t w = WaitFor(fd, POLLIN, op->timeout_ms);
+      if (w < 0) {
+        op->code = w;
+        break;
+      }
+      continue;
+    }
+    op->code = -errno;
+    break;
+  }
+  op->amount = got;
+}
+
+void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op);
+using Completions = Napi::TypedThreadSafeFunction<std::nullptr_t, Op, Complete>;
+
+// What the thread and the JS object share; the thread keeps it alive until it ends.
+struct Shared {
+  int fd;
+  std::mutex lock;
+  std::condition_variable wake;
+  std::deque<Op*> queue;
+  bool closing = false;
+  std::atomic<bool> cancelled{false};
+  Completions done;
+};
+
+void ThreadMain(std::shared_ptr<Shared> s) {
+  for (;;) {
+    Op* op;
+    {
+      std::unique_lock<std::mutex> l(s->lock);
+      s->wake.wait(l, [&] { return !s->queue.empty() || s->closing; });
+      if (s->queue.empty()) break;
+      op = s->queue.front();
+      s->queue.pop_front();
+    }
+    if (s->cancelled.load()) {
+      op->code = -ECANCELED;
+      op->amount = op->kind == Op::kRecv ? op->have : 0;
+    } else if (op->kind == Op::kSend) {
+      RunSend(s->fd, op);
+    } else {
+      RunRecv(s->fd, op);
+    }
+    s->done.NonBlockingCall(op);
+  }
+  s->done.Release();
+}
+
+class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "SocketChannel",
+                       {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
+                        InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
+                        InstanceMethod<&SocketChannel::Close>("close")});
+  }
+
+  explicit SocketChannel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketChannel>(info) {
+    size_t fd;
+    if (!RequireArgs(info, 1) || !RequireSize(info, 0, "fd", &fd)) return;
+    s_ = std::make_shared<Shared>();
+    s_->fd = static_cast<int>(fd);
+    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1);
+    s_->done.Unref(info.Env());  // only pending operations keep the process alive
+    std::thread(ThreadMain, s_).detach();
+  }
+
+  ~SocketChannel() override {
+    if (s_) Stop();
+  }
+
+  // An operation finished: on the JS thread.
+  void Finished(Napi::Env env) {
+    if (--pending_ == 0 && s_) s_->done.Unref(env);
+  }
+
+ private:
+  void Stop() {
+    std::lock_guard<std::mutex> l(s_->lock);
+    s_->closing = true;
+    s_->wake.notify_one();
+  }
+
+  bool Submit(const Napi::CallbackInfo& info, Op* op, size_t cb_arg) {
+    if (!s_ || closed_) {
+      delete op;
+      Napi::Error::New(info.Env(), "SocketChannel: closed").ThrowAsJavaScriptException();
+      return false;
+    }
+    op->self = this;
+    op->cb = Napi::Persistent(info[cb_arg].As<Napi::Function>());
+    op->pinned.push_back(Napi::Persistent(info.This().As<Napi::Object>()));
+    if (pending_++ == 0) s_->done.Ref(info.Env());
+    std::lock_guard<std::mutex> l(s_->lock);
+    s_->queue.push_back(op);
+    s_->wake.notify_one();
+    return true;
+  }
+
+  static int TimeoutArg(const Napi::CallbackInfo& info, size_t i) {
+    const double t = info[i].As<Napi::Number>().DoubleValue();
+    return t >= 0 && t < 2147483647.0 ? static_cast<int>(t) : -1;
+  }
+
+  // send(pieces, timeoutMs, cb)
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    auto* op = new Op(Op::kSend);
+    std::vector<Napi::Value> keep;
+    if (!RequireArgs(info, 3) || !RequireByteList(info, 0, "pieces", &op->pieces, &keep) || !info[1].IsNumber() ||
+        !RequireFunction(info, 2)) {
+      delete op;
+      return info.Env().Undefined();
+    }
+    op->timeout_ms = TimeoutArg(info, 1);
+    for (auto& v : keep) op->pinned.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    Submit(info, op, 2);
+    return info.Env().Undefined();
+  }
+
+  // recv(buf, have, headerSize, sizeOffset, timeoutMs, cb)
+  Napi::Value Recv(const Napi::CallbackInfo& info) {
+    auto* op = new Op(Op::kRecv);
+    if (!RequireArgs(info, 6) || !RequireBytes(info, 0, "buf") || !RequireSize(info, 1, "have", &op->have) ||
+        !RequireSize(info, 2, "headerSize", &op->header_size) || !RequireSize(info, 3, "sizeOffset", &op->size_offset) ||
+        !info[4].IsNumber() || !RequireFunction(info, 5)) {
+      delete op;
+      return info.Env().Undefined();
+    }
+    auto buf = info[0].As<Napi::Uint8Array>();
+    op->buf = buf.Data();
+    op->cap = buf.ByteLength();
+    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap || op->size_offset + 4 > op->header_size) {
+      delete op;
+      Napi::RangeError::New(info.Env(), "SocketChannel.recv: header must fit in buf, the size field in the header")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    op->timeout_ms = TimeoutArg(info, 4);
+    op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
+    Submit(info, op, 5);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+    if (s_ && !s_->cancelled.exchange(true)) shutdown(s_->fd, SHUT_RDWR);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (s_ && !closed_) {
+      closed_ = true;
+      Stop();
+    }
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Shared> s_;
+  size_t pending_ = 0;
+  bool closed_ = false;
+};
+
+void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
+  std::unique_ptr<Op> owned(op);
+  if (env == nullptr) {  // the environment is going away: its references with it
+    op->cb.SuppressDestruct();
+    for (auto& p : op->pinned) p.SuppressDestruct();
+    return;
+  }
+  Napi::HandleScope scope(env);
+  op->self->Finished(env);
+  const double code = static_cast<double>(op->code);
+  const double amount = static_cast<double>(op->amount);
+  if (op->kind == Op::kSend) {
+    op->cb.Call({env.Null(), Napi::Number::New(env, code), Napi::Number::New(env, amount)});
+  } else {
+    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code)});
+  }
+}
+
+}  // namespace
+
+void InitSocketChannel(Napi::Env env, Napi::Object exports) {
+  exports.Set("SocketChannel", SocketChannel::Define(env));
+}
+
+}  // namespace mfd

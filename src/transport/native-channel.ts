@@ -1,0 +1,138 @@
+/**
+ * A multifd channel's plain TCP socket, once its handshake is done, handed to
+ * a native thread of its own (addon/socket_channel.cc): the sender's packets
+ * go out as one sendmsg batch each, the receiver's come in as one read of
+ * header and payload each. The socket copies then run beside the event loop,
+ * one thread per channel, instead of on it.
+ *
+ * The JS socket keeps its fd (libuv closes it). While a native operation may
+ * be using the fd, the socket must not be destroyed: attach() makes the
+ * socket's destroy() shut the connection down first (which ends a blocked
+ * operation at once) and really destroy it when no operation is left, so
+ * every existing `socket.destroy()` stays safe.
+ *
+ * TLS sockets have no plain fd to hand over: for them, and for streams that
+ * are teed to a file, callers keep Node's stream path.
+ */
+import type net from 'node:net';
+import tls from 'node:tls';
+import { native } from '../native/load.js';
+import type { SocketChannel } from '../native/binding.js';
+import { errnoName } from '../native/packet-io.js';
+
+/** Internals of a net.Socket this module relies on (as Node's own stream code does). */
+interface TcpHandle {
+  fd?: number;
+  reading?: boolean;
+  readStop?(): number;
+}
+
+export class NativeIoError extends Error {
+  constructor(
+    /** errno name, e.g. ECONNRESET, ETIMEDOUT, EFAULT. */
+    readonly code: string,
+    message: string,
+    /** Bytes of the operation not done (send) or done (recv). */
+    readonly amount: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface RecvResult {
+  /** Bytes now in the buffer: fewer than a whole packet means the stream ended there. */
+  got: number;
+}
+
+export class NativeChannel {
+  private pending = 0;
+  private idle: (() => void)[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly ch: SocketChannel,
+    readonly socket: net.Socket,
+  ) {}
+
+  /**
+   * Takes over `socket`'s I/O, or returns null when it has no plain fd (TLS).
+   * `stopReading`: the receiver's case; libuv stops reading and what it had
+   * read but not delivered is returned in `buffered`, to be parsed first.
+   */
+  static attach(socket: net.Socket, stopReading: boolean): { channel: NativeChannel; buffered: Buffer[] } | null {
+    if (socket instanceof tls.TLSSocket) return null;
+    const handle = (socket as unknown as { _handle?: TcpHandle })._handle;
+    const fd = handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return null;
+    const buffered: Buffer[] = [];
+    if (stopReading) {
+      socket.pause();
+      for (let c: Buffer | null; (c = socket.read() as Buffer | null) !== null; ) buffered.push(c);
+      // After read(), which may have asked libuv to read on: nothing is read until the event loop polls again.
+      if (handle!.reading !== false && handle!.readStop) {
+        handle!.reading = false;
+        handle!.readStop();
+      }
+    }
+    const channel = new NativeChannel(new native.SocketChannel(fd), socket);
+    const destroy = socket.destroy.bind(socket);
+    socket.destroy = (err?: Error): net.Socket => {
+      channel.ch.shutdown();
+      channel.close();
+      void channel.settled().then(() => destroy(err));
+      return socket;
+    };
+    return { channel, buffered };
+  }
+
+  /** Sends the pieces in order; rejects with a NativeIoError (ETIMEDOUT: the peer took nothing for timeoutMs). */
+  send(pieces: Uint8Array[], timeoutMs: number): Promise<void> {
+    return this.op((done) =>
+      this.ch.send(pieces, timeoutMs, (err, code, left) => {
+        if (err) return done(err);
+        done(code < 0 ? new NativeIoError(errnoName(-code), `write ${errnoName(-code)}`, left) : null);
+      }),
+    );
+  }
+
+  /**
+   * Reads into buf after its first `have` bytes: the rest of a header of
+   * headerSize bytes, then the payload its big-endian u32 at sizeOffset
+   * announces (when header and payload fit in buf). Resolves to the bytes in
+   * buf; fewer than asked for means the peer ended the stream.
+   */
+  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number): Promise<number> {
+    let got = have;
+    return this.op((done) =>
+      this.ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, (err, n, code) => {
+        if (err) return done(err);
+        got = n;
+        done(code < 0 ? new NativeIoError(errnoName(-code), `read ${errnoName(-code)}`, n) : null);
+      }),
+    ).then(() => got);
+  }
+
+  /** No more operations: the thread ends after the queued ones. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ch.close();
+  }
+
+  /** Resolves when no operation is queued or running. */
+  settled(): Promise<void> {
+    return this.pending === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  private op(start: (done: (e: Error | null) => void) => void): Promise<void> {
+    if (this.closed) return Promise.reject(new NativeIoError('ECANCELED', 'channel closed', 0));
+    this.pending++;
+    return new Promise((resolve, reject) => {
+      start((e) => {
+        if (--this.pending === 0) for (const f of this.idle.splice(0)) f();
+        if (e) reject(e);
+        else resolve();
+      });
+    });
+  }
+}

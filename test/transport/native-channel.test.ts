@@ -1,0 +1,143 @@
+/**
+ * A channel's socket on its native thread (addon/socket_channel.cc through
+ * transport/native-channel.ts): whole packets out as one batch, whole packets
+ * in as one read framed by the header's size field, bytes libuv had read
+ * before the handover, the end of the stream at and inside a packet, a size
+ * field too big for the buffer, timeouts both ways, a peer that hangs up,
+ * and destroy() while an operation blocks on the fd.
+ */
+import t from 'tap';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { NativeChannel, NativeIoError } from '../../src/transport/native-channel.js';
+
+const HS = 32; // a toy header: its u32 at SIZE_AT announces the payload
+const SIZE_AT = 20;
+
+/** A connected pair of plain TCP sockets on loopback. */
+async function pair(): Promise<{ a: net.Socket; b: net.Socket; close(): void }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const a = net.connect(port, '127.0.0.1');
+  await new Promise((r) => a.once('connect', r));
+  const b = await accepted;
+  server.close();
+  return { a, b, close: () => (a.destroy(), b.destroy()) };
+}
+
+function packet(payload: Buffer, announced = payload.length): Buffer {
+  const h = randomBytes(HS);
+  h.writeUInt32BE(announced, SIZE_AT);
+  return Buffer.concat([h, payload]);
+}
+
+t.test('packets sent in pieces arrive whole, each framed by its header', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const tx = NativeChannel.attach(a, false)!;
+  const rx = NativeChannel.attach(b, true)!;
+  t.ok(tx && rx, 'plain sockets are taken over');
+  const sent = [packet(randomBytes(70_000)), packet(Buffer.alloc(0)), packet(randomBytes(1))];
+  // Pieces of odd sizes, so the batch spans many iovecs and partial sends.
+  const pieces = (p: Buffer): Buffer[] => [p.subarray(0, 5), p.subarray(5, HS + 3), p.subarray(HS + 3)];
+  await Promise.all(sent.map((p) => tx.channel.send(pieces(p), 5000)));
+  for (const p of sent) {
+    const buf = Buffer.alloc(100_000);
+    const got = await rx.channel.recv(buf, 0, HS, SIZE_AT, 5000);
+    t.equal(got, p.length, 'exactly one packet is read');
+    t.same(buf.subarray(0, got), p);
+  }
+  tx.channel.close();
+  a.end();
+  t.equal(await rx.channel.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, 5000), 0, 'the end of the stream at a packet boundary reads as 0 bytes');
+});
+
+t.test('bytes read before the handover are kept for the first packet', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const p1 = packet(randomBytes(3000));
+  const p2 = packet(randomBytes(5000));
+  a.write(Buffer.concat([p1, p2]));
+  // Let libuv deliver the bytes to the JS socket before the handover.
+  await new Promise<void>((r) => b.once('readable', () => r()));
+  const rx = NativeChannel.attach(b, true)!;
+  const early = Buffer.concat(rx.buffered);
+  t.ok(early.length > 0, 'what libuv had read is handed back');
+  t.ok(early.length <= p1.length + p2.length);
+  // The caller parses those first; the native read continues after them.
+  const all = Buffer.alloc(p1.length + p2.length);
+  early.copy(all);
+  let have = early.length;
+  while (have < all.length) {
+    const buf = Buffer.alloc(10_000);
+    const got = await rx.channel.recv(buf, 0, 1, 0, 2000).catch(() => 0);
+    if (got === 0) break;
+    buf.copy(all, have, 0, got);
+    have += got;
+  }
+  t.same(all, Buffer.concat([p1, p2]), 'no byte is lost or read twice');
+});
+
+t.test('the stream ending inside a packet, and a size field beyond the buffer', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const rx = NativeChannel.attach(b, true)!.channel;
+  const p = packet(randomBytes(4000));
+  a.end(p.subarray(0, HS + 100));
+  const buf = Buffer.alloc(8000);
+  t.equal(await rx.recv(buf, 0, HS, SIZE_AT, 5000), HS + 100, 'what arrived is reported, short of the packet');
+
+  const c = await pair();
+  t.teardown(c.close);
+  const rx2 = NativeChannel.attach(c.b, true)!.channel;
+  c.a.write(packet(randomBytes(100), 1 << 30));
+  t.equal(await rx2.recv(Buffer.alloc(4096), 0, HS, SIZE_AT, 5000), HS, 'a payload too big for the buffer is not read: the header is left for the checks');
+
+  const d = await pair();
+  t.teardown(d.close);
+  const rx3 = NativeChannel.attach(d.b, true)!.channel;
+  d.a.end(p.subarray(0, 10));
+  t.equal(await rx3.recv(Buffer.alloc(8000), 0, HS, SIZE_AT, 5000), 10, 'a stream ending inside the header');
+});
+
+t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const rx = NativeChannel.attach(b, true)!.channel;
+  const e = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, 100).then(() => null, (x: unknown) => x);
+  t.ok(e instanceof NativeIoError && e.code === 'ETIMEDOUT', 'a read that waits longer than its timeout fails with ETIMEDOUT');
+
+  // b is read by nobody now: the kernel buffers fill, then a's send times out.
+  const tx = NativeChannel.attach(a, false)!.channel;
+  const big = Buffer.alloc(64 << 20);
+  const s = await tx.send([big], 200).then(() => null, (x: unknown) => x);
+  t.ok(s instanceof NativeIoError && s.code === 'ETIMEDOUT', 'a send the peer does not take fails with ETIMEDOUT');
+  t.ok((s as NativeIoError).amount > 0 && (s as NativeIoError).amount < big.length, 'with the bytes left to send');
+});
+
+t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const tx = NativeChannel.attach(a, false)!.channel;
+  b.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  let err: unknown = null;
+  for (let i = 0; i < 20 && !err; i++) err = await tx.send([Buffer.alloc(1 << 20)], 2000).then(() => null, (x: unknown) => x);
+  // EPIPE/ECONNRESET from the kernel, or ECANCELED when Node saw the peer's end first and destroyed the socket.
+  t.ok(err instanceof NativeIoError && ['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(err.code), `writing to a closed peer fails (${(err as Error)?.message})`);
+
+  const c = await pair();
+  t.teardown(c.close);
+  const rx = NativeChannel.attach(c.b, true)!.channel;
+  const blocked = rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, -1);
+  await new Promise((r) => setTimeout(r, 50)); // the thread is in poll() now
+  const closed = new Promise((r) => c.b.once('close', r));
+  c.b.destroy();
+  t.equal(await blocked, 0, 'the blocked read returns at once, as at the end of the stream');
+  await closed;
+  t.pass('the socket closes once its fd is no longer used');
+  const late = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, -1).then(() => null, (x: unknown) => x);
+  t.ok(late instanceof NativeIoError && late.code === 'ECANCELED', 'no operation runs after destroy()');
+});
