@@ -196,7 +196,13 @@ export class SendPipeline {
     const held = (async () => {
       for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
     })();
-    await Promise.all([...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) => p.catch((e) => { throw fail(e); })));
+    try {
+      await Promise.all([...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) => p.catch((e) => { throw fail(e); })));
+    } catch (e) {
+      // The read-back stops at its next read once the failure is recorded; close() must not close its fd under it.
+      await held.catch(() => {});
+      throw e;
+    }
   }
 
   /**

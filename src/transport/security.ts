@@ -67,10 +67,14 @@ export const AUTH_TIMEOUT_MS = 5000;
 export const MAX_PENDING_AUTH = 64;
 
 /** Makes room for one more pending connection: drops the oldest (insertion order) beyond the cap. */
+/** Evicted connections, whose failing handshake is not refused (and logged) a second time. */
+const evicted = new WeakSet<object>();
+
 function evictOldest(pending: Map<net.Socket, string>, h: ServerHandlers): void {
   while (pending.size >= MAX_PENDING_AUTH) {
     const [oldest, peer] = pending.entries().next().value as [net.Socket, string];
     pending.delete(oldest);
+    evicted.add(oldest);
     oldest.destroy();
     h.onRefused(peer, `dropped: ${MAX_PENDING_AUTH} newer connections are authenticating`);
   }
@@ -345,6 +349,7 @@ export class TlsSecurity implements ChannelSecurity {
       const parent = (s as unknown as { _parent?: object })._parent;
       const peer = s.remoteAddress ? peerOf(s) : ((parent && peers.get(parent)) ?? 'unknown peer');
       s.destroy();
+      if (parent && evicted.has(parent)) return; // refused when it was dropped
       // OpenSSL's message carries its source location; its reason alone says what happened.
       const why = (e as Error & { reason?: string }).reason ?? e.message;
       h.onRefused(peer, `TLS: ${why}${(e as NodeJS.ErrnoException).code ? ` [${(e as NodeJS.ErrnoException).code}]` : ''}`);

@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import path from 'node:path';
 import { makeImage, migrate, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { captureLogger, holdChannel, makeCerts, mfdAsync, recvProcess, tlsFiles, tlsFlags } from '../helpers/auth.js';
-import { TlsSecurity } from '../../src/transport/security.js';
+import { MAX_PENDING_AUTH, TlsSecurity } from '../../src/transport/security.js';
 import { send } from '../../src/sender/sender.js';
 import { decodeFrame } from '../../src/control/protocol.js';
 
@@ -130,4 +130,29 @@ t.test('strangers while a TLS migration runs are closed and logged; the migratio
       `the stranger from port ${p} is logged: ${JSON.stringify(lines)}`,
     );
   }
+});
+
+t.test('a flood of silent TLS connections: each dropped one is refused and logged exactly once', async (t) => {
+  const refusals = new Map<string, string[]>();
+  const { server } = recvTls.createServer({
+    onAccepted: (s) => s.destroy(),
+    onRefused: (peer, why) => refusals.set(peer, [...(refusals.get(peer) ?? []), why]),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const { port } = server.address() as net.AddressInfo;
+  const extra = 8;
+  const socks: net.Socket[] = [];
+  for (let i = 0; i < MAX_PENDING_AUTH + extra; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    socks.push(s);
+  }
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  // Let the evicted connections' handshakes fail on the receiver (each would be a second refusal).
+  await new Promise((r) => setTimeout(r, 500));
+  const dropped = [...refusals.values()].filter((w) => w.some((x) => x.startsWith('dropped:')));
+  t.equal(dropped.length, extra, `the ${extra} oldest connections over the cap are dropped`);
+  t.ok(dropped.every((w) => w.length === 1), `each is refused once: ${JSON.stringify(dropped.filter((w) => w.length > 1))}`);
 });
