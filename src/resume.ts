@@ -20,6 +20,25 @@ export function runPages(runs: number[]): number {
 }
 
 /**
+ * How many numbers of ready.have each block's runs may take (`lengths`: the
+ * numbers each block's journal holds), so that together they stay within
+ * `budget`: blocks that need less than an even split keep all theirs and
+ * leave the rest to the others (water-filling, smallest first). Each share
+ * is even (whole runs).
+ */
+export function shareRuns(lengths: number[], budget: number): number[] {
+  const share = new Array<number>(lengths.length).fill(0);
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]!);
+  let left = budget;
+  order.forEach((i, k) => {
+    const fair = 2 * Math.floor(left / (2 * (order.length - k)));
+    share[i] = Math.min(lengths[i]!, fair);
+    left -= share[i]!;
+  });
+  return share;
+}
+
+/**
  * At most `max` numbers of `runs` (an even count): the longest runs, in
  * order. What is left out is sent again, so this only costs time.
  */

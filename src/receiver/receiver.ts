@@ -28,7 +28,7 @@ import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
-import { digestRuns, limitRuns, runPages } from '../resume.js';
+import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
 
 export interface RecvOptions {
   host: string;
@@ -358,17 +358,15 @@ class Migration {
     if (!(this.opts.journal ?? true)) return null;
     const have: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
     const list: BlockJournal[] = [];
-    let journaledNumbers = 0;
-    for (const j of journaled?.values() ?? []) journaledNumbers += j.pages.length;
-    for (const b of hello.ramblocks) {
+    // Each block's part of ready.have's bound.
+    const shares = shareRuns(hello.ramblocks.map((b) => journaled?.get(b.name)?.pages.length ?? 0), MAX_HAVE_NUMBERS);
+    for (const [i, b] of hello.ramblocks.entries()) {
       const t = this.blocks.get(b.name)!;
       const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
       list.push(j);
       const journal = journaled?.get(b.name)?.pages;
       if (!journal) continue;
-      // The share of ready.have's bound this block's runs may take (each block at least one run).
-      const share = Math.max(2, 2 * Math.floor((MAX_HAVE_NUMBERS * journal.length) / (2 * Math.max(1, journaledNumbers))));
-      const held = limitRuns(journal, share);
+      const held = limitRuns(journal, shares[i]!);
       have[b.name] = held;
       j.hold(held);
       t.seen.setRuns(held);

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { limitRuns, missingRuns, runPages } from '../../src/resume.js';
+import { limitRuns, missingRuns, runPages, shareRuns } from '../../src/resume.js';
 import { PageBitmap } from '../../src/receiver/page-bitmap.js';
 import { decodeFrame, encodeFrame, type ControlMessage } from '../../src/control/protocol.js';
 import { checkJournal, loadJournal, type JournalFile } from '../../src/receiver/journal.js';
@@ -42,6 +42,23 @@ t.test('runs: from a bitmap, their complement, their page count', async (t) => {
   t.same(missingRuns([0, 7], 7), []);
   t.same(limitRuns([0, 1, 5, 10, 20, 2, 30, 7], 4), [5, 10, 30, 7], 'too many runs: the longest kept, in order');
   t.same(limitRuns([0, 1], 4), [0, 1]);
+  t.same(limitRuns([0, 1, 5, 10], 0), [], 'no share: nothing held, all sent again');
+});
+
+t.test('ready.have: the blocks share its bound, never exceed it', async (t) => {
+  t.same(shareRuns([4, 100, 10], 40), [4, 26, 10], 'small journals keep all their runs, the big one takes what is left');
+  t.same(shareRuns([0, 0], 10), [0, 0]);
+  t.same(shareRuns([7, 7], 100), [7, 7], 'below the bound, everything');
+  // Thousands of one-run blocks and one huge fragmented block: the case an
+  // "at least one run each" share got wrong, its sum above the bound.
+  const lengths = [...new Array<number>(20_000).fill(2), 1 << 20];
+  const share = shareRuns(lengths, 1 << 18);
+  t.ok(share.reduce((a, b) => a + b, 0) <= 1 << 18, 'the sum stays within the bound');
+  t.equal(share[0], 2, 'each small block keeps its run');
+  t.equal(share.at(-1), (1 << 18) - 40_000, 'the big block gets the rest');
+  t.ok(share.every((x) => x % 2 === 0), 'whole runs');
+  const tight = shareRuns(new Array<number>(10).fill(100), 25);
+  t.ok(tight.reduce((a, b) => a + b, 0) <= 25 && tight.every((x) => x % 2 === 0), 'a bound too small for every block: within it all the same');
 });
 
 t.test('ready.have: runs checked as they arrive', async (t) => {
