@@ -112,6 +112,8 @@ const headerCases: [string, Buffer[], string, RegExp][] = [
   ['unaligned offset', [pkt({ offsets: [100] })], 'ERR_PACKET_OFFSET', /not aligned \(received 100, expected a multiple of 4096\)/],
   ['wrong method flag', [pkt({ flags: 0x4 })], 'ERR_PACKET_METHOD', /channel 0, packet 0: flags received 0x4, expected 0x0/],
   ['lying next_packet_size', [pkt({ nextPacketSize: 3 * PS })], 'ERR_PACKET_SIZE', /next_packet_size received 12288, expected 4096/],
+  // Far more than any packet buffer: the channel's reader stops after the header, and the header check says why.
+  ['next_packet_size of 4 GiB, no payload behind it', [withU32(pkt({}, Buffer.alloc(0)), 20, 0xffffffff)], 'ERR_PACKET_SIZE', /channel 0, packet 0: next_packet_size received 4294967295, expected 4096/],
   ['bad header magic', [Buffer.alloc(1344, 0x33)], 'ERR_PACKET_MAGIC', /channel 0: received packet magic 0x33333333, expected 0x11223344/],
   ['page count over pages_alloc', [withU32(pkt(), 16, 129)], 'ERR_PACKET_NORMAL_PAGES', /129 non-zero pages, which exceeds maximum expected pages 128/],
   ['a page sent twice', [pkt({ packetNum: 0n }), pkt({ packetNum: 1n })], 'ERR_PAGE_REPEATED', /channel 0, packet 1: page at offset 0 of ram block "ram0" received twice/],
@@ -130,6 +132,17 @@ t.test('a channel dropped in the middle of a packet', async (t) => {
   await new Promise((r) => setTimeout(r, 50));
   sock.end();
   await expectFailure(t, s, 'ERR_CHANNEL_TRUNCATED', /channel 0: connection closed in the middle of a packet payload: received 656 of 4096 bytes/, ExitCode.CONNECTION);
+});
+
+t.test('a channel dropped in the middle of a header, after whole packets', async (t) => {
+  const s = await setup(t);
+  const sock = await s.raw.channel(encodeInitPacket(s.raw.uuidBytes, 0), pkt(), pkt({ offsets: [PS], packetNum: 1n }).subarray(0, 1000));
+  await new Promise((r) => setTimeout(r, 50));
+  sock.end();
+  const e = await rejection(s.result);
+  t.match(e, { code: 'ERR_CHANNEL_TRUNCATED', message: /channel 0: connection closed in the middle of a packet header: received 1000 of 1344 bytes/, exitCode: ExitCode.CONNECTION });
+  // The whole packet before it was written: a dropped connection keeps it, under the temporary name, for a resume.
+  t.same(fs.readdirSync(s.dir).sort(), ['.ram0.mfd-journal', '.ram0.mfd-partial'], 'nothing under the final name');
 });
 
 t.test('a sender that claims completion with pages missing', async (t) => {
