@@ -25,7 +25,8 @@
         "addon/dsa.cc",
         "addon/dsa_fake.cc",
         "addon/delay_line.cc",
-        "addon/socket_channel.cc"
+        "addon/socket_channel.cc",
+        "addon/qz_members.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

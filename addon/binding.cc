@@ -27,6 +27,7 @@ void InitDsa(Napi::Env env, Napi::Object exports);
 void InitQatzip(Napi::Env env, Napi::Object exports);
 void InitDelayLine(Napi::Env env, Napi::Object exports);
 void InitSocketChannel(Napi::Env env, Napi::Object exports);
+void InitQzMembers(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -443,6 +444,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitQatzip(env, exports);
   InitDelayLine(env, exports);
   InitSocketChannel(env, exports);
+  InitQzMembers(env, exports);
   return exports;
 }
 

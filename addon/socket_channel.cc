@@ -14,15 +14,15 @@
 // JS:
 //   const ch = new SocketChannel(fd)
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
-//     code 0 once every byte is in the kernel; else -errno (-ETIMEDOUT: the
-//     socket took nothing for timeoutMs), `left` bytes not sent.
+//     code 0 once every byte is in the kernel; else -errno, or -100002 when the
+//     socket took nothing for timeoutMs; `left` bytes not sent.
 //   ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, cb(err, got, code))
 //     buf[0, have) is already filled. Reads until the header (headerSize
 //     bytes) is complete, then the payload whose length is the big-endian
 //     uint32 at sizeOffset, as long as header and payload fit in buf (if not,
 //     stops after the header: the caller's header check reports it). `got` is
 //     the bytes now in buf; fewer than asked means the stream ended (code 0)
-//     or failed (code -errno; -ETIMEDOUT: nothing arrived for timeoutMs).
+//     or failed (code -errno; -100002: nothing arrived for timeoutMs).
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
@@ -39,6 +39,8 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -48,6 +50,9 @@ namespace mfd {
 namespace {
 
 constexpr size_t kMaxIov = 64;  // pieces per sendmsg; more are sent in turns
+// The peer took or sent nothing for the operation's timeout (the kernel's own
+// ETIMEDOUT, e.g. from keepalive, stays a connection error).
+constexpr int64_t kStalled = -100002;
 
 class SocketChannel;
 
@@ -76,7 +81,7 @@ int64_t WaitFor(int fd, short events, int timeout_ms) {
   for (;;) {
     const int r = poll(&p, 1, timeout_ms);
     if (r > 0) return 0;  // ready, hung up or failed: the next call says which
-    if (r == 0) return -ETIMEDOUT;
+    if (r == 0) return kStalled;
     if (errno != EINTR) return -errno;
   }
 }
@@ -187,7 +192,8 @@ void ThreadMain(std::shared_ptr<Shared> s) {
     }
     if (s->cancelled.load()) {
       op->code = -ECANCELED;
-      op->amount = op->kind == Op::kRecv ? op->have : 0;
+      op->amount = op->have;
+      for (const auto& p : op->pieces) op->amount += p.second;  // a send: nothing of it sent
     } else if (op->kind == Op::kSend) {
       RunSend(s->fd, op);
     } else {
@@ -214,7 +220,13 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     s_->fd = static_cast<int>(fd);
     s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1);
     s_->done.Unref(info.Env());  // only pending operations keep the process alive
-    std::thread(ThreadMain, s_).detach();
+    try {
+      std::thread(ThreadMain, s_).detach();
+    } catch (const std::system_error& e) {
+      s_->done.Release();
+      s_.reset();
+      ThrowCode(info.Env(), "ERR_THREAD", std::string("SocketChannel: cannot start a thread: ") + e.what());
+    }
   }
 
   ~SocketChannel() override {

@@ -6,7 +6,8 @@
  * (and only if --qatzip-sw-fallback is on, the default) the software path
  * emits what QAT hardware does: one member per 64 KiB of input, each carrying
  * QATzip's 24-byte 'QZ' extended header (src_sz, dest_sz), so a QATzip receiver
- * on real hardware decodes it. Packets are self-contained. The receiver decodes
+ * on real hardware decodes it. The members are made in the addon
+ * (addon/qz_members.cc), by ISA-L's igzip where the zlib method would use it. Packets are self-contained. The receiver decodes
  * any number of members, plain gzip included, and checks the total size.
  */
 import zlib from 'node:zlib';
@@ -17,11 +18,10 @@ import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
+import { isalLevel } from './zlib.js';
 
 /** Input per member: QATzip's hardware buffer size (hw_buff_sz). */
 export const QZ_CHUNK = 64 * 1024;
-const QZ_HEADER = 24;
-const GZIP_TRAILER = 8;
 
 const HARDWARE = 'Intel QAT through QATzip';
 const options: MethodOption[] = [
@@ -54,20 +54,18 @@ function countSoftware(tally: PathTally, pages: number, reason: string): void {
   tally.fallback('no-device', pages, `no QAT session (${reason})`);
 }
 
-/** One QZ-extended gzip member for `chunk`. */
-export function qzMember(chunk: Uint8Array, level: number): Buffer {
-  const body = zlib.deflateRawSync(chunk, { level });
-  const m = Buffer.allocUnsafeSlow(QZ_HEADER + body.length + GZIP_TRAILER);
-  m.set([0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff], 0); // ID, CM deflate, FLG FEXTRA, MTIME 0, XFL 0, OS 255
-  m.writeUInt16LE(12, 10); // XLEN
-  m.set([0x51, 0x5a], 12); // 'Q' 'Z'
-  m.writeUInt16LE(8, 14); // LEN
-  m.writeUInt32LE(chunk.length, 16); // src_sz
-  m.writeUInt32LE(body.length, 20); // dest_sz
-  body.copy(m, QZ_HEADER);
-  m.writeUInt32LE(zlib.crc32(chunk) >>> 0, QZ_HEADER + body.length);
-  m.writeUInt32LE(chunk.length, QZ_HEADER + body.length + 4);
-  return m;
+/**
+ * The software path's engine for `level`: ISA-L's igzip where it stays within
+ * 5% of zlib's bytes at that level (the zlib method's rule), else zlib.
+ */
+function softwareEngine(level: number): { isalLevel: number; name: string } {
+  const mapped = isalLevel(level);
+  return mapped !== null ? { isalLevel: mapped, name: `isa-l igzip ${native.isalVersion} (level ${level} -> isal ${mapped})` } : { isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
+}
+
+/** Bytes a payload of `bytes` input may take: a stored member's worst case is 42 bytes over its input. */
+function payloadBound(bytes: number): number {
+  return bytes + 1024 + Math.ceil(bytes / QZ_CHUNK) * 64;
 }
 
 export const qatzip: CompressionMethod = {
@@ -81,26 +79,27 @@ export const qatzip: CompressionMethod = {
   hardware: HARDWARE,
   path({ params, requireHardware }) {
     const s = session(params, requireHardware);
-    return s.ok ? `QAT (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet` : `software gzip members with QZ headers: ${s.reason}`;
+    return s.ok
+      ? `QAT (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet`
+      : `software gzip members with QZ headers, ${softwareEngine(params.level as number).name}: ${s.reason}`;
   },
   // QEMU's qatzip receiver refuses more than 1 MiB; stored deflate of 512 KiB plus headers stays far below.
-  maxPayload: (normalPages, pageSize) => Math.min(1 << 20, normalPages * pageSize + 1024 + Math.ceil((normalPages * pageSize) / QZ_CHUNK) * 64),
+  maxPayload: (normalPages, pageSize) => Math.min(1 << 20, payloadBound(normalPages * pageSize)),
   params: (user) => checkParams('qatzip', options, user),
   sendSetup: ({ params, tally }) => {
     const s = session(params, tally.requireHardware);
+    const engine = softwareEngine(params.level as number);
     return {
       prepare(pages, normalPages) {
         const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
+        const out = Buffer.allocUnsafeSlow(payloadBound(all.length));
         if (s.ok) {
-          const out = Buffer.allocUnsafeSlow(all.length + 1024 + Math.ceil(all.length / QZ_CHUNK) * 64);
           const n = native.qatzipCompress(all, out);
           tally.add('qat', normalPages);
           return [out.subarray(0, n)];
         }
         countSoftware(tally, normalPages, s.reason);
-        const members: Buffer[] = [];
-        for (let at = 0; at < all.length; at += QZ_CHUNK) members.push(qzMember(all.subarray(at, at + QZ_CHUNK), params.level as number));
-        return members;
+        return [out.subarray(0, native.qzMembers(all, params.level as number, engine.isalLevel, out))];
       },
       cleanup() {},
     };
@@ -122,11 +121,17 @@ export const qatzip: CompressionMethod = {
             tally.add('qat', normalPages);
             return [out];
           }
-          // gunzip reads every member; the bound stops a payload that inflates past the packet's pages.
-          out = zlib.gunzipSync(input, { maxOutputLength: want });
+          if (native.qzInflate) {
+            // ISA-L reads every member, each checked; it stops at the packet's pages.
+            out = Buffer.allocUnsafeSlow(want);
+            out = out.subarray(0, native.qzInflate(input, out));
+          } else {
+            // gunzip reads every member; the bound stops a payload that inflates past the packet's pages.
+            out = zlib.gunzipSync(input, { maxOutputLength: want });
+          }
         } catch (e) {
           if (e instanceof ProtocolError) throw e;
-          if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+          if (['ERR_BUFFER_TOO_LARGE', 'ERR_PAYLOAD_SIZE'].includes((e as { code?: string }).code ?? '')) {
             throw new ProtocolError('ERR_PAYLOAD_SIZE', `qatzip payload decodes to more than ${want} bytes`, { channel, packetNum });
           }
           throw decodeError('qatzip', e, channel, packetNum);

@@ -159,6 +159,10 @@ export interface MfdBinding {
   qatzipHardwareOpen(level: number): { ok: boolean; reason: string; version: string };
   /** One qzCompress of the packet (hardware session only); returns bytes written. */
   qatzipCompress(data: Uint8Array, out: Uint8Array): number;
+  /** qatzip's software path: QZ-headed gzip members per 64 KiB of input into out (isalLevel 0: zlib at level); bytes written. */
+  qzMembers(input: Uint8Array, level: number, isalLevel: number, out: Uint8Array): number;
+  /** Every gzip member of payload into out, by ISA-L (absent without ISA-L); bytes; throws ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT. */
+  qzInflate?(payload: Uint8Array, out: Uint8Array): number;
   qatzipDecompress(payload: Uint8Array, out: Uint8Array): number;
   /** Opens (once per process and spec) "dsa:/dev/dsa/wqX.Y" or "fake:opts"; throws (code ERR_DSA_OPEN) with the reason. */
   dsaOpen(spec: string, sysfsRoot: string): DsaQueueInfo;

@@ -199,7 +199,7 @@ export class DataChannel {
       }
     } catch (e) {
       if (e instanceof NativeIoError) {
-        if (e.code === 'ETIMEDOUT') this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
+        if (e.code === 'ESTALLED') this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
         else this.host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e));
       } else {
         this.host.fail(e);

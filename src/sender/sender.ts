@@ -121,10 +121,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     for (let id = 0; id < opts.channels; id++) {
       const socket = await security.connect(opts.host, opts.port, timeout, `channel ${id}`, { uuid: uuidBytes, role: 'data', channel: id });
       sockets.push(socket);
+      // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
+      const shrunk = (code: string | undefined): MfdError | null => (code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null);
       socket.on('error', (e: NodeJS.ErrnoException) => {
-        // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
-        const shrunk = e.code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null;
-        if (shrunk) fail(shrunk);
+        const s = shrunk(e.code);
+        if (s) fail(s);
         else failSoon(socketError(e, '', 'ERR_CHANNEL_CONNECTION', { channel: id }));
       });
       socket.on('close', () => {
@@ -134,9 +135,9 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       await new Promise<void>((resolve) => socket.write(encodeInitPacket(uuidBytes, id), () => resolve()));
       const attached = NativeChannel.attach(socket, false);
       const nativeError = (e: NativeIoError): void => {
-        const shrunk = e.code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null;
-        if (shrunk) fail(shrunk);
-        else if (e.code === 'ETIMEDOUT') fail(stalled(id, stallMs, e.amount));
+        const s = shrunk(e.code);
+        if (s) fail(s);
+        else if (e.code === 'ESTALLED') fail(stalled(id, stallMs, e.amount));
         else if (e.code !== 'ECANCELED') failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e));
       };
       const progressed = attached ? null : watch.add(id, socket);
@@ -246,21 +247,24 @@ function stalled(channel: number, ms: number, waiting: number): ConnectionError 
  * A multifd channel's socket on its native thread as a sink: each packet one
  * sendmsg batch straight from the pipeline's buffers. Two packets may be
  * queued, so the thread goes from one to the next without waiting for the
- * event loop. A failed send goes to `failed` (and the packets' buffers are
- * released all the same); end() then rejects after the peer's grace.
+ * event loop. The first failed send goes to `failed`; later packets are not
+ * sent (their buffers are released all the same), and end() rejects after the
+ * peer's grace.
  */
 function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, timeoutMs: number, failed: (e: NativeIoError) => void): ChannelSink {
   const queued: Promise<void>[] = [];
   let error: NativeIoError | null = null;
   return {
     async write(p: OutgoingPacket): Promise<void> {
+      if (error) return p.done();
       for (const piece of p.pieces) counters.wireBytes += piece.length;
       queued.push(
         ch.send(p.pieces, timeoutMs).then(
           () => p.done(),
           (e: NativeIoError) => {
             p.done();
-            error ??= e;
+            if (error) return;
+            error = e;
             failed(e);
           },
         ),

@@ -18,23 +18,16 @@ export class ByteQueue {
   /** Returns n bytes, or null when fewer are queued. */
   take(n: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer | null {
     if (this.length < n) return null;
-    this.length -= n;
     const first = this.chunks[0];
     if (n === 0 || first === undefined) return Buffer.alloc(0);
     if (first.length - this.head >= n) {
       const view = first.subarray(this.head, this.head + n);
+      this.length -= n;
       this.advance(n);
       return view;
     }
     const out = alloc(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(n - filled, c.length - this.head);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.advance(k);
-    }
+    this.takeInto(out, 0, n);
     return out.length === n ? out : out.subarray(0, n);
   }
 

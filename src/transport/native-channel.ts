@@ -20,6 +20,14 @@ import { native } from '../native/load.js';
 import type { SocketChannel } from '../native/binding.js';
 import { errnoName } from '../native/packet-io.js';
 
+/** addon/socket_channel.cc: the peer took or sent nothing for the operation's timeout. */
+const STALLED = -100002;
+
+function ioError(op: 'read' | 'write', code: number, amount: number): NativeIoError {
+  if (code === STALLED) return new NativeIoError('ESTALLED', `${op}: no progress within the timeout`, amount);
+  return new NativeIoError(errnoName(-code), `${op} ${errnoName(-code)}`, amount);
+}
+
 /** Internals of a net.Socket this module relies on (as Node's own stream code does). */
 interface TcpHandle {
   fd?: number;
@@ -29,7 +37,7 @@ interface TcpHandle {
 
 export class NativeIoError extends Error {
   constructor(
-    /** errno name, e.g. ECONNRESET, ETIMEDOUT, EFAULT. */
+    /** errno name (ECONNRESET, EFAULT, ...), or ESTALLED: the operation's own timeout passed without progress. */
     readonly code: string,
     message: string,
     /** Bytes of the operation not done (send) or done (recv). */
@@ -85,12 +93,12 @@ export class NativeChannel {
     return { channel, buffered };
   }
 
-  /** Sends the pieces in order; rejects with a NativeIoError (ETIMEDOUT: the peer took nothing for timeoutMs). */
+  /** Sends the pieces in order; rejects with a NativeIoError (ESTALLED: the peer took nothing for timeoutMs). */
   send(pieces: Uint8Array[], timeoutMs: number): Promise<void> {
     return this.op((done) =>
       this.ch.send(pieces, timeoutMs, (err, code, left) => {
         if (err) return done(err);
-        done(code < 0 ? new NativeIoError(errnoName(-code), `write ${errnoName(-code)}`, left) : null);
+        done(code < 0 ? ioError('write', code, left) : null);
       }),
     );
   }
@@ -107,7 +115,7 @@ export class NativeChannel {
       this.ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, (err, n, code) => {
         if (err) return done(err);
         got = n;
-        done(code < 0 ? new NativeIoError(errnoName(-code), `read ${errnoName(-code)}`, n) : null);
+        done(code < 0 ? ioError('read', code, n) : null);
       }),
     ).then(() => got);
   }
@@ -128,11 +136,16 @@ export class NativeChannel {
     if (this.closed) return Promise.reject(new NativeIoError('ECANCELED', 'channel closed', 0));
     this.pending++;
     return new Promise((resolve, reject) => {
-      start((e) => {
+      const done = (e: Error | null): void => {
         if (--this.pending === 0) for (const f of this.idle.splice(0)) f();
         if (e) reject(e);
         else resolve();
-      });
+      };
+      try {
+        start(done);
+      } catch (e) {
+        done(e as Error); // refused before it was queued
+      }
     });
   }
 }

@@ -66,10 +66,10 @@ export const AUTH_TIMEOUT_MS = 5000;
  */
 export const MAX_PENDING_AUTH = 64;
 
-/** Makes room for one more pending connection: drops the oldest (insertion order) beyond the cap. */
 /** Evicted connections, whose failing handshake is not refused (and logged) a second time. */
 const evicted = new WeakSet<object>();
 
+/** Makes room for one more pending connection: drops the oldest (insertion order) beyond the cap. */
 function evictOldest(pending: Map<net.Socket, string>, h: ServerHandlers): void {
   while (pending.size >= MAX_PENDING_AUTH) {
     const [oldest, peer] = pending.entries().next().value as [net.Socket, string];

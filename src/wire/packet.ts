@@ -73,14 +73,14 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
   return out;
 }
 
+/** Byte offset of next_packet_size in the packet header (a big-endian u32). */
+export const NEXT_PACKET_SIZE_OFFSET = 20;
+
 /**
  * Decodes a header without judging it. `offsetCount` offsets are read (clamped
  * to what the buffer holds); offsets at or above 2^53 decode as Infinity so a
  * range check refuses them. Fewer than 320 bytes is a ProtocolError.
  */
-/** Byte offset of next_packet_size in the packet header (a big-endian u32). */
-export const NEXT_PACKET_SIZE_OFFSET = 20;
-
 export function decodePacketHeader(buf: Uint8Array, offsetCount: number): PacketHeader {
   if (buf.length < PACKET_HEADER_FIXED_SIZE) {
     throw new ProtocolError('ERR_PACKET_TRUNCATED', `packet header of ${buf.length} bytes received, expected at least ${PACKET_HEADER_FIXED_SIZE}`);

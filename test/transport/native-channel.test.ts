@@ -107,13 +107,13 @@ t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) =>
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
   const e = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, 100).then(() => null, (x: unknown) => x);
-  t.ok(e instanceof NativeIoError && e.code === 'ETIMEDOUT', 'a read that waits longer than its timeout fails with ETIMEDOUT');
+  t.ok(e instanceof NativeIoError && e.code === 'ESTALLED', 'a read that waits longer than its timeout fails as stalled');
 
   // b is read by nobody now: the kernel buffers fill, then a's send times out.
   const tx = NativeChannel.attach(a, false)!.channel;
   const big = Buffer.alloc(64 << 20);
   const s = await tx.send([big], 200).then(() => null, (x: unknown) => x);
-  t.ok(s instanceof NativeIoError && s.code === 'ETIMEDOUT', 'a send the peer does not take fails with ETIMEDOUT');
+  t.ok(s instanceof NativeIoError && s.code === 'ESTALLED', 'a send the peer does not take fails as stalled');
   t.ok((s as NativeIoError).amount > 0 && (s as NativeIoError).amount < big.length, 'with the bytes left to send');
 });
 
@@ -140,4 +140,15 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
   t.pass('the socket closes once its fd is no longer used');
   const late = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, -1).then(() => null, (x: unknown) => x);
   t.ok(late instanceof NativeIoError && late.code === 'ECANCELED', 'no operation runs after destroy()');
+});
+
+t.test('an operation refused before it is queued leaves the socket free to close', async (t) => {
+  const { b, close } = await pair();
+  t.teardown(close);
+  const rx = NativeChannel.attach(b, true)!.channel;
+  await t.rejects(rx.recv(Buffer.alloc(4), 0, HS, SIZE_AT, 100), RangeError, 'a buffer smaller than the header is refused');
+  const closed = new Promise((r) => b.once('close', r));
+  b.destroy();
+  await closed;
+  t.pass('destroy() still closes the socket');
 });
