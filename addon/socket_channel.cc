@@ -86,6 +86,14 @@ int64_t WaitFor(int fd, short events, int timeout_ms) {
   }
 }
 
+// After a send or recv failed: 0 to try again (interrupted, or ready after
+// waiting), else the code to fail with.
+int64_t RetryOrFail(int fd, short events, int timeout_ms) {
+  if (errno == EINTR) return 0;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return WaitFor(fd, events, timeout_ms);
+  return -errno;
+}
+
 void RunSend(int fd, Op* op) {
   std::vector<struct iovec> iov;
   iov.reserve(op->pieces.size());
@@ -102,17 +110,9 @@ void RunSend(int fd, Op* op) {
     msg.msg_iovlen = std::min(iov.size() - first, kMaxIov);
     const ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        const int64_t r = WaitFor(fd, POLLOUT, op->timeout_ms);
-        if (r < 0) {
-          op->code = r;
-          break;
-        }
-        continue;
-      }
-      op->code = -errno;
-      break;
+      op->code = RetryOrFail(fd, POLLOUT, op->timeout_ms);
+      if (op->code < 0) break;
+      continue;
     }
     size_t n = static_cast<size_t>(w);
     left -= n;
@@ -151,17 +151,8 @@ void RunRecv(int fd, Op* op) {
       continue;
     }
     if (r == 0) break;  // end of stream
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      const int64_t w = WaitFor(fd, POLLIN, op->timeout_ms);
-      if (w < 0) {
-        op->code = w;
-        break;
-      }
-      continue;
-    }
-    op->code = -errno;
-    break;
+    op->code = RetryOrFail(fd, POLLIN, op->timeout_ms);
+    if (op->code < 0) break;
   }
   op->amount = got;
 }
