@@ -20,6 +20,48 @@ import type { PageBitmap } from './page-bitmap.js';
 
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
+/** Packet buffers of the native readers, across a receiver's channels (each 512 KiB and a header). */
+const MAX_PACKET_BUFFERS = 64;
+
+/**
+ * How many packet buffers each of `channels` native readers may have: up to
+ * MAX_IN_FLIGHT + 1 (a packet being read while the others are written), fewer
+ * with many channels so that together they stay near MAX_PACKET_BUFFERS, and
+ * at least one. Each channel owns its buffers: one channel waiting for data
+ * never holds a buffer another needs (a shared pool could fill up with
+ * readers waiting on channels the sender cannot get to).
+ */
+export function readBuffersPerChannel(channels: number): number {
+  return Math.max(1, Math.min(MAX_IN_FLIGHT + 1, Math.floor(MAX_PACKET_BUFFERS / Math.max(1, channels))));
+}
+
+/** One native reader's packet buffers: made as needed, at most `max`. */
+class PacketBuffers {
+  private readonly free: Buffer[] = [];
+  private readonly waiters: ((b: Buffer) => void)[] = [];
+  private made = 0;
+
+  constructor(
+    readonly size: number,
+    private readonly max: number,
+  ) {}
+
+  acquire(): Promise<Buffer> {
+    const b = this.free.pop();
+    if (b) return Promise.resolve(b);
+    if (this.made < this.max) {
+      this.made++;
+      return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(b: Buffer): void {
+    const w = this.waiters.shift();
+    if (w) w(b);
+    else this.free.push(b);
+  }
+}
 const EMPTY: Uint8Array[] = [];
 
 /**
@@ -55,6 +97,8 @@ export interface ChannelHost {
   inPlace: boolean;
   /** A native reader's limit on waiting for data (ERR_CHANNEL_TIMEOUT); none when absent. */
   readTimeoutMs?: number;
+  /** Packet buffers per native reader (readBuffersPerChannel); MAX_IN_FLIGHT + 1 when absent. */
+  readBuffers?: number;
   onPages(bytes: number): void;
   /** The pages at `offsets[0..count)` of `block` are written (in the page cache); for the progress journal. */
   onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
@@ -163,17 +207,18 @@ export class DataChannel {
   /**
    * The native reader: one read of header and payload per packet into one of
    * the channel's buffers (header + the method's largest payload), the same
-   * checks as the stream parser, then packet(). The buffer is reused once the
-   * packet is written. At most MAX_IN_FLIGHT packets are read ahead.
+   * checks as the stream parser, then packet(). The buffer is the channel's
+   * again once the packet is written. At most MAX_IN_FLIGHT packets, and no
+   * more than the channel's buffers, are read ahead.
    */
   private async readNative(ch: NativeChannel): Promise<void> {
     const hs = this.host.headerSize;
     const size = hs + this.host.check.maxPayload(this.host.check.pageCount);
-    const free: Buffer[] = [];
+    const buffers = new PacketBuffers(size, this.host.readBuffers ?? MAX_IN_FLIGHT + 1);
     try {
       for (;;) {
         if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));
-        const buf = free.pop() ?? Buffer.allocUnsafeSlow(size);
+        const buf = await buffers.acquire();
         // Bytes read before the handover come first.
         let have = this.queue.takeInto(buf, 0, hs);
         if (have === hs) have += this.queue.takeInto(buf, hs, Math.min(buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET), size - hs));
@@ -184,6 +229,7 @@ export class DataChannel {
         }
         if (got === 0) {
           // The sender's end of the channel: close ours (libuv, no longer reading, would not see it).
+          buffers.release(buf);
           this.ended = true;
           ch.socket.destroy();
           this.host.onIdle();
@@ -195,7 +241,7 @@ export class DataChannel {
         const end = hs + h.nextPacketSize;
         if (end > size) throw new Error(`channel ${this.id}: next_packet_size ${h.nextPacketSize} passed the header checks but exceeds the buffer of ${size - hs} bytes`);
         if (got < end) return this.truncated(`payload: received ${got - hs} of ${h.nextPacketSize} bytes`);
-        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => free.push(buf));
+        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf));
       }
     } catch (e) {
       if (e instanceof NativeIoError) {

@@ -22,7 +22,7 @@ import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { NativeChannel } from '../transport/native-channel.js';
-import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
@@ -472,6 +472,7 @@ class Migration {
       pageSize: hello.pageSize,
       headerSize: packetHeaderSize(hello.pageSize),
       check: packetChecks(method, hello.pageSize, this.blocks),
+      readBuffers: readBuffersPerChannel(hello.channels),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
       // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.

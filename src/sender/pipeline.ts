@@ -3,7 +3,7 @@
  * cut into packet jobs handed out to N channels; per channel, packets flow
  * load (mapped image) -> analyse (zero pages + CRCs, off the event loop) ->
  * method.prepare -> header -> sink, with up to PIPELINE_DEPTH packets prepared
- * ahead of the one being written; a fixed slab pool bounds memory. Offloaded
+ * ahead of the one being written; a slab pool shared by the channels bounds memory. Offloaded
  * methods do load, analyse and prepare on the channel's compute worker.
  *
  * Where packets go is the ChannelSink: TCP sockets (sender.ts), or a
@@ -29,6 +29,13 @@ import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } f
 
 /** Packets read ahead of the one being written, per channel. */
 const PIPELINE_DEPTH = 2;
+/**
+ * Packets in flight (read ahead, or handed to a sink and not yet done) across
+ * all channels. Each holds its part of the image's mapped page cache, so with
+ * many channels this bounds memory; with few, each channel has its full
+ * PIPELINE_DEPTH + 2 (a packet being written, one queued behind it).
+ */
+const MAX_PACKETS_IN_FLIGHT = 64;
 
 export interface PipelineOptions {
   images: BlockSpec[];
@@ -103,7 +110,6 @@ interface PipelineChannel {
   methodTally: PathTally;
   zeroTally: PathTally;
   counters: ChannelCounters;
-  pool: SlabPool;
 }
 
 export class SendPipeline {
@@ -112,6 +118,8 @@ export class SendPipeline {
   readonly totalBytes: number;
   private packetNum = 0n;
   private doneBytes = 0;
+  /** Packet buffers, shared by the channels (MAX_PACKETS_IN_FLIGHT). */
+  private readonly pool: SlabPool;
   private readonly logged = new Set<string>();
 
   private constructor(
@@ -126,6 +134,8 @@ export class SendPipeline {
   ) {
     this.headerSize = packetHeaderSize(opts.pageSize);
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
+    const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
+    this.pool = new SlabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
   }
 
   /**
@@ -181,7 +191,6 @@ export class SendPipeline {
       methodTally,
       zeroTally,
       counters,
-      pool: new SlabPool(PIPELINE_DEPTH + 2, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize)),
     });
   }
 
@@ -312,12 +321,18 @@ export class SendPipeline {
     let exhausted = false;
     for (;;) {
       while (!exhausted && ahead.length < PIPELINE_DEPTH) {
+        // The pool is shared: wait for a slab only with nothing ahead to write, so no
+        // channel holds one slab while it waits for another (all of them could).
+        const slab = ahead.length === 0 ? await this.pool.acquire() : this.pool.tryAcquire();
+        if (!slab) break;
+        // Let the other channels take their next job first: jobs go round the channels.
+        if (ahead.length > 0) await Promise.resolve();
         const next = jobs.next();
         if (next.done) {
+          this.pool.release(slab);
           exhausted = true;
           break;
         }
-        const slab = await ch.pool.acquire();
         const p = this.compute ? this.prepareOffloaded(ch, next.value, slab) : this.prepareInline(ch, next.value, slab);
         p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
         ahead.push(p);
@@ -373,14 +388,14 @@ export class SendPipeline {
       zeros,
       done: () => {
         release();
-        ch.pool.release(slab);
+        this.pool.release(slab);
       },
     });
   }
 
   /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */
   private async writeSync(ch: PipelineChannel): Promise<void> {
-    const slab = await ch.pool.acquire();
+    const slab = await this.pool.acquire();
     encodePacketHeader(slab.header, this.headerSize, {
       flags: MULTIFD_FLAG_SYNC,
       pagesAlloc: 0,
@@ -393,7 +408,7 @@ export class SendPipeline {
     });
     ch.counters.packets++;
     ch.counters.syncPackets++;
-    await ch.sink.write({ pieces: [slab.header], payloadBytes: 0, sync: true, block: null, offsets: [], normal: 0, zeros: 0, done: () => ch.pool.release(slab) });
+    await ch.sink.write({ pieces: [slab.header], payloadBytes: 0, sync: true, block: null, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
   }
 }
 

@@ -31,6 +31,11 @@ export class SlabPool {
     }
   }
 
+  /** A free slab now, or null. */
+  tryAcquire(): Slab | null {
+    return this.free.pop() ?? null;
+  }
+
   acquire(): Promise<Slab> {
     const s = this.free.pop();
     if (s) return Promise.resolve(s);

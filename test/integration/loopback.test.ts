@@ -21,6 +21,9 @@ const cases: Case[] = [
   { name: '2 channels, mixed', images: [{ name: 'a.ram', size: 5 * MiB, kind: 'mixed' }], channels: 2 },
   { name: '4 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 4 },
   { name: '8 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 8 },
+  // More channels than the sender's shared packet buffers give each a full pipeline, and more than the
+  // receiver's buffer budget gives each its full read-ahead: every channel still gets through.
+  { name: '72 channels, several packets each', images: [{ name: 'a.ram', size: 80 * MiB, kind: 'mixed' }], channels: 72 },
   {
     name: 'several ramblocks at once, sizes off the packet and page size, empty and one-page blocks',
     images: [
