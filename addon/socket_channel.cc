@@ -75,26 +75,36 @@ struct Op {
   std::vector<Napi::ObjectReference> pinned;
 };
 
-// Waits until fd is ready for `events`; 0, or -ETIMEDOUT / -errno.
-int64_t WaitFor(int fd, short events, int timeout_ms) {
+// The longest single wait: a channel whose environment goes away (a worker
+// ending with the channel open) notices within this and stops.
+constexpr int kWaitSliceMs = 200;
+
+// Waits until fd is ready for `events`; 0, or kStalled / -ECANCELED (`stop`) / -errno.
+int64_t WaitFor(int fd, short events, int timeout_ms, const std::atomic<bool>& stop) {
   struct pollfd p {fd, events, 0};
+  int left = timeout_ms;
   for (;;) {
-    const int r = poll(&p, 1, timeout_ms);
+    if (stop.load()) return -ECANCELED;
+    const int slice = left < 0 || left > kWaitSliceMs ? kWaitSliceMs : left;
+    const int r = poll(&p, 1, slice);
     if (r > 0) return 0;  // ready, hung up or failed: the next call says which
-    if (r == 0) return kStalled;
-    if (errno != EINTR) return -errno;
+    if (r < 0 && errno != EINTR) return -errno;
+    if (r == 0 && left >= 0) {
+      left -= slice;
+      if (left <= 0) return kStalled;
+    }
   }
 }
 
 // After a send or recv failed: 0 to try again (interrupted, or ready after
 // waiting), else the code to fail with.
-int64_t RetryOrFail(int fd, short events, int timeout_ms) {
+int64_t RetryOrFail(int fd, short events, int timeout_ms, const std::atomic<bool>& stop) {
   if (errno == EINTR) return 0;
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return WaitFor(fd, events, timeout_ms);
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return WaitFor(fd, events, timeout_ms, stop);
   return -errno;
 }
 
-void RunSend(int fd, Op* op) {
+void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
   std::vector<struct iovec> iov;
   iov.reserve(op->pieces.size());
   size_t left = 0;
@@ -110,7 +120,7 @@ void RunSend(int fd, Op* op) {
     msg.msg_iovlen = std::min(iov.size() - first, kMaxIov);
     const ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
-      op->code = RetryOrFail(fd, POLLOUT, op->timeout_ms);
+      op->code = RetryOrFail(fd, POLLOUT, op->timeout_ms, stop);
       if (op->code < 0) break;
       continue;
     }
@@ -134,7 +144,7 @@ uint32_t BigEndian32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-void RunRecv(int fd, Op* op) {
+void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
   size_t got = op->have;
   size_t want = op->header_size;
   for (;;) {
@@ -151,7 +161,7 @@ void RunRecv(int fd, Op* op) {
       continue;
     }
     if (r == 0) break;  // end of stream
-    op->code = RetryOrFail(fd, POLLIN, op->timeout_ms);
+    op->code = RetryOrFail(fd, POLLIN, op->timeout_ms, stop);
     if (op->code < 0) break;
   }
   op->amount = got;
@@ -168,8 +178,36 @@ struct Shared {
   std::deque<Op*> queue;
   bool closing = false;
   std::atomic<bool> cancelled{false};
+  // The environment is going away: a waiting operation gives up (within kWaitSliceMs).
+  std::atomic<bool> stop{false};
+  // The completions' function is gone (its environment was torn down with the
+  // channel open): the thread must not touch it. Under `lock`, as every use of
+  // `done` from the thread is.
+  bool done_gone = false;
   Completions done;
 };
+
+// An operation that can no longer complete in JS: its references belong to a
+// gone environment and are left alone.
+void Drop(Op* op) {
+  op->cb.SuppressDestruct();
+  for (auto& p : op->pinned) p.SuppressDestruct();
+  delete op;
+}
+
+// The completions' finalizer, on the JS thread: after the thread released the
+// function (the normal end), or at teardown of the environment with the
+// channel open. Either way the thread stops and never touches `done` again.
+void DoneGone(Napi::Env, std::shared_ptr<Shared>* holder, std::nullptr_t*) {
+  std::shared_ptr<Shared> s = *holder;
+  delete holder;
+  std::lock_guard<std::mutex> l(s->lock);
+  s->done_gone = true;
+  s->closing = true;
+  s->cancelled = true;
+  s->stop = true;
+  s->wake.notify_one();
+}
 
 void ThreadMain(std::shared_ptr<Shared> s) {
   for (;;) {
@@ -186,13 +224,17 @@ void ThreadMain(std::shared_ptr<Shared> s) {
       op->amount = op->have;
       for (const auto& p : op->pieces) op->amount += p.second;  // a send: nothing of it sent
     } else if (op->kind == Op::kSend) {
-      RunSend(s->fd, op);
+      RunSend(s->fd, op, s->stop);
     } else {
-      RunRecv(s->fd, op);
+      RunRecv(s->fd, op, s->stop);
     }
-    s->done.NonBlockingCall(op);
+    std::lock_guard<std::mutex> l(s->lock);
+    if (s->done_gone || s->done.NonBlockingCall(op) != napi_ok) Drop(op);
   }
-  s->done.Release();
+  std::lock_guard<std::mutex> l(s->lock);
+  for (Op* op : s->queue) Drop(op);
+  s->queue.clear();
+  if (!s->done_gone) s->done.Release();
 }
 
 class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
@@ -209,7 +251,7 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     if (!RequireArgs(info, 1) || !RequireSize(info, 0, "fd", &fd)) return;
     s_ = std::make_shared<Shared>();
     s_->fd = static_cast<int>(fd);
-    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1);
+    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1, nullptr, DoneGone, new std::shared_ptr<Shared>(s_));
     s_->done.Unref(info.Env());  // only pending operations keep the process alive
     try {
       std::thread(ThreadMain, s_).detach();

@@ -8,6 +8,8 @@
  */
 import t from 'tap';
 import net from 'node:net';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
 import { NativeChannel, NativeIoError } from '../../src/transport/native-channel.js';
 
@@ -151,4 +153,38 @@ t.test('an operation refused before it is queued leaves the socket free to close
   b.destroy();
   await closed;
   t.pass('destroy() still closes the socket');
+});
+
+t.test('a worker that ends with a channel blocked in a read: its thread stops, the process goes on', async (t) => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const addon = path.resolve('build/Release/mfd.node');
+  // Plain CommonJS in the worker: the addon itself, no TypeScript loader there.
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const net = require('node:net');
+     const addon = require(workerData.addon);
+     const s = net.connect(workerData.port, '127.0.0.1', () => {
+       const ch = new addon.SocketChannel(s._handle.fd);
+       ch.recv(Buffer.alloc(64), 0, 32, 20, -1, () => {});
+       parentPort.postMessage('blocked');
+     });`,
+    { eval: true, workerData: { addon, port: (server.address() as net.AddressInfo).port } },
+  );
+  t.equal(await new Promise((r) => worker.once('message', r)), 'blocked');
+  const peer = await accepted;
+  const peerClosed = new Promise((r) => peer.once('close', r));
+  peer.on('error', () => {});
+  await worker.terminate();
+  await peerClosed;
+  // The orphaned read sees its fd go, finds its environment gone and stops without calling into it.
+  await new Promise((r) => setTimeout(r, 500));
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  a.write(packet(Buffer.from('still here')));
+  const buf = Buffer.alloc(100);
+  const got = await NativeChannel.attach(b, true)!.channel.recv(buf, 0, HS, SIZE_AT, 2000);
+  t.equal(buf.subarray(HS, got).toString(), 'still here', 'channels in this process still work');
 });
