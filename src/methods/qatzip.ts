@@ -7,8 +7,10 @@
  * emits what QAT hardware does: one member per 64 KiB of input, each carrying
  * QATzip's 24-byte 'QZ' extended header (src_sz, dest_sz), so a QATzip receiver
  * on real hardware decodes it. The members are made in the addon
- * (addon/qz_members.cc), by ISA-L's igzip where the zlib method would use it. Packets are self-contained. The receiver decodes
- * any number of members, plain gzip included, and checks the total size.
+ * (addon/qz_members.cc), by ISA-L's igzip where the zlib method would use it.
+ * Packets are self-contained. The receiver decodes any number of members,
+ * plain gzip included (by ISA-L when the addon has it, else Node's gunzip),
+ * and checks the total size.
  */
 import zlib from 'node:zlib';
 import { AccelError, ProtocolError } from '../errors.js';

@@ -47,11 +47,6 @@ export class NativeIoError extends Error {
   }
 }
 
-export interface RecvResult {
-  /** Bytes now in the buffer: fewer than a whole packet means the stream ended there. */
-  got: number;
-}
-
 export class NativeChannel {
   private pending = 0;
   private idle: (() => void)[] = [];
