@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { AuthError, ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
-import { endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
+import { afterPeerGrace, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { plainSecurity, socketError, type ChannelSecurity } from '../transport/security.js';
 import { NativeChannel, type NativeIoError } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
@@ -274,8 +274,8 @@ function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, 
     async end(): Promise<void> {
       await Promise.all(queued.splice(0));
       ch.close();
-      if (error) await new Promise<never>((_, reject) => setTimeout(() => reject(new ConnectionError('ERR_CHANNEL_CONNECTION', `${what}: ${error!.message}`)), PEER_REASON_GRACE_MS));
-      await endSocket(ch.socket, what).catch((e: unknown) => new Promise<never>((_, reject) => setTimeout(() => reject(e), PEER_REASON_GRACE_MS)));
+      if (error) await afterPeerGrace(new ConnectionError('ERR_CHANNEL_CONNECTION', `${what}: ${error.message}`));
+      await endSocket(ch.socket, what).catch(afterPeerGrace);
     },
   };
 }
@@ -293,7 +293,7 @@ function socketSink(socket: Socket, counters: ChannelCounters, what: string, pro
     },
     // A channel closed under us is often the receiver hanging up after telling
     // us why on the control channel: give that reason the same grace to win.
-    end: () => endSocket(socket, what).catch((e: unknown) => new Promise<never>((_, reject) => setTimeout(() => reject(e), PEER_REASON_GRACE_MS))),
+    end: () => endSocket(socket, what).catch(afterPeerGrace),
   };
 }
 

@@ -9,6 +9,11 @@ import { ConnectionError } from '../errors.js';
  */
 export const PEER_REASON_GRACE_MS = 250;
 
+/** Rejects with `e` once the peer's reason has had PEER_REASON_GRACE_MS to arrive and win. */
+export function afterPeerGrace(e: unknown): Promise<never> {
+  return new Promise((_, reject) => setTimeout(() => reject(e), PEER_REASON_GRACE_MS));
+}
+
 export function connect(host: string, port: number, timeoutMs: number, what: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port, noDelay: true });
