@@ -20,6 +20,7 @@ import type { BlockCounts } from './stream-layout.js';
 import { writeError } from './writer.js';
 import type { WriteGate } from '../write-gate.js';
 import type { OpenFile } from './target.js';
+import { BoundedPool } from '../bounded-pool.js';
 
 export interface MappedRamPlan {
   ramblocks: FileRamblock[];
@@ -165,9 +166,7 @@ export async function restoreMappedRam(r: MappedRamRestore): Promise<void> {
   const ps = h.pageSize;
   const zeroCrc = native.crc32c(new Uint8Array(ps));
   const perChunk = Math.max(1, RESTORE_CHUNK_BYTES / ps);
-  const buffers = Array.from({ length: RESTORE_PARALLEL }, () => new Uint8Array(RESTORE_CHUNK_BYTES));
-  const free = [...buffers];
-  const waiters: (() => void)[] = [];
+  const buffers = new BoundedPool(RESTORE_PARALLEL, () => new Uint8Array(RESTORE_CHUNK_BYTES));
   const inFlight = new Set<Promise<void>>();
   let failure: unknown = null;
 
@@ -186,17 +185,15 @@ export async function restoreMappedRam(r: MappedRamRestore): Promise<void> {
     if (present !== want) throw new VerifyError('ERR_FILE_BITMAP', `ram block "${b.name}": bitmap has ${present} pages present, the trailer counts ${want}`);
     for (let first = 0; first < pages; first += perChunk) {
       if (failure || r.failed()) break;
-      while (free.length === 0) await new Promise<void>((res) => waiters.push(res));
-      const buf = free.pop()!;
+      const buf = await buffers.acquire();
       const count = Math.min(perChunk, pages - first);
       const job = restoreChunk(r, b, target, map, first, count, buf, zeroCrc)
         .catch((e: unknown) => {
           failure ??= e;
         })
         .finally(() => {
-          free.push(buf);
           inFlight.delete(job);
-          waiters.shift()?.();
+          buffers.release(buf);
         });
       inFlight.add(job);
     }

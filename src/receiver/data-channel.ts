@@ -8,6 +8,7 @@
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
+import { BoundedPool } from '../bounded-pool.js';
 import { checkPacketHeader, decodePacketHeader, NEXT_PACKET_SIZE_OFFSET, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
 import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
@@ -35,33 +36,6 @@ export function readBuffersPerChannel(channels: number): number {
   return Math.max(1, Math.min(MAX_IN_FLIGHT + 1, Math.floor(MAX_PACKET_BUFFERS / Math.max(1, channels))));
 }
 
-/** One native reader's packet buffers: made as needed, at most `max`. */
-class PacketBuffers {
-  private readonly free: Buffer[] = [];
-  private readonly waiters: ((b: Buffer) => void)[] = [];
-  private made = 0;
-
-  constructor(
-    readonly size: number,
-    private readonly max: number,
-  ) {}
-
-  acquire(): Promise<Buffer> {
-    const b = this.free.pop();
-    if (b) return Promise.resolve(b);
-    if (this.made < this.max) {
-      this.made++;
-      return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  release(b: Buffer): void {
-    const w = this.waiters.shift();
-    if (w) w(b);
-    else this.free.push(b);
-  }
-}
 const EMPTY: Uint8Array[] = [];
 
 /**
@@ -214,7 +188,7 @@ export class DataChannel {
   private async readNative(ch: NativeChannel): Promise<void> {
     const hs = this.host.headerSize;
     const size = hs + this.host.check.maxPayload(this.host.check.pageCount);
-    const buffers = new PacketBuffers(size, this.host.readBuffers ?? MAX_IN_FLIGHT + 1);
+    const buffers = new BoundedPool(this.host.readBuffers ?? MAX_IN_FLIGHT + 1, () => Buffer.allocUnsafeSlow(size));
     try {
       for (;;) {
         if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));

@@ -21,7 +21,8 @@ import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
 import { ImageSource } from './image-source.js';
-import { SlabPool, type Slab } from './slab-pool.js';
+import { slabPool, type Slab } from './slab-pool.js';
+import type { BoundedPool } from '../bounded-pool.js';
 import { pageRuns } from './page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
@@ -119,7 +120,7 @@ export class SendPipeline {
   private packetNum = 0n;
   private doneBytes = 0;
   /** Packet buffers, shared by the channels (MAX_PACKETS_IN_FLIGHT). */
-  private readonly pool: SlabPool;
+  private readonly pool: BoundedPool<Slab>;
   private readonly logged = new Set<string>();
 
   private constructor(
@@ -135,7 +136,7 @@ export class SendPipeline {
     this.headerSize = packetHeaderSize(opts.pageSize);
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
     const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
-    this.pool = new SlabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
+    this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
   }
 
   /**
