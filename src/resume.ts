@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import { IoError } from './errors.js';
-import { native } from './native/load.js';
+import { analysePages } from './native/packet-io.js';
 import type { BlockDigest } from './digest.js';
 
 /** Pages read back per read() when digesting held pages. */
@@ -73,6 +73,7 @@ export function missingRuns(held: number[], pages: number): number[] {
 export async function digestRuns(fd: number, size: number, pageSize: number, runs: number[], digest: BlockDigest, what: string, stopped: () => boolean = () => false): Promise<void> {
   const buf = Buffer.alloc(Math.max(READ_BYTES - (READ_BYTES % pageSize), pageSize));
   const perRead = buf.length / pageSize;
+  const crc = new Uint32Array(perRead);
   for (let r = 0; r < runs.length; r += 2) {
     const end = runs[r]! + runs[r + 1]!;
     for (let page = runs[r]!; page < end; page += perRead) {
@@ -82,7 +83,9 @@ export async function digestRuns(fd: number, size: number, pageSize: number, run
       const want = Math.min(n * pageSize, size - pos);
       const got = await readFull(fd, buf, want, pos, what);
       buf.fill(0, got, n * pageSize);
-      for (let i = 0; i < n; i++) digest.add(page + i, native.crc32c(buf.subarray(i * pageSize, (i + 1) * pageSize)));
+      // One call per read for the read's CRCs, off the event loop (the transfer runs beside this).
+      await analysePages(buf, pageSize, n, null, crc);
+      for (let i = 0; i < n; i++) digest.add(page + i, crc[i]!);
     }
   }
 }
