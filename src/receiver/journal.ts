@@ -16,6 +16,7 @@ import { runPages } from '../resume.js';
 import { PageBitmap } from './page-bitmap.js';
 import { sidecarPath, type Output } from './output.js';
 import { badRun } from '../control/protocol.js';
+import { syncDirectory } from '../file/target.js';
 
 export const JOURNAL_FORMAT = 'mfd-journal';
 export const JOURNAL_VERSION = 1;
@@ -155,10 +156,7 @@ export class BlockJournal {
         await h.close();
       }
       await fs.promises.rename(tmp, this.file);
-      if (runs.length > 0) {
-        const dir = await fs.promises.open(path.dirname(this.file), 'r');
-        await dir.sync().finally(() => dir.close());
-      }
+      if (runs.length > 0) await syncDirectory(this.file);
     } catch (e) {
       this.dirty = true;
       await fs.promises.rm(tmp, { force: true });

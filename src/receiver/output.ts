@@ -59,8 +59,7 @@ export class Output {
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
       // temporary file goes now (an in-place target keeps its marker, as after any failure).
-      if (existing) out.closeQuietly();
-      else if (out.fd >= 0) await out.abort();
+      if (!existing && out.fd >= 0) await out.abort();
       out.closeQuietly();
       if (e instanceof IoError || e instanceof ResumeError) throw e;
       const err = e as NodeJS.ErrnoException;

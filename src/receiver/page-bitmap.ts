@@ -86,7 +86,7 @@ export class PageBitmap {
         }
       }
     }
-    close(Math.min(this.pages, Math.ceil(this.pages / CHUNK_PAGES) * CHUNK_PAGES));
+    close(this.pages);
     return runs;
   }
 
