@@ -22,6 +22,11 @@ inline void ThrowCode(Napi::Env env, const std::string& code, const std::string&
   e.ThrowAsJavaScriptException();
 }
 
+// A big-endian u32 (wire fields).
+inline uint32_t GetBe32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
 // Random-looking: at least 200 distinct byte values among the first 512
 // (uniform random bytes give about 221; text and machine code far fewer).
 // Deflate would spend its slowest path on such a page to gain nothing.

@@ -153,10 +153,6 @@ void PutBe32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v);
 }
 
-uint32_t GetBe32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
 /* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(6)) -> payload bytes written to out
    (out needs 4 x pages + pages x pageSize bytes) */
 Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {

@@ -19,12 +19,8 @@
 #include <cstring>
 #include <memory>
 
-#ifdef MFD_HAVE_ISAL
-#include <isa-l.h>
-#include <isa-l/igzip_lib.h>
-#endif
-
 #include "common.h"
+#include "isal.h"
 
 namespace mfd {
 namespace {
@@ -105,18 +101,17 @@ size_t DeflateZlib(const uint8_t* in, size_t n, int level, uint8_t* out, size_t 
 
 #ifdef MFD_HAVE_ISAL
 size_t DeflateIsal(const uint8_t* in, size_t n, int level, uint8_t* out, size_t cap) {
-  static const uint32_t kLevelBuf[] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
   thread_local std::unique_ptr<uint8_t[]> buf;
   thread_local int buf_level = -1;
   if (buf_level != level) {
-    buf.reset(new uint8_t[kLevelBuf[level]]);
+    buf.reset(new uint8_t[IsalLevelBufSize(level)]);
     buf_level = level;
   }
   isal_zstream s;
   isal_deflate_stateless_init(&s);
   s.level = static_cast<uint32_t>(level);
   s.level_buf = buf.get();
-  s.level_buf_size = kLevelBuf[level];
+  s.level_buf_size = IsalLevelBufSize(level);
   s.gzip_flag = IGZIP_DEFLATE;
   s.end_of_stream = 1;
   s.flush = NO_FLUSH;
@@ -142,7 +137,7 @@ Napi::Value JS_qzMembers(const Napi::CallbackInfo& info) {
   }
 #ifndef MFD_HAVE_ISAL
   if (isal_level != 0) {
-    ThrowCode(env, "ERR_QZ", "this build has no ISA-L (libisal-dev was not found when the addon was built)");
+    ThrowCode(env, "ERR_QZ", kNoIsal);
     return env.Undefined();
   }
 #endif
@@ -199,7 +194,7 @@ Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
   uint8_t* out = out_arr.Data();
   const size_t cap = out_arr.ByteLength();
   size_t at = 0, produced = 0;
-  auto s = std::make_unique<inflate_state>();
+  thread_local std::unique_ptr<inflate_state> s(new inflate_state);  // large; reset per member
   while (at < n) {
     isal_inflate_init(s.get());
     s->crc_flag = ISAL_GZIP;

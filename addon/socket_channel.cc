@@ -14,7 +14,7 @@
 // JS:
 //   const ch = new SocketChannel(fd)
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
-//     code 0 once every byte is in the kernel; else -errno, or -100002 when the
+//     code 0 once every byte is in the kernel; else -errno, or -100003 when the
 //     socket took nothing for timeoutMs; `left` bytes not sent.
 //   ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, cb(err, got, code))
 //     buf[0, have) is already filled. Reads until the header (headerSize
@@ -22,7 +22,7 @@
 //     uint32 at sizeOffset, as long as header and payload fit in buf (if not,
 //     stops after the header: the caller's header check reports it). `got` is
 //     the bytes now in buf; fewer than asked means the stream ended (code 0)
-//     or failed (code -errno; -100002: nothing arrived for timeoutMs).
+//     or failed (code -errno; -100003: nothing arrived for timeoutMs).
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
@@ -51,8 +51,9 @@ namespace {
 
 constexpr size_t kMaxIov = 64;  // pieces per sendmsg; more are sent in turns
 // The peer took or sent nothing for the operation's timeout (the kernel's own
-// ETIMEDOUT, e.g. from keepalive, stays a connection error).
-constexpr int64_t kStalled = -100002;
+// ETIMEDOUT, e.g. from keepalive, stays a connection error). After the addon's
+// other codes beyond errno: kShortRead, kBadPadding (packet_io.h), kShortWrite (file_io.h).
+constexpr int64_t kStalled = -100003;
 
 class SocketChannel;
 
@@ -140,17 +141,13 @@ void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
   op->amount = left;
 }
 
-uint32_t BigEndian32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
 void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
   size_t got = op->have;
   size_t want = op->header_size;
   for (;;) {
     if (got >= want) {
       if (want != op->header_size) break;  // the payload is in
-      const size_t packet = op->header_size + BigEndian32(op->buf + op->size_offset);
+      const size_t packet = op->header_size + GetBe32(op->buf + op->size_offset);
       if (packet > op->cap || packet == want) break;  // too big for buf (the header check says so), or no payload
       want = packet;
       continue;
@@ -357,12 +354,8 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
 };
 
 void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
+  if (env == nullptr) return Drop(op);  // the environment is going away: its references with it
   std::unique_ptr<Op> owned(op);
-  if (env == nullptr) {  // the environment is going away: its references with it
-    op->cb.SuppressDestruct();
-    for (auto& p : op->pinned) p.SuppressDestruct();
-    return;
-  }
   Napi::HandleScope scope(env);
   op->self->Finished(env);
   const double code = static_cast<double>(op->code);

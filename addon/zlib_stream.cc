@@ -22,12 +22,8 @@
 #include <string>
 #include <vector>
 
-#ifdef MFD_HAVE_ISAL
-#include <isa-l.h>
-#include <isa-l/igzip_lib.h>
-#endif
-
 #include "common.h"
+#include "isal.h"
 
 namespace mfd {
 namespace {
@@ -73,7 +69,6 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 
 #ifdef MFD_HAVE_ISAL
   void InitIsal(Napi::Env env) {
-    static const uint32_t kLevelBuf[] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
     if (inflate_) {
       inflater_ = std::make_unique<inflate_state>();
       isal_inflate_init(inflater_.get());
@@ -86,7 +81,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       }
       deflater_ = std::make_unique<isal_zstream>();
       isal_deflate_init(deflater_.get());
-      level_buf_.resize(kLevelBuf[level_]);
+      level_buf_.resize(IsalLevelBufSize(level_));
       deflater_->level = static_cast<uint32_t>(level_);
       deflater_->level_buf = level_buf_.data();
       deflater_->level_buf_size = static_cast<uint32_t>(level_buf_.size());
@@ -201,7 +196,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return true;
   }
 #else
-  void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", "this build has no ISA-L (libisal-dev was not found when the addon was built)"); }
+  void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", kNoIsal); }
   bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) { return false; }
   bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
 #endif

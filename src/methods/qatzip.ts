@@ -20,7 +20,7 @@ import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
-import { isalLevel } from './zlib.js';
+import { isalDeflateName, isalLevel } from './zlib.js';
 
 /** Input per member: QATzip's hardware buffer size (hw_buff_sz). */
 export const QZ_CHUNK = 64 * 1024;
@@ -62,7 +62,7 @@ function countSoftware(tally: PathTally, pages: number, reason: string): void {
  */
 function softwareEngine(level: number): { isalLevel: number; name: string } {
   const mapped = isalLevel(level);
-  return mapped !== null ? { isalLevel: mapped, name: `isa-l igzip ${native.isalVersion} (level ${level} -> isal ${mapped})` } : { isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
+  return mapped !== null ? { isalLevel: mapped, name: isalDeflateName(level, mapped) } : { isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
 }
 
 /** Bytes a payload of `bytes` input may take: a stored member's worst case is 42 bytes over its input. */

@@ -34,13 +34,17 @@ export function isalLevel(level: number): number | null {
   return native.isalVersion !== null ? (ISAL_LEVEL_FOR[level] ?? null) : null;
 }
 
+/** How a path names ISA-L deflating zlib's `level` at its level `mapped`. */
+export function isalDeflateName(level: number, mapped: number): string {
+  return `isa-l igzip ${native.isalVersion} (level ${level} -> isal ${mapped})`;
+}
+
 function zlibPath(level: number): string {
   const zlibName = `zlib ${native.zlibVersion}`;
   if (native.isalVersion === null) return `software: ${zlibName}`;
-  const isal = `isa-l igzip ${native.isalVersion}`;
   const mapped = isalLevel(level);
-  if (mapped !== null) return `software: ${isal} (level ${level} -> isal ${mapped})`;
-  return `software: ${zlibName} deflate (level ${level}: no isal level within 5%), ${isal} inflate`;
+  if (mapped !== null) return `software: ${isalDeflateName(level, mapped)}`;
+  return `software: ${zlibName} deflate (level ${level}: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`;
 }
 
 const options = [{ flag: 'zlib-level', key: 'level', min: 0, max: 9, default: 1, description: "zlib level (QEMU's multifd-zlib-level)" }];

@@ -30,10 +30,10 @@ export interface DsaQueueInfo {
 
 /**
  * A multifd channel's socket driven from a native thread (addon/socket_channel.cc).
- * Codes are 0 or -errno; the fd stays the JS socket's.
+ * Codes are 0, -errno, or -100003 (the operation's timeout passed without progress); the fd stays the JS socket's.
  */
 export interface SocketChannel {
-  /** Sends the pieces in order; `left` bytes were not sent when code < 0 (-ETIMEDOUT: nothing taken for timeoutMs). */
+  /** Sends the pieces in order; `left` bytes were not sent when code < 0 (-100003: nothing taken for timeoutMs). */
   send(pieces: Uint8Array[], timeoutMs: number, cb: (err: Error | null, code: number, left: number) => void): void;
   /** Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits); `got` bytes are in buf. */
   recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, cb: (err: Error | null, got: number, code: number) => void): void;

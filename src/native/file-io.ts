@@ -1,7 +1,6 @@
 /** Promise wrappers over the addon's positional file I/O (addon/file_io.cc): one call per buffer or packet. */
-import os from 'node:os';
 import { native } from './load.js';
-import { SHORT_READ } from './packet-io.js';
+import { errnoName, SHORT_READ } from './packet-io.js';
 
 /** addon/file_io.h: a write moved fewer bytes than asked (never retried). */
 export const SHORT_WRITE = -100002;
@@ -19,14 +18,12 @@ export class FileIoError extends Error {
   }
 }
 
-const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
-
 function io(fd: number, mode: 0 | 1 | 2, pieces: Uint8Array[], positions: ArrayLike<number>): Promise<void> {
   return new Promise((resolve, reject) => {
     native.positionalIo(fd, mode, pieces, Float64Array.from(positions), (err, r, [at, asked, moved]) => {
       if (err) return reject(err);
       if (r === 0) return resolve();
-      const code = r === SHORT_WRITE ? 'ESHORTWRITE' : r === SHORT_READ ? 'ESHORTREAD' : (errnoNames.get(-r) ?? `errno ${-r}`);
+      const code = r === SHORT_WRITE ? 'ESHORTWRITE' : r === SHORT_READ ? 'ESHORTREAD' : errnoName(-r);
       reject(new FileIoError(code, at, asked, moved));
     });
   });

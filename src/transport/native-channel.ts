@@ -21,7 +21,7 @@ import type { SocketChannel } from '../native/binding.js';
 import { errnoName } from '../native/packet-io.js';
 
 /** addon/socket_channel.cc: the peer took or sent nothing for the operation's timeout. */
-const STALLED = -100002;
+const STALLED = -100003;
 
 function ioError(op: 'read' | 'write', code: number, amount: number): NativeIoError {
   if (code === STALLED) return new NativeIoError('ESTALLED', `${op}: no progress within the timeout`, amount);
