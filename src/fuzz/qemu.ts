@@ -286,7 +286,7 @@ const mainMutation: fc.Arbitrary<MainMutation> = fc.oneof(
 const mainMutations = fc.oneof({ weight: 1, arbitrary: fc.constant([] as MainMutation[]) }, { weight: 8, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 3 }) });
 
 /** `m.main` after the mutations. */
-export function mutateMain(m: QemuMigration, muts: readonly MainMutation[]): Buffer {
+function mutateMain(m: QemuMigration, muts: readonly MainMutation[]): Buffer {
   let b = Buffer.from(m.main);
   for (const x of muts) {
     if (x.k === 'bytes') {
@@ -403,7 +403,7 @@ async function parseChecked(m: QemuMigration, bytes: Buffer, cuts: readonly numb
   return 'ok';
 }
 
-export async function qemuCorpus(): Promise<QemuMigration[]> {
+async function qemuCorpus(): Promise<QemuMigration[]> {
   const out: QemuMigration[] = [];
   for (const spec of QEMU_CORPUS) out.push(await buildQemuMigration(spec));
   return out;

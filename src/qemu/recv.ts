@@ -30,7 +30,7 @@ import type { Decoder } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC, ramblockFileName } from './format.js';
 import { MAX_DEVICE_STATE, StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
-import { DEVICE_STATE_FILE, MANIFEST_FILE, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
+import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
 
 const PAGE_SIZE = 4096;
 const MAX_IN_FLIGHT = 4;
@@ -83,7 +83,6 @@ class QemuMigration {
   private summary: MainSummary | null = null;
   private configuration: Buffer | null = null;
   private ramSection: RamSectionInfo | null = null;
-  private blockList: RamBlockInfo[] = [];
   readonly blocks = new Map<string, Block>();
   private readonly outputs: Output[] = [];
   private deviceState: Output | null = null;
@@ -200,7 +199,6 @@ class QemuMigration {
 
   private async setupBlocks(info: RamSectionInfo, list: RamBlockInfo[]): Promise<void> {
     this.ramSection = info;
-    this.blockList = list;
     const files = new Set([MANIFEST_FILE, DEVICE_STATE_FILE]);
     for (const b of list) {
       const file = ramblockFileName(b.name);
@@ -345,7 +343,7 @@ class QemuMigration {
     const dir = this.opts.outputDir;
     const counters = [...this.channels.values()].sort((a, b) => a.id - b.id).map((c) => c.counters);
     const manifest: QemuManifest = {
-      format: 'mfd-qemu-migration',
+      format: MANIFEST_FORMAT,
       version: 1,
       qemu: {
         version: null,
@@ -376,10 +374,8 @@ class QemuMigration {
         wireBytes: counters.reduce((a, c) => a + c.wireBytes, 0) + (this.mainBytes ?? 0),
       },
     };
-    for (const b of this.blockList) {
-      const blk = this.blocks.get(b.name)!;
-      manifest.ramblocks.push({ name: b.name, size: b.size, file: blk.file, sha256: await fileSha256(blk.output.writePath) });
-    }
+    // In the stream's order: the map was filled in it (names are unique, the parser refuses a repeat).
+    for (const b of this.blocks.values()) manifest.ramblocks.push({ name: b.name, size: b.size, file: b.file, sha256: await fileSha256(b.output.writePath) });
     if (this.settled) return; // failed (Ctrl-C) while hashing: the outputs are gone
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
     if (this.settled) return;
@@ -536,7 +532,7 @@ class MultifdChannel {
     c.normalPages += h.normalPages;
     c.zeroPages += h.zeroPages;
     const block = this.host.blocks.get(ramblockName(h))!;
-    const offsets = Array.from(h.offsets.subarray(0, pages));
+    const offsets = h.offsets; // this header's own array
     const normal = h.normalPages;
     if (normal > 0) this.decoder ??= this.host.decoder(this.id, this.host.method!);
     if (++this.inFlight >= MAX_IN_FLIGHT) this.sock.pause();

@@ -204,19 +204,17 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const hs = packetHeaderSize(ps);
     const perPacket = pageCount(ps);
     let packetNum = 0n;
-    const header = (flags: number, name: string, offsets: number[], normal: number, payloadBytes: number): Buffer =>
-      Buffer.from(
-        encodePacketHeader(new Uint8Array(hs), hs, {
-          flags,
-          pagesAlloc: perPacket,
-          normalPages: normal,
-          zeroPages: 0,
-          nextPacketSize: payloadBytes,
-          packetNum: packetNum++,
-          ramblock: Buffer.from(name, 'utf8'),
-          offsets,
-        }),
-      );
+    const header = (flags: number, name: string, offsets: number[], normal: number, payloadBytes: number): Uint8Array =>
+      encodePacketHeader(new Uint8Array(hs), hs, {
+        flags,
+        pagesAlloc: perPacket,
+        normalPages: normal,
+        zeroPages: 0,
+        nextPacketSize: payloadBytes,
+        packetNum: packetNum++,
+        ramblock: Buffer.from(name, 'utf8'),
+        offsets,
+      });
     /** A multifd sync: a SYNC packet on every channel, then (per-pass mode) the MULTIFD_FLUSH record on the main channel. */
     const sync = async (): Promise<void> => {
       if (channels.length === 0) return;
