@@ -17,6 +17,7 @@ import { PathTally } from '../accel/paths.js';
 import { connect } from '../transport/connect.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { encodePacketHeader } from '../wire/packet.js';
+import { native } from '../native/load.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import {
   QEMU_VM_FILE_MAGIC,
@@ -236,7 +237,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
 
     // PART: every page once.
     w.u8(QEMU_VM_SECTION_PART).u32(m.ramSection.sectionId);
-    const zero = Buffer.alloc(ps);
+    const isZero = new Uint8Array(perPacket);
     let current: string | null = null;
     let next = 0;
     /** Main-channel record header: the block name only when it changes (else CONTINUE). */
@@ -261,11 +262,13 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
           // A fresh buffer per packet: the socket holds on to the pages until they are written.
           const buf = Buffer.allocUnsafe(len);
           if (fs.readSync(fd, buf, 0, len, at) !== len) throw new IoError('ERR_SHORT_READ', `ramblock "${b.name}": ${file} is shorter than ${b.size} bytes`);
+          // One SIMD scan per packet; a partial last page (a block not made of whole pages) is never taken as zero.
+          native.scanZeroPages(buf, ps, Math.floor(len / ps), isZero.fill(0));
           const pages: Uint8Array[] = [];
           const offsets: number[] = [];
           for (let p = 0; p < len; p += ps) {
             const page = buf.subarray(p, p + ps);
-            if (page.equals(zero)) {
+            if (isZero[p / ps]) {
               record(b.name, at + p, RAM_SAVE_FLAG_ZERO);
               w.u8(0);
               result.zeroPages++;
