@@ -15,7 +15,7 @@
  */
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, IoError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
 import { PathTally } from '../accel/paths.js';
@@ -251,25 +251,16 @@ class QemuMigration {
       return;
     }
     const at = i * PAGE_SIZE;
-    try {
-      if (data) b.output.writeSync(data, at, PAGE_SIZE);
-      else if (fill !== 0) b.output.writeSync(Buffer.alloc(PAGE_SIZE, fill), at);
-      // A fresh output reads as zeros: only a page written before needs zeroing.
-      else if (prev >= 0) b.output.writeSync(this.zeros, at, PAGE_SIZE);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ramblock "${b.name}" to "${b.output.writePath}": ${err.message}`, e);
-    }
+    const what = `ramblock "${b.name}"`;
+    if (data) b.output.writeSync(what, data, at, PAGE_SIZE);
+    else if (fill !== 0) b.output.writeSync(what, Buffer.alloc(PAGE_SIZE, fill), at);
+    // A fresh output reads as zeros: only a page written before needs zeroing.
+    else if (prev >= 0) b.output.writeSync(what, this.zeros, at, PAGE_SIZE);
     b.epochs.set(i, epoch);
   }
 
   private writeDeviceState(chunk: Buffer): void {
-    try {
-      this.deviceState!.writeSync(chunk, null);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing the device state to "${this.deviceState!.writePath}": ${err.message}`, e);
-    }
+    this.deviceState!.writeSync('the device state', chunk, null);
   }
 
   private onMultifd(sock: net.Socket, peer: string, q: ByteQueue): void {

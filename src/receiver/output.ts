@@ -85,11 +85,17 @@ export class Output {
   /**
    * A synchronous write at `position` (null: at the file position, appending),
    * for a caller that orders its writes itself; none can be in flight at abort.
+   * A failure is an IoError naming `what` was written.
    */
-  writeSync(data: Uint8Array, position: number | null, length = data.length): void {
+  writeSync(what: string, data: Uint8Array, position: number | null, length = data.length): void {
     if (this.fd < 0) throw new IoError('ERR_FILE_CLOSED', `output for ram block "${this.name}": write after the migration stopped`);
     let done = 0;
-    while (done < length) done += fs.writeSync(this.fd, data, done, length - done, position === null ? null : position + done);
+    try {
+      while (done < length) done += fs.writeSync(this.fd, data, done, length - done, position === null ? null : position + done);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ${what} to "${this.writePath}": ${err.message}`, e);
+    }
   }
 
   /** Puts the file under its final name, after flushing it to disk when `sync` is set. */
