@@ -88,16 +88,14 @@ class Sink {
     private readonly interrupted: () => InterruptedError | null,
   ) {
     sock.on('error', (e) => (this.failed = e));
-    sock.on('close', () => {
-      this.closed = true;
-      this.failed ??= new Error('connection closed by the destination');
-    });
+    sock.on('close', () => (this.closed = true));
   }
 
   private check(): void {
     const stop = this.interrupted();
     if (stop) throw stop;
     if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${MISMATCH_HINT})`, {}, this.failed);
+    if (this.closed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: connection closed by the destination (${MISMATCH_HINT})`);
   }
 
   /** Resolves on `event` (or the socket's close); rejects after stallMs. */
@@ -132,9 +130,10 @@ class Sink {
   async finish(): Promise<void> {
     this.sock.end();
     if (!this.closed) await this.wait('close', 'the whole stream was sent, but the destination has not closed the connection');
+    // Closing is what the destination should do now; an error is not.
     const stop = this.interrupted();
     if (stop) throw stop;
-    if (this.failed && !/closed by the destination/.test(this.failed.message)) this.check();
+    if (this.failed) this.check();
   }
 }
 
@@ -220,6 +219,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const sync = async (): Promise<void> => {
       if (channels.length === 0) return;
       for (const c of channels) await c.write([header(MULTIFD_FLAG_SYNC, '', [], 0, 0)]);
+      result.multifdPackets += channels.length;
       if (m.syncMode === 'round') w.u64(RAM_SAVE_FLAG_MULTIFD_FLUSH);
     };
     const endSection = async (): Promise<void> => {
@@ -305,7 +305,6 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     for await (const chunk of fs.createReadStream(blob, { highWaterMark: 1 << 20 })) await main.write([chunk as Buffer]);
     for (const c of channels) c.sock.end();
     await main.finish();
-    result.multifdPackets += channels.length * 3;
     result.wireBytes = main.bytes + channels.reduce((a, c) => a + c.bytes, 0);
     result.totalTimeMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;
     return result;
