@@ -43,7 +43,7 @@ async function migrateAllInterfaces(t: Test, recvArgs: string[], sendArgs: strin
     });
     void exited.then(() => reject(new Error(err)));
   });
-  const s = await mfdAsync(['send', '--to', `127.0.0.1:${port}`, ...sendArgs, img]);
+  const s = await mfdAsync(t, ['send', '--to', `127.0.0.1:${port}`, ...sendArgs, img]);
   t.equal(s.status, 0, s.stderr);
   t.equal(await exited, 0, err);
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));

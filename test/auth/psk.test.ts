@@ -40,15 +40,15 @@ t.test('a sender with another key is refused (exit 10); the receiver logs it and
   fs.mkdirSync(out);
   const img = makeImage(path.join(work, 'vm.ram'), 2 << 20, 'mixed');
   const r = await recvProcess(t, ['--output', out, '--psk-file', keyFile]);
-  const wrong = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', pskFile(work, 'other'), '--json', img]);
+  const wrong = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', pskFile(work, 'other'), '--json', img]);
   t.equal(wrong.status, ExitCode.AUTH, wrong.stderr);
   t.match(wrong.stderr, /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver refused our proof: its key differs from --psk-file \[ERR_PSK_HANDSHAKE\]/);
   t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
-  const plain = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, img]);
+  const plain = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, img]);
   t.equal(plain.status, ExitCode.AUTH);
   t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file \[ERR_PSK_REQUIRED\]/);
   t.same(fs.readdirSync(out), [], 'nothing written for them');
-  const ok = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
+  const ok = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
   t.equal(ok.status, 0, ok.stderr);
   t.equal(await r.exited, 0, r.stderr());
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));

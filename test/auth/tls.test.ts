@@ -41,12 +41,12 @@ t.test('refused certificates: clear errors, exit 10, the receiver logs the peer 
   const to = ['send', '--to', `127.0.0.1:${r.port}`, '--channels', '2'];
 
   // The sender does not trust the receiver's CA.
-  const wrongCa = await mfdAsync([...to, ...tlsFlags(certs.send, certs.otherCa), img]);
+  const wrongCa = await mfdAsync(t, [...to, ...tlsFlags(certs.send, certs.otherCa), img]);
   t.equal(wrongCa.status, 10, wrongCa.stderr);
   t.match(wrongCa.stderr, /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: self-signed certificate in certificate chain \[ERR_TLS_SELF_SIGNED_CERT_IN_CHAIN\]/);
 
   // The receiver does not trust the sender's CA: it says so, and the sender reports it.
-  const stranger = await mfdAsync([...to, ...tlsFlags(certs.stranger, certs.ca), img]);
+  const stranger = await mfdAsync(t, [...to, ...tlsFlags(certs.stranger, certs.ca), img]);
   t.equal(stranger.status, 10, stranger.stderr);
   t.match(stranger.stderr, /the receiver refused the connection: TLS: the sender's certificate is refused: UNABLE_TO_VERIFY_LEAF_SIGNATURE \(not signed by --tls-ca\) \[ERR_TLS_PEER_CERTIFICATE\]/);
 
@@ -62,7 +62,7 @@ t.test('refused certificates: clear errors, exit 10, the receiver logs the peer 
 
   // None of them came near the outputs, and the receiver still takes a real migration.
   t.same(fs.readdirSync(out), []);
-  const ok = await mfdAsync([...to, ...tlsFlags(certs.send, certs.ca), img]);
+  const ok = await mfdAsync(t, [...to, ...tlsFlags(certs.send, certs.ca), img]);
   t.equal(ok.status, 0, ok.stderr);
   t.equal(await r.exited, 0, r.stderr());
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
@@ -76,12 +76,12 @@ t.test('a receiver certificate for another host name is refused by the sender (e
   const work = tmpdir(t);
   const img = makeImage(path.join(work, 'vm.ram'), 1 << 20, 'mixed');
   const r = await recvProcess(t, ['--output', work, ...tlsFlags(certs.otherName, certs.ca)]);
-  const s = await mfdAsync(['send', '--to', `127.0.0.1:${r.port}`, ...tlsFlags(certs.send, certs.ca), '--json', img]);
+  const s = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, ...tlsFlags(certs.send, certs.ca), '--json', img]);
   t.equal(s.status, 10);
   t.match(s.stderr, /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: Hostname\/IP does not match certificate's altnames: IP: 127\.0\.0\.1 is not in the cert's list/);
   t.match(JSON.parse(s.stdout), { status: 'failed', error: { code: 'ERR_TLS_CERT_ALTNAME_INVALID' } });
   // By name: "localhost" is in the receiver's certificate, "other.example" would be, 127.0.0.1 is not.
-  const byName = await mfdAsync(['send', '--to', `localhost:${r.port}`, ...tlsFlags(certs.send, certs.ca), img]);
+  const byName = await mfdAsync(t, ['send', '--to', `localhost:${r.port}`, ...tlsFlags(certs.send, certs.ca), img]);
   t.equal(byName.status, 10);
   t.match(byName.stderr, /Hostname\/IP does not match certificate's altnames: Host: localhost\. is not in the cert's altnames: DNS:other\.example|connect ECONNREFUSED/);
 });

@@ -5,12 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import type { Test } from 'tap';
-import { bin } from './files.js';
+import { mfd, mfdRecv } from './procs.js';
 import type { ChannelSecurity } from '../../src/transport/security.js';
 
 export interface KeyPair {
@@ -84,35 +84,16 @@ export function captureLogger(level = 'warn'): { logger: Logger; lines: Record<s
   return { logger: pino({ level }, sink), lines };
 }
 
-/** `mfd recv --listen 127.0.0.1:0 ARGS` as a process, resolved once it listens; killed at teardown. */
+/** `mfd recv --listen 127.0.0.1:0 ARGS` as a process (procs.ts), resolved once it listens; killed at teardown. */
 export async function recvProcess(t: Test, args: string[]): Promise<{ p: ChildProcess; port: number; exited: Promise<number | null>; stderr: () => string; stdout: () => string }> {
-  const p = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => p.kill('SIGKILL'));
-  let err = '';
-  let out = '';
-  p.stdout!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    p.stderr!.on('data', (d) => {
-      err += d;
-      const m = /listening on [^\s]+:(\d+)/.exec(err);
-      if (m) resolve(Number(m[1]));
-    });
-    void exited.then(() => reject(new Error(`recv exited early: ${err}`)));
-  });
-  return { p, port, exited, stderr: () => err, stdout: () => out };
+  const r = await mfdRecv(t, args);
+  return { p: r.p, port: r.port, exited: r.done.then((e) => e.code), stderr: r.stderr, stdout: r.stdout };
 }
 
-/** `mfd ARGS` as a process: exit code and output. */
-export function mfdAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('exit', (status) => resolve({ status, stdout, stderr }));
-  });
+/** `mfd ARGS` as a process (procs.ts): exit code and output. */
+export async function mfdAsync(t: Test, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await mfd(t, args).done;
+  return { status: code, stdout, stderr };
 }
 
 /**

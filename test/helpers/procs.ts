@@ -1,10 +1,7 @@
 /** `mfd` as a child process, for the fault tests: exit code, output, and when it exited. */
-import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-
-export const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
+import { bin } from './files.js';
 
 export interface Exit {
   code: number | null;
@@ -18,6 +15,7 @@ export interface Proc {
   p: ChildProcess;
   done: Promise<Exit>;
   stderr(): string;
+  stdout(): string;
   /** Resolves with the first match of `re` on stderr (rejects if the process exits first). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
 }
@@ -66,7 +64,7 @@ export function mfd(t: Test, args: string[]): Proc {
       watchers.add(check);
       check();
     });
-  return { p, done, stderr: () => stderr, waitFor };
+  return { p, done, stderr: () => stderr, stdout: () => stdout, waitFor };
 }
 
 /** Starts `mfd recv ARGS --listen 127.0.0.1:0`; resolves with its port once it listens. */
