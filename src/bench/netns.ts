@@ -19,7 +19,7 @@ import { formatRate } from './matrix.js';
 import type { Net, Side } from './net.js';
 import { which } from './proc.js';
 import { native } from '../native/load.js';
-import type { DelayLine, DelayLineStats } from '../native/binding.js';
+import type { DelayLine } from '../native/binding.js';
 
 export const SEND_ADDR = '198.18.0.1';
 export const RECV_ADDR = '198.18.0.2';
@@ -105,12 +105,11 @@ export function openShapedLink(link: LinkSpec): Net {
   const n = names(process.pid);
   let closed = false;
   let line: DelayLine | undefined;
-  let lineStats: DelayLineStats | undefined;
   const cleanup = (): void => {
     if (closed) return;
     closed = true;
     // Stops the forwarding thread; closing its file descriptors removes the TUN devices.
-    if (line) lineStats = line.close();
+    line?.close();
     // Deleting a namespace deletes the veth end in it, and so the pair.
     run('ip', ['netns', 'del', n.ns.send]);
     run('ip', ['netns', 'del', n.ns.recv]);
@@ -174,7 +173,8 @@ export function openShapedLink(link: LinkSpec): Net {
       return j[0]?.stats64?.rx?.bytes ?? NaN;
     },
     rxPrivate: true,
-    delayLine: () => (line && !closed ? line.stats() : lineStats),
+    // Still readable after close: the thread is joined, the counts final.
+    delayLine: () => line?.stats(),
     close: async () => cleanup(),
   };
 }
