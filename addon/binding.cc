@@ -83,7 +83,7 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
     if (!RequireUint32Array(info, 4, "crcOut", job->count)) return false;
     job->crc_out = info[4].As<Napi::Uint32Array>().Data();
   }
-  if (info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined() && !info[5].IsFunction()) {
+  if (info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined()) {
     if (!RequireBytes(info, 5, "holes", job->count)) return false;
     job->holes = info[5].As<Napi::Uint8Array>().Data();
   }
