@@ -77,6 +77,15 @@ export interface StreamsOptions {
   recv?: Partial<QemuRecvOptions>;
 }
 
+/** receiveQemu on a free loopback port, quiet: its port once it listens, and its result. */
+export async function listenQemu(o: Omit<QemuRecvOptions, 'host' | 'port' | 'logger' | 'onListening'>): Promise<{ port: number; result: ReturnType<typeof receiveQemu> }> {
+  let result!: ReturnType<typeof receiveQemu>;
+  const port = await new Promise<number>((resolve) => {
+    result = receiveQemu({ host: '127.0.0.1', port: 0, logger: silentLogger, ...o, onListening: (a: AddressInfo) => resolve(a.port) });
+  });
+  return { port, result };
+}
+
 /**
  * A receiveQemu on a free port fed hand-built streams: the multifd channels connect first (as
  * QEMU's do, before any page) with their init packets, the main channel is sent whole, then the
@@ -87,10 +96,7 @@ export async function receiveStreams(t: Test, main: Buffer, channels: Buffer[] =
   // A receiver still waiting for a source when the test ends is stopped.
   const stop = new AbortController();
   t.teardown(() => stop.abort('test ended'));
-  let result!: ReturnType<typeof receiveQemu>;
-  const port = await new Promise<number>((resolve) => {
-    result = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out, logger: silentLogger, timeoutMs: 5000, signal: stop.signal, ...o.recv, onListening: (a: AddressInfo) => resolve(a.port) });
-  });
+  const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 5000, signal: stop.signal, ...o.recv });
   result.catch(() => {});
   const open = (): Promise<net.Socket> =>
     new Promise((resolve) => {

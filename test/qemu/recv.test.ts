@@ -7,10 +7,7 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
-import { qemuMissing, launch, noneMachine, setMigration, migrateTo, waitMigration, type MigrationSetup } from '../helpers/qemu.js';
-import { receiveQemu } from '../../src/qemu/recv.js';
-import { silentLogger } from '../../src/log.js';
-import type { AddressInfo } from 'node:net';
+import { qemuMissing, launch, listenQemu, noneMachine, setMigration, migrateTo, waitMigration, type MigrationSetup } from '../helpers/qemu.js';
 
 const SIZE = 8 * 1024 * 1024;
 
@@ -19,10 +16,7 @@ async function run(t: Test, setup: MigrationSetup) {
   const image = makeImage(path.join(dir, 'image.ram'), SIZE, 'mixed', 7);
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
-  let result!: ReturnType<typeof receiveQemu>;
-  const port = await new Promise<number>((resolve) => {
-    result = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out, logger: silentLogger, timeoutMs: 20_000, onListening: (a: AddressInfo) => resolve(a.port) });
-  });
+  const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 20_000 });
   const vm = await launch(dir, 'src', noneMachine(image, SIZE));
   try {
     await setMigration(vm.qmp, setup);

@@ -7,10 +7,8 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
-import { qemuMissing, launch, q35Machine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
-import { receiveQemu } from '../../src/qemu/recv.js';
+import { qemuMissing, launch, listenQemu, q35Machine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
 import { sendQemu } from '../../src/qemu/replay.js';
 import { silentLogger } from '../../src/log.js';
 
@@ -21,10 +19,7 @@ t.test('q35: QEMU -> mfd recv --qemu -> mfd send --qemu -> QEMU', { skip: qemuMi
   const srcRam = makeImage(path.join(dir, 'src.ram'), SIZE, 'mixed', 3);
   const saved = path.join(dir, 'saved');
   fs.mkdirSync(saved);
-  let received!: ReturnType<typeof receiveQemu>;
-  const port = await new Promise<number>((resolve) => {
-    received = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: saved, logger: silentLogger, timeoutMs: 30_000, onListening: (a: AddressInfo) => resolve(a.port) });
-  });
+  const { port, result: received } = await listenQemu({ outputDir: saved, timeoutMs: 30_000 });
   const src = await launch(dir, 'src', q35Machine(srcRam, SIZE));
   t.teardown(() => src.quit());
   await setMigration(src.qmp, { channels: 2, compression: 'zstd' });

@@ -10,8 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from '../helpers/index.js';
-import { receiveStreams } from '../helpers/qemu.js';
-import { receiveQemu } from '../../src/qemu/recv.js';
+import { listenQemu, receiveStreams } from '../helpers/qemu.js';
 import { Writer } from '../../src/qemu/format.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
@@ -155,10 +154,7 @@ t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd p
   // Replay the saved directory into a second receiver, over 3 zstd channels and without multifd.
   for (const [channels, compression] of [[3, 'zstd'], [0, 'none']] as const) {
     const out2 = tmpdir(t);
-    let second!: ReturnType<typeof receiveQemu>;
-    const port = await new Promise<number>((resolve) => {
-      second = receiveQemu({ host: '127.0.0.1', port: 0, outputDir: out2, logger: silentLogger, timeoutMs: 5000, onListening: (a: AddressInfo) => resolve(a.port) });
-    });
+    const { port, result: second } = await listenQemu({ outputDir: out2, timeoutMs: 5000 });
     const sent = await sendQemu({ host: '127.0.0.1', port, dir: out, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
     const r2 = await second;
     t.equal(sent.zeroPages, 1, `${channels} channels: one zero page as a ZERO record`);
