@@ -15,6 +15,8 @@ import { leftoverLinks, netnsUnavailable } from '../helpers/netns.js';
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
 interface Ran {
+  /** The child's pid: the bench names its namespaces and devices after it. */
+  pid: number;
   status: number | null;
   stdout: string;
   stderr: string;
@@ -29,7 +31,7 @@ function mfd(args: string[], opts: { cmd?: string[] } = {}): Promise<Ran> {
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
     p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (status) => resolve({ status, stdout, stderr }));
+    p.on('close', (status) => resolve({ pid: p.pid!, status, stdout, stderr }));
   });
 }
 
@@ -138,7 +140,7 @@ t.test('a shaped link between two network namespaces', async (t) => {
   const run = recs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number } };
   t.ok(run.mfd.linkBytes >= run.mfd.wireBytes, "the veth's own counter saw at least mfd's wire bytes");
   t.ok(run.mfd.linkBytes < run.mfd.wireBytes * 1.2, 'and only this run (a private link): headers and ACKs add a little');
-  t.equal(leftoverLinks(), '', 'namespaces removed');
+  t.equal(leftoverLinks(r.pid), '', 'namespaces removed');
 
   // With a delay: TUN devices and the delay line (no netem needed), the output verified all the same.
   if (!fs.existsSync('/dev/net/tun')) return void t.skip('no /dev/net/tun here: the delay line needs TUN devices', () => {});
@@ -153,5 +155,5 @@ t.test('a shaped link between two network namespaces', async (t) => {
   t.ok(dl.delayLine.forward.bytes >= drun.mfd.wireBytes, 'the delay line forwarded them');
   t.equal(dl.delayLine.forward.dropped, 0, 'and dropped none');
   t.match(d.stderr, /Delay line: \d+ packets .*, 0 dropped, [\d.]+ CPU s in the bench process/);
-  t.equal(leftoverLinks(), '', 'namespaces and TUN devices removed');
+  t.equal(leftoverLinks(d.pid), '', 'namespaces and TUN devices removed');
 });

@@ -91,6 +91,6 @@ t.test('--link 200mbit,5ms: round trips of 10 ms, a transfer at the rate', async
 
   srv.kill();
   await net.close();
-  t.equal(leftoverLinks(), '', 'namespaces and TUN devices removed');
+  t.equal(leftoverLinks(process.pid), '', 'namespaces and TUN devices removed');
   t.equal(net.delayLine?.()?.forward.bytes, stats?.forward.bytes, 'the final counts stay readable after close');
 });

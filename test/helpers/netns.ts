@@ -13,9 +13,13 @@ export function netnsUnavailable(opts: { tun?: boolean } = {}): string | null {
   return null;
 }
 
-/** The bench's namespaces and devices (mfdb-PID-send, mfdbPIDs, ...) still present, for "removed" checks. */
-export function leftoverLinks(): string {
-  const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.match(/^mfdb-\d+-(send|recv)/gm) ?? [];
-  const devs = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout.match(/\bmfdb\d+[sr]\b/g) ?? [];
+/**
+ * The namespaces and devices made by the bench process `pid` (mfdb-PID-send, mfdbPIDs, ...) still
+ * present, for "removed" checks. Only that pid's: other test files make links of their own at the
+ * same time.
+ */
+export function leftoverLinks(pid: number): string {
+  const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.match(new RegExp(`^mfdb-${pid}-(send|recv)\\b`, 'gm')) ?? [];
+  const devs = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout.match(new RegExp(`\\bmfdb${pid}[sr]\\b`, 'g')) ?? [];
   return [...ns, ...devs].join(' ');
 }
