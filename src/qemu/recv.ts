@@ -259,6 +259,33 @@ class QemuMigration {
     b.epochs.set(i, epoch);
   }
 
+  /**
+   * A multifd packet's pages (`data`: the normal ones, in offset order), each
+   * applied as applyPage() would, with runs of adjacent normal pages written
+   * in one call (QEMU sends a block's dirty pages in order, so a packet is
+   * mostly one run).
+   */
+  applyPacket(b: Block, offsets: ArrayLike<number>, normal: number, pages: number, epoch: number, data: Uint8Array): void {
+    let run = -1; // first page of the run not yet written
+    const flush = (end: number): void => {
+      if (run < 0) return;
+      b.output.writeSync(`ramblock "${b.name}"`, data.subarray(run * PAGE_SIZE, end * PAGE_SIZE), offsets[run]!);
+      for (let j = run; j < end; j++) b.epochs.set(offsets[j]! / PAGE_SIZE, epoch);
+      run = -1;
+    };
+    for (let j = 0; j < normal; j++) {
+      if (b.epochs.get(offsets[j]! / PAGE_SIZE) > epoch) {
+        flush(j);
+        this.stalePages++;
+        continue;
+      }
+      if (run >= 0 && offsets[j] !== offsets[j - 1]! + PAGE_SIZE) flush(j);
+      if (run < 0) run = j;
+    }
+    flush(normal);
+    for (let j = normal; j < pages; j++) this.applyPage(b, offsets[j]! / PAGE_SIZE, epoch, null, 0);
+  }
+
   private writeDeviceState(chunk: Buffer): void {
     this.deviceState!.writeSync('the device state', chunk, null);
   }
@@ -529,9 +556,7 @@ class MultifdChannel {
     if (++this.inFlight >= MAX_IN_FLIGHT) this.sock.pause();
     Promise.resolve(normal > 0 ? this.decoder!.decode(payload, normal, h.packetNum) : EMPTY)
       .then((data) => {
-        const buf = data.length === 1 ? data[0]! : Buffer.concat(data);
-        for (let j = 0; j < normal; j++) this.host.applyPage(block, offsets[j]! / PAGE_SIZE, epoch, buf.subarray(j * PAGE_SIZE, (j + 1) * PAGE_SIZE), 0);
-        for (let j = normal; j < pages; j++) this.host.applyPage(block, offsets[j]! / PAGE_SIZE, epoch, null, 0);
+        this.host.applyPacket(block, offsets, normal, pages, epoch, data.length === 1 ? data[0]! : Buffer.concat(data));
       })
       .then(
         () => {

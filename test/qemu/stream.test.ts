@@ -92,6 +92,23 @@ t.test('multifd: stale data of an earlier pass arriving late loses to a later ZE
   t.equal(r.manifest.channels, 1);
 });
 
+t.test('multifd: a packet is written in runs of adjacent pages; a stale page inside a run splits it, and only it is kept out', async (t) => {
+  const w = start(mainStream(), 6);
+  eos(w); // sync 0
+  eos(part(w)); // sync 1: the packet below went over multifd in this section
+  zeroRec(part(w), 2, true); // p2 became zero in the next pass
+  eos(w); // sync 2
+  eos(end(w)); // sync 3
+  w.u8(0x00);
+  // Offsets 0 1 2 3 5 4: a run of four (p2 stale inside it), then a gap, then a step back.
+  const data = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5].map(page);
+  const ch = Buffer.concat([SYNC(), packet(0, [0, 1, 2, 3, 5, 4], data), SYNC(), SYNC(), SYNC()]);
+  const { result, out } = await receive(t, w.take(), [ch], 100);
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xa0), page(0xa1), page(0), page(0xa3), page(0xa5), page(0xa4)]));
+  t.equal(r.manifest.counts.stalePages, 1, 'only the stale page was kept out');
+});
+
 t.test('multifd: a channel missing a SYNC is a verification failure', async (t) => {
   const w = start(mainStream(), 1);
   eos(w);
