@@ -79,6 +79,30 @@ export class Qmp {
 
 export class QmpError extends Error {}
 
+/** What query-migrate answers, as far as mfd reads it. */
+export interface MigrateInfo {
+  status?: string;
+  'error-desc'?: string;
+  ram?: { transferred?: number };
+  'socket-address'?: { port?: string | number }[];
+}
+
+/** QEMU arguments for a `machine` whose RAM ("mem") is the file `memPath` (memory-backend-file, share=on), no default devices. */
+export function fileBackedRam(machine: string, memPath: string, size: number): string[] {
+  return ['-nodefaults', '-machine', `${machine},memory-backend=mem`, '-m', `${size}B`, '-object', `memory-backend-file,id=mem,size=${size},mem-path=${memPath},share=on`];
+}
+
+/** Turns the multifd capability on and sets `params` (multifd-channels, multifd-compression, ...). */
+export async function enableMultifd(q: Qmp, params: Record<string, unknown>): Promise<void> {
+  await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+  await q.cmd('migrate-set-parameters', params);
+}
+
+/** Lifts the source's max-bandwidth (bytes per second; QEMU 7.2's default, 128 MiB/s, throttles a migration). */
+export function unthrottle(q: Qmp): Promise<unknown> {
+  return q.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
+}
+
 /** Asks the QEMUs to quit over QMP, then makes sure they are gone (SIGTERM, SIGKILL after 5 s). */
 export async function quitQemus(qmps: Qmp[], procs: Proc[]): Promise<void> {
   for (const q of qmps.splice(0)) {

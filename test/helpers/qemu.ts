@@ -8,7 +8,7 @@ import { receiveQemu, type QemuRecvOptions } from '../../src/qemu/recv.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { tmpdir } from './index.js';
 import { start, which, sleep, type Proc } from '../../src/bench/proc.js';
-import { Qmp, QEMU, quitQemus } from '../../src/qemu/qmp.js';
+import { enableMultifd, fileBackedRam, Qmp, QEMU, quitQemus, unthrottle, type MigrateInfo } from '../../src/qemu/qmp.js';
 
 export const qemuMissing: string | false = which(QEMU) ? false : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`;
 
@@ -29,12 +29,12 @@ export async function launch(dir: string, name: string, args: string[]): Promise
 
 /** `-M none` with its RAM on a memory-backend-file (the image). */
 export function noneMachine(image: string, size: number): string[] {
-  return ['-nodefaults', '-machine', 'none,memory-backend=mem', '-m', `${size}B`, '-object', `memory-backend-file,id=mem,size=${size},mem-path=${image},share=on`];
+  return fileBackedRam('none', image, size);
 }
 
 /** A q35 machine, nothing attached, TCG, its RAM ("mem") on a memory-backend-file. */
 export function q35Machine(ramFile: string, size: number): string[] {
-  return ['-nodefaults', '-accel', 'tcg', '-machine', 'q35,memory-backend=mem', '-m', `${size}B`, '-object', `memory-backend-file,id=mem,size=${size},mem-path=${ramFile},share=on`];
+  return ['-accel', 'tcg', ...fileBackedRam('q35', ramFile, size)];
 }
 
 export interface MigrationSetup {
@@ -45,13 +45,7 @@ export interface MigrationSetup {
 
 export async function setMigration(q: Qmp, s: MigrationSetup): Promise<void> {
   if (s.channels === 0) return;
-  await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
-  await q.cmd('migrate-set-parameters', { 'multifd-channels': s.channels, 'multifd-compression': s.compression ?? 'none' });
-}
-
-interface MigrateInfo {
-  status?: string;
-  'error-desc'?: string;
+  await enableMultifd(q, { 'multifd-channels': s.channels, 'multifd-compression': s.compression ?? 'none' });
 }
 
 /** Polls query-migrate until `want` (or failed, or the time is up); returns the last status. */
@@ -66,7 +60,7 @@ export async function waitMigration(q: Qmp, want: string, timeoutMs = 30_000): P
 
 /** Starts the migration to tcp:127.0.0.1:port, bandwidth unthrottled. */
 export async function migrateTo(q: Qmp, port: number): Promise<void> {
-  await q.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
+  await unthrottle(q);
   await q.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
 }
 

@@ -12,18 +12,11 @@ import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
 import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
-import { Qmp, QmpError, quitQemus, QEMU } from '../../qemu/qmp.js';
+import { enableMultifd, fileBackedRam, Qmp, QmpError, quitQemus, unthrottle, QEMU, type MigrateInfo } from '../../qemu/qmp.js';
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
 
 /** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
 const QEMU_METHODS = new Set(['none', 'zlib', 'zstd', 'qpl', 'qatzip', 'uadk']);
-
-interface MigrateInfo {
-  status?: string;
-  'error-desc'?: string;
-  ram?: { transferred?: number };
-  'socket-address'?: { port?: string | number }[];
-}
 
 let versionCache: string | undefined;
 /** "7.2.22", from `qemu-system-x86_64 --version`. */
@@ -66,11 +59,7 @@ async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal
   const srcSock = path.join(workDir, 'qemu-src.qmp');
   for (const f of [out, dstSock, srcSock]) fs.rmSync(f, { force: true });
   syncDisks();
-  const machine = (mem: string): string[] => [
-    '-nodefaults', '-display', 'none', '-S',
-    '-machine', 'none,memory-backend=mem', '-m', `${imageBytes}B`,
-    '-object', `memory-backend-file,id=mem,size=${imageBytes},mem-path=${mem},share=on`,
-  ];
+  const machine = (mem: string): string[] => ['-display', 'none', '-S', ...fileBackedRam('none', mem, imageBytes)];
   const procs: Proc[] = [];
   const qmps: Qmp[] = [];
   const spawnQemu = (side: 'send' | 'recv', args: string[]): Proc => {
@@ -90,16 +79,14 @@ async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal
     const has = await qs.cmd<Record<string, unknown>>('query-migrate-parameters');
     if ('zero-page-detection' in has) params['zero-page-detection'] = cell.zeroPageDetection;
     for (const q of [qd, qs]) {
-      await q.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
       try {
-        await q.cmd('migrate-set-parameters', params);
+        await enableMultifd(q, params);
       } catch (e) {
         if (e instanceof QmpError) throw new PeerNotApplicable(`QEMU ${qemuVersion()} refused the parameters (${e.message})`);
         throw e;
       }
     }
-    // QEMU's default max-bandwidth (128 MiB/s in 7.2) throttles the migration; lift it (bytes per second).
-    await qs.cmd('migrate-set-parameters', { 'max-bandwidth': 1e12 });
+    await unthrottle(qs);
     await qd.cmd('migrate-incoming', { uri: `tcp:${link.recvAddr}:0` });
     const port = Number((await qd.cmd<MigrateInfo>('query-migrate'))['socket-address']?.[0]?.port);
     if (!port) throw new Error('QEMU destination: no listening port in query-migrate');
