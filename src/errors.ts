@@ -178,3 +178,34 @@ export function asMfdError(err: unknown): MfdError {
   }
   return new MfdError('ERR_INTERNAL', e.stack ?? e.message, ExitCode.INTERNAL, {}, { cause: e });
 }
+
+/**
+ * The failure of a run: the first one wins and is kept, later ones are
+ * answered with it. An abort of `signal` is a failure (InterruptedError).
+ * `onFirst` runs once, when the first failure is recorded (to tell the peer,
+ * to tear the connections down). dispose() stops listening to the signal.
+ */
+export class FirstFailure {
+  error: MfdError | null = null;
+  private readonly onAbort = (): void => void this.fail(new InterruptedError(String(this.signal?.reason ?? 'abort')));
+
+  constructor(
+    private readonly signal?: AbortSignal,
+    private readonly onFirst?: (e: MfdError) => void,
+  ) {
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** Records `e` unless a failure came first; returns the failure that stands. */
+  readonly fail = (e: unknown): MfdError => {
+    if (!this.error) {
+      this.error = asMfdError(e);
+      this.onFirst?.(this.error);
+    }
+    return this.error;
+  };
+
+  dispose(): void {
+    this.signal?.removeEventListener('abort', this.onAbort);
+  }
+}

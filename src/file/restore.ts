@@ -17,7 +17,7 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { IoError, MfdError, ProtocolError, asMfdError, InterruptedError } from '../errors.js';
+import { FirstFailure, IoError, MfdError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
@@ -154,13 +154,8 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
   const outputs: Output[] = [];
   const receivers: MethodReceiver[] = [];
   let compute: ComputePool | null = null;
-  let failure: MfdError | null = null;
-  const fail = (e: unknown): MfdError => {
-    failure ??= asMfdError(e);
-    return failure;
-  };
-  const onAbort = (): void => void fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const failure = new FirstFailure(opts.signal);
+  const fail = failure.fail;
   try {
     const env = await readEnvelope(f, f.size);
     const { header: h, trailer } = env;
@@ -196,14 +191,14 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
         decoder: (channel) => createDecoder({ channel, method, pageSize: h.pageSize, params, tally, compute: pool, receivers, fail }),
         onPages,
         fail,
-        failed: () => failure,
+        failed: () => failure.error,
       });
-      if (failure) throw failure;
+      if (failure.error) throw failure.error;
       records = channels.records;
       verifyChannels(channels.channels, trailer.packets);
     } else {
-      await restoreMappedRam({ file: f, header: h, trailer, blocks, inPlace: opts.inPlace ?? false, onPages, failed: () => failure !== null });
-      if (failure) throw failure;
+      await restoreMappedRam({ file: f, header: h, trailer, blocks, inPlace: opts.inPlace ?? false, onPages, failed: () => failure.error !== null });
+      if (failure.error) throw failure.error;
       // No packets in this layout: the pages read count as channel 0's.
       for (const b of trailer.blocks) {
         counters[0]!.normalPages += b.normalPages;
@@ -234,7 +229,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
     await Promise.allSettled(outputs.map((o) => o.abort()));
     throw err;
   } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
+    failure.dispose();
     for (const r of receivers) r.cleanup();
     await compute?.close();
     try {

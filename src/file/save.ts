@@ -15,7 +15,7 @@
  */
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { IoError, MfdError, UsageError, asMfdError, InterruptedError } from '../errors.js';
+import { FirstFailure, IoError, UsageError } from '../errors.js';
 import { SendPipeline, type PipelineOptions } from '../sender/pipeline.js';
 import { pwritePieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
@@ -70,13 +70,8 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
   let pipeline: SendPipeline | null = null;
   let file: OpenFile | null = null;
   const gate = new WriteGate(`migration file "${opts.target.path}"`);
-  let failure: MfdError | null = null;
-  const fail = (e: unknown): MfdError => {
-    failure ??= asMfdError(e);
-    return failure;
-  };
-  const onAbort = (): void => void fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const failure = new FirstFailure(opts.signal);
+  const fail = failure.fail;
   try {
     pipeline = await SendPipeline.open(opts);
     const p = pipeline;
@@ -128,8 +123,8 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
       await p.addChannel(id, (counters) => (plan ? mappedRamSink(f, gate, plan, bitmaps!, opts.pageSize, counters, counts) : streamSink(writer!, id, counters, counts)));
     }
 
-    await p.run(fail, () => failure);
-    if (failure) throw failure;
+    await p.run(fail, () => failure.error);
+    if (failure.error) throw failure.error;
 
     let dataEnd: number;
     let trailerOffset: number;
@@ -175,7 +170,7 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
   } catch (e) {
     throw fail(e);
   } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
+    failure.dispose();
     await gate.close();
     if (file) closeQuietly(file);
     await pipeline?.close();

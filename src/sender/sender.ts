@@ -9,7 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { AuthError, ConnectionError, MfdError, RemoteError, ResumeError, asMfdError, InterruptedError, ProtocolError } from '../errors.js';
+import { AuthError, ConnectionError, FirstFailure, MfdError, RemoteError, ResumeError, ProtocolError } from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { afterPeerGrace, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -54,27 +54,19 @@ export async function send(opts: SendOptions): Promise<SendResult> {
   const sockets: Socket[] = [];
   let pipeline: SendPipeline | null = null;
   let control: ControlChannel | null = null;
-  let failure: MfdError | null = null;
 
-  // First failure wins; everything else is torn down around it.
-  const fail = (e: unknown): MfdError => {
-    if (!failure) {
-      failure = asMfdError(e);
-      control?.send({ type: 'error', code: failure.code, message: failure.message });
-      for (const s of sockets) s.destroy();
-    }
-    return failure;
-  };
+  // First failure wins (an abort is one); everything else is torn down around it.
+  const failure = new FirstFailure(opts.signal, (e) => {
+    control?.send({ type: 'error', code: e.code, message: e.message });
+    for (const s of sockets) s.destroy();
+  });
+  const fail = failure.fail;
   // A dropped data channel is often the receiver hanging up after telling us
   // why on the control channel; give that reason a moment to arrive and win.
   const failSoon = (e: MfdError): void => {
     setTimeout(() => fail(e), PEER_REASON_GRACE_MS).unref();
   };
   const watch = new StallWatch(stallMs, (e) => fail(e));
-  const onAbort = (): void => {
-    fail(new InterruptedError(String(opts.signal?.reason ?? 'abort')));
-  };
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
     // Method, detector and hardware checks come first: nothing connects when they fail.
@@ -149,8 +141,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       });
     }
 
-    await p.run(fail, () => failure);
-    if (failure) throw failure;
+    await p.run(fail, () => failure.error);
+    if (failure.error) throw failure.error;
 
     const complete: ControlMessage = { type: 'complete', packets: p.packetCounts(), digests: p.digests() };
     control.onUnsolicited = null;
@@ -166,9 +158,9 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     throw fail(e);
   } finally {
     watch.stop();
-    opts.signal?.removeEventListener('abort', onAbort);
+    failure.dispose();
     await pipeline?.close();
-    for (const s of sockets) if (failure) s.destroy();
+    for (const s of sockets) if (failure.error) s.destroy();
   }
 }
 
