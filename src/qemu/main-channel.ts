@@ -96,20 +96,30 @@ export class StreamReader {
     w?.();
   }
 
+  /** Throws the connection's error, if it had one. */
+  private checkError(): void {
+    if (this.error) throw new ConnectionError('ERR_QEMU_MAIN_CONNECTION', `${this.where}: ${this.error.message}`, {}, this.error);
+  }
+
+  /** Waits for more bytes or the end, resuming a paused socket first. */
+  private async more(): Promise<void> {
+    if (this.paused) {
+      this.paused = false;
+      this.sock.resume();
+    }
+    await new Promise<void>((r) => (this.wake = r));
+  }
+
   private async fill(n: number, what: string): Promise<void> {
     while (this.queue.length < n) {
-      if (this.error) throw new ConnectionError('ERR_QEMU_MAIN_CONNECTION', `${this.where}: ${this.error.message}`, {}, this.error);
+      this.checkError();
       if (this.ended) {
         throw new ConnectionError(
           'ERR_QEMU_MAIN_TRUNCATED',
           `${this.where}: connection closed at byte ${this.offset + this.queue.length} in the middle of ${what} (received ${this.queue.length} of ${n} bytes)`,
         );
       }
-      if (this.paused) {
-        this.paused = false;
-        this.sock.resume();
-      }
-      await new Promise<void>((r) => (this.wake = r));
+      await this.more();
     }
   }
 
@@ -157,13 +167,9 @@ export class StreamReader {
         sink(b);
         continue;
       }
-      if (this.error) throw new ConnectionError('ERR_QEMU_MAIN_CONNECTION', `${this.where}: ${this.error.message}`, {}, this.error);
+      this.checkError();
       if (this.ended) return;
-      if (this.paused) {
-        this.paused = false;
-        this.sock.resume();
-      }
-      await new Promise<void>((r) => (this.wake = r));
+      await this.more();
     }
   }
 }
