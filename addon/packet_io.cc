@@ -85,7 +85,9 @@ size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_
 
 namespace {
 
-thread_local sigjmp_buf* t_guard = nullptr;
+// volatile: the signal handler reads it. A plain variable's store may be dropped or moved past
+// a call the compiler knows does not read it (memcpy), leaving that call unguarded.
+thread_local sigjmp_buf* volatile t_guard = nullptr;
 struct sigaction g_previous_sigbus;
 
 void OnSigbus(int, siginfo_t*, void*) {
@@ -135,6 +137,31 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
       [](void* p) -> int64_t {
         auto* x = static_cast<Args*>(p);
         return static_cast<int64_t>(AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out, x->holes));
+      },
+      &a);
+}
+
+int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count, const uint8_t* skip) {
+  struct Args {
+    uint8_t* dst;
+    const uint8_t* src;
+    size_t page_size, count;
+    const uint8_t* skip;
+  } a{dst, src, page_size, count, skip};
+  return RunGuarded(
+      [](void* p) -> int64_t {
+        auto* x = static_cast<Args*>(p);
+        for (size_t i = 0; i < x->count;) {
+          if (x->skip != nullptr && x->skip[i]) {
+            i++;
+            continue;
+          }
+          size_t j = i + 1;
+          while (j < x->count && (x->skip == nullptr || !x->skip[j])) j++;
+          memcpy(x->dst + i * x->page_size, x->src + i * x->page_size, (j - i) * x->page_size);
+          i = j;
+        }
+        return 0;
       },
       &a);
 }

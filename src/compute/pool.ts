@@ -55,7 +55,15 @@ export class ComputePool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // A worker busy in a native call (a packet at a slow level) stops only once that call returns,
+    // and a terminating worker does not keep the event loop alive: hold it open until all have
+    // exited, or the command ends with its close still pending.
+    const hold = setInterval(() => {}, 60_000);
+    try {
+      await Promise.all(this.workers.map((w) => w.terminate()));
+    } finally {
+      clearInterval(hold);
+    }
   }
 
   private failAll(e: Error): void {

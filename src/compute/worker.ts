@@ -11,6 +11,7 @@ import { ImageSource } from '../sender/image-source.js';
 import { MfdError } from '../errors.js';
 import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../sender/page-runs.js';
+import { copyPages } from '../native/packet-io.js';
 import type { FromWorker, PacketReply, ToWorker } from './messages.js';
 
 interface SendState {
@@ -63,7 +64,14 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         const zero = new Uint8Array(n);
         const crc = new Uint32Array(n);
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
-        const runs = pageRuns(pages, zero, m.pages, s.pageSize);
+        // The method reads the pages in user space, where a mapping of a file truncated meanwhile is
+        // SIGBUS, fatal to the process: it gets a copy made under the scan's guard (cache-warm).
+        let data = pages;
+        if (zeros < m.pages && pages.buffer !== s.slab?.buffer) {
+          data = s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE);
+          copyPages(data, pages, s.pageSize, m.pages, zero);
+        }
+        const runs = pageRuns(data, zero, m.pages, s.pageSize);
         const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
         const reply: PacketReply = { zeros, zero, crc, payload, paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() } };
         return { value: reply, transfer: transferable(payload) };
