@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, ExitCode, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
+import { ConnectionError, ExitCode, IoError, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
@@ -80,6 +80,13 @@ export interface RecvResult {
  * failure is the result.
  */
 export async function receive(opts: RecvOptions): Promise<RecvResult> {
+  if (opts.dumpStreams !== undefined) {
+    try {
+      fs.mkdirSync(opts.dumpStreams, { recursive: true });
+    } catch (e) {
+      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'MKDIR'}`, `--dump-streams: cannot create directory "${opts.dumpStreams}": ${(e as Error).message}`, e);
+    }
+  }
   // One listening socket for every attempt; its connections, once authenticated, go to the current one.
   let current: Migration | null = null;
   // Connections that arrive while a failed attempt cleans up (its last checkpoint flushes the
@@ -439,7 +446,7 @@ class Migration {
     const counters = this.counters[init.id]!;
     counters.wireBytes += INIT_PACKET_SIZE;
     const rest = q.take(q.length)!;
-    if (this.opts.dumpStreams) this.dump(init.id, sock, [raw, rest]);
+    if (this.opts.dumpStreams && !this.dump(init.id, sock, [raw, rest])) return;
     // A plain socket goes to a native reader (one read per packet, beside the event loop), which keeps the timeout itself.
     const attached = this.opts.dumpStreams ? null : NativeChannel.attach(sock, true);
     if (attached) sock.setTimeout(0);
@@ -449,13 +456,25 @@ class Migration {
     this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
   }
 
-  /** Tees a channel's bytes, as they crossed the wire, into DIR/channel-N.bin. */
-  private dump(channel: number, sock: net.Socket, first: Buffer[]): void {
+  /** Tees a channel's bytes, as they crossed the wire, into DIR/channel-N.bin; false after failing the migration on a write error. */
+  private dump(channel: number, sock: net.Socket, first: Buffer[]): boolean {
     const file = path.join(this.opts.dumpStreams!, `channel-${channel}.bin`);
-    const fd = fs.openSync(file, 'w');
-    for (const b of first) fs.writeSync(fd, b);
-    sock.on('data', (c: Buffer) => fs.writeSync(fd, c));
+    const io = (op: () => void): boolean => {
+      try {
+        op();
+        return true;
+      } catch (e) {
+        this.fail(new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'WRITE'}`, `--dump-streams: writing "${file}": ${(e as Error).message}`, e));
+        return false;
+      }
+    };
+    let fd = -1;
+    if (!io(() => (fd = fs.openSync(file, 'w')))) return false;
     sock.once('close', () => fs.closeSync(fd));
+    const write = (b: Buffer): boolean => io(() => fs.writeSync(fd, b));
+    if (!first.every(write)) return false;
+    sock.on('data', (c: Buffer) => void (this.settled || write(c)));
+    return true;
   }
 
   /** The channel's decoder: the method inline, or its state on the channel's compute worker. */

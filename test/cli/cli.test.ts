@@ -8,6 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { makeImage, sha256, tmpdir, RawSender } from '../helpers/index.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
+import { mfd, mfdRecv } from '../helpers/procs.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -174,4 +175,25 @@ t.test('a sender that vanishes mid-packet: the receiver exits 4 naming the chann
   t.comment(`fault: sender vanished mid-packet; receiver exit 4 after ${Math.round(performance.now() - goneAt)} ms`);
   t.match(r.stderr(), /channel 0: connection closed in the middle of a packet header|control channel .* closed/);
   t.same(fs.readdirSync(dir), []);
+});
+
+t.test('--dump-streams DIR: made when missing; one that cannot be made is refused before listening', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
+  const dumps = path.join(dir, 'dumps', 'today');
+  const recv = await mfdRecv(t, ['--output', out, '--dump-streams', dumps, '--no-progress']);
+  const s = await mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--channels', '2', img]).done;
+  const r = await recv.done;
+  t.equal(s.code, 0, s.stderr);
+  t.equal(r.code, 0, r.stderr);
+  t.same(fs.readdirSync(dumps).sort(), ['channel-0.bin', 'channel-1.bin'], 'the directory was made, a stream per channel');
+
+  fs.writeFileSync(path.join(dir, 'plain'), 'x');
+  const bad = run('recv', '--listen', '127.0.0.1:0', '--output', out, '--dump-streams', path.join(dir, 'plain', 'sub'), '--json');
+  t.equal(bad.status, 6, bad.stderr);
+  t.match(bad.stderr, /--dump-streams: cannot create directory ".*plain\/sub": ENOTDIR/);
+  t.notMatch(bad.stderr, /listening on/, 'refused before listening');
+  t.match(JSON.parse(bad.stdout), { status: 'failed', error: { code: 'ERR_ENOTDIR' } });
 });
