@@ -8,7 +8,8 @@ import path from 'node:path';
 import { ProtocolError, UsageError, VerifyError } from '../errors.js';
 import { BlockDigest } from '../digest.js';
 import { isSafeFileName } from '../image/ramblock.js';
-import { Output } from './output.js';
+import { Output, sidecarPath } from './output.js';
+import { journalPathFor } from './journal.js';
 import { PageBitmap } from './page-bitmap.js';
 import type { TargetBlock } from './data-channel.js';
 
@@ -52,13 +53,45 @@ export async function openTargets(
       throw new UsageError(`--output names ram block "${name}", but the sender sends ${ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`);
     }
   }
-  for (const b of ramblocks) {
-    const output = await Output.create(b.name, b.size, targetPath(b.name, o, where), o.inPlace, o.existing ?? false);
+  const finals = checkDistinctTargets(ramblocks.map((b) => ({ name: b.name, path: targetPath(b.name, o, where) })), where);
+  for (const [i, b] of ramblocks.entries()) {
+    const output = await Output.create(b.name, b.size, finals[i]!, o.inPlace, o.existing ?? false);
     outputs.push(output);
     const pages = Math.ceil(b.size / pageSize);
     // The declared size is the peer's word: the bitmap grows with the pages that arrive.
     blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
   }
+}
+
+/** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal and their replacements. */
+function sidecarsOf(finalPath: string): string[] {
+  const journal = journalPathFor(finalPath);
+  return [Output.tempPathFor(finalPath), sidecarPath(finalPath, '', '.mfd-partial'), journal, `${journal}.tmp`];
+}
+
+/**
+ * Refuses two ramblocks written to one file, or a ramblock written to a file
+ * that another's temporary file or journal uses (a block named
+ * ".a.mfd-journal" beside a block "a" would be deleted with a's journal).
+ * Returns the paths, in order.
+ */
+function checkDistinctTargets(targets: { name: string; path: string }[], where: string): string[] {
+  const owner = new Map<string, string>();
+  for (const t of targets) {
+    const p = path.resolve(t.path);
+    const other = owner.get(p);
+    if (other !== undefined) throw new UsageError(`${where}: ram blocks "${other}" and "${t.name}" would both be written to "${t.path}"`);
+    owner.set(p, t.name);
+  }
+  for (const t of targets) {
+    for (const side of sidecarsOf(path.resolve(t.path))) {
+      const other = owner.get(side);
+      if (other !== undefined) {
+        throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block "${other}" would be written to "${side}", which mfd uses beside ram block "${t.name}"'s output; map it elsewhere with --output NAME=PATH`);
+      }
+    }
+  }
+  return targets.map((t) => t.path);
 }
 
 /** Every channel got the packets the sender counted, the last one a SYNC. */

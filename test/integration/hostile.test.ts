@@ -187,6 +187,29 @@ t.test('hello that names an unsafe file name is refused', async (t) => {
   t.notOk(fs.existsSync(path.join(dir, '..', 'escape')));
 });
 
+t.test('hello whose ram block would be written over another block\'s journal or temporary file is refused; so are two blocks mapped to one file', async (t) => {
+  for (const name of ['.a.mfd-journal', '.a.mfd-partial', '.a.mfd-journal.tmp']) {
+    await t.test(name, async (t) => {
+      const dir = tmpdir(t);
+      const { port, result } = await startReceiver({ outputDir: dir });
+      result.catch(() => {});
+      const raw = new RawSender(port);
+      t.teardown(() => raw.close());
+      t.match(await raw.hello({ ramblocks: [{ name: 'a', size: 4096 }, { name, size: 4096 }] }), { type: 'error', code: 'ERR_HELLO_RAMBLOCK', message: new RegExp(`ram block "\\${name}" would be written to .*, which mfd uses beside ram block "a"'s output`) });
+      t.match(await rejection(result), { code: 'ERR_HELLO_RAMBLOCK' });
+      t.same(fs.readdirSync(dir), [], 'no output made');
+    });
+  }
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputMap: new Map([['a', path.join(dir, 'x')], ['b', path.join(dir, 'x')]]) });
+  result.catch(() => {});
+  const raw = new RawSender(port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ ramblocks: [{ name: 'a', size: 4096 }, { name: 'b', size: 4096 }] }), { type: 'error', message: /ram blocks "a" and "b" would both be written to ".*\/x"/ });
+  t.match(await rejection(result), { code: 'ERR_USAGE' });
+  t.same(fs.readdirSync(dir), []);
+});
+
 t.test('a receiver failure reaches the real sender as a RemoteError', async (t) => {
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'a.ram'), 1 << 20, 'mixed');
