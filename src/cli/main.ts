@@ -59,6 +59,10 @@ export function buildProgram(ctx: CommandContext): Command {
   return program;
 }
 
+function ignoreEpipe(e: NodeJS.ErrnoException): void {
+  if (e.code !== 'EPIPE') throw e;
+}
+
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[], io: { stdout?: (s: string) => void; stderr?: (s: string) => void } = {}): Promise<ExitCodeValue> {
   let printed = false;
@@ -68,6 +72,9 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     write(s);
   };
   const err = io.stderr ?? ((s: string) => process.stderr.write(s + '\n'));
+  // A reader that leaves early (`mfd ... | head -1`) is not the command's failure: its exit code stands.
+  if (!io.stdout) process.stdout.on('error', ignoreEpipe);
+  if (!io.stderr) process.stderr.on('error', ignoreEpipe);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => abort.abort(sig);
   process.once('SIGINT', onSignal);

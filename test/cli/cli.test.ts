@@ -197,3 +197,15 @@ t.test('--dump-streams DIR: made when missing; one that cannot be made is refuse
   t.notMatch(bad.stderr, /listening on/, 'refused before listening');
   t.match(JSON.parse(bad.stdout), { status: 'failed', error: { code: 'ERR_ENOTDIR' } });
 });
+
+t.test('a reader that leaves early (| head -1) does not turn a finished command into a crash', async (t) => {
+  const dir = tmpdir(t);
+  const p = spawn(process.execPath, [bin, 'gen-image', '--size', '1M', path.join(dir, 'x.ram')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  p.stdout.destroy(); // the read end closes before anything is written: the write fails with EPIPE
+  let err = '';
+  p.stderr.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((r) => p.on('close', r));
+  t.equal(code, 0, err);
+  t.notMatch(err, /EPIPE|Error/, 'no stack trace');
+  t.equal(fs.statSync(path.join(dir, 'x.ram')).size, 1 << 20, 'the work was done');
+});
