@@ -3,7 +3,7 @@
  * an error into an exit code (README, "Exit codes").
  */
 import { Command, CommanderError } from 'commander';
-import { ExitCode, MfdError, asMfdError, type ExitCodeValue } from '../errors.js';
+import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '../errors.js';
 import { createLogger, type Logger, type LogLevel } from '../log.js';
 import { formatStats, type RunStats } from '../stats.js';
 import { createProgress, type Progress } from './progress.js';
@@ -54,8 +54,11 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.addCommand(benchCommand(ctx));
-  program.exitOverride();
-  for (const c of program.commands) c.exitOverride();
+  // Commander's own usage errors in mfd's shape: "mfd send: error: ... [ERR_USAGE]".
+  for (const c of [program, ...program.commands]) {
+    const name = c === program ? 'mfd' : `mfd ${c.name()}`;
+    c.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: (.*?)\n?$/s, `${name}: error: $1 [ERR_USAGE]\n`)) });
+  }
   return program;
 }
 
@@ -106,7 +109,9 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version land here too; commander has already printed its message.
-      return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+      if (e.exitCode === 0) return ExitCode.OK;
+      if (json && !printed && e.code !== 'commander.help') out(JSON.stringify({ status: 'failed', error: new UsageError(e.message.replace(/^error: /, '')).toJSON() }));
+      return ExitCode.USAGE;
     }
     const me: MfdError = asMfdError(e);
     const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';

@@ -4,11 +4,12 @@ import { InvalidArgumentError, Option } from 'commander';
 import { LOG_LEVELS } from '../log.js';
 import { PAGE_SIZES } from '../wire/constants.js';
 
-export function intInRange(flag: string, min: number, max: number): (v: string) => number {
+/** A parser for an integer flag in min..max; `range` is how the message states the valid values. */
+export function intInRange(flag: string, min: number, max: number, range = `${min}..${max}`): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
     if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`Expected an integer in ${min}..${max} for ${flag} but received "${v}".`);
+      throw new InvalidArgumentError(`Expected an integer in ${range} for ${flag} but received "${v}".`);
     }
     return n;
   };

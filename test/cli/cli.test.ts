@@ -42,6 +42,14 @@ t.test('bad option values exit 2 with the valid range', async (t) => {
   const c = run('send', '--to', '127.0.0.1:1', '--compression', 'gzip', 'x');
   t.equal(c.status, 2);
   t.match(c.stderr, /Allowed choices are none/);
+  // Values commander itself refuses: the same shape as mfd's own usage errors, and JSON with --json.
+  const big = run('send', '--to', '127.0.0.1:1', '--channels', '300', '--json', 'x');
+  t.equal(big.status, 2);
+  t.match(big.stderr, /^mfd send: error: option '--channels <n>' argument '300' is invalid\. Expected an integer in 1\.\.255 \(0 only with --qemu\) for --channels but received "300"\. \[ERR_USAGE\]$/m);
+  t.match(JSON.parse(big.stdout), { status: 'failed', error: { code: 'ERR_USAGE', message: /argument '300' is invalid/ } });
+  const missing = run('recv', '--listen', '127.0.0.1:0', '--json');
+  t.equal(missing.status, 2);
+  t.match(JSON.parse(missing.stdout), { status: 'failed', error: { code: 'ERR_USAGE', message: /required option '--output/ } });
 });
 
 t.test('connection refused: exit 4, message on stderr, JSON failure on stdout', async (t) => {

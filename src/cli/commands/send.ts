@@ -66,7 +66,7 @@ export function sendCommand(ctx: CommandContext): Command {
     .argument('<image...>', 'image files, as PATH or NAME=PATH (with --qemu: the directory mfd recv --qemu wrote)')
     .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT)'))
     .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv, or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
-    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`).argParser(intInRange('--channels', 0, MAX_CHANNELS)).default(4))
+    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`).argParser(intInRange('--channels', 0, MAX_CHANNELS, `1..${MAX_CHANNELS} (0 only with --qemu)`)).default(4))
     .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
     .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
     .addOption(
