@@ -5,13 +5,23 @@
 set -euo pipefail
 mfd() { node "$(dirname "$0")/../bin/mfd.js" "$@"; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+recv=
+# On any exit, a receiver still waiting goes too, then the files.
+trap '[ -n "$recv" ] && kill "$recv" 2>/dev/null; rm -rf "$work"' EXIT
 mfd gen-image --size 64M --seed 7 "$work/vm1.ram"
 mfd gen-image --size 16M --profile text --seed 8 "$work/vram.bin"
 mkdir "$work/out"
-mfd recv --listen 127.0.0.1:4444 --output "$work/out" &
+# Port 0: the system picks a free one, and the receiver says which on stderr.
+mfd recv --listen 127.0.0.1:0 --output "$work/out" 2> >(tee "$work/recv.log" >&2) &
 recv=$!
-sleep 0.5
-mfd send --to 127.0.0.1:4444 --channels 8 "$work/vm1.ram" "vga.vram=$work/vram.bin"
+port=
+for _ in $(seq 100); do
+  port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$work/recv.log" 2>/dev/null | head -1)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "the receiver did not start listening" >&2; exit 1; }
+mfd send --to "127.0.0.1:$port" --channels 8 "$work/vm1.ram" "vga.vram=$work/vram.bin"
 wait "$recv"
+recv=
 cmp "$work/vm1.ram" "$work/out/vm1.ram" && cmp "$work/vram.bin" "$work/out/vga.vram" && echo "both ramblocks identical"
