@@ -15,8 +15,9 @@ mkdir "$work/out"
 mfd recv --listen 127.0.0.1:0 --output "$work/out" 2> >(tee "$work/recv.log" >&2) &
 recv=$!
 port=
+# (|| true: until the receiver has written its log, sed fails, and set -e would end the script.)
 for _ in $(seq 100); do
-  port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$work/recv.log" 2>/dev/null | head -1)
+  port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$work/recv.log" 2>/dev/null | head -1 || true)
   [ -n "$port" ] && break
   sleep 0.1
 done
