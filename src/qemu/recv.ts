@@ -410,7 +410,8 @@ class QemuMigration {
   fail(e: unknown): void {
     if (this.settled) return;
     const err = asMfdError(e);
-    this.log.error({ code: err.code, channel: err.channel }, err.message);
+    // At info: the command reports its failure once, as its last line.
+    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${err.message}`);
     this.settle();
     for (const s of this.sockets) s.destroy();
     // An output being created is not in `outputs` yet: abort it once it exists (createOutput does too).

@@ -12,7 +12,7 @@ import { ConnectionError, ExitCode, IoError, MfdError, ProtocolError, RemoteErro
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, type Complete, type Hello } from '../control/protocol.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, encodeFrame, type Complete, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -120,7 +120,7 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
         failure = err;
         if (waitMs <= 0 || !kept || err instanceof InterruptedError) throw err;
         const addr = server.address() as net.AddressInfo;
-        opts.logger.warn({ code: err.code }, `migration failed with its progress journal kept: waiting ${waitMs / 1000} s on ${addr.address}:${addr.port} for mfd send --resume`);
+        opts.logger.warn({ code: err.code }, `migration failed (${err.message}) with its progress journal kept: waiting ${waitMs / 1000} s on ${addr.address}:${addr.port} for mfd send --resume`);
       }
     }
   } finally {
@@ -256,8 +256,9 @@ class Migration {
 
   private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
     if (this.control) {
-      this.log.warn({ peer }, `second control connection from ${peer} refused`);
-      return void sock.destroy();
+      this.log.warn({ peer }, `second control connection from ${peer} refused: busy with migration ${this.hello?.uuid ?? '(hello not in yet)'}`);
+      // Told why, so that sender reports a busy receiver rather than a reset connection.
+      return void sock.end(encodeFrame({ type: 'error', code: 'ERR_BUSY', message: `busy with another migration (${this.hello?.uuid ?? 'starting'}), one at a time` }));
     }
     if (binding && binding.role !== 'control') return refuse(`control channel on a connection authenticated as multifd channel ${binding.channel}`);
     this.controlBinding = binding;
@@ -565,7 +566,9 @@ class Migration {
   private fail(e: unknown): void {
     if (this.settled) return;
     const err = asMfdError(e);
-    this.log.error({ code: err.code, channel: err.channel }, err.message);
+    // At info: the command reports its failure once, as its last line; a failure followed by a
+    // wait for a resume is logged at warn by receive(), with this message.
+    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${err.message}`);
     this.control?.send({ type: 'error', code: err.code, message: err.message });
     this.settle();
     for (const s of this.sockets) s.destroy();

@@ -210,6 +210,20 @@ t.test('hello whose ram block would be written over another block\'s journal or 
   t.same(fs.readdirSync(dir), []);
 });
 
+t.test('a second sender while a migration runs is told the receiver is busy (exit 7), and the first goes on', async (t) => {
+  const dir = tmpdir(t);
+  const { port, result } = await startReceiver({ outputDir: dir });
+  result.catch(() => {});
+  const first = new RawSender(port);
+  t.teardown(() => first.close());
+  t.match(await first.hello(), { type: 'ready' });
+  const img = makeImage(path.join(dir, 'b.ram'), 1 << 20, 'mixed');
+  const e = await rejection(send({ host: '127.0.0.1', port, images: [{ name: 'b.ram', path: img }], channels: 1, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', logger: silentLogger }));
+  t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /receiver failed: busy with another migration \(00112233-4455-6677-8899-aabbccddeeff\), one at a time/ });
+  first.control.socket.write(encodeFrame({ type: 'error', code: 'ERR_TEST', message: 'first sender gives up' }));
+  t.match(await rejection(result), { code: 'ERR_REMOTE', message: /first sender gives up/ }, 'the receiver was still the first sender\'s');
+});
+
 t.test('a receiver failure reaches the real sender as a RemoteError', async (t) => {
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'a.ram'), 1 << 20, 'mixed');
