@@ -50,7 +50,10 @@ export class ImageSource {
     try {
       fd = await new Promise<number>((resolve, reject) => fs.open(spec.path, 'r', (e, f) => (e ? reject(e) : resolve(f))));
     } catch (e) {
-      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `cannot open image "${spec.path}": ${(e as Error).message}`, e);
+      const code = (e as NodeJS.ErrnoException).code;
+      // "a/b=x" or "=x" is a path, not NAME=PATH: say so when no such file exists.
+      const hint = code === 'ENOENT' && spec.path.includes('=') ? ' (read as a path: in NAME=PATH the name must be non-empty and without "/")' : '';
+      throw new IoError(`ERR_${code ?? 'OPEN'}`, `cannot open image "${spec.path}": ${(e as Error).message}${hint}`, e);
     }
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {

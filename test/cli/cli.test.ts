@@ -82,6 +82,12 @@ t.test('missing image: exit 6', async (t) => {
   const r = run('send', '--to', '127.0.0.1:1', '/nonexistent/image.ram');
   t.equal(r.status, 6);
   t.match(r.stderr, /cannot open image "\/nonexistent\/image.ram"/);
+  t.notMatch(r.stderr, /NAME=PATH/, 'no hint for a plain path');
+  for (const spec of ['a/b=x.ram', '=x.ram']) {
+    const n = run('send', '--to', '127.0.0.1:1', spec);
+    t.equal(n.status, 6);
+    t.match(n.stderr, /read as a path: in NAME=PATH the name must be non-empty and without "\/"/, `${spec}: says why it was read as a path`);
+  }
 });
 
 t.test('gen-image is reproducible and mixed like memory', async (t) => {
