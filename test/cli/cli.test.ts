@@ -223,3 +223,20 @@ t.test('a reader that leaves early (| head -1) does not turn a finished command 
   t.notMatch(err, /EPIPE|Error/, 'no stack trace');
   t.equal(fs.statSync(path.join(dir, 'x.ram')).size, 1 << 20, 'the work was done');
 });
+
+t.test('an --output directory the receiver cannot write to is refused at start-up (exit 6), not when a sender arrives', async (t) => {
+  const dir = tmpdir(t);
+  const ro = path.join(dir, 'ro');
+  fs.mkdirSync(ro, { mode: 0o555 });
+  const asRoot = process.getuid?.() === 0;
+  // Root may write anywhere: run as user nobody, when this machine can.
+  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath];
+  if (asRoot && spawnSync('sh', ['-c', 'command -v setpriv']).status !== 0) return void t.skip('root, and no setpriv to drop it', () => {});
+  const exec = (args: string[]) => (asRoot ? spawnSync(nobody[0]!, [...nobody.slice(1), bin, ...args], { encoding: 'utf8', timeout: 60_000 }) : run(...args));
+  fs.chmodSync(dir, 0o755);
+  if (asRoot && exec(['--version']).status !== 0) return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
+  const r = exec(['recv', '--listen', '127.0.0.1:0', '--output', ro]);
+  t.equal(r.status, 6, r.stderr);
+  t.match(r.stderr, /--output ".*ro": cannot create files there: EACCES/);
+  t.notMatch(r.stderr, /listening on/);
+});

@@ -1,7 +1,7 @@
 /** `mfd recv`: listen for one migration and write its ramblocks to files. */
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
-import { UsageError } from '../../errors.js';
+import { IoError, UsageError } from '../../errors.js';
 import { receive } from '../../receiver/receiver.js';
 import { restoreFromFile } from '../../file/restore.js';
 import { parseFileUri } from '../../file/target.js';
@@ -70,6 +70,12 @@ export function recvCommand(ctx: CommandContext): Command {
       } else {
         if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
         if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
+        try {
+          fs.accessSync(spec, fs.constants.W_OK | fs.constants.X_OK);
+        } catch (e) {
+          // Found now, not once a sender has connected and sent its hello.
+          throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'ACCESS'}`, `--output "${spec}": cannot create files there: ${(e as Error).message}`, e);
+        }
         outputDir = spec;
       }
     }
