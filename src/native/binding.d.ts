@@ -101,8 +101,8 @@ export interface MfdBinding {
   analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null, holes?: Uint8Array | null): number;
   /**
    * Copies the pages of src not flagged in skip (null: every page) to the same places in dst, runs
-   * in one memcpy each. src may be a file mapping: a truncated file returns SHORT_READ instead of
-   * the SIGBUS that killing the process would be.
+   * in one memcpy each. src may be a file mapping: a file truncated under it returns SHORT_READ
+   * instead of raising SIGBUS, which would kill the process.
    */
   copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, pageCount: number, skip: Uint8Array | null): number;
   /** Where the file has data in [position, position+length): [start, end) pairs (lseek SEEK_DATA/SEEK_HOLE). */

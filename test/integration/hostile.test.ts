@@ -15,7 +15,7 @@ import { RawSender, rejection, startReceiver, tmpdir, makeImage, migrate } from 
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader, type PacketFields } from '../../src/wire/packet.js';
 import { MULTIFD_FLAG_SYNC } from '../../src/wire/constants.js';
-import { encodeFrame } from '../../src/control/protocol.js';
+import { encodeFrame, type Hello } from '../../src/control/protocol.js';
 import { BlockDigest } from '../../src/digest.js';
 import { native } from '../../src/native/load.js';
 import { MfdError, ExitCode } from '../../src/errors.js';
@@ -175,13 +175,19 @@ t.test('a digest that does not match the pages', async (t) => {
   await expectFailure(t, s, 'ERR_DIGEST', /ram block "ram0": digest of received pages [0-9a-f]{16}, expected 0123456789abcdef/, ExitCode.VERIFY);
 });
 
-t.test('hello that names an unsafe file name is refused', async (t) => {
-  const dir = tmpdir(t);
-  const { port, result } = await startReceiver({ outputDir: dir });
+/** A receiver, and a raw sender's hello to it: the reply, the receiver's result and the sender. */
+async function helloTo(t: Test, recv: Parameters<typeof startReceiver>[0], hello: Partial<Hello>) {
+  const { port, result } = await startReceiver(recv);
   result.catch(() => {});
   const raw = new RawSender(port);
   t.teardown(() => raw.close());
-  t.match(await raw.hello({ ramblocks: [{ name: '../escape', size: 4096 }] }), { type: 'error', code: 'ERR_HELLO_RAMBLOCK' });
+  return { reply: await raw.hello(hello), result, raw };
+}
+
+t.test('hello that names an unsafe file name is refused', async (t) => {
+  const dir = tmpdir(t);
+  const { reply, result } = await helloTo(t, { outputDir: dir }, { ramblocks: [{ name: '../escape', size: 4096 }] });
+  t.match(reply, { type: 'error', code: 'ERR_HELLO_RAMBLOCK' });
   t.match(await rejection(result), { code: 'ERR_HELLO_RAMBLOCK' });
   t.same(fs.readdirSync(dir), []);
   t.notOk(fs.existsSync(path.join(dir, '..', 'escape')));
@@ -191,32 +197,24 @@ t.test('hello whose ram block would be written over another block\'s journal or 
   for (const name of ['.a.mfd-journal', '.a.mfd-partial', '.a.mfd-journal.tmp']) {
     await t.test(name, async (t) => {
       const dir = tmpdir(t);
-      const { port, result } = await startReceiver({ outputDir: dir });
-      result.catch(() => {});
-      const raw = new RawSender(port);
-      t.teardown(() => raw.close());
-      t.match(await raw.hello({ ramblocks: [{ name: 'a', size: 4096 }, { name, size: 4096 }] }), { type: 'error', code: 'ERR_HELLO_RAMBLOCK', message: new RegExp(`ram block "\\${name}" would be written to .*, which mfd uses beside ram block "a"'s output`) });
+      const { reply, result } = await helloTo(t, { outputDir: dir }, { ramblocks: [{ name: 'a', size: 4096 }, { name, size: 4096 }] });
+      t.match(reply, { type: 'error', code: 'ERR_HELLO_RAMBLOCK', message: new RegExp(`ram block "\\${name}" would be written to .*, which mfd uses beside ram block "a"'s output`) });
       t.match(await rejection(result), { code: 'ERR_HELLO_RAMBLOCK' });
       t.same(fs.readdirSync(dir), [], 'no output made');
     });
   }
   const dir = tmpdir(t);
-  const { port, result } = await startReceiver({ outputMap: new Map([['a', path.join(dir, 'x')], ['b', path.join(dir, 'x')]]) });
-  result.catch(() => {});
-  const raw = new RawSender(port);
-  t.teardown(() => raw.close());
-  t.match(await raw.hello({ ramblocks: [{ name: 'a', size: 4096 }, { name: 'b', size: 4096 }] }), { type: 'error', message: /ram blocks "a" and "b" would both be written to ".*\/x"/ });
+  const { reply, result } = await helloTo(t, { outputMap: new Map([['a', path.join(dir, 'x')], ['b', path.join(dir, 'x')]]) }, { ramblocks: [{ name: 'a', size: 4096 }, { name: 'b', size: 4096 }] });
+  t.match(reply, { type: 'error', message: /ram blocks "a" and "b" would both be written to ".*\/x"/ });
   t.match(await rejection(result), { code: 'ERR_USAGE' });
   t.same(fs.readdirSync(dir), []);
 });
 
 t.test('a second sender while a migration runs is told the receiver is busy (exit 7), and the first goes on', async (t) => {
   const dir = tmpdir(t);
-  const { port, result } = await startReceiver({ outputDir: dir });
-  result.catch(() => {});
-  const first = new RawSender(port);
-  t.teardown(() => first.close());
-  t.match(await first.hello(), { type: 'ready' });
+  const { reply, result, raw: first } = await helloTo(t, { outputDir: dir }, {});
+  t.match(reply, { type: 'ready' });
+  const port = first.port;
   const img = makeImage(path.join(dir, 'b.ram'), 1 << 20, 'mixed');
   const e = await rejection(send({ host: '127.0.0.1', port, images: [{ name: 'b.ram', path: img }], channels: 1, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', logger: silentLogger }));
   t.match(e, { code: 'ERR_REMOTE', exitCode: ExitCode.REMOTE, message: /receiver failed: busy with another migration \(00112233-4455-6677-8899-aabbccddeeff\), one at a time/ });

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -71,13 +71,17 @@ t.test('ImageSource: mapped windows and the read tail give the file\'s bytes, ze
   t.pass('every packet matched the file');
 });
 
-t.test('a mapping whose file shrinks under the scan is an error, not a crash', async (t) => {
-  const dir = tmpdir(t);
-  const f = path.join(dir, 'img');
+/** A 1 MiB file of random bytes, open read-write and mapped whole. */
+function mappedFile(t: Test): { f: string; fd: number; ab: ArrayBuffer } {
+  const f = path.join(tmpdir(t), 'img');
   fs.writeFileSync(f, randomBytes(1 << 20));
   const fd = fs.openSync(f, 'r+');
   t.teardown(() => fs.closeSync(fd));
-  const ab = native.mapRange(fd, 0, 1 << 20);
+  return { f, fd, ab: native.mapRange(fd, 0, 1 << 20) };
+}
+
+t.test('a mapping whose file shrinks under the scan is an error, not a crash', async (t) => {
+  const { fd, ab } = mappedFile(t);
   fs.ftruncateSync(fd, 4096);
   const pages = new Uint8Array(ab);
   await t.rejects(analysePages(pages, 4096, 256, new Uint8Array(256), new Uint32Array(256)), { code: 'ESHORTREAD' });
@@ -95,12 +99,7 @@ t.test('copyPages: the unflagged pages to the same places; a mapping whose file 
   t.same(Buffer.from(dst), src, 'null: every page');
   t.throws(() => copyPages(dst, src, 4096, 7, null), /copyPages: buffers too small for pageCount pages/);
 
-  const dir = tmpdir(t);
-  const f = path.join(dir, 'img');
-  fs.writeFileSync(f, randomBytes(1 << 20));
-  const fd = fs.openSync(f, 'r+');
-  t.teardown(() => fs.closeSync(fd));
-  const ab = native.mapRange(fd, 0, 1 << 20);
+  const { f, fd, ab } = mappedFile(t);
   t.teardown(() => native.unmapRange(ab));
   const out = new Uint8Array(1 << 20);
   copyPages(out, new Uint8Array(ab), 4096, 256, null);
