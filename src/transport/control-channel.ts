@@ -72,7 +72,7 @@ export class ControlChannel {
           if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file');
           if (len > CONTROL_FRAME_MAX) {
             // Four printable bytes ("HTTP", "SSH-") are another protocol speaking: say which.
-            const text = /^[\x20-\x7e]{4}$/.test(lenBytes.toString('latin1')) ? `: the peer is not an mfd receiver (it sent "${lenBytes.toString('latin1')}...")` : '';
+            const text = /^[\x20-\x7e]{4}$/.test(lenBytes.toString('latin1')) ? `: the peer does not speak mfd's control protocol (it sent "${lenBytes.toString('latin1')}...")` : '';
             throw new ProtocolError('ERR_CONTROL_FRAME', `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}${text}`);
           }
           this.pendingLen = len;

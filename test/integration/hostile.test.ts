@@ -222,7 +222,7 @@ t.test('a second sender while a migration runs is told the receiver is busy (exi
   t.match(await rejection(result), { code: 'ERR_REMOTE', message: /first sender gives up/ }, 'the receiver was still the first sender\'s');
 });
 
-t.test('a peer that is not an mfd receiver (an HTTP server) is named as such', async (t) => {
+t.test('a peer that is not an mfd receiver (an HTTP server) is told apart from a bad frame', async (t) => {
   const dir = tmpdir(t);
   const http = net.createServer((c) => {
     c.on('error', () => {});
@@ -233,7 +233,7 @@ t.test('a peer that is not an mfd receiver (an HTTP server) is named as such', a
   const img = makeImage(path.join(dir, 'a.ram'), 1 << 20, 'mixed');
   const port = (http.address() as net.AddressInfo).port;
   const e = await rejection(send({ host: '127.0.0.1', port, images: [{ name: 'a.ram', path: img }], channels: 1, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', logger: silentLogger }));
-  t.match(e, { code: 'ERR_CONTROL_FRAME', exitCode: ExitCode.PROTOCOL, message: /frame of 1213486160 bytes received, expected at most 4194304: the peer is not an mfd receiver \(it sent "HTTP\.\.\."\)/ });
+  t.match(e, { code: 'ERR_CONTROL_FRAME', exitCode: ExitCode.PROTOCOL, message: /frame of 1213486160 bytes received, expected at most 4194304: the peer does not speak mfd's control protocol \(it sent "HTTP\.\.\."\)/ });
 });
 
 t.test('a receiver failure reaches the real sender as a RemoteError', async (t) => {
