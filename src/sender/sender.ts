@@ -110,11 +110,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     // And the control channel dropping is the failure to report, not the data channels it takes along.
     control.onFailure = (e) => fail(e);
 
+    // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
+    const shrunk = (code: string | undefined): MfdError | null => (code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null);
     for (let id = 0; id < opts.channels; id++) {
       const socket = await security.connect(opts.host, opts.port, timeout, `channel ${id}`, { uuid: uuidBytes, role: 'data', channel: id });
       sockets.push(socket);
-      // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
-      const shrunk = (code: string | undefined): MfdError | null => (code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null);
       socket.on('error', (e: NodeJS.ErrnoException) => {
         const s = shrunk(e.code);
         if (s) fail(s);
