@@ -1,6 +1,6 @@
 /** Shared option parsers: each refuses a bad value with the valid range in the message. */
 import { UsageError } from '../errors.js';
-import { InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { LOG_LEVELS } from '../log.js';
 import { PAGE_SIZES } from '../wire/constants.js';
 
@@ -69,4 +69,18 @@ export interface CommonOpts {
   json?: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
   progress: boolean;
+}
+
+/**
+ * Adds `--ALIAS` to `cmd` as another name of its option `target` (QEMU's
+ * parameter names: --multifd-channels for --channels): the same value parser
+ * and choices, hidden from --help, and the value lands under the target's key
+ * as if the target had been given.
+ */
+export function addAlias(cmd: Command, target: Option, alias: string): void {
+  const a = new Option(target.flags.replace(target.long!, `--${alias}`), `alias of ${target.long}`).hideHelp();
+  if (target.parseArg) a.argParser(target.parseArg);
+  if (target.argChoices) a.choices(target.argChoices);
+  cmd.addOption(a);
+  cmd.on(`option:${alias}`, () => cmd.setOptionValueWithSource(target.attributeName(), cmd.getOptionValue(a.attributeName()), 'cli'));
 }

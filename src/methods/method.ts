@@ -66,6 +66,8 @@ export interface MethodReceiver {
 export interface MethodOption {
   /** Long flag without the dashes, e.g. "zlib-level". */
   flag: string;
+  /** QEMU's migration parameter of the same meaning, accepted as an alias flag (e.g. "multifd-zlib-level"). */
+  qemu?: string;
   /** Key in MethodParams. */
   key: string;
   /** "int" (min..max) or "bool" (on|off on the command line, as QEMU's boolean parameters). */

@@ -27,7 +27,7 @@ export const QZ_CHUNK = 64 * 1024;
 
 const HARDWARE = 'Intel QAT through QATzip';
 const options: MethodOption[] = [
-  { flag: 'qatzip-level', key: 'level', min: 1, max: 9, default: 1, description: "qatzip level (QEMU's multifd-qatzip-level)" },
+  { flag: 'qatzip-level', qemu: 'multifd-qatzip-level', key: 'level', min: 1, max: 9, default: 1, description: "qatzip level (QEMU's multifd-qatzip-level)" },
   {
     flag: 'qatzip-sw-fallback',
     key: 'swFallback',

@@ -47,7 +47,7 @@ function zlibPath(level: number): string {
   return `software: ${zlibName} deflate (level ${level}: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`;
 }
 
-const options = [{ flag: 'zlib-level', key: 'level', min: 0, max: 9, default: 1, description: "zlib level (QEMU's multifd-zlib-level)" }];
+const options = [{ flag: 'zlib-level', qemu: 'multifd-zlib-level', key: 'level', min: 0, max: 9, default: 1, description: "zlib level (QEMU's multifd-zlib-level)" }];
 
 export const zlib: CompressionMethod = {
   name: 'zlib',

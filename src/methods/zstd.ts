@@ -15,7 +15,7 @@ import { lazyModule } from './lazy.js';
 
 const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
 
-const options = [{ flag: 'zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
+const options = [{ flag: 'zstd-level', qemu: 'multifd-zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
 
 /**
  * Largest window a channel's frame may ask the decoder to allocate: 2^25

@@ -7,7 +7,7 @@ import { restoreFromFile } from '../../file/restore.js';
 import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
-import { parseHostPort } from '../../transport/connect.js';
+import { parseTcpAddress } from '../destination.js';
 import { commonOptions, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
@@ -42,7 +42,7 @@ export function recvCommand(ctx: CommandContext): Command {
         'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
     )
     .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd'))
-    .option('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
+    .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
     .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
@@ -85,8 +85,7 @@ export function recvCommand(ctx: CommandContext): Command {
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
       if (o.listen === undefined) throw new UsageError('--qemu needs --listen HOST:PORT');
       if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
-      const at = parseHostPort(o.listen, '0.0.0.0');
-      if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+      const at = parseTcpAddress(o.listen, '--listen', '0.0.0.0');
       if (!isLoopback(at.host) && !o.insecure) {
         throw new UsageError(
           `refusing to listen on ${at.host} for a QEMU source without --insecure: a QEMU migration carries no authentication, so anyone who reaches the port could write files. ` +
@@ -127,8 +126,7 @@ export function recvCommand(ctx: CommandContext): Command {
       if (!o.json) ctx.out(formatFileSummary(file));
       return;
     }
-    const at = parseHostPort(o.listen!, '0.0.0.0');
-    if (!at) throw new UsageError(`Expected HOST:PORT for --listen but received "${o.listen}"`);
+    const at = parseTcpAddress(o.listen!, '--listen', '0.0.0.0');
     const security = loadSecurity(o, (m) => logger.warn(m));
     checkListenSecurity(at.host, security, o.insecure ?? false);
     const progress = ctx.progress('recv', o.progress);

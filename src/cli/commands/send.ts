@@ -3,14 +3,13 @@ import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
 import { saveToFile } from '../../file/save.js';
-import { isFileUri, parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { parseBlockSpecs } from '../../image/ramblock.js';
 import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
-import { parseHostPort } from '../../transport/connect.js';
+import { parseDestination } from '../destination.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { addAlias, commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { sendQemu } from '../../qemu/replay.js';
@@ -51,6 +50,10 @@ function methodParams(o: SendOpts): MethodParams {
 }
 
 export function sendCommand(ctx: CommandContext): Command {
+  const channelsOption = new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`)
+    .argParser(intInRange('--channels', 0, MAX_CHANNELS, `1..${MAX_CHANNELS} (0 only with --qemu)`))
+    .default(4);
+  const compressionOption = new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none');
   const cmd = new Command('send')
     .summary('send RAM images to a listening mfd recv')
     .description(
@@ -65,10 +68,9 @@ export function sendCommand(ctx: CommandContext): Command {
     )
     .argument('<image...>', 'image files, as PATH or NAME=PATH (with --qemu: the directory mfd recv --qemu wrote)')
     .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT)'))
-    .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv, or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
-    .addOption(new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`).argParser(intInRange('--channels', 0, MAX_CHANNELS, `1..${MAX_CHANNELS} (0 only with --qemu)`)).default(4))
-    .addOption(new Option('--multifd-channels <n>', 'alias of --channels').argParser(intInRange('--multifd-channels', 1, MAX_CHANNELS)).hideHelp())
-    .addOption(new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none'))
+    .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv (HOST:PORT or tcp:HOST:PORT), or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
+    .addOption(channelsOption)
+    .addOption(compressionOption)
     .addOption(
       new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none")
         .choices(listDetectors())
@@ -87,16 +89,20 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
     .addOption(new Option('--file-writer <kind>', 'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)').choices(['ring', 'per-packet']).default('ring').hideHelp());
+  addAlias(cmd, channelsOption, 'multifd-channels');
+  addAlias(cmd, compressionOption, 'multifd-compression');
   for (const { option } of allMethodOptions()) {
-    if (option.type === 'bool') {
-      cmd.addOption(new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`)));
-    } else {
-      cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
-    }
+    const opt =
+      option.type === 'bool'
+        ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`))
+        : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max));
+    cmd.addOption(opt);
+    if (option.qemu) addAlias(cmd, opt, option.qemu);
   }
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
-  cmd.action(async (images: string[], o: SendOpts & { multifdChannels?: number }) => {
-    const channels = o.multifdChannels ?? o.channels;
+  cmd.action(async (images: string[], o: SendOpts) => {
+    const channels = o.channels;
+    const dest = parseDestination(o.to, '--to', '127.0.0.1');
     if (o.qemu) {
       refuseWithQemu(
         cmd,
@@ -105,14 +111,11 @@ export function sendCommand(ctx: CommandContext): Command {
       );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
       if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
-      if (isFileUri(o.to)) throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
-      const src = cmd.getOptionValueSource('channels') === 'cli' || o.multifdChannels !== undefined;
-      if (!src) throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
-      const to = parseHostPort(o.to, '127.0.0.1');
-      if (!to) throw new UsageError(`Expected HOST:PORT for --to but received "${o.to}"`);
+      if (dest.kind === 'file') throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
+      if (cmd.getOptionValueSource('channels') !== 'cli') throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
       const r = await sendQemu({
-        host: to.host,
-        port: to.port,
+        host: dest.host,
+        port: dest.port,
         dir: images[0]!,
         channels,
         compression: o.compression,
@@ -138,12 +141,12 @@ export function sendCommand(ctx: CommandContext): Command {
       requireHardware: o.requireHardware ?? false,
       logger: ctx.logger(o.logLevel),
     });
-    if (o.resume && isFileUri(o.to)) throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
-    if (isFileUri(o.to)) {
+    if (o.resume && dest.kind === 'file') throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
+    if (dest.kind === 'file') {
       refuseSecurityOptions(o, 'a migration file (--to file:PATH) is written locally');
       const progress = ctx.progress('save', o.progress);
       const { stats, file } = await saveToFile({
-        target: parseFileUri(o.to, '--to'),
+        target: dest.target,
         mappedRam: o.mappedRam ?? false,
         directIo: o.directIo ?? false,
         writer: o.fileWriter === 'per-packet' ? 'per-packet' : {},
@@ -157,17 +160,15 @@ export function sendCommand(ctx: CommandContext): Command {
       return;
     }
     if (o.mappedRam || o.directIo) throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
-    const to = parseHostPort(o.to, '127.0.0.1');
-    if (!to) throw new UsageError(`Expected HOST:PORT or file:PATH for --to but received "${o.to}"`);
     const logger = ctx.logger(o.logLevel);
     const security = loadSecurity(o, (m) => logger.warn(m));
-    if (security.mode === 'none' && !isLoopback(to.host)) {
-      logger.warn(`sending to ${to.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`);
+    if (security.mode === 'none' && !isLoopback(dest.host)) {
+      logger.warn(`sending to ${dest.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`);
     }
     const progress = ctx.progress('send', o.progress);
     const { stats, receiver } = await send({
-      host: to.host,
-      port: to.port,
+      host: dest.host,
+      port: dest.port,
       ...pipeline(),
       connectTimeoutMs: o.connectTimeout,
       timeoutMs: o.timeout * 1000,
