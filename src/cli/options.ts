@@ -15,6 +15,39 @@ export function intInRange(flag: string, min: number, max: number, range = `${mi
   };
 }
 
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "500ms", "90s", "2m", "1h"; a bare number is seconds. Milliseconds, or null when it is not a duration. */
+export function parseDuration(v: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) return null;
+  return Math.round(Number(m[1]) * DURATION_UNITS_MS[m[2] ?? 's']!);
+}
+
+/** A duration in milliseconds as an option shows it: "10s", "500ms", "2m". */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0';
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms >= 60_000 * 2) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/**
+ * A parser for a duration flag in minMs..maxMs, to milliseconds: seconds by
+ * default, or with a suffix (ms, s, m, h), as every duration mfd takes.
+ */
+export function durationInRange(flag: string, minMs: number, maxMs: number): (v: string) => number {
+  return (v: string) => {
+    const ms = parseDuration(v);
+    if (ms === null || ms < minMs || ms > maxMs) {
+      // A bare number past the range was likely meant as milliseconds.
+      const hint = ms !== null && ms > maxMs && /^\d+$/.test(v.trim()) && Number(v) <= maxMs ? ` (a bare number is seconds: for milliseconds write ${v.trim()}ms)` : '';
+      throw new InvalidArgumentError(`Expected a duration in ${formatDuration(minMs)}..${formatDuration(maxMs)} for ${flag} (seconds, or with a suffix: 500ms, 90s, 2m, 1h) but received "${v}"${hint}.`);
+    }
+    return ms;
+  };
+}
+
 /** QEMU's boolean parameter values: on|off (also true|false, yes|no). */
 export function onOff(flag: string): (v: string) => boolean {
   return (v: string) => {

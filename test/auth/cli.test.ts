@@ -77,7 +77,7 @@ t.test('key and certificate flags are checked before anything connects or listen
   t.equal(both.status, 2);
   t.match(both.stderr, /give either --tls-cert\/--tls-key\/--tls-ca or --psk-file, not both/);
   const group = pskFile(dir, 'group', 32, 0o640);
-  const g = mfd('send', '--to', '127.0.0.1:1', '--psk-file', group, '--connect-timeout', '200', img);
+  const g = mfd('send', '--to', '127.0.0.1:1', '--psk-file', group, '--connect-timeout', '200ms', img);
   t.equal(g.status, 4, 'a group-readable key is used (with a warning)');
   t.match(g.stderr, /--psk-file \\".*group\\" is accessible to its group \(mode 640\)/);
 });
@@ -97,7 +97,7 @@ t.test('authentication flags where nothing connects are refused, and a plain sen
   t.equal(replay.status, 2);
   t.match(replay.stderr, /--psk-file cannot be used with --qemu/);
   // 192.0.2.1 (TEST-NET-1) is never routed: the connection times out after the warning.
-  const plain = mfd('send', '--to', '192.0.2.1:4444', '--connect-timeout', '200', img);
+  const plain = mfd('send', '--to', '192.0.2.1:4444', '--connect-timeout', '200ms', img);
   t.equal(plain.status, 4);
   t.match(plain.stderr, /sending to 192\.0\.2\.1 without authentication/);
 });

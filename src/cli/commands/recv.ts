@@ -8,7 +8,7 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName } from '../../image/ramblock.js';
 import { parseTcpAddress } from '../destination.js';
-import { commonOptions, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { commonOptions, durationInRange, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { receiveQemu } from '../../qemu/recv.js';
@@ -50,9 +50,13 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
     .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
     .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
-    .addOption(new Option('--timeout <seconds>', 'fail when a connected channel sends nothing for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
+    .addOption(new Option('--timeout <duration>', 'fail when a connected channel sends nothing for this long (seconds, or 500ms, 2m)').argParser(durationInRange('--timeout', 1, 86_400_000)).default(60_000, '60s'))
     .addOption(new Option('--no-journal', 'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)'))
-    .addOption(new Option('--resume-wait <seconds>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (0: exit at once)').argParser(intInRange('--resume-wait', 0, 86_400)).default(0))
+    .addOption(
+      new Option('--resume-wait <duration>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (seconds, or 500ms, 2m; 0: exit at once)')
+        .argParser(durationInRange('--resume-wait', 0, 86_400_000))
+        .default(0),
+    )
     .addOption(new Option('--insecure', 'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs'));
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -97,7 +101,7 @@ export function recvCommand(ctx: CommandContext): Command {
         port: at.port,
         outputDir,
         fsync: o.fsync ?? false,
-        timeoutMs: o.timeout * 1000,
+        timeoutMs: o.timeout,
         logger,
         onListening: (a) => ctx.listening(a.address, a.port),
         signal: ctx.signal,
@@ -140,9 +144,9 @@ export function recvCommand(ctx: CommandContext): Command {
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       ...(o.dumpStreams !== undefined ? { dumpStreams: o.dumpStreams } : {}),
       logger,
-      timeoutMs: o.timeout * 1000,
+      timeoutMs: o.timeout,
       journal: o.journal,
-      resumeWaitMs: o.resumeWait * 1000,
+      resumeWaitMs: o.resumeWait,
       requireHardware: o.requireHardware ?? false,
       security,
       onListening: (a) => ctx.listening(a.address, a.port),

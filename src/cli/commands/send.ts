@@ -9,7 +9,7 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseDestination } from '../destination.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { addAlias, commonOptions, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import { addAlias, commonOptions, durationInRange, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { sendQemu } from '../../qemu/replay.js';
@@ -83,8 +83,12 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--require-hardware', 'fail instead of falling back from a hardware path (IAA, QAT, DSA); the error names what is missing'))
     .addOption(pageSizeOption())
     .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
-    .addOption(new Option('--connect-timeout <ms>', 'give up connecting after this long').argParser(intInRange('--connect-timeout', 1, 3_600_000)).default(10_000))
-    .addOption(new Option('--timeout <seconds>', 'fail when the receiver takes no data on a channel, or does not answer on the control channel, for this long').argParser(intInRange('--timeout', 1, 86_400)).default(60))
+    .addOption(new Option('--connect-timeout <duration>', 'give up connecting after this long (seconds, or 500ms, 2m)').argParser(durationInRange('--connect-timeout', 1, 3_600_000)).default(10_000, '10s'))
+    .addOption(
+      new Option('--timeout <duration>', 'fail when the receiver takes no data on a channel, or does not answer on the control channel, for this long (seconds, or 500ms, 2m)')
+        .argParser(durationInRange('--timeout', 1, 86_400_000))
+        .default(60_000, '60s'),
+    )
     .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
@@ -171,7 +175,7 @@ export function sendCommand(ctx: CommandContext): Command {
       port: dest.port,
       ...pipeline(),
       connectTimeoutMs: o.connectTimeout,
-      timeoutMs: o.timeout * 1000,
+      timeoutMs: o.timeout,
       resume: o.resume ?? false,
       security,
       onProgress: (d, t) => progress.update(d, t),
