@@ -1,13 +1,34 @@
-/** pino logger on stderr; stdout is reserved for results (`--json`). */
-import { pino, type Logger } from 'pino';
+/**
+ * pino logger on stderr; stdout is reserved for results (`--json`). On a
+ * terminal the lines are plain text (pino-pretty); anywhere else (a file, a
+ * pipe, a log collector) one JSON object per line.
+ */
+import { createRequire } from 'node:module';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export function createLogger(level: LogLevel = 'info', name = 'mfd'): Logger {
-  return pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+/** The levels from most to least verbose: -v moves one step left of the chosen level, -q one step right. */
+const BY_VERBOSITY: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** `level` made `verbose` steps more verbose and `quiet` steps quieter, within trace..silent. */
+export function shiftLevel(level: LogLevel, verbose: number, quiet: number): LogLevel {
+  const i = BY_VERBOSITY.indexOf(level) - verbose + quiet;
+  return BY_VERBOSITY[Math.min(BY_VERBOSITY.length - 1, Math.max(0, i))]!;
+}
+
+/** Text lines for a person at a terminal: time, level, message (pino-pretty, loaded only then). */
+function prettyStderr(): DestinationStream {
+  const require = createRequire(import.meta.url);
+  const pretty = require('pino-pretty') as typeof import('pino-pretty');
+  return pretty({ destination: 2, sync: true, colorize: !process.env.NO_COLOR, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,name' });
+}
+
+export function createLogger(level: LogLevel = 'info', name = 'mfd', text = process.stderr.isTTY === true): Logger {
+  return pino({ name, level, base: { pid: process.pid } }, text ? prettyStderr() : pino.destination({ fd: 2, sync: true }));
 }
 
 /** A logger that drops everything (library use and tests). */

@@ -7,6 +7,7 @@ import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '
 import { createLogger, type Logger, type LogLevel } from '../log.js';
 import { formatStats, type RunStats } from '../stats.js';
 import { createProgress, type Progress } from './progress.js';
+import { settleCommonOptions } from './options.js';
 import { sendCommand } from './commands/send.js';
 import { recvCommand } from './commands/recv.js';
 import { genImageCommand } from './commands/gen-image.js';
@@ -54,6 +55,7 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.addCommand(benchCommand(ctx));
+  program.hook('preAction', (_, action) => settleCommonOptions(action, process.stderr.isTTY === true));
   // Commander's own usage errors in mfd's shape: "mfd send: error: ... [ERR_USAGE]".
   for (const c of [program, ...program.commands]) {
     const name = c === program ? 'mfd' : `mfd ${c.name()}`;

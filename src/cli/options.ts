@@ -1,7 +1,7 @@
 /** Shared option parsers: each refuses a bad value with the valid range in the message. */
 import { UsageError } from '../errors.js';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { LOG_LEVELS } from '../log.js';
+import { LOG_LEVELS, shiftLevel, type LogLevel } from '../log.js';
 import { PAGE_SIZES } from '../wire/constants.js';
 
 /** A parser for an integer flag in min..max; `range` is how the message states the valid values. */
@@ -58,12 +58,29 @@ export function onOff(flag: string): (v: string) => boolean {
   };
 }
 
+const count = (_: string, prev: number | undefined): number => (prev ?? 0) + 1;
+
 export function commonOptions(): Option[] {
   return [
     new Option('--json', 'print the final summary (or the failure) as one JSON object on stdout'),
-    new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(LOG_LEVELS).default('warn').env('MFD_LOG_LEVEL'),
-    new Option('--no-progress', 'no progress line (it only shows when stdout and stderr are terminals)'),
+    new Option('--log-level <level>', 'log level on stderr (text lines on a terminal, JSON lines otherwise)').choices(LOG_LEVELS).default('warn').env('MFD_LOG_LEVEL'),
+    new Option('-v, --verbose', 'log more: each -v one step past --log-level (from warn: -v info, -vv debug, -vvv trace)').argParser(count),
+    new Option('-q, --quiet', 'log less: each -q one step quieter than --log-level (from warn: -q errors only, -qq fatal, -qqq nothing); and no progress line unless --progress').argParser(count),
+    new Option('--progress', 'show the progress line on stderr even when it is not a terminal (one line a second)'),
+    new Option('--no-progress', 'no progress line (by default it shows whenever stderr is a terminal)'),
   ];
+}
+
+/**
+ * Settles what commonOptions() leave open, once, before a command runs:
+ * the log level after -v/-q, and whether the progress line shows (forced by
+ * --progress/--no-progress, else when stderr is a terminal and not -q).
+ */
+export function settleCommonOptions(cmd: Command, stderrIsTTY: boolean): void {
+  if (!cmd.options.some((o) => o.long === '--verbose')) return;
+  const o = cmd.opts<{ logLevel: LogLevel; verbose?: number; quiet?: number; progress?: boolean }>();
+  if (o.verbose || o.quiet) cmd.setOptionValue('logLevel', shiftLevel(o.logLevel, o.verbose ?? 0, o.quiet ?? 0));
+  if (o.progress === undefined) cmd.setOptionValue('progress', stderrIsTTY && !o.quiet);
 }
 
 export function pageSizeOption(): Option {
