@@ -27,8 +27,10 @@ export const ExitCode = {
   RESUME: 9,
   /** Authentication failed: a certificate or pre-shared key proof was refused, by us or by the peer. */
   AUTH: 10,
-  /** Interrupted by a signal (SIGINT/SIGTERM). */
+  /** Interrupted (SIGINT, Ctrl-C): 128 + 2, the shell's convention. */
   INTERRUPTED: 130,
+  /** Terminated (SIGTERM): 128 + 15. */
+  TERMINATED: 143,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -145,7 +147,7 @@ export class AuthError extends MfdError {
 
 export class InterruptedError extends MfdError {
   constructor(signal: string) {
-    super('ERR_INTERRUPTED', `interrupted by ${signal}`, ExitCode.INTERRUPTED);
+    super('ERR_INTERRUPTED', `interrupted by ${signal}`, signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED);
   }
 }
 
@@ -166,16 +168,17 @@ export class NativeLoadError extends MfdError {
 }
 
 /** Wraps anything thrown into an MfdError (an unknown error is a bug: INTERNAL). */
+const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+const FILE_CODES = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EIO', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EROFS', 'EDQUOT', 'EFBIG', 'EMFILE', 'ENFILE', 'ENAMETOOLONG', 'ELOOP', 'ENOTEMPTY', 'EBUSY', 'EXDEV']);
+
 export function asMfdError(err: unknown): MfdError {
   if (err instanceof MfdError) return err;
   const e = err instanceof Error ? err : new Error(String(err));
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH') {
-    return new ConnectionError(`ERR_${code}`, e.message, {}, e);
-  }
-  if (code === 'ENOENT' || code === 'EACCES' || code === 'ENOSPC' || code === 'EIO' || code === 'EISDIR' || code === 'EROFS' || code === 'EDQUOT') {
-    return new IoError(`ERR_${code}`, e.message, e);
-  }
+  if (code !== undefined && NETWORK_CODES.has(code)) return new ConnectionError(`ERR_${code}`, e.message, {}, e);
+  // Any other failed system call (a file that exists, a directory that does not, a full disk) is an
+  // I/O condition of this host, not a bug: exit 6 with the system's words.
+  if (code !== undefined && ((e as NodeJS.ErrnoException).syscall !== undefined || FILE_CODES.has(code))) return new IoError(`ERR_${code}`, e.message, e);
   return new MfdError('ERR_INTERNAL', e.stack ?? e.message, ExitCode.INTERNAL, {}, { cause: e });
 }
 

@@ -189,6 +189,35 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
   };
 }
 
+/**
+ * What this build of the addon compiled in, by engine: its library version, or
+ * why it is not there. QPL's and QATzip's versions come with their hardware
+ * probes (quick without the hardware); the probe's outcome is not reported here.
+ */
+export interface CompiledEngines {
+  zlib: string;
+  isal: string | null;
+  qpl: { version: string | null; reason: string };
+  qatzip: { version: string | null; reason: string };
+}
+
+export function compiledEngines(): CompiledEngines {
+  const qpl = native.qplHardwareOpen();
+  const qz = native.qatzipHardwareOpen(1);
+  return {
+    zlib: native.zlibVersion,
+    isal: native.isalVersion,
+    qpl: { version: qpl.version || null, reason: qpl.version ? '' : qpl.reason },
+    qatzip: { version: qz.version || null, reason: qz.version ? '' : qz.reason },
+  };
+}
+
+/** One line naming each engine and its version, or "not compiled". */
+export function formatEngines(e: CompiledEngines): string {
+  const v = (name: string, version: string | null): string => `${name} ${version ?? 'not compiled'}`;
+  return `engines: ${[v('zlib', e.zlib), v('isa-l', e.isal), v('qpl', e.qpl.version), v('qatzip', e.qatzip.version), 'dsa (x86-64 Linux)'].join(', ')}`;
+}
+
 export function formatAccel(r: AccelReport): string {
   const yes = (b: boolean): string => (b ? 'yes' : 'no');
   const wq = (w: WorkQueue): string => `    ${w.name} on ${w.device}: mode ${w.mode || '?'}, size ${w.size}, state ${w.state || '?'}, type ${w.type || '?'} (${w.path})`;

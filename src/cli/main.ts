@@ -2,7 +2,9 @@
  * CLI entry: builds the commands, runs one, and is the only place that turns
  * an error into an exit code (README, "Exit codes").
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { compiledEngines, formatEngines } from '../accel/report.js';
+import { MFD_VERSION } from '../version.js';
 import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '../errors.js';
 import { createLogger, type Logger, type LogLevel } from '../log.js';
 import { formatStats, type RunStats } from '../stats.js';
@@ -41,12 +43,13 @@ Exit codes:
   8    a hardware accelerator is missing, or fell back under --require-hardware
   9    resume refused: no progress journal, or it does not match the images
   10   authentication failed: a certificate or pre-shared key was refused
-  130  interrupted (SIGINT/SIGTERM)`;
+  130  interrupted (SIGINT, Ctrl-C)
+  143  terminated (SIGTERM)`;
 
 export function buildProgram(ctx: CommandContext): Command {
   const program = new Command('mfd')
     .description('Move RAM images between hosts as QEMU multifd packets over parallel TCP channels.')
-    .version('0.1.0')
+    .addOption(new Option('-V, --version', 'print the version and the engines this build compiled in'))
     .showHelpAfterError()
     .addHelpText('after', EXIT_CODES_HELP);
   program.addCommand(recvCommand(ctx));
@@ -55,6 +58,11 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.addCommand(benchCommand(ctx));
+  // Commander's .version() takes a fixed string; the engines are looked up only when asked.
+  program.on('option:version', () => {
+    ctx.out(`mfd ${MFD_VERSION}\n${formatEngines(compiledEngines())}\nnode ${process.version}`);
+    throw new CommanderError(0, 'commander.version', MFD_VERSION);
+  });
   program.hook('preAction', (_, action) => settleCommonOptions(action, process.stderr.isTTY === true));
   // Commander's own usage errors in mfd's shape: "mfd send: error: ... [ERR_USAGE]".
   for (const c of [program, ...program.commands]) {

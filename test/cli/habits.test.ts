@@ -8,6 +8,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import { commonOptions, durationInRange, formatDuration, parseDuration, settleCommonOptions } from '../../src/cli/options.js';
 import { shiftLevel } from '../../src/log.js';
 import { makeImage, tmpdir } from '../helpers/index.js';
+import { mfdRecv } from '../helpers/procs.js';
+import { asMfdError } from '../../src/errors.js';
+import { compiledEngines } from '../../src/accel/report.js';
 
 t.test('durations: seconds by default, ms/s/m/h suffixes', async (t) => {
   t.equal(parseDuration('10'), 10_000);
@@ -103,4 +106,54 @@ t.test('-v and -q shift --log-level one step each', async (t) => {
     { logLevel: 'warn', progress: true },
     { logLevel: 'warn', progress: true },
   ]);
+});
+
+t.test('SIGTERM exits 143, SIGINT 130', async (t) => {
+  for (const [sig, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+    const out = tmpdir(t);
+    const r = await mfdRecv(t, ['--output', out, '--json']);
+    r.p.kill(sig);
+    const e = await r.done;
+    t.equal(e.code, code, `${sig}: exit ${code}`);
+    t.match(e.stderr, new RegExp(`mfd recv: error: interrupted by ${sig} \\[ERR_INTERRUPTED\\]`));
+    t.match(JSON.parse(e.stdout), { status: 'failed', error: { code: 'ERR_INTERRUPTED' } });
+  }
+  const help = run('--help');
+  t.match(help.stdout, /130 +interrupted \(SIGINT, Ctrl-C\)\n +143 +terminated \(SIGTERM\)/);
+});
+
+t.test('expected conditions are not "a bug in mfd"', async (t) => {
+  const dir = tmpdir(t);
+  const file = path.join(dir, 'taken');
+  fs.writeFileSync(file, 'x');
+  const b = run('bench', '--out', file, '--size', '1M', '--peers', 'none', '--runs', '1', '--warmup', '0', '--compression', 'none', '--channels', '1', '--no-progress');
+  t.equal(b.status, 2, b.stderr);
+  t.match(b.stderr, /^mfd bench: error: --out ".*taken" exists and is not a directory/m);
+  t.notMatch(b.stderr, /a bug in mfd|\n\s+at /, 'no bug, no stack trace');
+  const done = path.join(dir, 'done');
+  fs.mkdirSync(done);
+  fs.writeFileSync(path.join(done, 'results.jsonl'), '{}\n');
+  const again = run('bench', '--out', done, '--size', '1M', '--peers', 'none', '--no-progress');
+  t.equal(again.status, 2);
+  t.match(again.stderr, /already holds results \(results\.jsonl\)/);
+  t.equal(fs.readFileSync(path.join(done, 'results.jsonl'), 'utf8'), '{}\n', 'earlier results untouched');
+  // Whatever system call fails on a file or directory is an I/O condition (exit 6), a network one a connection failure (exit 4).
+  const errno = (code: string, syscall: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: failed, ${syscall} '/x'`), { code, syscall });
+  t.match(asMfdError(errno('EEXIST', 'mkdir')), { code: 'ERR_EEXIST', exitCode: 6 });
+  t.match(asMfdError(errno('ENOTDIR', 'open')), { code: 'ERR_ENOTDIR', exitCode: 6 });
+  t.match(asMfdError(errno('ENOTFOUND', 'getaddrinfo')), { code: 'ERR_ENOTFOUND', exitCode: 4 });
+  t.match(asMfdError(new TypeError('x is undefined')), { code: 'ERR_INTERNAL', exitCode: 1 }, 'a programming error stays a bug');
+});
+
+t.test('--version comes from package.json and names the engines compiled in', async (t) => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(bin), '..', 'package.json'), 'utf8')) as { version: string };
+  const v = run('--version');
+  t.equal(v.status, 0);
+  const e = compiledEngines();
+  t.match(v.stdout, new RegExp(`^mfd ${pkg.version.replace(/\./g, '\\.')}\n`));
+  t.match(v.stdout, `zlib ${e.zlib}`);
+  t.match(v.stdout, `isa-l ${e.isal ?? 'not compiled'}`);
+  t.match(v.stdout, `qpl ${e.qpl.version ?? 'not compiled'}`);
+  t.match(v.stdout, `qatzip ${e.qatzip.version ?? 'not compiled'}`);
+  t.equal(run('-V').stdout, v.stdout);
 });

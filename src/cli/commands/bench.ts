@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
+import { UsageError } from '../../errors.js';
 import { parseBenchOptions, PEER_NAMES, type RawBenchOptions } from '../../bench/matrix.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
@@ -43,6 +44,12 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--no-progress', 'no progress lines on stderr'))
     .action(async (o: BenchOpts) => {
       const cfg = parseBenchOptions(o, listMethods(), listDetectors());
+      const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+      const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
+      // Before the first run, not after it: results are never written over, nor found unwritable an hour in.
+      const st = fs.statSync(outDir, { throwIfNoEntry: false });
+      if (st && !st.isDirectory()) throw new UsageError(`--out "${outDir}" exists and is not a directory: give a directory for the results`);
+      if (st && fs.existsSync(path.join(outDir, 'results.jsonl'))) throw new UsageError(`--out "${outDir}" already holds results (results.jsonl): give a new directory, or remove them`);
       // Loaded here, not at start-up: every `mfd send` the bench times starts this same CLI.
       const { runBench } = await import('../../bench/bench.js');
       const { charts, formatTargetLine, markdownReport } = await import('../../bench/report.js');
@@ -52,8 +59,6 @@ export function benchCommand(ctx: CommandContext): Command {
         const unavailable = linkUnavailable(cfg.link);
         if (unavailable) throw unavailable;
       }
-      const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
-      const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
       const jsonl = path.join(outDir, 'results.jsonl');
       const lines: string[] = [];
       const result = await runBench(cfg, {
