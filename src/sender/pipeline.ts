@@ -27,6 +27,7 @@ import { pageRuns } from './page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { RateLimiter } from './rate-limit.js';
 
 /** Packets read ahead of the one being written, per channel. */
 const PIPELINE_DEPTH = 2;
@@ -53,6 +54,8 @@ export interface PipelineOptions {
   /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
   threads?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Bytes per second for the whole migration, all channels together (QEMU's max-bandwidth); 0 or absent: no limit. */
+  maxBandwidth?: number;
 }
 
 /** One image being sent as a ramblock. */
@@ -123,6 +126,8 @@ export class SendPipeline {
   private readonly pool: BoundedPool<Slab>;
   private readonly logged = new Set<string>();
 
+  private readonly limiter: RateLimiter | null;
+
   private constructor(
     private readonly opts: PipelineOptions,
     readonly method: CompressionMethod,
@@ -137,6 +142,7 @@ export class SendPipeline {
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
     const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
     this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
+    this.limiter = opts.maxBandwidth ? new RateLimiter(opts.maxBandwidth) : null;
   }
 
   /**
@@ -342,13 +348,13 @@ export class SendPipeline {
       if (!p) break;
       const prepared = await p;
       if (failed()) return;
-      await this.writePacket(ch, prepared);
+      await this.writePacket(ch, prepared, failed);
     }
     await this.writeSync(ch);
     await ch.sink.end();
   }
 
-  private async writePacket(ch: PipelineChannel, { job, slab, zeros, zero, crc, payload, release }: Prepared): Promise<void> {
+  private async writePacket(ch: PipelineChannel, { job, slab, zeros, zero, crc, payload, release }: Prepared, failed: () => MfdError | null): Promise<void> {
     const ps = this.opts.pageSize;
     const normal = job.pages - zeros;
     const offsets = new Array<number>(job.pages);
@@ -379,6 +385,7 @@ export class SendPipeline {
     c.zeroPages += zeros;
     this.doneBytes += Math.min(job.pages * ps, job.block.source.size - job.offset);
     this.opts.onProgress?.(this.doneBytes, this.totalBytes);
+    await this.limiter?.take(slab.header.length + size, failed);
     await ch.sink.write({
       pieces: [slab.header, ...chunks],
       payloadBytes: size,

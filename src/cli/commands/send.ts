@@ -1,10 +1,11 @@
 /** `mfd send`: stream images to a listening `mfd recv`. */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
 import { saveToFile } from '../../file/save.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { parseBlockSpecs } from '../../image/ramblock.js';
+import { parseSize } from '../../image/generate.js';
 import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import { parseDestination } from '../destination.js';
@@ -31,7 +32,17 @@ interface SendOpts extends CommonOpts, SecurityOpts {
   mappedRam?: boolean;
   directIo?: boolean;
   fileWriter: 'ring' | 'per-packet';
+  maxBandwidth: number;
   [methodOption: string]: unknown;
+}
+
+/** --max-bandwidth: bytes per second, with QEMU's binary K, M, G suffixes (qemu_strtosz). */
+function bandwidth(v: string): number {
+  try {
+    return parseSize(v);
+  } catch {
+    throw new InvalidArgumentError(`Expected bytes per second (with an optional K, M or G suffix) for --max-bandwidth but received "${v}".`);
+  }
 }
 
 /** commander's key for a long flag: zlib-level -> zlibLevel. */
@@ -89,6 +100,11 @@ export function sendCommand(ctx: CommandContext): Command {
         .argParser(durationInRange('--timeout', 1, 86_400_000))
         .default(60_000, '60s'),
     )
+    .addOption(
+      new Option('--max-bandwidth <bytes/s>', "at most this many bytes a second for the whole migration, all channels together (QEMU's max-bandwidth; K, M, G suffixes, binary; 0: no limit)")
+        .argParser(bandwidth)
+        .default(0, 'no limit'),
+    )
     .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
@@ -110,7 +126,7 @@ export function sendCommand(ctx: CommandContext): Command {
     if (o.qemu) {
       refuseWithQemu(
         cmd,
-        { mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
+        { maxBandwidth: '--max-bandwidth', mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
@@ -144,6 +160,7 @@ export function sendCommand(ctx: CommandContext): Command {
       accelPaths: o.accelPath ?? [],
       requireHardware: o.requireHardware ?? false,
       logger: ctx.logger(o.logLevel),
+      maxBandwidth: o.maxBandwidth,
     });
     if (o.resume && dest.kind === 'file') throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
     if (dest.kind === 'file') {
