@@ -39,6 +39,15 @@ export interface ErrorPlace {
   packetNum?: bigint | number;
 }
 
+/** An error as --json prints it. */
+export interface ErrorJson {
+  name: string;
+  code: string;
+  message: string;
+  channel?: number;
+  packetNum?: number;
+}
+
 export class MfdError extends Error {
   readonly code: string;
   readonly exitCode: ExitCodeValue;
@@ -54,7 +63,7 @@ export class MfdError extends Error {
     this.packetNum = place.packetNum;
   }
 
-  toJSON(): Record<string, unknown> {
+  toJSON(): ErrorJson {
     return {
       name: this.name,
       code: this.code,

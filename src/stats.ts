@@ -91,6 +91,52 @@ export function buildStats(
   };
 }
 
+/** QEMU's query-migrate `ram` block, by QEMU's names, for what mfd measures the same way. */
+export interface QemuRamInfo {
+  /** Bytes on the wire (QEMU: all bytes transferred). */
+  transferred: number;
+  /** Image bytes. */
+  total: number;
+  /** Always 0 in a completed migration. */
+  remaining: number;
+  /** Pages sent as data. */
+  normal: number;
+  'normal-bytes': number;
+  /** Zero pages (QEMU: pages found to be zero). */
+  duplicate: number;
+  mbps: number;
+  'pages-per-second': number;
+  /** Bytes through the multifd channels: every wire byte of mfd's. */
+  'multifd-bytes': number;
+  'page-size': number;
+}
+
+/** QEMU's query-migrate fields of a completed migration: status, total-time (ms) and ram. */
+export interface QemuMigrateInfo {
+  status: 'completed';
+  'total-time': number;
+  ram: QemuRamInfo;
+}
+
+export function migrateInfo(s: RunStats): QemuMigrateInfo {
+  return {
+    status: s.status,
+    'total-time': Math.round(s.totalTimeMs),
+    ram: {
+      transferred: s.wireBytes,
+      total: s.imageBytes,
+      remaining: 0,
+      normal: s.normalPages,
+      'normal-bytes': s.normalBytes,
+      duplicate: s.zeroPages,
+      mbps: s.mbps,
+      'pages-per-second': s.pagesPerSecond,
+      'multifd-bytes': s.wireBytes,
+      'page-size': s.pageSize,
+    },
+  };
+}
+
 function round(x: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;

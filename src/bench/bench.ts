@@ -86,7 +86,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   const records: CellRecord[] = [];
   const summaries: CellSummary[] = [];
   try {
-    opts.record(jsonLine('meta', { ...meta }));
+    opts.record(jsonLine({ type: 'meta', ...meta }));
     status(`mfd bench: ${cells.length} cell(s) x (${cfg.warmup} warm-up + ${cfg.runs} run(s)) over ${net.description}`);
     status(`peers: ${meta.peers.map((p) => p.label).join('; ') || 'none'}`);
     for (const s of choice.skipped) status(`peer ${s.name} skipped: ${s.reason}`);
@@ -161,22 +161,22 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
           }
         }
         doneUnits++;
-        opts.record(jsonLine('run', { cell: cellKey(cell), run: i, mfd: s, peers: peerSamples }));
+        opts.record(jsonLine({ type: 'run', cell: cellKey(cell), run: i, mfd: s, peers: peerSamples }));
         status(`${title} run ${i + 1}/${cfg.runs}: ${parts.join(' | ')}  (${eta()})`);
       }
       records.push(rec);
       const sum = summarizeCell(rec);
       summaries.push(sum);
-      opts.record(jsonLine('cell', { ...sum }));
+      opts.record(jsonLine({ type: 'cell', ...sum }));
     }
     const delayLine = net.delayLine?.();
     if (delayLine) {
       // The forwarder shares the CPUs with the runs: say what it took.
-      opts.record(jsonLine('link', { delayLine }));
+      opts.record(jsonLine({ type: 'link', delayLine }));
       status(delayLineLine(delayLine));
     }
     const targets = computeTargets(summaries);
-    for (const t of targets) opts.record(jsonLine('target', { ...t }));
+    for (const t of targets) opts.record(jsonLine({ type: 'target', ...t }));
     status(`done in ${duration((Date.now() - t0) / 1000)}`);
     return { meta, records, cells: summaries, targets, delayLine };
   } finally {

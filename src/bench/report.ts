@@ -8,6 +8,9 @@ import { median, type Summary } from './stats.js';
 import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';
 import { lineChart, type Reference, type Series } from './svg.js';
 import type { DelayLineStats } from '../native/binding.js';
+import type { MfdSample } from './runner.js';
+import type { PeerSample } from './peers/index.js';
+import { versioned } from '../version.js';
 
 export interface BenchMeta {
   date: string;
@@ -393,7 +396,15 @@ export function delayLineLine(d: DelayLineStats): string {
     `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`;
 }
 
-/** JSON lines: one object per line, `type` first. */
-export function jsonLine(type: string, o: Record<string, unknown>): string {
-  return JSON.stringify({ type, ...o });
+/** A line of results.jsonl (and of `mfd bench --json`), told apart by `type`. */
+export type BenchLine =
+  | ({ type: 'meta' } & BenchMeta)
+  | { type: 'run'; cell: string; run: number; mfd: MfdSample; peers: Partial<Record<PeerName, PeerSample | null>> }
+  | ({ type: 'cell' } & CellSummary)
+  | { type: 'link'; delayLine: DelayLineStats }
+  | ({ type: 'target' } & Target);
+
+/** JSON lines: one object per line, mfd-version and schema-version first, then `type`. */
+export function jsonLine(line: BenchLine): string {
+  return JSON.stringify(versioned(line));
 }

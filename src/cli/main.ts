@@ -8,6 +8,7 @@ import { MFD_VERSION } from '../version.js';
 import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '../errors.js';
 import { createLogger, type Logger, type LogLevel } from '../log.js';
 import { formatStats, type RunStats } from '../stats.js';
+import { failureJson, runJson, type RunExtra } from './json.js';
 import { createProgress, type Progress } from './progress.js';
 import { settleCommonOptions } from './options.js';
 import { sendCommand } from './commands/send.js';
@@ -25,7 +26,7 @@ export interface CommandContext {
   listening(address: string, port: number): void;
   /** A line for a person watching (progress of a long command), on stderr. */
   status(line: string): void;
-  result(o: { json?: boolean }, stats: RunStats, extra?: Record<string, unknown>): void;
+  result(o: { json?: boolean }, stats: RunStats, extra?: RunExtra): void;
   signal: AbortSignal;
 }
 
@@ -101,7 +102,7 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     status: (line) => err(line),
     result(o, stats, extra) {
       json = o.json ?? false;
-      if (o.json) out(JSON.stringify({ ...stats, ...extra }));
+      if (o.json) out(JSON.stringify(runJson(stats, extra)));
       else out(formatStats(stats));
     },
     signal: abort.signal,
@@ -120,14 +121,14 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     if (e instanceof CommanderError) {
       // Help and version land here too; commander has already printed its message.
       if (e.exitCode === 0) return ExitCode.OK;
-      if (json && !printed && e.code !== 'commander.help') out(JSON.stringify({ status: 'failed', error: new UsageError(e.message.replace(/^error: /, '')).toJSON() }));
+      if (json && !printed && e.code !== 'commander.help') out(JSON.stringify(failureJson(new UsageError(e.message.replace(/^error: /, '')).toJSON())));
       return ExitCode.USAGE;
     }
     const me: MfdError = asMfdError(e);
     const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';
     err(`mfd ${verb}: error: ${me.message} [${me.code}]`);
     // One JSON object on stdout: a command that already printed its own keeps it.
-    if (json && !printed) out(JSON.stringify({ status: 'failed', error: me.toJSON() }));
+    if (json && !printed) out(JSON.stringify(failureJson(me.toJSON())));
     return me.exitCode;
   } finally {
     process.off('beforeExit', onStall);

@@ -50,9 +50,18 @@ export interface RestoreOptions {
   signal?: AbortSignal;
 }
 
+/** The migration file a restore read, as its summary reports it. */
+export interface RestoredFile {
+  path: string;
+  offset: number;
+  layout: Layout;
+  bytes: number;
+  records?: number;
+}
+
 export interface RestoreResult {
   stats: RunStats;
-  file: { path: string; offset: number; layout: Layout; bytes: number; records?: number };
+  file: RestoredFile;
 }
 
 /** A checked header and trailer, and where the trailer is. */

@@ -6,6 +6,7 @@ import { lineChart, niceTicks } from '../../src/bench/svg.js';
 import type { Cell } from '../../src/bench/matrix.js';
 import type { MfdSample } from '../../src/bench/runner.js';
 import { findAll, parseXml, type XmlElement } from '../helpers/xml.js';
+import { JSON_SCHEMA_VERSION, MFD_VERSION } from '../../src/version.js';
 
 const meta = (over: Partial<BenchMeta> = {}): BenchMeta => ({
   date: '2025-01-02T03:04:05.678Z',
@@ -121,7 +122,9 @@ t.test('markdown: a row per cell with medians, peers pair by pair, targets with 
     "a delayed link's forwarder: what it did and cost",
   );
   t.match(formatTargetLine(computeTargets(cs)[0]!), /^mfd \/ QEMU wall time, none \[1 ch, mixed 1 GiB\]: 0\.50, target ≤ 0\.5: pass$/);
-  t.same(JSON.parse(jsonLine('cell', { a: 1 })), { type: 'cell', a: 1 });
+  const line = JSON.parse(jsonLine({ type: 'cell', ...cs[0]! }));
+  t.same(Object.keys(line).slice(0, 3), ['mfd-version', 'schema-version', 'type'], 'the version first, then the type');
+  t.same(line, { 'mfd-version': MFD_VERSION, 'schema-version': JSON_SCHEMA_VERSION, type: 'cell', ...JSON.parse(JSON.stringify(cs[0])) });
 });
 
 t.test('markdown: scaling with size says whether memory stays flat', async (t) => {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
 import { qemuMissing, launch, noneMachine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
 import { main } from '../../src/cli/main.js';
+import { schemaErrors } from '../helpers/schema.js';
 
 async function cli(args: string[], onListening?: (port: number) => void) {
   let stdout = '';
@@ -76,6 +77,7 @@ t.test('through the CLI: a QEMU source', { skip: qemuMissing }, async (t) => {
     t.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; sha256: string }[] };
     t.equal(j.status, 'completed');
+    t.equal(schemaErrors('QemuRecvJson', j), '', 'valid against the JSON Schema');
     t.equal(j.channels, 2);
     t.equal(j.method, 'zstd');
     t.equal(j.ramblocks[0]!.sha256, sha256(image));

@@ -4,6 +4,7 @@ import { accelReport, formatAccel } from '../../accel/report.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import type { CommandContext } from '../main.js';
+import { versioned } from '../../version.js';
 
 interface AccelOpts {
   json?: boolean;
@@ -28,6 +29,6 @@ export function accelCommand(ctx: CommandContext): Command {
     .option('--json', 'one JSON object')
     .action((o: AccelOpts) => {
       const r = accelReport(undefined, { compression: o.compression, zeroPageDetection: o.zeroPageDetection, accelPaths: o.accelPath ?? [], requireHardware: o.requireHardware ?? false });
-      ctx.out(o.json ? JSON.stringify(r) : formatAccel(r));
+      ctx.out(o.json ? JSON.stringify(versioned(r)) : formatAccel(r));
     });
 }

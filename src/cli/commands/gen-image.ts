@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { generateImage, parseSize, PROFILES, type Profile } from '../../image/generate.js';
 import { intInRange } from '../options.js';
 import type { CommandContext } from '../main.js';
+import { versioned } from '../../version.js';
 
 export function genImageCommand(ctx: CommandContext): Command {
   return new Command('gen-image')
@@ -15,7 +16,7 @@ export function genImageCommand(ctx: CommandContext): Command {
     .option('--json', 'print the result as JSON')
     .action((file: string, o: { size: string; profile: Profile; seed: number; json?: boolean }) => {
       const r = generateImage(file, { size: parseSize(o.size), profile: o.profile, seed: o.seed });
-      if (o.json) ctx.out(JSON.stringify({ file, ...r }));
+      if (o.json) ctx.out(JSON.stringify(versioned({ file, ...r })));
       else ctx.out(`${file}: ${r.size} bytes, pages zero=${r.pages.zero} text=${r.pages.text} random=${r.pages.random}`);
     });
 }

@@ -6,6 +6,7 @@ import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from 
 import { isFileUri, parseFileUri } from '../../file/target.js';
 import { pageSizeOption } from '../options.js';
 import type { CommandContext } from '../main.js';
+import { inspectJson } from '../json.js';
 
 export function inspectCommand(ctx: CommandContext): Command {
   return new Command('inspect')
@@ -39,7 +40,7 @@ export function inspectCommand(ctx: CommandContext): Command {
         } else reports.push(await inspectStream(s, o.pageSize, sink));
       }
       const pages = extract?.close();
-      if (o.json) ctx.out(JSON.stringify({ streams: reports, ...(files.length > 0 ? { files } : {}), ...(o.extract ? { extract: { target: o.extract, pages } } : {}) }));
+      if (o.json) ctx.out(JSON.stringify(inspectJson(reports, files, o.extract ? { target: o.extract, pages: pages! } : null)));
       else {
         for (const r of files) ctx.out(formatFileReport(r));
         for (const r of reports) ctx.out(formatReport(r));

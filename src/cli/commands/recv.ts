@@ -11,6 +11,7 @@ import { parseTcpAddress } from '../destination.js';
 import { commonOptions, durationInRange, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
+import { qemuRecvJson } from '../json.js';
 import { receiveQemu } from '../../qemu/recv.js';
 import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';
 
@@ -106,7 +107,7 @@ export function recvCommand(ctx: CommandContext): Command {
         onListening: (a) => ctx.listening(a.address, a.port),
         signal: ctx.signal,
       });
-      ctx.out(o.json ? JSON.stringify({ status: 'completed', totalTimeMs: r.totalTimeMs, manifestPath: r.manifestPath, ...r.manifest }) : formatQemuRecv(r));
+      ctx.out(o.json ? JSON.stringify(qemuRecvJson(r)) : formatQemuRecv(r));
       return;
     }
     if (o.from !== undefined) {

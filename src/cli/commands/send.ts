@@ -13,6 +13,7 @@ import { MAX_CHANNELS } from '../../control/protocol.js';
 import { addAlias, commonOptions, durationInRange, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
+import { qemuSendJson } from '../json.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
 
@@ -144,7 +145,7 @@ export function sendCommand(ctx: CommandContext): Command {
         logger: ctx.logger(o.logLevel),
         signal: ctx.signal,
       });
-      ctx.out(o.json ? JSON.stringify({ status: 'completed', ...r }) : formatQemuSend(r));
+      ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r));
       return;
     }
     if (channels === 0) throw new UsageError(`Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`);
