@@ -17,6 +17,7 @@ import { genImageCommand } from './commands/gen-image.js';
 import { inspectCommand } from './commands/inspect.js';
 import { accelCommand } from './commands/accel.js';
 import { benchCommand } from './commands/bench.js';
+import { completionCommand } from './commands/completion.js';
 
 export interface CommandContext {
   out(text: string): void;
@@ -30,7 +31,7 @@ export interface CommandContext {
   signal: AbortSignal;
 }
 
-const EXIT_CODES_HELP = `
+export const EXIT_CODES_HELP = `
 Exit codes:
   0    success: every ramblock arrived and verified
   1    internal error (a bug in mfd)
@@ -59,6 +60,7 @@ export function buildProgram(ctx: CommandContext): Command {
   program.addCommand(accelCommand(ctx));
   program.addCommand(genImageCommand(ctx));
   program.addCommand(benchCommand(ctx));
+  program.addCommand(completionCommand(ctx));
   // Commander's .version() takes a fixed string; the engines are looked up only when asked.
   program.on('option:version', () => {
     ctx.out(`mfd ${MFD_VERSION}\n${formatEngines(compiledEngines())}\nnode ${process.version}`);
