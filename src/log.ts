@@ -1,5 +1,6 @@
 /** pino logger on stderr; stdout is reserved for results (`--json`). */
 import { pino, type Logger } from 'pino';
+import { printable } from './text.js';
 
 export type { Logger };
 
@@ -7,7 +8,13 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export function createLogger(level: LogLevel = 'info', name = 'mfd'): Logger {
-  return pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+  // Messages may carry a peer's text (ramblock names, its error message): escaped (text.ts).
+  const hooks = {
+    logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...a: unknown[]) => void) {
+      method.apply(this, args.map((a) => (typeof a === 'string' ? printable(a) : a)));
+    },
+  };
+  return pino({ name, level, base: { pid: process.pid }, hooks }, pino.destination({ fd: 2, sync: true }));
 }
 
 /** A logger that drops everything (library use and tests). */

@@ -14,7 +14,8 @@ import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
 import { runPages } from '../resume.js';
 import { PageBitmap } from './page-bitmap.js';
-import { sidecarPath, type Output } from './output.js';
+import { linkMessage, sidecarPath, type Output } from './output.js';
+import { NO_FOLLOW, createFresh } from '../no-follow.js';
 import { badRun } from '../control/protocol.js';
 import { syncDirectory } from '../file/target.js';
 
@@ -60,10 +61,10 @@ export function discardJournal(file: string): void {
 export async function loadJournal(file: string): Promise<JournalFile | null> {
   let text: string;
   try {
-    text = await fs.promises.readFile(file, 'utf8');
+    text = await fs.promises.readFile(file, { encoding: 'utf8', flag: fs.constants.O_RDONLY | NO_FOLLOW });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `cannot read progress journal "${file}": ${(e as Error).message}`, e);
+    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `cannot read progress journal "${file}": ${linkMessage(e as NodeJS.ErrnoException)}`, e);
   }
   let j: Partial<JournalFile>;
   try {
@@ -147,7 +148,7 @@ export class BlockJournal {
     };
     const tmp = `${this.file}.tmp`;
     try {
-      const h = await fs.promises.open(tmp, 'w', 0o644);
+      const h = await createFresh(tmp);
       try {
         await h.writeFile(JSON.stringify(body) + '\n');
         // A journal of no pages need not survive a crash: without it, a resume is refused and a full migration runs.

@@ -6,7 +6,7 @@ import { receive } from '../../receiver/receiver.js';
 import { restoreFromFile } from '../../file/restore.js';
 import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
-import { checkRamblockName } from '../../image/ramblock.js';
+import { checkRamblockName, splitNamedSpec } from '../../image/ramblock.js';
 import { parseHostPort } from '../../transport/connect.js';
 import { commonOptions, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
@@ -44,7 +44,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd'))
     .option('--listen <host:port>', 'address to listen on (":4444" = all interfaces; port 0 picks a free one)')
     .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
-    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
@@ -60,13 +60,12 @@ export function recvCommand(ctx: CommandContext): Command {
     let outputDir: string | undefined;
     const outputMap = new Map<string, string>();
     for (const spec of o.output) {
-      const eq = spec.indexOf('=');
-      if (eq > 0 && !spec.slice(0, eq).includes('/')) {
-        const name = spec.slice(0, eq);
-        const bad = checkRamblockName(name, `--output ${spec}`);
+      const named = splitNamedSpec(spec);
+      if (named) {
+        const bad = checkRamblockName(named.name, `--output ${spec}`);
         if (bad) throw new UsageError(bad);
-        if (outputMap.has(name)) throw new UsageError(`--output names ram block "${name}" twice`);
-        outputMap.set(name, spec.slice(eq + 1));
+        if (outputMap.has(named.name)) throw new UsageError(`--output names ram block "${named.name}" twice`);
+        outputMap.set(named.name, named.path);
       } else {
         if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
         if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
