@@ -54,13 +54,13 @@ export class Output {
         out.fd = await openExisting(out.writePath, name);
         const had = fs.fstatSync(out.fd).size;
         if (had !== size) throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${name}": "${out.writePath}" is ${had} bytes, expected ${size}`);
-        checkInPlace(out.fd, out.writePath, name);
+        checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
         return out;
       }
       // In place: keep the existing bytes (every page is rewritten); else a fresh sparse file.
       if (inPlace) {
         out.fd = fs.openSync(out.writePath, fs.constants.O_RDWR | fs.constants.O_CREAT | NO_FOLLOW, 0o644);
-        checkInPlace(out.fd, out.writePath, name);
+        checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
       } else out.fd = createFreshSync(out.writePath);
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
@@ -166,10 +166,10 @@ async function openExisting(file: string, name: string): Promise<number> {
 /**
  * A file written in place is the file the user named: not a link (O_NOFOLLOW
  * refused it), and not a file with other names (a hard link), which may be
- * outside the output directory.
+ * outside the output directory. Checked before any file is touched
+ * (resolveTargets), and again on the open file.
  */
-function checkInPlace(fd: number, file: string, name: string): void {
-  const st = fs.fstatSync(fd);
+export function checkInPlace(st: fs.Stats, file: string, name: string): void {
   if (!st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${file}" for ram block "${name}" is not a regular file`);
   if (st.nlink > 1) throw new IoError('ERR_OUTPUT_LINK', `output "${file}" for ram block "${name}" has ${st.nlink} names (hard links): mfd writes no file that is also elsewhere; give a file of its own`);
 }

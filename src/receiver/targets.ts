@@ -9,7 +9,7 @@ import path from 'node:path';
 import { IoError, ProtocolError, UsageError, VerifyError } from '../errors.js';
 import { BlockDigest } from '../digest.js';
 import { ramblockFileName } from '../image/ramblock.js';
-import { NAME_MAX, Output, sidecarPath } from './output.js';
+import { NAME_MAX, Output, checkInPlace, sidecarPath } from './output.js';
 import { journalPathFor } from './journal.js';
 import { PageBitmap } from './page-bitmap.js';
 import type { TargetBlock } from './data-channel.js';
@@ -82,9 +82,10 @@ export function resolveTargets(ramblocks: { name: string }[], o: TargetOptions, 
   return checkDistinctTargets(targets, where);
 }
 
-/** --in-place writes through no link: a link at the target is refused, naming its target for --output NAME=PATH. */
+/** --in-place writes through no link: a link at the target is refused, naming its target for --output NAME=PATH; so is a file with other names. */
 function checkInPlaceTarget(name: string, given: string, real: string): void {
   const st = fs.lstatSync(real, { throwIfNoEntry: false });
+  if (st?.isFile()) checkInPlace(st, given, name);
   if (!st?.isSymbolicLink()) return;
   let to: string;
   try {
