@@ -22,6 +22,7 @@ import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { createFreshSync } from '../no-follow.js';
+import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
@@ -375,6 +376,12 @@ class Migration {
       const t = this.blocks.get(b.name)!;
       const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
       list.push(j);
+      try {
+        j.reserve = Reserve.make(t.output.finalPath);
+      } catch (e) {
+        for (const x of list) x.reserve?.release();
+        throw e;
+      }
       const journal = journaled?.get(b.name)?.pages;
       if (!journal) continue;
       const held = limitRuns(journal, shares[i]!);
@@ -593,6 +600,7 @@ class Migration {
     const trusted = err.exitCode !== ExitCode.PROTOCOL && err.exitCode !== ExitCode.VERIFY;
     if (this.journals && trusted) {
       try {
+        // Into the reserves, which a full disk leaves room for.
         keep = (await this.journals.flush()) > 0 || this.resumed;
       } catch (e) {
         // A journal is only ever replaced after its output was flushed: the one on disk still
@@ -605,6 +613,7 @@ class Migration {
       keep = true;
     }
     if (!keep) this.journals?.remove();
+    for (const b of this.journals?.blocks ?? []) b.reserve?.release();
     // Only once no write is left in flight (see WriteGate) is the failure reported.
     await Promise.allSettled(this.outputs.map((o) => (keep ? o.keep() : o.abort())));
     this.keptJournal = keep;

@@ -11,6 +11,7 @@ import { BlockDigest } from '../digest.js';
 import { ramblockFileName } from '../image/ramblock.js';
 import { NAME_MAX, Output, checkInPlace, sidecarPath } from './output.js';
 import { journalPathFor } from './journal.js';
+import { reservePathFor } from './reserve.js';
 import { PageBitmap } from './page-bitmap.js';
 import type { TargetBlock } from './data-channel.js';
 
@@ -119,10 +120,10 @@ export async function openTargets(
   }
 }
 
-/** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal and their replacements. */
+/** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal, its replacement and reserve. */
 function sidecarsOf(finalPath: string): string[] {
   const journal = journalPathFor(finalPath);
-  return [Output.tempPathFor(finalPath), sidecarPath(finalPath, '', '.mfd-partial'), journal, `${journal}.tmp`];
+  return [Output.tempPathFor(finalPath), sidecarPath(finalPath, '', '.mfd-partial'), journal, `${journal}.tmp`, reservePathFor(finalPath)];
 }
 
 /**

@@ -48,7 +48,7 @@ function plant(t: Test, outside: string, names: string[], kind: Kind): { check()
 
 const migration = (img: string) => ({ images: [{ name: 'img', path: img }], channels: 2, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' as const });
 
-t.test('links at the temporary output, the journal, its temporary file, the final name and the dump files are not followed', async (t) => {
+t.test('links at the temporary output, the journal, its temporary file, its reserve, the final name and the dump files are not followed', async (t) => {
   for (const kind of KINDS) {
     await t.test(kind, async (t) => {
       const dir = tmpdir(t);
@@ -57,7 +57,7 @@ t.test('links at the temporary output, the journal, its temporary file, the fina
       fs.mkdirSync(out);
       fs.mkdirSync(dump);
       const img = makeImage(path.join(dir, 'src.ram'), 2 << 20, 'mixed');
-      const names = ['.img.mfd-partial', '.img.mfd-journal', '.img.mfd-journal.tmp', 'img'].map((n) => path.join(out, n));
+      const names = ['.img.mfd-partial', '.img.mfd-journal', '.img.mfd-journal.tmp', '.img.mfd-reserve', 'img'].map((n) => path.join(out, n));
       names.push(...[0, 1].map((i) => path.join(dump, `channel-${i}.bin`)));
       const victims = plant(t, path.join(dir, 'outside'), names, kind);
       await migrate(migration(img), { outputDir: out, dumpStreams: dump, journalIntervalMs: 5 });
@@ -70,7 +70,7 @@ t.test('links at the temporary output, the journal, its temporary file, the fina
   }
 });
 
-t.test('--in-place: links at the marker, the journal and its temporary file are not followed', async (t) => {
+t.test('--in-place: links at the marker, the journal, its temporary file and its reserve are not followed', async (t) => {
   for (const kind of KINDS) {
     await t.test(kind, async (t) => {
       const dir = tmpdir(t);
@@ -78,7 +78,7 @@ t.test('--in-place: links at the marker, the journal and its temporary file are 
       fs.mkdirSync(out);
       const img = makeImage(path.join(dir, 'src.ram'), 2 << 20, 'mixed');
       fs.writeFileSync(path.join(out, 'img'), 'old contents');
-      const victims = plant(t, path.join(dir, 'outside'), ['img.mfd-partial', '.img.mfd-journal', '.img.mfd-journal.tmp'].map((n) => path.join(out, n)), kind);
+      const victims = plant(t, path.join(dir, 'outside'), ['img.mfd-partial', '.img.mfd-journal', '.img.mfd-journal.tmp', '.img.mfd-reserve'].map((n) => path.join(out, n)), kind);
       await migrate(migration(img), { outputDir: out, inPlace: true, journalIntervalMs: 5 });
       t.equal(sha256(path.join(out, 'img')), sha256(img), 'the output is the image');
       t.same(fs.readdirSync(out), ['img'], 'marker and journal gone');
