@@ -14,6 +14,8 @@ import { receiveStreams } from '../helpers/qemu.js';
 import { mfd, mfdRecv } from '../helpers/procs.js';
 import { buildQemuMigration, QEMU_CORPUS } from '../../src/fuzz/qemu.js';
 import { ramblockFileName } from '../../src/image/ramblock.js';
+import { Output } from '../../src/receiver/output.js';
+import { loadJournal } from '../../src/receiver/journal.js';
 
 const PS = 4096;
 const KINDS = ['symlink', 'dangling', 'hardlink'] as const;
@@ -163,4 +165,15 @@ t.test('two outputs that are one file through a linked directory are refused at 
   t.match(r.stderr, /ram blocks "a" and "b" would both be written to ".*real\/b" and ".*link\/b", both ".*real\/b"/);
   t.equal(s.code, 7, 'sender: exit 7, the receiver\'s reason');
   t.same(fs.readdirSync(path.join(dir, 'real')), [], 'nothing written, no final-named file, no journal');
+});
+
+t.test('a resume opens the partial output and reads the journal through no link', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const victims = plant(t, path.join(dir, 'outside'), [path.join(out, '.img.mfd-partial'), path.join(out, '.img.mfd-journal')], 'symlink');
+  const e = await rejection(Output.create('img', 11, path.join(out, 'img'), false, true));
+  t.match(e, { code: 'ERR_ELOOP', message: /cannot create output for ram block "img" at ".*\.img\.mfd-partial": .*\(a symbolic link: mfd writes through none\)/ });
+  t.match(await rejection(loadJournal(path.join(out, '.img.mfd-journal'))), { code: 'ERR_ELOOP', message: /cannot read progress journal/ });
+  victims.check();
 });
