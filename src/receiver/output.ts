@@ -46,7 +46,7 @@ export class Output {
     const out = new Output(name, size, finalPath, Output.writePathFor(finalPath, inPlace), inPlace ? sidecarPath(finalPath, '', '.mfd-partial') : null, inPlace);
     try {
       // Links are never followed (see no-follow.ts): a link at the target is replaced by the
-      // rename at the end, and refused in place (checkTarget); one at a temporary name is removed.
+      // rename at the end, and refused in place (resolveTargets); one at a temporary name is removed.
       const st = fs.lstatSync(finalPath, { throwIfNoEntry: false });
       if (st && !st.isFile() && !(st.isSymbolicLink() && !inPlace)) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
       if (out.markerPath) writeFreshSync(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
