@@ -36,9 +36,8 @@ export function recvCommand(ctx: CommandContext): Command {
     .description(
       'Listens on HOST:PORT for one migration: a control channel and the multifd channels it announces.\n' +
         'Or, with --from file:PATH[,offset=N], restores a migration file written by mfd send --to file:...\n' +
-        'Each ramblock is written to DIR/NAME, its name as a file name (bytes other than A-Za-z0-9._@+- and a\n' +
-        'leading dot as %XX: /rom@etc/acpi/tables -> %2From@etc%2Facpi%2Ftables), or where NAME=PATH says\n' +
-        '(NAME written the same way when it has a / or =), under a temporary\n' +
+        'Each ramblock is written to DIR/NAME, its name made a file name (bytes other than A-Za-z0-9._@+- and a leading dot as %XX: ' +
+        '/rom@etc/acpi/tables -> %2From@etc%2Facpi%2Ftables), or where NAME=PATH says (NAME written the same way when it has a / or =), under a temporary ' +
         'name until packet counts, page coverage and digests have been verified; then it is renamed.\n' +
         'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT;\n' +
         'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
