@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { printable } from './text.js';
 
 export type { Logger };
 
@@ -28,7 +29,14 @@ function prettyStderr(): DestinationStream {
 }
 
 export function createLogger(level: LogLevel = 'info', name = 'mfd', text = process.stderr.isTTY === true): Logger {
-  return pino({ name, level, base: { pid: process.pid } }, text ? prettyStderr() : pino.destination({ fd: 2, sync: true }));
+  // Messages may carry a peer's text (ramblock names, its error message): escaped (text.ts).
+  const hooks = {
+    logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...a: unknown[]) => void) {
+      method.apply(this, args.map((a) => (typeof a === 'string' ? printable(a) : a)));
+    },
+  };
+  const dest = text ? prettyStderr() : pino.destination({ fd: 2, sync: true });
+  return pino({ name, level, base: { pid: process.pid }, hooks }, dest);
 }
 
 /** A logger that drops everything (library use and tests). */

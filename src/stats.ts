@@ -1,4 +1,5 @@
 import { formatPathCounts, type PathCounts } from './accel/paths.js';
+import { printable } from './text.js';
 
 /**
  * Run statistics shaped like QEMU's query-migrate `ram` block: total time,
@@ -180,6 +181,6 @@ export function formatStats(s: RunStats): string {
     `  packets per channel: ${s.perChannel.map((c) => `${c.id}:${c.packets}`).join(' ')}`,
     `  process: cpu user ${s.process.cpuUserSec} s, system ${s.process.cpuSystemSec} s, peak rss ${formatBytes(s.process.maxRssBytes)}`,
   ];
-  for (const b of s.ramblocks) lines.push(`  ramblock ${b.name}: ${b.size} bytes, digest ${b.digest} -> ${b.path}`);
+  for (const b of s.ramblocks) lines.push(`  ramblock ${printable(b.name)}: ${b.size} bytes, digest ${b.digest} -> ${printable(b.path)}`);
   return lines.join('\n');
 }

@@ -18,6 +18,7 @@ import { inspectCommand } from './commands/inspect.js';
 import { accelCommand } from './commands/accel.js';
 import { benchCommand } from './commands/bench.js';
 import { completionCommand } from './commands/completion.js';
+import { printable } from '../text.js';
 
 export interface CommandContext {
   out(text: string): void;
@@ -128,7 +129,7 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     }
     const me: MfdError = asMfdError(e);
     const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';
-    err(`mfd ${verb}: error: ${me.message} [${me.code}]`);
+    err(`mfd ${verb}: error: ${printable(me.message)} [${me.code}]`);
     // One JSON object on stdout: a command that already printed its own keeps it.
     if (json && !printed) out(JSON.stringify(failureJson(me.toJSON())));
     return me.exitCode;

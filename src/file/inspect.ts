@@ -17,6 +17,7 @@ import { bitmapBytes, decodeHeader, decodeTail, decodeTrailer, FILE_MAGIC, HEADE
 import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { fileMethod } from './restore.js';
+import { printable } from '../text.js';
 
 export interface FileReport {
   file: string;
@@ -196,7 +197,7 @@ export function formatFileReport(r: FileReport): string {
   if (h) {
     lines.push(`  header: version 1, layout ${h.layout}, uuid ${h.uuid}, ${h.channels} channel(s), page size ${h.pageSize}, compression ${h.compression} ${JSON.stringify(h.methodParams)}, zero-page detection ${h.zeroPageDetection}, digest ${h.digest}, data at byte ${r.offset + h.dataOffset}`);
     for (const b of r.ramblocks) {
-      lines.push(`  ramblock ${b.name}: ${b.size} bytes${h.layout === 'mapped-ram' ? `, bitmap at byte ${r.offset + b.bitmapOffset}, pages at byte ${r.offset + b.regionOffset}` : ''}`);
+      lines.push(`  ramblock ${printable(b.name)}: ${b.size} bytes${h.layout === 'mapped-ram' ? `, bitmap at byte ${r.offset + b.bitmapOffset}, pages at byte ${r.offset + b.regionOffset}` : ''}`);
     }
   }
   if (r.packets.length > 0) {
@@ -210,13 +211,13 @@ export function formatFileReport(r: FileReport): string {
   for (const c of r.channels) {
     lines.push(`  channel ${c.id}: ${c.packets} packets (${c.syncPackets} SYNC), normal pages ${c.normalPages}, zero pages ${c.zeroPages}, payload ${c.payloadBytes} bytes`);
   }
-  for (const b of r.bitmaps) lines.push(`  bitmap ${b.name}: ${b.present} of ${b.pages} pages present, ${b.pages - b.present} zero (holes)`);
+  for (const b of r.bitmaps) lines.push(`  bitmap ${printable(b.name)}: ${b.present} of ${b.pages} pages present, ${b.pages - b.present} zero (holes)`);
   const t = r.trailer;
   if (t.valid) {
     lines.push(`  trailer at byte ${t.at}: valid, data ends at byte ${r.offset + t.dataEnd}, packets per channel ${t.packets.join(' ')}`);
     r.ramblocks.forEach((b, i) => {
       const x = t.blocks[i]!;
-      lines.push(`  ramblock ${b.name}: digest ${x.digest}, normal pages ${x.normalPages}, zero pages ${x.zeroPages}`);
+      lines.push(`  ramblock ${printable(b.name)}: digest ${x.digest}, normal pages ${x.normalPages}, zero pages ${x.zeroPages}`);
     });
   } else lines.push(`  trailer: not valid: ${t.reason}`);
   for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);

@@ -37,11 +37,11 @@ import {
   RAM_SAVE_FLAG_PAGE,
   RAM_SAVE_FLAG_ZERO,
   Writer,
-  ramblockFileName,
   type SyncMode,
 } from '../qemu/format.js';
 import { StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo } from '../qemu/main-channel.js';
 import { receiveQemu } from '../qemu/recv.js';
+import { ramblockFileName } from '../image/ramblock.js';
 import { encodeInitPacket } from '../wire/init-packet.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';

@@ -24,6 +24,7 @@ import {
 } from '../wire/constants.js';
 import { methodByFlag, type MethodReceiver } from '../methods/index.js';
 import { IoError } from '../errors.js';
+import { printable } from '../text.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */
@@ -205,11 +206,11 @@ export function formatReport(r: StreamReport): string {
   lines.push('  packet_num  flags             ramblock              normal  zero  payload  ratio');
   for (const p of r.packets) {
     lines.push(
-      `  ${p.packetNum.padStart(10)}  ${p.flags.padEnd(16)}  ${p.ramblock.slice(0, 20).padEnd(20)}  ${String(p.normalPages).padStart(6)}  ${String(p.zeroPages).padStart(4)}  ${String(p.payloadBytes).padStart(7)}  ${p.ratio.toFixed(3)}`,
+      `  ${p.packetNum.padStart(10)}  ${p.flags.padEnd(16)}  ${printable(p.ramblock).slice(0, 20).padEnd(20)}  ${String(p.normalPages).padStart(6)}  ${String(p.zeroPages).padStart(4)}  ${String(p.payloadBytes).padStart(7)}  ${p.ratio.toFixed(3)}`,
     );
   }
   const t = r.totals;
   lines.push(`  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`);
-  for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);
+  for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${printable(e.message)}`);
   return lines.join('\n');
 }

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import type { QemuRecvResult } from './recv.js';
 import type { QemuSendResult } from './replay.js';
+import { printable } from '../text.js';
 
 /** Refuses each option of `keys` the user gave (command line or environment) together with --qemu. */
 export function refuseWithQemu(cmd: Command, keys: Record<string, string>, why: string): void {
@@ -18,10 +19,10 @@ export function refuseWithQemu(cmd: Command, keys: Record<string, string>, why: 
 export function formatQemuRecv(r: QemuRecvResult): string {
   const m = r.manifest;
   const lines = [
-    `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${m.qemu.machineType ?? '?'}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
-    ...m.ramblocks.map((b) => `  ramblock ${b.name}: ${b.size} bytes -> ${b.file} (sha256 ${b.sha256.slice(0, 16)}...)`),
+    `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
+    ...m.ramblocks.map((b) => `  ramblock ${printable(b.name)}: ${b.size} bytes -> ${b.file} (sha256 ${b.sha256.slice(0, 16)}...)`),
     `  device state: ${m.deviceState.size} bytes -> ${m.deviceState.file}`,
-    `  manifest: ${r.manifestPath}`,
+    `  manifest: ${printable(r.manifestPath)}`,
   ];
   return lines.join('\n');
 }

@@ -110,13 +110,3 @@ export class Writer {
     return out;
   }
 }
-
-/** A ramblock name as a file name: bytes outside [A-Za-z0-9._@+-] and a leading dot as %XX ("/rom@etc/acpi/tables" -> "%2From@etc%2Facpi%2Ftables"). */
-export function ramblockFileName(name: string): string {
-  let out = '';
-  for (const byte of Buffer.from(name, 'utf8')) {
-    const c = String.fromCharCode(byte);
-    out += /[A-Za-z0-9_@+-]/.test(c) || (c === '.' && out !== '') ? c : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  return out;
-}

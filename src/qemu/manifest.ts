@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ProtocolError } from '../errors.js';
 import type { SyncMode } from './format.js';
+import { replaceFileSync } from '../no-follow.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const DEVICE_STATE_FILE = 'device-state';
@@ -48,9 +49,7 @@ export async function fileSha256(file: string): Promise<string> {
 }
 
 export function writeManifest(file: string, m: QemuManifest): void {
-  const tmp = `${file}.mfd-partial`;
-  fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-  fs.renameSync(tmp, file);
+  replaceFileSync(`${file}.mfd-partial`, file, JSON.stringify(m, null, 2) + '\n');
 }
 
 /** Reads and checks DIR/manifest.json and the files it lists (sizes; digests with `verify`). */

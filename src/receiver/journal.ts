@@ -12,9 +12,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
-import { runPages } from '../resume.js';
+import { limitRuns, runPages } from '../resume.js';
+import { RESERVE_BYTES, type Reserve } from './reserve.js';
 import { PageBitmap } from './page-bitmap.js';
-import { sidecarPath, type Output } from './output.js';
+import { linkMessage, sidecarPath, type Output } from './output.js';
+import { NO_FOLLOW, createFresh } from '../no-follow.js';
 import { badRun } from '../control/protocol.js';
 import { syncDirectory } from '../file/target.js';
 
@@ -60,10 +62,10 @@ export function discardJournal(file: string): void {
 export async function loadJournal(file: string): Promise<JournalFile | null> {
   let text: string;
   try {
-    text = await fs.promises.readFile(file, 'utf8');
+    text = await fs.promises.readFile(file, { encoding: 'utf8', flag: fs.constants.O_RDONLY | NO_FOLLOW });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `cannot read progress journal "${file}": ${(e as Error).message}`, e);
+    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `cannot read progress journal "${file}": ${linkMessage(e as NodeJS.ErrnoException)}`, e);
   }
   let j: Partial<JournalFile>;
   try {
@@ -129,11 +131,19 @@ export class BlockJournal {
     this.written.setRuns(runs);
   }
 
-  /** Flushes the output, then records the pages written before the flush. */
-  async checkpoint(): Promise<void> {
+  /** Room for the last checkpoint on a full disk (reserve.ts). */
+  reserve: Reserve | null = null;
+
+  /**
+   * Flushes the output, then records the pages written before the flush. The
+   * `last` one after a failure is written into the reserve: the longest runs
+   * that fit in it.
+   */
+  async checkpoint(last = false): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
-    const runs = this.written.runs();
+    let runs = this.written.runs();
+    const reserve = last && this.reserve?.isOpen ? this.reserve : null;
     const where = `checkpoint of ram block "${this.ramblock.name}"`;
     if (this.output.isOpen && runs.length > 0) await this.output.use((fd) => io(where, (cb) => fs.fdatasync(fd, cb)));
     const body: JournalFile = {
@@ -145,18 +155,15 @@ export class BlockJournal {
       output: this.output.writePath,
       pages: runs,
     };
+    if (reserve) {
+      // A page number has at most 16 digits and a comma.
+      const room = Math.max(0, RESERVE_BYTES - Buffer.byteLength(JSON.stringify({ ...body, pages: [] })) - 2);
+      body.pages = runs = limitRuns(runs, 2 * Math.floor(room / 34));
+    }
     const tmp = `${this.file}.tmp`;
     try {
-      const h = await fs.promises.open(tmp, 'w', 0o644);
-      try {
-        await h.writeFile(JSON.stringify(body) + '\n');
-        // A journal of no pages need not survive a crash: without it, a resume is refused and a full migration runs.
-        if (runs.length > 0) await h.datasync();
-      } finally {
-        await h.close();
-      }
-      await fs.promises.rename(tmp, this.file);
-      if (runs.length > 0) await syncDirectory(this.file);
+      if (reserve) await reserve.writeAs(JSON.stringify(body) + '\n', this.file);
+      else await this.replace(tmp, body, runs.length > 0);
     } catch (e) {
       this.dirty = true;
       await fs.promises.rm(tmp, { force: true });
@@ -166,8 +173,23 @@ export class BlockJournal {
     this.durablePages = runPages(runs);
   }
 
+  /** Writes the journal as `tmp` and renames it over the last one; flushed when it holds pages. */
+  private async replace(tmp: string, body: JournalFile, durable: boolean): Promise<void> {
+    const h = await createFresh(tmp);
+    try {
+      await h.writeFile(JSON.stringify(body) + '\n');
+      // A journal of no pages need not survive a crash: without it, a resume is refused and a full migration runs.
+      if (durable) await h.datasync();
+    } finally {
+      await h.close();
+    }
+    await fs.promises.rename(tmp, this.file);
+    if (durable) await syncDirectory(this.file);
+  }
+
   /** Removes the journal; never throws (a stale journal left behind only makes a later resume refuse). */
   remove(): void {
+    this.reserve?.release();
     for (const f of [this.file, `${this.file}.tmp`]) {
       try {
         fs.rmSync(f, { force: true });
@@ -206,10 +228,10 @@ export class Journals {
     this.timer.unref();
   }
 
-  /** One checkpoint of every journal, after the one in progress. */
-  checkpoint(): Promise<void> {
+  /** One checkpoint of every journal, after the one in progress (`last`: see BlockJournal.checkpoint). */
+  checkpoint(last = false): Promise<void> {
     const next = this.chain.then(async () => {
-      for (const b of this.blocks) await b.checkpoint();
+      for (const b of this.blocks) await b.checkpoint(last);
     });
     this.chain = next.catch(() => {});
     return next;
@@ -222,10 +244,10 @@ export class Journals {
     await this.chain;
   }
 
-  /** After a failure: a last checkpoint; the pages durable in all. */
+  /** After a failure: a last checkpoint, into the reserves; the pages durable in all. */
   async flush(): Promise<number> {
     await this.stop();
-    await this.checkpoint();
+    await this.checkpoint(true);
     return this.blocks.reduce((a, b) => a + b.durablePages, 0);
   }
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { IoError, ResumeError } from '../errors.js';
 import { WriteGate } from '../write-gate.js';
+import { NO_FOLLOW, checkRenamed, createFreshSync, writeFreshSync } from '../no-follow.js';
 
 export class Output {
   /** Open file descriptor; writes go through use(), never the bare number. */
@@ -44,17 +45,23 @@ export class Output {
   static async create(name: string, size: number, finalPath: string, inPlace: boolean, existing = false): Promise<Output> {
     const out = new Output(name, size, finalPath, Output.writePathFor(finalPath, inPlace), inPlace ? sidecarPath(finalPath, '', '.mfd-partial') : null, inPlace);
     try {
-      const st = await fs.promises.stat(finalPath).catch(() => null);
-      if (st && !st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
-      if (out.markerPath) await fs.promises.writeFile(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
+      // Links are never followed (see no-follow.ts): a link at the target is replaced by the
+      // rename at the end, and refused in place (resolveTargets); one at a temporary name is removed.
+      const st = fs.lstatSync(finalPath, { throwIfNoEntry: false });
+      if (st && !st.isFile() && !(st.isSymbolicLink() && !inPlace)) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
+      if (out.markerPath) writeFreshSync(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
       if (existing) {
         out.fd = await openExisting(out.writePath, name);
         const had = fs.fstatSync(out.fd).size;
         if (had !== size) throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${name}": "${out.writePath}" is ${had} bytes, expected ${size}`);
+        checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
         return out;
       }
       // In place: keep the existing bytes (every page is rewritten); else a fresh sparse file.
-      out.fd = fs.openSync(out.writePath, inPlace ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w', 0o644);
+      if (inPlace) {
+        out.fd = fs.openSync(out.writePath, fs.constants.O_RDWR | fs.constants.O_CREAT | NO_FOLLOW, 0o644);
+        checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
+      } else out.fd = createFreshSync(out.writePath);
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
@@ -63,7 +70,7 @@ export class Output {
       out.closeQuietly();
       if (e instanceof IoError || e instanceof ResumeError) throw e;
       const err = e as NodeJS.ErrnoException;
-      throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${err.message}`, e);
+      throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${linkMessage(err)}`, e);
     }
     return out;
   }
@@ -105,9 +112,12 @@ export class Output {
       // The fsync goes through the gate too: a failure meanwhile waits for it before closing.
       if (sync) await this.use((fd) => new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve()))));
       if (this.gate.closed) throw new IoError('ERR_FILE_CLOSED', `finishing ram block "${this.name}": the migration stopped meanwhile`);
+      if (!this.inPlace) {
+        await fs.promises.rename(this.writePath, this.finalPath);
+        checkRenamed(this.fd, this.finalPath, `ram block "${this.name}"`);
+      }
       fs.closeSync(this.fd);
       this.fd = -1;
-      if (!this.inPlace) await fs.promises.rename(this.writePath, this.finalPath);
       if (this.markerPath) await fs.promises.rm(this.markerPath, { force: true });
     } catch (e) {
       if (e instanceof IoError) throw e;
@@ -146,15 +156,31 @@ export class Output {
 
 async function openExisting(file: string, name: string): Promise<number> {
   try {
-    return await new Promise<number>((resolve, reject) => fs.open(file, fs.constants.O_RDWR, (e, fd) => (e ? reject(e) : resolve(fd))));
+    return await new Promise<number>((resolve, reject) => fs.open(file, fs.constants.O_RDWR | NO_FOLLOW, (e, fd) => (e ? reject(e) : resolve(fd))));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ResumeError('ERR_RESUME_NO_PARTIAL', `cannot resume ram block "${name}": its partial output "${file}" is gone`);
     throw e;
   }
 }
 
+/**
+ * A file written in place is the file the user named: not a link (O_NOFOLLOW
+ * refused it), and not a file with other names (a hard link), which may be
+ * outside the output directory. Checked before any file is touched
+ * (resolveTargets), and again on the open file.
+ */
+export function checkInPlace(st: fs.Stats, file: string, name: string): void {
+  if (!st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${file}" for ram block "${name}" is not a regular file`);
+  if (st.nlink > 1) throw new IoError('ERR_OUTPUT_LINK', `output "${file}" for ram block "${name}" has ${st.nlink} names (hard links): mfd writes no file that is also elsewhere; give a file of its own`);
+}
+
+/** A system error's message; ELOOP (O_NOFOLLOW met a symbolic link) said plainly. */
+export function linkMessage(e: NodeJS.ErrnoException): string {
+  return e.code === 'ELOOP' ? `${e.message} (a symbolic link: mfd writes through none)` : e.message;
+}
+
 /** Longest file name Linux file systems take (bytes). */
-const NAME_MAX = 255;
+export const NAME_MAX = 255;
 
 /**
  * A file beside `finalPath` named `${prefix}NAME${suffix}`, room left for a

@@ -21,12 +21,14 @@ import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from 
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
+import { createFreshSync } from '../no-follow.js';
+import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
-import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
+import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './targets.js';
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
 
@@ -326,9 +328,11 @@ class Migration {
     const targets = { ...this.opts, inPlace: this.opts.inPlace ?? false };
     // A resume: every ramblock's journal must be there and match before any output is touched.
     if (hello.resume && !(this.opts.journal ?? true)) throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
-    const journaled = hello.resume ? await this.journaled(hello, targets) : null;
+    // Where each output goes, checked (real paths, aliases, links) before any file is touched.
+    const finals = resolveTargets(hello.ramblocks, targets, 'hello');
+    const journaled = hello.resume ? await this.journaled(hello, finals, targets.inPlace) : null;
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
-    if (!journaled) for (const b of hello.ramblocks) discardJournal(journalPathFor(targetPath(b.name, targets, 'hello')));
+    if (!journaled) for (const f of finals) discardJournal(journalPathFor(f));
     this.resumed = journaled !== null;
     await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
@@ -344,14 +348,14 @@ class Migration {
   }
 
   /** Each ramblock's journal, checked against the hello (ResumeError naming what differs). */
-  private async journaled(hello: Hello, targets: Parameters<typeof targetPath>[1]): Promise<Map<string, JournalFile>> {
+  private async journaled(hello: Hello, finals: string[], inPlace: boolean): Promise<Map<string, JournalFile>> {
     const out = new Map<string, JournalFile>();
-    for (const b of hello.ramblocks) {
-      const target = targetPath(b.name, targets, 'hello');
+    for (const [i, b] of hello.ramblocks.entries()) {
+      const target = finals[i]!;
       const file = journalPathFor(target);
       const j = await loadJournal(file);
       if (!j) throw new ResumeError('ERR_RESUME_NO_JOURNAL', `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`);
-      checkJournal(j, file, b, hello.pageSize, Output.writePathFor(target, targets.inPlace));
+      checkJournal(j, file, b, hello.pageSize, Output.writePathFor(target, inPlace));
       out.set(b.name, j);
     }
     return out;
@@ -372,6 +376,12 @@ class Migration {
       const t = this.blocks.get(b.name)!;
       const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
       list.push(j);
+      try {
+        j.reserve = Reserve.make(t.output.finalPath);
+      } catch (e) {
+        for (const x of list) x.reserve?.release();
+        throw e;
+      }
       const journal = journaled?.get(b.name)?.pages;
       if (!journal) continue;
       const held = limitRuns(journal, shares[i]!);
@@ -470,7 +480,7 @@ class Migration {
       }
     };
     let fd = -1;
-    if (!io(() => (fd = fs.openSync(file, 'w')))) return false;
+    if (!io(() => (fd = createFreshSync(file)))) return false;
     sock.once('close', () => fs.closeSync(fd));
     const write = (b: Buffer): boolean => io(() => fs.writeSync(fd, b));
     if (!first.every(write)) return false;
@@ -590,6 +600,7 @@ class Migration {
     const trusted = err.exitCode !== ExitCode.PROTOCOL && err.exitCode !== ExitCode.VERIFY;
     if (this.journals && trusted) {
       try {
+        // Into the reserves, which a full disk leaves room for.
         keep = (await this.journals.flush()) > 0 || this.resumed;
       } catch (e) {
         // A journal is only ever replaced after its output was flushed: the one on disk still
@@ -602,6 +613,7 @@ class Migration {
       keep = true;
     }
     if (!keep) this.journals?.remove();
+    for (const b of this.journals?.blocks ?? []) b.reserve?.release();
     // Only once no write is left in flight (see WriteGate) is the failure reported.
     await Promise.allSettled(this.outputs.map((o) => (keep ? o.keep() : o.abort())));
     this.keptJournal = keep;

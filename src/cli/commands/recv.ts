@@ -6,7 +6,7 @@ import { receive } from '../../receiver/receiver.js';
 import { restoreFromFile } from '../../file/restore.js';
 import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
-import { checkRamblockName } from '../../image/ramblock.js';
+import { checkRamblockName, splitNamedSpec } from '../../image/ramblock.js';
 import { parseTcpAddress } from '../destination.js';
 import { commonOptions, durationInRange, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
@@ -37,7 +37,8 @@ export function recvCommand(ctx: CommandContext): Command {
     .description(
       'Listens on HOST:PORT for one migration: a control channel and the multifd channels it announces.\n' +
         'Or, with --from file:PATH[,offset=N], restores a migration file written by mfd send --to file:...\n' +
-        'Each ramblock is written to DIR/NAME (or the path an explicit NAME=PATH gives), under a temporary\n' +
+        'Each ramblock is written to DIR/NAME, its name made a file name (bytes other than A-Za-z0-9._@+- and a leading dot as %XX: ' +
+        '/rom@etc/acpi/tables -> %2From@etc%2Facpi%2Ftables), or where NAME=PATH says (NAME written the same way when it has a / or =), under a temporary ' +
         'name until packet counts, page coverage and digests have been verified; then it is renamed.\n' +
         'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT;\n' +
         'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
@@ -45,7 +46,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd'))
     .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
     .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
-    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
@@ -65,13 +66,12 @@ export function recvCommand(ctx: CommandContext): Command {
     let outputDir: string | undefined;
     const outputMap = new Map<string, string>();
     for (const spec of o.output) {
-      const eq = spec.indexOf('=');
-      if (eq > 0 && !spec.slice(0, eq).includes('/')) {
-        const name = spec.slice(0, eq);
-        const bad = checkRamblockName(name, `--output ${spec}`);
+      const named = splitNamedSpec(spec);
+      if (named) {
+        const bad = checkRamblockName(named.name, `--output ${spec}`);
         if (bad) throw new UsageError(bad);
-        if (outputMap.has(name)) throw new UsageError(`--output names ram block "${name}" twice`);
-        outputMap.set(name, spec.slice(eq + 1));
+        if (outputMap.has(named.name)) throw new UsageError(`--output names ram block "${named.name}" twice`);
+        outputMap.set(named.name, named.path);
       } else {
         if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
         if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
