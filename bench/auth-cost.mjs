@@ -109,7 +109,7 @@ async function once(mode) {
 async function main() {
   if (!fs.existsSync(image)) {
     console.error(`generating ${image}`);
-    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], { stdio: 'inherit' });
+    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], { stdio: ['ignore', 2, 2] });
     if (g.status !== 0) process.exit(1);
   }
   const modes = credentials();

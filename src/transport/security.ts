@@ -382,8 +382,14 @@ export class TlsSecurity implements ChannelSecurity {
       timeoutMs,
       () => new ConnectionError('ERR_CONNECT_TIMEOUT', `${what}: no TLS connection to ${host}:${port} within ${timeoutMs} ms`),
       (e, tcpUp) => {
-        // A receiver without TLS hangs up on the ClientHello (its first bytes are no channel magic).
-        const hint = e.code === 'ECONNRESET' && tcpUp ? ' (is the receiver running with --tls-cert/--tls-key/--tls-ca?)' : '';
+        // A receiver without TLS hangs up on the ClientHello (its first bytes are no channel magic);
+        // a TLS-PSK receiver has no certificate to answer with.
+        const hint =
+          e.code === 'ECONNRESET' && tcpUp
+            ? ' (is the receiver running with --tls-cert/--tls-key/--tls-ca?)'
+            : e.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'
+              ? ' (is the receiver running with --psk-file?)'
+              : '';
         return socketError(e, `${what}: cannot connect to ${host}:${port} over TLS${hint}`, `ERR_${e.code ?? 'CONNECT'}`);
       },
     );
@@ -421,6 +427,8 @@ export class TlsSecurity implements ChannelSecurity {
  * key file's key is never a TLS key itself, nor the same secret in both PSK modes.
  */
 const TLS_PSK_IDENTITY = /^([^:]+):mfd-v1:([0-9a-f]{32}):(control|data):(\d{1,5})$/;
+/** OpenSSL's verify codes for a certificate that does not chain to a trusted CA. */
+const CERT_VERIFY_CODE = /^(UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|CERT_)/;
 /** The TLS 1.3 suites that run on OpenSSL's PSK callbacks (SHA-256), AES-GCM first (AES-NI beats ChaCha20 here). */
 const TLS_PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
 
@@ -446,7 +454,8 @@ function tlsPskFailure(e: NodeJS.ErrnoException, name: string): string | null {
     case 'ERR_SSL_PACKET_LENGTH_TOO_LONG':
       return 'the receiver does not answer in TLS (is it running with --psk-mode auth?)';
     default:
-      return null;
+      // A receiver with certificates ignores the key and shows a certificate, which nothing here can verify.
+      return CERT_VERIFY_CODE.test(e.code ?? '') ? `the receiver answered with a certificate (${e.code}; is it running with --tls-cert/--tls-key/--tls-ca?)` : null;
   }
 }
 
@@ -508,7 +517,10 @@ export class TlsPskSecurity implements ChannelSecurity {
       const why = unknown.get(s);
       if (why) return `TLS-PSK: ${why}`;
       const c = claimed.get(s);
-      if (c && (e as NodeJS.ErrnoException).code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY') return `TLS-PSK: wrong key: the peer does not hold the key of identity "${c.name}" (or altered its identity)`;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (c && code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY') return `TLS-PSK: wrong key: the peer does not hold the key of identity "${c.name}" (or altered its identity)`;
+      // No certificate to fall back on: a ClientHello without a key ends here.
+      if (!c && code === 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM') return `TLS-PSK: the sender offered no pre-shared key (a sender with --tls-cert/--tls-key/--tls-ca?) [${code}]`;
       return `TLS-PSK: ${tlsReason(e)}${notTls(e, '--psk-file, or with --psk-mode auth')}`;
     };
     return serveTls(options, h, verdict, explain);

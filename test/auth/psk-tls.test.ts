@@ -11,9 +11,9 @@ import tls from 'node:tls';
 import path from 'node:path';
 import { hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { makeImage, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
-import { captureLogger, holdChannel, mfdAsync, pskFile, recvProcess } from '../helpers/auth.js';
+import { captureLogger, holdChannel, makeCerts, mfdAsync, pskFile, recvProcess, tlsFiles } from '../helpers/auth.js';
 import { mfd } from '../helpers/files.js';
-import { loadSecurity, PskSecurity, TlsPskSecurity, type ChannelSecurity } from '../../src/transport/security.js';
+import { loadSecurity, PskSecurity, TlsPskSecurity, TlsSecurity, type ChannelSecurity } from '../../src/transport/security.js';
 import { NativeChannel } from '../../src/transport/native-channel.js';
 import { send } from '../../src/sender/sender.js';
 import { encodeInitPacket, uuidFromString } from '../../src/wire/init-packet.js';
@@ -201,6 +201,31 @@ t.test('replayed, forged and misbound channels while a TLS-PSK migration runs ar
   t.ok(refusals.some((m) => /TLS-PSK: identity "qemu" is not NAME:mfd-v1:UUID:ROLE:CHANNEL/.test(m)), 'an identity without a binding is named');
   t.ok(refusals.some((m) => /TLS-PSK: unknown identity "bob": not in --psk-file/.test(m)), 'an unknown identity is named');
   t.notOk(lines.some((l) => JSON.stringify(l).includes(key.toString('hex'))), 'the key is never logged');
+});
+
+/** `client` connecting to a server of `server`: the client's error and the server's refusal. */
+async function mismatch(server: ChannelSecurity, client: ChannelSecurity): Promise<{ error: Error; refused: string }> {
+  let refused!: (why: string) => void;
+  const why = new Promise<string>((r) => (refused = r));
+  const { server: srv } = server.createServer({ onAccepted: (s) => s.destroy(), onRefused: (_, w) => refused(w) });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const error = await rejection(client.connect('127.0.0.1', (srv.address() as net.AddressInfo).port, 5000, 'control channel', { uuid: randomBytes(16), role: 'control', channel: 0 }));
+    return { error, refused: await why };
+  } finally {
+    srv.close();
+  }
+}
+
+t.test('a key meets certificates: exit 10 on the sender, and each side names the mode the other probably has', async (t) => {
+  const certs = makeCerts(tmpdir(t));
+  const cert = (p: { cert: string; key: string }): TlsSecurity => new TlsSecurity(tlsFiles(p, certs.ca));
+  const a = await mismatch(cert(certs.recv), tlsPsk());
+  t.match(a.error, { code: 'ERR_PSK_HANDSHAKE', exitCode: ExitCode.AUTH, message: /TLS-PSK: the receiver answered with a certificate \(\w+; is it running with --tls-cert\/--tls-key\/--tls-ca\?\)/ });
+  t.match(a.refused, /^TLS: /);
+  const b = await mismatch(tlsPsk(), cert(certs.send));
+  t.match(b.error, { exitCode: ExitCode.AUTH, message: /cannot connect to 127\.0\.0\.1:\d+ over TLS \(is the receiver running with --psk-file\?\)/ });
+  t.match(b.refused, /TLS-PSK: the sender offered no pre-shared key \(a sender with --tls-cert\/--tls-key\/--tls-ca\?\)/);
 });
 
 /** A keys.psk line per [identity, key]. */
