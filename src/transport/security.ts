@@ -535,7 +535,8 @@ export class TlsPskSecurity implements ChannelSecurity {
 export function socketError(e: NodeJS.ErrnoException, where: string, code: string, place: ErrorPlace = {}): MfdError {
   if (e instanceof MfdError) return e;
   // OpenSSL's message carries its source location; its reason alone says what happened.
-  const text = (e as Error & { reason?: string }).reason ?? e.message;
+  const ssl = e as Error & { library?: string; reason?: string };
+  const text = ssl.library && ssl.reason ? ssl.reason : e.message;
   const message = where ? `${where}: ${text}` : text;
   const c = e.code ?? '';
   if (TLS_AUTH_CODE.test(c)) return new AuthError(`ERR_TLS_${c.replace(/^ERR_(TLS_|SSL_)?/, '')}`, message, place);
