@@ -433,7 +433,7 @@ const CERT_VERIFY_CODE = /^(UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|CERT_)/;
 const TLS_PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
 
 /** The identity a sender offers for `b` with the key named `name`. */
-export function tlsPskIdentity(name: string, b: ChannelBinding): string {
+function tlsPskIdentity(name: string, b: ChannelBinding): string {
   return `${name}:mfd-v1:${Buffer.from(b.uuid).toString('hex')}:${b.role}:${b.channel}`;
 }
 
@@ -546,7 +546,6 @@ export function socketError(e: NodeJS.ErrnoException, where: string, code: strin
 // ---------------------------------------------------------------- options
 
 export const PSK_MODES = ['tls', 'auth'] as const;
-export type PskMode = (typeof PSK_MODES)[number];
 
 export interface SecurityOptions {
   tlsCert?: string;
@@ -589,7 +588,9 @@ export function loadSecurity(o: SecurityOptions, warn: (msg: string) => void): C
 }
 
 /** The identity of mfd's raw key file's one key. */
-export const RAW_KEY_IDENTITY = 'mfd';
+const RAW_KEY_IDENTITY = 'mfd';
+/** Longest identity in a keys.psk: with mfd's 54 bytes around it, a TLS identity fits OpenSSL's 256. */
+const MAX_IDENTITY_BYTES = 128;
 /** QEMU's tls-creds-psk username when none is given. */
 const QEMU_IDENTITY = 'qemu';
 /** The key file in a QEMU tls-creds-psk directory. */
@@ -629,6 +630,7 @@ function parseKeysPsk(file: string, lines: string[]): Map<string, Buffer> {
     const [, name, hexKey] = m as unknown as [string, string, string];
     if (hexKey.length % 2 !== 0) throw new UsageError(`${where}: ${hexKey.length} hex digits, expected an even number`);
     if (hexKey.length / 2 < PSK_MIN_BYTES) throw new UsageError(`${where}: a key of ${hexKey.length / 2} bytes, expected at least ${PSK_MIN_BYTES} (e.g. psktool -u ${name} -p FILE)`);
+    if (Buffer.byteLength(name) > MAX_IDENTITY_BYTES) throw new UsageError(`${where}: an identity of ${Buffer.byteLength(name)} bytes, expected at most ${MAX_IDENTITY_BYTES}`);
     if (keys.has(name)) throw new UsageError(`${where}: identity "${name}" is there twice`);
     keys.set(name, Buffer.from(hexKey, 'hex'));
   });

@@ -285,6 +285,7 @@ t.test('key files and flags: both formats, the identity chosen, bad keys.psk lin
     [`a:${k.toString('hex')}0\n`, /line 1: 65 hex digits, expected an even number/],
     [`a:${k.subarray(0, 8).toString('hex')}\n`, /line 1: a key of 8 bytes, expected at least 16/],
     [`a:${k.toString('hex')}\na:${k.toString('hex')}\n`, /line 2: identity "a" is there twice/],
+    [`${'n'.repeat(129)}:${k.toString('hex')}\n`, /line 1: an identity of 129 bytes, expected at most 128/],
   ];
   for (const [i, [content, re]] of bad.entries()) {
     const e = t.throws(() => loadSecurity({ pskFile: file(`bad${i}.psk`, content) }, warn)) as unknown as Error;

@@ -47,7 +47,7 @@ t.test('a sender with another key, without a key or with TLS-PSK is refused (exi
   t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
   const plain = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, img]);
   t.equal(plain.status, ExitCode.AUTH);
-  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file \[ERR_PSK_REQUIRED\]/);
+  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file --psk-mode auth \[ERR_PSK_REQUIRED\]/);
   const tlsPsk = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
   t.equal(tlsPsk.status, ExitCode.AUTH);
   t.match(tlsPsk.stderr, /control channel \(127\.0\.0\.1:\d+\): TLS-PSK: the receiver does not answer in TLS \(is it running with --psk-mode auth\?\) \[ERR_PSK_HANDSHAKE\]/);
