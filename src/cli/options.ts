@@ -3,6 +3,7 @@ import { UsageError } from '../errors.js';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { LOG_LEVELS, shiftLevel, type LogLevel } from '../log.js';
 import { PAGE_SIZES } from '../wire/constants.js';
+import { PSK_MODES } from '../transport/security.js';
 
 /** A parser for an integer flag in min..max; `range` is how the message states the valid values. */
 export function intInRange(flag: string, min: number, max: number, range = `${min}..${max}`): (v: string) => number {
@@ -93,18 +94,20 @@ export function pageSizeOption(): Option {
     .default(4096);
 }
 
-/** --tls-cert/--tls-key/--tls-ca and --psk-file, the same on send and recv (docs/control-protocol.md, "Authentication"). */
+/** --tls-cert/--tls-key/--tls-ca and --psk-file (--psk-mode, --psk-identity), the same on send and recv (docs/control-protocol.md, "Authentication"). */
 export function securityOptions(): Option[] {
   return [
     new Option('--tls-cert <file>', 'TLS 1.3 on every connection: this side\'s certificate (PEM), with --tls-key and --tls-ca'),
     new Option('--tls-key <file>', "TLS: this side's private key (PEM)"),
     new Option('--tls-ca <file>', "TLS: CA certificate(s) (PEM) that the peer's certificate must chain to; the sender also checks the receiver's host name"),
-    new Option('--psk-file <file>', 'authenticate every connection by a challenge-response on this pre-shared key (the raw bytes of the file, at least 16, mode 600; no encryption)'),
+    new Option('--psk-file <file>', "a pre-shared key, mode 600: mfd's raw key file (its bytes, at least 16) or QEMU's keys.psk (IDENTITY:HEXKEY lines; a directory means DIR/keys.psk)"),
+    new Option('--psk-mode <mode>', 'with --psk-file: tls = TLS 1.3 on the key, every byte encrypted and protected (default); auth = a challenge-response per connection, then pages in clear and unprotected (trusted links)').choices(PSK_MODES),
+    new Option('--psk-identity <name>', "with --psk-file: the key file's identity to use (QEMU's tls-creds-psk username; default qemu if there, else the first); a receiver then accepts only it"),
   ];
 }
 
 /** The authentication flags of securityOptions(), by their option key. */
-export const SECURITY_FLAGS = { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file' } as const;
+export const SECURITY_FLAGS = { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file', pskMode: '--psk-mode', pskIdentity: '--psk-identity' } as const;
 
 export type SecurityOpts = { [K in keyof typeof SECURITY_FLAGS]?: string };
 

@@ -68,8 +68,8 @@ export class ControlChannel {
           const lenBytes = this.queue.take(4);
           if (!lenBytes) return;
           const len = lenBytes.readUInt32BE(0);
-          // A receiver with --psk-file opens with its challenge ("MFDP"), which reads as this length.
-          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file');
+          // A receiver with --psk-file --psk-mode auth opens with its challenge ("MFDP"), which reads as this length.
+          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file --psk-mode auth');
           if (len > CONTROL_FRAME_MAX) {
             // Four printable bytes ("HTTP", "SSH-") are another protocol speaking: say which.
             const text = /^[\x20-\x7e]{4}$/.test(lenBytes.toString('latin1')) ? `: the peer does not speak mfd's control protocol (it sent "${lenBytes.toString('latin1')}...")` : '';

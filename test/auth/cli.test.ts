@@ -51,9 +51,10 @@ async function migrateAllInterfaces(t: Test, recvArgs: string[], sendArgs: strin
 
 t.test('--insecure allows all interfaces without authentication', (t) => migrateAllInterfaces(t, ['--insecure'], []));
 
-t.test('--psk-file allows all interfaces', async (t) => {
+t.test('--psk-file allows all interfaces, in either --psk-mode', async (t) => {
   const key = pskFile(tmpdir(t), 'psk');
   await migrateAllInterfaces(t, ['--psk-file', key], ['--psk-file', key]);
+  await migrateAllInterfaces(t, ['--psk-file', key, '--psk-mode', 'auth'], ['--psk-file', key, '--psk-mode', 'auth']);
 });
 
 t.test('key and certificate flags are checked before anything connects or listens', async (t) => {
@@ -104,7 +105,7 @@ t.test('authentication flags where nothing connects are refused, and a plain sen
 
 t.test('--help lists the authentication flags', async (t) => {
   const r = mfd('recv', '--help');
-  t.match(r.stdout, /--insecure[\s\S]*--tls-cert <file>[\s\S]*--tls-key <file>[\s\S]*--tls-ca <file>[\s\S]*--psk-file <file>/);
+  t.match(r.stdout, /--insecure[\s\S]*--tls-cert <file>[\s\S]*--tls-key <file>[\s\S]*--tls-ca <file>[\s\S]*--psk-file <file>[\s\S]*--psk-mode <mode>[\s\S]*--psk-identity <name>/);
   const s = mfd('send', '--help');
   t.match(s.stdout, /--tls-cert <file>[\s\S]*--psk-file <file>/);
   t.notMatch(s.stdout, /--insecure/);

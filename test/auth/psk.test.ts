@@ -1,5 +1,6 @@
 /**
- * The pre-shared key's challenge-response on every connection: a migration end to end, a wrong
+ * The pre-shared key's challenge-response on every connection (--psk-mode auth; TLS-PSK, the
+ * default, is psk-tls.test.ts): a migration end to end, a wrong
  * key refused on each side, and strangers (garbage, wrong key, silence, a replayed proof, a
  * proof for another migration or role) connecting while a PSK migration runs.
  */
@@ -34,26 +35,30 @@ t.test('a PSK migration arrives byte-identical', async (t) => {
   t.equal(sha256(path.join(out, 'b.ram')), sha256(b));
 });
 
-t.test('a sender with another key is refused (exit 10); the receiver logs it and takes the real sender', async (t) => {
+t.test('a sender with another key, without a key or with TLS-PSK is refused (exit 10); the receiver logs it and takes the real sender', async (t) => {
   const work = tmpdir(t);
   const out = path.join(work, 'out');
   fs.mkdirSync(out);
   const img = makeImage(path.join(work, 'vm.ram'), 2 << 20, 'mixed');
-  const r = await recvProcess(t, ['--output', out, '--psk-file', keyFile]);
-  const wrong = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', pskFile(work, 'other'), '--json', img]);
+  const r = await recvProcess(t, ['--output', out, '--psk-file', keyFile, '--psk-mode', 'auth']);
+  const wrong = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', pskFile(work, 'other'), '--psk-mode', 'auth', '--json', img]);
   t.equal(wrong.status, ExitCode.AUTH, wrong.stderr);
   t.match(wrong.stderr, /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver refused our proof: its key differs from --psk-file \[ERR_PSK_HANDSHAKE\]/);
   t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
   const plain = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, img]);
   t.equal(plain.status, ExitCode.AUTH);
-  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file \[ERR_PSK_REQUIRED\]/);
+  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file --psk-mode auth \[ERR_PSK_REQUIRED\]/);
+  const tlsPsk = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
+  t.equal(tlsPsk.status, ExitCode.AUTH);
+  t.match(tlsPsk.stderr, /control channel \(127\.0\.0\.1:\d+\): TLS-PSK: the receiver does not answer in TLS \(is it running with --psk-mode auth\?\) \[ERR_PSK_HANDSHAKE\]/);
   t.same(fs.readdirSync(out), [], 'nothing written for them');
-  const ok = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
+  const ok = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, '--psk-mode', 'auth', img]);
   t.equal(ok.status, 0, ok.stderr);
   t.equal(await r.exited, 0, r.stderr());
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
   t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: wrong proof: the peer does not hold this key/);
   t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x4d464443 version 0, expected 0x4d464441 version 1 \(a sender without --psk-file\?\)/);
+  t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x160301\w\w version \d+, expected 0x4d464441 version 1 \(a TLS handshake: a sender with --psk-mode tls or --tls-\*\?\)/);
   t.notMatch(r.stderr(), key.toString('hex'), 'the key is never logged');
 });
 
