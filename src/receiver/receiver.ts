@@ -29,6 +29,7 @@ import { createDecoder } from './decoder.js';
 import { openTargets, targetPath, verifyBlocks, verifyChannels } from './targets.js';
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
+import { PageBudget } from './page-bitmap.js';
 
 export interface RecvOptions {
   host: string;
@@ -158,6 +159,8 @@ class Migration {
   private readonly receivers: MethodReceiver[] = [];
   private compute: ComputePool | null = null;
   private readonly blocks = new Map<string, TargetBlock>();
+  /** What the received and written bitmaps of every block may cost together. */
+  private readonly budget = new PageBudget();
   private readonly outputs: Output[] = [];
   private channels: (DataChannel | undefined)[] = [];
   private counters: ChannelCounters[] = [];
@@ -330,7 +333,7 @@ class Migration {
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
     if (!journaled) for (const b of hello.ramblocks) discardJournal(journalPathFor(targetPath(b.name, targets, 'hello')));
     this.resumed = journaled !== null;
-    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
+    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs, this.budget);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
     const have = await this.openJournals(hello, journaled);
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
@@ -370,7 +373,7 @@ class Migration {
     const shares = shareRuns(hello.ramblocks.map((b) => journaled?.get(b.name)?.pages.length ?? 0), MAX_HAVE_NUMBERS);
     for (const [i, b] of hello.ramblocks.entries()) {
       const t = this.blocks.get(b.name)!;
-      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
+      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize, this.budget);
       list.push(j);
       const journal = journaled?.get(b.name)?.pages;
       if (!journal) continue;

@@ -10,7 +10,7 @@ import { BlockDigest } from '../digest.js';
 import { isSafeFileName } from '../image/ramblock.js';
 import { Output, sidecarPath } from './output.js';
 import { journalPathFor } from './journal.js';
-import { PageBitmap } from './page-bitmap.js';
+import { PageBitmap, PageBudget } from './page-bitmap.js';
 import type { TargetBlock } from './data-channel.js';
 
 export interface TargetOptions {
@@ -38,6 +38,7 @@ export function targetPath(name: string, o: TargetOptions, where: string): strin
  * Creates an output (temporary name, or in place) for every ramblock.
  * `where` names the source of the table in errors ("hello", "migration file header").
  * Outputs made before a failure are in `outputs` for the caller to abort.
+ * Their page bitmaps are charged to `budget` (the receiver's, shared with its journals).
  */
 export async function openTargets(
   ramblocks: { name: string; size: number }[],
@@ -46,6 +47,7 @@ export async function openTargets(
   where: string,
   blocks: Map<string, TargetBlock>,
   outputs: Output[],
+  budget = new PageBudget(),
 ): Promise<void> {
   const map = o.outputMap ?? new Map<string, string>();
   for (const name of map.keys()) {
@@ -59,7 +61,7 @@ export async function openTargets(
     outputs.push(output);
     const pages = Math.ceil(b.size / pageSize);
     // The declared size is the peer's word: the bitmap grows with the pages that arrive.
-    blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
+    blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages, budget), digest: new BlockDigest() });
   }
 }
 
