@@ -59,10 +59,14 @@ export async function openTargets(
   for (const [i, b] of ramblocks.entries()) {
     const output = await Output.create(b.name, b.size, finals[i]!, o.inPlace, o.existing ?? false);
     outputs.push(output);
-    const pages = Math.ceil(b.size / pageSize);
-    // The declared size is the peer's word: the bitmap grows with the pages that arrive.
-    blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages, budget), digest: new BlockDigest() });
+    blocks.set(b.name, targetBlock(output, b.size, pageSize, budget));
   }
+}
+
+/** A ramblock's target: its output, and the pages received and their digest so far. */
+export function targetBlock(output: Output, size: number, pageSize: number, budget = new PageBudget()): TargetBlock {
+  // The declared size is the peer's word: the bitmap grows with the pages that arrive.
+  return { output, size, seen: new PageBitmap(Math.ceil(size / pageSize), budget), digest: new BlockDigest() };
 }
 
 /** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal and their replacements. */

@@ -12,7 +12,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { RawSender, tmpdir } from '../helpers/index.js';
-import { mfdRecv } from '../helpers/procs.js';
+import { mfdRecv, watchPeak } from '../helpers/procs.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize } from '../../src/wire/constants.js';
@@ -26,21 +26,6 @@ const BLOCK = 2 ** 44 - 2 ** 24;
 const PAGES = BLOCK / PS;
 const PER_PACKET = 128;
 const PACKETS = 8192;
-
-/** Peak RSS (VmHWM, bytes) of `pid` while it lives: the last value read before it exits. */
-function watchPeak(pid: number): { peak: () => number; stop: () => void } {
-  let peak = 0;
-  const read = (): void => {
-    try {
-      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
-    } catch {
-      /* exited */
-    }
-  };
-  const timer = setInterval(read, 20);
-  return { peak: () => (read(), peak), stop: () => clearInterval(timer) };
-}
 
 /**
  * Sends `pages` (page indexes, distinct) as zero pages, 128 a packet, then a
@@ -77,7 +62,7 @@ async function spray(t: Test, pages: (k: number) => number, o: { count?: number;
   }
   const last = encodePacketHeader(new Uint8Array(HS), HS, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: n++, ramblock: new Uint8Array(0), offsets: [] });
   if (!ch.destroyed) ch.end(last);
-  if (!raw.control.closed) raw.sockets[0]!.write(encodeFrame({ type: 'complete', packets: [Number(n)], digests: { ram0: '0000000000000000' } }));
+  if (!raw.sockets[0]!.destroyed) raw.sockets[0]!.write(encodeFrame({ type: 'complete', packets: [Number(n)], digests: { ram0: '0000000000000000' } }));
   const exit = await r.done;
   peak.stop();
   return { exit, peak: peak.peak(), dir, sent, journal };
