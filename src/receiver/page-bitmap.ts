@@ -154,8 +154,12 @@ class Level {
     const at = slot * SLOT_BYTES + (bit >>> 3);
     const mask = 1 << (bit & 7);
     if (this.bits[at]! & mask) return false;
+    // The last page of a chunk: the level above takes the chunk first, so a refused charge there changes nothing here.
+    const fills = this.counts[slot]! + 1 === this.capacity(c);
+    if (fills) this.upper().set(c);
     this.bits[at]! |= mask;
-    if (++this.counts[slot]! === this.capacity(c)) this.fill(c, slot);
+    this.counts[slot]!++;
+    if (fills) this.release(c, slot);
     return true;
   }
 
@@ -214,9 +218,8 @@ class Level {
     return slot;
   }
 
-  /** Chunk `c` is full: one element up, then its slot is free (in that order, so a refused charge leaves it as it was). */
-  private fill(c: number, slot: number): void {
-    this.upper().set(c);
+  /** Chunk `c`, full and marked so above, gives its slot back. */
+  private release(c: number, slot: number): void {
     this.bits.fill(0, slot * SLOT_BYTES, (slot + 1) * SLOT_BYTES);
     this.counts[slot] = 0;
     this.freeSlots.push(slot);
