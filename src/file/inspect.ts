@@ -7,16 +7,17 @@
  * it was cut).
  */
 import fs from 'node:fs';
-import { MfdError } from '../errors.js';
+import { MfdError, asMfdError } from '../errors.js';
+import { silentLogger } from '../log.js';
 import { preadPieces } from '../native/file-io.js';
 import { checkPacketHeader, decodePacketHeader, ramblockName } from '../wire/packet.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { methodByFlag } from '../methods/index.js';
-import type { InspectedPacket } from '../inspect/inspect.js';
+import { MAX_LISTED_PACKETS, type InspectedPacket } from '../inspect/inspect.js';
 import { bitmapBytes, decodeHeader, decodeTail, decodeTrailer, FILE_MAGIC, HEADER_FIXED_SIZE, peekHeader, TAIL_SIZE, type FileHeader, type FileTrailer } from './format.js';
 import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
-import { fileMethod } from './restore.js';
+import { fileMethod, restoreFromFile } from './restore.js';
 import { printable } from '../text.js';
 
 export interface FileReport {
@@ -32,6 +33,11 @@ export interface FileReport {
   /** mapped-ram: pages present per block (from the bitmaps). */
   bitmaps: { name: string; pages: number; present: number }[];
   trailer: (FileTrailer & { at: number; valid: true }) | { valid: false; reason: string };
+  /**
+   * With a valid trailer: the file checked as `mfd recv --from` restores it
+   * (every record, page coverage, packet counts, digests), nothing written.
+   */
+  check: { ok: true } | { ok: false; code: string; exitCode: number; message: string } | null;
   errors: { at: number; message: string }[];
 }
 
@@ -39,6 +45,8 @@ export interface FileReport {
 export function isMigrationFile(t: FileTarget): boolean {
   let fd = -1;
   try {
+    // Opening a pipe for reading would wait for a writer: only a regular file can be one.
+    if (!fs.statSync(t.path).isFile()) return false;
     fd = fs.openSync(t.path, 'r');
     const b = Buffer.alloc(4);
     return fs.readSync(fd, b, 0, 4, t.offset) === 4 && b.readUInt32BE(0) === FILE_MAGIC;
@@ -57,7 +65,7 @@ function atOf(e: unknown, fallback: number): number {
 
 export async function inspectFile(t: FileTarget): Promise<FileReport> {
   const f = openForRestore(t);
-  const report: FileReport = { file: t.path, offset: t.offset, bytes: f.size, header: null, ramblocks: [], packets: [], channels: [], bitmaps: [], trailer: { valid: false, reason: 'not read' }, errors: [] };
+  const report: FileReport = { file: t.path, offset: t.offset, bytes: f.size, header: null, ramblocks: [], packets: [], channels: [], bitmaps: [], trailer: { valid: false, reason: 'not read' }, check: null, errors: [] };
   const err = (e: unknown, fallback: number): void => {
     const message = e instanceof MfdError ? e.message : String((e as Error).message ?? e);
     report.errors.push({ at: atOf(e, fallback), message });
@@ -101,6 +109,16 @@ export async function inspectFile(t: FileTarget): Promise<FileReport> {
   } finally {
     fs.closeSync(f.fd);
   }
+  if (report.trailer.valid && report.errors.length === 0) {
+    try {
+      await restoreFromFile({ source: t, verifyOnly: true, logger: silentLogger });
+      report.check = { ok: true };
+    } catch (e) {
+      const m = asMfdError(e);
+      report.check = { ok: false, code: m.code, exitCode: m.exitCode, message: m.message };
+      err(e, t.offset);
+    }
+  }
   return report;
 }
 
@@ -140,7 +158,7 @@ async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: 
       const flags = p.flags;
       const payload = rec.length - hs;
       const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
-      report.packets.push({
+      if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push({
         at: rec.at,
         channel: rec.channel,
         packetNum: p.packetNum.toString(),
@@ -220,6 +238,8 @@ export function formatFileReport(r: FileReport): string {
       lines.push(`  ramblock ${printable(b.name)}: digest ${x.digest}, normal pages ${x.normalPages}, zero pages ${x.zeroPages}`);
     });
   } else lines.push(`  trailer: not valid: ${t.reason}`);
+  if (r.check?.ok) lines.push('  check: every record, page, packet count and digest verified (as mfd recv --from)');
+  else if (r.check) lines.push(`  check: failed [${r.check.code}]`);
   for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);
   return lines.join('\n');
 }

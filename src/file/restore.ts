@@ -28,9 +28,9 @@ import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } f
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { PathTally, emptyPathCounts } from '../accel/paths.js';
 import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from '../receiver/data-channel.js';
-import type { Output } from '../receiver/output.js';
+import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
-import { openTargets, verifyBlocks, verifyChannels } from '../receiver/targets.js';
+import { openTargets, targetBlock, verifyBlocks, verifyChannels } from '../receiver/targets.js';
 import { alignUp, decodeHeader, decodeTail, decodeTrailer, fileError, FILE_ALIGN, HEADER_FIXED_SIZE, incomplete, peekHeader, TAIL_SIZE, type FileHeader, type FileTrailer, type Layout } from './format.js';
 import { openForRestore, type FileTarget, type OpenFile } from './target.js';
 import { readRecords } from './stream-layout.js';
@@ -48,6 +48,8 @@ export interface RestoreOptions {
   logger: Logger;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
+  /** Check the file (every record, page coverage, packet counts, digests) without writing any output (`mfd inspect`). */
+  verifyOnly?: boolean;
 }
 
 /** The migration file a restore read, as its summary reports it. */
@@ -174,7 +176,13 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
     const compressionPath = method.path({ params, requireHardware });
     const tally = new PathTally(`${method.name} decompression`, requireHardware);
     const blocks = new Map<string, TargetBlock>();
-    await openTargets(h.ramblocks, h.pageSize, { ...opts, inPlace: opts.inPlace ?? false }, 'migration file header', blocks, outputs);
+    if (opts.verifyOnly) {
+      for (const b of h.ramblocks) {
+        const output = Output.discard(b.name, b.size);
+        outputs.push(output);
+        blocks.set(b.name, targetBlock(output, b.size, h.pageSize));
+      }
+    } else await openTargets(h.ramblocks, h.pageSize, { ...opts, inPlace: opts.inPlace ?? false }, 'migration file header', blocks, outputs);
     const totalBytes = h.ramblocks.reduce((a, b) => a + b.size, 0);
     let doneBytes = 0;
     const onPages = (bytes: number): void => {

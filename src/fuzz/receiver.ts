@@ -53,7 +53,7 @@ export async function receiverCorpus(): Promise<ChannelStream[]> {
   return out;
 }
 
-function helloFor(s: ChannelStream): Hello {
+export function helloFor(s: Pick<ChannelStream, 'pageSize' | 'method' | 'block' | 'blockSize'>): Hello {
   return {
     type: 'hello',
     version: CONTROL_VERSION,
@@ -70,7 +70,7 @@ function helloFor(s: ChannelStream): Hello {
 }
 
 /** A receiver on a free loopback port; `ended` settles to 'ok' or the error it failed with. */
-async function startReceiver(dir: string, signal: AbortSignal, inPlace: boolean): Promise<{ port: number; ended: Promise<unknown> }> {
+export async function startReceiver(dir: string, signal: AbortSignal, inPlace: boolean, timeoutMs = RECEIVER_TIMEOUT_MS): Promise<{ port: number; ended: Promise<unknown> }> {
   let port = 0;
   let listening!: () => void;
   const listened = new Promise<void>((r) => (listening = r));
@@ -80,7 +80,7 @@ async function startReceiver(dir: string, signal: AbortSignal, inPlace: boolean)
     logger: silentLogger,
     outputDir: dir,
     inPlace,
-    timeoutMs: RECEIVER_TIMEOUT_MS,
+    timeoutMs,
     threads: 1,
     signal,
     onListening: (a) => {

@@ -2,6 +2,7 @@
 import type { FuzzTarget } from './harness.js';
 import { controlFrameTarget, controlStreamTarget } from './control.js';
 import { inspectTarget } from './inspect.js';
+import { controlTimingTarget, pageBookkeepingTarget } from './bookkeeping.js';
 import { qemuMainTarget, qemuRecvTarget } from './qemu.js';
 import { methodNames, methodTarget } from './methods.js';
 import { receiverHelloTarget, receiverTarget } from './receiver.js';
@@ -27,6 +28,8 @@ export function fuzzTargets(): TargetEntry[] {
     entry('inspect', inspectTarget),
     entry('receiver', receiverTarget),
     entry('receiver-hello', receiverHelloTarget),
+    entry('page-bookkeeping', pageBookkeepingTarget),
+    entry('control-timing', controlTimingTarget),
     entry('qemu-main', qemuMainTarget),
     entry('qemu-recv', qemuRecvTarget),
   ];

@@ -23,7 +23,7 @@ import {
   pageCount,
 } from '../wire/constants.js';
 import { methodByFlag, type MethodReceiver } from '../methods/index.js';
-import { IoError } from '../errors.js';
+import { IoError, UsageError } from '../errors.js';
 import { printable } from '../text.js';
 
 export interface InspectedPacket {
@@ -62,19 +62,81 @@ function flagNames(flags: number): string {
   return names.join('|');
 }
 
+/** Packets listed one by one in a report at most; the totals count them all. */
+export const MAX_LISTED_PACKETS = 100_000;
+/** Bytes read from a stream file at a time. */
+const WINDOW = 4 << 20;
+
+/** Random access to a stream's bytes: a buffer, or a file read a window at a time. */
+interface Bytes {
+  readonly length: number;
+  /** Bytes [at, at + n), within length. */
+  read(at: number, n: number): Buffer | Promise<Buffer>;
+}
+
+/**
+ * Reads a stream file a window at a time (its memory does not grow with the
+ * file). Only regular files: a pipe or a device (/dev/urandom) has no end to
+ * report on, and is refused.
+ */
 export async function inspectStream(file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
-  return inspectBytes(fs.readFileSync(file), file, pageSize, sink);
+  let fd: number;
+  try {
+    // Judged before opening: opening a pipe for reading waits for a writer.
+    refuseUnlessFile(fs.statSync(file), file);
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    throw new IoError(`ERR_${err.code ?? 'OPEN'}`, `cannot read stream "${file}": ${err.message}`, e);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    refuseUnlessFile(st, file);
+    let start = 0;
+    let window = Buffer.alloc(0);
+    const bytes: Bytes = {
+      length: st.size,
+      read(at, n) {
+        if (at >= start && at + n <= start + window.length) return window.subarray(at - start, at - start + n);
+        const want = Math.min(Math.max(n, WINDOW), st.size - at);
+        if (window.length < want) window = Buffer.alloc(want);
+        let got = 0;
+        while (got < want) {
+          const r = fs.readSync(fd, window, got, want - got, at + got);
+          if (r === 0) throw new IoError('ERR_SHORT_READ', `reading stream "${file}": it ends at byte ${at + got}, expected ${at + want} (did it shrink?)`);
+          got += r;
+        }
+        start = at;
+        window = window.subarray(0, want);
+        return window.subarray(0, n);
+      },
+    };
+    return await inspectSource(bytes, file, pageSize, sink);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function refuseUnlessFile(st: fs.Stats, file: string): void {
+  if (st.isFile()) return;
+  const kind = st.isFIFO() ? 'a pipe' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : st.isDirectory() ? 'a directory' : 'not a regular file';
+  throw new UsageError(`mfd inspect reads regular files: "${file}" is ${kind} (save the stream to a file first, e.g. with mfd recv --dump-streams)`);
 }
 
 /** inspectStream on bytes already read; `file` names them in the report. */
 export async function inspectBytes(buf: Buffer, file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
+  return inspectSource({ length: buf.length, read: (at, n) => buf.subarray(at, at + n) }, file, pageSize, sink);
+}
+
+async function inspectSource(buf: Bytes, file: string, pageSize: number, sink?: PageSink): Promise<StreamReport> {
   const report: StreamReport = { file, init: null, packets: [], totals: { packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0, bytes: buf.length }, errors: [] };
-  const err = (at: number, message: string): void => void report.errors.push({ at, message });
+  const err = (at: number, message: string): void => void (report.errors.length < MAX_LISTED_PACKETS && report.errors.push({ at, message }));
   if (buf.length < INIT_PACKET_SIZE) {
     err(0, `stream of ${buf.length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`);
     return report;
   }
-  const init = decodeInitPacket(buf);
+  const init = decodeInitPacket(await buf.read(0, INIT_PACKET_SIZE));
   report.init = { magic: hex(init.magic), version: init.version, uuid: uuidToString(init.uuid), id: init.id };
   if (init.magic !== MULTIFD_MAGIC) err(0, `init packet magic ${hex(init.magic)}, expected ${hex(MULTIFD_MAGIC)}`);
   if (init.version !== MULTIFD_VERSION) err(4, `init packet version ${init.version}, expected ${MULTIFD_VERSION}`);
@@ -88,7 +150,7 @@ export async function inspectBytes(buf: Buffer, file: string, pageSize: number, 
         err(at, `truncated packet header: ${buf.length - at} of ${hs} bytes`);
         break;
       }
-      const h = decodePacketHeader(buf.subarray(at, at + hs), perPacket);
+      const h = decodePacketHeader(Buffer.from(await buf.read(at, hs)), perPacket);
       if (h.magic !== MULTIFD_MAGIC || h.version !== MULTIFD_VERSION) {
         err(at, `packet magic ${hex(h.magic)} version ${h.version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}; cannot find the next packet`);
         break;
@@ -122,8 +184,10 @@ export async function inspectBytes(buf: Buffer, file: string, pageSize: number, 
         if (!Number.isSafeInteger(o + pageSize)) err(at, `offset of page ${i} is ${o === Infinity ? '2^53 or more' : o}, its page ends past 2^53: past any ramblock`);
         else if (o % pageSize !== 0) err(at, `offset ${o} of page ${i} is not a multiple of ${pageSize}`);
       }
-      const payload = buf.subarray(payloadAt, payloadAt + payloadLen);
-      if (sink && method && normal > 0) {
+      if (sink && method && normal > 0 && payloadLen > method.maxPayload(normal, pageSize)) {
+        err(payloadAt, `payload of ${payloadLen} bytes, expected at most ${method.maxPayload(normal, pageSize)} for ${normal} pages of ${method.name}: not decoded`);
+      } else if (sink && method && normal > 0) {
+        const payload = Buffer.from(await buf.read(payloadAt, payloadLen));
         let dec = decoders.get(flag);
         if (!dec) decoders.set(flag, (dec = method.recvSetup({ channel: init.id, pageSize, params: method.params({}), tally: new PathTally(`${method.name} decompression`) })));
         let out: Buffer | null = null;
@@ -136,7 +200,7 @@ export async function inspectBytes(buf: Buffer, file: string, pageSize: number, 
         if (out) for (let j = 0; j < normal; j++) if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
       }
       if (sink) for (let j = normal; j < pages; j++) if (placeable(j)) sink(name, h.offsets[j]!, null, h.packetNum);
-      report.packets.push({
+      if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push({
         at,
         packetNum: h.packetNum.toString(),
         flags: flagNames(h.flags),
@@ -211,6 +275,7 @@ export function formatReport(r: StreamReport): string {
   }
   const t = r.totals;
   lines.push(`  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`);
+  if (r.packets.length < t.packets) lines.push(`  (the first ${r.packets.length} packets listed)`);
   for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${printable(e.message)}`);
   return lines.join('\n');
 }

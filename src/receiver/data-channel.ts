@@ -17,7 +17,7 @@ import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
 import type { BlockDigest } from '../digest.js';
 import type { Output } from './output.js';
-import type { PageBitmap } from './page-bitmap.js';
+import { PageStateLimitError, type PageBitmap } from './page-bitmap.js';
 
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
@@ -263,14 +263,12 @@ export class DataChannel {
     const name = Buffer.from(h.ramblock).toString('utf8');
     const block = this.host.blocks.get(name)!;
     const ps = this.host.pageSize;
-    for (let i = 0; i < pages; i++) {
-      if (!block.seen.set(h.offsets[i]! / ps)) {
-        throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, {
-          channel: this.id,
-          packetNum: h.packetNum,
-        });
+    const place = { channel: this.id, packetNum: h.packetNum };
+    this.charged(name, place, () => {
+      for (let i = 0; i < pages; i++) {
+        if (!block.seen.set(h.offsets[i]! / ps)) throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, place);
       }
-    }
+    });
     c.normalPages += h.normalPages;
     c.zeroPages += h.zeroPages;
 
@@ -278,16 +276,23 @@ export class DataChannel {
     const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
     Promise.resolve(decoded)
       .then((data) => this.apply(h, name, block, data))
-      .then(
-        () => {
-          release?.();
-          if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
-          this.host.onWritten?.(block, h.offsets, pages);
-          this.host.onPages(pages * ps);
-          if (this.idle) this.host.onIdle();
-        },
-        (e) => this.host.fail(e),
-      );
+      .then(() => {
+        release?.();
+        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
+        this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
+        this.host.onPages(pages * ps);
+        if (this.idle) this.host.onIdle();
+      })
+      .catch((e) => this.host.fail(e));
+  }
+
+  /** Runs `f`, which marks pages of ram block `name`; a bookkeeping limit it meets names the block, channel and packet. */
+  private charged(name: string, place: { channel: number; packetNum: bigint }, f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      throw e instanceof PageStateLimitError ? e.at(name, place) : e;
+    }
   }
 
   /** Digests the decoded pages and writes them (and, in place, the zero pages): one addon call. */

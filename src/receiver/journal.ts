@@ -7,17 +7,19 @@
  * (fdatasync of the output) and only then is the journal rewritten
  * (temporary file, fsync, rename, fsync of the directory), so a journal never
  * claims a page that is not on disk. `mfd send --resume` continues from it;
- * it goes once the output has verified and taken its final name.
+ * it goes once the output has verified and taken its final name. A journal
+ * holds at most the longest MAX_HAVE_NUMBERS / 2 runs (all a resume can
+ * use): scattered pages never make it larger than that, nor its rewrite dearer.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
 import { limitRuns, runPages } from '../resume.js';
 import { RESERVE_BYTES, type Reserve } from './reserve.js';
-import { PageBitmap } from './page-bitmap.js';
+import { PageBitmap, type PageBudget } from './page-bitmap.js';
 import { linkMessage, sidecarPath, type Output } from './output.js';
 import { NO_FOLLOW, createFresh } from '../no-follow.js';
-import { badRun } from '../control/protocol.js';
+import { MAX_HAVE_NUMBERS, badRun } from '../control/protocol.js';
 import { syncDirectory } from '../file/target.js';
 
 export const JOURNAL_FORMAT = 'mfd-journal';
@@ -116,8 +118,9 @@ export class BlockJournal {
     private readonly uuid: string,
     private readonly ramblock: { name: string; size: number; source?: string },
     private readonly pageSize: number,
+    budget?: PageBudget,
   ) {
-    this.written = new PageBitmap(Math.ceil(ramblock.size / pageSize));
+    this.written = new PageBitmap(Math.ceil(ramblock.size / pageSize), budget);
   }
 
   /** Marks pages (byte offsets in the block) written to the output. */
@@ -142,7 +145,8 @@ export class BlockJournal {
   async checkpoint(last = false): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
-    let runs = this.written.runs();
+    // No more than a resume can use (ready.have's bound): the longest runs; the rest is sent again.
+    let runs = limitRuns(this.written.runs(), MAX_HAVE_NUMBERS);
     const reserve = last && this.reserve?.isOpen ? this.reserve : null;
     const where = `checkpoint of ram block "${this.ramblock.name}"`;
     if (this.output.isOpen && runs.length > 0) await this.output.use((fd) => io(where, (cb) => fs.fdatasync(fd, cb)));

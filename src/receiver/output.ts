@@ -7,6 +7,7 @@
  * block's declared size: nothing is ever written outside it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { IoError, ResumeError } from '../errors.js';
@@ -72,6 +73,18 @@ export class Output {
       const err = e as NodeJS.ErrnoException;
       throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${linkMessage(err)}`, e);
     }
+    return out;
+  }
+
+  /**
+   * An output that keeps nothing, for checking a migration file without
+   * restoring it (`mfd inspect`): pages are written to the null device, so
+   * they take the same path (CRCs computed as they are written); commit and
+   * abort only close it.
+   */
+  static discard(name: string, size: number): Output {
+    const out = new Output(name, size, os.devNull, os.devNull, null, true);
+    out.fd = fs.openSync(os.devNull, 'w');
     return out;
   }
 

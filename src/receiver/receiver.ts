@@ -12,7 +12,7 @@ import { ConnectionError, ExitCode, IoError, MfdError, ProtocolError, RemoteErro
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, encodeFrame, type Complete, type Hello } from '../control/protocol.js';
+import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, encodeFrame, type Complete, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -31,6 +31,7 @@ import { createDecoder } from './decoder.js';
 import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './targets.js';
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
+import { PageBudget } from './page-bitmap.js';
 
 export interface RecvOptions {
   host: string;
@@ -160,6 +161,8 @@ class Migration {
   private readonly receivers: MethodReceiver[] = [];
   private compute: ComputePool | null = null;
   private readonly blocks = new Map<string, TargetBlock>();
+  /** What the received and written bitmaps of every block may cost together. */
+  private readonly budget = new PageBudget();
   private readonly outputs: Output[] = [];
   private channels: (DataChannel | undefined)[] = [];
   private counters: ChannelCounters[] = [];
@@ -171,6 +174,8 @@ class Migration {
   private readonly timeoutMs: number;
   /** Fails the migration when a channel has not connected in time (see watchChannels). */
   private channelWatch: NodeJS.Timeout | null = null;
+  /** Fails the migration when every channel has ended and `complete` does not come (see watchComplete). */
+  private completeWatch: NodeJS.Timeout | null = null;
   /** Fails a migration waiting for a resume when no hello comes. */
   private helloWatch: NodeJS.Timeout | null = null;
   private resolve!: (r: RecvResult) => void;
@@ -235,6 +240,7 @@ class Migration {
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     const q = new ByteQueue();
+    const since = performance.now();
     const reject = (why: string): void => {
       this.log.warn({ peer }, `connection from ${peer} refused: ${why}`);
       sock.destroy();
@@ -249,14 +255,15 @@ class Migration {
       const need = magic === CONTROL_MAGIC ? CONTROL_PREAMBLE_SIZE : magic === MULTIFD_MAGIC ? INIT_PACKET_SIZE : 0;
       if (q.length < need) return;
       sock.off('data', onData);
-      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q, binding, reject);
+      if (magic === CONTROL_MAGIC) this.onControl(sock, peer, q, binding, reject, since);
       else if (magic === MULTIFD_MAGIC) this.onDataChannel(sock, peer, q, binding, reject);
       else reject(`unknown channel magic ${hex(magic)}, expected ${hex(CONTROL_MAGIC)} (control) or ${hex(MULTIFD_MAGIC)} (multifd)`);
     };
     sock.on('data', onData);
   }
 
-  private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void): void {
+  /** A control connection (`since`: when it was accepted): the migration's, unless one is already. */
+  private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void, since: number): void {
     if (this.control) {
       this.log.warn({ peer }, `second control connection from ${peer} refused: busy with migration ${this.hello?.uuid ?? '(hello not in yet)'}`);
       // Told why, so that sender reports a busy receiver rather than a reset connection.
@@ -273,12 +280,32 @@ class Migration {
     const ctl = new ControlChannel(sock, peer, q.take(q.length)!);
     this.control = ctl;
     this.log.info({ peer }, 'control channel connected');
-    void this.converse(ctl);
+    void this.converse(ctl, peer, Math.max(0, this.timeoutMs - (performance.now() - since)));
   }
 
-  private async converse(ctl: ControlChannel): Promise<void> {
+  /**
+   * The control channel's first message, within `ms`; null when none came (the
+   * connection is then dropped and the migration waits for another sender).
+   */
+  private async awaitHello(ctl: ControlChannel, peer: string, ms: number): Promise<ControlMessage | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)));
+    const m = await Promise.race([ctl.next(), late]).finally(() => clearTimeout(timer));
+    if (m !== null || this.settled) return m;
+    const why = `no hello within ${this.timeoutMs} ms of connecting`;
+    this.log.warn({ peer }, `control connection from ${peer} dropped: ${why}; waiting for another sender`);
+    this.control = null;
+    this.controlBinding = null;
+    // Told why, then closed (at once if it does not read either).
+    ctl.socket.setTimeout(PEER_REASON_GRACE_MS, () => ctl.socket.destroy());
+    ctl.socket.end(encodeFrame({ type: 'error', code: 'ERR_CONTROL_TIMEOUT', message: `receiver: ${why}` }));
+    return null;
+  }
+
+  private async converse(ctl: ControlChannel, peer: string, helloMs: number): Promise<void> {
     try {
-      const hello = await ctl.next();
+      const hello = await this.awaitHello(ctl, peer, helloMs);
+      if (hello === null) return;
       if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       if (this.helloWatch) clearTimeout(this.helloWatch);
       const have = await this.setup(hello);
@@ -334,7 +361,7 @@ class Migration {
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
     if (!journaled) for (const f of finals) discardJournal(journalPathFor(f));
     this.resumed = journaled !== null;
-    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs);
+    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs, this.budget);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
     const have = await this.openJournals(hello, journaled);
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
@@ -374,7 +401,7 @@ class Migration {
     const shares = shareRuns(hello.ramblocks.map((b) => journaled?.get(b.name)?.pages.length ?? 0), MAX_HAVE_NUMBERS);
     for (const [i, b] of hello.ramblocks.entries()) {
       const t = this.blocks.get(b.name)!;
-      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize);
+      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize, this.budget);
       list.push(j);
       try {
         j.reserve = Reserve.make(t.output.finalPath);
@@ -419,6 +446,20 @@ class Migration {
       this.fail(
         new ConnectionError('ERR_CHANNEL_MISSING', `not connected ${this.timeoutMs} ms after the hello was accepted (${connected} of ${channels} channels connected)`, { channel: missing }),
       );
+    }, this.timeoutMs);
+  }
+
+  /**
+   * Every channel has ended: the sender's `complete` is all that is left to
+   * come, and it comes at once. A sender that never sends it would hold the
+   * receiver for ever (no channel is left to time out): after the timeout, fail.
+   */
+  private watchComplete(): void {
+    if (this.completeWatch) return;
+    this.completeWatch = setTimeout(() => {
+      if (this.complete) return;
+      const n = this.channels.length;
+      this.fail(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel: all ${n} channel${n === 1 ? '' : 's'} ended ${this.timeoutMs} ms ago, but no "complete" came from the sender`));
     }, this.timeoutMs);
   }
 
@@ -523,8 +564,9 @@ class Migration {
 
   private maybeFinish(): void {
     const done = this.complete;
-    if (this.settled || this.finishing || !done || !this.hello) return;
+    if (this.settled || this.finishing || !this.hello) return;
     if (!this.channels.every((c) => c?.idle)) return;
+    if (!done) return this.watchComplete();
     this.finishing = true;
     this.finish(done).catch((e) => this.fail(e));
   }
@@ -622,6 +664,7 @@ class Migration {
   private settle(): void {
     this.settled = true;
     if (this.channelWatch) clearTimeout(this.channelWatch);
+    if (this.completeWatch) clearTimeout(this.completeWatch);
     if (this.helloWatch) clearTimeout(this.helloWatch);
     for (const r of this.receivers) r.cleanup();
     void this.compute?.close();

@@ -12,7 +12,7 @@ import { ramblockFileName } from '../image/ramblock.js';
 import { NAME_MAX, Output, checkInPlace, sidecarPath } from './output.js';
 import { journalPathFor } from './journal.js';
 import { reservePathFor } from './reserve.js';
-import { PageBitmap } from './page-bitmap.js';
+import { PageBitmap, PageBudget } from './page-bitmap.js';
 import type { TargetBlock } from './data-channel.js';
 
 export interface TargetOptions {
@@ -101,6 +101,7 @@ function checkInPlaceTarget(name: string, given: string, real: string): void {
  * Creates an output (temporary name, or in place) for every ramblock.
  * `where` names the source of the table in errors ("hello", "migration file header").
  * Outputs made before a failure are in `outputs` for the caller to abort.
+ * Their page bitmaps are charged to `budget` (the receiver's, shared with its journals).
  */
 export async function openTargets(
   ramblocks: { name: string; size: number }[],
@@ -109,15 +110,20 @@ export async function openTargets(
   where: string,
   blocks: Map<string, TargetBlock>,
   outputs: Output[],
+  budget = new PageBudget(),
 ): Promise<void> {
   const finals = resolveTargets(ramblocks, o, where);
   for (const [i, b] of ramblocks.entries()) {
     const output = await Output.create(b.name, b.size, finals[i]!, o.inPlace, o.existing ?? false);
     outputs.push(output);
-    const pages = Math.ceil(b.size / pageSize);
-    // The declared size is the peer's word: the bitmap grows with the pages that arrive.
-    blocks.set(b.name, { output, size: b.size, seen: new PageBitmap(pages), digest: new BlockDigest() });
+    blocks.set(b.name, targetBlock(output, b.size, pageSize, budget));
   }
+}
+
+/** A ramblock's target: its output, and the pages received and their digest so far. */
+export function targetBlock(output: Output, size: number, pageSize: number, budget = new PageBudget()): TargetBlock {
+  // The declared size is the peer's word: the bitmap grows with the pages that arrive.
+  return { output, size, seen: new PageBitmap(Math.ceil(size / pageSize), budget), digest: new BlockDigest() };
 }
 
 /** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal, its replacement and reserve. */

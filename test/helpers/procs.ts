@@ -1,4 +1,5 @@
 /** `mfd` as a child process, for the fault tests: exit code, output, and when it exited. */
+import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Test } from 'tap';
 import { bin } from './files.js';
@@ -76,3 +77,18 @@ export async function mfdRecv(t: Test, args: string[]): Promise<Proc & { port: n
 
 /** The last line of `text` that mentions an error (for assertion messages). */
 export const lastError = (text: string): string => text.split('\n').filter((l) => /error/i.test(l)).slice(-1)[0] ?? '';
+
+/** Peak RSS (VmHWM, bytes) of `pid` while it lives: the last value read before it exits. */
+export function watchPeak(pid: number): { peak: () => number; stop: () => void } {
+  let peak = 0;
+  const read = (): void => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+    } catch {
+      /* exited */
+    }
+  };
+  const timer = setInterval(read, 20);
+  return { peak: () => (read(), peak), stop: () => clearInterval(timer) };
+}

@@ -1,6 +1,6 @@
 /** `mfd inspect`: read raw multifd channel streams (from `mfd recv --dump-streams` or a capture of QEMU's). */
 import { Command, Option } from 'commander';
-import { UsageError, ProtocolError } from '../../errors.js';
+import { ExitCode, UsageError, ProtocolError, VerifyError } from '../../errors.js';
 import { extractSink, formatReport, inspectStream, type PageSink, type StreamReport } from '../../inspect/inspect.js';
 import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from '../../file/inspect.js';
 import { isFileUri, parseFileUri } from '../../file/target.js';
@@ -47,6 +47,9 @@ export function inspectCommand(ctx: CommandContext): Command {
         if (o.extract) ctx.out(`extracted ${pages} pages to ${o.extract}`);
       }
       const errors = [...reports, ...files].reduce((a, r) => a + r.errors.length, 0);
+      // A file whose records read well but whose pages do not verify (coverage, digest): as recv --from, exit 5.
+      const failed = files.find((r) => r.check && !r.check.ok && r.check.exitCode === ExitCode.VERIFY);
+      if (failed?.check && !failed.check.ok) throw new VerifyError(failed.check.code, `migration file "${failed.file}": ${failed.check.message}`);
       if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the ${files.length > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (files.length > 1 ? 's' : '')) : 'streams'}`);
     });
 }
