@@ -190,7 +190,7 @@ t.test('a ram block name that is no file name (../escape, a/b) is received into 
   fs.mkdirSync(out);
   const { reply, result, raw } = await helloTo(t, { outputDir: out }, { ramblocks: [{ name: '../escape', size: 4096 }, { name: 'a/b', size: 4096 }] });
   t.match(reply, { type: 'ready' });
-  t.same(fs.readdirSync(out).sort(), ['.%2E.%2Fescape.mfd-journal', '.%2E.%2Fescape.mfd-partial', '.a%2Fb.mfd-journal', '.a%2Fb.mfd-partial']);
+  t.same(fs.readdirSync(out).sort(), ['.%2E.%2Fescape.mfd-journal', '.%2E.%2Fescape.mfd-partial', '.%2E.%2Fescape.mfd-reserve', '.a%2Fb.mfd-journal', '.a%2Fb.mfd-partial', '.a%2Fb.mfd-reserve']);
   t.same(fs.readdirSync(dir), ['out'], 'nothing beside the output directory');
   raw.control.socket.write(encodeFrame({ type: 'error', code: 'ERR_TEST', message: 'done' }));
   t.match(await rejection(result), { code: 'ERR_REMOTE' });
