@@ -8,9 +8,13 @@
  * QATzip's 24-byte 'QZ' extended header (src_sz, dest_sz), so a QATzip receiver
  * on real hardware decodes it. The members are made in the addon
  * (addon/qz_members.cc), by ISA-L's igzip where the zlib method would use it.
+ * With --qatzip-sw-engine qatzip (a build with QATzip), the software path is
+ * QATzip's own instead, as QEMU runs it without a device: a session with
+ * sw_backup = 1, one qzCompress per packet (one gzip member with the QZ
+ * header, zlib inside, 32 KiB window).
  * Packets are self-contained. The receiver decodes any number of members,
- * plain gzip included (by ISA-L when the addon has it, else Node's gunzip),
- * and checks the total size.
+ * plain gzip included (by ISA-L when the addon has it, else Node's gunzip, or
+ * QATzip's software session when the engine is qatzip), and checks the total size.
  */
 import zlib from 'node:zlib';
 import { AccelError, ProtocolError } from '../errors.js';
@@ -19,6 +23,7 @@ import type { PathTally } from '../accel/paths.js';
 import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
+import { qatzipState, STATE_TEXT } from '../accel/state.js';
 import { decodeError } from './decode-error.js';
 import { isalDeflateName, isalLevel } from './zlib.js';
 
@@ -37,6 +42,16 @@ const options: MethodOption[] = [
     default: true,
     description: 'without a QAT hardware session, compress in software (same wire format); off: fail instead',
   },
+  {
+    flag: 'qatzip-sw-engine',
+    key: 'swEngine',
+    type: 'choice',
+    choices: ['mfd', 'qatzip'],
+    min: 0,
+    max: 0,
+    default: 'mfd',
+    description: "the software path: mfd's QZ members per 64 KiB, or QATzip's own (sw_backup, QEMU's without a device; needs a build with QATzip)",
+  },
 ];
 
 /**
@@ -44,25 +59,45 @@ const options: MethodOption[] = [
  * and neither the software fallback nor a software-only run is allowed.
  */
 function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string } {
-  const s = native.qatzipHardwareOpen(params.level as number);
+  const probe = native.qatzipHardwareOpen(params.level as number);
+  const state = STATE_TEXT[qatzipState(probe)];
+  const s = { ok: probe.ok, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : `${state}: ${probe.reason}` };
   if (s.ok) return s;
   if (requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
   if (params.swFallback === false) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
   return s;
 }
 
-function countSoftware(tally: PathTally, pages: number, reason: string): void {
-  tally.add('software', pages);
+function countSoftware(tally: PathTally, path: string, pages: number, reason: string): void {
+  tally.add(path, pages);
   tally.fallback('no-device', pages, `no QAT session (${reason})`);
 }
 
+interface SoftwareEngine {
+  /** QATzip's software session (sw_backup) rather than mfd's members. */
+  qatzip: boolean;
+  /** The tally's path name: "software" (mfd's) or "qatzip-software". */
+  path: string;
+  isalLevel: number;
+  name: string;
+}
+
 /**
- * The software path's engine for `level`: ISA-L's igzip where it stays within
- * 5% of zlib's bytes at that level (the zlib method's rule), else zlib.
+ * The software path's engine: QATzip's own when the parameters ask for it (a sender refuses it
+ * when this build lacks it; a receiver decodes with its own), else mfd's members for `level`:
+ * ISA-L's igzip where it stays within 5% of zlib's bytes at that level (the zlib method's rule), else zlib.
  */
-function softwareEngine(level: number): { isalLevel: number; name: string } {
+function softwareEngine(params: MethodParams, receiving: boolean): SoftwareEngine {
+  const level = params.level as number;
   const mapped = isalLevel(level);
-  return mapped !== null ? { isalLevel: mapped, name: isalDeflateName(level, mapped) } : { isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
+  const mfd: SoftwareEngine = mapped !== null
+    ? { qatzip: false, path: 'software', isalLevel: mapped, name: isalDeflateName(level, mapped) }
+    : { qatzip: false, path: 'software', isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
+  if (params.swEngine !== 'qatzip') return mfd;
+  const s = native.qatzipSoftwareOpen(level);
+  if (s.ok) return { qatzip: true, path: 'qatzip-software', isalLevel: 0, name: `QATzip ${s.version} software session (sw_backup, level ${level}, one member per packet)` };
+  if (receiving) return { ...mfd, name: `${mfd.name} (the sender's QATzip software engine: ${s.reason})` };
+  throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: --qatzip-sw-engine qatzip, but QATzip's software session is unavailable: ${s.reason}`);
 }
 
 /** Bytes a payload of `bytes` input may take: a stored member's worst case is 42 bytes over its input. */
@@ -79,18 +114,19 @@ export const qatzip: CompressionMethod = {
   options,
   exactPayload: false,
   hardware: HARDWARE,
-  path({ params, requireHardware }) {
-    const s = session(params, requireHardware);
-    return s.ok
-      ? `QAT (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet`
-      : `software gzip members with QZ headers, ${softwareEngine(params.level as number).name}: ${s.reason}`;
+  path({ params, requireHardware, receiving }) {
+    // A receiver always has its software path (QEMU's sw_backup = 1), whatever the sender's --qatzip-sw-fallback.
+    const s = session(receiving ? { ...params, swFallback: true } : params, requireHardware);
+    if (s.ok) return `QAT hardware (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet`;
+    const e = softwareEngine(params, receiving ?? false);
+    return `${e.qatzip ? 'software' : 'software gzip members with QZ headers,'} ${e.name}: QAT ${s.reason}`;
   },
   // QEMU's qatzip receiver refuses more than 1 MiB; stored deflate of 512 KiB plus headers stays far below.
   maxPayload: (normalPages, pageSize) => Math.min(1 << 20, payloadBound(normalPages * pageSize)),
   params: (user) => checkParams('qatzip', options, user),
   sendSetup: ({ params, tally }) => {
     const s = session(params, tally.requireHardware);
-    const engine = softwareEngine(params.level as number);
+    const engine = softwareEngine(params, false);
     return {
       prepare(pages, normalPages) {
         const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
@@ -100,7 +136,8 @@ export const qatzip: CompressionMethod = {
           tally.add('qat', normalPages);
           return [out.subarray(0, n)];
         }
-        countSoftware(tally, normalPages, s.reason);
+        countSoftware(tally, engine.path, normalPages, s.reason);
+        if (engine.qatzip) return [out.subarray(0, native.qatzipCompress(all, out, true))];
         return [out.subarray(0, native.qzMembers(all, params.level as number, engine.isalLevel, out))];
       },
       cleanup() {},
@@ -110,6 +147,7 @@ export const qatzip: CompressionMethod = {
     // A QATzip receiver always has its software path (QEMU's sw_backup = 1): the sender's
     // --qatzip-sw-fallback does not bind the receiver.
     const s = session({ ...params, swFallback: true }, tally.requireHardware);
+    const engine = softwareEngine(params, true);
     return {
       recv(payload, normalPages, packetNum) {
         const want = normalPages * pageSize;
@@ -123,7 +161,10 @@ export const qatzip: CompressionMethod = {
             tally.add('qat', normalPages);
             return [out];
           }
-          if (native.qzInflate) {
+          if (engine.qatzip) {
+            out = Buffer.allocUnsafeSlow(want);
+            out = out.subarray(0, native.qatzipDecompress(input, out, true));
+          } else if (native.qzInflate) {
             // ISA-L reads every member, each checked; it stops at the packet's pages.
             out = Buffer.allocUnsafeSlow(want);
             out = out.subarray(0, native.qzInflate(input, out));
@@ -139,7 +180,7 @@ export const qatzip: CompressionMethod = {
           throw decodeError('qatzip', e, channel, packetNum);
         }
         if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
-        countSoftware(tally, normalPages, s.reason);
+        countSoftware(tally, engine.path, normalPages, s.reason);
         return [out];
       },
       cleanup() {},

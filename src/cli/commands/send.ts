@@ -45,7 +45,7 @@ function methodParams(o: SendOpts): MethodParams {
     const v = o[camel(option.flag)];
     if (v === undefined) continue;
     if (method !== o.compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${o.compression}`);
-    params[option.key] = v as number | boolean;
+    params[option.key] = v as number | boolean | string;
   }
   return params;
 }
@@ -90,6 +90,8 @@ export function sendCommand(ctx: CommandContext): Command {
   for (const { option } of allMethodOptions()) {
     if (option.type === 'bool') {
       cmd.addOption(new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`)));
+    } else if (option.type === 'choice') {
+      cmd.addOption(new Option(`--${option.flag} <${option.choices!.join('|')}>`, `${option.description}, default ${String(option.default)}`).choices(option.choices!));
     } else {
       cmd.addOption(new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max)));
     }
