@@ -110,7 +110,7 @@ Napi::Value Open(const Napi::CallbackInfo& info, bool software) {
     o.Set("reason", ok ? "QATzip software session (sw_backup; hardware: " + Status(t.status) + ")"
                        : "QATzip software session failed (" + Status(t.status) + ")");
   } else {
-    o.Set("reason", ok ? std::string("QATzip hardware session up") : "no QAT hardware session (" + Status(t.status) + ")");
+    o.Set("reason", ok ? std::string("QATzip hardware session up") : Status(t.status));
   }
   o.Set("version", Version());
 #else

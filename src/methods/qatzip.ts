@@ -61,7 +61,7 @@ const options: MethodOption[] = [
 function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string } {
   const probe = native.qatzipHardwareOpen(params.level as number);
   const state = STATE_TEXT[qatzipState(probe)];
-  const s = { ok: probe.ok, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : `${state}: ${probe.reason}` };
+  const s = { ok: probe.ok, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : probe.reason };
   if (s.ok) return s;
   if (requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
   if (params.swFallback === false) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
