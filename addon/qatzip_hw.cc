@@ -144,12 +144,20 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool compress) {
                   : qzDecompress(&t.sess, in.Data(), &src_len, out.Data(), &dst_len);
   }
   if (rc != QZ_OK || src_len != in.ByteLength()) {
+    // A failed call leaves the session mid-stream: every later call on it fails too. A fresh one.
+    if (t.up) {
+      t.Close();
+      t.Open(t.level);
+    }
+    // Decoding stopped short of the input with the output full: the payload decodes past the packet's pages.
+    const bool overflow = !compress && rc == QZ_OK && dst_len == out.ByteLength();
     const std::string what = std::string(compress ? "qzCompress" : "qzDecompress") + (software ? " (QATzip software)" : "");
     const std::string msg = rc != QZ_OK ? what + " failed with " + Status(rc)
+                            : overflow  ? what + ": the payload decodes past " + std::to_string(out.ByteLength()) + " bytes"
                                         : what + " consumed " + std::to_string(src_len) + " of " + std::to_string(in.ByteLength()) + " bytes";
     Napi::Error e = Napi::Error::New(info.Env(), msg);
     // Decoding: more output than the packet's pages is a size error; anything else, corrupt data.
-    e.Set("code", compress ? "ERR_QATZIP" : rc == QZ_BUF_ERROR ? "ERR_PAYLOAD_SIZE" : "ERR_PAYLOAD_CORRUPT");
+    e.Set("code", compress ? "ERR_QATZIP" : rc == QZ_BUF_ERROR || overflow ? "ERR_PAYLOAD_SIZE" : "ERR_PAYLOAD_CORRUPT");
     e.Set("status", Napi::Number::New(info.Env(), rc));
     e.ThrowAsJavaScriptException();
     return info.Env().Undefined();

@@ -49,17 +49,18 @@ function engine(): { name: string; hardware: boolean; version: string } | { reas
 }
 
 /**
- * The software path for pages without IAA: mfd's deflate, or libqpl's software path when the
- * parameters ask for it (auto: when this build has it; bench/engines.mjs measured it 3.3 times
- * faster than mfd's, for 1.2 times the bytes). A sender refuses a libqpl path this build lacks; a receiver decodes the
- * same format with its own.
+ * The software path for pages without IAA. Compressing: mfd's deflate, or libqpl's software path
+ * when the parameters ask for it (auto: when this build has it; bench/engines.mjs measured it 3.3
+ * times faster than mfd's, for 1.2 times the bytes); a libqpl path this build lacks is refused.
+ * Decoding: always mfd's inflate (as fast as libqpl's, and it checks each page's length), whatever
+ * engine the sender chose.
  */
 function software(params: MethodParams, receiving: boolean): { code: 0 | 1; name: string; label: string } {
-  if (params.swEngine === 'mfd') return { code: 0, name: 'software', label: SOFTWARE };
+  const mfd = { code: 0 as const, name: 'software', label: receiving ? 'software inflate' : SOFTWARE };
+  if (receiving || params.swEngine === 'mfd') return mfd;
   const s = native.qplSoftwareOpen();
-  if (params.swEngine === 'auto' && !s.ok) return { code: 0, name: 'software', label: SOFTWARE };
   if (s.ok) return { code: 1, name: 'qpl-software', label: `libqpl ${native.qplHardwareOpen().version} software path (qpl_path_software)` };
-  if (receiving) return { code: 0, name: 'software', label: `${SOFTWARE} (the sender's libqpl software path is ${s.reason})` };
+  if (params.swEngine === 'auto') return mfd;
   throw new AccelError('ERR_QPL_UNAVAILABLE', `qpl: --qpl-sw-engine qpl, but libqpl's software path is unavailable: ${s.reason}`);
 }
 
