@@ -18,6 +18,7 @@
 #ifdef MFD_HAVE_QATZIP
 #include <qatzip.h>
 
+#include <atomic>
 #include <mutex>
 #endif
 
@@ -70,6 +71,10 @@ struct ThreadSession {
 thread_local ThreadSession t_hw(false);
 thread_local ThreadSession t_sw(true);
 
+// Tests only: QATzip's software session stands in for a hardware session ("fake-qat", never
+// reported as hardware), so the method's hardware branch runs where no QAT device is.
+std::atomic<bool> g_fake_hw{false};
+
 // QATzip's status, as its own log would word it.
 std::string Status(int rc) {
   const char* what = nullptr;
@@ -102,9 +107,17 @@ Napi::Value Open(const Napi::CallbackInfo& info, bool software) {
   if (!RequireArgs(info, 1) || !RequireSize(info, 0, "level", &level)) return info.Env().Undefined();
   Napi::Object o = Napi::Object::New(info.Env());
 #ifdef MFD_HAVE_QATZIP
-  ThreadSession& t = software ? t_sw : t_hw;
+  const bool fake = !software && g_fake_hw.load();
+  ThreadSession& t = software || fake ? t_sw : t_hw;
   const bool ok = t.Open(static_cast<int>(level));
   o.Set("ok", ok);
+  if (fake) {
+    o.Set("fake", true);
+    o.Set("status", 0);
+    o.Set("reason", ok ? "fake-qat: QATzip's software session stands in for a hardware session" : "fake-qat: " + Status(t.status));
+    o.Set("version", Version());
+    return o;
+  }
   o.Set("status", t.status);
   if (software) {
     o.Set("reason", ok ? "QATzip software session (sw_backup; hardware: " + Status(t.status) + ")"
@@ -133,7 +146,7 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool compress) {
   if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "input") || !RequireBytes(info, 1, "out")) return info.Env().Undefined();
 #ifdef MFD_HAVE_QATZIP
   const bool software = info.Length() > 2 && info[2].ToBoolean();
-  ThreadSession& t = software ? t_sw : t_hw;
+  ThreadSession& t = software || g_fake_hw.load() ? t_sw : t_hw;
   auto in = info[0].As<Napi::Uint8Array>();
   auto out = info[1].As<Napi::Uint8Array>();
   unsigned int src_len = static_cast<unsigned int>(in.ByteLength());
@@ -176,12 +189,23 @@ Napi::Value QatzipCompress(const Napi::CallbackInfo& info) { return Run(info, tr
 /* qatzipDecompress(payload, out, software?) -> bytes written */
 Napi::Value QatzipDecompress(const Napi::CallbackInfo& info) { return Run(info, false); }
 
+/* _qatzipSetFakeHardware(on) -> whether the fake can run (a build with QATzip): tests only */
+Napi::Value QatzipSetFakeHardware(const Napi::CallbackInfo& info) {
+#ifdef MFD_HAVE_QATZIP
+  g_fake_hw.store(info.Length() > 0 && info[0].ToBoolean());
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 }  // namespace
 
 void InitQatzip(Napi::Env env, Napi::Object exports) {
   exports.Set("qatzipHardwareOpen", Napi::Function::New(env, QatzipHardwareOpen, "qatzipHardwareOpen"));
   exports.Set("qatzipSoftwareOpen", Napi::Function::New(env, QatzipSoftwareOpen, "qatzipSoftwareOpen"));
   exports.Set("qatzipCompress", Napi::Function::New(env, QatzipCompress, "qatzipCompress"));
+  exports.Set("_qatzipSetFakeHardware", Napi::Function::New(env, QatzipSetFakeHardware, "_qatzipSetFakeHardware"));
   exports.Set("qatzipDecompress", Napi::Function::New(env, QatzipDecompress, "qatzipDecompress"));
 }
 

@@ -19,6 +19,8 @@ export interface Probe {
   /** The library's version, "" when not compiled. */
   version: string;
   status: number;
+  /** A test's stand-in answered (fake-qat): there is still no device. */
+  fake?: boolean;
 }
 
 /** QPL_STS_QUEUES_ARE_BUSY_ERR: no work queue accepted the job. */
@@ -28,6 +30,7 @@ const QZ_BUSY = new Set([13, -103]);
 
 function state(p: Probe, busy: Set<number>): BackendState {
   if (p.version === '') return 'not-compiled';
+  if (p.fake) return 'no-device';
   if (p.ok) return 'hardware';
   return busy.has(p.status) ? 'busy' : 'no-device';
 }

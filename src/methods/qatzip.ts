@@ -58,14 +58,22 @@ const options: MethodOption[] = [
  * This thread's QAT session, or why there is none; throws when there is none
  * and neither the software fallback nor a software-only run is allowed.
  */
-function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string } {
+function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string; fake: boolean } {
   const probe = native.qatzipHardwareOpen(params.level as number);
-  const state = STATE_TEXT[qatzipState(probe)];
-  const s = { ok: probe.ok, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : probe.reason };
+  const fake = probe.fake === true;
+  if (fake && requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', 'qatzip: --require-hardware, but the session is fake-qat, a software stand-in');
+  const state = fake ? 'fake-qat' : STATE_TEXT[qatzipState(probe)];
+  const s = { ok: probe.ok, fake, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : probe.reason };
   if (s.ok) return s;
   if (requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
   if (params.swFallback === false) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
   return s;
+}
+
+/** A packet on the session: QAT, or the test's stand-in, which is never counted as hardware. */
+function countSession(tally: PathTally, fake: boolean, pages: number): void {
+  tally.add(fake ? 'fake-qat' : 'qat', pages);
+  if (fake) tally.fallback('not-hardware', pages, 'fake-qat is a software stand-in for QAT');
 }
 
 function countSoftware(tally: PathTally, path: string, pages: number, reason: string): void {
@@ -118,7 +126,8 @@ export const qatzip: CompressionMethod = {
   path({ params, requireHardware, receiving }) {
     // A receiver always has its software path (QEMU's sw_backup = 1), whatever the sender's --qatzip-sw-fallback.
     const s = session(receiving ? { ...params, swFallback: true } : params, requireHardware);
-    if (s.ok) return `QAT hardware (QATzip ${native.qatzipHardwareOpen(params.level as number).version}) per packet`;
+    const version = native.qatzipHardwareOpen(params.level as number).version;
+    if (s.ok) return s.fake ? `fake-qat (QATzip ${version} software session standing in for QAT, not hardware) per packet` : `QAT hardware (QATzip ${version}) per packet`;
     const e = softwareEngine(params, receiving ?? false);
     const what = receiving ? 'software gzip members,' : e.qatzip ? 'software' : 'software gzip members with QZ headers,';
     return `${what} ${e.name}: QAT ${s.reason}`;
@@ -143,7 +152,7 @@ export const qatzip: CompressionMethod = {
         };
         if (s.ok) {
           const n = qz(false);
-          tally.add('qat', normalPages);
+          countSession(tally, s.fake, normalPages);
           return [out.subarray(0, n)];
         }
         countSoftware(tally, engine.path, normalPages, s.reason);
@@ -168,7 +177,7 @@ export const qatzip: CompressionMethod = {
             out = Buffer.allocUnsafeSlow(want);
             const n = native.qatzipDecompress(input, out);
             if (n !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${n}, size expected ${want}`, { channel, packetNum });
-            tally.add('qat', normalPages);
+            countSession(tally, s.fake, normalPages);
             return [out];
           }
           if (native.qzInflate) {

@@ -165,8 +165,13 @@ export interface MfdBinding {
   qplEngine(): { name: string; hardware: boolean } | null;
   /** Tests: installs the fake IAA engine ("busy=N,error_every=K"), or removes any engine (null). */
   _qplSetFakeEngine(options: string | null): { name: string; hardware: boolean } | undefined;
-  /** Opens this thread's QATzip hardware session (sw_backup 0) at `level`; ok only for a hardware session; status is QATzip's. */
-  qatzipHardwareOpen(level: number): { ok: boolean; reason: string; status: number; version: string };
+  /**
+   * Opens this thread's QATzip hardware session (sw_backup 0) at `level`; ok only for a hardware session; status is
+   * QATzip's. fake: the test stand-in (_qatzipSetFakeHardware) answered.
+   */
+  qatzipHardwareOpen(level: number): { ok: boolean; reason: string; status: number; version: string; fake?: boolean };
+  /** Tests: QATzip's software session stands in for the hardware session ("fake-qat"); false when the build has no QATzip. */
+  _qatzipSetFakeHardware(on: boolean): boolean;
   /** Opens this thread's QATzip software session (sw_backup 1, QEMU's call without a device) at `level`. */
   qatzipSoftwareOpen(level: number): { ok: boolean; reason: string; status: number; version: string };
   /** One qzCompress of the packet on the hardware session, or the software one (software true); bytes written; throws ERR_QATZIP with `status`. */

@@ -15,7 +15,8 @@ import { readChannelDump } from '../helpers/streams.js';
 import { send } from '../../src/sender/sender.js';
 import { silentLogger } from '../../src/log.js';
 import { ExitCode } from '../../src/errors.js';
-import { noIaa, noQat, qplSoftwarePath } from '../helpers/build.js';
+import { built, noIaa, noQat, qplSoftwarePath } from '../helpers/build.js';
+import { accelReport } from '../../src/accel/report.js';
 
 const PS = 4096;
 
@@ -114,6 +115,27 @@ t.test('qatzip with the software fallback on (the default) counts its packets as
   t.same(sent.stats.paths.compression.pages, { software: 512 });
   t.same(sent.stats.paths.compression.fallbacks, { 'no-device': 512 });
   t.same(received.stats.paths.compression.pages, { software: 512 });
+});
+
+t.test('qatzip through the fake QAT session: its packets named fake-qat, never qat; --require-hardware refuses it', { skip: built.qatzip ? false : 'the fake QAT session is QATzip\'s software session: this build has no QATzip' }, async (t) => {
+  t.ok(native._qatzipSetFakeHardware(true));
+  t.teardown(() => native._qatzipSetFakeHardware(false));
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'pc.ram'), 2 << 20, 'mixed', 4);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const { sent, received } = await migrate(
+    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: {}, zeroPageDetection: 'multifd' },
+    { outputDir: out },
+  );
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+  t.same(Object.keys(sent.stats.paths.compression.pages), ['fake-qat'], 'the hardware branch ran, on the stand-in');
+  t.equal(sent.stats.paths.compression.fallbacks['not-hardware'], sent.stats.normalPages, 'every fake packet counted as not hardware');
+  t.same(Object.keys(received.stats.paths.compression.pages), ['fake-qat'], 'the receiver decodes on the stand-in too');
+  t.match(sent.stats.compressionPath, /^fake-qat \(QATzip [\d.]+ software session standing in for QAT, not hardware\) per packet/);
+  const base = { host: '127.0.0.1', port: 1, logger: silentLogger, images: [{ name: 'x', path: '/dev/null' }], channels: 1, pageSize: PS, methodParams: {}, zeroPageDetection: 'multifd' };
+  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: /fake-qat, a software stand-in/ });
+  t.match(accelReport('/nonexistent-sysfs').backends.qatzip, { state: 'no-device', probes: [{ ok: true, reason: /^fake-qat/ }] }, 'mfd accel names the stand-in, and the state stays no device');
 });
 
 // Real hardware, where a probe finds it; otherwise skipped with the probe's own reason.
