@@ -12,12 +12,11 @@
 // would (the same addon calls), then decodes its own output; rounds are interleaved (the order
 // rotates each round) and medians are reported: compression and decompression throughput of page
 // bytes per CPU-second of this process (the calls run on this thread; CPU time, not wall time, so a
-// shared machine's load does not count), and wire bytes (payload only, headers are the same for all). The libraries' engines need
-// an addon built against them (MFD_ADDON_PATH or --addon; README, "Set-up" and "The libraries' software
-// paths as engines"); without
-// them only mfd's rows run. Images: a generated one (text, records, random and sparse pages), and
-// --image for real guest RAM (../shared/corpus/guest-ram). Markdown on stdout; JSON lines in
-// bench/results/engines.jsonl.
+// shared machine's load does not count), and wire bytes (payload only; headers are the same for
+// all). The libraries' engines need an addon built against them (MFD_ADDON_PATH or --addon; README,
+// "Set-up" and "The libraries' software paths as engines"); without them only mfd's rows run.
+// Images: a generated one (text, records, random and sparse pages), and --image for real guest RAM
+// (../shared/corpus/guest-ram). Markdown on stdout; JSON lines in bench/results/engines.jsonl.
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
