@@ -7,7 +7,9 @@
 // checks every length before it trusts it. Per page, QEMU's policy: the
 // hardware engine when there is one (a busy queue retried 3 times), then the
 // software path for that page, then the raw page; each call counts the pages
-// per path so a run says which path ran.
+// per path so a run says which path ran. The software path is mfd's (zlib,
+// below) or, when the caller asks and the addon has libqpl, QPL's own
+// (qpl_path_software, QEMU's path without a device): same format, its bytes.
 #include <napi.h>
 #include <zlib.h>
 
@@ -49,6 +51,33 @@ void SetEngine(std::unique_ptr<qpl::HwEngine> e) {
   std::lock_guard<std::mutex> lock(g_engines_lock);
   g_engine.store(e.get());
   if (e) g_engines.push_back(std::move(e));
+}
+
+// libqpl's software path, opened on first use (null: not compiled; why says so).
+qpl::HwEngine* LibSoftware(std::string* why) {
+  static std::once_flag once;
+  static std::unique_ptr<qpl::HwEngine> engine;
+  static std::string reason;
+  std::call_once(once, [] { engine = qpl::OpenQplSoftware(&reason); });
+  *why = reason;
+  return engine.get();
+}
+
+// The software path a call asks for (its optional last argument): 0 mfd's zlib, 1 libqpl's.
+bool SoftwareArg(const Napi::CallbackInfo& info, size_t i, qpl::HwEngine** lib) {
+  *lib = nullptr;
+  if (info.Length() <= i || info[i].IsUndefined() || (info[i].IsNumber() && info[i].As<Napi::Number>().Int32Value() == 0)) return true;
+  if (!info[i].IsNumber() || info[i].As<Napi::Number>().Int32Value() != 1) {
+    Napi::TypeError::New(info.Env(), "Expected 0 (mfd) or 1 (libqpl) for the software path").ThrowAsJavaScriptException();
+    return false;
+  }
+  std::string why;
+  *lib = LibSoftware(&why);
+  if (*lib == nullptr) {
+    ThrowCode(info.Env(), "ERR_QPL_UNAVAILABLE", "libqpl's software path: " + why);
+    return false;
+  }
+  return true;
 }
 
 // A software stand-in for IAA in tests ("fake-iaa", never reported as
@@ -116,15 +145,15 @@ class FakeEngine : public qpl::HwEngine {
   std::atomic<uint64_t> calls_{0}, jobs_{0};
 };
 
-// Per-call counts: compress [hardware, software, raw, busy fallbacks, error fallbacks, busy retries];
-// decompress [hardware, software, raw, busy fallbacks, error fallbacks, busy retries].
-constexpr size_t kCounts = 6;
-enum { kHw, kSw, kRaw, kBusyFallback, kErrorFallback, kRetries };
+// Per-call counts: [hardware, software, raw, busy fallbacks, error fallbacks, busy retries,
+// software-path library errors (libqpl's software job failed: the page went raw)], both directions.
+constexpr size_t kCounts = 7;
+enum { kHw, kSw, kRaw, kBusyFallback, kErrorFallback, kRetries, kSwError };
 
 bool CountsArg(const Napi::CallbackInfo& info, size_t i, double** out) {
   if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       info[i].As<Napi::Float64Array>().ElementLength() < kCounts) {
-    Napi::TypeError::New(info.Env(), "Expected a Float64Array(6) for counts").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array(7) for counts").ThrowAsJavaScriptException();
     return false;
   }
   *out = info[i].As<Napi::Float64Array>().Data();
@@ -153,8 +182,8 @@ void PutBe32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v);
 }
 
-/* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(6)) -> payload bytes written to out
-   (out needs 4 x pages + pages x pageSize bytes) */
+/* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(7), software?: 0 | 1) -> payload
+   bytes written to out (out needs 4 x pages + pages x pageSize bytes) */
 Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   size_t ps = 0;
   ByteSpans runs;
@@ -163,6 +192,8 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
       !RequireBytes(info, 2, "out") || !CountsArg(info, 3, &counts)) {
     return info.Env().Undefined();
   }
+  qpl::HwEngine* lib = nullptr;
+  if (!SoftwareArg(info, 4, &lib)) return info.Env().Undefined();
   size_t pages = 0;
   for (const auto& r : runs) {
     if (ps == 0 || r.second % ps != 0) {
@@ -217,6 +248,23 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
         counts[kRaw]++;
         continue;
       }
+      if (lib != nullptr) {
+        // QEMU's software job: a page that does not fit in page_size - 1, or a failed job, goes raw.
+        size_t len = 0;
+        int st = 0;
+        const qpl::HwStatus ls = lib->Compress(page, ps, body, ps - 1, &len, &st);
+        if (ls != qpl::HwStatus::kOk) {
+          std::memcpy(body, page, ps);
+          len = ps;
+          counts[kRaw]++;
+          if (ls != qpl::HwStatus::kTooBig) counts[kSwError]++;
+        } else {
+          counts[kSw]++;
+        }
+        PutBe32(lengths + 4 * k, static_cast<uint32_t>(len));
+        body += len;
+        continue;
+      }
       deflateReset(&c.def);
       c.def.next_in = const_cast<Bytef*>(page);
       c.def.avail_in = static_cast<uInt>(ps);
@@ -239,8 +287,8 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(body - out.Data()));
 }
 
-/* qplDecompressPages(payload, normalPages, pageSize, out, counts: Float64Array(6)) -> bytes written
-   (normalPages x pageSize); throws with code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT naming what is wrong */
+/* qplDecompressPages(payload, normalPages, pageSize, out, counts: Float64Array(7), software?: 0 | 1) -> bytes
+   written (normalPages x pageSize); throws with code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT naming what is wrong */
 Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   size_t normal = 0, ps = 0;
   double* counts = nullptr;
@@ -248,6 +296,8 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
       !RequireSize(info, 2, "pageSize", &ps) || !RequireBytes(info, 3, "out", normal * ps) || !CountsArg(info, 4, &counts)) {
     return info.Env().Undefined();
   }
+  qpl::HwEngine* lib = nullptr;
+  if (!SoftwareArg(info, 5, &lib)) return info.Env().Undefined();
   auto in = info[0].As<Napi::Uint8Array>();
   auto out = info[3].As<Napi::Uint8Array>();
   const size_t n = in.ByteLength();
@@ -287,6 +337,17 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
     } else if (hw != nullptr &&
                WithRetries([&] { int st = 0; return hw->Decompress(body, len, dst, ps, &st); }, counts) == qpl::HwStatus::kOk) {
       counts[kHw]++;
+    } else if (lib != nullptr) {
+      // libqpl's software job: a page it cannot decode to exactly page_size bytes is corrupt (QEMU fails the migration).
+      int st = 0;
+      if (lib->Decompress(body, len, dst, ps, &st) != qpl::HwStatus::kOk) {
+        ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
+                  "page " + std::to_string(j) + ": raw deflate of " + std::to_string(len) + " bytes refused by libqpl's software path (" +
+                      (st == -1 ? std::string("not exactly one page") : "QPL status " + std::to_string(st)) + "), expected " +
+                      std::to_string(ps) + " bytes");
+        return info.Env().Undefined();
+      }
+      counts[kSw]++;
     } else {
       counts[kSw]++;
       inflateReset(&c.inf);
@@ -314,13 +375,15 @@ Napi::Object EngineInfo(Napi::Env env, qpl::HwEngine* e) {
   return o;
 }
 
-/* qplHardwareOpen() -> { ok, name?, hardware?, reason, version }: probes IAA once per process (QEMU's probe) */
+/* qplHardwareOpen() -> { ok, name?, hardware?, reason, status, version }: probes IAA once per process (QEMU's
+   probe); status is qpl_init_job's (-1: not compiled) */
 Napi::Value QplHardwareOpen(const Napi::CallbackInfo& info) {
   static std::once_flag once;
   static std::string why;
   static bool ok = false;
+  static int status = -1;
   std::call_once(once, [] {
-    std::unique_ptr<qpl::HwEngine> e = qpl::OpenQplHardware(&why);
+    std::unique_ptr<qpl::HwEngine> e = qpl::OpenQplHardware(&why, &status);
     ok = e != nullptr;
     if (ok) SetEngine(std::move(e));
   });
@@ -328,7 +391,18 @@ Napi::Value QplHardwareOpen(const Napi::CallbackInfo& info) {
   Napi::Object o = ok && e != nullptr ? EngineInfo(info.Env(), e) : Napi::Object::New(info.Env());
   o.Set("ok", ok);
   o.Set("reason", ok ? "qpl_init_job on the hardware path succeeded" : why);
+  o.Set("status", status);
   o.Set("version", qpl::QplLibraryVersion());
+  return o;
+}
+
+/* qplSoftwareOpen() -> { ok, reason }: whether libqpl's software path (qpl_path_software) can run here */
+Napi::Value QplSoftwareOpen(const Napi::CallbackInfo& info) {
+  std::string why;
+  const bool ok = LibSoftware(&why) != nullptr;
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("ok", ok);
+  o.Set("reason", ok ? std::string("qpl_init_job on the software path succeeded") : why);
   return o;
 }
 
@@ -361,6 +435,7 @@ void InitQplCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("qplCompressPages", Napi::Function::New(env, QplCompressPages, "qplCompressPages"));
   exports.Set("qplDecompressPages", Napi::Function::New(env, QplDecompressPages, "qplDecompressPages"));
   exports.Set("qplHardwareOpen", Napi::Function::New(env, QplHardwareOpen, "qplHardwareOpen"));
+  exports.Set("qplSoftwareOpen", Napi::Function::New(env, QplSoftwareOpen, "qplSoftwareOpen"));
   exports.Set("qplEngine", Napi::Function::New(env, QplEngine, "qplEngine"));
   exports.Set("_qplSetFakeEngine", Napi::Function::New(env, QplSetFakeEngine, "_qplSetFakeEngine"));
 }

@@ -1,7 +1,9 @@
-// IAA through libqpl (compiled when binding.gyp's `pkg-config --exists qpl`
-// succeeds, which defines MFD_HAVE_QPL), else a stub that says why not. The
-// job settings are QEMU's: op compress, FIRST|LAST|OMIT_VERIFY, level 1, no
-// Huffman table, output limited to page_size - 1.
+// libqpl's two paths behind the engine interface (compiled when binding.gyp's
+// `pkg-config --exists qpl` succeeds, which defines MFD_HAVE_QPL), else stubs
+// that say why not: IAA (qpl_path_hardware) and QPL's own software path
+// (qpl_path_software, what QEMU runs without a device). The job settings are
+// QEMU's: op compress, FIRST|LAST|OMIT_VERIFY, level 1, no Huffman table,
+// output limited to page_size - 1.
 #include "qpl_engine.h"
 
 #ifdef MFD_HAVE_QPL
@@ -17,20 +19,21 @@ namespace qpl {
 #ifdef MFD_HAVE_QPL
 namespace {
 
-// A hardware job per thread (a job is not shared by threads).
+// A job per thread and path (a job is not shared by threads).
+template <qpl_path_t kPath>
 struct ThreadJob {
   qpl_job* job = nullptr;
   qpl_status init = QPL_STS_OK;
   ThreadJob() {
     uint32_t size = 0;
-    init = qpl_get_job_size(qpl_path_hardware, &size);
+    init = qpl_get_job_size(kPath, &size);
     if (init != QPL_STS_OK) return;
     job = static_cast<qpl_job*>(std::malloc(size));
     if (job == nullptr) {
       init = QPL_STS_OBJECT_ALLOCATION_ERR;
       return;
     }
-    init = qpl_init_job(qpl_path_hardware, job);
+    init = qpl_init_job(kPath, job);
     if (init != QPL_STS_OK) {
       std::free(job);
       job = nullptr;
@@ -43,14 +46,19 @@ struct ThreadJob {
     }
   }
 };
-thread_local ThreadJob t_job;
+thread_local ThreadJob<qpl_path_hardware> t_hw_job;
+thread_local ThreadJob<qpl_path_software> t_sw_job;
 
-class QplHardware : public HwEngine {
+// QEMU's jobs on either path: one page, FIRST|LAST, level 1, no Huffman
+// table (fixed codes), output limited by the caller (page_size - 1).
+template <qpl_path_t kPath>
+class QplEngine : public HwEngine {
  public:
+  explicit QplEngine(ThreadJob<kPath>& (*job)()) : job_(job) {}
   HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len, int* status) override {
-    qpl_job* j = t_job.job;
+    qpl_job* j = job_().job;
     if (j == nullptr) {
-      *status = t_job.init;
+      *status = job_().init;
       return HwStatus::kError;
     }
     j->op = qpl_op_compress;
@@ -71,9 +79,9 @@ class QplHardware : public HwEngine {
     return HwStatus::kError;
   }
   HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps, int* status) override {
-    qpl_job* j = t_job.job;
+    qpl_job* j = job_().job;
     if (j == nullptr) {
-      *status = t_job.init;
+      *status = job_().init;
       return HwStatus::kError;
     }
     j->op = qpl_op_decompress;
@@ -85,30 +93,57 @@ class QplHardware : public HwEngine {
     const qpl_status s = qpl_execute_job(j);
     *status = s;
     if (s == QPL_STS_QUEUES_ARE_BUSY_ERR) return HwStatus::kBusy;
-    return s == QPL_STS_OK && j->total_out == ps ? HwStatus::kOk : HwStatus::kError;
+    if (s == QPL_STS_OK && (j->total_out != ps || j->total_in != len)) {
+      *status = -1;  // decoded, but not to exactly one page from exactly its bytes
+      return HwStatus::kError;
+    }
+    return s == QPL_STS_OK ? HwStatus::kOk : HwStatus::kError;
   }
-  const char* Name() const override { return "iaa"; }
-  bool IsHardware() const override { return true; }
+  const char* Name() const override { return kPath == qpl_path_hardware ? "iaa" : "qpl-software"; }
+  bool IsHardware() const override { return kPath == qpl_path_hardware; }
+
+ private:
+  ThreadJob<kPath>& (*job_)();
 };
+
+ThreadJob<qpl_path_hardware>& HwJob() { return t_hw_job; }
+ThreadJob<qpl_path_software>& SwJob() { return t_sw_job; }
 
 }  // namespace
 
-std::unique_ptr<HwEngine> OpenQplHardware(std::string* why) {
+std::unique_ptr<HwEngine> OpenQplHardware(std::string* why, int* status) {
   // QEMU's probe: a job initialised on the hardware path.
-  if (t_job.job == nullptr) {
-    *why = "qpl_init_job(qpl_path_hardware) failed with status " + std::to_string(t_job.init) +
-           " (no enabled IAA work queue this process may use)";
+  if (t_hw_job.job == nullptr) {
+    *status = t_hw_job.init;
+    *why = "qpl_init_job(qpl_path_hardware) failed with status " + std::to_string(t_hw_job.init) +
+           (t_hw_job.init == QPL_STS_INIT_WORK_QUEUES_NOT_AVAILABLE ? " (IAA work queues present but not available to this process)"
+                                                                   : " (no enabled IAA work queue this process may use)");
     return nullptr;
   }
-  return std::make_unique<QplHardware>();
+  *status = QPL_STS_OK;
+  return std::make_unique<QplEngine<qpl_path_hardware>>(HwJob);
+}
+
+std::unique_ptr<HwEngine> OpenQplSoftware(std::string* why) {
+  if (t_sw_job.job == nullptr) {
+    *why = "qpl_init_job(qpl_path_software) failed with status " + std::to_string(t_sw_job.init);
+    return nullptr;
+  }
+  return std::make_unique<QplEngine<qpl_path_software>>(SwJob);
 }
 
 std::string QplLibraryVersion() { return qpl_get_library_version(); }
 
 #else
 
-std::unique_ptr<HwEngine> OpenQplHardware(std::string* why) {
+std::unique_ptr<HwEngine> OpenQplHardware(std::string* why, int* status) {
+  *status = -1;
   *why = "not compiled: pkg-config found no qpl when the addon was built (install Intel QPL >= 1.5 and rebuild)";
+  return nullptr;
+}
+
+std::unique_ptr<HwEngine> OpenQplSoftware(std::string* why) {
+  *why = "not compiled: pkg-config found no qpl when the addon was built";
   return nullptr;
 }
 

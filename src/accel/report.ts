@@ -12,6 +12,7 @@ import { native } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
 import { getMethod, type MethodParams } from '../methods/index.js';
 import { getDetector } from '../zero-page/index.js';
+import { qatzipState, qplState, STATE_TEXT, type BackendState } from './state.js';
 
 export interface WorkQueue {
   name: string;
@@ -44,11 +45,15 @@ export interface ProbeResult {
 
 export interface BackendReport {
   compiled: boolean;
+  /** Not compiled; compiled but no device; device present but busy; hardware usable (DSA: by its probes). */
+  state: BackendState;
   /** Library version when compiled ("" otherwise). */
   version: string;
   reason: string;
   /** Real probes made now: a QPL hardware job, a QATzip hardware session, a NOOP on each DSA work queue. */
   probes: ProbeResult[];
+  /** The library's own software path, usable without a device (QPL's qpl_path_software, QATzip's sw_backup), when compiled. */
+  softwarePath?: ProbeResult;
 }
 
 export interface RunPlan {
@@ -165,6 +170,7 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
   const qat = readQatEndpoints(sysfs);
   const qpl = native.qplHardwareOpen();
   const qz = native.qatzipHardwareOpen(1);
+  const qzSw = qz.version !== '' ? native.qatzipSoftwareOpen(1) : null;
   // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
   const dsaTargets = [...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))])];
   const dsaProbes = dsaTargets.map((p): ProbeResult => {
@@ -176,10 +182,25 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
     zeroPage: { accelerators: native.zeroPageAccels(), selected: native.zeroPageAccel() },
     devices: { iaa: wqs.iaa, dsa: wqs.dsa, qat },
     backends: {
-      qpl: { compiled: qpl.version !== '', version: qpl.version, reason: qpl.version !== '' ? `built with libqpl ${qpl.version}` : qpl.reason, probes: [{ target: 'qpl_init_job(qpl_path_hardware)', ok: qpl.ok, reason: qpl.reason }] },
-      qatzip: { compiled: qz.version !== '', version: qz.version, reason: qz.version !== '' ? `built with QATzip ${qz.version}` : qz.reason, probes: [{ target: 'QATzip hardware session', ok: qz.ok, reason: qz.reason }] },
+      qpl: {
+        compiled: qpl.version !== '',
+        state: qplState(qpl),
+        version: qpl.version,
+        reason: qpl.version !== '' ? `built with libqpl ${qpl.version}` : qpl.reason,
+        probes: [{ target: 'qpl_init_job(qpl_path_hardware)', ok: qpl.ok, reason: qpl.reason }],
+        ...(qpl.version !== '' ? { softwarePath: { target: 'qpl_init_job(qpl_path_software)', ...native.qplSoftwareOpen() } } : {}),
+      },
+      qatzip: {
+        compiled: qz.version !== '',
+        state: qatzipState(qz),
+        version: qz.version,
+        reason: qz.version !== '' ? `built with QATzip ${qz.version}` : qz.reason,
+        probes: [{ target: 'QATzip hardware session', ok: qz.ok, reason: qz.reason }],
+        ...(qz.version !== '' ? { softwarePath: { target: 'QATzip session with sw_backup', ok: qzSw!.ok, reason: qzSw!.reason } } : {}),
+      },
       dsa: {
         compiled: true,
+        state: dsaProbes.some((p) => p.ok && p.submission !== 'fake') ? 'hardware' : 'no-device',
         version: '',
         reason: 'always built on x86-64 Linux (linux/idxd.h; ENQCMD and MOVDIR64B only after a CPUID check, write() submission otherwise)',
         probes: dsaProbes.length > 0 ? dsaProbes : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
@@ -232,8 +253,9 @@ export function formatAccel(r: AccelReport): string {
     ...r.devices.qat.map((q) => `    ${q.bdf} (${q.deviceId}): state ${q.state || '?'}, services ${q.services || '?'}, compression ${q.compressionUp ? 'up' : 'down'}`),
   ];
   for (const [name, b] of Object.entries(r.backends)) {
-    lines.push(`${name}: ${b.compiled ? `compiled, ${b.reason}` : b.reason}`);
+    lines.push(`${name}: ${STATE_TEXT[b.state]}${b.compiled ? `, ${b.reason}` : `: ${b.reason.replace(/^not compiled: /, '')}`}`);
     if (b.compiled) for (const p of b.probes) lines.push(`    probe ${p.target}: ${p.ok ? 'ok' : 'failed'}${p.submission ? ` (${p.submission} submission)` : ''}: ${p.reason}`);
+    if (b.softwarePath) lines.push(`    library software path, ${b.softwarePath.target}: ${b.softwarePath.ok ? 'usable' : 'failed'}: ${b.softwarePath.reason}`);
   }
   const run = r.run;
   lines.push(

@@ -173,7 +173,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
     const { method, params } = fileMethod(h);
     if (h.layout === 'mapped-ram') checkMappedRamGeometry(h, f.offset, env.trailerOffset);
     const requireHardware = opts.requireHardware ?? false;
-    const compressionPath = method.path({ params, requireHardware });
+    const compressionPath = method.path({ params, requireHardware, receiving: true });
     const tally = new PathTally(`${method.name} decompression`, requireHardware);
     const blocks = new Map<string, TargetBlock>();
     if (opts.verifyOnly) {

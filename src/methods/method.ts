@@ -33,6 +33,11 @@ export interface PathOptions {
   params: MethodParams;
   /** --require-hardware: throw AccelError naming what is missing instead of taking a software path. */
   requireHardware: boolean;
+  /**
+   * The receiving side (the parameters came from the sender): a software engine the sender asked
+   * for and this build lacks is replaced by one that decodes the same format, never refused.
+   */
+  receiving?: boolean;
 }
 
 export interface MethodSender {
@@ -70,11 +75,13 @@ export interface MethodOption {
   qemu?: string;
   /** Key in MethodParams. */
   key: string;
-  /** "int" (min..max) or "bool" (on|off on the command line, as QEMU's boolean parameters). */
-  type?: 'int' | 'bool';
+  /** "int" (min..max), "bool" (on|off on the command line, as QEMU's boolean parameters) or "choice" (one of choices). */
+  type?: 'int' | 'bool' | 'choice';
   min: number;
   max: number;
-  default: number | boolean;
+  /** The values a "choice" takes. */
+  choices?: readonly string[];
+  default: number | boolean | string;
   description: string;
 }
 

@@ -47,6 +47,11 @@ export function checkParams(method: string, options: MethodOption[], user: Metho
       out[o.key] = v;
       continue;
     }
+    if (o.type === 'choice') {
+      if (typeof v !== 'string' || !o.choices?.includes(v)) throw new UsageError(`Expected one of ${o.choices?.join(', ')} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+      out[o.key] = v;
+      continue;
+    }
     if (typeof v !== 'number' || !Number.isInteger(v) || v < o.min || v > o.max) {
       throw new UsageError(`Expected an integer in ${o.min}..${o.max} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
     }

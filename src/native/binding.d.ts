@@ -149,27 +149,39 @@ export interface MfdBinding {
   ): void;
   /**
    * qpl format: BE u32 length per page, then raw deflate (4 KiB window) or the raw page; IAA (or the
-   * fake engine) first when there is one. Returns bytes written; counts gets [hardware, software,
-   * raw, busy fallbacks, error fallbacks, busy retries].
+   * fake engine) first when there is one, then the software path: mfd's (software 0, the default) or
+   * libqpl's qpl_path_software (1; throws ERR_QPL_UNAVAILABLE when not compiled). Returns bytes
+   * written; counts gets [hardware, software, raw, busy fallbacks, error fallbacks, busy retries,
+   * software-path library errors].
    */
-  qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array, counts: Float64Array): number;
-  /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. Counts as above. */
-  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array, counts: Float64Array): number;
-  /** Probes IAA once per process (qpl_init_job on the hardware path); reason says why not. */
-  qplHardwareOpen(): { ok: boolean; reason: string; version: string; name?: string; hardware?: boolean };
+  qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array, counts: Float64Array, software?: 0 | 1): number;
+  /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. Counts and software as above. */
+  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array, counts: Float64Array, software?: 0 | 1): number;
+  /** Probes IAA once per process (qpl_init_job on the hardware path); status is qpl_init_job's (-1: not compiled). */
+  qplHardwareOpen(): { ok: boolean; reason: string; status: number; version: string; name?: string; hardware?: boolean };
+  /** Whether libqpl's software path (qpl_path_software) can run here. */
+  qplSoftwareOpen(): { ok: boolean; reason: string };
   /** The engine in use, or null (software only). */
   qplEngine(): { name: string; hardware: boolean } | null;
   /** Tests: installs the fake IAA engine ("busy=N,error_every=K"), or removes any engine (null). */
   _qplSetFakeEngine(options: string | null): { name: string; hardware: boolean } | undefined;
-  /** Opens this thread's QATzip hardware session at `level`; ok only for a hardware session. */
-  qatzipHardwareOpen(level: number): { ok: boolean; reason: string; version: string };
-  /** One qzCompress of the packet (hardware session only); returns bytes written. */
-  qatzipCompress(data: Uint8Array, out: Uint8Array): number;
+  /**
+   * Opens this thread's QATzip hardware session (sw_backup 0) at `level`; ok only for a hardware session; status is
+   * QATzip's. fake: the test stand-in (_qatzipSetFakeHardware) answered.
+   */
+  qatzipHardwareOpen(level: number): { ok: boolean; reason: string; status: number; version: string; fake?: boolean };
+  /** Tests: QATzip's software session stands in for the hardware session ("fake-qat"); false when the build has no QATzip. */
+  _qatzipSetFakeHardware(on: boolean): boolean;
+  /** Opens this thread's QATzip software session (sw_backup 1, QEMU's call without a device) at `level`. */
+  qatzipSoftwareOpen(level: number): { ok: boolean; reason: string; status: number; version: string };
+  /** One qzCompress of the packet on the hardware session, or the software one (software true); bytes written; throws ERR_QATZIP with `status`. */
+  qatzipCompress(data: Uint8Array, out: Uint8Array, software?: boolean): number;
   /** qatzip's software path: QZ-headed gzip members per 64 KiB of input into out (isalLevel 0: zlib at level); bytes written. */
   qzMembers(input: Uint8Array, level: number, isalLevel: number, out: Uint8Array): number;
   /** Every gzip member of payload into out, by ISA-L (absent without ISA-L); bytes; throws ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT. */
   qzInflate?(payload: Uint8Array, out: Uint8Array): number;
-  qatzipDecompress(payload: Uint8Array, out: Uint8Array): number;
+  /** One qzDecompress of the payload (hardware or software session); bytes written; throws ERR_PAYLOAD_CORRUPT with `status`. */
+  qatzipDecompress(payload: Uint8Array, out: Uint8Array, software?: boolean): number;
   /** Opens (once per process and spec) "dsa:/dev/dsa/wqX.Y" or "fake:opts"; throws (code ERR_DSA_OPEN) with the reason. */
   dsaOpen(spec: string, sysfsRoot: string): DsaQueueInfo;
   /**

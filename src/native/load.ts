@@ -1,6 +1,8 @@
 /**
  * Loads the addon from build/Release (or build/Debug), collecting every error
- * so a failed load says what was tried and what to do about it.
+ * so a failed load says what was tried and what to do about it. MFD_ADDON_PATH
+ * names another build's mfd.node instead (CI tests a build against QPL and
+ * QATzip beside the default one); nothing else is tried then.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -13,8 +15,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 function load(): MfdBinding {
   const tried: string[] = [];
-  for (const flavour of ['Release', 'Debug']) {
-    const file = path.join(root, 'build', flavour, 'mfd.node');
+  const files = process.env.MFD_ADDON_PATH ? [path.resolve(process.env.MFD_ADDON_PATH)] : ['Release', 'Debug'].map((f) => path.join(root, 'build', f, 'mfd.node'));
+  for (const file of files) {
     try {
       return require(file) as MfdBinding;
     } catch (err) {

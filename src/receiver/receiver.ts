@@ -350,7 +350,7 @@ class Migration {
     }
     if (hello.digest !== DIGEST_ALGORITHM) throw new ProtocolError('ERR_HELLO_DIGEST', `hello: digest received "${hello.digest}", expected "${DIGEST_ALGORITHM}"`);
     const requireHardware = this.opts.requireHardware ?? false;
-    this.compressionPath = method.path({ params: this.params, requireHardware });
+    this.compressionPath = method.path({ params: this.params, requireHardware, receiving: true });
     this.tally = new PathTally(`${method.name} decompression`, requireHardware);
     const targets = { ...this.opts, inPlace: this.opts.inPlace ?? false };
     // A resume: every ramblock's journal must be there and match before any output is touched.

@@ -6,6 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { accelReport, readQatEndpoints, readWorkQueues } from '../../src/accel/report.js';
 import { tmpdir } from '../helpers/index.js';
+import { built, qplPathNoDevice } from '../helpers/build.js';
+import { qatzipState, qplState } from '../../src/accel/state.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -54,11 +56,20 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
   const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/);
   for (const f of ['avx2', 'avx512f', 'avx512bw', 'movdir64b', 'enqcmd'] as const) t.equal(r.cpu[f], flags.includes(f), f);
   t.same(r.devices, { iaa: [], dsa: [], qat: [] });
-  const hasPkg = (name: string): boolean => spawnSync('pkg-config', ['--exists', name]).status === 0;
-  t.equal(r.backends.qpl.compiled, hasPkg('qpl'), 'QPL compiled exactly when pkg-config finds it');
-  t.equal(r.backends.qatzip.compiled, hasPkg('qatzip'), 'QATzip compiled exactly when pkg-config finds it');
-  if (!r.backends.qpl.compiled) t.match(r.backends.qpl, { reason: /not compiled: pkg-config found no qpl/, probes: [{ ok: false }] });
-  if (!r.backends.qatzip.compiled) t.match(r.backends.qatzip, { reason: /not compiled: pkg-config found no qatzip/, probes: [{ ok: false }] });
+  t.equal(r.backends.qpl.compiled, built.qpl !== '', `QPL ${built.qpl ? `compiled (${built.qpl})` : 'not compiled'} in the addon under test`);
+  t.equal(r.backends.qatzip.compiled, built.qatzip !== '', `QATzip ${built.qatzip ? `compiled (${built.qatzip})` : 'not compiled'} in the addon under test`);
+  if (built.qpl) {
+    // No IAA here: the hardware probe fails with QPL's own status, the software path runs.
+    t.match(r.backends.qpl, { state: 'no-device', reason: `built with libqpl ${built.qpl}`, probes: [{ ok: false, reason: /qpl_init_job\(qpl_path_hardware\) failed with status 50\d/ }], softwarePath: { ok: true } });
+  } else {
+    t.match(r.backends.qpl, { state: 'not-compiled', reason: /not compiled: pkg-config found no qpl/, probes: [{ ok: false }] });
+    t.notOk(r.backends.qpl.softwarePath, 'no library software path to report');
+  }
+  if (built.qatzip) {
+    t.match(r.backends.qatzip, { state: 'no-device', reason: `built with QATzip ${built.qatzip}`, probes: [{ ok: false, reason: 'QATzip status -101: no QAT device' }], softwarePath: { ok: true } });
+  } else {
+    t.match(r.backends.qatzip, { state: 'not-compiled', reason: /not compiled: pkg-config found no qatzip/, probes: [{ ok: false }] });
+  }
   t.match(r.backends.dsa, { compiled: true, probes: [{ ok: false, reason: /none found under \/nonexistent-sysfs/ }] });
   t.ok(r.zeroPage.accelerators.includes(r.zeroPage.selected));
   t.match(r.run, { compression: 'none', zeroPagePath: /^cpu-/ });
@@ -66,7 +77,7 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
 
 t.test('the plan for given flags: the path each backend takes, or why the run would be refused', async (t) => {
   const r = accelReport('/nonexistent-sysfs', { compression: 'qpl', zeroPageDetection: 'dsa-accel', accelPaths: ['dsa:/dev/null'], requireHardware: false });
-  t.match(r.run.compressionPath, /^software deflate/);
+  t.match(r.run.compressionPath, qplPathNoDevice);
   t.match(r.run.zeroPagePath, /dsa:\/dev\/null: dsa via write, single descriptors/);
   t.match(r.backends.dsa.probes, [{ target: '/dev/null', ok: false, submission: 'write', reason: /accepted through write but no completion/ }], 'the probe submitted a NOOP and got no completion');
   const strict = accelReport('/nonexistent-sysfs', { compression: 'qatzip', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: true });
@@ -81,4 +92,25 @@ t.test('mfd accel --json reads the sysfs it is pointed at', async (t) => {
   const j = JSON.parse(r.stdout);
   t.equal(j.devices.dsa.length, 1);
   t.equal(j.devices.qat.filter((q: { compressionUp: boolean }) => q.compressionUp).length, 1);
+});
+
+t.test('the four states, from the library status a probe returns (busy and hardware cannot be reached here)', async (t) => {
+  t.equal(qplState({ ok: false, version: '', status: -1 }), 'not-compiled');
+  t.equal(qplState({ ok: false, version: '1.6.0', status: 501 }), 'no-device', 'QPL_STS_INIT_LIBACCEL_NOT_FOUND');
+  t.equal(qplState({ ok: false, version: '1.6.0', status: 503 }), 'no-device', 'work queues not available to this process');
+  t.equal(qplState({ ok: false, version: '1.6.0', status: 5 }), 'busy', 'QPL_STS_QUEUES_ARE_BUSY_ERR');
+  t.equal(qplState({ ok: true, version: '1.6.0', status: 0 }), 'hardware');
+  t.equal(qatzipState({ ok: false, version: '', status: 0 }), 'not-compiled');
+  t.equal(qatzipState({ ok: false, version: '2.5', status: -101 }), 'no-device', 'QZ_NOSW_NO_HW');
+  t.equal(qatzipState({ ok: false, version: '2.5', status: -103 }), 'busy', 'QZ_NOSW_NO_INST_ATTACH: every instance in use');
+  t.equal(qatzipState({ ok: true, version: '2.5', status: 0 }), 'hardware');
+});
+
+t.test('mfd accel is quiet: the libraries log nothing of their own, each backend says its state', async (t) => {
+  const r = spawnSync(process.execPath, [bin, 'accel', '--compression', 'qatzip'], { encoding: 'utf8', env: { ...process.env, MFD_SYSFS_ROOT: '/nonexistent-sysfs' } });
+  t.equal(r.status, 0, r.stderr);
+  t.equal(r.stderr, '', 'nothing on stderr (QATzip would print "[Error] ... Error no hardware")');
+  t.notMatch(r.stdout, /\[Error\]|switch to SW/);
+  t.match(r.stdout, built.qpl ? /^qpl: compiled, no device, built with libqpl/m : /^qpl: not compiled: pkg-config found no qpl/m);
+  t.match(r.stdout, built.qatzip ? /^qatzip: compiled, no device, built with QATzip[^\n]*\n.*probe QATzip hardware session: failed[^\n]*\n.*library software path, QATzip session with sw_backup: usable/m : /^qatzip: not compiled/m);
 });

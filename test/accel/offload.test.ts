@@ -15,6 +15,8 @@ import { readChannelDump } from '../helpers/streams.js';
 import { send } from '../../src/sender/sender.js';
 import { silentLogger } from '../../src/log.js';
 import { ExitCode } from '../../src/errors.js';
+import { built, noIaa, noQat, qplSoftwarePath } from '../helpers/build.js';
+import { accelReport } from '../../src/accel/report.js';
 
 const PS = 4096;
 
@@ -55,7 +57,7 @@ t.test('qpl through the fake IAA engine: its pages are named as the fake, never 
   t.ok((c.pages['fake-iaa'] ?? 0) > 0);
   t.notOk(c.pages.iaa, 'no page claims IAA');
   t.equal(c.fallbacks['not-hardware'], c.pages['fake-iaa'], 'fake pages are counted as not hardware');
-  t.equal((c.pages['fake-iaa'] ?? 0) + (c.pages.raw ?? 0) + (c.pages.software ?? 0), sent.stats.normalPages);
+  t.equal((c.pages['fake-iaa'] ?? 0) + (c.pages.raw ?? 0) + (c.pages[qplSoftwarePath] ?? 0), sent.stats.normalPages);
   t.match(sent.stats.compressionPath, /fake-iaa \(software stand-in for IAA, not hardware\)/);
   t.ok((received.stats.paths.compression.pages['fake-iaa'] ?? 0) > 0, 'the receiver decodes on the engine too');
 });
@@ -65,21 +67,22 @@ t.test('qpl: a queue busy past 3 retries sends that page down the software path'
   const { sent } = await qplRun(t, 'busy=4,error_every=0');
   const c = sent.stats.paths.compression;
   t.ok((c.fallbacks['queue-busy'] ?? 0) > 0, 'busy fallbacks counted');
-  t.ok((c.pages.software ?? 0) > 0, 'those pages took the software path');
+  t.ok((c.pages[qplSoftwarePath] ?? 0) > 0, `those pages took the software path (${qplSoftwarePath} in this build)`);
 });
 
 t.test('qpl: a failed job sends that page down the software path', async (t) => {
   const { sent } = await qplRun(t, 'busy=0,error_every=5');
   const c = sent.stats.paths.compression;
   t.ok((c.fallbacks['device-error'] ?? 0) > 0);
-  t.ok((c.pages.software ?? 0) > 0);
+  t.ok((c.pages[qplSoftwarePath] ?? 0) > 0);
 });
 
 t.test('qpl without any engine: all pages software or raw, each a no-device fallback', async (t) => {
   const { sent } = await qplRun(t, null);
   const c = sent.stats.paths.compression;
-  t.equal((c.pages.software ?? 0) + (c.pages.raw ?? 0), sent.stats.normalPages);
+  t.equal((c.pages[qplSoftwarePath] ?? 0) + (c.pages.raw ?? 0), sent.stats.normalPages);
   t.equal(c.fallbacks['no-device'], sent.stats.normalPages);
+  t.match(sent.stats.compressionPath, noIaa, 'the summary says why IAA did not run');
 });
 
 t.test('--require-hardware and --qatzip-sw-fallback off name what is missing', async (t) => {
@@ -87,12 +90,12 @@ t.test('--require-hardware and --qatzip-sw-fallback off name what is missing', a
   t.match(await rejection(send({ ...base, compression: 'qpl', requireHardware: true })), {
     exitCode: ExitCode.ACCEL,
     code: 'ERR_QPL_UNAVAILABLE',
-    message: /qpl: Intel IAA through QPL is required \(--require-hardware\) but unavailable: not compiled: pkg-config found no qpl/,
+    message: new RegExp(`qpl: Intel IAA through QPL is required \\(--require-hardware\\) but unavailable: ${noIaa.source}`),
   });
-  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: /Intel QAT through QATzip is required.*not compiled/ });
+  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: new RegExp(`Intel QAT through QATzip is required.*${noQat.source}`) });
   t.match(await rejection(send({ ...base, compression: 'qatzip', methodParams: { swFallback: false } })), {
     exitCode: ExitCode.ACCEL,
-    message: /no QAT hardware session \(not compiled.*\) and --qatzip-sw-fallback is off/,
+    message: new RegExp(`no QAT hardware session \\(${noQat.source}.*\\) and --qatzip-sw-fallback is off`),
   });
   native._qplSetFakeEngine('busy=0,error_every=0');
   t.teardown(() => native._qplSetFakeEngine(null));
@@ -112,6 +115,27 @@ t.test('qatzip with the software fallback on (the default) counts its packets as
   t.same(sent.stats.paths.compression.pages, { software: 512 });
   t.same(sent.stats.paths.compression.fallbacks, { 'no-device': 512 });
   t.same(received.stats.paths.compression.pages, { software: 512 });
+});
+
+t.test('qatzip through the fake QAT session: its packets named fake-qat, never qat; --require-hardware refuses it', { skip: built.qatzip ? false : 'the fake QAT session is QATzip\'s software session: this build has no QATzip' }, async (t) => {
+  t.ok(native._qatzipSetFakeHardware(true));
+  t.teardown(() => native._qatzipSetFakeHardware(false));
+  const dir = tmpdir(t);
+  const img = makeImage(path.join(dir, 'pc.ram'), 2 << 20, 'mixed', 4);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const { sent, received } = await migrate(
+    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: {}, zeroPageDetection: 'multifd' },
+    { outputDir: out },
+  );
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+  t.same(Object.keys(sent.stats.paths.compression.pages), ['fake-qat'], 'the hardware branch ran, on the stand-in');
+  t.equal(sent.stats.paths.compression.fallbacks['not-hardware'], sent.stats.normalPages, 'every fake packet counted as not hardware');
+  t.same(Object.keys(received.stats.paths.compression.pages), ['fake-qat'], 'the receiver decodes on the stand-in too');
+  t.match(sent.stats.compressionPath, /^fake-qat \(QATzip [\d.]+ software session standing in for QAT, not hardware\) per packet/);
+  const base = { host: '127.0.0.1', port: 1, logger: silentLogger, images: [{ name: 'x', path: '/dev/null' }], channels: 1, pageSize: PS, methodParams: {}, zeroPageDetection: 'multifd' };
+  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: /fake-qat, a software stand-in/ });
+  t.match(accelReport('/nonexistent-sysfs').backends.qatzip, { state: 'no-device', probes: [{ ok: true, reason: /^fake-qat/ }] }, 'mfd accel names the stand-in, and the state stays no device');
 });
 
 // Real hardware, where a probe finds it; otherwise skipped with the probe's own reason.

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { makeImage, sha256, tmpdir, RawSender } from '../helpers/index.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { mfd, mfdRecv } from '../helpers/procs.js';
+import { noQat } from '../helpers/build.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -66,7 +67,7 @@ t.test('hardware asked for and missing: exit 8 naming what is missing', async (t
   const img = makeImage(path.join(dir, 'a.ram'), 8192, 'random');
   const r = run('send', '--to', '127.0.0.1:1', '--compression', 'qatzip', '--qatzip-sw-fallback', 'off', '--json', img);
   t.equal(r.status, 8);
-  t.match(r.stderr, /no QAT hardware session \(not compiled: pkg-config found no qatzip.*\) and --qatzip-sw-fallback is off/);
+  t.match(r.stderr, new RegExp(`no QAT hardware session \\(${noQat.source}.*\\) and --qatzip-sw-fallback is off`));
   t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_QATZIP_UNAVAILABLE' } });
   const q = run('send', '--to', '127.0.0.1:1', '--compression', 'qpl', '--require-hardware', img);
   t.equal(q.status, 8);
@@ -75,7 +76,7 @@ t.test('hardware asked for and missing: exit 8 naming what is missing', async (t
   t.equal(b.status, 2);
   t.match(b.stderr, /Expected on or off for --qatzip-sw-fallback but received "maybe"/);
   const h = run('send', '--help');
-  t.match(h.stdout, /--accel-path <path>[\s\S]*--require-hardware[\s\S]*--qatzip-sw-fallback <on\|off>/);
+  t.match(h.stdout, /--accel-path <path>[\s\S]*--require-hardware[\s\S]*--qpl-sw-engine <auto\|mfd\|qpl>[\s\S]*--qatzip-sw-fallback <on\|off>[\s\S]*--qatzip-sw-engine <mfd\|qatzip>/);
 });
 
 t.test('missing image: exit 6', async (t) => {

@@ -56,7 +56,7 @@ function methodParams(o: SendOpts): MethodParams {
     const v = o[camel(option.flag)];
     if (v === undefined) continue;
     if (method !== o.compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${o.compression}`);
-    params[option.key] = v as number | boolean;
+    params[option.key] = v as number | boolean | string;
   }
   return params;
 }
@@ -116,7 +116,9 @@ export function sendCommand(ctx: CommandContext): Command {
     const opt =
       option.type === 'bool'
         ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`))
-        : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max));
+        : option.type === 'choice'
+          ? new Option(`--${option.flag} <${option.choices!.join('|')}>`, `${option.description}, default ${String(option.default)}`).choices(option.choices!)
+          : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max));
     cmd.addOption(opt);
     if (option.qemu) addAlias(cmd, opt, option.qemu);
   }
