@@ -28,6 +28,8 @@ export interface QemuManifest {
   configuration: string;
   ramSection: { sectionId: number; instance: number; version: number };
   syncMode: SyncMode;
+  /** The source sent MIG_CMD_SWITCHOVER_START (QEMU 10.0+; absent in manifests of older mfd: false). */
+  switchoverStart?: boolean;
   /** The uuid of the multifd init packets (the source's -uuid; zeros without one). */
   uuid: string;
   pageSize: number;
