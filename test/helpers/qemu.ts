@@ -65,9 +65,9 @@ export function noneMachine(image: string, size: number): string[] {
   return fileBackedRam('none', image, size);
 }
 
-/** A q35 machine, nothing attached, TCG, its RAM ("mem") on a memory-backend-file. */
-export function q35Machine(ramFile: string, size: number): string[] {
-  return ['-accel', 'tcg', ...fileBackedRam('q35', ramFile, size)];
+/** A q35 machine (or `machine`, e.g. the versioned pc-q35-7.2), nothing attached, TCG, its RAM ("mem") on a memory-backend-file. */
+export function q35Machine(ramFile: string, size: number, machine = 'q35'): string[] {
+  return ['-accel', 'tcg', ...fileBackedRam(machine, ramFile, size)];
 }
 
 export interface MigrationSetup {

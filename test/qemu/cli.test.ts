@@ -38,6 +38,8 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
     [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu replays into a QEMU destination over TCP/],
     [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', dir, dir], /--qemu takes one directory/],
     [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
+    [['send', '--to', '127.0.0.1:1', '--multifd-flush-after-each-section', 'off', dir], /--multifd-flush-after-each-section is for --qemu/],
+    [['send', '--to', '127.0.0.1:1', '--send-switchover-start', 'on', dir], /--send-switchover-start is for --qemu/],
   ];
   for (const [args, msg] of cases) {
     const r = await cli(args);
