@@ -98,8 +98,8 @@ export class ProtocolError extends MfdError {
  * section, xbzrle, compress, postcopy, an unknown section type): refused, never guessed.
  */
 export class UnsupportedStreamError extends MfdError {
-  constructor(message: string, code = 'ERR_QEMU_UNSUPPORTED') {
-    super(code, message, ExitCode.PROTOCOL);
+  constructor(message: string, code = 'ERR_QEMU_UNSUPPORTED', place: ErrorPlace = {}) {
+    super(code, message, ExitCode.PROTOCOL, place);
   }
 }
 

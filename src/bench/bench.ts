@@ -63,7 +63,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   const check = (): void => {
     if (signal.aborted) throw new InterruptedError(String(signal.reason ?? 'SIGINT'));
   };
-  const choice = choosePeers(cfg.peers);
+  const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary });
   const cells = buildCells({ compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes });
   // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.
   const net: Net = cfg.link ? openShapedLink(cfg.link) : loopback();

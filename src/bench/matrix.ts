@@ -41,6 +41,8 @@ export interface BenchConfig {
   /** Peers asked for by name, or undefined for "every available one". */
   peers: PeerName[] | undefined;
   link: LinkSpec | undefined;
+  /** The QEMU binary of the qemu peer (default: qemu-system-x86_64 on PATH). */
+  qemuBinary?: string;
 }
 
 /** "a, b,,c" -> ['a', 'b', 'c']; duplicates refused (they would only repeat a cell). */
@@ -172,12 +174,15 @@ export interface RawBenchOptions {
   seed: string;
   peers?: string;
   link?: string;
+  qemuBinary?: string;
 }
 
 /** Parses and checks every option; `methods` and `detectors` are the names this build has. */
 export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string[], detectors: readonly string[]): BenchConfig {
   const int = (flag: string, v: string, min: number, max: number): number => parseIntList(flag, v, min, max)[0]!;
   if (raw.runs.includes(',') || raw.warmup.includes(',') || raw.seed.includes(',')) throw new UsageError('--runs, --warmup and --seed take one number each');
+  const peers = raw.peers === undefined ? undefined : parsePeers(raw.peers);
+  if (raw.qemuBinary !== undefined && peers && !peers.includes('qemu')) throw new UsageError(`--qemu-binary is for the qemu peer, which --peers ${raw.peers} leaves out`);
   return {
     compression: parseChoiceList('--compression', raw.compression, methods),
     channels: parseIntList('--channels', raw.channels, 1, 255),
@@ -187,7 +192,8 @@ export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string
     runs: int('--runs', raw.runs, 1, 1000),
     warmup: int('--warmup', raw.warmup, 0, 100),
     seed: int('--seed', raw.seed, 0, 2 ** 32 - 1),
-    peers: raw.peers === undefined ? undefined : parsePeers(raw.peers),
+    peers,
     link: raw.link === undefined ? undefined : parseLink(raw.link),
+    ...(raw.qemuBinary === undefined ? {} : { qemuBinary: raw.qemuBinary }),
   };
 }

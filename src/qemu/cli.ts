@@ -30,6 +30,7 @@ export function formatQemuRecv(r: QemuRecvResult): string {
 export function formatQemuSend(r: QemuSendResult): string {
   return [
     `replayed into QEMU in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${r.machineType ?? '?'}, ${r.channels ? `${r.channels} multifd channels, ${r.compression}` : 'no multifd'}`,
+    `  ${r.shape}`,
     `  ${r.ramblocks.length} ramblocks, ${r.normalPages} pages with data, ${r.zeroPages} zero pages, device state ${r.deviceStateBytes} bytes, ${r.wireBytes} bytes on the wire`,
     '  the destination finishes loading on its own: check query-migrate there, then cont',
   ].join('\n');

@@ -34,18 +34,25 @@ export const RAM_FLAGS_MASK = 0xfff;
 /** The RAM section's idstr and the version QEMU 7.2..10.x save it with. */
 export const RAM_IDSTR = 'ram';
 
-/** Postcopy and return-path commands (QEMU_VM_COMMAND's be16 cmd), for refusal messages. */
-export const MIG_CMD_NAMES: Record<number, string> = {
-  1: 'OPEN_RETURN_PATH',
-  2: 'PING',
-  3: 'POSTCOPY_ADVISE',
-  4: 'POSTCOPY_LISTEN',
-  5: 'POSTCOPY_RUN',
-  6: 'POSTCOPY_RAM_DISCARD',
-  7: 'POSTCOPY_RESUME',
-  8: 'PACKAGED',
-  9: 'RECV_BITMAP',
-  10: 'ENABLE_COLO',
+/** QEMU_VM_COMMAND's be16 cmd: the one mfd accepts (QEMU 10.0+; see main-channel.ts). */
+export const MIG_CMD_SWITCHOVER_START = 11;
+
+/**
+ * Commands (QEMU_VM_COMMAND's be16 cmd, migration/savevm.c) by name, with why mfd refuses each:
+ * all but SWITCHOVER_START need an answer or a feature mfd does not have.
+ */
+export const MIG_CMDS: Record<number, { name: string; why?: string }> = {
+  1: { name: 'OPEN_RETURN_PATH', why: 'the source opens a return path (capability return-path, which postcopy-ram and switchover-ack need) and waits for answers on it' },
+  2: { name: 'PING', why: 'a return-path ping that waits for a PONG' },
+  3: { name: 'POSTCOPY_ADVISE', why: 'postcopy (capability postcopy-ram): the destination would have to serve page faults' },
+  4: { name: 'POSTCOPY_LISTEN', why: 'postcopy: the destination would have to serve page faults' },
+  5: { name: 'POSTCOPY_RUN', why: 'postcopy: the destination would have to run the guest' },
+  6: { name: 'POSTCOPY_RAM_DISCARD', why: 'postcopy: pages to discard before the destination runs' },
+  7: { name: 'POSTCOPY_RESUME', why: 'postcopy recovery' },
+  8: { name: 'PACKAGED', why: 'postcopy: device state packaged for a destination that runs the guest' },
+  9: { name: 'RECV_BITMAP', why: 'postcopy recovery: the destination would have to send its received-page bitmap' },
+  10: { name: 'ENABLE_COLO', why: 'COLO fault tolerance (capability x-colo)' },
+  [MIG_CMD_SWITCHOVER_START]: { name: 'SWITCHOVER_START' },
 };
 
 /** Sync points between the main channel and the multifd channels. */
@@ -70,6 +77,13 @@ export class Writer {
   u8(v: number): this {
     this.room(1);
     this.buf[this.length++] = v;
+    return this;
+  }
+
+  u16(v: number): this {
+    this.room(2);
+    this.buf.writeUInt16BE(v & 0xffff, this.length);
+    this.length += 2;
     return this;
   }
 

@@ -29,6 +29,8 @@ export interface QemuManifest {
   configuration: string;
   ramSection: { sectionId: number; instance: number; version: number };
   syncMode: SyncMode;
+  /** The source sent MIG_CMD_SWITCHOVER_START (QEMU 10.0+; absent in manifests of older mfd: false). */
+  switchoverStart?: boolean;
   /** The uuid of the multifd init packets (the source's -uuid; zeros without one). */
   uuid: string;
   pageSize: number;
@@ -74,4 +76,41 @@ export async function readManifest(dir: string, verify: boolean): Promise<QemuMa
     }
   }
   return m;
+}
+
+/** What a QEMU destination expects of the main channel, and where that choice came from. */
+export interface ReplayShape {
+  /** section: a multifd sync at every RAM section's end (QEMU's multifd-flush-after-each-section on); round: one per pass, marked by MULTIFD_FLUSH. */
+  syncMode: SyncMode;
+  /** Send MIG_CMD_SWITCHOVER_START before the RAM END section (QEMU's send-switchover-start). */
+  switchoverStart: boolean;
+  /** Why, for the log and the stall hint. */
+  why: string;
+}
+
+/** "pc-q35-7.2" -> [7, 2]; null for an unversioned machine type ("none", "microvm"). */
+export function machineVersion(machine: string | null): [number, number] | null {
+  const m = /-(\d+)\.(\d+)$/.exec(machine ?? '');
+  return m ? [Number(m[1]), Number(m[2])] : null;
+}
+
+/**
+ * The shape a replay of `m` gives the stream. Neither choice can be read off the wire (the
+ * destination answers nothing), so: the flags when given; else, for a versioned machine type, what
+ * QEMU's compat properties give that type (the destination must run the same one: QEMU refuses
+ * another): multifd-flush-after-each-section is on for 8.0 and older types (hw_compat_8_0),
+ * send-switchover-start off for 9.2 and older (hw_compat_9_2); else (an unversioned type such as
+ * -M none, whose shape depends on the destination's QEMU version) what the source did.
+ */
+export function replayShape(m: QemuManifest, flushAfterEachSection?: boolean, switchoverStart?: boolean): ReplayShape {
+  const v = machineVersion(m.qemu.machineType);
+  const atLeast = (major: number, minor: number): boolean => v !== null && (v[0] > major || (v[0] === major && v[1] >= minor));
+  const from = v ? `machine type ${m.qemu.machineType}` : `the source (machine type ${m.qemu.machineType ?? '?'} has no version)`;
+  const syncMode: SyncMode = flushAfterEachSection !== undefined ? (flushAfterEachSection ? 'section' : 'round') : v ? (atLeast(8, 1) ? 'round' : 'section') : m.syncMode;
+  const switchover = switchoverStart ?? (v ? atLeast(10, 0) : (m.switchoverStart ?? false));
+  const why = [
+    `multifd-flush-after-each-section ${syncMode === 'section' ? 'on' : 'off'} (${flushAfterEachSection !== undefined ? 'flag' : from})`,
+    `send-switchover-start ${switchover ? 'on' : 'off'} (${switchoverStart !== undefined ? 'flag' : from})`,
+  ].join(', ');
+  return { syncMode, switchoverStart: switchover, why };
 }

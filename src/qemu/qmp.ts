@@ -2,10 +2,29 @@
  * A minimal QMP client and QEMU process helpers, shared by the bench's QEMU peer and the
  * QEMU-peer tests: connect to a QMP unix socket, run commands one at a time, quit QEMUs.
  */
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { sleep, tail, type Proc } from '../bench/proc.js';
 
+/** The QEMU binary used unless one is named (the system's, on PATH). */
 export const QEMU = 'qemu-system-x86_64';
+
+const versions = new Map<string, string | null>();
+/** "7.2.22", from `BINARY --version`; null when it does not run or says no version. Cached per binary. */
+export function qemuVersion(binary: string = QEMU): string | null {
+  if (!versions.has(binary)) {
+    const r = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 30_000 });
+    versions.set(binary, /version (\d+\.\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? null);
+  }
+  return versions.get(binary)!;
+}
+
+/** Whether QEMU `version` ("10.0.2") is `major.minor` or later; an unknown version counts as new. */
+export function qemuAtLeast(version: string | null, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return true;
+  return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
+}
 
 interface QmpReply {
   return?: unknown;

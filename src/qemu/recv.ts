@@ -22,7 +22,7 @@ import { PathTally } from '../accel/paths.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
 import { checkPacketHeader, decodePacketHeader, ramblockName, type PacketHeader } from '../wire/packet.js';
-import { INIT_PACKET_SIZE, MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { INIT_PACKET_SIZE, MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { newChannelCounters, type ChannelCounters } from '../stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
@@ -373,6 +373,7 @@ class QemuMigration {
       configuration: (this.configuration ?? Buffer.alloc(0)).toString('hex'),
       ramSection: this.ramSection!,
       syncMode: s.syncMode,
+      switchoverStart: s.switchoverStart,
       uuid: uuidToString(this.uuid ?? new Uint8Array(16)),
       pageSize: PAGE_SIZE,
       multifd: this.channels.size > 0,
@@ -503,6 +504,7 @@ class MultifdChannel {
     try {
       for (;;) {
         if (!this.header) {
+          this.refuseDeviceState();
           const raw = this.queue.take(this.headerSize);
           if (!raw) break;
           this.header = decodePacketHeader(raw, this.perPacket);
@@ -518,6 +520,22 @@ class MultifdChannel {
       if (this.eof) this.atEof();
     } catch (e) {
       this.host.fail(e);
+    }
+  }
+
+  /**
+   * QEMU 10.0's device-state packets (flag 0x40: VFIO device state over multifd, the vfio-pci
+   * property x-migration-multifd-transfer) have a header of their own, shorter than a RAM
+   * packet's: judged on the common 12 bytes, before a RAM header is taken.
+   */
+  private refuseDeviceState(): void {
+    const flags = this.queue.peekUInt32BE(8);
+    if (flags !== null && flags & MULTIFD_FLAG_DEVICE_STATE) {
+      throw new UnsupportedStreamError(
+        `a device-state packet (flags ${hex(flags)}: VFIO device state over multifd, QEMU 10.0+): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off on the source's VFIO devices`,
+        'ERR_QEMU_DEVICE_STATE_PACKET',
+        { channel: this.id },
+      );
     }
   }
 

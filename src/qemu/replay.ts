@@ -5,8 +5,11 @@
  * and configuration section as received, then the RAM section: START with the
  * same block list, one PART with every page (zero pages as ZERO records on the
  * main channel, the others in multifd packets, or as PAGE records on the main
- * channel without multifd), an empty END, each ended by the recorded sync mode's
- * multifd sync; then the saved device state verbatim.
+ * channel without multifd), an empty END, each ended by a multifd sync; then the
+ * saved device state verbatim. The destination's sync shape (per RAM section, or
+ * per pass marked by MULTIFD_FLUSH) and whether it takes SWITCHOVER_START cannot
+ * be read off the wire: the options or the manifest choose them (replayShape),
+ * and a stall's hint names them.
  */
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -20,6 +23,8 @@ import { encodePacketHeader } from '../wire/packet.js';
 import { native } from '../native/load.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import {
+  MIG_CMD_SWITCHOVER_START,
+  QEMU_VM_COMMAND,
   QEMU_VM_FILE_MAGIC,
   QEMU_VM_FILE_VERSION,
   QEMU_VM_SECTION_END,
@@ -34,8 +39,9 @@ import {
   RAM_SAVE_FLAG_PAGE,
   RAM_SAVE_FLAG_ZERO,
   Writer,
+  type SyncMode,
 } from './format.js';
-import { readManifest } from './manifest.js';
+import { readManifest, replayShape } from './manifest.js';
 import path from 'node:path';
 
 export interface QemuSendOptions {
@@ -51,6 +57,10 @@ export interface QemuSendOptions {
   connectTimeoutMs: number;
   /** How long the destination may stop reading, or take to close the main channel after the last byte (default 60 s). */
   stallTimeoutMs?: number;
+  /** QEMU's multifd-flush-after-each-section of the destination (on: a sync per RAM section, as 7.2; off: per pass with MULTIFD_FLUSH); default from the manifest (replayShape). */
+  flushAfterEachSection?: boolean;
+  /** Send MIG_CMD_SWITCHOVER_START (QEMU's send-switchover-start; a QEMU before 10.0 refuses it); default from the manifest. */
+  switchoverStart?: boolean;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -66,14 +76,21 @@ export interface QemuSendResult {
   multifdPackets: number;
   deviceStateBytes: number;
   wireBytes: number;
+  /** The shape sent: sync per RAM section or per pass, switchover-start or not, and why. */
+  syncMode: SyncMode;
+  switchoverStart: boolean;
+  shape: string;
 }
 
 /** Main-channel bytes gathered before a write. */
 const FLUSH_AT = 1 << 20;
 
-/** What to check when a QEMU destination stops reading or hangs up. */
-const MISMATCH_HINT =
-  "is --channels the destination's multifd-channels (0 with multifd off), --compression its multifd-compression, and its machine and devices the source's? Its query-migrate error-desc says what it refused";
+/** What to check when a QEMU destination stops reading or hangs up; `shape` says what was sent. */
+const mismatchHint = (shape: string): string =>
+  "is --channels the destination's multifd-channels (0 with multifd off), --compression its multifd-compression, and its machine and devices the source's? " +
+  `The stream's sync shape cannot be read off the wire and may not be what the destination expects: sent ${shape}; ` +
+  'a QEMU 8.1+ destination with an unversioned or 8.1+ machine type waits for --multifd-flush-after-each-section off, a QEMU 7.2 one needs on and --send-switchover-start off. ' +
+  "Its query-migrate error-desc says what it refused";
 
 /** Writes to one socket, waiting for 'drain' when the kernel buffer is full; the socket's failure rejects. */
 class Sink {
@@ -86,6 +103,7 @@ class Sink {
     private readonly stallMs: number,
     /** Set when the user interrupted: then that, not the closed socket, is the failure. */
     private readonly interrupted: () => InterruptedError | null,
+    private readonly hint: string,
   ) {
     sock.on('error', (e) => (this.failed = e));
     sock.on('close', () => (this.closed = true));
@@ -94,8 +112,8 @@ class Sink {
   private check(): void {
     const stop = this.interrupted();
     if (stop) throw stop;
-    if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${MISMATCH_HINT})`, {}, this.failed);
-    if (this.closed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: connection closed by the destination (${MISMATCH_HINT})`);
+    if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${this.hint})`, {}, this.failed);
+    if (this.closed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: connection closed by the destination (${this.hint})`);
   }
 
   /** Resolves on `event` (or the socket's close); rejects after stallMs. */
@@ -110,7 +128,7 @@ class Sink {
       const timer = setTimeout(() => {
         this.sock.off(event, done);
         this.sock.off('close', done);
-        reject(new ConnectionError('ERR_QEMU_DESTINATION_STALLED', `${this.what}: ${why} for ${this.stallMs} ms (${MISMATCH_HINT})`));
+        reject(new ConnectionError('ERR_QEMU_DESTINATION_STALLED', `${this.what}: ${why} for ${this.stallMs} ms (${this.hint})`));
       }, this.stallMs);
       this.sock.on(event, done);
       this.sock.on('close', done);
@@ -140,6 +158,8 @@ class Sink {
 export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const t0 = process.hrtime.bigint();
   const m = await readManifest(o.dir, true);
+  const shape = replayShape(m, o.flushAfterEachSection, o.switchoverStart);
+  const hint = mismatchHint(shape.why);
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
   let method: CompressionMethod | null = null;
@@ -163,6 +183,9 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     multifdPackets: 0,
     deviceStateBytes: m.deviceState.size,
     wireBytes: 0,
+    syncMode: shape.syncMode,
+    switchoverStart: shape.switchoverStart,
+    shape: shape.why,
   };
   let interrupted: InterruptedError | null = null;
   const stopped = (): InterruptedError | null => interrupted;
@@ -184,7 +207,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const where = `${o.host}:${o.port}`;
     const mainSock = connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel'));
     const stallMs = o.stallTimeoutMs ?? 60_000;
-    const main = new Sink(mainSock, `main channel to ${where}`, stallMs, stopped);
+    const main = new Sink(mainSock, `main channel to ${where}`, stallMs, stopped, hint);
     const w = new Writer();
     w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(Buffer.from(m.configuration, 'hex'));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
@@ -194,12 +217,12 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const tally = new PathTally(`${method?.name ?? 'none'} compression`);
     for (let i = 0; i < o.channels; i++) {
       const s = connected(await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`));
-      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs, stopped);
+      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs, stopped, hint);
       channels.push(sink);
       senders.push(method!.sendSetup({ channel: i, pageSize: ps, params, tally }));
       await sink.write([encodeInitPacket(uuid, i)]);
     }
-    log.info({ channels: o.channels, method: method?.name, syncMode: m.syncMode }, `replaying ${o.dir} into ${where}`);
+    log.info({ channels: o.channels, method: method?.name, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart }, `replaying ${o.dir} into ${where}: ${shape.why}`);
 
     const hs = packetHeaderSize(ps);
     const perPacket = pageCount(ps);
@@ -220,7 +243,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
       if (channels.length === 0) return;
       for (const c of channels) await c.write([header(MULTIFD_FLAG_SYNC, '', [], 0, 0)]);
       result.multifdPackets += channels.length;
-      if (m.syncMode === 'round') w.u64(RAM_SAVE_FLAG_MULTIFD_FLUSH);
+      if (shape.syncMode === 'round') w.u64(RAM_SAVE_FLAG_MULTIFD_FLUSH);
     };
     const endSection = async (): Promise<void> => {
       await sync();
@@ -296,6 +319,8 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     }
     await endSection();
 
+    // QEMU 10.0 sends SWITCHOVER_START right before the END section (no data, no answer).
+    if (shape.switchoverStart) w.u8(QEMU_VM_COMMAND).u16(MIG_CMD_SWITCHOVER_START).u16(0);
     // END: nothing left to send.
     w.u8(QEMU_VM_SECTION_END).u32(m.ramSection.sectionId);
     await endSection();

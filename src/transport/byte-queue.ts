@@ -51,12 +51,13 @@ export class ByteQueue {
     return this.length < 1 ? null : this.chunks[0]![this.head]!;
   }
 
-  /** The first 4 queued bytes as a big-endian u32, without taking them (null when fewer are queued). */
-  peekUInt32BE(): number | null {
-    if (this.length < 4) return null;
+  /** The 4 queued bytes from `offset` on as a big-endian u32, without taking them (null when fewer are queued). */
+  peekUInt32BE(offset = 0): number | null {
+    if (this.length < offset + 4) return null;
     let v = 0;
     let c = 0;
-    let at = this.head;
+    let at = this.head + offset;
+    while (at >= this.chunks[c]!.length) at -= this.chunks[c++]!.length;
     for (let k = 0; k < 4; k++) {
       while (at === this.chunks[c]!.length) {
         c++;

@@ -11,6 +11,7 @@ import { tmpdir } from '../helpers/index.js';
 import { findAll, parseXml } from '../helpers/xml.js';
 import { ncUnavailable } from '../../src/bench/peers/nc.js';
 import { leftoverLinks, netnsUnavailable } from '../helpers/netns.js';
+import { QEMU_BUILDS } from '../helpers/qemu.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -85,6 +86,28 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
   t.match(r.stderr, /target: mfd \/ QEMU wall time, none \[1 ch, mixed 8 MiB\]: not measured/);
 });
 
+for (const b of QEMU_BUILDS) {
+  t.test(`--peers qemu --qemu-binary: QEMU ${b.series} measured, its version in the report`, { skip: b.missing }, async (t) => {
+    const dir = tmpdir(t);
+    const out = path.join(dir, 'o');
+    const r = await mfd(['bench', '--size', '4M', '--compression', 'zstd', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'qemu', '--qemu-binary', b.binary, '--dir', dir, '--out', out, '--no-progress']);
+    t.equal(r.status, 0, r.stderr);
+    const recs = lines(path.join(out, 'results.jsonl'));
+    const label = `QEMU ${b.version} multifd`;
+    t.match((recs[0]!.peers as { name: string; label: string }[]).find((p) => p.name === 'qemu')?.label, label, 'the meta line names the version run');
+    const run = recs.find((l) => l.type === 'run')!;
+    t.ok((run.peers as Record<string, { wallSec: number }>).qemu!.wallSec > 0, 'QEMU measured');
+    t.ok(fs.readFileSync(path.join(out, 'report.md'), 'utf8').includes(label), 'the report names it');
+  });
+}
+
+t.test('--qemu-binary that does not run: the qemu peer is unavailable, saying why', async (t) => {
+  const dir = tmpdir(t);
+  const r = await mfd(['bench', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'qemu', '--qemu-binary', path.join(dir, 'no-qemu'), '--dir', dir, '--out', path.join(dir, 'o')]);
+  t.equal(r.status, 2);
+  t.match(r.stderr, /--peers qemu: --qemu-binary .*no-qemu does not run or prints no version/);
+});
+
 t.test('--json: the JSON lines on stdout', async (t) => {
   const dir = tmpdir(t);
   const r = await mfd(['bench', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'o'), '--json', '--no-progress']);
@@ -108,6 +131,7 @@ t.test('bad options exit 2 and say what is expected', async (t) => {
     [['--size', '1000'], /whole 4 KiB pages/],
     [['--peers', 'scp'], /Expected --peers values from iperf3, nc, zstd-nc, qemu/],
     [['--channels', '1,1'], /--channels lists "1" twice/],
+    [['--peers', 'nc', '--qemu-binary', '/usr/bin/true'], /--qemu-binary is for the qemu peer, which --peers nc leaves out/],
   ];
   for (const [args, msg] of cases) {
     const r = await mfd(['bench', ...args]);

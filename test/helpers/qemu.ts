@@ -1,6 +1,7 @@
 /** QEMU processes for the QEMU-peer tests: launch with QMP, migrate, wait for a migration status. */
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { silentLogger } from '../../src/log.js';
@@ -8,9 +9,41 @@ import { receiveQemu, type QemuRecvOptions } from '../../src/qemu/recv.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { tmpdir } from './index.js';
 import { start, which, sleep, type Proc } from '../../src/bench/proc.js';
-import { enableMultifd, fileBackedRam, Qmp, QEMU, quitQemus, unthrottle, type MigrateInfo } from '../../src/qemu/qmp.js';
+import { enableMultifd, fileBackedRam, Qmp, QEMU, qemuVersion, quitQemus, unthrottle, type MigrateInfo } from '../../src/qemu/qmp.js';
 
-export const qemuMissing: string | false = which(QEMU) ? false : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`;
+/** A QEMU the tests run: the system's 7.2, or the 10.0 that .ci/fetch-qemu10 fetched. */
+export interface QemuBuild {
+  /** The series the tests expect of it: "7.2" or "10.0". */
+  series: string;
+  /** What to run (a name on PATH or a path). */
+  binary: string;
+  /** "7.2.22", as it says; null when it cannot be run. */
+  version: string | null;
+  /** Why the tests of this build skip here, or false. */
+  missing: string | false;
+}
+
+function build(series: string, binary: string, absent: string | null): QemuBuild {
+  if (absent) return { series, binary, version: null, missing: absent };
+  const version = qemuVersion(binary);
+  if (version === null) return { series, binary, version, missing: `${binary} does not run (no version from --version)` };
+  if (!version.startsWith(`${series}.`)) return { series, binary, version, missing: `${binary} is QEMU ${version}, not ${series}` };
+  return { series, binary, version, missing: false };
+}
+
+/** Where .ci/fetch-qemu10 puts QEMU 10.0's wrapper by default (MFD_QEMU10 names another). */
+const qemu10Dir = process.env.MFD_QEMU10_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mfd', 'qemu-10.0');
+const qemu10 = process.env.MFD_QEMU10 ?? path.join(qemu10Dir, 'bin', 'qemu-system-x86_64');
+
+/** Debian 12's QEMU 7.2 (the system's) and QEMU 10.0 from bookworm-backports (fetched by .ci/fetch-qemu10). */
+export const QEMU72 = build('7.2', QEMU, which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`);
+export const QEMU10 = build('10.0', qemu10, fs.existsSync(qemu10) ? null : `QEMU 10.0 is not at ${qemu10}: run .ci/fetch-qemu10 (Debian's bookworm-backports build), or set MFD_QEMU10`);
+export const QEMU_BUILDS: QemuBuild[] = [QEMU72, QEMU10];
+
+/** The system QEMU's absence, for tests that need any QEMU. */
+export const qemuMissing: string | false = QEMU72.missing && QEMU10.missing ? `${QEMU72.missing}; ${QEMU10.missing}` : false;
+/** A build that runs here (7.2 first), for tests that need one QEMU of either series. */
+export const anyQemu: QemuBuild = QEMU72.missing ? QEMU10 : QEMU72;
 
 export interface Vm {
   qmp: Qmp;
@@ -18,11 +51,11 @@ export interface Vm {
   quit(): Promise<void>;
 }
 
-/** Starts a paused QEMU with `args` and a QMP socket in `dir`. */
-export async function launch(dir: string, name: string, args: string[]): Promise<Vm> {
+/** Starts a paused QEMU (`build`, default the system's) with `args` and a QMP socket in `dir`. */
+export async function launch(dir: string, name: string, args: string[], build: QemuBuild = anyQemu): Promise<Vm> {
   const sock = path.join(dir, `${name}.qmp`);
   fs.rmSync(sock, { force: true });
-  const proc = start(QEMU, ['-display', 'none', '-S', ...args, '-qmp', `unix:${sock},server=on,wait=off`]);
+  const proc = start(build.binary, ['-display', 'none', '-S', ...args, '-qmp', `unix:${sock},server=on,wait=off`]);
   const qmp = await Qmp.connect(sock, name, proc, new AbortController().signal);
   return { qmp, proc, quit: () => quitQemus([qmp], [proc]) };
 }
@@ -32,9 +65,9 @@ export function noneMachine(image: string, size: number): string[] {
   return fileBackedRam('none', image, size);
 }
 
-/** A q35 machine, nothing attached, TCG, its RAM ("mem") on a memory-backend-file. */
-export function q35Machine(ramFile: string, size: number): string[] {
-  return ['-accel', 'tcg', ...fileBackedRam('q35', ramFile, size)];
+/** A q35 machine (or `machine`, e.g. the versioned pc-q35-7.2), nothing attached, TCG, its RAM ("mem") on a memory-backend-file. */
+export function q35Machine(ramFile: string, size: number, machine = 'q35'): string[] {
+  return ['-accel', 'tcg', ...fileBackedRam(machine, ramFile, size)];
 }
 
 export interface MigrationSetup {

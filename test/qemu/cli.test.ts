@@ -1,13 +1,14 @@
 /**
  * mfd recv --qemu and mfd send --qemu on the command line: options that do not apply are refused
- * (exit 2), a QEMU source with postcopy is refused with the reason (exit 3, the source fails
- * instead of hanging), and a migration received through the CLI prints its manifest as JSON.
+ * (exit 2), a QEMU 7.2 or 10.0 source with postcopy or (10.0) switchover-ack is refused with the
+ * reason (exit 3, the source fails instead of hanging), and a migration received through the CLI
+ * prints its manifest as JSON.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
-import { qemuMissing, launch, noneMachine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
+import { QEMU_BUILDS, launch, noneMachine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
 import { main } from '../../src/cli/main.js';
 import { schemaErrors } from '../helpers/schema.js';
 
@@ -38,6 +39,8 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
     [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu replays into a QEMU destination over TCP/],
     [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', dir, dir], /--qemu takes one directory/],
     [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
+    [['send', '--to', '127.0.0.1:1', '--multifd-flush-after-each-section', 'off', dir], /--multifd-flush-after-each-section is for --qemu/],
+    [['send', '--to', '127.0.0.1:1', '--send-switchover-start', 'on', dir], /--send-switchover-start is for --qemu/],
   ];
   for (const [args, msg] of cases) {
     const r = await cli(args);
@@ -49,39 +52,51 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
   t.match(m.stderr, /manifest\.json/);
 });
 
-t.test('through the CLI: a QEMU source', { skip: qemuMissing }, async (t) => {
-  const SIZE = 4 * 1024 * 1024;
-  const dir = tmpdir(t);
-  const image = makeImage(path.join(dir, 'image.ram'), SIZE, 'mixed', 5);
+for (const b of QEMU_BUILDS) {
+  t.test(`through the CLI: a QEMU ${b.series} source`, { skip: b.missing }, async (t) => {
+    const SIZE = 4 * 1024 * 1024;
+    const dir = tmpdir(t);
+    const image = makeImage(path.join(dir, 'image.ram'), SIZE, 'mixed', 5);
 
-  await t.test('with postcopy-ram is refused, and the source fails instead of waiting', async (t) => {
-    const out = path.join(dir, 'refused');
-    fs.mkdirSync(out);
-    const vm = await launch(dir, 'pc', noneMachine(image, SIZE));
-    t.teardown(() => vm.quit());
-    await vm.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] });
-    const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--timeout', '20'], (port) => void migrateTo(vm.qmp, port));
-    t.equal(r.code, 3, 'exit 3');
-    t.match(r.stderr, /migration command (OPEN_RETURN_PATH|POSTCOPY_ADVISE).*precopy migrations without a return path/);
-    t.equal((await waitMigration(vm.qmp, 'failed')).status, 'failed', 'the source reports failed');
-    t.same(fs.readdirSync(out).filter((f) => !f.startsWith('.')), [], 'nothing left in the output directory');
-  });
+    /** A source with `capabilities` on is refused with `msg`, exit 3, and the source fails instead of waiting. */
+    const refused = async (t: Test, name: string, capabilities: string[], msg: RegExp) => {
+      const out = path.join(dir, name);
+      fs.mkdirSync(out);
+      const vm = await launch(dir, name, noneMachine(image, SIZE), b);
+      t.teardown(() => vm.quit());
+      await vm.qmp.cmd('migrate-set-capabilities', { capabilities: capabilities.map((capability) => ({ capability, state: true })) });
+      const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--timeout', '20'], (port) => void migrateTo(vm.qmp, port));
+      t.equal(r.code, 3, 'exit 3');
+      t.match(r.stderr, msg);
+      t.equal((await waitMigration(vm.qmp, 'failed')).status, 'failed', 'the source reports failed');
+      t.same(fs.readdirSync(out).filter((f) => !f.startsWith('.')), [], 'nothing left in the output directory');
+    };
 
-  await t.test('with multifd zstd: --json prints the manifest', async (t) => {
-    const out = path.join(dir, 'json');
-    fs.mkdirSync(out);
-    const vm = await launch(dir, 'json', noneMachine(image, SIZE));
-    t.teardown(() => vm.quit());
-    await setMigration(vm.qmp, { channels: 2, compression: 'zstd' });
-    const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--json'], (port) => void migrateTo(vm.qmp, port));
-    t.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; sha256: string }[] };
-    t.equal(j.status, 'completed');
-    t.equal(schemaErrors('QemuRecvJson', j), '', 'valid against the JSON Schema');
-    t.equal(j.channels, 2);
-    t.equal(j.method, 'zstd');
-    t.equal(j.ramblocks[0]!.sha256, sha256(image));
-    t.equal(sha256(path.join(out, 'mem')), sha256(image));
-    t.equal(fs.readdirSync(out).filter((f) => f.startsWith('.')).length, 0, 'no temporary files left');
+    await t.test('with postcopy-ram is refused, and the source fails instead of waiting', (t) =>
+      refused(t, 'postcopy', ['postcopy-ram'], /migration command (OPEN_RETURN_PATH|POSTCOPY_ADVISE) \(.*\): mfd only receives precopy migrations without a return path/));
+
+    // switchover-ack (QEMU 8.1+) needs the return path: the destination must acknowledge the switchover.
+    if (b.series !== '7.2') {
+      await t.test('with switchover-ack is refused: it needs a return path', (t) =>
+        refused(t, 'switchover-ack', ['return-path', 'switchover-ack'], /migration command OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/));
+    }
+
+    await t.test('with multifd zstd: --json prints the manifest', async (t) => {
+      const out = path.join(dir, 'json');
+      fs.mkdirSync(out);
+      const vm = await launch(dir, 'json', noneMachine(image, SIZE), b);
+      t.teardown(() => vm.quit());
+      await setMigration(vm.qmp, { channels: 2, compression: 'zstd' });
+      const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--json'], (port) => void migrateTo(vm.qmp, port));
+      t.equal(r.code, 0, r.stderr);
+      const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; sha256: string }[] };
+      t.equal(j.status, 'completed');
+      t.equal(schemaErrors('QemuRecvJson', j), '', 'valid against the JSON Schema');
+      t.equal(j.channels, 2);
+      t.equal(j.method, 'zstd');
+      t.equal(j.ramblocks[0]!.sha256, sha256(image));
+      t.equal(sha256(path.join(out, 'mem')), sha256(image));
+      t.equal(fs.readdirSync(out).filter((f) => f.startsWith('.')).length, 0, 'no temporary files left');
+    });
   });
-});
+}

@@ -1,72 +1,188 @@
 /**
- * A q35 VM (TCG, -nodefaults, paused, 64 MiB on a memory-backend-file) migrates into
- * mfd recv --qemu: every ramblock and the device state land in the directory. mfd send --qemu
- * then replays it into a fresh QEMU destination with the same command line: the destination
- * completes, its RAM file equals the source's, and the guest can be continued.
+ * QEMU 7.2 and 10.0 as sources and destinations: a paused VM (q35 -nodefaults, the versioned
+ * pc-q35-7.2, or -M none; RAM on a memory-backend-file) migrates into mfd recv --qemu, then
+ * mfd send --qemu replays the directory into fresh QEMU destinations of either version. Each cell
+ * of docs/qemu-peer.md's compatibility matrix marked tested is a case here: the destination
+ * completes and its RAM file equals the source's; a q35 destination then migrates back into mfd
+ * and every ramblock (ROMs and ACPI tables too) equals the first capture's, and cont runs it. The
+ * sync shape a destination needs cannot be read off the wire: the defaults (machine type version,
+ * else the source's shape) and the flags are both tested, and a wrong shape stalls with the hint.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
-import { qemuMissing, launch, listenQemu, q35Machine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
-import { sendQemu } from '../../src/qemu/replay.js';
+import { QEMU72, QEMU10, launch, listenQemu, q35Machine, noneMachine, setMigration, migrateTo, waitMigration, type QemuBuild } from '../helpers/qemu.js';
+import { sendQemu, type QemuSendOptions } from '../../src/qemu/replay.js';
+import type { QemuManifest } from '../../src/qemu/manifest.js';
 import { silentLogger } from '../../src/log.js';
 
-const SIZE = 64 * 1024 * 1024;
+const Q35_SIZE = 32 * 1024 * 1024;
+/** Large enough that a channel's data does not fit in the socket buffers: a destination that stops reading stalls the sender. */
+const NONE_SIZE = 32 * 1024 * 1024;
+/** The firmware both QEMUs load as pc.bios (Debian's seabios). */
+const BIOS = '/usr/share/seabios/bios-256k.bin';
 
-t.test('q35: QEMU -> mfd recv --qemu -> mfd send --qemu -> QEMU', { skip: qemuMissing }, async (t) => {
-  const dir = tmpdir(t);
-  const srcRam = makeImage(path.join(dir, 'src.ram'), SIZE, 'mixed', 3);
-  const saved = path.join(dir, 'saved');
-  fs.mkdirSync(saved);
-  const { port, result: received } = await listenQemu({ outputDir: saved, timeoutMs: 30_000 });
-  const src = await launch(dir, 'src', q35Machine(srcRam, SIZE));
-  t.teardown(() => src.quit());
-  await setMigration(src.qmp, { channels: 2, compression: 'zstd' });
-  await migrateTo(src.qmp, port);
-  const { manifest } = await received;
-  t.equal((await waitMigration(src.qmp, 'completed')).status, 'completed', 'source completed');
-  await src.quit();
+interface Capture {
+  dir: string;
+  srcRam: string;
+  manifest: QemuManifest;
+  machine: string;
+  size: number;
+}
 
-  const names = manifest.ramblocks.map((b) => b.name);
-  t.same(names.slice().sort(), ['/rom@etc/acpi/rsdp', '/rom@etc/acpi/tables', '/rom@etc/table-loader', 'mem', 'pc.bios', 'pc.rom'].sort(), 'every q35 ramblock');
-  for (const b of manifest.ramblocks) t.equal(fs.statSync(path.join(saved, b.file)).size, b.size, `${b.name} saved as ${b.file}`);
-  t.equal(manifest.ramblocks.find((b) => b.name === '/rom@etc/acpi/tables')?.file, '%2From@etc%2Facpi%2Ftables', 'names made safe as file names');
-  t.equal(sha256(path.join(saved, 'mem')), sha256(srcRam), 'mem equals the source RAM file');
-  t.match(manifest.qemu.machineType, /^pc-q35-/, 'machine type from the configuration section');
-  t.ok(manifest.deviceState.size > 1000, `device state saved (${manifest.deviceState.size} bytes)`);
-  const blob = fs.readFileSync(path.join(saved, 'device-state'));
-  t.ok(blob.includes(Buffer.from('globalstate')), 'device state holds the device sections');
+function machineArgs(machine: string, ram: string, size: number): string[] {
+  return machine === 'none' ? noneMachine(ram, size) : q35Machine(ram, size, machine);
+}
 
-  for (const { channels, compression } of [{ channels: 2, compression: 'zlib' }, { channels: 0, compression: 'none' }]) {
-    await t.test(channels ? `replay over ${channels} multifd channels, ${compression}` : 'replay without multifd (PAGE records)', async (t) => {
-      const dstRam = path.join(dir, `dst-${channels}.ram`);
-      const dst = await launch(dir, `dst${channels}`, [...q35Machine(dstRam, SIZE), '-incoming', 'defer']);
-      t.teardown(() => dst.quit());
-      await setMigration(dst.qmp, { channels, compression });
-      await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-      const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
-      const dport = Number(info['socket-address']?.[0]?.port);
-      const r = await sendQemu({ host: '127.0.0.1', port: dport, dir: saved, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
-      t.equal(r.channels, channels);
-      t.equal(r.normalPages + r.zeroPages, SIZE / 4096 + (manifest.ramblocks.reduce((a, b) => a + b.size, 0) - SIZE) / 4096, 'every page sent once');
-      const st = await waitMigration(dst.qmp, 'completed');
-      t.equal(st.status, 'completed', `destination completed ${st['error-desc'] ?? ''}`);
-      t.equal(sha256(dstRam), sha256(srcRam), "destination's RAM file equals the source's");
-      await dst.qmp.cmd('cont');
-      const status = await dst.qmp.cmd<{ status: string }>('query-status');
-      t.equal(status.status, 'running', 'the guest runs after cont');
-    });
+/** A paused VM of `b` running `machine` migrates over 2 zstd channels into mfd recv --qemu. */
+async function capture(t: Test, root: string, name: string, b: QemuBuild, machine: string): Promise<Capture> {
+  const size = machine === 'none' ? NONE_SIZE : Q35_SIZE;
+  const srcRam = makeImage(path.join(root, `${name}.ram`), size, 'mixed', 3);
+  const dir = path.join(root, name);
+  fs.mkdirSync(dir);
+  const { port, result } = await listenQemu({ outputDir: dir, timeoutMs: 30_000 });
+  const src = await launch(root, `${name}-src`, machineArgs(machine, srcRam, size), b);
+  try {
+    await setMigration(src.qmp, { channels: 2, compression: 'zstd' });
+    await migrateTo(src.qmp, port);
+    const { manifest } = await result;
+    t.equal((await waitMigration(src.qmp, 'completed')).status, 'completed', `${name}: source completed`);
+    return { dir, srcRam, manifest, machine, size };
+  } finally {
+    await src.quit();
   }
+}
+
+/** A QEMU destination of `b` waiting on a free port, with `channels` multifd channels. */
+async function destination(root: string, name: string, b: QemuBuild, c: Capture, channels: number, compression: string, machine = c.machine) {
+  const dstRam = path.join(root, `${name}.ram`);
+  const dst = await launch(root, name, [...machineArgs(machine, dstRam, c.size), '-incoming', 'defer'], b);
+  await setMigration(dst.qmp, { channels, compression });
+  await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
+  const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
+  return { dst, dstRam, port: Number(info['socket-address']?.[0]?.port) };
+}
+
+type Shape = Pick<QemuSendOptions, 'flushAfterEachSection' | 'switchoverStart'>;
+
+/** Replays `c` into a fresh `b` destination: it completes with the source's RAM; a q35 one gives back every ramblock and runs. */
+async function replay(t: Test, root: string, name: string, c: Capture, b: QemuBuild, shape: Shape = {}, channels = 2, compression = 'zstd', machine = c.machine) {
+  const { dst, dstRam, port } = await destination(root, name, b, c, channels, compression, machine);
+  t.teardown(() => dst.quit());
+  const r = await sendQemu({ host: '127.0.0.1', port, dir: c.dir, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, ...shape });
+  const st = await waitMigration(dst.qmp, 'completed');
+  t.equal(st.status, 'completed', `destination completed ${st['error-desc'] ?? ''}`);
+  t.equal(sha256(dstRam), sha256(c.srcRam), "destination's RAM file equals the source's");
+  if (c.machine !== 'none') {
+    const back = path.join(root, `${name}-back`);
+    fs.mkdirSync(back);
+    const { port: p2, result } = await listenQemu({ outputDir: back, timeoutMs: 30_000 });
+    await migrateTo(dst.qmp, p2);
+    const again = (await result).manifest;
+    t.same(
+      again.ramblocks.map((x) => [x.name, x.size, x.sha256]),
+      c.manifest.ramblocks.map((x) => [x.name, x.size, x.sha256]),
+      'the destination holds every ramblock of the capture, byte for byte',
+    );
+    t.equal((await waitMigration(dst.qmp, 'completed')).status, 'completed');
+    await dst.qmp.cmd('cont');
+    t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
+  }
+  return r;
+}
+
+/** Checks a q35 capture: every q35 ramblock, mem equal to the source's RAM, pc.bios to the firmware. */
+function checkQ35(t: Test, c: Capture) {
+  const m = c.manifest;
+  for (const name of ['mem', 'pc.bios', 'pc.rom', '/rom@etc/acpi/tables', '/rom@etc/table-loader', '/rom@etc/acpi/rsdp']) t.ok(m.ramblocks.some((b) => b.name === name), `ramblock ${name}`);
+  for (const b of m.ramblocks) t.equal(fs.statSync(path.join(c.dir, b.file)).size, b.size, `${b.name} saved as ${b.file}`);
+  t.equal(m.ramblocks.find((b) => b.name === '/rom@etc/acpi/tables')?.file, '%2From@etc%2Facpi%2Ftables', 'names made safe as file names');
+  t.equal(sha256(path.join(c.dir, 'mem')), sha256(c.srcRam), 'mem equals the source RAM file');
+  if (fs.existsSync(BIOS)) t.equal(sha256(path.join(c.dir, 'pc.bios')), sha256(BIOS), 'pc.bios equals the firmware file');
+  t.ok(fs.readFileSync(path.join(c.dir, 'device-state')).includes(Buffer.from('globalstate')), `device state saved (${m.deviceState.size} bytes)`);
+}
+
+t.test('QEMU 7.2 q35 -> mfd -> QEMU 7.2 and 10.0 (-M pc-q35-7.2)', { skip: QEMU72.missing }, async (t) => {
+  const root = tmpdir(t);
+  const c = await capture(t, root, 'c72', QEMU72, 'q35');
+  t.match(c.manifest.qemu.machineType, /^pc-q35-7\.2$/, 'machine type from the configuration section');
+  t.equal(c.manifest.syncMode, 'section');
+  t.equal(c.manifest.switchoverStart, false);
+  checkQ35(t, c);
+
+  await t.test('into 7.2 over 2 multifd channels, zlib', (t) => replay(t, root, 'd72-zlib', c, QEMU72, {}, 2, 'zlib'));
+  await t.test('into 7.2 without multifd (PAGE records)', (t) => replay(t, root, 'd72-0', c, QEMU72, {}, 0, 'none'));
+  await t.test('into 10.0 with its pc-q35-7.2: per-section syncs, from the machine type', { skip: QEMU10.missing }, async (t) => {
+    const r = await replay(t, root, 'd10', c, QEMU10, {}, 2, 'zstd', 'pc-q35-7.2');
+    t.equal(r.syncMode, 'section');
+    t.equal(r.switchoverStart, false);
+    t.match(r.shape, /multifd-flush-after-each-section on \(machine type pc-q35-7\.2\)/);
+  });
 
   await t.test('a destination expecting more channels than sent: a clear error, not a hang', async (t) => {
-    const dst = await launch(dir, 'dst-mismatch', [...q35Machine(path.join(dir, 'dst-mismatch.ram'), SIZE), '-incoming', 'defer']);
+    const { dst, port } = await destination(root, 'd72-mismatch', QEMU72, c, 2, 'none');
     t.teardown(() => dst.quit());
-    await setMigration(dst.qmp, { channels: 2, compression: 'none' });
-    await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-    const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
-    const dport = Number(info['socket-address']?.[0]?.port);
-    const sent = sendQemu({ host: '127.0.0.1', port: dport, dir: saved, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 1500, logger: silentLogger });
+    const sent = sendQemu({ host: '127.0.0.1', port, dir: c.dir, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 1500, logger: silentLogger });
     await t.rejects(sent, { code: 'ERR_QEMU_DESTINATION_STALLED', message: /is --channels the destination's multifd-channels/ });
   });
+});
+
+t.test('QEMU 10.0 q35 (pc-q35-10.0) -> mfd -> QEMU 10.0', { skip: QEMU10.missing }, async (t) => {
+  const root = tmpdir(t);
+  const c = await capture(t, root, 'c10', QEMU10, 'q35');
+  t.match(c.manifest.qemu.machineType, /^pc-q35-10\.0$/);
+  t.equal(c.manifest.syncMode, 'round', 'per-pass syncs (MULTIFD_FLUSH)');
+  t.equal(c.manifest.switchoverStart, true, 'SWITCHOVER_START noted');
+  checkQ35(t, c);
+  await t.test('into 10.0: per-pass syncs and SWITCHOVER_START, from the machine type', async (t) => {
+    const r = await replay(t, root, 'd10', c, QEMU10);
+    t.equal(r.syncMode, 'round');
+    t.equal(r.switchoverStart, true);
+  });
+});
+
+t.test('QEMU 10.0 -M pc-q35-7.2 (7.2 sync shape from a 10.0 binary) -> mfd -> QEMU 10.0 and 7.2', { skip: QEMU10.missing }, async (t) => {
+  const root = tmpdir(t);
+  const c = await capture(t, root, 'c10old', QEMU10, 'pc-q35-7.2');
+  t.equal(c.manifest.qemu.machineType, 'pc-q35-7.2');
+  t.equal(c.manifest.syncMode, 'section', "the 7.2 machine type's compat properties: a sync per RAM section");
+  t.equal(c.manifest.switchoverStart, false, 'no SWITCHOVER_START for a 9.2 or older machine type');
+  t.equal(c.manifest.counts.multifdZeroPages, 0, 'zero-page-detection legacy (8.2 and older machine types)');
+  checkQ35(t, c);
+  await t.test('into 10.0 -M pc-q35-7.2', (t) => replay(t, root, 'd10', c, QEMU10));
+  await t.test('into 7.2 (pc-q35-7.2)', { skip: QEMU72.missing }, (t) => replay(t, root, 'd72', c, QEMU72));
+});
+
+t.test('-M none across versions: the shape an unversioned machine type needs comes from the flags', { skip: QEMU72.missing || QEMU10.missing }, async (t) => {
+  const root = tmpdir(t);
+  const c72 = await capture(t, root, 'n72', QEMU72, 'none');
+  const c10 = await capture(t, root, 'n10', QEMU10, 'none');
+  t.equal(c10.manifest.syncMode, 'round');
+  t.equal(c10.manifest.switchoverStart, true);
+
+  await t.test('10.0 -> 10.0: as the source did, by default', async (t) => {
+    const r = await replay(t, root, 'n10-10', c10, QEMU10);
+    t.match(r.shape, /off \(the source \(machine type none has no version\)\)/);
+  });
+  await t.test('7.2 -> 10.0 as captured (per section): the destination stalls, the hint names the flag', async (t) => {
+    // One uncompressed channel: its 16 MiB of pages cannot all wait in socket buffers. (A smaller
+    // migration fits in them, and QEMU 10.0 then reports completed with the pages after the first
+    // SYNC never loaded: see docs/qemu-peer.md.)
+    const { dst, port } = await destination(root, 'n72-10-stall', QEMU10, c72, 1, 'none');
+    t.teardown(() => dst.quit());
+    const sent = sendQemu({ host: '127.0.0.1', port, dir: c72.dir, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 3000, logger: silentLogger });
+    await t.rejects(sent, { code: 'ERR_QEMU_DESTINATION_STALLED', message: /sent multifd-flush-after-each-section on .*waits for --multifd-flush-after-each-section off/ });
+  });
+  await t.test('7.2 -> 10.0 with multifd-flush-after-each-section off', (t) => replay(t, root, 'n72-10', c72, QEMU10, { flushAfterEachSection: false }));
+  await t.test('10.0 -> 7.2 as captured: 7.2 refuses SWITCHOVER_START, the hint names the flags', async (t) => {
+    const { dst, port } = await destination(root, 'n10-72-refused', QEMU72, c10, 2, 'zstd');
+    t.teardown(() => dst.quit());
+    const sent = sendQemu({ host: '127.0.0.1', port, dir: c10.dir, channels: 2, compression: 'zstd', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 3000, logger: silentLogger });
+    await t.rejects(sent, { code: /^ERR_QEMU_DESTINATION/, message: /a QEMU 7\.2 one needs on and --send-switchover-start off/ });
+    const exit = await dst.proc.done;
+    t.not(exit.code, 0, 'the destination failed (QEMU exits when an -incoming migration fails)');
+    t.match(exit.stderr, /MIG_CMD 0xb unknown|load of migration failed/, 'and said why');
+  });
+  await t.test('10.0 -> 7.2 with multifd-flush-after-each-section on, send-switchover-start off', (t) => replay(t, root, 'n10-72', c10, QEMU72, { flushAfterEachSection: true, switchoverStart: false }));
 });

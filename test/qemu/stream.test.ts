@@ -127,6 +127,10 @@ t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
     ['compress', part(ram()).u64(0x100 + 0x20).take(), 'ERR_QEMU_UNSUPPORTED', /COMPRESS_PAGE.*compress/],
     ['postcopy', mainStream().u8(0x08).u32(0x00030000).take(), 'ERR_QEMU_COMMAND', /POSTCOPY_ADVISE/],
     ['return path', ram().u8(0x08).u32(0x00010000).take(), 'ERR_QEMU_COMMAND', /OPEN_RETURN_PATH/],
+    ['switchover-ack', ram().u8(0x08).u32(0x00010000).take(), 'ERR_QEMU_COMMAND', /OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/],
+    ['an unknown command, even without data', ram().u8(0x08).u32(0x000c0000).take(), 'ERR_QEMU_COMMAND', /migration command 12 \(unknown to mfd, which cannot tell whether it waits for an answer\)/],
+    ['SWITCHOVER_START with data', ram().u8(0x08).u32(0x000b0001).u8(0).take(), 'ERR_QEMU_COMMAND', /SWITCHOVER_START with 1 bytes of data, expected 0/],
+    ['a second SWITCHOVER_START', ram().u8(0x08).u32(0x000b0000).u8(0x08).u32(0x000b0000).take(), 'ERR_QEMU_COMMAND', /a second SWITCHOVER_START/],
     ['an unknown section type', ram().u8(0x42).take(), 'ERR_QEMU_SECTION_TYPE', /section type 0x42/],
     ['device state before RAM END', ram().u8(0x04).u32(0).take(), 'ERR_QEMU_SECTION_ORDER', /FULL section before the RAM END/],
   ];
@@ -144,7 +148,27 @@ t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
   }
 });
 
-t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets; replayed by mfd send --qemu into mfd recv --qemu', async (t) => {
+t.test('a device-state packet (QEMU 10.0, flag 0x40: VFIO state over multifd) is refused with what and why', async (t) => {
+  const w = start(mainStream(), 1);
+  eos(w);
+  eos(end(w));
+  w.u8(0x00);
+  // The 12-byte common header, then idstr[256], instance_id, next_packet_size and the blob.
+  const dev = Buffer.alloc(276 + 16);
+  dev.writeUInt32BE(0x11223344, 0);
+  dev.writeUInt32BE(1, 4);
+  dev.writeUInt32BE(0x40, 8);
+  dev.write('0000:00:02.0/vfio', 12);
+  dev.writeUInt32BE(16, 272);
+  const { result } = await receive(t, w.take(), [Buffer.concat([SYNC(), dev])]);
+  const e = await result.then(() => null, (x: MfdError) => x);
+  t.equal(e?.code, 'ERR_QEMU_DEVICE_STATE_PACKET');
+  t.equal(e?.channel, 0, 'the channel is a field');
+  t.match(e?.message, /channel 0: a device-state packet \(flags 0x40: VFIO device state over multifd, QEMU 10\.0\+\): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off/);
+  t.equal(e?.exitCode, 3, 'exit 3');
+});
+
+t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets, 10.0\'s SWITCHOVER_START; replayed by mfd send --qemu into mfd recv --qemu', async (t) => {
   const FLUSH = 0x200;
   const w = start(mainStream(), 4);
   w.u64(FLUSH); // setup sync
@@ -154,6 +178,7 @@ t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd p
   eos(w);
   zeroRec(part(w), 3, true); // legacy zero-page detection still works on the main channel
   eos(w);
+  w.u8(0x08).u32(0x000b0000); // QEMU 10.0: MIG_CMD_SWITCHOVER_START, no data, before the END section
   end(w).u64(FLUSH);
   eos(w);
   w.u8(0x04).bytes(Buffer.from('devices')).u8(0x00);
@@ -165,6 +190,7 @@ t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd p
   const r = await result;
   t.equal(r.manifest.syncMode, 'round');
   t.equal(r.manifest.counts.flushRecords, 3);
+  t.equal(r.manifest.switchoverStart, true, 'SWITCHOVER_START noted');
   const want = Buffer.concat([page(0x11), page(0x22), page(0x33), page(0)]);
   t.same(fs.readFileSync(path.join(out, 'mem')), want, 'page 1: zero in pass 1 (multifd zero page), data in pass 2');
 

@@ -11,6 +11,9 @@ t.test('peek, take and takeViews across chunk boundaries', async (t) => {
   t.equal(q.peekUInt32BE(), null, 'three bytes: nothing to peek yet');
   q.push(Buffer.from([0x44, 0x55, 0x66]));
   t.equal(q.peekUInt32BE(), 0x11223344);
+  t.equal(q.peekUInt32BE(1), 0x22334455, 'from an offset, across chunks');
+  t.equal(q.peekUInt32BE(2), 0x33445566, 'from an offset past the first chunk');
+  t.equal(q.peekUInt32BE(3), null, 'an offset leaving fewer than 4 bytes');
   t.equal(q.length, 6, 'peeking takes nothing');
   t.same([...q.take(2)!], [0x11, 0x22], 'a frame spanning chunks is assembled');
   t.equal(q.peekUInt32BE(), 0x33445566, 'peek from the middle of a chunk');

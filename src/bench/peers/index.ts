@@ -4,13 +4,20 @@ import { PEER_NAMES, type PeerName } from '../matrix.js';
 import { iperf3 } from './iperf3.js';
 import { nc } from './nc.js';
 import type { Peer } from './peer.js';
-import { qemu } from './qemu.js';
+import { qemuPeer } from './qemu.js';
 import { zstdNc } from './zstd-nc.js';
 
 export type { Peer, PeerRunInput, PeerSample } from './peer.js';
 export { PeerNotApplicable } from './peer.js';
 
-export const PEERS: Record<PeerName, Peer> = { iperf3, nc, 'zstd-nc': zstdNc, qemu };
+/** How the peers are set up: the QEMU binary the qemu peer runs (default: the system's). */
+export interface PeerOptions {
+  qemuBinary?: string;
+}
+
+export function peers(o: PeerOptions = {}): Record<PeerName, Peer> {
+  return { iperf3, nc, 'zstd-nc': zstdNc, qemu: qemuPeer(o.qemuBinary) };
+}
 
 export interface PeerChoice {
   peers: Peer[];
@@ -22,10 +29,11 @@ export interface PeerChoice {
  * `asked` undefined: every peer this machine can run, the others skipped with the reason.
  * Peers asked for by name must be runnable: a missing one is a usage error naming the package.
  */
-export function choosePeers(asked: PeerName[] | undefined, unavailable: (p: Peer) => string | null = (p) => p.unavailable()): PeerChoice {
+export function choosePeers(asked: PeerName[] | undefined, unavailable: (p: Peer) => string | null = (p) => p.unavailable(), o: PeerOptions = {}): PeerChoice {
   const out: PeerChoice = { peers: [], skipped: [] };
+  const all = peers(o);
   for (const name of PEER_NAMES) {
-    const p = PEERS[name];
+    const p = all[name];
     if (asked && !asked.includes(name)) continue;
     const why = unavailable(p);
     if (why === null) out.peers.push(p);

@@ -4,56 +4,51 @@
  * multifd on both sides with the cell's channel count and method, max-bandwidth lifted (QEMU's
  * default throttles), and completion polled over QMP on both sides. Timed from `migrate` to both
  * sides reporting completed (QEMU's start-up is outside the time, unlike mfd's). The destination
- * file is compared with the image after both QEMUs have quit.
+ * file is compared with the image after both QEMUs have quit. Both QEMUs are one binary: the
+ * system's, or the one `--qemu-binary` names (e.g. the QEMU 10.0 that .ci/fetch-qemu10 fetches);
+ * the label carries the version it reported.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
 import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
-import { enableMultifd, fileBackedRam, Qmp, QmpError, quitQemus, unthrottle, QEMU, type MigrateInfo } from '../../qemu/qmp.js';
+import { enableMultifd, fileBackedRam, Qmp, QmpError, qemuAtLeast, qemuVersion, quitQemus, unthrottle, QEMU, type MigrateInfo } from '../../qemu/qmp.js';
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
 
 /** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
 const QEMU_METHODS = new Set(['none', 'zlib', 'zstd', 'qpl', 'qatzip', 'uadk']);
 
-let versionCache: string | undefined;
-/** "7.2.22", from `qemu-system-x86_64 --version`. */
-export function qemuVersion(): string {
-  versionCache ??= /version (\d+\.\d+\.\d+)/.exec(spawnSync(QEMU, ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? 'unknown';
-  return versionCache;
+/** The QEMU peer running `binary` (a name on PATH or a path). */
+export function qemuPeer(binary: string = QEMU): Peer {
+  const version = (): string => qemuVersion(binary) ?? 'unknown';
+  return {
+    name: 'qemu',
+    label: () => `QEMU ${version()} multifd${binary === QEMU ? '' : ` (${binary})`}`,
+    unavailable: () => {
+      if (binary === QEMU) return which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`;
+      return qemuVersion(binary) ? null : `--qemu-binary ${binary} does not run or prints no version (--version)`;
+    },
+    notApplicable(cell: Cell): string | null {
+      if (!QEMU_METHODS.has(cell.compression)) return `QEMU has no ${cell.compression} multifd compression`;
+      if (cell.sizeBytes % 4096 !== 0) return 'QEMU needs a RAM size in whole pages';
+      // zero-page-detection came in QEMU 9.0; before it, zero pages are always found (by the migration thread).
+      if (cell.zeroPageDetection === 'none' && !qemuAtLeast(version(), 9, 0)) {
+        return `QEMU ${version()} cannot turn zero-page detection off (zero-page-detection is QEMU 9.0+)`;
+      }
+      return null;
+    },
+    note(cell: Cell): string | null {
+      if (cell.zeroPageDetection === 'multifd' && !qemuAtLeast(version(), 9, 0)) {
+        return `QEMU ${version()} finds zero pages in its migration thread (no zero-page-detection parameter before 9.0)`;
+      }
+      return null;
+    },
+    run: (input) => qemuMigrate(binary, input),
+  };
 }
 
-function atLeast(v: string, major: number, minor: number): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(v);
-  if (!m) return true;
-  return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
-}
-
-export const qemu: Peer = {
-  name: 'qemu',
-  label: () => `QEMU ${qemuVersion()} multifd`,
-  unavailable: () => (which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`),
-  notApplicable(cell: Cell): string | null {
-    if (!QEMU_METHODS.has(cell.compression)) return `QEMU has no ${cell.compression} multifd compression`;
-    if (cell.sizeBytes % 4096 !== 0) return 'QEMU needs a RAM size in whole pages';
-    // zero-page-detection came in QEMU 9.0; before it, zero pages are always found (by the migration thread).
-    if (cell.zeroPageDetection === 'none' && !atLeast(qemuVersion(), 9, 0)) {
-      return `QEMU ${qemuVersion()} cannot turn zero-page detection off (zero-page-detection is QEMU 9.0+)`;
-    }
-    return null;
-  },
-  note(cell: Cell): string | null {
-    if (cell.zeroPageDetection === 'multifd' && !atLeast(qemuVersion(), 9, 0)) {
-      return `QEMU ${qemuVersion()} finds zero pages in its migration thread (no zero-page-detection parameter before 9.0)`;
-    }
-    return null;
-  },
-  run: (input) => qemuMigrate(input),
-};
-
-async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal }: PeerRunInput): Promise<PeerSample> {
+async function qemuMigrate(binary: string, { cell, image, imageBytes, workDir, net: link, signal }: PeerRunInput): Promise<PeerSample> {
   const out = path.join(workDir, 'qemu-out.ram');
   const dstSock = path.join(workDir, 'qemu-dst.qmp');
   const srcSock = path.join(workDir, 'qemu-src.qmp');
@@ -63,7 +58,7 @@ async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal
   const procs: Proc[] = [];
   const qmps: Qmp[] = [];
   const spawnQemu = (side: 'send' | 'recv', args: string[]): Proc => {
-    const [c, a] = link.wrap(side, QEMU, args);
+    const [c, a] = link.wrap(side, binary, args);
     const p = start(c, a);
     procs.push(p);
     return p;
@@ -82,7 +77,7 @@ async function qemuMigrate({ cell, image, imageBytes, workDir, net: link, signal
       try {
         await enableMultifd(q, params);
       } catch (e) {
-        if (e instanceof QmpError) throw new PeerNotApplicable(`QEMU ${qemuVersion()} refused the parameters (${e.message})`);
+        if (e instanceof QmpError) throw new PeerNotApplicable(`QEMU ${qemuVersion(binary) ?? binary} refused the parameters (${e.message})`);
         throw e;
       }
     }

@@ -35,6 +35,7 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
     .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
     .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
+    .addOption(new Option('--qemu-binary <path>', 'the QEMU the qemu peer runs, e.g. the QEMU 10.0 .ci/fetch-qemu10 fetches (default: qemu-system-x86_64 on PATH); the report names its version'))
     .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a link shaped by tc tbf (and mfd\'s delay line for a delay), e.g. 1gbit,1ms (delay each way); needs root'))
     .addOption(new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()))
     .addOption(new Option('--out <dir>', 'results directory (default bench/results/<timestamp>/ under the current directory)'))

@@ -34,6 +34,8 @@ interface SendOpts extends CommonOpts, SecurityOpts {
   directIo?: boolean;
   fileWriter: 'ring' | 'per-packet';
   maxBandwidth: number;
+  multifdFlushAfterEachSection?: boolean;
+  sendSwitchoverStart?: boolean;
   [methodOption: string]: unknown;
 }
 
@@ -109,6 +111,17 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
+    .addOption(
+      new Option(
+        '--multifd-flush-after-each-section <on|off>',
+        "--qemu: the destination's multifd-flush-after-each-section: on = a multifd sync per RAM section (QEMU 7.2, and 8.0 and older machine types), off = one per pass marked by MULTIFD_FLUSH (QEMU 8.1+ with newer or unversioned machine types); default: from the machine type's version, else as the source did",
+      ).argParser(onOff('--multifd-flush-after-each-section')),
+    )
+    .addOption(
+      new Option('--send-switchover-start <on|off>', "--qemu: send SWITCHOVER_START before the RAM END section (QEMU's send-switchover-start; QEMU before 10.0 refuses it); default: on for 10.0+ machine types, off for older, else as the source did").argParser(
+        onOff('--send-switchover-start'),
+      ),
+    )
     .addOption(new Option('--file-writer <kind>', 'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)').choices(['ring', 'per-packet']).default('ring').hideHelp());
   addAlias(cmd, channelsOption, 'multifd-channels');
   addAlias(cmd, compressionOption, 'multifd-compression');
@@ -144,12 +157,17 @@ export function sendCommand(ctx: CommandContext): Command {
         compression: o.compression,
         methodParams: methodParams(o),
         connectTimeoutMs: o.connectTimeout,
+        stallTimeoutMs: o.timeout * 1000,
+        ...(o.multifdFlushAfterEachSection === undefined ? {} : { flushAfterEachSection: o.multifdFlushAfterEachSection }),
+        ...(o.sendSwitchoverStart === undefined ? {} : { switchoverStart: o.sendSwitchoverStart }),
         logger: ctx.logger(o.logLevel),
         signal: ctx.signal,
       });
       ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r));
       return;
     }
+    if (o.multifdFlushAfterEachSection !== undefined) throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
+    if (o.sendSwitchoverStart !== undefined) throw new UsageError('--send-switchover-start is for --qemu: it shapes the stream for a QEMU destination');
     if (channels === 0) throw new UsageError(`Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`);
     // What the packet pipeline needs, the same for a network and a file target.
     const pipeline = () => ({
