@@ -9,7 +9,7 @@
  * on real hardware decodes it. The members are made in the addon
  * (addon/qz_members.cc), by ISA-L's igzip where the zlib method would use it.
  * Packets are self-contained. The receiver decodes any number of members,
- * plain gzip included (by ISA-L when the addon has it, else Node's gunzip),
+ * plain gzip included (by ISA-L where it is available, else Node's gunzip),
  * and checks the total size.
  */
 import zlib from 'node:zlib';
