@@ -25,7 +25,9 @@ function load(): { binding: MfdBinding; file: string } {
   }
   let file = '';
   try {
-    const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
+    // The implementation file: its resolve() names the file it would load (index.js may hand over to a
+    // runtime's own addon resolver, which has none).
+    const nodeGypBuild = require('node-gyp-build/node-gyp-build.js') as NodeGypBuild;
     file = nodeGypBuild.resolve(root);
     return { binding: require(file) as MfdBinding, file };
   } catch (err) {

@@ -32,6 +32,16 @@ t.test('package.json: Linux only, node-gyp-build loads the addon, node-gyp is no
   t.same(pkg.exports['.'], { types: './dist/index.d.ts', default: './dist/index.js' });
 });
 
+t.test('on another OS the program says it runs on Linux only, without a stack trace', async (t) => {
+  const bin = path.join(root, 'bin', 'mfd.js');
+  const asDarwin = 'data:text/javascript,Object.defineProperty(process, "platform", { value: "darwin" })';
+  const r = spawnSync(process.execPath, ['--import', asDarwin, bin, '--version'], { encoding: 'utf8' });
+  t.equal(r.status, 1);
+  t.equal(r.stdout, '');
+  t.match(r.stderr, /^mfd: mfd runs on Linux only \(this is darwin\).* \[ERR_NATIVE_LOAD\]\n$/);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
 const noIsal = spawnSync('pkg-config', ['--exists', 'libisal >= 2.25']).status === 0 ? false : "prebuilt addons are built with ISA-L's headers, and pkg-config finds no libisal here (apt-get install libisal-dev pkg-config)";
 
 t.test('packed, installed without scripts, it migrates over loopback with the prebuilt addon', { timeout: 900_000, skip: noIsal }, async (t) => {
