@@ -12,6 +12,9 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { makeImage, tmpdir } from '../helpers/index.js';
 
+// prepack may compile the prebuilt addon (and arm64's, where the cross compiler is): minutes on a busy machine.
+t.setTimeout(1_200_000);
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as {
   name: string;
@@ -44,7 +47,7 @@ t.test('on another OS the program says it runs on Linux only, without a stack tr
 
 const noIsal = spawnSync('pkg-config', ['--exists', 'libisal >= 2.25']).status === 0 ? false : "prebuilt addons are built with ISA-L's headers, and pkg-config finds no libisal here (apt-get install libisal-dev pkg-config)";
 
-t.test('packed, installed without scripts, it migrates over loopback with the prebuilt addon', { timeout: 900_000, skip: noIsal }, async (t) => {
+t.test('packed, installed without scripts, it migrates over loopback with the prebuilt addon', { timeout: 1_200_000, skip: noIsal }, async (t) => {
   const dir = tmpdir(t);
   // prepack (the prebuilt addon, made here when missing or older than addon/); dist/ is pretest's.
   npm(['run', 'prepack'], root);
