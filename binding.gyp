@@ -2,9 +2,15 @@
   # One addon, "mfd": thin, batch-shaped natives (one call per packet).
   # Hardware backends: DSA is always compiled on x86-64 Linux (linux/idxd.h
   # ships with the system); QPL (IAA) and QATzip (QAT) only when pkg-config
-  # finds them, otherwise their files compile to stubs that say so. ISA-L
-  # (libisal-dev) likewise: with it, the zlib method can run igzip.
+  # finds them, otherwise their files compile to stubs that say so. ISA-L's
+  # headers (libisal-dev) likewise, but the library is not linked: the addon
+  # loads libisal.so.2 at run time where the host has it (addon/isal.h), so
+  # one binary serves hosts with and without it. Prebuilt binaries (npm run
+  # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
+  # which are linked, stay out of them (build from source to have them).
   "variables": {
+    "linux": "<!(node -e \"process.platform === 'linux' ? console.log(1) : (console.error('mfd builds and runs on Linux only (this is ' + process.platform + ')'), process.exit(1))\")",
+    "portable": "<!(node -p \"process.env.MFD_PORTABLE === '1' ? 1 : 0\")",
     "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
     "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",
     "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)"
@@ -15,6 +21,7 @@
       "sources": [
         "addon/binding.cc",
         "addon/crc32c.cc",
+        "addon/isal.cc",
         "addon/packet_io.cc",
         "addon/file_io.cc",
         "addon/zlib_stream.cc",
@@ -40,7 +47,7 @@
       "libraries": ["-lz"],
       "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"],
       "conditions": [
-        ["have_qpl==1", {
+        ["have_qpl==1 and portable==0", {
           "defines": ["MFD_HAVE_QPL"],
           "cflags_cc": ["<!@(pkg-config --cflags qpl)"],
           "libraries": ["<!@(pkg-config --libs qpl)"]
@@ -48,9 +55,9 @@
         ["have_isal==1", {
           "defines": ["MFD_HAVE_ISAL"],
           "cflags_cc": ["<!@(pkg-config --cflags libisal)"],
-          "libraries": ["<!@(pkg-config --libs libisal)"]
+          "libraries": ["-ldl"]
         }],
-        ["have_qatzip==1", {
+        ["have_qatzip==1 and portable==0", {
           "defines": ["MFD_HAVE_QATZIP"],
           "cflags_cc": ["<!@(pkg-config --cflags qatzip)"],
           "libraries": ["<!@(pkg-config --libs qatzip)"]

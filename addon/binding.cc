@@ -300,7 +300,9 @@ Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
   return out;
 }
 
-/* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) = crc32c(a + b)) */
+/* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) = crc32c(a + b));
+   crc32cBuiltin(bytes, seed = 0): the same by the addon's own code, whatever crc32c runs */
+template <uint32_t (*Extend)(uint32_t, const uint8_t*, size_t)>
 Napi::Value JS_crc32c(const Napi::CallbackInfo& info) {
   if (!RequireArgs(info, 1) || !RequireBytes(info, 0, "bytes")) return info.Env().Undefined();
   size_t seed = 0;
@@ -309,7 +311,7 @@ Napi::Value JS_crc32c(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   auto b = info[0].As<Napi::Uint8Array>();
-  return Napi::Number::New(info.Env(), Crc32cExtend(static_cast<uint32_t>(seed), b.Data(), b.ByteLength()));
+  return Napi::Number::New(info.Env(), Extend(static_cast<uint32_t>(seed), b.Data(), b.ByteLength()));
 }
 
 /* copyCrc32c(dst, src, crc) -> crc continued over src, after copying src to the start of dst (in blocks, so each is checksummed while hot) */
@@ -454,7 +456,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dataExtents", Napi::Function::New(env, JS_dataExtents, "dataExtents"));
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
-  exports.Set("crc32c", Napi::Function::New(env, JS_crc32c, "crc32c"));
+  exports.Set("crc32c", Napi::Function::New(env, JS_crc32c<Crc32cExtend>, "crc32c"));
+  exports.Set("crc32cBuiltin", Napi::Function::New(env, JS_crc32c<Crc32cBuiltinExtend>, "crc32cBuiltin"));
+  exports.Set("crc32cEngine", Napi::String::New(env, Crc32cEngine()));
   exports.Set("copyCrc32c", Napi::Function::New(env, JS_copyCrc32c, "copyCrc32c"));
   exports.Set("alignedBuffer", Napi::Function::New(env, JS_alignedBuffer, "alignedBuffer"));
   exports.Set("positionalIo", Napi::Function::New(env, JS_positionalIo, "positionalIo"));

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <vector>
 
+#include "isal.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define MFD_X86_64 1
@@ -77,27 +79,56 @@ const bool g_hw = [] {
 const bool g_hw = false;
 #endif
 
+#ifdef MFD_HAVE_ISAL
+// ISA-L's crc32_iscsi neither inverts its initial value nor its result
+// (crc32_iscsi(buf, len, 0xFFFFFFFF) is the inverted CRC-32C), and takes an
+// int length, so longer buffers go in pieces.
+uint32_t UpdateIsal(const IsalApi* isal, uint32_t crc, const uint8_t* p, size_t len) {
+  constexpr size_t kMax = size_t{1} << 30;
+  while (len > 0) {
+    const size_t n = len < kMax ? len : kMax;
+    crc = isal->crc32_iscsi(const_cast<uint8_t*>(p), static_cast<int>(n), crc);
+    p += n;
+    len -= n;
+  }
+  return crc;
+}
+#endif
+
 }  // namespace
 
-uint32_t Crc32c(const uint8_t* buf, size_t len) {
-#ifdef MFD_X86_64
-  if (g_hw) return ~UpdateHw(0xFFFFFFFFu, buf, len);
-#endif
-  return ~UpdateTable(0xFFFFFFFFu, buf, len);
-}
-
-uint32_t Crc32cExtend(uint32_t crc, const uint8_t* buf, size_t len) {
+uint32_t Crc32cBuiltinExtend(uint32_t crc, const uint8_t* buf, size_t len) {
 #ifdef MFD_X86_64
   if (g_hw) return ~UpdateHw(~crc, buf, len);
 #endif
   return ~UpdateTable(~crc, buf, len);
 }
 
+uint32_t Crc32cExtend(uint32_t crc, const uint8_t* buf, size_t len) {
+#ifdef MFD_HAVE_ISAL
+  if (const IsalApi* isal = Isal()) return ~UpdateIsal(isal, ~crc, buf, len);
+#endif
+  return Crc32cBuiltinExtend(crc, buf, len);
+}
+
+uint32_t Crc32c(const uint8_t* buf, size_t len) { return Crc32cExtend(0, buf, len); }
+
 void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out) {
+#ifdef MFD_HAVE_ISAL
+  if (const IsalApi* isal = Isal()) {
+    for (size_t i = 0; i < count; i++) out[i] = ~UpdateIsal(isal, 0xFFFFFFFFu, buf + i * page_size, page_size);
+    return;
+  }
+#endif
 #ifdef MFD_X86_64
   if (g_hw) return PagesHw(buf, page_size, count, out);
 #endif
-  for (size_t i = 0; i < count; i++) out[i] = Crc32c(buf + i * page_size, page_size);
+  for (size_t i = 0; i < count; i++) out[i] = Crc32cBuiltinExtend(0, buf + i * page_size, page_size);
+}
+
+std::string Crc32cEngine() {
+  if (Isal() != nullptr) return std::string("isa-l ") + IsalVersion() + " crc32_iscsi";
+  return g_hw ? "sse4.2" : "table";
 }
 
 uint32_t ZeroPageCrc(size_t page_size) {

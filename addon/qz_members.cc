@@ -1,8 +1,8 @@
 // qatzip's software path: the packet's pages as gzip members of 64 KiB input
 // each, every one with QATzip's 24-byte extended header ('QZ', src_sz,
 // dest_sz), as QAT hardware emits them (see src/methods/qatzip.ts). One call
-// per packet, into the caller's buffer; deflate by ISA-L's igzip when the
-// addon has it and the caller asks for an ISA-L level, else by zlib with one
+// per packet, into the caller's buffer; deflate by ISA-L's igzip when it is
+// available (isal.h) and the caller asks for an ISA-L level, else by zlib with one
 // reused stream per thread. A member whose pages all look random is stored
 // (deflate's stored blocks: any inflater reads them), as the zlib method
 // stores such pages.
@@ -67,10 +67,9 @@ bool AllRandom(const uint8_t* in, size_t n) {
 
 uint32_t Crc32(const uint8_t* in, size_t n) {
 #ifdef MFD_HAVE_ISAL
-  return crc32_gzip_refl(0, in, n);
-#else
-  return static_cast<uint32_t>(crc32(0, in, static_cast<uInt>(n)));
+  if (const IsalApi* isal = Isal()) return isal->crc32_gzip_refl(0, in, n);
 #endif
+  return static_cast<uint32_t>(crc32(0, in, static_cast<uInt>(n)));
 }
 
 // Raw deflate of in[0, n) into out[0, cap); 0 when it does not fit.
@@ -107,8 +106,9 @@ size_t DeflateIsal(const uint8_t* in, size_t n, int level, uint8_t* out, size_t 
     buf.reset(new uint8_t[IsalLevelBufSize(level)]);
     buf_level = level;
   }
+  const IsalApi* isal = Isal();
   isal_zstream s;
-  isal_deflate_stateless_init(&s);
+  isal->isal_deflate_stateless_init(&s);
   s.level = static_cast<uint32_t>(level);
   s.level_buf = buf.get();
   s.level_buf_size = IsalLevelBufSize(level);
@@ -119,7 +119,7 @@ size_t DeflateIsal(const uint8_t* in, size_t n, int level, uint8_t* out, size_t 
   s.avail_in = static_cast<uint32_t>(n);
   s.next_out = out;
   s.avail_out = static_cast<uint32_t>(cap);
-  return isal_deflate_stateless(&s) == COMP_OK && s.avail_in == 0 ? cap - s.avail_out : 0;
+  return isal->isal_deflate_stateless(&s) == COMP_OK && s.avail_in == 0 ? cap - s.avail_out : 0;
 }
 #endif
 
@@ -135,12 +135,10 @@ Napi::Value JS_qzMembers(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "qzMembers: level 1..9, isalLevel 0..3").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-#ifndef MFD_HAVE_ISAL
-  if (isal_level != 0) {
-    ThrowCode(env, "ERR_QZ", kNoIsal);
+  if (isal_level != 0 && Isal() == nullptr) {
+    ThrowCode(env, "ERR_QZ", IsalUnavailable());
     return env.Undefined();
   }
-#endif
   auto input = info[0].As<Napi::Uint8Array>();
   auto out_arr = info[3].As<Napi::Uint8Array>();
   const uint8_t* in = input.Data();
@@ -196,13 +194,13 @@ Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
   size_t at = 0, produced = 0;
   thread_local std::unique_ptr<inflate_state> s(new inflate_state);  // large; reset per member
   while (at < n) {
-    isal_inflate_init(s.get());
+    Isal()->isal_inflate_init(s.get());
     s->crc_flag = ISAL_GZIP;
     s->next_in = const_cast<uint8_t*>(in + at);
     s->avail_in = static_cast<uint32_t>(n - at);
     s->next_out = out + produced;
     s->avail_out = static_cast<uint32_t>(cap - produced);
-    const int rc = isal_inflate(s.get());
+    const int rc = Isal()->isal_inflate(s.get());
     if (rc < 0) {
       ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "gzip member at byte " + std::to_string(at) + ": isal_inflate returned " + std::to_string(rc) +
                                                 (rc == ISAL_INCORRECT_CHECKSUM ? " (incorrect checksum)" : rc == ISAL_INVALID_WRAPPER ? " (invalid gzip header)" : ""));
@@ -228,7 +226,7 @@ Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
 void InitQzMembers(Napi::Env env, Napi::Object exports) {
   exports.Set("qzMembers", Napi::Function::New(env, JS_qzMembers, "qzMembers"));
 #ifdef MFD_HAVE_ISAL
-  exports.Set("qzInflate", Napi::Function::New(env, JS_qzInflate, "qzInflate"));
+  if (Isal() != nullptr) exports.Set("qzInflate", Napi::Function::New(env, JS_qzInflate, "qzInflate"));
 #endif
 }
 

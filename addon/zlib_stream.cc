@@ -9,7 +9,8 @@
 // deflated at level 0, stored as it is, through deflateParams(); deflate at
 // level 1 spends 10x longer on such a page for no gain.
 //
-// Built with ISA-L (MFD_HAVE_ISAL), the same stream can be made by igzip
+// Where ISA-L is available (built with its headers, MFD_HAVE_ISAL, and
+// libisal.so.2 loaded at run time: isal.h), the same stream can be made by igzip
 // instead, still standard zlib: isal_deflate with the zlib wrapper
 // (IGZIP_ZLIB) and SYNC_FLUSH at the end of each packet, and read by
 // isal_inflate (ISAL_ZLIB), which takes any valid zlib stream. Which engine
@@ -69,9 +70,14 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 
 #ifdef MFD_HAVE_ISAL
   void InitIsal(Napi::Env env) {
+    const IsalApi* isal = Isal();
+    if (isal == nullptr) {
+      ThrowCode(env, "ERR_ZLIB", IsalUnavailable());
+      return;
+    }
     if (inflate_) {
       inflater_ = std::make_unique<inflate_state>();
-      isal_inflate_init(inflater_.get());
+      isal->isal_inflate_init(inflater_.get());
       inflater_->crc_flag = ISAL_ZLIB;
     } else {
       // Level 0 is left out: it never stores, so random pages would outgrow compressBound.
@@ -80,7 +86,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
         return;
       }
       deflater_ = std::make_unique<isal_zstream>();
-      isal_deflate_init(deflater_.get());
+      isal->isal_deflate_init(deflater_.get());
       level_buf_.resize(IsalLevelBufSize(level_));
       deflater_->level = static_cast<uint32_t>(level_);
       deflater_->level_buf = level_buf_.data();
@@ -118,7 +124,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       if (i < pages && (next == random || i - start < kMinRunPages || pages - i < kMinRunPages)) continue;
       s->next_in = bounce_.data() + start * ps;
       s->avail_in = static_cast<uint32_t>((i - start) * ps);
-      const int rc = isal_deflate(s);
+      const int rc = Isal()->isal_deflate(s);
       if (rc != COMP_OK) {
         ThrowCode(env, "ERR_ZLIB", "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
         return false;
@@ -168,7 +174,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
           s->avail_out = sizeof(spare);
         }
         const uint32_t in_before = s->avail_in;
-        const int rc = isal_inflate(s);
+        const int rc = Isal()->isal_inflate(s);
         if (rc != ISAL_DECOMP_OK) {
           ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
           return false;
@@ -196,7 +202,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return true;
   }
 #else
-  void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", kNoIsal); }
+  void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", IsalUnavailable()); }
   bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) { return false; }
   bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
 #endif
@@ -339,12 +345,10 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 void InitZlibStream(Napi::Env env, Napi::Object exports) {
   exports.Set("ZlibStream", ZlibStream::Define(env));
   exports.Set("zlibVersion", Napi::String::New(env, zlibVersion()));
-#ifdef MFD_HAVE_ISAL
-  exports.Set("isalVersion", Napi::String::New(env, std::to_string(ISAL_MAJOR_VERSION) + "." + std::to_string(ISAL_MINOR_VERSION) +
-                                                         "." + std::to_string(ISAL_PATCH_VERSION)));
-#else
-  exports.Set("isalVersion", env.Null());
-#endif
+  const bool isal = Isal() != nullptr;
+  exports.Set("isalVersion", isal ? Napi::Value(Napi::String::New(env, IsalVersion())) : env.Null());
+  exports.Set("isalFile", isal ? Napi::Value(Napi::String::New(env, IsalFile())) : env.Null());
+  exports.Set("isalUnavailable", isal ? env.Null() : Napi::Value(Napi::String::New(env, IsalUnavailable())));
   exports.Set("zlibCompressBound", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     size_t n = 0;
     if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &n)) return info.Env().Undefined();

@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { native } from '../native/load.js';
+import { native, nativeFile } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
 import { getMethod, type MethodParams } from '../methods/index.js';
 import { getDetector } from '../zero-page/index.js';
@@ -72,6 +72,8 @@ export interface AccelReport {
   zeroPage: { accelerators: string[]; selected: string };
   devices: { iaa: WorkQueue[]; dsa: WorkQueue[]; qat: QatEndpoint[] };
   backends: { qpl: BackendReport; qatzip: BackendReport; dsa: BackendReport };
+  /** The addon file in use, and the software engines found at run time. */
+  software: { addon: string; isal: { version: string; file: string } | { unavailable: string }; crc32c: string };
   run: RunPlan;
 }
 
@@ -206,6 +208,11 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
         probes: dsaProbes.length > 0 ? dsaProbes : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
       },
     },
+    software: {
+      addon: nativeFile,
+      isal: native.isalVersion !== null ? { version: native.isalVersion, file: native.isalFile ?? '' } : { unavailable: native.isalUnavailable ?? '' },
+      crc32c: native.crc32cEngine,
+    },
     run: planRun(flags),
   };
 }
@@ -257,6 +264,12 @@ export function formatAccel(r: AccelReport): string {
     if (b.compiled) for (const p of b.probes) lines.push(`    probe ${p.target}: ${p.ok ? 'ok' : 'failed'}${p.submission ? ` (${p.submission} submission)` : ''}: ${p.reason}`);
     if (b.softwarePath) lines.push(`    library software path, ${b.softwarePath.target}: ${b.softwarePath.ok ? 'usable' : 'failed'}: ${b.softwarePath.reason}`);
   }
+  const isal = r.software.isal;
+  lines.push(
+    `addon: ${r.software.addon}`,
+    `isa-l: ${'version' in isal ? `${isal.version}, loaded from ${isal.file} (zlib and qatzip's software deflate and inflate, CRC-32C)` : `not available: ${isal.unavailable}`}`,
+    `crc-32c: ${r.software.crc32c}`,
+  );
   const run = r.run;
   lines.push(
     `a run with --compression ${run.compression} --zero-page-detection ${run.zeroPageDetection}${run.accelPaths.map((p) => ` --accel-path ${p}`).join('')}${run.requireHardware ? ' --require-hardware' : ''}:`,

@@ -13,7 +13,7 @@
  * sw_backup = 1, one qzCompress per packet (one gzip member with the QZ
  * header, zlib inside, 32 KiB window).
  * Packets are self-contained. The receiver decodes any number of members,
- * plain gzip included (by ISA-L when the addon has it, else Node's gunzip,
+ * plain gzip included (by ISA-L where it is available, else Node's gunzip,
  * whichever engine compressed), and checks the total size.
  */
 import zlib from 'node:zlib';

@@ -5,7 +5,8 @@
  * The receiver inflates a channel's payloads in order and requires exactly
  * normal_pages x page_size bytes. The stream lives in the addon.
  *
- * When the addon is built with ISA-L (libisal-dev), igzip makes the same
+ * Where ISA-L is available (the addon built with libisal-dev's headers, and
+ * libisal.so.2 found at run time: addon/isal.h), igzip makes the same
  * standard zlib stream, about twice as fast, for the levels where its output
  * stays within 5% of zlib's bytes at that level (ISAL_LEVEL_FOR, measured on
  * mixed and text images: docs/wire-format.md); other levels deflate with zlib. The

@@ -1,8 +1,10 @@
 /**
- * Loads the addon from build/Release (or build/Debug), collecting every error
- * so a failed load says what was tried and what to do about it. MFD_ADDON_PATH
- * names another build's mfd.node instead (CI tests a build against QPL and
- * QATzip beside the default one); nothing else is tried then.
+ * Loads the addon through node-gyp-build: build/Release (or build/Debug), a
+ * build from source, first; else the package's prebuilt binary,
+ * prebuilds/linux-<arch>/mfd.glibc.node. A failed load says what was tried
+ * and what to do about it; on an OS other than Linux it says that instead.
+ * MFD_ADDON_PATH names another build's mfd.node instead (CI tests a build
+ * against QPL and QATzip beside the default one); nothing else is tried then.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -13,21 +15,35 @@ import type { MfdBinding } from './binding.js';
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function load(): MfdBinding {
-  const tried: string[] = [];
-  const files = process.env.MFD_ADDON_PATH ? [path.resolve(process.env.MFD_ADDON_PATH)] : ['Release', 'Debug'].map((f) => path.join(root, 'build', f, 'mfd.node'));
-  for (const file of files) {
-    try {
-      return require(file) as MfdBinding;
-    } catch (err) {
-      tried.push(`${file}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  }
-  throw new NativeLoadError(
-    `Could not load the mfd addon.\n  tried:\n    ${tried.join('\n    ')}\n` +
-      `  Possible solutions:\n    - run "npm install" (or "npm run build") in ${root} to compile it\n` +
-      `    - install a C++ toolchain and Python 3 for node-gyp (Debian: apt-get install g++ make python3)`,
-  );
+interface NodeGypBuild {
+  (dir: string): unknown;
+  /** The file load(dir) loads; throws when there is none for this platform. */
+  resolve(dir: string): string;
 }
 
-export const native: MfdBinding = load();
+function load(): { binding: MfdBinding; file: string } {
+  if (process.platform !== 'linux') {
+    throw new NativeLoadError(`mfd runs on Linux only (this is ${process.platform}): it moves memory images with Linux system calls and devices`);
+  }
+  let file = '';
+  try {
+    // The implementation file: its resolve() names the file it would load (index.js may hand over to a
+    // runtime's own addon resolver, which has none).
+    const nodeGypBuild = require('node-gyp-build/node-gyp-build.js') as NodeGypBuild;
+    file = process.env.MFD_ADDON_PATH ? path.resolve(process.env.MFD_ADDON_PATH) : nodeGypBuild.resolve(root);
+    return { binding: require(file) as MfdBinding, file };
+  } catch (err) {
+    const why = (err as Error).message.trim().split('\n').join('\n    ');
+    throw new NativeLoadError(
+      `Could not load the mfd addon${file ? ` ${file}` : ''}:\n    ${why}\n` +
+        `  Possible solutions:\n` +
+        `    - build it from source: "npm rebuild mfd --build-from-source" where mfd is installed, "npm run build" in a clone (${root})\n` +
+        `    - install a C++ toolchain and Python 3 for node-gyp (Debian: apt-get install g++ make python3)`,
+    );
+  }
+}
+
+const loaded = load();
+export const native: MfdBinding = loaded.binding;
+/** The addon file in use: a build from source (build/Release) or a prebuilt one (prebuilds/). */
+export const nativeFile: string = loaded.file;

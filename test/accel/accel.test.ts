@@ -5,6 +5,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { accelReport, readQatEndpoints, readWorkQueues } from '../../src/accel/report.js';
+import { native } from '../../src/native/load.js';
 import { tmpdir } from '../helpers/index.js';
 import { built, qplPathNoDevice } from '../helpers/build.js';
 import { qatzipState, qplState } from '../../src/accel/state.js';
@@ -73,6 +74,21 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
   t.match(r.backends.dsa, { compiled: true, probes: [{ ok: false, reason: /none found under \/nonexistent-sysfs/ }] });
   t.ok(r.zeroPage.accelerators.includes(r.zeroPage.selected));
   t.match(r.run, { compression: 'none', zeroPagePath: /^cpu-/ });
+});
+
+t.test('the addon file and the software engines found at run time: ISA-L and CRC-32C, or why not', async (t) => {
+  const on = spawnSync(process.execPath, [bin, 'accel'], { encoding: 'utf8' });
+  const off = spawnSync(process.execPath, [bin, 'accel', '--json'], { encoding: 'utf8', env: { ...process.env, MFD_ISAL_LIBRARY: 'off' } });
+  t.equal(off.status, 0);
+  const r = JSON.parse(off.stdout) as { software: { addon: string; isal: unknown; crc32c: string } };
+  t.ok(fs.existsSync(r.software.addon), `the addon file exists: ${r.software.addon}`);
+  t.same(r.software.isal, { unavailable: 'ISA-L is turned off (MFD_ISAL_LIBRARY=off)' });
+  t.match(r.software.crc32c, /^(sse4\.2|table)$/, 'CRC-32C by the built-in code');
+  t.match(on.stdout, /^addon: .*mfd\.node$/m);
+  if (native.isalVersion !== null) {
+    t.match(on.stdout, /^isa-l: 2\.\d+\.\d+, loaded from .*libisal\.so\.2/m);
+    t.match(on.stdout, /^crc-32c: isa-l 2\.\d+\.\d+ crc32_iscsi$/m);
+  }
 });
 
 t.test('the plan for given flags: the path each backend takes, or why the run would be refused', async (t) => {

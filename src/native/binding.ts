@@ -1,4 +1,4 @@
-/** Types for the raw addon layer (build/Release/mfd.node). Arguments are validated in TS. */
+/** Types for the raw addon layer (mfd.node: built from source or prebuilt, see load.ts). Arguments are validated in TS. */
 export interface CpuFeatures {
   sse2?: boolean;
   avx2?: boolean;
@@ -78,8 +78,16 @@ export interface MfdBinding {
    */
   ZlibStream: new (inflate: boolean, level: number, engine?: 'zlib' | 'isal') => ZlibStream;
   zlibVersion: string;
-  /** ISA-L's version (e.g. "2.30.0") when the addon was built with libisal-dev, else null. */
+  /**
+   * ISA-L's version (e.g. "2.30.0") when it is available: the addon was built with libisal-dev's
+   * headers and libisal.so.2 was loaded at run time (MFD_ISAL_LIBRARY names another file, or "off");
+   * else null.
+   */
   isalVersion: string | null;
+  /** The ISA-L library file loaded (e.g. "/usr/lib/x86_64-linux-gnu/libisal.so.2.0.30"), else null. */
+  isalFile: string | null;
+  /** Why ISA-L is not available (no headers at build time, no libisal.so.2 on this host), else null. */
+  isalUnavailable: string | null;
   /** Upper bound on a sync-flushed deflate of n bytes. */
   zlibCompressBound(n: number): number;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
@@ -130,6 +138,10 @@ export interface MfdBinding {
   ): void;
   /** CRC-32C of bytes; a seed continues an earlier CRC: crc32c(b, crc32c(a)) === crc32c(a + b). */
   crc32c(bytes: Uint8Array, seed?: number): number;
+  /** The same CRC by the addon's own code (SSE4.2 or a table), whichever engine crc32c runs. */
+  crc32cBuiltin(bytes: Uint8Array, seed?: number): number;
+  /** What computes crc32c: "isa-l 2.30.0 crc32_iscsi", "sse4.2" or "table". */
+  crc32cEngine: string;
   /** Copies src to the start of dst and returns `crc` continued over src (one pass, block by block). */
   copyCrc32c(dst: Uint8Array, src: Uint8Array, crc: number): number;
   /** `size` zero bytes (a multiple of 4096) at a 4096-aligned address, freed with the ArrayBuffer: O_DIRECT-ready. */
