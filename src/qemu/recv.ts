@@ -101,6 +101,8 @@ class QemuMigration {
   private creating: Promise<Output> | null = null;
   /** Runs from the first multifd channel while no main channel has connected. */
   private mainTimer: NodeJS.Timeout | null = null;
+  /** Runs while the main channel has ended and pages are still missing (maybeFinish). */
+  private lateTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly opts: QemuRecvOptions,
@@ -336,6 +338,18 @@ class QemuMigration {
   maybeFinish(): void {
     if (this.settled || this.finishing || !this.summary) return;
     for (const ch of this.channels.values()) if (!ch.idle) return;
+    // The main channel can end before a multifd channel is accepted or has said what it is (a small
+    // migration sits whole in the socket buffers, read in any order): while pages are missing, wait
+    // for more channels, up to --timeout; finish() then names the pages that never came.
+    if ([...this.blocks.values()].some((b) => b.epochs.count !== b.size / PAGE_SIZE)) {
+      this.lateTimer ??= setTimeout(() => {
+        if (this.settled || this.finishing) return;
+        this.finishing = true;
+        this.finish(this.summary!).catch((e) => this.fail(e));
+      }, this.timeoutMs);
+      return;
+    }
+    if (this.lateTimer) clearTimeout(this.lateTimer);
     this.finishing = true;
     this.finish(this.summary).catch((e) => this.fail(e));
   }
@@ -424,6 +438,7 @@ class QemuMigration {
   private settle(): void {
     this.settled = true;
     if (this.mainTimer) clearTimeout(this.mainTimer);
+    if (this.lateTimer) clearTimeout(this.lateTimer);
     for (const r of this.receivers) r.cleanup();
     for (const s of this.sockets) s.destroy();
     this.server.close();

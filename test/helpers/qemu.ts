@@ -100,6 +100,8 @@ export async function migrateTo(q: Qmp, port: number): Promise<void> {
 export interface StreamsOptions {
   /** Wait this long after the main channel before the multifd channels' data. */
   delayChannelsMs?: number;
+  /** Connect the multifd channels only after the main channel has been sent whole (and the delay). */
+  channelsLate?: boolean;
   /** receiveQemu options besides address, directory and logger. */
   recv?: Partial<QemuRecvOptions>;
 }
@@ -132,13 +134,17 @@ export async function receiveStreams(t: Test, main: Buffer, channels: Buffer[] =
     });
   const finish = (s: net.Socket, b: Buffer): Promise<void> => new Promise((resolve) => s.end(b, () => resolve()));
   const chans: net.Socket[] = [];
-  for (let i = 0; i < channels.length; i++) {
-    const s = await open();
-    s.write(encodeInitPacket(new Uint8Array(16), i));
-    chans.push(s);
-  }
+  const connectChannels = async (): Promise<void> => {
+    for (let i = 0; i < channels.length; i++) {
+      const s = await open();
+      s.write(encodeInitPacket(new Uint8Array(16), i));
+      chans.push(s);
+    }
+  };
+  if (!o.channelsLate) await connectChannels();
   await finish(await open(), main);
   if (o.delayChannelsMs) await new Promise((r) => setTimeout(r, o.delayChannelsMs));
+  if (o.channelsLate) await connectChannels();
   await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
   return { result, out, port };
 }

@@ -109,6 +109,18 @@ t.test('multifd: a packet is written in runs of adjacent pages; a stale page ins
   t.equal(r.manifest.counts.stalePages, 1, 'only the stale page was kept out');
 });
 
+t.test('multifd: a channel accepted after the whole main channel was read is waited for (a small migration sits in the socket buffers, read in any order)', async (t) => {
+  const w = start(mainStream(), 2);
+  eos(w); // sync 0
+  eos(end(w)); // sync 1: both pages went over multifd
+  w.u8(0x00);
+  const ch = Buffer.concat([SYNC(), packet(0, [0, 1], [page(0xaa), page(0xbb)]), SYNC()]);
+  const { result, out } = await receiveStreams(t, w.take(), [ch], { delayChannelsMs: 200, channelsLate: true });
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
+  t.equal(r.manifest.channels, 1);
+});
+
 t.test('multifd: a channel missing a SYNC is a verification failure', async (t) => {
   const w = start(mainStream(), 1);
   eos(w);
