@@ -23,12 +23,24 @@ function mountSmall(t: Test, dir: string): string | null {
   return null;
 }
 
-t.test('receiver disk full: receiver exits 6, sender 7 with the reason; the pages written are kept for a resume, which completes once there is room', async (t) => {
+
+/** A temporary folder with `out`, a 4 MiB tmpfs, in it; null (the test skipped, saying why) where it cannot be mounted. */
+function smallDisk(t: Test): { dir: string; out: string } | null {
   const dir = tmpdir(t);
   const out = path.join(dir, 'small');
   fs.mkdirSync(out);
   const why = mountSmall(t, out);
-  if (why) return void t.skip(why, () => {});
+  if (why) {
+    t.skip(why, () => {});
+    return null;
+  }
+  return { dir, out };
+}
+
+t.test('receiver disk full: receiver exits 6, sender 7 with the reason; the pages written are kept for a resume, which completes once there is room', async (t) => {
+  const disk = smallDisk(t);
+  if (!disk) return;
+  const { dir, out } = disk;
   const img = makeImage(path.join(dir, 'vm.ram'), 16 << 20, 'random');
   const recv = await mfdRecv(t, ['--output', out, '--json', '--no-progress', '--resume-wait', '60']);
   const started = performance.now();
@@ -55,11 +67,9 @@ t.test('receiver disk full: receiver exits 6, sender 7 with the reason; the page
 });
 
 t.test('receiver disk full with --no-journal: exit 6 and 7, nothing left (no resume without a journal)', async (t) => {
-  const dir = tmpdir(t);
-  const out = path.join(dir, 'small');
-  fs.mkdirSync(out);
-  const why = mountSmall(t, out);
-  if (why) return void t.skip(why, () => {});
+  const disk = smallDisk(t);
+  if (!disk) return;
+  const { dir, out } = disk;
   const img = makeImage(path.join(dir, 'vm.ram'), 16 << 20, 'random');
   const recv = await mfdRecv(t, ['--output', out, '--json', '--no-progress', '--no-journal']);
   const send = mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--channels', '4', '--json', '--no-progress', img]);
@@ -71,11 +81,9 @@ t.test('receiver disk full with --no-journal: exit 6 and 7, nothing left (no res
 });
 
 t.test('a disk too full for the journal\'s reserve refuses the migration at the hello, before any page', async (t) => {
-  const dir = tmpdir(t);
-  const out = path.join(dir, 'small');
-  fs.mkdirSync(out);
-  const why = mountSmall(t, out);
-  if (why) return void t.skip(why, () => {});
+  const disk = smallDisk(t);
+  if (!disk) return;
+  const { dir, out } = disk;
   // Fill the tmpfs up to its last page or so.
   const fd = fs.openSync(path.join(out, 'filler'), 'w');
   const chunk = Buffer.alloc(4096, 1);
