@@ -166,13 +166,36 @@ export function planRun(f: PlanFlags): RunPlan {
 
 const PROBE_TIMEOUT_MS = 500;
 
+/**
+ * A backend built on an optional library (QPL, QATzip): compiled or not, its state, the hardware
+ * probe, and where compiled the library's own software path (opened only then).
+ */
+function libraryBackend(
+  hw: { ok: boolean; reason: string; version: string },
+  state: BackendState,
+  library: string,
+  hwTarget: string,
+  swTarget: string,
+  openSoftware: () => { ok: boolean; reason: string },
+): BackendReport {
+  const compiled = hw.version !== '';
+  const sw = compiled ? openSoftware() : null;
+  return {
+    compiled,
+    state,
+    version: hw.version,
+    reason: compiled ? `built with ${library} ${hw.version}` : hw.reason,
+    probes: [{ target: hwTarget, ok: hw.ok, reason: hw.reason }],
+    ...(sw ? { softwarePath: { target: swTarget, ok: sw.ok, reason: sw.reason } } : {}),
+  };
+}
+
 export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags: PlanFlags = { compression: 'none', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: false }): AccelReport {
   const f = native.cpuFeatures();
   const wqs = readWorkQueues(sysfs);
   const qat = readQatEndpoints(sysfs);
   const qpl = native.qplHardwareOpen();
   const qz = native.qatzipHardwareOpen(1);
-  const qzSw = qz.version !== '' ? native.qatzipSoftwareOpen(1) : null;
   // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
   const dsaTargets = [...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))])];
   const dsaProbes = dsaTargets.map((p): ProbeResult => {
@@ -184,22 +207,8 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
     zeroPage: { accelerators: native.zeroPageAccels(), selected: native.zeroPageAccel() },
     devices: { iaa: wqs.iaa, dsa: wqs.dsa, qat },
     backends: {
-      qpl: {
-        compiled: qpl.version !== '',
-        state: qplState(qpl),
-        version: qpl.version,
-        reason: qpl.version !== '' ? `built with libqpl ${qpl.version}` : qpl.reason,
-        probes: [{ target: 'qpl_init_job(qpl_path_hardware)', ok: qpl.ok, reason: qpl.reason }],
-        ...(qpl.version !== '' ? { softwarePath: { target: 'qpl_init_job(qpl_path_software)', ...native.qplSoftwareOpen() } } : {}),
-      },
-      qatzip: {
-        compiled: qz.version !== '',
-        state: qatzipState(qz),
-        version: qz.version,
-        reason: qz.version !== '' ? `built with QATzip ${qz.version}` : qz.reason,
-        probes: [{ target: 'QATzip hardware session', ok: qz.ok, reason: qz.reason }],
-        ...(qz.version !== '' ? { softwarePath: { target: 'QATzip session with sw_backup', ok: qzSw!.ok, reason: qzSw!.reason } } : {}),
-      },
+      qpl: libraryBackend(qpl, qplState(qpl), 'libqpl', 'qpl_init_job(qpl_path_hardware)', 'qpl_init_job(qpl_path_software)', () => native.qplSoftwareOpen()),
+      qatzip: libraryBackend(qz, qatzipState(qz), 'QATzip', 'QATzip hardware session', 'QATzip session with sw_backup', () => native.qatzipSoftwareOpen(1)),
       dsa: {
         compiled: true,
         state: dsaProbes.some((p) => p.ok && p.submission !== 'fake') ? 'hardware' : 'no-device',
