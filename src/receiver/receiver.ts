@@ -62,7 +62,8 @@ export interface RecvOptions {
   journalIntervalMs?: number;
   /**
    * After a failure that left a journal, keep listening this long for
-   * `mfd send --resume` (0: exit at once, the default).
+   * `mfd send --resume`; after one that a sender caused with nothing kept,
+   * this long for the next sender (0: exit at once, the default).
    */
   resumeWaitMs?: number;
   /** How connections authenticate (TLS, PSK); default none. A refused connection is logged and closed, the migration goes on. */
@@ -78,9 +79,10 @@ export interface RecvResult {
 
 /**
  * Receives one migration. With `resumeWaitMs`, a migration that fails with a
- * journal kept is followed by another on the same listening socket, which
- * waits that long for a sender (`mfd send --resume`); when none comes, the
- * failure is the result.
+ * journal kept, or that its sender failed (see failedBySender), is followed by
+ * another on the same listening socket, which waits that long for a sender
+ * (`mfd send --resume`, or a new one); when none comes, the failure is the
+ * result.
  */
 export async function receive(opts: RecvOptions): Promise<RecvResult> {
   if (opts.dumpStreams !== undefined) {
@@ -121,9 +123,10 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
         // A refused resume leaves the journals of the failure before it: keep waiting for the right sender.
         const kept = run.keptJournal || (failure !== null && err instanceof ResumeError);
         failure = err;
-        if (waitMs <= 0 || !kept || err instanceof InterruptedError) throw err;
+        if (waitMs <= 0 || err instanceof InterruptedError || !(kept || run.failedBySender(err))) throw err;
         const addr = server.address() as net.AddressInfo;
-        opts.logger.warn({ code: err.code }, `migration failed (${err.message}) with its progress journal kept: waiting ${waitMs / 1000} s on ${addr.address}:${addr.port} for mfd send --resume`);
+        const next = kept ? 'with its progress journal kept: waiting %s for mfd send --resume' : 'with nothing kept: waiting %s for the next sender';
+        opts.logger.warn({ code: err.code }, `migration failed (${err.message}) ${next.replace('%s', `${waitMs / 1000} s on ${addr.address}:${addr.port}`)}`);
       }
     }
   } finally {
@@ -191,6 +194,16 @@ class Migration {
   keptJournal = false;
   /** Failed waiting for a hello that never came. */
   waitedInVain = false;
+
+  /**
+   * The failure was the doing of a sender this attempt served (it went silent
+   * or away, broke the protocol, failed verification or failed itself), not of
+   * this host: the receiver may serve the next sender.
+   */
+  failedBySender(err: MfdError): boolean {
+    const theirs: number[] = [ExitCode.PROTOCOL, ExitCode.CONNECTION, ExitCode.VERIFY, ExitCode.REMOTE, ExitCode.AUTH, ExitCode.RESUME];
+    return this.hello !== null && theirs.includes(err.exitCode);
+  }
 
   /** Finished, either way: new connections are not this attempt's. */
   get over(): boolean {

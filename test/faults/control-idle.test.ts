@@ -4,7 +4,9 @@
  * the timeout and the next sender is served; a sender that says hello and
  * then nothing fails the migration; one whose channels all end without a
  * `complete` fails it too. Each with a clear error, nothing left that looks
- * complete.
+ * complete. With --resume-wait the receiver then serves the next sender: a
+ * new migration after the silent one, a resume after the one that ended
+ * without `complete`.
  */
 import type { Test } from 'tap';
 import t from 'tap';
@@ -21,13 +23,14 @@ import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize } from '../../src/wire/constants.js';
 import { ExitCode } from '../../src/errors.js';
+import { imageSource } from '../../src/resume.js';
 
 const TIMEOUT_MS = 1000;
 
-async function receiver(t: Test) {
+async function receiver(t: Test, resumeWaitMs = 0) {
   const dir = tmpdir(t);
   const { logger, lines } = captureLogger('warn');
-  const { port, result } = await startReceiver({ outputDir: dir, timeoutMs: TIMEOUT_MS, logger });
+  const { port, result } = await startReceiver({ outputDir: dir, timeoutMs: TIMEOUT_MS, logger, resumeWaitMs });
   result.catch(() => {});
   return { dir, port, result, lines };
 }
@@ -100,4 +103,53 @@ t.test('channels that end without a complete: the migration fails after --timeou
   t.ok(took >= TIMEOUT_MS * 0.9 && took < TIMEOUT_MS + 5000, `after ${Math.round(took)} ms`);
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CONTROL_TIMEOUT' }, 'the sender is told');
   t.notOk(fs.existsSync(path.join(r.dir, 'ram0')), 'no output under its final name');
+});
+
+/** Sends `img` as block `name` to the receiver at `port`, as `mfd send` would. */
+function sendImage(port: number, name: string, img: string, resume = false) {
+  return send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name, path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', ...(resume ? { resume: true } : {}) });
+}
+
+t.test('hello, then silence, with --resume-wait: the migration fails and the next sender is served', async (t) => {
+  const r = await receiver(t, 30_000);
+  const raw = new RawSender(r.port);
+  t.teardown(() => raw.close());
+  t.match(await raw.hello({ channels: 2 }), { type: 'ready' });
+  t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING', message: /not connected 1000 ms after the hello was accepted/ }, 'the silent sender is told');
+  t.ok(
+    r.lines.some((l) => /migration failed \(.*not connected 1000 ms.*\) with nothing kept: waiting 30 s on 127\.0\.0\.1:\d+ for the next sender/.test(String(l.msg))),
+    'logged, with what comes next',
+  );
+  const img = makeImage(path.join(tmpdir(t), 'b'), 1 << 20, 'mixed');
+  await sendImage(r.port, 'b', img);
+  await r.result;
+  t.equal(sha256(path.join(r.dir, 'b')), sha256(img), 'the next sender migrated');
+});
+
+t.test('channels that end without a complete, with --resume-wait: the migration fails and the next sender resumes it', async (t) => {
+  const r = await receiver(t, 30_000);
+  const raw = new RawSender(r.port);
+  t.teardown(() => raw.close());
+  const img = makeImage(path.join(tmpdir(t), 'ram0'), 1 << 20, 'mixed');
+  // The image's identity as mfd send gives it, so the resume below is of the same image.
+  const fd = fs.openSync(img, 'r');
+  const source = imageSource(fd);
+  fs.closeSync(fd);
+  t.match(await raw.hello({ channels: 1, ramblocks: [{ name: 'ram0', size: 1 << 20, source }] }), { type: 'ready' });
+  const hs = packetHeaderSize(4096);
+  // The image's first page, as a zero page if it is one and as data if not.
+  const first = fs.readFileSync(img).subarray(0, 4096);
+  const zero = first.every((b) => b === 0);
+  const page = encodePacketHeader(new Uint8Array(hs), hs, { flags: 0, pagesAlloc: 128, normalPages: zero ? 0 : 1, zeroPages: zero ? 1 : 0, nextPacketSize: zero ? 0 : 4096, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0] });
+  const sync = encodePacketHeader(new Uint8Array(hs), hs, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 1n, ramblock: new Uint8Array(0), offsets: [] });
+  const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), page, ...(zero ? [] : [first]), sync);
+  ch.end();
+  t.match(await raw.control.next(), { type: 'error', code: 'ERR_CONTROL_TIMEOUT', message: /no "complete" came from the sender/ }, 'the sender is told');
+  t.ok(
+    r.lines.some((l) => /migration failed \(.*no "complete" came.*\) with its progress journal kept: waiting 30 s on 127\.0\.0\.1:\d+ for mfd send --resume/.test(String(l.msg))),
+    'logged, with what comes next',
+  );
+  await sendImage(r.port, 'ram0', img, true);
+  await r.result;
+  t.equal(sha256(path.join(r.dir, 'ram0')), sha256(img), 'the next sender migrated');
 });

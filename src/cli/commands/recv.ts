@@ -55,7 +55,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--timeout <duration>', 'fail when a connected channel sends nothing for this long (seconds, or 500ms, 2m)').argParser(durationInRange('--timeout', 1, 86_400_000)).default(60_000, '60s'))
     .addOption(new Option('--no-journal', 'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)'))
     .addOption(
-      new Option('--resume-wait <duration>', 'after a failure that kept a journal, keep listening this long for mfd send --resume (seconds, or 500ms, 2m; 0: exit at once)')
+      new Option('--resume-wait <duration>', 'after a failed migration, keep listening this long for the next sender: mfd send --resume when a journal was kept, else a new migration (seconds, or 500ms, 2m; 0: exit at once)')
         .argParser(durationInRange('--resume-wait', 0, 86_400_000))
         .default(0),
     )
