@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InterruptedError, MfdError } from '../errors.js';
-import { generateImage } from '../image/generate.js';
+import { generateImage, type Profile } from '../image/generate.js';
 import { readThrough } from './files.js';
 import { formatSize } from '../stats.js';
 import { buildCells, cellKey, type BenchConfig, type Cell, type PeerName } from './matrix.js';
@@ -64,7 +64,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
     if (signal.aborted) throw new InterruptedError(String(signal.reason ?? 'SIGINT'));
   };
   const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary });
-  const cells = buildCells({ compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes });
+  const cells = buildCells(cfg);
   // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.
   const net: Net = cfg.link ? openShapedLink(cfg.link) : loopback();
   const cpu = os.cpus();
@@ -75,7 +75,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
     network: cfg.link
       ? { kind: 'link', description: describeLink(cfg.link), rateBitsPerSec: cfg.link.rateBitsPerSec, delayMs: cfg.link.delayMs }
       : { kind: 'loopback', description: 'loopback' },
-    matrix: { compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes },
+    matrix: { compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes, images: cfg.images.map((i) => i.path) },
     runs: cfg.runs,
     warmup: cfg.warmup,
     seed: cfg.seed,
@@ -104,15 +104,23 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
 
     let image = '';
     let imageOf = '';
+    let generated = false;
     for (const [ci, cell] of cells.entries()) {
       check();
-      const want = `${cell.profile}-${formatSize(cell.sizeBytes).replace(' ', '')}-seed${cfg.seed}.ram`;
+      const want = cell.image ?? `${cell.profile}-${formatSize(cell.sizeBytes).replace(' ', '')}-seed${cfg.seed}.ram`;
       if (imageOf !== want) {
-        if (image && !opts.keep) fs.rmSync(image, { force: true });
-        image = path.join(workDir, want);
+        // Only a generated image is removed; a user's (--image) is only ever read.
+        if (generated && !opts.keep) fs.rmSync(image, { force: true });
         imageOf = want;
-        status(`generating ${formatSize(cell.sizeBytes)} ${cell.profile} image (seed ${cfg.seed}): ${image}`);
-        generateImage(image, { size: cell.sizeBytes, profile: cell.profile, seed: cfg.seed });
+        generated = cell.image === undefined;
+        if (cell.image !== undefined) {
+          image = cell.image;
+          status(`image ${image} (${formatSize(cell.sizeBytes)})`);
+        } else {
+          image = path.join(workDir, want);
+          status(`generating ${formatSize(cell.sizeBytes)} ${cell.profile} image (seed ${cfg.seed}): ${image}`);
+          generateImage(image, { size: cell.sizeBytes, profile: cell.profile as Profile, seed: cfg.seed });
+        }
         // Every contender starts with the image in the page cache.
         await readThrough(image);
       }

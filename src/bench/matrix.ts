@@ -15,7 +15,16 @@ export interface Cell {
   compression: string;
   zeroPageDetection: string;
   channels: number;
-  profile: Profile;
+  /** A generated image's profile, or `image:NAME` for a user's image file (`image` then names it). */
+  profile: Profile | `image:${string}`;
+  sizeBytes: number;
+  /** The user's image file (`--image`), used as it is; absent for generated images. */
+  image?: string;
+}
+
+/** A user's image file for the bench (`--image`): real guest RAM, say. */
+export interface BenchImage {
+  path: string;
   sizeBytes: number;
 }
 
@@ -35,6 +44,8 @@ export interface BenchConfig {
   zeroPageDetection: string[];
   profiles: Profile[];
   sizes: number[];
+  /** The user's image files, each a cell row of its own beside (or, without --profile, instead of) the generated ones. */
+  images: BenchImage[];
   runs: number;
   warmup: number;
   seed: number;
@@ -136,18 +147,24 @@ export function parseLink(v: string): LinkSpec {
 }
 
 /** Every combination, images outermost (one image per profile and size), channels innermost. */
-export function buildCells(c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'>): Cell[] {
+export function buildCells(c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'> & { images?: BenchImage[] }): Cell[] {
   const cells: Cell[] = [];
-  for (const profile of c.profiles) {
-    for (const sizeBytes of c.sizes) {
-      for (const compression of c.compression) {
-        for (const zeroPageDetection of c.zeroPageDetection) {
-          for (const channels of c.channels) cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes });
-        }
+  const each = (profile: Cell['profile'], sizeBytes: number, image?: string): void => {
+    for (const compression of c.compression) {
+      for (const zeroPageDetection of c.zeroPageDetection) {
+        for (const channels of c.channels) cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes, ...(image === undefined ? {} : { image }) });
       }
     }
-  }
+  };
+  for (const profile of c.profiles) for (const sizeBytes of c.sizes) each(profile, sizeBytes);
+  for (const im of c.images ?? []) each(imageProfile(im.path), im.sizeBytes, im.path);
   return cells;
+}
+
+/** `image:NAME` for an image file: its base name without the extension, as the report's rows say it. */
+export function imageProfile(file: string): `image:${string}` {
+  const base = file.split('/').pop() ?? file;
+  return `image:${base.replace(/\.[^.]*$/, '') || base}`;
 }
 
 /** A stable, readable identifier of a cell: "zstd/multifd/4ch/mixed/1GiB". */
@@ -162,6 +179,18 @@ export function formatRate(bitsPerSec: number): string {
   return `${bitsPerSec} bit/s`;
 }
 
+/** Image files must hold whole 4 KiB pages (as guest RAM does), and be named once. */
+function checkImages(images: BenchImage[]): BenchImage[] {
+  const seen = new Set<string>();
+  for (const im of images) {
+    if (im.sizeBytes < 4096 || im.sizeBytes % 4096 !== 0) throw new UsageError(`--image "${im.path}" is ${im.sizeBytes} bytes: expected a whole number of 4 KiB pages (guest RAM)`);
+    const p = imageProfile(im.path);
+    if (seen.has(p)) throw new UsageError(`--image names two files called ${p.slice(6)}: the report tells rows apart by file name`);
+    seen.add(p);
+  }
+  return images;
+}
+
 /** `mfd bench`'s options as commander hands them over (strings), before parsing. */
 export interface RawBenchOptions {
   compression: string;
@@ -169,6 +198,10 @@ export interface RawBenchOptions {
   zeroPageDetection: string;
   profile: string;
   size: string;
+  /** The user's image files with their sizes (the command stats them), when --image names any. */
+  images?: BenchImage[];
+  /** --profile was given, not its default: with --image, generated images run too. */
+  profileGiven?: boolean;
   runs: string;
   warmup: string;
   seed: string;
@@ -187,8 +220,9 @@ export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string
     compression: parseChoiceList('--compression', raw.compression, methods),
     channels: parseIntList('--channels', raw.channels, 1, 255),
     zeroPageDetection: parseChoiceList('--zero-page-detection', raw.zeroPageDetection, detectors),
-    profiles: parseProfiles('--profile', raw.profile),
+    profiles: raw.images?.length && !raw.profileGiven ? [] : parseProfiles('--profile', raw.profile),
     sizes: parseSizeList('--size', raw.size),
+    images: checkImages(raw.images ?? []),
     runs: int('--runs', raw.runs, 1, 1000),
     warmup: int('--warmup', raw.warmup, 0, 100),
     seed: int('--seed', raw.seed, 0, 2 ** 32 - 1),

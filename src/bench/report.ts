@@ -17,7 +17,7 @@ export interface BenchMeta {
   mfdVersion: string;
   host: { cpus: number; model: string; memGiB: number; kernel: string; node: string };
   network: { kind: 'loopback' | 'link'; description: string; rateBitsPerSec?: number; delayMs?: number };
-  matrix: { compression: string[]; channels: number[]; zeroPageDetection: string[]; profiles: string[]; sizes: number[] };
+  matrix: { compression: string[]; channels: number[]; zeroPageDetection: string[]; profiles: string[]; sizes: number[]; images?: string[] };
   runs: number;
   warmup: number;
   seed: number;
@@ -82,7 +82,11 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
   const m = meta.matrix;
   o.push(
     `Matrix: compression ${m.compression.join(',')} x channels ${m.channels.join(',')} x zero-page-detection ${m.zeroPageDetection.join(',')} x ` +
-      `${m.profiles.join(',')} images of ${m.sizes.map(formatSize).join(', ')} (seed ${meta.seed}); ${runsNote}.`,
+      [
+        ...(m.profiles.length ? [`${m.profiles.join(',')} images of ${m.sizes.map(formatSize).join(', ')} (seed ${meta.seed})`] : []),
+        ...(m.images?.length ? [`image files ${m.images.join(', ')}`] : []),
+      ].join(' and ') +
+      `; ${runsNote}.`,
   );
   o.push(
     `Peers: ${meta.peers.length ? meta.peers.map((p) => p.label).join('; ') : 'none'}` +
@@ -352,7 +356,7 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
         if (walls.length) references.push({ name: label, y: imageBytes / median(walls) / 1e9 });
       }
       out.push({
-        file: images.length > 1 ? `throughput-${group[0]!.cell.profile}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
+        file: images.length > 1 ? `throughput-${group[0]!.cell.profile.replace(':', '-')}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
         svg: lineChart({
           title: `mfd throughput, ${img} image`,
           subtitle: `${net}; ${runs}; ${meta.date.slice(0, 10)}, ${meta.host.cpus} x ${meta.host.model}`,

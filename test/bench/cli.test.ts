@@ -117,6 +117,32 @@ t.test('--json: the JSON lines on stdout', async (t) => {
   t.notMatch(r.stderr, /run 1\/1/, '--no-progress');
 });
 
+t.test('--image: a user\'s image file is migrated as it is, a row of its own, and left untouched', async (t) => {
+  const dir = tmpdir(t);
+  const img = path.join(dir, 'guest.img');
+  // Not a generated profile: bytes of its own, half of them zero pages.
+  const bytes = Buffer.alloc(2 << 20);
+  for (let i = 0; i < bytes.length / 2; i++) bytes[i] = (i * 131 + (i >> 12)) & 0xff;
+  fs.writeFileSync(img, bytes);
+  const before = fs.statSync(img);
+  const out = path.join(dir, 'o');
+  const r = await mfd(['bench', '--image', img, '--compression', 'none,zstd', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json', '--no-progress']);
+  t.equal(r.status, 0, r.stderr);
+  const recs = stdoutLines(r.stdout);
+  t.match(recs[0], { type: 'meta', matrix: { profiles: [], images: [img] } }, 'only the image, no generated one without --profile');
+  const cells = recs.filter((x) => x.type === 'cell') as unknown as { cell: { profile: string; sizeBytes: number; image: string } }[];
+  t.same(
+    cells.map((c) => [c.cell.profile, c.cell.sizeBytes, c.cell.image]),
+    [['image:guest', 2 << 20, img], ['image:guest', 2 << 20, img]],
+    'a row per method, named after the file',
+  );
+  t.ok(fs.readFileSync(img).equals(bytes) && fs.statSync(img).mtimeMs === before.mtimeMs, 'the image is unchanged');
+  const both = await mfd(['bench', '--image', img, '--profile', 'zero', '--size', '1M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'o2'), '--json', '--no-progress']);
+  t.equal(both.status, 0, both.stderr);
+  t.same(stdoutLines(both.stdout).filter((x) => x.type === 'cell').map((x) => (x as unknown as { cell: { profile: string } }).cell.profile), ['zero', 'image:guest'], 'with --profile, generated images too');
+  t.ok(fs.existsSync(img), 'still there after the bench cleaned up');
+});
+
 t.test('help: bench is listed, with its flags in QEMU\'s vocabulary', async (t) => {
   t.match((await mfd(['--help'])).stdout, /bench \[options\] +measure migrations/);
   const h = await mfd(['bench', '--help']);
@@ -132,6 +158,9 @@ t.test('bad options exit 2 and say what is expected', async (t) => {
     [['--peers', 'scp'], /Expected --peers values from iperf3, nc, zstd-nc, qemu/],
     [['--channels', '1,1'], /--channels lists "1" twice/],
     [['--peers', 'nc', '--qemu-binary', '/usr/bin/true'], /--qemu-binary is for the qemu peer, which --peers nc leaves out/],
+    [['--image', '/nonexistent/guest.img'], /--image "\/nonexistent\/guest\.img" does not exist/],
+    [['--image', '/tmp'], /--image "\/tmp" is not a regular file/],
+    [['--image', '/etc/hostname'], /--image "\/etc\/hostname" is \d+ bytes: expected a whole number of 4 KiB pages/],
   ];
   for (const [args, msg] of cases) {
     const r = await mfd(['bench', ...args]);

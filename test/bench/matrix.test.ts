@@ -105,3 +105,18 @@ t.test('the whole option set, and the matrix it makes', async (t) => {
   t.throws(() => parse({ runs: '2,3' }), /take one number each/);
   t.equal(parse({ warmup: '0' }).warmup, 0);
 });
+
+t.test('--image files: a row each, named after the file; alone unless --profile is given', async (t) => {
+  const images = [{ path: '/data/a.img', sizeBytes: 2 ** 20 }, { path: '/data/guest-b.ram', sizeBytes: 8192 }];
+  const alone = parse({ images, compression: 'zstd', channels: '4' });
+  t.same(alone.profiles, [], 'no generated images without --profile');
+  t.same(
+    buildCells(alone).map((c) => [c.profile, c.sizeBytes, c.image]),
+    [['image:a', 2 ** 20, '/data/a.img'], ['image:guest-b', 8192, '/data/guest-b.ram']],
+  );
+  t.equal(cellKey(buildCells(alone)[0]!), 'zstd/multifd/4ch/image:a/1MiB');
+  const both = parse({ images, profileGiven: true, compression: 'zstd', channels: '4' });
+  t.same(buildCells(both).map((c) => c.profile), ['mixed', 'image:a', 'image:guest-b'], 'generated images first, then the files');
+  t.throws(() => parse({ images: [{ path: '/x/odd.img', sizeBytes: 5000 }] }), /--image "\/x\/odd\.img" is 5000 bytes: expected a whole number of 4 KiB pages/);
+  t.throws(() => parse({ images: [{ path: '/x/a.img', sizeBytes: 4096 }, { path: '/y/a.img', sizeBytes: 4096 }] }), /two files called a/);
+});

@@ -4,17 +4,26 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
-import { parseBenchOptions, PEER_NAMES, type RawBenchOptions } from '../../bench/matrix.js';
+import { parseBenchOptions, parseList, PEER_NAMES, type BenchImage, type RawBenchOptions } from '../../bench/matrix.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import type { CommandContext } from '../main.js';
 
-interface BenchOpts extends RawBenchOptions {
+interface BenchOpts extends Omit<RawBenchOptions, 'images'> {
+  image?: string;
   dir: string;
   out?: string;
   keep?: boolean;
   json?: boolean;
   progress: boolean;
+}
+
+/** An --image file: a regular file (or a link to one), with its size. */
+function imageFile(file: string): BenchImage {
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (!st) throw new UsageError(`--image "${file}" does not exist`);
+  if (!st.isFile()) throw new UsageError(`--image "${file}" is not a regular file`);
+  return { path: path.resolve(file), sizeBytes: st.size };
 }
 
 export function benchCommand(ctx: CommandContext): Command {
@@ -32,6 +41,12 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--zero-page-detection <list>', `zero-page modes: ${listDetectors().join(', ')}`).default('multifd'))
     .addOption(new Option('--profile <list>', 'image profiles: mixed (about 50% zero, 30% text-like, 20% random pages), zero, random, text').default('mixed'))
     .addOption(new Option('--size <list>', 'image sizes (K, M, G suffixes), e.g. 512M,1G,2G,4G to see scaling').default('1G'))
+    .addOption(
+      new Option(
+        '--image <list>',
+        'image files to migrate as they are (a real guest\'s RAM, say: ../shared/corpus/guest-ram makes one), each a row of its own; only read, never changed. Without --profile, instead of the generated images',
+      ),
+    )
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
     .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
     .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
@@ -43,8 +58,9 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--keep', 'keep the images and the work directory'))
     .addOption(new Option('--json', 'print the results as JSON lines on stdout instead of the markdown report'))
     .addOption(new Option('--no-progress', 'no progress lines on stderr'))
-    .action(async (o: BenchOpts) => {
-      const cfg = parseBenchOptions(o, listMethods(), listDetectors());
+    .action(async (o: BenchOpts, cmd: Command) => {
+      const images = o.image === undefined ? undefined : parseList('--image', o.image).map(imageFile);
+      const cfg = parseBenchOptions({ ...o, images, profileGiven: cmd.getOptionValueSource('profile') !== 'default' }, listMethods(), listDetectors());
       const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
       const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
       // Before the first run, not after it: results are never written over, nor found unwritable an hour in.
