@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:qemu-peer [-- --size 2G --channels 4 --compression none,zstd --runs 3 --qemu-binary PATH]
+// npm run bench:qemu-peer [-- --size 2G --channels 4 --compression none,zstd --runs 3 --qemu-binary PATH --image GUEST.img]
 //
 // mfd standing in for a QEMU, against QEMU itself, pairwise in one run (issue 14, "Speed"):
 //
@@ -30,6 +30,7 @@ const { values: opt } = parseArgs({
     compression: { type: 'string', default: 'none,zstd' },
     runs: { type: 'string', default: '3' },
     profile: { type: 'string', default: 'mixed' },
+    image: { type: 'string' },
     'qemu-binary': { type: 'string', default: path.join(os.homedir(), '.cache', 'mfd', 'qemu-10.0', 'bin', 'qemu-system-x86_64') },
     dir: { type: 'string', default: '/tmp' },
   },
@@ -47,7 +48,7 @@ if (!version) {
   console.error(`qemu-peer: ${qemu} does not run (run .ci/fetch-qemu10, or name one with --qemu-binary)`);
   process.exit(2);
 }
-const size = parseSize(opt.size);
+const size = opt.image ? fs.statSync(opt.image).size : parseSize(opt.size);
 const channels = Number(opt.channels);
 const methods = opt.compression.split(',');
 const runs = Number(opt.runs);
@@ -192,9 +193,11 @@ async function mfdToQemu(method, image, capture) {
   }
 }
 
-const image = path.join(work, 'image.ram');
-const gen = start('node', [mfd, 'gen-image', '--size', String(size), '--profile', opt.profile, image]);
-if ((await waitFor(gen, signal)).code !== 0) throw new Error('gen-image failed');
+const image = opt.image ? path.resolve(opt.image) : path.join(work, 'image.ram');
+if (!opt.image) {
+  const gen = start('node', [mfd, 'gen-image', '--size', String(size), '--profile', opt.profile, image]);
+  if ((await waitFor(gen, signal)).code !== 0) throw new Error('gen-image failed');
+}
 const capture = path.join(work, 'capture');
 const rows = [];
 const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-');
@@ -239,7 +242,7 @@ try {
   fs.rmSync(work, { recursive: true, force: true });
 }
 
-console.log(`## mfd as a QEMU peer, against QEMU ${version} (${opt.size}, ${opt.profile}, ${channels} channels, ${runs} rounds, medians)\n`);
+console.log(`## mfd as a QEMU peer, against QEMU ${version} (${opt.image ?? `${opt.size}, ${opt.profile}`}, ${channels} channels, ${runs} rounds, medians)\n`);
 console.log('| method | QEMU -> QEMU | QEMU -> mfd recv --qemu | ratio | mfd send --qemu -> QEMU | ratio | mfd peak RSS recv / send | CPU-s/GiB send+recv: qemu->qemu, qemu->mfd, mfd->qemu |');
 console.log('|---|---|---|---|---|---|---|---|');
 for (const w of rows) {
