@@ -97,6 +97,15 @@ export interface ChannelSink {
   end(): Promise<void>;
 }
 
+/** A packet of its own kind sent before the pages (delta references, src/delta/): header fields and payload. */
+export interface FirstPacket {
+  block: SendBlock;
+  flags: number;
+  payload: Uint8Array;
+  /** Pages it stands for (progress). */
+  pages: number;
+}
+
 interface Job {
   block: SendBlock;
   /** Byte offset of the packet's first page in the block. */
@@ -127,6 +136,8 @@ export class SendPipeline {
   private readonly logged = new Set<string>();
 
   private readonly limiter: RateLimiter | null;
+  /** Packets the channels send, in turn, before any page (sendFirst). */
+  private readonly first: FirstPacket[] = [];
 
   private constructor(
     private readonly opts: PipelineOptions,
@@ -242,6 +253,19 @@ export class SendPipeline {
     }
   }
 
+  /**
+   * Delta transfer (src/delta/sender.ts): `packets` go before any page, and
+   * the pages `held` names per block are not sent as data; run() digests them
+   * from the image, as a resume's held pages.
+   */
+  sendFirst(packets: FirstPacket[], held: (b: SendBlock) => number[]): void {
+    this.first.push(...packets);
+    for (const b of this.blocks) {
+      b.held = held(b);
+      this.doneBytes += Math.min(runPages(b.held) * this.opts.pageSize, b.source.size);
+    }
+  }
+
   /** Pages the receiver held at a resume, not sent. */
   get heldPages(): number {
     return this.blocks.reduce((a, b) => a + runPages(b.held), 0);
@@ -324,6 +348,10 @@ export class SendPipeline {
   }
 
   private async runChannel(ch: PipelineChannel, jobs: Iterator<Job>, failed: () => MfdError | null): Promise<void> {
+    for (let x = this.first.shift(); x; x = this.first.shift()) {
+      if (failed()) return;
+      await this.writeFirst(ch, x);
+    }
     const ahead: Promise<Prepared>[] = [];
     let exhausted = false;
     for (;;) {
@@ -399,6 +427,23 @@ export class SendPipeline {
         this.pool.release(slab);
       },
     });
+  }
+
+  /** A packet of sendFirst(): its own flags and payload, no pages in the header. */
+  private async writeFirst(ch: PipelineChannel, x: FirstPacket): Promise<void> {
+    const slab = await this.pool.acquire();
+    encodePacketHeader(slab.header, this.headerSize, {
+      flags: x.flags,
+      pagesAlloc: pageCount(this.opts.pageSize),
+      normalPages: 0,
+      zeroPages: 0,
+      nextPacketSize: x.payload.length,
+      packetNum: this.packetNum++,
+      ramblock: x.block.nameBytes,
+      offsets: [],
+    });
+    ch.counters.packets++;
+    await ch.sink.write({ pieces: [slab.header, x.payload], payloadBytes: x.payload.length, sync: false, block: x.block, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
   }
 
   /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */

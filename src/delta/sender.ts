@@ -1,0 +1,193 @@
+/**
+ * The sender's side of delta transfer. With `--delta` the hello asks for the
+ * receiver's fingerprints; they arrive as `fingerprints` frames before
+ * `ready`, into one sorted table (16 bytes per base page). Before any page
+ * moves, every image is fingerprinted (addon, all cores) and each non-zero
+ * page is
+ *   - a base reference when the table holds its fingerprint,
+ *   - else a migration reference when an earlier page of the migration (by
+ *     image page order) has the same fingerprint and goes as data,
+ *   - else data, through the chosen method (zero pages stay zero pages).
+ * References travel first, in reference packets (wire.ts); the pages they
+ * cover are not sent as data but digested from the image all the same, as a
+ * resume's held pages, so the verdict still means byte-identical.
+ */
+import { ProtocolError, UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ControlMessage } from '../control/protocol.js';
+import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
+import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
+import type { Fingerprints, ReadyDelta } from './protocol.js';
+import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, encodeRefs, type PageRef } from './wire.js';
+
+/** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
+export interface DeltaCounts {
+  /** Non-zero pages sent as data. */
+  dataPages: number;
+  zeroPages: number;
+  /** Pages sent as references to a base the receiver holds. */
+  basePages: number;
+  /** Pages sent as references to an earlier page of this migration. */
+  migrationPages: number;
+  /** Reference packets, and their bytes on the wire (headers included). */
+  refPackets: number;
+  refBytes: number;
+  /** Page bytes not sent (referenced pages x page size) less the reference packets' bytes. */
+  bytesSaved: number;
+}
+
+/** The reference packets of one migration, and the pages they cover per block (runs), not sent as data. */
+export interface DeltaPlan {
+  packets: { block: SendBlock; flags: number; payload: Uint8Array; pages: number }[];
+  held: Map<SendBlock, number[]>;
+  basePages: number;
+  migrationPages: number;
+  bases: ReadyDelta['bases'];
+}
+
+/**
+ * Reads the answer to the hello: with `asked` (a hello with `delta`), the
+ * `fingerprints` frames before `ready`. Returns that answer and, when
+ * `ready` offers bases, the plan (already handed to the pipeline).
+ */
+export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
+  const chunks: Buffer[] = [];
+  let count = 0;
+  let m = await next();
+  while (m.type === 'fingerprints') {
+    if (!asked) throw new ProtocolError('ERR_CONTROL_UNEXPECTED', 'control channel: received "fingerprints", but this migration did not ask for delta transfer');
+    const b = Buffer.from((m as Fingerprints).entries, 'base64');
+    chunks.push(b);
+    count += b.length / ENTRY_SIZE;
+    m = await next();
+  }
+  if (m.type !== 'ready' || !m.delta) {
+    if (m.type === 'ready' && asked) log.warn('the receiver offers no bases (mfd recv without --delta): every page goes as data');
+    return { ready: m, plan: null };
+  }
+  if (!asked) throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.delta received, but this migration did not ask for delta transfer');
+  const offer = m.delta;
+  if (count !== offer.fingerprints) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ready.delta.fingerprints received ${offer.fingerprints}, expected ${count} (the entries of the fingerprints frames)`);
+  const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  chunks.length = 0;
+  const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
+  for (let i = 0; i < count; i++) {
+    const idx = entryIndex(table, i);
+    if (idx >= basePages) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: fingerprint ${i} names base page ${idx}, expected below ${basePages} (the bases' pages)`);
+  }
+  await sortEntries(table, count);
+  const plan = await planDelta(p.blocks, p.pageSize, table, count, offer);
+  p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
+  log.info({ bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages }, 'delta transfer planned');
+  return { ready: m, plan };
+}
+
+/** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
+function partOf(starts: readonly number[], g: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= g) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function prefix(sizes: readonly number[]): number[] {
+  const out: number[] = [];
+  let a = 0;
+  for (const s of sizes) {
+    out.push(a);
+    a += s;
+  }
+  return out;
+}
+
+/** Fingerprints the images and decides, page by page, what travels as a reference. */
+export async function planDelta(blocks: readonly SendBlock[], pageSize: number, table: Uint8Array, tableCount: number, offer: ReadyDelta): Promise<DeltaPlan> {
+  const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
+  const total = pagesOf.reduce((a, n) => a + n, 0);
+  if (total >= NO_MATCH) throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
+  const blockStart = prefix(pagesOf);
+  const baseStart = prefix(offer.bases.map((b) => b.pages));
+  const baseRef = new Uint32Array(total).fill(NO_MATCH);
+  const dupOf = new Uint32Array(total).fill(NO_MATCH);
+  // The pages no base holds, to find the copies among them.
+  let unmatched = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  let u = 0;
+  for (const [k, b] of blocks.entries()) {
+    await fingerprintFile(b.source.fd, b.source.size, pageSize, blockStart[k]!, `image "${b.source.path}"`, (entries, n) => {
+      const found = new Uint32Array(n);
+      if (tableCount > 0) matchEntries(table, tableCount, entries, n, found);
+      else found.fill(NO_MATCH);
+      for (let i = 0; i < n; i++) {
+        if (found[i] !== NO_MATCH) {
+          baseRef[entryIndex(entries, i)] = found[i]!;
+          continue;
+        }
+        if ((u + 1) * ENTRY_SIZE > unmatched.length) {
+          const grown = Buffer.allocUnsafe(Math.min(total, 2 * (unmatched.length / ENTRY_SIZE)) * ENTRY_SIZE);
+          unmatched.copy(grown, 0, 0, u * ENTRY_SIZE);
+          unmatched = grown;
+        }
+        unmatched.set(entries.subarray(i * ENTRY_SIZE, (i + 1) * ENTRY_SIZE), u * ENTRY_SIZE);
+        u++;
+      }
+    });
+  }
+  // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
+  await sortEntries(unmatched, u);
+  for (let i = 1, first = 0; i < u; i++) {
+    if (sameKey(unmatched, i, unmatched, first)) dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
+    else first = i;
+  }
+  const plan: DeltaPlan = { packets: [], held: new Map(), basePages: 0, migrationPages: 0, bases: offer.bases };
+  for (const [k, b] of blocks.entries()) {
+    const refs: PageRef[] = [];
+    const held: number[] = [];
+    let last: PageRef | null = null;
+    for (let page = 0; page < pagesOf[k]!; page++) {
+      const g = blockStart[k]! + page;
+      let source: number;
+      let src: number;
+      if (baseRef[g] !== NO_MATCH) {
+        const t = baseRef[g]!;
+        source = partOf(baseStart, t);
+        src = t - baseStart[source]!;
+        plan.basePages++;
+      } else if (dupOf[g] !== NO_MATCH) {
+        const s = dupOf[g]!;
+        const sb = partOf(blockStart, s);
+        source = SOURCE_MIGRATION | sb;
+        src = s - blockStart[sb]!;
+        plan.migrationPages++;
+      } else continue;
+      if (last && last.source === source && last.dst + last.count === page && last.src + last.count === src) last.count++;
+      else refs.push((last = { source, count: 1, dst: page, src }));
+      if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
+      else held.push(page, 1);
+    }
+    if (held.length > 0) plan.held.set(b, held);
+    for (let i = 0; i < refs.length; i += MAX_REFS_PER_PACKET) {
+      const part = refs.slice(i, i + MAX_REFS_PER_PACKET);
+      plan.packets.push({ block: b, flags: MFD_FLAG_DELTA_REF, payload: encodeRefs(part), pages: part.reduce((a, r) => a + r.count, 0) });
+    }
+  }
+  return plan;
+}
+
+/** The counts for the summary: `data` and `zero` pages from the channels' counters, `headerSize` per reference packet. */
+export function deltaCounts(plan: DeltaPlan, data: number, zero: number, pageSize: number, headerSize: number): DeltaCounts {
+  const refPackets = plan.packets.length;
+  const refBytes = plan.packets.reduce((a, x) => a + headerSize + x.payload.length, 0);
+  return {
+    dataPages: data,
+    zeroPages: zero,
+    basePages: plan.basePages,
+    migrationPages: plan.migrationPages,
+    refPackets,
+    refBytes,
+    bytesSaved: (plan.basePages + plan.migrationPages) * pageSize - refBytes,
+  };
+}
