@@ -1,0 +1,221 @@
+/**
+ * Delta transfer end to end over loopback (src/delta/): pages the receiver's
+ * bases hold travel as references, copies within the migration once; the
+ * result is byte-identical and the counts say how each page travelled. A
+ * fingerprint collision, a base changed or shrunk during the migration fail
+ * with a clear error and never leave a wrong image.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { send } from '../../src/sender/sender.js';
+import { silentLogger } from '../../src/log.js';
+import { native } from '../../src/native/load.js';
+import { ENTRY_SIZE, entryIndex, fingerprintPages, matchEntries, NO_MATCH, sortEntries } from '../../src/delta/fingerprint.js';
+import { CONTROL_PREAMBLE_SIZE, decodeFrame } from '../../src/control/protocol.js';
+import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
+import type { MfdError, RemoteError } from '../../src/errors.js';
+
+const PS = 4096;
+
+if (!native.deltaAvailable) {
+  t.plan(0, 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable');
+  process.exit(0);
+}
+
+const page = (seed: number): Buffer => {
+  const b = Buffer.alloc(PS);
+  for (let i = 0; i < PS; i += 4) b.writeUInt32LE((Math.imul(seed + 1, 2654435761) ^ Math.imul(i + 7, 40503)) >>> 0, i);
+  return b;
+};
+
+t.test('fingerprints: equal pages equal keys, zero pages skipped, match and sort by content', async (t) => {
+  const pages = Buffer.concat([page(1), Buffer.alloc(PS), page(2), page(1), page(3)]);
+  const out = Buffer.alloc(5 * ENTRY_SIZE);
+  const n = await fingerprintPages(pages, PS, 5, 100, out);
+  t.equal(n, 4, 'the zero page has no entry');
+  t.same([0, 1, 2, 3].map((i) => entryIndex(out, i)), [100, 102, 103, 104], 'entries in page order, indices from the first');
+  t.same(out.subarray(0, 12), out.subarray(2 * ENTRY_SIZE, 2 * ENTRY_SIZE + 12), 'pages 0 and 3 are equal: same key');
+  t.not(out.subarray(0, 12).toString('hex'), out.subarray(ENTRY_SIZE, ENTRY_SIZE + 12).toString('hex'), 'pages 0 and 2 differ: different keys');
+  const table = Buffer.from(out.subarray(0, n * ENTRY_SIZE));
+  await sortEntries(table, n);
+  for (let i = 1; i < n; i++) t.ok(Buffer.compare(table.subarray((i - 1) * 16, (i - 1) * 16 + 12), table.subarray(i * 16, i * 16 + 12)) <= 0, `sorted ${i}`);
+  const probe = Buffer.alloc(2 * ENTRY_SIZE);
+  t.equal(await fingerprintPages(Buffer.concat([page(3), page(9)]), PS, 2, 0, probe), 2);
+  const found = new Uint32Array(2);
+  t.equal(matchEntries(table, n, probe, 2, found), 1, 'one of two found');
+  t.same([...found], [104, NO_MATCH], 'page(3) found where it is in the table, page(9) nowhere');
+});
+
+/** Writes pages (seeds; -1 = zero page) to `file`. */
+function writePages(file: string, seeds: number[]): string {
+  fs.writeFileSync(file, Buffer.concat(seeds.map((s) => (s < 0 ? Buffer.alloc(PS) : page(s)))));
+  return file;
+}
+
+interface Setup {
+  dir: string;
+  src: string;
+  out: string;
+  image: string;
+  old: string;
+  other: string;
+}
+
+/**
+ * The image: 600 pages. Its earlier version at the output holds pages 0..399
+ * as they are now except every 10th (changed since); the other image, in
+ * --base-dir, holds pages 400..499 at other positions. Pages 500..549 are
+ * copies of pages 500..509 (5 each, 40 references), 550..599 zero.
+ */
+function setup(t: Test): Setup {
+  const dir = tmpdir(t);
+  const src = path.join(dir, 'src');
+  const out = path.join(dir, 'out');
+  const bases = path.join(dir, 'bases');
+  for (const d of [src, out, bases]) fs.mkdirSync(d);
+  const seeds: number[] = [];
+  for (let i = 0; i < 500; i++) seeds.push(i);
+  for (let i = 500; i < 550; i++) seeds.push(500 + (i % 10));
+  for (let i = 550; i < 600; i++) seeds.push(-1);
+  const image = writePages(path.join(src, 'pc.ram'), seeds);
+  const oldSeeds = seeds.slice(0, 400).map((s, i) => (i % 10 === 0 ? 10_000 + i : s));
+  const old = writePages(path.join(out, 'pc.ram'), oldSeeds);
+  const other = writePages(path.join(bases, 'other.ram'), [...Array.from({ length: 100 }, (_, i) => 499 - i), 7777]);
+  return { dir, src, out, image, old, other };
+}
+
+const sendOpts = (image: string) => ({ images: [{ name: 'pc.ram', path: image }], channels: 3, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', delta: true });
+
+t.test('a delta migration: base and in-migration references, byte-identical, counted on both sides', async (t) => {
+  const s = setup(t);
+  const want = sha256(s.image);
+  const oldSum = sha256(s.old);
+  const delta: DeltaRecvOptions = { bases: [], dirs: [path.dirname(s.other)] };
+  const { sent, received } = await migrate(sendOpts(s.image), { outputDir: s.out, delta });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), want, 'the output is the image');
+  t.not(want, oldSum);
+  t.same(fs.readdirSync(s.out), ['pc.ram'], 'no temporary files left');
+  t.equal(sha256(s.other), sha256(s.other), 'the other base unchanged');
+  const expected = { dataPages: 40 + 10, zeroPages: 50, basePages: 360 + 100, migrationPages: 40 };
+  t.match(sent.stats.delta, expected, 'sender: 360 pages from the earlier version, 100 from the other image, 40 copies, 50 as data (40 changed, 10 sources of the copies)');
+  t.match(received.stats.delta, expected, 'receiver counts the same');
+  t.equal(sent.stats.normalPages, 50);
+  t.ok(sent.stats.delta!.bytesSaved > 400 * PS, `bytes saved ${sent.stats.delta!.bytesSaved}`);
+  t.ok(sent.stats.wireBytes < 60 * (PS + 1344), `wire bytes ${sent.stats.wireBytes}: the data pages and headers, not the image`);
+  t.equal(received.stats.wireBytes, sent.stats.wireBytes);
+});
+
+t.test('delta with a compression method: references beside zstd packets', async (t) => {
+  const s = setup(t);
+  const { sent } = await migrate({ ...sendOpts(s.image), compression: 'zstd' }, { outputDir: s.out, delta: { bases: [{ name: 'other', path: s.other }], dirs: [] } });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+  t.match(sent.stats.delta, { basePages: 460, migrationPages: 40, dataPages: 50 });
+});
+
+t.test('without --delta on the sender the hello is today\'s and so are the bytes on the wire', async (t) => {
+  // The first frame a sender without --delta sends: no delta field.
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const hello = new Promise<Record<string, unknown>>((resolve) => {
+    server.on('connection', (c) => {
+      let buf = Buffer.alloc(0);
+      c.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length < CONTROL_PREAMBLE_SIZE + 4) return;
+        const len = buf.readUInt32BE(CONTROL_PREAMBLE_SIZE);
+        if (buf.length < CONTROL_PREAMBLE_SIZE + 4 + len) return;
+        resolve(JSON.parse(buf.subarray(CONTROL_PREAMBLE_SIZE + 4, CONTROL_PREAMBLE_SIZE + 4 + len).toString()) as Record<string, unknown>);
+        c.destroy();
+      });
+    });
+  });
+  const s = setup(t);
+  const plain = { ...sendOpts(s.image), delta: false };
+  const failed = rejection(send({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, logger: silentLogger, timeoutMs: 2000, ...plain }));
+  const h = await hello;
+  await failed;
+  t.equal(h.type, 'hello');
+  t.notOk('delta' in h, 'no delta field');
+  t.same(Object.keys(decodeFrame(Buffer.from(JSON.stringify(h)))).sort(), Object.keys(h).sort());
+  // A plain sender to a receiver offering bases: the same wire bytes as to one that offers none.
+  const a = await migrate(plain, { outputDir: s.out, delta: { bases: [], dirs: [] } });
+  fs.rmSync(path.join(s.out, 'pc.ram'));
+  const b = await migrate(plain, { outputDir: s.out });
+  t.equal(a.sent.stats.wireBytes, b.sent.stats.wireBytes, 'same bytes on the data channels');
+  t.equal(a.sent.stats.delta, undefined);
+  t.equal(a.received.stats.delta, undefined);
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+});
+
+t.test('a sender asking for delta from a receiver without bases sends everything as data', async (t) => {
+  const s = setup(t);
+  const { sent } = await migrate(sendOpts(s.image), { outputDir: s.out });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+  t.equal(sent.stats.delta, undefined);
+  t.equal(sent.stats.normalPages, 550);
+});
+
+/** A failed delta migration: both sides' errors, and the output still the earlier version. */
+async function failing(t: Test, s: Setup, delta: DeltaRecvOptions): Promise<{ sender: MfdError; receiver: MfdError }> {
+  const oldSum = sha256(s.old);
+  const { port, result } = await startReceiver({ outputDir: s.out, delta, journal: false });
+  const sender = await rejection(send({ host: '127.0.0.1', port, logger: silentLogger, ...sendOpts(s.image) }));
+  const receiver = await rejection(result);
+  t.equal(sha256(s.old), oldSum, 'the output is still its earlier version: no wrong image under its name');
+  t.same(fs.readdirSync(s.out), ['pc.ram'], 'no temporary files left');
+  return { sender, receiver };
+}
+
+t.test('a fingerprint collision (a base page given an image page\'s fingerprint) fails verification', async (t) => {
+  const s = setup(t);
+  // The fingerprint of image page 10 (changed since the earlier version, in no base): the base entry
+  // of the other image's page 100 (seed 7777) takes its key.
+  const probe = Buffer.alloc(ENTRY_SIZE);
+  await fingerprintPages(page(10), PS, 1, 0, probe);
+  let done = false;
+  const delta: DeltaRecvOptions = {
+    bases: [],
+    dirs: [path.dirname(s.other)],
+    onFingerprints: (entries) => {
+      for (let i = 0; i < entries.length / ENTRY_SIZE; i++) {
+        // Base pages: the output's 400, then the other image's 101: page 100 of it is index 500.
+        if (entryIndex(entries, i) === 500) {
+          probe.copy(entries, i * ENTRY_SIZE, 0, 12);
+          done = true;
+        }
+      }
+    },
+  };
+  const { sender, receiver } = await failing(t, s, delta);
+  t.ok(done, 'the collision was injected');
+  t.equal(receiver.code, 'ERR_DIGEST', receiver.message);
+  t.equal((sender as RemoteError).remoteCode, 'ERR_DIGEST', sender.message);
+});
+
+t.test('a base changed during the migration fails verification', async (t) => {
+  const s = setup(t);
+  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.writeFileSync(s.other, randomBytes(101 * PS)) };
+  const { receiver } = await failing(t, s, delta);
+  t.equal(receiver.code, 'ERR_DIGEST', receiver.message);
+});
+
+t.test('a base that shrank during the migration fails the read, naming it', async (t) => {
+  const s = setup(t);
+  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.truncateSync(s.other, 10 * PS) };
+  const { receiver, sender } = await failing(t, s, delta);
+  t.equal(receiver.code, 'ERR_DELTA_BASE_SHORT');
+  t.match(receiver.message, /base "other" \(.*other\.ram\).*it shrank during the migration/);
+  t.equal((sender as RemoteError).remoteCode, 'ERR_DELTA_BASE_SHORT');
+});
+
+t.test('a base removed during the migration is still read whole (opened before its fingerprints were sent)', async (t) => {
+  const s = setup(t);
+  const { sent } = await migrate(sendOpts(s.image), { outputDir: s.out, delta: { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.rmSync(s.other) } });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+  t.equal(sent.stats.delta!.basePages, 460);
+});
