@@ -17,12 +17,13 @@ import type { Logger } from '../log.js';
 import type { Hello } from '../control/protocol.js';
 import type { ControlChannel } from '../transport/control-channel.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
+import { native } from '../native/load.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
 import { ENTRY_SIZE, fingerprintFile, readFully, requireDelta } from './fingerprint.js';
 import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
-import { SOURCE_MIGRATION, checkRef, decodeRefs, type PageRef } from './wire.js';
+import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
 import type { DeltaCounts } from './sender.js';
 
 export interface DeltaRecvOptions {
@@ -50,6 +51,8 @@ const COPY_PAGES = 128;
 export class DeltaReceiver {
   private readonly deferred: { block: TargetBlock; name: string; ref: PageRef }[] = [];
   private basePages = 0;
+  private zeroPages = 0;
+  private readonly zeroCrc: number;
   private migrationPages = 0;
   private refPackets = 0;
   private refBytes = 0;
@@ -60,7 +63,9 @@ export class DeltaReceiver {
     private readonly blocks: Map<string, TargetBlock>,
     private readonly headerSize: number,
     private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
-  ) {}
+  ) {
+    this.zeroCrc = native.crc32c(new Uint8Array(hello.pageSize));
+  }
 
   /**
    * Opens the bases: each output's existing file (`finals`, the outputs'
@@ -178,6 +183,12 @@ export class DeltaReceiver {
     this.refPackets++;
     this.refBytes += this.headerSize + refs.length * 24;
     for (const r of refs) {
+      if (r.source === SOURCE_ZERO) {
+        // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write.
+        for (let p = r.dst; p < r.dst + r.count; p++) block.digest.add(p, this.zeroCrc);
+        this.zeroPages += r.count;
+        continue;
+      }
       if ((r.source & SOURCE_MIGRATION) !== 0) {
         this.deferred.push({ block, name, ref: r });
         this.migrationPages += r.count;
@@ -257,7 +268,7 @@ export class DeltaReceiver {
   counts(dataPages: number, zeroPages: number): DeltaCounts {
     return {
       dataPages,
-      zeroPages,
+      zeroPages: zeroPages + this.zeroPages,
       basePages: this.basePages,
       migrationPages: this.migrationPages,
       refPackets: this.refPackets,

@@ -18,12 +18,13 @@ import type { ControlMessage } from '../control/protocol.js';
 import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
 import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
 import type { Fingerprints, ReadyDelta } from './protocol.js';
-import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, encodeRefs, type PageRef } from './wire.js';
+import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from './wire.js';
 
 /** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
 export interface DeltaCounts {
   /** Non-zero pages sent as data. */
   dataPages: number;
+  /** Zero pages, in data packets or beside references. */
   zeroPages: number;
   /** Pages sent as references to a base the receiver holds. */
   basePages: number;
@@ -42,6 +43,8 @@ export interface DeltaPlan {
   held: Map<SendBlock, number[]>;
   basePages: number;
   migrationPages: number;
+  /** Zero pages beside references, sent in the reference packets. */
+  zeroPages: number;
   bases: ReadyDelta['bases'];
 }
 
@@ -113,6 +116,8 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
   const baseStart = prefix(offer.bases.map((b) => b.pages));
   const baseRef = new Uint32Array(total).fill(NO_MATCH);
   const dupOf = new Uint32Array(total).fill(NO_MATCH);
+  // Pages with an entry (non-zero); the others are zero pages.
+  const nonzero = new Uint8Array(total);
   // The pages no base holds, to find the copies among them.
   let unmatched = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
   let u = 0;
@@ -122,6 +127,7 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
       if (tableCount > 0) matchEntries(table, tableCount, entries, n, found);
       else found.fill(NO_MATCH);
       for (let i = 0; i < n; i++) {
+        nonzero[entryIndex(entries, i)] = 1;
         if (found[i] !== NO_MATCH) {
           baseRef[entryIndex(entries, i)] = found[i]!;
           continue;
@@ -142,16 +148,37 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
     if (sameKey(unmatched, i, unmatched, first)) dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
     else first = i;
   }
-  const plan: DeltaPlan = { packets: [], held: new Map(), basePages: 0, migrationPages: 0, bases: offer.bases };
+  const plan: DeltaPlan = { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, bases: offer.bases };
   for (const [k, b] of blocks.entries()) {
     const refs: PageRef[] = [];
     const held: number[] = [];
     let last: PageRef | null = null;
-    for (let page = 0; page < pagesOf[k]!; page++) {
+    const n = pagesOf[k]!;
+    const isRef = (page: number): boolean => {
+      const g = blockStart[k]! + page;
+      return baseRef[g] !== NO_MATCH || dupOf[g] !== NO_MATCH;
+    };
+    // Runs of zero pages with a reference on either side go as zero references.
+    const zeroRef = new Uint8Array(n);
+    for (let a = 0; a < n; ) {
+      if (nonzero[blockStart[k]! + a]) {
+        a++;
+        continue;
+      }
+      let z = a;
+      while (z < n && !nonzero[blockStart[k]! + z]) z++;
+      if ((a > 0 && isRef(a - 1)) || (z < n && isRef(z))) zeroRef.fill(1, a, z);
+      a = z;
+    }
+    for (let page = 0; page < n; page++) {
       const g = blockStart[k]! + page;
       let source: number;
       let src: number;
-      if (baseRef[g] !== NO_MATCH) {
+      if (zeroRef[page]) {
+        source = SOURCE_ZERO;
+        src = 0;
+        plan.zeroPages++;
+      } else if (baseRef[g] !== NO_MATCH) {
         const t = baseRef[g]!;
         source = partOf(baseStart, t);
         src = t - baseStart[source]!;
@@ -163,7 +190,7 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
         src = s - blockStart[sb]!;
         plan.migrationPages++;
       } else continue;
-      if (last && last.source === source && last.dst + last.count === page && last.src + last.count === src) last.count++;
+      if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src)) last.count++;
       else refs.push((last = { source, count: 1, dst: page, src }));
       if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
       else held.push(page, 1);
@@ -183,7 +210,7 @@ export function deltaCounts(plan: DeltaPlan, data: number, zero: number, pageSiz
   const refBytes = plan.packets.reduce((a, x) => a + headerSize + x.payload.length, 0);
   return {
     dataPages: data,
-    zeroPages: zero,
+    zeroPages: zero + plan.zeroPages,
     basePages: plan.basePages,
     migrationPages: plan.migrationPages,
     refPackets,

@@ -8,7 +8,8 @@
  * and where the receiver finds their contents:
  *
  *   u32 source   base number (0..bases-1), or 0x80000000 | ramblock index
- *                (the hello's order) for pages sent earlier in this migration
+ *                (the hello's order) for pages sent earlier in this migration,
+ *                or 0x7fffffff for zero pages (src 0)
  *   u32 count    pages in the run, at least 1
  *   u64 dst      first page index in the packet's ramblock
  *   u64 src      first page index in the source
@@ -26,6 +27,11 @@ export const REF_ENTRY_SIZE = 24;
 export const MAX_REFS_PER_PACKET = Math.floor(MULTIFD_PACKET_SIZE / REF_ENTRY_SIZE);
 /** `source` bit for a reference to a page of this migration. */
 export const SOURCE_MIGRATION = 0x80000000;
+/**
+ * `source` of a run of zero pages: zero pages beside references travel in the
+ * reference packet, so the data packets are not cut at each of them.
+ */
+export const SOURCE_ZERO = 0x7fffffff;
 
 export interface PageRef {
   source: number;
@@ -104,6 +110,10 @@ export function checkRef(r: PageRef, i: number, pages: number, limits: RefLimits
   if (r.count < 1 || !(r.dst + r.count <= pages)) {
     throw new ProtocolError('ERR_DELTA_REF', `${what}: pages ${r.dst}..${r.dst + r.count - 1} received, expected a run of at least 1 within the block's ${pages} pages`, place);
   }
+  if (r.source === SOURCE_ZERO) {
+    if (r.src !== 0) throw new ProtocolError('ERR_DELTA_REF', `${what}: a run of zero pages with source page ${r.src} received, expected 0`, place);
+    return;
+  }
   const migration = (r.source & SOURCE_MIGRATION) !== 0;
   const index = migration ? r.source & ~SOURCE_MIGRATION : r.source;
   const sizes = migration ? limits.blockPages : limits.basePages;
@@ -116,6 +126,7 @@ export function checkRef(r: PageRef, i: number, pages: number, limits: RefLimits
 
 /** One reference as `mfd inspect` prints it. */
 export function describeRef(r: PageRef): string {
+  if (r.source === SOURCE_ZERO) return `${r.count} zero page(s) at ${r.dst}`;
   const src = (r.source & SOURCE_MIGRATION) !== 0 ? `ramblock#${r.source & ~SOURCE_MIGRATION}` : `base#${r.source}`;
   return `${r.count} page(s) at ${r.dst} <- ${src} page ${r.src}`;
 }

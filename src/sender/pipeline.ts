@@ -485,7 +485,8 @@ function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
 
 /**
  * All packets of all blocks, in block and offset order, handed out one at a
- * time: every page but those the receiver holds (a resume).
+ * time: every page but those the receiver holds (a resume) or that travel as
+ * delta references.
  */
 function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
   const perPacket = pageCount(pageSize);
@@ -494,7 +495,12 @@ function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
       const runs = missingRuns(block.held, Math.ceil(block.source.size / pageSize));
       for (let r = 0; r < runs.length; r += 2) {
         const end = runs[r]! + runs[r + 1]!;
-        for (let page = runs[r]!; page < end; page += perPacket) yield { block, offset: page * pageSize, pages: Math.min(perPacket, end - page) };
+        // Cut at packet boundaries: a job never crosses one, so never one of the image's mapped windows either.
+        for (let page = runs[r]!; page < end; ) {
+          const next = Math.min(end, (Math.floor(page / perPacket) + 1) * perPacket);
+          yield { block, offset: page * pageSize, pages: next - page };
+          page = next;
+        }
       }
     }
   })();

@@ -104,6 +104,7 @@ t.test('a delta migration: base and in-migration references, byte-identical, cou
   t.match(sent.stats.delta, expected, 'sender: 360 pages from the earlier version, 100 from the other image, 40 copies, 50 as data (40 changed, 10 sources of the copies)');
   t.match(received.stats.delta, expected, 'receiver counts the same');
   t.equal(sent.stats.normalPages, 50);
+  t.equal(sent.stats.zeroPages, 0, 'the zero pages beside references went in a reference packet, not in data packets');
   t.ok(sent.stats.delta!.bytesSaved > 400 * PS, `bytes saved ${sent.stats.delta!.bytesSaved}`);
   t.ok(sent.stats.wireBytes < 60 * (PS + 1344), `wire bytes ${sent.stats.wireBytes}: the data pages and headers, not the image`);
   t.equal(received.stats.wireBytes, sent.stats.wireBytes);
