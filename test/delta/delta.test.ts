@@ -220,3 +220,17 @@ t.test('a base removed during the migration is still read whole (opened before i
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
   t.equal(sent.stats.delta!.basePages, 460);
 });
+
+t.test('after a base shrank, the journal is kept and mfd send --resume (without --delta) completes byte-identical', async (t) => {
+  const s = setup(t);
+  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.truncateSync(s.other, 10 * PS) };
+  const first = await startReceiver({ outputDir: s.out, delta });
+  await rejection(send({ host: '127.0.0.1', port: first.port, logger: silentLogger, ...sendOpts(s.image) }));
+  t.equal((await rejection(first.result)).code, 'ERR_DELTA_BASE_SHORT');
+  t.ok(fs.existsSync(path.join(s.out, '.pc.ram.mfd-journal')), 'the journal is kept');
+  const again = await startReceiver({ outputDir: s.out });
+  const sent = await send({ host: '127.0.0.1', port: again.port, logger: silentLogger, ...sendOpts(s.image), delta: false, resume: true });
+  await again.result;
+  t.ok(sent.stats.resumedPages! > 0, `${sent.stats.resumedPages} pages held from the delta attempt`);
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image), 'byte-identical');
+});
