@@ -7,10 +7,11 @@
 // (high 64 bits, then the top 32 of the low half) and a u32 page index, each
 // field little-endian. Tables of entries are sorted by (key, index).
 //
-//   deltaFingerprint(pages, pageSize, count, firstIndex, out, cb(err, n)):
+//   deltaFingerprint(pages, pageSize, count, firstIndex, out, crcOut|null, cb(err, n)):
 //     the entries of the non-zero pages among `count`, in page order, into
-//     out (16 x count bytes); n entries. Off the event loop, the batch split
-//     across the machine's cores.
+//     out (16 x count bytes); n entries; with crcOut, every page's CRC-32C
+//     too (the digest's, so the pages need not be read again). Off the event
+//     loop, the batch split across the machine's cores.
 //   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
 //   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
 //     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common.h"
+#include "crc32c.h"
 #include "zero_page.h"
 
 #ifdef MFD_HAVE_XXHASH
@@ -89,7 +91,8 @@ bool Unavailable(Napi::Env env) {
 
 #ifdef MFD_HAVE_XXHASH
 // Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx 0xffffffff.
-void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first, Entry* slots) {
+void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first, Entry* slots, uint32_t* crc_out) {
+  if (crc_out != nullptr && to > from) Crc32cPages(pages + from * page_size, page_size, to - from, crc_out + from);
   for (size_t i = from; i < to; i++) {
     const uint8_t* p = pages + i * page_size;
     if (BufferIsZero(p, page_size)) {
@@ -104,8 +107,8 @@ void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, u
 
 class FingerprintWorker : public Napi::AsyncWorker {
  public:
-  FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count, uint64_t first, uint8_t* out)
-      : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"), pages_(pages), page_size_(page_size), count_(count), first_(first), out_(out) {}
+  FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count, uint64_t first, uint8_t* out, uint32_t* crc_out)
+      : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"), pages_(pages), page_size_(page_size), count_(count), first_(first), out_(out), crc_out_(crc_out) {}
   void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override {
 #ifdef MFD_HAVE_XXHASH
@@ -113,15 +116,15 @@ class FingerprintWorker : public Napi::AsyncWorker {
     const size_t cores = std::max(1u, std::thread::hardware_concurrency());
     const size_t threads = std::max<size_t>(1, std::min(cores, count_ / kPagesPerThread));
     if (threads == 1) {
-      HashRange(pages_, page_size_, 0, count_, first_, slots.data());
+      HashRange(pages_, page_size_, 0, count_, first_, slots.data(), crc_out_);
     } else {
       std::vector<std::thread> pool;
       const size_t per = (count_ + threads - 1) / threads;
       for (size_t t = 1; t < threads; t++) {
         const size_t from = std::min(count_, t * per), to = std::min(count_, (t + 1) * per);
-        pool.emplace_back(HashRange, pages_, page_size_, from, to, first_, slots.data());
+        pool.emplace_back(HashRange, pages_, page_size_, from, to, first_, slots.data(), crc_out_);
       }
-      HashRange(pages_, page_size_, 0, std::min(count_, per), first_, slots.data());
+      HashRange(pages_, page_size_, 0, std::min(count_, per), first_, slots.data(), crc_out_);
       for (auto& th : pool) th.join();
     }
     for (const Entry& e : slots) {
@@ -138,6 +141,7 @@ class FingerprintWorker : public Napi::AsyncWorker {
   size_t page_size_, count_;
   uint64_t first_;
   uint8_t* out_;
+  uint32_t* crc_out_;
   size_t n_ = 0;
   std::vector<Napi::ObjectReference> pinned_;
 };
@@ -145,10 +149,15 @@ class FingerprintWorker : public Napi::AsyncWorker {
 Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
   size_t page_size, count, first;
   if (Unavailable(info.Env())) return info.Env().Undefined();
-  if (!RequireArgs(info, 6) || !RequireBytes(info, 0, "pages") || !RequireSize(info, 1, "pageSize", &page_size) ||
+  if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "pages") || !RequireSize(info, 1, "pageSize", &page_size) ||
       !RequireSize(info, 2, "count", &count) || !RequireSize(info, 3, "firstIndex", &first) ||
-      !RequireBytes(info, 4, "out") || !RequireFunction(info, 5)) {
+      !RequireBytes(info, 4, "out") || !RequireFunction(info, 6)) {
     return info.Env().Undefined();
+  }
+  uint32_t* crc_out = nullptr;
+  if (!info[5].IsNull() && !info[5].IsUndefined()) {
+    if (!RequireUint32Array(info, 5, "crcOut", count)) return info.Env().Undefined();
+    crc_out = info[5].As<Napi::Uint32Array>().Data();
   }
   auto pages = info[0].As<Napi::Uint8Array>();
   auto out = info[4].As<Napi::Uint8Array>();
@@ -158,9 +167,10 @@ Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* w = new FingerprintWorker(info[5].As<Napi::Function>(), pages.Data(), page_size, count, first, out.Data());
+  auto* w = new FingerprintWorker(info[6].As<Napi::Function>(), pages.Data(), page_size, count, first, out.Data(), crc_out);
   w->Pin(pages);
   w->Pin(out);
+  if (crc_out != nullptr) w->Pin(info[5].As<Napi::Object>());
   w->Queue();
   return info.Env().Undefined();
 }

@@ -25,9 +25,9 @@ export function requireDelta(what: string): void {
   }
 }
 
-/** Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into `out`, their number returned. */
-export function fingerprintPages(pages: Uint8Array, pageSize: number, count: number, first: number, out: Uint8Array): Promise<number> {
-  return new Promise((resolve, reject) => native.deltaFingerprint(pages, pageSize, count, first, out, (e, n) => (e ? reject(e) : resolve(n))));
+/** Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into `out`, their number returned; with `crc`, every page's CRC-32C. */
+export function fingerprintPages(pages: Uint8Array, pageSize: number, count: number, first: number, out: Uint8Array, crc: Uint32Array | null = null): Promise<number> {
+  return new Promise((resolve, reject) => native.deltaFingerprint(pages, pageSize, count, first, out, crc, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
 export function sortEntries(entries: Uint8Array, count: number): Promise<void> {
@@ -67,9 +67,10 @@ export async function readFully(fd: number, buf: Buffer, length: number, positio
 /**
  * Fingerprints the `size` bytes of `fd` (the last page zero-padded), page
  * indices from `first`; `onBatch` gets each batch's entries (a view valid
- * until it returns) in page order. `what` names the file in errors.
+ * until it returns) in page order. With `crc` (one slot per page of the
+ * file), each page's CRC-32C goes there too. `what` names the file in errors.
  */
-export async function fingerprintFile(fd: number, size: number, pageSize: number, first: number, what: string, onBatch: (entries: Uint8Array, count: number) => void | Promise<void>): Promise<void> {
+export async function fingerprintFile(fd: number, size: number, pageSize: number, first: number, what: string, onBatch: (entries: Uint8Array, count: number) => void | Promise<void>, crc: Uint32Array | null = null): Promise<void> {
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
   const bufs = [Buffer.alloc(bytes), Buffer.alloc(bytes)];
@@ -92,7 +93,7 @@ export async function fingerprintFile(fd: number, size: number, pageSize: number
     const n = await next!;
     next = page + FINGERPRINT_BATCH < pages ? read(page + FINGERPRINT_BATCH, bufs[k ^ 1]!) : null;
     next?.catch(() => {}); // awaited on the next turn
-    const count = await fingerprintPages(bufs[k]!, pageSize, n, first + page, out);
+    const count = await fingerprintPages(bufs[k]!, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null);
     await onBatch(out, count);
   }
 }

@@ -45,8 +45,18 @@ interface Base {
   pages: number;
 }
 
-/** Pages copied per read and write. */
-const COPY_PAGES = 128;
+/** Pages copied per batch: reads at once, then one write (1 MiB of 4 KiB pages). */
+const COPY_PAGES = 256;
+
+/** Pages to copy: `count` from page `src` of the file `fd` (`size` bytes; `what` names it) to page `dst`. */
+interface Segment {
+  fd: number;
+  size: number;
+  what: string;
+  src: number;
+  dst: number;
+  count: number;
+}
 
 export class DeltaReceiver {
   private readonly deferred: { block: TargetBlock; name: string; ref: PageRef }[] = [];
@@ -182,6 +192,7 @@ export class DeltaReceiver {
     });
     this.refPackets++;
     this.refBytes += this.headerSize + refs.length * 24;
+    const copies: Segment[] = [];
     for (const r of refs) {
       if (r.source === SOURCE_ZERO) {
         // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write.
@@ -195,9 +206,10 @@ export class DeltaReceiver {
         continue;
       }
       const base = this.bases[r.source]!;
-      await this.copy(base.fd, base.size, `base "${base.name}" (${base.path})`, r, block, name);
+      copies.push({ fd: base.fd, size: base.size, what: `base "${base.name}" (${base.path})`, src: r.src, dst: r.dst, count: r.count });
       this.basePages += r.count;
     }
+    await this.copy(block, name, copies);
     return total;
   }
 
@@ -205,64 +217,96 @@ export class DeltaReceiver {
   async finish(): Promise<void> {
     const fds = new Map<string, number>();
     try {
+      const byBlock = new Map<TargetBlock, { name: string; segments: Segment[] }>();
       for (const { block, name, ref } of this.deferred.splice(0)) {
         const srcName = this.hello.ramblocks[ref.source & ~SOURCE_MIGRATION]!.name;
         const src = this.blocks.get(srcName)!;
         let fd = fds.get(srcName);
         if (fd === undefined) fds.set(srcName, (fd = fs.openSync(src.output.writePath, 'r')));
-        await this.copy(fd, src.size, `ram block "${srcName}" (${src.output.writePath})`, ref, block, name);
+        let to = byBlock.get(block);
+        if (!to) byBlock.set(block, (to = { name, segments: [] }));
+        to.segments.push({ fd, size: src.size, what: `ram block "${srcName}" (${src.output.writePath})`, src: ref.src, dst: ref.dst, count: ref.count });
       }
+      for (const [block, { name, segments }] of byBlock) await this.copy(block, name, segments);
     } finally {
       for (const fd of fds.values()) fs.closeSync(fd);
-    }
-  }
-
-  /** Reads ref's source pages from `fd` (`size` bytes) and writes them at its destination, digesting each. */
-  private async copy(fd: number, size: number, what: string, ref: PageRef, block: TargetBlock, name: string): Promise<void> {
-    // close() waits for the copies in flight: a descriptor closed under a read could be another file's by then.
-    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
-    this.active++;
-    try {
-      await this.copyPages(fd, size, what, ref, block, name);
-    } finally {
-      if (--this.active === 0 && this.closing) this.closeBases();
     }
   }
 
   private active = 0;
   private closing = false;
 
-  private async copyPages(fd: number, size: number, what: string, ref: PageRef, block: TargetBlock, name: string): Promise<void> {
-    const ps = this.hello.pageSize;
-    const buf = Buffer.alloc(Math.min(ref.count, COPY_PAGES) * ps);
-    for (let done = 0; done < ref.count; done += COPY_PAGES) {
-      if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
-      const n = Math.min(COPY_PAGES, ref.count - done);
-      const at = (ref.src + done) * ps;
-      const want = Math.max(0, Math.min(n * ps, size - at));
-      let got: number;
-      try {
-        got = await readFully(fd, buf, want, at);
-      } catch (e) {
-        throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `delta: reading ${what}: ${(e as Error).message}`, e);
-      }
-      if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `delta: reading ${what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`);
-      buf.fill(0, want, n * ps);
-      const offsets = new Float64Array(n);
-      for (let j = 0; j < n; j++) offsets[j] = (ref.dst + done + j) * ps;
-      const crc = new Uint32Array(n);
-      try {
-        await block.output.use((out) => writePacket({ fd: out, pages: [buf.subarray(0, n * ps)], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }));
-      } catch (e) {
-        if (e instanceof PacketIoError && e.code === 'EPADDING') {
-          throw new IoError('ERR_DELTA_PAST_END', `delta: the page copied from ${what} to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): the source is not what the sender took it for`);
+  /**
+   * Copies `segments` into `block`: in batches of at most COPY_PAGES pages,
+   * each batch's reads at once, then one write (and its CRCs) for the batch.
+   */
+  private async copy(block: TargetBlock, name: string, segments: Segment[]): Promise<void> {
+    // close() waits for the copies in flight: a descriptor closed under a read could be another file's by then.
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
+    this.active++;
+    try {
+      let batch: Segment[] = [];
+      let n = 0;
+      for (const seg of segments) {
+        for (let done = 0; done < seg.count; ) {
+          const k = Math.min(seg.count - done, COPY_PAGES - n);
+          batch.push({ ...seg, src: seg.src + done, dst: seg.dst + done, count: k });
+          n += k;
+          done += k;
+          if (n === COPY_PAGES) {
+            await this.copyBatch(block, name, batch, n);
+            batch = [];
+            n = 0;
+          }
         }
-        if (e instanceof PacketIoError) throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
-        throw e;
       }
-      for (let j = 0; j < n; j++) block.digest.add(ref.dst + done + j, crc[j]!);
-      this.onWritten?.(block, offsets, n);
+      if (n > 0) await this.copyBatch(block, name, batch, n);
+    } finally {
+      if (--this.active === 0 && this.closing) this.closeBases();
     }
+  }
+
+  private async copyBatch(block: TargetBlock, name: string, batch: Segment[], n: number): Promise<void> {
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
+    const ps = this.hello.pageSize;
+    const buf = Buffer.alloc(n * ps);
+    const offsets = new Float64Array(n);
+    const reads: Promise<void>[] = [];
+    let pos = 0;
+    for (const seg of batch) {
+      const into = buf.subarray(pos * ps, (pos + seg.count) * ps);
+      for (let j = 0; j < seg.count; j++) offsets[pos + j] = (seg.dst + j) * ps;
+      pos += seg.count;
+      reads.push(
+        (async () => {
+          const at = seg.src * ps;
+          const want = Math.max(0, Math.min(seg.count * ps, seg.size - at));
+          let got: number;
+          try {
+            got = await readFully(seg.fd, into, want, at);
+          } catch (e) {
+            throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `delta: reading ${seg.what}: ${(e as Error).message}`, e);
+          }
+          if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `delta: reading ${seg.what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`);
+        })(),
+      );
+    }
+    // Every read settles before the batch fails: none may still be filling the buffer after.
+    const results = await Promise.allSettled(reads);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const crc = new Uint32Array(n);
+    try {
+      await block.output.use((out) => writePacket({ fd: out, pages: [buf], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }));
+    } catch (e) {
+      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+        throw new IoError('ERR_DELTA_PAST_END', `delta: the page copied to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`);
+      }
+      if (e instanceof PacketIoError) throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
+      throw e;
+    }
+    for (let j = 0; j < n; j++) block.digest.add(offsets[j]! / ps, crc[j]!);
+    this.onWritten?.(block, offsets, n);
   }
 
   counts(dataPages: number, zeroPages: number): DeltaCounts {

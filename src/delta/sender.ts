@@ -9,8 +9,8 @@
  *     image page order) has the same fingerprint and goes as data,
  *   - else data, through the chosen method (zero pages stay zero pages).
  * References travel first, in reference packets (wire.ts); the pages they
- * cover are not sent as data but digested from the image all the same, as a
- * resume's held pages, so the verdict still means byte-identical.
+ * cover are not sent as data but digested all the same, from the CRCs taken
+ * while fingerprinting, so the verdict still means byte-identical.
  */
 import { ProtocolError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -19,6 +19,9 @@ import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
 import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
 import type { Fingerprints, ReadyDelta } from './protocol.js';
 import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from './wire.js';
+
+/** Pages one reference packet stands for at most (but for a single longer run): 32 MiB of 4 KiB pages. */
+const REF_PACKET_PAGES = 8192;
 
 /** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
 export interface DeltaCounts {
@@ -118,6 +121,8 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
   const dupOf = new Uint32Array(total).fill(NO_MATCH);
   // Pages with an entry (non-zero); the others are zero pages.
   const nonzero = new Uint8Array(total);
+  // Each page's CRC-32C: the referenced ones are digested from these, not read again.
+  const crcs = blocks.map((_, k) => new Uint32Array(pagesOf[k]!));
   // The pages no base holds, to find the copies among them.
   let unmatched = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
   let u = 0;
@@ -140,7 +145,7 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
         unmatched.set(entries.subarray(i * ENTRY_SIZE, (i + 1) * ENTRY_SIZE), u * ENTRY_SIZE);
         u++;
       }
-    });
+    }, crcs[k]!);
   }
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
@@ -194,11 +199,16 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
       else refs.push((last = { source, count: 1, dst: page, src }));
       if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
       else held.push(page, 1);
+      b.digest.add(page, crcs[k]![page]!);
     }
     if (held.length > 0) plan.held.set(b, held);
-    for (let i = 0; i < refs.length; i += MAX_REFS_PER_PACKET) {
-      const part = refs.slice(i, i + MAX_REFS_PER_PACKET);
-      plan.packets.push({ block: b, flags: MFD_FLAG_DELTA_REF, payload: encodeRefs(part), pages: part.reduce((a, r) => a + r.count, 0) });
+    // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
+    for (let i = 0; i < refs.length; ) {
+      let j = i;
+      let pages = 0;
+      while (j < refs.length && j - i < MAX_REFS_PER_PACKET && (pages === 0 || pages + refs[j]!.count <= REF_PACKET_PAGES)) pages += refs[j++]!.count;
+      plan.packets.push({ block: b, flags: MFD_FLAG_DELTA_REF, payload: encodeRefs(refs.slice(i, j)), pages });
+      i = j;
     }
   }
   return plan;

@@ -73,8 +73,8 @@ export interface MfdBinding {
   deltaAvailable: boolean;
   /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
   xxhashVersion?: number;
-  /** 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries (addon/delta.cc). */
-  deltaFingerprint(pages: Uint8Array, pageSize: number, count: number, firstIndex: number, out: Uint8Array, cb: (err: Error | null, n: number) => void): void;
+  /** 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries; with crcOut, every page's CRC-32C (addon/delta.cc). */
+  deltaFingerprint(pages: Uint8Array, pageSize: number, count: number, firstIndex: number, out: Uint8Array, crcOut: Uint32Array | null, cb: (err: Error | null, n: number) => void): void;
   /** Sorts `count` entries in place by key, then index. */
   deltaSort(entries: Uint8Array, count: number, cb: (err: Error | null) => void): void;
   /** out[i]: the index of the sorted table's entry with entry i's key, or 0xffffffff; the number of matches. */

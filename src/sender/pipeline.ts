@@ -138,6 +138,8 @@ export class SendPipeline {
   private readonly limiter: RateLimiter | null;
   /** Packets the channels send, in turn, before any page (sendFirst). */
   private readonly first: FirstPacket[] = [];
+  /** The held pages are digested already (sendFirst). */
+  private heldDigested = false;
 
   private constructor(
     private readonly opts: PipelineOptions,
@@ -221,6 +223,7 @@ export class SendPipeline {
     const jobs = makeJobs(this.blocks, this.opts.pageSize);
     const ps = this.opts.pageSize;
     const held = (async () => {
+      if (this.heldDigested) return;
       for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
     })();
     try {
@@ -255,11 +258,12 @@ export class SendPipeline {
 
   /**
    * Delta transfer (src/delta/sender.ts): `packets` go before any page, and
-   * the pages `held` names per block are not sent as data; run() digests them
-   * from the image, as a resume's held pages.
+   * the pages `held` names per block are not sent as data; the caller has
+   * digested them (run() does not read them back, as it does a resume's).
    */
   sendFirst(packets: FirstPacket[], held: (b: SendBlock) => number[]): void {
     this.first.push(...packets);
+    this.heldDigested = true;
     for (const b of this.blocks) {
       b.held = held(b);
       this.doneBytes += Math.min(runPages(b.held) * this.opts.pageSize, b.source.size);
