@@ -254,3 +254,23 @@ t.test('the CLI refuses delta where it cannot hold: files, --resume, --in-place,
     t.match(r.stderr, why);
   }
 });
+
+t.test('mfd inspect shows the reference packets of a dumped stream', async (t) => {
+  const { inspectStream, formatReport } = await import('../../src/inspect/inspect.js');
+  const s = setup(t);
+  const dump = path.join(s.dir, 'dump');
+  await migrate({ ...sendOpts(s.image), channels: 1 }, { outputDir: s.out, dumpStreams: dump, delta: { bases: [], dirs: [path.dirname(s.other)] } });
+  const r = await inspectStream(path.join(dump, 'channel-0.bin'), PS);
+  t.same(r.errors, [], 'no errors: the reference payloads are skipped by their length');
+  const refs = r.packets.filter((p) => p.references);
+  t.ok(refs.length >= 1, 'reference packets listed');
+  t.equal(refs.reduce((a, p) => a + p.references!.pages, 0), 460 + 40 + 50, 'they stand for the base pages, the copies and the zero pages beside them');
+  t.match(refs[0]!.flags, 'delta-ref');
+  t.equal(r.totals.normalPages, 50, 'the data packets: the 50 pages sent as data');
+  const text = formatReport(r);
+  t.match(text, /\d+ reference\(s\) for \d+ page\(s\):/);
+  t.match(text, /9 page\(s\) at 1 <- base#0 page 1\n/, 'pages 1..9 from the earlier version (page 0 and 10 changed)');
+  const { describeRef, SOURCE_MIGRATION, SOURCE_ZERO } = await import('../../src/delta/wire.js');
+  t.equal(describeRef({ source: SOURCE_MIGRATION | 0, count: 4, dst: 510, src: 500 }), '4 page(s) at 510 <- ramblock#0 page 500');
+  t.equal(describeRef({ source: SOURCE_ZERO, count: 50, dst: 550, src: 0 }), '50 zero page(s) at 550');
+});
