@@ -57,6 +57,9 @@ export interface DeltaPlan {
  * `ready` offers bases, the plan (already handed to the pipeline).
  */
 export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
+  // The images are fingerprinted while the receiver fingerprints its bases.
+  const prints = asked ? fingerprintImages(p.blocks, p.pageSize) : null;
+  prints?.catch(() => {}); // awaited once the receiver has answered
   const chunks: Buffer[] = [];
   let count = 0;
   let m = await next();
@@ -82,7 +85,7 @@ export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMes
     if (idx >= basePages) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: fingerprint ${i} names base page ${idx}, expected below ${basePages} (the bases' pages)`);
   }
   await sortEntries(table, count);
-  const plan = await planDelta(p.blocks, p.pageSize, table, count, offer);
+  const plan = await planDelta(p.blocks, p.pageSize, await prints!, table, count, offer);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info({ bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages }, 'delta transfer planned');
   return { ready: m, plan };
@@ -111,41 +114,76 @@ function prefix(sizes: readonly number[]): number[] {
 }
 
 /** Fingerprints the images and decides, page by page, what travels as a reference. */
-export async function planDelta(blocks: readonly SendBlock[], pageSize: number, table: Uint8Array, tableCount: number, offer: ReadyDelta): Promise<DeltaPlan> {
+/** The images' fingerprints: each non-zero page's entry (page indices across the images), each page's CRC-32C. */
+export interface ImagePrints {
+  entries: Buffer;
+  count: number;
+  crcs: Uint32Array[];
+  /** Pages with an entry; the others are zero pages. */
+  nonzero: Uint8Array;
+}
+
+/** Fingerprints every page of the images (while the receiver fingerprints its bases). */
+export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: number): Promise<ImagePrints> {
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
   if (total >= NO_MATCH) throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
   const blockStart = prefix(pagesOf);
+  const nonzero = new Uint8Array(total);
+  const crcs = pagesOf.map((n) => new Uint32Array(n));
+  let entries = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  let count = 0;
+  for (const [k, b] of blocks.entries()) {
+    await fingerprintFile(
+      b.source.fd,
+      b.source.size,
+      pageSize,
+      blockStart[k]!,
+      `image "${b.source.path}"`,
+      (batch, n) => {
+        if ((count + n) * ENTRY_SIZE > entries.length) {
+          const grown = Buffer.allocUnsafe(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
+          entries.copy(grown, 0, 0, count * ENTRY_SIZE);
+          entries = grown;
+        }
+        entries.set(batch.subarray(0, n * ENTRY_SIZE), count * ENTRY_SIZE);
+        for (let i = 0; i < n; i++) nonzero[entryIndex(batch, i)] = 1;
+        count += n;
+      },
+      crcs[k]!,
+    );
+  }
+  return { entries, count, crcs, nonzero };
+}
+
+/** Matches the images' fingerprints against the receiver's table and decides, page by page, what travels as a reference. */
+export async function planDelta(blocks: readonly SendBlock[], pageSize: number, prints: ImagePrints, table: Uint8Array, tableCount: number, offer: ReadyDelta): Promise<DeltaPlan> {
+  const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
+  const total = pagesOf.reduce((a, n) => a + n, 0);
+  const blockStart = prefix(pagesOf);
   const baseStart = prefix(offer.bases.map((b) => b.pages));
   const baseRef = new Uint32Array(total).fill(NO_MATCH);
   const dupOf = new Uint32Array(total).fill(NO_MATCH);
-  // Pages with an entry (non-zero); the others are zero pages.
-  const nonzero = new Uint8Array(total);
-  // Each page's CRC-32C: the referenced ones are digested from these, not read again.
-  const crcs = blocks.map((_, k) => new Uint32Array(pagesOf[k]!));
-  // The pages no base holds, to find the copies among them.
-  let unmatched = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  const { nonzero, crcs } = prints;
+  // The entries no base holds are kept, in place, to find the copies among them.
+  const unmatched = prints.entries;
   let u = 0;
-  for (const [k, b] of blocks.entries()) {
-    await fingerprintFile(b.source.fd, b.source.size, pageSize, blockStart[k]!, `image "${b.source.path}"`, (entries, n) => {
-      const found = new Uint32Array(n);
-      if (tableCount > 0) matchEntries(table, tableCount, entries, n, found);
-      else found.fill(NO_MATCH);
-      for (let i = 0; i < n; i++) {
-        nonzero[entryIndex(entries, i)] = 1;
-        if (found[i] !== NO_MATCH) {
-          baseRef[entryIndex(entries, i)] = found[i]!;
-          continue;
-        }
-        if ((u + 1) * ENTRY_SIZE > unmatched.length) {
-          const grown = Buffer.allocUnsafe(Math.min(total, 2 * (unmatched.length / ENTRY_SIZE)) * ENTRY_SIZE);
-          unmatched.copy(grown, 0, 0, u * ENTRY_SIZE);
-          unmatched = grown;
-        }
-        unmatched.set(entries.subarray(i * ENTRY_SIZE, (i + 1) * ENTRY_SIZE), u * ENTRY_SIZE);
+  const CHUNK = 65536;
+  const found = new Uint32Array(CHUNK);
+  for (let at = 0; at < prints.count; at += CHUNK) {
+    const n = Math.min(CHUNK, prints.count - at);
+    const view = unmatched.subarray(at * ENTRY_SIZE, (at + n) * ENTRY_SIZE);
+    if (tableCount > 0) matchEntries(table, tableCount, view, n, found);
+    else found.fill(NO_MATCH);
+    for (let i = 0; i < n; i++) {
+      if (found[i] !== NO_MATCH) baseRef[entryIndex(view, i)] = found[i]!;
+      else {
+        if (u !== at + i) unmatched.copyWithin(u * ENTRY_SIZE, (at + i) * ENTRY_SIZE, (at + i + 1) * ENTRY_SIZE);
         u++;
       }
-    }, crcs[k]!);
+    }
+    // Let the event loop breathe between chunks (the control channel, timers).
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
