@@ -128,7 +128,18 @@ export class DeltaReceiver {
   }
 
   /** Fingerprints every base and sends the entries (`fingerprints` frames); what `ready.delta` says. */
-  async offer(ctl: ControlChannel, onProgress?: () => void): Promise<ReadyDelta> {
+  async offer(ctl: ControlChannel): Promise<ReadyDelta> {
+    // Like a copy, the fingerprinting holds the bases open until it ends (close() waits).
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
+    this.active++;
+    try {
+      return await this.fingerprintBases(ctl);
+    } finally {
+      if (--this.active === 0 && this.closing) this.closeBases();
+    }
+  }
+
+  private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
     const frame = Buffer.alloc(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
     let n = 0;
     let total = 0;
@@ -139,13 +150,13 @@ export class DeltaReceiver {
       ctl.send({ type: 'fingerprints', entries: entries.toString('base64') });
       total += n;
       n = 0;
-      onProgress?.();
       const s = ctl.socket;
       if (s.writableNeedDrain) await new Promise<void>((resolve) => (s.once('drain', resolve), s.once('close', resolve)));
     };
     let first = 0;
     for (const b of this.bases) {
       await fingerprintFile(b.fd, b.size, this.hello.pageSize, first, `base "${b.name}" (${b.path})`, async (entries, count) => {
+        if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
         for (let i = 0; i < count; ) {
           const k = Math.min(count - i, MAX_FINGERPRINTS_PER_FRAME - n);
           frame.set(entries.subarray(i * ENTRY_SIZE, (i + k) * ENTRY_SIZE), n * ENTRY_SIZE);
