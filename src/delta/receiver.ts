@@ -93,7 +93,8 @@ export class DeltaReceiver {
     const add = (name: string, file: string, required: boolean): void => {
       let fd: number;
       try {
-        fd = fs.openSync(file, 'r');
+        // Non-blocking: a FIFO in a --base-dir must not hold the open (it is then refused as not a file).
+        fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       } catch (e) {
         if (!required) return;
         throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `base "${name}" (${file}): ${(e as Error).message}`, e);
@@ -112,7 +113,13 @@ export class DeltaReceiver {
       hello.ramblocks.forEach((b, i) => add(`output:${b.name}`, finals[i]!, false));
       for (const b of opts.bases) add(b.name, b.path, true);
       for (const dir of opts.dirs) {
-        for (const f of fs.readdirSync(dir).sort()) if (!f.startsWith('.')) add(f, path.join(dir, f), false);
+        let names: string[];
+        try {
+          names = fs.readdirSync(dir).sort();
+        } catch (e) {
+          throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READDIR'}`, `--base-dir "${dir}": ${(e as Error).message}`, e);
+        }
+        for (const f of names) if (!f.startsWith('.')) add(f, path.join(dir, f), false);
       }
       if (bases.length > MAX_BASES) throw new UsageError(`delta: ${bases.length} bases, expected at most ${MAX_BASES}`);
       const pages = bases.reduce((a, b) => a + b.pages, 0);
