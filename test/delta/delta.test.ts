@@ -274,3 +274,21 @@ t.test('mfd inspect shows the reference packets of a dumped stream', async (t) =
   t.equal(describeRef({ source: SOURCE_MIGRATION | 0, count: 4, dst: 510, src: 500 }), '4 page(s) at 510 <- ramblock#0 page 500');
   t.equal(describeRef({ source: SOURCE_ZERO, count: 50, dst: 550, src: 0 }), '50 zero page(s) at 550');
 });
+
+t.test('16 KiB pages, a base whose last page is partial, and copies across ramblocks', async (t) => {
+  const s = setup(t);
+  // A second ramblock: 20 pages copied from the first image's pages 100..119 (4 KiB pages of seeds 100..119), then 4 new ones.
+  const second = writePages(path.join(s.src, 'vga.vram'), [...Array.from({ length: 20 }, (_, i) => 100 + i), 9001, 9002, 9003, 9004]);
+  const images = [{ name: 'pc.ram', path: s.image }, { name: 'vga.vram', path: second }];
+  const opts = { ...sendOpts(s.image), images, pageSize: 16384 };
+  const { sent, received } = await migrate(opts, { outputDir: s.out, delta: { bases: [], dirs: [path.dirname(s.other)] } });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+  t.equal(sha256(path.join(s.out, 'vga.vram')), sha256(second));
+  const d = sent.stats.delta!;
+  t.ok(d.basePages > 0, `${d.basePages} 16 KiB pages from the bases`);
+  // vga.vram's first 5 16 KiB pages are pc.ram's pages 25..29: 26, 28 and 29 are in the earlier version (base
+  // references), 25 and 27 hold a page changed since (4 KiB pages 100 and 110), go as data in pc.ram and are copied from there.
+  // And in pc.ram, 4 KiB pages 500..549 repeat every 10, so 16 KiB pages 130..136 repeat 125..129: 7 more.
+  t.equal(d.migrationPages, 2 + 7, 'copies of pages sent earlier in the migration, from the same and from another ramblock');
+  t.same(received.stats.delta, d, 'the receiver counts the same');
+});
