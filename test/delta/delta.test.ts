@@ -292,3 +292,28 @@ t.test('16 KiB pages, a base whose last page is partial, and copies across rambl
   t.equal(d.migrationPages, 2 + 7, 'copies of pages sent earlier in the migration, from the same and from another ramblock');
   t.same(received.stats.delta, d, 'the receiver counts the same');
 });
+
+t.test('mfd send/recv --delta --json: the delta counts, valid against the JSON Schema, and the summary line', async (t) => {
+  const { mfd, mfdRecv } = await import('../helpers/procs.js');
+  const { schemaErrors } = await import('../helpers/schema.js');
+  const s = setup(t);
+  const oldBytes = fs.readFileSync(s.old);
+  const recv = await mfdRecv(t, ['--output', s.out, '--base-dir', path.dirname(s.other), '--json', '--no-progress']);
+  const sent = await mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--delta', '--channels', '2', '--json', '--no-progress', `pc.ram=${s.image}`]).done;
+  const got = await recv.done;
+  t.equal(sent.code, 0, sent.stderr);
+  t.equal(got.code, 0, got.stderr);
+  const so = JSON.parse(sent.stdout) as { delta: Record<string, number> };
+  const ro = JSON.parse(got.stdout) as { delta: Record<string, number> };
+  t.equal(schemaErrors('SendJson', so), '', 'SendJson valid');
+  t.equal(schemaErrors('RecvJson', ro), '', 'RecvJson valid');
+  t.match(so.delta, { dataPages: 50, basePages: 460, migrationPages: 40, zeroPages: 50 });
+  t.same(ro.delta, so.delta);
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
+  // Again against the earlier version alone (the output was replaced by the first run).
+  fs.writeFileSync(path.join(s.out, 'pc.ram'), oldBytes);
+  const recv2 = await mfdRecv(t, ['--output', s.out, '--delta', '--no-progress']);
+  const text = await mfd(t, ['send', '--to', `127.0.0.1:${recv2.port}`, '--delta', '--no-progress', `pc.ram=${s.image}`]).done;
+  await recv2.done;
+  t.match(text.stdout, /delta: pages as data=\d+ base references=360 in-migration references=40 zero=\d+; \d+ reference packets \(\d+ bytes\), [\d.]+ [KM]iB saved/);
+});
