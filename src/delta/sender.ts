@@ -229,7 +229,7 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
       } else if (dupOf[g] !== NO_MATCH) {
         const s = dupOf[g]!;
         const sb = partOf(blockStart, s);
-        source = SOURCE_MIGRATION | sb;
+        source = (SOURCE_MIGRATION | sb) >>> 0;
         src = s - blockStart[sb]!;
         plan.migrationPages++;
       } else continue;
