@@ -5,7 +5,9 @@
   # finds them, otherwise their files compile to stubs that say so. ISA-L's
   # headers (libisal-dev) likewise, but the library is not linked: the addon
   # loads libisal.so.2 at run time where the host has it (addon/isal.h), so
-  # one binary serves hosts with and without it. Prebuilt binaries (npm run
+  # one binary serves hosts with and without it. xxHash (libxxhash-dev) is
+  # header-only here (XXH_INLINE_ALL, addon/delta.cc): without it delta
+  # transfer reports itself unavailable. Prebuilt binaries (npm run
   # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
   # which are linked, stay out of them (build from source to have them).
   "variables": {
@@ -13,7 +15,8 @@
     "portable": "<!(node -p \"process.env.MFD_PORTABLE === '1' ? 1 : 0\")",
     "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
     "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",
-    "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)"
+    "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)",
+    "have_xxhash": "<!(pkg-config --exists 'libxxhash >= 0.8' && echo 1 || echo 0)"
   },
   "targets": [
     {
@@ -33,7 +36,8 @@
         "addon/dsa_fake.cc",
         "addon/delay_line.cc",
         "addon/socket_channel.cc",
-        "addon/qz_members.cc"
+        "addon/qz_members.cc",
+        "addon/delta.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -56,6 +60,10 @@
           "defines": ["MFD_HAVE_ISAL"],
           "cflags_cc": ["<!@(pkg-config --cflags libisal)"],
           "libraries": ["-ldl"]
+        }],
+        ["have_xxhash==1", {
+          "defines": ["MFD_HAVE_XXHASH"],
+          "cflags_cc": ["<!@(pkg-config --cflags libxxhash)"]
         }],
         ["have_qatzip==1 and portable==0", {
           "defines": ["MFD_HAVE_QATZIP"],

@@ -28,6 +28,7 @@ void InitQatzip(Napi::Env env, Napi::Object exports);
 void InitDelayLine(Napi::Env env, Napi::Object exports);
 void InitSocketChannel(Napi::Env env, Napi::Object exports);
 void InitQzMembers(Napi::Env env, Napi::Object exports);
+void InitDelta(Napi::Env env, Napi::Object exports);
 namespace {
 
 /* scanZeroPages(pages, pageSize, pageCount, out) -> number of zero pages */
@@ -473,6 +474,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitDelayLine(env, exports);
   InitSocketChannel(env, exports);
   InitQzMembers(env, exports);
+  InitDelta(env, exports);
   return exports;
 }
 

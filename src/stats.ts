@@ -1,5 +1,6 @@
 import { formatPathCounts, type PathCounts } from './accel/paths.js';
 import { printable } from './text.js';
+import type { DeltaCounts } from './delta/sender.js';
 
 /**
  * Run statistics shaped like QEMU's query-migrate `ram` block: total time,
@@ -53,6 +54,8 @@ export interface RunStats {
   perChannel: ChannelCounters[];
   /** A resume: pages the receiver already held, not sent again (counted in neither normal nor zero pages). */
   resumedPages?: number;
+  /** A delta transfer: pages by how they travelled, and the bytes the references saved (src/delta/). */
+  delta?: DeltaCounts;
   process: { cpuUserSec: number; cpuSystemSec: number; maxRssBytes: number };
 }
 
@@ -178,6 +181,12 @@ export function formatStats(s: RunStats): string {
     `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
     `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,
     ...(s.resumedPages !== undefined ? [`  resumed: ${s.resumedPages} pages already held by the receiver, not sent again`] : []),
+    ...(s.delta
+      ? [
+          `  delta: pages as data=${s.delta.dataPages} base references=${s.delta.basePages} in-migration references=${s.delta.migrationPages} zero=${s.delta.zeroPages}; ` +
+            `${s.delta.refPackets} reference packets (${s.delta.refBytes} bytes), ${formatBytes(Math.max(0, s.delta.bytesSaved))} saved`,
+        ]
+      : []),
     `  packets per channel: ${s.perChannel.map((c) => `${c.id}:${c.packets}`).join(' ')}`,
     `  process: cpu user ${s.process.cpuUserSec} s, system ${s.process.cpuSystemSec} s, peak rss ${formatBytes(s.process.maxRssBytes)}`,
   ];

@@ -8,6 +8,7 @@
  */
 import { ProtocolError } from '../errors.js';
 import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+import { checkFingerprints, checkReadyDelta, type Fingerprints, type ReadyDelta } from '../delta/protocol.js';
 
 export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
 export const CONTROL_VERSION = 1;
@@ -59,6 +60,8 @@ export interface Hello {
   ramblocks: RamblockInfo[];
   /** `mfd send --resume`: continue from the pages the receiver has durably written. */
   resume?: boolean;
+  /** `mfd send --delta`: asks the receiver for its bases' fingerprints (src/delta/protocol.ts). */
+  delta?: boolean;
 }
 
 export interface Ready {
@@ -69,6 +72,8 @@ export interface Ready {
    * not overlapping.
    */
   have?: Record<string, number[]>;
+  /** Answer to a hello with `delta`: the bases whose fingerprints the `fingerprints` frames before it carried. */
+  delta?: ReadyDelta;
 }
 
 export interface Complete {
@@ -103,7 +108,7 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage;
+export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -202,7 +207,13 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
     case 'hello':
       return checkHello(v);
     case 'ready':
-      return v.have === undefined ? { type: 'ready' } : { type: 'ready', have: checkHave(v.have) };
+      return {
+        type: 'ready',
+        ...(v.have === undefined ? {} : { have: checkHave(v.have) }),
+        ...(v.delta === undefined ? {} : { delta: checkReadyDelta(v.delta) }),
+      };
+    case 'fingerprints':
+      return checkFingerprints(v);
     case 'complete':
       return checkComplete(v);
     case 'verdict': {
@@ -254,6 +265,7 @@ function checkHello(v: Record<string, unknown>): Hello {
     return b.source === undefined ? { name, size } : { name, size, source: str(b, 'source', SOURCE_MAX, `hello.ramblocks[${i}]`) };
   });
   if (v.resume !== undefined && typeof v.resume !== 'boolean') fail(`hello.resume received ${describe(v.resume)}, expected true or false`);
+  if (v.delta !== undefined && typeof v.delta !== 'boolean') fail(`hello.delta received ${describe(v.delta)}, expected true or false`);
   return {
     type: 'hello',
     version,
@@ -267,6 +279,7 @@ function checkHello(v: Record<string, unknown>): Hello {
     digest: str(v, 'digest', 64),
     ramblocks,
     ...(v.resume === true ? { resume: true } : {}),
+    ...(v.delta === true ? { delta: true } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import { qemuMainTarget, qemuRecvTarget } from './qemu.js';
 import { methodNames, methodTarget } from './methods.js';
 import { receiverHelloTarget, receiverTarget } from './receiver.js';
 import { initPacketTarget, packetHeaderTarget } from './wire.js';
+import { deltaRefsTarget } from './delta.js';
 
 export interface TargetEntry {
   name: string;
@@ -22,6 +23,7 @@ export function fuzzTargets(): TargetEntry[] {
   return [
     entry('init-packet', initPacketTarget),
     entry('packet-header', packetHeaderTarget),
+    entry('delta-refs', deltaRefsTarget),
     entry('control-frame', controlFrameTarget),
     entry('control-stream', controlStreamTarget),
     ...methodNames().map((m) => entry(`method-${m}`, () => methodTarget(m))),

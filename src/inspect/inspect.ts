@@ -25,6 +25,7 @@ import {
 import { methodByFlag, type MethodReceiver } from '../methods/index.js';
 import { IoError, UsageError } from '../errors.js';
 import { printable } from '../text.js';
+import { MAX_REFS_PER_PACKET, REF_ENTRY_SIZE, decodeRefs, describeRef, isRefPacket } from '../delta/wire.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */
@@ -38,6 +39,8 @@ export interface InspectedPacket {
   payloadBytes: number;
   /** payload bytes / (normal pages x page size); 0 without normal pages. */
   ratio: number;
+  /** A delta reference packet (src/delta/wire.ts): its references, as text (the first 16), and the pages they stand for. */
+  references?: { count: number; pages: number; first: string[] };
 }
 
 export interface StreamReport {
@@ -56,7 +59,7 @@ function flagNames(flags: number): string {
   if (flags & MULTIFD_FLAG_SYNC) names.push('SYNC');
   if (flags & MULTIFD_FLAG_DEVICE_STATE) names.push('DEVICE_STATE');
   const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
-  names.push(m ? m.name : `method?${hex(flags & MULTIFD_FLAG_COMPRESSION_MASK)}`);
+  names.push(m ? m.name : isRefPacket({ flags }) ? 'delta-ref' : `method?${hex(flags & MULTIFD_FLAG_COMPRESSION_MASK)}`);
   const unknown = flags & ~(MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE);
   if (unknown) names.push(`unknown${hex(unknown)}`);
   return names.join('|');
@@ -167,7 +170,12 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink?: 
         zero = 0;
       }
       // QEMU's receivers: none reads normal x page size; the others read next_packet_size; no normal pages, no payload.
-      const payloadLen = normal === 0 ? 0 : method && method.exactPayload ? normal * pageSize : h.nextPacketSize;
+      const refs = isRefPacket(h);
+      if (refs && (h.nextPacketSize % REF_ENTRY_SIZE !== 0 || h.nextPacketSize > MAX_REFS_PER_PACKET * REF_ENTRY_SIZE)) {
+        err(at, `delta reference packet: next_packet_size ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} up to ${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}; cannot find the next packet`);
+        break;
+      }
+      const payloadLen = refs ? h.nextPacketSize : normal === 0 ? 0 : method && method.exactPayload ? normal * pageSize : h.nextPacketSize;
       if (normal > 0 && method?.exactPayload && h.nextPacketSize !== payloadLen) err(at, `next_packet_size ${h.nextPacketSize}, expected ${payloadLen}`);
       const payloadAt = at + hs;
       if (payloadAt + payloadLen > buf.length) {
@@ -200,6 +208,11 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink?: 
         if (out) for (let j = 0; j < normal; j++) if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
       }
       if (sink) for (let j = normal; j < pages; j++) if (placeable(j)) sink(name, h.offsets[j]!, null, h.packetNum);
+      let references: InspectedPacket['references'];
+      if (refs) {
+        const list = decodeRefs(Buffer.from(await buf.read(payloadAt, payloadLen)));
+        references = { count: list.length, pages: list.reduce((a, r) => a + r.count, 0), first: list.slice(0, 16).map(describeRef) };
+      }
       if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push({
         at,
         packetNum: h.packetNum.toString(),
@@ -210,6 +223,7 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink?: 
         zeroPages: zero,
         payloadBytes: payloadLen,
         ratio: normal ? Math.round((payloadLen / (normal * pageSize)) * 1e4) / 1e4 : 0,
+        ...(references ? { references } : {}),
       });
       const t = report.totals;
       t.packets++;
@@ -272,6 +286,12 @@ export function formatReport(r: StreamReport): string {
     lines.push(
       `  ${p.packetNum.padStart(10)}  ${p.flags.padEnd(16)}  ${printable(p.ramblock).slice(0, 20).padEnd(20)}  ${String(p.normalPages).padStart(6)}  ${String(p.zeroPages).padStart(4)}  ${String(p.payloadBytes).padStart(7)}  ${p.ratio.toFixed(3)}`,
     );
+    const refs = p.references;
+    if (refs) {
+      lines.push(`              ${refs.count} reference(s) for ${refs.pages} page(s):`);
+      for (const d of refs.first) lines.push(`                ${d}`);
+      if (refs.first.length < refs.count) lines.push(`                ... ${refs.count - refs.first.length} more`);
+    }
   }
   const t = r.totals;
   lines.push(`  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`);

@@ -69,6 +69,16 @@ export interface DelayLine {
 }
 
 export interface MfdBinding {
+  /** False when the addon was built without xxhash.h (libxxhash-dev): the delta functions then throw ERR_DELTA_UNAVAILABLE. */
+  deltaAvailable: boolean;
+  /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
+  xxhashVersion?: number;
+  /** 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries; with crcOut, every page's CRC-32C (addon/delta.cc). */
+  deltaFingerprint(pages: Uint8Array, pageSize: number, count: number, firstIndex: number, out: Uint8Array, crcOut: Uint32Array | null, cb: (err: Error | null, n: number) => void): void;
+  /** Sorts `count` entries in place by key, then index. */
+  deltaSort(entries: Uint8Array, count: number, cb: (err: Error | null) => void): void;
+  /** out[i]: the index of the sorted table's entry with entry i's key, or 0xffffffff; the number of matches. */
+  deltaMatch(table: Uint8Array, tableCount: number, entries: Uint8Array, count: number, out: Uint32Array): number;
   /** Creates TUN devices nameA and nameB (IFF_TUN, no packet info, virtio-net header) in this network namespace; throws code ERR_BENCH_LINK. */
   DelayLine: new (nameA: string, nameB: string, delayUs: number) => DelayLine;
   SocketChannel: new (fd: number) => SocketChannel;

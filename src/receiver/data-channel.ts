@@ -12,6 +12,7 @@ import { BoundedPool } from '../bounded-pool.js';
 import { checkPacketHeader, decodePacketHeader, NEXT_PACKET_SIZE_OFFSET, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
 import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
+import { isRefPacket } from '../delta/wire.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
@@ -78,6 +79,8 @@ export interface ChannelHost {
   onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
   onIdle(): void;
   fail(e: unknown): void;
+  /** Delta transfer (src/delta/receiver.ts): applies a reference packet; resolves with the pages it stood for. */
+  refs?(h: PacketHeader, payload: Uint8Array[], channel: number): Promise<number>;
 }
 
 /** The header checks for packets of `method` at `pageSize`, ramblocks looked up in `blocks` (a network migration and a file restore alike). */
@@ -258,6 +261,7 @@ export class DataChannel {
     c.packets++;
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
     if (this.lastWasSync) c.syncPackets++;
+    if (this.host.refs && isRefPacket(h)) return this.refPacket(h, payload, release);
     const pages = h.normalPages + h.zeroPages;
     if (pages === 0) return release?.();
     const name = Buffer.from(h.ramblock).toString('utf8');
@@ -281,6 +285,19 @@ export class DataChannel {
         if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
         this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
         this.host.onPages(pages * ps);
+        if (this.idle) this.host.onIdle();
+      })
+      .catch((e) => this.host.fail(e));
+  }
+
+  /** A delta reference packet: the host copies its pages; in flight like any packet. */
+  private refPacket(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null): void {
+    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
+    this.host.refs!(h, payload, this.id)
+      .then((pages) => {
+        release?.();
+        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
+        this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();
       })
       .catch((e) => this.host.fail(e));

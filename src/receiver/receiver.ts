@@ -19,6 +19,7 @@ import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { plainSecurity, type ChannelBinding, type ChannelSecurity } from '../transport/security.js';
 import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
+import type { PacketHeader } from '../wire/packet.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { Output } from './output.js';
 import { createFreshSync } from '../no-follow.js';
@@ -32,6 +33,7 @@ import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './tar
 import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
 import { PageBudget } from './page-bitmap.js';
+import { DeltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
 
 export interface RecvOptions {
   host: string;
@@ -66,6 +68,8 @@ export interface RecvOptions {
    * this long for the next sender (0: exit at once, the default).
    */
   resumeWaitMs?: number;
+  /** Delta transfer (src/delta/): the bases offered to a sender that asks (`mfd recv --delta`). */
+  delta?: DeltaRecvOptions;
   /** How connections authenticate (TLS, PSK); default none. A refused connection is logged and closed, the migration goes on. */
   security?: ChannelSecurity;
   onListening?: (address: net.AddressInfo) => void;
@@ -190,6 +194,8 @@ class Migration {
   private heldPages = 0;
   /** Digesting the held pages (read back from the outputs), beside the transfer; awaited before verifying. */
   private heldDigest: Promise<void> = Promise.resolve();
+  /** Delta transfer's bases, when the hello asked and this receiver offers them. */
+  private delta: DeltaReceiver | null = null;
   /** The failure left the temporary outputs and their journals for a resume. */
   keptJournal = false;
   /** Failed waiting for a hello that never came. */
@@ -322,7 +328,9 @@ class Migration {
       if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       if (this.helloWatch) clearTimeout(this.helloWatch);
       const have = await this.setup(hello);
-      ctl.send(have ? { type: 'ready', have } : { type: 'ready' });
+      const delta = await this.delta?.offer(ctl);
+      await this.opts.delta?.afterOffer?.();
+      ctl.send({ type: 'ready', ...(have ? { have } : {}), ...(delta ? { delta } : {}) });
       this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
@@ -377,6 +385,9 @@ class Migration {
     await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs, this.budget);
     for (const b of hello.ramblocks) this.totalBytes += b.size;
     const have = await this.openJournals(hello, journaled);
+    if (hello.delta && this.opts.delta && !this.resumed) {
+      this.delta = DeltaReceiver.open(this.opts.delta, hello, finals, this.blocks, packetHeaderSize(hello.pageSize), this.log, this.journals ? (b, o, n) => this.journals!.note(b.output, o, n) : undefined);
+    }
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
     this.hello = hello;
@@ -555,7 +566,8 @@ class Migration {
     this.host = {
       pageSize: hello.pageSize,
       headerSize: packetHeaderSize(hello.pageSize),
-      check: packetChecks(method, hello.pageSize, this.blocks),
+      check: { ...packetChecks(method, hello.pageSize, this.blocks), deltaRefs: this.delta !== null },
+      ...(this.delta ? { refs: (h: PacketHeader, payload: Uint8Array[], channel: number) => this.delta!.apply(h, payload, channel) } : {}),
       readBuffers: readBuffersPerChannel(hello.channels),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
@@ -598,6 +610,7 @@ class Migration {
     const hello = this.hello!;
     verifyChannels(this.channels.map((c) => c!), done.packets);
     await this.heldDigest;
+    await this.delta?.finish();
     // A failure (Ctrl-C, the sender's late error) may come during any wait: it then owns the outputs.
     if (this.settled) return;
     verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
@@ -622,6 +635,7 @@ class Migration {
       this.startNs,
     );
     if (this.resumed) stats.resumedPages = this.heldPages;
+    if (this.delta) stats.delta = this.delta.counts(stats.normalPages, stats.zeroPages);
     this.control?.send({ type: 'verdict', ok: true, stats: stats as unknown as Record<string, unknown> });
     this.settle();
     this.control?.close();
@@ -680,6 +694,7 @@ class Migration {
     if (this.completeWatch) clearTimeout(this.completeWatch);
     if (this.helloWatch) clearTimeout(this.helloWatch);
     for (const r of this.receivers) r.cleanup();
+    this.delta?.close();
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
   }

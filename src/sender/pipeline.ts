@@ -97,6 +97,15 @@ export interface ChannelSink {
   end(): Promise<void>;
 }
 
+/** A packet of its own kind sent before the pages (delta references, src/delta/): header fields and payload. */
+export interface FirstPacket {
+  block: SendBlock;
+  flags: number;
+  payload: Uint8Array;
+  /** Pages it stands for (progress). */
+  pages: number;
+}
+
 interface Job {
   block: SendBlock;
   /** Byte offset of the packet's first page in the block. */
@@ -127,6 +136,10 @@ export class SendPipeline {
   private readonly logged = new Set<string>();
 
   private readonly limiter: RateLimiter | null;
+  /** Packets the channels send, in turn, before any page (sendFirst). */
+  private readonly first: FirstPacket[] = [];
+  /** The held pages are digested already (sendFirst). */
+  private heldDigested = false;
 
   private constructor(
     private readonly opts: PipelineOptions,
@@ -210,6 +223,7 @@ export class SendPipeline {
     const jobs = makeJobs(this.blocks, this.opts.pageSize);
     const ps = this.opts.pageSize;
     const held = (async () => {
+      if (this.heldDigested) return;
       for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
     })();
     try {
@@ -239,6 +253,20 @@ export class SendPipeline {
       if (last > pages) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have for ram block "${b.source.name}" reaches page ${last}, expected at most ${pages} pages`);
       b.held = runs;
       this.doneBytes += Math.min(runPages(runs) * ps, b.source.size);
+    }
+  }
+
+  /**
+   * Delta transfer (src/delta/sender.ts): `packets` go before any page, and
+   * the pages `held` names per block are not sent as data; the caller has
+   * digested them (run() does not read them back, as it does a resume's).
+   */
+  sendFirst(packets: FirstPacket[], held: (b: SendBlock) => number[]): void {
+    this.first.push(...packets);
+    this.heldDigested = true;
+    for (const b of this.blocks) {
+      b.held = held(b);
+      this.doneBytes += Math.min(runPages(b.held) * this.opts.pageSize, b.source.size);
     }
   }
 
@@ -324,6 +352,10 @@ export class SendPipeline {
   }
 
   private async runChannel(ch: PipelineChannel, jobs: Iterator<Job>, failed: () => MfdError | null): Promise<void> {
+    for (let x = this.first.shift(); x; x = this.first.shift()) {
+      if (failed()) return;
+      await this.writeFirst(ch, x);
+    }
     const ahead: Promise<Prepared>[] = [];
     let exhausted = false;
     for (;;) {
@@ -401,6 +433,23 @@ export class SendPipeline {
     });
   }
 
+  /** A packet of sendFirst(): its own flags and payload, no pages in the header. */
+  private async writeFirst(ch: PipelineChannel, x: FirstPacket): Promise<void> {
+    const slab = await this.pool.acquire();
+    encodePacketHeader(slab.header, this.headerSize, {
+      flags: x.flags,
+      pagesAlloc: pageCount(this.opts.pageSize),
+      normalPages: 0,
+      zeroPages: 0,
+      nextPacketSize: x.payload.length,
+      packetNum: this.packetNum++,
+      ramblock: x.block.nameBytes,
+      offsets: [],
+    });
+    ch.counters.packets++;
+    await ch.sink.write({ pieces: [slab.header, x.payload], payloadBytes: x.payload.length, sync: false, block: x.block, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
+  }
+
   /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */
   private async writeSync(ch: PipelineChannel): Promise<void> {
     const slab = await this.pool.acquire();
@@ -440,7 +489,8 @@ function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
 
 /**
  * All packets of all blocks, in block and offset order, handed out one at a
- * time: every page but those the receiver holds (a resume).
+ * time: every page but those the receiver holds (a resume) or that travel as
+ * delta references.
  */
 function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
   const perPacket = pageCount(pageSize);
@@ -449,7 +499,12 @@ function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
       const runs = missingRuns(block.held, Math.ceil(block.source.size / pageSize));
       for (let r = 0; r < runs.length; r += 2) {
         const end = runs[r]! + runs[r + 1]!;
-        for (let page = runs[r]!; page < end; page += perPacket) yield { block, offset: page * pageSize, pages: Math.min(perPacket, end - page) };
+        // Cut at packet boundaries: a job never crosses one, so never one of the image's mapped windows either.
+        for (let page = runs[r]!; page < end; ) {
+          const next = Math.min(end, (Math.floor(page / perPacket) + 1) * perPacket);
+          yield { block, offset: page * pageSize, pages: next - page };
+          page = next;
+        }
       }
     }
   })();

@@ -18,6 +18,7 @@ import { NativeChannel, type NativeIoError } from '../transport/native-channel.j
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
+import { deltaAnswer, deltaCounts } from '../delta/sender.js';
 import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
 
 export interface SendOptions extends PipelineOptions {
@@ -31,6 +32,8 @@ export interface SendOptions extends PipelineOptions {
   timeoutMs?: number;
   /** Continue a failed migration from the pages the receiver has durably written (its journal). */
   resume?: boolean;
+  /** Ask the receiver for its bases' fingerprints and send references for the pages it holds (src/delta/). */
+  delta?: boolean;
   /** How each connection authenticates (TLS, PSK); default none. */
   security?: ChannelSecurity;
   signal?: AbortSignal;
@@ -91,10 +94,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       digest: DIGEST_ALGORITHM,
       ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size, source: b.sourceId })),
       ...(opts.resume ? { resume: true } : {}),
+      ...(opts.delta ? { delta: true } : {}),
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
-    const ready = await answer('"ready", the answer to the hello');
+    const { ready, plan } = await deltaAnswer(opts.delta ?? false, () => answer('"ready", the answer to the hello'), p, log);
     if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME')) throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
     if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
     if (opts.resume) {
@@ -153,6 +157,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     control.close();
     const stats = p.stats(uuid, startNs);
     if (opts.resume) stats.resumedPages = p.heldPages;
+    if (plan) stats.delta = deltaCounts(plan, stats.normalPages, stats.zeroPages, opts.pageSize, p.headerSize);
     return { stats, receiver: verdict.stats };
   } catch (e) {
     throw fail(e);

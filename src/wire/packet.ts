@@ -13,6 +13,7 @@ import {
   RAMBLOCK_NAME_FIELD,
   hex,
 } from './constants.js';
+import { checkRefHeader, isRefPacket } from '../delta/wire.js';
 
 export interface PacketHeader {
   magic: number;
@@ -122,6 +123,8 @@ export interface PacketCheckContext {
   /** True when the method's payload length is fixed: exactly normalPages x pageSize. */
   exactPayload: boolean;
   lookupRamblock(name: string): { size: number } | undefined;
+  /** Delta transfer was negotiated: reference packets (src/delta/wire.ts) are accepted. */
+  deltaRefs?: boolean;
 }
 
 const KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK;
@@ -152,6 +155,8 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
   if ((h.flags & ~KNOWN_FLAGS) !== 0) {
     throw new ProtocolError('ERR_PACKET_FLAGS', `flags received ${hex(h.flags)}, expected ${hex(ctx.methodFlag)} (unknown bits ${hex(h.flags & ~KNOWN_FLAGS)})`, place);
   }
+  // An mfd delta reference packet (compression field 0x3c): checked on its own terms.
+  if (isRefPacket(h)) return checkRefHeader(h, ctx);
   if (h.pagesAlloc > ctx.pageCount) {
     throw new ProtocolError('ERR_PACKET_PAGES_ALLOC', `received packet with ${h.pagesAlloc} pages, expected ${ctx.pageCount}`, place);
   }

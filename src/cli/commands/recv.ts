@@ -14,6 +14,8 @@ import type { CommandContext } from '../main.js';
 import { qemuRecvJson } from '../json.js';
 import { receiveQemu } from '../../qemu/recv.js';
 import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';
+import { requireDelta } from '../../delta/fingerprint.js';
+import type { DeltaRecvOptions } from '../../delta/receiver.js';
 
 interface RecvOpts extends CommonOpts, SecurityOpts {
   qemu?: boolean;
@@ -29,6 +31,22 @@ interface RecvOpts extends CommonOpts, SecurityOpts {
   threads?: number;
   dumpStreams?: string;
   requireHardware?: boolean;
+  delta?: boolean;
+  base?: string[];
+  baseDir?: string[];
+}
+
+/** --delta, --base NAME=PATH, --base-dir DIR: the bases to offer, or null without any of them. */
+function deltaOptions(o: RecvOpts): DeltaRecvOptions | null {
+  if (!o.delta && !o.base && !o.baseDir) return null;
+  requireDelta('--delta');
+  const bases = (o.base ?? []).map((spec) => {
+    const named = splitNamedSpec(spec);
+    if (!named) throw new UsageError(`--base "${spec}": expected NAME=PATH`);
+    return named;
+  });
+  for (const d of o.baseDir ?? []) if (!fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--base-dir "${d}" is not a directory`);
+  return { bases, dirs: o.baseDir ?? [] };
 }
 
 export function recvCommand(ctx: CommandContext): Command {
@@ -59,6 +77,9 @@ export function recvCommand(ctx: CommandContext): Command {
         .argParser(durationInRange('--resume-wait', 0, 86_400_000))
         .default(0),
     )
+    .addOption(new Option('--delta', 'offer bases to a sender with --delta: each output\'s existing file, and --base / --base-dir; pages found in them travel as references'))
+    .addOption(new Option('--base <name=path>', 'a base image for --delta (repeatable; implies --delta)').argParser((v: string, prev: string[] = []) => [...prev, v]))
+    .addOption(new Option('--base-dir <dir>', 'every file in DIR (not starting with a dot) is a base for --delta (repeatable; implies --delta)').argParser((v: string, prev: string[] = []) => [...prev, v]))
     .addOption(new Option('--insecure', 'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs'));
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
@@ -84,7 +105,9 @@ export function recvCommand(ctx: CommandContext): Command {
         outputDir = spec;
       }
     }
+    const delta = deltaOptions(o);
     const logger = ctx.logger(o.logLevel);
+    if (delta && (o.qemu || o.from !== undefined || o.inPlace)) throw new UsageError(`--delta, --base and --base-dir are for a network migration from mfd send --delta into temporary outputs, not with ${o.qemu ? '--qemu' : o.from !== undefined ? '--from' : '--in-place (a base must never be written while it is read)'}`);
     if (o.qemu) {
       refuseWithQemu(cmd, { from: '--from', inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received over --listen into a fresh --output DIR');
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
@@ -149,6 +172,7 @@ export function recvCommand(ctx: CommandContext): Command {
       journal: o.journal,
       resumeWaitMs: o.resumeWait,
       requireHardware: o.requireHardware ?? false,
+      ...(delta ? { delta } : {}),
       security,
       onListening: (a) => ctx.listening(a.address, a.port),
       onProgress: (d, t) => progress.update(d, t),

@@ -16,6 +16,7 @@ import type { CommandContext } from '../main.js';
 import { qemuSendJson } from '../json.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
+import { requireDelta } from '../../delta/fingerprint.js';
 
 interface SendOpts extends CommonOpts, SecurityOpts {
   qemu?: boolean;
@@ -27,6 +28,7 @@ interface SendOpts extends CommonOpts, SecurityOpts {
   connectTimeout: number;
   timeout: number;
   resume?: boolean;
+  delta?: boolean;
   threads?: number;
   accelPath?: string[];
   requireHardware?: boolean;
@@ -109,6 +111,7 @@ export function sendCommand(ctx: CommandContext): Command {
         .default(0, 'no limit'),
     )
     .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
+    .addOption(new Option('--delta', 'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it'))
     .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
     .addOption(
@@ -142,7 +145,7 @@ export function sendCommand(ctx: CommandContext): Command {
     if (o.qemu) {
       refuseWithQemu(
         cmd,
-        { maxBandwidth: '--max-bandwidth', mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
+        { maxBandwidth: '--max-bandwidth', delta: '--delta', mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
@@ -183,6 +186,11 @@ export function sendCommand(ctx: CommandContext): Command {
       logger: ctx.logger(o.logLevel),
       maxBandwidth: o.maxBandwidth,
     });
+    if (o.delta) {
+      if (dest.kind === 'file') throw new UsageError('--delta is for a network migration (--to HOST:PORT): delta migration files are not written yet');
+      if (o.resume) throw new UsageError('--delta and --resume cannot be combined: resume a failed delta migration without --delta');
+      requireDelta('--delta');
+    }
     if (o.resume && dest.kind === 'file') throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
     if (dest.kind === 'file') {
       refuseSecurityOptions(o, 'a migration file (--to file:PATH) is written locally');
@@ -215,6 +223,7 @@ export function sendCommand(ctx: CommandContext): Command {
       connectTimeoutMs: o.connectTimeout,
       timeoutMs: o.timeout,
       resume: o.resume ?? false,
+      delta: o.delta ?? false,
       security,
       onProgress: (d, t) => progress.update(d, t),
       signal: ctx.signal,

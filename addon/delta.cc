@@ -1,0 +1,261 @@
+// Page fingerprints for delta transfer (src/delta/): XXH3-128 of every page,
+// from Debian's libxxhash-dev (its header, inlined: XXH_INLINE_ALL, so the
+// addon links nothing more). Without that header at build time the
+// functions throw ERR_DELTA_UNAVAILABLE and deltaAvailable is false.
+//
+// A fingerprint entry is 16 bytes: the top 96 bits of the page's XXH3-128
+// (high 64 bits, then the top 32 of the low half) and a u32 page index, each
+// field little-endian. Tables of entries are sorted by (key, index).
+//
+//   deltaFingerprint(pages, pageSize, count, firstIndex, out, crcOut|null, cb(err, n)):
+//     the entries of the non-zero pages among `count`, in page order, into
+//     out (16 x count bytes); n entries; with crcOut, every page's CRC-32C
+//     too (the digest's, so the pages need not be read again). Off the event
+//     loop, the batch split across the machine's cores.
+//   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
+//   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
+//     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
+#include <napi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+#include "crc32c.h"
+#include "zero_page.h"
+
+#ifdef MFD_HAVE_XXHASH
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#endif
+
+namespace mfd {
+namespace {
+
+constexpr size_t kEntry = 16;
+// Pages per thread at least: below this a batch is hashed by one thread.
+constexpr size_t kPagesPerThread = 256;
+
+struct Entry {
+  uint64_t hi;
+  uint32_t mid;
+  uint32_t idx;
+};
+static_assert(sizeof(Entry) == kEntry, "a fingerprint entry is 16 bytes");
+
+inline uint64_t Le64(uint64_t v) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  return __builtin_bswap64(v);
+#else
+  return v;
+#endif
+}
+inline uint32_t Le32(uint32_t v) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  return __builtin_bswap32(v);
+#else
+  return v;
+#endif
+}
+
+// Entries as they lie in memory (little-endian fields) to host order and back.
+inline Entry Load(const uint8_t* p) {
+  Entry e;
+  std::memcpy(&e, p, kEntry);
+  return {Le64(e.hi), Le32(e.mid), Le32(e.idx)};
+}
+inline void Store(uint8_t* p, const Entry& e) {
+  const Entry le{Le64(e.hi), Le32(e.mid), Le32(e.idx)};
+  std::memcpy(p, &le, kEntry);
+}
+inline bool KeyLess(const Entry& a, const Entry& b) { return a.hi != b.hi ? a.hi < b.hi : a.mid < b.mid; }
+inline bool Less(const Entry& a, const Entry& b) {
+  if (a.hi != b.hi) return a.hi < b.hi;
+  if (a.mid != b.mid) return a.mid < b.mid;
+  return a.idx < b.idx;
+}
+
+bool Unavailable(Napi::Env env) {
+#ifdef MFD_HAVE_XXHASH
+  (void)env;
+  return false;
+#else
+  ThrowCode(env, "ERR_DELTA_UNAVAILABLE",
+            "delta transfer is not available: this addon was built without xxhash.h (Debian: libxxhash-dev), rebuild it where that is installed");
+  return true;
+#endif
+}
+
+#ifdef MFD_HAVE_XXHASH
+// Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx 0xffffffff.
+void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first, Entry* slots, uint32_t* crc_out) {
+  if (crc_out != nullptr && to > from) Crc32cPages(pages + from * page_size, page_size, to - from, crc_out + from);
+  for (size_t i = from; i < to; i++) {
+    const uint8_t* p = pages + i * page_size;
+    if (BufferIsZero(p, page_size)) {
+      slots[i] = {0, 0, 0xffffffffu};
+      continue;
+    }
+    const XXH128_hash_t h = XXH3_128bits(p, page_size);
+    slots[i] = {h.high64, static_cast<uint32_t>(h.low64 >> 32), static_cast<uint32_t>(first + i)};
+  }
+}
+#endif
+
+class FingerprintWorker : public Napi::AsyncWorker {
+ public:
+  FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count, uint64_t first, uint8_t* out, uint32_t* crc_out)
+      : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"), pages_(pages), page_size_(page_size), count_(count), first_(first), out_(out), crc_out_(crc_out) {}
+  void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
+  void Execute() override {
+#ifdef MFD_HAVE_XXHASH
+    std::vector<Entry> slots(count_);
+    const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    const size_t threads = std::max<size_t>(1, std::min(cores, count_ / kPagesPerThread));
+    if (threads == 1) {
+      HashRange(pages_, page_size_, 0, count_, first_, slots.data(), crc_out_);
+    } else {
+      std::vector<std::thread> pool;
+      const size_t per = (count_ + threads - 1) / threads;
+      for (size_t t = 1; t < threads; t++) {
+        const size_t from = std::min(count_, t * per), to = std::min(count_, (t + 1) * per);
+        pool.emplace_back(HashRange, pages_, page_size_, from, to, first_, slots.data(), crc_out_);
+      }
+      HashRange(pages_, page_size_, 0, std::min(count_, per), first_, slots.data(), crc_out_);
+      for (auto& th : pool) th.join();
+    }
+    for (const Entry& e : slots) {
+      if (e.idx == 0xffffffffu) continue;  // a zero page (indices stop at 2^32 - 2)
+      Store(out_ + n_ * kEntry, e);
+      n_++;
+    }
+#endif
+  }
+  void OnOK() override { Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(n_))}); }
+
+ private:
+  const uint8_t* pages_;
+  size_t page_size_, count_;
+  uint64_t first_;
+  uint8_t* out_;
+  uint32_t* crc_out_;
+  size_t n_ = 0;
+  std::vector<Napi::ObjectReference> pinned_;
+};
+
+Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
+  size_t page_size, count, first;
+  if (Unavailable(info.Env())) return info.Env().Undefined();
+  if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "pages") || !RequireSize(info, 1, "pageSize", &page_size) ||
+      !RequireSize(info, 2, "count", &count) || !RequireSize(info, 3, "firstIndex", &first) ||
+      !RequireBytes(info, 4, "out") || !RequireFunction(info, 6)) {
+    return info.Env().Undefined();
+  }
+  uint32_t* crc_out = nullptr;
+  if (!info[5].IsNull() && !info[5].IsUndefined()) {
+    if (!RequireUint32Array(info, 5, "crcOut", count)) return info.Env().Undefined();
+    crc_out = info[5].As<Napi::Uint32Array>().Data();
+  }
+  auto pages = info[0].As<Napi::Uint8Array>();
+  auto out = info[4].As<Napi::Uint8Array>();
+  if (page_size == 0 || count > pages.ByteLength() / page_size || out.ByteLength() < count * kEntry ||
+      first + count > 0xffffffffu) {
+    Napi::RangeError::New(info.Env(), "deltaFingerprint: buffers too small for count pages, or page indices past 2^32 - 1")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto* w = new FingerprintWorker(info[6].As<Napi::Function>(), pages.Data(), page_size, count, first, out.Data(), crc_out);
+  w->Pin(pages);
+  w->Pin(out);
+  if (crc_out != nullptr) w->Pin(info[5].As<Napi::Object>());
+  w->Queue();
+  return info.Env().Undefined();
+}
+
+class SortWorker : public Napi::AsyncWorker {
+ public:
+  SortWorker(Napi::Function cb, Napi::Uint8Array entries, size_t count)
+      : Napi::AsyncWorker(cb, "mfd.deltaSort"), data_(entries.Data()), count_(count), pinned_(Napi::Persistent(entries.As<Napi::Object>())) {}
+  void Execute() override {
+    std::vector<Entry> v(count_);
+    for (size_t i = 0; i < count_; i++) v[i] = Load(data_ + i * kEntry);
+    std::sort(v.begin(), v.end(), Less);
+    for (size_t i = 0; i < count_; i++) Store(data_ + i * kEntry, v[i]);
+  }
+
+ private:
+  uint8_t* data_;
+  size_t count_;
+  Napi::ObjectReference pinned_;
+};
+
+Napi::Value JS_deltaSort(const Napi::CallbackInfo& info) {
+  size_t count;
+  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "entries") || !RequireSize(info, 1, "count", &count) ||
+      !RequireFunction(info, 2)) {
+    return info.Env().Undefined();
+  }
+  auto entries = info[0].As<Napi::Uint8Array>();
+  if (count > entries.ByteLength() / kEntry) {
+    Napi::RangeError::New(info.Env(), "deltaSort: entries too small for count").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  (new SortWorker(info[2].As<Napi::Function>(), entries, count))->Queue();
+  return info.Env().Undefined();
+}
+
+Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
+  size_t table_count, count;
+  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "table") || !RequireSize(info, 1, "tableCount", &table_count) ||
+      !RequireBytes(info, 2, "entries") || !RequireSize(info, 3, "count", &count)) {
+    return info.Env().Undefined();
+  }
+  auto table = info[0].As<Napi::Uint8Array>();
+  auto entries = info[2].As<Napi::Uint8Array>();
+  if (table_count > table.ByteLength() / kEntry || count > entries.ByteLength() / kEntry ||
+      !RequireUint32Array(info, 4, "out", count)) {
+    if (!info.Env().IsExceptionPending()) Napi::RangeError::New(info.Env(), "deltaMatch: buffers too small").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  uint32_t* out = info[4].As<Napi::Uint32Array>().Data();
+  const uint8_t* t = table.Data();
+  size_t matches = 0;
+  for (size_t i = 0; i < count; i++) {
+    const Entry e = Load(entries.Data() + i * kEntry);
+    size_t lo = 0, hi = table_count;
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      if (KeyLess(Load(t + mid * kEntry), e)) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < table_count) {
+      const Entry f = Load(t + lo * kEntry);
+      if (f.hi == e.hi && f.mid == e.mid) {
+        out[i] = f.idx;
+        matches++;
+        continue;
+      }
+    }
+    out[i] = 0xffffffffu;
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(matches));
+}
+
+}  // namespace
+
+void InitDelta(Napi::Env env, Napi::Object exports) {
+#ifdef MFD_HAVE_XXHASH
+  exports.Set("deltaAvailable", Napi::Boolean::New(env, true));
+  exports.Set("xxhashVersion", Napi::Number::New(env, XXH_versionNumber()));
+#else
+  exports.Set("deltaAvailable", Napi::Boolean::New(env, false));
+#endif
+  exports.Set("deltaFingerprint", Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
+  exports.Set("deltaSort", Napi::Function::New(env, JS_deltaSort, "deltaSort"));
+  exports.Set("deltaMatch", Napi::Function::New(env, JS_deltaMatch, "deltaMatch"));
+}
+
+}  // namespace mfd

@@ -1,0 +1,99 @@
+/**
+ * Page fingerprints (addon/delta.cc): XXH3-128 of every non-zero page, kept as
+ * 16-byte entries (the top 96 bits of the hash and a u32 page index), so a
+ * table costs 16 bytes per page. Files are read in batches of FINGERPRINT_BATCH
+ * pages, the next batch read while the addon hashes the last one on all cores.
+ */
+import fs from 'node:fs';
+import { IoError, UsageError } from '../errors.js';
+import { native } from '../native/load.js';
+
+export const ENTRY_SIZE = 16;
+/** Pages per addon call (16 MiB of 4 KiB pages). */
+export const FINGERPRINT_BATCH = 4096;
+/** No entry refers to this page index: page indices stop one below it. */
+export const NO_MATCH = 0xffffffff;
+
+export function deltaAvailable(): boolean {
+  return native.deltaAvailable;
+}
+
+/** Refuses delta transfer, saying why, when the addon has no xxHash. */
+export function requireDelta(what: string): void {
+  if (!native.deltaAvailable) {
+    throw new UsageError(`${what}: delta transfer is not available in this build of mfd: the addon was built without xxhash.h (Debian: apt-get install libxxhash-dev, then rebuild: npm run build)`);
+  }
+}
+
+/** Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into `out`, their number returned; with `crc`, every page's CRC-32C. */
+export function fingerprintPages(pages: Uint8Array, pageSize: number, count: number, first: number, out: Uint8Array, crc: Uint32Array | null = null): Promise<number> {
+  return new Promise((resolve, reject) => native.deltaFingerprint(pages, pageSize, count, first, out, crc, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+export function sortEntries(entries: Uint8Array, count: number): Promise<void> {
+  return new Promise((resolve, reject) => native.deltaSort(entries, count, (e) => (e ? reject(e) : resolve())));
+}
+
+/** out[i]: the page index in `table` (sorted) whose key is entry i's, or NO_MATCH. */
+export function matchEntries(table: Uint8Array, tableCount: number, entries: Uint8Array, count: number, out: Uint32Array): number {
+  return native.deltaMatch(table, tableCount, entries, count, out);
+}
+
+/** The page index of entry `i`. */
+export function entryIndex(entries: Uint8Array, i: number): number {
+  return Buffer.from(entries.buffer, entries.byteOffset, entries.length).readUInt32LE(i * ENTRY_SIZE + 12);
+}
+
+/** True when entries i and j have the same key (the 96 hash bits). */
+export function sameKey(a: Uint8Array, i: number, b: Uint8Array, j: number): boolean {
+  return Buffer.compare(a.subarray(i * ENTRY_SIZE, i * ENTRY_SIZE + 12), b.subarray(j * ENTRY_SIZE, j * ENTRY_SIZE + 12)) === 0;
+}
+
+function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, 0, length, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+/** Reads `length` bytes at `position`, fewer only at end of file. */
+export async function readFully(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const n = await readAt(fd, buf.subarray(got), length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+/**
+ * Fingerprints the `size` bytes of `fd` (the last page zero-padded), page
+ * indices from `first`; `onBatch` gets each batch's entries (a view valid
+ * until it returns) in page order. With `crc` (one slot per page of the
+ * file), each page's CRC-32C goes there too. `what` names the file in errors.
+ */
+export async function fingerprintFile(fd: number, size: number, pageSize: number, first: number, what: string, onBatch: (entries: Uint8Array, count: number) => void | Promise<void>, crc: Uint32Array | null = null): Promise<void> {
+  const pages = Math.ceil(size / pageSize);
+  const bytes = FINGERPRINT_BATCH * pageSize;
+  const bufs = [Buffer.alloc(bytes), Buffer.alloc(bytes)];
+  const out = Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE);
+  const read = async (page: number, buf: Buffer): Promise<number> => {
+    const n = Math.min(FINGERPRINT_BATCH, pages - page);
+    const want = Math.min(n * pageSize, size - page * pageSize);
+    let got: number;
+    try {
+      got = await readFully(fd, buf, want, page * pageSize);
+    } catch (e) {
+      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
+    }
+    if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `reading ${what}: ${got} bytes at offset ${page * pageSize}, expected ${want} (it shrank while being read)`);
+    buf.fill(0, want, n * pageSize);
+    return n;
+  };
+  let next = pages > 0 ? read(0, bufs[0]!) : null;
+  for (let page = 0, k = 0; page < pages; page += FINGERPRINT_BATCH, k ^= 1) {
+    const n = await next!;
+    next = page + FINGERPRINT_BATCH < pages ? read(page + FINGERPRINT_BATCH, bufs[k ^ 1]!) : null;
+    next?.catch(() => {}); // awaited on the next turn
+    const count = await fingerprintPages(bufs[k]!, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null);
+    await onBatch(out, count);
+  }
+}

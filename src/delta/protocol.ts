@@ -1,0 +1,63 @@
+/**
+ * Delta transfer on the control channel (docs/control-protocol.md, "Delta"):
+ * the sender's hello asks with `delta: true`; a receiver that offers bases
+ * answers with `fingerprints` frames (its bases' page fingerprints, 16-byte
+ * entries in base64) and then `ready` with `delta: {bases, fingerprints}`.
+ * A hello without `delta` gets today's conversation, byte for byte.
+ */
+import { ProtocolError } from '../errors.js';
+import { ENTRY_SIZE, NO_MATCH } from './fingerprint.js';
+
+/** Entries in one `fingerprints` frame at most: 2 MiB of entries, 2.7 MiB of base64, under the 4 MiB frame limit. */
+export const MAX_FINGERPRINTS_PER_FRAME = 131072;
+/** Bases a receiver may name. */
+export const MAX_BASES = 4096;
+/** Base pages in all: page indices are u32 and NO_MATCH is none. */
+export const MAX_BASE_PAGES = NO_MATCH - 1;
+
+export interface Fingerprints {
+  type: 'fingerprints';
+  /** Base64 of n x 16-byte entries (addon/delta.cc). */
+  entries: string;
+}
+
+export interface ReadyDelta {
+  /** The bases, in the order references number them; pages = ceil(size / page size). */
+  bases: { name: string; pages: number }[];
+  /** Entries sent in the `fingerprints` frames before this `ready`. */
+  fingerprints: number;
+}
+
+function fail(what: string): never {
+  throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
+}
+
+export function checkFingerprints(v: Record<string, unknown>): Fingerprints {
+  const e = v.entries;
+  const max = Math.ceil((MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE) / 3) * 4;
+  if (typeof e !== 'string' || e.length === 0 || e.length > max || e.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(e)) {
+    fail(`fingerprints.entries received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of 1..${MAX_FINGERPRINTS_PER_FRAME} entries`);
+  }
+  const bytes = (e.length / 4) * 3 - (e.endsWith('==') ? 2 : e.endsWith('=') ? 1 : 0);
+  if (bytes % ENTRY_SIZE !== 0) fail(`fingerprints.entries holds ${bytes} bytes, expected a multiple of ${ENTRY_SIZE}`);
+  return { type: 'fingerprints', entries: e };
+}
+
+export function checkReadyDelta(v: unknown): ReadyDelta {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail('ready.delta is not an object');
+  const o = v as Record<string, unknown>;
+  if (!Array.isArray(o.bases) || o.bases.length > MAX_BASES) fail(`ready.delta.bases must be a list of at most ${MAX_BASES} bases`);
+  let total = 0;
+  const bases = o.bases.map((b: unknown, i: number) => {
+    if (typeof b !== 'object' || b === null) fail(`ready.delta.bases[${i}] is not an object`);
+    const { name, pages } = b as Record<string, unknown>;
+    if (typeof name !== 'string' || name.length > 4096) fail(`ready.delta.bases[${i}].name is not a string of at most 4096 characters`);
+    if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0) fail(`ready.delta.bases[${i}].pages received ${String(pages)}, expected a count`);
+    total += pages;
+    if (total > MAX_BASE_PAGES) fail(`ready.delta.bases hold more than ${MAX_BASE_PAGES} pages`);
+    return { name, pages };
+  });
+  const n = o.fingerprints;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total) fail(`ready.delta.fingerprints received ${String(n)}, expected a count of at most ${total} (the bases' pages)`);
+  return { bases, fingerprints: n };
+}

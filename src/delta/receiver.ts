@@ -1,0 +1,351 @@
+/**
+ * The receiver's side of delta transfer. Its bases (each output's earlier
+ * version, `--base NAME=PATH`, the files of `--base-dir DIR`) are opened
+ * read-only and fingerprinted before `ready`; the fingerprints go to the
+ * sender as they are made (`fingerprints` frames), so the receiver keeps none.
+ * A reference packet's pages are then copied: from a base at once, from a
+ * page of this migration once every channel has drained (its source is then
+ * written). Each copied page is digested as it is written, so a collision, a
+ * base changed meanwhile or a bad reference fails the digest, never the image;
+ * a base that shrank fails the read. Bases are never written: outputs go to
+ * their temporary files (delta refuses --in-place).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { IoError, ProtocolError, UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Hello } from '../control/protocol.js';
+import type { ControlChannel } from '../transport/control-channel.js';
+import { PacketIoError, writePacket } from '../native/packet-io.js';
+import { native } from '../native/load.js';
+import { ramblockName, type PacketHeader } from '../wire/packet.js';
+import type { TargetBlock } from '../receiver/data-channel.js';
+import { PageStateLimitError } from '../receiver/page-bitmap.js';
+import { ENTRY_SIZE, fingerprintFile, readFully, requireDelta } from './fingerprint.js';
+import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
+import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
+import type { DeltaCounts } from './sender.js';
+
+export interface DeltaRecvOptions {
+  /** `--base NAME=PATH`. */
+  bases: { name: string; path: string }[];
+  /** `--base-dir DIR`: each regular file in it whose name does not start with a dot. */
+  dirs: string[];
+  /** Test hook: sees (and may change) each frame's entries before they are sent. */
+  onFingerprints?: (entries: Buffer) => void;
+  /** Test hook: runs once the fingerprints are sent, before `ready`. */
+  afterOffer?: () => void | Promise<void>;
+}
+
+interface Base {
+  name: string;
+  path: string;
+  fd: number;
+  size: number;
+  pages: number;
+}
+
+/** Pages copied per batch: reads at once, then one write (1 MiB of 4 KiB pages). */
+const COPY_PAGES = 256;
+
+/** Pages to copy: `count` from page `src` of the file `fd` (`size` bytes; `what` names it) to page `dst`. */
+interface Segment {
+  fd: number;
+  size: number;
+  what: string;
+  src: number;
+  dst: number;
+  count: number;
+}
+
+export class DeltaReceiver {
+  private readonly deferred: { block: TargetBlock; name: string; ref: PageRef }[] = [];
+  private basePages = 0;
+  private zeroPages = 0;
+  private readonly zeroCrc: number;
+  private migrationPages = 0;
+  private refPackets = 0;
+  private refBytes = 0;
+
+  private constructor(
+    private readonly bases: Base[],
+    private readonly hello: Hello,
+    private readonly blocks: Map<string, TargetBlock>,
+    private readonly headerSize: number,
+    private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
+  ) {
+    this.zeroCrc = native.crc32c(new Uint8Array(hello.pageSize));
+  }
+
+  /**
+   * Opens the bases: each output's existing file (`finals`, the outputs'
+   * final paths), then `--base`, then `--base-dir`'s files; a file met twice
+   * (same device and inode) counts once, and the outputs' temporary files never.
+   */
+  static open(opts: DeltaRecvOptions, hello: Hello, finals: string[], blocks: Map<string, TargetBlock>, headerSize: number, log: Logger, onWritten?: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => void): DeltaReceiver {
+    requireDelta('mfd recv --delta');
+    const seen = new Set<string>();
+    for (const b of blocks.values()) {
+      const st = fs.statSync(b.output.writePath, { throwIfNoEntry: false });
+      if (st) seen.add(`${st.dev}:${st.ino}`);
+    }
+    const bases: Base[] = [];
+    const add = (name: string, file: string, required: boolean): void => {
+      let fd: number;
+      try {
+        // Non-blocking: a FIFO in a --base-dir must not hold the open (it is then refused as not a file).
+        fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      } catch (e) {
+        if (!required) return;
+        throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `base "${name}" (${file}): ${(e as Error).message}`, e);
+      }
+      const st = fs.fstatSync(fd);
+      const key = `${st.dev}:${st.ino}`;
+      if (!st.isFile() || seen.has(key)) {
+        fs.closeSync(fd);
+        if (required && !st.isFile()) throw new IoError('ERR_DELTA_BASE', `base "${name}" (${file}) is not a regular file`);
+        return;
+      }
+      seen.add(key);
+      bases.push({ name, path: file, fd, size: st.size, pages: Math.ceil(st.size / hello.pageSize) });
+    };
+    try {
+      hello.ramblocks.forEach((b, i) => add(`output:${b.name}`, finals[i]!, false));
+      for (const b of opts.bases) add(b.name, b.path, true);
+      for (const dir of opts.dirs) {
+        let names: string[];
+        try {
+          names = fs.readdirSync(dir).sort();
+        } catch (e) {
+          throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READDIR'}`, `--base-dir "${dir}": ${(e as Error).message}`, e);
+        }
+        for (const f of names) if (!f.startsWith('.')) add(f, path.join(dir, f), false);
+      }
+      if (bases.length > MAX_BASES) throw new UsageError(`delta: ${bases.length} bases, expected at most ${MAX_BASES}`);
+      const pages = bases.reduce((a, b) => a + b.pages, 0);
+      if (pages > MAX_BASE_PAGES) throw new UsageError(`delta: the bases hold ${pages} pages, expected at most ${MAX_BASE_PAGES}`);
+    } catch (e) {
+      for (const b of bases) fs.closeSync(b.fd);
+      throw e;
+    }
+    log.info({ bases: bases.map((b) => ({ name: b.name, path: b.path, size: b.size })) }, 'delta: bases');
+    const r = new DeltaReceiver(bases, hello, blocks, headerSize, onWritten);
+    r.onFingerprintsHook = opts.onFingerprints;
+    return r;
+  }
+
+  /** Fingerprints every base and sends the entries (`fingerprints` frames); what `ready.delta` says. */
+  async offer(ctl: ControlChannel): Promise<ReadyDelta> {
+    // Like a copy, the fingerprinting holds the bases open until it ends (close() waits).
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
+    this.active++;
+    try {
+      return await this.fingerprintBases(ctl);
+    } finally {
+      if (--this.active === 0 && this.closing) this.closeBases();
+    }
+  }
+
+  private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
+    const frame = Buffer.alloc(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
+    let n = 0;
+    let total = 0;
+    const flush = async (): Promise<void> => {
+      if (n === 0) return;
+      const entries = frame.subarray(0, n * ENTRY_SIZE);
+      this.onFingerprintsHook?.(entries);
+      ctl.send({ type: 'fingerprints', entries: entries.toString('base64') });
+      total += n;
+      n = 0;
+      const s = ctl.socket;
+      if (s.writableNeedDrain) await new Promise<void>((resolve) => (s.once('drain', resolve), s.once('close', resolve)));
+    };
+    let first = 0;
+    for (const b of this.bases) {
+      await fingerprintFile(b.fd, b.size, this.hello.pageSize, first, `base "${b.name}" (${b.path})`, async (entries, count) => {
+        if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
+        for (let i = 0; i < count; ) {
+          const k = Math.min(count - i, MAX_FINGERPRINTS_PER_FRAME - n);
+          frame.set(entries.subarray(i * ENTRY_SIZE, (i + k) * ENTRY_SIZE), n * ENTRY_SIZE);
+          n += k;
+          i += k;
+          if (n === MAX_FINGERPRINTS_PER_FRAME) await flush();
+        }
+      });
+      first += b.pages;
+    }
+    await flush();
+    return { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: total };
+  }
+
+  /** Set by receive() from DeltaRecvOptions.onFingerprints. */
+  onFingerprintsHook: ((entries: Buffer) => void) | undefined;
+
+  /**
+   * A reference packet (header checked): checks each reference, marks its
+   * pages received, copies base pages now and defers pages of this
+   * migration to finish(). Resolves with the pages it stood for.
+   */
+  async apply(h: PacketHeader, payload: Uint8Array[], channel: number): Promise<number> {
+    const name = ramblockName(h);
+    const block = this.blocks.get(name)!;
+    const ps = this.hello.pageSize;
+    const place = { channel, packetNum: h.packetNum };
+    const limits = { basePages: this.bases.map((b) => b.pages), blockPages: this.hello.ramblocks.map((b) => Math.ceil(b.size / ps)) };
+    const refs = decodeRefs(payload.length === 1 ? payload[0]! : Buffer.concat(payload));
+    const pages = Math.ceil(block.size / ps);
+    let total = 0;
+    refs.forEach((r, i) => {
+      checkRef(r, i, pages, limits, name, place);
+      for (let p = r.dst; p < r.dst + r.count; p++) {
+        let fresh: boolean;
+        try {
+          fresh = block.seen.set(p);
+        } catch (e) {
+          throw e instanceof PageStateLimitError ? e.at(name, place) : e;
+        }
+        if (!fresh) throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${p * ps} of ram block "${name}" received twice (delta reference ${i})`, place);
+      }
+      total += r.count;
+    });
+    this.refPackets++;
+    this.refBytes += this.headerSize + refs.length * 24;
+    const copies: Segment[] = [];
+    for (const r of refs) {
+      if (r.source === SOURCE_ZERO) {
+        // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write.
+        for (let p = r.dst; p < r.dst + r.count; p++) block.digest.add(p, this.zeroCrc);
+        this.zeroPages += r.count;
+        continue;
+      }
+      if ((r.source & SOURCE_MIGRATION) !== 0) {
+        this.deferred.push({ block, name, ref: r });
+        this.migrationPages += r.count;
+        continue;
+      }
+      const base = this.bases[r.source]!;
+      copies.push({ fd: base.fd, size: base.size, what: `base "${base.name}" (${base.path})`, src: r.src, dst: r.dst, count: r.count });
+      this.basePages += r.count;
+    }
+    await this.copy(block, name, copies);
+    return total;
+  }
+
+  /** Copies the pages of this migration that references named: every channel has drained, so their sources are written. */
+  async finish(): Promise<void> {
+    const fds = new Map<string, number>();
+    try {
+      const byBlock = new Map<TargetBlock, { name: string; segments: Segment[] }>();
+      for (const { block, name, ref } of this.deferred.splice(0)) {
+        const srcName = this.hello.ramblocks[ref.source & ~SOURCE_MIGRATION]!.name;
+        const src = this.blocks.get(srcName)!;
+        let fd = fds.get(srcName);
+        if (fd === undefined) fds.set(srcName, (fd = fs.openSync(src.output.writePath, 'r')));
+        let to = byBlock.get(block);
+        if (!to) byBlock.set(block, (to = { name, segments: [] }));
+        to.segments.push({ fd, size: src.size, what: `ram block "${srcName}" (${src.output.writePath})`, src: ref.src, dst: ref.dst, count: ref.count });
+      }
+      for (const [block, { name, segments }] of byBlock) await this.copy(block, name, segments);
+    } finally {
+      for (const fd of fds.values()) fs.closeSync(fd);
+    }
+  }
+
+  private active = 0;
+  private closing = false;
+
+  /**
+   * Copies `segments` into `block`: in batches of at most COPY_PAGES pages,
+   * each batch's reads at once, then one write (and its CRCs) for the batch.
+   */
+  private async copy(block: TargetBlock, name: string, segments: Segment[]): Promise<void> {
+    // close() waits for the copies in flight: a descriptor closed under a read could be another file's by then.
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
+    this.active++;
+    try {
+      let batch: Segment[] = [];
+      let n = 0;
+      for (const seg of segments) {
+        for (let done = 0; done < seg.count; ) {
+          const k = Math.min(seg.count - done, COPY_PAGES - n);
+          batch.push({ ...seg, src: seg.src + done, dst: seg.dst + done, count: k });
+          n += k;
+          done += k;
+          if (n === COPY_PAGES) {
+            await this.copyBatch(block, name, batch, n);
+            batch = [];
+            n = 0;
+          }
+        }
+      }
+      if (n > 0) await this.copyBatch(block, name, batch, n);
+    } finally {
+      if (--this.active === 0 && this.closing) this.closeBases();
+    }
+  }
+
+  private async copyBatch(block: TargetBlock, name: string, batch: Segment[], n: number): Promise<void> {
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
+    const ps = this.hello.pageSize;
+    const buf = Buffer.alloc(n * ps);
+    const offsets = new Float64Array(n);
+    const reads: Promise<void>[] = [];
+    let pos = 0;
+    for (const seg of batch) {
+      const into = buf.subarray(pos * ps, (pos + seg.count) * ps);
+      for (let j = 0; j < seg.count; j++) offsets[pos + j] = (seg.dst + j) * ps;
+      pos += seg.count;
+      reads.push(
+        (async () => {
+          const at = seg.src * ps;
+          const want = Math.max(0, Math.min(seg.count * ps, seg.size - at));
+          let got: number;
+          try {
+            got = await readFully(seg.fd, into, want, at);
+          } catch (e) {
+            throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `delta: reading ${seg.what}: ${(e as Error).message}`, e);
+          }
+          if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `delta: reading ${seg.what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`);
+        })(),
+      );
+    }
+    // Every read settles before the batch fails: none may still be filling the buffer after.
+    const results = await Promise.allSettled(reads);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const crc = new Uint32Array(n);
+    try {
+      await block.output.use((out) => writePacket({ fd: out, pages: [buf], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }));
+    } catch (e) {
+      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+        throw new IoError('ERR_DELTA_PAST_END', `delta: the page copied to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`);
+      }
+      if (e instanceof PacketIoError) throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
+      throw e;
+    }
+    for (let j = 0; j < n; j++) block.digest.add(offsets[j]! / ps, crc[j]!);
+    this.onWritten?.(block, offsets, n);
+  }
+
+  counts(dataPages: number, zeroPages: number): DeltaCounts {
+    return {
+      dataPages,
+      zeroPages: zeroPages + this.zeroPages,
+      basePages: this.basePages,
+      migrationPages: this.migrationPages,
+      refPackets: this.refPackets,
+      refBytes: this.refBytes,
+      bytesSaved: (this.basePages + this.migrationPages) * this.hello.pageSize - this.refBytes,
+    };
+  }
+
+  /** Closes the bases once no copy is in flight. */
+  close(): void {
+    this.closing = true;
+    if (this.active === 0) this.closeBases();
+  }
+
+  private closeBases(): void {
+    for (const b of this.bases.splice(0)) fs.closeSync(b.fd);
+  }
+}

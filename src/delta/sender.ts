@@ -1,0 +1,268 @@
+/**
+ * The sender's side of delta transfer. With `--delta` the hello asks for the
+ * receiver's fingerprints; they arrive as `fingerprints` frames before
+ * `ready`, into one sorted table (16 bytes per base page). Before any page
+ * moves, every image is fingerprinted (addon, all cores) and each non-zero
+ * page is
+ *   - a base reference when the table holds its fingerprint,
+ *   - else a migration reference when an earlier page of the migration (by
+ *     image page order) has the same fingerprint and goes as data,
+ *   - else data, through the chosen method (zero pages stay zero pages).
+ * References travel first, in reference packets (wire.ts); the pages they
+ * cover are not sent as data but digested all the same, from the CRCs taken
+ * while fingerprinting, so the verdict still means byte-identical.
+ */
+import { ProtocolError, UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ControlMessage } from '../control/protocol.js';
+import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
+import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
+import type { Fingerprints, ReadyDelta } from './protocol.js';
+import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from './wire.js';
+
+/** Pages one reference packet stands for at most (but for a single longer run): 32 MiB of 4 KiB pages. */
+const REF_PACKET_PAGES = 8192;
+
+/** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
+export interface DeltaCounts {
+  /** Non-zero pages sent as data. */
+  dataPages: number;
+  /** Zero pages, in data packets or beside references. */
+  zeroPages: number;
+  /** Pages sent as references to a base the receiver holds. */
+  basePages: number;
+  /** Pages sent as references to an earlier page of this migration. */
+  migrationPages: number;
+  /** Reference packets, and their bytes on the wire (headers included). */
+  refPackets: number;
+  refBytes: number;
+  /** Page bytes not sent (referenced pages x page size) less the reference packets' bytes. */
+  bytesSaved: number;
+}
+
+/** The reference packets of one migration, and the pages they cover per block (runs), not sent as data. */
+export interface DeltaPlan {
+  packets: { block: SendBlock; flags: number; payload: Uint8Array; pages: number }[];
+  held: Map<SendBlock, number[]>;
+  basePages: number;
+  migrationPages: number;
+  /** Zero pages beside references, sent in the reference packets. */
+  zeroPages: number;
+  bases: ReadyDelta['bases'];
+}
+
+/**
+ * Reads the answer to the hello: with `asked` (a hello with `delta`), the
+ * `fingerprints` frames before `ready`. Returns that answer and, when
+ * `ready` offers bases, the plan (already handed to the pipeline).
+ */
+export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
+  // The images are fingerprinted while the receiver fingerprints its bases.
+  const prints = asked ? fingerprintImages(p.blocks, p.pageSize) : null;
+  prints?.catch(() => {}); // awaited once the receiver has answered
+  const chunks: Buffer[] = [];
+  let count = 0;
+  let m = await next();
+  while (m.type === 'fingerprints') {
+    if (!asked) throw new ProtocolError('ERR_CONTROL_UNEXPECTED', 'control channel: received "fingerprints", but this migration did not ask for delta transfer');
+    const b = Buffer.from((m as Fingerprints).entries, 'base64');
+    chunks.push(b);
+    count += b.length / ENTRY_SIZE;
+    m = await next();
+  }
+  if (m.type !== 'ready' || !m.delta) {
+    if (m.type === 'ready' && asked) log.warn('the receiver offers no bases (mfd recv without --delta): every page goes as data');
+    return { ready: m, plan: null };
+  }
+  if (!asked) throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.delta received, but this migration did not ask for delta transfer');
+  const offer = m.delta;
+  if (count !== offer.fingerprints) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ready.delta.fingerprints received ${offer.fingerprints}, expected ${count} (the entries of the fingerprints frames)`);
+  const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  chunks.length = 0;
+  const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
+  for (let i = 0; i < count; i++) {
+    const idx = entryIndex(table, i);
+    if (idx >= basePages) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: fingerprint ${i} names base page ${idx}, expected below ${basePages} (the bases' pages)`);
+  }
+  await sortEntries(table, count);
+  const plan = await planDelta(p.blocks, p.pageSize, await prints!, table, count, offer);
+  p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
+  log.info({ bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages }, 'delta transfer planned');
+  return { ready: m, plan };
+}
+
+/** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
+function partOf(starts: readonly number[], g: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= g) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function prefix(sizes: readonly number[]): number[] {
+  const out: number[] = [];
+  let a = 0;
+  for (const s of sizes) {
+    out.push(a);
+    a += s;
+  }
+  return out;
+}
+
+/** Fingerprints the images and decides, page by page, what travels as a reference. */
+/** The images' fingerprints: each non-zero page's entry (page indices across the images), each page's CRC-32C. */
+export interface ImagePrints {
+  entries: Buffer;
+  count: number;
+  crcs: Uint32Array[];
+  /** Pages with an entry; the others are zero pages. */
+  nonzero: Uint8Array;
+}
+
+/** Fingerprints every page of the images (while the receiver fingerprints its bases). */
+export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: number): Promise<ImagePrints> {
+  const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
+  const total = pagesOf.reduce((a, n) => a + n, 0);
+  if (total >= NO_MATCH) throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
+  const blockStart = prefix(pagesOf);
+  const nonzero = new Uint8Array(total);
+  const crcs = pagesOf.map((n) => new Uint32Array(n));
+  let entries = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  let count = 0;
+  for (const [k, b] of blocks.entries()) {
+    await fingerprintFile(
+      b.source.fd,
+      b.source.size,
+      pageSize,
+      blockStart[k]!,
+      `image "${b.source.path}"`,
+      (batch, n) => {
+        if ((count + n) * ENTRY_SIZE > entries.length) {
+          const grown = Buffer.allocUnsafe(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
+          entries.copy(grown, 0, 0, count * ENTRY_SIZE);
+          entries = grown;
+        }
+        entries.set(batch.subarray(0, n * ENTRY_SIZE), count * ENTRY_SIZE);
+        for (let i = 0; i < n; i++) nonzero[entryIndex(batch, i)] = 1;
+        count += n;
+      },
+      crcs[k]!,
+    );
+  }
+  return { entries, count, crcs, nonzero };
+}
+
+/** Matches the images' fingerprints against the receiver's table and decides, page by page, what travels as a reference. */
+export async function planDelta(blocks: readonly SendBlock[], pageSize: number, prints: ImagePrints, table: Uint8Array, tableCount: number, offer: ReadyDelta): Promise<DeltaPlan> {
+  const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
+  const total = pagesOf.reduce((a, n) => a + n, 0);
+  const blockStart = prefix(pagesOf);
+  const baseStart = prefix(offer.bases.map((b) => b.pages));
+  const baseRef = new Uint32Array(total).fill(NO_MATCH);
+  const dupOf = new Uint32Array(total).fill(NO_MATCH);
+  const { nonzero, crcs } = prints;
+  // The entries no base holds are kept, in place, to find the copies among them.
+  const unmatched = prints.entries;
+  let u = 0;
+  const CHUNK = 65536;
+  const found = new Uint32Array(CHUNK);
+  for (let at = 0; at < prints.count; at += CHUNK) {
+    const n = Math.min(CHUNK, prints.count - at);
+    const view = unmatched.subarray(at * ENTRY_SIZE, (at + n) * ENTRY_SIZE);
+    if (tableCount > 0) matchEntries(table, tableCount, view, n, found);
+    else found.fill(NO_MATCH);
+    for (let i = 0; i < n; i++) {
+      if (found[i] !== NO_MATCH) baseRef[entryIndex(view, i)] = found[i]!;
+      else {
+        if (u !== at + i) unmatched.copyWithin(u * ENTRY_SIZE, (at + i) * ENTRY_SIZE, (at + i + 1) * ENTRY_SIZE);
+        u++;
+      }
+    }
+    // Let the event loop breathe between chunks (the control channel, timers).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
+  await sortEntries(unmatched, u);
+  for (let i = 1, first = 0; i < u; i++) {
+    if (sameKey(unmatched, i, unmatched, first)) dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
+    else first = i;
+  }
+  const plan: DeltaPlan = { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, bases: offer.bases };
+  for (const [k, b] of blocks.entries()) {
+    const refs: PageRef[] = [];
+    const held: number[] = [];
+    let last: PageRef | null = null;
+    const n = pagesOf[k]!;
+    const isRef = (page: number): boolean => {
+      const g = blockStart[k]! + page;
+      return baseRef[g] !== NO_MATCH || dupOf[g] !== NO_MATCH;
+    };
+    // Runs of zero pages with a reference on either side go as zero references.
+    const zeroRef = new Uint8Array(n);
+    for (let a = 0; a < n; ) {
+      if (nonzero[blockStart[k]! + a]) {
+        a++;
+        continue;
+      }
+      let z = a;
+      while (z < n && !nonzero[blockStart[k]! + z]) z++;
+      if ((a > 0 && isRef(a - 1)) || (z < n && isRef(z))) zeroRef.fill(1, a, z);
+      a = z;
+    }
+    for (let page = 0; page < n; page++) {
+      const g = blockStart[k]! + page;
+      let source: number;
+      let src: number;
+      if (zeroRef[page]) {
+        source = SOURCE_ZERO;
+        src = 0;
+        plan.zeroPages++;
+      } else if (baseRef[g] !== NO_MATCH) {
+        const t = baseRef[g]!;
+        source = partOf(baseStart, t);
+        src = t - baseStart[source]!;
+        plan.basePages++;
+      } else if (dupOf[g] !== NO_MATCH) {
+        const s = dupOf[g]!;
+        const sb = partOf(blockStart, s);
+        source = (SOURCE_MIGRATION | sb) >>> 0;
+        src = s - blockStart[sb]!;
+        plan.migrationPages++;
+      } else continue;
+      if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src)) last.count++;
+      else refs.push((last = { source, count: 1, dst: page, src }));
+      if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
+      else held.push(page, 1);
+      b.digest.add(page, crcs[k]![page]!);
+    }
+    if (held.length > 0) plan.held.set(b, held);
+    // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
+    for (let i = 0; i < refs.length; ) {
+      let j = i;
+      let pages = 0;
+      while (j < refs.length && j - i < MAX_REFS_PER_PACKET && (pages === 0 || pages + refs[j]!.count <= REF_PACKET_PAGES)) pages += refs[j++]!.count;
+      plan.packets.push({ block: b, flags: MFD_FLAG_DELTA_REF, payload: encodeRefs(refs.slice(i, j)), pages });
+      i = j;
+    }
+  }
+  return plan;
+}
+
+/** The counts for the summary: `data` and `zero` pages from the channels' counters, `headerSize` per reference packet. */
+export function deltaCounts(plan: DeltaPlan, data: number, zero: number, pageSize: number, headerSize: number): DeltaCounts {
+  const refPackets = plan.packets.length;
+  const refBytes = plan.packets.reduce((a, x) => a + headerSize + x.payload.length, 0);
+  return {
+    dataPages: data,
+    zeroPages: zero + plan.zeroPages,
+    basePages: plan.basePages,
+    migrationPages: plan.migrationPages,
+    refPackets,
+    refBytes,
+    bytesSaved: (plan.basePages + plan.migrationPages) * pageSize - refBytes,
+  };
+}
