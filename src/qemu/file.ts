@@ -132,8 +132,9 @@ export class FileReader extends MainReader {
   drain(sink: (b: Buffer) => void): Promise<void> {
     while (this.offset < this.size) {
       const n = Math.min(CHUNK, this.size - this.offset);
-      sink(Buffer.from(this.ensure(n, 'the device state')));
+      const b = Buffer.from(this.ensure(n, 'the device state'));
       this.offset += n;
+      sink(b);
     }
     return Promise.resolve();
   }
