@@ -47,22 +47,32 @@ export class QemuFileSink {
   position: number;
   private closed = false;
 
-  private constructor(private readonly file: OpenFile) {
+  private constructor(
+    private readonly file: OpenFile,
+    private readonly stopped: () => Error | null,
+  ) {
     this.position = file.offset;
   }
 
-  /** Creates (mode 0600) and truncates the file to the offset, as QEMU's outgoing file: migration does. */
-  static open(o: QemuFileOutput): QemuFileSink {
-    return new QemuFileSink(openForSave(o.target, false));
+  /** Creates (mode 0600) and truncates the file to the offset, as QEMU's outgoing file: migration does; `stopped` says the user interrupted. */
+  static open(o: QemuFileOutput, stopped: () => Error | null): QemuFileSink {
+    return new QemuFileSink(openForSave(o.target, false), stopped);
   }
 
-  write(chunks: Uint8Array[]): Promise<void> {
+  /** Lets the event loop see a Ctrl-C between writes (the writes themselves are synchronous), then stops if it came. */
+  private async yieldToStop(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const stop = this.stopped();
+    if (stop) throw stop;
+  }
+
+  async write(chunks: Uint8Array[]): Promise<void> {
     for (const c of chunks) {
       writeAt(this.file, c, this.position);
       this.position += c.length;
       this.bytes += c.length;
     }
-    return Promise.resolve();
+    await this.yieldToStop();
   }
 
   /**
@@ -70,7 +80,7 @@ export class QemuFileSink {
    * name and used_length): each non-zero page of DIR/FILE at pages_offset + its offset, zero pages
    * not written; the stream goes on after the region. Returns the pages of each kind.
    */
-  block(dir: string, b: { name: string; size: number; file: string }, pageSize: number): { normal: number; zero: number } {
+  async block(dir: string, b: { name: string; size: number; file: string }, pageSize: number): Promise<{ normal: number; zero: number }> {
     const headerAt = this.position;
     const bitmapOffset = headerAt + MAPPED_RAM_HEADER_SIZE;
     const bitmap = Buffer.alloc(mappedRamBitmapBytes(b.size, pageSize));
@@ -107,6 +117,7 @@ export class QemuFileSink {
           counts.normal += j - i;
           i = j;
         }
+        await this.yieldToStop();
       }
     } finally {
       fs.closeSync(fd);

@@ -9,7 +9,8 @@
  * saved device state verbatim. The destination's sync shape (per RAM section, or
  * per pass marked by MULTIFD_FLUSH) and whether it takes SWITCHOVER_START cannot
  * be read off the wire: the options or the manifest choose them (replayShape),
- * and a stall's hint names them.
+ * and a stall's hint names them. With `file`, the main channel goes to a QEMU migration file
+ * instead (file-save.ts: QEMU's stream or mapped-ram layout, no multifd channels).
  */
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -166,6 +167,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const hint = mismatchHint(shape.why);
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
+  if (o.file && o.channels !== 0) throw new UsageError('a QEMU migration file has no multifd channels (channels 0): multifd writes into mapped-ram regions');
   let method: CompressionMethod | null = null;
   let params: MethodParams = {};
   if (o.channels > 0) {
@@ -212,7 +214,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const where = o.file ? `file:${o.file.target.path}` : `${o.host}:${o.port}`;
     const stallMs = o.stallTimeoutMs ?? 60_000;
     const main: Pick<Sink, 'write' | 'finish' | 'bytes'> = o.file
-      ? (fileSink = QemuFileSink.open(o.file))
+      ? (fileSink = QemuFileSink.open(o.file, stopped))
       : new Sink(connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel')), `main channel to ${where}`, stallMs, stopped, hint);
     const mappedRam = o.file?.mappedRam ? fileSink : null;
     const w = new Writer();
@@ -268,7 +270,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
       if (!mappedRam) continue;
       // mapped-ram: the block's header, bitmap and page region follow its entry; no page records.
       await main.write([w.take()]);
-      const c = mappedRam.block(o.dir, b, ps);
+      const c = await mappedRam.block(o.dir, b, ps);
       result.normalPages += c.normal;
       result.zeroPages += c.zero;
     }

@@ -22,6 +22,7 @@ import { silentLogger } from '../../src/log.js';
 import { main } from '../../src/cli/main.js';
 import { Writer } from '../../src/qemu/format.js';
 import type { FileTarget } from '../../src/file/target.js';
+import { schemaErrors } from '../helpers/schema.js';
 
 const NONE_SIZE = 32 * 1024 * 1024;
 const Q35_SIZE = 32 * 1024 * 1024;
@@ -165,6 +166,10 @@ t.test('QEMU 10.0 migrate file: -> mfd recv --qemu --from file: and mfd inspect 
       t.equal(c.code, 0, c.stderr);
       t.match(c.stdout, new RegExp(`QEMU migration file at byte ${m.offset ?? 0}, .*: ${m.mappedRam ? 'mapped-ram' : 'stream'} layout, machine none`));
       t.match(c.stdout, new RegExp(`ramblock mem: ${NONE_SIZE} bytes, ${NONE_SIZE / PS} pages: ${nonZero} with data`));
+      const j = await cli(['inspect', '--json', uri(file, m)]);
+      const parsed = JSON.parse(j.stdout) as { qemuFiles: { layout: string }[] };
+      t.equal(schemaErrors('InspectJson', parsed), '', 'inspect --json: valid against the JSON Schema');
+      t.equal(parsed.qemuFiles[0]!.layout, m.mappedRam ? 'mapped-ram' : 'stream');
     });
   }
 
