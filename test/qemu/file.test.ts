@@ -23,6 +23,7 @@ import { main } from '../../src/cli/main.js';
 import { Writer } from '../../src/qemu/format.js';
 import type { FileTarget } from '../../src/file/target.js';
 import { schemaErrors } from '../helpers/schema.js';
+import { MfdError } from '../../src/errors.js';
 
 const NONE_SIZE = 32 * 1024 * 1024;
 const Q35_SIZE = 32 * 1024 * 1024;
@@ -370,6 +371,30 @@ t.test('hostile mapped-ram files: refused with the code and the file byte, nothi
   const c = await cli(['inspect', `file:${path.join(root, 'bad-0.bin')},offset=4096`]);
   t.equal(c.code, 3, 'inspect of a hostile file: exit 3');
   t.match(c.stdout, new RegExp(`error at byte ${g.headerAt}: .*version 2, expected 1`));
+
+  // Random bytes over the header, block list, mapped-ram header and bitmap: refused as the peer's
+  // fault (an MfdError, never a crash) with nothing left behind, or read into 8 pages of the block.
+  const base = fs.readFileSync(good);
+  let seed = 42;
+  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  let refused = 0;
+  for (let i = 0; i < 150; i++) {
+    const b = Buffer.from(base);
+    for (let k = 1 + rand(3); k > 0; k--) b[4096 + rand(g.bitmapOffset + 8 - 4096)] = rand(256);
+    const file = path.join(root, 'mutant.bin');
+    fs.writeFileSync(file, b);
+    const dir = fs.mkdtempSync(path.join(root, 'mutant-'));
+    try {
+      const r = await receiveQemu({ host: '', port: 0, outputDir: dir, logger: silentLogger, from: { path: file, offset: 4096 } });
+      if (r.manifest.ramblocks.some((x) => x.size !== fs.statSync(path.join(dir, x.file)).size)) t.fail(`mutant ${i}: an output of another size than its block`);
+    } catch (e) {
+      refused++;
+      if (!(e instanceof MfdError)) t.fail(`mutant ${i}: ${String(e)}`);
+      else if (fs.readdirSync(dir).length > 0) t.fail(`mutant ${i}: ${e.code} left ${fs.readdirSync(dir).join(', ')}`);
+    }
+    fs.rmSync(dir, { recursive: true });
+  }
+  t.ok(refused > 100, `150 mutated files: ${refused} refused as MfdErrors with nothing left behind, the rest read whole`);
 
   // QEMU writes mapped-ram to files only: the same bytes over TCP are refused.
   const { result } = await receiveStreams(t, fs.readFileSync(good).subarray(4096));
