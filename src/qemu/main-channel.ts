@@ -421,7 +421,7 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
         }
         if (sum !== addr) {
           throw new UnsupportedStreamError(
-            `${at()}: ramblock lengths add up to ${sum}, the MEM_SIZE record says ${addr} (extra per-block fields: postcopy page sizes, x-ignore-shared or mapped-ram are not supported)`,
+            `${at()}: ramblock lengths add up to ${sum}, the MEM_SIZE record says ${addr} (extra per-block fields: postcopy page sizes and x-ignore-shared are not supported; mapped-ram is read from files, whose configuration lists it)`,
           );
         }
         await h.onRamStart(ram!, list);
