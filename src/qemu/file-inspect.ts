@@ -8,6 +8,7 @@
  */
 import { MfdError } from '../errors.js';
 import type { FileTarget } from '../file/target.js';
+import { atOf } from '../file/inspect.js';
 import { printable } from '../text.js';
 import { MAPPED_RAM, parseMainChannel, type SectionInfo } from './main-channel.js';
 import { MAPPED_RAM_HEADER_SIZE, openQemuFile } from './file.js';
@@ -42,12 +43,6 @@ export interface QemuFileReport {
   deviceState: { at: number; bytes: number; vmDescription: boolean; devices: { name: string; instance: number }[] } | null;
   switchoverStart: boolean;
   errors: { at: number; message: string }[];
-}
-
-/** Byte offset an error message names ("byte N"), else `fallback`. */
-function atOf(e: unknown, fallback: number): number {
-  const m = /byte (\d+)/.exec((e as Error).message);
-  return m ? Number(m[1]) : fallback;
 }
 
 export async function inspectQemuFile(t: FileTarget): Promise<QemuFileReport> {

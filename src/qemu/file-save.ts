@@ -14,7 +14,8 @@ import path from 'node:path';
 import { IoError } from '../errors.js';
 import { native } from '../native/load.js';
 import { openForSave, type FileTarget, type OpenFile } from '../file/target.js';
-import { MAPPED_RAM_ALIGN, MAPPED_RAM_HEADER_SIZE, MAPPED_RAM_VERSION, mappedRamBitmapBytes } from './file.js';
+import { alignUp, bitmapBytes, REGION_ALIGN } from '../file/format.js';
+import { MAPPED_RAM_HEADER_SIZE, MAPPED_RAM_VERSION } from './file.js';
 
 /** Where a replay goes instead of a QEMU destination. */
 export interface QemuFileOutput {
@@ -25,8 +26,6 @@ export interface QemuFileOutput {
 
 /** Block bytes read and scanned at a time: 256 pages. */
 const CHUNK = 1 << 20;
-
-const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 
 function writeAt(f: OpenFile, b: Uint8Array, at: number): void {
   try {
@@ -83,8 +82,9 @@ export class QemuFileSink {
   async block(dir: string, b: { name: string; size: number; file: string }, pageSize: number): Promise<{ normal: number; zero: number }> {
     const headerAt = this.position;
     const bitmapOffset = headerAt + MAPPED_RAM_HEADER_SIZE;
-    const bitmap = Buffer.alloc(mappedRamBitmapBytes(b.size, pageSize));
-    const pagesOffset = alignUp(bitmapOffset + bitmap.length, MAPPED_RAM_ALIGN);
+    const bitmap = Buffer.alloc(bitmapBytes(b.size, pageSize));
+    // REGION_ALIGN is QEMU's MAPPED_RAM_FILE_OFFSET_ALIGNMENT (1 MiB), as for mfd's own files.
+    const pagesOffset = alignUp(bitmapOffset + bitmap.length, REGION_ALIGN);
     const src = path.join(dir, path.basename(b.file));
     let fd: number;
     try {

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { ConnectionError, IoError, ProtocolError, UnsupportedStreamError } from '../errors.js';
 import type { FileTarget } from '../file/target.js';
+import { bitmapBytes } from '../file/format.js';
 import { MAPPED_RAM, MainReader, StreamReader, readConfiguration, type MappedRamReader } from './main-channel.js';
 import { QEMU_VM_CONFIGURATION, QEMU_VM_FILE_MAGIC, QEMU_VM_SUBSECTION, Writer } from './format.js';
 
@@ -22,15 +23,10 @@ import { QEMU_VM_CONFIGURATION, QEMU_VM_FILE_MAGIC, QEMU_VM_SUBSECTION, Writer }
 export const MAPPED_RAM_HEADER_SIZE = 28;
 /** MAPPED_RAM_HDR_VERSION: the one QEMU 9.0..10.x writes. */
 export const MAPPED_RAM_VERSION = 1;
-/** MAPPED_RAM_FILE_OFFSET_ALIGNMENT: where QEMU puts each page region. */
-export const MAPPED_RAM_ALIGN = 1 << 20;
 /** Region bytes read at a time (QEMU's MAPPED_RAM_LOAD_BUF_SIZE). */
 const CHUNK = 1 << 20;
 /** The configuration subsection that lists capabilities, and where QEMU puts it (after target-page-bits, before uuid). */
 const CAPABILITIES = 'configuration/capabilities';
-
-/** Bytes of a block's bitmap: one bit per page, in 8-byte words (QEMU's unsigned long on a 64-bit host). */
-export const mappedRamBitmapBytes = (size: number, pageSize: number): number => Math.ceil(size / pageSize / 64) * 8;
 
 /** An open QEMU migration file: its main-channel reader, starting at the URI's offset (offsets are file bytes). */
 export interface QemuFile {
@@ -201,7 +197,7 @@ export function mappedRamReader(r: FileReader, pageSize: number, where: string):
       const bitmapOffset = u64(12);
       const pagesOffset = u64(20);
       const pages = block.size / pageSize;
-      const bitmapSize = mappedRamBitmapBytes(block.size, pageSize);
+      const bitmapSize = bitmapBytes(block.size, pageSize);
       const headerEnd = r.offset;
       if (bitmapOffset < headerEnd || bitmapOffset + bitmapSize > r.size) {
         throw new ProtocolError(
