@@ -46,7 +46,7 @@ export function recvCommand(ctx: CommandContext): Command {
     )
     .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd, or read its migration file (--from file:PATH)'))
     .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
-    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
+    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file"); with --qemu, a file QEMU\'s migrate file: wrote')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
