@@ -15,6 +15,7 @@ import type { RestoredFile } from '../file/restore.js';
 import type { GenerateResult } from '../image/generate.js';
 import type { StreamReport } from '../inspect/inspect.js';
 import type { QemuManifest } from '../qemu/manifest.js';
+import type { QemuFileReport } from '../qemu/file-inspect.js';
 import type { QemuSendResult } from '../qemu/replay.js';
 import { migrateInfo, type QemuMigrateInfo, type RunStats } from '../stats.js';
 import { versioned, type Versioned } from '../version.js';
@@ -30,7 +31,7 @@ export type QemuSendJson = Versioned & { status: 'completed'; 'total-time': numb
 /** `mfd recv --qemu --json`: a migration received from QEMU. */
 export type QemuRecvJson = Versioned & { status: 'completed'; 'total-time': number; totalTimeMs: number; manifestPath: string } & QemuManifest;
 /** `mfd inspect --json`. */
-export type InspectJson = Versioned & { streams: StreamReport[]; files?: FileReport[]; extract?: { target: string; pages: number } };
+export type InspectJson = Versioned & { streams: StreamReport[]; files?: FileReport[]; qemuFiles?: QemuFileReport[]; extract?: { target: string; pages: number } };
 /** `mfd accel --json`. */
 export type AccelJson = Versioned & AccelReport;
 /** `mfd gen-image --json`. */
@@ -60,6 +61,6 @@ export function qemuRecvJson(r: { totalTimeMs: number; manifestPath: string; man
   return versioned({ status: 'completed' as const, 'total-time': Math.round(r.totalTimeMs), totalTimeMs: r.totalTimeMs, manifestPath: r.manifestPath, ...r.manifest });
 }
 
-export function inspectJson(streams: StreamReport[], files: FileReport[], extract: { target: string; pages: number } | null): InspectJson {
-  return versioned({ streams, ...(files.length > 0 ? { files } : {}), ...(extract ? { extract } : {}) });
+export function inspectJson(streams: StreamReport[], files: FileReport[], extract: { target: string; pages: number } | null, qemuFiles: QemuFileReport[] = []): InspectJson {
+  return versioned({ streams, ...(files.length > 0 ? { files } : {}), ...(qemuFiles.length > 0 ? { qemuFiles } : {}), ...(extract ? { extract } : {}) });
 }

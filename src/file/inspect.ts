@@ -58,7 +58,7 @@ export function isMigrationFile(t: FileTarget): boolean {
 }
 
 /** Byte offset an error message names ("at byte N", "record at byte N", ...), else `fallback`. */
-function atOf(e: unknown, fallback: number): number {
+export function atOf(e: unknown, fallback: number): number {
   const m = /byte (\d+)/.exec((e as Error).message);
   return m ? Number(m[1]) : fallback;
 }

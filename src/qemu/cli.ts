@@ -19,7 +19,9 @@ export function refuseWithQemu(cmd: Command, keys: Record<string, string>, why: 
 export function formatQemuRecv(r: QemuRecvResult): string {
   const m = r.manifest;
   const lines = [
-    `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
+    m.file
+      ? `read QEMU migration file ${printable(m.file.path)} (${m.file.mappedRam ? 'mapped-ram' : 'stream'}, from byte ${m.file.offset}) in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}`
+      : `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
     ...m.ramblocks.map((b) => `  ramblock ${printable(b.name)}: ${b.size} bytes -> ${b.file} (sha256 ${b.sha256.slice(0, 16)}...)`),
     `  device state: ${m.deviceState.size} bytes -> ${m.deviceState.file}`,
     `  manifest: ${printable(r.manifestPath)}`,
@@ -27,11 +29,15 @@ export function formatQemuRecv(r: QemuRecvResult): string {
   return lines.join('\n');
 }
 
-export function formatQemuSend(r: QemuSendResult): string {
+export function formatQemuSend(r: QemuSendResult, file?: { path: string; mappedRam: boolean }): string {
   return [
-    `replayed into QEMU in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${r.machineType ?? '?'}, ${r.channels ? `${r.channels} multifd channels, ${r.compression}` : 'no multifd'}`,
+    file
+      ? `wrote QEMU migration file ${printable(file.path)} (${file.mappedRam ? 'mapped-ram' : 'stream'}) in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${r.machineType ?? '?'}`
+      : `replayed into QEMU in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${r.machineType ?? '?'}, ${r.channels ? `${r.channels} multifd channels, ${r.compression}` : 'no multifd'}`,
     `  ${r.shape}`,
-    `  ${r.ramblocks.length} ramblocks, ${r.normalPages} pages with data, ${r.zeroPages} zero pages, device state ${r.deviceStateBytes} bytes, ${r.wireBytes} bytes on the wire`,
-    '  the destination finishes loading on its own: check query-migrate there, then cont',
+    `  ${r.ramblocks.length} ramblocks, ${r.normalPages} pages with data, ${r.zeroPages} zero pages, device state ${r.deviceStateBytes} bytes, ${r.wireBytes} bytes ${file ? 'in the file' : 'on the wire'}`,
+    file
+      ? `  load it with migrate-incoming file:${printable(file.path)} (capabilities${file.mappedRam ? ' mapped-ram on, multifd as you like' : ' mapped-ram and multifd off'}), then cont`
+      : '  the destination finishes loading on its own: check query-migrate there, then cont',
   ].join('\n');
 }

@@ -8,7 +8,7 @@
  * why. Sync points with the multifd channels are numbered ("epochs", see
  * docs/qemu-peer.md): each record is handed on with the epoch it belongs to.
  */
-import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { MAX_TOTAL_RAM } from '../control/protocol.js';
 import { ConnectionError, ProtocolError, UnsupportedStreamError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
@@ -55,19 +55,51 @@ export const MAX_DEVICE_STATE = 1024 * 1024 * 1024;
 /** Bytes queued before the socket is paused. */
 const HIGH_WATER = 8 * 1024 * 1024;
 
-/** Pulls exact lengths off a socket, waiting for bytes; counts what it consumed. */
-export class StreamReader {
+/** What the parser reads the main channel with: a socket's bytes (StreamReader) or a file's (file.ts). */
+export abstract class MainReader {
+  /** The stream offset of the next byte. */
+  offset = 0;
+  /** While set, every byte taken is also appended here. */
+  record: Buffer[] | null = null;
+
+  /** The next `n` bytes (valid until the next call); `what` names them in errors. */
+  abstract take(n: number, what: string): Promise<Buffer>;
+  /** The next byte without taking it. */
+  abstract peek(what: string): Promise<number>;
+  /** Hands every byte up to the end to `sink`, then resolves. */
+  abstract drain(sink: (b: Buffer) => void): Promise<void>;
+
+  async u8(what: string): Promise<number> {
+    return (await this.take(1, what))[0]!;
+  }
+
+  async u32(what: string): Promise<number> {
+    return (await this.take(4, what)).readUInt32BE(0);
+  }
+
+  /** A be64 as [high 32 bits, low 32 bits]. */
+  async u64(what: string): Promise<[number, number]> {
+    const b = await this.take(8, what);
+    return [b.readUInt32BE(0), b.readUInt32BE(4)];
+  }
+
+  /** u8 length + bytes. */
+  async str(what: string): Promise<string> {
+    const n = await this.u8(`${what} length`);
+    return (await this.take(n, what)).toString('utf8');
+  }
+}
+
+/** Pulls exact lengths off a socket (or any readable stream), waiting for bytes; counts what it consumed. */
+export class StreamReader extends MainReader {
   private readonly queue = new ByteQueue();
   private wake: (() => void) | null = null;
   private ended = false;
   private error: Error | null = null;
   private paused = false;
-  /** Bytes taken so far (the stream offset of the next byte). */
-  offset = 0;
-  /** While set, every byte taken is also appended here. */
-  record: Buffer[] | null = null;
 
-  constructor(private readonly sock: Socket, private readonly where: string, initial?: Buffer) {
+  constructor(private readonly sock: Readable, private readonly where: string, initial?: Buffer) {
+    super();
     if (initial) this.queue.push(initial);
     sock.on('data', (c: Buffer) => {
       this.queue.push(c);
@@ -117,7 +149,7 @@ export class StreamReader {
       if (this.ended) {
         throw new ConnectionError(
           'ERR_QEMU_MAIN_TRUNCATED',
-          `${this.where}: connection closed at byte ${this.offset + this.queue.length} in the middle of ${what} (received ${this.queue.length} of ${n} bytes)`,
+          `${this.where}: the stream ended at byte ${this.offset + this.queue.length} in the middle of ${what} (received ${this.queue.length} of ${n} bytes)`,
         );
       }
       await this.more();
@@ -132,33 +164,11 @@ export class StreamReader {
     return b;
   }
 
-  async u8(what: string): Promise<number> {
-    return (await this.take(1, what))[0]!;
-  }
-
-  async u32(what: string): Promise<number> {
-    return (await this.take(4, what)).readUInt32BE(0);
-  }
-
-  /** A be64 as [high 32 bits, low 32 bits]. */
-  async u64(what: string): Promise<[number, number]> {
-    const b = await this.take(8, what);
-    return [b.readUInt32BE(0), b.readUInt32BE(4)];
-  }
-
-  /** u8 length + bytes. */
-  async str(what: string): Promise<string> {
-    const n = await this.u8(`${what} length`);
-    return (await this.take(n, what)).toString('utf8');
-  }
-
-  /** The next byte without taking it. */
   async peek(what: string): Promise<number> {
     await this.fill(1, what);
     return this.queue.peekUInt8()!;
   }
 
-  /** Hands every byte up to the close to `sink`, then resolves. */
   async drain(sink: (b: Buffer) => void): Promise<void> {
     for (;;) {
       if (this.queue.length > 0) {
@@ -195,6 +205,35 @@ export interface MainHandlers {
   onPage(block: string, offset: number, data: Buffer, epoch: number): void;
   /** Device state and the rest of the stream, as it arrives. */
   onDeviceState(chunk: Buffer): void;
+  /** Each section or command before the device state, at its first byte (mfd inspect lists them). */
+  onSection?(section: SectionInfo): void;
+}
+
+export interface SectionInfo {
+  /** Byte offset of the section type byte. */
+  at: number;
+  /** START, PART, END, CONFIGURATION, COMMAND. */
+  type: string;
+  /** Section id (RAM sections), or the command number. */
+  id: number;
+  /** START: its idstr; CONFIGURATION: the machine type; COMMAND: its name. */
+  name?: string;
+}
+
+/**
+ * The regions a mapped-ram file (QEMU's capability, file: migrations only) keeps for its blocks
+ * (src/qemu/file.ts): `block` is called right after a block's name and used_length in the MEM_SIZE
+ * record, takes its MappedRamHeader and bitmap and leaves the reader where the main stream goes
+ * on; `pages` hands on every page of every region (onPage, onZero) once the block list is in.
+ */
+export interface MappedRamReader {
+  block(block: RamBlockInfo): Promise<void>;
+  pages(epoch: number, h: MainHandlers): Promise<void>;
+}
+
+export interface MainOptions {
+  /** For a file whose configuration lists the mapped-ram capability; without it such a stream is refused. */
+  mappedRam?: MappedRamReader;
 }
 
 export interface MainSummary {
@@ -214,6 +253,10 @@ export interface MainSummary {
   vmDescription: boolean;
   /** The source sent MIG_CMD_SWITCHOVER_START (QEMU 10.0+ with send-switchover-start on). */
   switchoverStart: boolean;
+  /** The capabilities the configuration section lists (QEMU 9.0+: mapped-ram, x-ignore-shared when on). */
+  capabilities: string[];
+  /** The device sections the VM description lists, in order (empty without one). */
+  devices: { name: string; instance: number }[];
 }
 
 const SECTION_NAMES: Record<number, string> = {
@@ -233,7 +276,7 @@ const SECTION_NAMES: Record<number, string> = {
  * vmstate_configuration) and their field bytes; each at most once, so the
  * section (kept whole for the manifest) stays small.
  */
-async function configurationSubsection(r: StreamReader, where: string, seen: Set<string>): Promise<void> {
+async function configurationSubsection(r: MainReader, where: string, seen: Set<string>, capabilities: string[]): Promise<string> {
   await r.u8('subsection marker');
   const name = await r.str('subsection name');
   await r.u32('subsection version');
@@ -245,11 +288,61 @@ async function configurationSubsection(r: StreamReader, where: string, seen: Set
   } else if (name === 'configuration/capabilities') {
     const n = await r.u32('capability count');
     if (n > 256) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${where}: ${n} capabilities in the configuration section, expected at most 256`);
-    for (let i = 0; i < n; i++) await r.str('capability name');
+    for (let i = 0; i < n; i++) capabilities.push(await r.str('capability name'));
   } else if (name === 'configuration/uuid') {
     await r.take(16, 'uuid');
   } else {
     throw new UnsupportedStreamError(`${where}: configuration subsection "${name}" is unknown to mfd`);
+  }
+  return name;
+}
+
+/** The configuration section: machine type, the capabilities it lists, and its bytes (type byte included) whole and by subsection. */
+export interface Configuration {
+  machine: string;
+  capabilities: string[];
+  /** Type byte, machine type length and name. */
+  head: Buffer;
+  subsections: { name: string; raw: Buffer }[];
+  raw: Buffer;
+}
+
+/** Reads a configuration section whose type byte was just taken; `at` names it in errors. */
+export async function readConfiguration(r: MainReader, at: string): Promise<Configuration> {
+  r.record = [Buffer.from([QEMU_VM_CONFIGURATION])];
+  const len = await r.u32('machine type length');
+  if (len > MAX_MACHINE_NAME) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
+  const machine = (await r.take(len, 'machine type')).toString('utf8');
+  const head = Buffer.concat(r.record);
+  const seen = new Set<string>();
+  const capabilities: string[] = [];
+  const subsections: Configuration['subsections'] = [];
+  while ((await r.peek('configuration subsection')) === QEMU_VM_SUBSECTION) {
+    r.record = [];
+    const name = await configurationSubsection(r, at, seen, capabilities);
+    subsections.push({ name, raw: Buffer.concat(r.record) });
+  }
+  r.record = null;
+  return { machine, capabilities, head, subsections, raw: Buffer.concat([head, ...subsections.map((x) => x.raw)]) };
+}
+
+/** QEMU's capability that lays RAM out at fixed file offsets (file: migrations; see src/qemu/file.ts). */
+export const MAPPED_RAM = 'mapped-ram';
+
+/**
+ * The capabilities a configuration section lists are those source and destination must agree on
+ * (QEMU's should_validate_capability): mapped-ram changes the MEM_SIZE record (a file only),
+ * x-ignore-shared leaves shared blocks' pages out of the stream.
+ */
+function checkCapabilities(caps: string[], at: string, mappedRamReader: boolean): void {
+  for (const c of caps) {
+    if (c === MAPPED_RAM) {
+      if (!mappedRamReader) throw new UnsupportedStreamError(`${at}: the configuration lists capability mapped-ram, which QEMU writes to files only: read it with --from file:PATH`, 'ERR_QEMU_CAPABILITY');
+    } else if (c === 'x-ignore-shared') {
+      throw new UnsupportedStreamError(`${at}: capability x-ignore-shared: the pages of shared ramblocks are not in the stream, so mfd cannot save them; turn it off on the source`, 'ERR_QEMU_CAPABILITY');
+    } else {
+      throw new UnsupportedStreamError(`${at}: capability "${c}" in the configuration is unknown to mfd`, 'ERR_QEMU_CAPABILITY');
+    }
   }
 }
 
@@ -257,8 +350,22 @@ async function configurationSubsection(r: StreamReader, where: string, seen: Set
  * Parses the main channel to its close. `where` names it in errors. The
  * returned summary is complete only when the promise resolves.
  */
-export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: string, pageSize = 4096, maxDeviceState = MAX_DEVICE_STATE): Promise<MainSummary> {
-  const s: MainSummary = { fileVersion: 0, machine: null, syncMode: 'section', ramSections: 0, flushes: 0, syncPoints: 0, zeroRecords: 0, pageRecords: 0, deviceStateBytes: 0, vmDescription: false, switchoverStart: false };
+export async function parseMainChannel(r: MainReader, h: MainHandlers, where: string, pageSize = 4096, maxDeviceState = MAX_DEVICE_STATE, o: MainOptions = {}): Promise<MainSummary> {
+  const s: MainSummary = {
+    fileVersion: 0,
+    machine: null,
+    syncMode: 'section',
+    ramSections: 0,
+    flushes: 0,
+    syncPoints: 0,
+    zeroRecords: 0,
+    pageRecords: 0,
+    deviceStateBytes: 0,
+    vmDescription: false,
+    switchoverStart: false,
+    capabilities: [],
+    devices: [],
+  };
   const magic = await r.u32('stream magic');
   if (magic !== QEMU_VM_FILE_MAGIC) throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
   s.fileVersion = await r.u32('stream version');
@@ -269,6 +376,7 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
   const blocks = new Map<string, number>();
   let current: string | null = null;
   let modeKnown = false;
+  let mappedRam: MappedRamReader | null = null;
   const epoch = (): number => (s.syncMode === 'round' ? s.flushes : s.ramSections);
 
   const ramRecords = async (kind: number): Promise<void> => {
@@ -309,13 +417,15 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
           blocks.set(name, size);
           list.push({ name, size });
           sum += size;
+          if (mappedRam) await mappedRam.block({ name, size });
         }
         if (sum !== addr) {
           throw new UnsupportedStreamError(
-            `${at()}: ramblock lengths add up to ${sum}, the MEM_SIZE record says ${addr} (extra per-block fields: postcopy page sizes, x-ignore-shared or mapped-ram are not supported)`,
+            `${at()}: ramblock lengths add up to ${sum}, the MEM_SIZE record says ${addr} (extra per-block fields: postcopy page sizes and x-ignore-shared are not supported; mapped-ram is read from files, whose configuration lists it)`,
           );
         }
         await h.onRamStart(ram!, list);
+        if (mappedRam) await mappedRam.pages(epoch(), h);
         continue;
       }
       if (base !== RAM_SAVE_FLAG_ZERO && base !== RAM_SAVE_FLAG_PAGE) {
@@ -350,14 +460,12 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
     const at = `${where}, byte ${r.offset - 1}`;
     if (type === QEMU_VM_CONFIGURATION) {
       if (!first) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: a second configuration section`);
-      r.record = [Buffer.from([type])];
-      const len = await r.u32('machine type length');
-      if (len > MAX_MACHINE_NAME) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
-      s.machine = (await r.take(len, 'machine type')).toString('utf8');
-      const seen = new Set<string>();
-      while ((await r.peek('configuration subsection')) === QEMU_VM_SUBSECTION) await configurationSubsection(r, at, seen);
-      const raw = Buffer.concat(r.record);
-      r.record = null;
+      const { machine, capabilities, raw } = await readConfiguration(r, at);
+      s.machine = machine;
+      s.capabilities = capabilities;
+      h.onSection?.({ at: r.offset - raw.length, type: 'CONFIGURATION', id: 0, name: s.machine });
+      checkCapabilities(s.capabilities, at, !!o.mappedRam);
+      if (s.capabilities.includes(MAPPED_RAM)) mappedRam = o.mappedRam!;
       h.onConfiguration(s.machine, raw);
       continue;
     }
@@ -375,6 +483,7 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
       if (ram) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: a second RAM START section`);
       if (version !== 4) throw new UnsupportedStreamError(`${at}: RAM section version ${version}, expected 4`, 'ERR_QEMU_VERSION');
       ram = { sectionId: id, instance, version };
+      h.onSection?.({ at: r.offset - 14 - idstr.length, type: 'START', id, name: idstr });
       await ramRecords(type);
       if (blocks.size === 0) throw new ProtocolError('ERR_QEMU_BLOCKS', `${at}: RAM START section without a MEM_SIZE record`);
       modeKnown = true;
@@ -388,6 +497,7 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
       if (id !== ram.sectionId) {
         throw new UnsupportedStreamError(`${at}: ${SECTION_NAMES[type]} of iterative section id ${id} interleaved with RAM (section ${ram.sectionId}): mfd saves only RAM`, 'ERR_QEMU_ITERATIVE_SECTION');
       }
+      h.onSection?.({ at: r.offset - 5, type: SECTION_NAMES[type]!, id });
       await ramRecords(type);
       s.ramSections++;
       await footer(id);
@@ -397,6 +507,7 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
     if (type === QEMU_VM_COMMAND) {
       const cmd = (await r.take(2, 'command')).readUInt16BE(0);
       const len = (await r.take(2, 'command length')).readUInt16BE(0);
+      h.onSection?.({ at: r.offset - 5, type: 'COMMAND', id: cmd, name: MIG_CMDS[cmd]?.name ?? 'unknown' });
       // SWITCHOVER_START (QEMU 10.0+, sent when the migration property send-switchover-start is on,
       // the default from the 10.0 machine types) is the one command taken, because QEMU defines it
       // as a notification: migration/savevm.c declares it with no payload (mig_cmd_args, .len = 0),
@@ -430,7 +541,11 @@ export async function parseMainChannel(r: StreamReader, h: MainHandlers, where: 
     tail.push(b);
     h.onDeviceState(b);
   });
-  s.vmDescription = checkStreamEnd(tail.bytes(), s.deviceStateBytes, where, pageSize);
+  const desc = checkStreamEnd(tail.bytes(), s.deviceStateBytes, where, pageSize);
+  s.vmDescription = desc !== null;
+  if (desc && Array.isArray(desc.devices)) {
+    for (const d of desc.devices as { name?: unknown; instance_id?: unknown }[]) s.devices.push({ name: String(d?.name), instance: Number(d?.instance_id) });
+  }
   return s;
 }
 
@@ -454,15 +569,16 @@ class Tail {
 /** The part of QEMU's VM description mfd looks at. */
 interface VmDescription {
   page_size?: unknown;
+  devices?: unknown;
 }
 
 /**
  * A source that dies in the middle of the device state also just closes the
  * connection: the stream must end as QEMU ends it, with the EOF byte (0x00),
  * then (unless suppressed) VMDESCRIPTION: 0x06, be32 length, that many bytes of
- * JSON. Returns whether a VM description was there.
+ * JSON. Returns the VM description, or null when there was none.
  */
-export function checkStreamEnd(tail: Buffer, total: number, where: string, pageSize: number): boolean {
+export function checkStreamEnd(tail: Buffer, total: number, where: string, pageSize: number): VmDescription | null {
   const truncated = (why: string): ConnectionError =>
     new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`);
   if (tail.length === 0) throw truncated('nothing after the RAM END section');
@@ -483,8 +599,8 @@ export function checkStreamEnd(tail: Buffer, total: number, where: string, pageS
     if (desc.page_size !== undefined && desc.page_size !== pageSize) {
       throw new UnsupportedStreamError(`${where}: the VM description says page_size ${String(desc.page_size)}, mfd handles ${pageSize}`, 'ERR_QEMU_VERSION');
     }
-    return true;
+    return desc;
   }
-  if (tail[tail.length - 1] === QEMU_VM_EOF) return false;
+  if (tail[tail.length - 1] === QEMU_VM_EOF) return null;
   throw truncated('no EOF marker, no VM description at its end');
 }

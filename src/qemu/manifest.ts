@@ -31,6 +31,10 @@ export interface QemuManifest {
   syncMode: SyncMode;
   /** The source sent MIG_CMD_SWITCHOVER_START (QEMU 10.0+; absent in manifests of older mfd: false). */
   switchoverStart?: boolean;
+  /** The capabilities the configuration section listed (QEMU 9.0+; absent in manifests of older mfd: none). */
+  capabilities?: string[];
+  /** Read from a QEMU migration file (recv --qemu --from file:), not a network migration. */
+  file?: { path: string; offset: number; mappedRam: boolean };
   /** The uuid of the multifd init packets (the source's -uuid; zeros without one). */
   uuid: string;
   pageSize: number;

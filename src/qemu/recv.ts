@@ -29,7 +29,9 @@ import { createDecoder } from '../receiver/decoder.js';
 import type { Decoder } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC } from './format.js';
 import { ramblockFileName } from '../image/ramblock.js';
-import { MAX_DEVICE_STATE, StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import { MAPPED_RAM, MAX_DEVICE_STATE, StreamReader, type MainReader, parseMainChannel, type MainOptions, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import type { FileTarget } from '../file/target.js';
+import { openQemuFile, type QemuFile } from './file.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
 import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
 
@@ -54,6 +56,8 @@ export interface QemuRecvOptions {
   signal?: AbortSignal;
   /** Most bytes of device state accepted (default MAX_DEVICE_STATE, 1 GiB). */
   maxDeviceStateBytes?: number;
+  /** Read a file QEMU wrote (migrate file:PATH[,offset=N]) instead of listening (file.ts). */
+  from?: FileTarget;
 }
 
 export interface QemuRecvResult {
@@ -80,7 +84,8 @@ class QemuMigration {
   private readonly sockets = new Set<net.Socket>();
   private readonly startNs = process.hrtime.bigint();
   private readonly timeoutMs: number;
-  private main: net.Socket | null = null;
+  private main: { bytesRead: number } | null = null;
+  private file: QemuFile | null = null;
   private summary: MainSummary | null = null;
   private configuration: Buffer | null = null;
   private ramSection: RamSectionInfo | null = null;
@@ -114,6 +119,7 @@ class QemuMigration {
   }
 
   start(): void {
+    if (this.opts.from) return this.readFile(this.opts.from);
     this.server.on('connection', (s) => this.accept(s));
     this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
     this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
@@ -175,7 +181,24 @@ class QemuMigration {
     }
     this.main = sock;
     this.log.info({ peer }, 'main channel connected');
-    const reader = new StreamReader(sock, `main channel from ${peer}`, q.take(q.length)!);
+    this.parseMain(new StreamReader(sock, `main channel from ${peer}`, q.take(q.length)!), `main channel from ${peer}`);
+  }
+
+  /** A QEMU migration file: its main channel, with the pages of a mapped-ram file inside it, and no multifd channels. */
+  private readFile(from: FileTarget): void {
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+    try {
+      this.file = openQemuFile(from, PAGE_SIZE);
+      // The migration's bytes in the file (mapped-ram regions included), for the manifest's wireBytes.
+      this.main = { bytesRead: this.file.size - from.offset };
+    } catch (e) {
+      return this.fail(e);
+    }
+    this.log.info({ file: from.path, offset: from.offset }, `reading QEMU migration file ${from.path} from byte ${from.offset}`);
+    this.parseMain(this.file.reader, this.file.where, { mappedRam: this.file.mappedRam });
+  }
+
+  private parseMain(reader: MainReader, where: string, o: MainOptions = {}): void {
     parseMainChannel(
       reader,
       {
@@ -188,9 +211,10 @@ class QemuMigration {
         onPage: (block, offset, data, epoch) => this.applyPage(this.blocks.get(block)!, offset / PAGE_SIZE, epoch, data, 0),
         onDeviceState: (chunk) => this.writeDeviceState(chunk),
       },
-      `main channel from ${peer}`,
+      where,
       PAGE_SIZE,
       this.opts.maxDeviceStateBytes ?? MAX_DEVICE_STATE,
+      o,
     ).then(
       (s) => {
         this.summary = s;
@@ -388,6 +412,8 @@ class QemuMigration {
       ramSection: this.ramSection!,
       syncMode: s.syncMode,
       switchoverStart: s.switchoverStart,
+      capabilities: s.capabilities,
+      ...(this.opts.from ? { file: { path: this.opts.from.path, offset: this.opts.from.offset, mappedRam: s.capabilities.includes(MAPPED_RAM) } } : {}),
       uuid: uuidToString(this.uuid ?? new Uint8Array(16)),
       pageSize: PAGE_SIZE,
       multifd: this.channels.size > 0,
@@ -441,6 +467,7 @@ class QemuMigration {
     if (this.lateTimer) clearTimeout(this.lateTimer);
     for (const r of this.receivers) r.cleanup();
     for (const s of this.sockets) s.destroy();
+    this.file?.close();
     this.server.close();
   }
 }

@@ -9,7 +9,8 @@
  * saved device state verbatim. The destination's sync shape (per RAM section, or
  * per pass marked by MULTIFD_FLUSH) and whether it takes SWITCHOVER_START cannot
  * be read off the wire: the options or the manifest choose them (replayShape),
- * and a stall's hint names them.
+ * and a stall's hint names them. With `file`, the main channel goes to a QEMU migration file
+ * instead (file-save.ts: QEMU's stream or mapped-ram layout, no multifd channels).
  */
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -42,6 +43,8 @@ import {
   type SyncMode,
 } from './format.js';
 import { readManifest, replayShape } from './manifest.js';
+import { configurationWith } from './file.js';
+import { QemuFileSink, type QemuFileOutput } from './file-save.js';
 import path from 'node:path';
 
 export interface QemuSendOptions {
@@ -63,6 +66,8 @@ export interface QemuSendOptions {
   switchoverStart?: boolean;
   logger: Logger;
   signal?: AbortSignal;
+  /** Write a QEMU migration file instead (file-save.ts; host and port unused, channels 0). */
+  file?: QemuFileOutput;
 }
 
 export interface QemuSendResult {
@@ -162,6 +167,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const hint = mismatchHint(shape.why);
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
+  if (o.file && o.channels !== 0) throw new UsageError('a QEMU migration file has no multifd channels (channels 0): multifd writes into mapped-ram regions');
   let method: CompressionMethod | null = null;
   let params: MethodParams = {};
   if (o.channels > 0) {
@@ -187,6 +193,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     switchoverStart: shape.switchoverStart,
     shape: shape.why,
   };
+  let fileSink: QemuFileSink | null = null;
   let interrupted: InterruptedError | null = null;
   const stopped = (): InterruptedError | null => interrupted;
   const abort = (): void => {
@@ -204,12 +211,15 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     return sock;
   };
   try {
-    const where = `${o.host}:${o.port}`;
-    const mainSock = connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel'));
+    const where = o.file ? `file:${o.file.target.path}` : `${o.host}:${o.port}`;
     const stallMs = o.stallTimeoutMs ?? 60_000;
-    const main = new Sink(mainSock, `main channel to ${where}`, stallMs, stopped, hint);
+    const main: Pick<Sink, 'write' | 'finish' | 'bytes'> = o.file
+      ? (fileSink = QemuFileSink.open(o.file, stopped))
+      : new Sink(connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel')), `main channel to ${where}`, stallMs, stopped, hint);
+    const mappedRam = o.file?.mappedRam ? fileSink : null;
     const w = new Writer();
-    w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(Buffer.from(m.configuration, 'hex'));
+    // The capabilities listed must be the destination's: mapped-ram for a mapped-ram file only.
+    w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(await configurationWith(Buffer.from(m.configuration, 'hex'), mappedRam !== null));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
     await main.write([w.take()]);
     const channels: Sink[] = [];
@@ -255,7 +265,15 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     const total = m.ramblocks.reduce((a, b) => a + b.size, 0);
     w.u8(QEMU_VM_SECTION_START).u32(m.ramSection.sectionId).str(RAM_IDSTR).u32(m.ramSection.instance).u32(m.ramSection.version);
     w.u64(total + RAM_SAVE_FLAG_MEM_SIZE);
-    for (const b of m.ramblocks) w.str(b.name).u64(b.size);
+    for (const b of m.ramblocks) {
+      w.str(b.name).u64(b.size);
+      if (!mappedRam) continue;
+      // mapped-ram: the block's header, bitmap and page region follow its entry; no page records.
+      await main.write([w.take()]);
+      const c = await mappedRam.block(o.dir, b, ps);
+      result.normalPages += c.normal;
+      result.zeroPages += c.zero;
+    }
     await endSection();
 
     // PART: every page once.
@@ -271,7 +289,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
         current = name;
       }
     };
-    for (const b of m.ramblocks) {
+    for (const b of mappedRam ? [] : m.ramblocks) {
       const file = path.join(o.dir, path.basename(b.file));
       let fd: number;
       try {
@@ -335,6 +353,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     return result;
   } catch (e) {
     for (const s of sockets) s.destroy();
+    fileSink?.close();
     throw e;
   } finally {
     for (const s of senders) s.cleanup();

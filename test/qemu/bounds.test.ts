@@ -99,7 +99,7 @@ t.test('regression: a device-state tail full of 00 06 <length> { candidates is c
   t.ok(ms < 1000, `${Math.round(ms)} ms (minutes before)`);
   const desc = Buffer.from('{"page_size": 4096}');
   const good = Buffer.concat([tail.subarray(0, 1000), Buffer.from([0, 6, 0, 0, 0, desc.length]), desc]);
-  t.equal(checkStreamEnd(good, good.length, 'main', PS), true, 'a VM description whose length has zero bytes is still found');
+  t.not(checkStreamEnd(good, good.length, 'main', PS), null, 'a VM description whose length has zero bytes is still found');
 });
 
 t.test('regression: device state is capped (a source that never ends filled the disk)', async (t) => {

@@ -30,13 +30,14 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
   const dir = tmpdir(t);
   const cases: [string[], RegExp][] = [
     [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--in-place'], /--in-place cannot be used with --qemu/],
-    [['recv', '--qemu', '--from', 'file:/x', '--output', dir], /--from cannot be used with --qemu/],
+    [['recv', '--qemu', '--from', 'file:/x', '--listen', '127.0.0.1:0', '--output', dir], /give one of --listen HOST:PORT .* or --from file:PATH/],
     [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', 'mem=/tmp/x'], /give --output DIR/],
     [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--psk-file', '/tmp/k'], /--psk-file cannot be used with --qemu: QEMU's migration channels do not speak mfd's authentication/],
     [['recv', '--qemu', '--listen', '0.0.0.0:0', '--output', dir], /refusing to listen on 0\.0\.0\.0 for a QEMU source without --insecure/],
     [['send', '--qemu', '--to', '127.0.0.1:1', dir], /--qemu needs --channels N/],
-    [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--mapped-ram', dir], /--mapped-ram cannot be used with --qemu/],
-    [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu replays into a QEMU destination over TCP/],
+    [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--mapped-ram', dir], /--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram/],
+    [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram/],
+    [['send', '--qemu', '--to', 'file:/tmp/x', '--mapped-ram', '--compression', 'zstd', dir], /--compression cannot be used with --qemu --to file:/],
     [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', dir, dir], /--qemu takes one directory/],
     [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
     [['send', '--to', '127.0.0.1:1', '--multifd-flush-after-each-section', 'off', dir], /--multifd-flush-after-each-section is for --qemu/],

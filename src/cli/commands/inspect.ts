@@ -7,14 +7,18 @@ import { isFileUri, parseFileUri } from '../../file/target.js';
 import { pageSizeOption } from '../options.js';
 import type { CommandContext } from '../main.js';
 import { inspectJson } from '../json.js';
+import { isQemuMigrationFile } from '../../qemu/file.js';
+import { formatQemuFileReport, inspectQemuFile, type QemuFileReport } from '../../qemu/file-inspect.js';
 
 export function inspectCommand(ctx: CommandContext): Command {
   return new Command('inspect')
     .summary('read migration files or raw multifd channel streams: headers, every packet, totals, errors')
     .description(
       'Reads channel streams (a channel\'s bytes as they crossed the wire) written by mfd or QEMU 7.2 to 10.x,\n' +
-        'and migration files from mfd send --to file:PATH (recognised by their magic; file:PATH,offset=N too).\n' +
-        'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer);\n' +
+        'migration files from mfd send --to file:PATH, and QEMU\'s own (migrate file:PATH, stream or mapped-ram layout),\n' +
+        'recognised by their magic (file:PATH,offset=N too).\n' +
+        'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer;\n' +
+        'a QEMU file: its sections, ramblocks and pages);\n' +
         'every problem with its byte offset. Exit 3 when a stream or file has errors.',
     )
     .argument('<stream...>', 'stream files (e.g. DIR/channel-0.bin from mfd recv --dump-streams) or migration files')
@@ -32,24 +36,30 @@ export function inspectCommand(ctx: CommandContext): Command {
       }
       const reports: StreamReport[] = [];
       const files: FileReport[] = [];
+      const qemuFiles: QemuFileReport[] = [];
       for (const s of streams) {
         const target = isFileUri(s) ? parseFileUri(s, 'inspect') : { path: s, offset: 0 };
-        if (isFileUri(s) || isMigrationFile(target)) {
+        if (isQemuMigrationFile(target)) {
+          if (o.extract) throw new UsageError(`--extract reads channel streams; read a QEMU migration file with mfd recv --qemu --from file:${target.path}`);
+          qemuFiles.push(await inspectQemuFile(target));
+        } else if (isFileUri(s) || isMigrationFile(target)) {
           if (o.extract) throw new UsageError(`--extract reads channel streams; restore a migration file with mfd recv --from file:${target.path}`);
           files.push(await inspectFile(target));
         } else reports.push(await inspectStream(s, o.pageSize, sink));
       }
       const pages = extract?.close();
-      if (o.json) ctx.out(JSON.stringify(inspectJson(reports, files, o.extract ? { target: o.extract, pages: pages! } : null)));
+      if (o.json) ctx.out(JSON.stringify(inspectJson(reports, files, o.extract ? { target: o.extract, pages: pages! } : null, qemuFiles)));
       else {
+        for (const r of qemuFiles) ctx.out(formatQemuFileReport(r));
         for (const r of files) ctx.out(formatFileReport(r));
         for (const r of reports) ctx.out(formatReport(r));
         if (o.extract) ctx.out(`extracted ${pages} pages to ${o.extract}`);
       }
-      const errors = [...reports, ...files].reduce((a, r) => a + r.errors.length, 0);
+      const errors = [...reports, ...files, ...qemuFiles].reduce((a, r) => a + r.errors.length, 0);
       // A file whose records read well but whose pages do not verify (coverage, digest): as recv --from, exit 5.
       const failed = files.find((r) => r.check && !r.check.ok && r.check.exitCode === ExitCode.VERIFY);
       if (failed?.check && !failed.check.ok) throw new VerifyError(failed.check.code, `migration file "${failed.file}": ${failed.check.message}`);
-      if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the ${files.length > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (files.length > 1 ? 's' : '')) : 'streams'}`);
+      const fileCount = files.length + qemuFiles.length;
+      if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the ${fileCount > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (fileCount > 1 ? 's' : '')) : 'streams'}`);
     });
 }

@@ -58,12 +58,13 @@ export function recvCommand(ctx: CommandContext): Command {
         'Each ramblock is written to DIR/NAME, its name made a file name (bytes other than A-Za-z0-9._@+- and a leading dot as %XX: ' +
         '/rom@etc/acpi/tables -> %2From@etc%2Facpi%2Ftables), or where NAME=PATH says (NAME written the same way when it has a / or =), under a temporary ' +
         'name until packet counts, page coverage and digests have been verified; then it is renamed.\n' +
-        'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT;\n' +
+        'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT,\n' +
+        'or read what QEMU\'s migrate file:PATH[,offset=N] wrote (with or without mapped-ram) with --from file:PATH[,offset=N];\n' +
         'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
     )
-    .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd'))
+    .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd, or read its migration file (--from file:PATH)'))
     .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
-    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file")')
+    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file"); with --qemu, a file QEMU\'s migrate file: wrote')
     .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
@@ -109,12 +110,13 @@ export function recvCommand(ctx: CommandContext): Command {
     const logger = ctx.logger(o.logLevel);
     if (delta && (o.qemu || o.from !== undefined || o.inPlace)) throw new UsageError(`--delta, --base and --base-dir are for a network migration from mfd send --delta into temporary outputs, not with ${o.qemu ? '--qemu' : o.from !== undefined ? '--from' : '--in-place (a base must never be written while it is read)'}`);
     if (o.qemu) {
-      refuseWithQemu(cmd, { from: '--from', inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received over --listen into a fresh --output DIR');
+      refuseWithQemu(cmd, { inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received into a fresh --output DIR');
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
-      if (o.listen === undefined) throw new UsageError('--qemu needs --listen HOST:PORT');
       if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
-      const at = parseTcpAddress(o.listen, '--listen', '0.0.0.0');
-      if (!isLoopback(at.host) && !o.insecure) {
+      // A file QEMU wrote with migrate file:PATH[,offset=N], with or without mapped-ram.
+      const from = o.from !== undefined ? parseFileUri(o.from, '--from') : undefined;
+      const at = from ? { host: '', port: 0 } : parseTcpAddress(o.listen!, '--listen', '0.0.0.0');
+      if (!from && !isLoopback(at.host) && !o.insecure) {
         throw new UsageError(
           `refusing to listen on ${at.host} for a QEMU source without --insecure: a QEMU migration carries no authentication, so anyone who reaches the port could write files. ` +
             'Listen where only the source can reach (loopback, a private network) and give --insecure',
@@ -129,6 +131,7 @@ export function recvCommand(ctx: CommandContext): Command {
         logger,
         onListening: (a) => ctx.listening(a.address, a.port),
         signal: ctx.signal,
+        ...(from ? { from } : {}),
       });
       ctx.out(o.json ? JSON.stringify(qemuRecvJson(r)) : formatQemuRecv(r));
       return;

@@ -83,7 +83,7 @@ export function sendCommand(ctx: CommandContext): Command {
         "the destination's multifd-channels (0 when multifd is off) and --compression its multifd-compression.",
     )
     .argument('<image...>', 'image files, as PATH or NAME=PATH (with --qemu: the directory mfd recv --qemu wrote)')
-    .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT)'))
+    .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT), or write it as a QEMU migration file (--to file:PATH, for migrate-incoming file:PATH)'))
     .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv (HOST:PORT or tcp:HOST:PORT), or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
     .addOption(channelsOption)
     .addOption(compressionOption)
@@ -112,7 +112,7 @@ export function sendCommand(ctx: CommandContext): Command {
     )
     .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
     .addOption(new Option('--delta', 'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it'))
-    .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression)"))
+    .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression; with --qemu, QEMU's own layout)"))
     .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
     .addOption(
       new Option(
@@ -145,28 +145,37 @@ export function sendCommand(ctx: CommandContext): Command {
     if (o.qemu) {
       refuseWithQemu(
         cmd,
-        { maxBandwidth: '--max-bandwidth', delta: '--delta', mappedRam: '--mapped-ram', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
+        { maxBandwidth: '--max-bandwidth', delta: '--delta', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
       if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
-      if (dest.kind === 'file') throw new UsageError('--qemu replays into a QEMU destination over TCP: --to HOST:PORT');
-      if (cmd.getOptionValueSource('channels') !== 'cli') throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
+      const given = (key: string): boolean => cmd.getOptionValueSource(key) === 'cli';
+      if (dest.kind === 'file') {
+        // QEMU's file: migration: multifd needs mapped-ram, mapped-ram refuses compression; the file does not depend on multifd-channels.
+        if (given('compression')) throw new UsageError('--compression cannot be used with --qemu --to file: QEMU writes no compressed pages to a file (mapped-ram refuses multifd compression)');
+        if (given('channels') && channels > 0 && !o.mappedRam) throw new UsageError('--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram (give --mapped-ram, or --channels 0)');
+      } else {
+        if (o.mappedRam) throw new UsageError('--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram');
+        if (!given('channels')) throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
+      }
+      const file = dest.kind === 'file' ? { target: dest.target, mappedRam: o.mappedRam ?? false } : undefined;
       const r = await sendQemu({
-        host: dest.host,
-        port: dest.port,
+        host: dest.kind === 'tcp' ? dest.host : '',
+        port: dest.kind === 'tcp' ? dest.port : 0,
+        ...(file ? { file } : {}),
         dir: images[0]!,
-        channels,
+        channels: file ? 0 : channels,
         compression: o.compression,
         methodParams: methodParams(o),
         connectTimeoutMs: o.connectTimeout,
-        stallTimeoutMs: o.timeout * 1000,
+        stallTimeoutMs: o.timeout,
         ...(o.multifdFlushAfterEachSection === undefined ? {} : { flushAfterEachSection: o.multifdFlushAfterEachSection }),
         ...(o.sendSwitchoverStart === undefined ? {} : { switchoverStart: o.sendSwitchoverStart }),
         logger: ctx.logger(o.logLevel),
         signal: ctx.signal,
       });
-      ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r));
+      ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r, file && { path: file.target.path, mappedRam: file.mappedRam }));
       return;
     }
     if (o.multifdFlushAfterEachSection !== undefined) throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
