@@ -109,6 +109,23 @@ export function decodePacketHeader(buf: Uint8Array, offsetCount: number): Packet
   };
 }
 
+/**
+ * How a channel's packets are framed and judged. "strict": mfd's peers, every
+ * field checked as sent (checkPacketHeader). "qemu": as QEMU's receivers read
+ * them: a packet without normal pages has no payload whatever its (possibly
+ * stale) next_packet_size says, an exact-payload method's payload is normal x
+ * page size, the ramblock name of a packet without pages is ignored, and the
+ * compression bits count only on packets with normal pages (QEMU 7.2 sets
+ * them only there).
+ */
+export type PacketProfile = 'strict' | 'qemu';
+
+/** Bytes of payload after header `h` under `profile`, for a method whose payload is exact (or not). */
+export function payloadLength(h: PacketHeader, profile: PacketProfile, exactPayload: boolean, pageSize: number): number {
+  if (profile === 'strict') return h.nextPacketSize;
+  return h.normalPages === 0 ? 0 : exactPayload ? h.normalPages * pageSize : h.nextPacketSize;
+}
+
 /** What the receiver knows when it judges a header. */
 export interface PacketCheckContext {
   channel: number;
