@@ -2,7 +2,7 @@
  * MultiFDPacket_t: the fixed-size RAM packet header (320 + 8 x pages-per-packet
  * bytes), its encoder, decoder and the receiver's checks. See docs/wire-format.md.
  */
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, UnsupportedStreamError } from '../errors.js';
 import {
   MULTIFD_FLAG_COMPRESSION_MASK,
   MULTIFD_FLAG_DEVICE_STATE,
@@ -75,6 +75,10 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
 
 /** Byte offset of next_packet_size in the packet header (a big-endian u32). */
 export const NEXT_PACKET_SIZE_OFFSET = 20;
+/** Byte offset of normal_pages in the packet header (a big-endian u32). */
+export const NORMAL_PAGES_OFFSET = 16;
+/** Byte offset of flags in every packet kind's common 12 bytes (a big-endian u32). */
+export const PACKET_FLAGS_OFFSET = 8;
 
 /**
  * Decodes a header without judging it. `offsetCount` offsets are read (clamped
@@ -124,6 +128,21 @@ export type PacketProfile = 'strict' | 'qemu';
 export function payloadLength(h: PacketHeader, profile: PacketProfile, exactPayload: boolean, pageSize: number): number {
   if (profile === 'strict') return h.nextPacketSize;
   return h.normalPages === 0 ? 0 : exactPayload ? h.normalPages * pageSize : h.nextPacketSize;
+}
+
+/**
+ * The QEMU profile's judgement of a packet's kind from its flags, before a
+ * RAM header is taken: QEMU 10.0's device-state packets (flag 0x40: VFIO
+ * device state over multifd, the vfio-pci property x-migration-multifd-transfer)
+ * have a shorter header of their own, and mfd keeps no VFIO state.
+ */
+export function checkPacketKind(flags: number, channel: number): void {
+  if (!(flags & MULTIFD_FLAG_DEVICE_STATE)) return;
+  throw new UnsupportedStreamError(
+    `a device-state packet (flags ${hex(flags)}: VFIO device state over multifd, QEMU 10.0+): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off on the source's VFIO devices`,
+    'ERR_QEMU_DEVICE_STATE_PACKET',
+    { channel },
+  );
 }
 
 /** What the receiver knows when it judges a header. */
