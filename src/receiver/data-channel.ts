@@ -22,6 +22,7 @@ import {
   NEXT_PACKET_SIZE_OFFSET,
   NORMAL_PAGES_OFFSET,
   PACKET_FLAGS_OFFSET,
+  payloadLength,
   type PacketCheckContext,
   type PacketHeader,
   type PacketProfile,
@@ -222,19 +223,19 @@ export class DataChannel {
   private judge(h: PacketHeader): number {
     if (this.profile === 'strict') {
       checkPacketHeader(h, this.ctx);
-      return h.nextPacketSize;
+      return payloadLength(h, 'strict', this.ctx.exactPayload, this.host.pageSize);
     }
     // QEMU-tolerant: no normal pages, no payload (next_packet_size may be stale); the method is
     // judged on packets with normal pages only (QEMU 7.2 sets its bit only there).
     const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
+    const ps = this.host.pageSize;
     if (h.normalPages === 0) {
       checkPacketHeader({ ...h, nextPacketSize: 0 }, { ...this.ctx, methodFlag: flag, exactPayload: true });
-      return 0;
+      return payloadLength(h, 'qemu', true, ps);
     }
     const m = this.host.methodFor!(flag, this.id, h.packetNum);
-    const ps = this.host.pageSize;
     checkPacketHeader(h, { ...this.ctx, methodFlag: m.flag, exactPayload: m.exactPayload, maxPayload: (n) => m.maxPayload(n, ps) });
-    return h.nextPacketSize;
+    return payloadLength(h, 'qemu', m.exactPayload, ps);
   }
 
   private truncated(what: string): void {
