@@ -487,9 +487,9 @@ class QemuMigration {
 
 /**
  * One multifd channel from QEMU. Until the main channel's block list is in,
- * its socket is paused (nothing can be placed before); then the receiver's
- * channel reader (DataChannel, QEMU-tolerant profile, native reads) reads it,
- * and its pages are placed by epoch (QemuPages).
+ * nothing reads it (nothing could be placed); then the receiver's channel
+ * reader (DataChannel, QEMU-tolerant profile, on the socket's native thread)
+ * reads it, and its pages are placed by epoch (QemuPages).
  */
 class QemuChannel {
   readonly counters: ChannelCounters;
