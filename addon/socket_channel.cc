@@ -16,11 +16,15 @@
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
 //     code 0 once every byte is in the kernel; else -errno, or -100003 when the
 //     socket took nothing for timeoutMs; `left` bytes not sent.
-//   ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, cb(err, got, code))
+//   ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb(err, got, code))
 //     buf[0, have) is already filled. Reads until the header (headerSize
 //     bytes) is complete, then the payload whose length is the big-endian
 //     uint32 at sizeOffset, as long as header and payload fit in buf (if not,
-//     stops after the header: the caller's header check reports it). `got` is
+//     stops after the header: the caller's header check reports it), and only
+//     when the big-endian uint32 at gateOffset is non-zero (QEMU's receivers
+//     read no payload after a header without normal pages, whatever its
+//     next_packet_size says: gateOffset is normal_pages then; sizeOffset
+//     itself when the size alone decides). `got` is
 //     the bytes now in buf; fewer than asked means the stream ended (code 0)
 //     or failed (code -errno; -100003: nothing arrived for timeoutMs).
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
@@ -65,7 +69,7 @@ struct Op {
   std::vector<std::pair<const uint8_t*, size_t>> pieces;
   // recv
   uint8_t* buf = nullptr;
-  size_t cap = 0, have = 0, header_size = 0, size_offset = 0;
+  size_t cap = 0, have = 0, header_size = 0, size_offset = 0, gate_offset = 0;
   int timeout_ms = -1;
   // result
   int64_t code = 0;
@@ -147,6 +151,7 @@ void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
   for (;;) {
     if (got >= want) {
       if (want != op->header_size) break;  // the payload is in
+      if (GetBe32(op->buf + op->gate_offset) == 0) break;  // no payload after this header
       const size_t packet = op->header_size + GetBe32(op->buf + op->size_offset);
       if (packet > op->cap || packet == want) break;  // too big for buf (the header check says so), or no payload
       want = packet;
@@ -311,27 +316,28 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return info.Env().Undefined();
   }
 
-  // recv(buf, have, headerSize, sizeOffset, timeoutMs, cb)
+  // recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb)
   Napi::Value Recv(const Napi::CallbackInfo& info) {
     auto* op = new Op(Op::kRecv);
-    if (!RequireArgs(info, 6) || !RequireBytes(info, 0, "buf") || !RequireSize(info, 1, "have", &op->have) ||
+    if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "buf") || !RequireSize(info, 1, "have", &op->have) ||
         !RequireSize(info, 2, "headerSize", &op->header_size) || !RequireSize(info, 3, "sizeOffset", &op->size_offset) ||
-        !info[4].IsNumber() || !RequireFunction(info, 5)) {
+        !RequireSize(info, 4, "gateOffset", &op->gate_offset) || !info[5].IsNumber() || !RequireFunction(info, 6)) {
       delete op;
       return info.Env().Undefined();
     }
     auto buf = info[0].As<Napi::Uint8Array>();
     op->buf = buf.Data();
     op->cap = buf.ByteLength();
-    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap || op->size_offset + 4 > op->header_size) {
+    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap || op->size_offset + 4 > op->header_size ||
+        op->gate_offset + 4 > op->header_size) {
       delete op;
-      Napi::RangeError::New(info.Env(), "SocketChannel.recv: header must fit in buf, the size field in the header")
+      Napi::RangeError::New(info.Env(), "SocketChannel.recv: header must fit in buf, the size and gate fields in the header")
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    op->timeout_ms = TimeoutArg(info, 4);
+    op->timeout_ms = TimeoutArg(info, 5);
     op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
-    Submit(info, op, 5);
+    Submit(info, op, 6);
     return info.Env().Undefined();
   }
 

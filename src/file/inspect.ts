@@ -160,6 +160,7 @@ async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: 
       const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
       if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push({
         at: rec.at,
+        kind: 'ram',
         channel: rec.channel,
         packetNum: p.packetNum.toString(),
         flags: `${flags & MULTIFD_FLAG_SYNC ? 'SYNC|' : ''}${m?.name ?? '?'}`,

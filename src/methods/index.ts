@@ -6,5 +6,5 @@ import './lz4.js';
 import './qpl.js';
 import './qatzip.js';
 
-export { allMethodOptions, getMethod, listMethods, methodByFlag } from './registry.js';
+export { allMethodOptions, getMethod, largestPayload, listMethods, methodByFlag } from './registry.js';
 export type { CompressionMethod, MethodOption, MethodParams, MethodReceiver, MethodSender } from './method.js';

@@ -22,6 +22,11 @@ export function methodByFlag(flag: number): CompressionMethod | undefined {
   return byFlag.get(flag);
 }
 
+/** The largest next_packet_size any method accepts for `normalPages` pages (a reader's buffer before the method is known). */
+export function largestPayload(normalPages: number, pageSize: number): number {
+  return Math.max(...[...byName.values()].map((m) => m.maxPayload(normalPages, pageSize)));
+}
+
 export function listMethods(): string[] {
   return [...byName.keys()];
 }

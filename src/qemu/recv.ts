@@ -12,21 +12,26 @@
  * epoch. That is the order QEMU's barrier enforces, without making a channel
  * wait for the others. Writes are synchronous, so check and write cannot be
  * overtaken.
+ *
+ * The multifd channels are read by the receiver's channel reader
+ * (receiver/data-channel.ts) with the QEMU-tolerant profile and native reads;
+ * only the placement of their pages (QemuPages) is QEMU's own.
  */
 import net from 'node:net';
 import path from 'node:path';
 import { ConnectionError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
+import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
 import { PathTally } from '../accel/paths.js';
 import { ByteQueue } from '../transport/byte-queue.js';
+import { NativeChannel } from '../transport/native-channel.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
-import { checkPacketHeader, decodePacketHeader, ramblockName, type PacketHeader } from '../wire/packet.js';
-import { INIT_PACKET_SIZE, MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { ramblockName, type PacketHeader } from '../wire/packet.js';
+import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { newChannelCounters, type ChannelCounters } from '../stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
-import type { Decoder } from '../receiver/data-channel.js';
+import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC } from './format.js';
 import { ramblockFileName } from '../image/ramblock.js';
 import { MAPPED_RAM, MAX_DEVICE_STATE, StreamReader, type MainReader, parseMainChannel, type MainOptions, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
@@ -36,10 +41,6 @@ import { EpochBudget, PageEpochs } from './page-epochs.js';
 import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
 
 const PAGE_SIZE = 4096;
-const MAX_IN_FLIGHT = 4;
-const EMPTY: Uint8Array[] = [];
-/** Multifd bytes buffered before the block list is in, all channels together; beyond, their sockets are paused. */
-const PRE_READY_MAX = 64 * 1024 * 1024;
 /** Connections at a time: the main channel, 256 multifd channel ids and a few that are being refused. */
 const MAX_CONNECTIONS = 264;
 /** Longest file name of a ramblock (after making it safe): the temporary name adds 13 bytes to it, and file names end at 255. */
@@ -92,7 +93,7 @@ class QemuMigration {
   readonly blocks = new Map<string, Block>();
   private readonly outputs: Output[] = [];
   private deviceState: Output | null = null;
-  private readonly channels = new Map<number, MultifdChannel>();
+  private readonly channels = new Map<number, QemuChannel>();
   private uuid: Uint8Array | null = null;
   method: CompressionMethod | null = null;
   readonly receivers: MethodReceiver[] = [];
@@ -238,7 +239,45 @@ class QemuMigration {
     this.deviceState = await this.createOutput('device state', 0, DEVICE_STATE_FILE);
     this.ready = true;
     this.log.info({ ramblocks: list }, `RAM section: ${list.length} ramblocks`);
-    for (const ch of this.channels.values()) ch.pump();
+    for (const ch of this.channels.values()) this.startReading(ch);
+  }
+
+  /** What the channel reader asks of a QEMU migration: the QEMU-tolerant profile, the method learned from the packets. */
+  private channelHost(): ChannelHost {
+    return (this.host ??= {
+      pageSize: PAGE_SIZE,
+      headerSize: packetHeaderSize(PAGE_SIZE),
+      profile: 'qemu',
+      methodFor: (flag, channel, packetNum) => this.methodFor(flag, channel, packetNum),
+      check: {
+        pageSize: PAGE_SIZE,
+        pageCount: pageCount(PAGE_SIZE),
+        // The method's fields are methodFor()'s; the buffers fit any method's payload.
+        methodFlag: 0,
+        exactPayload: true,
+        maxPayload: (n) => largestPayload(n, PAGE_SIZE),
+        lookupRamblock: (name) => this.blocks.get(name),
+      },
+      // The receiver's targets are unused: QemuPages places the pages.
+      blocks: new Map(),
+      zeroPageCrc: 0,
+      inPlace: false,
+      readTimeoutMs: this.timeoutMs,
+      onPages: () => {},
+      onIdle: () => this.maybeFinish(),
+      fail: (e) => this.fail(e),
+    });
+  }
+
+  private host: ChannelHost | null = null;
+
+  /** Hands a channel to the channel reader, once the block list is in: its native thread (or its paused socket) starts reading. */
+  private startReading(ch: QemuChannel): void {
+    if (this.settled || ch.reader) return;
+    // The method is known from the first packet with normal pages, before its payload is decoded.
+    const decoder: Decoder = { decode: (payload, normal, packetNum) => (ch.decoder ??= this.decoder(ch.id, this.method!)).decode(payload, normal, packetNum) };
+    ch.reader = new DataChannel(ch.id, ch.native ?? ch.sock, ch.initial, decoder, ch.counters, this.channelHost(), ch.pages);
+    if (!ch.native) ch.sock.resume();
   }
 
   /**
@@ -258,13 +297,6 @@ class QemuMigration {
     }
     this.outputs.push(output);
     return output;
-  }
-
-  /** Multifd bytes waiting for the block list, all channels. */
-  get queuedBeforeReady(): number {
-    let n = 0;
-    for (const ch of this.channels.values()) n += ch.queued;
-    return n;
   }
 
   /** The block list is in and every output exists: pages can be placed. */
@@ -334,10 +366,18 @@ class QemuMigration {
     this.mainTimer ??= setTimeout(() => {
       if (!this.main) this.fail(new ConnectionError('ERR_QEMU_MAIN_MISSING', `multifd channels connected, but no main channel within ${this.timeoutMs} ms (a source connects it first)`));
     }, this.timeoutMs);
-    const ch = new MultifdChannel(init.id, sock, q.take(q.length)!, this);
+    // A plain socket goes to a native reader now, in the handler that identified it (libuv reads no
+    // further, so an end that follows stays for that reader); it starts reading once the block list is
+    // in, as the socket (when it cannot be handed over) waits paused. The native reader keeps the timeout itself.
+    const rest = q.take(q.length) ?? Buffer.alloc(0);
+    const attached = NativeChannel.attach(sock, true);
+    if (attached) sock.setTimeout(0);
+    else sock.pause();
+    const ch = new QemuChannel(init.id, sock, attached?.channel ?? null, Buffer.concat([rest, ...(attached?.buffered ?? [])]), this);
     ch.counters.wireBytes += INIT_PACKET_SIZE;
     this.channels.set(init.id, ch);
     this.log.debug({ channel: init.id, peer }, 'multifd channel connected');
+    if (this.ready) this.startReading(ch);
   }
 
   /** The method of the first packet with pages decides; every later one must have it. */
@@ -473,159 +513,58 @@ class QemuMigration {
 }
 
 /**
- * One multifd channel from QEMU, read with QEMU's receiver's tolerance: a
- * packet without normal pages has no payload whatever its (stale)
- * next_packet_size says, offsets past the counted pages and the ramblock name
- * of a packet without pages are ignored, and SYNC may ride on a data packet
- * (QEMU <= 8.2). Everything else is checked as for mfd's own packets.
+ * One multifd channel from QEMU. Until the main channel's block list is in,
+ * nothing reads it (nothing could be placed); then the receiver's channel
+ * reader (DataChannel, QEMU-tolerant profile, on the socket's native thread)
+ * reads it, and its pages are placed by epoch (QemuPages).
  */
-class MultifdChannel {
-  private readonly queue = new ByteQueue();
-  private header: PacketHeader | null = null;
-  private decoder: Decoder | null = null;
-  private inFlight = 0;
-  private eof = false;
-  private ended = false;
-  /** SYNC packets so far: the epoch of the next packet's pages. */
-  syncs = 0;
+class QemuChannel {
   readonly counters: ChannelCounters;
-  private readonly headerSize = packetHeaderSize(PAGE_SIZE);
-  private readonly perPacket = pageCount(PAGE_SIZE);
+  readonly pages = new QemuPages(this);
+  reader: DataChannel | null = null;
+  decoder: Decoder | null = null;
 
   constructor(
     readonly id: number,
-    private readonly sock: net.Socket,
-    initial: Buffer,
-    private readonly host: QemuMigration,
+    readonly sock: net.Socket,
+    /** The socket on its native thread; null when it has no plain fd (read as a stream then). */
+    readonly native: NativeChannel | null,
+    /** Bytes read after the init packet, before the reader started. */
+    readonly initial: Buffer,
+    readonly host: QemuMigration,
   ) {
     this.counters = newChannelCounters(id);
-    this.counters.wireBytes += initial.length;
-    this.queue.push(initial);
-    sock.on('data', (c: Buffer) => {
-      this.counters.wireBytes += c.length;
-      this.queue.push(c);
-      this.pump();
-    });
-    sock.on('end', () => this.onEnd());
-    sock.on('close', () => this.onEnd());
-    this.pump();
+  }
+
+  /** SYNC packets so far: the epoch of the next packet's pages. */
+  get syncs(): number {
+    return this.pages.syncs;
   }
 
   get idle(): boolean {
-    return this.ended && this.inFlight === 0;
+    return this.reader?.idle ?? false;
   }
+}
 
-  /** Bytes received and not yet taken as packets. */
-  get queued(): number {
-    return this.queue.length;
-  }
+/**
+ * A QEMU channel's page placement: every page carries the number of SYNC
+ * packets before it on its channel (its epoch), and is written unless its
+ * page already holds data of a later epoch (QemuMigration.applyPacket).
+ */
+class QemuPages implements PagePlacer {
+  syncs = 0;
 
-  /** The peer closed: judged once the queued bytes are processed (they may wait for the block list). */
-  private onEnd(): void {
-    this.eof = true;
-    this.pump();
-  }
+  constructor(private readonly ch: QemuChannel) {}
 
-  private atEof(): void {
-    if (this.ended) return;
-    if (this.queue.length > 0 || this.header) {
-      const need = this.header ? `payload of packet ${this.header.packetNum}` : `header (${this.queue.length} of ${this.headerSize} bytes)`;
-      return this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${need}`, { channel: this.id }));
-    }
-    this.ended = true;
-    this.host.maybeFinish();
-  }
-
-  pump(): void {
-    // Pages cannot be placed before the main channel's block list is in.
-    if (!this.host.ready) {
-      if (this.host.queuedBeforeReady > PRE_READY_MAX) this.sock.pause();
-      return;
-    }
-    if (this.inFlight < MAX_IN_FLIGHT) this.sock.resume();
-    try {
-      for (;;) {
-        if (!this.header) {
-          this.refuseDeviceState();
-          const raw = this.queue.take(this.headerSize);
-          if (!raw) break;
-          this.header = decodePacketHeader(raw, this.perPacket);
-          this.check(this.header);
-        }
-        const h = this.header;
-        const len = h.normalPages === 0 ? 0 : this.host.method!.exactPayload ? h.normalPages * PAGE_SIZE : h.nextPacketSize;
-        const payload = len > 0 ? this.queue.takeViews(len) : EMPTY;
-        if (!payload) break;
-        this.header = null;
-        this.packet(h, payload);
-      }
-      if (this.eof) this.atEof();
-    } catch (e) {
-      this.host.fail(e);
-    }
-  }
-
-  /**
-   * QEMU 10.0's device-state packets (flag 0x40: VFIO device state over multifd, the vfio-pci
-   * property x-migration-multifd-transfer) have a header of their own, shorter than a RAM
-   * packet's: judged on the common 12 bytes, before a RAM header is taken.
-   */
-  private refuseDeviceState(): void {
-    const flags = this.queue.peekUInt32BE(8);
-    if (flags !== null && flags & MULTIFD_FLAG_DEVICE_STATE) {
-      throw new UnsupportedStreamError(
-        `a device-state packet (flags ${hex(flags)}: VFIO device state over multifd, QEMU 10.0+): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off on the source's VFIO devices`,
-        'ERR_QEMU_DEVICE_STATE_PACKET',
-        { channel: this.id },
-      );
-    }
-  }
-
-  private check(h: PacketHeader): void {
-    if (h.magic !== MULTIFD_MAGIC || h.version !== MULTIFD_VERSION) {
-      throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)} version ${h.version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}`, { channel: this.id });
-    }
-    const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
-    // The method is only judged on packets with data: QEMU 7.2 sets the bit only there.
-    const method = h.normalPages > 0 ? this.host.methodFor(flag, this.id, h.packetNum) : this.host.method;
-    checkPacketHeader(h.normalPages === 0 ? { ...h, nextPacketSize: 0 } : h, {
-      channel: this.id,
-      pageSize: PAGE_SIZE,
-      pageCount: this.perPacket,
-      methodFlag: h.normalPages > 0 ? method!.flag : flag,
-      exactPayload: method?.exactPayload ?? true,
-      maxPayload: (n) => method!.maxPayload(n, PAGE_SIZE),
-      lookupRamblock: (name) => this.host.blocks.get(name),
-    });
-  }
-
-  private packet(h: PacketHeader, payload: Uint8Array[]): void {
-    const c = this.counters;
-    c.packets++;
+  claim(h: PacketHeader): ((data: Uint8Array[]) => void) | null {
     const epoch = this.syncs;
-    if (h.flags & MULTIFD_FLAG_SYNC) {
-      this.syncs++;
-      c.syncPackets++;
-    }
+    if (h.flags & MULTIFD_FLAG_SYNC) this.syncs++;
     const pages = h.normalPages + h.zeroPages;
-    if (pages === 0) return;
-    c.normalPages += h.normalPages;
-    c.zeroPages += h.zeroPages;
-    const block = this.host.blocks.get(ramblockName(h))!;
+    if (pages === 0) return null;
+    const host = this.ch.host;
+    const block = host.blocks.get(ramblockName(h))!;
     const offsets = h.offsets; // this header's own array
     const normal = h.normalPages;
-    if (normal > 0) this.decoder ??= this.host.decoder(this.id, this.host.method!);
-    if (++this.inFlight >= MAX_IN_FLIGHT) this.sock.pause();
-    Promise.resolve(normal > 0 ? this.decoder!.decode(payload, normal, h.packetNum) : EMPTY)
-      .then((data) => {
-        this.host.applyPacket(block, offsets, normal, pages, epoch, data.length === 1 ? data[0]! : Buffer.concat(data));
-      })
-      .then(
-        () => {
-          if (--this.inFlight < MAX_IN_FLIGHT) this.sock.resume();
-          if (this.idle) this.host.maybeFinish();
-        },
-        (e) => this.host.fail(e),
-      );
+    return (data) => host.applyPacket(block, offsets, normal, pages, epoch, data.length === 1 ? data[0]! : Buffer.concat(data));
   }
 }

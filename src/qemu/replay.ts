@@ -6,7 +6,10 @@
  * same block list, one PART with every page (zero pages as ZERO records on the
  * main channel, the others in multifd packets, or as PAGE records on the main
  * channel without multifd), an empty END, each ended by a multifd sync; then the
- * saved device state verbatim. The destination's sync shape (per RAM section, or
+ * saved device state verbatim. The pages go through the sender's pipeline
+ * (src/sender/pipeline.ts: reads, zero-page scans and compression off the
+ * event loop, each multifd channel's socket on its native thread, channels
+ * in parallel). The destination's sync shape (per RAM section, or
  * per pass marked by MULTIFD_FLUSH) and whether it takes SWITCHOVER_START cannot
  * be read off the wire: the options or the manifest choose them (replayShape),
  * and a stall's hint names them. With `file`, the main channel goes to a QEMU migration file
@@ -14,15 +17,15 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
-import { ConnectionError, InterruptedError, IoError, UsageError } from '../errors.js';
+import { ConnectionError, InterruptedError, IoError, UsageError, asMfdError, type MfdError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { getMethod, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
-import { PathTally } from '../accel/paths.js';
+import { getMethod, type MethodParams } from '../methods/index.js';
 import { connect } from '../transport/connect.js';
+import { NativeChannel, type NativeIoError } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
-import { encodePacketHeader } from '../wire/packet.js';
-import { native } from '../native/load.js';
-import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { INIT_PACKET_SIZE } from '../wire/constants.js';
+import { SendPipeline, type ChannelSink, type OutgoingPacket } from '../sender/pipeline.js';
+import { nativeSink } from '../sender/sender.js';
 import {
   MIG_CMD_SWITCHOVER_START,
   QEMU_VM_COMMAND,
@@ -168,20 +171,26 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
   if (o.file && o.channels !== 0) throw new UsageError('a QEMU migration file has no multifd channels (channels 0): multifd writes into mapped-ram regions');
-  let method: CompressionMethod | null = null;
-  let params: MethodParams = {};
-  if (o.channels > 0) {
-    method = getMethod(o.compression);
-    if (!method.qemuCompatible) throw new UsageError(`--compression ${method.name} is mfd's own; a QEMU destination cannot read it`);
-    params = method.params(o.methodParams);
-  }
+  if (o.channels > 0 && !getMethod(o.compression).qemuCompatible) throw new UsageError(`--compression ${o.compression} is mfd's own; a QEMU destination cannot read it`);
   const log = o.logger;
+  // The sender's pipeline reads, scans and compresses the pages (off the event loop; offloaded
+  // methods on the compute pool), channels in parallel. Without multifd, one pipeline channel feeds
+  // the main channel's PAGE records. Zero pages go as ZERO records on the main channel either way.
+  const pipeline = await SendPipeline.open({
+    images: m.ramblocks.map((b) => ({ name: b.name, path: path.join(o.dir, path.basename(b.file)) })),
+    channels: Math.max(1, o.channels),
+    pageSize: ps,
+    compression: o.channels > 0 ? o.compression : 'none',
+    methodParams: o.channels > 0 ? o.methodParams : {},
+    zeroPageDetection: 'multifd',
+    zeroPagesInPackets: false,
+    logger: log,
+  });
   const sockets: net.Socket[] = [];
-  const senders: MethodSender[] = [];
   const result: QemuSendResult = {
     totalTimeMs: 0,
     channels: o.channels,
-    compression: method?.name ?? null,
+    compression: o.channels > 0 ? pipeline.method.name : null,
     machineType: m.qemu.machineType,
     ramblocks: m.ramblocks.map((b) => ({ name: b.name, size: b.size })),
     normalPages: 0,
@@ -201,6 +210,10 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     sockets.forEach((s) => s.destroy());
   };
   o.signal?.addEventListener('abort', abort, { once: true });
+  // The first failure (an interruption wins over the hang-ups it causes); the pipeline stops on it.
+  let failure: MfdError | null = null;
+  const fail = (e: unknown): MfdError => (failure ??= interrupted ?? asMfdError(e));
+  const failed = (): MfdError | null => interrupted ?? failure;
   // A connect in progress when the signal came: its socket is destroyed as soon as it is ours.
   const connected = (sock: net.Socket): net.Socket => {
     sockets.push(sock);
@@ -210,7 +223,14 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     }
     return sock;
   };
+  /** Channel sinks that are native (their end() flushes and closes the thread and socket). */
+  const closers: (() => Promise<void>)[] = [];
   try {
+    for (const b of pipeline.blocks) {
+      const want = m.ramblocks[b.index]!.size;
+      if (b.source.size < want) throw new IoError('ERR_SHORT_READ', `ramblock "${b.source.name}": ${b.source.path} is shorter than ${want} bytes`);
+      if (b.source.size > want) throw new IoError('ERR_QEMU_RAMBLOCK_SIZE', `ramblock "${b.source.name}": ${b.source.path} has ${b.source.size} bytes, the manifest ${want}`);
+    }
     const where = o.file ? `file:${o.file.target.path}` : `${o.host}:${o.port}`;
     const stallMs = o.stallTimeoutMs ?? 60_000;
     const main: Pick<Sink, 'write' | 'finish' | 'bytes'> = o.file
@@ -222,41 +242,105 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(await configurationWith(Buffer.from(m.configuration, 'hex'), mappedRam !== null));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
     await main.write([w.take()]);
-    const channels: Sink[] = [];
-    const uuid = uuidFromString(m.uuid);
-    const tally = new PathTally(`${method?.name ?? 'none'} compression`);
-    for (let i = 0; i < o.channels; i++) {
-      const s = connected(await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`));
-      const sink = new Sink(s, `multifd channel ${i} to ${where}`, stallMs, stopped, hint);
-      channels.push(sink);
-      senders.push(method!.sendSetup({ channel: i, pageSize: ps, params, tally }));
-      await sink.write([encodeInitPacket(uuid, i)]);
-    }
-    log.info({ channels: o.channels, method: method?.name, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart }, `replaying ${o.dir} into ${where}: ${shape.why}`);
 
-    const hs = packetHeaderSize(ps);
-    const perPacket = pageCount(ps);
-    let packetNum = 0n;
-    const header = (flags: number, name: string, offsets: number[], normal: number, payloadBytes: number): Uint8Array =>
-      encodePacketHeader(new Uint8Array(hs), hs, {
-        flags,
-        pagesAlloc: perPacket,
-        normalPages: normal,
-        zeroPages: 0,
-        nextPacketSize: payloadBytes,
-        packetNum: packetNum++,
-        ramblock: Buffer.from(name, 'utf8'),
-        offsets,
-      });
-    /** A multifd sync: a SYNC packet on every channel, then (per-pass mode) the MULTIFD_FLUSH record on the main channel. */
-    const sync = async (): Promise<void> => {
-      if (channels.length === 0) return;
-      for (const c of channels) await c.write([header(MULTIFD_FLAG_SYNC, '', [], 0, 0)]);
-      result.multifdPackets += channels.length;
-      if (shape.syncMode === 'round') w.u64(RAM_SAVE_FLAG_MULTIFD_FLUSH);
+    let current: string | null = null;
+    /** Main-channel record header: the block name only when it changes (else CONTINUE). */
+    const record = (name: string, offset: number, flag: number): void => {
+      if (name === current) w.u64(offset + flag + RAM_SAVE_FLAG_CONTINUE);
+      else {
+        w.u64(offset + flag).str(name);
+        current = name;
+      }
     };
-    const endSection = async (): Promise<void> => {
-      await sync();
+    /** A packet's zero pages (and, without multifd, its normal pages) as main-channel records. */
+    const records = async (p: OutgoingPacket, pages: boolean): Promise<void> => {
+      const name = p.block!.source.name;
+      for (let j = p.normal; j < p.normal + p.zeros; j++) {
+        record(name, p.offsets[j]!, RAM_SAVE_FLAG_ZERO);
+        w.u8(0);
+      }
+      result.zeroPages += p.zeros;
+      if (pages) {
+        // The payload (method none): the normal pages, in runs of whole pages.
+        let j = 0;
+        for (const run of p.pieces.slice(1)) {
+          for (let at = 0; at < run.length; at += ps) {
+            record(name, p.offsets[j++]!, RAM_SAVE_FLAG_PAGE);
+            w.bytes(run.subarray(at, at + ps));
+          }
+        }
+        result.normalPages += p.normal;
+      }
+      if (w.length >= FLUSH_AT) await main.write([w.take()]);
+    };
+    const nativeFailed = (what: string) => (e: NativeIoError) =>
+      fail(
+        e.code === 'ESTALLED'
+          ? new ConnectionError('ERR_QEMU_DESTINATION_STALLED', `${what}: the destination has not read for ${stallMs} ms (${hint})`)
+          : new ConnectionError('ERR_QEMU_DESTINATION', `${what}: ${e.message} (${hint})`, {}, e),
+      );
+
+    const uuid = uuidFromString(m.uuid);
+    for (let i = 0; i < Math.max(1, o.channels); i++) {
+      if (o.channels === 0) {
+        // Without multifd: the pages go as PAGE records on the main channel.
+        await pipeline.addChannel(0, () => ({
+          async write(p) {
+            try {
+              if (!p.sync) await records(p, true);
+            } finally {
+              p.done();
+            }
+          },
+          end: async () => {},
+        }));
+        break;
+      }
+      const what = `multifd channel ${i} to ${where}`;
+      const s = connected(await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`));
+      s.on('error', () => {});
+      // The init packet is in the kernel before the native thread writes behind it.
+      await new Promise<void>((resolve) => s.write(encodeInitPacket(uuid, i), () => resolve()));
+      const attached = NativeChannel.attach(s, false);
+      const fallback = attached ? null : new Sink(s, what, stallMs, stopped, hint);
+      await pipeline.addChannel(i, (counters) => {
+        counters.wireBytes += INIT_PACKET_SIZE;
+        const out: ChannelSink = attached
+          ? nativeSink(attached.channel, counters, what, stallMs, nativeFailed(what))
+          : { write: (p) => fallback!.write(p.pieces).finally(() => p.done()), end: async () => void s.end() };
+        closers.push(() => out.end());
+        return {
+          async write(p) {
+            if (!p.sync) {
+              await records(p, false).catch((e) => {
+                p.done();
+                throw e;
+              });
+              // A packet of zero pages only has gone whole to the main channel.
+              if (p.normal === 0) return p.done();
+              result.normalPages += p.normal;
+            }
+            result.multifdPackets++;
+            return out.write(p);
+          },
+          // The channel stays open for the next section's SYNC; closers end it.
+          end: async () => {},
+        };
+      });
+    }
+    log.info({ channels: o.channels, method: result.compression, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart }, `replaying ${o.dir} into ${where}: ${shape.why}`);
+
+    const check = (): void => {
+      const f = failed();
+      if (f) throw f;
+    };
+    /** Ends a RAM section: a multifd sync (a SYNC packet on every channel, unless `synced`: run() sent them), MULTIFD_FLUSH per pass, EOS. */
+    const endSection = async (synced = false): Promise<void> => {
+      if (o.channels > 0) {
+        if (!synced) await pipeline.sync();
+        check();
+        if (shape.syncMode === 'round') w.u64(RAM_SAVE_FLAG_MULTIFD_FLUSH);
+      }
       w.u64(RAM_SAVE_FLAG_EOS).u8(QEMU_VM_SECTION_FOOTER).u32(m.ramSection.sectionId);
       await main.write([w.take()]);
     };
@@ -276,66 +360,12 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     }
     await endSection();
 
-    // PART: every page once.
+    // PART: every page once, then run()'s SYNC on every channel.
     w.u8(QEMU_VM_SECTION_PART).u32(m.ramSection.sectionId);
-    const isZero = new Uint8Array(perPacket);
-    let current: string | null = null;
-    let next = 0;
-    /** Main-channel record header: the block name only when it changes (else CONTINUE). */
-    const record = (name: string, offset: number, flag: number): void => {
-      if (name === current) w.u64(offset + flag + RAM_SAVE_FLAG_CONTINUE);
-      else {
-        w.u64(offset + flag).str(name);
-        current = name;
-      }
-    };
-    for (const b of mappedRam ? [] : m.ramblocks) {
-      const file = path.join(o.dir, path.basename(b.file));
-      let fd: number;
-      try {
-        fd = fs.openSync(file, 'r');
-      } catch (e) {
-        throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `ramblock "${b.name}": cannot open ${file}: ${(e as Error).message}`, e);
-      }
-      try {
-        for (let at = 0; at < b.size; at += perPacket * ps) {
-          const len = Math.min(perPacket * ps, b.size - at);
-          // A fresh buffer per packet: the socket holds on to the pages until they are written.
-          const buf = Buffer.allocUnsafe(len);
-          if (fs.readSync(fd, buf, 0, len, at) !== len) throw new IoError('ERR_SHORT_READ', `ramblock "${b.name}": ${file} is shorter than ${b.size} bytes`);
-          // One SIMD scan per packet; a partial last page (a block not made of whole pages) is never taken as zero.
-          native.scanZeroPages(buf, ps, Math.floor(len / ps), isZero.fill(0));
-          const pages: Uint8Array[] = [];
-          const offsets: number[] = [];
-          for (let p = 0; p < len; p += ps) {
-            const page = buf.subarray(p, p + ps);
-            if (isZero[p / ps]) {
-              record(b.name, at + p, RAM_SAVE_FLAG_ZERO);
-              w.u8(0);
-              result.zeroPages++;
-            } else if (channels.length === 0) {
-              record(b.name, at + p, RAM_SAVE_FLAG_PAGE);
-              w.bytes(page);
-              result.normalPages++;
-            } else {
-              pages.push(page);
-              offsets.push(at + p);
-            }
-          }
-          if (w.length >= FLUSH_AT) await main.write([w.take()]);
-          if (pages.length === 0) continue;
-          const c = next++ % channels.length;
-          const payload = await senders[c]!.prepare(pages, pages.length);
-          const bytes = payload.reduce((a, p) => a + p.length, 0);
-          await channels[c]!.write([header(method!.flag, b.name, offsets, pages.length, bytes), ...payload]);
-          result.normalPages += pages.length;
-          result.multifdPackets++;
-        }
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    await endSection();
+    // mapped-ram: the pages went into the regions with the block list; else through the pipeline.
+    if (!mappedRam) await pipeline.run(fail, failed);
+    check();
+    await endSection(true);
 
     // QEMU 10.0 sends SWITCHOVER_START right before the END section (no data, no answer).
     if (shape.switchoverStart) w.u8(QEMU_VM_COMMAND).u16(MIG_CMD_SWITCHOVER_START).u16(0);
@@ -346,17 +376,18 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     // The device state, EOF and VM description as received.
     const blob = path.join(o.dir, path.basename(m.deviceState.file));
     for await (const chunk of fs.createReadStream(blob, { highWaterMark: 1 << 20 })) await main.write([chunk as Buffer]);
-    for (const c of channels) c.sock.end();
+    await Promise.all(closers.splice(0).map((end) => end()));
+    check();
     await main.finish();
-    result.wireBytes = main.bytes + channels.reduce((a, c) => a + c.bytes, 0);
+    result.wireBytes = main.bytes + pipeline.channels.reduce((a, c) => a + (o.channels > 0 ? c.counters.wireBytes : 0), 0);
     result.totalTimeMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;
     return result;
   } catch (e) {
     for (const s of sockets) s.destroy();
     fileSink?.close();
-    throw e;
+    throw interrupted ?? failure ?? e;
   } finally {
-    for (const s of senders) s.cleanup();
+    await pipeline.close();
     o.signal?.removeEventListener('abort', abort);
   }
 }

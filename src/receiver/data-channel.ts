@@ -4,14 +4,31 @@
  * through the method in channel order, then digests and writes the pages.
  * Decoding is serial per channel (stream methods keep history); digesting and
  * writing overlap. The socket pauses while too many packets are in flight.
+ *
+ * The one channel reader: mfd's receiver and a migration file's restore read
+ * with the strict profile; recv --qemu with the QEMU-tolerant one
+ * (wire/packet.ts PacketProfile), the packet's method learned from the
+ * packets (host.methodFor), and its pages placed by a PagePlacer of its own
+ * (QEMU's passes, ordered by sync epochs) instead of the receiver's targets.
  */
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { BoundedPool } from '../bounded-pool.js';
-import { checkPacketHeader, decodePacketHeader, NEXT_PACKET_SIZE_OFFSET, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
+import {
+  checkPacketHeader,
+  checkPacketKind,
+  decodePacketHeader,
+  NEXT_PACKET_SIZE_OFFSET,
+  NORMAL_PAGES_OFFSET,
+  PACKET_FLAGS_OFFSET,
+  payloadLength,
+  type PacketCheckContext,
+  type PacketHeader,
+  type PacketProfile,
+} from '../wire/packet.js';
 import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
-import { MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
+import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
 import { isRefPacket } from '../delta/wire.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
@@ -63,9 +80,27 @@ export interface TargetBlock {
  */
 export type ChannelSource = EventEmitter & { pause(): unknown; resume(): unknown; destroy(): unknown };
 
+/**
+ * Where a channel's packets go instead of the receiver's targets (recv --qemu:
+ * pages ordered by sync epochs). claim() sees every packet, in arrival order,
+ * before its payload is decoded, and returns what to do with the decoded
+ * normal pages (null: nothing to place); it throws to refuse the packet.
+ */
+export interface PagePlacer {
+  claim(h: PacketHeader): ((pages: Uint8Array[]) => void | Promise<void>) | null;
+}
+
 export interface ChannelHost {
   pageSize: number;
   headerSize: number;
+  /** How packets are framed and judged; "strict" when absent. */
+  profile?: PacketProfile;
+  /**
+   * With the "qemu" profile: the method of a packet with normal pages, from its compression bits
+   * (the first one decides; a later one that differs throws). check's method fields then do not count;
+   * its maxPayload sizes the native reader's buffers.
+   */
+  methodFor?(flag: number, channel: number, packetNum: bigint): CompressionMethod;
   check: Omit<PacketCheckContext, 'channel'>;
   blocks: Map<string, TargetBlock>;
   zeroPageCrc: number;
@@ -98,6 +133,10 @@ export function packetChecks(method: CompressionMethod, pageSize: number, blocks
 export class DataChannel {
   private readonly queue = new ByteQueue();
   private header: PacketHeader | null = null;
+  /** The payload length of `header` (its framing under the profile). */
+  private payloadLen = 0;
+  private readonly profile: PacketProfile;
+  private readonly placer: PagePlacer;
   private inFlight = 0;
   private readonly ctx: PacketCheckContext;
   /** The byte stream parsed here; null when a native reader reads the socket. */
@@ -121,8 +160,11 @@ export class DataChannel {
     private readonly decoder: Decoder,
     readonly counters: ChannelCounters,
     private readonly host: ChannelHost,
+    placer?: PagePlacer,
   ) {
     this.ctx = { ...host.check, channel: id };
+    this.profile = host.profile ?? 'strict';
+    this.placer = placer ?? { claim: (h) => this.claim(h) };
     this.counters.wireBytes += initial.length;
     this.queue.push(initial);
     if (source instanceof NativeChannel) {
@@ -155,7 +197,13 @@ export class DataChannel {
     if (this.ended) return;
     const partial = this.queue.length + (this.header ? this.host.headerSize : 0);
     if (partial > 0) {
-      this.truncated(this.header ? `payload: received ${this.queue.length} of ${this.header.nextPacketSize} bytes` : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`);
+      try {
+        // A packet of another kind, shorter than a RAM header, is named as such.
+        if (!this.header) this.judgeKind(this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET));
+      } catch (e) {
+        return this.host.fail(e);
+      }
+      this.truncated(this.header ? `payload: received ${this.queue.length} of ${this.payloadLen} bytes` : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`);
       return;
     }
     this.ended = true;
@@ -164,6 +212,33 @@ export class DataChannel {
 
   destroy(): void {
     this.destroySource();
+  }
+
+  /** The packet kind, from the flags of its common 12 bytes (null: not all here yet); QEMU profile only. */
+  private judgeKind(flags: number | null): void {
+    if (this.profile === 'qemu' && flags !== null) checkPacketKind(flags, this.id);
+  }
+
+  /**
+   * Judges a header under the channel's profile (throws ProtocolError naming
+   * what is wrong) and returns the length of the payload that follows it.
+   */
+  private judge(h: PacketHeader): number {
+    if (this.profile === 'strict') {
+      checkPacketHeader(h, this.ctx);
+      return payloadLength(h, 'strict', this.ctx.exactPayload, this.host.pageSize);
+    }
+    // QEMU-tolerant: no normal pages, no payload (next_packet_size may be stale); the method is
+    // judged on packets with normal pages only (QEMU 7.2 sets its bit only there).
+    const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
+    const ps = this.host.pageSize;
+    if (h.normalPages === 0) {
+      checkPacketHeader({ ...h, nextPacketSize: 0 }, { ...this.ctx, methodFlag: flag, exactPayload: true });
+      return payloadLength(h, 'qemu', true, ps);
+    }
+    const m = this.host.methodFor!(flag, this.id, h.packetNum);
+    checkPacketHeader(h, { ...this.ctx, methodFlag: m.flag, exactPayload: m.exactPayload, maxPayload: (n) => m.maxPayload(n, ps) });
+    return payloadLength(h, 'qemu', m.exactPayload, ps);
   }
 
   private truncated(what: string): void {
@@ -192,16 +267,19 @@ export class DataChannel {
     const hs = this.host.headerSize;
     const size = hs + this.host.check.maxPayload(this.host.check.pageCount);
     const buffers = new BoundedPool(this.host.readBuffers ?? MAX_IN_FLIGHT + 1, () => Buffer.allocUnsafeSlow(size));
+    // The field that says whether a payload follows: QEMU's receivers read none without normal pages.
+    const gate = this.profile === 'qemu' ? NORMAL_PAGES_OFFSET : NEXT_PACKET_SIZE_OFFSET;
+    const announced = (buf: Buffer): number => (buf.readUInt32BE(gate) === 0 ? 0 : buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET));
     try {
       for (;;) {
         if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));
         const buf = await buffers.acquire();
         // Bytes read before the handover come first.
         let have = this.queue.takeInto(buf, 0, hs);
-        if (have === hs) have += this.queue.takeInto(buf, hs, Math.min(buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET), size - hs));
+        if (have === hs) have += this.queue.takeInto(buf, hs, Math.min(announced(buf), size - hs));
         let got = have;
-        if (have < hs || have < hs + buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET)) {
-          got = await ch.recv(buf, have, hs, NEXT_PACKET_SIZE_OFFSET, this.host.readTimeoutMs ?? -1);
+        if (have < hs || have < hs + announced(buf)) {
+          got = await ch.recv(buf, have, hs, NEXT_PACKET_SIZE_OFFSET, this.host.readTimeoutMs ?? -1, gate);
           this.counters.wireBytes += got - have;
         }
         if (got === 0) {
@@ -212,12 +290,13 @@ export class DataChannel {
           this.host.onIdle();
           return;
         }
+        if (got >= PACKET_FLAGS_OFFSET + 4) this.judgeKind(buf.readUInt32BE(PACKET_FLAGS_OFFSET));
         if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`);
         const h = decodePacketHeader(buf.subarray(0, hs), this.host.check.pageCount);
-        checkPacketHeader(h, this.ctx);
-        const end = hs + h.nextPacketSize;
-        if (end > size) throw new Error(`channel ${this.id}: next_packet_size ${h.nextPacketSize} passed the header checks but exceeds the buffer of ${size - hs} bytes`);
-        if (got < end) return this.truncated(`payload: received ${got - hs} of ${h.nextPacketSize} bytes`);
+        const len = this.judge(h);
+        const end = hs + len;
+        if (end > size) throw new Error(`channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the buffer of ${size - hs} bytes`);
+        if (got < end) return this.truncated(`payload: received ${got - hs} of ${len} bytes`);
         this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf));
       }
     } catch (e) {
@@ -236,16 +315,17 @@ export class DataChannel {
     try {
       for (;;) {
         if (!this.header) {
+          this.judgeKind(this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET));
           const raw = this.queue.take(this.host.headerSize);
           if (!raw) return;
           // Offsets beyond pagesAlloc are never read (QEMU leaves stale ones there).
           const h = decodePacketHeader(raw, this.host.check.pageCount);
           this.header = h;
           // Judge the header before waiting for (or allocating) its payload.
-          checkPacketHeader(h, this.ctx);
+          this.payloadLen = this.judge(h);
         }
         const h = this.header;
-        const payload = h.nextPacketSize > 0 ? this.queue.takeViews(h.nextPacketSize) : EMPTY;
+        const payload = this.payloadLen > 0 ? this.queue.takeViews(this.payloadLen) : EMPTY;
         if (!payload) return;
         this.header = null;
         this.packet(h, payload, null);
@@ -262,8 +342,29 @@ export class DataChannel {
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
     if (this.lastWasSync) c.syncPackets++;
     if (this.host.refs && isRefPacket(h)) return this.refPacket(h, payload, release);
+    const place = this.placer.claim(h);
+    if (!place) return release?.();
     const pages = h.normalPages + h.zeroPages;
-    if (pages === 0) return release?.();
+    c.normalPages += h.normalPages;
+    c.zeroPages += h.zeroPages;
+
+    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
+    const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
+    Promise.resolve(decoded)
+      .then(place)
+      .then(() => {
+        release?.();
+        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
+        this.host.onPages(pages * this.host.pageSize);
+        if (this.idle) this.host.onIdle();
+      })
+      .catch((e) => this.host.fail(e));
+  }
+
+  /** The receiver's placement: each page once (the coverage bitmap), digested and written to its target block. */
+  private claim(h: PacketHeader): ((data: Uint8Array[]) => Promise<void>) | null {
+    const pages = h.normalPages + h.zeroPages;
+    if (pages === 0) return null;
     const name = Buffer.from(h.ramblock).toString('utf8');
     const block = this.host.blocks.get(name)!;
     const ps = this.host.pageSize;
@@ -273,21 +374,10 @@ export class DataChannel {
         if (!block.seen.set(h.offsets[i]! / ps)) throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, place);
       }
     });
-    c.normalPages += h.normalPages;
-    c.zeroPages += h.zeroPages;
-
-    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
-    const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
-    Promise.resolve(decoded)
-      .then((data) => this.apply(h, name, block, data))
-      .then(() => {
-        release?.();
-        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
-        this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
-        this.host.onPages(pages * ps);
-        if (this.idle) this.host.onIdle();
-      })
-      .catch((e) => this.host.fail(e));
+    return async (data) => {
+      await this.apply(h, name, block, data);
+      this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
+    };
   }
 
   /** A delta reference packet: the host copies its pages; in flight like any packet. */

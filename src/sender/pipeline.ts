@@ -56,6 +56,12 @@ export interface PipelineOptions {
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Bytes per second for the whole migration, all channels together (QEMU's max-bandwidth); 0 or absent: no limit. */
   maxBandwidth?: number;
+  /**
+   * False: zero pages stay out of the packets' headers (zero_pages 0, only the normal pages' offsets);
+   * the sink places them from OutgoingPacket.offsets (send --qemu: ZERO records on the main channel,
+   * which every QEMU reads, where 7.2 knows no zero_pages). Default true.
+   */
+  zeroPagesInPackets?: boolean;
 }
 
 /** One image being sent as a ramblock. */
@@ -404,7 +410,7 @@ export class SendPipeline {
       flags: this.method.flag,
       pagesAlloc: pageCount(ps),
       normalPages: normal,
-      zeroPages: zeros,
+      zeroPages: this.opts.zeroPagesInPackets === false ? 0 : zeros,
       nextPacketSize: size,
       packetNum: this.packetNum++,
       ramblock: job.block.nameBytes,
@@ -448,6 +454,11 @@ export class SendPipeline {
     });
     ch.counters.packets++;
     await ch.sink.write({ pieces: [slab.header, x.payload], payloadBytes: x.payload.length, sync: false, block: x.block, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
+  }
+
+  /** A SYNC packet on every channel, outside run() (send --qemu: one per RAM section or pass). */
+  async sync(): Promise<void> {
+    await Promise.all(this.channels.map((ch) => this.writeSync(ch)));
   }
 
   /** SYNC at the end of the pass: header only, pages_alloc 0 (QEMU 9.2+ layout). */

@@ -248,7 +248,7 @@ function stalled(channel: number, ms: number, waiting: number): ConnectionError 
  * sent (their buffers are released all the same), and end() rejects after the
  * peer's grace.
  */
-function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, timeoutMs: number, failed: (e: NativeIoError) => void): ChannelSink {
+export function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, timeoutMs: number, failed: (e: NativeIoError) => void): ChannelSink {
   const queued: Promise<void>[] = [];
   let error: NativeIoError | null = null;
   return {

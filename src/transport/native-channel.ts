@@ -101,13 +101,14 @@ export class NativeChannel {
   /**
    * Reads into buf after its first `have` bytes: the rest of a header of
    * headerSize bytes, then the payload its big-endian u32 at sizeOffset
-   * announces (when header and payload fit in buf). Resolves to the bytes in
-   * buf; fewer than asked for means the peer ended the stream.
+   * announces (when header and payload fit in buf), unless its big-endian u32
+   * at gateOffset (default: sizeOffset) is 0. Resolves to the bytes in buf;
+   * fewer than asked for means the peer ended the stream.
    */
-  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number): Promise<number> {
+  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, gateOffset = sizeOffset): Promise<number> {
     let got = have;
     return this.op((done) =>
-      this.ch.recv(buf, have, headerSize, sizeOffset, timeoutMs, (err, n, code) => {
+      this.ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, (err, n, code) => {
         if (err) return done(err);
         got = n;
         done(code < 0 ? ioError('read', code, n) : null);

@@ -28,8 +28,10 @@ export const MULTIFD_FLAG_QATZIP = 0x20;
  * (each QEMU method is one bit), so a QEMU receiver refuses it as a flag mismatch.
  */
 export const MFD_FLAG_LZ4 = 0x3e;
-/** QEMU 10.0+ device-state packets; mfd neither sends nor accepts them. */
+/** QEMU 10.0+ device-state packets; mfd neither sends nor accepts them (inspect lists them). */
 export const MULTIFD_FLAG_DEVICE_STATE = 0x40;
+/** Every flag bit some QEMU version defines: SYNC, the compression field, DEVICE_STATE. */
+export const MULTIFD_DEFINED_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK | MULTIFD_FLAG_DEVICE_STATE;
 
 export const PAGE_SIZES = [4096, 16384, 65536] as const;
 export type PageSize = (typeof PAGE_SIZES)[number];

@@ -2,7 +2,7 @@
  * MultiFDPacket_t: the fixed-size RAM packet header (320 + 8 x pages-per-packet
  * bytes), its encoder, decoder and the receiver's checks. See docs/wire-format.md.
  */
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, UnsupportedStreamError } from '../errors.js';
 import {
   MULTIFD_FLAG_COMPRESSION_MASK,
   MULTIFD_FLAG_DEVICE_STATE,
@@ -76,6 +76,10 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
 
 /** Byte offset of next_packet_size in the packet header (a big-endian u32). */
 export const NEXT_PACKET_SIZE_OFFSET = 20;
+/** Byte offset of normal_pages in the packet header (a big-endian u32). */
+export const NORMAL_PAGES_OFFSET = 16;
+/** Byte offset of flags in every packet kind's common 12 bytes (a big-endian u32). */
+export const PACKET_FLAGS_OFFSET = 8;
 
 /**
  * Decodes a header without judging it. `offsetCount` offsets are read (clamped
@@ -108,6 +112,38 @@ export function decodePacketHeader(buf: Uint8Array, offsetCount: number): Packet
     ramblockTerminated: nul !== -1,
     offsets,
   };
+}
+
+/**
+ * How a channel's packets are framed and judged. "strict": mfd's peers, every
+ * field checked as sent (checkPacketHeader). "qemu": as QEMU's receivers read
+ * them: a packet without normal pages has no payload whatever its (possibly
+ * stale) next_packet_size says, an exact-payload method's payload is normal x
+ * page size, the ramblock name of a packet without pages is ignored, and the
+ * compression bits count only on packets with normal pages (QEMU 7.2 sets
+ * them only there).
+ */
+export type PacketProfile = 'strict' | 'qemu';
+
+/** Bytes of payload after header `h` under `profile`, for a method whose payload is exact (or not). */
+export function payloadLength(h: PacketHeader, profile: PacketProfile, exactPayload: boolean, pageSize: number): number {
+  if (profile === 'strict') return h.nextPacketSize;
+  return h.normalPages === 0 ? 0 : exactPayload ? h.normalPages * pageSize : h.nextPacketSize;
+}
+
+/**
+ * The QEMU profile's judgement of a packet's kind from its flags, before a
+ * RAM header is taken: QEMU 10.0's device-state packets (flag 0x40: VFIO
+ * device state over multifd, the vfio-pci property x-migration-multifd-transfer)
+ * have a shorter header of their own, and mfd keeps no VFIO state.
+ */
+export function checkPacketKind(flags: number, channel: number): void {
+  if (!(flags & MULTIFD_FLAG_DEVICE_STATE)) return;
+  throw new UnsupportedStreamError(
+    `a device-state packet (flags ${hex(flags)}: VFIO device state over multifd, QEMU 10.0+): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off on the source's VFIO devices`,
+    'ERR_QEMU_DEVICE_STATE_PACKET',
+    { channel },
+  );
 }
 
 /** What the receiver knows when it judges a header. */

@@ -92,6 +92,24 @@ t.test('multifd: stale data of an earlier pass arriving late loses to a later ZE
   t.equal(r.manifest.channels, 1);
 });
 
+t.test("multifd: QEMU's stale next_packet_size on packets without normal pages is not read as a payload (the channel reader's QEMU profile)", async (t) => {
+  const w = start(mainStream(), 3);
+  eos(w); // sync 0
+  eos(part(w)); // sync 1
+  eos(end(w)); // sync 2
+  w.u8(0x00);
+  /** A packet without normal pages whose next_packet_size is left over from an earlier one (QEMU <= 9.1). */
+  const stale = (p: Buffer): Buffer => {
+    p.writeUInt32BE(2 * PS, 20);
+    return p;
+  };
+  const ch = Buffer.concat([stale(SYNC()), packet(0, [0, 1], [page(0xaa), page(0xbb)]), stale(packet(0, [], [], [2])), stale(SYNC()), stale(SYNC())]);
+  const { result, out } = await receive(t, w.take(), [ch]);
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb), page(0)]), 'every page in place');
+  t.match(r.manifest.counts, { multifdPackets: 5, syncPackets: 3, multifdNormalPages: 2, multifdZeroPages: 1 });
+});
+
 t.test('multifd: a packet is written in runs of adjacent pages; a stale page inside a run splits it, and only it is kept out', async (t) => {
   const w = start(mainStream(), 6);
   eos(w); // sync 0

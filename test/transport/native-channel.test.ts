@@ -168,7 +168,7 @@ t.test('a worker that ends with a channel blocked in a read: its thread stops, t
      const addon = require(workerData.addon);
      const s = net.connect(workerData.port, '127.0.0.1', () => {
        const ch = new addon.SocketChannel(s._handle.fd);
-       ch.recv(Buffer.alloc(64), 0, 32, 20, -1, () => {});
+       ch.recv(Buffer.alloc(64), 0, 32, 20, 20, -1, () => {});
        parentPort.postMessage('blocked');
      });`,
     { eval: true, workerData: { addon, port: (server.address() as net.AddressInfo).port } },

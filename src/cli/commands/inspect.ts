@@ -18,19 +18,23 @@ export function inspectCommand(ctx: CommandContext): Command {
         'migration files from mfd send --to file:PATH, and QEMU\'s own (migrate file:PATH, stream or mapped-ram layout),\n' +
         'recognised by their magic (file:PATH,offset=N too).\n' +
         'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer;\n' +
-        'a QEMU file: its sections, ramblocks and pages);\n' +
-        'every problem with its byte offset. Exit 3 when a stream or file has errors.',
+        'a QEMU file: its sections, ramblocks and pages).\n' +
+        'Every payload is decoded by its method (--headers-only skips that); QEMU 10 device-state packets are listed.\n' +
+        'Every problem with its byte offset: a payload that does not decode, a flag bit no QEMU version defines,\n' +
+        'a packet kind it cannot read. Exit 3 when a stream or file has errors.',
     )
     .argument('<stream...>', 'stream files (e.g. DIR/channel-0.bin from mfd recv --dump-streams) or migration files')
     .addOption(pageSizeOption())
     .addOption(new Option('--extract <name=file>', 'rebuild ramblock NAME from the streams into FILE (zero pages as holes)'))
+    .option('--headers-only', 'frame and check the packet headers without decoding the payloads')
     .option('--json', 'one JSON object: every stream report, and the extraction')
-    .action(async (streams: string[], o: { pageSize: number; extract?: string; json?: boolean }) => {
+    .action(async (streams: string[], o: { pageSize: number; extract?: string; headersOnly?: boolean; json?: boolean }) => {
       let extract: ReturnType<typeof extractSink> | null = null;
       let sink: PageSink | undefined;
       if (o.extract) {
         const eq = o.extract.indexOf('=');
         if (eq <= 0) throw new UsageError(`Expected NAME=FILE for --extract but received "${o.extract}"`);
+        if (o.headersOnly) throw new UsageError('--extract rebuilds pages from the decoded payloads; it cannot be used with --headers-only');
         extract = extractSink(o.extract.slice(0, eq), o.extract.slice(eq + 1), o.pageSize);
         sink = extract.sink;
       }
@@ -45,7 +49,7 @@ export function inspectCommand(ctx: CommandContext): Command {
         } else if (isFileUri(s) || isMigrationFile(target)) {
           if (o.extract) throw new UsageError(`--extract reads channel streams; restore a migration file with mfd recv --from file:${target.path}`);
           files.push(await inspectFile(target));
-        } else reports.push(await inspectStream(s, o.pageSize, sink));
+        } else reports.push(await inspectStream(s, o.pageSize, sink, { headersOnly: o.headersOnly }));
       }
       const pages = extract?.close();
       if (o.json) ctx.out(JSON.stringify(inspectJson(reports, files, o.extract ? { target: o.extract, pages: pages! } : null, qemuFiles)));
