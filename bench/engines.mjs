@@ -77,7 +77,10 @@ function packets(img) {
     const page = img.subarray(off, off + PS);
     if (page.every((v) => v === 0)) continue;
     cur.push(page);
-    if (cur.length === PACKET) out.push(Buffer.concat(cur)), (cur = []);
+    if (cur.length === PACKET) {
+      out.push(Buffer.concat(cur));
+      cur = [];
+    }
   }
   if (cur.length) out.push(Buffer.concat(cur));
   return out;

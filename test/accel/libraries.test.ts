@@ -37,7 +37,10 @@ function synthetic(file: string, pages: number): string {
         for (let at = 0; at < PS; ) at += page.write(words[(p * 7 + at) % words.length]! + String(at % 97), at);
         break;
       case 1:
-        for (let i = 0; i < PS; i += 8) page.writeUInt32LE(p * 512 + i, i), page.writeUInt32LE(i % 61, i + 4);
+        for (let i = 0; i < PS; i += 8) {
+          page.writeUInt32LE(p * 512 + i, i);
+          page.writeUInt32LE(i % 61, i + 4);
+        }
         break;
       case 2:
         randomBytes(PS).copy(page);

@@ -61,6 +61,7 @@ t.test('progress shows whenever stderr is a terminal, also with stdout redirecte
   const forced = run('send', '--to', `file:${path.join(dir, 'm5')}`, '--progress', '--json', img);
   t.equal(forced.status, 0, forced.stderr);
   t.match(forced.stderr, /^save: 1\.00 MiB \/ 1\.00 MiB \(100\.0%\), .* ETA 0\.0 s$/m, '--progress: plain lines on a pipe');
+  // eslint-disable-next-line no-control-regex -- the escape is what this looks for
   t.notMatch(forced.stderr, /\r|\x1b/, 'no terminal control characters on a pipe');
 });
 
