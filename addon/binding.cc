@@ -1,24 +1,23 @@
 // Module init: exports the natives. Each takes caller-owned buffers and does
 // one packet's worth of work per call.
 #include <napi.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "common.h"
 #include "crc32c.h"
 #include "file_io.h"
 #include "packet_io.h"
 #include "zero_page.h"
-
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <mutex>
-#include <unordered_map>
-#include <vector>
 
 namespace mfd {
 void InitZlibStream(Napi::Env env, Napi::Object exports);
@@ -35,8 +34,8 @@ namespace {
 Napi::Value JS_scanZeroPages(const Napi::CallbackInfo& info) {
   size_t page_size, count;
   if (!RequireArgs(info, 4) || !RequireBytes(info, 0, "pages") ||
-      !RequireSize(info, 1, "pageSize", &page_size) ||
-      !RequireSize(info, 2, "pageCount", &count) || !RequireBytes(info, 3, "out")) {
+      !RequireSize(info, 1, "pageSize", &page_size) || !RequireSize(info, 2, "pageCount", &count) ||
+      !RequireBytes(info, 3, "out")) {
     return info.Env().Undefined();
   }
   auto pages = info[0].As<Napi::Uint8Array>();
@@ -91,8 +90,8 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
   return true;
 }
 
-/* copyPages(dst, src, pageSize, pageCount, skip|null) -> 0 | SHORT_READ: the pages not flagged in skip,
-   src to the same places in dst, guarded against src being a mapping of a file that shrank */
+/* copyPages(dst, src, pageSize, pageCount, skip|null) -> 0 | SHORT_READ: the pages not flagged in
+   skip, src to the same places in dst, guarded against src being a mapping of a file that shrank */
 Napi::Value JS_copyPages(const Napi::CallbackInfo& info) {
   size_t page_size, count;
   if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "dst") || !RequireBytes(info, 1, "src") ||
@@ -101,8 +100,10 @@ Napi::Value JS_copyPages(const Napi::CallbackInfo& info) {
   }
   auto dst = info[0].As<Napi::Uint8Array>();
   auto src = info[1].As<Napi::Uint8Array>();
-  if (page_size == 0 || count > dst.ByteLength() / page_size || count > src.ByteLength() / page_size) {
-    Napi::RangeError::New(info.Env(), "copyPages: buffers too small for pageCount pages").ThrowAsJavaScriptException();
+  if (page_size == 0 || count > dst.ByteLength() / page_size ||
+      count > src.ByteLength() / page_size) {
+    Napi::RangeError::New(info.Env(), "copyPages: buffers too small for pageCount pages")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   const uint8_t* skip = nullptr;
@@ -114,20 +115,21 @@ Napi::Value JS_copyPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(r));
 }
 
-/* analysePagesSync(pages, pageSize, pageCount, zeroOut|null, crcOut|null[, holes|null]) -> zero pages */
+/* analysePagesSync(pages, pageSize, pageCount, zeroOut|null, crcOut|null[, holes|null]) -> zero
+ * pages */
 Napi::Value JS_analysePagesSync(const Napi::CallbackInfo& info) {
   PagesJob job;
   if (!ParsePagesJob(info, &job)) return info.Env().Undefined();
   return Napi::Number::New(info.Env(), static_cast<double>(job.Run()));
 }
 
-
 // Runs a job with Run() -> int64_t on the libuv pool; the JS buffers passed to
 // the call stay pinned until the callback has run.
 template <typename Job>
 class JobWorker : public Napi::AsyncWorker {
  public:
-  JobWorker(const Napi::CallbackInfo& info, size_t nargs, const Job& job, Napi::Function cb, const char* name)
+  JobWorker(const Napi::CallbackInfo& info, size_t nargs, const Job& job, Napi::Function cb,
+            const char* name)
       : Napi::AsyncWorker(cb, name), job_(job) {
     for (size_t i = 0; i < nargs; i++) {
       if (info[i].IsObject()) pinned_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
@@ -135,7 +137,10 @@ class JobWorker : public Napi::AsyncWorker {
   }
   void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override { result_ = job_.Run(); }
-  void OnOK() override { Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(result_)), Extra()}); }
+  void OnOK() override {
+    Callback().Call(
+        {Env().Null(), Napi::Number::New(Env(), static_cast<double>(result_)), Extra()});
+  }
 
  private:
   Napi::Value Extra();
@@ -145,7 +150,9 @@ class JobWorker : public Napi::AsyncWorker {
 };
 
 template <>
-Napi::Value JobWorker<PagesJob>::Extra() { return Env().Undefined(); }
+Napi::Value JobWorker<PagesJob>::Extra() {
+  return Env().Undefined();
+}
 
 // A live file mapping handed to JS as an external ArrayBuffer. unmapRange()
 // unmaps at once and detaches the buffer; otherwise the finalizer unmaps.
@@ -183,7 +190,8 @@ Napi::Value JS_unmapRange(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mappings_lock);
     auto it = g_mappings.find(ab.Data());
     if (it == g_mappings.end()) {
-      Napi::TypeError::New(info.Env(), "unmapRange: not a mapRange buffer").ThrowAsJavaScriptException();
+      Napi::TypeError::New(info.Env(), "unmapRange: not a mapRange buffer")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     // Everything about the mapping is settled before Detach(), which may run
@@ -198,16 +206,19 @@ Napi::Value JS_unmapRange(const Napi::CallbackInfo& info) {
 }
 
 template <>
-Napi::Value JobWorker<WritePacketJob>::Extra() { return Napi::Number::New(Env(), static_cast<double>(job_.bad_page)); }
+Napi::Value JobWorker<WritePacketJob>::Extra() {
+  return Napi::Number::New(Env(), static_cast<double>(job_.bad_page));
+}
 
-
-/* writePacket(fd, pieces: Uint8Array[], pageSize, offsets, normal, zero, blockSize, writeZeros, crcOut, cb(err, code, badPage)) */
+/* writePacket(fd, pieces: Uint8Array[], pageSize, offsets, normal, zero, blockSize, writeZeros,
+ * crcOut, cb(err, code, badPage)) */
 Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
   WritePacketJob job{};
   size_t fd, block_size;
   if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) ||
-      !RequireSize(info, 2, "pageSize", &job.page_size) || !RequireSize(info, 4, "normal", &job.normal) ||
-      !RequireSize(info, 5, "zero", &job.zero) || !RequireSize(info, 6, "blockSize", &block_size) ||
+      !RequireSize(info, 2, "pageSize", &job.page_size) ||
+      !RequireSize(info, 4, "normal", &job.normal) || !RequireSize(info, 5, "zero", &job.zero) ||
+      !RequireSize(info, 6, "blockSize", &block_size) ||
       !RequireUint32Array(info, 8, "crcOut", job.normal) || !RequireFunction(info, 9)) {
     return info.Env().Undefined();
   }
@@ -215,13 +226,17 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
   if (!RequireByteList(info, 1, "pieces", &job.pages, &keep)) return info.Env().Undefined();
   size_t total = 0;
   for (const auto& piece : job.pages) total += piece.second;
-  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets").ThrowAsJavaScriptException();
+  if (!info[3].IsTypedArray() ||
+      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   auto offsets = info[3].As<Napi::Float64Array>();
-  if (job.page_size == 0 || total != job.normal * job.page_size || job.normal + job.zero > offsets.ElementLength()) {
-    Napi::RangeError::New(info.Env(), "writePacket: pieces must hold exactly normal pages, offsets all pages")
+  if (job.page_size == 0 || total != job.normal * job.page_size ||
+      job.normal + job.zero > offsets.ElementLength()) {
+    Napi::RangeError::New(info.Env(),
+                          "writePacket: pieces must hold exactly normal pages, offsets all pages")
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
@@ -229,7 +244,8 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < job.normal + job.zero; i++) {
     const double o = offsets.Data()[i];
     if (!(o >= 0) || o >= static_cast<double>(block_size)) {
-      Napi::RangeError::New(info.Env(), "writePacket: offset outside the block").ThrowAsJavaScriptException();
+      Napi::RangeError::New(info.Env(), "writePacket: offset outside the block")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
   }
@@ -238,7 +254,8 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
   job.block_size = static_cast<int64_t>(block_size);
   job.write_zeros = info[7].ToBoolean().Value();
   job.crc_out = info[8].As<Napi::Uint32Array>().Data();
-  auto* w = new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket");
+  auto* w =
+      new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket");
   // The pieces array is pinned above; pin each piece too (the array could be changed).
   for (auto& v : keep) w->Pin(v.As<Napi::Object>());
   w->Queue();
@@ -248,16 +265,18 @@ Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
 /* mapRange(fd, position, length) -> ArrayBuffer over a read-only shared mapping of the file */
 Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
   size_t fd, pos, len;
-  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
-      !RequireSize(info, 2, "length", &len)) {
+  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) ||
+      !RequireSize(info, 1, "position", &pos) || !RequireSize(info, 2, "length", &len)) {
     return info.Env().Undefined();
   }
   const size_t os_page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   if (len == 0 || pos % os_page != 0) {
-    Napi::RangeError::New(info.Env(), "mapRange: position must be page aligned and length > 0").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "mapRange: position must be page aligned and length > 0")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(pos));
+  void* p =
+      mmap(nullptr, len, PROT_READ, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(pos));
   if (p == MAP_FAILED) {
     Napi::Error e = Napi::Error::New(info.Env(), std::string("mmap: ") + strerror(errno));
     e.Set("errno", Napi::Number::New(info.Env(), errno));
@@ -273,23 +292,28 @@ Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
 }
 
-/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, holes|null, cb(err, zerosOrCode)) on the libuv pool */
+/* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, holes|null, cb(err,
+ * zerosOrCode)) on the libuv pool */
 Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
   PagesJob job;
-  if (!RequireArgs(info, 7) || !ParsePagesJob(info, &job) || !RequireFunction(info, 6)) return info.Env().Undefined();
-  (new JobWorker<PagesJob>(info, 6, job, info[6].As<Napi::Function>(), "mfd.analysePages"))->Queue();
+  if (!RequireArgs(info, 7) || !ParsePagesJob(info, &job) || !RequireFunction(info, 6))
+    return info.Env().Undefined();
+  (new JobWorker<PagesJob>(info, 6, job, info[6].As<Napi::Function>(), "mfd.analysePages"))
+      ->Queue();
   return info.Env().Undefined();
 }
 
-/* dataExtents(fd, position, length) -> Float64Array of [start, end) pairs: where the file has data */
+/* dataExtents(fd, position, length) -> Float64Array of [start, end) pairs: where the file has data
+ */
 Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
   size_t fd, pos, len;
-  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) || !RequireSize(info, 1, "position", &pos) ||
-      !RequireSize(info, 2, "length", &len)) {
+  if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) ||
+      !RequireSize(info, 1, "position", &pos) || !RequireSize(info, 2, "length", &len)) {
     return info.Env().Undefined();
   }
   std::vector<int64_t> extents;
-  const int r = DataExtents(static_cast<int>(fd), static_cast<int64_t>(pos), static_cast<int64_t>(len), &extents);
+  const int r = DataExtents(static_cast<int>(fd), static_cast<int64_t>(pos),
+                            static_cast<int64_t>(len), &extents);
   if (r < 0) {
     Napi::Error e = Napi::Error::New(info.Env(), std::string("lseek: ") + strerror(-r));
     e.Set("errno", Napi::Number::New(info.Env(), -r));
@@ -301,30 +325,37 @@ Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
   return out;
 }
 
-/* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) = crc32c(a + b));
-   crc32cBuiltin(bytes, seed = 0): the same by the addon's own code, whatever crc32c runs */
+/* crc32c(bytes, seed = 0) -> number; a seed continues an earlier CRC (crc32c(b, crc32c(a)) =
+   crc32c(a + b)); crc32cBuiltin(bytes, seed = 0): the same by the addon's own code, whatever crc32c
+   runs */
 template <uint32_t (*Extend)(uint32_t, const uint8_t*, size_t)>
 Napi::Value JS_crc32c(const Napi::CallbackInfo& info) {
   if (!RequireArgs(info, 1) || !RequireBytes(info, 0, "bytes")) return info.Env().Undefined();
   size_t seed = 0;
-  if (info.Length() > 1 && !info[1].IsUndefined() && (!RequireSize(info, 1, "seed", &seed) || seed > 0xFFFFFFFFu)) {
-    if (!info.Env().IsExceptionPending()) Napi::RangeError::New(info.Env(), "crc32c: seed must be a u32").ThrowAsJavaScriptException();
+  if (info.Length() > 1 && !info[1].IsUndefined() &&
+      (!RequireSize(info, 1, "seed", &seed) || seed > 0xFFFFFFFFu)) {
+    if (!info.Env().IsExceptionPending())
+      Napi::RangeError::New(info.Env(), "crc32c: seed must be a u32").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   auto b = info[0].As<Napi::Uint8Array>();
-  return Napi::Number::New(info.Env(), Extend(static_cast<uint32_t>(seed), b.Data(), b.ByteLength()));
+  return Napi::Number::New(info.Env(),
+                           Extend(static_cast<uint32_t>(seed), b.Data(), b.ByteLength()));
 }
 
-/* copyCrc32c(dst, src, crc) -> crc continued over src, after copying src to the start of dst (in blocks, so each is checksummed while hot) */
+/* copyCrc32c(dst, src, crc) -> crc continued over src, after copying src to the start of dst (in
+ * blocks, so each is checksummed while hot) */
 Napi::Value JS_copyCrc32c(const Napi::CallbackInfo& info) {
   size_t seed;
-  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "dst") || !RequireBytes(info, 1, "src") || !RequireSize(info, 2, "crc", &seed)) {
+  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "dst") || !RequireBytes(info, 1, "src") ||
+      !RequireSize(info, 2, "crc", &seed)) {
     return info.Env().Undefined();
   }
   auto dst = info[0].As<Napi::Uint8Array>();
   auto src = info[1].As<Napi::Uint8Array>();
   if (dst.ByteLength() < src.ByteLength() || seed > 0xFFFFFFFFu) {
-    Napi::RangeError::New(info.Env(), "copyCrc32c: dst shorter than src, or crc not a u32").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "copyCrc32c: dst shorter than src, or crc not a u32")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   uint32_t crc = static_cast<uint32_t>(seed);
@@ -337,12 +368,15 @@ Napi::Value JS_copyCrc32c(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), crc);
 }
 
-/* alignedBuffer(size) -> ArrayBuffer of `size` zero bytes at a 4096-byte aligned address (for O_DIRECT) */
+/* alignedBuffer(size) -> ArrayBuffer of `size` zero bytes at a 4096-byte aligned address (for
+ * O_DIRECT) */
 Napi::Value JS_alignedBuffer(const Napi::CallbackInfo& info) {
   size_t size;
   if (!RequireArgs(info, 1) || !RequireSize(info, 0, "size", &size)) return info.Env().Undefined();
   if (size == 0 || size % kDirectAlign != 0 || size > (size_t{1} << 30)) {
-    Napi::RangeError::New(info.Env(), "alignedBuffer: size must be a positive multiple of 4096, at most 1 GiB").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(),
+                          "alignedBuffer: size must be a positive multiple of 4096, at most 1 GiB")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   void* p = nullptr;
@@ -351,7 +385,8 @@ Napi::Value JS_alignedBuffer(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   std::memset(p, 0, size);
-  return Napi::ArrayBuffer::New(info.Env(), p, size, [](Napi::Env, void* data) { std::free(data); });
+  return Napi::ArrayBuffer::New(info.Env(), p, size,
+                                [](Napi::Env, void* data) { std::free(data); });
 }
 
 template <>
@@ -364,32 +399,37 @@ Napi::Value JobWorker<PositionalIoJob>::Extra() {
 }
 
 /*
- * positionalIo(fd, mode, pieces: Uint8Array[], positions: Float64Array, cb(err, code, [at, asked, moved]))
- * mode 0 reads, 1 writes, 2 writes and starts writeback of what it wrote (sync_file_range, not waited for).
- * Writes (or reads) pieces[i] at file position positions[i]; pieces that follow on from each other share
- * one pwritev/preadv. A short write is an error (kShortWrite), never retried; so is a read past the end of
- * the file (kShortRead). On an O_DIRECT descriptor, pieces not 4096-aligned in memory go through an aligned
- * bounce buffer.
+ * positionalIo(fd, mode, pieces: Uint8Array[], positions: Float64Array, cb(err, code, [at, asked,
+ * moved])) mode 0 reads, 1 writes, 2 writes and starts writeback of what it wrote (sync_file_range,
+ * not waited for). Writes (or reads) pieces[i] at file position positions[i]; pieces that follow on
+ * from each other share one pwritev/preadv. A short write is an error (kShortWrite), never retried;
+ * so is a read past the end of the file (kShortRead). On an O_DIRECT descriptor, pieces not
+ * 4096-aligned in memory go through an aligned bounce buffer.
  */
 Napi::Value JS_positionalIo(const Napi::CallbackInfo& info) {
   PositionalIoJob job;
   size_t fd;
-  if (!RequireArgs(info, 5) || !RequireSize(info, 0, "fd", &fd) || !RequireFunction(info, 4)) return info.Env().Undefined();
+  if (!RequireArgs(info, 5) || !RequireSize(info, 0, "fd", &fd) || !RequireFunction(info, 4))
+    return info.Env().Undefined();
   std::vector<Napi::Value> keep;
   if (!RequireByteList(info, 2, "pieces", &job.pieces, &keep)) return info.Env().Undefined();
-  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    Napi::TypeError::New(info.Env(), "Expected a Float64Array for positions").ThrowAsJavaScriptException();
+  if (!info[3].IsTypedArray() ||
+      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array for positions")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   auto positions = info[3].As<Napi::Float64Array>();
   if (positions.ElementLength() != job.pieces.size()) {
-    Napi::RangeError::New(info.Env(), "positionalIo: one position per piece").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "positionalIo: one position per piece")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   for (size_t i = 0; i < job.pieces.size(); i++) {
     const double p = positions.Data()[i];
     if (!(p >= 0) || p > 9007199254740991.0 || p != static_cast<double>(static_cast<int64_t>(p))) {
-      Napi::RangeError::New(info.Env(), "positionalIo: positions must be non-negative integers").ThrowAsJavaScriptException();
+      Napi::RangeError::New(info.Env(), "positionalIo: positions must be non-negative integers")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     job.positions.push_back(static_cast<int64_t>(p));
@@ -399,7 +439,8 @@ Napi::Value JS_positionalIo(const Napi::CallbackInfo& info) {
   if (!RequireSize(info, 1, "mode", &mode)) return info.Env().Undefined();
   job.write = mode >= 1;
   job.start_writeback = mode == 2;
-  auto* w = new JobWorker<PositionalIoJob>(info, 4, job, info[4].As<Napi::Function>(), "mfd.positionalIo");
+  auto* w = new JobWorker<PositionalIoJob>(info, 4, job, info[4].As<Napi::Function>(),
+                                           "mfd.positionalIo");
   for (auto& v : keep) w->Pin(v.As<Napi::Object>());
   w->Queue();
   return info.Env().Undefined();
@@ -451,21 +492,24 @@ Napi::Value JS_cpuFeatures(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scanZeroPages", Napi::Function::New(env, JS_scanZeroPages, "scanZeroPages"));
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
-  exports.Set("analysePagesSync", Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
+  exports.Set("analysePagesSync",
+              Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
   exports.Set("copyPages", Napi::Function::New(env, JS_copyPages, "copyPages"));
   exports.Set("mapRange", Napi::Function::New(env, JS_mapRange, "mapRange"));
   exports.Set("dataExtents", Napi::Function::New(env, JS_dataExtents, "dataExtents"));
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c<Crc32cExtend>, "crc32c"));
-  exports.Set("crc32cBuiltin", Napi::Function::New(env, JS_crc32c<Crc32cBuiltinExtend>, "crc32cBuiltin"));
+  exports.Set("crc32cBuiltin",
+              Napi::Function::New(env, JS_crc32c<Crc32cBuiltinExtend>, "crc32cBuiltin"));
   exports.Set("crc32cEngine", Napi::String::New(env, Crc32cEngine()));
   exports.Set("copyCrc32c", Napi::Function::New(env, JS_copyCrc32c, "copyCrc32c"));
   exports.Set("alignedBuffer", Napi::Function::New(env, JS_alignedBuffer, "alignedBuffer"));
   exports.Set("positionalIo", Napi::Function::New(env, JS_positionalIo, "positionalIo"));
   exports.Set("zeroPageAccels", Napi::Function::New(env, JS_zeroPageAccels, "zeroPageAccels"));
   exports.Set("zeroPageAccel", Napi::Function::New(env, JS_zeroPageAccel, "zeroPageAccel"));
-  exports.Set("_setZeroPageAccel", Napi::Function::New(env, JS_setZeroPageAccel, "_setZeroPageAccel"));
+  exports.Set("_setZeroPageAccel",
+              Napi::Function::New(env, JS_setZeroPageAccel, "_setZeroPageAccel"));
   exports.Set("cpuFeatures", Napi::Function::New(env, JS_cpuFeatures, "cpuFeatures"));
   InitZlibStream(env, exports);
   InitQplCodec(env, exports);

@@ -6,12 +6,12 @@
 
 #include <napi.h>
 
-#include "spans.h"
-
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "spans.h"
 
 namespace mfd {
 
@@ -50,7 +50,8 @@ inline bool RequireArgs(const Napi::CallbackInfo& info, size_t n) {
 }
 
 // A Uint8Array of at least min_len bytes.
-inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len = 0) {
+inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* name,
+                         size_t min_len = 0) {
   if (!info[i].IsTypedArray() ||
       info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
     Napi::TypeError::New(info.Env(), std::string("Expected a Uint8Array for ") + name)
@@ -58,7 +59,8 @@ inline bool RequireBytes(const Napi::CallbackInfo& info, size_t i, const char* n
     return false;
   }
   if (info[i].As<Napi::Uint8Array>().ByteLength() < min_len) {
-    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), std::string(name) + " is too short")
+        .ThrowAsJavaScriptException();
     return false;
   }
   return true;
@@ -87,13 +89,17 @@ inline bool RequireFunction(const Napi::CallbackInfo& info, size_t i) {
   return false;
 }
 
-inline bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const char* name, size_t min_len) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    Napi::TypeError::New(info.Env(), std::string("Expected a Uint32Array for ") + name).ThrowAsJavaScriptException();
+inline bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const char* name,
+                               size_t min_len) {
+  if (!info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    Napi::TypeError::New(info.Env(), std::string("Expected a Uint32Array for ") + name)
+        .ThrowAsJavaScriptException();
     return false;
   }
   if (info[i].As<Napi::Uint32Array>().ElementLength() < min_len) {
-    Napi::RangeError::New(info.Env(), std::string(name) + " is too short").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), std::string(name) + " is too short")
+        .ThrowAsJavaScriptException();
     return false;
   }
   return true;
@@ -101,8 +107,8 @@ inline bool RequireUint32Array(const Napi::CallbackInfo& info, size_t i, const c
 
 // An array of Uint8Array -> (pointer, length) pairs, in order. `keep` (if
 // given) collects the elements so an async job can pin them.
-inline bool RequireByteList(const Napi::CallbackInfo& info, size_t i, const char* name, ByteSpans* out,
-                            std::vector<Napi::Value>* keep = nullptr) {
+inline bool RequireByteList(const Napi::CallbackInfo& info, size_t i, const char* name,
+                            ByteSpans* out, std::vector<Napi::Value>* keep = nullptr) {
   const std::string msg = std::string("Expected an array of Uint8Array for ") + name;
   if (!info[i].IsArray()) {
     Napi::TypeError::New(info.Env(), msg).ThrowAsJavaScriptException();

@@ -116,14 +116,16 @@ uint32_t Crc32c(const uint8_t* buf, size_t len) { return Crc32cExtend(0, buf, le
 void Crc32cPages(const uint8_t* buf, size_t page_size, size_t count, uint32_t* out) {
 #ifdef MFD_HAVE_ISAL
   if (const IsalApi* isal = Isal()) {
-    for (size_t i = 0; i < count; i++) out[i] = ~UpdateIsal(isal, 0xFFFFFFFFu, buf + i * page_size, page_size);
+    for (size_t i = 0; i < count; i++)
+      out[i] = ~UpdateIsal(isal, 0xFFFFFFFFu, buf + i * page_size, page_size);
     return;
   }
 #endif
 #ifdef MFD_X86_64
   if (g_hw) return PagesHw(buf, page_size, count, out);
 #endif
-  for (size_t i = 0; i < count; i++) out[i] = Crc32cBuiltinExtend(0, buf + i * page_size, page_size);
+  for (size_t i = 0; i < count; i++)
+    out[i] = Crc32cBuiltinExtend(0, buf + i * page_size, page_size);
 }
 
 std::string Crc32cEngine() {

@@ -9,11 +9,10 @@
 // so, and the header goes to the other device with the packet, so neither
 // side computes checksums in software (as over veth). Without offload support
 // the kernel fills the checksum itself; the header is passed along all the same.
-#include <napi.h>
-
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <napi.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -85,8 +84,9 @@ int OpenTun(const std::string& name, std::string* err) {
 class DelayLine : public Napi::ObjectWrap<DelayLine> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "DelayLine",
-                       {InstanceMethod("stats", &DelayLine::Stats), InstanceMethod("close", &DelayLine::Close)});
+    return DefineClass(
+        env, "DelayLine",
+        {InstanceMethod("stats", &DelayLine::Stats), InstanceMethod("close", &DelayLine::Close)});
   }
 
   /* new DelayLine(nameA: string, nameB: string, delayUs: number) */
@@ -133,7 +133,9 @@ class DelayLine : public Napi::ObjectWrap<DelayLine> {
   void Stop() {
     if (thread_.joinable()) {
       const uint64_t one = 1;
-      if (write(stop_fd_, &one, sizeof(one)) < 0) { /* the thread still sees POLLIN or never started */ }
+      if (write(stop_fd_, &one, sizeof(one)) <
+          0) { /* the thread still sees POLLIN or never started */
+      }
       thread_.join();
     }
     CloseFds();
@@ -168,7 +170,8 @@ class DelayLine : public Napi::ObjectWrap<DelayLine> {
     }
   }
 
-  // Writes the packets of direction `from` that are due; returns the next due time (0: none waiting).
+  // Writes the packets of direction `from` that are due; returns the next due time (0: none
+  // waiting).
   uint64_t Deliver(int from, uint64_t now) {
     Direction& d = dir_[from];
     while (!d.queue.empty() && d.queue.front().due_ns <= now) {
@@ -214,8 +217,10 @@ class DelayLine : public Napi::ObjectWrap<DelayLine> {
       if (r < 0 && errno != EINTR) break;
       if (fds[2].revents != 0) break;
       for (int from = 0; from < 2; from++) {
-        if (fds[from].revents & (POLLERR | POLLHUP | POLLNVAL)) fds[from].fd = -1;  // device gone
-        else if (fds[from].revents & POLLIN) Drain(from);
+        if (fds[from].revents & (POLLERR | POLLHUP | POLLNVAL))
+          fds[from].fd = -1;  // device gone
+        else if (fds[from].revents & POLLIN)
+          Drain(from);
       }
     }
     timespec cpu;

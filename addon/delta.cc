@@ -71,7 +71,9 @@ inline void Store(uint8_t* p, const Entry& e) {
   const Entry le{Le64(e.hi), Le32(e.mid), Le32(e.idx)};
   std::memcpy(p, &le, kEntry);
 }
-inline bool KeyLess(const Entry& a, const Entry& b) { return a.hi != b.hi ? a.hi < b.hi : a.mid < b.mid; }
+inline bool KeyLess(const Entry& a, const Entry& b) {
+  return a.hi != b.hi ? a.hi < b.hi : a.mid < b.mid;
+}
 inline bool Less(const Entry& a, const Entry& b) {
   if (a.hi != b.hi) return a.hi < b.hi;
   if (a.mid != b.mid) return a.mid < b.mid;
@@ -84,15 +86,19 @@ bool Unavailable(Napi::Env env) {
   return false;
 #else
   ThrowCode(env, "ERR_DELTA_UNAVAILABLE",
-            "delta transfer is not available: this addon was built without xxhash.h (Debian: libxxhash-dev), rebuild it where that is installed");
+            "delta transfer is not available: this addon was built without xxhash.h (Debian: "
+            "libxxhash-dev), rebuild it where that is installed");
   return true;
 #endif
 }
 
 #ifdef MFD_HAVE_XXHASH
-// Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx 0xffffffff.
-void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first, Entry* slots, uint32_t* crc_out) {
-  if (crc_out != nullptr && to > from) Crc32cPages(pages + from * page_size, page_size, to - from, crc_out + from);
+// Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx
+// 0xffffffff.
+void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first,
+               Entry* slots, uint32_t* crc_out) {
+  if (crc_out != nullptr && to > from)
+    Crc32cPages(pages + from * page_size, page_size, to - from, crc_out + from);
   for (size_t i = from; i < to; i++) {
     const uint8_t* p = pages + i * page_size;
     if (BufferIsZero(p, page_size)) {
@@ -107,8 +113,15 @@ void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, u
 
 class FingerprintWorker : public Napi::AsyncWorker {
  public:
-  FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count, uint64_t first, uint8_t* out, uint32_t* crc_out)
-      : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"), pages_(pages), page_size_(page_size), count_(count), first_(first), out_(out), crc_out_(crc_out) {}
+  FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count,
+                    uint64_t first, uint8_t* out, uint32_t* crc_out)
+      : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"),
+        pages_(pages),
+        page_size_(page_size),
+        count_(count),
+        first_(first),
+        out_(out),
+        crc_out_(crc_out) {}
   void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override {
 #ifdef MFD_HAVE_XXHASH
@@ -134,7 +147,9 @@ class FingerprintWorker : public Napi::AsyncWorker {
     }
 #endif
   }
-  void OnOK() override { Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(n_))}); }
+  void OnOK() override {
+    Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(n_))});
+  }
 
  private:
   const uint8_t* pages_;
@@ -149,9 +164,10 @@ class FingerprintWorker : public Napi::AsyncWorker {
 Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
   size_t page_size, count, first;
   if (Unavailable(info.Env())) return info.Env().Undefined();
-  if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "pages") || !RequireSize(info, 1, "pageSize", &page_size) ||
-      !RequireSize(info, 2, "count", &count) || !RequireSize(info, 3, "firstIndex", &first) ||
-      !RequireBytes(info, 4, "out") || !RequireFunction(info, 6)) {
+  if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "pages") ||
+      !RequireSize(info, 1, "pageSize", &page_size) || !RequireSize(info, 2, "count", &count) ||
+      !RequireSize(info, 3, "firstIndex", &first) || !RequireBytes(info, 4, "out") ||
+      !RequireFunction(info, 6)) {
     return info.Env().Undefined();
   }
   uint32_t* crc_out = nullptr;
@@ -161,13 +177,16 @@ Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
   }
   auto pages = info[0].As<Napi::Uint8Array>();
   auto out = info[4].As<Napi::Uint8Array>();
-  if (page_size == 0 || count > pages.ByteLength() / page_size || out.ByteLength() < count * kEntry ||
-      first + count > 0xffffffffu) {
-    Napi::RangeError::New(info.Env(), "deltaFingerprint: buffers too small for count pages, or page indices past 2^32 - 1")
+  if (page_size == 0 || count > pages.ByteLength() / page_size ||
+      out.ByteLength() < count * kEntry || first + count > 0xffffffffu) {
+    Napi::RangeError::New(
+        info.Env(),
+        "deltaFingerprint: buffers too small for count pages, or page indices past 2^32 - 1")
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* w = new FingerprintWorker(info[6].As<Napi::Function>(), pages.Data(), page_size, count, first, out.Data(), crc_out);
+  auto* w = new FingerprintWorker(info[6].As<Napi::Function>(), pages.Data(), page_size, count,
+                                  first, out.Data(), crc_out);
   w->Pin(pages);
   w->Pin(out);
   if (crc_out != nullptr) w->Pin(info[5].As<Napi::Object>());
@@ -178,7 +197,10 @@ Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
 class SortWorker : public Napi::AsyncWorker {
  public:
   SortWorker(Napi::Function cb, Napi::Uint8Array entries, size_t count)
-      : Napi::AsyncWorker(cb, "mfd.deltaSort"), data_(entries.Data()), count_(count), pinned_(Napi::Persistent(entries.As<Napi::Object>())) {}
+      : Napi::AsyncWorker(cb, "mfd.deltaSort"),
+        data_(entries.Data()),
+        count_(count),
+        pinned_(Napi::Persistent(entries.As<Napi::Object>())) {}
   void Execute() override {
     std::vector<Entry> v(count_);
     for (size_t i = 0; i < count_; i++) v[i] = Load(data_ + i * kEntry);
@@ -194,13 +216,14 @@ class SortWorker : public Napi::AsyncWorker {
 
 Napi::Value JS_deltaSort(const Napi::CallbackInfo& info) {
   size_t count;
-  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "entries") || !RequireSize(info, 1, "count", &count) ||
-      !RequireFunction(info, 2)) {
+  if (!RequireArgs(info, 3) || !RequireBytes(info, 0, "entries") ||
+      !RequireSize(info, 1, "count", &count) || !RequireFunction(info, 2)) {
     return info.Env().Undefined();
   }
   auto entries = info[0].As<Napi::Uint8Array>();
   if (count > entries.ByteLength() / kEntry) {
-    Napi::RangeError::New(info.Env(), "deltaSort: entries too small for count").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "deltaSort: entries too small for count")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   (new SortWorker(info[2].As<Napi::Function>(), entries, count))->Queue();
@@ -209,15 +232,18 @@ Napi::Value JS_deltaSort(const Napi::CallbackInfo& info) {
 
 Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
   size_t table_count, count;
-  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "table") || !RequireSize(info, 1, "tableCount", &table_count) ||
-      !RequireBytes(info, 2, "entries") || !RequireSize(info, 3, "count", &count)) {
+  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "table") ||
+      !RequireSize(info, 1, "tableCount", &table_count) || !RequireBytes(info, 2, "entries") ||
+      !RequireSize(info, 3, "count", &count)) {
     return info.Env().Undefined();
   }
   auto table = info[0].As<Napi::Uint8Array>();
   auto entries = info[2].As<Napi::Uint8Array>();
   if (table_count > table.ByteLength() / kEntry || count > entries.ByteLength() / kEntry ||
       !RequireUint32Array(info, 4, "out", count)) {
-    if (!info.Env().IsExceptionPending()) Napi::RangeError::New(info.Env(), "deltaMatch: buffers too small").ThrowAsJavaScriptException();
+    if (!info.Env().IsExceptionPending())
+      Napi::RangeError::New(info.Env(), "deltaMatch: buffers too small")
+          .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   uint32_t* out = info[4].As<Napi::Uint32Array>().Data();
@@ -228,8 +254,10 @@ Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
     size_t lo = 0, hi = table_count;
     while (lo < hi) {
       const size_t mid = lo + (hi - lo) / 2;
-      if (KeyLess(Load(t + mid * kEntry), e)) lo = mid + 1;
-      else hi = mid;
+      if (KeyLess(Load(t + mid * kEntry), e))
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     if (lo < table_count) {
       const Entry f = Load(t + lo * kEntry);
@@ -253,7 +281,8 @@ void InitDelta(Napi::Env env, Napi::Object exports) {
 #else
   exports.Set("deltaAvailable", Napi::Boolean::New(env, false));
 #endif
-  exports.Set("deltaFingerprint", Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
+  exports.Set("deltaFingerprint",
+              Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
   exports.Set("deltaSort", Napi::Function::New(env, JS_deltaSort, "deltaSort"));
   exports.Set("deltaMatch", Napi::Function::New(env, JS_deltaMatch, "deltaMatch"));
 }

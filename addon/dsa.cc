@@ -2,20 +2,19 @@
 // batch scan with its CPU fallbacks, the probe, and the N-API surface.
 #include "dsa.h"
 
-#include <napi.h>
-
 #include <fcntl.h>
+#include <napi.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <thread>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <thread>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -31,8 +30,8 @@ namespace mfd {
 namespace dsa {
 
 void ScanCounts::Store(double* out) const {
-  const uint64_t v[kFields] = {device_pages, cpu_fault_pages, cpu_error_pages, cpu_busy_pages,
-                               cpu_failed_pages, submit_retries, batches, descriptors};
+  const uint64_t v[kFields] = {device_pages,     cpu_fault_pages, cpu_error_pages, cpu_busy_pages,
+                               cpu_failed_pages, submit_retries,  batches,         descriptors};
   for (size_t i = 0; i < kFields; i++) out[i] = static_cast<double>(v[i]);
 }
 
@@ -69,8 +68,12 @@ inline void StoreFence() {
 #if defined(__x86_64__)
 // The submission instructions, each with its own target attribute so the rest
 // of the addon needs no special compiler flags; only called after the CPUID check.
-__attribute__((target("enqcmd"))) int Enqcmd(void* portal, const void* desc) { return _enqcmd(portal, desc); }
-__attribute__((target("movdir64b"))) void Movdir64b(void* portal, const void* desc) { _movdir64b(portal, desc); }
+__attribute__((target("enqcmd"))) int Enqcmd(void* portal, const void* desc) {
+  return _enqcmd(portal, desc);
+}
+__attribute__((target("movdir64b"))) void Movdir64b(void* portal, const void* desc) {
+  _movdir64b(portal, desc);
+}
 
 bool CpuHas(int ecx_bit) {
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -155,7 +158,8 @@ class WriteQueue : public WorkQueue {
 
 }  // namespace
 
-std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std::string& sysfs_root, std::string* why) {
+std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std::string& sysfs_root,
+                                             std::string* why) {
 #if !defined(__x86_64__)
   *why = "DSA needs x86-64";
   return nullptr;
@@ -165,7 +169,7 @@ std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std:
     *why = "open " + path + ": " + std::strerror(errno);
     return nullptr;
   }
-  struct stat st {};
+  struct stat st{};
   if (fstat(fd, &st) != 0 || !S_ISCHR(st.st_mode)) {
     close(fd);
     *why = path + " is not a character device (a DSA work queue is /dev/dsa/wqX.Y)";
@@ -195,9 +199,9 @@ namespace {
 // Descriptor and completion-record arrays with the alignment DSA requires,
 // kept per thread and grown on demand.
 struct Arrays {
-  dsa_hw_desc* descs = nullptr;            // one per page, 64-byte aligned
-  dsa_completion_record* recs = nullptr;   // one per page, 32-byte aligned
-  dsa_hw_desc* batch = nullptr;            // one per batch
+  dsa_hw_desc* descs = nullptr;           // one per page, 64-byte aligned
+  dsa_completion_record* recs = nullptr;  // one per page, 32-byte aligned
+  dsa_hw_desc* batch = nullptr;           // one per batch
   dsa_completion_record* batch_recs = nullptr;
   size_t cap = 0;
   void Ensure(size_t n) {
@@ -209,9 +213,11 @@ struct Arrays {
     std::free(batch_recs);
     cap = n;
     descs = static_cast<dsa_hw_desc*>(std::aligned_alloc(64, n * sizeof(dsa_hw_desc)));
-    recs = static_cast<dsa_completion_record*>(std::aligned_alloc(64, n * sizeof(dsa_completion_record)));
+    recs = static_cast<dsa_completion_record*>(
+        std::aligned_alloc(64, n * sizeof(dsa_completion_record)));
     batch = static_cast<dsa_hw_desc*>(std::aligned_alloc(64, n * sizeof(dsa_hw_desc)));
-    batch_recs = static_cast<dsa_completion_record*>(std::aligned_alloc(64, n * sizeof(dsa_completion_record)));
+    batch_recs = static_cast<dsa_completion_record*>(
+        std::aligned_alloc(64, n * sizeof(dsa_completion_record)));
   }
   // After a completion timeout the device may still write these records: never reuse them.
   void Abandon() {
@@ -322,7 +328,8 @@ Submit SubmitUnit(Device* dev, const dsa_hw_desc* d, ScanCounts* c) {
     // A dedicated queue gives no feedback: never more descriptors out than its size.
     int64_t cur = dev->in_flight.load();
     for (int spins = 0;; spins++) {
-      if (cur < static_cast<int64_t>(credits) && dev->in_flight.compare_exchange_weak(cur, cur + 1)) break;
+      if (cur < static_cast<int64_t>(credits) && dev->in_flight.compare_exchange_weak(cur, cur + 1))
+        break;
       if (spins >= kSubmitRetries) return Submit::kRetry;
       Pause();
       cur = dev->in_flight.load();
@@ -348,8 +355,8 @@ Submit SubmitUnit(Device* dev, const dsa_hw_desc* d, ScanCounts* c) {
 
 }  // namespace
 
-int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-             ScanCounts* c, int timeout_ms) {
+int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t* zero_out,
+             uint32_t* crc_out, ScanCounts* c, int timeout_ms) {
   if (count == 0) return 0;
   if (dev->failed.load()) {
     c->cpu_failed_pages += count;
@@ -396,7 +403,9 @@ int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t
       continue;
     }
     const Submit s = SubmitUnit(dev, d, c);
-    unit.state = s == Submit::kAccepted ? Unit::kSubmitted : s == Submit::kRetry ? Unit::kBusy : Unit::kNotSubmitted;
+    unit.state = s == Submit::kAccepted ? Unit::kSubmitted
+                 : s == Submit::kRetry  ? Unit::kBusy
+                                        : Unit::kNotSubmitted;
     if (s == Submit::kAccepted) {
       c->descriptors += unit.n;
       if (unit.n > 1) c->batches++;
@@ -418,14 +427,16 @@ int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t
     if (!Poll(unit.rec, abandon ? 0 : timeout_ms)) {
       unit.state = Unit::kTimedOut;
       abandon = true;
-      dev->Fail("no completion within " + std::to_string(timeout_ms) + " ms (" + wq->Submission() + " submission)");
+      dev->Fail("no completion within " + std::to_string(timeout_ms) + " ms (" + wq->Submission() +
+                " submission)");
       c->cpu_failed_pages += unit.n;
       continue;
     }
     if (wq->Credits() > 0) dev->in_flight.fetch_sub(1);
     unit.state = Unit::kDone;
     const uint8_t bst = Status(unit.rec);
-    if (unit.n > 1 && bst != DSA_COMP_SUCCESS && bst != DSA_COMP_BATCH_FAIL && bst != DSA_COMP_BATCH_PAGE_FAULT) {
+    if (unit.n > 1 && bst != DSA_COMP_SUCCESS && bst != DSA_COMP_BATCH_FAIL &&
+        bst != DSA_COMP_BATCH_PAGE_FAULT) {
       // The batch itself was refused: nothing in it ran.
       dev->Fail("batch descriptor failed with status " + StatusName(bst));
       c->cpu_failed_pages += unit.n;
@@ -440,7 +451,8 @@ int64_t Scan(Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t
         how[i] = 1;
         c->cpu_fault_pages++;
       } else {
-        if (DeviceBroken(st)) dev->Fail("descriptor failed with status " + StatusName(st) + " (hardware error)");
+        if (DeviceBroken(st))
+          dev->Fail("descriptor failed with status " + StatusName(st) + " (hardware error)");
         c->cpu_error_pages++;
       }
     }
@@ -468,8 +480,8 @@ bool Probe(WorkQueue* wq, int timeout_ms, std::string* why) {
   } else if (s == Submit::kRetry) {
     *why = "the work queue stayed busy";
   } else if (!Poll(r, timeout_ms)) {
-    *why = "NOOP descriptor accepted through " + std::string(wq->Submission()) + " but no completion within " +
-           std::to_string(timeout_ms) + " ms";
+    *why = "NOOP descriptor accepted through " + std::string(wq->Submission()) +
+           " but no completion within " + std::to_string(timeout_ms) + " ms";
     std::free(d);
     return false;  // r is leaked on purpose: a late completion may still land there
   } else if (Status(r) != DSA_COMP_SUCCESS) {
@@ -505,7 +517,6 @@ QueueSpec OpenSpec(const std::string& spec, const std::string& sysfs_root) {
   return q;
 }
 
-
 Napi::Object Describe(Napi::Env env, WorkQueue* wq) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("submission", wq->Submission());
@@ -515,10 +526,12 @@ Napi::Object Describe(Napi::Env env, WorkQueue* wq) {
   return o;
 }
 
-/* dsaOpen(spec, sysfsRoot) -> { id, submission, hardware, batches, maxBatch }; one device per spec per process */
+/* dsaOpen(spec, sysfsRoot) -> { id, submission, hardware, batches, maxBatch }; one device per spec
+ * per process */
 Napi::Value JS_dsaOpen(const Napi::CallbackInfo& info) {
   if (!RequireArgs(info, 2) || !info[0].IsString() || !info[1].IsString()) {
-    Napi::TypeError::New(info.Env(), "dsaOpen(spec: string, sysfsRoot: string)").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "dsaOpen(spec: string, sysfsRoot: string)")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   const std::string spec = info[0].As<Napi::String>();
@@ -564,11 +577,15 @@ Napi::Value JS_dsaStatus(const Napi::CallbackInfo& info) {
   return o;
 }
 
-/* dsaProbe(spec, sysfsRoot, timeoutMs) -> { ok, reason, submission?, hardware? } (a fresh queue, not kept) */
+/* dsaProbe(spec, sysfsRoot, timeoutMs) -> { ok, reason, submission?, hardware? } (a fresh queue,
+ * not kept) */
 Napi::Value JS_dsaProbe(const Napi::CallbackInfo& info) {
   size_t timeout = 0;
-  if (!RequireArgs(info, 3) || !info[0].IsString() || !info[1].IsString() || !RequireSize(info, 2, "timeoutMs", &timeout)) {
-    if (!info.Env().IsExceptionPending()) Napi::TypeError::New(info.Env(), "dsaProbe(spec, sysfsRoot, timeoutMs)").ThrowAsJavaScriptException();
+  if (!RequireArgs(info, 3) || !info[0].IsString() || !info[1].IsString() ||
+      !RequireSize(info, 2, "timeoutMs", &timeout)) {
+    if (!info.Env().IsExceptionPending())
+      Napi::TypeError::New(info.Env(), "dsaProbe(spec, sysfsRoot, timeoutMs)")
+          .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   QueueSpec q = OpenSpec(info[0].As<Napi::String>(), info[1].As<Napi::String>());
@@ -582,12 +599,21 @@ Napi::Value JS_dsaProbe(const Napi::CallbackInfo& info) {
 
 class ScanWorker : public Napi::AsyncWorker {
  public:
-  ScanWorker(Napi::Function cb, Device* dev, const uint8_t* pages, size_t ps, size_t count, uint8_t* zero_out,
-             uint32_t* crc_out, double* counts_out, int timeout_ms)
-      : Napi::AsyncWorker(cb, "mfd.dsaScan"), dev_(dev), pages_(pages), ps_(ps), count_(count),
-        zero_out_(zero_out), crc_out_(crc_out), counts_out_(counts_out), timeout_ms_(timeout_ms) {}
+  ScanWorker(Napi::Function cb, Device* dev, const uint8_t* pages, size_t ps, size_t count,
+             uint8_t* zero_out, uint32_t* crc_out, double* counts_out, int timeout_ms)
+      : Napi::AsyncWorker(cb, "mfd.dsaScan"),
+        dev_(dev),
+        pages_(pages),
+        ps_(ps),
+        count_(count),
+        zero_out_(zero_out),
+        crc_out_(crc_out),
+        counts_out_(counts_out),
+        timeout_ms_(timeout_ms) {}
   void Pin(const Napi::Value& v) { pinned_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
-  void Execute() override { result_ = Scan(dev_, pages_, ps_, count_, zero_out_, crc_out_, &counts_, timeout_ms_); }
+  void Execute() override {
+    result_ = Scan(dev_, pages_, ps_, count_, zero_out_, crc_out_, &counts_, timeout_ms_);
+  }
   void OnOK() override {
     counts_.Store(counts_out_);
     Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(result_))});
@@ -606,30 +632,35 @@ class ScanWorker : public Napi::AsyncWorker {
   std::vector<Napi::ObjectReference> pinned_;
 };
 
-/* dsaScan(id, pages, pageSize, pageCount, zeroOut, crcOut, countsOut: Float64Array(8), timeoutMs, cb(err, zerosOrCode)) */
+/* dsaScan(id, pages, pageSize, pageCount, zeroOut, crcOut, countsOut: Float64Array(8), timeoutMs,
+ * cb(err, zerosOrCode)) */
 Napi::Value JS_dsaScan(const Napi::CallbackInfo& info) {
   size_t ps = 0, count = 0, timeout = 0;
   if (!RequireArgs(info, 9)) return info.Env().Undefined();
   Device* dev = DeviceArg(info, 0);
   if (dev == nullptr || !RequireBytes(info, 1, "pages") || !RequireSize(info, 2, "pageSize", &ps) ||
       !RequireSize(info, 3, "pageCount", &count) || !RequireBytes(info, 4, "zeroOut", count) ||
-      !RequireUint32Array(info, 5, "crcOut", count) || !RequireSize(info, 7, "timeoutMs", &timeout) ||
-      !RequireFunction(info, 8)) {
+      !RequireUint32Array(info, 5, "crcOut", count) ||
+      !RequireSize(info, 7, "timeoutMs", &timeout) || !RequireFunction(info, 8)) {
     return info.Env().Undefined();
   }
-  if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+  if (!info[6].IsTypedArray() ||
+      info[6].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       info[6].As<Napi::Float64Array>().ElementLength() < ScanCounts::kFields) {
-    Napi::TypeError::New(info.Env(), "Expected a Float64Array(8) for countsOut").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array(8) for countsOut")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   auto pages = info[1].As<Napi::Uint8Array>();
   if (ps == 0 || ps > (1u << 20) || count > pages.ByteLength() / ps) {
-    Napi::RangeError::New(info.Env(), "dsaScan: pages buffer too small for pageCount pages").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "dsaScan: pages buffer too small for pageCount pages")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* w = new ScanWorker(info[8].As<Napi::Function>(), dev, pages.Data(), ps, count,
-                           info[4].As<Napi::Uint8Array>().Data(), info[5].As<Napi::Uint32Array>().Data(),
-                           info[6].As<Napi::Float64Array>().Data(), static_cast<int>(timeout));
+  auto* w =
+      new ScanWorker(info[8].As<Napi::Function>(), dev, pages.Data(), ps, count,
+                     info[4].As<Napi::Uint8Array>().Data(), info[5].As<Napi::Uint32Array>().Data(),
+                     info[6].As<Napi::Float64Array>().Data(), static_cast<int>(timeout));
   for (size_t i : {1, 4, 5, 6}) w->Pin(info[i]);
   w->Queue();
   return info.Env().Undefined();

@@ -72,7 +72,8 @@ struct Device {
 // portal and uses ENQCMD (shared) or MOVDIR64B (dedicated) when the CPU has
 // them, else falls back to write() submission. sysfs_root locates the queue's
 // mode, size and max_batch_size. Returns null with *why set on failure.
-std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std::string& sysfs_root, std::string* why);
+std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std::string& sysfs_root,
+                                             std::string* why);
 
 // The software stand-in (dsa_fake.cc); options "key=value,...": max_batch,
 // busy (retries before each acceptance), fault_every / fault_at (a page fault
@@ -86,8 +87,8 @@ std::unique_ptr<WorkQueue> OpenFakeQueue(const std::string& options, std::string
 // kShortRead when the mapped image shrank. Never fails because of the device:
 // whatever it does not finish is finished on the CPU, and counted.
 // A completion that takes longer than timeout_ms fails the device.
-int64_t Scan(Device* dev, const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-             ScanCounts* counts, int timeout_ms);
+int64_t Scan(Device* dev, const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+             uint32_t* crc_out, ScanCounts* counts, int timeout_ms);
 
 // Submits a NOOP and waits for its completion: the real probe of a queue.
 bool Probe(WorkQueue* wq, int timeout_ms, std::string* why);

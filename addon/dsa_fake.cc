@@ -21,13 +21,13 @@ namespace {
 
 struct FakeOptions {
   size_t max_batch = 32;
-  unsigned busy = 0;        // "retry" answers before each acceptance
-  unsigned fault_every = 0; // every Nth COMPVAL page-faults at fault_at
+  unsigned busy = 0;         // "retry" answers before each acceptance
+  unsigned fault_every = 0;  // every Nth COMPVAL page-faults at fault_at
   size_t fault_at = 2048;
-  unsigned error_every = 0; // every Nth COMPVAL fails (translation failure)
-  unsigned fail_after = 0;  // after N descriptors, every one reports a hardware error
-  bool stall = false;       // never completes anything
-  size_t size = 0;          // credits; 0 = behaves as a shared queue
+  unsigned error_every = 0;  // every Nth COMPVAL fails (translation failure)
+  unsigned fail_after = 0;   // after N descriptors, every one reports a hardware error
+  bool stall = false;        // never completes anything
+  size_t size = 0;           // credits; 0 = behaves as a shared queue
 };
 
 bool ParseOptions(const std::string& s, FakeOptions* o, std::string* why) {
@@ -47,14 +47,22 @@ bool ParseOptions(const std::string& s, FakeOptions* o, std::string* why) {
       *why = "fake work queue: option " + key + " needs a number, received \"" + val + "\"";
       return false;
     }
-    if (key == "max_batch" && v >= 1 && v <= 4096) o->max_batch = v;
-    else if (key == "busy") o->busy = static_cast<unsigned>(v);
-    else if (key == "fault_every") o->fault_every = static_cast<unsigned>(v);
-    else if (key == "fault_at") o->fault_at = v;
-    else if (key == "error_every") o->error_every = static_cast<unsigned>(v);
-    else if (key == "fail_after") o->fail_after = static_cast<unsigned>(v);
-    else if (key == "stall") o->stall = v != 0;
-    else if (key == "size") o->size = v;
+    if (key == "max_batch" && v >= 1 && v <= 4096)
+      o->max_batch = v;
+    else if (key == "busy")
+      o->busy = static_cast<unsigned>(v);
+    else if (key == "fault_every")
+      o->fault_every = static_cast<unsigned>(v);
+    else if (key == "fault_at")
+      o->fault_at = v;
+    else if (key == "error_every")
+      o->error_every = static_cast<unsigned>(v);
+    else if (key == "fail_after")
+      o->fail_after = static_cast<unsigned>(v);
+    else if (key == "stall")
+      o->stall = v != 0;
+    else if (key == "size")
+      o->size = v;
     else {
       *why = "fake work queue: unknown option \"" + key + "\"";
       return false;
@@ -63,7 +71,8 @@ bool ParseOptions(const std::string& s, FakeOptions* o, std::string* why) {
   return true;
 }
 
-void Complete(dsa_completion_record* r, uint8_t status, uint8_t result, uint32_t bytes, uint64_t fault_addr) {
+void Complete(dsa_completion_record* r, uint8_t status, uint8_t result, uint32_t bytes,
+              uint64_t fault_addr) {
   r->result = result;
   r->bytes_completed = bytes;
   r->fault_addr = fault_addr;
@@ -95,7 +104,8 @@ int64_t CompareWords(void* p) {
 
 class FakeQueue : public WorkQueue {
  public:
-  explicit FakeQueue(const FakeOptions& o) : o_(o), busy_left_(o.busy), thread_([this] { Run(); }) {}
+  explicit FakeQueue(const FakeOptions& o)
+      : o_(o), busy_left_(o.busy), thread_([this] { Run(); }) {}
   ~FakeQueue() override {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -142,7 +152,8 @@ class FakeQueue : public WorkQueue {
     auto* rec = reinterpret_cast<dsa_completion_record*>(static_cast<uintptr_t>(d.completion_addr));
     const bool broken = o_.fail_after > 0 && executed_ >= o_.fail_after;
     if (d.opcode == DSA_OPCODE_BATCH) {
-      const auto* list = reinterpret_cast<const dsa_hw_desc*>(static_cast<uintptr_t>(d.desc_list_addr));
+      const auto* list =
+          reinterpret_cast<const dsa_hw_desc*>(static_cast<uintptr_t>(d.desc_list_addr));
       if (d.desc_count < 2 || d.desc_count > o_.max_batch) {
         Complete(rec, DSA_COMP_DESC_CNT_ERANGE, 0, 0, 0);
         return DSA_COMP_DESC_CNT_ERANGE;
@@ -171,7 +182,8 @@ class FakeQueue : public WorkQueue {
       return DSA_COMP_TRANSLATION_FAIL;
     }
     const auto* src = reinterpret_cast<const uint8_t*>(static_cast<uintptr_t>(d.src_addr));
-    const bool fault = o_.fault_every > 0 && compvals_ % o_.fault_every == 0 && o_.fault_at < d.xfer_size;
+    const bool fault =
+        o_.fault_every > 0 && compvals_ % o_.fault_every == 0 && o_.fault_at < d.xfer_size;
     CompareArgs a{src, fault ? o_.fault_at : d.xfer_size, 0};
     if (RunGuarded(CompareWords, &a) == kShortRead) {
       // Like the device reading an unmapped page: a fault at the start.
@@ -183,7 +195,8 @@ class FakeQueue : public WorkQueue {
       return DSA_COMP_SUCCESS;
     }
     if (fault) {
-      Complete(rec, DSA_COMP_PAGE_FAULT_NOBOF, 0, static_cast<uint32_t>(o_.fault_at), d.src_addr + o_.fault_at);
+      Complete(rec, DSA_COMP_PAGE_FAULT_NOBOF, 0, static_cast<uint32_t>(o_.fault_at),
+               d.src_addr + o_.fault_at);
       return DSA_COMP_PAGE_FAULT_NOBOF;
     }
     Complete(rec, DSA_COMP_SUCCESS, 0, d.xfer_size, 0);

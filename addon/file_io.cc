@@ -65,14 +65,16 @@ int64_t PositionalIoJob::Run() {
       }
       iov.push_back({bounce.p, static_cast<size_t>(len)});
     } else {
-      for (size_t k = i; k < j; k++) iov.push_back({const_cast<uint8_t*>(pieces[k].first), pieces[k].second});
+      for (size_t k = i; k < j; k++)
+        iov.push_back({const_cast<uint8_t*>(pieces[k].first), pieces[k].second});
     }
     int64_t pos = positions[i];
     int64_t moved = 0;
     size_t first = 0;
     while (moved < len) {
-      const ssize_t n = write ? pwritev(fd, iov.data() + first, static_cast<int>(iov.size() - first), pos + moved)
-                              : preadv(fd, iov.data() + first, static_cast<int>(iov.size() - first), pos + moved);
+      const ssize_t n =
+          write ? pwritev(fd, iov.data() + first, static_cast<int>(iov.size() - first), pos + moved)
+                : preadv(fd, iov.data() + first, static_cast<int>(iov.size() - first), pos + moved);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 || (write && n < len - moved) || (!write && n == 0)) {
         fail_at = pos;

@@ -28,8 +28,10 @@ std::string VersionOf(const std::string& file) {
   const char* base = std::strrchr(file.c_str(), '/');
   unsigned minor = 0;
   char tail = 0;
-  if (base != nullptr && std::sscanf(base, "/libisal.so.2.0.%u%c", &minor, &tail) == 1) return "2." + std::to_string(minor) + ".0";
-  return std::to_string(ISAL_MAJOR_VERSION) + "." + std::to_string(ISAL_MINOR_VERSION) + "." + std::to_string(ISAL_PATCH_VERSION);
+  if (base != nullptr && std::sscanf(base, "/libisal.so.2.0.%u%c", &minor, &tail) == 1)
+    return "2." + std::to_string(minor) + ".0";
+  return std::to_string(ISAL_MAJOR_VERSION) + "." + std::to_string(ISAL_MINOR_VERSION) + "." +
+         std::to_string(ISAL_PATCH_VERSION);
 }
 
 template <typename F>
@@ -50,16 +52,20 @@ Loaded Load() {
   void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     const char* err = dlerror();
-    out.why = "ISA-L could not be loaded (" + (err != nullptr ? std::string(err) : name) + "); Debian: apt-get install libisal2";
+    out.why = "ISA-L could not be loaded (" + (err != nullptr ? std::string(err) : name) +
+              "); Debian: apt-get install libisal2";
     return out;
   }
   out.file = name;
   IsalApi api{};
-  bool ok = Resolve(lib, "isal_deflate_init", &api.isal_deflate_init, &out) && Resolve(lib, "isal_deflate", &api.isal_deflate, &out) &&
+  bool ok = Resolve(lib, "isal_deflate_init", &api.isal_deflate_init, &out) &&
+            Resolve(lib, "isal_deflate", &api.isal_deflate, &out) &&
             Resolve(lib, "isal_deflate_stateless_init", &api.isal_deflate_stateless_init, &out) &&
             Resolve(lib, "isal_deflate_stateless", &api.isal_deflate_stateless, &out) &&
-            Resolve(lib, "isal_inflate_init", &api.isal_inflate_init, &out) && Resolve(lib, "isal_inflate", &api.isal_inflate, &out) &&
-            Resolve(lib, "crc32_gzip_refl", &api.crc32_gzip_refl, &out) && Resolve(lib, "crc32_iscsi", &api.crc32_iscsi, &out);
+            Resolve(lib, "isal_inflate_init", &api.isal_inflate_init, &out) &&
+            Resolve(lib, "isal_inflate", &api.isal_inflate, &out) &&
+            Resolve(lib, "crc32_gzip_refl", &api.crc32_gzip_refl, &out) &&
+            Resolve(lib, "crc32_iscsi", &api.crc32_iscsi, &out);
   if (!ok) {
     dlclose(lib);
     out.file.clear();
@@ -78,7 +84,8 @@ Loaded Load() {
 #else
 Loaded Load() {
   Loaded out;
-  out.why = "this build has no ISA-L (libisal-dev's headers were not found when the addon was built)";
+  out.why =
+      "this build has no ISA-L (libisal-dev's headers were not found when the addon was built)";
   return out;
 }
 #endif

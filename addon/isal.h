@@ -35,7 +35,8 @@ struct IsalApi {
 
 // Bytes of level buffer isal_deflate needs at `level` (1..3).
 inline uint32_t IsalLevelBufSize(int level) {
-  static const uint32_t kLevelBuf[] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+  static const uint32_t kLevelBuf[] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT,
+                                       ISAL_DEF_LVL3_DEFAULT};
   return kLevelBuf[level];
 }
 #else

@@ -1,16 +1,17 @@
 #include "packet_io.h"
 
-#include <cerrno>
-#include <cstring>
-#include <csetjmp>
-#include <csignal>
-#include <mutex>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <climits>
-#include <algorithm>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <csetjmp>
+#include <csignal>
+#include <cstring>
+#include <mutex>
 
 #include "crc32c.h"
 #include "zero_page.h"
@@ -39,7 +40,8 @@ int64_t PwriteAll(int fd, const uint8_t* p, size_t n, int64_t pos) {
 namespace {
 
 // ScanZeroPages over the pages that are not holes; holes count as zero.
-size_t ScanAroundHoles(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, const uint8_t* holes) {
+size_t ScanAroundHoles(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+                       const uint8_t* holes) {
   size_t zeros = 0;
   for (size_t i = 0; i < count;) {
     size_t j = i;
@@ -58,11 +60,12 @@ size_t ScanAroundHoles(const uint8_t* pages, size_t page_size, size_t count, uin
 
 }  // namespace
 
-size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-                    const uint8_t* holes) {
+size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+                    uint32_t* crc_out, const uint8_t* holes) {
   const size_t zeros = zero_out == nullptr ? 0
-                       : holes == nullptr  ? ScanZeroPages(pages, page_size, count, zero_out)
-                                           : ScanAroundHoles(pages, page_size, count, zero_out, holes);
+                       : holes == nullptr
+                           ? ScanZeroPages(pages, page_size, count, zero_out)
+                           : ScanAroundHoles(pages, page_size, count, zero_out, holes);
   if (crc_out == nullptr) return zeros;
   if (zeros == 0) {
     Crc32cPages(pages, page_size, count, crc_out);
@@ -102,7 +105,7 @@ void OnSigbus(int, siginfo_t*, void*) {
 void InstallSigbusGuard() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_sigaction = OnSigbus;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
@@ -124,8 +127,8 @@ int64_t RunGuarded(int64_t (*fn)(void*), void* arg) {
   return result;
 }
 
-int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-                            const uint8_t* holes) {
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+                            uint32_t* crc_out, const uint8_t* holes) {
   struct Args {
     const uint8_t* pages;
     size_t page_size, count;
@@ -136,12 +139,14 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
   return RunGuarded(
       [](void* p) -> int64_t {
         auto* x = static_cast<Args*>(p);
-        return static_cast<int64_t>(AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out, x->holes));
+        return static_cast<int64_t>(
+            AnalysePages(x->pages, x->page_size, x->count, x->zero_out, x->crc_out, x->holes));
       },
       &a);
 }
 
-int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count, const uint8_t* skip) {
+int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count,
+                         const uint8_t* skip) {
   struct Args {
     uint8_t* dst;
     const uint8_t* src;
@@ -200,7 +205,8 @@ std::mutex g_file_locks[64];
 // Walks the virtual concatenation of the pieces page by page.
 class PageCursor {
  public:
-  PageCursor(const ByteSpans& pieces, size_t page_size) : pieces_(pieces), ps_(page_size), bounce_(page_size) {}
+  PageCursor(const ByteSpans& pieces, size_t page_size)
+      : pieces_(pieces), ps_(page_size), bounce_(page_size) {}
 
   // Pointer to the next page; a page split across pieces is assembled in a bounce buffer.
   const uint8_t* Next() {
@@ -342,7 +348,9 @@ int64_t WritePacketJob::Run() {
       int64_t left = ps;
       if (pos + left > block_size) left = block_size - pos;
       for (int64_t at = 0; at < left;) {
-        const int64_t n = left - at < static_cast<int64_t>(sizeof(kZeros)) ? left - at : static_cast<int64_t>(sizeof(kZeros));
+        const int64_t n = left - at < static_cast<int64_t>(sizeof(kZeros))
+                              ? left - at
+                              : static_cast<int64_t>(sizeof(kZeros));
         int64_t rc = PwriteAll(fd, kZeros, static_cast<size_t>(n), pos + at);
         if (rc < 0) return rc;
         at += n;

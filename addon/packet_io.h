@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
 #include "spans.h"
 
 namespace mfd {
@@ -20,19 +21,20 @@ constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-z
 // together with zero_out, flags pages known to be zero without reading them
 // (holes of a sparse image): they are neither scanned nor touched, so a
 // mapping of a hole is never faulted in.
-size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-                    const uint8_t* holes = nullptr);
+size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+                    uint32_t* crc_out, const uint8_t* holes = nullptr);
 
 // AnalysePages over memory that may be a file mapping: if the file shrinks
 // under the scan (SIGBUS), returns kShortRead instead of crashing.
-int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out, uint32_t* crc_out,
-                            const uint8_t* holes = nullptr);
+int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
+                            uint32_t* crc_out, const uint8_t* holes = nullptr);
 
 // Copies the pages of src not flagged in `skip` (null: all) to the same
 // places in dst, runs of adjacent pages in one memcpy, under the SIGBUS guard:
 // src may be a file mapping, which a truncation of the file turns into
 // SIGBUS on access. Returns 0, or kShortRead when that happened.
-int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count, const uint8_t* skip);
+int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count,
+                         const uint8_t* skip);
 
 // The data extents of fd within [pos, pos + len), by lseek(SEEK_DATA/SEEK_HOLE),
 // as [start, end) pairs appended to `out`. A file system without the two

@@ -79,20 +79,38 @@ std::atomic<bool> g_fake_hw{false};
 std::string Status(int rc) {
   const char* what = nullptr;
   switch (rc) {
-    case QZ_NO_HW: case QZ_NOSW_NO_HW: what = "no QAT device"; break;
-    case QZ_NO_MDRV: case QZ_NOSW_NO_MDRV: what = "no QAT memory driver"; break;
-    case QZ_NO_INST_ATTACH: case QZ_NOSW_NO_INST_ATTACH: what = "every QAT instance is in use"; break;
-    case QZ_LOW_MEM: case QZ_NOSW_LOW_MEM: what = "not enough pinned memory"; break;
-    case QZ_BUF_ERROR: what = "output buffer too small"; break;
-    case QZ_DATA_ERROR: what = "corrupt input"; break;
-    default: break;
+    case QZ_NO_HW:
+    case QZ_NOSW_NO_HW:
+      what = "no QAT device";
+      break;
+    case QZ_NO_MDRV:
+    case QZ_NOSW_NO_MDRV:
+      what = "no QAT memory driver";
+      break;
+    case QZ_NO_INST_ATTACH:
+    case QZ_NOSW_NO_INST_ATTACH:
+      what = "every QAT instance is in use";
+      break;
+    case QZ_LOW_MEM:
+    case QZ_NOSW_LOW_MEM:
+      what = "not enough pinned memory";
+      break;
+    case QZ_BUF_ERROR:
+      what = "output buffer too small";
+      break;
+    case QZ_DATA_ERROR:
+      what = "corrupt input";
+      break;
+    default:
+      break;
   }
   return "QATzip status " + std::to_string(rc) + (what ? std::string(": ") + what : std::string());
 }
 
 std::string Version() {
 #if defined(QATZIP_API_VERSION_NUM_MAJOR) && defined(QATZIP_API_VERSION_NUM_MINOR)
-  return std::to_string(QATZIP_API_VERSION_NUM_MAJOR) + "." + std::to_string(QATZIP_API_VERSION_NUM_MINOR);
+  return std::to_string(QATZIP_API_VERSION_NUM_MAJOR) + "." +
+         std::to_string(QATZIP_API_VERSION_NUM_MINOR);
 #else
   return "unknown";
 #endif
@@ -104,7 +122,8 @@ std::string Version() {
    QATzip's (hw_session_stat when the session was set up; 0 not compiled). */
 Napi::Value Open(const Napi::CallbackInfo& info, bool software) {
   size_t level = 1;
-  if (!RequireArgs(info, 1) || !RequireSize(info, 0, "level", &level)) return info.Env().Undefined();
+  if (!RequireArgs(info, 1) || !RequireSize(info, 0, "level", &level))
+    return info.Env().Undefined();
   Napi::Object o = Napi::Object::New(info.Env());
 #ifdef MFD_HAVE_QATZIP
   const bool fake = !software && g_fake_hw.load();
@@ -114,7 +133,8 @@ Napi::Value Open(const Napi::CallbackInfo& info, bool software) {
   if (fake) {
     o.Set("fake", true);
     o.Set("status", 0);
-    o.Set("reason", ok ? "fake-qat: QATzip's software session stands in for a hardware session" : "fake-qat: " + Status(t.status));
+    o.Set("reason", ok ? "fake-qat: QATzip's software session stands in for a hardware session"
+                       : "fake-qat: " + Status(t.status));
     o.Set("version", Version());
     return o;
   }
@@ -129,7 +149,9 @@ Napi::Value Open(const Napi::CallbackInfo& info, bool software) {
 #else
   o.Set("ok", false);
   o.Set("status", 0);
-  o.Set("reason", "not compiled: pkg-config found no qatzip when the addon was built (install QATzip and rebuild)");
+  o.Set("reason",
+        "not compiled: pkg-config found no qatzip when the addon was built (install QATzip and "
+        "rebuild)");
   o.Set("version", "");
 #endif
   return o;
@@ -143,7 +165,8 @@ Napi::Value QatzipSoftwareOpen(const Napi::CallbackInfo& info) { return Open(inf
 // returns the bytes written. A failure throws with QATzip's status in the
 // message and as `status`.
 Napi::Value Run(const Napi::CallbackInfo& info, bool compress) {
-  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "input") || !RequireBytes(info, 1, "out")) return info.Env().Undefined();
+  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "input") || !RequireBytes(info, 1, "out"))
+    return info.Env().Undefined();
 #ifdef MFD_HAVE_QATZIP
   const bool software = info.Length() > 2 && info[2].ToBoolean();
   ThreadSession& t = software || g_fake_hw.load() ? t_sw : t_hw;
@@ -162,15 +185,21 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool compress) {
       t.Close();
       t.Open(t.level);
     }
-    // Decoding stopped short of the input with the output full: the payload decodes past the packet's pages.
+    // Decoding stopped short of the input with the output full: the payload decodes past the
+    // packet's pages.
     const bool overflow = !compress && rc == QZ_OK && dst_len == out.ByteLength();
-    const std::string what = std::string(compress ? "qzCompress" : "qzDecompress") + (software ? " (QATzip software)" : "");
+    const std::string what = std::string(compress ? "qzCompress" : "qzDecompress") +
+                             (software ? " (QATzip software)" : "");
     const std::string msg = rc != QZ_OK ? what + " failed with " + Status(rc)
-                            : overflow  ? what + ": the payload decodes past " + std::to_string(out.ByteLength()) + " bytes"
-                                        : what + " consumed " + std::to_string(src_len) + " of " + std::to_string(in.ByteLength()) + " bytes";
+                            : overflow  ? what + ": the payload decodes past " +
+                                              std::to_string(out.ByteLength()) + " bytes"
+                                        : what + " consumed " + std::to_string(src_len) + " of " +
+                                              std::to_string(in.ByteLength()) + " bytes";
     Napi::Error e = Napi::Error::New(info.Env(), msg);
     // Decoding: more output than the packet's pages is a size error; anything else, corrupt data.
-    e.Set("code", compress ? "ERR_QATZIP" : rc == QZ_BUF_ERROR || overflow ? "ERR_PAYLOAD_SIZE" : "ERR_PAYLOAD_CORRUPT");
+    e.Set("code", compress                         ? "ERR_QATZIP"
+                  : rc == QZ_BUF_ERROR || overflow ? "ERR_PAYLOAD_SIZE"
+                                                   : "ERR_PAYLOAD_CORRUPT");
     e.Set("status", Napi::Number::New(info.Env(), rc));
     e.ThrowAsJavaScriptException();
     return info.Env().Undefined();
@@ -202,10 +231,13 @@ Napi::Value QatzipSetFakeHardware(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitQatzip(Napi::Env env, Napi::Object exports) {
-  exports.Set("qatzipHardwareOpen", Napi::Function::New(env, QatzipHardwareOpen, "qatzipHardwareOpen"));
-  exports.Set("qatzipSoftwareOpen", Napi::Function::New(env, QatzipSoftwareOpen, "qatzipSoftwareOpen"));
+  exports.Set("qatzipHardwareOpen",
+              Napi::Function::New(env, QatzipHardwareOpen, "qatzipHardwareOpen"));
+  exports.Set("qatzipSoftwareOpen",
+              Napi::Function::New(env, QatzipSoftwareOpen, "qatzipSoftwareOpen"));
   exports.Set("qatzipCompress", Napi::Function::New(env, QatzipCompress, "qatzipCompress"));
-  exports.Set("_qatzipSetFakeHardware", Napi::Function::New(env, QatzipSetFakeHardware, "_qatzipSetFakeHardware"));
+  exports.Set("_qatzipSetFakeHardware",
+              Napi::Function::New(env, QatzipSetFakeHardware, "_qatzipSetFakeHardware"));
   exports.Set("qatzipDecompress", Napi::Function::New(env, QatzipDecompress, "qatzipDecompress"));
 }
 

@@ -38,7 +38,8 @@ struct Codecs {
 };
 thread_local Codecs t_codecs;
 
-// Retries of a busy hardware queue before the page takes the software path (QEMU's MAX_SUBMIT_RETRY_NUM).
+// Retries of a busy hardware queue before the page takes the software path (QEMU's
+// MAX_SUBMIT_RETRY_NUM).
 constexpr int kBusyRetries = 3;
 
 // The engine in use (null: software only). Engines are kept until exit, since
@@ -66,9 +67,12 @@ qpl::HwEngine* LibSoftware(std::string* why) {
 // The software path a call asks for (its optional last argument): 0 mfd's zlib, 1 libqpl's.
 bool SoftwareArg(const Napi::CallbackInfo& info, size_t i, qpl::HwEngine** lib) {
   *lib = nullptr;
-  if (info.Length() <= i || info[i].IsUndefined() || (info[i].IsNumber() && info[i].As<Napi::Number>().Int32Value() == 0)) return true;
+  if (info.Length() <= i || info[i].IsUndefined() ||
+      (info[i].IsNumber() && info[i].As<Napi::Number>().Int32Value() == 0))
+    return true;
   if (!info[i].IsNumber() || info[i].As<Napi::Number>().Int32Value() != 1) {
-    Napi::TypeError::New(info.Env(), "Expected 0 (mfd) or 1 (libqpl) for the software path").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "Expected 0 (mfd) or 1 (libqpl) for the software path")
+        .ThrowAsJavaScriptException();
     return false;
   }
   std::string why;
@@ -87,7 +91,8 @@ bool SoftwareArg(const Napi::CallbackInfo& info, size_t i, qpl::HwEngine** lib) 
 class FakeEngine : public qpl::HwEngine {
  public:
   FakeEngine(unsigned busy, unsigned error_every) : busy_(busy), error_every_(error_every) {}
-  qpl::HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len, int* status) override {
+  qpl::HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len,
+                         int* status) override {
     qpl::HwStatus s = Gate(status);
     if (s != qpl::HwStatus::kOk) return s;
     z_stream& z = Deflater();
@@ -100,7 +105,8 @@ class FakeEngine : public qpl::HwEngine {
     *len = cap - z.avail_out;
     return qpl::HwStatus::kOk;
   }
-  qpl::HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps, int* status) override {
+  qpl::HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps,
+                           int* status) override {
     qpl::HwStatus s = Gate(status);
     if (s != qpl::HwStatus::kOk) return s;
     uLongf n = ps;
@@ -151,9 +157,11 @@ constexpr size_t kCounts = 7;
 enum { kHw, kSw, kRaw, kBusyFallback, kErrorFallback, kRetries, kSwError };
 
 bool CountsArg(const Napi::CallbackInfo& info, size_t i, double** out) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+  if (!info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       info[i].As<Napi::Float64Array>().ElementLength() < kCounts) {
-    Napi::TypeError::New(info.Env(), "Expected a Float64Array(7) for counts").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "Expected a Float64Array(7) for counts")
+        .ThrowAsJavaScriptException();
     return false;
   }
   *out = info[i].As<Napi::Float64Array>().Data();
@@ -182,14 +190,15 @@ void PutBe32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v);
 }
 
-/* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(7), software?: 0 | 1) -> payload
-   bytes written to out (out needs 4 x pages + pages x pageSize bytes) */
+/* qplCompressPages(runs: Uint8Array[], pageSize, out, counts: Float64Array(7), software?: 0 | 1) ->
+   payload bytes written to out (out needs 4 x pages + pages x pageSize bytes) */
 Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   size_t ps = 0;
   ByteSpans runs;
   double* counts = nullptr;
-  if (!RequireArgs(info, 4) || !RequireByteList(info, 0, "runs", &runs) || !RequireSize(info, 1, "pageSize", &ps) ||
-      !RequireBytes(info, 2, "out") || !CountsArg(info, 3, &counts)) {
+  if (!RequireArgs(info, 4) || !RequireByteList(info, 0, "runs", &runs) ||
+      !RequireSize(info, 1, "pageSize", &ps) || !RequireBytes(info, 2, "out") ||
+      !CountsArg(info, 3, &counts)) {
     return info.Env().Undefined();
   }
   qpl::HwEngine* lib = nullptr;
@@ -197,14 +206,16 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   size_t pages = 0;
   for (const auto& r : runs) {
     if (ps == 0 || r.second % ps != 0) {
-      Napi::RangeError::New(info.Env(), "qplCompressPages: runs must be whole pages").ThrowAsJavaScriptException();
+      Napi::RangeError::New(info.Env(), "qplCompressPages: runs must be whole pages")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     pages += r.second / ps;
   }
   auto out = info[2].As<Napi::Uint8Array>();
   if (out.ByteLength() < pages * (4 + ps)) {
-    Napi::RangeError::New(info.Env(), "qplCompressPages: out too small").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "qplCompressPages: out too small")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   Codecs& c = t_codecs;
@@ -226,7 +237,8 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
       if (hw != nullptr) {
         size_t len = 0;
         int st = 0;
-        const qpl::HwStatus hs = WithRetries([&] { return hw->Compress(page, ps, body, ps - 1, &len, &st); }, counts);
+        const qpl::HwStatus hs =
+            WithRetries([&] { return hw->Compress(page, ps, body, ps - 1, &len, &st); }, counts);
         if (hs == qpl::HwStatus::kOk || hs == qpl::HwStatus::kTooBig) {
           if (hs == qpl::HwStatus::kTooBig) {
             std::memcpy(body, page, ps);  // incompressible on the device: the raw page
@@ -242,14 +254,16 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
         // Busy past the retries, or failed: this page takes the software path.
       }
       if (LooksIncompressible(page, ps)) {
-        std::memcpy(body, page, ps);  // random-looking: sent raw without a deflate that would not shrink it
+        std::memcpy(body, page,
+                    ps);  // random-looking: sent raw without a deflate that would not shrink it
         PutBe32(lengths + 4 * k, static_cast<uint32_t>(ps));
         body += ps;
         counts[kRaw]++;
         continue;
       }
       if (lib != nullptr) {
-        // QEMU's software job: a page that does not fit in page_size - 1, or a failed job, goes raw.
+        // QEMU's software job: a page that does not fit in page_size - 1, or a failed job, goes
+        // raw.
         size_t len = 0;
         int st = 0;
         const qpl::HwStatus ls = lib->Compress(page, ps, body, ps - 1, &len, &st);
@@ -287,13 +301,15 @@ Napi::Value QplCompressPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(body - out.Data()));
 }
 
-/* qplDecompressPages(payload, normalPages, pageSize, out, counts: Float64Array(7), software?: 0 | 1) -> bytes
-   written (normalPages x pageSize); throws with code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT naming what is wrong */
+/* qplDecompressPages(payload, normalPages, pageSize, out, counts: Float64Array(7), software?: 0 |
+   1) -> bytes written (normalPages x pageSize); throws with code ERR_PAYLOAD_SIZE /
+   ERR_PAYLOAD_CORRUPT naming what is wrong */
 Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   size_t normal = 0, ps = 0;
   double* counts = nullptr;
-  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "payload") || !RequireSize(info, 1, "normalPages", &normal) ||
-      !RequireSize(info, 2, "pageSize", &ps) || !RequireBytes(info, 3, "out", normal * ps) || !CountsArg(info, 4, &counts)) {
+  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "payload") ||
+      !RequireSize(info, 1, "normalPages", &normal) || !RequireSize(info, 2, "pageSize", &ps) ||
+      !RequireBytes(info, 3, "out", normal * ps) || !CountsArg(info, 4, &counts)) {
     return info.Env().Undefined();
   }
   qpl::HwEngine* lib = nullptr;
@@ -302,20 +318,26 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
   auto out = info[3].As<Napi::Uint8Array>();
   const size_t n = in.ByteLength();
   if (ps == 0 || 4 * normal > n) {
-    ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE", "payload of " + std::to_string(n) + " bytes cannot hold " + std::to_string(normal) + " page lengths");
+    ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE",
+              "payload of " + std::to_string(n) + " bytes cannot hold " + std::to_string(normal) +
+                  " page lengths");
     return info.Env().Undefined();
   }
   size_t total = 4 * normal;
   for (size_t j = 0; j < normal; j++) {
     const uint32_t len = GetBe32(in.Data() + 4 * j);
     if (len == 0 || len > ps) {
-      ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE", "page " + std::to_string(j) + " length received " + std::to_string(len) + ", expected 1.." + std::to_string(ps));
+      ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE",
+                "page " + std::to_string(j) + " length received " + std::to_string(len) +
+                    ", expected 1.." + std::to_string(ps));
       return info.Env().Undefined();
     }
     total += len;
   }
   if (total != n) {
-    ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE", "page lengths add up to " + std::to_string(total) + " bytes, payload has " + std::to_string(n));
+    ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE",
+              "page lengths add up to " + std::to_string(total) + " bytes, payload has " +
+                  std::to_string(n));
     return info.Env().Undefined();
   }
   Codecs& c = t_codecs;
@@ -334,17 +356,24 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
     if (len == ps) {
       std::memcpy(dst, body, ps);
       counts[kRaw]++;
-    } else if (hw != nullptr &&
-               WithRetries([&] { int st = 0; return hw->Decompress(body, len, dst, ps, &st); }, counts) == qpl::HwStatus::kOk) {
+    } else if (hw != nullptr && WithRetries(
+                                    [&] {
+                                      int st = 0;
+                                      return hw->Decompress(body, len, dst, ps, &st);
+                                    },
+                                    counts) == qpl::HwStatus::kOk) {
       counts[kHw]++;
     } else if (lib != nullptr) {
-      // libqpl's software job: a page it cannot decode to exactly page_size bytes is corrupt (QEMU fails the migration).
+      // libqpl's software job: a page it cannot decode to exactly page_size bytes is corrupt (QEMU
+      // fails the migration).
       int st = 0;
       if (lib->Decompress(body, len, dst, ps, &st) != qpl::HwStatus::kOk) {
         ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
-                  "page " + std::to_string(j) + ": raw deflate of " + std::to_string(len) + " bytes refused by libqpl's software path (" +
-                      (st == -1 ? std::string("not exactly one page") : "QPL status " + std::to_string(st)) + "), expected " +
-                      std::to_string(ps) + " bytes");
+                  "page " + std::to_string(j) + ": raw deflate of " + std::to_string(len) +
+                      " bytes refused by libqpl's software path (" +
+                      (st == -1 ? std::string("not exactly one page")
+                                : "QPL status " + std::to_string(st)) +
+                      "), expected " + std::to_string(ps) + " bytes");
         return info.Env().Undefined();
       }
       counts[kSw]++;
@@ -358,8 +387,10 @@ Napi::Value QplDecompressPages(const Napi::CallbackInfo& info) {
       const int rc = inflate(&c.inf, Z_FINISH);
       if (rc != Z_STREAM_END || c.inf.avail_out != 0 || c.inf.avail_in != 0) {
         ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
-                  "page " + std::to_string(j) + ": raw deflate of " + std::to_string(len) + " bytes decoded to " +
-                      std::to_string(ps - c.inf.avail_out) + " bytes (inflate " + std::to_string(rc) + "), expected " + std::to_string(ps));
+                  "page " + std::to_string(j) + ": raw deflate of " + std::to_string(len) +
+                      " bytes decoded to " + std::to_string(ps - c.inf.avail_out) +
+                      " bytes (inflate " + std::to_string(rc) + "), expected " +
+                      std::to_string(ps));
         return info.Env().Undefined();
       }
     }
@@ -375,8 +406,8 @@ Napi::Object EngineInfo(Napi::Env env, qpl::HwEngine* e) {
   return o;
 }
 
-/* qplHardwareOpen() -> { ok, name?, hardware?, reason, status, version }: probes IAA once per process (QEMU's
-   probe); status is qpl_init_job's (-1: not compiled) */
+/* qplHardwareOpen() -> { ok, name?, hardware?, reason, status, version }: probes IAA once per
+   process (QEMU's probe); status is qpl_init_job's (-1: not compiled) */
 Napi::Value QplHardwareOpen(const Napi::CallbackInfo& info) {
   static std::once_flag once;
   static std::string why;
@@ -396,7 +427,8 @@ Napi::Value QplHardwareOpen(const Napi::CallbackInfo& info) {
   return o;
 }
 
-/* qplSoftwareOpen() -> { ok, reason }: whether libqpl's software path (qpl_path_software) can run here */
+/* qplSoftwareOpen() -> { ok, reason }: whether libqpl's software path (qpl_path_software) can run
+ * here */
 Napi::Value QplSoftwareOpen(const Napi::CallbackInfo& info) {
   std::string why;
   const bool ok = LibSoftware(&why) != nullptr;
@@ -433,7 +465,8 @@ Napi::Value QplEngine(const Napi::CallbackInfo& info) {
 
 void InitQplCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("qplCompressPages", Napi::Function::New(env, QplCompressPages, "qplCompressPages"));
-  exports.Set("qplDecompressPages", Napi::Function::New(env, QplDecompressPages, "qplDecompressPages"));
+  exports.Set("qplDecompressPages",
+              Napi::Function::New(env, QplDecompressPages, "qplDecompressPages"));
   exports.Set("qplHardwareOpen", Napi::Function::New(env, QplHardwareOpen, "qplHardwareOpen"));
   exports.Set("qplSoftwareOpen", Napi::Function::New(env, QplSoftwareOpen, "qplSoftwareOpen"));
   exports.Set("qplEngine", Napi::Function::New(env, QplEngine, "qplEngine"));

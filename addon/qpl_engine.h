@@ -21,10 +21,13 @@ class HwEngine {
   virtual ~HwEngine() = default;
   // One page as raw DEFLATE into out (cap = page_size - 1). kTooBig: it does
   // not fit (the page goes raw). Must be safe to call from several threads.
-  virtual HwStatus Compress(const uint8_t* page, size_t page_size, uint8_t* out, size_t cap, size_t* len, int* status) = 0;
+  virtual HwStatus Compress(const uint8_t* page, size_t page_size, uint8_t* out, size_t cap,
+                            size_t* len, int* status) = 0;
   // One page's raw DEFLATE of `len` bytes into exactly page_size bytes.
-  virtual HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t page_size, int* status) = 0;
-  // "iaa" for the device, "qpl-software" for libqpl's software path, "fake-iaa" for the test engine.
+  virtual HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t page_size,
+                              int* status) = 0;
+  // "iaa" for the device, "qpl-software" for libqpl's software path, "fake-iaa" for the test
+  // engine.
   virtual const char* Name() const = 0;
   virtual bool IsHardware() const = 0;
 };

@@ -55,7 +55,8 @@ template <qpl_path_t kPath>
 class QplEngine : public HwEngine {
  public:
   explicit QplEngine(ThreadJob<kPath>& (*job)()) : job_(job) {}
-  HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len, int* status) override {
+  HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len,
+                    int* status) override {
     qpl_job* j = job_().job;
     if (j == nullptr) {
       *status = job_().init;
@@ -78,7 +79,8 @@ class QplEngine : public HwEngine {
     if (s == QPL_STS_MORE_OUTPUT_NEEDED) return HwStatus::kTooBig;
     return HwStatus::kError;
   }
-  HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps, int* status) override {
+  HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps,
+                      int* status) override {
     qpl_job* j = job_().job;
     if (j == nullptr) {
       *status = job_().init;
@@ -116,8 +118,9 @@ std::unique_ptr<HwEngine> OpenQplHardware(std::string* why, int* status) {
   if (t_hw_job.job == nullptr) {
     *status = t_hw_job.init;
     *why = "qpl_init_job(qpl_path_hardware) failed with status " + std::to_string(t_hw_job.init) +
-           (t_hw_job.init == QPL_STS_INIT_WORK_QUEUES_NOT_AVAILABLE ? " (IAA work queues present but not available to this process)"
-                                                                   : " (no enabled IAA work queue this process may use)");
+           (t_hw_job.init == QPL_STS_INIT_WORK_QUEUES_NOT_AVAILABLE
+                ? " (IAA work queues present but not available to this process)"
+                : " (no enabled IAA work queue this process may use)");
     return nullptr;
   }
   *status = QPL_STS_OK;
@@ -138,7 +141,9 @@ std::string QplLibraryVersion() { return qpl_get_library_version(); }
 
 std::unique_ptr<HwEngine> OpenQplHardware(std::string* why, int* status) {
   *status = -1;
-  *why = "not compiled: pkg-config found no qpl when the addon was built (install Intel QPL >= 1.5 and rebuild)";
+  *why =
+      "not compiled: pkg-config found no qpl when the addon was built (install Intel QPL >= 1.5 "
+      "and rebuild)";
   return nullptr;
 }
 

@@ -7,12 +7,14 @@
 // (deflate's stored blocks: any inflater reads them), as the zlib method
 // stores such pages.
 //
-// JS: qzMembers(input: Uint8Array, level: number, isalLevel: number, out: Uint8Array) -> bytes written
+// JS: qzMembers(input: Uint8Array, level: number, isalLevel: number, out: Uint8Array) -> bytes
+// written
 //   level: zlib's 1..9 (used when isalLevel is 0); isalLevel: 1..3, or 0 for zlib.
 //   Throws (code ERR_QZ) when out is too small.
 // With ISA-L, the receiver's side too:
-//   qzInflate(payload: Uint8Array, out: Uint8Array) -> bytes: every member, each checked (CRC, ISIZE);
-//   throws ERR_PAYLOAD_SIZE past out's end, ERR_PAYLOAD_CORRUPT on a bad or truncated member.
+//   qzInflate(payload: Uint8Array, out: Uint8Array) -> bytes: every member, each checked (CRC,
+//   ISIZE); throws ERR_PAYLOAD_SIZE past out's end, ERR_PAYLOAD_CORRUPT on a bad or truncated
+//   member.
 #include <napi.h>
 #include <zlib.h>
 
@@ -127,12 +129,14 @@ size_t DeflateIsal(const uint8_t* in, size_t n, int level, uint8_t* out, size_t 
 Napi::Value JS_qzMembers(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   size_t level, isal_level;
-  if (!RequireArgs(info, 4) || !RequireBytes(info, 0, "input") || !RequireSize(info, 1, "level", &level) ||
-      !RequireSize(info, 2, "isalLevel", &isal_level) || !RequireBytes(info, 3, "out")) {
+  if (!RequireArgs(info, 4) || !RequireBytes(info, 0, "input") ||
+      !RequireSize(info, 1, "level", &level) || !RequireSize(info, 2, "isalLevel", &isal_level) ||
+      !RequireBytes(info, 3, "out")) {
     return env.Undefined();
   }
   if (level < 1 || level > 9 || isal_level > 3) {
-    Napi::RangeError::New(env, "qzMembers: level 1..9, isalLevel 0..3").ThrowAsJavaScriptException();
+    Napi::RangeError::New(env, "qzMembers: level 1..9, isalLevel 0..3")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if (isal_level != 0 && Isal() == nullptr) {
@@ -160,17 +164,20 @@ Napi::Value JS_qzMembers(const Napi::CallbackInfo& info) {
     if (!AllRandom(chunk, len)) {
       // Compressed only when smaller than stored; the room left for it is the stored size.
 #ifdef MFD_HAVE_ISAL
-      if (isal_level != 0) body_len = DeflateIsal(chunk, len, static_cast<int>(isal_level), body, stored);
+      if (isal_level != 0)
+        body_len = DeflateIsal(chunk, len, static_cast<int>(isal_level), body, stored);
 #endif
-      if (isal_level == 0) body_len = DeflateZlib(chunk, len, static_cast<int>(level), body, stored);
+      if (isal_level == 0)
+        body_len = DeflateZlib(chunk, len, static_cast<int>(level), body, stored);
     }
     if (body_len == 0) body_len = Store(chunk, len, body);
-    static const uint8_t kGzip[] = {0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff};  // FEXTRA, MTIME 0, XFL 0, OS 255
+    static const uint8_t kGzip[] = {0x1f, 0x8b, 8, 0x04, 0,
+                                    0,    0,    0, 0,    0xff};  // FEXTRA, MTIME 0, XFL 0, OS 255
     memcpy(m, kGzip, sizeof kGzip);
     Le16(m + 10, 12);  // XLEN
     m[12] = 'Q';
     m[13] = 'Z';
-    Le16(m + 14, 8);  // LEN
+    Le16(m + 14, 8);                                // LEN
     Le32(m + 16, static_cast<uint32_t>(len));       // src_sz
     Le32(m + 20, static_cast<uint32_t>(body_len));  // dest_sz
     Le32(body + body_len, Crc32(chunk, len));
@@ -181,10 +188,12 @@ Napi::Value JS_qzMembers(const Napi::CallbackInfo& info) {
 }
 
 #ifdef MFD_HAVE_ISAL
-/* qzInflate(payload, out) -> bytes: every gzip member of the payload (QZ-headed or plain), by ISA-L */
+/* qzInflate(payload, out) -> bytes: every gzip member of the payload (QZ-headed or plain), by ISA-L
+ */
 Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "payload") || !RequireBytes(info, 1, "out")) return env.Undefined();
+  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "payload") || !RequireBytes(info, 1, "out"))
+    return env.Undefined();
   auto payload = info[0].As<Napi::Uint8Array>();
   auto out_arr = info[1].As<Napi::Uint8Array>();
   const uint8_t* in = payload.Data();
@@ -202,16 +211,22 @@ Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
     s->avail_out = static_cast<uint32_t>(cap - produced);
     const int rc = Isal()->isal_inflate(s.get());
     if (rc < 0) {
-      ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "gzip member at byte " + std::to_string(at) + ": isal_inflate returned " + std::to_string(rc) +
-                                                (rc == ISAL_INCORRECT_CHECKSUM ? " (incorrect checksum)" : rc == ISAL_INVALID_WRAPPER ? " (invalid gzip header)" : ""));
+      ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
+                "gzip member at byte " + std::to_string(at) + ": isal_inflate returned " +
+                    std::to_string(rc) +
+                    (rc == ISAL_INCORRECT_CHECKSUM ? " (incorrect checksum)"
+                     : rc == ISAL_INVALID_WRAPPER  ? " (invalid gzip header)"
+                                                   : ""));
       return env.Undefined();
     }
     produced = cap - s->avail_out;
     if (s->block_state != ISAL_BLOCK_FINISH) {
       if (s->avail_in == 0) {  // all input read, the member unfinished
-        ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "gzip member at byte " + std::to_string(at) + " is truncated");
+        ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
+                  "gzip member at byte " + std::to_string(at) + " is truncated");
       } else {
-        ThrowCode(env, "ERR_PAYLOAD_SIZE", "the payload decodes to more than " + std::to_string(cap) + " bytes");
+        ThrowCode(env, "ERR_PAYLOAD_SIZE",
+                  "the payload decodes to more than " + std::to_string(cap) + " bytes");
       }
       return env.Undefined();
     }
@@ -226,7 +241,8 @@ Napi::Value JS_qzInflate(const Napi::CallbackInfo& info) {
 void InitQzMembers(Napi::Env env, Napi::Object exports) {
   exports.Set("qzMembers", Napi::Function::New(env, JS_qzMembers, "qzMembers"));
 #ifdef MFD_HAVE_ISAL
-  if (Isal() != nullptr) exports.Set("qzInflate", Napi::Function::New(env, JS_qzInflate, "qzInflate"));
+  if (Isal() != nullptr)
+    exports.Set("qzInflate", Napi::Function::New(env, JS_qzInflate, "qzInflate"));
 #endif
 }
 

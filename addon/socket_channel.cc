@@ -30,7 +30,6 @@
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -86,7 +85,7 @@ constexpr int kWaitSliceMs = 200;
 
 // Waits until fd is ready for `events`; 0, or kStalled / -ECANCELED (`stop`) / -errno.
 int64_t WaitFor(int fd, short events, int timeout_ms, const std::atomic<bool>& stop) {
-  struct pollfd p {fd, events, 0};
+  struct pollfd p{fd, events, 0};
   int left = timeout_ms;
   for (;;) {
     if (stop.load()) return -ECANCELED;
@@ -120,7 +119,7 @@ void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
   }
   size_t first = 0;
   while (left > 0) {
-    struct msghdr msg {};
+    struct msghdr msg{};
     msg.msg_iov = iov.data() + first;
     msg.msg_iovlen = std::min(iov.size() - first, kMaxIov);
     const ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -150,10 +149,11 @@ void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
   size_t want = op->header_size;
   for (;;) {
     if (got >= want) {
-      if (want != op->header_size) break;  // the payload is in
+      if (want != op->header_size) break;                  // the payload is in
       if (GetBe32(op->buf + op->gate_offset) == 0) break;  // no payload after this header
       const size_t packet = op->header_size + GetBe32(op->buf + op->size_offset);
-      if (packet > op->cap || packet == want) break;  // too big for buf (the header check says so), or no payload
+      if (packet > op->cap || packet == want)
+        break;  // too big for buf (the header check says so), or no payload
       want = packet;
       continue;
     }
@@ -242,10 +242,11 @@ void ThreadMain(std::shared_ptr<Shared> s) {
 class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "SocketChannel",
-                       {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
-                        InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
-                        InstanceMethod<&SocketChannel::Close>("close")});
+    return DefineClass(
+        env, "SocketChannel",
+        {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
+         InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
+         InstanceMethod<&SocketChannel::Close>("close")});
   }
 
   explicit SocketChannel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketChannel>(info) {
@@ -253,14 +254,16 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     if (!RequireArgs(info, 1) || !RequireSize(info, 0, "fd", &fd)) return;
     s_ = std::make_shared<Shared>();
     s_->fd = static_cast<int>(fd);
-    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1, nullptr, DoneGone, new std::shared_ptr<Shared>(s_));
+    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1, nullptr, DoneGone,
+                                new std::shared_ptr<Shared>(s_));
     s_->done.Unref(info.Env());  // only pending operations keep the process alive
     try {
       std::thread(ThreadMain, s_).detach();
     } catch (const std::system_error& e) {
       s_->done.Release();
       s_.reset();
-      ThrowCode(info.Env(), "ERR_THREAD", std::string("SocketChannel: cannot start a thread: ") + e.what());
+      ThrowCode(info.Env(), "ERR_THREAD",
+                std::string("SocketChannel: cannot start a thread: ") + e.what());
     }
   }
 
@@ -305,8 +308,8 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
   Napi::Value Send(const Napi::CallbackInfo& info) {
     auto* op = new Op(Op::kSend);
     std::vector<Napi::Value> keep;
-    if (!RequireArgs(info, 3) || !RequireByteList(info, 0, "pieces", &op->pieces, &keep) || !info[1].IsNumber() ||
-        !RequireFunction(info, 2)) {
+    if (!RequireArgs(info, 3) || !RequireByteList(info, 0, "pieces", &op->pieces, &keep) ||
+        !info[1].IsNumber() || !RequireFunction(info, 2)) {
       delete op;
       return info.Env().Undefined();
     }
@@ -319,19 +322,24 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
   // recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb)
   Napi::Value Recv(const Napi::CallbackInfo& info) {
     auto* op = new Op(Op::kRecv);
-    if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "buf") || !RequireSize(info, 1, "have", &op->have) ||
-        !RequireSize(info, 2, "headerSize", &op->header_size) || !RequireSize(info, 3, "sizeOffset", &op->size_offset) ||
-        !RequireSize(info, 4, "gateOffset", &op->gate_offset) || !info[5].IsNumber() || !RequireFunction(info, 6)) {
+    if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "buf") ||
+        !RequireSize(info, 1, "have", &op->have) ||
+        !RequireSize(info, 2, "headerSize", &op->header_size) ||
+        !RequireSize(info, 3, "sizeOffset", &op->size_offset) ||
+        !RequireSize(info, 4, "gateOffset", &op->gate_offset) || !info[5].IsNumber() ||
+        !RequireFunction(info, 6)) {
       delete op;
       return info.Env().Undefined();
     }
     auto buf = info[0].As<Napi::Uint8Array>();
     op->buf = buf.Data();
     op->cap = buf.ByteLength();
-    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap || op->size_offset + 4 > op->header_size ||
-        op->gate_offset + 4 > op->header_size) {
+    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap ||
+        op->size_offset + 4 > op->header_size || op->gate_offset + 4 > op->header_size) {
       delete op;
-      Napi::RangeError::New(info.Env(), "SocketChannel.recv: header must fit in buf, the size and gate fields in the header")
+      Napi::RangeError::New(
+          info.Env(),
+          "SocketChannel.recv: header must fit in buf, the size and gate fields in the header")
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }

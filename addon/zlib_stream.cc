@@ -38,20 +38,23 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
                         InstanceMethod("close", &ZlibStream::Close)});
   }
 
-  /* new ZlibStream(inflate: boolean, level: number, engine?: "zlib" | "isal"); an ISA-L deflate level is 1..3 */
+  /* new ZlibStream(inflate: boolean, level: number, engine?: "zlib" | "isal"); an ISA-L deflate
+   * level is 1..3 */
   explicit ZlibStream(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ZlibStream>(info) {
     size_t level = 0;
     if (!RequireArgs(info, 2) || !RequireSize(info, 1, "level", &level)) return;
     inflate_ = info[0].ToBoolean().Value();
     level_ = current_level_ = static_cast<int>(level);
-    if (info.Length() > 2 && info[2].IsString() && info[2].As<Napi::String>().Utf8Value() == "isal") {
+    if (info.Length() > 2 && info[2].IsString() &&
+        info[2].As<Napi::String>().Utf8Value() == "isal") {
       InitIsal(info.Env());
       return;
     }
     std::memset(&zs_, 0, sizeof(zs_));
     const int rc = inflate_ ? inflateInit(&zs_) : deflateInit(&zs_, level_);
     if (rc != Z_OK) {
-      ThrowCode(info.Env(), "ERR_ZLIB", std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc)));
+      ThrowCode(info.Env(), "ERR_ZLIB",
+                std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc)));
       return;
     }
     open_ = true;
@@ -82,7 +85,9 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     } else {
       // Level 0 is left out: it never stores, so random pages would outgrow compressBound.
       if (level_ < 1 || level_ > ISAL_DEF_MAX_LEVEL) {
-        Napi::RangeError::New(env, "ISA-L deflate levels are 1.." + std::to_string(ISAL_DEF_MAX_LEVEL)).ThrowAsJavaScriptException();
+        Napi::RangeError::New(env,
+                              "ISA-L deflate levels are 1.." + std::to_string(ISAL_DEF_MAX_LEVEL))
+            .ThrowAsJavaScriptException();
         return;
       }
       deflater_ = std::make_unique<isal_zstream>();
@@ -105,7 +110,8 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   // them with text cost 6% more bytes at ISA-L level 1. A run is at least
   // kMinRunPages pages long, so the flushes' 4 bytes each stay well within
   // compressBound's slack.
-  bool DeflateIsal(Napi::Env env, const ByteSpans& runs, size_t ps, size_t bytes, Napi::Uint8Array out, size_t* written) {
+  bool DeflateIsal(Napi::Env env, const ByteSpans& runs, size_t ps, size_t bytes,
+                   Napi::Uint8Array out, size_t* written) {
     static constexpr size_t kMinRunPages = 8;
     bounce_.resize(bytes);
     size_t at = 0;
@@ -121,17 +127,20 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     bool random = LooksIncompressible(bounce_.data(), ps);
     for (size_t i = 1; i <= pages; i++) {
       const bool next = i < pages && LooksIncompressible(bounce_.data() + i * ps, ps);
-      if (i < pages && (next == random || i - start < kMinRunPages || pages - i < kMinRunPages)) continue;
+      if (i < pages && (next == random || i - start < kMinRunPages || pages - i < kMinRunPages))
+        continue;
       s->next_in = bounce_.data() + start * ps;
       s->avail_in = static_cast<uint32_t>((i - start) * ps);
       const int rc = Isal()->isal_deflate(s);
       if (rc != COMP_OK) {
-        ThrowCode(env, "ERR_ZLIB", "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
+        ThrowCode(env, "ERR_ZLIB",
+                  "isal_deflate returned " + std::to_string(rc) + " instead of COMP_OK");
         return false;
       }
       // Done when all input is in and the flush's empty stored block is out, with room to spare.
       if (s->avail_in != 0 || s->avail_out == 0 || s->internal_state.state != ZSTATE_NEW_HDR) {
-        ThrowCode(env, "ERR_ZLIB", "isal_deflate failed to compress all input (output buffer too small)");
+        ThrowCode(env, "ERR_ZLIB",
+                  "isal_deflate failed to compress all input (output buffer too small)");
         return false;
       }
       start = i;
@@ -143,14 +152,22 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 
   static std::string IsalInflateError(int rc) {
     switch (rc) {
-      case ISAL_INVALID_BLOCK: return "invalid block";
-      case ISAL_INVALID_SYMBOL: return "invalid symbol";
-      case ISAL_INVALID_LOOKBACK: return "invalid distance too far back";
-      case ISAL_INVALID_WRAPPER: return "invalid zlib header";
-      case ISAL_UNSUPPORTED_METHOD: return "unknown compression method";
-      case ISAL_INCORRECT_CHECKSUM: return "incorrect header check";
-      case ISAL_NEED_DICT: return "needs a preset dictionary";
-      default: return "error";
+      case ISAL_INVALID_BLOCK:
+        return "invalid block";
+      case ISAL_INVALID_SYMBOL:
+        return "invalid symbol";
+      case ISAL_INVALID_LOOKBACK:
+        return "invalid distance too far back";
+      case ISAL_INVALID_WRAPPER:
+        return "invalid zlib header";
+      case ISAL_UNSUPPORTED_METHOD:
+        return "unknown compression method";
+      case ISAL_INCORRECT_CHECKSUM:
+        return "incorrect header check";
+      case ISAL_NEED_DICT:
+        return "needs a preset dictionary";
+      default:
+        return "error";
     }
   }
 
@@ -176,21 +193,24 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
         const uint32_t in_before = s->avail_in;
         const int rc = Isal()->isal_inflate(s);
         if (rc != ISAL_DECOMP_OK) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
+          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
+                    "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
           return false;
         }
-        if (s->bfinal != 0 || s->block_state == ISAL_BLOCK_INPUT_DONE || s->block_state == ISAL_BLOCK_FINISH ||
-            s->block_state == ISAL_CHECKSUM_CHECK) {
+        if (s->bfinal != 0 || s->block_state == ISAL_BLOCK_INPUT_DONE ||
+            s->block_state == ISAL_BLOCK_FINISH || s->block_state == ISAL_CHECKSUM_CHECK) {
           ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
           return false;
         }
         if (in_spare && s->avail_out != sizeof(spare)) {
-          ThrowCode(env, "ERR_PAYLOAD_SIZE", "inflate generated more output than the packet's pages");
+          ThrowCode(env, "ERR_PAYLOAD_SIZE",
+                    "inflate generated more output than the packet's pages");
           return false;
         }
         if (s->avail_in == 0) return true;
         if (s->avail_in == in_before && s->avail_out != 0) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "inflate stopped with " + std::to_string(s->avail_in) + " input bytes left");
+          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
+                    "inflate stopped with " + std::to_string(s->avail_in) + " input bytes left");
           return false;
         }
       }
@@ -203,7 +223,9 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   }
 #else
   void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", IsalUnavailable()); }
-  bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) { return false; }
+  bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) {
+    return false;
+  }
   bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
 #endif
 
@@ -218,8 +240,10 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
 #endif
       return;
     }
-    if (inflate_) inflateEnd(&zs_);
-    else deflateEnd(&zs_);
+    if (inflate_)
+      inflateEnd(&zs_);
+    else
+      deflateEnd(&zs_);
   }
 
   bool CheckOpen(Napi::Env env) {
@@ -231,10 +255,12 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   /* deflatePages(pieces: Uint8Array[], pageSize, out) -> bytes written to out */
   Napi::Value DeflatePages(const Napi::CallbackInfo& info) {
     size_t ps = 0;
-    if (!RequireArgs(info, 3) || !RequireSize(info, 1, "pageSize", &ps) || !RequireBytes(info, 2, "out") || !CheckOpen(info.Env()))
+    if (!RequireArgs(info, 3) || !RequireSize(info, 1, "pageSize", &ps) ||
+        !RequireBytes(info, 2, "out") || !CheckOpen(info.Env()))
       return info.Env().Undefined();
     if (inflate_ || ps == 0) {
-      Napi::TypeError::New(info.Env(), "deflatePages: needs a deflate stream and a page size").ThrowAsJavaScriptException();
+      Napi::TypeError::New(info.Env(), "deflatePages: needs a deflate stream and a page size")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     auto out = info[2].As<Napi::Uint8Array>();
@@ -243,14 +269,16 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     size_t pages = 0;
     for (const auto& run : runs) {
       if (run.second % ps != 0) {
-        Napi::RangeError::New(info.Env(), "deflatePages: each run must be whole pages").ThrowAsJavaScriptException();
+        Napi::RangeError::New(info.Env(), "deflatePages: each run must be whole pages")
+            .ThrowAsJavaScriptException();
         return info.Env().Undefined();
       }
       pages += run.second / ps;
     }
     if (isal_) {
       size_t written = 0;
-      if (!DeflateIsal(info.Env(), runs, ps, pages * ps, out, &written)) return info.Env().Undefined();
+      if (!DeflateIsal(info.Env(), runs, ps, pages * ps, out, &written))
+        return info.Env().Undefined();
       return Napi::Number::New(info.Env(), static_cast<double>(written));
     }
     bounce_.resize(ps);
@@ -269,11 +297,13 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
         zs_.avail_in = static_cast<uInt>(ps);
         const int rc = deflate(&zs_, flush);
         if (rc != Z_OK) {
-          ThrowCode(info.Env(), "ERR_ZLIB", "deflate returned " + std::to_string(rc) + " instead of Z_OK");
+          ThrowCode(info.Env(), "ERR_ZLIB",
+                    "deflate returned " + std::to_string(rc) + " instead of Z_OK");
           return info.Env().Undefined();
         }
         if (zs_.avail_in != 0 || (flush == Z_SYNC_FLUSH && zs_.avail_out == 0)) {
-          ThrowCode(info.Env(), "ERR_ZLIB", "deflate failed to compress all input (output buffer too small)");
+          ThrowCode(info.Env(), "ERR_ZLIB",
+                    "deflate failed to compress all input (output buffer too small)");
           return info.Env().Undefined();
         }
       }
@@ -281,11 +311,14 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return Napi::Number::New(info.Env(), static_cast<double>(out.ByteLength() - zs_.avail_out));
   }
 
-  /* inflate(pieces: Uint8Array[], out) -> bytes produced; every input byte must be used, output may not overflow */
+  /* inflate(pieces: Uint8Array[], out) -> bytes produced; every input byte must be used, output may
+   * not overflow */
   Napi::Value Inflate(const Napi::CallbackInfo& info) {
-    if (!RequireArgs(info, 2) || !RequireBytes(info, 1, "out") || !CheckOpen(info.Env())) return info.Env().Undefined();
+    if (!RequireArgs(info, 2) || !RequireBytes(info, 1, "out") || !CheckOpen(info.Env()))
+      return info.Env().Undefined();
     if (!inflate_) {
-      Napi::TypeError::New(info.Env(), "inflate: needs an inflate stream").ThrowAsJavaScriptException();
+      Napi::TypeError::New(info.Env(), "inflate: needs an inflate stream")
+          .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     ByteSpans pieces;
@@ -304,15 +337,19 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       while (zs_.avail_in > 0) {
         const int rc = ::inflate(&zs_, Z_SYNC_FLUSH);
         if (rc == Z_STREAM_END) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
+          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
+                    "zlib stream ended, but QEMU's streams never end");
           return info.Env().Undefined();
         }
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT", std::string("inflate returned ") + std::to_string(rc) + (zs_.msg ? std::string(" (") + zs_.msg + ")" : ""));
+          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
+                    std::string("inflate returned ") + std::to_string(rc) +
+                        (zs_.msg ? std::string(" (") + zs_.msg + ")" : ""));
           return info.Env().Undefined();
         }
         if (zs_.avail_out == 0 && zs_.avail_in > 0) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE", "inflate generated more output than the packet's pages");
+          ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE",
+                    "inflate generated more output than the packet's pages");
           return info.Env().Undefined();
         }
         if (rc == Z_BUF_ERROR) break;
@@ -346,15 +383,21 @@ void InitZlibStream(Napi::Env env, Napi::Object exports) {
   exports.Set("ZlibStream", ZlibStream::Define(env));
   exports.Set("zlibVersion", Napi::String::New(env, zlibVersion()));
   const bool isal = Isal() != nullptr;
-  exports.Set("isalVersion", isal ? Napi::Value(Napi::String::New(env, IsalVersion())) : env.Null());
+  exports.Set("isalVersion",
+              isal ? Napi::Value(Napi::String::New(env, IsalVersion())) : env.Null());
   exports.Set("isalFile", isal ? Napi::Value(Napi::String::New(env, IsalFile())) : env.Null());
-  exports.Set("isalUnavailable", isal ? env.Null() : Napi::Value(Napi::String::New(env, IsalUnavailable())));
-  exports.Set("zlibCompressBound", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    size_t n = 0;
-    if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &n)) return info.Env().Undefined();
-    // deflateBound needs a stream; compressBound plus the sync-flush marker is an upper bound.
-    return Napi::Number::New(info.Env(), static_cast<double>(compressBound(static_cast<uLong>(n)) + 64));
-  }));
+  exports.Set("isalUnavailable",
+              isal ? env.Null() : Napi::Value(Napi::String::New(env, IsalUnavailable())));
+  exports.Set("zlibCompressBound",
+              Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                size_t n = 0;
+                if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &n))
+                  return info.Env().Undefined();
+                // deflateBound needs a stream; compressBound plus the sync-flush marker is an upper
+                // bound.
+                return Napi::Number::New(
+                    info.Env(), static_cast<double>(compressBound(static_cast<uLong>(n)) + 64));
+              }));
 }
 
 }  // namespace mfd

@@ -56,15 +56,46 @@ function credentials() {
   fs.chmodSync(key, 0o600);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
   openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=bench-ca');
-  for (const [name, san] of [['recv', 'IP:127.0.0.1'], ['send', 'DNS:sender.test']]) {
+  for (const [name, san] of [
+    ['recv', 'IP:127.0.0.1'],
+    ['send', 'DNS:sender.test'],
+  ]) {
     openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
     fs.writeFileSync(path.join(opt.dir, `${name}.ext`), `subjectAltName=${san}\n`);
-    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    );
   }
-  const tls = (name) => ['--tls-cert', path.join(opt.dir, `${name}.pem`), '--tls-key', path.join(opt.dir, `${name}.key`), '--tls-ca', path.join(opt.dir, 'ca.pem')];
+  const tls = (name) => [
+    '--tls-cert',
+    path.join(opt.dir, `${name}.pem`),
+    '--tls-key',
+    path.join(opt.dir, `${name}.key`),
+    '--tls-ca',
+    path.join(opt.dir, 'ca.pem'),
+  ];
   return [
     { name: 'plain', what: 'no authentication', recv: [], send: [] },
-    { name: 'psk auth', what: '--psk-file --psk-mode auth: challenge-response, then clear', recv: ['--psk-file', key, '--psk-mode', 'auth'], send: ['--psk-file', key, '--psk-mode', 'auth'] },
+    {
+      name: 'psk auth',
+      what: '--psk-file --psk-mode auth: challenge-response, then clear',
+      recv: ['--psk-file', key, '--psk-mode', 'auth'],
+      send: ['--psk-file', key, '--psk-mode', 'auth'],
+    },
     { name: 'psk tls', what: '--psk-file (--psk-mode tls): TLS 1.3 on the key', recv: ['--psk-file', key], send: ['--psk-file', key] },
     { name: 'cert tls', what: '--tls-cert/--tls-key/--tls-ca: TLS 1.3, certificates', recv: tls('recv'), send: tls('send') },
   ];
@@ -96,7 +127,10 @@ async function once(mode) {
   });
   const p = await Promise.race([port, recv.then((r) => Promise.reject(new Error(`${mode.name}: recv exited ${r.code}: ${r.stderr}`)))]);
   const t0 = now();
-  const [s, r] = await Promise.all([run(['send', '--to', `127.0.0.1:${p}`, '--channels', opt.channels, '--json', '--no-progress', ...mode.send, image]), recv]);
+  const [s, r] = await Promise.all([
+    run(['send', '--to', `127.0.0.1:${p}`, '--channels', opt.channels, '--json', '--no-progress', ...mode.send, image]),
+    recv,
+  ]);
   const wall = now() - t0;
   if (s.code !== 0 || r.code !== 0) throw new Error(`${mode.name}: send exited ${s.code}, recv ${r.code}: ${s.stderr} ${r.stderr}`);
   const cpu = (j) => j.process.cpuUserSec + j.process.cpuSystemSec;
@@ -109,7 +143,9 @@ async function once(mode) {
 async function main() {
   if (!fs.existsSync(image)) {
     console.error(`generating ${image}`);
-    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], { stdio: ['ignore', 2, 2] });
+    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], {
+      stdio: ['ignore', 2, 2],
+    });
     if (g.status !== 0) process.exit(1);
   }
   const modes = credentials();
@@ -120,7 +156,9 @@ async function main() {
     for (const m of order) {
       const r = await once(m);
       if (round >= 0) results.get(m.name).push(r);
-      console.error(`${round < 0 ? 'warm-up' : `round ${round + 1}`}: ${m.name.padEnd(9)} ${r.wall.toFixed(3)} s, cpu ${r.cpu.toFixed(2)} s (send ${r.sendCpu.toFixed(2)}, recv ${r.recvCpu.toFixed(2)})`);
+      console.error(
+        `${round < 0 ? 'warm-up' : `round ${round + 1}`}: ${m.name.padEnd(9)} ${r.wall.toFixed(3)} s, cpu ${r.cpu.toFixed(2)} s (send ${r.sendCpu.toFixed(2)}, recv ${r.recvCpu.toFixed(2)})`,
+      );
     }
   }
   fs.rmSync(out, { recursive: true, force: true });
@@ -141,7 +179,14 @@ async function main() {
     );
   }
   console.log(lines.join('\n'));
-  const record = { date: new Date().toISOString(), size: opt.size, runs, channels: Number(opt.channels), host: os.hostname(), results: Object.fromEntries(results) };
+  const record = {
+    date: new Date().toISOString(),
+    size: opt.size,
+    runs,
+    channels: Number(opt.channels),
+    host: os.hostname(),
+    results: Object.fromEntries(results),
+  };
   fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
   fs.appendFileSync(path.join(root, 'bench', 'results', 'auth-cost.jsonl'), JSON.stringify(record) + '\n');
 }

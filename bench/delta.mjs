@@ -60,10 +60,28 @@ async function fingerprintSpeed(b) {
 async function mfd(src, outDir, delta) {
   let port;
   const listening = new Promise((r) => (port = r));
-  const result = receive({ host: '127.0.0.1', port: 0, logger: silentLogger, outputDir: outDir, ...(delta ? { delta: { bases: [], dirs: [] } } : {}), onListening: (a) => port(a.port) });
+  const result = receive({
+    host: '127.0.0.1',
+    port: 0,
+    logger: silentLogger,
+    outputDir: outDir,
+    ...(delta ? { delta: { bases: [], dirs: [] } } : {}),
+    onListening: (a) => port(a.port),
+  });
   const p = await listening;
   const t0 = process.hrtime.bigint();
-  const sent = await send({ host: '127.0.0.1', port: p, logger: silentLogger, images: [{ name: 'vm.ram', path: src }], channels: Number(opt.channels), pageSize: PAGE, compression: opt.compression, methodParams: {}, zeroPageDetection: 'multifd', delta });
+  const sent = await send({
+    host: '127.0.0.1',
+    port: p,
+    logger: silentLogger,
+    images: [{ name: 'vm.ram', path: src }],
+    channels: Number(opt.channels),
+    pageSize: PAGE,
+    compression: opt.compression,
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+    delta,
+  });
   await result;
   return { wire: sent.stats.wireBytes, s: Number(process.hrtime.bigint() - t0) / 1e9, delta: sent.stats.delta };
 }
@@ -76,11 +94,16 @@ async function rsyncRun(src, destDir) {
     });
   });
   const conf = path.join(dir, 'rsyncd.conf');
-  fs.writeFileSync(conf, `use chroot = no\nuid = ${process.getuid()}\ngid = ${process.getgid()}\n[dst]\npath = ${destDir}\nread only = no\n`);
+  fs.writeFileSync(
+    conf,
+    `use chroot = no\nuid = ${process.getuid()}\ngid = ${process.getgid()}\n[dst]\npath = ${destDir}\nread only = no\n`,
+  );
   const d = spawn('rsync', ['--daemon', '--no-detach', '--address=127.0.0.1', `--port=${port}`, `--config=${conf}`], { stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 300));
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('rsync', ['--no-whole-file', '--inplace', '--stats', src, `rsync://127.0.0.1:${port}/dst/vm.ram`], { encoding: 'utf8' });
+  const r = spawnSync('rsync', ['--no-whole-file', '--inplace', '--stats', src, `rsync://127.0.0.1:${port}/dst/vm.ram`], {
+    encoding: 'utf8',
+  });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   d.kill();
   if (r.status !== 0) throw new Error(`rsync failed: ${r.stderr}`);
@@ -90,7 +113,9 @@ async function rsyncRun(src, destDir) {
 
 const old = image();
 const fp = await fingerprintSpeed(old);
-console.log(`fingerprinting ${opt.mib} MiB in memory: ${fp.s.toFixed(3)} s, ${fp.gbps.toFixed(2)} GB/s on ${os.availableParallelism()} cores (XXH3-128, zero pages skipped)`);
+console.log(
+  `fingerprinting ${opt.mib} MiB in memory: ${fp.s.toFixed(3)} s, ${fp.gbps.toFixed(2)} GB/s on ${os.availableParallelism()} cores (XXH3-128, zero pages skipped)`,
+);
 console.log('| changed | row | wire bytes | x changed bytes | wall s | pages: data / base refs / in-migration refs / zero |');
 console.log('|---|---|---|---|---|---|');
 for (const pct of opt.changed.split(',').map(Number)) {
@@ -106,7 +131,10 @@ for (const pct of opt.changed.split(',').map(Number)) {
   fs.writeFileSync(src, now);
   const changedBytes = changed * PAGE;
   const rows = [];
-  for (const [name, delta] of [['mfd delta', true], ['mfd plain', false]]) {
+  for (const [name, delta] of [
+    ['mfd delta', true],
+    ['mfd plain', false],
+  ]) {
     const out = fs.mkdtempSync(path.join(dir, 'out-'));
     fs.writeFileSync(path.join(out, 'vm.ram'), old);
     const r = await mfd(src, out, delta);

@@ -46,7 +46,25 @@ function synthetic(bytes) {
   const b = Buffer.alloc(bytes);
   let x = 12345;
   const rnd = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
-  const words = ['the', 'page', 'migration', 'kernel', 'GET /index.html', 'HTTP/1.1 200', 'error', 'user', 'session', 'memory', 'qemu', 'multifd', '\n', '  ', 'value=', '{"id":', '}'];
+  const words = [
+    'the',
+    'page',
+    'migration',
+    'kernel',
+    'GET /index.html',
+    'HTTP/1.1 200',
+    'error',
+    'user',
+    'session',
+    'memory',
+    'qemu',
+    'multifd',
+    '\n',
+    '  ',
+    'value=',
+    '{"id":',
+    '}',
+  ];
   for (let p = 0; p * PS < bytes; p++) {
     const page = b.subarray(p * PS, (p + 1) * PS);
     const k = rnd() % 10;
@@ -140,7 +158,10 @@ const now = () => {
   return (u.user + u.system) / 1e6;
 };
 
-const images = [{ name: `synthetic ${opt.size}`, data: synthetic(size) }, ...opt.image.map((f) => ({ name: path.basename(f), data: fs.readFileSync(f) }))];
+const images = [
+  { name: `synthetic ${opt.size}`, data: synthetic(size) },
+  ...opt.image.map((f) => ({ name: path.basename(f), data: fs.readFileSync(f) })),
+];
 const rounds = Number(opt.rounds);
 const results = [];
 for (const img of images) {
@@ -154,7 +175,9 @@ for (const img of images) {
       const outs = ps.map((p) => e.compress(p));
       const tc = now() - t0;
       t0 = now();
-      for (let i = 0; i < ps.length; i++) if (e.decompress(outs[i], ps[i].length / PS) !== ps[i].length) throw new Error(`${e.method} ${e.engine}: packet ${i} did not decode to its pages`);
+      for (let i = 0; i < ps.length; i++)
+        if (e.decompress(outs[i], ps[i].length / PS) !== ps[i].length)
+          throw new Error(`${e.method} ${e.engine}: packet ${i} did not decode to its pages`);
       const td = now() - t0;
       if (r === 0) continue; // warm-up round
       const run = runs.get(e);
@@ -183,9 +206,17 @@ const base = (r) => results.find((x) => x.image === r.image && x.method === r.me
 console.log(`| image | method | engine | non-zero pages | wire bytes | ratio | vs mfd | compress MB/s | decompress MB/s |`);
 console.log(`|---|---|---|---|---|---|---|---|---|`);
 for (const r of results) {
-  console.log(`| ${r.image} | ${r.method} | ${r.engine} | ${r.pages} | ${r.wireBytes} | ${r.ratio.toFixed(3)} | ${(r.wireBytes / base(r).wireBytes).toFixed(3)} | ${r.compressMBs.toFixed(0)} | ${r.decompressMBs.toFixed(0)} |`);
+  console.log(
+    `| ${r.image} | ${r.method} | ${r.engine} | ${r.pages} | ${r.wireBytes} | ${r.ratio.toFixed(3)} | ${(r.wireBytes / base(r).wireBytes).toFixed(3)} | ${r.compressMBs.toFixed(0)} | ${r.decompressMBs.toFixed(0)} |`,
+  );
 }
-if (!qplLib || !qzLib) console.log(`\n(${[!qplLib && 'libqpl', !qzLib && 'QATzip'].filter(Boolean).join(' and ')} not in this addon: their rows need a build against them)`);
+if (!qplLib || !qzLib)
+  console.log(
+    `\n(${[!qplLib && 'libqpl', !qzLib && 'QATzip'].filter(Boolean).join(' and ')} not in this addon: their rows need a build against them)`,
+  );
 fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
 const stamp = new Date().toISOString();
-fs.appendFileSync(path.join(root, 'bench', 'results', 'engines.jsonl'), results.map((r) => JSON.stringify({ at: stamp, ...r })).join('\n') + '\n');
+fs.appendFileSync(
+  path.join(root, 'bench', 'results', 'engines.jsonl'),
+  results.map((r) => JSON.stringify({ at: stamp, ...r })).join('\n') + '\n',
+);

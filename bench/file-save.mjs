@@ -85,8 +85,18 @@ const mfdArgs = (extra) => [bin, 'send', '--to', `file:${out}`, '--channels', op
 
 const contenders = [
   { name: 'cp', what: 'raw image copy (sparse-aware), fsync', cmd: 'sh', args: ['-c', `cp "${image}" "${out}" && sync "${out}"`] },
-  { name: 'write per packet', what: 'plain loop: 512 KiB read + fs.writeSync, fsync', cmd: process.execPath, args: ['-e', PER_PACKET, image, out] },
-  { name: 'mfd per-packet', what: 'stream layout, one synchronous write per packet (no ring)', cmd: process.execPath, args: mfdArgs(['--file-writer', 'per-packet']) },
+  {
+    name: 'write per packet',
+    what: 'plain loop: 512 KiB read + fs.writeSync, fsync',
+    cmd: process.execPath,
+    args: ['-e', PER_PACKET, image, out],
+  },
+  {
+    name: 'mfd per-packet',
+    what: 'stream layout, one synchronous write per packet (no ring)',
+    cmd: process.execPath,
+    args: mfdArgs(['--file-writer', 'per-packet']),
+  },
   { name: 'mfd stream', what: 'stream layout, ring of 4 x 4 MiB aligned buffers', cmd: process.execPath, args: mfdArgs([]) },
   { name: 'mfd stream direct', what: 'stream layout, ring of 8 x 4 MiB, O_DIRECT', cmd: process.execPath, args: mfdArgs(['--direct-io']) },
   { name: 'mfd mapped-ram', what: 'mapped-ram, positional page writes', cmd: process.execPath, args: mfdArgs(['--mapped-ram']) },
@@ -109,7 +119,12 @@ async function once(c) {
   let extra = {};
   if (c.name.startsWith('mfd')) {
     const s = JSON.parse(r.stdout);
-    extra = { mfdMs: s.totalTimeMs, cpu: s.process.cpuUserSec + s.process.cpuSystemSec, rssMiB: s.process.maxRssBytes / 2 ** 20, waits: s.file.writer?.waits };
+    extra = {
+      mfdMs: s.totalTimeMs,
+      cpu: s.process.cpuUserSec + s.process.cpuSystemSec,
+      rssMiB: s.process.maxRssBytes / 2 ** 20,
+      waits: s.file.writer?.waits,
+    };
   }
   return { wall, fileBytes: st.size, diskBytes: st.blocks * 512, ...extra };
 }
@@ -117,7 +132,9 @@ async function once(c) {
 async function main() {
   if (!fs.existsSync(image)) {
     console.error(`generating ${image}`);
-    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], { stdio: 'inherit' });
+    const g = spawnSync(process.execPath, [bin, 'gen-image', image, '--size', opt.size, '--profile', 'mixed', '--seed', '1'], {
+      stdio: 'inherit',
+    });
     if (g.status !== 0) process.exit(1);
   }
   const imageBytes = fs.statSync(image).size;
@@ -128,7 +145,9 @@ async function main() {
     for (const c of order) {
       const r = await once(c);
       if (round >= 0) results.get(c.name).push(r);
-      console.error(`${round < 0 ? 'warm-up' : `round ${round + 1}`}: ${c.name.padEnd(22)} ${r.wall.toFixed(3)} s  ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB file, ${(r.diskBytes / 2 ** 20).toFixed(0)} MiB on disk${r.waits !== undefined ? `, ring waits ${r.waits}` : ''}`);
+      console.error(
+        `${round < 0 ? 'warm-up' : `round ${round + 1}`}: ${c.name.padEnd(22)} ${r.wall.toFixed(3)} s  ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB file, ${(r.diskBytes / 2 ** 20).toFixed(0)} MiB on disk${r.waits !== undefined ? `, ring waits ${r.waits}` : ''}`,
+      );
     }
   }
   fs.rmSync(out, { force: true });

@@ -35,7 +35,11 @@ if (!(seconds > 0) || !(batch > 0)) {
 const only = opt.only ? new Set(opt.only.split(',')) : null;
 const entries = fuzzTargets().filter((e) => !only || only.has(e.name));
 if (entries.length === 0) {
-  console.error(`no decoder named ${opt.only}; decoders: ${fuzzTargets().map((e) => e.name).join(', ')}`);
+  console.error(
+    `no decoder named ${opt.only}; decoders: ${fuzzTargets()
+      .map((e) => e.name)
+      .join(', ')}`,
+  );
   process.exit(2);
 }
 let nextSeed = opt.seed !== undefined ? Number(opt.seed) | 0 : null;
@@ -64,9 +68,17 @@ for (const e of entries) {
       });
       if (r.failed && !(r.interrupted && r.counterexample === null)) {
         const error = r.errorInstance instanceof Error ? r.errorInstance.message : String(r.errorInstance);
-        const f = { decoder: e.name, seed: s, path: r.counterexamplePath, error: error.split('\n')[0], counterexample: fc.stringify(r.counterexample).slice(0, 2000) };
+        const f = {
+          decoder: e.name,
+          seed: s,
+          path: r.counterexamplePath,
+          error: error.split('\n')[0],
+          counterexample: fc.stringify(r.counterexample).slice(0, 2000),
+        };
         failures.push(f);
-        console.error(`\n${e.name}: FAILURE with seed ${s}, path "${r.counterexamplePath}":\n  ${f.error}\n  counterexample: ${f.counterexample.slice(0, 400)}`);
+        console.error(
+          `\n${e.name}: FAILURE with seed ${s}, path "${r.counterexamplePath}":\n  ${f.error}\n  counterexample: ${f.counterexample.slice(0, 400)}`,
+        );
       }
     }
   } finally {
@@ -86,7 +98,9 @@ for (const e of entries) {
   };
   rows.push(row);
   allFailures.push(...failures);
-  console.error(`${e.name}: ${row.executions} executions, ${row.execPerSecond}/s, ${row.failures} failure(s): ${formatOutcomes(stats).slice(0, 160)}`);
+  console.error(
+    `${e.name}: ${row.executions} executions, ${row.execPerSecond}/s, ${row.failures} failure(s): ${formatOutcomes(stats).slice(0, 160)}`,
+  );
 }
 
 const pad = (s, n) => String(s).padStart(n);
@@ -94,12 +108,22 @@ console.log('');
 console.log('| decoder | corpus | executions | exec/s | failures | seeds | peak RSS growth MiB | most frequent outcomes |');
 console.log('|---|---:|---:|---:|---:|---:|---:|---|');
 for (const r of rows) {
-  const top = Object.entries(r.outcomes).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${k} ${v}`).join(', ');
-  console.log(`| ${r.decoder} | ${pad(r.corpus, 3)} | ${pad(r.executions, 9)} | ${pad(r.execPerSecond, 6)} | ${r.failures} | ${r.seeds} | ${r.peakRssGrowthMiB} | ${top} |`);
+  const top = Object.entries(r.outcomes)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  console.log(
+    `| ${r.decoder} | ${pad(r.corpus, 3)} | ${pad(r.executions, 9)} | ${pad(r.execPerSecond, 6)} | ${r.failures} | ${r.seeds} | ${r.peakRssGrowthMiB} | ${top} |`,
+  );
 }
 for (const f of allFailures) console.log(`\nFAILURE ${f.decoder} seed ${f.seed} path "${f.path}": ${f.error}\n  ${f.counterexample}`);
 
 fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
 const at = new Date().toISOString();
-for (const r of rows) fs.appendFileSync(path.join(root, 'bench', 'results', 'fuzz.jsonl'), JSON.stringify({ at, ...r, failures: allFailures.filter((f) => f.decoder === r.decoder) }) + '\n');
+for (const r of rows)
+  fs.appendFileSync(
+    path.join(root, 'bench', 'results', 'fuzz.jsonl'),
+    JSON.stringify({ at, ...r, failures: allFailures.filter((f) => f.decoder === r.decoder) }) + '\n',
+  );
 process.exit(allFailures.length > 0 ? 1 : 0);

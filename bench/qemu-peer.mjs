@@ -91,7 +91,15 @@ function watch(pid) {
 async function qemuVm(name, mem, extra = []) {
   const sock = path.join(work, `${name}.qmp`);
   fs.rmSync(sock, { force: true });
-  const proc = start(qemu, ['-display', 'none', '-S', ...fileBackedRam('none', mem, size), ...extra, '-qmp', `unix:${sock},server=on,wait=off`]);
+  const proc = start(qemu, [
+    '-display',
+    'none',
+    '-S',
+    ...fileBackedRam('none', mem, size),
+    ...extra,
+    '-qmp',
+    `unix:${sock},server=on,wait=off`,
+  ]);
   const qmp = await Qmp.connect(sock, name, proc, signal);
   return { proc, qmp };
 }
@@ -180,7 +188,20 @@ async function mfdToQemu(method, image, capture) {
   const { dst, port } = await qemuDestination(method, out);
   try {
     const t0 = performance.now();
-    const send = start('node', [mfd, 'send', '--qemu', '--to', `127.0.0.1:${port}`, capture, '--channels', String(channels), '--compression', method, '--json', '--no-progress']);
+    const send = start('node', [
+      mfd,
+      'send',
+      '--qemu',
+      '--to',
+      `127.0.0.1:${port}`,
+      capture,
+      '--channels',
+      String(channels),
+      '--compression',
+      method,
+      '--json',
+      '--no-progress',
+    ]);
     const [m] = await Promise.all([mfdRun(send, 'mfd send --qemu'), waitCompleted(dst.qmp, 'destination')]);
     const wall = (performance.now() - t0) / 1000;
     const cpu = { send: m.cpu, recv: cpuSec(dst.proc.pid) };
@@ -227,27 +248,41 @@ try {
       channels,
       qemu: version,
       wallSec: Object.fromEntries(Object.keys(r).map((k) => [k, median(walls(k))])),
-      ratioToQemu: { 'qemu->mfd': pairRatios(walls('qemu->mfd'), walls('qemu->qemu')), 'mfd->qemu': pairRatios(walls('mfd->qemu'), walls('qemu->qemu')) },
+      ratioToQemu: {
+        'qemu->mfd': pairRatios(walls('qemu->mfd'), walls('qemu->qemu')),
+        'mfd->qemu': pairRatios(walls('mfd->qemu'), walls('qemu->qemu')),
+      },
       cpuSecPerGiB: Object.fromEntries(
-        Object.keys(r).map((k) => [k, { send: median(r[k].map((s) => s.cpu.send)) / (size / GiB), recv: median(r[k].map((s) => s.cpu.recv)) / (size / GiB) }]),
+        Object.keys(r).map((k) => [
+          k,
+          { send: median(r[k].map((s) => s.cpu.send)) / (size / GiB), recv: median(r[k].map((s) => s.cpu.recv)) / (size / GiB) },
+        ]),
       ),
       mfdPeakRssBytes: { recv: Math.max(...r['qemu->mfd'].map((s) => s.recvRss)), send: Math.max(...r['mfd->qemu'].map((s) => s.sendRss)) },
       runs,
     };
     rows.push(row);
     fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
-    fs.appendFileSync(path.join(root, 'bench', 'results', 'qemu-peer.jsonl'), JSON.stringify({ at: new Date().toISOString(), ...row }) + '\n');
+    fs.appendFileSync(
+      path.join(root, 'bench', 'results', 'qemu-peer.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), ...row }) + '\n',
+    );
   }
 } finally {
   fs.rmSync(work, { recursive: true, force: true });
 }
 
-console.log(`## mfd as a QEMU peer, against QEMU ${version} (${opt.image ?? `${opt.size}, ${opt.profile}`}, ${channels} channels, ${runs} rounds, medians)\n`);
-console.log('| method | QEMU -> QEMU | QEMU -> mfd recv --qemu | ratio | mfd send --qemu -> QEMU | ratio | mfd peak RSS recv / send | CPU-s/GiB send+recv: qemu->qemu, qemu->mfd, mfd->qemu |');
+console.log(
+  `## mfd as a QEMU peer, against QEMU ${version} (${opt.image ?? `${opt.size}, ${opt.profile}`}, ${channels} channels, ${runs} rounds, medians)\n`,
+);
+console.log(
+  '| method | QEMU -> QEMU | QEMU -> mfd recv --qemu | ratio | mfd send --qemu -> QEMU | ratio | mfd peak RSS recv / send | CPU-s/GiB send+recv: qemu->qemu, qemu->mfd, mfd->qemu |',
+);
 console.log('|---|---|---|---|---|---|---|---|');
 for (const w of rows) {
   const c = (k) => `${fmt(w.cpuSecPerGiB[k].send)}+${fmt(w.cpuSecPerGiB[k].recv)}`;
-  const ratio = (k) => (w.ratioToQemu[k] ? `${fmt(w.ratioToQemu[k].median)} (${fmt(w.ratioToQemu[k].min)}-${fmt(w.ratioToQemu[k].max)})` : '-');
+  const ratio = (k) =>
+    w.ratioToQemu[k] ? `${fmt(w.ratioToQemu[k].median)} (${fmt(w.ratioToQemu[k].min)}-${fmt(w.ratioToQemu[k].max)})` : '-';
   console.log(
     `| ${w.method} | ${fmt(w.wallSec['qemu->qemu'])} s | ${fmt(w.wallSec['qemu->mfd'])} s | ${ratio('qemu->mfd')} | ${fmt(w.wallSec['mfd->qemu'])} s | ${ratio('mfd->qemu')} | ` +
       `${fmt(w.mfdPeakRssBytes.recv / 2 ** 20, 0)} / ${fmt(w.mfdPeakRssBytes.send / 2 ** 20, 0)} MiB | ${c('qemu->qemu')}, ${c('qemu->mfd')}, ${c('mfd->qemu')} |`,

@@ -12,7 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({
-  options: { size: { type: 'string', default: '256M' }, channels: { type: 'string', default: '4' }, keep: { type: 'boolean', default: false } },
+  options: {
+    size: { type: 'string', default: '256M' },
+    channels: { type: 'string', default: '4' },
+    keep: { type: 'boolean', default: false },
+  },
 });
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'mfd.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-demo-'));
@@ -74,14 +78,21 @@ try {
 
   const mib = (n) => (n / 1048576).toFixed(1);
   console.log('\n            time(s)  image MiB/s  wire Mbps  normal pages  zero pages  wire MiB  cpu(s)  peak RSS MiB');
-  for (const [side, x] of [['send', s], ['recv', r]]) {
+  for (const [side, x] of [
+    ['send', s],
+    ['recv', r],
+  ]) {
     console.log(
       `  ${side.padEnd(8)} ${(x.totalTimeMs / 1000).toFixed(3).padStart(7)}  ${mib(x.imageBytesPerSec).padStart(11)}  ${x.mbps.toFixed(0).padStart(9)}  ${String(x.normalPages).padStart(12)}  ${String(x.zeroPages).padStart(10)}  ${mib(x.wireBytes).padStart(8)}  ${(x.process.cpuUserSec + x.process.cpuSystemSec).toFixed(2).padStart(6)}  ${mib(x.process.maxRssBytes).padStart(12)}`,
     );
   }
   console.log(`  packets per channel: ${s.perChannel.map((c) => `${c.id}:${c.packets}`).join(' ')}`);
   // Pages per zero-page path: the sample image is sparse, so its zero pages come from the file's holes unread.
-  console.log(`  zero-page detection, pages per path: ${Object.entries(s.paths.zeroPage.pages).map(([p, n]) => `${p} ${n}`).join(', ')}`);
+  console.log(
+    `  zero-page detection, pages per path: ${Object.entries(s.paths.zeroPage.pages)
+      .map(([p, n]) => `${p} ${n}`)
+      .join(', ')}`,
+  );
 } catch (e) {
   fail(e.message);
 } finally {

@@ -10,7 +10,17 @@ import { fileURLToPath } from 'node:url';
 import { createGenerator } from 'ts-json-schema-generator';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const OUTPUTS = ['SendJson', 'RecvJson', 'FailureJson', 'QemuSendJson', 'QemuRecvJson', 'InspectJson', 'AccelJson', 'GenImageJson', 'BenchJsonLine'];
+const OUTPUTS = [
+  'SendJson',
+  'RecvJson',
+  'FailureJson',
+  'QemuSendJson',
+  'QemuRecvJson',
+  'InspectJson',
+  'AccelJson',
+  'GenImageJson',
+  'BenchJsonLine',
+];
 
 const generator = createGenerator({
   path: path.join(root, 'src', 'cli', 'json.ts'),

@@ -27,7 +27,8 @@ const { values } = parseArgs({ options: { arch: { type: 'string', default: os.ar
 // The GNU triplet of each architecture a prebuilt binary is made for.
 const TRIPLET = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu' };
 // What a prebuilt binary may link: libraries every glibc Linux host has.
-const ALLOWED = /^(libz\.so\.1|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libm\.so\.6|libdl\.so\.2|libpthread\.so\.0|ld-linux-[\w-]+\.so\.\d)$/;
+const ALLOWED =
+  /^(libz\.so\.1|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libm\.so\.6|libdl\.so\.2|libpthread\.so\.0|ld-linux-[\w-]+\.so\.\d)$/;
 
 function fail(msg) {
   console.error(`prebuild: ${msg}`);
@@ -53,7 +54,16 @@ function build(arch) {
   try {
     for (const f of ['package.json', 'binding.gyp', 'addon']) cpSync(path.join(root, f), path.join(scratch, f), { recursive: true });
     symlinkSync(path.join(root, 'node_modules'), path.join(scratch, 'node_modules'));
-    const args = [require.resolve('prebuildify/bin.js'), '--napi', '--strip', '--tag-libc', `--target=${process.versions.node}`, `--arch=${arch}`, `--cwd=${scratch}`, `--out=${root}`];
+    const args = [
+      require.resolve('prebuildify/bin.js'),
+      '--napi',
+      '--strip',
+      '--tag-libc',
+      `--target=${process.versions.node}`,
+      `--arch=${arch}`,
+      `--cwd=${scratch}`,
+      `--out=${root}`,
+    ];
     if (cross) args.push(`--strip-bin=${triplet}-strip`);
     execFileSync(process.execPath, args, { stdio: 'inherit', env });
   } finally {
@@ -69,7 +79,9 @@ function build(arch) {
   if (extra.length > 0) fail(`${path.relative(root, out)} links ${extra.join(', ')}, which a host may lack`);
   // The oldest host it runs on: the newest glibc and libstdc++ symbol versions it asks for.
   const newest = (re) => [...new Set(readelf('-V').match(re) ?? [])].sort((a, b) => a.localeCompare(b, 'en', { numeric: true })).pop();
-  console.log(`prebuild: ${path.relative(root, out)} (${statSync(out).size} bytes), links ${needed.join(', ')}; needs ${newest(/GLIBC_[\d.]+/g)}, ${newest(/GLIBCXX_[\d.]+/g)}`);
+  console.log(
+    `prebuild: ${path.relative(root, out)} (${statSync(out).size} bytes), links ${needed.join(', ')}; needs ${newest(/GLIBC_[\d.]+/g)}, ${newest(/GLIBCXX_[\d.]+/g)}`,
+  );
   if (!cross) {
     const probe = `const b = require(${JSON.stringify(out)}); console.log('prebuild: loads; ISA-L ' + (b.isalVersion ?? 'not available: ' + b.isalUnavailable) + ', CRC-32C ' + b.crc32cEngine)`;
     execFileSync(process.execPath, ['-e', probe], { stdio: 'inherit' });
@@ -83,8 +95,14 @@ if (values.pack) {
   for (const [arch, triplet] of Object.entries(TRIPLET)) {
     if (arch === os.arch()) continue;
     if (hasTool(`${triplet}-g++`)) arches.push(arch);
-    else if (existsSync(outFor(arch)) && statSync(outFor(arch)).mtimeMs < newestSource()) fail(`${path.relative(root, outFor(arch))} is older than addon/ and there is no ${triplet}-g++ here to rebuild it: install it, or remove the file`);
-    else if (!existsSync(outFor(arch))) console.log(`prebuild: linux-${arch}: no ${triplet}-g++ here, so the package has no prebuilt addon for it (those hosts build from source)`);
+    else if (existsSync(outFor(arch)) && statSync(outFor(arch)).mtimeMs < newestSource())
+      fail(
+        `${path.relative(root, outFor(arch))} is older than addon/ and there is no ${triplet}-g++ here to rebuild it: install it, or remove the file`,
+      );
+    else if (!existsSync(outFor(arch)))
+      console.log(
+        `prebuild: linux-${arch}: no ${triplet}-g++ here, so the package has no prebuilt addon for it (those hosts build from source)`,
+      );
   }
 }
 const sources = newestSource();

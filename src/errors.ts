@@ -177,8 +177,41 @@ export class NativeLoadError extends MfdError {
 }
 
 /** Wraps anything thrown into an MfdError (an unknown error is a bug: INTERNAL). */
-const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
-const FILE_CODES = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EIO', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EROFS', 'EDQUOT', 'EFBIG', 'EMFILE', 'ENFILE', 'ENAMETOOLONG', 'ELOOP', 'ENOTEMPTY', 'EBUSY', 'EXDEV']);
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EADDRINUSE',
+  'EADDRNOTAVAIL',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+const FILE_CODES = new Set([
+  'ENOENT',
+  'EACCES',
+  'EPERM',
+  'ENOSPC',
+  'EIO',
+  'EISDIR',
+  'ENOTDIR',
+  'EEXIST',
+  'EROFS',
+  'EDQUOT',
+  'EFBIG',
+  'EMFILE',
+  'ENFILE',
+  'ENAMETOOLONG',
+  'ELOOP',
+  'ENOTEMPTY',
+  'EBUSY',
+  'EXDEV',
+]);
 
 export function asMfdError(err: unknown): MfdError {
   if (err instanceof MfdError) return err;
@@ -187,7 +220,8 @@ export function asMfdError(err: unknown): MfdError {
   if (code !== undefined && NETWORK_CODES.has(code)) return new ConnectionError(`ERR_${code}`, e.message, {}, e);
   // Any other failed system call (a file that exists, a directory that does not, a full disk) is an
   // I/O condition of this host, not a bug: exit 6 with the system's words.
-  if (code !== undefined && ((e as NodeJS.ErrnoException).syscall !== undefined || FILE_CODES.has(code))) return new IoError(`ERR_${code}`, e.message, e);
+  if (code !== undefined && ((e as NodeJS.ErrnoException).syscall !== undefined || FILE_CODES.has(code)))
+    return new IoError(`ERR_${code}`, e.message, e);
   return new MfdError('ERR_INTERNAL', e.stack ?? e.message, ExitCode.INTERNAL, {}, { cause: e });
 }
 

@@ -25,14 +25,23 @@ export function shiftLevel(level: LogLevel, verbose: number, quiet: number): Log
 function prettyStderr(): DestinationStream {
   const require = createRequire(import.meta.url);
   const pretty = require('pino-pretty') as typeof import('pino-pretty');
-  return pretty({ destination: 2, sync: true, colorize: !process.env.NO_COLOR, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,name' });
+  return pretty({
+    destination: 2,
+    sync: true,
+    colorize: !process.env.NO_COLOR,
+    translateTime: 'SYS:HH:MM:ss',
+    ignore: 'pid,hostname,name',
+  });
 }
 
 export function createLogger(level: LogLevel = 'info', name = 'mfd', text = process.stderr.isTTY === true): Logger {
   // Messages may carry a peer's text (ramblock names, its error message): escaped (text.ts).
   const hooks = {
     logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...a: unknown[]) => void) {
-      method.apply(this, args.map((a) => (typeof a === 'string' ? printable(a) : a)));
+      method.apply(
+        this,
+        args.map((a) => (typeof a === 'string' ? printable(a) : a)),
+      );
     },
   };
   const dest = text ? prettyStderr() : pino.destination({ fd: 2, sync: true });

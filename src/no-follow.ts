@@ -67,5 +67,8 @@ export function checkRenamed(fd: number, final: string, what: string): void {
   const there = fs.lstatSync(final, { throwIfNoEntry: false });
   if (there && there.dev === ours.dev && there.ino === ours.ino) return;
   fs.rmSync(final, { force: true });
-  throw new IoError('ERR_OUTPUT_REPLACED', `${what}: its temporary file was replaced by another file (${there?.isSymbolicLink() ? 'a symbolic link' : 'not the one written'}) before it took its final name "${final}"; that name was removed`);
+  throw new IoError(
+    'ERR_OUTPUT_REPLACED',
+    `${what}: its temporary file was replaced by another file (${there?.isSymbolicLink() ? 'a symbolic link' : 'not the one written'}) before it took its final name "${final}"; that name was removed`,
+  );
 }

@@ -70,7 +70,15 @@ export function missingRuns(held: number[], pages: number): number[] {
  * them back (the last page zero-padded, as on the wire). `what` names the file
  * in errors; once `stopped()` (the migration failed), it stops reading.
  */
-export async function digestRuns(fd: number, size: number, pageSize: number, runs: number[], digest: BlockDigest, what: string, stopped: () => boolean = () => false): Promise<void> {
+export async function digestRuns(
+  fd: number,
+  size: number,
+  pageSize: number,
+  runs: number[],
+  digest: BlockDigest,
+  what: string,
+  stopped: () => boolean = () => false,
+): Promise<void> {
   const buf = Buffer.alloc(Math.max(READ_BYTES - (READ_BYTES % pageSize), pageSize));
   const perRead = buf.length / pageSize;
   const crc = new Uint32Array(perRead);
@@ -95,10 +103,16 @@ async function readFull(fd: number, buf: Buffer, length: number, position: numbe
   while (done < length) {
     const n = await new Promise<number>((resolve, reject) =>
       fs.read(fd, buf, done, length - done, position + done, (e, got) =>
-        e ? reject(new IoError(`ERR_${e.code ?? 'READ'}`, `reading back ${what} at offset ${position + done}: ${e.message}`, e)) : resolve(got),
+        e
+          ? reject(new IoError(`ERR_${e.code ?? 'READ'}`, `reading back ${what} at offset ${position + done}: ${e.message}`, e))
+          : resolve(got),
       ),
     );
-    if (n === 0) throw new IoError('ERR_SHORT_READ', `reading back ${what}: it ends at byte ${position + done}, expected at least ${position + length}`);
+    if (n === 0)
+      throw new IoError(
+        'ERR_SHORT_READ',
+        `reading back ${what}: it ends at byte ${position + done}, expected at least ${position + length}`,
+      );
     done += n;
   }
   return done;

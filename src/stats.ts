@@ -60,7 +60,10 @@ export interface RunStats {
 }
 
 export function buildStats(
-  base: Pick<RunStats, 'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'paths' | 'pageSize' | 'ramblocks'>,
+  base: Pick<
+    RunStats,
+    'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'paths' | 'pageSize' | 'ramblocks'
+  >,
   counters: ChannelCounters[],
   startNs: bigint,
 ): RunStats {

@@ -52,7 +52,10 @@ export class PathTally {
     if (pages === 0) return;
     bump(this.counts.fallbacks, reason, pages);
     if (this.requireHardware) {
-      throw new AccelError('ERR_HARDWARE_REQUIRED', `${this.what}: ${pages} page(s) fell back (${reason}): ${missing}; --require-hardware forbids fallbacks`);
+      throw new AccelError(
+        'ERR_HARDWARE_REQUIRED',
+        `${this.what}: ${pages} page(s) fell back (${reason}): ${missing}; --require-hardware forbids fallbacks`,
+      );
     }
   }
 

@@ -190,14 +190,19 @@ function libraryBackend(
   };
 }
 
-export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags: PlanFlags = { compression: 'none', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: false }): AccelReport {
+export function accelReport(
+  sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys',
+  flags: PlanFlags = { compression: 'none', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: false },
+): AccelReport {
   const f = native.cpuFeatures();
   const wqs = readWorkQueues(sysfs);
   const qat = readQatEndpoints(sysfs);
   const qpl = native.qplHardwareOpen();
   const qz = native.qatzipHardwareOpen(1);
   // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
-  const dsaTargets = [...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))])];
+  const dsaTargets = [
+    ...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))]),
+  ];
   const dsaProbes = dsaTargets.map((p): ProbeResult => {
     const r = native.dsaProbe(`dsa:${p}`, sysfs, PROBE_TIMEOUT_MS);
     return { target: p, ok: r.ok, reason: r.reason, ...(r.submission ? { submission: r.submission } : {}) };
@@ -207,19 +212,29 @@ export function accelReport(sysfs = process.env.MFD_SYSFS_ROOT ?? '/sys', flags:
     zeroPage: { accelerators: native.zeroPageAccels(), selected: native.zeroPageAccel() },
     devices: { iaa: wqs.iaa, dsa: wqs.dsa, qat },
     backends: {
-      qpl: libraryBackend(qpl, qplState(qpl), 'libqpl', 'qpl_init_job(qpl_path_hardware)', 'qpl_init_job(qpl_path_software)', () => native.qplSoftwareOpen()),
-      qatzip: libraryBackend(qz, qatzipState(qz), 'QATzip', 'QATzip hardware session', 'QATzip session with sw_backup', () => native.qatzipSoftwareOpen(1)),
+      qpl: libraryBackend(qpl, qplState(qpl), 'libqpl', 'qpl_init_job(qpl_path_hardware)', 'qpl_init_job(qpl_path_software)', () =>
+        native.qplSoftwareOpen(),
+      ),
+      qatzip: libraryBackend(qz, qatzipState(qz), 'QATzip', 'QATzip hardware session', 'QATzip session with sw_backup', () =>
+        native.qatzipSoftwareOpen(1),
+      ),
       dsa: {
         compiled: true,
         state: dsaProbes.some((p) => p.ok && p.submission !== 'fake') ? 'hardware' : 'no-device',
         version: '',
         reason: 'always built on x86-64 Linux (linux/idxd.h; ENQCMD and MOVDIR64B only after a CPUID check, write() submission otherwise)',
-        probes: dsaProbes.length > 0 ? dsaProbes : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
+        probes:
+          dsaProbes.length > 0
+            ? dsaProbes
+            : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
       },
     },
     software: {
       addon: nativeFile,
-      isal: native.isalVersion !== null ? { version: native.isalVersion, file: native.isalFile ?? '' } : { unavailable: native.isalUnavailable ?? '' },
+      isal:
+        native.isalVersion !== null
+          ? { version: native.isalVersion, file: native.isalFile ?? '' }
+          : { unavailable: native.isalUnavailable ?? '' },
       crc32c: native.crc32cEngine,
     },
     run: planRun(flags),
@@ -257,7 +272,8 @@ export function formatEngines(e: CompiledEngines): string {
 
 export function formatAccel(r: AccelReport): string {
   const yes = (b: boolean): string => (b ? 'yes' : 'no');
-  const wq = (w: WorkQueue): string => `    ${w.name} on ${w.device}: mode ${w.mode || '?'}, size ${w.size}, state ${w.state || '?'}, type ${w.type || '?'} (${w.path})`;
+  const wq = (w: WorkQueue): string =>
+    `    ${w.name} on ${w.device}: mode ${w.mode || '?'}, size ${w.size}, state ${w.state || '?'}, type ${w.type || '?'} (${w.path})`;
   const lines = [
     `cpu: avx2 ${yes(r.cpu.avx2)}, avx512f ${yes(r.cpu.avx512f)}, avx512bw ${yes(r.cpu.avx512bw)}, movdir64b ${yes(r.cpu.movdir64b)}, enqcmd ${yes(r.cpu.enqcmd)}`,
     `zero-page scan: ${r.zeroPage.selected} (available: ${r.zeroPage.accelerators.join(', ')})`,
@@ -266,12 +282,20 @@ export function formatAccel(r: AccelReport): string {
     `DSA work queues: ${r.devices.dsa.length === 0 ? 'none found' : ''}`,
     ...r.devices.dsa.map(wq),
     `QAT endpoints: ${r.devices.qat.length === 0 ? 'none found' : ''}`,
-    ...r.devices.qat.map((q) => `    ${q.bdf} (${q.deviceId}): state ${q.state || '?'}, services ${q.services || '?'}, compression ${q.compressionUp ? 'up' : 'down'}`),
+    ...r.devices.qat.map(
+      (q) =>
+        `    ${q.bdf} (${q.deviceId}): state ${q.state || '?'}, services ${q.services || '?'}, compression ${q.compressionUp ? 'up' : 'down'}`,
+    ),
   ];
   for (const [name, b] of Object.entries(r.backends)) {
     lines.push(`${name}: ${STATE_TEXT[b.state]}${b.compiled ? `, ${b.reason}` : `: ${b.reason.replace(/^not compiled: /, '')}`}`);
-    if (b.compiled) for (const p of b.probes) lines.push(`    probe ${p.target}: ${p.ok ? 'ok' : 'failed'}${p.submission ? ` (${p.submission} submission)` : ''}: ${p.reason}`);
-    if (b.softwarePath) lines.push(`    library software path, ${b.softwarePath.target}: ${b.softwarePath.ok ? 'usable' : 'failed'}: ${b.softwarePath.reason}`);
+    if (b.compiled)
+      for (const p of b.probes)
+        lines.push(`    probe ${p.target}: ${p.ok ? 'ok' : 'failed'}${p.submission ? ` (${p.submission} submission)` : ''}: ${p.reason}`);
+    if (b.softwarePath)
+      lines.push(
+        `    library software path, ${b.softwarePath.target}: ${b.softwarePath.ok ? 'usable' : 'failed'}: ${b.softwarePath.reason}`,
+      );
   }
   const isal = r.software.isal;
   lines.push(

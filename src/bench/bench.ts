@@ -71,11 +71,24 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   const meta: BenchMeta = {
     date: new Date().toISOString(),
     mfdVersion: mfdVersion(),
-    host: { cpus: cpu.length, model: cpu[0]?.model.trim() ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+    host: {
+      cpus: cpu.length,
+      model: cpu[0]?.model.trim() ?? 'unknown',
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      kernel: os.release(),
+      node: process.version,
+    },
     network: cfg.link
       ? { kind: 'link', description: describeLink(cfg.link), rateBitsPerSec: cfg.link.rateBitsPerSec, delayMs: cfg.link.delayMs }
       : { kind: 'loopback', description: 'loopback' },
-    matrix: { compression: cfg.compression, channels: cfg.channels, zeroPageDetection: cfg.zeroPageDetection, profiles: cfg.profiles, sizes: cfg.sizes, images: cfg.images.map((i) => i.path) },
+    matrix: {
+      compression: cfg.compression,
+      channels: cfg.channels,
+      zeroPageDetection: cfg.zeroPageDetection,
+      profiles: cfg.profiles,
+      sizes: cfg.sizes,
+      images: cfg.images.map((i) => i.path),
+    },
     runs: cfg.runs,
     warmup: cfg.warmup,
     seed: cfg.seed,
@@ -146,7 +159,9 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
         check();
         const s = await mfdRun();
         rec.runs.push(s);
-        const parts = [`mfd ${s.wallSec.toFixed(3)} s (${(s.imageBytes / s.wallSec / 1e9).toFixed(2)} GB/s, wire ${s.wireRatio.toFixed(3)})`];
+        const parts = [
+          `mfd ${s.wallSec.toFixed(3)} s (${(s.imageBytes / s.wallSec / 1e9).toFixed(2)} GB/s, wire ${s.wireRatio.toFixed(3)})`,
+        ];
         const peerSamples: Partial<Record<PeerName, PeerSample | null>> = {};
         for (const p of [...active]) {
           check();
@@ -155,7 +170,11 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
             const ps = await p.run({ cell, image, imageBytes: s.imageBytes, workDir, net, signal });
             r.samples[i] = ps;
             peerSamples[p.name] = ps;
-            parts.push(ps.bytesPerSec !== undefined ? `${p.name} ${(ps.bytesPerSec / 1e9).toFixed(2)} GB/s` : `${p.name} ${ps.wallSec?.toFixed(3)} s`);
+            parts.push(
+              ps.bytesPerSec !== undefined
+                ? `${p.name} ${(ps.bytesPerSec / 1e9).toFixed(2)} GB/s`
+                : `${p.name} ${ps.wallSec?.toFixed(3)} s`,
+            );
           } catch (e) {
             // A mismatch or an interruption ends the bench; a peer that cannot do the cell, or fails, is recorded and left out.
             if (e instanceof MfdError) throw e;

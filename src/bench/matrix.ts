@@ -94,7 +94,8 @@ export function parseIntList(flag: string, v: string, min: number, max: number):
 export function parseSizeList(flag: string, v: string): number[] {
   return parseList(flag, v).map((s) => {
     const n = parseSize(s);
-    if (n < 4096 || n % 4096 !== 0) throw new UsageError(`Expected ${flag} sizes that are whole 4 KiB pages (like 64M or 1G) but received "${s}"`);
+    if (n < 4096 || n % 4096 !== 0)
+      throw new UsageError(`Expected ${flag} sizes that are whole 4 KiB pages (like 64M or 1G) but received "${s}"`);
     return n;
   });
 }
@@ -147,12 +148,15 @@ export function parseLink(v: string): LinkSpec {
 }
 
 /** Every combination, images outermost (one image per profile and size), channels innermost. */
-export function buildCells(c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'> & { images?: BenchImage[] }): Cell[] {
+export function buildCells(
+  c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'> & { images?: BenchImage[] },
+): Cell[] {
   const cells: Cell[] = [];
   const each = (profile: Cell['profile'], sizeBytes: number, image?: string): void => {
     for (const compression of c.compression) {
       for (const zeroPageDetection of c.zeroPageDetection) {
-        for (const channels of c.channels) cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes, ...(image === undefined ? {} : { image }) });
+        for (const channels of c.channels)
+          cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes, ...(image === undefined ? {} : { image }) });
       }
     }
   };
@@ -173,7 +177,12 @@ export function cellKey(c: Cell): string {
 }
 
 export function formatRate(bitsPerSec: number): string {
-  for (const [unit, f] of [['tbit', 1e12], ['gbit', 1e9], ['mbit', 1e6], ['kbit', 1e3]] as const) {
+  for (const [unit, f] of [
+    ['tbit', 1e12],
+    ['gbit', 1e9],
+    ['mbit', 1e6],
+    ['kbit', 1e3],
+  ] as const) {
     if (bitsPerSec >= f) return `${Number((bitsPerSec / f).toFixed(3))} ${unit}/s`;
   }
   return `${bitsPerSec} bit/s`;
@@ -183,7 +192,8 @@ export function formatRate(bitsPerSec: number): string {
 function checkImages(images: BenchImage[]): BenchImage[] {
   const seen = new Set<string>();
   for (const im of images) {
-    if (im.sizeBytes < 4096 || im.sizeBytes % 4096 !== 0) throw new UsageError(`--image "${im.path}" is ${im.sizeBytes} bytes: expected a whole number of 4 KiB pages (guest RAM)`);
+    if (im.sizeBytes < 4096 || im.sizeBytes % 4096 !== 0)
+      throw new UsageError(`--image "${im.path}" is ${im.sizeBytes} bytes: expected a whole number of 4 KiB pages (guest RAM)`);
     const p = imageProfile(im.path);
     if (seen.has(p)) throw new UsageError(`--image names two files called ${p.slice(6)}: the report tells rows apart by file name`);
     seen.add(p);
@@ -213,9 +223,11 @@ export interface RawBenchOptions {
 /** Parses and checks every option; `methods` and `detectors` are the names this build has. */
 export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string[], detectors: readonly string[]): BenchConfig {
   const int = (flag: string, v: string, min: number, max: number): number => parseIntList(flag, v, min, max)[0]!;
-  if (raw.runs.includes(',') || raw.warmup.includes(',') || raw.seed.includes(',')) throw new UsageError('--runs, --warmup and --seed take one number each');
+  if (raw.runs.includes(',') || raw.warmup.includes(',') || raw.seed.includes(','))
+    throw new UsageError('--runs, --warmup and --seed take one number each');
   const peers = raw.peers === undefined ? undefined : parsePeers(raw.peers);
-  if (raw.qemuBinary !== undefined && peers && !peers.includes('qemu')) throw new UsageError(`--qemu-binary is for the qemu peer, which --peers ${raw.peers} leaves out`);
+  if (raw.qemuBinary !== undefined && peers && !peers.includes('qemu'))
+    throw new UsageError(`--qemu-binary is for the qemu peer, which --peers ${raw.peers} leaves out`);
   return {
     compression: parseChoiceList('--compression', raw.compression, methods),
     channels: parseIntList('--channels', raw.channels, 1, 255),

@@ -86,7 +86,24 @@ export function tbfCommand(ns: string, dev: string, link: LinkSpec): string[] {
   const bytesPerSec = link.rateBitsPerSec / 8;
   // Burst: 1 ms of traffic, at least 64 KiB (one GSO packet, or one packet at TUN_MTU); queue: 25 ms at the rate.
   const burst = Math.max(65536, Math.ceil(bytesPerSec / 1000));
-  return ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'tbf', 'rate', `${link.rateBitsPerSec}bit`, 'burst', String(burst), 'latency', '25ms'];
+  return [
+    '-n',
+    ns,
+    'qdisc',
+    'add',
+    'dev',
+    dev,
+    'root',
+    'handle',
+    '1:',
+    'tbf',
+    'rate',
+    `${link.rateBitsPerSec}bit`,
+    'burst',
+    String(burst),
+    'latency',
+    '25ms',
+  ];
 }
 
 export function describeLink(link: LinkSpec): string {
@@ -153,7 +170,10 @@ export function openShapedLink(link: LinkSpec): Net {
       const r = run('tc', args);
       if (r.ok) continue;
       if (/unknown/i.test(r.err)) {
-        throw new UsageError(`--link ${link.text}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF): tc said "${r.err}"`, 'ERR_BENCH_NO_TBF');
+        throw new UsageError(
+          `--link ${link.text}: this kernel has no tbf qdisc (CONFIG_NET_SCH_TBF): tc said "${r.err}"`,
+          'ERR_BENCH_NO_TBF',
+        );
       }
       throw new BenchError('ERR_BENCH_LINK', `shaped link: \`tc ${args.join(' ')}\` failed: ${r.err}`);
     }

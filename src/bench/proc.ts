@@ -37,7 +37,11 @@ export interface StartOptions {
 }
 
 export function start(cmd: string, args: readonly string[], opts: StartOptions = {}): Proc {
-  const child = spawn(cmd, args, { stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, detached: opts.group ?? false });
+  const child = spawn(cmd, args, {
+    stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+    detached: opts.group ?? false,
+  });
   let out = '';
   let err = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => {

@@ -17,7 +17,14 @@ export interface BenchMeta {
   mfdVersion: string;
   host: { cpus: number; model: string; memGiB: number; kernel: string; node: string };
   network: { kind: 'loopback' | 'link'; description: string; rateBitsPerSec?: number; delayMs?: number };
-  matrix: { compression: string[]; channels: number[]; zeroPageDetection: string[]; profiles: string[]; sizes: number[]; images?: string[] };
+  matrix: {
+    compression: string[];
+    channels: number[];
+    zeroPageDetection: string[];
+    profiles: string[];
+    sizes: number[];
+    images?: string[];
+  };
   runs: number;
   warmup: number;
   seed: number;
@@ -70,7 +77,12 @@ export function formatTargetLine(t: Target): string {
   return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${t.limit}: ${verdict(t)}`;
 }
 
-export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], targets: readonly Target[], delayLine?: DelayLineStats): string {
+export function markdownReport(
+  meta: BenchMeta,
+  cells: readonly CellSummary[],
+  targets: readonly Target[],
+  delayLine?: DelayLineStats,
+): string {
   const o: string[] = [];
   const runsNote = `${meta.runs} run${meta.runs === 1 ? '' : 's'} per cell after ${meta.warmup} warm-up${meta.warmup === 1 ? '' : 's'}`;
   o.push(`## mfd bench, ${meta.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
@@ -93,7 +105,7 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
       (meta.skippedPeers.length ? `. Skipped: ${meta.skippedPeers.map((p) => `${p.name} (${p.reason})`).join('; ')}` : '') +
       '.',
   );
-  o.push('Every output, mfd\'s and the peers\' (iperf3 writes none), was compared with its image byte for byte.');
+  o.push("Every output, mfd's and the peers' (iperf3 writes none), was compared with its image byte for byte.");
   if (delayLine) o.push(delayLineLine(delayLine));
   o.push('');
 
@@ -114,7 +126,7 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
     ),
   );
   o.push('');
-  o.push('Wall time: from starting `mfd send` (the receiver already listening) to both processes\' exit, verification included.');
+  o.push("Wall time: from starting `mfd send` (the receiver already listening) to both processes' exit, verification included.");
   o.push('');
   if (meta.runs > 1) {
     const pct = (x: Summary): string => `${(x.relSpread * 100).toFixed(0)}%`;
@@ -123,7 +135,16 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
     o.push(
       table(
         [...cc.head, 'wall', 'image GB/s', 'wire bytes', 'CPU send', 'CPU recv', 'RSS send', 'RSS recv'],
-        cells.map((c) => [...cc.row(c), pct(c.wallSec), pct(c.imageGBps), pct(c.wireBytes), pct(c.sendCpuSec), pct(c.recvCpuSec), pct(c.sendRssMiB), pct(c.recvRssMiB)]),
+        cells.map((c) => [
+          ...cc.row(c),
+          pct(c.wallSec),
+          pct(c.imageGBps),
+          pct(c.wireBytes),
+          pct(c.sendCpuSec),
+          pct(c.recvCpuSec),
+          pct(c.sendRssMiB),
+          pct(c.recvRssMiB),
+        ]),
       ),
     );
     o.push('');
@@ -164,8 +185,8 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
     o.push('');
     o.push(
       'Floor: the bytes mfd put on the wire at the rate iperf3 measured on the same link in the same run. ' +
-        'QEMU is timed from `migrate` to both sides reporting completed (its start-up is outside its time, mfd\'s is inside). ' +
-        (meta.network.kind === 'loopback' ? 'Link bytes count the host\'s whole loopback traffic (other programs\' too). ' : '') +
+        "QEMU is timed from `migrate` to both sides reporting completed (its start-up is outside its time, mfd's is inside). " +
+        (meta.network.kind === 'loopback' ? "Link bytes count the host's whole loopback traffic (other programs' too). " : '') +
         '–: the peer has nothing to compare in that cell (see the notes).',
     );
     o.push('');
@@ -173,7 +194,14 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
 
   // What compression and zero-page detection buy: each cell against the plain cell (none, no detection) next to it.
   const plain = (c: Cell): CellSummary | undefined =>
-    cells.find((b) => b.cell.compression === 'none' && b.cell.zeroPageDetection === 'none' && b.cell.channels === c.channels && b.cell.profile === c.profile && b.cell.sizeBytes === c.sizeBytes);
+    cells.find(
+      (b) =>
+        b.cell.compression === 'none' &&
+        b.cell.zeroPageDetection === 'none' &&
+        b.cell.channels === c.channels &&
+        b.cell.profile === c.profile &&
+        b.cell.sizeBytes === c.sizeBytes,
+    );
   const bought = cells.filter((c) => plain(c.cell) && plain(c.cell) !== c);
   if (bought.length) {
     o.push('### What compression and zero-page detection buy (wall time of plain `none` without zero-page detection / this cell)');
@@ -199,7 +227,10 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
   if (growth.length) {
     o.push('### Scaling with image size');
     o.push('');
-    const bySize = [...cells].sort((a, b) => a.cell.compression.localeCompare(b.cell.compression) || a.cell.channels - b.cell.channels || a.cell.sizeBytes - b.cell.sizeBytes);
+    const bySize = [...cells].sort(
+      (a, b) =>
+        a.cell.compression.localeCompare(b.cell.compression) || a.cell.channels - b.cell.channels || a.cell.sizeBytes - b.cell.sizeBytes,
+    );
     o.push(
       table(
         ['method', 'zero pages', 'ch', 'image', 'wall s', 's per GiB', 'image GB/s', 'peak RSS MiB send / recv'],
@@ -258,7 +289,9 @@ export function markdownReport(meta: BenchMeta, cells: readonly CellSummary[], t
   // Targets whose peer took no part in the run say so once, not once per cell.
   const ran = new Set(meta.peers.map((p) => p.name));
   const shown = targets.filter((t) => ran.has(TARGET_PEER[t.id]));
-  const absent = [...new Set(targets.filter((t) => !ran.has(TARGET_PEER[t.id])).map((t) => `${t.label} (${TARGET_PEER[t.id]} not in this run)`))];
+  const absent = [
+    ...new Set(targets.filter((t) => !ran.has(TARGET_PEER[t.id])).map((t) => `${t.label} (${TARGET_PEER[t.id]} not in this run)`)),
+  ];
   if (targets.length) {
     o.push('### Targets');
     o.push('');
@@ -319,10 +352,17 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
   const profiles = new Set(cells.map((c) => c.cell.profile));
   const channelSet = new Set(cells.map((c) => c.cell.channels));
   const sizes = [...new Set(cells.map((c) => c.cell.sizeBytes))].sort((a, b) => a - b);
-  const net = meta.network.kind === 'loopback' ? 'loopback' : `shaped link ${meta.network.description.replace(/^\S+( pair)? between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
+  const net =
+    meta.network.kind === 'loopback'
+      ? 'loopback'
+      : `shaped link ${meta.network.description.replace(/^\S+( pair)? between two network namespaces, /, '').replace(/ \(.*\)$/, '')}`;
   const runs = `median of ${meta.runs} run${meta.runs === 1 ? '' : 's'}`;
-  const methodName = (c: Cell): string => (zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression);
-  const collect = (): { series: Map<string, Series>; add: (name: string, colorKey: string, style: Pick<Series, 'dashed' | 'kind'>, x: number, y: number | undefined) => void } => {
+  const methodName = (c: Cell): string =>
+    zpds.size > 1 && c.zeroPageDetection === 'none' ? `${c.compression}, no zero-page scan` : c.compression;
+  const collect = (): {
+    series: Map<string, Series>;
+    add: (name: string, colorKey: string, style: Pick<Series, 'dashed' | 'kind'>, x: number, y: number | undefined) => void;
+  } => {
     const series = new Map<string, Series>();
     return {
       series,
@@ -347,16 +387,28 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
       // QEMU's own multifd, same method and channels: dashed, in its method's colour.
       for (const c of group) {
         const q = c.peers.qemu?.wallSec?.median;
-        add(`QEMU ${methodName(c.cell)}`, methodName(c.cell), { dashed: true, kind: 'peer' }, c.cell.channels, q ? imageBytes / q / 1e9 : undefined);
+        add(
+          `QEMU ${methodName(c.cell)}`,
+          methodName(c.cell),
+          { dashed: true, kind: 'peer' },
+          c.cell.channels,
+          q ? imageBytes / q / 1e9 : undefined,
+        );
       }
       // Peers that do not depend on channels: one line each, at their median over the image's cells.
       const references: Reference[] = [];
-      for (const [n, label] of [['nc', 'raw nc'], ['zstd-nc', 'zstd -1 -T0 | nc']] as const) {
+      for (const [n, label] of [
+        ['nc', 'raw nc'],
+        ['zstd-nc', 'zstd -1 -T0 | nc'],
+      ] as const) {
         const walls = group.map((c) => c.peers[n]?.wallSec?.median).filter((x): x is number => x !== undefined);
         if (walls.length) references.push({ name: label, y: imageBytes / median(walls) / 1e9 });
       }
       out.push({
-        file: images.length > 1 ? `throughput-${group[0]!.cell.profile.replace(':', '-')}-${formatSize(imageBytes).replace(' ', '')}.svg` : 'throughput.svg',
+        file:
+          images.length > 1
+            ? `throughput-${group[0]!.cell.profile.replace(':', '-')}-${formatSize(imageBytes).replace(' ', '')}.svg`
+            : 'throughput.svg',
         svg: lineChart({
           title: `mfd throughput, ${img} image`,
           subtitle: `${net}; ${runs}; ${meta.date.slice(0, 10)}, ${meta.host.cpus} x ${meta.host.model}`,
@@ -383,11 +435,26 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
     }
     out.push({
       file: 'scaling.svg',
-      svg: lineChart({ title: 'mfd throughput against image size', subtitle: `${net}; ${runs}`, xLabel: 'image size', yLabel: 'image GB/s', xTicks, series: [...speed.series.values()] }),
+      svg: lineChart({
+        title: 'mfd throughput against image size',
+        subtitle: `${net}; ${runs}`,
+        xLabel: 'image size',
+        yLabel: 'image GB/s',
+        xTicks,
+        series: [...speed.series.values()],
+      }),
     });
     out.push({
       file: 'memory.svg',
-      svg: lineChart({ title: 'mfd peak RSS against image size', subtitle: `${net}; ${runs}`, xLabel: 'image size', yLabel: 'peak RSS MiB', xTicks, series: [...mem.series.values()], width: 780 }),
+      svg: lineChart({
+        title: 'mfd peak RSS against image size',
+        subtitle: `${net}; ${runs}`,
+        xLabel: 'image size',
+        yLabel: 'peak RSS MiB',
+        xTicks,
+        series: [...mem.series.values()],
+        width: 780,
+      }),
     });
   }
   return out;
@@ -396,8 +463,10 @@ export function charts(meta: BenchMeta, cells: readonly CellSummary[]): Chart[] 
 /** What the delay line did and cost, for the report and the progress lines. */
 export function delayLineLine(d: DelayLineStats): string {
   const packets = d.forward.packets + d.back.packets;
-  return `Delay line: ${packets} packets (${formatSize(d.forward.bytes + d.back.bytes)}), ${d.forward.dropped + d.back.dropped} dropped, ` +
-    `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`;
+  return (
+    `Delay line: ${packets} packets (${formatSize(d.forward.bytes + d.back.bytes)}), ${d.forward.dropped + d.back.dropped} dropped, ` +
+    `${d.cpuSec.toFixed(2)} CPU s in the bench process, on the same CPUs as the runs.`
+  );
 }
 
 /** A line of results.jsonl (and of `mfd bench --json`), told apart by `type`. */

@@ -71,7 +71,10 @@ function parseSummary(side: string, r: ProcExit): JsonSummary {
     if (j.status !== 'completed' || !j.process || !Array.isArray(j.ramblocks)) throw new Error(`status ${String(j.status)}`);
     return j;
   } catch (e) {
-    throw new BenchError('ERR_BENCH_MFD_OUTPUT', `mfd ${side}: no completed --json summary on stdout (${(e as Error).message}): ${tail(r.stdout)}`);
+    throw new BenchError(
+      'ERR_BENCH_MFD_OUTPUT',
+      `mfd ${side}: no completed --json summary on stdout (${(e as Error).message}): ${tail(r.stdout)}`,
+    );
   }
 }
 
@@ -84,8 +87,16 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   syncDisks();
 
   const [rc, ra] = net.wrap('recv', process.execPath, [
-    MFD_BIN, 'recv', '--listen', `${net.recvAddr}:0`, '--output', outDir, '--json', '--no-progress',
-    '--timeout', String(input.recvTimeoutSec ?? 60),
+    MFD_BIN,
+    'recv',
+    '--listen',
+    `${net.recvAddr}:0`,
+    '--output',
+    outDir,
+    '--json',
+    '--no-progress',
+    '--timeout',
+    String(input.recvTimeoutSec ?? 60),
     // The shaped link's receiver listens on its veth address, reachable only from the bench's own namespace.
     '--insecure',
   ]);
@@ -97,7 +108,10 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     },
   });
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new BenchError('ERR_BENCH_MFD_FAILED', `mfd recv did not listen within 30 s: ${tail(recv.stderr())}`)), 30_000);
+    const timer = setTimeout(
+      () => fail(new BenchError('ERR_BENCH_MFD_FAILED', `mfd recv did not listen within 30 s: ${tail(recv.stderr())}`)),
+      30_000,
+    );
     const onAbort = (): void => fail(new InterruptedError(String(signal.reason)));
     signal.addEventListener('abort', onAbort, { once: true });
     const settle = (): void => {
@@ -118,8 +132,19 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   });
 
   const [sc, sa] = net.wrap('send', process.execPath, [
-    MFD_BIN, 'send', '--to', `${net.recvAddr}:${port}`, '--channels', String(cell.channels),
-    '--compression', cell.compression, '--zero-page-detection', cell.zeroPageDetection, '--json', '--no-progress', image,
+    MFD_BIN,
+    'send',
+    '--to',
+    `${net.recvAddr}:${port}`,
+    '--channels',
+    String(cell.channels),
+    '--compression',
+    cell.compression,
+    '--zero-page-detection',
+    cell.zeroPageDetection,
+    '--json',
+    '--no-progress',
+    image,
   ]);
   const rx0 = net.rxBytes();
   const t0 = process.hrtime.bigint();
@@ -148,7 +173,8 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   const vj = parseSummary('recv', v);
   const sd = sj.ramblocks[0]?.digest;
   const vd = vj.ramblocks[0]?.digest;
-  if (sd === undefined || sd !== vd) throw new VerifyError('ERR_BENCH_MISMATCH', `mfd (${describeCell(cell)}): sender digest ${sd}, receiver digest ${vd}`);
+  if (sd === undefined || sd !== vd)
+    throw new VerifyError('ERR_BENCH_MISMATCH', `mfd (${describeCell(cell)}): sender digest ${sd}, receiver digest ${vd}`);
   // Byte for byte, outside the timing: the receiver's digest check is mfd's own; this one is the bench's.
   await compareFiles(image, output, `mfd (${describeCell(cell)})`);
   fs.rmSync(outDir, { recursive: true, force: true });

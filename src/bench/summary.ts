@@ -146,8 +146,24 @@ interface TargetDef {
 
 /** The lead's targets (issue 7), each computed for every cell of its method. */
 export const TARGETS: readonly TargetDef[] = [
-  { id: 'qemu-none', method: 'none', label: 'mfd / QEMU wall time, none', op: '<=', limit: 0.5, value: (c) => c.ratios.qemu?.median, peer: 'qemu' },
-  { id: 'qemu-zstd', method: 'zstd', label: 'mfd / QEMU wall time, zstd', op: '<=', limit: 0.6, value: (c) => c.ratios.qemu?.median, peer: 'qemu' },
+  {
+    id: 'qemu-none',
+    method: 'none',
+    label: 'mfd / QEMU wall time, none',
+    op: '<=',
+    limit: 0.5,
+    value: (c) => c.ratios.qemu?.median,
+    peer: 'qemu',
+  },
+  {
+    id: 'qemu-zstd',
+    method: 'zstd',
+    label: 'mfd / QEMU wall time, zstd',
+    op: '<=',
+    limit: 0.6,
+    value: (c) => c.ratios.qemu?.median,
+    peer: 'qemu',
+  },
   {
     id: 'floor-none',
     method: 'none',
@@ -157,7 +173,15 @@ export const TARGETS: readonly TargetDef[] = [
     value: (c) => c.ratios.floor?.median,
     peer: 'iperf3',
   },
-  { id: 'zstd-vs-zstd-nc', method: 'zstd', label: 'mfd zstd / `zstd -1 -T0 | nc` wall time', op: '<', limit: 1, value: (c) => c.ratios['zstd-nc']?.median, peer: 'zstd-nc' },
+  {
+    id: 'zstd-vs-zstd-nc',
+    method: 'zstd',
+    label: 'mfd zstd / `zstd -1 -T0 | nc` wall time',
+    op: '<',
+    limit: 1,
+    value: (c) => c.ratios['zstd-nc']?.median,
+    peer: 'zstd-nc',
+  },
 ];
 
 export function computeTargets(cells: readonly CellSummary[]): Target[] {
@@ -167,7 +191,8 @@ export function computeTargets(cells: readonly CellSummary[]): Target[] {
       if (c.cell.compression !== def.method) continue;
       const value = def.value(c) ?? null;
       const p = c.peers[def.peer];
-      const why = value !== null ? undefined : p === undefined ? `${def.peer} not run` : (p.skipped ?? p.failed ?? `${def.peer} gave no measurement`);
+      const why =
+        value !== null ? undefined : p === undefined ? `${def.peer} not run` : (p.skipped ?? p.failed ?? `${def.peer} gave no measurement`);
       out.push({
         id: def.id,
         label: def.label,

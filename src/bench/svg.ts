@@ -87,7 +87,9 @@ export function lineChart(spec: ChartSpec): string {
   };
   const yOf = (v: number): number => m.top + ph - (v / yMax) * ph;
   const o: string[] = [];
-  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  o.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+  );
   o.push(`  <title>${escapeXml(spec.title)}</title>`);
   o.push(`  <rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
   o.push(`  <text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(spec.title)}</text>`);
@@ -123,19 +125,25 @@ export function lineChart(spec: ChartSpec): string {
     const ly = m.top + 10 + i * 20;
     const lx = width - legendW;
     o.push(`  <g class="legend-item">`);
-    o.push(`    <line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="6 3"' : ''}/>`);
+    o.push(
+      `    <line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="6 3"' : ''}/>`,
+    );
     o.push(`    <text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(name)}</text>`);
     o.push('  </g>');
   };
   spec.series.forEach((s, i) => {
     const color = colorOf(s.colorKey ?? s.name);
-    const pts = s.points.filter((p) => Number.isFinite(p.y) && spec.xTicks.some((t) => t.value === p.x)).sort((a, b) => xOf(a.x) - xOf(b.x));
+    const pts = s.points
+      .filter((p) => Number.isFinite(p.y) && spec.xTicks.some((t) => t.value === p.x))
+      .sort((a, b) => xOf(a.x) - xOf(b.x));
     o.push(`  <g class="series ${escapeXml(s.kind ?? 'method')}" data-name="${escapeXml(s.name)}">`);
     o.push(
       `    <polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 3"' : ''} points="${pts.map((p) => `${fmt(xOf(p.x))},${fmt(yOf(p.y))}`).join(' ')}"/>`,
     );
     for (const p of pts) {
-      o.push(`    <circle cx="${fmt(xOf(p.x))}" cy="${fmt(yOf(p.y))}" r="${s.dashed ? 2.5 : 3.5}" fill="${color}"><title>${escapeXml(`${s.name}: ${fmt(p.y)} at ${p.x}`)}</title></circle>`);
+      o.push(
+        `    <circle cx="${fmt(xOf(p.x))}" cy="${fmt(yOf(p.y))}" r="${s.dashed ? 2.5 : 3.5}" fill="${color}"><title>${escapeXml(`${s.name}: ${fmt(p.y)} at ${p.x}`)}</title></circle>`,
+      );
     }
     o.push('  </g>');
     legend(i, color, s.dashed ?? false, s.name);
@@ -144,12 +152,16 @@ export function lineChart(spec: ChartSpec): string {
     const y = fmt(yOf(r.y));
     const st = REF_STYLES[j % REF_STYLES.length]!;
     o.push(`  <g class="reference" data-name="${escapeXml(r.name)}">`);
-    o.push(`    <line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="${st.stroke}" stroke-width="1.5" stroke-dasharray="${st.dash}"><title>${escapeXml(`${r.name}: ${fmt(r.y)}`)}</title></line>`);
+    o.push(
+      `    <line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="${st.stroke}" stroke-width="1.5" stroke-dasharray="${st.dash}"><title>${escapeXml(`${r.name}: ${fmt(r.y)}`)}</title></line>`,
+    );
     o.push('  </g>');
     const ly = m.top + 10 + (spec.series.length + j) * 20;
     const lx = width - legendW;
     o.push(`  <g class="legend-item">`);
-    o.push(`    <line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${st.stroke}" stroke-width="1.5" stroke-dasharray="${st.dash}"/>`);
+    o.push(
+      `    <line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${st.stroke}" stroke-width="1.5" stroke-dasharray="${st.dash}"/>`,
+    );
     o.push(`    <text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(r.name)}</text>`);
     o.push('  </g>');
   });

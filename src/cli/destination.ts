@@ -11,7 +11,8 @@ export type Destination = { kind: 'tcp'; host: string; port: number } | { kind: 
 
 const TCP_PREFIX = 'tcp:';
 
-const tcp = (spec: string, defaultHost: string): { host: string; port: number } | null => parseHostPort(spec.startsWith(TCP_PREFIX) ? spec.slice(TCP_PREFIX.length) : spec, defaultHost);
+const tcp = (spec: string, defaultHost: string): { host: string; port: number } | null =>
+  parseHostPort(spec.startsWith(TCP_PREFIX) ? spec.slice(TCP_PREFIX.length) : spec, defaultHost);
 
 /** `tcp:HOST:PORT` or `HOST:PORT` (`[v6]:PORT`, `:PORT` = defaultHost); `flag` names the option in errors. */
 export function parseTcpAddress(spec: string, flag: string, defaultHost: string): { host: string; port: number } {

@@ -29,9 +29,19 @@ export type FailureJson = Versioned & { status: 'failed'; 'error-desc': string; 
 /** `mfd send --qemu --json`: a replay into a QEMU destination. */
 export type QemuSendJson = Versioned & { status: 'completed'; 'total-time': number } & QemuSendResult;
 /** `mfd recv --qemu --json`: a migration received from QEMU. */
-export type QemuRecvJson = Versioned & { status: 'completed'; 'total-time': number; totalTimeMs: number; manifestPath: string } & QemuManifest;
+export type QemuRecvJson = Versioned & {
+  status: 'completed';
+  'total-time': number;
+  totalTimeMs: number;
+  manifestPath: string;
+} & QemuManifest;
 /** `mfd inspect --json`. */
-export type InspectJson = Versioned & { streams: StreamReport[]; files?: FileReport[]; qemuFiles?: QemuFileReport[]; extract?: { target: string; pages: number } };
+export type InspectJson = Versioned & {
+  streams: StreamReport[];
+  files?: FileReport[];
+  qemuFiles?: QemuFileReport[];
+  extract?: { target: string; pages: number };
+};
 /** `mfd accel --json`. */
 export type AccelJson = Versioned & AccelReport;
 /** `mfd gen-image --json`. */
@@ -58,9 +68,25 @@ export function qemuSendJson(r: QemuSendResult): QemuSendJson {
 }
 
 export function qemuRecvJson(r: { totalTimeMs: number; manifestPath: string; manifest: QemuManifest }): QemuRecvJson {
-  return versioned({ status: 'completed' as const, 'total-time': Math.round(r.totalTimeMs), totalTimeMs: r.totalTimeMs, manifestPath: r.manifestPath, ...r.manifest });
+  return versioned({
+    status: 'completed' as const,
+    'total-time': Math.round(r.totalTimeMs),
+    totalTimeMs: r.totalTimeMs,
+    manifestPath: r.manifestPath,
+    ...r.manifest,
+  });
 }
 
-export function inspectJson(streams: StreamReport[], files: FileReport[], extract: { target: string; pages: number } | null, qemuFiles: QemuFileReport[] = []): InspectJson {
-  return versioned({ streams, ...(files.length > 0 ? { files } : {}), ...(qemuFiles.length > 0 ? { qemuFiles } : {}), ...(extract ? { extract } : {}) });
+export function inspectJson(
+  streams: StreamReport[],
+  files: FileReport[],
+  extract: { target: string; pages: number } | null,
+  qemuFiles: QemuFileReport[] = [],
+): InspectJson {
+  return versioned({
+    streams,
+    ...(files.length > 0 ? { files } : {}),
+    ...(qemuFiles.length > 0 ? { qemuFiles } : {}),
+    ...(extract ? { extract } : {}),
+  });
 }

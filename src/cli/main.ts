@@ -71,7 +71,9 @@ export function buildProgram(ctx: CommandContext): Command {
   // Commander's own usage errors in mfd's shape: "mfd send: error: ... [ERR_USAGE]".
   for (const c of [program, ...program.commands]) {
     const name = c === program ? 'mfd' : `mfd ${c.name()}`;
-    c.exitOverride().configureOutput({ outputError: (str, write) => write(str.replace(/^error: (.*?)\n?$/s, `${name}: error: $1 [ERR_USAGE]\n`)) });
+    c.exitOverride().configureOutput({
+      outputError: (str, write) => write(str.replace(/^error: (.*?)\n?$/s, `${name}: error: $1 [ERR_USAGE]\n`)),
+    });
   }
   return program;
 }
@@ -81,7 +83,10 @@ function ignoreEpipe(e: NodeJS.ErrnoException): void {
 }
 
 /** Runs the CLI; resolves to the exit code. */
-export async function main(argv: string[], io: { stdout?: (s: string) => void; stderr?: (s: string) => void } = {}): Promise<ExitCodeValue> {
+export async function main(
+  argv: string[],
+  io: { stdout?: (s: string) => void; stderr?: (s: string) => void } = {},
+): Promise<ExitCodeValue> {
   let printed = false;
   const write = io.stdout ?? ((s: string) => process.stdout.write(s + '\n'));
   const out = (s: string): void => {
@@ -114,7 +119,8 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
   // can no longer settle. That is a bug, and it must not pass for success.
   let onStall = (): void => {};
   const stalled = new Promise<never>((_, reject) => {
-    onStall = () => reject(new MfdError('ERR_STALLED', 'the command stopped with nothing left to wait for (a bug in mfd)', ExitCode.INTERNAL));
+    onStall = () =>
+      reject(new MfdError('ERR_STALLED', 'the command stopped with nothing left to wait for (a bug in mfd)', ExitCode.INTERNAL));
   });
   process.once('beforeExit', onStall);
   try {
@@ -124,7 +130,8 @@ export async function main(argv: string[], io: { stdout?: (s: string) => void; s
     if (e instanceof CommanderError) {
       // Help and version land here too; commander has already printed its message.
       if (e.exitCode === 0) return ExitCode.OK;
-      if (json && !printed && e.code !== 'commander.help') out(JSON.stringify(failureJson(new UsageError(e.message.replace(/^error: /, '')).toJSON())));
+      if (json && !printed && e.code !== 'commander.help')
+        out(JSON.stringify(failureJson(new UsageError(e.message.replace(/^error: /, '')).toJSON())));
       return ExitCode.USAGE;
     }
     const me: MfdError = asMfdError(e);

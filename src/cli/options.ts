@@ -42,8 +42,13 @@ export function durationInRange(flag: string, minMs: number, maxMs: number): (v:
     const ms = parseDuration(v);
     if (ms === null || ms < minMs || ms > maxMs) {
       // A bare number past the range was likely meant as milliseconds.
-      const hint = ms !== null && ms > maxMs && /^\d+$/.test(v.trim()) && Number(v) <= maxMs ? ` (a bare number is seconds: for milliseconds write ${v.trim()}ms)` : '';
-      throw new InvalidArgumentError(`Expected a duration in ${formatDuration(minMs)}..${formatDuration(maxMs)} for ${flag} (seconds, or with a suffix: 500ms, 90s, 2m, 1h) but received "${v}"${hint}.`);
+      const hint =
+        ms !== null && ms > maxMs && /^\d+$/.test(v.trim()) && Number(v) <= maxMs
+          ? ` (a bare number is seconds: for milliseconds write ${v.trim()}ms)`
+          : '';
+      throw new InvalidArgumentError(
+        `Expected a duration in ${formatDuration(minMs)}..${formatDuration(maxMs)} for ${flag} (seconds, or with a suffix: 500ms, 90s, 2m, 1h) but received "${v}"${hint}.`,
+      );
     }
     return ms;
   };
@@ -64,9 +69,15 @@ const count = (_: string, prev: number | undefined): number => (prev ?? 0) + 1;
 export function commonOptions(): Option[] {
   return [
     new Option('--json', 'print the final summary (or the failure) as one JSON object on stdout'),
-    new Option('--log-level <level>', 'log level on stderr (text lines on a terminal, JSON lines otherwise)').choices(LOG_LEVELS).default('warn').env('MFD_LOG_LEVEL'),
+    new Option('--log-level <level>', 'log level on stderr (text lines on a terminal, JSON lines otherwise)')
+      .choices(LOG_LEVELS)
+      .default('warn')
+      .env('MFD_LOG_LEVEL'),
     new Option('-v, --verbose', 'log more: each -v one step past --log-level (from warn: -v info, -vv debug, -vvv trace)').argParser(count),
-    new Option('-q, --quiet', 'log less: each -q one step quieter than --log-level (from warn: -q errors only, -qq fatal, -qqq nothing); and no progress line unless --progress').argParser(count),
+    new Option(
+      '-q, --quiet',
+      'log less: each -q one step quieter than --log-level (from warn: -q errors only, -qq fatal, -qqq nothing); and no progress line unless --progress',
+    ).argParser(count),
     new Option('--progress', 'show the progress line on stderr even when it is not a terminal (one line a second)'),
     new Option('--no-progress', 'no progress line (by default it shows whenever stderr is a terminal)'),
   ];
@@ -88,7 +99,8 @@ export function pageSizeOption(): Option {
   return new Option('--page-size <bytes>', 'page size: 4096, 16384 or 65536 (the packet header length follows)')
     .argParser((v: string) => {
       const n = Number(v);
-      if (!(PAGE_SIZES as readonly number[]).includes(n)) throw new InvalidArgumentError(`Expected one of ${PAGE_SIZES.join(', ')} for --page-size but received "${v}".`);
+      if (!(PAGE_SIZES as readonly number[]).includes(n))
+        throw new InvalidArgumentError(`Expected one of ${PAGE_SIZES.join(', ')} for --page-size but received "${v}".`);
       return n;
     })
     .default(4096);
@@ -97,23 +109,44 @@ export function pageSizeOption(): Option {
 /** --tls-cert/--tls-key/--tls-ca and --psk-file (--psk-mode, --psk-identity), the same on send and recv (docs/control-protocol.md, "Authentication"). */
 export function securityOptions(): Option[] {
   return [
-    new Option('--tls-cert <file>', 'TLS 1.3 on every connection: this side\'s certificate (PEM), with --tls-key and --tls-ca'),
+    new Option('--tls-cert <file>', "TLS 1.3 on every connection: this side's certificate (PEM), with --tls-key and --tls-ca"),
     new Option('--tls-key <file>', "TLS: this side's private key (PEM)"),
-    new Option('--tls-ca <file>', "TLS: CA certificate(s) (PEM) that the peer's certificate must chain to; the sender also checks the receiver's host name"),
-    new Option('--psk-file <file>', "a pre-shared key, mode 600: mfd's raw key file (its bytes, at least 16) or QEMU's keys.psk (IDENTITY:HEXKEY lines; a directory means DIR/keys.psk)"),
-    new Option('--psk-mode <mode>', 'with --psk-file: tls = TLS 1.3 on the key, every byte encrypted and protected (default); auth = a challenge-response per connection, then pages in clear and unprotected (trusted links)').choices(PSK_MODES),
-    new Option('--psk-identity <name>', "with --psk-file: the key file's identity to use (QEMU's tls-creds-psk username; default qemu if there, else the first); a receiver then accepts only it"),
+    new Option(
+      '--tls-ca <file>',
+      "TLS: CA certificate(s) (PEM) that the peer's certificate must chain to; the sender also checks the receiver's host name",
+    ),
+    new Option(
+      '--psk-file <file>',
+      "a pre-shared key, mode 600: mfd's raw key file (its bytes, at least 16) or QEMU's keys.psk (IDENTITY:HEXKEY lines; a directory means DIR/keys.psk)",
+    ),
+    new Option(
+      '--psk-mode <mode>',
+      'with --psk-file: tls = TLS 1.3 on the key, every byte encrypted and protected (default); auth = a challenge-response per connection, then pages in clear and unprotected (trusted links)',
+    ).choices(PSK_MODES),
+    new Option(
+      '--psk-identity <name>',
+      "with --psk-file: the key file's identity to use (QEMU's tls-creds-psk username; default qemu if there, else the first); a receiver then accepts only it",
+    ),
   ];
 }
 
 /** The authentication flags of securityOptions(), by their option key. */
-export const SECURITY_FLAGS = { tlsCert: '--tls-cert', tlsKey: '--tls-key', tlsCa: '--tls-ca', pskFile: '--psk-file', pskMode: '--psk-mode', pskIdentity: '--psk-identity' } as const;
+export const SECURITY_FLAGS = {
+  tlsCert: '--tls-cert',
+  tlsKey: '--tls-key',
+  tlsCa: '--tls-ca',
+  pskFile: '--psk-file',
+  pskMode: '--psk-mode',
+  pskIdentity: '--psk-identity',
+} as const;
 
 export type SecurityOpts = { [K in keyof typeof SECURITY_FLAGS]?: string };
 
 /** Authentication flags given where no network connection is made are refused, not ignored. */
 export function refuseSecurityOptions(o: SecurityOpts, why: string): void {
-  const flags = Object.entries(SECURITY_FLAGS).filter(([k]) => o[k as keyof SecurityOpts] !== undefined).map(([, flag]) => flag);
+  const flags = Object.entries(SECURITY_FLAGS)
+    .filter(([k]) => o[k as keyof SecurityOpts] !== undefined)
+    .map(([, flag]) => flag);
   if (flags.length === 0) return;
   throw new UsageError(`${flags.join(', ')}: authentication is for network connections; ${why}`);
 }

@@ -3,7 +3,16 @@ import type { MethodParams } from '../methods/method.js';
 import type { PathCounts } from '../accel/paths.js';
 
 export type ToWorker =
-  | { op: 'send-setup'; channel: number; method: string; pageSize: number; params: MethodParams; detector: string; accelPaths: string[]; requireHardware: boolean }
+  | {
+      op: 'send-setup';
+      channel: number;
+      method: string;
+      pageSize: number;
+      params: MethodParams;
+      detector: string;
+      accelPaths: string[];
+      requireHardware: boolean;
+    }
   | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams; requireHardware: boolean }
   /** Load, analyse and compress one packet of an image (the worker maps the file through the shared fd). */
   | { op: 'packet'; channel: number; fd: number; path: string; size: number; offset: number; pages: number }

@@ -83,7 +83,10 @@ export class ComputePool {
 
 /** Rebuilds a worker's error as the same class, so exit codes survive the thread hop. */
 function revive(e: SerializedError): Error {
-  const place = { ...(e.channel !== undefined ? { channel: e.channel } : {}), ...(e.packetNum !== undefined ? { packetNum: BigInt(e.packetNum) } : {}) };
+  const place = {
+    ...(e.channel !== undefined ? { channel: e.channel } : {}),
+    ...(e.packetNum !== undefined ? { packetNum: BigInt(e.packetNum) } : {}),
+  };
   switch (e.name) {
     case 'ProtocolError':
       return new ProtocolError(e.code, e.message, place);

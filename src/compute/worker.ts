@@ -58,7 +58,12 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         img = ImageSource.fromFd(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
-      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)));
+      const { pages, holes, release } = await img.load(
+        m.offset,
+        m.pages,
+        s.pageSize,
+        () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)),
+      );
       try {
         const n = pageCount(s.pageSize);
         const zero = new Uint8Array(n);
@@ -73,7 +78,13 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         }
         const runs = pageRuns(data, zero, m.pages, s.pageSize);
         const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
-        const reply: PacketReply = { zeros, zero, crc, payload, paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() } };
+        const reply: PacketReply = {
+          zeros,
+          zero,
+          crc,
+          payload,
+          paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
+        };
         return { value: reply, transfer: transferable(payload) };
       } finally {
         release();
@@ -103,7 +114,8 @@ function transferable(views: Uint8Array[]): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>();
   for (let i = 0; i < views.length; i++) {
     const v = views[i]!;
-    if (Buffer.isBuffer(v) && v.buffer.byteLength === Buffer.poolSize && v.length < Buffer.poolSize) views[i] = Uint8Array.prototype.slice.call(v);
+    if (Buffer.isBuffer(v) && v.buffer.byteLength === Buffer.poolSize && v.length < Buffer.poolSize)
+      views[i] = Uint8Array.prototype.slice.call(v);
     out.add(views[i]!.buffer as ArrayBuffer);
   }
   return [...out];

@@ -119,12 +119,18 @@ export function encodePreamble(): Buffer {
 
 export function checkPreamble(b: Uint8Array): void {
   if (b.length < CONTROL_PREAMBLE_SIZE) {
-    throw new ProtocolError('ERR_CONTROL_TRUNCATED', `control channel: preamble of ${b.length} bytes received, expected ${CONTROL_PREAMBLE_SIZE}`);
+    throw new ProtocolError(
+      'ERR_CONTROL_TRUNCATED',
+      `control channel: preamble of ${b.length} bytes received, expected ${CONTROL_PREAMBLE_SIZE}`,
+    );
   }
   const dv = new DataView(b.buffer, b.byteOffset, CONTROL_PREAMBLE_SIZE);
   const magic = dv.getUint32(0);
   if (magic !== CONTROL_MAGIC) {
-    throw new ProtocolError('ERR_CONTROL_MAGIC', `control channel: received magic 0x${magic.toString(16)}, expected 0x${CONTROL_MAGIC.toString(16)}`);
+    throw new ProtocolError(
+      'ERR_CONTROL_MAGIC',
+      `control channel: received magic 0x${magic.toString(16)}, expected 0x${CONTROL_MAGIC.toString(16)}`,
+    );
   }
   const version = dv.getUint32(4);
   if (version !== CONTROL_VERSION) {
@@ -190,7 +196,8 @@ function int(o: Record<string, unknown>, key: string, min: number, max: number, 
 
 function str(o: Record<string, unknown>, key: string, maxLen = 256, owner = describeType(o)): string {
   const v = o[key];
-  if (typeof v !== 'string' || v.length > maxLen) fail(`${owner}.${key} received ${describe(v)}, expected a string of at most ${maxLen} characters`);
+  if (typeof v !== 'string' || v.length > maxLen)
+    fail(`${owner}.${key} received ${describe(v)}, expected a string of at most ${maxLen} characters`);
   return v;
 }
 
@@ -235,19 +242,23 @@ function checkHello(v: Record<string, unknown>): Hello {
   const version = int(v, 'version', 0, 0xffffffff);
   if (version !== CONTROL_VERSION) fail(`hello.version received ${version}, expected ${CONTROL_VERSION}`);
   const uuid = str(v, 'uuid', 36);
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)) fail(`hello.uuid received "${uuid}", expected a canonical uuid`);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid))
+    fail(`hello.uuid received "${uuid}", expected a canonical uuid`);
   const pageSize = int(v, 'pageSize', 1, 65536);
-  if (!(PAGE_SIZES as readonly number[]).includes(pageSize)) fail(`hello.pageSize received ${pageSize}, expected one of ${PAGE_SIZES.join(', ')}`);
+  if (!(PAGE_SIZES as readonly number[]).includes(pageSize))
+    fail(`hello.pageSize received ${pageSize}, expected one of ${PAGE_SIZES.join(', ')}`);
   const packetSize = int(v, 'packetSize', 1, 1 << 30);
   if (packetSize !== MULTIFD_PACKET_SIZE) fail(`hello.packetSize received ${packetSize}, expected ${MULTIFD_PACKET_SIZE}`);
   if (!isObject(v.methodParams)) fail('hello.methodParams is not an object');
   // Without a prototype: a key such as "__proto__" is kept as sent (and refused by the method), never dropped.
   const methodParams: Record<string, number | string | boolean> = Object.create(null) as Record<string, number | string | boolean>;
   for (const [k, p] of Object.entries(v.methodParams)) {
-    if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean') fail(`hello.methodParams.${describe(k).slice(1, -1)} has an unsupported type`);
+    if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean')
+      fail(`hello.methodParams.${describe(k).slice(1, -1)} has an unsupported type`);
     methodParams[k] = p;
   }
-  if (!Array.isArray(v.ramblocks) || v.ramblocks.length > MAX_RAMBLOCKS) fail(`hello.ramblocks must be a list of at most ${MAX_RAMBLOCKS} ramblocks`);
+  if (!Array.isArray(v.ramblocks) || v.ramblocks.length > MAX_RAMBLOCKS)
+    fail(`hello.ramblocks must be a list of at most ${MAX_RAMBLOCKS} ramblocks`);
   const seen = new Set<string>();
   let total = 0;
   const ramblocks = v.ramblocks.map((b: unknown, i: number): RamblockInfo => {
@@ -261,7 +272,8 @@ function checkHello(v: Record<string, unknown>): Hello {
     seen.add(name);
     const size = int(b, 'size', 0, MAX_TOTAL_RAM, `hello.ramblocks[${i}]`);
     total += size;
-    if (total > MAX_TOTAL_RAM) fail(`hello.ramblocks[${i}].size brings the ramblocks to ${total} bytes, expected at most ${MAX_TOTAL_RAM} (64 TiB) in all`);
+    if (total > MAX_TOTAL_RAM)
+      fail(`hello.ramblocks[${i}].size brings the ramblocks to ${total} bytes, expected at most ${MAX_TOTAL_RAM} (64 TiB) in all`);
     return b.source === undefined ? { name, size } : { name, size, source: str(b, 'source', SOURCE_MAX, `hello.ramblocks[${i}]`) };
   });
   if (v.resume !== undefined && typeof v.resume !== 'boolean') fail(`hello.resume received ${describe(v.resume)}, expected true or false`);
@@ -300,7 +312,16 @@ export function badRun(runs: readonly unknown[], pages: number): number {
   for (let i = 0; i < runs.length; i += 2) {
     const start = runs[i];
     const count = runs[i + 1];
-    if (typeof start !== 'number' || !Number.isSafeInteger(start) || start < end || typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1 || start + count > pages) return i / 2;
+    if (
+      typeof start !== 'number' ||
+      !Number.isSafeInteger(start) ||
+      start < end ||
+      typeof count !== 'number' ||
+      !Number.isSafeInteger(count) ||
+      count < 1 ||
+      start + count > pages
+    )
+      return i / 2;
     end = start + count;
   }
   return -1;
@@ -319,7 +340,9 @@ function checkHave(have: unknown): Record<string, number[]> {
     const bad = badRun(runs, maxPage);
     if (bad >= 0) {
       const end = bad > 0 ? (runs[2 * bad - 2] as number) + (runs[2 * bad - 1] as number) : 0;
-      fail(`${where} run ${bad} received start ${describe(runs[2 * bad])} count ${describe(runs[2 * bad + 1])}, expected start >= ${end}, count >= 1, end <= ${maxPage}`);
+      fail(
+        `${where} run ${bad} received start ${describe(runs[2 * bad])} count ${describe(runs[2 * bad + 1])}, expected start >= ${end}, count >= 1, end <= ${maxPage}`,
+      );
     }
     out[name] = runs as number[];
   }
@@ -329,7 +352,8 @@ function checkHave(have: unknown): Record<string, number[]> {
 function checkComplete(v: Record<string, unknown>): Complete {
   if (!Array.isArray(v.packets) || v.packets.length > MAX_CHANNELS) fail('complete.packets must be a list of per-channel counts');
   const packets = v.packets.map((n: unknown, i: number) => {
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) fail(`complete.packets[${i}] received ${describe(n)}, expected a count`);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0)
+      fail(`complete.packets[${i}] received ${describe(n)}, expected a count`);
     return n;
   });
   if (!isObject(v.digests)) fail('complete.digests is not an object');
@@ -337,7 +361,8 @@ function checkComplete(v: Record<string, unknown>): Complete {
   // the sender did not list finds nothing (not Object.prototype's members).
   const digests: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [k, d] of Object.entries(v.digests)) {
-    if (typeof d !== 'string' || !/^[0-9a-f]{16}$/.test(d)) fail(`complete.digests[${describe(k)}] received ${describe(d)}, expected a 16-digit hex digest`);
+    if (typeof d !== 'string' || !/^[0-9a-f]{16}$/.test(d))
+      fail(`complete.digests[${describe(k)}] received ${describe(d)}, expected a 16-digit hex digest`);
     digests[k] = d;
   }
   return { type: 'complete', packets, digests };

@@ -21,13 +21,24 @@ export function deltaAvailable(): boolean {
 /** Refuses delta transfer, saying why, when the addon has no xxHash. */
 export function requireDelta(what: string): void {
   if (!native.deltaAvailable) {
-    throw new UsageError(`${what}: delta transfer is not available in this build of mfd: the addon was built without xxhash.h (Debian: apt-get install libxxhash-dev, then rebuild: npm run build)`);
+    throw new UsageError(
+      `${what}: delta transfer is not available in this build of mfd: the addon was built without xxhash.h (Debian: apt-get install libxxhash-dev, then rebuild: npm run build)`,
+    );
   }
 }
 
 /** Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into `out`, their number returned; with `crc`, every page's CRC-32C. */
-export function fingerprintPages(pages: Uint8Array, pageSize: number, count: number, first: number, out: Uint8Array, crc: Uint32Array | null = null): Promise<number> {
-  return new Promise((resolve, reject) => native.deltaFingerprint(pages, pageSize, count, first, out, crc, (e, n) => (e ? reject(e) : resolve(n))));
+export function fingerprintPages(
+  pages: Uint8Array,
+  pageSize: number,
+  count: number,
+  first: number,
+  out: Uint8Array,
+  crc: Uint32Array | null = null,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    native.deltaFingerprint(pages, pageSize, count, first, out, crc, (e, n) => (e ? reject(e) : resolve(n))),
+  );
 }
 
 export function sortEntries(entries: Uint8Array, count: number): Promise<void> {
@@ -70,7 +81,15 @@ export async function readFully(fd: number, buf: Buffer, length: number, positio
  * until it returns) in page order. With `crc` (one slot per page of the
  * file), each page's CRC-32C goes there too. `what` names the file in errors.
  */
-export async function fingerprintFile(fd: number, size: number, pageSize: number, first: number, what: string, onBatch: (entries: Uint8Array, count: number) => void | Promise<void>, crc: Uint32Array | null = null): Promise<void> {
+export async function fingerprintFile(
+  fd: number,
+  size: number,
+  pageSize: number,
+  first: number,
+  what: string,
+  onBatch: (entries: Uint8Array, count: number) => void | Promise<void>,
+  crc: Uint32Array | null = null,
+): Promise<void> {
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
   const bufs = [Buffer.alloc(bytes), Buffer.alloc(bytes)];
@@ -84,7 +103,11 @@ export async function fingerprintFile(fd: number, size: number, pageSize: number
     } catch (e) {
       throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
     }
-    if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `reading ${what}: ${got} bytes at offset ${page * pageSize}, expected ${want} (it shrank while being read)`);
+    if (got < want)
+      throw new IoError(
+        'ERR_DELTA_BASE_SHORT',
+        `reading ${what}: ${got} bytes at offset ${page * pageSize}, expected ${want} (it shrank while being read)`,
+      );
     buf.fill(0, want, n * pageSize);
     return n;
   };

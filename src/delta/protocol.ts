@@ -36,7 +36,9 @@ export function checkFingerprints(v: Record<string, unknown>): Fingerprints {
   const e = v.entries;
   const max = Math.ceil((MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE) / 3) * 4;
   if (typeof e !== 'string' || e.length === 0 || e.length > max || e.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(e)) {
-    fail(`fingerprints.entries received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of 1..${MAX_FINGERPRINTS_PER_FRAME} entries`);
+    fail(
+      `fingerprints.entries received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of 1..${MAX_FINGERPRINTS_PER_FRAME} entries`,
+    );
   }
   const bytes = (e.length / 4) * 3 - (e.endsWith('==') ? 2 : e.endsWith('=') ? 1 : 0);
   if (bytes % ENTRY_SIZE !== 0) fail(`fingerprints.entries holds ${bytes} bytes, expected a multiple of ${ENTRY_SIZE}`);
@@ -52,12 +54,14 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
     if (typeof b !== 'object' || b === null) fail(`ready.delta.bases[${i}] is not an object`);
     const { name, pages } = b as Record<string, unknown>;
     if (typeof name !== 'string' || name.length > 4096) fail(`ready.delta.bases[${i}].name is not a string of at most 4096 characters`);
-    if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0) fail(`ready.delta.bases[${i}].pages received ${String(pages)}, expected a count`);
+    if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0)
+      fail(`ready.delta.bases[${i}].pages received ${String(pages)}, expected a count`);
     total += pages;
     if (total > MAX_BASE_PAGES) fail(`ready.delta.bases hold more than ${MAX_BASE_PAGES} pages`);
     return { name, pages };
   });
   const n = o.fingerprints;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total) fail(`ready.delta.fingerprints received ${String(n)}, expected a count of at most ${total} (the bases' pages)`);
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total)
+    fail(`ready.delta.fingerprints received ${String(n)}, expected a count of at most ${total} (the bases' pages)`);
   return { bases, fingerprints: n };
 }

@@ -82,7 +82,15 @@ export class DeltaReceiver {
    * final paths), then `--base`, then `--base-dir`'s files; a file met twice
    * (same device and inode) counts once, and the outputs' temporary files never.
    */
-  static open(opts: DeltaRecvOptions, hello: Hello, finals: string[], blocks: Map<string, TargetBlock>, headerSize: number, log: Logger, onWritten?: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => void): DeltaReceiver {
+  static open(
+    opts: DeltaRecvOptions,
+    hello: Hello,
+    finals: string[],
+    blocks: Map<string, TargetBlock>,
+    headerSize: number,
+    log: Logger,
+    onWritten?: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => void,
+  ): DeltaReceiver {
     requireDelta('mfd recv --delta');
     const seen = new Set<string>();
     for (const b of blocks.values()) {
@@ -164,7 +172,7 @@ export class DeltaReceiver {
     for (const b of this.bases) {
       await fingerprintFile(b.fd, b.size, this.hello.pageSize, first, `base "${b.name}" (${b.path})`, async (entries, count) => {
         if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
-        for (let i = 0; i < count; ) {
+        for (let i = 0; i < count;) {
           const k = Math.min(count - i, MAX_FINGERPRINTS_PER_FRAME - n);
           frame.set(entries.subarray(i * ENTRY_SIZE, (i + k) * ENTRY_SIZE), n * ENTRY_SIZE);
           n += k;
@@ -204,7 +212,12 @@ export class DeltaReceiver {
         } catch (e) {
           throw e instanceof PageStateLimitError ? e.at(name, place) : e;
         }
-        if (!fresh) throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${p * ps} of ram block "${name}" received twice (delta reference ${i})`, place);
+        if (!fresh)
+          throw new ProtocolError(
+            'ERR_PAGE_REPEATED',
+            `page at offset ${p * ps} of ram block "${name}" received twice (delta reference ${i})`,
+            place,
+          );
       }
       total += r.count;
     });
@@ -243,7 +256,14 @@ export class DeltaReceiver {
         if (fd === undefined) fds.set(srcName, (fd = fs.openSync(src.output.writePath, 'r')));
         let to = byBlock.get(block);
         if (!to) byBlock.set(block, (to = { name, segments: [] }));
-        to.segments.push({ fd, size: src.size, what: `ram block "${srcName}" (${src.output.writePath})`, src: ref.src, dst: ref.dst, count: ref.count });
+        to.segments.push({
+          fd,
+          size: src.size,
+          what: `ram block "${srcName}" (${src.output.writePath})`,
+          src: ref.src,
+          dst: ref.dst,
+          count: ref.count,
+        });
       }
       for (const [block, { name, segments }] of byBlock) await this.copy(block, name, segments);
     } finally {
@@ -266,7 +286,7 @@ export class DeltaReceiver {
       let batch: Segment[] = [];
       let n = 0;
       for (const seg of segments) {
-        for (let done = 0; done < seg.count; ) {
+        for (let done = 0; done < seg.count;) {
           const k = Math.min(seg.count - done, COPY_PAGES - n);
           batch.push({ ...seg, src: seg.src + done, dst: seg.dst + done, count: k });
           n += k;
@@ -303,9 +323,17 @@ export class DeltaReceiver {
           try {
             got = await readFully(seg.fd, into, want, at);
           } catch (e) {
-            throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `delta: reading ${seg.what}: ${(e as Error).message}`, e);
+            throw new IoError(
+              `ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`,
+              `delta: reading ${seg.what}: ${(e as Error).message}`,
+              e,
+            );
           }
-          if (got < want) throw new IoError('ERR_DELTA_BASE_SHORT', `delta: reading ${seg.what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`);
+          if (got < want)
+            throw new IoError(
+              'ERR_DELTA_BASE_SHORT',
+              `delta: reading ${seg.what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`,
+            );
         })(),
       );
     }
@@ -315,12 +343,18 @@ export class DeltaReceiver {
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const crc = new Uint32Array(n);
     try {
-      await block.output.use((out) => writePacket({ fd: out, pages: [buf], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }));
+      await block.output.use((out) =>
+        writePacket({ fd: out, pages: [buf], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }),
+      );
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {
-        throw new IoError('ERR_DELTA_PAST_END', `delta: the page copied to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`);
+        throw new IoError(
+          'ERR_DELTA_PAST_END',
+          `delta: the page copied to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`,
+        );
       }
-      if (e instanceof PacketIoError) throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
+      if (e instanceof PacketIoError)
+        throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
       throw e;
     }
     for (let j = 0; j < n; j++) block.digest.add(offsets[j]! / ps, crc[j]!);

@@ -56,7 +56,12 @@ export interface DeltaPlan {
  * `fingerprints` frames before `ready`. Returns that answer and, when
  * `ready` offers bases, the plan (already handed to the pipeline).
  */
-export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
+export async function deltaAnswer(
+  asked: boolean,
+  next: () => Promise<ControlMessage>,
+  p: SendPipeline,
+  log: Logger,
+): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   // The images are fingerprinted while the receiver fingerprints its bases.
   const prints = asked ? fingerprintImages(p.blocks, p.pageSize) : null;
   prints?.catch(() => {}); // awaited once the receiver has answered
@@ -64,7 +69,11 @@ export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMes
   let count = 0;
   let m = await next();
   while (m.type === 'fingerprints') {
-    if (!asked) throw new ProtocolError('ERR_CONTROL_UNEXPECTED', 'control channel: received "fingerprints", but this migration did not ask for delta transfer');
+    if (!asked)
+      throw new ProtocolError(
+        'ERR_CONTROL_UNEXPECTED',
+        'control channel: received "fingerprints", but this migration did not ask for delta transfer',
+      );
     const b = Buffer.from((m as Fingerprints).entries, 'base64');
     chunks.push(b);
     count += b.length / ENTRY_SIZE;
@@ -74,20 +83,35 @@ export async function deltaAnswer(asked: boolean, next: () => Promise<ControlMes
     if (m.type === 'ready' && asked) log.warn('the receiver offers no bases (mfd recv without --delta): every page goes as data');
     return { ready: m, plan: null };
   }
-  if (!asked) throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.delta received, but this migration did not ask for delta transfer');
+  if (!asked)
+    throw new ProtocolError(
+      'ERR_CONTROL_MESSAGE',
+      'control channel: ready.delta received, but this migration did not ask for delta transfer',
+    );
   const offer = m.delta;
-  if (count !== offer.fingerprints) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ready.delta.fingerprints received ${offer.fingerprints}, expected ${count} (the entries of the fingerprints frames)`);
+  if (count !== offer.fingerprints)
+    throw new ProtocolError(
+      'ERR_CONTROL_MESSAGE',
+      `control channel: ready.delta.fingerprints received ${offer.fingerprints}, expected ${count} (the entries of the fingerprints frames)`,
+    );
   const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   chunks.length = 0;
   const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
   for (let i = 0; i < count; i++) {
     const idx = entryIndex(table, i);
-    if (idx >= basePages) throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: fingerprint ${i} names base page ${idx}, expected below ${basePages} (the bases' pages)`);
+    if (idx >= basePages)
+      throw new ProtocolError(
+        'ERR_CONTROL_MESSAGE',
+        `control channel: fingerprint ${i} names base page ${idx}, expected below ${basePages} (the bases' pages)`,
+      );
   }
   await sortEntries(table, count);
   const plan = await planDelta(p.blocks, p.pageSize, await prints!, table, count, offer);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
-  log.info({ bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages }, 'delta transfer planned');
+  log.info(
+    { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },
+    'delta transfer planned',
+  );
   return { ready: m, plan };
 }
 
@@ -127,7 +151,8 @@ export interface ImagePrints {
 export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: number): Promise<ImagePrints> {
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
-  if (total >= NO_MATCH) throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
+  if (total >= NO_MATCH)
+    throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
   const blockStart = prefix(pagesOf);
   const nonzero = new Uint8Array(total);
   const crcs = pagesOf.map((n) => new Uint32Array(n));
@@ -157,7 +182,14 @@ export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: 
 }
 
 /** Matches the images' fingerprints against the receiver's table and decides, page by page, what travels as a reference. */
-export async function planDelta(blocks: readonly SendBlock[], pageSize: number, prints: ImagePrints, table: Uint8Array, tableCount: number, offer: ReadyDelta): Promise<DeltaPlan> {
+export async function planDelta(
+  blocks: readonly SendBlock[],
+  pageSize: number,
+  prints: ImagePrints,
+  table: Uint8Array,
+  tableCount: number,
+  offer: ReadyDelta,
+): Promise<DeltaPlan> {
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
   const blockStart = prefix(pagesOf);
@@ -203,7 +235,7 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
     };
     // Runs of zero pages with a reference on either side go as zero references.
     const zeroRef = new Uint8Array(n);
-    for (let a = 0; a < n; ) {
+    for (let a = 0; a < n;) {
       if (nonzero[blockStart[k]! + a]) {
         a++;
         continue;
@@ -233,7 +265,8 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
         src = s - blockStart[sb]!;
         plan.migrationPages++;
       } else continue;
-      if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src)) last.count++;
+      if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src))
+        last.count++;
       else refs.push((last = { source, count: 1, dst: page, src }));
       if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
       else held.push(page, 1);
@@ -241,10 +274,11 @@ export async function planDelta(blocks: readonly SendBlock[], pageSize: number, 
     }
     if (held.length > 0) plan.held.set(b, held);
     // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
-    for (let i = 0; i < refs.length; ) {
+    for (let i = 0; i < refs.length;) {
       let j = i;
       let pages = 0;
-      while (j < refs.length && j - i < MAX_REFS_PER_PACKET && (pages === 0 || pages + refs[j]!.count <= REF_PACKET_PAGES)) pages += refs[j++]!.count;
+      while (j < refs.length && j - i < MAX_REFS_PER_PACKET && (pages === 0 || pages + refs[j]!.count <= REF_PACKET_PAGES))
+        pages += refs[j++]!.count;
       plan.packets.push({ block: b, flags: MFD_FLAG_DELTA_REF, payload: encodeRefs(refs.slice(i, j)), pages });
       i = j;
     }

@@ -79,14 +79,31 @@ export function decodeRefs(payload: Uint8Array): PageRef[] {
 export function checkRefHeader(h: PacketHeader, ctx: PacketCheckContext): { ramblock: string; size: number } {
   const place = { channel: ctx.channel, packetNum: h.packetNum };
   if (!ctx.deltaRefs) {
-    throw new ProtocolError('ERR_PACKET_METHOD', `flags received ${hex(h.flags & MULTIFD_FLAG_COMPRESSION_MASK)} (an mfd delta reference packet), expected ${hex(ctx.methodFlag)}: delta transfer was not negotiated`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_METHOD',
+      `flags received ${hex(h.flags & MULTIFD_FLAG_COMPRESSION_MASK)} (an mfd delta reference packet), expected ${hex(ctx.methodFlag)}: delta transfer was not negotiated`,
+      place,
+    );
   }
-  if (h.pagesAlloc !== ctx.pageCount) throw new ProtocolError('ERR_PACKET_PAGES_ALLOC', `delta reference packet: pages_alloc received ${h.pagesAlloc}, expected ${ctx.pageCount}`, place);
+  if (h.pagesAlloc !== ctx.pageCount)
+    throw new ProtocolError(
+      'ERR_PACKET_PAGES_ALLOC',
+      `delta reference packet: pages_alloc received ${h.pagesAlloc}, expected ${ctx.pageCount}`,
+      place,
+    );
   if (h.normalPages !== 0 || h.zeroPages !== 0) {
-    throw new ProtocolError('ERR_PACKET_NORMAL_PAGES', `delta reference packet: received ${h.normalPages} normal and ${h.zeroPages} zero pages, expected 0 and 0`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_NORMAL_PAGES',
+      `delta reference packet: received ${h.normalPages} normal and ${h.zeroPages} zero pages, expected 0 and 0`,
+      place,
+    );
   }
   if (h.nextPacketSize === 0 || h.nextPacketSize % REF_ENTRY_SIZE !== 0 || h.nextPacketSize > MAX_REFS_PER_PACKET * REF_ENTRY_SIZE) {
-    throw new ProtocolError('ERR_PACKET_SIZE', `delta reference packet: next_packet_size received ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} in ${REF_ENTRY_SIZE}..${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_SIZE',
+      `delta reference packet: next_packet_size received ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} in ${REF_ENTRY_SIZE}..${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}`,
+      place,
+    );
   }
   const name = ramblockName(h);
   if (!h.ramblockTerminated) throw new ProtocolError('ERR_PACKET_RAMBLOCK', 'ramblock name is not NUL-terminated within 256 bytes', place);
@@ -105,22 +122,39 @@ export interface RefLimits {
  * Checks one reference against its packet's ramblock (`pages` pages) and
  * the sources; a ProtocolError names the reference, received vs expected.
  */
-export function checkRef(r: PageRef, i: number, pages: number, limits: RefLimits, name: string, place: { channel: number; packetNum: bigint }): void {
+export function checkRef(
+  r: PageRef,
+  i: number,
+  pages: number,
+  limits: RefLimits,
+  name: string,
+  place: { channel: number; packetNum: bigint },
+): void {
   const what = `delta reference ${i} of ram block "${name}"`;
   if (r.count < 1 || !(r.dst + r.count <= pages)) {
-    throw new ProtocolError('ERR_DELTA_REF', `${what}: pages ${r.dst}..${r.dst + r.count - 1} received, expected a run of at least 1 within the block's ${pages} pages`, place);
+    throw new ProtocolError(
+      'ERR_DELTA_REF',
+      `${what}: pages ${r.dst}..${r.dst + r.count - 1} received, expected a run of at least 1 within the block's ${pages} pages`,
+      place,
+    );
   }
   if (r.source === SOURCE_ZERO) {
-    if (r.src !== 0) throw new ProtocolError('ERR_DELTA_REF', `${what}: a run of zero pages with source page ${r.src} received, expected 0`, place);
+    if (r.src !== 0)
+      throw new ProtocolError('ERR_DELTA_REF', `${what}: a run of zero pages with source page ${r.src} received, expected 0`, place);
     return;
   }
   const migration = (r.source & SOURCE_MIGRATION) !== 0;
   const index = migration ? r.source & ~SOURCE_MIGRATION : r.source;
   const sizes = migration ? limits.blockPages : limits.basePages;
   const kind = migration ? 'ram block' : 'base';
-  if (index >= sizes.length) throw new ProtocolError('ERR_DELTA_REF', `${what}: source ${kind} ${index} received, expected below ${sizes.length}`, place);
+  if (index >= sizes.length)
+    throw new ProtocolError('ERR_DELTA_REF', `${what}: source ${kind} ${index} received, expected below ${sizes.length}`, place);
   if (!(r.src + r.count <= sizes[index]!)) {
-    throw new ProtocolError('ERR_DELTA_REF', `${what}: source pages ${r.src}..${r.src + r.count - 1} of ${kind} ${index} received, expected within its ${sizes[index]} pages`, place);
+    throw new ProtocolError(
+      'ERR_DELTA_REF',
+      `${what}: source pages ${r.src}..${r.src + r.count - 1} of ${kind} ${index} received, expected within its ${sizes[index]} pages`,
+      place,
+    );
   }
 }
 

@@ -109,9 +109,20 @@ function readU64(dv: DataView, at: number): number {
 
 /** Encodes the whole header (its exact length; the caller pads to dataOffset). */
 export function encodeHeader(h: FileHeader): Uint8Array {
-  const params = Buffer.from(JSON.stringify({ compression: h.compression, methodParams: h.methodParams, zeroPageDetection: h.zeroPageDetection, digest: h.digest } satisfies FileParameters), 'utf8');
+  const params = Buffer.from(
+    JSON.stringify({
+      compression: h.compression,
+      methodParams: h.methodParams,
+      zeroPageDetection: h.zeroPageDetection,
+      digest: h.digest,
+    } satisfies FileParameters),
+    'utf8',
+  );
   const names = h.ramblocks.map((b) => Buffer.from(b.name, 'utf8'));
-  const length = headerLength(params.length, names.map((n) => n.length));
+  const length = headerLength(
+    params.length,
+    names.map((n) => n.length),
+  );
   const out = new Uint8Array(length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, FILE_MAGIC);
@@ -152,7 +163,10 @@ export function peekHeader(fixed: Uint8Array, base: number): number {
   const dv = new DataView(fixed.buffer, fixed.byteOffset, HEADER_FIXED_SIZE);
   const magic = dv.getUint32(0);
   if (magic !== FILE_MAGIC) {
-    throw fileError('ERR_FILE_MAGIC', `not an mfd migration file: bytes ${base}..${base + 3} are ${hex(magic)}, expected ${hex(FILE_MAGIC)} ('MFDF')`);
+    throw fileError(
+      'ERR_FILE_MAGIC',
+      `not an mfd migration file: bytes ${base}..${base + 3} are ${hex(magic)}, expected ${hex(FILE_MAGIC)} ('MFDF')`,
+    );
   }
   const version = dv.getUint32(4);
   if (version !== FILE_VERSION) throw fileError('ERR_FILE_VERSION', `header at byte ${base}: version ${version}, expected ${FILE_VERSION}`);
@@ -174,37 +188,51 @@ export function decodeHeader(buf: Uint8Array, base: number): FileHeader {
   const stored = dv.getUint32(length - 4);
   const computed = native.crc32c(buf.subarray(0, length - 4));
   if (stored !== computed) {
-    throw fileError('ERR_FILE_HEADER_CRC', `header checksum (byte ${base + length - 4}) received ${hex(stored)}, computed ${hex(computed)} over bytes ${base}..${base + length - 5}: the header is corrupt`);
+    throw fileError(
+      'ERR_FILE_HEADER_CRC',
+      `header checksum (byte ${base + length - 4}) received ${hex(stored)}, computed ${hex(computed)} over bytes ${base}..${base + length - 5}: the header is corrupt`,
+    );
   }
   const at = (rel: number): string => `header field at byte ${base + rel}`;
   const code = dv.getUint32(12);
   const layout = (Object.keys(LAYOUT_CODES) as Layout[]).find((k) => LAYOUT_CODES[k] === code);
   if (!layout) throw fileError('ERR_FILE_HEADER', `${at(12)}: layout ${code}, expected 1 (stream) or 2 (mapped-ram)`);
   const pageSize = dv.getUint32(16);
-  if (!(PAGE_SIZES as readonly number[]).includes(pageSize)) throw fileError('ERR_FILE_HEADER', `${at(16)}: page size ${pageSize}, expected one of ${PAGE_SIZES.join(', ')}`);
+  if (!(PAGE_SIZES as readonly number[]).includes(pageSize))
+    throw fileError('ERR_FILE_HEADER', `${at(16)}: page size ${pageSize}, expected one of ${PAGE_SIZES.join(', ')}`);
   const packetSize = dv.getUint32(20);
-  if (packetSize !== MULTIFD_PACKET_SIZE) throw fileError('ERR_FILE_HEADER', `${at(20)}: packet size ${packetSize}, expected ${MULTIFD_PACKET_SIZE}`);
+  if (packetSize !== MULTIFD_PACKET_SIZE)
+    throw fileError('ERR_FILE_HEADER', `${at(20)}: packet size ${packetSize}, expected ${MULTIFD_PACKET_SIZE}`);
   const channels = dv.getUint32(24);
-  if (channels < 1 || channels > MAX_CHANNELS) throw fileError('ERR_FILE_HEADER', `${at(24)}: ${channels} channels, expected 1..${MAX_CHANNELS}`);
+  if (channels < 1 || channels > MAX_CHANNELS)
+    throw fileError('ERR_FILE_HEADER', `${at(24)}: ${channels} channels, expected 1..${MAX_CHANNELS}`);
   const methodFlag = dv.getUint32(28);
   const uuid = uuidToString(buf.subarray(32, 48));
   const dataOffset = readU64(dv, 48);
   const count = dv.getUint32(56);
   if (count > MAX_RAMBLOCKS) throw fileError('ERR_FILE_HEADER', `${at(56)}: ${count} ramblocks, expected at most ${MAX_RAMBLOCKS}`);
   const paramsLength = dv.getUint32(60);
-  if (paramsLength > length - HEADER_FIXED_SIZE - 4) throw fileError('ERR_FILE_HEADER', `${at(60)}: parameters of ${paramsLength} bytes, but the header has ${length - HEADER_FIXED_SIZE - 4} after its fixed part`);
+  if (paramsLength > length - HEADER_FIXED_SIZE - 4)
+    throw fileError(
+      'ERR_FILE_HEADER',
+      `${at(60)}: parameters of ${paramsLength} bytes, but the header has ${length - HEADER_FIXED_SIZE - 4} after its fixed part`,
+    );
   const params = decodeParameters(buf.subarray(HEADER_FIXED_SIZE, HEADER_FIXED_SIZE + paramsLength), base + HEADER_FIXED_SIZE);
   const ramblocks: FileRamblock[] = [];
   const seen = new Set<string>();
   let p = HEADER_FIXED_SIZE + paramsLength;
   for (let i = 0; i < count; i++) {
     const n = p < length - 4 ? buf[p]! : 0;
-    if (p + 1 + n + 24 > length - 4) throw fileError('ERR_FILE_HEADER', `ramblock ${i} at byte ${base + p}: runs past the end of the header (byte ${base + length - 4})`);
+    if (p + 1 + n + 24 > length - 4)
+      throw fileError('ERR_FILE_HEADER', `ramblock ${i} at byte ${base + p}: runs past the end of the header (byte ${base + length - 4})`);
     if (n === 0) throw fileError('ERR_FILE_HEADER', `ramblock ${i} at byte ${base + p}: empty name`);
     const nameBytes = buf.subarray(p + 1, p + 1 + n);
     const name = Buffer.from(nameBytes).toString('utf8');
     if (nameBytes.includes(0) || Buffer.byteLength(name, 'utf8') !== n || n > RAMBLOCK_NAME_MAX) {
-      throw fileError('ERR_FILE_HEADER', `ramblock ${i} at byte ${base + p}: name is not 1..${RAMBLOCK_NAME_MAX} bytes of UTF-8 without NUL`);
+      throw fileError(
+        'ERR_FILE_HEADER',
+        `ramblock ${i} at byte ${base + p}: name is not 1..${RAMBLOCK_NAME_MAX} bytes of UTF-8 without NUL`,
+      );
     }
     if (seen.has(name)) throw fileError('ERR_FILE_HEADER', `ramblock ${i} at byte ${base + p}: name "${name}" appears twice`);
     seen.add(name);
@@ -218,9 +246,16 @@ export function decodeHeader(buf: Uint8Array, base: number): FileHeader {
     ramblocks.push({ name, size, bitmapOffset, regionOffset });
     p += 24;
   }
-  if (p !== length - 4) throw fileError('ERR_FILE_HEADER', `header at byte ${base}: ramblock table ends at byte ${base + p}, expected ${base + length - 4} (the checksum)`);
+  if (p !== length - 4)
+    throw fileError(
+      'ERR_FILE_HEADER',
+      `header at byte ${base}: ramblock table ends at byte ${base + p}, expected ${base + length - 4} (the checksum)`,
+    );
   if (!Number.isSafeInteger(dataOffset) || dataOffset % FILE_ALIGN !== 0 || dataOffset < alignUp(length, FILE_ALIGN)) {
-    throw fileError('ERR_FILE_HEADER', `${at(48)}: data offset ${dataOffset}, expected a multiple of ${FILE_ALIGN} from ${alignUp(length, FILE_ALIGN)} on (after the header)`);
+    throw fileError(
+      'ERR_FILE_HEADER',
+      `${at(48)}: data offset ${dataOffset}, expected a multiple of ${FILE_ALIGN} from ${alignUp(length, FILE_ALIGN)} on (after the header)`,
+    );
   }
   return { layout, pageSize, packetSize, channels, methodFlag, uuid, dataOffset, ramblocks, ...params };
 }
@@ -237,7 +272,10 @@ function decodeParameters(bytes: Uint8Array, at: number): FileParameters {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('not a JSON object');
   const o = v as Record<string, unknown>;
-  const str = (k: string): string => (typeof o[k] === 'string' && (o[k] as string).length <= 64 ? (o[k] as string) : bad(`${k} received ${JSON.stringify(o[k])?.slice(0, 40)}, expected a string`));
+  const str = (k: string): string =>
+    typeof o[k] === 'string' && (o[k] as string).length <= 64
+      ? (o[k] as string)
+      : bad(`${k} received ${JSON.stringify(o[k])?.slice(0, 40)}, expected a string`);
   const mp = o.methodParams;
   if (typeof mp !== 'object' || mp === null || Array.isArray(mp)) return bad('methodParams is not an object');
   const methodParams: Record<string, number | string | boolean> = {};
@@ -285,11 +323,16 @@ export function decodeTail(tail: Uint8Array, fileEnd: number, room: number): num
   const dv = new DataView(tail.buffer, tail.byteOffset, TAIL_SIZE);
   const magic = dv.getUint32(0);
   if (magic !== END_MAGIC) {
-    throw incomplete(`no trailer at its end (bytes ${fileEnd - TAIL_SIZE}..${fileEnd - TAIL_SIZE + 3} are ${hex(magic)}, expected ${hex(END_MAGIC)} 'MFDE'): the save did not finish, or the file was cut short`);
+    throw incomplete(
+      `no trailer at its end (bytes ${fileEnd - TAIL_SIZE}..${fileEnd - TAIL_SIZE + 3} are ${hex(magic)}, expected ${hex(END_MAGIC)} 'MFDE'): the save did not finish, or the file was cut short`,
+    );
   }
   const length = dv.getUint32(4);
   if (length < FILE_ALIGN || length % FILE_ALIGN !== 0 || length > Math.min(TRAILER_MAX, room)) {
-    throw fileError('ERR_FILE_TRAILER', `trailer length (byte ${fileEnd - 12}) ${length}, expected a multiple of ${FILE_ALIGN} up to ${Math.min(TRAILER_MAX, room)}`);
+    throw fileError(
+      'ERR_FILE_TRAILER',
+      `trailer length (byte ${fileEnd - 12}) ${length}, expected a multiple of ${FILE_ALIGN} up to ${Math.min(TRAILER_MAX, room)}`,
+    );
   }
   return length;
 }
@@ -301,7 +344,10 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
   const stored = dv.getUint32(length - 4);
   const computed = native.crc32c(buf.subarray(0, length - 4));
   if (stored !== computed) {
-    throw fileError('ERR_FILE_TRAILER_CRC', `trailer checksum (byte ${base + length - 4}) received ${hex(stored)}, computed ${hex(computed)} over bytes ${base}..${base + length - 5}: the trailer is corrupt`);
+    throw fileError(
+      'ERR_FILE_TRAILER_CRC',
+      `trailer checksum (byte ${base + length - 4}) received ${hex(stored)}, computed ${hex(computed)} over bytes ${base}..${base + length - 5}: the trailer is corrupt`,
+    );
   }
   const bad = (rel: number, why: string): never => {
     throw fileError('ERR_FILE_TRAILER', `trailer field at byte ${base + rel}: ${why}`);
@@ -315,7 +361,8 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
   if (channels !== header.channels) bad(32, `${channels} channels, expected ${header.channels} (the header's)`);
   const count = dv.getUint32(36);
   if (count !== header.ramblocks.length) bad(36, `${count} ramblocks, expected ${header.ramblocks.length} (the header's)`);
-  if (TRAILER_FIXED_SIZE + 8 * channels + TRAILER_BLOCK_ENTRY * count + TAIL_SIZE > length) bad(32, `counts do not fit in its ${length} bytes`);
+  if (TRAILER_FIXED_SIZE + 8 * channels + TRAILER_BLOCK_ENTRY * count + TAIL_SIZE > length)
+    bad(32, `counts do not fit in its ${length} bytes`);
   let at = TRAILER_FIXED_SIZE;
   const packets: number[] = [];
   for (let i = 0; i < channels; i++, at += 8) {
@@ -328,7 +375,8 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
     const pages = Math.ceil(header.ramblocks[i]!.size / header.pageSize);
     const normalPages = readU64(dv, at + 8);
     const zeroPages = readU64(dv, at + 16);
-    if (normalPages + zeroPages !== pages) bad(at + 8, `ram block "${header.ramblocks[i]!.name}": ${normalPages} normal + ${zeroPages} zero pages, expected ${pages} in all`);
+    if (normalPages + zeroPages !== pages)
+      bad(at + 8, `ram block "${header.ramblocks[i]!.name}": ${normalPages} normal + ${zeroPages} zero pages, expected ${pages} in all`);
     blocks.push({ digest: Buffer.from(buf.subarray(at, at + 8)).toString('hex'), normalPages, zeroPages });
   }
   return { uuid, dataEnd, packets, blocks };
@@ -352,17 +400,27 @@ export interface RecordHeader {
 export function decodeRecordHeader(b: Uint8Array, abs: number, channels: number, maxPacket: number): RecordHeader {
   const dv = new DataView(b.buffer, b.byteOffset, RECORD_HEADER_SIZE);
   const magic = dv.getUint32(0);
-  if (magic !== RECORD_MAGIC) throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: magic ${hex(magic)}, expected ${hex(RECORD_MAGIC)} ('MFDR')`);
+  if (magic !== RECORD_MAGIC)
+    throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: magic ${hex(magic)}, expected ${hex(RECORD_MAGIC)} ('MFDR')`);
   const channel = b[4]!;
-  if (channel >= channels) throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: channel ${channel}, expected less than ${channels} (the header's channel count)`);
-  if (b[5] !== 0 || b[6] !== 0 || b[7] !== 0) throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: reserved bytes ${abs + 5}..${abs + 7} are not zero`);
+  if (channel >= channels)
+    throw fileError(
+      'ERR_FILE_RECORD',
+      `record at byte ${abs}: channel ${channel}, expected less than ${channels} (the header's channel count)`,
+    );
+  if (b[5] !== 0 || b[6] !== 0 || b[7] !== 0)
+    throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: reserved bytes ${abs + 5}..${abs + 7} are not zero`);
   const packetLength = dv.getUint32(8);
-  if (packetLength > maxPacket) throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: packet of ${packetLength} bytes, expected at most ${maxPacket}`);
+  if (packetLength > maxPacket)
+    throw fileError('ERR_FILE_RECORD', `record at byte ${abs}: packet of ${packetLength} bytes, expected at most ${maxPacket}`);
   return { channel, packetLength };
 }
 
 export function recordCrcError(abs: number, channel: number, stored: number, computed: number, length: number): ProtocolError {
-  return fileError('ERR_FILE_RECORD_CRC', `record at byte ${abs} (channel ${channel}, ${length} bytes): checksum received ${hex(stored)}, computed ${hex(computed)}: the record is corrupt`);
+  return fileError(
+    'ERR_FILE_RECORD_CRC',
+    `record at byte ${abs} (channel ${channel}, ${length} bytes): checksum received ${hex(stored)}, computed ${hex(computed)}: the record is corrupt`,
+  );
 }
 
 export { fileError };

@@ -14,7 +14,18 @@ import { checkPacketHeader, decodePacketHeader, ramblockName } from '../wire/pac
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { methodByFlag } from '../methods/index.js';
 import { MAX_LISTED_PACKETS, type InspectedPacket } from '../inspect/inspect.js';
-import { bitmapBytes, decodeHeader, decodeTail, decodeTrailer, FILE_MAGIC, HEADER_FIXED_SIZE, peekHeader, TAIL_SIZE, type FileHeader, type FileTrailer } from './format.js';
+import {
+  bitmapBytes,
+  decodeHeader,
+  decodeTail,
+  decodeTrailer,
+  FILE_MAGIC,
+  HEADER_FIXED_SIZE,
+  peekHeader,
+  TAIL_SIZE,
+  type FileHeader,
+  type FileTrailer,
+} from './format.js';
 import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { fileMethod, restoreFromFile } from './restore.js';
@@ -65,7 +76,19 @@ export function atOf(e: unknown, fallback: number): number {
 
 export async function inspectFile(t: FileTarget): Promise<FileReport> {
   const f = openForRestore(t);
-  const report: FileReport = { file: t.path, offset: t.offset, bytes: f.size, header: null, ramblocks: [], packets: [], channels: [], bitmaps: [], trailer: { valid: false, reason: 'not read' }, check: null, errors: [] };
+  const report: FileReport = {
+    file: t.path,
+    offset: t.offset,
+    bytes: f.size,
+    header: null,
+    ramblocks: [],
+    packets: [],
+    channels: [],
+    bitmaps: [],
+    trailer: { valid: false, reason: 'not read' },
+    check: null,
+    errors: [],
+  };
   const err = (e: unknown, fallback: number): void => {
     const message = e instanceof MfdError ? e.message : String((e as Error).message ?? e);
     report.errors.push({ at: atOf(e, fallback), message });
@@ -122,11 +145,26 @@ export async function inspectFile(t: FileTarget): Promise<FileReport> {
   return report;
 }
 
-async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: FileTrailer | null, room: number, report: FileReport, err: (e: unknown, at: number) => void): Promise<void> {
+async function inspectRecords(
+  fd: number,
+  base: number,
+  h: FileHeader,
+  trailer: FileTrailer | null,
+  room: number,
+  report: FileReport,
+  err: (e: unknown, at: number) => void,
+): Promise<void> {
   const hs = packetHeaderSize(h.pageSize);
   const perPacket = pageCount(h.pageSize);
   const method = methodByFlag(h.methodFlag)!;
-  report.channels = Array.from({ length: h.channels }, (_, id) => ({ id, packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0 }));
+  report.channels = Array.from({ length: h.channels }, (_, id) => ({
+    id,
+    packets: 0,
+    syncPackets: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    payloadBytes: 0,
+  }));
   const sizes = new Map(h.ramblocks.map((b) => [b.name, { size: b.size }]));
   const end = trailer ? trailer.dataEnd : room;
   try {
@@ -151,26 +189,35 @@ async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: 
       }
       const p = decodePacketHeader(head, perPacket);
       try {
-        checkPacketHeader(p, { channel: rec.channel, pageSize: h.pageSize, pageCount: perPacket, methodFlag: h.methodFlag, exactPayload: method.exactPayload, maxPayload: (n) => method.maxPayload(n, h.pageSize), lookupRamblock: (n) => sizes.get(n) });
+        checkPacketHeader(p, {
+          channel: rec.channel,
+          pageSize: h.pageSize,
+          pageCount: perPacket,
+          methodFlag: h.methodFlag,
+          exactPayload: method.exactPayload,
+          maxPayload: (n) => method.maxPayload(n, h.pageSize),
+          lookupRamblock: (n) => sizes.get(n),
+        });
       } catch (e) {
         err(new Error(`record at byte ${rec.at}: ${(e as Error).message}`), rec.at);
       }
       const flags = p.flags;
       const payload = rec.length - hs;
       const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
-      if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push({
-        at: rec.at,
-        kind: 'ram',
-        channel: rec.channel,
-        packetNum: p.packetNum.toString(),
-        flags: `${flags & MULTIFD_FLAG_SYNC ? 'SYNC|' : ''}${m?.name ?? '?'}`,
-        method: m?.name ?? '?',
-        ramblock: ramblockName(p),
-        normalPages: p.normalPages,
-        zeroPages: p.zeroPages,
-        payloadBytes: payload,
-        ratio: p.normalPages ? Math.round((payload / (p.normalPages * h.pageSize)) * 1e4) / 1e4 : 0,
-      });
+      if (report.packets.length < MAX_LISTED_PACKETS)
+        report.packets.push({
+          at: rec.at,
+          kind: 'ram',
+          channel: rec.channel,
+          packetNum: p.packetNum.toString(),
+          flags: `${flags & MULTIFD_FLAG_SYNC ? 'SYNC|' : ''}${m?.name ?? '?'}`,
+          method: m?.name ?? '?',
+          ramblock: ramblockName(p),
+          normalPages: p.normalPages,
+          zeroPages: p.zeroPages,
+          payloadBytes: payload,
+          ratio: p.normalPages ? Math.round((payload / (p.normalPages * h.pageSize)) * 1e4) / 1e4 : 0,
+        });
       const c = report.channels[rec.channel]!;
       c.packets++;
       if (flags & MULTIFD_FLAG_SYNC) c.syncPackets++;
@@ -183,12 +230,19 @@ async function inspectRecords(fd: number, base: number, h: FileHeader, trailer: 
   }
   if (trailer) {
     report.channels.forEach((c, i) => {
-      if (c.packets !== trailer.packets[i]) err(new Error(`channel ${i}: ${c.packets} packets in the file, the trailer counts ${trailer.packets[i]}`), base + end);
+      if (c.packets !== trailer.packets[i])
+        err(new Error(`channel ${i}: ${c.packets} packets in the file, the trailer counts ${trailer.packets[i]}`), base + end);
     });
   }
 }
 
-async function inspectBitmaps(h: FileHeader, trailer: FileTrailer | null, read: (at: number, n: number) => Promise<Buffer>, report: FileReport, err: (e: unknown, at: number) => void): Promise<void> {
+async function inspectBitmaps(
+  h: FileHeader,
+  trailer: FileTrailer | null,
+  read: (at: number, n: number) => Promise<Buffer>,
+  report: FileReport,
+  err: (e: unknown, at: number) => void,
+): Promise<void> {
   for (const [i, b] of h.ramblocks.entries()) {
     const pages = Math.ceil(b.size / h.pageSize);
     const n = bitmapBytes(b.size, h.pageSize);
@@ -197,7 +251,13 @@ async function inspectBitmaps(h: FileHeader, trailer: FileTrailer | null, read: 
       const map = n > 0 ? await read(b.bitmapOffset, n) : Buffer.alloc(0);
       for (let k = 0; k < n * 8; k++) {
         if (!(map[k >>> 3]! & (1 << (k & 7)))) continue;
-        if (k >= pages) err(new Error(`bitmap of ram block "${b.name}" (byte ${report.offset + b.bitmapOffset + (k >>> 3)}): bit ${k} is set, past the block's ${pages} pages`), 0);
+        if (k >= pages)
+          err(
+            new Error(
+              `bitmap of ram block "${b.name}" (byte ${report.offset + b.bitmapOffset + (k >>> 3)}): bit ${k} is set, past the block's ${pages} pages`,
+            ),
+            0,
+          );
         else present++;
       }
     } catch (e) {
@@ -205,7 +265,10 @@ async function inspectBitmaps(h: FileHeader, trailer: FileTrailer | null, read: 
     }
     report.bitmaps.push({ name: b.name, pages, present });
     if (trailer && trailer.blocks[i]!.normalPages !== present) {
-      err(new Error(`ram block "${b.name}": bitmap has ${present} pages present, the trailer counts ${trailer.blocks[i]!.normalPages}`), report.offset + b.bitmapOffset);
+      err(
+        new Error(`ram block "${b.name}": bitmap has ${present} pages present, the trailer counts ${trailer.blocks[i]!.normalPages}`),
+        report.offset + b.bitmapOffset,
+      );
     }
   }
 }
@@ -214,9 +277,13 @@ export function formatFileReport(r: FileReport): string {
   const lines = [`${r.file}: migration file at byte ${r.offset}, file of ${r.bytes} bytes`];
   const h = r.header;
   if (h) {
-    lines.push(`  header: version 1, layout ${h.layout}, uuid ${h.uuid}, ${h.channels} channel(s), page size ${h.pageSize}, compression ${h.compression} ${JSON.stringify(h.methodParams)}, zero-page detection ${h.zeroPageDetection}, digest ${h.digest}, data at byte ${r.offset + h.dataOffset}`);
+    lines.push(
+      `  header: version 1, layout ${h.layout}, uuid ${h.uuid}, ${h.channels} channel(s), page size ${h.pageSize}, compression ${h.compression} ${JSON.stringify(h.methodParams)}, zero-page detection ${h.zeroPageDetection}, digest ${h.digest}, data at byte ${r.offset + h.dataOffset}`,
+    );
     for (const b of r.ramblocks) {
-      lines.push(`  ramblock ${printable(b.name)}: ${b.size} bytes${h.layout === 'mapped-ram' ? `, bitmap at byte ${r.offset + b.bitmapOffset}, pages at byte ${r.offset + b.regionOffset}` : ''}`);
+      lines.push(
+        `  ramblock ${printable(b.name)}: ${b.size} bytes${h.layout === 'mapped-ram' ? `, bitmap at byte ${r.offset + b.bitmapOffset}, pages at byte ${r.offset + b.regionOffset}` : ''}`,
+      );
     }
   }
   if (r.packets.length > 0) {
@@ -228,9 +295,12 @@ export function formatFileReport(r: FileReport): string {
     }
   }
   for (const c of r.channels) {
-    lines.push(`  channel ${c.id}: ${c.packets} packets (${c.syncPackets} SYNC), normal pages ${c.normalPages}, zero pages ${c.zeroPages}, payload ${c.payloadBytes} bytes`);
+    lines.push(
+      `  channel ${c.id}: ${c.packets} packets (${c.syncPackets} SYNC), normal pages ${c.normalPages}, zero pages ${c.zeroPages}, payload ${c.payloadBytes} bytes`,
+    );
   }
-  for (const b of r.bitmaps) lines.push(`  bitmap ${printable(b.name)}: ${b.present} of ${b.pages} pages present, ${b.pages - b.present} zero (holes)`);
+  for (const b of r.bitmaps)
+    lines.push(`  bitmap ${printable(b.name)}: ${b.present} of ${b.pages} pages present, ${b.pages - b.present} zero (holes)`);
   const t = r.trailer;
   if (t.valid) {
     lines.push(`  trailer at byte ${t.at}: valid, data ends at byte ${r.offset + t.dataEnd}, packets per channel ${t.packets.join(' ')}`);

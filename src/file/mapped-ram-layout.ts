@@ -15,7 +15,16 @@ import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelSink, OutgoingPacket } from '../sender/pipeline.js';
 import type { ChannelCounters } from '../stats.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
-import { alignUp, bitmapBytes, FILE_ALIGN, fileError, REGION_ALIGN, type FileHeader, type FileRamblock, type FileTrailer } from './format.js';
+import {
+  alignUp,
+  bitmapBytes,
+  FILE_ALIGN,
+  fileError,
+  REGION_ALIGN,
+  type FileHeader,
+  type FileRamblock,
+  type FileTrailer,
+} from './format.js';
 import type { BlockCounts } from './stream-layout.js';
 import { writeError } from './writer.js';
 import type { WriteGate } from '../write-gate.js';
@@ -36,7 +45,12 @@ export interface MappedRamPlan {
  * 8-byte words each; regions at 1 MiB-aligned absolute file offsets, one after
  * the other, each pages x page size long.
  */
-export function planMappedRam(base: number, headerLength: number, blocks: { name: string; size: number }[], pageSize: number): MappedRamPlan {
+export function planMappedRam(
+  base: number,
+  headerLength: number,
+  blocks: { name: string; size: number }[],
+  pageSize: number,
+): MappedRamPlan {
   const bitmapStart = alignUp(headerLength, FILE_ALIGN);
   let at = bitmapStart;
   const bitmaps = blocks.map((b) => {
@@ -75,7 +89,15 @@ export class PageBitmaps {
 }
 
 /** Channel `channel`'s normal pages, written straight to their places in the file: one positional write per packet. */
-export function mappedRamSink(file: OpenFile, gate: WriteGate, plan: MappedRamPlan, bitmaps: PageBitmaps, pageSize: number, counters: ChannelCounters, blocks: BlockCounts[]): ChannelSink {
+export function mappedRamSink(
+  file: OpenFile,
+  gate: WriteGate,
+  plan: MappedRamPlan,
+  bitmaps: PageBitmaps,
+  pageSize: number,
+  counters: ChannelCounters,
+  blocks: BlockCounts[],
+): ChannelSink {
   return {
     async write(p: OutgoingPacket): Promise<void> {
       try {
@@ -124,7 +146,10 @@ export function checkMappedRamGeometry(h: FileHeader, base: number, trailerOffse
   for (const b of h.ramblocks) {
     const regionLength = Math.ceil(b.size / h.pageSize) * h.pageSize;
     if ((base + b.regionOffset) % h.pageSize !== 0) {
-      throw fileError('ERR_FILE_LAYOUT', `ram block "${b.name}": region at byte ${base + b.regionOffset} has bad alignment (expected a multiple of the page size ${h.pageSize})`);
+      throw fileError(
+        'ERR_FILE_LAYOUT',
+        `ram block "${b.name}": region at byte ${base + b.regionOffset} has bad alignment (expected a multiple of the page size ${h.pageSize})`,
+      );
     }
     spans.push({ from: b.bitmapOffset, to: b.bitmapOffset + bitmapBytes(b.size, h.pageSize), what: `bitmap of ram block "${b.name}"` });
     spans.push({ from: b.regionOffset, to: b.regionOffset + regionLength, what: `region of ram block "${b.name}"` });
@@ -133,10 +158,15 @@ export function checkMappedRamGeometry(h: FileHeader, base: number, trailerOffse
   let prev = { to: h.dataOffset, what: 'the header' };
   for (const s of spans) {
     if (s.from === s.to) continue;
-    if (s.from < prev.to) throw fileError('ERR_FILE_LAYOUT', `${s.what} (bytes ${base + s.from}..${base + s.to - 1}) overlaps ${prev.what} (ending at byte ${base + prev.to - 1})`);
+    if (s.from < prev.to)
+      throw fileError(
+        'ERR_FILE_LAYOUT',
+        `${s.what} (bytes ${base + s.from}..${base + s.to - 1}) overlaps ${prev.what} (ending at byte ${base + prev.to - 1})`,
+      );
     prev = s;
   }
-  if (prev.to > trailerOffset) throw fileError('ERR_FILE_LAYOUT', `${prev.what} ends at byte ${base + prev.to - 1}, past the trailer at byte ${base + trailerOffset}`);
+  if (prev.to > trailerOffset)
+    throw fileError('ERR_FILE_LAYOUT', `${prev.what} ends at byte ${base + prev.to - 1}, past the trailer at byte ${base + trailerOffset}`);
 }
 
 /** Pages per restore read: runs of present pages inside this many pages go out in one read and one write call. */
@@ -178,11 +208,16 @@ export async function restoreMappedRam(r: MappedRamRestore): Promise<void> {
     let present = 0;
     for (let i = 0; i < map.length * 8; i++) {
       if (!(map[i >>> 3]! & (1 << (i & 7)))) continue;
-      if (i >= pages) throw fileError('ERR_FILE_BITMAP_BITS', `bitmap of ram block "${b.name}" (byte ${file.offset + b.bitmapOffset + (i >>> 3)}): bit ${i} is set, past the block's ${pages} pages`);
+      if (i >= pages)
+        throw fileError(
+          'ERR_FILE_BITMAP_BITS',
+          `bitmap of ram block "${b.name}" (byte ${file.offset + b.bitmapOffset + (i >>> 3)}): bit ${i} is set, past the block's ${pages} pages`,
+        );
       present++;
     }
     const want = r.trailer.blocks[bi]!.normalPages;
-    if (present !== want) throw new VerifyError('ERR_FILE_BITMAP', `ram block "${b.name}": bitmap has ${present} pages present, the trailer counts ${want}`);
+    if (present !== want)
+      throw new VerifyError('ERR_FILE_BITMAP', `ram block "${b.name}": bitmap has ${present} pages present, the trailer counts ${want}`);
     for (let first = 0; first < pages; first += perChunk) {
       if (failure || r.failed()) break;
       const buf = await buffers.acquire();
@@ -203,7 +238,16 @@ export async function restoreMappedRam(r: MappedRamRestore): Promise<void> {
   if (failure) throw failure;
 }
 
-async function restoreChunk(r: MappedRamRestore, b: FileRamblock, target: TargetBlock, map: Uint8Array, first: number, count: number, buf: Uint8Array, zeroCrc: number): Promise<void> {
+async function restoreChunk(
+  r: MappedRamRestore,
+  b: FileRamblock,
+  target: TargetBlock,
+  map: Uint8Array,
+  first: number,
+  count: number,
+  buf: Uint8Array,
+  zeroCrc: number,
+): Promise<void> {
   const ps = r.header.pageSize;
   const offsets = new Float64Array(count);
   let normal = 0;
@@ -213,7 +257,7 @@ async function restoreChunk(r: MappedRamRestore, b: FileRamblock, target: Target
   // Runs of present pages, packed into buf in order: one read call for the chunk.
   const pieces: Uint8Array[] = [];
   const positions: number[] = [];
-  for (let j = 0; j < normal; ) {
+  for (let j = 0; j < normal;) {
     let k = j + 1;
     while (k < normal && offsets[k] === offsets[k - 1]! + ps) k++;
     pieces.push(buf.subarray(j * ps, k * ps));
@@ -224,12 +268,28 @@ async function restoreChunk(r: MappedRamRestore, b: FileRamblock, target: Target
   const crc = new Uint32Array(normal);
   if (normal > 0 || r.inPlace) {
     try {
-      await target.output.use((fd) => writePacket({ fd, pages: normal > 0 ? [buf.subarray(0, normal * ps)] : [], pageSize: ps, offsets, normal, zero: count - normal, blockSize: b.size, writeZeros: r.inPlace, crc }));
+      await target.output.use((fd) =>
+        writePacket({
+          fd,
+          pages: normal > 0 ? [buf.subarray(0, normal * ps)] : [],
+          pageSize: ps,
+          offsets,
+          normal,
+          zero: count - normal,
+          blockSize: b.size,
+          writeZeros: r.inPlace,
+          crc,
+        }),
+      );
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {
-        throw new ProtocolError('ERR_PAGE_PAST_END', `migration file: page at offset ${offsets[e.badPage]} runs past the end of ram block "${b.name}" (size ${b.size}) with non-zero bytes`);
+        throw new ProtocolError(
+          'ERR_PAGE_PAST_END',
+          `migration file: page at offset ${offsets[e.badPage]} runs past the end of ram block "${b.name}" (size ${b.size}) with non-zero bytes`,
+        );
       }
-      if (e instanceof PacketIoError) throw new IoError(`ERR_${e.code}`, `writing ram block "${b.name}" to "${target.output.writePath}": ${e.code}`, e);
+      if (e instanceof PacketIoError)
+        throw new IoError(`ERR_${e.code}`, `writing ram block "${b.name}" to "${target.output.writePath}": ${e.code}`, e);
       throw e;
     }
   }

@@ -31,7 +31,21 @@ import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetB
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { openTargets, targetBlock, verifyBlocks, verifyChannels } from '../receiver/targets.js';
-import { alignUp, decodeHeader, decodeTail, decodeTrailer, fileError, FILE_ALIGN, HEADER_FIXED_SIZE, incomplete, peekHeader, TAIL_SIZE, type FileHeader, type FileTrailer, type Layout } from './format.js';
+import {
+  alignUp,
+  decodeHeader,
+  decodeTail,
+  decodeTrailer,
+  fileError,
+  FILE_ALIGN,
+  HEADER_FIXED_SIZE,
+  incomplete,
+  peekHeader,
+  TAIL_SIZE,
+  type FileHeader,
+  type FileTrailer,
+  type Layout,
+} from './format.js';
 import { openForRestore, type FileTarget, type OpenFile } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { checkMappedRamGeometry, restoreMappedRam } from './mapped-ram-layout.js';
@@ -82,7 +96,8 @@ async function readBytes(f: OpenFile, at: number, n: number, what: string): Prom
   try {
     await preadPieces(f.fd, [buf], [f.offset + at]);
   } catch (e) {
-    if (e instanceof FileIoError && e.code === 'ESHORTREAD') throw incomplete(`${what} at byte ${f.offset + at}: the file ends at byte ${e.at + e.moved}, expected ${n} bytes`);
+    if (e instanceof FileIoError && e.code === 'ESHORTREAD')
+      throw incomplete(`${what} at byte ${f.offset + at}: the file ends at byte ${e.at + e.moved}, expected ${n} bytes`);
     if (e instanceof FileIoError) throw new IoError(`ERR_${e.code}`, `reading migration file "${f.path}" at byte ${e.at}: ${e.code}`, e);
     throw e;
   }
@@ -102,7 +117,9 @@ export async function readEnvelope(f: OpenFile, size: number): Promise<Envelope>
   const header = decodeHeader(await readBytes(f, 0, hlen, 'header'), f.offset);
   const room = size - f.offset;
   if (room < header.dataOffset + FILE_ALIGN) {
-    throw incomplete(`"${f.path}" ends at byte ${size}, before any trailer (the data starts at byte ${f.offset + header.dataOffset}): the save did not finish, or the file was cut short`);
+    throw incomplete(
+      `"${f.path}" ends at byte ${size}, before any trailer (the data starts at byte ${f.offset + header.dataOffset}): the save did not finish, or the file was cut short`,
+    );
   }
   const length = decodeTail(await readBytes(f, room - TAIL_SIZE, TAIL_SIZE, 'tail'), size, room - header.dataOffset);
   const trailerOffset = room - length;
@@ -127,11 +144,18 @@ export function fileMethod(header: FileHeader): { method: CompressionMethod; par
     throw new ProtocolError('ERR_FILE_METHOD', `migration file header: ${(e as Error).message}`);
   }
   if (method.flag !== header.methodFlag) {
-    throw new ProtocolError('ERR_FILE_METHOD', `migration file header: method flag ${hex(header.methodFlag)}, expected ${hex(method.flag)} for ${method.name}`);
+    throw new ProtocolError(
+      'ERR_FILE_METHOD',
+      `migration file header: method flag ${hex(header.methodFlag)}, expected ${hex(method.flag)} for ${method.name}`,
+    );
   }
-  if (header.digest !== DIGEST_ALGORITHM) throw new ProtocolError('ERR_FILE_DIGEST', `migration file header: digest "${header.digest}", expected "${DIGEST_ALGORITHM}"`);
+  if (header.digest !== DIGEST_ALGORITHM)
+    throw new ProtocolError('ERR_FILE_DIGEST', `migration file header: digest "${header.digest}", expected "${DIGEST_ALGORITHM}"`);
   if (header.layout === 'mapped-ram' && !method.exactPayload) {
-    throw new ProtocolError('ERR_FILE_METHOD', `migration file header: mapped-ram layout with compression ${method.name}; mapped-ram stores pages uncompressed`);
+    throw new ProtocolError(
+      'ERR_FILE_METHOD',
+      `migration file header: mapped-ram layout with compression ${method.name}; mapped-ram stores pages uncompressed`,
+    );
   }
   return { method, params };
 }
@@ -182,14 +206,18 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
         outputs.push(output);
         blocks.set(b.name, targetBlock(output, b.size, h.pageSize));
       }
-    } else await openTargets(h.ramblocks, h.pageSize, { ...opts, inPlace: opts.inPlace ?? false }, 'migration file header', blocks, outputs);
+    } else
+      await openTargets(h.ramblocks, h.pageSize, { ...opts, inPlace: opts.inPlace ?? false }, 'migration file header', blocks, outputs);
     const totalBytes = h.ramblocks.reduce((a, b) => a + b.size, 0);
     let doneBytes = 0;
     const onPages = (bytes: number): void => {
       doneBytes += bytes;
       opts.onProgress?.(Math.min(doneBytes, totalBytes), totalBytes);
     };
-    log.info({ path: f.path, offset: f.offset, layout: h.layout, uuid: h.uuid, channels: h.channels, compression: method.name }, 'restoring a migration file');
+    log.info(
+      { path: f.path, offset: f.offset, layout: h.layout, uuid: h.uuid, channels: h.channels, compression: method.name },
+      'restoring a migration file',
+    );
     const counters = Array.from({ length: h.channels }, (_, i) => newChannelCounters(i));
     let records: number | undefined;
     const digests = Object.fromEntries(h.ramblocks.map((b, i) => [b.name, trailer.blocks[i]!.digest]));
@@ -214,7 +242,15 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
       records = channels.records;
       verifyChannels(channels.channels, trailer.packets);
     } else {
-      await restoreMappedRam({ file: f, header: h, trailer, blocks, inPlace: opts.inPlace ?? false, onPages, failed: () => failure.error !== null });
+      await restoreMappedRam({
+        file: f,
+        header: h,
+        trailer,
+        blocks,
+        inPlace: opts.inPlace ?? false,
+        onPages,
+        failed: () => failure.error !== null,
+      });
       if (failure.error) throw failure.error;
       // No packets in this layout: the pages read count as channel 0's.
       for (const b of trailer.blocks) {
@@ -235,12 +271,20 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
         zeroPagePath: 'sender',
         paths: { compression: tally.counts, zeroPage: emptyPathCounts() },
         pageSize: h.pageSize,
-        ramblocks: h.ramblocks.map((b) => ({ name: b.name, size: b.size, path: blocks.get(b.name)!.output.finalPath, digest: blocks.get(b.name)!.digest.hex() })),
+        ramblocks: h.ramblocks.map((b) => ({
+          name: b.name,
+          size: b.size,
+          path: blocks.get(b.name)!.output.finalPath,
+          digest: blocks.get(b.name)!.digest.hex(),
+        })),
       },
       counters,
       startNs,
     );
-    return { stats, file: { path: f.path, offset: f.offset, layout: h.layout, bytes: env.length, ...(records !== undefined ? { records } : {}) } };
+    return {
+      stats,
+      file: { path: f.path, offset: f.offset, layout: h.layout, bytes: env.length, ...(records !== undefined ? { records } : {}) },
+    };
   } catch (e) {
     const err = fail(e);
     await Promise.allSettled(outputs.map((o) => o.abort()));
@@ -300,7 +344,8 @@ async function restoreStream(r: StreamRestore): Promise<{ channels: DataChannel[
     },
   };
   const sources = Array.from({ length: h.channels }, () => new RecordSource());
-  for (let id = 0; id < h.channels; id++) channels.push(new DataChannel(id, sources[id]!, Buffer.alloc(0), r.decoder(id), r.counters[id]!, host));
+  for (let id = 0; id < h.channels; id++)
+    channels.push(new DataChannel(id, sources[id]!, Buffer.alloc(0), r.decoder(id), r.counters[id]!, host));
   const allIdle = new Promise<void>((resolve) => (idleWaiter = resolve));
   let records = 0;
   for await (const rec of readRecords({

@@ -24,7 +24,16 @@ import { WriteGate } from '../write-gate.js';
 import type { RunStats } from '../stats.js';
 import { alignUp, encodeHeader, encodeTrailer, FILE_ALIGN, headerLength, type FileHeader, type Layout } from './format.js';
 import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
-import { BufferRing, DEFAULT_BUFFER_COUNT, DEFAULT_BUFFER_SIZE, DEFAULT_DIRECT_BUFFER_COUNT, PerPacketWriter, writeError, type ByteWriter, type RingStats } from './writer.js';
+import {
+  BufferRing,
+  DEFAULT_BUFFER_COUNT,
+  DEFAULT_BUFFER_SIZE,
+  DEFAULT_DIRECT_BUFFER_COUNT,
+  PerPacketWriter,
+  writeError,
+  type ByteWriter,
+  type RingStats,
+} from './writer.js';
 import { streamSink, type BlockCounts } from './stream-layout.js';
 import { mappedRamSink, PageBitmaps, planMappedRam } from './mapped-ram-layout.js';
 
@@ -66,7 +75,8 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
   const uuid = randomUUID();
   const layout: Layout = opts.mappedRam ? 'mapped-ram' : 'stream';
   const direct = opts.directIo ?? false;
-  if (opts.writer === 'per-packet' && (direct || opts.mappedRam)) throw new UsageError('the per-packet writer is the stream layout\'s buffered baseline: not with --direct-io or --mapped-ram');
+  if (opts.writer === 'per-packet' && (direct || opts.mappedRam))
+    throw new UsageError("the per-packet writer is the stream layout's buffered baseline: not with --direct-io or --mapped-ram");
   let pipeline: SendPipeline | null = null;
   let file: OpenFile | null = null;
   const gate = new WriteGate(`migration file "${opts.target.path}"`);
@@ -77,13 +87,18 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     const p = pipeline;
     // mapped-ram stores each page as it is at its own place: the payload must be the pages themselves.
     if (opts.mappedRam && !p.method.exactPayload) {
-      throw new UsageError(`--mapped-ram stores pages uncompressed at fixed places in the file (as QEMU's mapped-ram, which refuses compression too): drop --compression ${p.method.name}, or save without --mapped-ram`);
+      throw new UsageError(
+        `--mapped-ram stores pages uncompressed at fixed places in the file (as QEMU's mapped-ram, which refuses compression too): drop --compression ${p.method.name}, or save without --mapped-ram`,
+      );
     }
     file = openForSave(opts.target, direct);
     const f = file;
     const ramblocks = p.blocks.map((b) => ({ name: b.source.name, size: b.source.size }));
     const params = { compression: p.method.name, methodParams: p.params, zeroPageDetection: p.detector.name, digest: DIGEST_ALGORITHM };
-    const hlen = headerLength(Buffer.byteLength(JSON.stringify({ ...params })), p.blocks.map((b) => b.nameBytes.length));
+    const hlen = headerLength(
+      Buffer.byteLength(JSON.stringify({ ...params })),
+      p.blocks.map((b) => b.nameBytes.length),
+    );
     const plan = opts.mappedRam ? planMappedRam(f.offset, hlen, ramblocks, opts.pageSize) : null;
     const header: FileHeader = {
       layout,
@@ -101,7 +116,10 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     const padded = new Uint8Array(alignUp(hlen, FILE_ALIGN));
     padded.set(headerBytes);
     const counts: BlockCounts[] = p.blocks.map(() => ({ normalPages: 0, zeroPages: 0 }));
-    log.info({ uuid, path: f.path, offset: f.offset, layout, direct, channels: opts.channels, compression: p.method.name }, 'saving to a migration file');
+    log.info(
+      { uuid, path: f.path, offset: f.offset, layout, direct, channels: opts.channels, compression: p.method.name },
+      'saving to a migration file',
+    );
 
     let writer: ByteWriter | null = null;
     let ring: BufferRing | null = null;
@@ -120,7 +138,9 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     }
     if (writer) await writer.append([padded], false);
     for (let id = 0; id < opts.channels; id++) {
-      await p.addChannel(id, (counters) => (plan ? mappedRamSink(f, gate, plan, bitmaps!, opts.pageSize, counters, counts) : streamSink(writer!, id, counters, counts)));
+      await p.addChannel(id, (counters) =>
+        plan ? mappedRamSink(f, gate, plan, bitmaps!, opts.pageSize, counters, counts) : streamSink(writer!, id, counters, counts),
+      );
     }
 
     await p.run(fail, () => failure.error);
@@ -130,9 +150,10 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     let trailerOffset: number;
     if (plan) {
       const area = bitmaps!.area();
-      if (area.length > 0) await pwritePieces(f.fd, [area], [f.offset + plan.bitmapStart]).catch((e: unknown) => {
-        throw writeError(f, e);
-      });
+      if (area.length > 0)
+        await pwritePieces(f.fd, [area], [f.offset + plan.bitmapStart]).catch((e: unknown) => {
+          throw writeError(f, e);
+        });
       dataEnd = plan.dataEnd;
       trailerOffset = alignUp(dataEnd, FILE_ALIGN);
     } else {
@@ -179,7 +200,9 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
 
 function sync(f: OpenFile, how: 'fsync' | 'fdatasync'): Promise<void> {
   return new Promise((resolve, reject) =>
-    fs[how](f.fd, (e) => (e ? reject(new IoError(`ERR_${e.code ?? 'SYNC'}`, `${how} of migration file "${f.path}": ${e.message}`, e)) : resolve())),
+    fs[how](f.fd, (e) =>
+      e ? reject(new IoError(`ERR_${e.code ?? 'SYNC'}`, `${how} of migration file "${f.path}": ${e.message}`, e)) : resolve(),
+    ),
   );
 }
 

@@ -11,7 +11,15 @@ import type { ChannelCounters } from '../stats.js';
 import { native } from '../native/load.js';
 import { preadPieces } from '../native/file-io.js';
 import { ByteQueue } from '../transport/byte-queue.js';
-import { decodeRecordHeader, encodeRecordHeader, fileError, recordCrcError, RECORD_CRC_SIZE, RECORD_HEADER_SIZE, type RecordHeader } from './format.js';
+import {
+  decodeRecordHeader,
+  encodeRecordHeader,
+  fileError,
+  recordCrcError,
+  RECORD_CRC_SIZE,
+  RECORD_HEADER_SIZE,
+  type RecordHeader,
+} from './format.js';
 import type { ByteWriter } from './writer.js';
 
 /** Per-ramblock page counts, for the trailer. */
@@ -122,12 +130,18 @@ export async function* readRecords(o: RecordReaderOptions): AsyncGenerator<FileR
       for (const p of packet) crc = native.crc32c(p, crc);
       if (crc !== stored) throw recordCrcError(rec.at, rec.channel, stored, crc, rec.packetLength);
       if (rec.packetLength < o.headerSize) {
-        throw fileError('ERR_FILE_RECORD', `record at byte ${rec.at} (channel ${rec.channel}): packet of ${rec.packetLength} bytes, shorter than a ${o.headerSize}-byte packet header`);
+        throw fileError(
+          'ERR_FILE_RECORD',
+          `record at byte ${rec.at} (channel ${rec.channel}): packet of ${rec.packetLength} bytes, shorter than a ${o.headerSize}-byte packet header`,
+        );
       }
       // The receiver reads next_packet_size bytes after the header: the record must hold exactly that.
       const payload = u32At(packet, 20);
       if (rec.packetLength !== o.headerSize + payload) {
-        throw fileError('ERR_FILE_RECORD', `record at byte ${rec.at} (channel ${rec.channel}): packet of ${rec.packetLength} bytes, but its header (byte ${rec.at + RECORD_HEADER_SIZE + 20}) says ${o.headerSize} + next_packet_size ${payload}`);
+        throw fileError(
+          'ERR_FILE_RECORD',
+          `record at byte ${rec.at} (channel ${rec.channel}): packet of ${rec.packetLength} bytes, but its header (byte ${rec.at + RECORD_HEADER_SIZE + 20}) says ${o.headerSize} + next_packet_size ${payload}`,
+        );
       }
       qAt += rec.packetLength + RECORD_CRC_SIZE;
       yield { at: rec.at, channel: rec.channel, packet, length: rec.packetLength };
@@ -142,6 +156,9 @@ export async function* readRecords(o: RecordReaderOptions): AsyncGenerator<FileR
   }
   if (rec || q.length > 0) {
     const at = rec ? rec.at : qAt;
-    throw fileError('ERR_FILE_RECORD', `record at byte ${at} runs past the end of the records (byte ${o.base + o.end}, ${o.endIs ?? 'from the trailer'})`);
+    throw fileError(
+      'ERR_FILE_RECORD',
+      `record at byte ${at} runs past the end of the records (byte ${o.base + o.end}, ${o.endIs ?? 'from the trailer'})`,
+    );
   }
 }

@@ -63,7 +63,9 @@ function ioError(what: string, e: unknown): IoError {
  */
 export function openForSave(t: FileTarget, direct: boolean): OpenFile {
   if (direct && t.offset % FILE_ALIGN !== 0) {
-    throw new UsageError(`file:${t.path},offset=${t.offset}: with --direct-io the offset must be a multiple of ${FILE_ALIGN} (O_DIRECT writes need aligned file positions)`);
+    throw new UsageError(
+      `file:${t.path},offset=${t.offset}: with --direct-io the offset must be a multiple of ${FILE_ALIGN} (O_DIRECT writes need aligned file positions)`,
+    );
   }
   const st = fs.statSync(t.path, { throwIfNoEntry: false });
   if (st && !st.isFile()) throw new IoError('ERR_NOT_A_FILE', `migration file "${t.path}" exists and is not a regular file`);

@@ -58,7 +58,10 @@ export function writeError(file: OpenFile, e: unknown): MfdError {
     const abs = e.at;
     if (e.code === 'EINVAL' && file.direct) return directRefused(file.path, 'write', abs);
     if (e.code === 'ESHORTWRITE') {
-      return new IoError('ERR_SHORT_WRITE', `writing migration file "${file.path}" at byte ${abs}: short write, ${e.moved} of ${e.asked} bytes written (disk full, or a file size limit?)`);
+      return new IoError(
+        'ERR_SHORT_WRITE',
+        `writing migration file "${file.path}" at byte ${abs}: short write, ${e.moved} of ${e.asked} bytes written (disk full, or a file size limit?)`,
+      );
     }
     return new IoError(`ERR_${e.code}`, `writing migration file "${file.path}" at byte ${abs} (${e.asked} bytes): ${e.code}`, e);
   }
@@ -98,9 +101,11 @@ export class BufferRing implements ByteWriter {
     private readonly gate: WriteGate,
     private readonly onError: (e: MfdError) => void = () => {},
   ) {
-    if (bufferSize < MIN_BUFFER_SIZE || bufferSize % FILE_ALIGN !== 0) throw new RangeError(`ring buffers must be multiples of ${FILE_ALIGN} of at least ${MIN_BUFFER_SIZE} bytes`);
+    if (bufferSize < MIN_BUFFER_SIZE || bufferSize % FILE_ALIGN !== 0)
+      throw new RangeError(`ring buffers must be multiples of ${FILE_ALIGN} of at least ${MIN_BUFFER_SIZE} bytes`);
     if (count < 2) throw new RangeError('a ring needs at least two buffers');
-    if (file.direct && (start + file.offset) % FILE_ALIGN !== 0) throw new RangeError('O_DIRECT ring must start at an aligned file position');
+    if (file.direct && (start + file.offset) % FILE_ALIGN !== 0)
+      throw new RangeError('O_DIRECT ring must start at an aligned file position');
     for (let i = 0; i < count; i++) {
       this.buffers.push(alignedBuffer(bufferSize));
       this.inFlight.push(null);

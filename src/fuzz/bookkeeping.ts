@@ -51,7 +51,12 @@ const MAX_PAGES_PER_INPUT = 20_000;
 const COST_PER_PAGE = 1024;
 
 const pattern: fc.Arbitrary<Pattern> = fc.oneof(
-  fc.record({ kind: fc.constant('stride' as const), start: fc.nat(), stride: fc.oneof(fc.constantFrom(1, 2, 1023, 1024, 1025, 4096, 1 << 20), fc.integer({ min: 1, max: 1 << 24 })), count: fc.nat({ max: 5000 }) }),
+  fc.record({
+    kind: fc.constant('stride' as const),
+    start: fc.nat(),
+    stride: fc.oneof(fc.constantFrom(1, 2, 1023, 1024, 1025, 4096, 1 << 20), fc.integer({ min: 1, max: 1 << 24 })),
+    count: fc.nat({ max: 5000 }),
+  }),
   fc.record({ kind: fc.constant('random' as const), seed: fc.nat(), count: fc.nat({ max: 5000 }) }),
   fc.record({ kind: fc.constant('run' as const), start: fc.nat(), count: fc.nat({ max: 8000 }) }),
   fc.record({ kind: fc.constant('held' as const), runs: fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3000 })), { maxLength: 20 }) }),
@@ -135,7 +140,8 @@ export function pageBookkeepingTarget(): FuzzTarget<BookkeepingInput> {
           }
         } finally {
           if (budget.used > budget.limit) violation(`budget used ${budget.used}, past its limit ${budget.limit}`);
-          if (budget.used > COST_PER_PAGE * model.size + 4096) violation(`${budget.used} bytes charged for ${model.size} pages: not O(pages received)`);
+          if (budget.used > COST_PER_PAGE * model.size + 4096)
+            violation(`${budget.used} bytes charged for ${model.size} pages: not O(pages received)`);
           if (!refusedHeld) agrees(seen, model);
         }
       });
@@ -149,7 +155,8 @@ function agrees(seen: PageBitmap, model: Set<number>): void {
   if (seen.count !== model.size) violation(`count ${seen.count}, expected ${model.size}`);
   const want = runsOfSet(model);
   const got = seen.runs();
-  if (got.length !== want.length || got.some((v, i) => v !== want[i])) violation(`runs ${JSON.stringify(got.slice(0, 8))}..., expected ${JSON.stringify(want.slice(0, 8))}...`);
+  if (got.length !== want.length || got.some((v, i) => v !== want[i]))
+    violation(`runs ${JSON.stringify(got.slice(0, 8))}..., expected ${JSON.stringify(want.slice(0, 8))}...`);
   if (seen.runCount !== want.length / 2) violation(`run count ${seen.runCount}, expected ${want.length / 2}`);
   const first = want.length > 0 && want[0] === 0 ? want[1]! : 0;
   if (seen.firstMissing() !== first) violation(`first missing ${seen.firstMissing()}, expected ${first}`);
@@ -213,7 +220,16 @@ export function controlTimingTarget(): FuzzTarget<TimingInput> {
           const reply = await Promise.race([ctl.next().catch((e: unknown) => e), new Promise((r) => setTimeout(r, TIMING_HANG_MS))]);
           if ((reply as ControlMessage | undefined)?.type === 'ready') {
             const hs = packetHeaderSize(4096);
-            const sync = encodePacketHeader(new Uint8Array(hs), hs, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 0n, ramblock: new Uint8Array(0), offsets: [] });
+            const sync = encodePacketHeader(new Uint8Array(hs), hs, {
+              flags: MULTIFD_FLAG_SYNC,
+              pagesAlloc: 0,
+              normalPages: 0,
+              zeroPages: 0,
+              nextPacketSize: 0,
+              packetNum: 0n,
+              ramblock: new Uint8Array(0),
+              offsets: [],
+            });
             const data = await connect('127.0.0.1', port, 2000, 'data');
             sockets.push(data);
             data.on('error', () => {});
@@ -231,9 +247,15 @@ export function controlTimingTarget(): FuzzTarget<TimingInput> {
         next.on('error', () => {});
         const probe = new ControlChannel(next, 'fuzz probe');
         next.write(script);
-        const reply = await Promise.race([probe.next().catch((e: unknown) => e), new Promise((r) => setTimeout(() => r('hang'), TIMING_HANG_MS))]);
+        const reply = await Promise.race([
+          probe.next().catch((e: unknown) => e),
+          new Promise((r) => setTimeout(() => r('hang'), TIMING_HANG_MS)),
+        ]);
         const type = (reply as ControlMessage | undefined)?.type;
-        if (type !== 'ready') violation(`receiver still waiting ${TIMING_HANG_MS} ms after the peer's last byte (--timeout ${TIMING_TIMEOUT_MS} ms), and the next sender got ${type === 'error' ? (reply as { code: string }).code : String(reply)}`);
+        if (type !== 'ready')
+          violation(
+            `receiver still waiting ${TIMING_HANG_MS} ms after the peer's last byte (--timeout ${TIMING_TIMEOUT_MS} ms), and the next sender got ${type === 'error' ? (reply as { code: string }).code : String(reply)}`,
+          );
         return 'dropped+served';
       } finally {
         clearTimeout(timer);

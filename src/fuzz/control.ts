@@ -52,10 +52,21 @@ const hello = (over: Record<string, Json> = {}): Record<string, Json> => ({
 export const CONTROL_CORPUS: Record<string, Json>[] = [
   hello(),
   hello({ channels: 1, pageSize: 65536, compression: 'none', methodParams: {}, ramblocks: [{ name: 'a', size: 0 }] }),
-  hello({ channels: MAX_CHANNELS, pageSize: 16384, compression: 'qatzip', methodParams: { level: 9 }, ramblocks: [{ name: 'x'.repeat(RAMBLOCK_NAME_MAX), size: 2 ** 40 }] }),
+  hello({
+    channels: MAX_CHANNELS,
+    pageSize: 16384,
+    compression: 'qatzip',
+    methodParams: { level: 9 },
+    ramblocks: [{ name: 'x'.repeat(RAMBLOCK_NAME_MAX), size: 2 ** 40 }],
+  }),
   hello({ ramblocks: Array.from({ length: 64 }, (_, i) => ({ name: `block-${i}`, size: i * 4096 })) }),
   // Ramblock names that are Object.prototype's members are valid names.
-  hello({ ramblocks: [{ name: '__proto__', size: 4096 }, { name: 'constructor', size: 8192 }] }),
+  hello({
+    ramblocks: [
+      { name: '__proto__', size: 4096 },
+      { name: 'constructor', size: 8192 },
+    ],
+  }),
   { type: 'complete', packets: [2], digests: JSON.parse('{"__proto__":"0123456789abcdef","constructor":"fedcba9876543210"}') as Json },
   { type: 'ready' },
   // A resume: the hello asks, ready answers with the pages held, as [start, count] runs.
@@ -67,14 +78,88 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   { type: 'error', code: 'ERR_PACKET_OFFSET', message: 'channel 3, packet 17: offset 4096 out of range' },
 ];
 
-const KEYS = ['type', 'version', 'uuid', 'channels', 'pageSize', 'packetSize', 'compression', 'methodParams', 'zeroPageDetection', 'digest', 'ramblocks', 'packets', 'digests', 'ok', 'stats', 'code', 'message', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'name', 'size', 'level', 'resume', 'source', 'have', 'what'];
+const KEYS = [
+  'type',
+  'version',
+  'uuid',
+  'channels',
+  'pageSize',
+  'packetSize',
+  'compression',
+  'methodParams',
+  'zeroPageDetection',
+  'digest',
+  'ramblocks',
+  'packets',
+  'digests',
+  'ok',
+  'stats',
+  'code',
+  'message',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  'name',
+  'size',
+  'level',
+  'resume',
+  'source',
+  'have',
+  'what',
+];
 
 /** JSON values on the edges of the checks; "\u0001deep:N:K" becomes N levels of nesting when serialised. */
 const edgeValue: fc.Arbitrary<Json> = fc.oneof(
   fc.constantFrom<Json>(
-    null, true, false, 0, -0, 1, -1, 1.5, 2, 255, 256, 4096, 16384, 65536, 524288, 2 ** 31, 2 ** 32, 2 ** 44, 2 ** 44 + 1, 2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 1e308, -1e308,
-    '', 'none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip', 'hello', 'complete', 'x'.repeat(255), 'x'.repeat(256), 'é'.repeat(128), 'a\u0000b', '\ud800', '..', '/', '__proto__',
-    '0123456789abcdef', '0123456789ABCDEF', [], {}, [1, 2, 3], { level: 1 }, { level: 99 },
+    null,
+    true,
+    false,
+    0,
+    -0,
+    1,
+    -1,
+    1.5,
+    2,
+    255,
+    256,
+    4096,
+    16384,
+    65536,
+    524288,
+    2 ** 31,
+    2 ** 32,
+    2 ** 44,
+    2 ** 44 + 1,
+    2 ** 53 - 1,
+    2 ** 53,
+    2 ** 53 + 2,
+    1e308,
+    -1e308,
+    '',
+    'none',
+    'zlib',
+    'zstd',
+    'lz4',
+    'qpl',
+    'qatzip',
+    'hello',
+    'complete',
+    'x'.repeat(255),
+    'x'.repeat(256),
+    'é'.repeat(128),
+    'a\u0000b',
+    '\ud800',
+    '..',
+    '/',
+    '__proto__',
+    '0123456789abcdef',
+    '0123456789ABCDEF',
+    [],
+    {},
+    [1, 2, 3],
+    { level: 1 },
+    { level: 99 },
   ),
   // Own keys that name Object.prototype's members, as JSON.parse makes them.
   fc.constantFrom<Json>(
@@ -97,12 +182,23 @@ type Mutation =
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ k: fc.constant('set' as const), key: fc.constantFrom(...KEYS), value: edgeValue }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delete' as const), key: fc.constantFrom(...KEYS) }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('block' as const), index: fc.nat({ max: 70 }), key: fc.constantFrom('name', 'size', '__proto__', 'x'), value: edgeValue }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant('block' as const),
+      index: fc.nat({ max: 70 }),
+      key: fc.constantFrom('name', 'size', '__proto__', 'x'),
+      value: edgeValue,
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
       k: fc.constant('blocks' as const),
-      count: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(0, 1, 2, 17) }, { weight: 1, arbitrary: fc.constantFrom(MAX_RAMBLOCKS, MAX_RAMBLOCKS + 1) }),
+      count: fc.oneof(
+        { weight: 4, arbitrary: fc.constantFrom(0, 1, 2, 17) },
+        { weight: 1, arbitrary: fc.constantFrom(MAX_RAMBLOCKS, MAX_RAMBLOCKS + 1) },
+      ),
       size: fc.constantFrom(0, 4096, 2 ** 32, 2 ** 40, 2 ** 44, 2 ** 53 - 1),
     }),
   },
@@ -126,7 +222,8 @@ function applyMutations(base: Record<string, Json>, muts: readonly Mutation[]): 
       const blocks = msg.ramblocks;
       if (Array.isArray(blocks) && blocks.length > 0) {
         const b = blocks[m.index % blocks.length];
-        if (b !== null && typeof b === 'object' && !Array.isArray(b)) Object.defineProperty(b, m.key, { value: m.value, enumerable: true, writable: true, configurable: true });
+        if (b !== null && typeof b === 'object' && !Array.isArray(b))
+          Object.defineProperty(b, m.key, { value: m.value, enumerable: true, writable: true, configurable: true });
       }
     } else if (m.k === 'blocks') msg.ramblocks = Array.from({ length: m.count }, (_, i) => ({ name: `b${i}`, size: m.size }));
     else ops.push(...m.ops);
@@ -146,7 +243,12 @@ export const helloBytes: fc.Arbitrary<Uint8Array> = fc
   .map(([m, muts]) => applyMutations(m, muts));
 
 const frameBytes: fc.Arbitrary<Uint8Array> = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...CONTROL_CORPUS), fc.array(mutation, { minLength: 1, maxLength: 3 })).map(([m, muts]) => applyMutations(m, muts)) },
+  {
+    weight: 6,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...CONTROL_CORPUS), fc.array(mutation, { minLength: 1, maxLength: 3 }))
+      .map(([m, muts]) => applyMutations(m, muts)),
+  },
   { weight: 1, arbitrary: fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null', 'utf8')) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) },
 );
@@ -158,38 +260,46 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
     case 'hello': {
       if (m.version !== CONTROL_VERSION || !/^[0-9a-f-]{36}$/.test(m.uuid)) violation(`accepted hello version ${m.version} uuid ${m.uuid}`);
       if (!Number.isInteger(m.channels) || m.channels < 1 || m.channels > MAX_CHANNELS) violation(`accepted hello.channels ${m.channels}`);
-      if (!(PAGE_SIZES as readonly number[]).includes(m.pageSize) || m.packetSize !== MULTIFD_PACKET_SIZE) violation(`accepted pageSize ${m.pageSize} packetSize ${m.packetSize}`);
-      for (const k of ['compression', 'zeroPageDetection', 'digest'] as const) if (typeof m[k] !== 'string' || m[k].length > 64) violation(`accepted hello.${k}`);
+      if (!(PAGE_SIZES as readonly number[]).includes(m.pageSize) || m.packetSize !== MULTIFD_PACKET_SIZE)
+        violation(`accepted pageSize ${m.pageSize} packetSize ${m.packetSize}`);
+      for (const k of ['compression', 'zeroPageDetection', 'digest'] as const)
+        if (typeof m[k] !== 'string' || m[k].length > 64) violation(`accepted hello.${k}`);
       for (const v of Object.values(m.methodParams)) if (typeof v === 'object') violation('accepted an object in methodParams');
       if (!Array.isArray(m.ramblocks) || m.ramblocks.length > MAX_RAMBLOCKS) violation(`accepted ${m.ramblocks.length} ramblocks`);
       const names = new Set<string>();
       let total = 0;
       for (const b of m.ramblocks) {
         const bytes = Buffer.byteLength(b.name);
-        if (bytes < 1 || bytes > RAMBLOCK_NAME_MAX || b.name.includes('\0') || names.has(b.name)) violation(`accepted ramblock name ${JSON.stringify(b.name)}`);
+        if (bytes < 1 || bytes > RAMBLOCK_NAME_MAX || b.name.includes('\0') || names.has(b.name))
+          violation(`accepted ramblock name ${JSON.stringify(b.name)}`);
         names.add(b.name);
         if (!Number.isSafeInteger(b.size) || b.size < 0) violation(`accepted ramblock size ${b.size}`);
         total += b.size;
       }
       if (total > MAX_TOTAL_RAM) violation(`accepted ramblocks of ${total} bytes in all, more than ${MAX_TOTAL_RAM}`);
-      for (const b of m.ramblocks) if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > SOURCE_MAX)) violation('accepted a bad ramblock source');
+      for (const b of m.ramblocks)
+        if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > SOURCE_MAX))
+          violation('accepted a bad ramblock source');
       if (m.resume !== undefined && m.resume !== true) violation(`kept hello.resume ${String(m.resume)}`);
       return;
     }
     case 'complete': {
-      if (m.packets.length > MAX_CHANNELS || !m.packets.every((n) => Number.isSafeInteger(n) && n >= 0)) violation('accepted bad packet counts');
+      if (m.packets.length > MAX_CHANNELS || !m.packets.every((n) => Number.isSafeInteger(n) && n >= 0))
+        violation('accepted bad packet counts');
       const sent = raw.digests as Record<string, unknown>;
       for (const k of Object.keys(sent)) {
         if (!Object.hasOwn(m.digests, k) || m.digests[k] !== sent[k]) violation(`complete.digests["${k}"] was accepted but lost`);
       }
-      for (const [k, d] of Object.entries(m.digests)) if (!/^[0-9a-f]{16}$/.test(d) || !Object.hasOwn(sent, k)) violation(`accepted digest ${k}=${d}`);
+      for (const [k, d] of Object.entries(m.digests))
+        if (!/^[0-9a-f]{16}$/.test(d) || !Object.hasOwn(sent, k)) violation(`accepted digest ${k}=${d}`);
       return;
     }
     case 'verdict':
       if (m.ok !== true || typeof m.stats !== 'object' || m.stats === null) violation('accepted a verdict without stats');
       return;
     case 'error':
-      if (typeof m.code !== 'string' || m.code.length > 64 || typeof m.message !== 'string' || m.message.length > 4096) violation('accepted an oversized error');
+      if (typeof m.code !== 'string' || m.code.length > 64 || typeof m.message !== 'string' || m.message.length > 4096)
+        violation('accepted an oversized error');
       return;
     case 'busy':
       if (typeof m.what !== 'string' || m.what.length > 64) violation('accepted an oversized busy.what');
@@ -204,7 +314,14 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
         let end = 0;
         for (let i = 0; i < runs.length; i += 2) {
           const [start, count] = [runs[i]!, runs[i + 1]];
-          if (count === undefined || !Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < end || count < 1 || start + count > MAX_TOTAL_RAM / 4096) {
+          if (
+            count === undefined ||
+            !Number.isSafeInteger(start) ||
+            !Number.isSafeInteger(count) ||
+            start < end ||
+            count < 1 ||
+            start + count > MAX_TOTAL_RAM / 4096
+          ) {
             violation(`accepted ready.have["${k}"] run ${i / 2}: ${start}+${count} after page ${end}`);
           }
           end = start + count;
@@ -229,7 +346,10 @@ export function controlFrameTarget(): FuzzTarget<FrameInput> {
       {
         weight: 1,
         arbitrary: fc
-          .oneof(fc.uint8Array({ maxLength: 12 }), byteOps(2).map((ops) => applyByteOps(encodePreamble(), ops)))
+          .oneof(
+            fc.uint8Array({ maxLength: 12 }),
+            byteOps(2).map((ops) => applyByteOps(encodePreamble(), ops)),
+          )
           .map((bytes) => ({ kind: 'preamble' as const, bytes })),
       },
     ),
@@ -237,7 +357,8 @@ export function controlFrameTarget(): FuzzTarget<FrameInput> {
       return outcome('control frame', () => {
         if (x.kind === 'preamble') {
           checkPreamble(x.bytes);
-          if (x.bytes.length < CONTROL_PREAMBLE_SIZE || Buffer.from(x.bytes).readUInt32BE(4) !== CONTROL_VERSION) violation('accepted a bad preamble');
+          if (x.bytes.length < CONTROL_PREAMBLE_SIZE || Buffer.from(x.bytes).readUInt32BE(4) !== CONTROL_VERSION)
+            violation('accepted a bad preamble');
           return;
         }
         const m = decodeFrame(x.bytes);
@@ -274,7 +395,10 @@ interface StreamInput {
 }
 
 export function controlStreamTarget(): FuzzTarget<StreamInput> {
-  const body = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...CONTROL_CORPUS.map((m) => Buffer.from(JSON.stringify(m)))) }, { weight: 1, arbitrary: frameBytes });
+  const body = fc.oneof(
+    { weight: 4, arbitrary: fc.constantFrom(...CONTROL_CORPUS.map((m) => Buffer.from(JSON.stringify(m)))) },
+    { weight: 1, arbitrary: frameBytes },
+  );
   return {
     name: 'control-stream',
     corpusSize: CONTROL_CORPUS.length,
@@ -290,10 +414,16 @@ export function controlStreamTarget(): FuzzTarget<StreamInput> {
           { maxLength: 8 },
         ),
         // A flood of good frames, maybe one oversize length at the end.
-        fc.tuple(fc.integer({ min: 1, max: 3 * MAX_UNREAD_MESSAGES }), fc.constantFrom(...CONTROL_CORPUS.slice(4)), fc.option(fc.constantFrom(CONTROL_FRAME_MAX + 1, 0xffffffff))).map(([n, m, last]) => [
-          ...Array.from({ length: n }, () => ({ body: Buffer.from(JSON.stringify(m)), length: null })),
-          ...(last === null ? [] : [{ body: new Uint8Array(0), length: last }]),
-        ]),
+        fc
+          .tuple(
+            fc.integer({ min: 1, max: 3 * MAX_UNREAD_MESSAGES }),
+            fc.constantFrom(...CONTROL_CORPUS.slice(4)),
+            fc.option(fc.constantFrom(CONTROL_FRAME_MAX + 1, 0xffffffff)),
+          )
+          .map(([n, m, last]) => [
+            ...Array.from({ length: n }, () => ({ body: Buffer.from(JSON.stringify(m)), length: null })),
+            ...(last === null ? [] : [{ body: new Uint8Array(0), length: last }]),
+          ]),
       ),
       cuts: fc.array(fc.nat({ max: 1 << 16 }), { maxLength: 8 }),
       reader: fc.boolean(),

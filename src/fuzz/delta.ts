@@ -29,7 +29,10 @@ interface RefInput {
 
 const u64 = fc.oneof(fc.constantFrom(0, 1, 4095, 4096, 16383, 16384, 2 ** 32, 2 ** 53 - 1), fc.nat());
 const ref: fc.Arbitrary<PageRef> = fc.record({
-  source: fc.oneof(fc.constantFrom(0, 1, 2, 3, 4, SOURCE_MIGRATION, SOURCE_MIGRATION | 1, SOURCE_MIGRATION | 4, SOURCE_MIGRATION | 5, 0x7fffffff), edgeU32),
+  source: fc.oneof(
+    fc.constantFrom(0, 1, 2, 3, 4, SOURCE_MIGRATION, SOURCE_MIGRATION | 1, SOURCE_MIGRATION | 4, SOURCE_MIGRATION | 5, 0x7fffffff),
+    edgeU32,
+  ),
   count: fc.oneof(fc.constantFrom(0, 1, 2, 128, 16384, 0xffffffff), edgeU32),
   dst: u64,
   src: u64,
@@ -44,7 +47,10 @@ export function deltaRefsTarget(): FuzzTarget<RefInput> {
     arbitrary: fc.record({
       refs: fc.array(ref, { minLength: 0, maxLength: 8 }),
       header: fc.record({
-        flags: fc.oneof({ weight: 6, arbitrary: fc.constant(MFD_FLAG_DELTA_REF) }, { weight: 1, arbitrary: fc.constantFrom(0x3c | 1, 0x3e, 0, 0x7c) }),
+        flags: fc.oneof(
+          { weight: 6, arbitrary: fc.constant(MFD_FLAG_DELTA_REF) },
+          { weight: 1, arbitrary: fc.constantFrom(0x3c | 1, 0x3e, 0, 0x7c) },
+        ),
         pagesAlloc: fc.oneof({ weight: 6, arbitrary: fc.constant(128) }, { weight: 1, arbitrary: fc.constantFrom(0, 127, 129) }),
         normal: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(1, 128) }),
         zero: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(1, 128) }),
@@ -81,7 +87,8 @@ export function deltaRefsTarget(): FuzzTarget<RefInput> {
         const ctx = { ...headerContext(PS, 'none', 2), deltaRefs: true };
         const checked = checkPacketHeader(h, ctx);
         if ((h.flags & 0x3e) !== MFD_FLAG_DELTA_REF) return; // another kind of packet: the packet-header target's
-        if (!checked || h.normalPages !== 0 || h.zeroPages !== 0 || h.nextPacketSize % REF_ENTRY_SIZE !== 0) violation(`accepted a reference packet with ${h.normalPages} normal, ${h.zeroPages} zero pages, size ${h.nextPacketSize}`);
+        if (!checked || h.normalPages !== 0 || h.zeroPages !== 0 || h.nextPacketSize % REF_ENTRY_SIZE !== 0)
+          violation(`accepted a reference packet with ${h.normalPages} normal, ${h.zeroPages} zero pages, size ${h.nextPacketSize}`);
         const payload = bytes.subarray(hs, hs + h.nextPacketSize);
         if (payload.length < h.nextPacketSize) return; // the channel waits for the rest
         const pages = Math.ceil(checked.size / PS);
@@ -89,7 +96,8 @@ export function deltaRefsTarget(): FuzzTarget<RefInput> {
           checkRef(r, i, pages, LIMITS, checked.ramblock, { channel: 2, packetNum: h.packetNum });
           const sizes = (r.source & SOURCE_MIGRATION) !== 0 ? LIMITS.blockPages : LIMITS.basePages;
           const index = (r.source & SOURCE_MIGRATION) !== 0 ? r.source & ~SOURCE_MIGRATION : r.source;
-          if (r.count < 1 || r.dst + r.count > pages || index >= sizes.length || r.src + r.count > sizes[index]!) violation(`accepted reference ${JSON.stringify(r)} for a block of ${pages} pages`);
+          if (r.count < 1 || r.dst + r.count > pages || index >= sizes.length || r.src + r.count > sizes[index]!)
+            violation(`accepted reference ${JSON.stringify(r)} for a block of ${pages} pages`);
         });
         if (checked.ramblock === BLOCK && pages !== BLOCK_PAGES) violation(`block ${BLOCK} has ${pages} pages`);
       });

@@ -39,7 +39,10 @@ export function violation(message: string): never {
 export function typed(e: unknown, where: string): MfdError {
   if (e instanceof ContractViolation) throw e;
   if (e instanceof MfdError && /^ERR_[A-Z0-9_]+$/.test(e.code) && e.exitCode !== ExitCode.INTERNAL) return e;
-  const what = e instanceof Error ? `${e.name}${(e as { code?: unknown }).code ? ` [${String((e as { code?: unknown }).code)}]` : ''}: ${e.stack ?? e.message}` : String(e);
+  const what =
+    e instanceof Error
+      ? `${e.name}${(e as { code?: unknown }).code ? ` [${String((e as { code?: unknown }).code)}]` : ''}: ${e.stack ?? e.message}`
+      : String(e);
   return violation(`${where}: untyped outcome ${what}`);
 }
 
@@ -159,7 +162,12 @@ export function fuzzParameters<Ts>(defaultRuns: number, env: NodeJS.ProcessEnv =
   const seconds = Number(env.MFD_FUZZ_SECONDS ?? 0);
   const runs = Number(env.MFD_FUZZ_RUNS ?? 0);
   if (seconds > 0) {
-    return { seed, numRuns: Number.MAX_SAFE_INTEGER, endOnFailure: false, plugins: [fc.interruptAfterTimeLimit(seconds * 1000) as fc.Plugin<Ts>] };
+    return {
+      seed,
+      numRuns: Number.MAX_SAFE_INTEGER,
+      endOnFailure: false,
+      plugins: [fc.interruptAfterTimeLimit(seconds * 1000) as fc.Plugin<Ts>],
+    };
   }
   return { seed, numRuns: runs > 0 ? Math.floor(runs) : defaultRuns };
 }
@@ -177,5 +185,8 @@ export async function assertTarget<T>(target: FuzzTarget<T>, defaultRuns: number
 
 /** "ok 120, ERR_PACKET_SIZE 31, ..." most frequent first. */
 export function formatOutcomes(stats: TargetStats): string {
-  return [...stats.outcomes].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+  return [...stats.outcomes]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
 }

@@ -48,7 +48,10 @@ export async function inspectTarget(): Promise<FuzzTarget<InspectInput>> {
     async: true,
     arbitrary: fc.record({
       stream: fc.nat({ max: corpus.length - 1 }),
-      mutations: fc.oneof({ weight: 1, arbitrary: fc.constant([]) }, { weight: 12, arbitrary: fc.array(streamMutation, { minLength: 1, maxLength: 4 }) }),
+      mutations: fc.oneof(
+        { weight: 1, arbitrary: fc.constant([]) },
+        { weight: 12, arbitrary: fc.array(streamMutation, { minLength: 1, maxLength: 4 }) },
+      ),
       pageSize: fc.oneof({ weight: 10, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(4096, 16384, 65536) }),
       extract: fc.boolean(),
     }),
@@ -68,7 +71,8 @@ export async function inspectTarget(): Promise<FuzzTarget<InspectInput>> {
       };
       let maxEnd = 0;
       const sink: PageSink = (name, offset, page, packetNum) => {
-        if (!Number.isSafeInteger(offset) || offset < 0 || offset % ps !== 0) violation(`inspect: sink got offset ${offset} (page size ${ps})`);
+        if (!Number.isSafeInteger(offset) || offset < 0 || offset % ps !== 0)
+          violation(`inspect: sink got offset ${offset} (page size ${ps})`);
         if (page !== null && page.length !== ps) violation(`inspect: sink got a page of ${page.length} bytes, expected ${ps}`);
         if (name === s.block) {
           pages.set(offset, page === null ? null : Buffer.from(page));
@@ -81,7 +85,8 @@ export async function inspectTarget(): Promise<FuzzTarget<InspectInput>> {
         const result = await outcomeAsync('inspect', async () => {
           const r = await inspectBytes(bytes, 'fuzz.bin', ps, sink);
           reported = r.errors.length > 0;
-          if (r.totals.packets !== r.packets.length) violation(`inspect: totals count ${r.totals.packets} packets, the list ${r.packets.length}`);
+          if (r.totals.packets !== r.packets.length)
+            violation(`inspect: totals count ${r.totals.packets} packets, the list ${r.packets.length}`);
           if (x.mutations.length === 0 && ps === s.pageSize) {
             // Unmutated: no error, and every page rebuilt as sent.
             if (r.errors.length > 0) violation(`inspect: errors on an unmutated stream: ${r.errors[0]!.message}`);
@@ -90,7 +95,8 @@ export async function inspectTarget(): Promise<FuzzTarget<InspectInput>> {
               const want = Buffer.alloc(ps);
               s.image.copy(want, 0, off, Math.min(s.blockSize, off + ps));
               const got = pages.get(off);
-              if (got === undefined || (got === null ? !want.every((b) => b === 0) : !got.equals(want))) violation(`inspect: page at ${off} not rebuilt as sent`);
+              if (got === undefined || (got === null ? !want.every((b) => b === 0) : !got.equals(want)))
+                violation(`inspect: page at ${off} not rebuilt as sent`);
             }
           }
           if (extract) {

@@ -25,12 +25,53 @@ interface SessionSpec {
 /** Packet sequences each sender produces: the corpus (one per session and method). */
 const SESSIONS: SessionSpec[] = [
   { pageSize: 4096, packets: [{ kind: 'text', count: 1 }] },
-  { pageSize: 4096, packets: [{ kind: 'random', count: 1 }, { kind: 'text', count: 3 }, { kind: 'sparse', count: 2 }] },
-  { pageSize: 4096, packets: [{ kind: 'text', count: 8 }, { kind: 'zero', count: 4 }, { kind: 'text', count: 8 }, { kind: 'random', count: 2 }] },
-  { pageSize: 4096, params: { level: 9 }, packets: [{ kind: 'sparse', count: 4 }, { kind: 'text', count: 2 }] },
-  { pageSize: 4096, packets: [{ kind: 'text', count: 128 }, { kind: 'random', count: 5 }] },
-  { pageSize: 16384, packets: [{ kind: 'text', count: 2 }, { kind: 'sparse', count: 1 }, { kind: 'zero', count: 1 }] },
-  { pageSize: 65536, packets: [{ kind: 'random', count: 1 }, { kind: 'text', count: 2 }] },
+  {
+    pageSize: 4096,
+    packets: [
+      { kind: 'random', count: 1 },
+      { kind: 'text', count: 3 },
+      { kind: 'sparse', count: 2 },
+    ],
+  },
+  {
+    pageSize: 4096,
+    packets: [
+      { kind: 'text', count: 8 },
+      { kind: 'zero', count: 4 },
+      { kind: 'text', count: 8 },
+      { kind: 'random', count: 2 },
+    ],
+  },
+  {
+    pageSize: 4096,
+    params: { level: 9 },
+    packets: [
+      { kind: 'sparse', count: 4 },
+      { kind: 'text', count: 2 },
+    ],
+  },
+  {
+    pageSize: 4096,
+    packets: [
+      { kind: 'text', count: 128 },
+      { kind: 'random', count: 5 },
+    ],
+  },
+  {
+    pageSize: 16384,
+    packets: [
+      { kind: 'text', count: 2 },
+      { kind: 'sparse', count: 1 },
+      { kind: 'zero', count: 1 },
+    ],
+  },
+  {
+    pageSize: 65536,
+    packets: [
+      { kind: 'random', count: 1 },
+      { kind: 'text', count: 2 },
+    ],
+  },
 ];
 
 export interface SessionPacket {
@@ -87,15 +128,31 @@ type Mutation =
 
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ k: fc.constant('bytes' as const), packet: fc.nat({ max: 7 }), ops: byteOps(4) }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('normal' as const), packet: fc.nat({ max: 7 }), value: fc.oneof(fc.integer({ min: 1, max: 8 }), fc.constantFrom(127, 128)) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant('normal' as const),
+      packet: fc.nat({ max: 7 }),
+      value: fc.oneof(fc.integer({ min: 1, max: 8 }), fc.constantFrom(127, 128)),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('drop' as const), packet: fc.nat({ max: 7 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('replay' as const), packet: fc.nat({ max: 7 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('swap' as const), a: fc.nat({ max: 7 }), b: fc.nat({ max: 7 }) }) },
   {
     weight: 1,
-    arbitrary: fc.record({ k: fc.constant('splice' as const), packet: fc.nat({ max: 7 }), from: fc.nat({ max: 7 }), at: fc.nat({ max: 1 << 20 }), len: fc.integer({ min: 1, max: 4096 }) }),
+    arbitrary: fc.record({
+      k: fc.constant('splice' as const),
+      packet: fc.nat({ max: 7 }),
+      from: fc.nat({ max: 7 }),
+      at: fc.nat({ max: 1 << 20 }),
+      len: fc.integer({ min: 1, max: 4096 }),
+    }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('random' as const), packet: fc.nat({ max: 7 }), bytes: fc.uint8Array({ maxLength: 2048 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant('random' as const), packet: fc.nat({ max: 7 }), bytes: fc.uint8Array({ maxLength: 2048 }) }),
+  },
 );
 
 interface MethodInput {
@@ -130,7 +187,11 @@ export function mutateSession(s: Session, muts: readonly Mutation[]): Fed[] {
     else if (m.k === 'swap') {
       const a = m.a % n;
       const b = m.b % n;
-      if (a !== b) [list[a], list[b]] = [{ ...list[b]!, touched: true }, { ...list[a]!, touched: true }];
+      if (a !== b)
+        [list[a], list[b]] = [
+          { ...list[b]!, touched: true },
+          { ...list[a]!, touched: true },
+        ];
     } else if (m.k === 'splice') {
       const p = list[m.packet % n]!;
       const src = list[m.from % n]!.payload;
@@ -159,7 +220,10 @@ export async function methodTarget(method: string): Promise<FuzzTarget<MethodInp
     async: true,
     arbitrary: fc.record({
       session: fc.nat({ max: sessions.length - 1 }),
-      mutations: fc.oneof({ weight: 1, arbitrary: fc.constant([]) }, { weight: 12, arbitrary: fc.array(mutation, { minLength: 1, maxLength: 4 }) }),
+      mutations: fc.oneof(
+        { weight: 1, arbitrary: fc.constant([]) },
+        { weight: 12, arbitrary: fc.array(mutation, { minLength: 1, maxLength: 4 }) },
+      ),
       cuts: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 6 }),
     }),
     async run(x) {
@@ -185,9 +249,12 @@ export async function methodTarget(method: string): Promise<FuzzTarget<MethodInp
             const got = out.reduce((a, p) => a + p.length, 0);
             if (got !== want) violation(`${method}: packet ${k} decoded to ${got} bytes, expected ${want} (${f.normal} pages)`);
             if (m.offload) {
-              for (const o of out) if (pieces.some((p) => p.buffer === o.buffer)) violation(`${method}: result is a view of its input, so it cannot be transferred`);
+              for (const o of out)
+                if (pieces.some((p) => p.buffer === o.buffer))
+                  violation(`${method}: result is a view of its input, so it cannot be transferred`);
             }
-            if (f.expect && Buffer.compare(Buffer.concat(out), f.expect) !== 0) violation(`${method}: packet ${k} round trip differs from the sender's pages`);
+            if (f.expect && Buffer.compare(Buffer.concat(out), f.expect) !== 0)
+              violation(`${method}: packet ${k} round trip differs from the sender's pages`);
           }
         });
       } finally {

@@ -17,11 +17,14 @@ export type ByteOp =
 
 /** u32 values on the edges of every count, size and length check. */
 export const EDGE_U32 = [
-  0, 1, 2, 3, 4, 7, 8, 9, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1023, 1024, 1025, 4095, 4096, 4097, 8192, 16383, 16384, 16385, 65535, 65536,
-  65537, 524287, 524288, 524289, 1048576, 1048577, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
+  0, 1, 2, 3, 4, 7, 8, 9, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1023, 1024, 1025, 4095, 4096, 4097, 8192, 16383, 16384, 16385,
+  65535, 65536, 65537, 524287, 524288, 524289, 1048576, 1048577, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
 ] as const;
 
-export const edgeU32: fc.Arbitrary<number> = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...EDGE_U32) }, { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) });
+export const edgeU32: fc.Arbitrary<number> = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom(...EDGE_U32) },
+  { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) },
+);
 
 const position = fc.nat({ max: 1 << 20 });
 const smallBytes = fc.uint8Array({ minLength: 1, maxLength: 64 });
@@ -34,7 +37,10 @@ export const byteOp: fc.Arbitrary<ByteOp> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('insert' as const), at: position, bytes: smallBytes }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('erase' as const), at: position, len: fc.integer({ min: 1, max: 64 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('append' as const), bytes: smallBytes }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('copy' as const), from: position, at: position, len: fc.integer({ min: 1, max: 256 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant('copy' as const), from: position, at: position, len: fc.integer({ min: 1, max: 256 }) }),
+  },
 );
 
 export const byteOps = (maxLength = 4): fc.Arbitrary<ByteOp[]> => fc.array(byteOp, { minLength: 1, maxLength });
@@ -111,7 +117,7 @@ export function makePages(kind: PageKind, count: number, pageSize: number, seed:
     const page = b.subarray(p * pageSize, (p + 1) * pageSize);
     if (kind === 'text') {
       const words = ['mfd ', 'multifd ', 'page ', 'qemu ', 'ramblock ', '\n', 'zero ', 'the '];
-      for (let at = 0; at < pageSize; ) at += page.write(words[r() % words.length]!, at);
+      for (let at = 0; at < pageSize;) at += page.write(words[r() % words.length]!, at);
     } else if (kind === 'random') {
       for (let i = 0; i < pageSize; i += 4) page.writeUInt32LE(r(), i);
     } else if (kind === 'sparse') {

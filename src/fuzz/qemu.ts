@@ -105,8 +105,14 @@ export async function buildQemuMigration(spec: QemuMigrationSpec): Promise<QemuM
 
   const method = getMethod(spec.method);
   const hs = packetHeaderSize(PS);
-  const chans = Array.from({ length: spec.channels }, (_, i) => ({ init: encodeInitPacket(FUZZ_UUID, i), packets: [] as StreamPacket[], packetNum: 0n }));
-  const senders = chans.map((_, i) => method.sendSetup({ channel: i, pageSize: PS, params: method.params({}), tally: new PathTally('fuzz') }));
+  const chans = Array.from({ length: spec.channels }, (_, i) => ({
+    init: encodeInitPacket(FUZZ_UUID, i),
+    packets: [] as StreamPacket[],
+    packetNum: 0n,
+  }));
+  const senders = chans.map((_, i) =>
+    method.sendSetup({ channel: i, pageSize: PS, params: method.params({}), tally: new PathTally('fuzz') }),
+  );
   const images = new Map<string, Buffer>(spec.blocks.map((b) => [b.name, Buffer.alloc(b.pass1.length * PS)]));
   const packet = (c: number, flags: number, block: string, normal: number[], zero: number[], payload: Uint8Array[]): void => {
     const ch = chans[c]!;
@@ -194,7 +200,14 @@ export async function buildQemuMigration(spec: QemuMigrationSpec): Promise<QemuM
     senders.forEach((s) => s.cleanup());
   }
   const ds = new Writer();
-  ds.u8(QEMU_VM_SECTION_FULL).u32(3).str('timer').u32(0).u32(2).bytes(makePages('random', 1, 64, spec.seed)).u8(QEMU_VM_SECTION_FOOTER).u32(3);
+  ds.u8(QEMU_VM_SECTION_FULL)
+    .u32(3)
+    .str('timer')
+    .u32(0)
+    .u32(2)
+    .bytes(makePages('random', 1, 64, spec.seed))
+    .u8(QEMU_VM_SECTION_FOOTER)
+    .u32(3);
   ds.u8(QEMU_VM_EOF);
   if (spec.vmDescription) {
     const desc = Buffer.from(JSON.stringify({ page_size: PS, devices: [{ name: 'timer', instance_id: 0 }] }));
@@ -211,7 +224,15 @@ const kinds = (n: number, cycle: readonly PageKind[]): PageKind[] => Array.from(
 export const QEMU_CORPUS: readonly QemuMigrationSpec[] = [
   {
     blocks: [
-      { name: 'pc.ram', pass1: kinds(12, ['text', 'zero', 'random', 'sparse']), pass2: [[1, 'text'], [2, 'zero'], [5, 'sparse']] },
+      {
+        name: 'pc.ram',
+        pass1: kinds(12, ['text', 'zero', 'random', 'sparse']),
+        pass2: [
+          [1, 'text'],
+          [2, 'zero'],
+          [5, 'sparse'],
+        ],
+      },
       { name: '/rom@etc/acpi/tables', pass1: kinds(2, ['sparse', 'zero']), pass2: [] },
     ],
     channels: 0,
@@ -224,7 +245,15 @@ export const QEMU_CORPUS: readonly QemuMigrationSpec[] = [
   },
   {
     blocks: [
-      { name: 'pc.ram', pass1: kinds(16, ['random', 'zero', 'text', 'zero', 'sparse']), pass2: [[0, 'zero'], [1, 'text'], [9, 'random']] },
+      {
+        name: 'pc.ram',
+        pass1: kinds(16, ['random', 'zero', 'text', 'zero', 'sparse']),
+        pass2: [
+          [0, 'zero'],
+          [1, 'text'],
+          [9, 'random'],
+        ],
+      },
       { name: 'vga.vram', pass1: kinds(3, ['zero', 'text']), pass2: [[0, 'sparse']] },
     ],
     channels: 2,
@@ -236,7 +265,16 @@ export const QEMU_CORPUS: readonly QemuMigrationSpec[] = [
     seed: 2,
   },
   {
-    blocks: [{ name: 'mem', pass1: kinds(10, ['text', 'zero', 'sparse']), pass2: [[3, 'text'], [4, 'zero']] }],
+    blocks: [
+      {
+        name: 'mem',
+        pass1: kinds(10, ['text', 'zero', 'sparse']),
+        pass2: [
+          [3, 'text'],
+          [4, 'zero'],
+        ],
+      },
+    ],
     channels: 1,
     method: 'zstd',
     syncMode: 'section',
@@ -247,7 +285,14 @@ export const QEMU_CORPUS: readonly QemuMigrationSpec[] = [
   },
   {
     blocks: [
-      { name: 'pc.ram', pass1: kinds(9, ['sparse', 'text', 'zero']), pass2: [[2, 'random'], [8, 'zero']] },
+      {
+        name: 'pc.ram',
+        pass1: kinds(9, ['sparse', 'text', 'zero']),
+        pass2: [
+          [2, 'random'],
+          [8, 'zero'],
+        ],
+      },
       { name: 'pc.bios', pass1: kinds(2, ['text']), pass2: [] },
     ],
     channels: 2,
@@ -266,9 +311,25 @@ export type MainMutation =
   | { k: 'record'; index: number; offset: number; flags: number };
 
 /** Flag combinations on the edges of the record checks. */
-const RECORD_FLAGS = [0x02, 0x04, 0x08, 0x10, 0x20, 0x22, 0x28, 0x24, 0x30, 0x40, 0x80, 0x100, 0x200, 0x202, 0x208, 0x210, 0x220, 0x400, 0x800, 0x0] as const;
+const RECORD_FLAGS = [
+  0x02, 0x04, 0x08, 0x10, 0x20, 0x22, 0x28, 0x24, 0x30, 0x40, 0x80, 0x100, 0x200, 0x202, 0x208, 0x210, 0x220, 0x400, 0x800, 0x0,
+] as const;
 /** Offsets (bytes) on the edges: in range, past the end, unaligned, beyond 2^53, the 64 TiB cap. */
-const RECORD_OFFSETS = [0, 4096, 8192, 40960, 65536, 4096 * 16, 4096 * 1024, 2 ** 32, 2 ** 40, MAX_TOTAL_RAM, MAX_TOTAL_RAM + 4096, 2 ** 52, 2 ** 63] as const;
+const RECORD_OFFSETS = [
+  0,
+  4096,
+  8192,
+  40960,
+  65536,
+  4096 * 16,
+  4096 * 1024,
+  2 ** 32,
+  2 ** 40,
+  MAX_TOTAL_RAM,
+  MAX_TOTAL_RAM + 4096,
+  2 ** 52,
+  2 ** 63,
+] as const;
 
 const mainMutation: fc.Arbitrary<MainMutation> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ k: fc.constant('bytes' as const), ops: byteOps(3) }) },
@@ -277,13 +338,19 @@ const mainMutation: fc.Arbitrary<MainMutation> = fc.oneof(
     arbitrary: fc.record({
       k: fc.constant('record' as const),
       index: fc.nat({ max: 1000 }),
-      offset: fc.oneof(fc.constantFrom(...RECORD_OFFSETS), edgeU32.map((v) => v * 4096)),
+      offset: fc.oneof(
+        fc.constantFrom(...RECORD_OFFSETS),
+        edgeU32.map((v) => v * 4096),
+      ),
       flags: fc.constantFrom(...RECORD_FLAGS),
     }),
   },
 );
 
-const mainMutations = fc.oneof({ weight: 1, arbitrary: fc.constant([] as MainMutation[]) }, { weight: 8, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 3 }) });
+const mainMutations = fc.oneof(
+  { weight: 1, arbitrary: fc.constant([] as MainMutation[]) },
+  { weight: 8, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 3 }) },
+);
 
 /** `m.main` after the mutations. */
 function mutateMain(m: QemuMigration, muts: readonly MainMutation[]): Buffer {
@@ -339,7 +406,8 @@ async function parseChecked(m: QemuMigration, bytes: Buffer, cuts: readonly numb
     reader,
     {
       onConfiguration(machine, raw) {
-        if (machine.length > 256 || raw.length > 128 * 1024) fail(`configuration of ${raw.length} bytes, machine type of ${machine.length}`);
+        if (machine.length > 256 || raw.length > 128 * 1024)
+          fail(`configuration of ${raw.length} bytes, machine type of ${machine.length}`);
       },
       async onRamStart(_info, list: RamBlockInfo[]) {
         if (blocks) fail('a second block list');
@@ -366,7 +434,8 @@ async function parseChecked(m: QemuMigration, bytes: Buffer, cuts: readonly numb
       },
       onDeviceState(chunk) {
         deviceBytes += chunk.length;
-        if (deviceBytes > FUZZ_MAX_DEVICE_STATE) fail(`${deviceBytes} bytes of device state handed on, the cap is ${FUZZ_MAX_DEVICE_STATE}`);
+        if (deviceBytes > FUZZ_MAX_DEVICE_STATE)
+          fail(`${deviceBytes} bytes of device state handed on, the cap is ${FUZZ_MAX_DEVICE_STATE}`);
       },
     },
     'fuzz main channel',
@@ -394,11 +463,13 @@ async function parseChecked(m: QemuMigration, bytes: Buffer, cuts: readonly numb
   if (end === 'hang') fail(`did not settle within ${PARSE_HANG_MS} ms of the stream's end`);
   if (end instanceof Error || !(typeof end === 'object' && end !== null && 'syncPoints' in end)) return typed(end, 'main channel').code;
   const s = end as MainSummary;
-  if (s.zeroRecords !== zeros || s.pageRecords !== pages || s.deviceStateBytes !== deviceBytes) fail(`summary ${JSON.stringify(s)} disagrees with ${zeros} zero, ${pages} page records, ${deviceBytes} device bytes handed on`);
+  if (s.zeroRecords !== zeros || s.pageRecords !== pages || s.deviceStateBytes !== deviceBytes)
+    fail(`summary ${JSON.stringify(s)} disagrees with ${zeros} zero, ${pages} page records, ${deviceBytes} device bytes handed on`);
   if (!blocks) fail('success without a block list');
   if (unmutated) {
     if (deviceBytes !== m.deviceState.length) fail(`device state of ${deviceBytes} bytes, sent ${m.deviceState.length}`);
-    if (m.spec.channels === 0) for (const [name, image] of m.images) if (!model.get(name)?.equals(image)) fail(`ramblock "${name}" differs from what was sent`);
+    if (m.spec.channels === 0)
+      for (const [name, image] of m.images) if (!model.get(name)?.equals(image)) fail(`ramblock "${name}" differs from what was sent`);
   }
   return 'ok';
 }
@@ -468,7 +539,15 @@ function listTree(dir: string): string[] {
 }
 
 /** One live migration of `main` and `channels` into a receiver writing to `out` (inside `box`). */
-async function receiveChecked(m: QemuMigration, main: Buffer, channels: Buffer[], x: RecvInput, box: string, out: string, unmutated: boolean): Promise<string> {
+async function receiveChecked(
+  m: QemuMigration,
+  main: Buffer,
+  channels: Buffer[],
+  x: RecvInput,
+  box: string,
+  out: string,
+  unmutated: boolean,
+): Promise<string> {
   const abort = new AbortController();
   const sockets: net.Socket[] = [];
   let listening!: (port: number) => void;
@@ -518,7 +597,8 @@ async function receiveChecked(m: QemuMigration, main: Buffer, channels: Buffer[]
     }
     if (unmutated) {
       for (const [name, image] of m.images) {
-        if (!fs.readFileSync(path.join(out, ramblockFileName(name))).equals(image)) violation(`ramblock "${name}" differs from what was sent`);
+        if (!fs.readFileSync(path.join(out, ramblockFileName(name))).equals(image))
+          violation(`ramblock "${name}" differs from what was sent`);
       }
       if (!fs.readFileSync(path.join(out, 'device-state')).equals(m.deviceState)) violation('device state differs from what was sent');
     }
@@ -542,10 +622,19 @@ export async function qemuRecvTarget(): Promise<FuzzTarget<RecvInput>> {
     async: true,
     arbitrary: fc.record({
       seed: fc.nat({ max: corpus.length - 1 }),
-      main: fc.oneof({ weight: 2, arbitrary: fc.constant([] as MainMutation[]) }, { weight: 3, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 2 }) }),
+      main: fc.oneof(
+        { weight: 2, arbitrary: fc.constant([] as MainMutation[]) },
+        { weight: 3, arbitrary: fc.array(mainMutation, { minLength: 1, maxLength: 2 }) },
+      ),
       channels: fc.oneof(
         { weight: 2, arbitrary: fc.constant([]) },
-        { weight: 2, arbitrary: fc.array(fc.record({ channel: fc.nat({ max: 7 }), muts: fc.array(streamMutation, { minLength: 1, maxLength: 2 }) }), { minLength: 1, maxLength: 2 }) },
+        {
+          weight: 2,
+          arbitrary: fc.array(fc.record({ channel: fc.nat({ max: 7 }), muts: fc.array(streamMutation, { minLength: 1, maxLength: 2 }) }), {
+            minLength: 1,
+            maxLength: 2,
+          }),
+        },
       ),
       cuts: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 4 }),
       mainFirst: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),

@@ -70,7 +70,12 @@ export function helloFor(s: Pick<ChannelStream, 'pageSize' | 'method' | 'block' 
 }
 
 /** A receiver on a free loopback port; `ended` settles to 'ok' or the error it failed with. */
-export async function startReceiver(dir: string, signal: AbortSignal, inPlace: boolean, timeoutMs = RECEIVER_TIMEOUT_MS): Promise<{ port: number; ended: Promise<unknown> }> {
+export async function startReceiver(
+  dir: string,
+  signal: AbortSignal,
+  inPlace: boolean,
+  timeoutMs = RECEIVER_TIMEOUT_MS,
+): Promise<{ port: number; ended: Promise<unknown> }> {
   let port = 0;
   let listening!: () => void;
   const listened = new Promise<void>((r) => (listening = r));
@@ -110,7 +115,8 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
     ctlSock.write(encodePreamble());
     ctlSock.write(encodeFrame(helloFor(s)));
     const ready = await ctl.next().catch((e: unknown) => e);
-    if (!(ready && typeof ready === 'object' && (ready as { type?: string }).type === 'ready')) violation(`receiver did not accept a valid hello: ${JSON.stringify(ready)}`);
+    if (!(ready && typeof ready === 'object' && (ready as { type?: string }).type === 'ready'))
+      violation(`receiver did not accept a valid hello: ${JSON.stringify(ready)}`);
     const data = await connect('127.0.0.1', port, 2000, 'data');
     sockets.push(data);
     data.on('error', () => {});
@@ -128,15 +134,19 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
     const out = path.join(dir, s.block);
     if (end === 'ok') {
       const got = fs.readFileSync(out);
-      if (!got.equals(s.image)) violation(`migration succeeded but the output differs from the image (${got.length} bytes, image ${s.image.length})`);
+      if (!got.equals(s.image))
+        violation(`migration succeeded but the output differs from the image (${got.length} bytes, image ${s.image.length})`);
       return 'ok';
     }
     const e = typed(end, 'receiver');
-    if (CHANNEL_CODES.test(e.code) && (e.channel !== 0 || !e.message.startsWith('channel 0'))) violation(`${e.code} does not name the channel: ${e.message}`);
-    if (e.code.startsWith('ERR_INIT_') && !e.message.includes('multifd channel from')) violation(`${e.code} does not name the connection: ${e.message}`);
+    if (CHANNEL_CODES.test(e.code) && (e.channel !== 0 || !e.message.startsWith('channel 0')))
+      violation(`${e.code} does not name the channel: ${e.message}`);
+    if (e.code.startsWith('ERR_INIT_') && !e.message.includes('multifd channel from'))
+      violation(`${e.code} does not name the connection: ${e.message}`);
     if (x.inPlace) {
       const size = fs.statSync(out).size;
-      if (size !== s.blockSize) violation(`in-place output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
+      if (size !== s.blockSize)
+        violation(`in-place output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
     } else {
       // Kept for mfd send --resume: the partial output (never past the block) and its journal, after a
       // failure that does not make the pages suspect (a dropped or timed-out channel, not bad input).
@@ -144,9 +154,11 @@ async function migrateBytes(s: ChannelStream, bytes: Buffer, x: ReceiverInput, d
       const kept = [`.${s.block}.mfd-journal`, `.${s.block}.mfd-partial`];
       if (left.length > 0) {
         if (left.join('/') !== kept.join('/')) violation(`files left behind after ${e.code}: ${left.join(', ')}`);
-        if (e.exitCode === ExitCode.PROTOCOL || e.exitCode === ExitCode.VERIFY) violation(`partial output kept for a resume after ${e.code}, whose pages are suspect`);
+        if (e.exitCode === ExitCode.PROTOCOL || e.exitCode === ExitCode.VERIFY)
+          violation(`partial output kept for a resume after ${e.code}, whose pages are suspect`);
         const size = fs.statSync(path.join(dir, kept[1]!)).size;
-        if (size !== s.blockSize) violation(`partial output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
+        if (size !== s.blockSize)
+          violation(`partial output is ${size} bytes after ${e.code}, the ramblock ${s.blockSize}: a write left the block`);
         for (const f of kept) fs.rmSync(path.join(dir, f));
       }
     }
@@ -172,7 +184,10 @@ export async function receiverTarget(): Promise<FuzzTarget<ReceiverInput>> {
     async: true,
     arbitrary: fc.record({
       stream: fc.nat({ max: corpus.length - 1 }),
-      mutations: fc.oneof({ weight: 1, arbitrary: fc.constant([]) }, { weight: 10, arbitrary: fc.array(streamMutation, { minLength: 1, maxLength: 3 }) }),
+      mutations: fc.oneof(
+        { weight: 1, arbitrary: fc.constant([]) },
+        { weight: 10, arbitrary: fc.array(streamMutation, { minLength: 1, maxLength: 3 }) },
+      ),
       cuts: fc.array(fc.nat({ max: 1 << 20 }), { maxLength: 4 }),
       inPlace: fc.boolean(),
       complete: fc.oneof({ weight: 6, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
@@ -234,7 +249,8 @@ export function receiverHelloTarget(): FuzzTarget<Uint8Array> {
         if (end === 'hang') violation(`receiver did not end within ${HANG_MS} ms of the control channel closing`);
         if (end === 'ok') violation('a migration without channels succeeded');
         const e = typed(end, 'receiver hello');
-        if (type === 'error' && (reply as { code?: unknown }).code !== e.code) violation(`the sender was told ${String((reply as { code?: unknown }).code)}, the receiver ended with ${e.code}`);
+        if (type === 'error' && (reply as { code?: unknown }).code !== e.code)
+          violation(`the sender was told ${String((reply as { code?: unknown }).code)}, the receiver ended with ${e.code}`);
         const left = fs.readdirSync(dir);
         if (left.length > 0) violation(`files left after ${e.code}: ${left.slice(0, 3).join(', ')}`);
         return type === 'ready' ? `ready+${e.code}` : e.code;

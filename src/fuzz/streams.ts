@@ -118,7 +118,15 @@ export async function buildChannelStream(o: {
 }
 
 type HeaderField = 'magic' | 'version' | 'flags' | 'pagesAlloc' | 'normalPages' | 'nextPacketSize' | 'zeroPages';
-const FIELD_AT: Record<HeaderField, number> = { magic: 0, version: 4, flags: 8, pagesAlloc: 12, normalPages: 16, nextPacketSize: 20, zeroPages: 32 };
+const FIELD_AT: Record<HeaderField, number> = {
+  magic: 0,
+  version: 4,
+  flags: 8,
+  pagesAlloc: 12,
+  normalPages: 16,
+  nextPacketSize: 20,
+  zeroPages: 32,
+};
 
 export type StreamMutation =
   | { k: 'field'; packet: number; field: HeaderField; value: number }
@@ -138,7 +146,12 @@ const packetIndex = fc.nat({ max: 15 });
 export const streamMutation: fc.Arbitrary<StreamMutation> = fc.oneof(
   {
     weight: 4,
-    arbitrary: fc.record({ k: fc.constant('field' as const), packet: packetIndex, field: fc.constantFrom(...(Object.keys(FIELD_AT) as HeaderField[])), value: edgeU32 }),
+    arbitrary: fc.record({
+      k: fc.constant('field' as const),
+      packet: packetIndex,
+      field: fc.constantFrom(...(Object.keys(FIELD_AT) as HeaderField[])),
+      value: edgeU32,
+    }),
   },
   {
     weight: 3,
@@ -149,7 +162,14 @@ export const streamMutation: fc.Arbitrary<StreamMutation> = fc.oneof(
       delta: fc.constantFrom(-2, -1, 1, 2, 4096),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('packetNum' as const), packet: packetIndex, value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant('packetNum' as const),
+      packet: packetIndex,
+      value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+    }),
+  },
   {
     weight: 3,
     arbitrary: fc.record({
@@ -157,21 +177,48 @@ export const streamMutation: fc.Arbitrary<StreamMutation> = fc.oneof(
       packet: packetIndex,
       index: fc.nat({ max: 15 }),
       value: fc.oneof(
-        fc.constantFrom(0n, 1n, 4095n, 4096n, 65536n, 1n << 20n, (1n << 20n) + 100n, 1n << 32n, (1n << 53n) - 4096n, 1n << 53n, 1n << 63n, (1n << 64n) - 1n),
+        fc.constantFrom(
+          0n,
+          1n,
+          4095n,
+          4096n,
+          65536n,
+          1n << 20n,
+          (1n << 20n) + 100n,
+          1n << 32n,
+          (1n << 53n) - 4096n,
+          1n << 53n,
+          1n << 63n,
+          (1n << 64n) - 1n,
+        ),
         fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
       ),
     }),
   },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('offsetDelta' as const), packet: packetIndex, index: fc.nat({ max: 15 }), delta: fc.constantFrom(-4096, -1, 1, 4096, 65536) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant('offsetDelta' as const),
+      packet: packetIndex,
+      index: fc.nat({ max: 15 }),
+      delta: fc.constantFrom(-4096, -1, 1, 4096, 65536),
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
       k: fc.constant('name' as const),
       packet: packetIndex,
-      name: fc.oneof(fc.constantFrom(Buffer.from('pc.ram'), Buffer.from('pc.raM'), Buffer.from(''), Buffer.alloc(256, 0x41), Buffer.from([0xff, 0xfe])), fc.uint8Array({ maxLength: 256 })),
+      name: fc.oneof(
+        fc.constantFrom(Buffer.from('pc.ram'), Buffer.from('pc.raM'), Buffer.from(''), Buffer.alloc(256, 0x41), Buffer.from([0xff, 0xfe])),
+        fc.uint8Array({ maxLength: 256 }),
+      ),
     }),
   },
-  { weight: 4, arbitrary: fc.record({ k: fc.constant('payload' as const), packet: packetIndex, ops: byteOps(3), fixLength: fc.boolean() }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ k: fc.constant('payload' as const), packet: packetIndex, ops: byteOps(3), fixLength: fc.boolean() }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('drop' as const), packet: packetIndex }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('replay' as const), packet: packetIndex }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('init' as const), ops: byteOps(2) }) },

@@ -7,7 +7,16 @@
 import fc from 'fast-check';
 import { checkInitPacket, decodeInitPacket, encodeInitPacket } from '../wire/init-packet.js';
 import { checkPacketHeader, decodePacketHeader, encodePacketHeader, type PacketCheckContext, type PacketFields } from '../wire/packet.js';
-import { INIT_PACKET_SIZE, MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, PAGE_SIZES, packetHeaderSize, pageCount } from '../wire/constants.js';
+import {
+  INIT_PACKET_SIZE,
+  MULTIFD_FLAG_COMPRESSION_MASK,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_MAGIC,
+  MULTIFD_VERSION,
+  PAGE_SIZES,
+  packetHeaderSize,
+  pageCount,
+} from '../wire/constants.js';
 import { getMethod, listMethods } from '../methods/index.js';
 import { type FuzzTarget, outcome, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, type ByteOp } from './mutate.js';
@@ -37,7 +46,10 @@ export function initPacketTarget(): FuzzTarget<InitInput> {
       return ops ? applyByteOps(b, ops) : b;
     });
   const fromCorpus = fc.tuple(fc.constantFrom(...valid), byteOps()).map(([b, ops]) => applyByteOps(b, ops));
-  const random = fc.oneof(fc.uint8Array({ minLength: INIT_PACKET_SIZE, maxLength: INIT_PACKET_SIZE }), fc.uint8Array({ maxLength: 2 * INIT_PACKET_SIZE }));
+  const random = fc.oneof(
+    fc.uint8Array({ minLength: INIT_PACKET_SIZE, maxLength: INIT_PACKET_SIZE }),
+    fc.uint8Array({ maxLength: 2 * INIT_PACKET_SIZE }),
+  );
   return {
     name: 'init-packet',
     corpusSize: valid.length,
@@ -76,7 +88,15 @@ const BLOCKS: Record<string, number> = {
 const BLOCK_NAMES = Object.keys(BLOCKS);
 
 type Field = 'magic' | 'version' | 'flags' | 'pagesAlloc' | 'normalPages' | 'nextPacketSize' | 'zeroPages';
-const FIELD_AT: Record<Field, number> = { magic: 0, version: 4, flags: 8, pagesAlloc: 12, normalPages: 16, nextPacketSize: 20, zeroPages: 32 };
+const FIELD_AT: Record<Field, number> = {
+  magic: 0,
+  version: 4,
+  flags: 8,
+  pagesAlloc: 12,
+  normalPages: 16,
+  nextPacketSize: 20,
+  zeroPages: 32,
+};
 
 type HeaderMutation =
   | { k: 'field'; field: Field; value: number }
@@ -89,7 +109,15 @@ interface HeaderInput {
   pageSize: number;
   method: string;
   /** A valid header's fields (before mutations). */
-  base: { flags: number; normalPages: number; zeroPages: number; payloadFrac: number; block: string; pages: readonly number[]; packetNum: bigint };
+  base: {
+    flags: number;
+    normalPages: number;
+    zeroPages: number;
+    payloadFrac: number;
+    block: string;
+    pages: readonly number[];
+    packetNum: bigint;
+  };
   mutations: readonly HeaderMutation[];
   /** Use random bytes instead of the structured header. */
   random: Uint8Array | null;
@@ -109,7 +137,12 @@ const fieldValue = (field: Field): fc.Arbitrary<number> => {
 };
 
 const headerMutation: fc.Arbitrary<HeaderMutation> = fc.oneof(
-  { weight: 4, arbitrary: fc.constantFrom(...(Object.keys(FIELD_AT) as Field[])).chain((field) => fc.record({ k: fc.constant('field' as const), field: fc.constant(field), value: fieldValue(field) })) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .constantFrom(...(Object.keys(FIELD_AT) as Field[]))
+      .chain((field) => fc.record({ k: fc.constant('field' as const), field: fc.constant(field), value: fieldValue(field) })),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('packetNum' as const), value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) }) },
   {
     weight: 4,
@@ -126,7 +159,14 @@ const headerMutation: fc.Arbitrary<HeaderMutation> = fc.oneof(
     arbitrary: fc.record({
       k: fc.constant('name' as const),
       name: fc.oneof(
-        fc.constantFrom(...BLOCK_NAMES.map((n) => Buffer.from(n)), Buffer.from('pc.ra'), Buffer.from('pc.ram\0x'), Buffer.from(''), Buffer.alloc(255, 0x61), Buffer.alloc(256, 0x61)),
+        fc.constantFrom(
+          ...BLOCK_NAMES.map((n) => Buffer.from(n)),
+          Buffer.from('pc.ra'),
+          Buffer.from('pc.ram\0x'),
+          Buffer.from(''),
+          Buffer.alloc(255, 0x61),
+          Buffer.alloc(256, 0x61),
+        ),
         fc.uint8Array({ maxLength: 260 }),
       ),
       terminate: fc.boolean(),
@@ -258,12 +298,14 @@ export function packetHeaderTarget(): FuzzTarget<HeaderInput> {
           r = checkPacketHeader(h, ctx);
         } catch (e) {
           const err = e as { channel?: number; message?: string };
-          if (err.channel !== ctx.channel || !err.message?.startsWith(`channel ${ctx.channel}`)) violation(`header error does not name channel ${ctx.channel}: ${err.message}`);
+          if (err.channel !== ctx.channel || !err.message?.startsWith(`channel ${ctx.channel}`))
+            violation(`header error does not name channel ${ctx.channel}: ${err.message}`);
           throw e;
         }
         // Accepted: the invariants data-channel.ts relies on before it allocates, reads or writes.
         const pages = h.normalPages + h.zeroPages;
-        if (h.pagesAlloc > ctx.pageCount || h.normalPages > h.pagesAlloc || pages > ctx.pageCount) violation(`accepted counts alloc ${h.pagesAlloc} normal ${h.normalPages} zero ${h.zeroPages}`);
+        if (h.pagesAlloc > ctx.pageCount || h.normalPages > h.pagesAlloc || pages > ctx.pageCount)
+          violation(`accepted counts alloc ${h.pagesAlloc} normal ${h.normalPages} zero ${h.zeroPages}`);
         if (h.normalPages === 0 && h.nextPacketSize !== 0) violation(`accepted next_packet_size ${h.nextPacketSize} without normal pages`);
         if (h.normalPages > 0) {
           const max = ctx.exactPayload ? h.normalPages * ctx.pageSize : ctx.maxPayload(h.normalPages);
@@ -279,7 +321,8 @@ export function packetHeaderTarget(): FuzzTarget<HeaderInput> {
         if (h.offsets.length < pages) violation(`accepted ${pages} pages with ${h.offsets.length} offsets decoded`);
         for (let i = 0; i < pages; i++) {
           const o = h.offsets[i]!;
-          if (!Number.isSafeInteger(o) || o < 0 || o >= r.size || o % ctx.pageSize !== 0) violation(`accepted offset ${o} of page ${i} for a block of ${r.size} bytes`);
+          if (!Number.isSafeInteger(o) || o < 0 || o >= r.size || o % ctx.pageSize !== 0)
+            violation(`accepted offset ${o} of page ${i} for a block of ${r.size} bytes`);
         }
       });
     },

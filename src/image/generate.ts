@@ -95,7 +95,7 @@ export function generateImage(file: string, opts: GenerateOptions): GenerateResu
       }
       // Write runs of non-zero pages; zero runs stay holes.
       const base = p0 * ps;
-      for (let i = 0; i < n; ) {
+      for (let i = 0; i < n;) {
         if (kinds[i] === 0) {
           i++;
           continue;

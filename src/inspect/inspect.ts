@@ -143,7 +143,11 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
         let got = 0;
         while (got < want) {
           const r = fs.readSync(fd, window, got, want - got, at + got);
-          if (r === 0) throw new IoError('ERR_SHORT_READ', `reading stream "${file}": it ends at byte ${at + got}, expected ${at + want} (did it shrink?)`);
+          if (r === 0)
+            throw new IoError(
+              'ERR_SHORT_READ',
+              `reading stream "${file}": it ends at byte ${at + got}, expected ${at + want} (did it shrink?)`,
+            );
           got += r;
         }
         start = at;
@@ -159,25 +163,60 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
 
 function refuseUnlessFile(st: fs.Stats, file: string): void {
   if (st.isFile()) return;
-  const kind = st.isFIFO() ? 'a pipe' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : st.isDirectory() ? 'a directory' : 'not a regular file';
-  throw new UsageError(`mfd inspect reads regular files: "${file}" is ${kind} (save the stream to a file first, e.g. with mfd recv --dump-streams)`);
+  const kind = st.isFIFO()
+    ? 'a pipe'
+    : st.isCharacterDevice()
+      ? 'a character device'
+      : st.isBlockDevice()
+        ? 'a block device'
+        : st.isSocket()
+          ? 'a socket'
+          : st.isDirectory()
+            ? 'a directory'
+            : 'not a regular file';
+  throw new UsageError(
+    `mfd inspect reads regular files: "${file}" is ${kind} (save the stream to a file first, e.g. with mfd recv --dump-streams)`,
+  );
 }
 
 /** inspectStream on bytes already read; `file` names them in the report. */
-export async function inspectBytes(buf: Buffer, file: string, pageSize: number, sink?: PageSink, opts: InspectOptions = {}): Promise<StreamReport> {
+export async function inspectBytes(
+  buf: Buffer,
+  file: string,
+  pageSize: number,
+  sink?: PageSink,
+  opts: InspectOptions = {},
+): Promise<StreamReport> {
   return inspectSource({ length: buf.length, read: (at, n) => buf.subarray(at, at + n) }, file, pageSize, sink, opts);
 }
 
-async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: PageSink | undefined, opts: InspectOptions): Promise<StreamReport> {
+async function inspectSource(
+  buf: Bytes,
+  file: string,
+  pageSize: number,
+  sink: PageSink | undefined,
+  opts: InspectOptions,
+): Promise<StreamReport> {
   const report: StreamReport = {
     file,
     init: null,
     decoded: !opts.headersOnly,
     packets: [],
-    totals: { packets: 0, syncPackets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0, decodedPages: 0, deviceStatePackets: 0, deviceStateBytes: 0, bytes: buf.length },
+    totals: {
+      packets: 0,
+      syncPackets: 0,
+      normalPages: 0,
+      zeroPages: 0,
+      payloadBytes: 0,
+      decodedPages: 0,
+      deviceStatePackets: 0,
+      deviceStateBytes: 0,
+      bytes: buf.length,
+    },
     errors: [],
   };
-  const err = (at: number, message: string): void => void (report.errors.length < MAX_LISTED_PACKETS && report.errors.push({ at, message }));
+  const err = (at: number, message: string): void =>
+    void (report.errors.length < MAX_LISTED_PACKETS && report.errors.push({ at, message }));
   const list = (p: InspectedPacket): void => void (report.packets.length < MAX_LISTED_PACKETS && report.packets.push(p));
   if (buf.length < INIT_PACKET_SIZE) {
     err(0, `stream of ${buf.length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`);
@@ -205,7 +244,11 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
     }
     const d = decodeDeviceStateHeader(Buffer.from(await buf.read(at, DEVICE_STATE_HEADER_SIZE)));
     const kind = flags & MULTIFD_FLAG_COMPRESSION_MASK;
-    if (kind) err(at, `device-state packet with compression bits ${hex(kind)} (flags ${hex(flags)}): no QEMU version defines that packet kind; its state cannot be read`);
+    if (kind)
+      err(
+        at,
+        `device-state packet with compression bits ${hex(kind)} (flags ${hex(flags)}): no QEMU version defines that packet kind; its state cannot be read`,
+      );
     if (flags & MULTIFD_FLAG_SYNC) err(at, `device-state packet with the SYNC flag (flags ${hex(flags)}), which QEMU refuses`);
     if (!d.idstrTerminated) err(at, 'device-state packet idstr is not NUL-terminated');
     if (d.nextPacketSize === 0) err(at, 'empty device-state packet (next_packet_size 0), which QEMU refuses');
@@ -215,7 +258,19 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
       return -1;
     }
     const idstr = Buffer.from(d.idstr).toString('utf8');
-    list({ at, kind: 'device-state', packetNum: '-', flags: flagNames(flags), method: '-', ramblock: idstr, instanceId: d.instanceId, normalPages: 0, zeroPages: 0, payloadBytes: d.nextPacketSize, ratio: 0 });
+    list({
+      at,
+      kind: 'device-state',
+      packetNum: '-',
+      flags: flagNames(flags),
+      method: '-',
+      ramblock: idstr,
+      instanceId: d.instanceId,
+      normalPages: 0,
+      zeroPages: 0,
+      payloadBytes: d.nextPacketSize,
+      ratio: 0,
+    });
     t.packets++;
     t.deviceStatePackets++;
     t.deviceStateBytes += d.nextPacketSize;
@@ -223,7 +278,7 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
   };
 
   try {
-    for (let at = INIT_PACKET_SIZE; at < buf.length; ) {
+    for (let at = INIT_PACKET_SIZE; at < buf.length;) {
       // The common 12 bytes say which kind of packet follows (and how long its header is).
       if (buf.length - at < COMMON_HEADER_SIZE) {
         err(at, `truncated packet header: ${buf.length - at} of ${hs} bytes`);
@@ -234,7 +289,10 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
       const version = common.readUInt32BE(4);
       const flags = common.readUInt32BE(8);
       if (magic !== MULTIFD_MAGIC || version !== MULTIFD_VERSION) {
-        err(at, `packet magic ${hex(magic)} version ${version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}; cannot find the next packet`);
+        err(
+          at,
+          `packet magic ${hex(magic)} version ${version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}; cannot find the next packet`,
+        );
         break;
       }
       const undefinedBits = (flags & ~MULTIFD_DEFINED_FLAGS) >>> 0;
@@ -264,11 +322,17 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
       // reference packet (an mfd extension) by its own length.
       const refs = isRefPacket(h);
       if (refs && (h.nextPacketSize % REF_ENTRY_SIZE !== 0 || h.nextPacketSize > MAX_REFS_PER_PACKET * REF_ENTRY_SIZE)) {
-        err(at, `delta reference packet: next_packet_size ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} up to ${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}; cannot find the next packet`);
+        err(
+          at,
+          `delta reference packet: next_packet_size ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} up to ${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}; cannot find the next packet`,
+        );
         break;
       }
-      const payloadLen = refs ? h.nextPacketSize : payloadLength({ ...h, normalPages: normal }, 'qemu', method?.exactPayload ?? false, pageSize);
-      if (normal > 0 && method?.exactPayload && h.nextPacketSize !== payloadLen) err(at, `next_packet_size ${h.nextPacketSize}, expected ${payloadLen}`);
+      const payloadLen = refs
+        ? h.nextPacketSize
+        : payloadLength({ ...h, normalPages: normal }, 'qemu', method?.exactPayload ?? false, pageSize);
+      if (normal > 0 && method?.exactPayload && h.nextPacketSize !== payloadLen)
+        err(at, `next_packet_size ${h.nextPacketSize}, expected ${payloadLen}`);
       const payloadAt = at + hs;
       if (payloadAt + payloadLen > buf.length) {
         err(payloadAt, `truncated payload: ${buf.length - payloadAt} of ${payloadLen} bytes`);
@@ -281,18 +345,28 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
       const placeable = (i: number): boolean => Number.isSafeInteger(h.offsets[i]! + pageSize) && h.offsets[i]! % pageSize === 0;
       for (let i = 0; i < pages; i++) {
         const o = h.offsets[i]!;
-        if (!Number.isSafeInteger(o + pageSize)) err(at, `offset of page ${i} is ${o === Infinity ? '2^53 or more' : o}, its page ends past 2^53: past any ramblock`);
+        if (!Number.isSafeInteger(o + pageSize))
+          err(at, `offset of page ${i} is ${o === Infinity ? '2^53 or more' : o}, its page ends past 2^53: past any ramblock`);
         else if (o % pageSize !== 0) err(at, `offset ${o} of page ${i} is not a multiple of ${pageSize}`);
       }
       if (method && normal > 0 && payloadLen > method.maxPayload(normal, pageSize)) {
-        err(payloadAt, `payload of ${payloadLen} bytes, expected at most ${method.maxPayload(normal, pageSize)} for ${normal} pages of ${method.name}: not decoded`);
+        err(
+          payloadAt,
+          `payload of ${payloadLen} bytes, expected at most ${method.maxPayload(normal, pageSize)} for ${normal} pages of ${method.name}: not decoded`,
+        );
       } else if (method && normal > 0 && !opts.headersOnly) {
         const payload = Buffer.from(await buf.read(payloadAt, payloadLen));
         let dec = decoders.get(flag);
         if (!dec) {
           const receivers: MethodReceiver[] = [];
           const setup = { channel: init.id, method, pageSize, params: method.params({}), compute: null, receivers };
-          decoders.set(flag, (dec = { decoder: createDecoder({ ...setup, tally: new PathTally(`${method.name} decompression`), fail: () => {} }), receivers }));
+          decoders.set(
+            flag,
+            (dec = {
+              decoder: createDecoder({ ...setup, tally: new PathTally(`${method.name} decompression`), fail: () => {} }),
+              receivers,
+            }),
+          );
         }
         let out: Buffer | null = null;
         try {
@@ -305,7 +379,9 @@ async function inspectSource(buf: Bytes, file: string, pageSize: number, sink: P
         }
         if (out) t.decodedPages += normal;
         // Outside the try: a failure to write the extraction is not the payload's fault.
-        if (out && sink) for (let j = 0; j < normal; j++) if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
+        if (out && sink)
+          for (let j = 0; j < normal; j++)
+            if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
       }
       if (sink) for (let j = normal; j < pages; j++) if (placeable(j)) sink(name, h.offsets[j]!, null, h.packetNum);
       let references: InspectedPacket['references'];
@@ -350,7 +426,11 @@ export function extractSink(block: string, file: string, pageSize: number): { si
       return f();
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new IoError(err.code?.startsWith('ERR_') ? err.code : `ERR_${err.code ?? 'EXTRACT'}`, `--extract ${block}: ${what} "${file}": ${err.message}`, e);
+      throw new IoError(
+        err.code?.startsWith('ERR_') ? err.code : `ERR_${err.code ?? 'EXTRACT'}`,
+        `--extract ${block}: ${what} "${file}": ${err.message}`,
+        e,
+      );
     }
   };
   const fd = io('cannot open', () => fs.openSync(file, 'w'));
@@ -396,7 +476,9 @@ export function formatReport(r: StreamReport): string {
     }
   }
   const t = r.totals;
-  lines.push(`  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`);
+  lines.push(
+    `  totals: ${t.packets} packets (${t.syncPackets} SYNC), normal pages ${t.normalPages}, zero pages ${t.zeroPages}, payload ${t.payloadBytes} bytes`,
+  );
   if (t.deviceStatePackets > 0) lines.push(`  device state: ${t.deviceStatePackets} packets, ${t.deviceStateBytes} bytes`);
   lines.push(r.decoded ? `  decoded: ${t.decodedPages} of ${t.normalPages} normal pages` : '  payloads not decoded (--headers-only)');
   if (r.packets.length < t.packets) lines.push(`  (the first ${r.packets.length} packets listed)`);

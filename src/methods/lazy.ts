@@ -15,7 +15,10 @@ export function lazyModule<T>(pkg: string, method: string): () => T {
       try {
         mod = require(pkg) as T;
       } catch (e) {
-        throw new UsageError(`--compression ${method} is unavailable: package ${pkg} did not load (${(e as Error).message.split('\n')[0]})`, 'ERR_METHOD_UNAVAILABLE');
+        throw new UsageError(
+          `--compression ${method} is unavailable: package ${pkg} did not load (${(e as Error).message.split('\n')[0]})`,
+          'ERR_METHOD_UNAVAILABLE',
+        );
       }
     }
     return mod;

@@ -37,23 +37,30 @@ export const lz4: CompressionMethod = {
   sendSetup: ({ tally }) => ({
     prepare(pages, normalPages) {
       tally.add('software', normalPages);
-      return [lz4Napi().compressSync(pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages))];
+      return [
+        lz4Napi().compressSync(
+          pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages),
+        ),
+      ];
     },
     cleanup() {},
   }),
   recvSetup: ({ channel, pageSize, tally }) => ({
     recv(payload, normalPages, packetNum) {
       const want = normalPages * pageSize;
-      const buf = payload.length === 1 ? Buffer.from(payload[0]!.buffer, payload[0]!.byteOffset, payload[0]!.length) : Buffer.concat(payload);
+      const buf =
+        payload.length === 1 ? Buffer.from(payload[0]!.buffer, payload[0]!.byteOffset, payload[0]!.length) : Buffer.concat(payload);
       const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
-      if (declared !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
+      if (declared !== want)
+        throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
       let out: Buffer;
       try {
         out = lz4Napi().uncompressSync(buf);
       } catch (e) {
         throw decodeError('lz4', e, channel, packetNum);
       }
-      if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+      if (out.length !== want)
+        throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
       tally.add('software', normalPages);
       return [out];
     },

@@ -32,7 +32,15 @@ export const QZ_CHUNK = 64 * 1024;
 
 const HARDWARE = 'Intel QAT through QATzip';
 const options: MethodOption[] = [
-  { flag: 'qatzip-level', qemu: 'multifd-qatzip-level', key: 'level', min: 1, max: 9, default: 1, description: "qatzip level (QEMU's multifd-qatzip-level)" },
+  {
+    flag: 'qatzip-level',
+    qemu: 'multifd-qatzip-level',
+    key: 'level',
+    min: 1,
+    max: 9,
+    default: 1,
+    description: "qatzip level (QEMU's multifd-qatzip-level)",
+  },
   {
     flag: 'qatzip-sw-fallback',
     key: 'swFallback',
@@ -50,7 +58,8 @@ const options: MethodOption[] = [
     min: 0,
     max: 0,
     default: 'mfd',
-    description: "the software path: mfd's QZ members per 64 KiB, or QATzip's own (sw_backup, QEMU's without a device; needs a build with QATzip)",
+    description:
+      "the software path: mfd's QZ members per 64 KiB, or QATzip's own (sw_backup, QEMU's without a device; needs a build with QATzip)",
   },
 ];
 
@@ -61,12 +70,15 @@ const options: MethodOption[] = [
 function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string; fake: boolean } {
   const probe = native.qatzipHardwareOpen(params.level as number);
   const fake = probe.fake === true;
-  if (fake && requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', 'qatzip: --require-hardware, but the session is fake-qat, a software stand-in');
+  if (fake && requireHardware)
+    throw new AccelError('ERR_QATZIP_UNAVAILABLE', 'qatzip: --require-hardware, but the session is fake-qat, a software stand-in');
   const state = fake ? 'fake-qat' : STATE_TEXT[qatzipState(probe)];
   const s = { ok: probe.ok, fake, reason: probe.version ? `${state} (QATzip ${probe.version}): ${probe.reason}` : probe.reason };
   if (s.ok) return s;
-  if (requireHardware) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
-  if (params.swFallback === false) throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
+  if (requireHardware)
+    throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: ${HARDWARE} is required (--require-hardware) but unavailable: ${s.reason}`);
+  if (params.swFallback === false)
+    throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: no QAT hardware session (${s.reason}) and --qatzip-sw-fallback is off`);
   return s;
 }
 
@@ -99,14 +111,25 @@ interface SoftwareEngine {
 function softwareEngine(params: MethodParams, receiving: boolean): SoftwareEngine {
   const level = params.level as number;
   const mapped = isalLevel(level);
-  const mfd: SoftwareEngine = mapped !== null
-    ? { qatzip: false, path: 'software', isalLevel: mapped, name: isalDeflateName(level, mapped) }
-    : { qatzip: false, path: 'software', isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
-  if (receiving) return { ...mfd, name: native.qzInflate ? `isa-l igzip ${native.isalVersion} inflate` : `zlib ${native.zlibVersion} gunzip` };
+  const mfd: SoftwareEngine =
+    mapped !== null
+      ? { qatzip: false, path: 'software', isalLevel: mapped, name: isalDeflateName(level, mapped) }
+      : { qatzip: false, path: 'software', isalLevel: 0, name: `zlib ${native.zlibVersion} (level ${level})` };
+  if (receiving)
+    return { ...mfd, name: native.qzInflate ? `isa-l igzip ${native.isalVersion} inflate` : `zlib ${native.zlibVersion} gunzip` };
   if (params.swEngine !== 'qatzip') return mfd;
   const s = native.qatzipSoftwareOpen(level);
-  if (s.ok) return { qatzip: true, path: 'qatzip-software', isalLevel: 0, name: `QATzip ${s.version} software session (sw_backup, level ${level}, one member per packet)` };
-  throw new AccelError('ERR_QATZIP_UNAVAILABLE', `qatzip: --qatzip-sw-engine qatzip, but QATzip's software session is unavailable: ${s.reason}`);
+  if (s.ok)
+    return {
+      qatzip: true,
+      path: 'qatzip-software',
+      isalLevel: 0,
+      name: `QATzip ${s.version} software session (sw_backup, level ${level}, one member per packet)`,
+    };
+  throw new AccelError(
+    'ERR_QATZIP_UNAVAILABLE',
+    `qatzip: --qatzip-sw-engine qatzip, but QATzip's software session is unavailable: ${s.reason}`,
+  );
 }
 
 /** Bytes a payload of `bytes` input may take: a stored member's worst case is 42 bytes over its input. */
@@ -127,7 +150,10 @@ export const qatzip: CompressionMethod = {
     // A receiver always has its software path (QEMU's sw_backup = 1), whatever the sender's --qatzip-sw-fallback.
     const s = session(receiving ? { ...params, swFallback: true } : params, requireHardware);
     const version = native.qatzipHardwareOpen(params.level as number).version;
-    if (s.ok) return s.fake ? `fake-qat (QATzip ${version} software session standing in for QAT, not hardware) per packet` : `QAT hardware (QATzip ${version}) per packet`;
+    if (s.ok)
+      return s.fake
+        ? `fake-qat (QATzip ${version} software session standing in for QAT, not hardware) per packet`
+        : `QAT hardware (QATzip ${version}) per packet`;
     const e = softwareEngine(params, receiving ?? false);
     const what = receiving ? 'software gzip members,' : e.qatzip ? 'software' : 'software gzip members with QZ headers,';
     return `${what} ${e.name}: QAT ${s.reason}`;
@@ -176,7 +202,8 @@ export const qatzip: CompressionMethod = {
           if (s.ok) {
             out = Buffer.allocUnsafeSlow(want);
             const n = native.qatzipDecompress(input, out);
-            if (n !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${n}, size expected ${want}`, { channel, packetNum });
+            if (n !== want)
+              throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${n}, size expected ${want}`, { channel, packetNum });
             countSession(tally, s.fake, normalPages);
             return [out];
           }
@@ -195,7 +222,8 @@ export const qatzip: CompressionMethod = {
           }
           throw decodeError('qatzip', e, channel, packetNum);
         }
-        if (out.length !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+        if (out.length !== want)
+          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
         countSoftware(tally, engine.path, normalPages, s.reason);
         return [out];
       },

@@ -98,12 +98,14 @@ export const qpl: CompressionMethod = {
   path({ params, requireHardware, receiving }) {
     const e = engine();
     if ('reason' in e) {
-      if (requireHardware) throw new AccelError('ERR_QPL_UNAVAILABLE', `qpl: ${HARDWARE} is required (--require-hardware) but unavailable: ${e.reason}`);
+      if (requireHardware)
+        throw new AccelError('ERR_QPL_UNAVAILABLE', `qpl: ${HARDWARE} is required (--require-hardware) but unavailable: ${e.reason}`);
       return `${software(params, receiving ?? false).label}: IAA ${e.reason}`;
     }
     const sw = software(params, receiving ?? false).label;
     if (!e.hardware) {
-      if (requireHardware) throw new AccelError('ERR_QPL_UNAVAILABLE', `qpl: --require-hardware, but the engine is ${e.name}, a software stand-in`);
+      if (requireHardware)
+        throw new AccelError('ERR_QPL_UNAVAILABLE', `qpl: --require-hardware, but the engine is ${e.name}, a software stand-in`);
       return `${e.name} (software stand-in for IAA, not hardware), ${sw} for busy or failed pages`;
     }
     return `IAA hardware (libqpl ${e.version}) per page, ${sw} for busy (after 3 retries) or failed pages`;

@@ -48,17 +48,25 @@ export function checkParams(method: string, options: MethodOption[], user: Metho
   for (const o of options) {
     const v = user[o.key] ?? o.default;
     if (o.type === 'bool') {
-      if (typeof v !== 'boolean') throw new UsageError(`Expected on or off for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+      if (typeof v !== 'boolean')
+        throw new UsageError(`Expected on or off for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
       out[o.key] = v;
       continue;
     }
     if (o.type === 'choice') {
-      if (typeof v !== 'string' || !o.choices?.includes(v)) throw new UsageError(`Expected one of ${o.choices?.join(', ')} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+      if (typeof v !== 'string' || !o.choices?.includes(v))
+        throw new UsageError(
+          `Expected one of ${o.choices?.join(', ')} for --${o.flag} but received ${JSON.stringify(v)}`,
+          'ERR_METHOD_PARAMS',
+        );
       out[o.key] = v;
       continue;
     }
     if (typeof v !== 'number' || !Number.isInteger(v) || v < o.min || v > o.max) {
-      throw new UsageError(`Expected an integer in ${o.min}..${o.max} for --${o.flag} but received ${JSON.stringify(v)}`, 'ERR_METHOD_PARAMS');
+      throw new UsageError(
+        `Expected an integer in ${o.min}..${o.max} for --${o.flag} but received ${JSON.stringify(v)}`,
+        'ERR_METHOD_PARAMS',
+      );
     }
     out[o.key] = v;
   }

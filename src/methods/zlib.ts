@@ -48,7 +48,17 @@ function zlibPath(level: number): string {
   return `software: ${zlibName} deflate (level ${level}: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`;
 }
 
-const options = [{ flag: 'zlib-level', qemu: 'multifd-zlib-level', key: 'level', min: 0, max: 9, default: 1, description: "zlib level (QEMU's multifd-zlib-level)" }];
+const options = [
+  {
+    flag: 'zlib-level',
+    qemu: 'multifd-zlib-level',
+    key: 'level',
+    min: 0,
+    max: 9,
+    default: 1,
+    description: "zlib level (QEMU's multifd-zlib-level)",
+  },
+];
 
 export const zlib: CompressionMethod = {
   name: 'zlib',
@@ -86,7 +96,8 @@ export const zlib: CompressionMethod = {
         } catch (e) {
           throw decodeError('zlib', e, channel, packetNum);
         }
-        if (got !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        if (got !== want)
+          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
         tally.add('software', normalPages);
         return [out];
       },

@@ -15,7 +15,17 @@ import { lazyModule } from './lazy.js';
 
 const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
 
-const options = [{ flag: 'zstd-level', qemu: 'multifd-zstd-level', key: 'level', min: 0, max: 20, default: 1, description: "zstd level (QEMU's multifd-zstd-level)" }];
+const options = [
+  {
+    flag: 'zstd-level',
+    qemu: 'multifd-zstd-level',
+    key: 'level',
+    min: 0,
+    max: 20,
+    default: 1,
+    description: "zstd level (QEMU's multifd-zstd-level)",
+  },
+];
 
 /**
  * Largest window a channel's frame may ask the decoder to allocate: 2^25
@@ -53,7 +63,11 @@ export const zstd: CompressionMethod = {
           const last = i === pages.length - 1;
           let src = pages[i]!;
           for (;;) {
-            const [remaining, wrote, read] = c.compressStream2(out.subarray(produced), src, last ? EndDirective.flush : EndDirective.continue);
+            const [remaining, wrote, read] = c.compressStream2(
+              out.subarray(produced),
+              src,
+              last ? EndDirective.flush : EndDirective.continue,
+            );
             produced += wrote;
             src = src.subarray(read);
             if (src.length === 0 && (!last || remaining === 0)) break;
@@ -91,7 +105,8 @@ export const zstd: CompressionMethod = {
           if (e instanceof ProtocolError) throw e;
           throw decodeError('zstd', e, channel, packetNum);
         }
-        if (got !== want) throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        if (got !== want)
+          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
         tally.add('software', normalPages);
         return [out];
       },

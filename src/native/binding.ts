@@ -39,7 +39,15 @@ export interface SocketChannel {
    * Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits),
    * unless the big-endian u32 at gateOffset is 0 (no payload then); `got` bytes are in buf.
    */
-  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, gateOffset: number, timeoutMs: number, cb: (err: Error | null, got: number, code: number) => void): void;
+  recv(
+    buf: Uint8Array,
+    have: number,
+    headerSize: number,
+    sizeOffset: number,
+    gateOffset: number,
+    timeoutMs: number,
+    cb: (err: Error | null, got: number, code: number) => void,
+  ): void;
   /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
   shutdown(): void;
   /** The thread ends once the queued operations have completed. */
@@ -77,7 +85,15 @@ export interface MfdBinding {
   /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
   xxhashVersion?: number;
   /** 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries; with crcOut, every page's CRC-32C (addon/delta.cc). */
-  deltaFingerprint(pages: Uint8Array, pageSize: number, count: number, firstIndex: number, out: Uint8Array, crcOut: Uint32Array | null, cb: (err: Error | null, n: number) => void): void;
+  deltaFingerprint(
+    pages: Uint8Array,
+    pageSize: number,
+    count: number,
+    firstIndex: number,
+    out: Uint8Array,
+    crcOut: Uint32Array | null,
+    cb: (err: Error | null, n: number) => void,
+  ): void;
   /** Sorts `count` entries in place by key, then index. */
   deltaSort(entries: Uint8Array, count: number, cb: (err: Error | null) => void): void;
   /** out[i]: the index of the sorted table's entry with entry i's key, or 0xffffffff; the number of matches. */
@@ -119,7 +135,14 @@ export interface MfdBinding {
     holes: Uint8Array | null,
     cb: (err: Error | null, zerosOrCode: number) => void,
   ): void;
-  analysePagesSync(pages: Uint8Array, pageSize: number, pageCount: number, zeroOut: Uint8Array | null, crcOut: Uint32Array | null, holes?: Uint8Array | null): number;
+  analysePagesSync(
+    pages: Uint8Array,
+    pageSize: number,
+    pageCount: number,
+    zeroOut: Uint8Array | null,
+    crcOut: Uint32Array | null,
+    holes?: Uint8Array | null,
+  ): number;
   /**
    * Copies the pages of src not flagged in skip (null: every page) to the same places in dst, runs
    * in one memcpy each. src may be a file mapping: a file truncated under it returns SHORT_READ
@@ -181,7 +204,14 @@ export interface MfdBinding {
    */
   qplCompressPages(runs: Uint8Array[], pageSize: number, out: Uint8Array, counts: Float64Array, software?: 0 | 1): number;
   /** Checks every length, decodes each page; throws (code ERR_PAYLOAD_SIZE / ERR_PAYLOAD_CORRUPT) otherwise. Counts and software as above. */
-  qplDecompressPages(payload: Uint8Array, normalPages: number, pageSize: number, out: Uint8Array, counts: Float64Array, software?: 0 | 1): number;
+  qplDecompressPages(
+    payload: Uint8Array,
+    normalPages: number,
+    pageSize: number,
+    out: Uint8Array,
+    counts: Float64Array,
+    software?: 0 | 1,
+  ): number;
   /** Probes IAA once per process (qpl_init_job on the hardware path); status is qpl_init_job's (-1: not compiled). */
   qplHardwareOpen(): { ok: boolean; reason: string; status: number; version: string; name?: string; hardware?: boolean };
   /** Whether libqpl's software path (qpl_path_software) can run here. */

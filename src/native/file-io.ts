@@ -14,7 +14,13 @@ export class FileIoError extends Error {
     readonly asked: number,
     readonly moved: number,
   ) {
-    super(code === 'ESHORTWRITE' ? `short write at byte ${at}: wrote ${moved} of ${asked} bytes` : code === 'ESHORTREAD' ? `end of file at byte ${at + moved}: read ${moved} of ${asked} bytes` : `${code} at byte ${at} (${asked} bytes)`);
+    super(
+      code === 'ESHORTWRITE'
+        ? `short write at byte ${at}: wrote ${moved} of ${asked} bytes`
+        : code === 'ESHORTREAD'
+          ? `end of file at byte ${at + moved}: read ${moved} of ${asked} bytes`
+          : `${code} at byte ${at} (${asked} bytes)`,
+    );
   }
 }
 

@@ -23,7 +23,9 @@ interface NodeGypBuild {
 
 function load(): { binding: MfdBinding; file: string } {
   if (process.platform !== 'linux') {
-    throw new NativeLoadError(`mfd runs on Linux only (this is ${process.platform}): it moves memory images with Linux system calls and devices`);
+    throw new NativeLoadError(
+      `mfd runs on Linux only (this is ${process.platform}): it moves memory images with Linux system calls and devices`,
+    );
   }
   let file = '';
   try {

@@ -34,7 +34,14 @@ function toError(op: string, code: number, badPage = -1): PacketIoError {
  * Zero flags and per-page CRC-32C for one packet's pages, off the event loop; resolves to the zero
  * count. Pages flagged in `holes` are zero without being read (only used together with zeroOut).
  */
-export function analysePages(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array | null, crcOut: Uint32Array, holes: Uint8Array | null = null): Promise<number> {
+export function analysePages(
+  pages: Uint8Array,
+  pageSize: number,
+  count: number,
+  zeroOut: Uint8Array | null,
+  crcOut: Uint32Array,
+  holes: Uint8Array | null = null,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     native.analysePages(pages, pageSize, count, zeroOut, crcOut, holes, (err, r) => {
       if (err) return reject(err);

@@ -71,7 +71,13 @@ export async function inspectQemuFile(t: FileTarget): Promise<QemuFileReport> {
       await f.mappedRam.block(b);
       const h = f.reader.read(headerAt, MAPPED_RAM_HEADER_SIZE, 'the mapped-ram header');
       const u64 = (o: number): number => Number(h.readBigUInt64BE(o));
-      r.ramblocks.push({ name: b.name, size: b.size, dataPages: 0, zeroPages: 0, mappedRam: { headerAt, bitmapOffset: u64(12), pagesOffset: u64(20) } });
+      r.ramblocks.push({
+        name: b.name,
+        size: b.size,
+        dataPages: 0,
+        zeroPages: 0,
+        mappedRam: { headerAt, bitmapOffset: u64(12), pagesOffset: u64(20) },
+      });
     },
     pages: f.mappedRam.pages,
   };
@@ -122,7 +128,10 @@ export function formatQemuFileReport(r: QemuFileReport): string {
     `${printable(r.file)}: QEMU migration file at byte ${r.offset}, file of ${r.bytes} bytes: ${r.layout} layout, machine ${printable(r.machine ?? '?')}, capabilities ${r.capabilities.map(printable).join(' ') || 'none'}`,
   ];
   lines.push(`  sections (${r.sectionCount}, up to the device state):`);
-  for (const x of r.sections) lines.push(`    byte ${x.at}: ${x.type}${x.type === 'COMMAND' ? ` ${x.id} ${x.name}` : x.type === 'CONFIGURATION' ? '' : ` id ${x.id}`}${x.name && x.type !== 'COMMAND' ? ` "${printable(x.name)}"` : ''}`);
+  for (const x of r.sections)
+    lines.push(
+      `    byte ${x.at}: ${x.type}${x.type === 'COMMAND' ? ` ${x.id} ${x.name}` : x.type === 'CONFIGURATION' ? '' : ` id ${x.id}`}${x.name && x.type !== 'COMMAND' ? ` "${printable(x.name)}"` : ''}`,
+    );
   if (r.sectionCount > r.sections.length) lines.push(`    ... ${r.sectionCount - r.sections.length} more`);
   for (const b of r.ramblocks) {
     const m = b.mappedRam;
@@ -133,7 +142,9 @@ export function formatQemuFileReport(r: QemuFileReport): string {
   }
   const d = r.deviceState;
   if (d) {
-    lines.push(`  device state: ${d.bytes} bytes from byte ${d.at}, ${d.vmDescription ? 'ends with the VM description' : 'no VM description'}`);
+    lines.push(
+      `  device state: ${d.bytes} bytes from byte ${d.at}, ${d.vmDescription ? 'ends with the VM description' : 'no VM description'}`,
+    );
     if (d.devices.length > 0) lines.push(`  devices: ${d.devices.map((x) => `${printable(x.name)}/${x.instance}`).join(' ')}`);
   }
   for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);

@@ -29,7 +29,7 @@ const CHUNK = 1 << 20;
 
 function writeAt(f: OpenFile, b: Uint8Array, at: number): void {
   try {
-    for (let done = 0; done < b.length; ) done += fs.writeSync(f.fd, b, done, b.length - done, at + done);
+    for (let done = 0; done < b.length;) done += fs.writeSync(f.fd, b, done, b.length - done, at + done);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new IoError(`ERR_${err.code ?? 'IO'}`, `writing QEMU migration file "${f.path}" at byte ${at}: ${err.message}`, e);
@@ -90,7 +90,11 @@ export class QemuFileSink {
     try {
       fd = fs.openSync(src, 'r');
     } catch (e) {
-      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `ramblock "${b.name}": cannot open ${src}: ${(e as Error).message}`, e);
+      throw new IoError(
+        `ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`,
+        `ramblock "${b.name}": cannot open ${src}: ${(e as Error).message}`,
+        e,
+      );
     }
     const counts = { normal: 0, zero: 0 };
     const buf = Buffer.allocUnsafe(CHUNK);
@@ -98,11 +102,12 @@ export class QemuFileSink {
     try {
       for (let at = 0; at < b.size; at += CHUNK) {
         const len = Math.min(CHUNK, b.size - at);
-        if (fs.readSync(fd, buf, 0, len, at) !== len) throw new IoError('ERR_SHORT_READ', `ramblock "${b.name}": ${src} is shorter than ${b.size} bytes`);
+        if (fs.readSync(fd, buf, 0, len, at) !== len)
+          throw new IoError('ERR_SHORT_READ', `ramblock "${b.name}": ${src} is shorter than ${b.size} bytes`);
         const n = len / pageSize;
         native.scanZeroPages(buf, pageSize, n, isZero.fill(0));
         // Runs of non-zero pages, one write each.
-        for (let i = 0; i < n; ) {
+        for (let i = 0; i < n;) {
           if (isZero[i]) {
             counts.zero++;
             i++;

@@ -83,17 +83,24 @@ export class FileReader extends MainReader {
   /** Bytes [at, at + n) of the file, read whole; a short file is a truncated migration. */
   read(at: number, n: number, what: string): Buffer {
     if (at + n > this.size) {
-      throw new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${this.where}: the file ends at byte ${this.size} in the middle of ${what} (${Math.max(0, this.size - at)} of ${n} bytes there)`);
+      throw new ConnectionError(
+        'ERR_QEMU_MAIN_TRUNCATED',
+        `${this.where}: the file ends at byte ${this.size} in the middle of ${what} (${Math.max(0, this.size - at)} of ${n} bytes there)`,
+      );
     }
     const b = Buffer.allocUnsafe(n);
-    for (let got = 0; got < n; ) {
+    for (let got = 0; got < n;) {
       let k: number;
       try {
         k = fs.readSync(this.fd, b, got, n - got, at + got);
       } catch (e) {
         throw ioError(`reading ${this.where} at byte ${at + got}`, e);
       }
-      if (k === 0) throw new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${this.where}: the file ends at byte ${at + got} in the middle of ${what} (did it shrink?)`);
+      if (k === 0)
+        throw new ConnectionError(
+          'ERR_QEMU_MAIN_TRUNCATED',
+          `${this.where}: the file ends at byte ${at + got} in the middle of ${what} (did it shrink?)`,
+        );
       got += k;
     }
     this.bytesRead += n;
@@ -150,7 +157,10 @@ export function openQemuFile(t: FileTarget, pageSize: number): QemuFile {
   const size = fs.fstatSync(fd).size;
   if (t.offset > size) {
     fs.closeSync(fd);
-    throw new ProtocolError('ERR_QEMU_FILE_OFFSET', `${where}: the migration is said to start at byte ${t.offset}, but the file has ${size} bytes`);
+    throw new ProtocolError(
+      'ERR_QEMU_FILE_OFFSET',
+      `${where}: the migration is said to start at byte ${t.offset}, but the file has ${size} bytes`,
+    );
   }
   const reader = new FileReader(fd, size, where, t.offset);
   let open = true;
@@ -190,10 +200,17 @@ export function mappedRamReader(r: FileReader, pageSize: number, where: string):
       const u64 = (o: number): number => b.readUInt32BE(o) * 2 ** 32 + b.readUInt32BE(o + 4);
       const version = b.readUInt32BE(0);
       if (version !== MAPPED_RAM_VERSION) {
-        throw new UnsupportedStreamError(`${what}: version ${version}, expected ${MAPPED_RAM_VERSION} (QEMU 9.0..10.x)`, 'ERR_QEMU_MAPPED_RAM_VERSION');
+        throw new UnsupportedStreamError(
+          `${what}: version ${version}, expected ${MAPPED_RAM_VERSION} (QEMU 9.0..10.x)`,
+          'ERR_QEMU_MAPPED_RAM_VERSION',
+        );
       }
       const ps = u64(4);
-      if (ps !== pageSize) throw new UnsupportedStreamError(`${what}: page size ${ps} (byte ${at + 4}), expected ${pageSize}`, 'ERR_QEMU_MAPPED_RAM_PAGE_SIZE');
+      if (ps !== pageSize)
+        throw new UnsupportedStreamError(
+          `${what}: page size ${ps} (byte ${at + 4}), expected ${pageSize}`,
+          'ERR_QEMU_MAPPED_RAM_PAGE_SIZE',
+        );
       const bitmapOffset = u64(12);
       const pagesOffset = u64(20);
       const pages = block.size / pageSize;
@@ -206,7 +223,10 @@ export function mappedRamReader(r: FileReader, pageSize: number, where: string):
         );
       }
       if (pagesOffset % pageSize !== 0) {
-        throw new ProtocolError('ERR_QEMU_MAPPED_RAM_ALIGN', `${what}: pages offset ${pagesOffset} (byte ${at + 20}) is not a multiple of the page size ${pageSize}`);
+        throw new ProtocolError(
+          'ERR_QEMU_MAPPED_RAM_ALIGN',
+          `${what}: pages offset ${pagesOffset} (byte ${at + 20}) is not a multiple of the page size ${pageSize}`,
+        );
       }
       if (pagesOffset < bitmapOffset + bitmapSize) {
         throw new ProtocolError(
@@ -238,7 +258,7 @@ export function mappedRamReader(r: FileReader, pageSize: number, where: string):
       const set = (bm: Buffer, i: number): boolean => (bm[i >> 3]! & (1 << (i & 7))) !== 0;
       for (const g of regions) {
         const pages = g.size / pageSize;
-        for (let i = 0; i < pages; ) {
+        for (let i = 0; i < pages;) {
           if (!set(g.bitmap, i)) {
             h.onZero(g.name, i * pageSize, 0, epoch);
             i++;

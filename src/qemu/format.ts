@@ -42,7 +42,10 @@ export const MIG_CMD_SWITCHOVER_START = 11;
  * all but SWITCHOVER_START need an answer or a feature mfd does not have.
  */
 export const MIG_CMDS: Record<number, { name: string; why?: string }> = {
-  1: { name: 'OPEN_RETURN_PATH', why: 'the source opens a return path (capability return-path, which postcopy-ram and switchover-ack need) and waits for answers on it' },
+  1: {
+    name: 'OPEN_RETURN_PATH',
+    why: 'the source opens a return path (capability return-path, which postcopy-ram and switchover-ack need) and waits for answers on it',
+  },
   2: { name: 'PING', why: 'a return-path ping that waits for a PONG' },
   3: { name: 'POSTCOPY_ADVISE', why: 'postcopy (capability postcopy-ram): the destination would have to serve page faults' },
   4: { name: 'POSTCOPY_LISTEN', why: 'postcopy: the destination would have to serve page faults' },

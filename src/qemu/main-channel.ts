@@ -98,7 +98,11 @@ export class StreamReader extends MainReader {
   private error: Error | null = null;
   private paused = false;
 
-  constructor(private readonly sock: Readable, private readonly where: string, initial?: Buffer) {
+  constructor(
+    private readonly sock: Readable,
+    private readonly where: string,
+    initial?: Buffer,
+  ) {
     super();
     if (initial) this.queue.push(initial);
     sock.on('data', (c: Buffer) => {
@@ -284,10 +288,14 @@ async function configurationSubsection(r: MainReader, where: string, seen: Set<s
   seen.add(name);
   if (name === 'configuration/target-page-bits') {
     const bits = await r.u32('target-page-bits');
-    if (bits !== 12) throw new UnsupportedStreamError(`${where}: target page bits ${bits} (pages of ${2 ** bits} bytes); mfd handles 4 KiB target pages only`);
+    if (bits !== 12)
+      throw new UnsupportedStreamError(
+        `${where}: target page bits ${bits} (pages of ${2 ** bits} bytes); mfd handles 4 KiB target pages only`,
+      );
   } else if (name === 'configuration/capabilities') {
     const n = await r.u32('capability count');
-    if (n > 256) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${where}: ${n} capabilities in the configuration section, expected at most 256`);
+    if (n > 256)
+      throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${where}: ${n} capabilities in the configuration section, expected at most 256`);
     for (let i = 0; i < n; i++) capabilities.push(await r.str('capability name'));
   } else if (name === 'configuration/uuid') {
     await r.take(16, 'uuid');
@@ -311,7 +319,8 @@ export interface Configuration {
 export async function readConfiguration(r: MainReader, at: string): Promise<Configuration> {
   r.record = [Buffer.from([QEMU_VM_CONFIGURATION])];
   const len = await r.u32('machine type length');
-  if (len > MAX_MACHINE_NAME) throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
+  if (len > MAX_MACHINE_NAME)
+    throw new ProtocolError('ERR_QEMU_CONFIGURATION', `${at}: machine type of ${len} bytes, expected at most ${MAX_MACHINE_NAME}`);
   const machine = (await r.take(len, 'machine type')).toString('utf8');
   const head = Buffer.concat(r.record);
   const seen = new Set<string>();
@@ -337,9 +346,16 @@ export const MAPPED_RAM = 'mapped-ram';
 function checkCapabilities(caps: string[], at: string, mappedRamReader: boolean): void {
   for (const c of caps) {
     if (c === MAPPED_RAM) {
-      if (!mappedRamReader) throw new UnsupportedStreamError(`${at}: the configuration lists capability mapped-ram, which QEMU writes to files only: read it with --from file:PATH`, 'ERR_QEMU_CAPABILITY');
+      if (!mappedRamReader)
+        throw new UnsupportedStreamError(
+          `${at}: the configuration lists capability mapped-ram, which QEMU writes to files only: read it with --from file:PATH`,
+          'ERR_QEMU_CAPABILITY',
+        );
     } else if (c === 'x-ignore-shared') {
-      throw new UnsupportedStreamError(`${at}: capability x-ignore-shared: the pages of shared ramblocks are not in the stream, so mfd cannot save them; turn it off on the source`, 'ERR_QEMU_CAPABILITY');
+      throw new UnsupportedStreamError(
+        `${at}: capability x-ignore-shared: the pages of shared ramblocks are not in the stream, so mfd cannot save them; turn it off on the source`,
+        'ERR_QEMU_CAPABILITY',
+      );
     } else {
       throw new UnsupportedStreamError(`${at}: capability "${c}" in the configuration is unknown to mfd`, 'ERR_QEMU_CAPABILITY');
     }
@@ -350,7 +366,14 @@ function checkCapabilities(caps: string[], at: string, mappedRamReader: boolean)
  * Parses the main channel to its close. `where` names it in errors. The
  * returned summary is complete only when the promise resolves.
  */
-export async function parseMainChannel(r: MainReader, h: MainHandlers, where: string, pageSize = 4096, maxDeviceState = MAX_DEVICE_STATE, o: MainOptions = {}): Promise<MainSummary> {
+export async function parseMainChannel(
+  r: MainReader,
+  h: MainHandlers,
+  where: string,
+  pageSize = 4096,
+  maxDeviceState = MAX_DEVICE_STATE,
+  o: MainOptions = {},
+): Promise<MainSummary> {
   const s: MainSummary = {
     fileVersion: 0,
     machine: null,
@@ -367,7 +390,8 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
     devices: [],
   };
   const magic = await r.u32('stream magic');
-  if (magic !== QEMU_VM_FILE_MAGIC) throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
+  if (magic !== QEMU_VM_FILE_MAGIC)
+    throw new ProtocolError('ERR_QEMU_MAGIC', `${where}: stream magic ${hex(magic)}, expected ${hex(QEMU_VM_FILE_MAGIC)} ("QEVM")`);
   s.fileVersion = await r.u32('stream version');
   if (s.fileVersion !== QEMU_VM_FILE_VERSION) {
     throw new UnsupportedStreamError(`${where}: stream version ${s.fileVersion}, expected ${QEMU_VM_FILE_VERSION}`, 'ERR_QEMU_VERSION');
@@ -387,21 +411,33 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
       const addr = hi * 2 ** 32 + (lo - flags);
       if (flags & RAM_SAVE_FLAG_MULTIFD_FLUSH) {
         if (kind === QEMU_VM_SECTION_START && !modeKnown) s.syncMode = 'round';
-        if (s.syncMode !== 'round') throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MULTIFD_FLUSH after the START section had none (per-section syncs)`);
+        if (s.syncMode !== 'round')
+          throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MULTIFD_FLUSH after the START section had none (per-section syncs)`);
         s.flushes++;
         flags &= ~RAM_SAVE_FLAG_MULTIFD_FLUSH;
         if (flags === 0) continue;
       }
-      if (flags & RAM_SAVE_FLAG_XBZRLE) throw new UnsupportedStreamError(`${at()}: an XBZRLE page (capability xbzrle): mfd does not decode xbzrle; turn the capability off`);
-      if (flags & RAM_SAVE_FLAG_COMPRESS_PAGE) throw new UnsupportedStreamError(`${at()}: a COMPRESS_PAGE record (capability compress): mfd does not decode it; use multifd compression instead`);
+      if (flags & RAM_SAVE_FLAG_XBZRLE)
+        throw new UnsupportedStreamError(
+          `${at()}: an XBZRLE page (capability xbzrle): mfd does not decode xbzrle; turn the capability off`,
+        );
+      if (flags & RAM_SAVE_FLAG_COMPRESS_PAGE)
+        throw new UnsupportedStreamError(
+          `${at()}: a COMPRESS_PAGE record (capability compress): mfd does not decode it; use multifd compression instead`,
+        );
       if (flags & RAM_SAVE_FLAG_HOOK) throw new UnsupportedStreamError(`${at()}: a HOOK record (RDMA migration): not supported`);
       const base = flags & ~RAM_SAVE_FLAG_CONTINUE;
       if (base === RAM_SAVE_FLAG_EOS) return;
       if (base === RAM_SAVE_FLAG_MEM_SIZE) {
-        if (kind !== QEMU_VM_SECTION_START) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
-        if (blocks.size > 0) throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: a second MEM_SIZE record (the block list is given once)`);
+        if (kind !== QEMU_VM_SECTION_START)
+          throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: MEM_SIZE record outside the START section`);
+        if (blocks.size > 0)
+          throw new ProtocolError('ERR_QEMU_RAM_FLAGS', `${at()}: a second MEM_SIZE record (the block list is given once)`);
         if (addr === 0 || addr > MAX_TOTAL_RAM) {
-          throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: MEM_SIZE record says ${addr} bytes of RAM, expected 1..${MAX_TOTAL_RAM} (64 TiB)`);
+          throw new ProtocolError(
+            'ERR_QEMU_BLOCKS',
+            `${at()}: MEM_SIZE record says ${addr} bytes of RAM, expected 1..${MAX_TOTAL_RAM} (64 TiB)`,
+          );
         }
         let sum = 0;
         const list: RamBlockInfo[] = [];
@@ -410,9 +446,13 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
           const name = await r.str('ramblock name');
           const [bh, bl] = await r.u64('ramblock length');
           const size = bh * 2 ** 32 + bl;
-          if (name === '' || blocks.has(name)) throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: ramblock name "${name}" is empty or given twice`);
+          if (name === '' || blocks.has(name))
+            throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: ramblock name "${name}" is empty or given twice`);
           if (size === 0 || size % pageSize !== 0 || !Number.isSafeInteger(sum + size)) {
-            throw new ProtocolError('ERR_QEMU_BLOCKS', `${at()}: ramblock "${name}" has used_length ${size}, expected a positive multiple of ${pageSize}`);
+            throw new ProtocolError(
+              'ERR_QEMU_BLOCKS',
+              `${at()}: ramblock "${name}" has used_length ${size}, expected a positive multiple of ${pageSize}`,
+            );
           }
           blocks.set(name, size);
           list.push({ name, size });
@@ -436,7 +476,10 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
       const size = blocks.get(current);
       if (size === undefined) throw new ProtocolError('ERR_QEMU_RAM_RECORD', `${at()}: unknown ramblock "${current}"`);
       if (addr % pageSize !== 0 || addr >= size) {
-        throw new ProtocolError('ERR_QEMU_RAM_RECORD', `${at()}: page offset ${addr} out of range for ramblock "${current}" (expected a multiple of ${pageSize} below ${size})`);
+        throw new ProtocolError(
+          'ERR_QEMU_RAM_RECORD',
+          `${at()}: page offset ${addr} out of range for ramblock "${current}" (expected a multiple of ${pageSize} below ${size})`,
+        );
       }
       if (base === RAM_SAVE_FLAG_ZERO) {
         s.zeroRecords++;
@@ -452,7 +495,8 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
     if ((await r.peek('section footer')) !== QEMU_VM_SECTION_FOOTER) return;
     await r.u8('section footer');
     const fid = await r.u32('section footer id');
-    if (fid !== id) throw new ProtocolError('ERR_QEMU_FOOTER', `${where}: section footer for section ${fid}, expected ${id} (byte ${r.offset})`);
+    if (fid !== id)
+      throw new ProtocolError('ERR_QEMU_FOOTER', `${where}: section footer for section ${fid}, expected ${id} (byte ${r.offset})`);
   };
 
   for (let first = true; ; first = false) {
@@ -495,7 +539,10 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
       const id = await r.u32('section id');
       if (!ram) throw new ProtocolError('ERR_QEMU_SECTION', `${at}: ${SECTION_NAMES[type]} section ${id} before any START section`);
       if (id !== ram.sectionId) {
-        throw new UnsupportedStreamError(`${at}: ${SECTION_NAMES[type]} of iterative section id ${id} interleaved with RAM (section ${ram.sectionId}): mfd saves only RAM`, 'ERR_QEMU_ITERATIVE_SECTION');
+        throw new UnsupportedStreamError(
+          `${at}: ${SECTION_NAMES[type]} of iterative section id ${id} interleaved with RAM (section ${ram.sectionId}): mfd saves only RAM`,
+          'ERR_QEMU_ITERATIVE_SECTION',
+        );
       }
       h.onSection?.({ at: r.offset - 5, type: SECTION_NAMES[type]!, id });
       await ramRecords(type);
@@ -517,17 +564,28 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
       // refused anyway (recv.ts), so nothing is lost by noting it. Every other command, known or
       // not, is refused: an unknown one may wait for an answer mfd cannot give.
       if (cmd === MIG_CMD_SWITCHOVER_START) {
-        if (len !== 0) throw new ProtocolError('ERR_QEMU_COMMAND', `${at}: migration command SWITCHOVER_START with ${len} bytes of data, expected 0`);
-        if (s.switchoverStart) throw new ProtocolError('ERR_QEMU_COMMAND', `${at}: a second SWITCHOVER_START command (QEMU sends one, before the RAM END section)`);
+        if (len !== 0)
+          throw new ProtocolError('ERR_QEMU_COMMAND', `${at}: migration command SWITCHOVER_START with ${len} bytes of data, expected 0`);
+        if (s.switchoverStart)
+          throw new ProtocolError(
+            'ERR_QEMU_COMMAND',
+            `${at}: a second SWITCHOVER_START command (QEMU sends one, before the RAM END section)`,
+          );
         s.switchoverStart = true;
         continue;
       }
       const known = MIG_CMDS[cmd];
       const what = known ? `${known.name} (${known.why})` : `${cmd} (unknown to mfd, which cannot tell whether it waits for an answer)`;
-      throw new UnsupportedStreamError(`${at}: migration command ${what}: mfd only receives precopy migrations without a return path`, 'ERR_QEMU_COMMAND');
+      throw new UnsupportedStreamError(
+        `${at}: migration command ${what}: mfd only receives precopy migrations without a return path`,
+        'ERR_QEMU_COMMAND',
+      );
     }
     if (type === QEMU_VM_SECTION_FULL || type === QEMU_VM_EOF || type === QEMU_VM_VMDESCRIPTION) {
-      throw new UnsupportedStreamError(`${at}: ${SECTION_NAMES[type]} section before the RAM END section: device state interleaved with RAM cannot be kept apart without parsing it`, 'ERR_QEMU_SECTION_ORDER');
+      throw new UnsupportedStreamError(
+        `${at}: ${SECTION_NAMES[type]} section before the RAM END section: device state interleaved with RAM cannot be kept apart without parsing it`,
+        'ERR_QEMU_SECTION_ORDER',
+      );
     }
     throw new UnsupportedStreamError(`${at}: section type ${hex(type)} is unknown to mfd`, 'ERR_QEMU_SECTION_TYPE');
   }
@@ -535,7 +593,10 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
   const tail = new Tail(TAIL_BYTES);
   await r.drain((b) => {
     if (s.deviceStateBytes + b.length > maxDeviceState) {
-      throw new ProtocolError('ERR_QEMU_DEVICE_STATE_SIZE', `${where}: more than ${maxDeviceState} bytes of device state after the RAM END section (byte ${r.offset}); a QEMU source sends a few megabytes`);
+      throw new ProtocolError(
+        'ERR_QEMU_DEVICE_STATE_SIZE',
+        `${where}: more than ${maxDeviceState} bytes of device state after the RAM END section (byte ${r.offset}); a QEMU source sends a few megabytes`,
+      );
     }
     s.deviceStateBytes += b.length;
     tail.push(b);
@@ -544,7 +605,8 @@ export async function parseMainChannel(r: MainReader, h: MainHandlers, where: st
   const desc = checkStreamEnd(tail.bytes(), s.deviceStateBytes, where, pageSize);
   s.vmDescription = desc !== null;
   if (desc && Array.isArray(desc.devices)) {
-    for (const d of desc.devices as { name?: unknown; instance_id?: unknown }[]) s.devices.push({ name: String(d?.name), instance: Number(d?.instance_id) });
+    for (const d of desc.devices as { name?: unknown; instance_id?: unknown }[])
+      s.devices.push({ name: String(d?.name), instance: Number(d?.instance_id) });
   }
   return s;
 }
@@ -580,7 +642,10 @@ interface VmDescription {
  */
 export function checkStreamEnd(tail: Buffer, total: number, where: string, pageSize: number): VmDescription | null {
   const truncated = (why: string): ConnectionError =>
-    new ConnectionError('ERR_QEMU_MAIN_TRUNCATED', `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`);
+    new ConnectionError(
+      'ERR_QEMU_MAIN_TRUNCATED',
+      `${where}: the stream ended after ${total} bytes of device state without QEMU's end (${why}); the source may have failed`,
+    );
   if (tail.length === 0) throw truncated('nothing after the RAM END section');
   // The VM description starts with "{" right after 00 06 <be32 length>; it runs to the end. JSON
   // text holds no NUL byte, so the last 00 of the tail is in that header: only the 6 positions up
@@ -597,7 +662,10 @@ export function checkStreamEnd(tail: Buffer, total: number, where: string, pageS
       continue;
     }
     if (desc.page_size !== undefined && desc.page_size !== pageSize) {
-      throw new UnsupportedStreamError(`${where}: the VM description says page_size ${String(desc.page_size)}, mfd handles ${pageSize}`, 'ERR_QEMU_VERSION');
+      throw new UnsupportedStreamError(
+        `${where}: the VM description says page_size ${String(desc.page_size)}, mfd handles ${pageSize}`,
+        'ERR_QEMU_VERSION',
+      );
     }
     return desc;
   }

@@ -65,18 +65,31 @@ export async function readManifest(dir: string, verify: boolean): Promise<QemuMa
   try {
     m = JSON.parse(fs.readFileSync(file, 'utf8')) as QemuManifest;
   } catch (e) {
-    throw new IoError('ERR_QEMU_MANIFEST', `cannot read ${file}: ${(e as Error).message} (a directory written by mfd recv --qemu has one)`, e);
+    throw new IoError(
+      'ERR_QEMU_MANIFEST',
+      `cannot read ${file}: ${(e as Error).message} (a directory written by mfd recv --qemu has one)`,
+      e,
+    );
   }
-  if (m.format !== MANIFEST_FORMAT || m.version !== 1) throw new ProtocolError('ERR_QEMU_MANIFEST', `${file}: format "${m.format}" version ${m.version}, expected "${MANIFEST_FORMAT}" version 1`);
-  const files = [...m.ramblocks.map((b) => ({ what: `ramblock "${b.name}"`, file: b.file, size: b.size, sha256: b.sha256 })), { what: 'device state', ...m.deviceState }];
+  if (m.format !== MANIFEST_FORMAT || m.version !== 1)
+    throw new ProtocolError(
+      'ERR_QEMU_MANIFEST',
+      `${file}: format "${m.format}" version ${m.version}, expected "${MANIFEST_FORMAT}" version 1`,
+    );
+  const files = [
+    ...m.ramblocks.map((b) => ({ what: `ramblock "${b.name}"`, file: b.file, size: b.size, sha256: b.sha256 })),
+    { what: 'device state', ...m.deviceState },
+  ];
   for (const f of files) {
     const p = path.join(dir, path.basename(f.file));
     const st = fs.statSync(p, { throwIfNoEntry: false });
     if (!st) throw new IoError('ERR_ENOENT', `${f.what}: ${p} is missing`);
-    if (st.size !== f.size) throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has ${st.size} bytes, the manifest says ${f.size}`);
+    if (st.size !== f.size)
+      throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has ${st.size} bytes, the manifest says ${f.size}`);
     if (verify) {
       const got = await fileSha256(p);
-      if (got !== f.sha256) throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has SHA-256 ${got}, the manifest says ${f.sha256}`);
+      if (got !== f.sha256)
+        throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has SHA-256 ${got}, the manifest says ${f.sha256}`);
     }
   }
   return m;
@@ -110,7 +123,16 @@ export function replayShape(m: QemuManifest, flushAfterEachSection?: boolean, sw
   const v = machineVersion(m.qemu.machineType);
   const atLeast = (major: number, minor: number): boolean => v !== null && (v[0] > major || (v[0] === major && v[1] >= minor));
   const from = v ? `machine type ${m.qemu.machineType}` : `the source (machine type ${m.qemu.machineType ?? '?'} has no version)`;
-  const syncMode: SyncMode = flushAfterEachSection !== undefined ? (flushAfterEachSection ? 'section' : 'round') : v ? (atLeast(8, 1) ? 'round' : 'section') : m.syncMode;
+  const syncMode: SyncMode =
+    flushAfterEachSection !== undefined
+      ? flushAfterEachSection
+        ? 'section'
+        : 'round'
+      : v
+        ? atLeast(8, 1)
+          ? 'round'
+          : 'section'
+        : m.syncMode;
   const switchover = switchoverStart ?? (v ? atLeast(10, 0) : (m.switchoverStart ?? false));
   const why = [
     `multifd-flush-after-each-section ${syncMode === 'section' ? 'on' : 'off'} (${flushAfterEachSection !== undefined ? 'flag' : from})`,

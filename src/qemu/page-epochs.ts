@@ -45,7 +45,10 @@ export class PageEpochs {
   /** Records `epoch` for page `i` (0 <= i < pages). */
   set(i: number, epoch: number): void {
     if (epoch > MAX_EPOCH) {
-      throw new ProtocolError('ERR_QEMU_SYNC_COUNT', `ramblock "${this.name}": a page after ${epoch} sync points, expected at most ${MAX_EPOCH} (the epoch would wrap and reorder pages)`);
+      throw new ProtocolError(
+        'ERR_QEMU_SYNC_COUNT',
+        `ramblock "${this.name}": a page after ${epoch} sync points, expected at most ${MAX_EPOCH} (the epoch would wrap and reorder pages)`,
+      );
     }
     const k = Math.floor(i / EPOCH_CHUNK);
     let c = this.chunks.get(k);

@@ -37,7 +37,10 @@ export class Qmp {
   private readonly waiters: ((m: QmpReply) => void)[] = [];
   private closedWith: Error | null = null;
 
-  private constructor(private readonly sock: net.Socket, private readonly who: string) {
+  private constructor(
+    private readonly sock: net.Socket,
+    private readonly who: string,
+  ) {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
       this.buf += d;
@@ -108,7 +111,15 @@ export interface MigrateInfo {
 
 /** QEMU arguments for a `machine` whose RAM ("mem") is the file `memPath` (memory-backend-file, share=on), no default devices. */
 export function fileBackedRam(machine: string, memPath: string, size: number): string[] {
-  return ['-nodefaults', '-machine', `${machine},memory-backend=mem`, '-m', `${size}B`, '-object', `memory-backend-file,id=mem,size=${size},mem-path=${memPath},share=on`];
+  return [
+    '-nodefaults',
+    '-machine',
+    `${machine},memory-backend=mem`,
+    '-m',
+    `${size}B`,
+    '-object',
+    `memory-backend-file,id=mem,size=${size},mem-path=${memPath},share=on`,
+  ];
 }
 
 /** Turns the multifd capability on and sets `params` (multifd-channels, multifd-compression, ...). */

@@ -27,14 +27,32 @@ import { ByteQueue } from '../transport/byte-queue.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
-import { INIT_PACKET_SIZE, MULTIFD_FLAG_SYNC, MULTIFD_MAGIC, MULTIFD_VERSION, hex, packetHeaderSize, pageCount } from '../wire/constants.js';
+import {
+  INIT_PACKET_SIZE,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_MAGIC,
+  MULTIFD_VERSION,
+  hex,
+  packetHeaderSize,
+  pageCount,
+} from '../wire/constants.js';
 import { newChannelCounters, type ChannelCounters } from '../stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC } from './format.js';
 import { ramblockFileName } from '../image/ramblock.js';
-import { MAPPED_RAM, MAX_DEVICE_STATE, StreamReader, type MainReader, parseMainChannel, type MainOptions, type MainSummary, type RamBlockInfo, type RamSectionInfo } from './main-channel.js';
+import {
+  MAPPED_RAM,
+  MAX_DEVICE_STATE,
+  StreamReader,
+  type MainReader,
+  parseMainChannel,
+  type MainOptions,
+  type MainSummary,
+  type RamBlockInfo,
+  type RamSectionInfo,
+} from './main-channel.js';
 import type { FileTarget } from '../file/target.js';
 import { openQemuFile, type QemuFile } from './file.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
@@ -122,13 +140,19 @@ class QemuMigration {
   start(): void {
     if (this.opts.from) return this.readFile(this.opts.from);
     this.server.on('connection', (s) => this.accept(s));
-    this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
+    this.server.on('error', (e: NodeJS.ErrnoException) =>
+      this.fail(
+        new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e),
+      ),
+    );
     this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
       const addr = this.server.address() as net.AddressInfo;
       this.log.info({ address: addr.address, port: addr.port }, `waiting for a QEMU migration on ${addr.address}:${addr.port}`);
       this.opts.onListening?.(addr);
     });
-    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), {
+      once: true,
+    });
   }
 
   /** The first 4 bytes tell the main channel ("QEVM") from a multifd channel (0x11223344). */
@@ -150,7 +174,9 @@ class QemuMigration {
     });
     const identified = (): void => {
       sock.removeAllListeners('timeout');
-      sock.setTimeout(this.timeoutMs, () => this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)));
+      sock.setTimeout(this.timeoutMs, () =>
+        this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)),
+      );
     };
     const q = new ByteQueue();
     const onData = (c: Buffer): void => {
@@ -164,7 +190,10 @@ class QemuMigration {
       }
       if (magic !== MULTIFD_MAGIC) {
         sock.off('data', onData);
-        this.log.warn({ peer }, `connection from ${peer} refused: first bytes ${hex(magic)}, expected "QEVM" (main channel) or ${hex(MULTIFD_MAGIC)} (multifd)`);
+        this.log.warn(
+          { peer },
+          `connection from ${peer} refused: first bytes ${hex(magic)}, expected "QEVM" (main channel) or ${hex(MULTIFD_MAGIC)} (multifd)`,
+        );
         return void sock.destroy();
       }
       if (q.length < INIT_PACKET_SIZE) return;
@@ -187,7 +216,9 @@ class QemuMigration {
 
   /** A QEMU migration file: its main channel, with the pages of a mapped-ram file inside it, and no multifd channels. */
   private readFile(from: FileTarget): void {
-    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), {
+      once: true,
+    });
     try {
       this.file = openQemuFile(from, PAGE_SIZE);
       // The migration's bytes in the file (mapped-ram regions included), for the manifest's wireBytes.
@@ -230,11 +261,25 @@ class QemuMigration {
     const files = new Set([MANIFEST_FILE, DEVICE_STATE_FILE]);
     for (const b of list) {
       const file = ramblockFileName(b.name);
-      if (files.has(file)) throw new ProtocolError('ERR_QEMU_BLOCKS', `ramblock "${b.name}" would be written to ${file}, which another file of the migration uses`);
-      if (file.length > MAX_FILE_NAME) throw new ProtocolError('ERR_QEMU_BLOCKS', `ramblock "${b.name}" makes a file name of ${file.length} bytes, expected at most ${MAX_FILE_NAME}`);
+      if (files.has(file))
+        throw new ProtocolError(
+          'ERR_QEMU_BLOCKS',
+          `ramblock "${b.name}" would be written to ${file}, which another file of the migration uses`,
+        );
+      if (file.length > MAX_FILE_NAME)
+        throw new ProtocolError(
+          'ERR_QEMU_BLOCKS',
+          `ramblock "${b.name}" makes a file name of ${file.length} bytes, expected at most ${MAX_FILE_NAME}`,
+        );
       files.add(file);
       const output = await this.createOutput(b.name, b.size, file);
-      this.blocks.set(b.name, { name: b.name, size: b.size, file, output, epochs: new PageEpochs(b.name, b.size / PAGE_SIZE, this.epochBudget) });
+      this.blocks.set(b.name, {
+        name: b.name,
+        size: b.size,
+        file,
+        output,
+        epochs: new PageEpochs(b.name, b.size / PAGE_SIZE, this.epochBudget),
+      });
     }
     this.deviceState = await this.createOutput('device state', 0, DEVICE_STATE_FILE);
     this.ready = true;
@@ -275,7 +320,9 @@ class QemuMigration {
   private startReading(ch: QemuChannel): void {
     if (this.settled || ch.reader) return;
     // The method is known from the first packet with normal pages, before its payload is decoded.
-    const decoder: Decoder = { decode: (payload, normal, packetNum) => (ch.decoder ??= this.decoder(ch.id, this.method!)).decode(payload, normal, packetNum) };
+    const decoder: Decoder = {
+      decode: (payload, normal, packetNum) => (ch.decoder ??= this.decoder(ch.id, this.method!)).decode(payload, normal, packetNum),
+    };
     ch.reader = new DataChannel(ch.id, ch.native ?? ch.sock, ch.initial, decoder, ch.counters, this.channelHost(), ch.pages);
     if (!ch.native) ch.sock.resume();
   }
@@ -354,17 +401,28 @@ class QemuMigration {
     const init = decodeInitPacket(raw);
     const where = `multifd channel from ${peer}`;
     try {
-      if (init.version !== MULTIFD_VERSION) throw new ProtocolError('ERR_INIT_VERSION', `${where}: received packet version ${init.version}, expected ${MULTIFD_VERSION}`);
+      if (init.version !== MULTIFD_VERSION)
+        throw new ProtocolError('ERR_INIT_VERSION', `${where}: received packet version ${init.version}, expected ${MULTIFD_VERSION}`);
       if (this.uuid && Buffer.compare(Buffer.from(init.uuid), Buffer.from(this.uuid)) !== 0) {
-        throw new ProtocolError('ERR_INIT_UUID', `${where}: received uuid '${uuidToString(init.uuid)}', expected '${uuidToString(this.uuid)}' (the other channels')`);
+        throw new ProtocolError(
+          'ERR_INIT_UUID',
+          `${where}: received uuid '${uuidToString(init.uuid)}', expected '${uuidToString(this.uuid)}' (the other channels')`,
+        );
       }
-      if (this.channels.has(init.id)) throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
+      if (this.channels.has(init.id))
+        throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
     } catch (e) {
       return this.fail(e);
     }
     this.uuid ??= init.uuid;
     this.mainTimer ??= setTimeout(() => {
-      if (!this.main) this.fail(new ConnectionError('ERR_QEMU_MAIN_MISSING', `multifd channels connected, but no main channel within ${this.timeoutMs} ms (a source connects it first)`));
+      if (!this.main)
+        this.fail(
+          new ConnectionError(
+            'ERR_QEMU_MAIN_MISSING',
+            `multifd channels connected, but no main channel within ${this.timeoutMs} ms (a source connects it first)`,
+          ),
+        );
     }, this.timeoutMs);
     // A plain socket goes to a native reader now, in the handler that identified it (libuv reads no
     // further, so an end that follows stays for that reader); it starts reading once the block list is
@@ -384,19 +442,36 @@ class QemuMigration {
   methodFor(flag: number, channel: number, packetNum: bigint): CompressionMethod {
     if (this.method) {
       if (this.method.flag !== flag) {
-        throw new ProtocolError('ERR_PACKET_METHOD', `flags received ${hex(flag)}, expected ${hex(this.method.flag)} (${this.method.name}, the method of earlier packets)`, { channel, packetNum });
+        throw new ProtocolError(
+          'ERR_PACKET_METHOD',
+          `flags received ${hex(flag)}, expected ${hex(this.method.flag)} (${this.method.name}, the method of earlier packets)`,
+          { channel, packetNum },
+        );
       }
       return this.method;
     }
     const m = methodByFlag(flag);
-    if (!m || !m.qemuCompatible) throw new UnsupportedStreamError(`channel ${channel}, packet ${packetNum}: compression flags ${hex(flag)} name no QEMU method mfd knows`, 'ERR_PACKET_METHOD');
+    if (!m || !m.qemuCompatible)
+      throw new UnsupportedStreamError(
+        `channel ${channel}, packet ${packetNum}: compression flags ${hex(flag)} name no QEMU method mfd knows`,
+        'ERR_PACKET_METHOD',
+      );
     this.method = m;
     this.log.info({ method: m.name }, `multifd compression ${m.name}`);
     return m;
   }
 
   decoder(channel: number, method: CompressionMethod): Decoder {
-    return createDecoder({ channel, method, pageSize: PAGE_SIZE, params: method.params({}), tally: this.tally, compute: null, receivers: this.receivers, fail: (e) => this.fail(e) });
+    return createDecoder({
+      channel,
+      method,
+      pageSize: PAGE_SIZE,
+      params: method.params({}),
+      tally: this.tally,
+      compute: null,
+      receivers: this.receivers,
+      fail: (e) => this.fail(e),
+    });
   }
 
   maybeFinish(): void {
@@ -426,13 +501,20 @@ class QemuMigration {
     for (const ch of this.channels.values()) {
       if (ch.syncs !== s.syncPoints) {
         const per = s.syncMode === 'round' ? 'MULTIFD_FLUSH record' : 'RAM section';
-        throw new VerifyError('ERR_QEMU_SYNC_COUNT', `received ${ch.syncs} SYNC packets, expected ${s.syncPoints} (one per ${per} on the main channel)`, { channel: ch.id });
+        throw new VerifyError(
+          'ERR_QEMU_SYNC_COUNT',
+          `received ${ch.syncs} SYNC packets, expected ${s.syncPoints} (one per ${per} on the main channel)`,
+          { channel: ch.id },
+        );
       }
     }
     for (const b of this.blocks.values()) {
       const pages = b.size / PAGE_SIZE;
       if (b.epochs.count !== pages) {
-        throw new VerifyError('ERR_PAGES_MISSING', `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing() * PAGE_SIZE})`);
+        throw new VerifyError(
+          'ERR_PAGES_MISSING',
+          `ramblock "${b.name}": received ${b.epochs.count} of ${pages} pages (first missing at offset ${b.epochs.firstMissing() * PAGE_SIZE})`,
+        );
       }
     }
     // Digests first, from the files still under their temporary names; then the final names, the
@@ -453,14 +535,21 @@ class QemuMigration {
       syncMode: s.syncMode,
       switchoverStart: s.switchoverStart,
       capabilities: s.capabilities,
-      ...(this.opts.from ? { file: { path: this.opts.from.path, offset: this.opts.from.offset, mappedRam: s.capabilities.includes(MAPPED_RAM) } } : {}),
+      ...(this.opts.from
+        ? { file: { path: this.opts.from.path, offset: this.opts.from.offset, mappedRam: s.capabilities.includes(MAPPED_RAM) } }
+        : {}),
       uuid: uuidToString(this.uuid ?? new Uint8Array(16)),
       pageSize: PAGE_SIZE,
       multifd: this.channels.size > 0,
       channels: this.channels.size,
       method: this.channels.size === 0 ? null : (this.method?.name ?? 'unknown: no multifd packet carried data'),
       ramblocks: [],
-      deviceState: { file: DEVICE_STATE_FILE, size: s.deviceStateBytes, vmDescription: s.vmDescription, sha256: await fileSha256(this.deviceState!.writePath) },
+      deviceState: {
+        file: DEVICE_STATE_FILE,
+        size: s.deviceStateBytes,
+        vmDescription: s.vmDescription,
+        sha256: await fileSha256(this.deviceState!.writePath),
+      },
       counts: {
         ramSections: s.ramSections,
         flushRecords: s.flushes,
@@ -475,7 +564,8 @@ class QemuMigration {
       },
     };
     // In the stream's order: the map was filled in it (names are unique, the parser refuses a repeat).
-    for (const b of this.blocks.values()) manifest.ramblocks.push({ name: b.name, size: b.size, file: b.file, sha256: await fileSha256(b.output.writePath) });
+    for (const b of this.blocks.values())
+      manifest.ramblocks.push({ name: b.name, size: b.size, file: b.file, sha256: await fileSha256(b.output.writePath) });
     if (this.settled) return; // failed (Ctrl-C) while hashing: the outputs are gone
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
     if (this.settled) return;

@@ -98,7 +98,7 @@ const mismatchHint = (shape: string): string =>
   "is --channels the destination's multifd-channels (0 with multifd off), --compression its multifd-compression, and its machine and devices the source's? " +
   `The stream's sync shape cannot be read off the wire and may not be what the destination expects: sent ${shape}; ` +
   'a QEMU 8.1+ destination with an unversioned or 8.1+ machine type waits for --multifd-flush-after-each-section off, a QEMU 7.2 one needs on and --send-switchover-start off. ' +
-  "Its query-migrate error-desc says what it refused";
+  'Its query-migrate error-desc says what it refused';
 
 /** Writes to one socket, waiting for 'drain' when the kernel buffer is full; the socket's failure rejects. */
 class Sink {
@@ -120,7 +120,8 @@ class Sink {
   private check(): void {
     const stop = this.interrupted();
     if (stop) throw stop;
-    if (this.failed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${this.hint})`, {}, this.failed);
+    if (this.failed)
+      throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: ${this.failed.message} (${this.hint})`, {}, this.failed);
     if (this.closed) throw new ConnectionError('ERR_QEMU_DESTINATION', `${this.what}: connection closed by the destination (${this.hint})`);
   }
 
@@ -170,8 +171,10 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const hint = mismatchHint(shape.why);
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
-  if (o.file && o.channels !== 0) throw new UsageError('a QEMU migration file has no multifd channels (channels 0): multifd writes into mapped-ram regions');
-  if (o.channels > 0 && !getMethod(o.compression).qemuCompatible) throw new UsageError(`--compression ${o.compression} is mfd's own; a QEMU destination cannot read it`);
+  if (o.file && o.channels !== 0)
+    throw new UsageError('a QEMU migration file has no multifd channels (channels 0): multifd writes into mapped-ram regions');
+  if (o.channels > 0 && !getMethod(o.compression).qemuCompatible)
+    throw new UsageError(`--compression ${o.compression} is mfd's own; a QEMU destination cannot read it`);
   const log = o.logger;
   // The sender's pipeline reads, scans and compresses the pages (off the event loop; offloaded
   // methods on the compute pool), channels in parallel. Without multifd, one pipeline channel feeds
@@ -228,18 +231,31 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   try {
     for (const b of pipeline.blocks) {
       const want = m.ramblocks[b.index]!.size;
-      if (b.source.size < want) throw new IoError('ERR_SHORT_READ', `ramblock "${b.source.name}": ${b.source.path} is shorter than ${want} bytes`);
-      if (b.source.size > want) throw new IoError('ERR_QEMU_RAMBLOCK_SIZE', `ramblock "${b.source.name}": ${b.source.path} has ${b.source.size} bytes, the manifest ${want}`);
+      if (b.source.size < want)
+        throw new IoError('ERR_SHORT_READ', `ramblock "${b.source.name}": ${b.source.path} is shorter than ${want} bytes`);
+      if (b.source.size > want)
+        throw new IoError(
+          'ERR_QEMU_RAMBLOCK_SIZE',
+          `ramblock "${b.source.name}": ${b.source.path} has ${b.source.size} bytes, the manifest ${want}`,
+        );
     }
     const where = o.file ? `file:${o.file.target.path}` : `${o.host}:${o.port}`;
     const stallMs = o.stallTimeoutMs ?? 60_000;
     const main: Pick<Sink, 'write' | 'finish' | 'bytes'> = o.file
       ? (fileSink = QemuFileSink.open(o.file, stopped))
-      : new Sink(connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel')), `main channel to ${where}`, stallMs, stopped, hint);
+      : new Sink(
+          connected(await connect(o.host, o.port, o.connectTimeoutMs, 'QEMU main channel')),
+          `main channel to ${where}`,
+          stallMs,
+          stopped,
+          hint,
+        );
     const mappedRam = o.file?.mappedRam ? fileSink : null;
     const w = new Writer();
     // The capabilities listed must be the destination's: mapped-ram for a mapped-ram file only.
-    w.u32(QEMU_VM_FILE_MAGIC).u32(QEMU_VM_FILE_VERSION).bytes(await configurationWith(Buffer.from(m.configuration, 'hex'), mappedRam !== null));
+    w.u32(QEMU_VM_FILE_MAGIC)
+      .u32(QEMU_VM_FILE_VERSION)
+      .bytes(await configurationWith(Buffer.from(m.configuration, 'hex'), mappedRam !== null));
     // The header is on its way before any multifd channel connects: QEMU 7.2 takes the first connection as main.
     await main.write([w.take()]);
 
@@ -328,7 +344,10 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
         };
       });
     }
-    log.info({ channels: o.channels, method: result.compression, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart }, `replaying ${o.dir} into ${where}: ${shape.why}`);
+    log.info(
+      { channels: o.channels, method: result.compression, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart },
+      `replaying ${o.dir} into ${where}: ${shape.why}`,
+    );
 
     const check = (): void => {
       const f = failed();

@@ -119,7 +119,11 @@ export interface ChannelHost {
 }
 
 /** The header checks for packets of `method` at `pageSize`, ramblocks looked up in `blocks` (a network migration and a file restore alike). */
-export function packetChecks(method: CompressionMethod, pageSize: number, blocks: Map<string, TargetBlock>): Omit<PacketCheckContext, 'channel'> {
+export function packetChecks(
+  method: CompressionMethod,
+  pageSize: number,
+  blocks: Map<string, TargetBlock>,
+): Omit<PacketCheckContext, 'channel'> {
   return {
     pageSize,
     pageCount: pageCount(pageSize),
@@ -203,7 +207,11 @@ export class DataChannel {
       } catch (e) {
         return this.host.fail(e);
       }
-      this.truncated(this.header ? `payload: received ${this.queue.length} of ${this.payloadLen} bytes` : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`);
+      this.truncated(
+        this.header
+          ? `payload: received ${this.queue.length} of ${this.payloadLen} bytes`
+          : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`,
+      );
       return;
     }
     this.ended = true;
@@ -242,7 +250,9 @@ export class DataChannel {
   }
 
   private truncated(what: string): void {
-    this.host.fail(new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }));
+    this.host.fail(
+      new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }),
+    );
   }
 
   private pause(): void {
@@ -295,13 +305,17 @@ export class DataChannel {
         const h = decodePacketHeader(buf.subarray(0, hs), this.host.check.pageCount);
         const len = this.judge(h);
         const end = hs + len;
-        if (end > size) throw new Error(`channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the buffer of ${size - hs} bytes`);
+        if (end > size)
+          throw new Error(
+            `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the buffer of ${size - hs} bytes`,
+          );
         if (got < end) return this.truncated(`payload: received ${got - hs} of ${len} bytes`);
         this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf));
       }
     } catch (e) {
       if (e instanceof NativeIoError) {
-        if (e.code === 'ESTALLED') this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
+        if (e.code === 'ESTALLED')
+          this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
         else this.host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e));
       } else {
         this.host.fail(e);
@@ -371,7 +385,8 @@ export class DataChannel {
     const place = { channel: this.id, packetNum: h.packetNum };
     this.charged(name, place, () => {
       for (let i = 0; i < pages; i++) {
-        if (!block.seen.set(h.offsets[i]! / ps)) throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, place);
+        if (!block.seen.set(h.offsets[i]! / ps))
+          throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, place);
       }
     });
     return async (data) => {
@@ -413,16 +428,16 @@ export class DataChannel {
     try {
       await block.output.use((fd) =>
         writePacket({
-        fd,
-        pages: data,
-        pageSize: ps,
-        offsets: h.offsets,
-        normal,
-        zero,
-        blockSize: block.size,
-        writeZeros: this.host.inPlace,
-        crc,
-      }),
+          fd,
+          pages: data,
+          pageSize: ps,
+          offsets: h.offsets,
+          normal,
+          zero,
+          blockSize: block.size,
+          writeZeros: this.host.inPlace,
+          crc,
+        }),
       );
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {

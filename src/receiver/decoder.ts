@@ -40,7 +40,9 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
     };
   }
   // Messages reach the worker in order (setup first), and it handles them in order.
-  compute.call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params, requireHardware: tally.requireHardware }).catch(fail);
+  compute
+    .call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params, requireHardware: tally.requireHardware })
+    .catch(fail);
   return {
     async decode(payload, normal, packetNum) {
       // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.

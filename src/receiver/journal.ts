@@ -67,7 +67,11 @@ export async function loadJournal(file: string): Promise<JournalFile | null> {
     text = await fs.promises.readFile(file, { encoding: 'utf8', flag: fs.constants.O_RDONLY | NO_FOLLOW });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `cannot read progress journal "${file}": ${linkMessage(e as NodeJS.ErrnoException)}`, e);
+    throw new IoError(
+      `ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`,
+      `cannot read progress journal "${file}": ${linkMessage(e as NodeJS.ErrnoException)}`,
+      e,
+    );
   }
   let j: Partial<JournalFile>;
   try {
@@ -86,21 +90,35 @@ export async function loadJournal(file: string): Promise<JournalFile | null> {
  * Refuses to resume ramblock `b` from journal `j` when they differ: names
  * what differs, received (the hello) vs expected (the journal).
  */
-export function checkJournal(j: JournalFile, file: string, b: { name: string; size: number; source?: string }, pageSize: number, output: string): void {
+export function checkJournal(
+  j: JournalFile,
+  file: string,
+  b: { name: string; size: number; source?: string },
+  pageSize: number,
+  output: string,
+): void {
   const diffs: string[] = [];
   // The pages are in the file the journal names: another one (--in-place switched) holds other bytes.
-  if (path.resolve(j.output) !== path.resolve(output)) diffs.push(`output file received "${output}", expected "${j.output}" (--in-place as in the failed migration?)`);
+  if (path.resolve(j.output) !== path.resolve(output))
+    diffs.push(`output file received "${output}", expected "${j.output}" (--in-place as in the failed migration?)`);
   if (j.ramblock.name !== b.name) diffs.push(`ram block name received "${b.name}", expected "${j.ramblock.name}"`);
   if (j.ramblock.size !== b.size) diffs.push(`size received ${b.size}, expected ${j.ramblock.size}`);
   if (j.pageSize !== pageSize) diffs.push(`page size received ${pageSize}, expected ${j.pageSize}`);
-  if ((b.source ?? null) !== j.ramblock.source) diffs.push(`source image received "${b.source ?? '(none)'}", expected "${j.ramblock.source ?? '(none)'}"`);
+  if ((b.source ?? null) !== j.ramblock.source)
+    diffs.push(`source image received "${b.source ?? '(none)'}", expected "${j.ramblock.source ?? '(none)'}"`);
   const pages = Math.ceil(j.ramblock.size / j.pageSize);
   const bad = badRun(j.pages, pages);
   if (bad >= 0) {
-    throw new ResumeError('ERR_RESUME_JOURNAL', `progress journal "${file}": run ${bad} (pages ${j.pages[2 * bad]}+${j.pages[2 * bad + 1]}) is out of order or past the block's ${pages} pages`);
+    throw new ResumeError(
+      'ERR_RESUME_JOURNAL',
+      `progress journal "${file}": run ${bad} (pages ${j.pages[2 * bad]}+${j.pages[2 * bad + 1]}) is out of order or past the block's ${pages} pages`,
+    );
   }
   if (diffs.length > 0) {
-    throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${b.name}" from the progress journal "${file}": ${diffs.join('; ')}`);
+    throw new ResumeError(
+      'ERR_RESUME_MISMATCH',
+      `cannot resume ram block "${b.name}" from the progress journal "${file}": ${diffs.join('; ')}`,
+    );
   }
 }
 

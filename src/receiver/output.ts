@@ -44,17 +44,29 @@ export class Output {
    * migration left, which must be there with the block's size.
    */
   static async create(name: string, size: number, finalPath: string, inPlace: boolean, existing = false): Promise<Output> {
-    const out = new Output(name, size, finalPath, Output.writePathFor(finalPath, inPlace), inPlace ? sidecarPath(finalPath, '', '.mfd-partial') : null, inPlace);
+    const out = new Output(
+      name,
+      size,
+      finalPath,
+      Output.writePathFor(finalPath, inPlace),
+      inPlace ? sidecarPath(finalPath, '', '.mfd-partial') : null,
+      inPlace,
+    );
     try {
       // Links are never followed (see no-follow.ts): a link at the target is replaced by the
       // rename at the end, and refused in place (resolveTargets); one at a temporary name is removed.
       const st = fs.lstatSync(finalPath, { throwIfNoEntry: false });
-      if (st && !st.isFile() && !(st.isSymbolicLink() && !inPlace)) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
+      if (st && !st.isFile() && !(st.isSymbolicLink() && !inPlace))
+        throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${finalPath}" for ram block "${name}" exists and is not a regular file`);
       if (out.markerPath) writeFreshSync(out.markerPath, `mfd: ${finalPath} is being written by a migration that has not verified yet\n`);
       if (existing) {
         out.fd = await openExisting(out.writePath, name);
         const had = fs.fstatSync(out.fd).size;
-        if (had !== size) throw new ResumeError('ERR_RESUME_MISMATCH', `cannot resume ram block "${name}": "${out.writePath}" is ${had} bytes, expected ${size}`);
+        if (had !== size)
+          throw new ResumeError(
+            'ERR_RESUME_MISMATCH',
+            `cannot resume ram block "${name}": "${out.writePath}" is ${had} bytes, expected ${size}`,
+          );
         checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
         return out;
       }
@@ -71,7 +83,11 @@ export class Output {
       out.closeQuietly();
       if (e instanceof IoError || e instanceof ResumeError) throw e;
       const err = e as NodeJS.ErrnoException;
-      throw new IoError(`ERR_${err.code ?? 'OUTPUT'}`, `cannot create output for ram block "${name}" at "${out.writePath}": ${linkMessage(err)}`, e);
+      throw new IoError(
+        `ERR_${err.code ?? 'OUTPUT'}`,
+        `cannot create output for ram block "${name}" at "${out.writePath}": ${linkMessage(err)}`,
+        e,
+      );
     }
     return out;
   }
@@ -169,9 +185,12 @@ export class Output {
 
 async function openExisting(file: string, name: string): Promise<number> {
   try {
-    return await new Promise<number>((resolve, reject) => fs.open(file, fs.constants.O_RDWR | NO_FOLLOW, (e, fd) => (e ? reject(e) : resolve(fd))));
+    return await new Promise<number>((resolve, reject) =>
+      fs.open(file, fs.constants.O_RDWR | NO_FOLLOW, (e, fd) => (e ? reject(e) : resolve(fd))),
+    );
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ResumeError('ERR_RESUME_NO_PARTIAL', `cannot resume ram block "${name}": its partial output "${file}" is gone`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ResumeError('ERR_RESUME_NO_PARTIAL', `cannot resume ram block "${name}": its partial output "${file}" is gone`);
     throw e;
   }
 }
@@ -184,7 +203,11 @@ async function openExisting(file: string, name: string): Promise<number> {
  */
 export function checkInPlace(st: fs.Stats, file: string, name: string): void {
   if (!st.isFile()) throw new IoError('ERR_OUTPUT_NOT_FILE', `output "${file}" for ram block "${name}" is not a regular file`);
-  if (st.nlink > 1) throw new IoError('ERR_OUTPUT_LINK', `output "${file}" for ram block "${name}" has ${st.nlink} names (hard links): mfd writes no file that is also elsewhere; give a file of its own`);
+  if (st.nlink > 1)
+    throw new IoError(
+      'ERR_OUTPUT_LINK',
+      `output "${file}" for ram block "${name}" has ${st.nlink} names (hard links): mfd writes no file that is also elsewhere; give a file of its own`,
+    );
 }
 
 /** A system error's message; ELOOP (O_NOFOLLOW met a symbolic link) said plainly. */
@@ -204,6 +227,7 @@ export const NAME_MAX = 255;
 export function sidecarPath(finalPath: string, prefix: string, suffix: string): string {
   const base = path.basename(finalPath);
   let name = `${prefix}${base}${suffix}`;
-  if (Buffer.byteLength(name) + '.tmp'.length > NAME_MAX) name = `${prefix}${createHash('sha256').update(base).digest('hex').slice(0, 32)}${suffix}`;
+  if (Buffer.byteLength(name) + '.tmp'.length > NAME_MAX)
+    name = `${prefix}${createHash('sha256').update(base).digest('hex').slice(0, 32)}${suffix}`;
   return path.join(path.dirname(finalPath), name);
 }

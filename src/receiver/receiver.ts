@@ -8,11 +8,31 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, ExitCode, IoError, MfdError, ProtocolError, RemoteError, ResumeError, asMfdError, InterruptedError } from '../errors.js';
+import {
+  ConnectionError,
+  ExitCode,
+  IoError,
+  MfdError,
+  ProtocolError,
+  RemoteError,
+  ResumeError,
+  asMfdError,
+  InterruptedError,
+} from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { CONTROL_MAGIC, CONTROL_PREAMBLE_SIZE, DIGEST_ALGORITHM, MAX_HAVE_NUMBERS, checkPreamble, encodeFrame, type Complete, type ControlMessage, type Hello } from '../control/protocol.js';
+import {
+  CONTROL_MAGIC,
+  CONTROL_PREAMBLE_SIZE,
+  DIGEST_ALGORITHM,
+  MAX_HAVE_NUMBERS,
+  checkPreamble,
+  encodeFrame,
+  type Complete,
+  type ControlMessage,
+  type Hello,
+} from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { PEER_REASON_GRACE_MS } from '../transport/connect.js';
@@ -30,7 +50,16 @@ import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../accel/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './targets.js';
-import { BlockJournal, JOURNAL_INTERVAL_MS, Journals, checkJournal, discardJournal, journalPathFor, loadJournal, type JournalFile } from './journal.js';
+import {
+  BlockJournal,
+  JOURNAL_INTERVAL_MS,
+  Journals,
+  checkJournal,
+  discardJournal,
+  journalPathFor,
+  loadJournal,
+  type JournalFile,
+} from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
 import { PageBudget } from './page-bitmap.js';
 import { DeltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
@@ -93,7 +122,11 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
     try {
       fs.mkdirSync(opts.dumpStreams, { recursive: true });
     } catch (e) {
-      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'MKDIR'}`, `--dump-streams: cannot create directory "${opts.dumpStreams}": ${(e as Error).message}`, e);
+      throw new IoError(
+        `ERR_${(e as NodeJS.ErrnoException).code ?? 'MKDIR'}`,
+        `--dump-streams: cannot create directory "${opts.dumpStreams}": ${(e as Error).message}`,
+        e,
+      );
     }
   }
   // One listening socket for every attempt; its connections, once authenticated, go to the current one.
@@ -129,8 +162,13 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
         failure = err;
         if (waitMs <= 0 || err instanceof InterruptedError || !(kept || run.failedBySender(err))) throw err;
         const addr = server.address() as net.AddressInfo;
-        const next = kept ? 'with its progress journal kept: waiting %s for mfd send --resume' : 'with nothing kept: waiting %s for the next sender';
-        opts.logger.warn({ code: err.code }, `migration failed (${err.message}) ${next.replace('%s', `${waitMs / 1000} s on ${addr.address}:${addr.port}`)}`);
+        const next = kept
+          ? 'with its progress journal kept: waiting %s for mfd send --resume'
+          : 'with nothing kept: waiting %s for the next sender';
+        opts.logger.warn(
+          { code: err.code },
+          `migration failed (${err.message}) ${next.replace('%s', `${waitMs / 1000} s on ${addr.address}:${addr.port}`)}`,
+        );
       }
     }
   } finally {
@@ -235,7 +273,11 @@ class Migration {
   private start(): void {
     // A migration waiting for a resume takes over the listening socket of the one that failed.
     this.server.removeAllListeners('error');
-    this.server.on('error', (e: NodeJS.ErrnoException) => this.fail(new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e)));
+    this.server.on('error', (e: NodeJS.ErrnoException) =>
+      this.fail(
+        new ConnectionError(`ERR_${e.code ?? 'LISTEN'}`, `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`, {}, e),
+      ),
+    );
     if (!this.server.listening) {
       this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
         const addr = this.server.address() as net.AddressInfo;
@@ -250,7 +292,9 @@ class Migration {
         this.fail(new ConnectionError('ERR_RESUME_WAIT', `no sender came to resume within ${wait} ms`));
       }, wait);
     }
-    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), { once: true });
+    this.opts.signal?.addEventListener('abort', () => this.fail(new InterruptedError(String(this.opts.signal?.reason ?? 'abort'))), {
+      once: true,
+    });
   }
 
   /** An authenticated connection (any connection without authentication): control or multifd? */
@@ -282,13 +326,30 @@ class Migration {
   }
 
   /** A control connection (`since`: when it was accepted): the migration's, unless one is already. */
-  private onControl(sock: net.Socket, peer: string, q: ByteQueue, binding: ChannelBinding | null, refuse: (why: string) => void, since: number): void {
+  private onControl(
+    sock: net.Socket,
+    peer: string,
+    q: ByteQueue,
+    binding: ChannelBinding | null,
+    refuse: (why: string) => void,
+    since: number,
+  ): void {
     if (this.control) {
-      this.log.warn({ peer }, `second control connection from ${peer} refused: busy with migration ${this.hello?.uuid ?? '(hello not in yet)'}`);
+      this.log.warn(
+        { peer },
+        `second control connection from ${peer} refused: busy with migration ${this.hello?.uuid ?? '(hello not in yet)'}`,
+      );
       // Told why, so that sender reports a busy receiver rather than a reset connection.
-      return void sock.end(encodeFrame({ type: 'error', code: 'ERR_BUSY', message: `busy with another migration (${this.hello?.uuid ?? 'starting'}), one at a time` }));
+      return void sock.end(
+        encodeFrame({
+          type: 'error',
+          code: 'ERR_BUSY',
+          message: `busy with another migration (${this.hello?.uuid ?? 'starting'}), one at a time`,
+        }),
+      );
     }
-    if (binding && binding.role !== 'control') return refuse(`control channel on a connection authenticated as multifd channel ${binding.channel}`);
+    if (binding && binding.role !== 'control')
+      return refuse(`control channel on a connection authenticated as multifd channel ${binding.channel}`);
     this.controlBinding = binding;
     try {
       checkPreamble(q.take(CONTROL_PREAMBLE_SIZE)!);
@@ -325,7 +386,8 @@ class Migration {
     try {
       const hello = await this.awaitHello(ctl, peer, helloMs);
       if (hello === null) return;
-      if (hello.type !== 'hello') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
+      if (hello.type !== 'hello')
+        throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       if (this.helloWatch) clearTimeout(this.helloWatch);
       const have = await this.setup(hello);
       const delta = await this.delta?.offer(ctl);
@@ -334,9 +396,13 @@ class Migration {
       this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
-      if (m.type !== 'complete') throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
+      if (m.type !== 'complete')
+        throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);
       if (m.packets.length !== hello.channels) {
-        throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: complete lists ${m.packets.length} channels, expected ${hello.channels}`);
+        throw new ProtocolError(
+          'ERR_CONTROL_MESSAGE',
+          `control channel: complete lists ${m.packets.length} channels, expected ${hello.channels}`,
+        );
       }
       this.complete = m;
       // Anything after "complete" other than the close is a failure report.
@@ -360,7 +426,10 @@ class Migration {
     // Before anything on disk is touched: the hello must be the migration the control channel proved.
     const proved = this.controlBinding?.uuid;
     if (proved && Buffer.compare(Buffer.from(proved), Buffer.from(uuidFromString(hello.uuid))) !== 0) {
-      throw new ProtocolError('ERR_HELLO_UUID', `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`);
+      throw new ProtocolError(
+        'ERR_HELLO_UUID',
+        `hello: uuid received ${hello.uuid}, expected ${uuidToString(proved)} (the one the control channel authenticated)`,
+      );
     }
     let method: CompressionMethod;
     try {
@@ -369,24 +438,42 @@ class Migration {
     } catch (e) {
       throw new ProtocolError('ERR_HELLO_METHOD', `hello: ${(e as Error).message}`);
     }
-    if (hello.digest !== DIGEST_ALGORITHM) throw new ProtocolError('ERR_HELLO_DIGEST', `hello: digest received "${hello.digest}", expected "${DIGEST_ALGORITHM}"`);
+    if (hello.digest !== DIGEST_ALGORITHM)
+      throw new ProtocolError('ERR_HELLO_DIGEST', `hello: digest received "${hello.digest}", expected "${DIGEST_ALGORITHM}"`);
     const requireHardware = this.opts.requireHardware ?? false;
     this.compressionPath = method.path({ params: this.params, requireHardware, receiving: true });
     this.tally = new PathTally(`${method.name} decompression`, requireHardware);
     const targets = { ...this.opts, inPlace: this.opts.inPlace ?? false };
     // A resume: every ramblock's journal must be there and match before any output is touched.
-    if (hello.resume && !(this.opts.journal ?? true)) throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
+    if (hello.resume && !(this.opts.journal ?? true))
+      throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
     // Where each output goes, checked (real paths, aliases, links) before any file is touched.
     const finals = resolveTargets(hello.ramblocks, targets, 'hello');
     const journaled = hello.resume ? await this.journaled(hello, finals, targets.inPlace) : null;
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
     if (!journaled) for (const f of finals) discardJournal(journalPathFor(f));
     this.resumed = journaled !== null;
-    await openTargets(hello.ramblocks, hello.pageSize, { ...targets, existing: this.resumed }, 'hello', this.blocks, this.outputs, this.budget);
+    await openTargets(
+      hello.ramblocks,
+      hello.pageSize,
+      { ...targets, existing: this.resumed },
+      'hello',
+      this.blocks,
+      this.outputs,
+      this.budget,
+    );
     for (const b of hello.ramblocks) this.totalBytes += b.size;
     const have = await this.openJournals(hello, journaled);
     if (hello.delta && this.opts.delta && !this.resumed) {
-      this.delta = DeltaReceiver.open(this.opts.delta, hello, finals, this.blocks, packetHeaderSize(hello.pageSize), this.log, this.journals ? (b, o, n) => this.journals!.note(b.output, o, n) : undefined);
+      this.delta = DeltaReceiver.open(
+        this.opts.delta,
+        hello,
+        finals,
+        this.blocks,
+        packetHeaderSize(hello.pageSize),
+        this.log,
+        this.journals ? (b, o, n) => this.journals!.note(b.output, o, n) : undefined,
+      );
     }
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
@@ -394,7 +481,10 @@ class Migration {
     this.uuid = uuidFromString(hello.uuid);
     this.channels = new Array(hello.channels).fill(undefined);
     this.counters = Array.from({ length: hello.channels }, (_, i) => newChannelCounters(i));
-    this.log.info({ uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks, resumedPages: this.heldPages }, 'migration set up');
+    this.log.info(
+      { uuid: hello.uuid, channels: hello.channels, compression: method.name, ramblocks: hello.ramblocks, resumedPages: this.heldPages },
+      'migration set up',
+    );
     return have;
   }
 
@@ -405,7 +495,11 @@ class Migration {
       const target = finals[i]!;
       const file = journalPathFor(target);
       const j = await loadJournal(file);
-      if (!j) throw new ResumeError('ERR_RESUME_NO_JOURNAL', `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`);
+      if (!j)
+        throw new ResumeError(
+          'ERR_RESUME_NO_JOURNAL',
+          `cannot resume ram block "${b.name}": no progress journal at "${file}" (send without --resume for a full migration)`,
+        );
       checkJournal(j, file, b, hello.pageSize, Output.writePathFor(target, inPlace));
       out.set(b.name, j);
     }
@@ -422,10 +516,20 @@ class Migration {
     const have: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
     const list: BlockJournal[] = [];
     // Each block's part of ready.have's bound.
-    const shares = shareRuns(hello.ramblocks.map((b) => journaled?.get(b.name)?.pages.length ?? 0), MAX_HAVE_NUMBERS);
+    const shares = shareRuns(
+      hello.ramblocks.map((b) => journaled?.get(b.name)?.pages.length ?? 0),
+      MAX_HAVE_NUMBERS,
+    );
     for (const [i, b] of hello.ramblocks.entries()) {
       const t = this.blocks.get(b.name)!;
-      const j = new BlockJournal(journalPathFor(t.output.finalPath), t.output, journaled?.get(b.name)?.uuid ?? hello.uuid, b, hello.pageSize, this.budget);
+      const j = new BlockJournal(
+        journalPathFor(t.output.finalPath),
+        t.output,
+        journaled?.get(b.name)?.uuid ?? hello.uuid,
+        b,
+        hello.pageSize,
+        this.budget,
+      );
       list.push(j);
       try {
         j.reserve = Reserve.make(t.output.finalPath);
@@ -446,7 +550,17 @@ class Migration {
       this.heldDigest = (async () => {
         for (const b of hello.ramblocks) {
           const t = this.blocks.get(b.name)!;
-          await t.output.use((fd) => digestRuns(fd, b.size, hello.pageSize, have[b.name]!, t.digest, `the partial output "${t.output.writePath}"`, () => this.settled));
+          await t.output.use((fd) =>
+            digestRuns(
+              fd,
+              b.size,
+              hello.pageSize,
+              have[b.name]!,
+              t.digest,
+              `the partial output "${t.output.writePath}"`,
+              () => this.settled,
+            ),
+          );
         }
       })();
       this.heldDigest.catch((e) => this.fail(e));
@@ -468,7 +582,11 @@ class Migration {
       if (missing < 0) return;
       const connected = this.channels.filter((c) => c !== undefined).length;
       this.fail(
-        new ConnectionError('ERR_CHANNEL_MISSING', `not connected ${this.timeoutMs} ms after the hello was accepted (${connected} of ${channels} channels connected)`, { channel: missing }),
+        new ConnectionError(
+          'ERR_CHANNEL_MISSING',
+          `not connected ${this.timeoutMs} ms after the hello was accepted (${connected} of ${channels} channels connected)`,
+          { channel: missing },
+        ),
       );
     }, this.timeoutMs);
   }
@@ -483,7 +601,12 @@ class Migration {
     this.completeWatch = setTimeout(() => {
       if (this.complete) return;
       const n = this.channels.length;
-      this.fail(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel: all ${n} channel${n === 1 ? '' : 's'} ended ${this.timeoutMs} ms ago, but no "complete" came from the sender`));
+      this.fail(
+        new ConnectionError(
+          'ERR_CONTROL_TIMEOUT',
+          `control channel: all ${n} channel${n === 1 ? '' : 's'} ended ${this.timeoutMs} ms ago, but no "complete" came from the sender`,
+        ),
+      );
     }, this.timeoutMs);
   }
 
@@ -492,12 +615,19 @@ class Migration {
     const method = this.method;
     const raw = q.take(INIT_PACKET_SIZE, Buffer.alloc)!;
     const init = decodeInitPacket(raw);
-    if (!hello || !method || !this.uuid) return refuse('multifd channel before the control channel\'s hello');
+    if (!hello || !method || !this.uuid) return refuse("multifd channel before the control channel's hello");
     const where = `multifd channel from ${peer}`;
     // A PSK proof names the migration and channel it was made for: another one's is refused, the migration goes on.
     if (binding) {
-      const what = binding.role === 'data' ? `multifd channel ${binding.channel} of migration ${uuidToString(binding.uuid)}` : `control channel of migration ${uuidToString(binding.uuid)}`;
-      if (binding.role !== 'data' || Buffer.compare(Buffer.from(binding.uuid), Buffer.from(this.uuid)) !== 0 || binding.channel !== init.id) {
+      const what =
+        binding.role === 'data'
+          ? `multifd channel ${binding.channel} of migration ${uuidToString(binding.uuid)}`
+          : `control channel of migration ${uuidToString(binding.uuid)}`;
+      if (
+        binding.role !== 'data' ||
+        Buffer.compare(Buffer.from(binding.uuid), Buffer.from(this.uuid)) !== 0 ||
+        binding.channel !== init.id
+      ) {
         return refuse(`${where}: authenticated as ${what}, expected multifd channel ${init.id} of migration ${hello.uuid}`);
       }
     }
@@ -511,7 +641,8 @@ class Migration {
     }
     try {
       checkInitPacket(init, { uuid: this.uuid, channels: hello.channels }, where);
-      if (this.channels[init.id]) throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
+      if (this.channels[init.id])
+        throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
     } catch (e) {
       return this.fail(e);
     }
@@ -540,7 +671,13 @@ class Migration {
         op();
         return true;
       } catch (e) {
-        this.fail(new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'WRITE'}`, `--dump-streams: writing "${file}": ${(e as Error).message}`, e));
+        this.fail(
+          new IoError(
+            `ERR_${(e as NodeJS.ErrnoException).code ?? 'WRITE'}`,
+            `--dump-streams: writing "${file}": ${(e as Error).message}`,
+            e,
+          ),
+        );
         return false;
       }
     };
@@ -555,7 +692,16 @@ class Migration {
 
   /** The channel's decoder: the method inline, or its state on the channel's compute worker. */
   private decoder(channel: number, method: CompressionMethod, pageSize: number): Decoder {
-    return createDecoder({ channel, method, pageSize, params: this.params, tally: this.tally!, compute: this.compute, receivers: this.receivers, fail: (e) => this.fail(e) });
+    return createDecoder({
+      channel,
+      method,
+      pageSize,
+      params: this.params,
+      tally: this.tally!,
+      compute: this.compute,
+      receivers: this.receivers,
+      fail: (e) => this.fail(e),
+    });
   }
 
   private host: ChannelHost | null = null;
@@ -574,7 +720,11 @@ class Migration {
       // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.
       inPlace: (this.opts.inPlace ?? false) || this.resumed,
       readTimeoutMs: this.timeoutMs,
-      ...(this.journals ? { onWritten: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => this.journals!.note(block.output, offsets, count) } : {}),
+      ...(this.journals
+        ? {
+            onWritten: (block: TargetBlock, offsets: ArrayLike<number>, count: number) => this.journals!.note(block.output, offsets, count),
+          }
+        : {}),
       onPages: (bytes) => {
         this.doneBytes += bytes;
         this.opts.onProgress?.(Math.min(this.doneBytes, this.totalBytes), this.totalBytes);
@@ -608,7 +758,10 @@ class Migration {
 
   private async verifyAndCommit(done: Complete): Promise<void> {
     const hello = this.hello!;
-    verifyChannels(this.channels.map((c) => c!), done.packets);
+    verifyChannels(
+      this.channels.map((c) => c!),
+      done.packets,
+    );
     await this.heldDigest;
     await this.delta?.finish();
     // A failure (Ctrl-C, the sender's late error) may come during any wait: it then owns the outputs.
@@ -629,7 +782,12 @@ class Migration {
         zeroPagePath: 'sender',
         paths: { compression: this.tally!.counts, zeroPage: emptyPathCounts() },
         pageSize: hello.pageSize,
-        ramblocks: hello.ramblocks.map((b) => ({ name: b.name, size: b.size, path: this.blocks.get(b.name)!.output.finalPath, digest: this.blocks.get(b.name)!.digest.hex() })),
+        ramblocks: hello.ramblocks.map((b) => ({
+          name: b.name,
+          size: b.size,
+          path: this.blocks.get(b.name)!.output.finalPath,
+          digest: this.blocks.get(b.name)!.digest.hex(),
+        })),
       },
       this.counters,
       this.startNs,

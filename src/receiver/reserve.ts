@@ -36,13 +36,17 @@ export class Reserve {
     try {
       fd = createFreshSync(file);
       const zeros = Buffer.alloc(RESERVE_BYTES);
-      for (let done = 0; done < zeros.length; ) done += fs.writeSync(fd, zeros, done);
+      for (let done = 0; done < zeros.length;) done += fs.writeSync(fd, zeros, done);
       return new Reserve(file, fd);
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
       fs.rmSync(file, { force: true });
       const err = e as NodeJS.ErrnoException;
-      throw new IoError(`ERR_${err.code ?? 'RESERVE'}`, `cannot reserve ${RESERVE_BYTES} bytes for the progress journal at "${file}": ${err.message}`, e);
+      throw new IoError(
+        `ERR_${err.code ?? 'RESERVE'}`,
+        `cannot reserve ${RESERVE_BYTES} bytes for the progress journal at "${file}": ${err.message}`,
+        e,
+      );
     }
   }
 
@@ -57,7 +61,7 @@ export class Reserve {
     this.fd = -1;
     try {
       const b = Buffer.from(text);
-      for (let done = 0; done < b.length; ) done += fs.writeSync(fd, b, done, b.length - done, done);
+      for (let done = 0; done < b.length;) done += fs.writeSync(fd, b, done, b.length - done, done);
       fs.ftruncateSync(fd, b.length);
       await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (e) => (e ? reject(e) : resolve())));
       await fs.promises.rename(this.file, final);

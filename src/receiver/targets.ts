@@ -36,7 +36,10 @@ function givenPath(name: string, o: TargetOptions, where: string): string {
   const file = ramblockFileName(name);
   if (!o.outputDir) throw new UsageError(`no output for ram block "${name}": give --output DIR or --output ${file}=PATH`);
   if (Buffer.byteLength(file) > NAME_MAX) {
-    throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block "${name}" makes a file name of ${Buffer.byteLength(file)} bytes in ${o.outputDir}, expected at most ${NAME_MAX}; map it with --output NAME=PATH (NAME written as that file name)`);
+    throw new ProtocolError(
+      'ERR_HELLO_RAMBLOCK',
+      `${where}: ram block "${name}" makes a file name of ${Buffer.byteLength(file)} bytes in ${o.outputDir}, expected at most ${NAME_MAX}; map it with --output NAME=PATH (NAME written as that file name)`,
+    );
   }
   return path.join(o.outputDir, file);
 }
@@ -67,7 +70,9 @@ export function resolveTargets(ramblocks: { name: string }[], o: TargetOptions, 
   const map = o.outputMap ?? new Map<string, string>();
   for (const name of map.keys()) {
     if (!ramblocks.some((b) => b.name === name)) {
-      throw new UsageError(`--output names ram block "${name}", but the sender sends ${ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`);
+      throw new UsageError(
+        `--output names ram block "${name}", but the sender sends ${ramblocks.map((b) => `"${b.name}"`).join(', ') || 'none'}`,
+      );
     }
   }
   const dir = o.outputDir === undefined ? null : realDir(o.outputDir, 'the output directory');
@@ -75,7 +80,10 @@ export function resolveTargets(ramblocks: { name: string }[], o: TargetOptions, 
     const given = givenPath(b.name, o, where);
     const real = realPath(given, b.name);
     if (dir !== null && !map.has(b.name) && path.dirname(real) !== dir) {
-      throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block "${b.name}" would be written to "${real}", outside the output directory "${dir}"`);
+      throw new ProtocolError(
+        'ERR_HELLO_RAMBLOCK',
+        `${where}: ram block "${b.name}" would be written to "${real}", outside the output directory "${dir}"`,
+      );
     }
     if (o.inPlace) checkInPlaceTarget(b.name, given, real);
     return { name: b.name, given, path: real };
@@ -94,7 +102,10 @@ function checkInPlaceTarget(name: string, given: string, real: string): void {
   } catch {
     to = `${fs.readlinkSync(real)}, which does not exist`;
   }
-  throw new UsageError(`--in-place: output "${given}" for ram block "${name}" is a symbolic link to "${to}"; mfd writes through no link: give the file itself (--output ${ramblockFileName(name)}=PATH)`, 'ERR_OUTPUT_LINK');
+  throw new UsageError(
+    `--in-place: output "${given}" for ram block "${name}" is a symbolic link to "${to}"; mfd writes through no link: give the file itself (--output ${ramblockFileName(name)}=PATH)`,
+    'ERR_OUTPUT_LINK',
+  );
 }
 
 /**
@@ -153,7 +164,10 @@ function checkDistinctTargets(targets: { name: string; given: string; path: stri
     for (const side of sidecarsOf(t.path)) {
       const other = owner.get(side);
       if (other !== undefined) {
-        throw new ProtocolError('ERR_HELLO_RAMBLOCK', `${where}: ram block "${other.name}" would be written to "${side}", which mfd uses beside ram block "${t.name}"'s output; map it elsewhere with --output NAME=PATH`);
+        throw new ProtocolError(
+          'ERR_HELLO_RAMBLOCK',
+          `${where}: ram block "${other.name}" would be written to "${side}", which mfd uses beside ram block "${t.name}"'s output; map it elsewhere with --output NAME=PATH`,
+        );
       }
     }
   }
@@ -172,17 +186,28 @@ export function verifyChannels(channels: { counters: { packets: number }; lastWa
 }
 
 /** Every page of every block arrived exactly once, and each block's digest is the sender's. */
-export function verifyBlocks(ramblocks: { name: string; size: number }[], blocks: Map<string, TargetBlock>, pageSize: number, digests: Record<string, string>): void {
+export function verifyBlocks(
+  ramblocks: { name: string; size: number }[],
+  blocks: Map<string, TargetBlock>,
+  pageSize: number,
+  digests: Record<string, string>,
+): void {
   for (const b of ramblocks) {
     const t = blocks.get(b.name)!;
     const pages = Math.ceil(b.size / pageSize);
     if (t.seen.count !== pages) {
       const first = t.seen.firstMissing();
-      throw new VerifyError('ERR_PAGES_MISSING', `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * pageSize})`);
+      throw new VerifyError(
+        'ERR_PAGES_MISSING',
+        `ram block "${b.name}": received ${t.seen.count} of ${pages} pages (first missing at offset ${first * pageSize})`,
+      );
     }
     const want = digests[b.name];
     if (t.digest.hex() !== want) {
-      throw new VerifyError('ERR_DIGEST', `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`);
+      throw new VerifyError(
+        'ERR_DIGEST',
+        `ram block "${b.name}": digest of received pages ${t.digest.hex()}, expected ${want ?? '(none sent)'}`,
+      );
     }
   }
 }

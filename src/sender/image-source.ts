@@ -52,7 +52,8 @@ export class ImageSource {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // "a/b=x" or "=x" is a path, not NAME=PATH: say so when no such file exists.
-      const hint = code === 'ENOENT' && spec.path.includes('=') ? ' (read as a path: in NAME=PATH the name must be non-empty and without "/")' : '';
+      const hint =
+        code === 'ENOENT' && spec.path.includes('=') ? ' (read as a path: in NAME=PATH the name must be non-empty and without "/")' : '';
       throw new IoError(`ERR_${code ?? 'OPEN'}`, `cannot open image "${spec.path}": ${(e as Error).message}${hint}`, e);
     }
     const st = fs.fstatSync(fd);
@@ -126,7 +127,9 @@ export class ImageSource {
     } catch {
       return null;
     }
-    return now < this.size ? new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it is now ${now} bytes, expected ${this.size} bytes`) : null;
+    return now < this.size
+      ? new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it is now ${now} bytes, expected ${this.size} bytes`)
+      : null;
   }
 
   private mapped(offset: number, length: number): LoadedPages | null {
@@ -169,8 +172,17 @@ export class ImageSource {
       const step = (done: number): void => {
         if (done === length) return resolve();
         fs.read(this.fd, buf, done, length - done, position + done, (err, n) => {
-          if (err) return reject(new IoError(`ERR_${err.code ?? 'READ'}`, `reading image "${this.path}" at offset ${position + done}: ${err.message}`, err));
-          if (n === 0) return reject(new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it ended at byte ${position + done}, expected ${this.size} bytes`));
+          if (err)
+            return reject(
+              new IoError(`ERR_${err.code ?? 'READ'}`, `reading image "${this.path}" at offset ${position + done}: ${err.message}`, err),
+            );
+          if (n === 0)
+            return reject(
+              new IoError(
+                'ERR_IMAGE_SHRANK',
+                `image "${this.path}" shrank while sending: it ended at byte ${position + done}, expected ${this.size} bytes`,
+              ),
+            );
           step(done + n);
         });
       };

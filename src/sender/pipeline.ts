@@ -175,10 +175,22 @@ export class SendPipeline {
     const accelPaths = opts.accelPaths ?? [];
     const requireHardware = opts.requireHardware ?? false;
     if (requireHardware && !method.hardware && !detector.hardware) {
-      const hw = [...listMethods().filter((m) => getMethod(m).hardware).map((m) => `--compression ${m}`), ...listDetectors().filter((d) => getDetector(d).hardware).map((d) => `--zero-page-detection ${d}`)];
+      const hw = [
+        ...listMethods()
+          .filter((m) => getMethod(m).hardware)
+          .map((m) => `--compression ${m}`),
+        ...listDetectors()
+          .filter((d) => getDetector(d).hardware)
+          .map((d) => `--zero-page-detection ${d}`),
+      ];
       throw new UsageError(`--require-hardware needs a backend that uses hardware: ${hw.join(', ')}`);
     }
-    if (accelPaths.length > 0 && !detector.hardware) throw new UsageError(`--accel-path is for a hardware zero-page backend (${listDetectors().filter((d) => getDetector(d).hardware).join(', ')}), not --zero-page-detection ${detector.name}`);
+    if (accelPaths.length > 0 && !detector.hardware)
+      throw new UsageError(
+        `--accel-path is for a hardware zero-page backend (${listDetectors()
+          .filter((d) => getDetector(d).hardware)
+          .join(', ')}), not --zero-page-detection ${detector.name}`,
+      );
     // Which path each backend takes, decided (and refused under --require-hardware) before any page moves.
     const compressionPath = method.path({ params, requireHardware });
     const zeroPagePath = detector.check({ accelPaths, requireHardware });
@@ -189,7 +201,14 @@ export class SendPipeline {
       for (const s of sources) s.close();
       throw e;
     }
-    const blocks = sources.map((s, index) => ({ index, source: s, nameBytes: Buffer.from(s.name, 'utf8'), digest: new BlockDigest(), sourceId: imageSource(s.fd), held: [] }));
+    const blocks = sources.map((s, index) => ({
+      index,
+      source: s,
+      nameBytes: Buffer.from(s.name, 'utf8'),
+      digest: new BlockDigest(),
+      sourceId: imageSource(s.fd),
+      held: [],
+    }));
     const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
     return new SendPipeline(opts, method, detector, params, compressionPath, zeroPagePath, blocks, compute);
   }
@@ -207,7 +226,16 @@ export class SendPipeline {
     const methodTally = new PathTally(`${method.name} compression`, requireHardware);
     const zeroTally = new PathTally(`${detector.name} zero-page detection`, requireHardware);
     if (compute) {
-      await compute.call(id, { op: 'send-setup', channel: id, method: method.name, pageSize: opts.pageSize, params, detector: detector.name, accelPaths, requireHardware });
+      await compute.call(id, {
+        op: 'send-setup',
+        channel: id,
+        method: method.name,
+        pageSize: opts.pageSize,
+        params,
+        detector: detector.name,
+        accelPaths,
+        requireHardware,
+      });
     }
     this.channels.push({
       id,
@@ -230,10 +258,17 @@ export class SendPipeline {
     const ps = this.opts.pageSize;
     const held = (async () => {
       if (this.heldDigested) return;
-      for (const b of this.blocks) await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
+      for (const b of this.blocks)
+        await digestRuns(b.source.fd, b.source.size, ps, b.held, b.digest, `image "${b.source.path}"`, () => failed() !== null);
     })();
     try {
-      await Promise.all([...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) => p.catch((e) => { throw fail(e); })));
+      await Promise.all(
+        [...this.channels.map((ch) => this.runChannel(ch, jobs, failed)), held].map((p) =>
+          p.catch((e) => {
+            throw fail(e);
+          }),
+        ),
+      );
     } catch (e) {
       // The read-back stops at its next read once the failure is recorded; close() must not close its fd under it.
       await held.catch(() => {});
@@ -250,13 +285,21 @@ export class SendPipeline {
   resumeFrom(have: Record<string, number[]>): void {
     const ps = this.opts.pageSize;
     for (const name of Object.keys(have)) {
-      if (!this.blocks.some((b) => b.source.name === name)) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have names ram block "${name}", which this migration does not send`);
+      if (!this.blocks.some((b) => b.source.name === name))
+        throw new ProtocolError(
+          'ERR_RESUME_HAVE',
+          `control channel: ready.have names ram block "${name}", which this migration does not send`,
+        );
     }
     for (const b of this.blocks) {
       const runs = have[b.source.name] ?? [];
       const pages = Math.ceil(b.source.size / ps);
       const last = runs.length > 0 ? runs[runs.length - 2]! + runs[runs.length - 1]! : 0;
-      if (last > pages) throw new ProtocolError('ERR_RESUME_HAVE', `control channel: ready.have for ram block "${b.source.name}" reaches page ${last}, expected at most ${pages} pages`);
+      if (last > pages)
+        throw new ProtocolError(
+          'ERR_RESUME_HAVE',
+          `control channel: ready.have for ram block "${b.source.name}" reaches page ${last}, expected at most ${pages} pages`,
+        );
       b.held = runs;
       this.doneBytes += Math.min(runPages(runs) * ps, b.source.size);
     }
@@ -299,7 +342,10 @@ export class SendPipeline {
         compressionPath: this.compressionPath,
         zeroPageDetection: this.detector.name,
         zeroPagePath: this.zeroPagePath,
-        paths: { compression: mergeTallies(this.channels.map((c) => c.methodTally)), zeroPage: mergeTallies(this.channels.map((c) => c.zeroTally)) },
+        paths: {
+          compression: mergeTallies(this.channels.map((c) => c.methodTally)),
+          zeroPage: mergeTallies(this.channels.map((c) => c.zeroTally)),
+        },
         pageSize: this.opts.pageSize,
         ramblocks: this.blocks.map((b) => ({ name: b.source.name, size: b.source.size, path: b.source.path, digest: b.digest.hex() })),
       },
@@ -348,7 +394,15 @@ export class SendPipeline {
     const src = job.block.source;
     let r: PacketReply;
     try {
-      r = await this.compute!.call<PacketReply>(ch.id, { op: 'packet', channel: ch.id, fd: src.fd, path: src.path, size: src.size, offset: job.offset, pages: job.pages });
+      r = await this.compute!.call<PacketReply>(ch.id, {
+        op: 'packet',
+        channel: ch.id,
+        fd: src.fd,
+        path: src.path,
+        size: src.size,
+        offset: job.offset,
+        pages: job.pages,
+      });
     } catch (e) {
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
     }
@@ -392,7 +446,11 @@ export class SendPipeline {
     await ch.sink.end();
   }
 
-  private async writePacket(ch: PipelineChannel, { job, slab, zeros, zero, crc, payload, release }: Prepared, failed: () => MfdError | null): Promise<void> {
+  private async writePacket(
+    ch: PipelineChannel,
+    { job, slab, zeros, zero, crc, payload, release }: Prepared,
+    failed: () => MfdError | null,
+  ): Promise<void> {
     const ps = this.opts.pageSize;
     const normal = job.pages - zeros;
     const offsets = new Array<number>(job.pages);
@@ -453,7 +511,16 @@ export class SendPipeline {
       offsets: [],
     });
     ch.counters.packets++;
-    await ch.sink.write({ pieces: [slab.header, x.payload], payloadBytes: x.payload.length, sync: false, block: x.block, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
+    await ch.sink.write({
+      pieces: [slab.header, x.payload],
+      payloadBytes: x.payload.length,
+      sync: false,
+      block: x.block,
+      offsets: [],
+      normal: 0,
+      zeros: 0,
+      done: () => this.pool.release(slab),
+    });
   }
 
   /** A SYNC packet on every channel, outside run() (send --qemu: one per RAM section or pass). */
@@ -476,7 +543,16 @@ export class SendPipeline {
     });
     ch.counters.packets++;
     ch.counters.syncPackets++;
-    await ch.sink.write({ pieces: [slab.header], payloadBytes: 0, sync: true, block: null, offsets: [], normal: 0, zeros: 0, done: () => this.pool.release(slab) });
+    await ch.sink.write({
+      pieces: [slab.header],
+      payloadBytes: 0,
+      sync: true,
+      block: null,
+      offsets: [],
+      normal: 0,
+      zeros: 0,
+      done: () => this.pool.release(slab),
+    });
   }
 }
 
@@ -511,7 +587,7 @@ function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
       for (let r = 0; r < runs.length; r += 2) {
         const end = runs[r]! + runs[r + 1]!;
         // Cut at packet boundaries: a job never crosses one, so never one of the image's mapped windows either.
-        for (let page = runs[r]!; page < end; ) {
+        for (let page = runs[r]!; page < end;) {
           const next = Math.min(end, (Math.floor(page / perPacket) + 1) * perPacket);
           yield { block, offset: page * pageSize, pages: next - page };
           page = next;
@@ -524,7 +600,10 @@ function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
 function shrankOr(e: unknown, src: ImageSource, end: number): unknown {
   // PacketIoError here; the worker's copy of it across the thread hop keeps the code.
   if ((e as { code?: string }).code === 'ESHORTREAD') {
-    return new IoError('ERR_IMAGE_SHRANK', `image "${src.path}" shrank while sending: bytes before ${Math.min(end, src.size)} are gone, expected ${src.size} bytes`);
+    return new IoError(
+      'ERR_IMAGE_SHRANK',
+      `image "${src.path}" shrank while sending: bytes before ${Math.min(end, src.size)} are gone, expected ${src.size} bytes`,
+    );
   }
   return e;
 }

@@ -76,7 +76,11 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     pipeline = await SendPipeline.open(opts);
     const p = pipeline;
 
-    const ctlSock = await security.connect(opts.host, opts.port, timeout, 'control channel', { uuid: uuidBytes, role: 'control', channel: 0 });
+    const ctlSock = await security.connect(opts.host, opts.port, timeout, 'control channel', {
+      uuid: uuidBytes,
+      role: 'control',
+      channel: 0,
+    });
     sockets.push(ctlSock);
     control = new ControlChannel(ctlSock, peer);
     const ctl = control;
@@ -99,10 +103,12 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     ctlSock.write(encodePreamble());
     control.send(hello);
     const { ready, plan } = await deltaAnswer(opts.delta ?? false, () => answer('"ready", the answer to the hello'), p, log);
-    if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME')) throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
+    if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME'))
+      throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
     if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
     if (opts.resume) {
-      if (!ready.have) throw new ResumeError('ERR_RESUME_UNSUPPORTED', 'the receiver answered the resume without the pages it holds (ready.have)');
+      if (!ready.have)
+        throw new ResumeError('ERR_RESUME_UNSUPPORTED', 'the receiver answered the resume without the pages it holds (ready.have)');
       p.resumeFrom(ready.have);
       log.info({ heldPages: p.heldPages }, 'resuming');
     } else if (ready.have) {
@@ -115,7 +121,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
     control.onFailure = (e) => fail(e);
 
     // EFAULT: the kernel could not read pages mapped from an image that was truncated meanwhile.
-    const shrunk = (code: string | undefined): MfdError | null => (code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null);
+    const shrunk = (code: string | undefined): MfdError | null =>
+      code === 'EFAULT' ? (p.blocks.map((b) => b.source.shrunk()).find((x) => x !== null) ?? null) : null;
     for (let id = 0; id < opts.channels; id++) {
       const socket = await security.connect(opts.host, opts.port, timeout, `channel ${id}`, { uuid: uuidBytes, role: 'data', channel: id });
       sockets.push(socket);
@@ -125,7 +132,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
         else failSoon(socketError(e, '', 'ERR_CHANNEL_CONNECTION', { channel: id }));
       });
       socket.on('close', () => {
-        if (!socket.writableFinished) failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
+        if (!socket.writableFinished)
+          failSoon(new ConnectionError('ERR_CHANNEL_CLOSED', 'connection closed by the receiver', { channel: id }));
       });
       // The init packet is in the kernel before a native thread writes behind it.
       await new Promise<void>((resolve) => socket.write(encodeInitPacket(uuidBytes, id), () => resolve()));
@@ -171,7 +179,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {
   // The receiver refused our certificate (TLS): an authentication failure, as when we refuse its.
-  if (m.type === 'error' && m.code.startsWith('ERR_TLS_')) return new AuthError(m.code, `the receiver refused the connection: ${m.message}`);
+  if (m.type === 'error' && m.code.startsWith('ERR_TLS_'))
+    return new AuthError(m.code, `the receiver refused the connection: ${m.message}`);
   if (m.type === 'error') return new RemoteError('receiver', m.code, m.message);
   return new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}" ${when}`);
 }
@@ -222,7 +231,13 @@ class StallWatch {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new ConnectionError('ERR_CONTROL_TIMEOUT', `control channel (${peer}): no answer from the receiver for ${this.ms} ms, waiting for ${what}; it is stopped, hung or unreachable`)),
+          () =>
+            reject(
+              new ConnectionError(
+                'ERR_CONTROL_TIMEOUT',
+                `control channel (${peer}): no answer from the receiver for ${this.ms} ms, waiting for ${what}; it is stopped, hung or unreachable`,
+              ),
+            ),
           this.ms,
         );
       });
@@ -237,7 +252,11 @@ class StallWatch {
 }
 
 function stalled(channel: number, ms: number, waiting: number): ConnectionError {
-  return new ConnectionError('ERR_CHANNEL_STALLED', `the receiver took no data for ${ms} ms (${waiting} bytes waiting to be written); it is stopped, hung or unreachable`, { channel });
+  return new ConnectionError(
+    'ERR_CHANNEL_STALLED',
+    `the receiver took no data for ${ms} ms (${waiting} bytes waiting to be written); it is stopped, hung or unreachable`,
+    { channel },
+  );
 }
 
 /**
@@ -248,7 +267,13 @@ function stalled(channel: number, ms: number, waiting: number): ConnectionError 
  * sent (their buffers are released all the same), and end() rejects after the
  * peer's grace.
  */
-export function nativeSink(ch: NativeChannel, counters: ChannelCounters, what: string, timeoutMs: number, failed: (e: NativeIoError) => void): ChannelSink {
+export function nativeSink(
+  ch: NativeChannel,
+  counters: ChannelCounters,
+  what: string,
+  timeoutMs: number,
+  failed: (e: NativeIoError) => void,
+): ChannelSink {
   const queued: Promise<void>[] = [];
   let error: NativeIoError | null = null;
   return {

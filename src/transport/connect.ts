@@ -51,7 +51,8 @@ export function parseHostPort(s: string, defaultHost: string): { host: string; p
 export function endSocket(sock: net.Socket, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     if (sock.writableFinished) return resolve();
-    const closedEarly = (): ConnectionError => new ConnectionError('ERR_CLOSED_BEFORE_END', `${what}: connection closed before all its data was sent`);
+    const closedEarly = (): ConnectionError =>
+      new ConnectionError('ERR_CLOSED_BEFORE_END', `${what}: connection closed before all its data was sent`);
     if (sock.destroyed) return reject(closedEarly());
     sock.once('error', reject);
     sock.once('close', () => (sock.writableFinished ? resolve() : reject(closedEarly())));

@@ -69,11 +69,20 @@ export class ControlChannel {
           if (!lenBytes) return;
           const len = lenBytes.readUInt32BE(0);
           // A receiver with --psk-file --psk-mode auth opens with its challenge ("MFDP"), which reads as this length.
-          if (len === PSK_CHALLENGE_MAGIC) throw new AuthError('ERR_PSK_REQUIRED', 'control channel: the peer asks for PSK authentication: give --psk-file --psk-mode auth');
+          if (len === PSK_CHALLENGE_MAGIC)
+            throw new AuthError(
+              'ERR_PSK_REQUIRED',
+              'control channel: the peer asks for PSK authentication: give --psk-file --psk-mode auth',
+            );
           if (len > CONTROL_FRAME_MAX) {
             // Four printable bytes ("HTTP", "SSH-") are another protocol speaking: say which.
-            const text = /^[\x20-\x7e]{4}$/.test(lenBytes.toString('latin1')) ? `: the peer does not speak mfd's control protocol (it sent "${lenBytes.toString('latin1')}...")` : '';
-            throw new ProtocolError('ERR_CONTROL_FRAME', `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}${text}`);
+            const text = /^[\x20-\x7e]{4}$/.test(lenBytes.toString('latin1'))
+              ? `: the peer does not speak mfd's control protocol (it sent "${lenBytes.toString('latin1')}...")`
+              : '';
+            throw new ProtocolError(
+              'ERR_CONTROL_FRAME',
+              `control channel: frame of ${len} bytes received, expected at most ${CONTROL_FRAME_MAX}${text}`,
+            );
           }
           this.pendingLen = len;
         }
@@ -100,7 +109,10 @@ export class ControlChannel {
       this.onUnsolicited(m);
     } else {
       if (this.messages.length >= MAX_UNREAD_MESSAGES) {
-        throw new ProtocolError('ERR_CONTROL_FLOOD', `control channel: received a message with ${this.messages.length} unread, expected at most ${MAX_UNREAD_MESSAGES} unread`);
+        throw new ProtocolError(
+          'ERR_CONTROL_FLOOD',
+          `control channel: received a message with ${this.messages.length} unread, expected at most ${MAX_UNREAD_MESSAGES} unread`,
+        );
       }
       this.messages.push(m);
     }

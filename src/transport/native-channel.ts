@@ -70,7 +70,7 @@ export class NativeChannel {
     const buffered: Buffer[] = [];
     if (stopReading) {
       socket.pause();
-      for (let c: Buffer | null; (c = socket.read() as Buffer | null) !== null; ) buffered.push(c);
+      for (let c: Buffer | null; (c = socket.read() as Buffer | null) !== null;) buffered.push(c);
       // After read(), which may have asked libuv to read on: nothing is read until the event loop polls again.
       if (handle!.reading !== false && handle!.readStop) {
         handle!.reading = false;

@@ -177,7 +177,9 @@ export class PskSecurity implements ChannelSecurity {
     const where = `${what} (${host}:${port})`;
     try {
       const fail = (why: string): Error => new AuthError('ERR_PSK_HANDSHAKE', `${where}: PSK authentication: ${why}`);
-      const challenge = await readExact(s, CHALLENGE_SIZE, timeoutMs, (why) => fail(`no challenge from the receiver: ${why} (is it running with --psk-file --psk-mode auth?)`));
+      const challenge = await readExact(s, CHALLENGE_SIZE, timeoutMs, (why) =>
+        fail(`no challenge from the receiver: ${why} (is it running with --psk-file --psk-mode auth?)`),
+      );
       const magic = challenge.readUInt32BE(0);
       if (magic !== CHALLENGE_MAGIC || challenge[4] !== PSK_VERSION) {
         throw fail(`challenge received ${hex(magic)} version ${challenge[4]}, expected ${hex(CHALLENGE_MAGIC)} version ${PSK_VERSION}`);
@@ -247,14 +249,20 @@ export class PskSecurity implements ChannelSecurity {
     };
     const magic = a.readUInt32BE(0);
     if (magic !== AUTH_MAGIC || a[4] !== PSK_VERSION) {
-      const hint = magic === CONTROL_MAGIC || magic === MULTIFD_MAGIC ? ' (a sender without --psk-file?)' : magic >>> 24 === TLS_HANDSHAKE_RECORD ? ' (a TLS handshake: a sender with --psk-mode tls or --tls-*?)' : '';
+      const hint =
+        magic === CONTROL_MAGIC || magic === MULTIFD_MAGIC
+          ? ' (a sender without --psk-file?)'
+          : magic >>> 24 === TLS_HANDSHAKE_RECORD
+            ? ' (a TLS handshake: a sender with --psk-mode tls or --tls-*?)'
+            : '';
       throw refuse(`received ${hex(magic)} version ${a[4]}, expected ${hex(AUTH_MAGIC)} version ${PSK_VERSION}${hint}`);
     }
     const role = ROLES[a[5]!];
     if (!role) throw refuse(`role ${a[5]} received, expected 0 (control) or 1 (data)`);
     const b: ChannelBinding = { uuid: Buffer.from(a.subarray(8, 24)), role, channel: a.readUInt16BE(6) };
     const nonceS = a.subarray(24, 24 + NONCE);
-    if (!timingSafeEqual(a.subarray(24 + NONCE), pskMac(this.key, 'sender', nonceR, nonceS, b))) throw refuse('wrong proof: the peer does not hold this key');
+    if (!timingSafeEqual(a.subarray(24 + NONCE), pskMac(this.key, 'sender', nonceR, nonceS, b)))
+      throw refuse('wrong proof: the peer does not hold this key');
     s.write(Buffer.concat([u32(ACCEPT_MAGIC), pskMac(this.key, 'receiver', nonceR, nonceS, b)]));
     return b;
   }
@@ -284,7 +292,12 @@ type Verdict = { binding: ChannelBinding | null } | { refused: string; code: str
  * A TLS connection made with `options`, resolved once its handshake is done. On failure,
  * `fail(e, tcpUp)` is the error (tcpUp: the TCP connection was made, the handshake failed).
  */
-function tlsConnect(options: tls.ConnectionOptions, timeoutMs: number, timedOut: () => MfdError, fail: (e: NodeJS.ErrnoException, tcpUp: boolean) => MfdError): Promise<net.Socket> {
+function tlsConnect(
+  options: tls.ConnectionOptions,
+  timeoutMs: number,
+  timedOut: () => MfdError,
+  fail: (e: NodeJS.ErrnoException, tcpUp: boolean) => MfdError,
+): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect(options);
     let tcpUp = false;
@@ -312,7 +325,12 @@ function tlsConnect(options: tls.ConnectionOptions, timeoutMs: number, timedOut:
  * `verdict` takes it. A connection the verdict refuses is told why in an `error` control frame,
  * then closed; `explain` says why a handshake failed.
  */
-function serveTls(options: tls.TlsOptions, h: ServerHandlers, verdict: (s: tls.TLSSocket) => Verdict, explain: (e: Error, s: tls.TLSSocket) => string): SecureServer {
+function serveTls(
+  options: tls.TlsOptions,
+  h: ServerHandlers,
+  verdict: (s: tls.TLSSocket) => Verdict,
+  explain: (e: Error, s: tls.TLSSocket) => string,
+): SecureServer {
   // A handshake still running, by its TCP socket (the TLS socket wraps it as _parent).
   const pending = new Map<net.Socket, string>();
   // A failed handshake's TLS socket may be destroyed (no address left): its TCP socket (_parent) still knows the peer.
@@ -358,7 +376,9 @@ function serveTls(options: tls.TlsOptions, h: ServerHandlers, verdict: (s: tls.T
 /** What the receiver says of a connection whose first bytes are no TLS record: which flags its sender lacks. */
 function notTls(e: Error, flags: string): string {
   const code = (e as NodeJS.ErrnoException).code;
-  return code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_HTTP_REQUEST' ? ` (not a TLS handshake: a sender without ${flags}?)` : '';
+  return code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_HTTP_REQUEST'
+    ? ` (not a TLS handshake: a sender without ${flags}?)`
+    : '';
 }
 
 /** A failed handshake's reason (OpenSSL's, without its source location) and Node's code. */
@@ -398,12 +418,20 @@ export class TlsSecurity implements ChannelSecurity {
   createServer(h: ServerHandlers): SecureServer {
     // The sender's certificate is checked here rather than by rejectUnauthorized, which would cut the
     // connection without saying why on either side: the reason is logged, and sent to the sender.
-    const options = { ...this.files, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' as const, handshakeTimeout: this.authTimeoutMs };
+    const options = {
+      ...this.files,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3' as const,
+      handshakeTimeout: this.authTimeoutMs,
+    };
     const verdict = (s: tls.TLSSocket): Verdict => {
       if (s.authorized) return { binding: null };
       const given = Object.keys(s.getPeerCertificate()).length > 0;
       return {
-        refused: given ? `TLS: the sender's certificate is refused: ${s.authorizationError} (not signed by --tls-ca)` : 'TLS: the sender gave no certificate',
+        refused: given
+          ? `TLS: the sender's certificate is refused: ${s.authorizationError} (not signed by --tls-ca)`
+          : 'TLS: the sender gave no certificate',
         code: 'ERR_TLS_PEER_CERTIFICATE',
       };
     };
@@ -455,7 +483,9 @@ function tlsPskFailure(e: NodeJS.ErrnoException, name: string): string | null {
       return 'the receiver does not answer in TLS (is it running with --psk-mode auth?)';
     default:
       // A receiver with certificates ignores the key and shows a certificate, which nothing here can verify.
-      return CERT_VERIFY_CODE.test(e.code ?? '') ? `the receiver answered with a certificate (${e.code}; is it running with --tls-cert/--tls-key/--tls-ca?)` : null;
+      return CERT_VERIFY_CODE.test(e.code ?? '')
+        ? `the receiver answered with a certificate (${e.code}; is it running with --tls-cert/--tls-key/--tls-ca?)`
+        : null;
   }
 }
 
@@ -496,7 +526,10 @@ export class TlsPskSecurity implements ChannelSecurity {
     const pskCallback = (s: tls.TLSSocket, identity: string): Buffer | null => {
       const m = TLS_PSK_IDENTITY.exec(identity);
       if (!m || Number(m[4]) > 0xffff) {
-        unknown.set(s, `identity ${JSON.stringify(identity.slice(0, 200))} is not NAME:mfd-v1:UUID:ROLE:CHANNEL (a sender of another program?)`);
+        unknown.set(
+          s,
+          `identity ${JSON.stringify(identity.slice(0, 200))} is not NAME:mfd-v1:UUID:ROLE:CHANNEL (a sender of another program?)`,
+        );
         return null;
       }
       const key = this.keys.get(m[1]!);
@@ -518,9 +551,11 @@ export class TlsPskSecurity implements ChannelSecurity {
       if (why) return `TLS-PSK: ${why}`;
       const c = claimed.get(s);
       const code = (e as NodeJS.ErrnoException).code;
-      if (c && code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY') return `TLS-PSK: wrong key: the peer does not hold the key of identity "${c.name}" (or altered its identity)`;
+      if (c && code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY')
+        return `TLS-PSK: wrong key: the peer does not hold the key of identity "${c.name}" (or altered its identity)`;
       // No certificate to fall back on: a ClientHello without a key ends here.
-      if (!c && code === 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM') return `TLS-PSK: the sender offered no pre-shared key (a sender with --tls-cert/--tls-key/--tls-ca?) [${code}]`;
+      if (!c && code === 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM')
+        return `TLS-PSK: the sender offered no pre-shared key (a sender with --tls-cert/--tls-key/--tls-ca?) [${code}]`;
       return `TLS-PSK: ${tlsReason(e)}${notTls(e, '--psk-file, or with --psk-mode auth')}`;
     };
     return serveTls(options, h, verdict, explain);
@@ -573,13 +608,18 @@ export function loadSecurity(o: SecurityOptions, warn: (msg: string) => void): C
   const tlsFlags = [o.tlsCert, o.tlsKey, o.tlsCa].filter((v) => v !== undefined).length;
   if (tlsFlags > 0 && o.pskFile !== undefined) throw new UsageError('give either --tls-cert/--tls-key/--tls-ca or --psk-file, not both');
   if (tlsFlags > 0 && tlsFlags < 3) throw new UsageError('TLS needs all three of --tls-cert, --tls-key and --tls-ca');
-  if (o.pskFile === undefined && (o.pskMode ?? o.pskIdentity) !== undefined) throw new UsageError(`${o.pskMode !== undefined ? '--psk-mode' : '--psk-identity'} needs --psk-file`);
+  if (o.pskFile === undefined && (o.pskMode ?? o.pskIdentity) !== undefined)
+    throw new UsageError(`${o.pskMode !== undefined ? '--psk-mode' : '--psk-identity'} needs --psk-file`);
   if (tlsFlags === 3) {
-    return new TlsSecurity({ cert: readOption('--tls-cert', o.tlsCert!), key: readOption('--tls-key', o.tlsKey!), ca: readOption('--tls-ca', o.tlsCa!) }, o.authTimeoutMs);
+    return new TlsSecurity(
+      { cert: readOption('--tls-cert', o.tlsCert!), key: readOption('--tls-key', o.tlsKey!), ca: readOption('--tls-ca', o.tlsCa!) },
+      o.authTimeoutMs,
+    );
   }
   if (o.pskFile === undefined) return plainSecurity;
   const mode = o.pskMode ?? 'tls';
-  if (!(PSK_MODES as readonly string[]).includes(mode)) throw new UsageError(`Expected ${PSK_MODES.join(' or ')} for --psk-mode but received "${mode}"`);
+  if (!(PSK_MODES as readonly string[]).includes(mode))
+    throw new UsageError(`Expected ${PSK_MODES.join(' or ')} for --psk-mode but received "${mode}"`);
   const keys = readPskFile(o.pskFile, warn);
   const identity = pskIdentity(keys, o.pskIdentity, o.pskFile);
   if (mode === 'auth') return new PskSecurity(keys.get(identity)!, o.authTimeoutMs);
@@ -608,13 +648,17 @@ export function readPskFile(given: string, warn: (msg: string) => void): Map<str
   const file = fs.statSync(given, { throwIfNoEntry: false })?.isDirectory() ? path.join(given, QEMU_PSK_FILE) : given;
   const st = fs.statSync(file, { throwIfNoEntry: false });
   if (!st?.isFile()) throw new UsageError(`--psk-file "${file}": not a readable file`);
-  if (st.mode & 0o007) throw new UsageError(`--psk-file "${file}": readable or writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+  if (st.mode & 0o007)
+    throw new UsageError(`--psk-file "${file}": readable or writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
   if (st.mode & 0o070) warn(`--psk-file "${file}" is accessible to its group (mode ${(st.mode & 0o777).toString(8)})`);
   if (st.size > PSK_MAX_BYTES) throw new UsageError(`--psk-file "${file}": ${st.size} bytes, expected at most ${PSK_MAX_BYTES}`);
   const content = readOption('--psk-file', file);
   const lines = content.toString('latin1').split('\n');
   if (KEYS_PSK_LINE.test(lines[0]!.replace(/\r$/, ''))) return parseKeysPsk(file, lines);
-  if (content.length < PSK_MIN_BYTES) throw new UsageError(`--psk-file "${file}": ${content.length} bytes, expected at least ${PSK_MIN_BYTES} (e.g. openssl rand -hex 32 > FILE)`);
+  if (content.length < PSK_MIN_BYTES)
+    throw new UsageError(
+      `--psk-file "${file}": ${content.length} bytes, expected at least ${PSK_MIN_BYTES} (e.g. openssl rand -hex 32 > FILE)`,
+    );
   return new Map([[RAW_KEY_IDENTITY, content]]);
 }
 
@@ -629,8 +673,12 @@ function parseKeysPsk(file: string, lines: string[]): Map<string, Buffer> {
     if (!m) throw new UsageError(`${where}: expected IDENTITY:HEXKEY (QEMU's keys.psk format, like the lines before it)`);
     const [, name, hexKey] = m as unknown as [string, string, string];
     if (hexKey.length % 2 !== 0) throw new UsageError(`${where}: ${hexKey.length} hex digits, expected an even number`);
-    if (hexKey.length / 2 < PSK_MIN_BYTES) throw new UsageError(`${where}: a key of ${hexKey.length / 2} bytes, expected at least ${PSK_MIN_BYTES} (e.g. psktool -u ${name} -p FILE)`);
-    if (Buffer.byteLength(name) > MAX_IDENTITY_BYTES) throw new UsageError(`${where}: an identity of ${Buffer.byteLength(name)} bytes, expected at most ${MAX_IDENTITY_BYTES}`);
+    if (hexKey.length / 2 < PSK_MIN_BYTES)
+      throw new UsageError(
+        `${where}: a key of ${hexKey.length / 2} bytes, expected at least ${PSK_MIN_BYTES} (e.g. psktool -u ${name} -p FILE)`,
+      );
+    if (Buffer.byteLength(name) > MAX_IDENTITY_BYTES)
+      throw new UsageError(`${where}: an identity of ${Buffer.byteLength(name)} bytes, expected at most ${MAX_IDENTITY_BYTES}`);
     if (keys.has(name)) throw new UsageError(`${where}: identity "${name}" is there twice`);
     keys.set(name, Buffer.from(hexKey, 'hex'));
   });
@@ -640,7 +688,10 @@ function parseKeysPsk(file: string, lines: string[]): Map<string, Buffer> {
 /** The identity this side uses: --psk-identity, or else "qemu" when the file has it (QEMU's default), or else its first. */
 function pskIdentity(keys: Map<string, Buffer>, wanted: string | undefined, file: string): string {
   if (wanted === undefined) return keys.has(QEMU_IDENTITY) ? QEMU_IDENTITY : keys.keys().next().value!;
-  if (!keys.has(wanted)) throw new UsageError(`--psk-identity "${wanted}": not in --psk-file "${file}", which has ${[...keys.keys()].map((k) => `"${k}"`).join(', ')}`);
+  if (!keys.has(wanted))
+    throw new UsageError(
+      `--psk-identity "${wanted}": not in --psk-file "${file}", which has ${[...keys.keys()].map((k) => `"${k}"`).join(', ')}`,
+    );
   return wanted;
 }
 

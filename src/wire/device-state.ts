@@ -26,7 +26,10 @@ export interface DeviceStateHeader {
 /** Decodes a device-state header without judging it; fewer than 276 bytes is a ProtocolError. */
 export function decodeDeviceStateHeader(buf: Uint8Array): DeviceStateHeader {
   if (buf.length < DEVICE_STATE_HEADER_SIZE) {
-    throw new ProtocolError('ERR_PACKET_TRUNCATED', `device-state packet header of ${buf.length} bytes received, expected ${DEVICE_STATE_HEADER_SIZE}`);
+    throw new ProtocolError(
+      'ERR_PACKET_TRUNCATED',
+      `device-state packet header of ${buf.length} bytes received, expected ${DEVICE_STATE_HEADER_SIZE}`,
+    );
   }
   const dv = new DataView(buf.buffer, buf.byteOffset, DEVICE_STATE_HEADER_SIZE);
   const field = buf.subarray(12, 12 + IDSTR_FIELD);

@@ -24,7 +24,8 @@ export function encodeInitPacket(uuid: Uint8Array, id: number, out: Uint8Array =
 
 /** Decodes the fields without judging them (inspect shows what was sent); fewer than 64 bytes is a ProtocolError. */
 export function decodeInitPacket(buf: Uint8Array): InitPacket {
-  if (buf.length < INIT_PACKET_SIZE) throw new ProtocolError('ERR_INIT_TRUNCATED', `init packet of ${buf.length} bytes received, expected ${INIT_PACKET_SIZE}`);
+  if (buf.length < INIT_PACKET_SIZE)
+    throw new ProtocolError('ERR_INIT_TRUNCATED', `init packet of ${buf.length} bytes received, expected ${INIT_PACKET_SIZE}`);
   const dv = new DataView(buf.buffer, buf.byteOffset, INIT_PACKET_SIZE);
   return { magic: dv.getUint32(0), version: dv.getUint32(4), uuid: buf.slice(8, 24), id: buf[24]! };
 }
@@ -59,6 +60,9 @@ export function checkInitPacket(p: InitPacket, expect: { uuid: Uint8Array; chann
     );
   }
   if (p.id >= expect.channels) {
-    throw new ProtocolError('ERR_INIT_CHANNEL_ID', `${where}: received channel id ${p.id}, expected less than ${expect.channels} (the channel count)`);
+    throw new ProtocolError(
+      'ERR_INIT_CHANNEL_ID',
+      `${where}: received channel id ${p.id}, expected less than ${expect.channels} (the channel count)`,
+    );
   }
 }

@@ -88,7 +88,10 @@ export const PACKET_FLAGS_OFFSET = 8;
  */
 export function decodePacketHeader(buf: Uint8Array, offsetCount: number): PacketHeader {
   if (buf.length < PACKET_HEADER_FIXED_SIZE) {
-    throw new ProtocolError('ERR_PACKET_TRUNCATED', `packet header of ${buf.length} bytes received, expected at least ${PACKET_HEADER_FIXED_SIZE}`);
+    throw new ProtocolError(
+      'ERR_PACKET_TRUNCATED',
+      `packet header of ${buf.length} bytes received, expected at least ${PACKET_HEADER_FIXED_SIZE}`,
+    );
   }
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
   const nameField = buf.subarray(64, 64 + RAMBLOCK_NAME_FIELD);
@@ -180,16 +183,24 @@ export function ramblockName(h: PacketHeader): string {
 export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { ramblock: string; size: number } | null {
   const place = { channel: ctx.channel, packetNum: h.packetNum };
   if (h.magic !== MULTIFD_MAGIC) {
-    throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)}, expected ${hex(MULTIFD_MAGIC)}`, { channel: ctx.channel });
+    throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)}, expected ${hex(MULTIFD_MAGIC)}`, {
+      channel: ctx.channel,
+    });
   }
   if (h.version !== MULTIFD_VERSION) {
-    throw new ProtocolError('ERR_PACKET_VERSION', `received packet version ${h.version}, expected ${MULTIFD_VERSION}`, { channel: ctx.channel });
+    throw new ProtocolError('ERR_PACKET_VERSION', `received packet version ${h.version}, expected ${MULTIFD_VERSION}`, {
+      channel: ctx.channel,
+    });
   }
   if (h.flags & MULTIFD_FLAG_DEVICE_STATE) {
     throw new ProtocolError('ERR_PACKET_FLAGS', `received a device-state packet (flags ${hex(h.flags)}), which mfd does not accept`, place);
   }
   if ((h.flags & ~KNOWN_FLAGS) !== 0) {
-    throw new ProtocolError('ERR_PACKET_FLAGS', `flags received ${hex(h.flags)}, expected ${hex(ctx.methodFlag)} (unknown bits ${hex(h.flags & ~KNOWN_FLAGS)})`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_FLAGS',
+      `flags received ${hex(h.flags)}, expected ${hex(ctx.methodFlag)} (unknown bits ${hex(h.flags & ~KNOWN_FLAGS)})`,
+      place,
+    );
   }
   // An mfd delta reference packet (compression field 0x3c): checked on its own terms.
   if (isRefPacket(h)) return checkRefHeader(h, ctx);
@@ -204,11 +215,19 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
     );
   }
   if (h.zeroPages > h.pagesAlloc - h.normalPages) {
-    throw new ProtocolError('ERR_PACKET_ZERO_PAGES', `received packet with ${h.zeroPages} zero pages, expected maximum ${h.pagesAlloc - h.normalPages}`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_ZERO_PAGES',
+      `received packet with ${h.zeroPages} zero pages, expected maximum ${h.pagesAlloc - h.normalPages}`,
+      place,
+    );
   }
   if (h.normalPages === 0) {
     if (h.nextPacketSize !== 0) {
-      throw new ProtocolError('ERR_PACKET_SIZE', `next_packet_size received ${h.nextPacketSize}, expected 0 for a packet without normal pages`, place);
+      throw new ProtocolError(
+        'ERR_PACKET_SIZE',
+        `next_packet_size received ${h.nextPacketSize}, expected 0 for a packet without normal pages`,
+        place,
+      );
     }
   } else if (ctx.exactPayload) {
     const want = h.normalPages * ctx.pageSize;
@@ -222,7 +241,11 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
   } else {
     const max = ctx.maxPayload(h.normalPages);
     if (h.nextPacketSize === 0 || h.nextPacketSize > max) {
-      throw new ProtocolError('ERR_PACKET_SIZE', `next_packet_size received ${h.nextPacketSize}, expected 1..${max} for ${h.normalPages} normal pages`, place);
+      throw new ProtocolError(
+        'ERR_PACKET_SIZE',
+        `next_packet_size received ${h.nextPacketSize}, expected 1..${max} for ${h.normalPages} normal pages`,
+        place,
+      );
     }
   }
   const pages = h.normalPages + h.zeroPages;
@@ -240,7 +263,11 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
     throw new ProtocolError('ERR_PACKET_RAMBLOCK', `unknown ram block "${name}"`, place);
   }
   if (h.offsets.length < pages) {
-    throw new ProtocolError('ERR_PACKET_TRUNCATED', `header holds ${h.offsets.length} offsets, received ${pages} pages (${h.normalPages} normal, ${h.zeroPages} zero)`, place);
+    throw new ProtocolError(
+      'ERR_PACKET_TRUNCATED',
+      `header holds ${h.offsets.length} offsets, received ${pages} pages (${h.normalPages} normal, ${h.zeroPages} zero)`,
+      place,
+    );
   }
   for (let i = 0; i < pages; i++) {
     const o = h.offsets[i]!;
@@ -252,7 +279,11 @@ export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { r
       );
     }
     if (o % ctx.pageSize !== 0) {
-      throw new ProtocolError('ERR_PACKET_OFFSET', `offset ${o} of page ${i} is not aligned (received ${o}, expected a multiple of ${ctx.pageSize})`, place);
+      throw new ProtocolError(
+        'ERR_PACKET_OFFSET',
+        `offset ${o} of page ${i} is not aligned (received ${o}, expected a multiple of ${ctx.pageSize})`,
+        place,
+      );
     }
   }
   return { ramblock: name, size: block.size };

@@ -39,7 +39,14 @@ export interface ZeroPageScanner {
    * detecting backend may take them as zero pages unread (counted under
    * HOLE_PATH); one that does not detect sends them as normal pages anyway.
    */
-  analyse(pages: Uint8Array, pageSize: number, count: number, zeroOut: Uint8Array, crcOut: Uint32Array, holes?: Uint8Array | null): Promise<number>;
+  analyse(
+    pages: Uint8Array,
+    pageSize: number,
+    count: number,
+    zeroOut: Uint8Array,
+    crcOut: Uint32Array,
+    holes?: Uint8Array | null,
+  ): Promise<number>;
 }
 
 /** Path name of the zero pages taken from a sparse image's holes (lseek SEEK_HOLE) instead of a scan. */
@@ -67,7 +74,11 @@ export function registerDetector(d: ZeroPageDetector): void {
 
 export function getDetector(name: string): ZeroPageDetector {
   const d = detectors.get(name);
-  if (!d) throw new UsageError(`Expected one of ${listDetectors().join('|')} for --zero-page-detection but received "${name}"`, 'ERR_UNKNOWN_DETECTOR');
+  if (!d)
+    throw new UsageError(
+      `Expected one of ${listDetectors().join('|')} for --zero-page-detection but received "${name}"`,
+      'ERR_UNKNOWN_DETECTOR',
+    );
   return d;
 }
 

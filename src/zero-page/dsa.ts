@@ -40,7 +40,8 @@ interface Queue {
 function nativeSpec(p: string): string {
   if (p.startsWith('dsa:')) return p;
   if (p.startsWith('fake-dsa:')) {
-    if (process.env[FAKE_ENV] !== '1') throw new UsageError(`--accel-path ${p}: the fake DSA work queue is for tests; set ${FAKE_ENV}=1 to use it`, 'ERR_ACCEL_PATH');
+    if (process.env[FAKE_ENV] !== '1')
+      throw new UsageError(`--accel-path ${p}: the fake DSA work queue is for tests; set ${FAKE_ENV}=1 to use it`, 'ERR_ACCEL_PATH');
     return `fake:${p.slice('fake-dsa:'.length)}`;
   }
   throw new UsageError(`Expected dsa:/dev/dsa/wqX.Y for --accel-path but received "${p}"`, 'ERR_ACCEL_PATH');
@@ -65,7 +66,8 @@ function queuePath(q: Queue): string {
 
 function dsaPaths(o: DetectorOptions): string[] {
   const paths = o.accelPaths.filter((p) => !p.startsWith('iaa:') && !p.startsWith('qat:'));
-  if (paths.length === 0) throw new UsageError('--zero-page-detection dsa-accel needs at least one --accel-path dsa:/dev/dsa/wqX.Y', 'ERR_ACCEL_PATH');
+  if (paths.length === 0)
+    throw new UsageError('--zero-page-detection dsa-accel needs at least one --accel-path dsa:/dev/dsa/wqX.Y', 'ERR_ACCEL_PATH');
   return paths;
 }
 
@@ -73,22 +75,32 @@ const opened = new Set<number>();
 
 export const dsaAccel: ZeroPageDetector = {
   name: 'dsa-accel',
-  description: 'Intel DSA compare-pattern batches, one per packet (needs --accel-path dsa:/dev/dsa/wqX.Y); CPU for what the device does not finish',
+  description:
+    'Intel DSA compare-pattern batches, one per packet (needs --accel-path dsa:/dev/dsa/wqX.Y); CPU for what the device does not finish',
   hardware: true,
   check(o) {
     const queues = dsaPaths(o).map(openQueue);
     const parts: string[] = [];
     for (const q of queues) {
       if ('error' in q) {
-        if (o.requireHardware) throw new AccelError('ERR_DSA_UNAVAILABLE', `--accel-path ${q.accelPath}: ${q.error}; --require-hardware forbids the CPU fallback`);
+        if (o.requireHardware)
+          throw new AccelError(
+            'ERR_DSA_UNAVAILABLE',
+            `--accel-path ${q.accelPath}: ${q.error}; --require-hardware forbids the CPU fallback`,
+          );
         parts.push(`${q.accelPath}: unavailable (${q.error}), ${cpuPath()} instead`);
         continue;
       }
       if (o.requireHardware && !q.info.hardware) {
-        throw new AccelError('ERR_DSA_UNAVAILABLE', `--accel-path ${q.accelPath} is a software stand-in, not hardware; --require-hardware needs a DSA work queue`);
+        throw new AccelError(
+          'ERR_DSA_UNAVAILABLE',
+          `--accel-path ${q.accelPath} is a software stand-in, not hardware; --require-hardware needs a DSA work queue`,
+        );
       }
       opened.add(q.id);
-      parts.push(`${q.accelPath}: ${queuePath(q)} via ${q.info.submission}${q.info.batches ? `, batches of up to ${q.info.maxBatch}` : ', single descriptors'}`);
+      parts.push(
+        `${q.accelPath}: ${queuePath(q)} via ${q.info.submission}${q.info.batches ? `, batches of up to ${q.info.maxBatch}` : ', single descriptors'}`,
+      );
     }
     return `dsa-accel (${parts.join('; ')})`;
   },

@@ -20,7 +20,10 @@ function write(root: string, rel: string, text: string): void {
 function fakeSysfs(root: string): void {
   write(root, 'bus/dsa/devices/dsa0/state', 'enabled');
   write(root, 'bus/dsa/devices/iax1/state', 'enabled');
-  for (const [wq, mode, size, state] of [['wq0.0', 'shared', '128', 'enabled'], ['wq1.0', 'dedicated', '32', 'disabled']] as const) {
+  for (const [wq, mode, size, state] of [
+    ['wq0.0', 'shared', '128', 'enabled'],
+    ['wq1.0', 'dedicated', '32', 'disabled'],
+  ] as const) {
     write(root, `bus/dsa/devices/${wq}/mode`, mode);
     write(root, `bus/dsa/devices/${wq}/size`, size);
     write(root, `bus/dsa/devices/${wq}/state`, state);
@@ -44,10 +47,16 @@ t.test('work queues and QAT endpoints from sysfs', async (t) => {
   fakeSysfs(root);
   const wqs = readWorkQueues(root);
   t.same(wqs.dsa, [{ name: 'wq0.0', device: 'dsa0', mode: 'shared', size: 128, state: 'enabled', type: 'user', path: '/dev/dsa/wq0.0' }]);
-  t.same(wqs.iaa, [{ name: 'wq1.0', device: 'iax1', mode: 'dedicated', size: 32, state: 'disabled', type: 'user', path: '/dev/iax/wq1.0' }]);
+  t.same(wqs.iaa, [
+    { name: 'wq1.0', device: 'iax1', mode: 'dedicated', size: 32, state: 'disabled', type: 'user', path: '/dev/iax/wq1.0' },
+  ]);
   t.same(
     readQatEndpoints(root).map((q) => [q.bdf, q.compressionUp]),
-    [['0000:6b:00.0', true], ['0000:70:00.0', false], ['0000:71:00.0', false]],
+    [
+      ['0000:6b:00.0', true],
+      ['0000:70:00.0', false],
+      ['0000:71:00.0', false],
+    ],
     'compression is up only with state up and a dc service; other PCI devices ignored',
   );
 });
@@ -57,17 +66,35 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
   const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/);
   for (const f of ['avx2', 'avx512f', 'avx512bw', 'movdir64b', 'enqcmd'] as const) t.equal(r.cpu[f], flags.includes(f), f);
   t.same(r.devices, { iaa: [], dsa: [], qat: [] });
-  t.equal(r.backends.qpl.compiled, built.qpl !== '', `QPL ${built.qpl ? `compiled (${built.qpl})` : 'not compiled'} in the addon under test`);
-  t.equal(r.backends.qatzip.compiled, built.qatzip !== '', `QATzip ${built.qatzip ? `compiled (${built.qatzip})` : 'not compiled'} in the addon under test`);
+  t.equal(
+    r.backends.qpl.compiled,
+    built.qpl !== '',
+    `QPL ${built.qpl ? `compiled (${built.qpl})` : 'not compiled'} in the addon under test`,
+  );
+  t.equal(
+    r.backends.qatzip.compiled,
+    built.qatzip !== '',
+    `QATzip ${built.qatzip ? `compiled (${built.qatzip})` : 'not compiled'} in the addon under test`,
+  );
   if (built.qpl) {
     // No IAA here: the hardware probe fails with QPL's own status, the software path runs.
-    t.match(r.backends.qpl, { state: 'no-device', reason: `built with libqpl ${built.qpl}`, probes: [{ ok: false, reason: /qpl_init_job\(qpl_path_hardware\) failed with status 50\d/ }], softwarePath: { ok: true } });
+    t.match(r.backends.qpl, {
+      state: 'no-device',
+      reason: `built with libqpl ${built.qpl}`,
+      probes: [{ ok: false, reason: /qpl_init_job\(qpl_path_hardware\) failed with status 50\d/ }],
+      softwarePath: { ok: true },
+    });
   } else {
     t.match(r.backends.qpl, { state: 'not-compiled', reason: /not compiled: pkg-config found no qpl/, probes: [{ ok: false }] });
     t.notOk(r.backends.qpl.softwarePath, 'no library software path to report');
   }
   if (built.qatzip) {
-    t.match(r.backends.qatzip, { state: 'no-device', reason: `built with QATzip ${built.qatzip}`, probes: [{ ok: false, reason: 'QATzip status -101: no QAT device' }], softwarePath: { ok: true } });
+    t.match(r.backends.qatzip, {
+      state: 'no-device',
+      reason: `built with QATzip ${built.qatzip}`,
+      probes: [{ ok: false, reason: 'QATzip status -101: no QAT device' }],
+      softwarePath: { ok: true },
+    });
   } else {
     t.match(r.backends.qatzip, { state: 'not-compiled', reason: /not compiled: pkg-config found no qatzip/, probes: [{ ok: false }] });
   }
@@ -92,11 +119,25 @@ t.test('the addon file and the software engines found at run time: ISA-L and CRC
 });
 
 t.test('the plan for given flags: the path each backend takes, or why the run would be refused', async (t) => {
-  const r = accelReport('/nonexistent-sysfs', { compression: 'qpl', zeroPageDetection: 'dsa-accel', accelPaths: ['dsa:/dev/null'], requireHardware: false });
+  const r = accelReport('/nonexistent-sysfs', {
+    compression: 'qpl',
+    zeroPageDetection: 'dsa-accel',
+    accelPaths: ['dsa:/dev/null'],
+    requireHardware: false,
+  });
   t.match(r.run.compressionPath, qplPathNoDevice);
   t.match(r.run.zeroPagePath, /dsa:\/dev\/null: dsa via write, single descriptors/);
-  t.match(r.backends.dsa.probes, [{ target: '/dev/null', ok: false, submission: 'write', reason: /accepted through write but no completion/ }], 'the probe submitted a NOOP and got no completion');
-  const strict = accelReport('/nonexistent-sysfs', { compression: 'qatzip', zeroPageDetection: 'multifd', accelPaths: [], requireHardware: true });
+  t.match(
+    r.backends.dsa.probes,
+    [{ target: '/dev/null', ok: false, submission: 'write', reason: /accepted through write but no completion/ }],
+    'the probe submitted a NOOP and got no completion',
+  );
+  const strict = accelReport('/nonexistent-sysfs', {
+    compression: 'qatzip',
+    zeroPageDetection: 'multifd',
+    accelPaths: [],
+    requireHardware: true,
+  });
   t.match(strict.run.compressionPath, /^refused: qatzip: Intel QAT through QATzip is required/);
 });
 
@@ -123,10 +164,18 @@ t.test('the four states, from the library status a probe returns (busy and hardw
 });
 
 t.test('mfd accel is quiet: the libraries log nothing of their own, each backend says its state', async (t) => {
-  const r = spawnSync(process.execPath, [bin, 'accel', '--compression', 'qatzip'], { encoding: 'utf8', env: { ...process.env, MFD_SYSFS_ROOT: '/nonexistent-sysfs' } });
+  const r = spawnSync(process.execPath, [bin, 'accel', '--compression', 'qatzip'], {
+    encoding: 'utf8',
+    env: { ...process.env, MFD_SYSFS_ROOT: '/nonexistent-sysfs' },
+  });
   t.equal(r.status, 0, r.stderr);
   t.equal(r.stderr, '', 'nothing on stderr (QATzip would print "[Error] ... Error no hardware")');
   t.notMatch(r.stdout, /\[Error\]|switch to SW/);
   t.match(r.stdout, built.qpl ? /^qpl: compiled, no device, built with libqpl/m : /^qpl: not compiled: pkg-config found no qpl/m);
-  t.match(r.stdout, built.qatzip ? /^qatzip: compiled, no device, built with QATzip[^\n]*\n.*probe QATzip hardware session: failed[^\n]*\n.*library software path, QATzip session with sw_backup: usable/m : /^qatzip: not compiled/m);
+  t.match(
+    r.stdout,
+    built.qatzip
+      ? /^qatzip: compiled, no device, built with QATzip[^\n]*\n.*probe QATzip hardware session: failed[^\n]*\n.*library software path, QATzip session with sw_backup: usable/m
+      : /^qatzip: not compiled/m,
+  );
 });

@@ -43,7 +43,12 @@ function pages(n: number): Buffer {
   return b;
 }
 
-function scan(id: number, buf: Uint8Array, n: number, timeoutMs = 2000): Promise<{ zeros: number; zero: Uint8Array; crc: Uint32Array; counts: Counts }> {
+function scan(
+  id: number,
+  buf: Uint8Array,
+  n: number,
+  timeoutMs = 2000,
+): Promise<{ zeros: number; zero: Uint8Array; crc: Uint32Array; counts: Counts }> {
   const zero = new Uint8Array(n);
   const crc = new Uint32Array(n);
   const c = new Float64Array(8);
@@ -148,7 +153,11 @@ t.test('dedicated-queue credits hold with concurrent packets', async (t) => {
   const buf = pages(32);
   const rs = await Promise.all([0, 1, 2, 3].map(() => scan(id, buf, 32)));
   for (const r of rs) t.same([...r.zero], [...reference(buf, 32).zero]);
-  t.equal(rs.reduce((a, r) => a + r.counts.device + r.counts.queueBusy, 0), 128, 'every page decided on the device or, if credits ran out, on the CPU');
+  t.equal(
+    rs.reduce((a, r) => a + r.counts.device + r.counts.queueBusy, 0),
+    128,
+    'every page decided on the device or, if credits ran out, on the CPU',
+  );
 });
 
 t.test('an image that shrinks under the device ends in a short read, not a crash', async (t) => {
@@ -190,7 +199,11 @@ t.test('end to end: dsa-accel with the fake queue, inline and in compute workers
     );
     t.equal(sha256(path.join(out, 'pc.ram')), sha256(img), `${compression}: identical`);
     const z = sent.stats.paths.zeroPage;
-    t.equal(Object.values(z.pages).reduce((a, n) => a + n, 0), totalPages, 'every page on one path');
+    t.equal(
+      Object.values(z.pages).reduce((a, n) => a + n, 0),
+      totalPages,
+      'every page on one path',
+    );
     t.ok((z.pages['fake-dsa'] ?? 0) > 0, 'pages decided by the fake queue, named as the fake');
     t.notOk(z.pages.dsa, 'nothing claims the hardware');
     t.ok((z.fallbacks['page-fault'] ?? 0) > 0 && (z.fallbacks['descriptor-error'] ?? 0) > 0, 'faults and errors counted by reason');
@@ -202,10 +215,26 @@ t.test('end to end: dsa-accel with the fake queue, inline and in compute workers
 
 t.test('options are checked before anything connects', async (t) => {
   // Port 1 has no listener: each of these must fail on its options first.
-  const base = { host: '127.0.0.1', port: 1, logger: silentLogger, images: [{ name: 'x', path: '/dev/null' }], channels: 1, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'dsa-accel' };
+  const base = {
+    host: '127.0.0.1',
+    port: 1,
+    logger: silentLogger,
+    images: [{ name: 'x', path: '/dev/null' }],
+    channels: 1,
+    pageSize: PS,
+    compression: 'none',
+    methodParams: {},
+    zeroPageDetection: 'dsa-accel',
+  };
   const migrate = (o: Partial<SendOptions>, _recv: unknown): Promise<unknown> => send({ ...base, ...o });
-  t.match(await rejection(migrate({ ...base, accelPaths: [] }, { outputDir: '/nonexistent' })), { exitCode: ExitCode.USAGE, message: /needs at least one --accel-path/ });
-  t.match(await rejection(migrate({ ...base, accelPaths: ['fake-dsa:'] }, { outputDir: '/nonexistent' })), { exitCode: ExitCode.USAGE, message: /MFD_ALLOW_FAKE_ACCEL=1/ });
+  t.match(await rejection(migrate({ ...base, accelPaths: [] }, { outputDir: '/nonexistent' })), {
+    exitCode: ExitCode.USAGE,
+    message: /needs at least one --accel-path/,
+  });
+  t.match(await rejection(migrate({ ...base, accelPaths: ['fake-dsa:'] }, { outputDir: '/nonexistent' })), {
+    exitCode: ExitCode.USAGE,
+    message: /MFD_ALLOW_FAKE_ACCEL=1/,
+  });
   t.match(await rejection(migrate({ ...base, accelPaths: ['dsa:/dev/dsa/wq9.9'], requireHardware: true }, { outputDir: '/nonexistent' })), {
     exitCode: ExitCode.ACCEL,
     message: /dsa:\/dev\/dsa\/wq9\.9: open \/dev\/dsa\/wq9\.9: No such file.*--require-hardware/,
@@ -218,13 +247,17 @@ t.test('options are checked before anything connects', async (t) => {
     exitCode: ExitCode.ACCEL,
     message: /software stand-in, not hardware/,
   });
-  t.match(await rejection(migrate({ ...base, zeroPageDetection: 'multifd', accelPaths: ['dsa:/dev/dsa/wq0.0'] }, { outputDir: '/nonexistent' })), {
-    exitCode: ExitCode.USAGE,
-    message: /--accel-path is for a hardware zero-page backend \(dsa-accel\)/,
-  });
+  t.match(
+    await rejection(migrate({ ...base, zeroPageDetection: 'multifd', accelPaths: ['dsa:/dev/dsa/wq0.0'] }, { outputDir: '/nonexistent' })),
+    {
+      exitCode: ExitCode.USAGE,
+      message: /--accel-path is for a hardware zero-page backend \(dsa-accel\)/,
+    },
+  );
   t.match(await rejection(migrate({ ...base, zeroPageDetection: 'multifd', requireHardware: true }, { outputDir: '/nonexistent' })), {
     exitCode: ExitCode.USAGE,
-    message: /--require-hardware needs a backend that uses hardware: --compression qpl, --compression qatzip, --zero-page-detection dsa-accel/,
+    message:
+      /--require-hardware needs a backend that uses hardware: --compression qpl, --compression qatzip, --zero-page-detection dsa-accel/,
   });
 });
 
@@ -234,7 +267,15 @@ t.test('a missing work queue falls back to the CPU for the whole run, counted wi
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const { sent } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'dsa-accel', accelPaths: ['dsa:/dev/dsa/wq9.9'] },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'dsa-accel',
+      accelPaths: ['dsa:/dev/dsa/wq9.9'],
+    },
     { outputDir: out },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
@@ -244,14 +285,25 @@ t.test('a missing work queue falls back to the CPU for the whole run, counted wi
 
 // A real DSA work queue, where sysfs lists one and a NOOP completes on it; otherwise skipped with the probe's reason.
 const wq = readWorkQueues('/sys').dsa.find((w) => w.state === 'enabled' && w.type === 'user');
-const probe = wq ? native.dsaProbe(`dsa:${wq.path}`, '/sys', 500) : { ok: false, reason: 'no enabled user DSA work queue under /sys/bus/dsa/devices' };
+const probe = wq
+  ? native.dsaProbe(`dsa:${wq.path}`, '/sys', 500)
+  : { ok: false, reason: 'no enabled user DSA work queue under /sys/bus/dsa/devices' };
 t.test('dsa-accel on a real work queue, --require-hardware', { skip: probe.ok ? false : `no DSA: ${probe.reason}` }, async (t) => {
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'pc.ram'), 4 << 20, 'mixed', 4);
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const { sent } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'dsa-accel', accelPaths: [`dsa:${wq!.path}`], requireHardware: true },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'dsa-accel',
+      accelPaths: [`dsa:${wq!.path}`],
+      requireHardware: true,
+    },
     { outputDir: out },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));

@@ -24,7 +24,9 @@ import { getMethod } from '../../src/methods/index.js';
 const PS = 4096;
 const CHANNELS = 2;
 const noQpl = built.qpl ? false : 'this addon was built without libqpl (CI tests a build against ../shared/qpl through MFD_ADDON_PATH)';
-const noQz = built.qatzip ? false : 'this addon was built without QATzip (CI tests a build against ../shared/qatzip through MFD_ADDON_PATH)';
+const noQz = built.qatzip
+  ? false
+  : 'this addon was built without QATzip (CI tests a build against ../shared/qatzip through MFD_ADDON_PATH)';
 
 /** Pages of text, records, random bytes, half-random (passes the random-looking check, does not fit) and zeros. */
 function synthetic(file: string, pages: number): string {
@@ -34,7 +36,7 @@ function synthetic(file: string, pages: number): string {
     const page = b.subarray(p * PS, (p + 1) * PS);
     switch (p % 6) {
       case 0:
-        for (let at = 0; at < PS; ) at += page.write(words[(p * 7 + at) % words.length]! + String(at % 97), at);
+        for (let at = 0; at < PS;) at += page.write(words[(p * 7 + at) % words.length]! + String(at % 97), at);
         break;
       case 1:
         for (let i = 0; i < PS; i += 8) {
@@ -96,47 +98,67 @@ async function run(t: Test, img: { name: string; path: string }, method: string,
   fs.mkdirSync(out);
   fs.mkdirSync(dump);
   const r = await migrate(
-    { images: [{ name: 'ram', path: img.path }], channels: CHANNELS, pageSize: PS, compression: method, methodParams, zeroPageDetection: 'multifd' },
+    {
+      images: [{ name: 'ram', path: img.path }],
+      channels: CHANNELS,
+      pageSize: PS,
+      compression: method,
+      methodParams,
+      zeroPageDetection: 'multifd',
+    },
     { outputDir: out, dumpStreams: dump },
   );
   t.equal(sha256(path.join(out, 'ram')), sha256(img.path), `${img.name}: mfd's receiver wrote the image byte for byte`);
   const target = path.join(dir, 'extracted.ram');
   const x = extractSink('ram', target, PS);
-  for (let id = 0; id < CHANNELS; id++) t.same((await inspectStream(path.join(dump, `channel-${id}.bin`), PS, x.sink)).errors, [], `channel ${id}: inspect finds no error`);
+  for (let id = 0; id < CHANNELS; id++)
+    t.same((await inspectStream(path.join(dump, `channel-${id}.bin`), PS, x.sink)).errors, [], `channel ${id}: inspect finds no error`);
   x.close();
   t.equal(sha256(target), sha256(img.path), `${img.name}: mfd inspect --extract rebuilt the image byte for byte`);
   return { ...r, packets: packets(dump, fs.readFileSync(img.path)) };
 }
 
-t.test('qpl: pages libqpl compressed are received and inspected byte for byte; they are the library\'s bytes', { skip: noQpl }, async (t) => {
-  for (const img of images(t, tmpdir(t))) {
-    const { sent, received, packets: ps } = await run(t, img, 'qpl', { swEngine: 'qpl' });
-    const c = sent.stats.paths.compression.pages;
-    t.ok(c['qpl-software']! > 0, `${img.name}: ${c['qpl-software']} pages on libqpl's software path`);
-    t.notOk(c.software, 'none on mfd\'s deflate');
-    t.match(sent.stats.compressionPath, /^libqpl [\d.]+ software path \(qpl_path_software\)/);
-    t.equal(received.stats.paths.compression.pages.software! + (received.stats.paths.compression.pages.raw ?? 0), sent.stats.normalPages, 'decoded by mfd\'s inflate');
-    // The wire carries libqpl's output: QEMU's job (no Huffman table) makes one fixed-Huffman block
-    // per page, or a stored one (BTYPE 01 or 00 in the first byte), where mfd's zlib makes dynamic ones.
-    let fixed = 0;
-    let compressed = 0;
-    for (const p of ps) {
-      let at = 4 * p.normal;
-      for (let j = 0; j < p.normal; j++) {
-        const len = p.payload.readUInt32BE(4 * j);
-        if (len < PS) {
-          compressed++;
-          if (((p.payload[at]! >> 1) & 3) <= 1) fixed++;
+t.test(
+  "qpl: pages libqpl compressed are received and inspected byte for byte; they are the library's bytes",
+  { skip: noQpl },
+  async (t) => {
+    for (const img of images(t, tmpdir(t))) {
+      const { sent, received, packets: ps } = await run(t, img, 'qpl', { swEngine: 'qpl' });
+      const c = sent.stats.paths.compression.pages;
+      t.ok(c['qpl-software']! > 0, `${img.name}: ${c['qpl-software']} pages on libqpl's software path`);
+      t.notOk(c.software, "none on mfd's deflate");
+      t.match(sent.stats.compressionPath, /^libqpl [\d.]+ software path \(qpl_path_software\)/);
+      t.equal(
+        received.stats.paths.compression.pages.software! + (received.stats.paths.compression.pages.raw ?? 0),
+        sent.stats.normalPages,
+        "decoded by mfd's inflate",
+      );
+      // The wire carries libqpl's output: QEMU's job (no Huffman table) makes one fixed-Huffman block
+      // per page, or a stored one (BTYPE 01 or 00 in the first byte), where mfd's zlib makes dynamic ones.
+      let fixed = 0;
+      let compressed = 0;
+      for (const p of ps) {
+        let at = 4 * p.normal;
+        for (let j = 0; j < p.normal; j++) {
+          const len = p.payload.readUInt32BE(4 * j);
+          if (len < PS) {
+            compressed++;
+            if (((p.payload[at]! >> 1) & 3) <= 1) fixed++;
+          }
+          at += len;
         }
-        at += len;
       }
+      t.ok(compressed > 0);
+      t.equal(
+        fixed,
+        compressed,
+        `${img.name}: all ${compressed} compressed pages are fixed-Huffman or stored blocks, as libqpl's job makes them`,
+      );
     }
-    t.ok(compressed > 0);
-    t.equal(fixed, compressed, `${img.name}: all ${compressed} compressed pages are fixed-Huffman or stored blocks, as libqpl's job makes them`);
-  }
-});
+  },
+);
 
-t.test('qpl: libqpl decodes every page each of mfd\'s engines writes', { skip: noQpl }, async (t) => {
+t.test("qpl: libqpl decodes every page each of mfd's engines writes", { skip: noQpl }, async (t) => {
   for (const img of images(t, tmpdir(t))) {
     for (const engine of ['mfd', 'fake-iaa']) {
       if (engine === 'fake-iaa') native._qplSetFakeEngine('busy=0,error_every=0');
@@ -152,7 +174,11 @@ t.test('qpl: libqpl decodes every page each of mfd\'s engines writes', { skip: n
         t.equal(counts[0], 0, 'no engine took part in the decoding');
         pages += counts[1]! + counts[2]!;
       }
-      t.equal(pages, ps.reduce((a, p) => a + p.normal, 0), `${img.name}, ${engine}: libqpl decoded (or copied raw) all ${pages} pages`);
+      t.equal(
+        pages,
+        ps.reduce((a, p) => a + p.normal, 0),
+        `${img.name}, ${engine}: libqpl decoded (or copied raw) all ${pages} pages`,
+      );
     }
   }
 });
@@ -177,26 +203,36 @@ t.test('qpl jobs: incompressible pages go raw, output stays under the page, libr
   const bad = (body: Buffer): Buffer => Buffer.concat([Buffer.from([0, 0, 0, body.length]), body]);
   const twice = Buffer.alloc(2 * (PS + 4));
   const tn = native.qplCompressPages([Buffer.alloc(2 * PS, 'abcdefgh')], 2 * PS, twice, counts, 1);
-  t.throws(() => native.qplDecompressPages(bad(twice.subarray(4, tn)), 1, PS, dec, counts, 1), { code: 'ERR_PAYLOAD_CORRUPT', message: /refused by libqpl's software path \((QPL status \d+|not exactly one page)\), expected 4096 bytes/ });
-  t.throws(() => native.qplDecompressPages(bad(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff])), 1, PS, dec, counts, 1), { code: 'ERR_PAYLOAD_CORRUPT', message: /QPL status \d+/ });
+  t.throws(() => native.qplDecompressPages(bad(twice.subarray(4, tn)), 1, PS, dec, counts, 1), {
+    code: 'ERR_PAYLOAD_CORRUPT',
+    message: /refused by libqpl's software path \((QPL status \d+|not exactly one page)\), expected 4096 bytes/,
+  });
+  t.throws(() => native.qplDecompressPages(bad(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff])), 1, PS, dec, counts, 1), {
+    code: 'ERR_PAYLOAD_CORRUPT',
+    message: /QPL status \d+/,
+  });
 });
 
-t.test('qatzip: packets QATzip compressed are received and inspected byte for byte; they are the library\'s bytes', { skip: noQz }, async (t) => {
-  for (const img of images(t, tmpdir(t))) {
-    const { sent, received, packets: ps } = await run(t, img, 'qatzip', { swEngine: 'qatzip' });
-    t.same(Object.keys(sent.stats.paths.compression.pages), ['qatzip-software'], `${img.name}: every page on QATzip's software session`);
-    t.match(sent.stats.compressionPath, /^software QATzip [\d.]+ software session \(sw_backup, level 1/);
-    t.same(Object.keys(received.stats.paths.compression.pages), ['software'], 'decoded by mfd\'s inflate');
-    let same = 0;
-    for (const p of ps) {
-      const again = Buffer.alloc(p.pages.length + 4096);
-      if (again.subarray(0, native.qatzipCompress(p.pages, again, true)).equals(p.payload)) same++;
+t.test(
+  "qatzip: packets QATzip compressed are received and inspected byte for byte; they are the library's bytes",
+  { skip: noQz },
+  async (t) => {
+    for (const img of images(t, tmpdir(t))) {
+      const { sent, received, packets: ps } = await run(t, img, 'qatzip', { swEngine: 'qatzip' });
+      t.same(Object.keys(sent.stats.paths.compression.pages), ['qatzip-software'], `${img.name}: every page on QATzip's software session`);
+      t.match(sent.stats.compressionPath, /^software QATzip [\d.]+ software session \(sw_backup, level 1/);
+      t.same(Object.keys(received.stats.paths.compression.pages), ['software'], "decoded by mfd's inflate");
+      let same = 0;
+      for (const p of ps) {
+        const again = Buffer.alloc(p.pages.length + 4096);
+        if (again.subarray(0, native.qatzipCompress(p.pages, again, true)).equals(p.payload)) same++;
+      }
+      t.equal(same, ps.length, `${img.name}: all ${ps.length} payloads are QATzip's output`);
     }
-    t.equal(same, ps.length, `${img.name}: all ${ps.length} payloads are QATzip's output`);
-  }
-});
+  },
+);
 
-t.test('qatzip: QATzip decodes every packet mfd\'s engine writes', { skip: noQz }, async (t) => {
+t.test("qatzip: QATzip decodes every packet mfd's engine writes", { skip: noQz }, async (t) => {
   native.qatzipSoftwareOpen(1);
   for (const img of images(t, tmpdir(t))) {
     const { packets: ps } = await run(t, img, 'qatzip', {});
@@ -207,7 +243,11 @@ t.test('qatzip: QATzip decodes every packet mfd\'s engine writes', { skip: noQz 
       if (!out.equals(p.pages)) t.fail(`${img.name}: a packet decoded by QATzip differs`);
       pages += p.normal;
     }
-    t.equal(pages, ps.reduce((a, p) => a + p.normal, 0), `${img.name}: QATzip decoded all ${pages} pages of ${ps.length} packets`);
+    t.equal(
+      pages,
+      ps.reduce((a, p) => a + p.normal, 0),
+      `${img.name}: QATzip decoded all ${pages} pages of ${ps.length} packets`,
+    );
   }
 });
 
@@ -221,12 +261,22 @@ t.test('qatzip jobs: incompressible packets, output limits, QATzip errors as mfd
   const back = Buffer.alloc(rnd.length);
   t.equal(native.qatzipDecompress(out.subarray(0, n), back, true), rnd.length);
   t.ok(back.equals(rnd));
-  t.throws(() => native.qatzipCompress(rnd, Buffer.alloc(1000), true), { code: 'ERR_QATZIP', message: /qzCompress \(QATzip software\) failed with QATzip status -\d+/ }, 'output limit: QATzip refuses (QZ_FAIL)');
-  t.throws(() => native.qatzipDecompress(out.subarray(0, n), Buffer.alloc(rnd.length - PS), true), { code: 'ERR_PAYLOAD_SIZE' }, 'a packet decoding past its pages');
-  t.throws(() => native.qatzipDecompress(Buffer.from('not a gzip member at all, just text'), back, true), { code: 'ERR_PAYLOAD_CORRUPT', message: /qzDecompress \(QATzip software\) failed with QATzip status -?\d+/ });
+  t.throws(
+    () => native.qatzipCompress(rnd, Buffer.alloc(1000), true),
+    { code: 'ERR_QATZIP', message: /qzCompress \(QATzip software\) failed with QATzip status -\d+/ },
+    'output limit: QATzip refuses (QZ_FAIL)',
+  );
+  t.throws(
+    () => native.qatzipDecompress(out.subarray(0, n), Buffer.alloc(rnd.length - PS), true),
+    { code: 'ERR_PAYLOAD_SIZE' },
+    'a packet decoding past its pages',
+  );
+  t.throws(() => native.qatzipDecompress(Buffer.from('not a gzip member at all, just text'), back, true), {
+    code: 'ERR_PAYLOAD_CORRUPT',
+    message: /qzDecompress \(QATzip software\) failed with QATzip status -?\d+/,
+  });
   // A failure leaves QATzip's session mid-stream; the addon starts a fresh one, so the next packet decodes.
   back.fill(0);
   t.equal(native.qatzipDecompress(out.subarray(0, n), back, true), rnd.length, 'a good packet after the failures decodes');
   t.ok(back.equals(rnd));
 });
-

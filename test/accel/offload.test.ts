@@ -31,7 +31,14 @@ async function qplRun(t: Test, engine: string | null) {
   fs.mkdirSync(out);
   fs.mkdirSync(dump);
   const r = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qpl', methodParams: {}, zeroPageDetection: 'multifd' },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'qpl',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+    },
     { outputDir: out, dumpStreams: dump },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img), 'identical');
@@ -86,20 +93,35 @@ t.test('qpl without any engine: all pages software or raw, each a no-device fall
 });
 
 t.test('--require-hardware and --qatzip-sw-fallback off name what is missing', async (t) => {
-  const base = { host: '127.0.0.1', port: 1, logger: silentLogger, images: [{ name: 'x', path: '/dev/null' }], channels: 1, pageSize: PS, methodParams: {}, zeroPageDetection: 'multifd' };
+  const base = {
+    host: '127.0.0.1',
+    port: 1,
+    logger: silentLogger,
+    images: [{ name: 'x', path: '/dev/null' }],
+    channels: 1,
+    pageSize: PS,
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+  };
   t.match(await rejection(send({ ...base, compression: 'qpl', requireHardware: true })), {
     exitCode: ExitCode.ACCEL,
     code: 'ERR_QPL_UNAVAILABLE',
     message: new RegExp(`qpl: Intel IAA through QPL is required \\(--require-hardware\\) but unavailable: ${noIaa.source}`),
   });
-  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: new RegExp(`Intel QAT through QATzip is required.*${noQat.source}`) });
+  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), {
+    exitCode: ExitCode.ACCEL,
+    message: new RegExp(`Intel QAT through QATzip is required.*${noQat.source}`),
+  });
   t.match(await rejection(send({ ...base, compression: 'qatzip', methodParams: { swFallback: false } })), {
     exitCode: ExitCode.ACCEL,
     message: new RegExp(`no QAT hardware session \\(${noQat.source}.*\\) and --qatzip-sw-fallback is off`),
   });
   native._qplSetFakeEngine('busy=0,error_every=0');
   t.teardown(() => native._qplSetFakeEngine(null));
-  t.match(await rejection(send({ ...base, compression: 'qpl', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: /fake-iaa, a software stand-in/ });
+  t.match(await rejection(send({ ...base, compression: 'qpl', requireHardware: true })), {
+    exitCode: ExitCode.ACCEL,
+    message: /fake-iaa, a software stand-in/,
+  });
 });
 
 t.test('qatzip with the software fallback on (the default) counts its packets as software, no-device', async (t) => {
@@ -108,7 +130,14 @@ t.test('qatzip with the software fallback on (the default) counts its packets as
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const { sent, received } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: { swFallback: true, level: 3 }, zeroPageDetection: 'multifd' },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'qatzip',
+      methodParams: { swFallback: true, level: 3 },
+      zeroPageDetection: 'multifd',
+    },
     { outputDir: out },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
@@ -117,26 +146,53 @@ t.test('qatzip with the software fallback on (the default) counts its packets as
   t.same(received.stats.paths.compression.pages, { software: 512 });
 });
 
-t.test('qatzip through the fake QAT session: its packets named fake-qat, never qat; --require-hardware refuses it', { skip: built.qatzip ? false : 'the fake QAT session is QATzip\'s software session: this build has no QATzip' }, async (t) => {
-  t.ok(native._qatzipSetFakeHardware(true));
-  t.teardown(() => native._qatzipSetFakeHardware(false));
-  const dir = tmpdir(t);
-  const img = makeImage(path.join(dir, 'pc.ram'), 2 << 20, 'mixed', 4);
-  const out = path.join(dir, 'out');
-  fs.mkdirSync(out);
-  const { sent, received } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: {}, zeroPageDetection: 'multifd' },
-    { outputDir: out },
-  );
-  t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
-  t.same(Object.keys(sent.stats.paths.compression.pages), ['fake-qat'], 'the hardware branch ran, on the stand-in');
-  t.equal(sent.stats.paths.compression.fallbacks['not-hardware'], sent.stats.normalPages, 'every fake packet counted as not hardware');
-  t.same(Object.keys(received.stats.paths.compression.pages), ['fake-qat'], 'the receiver decodes on the stand-in too');
-  t.match(sent.stats.compressionPath, /^fake-qat \(QATzip [\d.]+ software session standing in for QAT, not hardware\) per packet/);
-  const base = { host: '127.0.0.1', port: 1, logger: silentLogger, images: [{ name: 'x', path: '/dev/null' }], channels: 1, pageSize: PS, methodParams: {}, zeroPageDetection: 'multifd' };
-  t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), { exitCode: ExitCode.ACCEL, message: /fake-qat, a software stand-in/ });
-  t.match(accelReport('/nonexistent-sysfs').backends.qatzip, { state: 'no-device', probes: [{ ok: true, reason: /^fake-qat/ }] }, 'mfd accel names the stand-in, and the state stays no device');
-});
+t.test(
+  'qatzip through the fake QAT session: its packets named fake-qat, never qat; --require-hardware refuses it',
+  { skip: built.qatzip ? false : "the fake QAT session is QATzip's software session: this build has no QATzip" },
+  async (t) => {
+    t.ok(native._qatzipSetFakeHardware(true));
+    t.teardown(() => native._qatzipSetFakeHardware(false));
+    const dir = tmpdir(t);
+    const img = makeImage(path.join(dir, 'pc.ram'), 2 << 20, 'mixed', 4);
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(out);
+    const { sent, received } = await migrate(
+      {
+        images: [{ name: 'pc.ram', path: img }],
+        channels: 2,
+        pageSize: PS,
+        compression: 'qatzip',
+        methodParams: {},
+        zeroPageDetection: 'multifd',
+      },
+      { outputDir: out },
+    );
+    t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
+    t.same(Object.keys(sent.stats.paths.compression.pages), ['fake-qat'], 'the hardware branch ran, on the stand-in');
+    t.equal(sent.stats.paths.compression.fallbacks['not-hardware'], sent.stats.normalPages, 'every fake packet counted as not hardware');
+    t.same(Object.keys(received.stats.paths.compression.pages), ['fake-qat'], 'the receiver decodes on the stand-in too');
+    t.match(sent.stats.compressionPath, /^fake-qat \(QATzip [\d.]+ software session standing in for QAT, not hardware\) per packet/);
+    const base = {
+      host: '127.0.0.1',
+      port: 1,
+      logger: silentLogger,
+      images: [{ name: 'x', path: '/dev/null' }],
+      channels: 1,
+      pageSize: PS,
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+    };
+    t.match(await rejection(send({ ...base, compression: 'qatzip', requireHardware: true })), {
+      exitCode: ExitCode.ACCEL,
+      message: /fake-qat, a software stand-in/,
+    });
+    t.match(
+      accelReport('/nonexistent-sysfs').backends.qatzip,
+      { state: 'no-device', probes: [{ ok: true, reason: /^fake-qat/ }] },
+      'mfd accel names the stand-in, and the state stays no device',
+    );
+  },
+);
 
 // Real hardware, where a probe finds it; otherwise skipped with the probe's own reason.
 const iaa = native.qplHardwareOpen();
@@ -148,7 +204,15 @@ t.test('qpl on real IAA hardware, --require-hardware', { skip: iaa.ok ? false : 
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const { sent } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qpl', methodParams: {}, zeroPageDetection: 'multifd', requireHardware: true },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'qpl',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+      requireHardware: true,
+    },
     { outputDir: out },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));
@@ -162,7 +226,15 @@ t.test('qatzip on a real QAT session, --require-hardware', { skip: qat.ok ? fals
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const { sent } = await migrate(
-    { images: [{ name: 'pc.ram', path: img }], channels: 2, pageSize: PS, compression: 'qatzip', methodParams: {}, zeroPageDetection: 'multifd', requireHardware: true },
+    {
+      images: [{ name: 'pc.ram', path: img }],
+      channels: 2,
+      pageSize: PS,
+      compression: 'qatzip',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+      requireHardware: true,
+    },
     { outputDir: out },
   );
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(img));

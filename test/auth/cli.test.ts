@@ -13,7 +13,8 @@ import { isLoopback } from '../../src/transport/security.js';
 
 t.test('loopback addresses', async (t) => {
   for (const h of ['127.0.0.1', '127.3.2.1', '::1', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) t.ok(isLoopback(h), h);
-  for (const h of ['0.0.0.0', '::', '10.0.0.1', '198.18.0.2', 'example.com', '127.0.0.1.example.com', '128.0.0.1']) t.notOk(isLoopback(h), h);
+  for (const h of ['0.0.0.0', '::', '10.0.0.1', '198.18.0.2', 'example.com', '127.0.0.1.example.com', '128.0.0.1'])
+    t.notOk(isLoopback(h), h);
 });
 
 t.test('recv on a non-loopback address without authentication: exit 2 naming the ways out', async (t) => {
@@ -21,7 +22,10 @@ t.test('recv on a non-loopback address without authentication: exit 2 naming the
   for (const listen of ['0.0.0.0:0', ':0', '[::]:0']) {
     const r = mfd('recv', '--listen', listen, '--output', dir);
     t.equal(r.status, 2, listen);
-    t.match(r.stderr, /refusing to listen on (0\.0\.0\.0|::) without authentication: anyone who reaches the port could write files\. Give --tls-cert\/--tls-key\/--tls-ca or --psk-file \(on both sides\), or --insecure to accept any sender \[ERR_USAGE\]/);
+    t.match(
+      r.stderr,
+      /refusing to listen on (0\.0\.0\.0|::) without authentication: anyone who reaches the port could write files\. Give --tls-cert\/--tls-key\/--tls-ca or --psk-file \(on both sides\), or --insecure to accept any sender \[ERR_USAGE\]/,
+    );
   }
 });
 
@@ -31,7 +35,9 @@ async function migrateAllInterfaces(t: Test, recvArgs: string[], sendArgs: strin
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
-  const p = spawn(process.execPath, [bin, 'recv', '--listen', '0.0.0.0:0', '--output', out, ...recvArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = spawn(process.execPath, [bin, 'recv', '--listen', '0.0.0.0:0', '--output', out, ...recvArgs], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   t.teardown(() => p.kill('SIGKILL'));
   let err = '';
   const exited = new Promise<number | null>((r) => p.on('exit', r));
@@ -74,7 +80,21 @@ t.test('key and certificate flags are checked before anything connects or listen
   const partial = mfd('send', '--to', '127.0.0.1:1', '--tls-cert', img, img);
   t.equal(partial.status, 2);
   t.match(partial.stderr, /TLS needs all three of --tls-cert, --tls-key and --tls-ca/);
-  const both = mfd('recv', '--listen', '127.0.0.1:0', '--output', dir, '--tls-cert', img, '--tls-key', img, '--tls-ca', img, '--psk-file', short);
+  const both = mfd(
+    'recv',
+    '--listen',
+    '127.0.0.1:0',
+    '--output',
+    dir,
+    '--tls-cert',
+    img,
+    '--tls-key',
+    img,
+    '--tls-ca',
+    img,
+    '--psk-file',
+    short,
+  );
   t.equal(both.status, 2);
   t.match(both.stderr, /give either --tls-cert\/--tls-key\/--tls-ca or --psk-file, not both/);
   const group = pskFile(dir, 'group', 32, 0o640);
@@ -105,7 +125,10 @@ t.test('authentication flags where nothing connects are refused, and a plain sen
 
 t.test('--help lists the authentication flags', async (t) => {
   const r = mfd('recv', '--help');
-  t.match(r.stdout, /--insecure[\s\S]*--tls-cert <file>[\s\S]*--tls-key <file>[\s\S]*--tls-ca <file>[\s\S]*--psk-file <file>[\s\S]*--psk-mode <mode>[\s\S]*--psk-identity <name>/);
+  t.match(
+    r.stdout,
+    /--insecure[\s\S]*--tls-cert <file>[\s\S]*--tls-key <file>[\s\S]*--tls-ca <file>[\s\S]*--psk-file <file>[\s\S]*--psk-mode <mode>[\s\S]*--psk-identity <name>/,
+  );
   const s = mfd('send', '--help');
   t.match(s.stdout, /--tls-cert <file>[\s\S]*--psk-file <file>/);
   t.notMatch(s.stdout, /--insecure/);

@@ -28,39 +28,75 @@ t.test('a PSK migration arrives byte-identical', async (t) => {
   const a = makeImage(path.join(work, 'a.ram'), (5 << 20) + 4096, 'mixed');
   const b = makeImage(path.join(work, 'b.ram'), 1 << 20, 'random');
   const psk = new PskSecurity(key);
-  const { sent, received } = await migrate({ images: [{ name: 'a.ram', path: a }, { name: 'b.ram', path: b }], channels: 3, ...pipeline, security: psk }, { outputDir: out, security: psk });
+  const { sent, received } = await migrate(
+    {
+      images: [
+        { name: 'a.ram', path: a },
+        { name: 'b.ram', path: b },
+      ],
+      channels: 3,
+      ...pipeline,
+      security: psk,
+    },
+    { outputDir: out, security: psk },
+  );
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.wireBytes, sent.stats.wireBytes, 'the handshake is not counted as migration bytes');
   t.equal(sha256(path.join(out, 'a.ram')), sha256(a));
   t.equal(sha256(path.join(out, 'b.ram')), sha256(b));
 });
 
-t.test('a sender with another key, without a key or with TLS-PSK is refused (exit 10); the receiver logs it and takes the real sender', async (t) => {
-  const work = tmpdir(t);
-  const out = path.join(work, 'out');
-  fs.mkdirSync(out);
-  const img = makeImage(path.join(work, 'vm.ram'), 2 << 20, 'mixed');
-  const r = await recvProcess(t, ['--output', out, '--psk-file', keyFile, '--psk-mode', 'auth']);
-  const wrong = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', pskFile(work, 'other'), '--psk-mode', 'auth', '--json', img]);
-  t.equal(wrong.status, ExitCode.AUTH, wrong.stderr);
-  t.match(wrong.stderr, /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver refused our proof: its key differs from --psk-file \[ERR_PSK_HANDSHAKE\]/);
-  t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
-  const plain = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, img]);
-  t.equal(plain.status, ExitCode.AUTH);
-  t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file --psk-mode auth \[ERR_PSK_REQUIRED\]/);
-  const tlsPsk = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
-  t.equal(tlsPsk.status, ExitCode.AUTH);
-  t.match(tlsPsk.stderr, /control channel \(127\.0\.0\.1:\d+\): TLS-PSK: the receiver does not answer in TLS \(is it running with --psk-mode auth\?\) \[ERR_PSK_HANDSHAKE\]/);
-  t.same(fs.readdirSync(out), [], 'nothing written for them');
-  const ok = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, '--psk-mode', 'auth', img]);
-  t.equal(ok.status, 0, ok.stderr);
-  t.equal(await r.exited, 0, r.stderr());
-  t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
-  t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: wrong proof: the peer does not hold this key/);
-  t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x4d464443 version 0, expected 0x4d464441 version 1 \(a sender without --psk-file\?\)/);
-  t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x160301\w\w version \d+, expected 0x4d464441 version 1 \(a TLS handshake: a sender with --psk-mode tls or --tls-\*\?\)/);
-  t.notMatch(r.stderr(), key.toString('hex'), 'the key is never logged');
-});
+t.test(
+  'a sender with another key, without a key or with TLS-PSK is refused (exit 10); the receiver logs it and takes the real sender',
+  async (t) => {
+    const work = tmpdir(t);
+    const out = path.join(work, 'out');
+    fs.mkdirSync(out);
+    const img = makeImage(path.join(work, 'vm.ram'), 2 << 20, 'mixed');
+    const r = await recvProcess(t, ['--output', out, '--psk-file', keyFile, '--psk-mode', 'auth']);
+    const wrong = await mfdAsync(t, [
+      'send',
+      '--to',
+      `127.0.0.1:${r.port}`,
+      '--psk-file',
+      pskFile(work, 'other'),
+      '--psk-mode',
+      'auth',
+      '--json',
+      img,
+    ]);
+    t.equal(wrong.status, ExitCode.AUTH, wrong.stderr);
+    t.match(
+      wrong.stderr,
+      /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver refused our proof: its key differs from --psk-file \[ERR_PSK_HANDSHAKE\]/,
+    );
+    t.match(JSON.parse(wrong.stdout), { status: 'failed', error: { code: 'ERR_PSK_HANDSHAKE' } });
+    const plain = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, img]);
+    t.equal(plain.status, ExitCode.AUTH);
+    t.match(plain.stderr, /the peer asks for PSK authentication: give --psk-file --psk-mode auth \[ERR_PSK_REQUIRED\]/);
+    const tlsPsk = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, img]);
+    t.equal(tlsPsk.status, ExitCode.AUTH);
+    t.match(
+      tlsPsk.stderr,
+      /control channel \(127\.0\.0\.1:\d+\): TLS-PSK: the receiver does not answer in TLS \(is it running with --psk-mode auth\?\) \[ERR_PSK_HANDSHAKE\]/,
+    );
+    t.same(fs.readdirSync(out), [], 'nothing written for them');
+    const ok = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, '--psk-file', keyFile, '--psk-mode', 'auth', img]);
+    t.equal(ok.status, 0, ok.stderr);
+    t.equal(await r.exited, 0, r.stderr());
+    t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
+    t.match(r.stderr(), /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: wrong proof: the peer does not hold this key/);
+    t.match(
+      r.stderr(),
+      /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x4d464443 version 0, expected 0x4d464441 version 1 \(a sender without --psk-file\?\)/,
+    );
+    t.match(
+      r.stderr(),
+      /connection from 127\.0\.0\.1:\d+ refused: PSK authentication: received 0x160301\w\w version \d+, expected 0x4d464441 version 1 \(a TLS handshake: a sender with --psk-mode tls or --tls-\*\?\)/,
+    );
+    t.notMatch(r.stderr(), key.toString('hex'), 'the key is never logged');
+  },
+);
 
 t.test('a receiver that cannot prove the key is refused by the sender before any migration byte', async (t) => {
   const work = tmpdir(t);
@@ -76,9 +112,24 @@ t.test('a receiver that cannot prove the key is refused by the sender before any
   });
   await new Promise<void>((r) => fake.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => fake.close());
-  const e = await rejection(send({ host: '127.0.0.1', port: (fake.address() as net.AddressInfo).port, logger: captureLogger().logger, images: [{ name: 'vm.ram', path: img }], channels: 1, ...pipeline, security: new PskSecurity(key) }));
+  const e = await rejection(
+    send({
+      host: '127.0.0.1',
+      port: (fake.address() as net.AddressInfo).port,
+      logger: captureLogger().logger,
+      images: [{ name: 'vm.ram', path: img }],
+      channels: 1,
+      ...pipeline,
+      security: new PskSecurity(key),
+    }),
+  );
   t.ok(e instanceof AuthError);
-  t.match(e, { code: 'ERR_PSK_HANDSHAKE', exitCode: ExitCode.AUTH, message: /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver's proof does not match: it does not hold the key in --psk-file/ });
+  t.match(e, {
+    code: 'ERR_PSK_HANDSHAKE',
+    exitCode: ExitCode.AUTH,
+    message:
+      /control channel \(127\.0\.0\.1:\d+\): PSK authentication: the receiver's proof does not match: it does not hold the key in --psk-file/,
+  });
   await new Promise((r) => setTimeout(r, 50));
   t.equal(Buffer.concat(got).length, 88, 'only the auth frame was sent: no preamble, no hello');
 });
@@ -165,18 +216,39 @@ t.test('strangers while a PSK migration runs are closed and logged with their ad
   const { port, result } = await startReceiver({ outputDir: out, logger, security: psk });
   void result.then(() => (finished = true));
   // The strangers come after the hello was accepted and channels 0..2 connected, before channel 3 does.
-  const sent = await send({ host: '127.0.0.1', port, logger: captureLogger().logger, images: [{ name: 'vm.ram', path: img }], channels: 4, ...pipeline, security: holdChannel(psk, 3, () => attack(port)) });
+  const sent = await send({
+    host: '127.0.0.1',
+    port,
+    logger: captureLogger().logger,
+    images: [{ name: 'vm.ram', path: img }],
+    channels: 4,
+    ...pipeline,
+    security: holdChannel(psk, 3, () => attack(port)),
+  });
   const received = await result;
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.status, 'completed');
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
-  const refusal = (port: number): string => String(lines.find((l) => l.level === 40 && l.peer === `127.0.0.1:${port}`)?.msg ?? 'not logged');
-  t.match(refusal(strangers.get('garbage')!), /refused: PSK authentication: received 0x[0-9a-f]+ version \d+, expected 0x4d464441 version 1/);
+  const refusal = (port: number): string =>
+    String(lines.find((l) => l.level === 40 && l.peer === `127.0.0.1:${port}`)?.msg ?? 'not logged');
+  t.match(
+    refusal(strangers.get('garbage')!),
+    /refused: PSK authentication: received 0x[0-9a-f]+ version \d+, expected 0x4d464441 version 1/,
+  );
   t.match(refusal(strangers.get('replay')!), /refused: PSK authentication: wrong proof/);
-  t.match(refusal(strangers.get('other migration')!), /refused: multifd channel from 127\.0\.0\.1:\d+: authenticated as multifd channel 0 of migration [0-9a-f-]{36}, expected multifd channel 0 of migration/);
+  t.match(
+    refusal(strangers.get('other migration')!),
+    /refused: multifd channel from 127\.0\.0\.1:\d+: authenticated as multifd channel 0 of migration [0-9a-f-]{36}, expected multifd channel 0 of migration/,
+  );
   t.match(refusal(strangers.get('control proof')!), /refused: multifd channel from .*: authenticated as control channel of migration/);
-  t.match(refusal(strangers.get('silent')!), /refused: PSK authentication: (88 bytes not received within 400 ms|connection closed after 0 of 88 bytes)/);
-  t.ok(lines.filter((l) => l.level === 40 && /wrong proof: the peer does not hold this key/.test(String(l.msg))).length >= 1, 'the wrong key is logged');
+  t.match(
+    refusal(strangers.get('silent')!),
+    /refused: PSK authentication: (88 bytes not received within 400 ms|connection closed after 0 of 88 bytes)/,
+  );
+  t.ok(
+    lines.filter((l) => l.level === 40 && /wrong proof: the peer does not hold this key/.test(String(l.msg))).length >= 1,
+    'the wrong key is logged',
+  );
 });
 
 t.test('a flood of connections that never authenticate is capped; the migration they arrive during goes on', async (t) => {

@@ -25,7 +25,21 @@ t.test('a TLS migration arrives byte-identical', async (t) => {
   fs.mkdirSync(out);
   const a = makeImage(path.join(work, 'a.ram'), (5 << 20) + 4096, 'mixed');
   const b = makeImage(path.join(work, 'b.ram'), 1 << 20, 'random');
-  const { sent, received } = await migrate({ images: [{ name: 'a.ram', path: a }, { name: 'b.ram', path: b }], channels: 3, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', security: sendTls }, { outputDir: out, security: recvTls });
+  const { sent, received } = await migrate(
+    {
+      images: [
+        { name: 'a.ram', path: a },
+        { name: 'b.ram', path: b },
+      ],
+      channels: 3,
+      pageSize: 4096,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+      security: sendTls,
+    },
+    { outputDir: out, security: recvTls },
+  );
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.wireBytes, sent.stats.wireBytes);
   t.equal(sha256(path.join(out, 'a.ram')), sha256(a));
@@ -43,12 +57,18 @@ t.test('refused certificates: clear errors, exit 10, the receiver logs the peer 
   // The sender does not trust the receiver's CA.
   const wrongCa = await mfdAsync(t, [...to, ...tlsFlags(certs.send, certs.otherCa), img]);
   t.equal(wrongCa.status, 10, wrongCa.stderr);
-  t.match(wrongCa.stderr, /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: self-signed certificate in certificate chain \[ERR_TLS_SELF_SIGNED_CERT_IN_CHAIN\]/);
+  t.match(
+    wrongCa.stderr,
+    /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: self-signed certificate in certificate chain \[ERR_TLS_SELF_SIGNED_CERT_IN_CHAIN\]/,
+  );
 
   // The receiver does not trust the sender's CA: it says so, and the sender reports it.
   const stranger = await mfdAsync(t, [...to, ...tlsFlags(certs.stranger, certs.ca), img]);
   t.equal(stranger.status, 10, stranger.stderr);
-  t.match(stranger.stderr, /the receiver refused the connection: TLS: the sender's certificate is refused: UNABLE_TO_VERIFY_LEAF_SIGNATURE \(not signed by --tls-ca\) \[ERR_TLS_PEER_CERTIFICATE\]/);
+  t.match(
+    stranger.stderr,
+    /the receiver refused the connection: TLS: the sender's certificate is refused: UNABLE_TO_VERIFY_LEAF_SIGNATURE \(not signed by --tls-ca\) \[ERR_TLS_PEER_CERTIFICATE\]/,
+  );
 
   // A client without a certificate.
   const bare = tls.connect({ host: '127.0.0.1', port: r.port, ca: fs.readFileSync(certs.ca) });
@@ -67,7 +87,11 @@ t.test('refused certificates: clear errors, exit 10, the receiver logs the peer 
   t.equal(await r.exited, 0, r.stderr());
   t.equal(sha256(path.join(out, 'vm.ram')), sha256(img));
   const log = r.stderr();
-  t.match(log, /connection from 127\.0\.0\.1:\d+ refused: TLS: socket hang up \[ECONNRESET\]/, 'the sender that hung up on our certificate');
+  t.match(
+    log,
+    /connection from 127\.0\.0\.1:\d+ refused: TLS: socket hang up \[ECONNRESET\]/,
+    'the sender that hung up on our certificate',
+  );
   t.match(log, /connection from 127\.0\.0\.1:\d+ refused: TLS: the sender's certificate is refused: UNABLE_TO_VERIFY_LEAF_SIGNATURE/);
   t.match(log, /connection from 127\.0\.0\.1:\d+ refused: TLS: the sender gave no certificate/);
 });
@@ -78,12 +102,18 @@ t.test('a receiver certificate for another host name is refused by the sender (e
   const r = await recvProcess(t, ['--output', work, ...tlsFlags(certs.otherName, certs.ca)]);
   const s = await mfdAsync(t, ['send', '--to', `127.0.0.1:${r.port}`, ...tlsFlags(certs.send, certs.ca), '--json', img]);
   t.equal(s.status, 10);
-  t.match(s.stderr, /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: Hostname\/IP does not match certificate's altnames: IP: 127\.0\.0\.1 is not in the cert's list/);
+  t.match(
+    s.stderr,
+    /control channel: cannot connect to 127\.0\.0\.1:\d+ over TLS: Hostname\/IP does not match certificate's altnames: IP: 127\.0\.0\.1 is not in the cert's list/,
+  );
   t.match(JSON.parse(s.stdout), { status: 'failed', error: { code: 'ERR_TLS_CERT_ALTNAME_INVALID' } });
   // By name: "localhost" is in the receiver's certificate, "other.example" would be, 127.0.0.1 is not.
   const byName = await mfdAsync(t, ['send', '--to', `localhost:${r.port}`, ...tlsFlags(certs.send, certs.ca), img]);
   t.equal(byName.status, 10);
-  t.match(byName.stderr, /Hostname\/IP does not match certificate's altnames: Host: localhost\. is not in the cert's altnames: DNS:other\.example|connect ECONNREFUSED/);
+  t.match(
+    byName.stderr,
+    /Hostname\/IP does not match certificate's altnames: Host: localhost\. is not in the cert's altnames: DNS:other\.example|connect ECONNREFUSED/,
+  );
 });
 
 t.test('strangers while a TLS migration runs are closed and logged; the migration ends byte-identical', async (t) => {
@@ -118,7 +148,18 @@ t.test('strangers while a TLS migration runs are closed and logged; the migratio
     await attack(port);
     t.notOk(finished, 'the strangers came while the migration ran');
   };
-  const sent = await send({ host: '127.0.0.1', port, logger, images: [{ name: 'vm.ram', path: img }], channels: 4, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', security: holdChannel(sendTls, 3, during) });
+  const sent = await send({
+    host: '127.0.0.1',
+    port,
+    logger,
+    images: [{ name: 'vm.ram', path: img }],
+    channels: 4,
+    pageSize: 4096,
+    compression: 'none',
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+    security: holdChannel(sendTls, 3, during),
+  });
   const received = await result;
   t.equal(sent.stats.status, 'completed');
   t.equal(received.stats.status, 'completed');
@@ -154,5 +195,8 @@ t.test('a flood of silent TLS connections: each dropped one is refused and logge
   await new Promise((r) => setTimeout(r, 500));
   const dropped = [...refusals.values()].filter((w) => w.some((x) => x.startsWith('dropped:')));
   t.equal(dropped.length, extra, `the ${extra} oldest connections over the cap are dropped`);
-  t.ok(dropped.every((w) => w.length === 1), `each is refused once: ${JSON.stringify(dropped.filter((w) => w.length > 1))}`);
+  t.ok(
+    dropped.every((w) => w.length === 1),
+    `each is refused once: ${JSON.stringify(dropped.filter((w) => w.length > 1))}`,
+  );
 });

@@ -48,8 +48,23 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
   const out = path.join(dir, 'results');
   const withNc = ncUnavailable() === null;
   const r = await mfd([
-    'bench', '--size', '8M', '--compression', 'none,zstd', '--channels', '1,2', '--runs', '1', '--warmup', '0',
-    '--peers', withNc ? 'nc' : 'none', '--dir', dir, '--out', out,
+    'bench',
+    '--size',
+    '8M',
+    '--compression',
+    'none,zstd',
+    '--channels',
+    '1,2',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    withNc ? 'nc' : 'none',
+    '--dir',
+    dir,
+    '--out',
+    out,
   ]);
   t.equal(r.status, 0, r.stderr);
   t.same(fs.readdirSync(out).sort(), ['report.md', 'results.jsonl', 'throughput.svg']);
@@ -57,30 +72,55 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
 
   const recs = lines(path.join(out, 'results.jsonl'));
   t.equal(recs[0]!.type, 'meta');
-  t.match(recs[0], { network: { kind: 'loopback' }, runs: 1, warmup: 0, matrix: { compression: ['none', 'zstd'], channels: [1, 2], sizes: [8 << 20] } });
+  t.match(recs[0], {
+    network: { kind: 'loopback' },
+    runs: 1,
+    warmup: 0,
+    matrix: { compression: ['none', 'zstd'], channels: [1, 2], sizes: [8 << 20] },
+  });
   const keys = ['none/multifd/1ch/mixed/8MiB', 'none/multifd/2ch/mixed/8MiB', 'zstd/multifd/1ch/mixed/8MiB', 'zstd/multifd/2ch/mixed/8MiB'];
   const cells = recs.filter((l) => l.type === 'cell');
-  t.same(cells.map((c) => c.key), keys);
+  t.same(
+    cells.map((c) => c.key),
+    keys,
+  );
   const runs = recs.filter((l) => l.type === 'run');
-  t.same(runs.map((x) => x.cell), keys, 'one run line per cell');
+  t.same(
+    runs.map((x) => x.cell),
+    keys,
+    'one run line per cell',
+  );
   for (const x of runs) {
     const m = x.mfd as Record<string, number>;
     t.equal(m.imageBytes, 8 << 20);
     t.ok(m.wallSec! > 0 && m.sendCpuSec! > 0 && m.recvRssBytes! > 0, `${String(x.cell)}: times, CPU and RSS recorded`);
     if (withNc) t.ok((x.peers as Record<string, { wallSec: number }>).nc!.wallSec > 0, 'nc measured');
   }
-  t.ok(recs.some((l) => l.type === 'target' && l.id === 'qemu-none'), 'targets recorded (QEMU not run here: not measured)');
+  t.ok(
+    recs.some((l) => l.type === 'target' && l.id === 'qemu-none'),
+    'targets recorded (QEMU not run here: not measured)',
+  );
 
   const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
   t.equal(r.stdout.trim(), md.trim(), 'the report is also on stdout');
-  for (const [m, ch] of [['none', 1], ['none', 2], ['zstd', 1], ['zstd', 2]]) t.match(md, new RegExp(`^\\| ${m} \\| ${ch} \\| `, 'm'), `a row for ${m} ${ch} ch`);
+  for (const [m, ch] of [
+    ['none', 1],
+    ['none', 2],
+    ['zstd', 1],
+    ['zstd', 2],
+  ])
+    t.match(md, new RegExp(`^\\| ${m} \\| ${ch} \\| `, 'm'), `a row for ${m} ${ch} ch`);
   t.match(md, /### Targets/);
   if (withNc) t.match(md, /mfd \/ nc/);
 
   const svg = parseXml(fs.readFileSync(path.join(out, 'throughput.svg'), 'utf8'));
   const series = findAll(svg, (e) => e.name === 'g' && e.attrs.class === 'series method');
-  t.same(series.map((g) => g.attrs['data-name']), ['mfd none', 'mfd zstd']);
-  for (const g of series) t.equal(g.children.find((c) => c.name === 'polyline')?.attrs.points?.split(' ').length, 2, 'a point per channel count');
+  t.same(
+    series.map((g) => g.attrs['data-name']),
+    ['mfd none', 'mfd zstd'],
+  );
+  for (const g of series)
+    t.equal(g.children.find((c) => c.name === 'polyline')?.attrs.points?.split(' ').length, 2, 'a point per channel count');
 
   t.match(r.stderr, /\[1\/4 none 1ch mixed 8 MiB\] run 1\/1: mfd [\d.]+ s/, 'progress on stderr');
   t.match(r.stderr, /target: mfd \/ QEMU wall time, none \[1 ch, mixed 8 MiB\]: not measured/);
@@ -90,11 +130,36 @@ for (const b of QEMU_BUILDS) {
   t.test(`--peers qemu --qemu-binary: QEMU ${b.series} measured, its version in the report`, { skip: b.missing }, async (t) => {
     const dir = tmpdir(t);
     const out = path.join(dir, 'o');
-    const r = await mfd(['bench', '--size', '4M', '--compression', 'zstd', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'qemu', '--qemu-binary', b.binary, '--dir', dir, '--out', out, '--no-progress']);
+    const r = await mfd([
+      'bench',
+      '--size',
+      '4M',
+      '--compression',
+      'zstd',
+      '--channels',
+      '2',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--peers',
+      'qemu',
+      '--qemu-binary',
+      b.binary,
+      '--dir',
+      dir,
+      '--out',
+      out,
+      '--no-progress',
+    ]);
     t.equal(r.status, 0, r.stderr);
     const recs = lines(path.join(out, 'results.jsonl'));
     const label = `QEMU ${b.version} multifd`;
-    t.match((recs[0]!.peers as { name: string; label: string }[]).find((p) => p.name === 'qemu')?.label, label, 'the meta line names the version run');
+    t.match(
+      (recs[0]!.peers as { name: string; label: string }[]).find((p) => p.name === 'qemu')?.label,
+      label,
+      'the meta line names the version run',
+    );
     const run = recs.find((l) => l.type === 'run')!;
     t.ok((run.peers as Record<string, { wallSec: number }>).qemu!.wallSec > 0, 'QEMU measured');
     t.ok(fs.readFileSync(path.join(out, 'report.md'), 'utf8').includes(label), 'the report names it');
@@ -103,21 +168,64 @@ for (const b of QEMU_BUILDS) {
 
 t.test('--qemu-binary that does not run: the qemu peer is unavailable, saying why', async (t) => {
   const dir = tmpdir(t);
-  const r = await mfd(['bench', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'qemu', '--qemu-binary', path.join(dir, 'no-qemu'), '--dir', dir, '--out', path.join(dir, 'o')]);
+  const r = await mfd([
+    'bench',
+    '--size',
+    '4M',
+    '--compression',
+    'none',
+    '--channels',
+    '1',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'qemu',
+    '--qemu-binary',
+    path.join(dir, 'no-qemu'),
+    '--dir',
+    dir,
+    '--out',
+    path.join(dir, 'o'),
+  ]);
   t.equal(r.status, 2);
   t.match(r.stderr, /--peers qemu: --qemu-binary .*no-qemu does not run or prints no version/);
 });
 
 t.test('--json: the JSON lines on stdout', async (t) => {
   const dir = tmpdir(t);
-  const r = await mfd(['bench', '--size', '4M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'o'), '--json', '--no-progress']);
+  const r = await mfd([
+    'bench',
+    '--size',
+    '4M',
+    '--compression',
+    'none',
+    '--channels',
+    '1',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    path.join(dir, 'o'),
+    '--json',
+    '--no-progress',
+  ]);
   t.equal(r.status, 0, r.stderr);
-  const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+  const recs = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string });
   t.same([...new Set(recs.map((x) => x.type))], ['meta', 'run', 'cell', 'target']);
   t.notMatch(r.stderr, /run 1\/1/, '--no-progress');
 });
 
-t.test('--image: a user\'s image file is migrated as it is, a row of its own, and left untouched', async (t) => {
+t.test("--image: a user's image file is migrated as it is, a row of its own, and left untouched", async (t) => {
   const dir = tmpdir(t);
   const img = path.join(dir, 'guest.img');
   // Not a generated profile: bytes of its own, half of them zero pages.
@@ -126,28 +234,88 @@ t.test('--image: a user\'s image file is migrated as it is, a row of its own, an
   fs.writeFileSync(img, bytes);
   const before = fs.statSync(img);
   const out = path.join(dir, 'o');
-  const r = await mfd(['bench', '--image', img, '--compression', 'none,zstd', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json', '--no-progress']);
+  const r = await mfd([
+    'bench',
+    '--image',
+    img,
+    '--compression',
+    'none,zstd',
+    '--channels',
+    '2',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    out,
+    '--json',
+    '--no-progress',
+  ]);
   t.equal(r.status, 0, r.stderr);
   const recs = stdoutLines(r.stdout);
   t.match(recs[0], { type: 'meta', matrix: { profiles: [], images: [img] } }, 'only the image, no generated one without --profile');
   const cells = recs.filter((x) => x.type === 'cell') as unknown as { cell: { profile: string; sizeBytes: number; image: string } }[];
   t.same(
     cells.map((c) => [c.cell.profile, c.cell.sizeBytes, c.cell.image]),
-    [['image:guest', 2 << 20, img], ['image:guest', 2 << 20, img]],
+    [
+      ['image:guest', 2 << 20, img],
+      ['image:guest', 2 << 20, img],
+    ],
     'a row per method, named after the file',
   );
   t.ok(fs.readFileSync(img).equals(bytes) && fs.statSync(img).mtimeMs === before.mtimeMs, 'the image is unchanged');
-  const both = await mfd(['bench', '--image', img, '--profile', 'zero', '--size', '1M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'o2'), '--json', '--no-progress']);
+  const both = await mfd([
+    'bench',
+    '--image',
+    img,
+    '--profile',
+    'zero',
+    '--size',
+    '1M',
+    '--compression',
+    'none',
+    '--channels',
+    '1',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    path.join(dir, 'o2'),
+    '--json',
+    '--no-progress',
+  ]);
   t.equal(both.status, 0, both.stderr);
-  t.same(stdoutLines(both.stdout).filter((x) => x.type === 'cell').map((x) => (x as unknown as { cell: { profile: string } }).cell.profile), ['zero', 'image:guest'], 'with --profile, generated images too');
+  t.same(
+    stdoutLines(both.stdout)
+      .filter((x) => x.type === 'cell')
+      .map((x) => (x as unknown as { cell: { profile: string } }).cell.profile),
+    ['zero', 'image:guest'],
+    'with --profile, generated images too',
+  );
   t.ok(fs.existsSync(img), 'still there after the bench cleaned up');
 });
 
-t.test('help: bench is listed, with its flags in QEMU\'s vocabulary', async (t) => {
+t.test("help: bench is listed, with its flags in QEMU's vocabulary", async (t) => {
   t.match((await mfd(['--help'])).stdout, /bench \[options\] +measure migrations/);
   const h = await mfd(['bench', '--help']);
   t.equal(h.status, 0);
-  for (const flag of ['--compression <list>', '--channels <list>', '--zero-page-detection <list>', '--link <rate[,delay]>', '--peers <list>']) t.ok(h.stdout.includes(flag), flag);
+  for (const flag of [
+    '--compression <list>',
+    '--channels <list>',
+    '--zero-page-detection <list>',
+    '--link <rate[,delay]>',
+    '--peers <list>',
+  ])
+    t.ok(h.stdout.includes(flag), flag);
 });
 
 t.test('bad options exit 2 and say what is expected', async (t) => {
@@ -174,7 +342,8 @@ t.test('--link without root says it needs root', async (t) => {
   const asRoot = process.getuid?.() === 0;
   if (asRoot && !setpriv) return void t.skip('root, and no setpriv to drop it', () => {});
   const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath];
-  if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0) return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
+  if (asRoot && (await mfd(['--version'], { cmd: nobody })).status !== 0)
+    return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
   const r = await mfd(['bench', '--link', '1gbit,1ms', '--size', '4M'], asRoot ? { cmd: nobody } : {});
   t.equal(r.status, 2);
   t.match(r.stderr, /--link needs root: it creates two network namespaces, a veth pair or TUN devices, and tc qdiscs/);
@@ -185,11 +354,35 @@ t.test('a shaped link between two network namespaces', async (t) => {
   if (why) return void t.skip(`network namespaces unavailable here: ${why}`, () => {});
   const dir = tmpdir(t);
   const out = path.join(dir, 'o');
-  const r = await mfd(['bench', '--link', '400mbit', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', out, '--json']);
+  const r = await mfd([
+    'bench',
+    '--link',
+    '400mbit',
+    '--size',
+    '8M',
+    '--compression',
+    'none',
+    '--channels',
+    '2',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    out,
+    '--json',
+  ]);
   if (r.status === 2 && /no tbf qdisc/.test(r.stderr)) return void t.skip(`this kernel cannot shape: ${r.stderr.trim()}`, () => {});
   t.equal(r.status, 0, r.stderr);
   const recs = stdoutLines(r.stdout);
-  t.match(recs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 0, description: /400 mbit\/s, no added delay \(tc tbf\)/ } });
+  t.match(recs[0], {
+    type: 'meta',
+    network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 0, description: /400 mbit\/s, no added delay \(tc tbf\)/ },
+  });
   const run = recs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number } };
   t.ok(run.mfd.linkBytes >= run.mfd.wireBytes, "the veth's own counter saw at least mfd's wire bytes");
   t.ok(run.mfd.linkBytes < run.mfd.wireBytes * 1.2, 'and only this run (a private link): headers and ACKs add a little');
@@ -197,14 +390,45 @@ t.test('a shaped link between two network namespaces', async (t) => {
 
   // With a delay: TUN devices and the delay line (no netem needed), the output verified all the same.
   if (!fs.existsSync('/dev/net/tun')) return void t.skip('no /dev/net/tun here: the delay line needs TUN devices', () => {});
-  const d = await mfd(['bench', '--link', '400mbit,2ms', '--size', '8M', '--compression', 'none', '--channels', '2', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'd'), '--json']);
+  const d = await mfd([
+    'bench',
+    '--link',
+    '400mbit,2ms',
+    '--size',
+    '8M',
+    '--compression',
+    'none',
+    '--channels',
+    '2',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    path.join(dir, 'd'),
+    '--json',
+  ]);
   t.equal(d.status, 0, d.stderr);
   const drecs = stdoutLines(d.stdout);
-  t.match(drecs[0], { type: 'meta', network: { kind: 'link', rateBitsPerSec: 4e8, delayMs: 2, description: /TUN pair .*400 mbit\/s, 2 ms delay each way .*tc tbf for the rate \+ mfd delay line for the delay, no netem/ } });
+  t.match(drecs[0], {
+    type: 'meta',
+    network: {
+      kind: 'link',
+      rateBitsPerSec: 4e8,
+      delayMs: 2,
+      description: /TUN pair .*400 mbit\/s, 2 ms delay each way .*tc tbf for the rate \+ mfd delay line for the delay, no netem/,
+    },
+  });
   const drun = drecs.find((l) => l.type === 'run') as unknown as { mfd: { linkBytes: number; wireBytes: number; imageBytes: number } };
   t.equal(drun.mfd.imageBytes, 8 << 20, 'the run completed (and the bench compared its output with the image)');
   t.ok(drun.mfd.linkBytes >= drun.mfd.wireBytes, "the receiving TUN device saw at least mfd's wire bytes");
-  const dl = drecs.find((l) => l.type === 'link') as unknown as { delayLine: { cpuSec: number; forward: { bytes: number; dropped: number } } };
+  const dl = drecs.find((l) => l.type === 'link') as unknown as {
+    delayLine: { cpuSec: number; forward: { bytes: number; dropped: number } };
+  };
   t.ok(dl.delayLine.forward.bytes >= drun.mfd.wireBytes, 'the delay line forwarded them');
   t.equal(dl.delayLine.forward.dropped, 0, 'and dropped none');
   t.match(d.stderr, /Delay line: \d+ packets .*, 0 dropped, [\d.]+ CPU s in the bench process/);

@@ -72,12 +72,19 @@ t.test('--link 200mbit,5ms: round trips of 10 ms, a transfer at the rate', async
   const srv = start(net, 'recv', server);
   t.teardown(() => srv.kill());
   await srv.ready;
-  const r = JSON.parse(await start(net, 'send', client).out) as { connectMs: number; echoMs: number[]; sink: { bytes: number; ms: number } };
+  const r = JSON.parse(await start(net, 'send', client).out) as {
+    connectMs: number;
+    echoMs: number[];
+    sink: { bytes: number; ms: number };
+  };
 
   // A connect is one round trip (SYN, SYN-ACK); each echo one more. The least of them is the link's,
   // the others add this shared machine's scheduling.
   const rtt = Math.min(r.connectMs, ...r.echoMs);
-  t.ok(rtt >= 9 && rtt < 50, `TCP round trip ${rtt.toFixed(2)} ms: twice the 5 ms delay (connect ${r.connectMs.toFixed(1)} ms, echoes ${r.echoMs.map((x) => x.toFixed(1)).join(' ')})`);
+  t.ok(
+    rtt >= 9 && rtt < 50,
+    `TCP round trip ${rtt.toFixed(2)} ms: twice the 5 ms delay (connect ${r.connectMs.toFixed(1)} ms, echoes ${r.echoMs.map((x) => x.toFixed(1)).join(' ')})`,
+  );
 
   t.equal(r.sink.bytes, BULK, 'the bulk transfer arrived whole');
   const bitsPerSec = (r.sink.bytes * 8) / (r.sink.ms / 1000);

@@ -63,14 +63,17 @@ t.test('--link RATE[,DELAY]', async (t) => {
   t.ok(e instanceof UsageError, 'a bad --link is a usage error (exit 2)');
 });
 
-t.test('tc command: tbf for the rate, with or without a delay (the delay is the delay line\'s)', async (t) => {
+t.test("tc command: tbf for the rate, with or without a delay (the delay is the delay line's)", async (t) => {
   const plain = tbfCommand('ns', 'dev0', parseLink('1gbit'));
   t.same(plain.slice(0, 8), ['-n', 'ns', 'qdisc', 'add', 'dev', 'dev0', 'root', 'handle']);
   t.match(plain.join(' '), /tbf rate 1000000000bit burst 125000 latency 25ms/);
   t.match(tbfCommand('ns', 'dev0', parseLink('100mbit')).join(' '), /burst 65536 /, 'burst at least 64 KiB');
   t.same(tbfCommand('ns', 'dev0', parseLink('1gbit,1ms')), plain, 'no netem: the same tbf with a delay');
   t.match(describeLink(parseLink('1gbit')), /^veth between two network namespaces, 1 gbit\/s, no added delay \(tc tbf\)$/);
-  t.match(describeLink(parseLink('400mbit,1ms')), /^TUN pair between two network namespaces, 400 mbit\/s, 1 ms delay each way \(round trip \+2 ms; tc tbf for the rate \+ mfd delay line for the delay, no netem\)$/);
+  t.match(
+    describeLink(parseLink('400mbit,1ms')),
+    /^TUN pair between two network namespaces, 400 mbit\/s, 1 ms delay each way \(round trip \+2 ms; tc tbf for the rate \+ mfd delay line for the delay, no netem\)$/,
+  );
 });
 
 t.test('peers: names, all, none', async (t) => {
@@ -107,16 +110,38 @@ t.test('the whole option set, and the matrix it makes', async (t) => {
 });
 
 t.test('--image files: a row each, named after the file; alone unless --profile is given', async (t) => {
-  const images = [{ path: '/data/a.img', sizeBytes: 2 ** 20 }, { path: '/data/guest-b.ram', sizeBytes: 8192 }];
+  const images = [
+    { path: '/data/a.img', sizeBytes: 2 ** 20 },
+    { path: '/data/guest-b.ram', sizeBytes: 8192 },
+  ];
   const alone = parse({ images, compression: 'zstd', channels: '4' });
   t.same(alone.profiles, [], 'no generated images without --profile');
   t.same(
     buildCells(alone).map((c) => [c.profile, c.sizeBytes, c.image]),
-    [['image:a', 2 ** 20, '/data/a.img'], ['image:guest-b', 8192, '/data/guest-b.ram']],
+    [
+      ['image:a', 2 ** 20, '/data/a.img'],
+      ['image:guest-b', 8192, '/data/guest-b.ram'],
+    ],
   );
   t.equal(cellKey(buildCells(alone)[0]!), 'zstd/multifd/4ch/image:a/1MiB');
   const both = parse({ images, profileGiven: true, compression: 'zstd', channels: '4' });
-  t.same(buildCells(both).map((c) => c.profile), ['mixed', 'image:a', 'image:guest-b'], 'generated images first, then the files');
-  t.throws(() => parse({ images: [{ path: '/x/odd.img', sizeBytes: 5000 }] }), /--image "\/x\/odd\.img" is 5000 bytes: expected a whole number of 4 KiB pages/);
-  t.throws(() => parse({ images: [{ path: '/x/a.img', sizeBytes: 4096 }, { path: '/y/a.img', sizeBytes: 4096 }] }), /two files called a/);
+  t.same(
+    buildCells(both).map((c) => c.profile),
+    ['mixed', 'image:a', 'image:guest-b'],
+    'generated images first, then the files',
+  );
+  t.throws(
+    () => parse({ images: [{ path: '/x/odd.img', sizeBytes: 5000 }] }),
+    /--image "\/x\/odd\.img" is 5000 bytes: expected a whole number of 4 KiB pages/,
+  );
+  t.throws(
+    () =>
+      parse({
+        images: [
+          { path: '/x/a.img', sizeBytes: 4096 },
+          { path: '/y/a.img', sizeBytes: 4096 },
+        ],
+      }),
+    /two files called a/,
+  );
 });

@@ -73,7 +73,12 @@ function tableUnder(md: string, heading: string): string[][] {
   const rows: string[][] = [];
   for (const l of lines.slice(at + 2)) {
     if (!l.startsWith('|')) break;
-    rows.push(l.slice(1, -1).split(/(?<!\\)\|/).map((c) => c.trim()));
+    rows.push(
+      l
+        .slice(1, -1)
+        .split(/(?<!\\)\|/)
+        .map((c) => c.trim()),
+    );
   }
   return rows;
 }
@@ -129,16 +134,31 @@ t.test('markdown: a row per cell with medians, peers pair by pair, targets with 
 
 t.test('markdown: scaling with size says whether memory stays flat', async (t) => {
   const mk = (size: number, rss: number) =>
-    summarizeCell({ cell: { compression: 'none', zeroPageDetection: 'multifd', channels: 4, profile: 'mixed', sizeBytes: size }, runs: [run(size / 1e9, size, rss)], peers: {} });
+    summarizeCell({
+      cell: { compression: 'none', zeroPageDetection: 'multifd', channels: 4, profile: 'mixed', sizeBytes: size },
+      runs: [run(size / 1e9, size, rss)],
+      peers: {},
+    });
   const cs = [mk(2 ** 29, 100), mk(2 ** 30, 101), mk(2 ** 32, 104)];
   const md = markdownReport(meta({ peers: [], skippedPeers: [], runs: 1 }), cs, computeTargets(cs));
   t.match(md, /### Scaling with image size/);
   t.notMatch(md, /### Spread/, 'one run: no spread');
-  t.match(md, /Not measured: mfd \/ QEMU wall time, none \(qemu not in this run\); .*\(iperf3 not in this run\)/, 'targets of absent peers: one line');
+  t.match(
+    md,
+    /Not measured: mfd \/ QEMU wall time, none \(qemu not in this run\); .*\(iperf3 not in this run\)/,
+    'targets of absent peers: one line',
+  );
   t.notMatch(md, /\| target \| cell \|/);
-  t.match(md, /512 MiB → 4 GiB: peak RSS send 100 → 104 MiB \(x1\.04\), recv 97 → 97 MiB \(x1\.00\): \*\*memory flat\*\*; time per GiB x1\.00/);
+  t.match(
+    md,
+    /512 MiB → 4 GiB: peak RSS send 100 → 104 MiB \(x1\.04\), recv 97 → 97 MiB \(x1\.00\): \*\*memory flat\*\*; time per GiB x1\.00/,
+  );
   const ch = charts(meta(), cs);
-  t.same(ch.map((c) => c.file), ['scaling.svg', 'memory.svg'], 'one channel count: charts against size only');
+  t.same(
+    ch.map((c) => c.file),
+    ['scaling.svg', 'memory.svg'],
+    'one channel count: charts against size only',
+  );
   const mem = parseXml(ch[1]!.svg);
   t.same(
     findAll(mem, (e) => e.name === 'g' && /^series /.test(e.attrs.class ?? '')).map((g) => `${g.attrs.class} ${g.attrs['data-name']}`),
@@ -148,12 +168,18 @@ t.test('markdown: scaling with size says whether memory stays flat', async (t) =
   t.equal(sendLine.attrs.points!.split(' ').length, 3, 'a point per size');
   const both = charts(meta(), [...cs, ...cells()]);
   t.same(both.map((c) => c.file).slice(-2), ['scaling.svg', 'memory.svg']);
-  t.ok(both.some((c) => c.file === 'throughput-mixed-1GiB.svg'), 'channels and sizes vary: a throughput chart per image too');
+  t.ok(
+    both.some((c) => c.file === 'throughput-mixed-1GiB.svg'),
+    'channels and sizes vary: a throughput chart per image too',
+  );
 });
 
 /** Maps a point's y back to a value through the y axis's tick labels. */
 function yScale(svg: XmlElement): (y: number) => number {
-  const ticks = findAll(svg, (e) => e.name === 'text' && e.parent?.attrs.class === 'y-axis' && /^[\d.]+$/.test(e.text)).map((e) => ({ v: Number(e.text), y: Number(e.attrs.y) }));
+  const ticks = findAll(svg, (e) => e.name === 'text' && e.parent?.attrs.class === 'y-axis' && /^[\d.]+$/.test(e.text)).map((e) => ({
+    v: Number(e.text),
+    y: Number(e.attrs.y),
+  }));
   const lo = ticks[0]!;
   const hi = ticks[ticks.length - 1]!;
   return (y) => lo.v + ((y - lo.y) / (hi.y - lo.y)) * (hi.v - lo.v);
@@ -168,10 +194,19 @@ t.test('SVG: well-formed, one polyline per method through the expected points, Q
   t.equal(svg.name, 'svg');
   t.equal(svg.attrs.xmlns, 'http://www.w3.org/2000/svg');
   const methods = findAll(svg, (e) => e.name === 'g' && e.attrs.class === 'series method');
-  t.same(methods.map((g) => g.attrs['data-name']), ['mfd none', 'mfd zstd']);
+  t.same(
+    methods.map((g) => g.attrs['data-name']),
+    ['mfd none', 'mfd zstd'],
+  );
   const toValue = yScale(svg);
-  const xTicks = findAll(svg, (e) => e.name === 'text' && e.parent?.attrs.class === 'x-axis' && /^\d+$/.test(e.text)).map((e) => ({ ch: Number(e.text), x: Number(e.attrs.x) }));
-  t.same(xTicks.map((x) => x.ch), [1, 4]);
+  const xTicks = findAll(svg, (e) => e.name === 'text' && e.parent?.attrs.class === 'x-axis' && /^\d+$/.test(e.text)).map((e) => ({
+    ch: Number(e.text),
+    x: Number(e.attrs.x),
+  }));
+  t.same(
+    xTicks.map((x) => x.ch),
+    [1, 4],
+  );
   for (const g of methods) {
     const lines = g.children.filter((c) => c.name === 'polyline');
     t.equal(lines.length, 1, `${g.attrs['data-name']}: one polyline`);
@@ -184,9 +219,15 @@ t.test('SVG: well-formed, one polyline per method through the expected points, Q
     });
   }
   const qemu = findAll(svg, (e) => e.name === 'g' && e.attrs.class === 'series peer');
-  t.same(qemu.map((g) => g.attrs['data-name']), ['QEMU none', 'QEMU zstd']);
-  t.ok(qemu.every((g) => g.children[0]?.attrs['stroke-dasharray']), 'QEMU lines are dashed');
-  t.equal(qemu[0]!.children[0]!.attrs.stroke, methods[0]!.children[0]!.attrs.stroke, 'in their method\'s colour');
+  t.same(
+    qemu.map((g) => g.attrs['data-name']),
+    ['QEMU none', 'QEMU zstd'],
+  );
+  t.ok(
+    qemu.every((g) => g.children[0]?.attrs['stroke-dasharray']),
+    'QEMU lines are dashed',
+  );
+  t.equal(qemu[0]!.children[0]!.attrs.stroke, methods[0]!.children[0]!.attrs.stroke, "in their method's colour");
   const legend = findAll(svg, (e) => e.name === 'text' && e.parent?.attrs.class === 'legend-item').map((e) => e.text);
   t.same(legend, ['mfd none', 'mfd zstd', 'QEMU none', 'QEMU zstd']);
 });

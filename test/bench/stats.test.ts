@@ -30,7 +30,14 @@ t.test('ratios are taken pair by pair, not as a ratio of medians', async (t) => 
   t.equal(pairRatios([1], [0]), null, 'no division by zero');
 });
 
-const cell = (over: Partial<Cell> = {}): Cell => ({ compression: 'none', zeroPageDetection: 'multifd', channels: 4, profile: 'mixed', sizeBytes: 2 ** 30, ...over });
+const cell = (over: Partial<Cell> = {}): Cell => ({
+  compression: 'none',
+  zeroPageDetection: 'multifd',
+  channels: 4,
+  profile: 'mixed',
+  sizeBytes: 2 ** 30,
+  ...over,
+});
 const sample = (wallSec: number, over: Partial<MfdSample> = {}): MfdSample => ({
   wallSec,
   senderSec: wallSec - 0.1,
@@ -98,7 +105,11 @@ t.test('targets: each with its value and pass, miss or not measured', async (t) 
 
 t.test('growth with image size: memory flat or not', async (t) => {
   const mk = (size: number, rss: number, wall: number) =>
-    summarizeCell({ cell: cell({ sizeBytes: size }), runs: [sample(wall, { sendRssBytes: rss * 2 ** 20, recvRssBytes: 90 * 2 ** 20 })], peers: {} });
+    summarizeCell({
+      cell: cell({ sizeBytes: size }),
+      runs: [sample(wall, { sendRssBytes: rss * 2 ** 20, recvRssBytes: 90 * 2 ** 20 })],
+      peers: {},
+    });
   const flat = sizeGrowth([mk(2 ** 29, 100, 0.5), mk(2 ** 31, 110, 2)]);
   t.equal(flat.length, 1);
   t.equal(flat[0]!.flat, true);
@@ -124,5 +135,8 @@ t.test('outputs are compared with the image byte for byte', async (t) => {
   t.match((e as Error).message, `peer x: output ${b} differs from the image at byte ${(8 << 20) + 5}`);
   fs.writeFileSync(b, big.subarray(1));
   t.match(((await compareFiles(a, b, 'short').catch((x: unknown) => x)) as Error).message, /is 9437183 bytes, the image 9437184/);
-  t.match(((await compareFiles(a, path.join(dir, 'nope'), 'gone').catch((x: unknown) => x)) as Error).message, /gone: output .* is missing \(ENOENT\)/);
+  t.match(
+    ((await compareFiles(a, path.join(dir, 'nope'), 'gone').catch((x: unknown) => x)) as Error).message,
+    /gone: output .* is missing \(ENOENT\)/,
+  );
 });

@@ -46,7 +46,10 @@ t.test('bad option values exit 2 with the valid range', async (t) => {
   // Values commander itself refuses: the same shape as mfd's own usage errors, and JSON with --json.
   const big = run('send', '--to', '127.0.0.1:1', '--channels', '300', '--json', 'x');
   t.equal(big.status, 2);
-  t.match(big.stderr, /^mfd send: error: option '--channels <n>' argument '300' is invalid\. Expected an integer in 1\.\.255 \(0 only with --qemu\) for --channels but received "300"\. \[ERR_USAGE\]$/m);
+  t.match(
+    big.stderr,
+    /^mfd send: error: option '--channels <n>' argument '300' is invalid\. Expected an integer in 1\.\.255 \(0 only with --qemu\) for --channels but received "300"\. \[ERR_USAGE\]$/m,
+  );
   t.match(JSON.parse(big.stdout), { status: 'failed', error: { code: 'ERR_USAGE', message: /argument '300' is invalid/ } });
   const missing = run('recv', '--listen', '127.0.0.1:0', '--json');
   t.equal(missing.status, 2);
@@ -76,7 +79,10 @@ t.test('hardware asked for and missing: exit 8 naming what is missing', async (t
   t.equal(b.status, 2);
   t.match(b.stderr, /Expected on or off for --qatzip-sw-fallback but received "maybe"/);
   const h = run('send', '--help');
-  t.match(h.stdout, /--accel-path <path>[\s\S]*--require-hardware[\s\S]*--qpl-sw-engine <auto\|mfd\|qpl>[\s\S]*--qatzip-sw-fallback <on\|off>[\s\S]*--qatzip-sw-engine <mfd\|qatzip>/);
+  t.match(
+    h.stdout,
+    /--accel-path <path>[\s\S]*--require-hardware[\s\S]*--qpl-sw-engine <auto\|mfd\|qpl>[\s\S]*--qatzip-sw-fallback <on\|off>[\s\S]*--qatzip-sw-engine <mfd\|qatzip>/,
+  );
 });
 
 t.test('missing image: exit 6', async (t) => {
@@ -87,7 +93,11 @@ t.test('missing image: exit 6', async (t) => {
   for (const spec of ['a/b=x.ram', '=x.ram']) {
     const n = run('send', '--to', '127.0.0.1:1', spec);
     t.equal(n.status, 6);
-    t.match(n.stderr, /read as a path: in NAME=PATH the name must be non-empty and without "\/"/, `${spec}: says why it was read as a path`);
+    t.match(
+      n.stderr,
+      /read as a path: in NAME=PATH the name must be non-empty and without "\/"/,
+      `${spec}: says why it was read as a path`,
+    );
   }
 });
 
@@ -116,7 +126,9 @@ t.test('recv and send as two processes: both exit 0 with --json summaries, outpu
   fs.mkdirSync(out);
   const img = makeImage(path.join(dir, 'vm1.ram'), (3 << 20) + 4096, 'mixed');
   const vram = makeImage(path.join(dir, 'vram.bin'), 1 << 20, 'text');
-  const recv = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const recv = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let rout = '';
   let rerr = '';
   recv.stdout.on('data', (d) => (rout += d));
@@ -145,7 +157,9 @@ t.test('recv and send as two processes: both exit 0 with --json summaries, outpu
 
 /** Starts `mfd recv` as a process; resolves once it listens. */
 async function startRecv(t: Test, out: string) {
-  const p = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(process.execPath, [bin, 'recv', '--listen', '127.0.0.1:0', '--output', out, '--log-level', 'info'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.teardown(() => p.kill('SIGKILL'));
   let err = '';
   const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
@@ -165,7 +179,10 @@ t.test('Ctrl-C on the receiver mid-migration: exit 130, the sender is told, no o
   const raw = new RawSender(r.port);
   t.teardown(() => raw.close());
   t.match(await raw.hello({ ramblocks: [{ name: 'vm.ram', size: 1 << 30 }] }), { type: 'ready' });
-  t.ok(fs.readdirSync(dir).some((f) => f.endsWith('.mfd-partial')), 'output under a temporary name while running');
+  t.ok(
+    fs.readdirSync(dir).some((f) => f.endsWith('.mfd-partial')),
+    'output under a temporary name while running',
+  );
   r.p.kill('SIGINT');
   const killedAt = performance.now();
   t.equal(await r.exited, 130);
@@ -233,9 +250,11 @@ t.test('an --output directory the receiver cannot write to is refused at start-u
   // Root may write anywhere: run as user nobody, when this machine can.
   const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath];
   if (asRoot && spawnSync('sh', ['-c', 'command -v setpriv']).status !== 0) return void t.skip('root, and no setpriv to drop it', () => {});
-  const exec = (args: string[]) => (asRoot ? spawnSync(nobody[0]!, [...nobody.slice(1), bin, ...args], { encoding: 'utf8', timeout: 60_000 }) : run(...args));
+  const exec = (args: string[]) =>
+    asRoot ? spawnSync(nobody[0]!, [...nobody.slice(1), bin, ...args], { encoding: 'utf8', timeout: 60_000 }) : run(...args);
   fs.chmodSync(dir, 0o755);
-  if (asRoot && exec(['--version']).status !== 0) return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
+  if (asRoot && exec(['--version']).status !== 0)
+    return void t.skip('user nobody cannot run this checkout (its directory is private)', () => {});
   const r = exec(['recv', '--listen', '127.0.0.1:0', '--output', ro]);
   t.equal(r.status, 6, r.stderr);
   t.match(r.stderr, /--output ".*ro": cannot create files there: EACCES/);

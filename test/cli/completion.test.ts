@@ -14,9 +14,10 @@ const program: Command = buildProgram({} as CommandContext);
 /** Every command and every flag of the tree, aliases and hidden ones included. */
 const commands = program.commands.map((c) => c.name());
 const flagsOf = (c: Command): string[] => c.options.flatMap((o) => [o.short, o.long]).filter((f): f is string => !!f);
-const word = (s: string, w: string): boolean => new RegExp(`(^|[\\s"'(|{,*])${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[\\s"'\\[)|=,}])`, 'm').test(s);
+const word = (s: string, w: string): boolean =>
+  new RegExp(`(^|[\\s"'(|{,*])${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[\\s"'\\[)|=,}])`, 'm').test(s);
 
-t.test('every shell\'s script names every command and every option', async (t) => {
+t.test("every shell's script names every command and every option", async (t) => {
   t.ok(commands.includes('completion') && commands.includes('send') && commands.length >= 7);
   for (const shell of SHELLS) {
     const r = run('completion', shell);
@@ -24,7 +25,11 @@ t.test('every shell\'s script names every command and every option', async (t) =
     const missing = [
       ...commands.filter((c) => !word(r.stdout, c)),
       ...flagsOf(program).filter((f) => !word(r.stdout, shell === 'fish' ? f.replace(/^--?/, '') : f)),
-      ...program.commands.flatMap((c) => flagsOf(c).filter((f) => !word(r.stdout, shell === 'fish' ? f.replace(/^--?/, '') : f)).map((f) => `${c.name()} ${f}`)),
+      ...program.commands.flatMap((c) =>
+        flagsOf(c)
+          .filter((f) => !word(r.stdout, shell === 'fish' ? f.replace(/^--?/, '') : f))
+          .map((f) => `${c.name()} ${f}`),
+      ),
     ];
     t.same(missing, [], `${shell}: nothing missing`);
   }
@@ -42,7 +47,16 @@ t.test('bash: the script parses (bash -n) and completes commands, options and ch
   const syntax = spawnSync('bash', ['-n', script], { encoding: 'utf8' });
   t.equal(syntax.status, 0, syntax.stderr);
   const complete = (...words: string[]): string[] => {
-    const r = spawnSync('bash', ['-c', `source "$1"; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _mfd; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script], { encoding: 'utf8', cwd: dir });
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `source "$1"; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _mfd; printf '%s\\n' "\${COMPREPLY[@]}"`,
+        'bash',
+        script,
+      ],
+      { encoding: 'utf8', cwd: dir },
+    );
     t.equal(r.status, 0, r.stderr);
     return r.stdout.split('\n').filter(Boolean).sort();
   };
@@ -50,7 +64,7 @@ t.test('bash: the script parses (bash -n) and completes commands, options and ch
   t.same(complete('mfd', 'send', '--comp'), ['--compression']);
   t.same(complete('mfd', 'send', '--compression', 'z'), ['zlib', 'zstd']);
   t.same(complete('mfd', 'recv', '--log-level', 'w'), ['warn']);
-  t.same(complete('mfd', 'completion', '-'), ['-h', '--help'].sort(), 'a command\'s own options');
+  t.same(complete('mfd', 'completion', '-'), ['-h', '--help'].sort(), "a command's own options");
 });
 
 t.test('the man page comes from the same tree, and package.json lists it', async (t) => {
@@ -59,7 +73,14 @@ t.test('the man page comes from the same tree, and package.json lists it', async
   const man = fs.readFileSync(path.join(path.dirname(bin), '..', 'dist', 'man', 'mfd.1'), 'utf8');
   t.match(man, /^\.TH MFD 1 /);
   const text = man.replace(/\\-/g, '-').replace(/\\f[BIR]/g, '');
-  const missing = [...commands.filter((c) => !text.includes(`.SS "mfd ${c} `)), ...program.commands.flatMap((c) => flagsOf(c).filter((f) => !word(text, f)).map((f) => `${c.name()} ${f}`))];
+  const missing = [
+    ...commands.filter((c) => !text.includes(`.SS "mfd ${c} `)),
+    ...program.commands.flatMap((c) =>
+      flagsOf(c)
+        .filter((f) => !word(text, f))
+        .map((f) => `${c.name()} ${f}`),
+    ),
+  ];
   t.same(missing, [], 'every command has a section, every option an entry');
   t.match(text, /\.SH "EXIT STATUS"[\s\S]*143 +terminated \(SIGTERM\)/);
 });

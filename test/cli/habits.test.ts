@@ -30,7 +30,10 @@ t.test('durations: seconds by default, ms/s/m/h suffixes', async (t) => {
   t.equal(p('10'), 10_000);
   t.throws(() => p('0'), InvalidArgumentError);
   // The old meaning of --connect-timeout (milliseconds), past the range as seconds: the error says how to write it.
-  t.throws(() => p('10000'), { message: /Expected a duration in 1ms\.\.1h for --connect-timeout .* received "10000" \(a bare number is seconds: for milliseconds write 10000ms\)/ });
+  t.throws(() => p('10000'), {
+    message:
+      /Expected a duration in 1ms\.\.1h for --connect-timeout .* received "10000" \(a bare number is seconds: for milliseconds write 10000ms\)/,
+  });
   t.throws(() => p('2h'), { message: /received "2h"\.$/ });
 });
 
@@ -96,7 +99,12 @@ t.test('-v and -q shift --log-level one step each', async (t) => {
     for (const o of commonOptions()) c.addOption(o);
     return c.action(() => void seen.push(c.opts()));
   };
-  for (const [argv, tty] of [[['-vv'], false], [['-q'], true], [['--log-level', 'error', '-v', '--progress'], false], [[], true]] as const) {
+  for (const [argv, tty] of [
+    [['-vv'], false],
+    [['-q'], true],
+    [['--log-level', 'error', '-v', '--progress'], false],
+    [[], true],
+  ] as const) {
     const c = prog();
     c.hook('preAction', (_, a) => settleCommonOptions(a, tty));
     await c.parseAsync([...argv], { from: 'user' });
@@ -110,7 +118,10 @@ t.test('-v and -q shift --log-level one step each', async (t) => {
 });
 
 t.test('SIGTERM exits 143, SIGINT 130', async (t) => {
-  for (const [sig, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+  for (const [sig, code] of [
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const) {
     const out = tmpdir(t);
     const r = await mfdRecv(t, ['--output', out, '--json']);
     r.p.kill(sig);
@@ -127,7 +138,24 @@ t.test('expected conditions are not "a bug in mfd"', async (t) => {
   const dir = tmpdir(t);
   const file = path.join(dir, 'taken');
   fs.writeFileSync(file, 'x');
-  const b = run('bench', '--out', file, '--size', '1M', '--peers', 'none', '--runs', '1', '--warmup', '0', '--compression', 'none', '--channels', '1', '--no-progress');
+  const b = run(
+    'bench',
+    '--out',
+    file,
+    '--size',
+    '1M',
+    '--peers',
+    'none',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--compression',
+    'none',
+    '--channels',
+    '1',
+    '--no-progress',
+  );
   t.equal(b.status, 2, b.stderr);
   t.match(b.stderr, /^mfd bench: error: --out ".*taken" exists and is not a directory/m);
   t.notMatch(b.stderr, /a bug in mfd|\n\s+at /, 'no bug, no stack trace');
@@ -139,7 +167,8 @@ t.test('expected conditions are not "a bug in mfd"', async (t) => {
   t.match(again.stderr, /already holds results \(results\.jsonl\)/);
   t.equal(fs.readFileSync(path.join(done, 'results.jsonl'), 'utf8'), '{}\n', 'earlier results untouched');
   // Whatever system call fails on a file or directory is an I/O condition (exit 6), a network one a connection failure (exit 4).
-  const errno = (code: string, syscall: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: failed, ${syscall} '/x'`), { code, syscall });
+  const errno = (code: string, syscall: string): NodeJS.ErrnoException =>
+    Object.assign(new Error(`${code}: failed, ${syscall} '/x'`), { code, syscall });
   t.match(asMfdError(errno('EEXIST', 'mkdir')), { code: 'ERR_EEXIST', exitCode: 6 });
   t.match(asMfdError(errno('ENOTDIR', 'open')), { code: 'ERR_ENOTDIR', exitCode: 6 });
   t.match(asMfdError(errno('ENOTFOUND', 'getaddrinfo')), { code: 'ERR_ENOTFOUND', exitCode: 4 });

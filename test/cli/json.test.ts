@@ -16,7 +16,7 @@ import { JSON_SCHEMA_VERSION, MFD_VERSION } from '../../src/version.js';
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
 const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(bin), '..', 'package.json'), 'utf8')) as { version: string };
 
-t.test('a migration\'s --json: QEMU\'s query-migrate names, the version, and valid against the schema', async (t) => {
+t.test("a migration's --json: QEMU's query-migrate names, the version, and valid against the schema", async (t) => {
   t.equal(MFD_VERSION, pkg.version);
   const dir = tmpdir(t);
   const out = path.join(dir, 'out');
@@ -29,7 +29,10 @@ t.test('a migration\'s --json: QEMU\'s query-migrate names, the version, and val
   t.equal(r.code, 0, r.stderr);
   const sent = JSON.parse(s.stdout);
   const got = JSON.parse(r.stdout);
-  for (const [o, kind] of [[sent, 'SendJson'], [got, 'RecvJson']] as const) {
+  for (const [o, kind] of [
+    [sent, 'SendJson'],
+    [got, 'RecvJson'],
+  ] as const) {
     t.equal(schemaErrors(kind, o), '', `${kind} is valid`);
     t.equal(o['mfd-version'], pkg.version);
     t.equal(o['schema-version'], JSON_SCHEMA_VERSION);
@@ -68,7 +71,11 @@ t.test('file save, file restore, failure, inspect, accel, gen-image and bench --
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   check('RecvJson', run('recv', '--from', `file:${file}`, '--output', out, '--json'));
-  t.match(check('FailureJson', run('send', '--to', '127.0.0.1:1', '--json', img), 4), { status: 'failed', 'error-desc': /cannot connect/, error: { code: 'ERR_ECONNREFUSED' } });
+  t.match(check('FailureJson', run('send', '--to', '127.0.0.1:1', '--json', img), 4), {
+    status: 'failed',
+    'error-desc': /cannot connect/,
+    error: { code: 'ERR_ECONNREFUSED' },
+  });
   check('FailureJson', run('send', '--to', '127.0.0.1:1', '--channels', '999', '--json', img), 2);
   check('InspectJson', run('inspect', '--json', file));
   // A damaged stream: the report lists errors, exit 3, still valid.
@@ -77,9 +84,32 @@ t.test('file save, file restore, failure, inspect, accel, gen-image and bench --
   check('InspectJson', run('inspect', '--json', junk), 3);
   check('AccelJson', run('accel', '--json'));
   check('GenImageJson', run('gen-image', '--size', '64K', '--json', path.join(dir, 'g.ram')));
-  const b = run('bench', '--size', '1M', '--compression', 'none', '--channels', '1', '--runs', '1', '--warmup', '0', '--peers', 'none', '--dir', dir, '--out', path.join(dir, 'bench'), '--json', '--no-progress');
+  const b = run(
+    'bench',
+    '--size',
+    '1M',
+    '--compression',
+    'none',
+    '--channels',
+    '1',
+    '--runs',
+    '1',
+    '--warmup',
+    '0',
+    '--peers',
+    'none',
+    '--dir',
+    dir,
+    '--out',
+    path.join(dir, 'bench'),
+    '--json',
+    '--no-progress',
+  );
   t.equal(b.status, 0, b.stderr.slice(-500));
-  const lines = b.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+  const lines = b.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string });
   t.same([...new Set(lines.map((l) => l.type))].sort(), ['cell', 'meta', 'run', 'target']);
   for (const l of lines) t.equal(schemaErrors('BenchJsonLine', l), '', `bench ${l.type} line is valid`);
   // The schema holds: a field the types do not name is refused.

@@ -12,20 +12,35 @@ t.test('one parser of destinations: tcp:HOST:PORT beside HOST:PORT and file:PATH
   t.same(parseDestination('tcp:[::1]:5', '--to', '127.0.0.1'), { kind: 'tcp', host: '::1', port: 5 });
   t.same(parseDestination('tcp::7', '--to', '127.0.0.1'), { kind: 'tcp', host: '127.0.0.1', port: 7 });
   t.same(parseDestination('file:/x/y,offset=4K', '--to', '127.0.0.1'), { kind: 'file', target: { path: '/x/y', offset: 4096 } });
-  t.throws(() => parseDestination('tcp:host', '--to', '127.0.0.1'), { code: 'ERR_USAGE', message: /Expected HOST:PORT, tcp:HOST:PORT or file:PATH for --to but received "tcp:host"/ });
+  t.throws(() => parseDestination('tcp:host', '--to', '127.0.0.1'), {
+    code: 'ERR_USAGE',
+    message: /Expected HOST:PORT, tcp:HOST:PORT or file:PATH for --to but received "tcp:host"/,
+  });
   t.throws(() => parseDestination('unix:/sock', '--to', '127.0.0.1'), { code: 'ERR_USAGE' });
   t.same(parseTcpAddress('tcp::0', '--listen', '0.0.0.0'), { host: '0.0.0.0', port: 0 });
   t.throws(() => parseTcpAddress('file:/x', '--listen', '0.0.0.0'), { code: 'ERR_USAGE', message: /for --listen but received "file:\/x"/ });
 });
 
-t.test('mfd recv --listen tcp: and mfd send --to tcp: with QEMU\'s multifd-* names migrate', async (t) => {
+t.test("mfd recv --listen tcp: and mfd send --to tcp: with QEMU's multifd-* names migrate", async (t) => {
   const dir = tmpdir(t);
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
   const recv = mfd(t, ['recv', '--listen', 'tcp:127.0.0.1:0', '--output', out, '--json']);
   const port = Number((await recv.waitFor(/listening on [^\s]+:(\d+)/))[1]);
-  const s = await mfd(t, ['send', '--to', `tcp:127.0.0.1:${port}`, '--multifd-channels', '3', '--multifd-compression', 'zlib', '--multifd-zlib-level', '5', '--json', img]).done;
+  const s = await mfd(t, [
+    'send',
+    '--to',
+    `tcp:127.0.0.1:${port}`,
+    '--multifd-channels',
+    '3',
+    '--multifd-compression',
+    'zlib',
+    '--multifd-zlib-level',
+    '5',
+    '--json',
+    img,
+  ]).done;
   const r = await recv.done;
   t.equal(s.code, 0, s.stderr);
   t.equal(r.code, 0, r.stderr);

@@ -37,12 +37,21 @@ t.test('fingerprints: equal pages equal keys, zero pages skipped, match and sort
   const out = Buffer.alloc(5 * ENTRY_SIZE);
   const n = await fingerprintPages(pages, PS, 5, 100, out);
   t.equal(n, 4, 'the zero page has no entry');
-  t.same([0, 1, 2, 3].map((i) => entryIndex(out, i)), [100, 102, 103, 104], 'entries in page order, indices from the first');
+  t.same(
+    [0, 1, 2, 3].map((i) => entryIndex(out, i)),
+    [100, 102, 103, 104],
+    'entries in page order, indices from the first',
+  );
   t.same(out.subarray(0, 12), out.subarray(2 * ENTRY_SIZE, 2 * ENTRY_SIZE + 12), 'pages 0 and 3 are equal: same key');
-  t.not(out.subarray(0, 12).toString('hex'), out.subarray(ENTRY_SIZE, ENTRY_SIZE + 12).toString('hex'), 'pages 0 and 2 differ: different keys');
+  t.not(
+    out.subarray(0, 12).toString('hex'),
+    out.subarray(ENTRY_SIZE, ENTRY_SIZE + 12).toString('hex'),
+    'pages 0 and 2 differ: different keys',
+  );
   const table = Buffer.from(out.subarray(0, n * ENTRY_SIZE));
   await sortEntries(table, n);
-  for (let i = 1; i < n; i++) t.ok(Buffer.compare(table.subarray((i - 1) * 16, (i - 1) * 16 + 12), table.subarray(i * 16, i * 16 + 12)) <= 0, `sorted ${i}`);
+  for (let i = 1; i < n; i++)
+    t.ok(Buffer.compare(table.subarray((i - 1) * 16, (i - 1) * 16 + 12), table.subarray(i * 16, i * 16 + 12)) <= 0, `sorted ${i}`);
   const probe = Buffer.alloc(2 * ENTRY_SIZE);
   t.equal(await fingerprintPages(Buffer.concat([page(3), page(9)]), PS, 2, 0, probe), 2);
   const found = new Uint32Array(2);
@@ -88,7 +97,15 @@ function setup(t: Test): Setup {
   return { dir, src, out, image, old, other };
 }
 
-const sendOpts = (image: string) => ({ images: [{ name: 'pc.ram', path: image }], channels: 3, pageSize: PS, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', delta: true });
+const sendOpts = (image: string) => ({
+  images: [{ name: 'pc.ram', path: image }],
+  channels: 3,
+  pageSize: PS,
+  compression: 'none',
+  methodParams: {},
+  zeroPageDetection: 'multifd',
+  delta: true,
+});
 
 t.test('a delta migration: base and in-migration references, byte-identical, counted on both sides', async (t) => {
   const s = setup(t);
@@ -101,7 +118,11 @@ t.test('a delta migration: base and in-migration references, byte-identical, cou
   t.same(fs.readdirSync(s.out), ['pc.ram'], 'no temporary files left');
   t.equal(sha256(s.other), sha256(s.other), 'the other base unchanged');
   const expected = { dataPages: 40 + 10, zeroPages: 50, basePages: 360 + 100, migrationPages: 40 };
-  t.match(sent.stats.delta, expected, 'sender: 360 pages from the earlier version, 100 from the other image, 40 copies, 50 as data (40 changed, 10 sources of the copies)');
+  t.match(
+    sent.stats.delta,
+    expected,
+    'sender: 360 pages from the earlier version, 100 from the other image, 40 copies, 50 as data (40 changed, 10 sources of the copies)',
+  );
   t.match(received.stats.delta, expected, 'receiver counts the same');
   t.equal(sent.stats.normalPages, 50);
   t.equal(sent.stats.zeroPages, 0, 'the zero pages beside references went in a reference packet, not in data packets');
@@ -112,12 +133,15 @@ t.test('a delta migration: base and in-migration references, byte-identical, cou
 
 t.test('delta with a compression method: references beside zstd packets', async (t) => {
   const s = setup(t);
-  const { sent } = await migrate({ ...sendOpts(s.image), compression: 'zstd' }, { outputDir: s.out, delta: { bases: [{ name: 'other', path: s.other }], dirs: [] } });
+  const { sent } = await migrate(
+    { ...sendOpts(s.image), compression: 'zstd' },
+    { outputDir: s.out, delta: { bases: [{ name: 'other', path: s.other }], dirs: [] } },
+  );
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
   t.match(sent.stats.delta, { basePages: 460, migrationPages: 40, dataPages: 50 });
 });
 
-t.test('without --delta on the sender the hello is today\'s and so are the bytes on the wire', async (t) => {
+t.test("without --delta on the sender the hello is today's and so are the bytes on the wire", async (t) => {
   // The first frame a sender without --delta sends: no delta field.
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -137,7 +161,9 @@ t.test('without --delta on the sender the hello is today\'s and so are the bytes
   });
   const s = setup(t);
   const plain = { ...sendOpts(s.image), delta: false };
-  const failed = rejection(send({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, logger: silentLogger, timeoutMs: 2000, ...plain }));
+  const failed = rejection(
+    send({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, logger: silentLogger, timeoutMs: 2000, ...plain }),
+  );
   const h = await hello;
   await failed;
   t.equal(h.type, 'hello');
@@ -172,7 +198,7 @@ async function failing(t: Test, s: Setup, delta: DeltaRecvOptions): Promise<{ se
   return { sender, receiver };
 }
 
-t.test('a fingerprint collision (a base page given an image page\'s fingerprint) fails verification', async (t) => {
+t.test("a fingerprint collision (a base page given an image page's fingerprint) fails verification", async (t) => {
   const s = setup(t);
   // The fingerprint of image page 10 (changed since the earlier version, in no base): the base entry
   // of the other image's page 100 (seed 7777) takes its key.
@@ -200,14 +226,22 @@ t.test('a fingerprint collision (a base page given an image page\'s fingerprint)
 
 t.test('a base changed during the migration fails verification', async (t) => {
   const s = setup(t);
-  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.writeFileSync(s.other, randomBytes(101 * PS)) };
+  const delta: DeltaRecvOptions = {
+    bases: [{ name: 'other', path: s.other }],
+    dirs: [],
+    afterOffer: () => fs.writeFileSync(s.other, randomBytes(101 * PS)),
+  };
   const { receiver } = await failing(t, s, delta);
   t.equal(receiver.code, 'ERR_DIGEST', receiver.message);
 });
 
 t.test('a base that shrank during the migration fails the read, naming it', async (t) => {
   const s = setup(t);
-  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.truncateSync(s.other, 10 * PS) };
+  const delta: DeltaRecvOptions = {
+    bases: [{ name: 'other', path: s.other }],
+    dirs: [],
+    afterOffer: () => fs.truncateSync(s.other, 10 * PS),
+  };
   const { receiver, sender } = await failing(t, s, delta);
   t.equal(receiver.code, 'ERR_DELTA_BASE_SHORT');
   t.match(receiver.message, /base "other" \(.*other\.ram\).*it shrank during the migration/);
@@ -216,14 +250,21 @@ t.test('a base that shrank during the migration fails the read, naming it', asyn
 
 t.test('a base removed during the migration is still read whole (opened before its fingerprints were sent)', async (t) => {
   const s = setup(t);
-  const { sent } = await migrate(sendOpts(s.image), { outputDir: s.out, delta: { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.rmSync(s.other) } });
+  const { sent } = await migrate(sendOpts(s.image), {
+    outputDir: s.out,
+    delta: { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.rmSync(s.other) },
+  });
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
   t.equal(sent.stats.delta!.basePages, 460);
 });
 
 t.test('after a base shrank, the journal is kept and mfd send --resume (without --delta) completes byte-identical', async (t) => {
   const s = setup(t);
-  const delta: DeltaRecvOptions = { bases: [{ name: 'other', path: s.other }], dirs: [], afterOffer: () => fs.truncateSync(s.other, 10 * PS) };
+  const delta: DeltaRecvOptions = {
+    bases: [{ name: 'other', path: s.other }],
+    dirs: [],
+    afterOffer: () => fs.truncateSync(s.other, 10 * PS),
+  };
   const first = await startReceiver({ outputDir: s.out, delta });
   await rejection(send({ host: '127.0.0.1', port: first.port, logger: silentLogger, ...sendOpts(s.image) }));
   t.equal((await rejection(first.result)).code, 'ERR_DELTA_BASE_SHORT');
@@ -246,7 +287,10 @@ t.test('the CLI refuses delta where it cannot hold: files, --resume, --in-place,
     [['recv', '--delta', '--in-place', '--listen', '127.0.0.1:0', '--output', s.out], /not with --in-place/],
     [['recv', '--base', `x=${s.other}`, '--from', `file:${path.join(s.dir, 'f.mig')}`, '--output', s.out], /not with --from/],
     [['recv', '--base', 'nonsense', '--listen', '127.0.0.1:0', '--output', s.out], /--base "nonsense": expected NAME=PATH/],
-    [['recv', '--base-dir', path.join(s.dir, 'none'), '--listen', '127.0.0.1:0', '--output', s.out], /--base-dir ".*none" is not a directory/],
+    [
+      ['recv', '--base-dir', path.join(s.dir, 'none'), '--listen', '127.0.0.1:0', '--output', s.out],
+      /--base-dir ".*none" is not a directory/,
+    ],
   ];
   for (const [args, why] of cases) {
     const r = run(...args);
@@ -259,12 +303,19 @@ t.test('mfd inspect shows the reference packets of a dumped stream', async (t) =
   const { inspectStream, formatReport } = await import('../../src/inspect/inspect.js');
   const s = setup(t);
   const dump = path.join(s.dir, 'dump');
-  await migrate({ ...sendOpts(s.image), channels: 1 }, { outputDir: s.out, dumpStreams: dump, delta: { bases: [], dirs: [path.dirname(s.other)] } });
+  await migrate(
+    { ...sendOpts(s.image), channels: 1 },
+    { outputDir: s.out, dumpStreams: dump, delta: { bases: [], dirs: [path.dirname(s.other)] } },
+  );
   const r = await inspectStream(path.join(dump, 'channel-0.bin'), PS);
   t.same(r.errors, [], 'no errors: the reference payloads are skipped by their length');
   const refs = r.packets.filter((p) => p.references);
   t.ok(refs.length >= 1, 'reference packets listed');
-  t.equal(refs.reduce((a, p) => a + p.references!.pages, 0), 460 + 40 + 50, 'they stand for the base pages, the copies and the zero pages beside them');
+  t.equal(
+    refs.reduce((a, p) => a + p.references!.pages, 0),
+    460 + 40 + 50,
+    'they stand for the base pages, the copies and the zero pages beside them',
+  );
   t.match(refs[0]!.flags, 'delta-ref');
   t.equal(r.totals.normalPages, 50, 'the data packets: the 50 pages sent as data');
   const text = formatReport(r);
@@ -279,7 +330,10 @@ t.test('16 KiB pages, a base whose last page is partial, and copies across rambl
   const s = setup(t);
   // A second ramblock: 20 pages copied from the first image's pages 100..119 (4 KiB pages of seeds 100..119), then 4 new ones.
   const second = writePages(path.join(s.src, 'vga.vram'), [...Array.from({ length: 20 }, (_, i) => 100 + i), 9001, 9002, 9003, 9004]);
-  const images = [{ name: 'pc.ram', path: s.image }, { name: 'vga.vram', path: second }];
+  const images = [
+    { name: 'pc.ram', path: s.image },
+    { name: 'vga.vram', path: second },
+  ];
   const opts = { ...sendOpts(s.image), images, pageSize: 16384 };
   const { sent, received } = await migrate(opts, { outputDir: s.out, delta: { bases: [], dirs: [path.dirname(s.other)] } });
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
@@ -299,7 +353,17 @@ t.test('mfd send/recv --delta --json: the delta counts, valid against the JSON S
   const s = setup(t);
   const oldBytes = fs.readFileSync(s.old);
   const recv = await mfdRecv(t, ['--output', s.out, '--base-dir', path.dirname(s.other), '--json', '--no-progress']);
-  const sent = await mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--delta', '--channels', '2', '--json', '--no-progress', `pc.ram=${s.image}`]).done;
+  const sent = await mfd(t, [
+    'send',
+    '--to',
+    `127.0.0.1:${recv.port}`,
+    '--delta',
+    '--channels',
+    '2',
+    '--json',
+    '--no-progress',
+    `pc.ram=${s.image}`,
+  ]).done;
   const got = await recv.done;
   t.equal(sent.code, 0, sent.stderr);
   t.equal(got.code, 0, got.stderr);
@@ -315,5 +379,8 @@ t.test('mfd send/recv --delta --json: the delta counts, valid against the JSON S
   const recv2 = await mfdRecv(t, ['--output', s.out, '--delta', '--no-progress']);
   const text = await mfd(t, ['send', '--to', `127.0.0.1:${recv2.port}`, '--delta', '--no-progress', `pc.ram=${s.image}`]).done;
   await recv2.done;
-  t.match(text.stdout, /delta: pages as data=\d+ base references=360 in-migration references=40 zero=\d+; \d+ reference packets \(\d+ bytes\), [\d.]+ [KM]iB saved/);
+  t.match(
+    text.stdout,
+    /delta: pages as data=\d+ base references=360 in-migration references=40 zero=\d+; \d+ reference packets \(\d+ bytes\), [\d.]+ [KM]iB saved/,
+  );
 });

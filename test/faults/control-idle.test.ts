@@ -66,7 +66,17 @@ for (const [what, then] of [
       'logged',
     );
     const img = makeImage(path.join(tmpdir(t), 'a'), 1 << 20, 'mixed');
-    await send({ host: '127.0.0.1', port: r.port, logger: silentLogger, images: [{ name: 'a', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' });
+    await send({
+      host: '127.0.0.1',
+      port: r.port,
+      logger: silentLogger,
+      images: [{ name: 'a', path: img }],
+      channels: 2,
+      pageSize: 4096,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+    });
     await r.result;
     t.equal(sha256(path.join(r.dir, 'a')), sha256(img), 'the next sender migrated');
   });
@@ -80,7 +90,12 @@ t.test('hello, then silence: the migration fails after --timeout naming the miss
   const since = performance.now();
   const e = await rejection(r.result);
   const took = performance.now() - since;
-  t.match(e, { code: 'ERR_CHANNEL_MISSING', exitCode: ExitCode.CONNECTION, channel: 0, message: /not connected 1000 ms after the hello was accepted \(0 of 2 channels connected\)/ });
+  t.match(e, {
+    code: 'ERR_CHANNEL_MISSING',
+    exitCode: ExitCode.CONNECTION,
+    channel: 0,
+    message: /not connected 1000 ms after the hello was accepted \(0 of 2 channels connected\)/,
+  });
   t.ok(took < TIMEOUT_MS + 5000, `within ${Math.round(took)} ms`);
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING' }, 'the sender is told');
   t.same(fs.readdirSync(r.dir), [], 'nothing left');
@@ -92,14 +107,36 @@ t.test('channels that end without a complete: the migration fails after --timeou
   t.teardown(() => raw.close());
   t.match(await raw.hello({ channels: 1, ramblocks: [{ name: 'ram0', size: 4096 }] }), { type: 'ready' });
   const hs = packetHeaderSize(4096);
-  const page = encodePacketHeader(new Uint8Array(hs), hs, { flags: 0, pagesAlloc: 128, normalPages: 0, zeroPages: 1, nextPacketSize: 0, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0] });
-  const sync = encodePacketHeader(new Uint8Array(hs), hs, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 1n, ramblock: new Uint8Array(0), offsets: [] });
+  const page = encodePacketHeader(new Uint8Array(hs), hs, {
+    flags: 0,
+    pagesAlloc: 128,
+    normalPages: 0,
+    zeroPages: 1,
+    nextPacketSize: 0,
+    packetNum: 0n,
+    ramblock: Buffer.from('ram0'),
+    offsets: [0],
+  });
+  const sync = encodePacketHeader(new Uint8Array(hs), hs, {
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: 1n,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), page, sync);
   ch.end();
   const since = performance.now();
   const e = await rejection(r.result);
   const took = performance.now() - since;
-  t.match(e, { code: 'ERR_CONTROL_TIMEOUT', exitCode: ExitCode.CONNECTION, message: /all 1 channel ended 1000 ms ago, but no "complete" came from the sender/ });
+  t.match(e, {
+    code: 'ERR_CONTROL_TIMEOUT',
+    exitCode: ExitCode.CONNECTION,
+    message: /all 1 channel ended 1000 ms ago, but no "complete" came from the sender/,
+  });
   t.ok(took >= TIMEOUT_MS * 0.9 && took < TIMEOUT_MS + 5000, `after ${Math.round(took)} ms`);
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CONTROL_TIMEOUT' }, 'the sender is told');
   t.notOk(fs.existsSync(path.join(r.dir, 'ram0')), 'no output under its final name');
@@ -107,7 +144,18 @@ t.test('channels that end without a complete: the migration fails after --timeou
 
 /** Sends `img` as block `name` to the receiver at `port`, as `mfd send` would. */
 function sendImage(port: number, name: string, img: string, resume = false) {
-  return send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name, path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', ...(resume ? { resume: true } : {}) });
+  return send({
+    host: '127.0.0.1',
+    port,
+    logger: silentLogger,
+    images: [{ name, path: img }],
+    channels: 2,
+    pageSize: 4096,
+    compression: 'none',
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+    ...(resume ? { resume: true } : {}),
+  });
 }
 
 t.test('hello, then silence, with --resume-wait: the migration fails and the next sender is served', async (t) => {
@@ -115,9 +163,17 @@ t.test('hello, then silence, with --resume-wait: the migration fails and the nex
   const raw = new RawSender(r.port);
   t.teardown(() => raw.close());
   t.match(await raw.hello({ channels: 2 }), { type: 'ready' });
-  t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING', message: /not connected 1000 ms after the hello was accepted/ }, 'the silent sender is told');
+  t.match(
+    await raw.control.next(),
+    { type: 'error', code: 'ERR_CHANNEL_MISSING', message: /not connected 1000 ms after the hello was accepted/ },
+    'the silent sender is told',
+  );
   t.ok(
-    r.lines.some((l) => /migration failed \(.*not connected 1000 ms.*\) with nothing kept: waiting 30 s on 127\.0\.0\.1:\d+ for the next sender/.test(String(l.msg))),
+    r.lines.some((l) =>
+      /migration failed \(.*not connected 1000 ms.*\) with nothing kept: waiting 30 s on 127\.0\.0\.1:\d+ for the next sender/.test(
+        String(l.msg),
+      ),
+    ),
     'logged, with what comes next',
   );
   const img = makeImage(path.join(tmpdir(t), 'b'), 1 << 20, 'mixed');
@@ -140,13 +196,39 @@ t.test('channels that end without a complete, with --resume-wait: the migration 
   // The image's first page, as a zero page if it is one and as data if not.
   const first = fs.readFileSync(img).subarray(0, 4096);
   const zero = first.every((b) => b === 0);
-  const page = encodePacketHeader(new Uint8Array(hs), hs, { flags: 0, pagesAlloc: 128, normalPages: zero ? 0 : 1, zeroPages: zero ? 1 : 0, nextPacketSize: zero ? 0 : 4096, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0] });
-  const sync = encodePacketHeader(new Uint8Array(hs), hs, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 1n, ramblock: new Uint8Array(0), offsets: [] });
+  const page = encodePacketHeader(new Uint8Array(hs), hs, {
+    flags: 0,
+    pagesAlloc: 128,
+    normalPages: zero ? 0 : 1,
+    zeroPages: zero ? 1 : 0,
+    nextPacketSize: zero ? 0 : 4096,
+    packetNum: 0n,
+    ramblock: Buffer.from('ram0'),
+    offsets: [0],
+  });
+  const sync = encodePacketHeader(new Uint8Array(hs), hs, {
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: 1n,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), page, ...(zero ? [] : [first]), sync);
   ch.end();
-  t.match(await raw.control.next(), { type: 'error', code: 'ERR_CONTROL_TIMEOUT', message: /no "complete" came from the sender/ }, 'the sender is told');
+  t.match(
+    await raw.control.next(),
+    { type: 'error', code: 'ERR_CONTROL_TIMEOUT', message: /no "complete" came from the sender/ },
+    'the sender is told',
+  );
   t.ok(
-    r.lines.some((l) => /migration failed \(.*no "complete" came.*\) with its progress journal kept: waiting 30 s on 127\.0\.0\.1:\d+ for mfd send --resume/.test(String(l.msg))),
+    r.lines.some((l) =>
+      /migration failed \(.*no "complete" came.*\) with its progress journal kept: waiting 30 s on 127\.0\.0\.1:\d+ for mfd send --resume/.test(
+        String(l.msg),
+      ),
+    ),
     'logged, with what comes next',
   );
   await sendImage(r.port, 'ram0', img, true);

@@ -21,18 +21,33 @@ t.test('the image truncated mid-migration: sender exit 6, receiver exit 7, no ou
   const img = makeImage(path.join(dir, 'vm.ram'), 64 << 20, 'random');
   const recv = await mfdRecv(t, ['--output', out, '--json', '--no-progress']);
   const proxy = await FaultProxy.start(t, recv.port, { rate: 8 << 20 });
-  const send = mfd(t, ['send', '--to', `127.0.0.1:${proxy.port}`, '--channels', '2', '--json', '--no-progress', '--log-level', 'info', img]);
+  const send = mfd(t, [
+    'send',
+    '--to',
+    `127.0.0.1:${proxy.port}`,
+    '--channels',
+    '2',
+    '--json',
+    '--no-progress',
+    '--log-level',
+    'info',
+    img,
+  ]);
   await send.waitFor(/receiver ready/);
   await new Promise((r) => setTimeout(r, 300));
   fs.truncateSync(img, 1 << 20);
   const shrunkAt = performance.now();
   const [s, r] = await Promise.all([send.done, recv.done]);
   t.equal(s.code, 6, `sender exit 6: ${lastError(s.stderr)}`);
-  t.match(JSON.parse(s.stdout), { error: { code: 'ERR_IMAGE_SHRANK', message: /image ".*vm\.ram" shrank while sending: .*expected 67108864 bytes/ } });
+  t.match(JSON.parse(s.stdout), {
+    error: { code: 'ERR_IMAGE_SHRANK', message: /image ".*vm\.ram" shrank while sending: .*expected 67108864 bytes/ },
+  });
   t.equal(r.code, 7, `receiver exit 7: ${lastError(r.stderr)}`);
   t.match(JSON.parse(r.stdout), { error: { code: 'ERR_REMOTE', message: /sender failed: image .* shrank while sending/ } });
   t.notOk(fs.readdirSync(out).includes('vm.ram'), 'nothing under the final name');
-  t.comment(`fault: image truncated mid-migration; sender exit ${s.code} after ${Math.round(s.at - shrunkAt)} ms, receiver exit ${r.code} after ${Math.round(r.at - shrunkAt)} ms`);
+  t.comment(
+    `fault: image truncated mid-migration; sender exit ${s.code} after ${Math.round(s.at - shrunkAt)} ms, receiver exit ${r.code} after ${Math.round(r.at - shrunkAt)} ms`,
+  );
   t.ok(fs.existsSync(path.join(out, '.vm.ram.mfd-journal')), 'the journal stays (the sender failed, the pages written are sound)');
   const r2 = await mfdRecv(t, ['--output', out, '--no-progress']);
   const again = await mfd(t, ['send', '--to', `127.0.0.1:${r2.port}`, '--resume', '--json', '--no-progress', img]).done;

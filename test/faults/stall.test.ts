@@ -30,21 +30,42 @@ t.test('receiver stopped mid-transfer: the sender exits 4 naming the stalled cha
   // Far more than loopback's socket buffers hold, so the stop leaves writes pending.
   const img = makeImage(path.join(dir, 'vm.ram'), 96 << 20, 'random');
   const recv = await mfdRecv(t, ['--output', out, '--json', '--no-progress']);
-  const send = mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--channels', '2', '--timeout', String(TIMEOUT_S), '--json', '--no-progress', '--log-level', 'info', img]);
+  const send = mfd(t, [
+    'send',
+    '--to',
+    `127.0.0.1:${recv.port}`,
+    '--channels',
+    '2',
+    '--timeout',
+    String(TIMEOUT_S),
+    '--json',
+    '--no-progress',
+    '--log-level',
+    'info',
+    img,
+  ]);
   await send.waitFor(/receiver ready/);
   recv.p.kill('SIGSTOP');
   const stoppedAt = performance.now();
   const s = await send.done;
   const took = s.at - stoppedAt;
   t.equal(s.code, 4, `sender exit 4: ${lastError(s.stderr)}`);
-  t.match(JSON.parse(s.stdout), { status: 'failed', error: { code: 'ERR_CHANNEL_STALLED', message: /^channel \d: the receiver took no data for 2000 ms \(\d+ bytes waiting to be written\)/ } });
+  t.match(JSON.parse(s.stdout), {
+    status: 'failed',
+    error: {
+      code: 'ERR_CHANNEL_STALLED',
+      message: /^channel \d: the receiver took no data for 2000 ms \(\d+ bytes waiting to be written\)/,
+    },
+  });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `sender exited ${Math.round(took)} ms after the receiver stopped (timeout ${TIMEOUT_S} s)`);
   recv.p.kill('SIGCONT');
   const contAt = performance.now();
   const r = await recv.done;
   t.not(r.code, 0, `the continued receiver fails too (exit ${r.code}): ${lastError(r.stderr)}`);
   t.notOk(fs.readdirSync(out).includes('vm.ram'), 'no output under its final name');
-  t.comment(`fault: receiver SIGSTOP mid-transfer; sender exit ${s.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S}); receiver, continued, exit ${r.code} after ${Math.round(r.at - contAt)} ms`);
+  t.comment(
+    `fault: receiver SIGSTOP mid-transfer; sender exit ${s.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S}); receiver, continued, exit ${r.code} after ${Math.round(r.at - contAt)} ms`,
+  );
 });
 
 t.test('receiver stopped before it answers the hello: the sender exits 4 naming the control channel', async (t) => {
@@ -59,7 +80,10 @@ t.test('receiver stopped before it answers the hello: the sender exits 4 naming 
   t.equal(s.code, 4, `sender exit 4: ${lastError(s.stderr)}`);
   t.match(JSON.parse(s.stdout), {
     status: 'failed',
-    error: { code: 'ERR_CONTROL_TIMEOUT', message: /^control channel \(127\.0\.0\.1:\d+\): no answer from the receiver for 2000 ms, waiting for "ready"/ },
+    error: {
+      code: 'ERR_CONTROL_TIMEOUT',
+      message: /^control channel \(127\.0\.0\.1:\d+\): no answer from the receiver for 2000 ms, waiting for "ready"/,
+    },
   });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `sender exited ${Math.round(took)} ms after the receiver stopped`);
   t.comment(`fault: receiver SIGSTOP before ready; sender exit ${s.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S})`);
@@ -73,7 +97,18 @@ t.test('sender stopped mid-transfer: the receiver exits 4 naming the silent chan
   const recv = await mfdRecv(t, ['--output', out, '--timeout', String(TIMEOUT_S), '--json', '--no-progress']);
   // Throttled, so the sender is stopped with most of the image still to send.
   const proxy = await FaultProxy.start(t, recv.port, { rate: 8 << 20 });
-  const send = mfd(t, ['send', '--to', `127.0.0.1:${proxy.port}`, '--channels', '2', '--json', '--no-progress', '--log-level', 'info', img]);
+  const send = mfd(t, [
+    'send',
+    '--to',
+    `127.0.0.1:${proxy.port}`,
+    '--channels',
+    '2',
+    '--json',
+    '--no-progress',
+    '--log-level',
+    'info',
+    img,
+  ]);
   await send.waitFor(/receiver ready/);
   await new Promise((r) => setTimeout(r, 300));
   send.p.kill('SIGSTOP');
@@ -83,12 +118,18 @@ t.test('sender stopped mid-transfer: the receiver exits 4 naming the silent chan
   t.equal(r.code, 4, `receiver exit 4: ${lastError(r.stderr)}`);
   t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_CHANNEL_TIMEOUT', message: /^channel \d: no data for 2000 ms/ } });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `receiver exited ${Math.round(took)} ms after the sender stopped (timeout ${TIMEOUT_S} s)`);
-  t.same(fs.readdirSync(out).sort(), ['.vm.ram.mfd-journal', '.vm.ram.mfd-partial'], 'the partial output and its journal stay, for a resume');
+  t.same(
+    fs.readdirSync(out).sort(),
+    ['.vm.ram.mfd-journal', '.vm.ram.mfd-partial'],
+    'the partial output and its journal stay, for a resume',
+  );
   send.p.kill('SIGCONT');
   const contAt = performance.now();
   const s = await send.done;
   t.not(s.code, 0, `the continued sender fails too (exit ${s.code}): ${lastError(s.stderr)}`);
-  t.comment(`fault: sender SIGSTOP mid-transfer; receiver exit ${r.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S}); sender, continued, exit ${s.code} after ${Math.round(s.at - contAt)} ms`);
+  t.comment(
+    `fault: sender SIGSTOP mid-transfer; receiver exit ${r.code} after ${Math.round(took)} ms (--timeout ${TIMEOUT_S}); sender, continued, exit ${s.code} after ${Math.round(s.at - contAt)} ms`,
+  );
 });
 
 /**
@@ -124,7 +165,18 @@ t.test('a receiver that says busy past --timeout before its verdict is waited fo
   const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
   const port = await fakeReceiver(t, 6, true);
   const started = performance.now();
-  const r = await send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name: 'vm.ram', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', timeoutMs: 1000 });
+  const r = await send({
+    host: '127.0.0.1',
+    port,
+    logger: silentLogger,
+    images: [{ name: 'vm.ram', path: img }],
+    channels: 2,
+    pageSize: 4096,
+    compression: 'none',
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+    timeoutMs: 1000,
+  });
   t.ok(performance.now() - started > 1500, 'the verdict came after more than the timeout, with busy messages between');
   t.same(r.receiver, {});
 });
@@ -133,6 +185,19 @@ t.test('a receiver that falls silent after complete: the sender fails waiting fo
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'vm.ram'), 1 << 20, 'mixed');
   const port = await fakeReceiver(t, 2, false);
-  const e = await rejection(send({ host: '127.0.0.1', port, logger: silentLogger, images: [{ name: 'vm.ram', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', timeoutMs: 1000 }));
+  const e = await rejection(
+    send({
+      host: '127.0.0.1',
+      port,
+      logger: silentLogger,
+      images: [{ name: 'vm.ram', path: img }],
+      channels: 2,
+      pageSize: 4096,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+      timeoutMs: 1000,
+    }),
+  );
   t.match(e, { code: 'ERR_CONTROL_TIMEOUT', exitCode: 4, message: /no answer from the receiver for 1000 ms, waiting for the verdict/ });
 });

@@ -76,7 +76,10 @@ t.test('a file system refusing O_DIRECT is named in the error (exit 6)', async (
   const e = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: true }, new FileIoError('EINVAL', 8192, 4096, 0));
   t.equal(e.code, 'ERR_DIRECT_IO_UNSUPPORTED');
   t.equal(e.exitCode, 6);
-  t.match(e.message, /--direct-io: the file system of "\/mnt\/x\.mfd" refuses O_DIRECT \(write at byte 8192: EINVAL\); save without --direct-io/);
+  t.match(
+    e.message,
+    /--direct-io: the file system of "\/mnt\/x\.mfd" refuses O_DIRECT \(write at byte 8192: EINVAL\); save without --direct-io/,
+  );
   const buffered = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: false }, new FileIoError('EINVAL', 8192, 4096, 0));
   t.equal(buffered.code, 'ERR_EINVAL', 'without O_DIRECT, EINVAL is just EINVAL');
 });
@@ -126,8 +129,15 @@ t.test('inspect: a migration file by its magic, human and JSON; stream and mappe
   t.match(h.stdout, /trailer at byte \d+: valid, data ends at byte \d+, packets per channel \d+ \d+/);
   const j = JSON.parse(mfd('inspect', '--json', file).stdout);
   const rep = j.files[0];
-  t.equal(rep.packets.length, rep.channels.reduce((a: number, c: { packets: number }) => a + c.packets, 0));
-  t.same(rep.trailer.packets, rep.channels.map((c: { packets: number }) => c.packets), 'counted packets agree with the trailer');
+  t.equal(
+    rep.packets.length,
+    rep.channels.reduce((a: number, c: { packets: number }) => a + c.packets, 0),
+  );
+  t.same(
+    rep.trailer.packets,
+    rep.channels.map((c: { packets: number }) => c.packets),
+    'counted packets agree with the trailer',
+  );
 
   const mr = path.join(dir, 'mr.mfd');
   t.equal(mfd('send', '--to', `file:${mr}`, '--mapped-ram', img).status, 0);

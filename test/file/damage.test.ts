@@ -36,7 +36,11 @@ t.test('a save killed mid-write is refused on restore: incomplete migration file
   generateImage(img, { size: 96 << 20, profile: 'random', seed: 3 });
   for (const layout of ['stream', 'mapped-ram']) {
     const file = path.join(dir, `${layout}.mfd`);
-    const child = spawn(process.execPath, [bin, 'send', '--to', `file:${file}`, ...(layout === 'mapped-ram' ? ['--mapped-ram'] : []), img], { stdio: 'ignore' });
+    const child = spawn(
+      process.execPath,
+      [bin, 'send', '--to', `file:${file}`, ...(layout === 'mapped-ram' ? ['--mapped-ram'] : []), img],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
     // Once 8 MiB are in the file, freeze the sender and kill it: it is mid-write, far from its trailer.
     for (;;) {
@@ -86,40 +90,73 @@ t.test('a file cut short: incomplete, whether cut in the records, the trailer or
   t.match(r.errors.at(-1), { message: /record at byte \d+ runs past the end of the records .*no valid trailer/ });
 });
 
-t.test('a flipped bit in the header, a packet header, a payload or the trailer: the checksum that caught it, with byte offsets', async (t) => {
-  const dir = tmpdir(t);
-  const { file, report } = await streamFile(dir, 'zstd');
-  const whole = fs.readFileSync(file);
-  const rec = report.packets.find((p) => p.normalPages > 0 && p.payloadBytes > 1000)!;
-  const trailerAt = report.trailer.valid ? report.trailer.at : -1;
-  const cases = [
-    { what: 'header page size field', at: 16, code: 'ERR_FILE_HEADER_CRC', message: /^migration file: header checksum \(byte \d+\) received 0x[0-9a-f]+, computed 0x[0-9a-f]+ over bytes 0\.\.\d+: the header is corrupt$/ },
-    { what: 'packet header (normal pages)', at: rec.at + 12 + 19, code: 'ERR_FILE_RECORD_CRC', message: new RegExp(`^migration file: record at byte ${rec.at} \\(channel ${rec.channel}, \\d+ bytes\\): checksum received 0x[0-9a-f]+, computed 0x[0-9a-f]+: the record is corrupt$`) },
-    { what: 'compressed payload', at: rec.at + 12 + 1344 + 500, code: 'ERR_FILE_RECORD_CRC', message: new RegExp(`record at byte ${rec.at} `) },
-    { what: 'trailer digest', at: trailerAt + 60, code: 'ERR_FILE_TRAILER_CRC', message: new RegExp(`^migration file: trailer checksum \\(byte \\d+\\) received 0x[0-9a-f]+, computed 0x[0-9a-f]+ over bytes ${trailerAt}\\.\\.\\d+: the trailer is corrupt$`) },
-    { what: 'file magic', at: 1, code: 'ERR_FILE_MAGIC', message: /not an mfd migration file: bytes 0\.\.3 are 0x4d564446, expected 0x4d464446/ },
-  ];
-  for (const c of cases) {
+t.test(
+  'a flipped bit in the header, a packet header, a payload or the trailer: the checksum that caught it, with byte offsets',
+  async (t) => {
+    const dir = tmpdir(t);
+    const { file, report } = await streamFile(dir, 'zstd');
+    const whole = fs.readFileSync(file);
+    const rec = report.packets.find((p) => p.normalPages > 0 && p.payloadBytes > 1000)!;
+    const trailerAt = report.trailer.valid ? report.trailer.at : -1;
+    const cases = [
+      {
+        what: 'header page size field',
+        at: 16,
+        code: 'ERR_FILE_HEADER_CRC',
+        message:
+          /^migration file: header checksum \(byte \d+\) received 0x[0-9a-f]+, computed 0x[0-9a-f]+ over bytes 0\.\.\d+: the header is corrupt$/,
+      },
+      {
+        what: 'packet header (normal pages)',
+        at: rec.at + 12 + 19,
+        code: 'ERR_FILE_RECORD_CRC',
+        message: new RegExp(
+          `^migration file: record at byte ${rec.at} \\(channel ${rec.channel}, \\d+ bytes\\): checksum received 0x[0-9a-f]+, computed 0x[0-9a-f]+: the record is corrupt$`,
+        ),
+      },
+      {
+        what: 'compressed payload',
+        at: rec.at + 12 + 1344 + 500,
+        code: 'ERR_FILE_RECORD_CRC',
+        message: new RegExp(`record at byte ${rec.at} `),
+      },
+      {
+        what: 'trailer digest',
+        at: trailerAt + 60,
+        code: 'ERR_FILE_TRAILER_CRC',
+        message: new RegExp(
+          `^migration file: trailer checksum \\(byte \\d+\\) received 0x[0-9a-f]+, computed 0x[0-9a-f]+ over bytes ${trailerAt}\\.\\.\\d+: the trailer is corrupt$`,
+        ),
+      },
+      {
+        what: 'file magic',
+        at: 1,
+        code: 'ERR_FILE_MAGIC',
+        message: /not an mfd migration file: bytes 0\.\.3 are 0x4d564446, expected 0x4d464446/,
+      },
+    ];
+    for (const c of cases) {
+      const bad = path.join(dir, 'bad.mfd');
+      fs.writeFileSync(bad, whole);
+      flip(bad, c.at);
+      const out = outDir(dir);
+      const e = await rejection(restore(bad, out));
+      t.equal(e.code, c.code, `${c.what}: ${e.message}`);
+      t.match(e.message, c.message);
+      t.equal(e.exitCode, ExitCode.PROTOCOL);
+      t.same(fs.readdirSync(out), [], `${c.what}: no output left behind`);
+    }
     const bad = path.join(dir, 'bad.mfd');
     fs.writeFileSync(bad, whole);
-    flip(bad, c.at);
-    const out = outDir(dir);
-    const e = await rejection(restore(bad, out));
-    t.equal(e.code, c.code, `${c.what}: ${e.message}`);
-    t.match(e.message, c.message);
-    t.equal(e.exitCode, ExitCode.PROTOCOL);
-    t.same(fs.readdirSync(out), [], `${c.what}: no output left behind`);
-  }
-  const bad = path.join(dir, 'bad.mfd');
-  fs.writeFileSync(bad, whole);
-  flip(bad, rec.at + 12 + 1344 + 500);
-  const r = mfd('recv', '--from', `file:${bad}`, '--output', outDir(dir));
-  t.equal(r.status, 3, 'corrupt content exits 3');
-  t.match(r.stderr, /mfd recv: error: migration file: record at byte \d+ .*checksum/);
-  const i = mfd('inspect', bad);
-  t.equal(i.status, 3);
-  t.match(i.stdout, new RegExp(`error at byte ${rec.at}: migration file: record at byte ${rec.at} `));
-});
+    flip(bad, rec.at + 12 + 1344 + 500);
+    const r = mfd('recv', '--from', `file:${bad}`, '--output', outDir(dir));
+    t.equal(r.status, 3, 'corrupt content exits 3');
+    t.match(r.stderr, /mfd recv: error: migration file: record at byte \d+ .*checksum/);
+    const i = mfd('inspect', bad);
+    t.equal(i.status, 3);
+    t.match(i.stdout, new RegExp(`error at byte ${rec.at}: migration file: record at byte ${rec.at} `));
+  },
+);
 
 t.test('mapped-ram: a flipped page bit fails the digest; a flipped bitmap bit disagrees with the trailer', async (t) => {
   const dir = tmpdir(t);
@@ -160,7 +197,14 @@ t.test('a failed write fails the save at once with the byte and counts (file siz
     // Node ignores SIGXFSZ, so writes past the limit fail (short, then EFBIG) instead of killing the
     // process. tap puts a hook in every child's NODE_OPTIONS that listens for SIGXFSZ and re-raises it:
     // the shell drops it before starting mfd.
-    const r = spawnSync('sh', ['-c', `ulimit -f 2048; unset NODE_OPTIONS; exec "${process.execPath}" "${bin}" send --to file:${file} ${layout.join(' ')} --json ${img}`], { encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `ulimit -f 2048; unset NODE_OPTIONS; exec "${process.execPath}" "${bin}" send --to file:${file} ${layout.join(' ')} --json ${img}`,
+      ],
+      { encoding: 'utf8' },
+    );
     t.equal(r.status, 6, `${r.stderr} (signal ${r.signal})`);
     const err = JSON.parse(r.stdout).error as { code: string; message: string };
     t.ok(['ERR_SHORT_WRITE', 'ERR_EFBIG'].includes(err.code), err.code);

@@ -36,13 +36,19 @@ t.test('positional writes and reads of pieces; contiguous pieces share a call', 
   t.equal(content.length, 103);
   t.equal(content.subarray(10, 16).toString(), 'abcdef');
   t.equal(content.subarray(100).toString(), 'XYZ');
-  t.ok(content.subarray(0, 10).every((x) => x === 0), 'nothing written before the first position');
+  t.ok(
+    content.subarray(0, 10).every((x) => x === 0),
+    'nothing written before the first position',
+  );
   const x = Buffer.alloc(4);
   const y = Buffer.alloc(3);
   await preadPieces(fd, [x, y], [12, 100]);
   t.equal(x.toString(), 'cdef');
   t.equal(y.toString(), 'XYZ');
-  const e = await preadPieces(fd, [Buffer.alloc(10)], [98]).then(() => null, (err: unknown) => err);
+  const e = await preadPieces(fd, [Buffer.alloc(10)], [98]).then(
+    () => null,
+    (err: unknown) => err,
+  );
   t.ok(e instanceof FileIoError);
   t.match(e, { code: 'ESHORTREAD', at: 98, asked: 10, moved: 5 });
   // Writing with writeback started at once (buffered saves) writes the same bytes.
@@ -53,7 +59,10 @@ t.test('positional writes and reads of pieces; contiguous pieces share a call', 
 t.test('a failed write is reported with errno, position and size', async (t) => {
   const fd = fs.openSync('/dev/full', 'w');
   t.teardown(() => fs.closeSync(fd));
-  const e = await pwritePieces(fd, [Buffer.alloc(4096)], [0]).then(() => null, (err: unknown) => err);
+  const e = await pwritePieces(fd, [Buffer.alloc(4096)], [0]).then(
+    () => null,
+    (err: unknown) => err,
+  );
   t.match(e, { code: 'ENOSPC', at: 0, asked: 4096 });
 });
 
@@ -68,7 +77,9 @@ t.test('a short write is an error at once (file size limit), never retried into 
     pwritePieces(fd, [Buffer.alloc(3 * 4096, 1)], [0]).then(() => console.log('ok'), (e) => console.log(JSON.stringify({ code: e.code, at: e.at, asked: e.asked, moved: e.moved })));
   `;
   const { spawnSync } = await import('node:child_process');
-  const r = spawnSync('sh', ['-c', `ulimit -f 8; unset NODE_OPTIONS; exec "${process.execPath}" --input-type=module -e "$0"`, script], { encoding: 'utf8' });
+  const r = spawnSync('sh', ['-c', `ulimit -f 8; unset NODE_OPTIONS; exec "${process.execPath}" --input-type=module -e "$0"`, script], {
+    encoding: 'utf8',
+  });
   t.equal(r.status, 0, r.stderr);
   const e = JSON.parse(r.stdout) as { code: string; at: number; asked: number; moved: number };
   t.match(e, { code: 'ESHORTWRITE', at: 0, asked: 12288 }, 'reported as a short write');

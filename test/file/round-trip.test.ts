@@ -42,9 +42,17 @@ for (const [i, method] of METHODS.entries()) {
     t.same(fs.readdirSync(out).sort(), ['pc.ram', 'vga.vram'], 'no temporary files left');
     t.equal(r.stats.normalPages, s.normalPages);
     t.equal(r.stats.zeroPages, s.zeroPages);
-    t.same(r.stats.ramblocks.map((b) => b.digest), s.ramblocks.map((b) => b.digest), 'digests agree');
+    t.same(
+      r.stats.ramblocks.map((b) => b.digest),
+      s.ramblocks.map((b) => b.digest),
+      'digests agree',
+    );
     t.equal(r.file.records, packets, 'every packet was a record');
-    t.same(r.stats.perChannel.map((c) => c.packets), s.perChannel.map((c) => c.packets), 'packets per channel as saved');
+    t.same(
+      r.stats.perChannel.map((c) => c.packets),
+      s.perChannel.map((c) => c.packets),
+      'packets per channel as saved',
+    );
   });
 }
 
@@ -67,7 +75,11 @@ t.test('mapped-ram: pages at their places, zero pages holes, file bounded by the
   // Every present page is at region + index x page size, byte for byte.
   const report = await inspectFile({ path: file, offset: 0 });
   t.same(report.errors, []);
-  t.equal(report.bitmaps.reduce((a, b) => a + b.present, 0), saved.stats.normalPages, 'one bit per normal page');
+  t.equal(
+    report.bitmaps.reduce((a, b) => a + b.present, 0),
+    saved.stats.normalPages,
+    'one bit per normal page',
+  );
   const fd = fs.openSync(file, 'r');
   for (const [k, b] of report.ramblocks.entries()) {
     t.equal(b.regionOffset % REGION_ALIGN, 0, `${b.name}: region aligned to 1 MiB`);
@@ -85,7 +97,10 @@ t.test('mapped-ram: pages at their places, zero pages holes, file bounded by the
   const r = await restore(file, out);
   for (const img of imgs) t.equal(sha256(path.join(out, img.name)), sha256(img.path), `${img.name} identical`);
   t.ok(fs.statSync(path.join(out, 'pc.ram')).blocks * 512 < sizes[0]!, 'holes stay holes in a fresh output');
-  t.same(r.stats.ramblocks.map((b) => b.digest), saved.stats.ramblocks.map((b) => b.digest));
+  t.same(
+    r.stats.ramblocks.map((b) => b.digest),
+    saved.stats.ramblocks.map((b) => b.digest),
+  );
 });
 
 t.test('mapped-ram restore in place: absent pages are zeroed over old contents', async (t) => {
@@ -95,7 +110,13 @@ t.test('mapped-ram restore in place: absent pages are zeroed over old contents',
   await save(imgs, file, { mappedRam: true });
   const target = path.join(dir, 'target');
   fs.writeFileSync(target, Buffer.alloc(fs.statSync(imgs[0]!.path).size, 0xaa));
-  await restore(file, dir, { inPlace: true, outputMap: new Map([['pc.ram', target], ['vga.vram', path.join(dir, 'vga.out')]]) });
+  await restore(file, dir, {
+    inPlace: true,
+    outputMap: new Map([
+      ['pc.ram', target],
+      ['vga.vram', path.join(dir, 'vga.out')],
+    ]),
+  });
   t.equal(sha256(target), sha256(imgs[0]!.path));
 });
 

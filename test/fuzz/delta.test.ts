@@ -15,7 +15,16 @@ t.test('fuzz: reference packets end in accepted references inside their sources,
 
 const refHeader = (size: number): ReturnType<typeof decodePacketHeader> =>
   decodePacketHeader(
-    encodePacketHeader(new Uint8Array(1344), 1344, { flags: MFD_FLAG_DELTA_REF, pagesAlloc: 128, normalPages: 0, zeroPages: 0, nextPacketSize: size, packetNum: 4n, ramblock: Buffer.from('pc.ram'), offsets: [] }),
+    encodePacketHeader(new Uint8Array(1344), 1344, {
+      flags: MFD_FLAG_DELTA_REF,
+      pagesAlloc: 128,
+      normalPages: 0,
+      zeroPages: 0,
+      nextPacketSize: size,
+      packetNum: 4n,
+      ramblock: Buffer.from('pc.ram'),
+      offsets: [],
+    }),
     128,
   );
 
@@ -26,16 +35,29 @@ t.test('a reference packet where delta was not negotiated is refused as a method
   });
   t.same(checkPacketHeader(refHeader(48), { ...headerContext(4096, 'zstd', 1), deltaRefs: true }), { ramblock: 'pc.ram', size: 64 << 20 });
   t.throws(() => checkPacketHeader(refHeader(25), { ...headerContext(4096, 'none', 1), deltaRefs: true }), { code: 'ERR_PACKET_SIZE' });
-  t.equal(encodeRefs([{ source: 1, count: 2, dst: 3, src: 4 }]).toString('hex'), '00000001' + '00000002' + '0000000000000003' + '0000000000000004', 'big-endian source, count, dst, src');
+  t.equal(
+    encodeRefs([{ source: 1, count: 2, dst: 3, src: 4 }]).toString('hex'),
+    '00000001' + '00000002' + '0000000000000003' + '0000000000000004',
+    'big-endian source, count, dst, src',
+  );
 });
 
 t.test('references outside their block or source are refused, received vs expected', async (t) => {
   const limits = { basePages: [10], blockPages: [100, 5] };
   const at = { channel: 0, packetNum: 7n };
   t.doesNotThrow(() => checkRef({ source: 0, count: 10, dst: 90, src: 0 }, 0, 100, limits, 'a', at));
-  t.throws(() => checkRef({ source: 0, count: 11, dst: 0, src: 0 }, 1, 100, limits, 'a', at), { code: 'ERR_DELTA_REF', message: 'channel 0, packet 7: delta reference 1 of ram block "a": source pages 0..10 of base 0 received, expected within its 10 pages' });
-  t.throws(() => checkRef({ source: 0, count: 2, dst: 99, src: 0 }, 2, 100, limits, 'a', at), { message: /pages 99\.\.100 received, expected a run of at least 1 within the block's 100 pages/ });
-  t.throws(() => checkRef({ source: 1, count: 1, dst: 0, src: 0 }, 3, 100, limits, 'a', at), { message: /source base 1 received, expected below 1/ });
-  t.throws(() => checkRef({ source: SOURCE_MIGRATION | 2, count: 1, dst: 0, src: 0 }, 4, 100, limits, 'a', at), { message: /source ram block 2 received, expected below 2/ });
+  t.throws(() => checkRef({ source: 0, count: 11, dst: 0, src: 0 }, 1, 100, limits, 'a', at), {
+    code: 'ERR_DELTA_REF',
+    message: 'channel 0, packet 7: delta reference 1 of ram block "a": source pages 0..10 of base 0 received, expected within its 10 pages',
+  });
+  t.throws(() => checkRef({ source: 0, count: 2, dst: 99, src: 0 }, 2, 100, limits, 'a', at), {
+    message: /pages 99\.\.100 received, expected a run of at least 1 within the block's 100 pages/,
+  });
+  t.throws(() => checkRef({ source: 1, count: 1, dst: 0, src: 0 }, 3, 100, limits, 'a', at), {
+    message: /source base 1 received, expected below 1/,
+  });
+  t.throws(() => checkRef({ source: SOURCE_MIGRATION | 2, count: 1, dst: 0, src: 0 }, 4, 100, limits, 'a', at), {
+    message: /source ram block 2 received, expected below 2/,
+  });
   t.throws(() => checkRef({ source: 0, count: 0, dst: 0, src: 0 }, 5, 100, limits, 'a', at), { code: 'ERR_DELTA_REF' });
 });

@@ -28,7 +28,10 @@ t.test('regression: a page offset of 2^63 is reported, not extracted (was RangeE
   const offsets: number[] = [];
   const r = await inspectBytes(bytes, 'x.bin', 4096, (_n, offset) => void offsets.push(offset));
   t.match(r.errors, [{ message: 'offset of page 2 is 2^53 or more, its page ends past 2^53: past any ramblock' }]);
-  t.ok(offsets.every((o) => Number.isSafeInteger(o)), 'the sink never sees it');
+  t.ok(
+    offsets.every((o) => Number.isSafeInteger(o)),
+    'the sink never sees it',
+  );
   t.equal(offsets.length, 26, 'every other page still extracted');
   const f = path.join(dir, 'x.bin');
   fs.writeFileSync(f, bytes);

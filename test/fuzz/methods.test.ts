@@ -29,10 +29,13 @@ t.test('zstd: a frame asking for a window larger than level 20 uses is refused b
   t.equal(ZSTD_WINDOW_LOG_MAX, 25);
   t.equal(10 + (frame(20)[5]! >> 3), 25, 'level 20 streams declare a 2^25 window');
   const rx = getMethod('zstd').recvSetup({ channel: 2, pageSize: 4096, params: {}, tally: new PathTally('test') });
-  t.equal((await rx.recv([frame(20)], 1, 0n))[0]!.length, 4096, 'QEMU\'s highest level decodes');
+  t.equal((await rx.recv([frame(20)], 1, 0n))[0]!.length, 4096, "QEMU's highest level decodes");
   const big = getMethod('zstd').recvSetup({ channel: 2, pageSize: 4096, params: {}, tally: new PathTally('test') });
-  await t.rejects(Promise.resolve().then(() => big.recv([frame(22)], 1, 7n)), {
-    code: 'ERR_PAYLOAD_CORRUPT',
-    message: /^channel 2, packet 7: zstd payload cannot be decoded: Frame requires too much memory/,
-  });
+  await t.rejects(
+    Promise.resolve().then(() => big.recv([frame(22)], 1, 7n)),
+    {
+      code: 'ERR_PAYLOAD_CORRUPT',
+      message: /^channel 2, packet 7: zstd payload cannot be decoded: Frame requires too much memory/,
+    },
+  );
 });

@@ -9,8 +9,11 @@ t.test('fuzz: the main-channel parser hands on only pages inside the declared bl
   t.ok(stats.outcomes.has('ok'), 'unmutated streams parse');
 });
 
-t.test('fuzz: recv --qemu fed mutated main and multifd bytes ends in success or a typed error, leaving nothing behind after a failure', async (t) => {
-  const stats = await assertTarget(await qemuRecvTarget(), 400);
-  t.ok(stats.executions > 0, `${stats.executions} executions: ${formatOutcomes(stats)}`);
-  t.ok(stats.outcomes.has('ok'), 'unmutated migrations complete');
-});
+t.test(
+  'fuzz: recv --qemu fed mutated main and multifd bytes ends in success or a typed error, leaving nothing behind after a failure',
+  async (t) => {
+    const stats = await assertTarget(await qemuRecvTarget(), 400);
+    t.ok(stats.executions > 0, `${stats.executions} executions: ${formatOutcomes(stats)}`);
+    t.ok(stats.outcomes.has('ok'), 'unmutated migrations complete');
+  },
+);

@@ -33,7 +33,11 @@ t.test('regression: a channel that never connects fails the migration after the 
   await raw.channel(Buffer.from(encodeInitPacket(raw.uuidBytes, 1)).subarray(0, 3));
   const e = await rejection(result);
   t.ok(e instanceof ConnectionError, 'typed');
-  t.match(e, { code: 'ERR_CHANNEL_MISSING', channel: 1, message: 'channel 1: not connected 300 ms after the hello was accepted (1 of 2 channels connected)' });
+  t.match(e, {
+    code: 'ERR_CHANNEL_MISSING',
+    channel: 1,
+    message: 'channel 1: not connected 300 ms after the hello was accepted (1 of 2 channels connected)',
+  });
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING' }, 'the sender is told');
   t.same(fs.readdirSync(dir), [], 'no output left');
 });
@@ -44,7 +48,11 @@ t.test('regression: a sender whose hello does not decode is told why (it only sa
   result.catch(() => {});
   const raw = new RawSender(port);
   t.teardown(() => raw.close());
-  t.match(await raw.hello({ channels: 0 }), { type: 'error', code: 'ERR_CONTROL_MESSAGE', message: 'control channel: hello.channels received 0, expected an integer in 1..255' });
+  t.match(await raw.hello({ channels: 0 }), {
+    type: 'error',
+    code: 'ERR_CONTROL_MESSAGE',
+    message: 'control channel: hello.channels received 0, expected an integer in 1..255',
+  });
   t.match(await rejection(result), { code: 'ERR_CONTROL_MESSAGE' });
 });
 
@@ -66,13 +74,21 @@ function refuses64TiB(): boolean {
   }
 }
 
-t.test('regression: an output the filesystem cannot size leaves no temporary file behind', { skip: refuses64TiB() ? false : 'this filesystem holds 64 TiB files' }, async (t) => {
-  const dir = tmpdir(t);
-  const { port, result } = await startReceiver({ outputDir: dir });
-  result.catch(() => {});
-  const raw = new RawSender(port);
-  t.teardown(() => raw.close());
-  t.match(await raw.hello({ ramblocks: [{ name: 'huge', size: 2 ** 46 }] }), { type: 'error', code: 'ERR_EFBIG', message: /cannot create output for ram block "huge" at ".*\.huge\.mfd-partial": EFBIG/ });
-  t.match(await rejection(result), { code: 'ERR_EFBIG' });
-  t.same(fs.readdirSync(dir), [], 'the temporary file is gone (it was left behind)');
-});
+t.test(
+  'regression: an output the filesystem cannot size leaves no temporary file behind',
+  { skip: refuses64TiB() ? false : 'this filesystem holds 64 TiB files' },
+  async (t) => {
+    const dir = tmpdir(t);
+    const { port, result } = await startReceiver({ outputDir: dir });
+    result.catch(() => {});
+    const raw = new RawSender(port);
+    t.teardown(() => raw.close());
+    t.match(await raw.hello({ ramblocks: [{ name: 'huge', size: 2 ** 46 }] }), {
+      type: 'error',
+      code: 'ERR_EFBIG',
+      message: /cannot create output for ram block "huge" at ".*\.huge\.mfd-partial": EFBIG/,
+    });
+    t.match(await rejection(result), { code: 'ERR_EFBIG' });
+    t.same(fs.readdirSync(dir), [], 'the temporary file is gone (it was left behind)');
+  },
+);

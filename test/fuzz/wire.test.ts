@@ -22,7 +22,10 @@ import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../..
 import { headerContext } from '../../src/fuzz/wire.js';
 
 t.test('regression: a short init packet is a ProtocolError, not a RangeError', async (t) => {
-  t.throws(() => decodeInitPacket(Buffer.from([0])), new ProtocolError('ERR_INIT_TRUNCATED', 'init packet of 1 bytes received, expected 64'));
+  t.throws(
+    () => decodeInitPacket(Buffer.from([0])),
+    new ProtocolError('ERR_INIT_TRUNCATED', 'init packet of 1 bytes received, expected 64'),
+  );
 });
 
 t.test('regression: a short packet header is a ProtocolError, not a RangeError', async (t) => {
@@ -33,7 +36,14 @@ t.test('regression: a short packet header is a ProtocolError, not a RangeError',
 
 t.test('regression: a header cut inside its offsets is refused for the offsets it lacks, not as "offset undefined"', async (t) => {
   const full = encodePacketHeader(new Uint8Array(1344), 1344, {
-    flags: 0, pagesAlloc: 128, normalPages: 2, zeroPages: 0, nextPacketSize: 8192, packetNum: 5n, ramblock: Buffer.from('pc.ram'), offsets: [0, 4096],
+    flags: 0,
+    pagesAlloc: 128,
+    normalPages: 2,
+    zeroPages: 0,
+    nextPacketSize: 8192,
+    packetNum: 5n,
+    ramblock: Buffer.from('pc.ram'),
+    offsets: [0, 4096],
   });
   const h = decodePacketHeader(full.subarray(0, 328), 128);
   t.equal(h.offsets.length, 1);

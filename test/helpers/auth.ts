@@ -36,14 +36,62 @@ function openssl(dir: string, ...args: string[]): void {
 }
 
 function makeCa(dir: string, name: string): { cert: string; key: string } {
-  openssl(dir, 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '1', '-subj', `/CN=${name}`);
+  openssl(
+    dir,
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.pem`,
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${name}`,
+  );
   return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
 }
 
 function issue(dir: string, ca: { cert: string; key: string }, name: string, san: string): KeyPair {
-  openssl(dir, 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+  openssl(
+    dir,
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${name}`,
+  );
   fs.writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
-  openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+  openssl(
+    dir,
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-CAcreateserial',
+    '-out',
+    `${name}.pem`,
+    '-days',
+    '1',
+    '-extfile',
+    `${name}.ext`,
+  );
   return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
 }
 
@@ -62,7 +110,11 @@ export function makeCerts(dir: string): Certs {
 }
 
 export const tlsFlags = (p: KeyPair, ca: string): string[] => ['--tls-cert', p.cert, '--tls-key', p.key, '--tls-ca', ca];
-export const tlsFiles = (p: KeyPair, ca: string) => ({ cert: fs.readFileSync(p.cert), key: fs.readFileSync(p.key), ca: fs.readFileSync(ca) });
+export const tlsFiles = (p: KeyPair, ca: string) => ({
+  cert: fs.readFileSync(p.cert),
+  key: fs.readFileSync(p.key),
+  ca: fs.readFileSync(ca),
+});
 
 /** A key file of `bytes` random bytes with `mode`. */
 export function pskFile(dir: string, name: string, bytes = 32, mode = 0o600): string {
@@ -85,7 +137,10 @@ export function captureLogger(level = 'warn'): { logger: Logger; lines: Record<s
 }
 
 /** `mfd recv --listen 127.0.0.1:0 ARGS` as a process (procs.ts), resolved once it listens; killed at teardown. */
-export async function recvProcess(t: Test, args: string[]): Promise<{ p: ChildProcess; port: number; exited: Promise<number | null>; stderr: () => string; stdout: () => string }> {
+export async function recvProcess(
+  t: Test,
+  args: string[],
+): Promise<{ p: ChildProcess; port: number; exited: Promise<number | null>; stderr: () => string; stdout: () => string }> {
   const r = await mfdRecv(t, args);
   return { p: r.p, port: r.port, exited: r.done.then((e) => e.code), stderr: r.stderr, stdout: r.stdout };
 }

@@ -19,10 +19,18 @@ export const built = {
 export const qplSoftwarePath = built.qpl ? 'qpl-software' : 'software';
 
 /** What a summary says of IAA when this build has no device: why not, per build. */
-export const noIaa = built.qpl ? new RegExp(`compiled, no device \\(libqpl ${built.qpl.replace(/\./g, '\\.')}\\): qpl_init_job\\(qpl_path_hardware\\) failed with status \\d+`) : /not compiled: pkg-config found no qpl/;
+export const noIaa = built.qpl
+  ? new RegExp(
+      `compiled, no device \\(libqpl ${built.qpl.replace(/\./g, '\\.')}\\): qpl_init_job\\(qpl_path_hardware\\) failed with status \\d+`,
+    )
+  : /not compiled: pkg-config found no qpl/;
 
 /** What a summary says of QAT when this build has no device: why not, per build. */
-export const noQat = built.qatzip ? /compiled, no device \(QATzip [\d.]+\): QATzip status -?\d+/ : /not compiled: pkg-config found no qatzip/;
+export const noQat = built.qatzip
+  ? /compiled, no device \(QATzip [\d.]+\): QATzip status -?\d+/
+  : /not compiled: pkg-config found no qatzip/;
 
 /** The qpl method's compressionPath without a device, per build. */
-export const qplPathNoDevice = built.qpl ? /^libqpl [\d.]+ software path \(qpl_path_software\): IAA compiled, no device/ : /^software deflate \(4 KiB window\): IAA not compiled/;
+export const qplPathNoDevice = built.qpl
+  ? /^libqpl [\d.]+ software path \(qpl_path_software\): IAA compiled, no device/
+  : /^software deflate \(4 KiB window\): IAA not compiled/;

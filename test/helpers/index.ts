@@ -8,7 +8,14 @@ import type { Test } from 'tap';
 import { send, type SendOptions } from '../../src/sender/sender.js';
 import { receive, type RecvOptions, type RecvResult } from '../../src/receiver/receiver.js';
 import { silentLogger } from '../../src/log.js';
-import { encodePreamble, encodeFrame, CONTROL_VERSION, DIGEST_ALGORITHM, type ControlMessage, type Hello } from '../../src/control/protocol.js';
+import {
+  encodePreamble,
+  encodeFrame,
+  CONTROL_VERSION,
+  DIGEST_ALGORITHM,
+  type ControlMessage,
+  type Hello,
+} from '../../src/control/protocol.js';
 import { ControlChannel } from '../../src/transport/control-channel.js';
 import { connect } from '../../src/transport/connect.js';
 import { MfdError } from '../../src/errors.js';

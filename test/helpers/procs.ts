@@ -76,7 +76,11 @@ export async function mfdRecv(t: Test, args: string[]): Promise<Proc & { port: n
 }
 
 /** The last line of `text` that mentions an error (for assertion messages). */
-export const lastError = (text: string): string => text.split('\n').filter((l) => /error/i.test(l)).slice(-1)[0] ?? '';
+export const lastError = (text: string): string =>
+  text
+    .split('\n')
+    .filter((l) => /error/i.test(l))
+    .slice(-1)[0] ?? '';
 
 /** Peak RSS (VmHWM, bytes) of `pid` while it lives: the last value read before it exits. */
 export function watchPeak(pid: number): { peak: () => number; stop: () => void } {

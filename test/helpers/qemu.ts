@@ -32,12 +32,19 @@ function build(series: string, binary: string, absent: string | null): QemuBuild
 }
 
 /** Where .ci/fetch-qemu10 puts QEMU 10.0's wrapper by default (MFD_QEMU10 names another). */
-const qemu10Dir = process.env.MFD_QEMU10_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mfd', 'qemu-10.0');
+const qemu10Dir =
+  process.env.MFD_QEMU10_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mfd', 'qemu-10.0');
 const qemu10 = process.env.MFD_QEMU10 ?? path.join(qemu10Dir, 'bin', 'qemu-system-x86_64');
 
 /** Debian 12's QEMU 7.2 (the system's) and QEMU 10.0 from bookworm-backports (fetched by .ci/fetch-qemu10). */
 export const QEMU72 = build('7.2', QEMU, which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`);
-export const QEMU10 = build('10.0', qemu10, fs.existsSync(qemu10) ? null : `QEMU 10.0 is not at ${qemu10}: run .ci/fetch-qemu10 (Debian's bookworm-backports build), or set MFD_QEMU10`);
+export const QEMU10 = build(
+  '10.0',
+  qemu10,
+  fs.existsSync(qemu10)
+    ? null
+    : `QEMU 10.0 is not at ${qemu10}: run .ci/fetch-qemu10 (Debian's bookworm-backports build), or set MFD_QEMU10`,
+);
 export const QEMU_BUILDS: QemuBuild[] = [QEMU72, QEMU10];
 
 /** The system QEMU's absence, for tests that need any QEMU. */
@@ -107,7 +114,9 @@ export interface StreamsOptions {
 }
 
 /** receiveQemu on a free loopback port, quiet: its port once it listens, and its result. */
-export async function listenQemu(o: Omit<QemuRecvOptions, 'host' | 'port' | 'logger' | 'onListening'>): Promise<{ port: number; result: ReturnType<typeof receiveQemu> }> {
+export async function listenQemu(
+  o: Omit<QemuRecvOptions, 'host' | 'port' | 'logger' | 'onListening'>,
+): Promise<{ port: number; result: ReturnType<typeof receiveQemu> }> {
   let result!: ReturnType<typeof receiveQemu>;
   const port = await new Promise<number>((resolve) => {
     result = receiveQemu({ host: '127.0.0.1', port: 0, logger: silentLogger, ...o, onListening: (a: AddressInfo) => resolve(a.port) });

@@ -8,7 +8,16 @@ const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const ajv = new Ajv({ allErrors: true, strict: false });
 ajv.addSchema(JSON.parse(fs.readFileSync(file, 'utf8')) as object, 'mfd');
 
-export type OutputKind = 'SendJson' | 'RecvJson' | 'FailureJson' | 'QemuSendJson' | 'QemuRecvJson' | 'InspectJson' | 'AccelJson' | 'GenImageJson' | 'BenchJsonLine';
+export type OutputKind =
+  | 'SendJson'
+  | 'RecvJson'
+  | 'FailureJson'
+  | 'QemuSendJson'
+  | 'QemuRecvJson'
+  | 'InspectJson'
+  | 'AccelJson'
+  | 'GenImageJson'
+  | 'BenchJsonLine';
 
 /** The schema's complaints about `value` as a `kind` output, one per line ('' when it is valid). */
 export function schemaErrors(kind: OutputKind, value: unknown): string {

@@ -14,7 +14,7 @@ export function readChannelDump(file: string, pageSize = 4096): { id: number; pa
   const init = decodeInitPacket(b.subarray(0, INIT_PACKET_SIZE));
   const hs = packetHeaderSize(pageSize);
   const packets: DumpedPacket[] = [];
-  for (let at = INIT_PACKET_SIZE; at < b.length; ) {
+  for (let at = INIT_PACKET_SIZE; at < b.length;) {
     const header = decodePacketHeader(b.subarray(at, at + hs), pageCount(pageSize));
     at += hs;
     packets.push({ header, payload: b.subarray(at, at + header.nextPacketSize) });

@@ -15,7 +15,12 @@ function checkText(s: string, where: string): string {
   if (s.includes('<')) throw new Error(`bare < in ${where}`);
   const rest = s.replace(ENTITY, '');
   if (rest.includes('&')) throw new Error(`bare & in ${where}: ${s.slice(0, 60)}`);
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 }
 
 /** Parses `xml`, throwing on anything not well-formed; returns the root element. */

@@ -33,7 +33,16 @@ t.test('a 3 GiB sparse stream file: read a window at a time, memory bounded', as
   const file = path.join(dir, 'channel-0.bin');
   const hs = packetHeaderSize(PS);
   const pkts = Array.from({ length: 1000 }, (_, k) =>
-    encodePacketHeader(new Uint8Array(hs), hs, { flags: 0, pagesAlloc: 128, normalPages: 0, zeroPages: 1, nextPacketSize: 0, packetNum: BigInt(k), ramblock: Buffer.from('pc.ram'), offsets: [k * PS] }),
+    encodePacketHeader(new Uint8Array(hs), hs, {
+      flags: 0,
+      pagesAlloc: 128,
+      normalPages: 0,
+      zeroPages: 1,
+      nextPacketSize: 0,
+      packetNum: BigInt(k),
+      ramblock: Buffer.from('pc.ram'),
+      offsets: [k * PS],
+    }),
   );
   fs.writeFileSync(file, Buffer.concat([encodeInitPacket(new Uint8Array(16), 0), ...pkts]));
   fs.truncateSync(file, 3 * 2 ** 30);

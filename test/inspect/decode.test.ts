@@ -15,14 +15,33 @@ import { inspectStream } from '../../src/inspect/inspect.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader, type PacketFields } from '../../src/wire/packet.js';
 import { DEVICE_STATE_HEADER_SIZE } from '../../src/wire/device-state.js';
-import { INIT_PACKET_SIZE, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_QPL, MULTIFD_FLAG_SYNC, MULTIFD_FLAG_ZLIB, MULTIFD_MAGIC, MULTIFD_VERSION, packetHeaderSize } from '../../src/wire/constants.js';
+import {
+  INIT_PACKET_SIZE,
+  MULTIFD_FLAG_DEVICE_STATE,
+  MULTIFD_FLAG_QPL,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_FLAG_ZLIB,
+  MULTIFD_MAGIC,
+  MULTIFD_VERSION,
+  packetHeaderSize,
+} from '../../src/wire/constants.js';
 
 const PS = 4096;
 const HS = packetHeaderSize(PS);
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
 const header = (f: Partial<PacketFields>): Uint8Array =>
-  encodePacketHeader(new Uint8Array(HS), HS, { flags: 0, pagesAlloc: 128, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 0n, ramblock: Buffer.from('pc.ram'), offsets: [], ...f });
+  encodePacketHeader(new Uint8Array(HS), HS, {
+    flags: 0,
+    pagesAlloc: 128,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: 0n,
+    ramblock: Buffer.from('pc.ram'),
+    offsets: [],
+    ...f,
+  });
 
 /** A QEMU 10 device-state packet: flags, idstr, instance_id, then `blob`. */
 function deviceStatePacket(flags: number, idstr: string, instance: number, blob: Buffer): Buffer {
@@ -45,9 +64,17 @@ function cli(args: string[]): { status: number | null; out: string; err: string 
 
 t.test('a zlib packet whose payload is 64 random bytes: an error at the payload, exit 3; --headers-only does not decode it', async (t) => {
   const file = path.join(tmpdir(t), 'zlib.bin');
-  fs.writeFileSync(file, stream(header({ flags: MULTIFD_FLAG_ZLIB, normalPages: 1, nextPacketSize: 64, offsets: [0] }), crypto.randomBytes(64)));
+  fs.writeFileSync(
+    file,
+    stream(header({ flags: MULTIFD_FLAG_ZLIB, normalPages: 1, nextPacketSize: 64, offsets: [0] }), crypto.randomBytes(64)),
+  );
   const r = await inspectStream(file, PS);
-  t.match(r.errors, [{ at: INIT_PACKET_SIZE + HS, message: /channel 0, packet 0: (zlib payload cannot be decoded|packet size received \d+, size expected 4096)/ }]);
+  t.match(r.errors, [
+    {
+      at: INIT_PACKET_SIZE + HS,
+      message: /channel 0, packet 0: (zlib payload cannot be decoded|packet size received \d+, size expected 4096)/,
+    },
+  ]);
   t.equal(r.totals.decodedPages, 0);
   const c = cli(['--json', file]);
   t.equal(c.status, 3, 'exit 3');
@@ -116,12 +143,23 @@ t.test('QEMU 10 device-state packets are listed (idstr, instance, size) between 
   const page = Buffer.alloc(PS, 0x42);
   const dev = deviceStatePacket(MULTIFD_FLAG_DEVICE_STATE, '0000:00:02.0/vfio', 3, Buffer.alloc(1000, 7));
   const good = path.join(dir, 'good.bin');
-  fs.writeFileSync(good, stream(header({ normalPages: 1, nextPacketSize: PS, offsets: [0] }), page, dev, header({ flags: MULTIFD_FLAG_SYNC, packetNum: 1n })));
+  fs.writeFileSync(
+    good,
+    stream(header({ normalPages: 1, nextPacketSize: PS, offsets: [0] }), page, dev, header({ flags: MULTIFD_FLAG_SYNC, packetNum: 1n })),
+  );
   const r = await inspectStream(good, PS);
   t.same(r.errors, []);
   t.match(r.packets, [
     { kind: 'ram', normalPages: 1 },
-    { kind: 'device-state', at: INIT_PACKET_SIZE + HS + PS, packetNum: '-', ramblock: '0000:00:02.0/vfio', instanceId: 3, payloadBytes: 1000, flags: 'DEVICE_STATE' },
+    {
+      kind: 'device-state',
+      at: INIT_PACKET_SIZE + HS + PS,
+      packetNum: '-',
+      ramblock: '0000:00:02.0/vfio',
+      instanceId: 3,
+      payloadBytes: 1000,
+      flags: 'DEVICE_STATE',
+    },
     { kind: 'ram', flags: 'SYNC|none' },
   ]);
   t.match(r.totals, { packets: 3, deviceStatePackets: 1, deviceStateBytes: 1000, decodedPages: 1 });

@@ -22,7 +22,14 @@ for (const method of ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip']) {
     fs.mkdirSync(out);
     const img = makeImage(path.join(dir, 'vm.ram'), (2 << 20) + 4096, 'mixed', 5);
     const { sent } = await migrate(
-      { images: [{ name: 'vm.ram', path: img }], channels: 3, pageSize: PS, compression: method, methodParams: {}, zeroPageDetection: 'multifd' },
+      {
+        images: [{ name: 'vm.ram', path: img }],
+        channels: 3,
+        pageSize: PS,
+        compression: method,
+        methodParams: {},
+        zeroPageDetection: 'multifd',
+      },
       { outputDir: out, dumpStreams: dump },
     );
     const target = path.join(dir, 'extracted.ram');
@@ -38,12 +45,18 @@ for (const method of ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip']) {
       normal += r.totals.normalPages;
       zero += r.totals.zeroPages;
       packets += r.totals.packets;
-      t.ok(r.packets.every((p) => p.normalPages === 0 || p.method === method), 'flags decoded to the method');
+      t.ok(
+        r.packets.every((p) => p.normalPages === 0 || p.method === method),
+        'flags decoded to the method',
+      );
     }
     t.equal(x.close(), 513, 'every page extracted');
     t.equal(normal, sent.stats.normalPages);
     t.equal(zero, sent.stats.zeroPages);
-    t.equal(packets, sent.stats.perChannel.reduce((a, c) => a + c.packets, 0));
+    t.equal(
+      packets,
+      sent.stats.perChannel.reduce((a, c) => a + c.packets, 0),
+    );
     t.equal(sha256(target), sha256(img), 'extracted image is the sent one');
   });
 }
@@ -54,9 +67,27 @@ function qemuQuirkStream(): { stream: Buffer; pages: Buffer } {
   const pages = Buffer.alloc(2 * PS, 0x41);
   const hdr = (f: Parameters<typeof encodePacketHeader>[2]): Uint8Array => encodePacketHeader(new Uint8Array(1344), 1344, f);
   // First SYNC: empty ramblock name, pages_alloc 128, a stale next_packet_size and no payload.
-  const sync0 = hdr({ flags: MULTIFD_FLAG_SYNC, pagesAlloc: 128, normalPages: 0, zeroPages: 0, nextPacketSize: 8192, packetNum: 0n, ramblock: new Uint8Array(0), offsets: [] });
+  const sync0 = hdr({
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 128,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 8192,
+    packetNum: 0n,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
   // A data packet that also carries SYNC (<= 8.2), with stale offsets after the counted ones.
-  const data = hdr({ flags: MULTIFD_FLAG_SYNC, pagesAlloc: 128, normalPages: 2, zeroPages: 1, nextPacketSize: 2 * PS, packetNum: 1n, ramblock: Buffer.from('pc.ram'), offsets: [0, PS, 2 * PS] });
+  const data = hdr({
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 128,
+    normalPages: 2,
+    zeroPages: 1,
+    nextPacketSize: 2 * PS,
+    packetNum: 1n,
+    ramblock: Buffer.from('pc.ram'),
+    offsets: [0, PS, 2 * PS],
+  });
   data.fill(0xff, 320 + 3 * 8);
   const stream = Buffer.concat([encodeInitPacket(uuid, 0), sync0, data, pages]);
   return { stream, pages };

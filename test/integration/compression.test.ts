@@ -17,7 +17,13 @@ import { ExitCode } from '../../src/errors.js';
 import { noIaa, noQat, qplPathNoDevice } from '../helpers/build.js';
 
 const PS = 4096;
-const FLAGS: Record<string, number> = { zlib: MULTIFD_FLAG_ZLIB, zstd: MULTIFD_FLAG_ZSTD, lz4: MFD_FLAG_LZ4, qpl: MULTIFD_FLAG_QPL, qatzip: MULTIFD_FLAG_QATZIP };
+const FLAGS: Record<string, number> = {
+  zlib: MULTIFD_FLAG_ZLIB,
+  zstd: MULTIFD_FLAG_ZSTD,
+  lz4: MFD_FLAG_LZ4,
+  qpl: MULTIFD_FLAG_QPL,
+  qatzip: MULTIFD_FLAG_QATZIP,
+};
 const METHODS = ['zlib', 'zstd', 'lz4', 'qpl', 'qatzip'];
 
 /** The bytes of every normal page in a dump's packets, in order, from the source image. */
@@ -37,7 +43,8 @@ const hasZstdCli = spawnSync('zstd', ['--version']).status === 0;
 
 for (const method of METHODS) {
   for (const channels of [1, 3, 8]) {
-    const skip = method === 'zstd' && !hasZstdCli ? 'the zstd command (Debian package zstd) is not installed: no independent zstd decoder' : false;
+    const skip =
+      method === 'zstd' && !hasZstdCli ? 'the zstd command (Debian package zstd) is not installed: no independent zstd decoder' : false;
     t.test(`${method}, ${channels} channel(s), two ramblocks: identical, and an independent decoder agrees`, { skip }, async (t) => {
       const dir = tmpdir(t);
       const out = path.join(dir, 'out');
@@ -47,7 +54,17 @@ for (const method of METHODS) {
       const a = makeImage(path.join(dir, 'pc.ram'), (3 << 20) + 8192, 'mixed', channels);
       const b = makeImage(path.join(dir, 'vram'), (1 << 20) + 100, 'text');
       const { sent, received } = await migrate(
-        { images: [{ name: 'pc.ram', path: a }, { name: 'vram', path: b }], channels, pageSize: PS, compression: method, methodParams: {}, zeroPageDetection: 'multifd' },
+        {
+          images: [
+            { name: 'pc.ram', path: a },
+            { name: 'vram', path: b },
+          ],
+          channels,
+          pageSize: PS,
+          compression: method,
+          methodParams: {},
+          zeroPageDetection: 'multifd',
+        },
         { outputDir: out, dumpStreams: dump },
       );
       t.equal(sha256(path.join(out, 'pc.ram')), sha256(a));
@@ -78,7 +95,7 @@ for (const method of METHODS) {
         let got: Buffer;
         if (method === 'zlib') {
           for (const p of data) t.equal(p.payload.subarray(-4).toString('hex'), '0000ffff', 'each packet ends with a sync flush');
-          t.equal(data[0]!.payload[0], 0x78, 'the zlib header opens the channel\'s first payload only');
+          t.equal(data[0]!.payload[0], 0x78, "the zlib header opens the channel's first payload only");
           got = zlib.inflateSync(Buffer.concat(data.map((p) => p.payload)), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
         } else if (method === 'zstd') {
           const f = path.join(dir, `ch${id}.zst`);
@@ -132,7 +149,16 @@ function checkQzMembers(t: Test, payload: Buffer, bytes: number): void {
   let src = 0;
   while (at < payload.length) {
     const h = payload.subarray(at, at + 24);
-    const ok = h[0] === 0x1f && h[1] === 0x8b && h[2] === 8 && h[3] === 0x04 && h[9] === 0xff && h.readUInt16LE(10) === 12 && h[12] === 0x51 && h[13] === 0x5a && h.readUInt16LE(14) === 8;
+    const ok =
+      h[0] === 0x1f &&
+      h[1] === 0x8b &&
+      h[2] === 8 &&
+      h[3] === 0x04 &&
+      h[9] === 0xff &&
+      h.readUInt16LE(10) === 12 &&
+      h[12] === 0x51 &&
+      h[13] === 0x5a &&
+      h.readUInt16LE(14) === 8;
     if (!ok) return void t.fail(`member ${members}: not a QZ header: ${h.toString('hex')}`);
     const srcSz = h.readUInt32LE(16);
     const destSz = h.readUInt32LE(20);
@@ -154,8 +180,26 @@ t.test('qatzip: a payload of plain gzip members (as other QATzip senders may emi
   t.match(await raw.hello({ compression: 'qatzip', ramblocks: [{ name: 'ram0', size: 3 * PS }] }), { type: 'ready' });
   const pages = Buffer.concat([Buffer.alloc(PS, 1), Buffer.alloc(PS, 2), Buffer.alloc(PS, 3)]);
   const payload = Buffer.concat([zlib.gzipSync(pages.subarray(0, 5000)), zlib.gzipSync(pages.subarray(5000))]);
-  const h = encodePacketHeader(new Uint8Array(1344), 1344, { flags: MULTIFD_FLAG_QATZIP, pagesAlloc: 128, normalPages: 3, zeroPages: 0, nextPacketSize: payload.length, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0, PS, 2 * PS] });
-  const sync = encodePacketHeader(new Uint8Array(1344), 1344, { flags: 1, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: 1n, ramblock: new Uint8Array(0), offsets: [] });
+  const h = encodePacketHeader(new Uint8Array(1344), 1344, {
+    flags: MULTIFD_FLAG_QATZIP,
+    pagesAlloc: 128,
+    normalPages: 3,
+    zeroPages: 0,
+    nextPacketSize: payload.length,
+    packetNum: 0n,
+    ramblock: Buffer.from('ram0'),
+    offsets: [0, PS, 2 * PS],
+  });
+  const sync = encodePacketHeader(new Uint8Array(1344), 1344, {
+    flags: 1,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: 1n,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), h, payload, sync);
   ch.end();
   const { BlockDigest } = await import('../../src/digest.js');
@@ -181,7 +225,13 @@ for (const method of METHODS) {
   const cases: [string, Uint8Array, number, string, RegExp][] = [
     ['corrupt payload', Buffer.alloc(good.length, 0xa5), FLAGS[method]!, 'ERR_PAYLOAD_', /channel 0, packet 0: /],
     ['truncated payload', good.subarray(0, Math.max(1, good.length - 7)), FLAGS[method]!, 'ERR_PAYLOAD_', /channel 0, packet 0: /],
-    ['wrong flag', good, method === 'zstd' ? MULTIFD_FLAG_ZLIB : MULTIFD_FLAG_ZSTD, 'ERR_PACKET_METHOD', new RegExp(`flags received 0x${(method === 'zstd' ? 2 : 4).toString(16)}, expected 0x${FLAGS[method]!.toString(16)}`)],
+    [
+      'wrong flag',
+      good,
+      method === 'zstd' ? MULTIFD_FLAG_ZLIB : MULTIFD_FLAG_ZSTD,
+      'ERR_PACKET_METHOD',
+      new RegExp(`flags received 0x${(method === 'zstd' ? 2 : 4).toString(16)}, expected 0x${FLAGS[method]!.toString(16)}`),
+    ],
   ];
   for (const [name, payload, flags, code, message] of cases) {
     t.test(`${method}: ${name} is refused, nothing left behind`, async (t) => {
@@ -192,7 +242,14 @@ for (const method of METHODS) {
       t.teardown(() => raw.close());
       t.match(await raw.hello({ compression: method }), { type: 'ready' });
       const h = encodePacketHeader(new Uint8Array(1344), 1344, {
-        flags, pagesAlloc: 128, normalPages: 2, zeroPages: 0, nextPacketSize: payload.length, packetNum: 0n, ramblock: Buffer.from('ram0'), offsets: [0, PS],
+        flags,
+        pagesAlloc: 128,
+        normalPages: 2,
+        zeroPages: 0,
+        nextPacketSize: payload.length,
+        packetNum: 0n,
+        ramblock: Buffer.from('ram0'),
+        offsets: [0, PS],
       });
       await raw.channel(encodeInitPacket(raw.uuidBytes, 0), h, payload);
       const e = await rejection(result);

@@ -51,7 +51,14 @@ for (const c of cases) {
     fs.mkdirSync(out);
     const images = c.images.map((im, i) => ({ name: im.name, path: makeImage(path.join(src, im.name), im.size, im.kind, i + 1) }));
     const { sent, received } = await migrate(
-      { images, channels: c.channels, pageSize: c.pageSize ?? 4096, compression: 'none', methodParams: {}, zeroPageDetection: c.detection ?? 'multifd' },
+      {
+        images,
+        channels: c.channels,
+        pageSize: c.pageSize ?? 4096,
+        compression: 'none',
+        methodParams: {},
+        zeroPageDetection: c.detection ?? 'multifd',
+      },
       { outputDir: out },
     );
     for (const im of images) t.equal(sha256(path.join(out, im.name)), sha256(im.path), `${im.name} byte-identical`);
@@ -59,9 +66,17 @@ for (const c of cases) {
     const s = sent.stats;
     const r = received.stats;
     t.equal(s.channels, c.channels);
-    t.same(r.perChannel.map((x) => x.packets), s.perChannel.map((x) => x.packets), 'packets per channel agree');
+    t.same(
+      r.perChannel.map((x) => x.packets),
+      s.perChannel.map((x) => x.packets),
+      'packets per channel agree',
+    );
     t.equal(r.wireBytes, s.wireBytes, 'wire bytes agree');
-    t.same(r.ramblocks.map((b) => b.digest), s.ramblocks.map((b) => b.digest), 'digests agree');
+    t.same(
+      r.ramblocks.map((b) => b.digest),
+      s.ramblocks.map((b) => b.digest),
+      'digests agree',
+    );
     const pages = c.images.reduce((a, im) => a + Math.ceil(im.size / (c.pageSize ?? 4096)), 0);
     t.equal(s.normalPages + s.zeroPages, pages, 'every page counted once');
     if (c.detection === 'none') t.equal(s.zeroPages, 0, 'no zero pages without detection');
@@ -75,7 +90,17 @@ t.test('zero pages stay holes in a fresh output', async (t) => {
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'z.ram'), 8 * MiB, 'zero');
   const out = path.join(dir, 'out.ram');
-  await migrate({ images: [{ name: 'z', path: img }], channels: 2, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' }, { outputMap: new Map([['z', out]]) });
+  await migrate(
+    {
+      images: [{ name: 'z', path: img }],
+      channels: 2,
+      pageSize: 4096,
+      compression: 'none',
+      methodParams: {},
+      zeroPageDetection: 'multifd',
+    },
+    { outputMap: new Map([['z', out]]) },
+  );
   const st = fs.statSync(out);
   t.equal(st.size, 8 * MiB);
   t.ok(st.blocks * 512 < MiB, `allocated ${st.blocks * 512} bytes for an 8 MiB all-zero image`);
@@ -88,7 +113,14 @@ for (const inPlace of [false, true]) {
     const out = path.join(dir, 'existing.ram');
     makeImage(out, 5 * MiB, 'random'); // larger and full of data where the image has zero pages
     const { sent } = await migrate(
-      { images: [{ name: 'm', path: img }], channels: 3, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: 'multifd' },
+      {
+        images: [{ name: 'm', path: img }],
+        channels: 3,
+        pageSize: 4096,
+        compression: 'none',
+        methodParams: {},
+        zeroPageDetection: 'multifd',
+      },
       { outputMap: new Map([['m', out]]), inPlace },
     );
     t.ok(sent.stats.zeroPages > 0, 'the image has zero pages');
@@ -132,7 +164,14 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
     const out = path.join(dir, `out-${detection}`);
     fs.mkdirSync(out);
     const { sent, received } = await migrate(
-      { images: [{ name: 'sparse.ram', path: img }], channels: 3, pageSize: 4096, compression: 'none', methodParams: {}, zeroPageDetection: detection },
+      {
+        images: [{ name: 'sparse.ram', path: img }],
+        channels: 3,
+        pageSize: 4096,
+        compression: 'none',
+        methodParams: {},
+        zeroPageDetection: detection,
+      },
       { outputDir: out },
     );
     t.equal(sha256(path.join(out, 'sparse.ram')), sha256(img), `${detection}: byte-identical`);

@@ -64,14 +64,27 @@ t.test('--max-bandwidth 8M: a 1 GiB migration over 4 channels runs at 8 MiB/s wi
   fs.mkdirSync(out);
   const img = sparseImage(path.join(dir, 'vm.ram'));
   const recv = await mfdRecv(t, ['--output', out, '--json', '--no-progress']);
-  const s = await mfd(t, ['send', '--to', `tcp:127.0.0.1:${recv.port}`, '--channels', '4', '--max-bandwidth', '8M', '--json', '--no-progress', img]).done;
+  const s = await mfd(t, [
+    'send',
+    '--to',
+    `tcp:127.0.0.1:${recv.port}`,
+    '--channels',
+    '4',
+    '--max-bandwidth',
+    '8M',
+    '--json',
+    '--no-progress',
+    img,
+  ]).done;
   const r = await recv.done;
   t.equal(s.code, 0, s.stderr);
   t.equal(r.code, 0, r.stderr);
   const sent = JSON.parse(s.stdout) as { wireBytes: number; totalTimeMs: number; imageBytes: number };
   t.equal(sent.imageBytes, GiB);
   const rate = sent.wireBytes / (sent.totalTimeMs / 1000);
-  t.comment(`--max-bandwidth ${LIMIT} B/s: ${sent.wireBytes} wire bytes in ${sent.totalTimeMs} ms = ${Math.round(rate)} B/s (${((100 * rate) / LIMIT).toFixed(1)}% of the limit)`);
+  t.comment(
+    `--max-bandwidth ${LIMIT} B/s: ${sent.wireBytes} wire bytes in ${sent.totalTimeMs} ms = ${Math.round(rate)} B/s (${((100 * rate) / LIMIT).toFixed(1)}% of the limit)`,
+  );
   t.ok(sent.wireBytes > 64 * 2 ** 20, 'the random pages crossed the wire');
   t.ok(rate <= LIMIT * 1.05, `at most 5% over the limit: ${Math.round(rate)} B/s`);
   t.ok(rate >= LIMIT * 0.95, `at most 5% under the limit: ${Math.round(rate)} B/s`);

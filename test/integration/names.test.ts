@@ -49,21 +49,52 @@ t.test("a q35 machine's real ramblock names, through mfd send and mfd recv: defa
   const other = path.join(dir, 'other');
   fs.mkdirSync(out);
   fs.mkdirSync(other);
-  const images = Q35.map(([name, size], i) => ({ name, file: makeImage(path.join(dir, `img-${i}`), Math.max(4096, size / 256), 'mixed', i + 1) }));
-  const mapped = new Map([['/rom@etc/acpi/tables', path.join(other, 'acpi-tables')], ['0000:00:02.0/e1000e.rom', path.join(other, 'e1000e.rom')]]);
-  const recv = await mfdRecv(t, ['--output', out, ...[...mapped].flatMap(([n, p]) => ['--output', `${ramblockFileName(n)}=${p}`]), '--no-progress', '--json']);
-  const send = mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--channels', '3', '--no-progress', ...images.map((i) => `${ramblockFileName(i.name)}=${i.file}`)]);
+  const images = Q35.map(([name, size], i) => ({
+    name,
+    file: makeImage(path.join(dir, `img-${i}`), Math.max(4096, size / 256), 'mixed', i + 1),
+  }));
+  const mapped = new Map([
+    ['/rom@etc/acpi/tables', path.join(other, 'acpi-tables')],
+    ['0000:00:02.0/e1000e.rom', path.join(other, 'e1000e.rom')],
+  ]);
+  const recv = await mfdRecv(t, [
+    '--output',
+    out,
+    ...[...mapped].flatMap(([n, p]) => ['--output', `${ramblockFileName(n)}=${p}`]),
+    '--no-progress',
+    '--json',
+  ]);
+  const send = mfd(t, [
+    'send',
+    '--to',
+    `127.0.0.1:${recv.port}`,
+    '--channels',
+    '3',
+    '--no-progress',
+    ...images.map((i) => `${ramblockFileName(i.name)}=${i.file}`),
+  ]);
   const [r, s] = await Promise.all([recv.done, send.done]);
   t.equal(s.code, 0, s.stderr);
   t.equal(r.code, 0, r.stderr);
   const got = (JSON.parse(r.stdout) as { ramblocks: { name: string; path: string }[] }).ramblocks;
-  t.same(got.map((b) => b.name), Q35.map(([n]) => n), 'the names on the wire are QEMU\'s');
+  t.same(
+    got.map((b) => b.name),
+    Q35.map(([n]) => n),
+    "the names on the wire are QEMU's",
+  );
   for (const i of images) {
     const at = mapped.get(i.name) ?? path.join(out, ramblockFileName(i.name));
     t.equal(sha256(at), sha256(i.file), `${i.name} -> ${path.relative(dir, at)}`);
     t.equal(got.find((b) => b.name === i.name)?.path, at, `${i.name}: the path the receiver reports`);
   }
-  t.same(fs.readdirSync(out).sort(), images.filter((i) => !mapped.has(i.name)).map((i) => ramblockFileName(i.name)).sort(), 'nothing else in the output directory');
+  t.same(
+    fs.readdirSync(out).sort(),
+    images
+      .filter((i) => !mapped.has(i.name))
+      .map((i) => ramblockFileName(i.name))
+      .sort(),
+    'nothing else in the output directory',
+  );
 });
 
 t.test('a ramblock name that would forge a line is shown escaped: summaries, the error the sender shows, the logs', async (t) => {
@@ -77,7 +108,7 @@ t.test('a ramblock name that would forge a line is shown escaped: summaries, the
     t.notOk(text.includes('\x1b'), `${what}: no escape character`);
     t.notOk(/^sent: FAKE/m.test(text), `${what}: no forged line`);
   };
-  await t.test('received: both summaries and the receiver\'s logs', async (t) => {
+  await t.test("received: both summaries and the receiver's logs", async (t) => {
     const recv = await mfdRecv(t, ['--output', out, '--no-progress', '--log-level', 'info']);
     const send = mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--no-progress', spec]);
     const [r, s] = await Promise.all([recv.done, send.done]);
@@ -85,7 +116,13 @@ t.test('a ramblock name that would forge a line is shown escaped: summaries, the
     t.equal(s.code, 0, s.stderr);
     t.ok(r.stdout.includes(`  ramblock ${shown}: `), `receiver's summary: ${r.stdout.split('\n').slice(-1)[0]}`);
     t.ok(s.stdout.includes(`  ramblock ${shown}: `), "sender's summary");
-    for (const [what, text] of [['receiver stdout', r.stdout], ['receiver stderr (logs)', r.stderr], ['sender stdout', s.stdout], ['sender stderr', s.stderr]] as const) clean(what, text);
+    for (const [what, text] of [
+      ['receiver stdout', r.stdout],
+      ['receiver stderr (logs)', r.stderr],
+      ['sender stdout', s.stdout],
+      ['sender stderr', s.stderr],
+    ] as const)
+      clean(what, text);
     t.equal(sha256(path.join(out, ramblockFileName(FORGER))), sha256(img));
   });
   await t.test("refused: the receiver's error message, shown by the sender", async (t) => {
@@ -93,13 +130,26 @@ t.test('a ramblock name that would forge a line is shown escaped: summaries, the
     const send = mfd(t, ['send', '--to', `127.0.0.1:${recv.port}`, '--no-progress', spec]);
     const [r, s] = await Promise.all([recv.done, send.done]);
     t.equal(s.code, 7);
-    t.match(s.stderr, `mfd send: error: receiver failed: output "${printable(path.join(dir, 'missing', 'x'))}" for ram block "${shown}": its directory`);
+    t.match(
+      s.stderr,
+      `mfd send: error: receiver failed: output "${printable(path.join(dir, 'missing', 'x'))}" for ram block "${shown}": its directory`,
+    );
     t.equal(s.stderr.trim().split('\n').length, 1, 'one line');
     clean('sender stderr', s.stderr);
     clean('receiver stderr', r.stderr);
   });
   await t.test('recv --qemu: the summary of a QEMU migration', async (t) => {
-    const r = { totalTimeMs: 1, manifestPath: '/x/manifest.json', manifest: { qemu: { machineType: `pc\n${FORGER}` }, multifd: false, syncMode: 'round', ramblocks: [{ name: FORGER, size: 4096, file: ramblockFileName(FORGER), sha256: '0'.repeat(64) }], deviceState: { size: 1, file: 'device-state' } } } as unknown as QemuRecvResult;
+    const r = {
+      totalTimeMs: 1,
+      manifestPath: '/x/manifest.json',
+      manifest: {
+        qemu: { machineType: `pc\n${FORGER}` },
+        multifd: false,
+        syncMode: 'round',
+        ramblocks: [{ name: FORGER, size: 4096, file: ramblockFileName(FORGER), sha256: '0'.repeat(64) }],
+        deviceState: { size: 1, file: 'device-state' },
+      },
+    } as unknown as QemuRecvResult;
     const text = formatQemuRecv(r);
     clean('summary', text);
     t.equal(text.split('\n').length, 4, 'four lines, as for any name');

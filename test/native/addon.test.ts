@@ -48,7 +48,7 @@ t.test('natives refuse buffers too small for the counts', async (t) => {
   t.throws(() => (native.scanZeroPages as (...a: unknown[]) => number)('x', 4096, 1, new Uint8Array(1)), TypeError);
 });
 
-t.test('ImageSource: mapped windows and the read tail give the file\'s bytes, zero-padded', async (t) => {
+t.test("ImageSource: mapped windows and the read tail give the file's bytes, zero-padded", async (t) => {
   const dir = tmpdir(t);
   const f = path.join(dir, 'img');
   const size = 40 * 1024 * 1024 + 3 * 4096 + 100; // three windows, a tail packet ending mid-page
@@ -94,7 +94,11 @@ t.test('copyPages: the unflagged pages to the same places; a mapping whose file 
   const dst = new Uint8Array(6 * 4096).fill(0xee);
   copyPages(dst, src, 4096, 6, Uint8Array.of(0, 0, 1, 0, 1, 1));
   for (const i of [0, 1, 3]) t.same(dst.subarray(i * 4096, (i + 1) * 4096), src.subarray(i * 4096, (i + 1) * 4096), `page ${i} copied`);
-  for (const i of [2, 4, 5]) t.ok(dst.subarray(i * 4096, (i + 1) * 4096).every((b) => b === 0xee), `page ${i} (flagged) untouched`);
+  for (const i of [2, 4, 5])
+    t.ok(
+      dst.subarray(i * 4096, (i + 1) * 4096).every((b) => b === 0xee),
+      `page ${i} (flagged) untouched`,
+    );
   copyPages(dst, src, 4096, 6, null);
   t.same(Buffer.from(dst), src, 'null: every page');
   t.throws(() => copyPages(dst, src, 4096, 7, null), /copyPages: buffers too small for pageCount pages/);
@@ -108,7 +112,10 @@ t.test('copyPages: the unflagged pages to the same places; a mapping whose file 
   t.throws(() => copyPages(out, new Uint8Array(ab), 4096, 256, null), { code: 'ESHORTREAD' });
   const skipLost = new Uint8Array(256).fill(1);
   skipLost[0] = 0;
-  t.doesNotThrow(() => copyPages(out, new Uint8Array(ab), 4096, 256, skipLost), 'pages flagged are not touched, so the lost ones can be skipped');
+  t.doesNotThrow(
+    () => copyPages(out, new Uint8Array(ab), 4096, 256, skipLost),
+    'pages flagged are not touched, so the lost ones can be skipped',
+  );
 });
 
 t.test('writePacket: runs land at their offsets from pieces, clipped to the block, padding checked', async (t) => {
@@ -123,15 +130,38 @@ t.test('writePacket: runs land at their offsets from pieces, clipped to the bloc
   // As socket chunks: a page split across pieces, and an empty piece.
   const pieces = [pages.subarray(0, 1000), pages.subarray(1000, 1000), pages.subarray(1000, 9000), pages.subarray(9000)];
   const crc = new Uint32Array(3);
-  await writePacket({ fd, pages: pieces, pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc });
+  await writePacket({
+    fd,
+    pages: pieces,
+    pageSize: 4096,
+    offsets: new Float64Array([0, 4096, 3 * 4096]),
+    normal: 3,
+    zero: 0,
+    blockSize,
+    writeZeros: false,
+    crc,
+  });
   for (let i = 0; i < 3; i++) t.equal(crc[i], native.crc32c(pages.subarray(i * 4096, (i + 1) * 4096)), `crc of page ${i} across pieces`);
   const got = fs.readFileSync(f);
   t.equal(got.length, blockSize, 'nothing written past the block');
   t.same(got.subarray(0, 8192), pages.subarray(0, 8192));
   t.same(got.subarray(3 * 4096), pages.subarray(2 * 4096, 2 * 4096 + 10));
-  t.ok(got.subarray(8192, 3 * 4096).every((b) => b === 0), 'the hole stays zero');
+  t.ok(
+    got.subarray(8192, 3 * 4096).every((b) => b === 0),
+    'the hole stays zero',
+  );
   pages[2 * 4096 + 100] = 1;
-  const e = await writePacket({ fd, pages: [pages], pageSize: 4096, offsets: new Float64Array([0, 4096, 3 * 4096]), normal: 3, zero: 0, blockSize, writeZeros: false, crc }).catch((x) => x);
+  const e = await writePacket({
+    fd,
+    pages: [pages],
+    pageSize: 4096,
+    offsets: new Float64Array([0, 4096, 3 * 4096]),
+    normal: 3,
+    zero: 0,
+    blockSize,
+    writeZeros: false,
+    crc,
+  }).catch((x) => x);
   t.ok(e instanceof PacketIoError);
   t.match(e, { code: 'EPADDING', badPage: 2 });
   t.throws(
@@ -139,7 +169,11 @@ t.test('writePacket: runs land at their offsets from pieces, clipped to the bloc
     RangeError,
     'an offset outside the block never reaches pwrite',
   );
-  t.throws(() => native.writePacket(fd, [pages.subarray(0, 100)], 4096, new Float64Array([0]), 1, 0, blockSize, false, crc, () => {}), RangeError, 'pieces shorter than the pages');
+  t.throws(
+    () => native.writePacket(fd, [pages.subarray(0, 100)], 4096, new Float64Array([0]), 1, 0, blockSize, false, crc, () => {}),
+    RangeError,
+    'pieces shorter than the pages',
+  );
 });
 
 t.test('dataExtents: where a sparse file has data; analysePages takes hole pages as zero unread', async (t) => {
@@ -181,5 +215,8 @@ t.test('ImageSource: an image truncated under it is an error, not a run of holes
   t.equal(first.holes, null, 'a file of data has no holes');
   first.release();
   fs.truncateSync(f, 1 << 20);
-  await t.rejects(src.load(2 << 20, 128, 4096, scratch), { code: 'ERR_IMAGE_SHRANK', message: /shrank while sending: it is now 1048576 bytes, expected 4194304 bytes/ });
+  await t.rejects(src.load(2 << 20, 128, 4096, scratch), {
+    code: 'ERR_IMAGE_SHRANK',
+    message: /shrank while sending: it is now 1048576 bytes, expected 4194304 bytes/,
+  });
 });

@@ -47,7 +47,7 @@ t.test('without libisal.so.2: the reason, the built-in CRC-32C, zlib', { skip },
   t.match(r.crc32cEngine, /^(sse4\.2|table)$/);
   t.equal(r.check, 0xe3069283, 'CRC-32C check value');
   t.equal(r.pageCrc, native.crc32c(page), 'a page: the same CRC as with ISA-L');
-  t.equal(r.qzInflate, 'undefined', 'qatzip inflates with Node\'s gunzip');
+  t.equal(r.qzInflate, 'undefined', "qatzip inflates with Node's gunzip");
   t.equal(r.isalStream, `ERR_ZLIB: ${r.isalUnavailable as string}`);
   t.equal(r.zlibPath, `software: zlib ${native.zlibVersion}`);
 });
@@ -81,7 +81,9 @@ t.test('a zlib migration from a sender with ISA-L to a receiver without it verif
     return { done, stderr: () => stderr };
   };
   fs.mkdirSync(path.join(dir, 'out'));
-  const recv = run(['recv', '--listen', '127.0.0.1:0', '--output', path.join(dir, 'out'), '--log-level', 'info'], { MFD_ISAL_LIBRARY: MISSING });
+  const recv = run(['recv', '--listen', '127.0.0.1:0', '--output', path.join(dir, 'out'), '--log-level', 'info'], {
+    MFD_ISAL_LIBRARY: MISSING,
+  });
   let port = '';
   for (let i = 0; i < 300 && !port; i++) {
     port = /listening on [^\s"]+:(\d+)/.exec(recv.stderr())?.[1] ?? '';

@@ -70,7 +70,7 @@ async function zlibPayloads(chunks: Buffer[], opts: zlib.ZlibOptions): Promise<B
 function chunked(b: Buffer, seed: number): Buffer[] {
   const out: Buffer[] = [];
   for (let at = 0, k = seed; at < b.length; k++) {
-    const n = 1 + ((k * 2654435761) >>> 0) % 700;
+    const n = 1 + (((k * 2654435761) >>> 0) % 700);
     out.push(b.subarray(at, at + n));
     at += n;
   }
@@ -98,9 +98,11 @@ t.test('ISA-L deflate: Node zlib reads every channel, packet by packet, at each 
       plain[channel]!.push(Buffer.concat(runs));
       // a prefix of the stream decodes to exactly the packets so far: nothing held back past a packet
       const got = zlib.inflateSync(Buffer.concat(sent[channel]!), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
-      if (!got.equals(Buffer.concat(plain[channel]!))) t.fail(`level ${level}, channel ${channel}: packet ${sent[channel]!.length} decodes differently`);
+      if (!got.equals(Buffer.concat(plain[channel]!)))
+        t.fail(`level ${level}, channel ${channel}: packet ${sent[channel]!.length} decodes differently`);
     }
-    for (let c = 0; c < channels; c++) t.equal(sent[c]![0]![0], 0x78, `level ${level}, channel ${c}: a zlib header (deflate, 32 KiB window) opens the stream`);
+    for (let c = 0; c < channels; c++)
+      t.equal(sent[c]![0]![0], 0x78, `level ${level}, channel ${c}: a zlib header (deflate, 32 KiB window) opens the stream`);
     for (const s of streams) s.close();
   }
 });
@@ -117,34 +119,41 @@ t.test('ISA-L deflate: random and random-looking runs alternating in a packet st
     const out = Buffer.alloc(native.zlibCompressBound(packet.length));
     payloads.push(Buffer.from(out.subarray(0, s.deflatePages([packet], PS, out))));
   }
-  t.ok(payloads.every((p) => p.length <= native.zlibCompressBound(packet.length)), `payloads ${payloads.map((p) => p.length).join(', ')} bytes for ${packet.length}`);
+  t.ok(
+    payloads.every((p) => p.length <= native.zlibCompressBound(packet.length)),
+    `payloads ${payloads.map((p) => p.length).join(', ')} bytes for ${packet.length}`,
+  );
   const got = zlib.inflateSync(Buffer.concat(payloads), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
   t.ok(got.equals(Buffer.concat([packet, packet, packet, packet])), 'Node zlib reads them');
   s.close();
 });
 
-t.test('the zlib method deflates with ISA-L at levels 1..3 and zlib elsewhere; both decode with Node zlib and the ISA-L inflater', { skip }, async (t) => {
-  t.same(ISAL_LEVEL_FOR, { 1: 1, 2: 1, 3: 3 });
-  const method = getMethod('zlib');
-  const list = packets(20, 1).map((p) => p.runs);
-  for (const level of [0, 1, 2, 3, 4, 6, 9]) {
-    const tally = new PathTally('zlib compression');
-    const s = method.sendSetup({ channel: 0, pageSize: PS, params: { level }, tally });
-    const r = receiver();
-    const payloads: Buffer[] = [];
-    for (const runs of list) {
-      const pages = runs.reduce((a, x) => a + x.length, 0) / PS;
-      const payload = Buffer.concat(await s.prepare(runs, pages));
-      payloads.push(payload);
-      const out = Buffer.concat(await r.recv(chunked(payload, pages), pages, BigInt(payloads.length)));
-      if (!out.equals(Buffer.concat(runs))) t.fail(`level ${level}: packet ${payloads.length} round trip differs`);
+t.test(
+  'the zlib method deflates with ISA-L at levels 1..3 and zlib elsewhere; both decode with Node zlib and the ISA-L inflater',
+  { skip },
+  async (t) => {
+    t.same(ISAL_LEVEL_FOR, { 1: 1, 2: 1, 3: 3 });
+    const method = getMethod('zlib');
+    const list = packets(20, 1).map((p) => p.runs);
+    for (const level of [0, 1, 2, 3, 4, 6, 9]) {
+      const tally = new PathTally('zlib compression');
+      const s = method.sendSetup({ channel: 0, pageSize: PS, params: { level }, tally });
+      const r = receiver();
+      const payloads: Buffer[] = [];
+      for (const runs of list) {
+        const pages = runs.reduce((a, x) => a + x.length, 0) / PS;
+        const payload = Buffer.concat(await s.prepare(runs, pages));
+        payloads.push(payload);
+        const out = Buffer.concat(await r.recv(chunked(payload, pages), pages, BigInt(payloads.length)));
+        if (!out.equals(Buffer.concat(runs))) t.fail(`level ${level}: packet ${payloads.length} round trip differs`);
+      }
+      const all = zlib.inflateSync(Buffer.concat(payloads), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+      t.ok(all.equals(Buffer.concat(list.flat())), `level ${level}: Node zlib reads the whole stream`);
+      s.cleanup();
+      r.cleanup();
     }
-    const all = zlib.inflateSync(Buffer.concat(payloads), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
-    t.ok(all.equals(Buffer.concat(list.flat())), `level ${level}: Node zlib reads the whole stream`);
-    s.cleanup();
-    r.cleanup();
-  }
-});
+  },
+);
 
 t.test('the ISA-L inflater reads zlib-made streams: levels, windows, strategies, stored blocks', { skip }, async (t) => {
   const list = packets(24, 1).map((p) => Buffer.concat(p.runs));
@@ -202,7 +211,8 @@ t.test('the ISA-L inflater refuses corrupt, oversized, finished and dictionary s
 
   // and a good stream still decodes after the refusals on other streams
   const good = receiver();
-  for (let k = 0; k < list.length; k++) t.ok(Buffer.concat(await good.recv([payloads[k]!], pagesOf(k), BigInt(k + 1))).equals(list[k]!), `packet ${k + 1}`);
+  for (let k = 0; k < list.length; k++)
+    t.ok(Buffer.concat(await good.recv([payloads[k]!], pagesOf(k), BigInt(k + 1))).equals(list[k]!), `packet ${k + 1}`);
 });
 
 t.test('the path says which implementation runs', async (t) => {
@@ -214,7 +224,10 @@ t.test('the path says which implementation runs', async (t) => {
   }
   t.equal(path(1), `software: isa-l igzip ${native.isalVersion} (level 1 -> isal 1)`);
   t.equal(path(3), `software: isa-l igzip ${native.isalVersion} (level 3 -> isal 3)`);
-  t.equal(path(4), `software: zlib ${native.zlibVersion} deflate (level 4: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`);
+  t.equal(
+    path(4),
+    `software: zlib ${native.zlibVersion} deflate (level 4: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`,
+  );
   t.match(path(0), /^software: zlib .* deflate \(level 0: /);
   t.throws(() => new native.ZlibStream(false, 4, 'isal'), { message: /ISA-L deflate levels are 1\.\.3/ });
   t.throws(() => new native.ZlibStream(false, 0, 'isal'), { message: /ISA-L deflate levels are 1\.\.3/ });

@@ -30,14 +30,29 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
   const dir = tmpdir(t);
   const cases: [string[], RegExp][] = [
     [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--in-place'], /--in-place cannot be used with --qemu/],
-    [['recv', '--qemu', '--from', 'file:/x', '--listen', '127.0.0.1:0', '--output', dir], /give one of --listen HOST:PORT .* or --from file:PATH/],
+    [
+      ['recv', '--qemu', '--from', 'file:/x', '--listen', '127.0.0.1:0', '--output', dir],
+      /give one of --listen HOST:PORT .* or --from file:PATH/,
+    ],
     [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', 'mem=/tmp/x'], /give --output DIR/],
-    [['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--psk-file', '/tmp/k'], /--psk-file cannot be used with --qemu: QEMU's migration channels do not speak mfd's authentication/],
+    [
+      ['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', dir, '--psk-file', '/tmp/k'],
+      /--psk-file cannot be used with --qemu: QEMU's migration channels do not speak mfd's authentication/,
+    ],
     [['recv', '--qemu', '--listen', '0.0.0.0:0', '--output', dir], /refusing to listen on 0\.0\.0\.0 for a QEMU source without --insecure/],
     [['send', '--qemu', '--to', '127.0.0.1:1', dir], /--qemu needs --channels N/],
-    [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--mapped-ram', dir], /--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram/],
-    [['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir], /--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram/],
-    [['send', '--qemu', '--to', 'file:/tmp/x', '--mapped-ram', '--compression', 'zstd', dir], /--compression cannot be used with --qemu --to file:/],
+    [
+      ['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--mapped-ram', dir],
+      /--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram/,
+    ],
+    [
+      ['send', '--qemu', '--to', 'file:/tmp/x', '--channels', '2', dir],
+      /--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram/,
+    ],
+    [
+      ['send', '--qemu', '--to', 'file:/tmp/x', '--mapped-ram', '--compression', 'zstd', dir],
+      /--compression cannot be used with --qemu --to file:/,
+    ],
     [['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', dir, dir], /--qemu takes one directory/],
     [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
     [['send', '--to', '127.0.0.1:1', '--multifd-flush-after-each-section', 'off', dir], /--multifd-flush-after-each-section is for --qemu/],
@@ -66,20 +81,39 @@ for (const b of QEMU_BUILDS) {
       const vm = await launch(dir, name, noneMachine(image, SIZE), b);
       t.teardown(() => vm.quit());
       await vm.qmp.cmd('migrate-set-capabilities', { capabilities: capabilities.map((capability) => ({ capability, state: true })) });
-      const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--timeout', '20'], (port) => void migrateTo(vm.qmp, port));
+      const r = await cli(
+        ['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--timeout', '20'],
+        (port) => void migrateTo(vm.qmp, port),
+      );
       t.equal(r.code, 3, 'exit 3');
       t.match(r.stderr, msg);
       t.equal((await waitMigration(vm.qmp, 'failed')).status, 'failed', 'the source reports failed');
-      t.same(fs.readdirSync(out).filter((f) => !f.startsWith('.')), [], 'nothing left in the output directory');
+      t.same(
+        fs.readdirSync(out).filter((f) => !f.startsWith('.')),
+        [],
+        'nothing left in the output directory',
+      );
     };
 
     await t.test('with postcopy-ram is refused, and the source fails instead of waiting', (t) =>
-      refused(t, 'postcopy', ['postcopy-ram'], /migration command (OPEN_RETURN_PATH|POSTCOPY_ADVISE) \(.*\): mfd only receives precopy migrations without a return path/));
+      refused(
+        t,
+        'postcopy',
+        ['postcopy-ram'],
+        /migration command (OPEN_RETURN_PATH|POSTCOPY_ADVISE) \(.*\): mfd only receives precopy migrations without a return path/,
+      ),
+    );
 
     // switchover-ack (QEMU 8.1+) needs the return path: the destination must acknowledge the switchover.
     if (b.series !== '7.2') {
       await t.test('with switchover-ack is refused: it needs a return path', (t) =>
-        refused(t, 'switchover-ack', ['return-path', 'switchover-ack'], /migration command OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/));
+        refused(
+          t,
+          'switchover-ack',
+          ['return-path', 'switchover-ack'],
+          /migration command OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/,
+        ),
+      );
     }
 
     await t.test('with multifd zstd: --json prints the manifest', async (t) => {

@@ -12,7 +12,19 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, makeImage, sha256, rejection } from '../helpers/index.js';
-import { QEMU10, QEMU72, launch, listenQemu, noneMachine, q35Machine, migrateTo, waitMigration, receiveStreams, type QemuBuild, type Vm } from '../helpers/qemu.js';
+import {
+  QEMU10,
+  QEMU72,
+  launch,
+  listenQemu,
+  noneMachine,
+  q35Machine,
+  migrateTo,
+  waitMigration,
+  receiveStreams,
+  type QemuBuild,
+  type Vm,
+} from '../helpers/qemu.js';
 import { receiveQemu } from '../../src/qemu/recv.js';
 import { sendQemu } from '../../src/qemu/replay.js';
 import { inspectQemuFile } from '../../src/qemu/file-inspect.js';
@@ -127,7 +139,14 @@ t.test('QEMU 10.0 migrate file: -> mfd recv --qemu --from file: and mfd inspect 
       const file = path.join(root, `save-${i}.bin`);
       if (m.offset) fs.writeFileSync(file, Buffer.alloc(m.offset, 0xee));
       await save(t, vm, file, m, true);
-      if (m.offset) t.ok(fs.readFileSync(file).subarray(0, m.offset).every((x) => x === 0xee), 'QEMU kept the bytes before the offset');
+      if (m.offset)
+        t.ok(
+          fs
+            .readFileSync(file)
+            .subarray(0, m.offset)
+            .every((x) => x === 0xee),
+          'QEMU kept the bytes before the offset',
+        );
       const got = await readFile(root, `from-${i}`, target(file, m));
       const mf = got.manifest;
       t.equal(sha256(path.join(got.dir, 'mem')), sha256(image), 'mem equals the source RAM');
@@ -161,11 +180,22 @@ t.test('QEMU 10.0 migrate file: -> mfd recv --qemu --from file: and mfd inspect 
         t.equal(mr.pagesOffset % (1 << 20), 0, 'the page region at a 1 MiB boundary of the file');
         t.equal(mr.bitmapOffset, mr.headerAt + 28, 'the bitmap right after the 28-byte header');
       }
-      t.same(rep.deviceState?.devices.map((d) => d.name), ['timer', 'globalstate'], 'inspect: the devices of the VM description');
-      t.same(fs.readFileSync(path.join(got.dir, 'device-state')), fs.readFileSync(file).subarray(rep.deviceState!.at), 'the device state saved is the file from the RAM END section on');
+      t.same(
+        rep.deviceState?.devices.map((d) => d.name),
+        ['timer', 'globalstate'],
+        'inspect: the devices of the VM description',
+      );
+      t.same(
+        fs.readFileSync(path.join(got.dir, 'device-state')),
+        fs.readFileSync(file).subarray(rep.deviceState!.at),
+        'the device state saved is the file from the RAM END section on',
+      );
       const c = await cli(['inspect', uri(file, m)]);
       t.equal(c.code, 0, c.stderr);
-      t.match(c.stdout, new RegExp(`QEMU migration file at byte ${m.offset ?? 0}, .*: ${m.mappedRam ? 'mapped-ram' : 'stream'} layout, machine none`));
+      t.match(
+        c.stdout,
+        new RegExp(`QEMU migration file at byte ${m.offset ?? 0}, .*: ${m.mappedRam ? 'mapped-ram' : 'stream'} layout, machine none`),
+      );
       t.match(c.stdout, new RegExp(`ramblock mem: ${NONE_SIZE} bytes, ${NONE_SIZE / PS} pages: ${nonZero} with data`));
       const j = await cli(['inspect', '--json', uri(file, m)]);
       const parsed = JSON.parse(j.stdout) as { qemuFiles: { layout: string }[] };
@@ -205,7 +235,12 @@ async function load(t: Test, root: string, name: string, file: string, m: Mode) 
 
 /** Migrates the loaded destination back into mfd over TCP: every ramblock equals `want`'s; then cont runs it. */
 async function backAndRun(t: Test, root: string, name: string, dst: Vm, want: QemuManifest) {
-  await dst.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'mapped-ram', state: false }, { capability: 'multifd', state: false }] });
+  await dst.qmp.cmd('migrate-set-capabilities', {
+    capabilities: [
+      { capability: 'mapped-ram', state: false },
+      { capability: 'multifd', state: false },
+    ],
+  });
   const back = await overTcp(root, name, dst);
   t.same(blocks(back.manifest), blocks(want), 'the loaded QEMU holds every ramblock, byte for byte');
   t.equal((await waitMigration(dst.qmp, 'completed')).status, 'completed');
@@ -213,99 +248,185 @@ async function backAndRun(t: Test, root: string, name: string, dst: Vm, want: Qe
   t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
 }
 
-t.test('mfd send --qemu --to file: -> QEMU 10.0 migrate-incoming file: (q35), and a QEMU save read and written back', { skip: QEMU10.missing }, async (t) => {
-  const root = tmpdir(t);
-  const image = makeImage(path.join(root, 'image.ram'), Q35_SIZE, 'mixed', 11);
-  // A capture over TCP, and a QEMU save (mapped-ram, 4 channels) of an identical VM read back.
-  const a = await q35Source(root, 'a', QEMU10, image);
-  t.teardown(() => a.quit());
-  await setMode(a, { mappedRam: false, channels: 0 });
-  const tcp = await overTcp(root, 'tcp', a);
-  await a.quit();
-  const b = await q35Source(root, 'b', QEMU10, image);
-  t.teardown(() => b.quit());
-  const saved = path.join(root, 'qemu-save.bin');
-  await save(t, b, saved, { mappedRam: true, channels: 4 });
-  await b.quit();
-  const fromFile = await readFile(root, 'from-file', { path: saved, offset: 0 });
-  t.same(blocks(fromFile.manifest), blocks(tcp.manifest), "a q35 save read from the file: every ramblock a TCP migration gives (ROMs, ACPI tables)");
-  t.equal(sha256(path.join(fromFile.dir, 'mem')), sha256(image));
+t.test(
+  'mfd send --qemu --to file: -> QEMU 10.0 migrate-incoming file: (q35), and a QEMU save read and written back',
+  { skip: QEMU10.missing },
+  async (t) => {
+    const root = tmpdir(t);
+    const image = makeImage(path.join(root, 'image.ram'), Q35_SIZE, 'mixed', 11);
+    // A capture over TCP, and a QEMU save (mapped-ram, 4 channels) of an identical VM read back.
+    const a = await q35Source(root, 'a', QEMU10, image);
+    t.teardown(() => a.quit());
+    await setMode(a, { mappedRam: false, channels: 0 });
+    const tcp = await overTcp(root, 'tcp', a);
+    await a.quit();
+    const b = await q35Source(root, 'b', QEMU10, image);
+    t.teardown(() => b.quit());
+    const saved = path.join(root, 'qemu-save.bin');
+    await save(t, b, saved, { mappedRam: true, channels: 4 });
+    await b.quit();
+    const fromFile = await readFile(root, 'from-file', { path: saved, offset: 0 });
+    t.same(
+      blocks(fromFile.manifest),
+      blocks(tcp.manifest),
+      'a q35 save read from the file: every ramblock a TCP migration gives (ROMs, ACPI tables)',
+    );
+    t.equal(sha256(path.join(fromFile.dir, 'mem')), sha256(image));
 
-  const cases: { name: string; dir: string; m: Mode; back: boolean }[] = [
-    { name: 'a TCP capture as a stream file', dir: tcp.dir, m: { mappedRam: false, channels: 0 }, back: true },
-    { name: 'a TCP capture as a mapped-ram file at offset=1M, loaded with 4 multifd channels', dir: tcp.dir, m: { mappedRam: true, channels: 4, offset: 1 << 20 }, back: false },
-    { name: 'the QEMU save written back as mapped-ram, loaded with 4 multifd channels', dir: fromFile.dir, m: { mappedRam: true, channels: 4 }, back: true },
-    { name: 'the QEMU save written back as mapped-ram, loaded without multifd', dir: fromFile.dir, m: { mappedRam: true, channels: 0 }, back: false },
-    { name: 'the QEMU save written back as a stream file at offset=4096', dir: fromFile.dir, m: { mappedRam: false, channels: 0, offset: 4096 }, back: true },
-  ];
-  for (const [i, c] of cases.entries()) {
-    await t.test(c.name, async (t) => {
-      const file = path.join(root, `mfd-${i}.bin`);
-      if (c.m.offset) fs.writeFileSync(file, Buffer.alloc(c.m.offset, 0xee));
-      const r = await sendQemu({ host: '', port: 0, dir: c.dir, channels: 0, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, file: { target: target(file, c.m), mappedRam: c.m.mappedRam } });
-      t.equal(r.normalPages + r.zeroPages, fromFile.manifest.ramblocks.reduce((n, x) => n + x.size / PS, 0), 'every page of every block written once');
-      if (c.m.offset) t.ok(fs.readFileSync(file).subarray(0, c.m.offset).every((x) => x === 0xee), 'the bytes before the offset kept');
-      const { dst, ram } = await load(t, root, `dst-${i}`, file, c.m);
-      t.equal(sha256(ram), sha256(image), "the destination's RAM equals the source's");
-      if (c.back) await backAndRun(t, root, `back-${i}`, dst, tcp.manifest);
-      else {
-        await dst.qmp.cmd('cont');
-        t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
-      }
+    const cases: { name: string; dir: string; m: Mode; back: boolean }[] = [
+      { name: 'a TCP capture as a stream file', dir: tcp.dir, m: { mappedRam: false, channels: 0 }, back: true },
+      {
+        name: 'a TCP capture as a mapped-ram file at offset=1M, loaded with 4 multifd channels',
+        dir: tcp.dir,
+        m: { mappedRam: true, channels: 4, offset: 1 << 20 },
+        back: false,
+      },
+      {
+        name: 'the QEMU save written back as mapped-ram, loaded with 4 multifd channels',
+        dir: fromFile.dir,
+        m: { mappedRam: true, channels: 4 },
+        back: true,
+      },
+      {
+        name: 'the QEMU save written back as mapped-ram, loaded without multifd',
+        dir: fromFile.dir,
+        m: { mappedRam: true, channels: 0 },
+        back: false,
+      },
+      {
+        name: 'the QEMU save written back as a stream file at offset=4096',
+        dir: fromFile.dir,
+        m: { mappedRam: false, channels: 0, offset: 4096 },
+        back: true,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      await t.test(c.name, async (t) => {
+        const file = path.join(root, `mfd-${i}.bin`);
+        if (c.m.offset) fs.writeFileSync(file, Buffer.alloc(c.m.offset, 0xee));
+        const r = await sendQemu({
+          host: '',
+          port: 0,
+          dir: c.dir,
+          channels: 0,
+          compression: 'none',
+          methodParams: {},
+          connectTimeoutMs: 5000,
+          logger: silentLogger,
+          file: { target: target(file, c.m), mappedRam: c.m.mappedRam },
+        });
+        t.equal(
+          r.normalPages + r.zeroPages,
+          fromFile.manifest.ramblocks.reduce((n, x) => n + x.size / PS, 0),
+          'every page of every block written once',
+        );
+        if (c.m.offset)
+          t.ok(
+            fs
+              .readFileSync(file)
+              .subarray(0, c.m.offset)
+              .every((x) => x === 0xee),
+            'the bytes before the offset kept',
+          );
+        const { dst, ram } = await load(t, root, `dst-${i}`, file, c.m);
+        t.equal(sha256(ram), sha256(image), "the destination's RAM equals the source's");
+        if (c.back) await backAndRun(t, root, `back-${i}`, dst, tcp.manifest);
+        else {
+          await dst.qmp.cmd('cont');
+          t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
+        }
+      });
+    }
+
+    await t.test('the mapped-ram file mfd writes from a QEMU save has the layout QEMU wrote', async (t) => {
+      const file = path.join(root, 'same.bin');
+      const r = await cli(['send', '--qemu', '--to', `file:${file}`, '--mapped-ram', fromFile.dir]);
+      t.equal(r.code, 0, r.stderr);
+      t.match(r.stdout, /wrote QEMU migration file .*same\.bin \(mapped-ram\)/);
+      const [ours, theirs] = [await inspectQemuFile({ path: file, offset: 0 }), await inspectQemuFile({ path: saved, offset: 0 })];
+      t.same(ours.ramblocks, theirs.ramblocks, 'the same blocks, headers, bitmaps and region offsets, and pages');
+      // Up to the end of the last region (the START section) the files are the same bytes; QEMU then
+      // writes as many empty PART sections as it made passes, mfd one.
+      const last = theirs.ramblocks[theirs.ramblocks.length - 1]!;
+      const end = last.mappedRam!.pagesOffset + last.size;
+      t.ok(
+        fs.readFileSync(file).subarray(0, end).equals(fs.readFileSync(saved).subarray(0, end)),
+        `bytes 0..${end - 1} (header, configuration, block list, bitmaps, regions) equal QEMU's`,
+      );
+      t.same(
+        fs.readFileSync(file).subarray(ours.deviceState!.at),
+        fs.readFileSync(saved).subarray(theirs.deviceState!.at),
+        'and so does the device state',
+      );
     });
-  }
+  },
+);
 
-  await t.test('the mapped-ram file mfd writes from a QEMU save has the layout QEMU wrote', async (t) => {
-    const file = path.join(root, 'same.bin');
-    const r = await cli(['send', '--qemu', '--to', `file:${file}`, '--mapped-ram', fromFile.dir]);
-    t.equal(r.code, 0, r.stderr);
-    t.match(r.stdout, /wrote QEMU migration file .*same\.bin \(mapped-ram\)/);
-    const [ours, theirs] = [await inspectQemuFile({ path: file, offset: 0 }), await inspectQemuFile({ path: saved, offset: 0 })];
-    t.same(ours.ramblocks, theirs.ramblocks, 'the same blocks, headers, bitmaps and region offsets, and pages');
-    // Up to the end of the last region (the START section) the files are the same bytes; QEMU then
-    // writes as many empty PART sections as it made passes, mfd one.
-    const last = theirs.ramblocks[theirs.ramblocks.length - 1]!;
-    const end = last.mappedRam!.pagesOffset + last.size;
-    t.ok(fs.readFileSync(file).subarray(0, end).equals(fs.readFileSync(saved).subarray(0, end)), `bytes 0..${end - 1} (header, configuration, block list, bitmaps, regions) equal QEMU's`);
-    t.same(fs.readFileSync(file).subarray(ours.deviceState!.at), fs.readFileSync(saved).subarray(theirs.deviceState!.at), 'and so does the device state');
-  });
-});
+t.test(
+  'QEMU 7.2 (no file: URI; its exec: stream is the stream layout): read, and a file mfd writes loaded',
+  { skip: QEMU72.missing },
+  async (t) => {
+    const root = tmpdir(t);
+    const image = makeImage(path.join(root, 'src.ram'), NONE_SIZE, 'mixed', 13);
+    const vm = await launch(root, 'src', noneMachine(image, NONE_SIZE), QEMU72);
+    t.teardown(() => vm.quit());
+    const file = path.join(root, 'save.bin');
+    await unthrottle(vm.qmp);
+    await vm.qmp.cmd('migrate', { uri: `exec:cat > ${file}` });
+    t.equal((await waitMigration(vm.qmp, 'completed')).status, 'completed');
+    const got = await readFile(root, 'from', { path: file, offset: 0 });
+    t.equal(sha256(path.join(got.dir, 'mem')), sha256(image), 'mem equals the source RAM');
+    t.equal(got.manifest.qemu.machineType, 'none');
 
-t.test('QEMU 7.2 (no file: URI; its exec: stream is the stream layout): read, and a file mfd writes loaded', { skip: QEMU72.missing }, async (t) => {
-  const root = tmpdir(t);
-  const image = makeImage(path.join(root, 'src.ram'), NONE_SIZE, 'mixed', 13);
-  const vm = await launch(root, 'src', noneMachine(image, NONE_SIZE), QEMU72);
-  t.teardown(() => vm.quit());
-  const file = path.join(root, 'save.bin');
-  await unthrottle(vm.qmp);
-  await vm.qmp.cmd('migrate', { uri: `exec:cat > ${file}` });
-  t.equal((await waitMigration(vm.qmp, 'completed')).status, 'completed');
-  const got = await readFile(root, 'from', { path: file, offset: 0 });
-  t.equal(sha256(path.join(got.dir, 'mem')), sha256(image), 'mem equals the source RAM');
-  t.equal(got.manifest.qemu.machineType, 'none');
-
-  const back = path.join(root, 'mfd.bin');
-  await sendQemu({ host: '', port: 0, dir: got.dir, channels: 0, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, file: { target: { path: back, offset: 0 }, mappedRam: false } });
-  const ram = path.join(root, 'dst.ram');
-  const dst = await launch(root, 'dst', [...noneMachine(ram, NONE_SIZE), '-incoming', `exec:cat ${back}`], QEMU72);
-  t.teardown(() => dst.quit());
-  t.equal((await waitMigration(dst.qmp, 'completed')).status, 'completed', 'QEMU 7.2 loaded the file');
-  t.equal(sha256(ram), sha256(image), "the destination's RAM equals the source's");
-});
+    const back = path.join(root, 'mfd.bin');
+    await sendQemu({
+      host: '',
+      port: 0,
+      dir: got.dir,
+      channels: 0,
+      compression: 'none',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      logger: silentLogger,
+      file: { target: { path: back, offset: 0 }, mappedRam: false },
+    });
+    const ram = path.join(root, 'dst.ram');
+    const dst = await launch(root, 'dst', [...noneMachine(ram, NONE_SIZE), '-incoming', `exec:cat ${back}`], QEMU72);
+    t.teardown(() => dst.quit());
+    t.equal((await waitMigration(dst.qmp, 'completed')).status, 'completed', 'QEMU 7.2 loaded the file');
+    t.equal(sha256(ram), sha256(image), "the destination's RAM equals the source's");
+  },
+);
 
 /** A hand-built mapped-ram file: machine none, one ramblock "mem" of `pages` pages; fields of its header as given. */
 function mappedRamFile(
   file: string,
-  o: { at?: number; pages?: number; version?: number; pageSize?: number; bitmapOffset?: number; pagesOffset?: number; extraBit?: boolean; cut?: number; capability?: string } = {},
+  o: {
+    at?: number;
+    pages?: number;
+    version?: number;
+    pageSize?: number;
+    bitmapOffset?: number;
+    pagesOffset?: number;
+    extraBit?: boolean;
+    cut?: number;
+    capability?: string;
+  } = {},
 ) {
   const at = o.at ?? 0;
   const pages = o.pages ?? 8;
   const w = new Writer();
   w.u32(0x5145564d).u32(3);
   w.u8(0x07).u32(4).bytes(Buffer.from('none'));
-  w.u8(0x05).str('configuration/capabilities').u32(1).u32(1).str(o.capability ?? 'mapped-ram');
+  w.u8(0x05)
+    .str('configuration/capabilities')
+    .u32(1)
+    .u32(1)
+    .str(o.capability ?? 'mapped-ram');
   w.u8(0x01).u32(1).str('ram').u32(0).u32(4);
-  w.u64(pages * PS + 0x04).str('mem').u64(pages * PS);
+  w.u64(pages * PS + 0x04)
+    .str('mem')
+    .u64(pages * PS);
   const head = w.take();
   // Bitmap and pages where QEMU puts them; the header may say otherwise.
   const headerAt = at + head.length;
@@ -340,21 +461,75 @@ t.test('hostile mapped-ram files: refused with the code and the file byte, nothi
   const ok = await readFile(root, 'good', { path: good, offset: 4096 });
   const mem = fs.readFileSync(path.join(ok.dir, 'mem'));
   t.equal(mem.length, 8 * PS);
-  for (let i = 0; i < 8; i++) t.ok(mem.subarray(i * PS, (i + 1) * PS).every((x) => x === (i % 2 ? i : 0)), `page ${i}: ${i % 2 ? 'its data' : 'zero (bit clear)'}`);
+  for (let i = 0; i < 8; i++)
+    t.ok(
+      mem.subarray(i * PS, (i + 1) * PS).every((x) => x === (i % 2 ? i : 0)),
+      `page ${i}: ${i % 2 ? 'its data' : 'zero (bit clear)'}`,
+    );
   t.equal(ok.manifest.deviceState.vmDescription, false);
 
   const cases: [string, Parameters<typeof mappedRamFile>[1], string, RegExp][] = [
-    ['header version 2', { version: 2 }, 'ERR_QEMU_MAPPED_RAM_VERSION', new RegExp(`header of ramblock "mem" at byte ${g.headerAt}: version 2, expected 1`)],
-    ['page size 64 KiB', { pageSize: 65536 }, 'ERR_QEMU_MAPPED_RAM_PAGE_SIZE', new RegExp(`page size 65536 \\(byte ${g.headerAt + 4}\\), expected 4096`)],
-    ['bitmap over the header', { bitmapOffset: g.headerAt }, 'ERR_QEMU_MAPPED_RAM_OFFSET', new RegExp(`bitmap offset ${g.headerAt} \\(byte ${g.headerAt + 12}\\), expected ${g.headerAt + 28} or later`)],
-    ['bitmap past the end of the file', { bitmapOffset: 2 ** 40 }, 'ERR_QEMU_MAPPED_RAM_OFFSET', /bitmap offset 1099511627776 .* inside the file's \d+ bytes/],
-    ['pages offset not page-aligned', { pagesOffset: (1 << 20) + 100 }, 'ERR_QEMU_MAPPED_RAM_ALIGN', /pages offset 1048676 \(byte \d+\) is not a multiple of the page size 4096/],
-    ['page region over the bitmap', { pagesOffset: 0 }, 'ERR_QEMU_MAPPED_RAM_OFFSET', new RegExp(`pages offset 0 \\(byte ${g.headerAt + 20}\\) overlaps the bitmap, bytes ${g.bitmapOffset}\\.\\.${g.bitmapOffset + 7}`)],
-    ['page region past the end of the file', { pagesOffset: 1 << 30 }, 'ERR_QEMU_MAPPED_RAM_OFFSET', /the page region, bytes 1073741824\.\.1073774591 \(used_length 32768\), ends past the file's \d+ bytes/],
-    ['a bitmap bit past the block', { extraBit: true }, 'ERR_QEMU_MAPPED_RAM_BITMAP', new RegExp(`bit 8 \\(byte ${g.bitmapOffset + 1}\\) is set, but the block has 8 pages`)],
+    [
+      'header version 2',
+      { version: 2 },
+      'ERR_QEMU_MAPPED_RAM_VERSION',
+      new RegExp(`header of ramblock "mem" at byte ${g.headerAt}: version 2, expected 1`),
+    ],
+    [
+      'page size 64 KiB',
+      { pageSize: 65536 },
+      'ERR_QEMU_MAPPED_RAM_PAGE_SIZE',
+      new RegExp(`page size 65536 \\(byte ${g.headerAt + 4}\\), expected 4096`),
+    ],
+    [
+      'bitmap over the header',
+      { bitmapOffset: g.headerAt },
+      'ERR_QEMU_MAPPED_RAM_OFFSET',
+      new RegExp(`bitmap offset ${g.headerAt} \\(byte ${g.headerAt + 12}\\), expected ${g.headerAt + 28} or later`),
+    ],
+    [
+      'bitmap past the end of the file',
+      { bitmapOffset: 2 ** 40 },
+      'ERR_QEMU_MAPPED_RAM_OFFSET',
+      /bitmap offset 1099511627776 .* inside the file's \d+ bytes/,
+    ],
+    [
+      'pages offset not page-aligned',
+      { pagesOffset: (1 << 20) + 100 },
+      'ERR_QEMU_MAPPED_RAM_ALIGN',
+      /pages offset 1048676 \(byte \d+\) is not a multiple of the page size 4096/,
+    ],
+    [
+      'page region over the bitmap',
+      { pagesOffset: 0 },
+      'ERR_QEMU_MAPPED_RAM_OFFSET',
+      new RegExp(`pages offset 0 \\(byte ${g.headerAt + 20}\\) overlaps the bitmap, bytes ${g.bitmapOffset}\\.\\.${g.bitmapOffset + 7}`),
+    ],
+    [
+      'page region past the end of the file',
+      { pagesOffset: 1 << 30 },
+      'ERR_QEMU_MAPPED_RAM_OFFSET',
+      /the page region, bytes 1073741824\.\.1073774591 \(used_length 32768\), ends past the file's \d+ bytes/,
+    ],
+    [
+      'a bitmap bit past the block',
+      { extraBit: true },
+      'ERR_QEMU_MAPPED_RAM_BITMAP',
+      new RegExp(`bit 8 \\(byte ${g.bitmapOffset + 1}\\) is set, but the block has 8 pages`),
+    ],
     ['a file cut inside the last page', { cut: g.pagesOffset + 8 * PS - 100 }, 'ERR_QEMU_MAPPED_RAM_OFFSET', /ends past the file's/],
-    ['a file cut after the pages', { cut: g.pagesOffset + 8 * PS + 3 }, 'ERR_QEMU_MAIN_TRUNCATED', /the file ends at byte \d+ in the middle of/],
-    ['x-ignore-shared', { capability: 'x-ignore-shared' }, 'ERR_QEMU_CAPABILITY', /capability x-ignore-shared: the pages of shared ramblocks are not in the stream/],
+    [
+      'a file cut after the pages',
+      { cut: g.pagesOffset + 8 * PS + 3 },
+      'ERR_QEMU_MAIN_TRUNCATED',
+      /the file ends at byte \d+ in the middle of/,
+    ],
+    [
+      'x-ignore-shared',
+      { capability: 'x-ignore-shared' },
+      'ERR_QEMU_CAPABILITY',
+      /capability x-ignore-shared: the pages of shared ramblocks are not in the stream/,
+    ],
   ];
   for (const [i, [name, o, code, msg]] of cases.entries()) {
     const file = path.join(root, `bad-${i}.bin`);
@@ -376,7 +551,7 @@ t.test('hostile mapped-ram files: refused with the code and the file byte, nothi
   // fault (an MfdError, never a crash) with nothing left behind, or read into 8 pages of the block.
   const base = fs.readFileSync(good);
   let seed = 42;
-  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const rand = (n: number): number => (seed = (seed * 1103515245 + 12345) >>> 0) % n;
   let refused = 0;
   for (let i = 0; i < 150; i++) {
     const b = Buffer.from(base);
@@ -386,7 +561,8 @@ t.test('hostile mapped-ram files: refused with the code and the file byte, nothi
     const dir = fs.mkdtempSync(path.join(root, 'mutant-'));
     try {
       const r = await receiveQemu({ host: '', port: 0, outputDir: dir, logger: silentLogger, from: { path: file, offset: 4096 } });
-      if (r.manifest.ramblocks.some((x) => x.size !== fs.statSync(path.join(dir, x.file)).size)) t.fail(`mutant ${i}: an output of another size than its block`);
+      if (r.manifest.ramblocks.some((x) => x.size !== fs.statSync(path.join(dir, x.file)).size))
+        t.fail(`mutant ${i}: an output of another size than its block`);
     } catch (e) {
       refused++;
       if (!(e instanceof MfdError)) t.fail(`mutant ${i}: ${String(e)}`);
@@ -398,5 +574,8 @@ t.test('hostile mapped-ram files: refused with the code and the file byte, nothi
 
   // QEMU writes mapped-ram to files only: the same bytes over TCP are refused.
   const { result } = await receiveStreams(t, fs.readFileSync(good).subarray(4096));
-  await t.rejects(result, { code: 'ERR_QEMU_CAPABILITY', message: /capability mapped-ram, which QEMU writes to files only: read it with --from file:PATH/ });
+  await t.rejects(result, {
+    code: 'ERR_QEMU_CAPABILITY',
+    message: /capability mapped-ram, which QEMU writes to files only: read it with --from file:PATH/,
+  });
 });

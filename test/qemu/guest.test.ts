@@ -28,47 +28,66 @@ async function beatsAbove(serial: string, above: number, timeoutMs: number): Pro
   }
 }
 
-t.test('a running guest: QEMU 10.0 -> mfd recv --qemu -> mfd send --qemu -> QEMU 10.0, then cont', { skip: QEMU10.missing || guestMissing }, async (t) => {
-  const root = tmpdir(t);
-  const guest = makeGuest(root);
-  const srcRam = path.join(root, 'src.ram');
-  const srcSerial = path.join(root, 'src.serial');
-  const src = await launch(root, 'src', [...q35Machine(srcRam, SIZE), ...guestArgs(guest, srcSerial)], QEMU10);
-  t.teardown(() => src.quit());
-  await src.qmp.cmd('cont');
-  const booted = await beatsAbove(srcSerial, 2, 120_000);
-  t.ok(booted.length >= 3, `the guest booted on the source (heartbeats ${booted.slice(-1)})`);
+t.test(
+  'a running guest: QEMU 10.0 -> mfd recv --qemu -> mfd send --qemu -> QEMU 10.0, then cont',
+  { skip: QEMU10.missing || guestMissing },
+  async (t) => {
+    const root = tmpdir(t);
+    const guest = makeGuest(root);
+    const srcRam = path.join(root, 'src.ram');
+    const srcSerial = path.join(root, 'src.serial');
+    const src = await launch(root, 'src', [...q35Machine(srcRam, SIZE), ...guestArgs(guest, srcSerial)], QEMU10);
+    t.teardown(() => src.quit());
+    await src.qmp.cmd('cont');
+    const booted = await beatsAbove(srcSerial, 2, 120_000);
+    t.ok(booted.length >= 3, `the guest booted on the source (heartbeats ${booted.slice(-1)})`);
 
-  // Migrated while it runs: the guest keeps counting (and dirtying its memory) until QEMU stops it.
-  const cap = path.join(root, 'capture');
-  fs.mkdirSync(cap);
-  const { port, result } = await listenQemu({ outputDir: cap, timeoutMs: 60_000 });
-  await setMigration(src.qmp, { channels: CHANNELS, compression: 'zstd' });
-  t.equal((await src.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the source runs while it migrates');
-  await migrateTo(src.qmp, port);
-  const { manifest } = await result;
-  const st = await waitMigration(src.qmp, 'completed', 60_000);
-  t.equal(st.status, 'completed', `the source completed ${st['error-desc'] ?? ''}`);
-  t.equal(sha256(path.join(cap, 'mem')), sha256(srcRam), "mfd's capture of the guest's RAM equals the stopped source's");
-  t.ok(manifest.deviceState.size > 0, `device state captured (${manifest.deviceState.size} bytes)`);
-  const last = Math.max(...heartbeats(srcSerial));
-  await src.quit();
+    // Migrated while it runs: the guest keeps counting (and dirtying its memory) until QEMU stops it.
+    const cap = path.join(root, 'capture');
+    fs.mkdirSync(cap);
+    const { port, result } = await listenQemu({ outputDir: cap, timeoutMs: 60_000 });
+    await setMigration(src.qmp, { channels: CHANNELS, compression: 'zstd' });
+    t.equal((await src.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the source runs while it migrates');
+    await migrateTo(src.qmp, port);
+    const { manifest } = await result;
+    const st = await waitMigration(src.qmp, 'completed', 60_000);
+    t.equal(st.status, 'completed', `the source completed ${st['error-desc'] ?? ''}`);
+    t.equal(sha256(path.join(cap, 'mem')), sha256(srcRam), "mfd's capture of the guest's RAM equals the stopped source's");
+    t.ok(manifest.deviceState.size > 0, `device state captured (${manifest.deviceState.size} bytes)`);
+    const last = Math.max(...heartbeats(srcSerial));
+    await src.quit();
 
-  const dstRam = path.join(root, 'dst.ram');
-  const dstSerial = path.join(root, 'dst.serial');
-  const dst = await launch(root, 'dst', [...q35Machine(dstRam, SIZE), ...guestArgs(guest, dstSerial), '-incoming', 'defer'], QEMU10);
-  t.teardown(() => dst.quit());
-  await setMigration(dst.qmp, { channels: CHANNELS, compression: 'zstd' });
-  await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-  const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
-  await sendQemu({ host: '127.0.0.1', port: Number(info['socket-address']?.[0]?.port), dir: cap, channels: CHANNELS, compression: 'zstd', methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
-  const dstSt = await waitMigration(dst.qmp, 'completed', 60_000);
-  t.equal(dstSt.status, 'completed', `the destination completed ${dstSt['error-desc'] ?? ''}`);
-  t.equal(sha256(dstRam), sha256(srcRam), "the destination's RAM equals the source's");
-  t.same(heartbeats(dstSerial), [], 'the destination has not run the guest before cont');
-  await dst.qmp.cmd('cont');
-  t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
-  const after = await beatsAbove(dstSerial, last, 60_000);
-  t.ok(after.length > 0 && after[0]! > last, `the guest counts on from the source's last heartbeat ${last}: ${after.slice(0, 3).join(', ')}`);
-  t.ok(after.every((n, i) => i === 0 || n === after[i - 1]! + 1), 'heartbeat by heartbeat');
-});
+    const dstRam = path.join(root, 'dst.ram');
+    const dstSerial = path.join(root, 'dst.serial');
+    const dst = await launch(root, 'dst', [...q35Machine(dstRam, SIZE), ...guestArgs(guest, dstSerial), '-incoming', 'defer'], QEMU10);
+    t.teardown(() => dst.quit());
+    await setMigration(dst.qmp, { channels: CHANNELS, compression: 'zstd' });
+    await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
+    const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
+    await sendQemu({
+      host: '127.0.0.1',
+      port: Number(info['socket-address']?.[0]?.port),
+      dir: cap,
+      channels: CHANNELS,
+      compression: 'zstd',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      logger: silentLogger,
+    });
+    const dstSt = await waitMigration(dst.qmp, 'completed', 60_000);
+    t.equal(dstSt.status, 'completed', `the destination completed ${dstSt['error-desc'] ?? ''}`);
+    t.equal(sha256(dstRam), sha256(srcRam), "the destination's RAM equals the source's");
+    t.same(heartbeats(dstSerial), [], 'the destination has not run the guest before cont');
+    await dst.qmp.cmd('cont');
+    t.equal((await dst.qmp.cmd<{ status: string }>('query-status')).status, 'running', 'the guest runs after cont');
+    const after = await beatsAbove(dstSerial, last, 60_000);
+    t.ok(
+      after.length > 0 && after[0]! > last,
+      `the guest counts on from the source's last heartbeat ${last}: ${after.slice(0, 3).join(', ')}`,
+    );
+    t.ok(
+      after.every((n, i) => i === 0 || n === after[i - 1]! + 1),
+      'heartbeat by heartbeat',
+    );
+  },
+);

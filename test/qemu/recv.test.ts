@@ -56,7 +56,8 @@ function setups(b: QemuBuild): Setup[] {
   if (b.series === '7.2') {
     for (const compression of methods) for (const channels of [1, 4]) out.push({ channels, compression });
   } else {
-    for (const zpd of ['multifd', 'legacy', 'none']) for (const compression of methods) for (const channels of [1, 4, 8]) out.push({ channels, compression, zpd });
+    for (const zpd of ['multifd', 'legacy', 'none'])
+      for (const compression of methods) for (const channels of [1, 4, 8]) out.push({ channels, compression, zpd });
   }
   return out;
 }
@@ -82,13 +83,20 @@ for (const b of QEMU_BUILDS) {
         t.equal(m.channels, setup.channels);
         t.equal(m.method, setup.channels === 0 ? null : setup.compression);
         t.equal(m.qemu.machineType, 'none');
-        t.same(m.ramblocks.map((x) => [x.name, x.size, x.file]), [['mem', SIZE, 'mem']]);
+        t.same(
+          m.ramblocks.map((x) => [x.name, x.size, x.file]),
+          [['mem', SIZE, 'mem']],
+        );
         t.equal(m.ramblocks[0]!.sha256, imageSha);
         t.equal(m.deviceState.vmDescription, true, 'the stream ended with the VM description');
         t.ok(m.deviceState.size > 0 && fs.statSync(path.join(out, 'device-state')).size === m.deviceState.size, 'device state saved');
         t.same(JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')), m, 'manifest.json written');
         const c = m.counts;
-        t.equal(m.switchoverStart, b.series !== '7.2', b.series === '7.2' ? 'no switchover-start before 10.0' : 'QEMU 10.0 sent MIG_CMD_SWITCHOVER_START');
+        t.equal(
+          m.switchoverStart,
+          b.series !== '7.2',
+          b.series === '7.2' ? 'no switchover-start before 10.0' : 'QEMU 10.0 sent MIG_CMD_SWITCHOVER_START',
+        );
         if (setup.channels > 0) {
           if (b.series === '7.2') t.equal(m.syncMode, 'section', 'QEMU 7.2 syncs per RAM section');
           else t.equal(m.syncMode, 'round', "QEMU 10.0's -M none syncs per pass (MULTIFD_FLUSH)");
@@ -99,7 +107,11 @@ for (const b of QEMU_BUILDS) {
         }
         const syncs = m.syncMode === 'round' ? c.flushRecords! : c.ramSections!;
         t.ok(syncs > 0);
-        t.equal(c.syncPackets, setup.channels * syncs, `one SYNC per channel per ${m.syncMode === 'round' ? 'MULTIFD_FLUSH record' : 'RAM section'}`);
+        t.equal(
+          c.syncPackets,
+          setup.channels * syncs,
+          `one SYNC per channel per ${m.syncMode === 'round' ? 'MULTIFD_FLUSH record' : 'RAM section'}`,
+        );
         if (setup.zpd === 'multifd') {
           t.equal(c.multifdZeroPages, zeroPages, "every zero page in a multifd packet's zero_pages");
           t.equal(c.zeroRecords, 0, 'no ZERO records on the main channel');

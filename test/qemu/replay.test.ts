@@ -12,7 +12,18 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
-import { QEMU72, QEMU10, launch, listenQemu, q35Machine, noneMachine, setMigration, migrateTo, waitMigration, type QemuBuild } from '../helpers/qemu.js';
+import {
+  QEMU72,
+  QEMU10,
+  launch,
+  listenQemu,
+  q35Machine,
+  noneMachine,
+  setMigration,
+  migrateTo,
+  waitMigration,
+  type QemuBuild,
+} from '../helpers/qemu.js';
 import { sendQemu, type QemuSendOptions } from '../../src/qemu/replay.js';
 import type { QemuManifest } from '../../src/qemu/manifest.js';
 import { silentLogger } from '../../src/log.js';
@@ -55,7 +66,15 @@ async function capture(t: Test, root: string, name: string, b: QemuBuild, machin
 }
 
 /** A QEMU destination of `b` waiting on a free port, with `channels` multifd channels. */
-async function destination(root: string, name: string, b: QemuBuild, c: Capture, channels: number, compression: string, machine = c.machine) {
+async function destination(
+  root: string,
+  name: string,
+  b: QemuBuild,
+  c: Capture,
+  channels: number,
+  compression: string,
+  machine = c.machine,
+) {
   const dstRam = path.join(root, `${name}.ram`);
   const dst = await launch(root, name, [...machineArgs(machine, dstRam, c.size), '-incoming', 'defer'], b);
   await setMigration(dst.qmp, { channels, compression });
@@ -67,10 +86,30 @@ async function destination(root: string, name: string, b: QemuBuild, c: Capture,
 type Shape = Pick<QemuSendOptions, 'flushAfterEachSection' | 'switchoverStart'>;
 
 /** Replays `c` into a fresh `b` destination: it completes with the source's RAM; a q35 one gives back every ramblock and runs. */
-async function replay(t: Test, root: string, name: string, c: Capture, b: QemuBuild, shape: Shape = {}, channels = 2, compression = 'zstd', machine = c.machine) {
+async function replay(
+  t: Test,
+  root: string,
+  name: string,
+  c: Capture,
+  b: QemuBuild,
+  shape: Shape = {},
+  channels = 2,
+  compression = 'zstd',
+  machine = c.machine,
+) {
   const { dst, dstRam, port } = await destination(root, name, b, c, channels, compression, machine);
   t.teardown(() => dst.quit());
-  const r = await sendQemu({ host: '127.0.0.1', port, dir: c.dir, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, ...shape });
+  const r = await sendQemu({
+    host: '127.0.0.1',
+    port,
+    dir: c.dir,
+    channels,
+    compression,
+    methodParams: {},
+    connectTimeoutMs: 5000,
+    logger: silentLogger,
+    ...shape,
+  });
   const st = await waitMigration(dst.qmp, 'completed');
   t.equal(st.status, 'completed', `destination completed ${st['error-desc'] ?? ''}`);
   t.equal(sha256(dstRam), sha256(c.srcRam), "destination's RAM file equals the source's");
@@ -95,12 +134,19 @@ async function replay(t: Test, root: string, name: string, c: Capture, b: QemuBu
 /** Checks a q35 capture: every q35 ramblock, mem equal to the source's RAM, pc.bios to the firmware. */
 function checkQ35(t: Test, c: Capture) {
   const m = c.manifest;
-  for (const name of ['mem', 'pc.bios', 'pc.rom', '/rom@etc/acpi/tables', '/rom@etc/table-loader', '/rom@etc/acpi/rsdp']) t.ok(m.ramblocks.some((b) => b.name === name), `ramblock ${name}`);
+  for (const name of ['mem', 'pc.bios', 'pc.rom', '/rom@etc/acpi/tables', '/rom@etc/table-loader', '/rom@etc/acpi/rsdp'])
+    t.ok(
+      m.ramblocks.some((b) => b.name === name),
+      `ramblock ${name}`,
+    );
   for (const b of m.ramblocks) t.equal(fs.statSync(path.join(c.dir, b.file)).size, b.size, `${b.name} saved as ${b.file}`);
   t.equal(m.ramblocks.find((b) => b.name === '/rom@etc/acpi/tables')?.file, '%2From@etc%2Facpi%2Ftables', 'names made safe as file names');
   t.equal(sha256(path.join(c.dir, 'mem')), sha256(c.srcRam), 'mem equals the source RAM file');
   if (fs.existsSync(BIOS)) t.equal(sha256(path.join(c.dir, 'pc.bios')), sha256(BIOS), 'pc.bios equals the firmware file');
-  t.ok(fs.readFileSync(path.join(c.dir, 'device-state')).includes(Buffer.from('globalstate')), `device state saved (${m.deviceState.size} bytes)`);
+  t.ok(
+    fs.readFileSync(path.join(c.dir, 'device-state')).includes(Buffer.from('globalstate')),
+    `device state saved (${m.deviceState.size} bytes)`,
+  );
 }
 
 t.test('QEMU 7.2 q35 -> mfd -> QEMU 7.2 and 10.0 (-M pc-q35-7.2)', { skip: QEMU72.missing }, async (t) => {
@@ -123,7 +169,17 @@ t.test('QEMU 7.2 q35 -> mfd -> QEMU 7.2 and 10.0 (-M pc-q35-7.2)', { skip: QEMU7
   await t.test('a destination expecting more channels than sent: a clear error, not a hang', async (t) => {
     const { dst, port } = await destination(root, 'd72-mismatch', QEMU72, c, 2, 'none');
     t.teardown(() => dst.quit());
-    const sent = sendQemu({ host: '127.0.0.1', port, dir: c.dir, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 1500, logger: silentLogger });
+    const sent = sendQemu({
+      host: '127.0.0.1',
+      port,
+      dir: c.dir,
+      channels: 1,
+      compression: 'none',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      stallTimeoutMs: 1500,
+      logger: silentLogger,
+    });
     await t.rejects(sent, { code: 'ERR_QEMU_DESTINATION_STALLED', message: /is --channels the destination's multifd-channels/ });
   });
 });
@@ -154,35 +210,66 @@ t.test('QEMU 10.0 -M pc-q35-7.2 (7.2 sync shape from a 10.0 binary) -> mfd -> QE
   await t.test('into 7.2 (pc-q35-7.2)', { skip: QEMU72.missing }, (t) => replay(t, root, 'd72', c, QEMU72));
 });
 
-t.test('-M none across versions: the shape an unversioned machine type needs comes from the flags', { skip: QEMU72.missing || QEMU10.missing }, async (t) => {
-  const root = tmpdir(t);
-  const c72 = await capture(t, root, 'n72', QEMU72, 'none');
-  const c10 = await capture(t, root, 'n10', QEMU10, 'none');
-  t.equal(c10.manifest.syncMode, 'round');
-  t.equal(c10.manifest.switchoverStart, true);
+t.test(
+  '-M none across versions: the shape an unversioned machine type needs comes from the flags',
+  { skip: QEMU72.missing || QEMU10.missing },
+  async (t) => {
+    const root = tmpdir(t);
+    const c72 = await capture(t, root, 'n72', QEMU72, 'none');
+    const c10 = await capture(t, root, 'n10', QEMU10, 'none');
+    t.equal(c10.manifest.syncMode, 'round');
+    t.equal(c10.manifest.switchoverStart, true);
 
-  await t.test('10.0 -> 10.0: as the source did, by default', async (t) => {
-    const r = await replay(t, root, 'n10-10', c10, QEMU10);
-    t.match(r.shape, /off \(the source \(machine type none has no version\)\)/);
-  });
-  await t.test('7.2 -> 10.0 as captured (per section): the destination stalls, the hint names the flag', async (t) => {
-    // One uncompressed channel: its 16 MiB of pages cannot all wait in socket buffers. (A smaller
-    // migration fits in them, and QEMU 10.0 then reports completed with the pages after the first
-    // SYNC never loaded: see docs/qemu-peer.md.)
-    const { dst, port } = await destination(root, 'n72-10-stall', QEMU10, c72, 1, 'none');
-    t.teardown(() => dst.quit());
-    const sent = sendQemu({ host: '127.0.0.1', port, dir: c72.dir, channels: 1, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 3000, logger: silentLogger });
-    await t.rejects(sent, { code: 'ERR_QEMU_DESTINATION_STALLED', message: /sent multifd-flush-after-each-section on .*waits for --multifd-flush-after-each-section off/ });
-  });
-  await t.test('7.2 -> 10.0 with multifd-flush-after-each-section off', (t) => replay(t, root, 'n72-10', c72, QEMU10, { flushAfterEachSection: false }));
-  await t.test('10.0 -> 7.2 as captured: 7.2 refuses SWITCHOVER_START, the hint names the flags', async (t) => {
-    const { dst, port } = await destination(root, 'n10-72-refused', QEMU72, c10, 2, 'zstd');
-    t.teardown(() => dst.quit());
-    const sent = sendQemu({ host: '127.0.0.1', port, dir: c10.dir, channels: 2, compression: 'zstd', methodParams: {}, connectTimeoutMs: 5000, stallTimeoutMs: 3000, logger: silentLogger });
-    await t.rejects(sent, { code: /^ERR_QEMU_DESTINATION/, message: /a QEMU 7\.2 one needs on and --send-switchover-start off/ });
-    const exit = await dst.proc.done;
-    t.not(exit.code, 0, 'the destination failed (QEMU exits when an -incoming migration fails)');
-    t.match(exit.stderr, /MIG_CMD 0xb unknown|load of migration failed/, 'and said why');
-  });
-  await t.test('10.0 -> 7.2 with multifd-flush-after-each-section on, send-switchover-start off', (t) => replay(t, root, 'n10-72', c10, QEMU72, { flushAfterEachSection: true, switchoverStart: false }));
-});
+    await t.test('10.0 -> 10.0: as the source did, by default', async (t) => {
+      const r = await replay(t, root, 'n10-10', c10, QEMU10);
+      t.match(r.shape, /off \(the source \(machine type none has no version\)\)/);
+    });
+    await t.test('7.2 -> 10.0 as captured (per section): the destination stalls, the hint names the flag', async (t) => {
+      // One uncompressed channel: its 16 MiB of pages cannot all wait in socket buffers. (A smaller
+      // migration fits in them, and QEMU 10.0 then reports completed with the pages after the first
+      // SYNC never loaded: see docs/qemu-peer.md.)
+      const { dst, port } = await destination(root, 'n72-10-stall', QEMU10, c72, 1, 'none');
+      t.teardown(() => dst.quit());
+      const sent = sendQemu({
+        host: '127.0.0.1',
+        port,
+        dir: c72.dir,
+        channels: 1,
+        compression: 'none',
+        methodParams: {},
+        connectTimeoutMs: 5000,
+        stallTimeoutMs: 3000,
+        logger: silentLogger,
+      });
+      await t.rejects(sent, {
+        code: 'ERR_QEMU_DESTINATION_STALLED',
+        message: /sent multifd-flush-after-each-section on .*waits for --multifd-flush-after-each-section off/,
+      });
+    });
+    await t.test('7.2 -> 10.0 with multifd-flush-after-each-section off', (t) =>
+      replay(t, root, 'n72-10', c72, QEMU10, { flushAfterEachSection: false }),
+    );
+    await t.test('10.0 -> 7.2 as captured: 7.2 refuses SWITCHOVER_START, the hint names the flags', async (t) => {
+      const { dst, port } = await destination(root, 'n10-72-refused', QEMU72, c10, 2, 'zstd');
+      t.teardown(() => dst.quit());
+      const sent = sendQemu({
+        host: '127.0.0.1',
+        port,
+        dir: c10.dir,
+        channels: 2,
+        compression: 'zstd',
+        methodParams: {},
+        connectTimeoutMs: 5000,
+        stallTimeoutMs: 3000,
+        logger: silentLogger,
+      });
+      await t.rejects(sent, { code: /^ERR_QEMU_DESTINATION/, message: /a QEMU 7\.2 one needs on and --send-switchover-start off/ });
+      const exit = await dst.proc.done;
+      t.not(exit.code, 0, 'the destination failed (QEMU exits when an -incoming migration fails)');
+      t.match(exit.stderr, /MIG_CMD 0xb unknown|load of migration failed/, 'and said why');
+    });
+    await t.test('10.0 -> 7.2 with multifd-flush-after-each-section on, send-switchover-start off', (t) =>
+      replay(t, root, 'n10-72', c10, QEMU72, { flushAfterEachSection: true, switchoverStart: false }),
+    );
+  },
+);

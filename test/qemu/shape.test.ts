@@ -17,11 +17,22 @@ t.test('machine type versions', async (t) => {
 
 t.test('a versioned machine type decides, whatever the source did', async (t) => {
   t.match(replayShape(manifest('pc-q35-7.2', 'round', true)), { syncMode: 'section', switchoverStart: false });
-  t.match(replayShape(manifest('pc-q35-8.0', 'round')), { syncMode: 'section', switchoverStart: false }, '8.0 types flush after each section (hw_compat_8_0)');
+  t.match(
+    replayShape(manifest('pc-q35-8.0', 'round')),
+    { syncMode: 'section', switchoverStart: false },
+    '8.0 types flush after each section (hw_compat_8_0)',
+  );
   t.match(replayShape(manifest('pc-q35-8.1', 'section')), { syncMode: 'round', switchoverStart: false });
-  t.match(replayShape(manifest('pc-q35-9.2', 'section')), { syncMode: 'round', switchoverStart: false }, '9.2 types do not send switchover-start (hw_compat_9_2)');
+  t.match(
+    replayShape(manifest('pc-q35-9.2', 'section')),
+    { syncMode: 'round', switchoverStart: false },
+    '9.2 types do not send switchover-start (hw_compat_9_2)',
+  );
   t.match(replayShape(manifest('pc-q35-10.0', 'section', false)), { syncMode: 'round', switchoverStart: true });
-  t.match(replayShape(manifest('pc-q35-10.0', 'round', true)).why, /multifd-flush-after-each-section off \(machine type pc-q35-10\.0\), send-switchover-start on \(machine type pc-q35-10\.0\)/);
+  t.match(
+    replayShape(manifest('pc-q35-10.0', 'round', true)).why,
+    /multifd-flush-after-each-section off \(machine type pc-q35-10\.0\), send-switchover-start on \(machine type pc-q35-10\.0\)/,
+  );
 });
 
 t.test('an unversioned machine type: as the source did (an old manifest without switchoverStart: off)', async (t) => {
@@ -33,5 +44,8 @@ t.test('an unversioned machine type: as the source did (an old manifest without 
 t.test('the flags win', async (t) => {
   t.match(replayShape(manifest('pc-q35-10.0', 'round', true), true, false), { syncMode: 'section', switchoverStart: false });
   t.match(replayShape(manifest('none', 'section'), false, true), { syncMode: 'round', switchoverStart: true });
-  t.match(replayShape(manifest('none', 'section'), false).why, /multifd-flush-after-each-section off \(flag\), send-switchover-start off \(the source/);
+  t.match(
+    replayShape(manifest('none', 'section'), false).why,
+    /multifd-flush-after-each-section off \(flag\), send-switchover-start off \(the source/,
+  );
 });

@@ -27,11 +27,21 @@ function mainStream(): Writer {
   w.u32(0x5145564d).u32(3).u8(0x07).u32(7).bytes(Buffer.from('pc-test'));
   return w;
 }
-const start = (w: Writer, pages: number): Writer => w.u8(0x01).u32(2).str('ram').u32(0).u32(4).u64(pages * PS + 0x04).str('mem').u64(pages * PS);
+const start = (w: Writer, pages: number): Writer =>
+  w
+    .u8(0x01)
+    .u32(2)
+    .str('ram')
+    .u32(0)
+    .u32(4)
+    .u64(pages * PS + 0x04)
+    .str('mem')
+    .u64(pages * PS);
 const eos = (w: Writer): Writer => w.u64(0x10).u8(0x7e).u32(2);
 const part = (w: Writer): Writer => w.u8(0x02).u32(2);
 const end = (w: Writer): Writer => w.u8(0x03).u32(2);
-const pageRec = (w: Writer, n: number, first: boolean, data: Buffer): Writer => (first ? w.u64(n * PS + 0x08).str('mem') : w.u64(n * PS + 0x28)).bytes(data);
+const pageRec = (w: Writer, n: number, first: boolean, data: Buffer): Writer =>
+  (first ? w.u64(n * PS + 0x08).str('mem') : w.u64(n * PS + 0x28)).bytes(data);
 const zeroRec = (w: Writer, n: number, first: boolean): Writer => (first ? w.u64(n * PS + 0x02).str('mem') : w.u64(n * PS + 0x22)).u8(0);
 
 let packetNum = 0n;
@@ -51,7 +61,8 @@ function packet(flags: number, offsets: number[], pages: Buffer[], zeroOffsets: 
 }
 const SYNC = packet.bind(null, 0x01, [], []);
 
-const receive = (t: Test, main: Buffer, channels: Buffer[] = [], delayChannelsMs = 0) => receiveStreams(t, main, channels, { delayChannelsMs });
+const receive = (t: Test, main: Buffer, channels: Buffer[] = [], delayChannelsMs = 0) =>
+  receiveStreams(t, main, channels, { delayChannelsMs });
 
 t.test('without multifd: a later pass wins and ZERO records overwrite', async (t) => {
   const w = start(mainStream(), 3);
@@ -69,7 +80,11 @@ t.test('without multifd: a later pass wins and ZERO records overwrite', async (t
   const { result, out } = await receive(t, w.take());
   const r = await result;
   t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0), page(0xcc), page(0)]));
-  t.same(fs.readFileSync(path.join(out, 'device-state')), Buffer.concat([Buffer.from('\x04device state\x00\x06\x00\x00\x00\x22'), desc]), 'everything after the RAM END section, verbatim');
+  t.same(
+    fs.readFileSync(path.join(out, 'device-state')),
+    Buffer.concat([Buffer.from('\x04device state\x00\x06\x00\x00\x00\x22'), desc]),
+    'everything after the RAM END section, verbatim',
+  );
   t.equal(r.manifest.deviceState.vmDescription, true, 'ended with the VM description');
   t.equal(r.manifest.qemu.machineType, 'pc-test');
   t.equal(r.manifest.multifd, false);
@@ -92,52 +107,67 @@ t.test('multifd: stale data of an earlier pass arriving late loses to a later ZE
   t.equal(r.manifest.channels, 1);
 });
 
-t.test("multifd: QEMU's stale next_packet_size on packets without normal pages is not read as a payload (the channel reader's QEMU profile)", async (t) => {
-  const w = start(mainStream(), 3);
-  eos(w); // sync 0
-  eos(part(w)); // sync 1
-  eos(end(w)); // sync 2
-  w.u8(0x00);
-  /** A packet without normal pages whose next_packet_size is left over from an earlier one (QEMU <= 9.1). */
-  const stale = (p: Buffer): Buffer => {
-    p.writeUInt32BE(2 * PS, 20);
-    return p;
-  };
-  const ch = Buffer.concat([stale(SYNC()), packet(0, [0, 1], [page(0xaa), page(0xbb)]), stale(packet(0, [], [], [2])), stale(SYNC()), stale(SYNC())]);
-  const { result, out } = await receive(t, w.take(), [ch]);
-  const r = await result;
-  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb), page(0)]), 'every page in place');
-  t.match(r.manifest.counts, { multifdPackets: 5, syncPackets: 3, multifdNormalPages: 2, multifdZeroPages: 1 });
-});
+t.test(
+  "multifd: QEMU's stale next_packet_size on packets without normal pages is not read as a payload (the channel reader's QEMU profile)",
+  async (t) => {
+    const w = start(mainStream(), 3);
+    eos(w); // sync 0
+    eos(part(w)); // sync 1
+    eos(end(w)); // sync 2
+    w.u8(0x00);
+    /** A packet without normal pages whose next_packet_size is left over from an earlier one (QEMU <= 9.1). */
+    const stale = (p: Buffer): Buffer => {
+      p.writeUInt32BE(2 * PS, 20);
+      return p;
+    };
+    const ch = Buffer.concat([
+      stale(SYNC()),
+      packet(0, [0, 1], [page(0xaa), page(0xbb)]),
+      stale(packet(0, [], [], [2])),
+      stale(SYNC()),
+      stale(SYNC()),
+    ]);
+    const { result, out } = await receive(t, w.take(), [ch]);
+    const r = await result;
+    t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb), page(0)]), 'every page in place');
+    t.match(r.manifest.counts, { multifdPackets: 5, syncPackets: 3, multifdNormalPages: 2, multifdZeroPages: 1 });
+  },
+);
 
-t.test('multifd: a packet is written in runs of adjacent pages; a stale page inside a run splits it, and only it is kept out', async (t) => {
-  const w = start(mainStream(), 6);
-  eos(w); // sync 0
-  eos(part(w)); // sync 1: the packet below went over multifd in this section
-  zeroRec(part(w), 2, true); // p2 became zero in the next pass
-  eos(w); // sync 2
-  eos(end(w)); // sync 3
-  w.u8(0x00);
-  // Offsets 0 1 2 3 5 4: a run of four (p2 stale inside it), then a gap, then a step back.
-  const data = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5].map(page);
-  const ch = Buffer.concat([SYNC(), packet(0, [0, 1, 2, 3, 5, 4], data), SYNC(), SYNC(), SYNC()]);
-  const { result, out } = await receive(t, w.take(), [ch], 100);
-  const r = await result;
-  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xa0), page(0xa1), page(0), page(0xa3), page(0xa5), page(0xa4)]));
-  t.equal(r.manifest.counts.stalePages, 1, 'only the stale page was kept out');
-});
+t.test(
+  'multifd: a packet is written in runs of adjacent pages; a stale page inside a run splits it, and only it is kept out',
+  async (t) => {
+    const w = start(mainStream(), 6);
+    eos(w); // sync 0
+    eos(part(w)); // sync 1: the packet below went over multifd in this section
+    zeroRec(part(w), 2, true); // p2 became zero in the next pass
+    eos(w); // sync 2
+    eos(end(w)); // sync 3
+    w.u8(0x00);
+    // Offsets 0 1 2 3 5 4: a run of four (p2 stale inside it), then a gap, then a step back.
+    const data = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5].map(page);
+    const ch = Buffer.concat([SYNC(), packet(0, [0, 1, 2, 3, 5, 4], data), SYNC(), SYNC(), SYNC()]);
+    const { result, out } = await receive(t, w.take(), [ch], 100);
+    const r = await result;
+    t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xa0), page(0xa1), page(0), page(0xa3), page(0xa5), page(0xa4)]));
+    t.equal(r.manifest.counts.stalePages, 1, 'only the stale page was kept out');
+  },
+);
 
-t.test('multifd: a channel accepted after the whole main channel was read is waited for (a small migration sits in the socket buffers, read in any order)', async (t) => {
-  const w = start(mainStream(), 2);
-  eos(w); // sync 0
-  eos(end(w)); // sync 1: both pages went over multifd
-  w.u8(0x00);
-  const ch = Buffer.concat([SYNC(), packet(0, [0, 1], [page(0xaa), page(0xbb)]), SYNC()]);
-  const { result, out } = await receiveStreams(t, w.take(), [ch], { delayChannelsMs: 200, channelsLate: true });
-  const r = await result;
-  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
-  t.equal(r.manifest.channels, 1);
-});
+t.test(
+  'multifd: a channel accepted after the whole main channel was read is waited for (a small migration sits in the socket buffers, read in any order)',
+  async (t) => {
+    const w = start(mainStream(), 2);
+    eos(w); // sync 0
+    eos(end(w)); // sync 1: both pages went over multifd
+    w.u8(0x00);
+    const ch = Buffer.concat([SYNC(), packet(0, [0, 1], [page(0xaa), page(0xbb)]), SYNC()]);
+    const { result, out } = await receiveStreams(t, w.take(), [ch], { delayChannelsMs: 200, channelsLate: true });
+    const r = await result;
+    t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
+    t.equal(r.manifest.channels, 1);
+  },
+);
 
 t.test('multifd: a channel missing a SYNC is a verification failure', async (t) => {
   const w = start(mainStream(), 1);
@@ -151,26 +181,77 @@ t.test('multifd: a channel missing a SYNC is a verification failure', async (t) 
 t.test('refusals: what mfd cannot handle, with what and why', async (t) => {
   const ram = (): Writer => eos(start(mainStream(), 1));
   const cases: [string, Buffer, string, RegExp][] = [
-    ['block migration', mainStream().u8(0x01).u32(3).str('block').u32(0).u32(1).take(), 'ERR_QEMU_ITERATIVE_SECTION', /iterative section "block"/],
+    [
+      'block migration',
+      mainStream().u8(0x01).u32(3).str('block').u32(0).u32(1).take(),
+      'ERR_QEMU_ITERATIVE_SECTION',
+      /iterative section "block"/,
+    ],
     ['a PART of another section', part(ram()).take().subarray(0, -4), '', /./],
-    ['xbzrle', part(ram()).u64(0x40 + 0x20).take(), 'ERR_QEMU_UNSUPPORTED', /XBZRLE.*xbzrle/],
-    ['compress', part(ram()).u64(0x100 + 0x20).take(), 'ERR_QEMU_UNSUPPORTED', /COMPRESS_PAGE.*compress/],
+    [
+      'xbzrle',
+      part(ram())
+        .u64(0x40 + 0x20)
+        .take(),
+      'ERR_QEMU_UNSUPPORTED',
+      /XBZRLE.*xbzrle/,
+    ],
+    [
+      'compress',
+      part(ram())
+        .u64(0x100 + 0x20)
+        .take(),
+      'ERR_QEMU_UNSUPPORTED',
+      /COMPRESS_PAGE.*compress/,
+    ],
     ['postcopy', mainStream().u8(0x08).u32(0x00030000).take(), 'ERR_QEMU_COMMAND', /POSTCOPY_ADVISE/],
     ['return path', ram().u8(0x08).u32(0x00010000).take(), 'ERR_QEMU_COMMAND', /OPEN_RETURN_PATH/],
-    ['switchover-ack', ram().u8(0x08).u32(0x00010000).take(), 'ERR_QEMU_COMMAND', /OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/],
-    ['an unknown command, even without data', ram().u8(0x08).u32(0x000c0000).take(), 'ERR_QEMU_COMMAND', /migration command 12 \(unknown to mfd, which cannot tell whether it waits for an answer\)/],
-    ['SWITCHOVER_START with data', ram().u8(0x08).u32(0x000b0001).u8(0).take(), 'ERR_QEMU_COMMAND', /SWITCHOVER_START with 1 bytes of data, expected 0/],
-    ['a second SWITCHOVER_START', ram().u8(0x08).u32(0x000b0000).u8(0x08).u32(0x000b0000).take(), 'ERR_QEMU_COMMAND', /a second SWITCHOVER_START/],
+    [
+      'switchover-ack',
+      ram().u8(0x08).u32(0x00010000).take(),
+      'ERR_QEMU_COMMAND',
+      /OPEN_RETURN_PATH \(the source opens a return path \(capability return-path, which postcopy-ram and switchover-ack need\)/,
+    ],
+    [
+      'an unknown command, even without data',
+      ram().u8(0x08).u32(0x000c0000).take(),
+      'ERR_QEMU_COMMAND',
+      /migration command 12 \(unknown to mfd, which cannot tell whether it waits for an answer\)/,
+    ],
+    [
+      'SWITCHOVER_START with data',
+      ram().u8(0x08).u32(0x000b0001).u8(0).take(),
+      'ERR_QEMU_COMMAND',
+      /SWITCHOVER_START with 1 bytes of data, expected 0/,
+    ],
+    [
+      'a second SWITCHOVER_START',
+      ram().u8(0x08).u32(0x000b0000).u8(0x08).u32(0x000b0000).take(),
+      'ERR_QEMU_COMMAND',
+      /a second SWITCHOVER_START/,
+    ],
     ['an unknown section type', ram().u8(0x42).take(), 'ERR_QEMU_SECTION_TYPE', /section type 0x42/],
     ['device state before RAM END', ram().u8(0x04).u32(0).take(), 'ERR_QEMU_SECTION_ORDER', /FULL section before the RAM END/],
   ];
   const truncated = eos(end(ram())).u8(0x04).bytes(Buffer.from('half a device')).take();
   const cut = await receive(t, truncated);
-  await t.rejects(cut.result, { code: 'ERR_QEMU_MAIN_TRUNCATED', message: /without QEMU's end \(no EOF marker, no VM description/ }, 'a source that died in the device state: refused, exit 4');
-  cases[1] = ['a PART of another section', ram().u8(0x02).u32(9).take(), 'ERR_QEMU_ITERATIVE_SECTION', /iterative section id 9 interleaved with RAM/];
+  await t.rejects(
+    cut.result,
+    { code: 'ERR_QEMU_MAIN_TRUNCATED', message: /without QEMU's end \(no EOF marker, no VM description/ },
+    'a source that died in the device state: refused, exit 4',
+  );
+  cases[1] = [
+    'a PART of another section',
+    ram().u8(0x02).u32(9).take(),
+    'ERR_QEMU_ITERATIVE_SECTION',
+    /iterative section id 9 interleaved with RAM/,
+  ];
   for (const [what, bytes, code, message] of cases) {
     const { result } = await receive(t, bytes);
-    const e = await result.then(() => null, (x: MfdError) => x);
+    const e = await result.then(
+      () => null,
+      (x: MfdError) => x,
+    );
     t.ok(e instanceof MfdError, `${what}: refused`);
     t.equal(e?.code, code, `${what}: ${code}`);
     t.match(e?.message, message, `${what}: ${e?.message}`);
@@ -191,59 +272,94 @@ t.test('a device-state packet (QEMU 10.0, flag 0x40: VFIO state over multifd) is
   dev.write('0000:00:02.0/vfio', 12);
   dev.writeUInt32BE(16, 272);
   const { result } = await receive(t, w.take(), [Buffer.concat([SYNC(), dev])]);
-  const e = await result.then(() => null, (x: MfdError) => x);
+  const e = await result.then(
+    () => null,
+    (x: MfdError) => x,
+  );
   t.equal(e?.code, 'ERR_QEMU_DEVICE_STATE_PACKET');
   t.equal(e?.channel, 0, 'the channel is a field');
-  t.match(e?.message, /channel 0: a device-state packet \(flags 0x40: VFIO device state over multifd, QEMU 10\.0\+\): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off/);
+  t.match(
+    e?.message,
+    /channel 0: a device-state packet \(flags 0x40: VFIO device state over multifd, QEMU 10\.0\+\): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off/,
+  );
   t.equal(e?.exitCode, 3, 'exit 3');
 });
 
-t.test('QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets, 10.0\'s SWITCHOVER_START; replayed by mfd send --qemu into mfd recv --qemu', async (t) => {
-  const FLUSH = 0x200;
-  const w = start(mainStream(), 4);
-  w.u64(FLUSH); // setup sync
-  eos(w);
-  eos(part(w)); // pass 1 goes on past the section's end: no sync here
-  part(w).u64(FLUSH); // pass 1 complete
-  eos(w);
-  zeroRec(part(w), 3, true); // legacy zero-page detection still works on the main channel
-  eos(w);
-  w.u8(0x08).u32(0x000b0000); // QEMU 10.0: MIG_CMD_SWITCHOVER_START, no data, before the END section
-  end(w).u64(FLUSH);
-  eos(w);
-  w.u8(0x04).bytes(Buffer.from('devices')).u8(0x00);
-  const ch = [
-    Buffer.concat([SYNC(), packet(0, [0], [page(0x11)], [1]), SYNC(), packet(0, [1], [page(0x22)]), SYNC()]),
-    Buffer.concat([SYNC(), packet(0, [2], [page(0x33)]), SYNC(), SYNC()]),
-  ];
-  const { result, out } = await receive(t, w.take(), ch);
-  const r = await result;
-  t.equal(r.manifest.syncMode, 'round');
-  t.equal(r.manifest.counts.flushRecords, 3);
-  t.equal(r.manifest.switchoverStart, true, 'SWITCHOVER_START noted');
-  const want = Buffer.concat([page(0x11), page(0x22), page(0x33), page(0)]);
-  t.same(fs.readFileSync(path.join(out, 'mem')), want, 'page 1: zero in pass 1 (multifd zero page), data in pass 2');
+t.test(
+  "QEMU 8.1+ shape: syncs per pass (MULTIFD_FLUSH), zero pages in multifd packets, 10.0's SWITCHOVER_START; replayed by mfd send --qemu into mfd recv --qemu",
+  async (t) => {
+    const FLUSH = 0x200;
+    const w = start(mainStream(), 4);
+    w.u64(FLUSH); // setup sync
+    eos(w);
+    eos(part(w)); // pass 1 goes on past the section's end: no sync here
+    part(w).u64(FLUSH); // pass 1 complete
+    eos(w);
+    zeroRec(part(w), 3, true); // legacy zero-page detection still works on the main channel
+    eos(w);
+    w.u8(0x08).u32(0x000b0000); // QEMU 10.0: MIG_CMD_SWITCHOVER_START, no data, before the END section
+    end(w).u64(FLUSH);
+    eos(w);
+    w.u8(0x04).bytes(Buffer.from('devices')).u8(0x00);
+    const ch = [
+      Buffer.concat([SYNC(), packet(0, [0], [page(0x11)], [1]), SYNC(), packet(0, [1], [page(0x22)]), SYNC()]),
+      Buffer.concat([SYNC(), packet(0, [2], [page(0x33)]), SYNC(), SYNC()]),
+    ];
+    const { result, out } = await receive(t, w.take(), ch);
+    const r = await result;
+    t.equal(r.manifest.syncMode, 'round');
+    t.equal(r.manifest.counts.flushRecords, 3);
+    t.equal(r.manifest.switchoverStart, true, 'SWITCHOVER_START noted');
+    const want = Buffer.concat([page(0x11), page(0x22), page(0x33), page(0)]);
+    t.same(fs.readFileSync(path.join(out, 'mem')), want, 'page 1: zero in pass 1 (multifd zero page), data in pass 2');
 
-  // Replay the saved directory into a second receiver, over 3 zstd channels and without multifd.
-  for (const [channels, compression] of [[3, 'zstd'], [0, 'none']] as const) {
-    const out2 = tmpdir(t);
-    const { port, result: second } = await listenQemu({ outputDir: out2, timeoutMs: 5000 });
-    const sent = await sendQemu({ host: '127.0.0.1', port, dir: out, channels, compression, methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger });
-    const r2 = await second;
-    t.equal(sent.zeroPages, 1, `${channels} channels: one zero page as a ZERO record`);
-    t.same(fs.readFileSync(path.join(out2, 'mem')), want, `${channels} channels: ramblock replayed`);
-    t.same(fs.readFileSync(path.join(out2, 'device-state')), fs.readFileSync(path.join(out, 'device-state')), `${channels} channels: device state replayed`);
-    t.equal(r2.manifest.syncMode, channels ? 'round' : 'section', `${channels} channels: sync mode`);
-    t.equal(r2.manifest.method, channels ? compression : null);
-    t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
-  }
+    // Replay the saved directory into a second receiver, over 3 zstd channels and without multifd.
+    for (const [channels, compression] of [
+      [3, 'zstd'],
+      [0, 'none'],
+    ] as const) {
+      const out2 = tmpdir(t);
+      const { port, result: second } = await listenQemu({ outputDir: out2, timeoutMs: 5000 });
+      const sent = await sendQemu({
+        host: '127.0.0.1',
+        port,
+        dir: out,
+        channels,
+        compression,
+        methodParams: {},
+        connectTimeoutMs: 5000,
+        logger: silentLogger,
+      });
+      const r2 = await second;
+      t.equal(sent.zeroPages, 1, `${channels} channels: one zero page as a ZERO record`);
+      t.same(fs.readFileSync(path.join(out2, 'mem')), want, `${channels} channels: ramblock replayed`);
+      t.same(
+        fs.readFileSync(path.join(out2, 'device-state')),
+        fs.readFileSync(path.join(out, 'device-state')),
+        `${channels} channels: device state replayed`,
+      );
+      t.equal(r2.manifest.syncMode, channels ? 'round' : 'section', `${channels} channels: sync mode`);
+      t.equal(r2.manifest.method, channels ? compression : null);
+      t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
+    }
 
-  // Interrupted (Ctrl-C) while the destination takes nothing: the interruption is the error, not the hang-up it causes.
-  const stalled = net.createServer({ allowHalfOpen: true }, (s) => void s.pause());
-  await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => stalled.close());
-  const stop = new AbortController();
-  const replay = sendQemu({ host: '127.0.0.1', port: (stalled.address() as AddressInfo).port, dir: out, channels: 2, compression: 'none', methodParams: {}, connectTimeoutMs: 5000, logger: silentLogger, signal: stop.signal });
-  setTimeout(() => stop.abort('SIGINT'), 200);
-  t.match(await replay.catch((e: unknown) => e), { code: 'ERR_INTERRUPTED', message: 'interrupted by SIGINT' }, 'interrupted, exit 130');
-});
+    // Interrupted (Ctrl-C) while the destination takes nothing: the interruption is the error, not the hang-up it causes.
+    const stalled = net.createServer({ allowHalfOpen: true }, (s) => void s.pause());
+    await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', () => r()));
+    t.teardown(() => stalled.close());
+    const stop = new AbortController();
+    const replay = sendQemu({
+      host: '127.0.0.1',
+      port: (stalled.address() as AddressInfo).port,
+      dir: out,
+      channels: 2,
+      compression: 'none',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      logger: silentLogger,
+      signal: stop.signal,
+    });
+    setTimeout(() => stop.abort('SIGINT'), 200);
+    t.match(await replay.catch((e: unknown) => e), { code: 'ERR_INTERRUPTED', message: 'interrupted by SIGINT' }, 'interrupted, exit 130');
+  },
+);

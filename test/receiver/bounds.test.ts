@@ -46,7 +46,16 @@ async function spray(t: Test, pages: (k: number) => number, o: { count?: number;
   let sent = 0;
   for (let k = 0; k < count; k += PER_PACKET) {
     const offsets = Array.from({ length: Math.min(PER_PACKET, count - k) }, (_, i) => pages(k + i) * PS);
-    const h = encodePacketHeader(new Uint8Array(HS), HS, { flags: 0, pagesAlloc: PER_PACKET, normalPages: 0, zeroPages: offsets.length, nextPacketSize: 0, packetNum: n++, ramblock: name, offsets });
+    const h = encodePacketHeader(new Uint8Array(HS), HS, {
+      flags: 0,
+      pagesAlloc: PER_PACKET,
+      normalPages: 0,
+      zeroPages: offsets.length,
+      nextPacketSize: 0,
+      packetNum: n++,
+      ramblock: name,
+      offsets,
+    });
     if (ch.destroyed) break;
     if (!ch.write(h)) await new Promise((resolve) => (ch.destroyed ? resolve(null) : ch.once('drain', resolve).once('close', resolve)));
     sent += offsets.length;
@@ -60,9 +69,19 @@ async function spray(t: Test, pages: (k: number) => number, o: { count?: number;
     if (journal < 1e6 && size >= 1e6) end = Date.now() + 2500;
     journal = Math.max(journal, size);
   }
-  const last = encodePacketHeader(new Uint8Array(HS), HS, { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalPages: 0, zeroPages: 0, nextPacketSize: 0, packetNum: n++, ramblock: new Uint8Array(0), offsets: [] });
+  const last = encodePacketHeader(new Uint8Array(HS), HS, {
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum: n++,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
   if (!ch.destroyed) ch.end(last);
-  if (!raw.sockets[0]!.destroyed) raw.sockets[0]!.write(encodeFrame({ type: 'complete', packets: [Number(n)], digests: { ram0: '0000000000000000' } }));
+  if (!raw.sockets[0]!.destroyed)
+    raw.sockets[0]!.write(encodeFrame({ type: 'complete', packets: [Number(n)], digests: { ram0: '0000000000000000' } }));
   const exit = await r.done;
   peak.stop();
   return { exit, peak: peak.peak(), dir, sent, journal };
@@ -91,7 +110,7 @@ t.test('random pages of a 16 TiB block', async (t) => {
     for (;;) {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
       const p = (x * 4096 + (x & 4095)) % PAGES;
-      if (!seen.has(p)) return seen.add(p), p;
+      if (!seen.has(p)) return (seen.add(p), p);
     }
   });
   bounded(t, s);

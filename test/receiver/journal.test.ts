@@ -23,7 +23,7 @@ t.test('runs: from a bitmap, their complement, their page count', async (t) => {
   t.same(new PageBitmap(5).runs(), []);
   // Against a page-by-page walk, on bitmaps of random runs.
   let x = 12345;
-  const rnd = (n: number): number => ((x = (x * 1103515245 + 12345) >>> 0) % n);
+  const rnd = (n: number): number => (x = (x * 1103515245 + 12345) >>> 0) % n;
   for (let round = 0; round < 50; round++) {
     const pages = 1 + rnd(20_000);
     const m = new PageBitmap(pages);
@@ -56,9 +56,15 @@ t.test('ready.have: the blocks share its bound, never exceed it', async (t) => {
   t.ok(share.reduce((a, b) => a + b, 0) <= 1 << 18, 'the sum stays within the bound');
   t.equal(share[0], 2, 'each small block keeps its run');
   t.equal(share.at(-1), (1 << 18) - 40_000, 'the big block gets the rest');
-  t.ok(share.every((x) => x % 2 === 0), 'whole runs');
+  t.ok(
+    share.every((x) => x % 2 === 0),
+    'whole runs',
+  );
   const tight = shareRuns(new Array<number>(10).fill(100), 25);
-  t.ok(tight.reduce((a, b) => a + b, 0) <= 25 && tight.every((x) => x % 2 === 0), 'a bound too small for every block: within it all the same');
+  t.ok(
+    tight.reduce((a, b) => a + b, 0) <= 25 && tight.every((x) => x % 2 === 0),
+    'a bound too small for every block: within it all the same',
+  );
 });
 
 t.test('ready.have: runs checked as they arrive', async (t) => {
@@ -78,13 +84,28 @@ t.test('ready.have: runs checked as they arrive', async (t) => {
 
 t.test('hello: resume and the ramblock source are optional and checked', async (t) => {
   const hello = {
-    type: 'hello', version: 1, uuid: '00112233-4455-6677-8899-aabbccddeeff', channels: 1, pageSize: 4096, packetSize: 524288,
-    compression: 'none', methodParams: {}, zeroPageDetection: 'multifd', digest: 'crc32c-pages-v1',
+    type: 'hello',
+    version: 1,
+    uuid: '00112233-4455-6677-8899-aabbccddeeff',
+    channels: 1,
+    pageSize: 4096,
+    packetSize: 524288,
+    compression: 'none',
+    methodParams: {},
+    zeroPageDetection: 'multifd',
+    digest: 'crc32c-pages-v1',
   };
-  t.match(decodeFrame(frame({ ...hello, resume: true, ramblocks: [{ name: 'a', size: 1, source: 'size=1' }] })), { resume: true, ramblocks: [{ name: 'a', size: 1, source: 'size=1' }] });
+  t.match(decodeFrame(frame({ ...hello, resume: true, ramblocks: [{ name: 'a', size: 1, source: 'size=1' }] })), {
+    resume: true,
+    ramblocks: [{ name: 'a', size: 1, source: 'size=1' }],
+  });
   t.notOk('resume' in decodeFrame(frame({ ...hello, resume: false, ramblocks: [] })));
-  t.throws(() => decodeFrame(frame({ ...hello, resume: 1, ramblocks: [] })), { message: /hello\.resume received 1, expected true or false/ });
-  t.throws(() => decodeFrame(frame({ ...hello, ramblocks: [{ name: 'a', size: 1, source: 'x'.repeat(257) }] })), { message: /hello\.ramblocks\[0\]\.source received "x+\.\.\.", expected a string of at most 256/ });
+  t.throws(() => decodeFrame(frame({ ...hello, resume: 1, ramblocks: [] })), {
+    message: /hello\.resume received 1, expected true or false/,
+  });
+  t.throws(() => decodeFrame(frame({ ...hello, ramblocks: [{ name: 'a', size: 1, source: 'x'.repeat(257) }] })), {
+    message: /hello\.ramblocks\[0\]\.source received "x+\.\.\.", expected a string of at most 256/,
+  });
 });
 
 t.test('journal: loading and the checks that refuse a resume', async (t) => {
@@ -93,16 +114,31 @@ t.test('journal: loading and the checks that refuse a resume', async (t) => {
   t.equal(await loadJournal(file), null, 'no journal: null');
   fs.writeFileSync(file, '{"format":"mfd-journal"');
   await t.rejects(loadJournal(file), { code: 'ERR_RESUME_JOURNAL', exitCode: 9, message: /is not valid JSON/ });
-  const j: JournalFile = { format: 'mfd-journal', version: 1, uuid: 'u', ramblock: { name: 'vm.ram', size: 40960, source: 's1' }, pageSize: 4096, output: 'x', pages: [0, 4, 6, 2] };
+  const j: JournalFile = {
+    format: 'mfd-journal',
+    version: 1,
+    uuid: 'u',
+    ramblock: { name: 'vm.ram', size: 40960, source: 's1' },
+    pageSize: 4096,
+    output: 'x',
+    pages: [0, 4, 6, 2],
+  };
   fs.writeFileSync(file, JSON.stringify(j));
   t.same(await loadJournal(file), j);
   t.doesNotThrow(() => checkJournal(j, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'));
   t.throws(() => checkJournal(j, file, { name: 'vm.ram', size: 8192, source: 's2' }, 16384, 'x'), {
     code: 'ERR_RESUME_MISMATCH',
-    message: /cannot resume ram block "vm.ram" from the progress journal ".*": size received 8192, expected 40960; page size received 16384, expected 4096; source image received "s2", expected "s1"/,
+    message:
+      /cannot resume ram block "vm.ram" from the progress journal ".*": size received 8192, expected 40960; page size received 16384, expected 4096; source image received "s2", expected "s1"/,
   });
-  t.throws(() => checkJournal({ ...j, pages: [0, 4, 2, 2] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), { code: 'ERR_RESUME_JOURNAL', message: /run 1 \(pages 2\+2\) is out of order/ });
-  t.throws(() => checkJournal({ ...j, pages: [0, 11] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), { code: 'ERR_RESUME_JOURNAL', message: /past the block's 10 pages/ });
+  t.throws(() => checkJournal({ ...j, pages: [0, 4, 2, 2] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), {
+    code: 'ERR_RESUME_JOURNAL',
+    message: /run 1 \(pages 2\+2\) is out of order/,
+  });
+  t.throws(() => checkJournal({ ...j, pages: [0, 11] }, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, 'x'), {
+    code: 'ERR_RESUME_JOURNAL',
+    message: /past the block's 10 pages/,
+  });
   t.throws(() => checkJournal(j, file, { name: 'vm.ram', size: 40960, source: 's1' }, 4096, '/out/vm.ram'), {
     code: 'ERR_RESUME_MISMATCH',
     message: /output file received "\/out\/vm\.ram", expected "x" \(--in-place as in the failed migration\?\)/,

@@ -41,7 +41,9 @@ t.test('commit() waits for in-flight writes too, and the written bytes are in th
   const dir = tmpdir(t);
   const final = path.join(dir, 'vm.ram');
   const out = await Output.create('vm.ram', 8192, final, false);
-  const write = out.use((fd) => new Promise<void>((resolve) => setTimeout(() => (fs.writeSync(fd, Buffer.from('page'), 0, 4, 0), resolve()), 30)));
+  const write = out.use(
+    (fd) => new Promise<void>((resolve) => setTimeout(() => (fs.writeSync(fd, Buffer.from('page'), 0, 4, 0), resolve()), 30)),
+  );
   await out.commit(false);
   await write;
   t.equal(fs.readFileSync(final).subarray(0, 4).toString(), 'page');

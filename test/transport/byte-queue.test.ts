@@ -19,7 +19,11 @@ t.test('peek, take and takeViews across chunk boundaries', async (t) => {
   t.equal(q.peekUInt32BE(), 0x33445566, 'peek from the middle of a chunk');
   t.equal(q.peekUInt8(), 0x33, 'one byte from the middle of a chunk');
   const views = q.takeViews(4)!;
-  t.same(views.map((v) => [...v]), [[0x33], [0x44, 0x55, 0x66]], 'views of the chunks, no copy');
+  t.same(
+    views.map((v) => [...v]),
+    [[0x33], [0x44, 0x55, 0x66]],
+    'views of the chunks, no copy',
+  );
   t.equal(q.length, 0);
   t.equal(q.take(1), null);
 });

@@ -95,7 +95,11 @@ t.test('the stream ending inside a packet, and a size field beyond the buffer', 
   t.teardown(c.close);
   const rx2 = NativeChannel.attach(c.b, true)!.channel;
   c.a.write(packet(randomBytes(100), 1 << 30));
-  t.equal(await rx2.recv(Buffer.alloc(4096), 0, HS, SIZE_AT, 5000), HS, 'a payload too big for the buffer is not read: the header is left for the checks');
+  t.equal(
+    await rx2.recv(Buffer.alloc(4096), 0, HS, SIZE_AT, 5000),
+    HS,
+    'a payload too big for the buffer is not read: the header is left for the checks',
+  );
 
   const d = await pair();
   t.teardown(d.close);
@@ -108,13 +112,19 @@ t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) =>
   const { a, b, close } = await pair();
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
-  const e = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, 100).then(() => null, (x: unknown) => x);
+  const e = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, 100).then(
+    () => null,
+    (x: unknown) => x,
+  );
   t.ok(e instanceof NativeIoError && e.code === 'ESTALLED', 'a read that waits longer than its timeout fails as stalled');
 
   // b is read by nobody now: the kernel buffers fill, then a's send times out.
   const tx = NativeChannel.attach(a, false)!.channel;
   const big = Buffer.alloc(64 << 20);
-  const s = await tx.send([big], 200).then(() => null, (x: unknown) => x);
+  const s = await tx.send([big], 200).then(
+    () => null,
+    (x: unknown) => x,
+  );
   t.ok(s instanceof NativeIoError && s.code === 'ESTALLED', 'a send the peer does not take fails as stalled');
   t.ok((s as NativeIoError).amount > 0 && (s as NativeIoError).amount < big.length, 'with the bytes left to send');
 });
@@ -126,9 +136,16 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
   b.destroy();
   await new Promise((r) => setTimeout(r, 50));
   let err: unknown = null;
-  for (let i = 0; i < 20 && !err; i++) err = await tx.send([Buffer.alloc(1 << 20)], 2000).then(() => null, (x: unknown) => x);
+  for (let i = 0; i < 20 && !err; i++)
+    err = await tx.send([Buffer.alloc(1 << 20)], 2000).then(
+      () => null,
+      (x: unknown) => x,
+    );
   // EPIPE/ECONNRESET from the kernel, or ECANCELED when Node saw the peer's end first and destroyed the socket.
-  t.ok(err instanceof NativeIoError && ['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(err.code), `writing to a closed peer fails (${(err as Error)?.message})`);
+  t.ok(
+    err instanceof NativeIoError && ['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(err.code),
+    `writing to a closed peer fails (${(err as Error)?.message})`,
+  );
 
   const c = await pair();
   t.teardown(c.close);
@@ -140,7 +157,10 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
   t.equal(await blocked, 0, 'the blocked read returns at once, as at the end of the stream');
   await closed;
   t.pass('the socket closes once its fd is no longer used');
-  const late = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, -1).then(() => null, (x: unknown) => x);
+  const late = await rx.recv(Buffer.alloc(HS), 0, HS, SIZE_AT, -1).then(
+    () => null,
+    (x: unknown) => x,
+  );
   t.ok(late instanceof NativeIoError && late.code === 'ECANCELED', 'no operation runs after destroy()');
 });
 

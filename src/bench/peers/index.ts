@@ -29,7 +29,11 @@ export interface PeerChoice {
  * `asked` undefined: every peer this machine can run, the others skipped with the reason.
  * Peers asked for by name must be runnable: a missing one is a usage error naming the package.
  */
-export function choosePeers(asked: PeerName[] | undefined, unavailable: (p: Peer) => string | null = (p) => p.unavailable(), o: PeerOptions = {}): PeerChoice {
+export function choosePeers(
+  asked: PeerName[] | undefined,
+  unavailable: (p: Peer) => string | null = (p) => p.unavailable(),
+  o: PeerOptions = {},
+): PeerChoice {
   const out: PeerChoice = { peers: [], skipped: [] };
   const all = peers(o);
   for (const name of PEER_NAMES) {

@@ -26,7 +26,17 @@ export const iperf3: Peer = {
     const server = start(sc, sa);
     try {
       await waitListening(server, port, 'iperf3 -s', signal);
-      const [cc, ca] = net.wrap('send', 'iperf3', ['-c', net.recvAddr, '-p', String(port), '-n', String(imageBytes), '-P', String(Math.min(cell.channels, 128)), '-J']);
+      const [cc, ca] = net.wrap('send', 'iperf3', [
+        '-c',
+        net.recvAddr,
+        '-p',
+        String(port),
+        '-n',
+        String(imageBytes),
+        '-P',
+        String(Math.min(cell.channels, 128)),
+        '-J',
+      ]);
       const rx0 = net.rxBytes();
       const c = await waitFor(start(cc, ca), signal);
       const linkBytes = net.rxBytes() - rx0;

@@ -10,7 +10,8 @@ import { spawnSync } from 'node:child_process';
 export function ncUnavailable(): string | null {
   if (!which('nc')) return 'nc is not installed (Debian: apt-get install netcat-openbsd)';
   const h = spawnSync('nc', ['-h'], { encoding: 'utf8' });
-  if (!/OpenBSD netcat/.test(`${h.stdout}${h.stderr}`)) return 'nc is not OpenBSD netcat (needs -N; Debian: apt-get install netcat-openbsd)';
+  if (!/OpenBSD netcat/.test(`${h.stdout}${h.stderr}`))
+    return 'nc is not OpenBSD netcat (needs -N; Debian: apt-get install netcat-openbsd)';
   return null;
 }
 
@@ -39,7 +40,8 @@ export const nc: Peer = {
       const [s, r] = await Promise.all([waitFor(send, signal), waitFor(recv, signal)]);
       const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
       const linkBytes = net.rxBytes() - rx0;
-      if (s.code !== 0 || r.code !== 0) throw new Error(`nc failed: send exit ${s.code}: ${tail(s.stderr)}; recv exit ${r.code}: ${tail(r.stderr)}`);
+      if (s.code !== 0 || r.code !== 0)
+        throw new Error(`nc failed: send exit ${s.code}: ${tail(s.stderr)}; recv exit ${r.code}: ${tail(r.stderr)}`);
       await compareFiles(image, out, 'nc');
       return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null };
     } finally {

@@ -13,7 +13,18 @@ import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
 import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
-import { enableMultifd, fileBackedRam, Qmp, QmpError, qemuAtLeast, qemuVersion, quitQemus, unthrottle, QEMU, type MigrateInfo } from '../../qemu/qmp.js';
+import {
+  enableMultifd,
+  fileBackedRam,
+  Qmp,
+  QmpError,
+  qemuAtLeast,
+  qemuVersion,
+  quitQemus,
+  unthrottle,
+  QEMU,
+  type MigrateInfo,
+} from '../../qemu/qmp.js';
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
 
 /** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
@@ -77,7 +88,8 @@ async function qemuMigrate(binary: string, { cell, image, imageBytes, workDir, n
       try {
         await enableMultifd(q, params);
       } catch (e) {
-        if (e instanceof QmpError) throw new PeerNotApplicable(`QEMU ${qemuVersion(binary) ?? binary} refused the parameters (${e.message})`);
+        if (e instanceof QmpError)
+          throw new PeerNotApplicable(`QEMU ${qemuVersion(binary) ?? binary} refused the parameters (${e.message})`);
         throw e;
       }
     }

@@ -40,7 +40,8 @@ export const zstdNc: Peer = {
       const [s, r] = await Promise.all([waitFor(send, signal), waitFor(recv, signal)]);
       const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
       const linkBytes = net.rxBytes() - rx0;
-      if (s.code !== 0 || r.code !== 0) throw new Error(`zstd | nc failed: send exit ${s.code}: ${tail(s.stderr)}; recv exit ${r.code}: ${tail(r.stderr)}`);
+      if (s.code !== 0 || r.code !== 0)
+        throw new Error(`zstd | nc failed: send exit ${s.code}: ${tail(s.stderr)}; recv exit ${r.code}: ${tail(r.stderr)}`);
       await compareFiles(image, out, 'zstd-nc');
       return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null };
     } finally {

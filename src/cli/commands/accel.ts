@@ -24,11 +24,20 @@ export function accelCommand(ctx: CommandContext): Command {
     )
     .addOption(new Option('--compression <method>', 'plan for this method').choices(listMethods()).default('none'))
     .addOption(new Option('--zero-page-detection <mode>', 'plan for this zero-page mode').choices(listDetectors()).default('multifd'))
-    .addOption(new Option('--accel-path <path>', 'plan (and probe) with this device, e.g. dsa:/dev/dsa/wq0.0; repeatable').argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
+    .addOption(
+      new Option('--accel-path <path>', 'plan (and probe) with this device, e.g. dsa:/dev/dsa/wq0.0; repeatable').argParser(
+        (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+      ),
+    )
     .addOption(new Option('--require-hardware', 'plan as `mfd send --require-hardware` would'))
     .option('--json', 'one JSON object')
     .action((o: AccelOpts) => {
-      const r = accelReport(undefined, { compression: o.compression, zeroPageDetection: o.zeroPageDetection, accelPaths: o.accelPath ?? [], requireHardware: o.requireHardware ?? false });
+      const r = accelReport(undefined, {
+        compression: o.compression,
+        zeroPageDetection: o.zeroPageDetection,
+        accelPaths: o.accelPath ?? [],
+        requireHardware: o.requireHardware ?? false,
+      });
       ctx.out(o.json ? JSON.stringify(versioned(r)) : formatAccel(r));
     });
 }

@@ -36,23 +36,46 @@ export function benchCommand(ctx: CommandContext): Command {
         'SVG charts to --out and prints the report (or, with --json, the JSON lines) on stdout; progress on stderr. ' +
         'Lists are comma-separated: --compression none,zstd --channels 1,4 --size 512M,1G.',
     )
-    .addOption(new Option('--compression <list>', `methods (QEMU's multifd-compression): ${listMethods().join(', ')}`).default('none,zstd,lz4'))
+    .addOption(
+      new Option('--compression <list>', `methods (QEMU's multifd-compression): ${listMethods().join(', ')}`).default('none,zstd,lz4'),
+    )
     .addOption(new Option('--channels <list>', "channel counts (QEMU's multifd-channels)").default('1,4'))
     .addOption(new Option('--zero-page-detection <list>', `zero-page modes: ${listDetectors().join(', ')}`).default('multifd'))
-    .addOption(new Option('--profile <list>', 'image profiles: mixed (about 50% zero, 30% text-like, 20% random pages), zero, random, text').default('mixed'))
+    .addOption(
+      new Option('--profile <list>', 'image profiles: mixed (about 50% zero, 30% text-like, 20% random pages), zero, random, text').default(
+        'mixed',
+      ),
+    )
     .addOption(new Option('--size <list>', 'image sizes (K, M, G suffixes), e.g. 512M,1G,2G,4G to see scaling').default('1G'))
     .addOption(
       new Option(
         '--image <list>',
-        'image files to migrate as they are (a real guest\'s RAM, say: ../shared/corpus/guest-ram makes one), each a row of its own; only read, never changed. Without --profile, instead of the generated images',
+        "image files to migrate as they are (a real guest's RAM, say: ../shared/corpus/guest-ram makes one), each a row of its own; only read, never changed. Without --profile, instead of the generated images",
       ),
     )
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
     .addOption(new Option('--warmup <n>', 'warm-up runs of mfd per cell, not measured').default('1'))
-    .addOption(new Option('--peers <list>', `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`))
-    .addOption(new Option('--qemu-binary <path>', 'the QEMU the qemu peer runs, e.g. the QEMU 10.0 .ci/fetch-qemu10 fetches (default: qemu-system-x86_64 on PATH); the report names its version'))
-    .addOption(new Option('--link <rate[,delay]>', 'run between two network namespaces over a link shaped by tc tbf (and mfd\'s delay line for a delay), e.g. 1gbit,1ms (delay each way); needs root'))
-    .addOption(new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()))
+    .addOption(
+      new Option(
+        '--peers <list>',
+        `peers: ${PEER_NAMES.join(', ')}, or all, or none (default: every one installed; the others are skipped with the reason)`,
+      ),
+    )
+    .addOption(
+      new Option(
+        '--qemu-binary <path>',
+        'the QEMU the qemu peer runs, e.g. the QEMU 10.0 .ci/fetch-qemu10 fetches (default: qemu-system-x86_64 on PATH); the report names its version',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--link <rate[,delay]>',
+        "run between two network namespaces over a link shaped by tc tbf (and mfd's delay line for a delay), e.g. 1gbit,1ms (delay each way); needs root",
+      ),
+    )
+    .addOption(
+      new Option('--dir <dir>', 'where images and outputs go (a temporary directory inside it, removed at the end)').default(os.tmpdir()),
+    )
     .addOption(new Option('--out <dir>', 'results directory (default bench/results/<timestamp>/ under the current directory)'))
     .addOption(new Option('--seed <n>', 'seed of the generated images').default('1'))
     .addOption(new Option('--keep', 'keep the images and the work directory'))
@@ -60,13 +83,22 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--no-progress', 'no progress lines on stderr'))
     .action(async (o: BenchOpts, cmd: Command) => {
       const images = o.image === undefined ? undefined : parseList('--image', o.image).map(imageFile);
-      const cfg = parseBenchOptions({ ...o, images, profileGiven: cmd.getOptionValueSource('profile') !== 'default' }, listMethods(), listDetectors());
-      const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+      const cfg = parseBenchOptions(
+        { ...o, images, profileGiven: cmd.getOptionValueSource('profile') !== 'default' },
+        listMethods(),
+        listDetectors(),
+      );
+      const stamp = new Date()
+        .toISOString()
+        .replace(/\.\d+Z$/, 'Z')
+        .replace(/:/g, '-');
       const outDir = path.resolve(o.out ?? path.join('bench', 'results', stamp));
       // Before the first run, not after it: results are never written over, nor found unwritable an hour in.
       const st = fs.statSync(outDir, { throwIfNoEntry: false });
-      if (st && !st.isDirectory()) throw new UsageError(`--out "${outDir}" exists and is not a directory: give a directory for the results`);
-      if (st && fs.existsSync(path.join(outDir, 'results.jsonl'))) throw new UsageError(`--out "${outDir}" already holds results (results.jsonl): give a new directory, or remove them`);
+      if (st && !st.isDirectory())
+        throw new UsageError(`--out "${outDir}" exists and is not a directory: give a directory for the results`);
+      if (st && fs.existsSync(path.join(outDir, 'results.jsonl')))
+        throw new UsageError(`--out "${outDir}" already holds results (results.jsonl): give a new directory, or remove them`);
       // Loaded here, not at start-up: every `mfd send` the bench times starts this same CLI.
       const { runBench } = await import('../../bench/bench.js');
       const { charts, formatTargetLine, markdownReport } = await import('../../bench/report.js');

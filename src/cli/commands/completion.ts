@@ -7,7 +7,7 @@ export function completionCommand(ctx: CommandContext): Command {
   const cmd = new Command('completion')
     .summary('print a shell completion script: bash, zsh or fish')
     .description(
-      'Prints a completion script for the shell, generated from mfd\'s own commands and options.\n' +
+      "Prints a completion script for the shell, generated from mfd's own commands and options.\n" +
         'bash: source <(mfd completion bash), or save it in /etc/bash_completion.d/mfd.\n' +
         'zsh: mfd completion zsh > "${fpath[1]}/_mfd".  fish: mfd completion fish > ~/.config/fish/completions/mfd.fish.',
     )

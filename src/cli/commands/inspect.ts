@@ -14,8 +14,8 @@ export function inspectCommand(ctx: CommandContext): Command {
   return new Command('inspect')
     .summary('read migration files or raw multifd channel streams: headers, every packet, totals, errors')
     .description(
-      'Reads channel streams (a channel\'s bytes as they crossed the wire) written by mfd or QEMU 7.2 to 10.x,\n' +
-        'migration files from mfd send --to file:PATH, and QEMU\'s own (migrate file:PATH, stream or mapped-ram layout),\n' +
+      "Reads channel streams (a channel's bytes as they crossed the wire) written by mfd or QEMU 7.2 to 10.x,\n" +
+        "migration files from mfd send --to file:PATH, and QEMU's own (migrate file:PATH, stream or mapped-ram layout),\n" +
         'recognised by their magic (file:PATH,offset=N too).\n' +
         'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer;\n' +
         'a QEMU file: its sections, ramblocks and pages).\n' +
@@ -34,7 +34,8 @@ export function inspectCommand(ctx: CommandContext): Command {
       if (o.extract) {
         const eq = o.extract.indexOf('=');
         if (eq <= 0) throw new UsageError(`Expected NAME=FILE for --extract but received "${o.extract}"`);
-        if (o.headersOnly) throw new UsageError('--extract rebuilds pages from the decoded payloads; it cannot be used with --headers-only');
+        if (o.headersOnly)
+          throw new UsageError('--extract rebuilds pages from the decoded payloads; it cannot be used with --headers-only');
         extract = extractSink(o.extract.slice(0, eq), o.extract.slice(eq + 1), o.pageSize);
         sink = extract.sink;
       }
@@ -44,10 +45,14 @@ export function inspectCommand(ctx: CommandContext): Command {
       for (const s of streams) {
         const target = isFileUri(s) ? parseFileUri(s, 'inspect') : { path: s, offset: 0 };
         if (isQemuMigrationFile(target)) {
-          if (o.extract) throw new UsageError(`--extract reads channel streams; read a QEMU migration file with mfd recv --qemu --from file:${target.path}`);
+          if (o.extract)
+            throw new UsageError(
+              `--extract reads channel streams; read a QEMU migration file with mfd recv --qemu --from file:${target.path}`,
+            );
           qemuFiles.push(await inspectQemuFile(target));
         } else if (isFileUri(s) || isMigrationFile(target)) {
-          if (o.extract) throw new UsageError(`--extract reads channel streams; restore a migration file with mfd recv --from file:${target.path}`);
+          if (o.extract)
+            throw new UsageError(`--extract reads channel streams; restore a migration file with mfd recv --from file:${target.path}`);
           files.push(await inspectFile(target));
         } else reports.push(await inspectStream(s, o.pageSize, sink, { headersOnly: o.headersOnly }));
       }
@@ -62,8 +67,13 @@ export function inspectCommand(ctx: CommandContext): Command {
       const errors = [...reports, ...files, ...qemuFiles].reduce((a, r) => a + r.errors.length, 0);
       // A file whose records read well but whose pages do not verify (coverage, digest): as recv --from, exit 5.
       const failed = files.find((r) => r.check && !r.check.ok && r.check.exitCode === ExitCode.VERIFY);
-      if (failed?.check && !failed.check.ok) throw new VerifyError(failed.check.code, `migration file "${failed.file}": ${failed.check.message}`);
+      if (failed?.check && !failed.check.ok)
+        throw new VerifyError(failed.check.code, `migration file "${failed.file}": ${failed.check.message}`);
       const fileCount = files.length + qemuFiles.length;
-      if (errors > 0) throw new ProtocolError('ERR_STREAM_INVALID', `${errors} error(s) in the ${fileCount > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (fileCount > 1 ? 's' : '')) : 'streams'}`);
+      if (errors > 0)
+        throw new ProtocolError(
+          'ERR_STREAM_INVALID',
+          `${errors} error(s) in the ${fileCount > 0 ? (reports.length > 0 ? 'streams and migration files' : 'migration file' + (fileCount > 1 ? 's' : '')) : 'streams'}`,
+        );
     });
 }

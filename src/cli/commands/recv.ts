@@ -8,7 +8,16 @@ import { parseFileUri } from '../../file/target.js';
 import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName, splitNamedSpec } from '../../image/ramblock.js';
 import { parseTcpAddress } from '../destination.js';
-import { commonOptions, durationInRange, intInRange, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import {
+  commonOptions,
+  durationInRange,
+  intInRange,
+  refuseSecurityOptions,
+  SECURITY_FLAGS,
+  securityOptions,
+  type CommonOpts,
+  type SecurityOpts,
+} from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { qemuRecvJson } from '../json.js';
@@ -45,7 +54,8 @@ function deltaOptions(o: RecvOpts): DeltaRecvOptions | null {
     if (!named) throw new UsageError(`--base "${spec}": expected NAME=PATH`);
     return named;
   });
-  for (const d of o.baseDir ?? []) if (!fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--base-dir "${d}" is not a directory`);
+  for (const d of o.baseDir ?? [])
+    if (!fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--base-dir "${d}" is not a directory`);
   return { bases, dirs: o.baseDir ?? [] };
 }
 
@@ -58,33 +68,88 @@ export function recvCommand(ctx: CommandContext): Command {
         'Each ramblock is written to DIR/NAME, its name made a file name (bytes other than A-Za-z0-9._@+- and a leading dot as %XX: ' +
         '/rom@etc/acpi/tables -> %2From@etc%2Facpi%2Ftables), or where NAME=PATH says (NAME written the same way when it has a / or =), under a temporary ' +
         'name until packet counts, page coverage and digests have been verified; then it is renamed.\n' +
-        'With --qemu, stands in for a QEMU migration destination: point the VM\'s migrate at HOST:PORT,\n' +
-        'or read what QEMU\'s migrate file:PATH[,offset=N] wrote (with or without mapped-ram) with --from file:PATH[,offset=N];\n' +
+        "With --qemu, stands in for a QEMU migration destination: point the VM's migrate at HOST:PORT,\n" +
+        "or read what QEMU's migrate file:PATH[,offset=N] wrote (with or without mapped-ram) with --from file:PATH[,offset=N];\n" +
         'each ramblock goes to DIR/<name> and the device state to DIR/device-state, with DIR/manifest.json.',
     )
-    .addOption(new Option('--qemu', 'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd, or read its migration file (--from file:PATH)'))
-    .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
-    .option('--from <file:path>', 'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file"); with --qemu, a file QEMU\'s migrate file: wrote')
-    .requiredOption('--output <dir|name=path...>', 'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)', (v: string, prev: string[] = []) => [...prev, v])
-    .addOption(new Option('--in-place', 'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified'))
-    .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
-    .addOption(new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
-    .addOption(new Option('--dump-streams <dir>', 'also save each multifd channel\'s raw bytes to DIR/channel-N.bin (for mfd inspect)'))
-    .addOption(new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'))
-    .addOption(new Option('--timeout <duration>', 'fail when a connected channel sends nothing for this long (seconds, or 500ms, 2m)').argParser(durationInRange('--timeout', 1, 86_400_000)).default(60_000, '60s'))
-    .addOption(new Option('--no-journal', 'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)'))
     .addOption(
-      new Option('--resume-wait <duration>', 'after a failed migration, keep listening this long for the next sender: mfd send --resume when a journal was kept, else a new migration (seconds, or 500ms, 2m; 0: exit at once)')
+      new Option(
+        '--qemu',
+        'receive a migration from QEMU itself (migrate tcp:HOST:PORT), with or without multifd, or read its migration file (--from file:PATH)',
+      ),
+    )
+    .option('--listen <host:port>', 'address to listen on, HOST:PORT or tcp:HOST:PORT (":4444" = all interfaces; port 0 picks a free one)')
+    .option(
+      '--from <file:path>',
+      'restore from a migration file instead: file:PATH[,offset=N] (refused unless its trailer is valid: "incomplete migration file"); with --qemu, a file QEMU\'s migrate file: wrote',
+    )
+    .requiredOption(
+      '--output <dir|name=path...>',
+      'output directory, and/or NAME=PATH for single ramblocks (repeatable; NAME as its file name in DIR shows it: %2F for /, %3D for =)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .addOption(
+      new Option(
+        '--in-place',
+        'write into existing output files (zero pages are zeroed) instead of a temporary file renamed at the end; a NAME.mfd-partial marker stays until verified',
+      ),
+    )
+    .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
+    .addOption(
+      new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(
+        intInRange('--threads', 1, 256),
+      ),
+    )
+    .addOption(new Option('--dump-streams <dir>', "also save each multifd channel's raw bytes to DIR/channel-N.bin (for mfd inspect)"))
+    .addOption(
+      new Option('--require-hardware', 'fail instead of decoding in software when the method has a hardware path (qpl: IAA, qatzip: QAT)'),
+    )
+    .addOption(
+      new Option('--timeout <duration>', 'fail when a connected channel sends nothing for this long (seconds, or 500ms, 2m)')
+        .argParser(durationInRange('--timeout', 1, 86_400_000))
+        .default(60_000, '60s'),
+    )
+    .addOption(
+      new Option(
+        '--no-journal',
+        'keep no progress journal: no periodic flushes, and a failure removes the temporary outputs (no mfd send --resume)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--resume-wait <duration>',
+        'after a failed migration, keep listening this long for the next sender: mfd send --resume when a journal was kept, else a new migration (seconds, or 500ms, 2m; 0: exit at once)',
+      )
         .argParser(durationInRange('--resume-wait', 0, 86_400_000))
         .default(0),
     )
-    .addOption(new Option('--delta', 'offer bases to a sender with --delta: each output\'s existing file, and --base / --base-dir; pages found in them travel as references'))
-    .addOption(new Option('--base <name=path>', 'a base image for --delta (repeatable; implies --delta)').argParser((v: string, prev: string[] = []) => [...prev, v]))
-    .addOption(new Option('--base-dir <dir>', 'every file in DIR (not starting with a dot) is a base for --delta (repeatable; implies --delta)').argParser((v: string, prev: string[] = []) => [...prev, v]))
-    .addOption(new Option('--insecure', 'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs'));
+    .addOption(
+      new Option(
+        '--delta',
+        "offer bases to a sender with --delta: each output's existing file, and --base / --base-dir; pages found in them travel as references",
+      ),
+    )
+    .addOption(
+      new Option('--base <name=path>', 'a base image for --delta (repeatable; implies --delta)').argParser(
+        (v: string, prev: string[] = []) => [...prev, v],
+      ),
+    )
+    .addOption(
+      new Option(
+        '--base-dir <dir>',
+        'every file in DIR (not starting with a dot) is a base for --delta (repeatable; implies --delta)',
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
+    )
+    .addOption(
+      new Option(
+        '--insecure',
+        'listen on a non-loopback address without --tls-* or --psk-file: any sender that reaches the port can write the outputs',
+      ),
+    );
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
-    if ((o.listen === undefined) === (o.from === undefined)) throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
+    if ((o.listen === undefined) === (o.from === undefined))
+      throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
     let outputDir: string | undefined;
     const outputMap = new Map<string, string>();
     for (const spec of o.output) {
@@ -96,23 +161,36 @@ export function recvCommand(ctx: CommandContext): Command {
         outputMap.set(named.name, named.path);
       } else {
         if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
-        if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
+        if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory())
+          throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
         try {
           fs.accessSync(spec, fs.constants.W_OK | fs.constants.X_OK);
         } catch (e) {
           // Found now, not once a sender has connected and sent its hello.
-          throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'ACCESS'}`, `--output "${spec}": cannot create files there: ${(e as Error).message}`, e);
+          throw new IoError(
+            `ERR_${(e as NodeJS.ErrnoException).code ?? 'ACCESS'}`,
+            `--output "${spec}": cannot create files there: ${(e as Error).message}`,
+            e,
+          );
         }
         outputDir = spec;
       }
     }
     const delta = deltaOptions(o);
     const logger = ctx.logger(o.logLevel);
-    if (delta && (o.qemu || o.from !== undefined || o.inPlace)) throw new UsageError(`--delta, --base and --base-dir are for a network migration from mfd send --delta into temporary outputs, not with ${o.qemu ? '--qemu' : o.from !== undefined ? '--from' : '--in-place (a base must never be written while it is read)'}`);
+    if (delta && (o.qemu || o.from !== undefined || o.inPlace))
+      throw new UsageError(
+        `--delta, --base and --base-dir are for a network migration from mfd send --delta into temporary outputs, not with ${o.qemu ? '--qemu' : o.from !== undefined ? '--from' : '--in-place (a base must never be written while it is read)'}`,
+      );
     if (o.qemu) {
-      refuseWithQemu(cmd, { inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' }, 'a QEMU migration is received into a fresh --output DIR');
+      refuseWithQemu(
+        cmd,
+        { inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' },
+        'a QEMU migration is received into a fresh --output DIR',
+      );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
-      if (outputMap.size > 0 || !outputDir) throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
+      if (outputMap.size > 0 || !outputDir)
+        throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
       // A file QEMU wrote with migrate file:PATH[,offset=N], with or without mapped-ram.
       const from = o.from !== undefined ? parseFileUri(o.from, '--from') : undefined;
       const at = from ? { host: '', port: 0 } : parseTcpAddress(o.listen!, '--listen', '0.0.0.0');
@@ -137,7 +215,8 @@ export function recvCommand(ctx: CommandContext): Command {
       return;
     }
     if (o.from !== undefined) {
-      if (o.dumpStreams !== undefined) throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
+      if (o.dumpStreams !== undefined)
+        throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
       refuseSecurityOptions(o, 'a migration file (--from file:PATH) is read locally');
       const progress = ctx.progress('restore', o.progress);
       const { stats, file } = await restoreFromFile({

@@ -10,7 +10,19 @@ import { allMethodOptions, listMethods, type MethodParams } from '../../methods/
 import { listDetectors } from '../../zero-page/index.js';
 import { parseDestination } from '../destination.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
-import { addAlias, commonOptions, durationInRange, intInRange, onOff, pageSizeOption, refuseSecurityOptions, SECURITY_FLAGS, securityOptions, type CommonOpts, type SecurityOpts } from '../options.js';
+import {
+  addAlias,
+  commonOptions,
+  durationInRange,
+  intInRange,
+  onOff,
+  pageSizeOption,
+  refuseSecurityOptions,
+  SECURITY_FLAGS,
+  securityOptions,
+  type CommonOpts,
+  type SecurityOpts,
+} from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../main.js';
 import { qemuSendJson } from '../json.js';
@@ -46,7 +58,9 @@ function bandwidth(v: string): number {
   try {
     return parseSize(v);
   } catch {
-    throw new InvalidArgumentError(`Expected bytes per second (with an optional K, M or G suffix) for --max-bandwidth but received "${v}".`);
+    throw new InvalidArgumentError(
+      `Expected bytes per second (with an optional K, M or G suffix) for --max-bandwidth but received "${v}".`,
+    );
   }
 }
 
@@ -66,10 +80,15 @@ function methodParams(o: SendOpts): MethodParams {
 }
 
 export function sendCommand(ctx: CommandContext): Command {
-  const channelsOption = new Option('--channels <n>', `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`)
+  const channelsOption = new Option(
+    '--channels <n>',
+    `number of multifd channels (QEMU's multifd-channels), 1..${MAX_CHANNELS} (with --qemu, 0 = multifd off)`,
+  )
     .argParser(intInRange('--channels', 0, MAX_CHANNELS, `1..${MAX_CHANNELS} (0 only with --qemu)`))
     .default(4);
-  const compressionOption = new Option('--compression <method>', "compression method (QEMU's multifd-compression)").choices(listMethods()).default('none');
+  const compressionOption = new Option('--compression <method>', "compression method (QEMU's multifd-compression)")
+    .choices(listMethods())
+    .default('none');
   const cmd = new Command('send')
     .summary('send RAM images to a listening mfd recv')
     .description(
@@ -83,37 +102,86 @@ export function sendCommand(ctx: CommandContext): Command {
         "the destination's multifd-channels (0 when multifd is off) and --compression its multifd-compression.",
     )
     .argument('<image...>', 'image files, as PATH or NAME=PATH (with --qemu: the directory mfd recv --qemu wrote)')
-    .addOption(new Option('--qemu', 'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT), or write it as a QEMU migration file (--to file:PATH, for migrate-incoming file:PATH)'))
-    .requiredOption('--to <host:port|file:path>', 'address of the listening mfd recv (HOST:PORT or tcp:HOST:PORT), or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)')
+    .addOption(
+      new Option(
+        '--qemu',
+        'replay a migration saved by mfd recv --qemu into a QEMU destination (-incoming tcp:HOST:PORT), or write it as a QEMU migration file (--to file:PATH, for migrate-incoming file:PATH)',
+      ),
+    )
+    .requiredOption(
+      '--to <host:port|file:path>',
+      'address of the listening mfd recv (HOST:PORT or tcp:HOST:PORT), or file:PATH[,offset=N] to save a migration file (starting at byte N; earlier bytes untouched)',
+    )
     .addOption(channelsOption)
     .addOption(compressionOption)
     .addOption(
-      new Option('--zero-page-detection <mode>', "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none")
+      new Option(
+        '--zero-page-detection <mode>',
+        "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none",
+      )
         .choices(listDetectors())
         .default('multifd'),
     )
     .addOption(
-      new Option('--accel-path <path>', "accelerator device for dsa-accel (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0; repeat for several, channels take them round-robin")
-        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
+      new Option(
+        '--accel-path <path>',
+        "accelerator device for dsa-accel (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0; repeat for several, channels take them round-robin",
+      ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
     )
-    .addOption(new Option('--require-hardware', 'fail instead of falling back from a hardware path (IAA, QAT, DSA); the error names what is missing'))
-    .addOption(pageSizeOption())
-    .addOption(new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(intInRange('--threads', 1, 256)))
-    .addOption(new Option('--connect-timeout <duration>', 'give up connecting after this long (seconds, or 500ms, 2m)').argParser(durationInRange('--connect-timeout', 1, 3_600_000)).default(10_000, '10s'))
     .addOption(
-      new Option('--timeout <duration>', 'fail when the receiver takes no data on a channel, or does not answer on the control channel, for this long (seconds, or 500ms, 2m)')
+      new Option(
+        '--require-hardware',
+        'fail instead of falling back from a hardware path (IAA, QAT, DSA); the error names what is missing',
+      ),
+    )
+    .addOption(pageSizeOption())
+    .addOption(
+      new Option('--threads <n>', 'compute worker threads for compression (default: min(channels, cores))').argParser(
+        intInRange('--threads', 1, 256),
+      ),
+    )
+    .addOption(
+      new Option('--connect-timeout <duration>', 'give up connecting after this long (seconds, or 500ms, 2m)')
+        .argParser(durationInRange('--connect-timeout', 1, 3_600_000))
+        .default(10_000, '10s'),
+    )
+    .addOption(
+      new Option(
+        '--timeout <duration>',
+        'fail when the receiver takes no data on a channel, or does not answer on the control channel, for this long (seconds, or 500ms, 2m)',
+      )
         .argParser(durationInRange('--timeout', 1, 86_400_000))
         .default(60_000, '60s'),
     )
     .addOption(
-      new Option('--max-bandwidth <bytes/s>', "at most this many bytes a second for the whole migration, all channels together (QEMU's max-bandwidth; K, M, G suffixes, binary; 0: no limit)")
+      new Option(
+        '--max-bandwidth <bytes/s>',
+        "at most this many bytes a second for the whole migration, all channels together (QEMU's max-bandwidth; K, M, G suffixes, binary; 0: no limit)",
+      )
         .argParser(bandwidth)
         .default(0, 'no limit'),
     )
-    .addOption(new Option('--resume', 'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written'))
-    .addOption(new Option('--delta', 'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it'))
-    .addOption(new Option('--mapped-ram', "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression; with --qemu, QEMU's own layout)"))
-    .addOption(new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'))
+    .addOption(
+      new Option(
+        '--resume',
+        'continue a failed migration: send only the pages the receiver (the same mfd recv, or one restarted on the same outputs) has not durably written',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--delta',
+        'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--mapped-ram',
+        "file: each ramblock at a fixed 1 MiB-aligned region, pages written in place, zero pages never written (QEMU's mapped-ram; no compression; with --qemu, QEMU's own layout)",
+      ),
+    )
+    .addOption(
+      new Option('--direct-io', 'file: write with O_DIRECT (aligned buffers, bypassing the page cache); offset must be a multiple of 4096'),
+    )
     .addOption(
       new Option(
         '--multifd-flush-after-each-section <on|off>',
@@ -121,20 +189,36 @@ export function sendCommand(ctx: CommandContext): Command {
       ).argParser(onOff('--multifd-flush-after-each-section')),
     )
     .addOption(
-      new Option('--send-switchover-start <on|off>', "--qemu: send SWITCHOVER_START before the RAM END section (QEMU's send-switchover-start; QEMU before 10.0 refuses it); default: on for 10.0+ machine types, off for older, else as the source did").argParser(
-        onOff('--send-switchover-start'),
-      ),
+      new Option(
+        '--send-switchover-start <on|off>',
+        "--qemu: send SWITCHOVER_START before the RAM END section (QEMU's send-switchover-start; QEMU before 10.0 refuses it); default: on for 10.0+ machine types, off for older, else as the source did",
+      ).argParser(onOff('--send-switchover-start')),
     )
-    .addOption(new Option('--file-writer <kind>', 'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)').choices(['ring', 'per-packet']).default('ring').hideHelp());
+    .addOption(
+      new Option(
+        '--file-writer <kind>',
+        'file, stream layout: ring of aligned buffers written asynchronously, or per-packet (one synchronous write per packet: the benchmark baseline)',
+      )
+        .choices(['ring', 'per-packet'])
+        .default('ring')
+        .hideHelp(),
+    );
   addAlias(cmd, channelsOption, 'multifd-channels');
   addAlias(cmd, compressionOption, 'multifd-compression');
   for (const { option } of allMethodOptions()) {
     const opt =
       option.type === 'bool'
-        ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(onOff(`--${option.flag}`))
+        ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(
+            onOff(`--${option.flag}`),
+          )
         : option.type === 'choice'
-          ? new Option(`--${option.flag} <${option.choices!.join('|')}>`, `${option.description}, default ${String(option.default)}`).choices(option.choices!)
-          : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(intInRange(`--${option.flag}`, option.min, option.max));
+          ? new Option(
+              `--${option.flag} <${option.choices!.join('|')}>`,
+              `${option.description}, default ${String(option.default)}`,
+            ).choices(option.choices!)
+          : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(
+              intInRange(`--${option.flag}`, option.min, option.max),
+            );
     cmd.addOption(opt);
     if (option.qemu) addAlias(cmd, opt, option.qemu);
   }
@@ -145,19 +229,37 @@ export function sendCommand(ctx: CommandContext): Command {
     if (o.qemu) {
       refuseWithQemu(
         cmd,
-        { maxBandwidth: '--max-bandwidth', delta: '--delta', directIo: '--direct-io', fileWriter: '--file-writer', zeroPageDetection: '--zero-page-detection', accelPath: '--accel-path', requireHardware: '--require-hardware', pageSize: '--page-size', threads: '--threads' },
+        {
+          maxBandwidth: '--max-bandwidth',
+          delta: '--delta',
+          directIo: '--direct-io',
+          fileWriter: '--file-writer',
+          zeroPageDetection: '--zero-page-detection',
+          accelPath: '--accel-path',
+          requireHardware: '--require-hardware',
+          pageSize: '--page-size',
+          threads: '--threads',
+        },
         'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
       );
       refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
-      if (images.length !== 1) throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
+      if (images.length !== 1)
+        throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
       const given = (key: string): boolean => cmd.getOptionValueSource(key) === 'cli';
       if (dest.kind === 'file') {
         // QEMU's file: migration: multifd needs mapped-ram, mapped-ram refuses compression; the file does not depend on multifd-channels.
-        if (given('compression')) throw new UsageError('--compression cannot be used with --qemu --to file: QEMU writes no compressed pages to a file (mapped-ram refuses multifd compression)');
-        if (given('channels') && channels > 0 && !o.mappedRam) throw new UsageError('--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram (give --mapped-ram, or --channels 0)');
+        if (given('compression'))
+          throw new UsageError(
+            '--compression cannot be used with --qemu --to file: QEMU writes no compressed pages to a file (mapped-ram refuses multifd compression)',
+          );
+        if (given('channels') && channels > 0 && !o.mappedRam)
+          throw new UsageError(
+            '--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram (give --mapped-ram, or --channels 0)',
+          );
       } else {
         if (o.mappedRam) throw new UsageError('--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram');
-        if (!given('channels')) throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
+        if (!given('channels'))
+          throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
       }
       const file = dest.kind === 'file' ? { target: dest.target, mappedRam: o.mappedRam ?? false } : undefined;
       const r = await sendQemu({
@@ -178,9 +280,14 @@ export function sendCommand(ctx: CommandContext): Command {
       ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r, file && { path: file.target.path, mappedRam: file.mappedRam }));
       return;
     }
-    if (o.multifdFlushAfterEachSection !== undefined) throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
-    if (o.sendSwitchoverStart !== undefined) throw new UsageError('--send-switchover-start is for --qemu: it shapes the stream for a QEMU destination');
-    if (channels === 0) throw new UsageError(`Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`);
+    if (o.multifdFlushAfterEachSection !== undefined)
+      throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
+    if (o.sendSwitchoverStart !== undefined)
+      throw new UsageError('--send-switchover-start is for --qemu: it shapes the stream for a QEMU destination');
+    if (channels === 0)
+      throw new UsageError(
+        `Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`,
+      );
     // What the packet pipeline needs, the same for a network and a file target.
     const pipeline = () => ({
       images: parseBlockSpecs(images),
@@ -196,7 +303,8 @@ export function sendCommand(ctx: CommandContext): Command {
       maxBandwidth: o.maxBandwidth,
     });
     if (o.delta) {
-      if (dest.kind === 'file') throw new UsageError('--delta is for a network migration (--to HOST:PORT): delta migration files are not written yet');
+      if (dest.kind === 'file')
+        throw new UsageError('--delta is for a network migration (--to HOST:PORT): delta migration files are not written yet');
       if (o.resume) throw new UsageError('--delta and --resume cannot be combined: resume a failed delta migration without --delta');
       requireDelta('--delta');
     }
@@ -218,11 +326,14 @@ export function sendCommand(ctx: CommandContext): Command {
       if (!o.json) ctx.out(formatFileSummary(file));
       return;
     }
-    if (o.mappedRam || o.directIo) throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
+    if (o.mappedRam || o.directIo)
+      throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
     const logger = ctx.logger(o.logLevel);
     const security = loadSecurity(o, (m) => logger.warn(m));
     if (security.mode === 'none' && !isLoopback(dest.host)) {
-      logger.warn(`sending to ${dest.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`);
+      logger.warn(
+        `sending to ${dest.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`,
+      );
     }
     const progress = ctx.progress('send', o.progress);
     const { stats, receiver } = await send({
