@@ -101,6 +101,12 @@ export interface ReplayShape {
   syncMode: SyncMode;
   /** Send MIG_CMD_SWITCHOVER_START before the RAM END section (QEMU's send-switchover-start). */
   switchoverStart: boolean;
+  /**
+   * Where zero pages go (QEMU's zero-page-detection): multifd = in the multifd packets' zero_pages
+   * (QEMU 9.0+ receivers read it), legacy = ZERO records on the main channel (what a receiver of
+   * 8.2 or older, or of an 8.2 or older machine type, needs: it ignores zero_pages).
+   */
+  zeroPageDetection: 'multifd' | 'legacy';
   /** Why, for the log and the stall hint. */
   why: string;
 }
@@ -119,7 +125,12 @@ export function machineVersion(machine: string | null): [number, number] | null 
  * send-switchover-start off for 9.2 and older (hw_compat_9_2); else (an unversioned type such as
  * -M none, whose shape depends on the destination's QEMU version) what the source did.
  */
-export function replayShape(m: QemuManifest, flushAfterEachSection?: boolean, switchoverStart?: boolean): ReplayShape {
+export function replayShape(
+  m: QemuManifest,
+  flushAfterEachSection?: boolean,
+  switchoverStart?: boolean,
+  zeroPageDetection?: 'multifd' | 'legacy',
+): ReplayShape {
   const v = machineVersion(m.qemu.machineType);
   const atLeast = (major: number, minor: number): boolean => v !== null && (v[0] > major || (v[0] === major && v[1] >= minor));
   const from = v ? `machine type ${m.qemu.machineType}` : `the source (machine type ${m.qemu.machineType ?? '?'} has no version)`;
@@ -134,9 +145,16 @@ export function replayShape(m: QemuManifest, flushAfterEachSection?: boolean, sw
           : 'section'
         : m.syncMode;
   const switchover = switchoverStart ?? (v ? atLeast(10, 0) : (m.switchoverStart ?? false));
+  // hw_compat_8_2 forces legacy on 8.2 and older machine types. An unversioned one: as the source
+  // did, but legacy for a destination older than 10.0 (no switchover-start), which may be one that
+  // ignores zero_pages; legacy's ZERO records every version reads.
+  const zpd =
+    zeroPageDetection ??
+    (v ? (atLeast(9, 0) ? 'multifd' : 'legacy') : (m.counts.multifdZeroPages ?? 0) > 0 && switchover ? 'multifd' : 'legacy');
   const why = [
     `multifd-flush-after-each-section ${syncMode === 'section' ? 'on' : 'off'} (${flushAfterEachSection !== undefined ? 'flag' : from})`,
     `send-switchover-start ${switchover ? 'on' : 'off'} (${switchoverStart !== undefined ? 'flag' : from})`,
+    `zero-page-detection ${zpd} (${zeroPageDetection !== undefined ? 'flag' : from})`,
   ].join(', ');
-  return { syncMode, switchoverStart: switchover, why };
+  return { syncMode, switchoverStart: switchover, zeroPageDetection: zpd, why };
 }

@@ -65,6 +65,8 @@ export interface QemuSendOptions {
   stallTimeoutMs?: number;
   /** QEMU's multifd-flush-after-each-section of the destination (on: a sync per RAM section, as 7.2; off: per pass with MULTIFD_FLUSH); default from the manifest (replayShape). */
   flushAfterEachSection?: boolean;
+  /** Zero pages in the multifd packets (multifd: a QEMU 9.0+ destination) or as ZERO records on the main channel (legacy); default from the manifest. */
+  zeroPageDetection?: 'multifd' | 'legacy';
   /** Send MIG_CMD_SWITCHOVER_START (QEMU's send-switchover-start; a QEMU before 10.0 refuses it); default from the manifest. */
   switchoverStart?: boolean;
   logger: Logger;
@@ -87,6 +89,8 @@ export interface QemuSendResult {
   /** The shape sent: sync per RAM section or per pass, switchover-start or not, and why. */
   syncMode: SyncMode;
   switchoverStart: boolean;
+  /** Where the zero pages went: multifd packets (multifd) or ZERO records on the main channel (legacy). */
+  zeroPageDetection: 'multifd' | 'legacy';
   shape: string;
 }
 
@@ -167,7 +171,9 @@ class Sink {
 export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
   const t0 = process.hrtime.bigint();
   const m = await readManifest(o.dir, true);
-  const shape = replayShape(m, o.flushAfterEachSection, o.switchoverStart);
+  const shape = replayShape(m, o.flushAfterEachSection, o.switchoverStart, o.zeroPageDetection);
+  // Zero pages in the packets only with multifd channels to carry them.
+  const zerosInPackets = o.channels > 0 && shape.zeroPageDetection === 'multifd';
   const hint = mismatchHint(shape.why);
   const ps = m.pageSize;
   if (ps !== 4096) throw new UsageError(`${o.dir}: page size ${ps}; mfd replays 4 KiB target pages only`);
@@ -186,7 +192,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     compression: o.channels > 0 ? o.compression : 'none',
     methodParams: o.channels > 0 ? o.methodParams : {},
     zeroPageDetection: 'multifd',
-    zeroPagesInPackets: false,
+    zeroPagesInPackets: zerosInPackets,
     logger: log,
   });
   const sockets: net.Socket[] = [];
@@ -203,6 +209,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     wireBytes: 0,
     syncMode: shape.syncMode,
     switchoverStart: shape.switchoverStart,
+    zeroPageDetection: zerosInPackets ? 'multifd' : 'legacy',
     shape: shape.why,
   };
   let fileSink: QemuFileSink | null = null;
@@ -328,12 +335,15 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
         return {
           async write(p) {
             if (!p.sync) {
-              await records(p, false).catch((e) => {
-                p.done();
-                throw e;
-              });
-              // A packet of zero pages only has gone whole to the main channel.
-              if (p.normal === 0) return p.done();
+              if (zerosInPackets) result.zeroPages += p.zeros;
+              else {
+                await records(p, false).catch((e) => {
+                  p.done();
+                  throw e;
+                });
+                // A packet of zero pages only has gone whole to the main channel.
+                if (p.normal === 0) return p.done();
+              }
               result.normalPages += p.normal;
             }
             result.multifdPackets++;

@@ -57,6 +57,11 @@ t.test('options that do not apply with --qemu are refused by name', async (t) =>
     [['send', '--to', '127.0.0.1:1', '--channels', '0', dir], /0, multifd off, is only for --qemu/],
     [['send', '--to', '127.0.0.1:1', '--multifd-flush-after-each-section', 'off', dir], /--multifd-flush-after-each-section is for --qemu/],
     [['send', '--to', '127.0.0.1:1', '--send-switchover-start', 'on', dir], /--send-switchover-start is for --qemu/],
+    [['send', '--to', '127.0.0.1:1', '--zero-page-detection', 'legacy', dir], /--zero-page-detection legacy is for --qemu/],
+    [
+      ['send', '--qemu', '--to', '127.0.0.1:1', '--channels', '2', '--zero-page-detection', 'none', dir],
+      /--zero-page-detection none cannot be used with --qemu: a replay sends zero pages in the multifd packets \(multifd\) or as ZERO records/,
+    ],
   ];
   for (const [args, msg] of cases) {
     const r = await cli(args);

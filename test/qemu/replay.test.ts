@@ -83,7 +83,7 @@ async function destination(
   return { dst, dstRam, port: Number(info['socket-address']?.[0]?.port) };
 }
 
-type Shape = Pick<QemuSendOptions, 'flushAfterEachSection' | 'switchoverStart'>;
+type Shape = Pick<QemuSendOptions, 'flushAfterEachSection' | 'switchoverStart' | 'zeroPageDetection'>;
 
 /** Replays `c` into a fresh `b` destination: it completes with the source's RAM; a q35 one gives back every ramblock and runs. */
 async function replay(
@@ -223,6 +223,13 @@ t.test(
     await t.test('10.0 -> 10.0: as the source did, by default', async (t) => {
       const r = await replay(t, root, 'n10-10', c10, QEMU10);
       t.match(r.shape, /off \(the source \(machine type none has no version\)\)/);
+      t.equal(r.zeroPageDetection, 'multifd', "zero pages in the multifd packets, as QEMU 10.0's source sent them");
+      t.ok(r.zeroPages > 0 && r.zeroPages === c10.manifest.counts.multifdZeroPages, `every zero page in a packet (${r.zeroPages})`);
+    });
+    await t.test('10.0 -> 10.0 with --zero-page-detection legacy: zero pages as ZERO records', async (t) => {
+      const r = await replay(t, root, 'n10-10-legacy', c10, QEMU10, { zeroPageDetection: 'legacy' });
+      t.equal(r.zeroPageDetection, 'legacy');
+      t.match(r.shape, /zero-page-detection legacy \(flag\)/);
     });
     await t.test('7.2 -> 10.0 as captured (per section): the destination stalls, the hint names the flag', async (t) => {
       // One uncompressed channel: its 16 MiB of pages cannot all wait in socket buffers. (A smaller
@@ -268,8 +275,9 @@ t.test(
       t.not(exit.code, 0, 'the destination failed (QEMU exits when an -incoming migration fails)');
       t.match(exit.stderr, /MIG_CMD 0xb unknown|load of migration failed/, 'and said why');
     });
-    await t.test('10.0 -> 7.2 with multifd-flush-after-each-section on, send-switchover-start off', (t) =>
-      replay(t, root, 'n10-72', c10, QEMU72, { flushAfterEachSection: true, switchoverStart: false }),
-    );
+    await t.test('10.0 -> 7.2 with multifd-flush-after-each-section on, send-switchover-start off', async (t) => {
+      const r = await replay(t, root, 'n10-72', c10, QEMU72, { flushAfterEachSection: true, switchoverStart: false });
+      t.equal(r.zeroPageDetection, 'legacy', 'zero pages as ZERO records for a destination before 10.0 (7.2 ignores zero_pages)');
+    });
   },
 );

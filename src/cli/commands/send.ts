@@ -117,9 +117,9 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(
       new Option(
         '--zero-page-detection <mode>',
-        "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none",
+        "where zero pages are found (QEMU's zero-page-detection): multifd = SIMD scan in the channel path, dsa-accel = Intel DSA (with --accel-path), none; with --qemu, where they go: multifd = in the multifd packets (a QEMU 9.0+ destination), legacy = ZERO records on the main channel (default: from the machine type's version, else as the source did)",
       )
-        .choices(listDetectors())
+        .choices([...listDetectors(), 'legacy'])
         .default('multifd'),
     )
     .addOption(
@@ -234,7 +234,6 @@ export function sendCommand(ctx: CommandContext): Command {
           delta: '--delta',
           directIo: '--direct-io',
           fileWriter: '--file-writer',
-          zeroPageDetection: '--zero-page-detection',
           accelPath: '--accel-path',
           requireHardware: '--require-hardware',
           pageSize: '--page-size',
@@ -261,6 +260,11 @@ export function sendCommand(ctx: CommandContext): Command {
         if (!given('channels'))
           throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
       }
+      const zpd = given('zeroPageDetection') ? o.zeroPageDetection : undefined;
+      if (zpd !== undefined && zpd !== 'multifd' && zpd !== 'legacy')
+        throw new UsageError(
+          `--zero-page-detection ${zpd} cannot be used with --qemu: a replay sends zero pages in the multifd packets (multifd) or as ZERO records on the main channel (legacy)`,
+        );
       const file = dest.kind === 'file' ? { target: dest.target, mappedRam: o.mappedRam ?? false } : undefined;
       const r = await sendQemu({
         host: dest.kind === 'tcp' ? dest.host : '',
@@ -274,6 +278,7 @@ export function sendCommand(ctx: CommandContext): Command {
         stallTimeoutMs: o.timeout,
         ...(o.multifdFlushAfterEachSection === undefined ? {} : { flushAfterEachSection: o.multifdFlushAfterEachSection }),
         ...(o.sendSwitchoverStart === undefined ? {} : { switchoverStart: o.sendSwitchoverStart }),
+        ...(zpd === undefined ? {} : { zeroPageDetection: zpd }),
         logger: ctx.logger(o.logLevel),
         signal: ctx.signal,
       });
@@ -284,6 +289,8 @@ export function sendCommand(ctx: CommandContext): Command {
       throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
     if (o.sendSwitchoverStart !== undefined)
       throw new UsageError('--send-switchover-start is for --qemu: it shapes the stream for a QEMU destination');
+    if (o.zeroPageDetection === 'legacy')
+      throw new UsageError('--zero-page-detection legacy is for --qemu: zero pages as ZERO records on the main channel of a QEMU stream');
     if (channels === 0)
       throw new UsageError(
         `Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`,
