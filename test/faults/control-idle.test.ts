@@ -35,6 +35,21 @@ async function receiver(t: Test, resumeWaitMs = 0) {
   return { dir, port, result, lines };
 }
 
+/** A SYNC packet (header only), the channel's last. */
+function syncPacket(packetNum: bigint): Uint8Array {
+  const hs = packetHeaderSize(4096);
+  return encodePacketHeader(new Uint8Array(hs), hs, {
+    flags: MULTIFD_FLAG_SYNC,
+    pagesAlloc: 0,
+    normalPages: 0,
+    zeroPages: 0,
+    nextPacketSize: 0,
+    packetNum,
+    ramblock: new Uint8Array(0),
+    offsets: [],
+  });
+}
+
 /** A control connection that sends the preamble and `then`, and reads what the receiver says. */
 async function silentPeer(port: number, then: Buffer = Buffer.alloc(0)) {
   const sock = await connect('127.0.0.1', port, 2000, 'control');
@@ -117,16 +132,7 @@ t.test('channels that end without a complete: the migration fails after --timeou
     ramblock: Buffer.from('ram0'),
     offsets: [0],
   });
-  const sync = encodePacketHeader(new Uint8Array(hs), hs, {
-    flags: MULTIFD_FLAG_SYNC,
-    pagesAlloc: 0,
-    normalPages: 0,
-    zeroPages: 0,
-    nextPacketSize: 0,
-    packetNum: 1n,
-    ramblock: new Uint8Array(0),
-    offsets: [],
-  });
+  const sync = syncPacket(1n);
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), page, sync);
   ch.end();
   const since = performance.now();
@@ -206,16 +212,7 @@ t.test('channels that end without a complete, with --resume-wait: the migration 
     ramblock: Buffer.from('ram0'),
     offsets: [0],
   });
-  const sync = encodePacketHeader(new Uint8Array(hs), hs, {
-    flags: MULTIFD_FLAG_SYNC,
-    pagesAlloc: 0,
-    normalPages: 0,
-    zeroPages: 0,
-    nextPacketSize: 0,
-    packetNum: 1n,
-    ramblock: new Uint8Array(0),
-    offsets: [],
-  });
+  const sync = syncPacket(1n);
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), page, ...(zero ? [] : [first]), sync);
   ch.end();
   t.match(
