@@ -98,11 +98,13 @@ export class DeltaReceiver {
       if (st) seen.add(`${st.dev}:${st.ino}`);
     }
     const bases: Base[] = [];
-    const add = (name: string, file: string, required: boolean): void => {
+    const add = (name: string, file: string, required: boolean, noFollow = false): void => {
       let fd: number;
       try {
         // Non-blocking: a FIFO in a --base-dir must not hold the open (it is then refused as not a file).
-        fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+        // A link found in a --base-dir is not followed (ELOOP, skipped): whoever can write into the
+        // folder must not make a root receiver read, and copy pages of, a file the operator never named.
+        fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | (noFollow ? fs.constants.O_NOFOLLOW : 0));
       } catch (e) {
         if (!required) return;
         throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`, `base "${name}" (${file}): ${(e as Error).message}`, e);
@@ -127,7 +129,7 @@ export class DeltaReceiver {
         } catch (e) {
           throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READDIR'}`, `--base-dir "${dir}": ${(e as Error).message}`, e);
         }
-        for (const f of names) if (!f.startsWith('.')) add(f, path.join(dir, f), false);
+        for (const f of names) if (!f.startsWith('.')) add(f, path.join(dir, f), false, true);
       }
       if (bases.length > MAX_BASES) throw new UsageError(`delta: ${bases.length} bases, expected at most ${MAX_BASES}`);
       const pages = bases.reduce((a, b) => a + b.pages, 0);

@@ -347,6 +347,18 @@ t.test('16 KiB pages, a base whose last page is partial, and copies across rambl
   t.same(received.stats.delta, d, 'the receiver counts the same');
 });
 
+t.test('a link planted in a --base-dir is not followed: the file it names is never read', async (t) => {
+  const s = setup(t);
+  // The other image moves out of the folder; a link to it takes its place.
+  const outside = path.join(s.dir, 'elsewhere.ram');
+  fs.renameSync(s.other, outside);
+  fs.symlinkSync(outside, s.other);
+  const delta: DeltaRecvOptions = { bases: [], dirs: [path.dirname(s.other)] };
+  const { sent } = await migrate(sendOpts(s.image), { outputDir: s.out, delta });
+  t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image), 'the output is the image');
+  t.match(sent.stats.delta, { basePages: 360, dataPages: 150 }, "no page came from the link's target: its 100 pages went as data");
+});
+
 t.test('mfd send/recv --delta --json: the delta counts, valid against the JSON Schema, and the summary line', async (t) => {
   const { mfd, mfdRecv } = await import('../helpers/procs.js');
   const { schemaErrors } = await import('../helpers/schema.js');
