@@ -174,17 +174,17 @@ t.test('hello, then silence, with --resume-wait: the migration fails and the nex
     { type: 'error', code: 'ERR_CHANNEL_MISSING', message: /not connected 1000 ms after the hello was accepted/ },
     'the silent sender is told',
   );
+  const img = makeImage(path.join(tmpdir(t), 'b'), 1 << 20, 'mixed');
+  await sendImage(r.port, 'b', img);
+  await r.result;
   t.ok(
     r.lines.some((l) =>
       /migration failed \(.*not connected 1000 ms.*\) with nothing kept: waiting 30 s on 127\.0\.0\.1:\d+ for the next sender/.test(
         String(l.msg),
       ),
     ),
-    'logged, with what comes next',
+    'logged, with what came next (the log follows the cleanup, so it is read once the next sender is done)',
   );
-  const img = makeImage(path.join(tmpdir(t), 'b'), 1 << 20, 'mixed');
-  await sendImage(r.port, 'b', img);
-  await r.result;
   t.equal(sha256(path.join(r.dir, 'b')), sha256(img), 'the next sender migrated');
 });
 
@@ -220,15 +220,15 @@ t.test('channels that end without a complete, with --resume-wait: the migration 
     { type: 'error', code: 'ERR_CONTROL_TIMEOUT', message: /no "complete" came from the sender/ },
     'the sender is told',
   );
+  await sendImage(r.port, 'ram0', img, true);
+  await r.result;
   t.ok(
     r.lines.some((l) =>
       /migration failed \(.*no "complete" came.*\) with its progress journal kept: waiting 30 s on 127\.0\.0\.1:\d+ for mfd send --resume/.test(
         String(l.msg),
       ),
     ),
-    'logged, with what comes next',
+    'logged, with what came next (the log follows the cleanup, so it is read once the next sender is done)',
   );
-  await sendImage(r.port, 'ram0', img, true);
-  await r.result;
   t.equal(sha256(path.join(r.dir, 'ram0')), sha256(img), 'the next sender migrated');
 });
