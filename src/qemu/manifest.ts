@@ -150,7 +150,7 @@ export function replayShape(
   // ignores zero_pages; legacy's ZERO records every version reads.
   const zpd =
     zeroPageDetection ??
-    (v ? (atLeast(9, 0) ? 'multifd' : 'legacy') : (m.counts.multifdZeroPages ?? 0) > 0 && switchover ? 'multifd' : 'legacy');
+    (v ? (atLeast(9, 0) ? 'multifd' : 'legacy') : (m.counts?.multifdZeroPages ?? 0) > 0 && switchover ? 'multifd' : 'legacy');
   const why = [
     `multifd-flush-after-each-section ${syncMode === 'section' ? 'on' : 'off'} (${flushAfterEachSection !== undefined ? 'flag' : from})`,
     `send-switchover-start ${switchover ? 'on' : 'off'} (${switchoverStart !== undefined ? 'flag' : from})`,

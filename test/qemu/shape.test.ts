@@ -49,3 +49,17 @@ t.test('the flags win', async (t) => {
     /multifd-flush-after-each-section off \(flag\), send-switchover-start off \(the source/,
   );
 });
+
+t.test('where zero pages go: in multifd packets for a 9.0+ destination, else ZERO records', async (t) => {
+  const withZeros = (machineType: string, switchoverStart: boolean, multifdZeroPages: number): QemuManifest =>
+    ({ ...manifest(machineType, 'round', switchoverStart), counts: { multifdZeroPages } }) as QemuManifest;
+  t.equal(replayShape(manifest('pc-q35-8.2', 'round')).zeroPageDetection, 'legacy', '8.2 types force legacy (hw_compat_8_2)');
+  t.equal(replayShape(manifest('pc-q35-9.0', 'round')).zeroPageDetection, 'multifd');
+  t.equal(replayShape(withZeros('none', true, 5)).zeroPageDetection, 'multifd', 'unversioned: as the source did');
+  t.equal(replayShape(withZeros('none', true, 0)).zeroPageDetection, 'legacy', 'a source that sent ZERO records');
+  t.equal(replayShape(withZeros('none', false, 5)).zeroPageDetection, 'legacy', 'no switchover-start: a destination before 10.0');
+  t.equal(replayShape(manifest('none', 'round', true)).zeroPageDetection, 'legacy', 'an old manifest without counts');
+  const flag = replayShape(withZeros('none', true, 5), undefined, undefined, 'legacy');
+  t.equal(flag.zeroPageDetection, 'legacy', 'the flag wins');
+  t.match(flag.why, /zero-page-detection legacy \(flag\)/);
+});
