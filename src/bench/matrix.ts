@@ -3,6 +3,7 @@
  * (`--compression none,zstd`, `--channels 1,4`), size lists (`--size 512M,1G`) and a
  * shaped link (`--link 1gbit,1ms`). Pure: no I/O, so every parser is unit-tested.
  */
+import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseSize, PROFILES, type Profile } from '../image/generate.js';
 import { formatSize } from '../stats.js';
@@ -167,8 +168,7 @@ export function buildCells(
 
 /** `image:NAME` for an image file: its base name without the extension, as the report's rows say it. */
 export function imageProfile(file: string): `image:${string}` {
-  const base = file.split('/').pop() ?? file;
-  return `image:${base.replace(/\.[^.]*$/, '') || base}`;
+  return `image:${path.parse(file).name}`;
 }
 
 /** A stable, readable identifier of a cell: "zstd/multifd/4ch/mixed/1GiB". */
