@@ -88,6 +88,14 @@ export async function setMigration(q: Qmp, s: MigrationSetup): Promise<void> {
   await enableMultifd(q, { 'multifd-channels': s.channels, 'multifd-compression': s.compression ?? 'none' });
 }
 
+/** A destination started with `-incoming defer` set up as `s` and listening on a free loopback port: that port. */
+export async function listenIncoming(q: Qmp, s: MigrationSetup): Promise<number> {
+  await setMigration(q, s);
+  await q.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
+  const info = await q.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
+  return Number(info['socket-address']?.[0]?.port);
+}
+
 /** Polls query-migrate until `want` (or failed, or the time is up); returns the last status. */
 export async function waitMigration(q: Qmp, want: string, timeoutMs = 30_000): Promise<MigrateInfo> {
   const end = Date.now() + timeoutMs;

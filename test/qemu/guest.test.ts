@@ -9,7 +9,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir, sha256 } from '../helpers/index.js';
-import { QEMU10, launch, listenQemu, q35Machine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
+import { QEMU10, launch, listenIncoming, listenQemu, q35Machine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
 import { guestArgs, guestMissing, heartbeats, makeGuest } from '../helpers/guest.js';
 import { sendQemu } from '../../src/qemu/replay.js';
 import { silentLogger } from '../../src/log.js';
@@ -61,12 +61,10 @@ t.test(
     const dstSerial = path.join(root, 'dst.serial');
     const dst = await launch(root, 'dst', [...q35Machine(dstRam, SIZE), ...guestArgs(guest, dstSerial), '-incoming', 'defer'], QEMU10);
     t.teardown(() => dst.quit());
-    await setMigration(dst.qmp, { channels: CHANNELS, compression: 'zstd' });
-    await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-    const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
+    const dstPort = await listenIncoming(dst.qmp, { channels: CHANNELS, compression: 'zstd' });
     await sendQemu({
       host: '127.0.0.1',
-      port: Number(info['socket-address']?.[0]?.port),
+      port: dstPort,
       dir: cap,
       channels: CHANNELS,
       compression: 'zstd',

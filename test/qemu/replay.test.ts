@@ -16,6 +16,7 @@ import {
   QEMU72,
   QEMU10,
   launch,
+  listenIncoming,
   listenQemu,
   q35Machine,
   noneMachine,
@@ -77,10 +78,7 @@ async function destination(
 ) {
   const dstRam = path.join(root, `${name}.ram`);
   const dst = await launch(root, name, [...machineArgs(machine, dstRam, c.size), '-incoming', 'defer'], b);
-  await setMigration(dst.qmp, { channels, compression });
-  await dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-  const info = await dst.qmp.cmd<{ 'socket-address'?: { port?: string }[] }>('query-migrate');
-  return { dst, dstRam, port: Number(info['socket-address']?.[0]?.port) };
+  return { dst, dstRam, port: await listenIncoming(dst.qmp, { channels, compression }) };
 }
 
 type Shape = Pick<QemuSendOptions, 'flushAfterEachSection' | 'switchoverStart' | 'zeroPageDetection'>;
