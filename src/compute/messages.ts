@@ -15,7 +15,7 @@ export type ToWorker =
     }
   | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams; requireHardware: boolean }
   /** Load, analyse and compress one packet of an image (the worker maps the file through the shared fd). */
-  | { op: 'packet'; channel: number; fd: number; path: string; size: number; offset: number; pages: number }
+  | { op: 'packet'; channel: number; fd: number; path: string; size: number; offset: number; pages: number; list?: Uint32Array }
   /** Decode one packet's payload (transferred) into its normal pages. */
   | { op: 'decode'; channel: number; payload: ArrayBuffer; normal: number; packetNum: bigint }
   | { op: 'cleanup'; channel: number };

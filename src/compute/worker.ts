@@ -63,6 +63,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         m.pages,
         s.pageSize,
         () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)),
+        m.list,
       );
       try {
         const n = pageCount(s.pageSize);

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
 import { native } from '../native/load.js';
+import { preadPieces } from '../native/file-io.js';
 import type { BlockSpec } from '../image/ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
@@ -73,7 +74,8 @@ export class ImageSource {
    * The `count` pages at `offset` (offsets are handed out in increasing
    * order). Past the end of the file the last page is zero-padded.
    */
-  async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array): Promise<LoadedPages> {
+  async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array, list?: Uint32Array): Promise<LoadedPages> {
+    if (list) return this.gather(list, pageSize, scratch());
     const length = count * pageSize;
     const holes = this.holes(offset, count, pageSize);
     if (this.mappable && offset + length <= this.size) {
@@ -85,6 +87,29 @@ export class ImageSource {
     await this.read(slab, offset, bytes);
     if (bytes < length) slab.fill(0, bytes, length);
     return { pages: slab.subarray(0, length), holes, release: NO_RELEASE };
+  }
+
+  /**
+   * The pages `list` names (ascending page indices, scattered: the pages
+   * between them travel otherwise), read back to back into `slab` with one
+   * positional read call (adjacent pages share a preadv). Read, not mapped:
+   * a file that shrank is an error here, never a SIGBUS.
+   */
+  private async gather(list: Uint32Array, pageSize: number, slab: Uint8Array): Promise<LoadedPages> {
+    const pieces: Uint8Array[] = [];
+    const positions: number[] = [];
+    for (let i = 0; i < list.length; i++) {
+      const at = list[i]! * pageSize;
+      const piece = slab.subarray(i * pageSize, (i + 1) * pageSize);
+      // The block's last page may be partial: read what the file holds, pad with zeros.
+      const inFile = Math.min(pageSize, this.size - at);
+      if (inFile < pageSize) piece.fill(0, Math.max(0, inFile));
+      if (inFile <= 0) continue;
+      pieces.push(piece.subarray(0, inFile));
+      positions.push(at);
+    }
+    await preadPieces(this.fd, pieces, positions);
+    return { pages: slab.subarray(0, list.length * pageSize), holes: null, release: NO_RELEASE };
   }
 
   /**

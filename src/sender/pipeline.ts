@@ -112,11 +112,17 @@ export interface FirstPacket {
   pages: number;
 }
 
-interface Job {
+export interface Job {
   block: SendBlock;
   /** Byte offset of the packet's first page in the block. */
   offset: number;
   pages: number;
+  /**
+   * The pages' indices in the block when they are scattered (a gathered job:
+   * the pages between them are held by the receiver); absent when the job is
+   * the `pages` consecutive pages at `offset`.
+   */
+  list?: Uint32Array;
 }
 
 interface PipelineChannel {
@@ -369,7 +375,7 @@ export class SendPipeline {
   private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const ps = this.opts.pageSize;
     const src = job.block.source;
-    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data);
+    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list);
     let zeros: number;
     try {
       zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc, holes);
@@ -402,6 +408,7 @@ export class SendPipeline {
         size: src.size,
         offset: job.offset,
         pages: job.pages,
+        ...(job.list ? { list: job.list } : {}),
       });
     } catch (e) {
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
@@ -455,11 +462,13 @@ export class SendPipeline {
     const normal = job.pages - zeros;
     const offsets = new Array<number>(job.pages);
     const pageIndex0 = job.offset / ps;
+    const list = job.list;
     let n = 0;
     let z = normal;
     for (let i = 0; i < job.pages; i++) {
-      job.block.digest.add(pageIndex0 + i, crc[i]!);
-      offsets[zero[i] ? z++ : n++] = job.offset + i * ps;
+      const page = list ? list[i]! : pageIndex0 + i;
+      job.block.digest.add(page, crc[i]!);
+      offsets[zero[i] ? z++ : n++] = page * ps;
     }
     const chunks = await payload();
     let size = 0;
@@ -479,7 +488,9 @@ export class SendPipeline {
     c.packets++;
     c.normalPages += normal;
     c.zeroPages += zeros;
-    this.doneBytes += Math.min(job.pages * ps, job.block.source.size - job.offset);
+    this.doneBytes += list
+      ? job.pages * ps - Math.max(0, (list[job.pages - 1]! + 1) * ps - job.block.source.size)
+      : Math.min(job.pages * ps, job.block.source.size - job.offset);
     this.opts.onProgress?.(this.doneBytes, this.totalBytes);
     await this.limiter?.take(slab.header.length + size, failed);
     await ch.sink.write({
@@ -578,21 +589,44 @@ function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
  * All packets of all blocks, in block and offset order, handed out one at a
  * time: every page but those the receiver holds (a resume) or that travel as
  * delta references.
+ *
+ * A job is a packet's worth of consecutive pages, cut at packet boundaries (so
+ * never across one of the image's mapped windows either). Where the held
+ * pages leave only part of a packet's pages to send, those parts are gathered
+ * into jobs of scattered pages (`list`) that fill whole packets: a multifd
+ * packet names each page's offset, so its pages need not be neighbours, and
+ * a page changed here and there does not cost a packet header of its own.
  */
-function makeJobs(blocks: SendBlock[], pageSize: number): Iterator<Job> {
+export function makeJobs(blocks: readonly SendBlock[], pageSize: number): Iterator<Job> {
   const perPacket = pageCount(pageSize);
   return (function* () {
     for (const block of blocks) {
       const runs = missingRuns(block.held, Math.ceil(block.source.size / pageSize));
+      const gathering = block.held.length > 0;
+      const gathered: number[] = [];
+      const flush = (): Job => {
+        const list = Uint32Array.from(gathered);
+        gathered.length = 0;
+        return { block, offset: list[0]! * pageSize, pages: list.length, list };
+      };
       for (let r = 0; r < runs.length; r += 2) {
         const end = runs[r]! + runs[r + 1]!;
-        // Cut at packet boundaries: a job never crosses one, so never one of the image's mapped windows either.
         for (let page = runs[r]!; page < end;) {
           const next = Math.min(end, (Math.floor(page / perPacket) + 1) * perPacket);
-          yield { block, offset: page * pageSize, pages: next - page };
+          if (!gathering || next - page === perPacket) {
+            // Offsets stay in increasing order: what was gathered before goes first.
+            if (gathered.length > 0) yield flush();
+            yield { block, offset: page * pageSize, pages: next - page };
+          } else {
+            for (let p = page; p < next; p++) {
+              gathered.push(p);
+              if (gathered.length === perPacket) yield flush();
+            }
+          }
           page = next;
         }
       }
+      if (gathered.length > 0) yield flush();
     }
   })();
 }

@@ -128,6 +128,9 @@ t.test('a delta migration: base and in-migration references, byte-identical, cou
   t.equal(sent.stats.zeroPages, 0, 'the zero pages beside references went in a reference packet, not in data packets');
   t.ok(sent.stats.delta!.bytesSaved > 400 * PS, `bytes saved ${sent.stats.delta!.bytesSaved}`);
   t.ok(sent.stats.wireBytes < 60 * (PS + 1344), `wire bytes ${sent.stats.wireBytes}: the data pages and headers, not the image`);
+  // The 50 data pages are scattered between references: gathered into one packet, not a packet each.
+  const packets = sent.stats.perChannel.reduce((a, c) => a + c.packets - c.syncPackets, 0);
+  t.equal(packets, 1 + sent.stats.delta!.refPackets, `data packets: ${packets - sent.stats.delta!.refPackets}, expected 1`);
   t.equal(received.stats.wireBytes, sent.stats.wireBytes);
 });
 
