@@ -217,6 +217,18 @@ export async function planDelta(
     // Let the event loop breathe between chunks (the control channel, timers).
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
+  // A zero page right after a base reference continues that reference when the base's next page is
+  // zero too (it has no entry: every non-zero base page has one), so a run of references is not cut
+  // at every zero page the image and its base share. The digest still proves the page zero.
+  const baseZero = zeroBasePages(table, tableCount, baseStart, offer);
+  for (const [k] of blocks.entries()) {
+    for (let page = 1; page < pagesOf[k]!; page++) {
+      const g = blockStart[k]! + page;
+      if (nonzero[g] || baseRef[g - 1] === NO_MATCH) continue;
+      const t = baseRef[g - 1]! + 1;
+      if (baseZero(t) && partOf(baseStart, t) === partOf(baseStart, t - 1)) baseRef[g] = t;
+    }
+  }
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
   for (let i = 1, first = 0; i < u; i++) {
@@ -249,15 +261,15 @@ export async function planDelta(
       const g = blockStart[k]! + page;
       let source: number;
       let src: number;
-      if (zeroRef[page]) {
-        source = SOURCE_ZERO;
-        src = 0;
-        plan.zeroPages++;
-      } else if (baseRef[g] !== NO_MATCH) {
+      if (baseRef[g] !== NO_MATCH) {
         const t = baseRef[g]!;
         source = partOf(baseStart, t);
         src = t - baseStart[source]!;
         plan.basePages++;
+      } else if (zeroRef[page]) {
+        source = SOURCE_ZERO;
+        src = 0;
+        plan.zeroPages++;
       } else if (dupOf[g] !== NO_MATCH) {
         const s = dupOf[g]!;
         const sb = partOf(blockStart, s);
@@ -284,6 +296,20 @@ export async function planDelta(
     }
   }
   return plan;
+}
+
+/**
+ * Whether base page `t` (an index across the bases) is a zero page: below the
+ * bases' pages, and without an entry in the receiver's table. One bit per base page.
+ */
+function zeroBasePages(table: Uint8Array, count: number, baseStart: readonly number[], offer: ReadyDelta): (t: number) => boolean {
+  const total = (baseStart.at(-1) ?? 0) + (offer.bases.at(-1)?.pages ?? 0);
+  const held = new Uint8Array(Math.ceil(total / 8));
+  for (let i = 0; i < count; i++) {
+    const t = entryIndex(table, i);
+    held[t >>> 3]! |= 1 << (t & 7);
+  }
+  return (t) => t < total && (held[t >>> 3]! & (1 << (t & 7))) === 0;
 }
 
 /** The counts for the summary: `data` and `zero` pages from the channels' counters, `headerSize` per reference packet. */

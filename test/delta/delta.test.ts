@@ -17,6 +17,8 @@ import { native } from '../../src/native/load.js';
 import { ENTRY_SIZE, entryIndex, fingerprintPages, matchEntries, NO_MATCH, sortEntries } from '../../src/delta/fingerprint.js';
 import { CONTROL_PREAMBLE_SIZE, decodeFrame } from '../../src/control/protocol.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
+import { REF_ENTRY_SIZE } from '../../src/delta/wire.js';
+import { packetHeaderSize } from '../../src/wire/constants.js';
 import type { MfdError, RemoteError } from '../../src/errors.js';
 
 const PS = 4096;
@@ -188,6 +190,27 @@ t.test('a sender asking for delta from a receiver without bases sends everything
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image));
   t.equal(sent.stats.delta, undefined);
   t.equal(sent.stats.normalPages, 550);
+});
+
+t.test('zero pages the image and its base share continue a run of base references; others go as zero pages', async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  // Pages 0..8 of the base: 1 2 0 0 3 | 4 5 6 7; the image: 1 2 0 0 3 | 4 0 6 7 (page 6 zero now, not in the base).
+  writePages(path.join(out, 'pc.ram'), [1, 2, -1, -1, 3, 4, 5, 6, 7]);
+  const image = writePages(path.join(dir, 'pc.ram'), [1, 2, -1, -1, 3, 4, -1, 6, 7]);
+  const { sent, received } = await migrate({ ...sendOpts(image), channels: 1 }, { outputDir: out, delta: { bases: [], dirs: [] } });
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(image), 'the output is the image');
+  t.match(
+    sent.stats.delta,
+    { basePages: 8, zeroPages: 1, dataPages: 0 },
+    "pages 2 and 3 are the base's zero pages: references; page 6 a zero page",
+  );
+  t.match(received.stats.delta, { basePages: 8, zeroPages: 1 });
+  // References: 0..5 <- base 0..5 (one run across the shared zero pages), 6 zero, 7..8 <- base 7..8.
+  const { refBytes, refPackets } = sent.stats.delta!;
+  t.equal(refPackets, 1);
+  t.equal(refBytes - packetHeaderSize(PS), 3 * REF_ENTRY_SIZE, 'three references in the packet');
 });
 
 /** A failed delta migration: both sides' errors, and the output still the earlier version. */
