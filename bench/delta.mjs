@@ -1,156 +1,61 @@
 #!/usr/bin/env node
-// node bench/delta.mjs [--mib 256] [--changed 1,10,50] [--channels 4] [--compression none] [--no-rsync]
+// node bench/delta.mjs [--mib 512] [--file IMAGE]
 //
-// Delta transfer (src/delta/) against a plain migration and rsync, on synthetic images over
-// loopback, pairwise in one run. For each fraction of changed pages, the destination holds the old
-// image (the output's earlier version) and the source the new one: 1/8 of pages zero, the rest
-// random-looking (incompressible) pages, the changed ones chosen at random. Rows:
-//
-//   mfd delta   mfd send --delta to mfd recv --delta (in process, over 127.0.0.1)
-//   mfd plain   the same without --delta
-//   rsync       rsync --no-whole-file --inplace to its daemon on 127.0.0.1 (the old image at the
-//               destination); bytes are its "Total bytes sent" plus "received"
-//
-// It also times the fingerprinting alone (the addon, all cores) on the image held in memory.
-// Each row prints wire bytes, wall seconds, and bytes as a multiple of the changed pages' bytes.
+// How fast delta transfer fingerprints pages (src/delta/fingerprint.ts, addon/delta.cc: XXH3-128 of
+// every non-zero page, on all cores): on pages in memory, and from a file through the page cache
+// (what mfd recv does to its bases and mfd send to its images), with the CPU seconds it took.
+// Delta migrations themselves, against plain mfd and rsync: `mfd bench --changed 1,10,50` (generated
+// images) or `mfd bench --image NEW.img --base OLD.img` (a real guest's two checkpoints).
 import { parseArgs } from 'node:util';
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
-import { send } from '../dist/sender/sender.js';
-import { receive } from '../dist/receiver/receiver.js';
-import { silentLogger } from '../dist/log.js';
-import { fingerprintPages, ENTRY_SIZE, FINGERPRINT_BATCH } from '../dist/delta/fingerprint.js';
+import { fingerprintFile, fingerprintPages, ENTRY_SIZE, FINGERPRINT_BATCH } from '../dist/delta/fingerprint.js';
 
-const { values: opt } = parseArgs({
-  options: {
-    mib: { type: 'string', default: '256' },
-    changed: { type: 'string', default: '1,10,50' },
-    channels: { type: 'string', default: '4' },
-    compression: { type: 'string', default: 'none' },
-    'no-rsync': { type: 'boolean', default: false },
-  },
-});
+const { values: opt } = parseArgs({ options: { mib: { type: 'string', default: '512' }, file: { type: 'string' } } });
 const PAGE = 4096;
-const bytes = Number(opt.mib) << 20;
-const pages = bytes / PAGE;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-bench-delta-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
-function image() {
-  const b = randomBytes(bytes);
-  for (let p = 0; p < pages; p += 8) b.fill(0, p * PAGE, (p + 1) * PAGE);
-  return b;
+function cpu(f) {
+  return async () => {
+    const c0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const n = await f();
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c = process.cpuUsage(c0);
+    return { s, cpu: (c.user + c.system) / 1e6, n };
+  };
 }
 
-async function fingerprintSpeed(b) {
-  const out = Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE);
-  const t0 = process.hrtime.bigint();
-  for (let p = 0; p < pages; p += FINGERPRINT_BATCH) {
-    const n = Math.min(FINGERPRINT_BATCH, pages - p);
-    await fingerprintPages(b.subarray(p * PAGE, (p + n) * PAGE), PAGE, n, p, out);
-  }
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { s, gbps: bytes / s / 1e9 };
-}
-
-async function mfd(src, outDir, delta) {
-  let port;
-  const listening = new Promise((r) => (port = r));
-  const result = receive({
-    host: '127.0.0.1',
-    port: 0,
-    logger: silentLogger,
-    outputDir: outDir,
-    ...(delta ? { delta: { bases: [], dirs: [] } } : {}),
-    onListening: (a) => port(a.port),
-  });
-  const p = await listening;
-  const t0 = process.hrtime.bigint();
-  const sent = await send({
-    host: '127.0.0.1',
-    port: p,
-    logger: silentLogger,
-    images: [{ name: 'vm.ram', path: src }],
-    channels: Number(opt.channels),
-    pageSize: PAGE,
-    compression: opt.compression,
-    methodParams: {},
-    zeroPageDetection: 'multifd',
-    delta,
-  });
-  await result;
-  return { wire: sent.stats.wireBytes, s: Number(process.hrtime.bigint() - t0) / 1e9, delta: sent.stats.delta };
-}
-
-async function rsyncRun(src, destDir) {
-  const port = await new Promise((r) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      s.close(() => r(p));
-    });
-  });
-  const conf = path.join(dir, 'rsyncd.conf');
-  fs.writeFileSync(
-    conf,
-    `use chroot = no\nuid = ${process.getuid()}\ngid = ${process.getgid()}\n[dst]\npath = ${destDir}\nread only = no\n`,
+const line = (what, bytes, r) =>
+  console.log(
+    `${what}: ${(bytes / 2 ** 20).toFixed(0)} MiB in ${r.s.toFixed(3)} s, ${(bytes / r.s / 1e9).toFixed(2)} GB/s, ` +
+      `${r.cpu.toFixed(2)} CPU-s (${(bytes / r.cpu / 1e9).toFixed(2)} GB per CPU-s) on ${os.availableParallelism()} cores`,
   );
-  const d = spawn('rsync', ['--daemon', '--no-detach', '--address=127.0.0.1', `--port=${port}`, `--config=${conf}`], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 300));
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('rsync', ['--no-whole-file', '--inplace', '--stats', src, `rsync://127.0.0.1:${port}/dst/vm.ram`], {
-    encoding: 'utf8',
-  });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  d.kill();
-  if (r.status !== 0) throw new Error(`rsync failed: ${r.stderr}`);
-  const num = (re) => Number((r.stdout.match(re)?.[1] ?? '0').replace(/,/g, ''));
-  return { wire: num(/Total bytes sent: ([\d,]+)/) + num(/Total bytes received: ([\d,]+)/), s };
-}
 
-const old = image();
-const fp = await fingerprintSpeed(old);
-console.log(
-  `fingerprinting ${opt.mib} MiB in memory: ${fp.s.toFixed(3)} s, ${fp.gbps.toFixed(2)} GB/s on ${os.availableParallelism()} cores (XXH3-128, zero pages skipped)`,
-);
-console.log('| changed | row | wire bytes | x changed bytes | wall s | pages: data / base refs / in-migration refs / zero |');
-console.log('|---|---|---|---|---|---|');
-for (const pct of opt.changed.split(',').map(Number)) {
-  const now = Buffer.from(old);
-  let changed = 0;
-  for (let p = 0; p < pages; p++) {
-    if (Math.random() * 100 < pct) {
-      randomBytes(PAGE).copy(now, p * PAGE);
-      changed++;
+let file = opt.file;
+let bytes;
+if (!file) {
+  bytes = Number(opt.mib) << 20;
+  const b = randomBytes(bytes);
+  for (let p = 0; p < bytes / PAGE; p += 8) b.fill(0, p * PAGE, (p + 1) * PAGE);
+  const out = Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE);
+  const mem = await cpu(async () => {
+    for (let p = 0; p < bytes / PAGE; p += FINGERPRINT_BATCH) {
+      const n = Math.min(FINGERPRINT_BATCH, bytes / PAGE - p);
+      await fingerprintPages(b.subarray(p * PAGE, (p + n) * PAGE), PAGE, n, p, out);
     }
-  }
-  const src = path.join(dir, 'vm.ram');
-  fs.writeFileSync(src, now);
-  const changedBytes = changed * PAGE;
-  const rows = [];
-  for (const [name, delta] of [
-    ['mfd delta', true],
-    ['mfd plain', false],
-  ]) {
-    const out = fs.mkdtempSync(path.join(dir, 'out-'));
-    fs.writeFileSync(path.join(out, 'vm.ram'), old);
-    const r = await mfd(src, out, delta);
-    if (!fs.readFileSync(path.join(out, 'vm.ram')).equals(now)) throw new Error(`${name}: output differs`);
-    rows.push([name, r]);
-    fs.rmSync(out, { recursive: true });
-  }
-  if (!opt['no-rsync']) {
-    const out = fs.mkdtempSync(path.join(dir, 'out-'));
-    fs.writeFileSync(path.join(out, 'vm.ram'), old);
-    rows.push(['rsync', await rsyncRun(src, out)]);
-    if (!fs.readFileSync(path.join(out, 'vm.ram')).equals(now)) throw new Error('rsync: output differs');
-    fs.rmSync(out, { recursive: true });
-  }
-  for (const [name, r] of rows) {
-    const d = r.delta ? `${r.delta.dataPages} / ${r.delta.basePages} / ${r.delta.migrationPages} / ${r.delta.zeroPages}` : '';
-    console.log(`| ${pct}% (${changed} pages) | ${name} | ${r.wire} | ${(r.wire / changedBytes).toFixed(2)} | ${r.s.toFixed(2)} | ${d} |`);
-  }
+  })();
+  line('in memory (random pages, 1 in 8 zero)', bytes, mem);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-bench-fp-'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  file = path.join(dir, 'image.ram');
+  fs.writeFileSync(file, b);
 }
+bytes = fs.statSync(file).size;
+const fd = fs.openSync(file, 'r');
+for (let r = 0; r < 3; r++) {
+  const res = await cpu(() => fingerprintFile(fd, bytes, PAGE, 0, file, () => {}, new Uint32Array(Math.ceil(bytes / PAGE))))();
+  line(`from ${opt.file ? file : 'a file in the page cache'}, with CRC-32C (run ${r + 1})`, bytes, res);
+}
+fs.closeSync(fd);

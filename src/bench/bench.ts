@@ -9,9 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { InterruptedError, MfdError } from '../errors.js';
 import { generateImage, type Profile } from '../image/generate.js';
-import { readThrough } from './files.js';
+import { changedPages, changeImage, readThrough } from './files.js';
 import { formatSize } from '../stats.js';
-import { buildCells, cellKey, type BenchConfig, type Cell, type PeerName } from './matrix.js';
+import { buildCells, cellKey, isDeltaCell, type BenchConfig, type Cell, type PeerName } from './matrix.js';
 import { loopback, type Net } from './net.js';
 import { describeLink, openShapedLink } from './netns.js';
 import { choosePeers, PeerNotApplicable, type Peer, type PeerSample } from './peers/index.js';
@@ -41,6 +41,9 @@ export interface BenchResult {
   delayLine?: DelayLineStats;
 }
 
+/** Peers that only compare with delta cells. */
+const DELTA_PEERS: readonly PeerName[] = ['rsync', 'mfd-plain'];
+
 function mfdVersion(): string {
   try {
     return (JSON.parse(fs.readFileSync(path.join(path.dirname(MFD_BIN), '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -55,7 +58,8 @@ function duration(sec: number): string {
 }
 
 function cellTitle(c: Cell, showZpd: boolean): string {
-  return `${c.compression} ${c.channels}ch${showZpd ? ` zpd=${c.zeroPageDetection}` : ''} ${c.profile} ${formatSize(c.sizeBytes)}`;
+  const delta = c.changed !== undefined ? ` delta ${c.changed}%` : c.base !== undefined ? ` delta vs ${path.basename(c.base)}` : '';
+  return `${c.compression} ${c.channels}ch${showZpd ? ` zpd=${c.zeroPageDetection}` : ''} ${c.profile} ${formatSize(c.sizeBytes)}${delta}`;
 }
 
 export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise<BenchResult> {
@@ -63,8 +67,10 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
   const check = (): void => {
     if (signal.aborted) throw new InterruptedError(String(signal.reason ?? 'SIGINT'));
   };
-  const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary });
   const cells = buildCells(cfg);
+  const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary });
+  // The delta-only peers (rsync, plain mfd) are left out of a bench without delta cells, unless asked for.
+  if (!cfg.peers && !cells.some(isDeltaCell)) choice.peers = choice.peers.filter((p) => !DELTA_PEERS.includes(p.name));
   // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.
   const net: Net = cfg.link ? openShapedLink(cfg.link) : loopback();
   const cpu = os.cpus();
@@ -88,6 +94,8 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
       profiles: cfg.profiles,
       sizes: cfg.sizes,
       images: cfg.images.map((i) => i.path),
+      ...(cfg.changed.length ? { changed: cfg.changed } : {}),
+      ...(cfg.images.some((i) => i.base) ? { bases: cfg.images.map((i) => i.base ?? null) } : {}),
     },
     runs: cfg.runs,
     warmup: cfg.warmup,
@@ -118,6 +126,9 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
     let image = '';
     let imageOf = '';
     let generated = false;
+    // A delta cell's image and its earlier version (a generated one is changed from it).
+    let deltaOf = '';
+    let changed: { image: string; base: string; pages: number } | null = null;
     for (const [ci, cell] of cells.entries()) {
       check();
       const want = cell.image ?? `${cell.profile}-${formatSize(cell.sizeBytes).replace(' ', '')}-seed${cfg.seed}.ram`;
@@ -137,8 +148,26 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
         // Every contender starts with the image in the page cache.
         await readThrough(image);
       }
+      const deltaKey = cell.changed !== undefined ? `${want}:${cell.changed}` : (cell.base ?? '');
+      if (deltaOf !== deltaKey) {
+        if (changed && changed.image !== image && !opts.keep) fs.rmSync(changed.image, { force: true });
+        deltaOf = deltaKey;
+        changed = null;
+        if (cell.changed !== undefined) {
+          const file = path.join(workDir, `${path.parse(want).name}-changed${cell.changed}.ram`);
+          status(`changing ${cell.changed}% of the pages of ${want} (the destination holds it as it was): ${file}`);
+          changed = { image: file, base: image, pages: changeImage(image, file, cell.changed, cfg.seed) };
+        } else if (cell.base !== undefined) {
+          changed = { image, base: cell.base, pages: await changedPages(image, cell.base) };
+          status(`${image}: ${changed.pages} page(s) differ from its earlier version ${cell.base}`);
+        }
+        if (changed) await readThrough(changed.image);
+      }
+      // What this cell sends: the image, or the changed one against its earlier version.
+      const sent = changed?.image ?? image;
+      const base = changed?.base;
       const title = `[${ci + 1}/${cells.length} ${cellTitle(cell, showZpd)}]`;
-      const rec: CellRecord = { cell, runs: [], peers: {} };
+      const rec: CellRecord = { cell, runs: [], peers: {}, ...(changed ? { changedPages: changed.pages } : {}) };
       const active: Peer[] = [];
       for (const p of choice.peers) {
         const r: PeerRecord = { label: p.label(), samples: [] };
@@ -149,7 +178,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
         else active.push(p);
         rec.peers[p.name] = r;
       }
-      const mfdRun = (): Promise<MfdSample> => runMfd({ cell, image, outDir, net, signal });
+      const mfdRun = (): Promise<MfdSample> => runMfd({ cell, image: sent, outDir, net, signal, ...(base ? { base } : {}) });
       for (let w = 0; w < cfg.warmup; w++) {
         const s = await mfdRun();
         doneUnits++;
@@ -160,14 +189,14 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
         const s = await mfdRun();
         rec.runs.push(s);
         const parts = [
-          `mfd ${s.wallSec.toFixed(3)} s (${(s.imageBytes / s.wallSec / 1e9).toFixed(2)} GB/s, wire ${s.wireRatio.toFixed(3)})`,
+          `mfd ${s.wallSec.toFixed(3)} s (${(s.imageBytes / s.wallSec / 1e9).toFixed(2)} GB/s, wire ${s.wireRatio.toFixed(3)}${s.delta ? `, ${s.wireBytes} bytes` : ''})`,
         ];
         const peerSamples: Partial<Record<PeerName, PeerSample | null>> = {};
         for (const p of [...active]) {
           check();
           const r = rec.peers[p.name]!;
           try {
-            const ps = await p.run({ cell, image, imageBytes: s.imageBytes, workDir, net, signal });
+            const ps = await p.run({ cell, image: sent, imageBytes: s.imageBytes, workDir, net, signal, ...(base ? { base } : {}) });
             r.samples[i] = ps;
             peerSamples[p.name] = ps;
             parts.push(

@@ -1,6 +1,8 @@
-/** Byte-for-byte comparison of an output with its image, and reading an image into the page cache. */
+/** Byte-for-byte comparison of an output with its image, reading an image into the page cache, and images changed since an earlier version (delta cells). */
 import fs from 'node:fs';
+import { createCipheriv, createHash } from 'node:crypto';
 import { VerifyError } from '../errors.js';
+import { prng } from '../image/generate.js';
 
 const CHUNK = 8 << 20;
 
@@ -62,5 +64,52 @@ export async function readThrough(file: string): Promise<void> {
     }
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Writes `out`: `base` with `percent`% of its pages changed (chosen by a PRNG from `seed`),
+ * each changed page overwritten with bytes of an AES-128-CTR keystream (random-looking, so
+ * incompressible: the worst case for compression). Returns how many pages changed.
+ */
+export function changeImage(base: string, out: string, percent: number, seed: number, pageSize = 4096): number {
+  fs.copyFileSync(base, out);
+  const size = fs.statSync(out).size;
+  const pages = Math.floor(size / pageSize);
+  const rand = prng(seed ^ 0x5bd1e995);
+  const key = createHash('sha256').update(`mfd-changed-${seed}`).digest().subarray(0, 16);
+  const stream = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
+  const zero = Buffer.alloc(pageSize);
+  const fd = fs.openSync(out, 'r+');
+  let changed = 0;
+  try {
+    for (let p = 0; p < pages; p++) {
+      if (rand() * 100 >= percent) continue;
+      fs.writeSync(fd, stream.update(zero), 0, pageSize, p * pageSize);
+      changed++;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return changed;
+}
+
+/** How many `pageSize` pages of `a` differ from `b`'s (a page past the end of the shorter file counts as changed). */
+export async function changedPages(a: string, b: string, pageSize = 4096): Promise<number> {
+  const [fa, fb] = [await fs.promises.open(a, 'r'), await fs.promises.open(b, 'r')];
+  try {
+    const [sa, sb] = [(await fa.stat()).size, (await fb.stat()).size];
+    const ba = Buffer.allocUnsafe(CHUNK);
+    const bb = Buffer.allocUnsafe(CHUNK);
+    let n = Math.ceil(Math.abs(sa - sb) / pageSize);
+    for (let off = 0; off < Math.min(sa, sb); off += CHUNK) {
+      const len = Math.min(CHUNK, Math.min(sa, sb) - off);
+      await Promise.all([readFull(fa, ba, len, off), readFull(fb, bb, len, off)]);
+      for (let p = 0; p < len; p += pageSize) if (!ba.subarray(p, p + pageSize).equals(bb.subarray(p, p + pageSize))) n++;
+    }
+    return n;
+  } finally {
+    await fa.close();
+    await fb.close();
   }
 }

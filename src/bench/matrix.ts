@@ -8,7 +8,7 @@ import { UsageError } from '../errors.js';
 import { parseSize, PROFILES, type Profile } from '../image/generate.js';
 import { formatSize } from '../stats.js';
 
-export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu'] as const;
+export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu', 'rsync', 'mfd-plain'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];
 
 /** One cell of the matrix: what one series of mfd runs (and its peers) measures. */
@@ -21,12 +21,21 @@ export interface Cell {
   sizeBytes: number;
   /** The user's image file (`--image`), used as it is; absent for generated images. */
   image?: string;
+  /**
+   * Delta transfer: the destination holds an earlier version of the image, and mfd runs with
+   * `--delta`. For a generated image, the percentage of its pages changed since that version
+   * (`--changed`); for a user's image, the earlier version's file (`--base`).
+   */
+  changed?: number;
+  base?: string;
 }
 
 /** A user's image file for the bench (`--image`): real guest RAM, say. */
 export interface BenchImage {
   path: string;
   sizeBytes: number;
+  /** Its earlier version, which the destination holds (`--base`): the image then runs with delta transfer. */
+  base?: string;
 }
 
 /** A shaped link between two network namespaces. */
@@ -47,6 +56,8 @@ export interface BenchConfig {
   sizes: number[];
   /** The user's image files, each a cell row of its own beside (or, without --profile, instead of) the generated ones. */
   images: BenchImage[];
+  /** `--changed`: percentages of changed pages; each generated image also runs as a delta cell for each. */
+  changed: number[];
   runs: number;
   warmup: number;
   seed: number;
@@ -150,19 +161,27 @@ export function parseLink(v: string): LinkSpec {
 
 /** Every combination, images outermost (one image per profile and size), channels innermost. */
 export function buildCells(
-  c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'> & { images?: BenchImage[] },
+  c: Pick<BenchConfig, 'compression' | 'channels' | 'zeroPageDetection' | 'profiles' | 'sizes'> & {
+    images?: BenchImage[];
+    changed?: number[];
+  },
 ): Cell[] {
   const cells: Cell[] = [];
-  const each = (profile: Cell['profile'], sizeBytes: number, image?: string): void => {
+  const each = (profile: Cell['profile'], sizeBytes: number, extra: Partial<Cell> = {}): void => {
     for (const compression of c.compression) {
       for (const zeroPageDetection of c.zeroPageDetection) {
-        for (const channels of c.channels)
-          cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes, ...(image === undefined ? {} : { image }) });
+        for (const channels of c.channels) cells.push({ compression, zeroPageDetection, channels, profile, sizeBytes, ...extra });
       }
     }
   };
-  for (const profile of c.profiles) for (const sizeBytes of c.sizes) each(profile, sizeBytes);
-  for (const im of c.images ?? []) each(imageProfile(im.path), im.sizeBytes, im.path);
+  for (const profile of c.profiles) {
+    for (const sizeBytes of c.sizes) {
+      // Without --changed, the image as it is; with it, only as changed since an earlier version.
+      if (!c.changed?.length) each(profile, sizeBytes);
+      for (const changed of c.changed ?? []) each(profile, sizeBytes, { changed });
+    }
+  }
+  for (const im of c.images ?? []) each(imageProfile(im.path), im.sizeBytes, { image: im.path, ...(im.base ? { base: im.base } : {}) });
   return cells;
 }
 
@@ -173,7 +192,13 @@ export function imageProfile(file: string): `image:${string}` {
 
 /** A stable, readable identifier of a cell: "zstd/multifd/4ch/mixed/1GiB". */
 export function cellKey(c: Cell): string {
-  return `${c.compression}/${c.zeroPageDetection}/${c.channels}ch/${c.profile}/${formatSize(c.sizeBytes).replace(' ', '')}`;
+  const delta = c.changed !== undefined ? `/delta-${c.changed}%` : c.base !== undefined ? `/delta-${path.parse(c.base).name}` : '';
+  return `${c.compression}/${c.zeroPageDetection}/${c.channels}ch/${c.profile}/${formatSize(c.sizeBytes).replace(' ', '')}${delta}`;
+}
+
+/** True when the cell runs with delta transfer (the destination holds an earlier version). */
+export function isDeltaCell(c: Cell): boolean {
+  return c.changed !== undefined || c.base !== undefined;
 }
 
 export function formatRate(bitsPerSec: number): string {
@@ -212,6 +237,8 @@ export interface RawBenchOptions {
   images?: BenchImage[];
   /** --profile was given, not its default: with --image, generated images run too. */
   profileGiven?: boolean;
+  /** --changed: percentages of changed pages (delta cells of the generated images). */
+  changed?: string;
   runs: string;
   warmup: string;
   seed: string;
@@ -235,6 +262,7 @@ export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string
     profiles: raw.images?.length && !raw.profileGiven ? [] : parseProfiles('--profile', raw.profile),
     sizes: parseSizeList('--size', raw.size),
     images: checkImages(raw.images ?? []),
+    changed: raw.changed === undefined ? [] : parseIntList('--changed', raw.changed, 0, 100),
     runs: int('--runs', raw.runs, 1, 1000),
     warmup: int('--warmup', raw.warmup, 0, 100),
     seed: int('--seed', raw.seed, 0, 2 ** 32 - 1),

@@ -2,6 +2,7 @@
  * The bench's report: a markdown document (tables, scaling, targets), the SVG charts, and the
  * JSON lines every run and cell summary is recorded as. Pure functions of the summaries.
  */
+import path from 'node:path';
 import { formatSize } from '../stats.js';
 import type { Cell, PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
@@ -34,7 +35,14 @@ export interface BenchMeta {
 
 const TARGET_PEER = Object.fromEntries(TARGETS.map((d) => [d.id, d.peer])) as Record<Target['id'], PeerName>;
 
-const PEER_TITLES: Record<PeerName, string> = { qemu: 'QEMU', nc: 'nc', 'zstd-nc': 'zstd-nc', iperf3: 'iperf3' };
+const PEER_TITLES: Record<PeerName, string> = {
+  qemu: 'QEMU',
+  nc: 'nc',
+  'zstd-nc': 'zstd-nc',
+  iperf3: 'iperf3',
+  rsync: 'rsync',
+  'mfd-plain': 'plain mfd',
+};
 
 const f = (x: number | null | undefined, d = 3): string => (x === null || x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
 const med = (s: Summary | null | undefined, d = 3): string => f(s?.median, d);
@@ -49,19 +57,29 @@ function table(head: string[], rows: string[][]): string {
 }
 
 /** Which of a cell's dimensions vary across the matrix (constant ones go in the header, not the table). */
-function varying(cells: readonly CellSummary[]): { zpd: boolean; image: boolean } {
+function varying(cells: readonly CellSummary[]): { zpd: boolean; image: boolean; delta: boolean } {
   const distinct = (f: (c: Cell) => string): number => new Set(cells.map((c) => f(c.cell))).size;
-  return { zpd: distinct((c) => c.zeroPageDetection) > 1, image: distinct(imageLabel) > 1 };
+  return {
+    zpd: distinct((c) => c.zeroPageDetection) > 1,
+    image: distinct(imageLabel) > 1,
+    delta: cells.some((c) => c.delta !== undefined),
+  };
+}
+
+/** A delta cell's earlier version: "10% changed", "vs A.img"; "–" for a whole-image cell. */
+function deltaLabel(c: Cell): string {
+  return c.changed !== undefined ? `${c.changed}% changed` : c.base !== undefined ? `vs ${path.basename(c.base)}` : '–';
 }
 
 function cellColumns(cells: readonly CellSummary[]): { head: string[]; row: (c: CellSummary) => string[] } {
   const v = varying(cells);
-  const head = ['method', ...(v.zpd ? ['zero pages'] : []), 'ch', ...(v.image ? ['image'] : [])];
+  const head = ['method', ...(v.zpd ? ['zero pages'] : []), 'ch', ...(v.image ? ['image'] : []), ...(v.delta ? ['delta'] : [])];
   const row = (c: CellSummary): string[] => [
     c.cell.compression,
     ...(v.zpd ? [c.cell.zeroPageDetection] : []),
     String(c.cell.channels),
     ...(v.image ? [imageLabel(c.cell)] : []),
+    ...(v.delta ? [deltaLabel(c.cell)] : []),
   ];
   return { head, row };
 }
@@ -72,9 +90,15 @@ function verdict(t: Target): string {
 
 export function formatTargetLine(t: Target): string {
   const c = t.cell;
-  const where = `${c.channels} ch, ${c.zeroPageDetection === 'multifd' ? '' : `zero-page-detection ${c.zeroPageDetection}, `}${imageLabel(c)}`;
+  const delta = c.changed !== undefined || c.base !== undefined ? `, delta ${deltaLabel(c)}` : '';
+  const where = `${c.channels} ch, ${c.zeroPageDetection === 'multifd' ? '' : `zero-page-detection ${c.zeroPageDetection}, `}${imageLabel(c)}${delta}`;
   const value = t.value === null ? `not measured (${t.why ?? 'no data'})` : t.value.toFixed(2);
-  return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${t.limit}: ${verdict(t)}`;
+  return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${limitText(t.limit)}: ${verdict(t)}`;
+}
+
+/** 0.5, 1.1, 0.33 (a third). */
+function limitText(limit: number): string {
+  return String(Number(limit.toFixed(2)));
 }
 
 export function markdownReport(
@@ -167,7 +191,7 @@ export function markdownReport(
       const p = c.peers[n];
       if (p?.skipped) return '–';
       if (p?.failed && !c.ratios[n as 'qemu']) return 'failed';
-      return med(c.ratios[n as 'qemu' | 'nc' | 'zstd-nc'], 2);
+      return med(c.ratios[n as Exclude<PeerName, 'iperf3'>], 2);
     };
     o.push(
       table(
@@ -188,6 +212,61 @@ export function markdownReport(
         "QEMU is timed from `migrate` to both sides reporting completed (its start-up is outside its time, mfd's is inside). " +
         (meta.network.kind === 'loopback' ? "Link bytes count the host's whole loopback traffic (other programs' too). " : '') +
         '–: the peer has nothing to compare in that cell (see the notes).',
+    );
+    o.push('');
+  }
+
+  const deltaCells = cells.filter((c) => c.delta !== undefined);
+  if (deltaCells.length) {
+    o.push('### Delta transfer: bytes and time against plain mfd and rsync (medians; ratios pair by pair)');
+    o.push('');
+    const bytes = (s: Summary | null | undefined): string => (s ? String(Math.round(s.median)) : '');
+    const peer = (c: CellSummary, n: PeerName, f: (p: NonNullable<CellSummary['peers'][PeerName]>) => string): string => {
+      const p = c.peers[n];
+      return !p ? 'not run' : p.skipped ? '–' : p.failed && !p.wallSec ? 'failed' : f(p);
+    };
+    o.push(
+      table(
+        [
+          ...cc.head,
+          'changed pages',
+          'mfd wire bytes',
+          'x changed',
+          'plain bytes',
+          'rsync bytes',
+          'bytes mfd / plain',
+          'bytes mfd / rsync',
+          'mfd s',
+          'plain s',
+          'rsync s',
+          'mfd / rsync',
+          'pages: data / base / in-migration',
+        ],
+        deltaCells.map((c) => {
+          const d = c.delta!;
+          return [
+            ...cc.row(c),
+            String(d.changedPages),
+            bytes(c.wireBytes),
+            med(d.wireVsChanged, 2),
+            peer(c, 'mfd-plain', (p) => bytes(p.wireBytes)),
+            peer(c, 'rsync', (p) => bytes(p.wireBytes)),
+            med(d.bytesVsPlain, 3),
+            med(d.bytesVsRsync, 3),
+            med(c.wallSec),
+            peer(c, 'mfd-plain', (p) => med(p.wallSec)),
+            peer(c, 'rsync', (p) => med(p.wallSec)),
+            med(c.ratios.rsync, 2),
+            [d.dataPages, d.basePages, d.migrationPages].map((x) => (x ? String(Math.round(x.median)) : '0')).join(' / '),
+          ];
+        }),
+      ),
+    );
+    o.push('');
+    o.push(
+      "x changed: mfd's wire bytes over the changed pages' bytes (the pages that really had to travel). " +
+        'rsync bytes: its own --stats (sent plus received); plain: mfd without --delta into the same earlier version. ' +
+        'Changed pages of a generated image are random bytes (incompressible).',
     );
     o.push('');
   }
@@ -301,9 +380,9 @@ export function markdownReport(
           ['target', 'cell', 'measured', 'goal', 'verdict'],
           shown.map((t) => [
             t.label.replace(/\|/g, '\\|'),
-            `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}`,
+            `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}${t.cell.changed !== undefined || t.cell.base !== undefined ? `, delta ${deltaLabel(t.cell)}` : ''}`,
             t.value === null ? `(${(t.why ?? '').replace(/\|/g, '\\|')})` : t.value.toFixed(2),
-            `${t.op === '<=' ? '≤' : '<'} ${t.limit}`,
+            `${t.op === '<=' ? '≤' : '<'} ${limitText(t.limit)}`,
             verdict(t),
           ]),
         ),

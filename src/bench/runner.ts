@@ -35,6 +35,17 @@ export interface MfdSample {
   linkBytes: number | null;
   compressionPath: string;
   zeroPagePath: string;
+  /** With delta transfer: how the pages travelled (the sender's --json `delta`). */
+  delta?: DeltaSample;
+}
+
+/** The sender's delta counts (src/delta/sender.ts DeltaCounts), as --json gives them. */
+export interface DeltaSample {
+  dataPages: number;
+  basePages: number;
+  migrationPages: number;
+  zeroPages: number;
+  bytesSaved: number;
 }
 
 export interface MfdRunInput {
@@ -46,6 +57,10 @@ export interface MfdRunInput {
   signal: AbortSignal;
   /** The receiver's --timeout (seconds without data before it gives up). */
   recvTimeoutSec?: number;
+  /** The image's earlier version: the output starts as a copy of it (made outside the timing). */
+  base?: string;
+  /** Both sides with --delta (default: when there is a base). */
+  delta?: boolean;
 }
 
 /** Just the fields the bench reads from `--json` (the summary has more; see src/stats.ts). */
@@ -57,6 +72,7 @@ interface JsonSummary {
   wireRatio: number;
   compressionPath?: string;
   zeroPagePath?: string;
+  delta?: DeltaSample;
   paths?: { zeroPage?: { pages?: Record<string, number> } };
   ramblocks: { name: string; digest: string }[];
   process: { cpuUserSec: number; cpuSystemSec: number; maxRssBytes: number };
@@ -84,6 +100,8 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   const output = path.join(outDir, name);
   fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir, { recursive: true });
+  if (input.base !== undefined) fs.copyFileSync(input.base, output);
+  const delta = (input.delta ?? input.base !== undefined) ? ['--delta'] : [];
   syncDisks();
 
   const [rc, ra] = net.wrap('recv', process.execPath, [
@@ -99,6 +117,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     String(input.recvTimeoutSec ?? 60),
     // The shaped link's receiver listens on its veth address, reachable only from the bench's own namespace.
     '--insecure',
+    ...delta,
   ]);
   let onPort: ((port: number) => void) | undefined;
   const recv = start(rc, ra, {
@@ -144,6 +163,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     cell.zeroPageDetection,
     '--json',
     '--no-progress',
+    ...delta,
     image,
   ]);
   const rx0 = net.rxBytes();
@@ -194,6 +214,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     compressionPath: sj.compressionPath ?? '',
     // Every path that found zero pages (a sparse image's holes are one), not only the detector's.
     zeroPagePath: Object.keys(sj.paths?.zeroPage?.pages ?? {}).join(' + ') || (sj.zeroPagePath ?? ''),
+    ...(sj.delta ? { delta: sj.delta } : {}),
   };
 }
 
@@ -202,5 +223,6 @@ function failure(what: string, r: ProcExit): BenchError {
 }
 
 export function describeCell(c: Cell): string {
-  return `${c.compression}, zero-page-detection ${c.zeroPageDetection}, ${c.channels} ch, ${c.profile}`;
+  const delta = c.changed !== undefined ? `, delta on ${c.changed}% changed` : c.base !== undefined ? `, delta against ${c.base}` : '';
+  return `${c.compression}, zero-page-detection ${c.zeroPageDetection}, ${c.channels} ch, ${c.profile}${delta}`;
 }

@@ -24,6 +24,8 @@ export interface CellRecord {
   /** mfd's measured runs (warm-ups excluded), in order. */
   runs: MfdSample[];
   peers: Partial<Record<PeerName, PeerRecord>>;
+  /** A delta cell: the image's pages that differ from its earlier version (what really has to travel). */
+  changedPages?: number;
 }
 
 export interface PeerSummary {
@@ -32,6 +34,8 @@ export interface PeerSummary {
   /** iperf3: GB/s (decimal) the link carried. */
   gbps: Summary | null;
   linkBytes: Summary | null;
+  /** Bytes the peer says it moved (rsync, plain mfd). */
+  wireBytes: Summary | null;
   skipped?: string;
   failed?: string;
   note?: string;
@@ -55,14 +59,35 @@ export interface CellSummary {
   zeroPagePath: string;
   peers: Partial<Record<PeerName, PeerSummary>>;
   /** mfd wall / peer wall, pair by pair. `floor`: mfd wall / (mfd wire bytes / iperf3 rate). */
-  ratios: { qemu: Summary | null; nc: Summary | null; 'zstd-nc': Summary | null; floor: Summary | null };
+  ratios: {
+    qemu: Summary | null;
+    nc: Summary | null;
+    'zstd-nc': Summary | null;
+    rsync: Summary | null;
+    'mfd-plain': Summary | null;
+    floor: Summary | null;
+  };
   /** The floor itself: the bytes mfd put on the wire at the link's measured rate, in seconds. */
   floorSec: Summary | null;
   /** Bytes the receiving interface saw, mfd / QEMU, pair by pair. */
   linkBytesVsQemu: Summary | null;
+  /** A delta cell: what changed, and how the pages travelled (medians of the runs). */
+  delta?: {
+    changedPages: number;
+    /** mfd's wire bytes / the changed pages' bytes (null when nothing changed). */
+    wireVsChanged: Summary | null;
+    dataPages: Summary | null;
+    basePages: Summary | null;
+    migrationPages: Summary | null;
+    /** mfd's wire bytes / the peer's own count, pair by pair. */
+    bytesVsRsync: Summary | null;
+    bytesVsPlain: Summary | null;
+  };
 }
 
 const MiB = 2 ** 20;
+/** The bench's images are in 4 KiB pages. */
+const PAGE = 4096;
 
 function must(s: Summary | null, what: string): Summary {
   if (!s) throw new RangeError(`no runs to summarize (${what})`);
@@ -80,6 +105,7 @@ export function summarizeCell(r: CellRecord): CellSummary {
       wallSec: summarize(p.samples.map((s) => s?.wallSec)),
       gbps: summarize(p.samples.map((s) => (s?.bytesPerSec === undefined ? null : s.bytesPerSec / 1e9))),
       linkBytes: summarize(p.samples.map((s) => s?.linkBytes)),
+      wireBytes: summarize(p.samples.map((s) => s?.wireBytes)),
       ...(p.skipped !== undefined ? { skipped: p.skipped } : {}),
       ...(p.failed !== undefined ? { failed: p.failed } : {}),
       ...(p.note !== undefined ? { note: p.note } : {}),
@@ -110,6 +136,8 @@ export function summarizeCell(r: CellRecord): CellSummary {
       qemu: pairRatios(wall, peerWall('qemu')),
       nc: pairRatios(wall, peerWall('nc')),
       'zstd-nc': pairRatios(wall, peerWall('zstd-nc')),
+      rsync: pairRatios(wall, peerWall('rsync')),
+      'mfd-plain': pairRatios(wall, peerWall('mfd-plain')),
       floor: pairRatios(wall, floors),
     },
     floorSec: summarize(floors),
@@ -117,11 +145,36 @@ export function summarizeCell(r: CellRecord): CellSummary {
       col((s) => s.linkBytes),
       r.peers.qemu?.samples.map((s) => s?.linkBytes) ?? [],
     ),
+    ...(r.changedPages !== undefined ? { delta: deltaSummary(r, r.changedPages) } : {}),
+  };
+}
+
+function deltaSummary(r: CellRecord, changedPages: number): NonNullable<CellSummary['delta']> {
+  const wire = r.runs.map((s) => s.wireBytes);
+  const peerWire = (n: PeerName): (number | null | undefined)[] => r.peers[n]?.samples.map((s) => s?.wireBytes) ?? [];
+  const d = (f: (x: NonNullable<MfdSample['delta']>) => number): Summary | null =>
+    summarize(r.runs.map((s) => (s.delta ? f(s.delta) : null)));
+  return {
+    changedPages,
+    wireVsChanged: summarize(wire.map((w) => (changedPages === 0 ? null : w / (changedPages * PAGE)))),
+    dataPages: d((x) => x.dataPages),
+    basePages: d((x) => x.basePages),
+    migrationPages: d((x) => x.migrationPages),
+    bytesVsRsync: pairRatios(wire, peerWire('rsync')),
+    bytesVsPlain: pairRatios(wire, peerWire('mfd-plain')),
   };
 }
 
 export interface Target {
-  id: 'qemu-none' | 'qemu-zstd' | 'floor-none' | 'zstd-vs-zstd-nc';
+  id:
+    | 'qemu-none'
+    | 'qemu-zstd'
+    | 'floor-none'
+    | 'zstd-vs-zstd-nc'
+    | 'delta-bytes'
+    | 'delta-vs-plain'
+    | 'delta-vs-rsync-bytes'
+    | 'delta-vs-rsync-wall';
   /** What is compared, in words. */
   label: string;
   cellKey: string;
@@ -136,7 +189,9 @@ export interface Target {
 
 interface TargetDef {
   id: Target['id'];
-  method: string;
+  /** The cells it is computed for: a method's, or those `applies` picks. */
+  method?: string;
+  applies?: (c: Cell, s: CellSummary) => boolean;
   label: string;
   op: Target['op'];
   limit: number;
@@ -182,13 +237,52 @@ export const TARGETS: readonly TargetDef[] = [
     value: (c) => c.ratios['zstd-nc']?.median,
     peer: 'zstd-nc',
   },
+  // Delta transfer (issue 16), on every delta cell.
+  {
+    id: 'delta-bytes',
+    applies: (_c, s) => s.delta !== undefined && s.delta.changedPages > 0,
+    label: "mfd delta's wire bytes / the changed pages' bytes",
+    op: '<=',
+    limit: 1.1,
+    value: (c) => c.delta?.wireVsChanged?.median,
+    peer: 'mfd-plain',
+  },
+  {
+    id: 'delta-vs-plain',
+    applies: (c, s) => s.delta !== undefined && s.delta.changedPages * PAGE <= 0.1 * c.sizeBytes,
+    label: "mfd delta's wire bytes / plain mfd's, at most 10% of pages changed",
+    op: '<=',
+    limit: 0.2,
+    value: (c) => c.delta?.bytesVsPlain?.median,
+    peer: 'mfd-plain',
+  },
+  {
+    id: 'delta-vs-rsync-bytes',
+    applies: (_c, s) => s.delta !== undefined,
+    label: "mfd delta's wire bytes / rsync's",
+    op: '<',
+    limit: 1,
+    value: (c) => c.delta?.bytesVsRsync?.median,
+    peer: 'rsync',
+  },
+  {
+    id: 'delta-vs-rsync-wall',
+    applies: (_c, s) => s.delta !== undefined,
+    label: 'mfd delta / rsync wall time',
+    op: '<=',
+    limit: 1 / 3,
+    value: (c) => c.ratios.rsync?.median,
+    peer: 'rsync',
+  },
 ];
 
 export function computeTargets(cells: readonly CellSummary[]): Target[] {
   const out: Target[] = [];
   for (const def of TARGETS) {
     for (const c of cells) {
-      if (c.cell.compression !== def.method) continue;
+      // The method targets compare whole-image migrations: not delta cells.
+      if (def.method !== undefined && (c.cell.compression !== def.method || c.delta !== undefined)) continue;
+      if (def.applies && !def.applies(c.cell, c)) continue;
       const value = def.value(c) ?? null;
       const p = c.peers[def.peer];
       const why =
@@ -226,7 +320,7 @@ export interface Growth {
 export function sizeGrowth(cells: readonly CellSummary[]): Growth[] {
   const groups = new Map<string, CellSummary[]>();
   for (const c of cells) {
-    const k = `${c.cell.compression}/${c.cell.zeroPageDetection}/${c.cell.channels}/${c.cell.profile}`;
+    const k = `${c.cell.compression}/${c.cell.zeroPageDetection}/${c.cell.channels}/${c.cell.profile}/${c.cell.changed ?? c.cell.base ?? ''}`;
     groups.set(k, [...(groups.get(k) ?? []), c]);
   }
   const out: Growth[] = [];

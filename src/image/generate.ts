@@ -25,7 +25,7 @@ const WORDS = (
 ).split(' ');
 
 /** splitmix32-style PRNG: small, fast, reproducible. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x9e3779b9) >>> 0;

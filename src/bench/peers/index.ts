@@ -6,6 +6,8 @@ import { nc } from './nc.js';
 import type { Peer } from './peer.js';
 import { qemuPeer } from './qemu.js';
 import { zstdNc } from './zstd-nc.js';
+import { rsync } from './rsync.js';
+import { mfdPlain } from './mfd-plain.js';
 
 export type { Peer, PeerRunInput, PeerSample } from './peer.js';
 export { PeerNotApplicable } from './peer.js';
@@ -16,7 +18,7 @@ export interface PeerOptions {
 }
 
 export function peers(o: PeerOptions = {}): Record<PeerName, Peer> {
-  return { iperf3, nc, 'zstd-nc': zstdNc, qemu: qemuPeer(o.qemuBinary) };
+  return { iperf3, nc, 'zstd-nc': zstdNc, qemu: qemuPeer(o.qemuBinary), rsync, 'mfd-plain': mfdPlain };
 }
 
 export interface PeerChoice {

@@ -10,6 +10,8 @@ export interface PeerRunInput {
   workDir: string;
   net: Net;
   signal: AbortSignal;
+  /** A delta cell's earlier version of the image, which the destination holds before the run. */
+  base?: string;
 }
 
 /** One run of a peer. Wall-clock peers give wallSec; iperf3 gives bytesPerSec. */
@@ -19,6 +21,8 @@ export interface PeerSample {
   bytesPerSec?: number;
   /** Bytes the receiving interface saw during the run. */
   linkBytes?: number | null;
+  /** Bytes the tool itself says it moved (rsync's --stats; plain mfd's wire bytes). */
+  wireBytes?: number;
 }
 
 export interface Peer {

@@ -11,6 +11,7 @@ import type { CommandContext } from '../main.js';
 
 interface BenchOpts extends Omit<RawBenchOptions, 'images'> {
   image?: string;
+  base?: string;
   dir: string;
   out?: string;
   keep?: boolean;
@@ -18,12 +19,26 @@ interface BenchOpts extends Omit<RawBenchOptions, 'images'> {
   progress: boolean;
 }
 
-/** An --image file: a regular file (or a link to one), with its size. */
-function imageFile(file: string): BenchImage {
+/** An --image (or --base) file: a regular file (or a link to one), with its size. */
+function imageFile(file: string, flag = '--image'): BenchImage {
   const st = fs.statSync(file, { throwIfNoEntry: false });
-  if (!st) throw new UsageError(`--image "${file}" does not exist`);
-  if (!st.isFile()) throw new UsageError(`--image "${file}" is not a regular file`);
+  if (!st) throw new UsageError(`${flag} "${file}" does not exist`);
+  if (!st.isFile()) throw new UsageError(`${flag} "${file}" is not a regular file`);
   return { path: path.resolve(file), sizeBytes: st.size };
+}
+
+/** --image files, each with its --base (the earlier version the destination holds), paired in order. */
+function imageFiles(images: string | undefined, bases: string | undefined): BenchImage[] | undefined {
+  if (images === undefined) {
+    if (bases !== undefined) throw new UsageError('--base names the earlier versions of --image files: give --image too');
+    return undefined;
+  }
+  const out = parseList('--image', images).map((f) => imageFile(f));
+  if (bases === undefined) return out;
+  const b = parseList('--base', bases).map((f) => imageFile(f, '--base'));
+  if (b.length !== out.length)
+    throw new UsageError(`--base lists ${b.length} file(s), --image ${out.length}: give one earlier version per image, in the same order`);
+  return out.map((im, i) => ({ ...im, base: b[i]!.path }));
 }
 
 export function benchCommand(ctx: CommandContext): Command {
@@ -51,6 +66,18 @@ export function benchCommand(ctx: CommandContext): Command {
       new Option(
         '--image <list>',
         "image files to migrate as they are (a real guest's RAM, say: ../shared/corpus/guest-ram makes one), each a row of its own; only read, never changed. Without --profile, instead of the generated images",
+      ),
+    )
+    .addOption(
+      new Option(
+        '--base <list>',
+        'delta transfer: the earlier version of each --image (in the same order), which the destination holds; those images run with --delta, against plain mfd and rsync (peers mfd-plain, rsync)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--changed <list>',
+        'delta transfer on the generated images: percentages of pages changed since an earlier version the destination holds (e.g. 1,10,50); those cells run with --delta, against plain mfd and rsync',
       ),
     )
     .addOption(new Option('--runs <n>', 'measured runs per cell').default('3'))
@@ -82,7 +109,7 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(new Option('--json', 'print the results as JSON lines on stdout instead of the markdown report'))
     .addOption(new Option('--no-progress', 'no progress lines on stderr'))
     .action(async (o: BenchOpts, cmd: Command) => {
-      const images = o.image === undefined ? undefined : parseList('--image', o.image).map(imageFile);
+      const images = imageFiles(o.image, o.base);
       const cfg = parseBenchOptions(
         { ...o, images, profileGiven: cmd.getOptionValueSource('profile') !== 'default' },
         listMethods(),
