@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
 import { native } from '../native/load.js';
-import { preadPieces } from '../native/file-io.js';
+import { FileIoError, preadPieces } from '../native/file-io.js';
 import type { BlockSpec } from '../image/ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
@@ -108,7 +108,20 @@ export class ImageSource {
       pieces.push(piece.subarray(0, inFile));
       positions.push(at);
     }
-    await preadPieces(this.fd, pieces, positions);
+    try {
+      await preadPieces(this.fd, pieces, positions);
+    } catch (e) {
+      if (!(e instanceof FileIoError)) throw e;
+      if (e.code === 'ESHORTREAD')
+        throw (
+          this.shrunk() ??
+          new IoError(
+            'ERR_IMAGE_SHRANK',
+            `image "${this.path}" shrank while sending: ${e.moved} of ${e.asked} bytes at byte ${e.at}, expected ${this.size} bytes in all`,
+          )
+        );
+      throw new IoError(`ERR_${e.code}`, `reading image "${this.path}" at offset ${e.at}: ${e.code}`, e);
+    }
     return { pages: slab.subarray(0, list.length * pageSize), holes: null, release: NO_RELEASE };
   }
 

@@ -1,0 +1,54 @@
+/**
+ * An image's scattered pages (src/sender/image-source.ts, a gathered job's list): read back to back
+ * into the caller's buffer, a partial last page padded with zeros, and a file that shrank an error
+ * naming the image, never a SIGBUS or zero pages sent as if read.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tmpdir } from '../helpers/index.js';
+import { ImageSource } from '../../src/sender/image-source.js';
+import type { MfdError } from '../../src/errors.js';
+
+const PS = 4096;
+
+function image(t: Test, pages: number, tail = 0): string {
+  const file = path.join(tmpdir(t), 'vm.ram');
+  const b = Buffer.alloc(pages * PS - tail);
+  for (let p = 0; p < pages; p++) b.fill(p + 1, p * PS, Math.min(b.length, (p + 1) * PS));
+  fs.writeFileSync(file, b);
+  return file;
+}
+
+t.test('the listed pages, back to back; the partial last page padded', async (t) => {
+  const file = image(t, 10, 100);
+  const src = await ImageSource.open({ name: 'vm.ram', path: file });
+  t.teardown(() => src.close());
+  const slab = new Uint8Array(8 * PS).fill(0xee);
+  const { pages, holes } = await src.load(2 * PS, 4, PS, () => slab, Uint32Array.from([2, 3, 7, 9]));
+  t.equal(pages.length, 4 * PS);
+  t.equal(holes, null);
+  t.same(
+    [0, 1, 2, 3].map((i) => pages[i * PS]),
+    [3, 4, 8, 10],
+    'pages 2, 3, 7 and 9 in list order',
+  );
+  t.ok(
+    pages.subarray(3 * PS, 4 * PS - 100).every((x) => x === 10),
+    'the last page: its bytes in the file',
+  );
+  t.ok(
+    pages.subarray(4 * PS - 100, 4 * PS).every((x) => x === 0),
+    'then zeros past the end of the file',
+  );
+});
+
+t.test('an image that shrank: ERR_IMAGE_SHRANK naming it', async (t) => {
+  const file = image(t, 10);
+  const src = await ImageSource.open({ name: 'vm.ram', path: file });
+  t.teardown(() => src.close());
+  fs.truncateSync(file, 5 * PS);
+  const e = (await src.load(PS, 2, PS, () => new Uint8Array(2 * PS), Uint32Array.from([1, 8])).catch((x: unknown) => x)) as MfdError;
+  t.equal(e.code, 'ERR_IMAGE_SHRANK');
+  t.match(e.message, new RegExp(`image "${file}" shrank while sending: it is now ${5 * PS} bytes, expected ${10 * PS} bytes`));
+});
