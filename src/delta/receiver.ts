@@ -21,7 +21,9 @@ import { native } from '../native/load.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
-import { ENTRY_SIZE, fingerprintFile, readFully, requireDelta } from './fingerprint.js';
+import { ENTRY_SIZE, fingerprintFile, requireDelta } from './fingerprint.js';
+import { FileIoError, preadPieces } from '../native/file-io.js';
+import { BoundedPool } from '../bounded-pool.js';
 import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
 import type { DeltaCounts } from './sender.js';
@@ -47,6 +49,8 @@ interface Base {
 
 /** Pages copied per batch: reads at once, then one write (1 MiB of 4 KiB pages). */
 const COPY_PAGES = 256;
+/** Copy buffers at most, across the channels' reference packets. */
+const COPY_BUFFERS = 8;
 
 /** Pages to copy: `count` from page `src` of the file `fd` (`size` bytes; `what` names it) to page `dst`. */
 interface Segment {
@@ -275,6 +279,8 @@ export class DeltaReceiver {
 
   private active = 0;
   private closing = false;
+  /** The copies' buffers (COPY_PAGES pages each), reused: channels copy at once, each a batch at a time. */
+  private copyBuffers: BoundedPool<Buffer> | null = null;
 
   /**
    * Copies `segments` into `block`: in batches of at most COPY_PAGES pages,
@@ -308,45 +314,70 @@ export class DeltaReceiver {
 
   private async copyBatch(block: TargetBlock, name: string, batch: Segment[], n: number): Promise<void> {
     if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: copy after the migration stopped');
+    this.copyBuffers ??= new BoundedPool<Buffer>(COPY_BUFFERS, () => Buffer.allocUnsafeSlow(COPY_PAGES * this.hello.pageSize));
+    const buf = await this.copyBuffers.acquire();
+    try {
+      await this.copyInto(buf, block, name, batch, n);
+    } finally {
+      this.copyBuffers.release(buf);
+    }
+  }
+
+  /** Reads the batch's pages into `buf` (one positional read call per base), then writes and digests them. */
+  private async copyInto(buf: Buffer, block: TargetBlock, name: string, batch: Segment[], n: number): Promise<void> {
     const ps = this.hello.pageSize;
-    const buf = Buffer.alloc(n * ps);
     const offsets = new Float64Array(n);
-    const reads: Promise<void>[] = [];
+    const reads = new Map<number, { pieces: Uint8Array[]; positions: number[]; segs: Segment[] }>();
     let pos = 0;
     for (const seg of batch) {
       const into = buf.subarray(pos * ps, (pos + seg.count) * ps);
       for (let j = 0; j < seg.count; j++) offsets[pos + j] = (seg.dst + j) * ps;
       pos += seg.count;
-      reads.push(
-        (async () => {
-          const at = seg.src * ps;
-          const want = Math.max(0, Math.min(seg.count * ps, seg.size - at));
-          let got: number;
-          try {
-            got = await readFully(seg.fd, into, want, at);
-          } catch (e) {
-            throw new IoError(
-              `ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`,
-              `delta: reading ${seg.what}: ${(e as Error).message}`,
-              e,
-            );
-          }
-          if (got < want)
-            throw new IoError(
-              'ERR_DELTA_BASE_SHORT',
-              `delta: reading ${seg.what}: ${got} bytes at offset ${at}, expected ${want}: it shrank during the migration`,
-            );
-        })(),
-      );
+      const at = seg.src * ps;
+      // A base's last page may be partial: what the file holds, then zeros (the buffer is reused).
+      const want = Math.max(0, Math.min(seg.count * ps, seg.size - at));
+      into.fill(0, want);
+      if (want === 0) continue;
+      let r = reads.get(seg.fd);
+      if (!r) reads.set(seg.fd, (r = { pieces: [], positions: [], segs: [] }));
+      r.pieces.push(into.subarray(0, want));
+      r.positions.push(at);
+      r.segs.push(seg);
     }
     // Every read settles before the batch fails: none may still be filling the buffer after.
-    const results = await Promise.allSettled(reads);
+    const results = await Promise.allSettled(
+      [...reads].map(async ([fd, r]) => {
+        try {
+          await preadPieces(fd, r.pieces, r.positions);
+        } catch (e) {
+          if (!(e instanceof FileIoError)) throw e;
+          const i = r.positions.findIndex((p, k) => e.at >= p && e.at < p + r.pieces[k]!.length);
+          const seg = r.segs[Math.max(0, i)]!;
+          if (e.code === 'ESHORTREAD')
+            throw new IoError(
+              'ERR_DELTA_BASE_SHORT',
+              `delta: reading ${seg.what}: ${e.moved} of ${e.asked} bytes at offset ${e.at}: it shrank during the migration`,
+            );
+          throw new IoError(`ERR_${e.code}`, `delta: reading ${seg.what} at offset ${e.at}: ${e.code}`, e);
+        }
+      }),
+    );
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const crc = new Uint32Array(n);
     try {
       await block.output.use((out) =>
-        writePacket({ fd: out, pages: [buf], pageSize: ps, offsets, normal: n, zero: 0, blockSize: block.size, writeZeros: false, crc }),
+        writePacket({
+          fd: out,
+          pages: [buf.subarray(0, n * ps)],
+          pageSize: ps,
+          offsets,
+          normal: n,
+          zero: 0,
+          blockSize: block.size,
+          writeZeros: false,
+          crc,
+        }),
       );
     } catch (e) {
       if (e instanceof PacketIoError && e.code === 'EPADDING') {
