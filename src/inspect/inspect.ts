@@ -374,6 +374,7 @@ async function inspectSource(
       else reject(thrown);
     };
   });
+  const anyRamblock = { size: 2 ** 53 - pageSize };
   const host: ChannelHost = {
     pageSize,
     headerSize: packetHeaderSize(pageSize),
@@ -389,8 +390,8 @@ async function inspectSource(
       methodFlag: 0,
       exactPayload: true,
       maxPayload: (n) => largestPayload(n, pageSize),
-      // Any ramblock: a page that ends below 2^53 may be in one.
-      lookupRamblock: () => ANY_RAMBLOCK(pageSize),
+      // Any ramblock, of any size: a page that ends below 2^53 may be in one.
+      lookupRamblock: () => anyRamblock,
       deltaRefs: true,
     },
     blocks: new Map(),
@@ -442,9 +443,6 @@ async function inspectSource(
   }
   return report;
 }
-
-/** What inspect knows of a ramblock: any page that ends below 2^53 may be in it. */
-const ANY_RAMBLOCK = (pageSize: number): { size: number } => ({ size: 2 ** 53 - pageSize });
 
 /**
  * Rebuilds one ramblock from the streams into `file`: for each page the
