@@ -236,3 +236,50 @@ t.test('QEMU 10 device-state packets are listed (idstr, instance, size) between 
     },
   ]);
 });
+
+t.test('the first error in stream order: a payload that does not decode comes before a bad header after it', async (t) => {
+  const dir = tmpdir(t);
+  const page = Buffer.alloc(PS, 0x42);
+  const bad = crypto.randomBytes(64);
+  const file = path.join(dir, 'order.bin');
+  // Packet 0: a zlib payload that does not decode; packet 1: fine headers; packet 2: a bad magic.
+  const broken = Buffer.from(header({ packetNum: 2n }));
+  broken.writeUInt32BE(0xdeadbeef, 0);
+  fs.writeFileSync(
+    file,
+    stream(
+      header({ flags: MULTIFD_FLAG_ZLIB, normalPages: 1, nextPacketSize: bad.length, offsets: [0] }),
+      bad,
+      header({ flags: MULTIFD_FLAG_SYNC, packetNum: 1n }),
+      broken,
+    ),
+  );
+  const r = await inspectStream(file, PS);
+  t.match(r.errors, [{ at: INIT_PACKET_SIZE + HS, message: /channel 0, packet 0: / }], "packet 0's payload, not packet 2's header");
+  t.equal(r.errors.length, 1);
+  t.equal(r.packets.length, 1, 'nothing after it is listed');
+  // Without decoding, the bad header is the first error.
+  const h = await inspectStream(file, PS, undefined, { headersOnly: true });
+  t.match(h.errors, [{ at: INIT_PACKET_SIZE + 2 * HS + bad.length, code: 'ERR_PACKET_MAGIC' }]);
+  t.equal(h.packets.length, 2);
+  // A stream whose method changes: an error at the packet that changes it, as recv --qemu refuses it.
+  const mixed = path.join(dir, 'mixed.bin');
+  fs.writeFileSync(
+    mixed,
+    stream(
+      header({ normalPages: 1, nextPacketSize: PS, offsets: [0] }),
+      page,
+      header({ flags: MULTIFD_FLAG_ZLIB, normalPages: 1, nextPacketSize: 64, packetNum: 1n, offsets: [PS] }),
+      bad,
+    ),
+  );
+  const m = await inspectStream(mixed, PS);
+  t.match(m.errors, [
+    {
+      at: INIT_PACKET_SIZE + HS + PS,
+      code: 'ERR_PACKET_METHOD',
+      message: /channel 0, packet 1: flags received 0x2 \(zlib\), expected 0x0 \(none, the method of earlier packets\)/,
+    },
+  ]);
+  t.match(m.totals, { packets: 1, decodedPages: 1 });
+});
