@@ -1,20 +1,24 @@
 /**
  * Reads raw multifd channel streams (a channel's bytes as they crossed the
  * wire: init packet, then packets), ours or QEMU 7.2..10.x's, and reports
- * every packet and every problem with its byte offset. Packets are framed
- * with the receiver's QEMU-tolerant profile (wire/packet.ts payloadLength):
- * offsets past the counted pages are ignored, a packet without normal pages
- * has no payload whatever its (possibly stale) next_packet_size says, an
- * empty ramblock name is fine on a packet without pages, and a SYNC flag may
- * ride on a data packet (QEMU <= 8.2). Every payload is decoded by the
- * receiver's decoder for its method (receiver/decoder.ts) unless headersOnly;
- * QEMU 10's device-state packets are listed (idstr, instance, size).
+ * every packet, and the first error with its byte offset. The packets are
+ * read by the receiver's channel reader (receiver/data-channel.ts
+ * DataChannel) with the QEMU-tolerant profile: its framing, header checks
+ * and decoders, one packet at a time so that the report and its error come
+ * in stream order. Offsets past the counted pages are ignored, a packet
+ * without normal pages has no payload whatever its (possibly stale)
+ * next_packet_size says, an empty ramblock name is fine on a packet without
+ * pages, and a SYNC flag may ride on a data packet (QEMU <= 8.2). Every
+ * payload is decoded unless headersOnly; QEMU 10's device-state packets are
+ * listed (idstr, instance, size), delta reference packets with their
+ * references.
  */
-import { PathTally } from '../accel/paths.js';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import { PathTally } from '../accel/paths.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
-import { decodePacketHeader, payloadLength } from '../wire/packet.js';
-import { DEVICE_STATE_HEADER_SIZE, decodeDeviceStateHeader } from '../wire/device-state.js';
+import { payloadLength, type PacketHeader } from '../wire/packet.js';
+import type { DeviceStateHeader } from '../wire/device-state.js';
 import {
   INIT_PACKET_SIZE,
   MULTIFD_DEFINED_FLAGS,
@@ -27,12 +31,13 @@ import {
   packetHeaderSize,
   pageCount,
 } from '../wire/constants.js';
-import { methodByFlag, type MethodReceiver } from '../methods/index.js';
+import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
 import { createDecoder } from '../receiver/decoder.js';
-import type { Decoder } from '../receiver/data-channel.js';
-import { IoError, UsageError } from '../errors.js';
+import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
+import { IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
+import { newChannelCounters } from '../stats.js';
 import { printable } from '../text.js';
-import { MAX_REFS_PER_PACKET, REF_ENTRY_SIZE, decodeRefs, describeRef, isRefPacket } from '../delta/wire.js';
+import { decodeRefs, describeRef, isRefPacket } from '../delta/wire.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */
@@ -74,7 +79,8 @@ export interface StreamReport {
     deviceStateBytes: number;
     bytes: number;
   };
-  errors: { at: number; message: string }[];
+  /** The first error (reading stops there): its byte offset in the stream, code and message. */
+  errors: { at: number; code: string; message: string }[];
 }
 
 export interface InspectOptions {
@@ -85,32 +91,69 @@ export interface InspectOptions {
 /** Receives decoded pages (extract): block name, byte offset, page bytes (null: a zero page), packet number. */
 export type PageSink = (ramblock: string, offset: number, page: Uint8Array | null, packetNum: bigint) => void;
 
-function flagNames(flags: number): string {
-  const names: string[] = [];
-  if (flags & MULTIFD_FLAG_SYNC) names.push('SYNC');
-  if (flags & MULTIFD_FLAG_DEVICE_STATE) names.push('DEVICE_STATE');
-  // A device-state packet has no method (its compression bits are an error).
-  const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
-  if (!(flags & MULTIFD_FLAG_DEVICE_STATE) || flags & MULTIFD_FLAG_COMPRESSION_MASK) {
-    names.push(m ? m.name : isRefPacket({ flags }) ? 'delta-ref' : `method?${hex(flags & MULTIFD_FLAG_COMPRESSION_MASK)}`);
-  }
-  const unknown = (flags & ~MULTIFD_DEFINED_FLAGS) >>> 0;
-  if (unknown) names.push(`unknown${hex(unknown)}`);
-  return names.join('|');
-}
-
 /** Packets listed one by one in a report at most; the totals count them all. */
 export const MAX_LISTED_PACKETS = 100_000;
 /** Bytes read from a stream file at a time. */
 const WINDOW = 4 << 20;
-/** magic, version, flags: common to every packet kind. */
-const COMMON_HEADER_SIZE = 12;
 
-/** Random access to a stream's bytes: a buffer, or a file read a window at a time. */
-interface Bytes {
-  readonly length: number;
-  /** Bytes [at, at + n), within length. */
-  read(at: number, n: number): Buffer | Promise<Buffer>;
+/** Reads bytes [at, at + n) of a stream (within its length) into a buffer of their own. */
+type ReadAt = (at: number, n: number) => Buffer;
+
+/**
+ * A stream's bytes from `at` to `end`, as the 'data' events (at most WINDOW
+ * bytes each, a fresh buffer each) of the ChannelSource the DataChannel
+ * reads: while paused nothing is read, so memory stays bounded whatever the
+ * stream's size. A read that fails goes to `failed`, not to the reader (it is
+ * not the stream's fault).
+ */
+class WindowSource extends EventEmitter {
+  private paused = false;
+  private stopped = false;
+  private running = false;
+
+  constructor(
+    private readonly read: ReadAt,
+    private at: number,
+    private readonly end: number,
+    private readonly failed: (e: unknown) => void,
+  ) {
+    super();
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    if (!this.running) this.run();
+  }
+
+  destroy(): void {
+    this.stopped = true;
+  }
+
+  private run(): void {
+    this.running = true;
+    try {
+      while (!this.paused && !this.stopped) {
+        if (this.at >= this.end) {
+          this.stopped = true;
+          this.emit('end');
+          break;
+        }
+        const n = Math.min(WINDOW, this.end - this.at);
+        const chunk = this.read(this.at, n);
+        this.at += n;
+        this.emit('data', chunk);
+      }
+    } catch (e) {
+      this.stopped = true;
+      this.failed(e);
+    } finally {
+      this.running = false;
+    }
+  }
 }
 
 /**
@@ -132,30 +175,18 @@ export async function inspectStream(file: string, pageSize: number, sink?: PageS
   try {
     const st = fs.fstatSync(fd);
     refuseUnlessFile(st, file);
-    let start = 0;
-    let window = Buffer.alloc(0);
-    const bytes: Bytes = {
-      length: st.size,
-      read(at, n) {
-        if (at >= start && at + n <= start + window.length) return window.subarray(at - start, at - start + n);
-        const want = Math.min(Math.max(n, WINDOW), st.size - at);
-        if (window.length < want) window = Buffer.alloc(want);
-        let got = 0;
-        while (got < want) {
-          const r = fs.readSync(fd, window, got, want - got, at + got);
-          if (r === 0)
-            throw new IoError(
-              'ERR_SHORT_READ',
-              `reading stream "${file}": it ends at byte ${at + got}, expected ${at + want} (did it shrink?)`,
-            );
-          got += r;
-        }
-        start = at;
-        window = window.subarray(0, want);
-        return window.subarray(0, n);
-      },
+    const read: ReadAt = (at, n) => {
+      const buf = Buffer.allocUnsafeSlow(n);
+      let got = 0;
+      while (got < n) {
+        const r = fs.readSync(fd, buf, got, n - got, at + got);
+        if (r === 0)
+          throw new IoError('ERR_SHORT_READ', `reading stream "${file}": it ends at byte ${at + got}, expected ${at + n} (did it shrink?)`);
+        got += r;
+      }
+      return buf;
     };
-    return await inspectSource(bytes, file, pageSize, sink, opts);
+    return await inspectSource(read, st.size, file, pageSize, sink, opts);
   } finally {
     fs.closeSync(fd);
   }
@@ -187,20 +218,29 @@ export async function inspectBytes(
   sink?: PageSink,
   opts: InspectOptions = {},
 ): Promise<StreamReport> {
-  return inspectSource({ length: buf.length, read: (at, n) => buf.subarray(at, at + n) }, file, pageSize, sink, opts);
+  return inspectSource((at, n) => buf.subarray(at, at + n), buf.length, file, pageSize, sink, opts);
 }
 
-async function inspectSource(
-  buf: Bytes,
-  file: string,
-  pageSize: number,
-  sink: PageSink | undefined,
-  opts: InspectOptions,
-): Promise<StreamReport> {
-  const report: StreamReport = {
+/** The report's name for a packet's flags: SYNC, DEVICE_STATE, the method (or delta-ref), unknown bits. */
+function flagNames(flags: number): string {
+  const names: string[] = [];
+  if (flags & MULTIFD_FLAG_SYNC) names.push('SYNC');
+  if (flags & MULTIFD_FLAG_DEVICE_STATE) names.push('DEVICE_STATE');
+  // A device-state packet has no method (its compression bits are an error).
+  const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
+  if (!(flags & MULTIFD_FLAG_DEVICE_STATE) || flags & MULTIFD_FLAG_COMPRESSION_MASK) {
+    names.push(m ? m.name : isRefPacket({ flags }) ? 'delta-ref' : `method?${hex(flags & MULTIFD_FLAG_COMPRESSION_MASK)}`);
+  }
+  const unknown = (flags & ~MULTIFD_DEFINED_FLAGS) >>> 0;
+  if (unknown) names.push(`unknown${hex(unknown)}`);
+  return names.join('|');
+}
+
+function emptyReport(file: string, bytes: number, decoded: boolean): StreamReport {
+  return {
     file,
     init: null,
-    decoded: !opts.headersOnly,
+    decoded,
     packets: [],
     totals: {
       packets: 0,
@@ -211,206 +251,195 @@ async function inspectSource(
       decodedPages: 0,
       deviceStatePackets: 0,
       deviceStateBytes: 0,
-      bytes: buf.length,
+      bytes,
     },
     errors: [],
   };
-  const err = (at: number, message: string): void =>
-    void (report.errors.length < MAX_LISTED_PACKETS && report.errors.push({ at, message }));
-  const list = (p: InspectedPacket): void => void (report.packets.length < MAX_LISTED_PACKETS && report.packets.push(p));
-  if (buf.length < INIT_PACKET_SIZE) {
-    err(0, `stream of ${buf.length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`);
+}
+
+/**
+ * The stream of `length` bytes that `read` reads: its init packet here, its
+ * packets by a DataChannel (QEMU-tolerant profile, in order) whose host and
+ * placer fill the report and hand decoded pages to `sink`. The first error
+ * ends the reading; a failure that is not the stream's (reading the file,
+ * writing the extraction) is thrown.
+ */
+async function inspectSource(
+  read: ReadAt,
+  length: number,
+  file: string,
+  pageSize: number,
+  sink: PageSink | undefined,
+  opts: InspectOptions,
+): Promise<StreamReport> {
+  const report = emptyReport(file, length, !opts.headersOnly);
+  const t = report.totals;
+  const error = (at: number, e: MfdError): void => void report.errors.push({ at, code: e.code, message: e.message });
+  if (length < INIT_PACKET_SIZE) {
+    error(0, new ProtocolError('ERR_INIT_TRUNCATED', `stream of ${length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`));
     return report;
   }
-  const init = decodeInitPacket(await buf.read(0, INIT_PACKET_SIZE));
+  const init = decodeInitPacket(read(0, INIT_PACKET_SIZE));
   report.init = { magic: hex(init.magic), version: init.version, uuid: uuidToString(init.uuid), id: init.id };
-  if (init.magic !== MULTIFD_MAGIC) err(0, `init packet magic ${hex(init.magic)}, expected ${hex(MULTIFD_MAGIC)}`);
-  if (init.version !== MULTIFD_VERSION) err(4, `init packet version ${init.version}, expected ${MULTIFD_VERSION}`);
-  const hs = packetHeaderSize(pageSize);
-  const perPacket = pageCount(pageSize);
-  const t = report.totals;
-  // The receiver's decoders (inline), one per method seen, kept for the whole stream (zlib/zstd carry history).
-  const decoders = new Map<number, { decoder: Decoder; receivers: MethodReceiver[] }>();
-  const drop = (flag: number): void => {
-    for (const r of decoders.get(flag)?.receivers ?? []) r.cleanup();
-    decoders.delete(flag);
+  if (init.magic !== MULTIFD_MAGIC) {
+    error(0, new ProtocolError('ERR_INIT_MAGIC', `init packet magic ${hex(init.magic)}, expected ${hex(MULTIFD_MAGIC)}`));
+    return report;
+  }
+  if (init.version !== MULTIFD_VERSION) {
+    error(4, new ProtocolError('ERR_INIT_VERSION', `init packet version ${init.version}, expected ${MULTIFD_VERSION}`));
+    return report;
+  }
+  const list = (p: InspectedPacket): void => {
+    t.packets++;
+    t.payloadBytes += p.kind === 'ram' ? p.payloadBytes : 0;
+    if (report.packets.length < MAX_LISTED_PACKETS) report.packets.push(p);
   };
-
-  /** A device-state packet at `at` (flags read): listed, judged as QEMU 10 judges it, its opaque state skipped. Returns the next packet's offset, or -1 at the end. */
-  const deviceState = async (at: number, flags: number): Promise<number> => {
-    if (buf.length - at < DEVICE_STATE_HEADER_SIZE) {
-      err(at, `truncated device-state packet header: ${buf.length - at} of ${DEVICE_STATE_HEADER_SIZE} bytes`);
-      return -1;
-    }
-    const d = decodeDeviceStateHeader(Buffer.from(await buf.read(at, DEVICE_STATE_HEADER_SIZE)));
-    const kind = flags & MULTIFD_FLAG_COMPRESSION_MASK;
-    if (kind)
-      err(
-        at,
-        `device-state packet with compression bits ${hex(kind)} (flags ${hex(flags)}): no QEMU version defines that packet kind; its state cannot be read`,
-      );
-    if (flags & MULTIFD_FLAG_SYNC) err(at, `device-state packet with the SYNC flag (flags ${hex(flags)}), which QEMU refuses`);
-    if (!d.idstrTerminated) err(at, 'device-state packet idstr is not NUL-terminated');
-    if (d.nextPacketSize === 0) err(at, 'empty device-state packet (next_packet_size 0), which QEMU refuses');
-    const payloadAt = at + DEVICE_STATE_HEADER_SIZE;
-    if (payloadAt + d.nextPacketSize > buf.length) {
-      err(payloadAt, `truncated device state: ${buf.length - payloadAt} of ${d.nextPacketSize} bytes`);
-      return -1;
-    }
-    const idstr = Buffer.from(d.idstr).toString('utf8');
+  const ramPacket = (h: PacketHeader, at: number, extra: Partial<InspectedPacket> = {}): void => {
+    const normal = h.normalPages;
+    const payloadBytes = payloadLength(h, 'qemu', false, pageSize);
+    if (h.flags & MULTIFD_FLAG_SYNC) t.syncPackets++;
+    t.normalPages += normal;
+    t.zeroPages += h.zeroPages;
     list({
       at,
-      kind: 'device-state',
-      packetNum: '-',
-      flags: flagNames(flags),
-      method: '-',
-      ramblock: idstr,
-      instanceId: d.instanceId,
-      normalPages: 0,
-      zeroPages: 0,
-      payloadBytes: d.nextPacketSize,
-      ratio: 0,
+      kind: 'ram',
+      packetNum: h.packetNum.toString(),
+      flags: flagNames(h.flags),
+      method: methodByFlag(h.flags & MULTIFD_FLAG_COMPRESSION_MASK)?.name ?? '?',
+      ramblock: Buffer.from(h.ramblock).toString('utf8'),
+      normalPages: normal,
+      zeroPages: h.zeroPages,
+      payloadBytes,
+      ratio: normal ? Math.round((payloadBytes / (normal * pageSize)) * 1e4) / 1e4 : 0,
+      ...extra,
     });
-    t.packets++;
-    t.deviceStatePackets++;
-    t.deviceStateBytes += d.nextPacketSize;
-    return payloadAt + d.nextPacketSize;
   };
 
-  try {
-    for (let at = INIT_PACKET_SIZE; at < buf.length;) {
-      // The common 12 bytes say which kind of packet follows (and how long its header is).
-      if (buf.length - at < COMMON_HEADER_SIZE) {
-        err(at, `truncated packet header: ${buf.length - at} of ${hs} bytes`);
-        break;
-      }
-      const common = await buf.read(at, COMMON_HEADER_SIZE);
-      const magic = common.readUInt32BE(0);
-      const version = common.readUInt32BE(4);
-      const flags = common.readUInt32BE(8);
-      if (magic !== MULTIFD_MAGIC || version !== MULTIFD_VERSION) {
-        err(
-          at,
-          `packet magic ${hex(magic)} version ${version}, expected ${hex(MULTIFD_MAGIC)} version ${MULTIFD_VERSION}; cannot find the next packet`,
-        );
-        break;
-      }
-      const undefinedBits = (flags & ~MULTIFD_DEFINED_FLAGS) >>> 0;
-      if (undefinedBits) err(at, `flags ${hex(flags)}: bits ${hex(undefinedBits)} are defined by no QEMU version`);
-      if (flags & MULTIFD_FLAG_DEVICE_STATE) {
-        at = await deviceState(at, flags);
-        if (at < 0) break;
-        continue;
-      }
-      if (buf.length - at < hs) {
-        err(at, `truncated packet header: ${buf.length - at} of ${hs} bytes`);
-        break;
-      }
-      const h = decodePacketHeader(Buffer.from(await buf.read(at, hs)), perPacket);
-      const name = Buffer.from(h.ramblock).toString('utf8');
-      const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
-      const method = methodByFlag(flag);
-      let normal = h.normalPages;
-      let zero = h.zeroPages;
-      if (h.pagesAlloc > perPacket) err(at, `pages_alloc ${h.pagesAlloc}, expected at most ${perPacket} (is the page size ${pageSize}?)`);
-      if (normal > perPacket || zero > perPacket - Math.min(normal, perPacket)) {
-        err(at, `page counts normal ${normal} + zero ${zero} exceed ${perPacket} pages per packet; counts ignored`);
-        normal = 0;
-        zero = 0;
-      }
-      // Framed as QEMU's receivers read it (the tolerant profile reads mfd's streams too); a delta
-      // reference packet (an mfd extension) by its own length.
-      const refs = isRefPacket(h);
-      if (refs && (h.nextPacketSize % REF_ENTRY_SIZE !== 0 || h.nextPacketSize > MAX_REFS_PER_PACKET * REF_ENTRY_SIZE)) {
-        err(
-          at,
-          `delta reference packet: next_packet_size ${h.nextPacketSize}, expected a multiple of ${REF_ENTRY_SIZE} up to ${MAX_REFS_PER_PACKET * REF_ENTRY_SIZE}; cannot find the next packet`,
-        );
-        break;
-      }
-      const payloadLen = refs
-        ? h.nextPacketSize
-        : payloadLength({ ...h, normalPages: normal }, 'qemu', method?.exactPayload ?? false, pageSize);
-      if (normal > 0 && method?.exactPayload && h.nextPacketSize !== payloadLen)
-        err(at, `next_packet_size ${h.nextPacketSize}, expected ${payloadLen}`);
-      const payloadAt = at + hs;
-      if (payloadAt + payloadLen > buf.length) {
-        err(payloadAt, `truncated payload: ${buf.length - payloadAt} of ${payloadLen} bytes`);
-        break;
-      }
-      const pages = normal + zero;
-      if (pages > 0 && !method) err(at, `flags ${hex(h.flags)} name no known method`);
-      if (pages > 0 && !h.ramblockTerminated) err(at, 'ramblock name is not NUL-terminated');
-      // A page whose offset cannot be one (2^53 or more, unaligned) is reported and never extracted.
-      const placeable = (i: number): boolean => Number.isSafeInteger(h.offsets[i]! + pageSize) && h.offsets[i]! % pageSize === 0;
-      for (let i = 0; i < pages; i++) {
-        const o = h.offsets[i]!;
-        if (!Number.isSafeInteger(o + pageSize))
-          err(at, `offset of page ${i} is ${o === Infinity ? '2^53 or more' : o}, its page ends past 2^53: past any ramblock`);
-        else if (o % pageSize !== 0) err(at, `offset ${o} of page ${i} is not a multiple of ${pageSize}`);
-      }
-      if (method && normal > 0 && payloadLen > method.maxPayload(normal, pageSize)) {
-        err(
-          payloadAt,
-          `payload of ${payloadLen} bytes, expected at most ${method.maxPayload(normal, pageSize)} for ${normal} pages of ${method.name}: not decoded`,
-        );
-      } else if (method && normal > 0 && !opts.headersOnly) {
-        const payload = Buffer.from(await buf.read(payloadAt, payloadLen));
-        let dec = decoders.get(flag);
-        if (!dec) {
-          const receivers: MethodReceiver[] = [];
-          const setup = { channel: init.id, method, pageSize, params: method.params({}), compute: null, receivers };
-          decoders.set(
-            flag,
-            (dec = {
-              decoder: createDecoder({ ...setup, tally: new PathTally(`${method.name} decompression`), fail: () => {} }),
-              receivers,
-            }),
-          );
-        }
-        let out: Buffer | null = null;
-        try {
-          out = Buffer.concat(await dec.decoder.decode([payload], normal, h.packetNum));
-        } catch (e) {
-          // Each payload that does not decode is an error; the next one starts a fresh decoder (as a
-          // stream method's history is lost, its later payloads fail too, and are reported so).
-          err(payloadAt, (e as Error).message);
-          drop(flag);
-        }
-        if (out) t.decodedPages += normal;
-        // Outside the try: a failure to write the extraction is not the payload's fault.
-        if (out && sink)
-          for (let j = 0; j < normal; j++)
-            if (placeable(j)) sink(name, h.offsets[j]!, out.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
-      }
-      if (sink) for (let j = normal; j < pages; j++) if (placeable(j)) sink(name, h.offsets[j]!, null, h.packetNum);
-      let references: InspectedPacket['references'];
-      if (refs) {
-        const list = decodeRefs(Buffer.from(await buf.read(payloadAt, payloadLen)));
-        references = { count: list.length, pages: list.reduce((a, r) => a + r.count, 0), first: list.slice(0, 16).map(describeRef) };
-      }
+  // The stream's method: the first packet with normal pages decides (as recv --qemu learns it); one
+  // decoder for the stream (zlib and zstd carry history), the receiver's.
+  let method: CompressionMethod | null = null;
+  let decoder: Decoder | null = null;
+  const receivers: MethodReceiver[] = [];
+  const methodFor = (flag: number, channel: number, packetNum: bigint): CompressionMethod => {
+    const m = methodByFlag(flag);
+    const place = { channel, packetNum };
+    if (!m) throw new ProtocolError('ERR_PACKET_METHOD', `flags received ${hex(flag)}: no method has them`, place);
+    if (method && m !== method)
+      throw new ProtocolError(
+        'ERR_PACKET_METHOD',
+        `flags received ${hex(flag)} (${m.name}), expected ${hex(method.flag)} (${method.name}, the method of earlier packets)`,
+        place,
+      );
+    return (method = m);
+  };
+  const decode: Decoder = {
+    decode: (payload, normal, packetNum) =>
+      (decoder ??= createDecoder({
+        channel: init.id,
+        method: method!,
+        pageSize,
+        params: method!.params({}),
+        tally: new PathTally(`${method!.name} decompression`),
+        compute: null,
+        receivers,
+        fail: () => {},
+      })).decode(payload, normal, packetNum),
+  };
+
+  /** The packets, and the decoded pages for the sink. */
+  const placer: PagePlacer = {
+    claim(h, at) {
+      ramPacket(h, at);
+      const normal = h.normalPages;
+      if (normal + h.zeroPages === 0 || opts.headersOnly) return null;
+      return (pages) => {
+        t.decodedPages += normal;
+        if (!sink) return;
+        const name = Buffer.from(h.ramblock).toString('utf8');
+        // Pages arrive as one buffer or a list of pages: either way, page j at j x pageSize of their concatenation.
+        const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
+        for (let j = 0; j < normal; j++) sink(name, h.offsets[j]!, all.subarray(j * pageSize, (j + 1) * pageSize), h.packetNum);
+        for (let j = normal; j < normal + h.zeroPages; j++) sink(name, h.offsets[j]!, null, h.packetNum);
+      };
+    },
+  };
+
+  const source = new WindowSource(read, INIT_PACKET_SIZE, length, (e) => settle(e));
+  let channel: DataChannel | null = null;
+  let settle: (thrown?: unknown) => void = () => {};
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (thrown) => {
+      source.destroy();
+      if (thrown === undefined) resolve();
+      else reject(thrown);
+    };
+  });
+  const anyRamblock = { size: 2 ** 53 - pageSize };
+  const host: ChannelHost = {
+    pageSize,
+    headerSize: packetHeaderSize(pageSize),
+    profile: 'qemu',
+    streamStart: INIT_PACKET_SIZE,
+    endedAs: 'stream ended',
+    inOrder: true,
+    methodFor,
+    check: {
+      pageSize,
+      pageCount: pageCount(pageSize),
+      // The method's fields are methodFor()'s.
+      methodFlag: 0,
+      exactPayload: true,
+      maxPayload: (n) => largestPayload(n, pageSize),
+      // Any ramblock, of any size: a page that ends below 2^53 may be in one.
+      lookupRamblock: () => anyRamblock,
+      deltaRefs: true,
+    },
+    blocks: new Map(),
+    zeroPageCrc: 0,
+    inPlace: false,
+    onPages: () => {},
+    onIdle: () => {
+      if (channel?.idle) settle();
+    },
+    fail: (e, at) => {
+      // The stream's errors are reported; a failure that is not (writing the extraction), or a bug, is thrown.
+      if (!(e instanceof MfdError) || e instanceof IoError) return settle(e);
+      error(at ?? INIT_PACKET_SIZE, e);
+      settle();
+    },
+    deviceState: (d: DeviceStateHeader, at: number) => {
+      t.deviceStatePackets++;
+      t.deviceStateBytes += d.nextPacketSize;
       list({
         at,
-        kind: 'ram',
-        packetNum: h.packetNum.toString(),
-        flags: flagNames(h.flags),
-        method: method?.name ?? '?',
-        ramblock: name,
-        normalPages: normal,
-        zeroPages: zero,
-        payloadBytes: payloadLen,
-        ratio: normal ? Math.round((payloadLen / (normal * pageSize)) * 1e4) / 1e4 : 0,
-        ...(references ? { references } : {}),
+        kind: 'device-state',
+        packetNum: '-',
+        flags: flagNames(d.flags),
+        method: '-',
+        ramblock: Buffer.from(d.idstr).toString('utf8'),
+        instanceId: d.instanceId,
+        normalPages: 0,
+        zeroPages: 0,
+        payloadBytes: d.nextPacketSize,
+        ratio: 0,
       });
-      t.packets++;
-      if (h.flags & MULTIFD_FLAG_SYNC) t.syncPackets++;
-      t.normalPages += normal;
-      t.zeroPages += zero;
-      t.payloadBytes += payloadLen;
-      at = payloadAt + payloadLen;
-    }
+    },
+    refs: (h, payload, _channel, at) => {
+      const refs = decodeRefs(payload.length === 1 ? payload[0]! : Buffer.concat(payload));
+      ramPacket(h, at, {
+        payloadBytes: h.nextPacketSize,
+        references: { count: refs.length, pages: refs.reduce((a, r) => a + r.count, 0), first: refs.slice(0, 16).map(describeRef) },
+      });
+      return Promise.resolve(0);
+    },
+  };
+  try {
+    channel = new DataChannel(init.id, source, Buffer.alloc(0), decode, newChannelCounters(init.id), host, placer);
+    source.resume();
+    await done;
   } finally {
-    for (const flag of [...decoders.keys()]) drop(flag);
+    source.destroy();
+    for (const r of receivers) r.cleanup();
   }
   return report;
 }
@@ -482,6 +511,7 @@ export function formatReport(r: StreamReport): string {
   if (t.deviceStatePackets > 0) lines.push(`  device state: ${t.deviceStatePackets} packets, ${t.deviceStateBytes} bytes`);
   lines.push(r.decoded ? `  decoded: ${t.decodedPages} of ${t.normalPages} normal pages` : '  payloads not decoded (--headers-only)');
   if (r.packets.length < t.packets) lines.push(`  (the first ${r.packets.length} packets listed)`);
-  for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${printable(e.message)}`);
+  for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${printable(e.message)} [${e.code}]`);
+  if (r.errors.length > 0) lines.push('  (reading stops at the first error)');
   return lines.join('\n');
 }

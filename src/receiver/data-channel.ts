@@ -9,13 +9,19 @@
  * with the strict profile; recv --qemu with the QEMU-tolerant one
  * (wire/packet.ts PacketProfile), the packet's method learned from the
  * packets (host.methodFor), and its pages placed by a PagePlacer of its own
- * (QEMU's passes, ordered by sync epochs) instead of the receiver's targets.
+ * (QEMU's passes, ordered by sync epochs) instead of the receiver's targets;
+ * mfd inspect with the QEMU-tolerant one too, a stream file's bytes a window
+ * at a time, one packet at a time (host.inOrder), QEMU 10's device-state
+ * packets listed (host.deviceState), the packets and decoded pages recorded
+ * by its PagePlacer. Each failure names the stream offset of its packet.
  */
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { BoundedPool } from '../bounded-pool.js';
 import {
+  checkFlagBits,
+  checkPacketCommon,
   checkPacketHeader,
   checkPacketKind,
   decodePacketHeader,
@@ -28,7 +34,8 @@ import {
   type PacketProfile,
 } from '../wire/packet.js';
 import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
-import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, pageCount } from '../wire/constants.js';
+import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, hex, pageCount } from '../wire/constants.js';
+import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
 import { isRefPacket } from '../delta/wire.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
@@ -82,12 +89,14 @@ export type ChannelSource = EventEmitter & { pause(): unknown; resume(): unknown
 
 /**
  * Where a channel's packets go instead of the receiver's targets (recv --qemu:
- * pages ordered by sync epochs). claim() sees every packet, in arrival order,
- * before its payload is decoded, and returns what to do with the decoded
- * normal pages (null: nothing to place); it throws to refuse the packet.
+ * pages ordered by sync epochs; mfd inspect: a report and its extraction).
+ * claim() sees every packet (`at`: the stream offset of its header), in
+ * arrival order, before its payload is decoded, and returns what to do with
+ * the decoded normal pages (null: nothing to place); it throws to refuse the
+ * packet.
  */
 export interface PagePlacer {
-  claim(h: PacketHeader): ((pages: Uint8Array[]) => void | Promise<void>) | null;
+  claim(h: PacketHeader, at: number): ((pages: Uint8Array[]) => void | Promise<void>) | null;
 }
 
 export interface ChannelHost {
@@ -95,6 +104,21 @@ export interface ChannelHost {
   headerSize: number;
   /** How packets are framed and judged; "strict" when absent. */
   profile?: PacketProfile;
+  /** The stream offset of the first byte the reader is given (INIT_PACKET_SIZE when the caller read the init packet); 0 when absent. */
+  streamStart?: number;
+  /** How the end of the source reads in a truncation error; "connection closed" when absent. */
+  endedAs?: string;
+  /**
+   * Frame a packet only once the one before it is finished (mfd inspect: its packets, and the
+   * first error, in stream order); read ahead up to MAX_IN_FLIGHT packets when absent.
+   */
+  inOrder?: boolean;
+  /**
+   * With the "qemu" profile on a stream source: QEMU 10's device-state packets are judged
+   * (checkDeviceStateHeader) and handed here, at the stream offset `at` of their header, once
+   * their state (not kept) has been read; refused (checkPacketKind) when absent.
+   */
+  deviceState?(d: DeviceStateHeader, at: number): void;
   /**
    * With the "qemu" profile: the method of a packet with normal pages, from its compression bits
    * (the first one decides; a later one that differs throws). check's method fields then do not count;
@@ -113,9 +137,10 @@ export interface ChannelHost {
   /** The pages at `offsets[0..count)` of `block` are written (in the page cache); for the progress journal. */
   onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
   onIdle(): void;
-  fail(e: unknown): void;
-  /** Delta transfer (src/delta/receiver.ts): applies a reference packet; resolves with the pages it stood for. */
-  refs?(h: PacketHeader, payload: Uint8Array[], channel: number): Promise<number>;
+  /** The channel failed and reads no more; `at`: the stream offset of the packet (header, or payload when it is the payload's fault) or byte it is about. */
+  fail(e: unknown, at?: number): void;
+  /** Delta transfer (src/delta/receiver.ts): applies a reference packet (its header at stream offset `at`); resolves with the pages it stood for. */
+  refs?(h: PacketHeader, payload: Uint8Array[], channel: number, at: number): Promise<number>;
 }
 
 /** The header checks for packets of `method` at `pageSize`, ramblocks looked up in `blocks` (a network migration and a file restore alike). */
@@ -142,6 +167,17 @@ export class DataChannel {
   private readonly profile: PacketProfile;
   private readonly placer: PagePlacer;
   private inFlight = 0;
+  /** Packets in flight before reading pauses: 1 in order, else MAX_IN_FLIGHT. */
+  private readonly maxInFlight: number;
+  /** The stream offset of the packet being read (its header). */
+  private at: number;
+  /** A device-state packet whose state is being skipped, and how many of its bytes are still to come. */
+  private device: DeviceStateHeader | null = null;
+  private skip = 0;
+  /** The source ended while a packet was in flight (in order): judged once it is finished. */
+  private endSeen = false;
+  /** The channel failed (host.fail): nothing more is read. */
+  private failed = false;
   private readonly ctx: PacketCheckContext;
   /** The byte stream parsed here; null when a native reader reads the socket. */
   private readonly stream: ChannelSource | null;
@@ -168,10 +204,13 @@ export class DataChannel {
   ) {
     this.ctx = { ...host.check, channel: id };
     this.profile = host.profile ?? 'strict';
+    this.maxInFlight = host.inOrder ? 1 : MAX_IN_FLIGHT;
+    this.at = host.streamStart ?? 0;
     this.placer = placer ?? { claim: (h) => this.claim(h) };
     this.counters.wireBytes += initial.length;
     this.queue.push(initial);
     if (source instanceof NativeChannel) {
+      if (host.inOrder || host.deviceState) throw new Error('DataChannel: inOrder and deviceState need a stream source');
       this.stream = null;
       this.destroySource = () => source.socket.destroy();
       void this.readNative(source);
@@ -186,7 +225,7 @@ export class DataChannel {
       this.pump();
     });
     socket.on('end', () => this.onEnd());
-    socket.on('error', (e) => host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e)));
+    socket.on('error', (e) => this.stop(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e), this.at));
     socket.on('close', () => {
       if (!this.ended) this.onEnd();
     });
@@ -198,24 +237,42 @@ export class DataChannel {
   }
 
   private onEnd(): void {
-    if (this.ended) return;
-    const partial = this.queue.length + (this.header ? this.host.headerSize : 0);
-    if (partial > 0) {
+    if (this.ended || this.failed) return;
+    if (this.inFlight > 0 && this.inOrder) {
+      this.endSeen = true;
+      return;
+    }
+    const hs = this.host.headerSize;
+    if (this.device) {
+      const size = this.device.nextPacketSize;
+      return this.truncated(`device state: received ${size - this.skip} of ${size} bytes`, this.at + DEVICE_STATE_HEADER_SIZE);
+    }
+    if (this.header) return this.truncated(`payload: received ${this.queue.length} of ${this.payloadLen} bytes`, this.at + hs);
+    if (this.queue.length > 0) {
+      const flags = this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET);
+      if (this.listsDeviceState(flags))
+        return this.truncated(`device-state packet header: received ${this.queue.length} of ${DEVICE_STATE_HEADER_SIZE} bytes`, this.at);
       try {
         // A packet of another kind, shorter than a RAM header, is named as such.
-        if (!this.header) this.judgeKind(this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET));
+        this.judgeKind(flags);
       } catch (e) {
-        return this.host.fail(e);
+        return this.stop(e, this.at);
       }
-      this.truncated(
-        this.header
-          ? `payload: received ${this.queue.length} of ${this.payloadLen} bytes`
-          : `header: received ${this.queue.length} of ${this.host.headerSize} bytes`,
-      );
-      return;
+      return this.truncated(`header: received ${this.queue.length} of ${hs} bytes`, this.at);
     }
     this.ended = true;
     this.host.onIdle();
+  }
+
+  private get inOrder(): boolean {
+    return this.maxInFlight === 1;
+  }
+
+  /** The channel fails: the host hears of it once, with the stream offset it is about; nothing more is read. */
+  private stop(e: unknown, at: number): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.host.fail(e, at);
   }
 
   destroy(): void {
@@ -225,6 +282,11 @@ export class DataChannel {
   /** The packet kind, from the flags of its common 12 bytes (null: not all here yet); QEMU profile only. */
   private judgeKind(flags: number | null): void {
     if (this.profile === 'qemu' && flags !== null) checkPacketKind(flags, this.id);
+  }
+
+  /** A device-state packet (flags of its common 12 bytes) that the host lists. */
+  private listsDeviceState(flags: number | null): boolean {
+    return flags !== null && (flags & MULTIFD_FLAG_DEVICE_STATE) !== 0 && this.profile === 'qemu' && this.host.deviceState !== undefined;
   }
 
   /**
@@ -240,18 +302,29 @@ export class DataChannel {
     // judged on packets with normal pages only (QEMU 7.2 sets its bit only there).
     const flag = h.flags & MULTIFD_FLAG_COMPRESSION_MASK;
     const ps = this.host.pageSize;
+    // A delta reference packet (an mfd extension, refused unless check.deltaRefs) is framed by its next_packet_size.
+    if (isRefPacket(h)) {
+      checkPacketHeader(h, this.ctx);
+      return payloadLength(h, 'strict', false, ps);
+    }
     if (h.normalPages === 0) {
       checkPacketHeader({ ...h, nextPacketSize: 0 }, { ...this.ctx, methodFlag: flag, exactPayload: true });
       return payloadLength(h, 'qemu', true, ps);
     }
+    // The common fields first: the method is learned from flags that passed them.
+    checkPacketCommon(h, this.id);
+    checkFlagBits(h.flags, hex(flag), { channel: this.id, packetNum: h.packetNum });
     const m = this.host.methodFor!(flag, this.id, h.packetNum);
     checkPacketHeader(h, { ...this.ctx, methodFlag: m.flag, exactPayload: m.exactPayload, maxPayload: (n) => m.maxPayload(n, ps) });
     return payloadLength(h, 'qemu', m.exactPayload, ps);
   }
 
-  private truncated(what: string): void {
-    this.host.fail(
-      new ConnectionError('ERR_CHANNEL_TRUNCATED', `connection closed in the middle of a packet ${what}`, { channel: this.id }),
+  private truncated(what: string, at: number): void {
+    this.stop(
+      new ConnectionError('ERR_CHANNEL_TRUNCATED', `${this.host.endedAs ?? 'connection closed'} in the middle of a packet ${what}`, {
+        channel: this.id,
+      }),
+      at,
     );
   }
 
@@ -260,6 +333,12 @@ export class DataChannel {
   }
 
   private resume(): void {
+    if (this.inOrder) {
+      // The packets queued behind the one just finished, then (if none is in flight) the end or more bytes.
+      this.pump();
+      if (this.inFlight > 0 || this.failed) return;
+      if (this.endSeen) return this.onEnd();
+    }
     this.stream?.resume();
     const w = this.wake;
     this.wake = null;
@@ -301,7 +380,7 @@ export class DataChannel {
           return;
         }
         if (got >= PACKET_FLAGS_OFFSET + 4) this.judgeKind(buf.readUInt32BE(PACKET_FLAGS_OFFSET));
-        if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`);
+        if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`, this.at);
         const h = decodePacketHeader(buf.subarray(0, hs), this.host.check.pageCount);
         const len = this.judge(h);
         const end = hs + len;
@@ -309,16 +388,17 @@ export class DataChannel {
           throw new Error(
             `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the buffer of ${size - hs} bytes`,
           );
-        if (got < end) return this.truncated(`payload: received ${got - hs} of ${len} bytes`);
-        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf));
+        if (got < end) return this.truncated(`payload: received ${got - hs} of ${len} bytes`, this.at + hs);
+        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf), this.at);
+        this.at += end;
       }
     } catch (e) {
       if (e instanceof NativeIoError) {
         if (e.code === 'ESTALLED')
-          this.host.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }));
-        else this.host.fail(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e));
+          this.stop(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }), this.at);
+        else this.stop(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e), this.at);
       } else {
-        this.host.fail(e);
+        this.stop(e, this.at);
       }
     } finally {
       ch.close();
@@ -328,8 +408,15 @@ export class DataChannel {
   private pump(): void {
     try {
       for (;;) {
+        if (this.failed || (this.inOrder && this.inFlight > 0)) return;
+        if (this.device && !this.skipDeviceState()) return;
         if (!this.header) {
-          this.judgeKind(this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET));
+          const flags = this.queue.peekUInt32BE(PACKET_FLAGS_OFFSET);
+          if (this.listsDeviceState(flags)) {
+            if (!this.deviceStateHeader()) return;
+            continue;
+          }
+          this.judgeKind(flags);
           const raw = this.queue.take(this.host.headerSize);
           if (!raw) return;
           // Offsets beyond pagesAlloc are never read (QEMU leaves stale ones there).
@@ -342,37 +429,67 @@ export class DataChannel {
         const payload = this.payloadLen > 0 ? this.queue.takeViews(this.payloadLen) : EMPTY;
         if (!payload) return;
         this.header = null;
-        this.packet(h, payload, null);
+        this.packet(h, payload, null, this.at);
+        this.at += this.host.headerSize + this.payloadLen;
       }
     } catch (e) {
-      this.host.fail(e);
+      this.stop(e, this.at);
     }
   }
 
-  /** A checked packet; `release` (if any) runs once its payload is no longer needed. */
-  private packet(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null): void {
+  /** A device-state header (the host lists them): judged, its state then skipped as it arrives. False until all of it is here. */
+  private deviceStateHeader(): boolean {
+    const raw = this.queue.take(DEVICE_STATE_HEADER_SIZE);
+    if (!raw) return false;
+    const d = decodeDeviceStateHeader(raw);
+    checkDeviceStateHeader(d, this.id);
+    this.device = d;
+    this.skip = d.nextPacketSize;
+    return true;
+  }
+
+  /** Drops the device state that has arrived; true once all of it has, and the host has the packet. */
+  private skipDeviceState(): boolean {
+    const k = Math.min(this.skip, this.queue.length);
+    this.queue.takeViews(k);
+    this.skip -= k;
+    if (this.skip > 0) return false;
+    const d = this.device!;
+    this.device = null;
+    this.host.deviceState!(d, this.at);
+    this.at += DEVICE_STATE_HEADER_SIZE + d.nextPacketSize;
+    return true;
+  }
+
+  /** A checked packet, its header at stream offset `at`; `release` (if any) runs once its payload is no longer needed. */
+  private packet(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null, at: number): void {
     const c = this.counters;
     c.packets++;
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
     if (this.lastWasSync) c.syncPackets++;
-    if (this.host.refs && isRefPacket(h)) return this.refPacket(h, payload, release);
-    const place = this.placer.claim(h);
+    if (this.host.refs && isRefPacket(h)) return this.refPacket(h, payload, release, at);
+    const place = this.placer.claim(h, at);
     if (!place) return release?.();
     const pages = h.normalPages + h.zeroPages;
     c.normalPages += h.normalPages;
     c.zeroPages += h.zeroPages;
 
-    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
+    if (++this.inFlight >= this.maxInFlight) this.pause();
     const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
+    // A payload that does not decode is named at the payload's offset, any other failure at the header's.
+    let placing = false;
     Promise.resolve(decoded)
-      .then(place)
+      .then((data) => {
+        placing = true;
+        return place(data);
+      })
       .then(() => {
         release?.();
-        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
+        if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();
       })
-      .catch((e) => this.host.fail(e));
+      .catch((e) => this.stop(e, placing ? at : at + this.host.headerSize));
   }
 
   /** The receiver's placement: each page once (the coverage bitmap), digested and written to its target block. */
@@ -396,16 +513,16 @@ export class DataChannel {
   }
 
   /** A delta reference packet: the host copies its pages; in flight like any packet. */
-  private refPacket(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null): void {
-    if (++this.inFlight >= MAX_IN_FLIGHT) this.pause();
-    this.host.refs!(h, payload, this.id)
+  private refPacket(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null, at: number): void {
+    if (++this.inFlight >= this.maxInFlight) this.pause();
+    this.host.refs!(h, payload, this.id, at)
       .then((pages) => {
         release?.();
-        if (--this.inFlight < MAX_IN_FLIGHT) this.resume();
+        if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();
       })
-      .catch((e) => this.host.fail(e));
+      .catch((e) => this.stop(e, at));
   }
 
   /** Runs `f`, which marks pages of ram block `name`; a bookkeeping limit it meets names the block, channel and packet. */

@@ -2,11 +2,11 @@
  * MultiFDPacket_t: the fixed-size RAM packet header (320 + 8 x pages-per-packet
  * bytes), its encoder, decoder and the receiver's checks. See docs/wire-format.md.
  */
-import { ProtocolError, UnsupportedStreamError } from '../errors.js';
+import { ProtocolError, UnsupportedStreamError, type ErrorPlace } from '../errors.js';
 import {
+  MULTIFD_DEFINED_FLAGS,
   MULTIFD_FLAG_COMPRESSION_MASK,
   MULTIFD_FLAG_DEVICE_STATE,
-  MULTIFD_FLAG_SYNC,
   MULTIFD_MAGIC,
   MULTIFD_VERSION,
   PACKET_HEADER_FIXED_SIZE,
@@ -166,11 +166,31 @@ export interface PacketCheckContext {
   deltaRefs?: boolean;
 }
 
-const KNOWN_FLAGS = MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK;
+/** The checks of every packet kind's common 12 bytes: magic and version (a ProtocolError naming the channel). */
+export function checkPacketCommon(h: { magic: number; version: number }, channel: number): void {
+  if (h.magic !== MULTIFD_MAGIC) {
+    throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)}, expected ${hex(MULTIFD_MAGIC)}`, { channel });
+  }
+  if (h.version !== MULTIFD_VERSION) {
+    throw new ProtocolError('ERR_PACKET_VERSION', `received packet version ${h.version}, expected ${MULTIFD_VERSION}`, { channel });
+  }
+}
 
 /** Decoded ramblock name as text (UTF-8, invalid bytes replaced). */
 export function ramblockName(h: PacketHeader): string {
   return Buffer.from(h.ramblock).toString('utf8');
+}
+
+/** Flag bits no QEMU version defines (MULTIFD_DEFINED_FLAGS): a ProtocolError, expecting `expected`. */
+export function checkFlagBits(flags: number, expected: string, place: ErrorPlace): void {
+  const unknown = (flags & ~MULTIFD_DEFINED_FLAGS) >>> 0;
+  if (unknown !== 0) {
+    throw new ProtocolError(
+      'ERR_PACKET_FLAGS',
+      `flags received ${hex(flags)}, expected ${expected} (unknown bits ${hex(unknown)}: no QEMU version defines them)`,
+      place,
+    );
+  }
 }
 
 /**
@@ -182,26 +202,11 @@ export function ramblockName(h: PacketHeader): string {
  */
 export function checkPacketHeader(h: PacketHeader, ctx: PacketCheckContext): { ramblock: string; size: number } | null {
   const place = { channel: ctx.channel, packetNum: h.packetNum };
-  if (h.magic !== MULTIFD_MAGIC) {
-    throw new ProtocolError('ERR_PACKET_MAGIC', `received packet magic ${hex(h.magic)}, expected ${hex(MULTIFD_MAGIC)}`, {
-      channel: ctx.channel,
-    });
-  }
-  if (h.version !== MULTIFD_VERSION) {
-    throw new ProtocolError('ERR_PACKET_VERSION', `received packet version ${h.version}, expected ${MULTIFD_VERSION}`, {
-      channel: ctx.channel,
-    });
-  }
+  checkPacketCommon(h, ctx.channel);
   if (h.flags & MULTIFD_FLAG_DEVICE_STATE) {
     throw new ProtocolError('ERR_PACKET_FLAGS', `received a device-state packet (flags ${hex(h.flags)}), which mfd does not accept`, place);
   }
-  if ((h.flags & ~KNOWN_FLAGS) !== 0) {
-    throw new ProtocolError(
-      'ERR_PACKET_FLAGS',
-      `flags received ${hex(h.flags)}, expected ${hex(ctx.methodFlag)} (unknown bits ${hex(h.flags & ~KNOWN_FLAGS)})`,
-      place,
-    );
-  }
+  checkFlagBits(h.flags, hex(ctx.methodFlag), place);
   // An mfd delta reference packet (compression field 0x3c): checked on its own terms.
   if (isRefPacket(h)) return checkRefHeader(h, ctx);
   if (h.pagesAlloc > ctx.pageCount) {

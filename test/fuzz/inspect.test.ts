@@ -18,6 +18,7 @@ import { extractSink, inspectBytes } from '../../src/inspect/inspect.js';
 import { inspectCorpus } from '../../src/fuzz/inspect.js';
 import { mutateStream } from '../../src/fuzz/streams.js';
 import { tmpdir } from '../helpers/index.js';
+import { packetHeaderSize } from '../../src/wire/constants.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -27,12 +28,19 @@ t.test('regression: a page offset of 2^63 is reported, not extracted (was RangeE
   const bytes = mutateStream(none, [{ k: 'offset', packet: 1, index: 2, value: 1n << 63n }]);
   const offsets: number[] = [];
   const r = await inspectBytes(bytes, 'x.bin', 4096, (_n, offset) => void offsets.push(offset));
-  t.match(r.errors, [{ message: 'offset of page 2 is 2^53 or more, its page ends past 2^53: past any ramblock' }]);
+  t.match(r.errors, [
+    {
+      at: r.packets[0]!.at + packetHeaderSize(4096) + r.packets[0]!.payloadBytes,
+      code: 'ERR_PACKET_OFFSET',
+      message: /^channel 1, packet 1: offset >= 2\^53 of page 2 out of range for ram block "pc\.ram"/,
+    },
+  ]);
   t.ok(
     offsets.every((o) => Number.isSafeInteger(o)),
     'the sink never sees it',
   );
-  t.equal(offsets.length, 26, 'every other page still extracted');
+  t.equal(r.packets.length, 1, 'reading stops at its packet');
+  t.equal(offsets.length, 6, "the first packet's pages are extracted");
   const f = path.join(dir, 'x.bin');
   fs.writeFileSync(f, bytes);
   const cli = spawnSync(process.execPath, [bin, 'inspect', f, '--extract', `pc.ram=${path.join(dir, 'out')}`], { encoding: 'utf8' });

@@ -108,7 +108,7 @@ t.test('QEMU quirks are read as QEMU reads them, without errors', async (t) => {
   t.same(fs.readFileSync(path.join(dir, 'pc.ram')), Buffer.concat([pages, Buffer.alloc(PS)]));
 });
 
-t.test('broken streams: each problem with its byte offset; the CLI exits 3 with one JSON object', async (t) => {
+t.test('broken streams: the first problem with its byte offset; the CLI exits 3 with one JSON object', async (t) => {
   const dir = tmpdir(t);
   const { stream } = qemuQuirkStream();
   const badMagic = Buffer.from(stream);
@@ -116,9 +116,17 @@ t.test('broken streams: each problem with its byte offset; the CLI exits 3 with 
   fs.writeFileSync(path.join(dir, 'magic.bin'), badMagic);
   fs.writeFileSync(path.join(dir, 'short.bin'), stream.subarray(0, stream.length - 100));
   const m = await inspectStream(path.join(dir, 'magic.bin'), PS);
-  t.match(m.errors, [{ at: 64 + 1344, message: /packet magic 0xdeadbeef/ }]);
+  t.match(m.errors, [{ at: 64 + 1344, code: 'ERR_PACKET_MAGIC', message: /received packet magic 0xdeadbeef, expected 0x11223344/ }]);
+  t.equal(m.packets.length, 1, 'the packet before it is listed');
   const s = await inspectStream(path.join(dir, 'short.bin'), PS);
-  t.match(s.errors, [{ at: 64 + 2 * 1344, message: /truncated payload: 8092 of 8192 bytes/ }]);
+  t.match(s.errors, [
+    {
+      at: 64 + 2 * 1344,
+      code: 'ERR_CHANNEL_TRUNCATED',
+      message: /stream ended in the middle of a packet payload: received 8092 of 8192 bytes/,
+    },
+  ]);
+  t.equal(s.packets.length, 1, 'the packet before it is listed, not the one cut short');
   const r = spawnSync(process.execPath, [bin, 'inspect', '--json', path.join(dir, 'short.bin')], { encoding: 'utf8' });
   t.equal(r.status, 3);
   const lines = r.stdout.trim().split('\n');

@@ -20,7 +20,8 @@ export function inspectCommand(ctx: CommandContext): Command {
         'Prints headers, one line per packet and totals (a file: its ramblock table, bitmaps and trailer;\n' +
         'a QEMU file: its sections, ramblocks and pages).\n' +
         'Every payload is decoded by its method (--headers-only skips that); QEMU 10 device-state packets are listed.\n' +
-        'Every problem with its byte offset: a payload that does not decode, a flag bit no QEMU version defines,\n' +
+        "Streams are read by the receiver's channel reader (QEMU-tolerant profile), up to the first problem,\n" +
+        'reported with its byte offset: a payload that does not decode, a flag bit no QEMU version defines,\n' +
         'a packet kind it cannot read. Exit 3 when a stream or file has errors.',
     )
     .argument('<stream...>', 'stream files (e.g. DIR/channel-0.bin from mfd recv --dump-streams) or migration files')
