@@ -25,10 +25,19 @@ export class BlockDigest {
 
   /** Adds page `pageIndex` whose CRC-32C is `crc`. */
   add(pageIndex: number, crc: number): void {
+    this.mix(pageIndex, crc, 1);
+  }
+
+  /** Takes back an add(pageIndex, crc): a page rewritten in place (recv --qemu) is then added again with its new CRC. */
+  remove(pageIndex: number, crc: number): void {
+    this.mix(pageIndex, crc, -1);
+  }
+
+  private mix(pageIndex: number, crc: number, sign: 1 | -1): void {
     const il = pageIndex >>> 0;
     const ih = Math.floor(pageIndex / 0x100000000) >>> 0;
-    this.lo = (this.lo + fmix32(crc ^ fmix32(il ^ 0x9e3779b9) ^ Math.imul(ih, 0x27d4eb2f))) >>> 0;
-    this.hi = (this.hi + fmix32((crc + 0x7f4a7c15) ^ fmix32((il + 0x165667b1) >>> 0) ^ ih)) >>> 0;
+    this.lo = (this.lo + sign * fmix32(crc ^ fmix32(il ^ 0x9e3779b9) ^ Math.imul(ih, 0x27d4eb2f))) >>> 0;
+    this.hi = (this.hi + sign * fmix32((crc + 0x7f4a7c15) ^ fmix32((il + 0x165667b1) >>> 0) ^ ih)) >>> 0;
   }
 
   /** 16 hex digits. */

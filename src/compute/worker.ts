@@ -37,7 +37,13 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
       const zeroTally = new PathTally(`${detector.name} zero-page detection`, m.requireHardware);
       senders.set(m.channel, {
         method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally: methodTally }),
-        scanner: detector.open({ channel: m.channel, accelPaths: m.accelPaths, requireHardware: m.requireHardware, tally: zeroTally }),
+        scanner: detector.open({
+          channel: m.channel,
+          accelPaths: m.accelPaths,
+          requireHardware: m.requireHardware,
+          tally: zeroTally,
+          onWorker: true,
+        }),
         methodTally,
         zeroTally,
         pageSize: m.pageSize,

@@ -51,6 +51,20 @@ export function analysePages(
   });
 }
 
+/** analysePages on the calling thread (a compute worker, already off the event loop): no hop to the libuv pool and back. */
+export function analysePagesHere(
+  pages: Uint8Array,
+  pageSize: number,
+  count: number,
+  zeroOut: Uint8Array | null,
+  crcOut: Uint32Array,
+  holes: Uint8Array | null = null,
+): number {
+  const r = native.analysePagesSync(pages, pageSize, count, zeroOut, crcOut, holes);
+  if (r < 0) throw toError('scan', r);
+  return r;
+}
+
 /**
  * Copies the `count` pages of `src` not flagged in `skip` (null: all) to the same places in `dst`
  * (one addon call, synchronous: for a worker thread). `src` may be a file mapping: a file

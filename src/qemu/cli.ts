@@ -22,7 +22,7 @@ export function formatQemuRecv(r: QemuRecvResult): string {
     m.file
       ? `read QEMU migration file ${printable(m.file.path)} (${m.file.mappedRam ? 'mapped-ram' : 'stream'}, from byte ${m.file.offset}) in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}`
       : `received a QEMU migration in ${(r.totalTimeMs / 1000).toFixed(2)} s: machine ${printable(m.qemu.machineType ?? '?')}, ${m.multifd ? `${m.channels} multifd channels, ${m.method}` : 'no multifd'}, syncs per ${m.syncMode === 'round' ? 'pass' : 'RAM section'}`,
-    ...m.ramblocks.map((b) => `  ramblock ${printable(b.name)}: ${b.size} bytes -> ${b.file} (sha256 ${b.sha256.slice(0, 16)}...)`),
+    ...m.ramblocks.map((b) => `  ramblock ${printable(b.name)}: ${b.size} bytes -> ${b.file} (digest ${b.digest})`),
     `  device state: ${m.deviceState.size} bytes -> ${m.deviceState.file}`,
     `  manifest: ${printable(r.manifestPath)}`,
   ];

@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError } from '../errors.js';
+import { BlockDigest } from '../digest.js';
 import { native } from '../native/load.js';
 import { openForSave, type FileTarget, type OpenFile } from '../file/target.js';
 import { alignUp, bitmapBytes, REGION_ALIGN } from '../file/format.js';
@@ -77,9 +78,14 @@ export class QemuFileSink {
   /**
    * Block `b`'s MappedRamHeader, bitmap and page region at the current position (just after its
    * name and used_length): each non-zero page of DIR/FILE at pages_offset + its offset, zero pages
-   * not written; the stream goes on after the region. Returns the pages of each kind.
+   * not written; the stream goes on after the region. Returns the pages of each kind and the
+   * crc32c-pages-v1 digest of the pages read.
    */
-  async block(dir: string, b: { name: string; size: number; file: string }, pageSize: number): Promise<{ normal: number; zero: number }> {
+  async block(
+    dir: string,
+    b: { name: string; size: number; file: string },
+    pageSize: number,
+  ): Promise<{ normal: number; zero: number; digest: string }> {
     const headerAt = this.position;
     const bitmapOffset = headerAt + MAPPED_RAM_HEADER_SIZE;
     const bitmap = Buffer.alloc(bitmapBytes(b.size, pageSize));
@@ -99,13 +105,16 @@ export class QemuFileSink {
     const counts = { normal: 0, zero: 0 };
     const buf = Buffer.allocUnsafe(CHUNK);
     const isZero = new Uint8Array(CHUNK / pageSize);
+    const crc = new Uint32Array(CHUNK / pageSize);
+    const digest = new BlockDigest();
     try {
       for (let at = 0; at < b.size; at += CHUNK) {
         const len = Math.min(CHUNK, b.size - at);
         if (fs.readSync(fd, buf, 0, len, at) !== len)
           throw new IoError('ERR_SHORT_READ', `ramblock "${b.name}": ${src} is shorter than ${b.size} bytes`);
         const n = len / pageSize;
-        native.scanZeroPages(buf, pageSize, n, isZero.fill(0));
+        native.analysePagesSync(buf, pageSize, n, isZero.fill(0), crc);
+        for (let i = 0; i < n; i++) digest.add(at / pageSize + i, crc[i]!);
         // Runs of non-zero pages, one write each.
         for (let i = 0; i < n;) {
           if (isZero[i]) {
@@ -135,7 +144,7 @@ export class QemuFileSink {
     writeAt(this.file, Buffer.concat([header, bitmap]), headerAt);
     this.bytes += pagesOffset + b.size - headerAt;
     this.position = pagesOffset + b.size;
-    return counts;
+    return { ...counts, digest: digest.hex() };
   }
 
   /** Closes the file; the stream is whole. */

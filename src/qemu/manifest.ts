@@ -2,7 +2,10 @@
  * DIR/manifest.json of a migration received from QEMU (`mfd recv --qemu`), read
  * back by `mfd send --qemu`: what was seen on the wire and what is needed to
  * replay it (configuration section bytes, RAM section id, block list, uuid,
- * sync mode), with a SHA-256 of every file.
+ * sync mode), with a digest of every file: crc32c-pages-v1 (src/digest.ts) of each
+ * ramblock, computed as the pages are written (the replay checks it as it sends
+ * them), and SHA-256 of the device state. A manifest of an earlier mfd has a
+ * SHA-256 of every ramblock instead, checked before the replay sends anything.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -10,6 +13,7 @@ import path from 'node:path';
 import { IoError, ProtocolError } from '../errors.js';
 import type { SyncMode } from './format.js';
 import { replaceFileSync } from '../no-follow.js';
+import { DIGEST_ALGORITHM } from '../control/protocol.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const DEVICE_STATE_FILE = 'device-state';
@@ -42,7 +46,8 @@ export interface QemuManifest {
   channels: number;
   /** multifd-compression seen on the packets (null: no multifd). */
   method: string | null;
-  ramblocks: { name: string; size: number; file: string; sha256: string }[];
+  /** digest: crc32c-pages-v1 of the file, hex (DIGEST_ALGORITHM); sha256 instead in manifests of earlier mfd. */
+  ramblocks: { name: string; size: number; file: string; digest?: string; sha256?: string }[];
   /** vmDescription: the stream ended with QEMU's VM description (JSON), as it does by default. */
   deviceState: { file: string; size: number; sha256: string; vmDescription?: boolean };
   counts: Record<string, number>;
@@ -58,7 +63,11 @@ export function writeManifest(file: string, m: QemuManifest): void {
   replaceFileSync(`${file}.mfd-partial`, file, JSON.stringify(m, null, 2) + '\n');
 }
 
-/** Reads and checks DIR/manifest.json and the files it lists (sizes; digests with `verify`). */
+/**
+ * Reads and checks DIR/manifest.json and the files it lists: sizes; with `verify`, the SHA-256s
+ * (the device state's; a ramblock's in a manifest of an earlier mfd). A ramblock's crc32c-pages-v1
+ * digest is the reader's to check as it reads the pages (checkDigest).
+ */
 export async function readManifest(dir: string, verify: boolean): Promise<QemuManifest> {
   const file = path.join(dir, MANIFEST_FILE);
   let m: QemuManifest;
@@ -76,8 +85,8 @@ export async function readManifest(dir: string, verify: boolean): Promise<QemuMa
       'ERR_QEMU_MANIFEST',
       `${file}: format "${m.format}" version ${m.version}, expected "${MANIFEST_FORMAT}" version 1`,
     );
-  const files = [
-    ...m.ramblocks.map((b) => ({ what: `ramblock "${b.name}"`, file: b.file, size: b.size, sha256: b.sha256 })),
+  const files: { what: string; file: string; size: number; sha256?: string; digest?: string }[] = [
+    ...m.ramblocks.map((b) => ({ what: `ramblock "${b.name}"`, file: b.file, size: b.size, sha256: b.sha256, digest: b.digest })),
     { what: 'device state', ...m.deviceState },
   ];
   for (const f of files) {
@@ -86,13 +95,24 @@ export async function readManifest(dir: string, verify: boolean): Promise<QemuMa
     if (!st) throw new IoError('ERR_ENOENT', `${f.what}: ${p} is missing`);
     if (st.size !== f.size)
       throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has ${st.size} bytes, the manifest says ${f.size}`);
-    if (verify) {
+    if (f.sha256 === undefined && f.digest === undefined)
+      throw new ProtocolError('ERR_QEMU_MANIFEST', `${file}: ${f.what} has neither a digest nor a sha256`);
+    if (verify && f.sha256 !== undefined) {
       const got = await fileSha256(p);
       if (got !== f.sha256)
         throw new ProtocolError('ERR_QEMU_MANIFEST', `${f.what}: ${p} has SHA-256 ${got}, the manifest says ${f.sha256}`);
     }
   }
   return m;
+}
+
+/** Refuses ramblock `b` of the manifest read from `dir` when the pages read from its file have another crc32c-pages-v1 digest than the manifest's. */
+export function checkDigest(dir: string, b: QemuManifest['ramblocks'][number], got: string): void {
+  if (b.digest !== undefined && got !== b.digest)
+    throw new ProtocolError(
+      'ERR_QEMU_MANIFEST',
+      `ramblock "${b.name}": ${path.join(dir, path.basename(b.file))} has digest ${got} (${DIGEST_ALGORITHM}), the manifest says ${b.digest}`,
+    );
 }
 
 /** What a QEMU destination expects of the main channel, and where that choice came from. */

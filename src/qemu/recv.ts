@@ -56,7 +56,10 @@ import {
 import type { FileTarget } from '../file/target.js';
 import { openQemuFile, type QemuFile } from './file.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
-import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, fileSha256, writeManifest, type QemuManifest } from './manifest.js';
+import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, writeManifest, type QemuManifest } from './manifest.js';
+import { BlockDigest } from '../digest.js';
+import { native } from '../native/load.js';
+import { createHash, type Hash } from 'node:crypto';
 
 const PAGE_SIZE = 4096;
 /** Connections at a time: the main channel, 256 multifd channel ids and a few that are being refused. */
@@ -91,6 +94,8 @@ interface Block {
   file: string;
   output: Output;
   epochs: PageEpochs;
+  /** crc32c-pages-v1 of what the file holds, kept up to date as pages are written (rewritten ones taken back first). */
+  digest: BlockDigest;
 }
 
 export function receiveQemu(opts: QemuRecvOptions): Promise<QemuRecvResult> {
@@ -120,6 +125,12 @@ class QemuMigration {
   private settled = false;
   private finishing = false;
   private readonly zeros = Buffer.alloc(PAGE_SIZE);
+  private readonly zeroCrc = native.crc32c(this.zeros);
+  /** A page read back before it is rewritten; the CRCs of a packet's pages. */
+  private readonly old = Buffer.alloc(PAGE_SIZE);
+  private readonly crcs = new Uint32Array(pageCount(PAGE_SIZE));
+  /** SHA-256 of the device state, as it is written. */
+  private readonly deviceStateHash: Hash = createHash('sha256');
   private readonly epochBudget = new EpochBudget();
   /** The output being created, if any: a failure waits for it before it rejects. */
   private creating: Promise<Output> | null = null;
@@ -279,6 +290,7 @@ class QemuMigration {
         file,
         output,
         epochs: new PageEpochs(b.name, b.size / PAGE_SIZE, this.epochBudget),
+        digest: new BlockDigest(),
       });
     }
     this.deviceState = await this.createOutput('device state', 0, DEVICE_STATE_FILE);
@@ -358,11 +370,20 @@ class QemuMigration {
     }
     const at = i * PAGE_SIZE;
     const what = `ramblock "${b.name}"`;
-    if (data) b.output.writeSync(what, data, at, PAGE_SIZE);
-    else if (fill !== 0) b.output.writeSync(what, Buffer.alloc(PAGE_SIZE, fill), at);
+    if (prev >= 0) this.takeBack(b, i);
+    const page = data ?? (fill !== 0 ? Buffer.alloc(PAGE_SIZE, fill) : null);
+    if (page) b.output.writeSync(what, page, at, PAGE_SIZE);
     // A fresh output reads as zeros: only a page written before needs zeroing.
     else if (prev >= 0) b.output.writeSync(what, this.zeros, at, PAGE_SIZE);
+    b.digest.add(i, page ? native.crc32c(page.subarray(0, PAGE_SIZE)) : this.zeroCrc);
     b.epochs.set(i, epoch);
+  }
+
+  /** Takes page `i` of `b`, written before and about to be rewritten, out of the block's digest (its bytes read back). */
+  private takeBack(b: Block, i: number): void {
+    const got = b.output.readSync(`ramblock "${b.name}"`, this.old, i * PAGE_SIZE);
+    this.old.fill(0, got);
+    b.digest.remove(i, native.crc32c(this.old));
   }
 
   /**
@@ -372,20 +393,29 @@ class QemuMigration {
    * mostly one run).
    */
   applyPacket(b: Block, offsets: ArrayLike<number>, normal: number, pages: number, epoch: number, data: Uint8Array): void {
+    const crc = this.crcs;
+    if (normal > 0) native.analysePagesSync(data, PAGE_SIZE, normal, null, crc);
     let run = -1; // first page of the run not yet written
     const flush = (end: number): void => {
       if (run < 0) return;
       b.output.writeSync(`ramblock "${b.name}"`, data.subarray(run * PAGE_SIZE, end * PAGE_SIZE), offsets[run]!);
-      for (let j = run; j < end; j++) b.epochs.set(offsets[j]! / PAGE_SIZE, epoch);
+      for (let j = run; j < end; j++) {
+        b.epochs.set(offsets[j]! / PAGE_SIZE, epoch);
+        b.digest.add(offsets[j]! / PAGE_SIZE, crc[j]!);
+      }
       run = -1;
     };
     for (let j = 0; j < normal; j++) {
-      if (b.epochs.get(offsets[j]! / PAGE_SIZE) > epoch) {
+      if (run >= 0 && offsets[j] !== offsets[j - 1]! + PAGE_SIZE) flush(j);
+      // After that flush: a page the packet repeats holds the earlier copy by now.
+      const prev = b.epochs.get(offsets[j]! / PAGE_SIZE);
+      if (prev > epoch) {
         flush(j);
         this.stalePages++;
         continue;
       }
-      if (run >= 0 && offsets[j] !== offsets[j - 1]! + PAGE_SIZE) flush(j);
+      // A page written before leaves the digest (read back) before its run rewrites it.
+      if (prev >= 0) this.takeBack(b, offsets[j]! / PAGE_SIZE);
       if (run < 0) run = j;
     }
     flush(normal);
@@ -394,6 +424,7 @@ class QemuMigration {
 
   private writeDeviceState(chunk: Buffer): void {
     this.deviceState!.writeSync('the device state', chunk, null);
+    this.deviceStateHash.update(chunk);
   }
 
   private onMultifd(sock: net.Socket, peer: string, q: ByteQueue): void {
@@ -517,8 +548,8 @@ class QemuMigration {
         );
       }
     }
-    // Digests first, from the files still under their temporary names; then the final names, the
-    // manifest last: a failure anywhere before leaves nothing that looks like a finished capture.
+    // The digests were kept as the files were written; the final names, then the manifest last: a
+    // failure anywhere before leaves nothing that looks like a finished capture.
     const dir = this.opts.outputDir;
     const counters = [...this.channels.values()].sort((a, b) => a.id - b.id).map((c) => c.counters);
     const manifest: QemuManifest = {
@@ -548,7 +579,7 @@ class QemuMigration {
         file: DEVICE_STATE_FILE,
         size: s.deviceStateBytes,
         vmDescription: s.vmDescription,
-        sha256: await fileSha256(this.deviceState!.writePath),
+        sha256: this.deviceStateHash.digest('hex'),
       },
       counts: {
         ramSections: s.ramSections,
@@ -564,9 +595,7 @@ class QemuMigration {
       },
     };
     // In the stream's order: the map was filled in it (names are unique, the parser refuses a repeat).
-    for (const b of this.blocks.values())
-      manifest.ramblocks.push({ name: b.name, size: b.size, file: b.file, sha256: await fileSha256(b.output.writePath) });
-    if (this.settled) return; // failed (Ctrl-C) while hashing: the outputs are gone
+    for (const b of this.blocks.values()) manifest.ramblocks.push({ name: b.name, size: b.size, file: b.file, digest: b.digest.hex() });
     await Promise.all(this.outputs.map((o) => o.commit(this.opts.fsync ?? false)));
     if (this.settled) return;
     const manifestPath = path.join(dir, MANIFEST_FILE);

@@ -45,7 +45,7 @@ import {
   Writer,
   type SyncMode,
 } from './format.js';
-import { readManifest, replayShape } from './manifest.js';
+import { checkDigest, readManifest, replayShape } from './manifest.js';
 import { configurationWith } from './file.js';
 import { QemuFileSink, type QemuFileOutput } from './file-save.js';
 import path from 'node:path';
@@ -384,6 +384,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
       // mapped-ram: the block's header, bitmap and page region follow its entry; no page records.
       await main.write([w.take()]);
       const c = await mappedRam.block(o.dir, b, ps);
+      checkDigest(o.dir, b, c.digest);
       result.normalPages += c.normal;
       result.zeroPages += c.zero;
     }
@@ -392,7 +393,13 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     // PART: every page once, then run()'s SYNC on every channel.
     w.u8(QEMU_VM_SECTION_PART).u32(m.ramSection.sectionId);
     // mapped-ram: the pages went into the regions with the block list; else through the pipeline.
-    if (!mappedRam) await pipeline.run(fail, failed);
+    if (!mappedRam) {
+      await pipeline.run(fail, failed);
+      check();
+      // The pages sent must be the ones captured: else the destination never gets END (it fails).
+      const sent = pipeline.digests();
+      for (const b of m.ramblocks) checkDigest(o.dir, b, sent[b.name]!);
+    }
     check();
     await endSection(true);
 

@@ -74,7 +74,8 @@ export class Output {
       if (inPlace) {
         out.fd = fs.openSync(out.writePath, fs.constants.O_RDWR | fs.constants.O_CREAT | NO_FOLLOW, 0o644);
         checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
-      } else out.fd = createFreshSync(out.writePath);
+        // Readable too: recv --qemu reads a page back before it rewrites it (its digest).
+      } else out.fd = createFreshSync(out.writePath, fs.constants.O_RDWR);
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
@@ -131,6 +132,17 @@ export class Output {
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new IoError(`ERR_${err.code ?? 'WRITE'}`, `writing ${what} to "${this.writePath}": ${err.message}`, e);
+    }
+  }
+
+  /** Reads `data.length` bytes at `position` back (recv --qemu: a page about to be rewritten, for its digest); short at the end of the file. */
+  readSync(what: string, data: Uint8Array, position: number): number {
+    if (this.fd < 0) throw new IoError('ERR_FILE_CLOSED', `output for ram block "${this.name}": read after the migration stopped`);
+    try {
+      return fs.readSync(this.fd, data, 0, data.length, position);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new IoError(`ERR_${err.code ?? 'READ'}`, `reading ${what} back from "${this.writePath}": ${err.message}`, e);
     }
   }
 

@@ -26,6 +26,8 @@ export interface DetectorOptions {
 export interface ScannerOptions extends DetectorOptions {
   channel: number;
   tally: PathTally;
+  /** The scanner runs on a compute worker, off the event loop: a CPU scan may run on that thread rather than hop to the libuv pool. */
+  onWorker?: boolean;
 }
 
 export interface ZeroPageScanner {

@@ -19,6 +19,8 @@ import {
 import { ControlChannel } from '../../src/transport/control-channel.js';
 import { connect } from '../../src/transport/connect.js';
 import { MfdError } from '../../src/errors.js';
+import { BlockDigest } from '../../src/digest.js';
+import { native } from '../../src/native/load.js';
 import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
 
 export function tmpdir(t: Test): string {
@@ -51,6 +53,14 @@ export function makeImage(file: string, size: number, kind: Kind, seed = 1): str
 
 export function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/** crc32c-pages-v1 of a file of whole 4 KiB pages (what recv --qemu's manifest records per ramblock). */
+export function pagesDigest(file: string): string {
+  const b = fs.readFileSync(file);
+  const d = new BlockDigest();
+  for (let p = 0; p * 4096 < b.length; p++) d.add(p, native.crc32c(b.subarray(p * 4096, (p + 1) * 4096)));
+  return d.hex();
 }
 
 export interface Pair {

@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { tmpdir, makeImage, sha256 } from '../helpers/index.js';
+import { tmpdir, makeImage, sha256, pagesDigest } from '../helpers/index.js';
 import { QEMU_BUILDS, launch, noneMachine, setMigration, migrateTo, waitMigration } from '../helpers/qemu.js';
 import { main } from '../../src/cli/main.js';
 import { schemaErrors } from '../helpers/schema.js';
@@ -129,12 +129,12 @@ for (const b of QEMU_BUILDS) {
       await setMigration(vm.qmp, { channels: 2, compression: 'zstd' });
       const r = await cli(['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', out, '--json'], (port) => void migrateTo(vm.qmp, port));
       t.equal(r.code, 0, r.stderr);
-      const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; sha256: string }[] };
+      const j = JSON.parse(r.stdout) as { status: string; channels: number; method: string; ramblocks: { name: string; digest: string }[] };
       t.equal(j.status, 'completed');
       t.equal(schemaErrors('QemuRecvJson', j), '', 'valid against the JSON Schema');
       t.equal(j.channels, 2);
       t.equal(j.method, 'zstd');
-      t.equal(j.ramblocks[0]!.sha256, sha256(image));
+      t.equal(j.ramblocks[0]!.digest, pagesDigest(image));
       t.equal(sha256(path.join(out, 'mem')), sha256(image));
       t.equal(fs.readdirSync(out).filter((f) => f.startsWith('.')).length, 0, 'no temporary files left');
     });

@@ -110,7 +110,7 @@ function dataPages(file: string): number {
   return n;
 }
 
-const blocks = (m: QemuManifest) => m.ramblocks.map((b) => [b.name, b.size, b.sha256]);
+const blocks = (m: QemuManifest) => m.ramblocks.map((b) => [b.name, b.size, b.digest]);
 
 t.test('QEMU 10.0 migrate file: -> mfd recv --qemu --from file: and mfd inspect (-M none)', { skip: QEMU10.missing }, async (t) => {
   const root = tmpdir(t);

@@ -118,8 +118,8 @@ async function replay(
     await migrateTo(dst.qmp, p2);
     const again = (await result).manifest;
     t.same(
-      again.ramblocks.map((x) => [x.name, x.size, x.sha256]),
-      c.manifest.ramblocks.map((x) => [x.name, x.size, x.sha256]),
+      again.ramblocks.map((x) => [x.name, x.size, x.digest]),
+      c.manifest.ramblocks.map((x) => [x.name, x.size, x.digest]),
       'the destination holds every ramblock of the capture, byte for byte',
     );
     t.equal((await waitMigration(dst.qmp, 'completed')).status, 'completed');

@@ -9,7 +9,7 @@ import type { Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import net, { type AddressInfo } from 'node:net';
-import { tmpdir } from '../helpers/index.js';
+import { pagesDigest, tmpdir } from '../helpers/index.js';
 import { listenQemu, receiveStreams } from '../helpers/qemu.js';
 import { Writer } from '../../src/qemu/format.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
@@ -17,6 +17,7 @@ import { packetHeaderSize } from '../../src/wire/constants.js';
 import { silentLogger } from '../../src/log.js';
 import { sendQemu } from '../../src/qemu/replay.js';
 import { MfdError } from '../../src/errors.js';
+import { fileSha256 } from '../../src/qemu/manifest.js';
 
 const PS = 4096;
 const page = (b: number): Buffer => Buffer.alloc(PS, b);
@@ -88,6 +89,12 @@ t.test('without multifd: a later pass wins and ZERO records overwrite', async (t
   t.equal(r.manifest.deviceState.vmDescription, true, 'ended with the VM description');
   t.equal(r.manifest.qemu.machineType, 'pc-test');
   t.equal(r.manifest.multifd, false);
+  t.equal(
+    r.manifest.ramblocks[0]!.digest,
+    pagesDigest(path.join(out, 'mem')),
+    'the digest is of what the file holds, rewritten pages included',
+  );
+  t.equal(r.manifest.deviceState.sha256, await fileSha256(path.join(out, 'device-state')), "the device state's SHA-256");
 });
 
 t.test('multifd: stale data of an earlier pass arriving late loses to a later ZERO record', async (t) => {
@@ -105,6 +112,35 @@ t.test('multifd: stale data of an earlier pass arriving late loses to a later ZE
   t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0), page(0xbb)]));
   t.equal(r.manifest.counts.stalePages, 1, 'the stale page was counted and not written');
   t.equal(r.manifest.channels, 1);
+  t.equal(r.manifest.ramblocks[0]!.digest, pagesDigest(path.join(out, 'mem')), 'the digest is of what the file holds');
+});
+
+t.test('multifd: pages re-sent in a later pass are rewritten, and the digest follows what the file holds', async (t) => {
+  const w = start(mainStream(), 4);
+  eos(w); // sync 0
+  eos(part(w)); // sync 1: pass 1 over multifd
+  eos(part(w)); // sync 2: pass 2 over multifd
+  eos(end(w)); // sync 3
+  w.u8(0x00);
+  const ch = Buffer.concat([
+    SYNC(),
+    packet(0, [0, 1, 2, 3], [page(0xa0), page(0xa1), page(0xa2), page(0xa3)]),
+    SYNC(),
+    // Pass 2: p1 and p2 rewritten (a run), p0 zeroed in the packet.
+    packet(0, [1, 2], [page(0xb1), page(0xb2)], [0]),
+    SYNC(),
+    SYNC(),
+  ]);
+  const { result, out } = await receive(t, w.take(), [ch]);
+  const r = await result;
+  const file = fs.readFileSync(path.join(out, 'mem'));
+  t.same(file, Buffer.concat([page(0), page(0xb1), page(0xb2), page(0xa3)]));
+  t.equal(r.manifest.counts.stalePages, 0);
+  t.equal(
+    r.manifest.ramblocks[0]!.digest,
+    pagesDigest(path.join(out, 'mem')),
+    'the digest is of the pages the file holds, not of every page received',
+  );
 });
 
 t.test(
@@ -151,6 +187,7 @@ t.test(
     const r = await result;
     t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xa0), page(0xa1), page(0), page(0xa3), page(0xa5), page(0xa4)]));
     t.equal(r.manifest.counts.stalePages, 1, 'only the stale page was kept out');
+    t.equal(r.manifest.ramblocks[0]!.digest, pagesDigest(path.join(out, 'mem')), 'the digest is of what the file holds');
   },
 );
 
@@ -342,6 +379,80 @@ t.test(
       t.equal(r2.manifest.method, channels ? compression : null);
       t.equal(r2.manifest.configuration, r.manifest.configuration, 'configuration section replayed');
     }
+
+    // A capture changed since it was saved (same size): the pages sent do not have the manifest's
+    // digest, and the destination never gets the END section (it fails, nothing looks complete).
+    const altered = tmpdir(t);
+    for (const f of fs.readdirSync(out)) fs.copyFileSync(path.join(out, f), path.join(altered, f));
+    const fd = fs.openSync(path.join(altered, 'mem'), 'r+');
+    fs.writeSync(fd, Buffer.from([0x34]), 0, 1, 2 * PS + 100);
+    fs.closeSync(fd);
+    for (const channels of [2, 0]) {
+      const { port, result: third } = await listenQemu({ outputDir: tmpdir(t), timeoutMs: 5000 });
+      third.catch(() => {});
+      const e = await sendQemu({
+        host: '127.0.0.1',
+        port,
+        dir: altered,
+        channels,
+        compression: 'none',
+        methodParams: {},
+        connectTimeoutMs: 5000,
+        logger: silentLogger,
+      }).catch((e: unknown) => e);
+      t.match(
+        e,
+        {
+          code: 'ERR_QEMU_MANIFEST',
+          message: new RegExp(
+            `ramblock "mem": .*mem has digest [0-9a-f]{16} \\(crc32c-pages-v1\\), the manifest says ${r.manifest.ramblocks[0]!.digest}`,
+          ),
+        },
+        `${channels} channels: an altered capture is refused, with both digests`,
+      );
+      t.match(await third.catch((e: unknown) => e), { name: 'ConnectionError' }, `${channels} channels: the destination did not complete`);
+    }
+
+    // A manifest of an earlier mfd: a SHA-256 per ramblock, checked before anything is sent.
+    const old = JSON.parse(fs.readFileSync(path.join(altered, 'manifest.json'), 'utf8')) as { ramblocks: Record<string, unknown>[] };
+    delete old.ramblocks[0]!.digest;
+    old.ramblocks[0]!.sha256 = await fileSha256(path.join(out, 'mem'));
+    fs.writeFileSync(path.join(altered, 'manifest.json'), JSON.stringify(old));
+    let connected = false;
+    const nobody = net.createServer((s) => ((connected = true), s.destroy()));
+    await new Promise<void>((r) => nobody.listen(0, '127.0.0.1', () => r()));
+    t.teardown(() => nobody.close());
+    const refused = await sendQemu({
+      host: '127.0.0.1',
+      port: (nobody.address() as AddressInfo).port,
+      dir: altered,
+      channels: 2,
+      compression: 'none',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      logger: silentLogger,
+    }).catch((e: unknown) => e);
+    t.match(
+      refused,
+      { code: 'ERR_QEMU_MANIFEST', message: /mem has SHA-256 [0-9a-f]{64}, the manifest says/ },
+      'an old manifest: SHA-256 checked',
+    );
+    t.equal(connected, false, 'before any connection');
+    fs.copyFileSync(path.join(out, 'mem'), path.join(altered, 'mem'));
+    const out3 = tmpdir(t);
+    const { port: p3, result: fourth } = await listenQemu({ outputDir: out3, timeoutMs: 5000 });
+    await sendQemu({
+      host: '127.0.0.1',
+      port: p3,
+      dir: altered,
+      channels: 2,
+      compression: 'none',
+      methodParams: {},
+      connectTimeoutMs: 5000,
+      logger: silentLogger,
+    });
+    await fourth;
+    t.same(fs.readFileSync(path.join(out3, 'mem')), want, 'an old manifest whose SHA-256 matches: replayed');
 
     // Interrupted (Ctrl-C) while the destination takes nothing: the interruption is the error, not the hang-up it causes.
     const stalled = net.createServer({ allowHalfOpen: true }, (s) => void s.pause());
