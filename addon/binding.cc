@@ -303,17 +303,32 @@ Napi::Value JS_analysePages(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-/* dataExtents(fd, position, length) -> Float64Array of [start, end) pairs: where the file has data
- */
+/* dataExtents(fd, position, length, until?) -> Float64Array of [start, end) pairs: where the file
+   has data. `until` (a Float64Array of 1, optional) gets where the last extent really ends: past
+   position + length when the data goes on (SEEK_HOLE's answer, unclipped); at or before it when
+   the range ends in a hole; 0 without data. */
 Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
   size_t fd, pos, len;
   if (!RequireArgs(info, 3) || !RequireSize(info, 0, "fd", &fd) ||
       !RequireSize(info, 1, "position", &pos) || !RequireSize(info, 2, "length", &len)) {
     return info.Env().Undefined();
   }
+  Napi::Float64Array until;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsTypedArray() ||
+        info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+        info[3].As<Napi::Float64Array>().ElementLength() < 1) {
+      Napi::TypeError::New(info.Env(), "until must be a Float64Array of at least 1 element")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    until = info[3].As<Napi::Float64Array>();
+  }
   std::vector<int64_t> extents;
+  int64_t data_until = 0;
   const int r = DataExtents(static_cast<int>(fd), static_cast<int64_t>(pos),
-                            static_cast<int64_t>(len), &extents);
+                            static_cast<int64_t>(len), &extents, &data_until);
+  if (!until.IsEmpty()) until[0] = static_cast<double>(data_until);
   if (r < 0) {
     Napi::Error e = Napi::Error::New(info.Env(), std::string("lseek: ") + strerror(-r));
     e.Set("errno", Napi::Number::New(info.Env(), -r));

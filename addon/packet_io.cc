@@ -171,9 +171,10 @@ int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, siz
       &a);
 }
 
-int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out) {
+int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out, int64_t* data_until) {
   const int64_t end = pos + len;
   int64_t at = pos;
+  if (data_until != nullptr) *data_until = 0;
   while (at < end) {
     const off_t data = lseek(fd, static_cast<off_t>(at), SEEK_DATA);
     if (data < 0) {
@@ -181,6 +182,7 @@ int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out) {
       if (errno == EINVAL || errno == EOPNOTSUPP) {
         out->push_back(at);  // no SEEK_DATA here: all of it is data
         out->push_back(end);
+        if (data_until != nullptr) *data_until = end;
         return 0;
       }
       return -errno;
@@ -188,6 +190,7 @@ int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out) {
     if (data >= end) return 0;
     off_t hole = lseek(fd, data, SEEK_HOLE);
     if (hole < 0) return -errno;
+    if (data_until != nullptr) *data_until = hole;
     if (hole > end) hole = static_cast<off_t>(end);
     out->push_back(data);
     out->push_back(hole);

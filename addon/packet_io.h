@@ -38,8 +38,11 @@ int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, siz
 
 // The data extents of fd within [pos, pos + len), by lseek(SEEK_DATA/SEEK_HOLE),
 // as [start, end) pairs appended to `out`. A file system without the two
-// whence values reports the whole range as data. Returns 0 or -errno.
-int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out);
+// whence values reports the whole range as data. With `data_until`, where the
+// last extent really ends (its hole, past pos + len when the data goes on; at
+// or before pos + len when the range ends in a hole; 0 without data). Returns 0 or -errno.
+int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out,
+                int64_t* data_until = nullptr);
 
 // Installs (once) the SIGBUS handler that guarded scans rely on.
 void InstallSigbusGuard();

@@ -149,8 +149,11 @@ export interface MfdBinding {
    * instead of raising SIGBUS, which would kill the process.
    */
   copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, pageCount: number, skip: Uint8Array | null): number;
-  /** Where the file has data in [position, position+length): [start, end) pairs (lseek SEEK_DATA/SEEK_HOLE). */
-  dataExtents(fd: number, position: number, length: number): Float64Array;
+  /**
+   * Where the file has data in [position, position+length): [start, end) pairs (lseek SEEK_DATA/SEEK_HOLE).
+   * `until[0]` gets where the last extent really ends (past the range when the data goes on; within it when the range ends in a hole; 0 without data).
+   */
+  dataExtents(fd: number, position: number, length: number, until?: Float64Array): Float64Array;
   /** Read-only shared mapping of [position, position+length) of the file (position page-aligned). */
   mapRange(fd: number, position: number, length: number): ArrayBuffer;
   /** Detaches a mapRange buffer and unmaps its pages now (otherwise its finalizer does). */

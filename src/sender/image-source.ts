@@ -38,6 +38,14 @@ export class ImageSource {
   private mappable = true;
   /** Whether to look for holes (false once the file system cannot tell). */
   private sparse = true;
+  /**
+   * Bytes [start, end) that lseek last found all data: no lseek for a packet inside them. Asking
+   * again per packet costs a SEEK_HOLE each, which on tmpfs walks the page cache up to the next
+   * hole, or to the end of a file that has none (every packet's call O(file)). A hole punched there
+   * since reads as zeros all the same; only holes are never taken from an earlier answer.
+   */
+  private readonly dataSpan = new Float64Array(2);
+  private readonly until = new Float64Array(1);
 
   private constructor(
     readonly name: string,
@@ -127,21 +135,27 @@ export class ImageSource {
 
   /**
    * Which of the `count` pages at `offset` lie wholly in holes of the file
-   * (lseek SEEK_DATA/SEEK_HOLE: a few calls per packet), so that zero-page
+   * (lseek SEEK_DATA/SEEK_HOLE: a few calls per packet, none inside a span
+   * already found all data), so that zero-page
    * detection can take them as zero without faulting in (and the kernel
    * zero-filling) page cache for them. Null when there is none.
    */
   private holes(offset: number, count: number, pageSize: number): Uint8Array | null {
     if (!this.sparse) return null;
     const inFile = Math.min(count * pageSize, this.size - offset);
+    if (offset >= this.dataSpan[0]! && offset + inFile <= this.dataSpan[1]!) return null;
     let extents: Float64Array;
     try {
-      extents = native.dataExtents(this.fd, offset, inFile);
+      extents = native.dataExtents(this.fd, offset, inFile, this.until);
     } catch {
       this.sparse = false; // the hint is an optimisation: without it every page is read
       return null;
     }
-    if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + inFile) return null;
+    if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + inFile) {
+      this.dataSpan[0] = offset;
+      this.dataSpan[1] = this.until[0]!;
+      return null;
+    }
     // lseek reports everything past the end of a file as a hole: an image truncated under the
     // sender would otherwise be sent as zero pages, unread, and arrive "complete".
     const shrunk = this.shrunk();

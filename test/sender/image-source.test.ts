@@ -52,3 +52,24 @@ t.test('an image that shrank: ERR_IMAGE_SHRANK naming it', async (t) => {
   t.equal(e.code, 'ERR_IMAGE_SHRANK');
   t.match(e.message, new RegExp(`image "${file}" shrank while sending: it is now ${5 * PS} bytes, expected ${10 * PS} bytes`));
 });
+
+t.test('holes: none asked for inside a span found all data, found again past it', async (t) => {
+  // Data [0, 64 KiB), a hole [64, 128 KiB), data [128, 192 KiB).
+  const file = path.join(tmpdir(t), 'sparse.ram');
+  const fd = fs.openSync(file, 'w');
+  fs.ftruncateSync(fd, 192 * 1024);
+  fs.writeSync(fd, Buffer.alloc(64 * 1024, 1), 0, 64 * 1024, 0);
+  fs.writeSync(fd, Buffer.alloc(64 * 1024, 2), 0, 64 * 1024, 128 * 1024);
+  fs.closeSync(fd);
+  const src = await ImageSource.open({ name: 'sparse.ram', path: file });
+  t.teardown(() => src.close());
+  const first = await src.load(0, 4, PS, () => new Uint8Array(4 * PS));
+  if (first.holes === null && (await src.load(64 * 1024, 4, PS, () => new Uint8Array(4 * PS))).holes === null)
+    return void t.skip('no SEEK_HOLE on this file system', () => {});
+  t.equal(first.holes, null, 'pages 0..3: data');
+  t.equal((await src.load(32 * 1024, 8, PS, () => new Uint8Array(8 * PS))).holes, null, 'pages 8..15: data (inside the span)');
+  const across = await src.load(48 * 1024, 8, PS, () => new Uint8Array(8 * PS));
+  t.same([...across.holes!], [0, 0, 0, 0, 1, 1, 1, 1], 'pages 12..19: the hole after the span is found');
+  const after = await src.load(128 * 1024, 4, PS, () => new Uint8Array(4 * PS));
+  t.equal(after.holes, null, 'pages 32..35: data again');
+});
