@@ -30,7 +30,7 @@ import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { fileMethod, restoreFromFile } from './restore.js';
 import { printable } from '../text.js';
-import { isRefPacket, summarizeRefs } from '../delta/wire.js';
+import { isRefPacket, REF_ENTRY_SIZE, summarizeRefs } from '../delta/wire.js';
 
 export interface FileReport {
   file: string;
@@ -208,7 +208,8 @@ async function inspectRecords(
       const payload = rec.length - hs;
       const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
       // A delta file's reference packet: its references (the record's CRC held, so the payload is what was saved).
-      const refs = h.delta && isRefPacket(p) && payload % 24 === 0 ? summarizeRefs(Buffer.concat(rec.packet).subarray(hs)) : null;
+      const refs =
+        h.delta && isRefPacket(p) && payload % REF_ENTRY_SIZE === 0 ? summarizeRefs(Buffer.concat(rec.packet).subarray(hs)) : null;
       if (report.packets.length < MAX_LISTED_PACKETS)
         report.packets.push({
           at: rec.at,

@@ -124,6 +124,15 @@ t.test('a chain of three checkpoints, each a delta on the one before, restores b
   await restore(f3, r3, { bases: { bases: v2.map((b) => ({ name: b.name, path: path.join(r2, b.name) })), dirs: [] } });
   for (const b of v3) t.equal(sha256(path.join(r3, b.name)), sha256(b.path), `ckpt3 ${b.name} restored from the restored ckpt2`);
   t.same(fs.readdirSync(r3).sort(), ['pc.ram', 'vga'], 'no temporary files left');
+  // Rolling forward in place: ckpt2 restored into the folder that holds its bases, which are read, never written,
+  // and replaced only once the outputs have verified.
+  await restore(f2, r1, { bases: { bases: [], dirs: [r1] } });
+  for (const b of v2) t.equal(sha256(path.join(r1, b.name)), sha256(b.path), `${b.name}: ckpt2 over its own bases`);
+  t.same(fs.readdirSync(r1).sort(), ['pc.ram', 'vga'], 'no temporary files left');
+  // A file without references takes no bases.
+  const plain = await rejection(restore(f1, r3, { bases: { bases: [], dirs: [r1] } }));
+  t.equal(plain.code, 'ERR_USAGE');
+  t.match(plain.message, /--base and --base-dir are for a delta migration file: ".*ckpt1\.mfd" refers to no base/);
 });
 
 t.test('a base that differs from the one saved against is refused by its SHA-256, naming it, before any output exists', async (t) => {

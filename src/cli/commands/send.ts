@@ -1,10 +1,10 @@
 /** `mfd send`: stream images to a listening `mfd recv`. */
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
 import { saveToFile } from '../../file/save.js';
 import { formatFileSummary } from '../../file/summary.js';
-import path from 'node:path';
 import { parseBlockSpecs, splitNamedSpec } from '../../image/ramblock.js';
 import { parseSize } from '../../image/generate.js';
 import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
