@@ -13,7 +13,9 @@
  *                   written several chunks at a time on the libuv pool
  *
  * and finally packet counts, page coverage and digests are verified against
- * the trailer before any output takes its final name.
+ * the trailer before any output takes its final name. A delta file's bases
+ * (src/delta/at-rest.ts) are opened and checked (size, SHA-256) before any
+ * output is created; its reference packets are applied by DeltaReceiver.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';

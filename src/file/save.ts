@@ -9,6 +9,10 @@
  *   mapped-ram      header -> pages written in parallel at their fixed places
  *                   -> bitmaps -> trailer
  *
+ * With `delta` (a version 2 file, src/delta/at-rest.ts) the bases are
+ * fingerprinted and digested first, and the reference packets go before the
+ * data packets, as records like any other (stream layout only).
+ *
  * Order of durability: every data write completes, fdatasync, then the
  * trailer (with packet counts and digests) is written, then fsync. A file
  * whose save was interrupted has no trailer and is refused on restore.
