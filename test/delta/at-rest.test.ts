@@ -17,6 +17,8 @@ import { schemaErrors } from '../helpers/schema.js';
 import { flip, mfd, restore, save } from '../helpers/files.js';
 import { native } from '../../src/native/load.js';
 import { ENTRY_SIZE, entryIndex, fingerprintPages } from '../../src/delta/fingerprint.js';
+import { planDelta } from '../../src/delta/sender.js';
+import type { SendBlock } from '../../src/sender/pipeline.js';
 import { decodeHeader, peekHeader, HEADER_FIXED_SIZE } from '../../src/file/format.js';
 import { formatFileReport, inspectFile } from '../../src/file/inspect.js';
 import type { MfdError } from '../../src/errors.js';
@@ -244,6 +246,19 @@ t.test('a fingerprint collision at save is caught by the pages CRC-32C: the page
   fs.mkdirSync(out);
   await restore(f2, out, { bases: { bases: [{ name: 'pc.ram', path: v1[0]!.path }], dirs: [] } });
   t.equal(sha256(path.join(out, 'pc.ram')), sha256(v2[0]!.path), 'byte-identical');
+});
+
+t.test('planDelta: a copy within the migration needs equal CRC-32C too, else the page goes as data', async (t) => {
+  // Four pages: 1 and 3 have page 0's fingerprint; page 3's CRC-32C differs (a collision), page 1's does not.
+  const entries = Buffer.alloc(4 * ENTRY_SIZE);
+  await fingerprintPages(Buffer.concat([page(1), page(1), page(2), page(1)]), PS, 4, 0, entries);
+  const block = { source: { size: 4 * PS }, digest: { add: () => {} } } as unknown as SendBlock;
+  const crcs = new Uint32Array([7, 7, 8, 9]);
+  const prints = { entries, count: 4, crcs: [crcs], nonzero: new Uint8Array([1, 1, 1, 1]) };
+  const plan = await planDelta([block], PS, prints, Buffer.alloc(0), 0, { bases: [], fingerprints: 0 });
+  t.equal(plan.collisions, 1, 'page 3 is a collision');
+  t.equal(plan.migrationPages, 1, 'page 1 refers to page 0');
+  t.same(plan.held.get(block), [1, 1], 'only page 1 is held back from the data');
 });
 
 t.test('--delta without bases: pages equal to one earlier in the file are stored once', async (t) => {
