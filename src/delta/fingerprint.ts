@@ -79,7 +79,9 @@ async function readFully(fd: number, buf: Buffer, length: number, position: numb
  * Fingerprints the `size` bytes of `fd` (the last page zero-padded), page
  * indices from `first`; `onBatch` gets each batch's entries (a view valid
  * until it returns) in page order. With `crc` (one slot per page of the
- * file), each page's CRC-32C goes there too. `what` names the file in errors.
+ * file), each page's CRC-32C goes there too; `onBytes` sees every byte of the
+ * file, in order, as it is read (a whole-file digest in the same pass).
+ * `what` names the file in errors.
  */
 export async function fingerprintFile(
   fd: number,
@@ -89,6 +91,7 @@ export async function fingerprintFile(
   what: string,
   onBatch: (entries: Uint8Array, count: number) => void | Promise<void>,
   crc: Uint32Array | null = null,
+  onBytes: ((bytes: Uint8Array) => void) | null = null,
 ): Promise<void> {
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
@@ -116,7 +119,10 @@ export async function fingerprintFile(
     const n = await next!;
     next = page + FINGERPRINT_BATCH < pages ? read(page + FINGERPRINT_BATCH, bufs[k ^ 1]!) : null;
     next?.catch(() => {}); // awaited on the next turn
-    const count = await fingerprintPages(bufs[k]!, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null);
+    const printed = fingerprintPages(bufs[k]!, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null);
+    // Both only read the batch: the digest runs here while the addon hashes on the pool.
+    onBytes?.(bufs[k]!.subarray(0, Math.min(n * pageSize, size - page * pageSize)));
+    const count = await printed;
     await onBatch(out, count);
   }
 }

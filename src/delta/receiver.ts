@@ -39,7 +39,8 @@ export interface DeltaRecvOptions {
   afterOffer?: () => void | Promise<void>;
 }
 
-interface Base {
+/** An open base: references number them in this order. */
+export interface DeltaBase {
   name: string;
   path: string;
   fd: number;
@@ -72,8 +73,8 @@ export class DeltaReceiver {
   private refBytes = 0;
 
   private constructor(
-    private readonly bases: Base[],
-    private readonly hello: Hello,
+    private readonly bases: DeltaBase[],
+    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks'>,
     private readonly blocks: Map<string, TargetBlock>,
     private readonly headerSize: number,
     private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
@@ -101,7 +102,7 @@ export class DeltaReceiver {
       const st = fs.statSync(b.output.writePath, { throwIfNoEntry: false });
       if (st) seen.add(`${st.dev}:${st.ino}`);
     }
-    const bases: Base[] = [];
+    const bases: DeltaBase[] = [];
     const add = (name: string, file: string, required: boolean, noFollow = false): void => {
       let fd: number;
       try {
@@ -146,6 +147,19 @@ export class DeltaReceiver {
     const r = new DeltaReceiver(bases, hello, blocks, headerSize, onWritten);
     r.onFingerprintsHook = opts.onFingerprints;
     return r;
+  }
+
+  /**
+   * The bases of a delta migration file (src/delta/at-rest.ts: opened and
+   * verified by the restore), for its reference packets; closed by close().
+   */
+  static forFile(
+    bases: DeltaBase[],
+    layout: Pick<Hello, 'pageSize' | 'ramblocks'>,
+    blocks: Map<string, TargetBlock>,
+    headerSize: number,
+  ): DeltaReceiver {
+    return new DeltaReceiver(bases, layout, blocks, headerSize, undefined);
   }
 
   /** Fingerprints every base and sends the entries (`fingerprints` frames); what `ready.delta` says. */

@@ -48,6 +48,8 @@ export interface DeltaPlan {
   migrationPages: number;
   /** Zero pages beside references, sent in the reference packets. */
   zeroPages: number;
+  /** Pages whose fingerprint matched a page with another CRC-32C (a collision, caught before sending): sent as data. */
+  collisions: number;
   bases: ReadyDelta['bases'];
 }
 
@@ -181,7 +183,14 @@ export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: 
   return { entries, count, crcs, nonzero };
 }
 
-/** Matches the images' fingerprints against the receiver's table and decides, page by page, what travels as a reference. */
+/**
+ * Matches the images' fingerprints against the bases' table and decides,
+ * page by page, what travels as a reference. A copy within the migration
+ * needs the same CRC-32C as its source too; with `baseCrcs` (each base
+ * page's CRC-32C, by table index: known when the sender read the bases
+ * itself, at rest) so does a base reference. A page that fails this is a
+ * fingerprint collision and goes as data.
+ */
 export async function planDelta(
   blocks: readonly SendBlock[],
   pageSize: number,
@@ -189,10 +198,16 @@ export async function planDelta(
   table: Uint8Array,
   tableCount: number,
   offer: ReadyDelta,
+  baseCrcs: Uint32Array | null = null,
 ): Promise<DeltaPlan> {
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
   const blockStart = prefix(pagesOf);
+  const crcAt = (g: number): number => {
+    const k = partOf(blockStart, g);
+    return prints.crcs[k]![g - blockStart[k]!]!;
+  };
+  let collisions = 0;
   const baseStart = prefix(offer.bases.map((b) => b.pages));
   const baseRef = new Uint32Array(total).fill(NO_MATCH);
   const dupOf = new Uint32Array(total).fill(NO_MATCH);
@@ -208,7 +223,10 @@ export async function planDelta(
     if (tableCount > 0) matchEntries(table, tableCount, view, n, found);
     else found.fill(NO_MATCH);
     for (let i = 0; i < n; i++) {
-      if (found[i] !== NO_MATCH) baseRef[entryIndex(view, i)] = found[i]!;
+      const g = entryIndex(view, i);
+      const collided = found[i] !== NO_MATCH && baseCrcs !== null && baseCrcs[found[i]!] !== crcAt(g);
+      if (collided) collisions++;
+      if (found[i] !== NO_MATCH && !collided) baseRef[g] = found[i]!;
       else {
         if (u !== at + i) unmatched.copyWithin(u * ENTRY_SIZE, (at + i) * ENTRY_SIZE, (at + i + 1) * ENTRY_SIZE);
         u++;
@@ -232,10 +250,20 @@ export async function planDelta(
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
   for (let i = 1, first = 0; i < u; i++) {
-    if (sameKey(unmatched, i, unmatched, first)) dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
-    else first = i;
+    if (!sameKey(unmatched, i, unmatched, first)) first = i;
+    else if (crcAt(entryIndex(unmatched, i)) === crcAt(entryIndex(unmatched, first)))
+      dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
+    else collisions++;
   }
-  const plan: DeltaPlan = { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, bases: offer.bases };
+  const plan: DeltaPlan = {
+    packets: [],
+    held: new Map(),
+    basePages: 0,
+    migrationPages: 0,
+    zeroPages: 0,
+    collisions,
+    bases: offer.bases,
+  };
   for (const [k, b] of blocks.entries()) {
     const refs: PageRef[] = [];
     const held: number[] = [];

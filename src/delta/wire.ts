@@ -164,3 +164,9 @@ export function describeRef(r: PageRef): string {
   const src = (r.source & SOURCE_MIGRATION) !== 0 ? `ramblock#${r.source & ~SOURCE_MIGRATION}` : `base#${r.source}`;
   return `${r.count} page(s) at ${r.dst} <- ${src} page ${r.src}`;
 }
+
+/** A reference packet's payload as `mfd inspect` lists it: how many references, the pages they stand for, the first 16 described. */
+export function summarizeRefs(payload: Uint8Array): { count: number; pages: number; first: string[] } {
+  const list = decodeRefs(payload);
+  return { count: list.length, pages: list.reduce((a, r) => a + r.count, 0), first: list.slice(0, 16).map(describeRef) };
+}

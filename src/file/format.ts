@@ -12,10 +12,14 @@ import { ProtocolError, VerifyError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MAX_CHANNELS, MAX_RAMBLOCKS } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX, hex } from '../wire/constants.js';
+import { MAX_BASE_PAGES, MAX_BASES } from '../delta/protocol.js';
 import { uuidFromString, uuidToString } from '../wire/init-packet.js';
 
 export const FILE_MAGIC = 0x4d464446; // 'MFDF'
+/** A file without delta references: the first version, byte for byte. */
 export const FILE_VERSION = 1;
+/** A file with delta references (src/delta/at-rest.ts): the parameters name the bases; the trailer counts referenced pages. */
+export const FILE_VERSION_DELTA = 2;
 export const RECORD_MAGIC = 0x4d464452; // 'MFDR'
 export const TRAILER_MAGIC = 0x4d464454; // 'MFDT'
 export const END_MAGIC = 0x4d464445; // 'MFDE'
@@ -36,7 +40,8 @@ export const RECORD_CRC_SIZE = 4;
 export const TAIL_SIZE = 16;
 /** Trailer body before the per-channel counts. */
 const TRAILER_FIXED_SIZE = 40;
-const TRAILER_BLOCK_ENTRY = 24;
+/** Per ramblock: digest, normal and zero pages; version 2 adds the referenced pages. */
+const trailerBlockEntry = (version: number): number => (version === FILE_VERSION_DELTA ? 32 : 24);
 /** Largest trailer accepted (255 channels and 4096 ramblocks need about 100 KiB). */
 export const TRAILER_MAX = 1 << 20;
 
@@ -52,6 +57,22 @@ export interface FileRamblock {
   regionOffset: number;
 }
 
+/** A base a delta file refers to (version 2): what the restore must be given, and how it is recognised. */
+export interface FileBase {
+  /** How references and the restore's --base NAME=PATH name it: 1..255 bytes of UTF-8, a file name (no '/', NUL, not . or ..). */
+  name: string;
+  /** Where the save read it (shown, never opened by a restore). */
+  path: string;
+  size: number;
+  /** SHA-256 of the whole file, 64 hex digits. */
+  sha256: string;
+}
+
+/** The parameters' `delta` (version 2): the bases, in the order reference packets number them. */
+export interface DeltaManifest {
+  bases: FileBase[];
+}
+
 export interface FileParameters {
   /** The method's name (QEMU's multifd-compression value). */
   compression: string;
@@ -59,9 +80,16 @@ export interface FileParameters {
   zeroPageDetection: string;
   /** Digest algorithm of the trailer's digests (src/digest.ts). */
   digest: string;
+  /** Version 2 only: the file holds delta reference packets against these bases. */
+  delta?: DeltaManifest;
 }
 
+/** Most bytes of a base's recorded path. */
+export const BASE_PATH_MAX = 4096;
+
 export interface FileHeader extends FileParameters {
+  /** FILE_VERSION, or FILE_VERSION_DELTA when `delta` is there. */
+  version: number;
   layout: Layout;
   pageSize: number;
   packetSize: number;
@@ -80,7 +108,8 @@ export interface FileTrailer {
   dataEnd: number;
   /** stream: records (SYNC included) per channel; mapped-ram: packets of pages per channel. */
   packets: number[];
-  blocks: { digest: string; normalPages: number; zeroPages: number }[];
+  /** referencedPages: version 2 only (pages restored from references); normal + zero + referenced = the block's pages. */
+  blocks: { digest: string; normalPages: number; zeroPages: number; referencedPages?: number }[];
 }
 
 export const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
@@ -115,6 +144,7 @@ export function encodeHeader(h: FileHeader): Uint8Array {
       methodParams: h.methodParams,
       zeroPageDetection: h.zeroPageDetection,
       digest: h.digest,
+      ...(h.delta ? { delta: h.delta } : {}),
     } satisfies FileParameters),
     'utf8',
   );
@@ -126,7 +156,7 @@ export function encodeHeader(h: FileHeader): Uint8Array {
   const out = new Uint8Array(length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, FILE_MAGIC);
-  dv.setUint32(4, FILE_VERSION);
+  dv.setUint32(4, h.delta ? FILE_VERSION_DELTA : FILE_VERSION);
   dv.setUint32(8, length);
   dv.setUint32(12, LAYOUT_CODES[h.layout]);
   dv.setUint32(16, h.pageSize);
@@ -169,7 +199,8 @@ export function peekHeader(fixed: Uint8Array, base: number): number {
     );
   }
   const version = dv.getUint32(4);
-  if (version !== FILE_VERSION) throw fileError('ERR_FILE_VERSION', `header at byte ${base}: version ${version}, expected ${FILE_VERSION}`);
+  if (version !== FILE_VERSION && version !== FILE_VERSION_DELTA)
+    throw fileError('ERR_FILE_VERSION', `header at byte ${base}: version ${version}, expected ${FILE_VERSION} or ${FILE_VERSION_DELTA}`);
   const length = dv.getUint32(8);
   if (length < HEADER_FIXED_SIZE + 4 || length > HEADER_MAX) {
     throw fileError('ERR_FILE_HEADER', `header at byte ${base}: length ${length}, expected ${HEADER_FIXED_SIZE + 4}..${HEADER_MAX}`);
@@ -217,7 +248,13 @@ export function decodeHeader(buf: Uint8Array, base: number): FileHeader {
       'ERR_FILE_HEADER',
       `${at(60)}: parameters of ${paramsLength} bytes, but the header has ${length - HEADER_FIXED_SIZE - 4} after its fixed part`,
     );
-  const params = decodeParameters(buf.subarray(HEADER_FIXED_SIZE, HEADER_FIXED_SIZE + paramsLength), base + HEADER_FIXED_SIZE);
+  const version = dv.getUint32(4);
+  const params = decodeParameters(
+    buf.subarray(HEADER_FIXED_SIZE, HEADER_FIXED_SIZE + paramsLength),
+    base + HEADER_FIXED_SIZE,
+    version,
+    pageSize,
+  );
   const ramblocks: FileRamblock[] = [];
   const seen = new Set<string>();
   let p = HEADER_FIXED_SIZE + paramsLength;
@@ -257,10 +294,15 @@ export function decodeHeader(buf: Uint8Array, base: number): FileHeader {
       `${at(48)}: data offset ${dataOffset}, expected a multiple of ${FILE_ALIGN} from ${alignUp(length, FILE_ALIGN)} on (after the header)`,
     );
   }
-  return { layout, pageSize, packetSize, channels, methodFlag, uuid, dataOffset, ramblocks, ...params };
+  if (params.delta && layout !== 'stream')
+    throw fileError(
+      'ERR_FILE_HEADER',
+      `${at(12)}: a version ${version} (delta) file in the ${layout} layout; delta files are stream files`,
+    );
+  return { version, layout, pageSize, packetSize, channels, methodFlag, uuid, dataOffset, ramblocks, ...params };
 }
 
-function decodeParameters(bytes: Uint8Array, at: number): FileParameters {
+function decodeParameters(bytes: Uint8Array, at: number, version: number, pageSize: number): FileParameters {
   const bad = (why: string): never => {
     throw fileError('ERR_FILE_HEADER', `parameters at byte ${at}: ${why}`);
   };
@@ -283,17 +325,65 @@ function decodeParameters(bytes: Uint8Array, at: number): FileParameters {
     if (typeof p !== 'number' && typeof p !== 'string' && typeof p !== 'boolean') bad(`methodParams.${k} has an unsupported type`);
     methodParams[k] = p as number | string | boolean;
   }
-  return { compression: str('compression'), methodParams, zeroPageDetection: str('zeroPageDetection'), digest: str('digest') };
+  const params: FileParameters = {
+    compression: str('compression'),
+    methodParams,
+    zeroPageDetection: str('zeroPageDetection'),
+    digest: str('digest'),
+  };
+  if (version === FILE_VERSION_DELTA) {
+    if (o.delta === undefined) bad(`no delta (the bases), which a version ${FILE_VERSION_DELTA} file has`);
+    params.delta = decodeManifest(o.delta, pageSize, bad);
+  } else if (o.delta !== undefined) bad(`delta in a version ${version} file (delta files are version ${FILE_VERSION_DELTA})`);
+  return params;
+}
+
+/** Why a base name cannot be one, or null: a file name of 1..255 bytes of UTF-8 (so --base-dir can find it). */
+export function badBaseName(name: string): string | null {
+  const n = Buffer.byteLength(name, 'utf8');
+  if (n < 1 || n > 255 || name.includes('\0') || name.includes('/') || name === '.' || name === '..')
+    return `base name "${name.slice(0, 64)}" is not a file name of 1..255 bytes (no "/" or NUL, not . or ..)`;
+  return null;
+}
+
+/** The parameters' `delta`: every base named once, with a size, a path and a SHA-256; their pages within what references index. */
+function decodeManifest(v: unknown, pageSize: number, bad: (why: string) => never): DeltaManifest {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('delta is not an object');
+  const list = (v as Record<string, unknown>).bases;
+  if (!Array.isArray(list) || list.length > MAX_BASES) return bad(`delta.bases is not a list of at most ${MAX_BASES} bases`);
+  const seen = new Set<string>();
+  let pages = 0;
+  const bases = list.map((b: unknown, i: number): FileBase => {
+    const where = `delta.bases[${i}]`;
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) return bad(`${where} is not an object`);
+    const { name, path, size, sha256 } = b as Record<string, unknown>;
+    if (typeof name !== 'string') return bad(`${where}.name is not a string`);
+    const why = badBaseName(name);
+    if (why) bad(`${where}: ${why}`);
+    if (seen.has(name)) bad(`${where}: base "${name}" appears twice`);
+    seen.add(name);
+    if (typeof path !== 'string' || Buffer.byteLength(path, 'utf8') > BASE_PATH_MAX)
+      bad(`${where}.path is not a string of at most ${BASE_PATH_MAX} bytes`);
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
+      bad(`${where}.size received ${JSON.stringify(size)?.slice(0, 40)}, expected a byte count`);
+    if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256))
+      bad(`${where}.sha256 received ${JSON.stringify(sha256)?.slice(0, 80)}, expected 64 lowercase hex digits`);
+    pages += Math.ceil((size as number) / pageSize);
+    if (pages > MAX_BASE_PAGES) bad(`delta.bases hold more than ${MAX_BASE_PAGES} pages (what references index)`);
+    return { name, path: path as string, size: size as number, sha256: sha256 as string };
+  });
+  return { bases };
 }
 
 /** Encodes the trailer block: body, zero padding and the 16-byte tail; a multiple of 4096 bytes. */
-export function encodeTrailer(t: FileTrailer): Uint8Array {
-  const body = TRAILER_FIXED_SIZE + 8 * t.packets.length + TRAILER_BLOCK_ENTRY * t.blocks.length;
+export function encodeTrailer(t: FileTrailer, version: number = FILE_VERSION): Uint8Array {
+  const entry = trailerBlockEntry(version);
+  const body = TRAILER_FIXED_SIZE + 8 * t.packets.length + entry * t.blocks.length;
   const length = alignUp(body + TAIL_SIZE, FILE_ALIGN);
   const out = new Uint8Array(length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, TRAILER_MAGIC);
-  dv.setUint32(4, FILE_VERSION);
+  dv.setUint32(4, version);
   out.set(uuidFromString(t.uuid), 8);
   writeU64(dv, 24, t.dataEnd);
   dv.setUint32(32, t.packets.length);
@@ -307,7 +397,8 @@ export function encodeTrailer(t: FileTrailer): Uint8Array {
     out.set(Buffer.from(b.digest, 'hex'), at);
     writeU64(dv, at + 8, b.normalPages);
     writeU64(dv, at + 16, b.zeroPages);
-    at += TRAILER_BLOCK_ENTRY;
+    if (entry > 24) writeU64(dv, at + 24, b.referencedPages ?? 0);
+    at += entry;
   }
   dv.setUint32(length - 16, END_MAGIC);
   dv.setUint32(length - 12, length);
@@ -353,7 +444,8 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
     throw fileError('ERR_FILE_TRAILER', `trailer field at byte ${base + rel}: ${why}`);
   };
   if (dv.getUint32(0) !== TRAILER_MAGIC) bad(0, `magic ${hex(dv.getUint32(0))}, expected ${hex(TRAILER_MAGIC)} ('MFDT')`);
-  if (dv.getUint32(4) !== FILE_VERSION) bad(4, `version ${dv.getUint32(4)}, expected ${FILE_VERSION}`);
+  if (dv.getUint32(4) !== header.version) bad(4, `version ${dv.getUint32(4)}, expected ${header.version} (the header's)`);
+  const entry = trailerBlockEntry(header.version);
   const uuid = uuidToString(buf.subarray(8, 24));
   if (uuid !== header.uuid) bad(8, `uuid ${uuid}, expected the header's ${header.uuid} (a trailer from another save)`);
   const dataEnd = readU64(dv, 24);
@@ -361,8 +453,7 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
   if (channels !== header.channels) bad(32, `${channels} channels, expected ${header.channels} (the header's)`);
   const count = dv.getUint32(36);
   if (count !== header.ramblocks.length) bad(36, `${count} ramblocks, expected ${header.ramblocks.length} (the header's)`);
-  if (TRAILER_FIXED_SIZE + 8 * channels + TRAILER_BLOCK_ENTRY * count + TAIL_SIZE > length)
-    bad(32, `counts do not fit in its ${length} bytes`);
+  if (TRAILER_FIXED_SIZE + 8 * channels + entry * count + TAIL_SIZE > length) bad(32, `counts do not fit in its ${length} bytes`);
   let at = TRAILER_FIXED_SIZE;
   const packets: number[] = [];
   for (let i = 0; i < channels; i++, at += 8) {
@@ -371,13 +462,18 @@ export function decodeTrailer(buf: Uint8Array, base: number, header: FileHeader)
     packets.push(n);
   }
   const blocks: FileTrailer['blocks'] = [];
-  for (let i = 0; i < count; i++, at += TRAILER_BLOCK_ENTRY) {
+  for (let i = 0; i < count; i++, at += entry) {
     const pages = Math.ceil(header.ramblocks[i]!.size / header.pageSize);
     const normalPages = readU64(dv, at + 8);
     const zeroPages = readU64(dv, at + 16);
-    if (normalPages + zeroPages !== pages)
-      bad(at + 8, `ram block "${header.ramblocks[i]!.name}": ${normalPages} normal + ${zeroPages} zero pages, expected ${pages} in all`);
-    blocks.push({ digest: Buffer.from(buf.subarray(at, at + 8)).toString('hex'), normalPages, zeroPages });
+    const referencedPages = entry > 24 ? readU64(dv, at + 24) : 0;
+    if (normalPages + zeroPages + referencedPages !== pages)
+      bad(
+        at + 8,
+        `ram block "${header.ramblocks[i]!.name}": ${normalPages} normal + ${zeroPages} zero${entry > 24 ? ` + ${referencedPages} referenced` : ''} pages, expected ${pages} in all`,
+      );
+    const digest = Buffer.from(buf.subarray(at, at + 8)).toString('hex');
+    blocks.push(entry > 24 ? { digest, normalPages, zeroPages, referencedPages } : { digest, normalPages, zeroPages });
   }
   return { uuid, dataEnd, packets, blocks };
 }

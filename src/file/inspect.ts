@@ -30,6 +30,7 @@ import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { fileMethod, restoreFromFile } from './restore.js';
 import { printable } from '../text.js';
+import { isRefPacket, REF_ENTRY_SIZE, summarizeRefs } from '../delta/wire.js';
 
 export interface FileReport {
   file: string;
@@ -132,7 +133,8 @@ export async function inspectFile(t: FileTarget): Promise<FileReport> {
   } finally {
     fs.closeSync(f.fd);
   }
-  if (report.trailer.valid && report.errors.length === 0) {
+  // A delta file's pages are partly in its bases: it is checked by restoring it with them.
+  if (report.trailer.valid && report.errors.length === 0 && !report.header?.delta) {
     try {
       await restoreFromFile({ source: t, verifyOnly: true, logger: silentLogger });
       report.check = { ok: true };
@@ -197,6 +199,7 @@ async function inspectRecords(
           exactPayload: method.exactPayload,
           maxPayload: (n) => method.maxPayload(n, h.pageSize),
           lookupRamblock: (n) => sizes.get(n),
+          deltaRefs: h.delta !== undefined,
         });
       } catch (e) {
         err(new Error(`record at byte ${rec.at}: ${(e as Error).message}`), rec.at);
@@ -204,19 +207,23 @@ async function inspectRecords(
       const flags = p.flags;
       const payload = rec.length - hs;
       const m = methodByFlag(flags & MULTIFD_FLAG_COMPRESSION_MASK);
+      // A delta file's reference packet: its references (the record's CRC held, so the payload is what was saved).
+      const refs =
+        h.delta && isRefPacket(p) && payload % REF_ENTRY_SIZE === 0 ? summarizeRefs(Buffer.concat(rec.packet).subarray(hs)) : null;
       if (report.packets.length < MAX_LISTED_PACKETS)
         report.packets.push({
           at: rec.at,
           kind: 'ram',
           channel: rec.channel,
           packetNum: p.packetNum.toString(),
-          flags: `${flags & MULTIFD_FLAG_SYNC ? 'SYNC|' : ''}${m?.name ?? '?'}`,
-          method: m?.name ?? '?',
+          flags: `${flags & MULTIFD_FLAG_SYNC ? 'SYNC|' : ''}${refs ? 'delta-ref' : (m?.name ?? '?')}`,
+          method: refs ? 'delta-ref' : (m?.name ?? '?'),
           ramblock: ramblockName(p),
           normalPages: p.normalPages,
           zeroPages: p.zeroPages,
           payloadBytes: payload,
           ratio: p.normalPages ? Math.round((payload / (p.normalPages * h.pageSize)) * 1e4) / 1e4 : 0,
+          ...(refs ? { references: refs } : {}),
         });
       const c = report.channels[rec.channel]!;
       c.packets++;
@@ -278,7 +285,7 @@ export function formatFileReport(r: FileReport): string {
   const h = r.header;
   if (h) {
     lines.push(
-      `  header: version 1, layout ${h.layout}, uuid ${h.uuid}, ${h.channels} channel(s), page size ${h.pageSize}, compression ${h.compression} ${JSON.stringify(h.methodParams)}, zero-page detection ${h.zeroPageDetection}, digest ${h.digest}, data at byte ${r.offset + h.dataOffset}`,
+      `  header: version ${h.version}, layout ${h.layout}, uuid ${h.uuid}, ${h.channels} channel(s), page size ${h.pageSize}, compression ${h.compression} ${JSON.stringify(h.methodParams)}, zero-page detection ${h.zeroPageDetection}, digest ${h.digest}, data at byte ${r.offset + h.dataOffset}`,
     );
     for (const b of r.ramblocks) {
       lines.push(
@@ -286,12 +293,20 @@ export function formatFileReport(r: FileReport): string {
       );
     }
   }
+  for (const [i, b] of (h?.delta?.bases ?? []).entries())
+    lines.push(`  base#${i} ${printable(b.name)}: ${b.size} bytes, sha256 ${b.sha256}, saved from ${printable(b.path)}`);
   if (r.packets.length > 0) {
     lines.push('  at          channel  packet_num  flags        ramblock              normal  zero  payload  ratio');
     for (const p of r.packets) {
       lines.push(
         `  ${String(p.at).padEnd(10)}  ${String(p.channel).padStart(7)}  ${p.packetNum.padStart(10)}  ${p.flags.padEnd(11)}  ${p.ramblock.slice(0, 20).padEnd(20)}  ${String(p.normalPages).padStart(6)}  ${String(p.zeroPages).padStart(4)}  ${String(p.payloadBytes).padStart(7)}  ${p.ratio.toFixed(3)}`,
       );
+      const refs = p.references;
+      if (refs) {
+        lines.push(`              ${refs.count} reference(s) for ${refs.pages} page(s):`);
+        for (const d of refs.first) lines.push(`                ${d}`);
+        if (refs.first.length < refs.count) lines.push(`                ... ${refs.count - refs.first.length} more`);
+      }
     }
   }
   for (const c of r.channels) {
@@ -306,11 +321,15 @@ export function formatFileReport(r: FileReport): string {
     lines.push(`  trailer at byte ${t.at}: valid, data ends at byte ${r.offset + t.dataEnd}, packets per channel ${t.packets.join(' ')}`);
     r.ramblocks.forEach((b, i) => {
       const x = t.blocks[i]!;
-      lines.push(`  ramblock ${printable(b.name)}: digest ${x.digest}, normal pages ${x.normalPages}, zero pages ${x.zeroPages}`);
+      lines.push(
+        `  ramblock ${printable(b.name)}: digest ${x.digest}, normal pages ${x.normalPages}, zero pages ${x.zeroPages}${x.referencedPages !== undefined ? `, referenced pages ${x.referencedPages}` : ''}`,
+      );
     });
   } else lines.push(`  trailer: not valid: ${t.reason}`);
   if (r.check?.ok) lines.push('  check: every record, page, packet count and digest verified (as mfd recv --from)');
   else if (r.check) lines.push(`  check: failed [${r.check.code}]`);
+  else if (h?.delta && t.valid)
+    lines.push('  check: not run: a delta file is checked by restoring it with its bases (mfd recv --from ... --base)');
   for (const e of r.errors) lines.push(`  error at byte ${e.at}: ${e.message}`);
   return lines.join('\n');
 }

@@ -13,11 +13,14 @@
  *                   written several chunks at a time on the libuv pool
  *
  * and finally packet counts, page coverage and digests are verified against
- * the trailer before any output takes its final name.
+ * the trailer before any output takes its final name. A delta file's bases
+ * (src/delta/at-rest.ts) are opened and checked (size, SHA-256) before any
+ * output is created; its reference packets are applied by DeltaReceiver.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { FirstFailure, IoError, MfdError, ProtocolError } from '../errors.js';
+import { FirstFailure, IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
+import type { PacketHeader } from '../wire/packet.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
@@ -49,6 +52,8 @@ import {
 import { openForRestore, type FileTarget, type OpenFile } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { checkMappedRamGeometry, restoreMappedRam } from './mapped-ram-layout.js';
+import { openFileBases, type FileBasesOptions } from '../delta/at-rest.js';
+import { DeltaReceiver } from '../delta/receiver.js';
 
 export interface RestoreOptions {
   source: FileTarget;
@@ -64,6 +69,8 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** Check the file (every record, page coverage, packet counts, digests) without writing any output (`mfd inspect`). */
   verifyOnly?: boolean;
+  /** A delta file's bases: `--base NAME=PATH`, `--base-dir DIR` (src/delta/at-rest.ts). */
+  bases?: FileBasesOptions;
 }
 
 /** The migration file a restore read, as its summary reports it. */
@@ -191,15 +198,27 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
   let compute: ComputePool | null = null;
   const failure = new FirstFailure(opts.signal);
   const fail = failure.fail;
+  let delta: DeltaReceiver | null = null;
   try {
     const env = await readEnvelope(f, f.size);
     const { header: h, trailer } = env;
     const { method, params } = fileMethod(h);
     if (h.layout === 'mapped-ram') checkMappedRamGeometry(h, f.offset, env.trailerOffset);
+    if (!h.delta && (opts.bases?.bases.length || opts.bases?.dirs.length))
+      throw new UsageError(`--base and --base-dir are for a delta migration file: "${f.path}" refers to no base`);
+    const blocks = new Map<string, TargetBlock>();
+    if (h.delta) {
+      if (opts.verifyOnly)
+        throw new UsageError('a delta migration file is checked by restoring it with its bases (mfd recv --from ... --base)');
+      if (opts.inPlace)
+        throw new UsageError('a delta migration file is not restored --in-place: a base must never be written while it is read');
+      // Every base verified (size, SHA-256) before any output is created or any page read from it.
+      const bases = await openFileBases(h.delta, opts.bases ?? { bases: [], dirs: [] }, h.pageSize, log);
+      delta = DeltaReceiver.forFile(bases, h, blocks, packetHeaderSize(h.pageSize));
+    }
     const requireHardware = opts.requireHardware ?? false;
     const compressionPath = method.path({ params, requireHardware, receiving: true });
     const tally = new PathTally(`${method.name} decompression`, requireHardware);
-    const blocks = new Map<string, TargetBlock>();
     if (opts.verifyOnly) {
       for (const b of h.ramblocks) {
         const output = Output.discard(b.name, b.size);
@@ -237,10 +256,13 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
         onPages,
         fail,
         failed: () => failure.error,
+        delta,
       });
       if (failure.error) throw failure.error;
       records = channels.records;
       verifyChannels(channels.channels, trailer.packets);
+      // Copies of pages earlier in the file, now that every channel has written its pages.
+      await delta?.finish();
     } else {
       await restoreMappedRam({
         file: f,
@@ -281,6 +303,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
       counters,
       startNs,
     );
+    if (delta) stats.delta = delta.counts(stats.normalPages, stats.zeroPages);
     return {
       stats,
       file: { path: f.path, offset: f.offset, layout: h.layout, bytes: env.length, ...(records !== undefined ? { records } : {}) },
@@ -291,6 +314,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
     throw err;
   } finally {
     failure.dispose();
+    delta?.close();
     for (const r of receivers) r.cleanup();
     await compute?.close();
     try {
@@ -313,6 +337,8 @@ interface StreamRestore {
   onPages(bytes: number): void;
   fail(e: unknown): MfdError;
   failed(): MfdError | null;
+  /** A delta file: its reference packets' pages are copied by the network receiver's code. */
+  delta: DeltaReceiver | null;
 }
 
 /**
@@ -329,7 +355,8 @@ async function restoreStream(r: StreamRestore): Promise<{ channels: DataChannel[
   const host: ChannelHost = {
     pageSize: h.pageSize,
     headerSize,
-    check: packetChecks(method, h.pageSize, r.blocks),
+    check: { ...packetChecks(method, h.pageSize, r.blocks), deltaRefs: r.delta !== null },
+    ...(r.delta ? { refs: (ph: PacketHeader, payload: Uint8Array[], channel: number) => r.delta!.apply(ph, payload, channel) } : {}),
     blocks: r.blocks,
     zeroPageCrc: native.crc32c(new Uint8Array(h.pageSize)),
     inPlace: r.inPlace,

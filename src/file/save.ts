@@ -9,6 +9,10 @@
  *   mapped-ram      header -> pages written in parallel at their fixed places
  *                   -> bitmaps -> trailer
  *
+ * With `delta` (a version 2 file, src/delta/at-rest.ts) the bases are
+ * fingerprinted and digested first, and the reference packets go before the
+ * data packets, as records like any other (stream layout only).
+ *
  * Order of durability: every data write completes, fdatasync, then the
  * trailer (with packet counts and digests) is written, then fsync. A file
  * whose save was interrupted has no trailer and is refused on restore.
@@ -22,7 +26,21 @@ import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { WriteGate } from '../write-gate.js';
 import type { RunStats } from '../stats.js';
-import { alignUp, encodeHeader, encodeTrailer, FILE_ALIGN, headerLength, type FileHeader, type Layout } from './format.js';
+import { runPages } from '../resume.js';
+import { planFileDelta, type FileDelta, type FileDeltaOptions } from '../delta/at-rest.js';
+import { deltaCounts } from '../delta/sender.js';
+import {
+  alignUp,
+  encodeHeader,
+  encodeTrailer,
+  FILE_ALIGN,
+  FILE_VERSION,
+  FILE_VERSION_DELTA,
+  HEADER_MAX,
+  headerLength,
+  type FileHeader,
+  type Layout,
+} from './format.js';
 import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
 import {
   BufferRing,
@@ -48,6 +66,8 @@ export interface SaveOptions extends PipelineOptions {
    * baseline of one synchronous write per packet ('per-packet', for benchmarks).
    */
   writer?: { bufferSize?: number; buffers?: number } | 'per-packet';
+  /** A delta file (version 2): references to these bases, and to pages earlier in the file (src/delta/at-rest.ts). */
+  delta?: FileDeltaOptions;
   signal?: AbortSignal;
 }
 
@@ -91,16 +111,33 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
         `--mapped-ram stores pages uncompressed at fixed places in the file (as QEMU's mapped-ram, which refuses compression too): drop --compression ${p.method.name}, or save without --mapped-ram`,
       );
     }
+    if (opts.mappedRam && opts.delta) {
+      throw new UsageError(
+        "--mapped-ram cannot hold delta references: its contract (QEMU's) is every page's bytes at the page's own place in the file, a clear bitmap bit meaning a zero page; a page held in a base is neither. Save the delta file in the stream layout (without --mapped-ram), where references are packets like any other",
+      );
+    }
+    // Before the header: it records the bases' digests, taken while they are fingerprinted.
+    const delta: FileDelta | null = opts.delta ? await planFileDelta(p, opts.delta, log) : null;
     file = openForSave(opts.target, direct);
     const f = file;
     const ramblocks = p.blocks.map((b) => ({ name: b.source.name, size: b.source.size }));
-    const params = { compression: p.method.name, methodParams: p.params, zeroPageDetection: p.detector.name, digest: DIGEST_ALGORITHM };
+    const params = {
+      compression: p.method.name,
+      methodParams: p.params,
+      zeroPageDetection: p.detector.name,
+      digest: DIGEST_ALGORITHM,
+      ...(delta ? { delta: delta.manifest } : {}),
+    };
     const hlen = headerLength(
       Buffer.byteLength(JSON.stringify({ ...params })),
       p.blocks.map((b) => b.nameBytes.length),
     );
+    if (hlen > HEADER_MAX)
+      throw new UsageError(`the file's header would be ${hlen} bytes, more than ${HEADER_MAX}: fewer --base, or shorter paths`);
+    const version = delta ? FILE_VERSION_DELTA : FILE_VERSION;
     const plan = opts.mappedRam ? planMappedRam(f.offset, hlen, ramblocks, opts.pageSize) : null;
     const header: FileHeader = {
+      version,
       layout,
       pageSize: opts.pageSize,
       packetSize: MULTIFD_PACKET_SIZE,
@@ -162,13 +199,21 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     }
     // Everything before the trailer is on disk before the trailer says it is complete.
     await sync(f, 'fdatasync');
-    const trailer = encodeTrailer({
-      uuid,
-      dataEnd,
-      // mapped-ram writes no packets, only their pages: its counts leave out each channel's closing SYNC.
-      packets: plan ? p.channels.map((c) => c.counters.packets - c.counters.syncPackets) : p.packetCounts(),
-      blocks: p.blocks.map((b, i) => ({ digest: b.digest.hex(), normalPages: counts[i]!.normalPages, zeroPages: counts[i]!.zeroPages })),
-    });
+    const trailer = encodeTrailer(
+      {
+        uuid,
+        dataEnd,
+        // mapped-ram writes no packets, only their pages: its counts leave out each channel's closing SYNC.
+        packets: plan ? p.channels.map((c) => c.counters.packets - c.counters.syncPackets) : p.packetCounts(),
+        blocks: p.blocks.map((b, i) => ({
+          digest: b.digest.hex(),
+          normalPages: counts[i]!.normalPages,
+          zeroPages: counts[i]!.zeroPages,
+          ...(delta ? { referencedPages: runPages(delta.plan.held.get(b) ?? []) } : {}),
+        })),
+      },
+      version,
+    );
     await pwritePieces(f.fd, [trailer], [f.offset + trailerOffset]).catch((e: unknown) => {
       throw writeError(f, e);
     });
@@ -177,6 +222,7 @@ export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
     file = null;
     await syncDirectory(f.path).catch((e: unknown) => log.warn({ err: (e as Error).message }, `could not sync the directory of ${f.path}`));
     const stats = p.stats(uuid, startNs);
+    if (delta) stats.delta = deltaCounts(delta.plan, stats.normalPages, stats.zeroPages, opts.pageSize, p.headerSize);
     const summary: FileSummary = {
       path: f.path,
       offset: f.offset,

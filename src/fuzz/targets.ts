@@ -8,6 +8,7 @@ import { methodNames, methodTarget } from './methods.js';
 import { receiverHelloTarget, receiverTarget } from './receiver.js';
 import { initPacketTarget, packetHeaderTarget } from './wire.js';
 import { deltaRefsTarget } from './delta.js';
+import { fileHeaderTarget } from './file-header.js';
 
 export interface TargetEntry {
   name: string;
@@ -24,6 +25,7 @@ export function fuzzTargets(): TargetEntry[] {
     entry('init-packet', initPacketTarget),
     entry('packet-header', packetHeaderTarget),
     entry('delta-refs', deltaRefsTarget),
+    entry('file-header', fileHeaderTarget),
     entry('control-frame', controlFrameTarget),
     entry('control-stream', controlStreamTarget),
     ...methodNames().map((m) => entry(`method-${m}`, () => methodTarget(m))),

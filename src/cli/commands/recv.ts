@@ -130,14 +130,15 @@ export function recvCommand(ctx: CommandContext): Command {
       ),
     )
     .addOption(
-      new Option('--base <name=path>', 'a base image for --delta (repeatable; implies --delta)').argParser(
-        (v: string, prev: string[] = []) => [...prev, v],
-      ),
+      new Option(
+        '--base <name=path>',
+        "a base image for --delta (repeatable; implies --delta); with --from, where the delta file's base NAME is (never its recorded path)",
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
     )
     .addOption(
       new Option(
         '--base-dir <dir>',
-        'every file in DIR (not starting with a dot) is a base for --delta (repeatable; implies --delta)',
+        "every file in DIR (not starting with a dot) is a base for --delta (repeatable; implies --delta); with --from, the delta file's bases are looked up by name in DIR",
       ).argParser((v: string, prev: string[] = []) => [...prev, v]),
     )
     .addOption(
@@ -178,9 +179,13 @@ export function recvCommand(ctx: CommandContext): Command {
     }
     const delta = deltaOptions(o);
     const logger = ctx.logger(o.logLevel);
-    if (delta && (o.qemu || o.from !== undefined || o.inPlace))
+    if (delta && (o.qemu || o.inPlace))
       throw new UsageError(
-        `--delta, --base and --base-dir are for a network migration from mfd send --delta into temporary outputs, not with ${o.qemu ? '--qemu' : o.from !== undefined ? '--from' : '--in-place (a base must never be written while it is read)'}`,
+        `--delta, --base and --base-dir are for a migration from mfd send --delta (or a delta file) into temporary outputs, not with ${o.qemu ? '--qemu' : '--in-place (a base must never be written while it is read)'}`,
+      );
+    if (o.delta && o.from !== undefined)
+      throw new UsageError(
+        '--delta is for a network migration: a delta migration file names its bases itself; say where they are with --base NAME=PATH or --base-dir DIR',
       );
     if (o.qemu) {
       refuseWithQemu(
@@ -228,6 +233,7 @@ export function recvCommand(ctx: CommandContext): Command {
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
         logger,
         requireHardware: o.requireHardware ?? false,
+        ...(delta ? { bases: delta } : {}),
         onProgress: (d, t) => progress.update(d, t),
         signal: ctx.signal,
       });

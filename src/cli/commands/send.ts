@@ -1,10 +1,11 @@
 /** `mfd send`: stream images to a listening `mfd recv`. */
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { send } from '../../sender/sender.js';
 import { saveToFile } from '../../file/save.js';
 import { formatFileSummary } from '../../file/summary.js';
-import { parseBlockSpecs } from '../../image/ramblock.js';
+import { parseBlockSpecs, splitNamedSpec } from '../../image/ramblock.js';
 import { parseSize } from '../../image/generate.js';
 import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
@@ -41,6 +42,7 @@ interface SendOpts extends CommonOpts, SecurityOpts {
   timeout: number;
   resume?: boolean;
   delta?: boolean;
+  base?: string[];
   threads?: number;
   accelPath?: string[];
   requireHardware?: boolean;
@@ -170,8 +172,14 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(
       new Option(
         '--delta',
-        'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it',
+        'ask the receiver (mfd recv --delta) for the pages it holds: those travel as references, and pages equal to one sent earlier as references to it; with --to file:, a delta file (pages equal to one earlier in it, and to --base files, as references)',
       ),
+    )
+    .addOption(
+      new Option(
+        '--base <name=path|path>',
+        'with --to file:: a base file the delta file refers to for the pages it holds (repeatable; implies --delta; name: the file name unless given); restore with mfd recv --from ... --base NAME=PATH',
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
     )
     .addOption(
       new Option(
@@ -232,6 +240,7 @@ export function sendCommand(ctx: CommandContext): Command {
         {
           maxBandwidth: '--max-bandwidth',
           delta: '--delta',
+          base: '--base',
           directIo: '--direct-io',
           fileWriter: '--file-writer',
           accelPath: '--accel-path',
@@ -309,12 +318,15 @@ export function sendCommand(ctx: CommandContext): Command {
       logger: ctx.logger(o.logLevel),
       maxBandwidth: o.maxBandwidth,
     });
-    if (o.delta) {
-      if (dest.kind === 'file')
-        throw new UsageError('--delta is for a network migration (--to HOST:PORT): delta migration files are not written yet');
+    if (o.base && dest.kind !== 'file')
+      throw new UsageError(
+        '--base is for a delta migration file (--to file:PATH); over the network the receiver names its bases (mfd recv --base)',
+      );
+    if (o.delta || o.base) {
       if (o.resume) throw new UsageError('--delta and --resume cannot be combined: resume a failed delta migration without --delta');
-      requireDelta('--delta');
+      requireDelta(o.base ? '--base' : '--delta');
     }
+    const bases = (o.base ?? []).map((spec) => splitNamedSpec(spec) ?? { name: path.basename(spec), path: spec });
     if (o.resume && dest.kind === 'file') throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
     if (dest.kind === 'file') {
       refuseSecurityOptions(o, 'a migration file (--to file:PATH) is written locally');
@@ -324,6 +336,7 @@ export function sendCommand(ctx: CommandContext): Command {
         mappedRam: o.mappedRam ?? false,
         directIo: o.directIo ?? false,
         writer: o.fileWriter === 'per-packet' ? 'per-packet' : {},
+        ...(o.delta || o.base ? { delta: { bases } } : {}),
         ...pipeline(),
         onProgress: (d, t) => progress.update(d, t),
         signal: ctx.signal,
