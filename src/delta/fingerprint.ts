@@ -65,7 +65,7 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 }
 
 /** Reads `length` bytes at `position`, fewer only at end of file. */
-async function readFully(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+export async function readFully(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
   let got = 0;
   while (got < length) {
     const n = await readAt(fd, buf.subarray(got), length - got, position + got);

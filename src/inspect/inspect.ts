@@ -37,7 +37,7 @@ import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '..
 import { IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
 import { newChannelCounters } from '../stats.js';
 import { printable } from '../text.js';
-import { decodeRefs, describeRef, isRefPacket } from '../delta/wire.js';
+import { isRefPacket, summarizeRefs } from '../delta/wire.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */
@@ -425,10 +425,9 @@ async function inspectSource(
       });
     },
     refs: (h, payload, _channel, at) => {
-      const refs = decodeRefs(payload.length === 1 ? payload[0]! : Buffer.concat(payload));
       ramPacket(h, at, {
         payloadBytes: h.nextPacketSize,
-        references: { count: refs.length, pages: refs.reduce((a, r) => a + r.count, 0), first: refs.slice(0, 16).map(describeRef) },
+        references: summarizeRefs(payload.length === 1 ? payload[0]! : Buffer.concat(payload)),
       });
       return Promise.resolve(0);
     },
