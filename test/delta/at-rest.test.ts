@@ -8,6 +8,7 @@
  * at save is caught and the page goes as data; `mfd inspect` shows the bases
  * and the references.
  */
+import { page, PS, requireDeltaOrSkip, writePages } from '../helpers/delta.js';
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,7 +16,6 @@ import { createHash } from 'node:crypto';
 import { sha256, tmpdir } from '../helpers/index.js';
 import { schemaErrors } from '../helpers/schema.js';
 import { flip, mfd, restore, save } from '../helpers/files.js';
-import { native } from '../../src/native/load.js';
 import { ENTRY_SIZE, entryIndex, fingerprintPages } from '../../src/delta/fingerprint.js';
 import { planDelta } from '../../src/delta/sender.js';
 import type { SendBlock } from '../../src/sender/pipeline.js';
@@ -23,24 +23,7 @@ import { decodeHeader, peekHeader, HEADER_FIXED_SIZE } from '../../src/file/form
 import { formatFileReport, inspectFile } from '../../src/file/inspect.js';
 import type { MfdError } from '../../src/errors.js';
 
-const PS = 4096;
-
-if (!native.deltaAvailable) {
-  t.plan(0, 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable');
-  process.exit(0);
-}
-
-const page = (seed: number): Buffer => {
-  const b = Buffer.alloc(PS);
-  for (let i = 0; i < PS; i += 4) b.writeUInt32LE((Math.imul(seed + 1, 2654435761) ^ Math.imul(i + 7, 40503)) >>> 0, i);
-  return b;
-};
-
-/** Writes pages (seeds; -1 = zero page) to `file`, plus `tail` bytes of one more page. */
-function writePages(file: string, seeds: number[], tail = 0): string {
-  fs.writeFileSync(file, Buffer.concat([...seeds.map((s) => (s < 0 ? Buffer.alloc(PS) : page(s))), page(424242).subarray(0, tail)]));
-  return file;
-}
+requireDeltaOrSkip();
 
 /**
  * Checkpoint k of a VM: 400 pages of pc.ram (every 10th changes from one

@@ -5,6 +5,7 @@
  * fingerprint collision, a base changed or shrunk during the migration fail
  * with a clear error and never leave a wrong image.
  */
+import { page, PS, requireDeltaOrSkip, writePages } from '../helpers/delta.js';
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -13,7 +14,6 @@ import { randomBytes } from 'node:crypto';
 import { migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { send } from '../../src/sender/sender.js';
 import { silentLogger } from '../../src/log.js';
-import { native } from '../../src/native/load.js';
 import { ENTRY_SIZE, entryIndex, fingerprintPages, matchEntries, NO_MATCH, sortEntries } from '../../src/delta/fingerprint.js';
 import { CONTROL_PREAMBLE_SIZE, decodeFrame } from '../../src/control/protocol.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
@@ -21,18 +21,7 @@ import { REF_ENTRY_SIZE } from '../../src/delta/wire.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
 import type { MfdError, RemoteError } from '../../src/errors.js';
 
-const PS = 4096;
-
-if (!native.deltaAvailable) {
-  t.plan(0, 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable');
-  process.exit(0);
-}
-
-const page = (seed: number): Buffer => {
-  const b = Buffer.alloc(PS);
-  for (let i = 0; i < PS; i += 4) b.writeUInt32LE((Math.imul(seed + 1, 2654435761) ^ Math.imul(i + 7, 40503)) >>> 0, i);
-  return b;
-};
+requireDeltaOrSkip();
 
 t.test('fingerprints: equal pages equal keys, zero pages skipped, match and sort by content', async (t) => {
   const pages = Buffer.concat([page(1), Buffer.alloc(PS), page(2), page(1), page(3)]);
@@ -60,12 +49,6 @@ t.test('fingerprints: equal pages equal keys, zero pages skipped, match and sort
   t.equal(matchEntries(table, n, probe, 2, found), 1, 'one of two found');
   t.same([...found], [104, NO_MATCH], 'page(3) found where it is in the table, page(9) nowhere');
 });
-
-/** Writes pages (seeds; -1 = zero page) to `file`. */
-function writePages(file: string, seeds: number[]): string {
-  fs.writeFileSync(file, Buffer.concat(seeds.map((s) => (s < 0 ? Buffer.alloc(PS) : page(s)))));
-  return file;
-}
 
 interface Setup {
   dir: string;

@@ -1,0 +1,27 @@
+/** Pages for the delta tests (test/delta/): distinct by seed, written to image files. */
+import fs from 'node:fs';
+import t from 'tap';
+import { native } from '../../src/native/load.js';
+
+export const PS = 4096;
+
+/** Ends the test file with a skip, saying why, when the addon has no xxHash (delta transfer unavailable). */
+export function requireDeltaOrSkip(): void {
+  if (!native.deltaAvailable) {
+    t.plan(0, 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable');
+    process.exit(0);
+  }
+}
+
+/** A 4 KiB page whose bytes follow from `seed` (no two seeds give the same page). */
+export const page = (seed: number): Buffer => {
+  const b = Buffer.alloc(PS);
+  for (let i = 0; i < PS; i += 4) b.writeUInt32LE((Math.imul(seed + 1, 2654435761) ^ Math.imul(i + 7, 40503)) >>> 0, i);
+  return b;
+};
+
+/** Writes pages (seeds; -1 = zero page) to `file`, plus `tail` bytes of one more page. */
+export function writePages(file: string, seeds: number[], tail = 0): string {
+  fs.writeFileSync(file, Buffer.concat([...seeds.map((s) => (s < 0 ? Buffer.alloc(PS) : page(s))), page(424242).subarray(0, tail)]));
+  return file;
+}
