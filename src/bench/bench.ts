@@ -11,7 +11,7 @@ import { InterruptedError, MfdError } from '../errors.js';
 import { generateImage, type Profile } from '../image/generate.js';
 import { changedPages, changeImage, readThrough } from './files.js';
 import { formatSize } from '../stats.js';
-import { buildCells, cellKey, isDeltaCell, type BenchConfig, type Cell, type PeerName } from './matrix.js';
+import { buildCells, cellKey, deltaLabel, isDeltaCell, type BenchConfig, type Cell, type PeerName } from './matrix.js';
 import { loopback, type Net } from './net.js';
 import { describeLink, openShapedLink } from './netns.js';
 import { choosePeers, PeerNotApplicable, type Peer, type PeerSample } from './peers/index.js';
@@ -58,8 +58,8 @@ function duration(sec: number): string {
 }
 
 function cellTitle(c: Cell, showZpd: boolean): string {
-  const delta = c.changed !== undefined ? ` delta ${c.changed}%` : c.base !== undefined ? ` delta vs ${path.basename(c.base)}` : '';
-  return `${c.compression} ${c.channels}ch${showZpd ? ` zpd=${c.zeroPageDetection}` : ''} ${c.profile} ${formatSize(c.sizeBytes)}${delta}`;
+  const d = deltaLabel(c);
+  return `${c.compression} ${c.channels}ch${showZpd ? ` zpd=${c.zeroPageDetection}` : ''} ${c.profile} ${formatSize(c.sizeBytes)}${d === null ? '' : ` delta ${d}`}`;
 }
 
 export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise<BenchResult> {

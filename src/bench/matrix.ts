@@ -201,6 +201,11 @@ export function isDeltaCell(c: Cell): boolean {
   return c.changed !== undefined || c.base !== undefined;
 }
 
+/** A delta cell's earlier version, as the report and progress lines say it: "10% changed", "vs A.img"; null for a whole-image cell. */
+export function deltaLabel(c: Cell): string | null {
+  return c.changed !== undefined ? `${c.changed}% changed` : c.base !== undefined ? `vs ${path.basename(c.base)}` : null;
+}
+
 export function formatRate(bitsPerSec: number): string {
   for (const [unit, f] of [
     ['tbit', 1e12],

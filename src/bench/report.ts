@@ -2,9 +2,8 @@
  * The bench's report: a markdown document (tables, scaling, targets), the SVG charts, and the
  * JSON lines every run and cell summary is recorded as. Pure functions of the summaries.
  */
-import path from 'node:path';
 import { formatSize } from '../stats.js';
-import type { Cell, PeerName } from './matrix.js';
+import { deltaLabel, type Cell, type PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
 import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';
 import { lineChart, type Reference, type Series } from './svg.js';
@@ -66,9 +65,10 @@ function varying(cells: readonly CellSummary[]): { zpd: boolean; image: boolean;
   };
 }
 
-/** A delta cell's earlier version: "10% changed", "vs A.img"; "–" for a whole-image cell. */
-function deltaLabel(c: Cell): string {
-  return c.changed !== undefined ? `${c.changed}% changed` : c.base !== undefined ? `vs ${path.basename(c.base)}` : '–';
+/** ", delta 10% changed" for a delta cell, "" for a whole-image cell. */
+function deltaSuffix(c: Cell): string {
+  const d = deltaLabel(c);
+  return d === null ? '' : `, delta ${d}`;
 }
 
 function cellColumns(cells: readonly CellSummary[]): { head: string[]; row: (c: CellSummary) => string[] } {
@@ -79,7 +79,7 @@ function cellColumns(cells: readonly CellSummary[]): { head: string[]; row: (c: 
     ...(v.zpd ? [c.cell.zeroPageDetection] : []),
     String(c.cell.channels),
     ...(v.image ? [imageLabel(c.cell)] : []),
-    ...(v.delta ? [deltaLabel(c.cell)] : []),
+    ...(v.delta ? [deltaLabel(c.cell) ?? '–'] : []),
   ];
   return { head, row };
 }
@@ -90,8 +90,7 @@ function verdict(t: Target): string {
 
 export function formatTargetLine(t: Target): string {
   const c = t.cell;
-  const delta = c.changed !== undefined || c.base !== undefined ? `, delta ${deltaLabel(c)}` : '';
-  const where = `${c.channels} ch, ${c.zeroPageDetection === 'multifd' ? '' : `zero-page-detection ${c.zeroPageDetection}, `}${imageLabel(c)}${delta}`;
+  const where = `${c.channels} ch, ${c.zeroPageDetection === 'multifd' ? '' : `zero-page-detection ${c.zeroPageDetection}, `}${imageLabel(c)}${deltaSuffix(c)}`;
   const value = t.value === null ? `not measured (${t.why ?? 'no data'})` : t.value.toFixed(2);
   return `${t.label} [${where}]: ${value}, target ${t.op === '<=' ? '≤' : '<'} ${limitText(t.limit)}: ${verdict(t)}`;
 }
@@ -380,7 +379,7 @@ export function markdownReport(
           ['target', 'cell', 'measured', 'goal', 'verdict'],
           shown.map((t) => [
             t.label.replace(/\|/g, '\\|'),
-            `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}${t.cell.changed !== undefined || t.cell.base !== undefined ? `, delta ${deltaLabel(t.cell)}` : ''}`,
+            `${t.cell.channels} ch, ${t.cell.zeroPageDetection}, ${imageLabel(t.cell)}${deltaSuffix(t.cell)}`,
             t.value === null ? `(${(t.why ?? '').replace(/\|/g, '\\|')})` : t.value.toFixed(2),
             `${t.op === '<=' ? '≤' : '<'} ${limitText(t.limit)}`,
             verdict(t),

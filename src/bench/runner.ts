@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BenchError, ExitCode, InterruptedError, VerifyError, type ExitCodeValue } from '../errors.js';
 import { compareFiles } from './files.js';
-import type { Cell } from './matrix.js';
+import { deltaLabel, type Cell } from './matrix.js';
 import type { Net } from './net.js';
 import { start, syncDisks, tail, waitFor, type ProcExit } from './proc.js';
 
@@ -223,6 +223,6 @@ function failure(what: string, r: ProcExit): BenchError {
 }
 
 export function describeCell(c: Cell): string {
-  const delta = c.changed !== undefined ? `, delta on ${c.changed}% changed` : c.base !== undefined ? `, delta against ${c.base}` : '';
-  return `${c.compression}, zero-page-detection ${c.zeroPageDetection}, ${c.channels} ch, ${c.profile}${delta}`;
+  const d = deltaLabel(c);
+  return `${c.compression}, zero-page-detection ${c.zeroPageDetection}, ${c.channels} ch, ${c.profile}${d === null ? '' : `, delta ${d}`}`;
 }
