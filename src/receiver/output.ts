@@ -74,8 +74,10 @@ export class Output {
       if (inPlace) {
         out.fd = fs.openSync(out.writePath, fs.constants.O_RDWR | fs.constants.O_CREAT | NO_FOLLOW, 0o644);
         checkInPlace(fs.fstatSync(out.fd), out.writePath, name);
+      } else {
         // Readable too: recv --qemu reads a page back before it rewrites it (its digest).
-      } else out.fd = createFreshSync(out.writePath, fs.constants.O_RDWR);
+        out.fd = createFreshSync(out.writePath, fs.constants.O_RDWR);
+      }
       fs.ftruncateSync(out.fd, size);
     } catch (e) {
       // Never pushed to the migration's outputs, so nobody else cleans up after it: the
