@@ -505,6 +505,12 @@ Napi::Value JS_cpuFeatures(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // The result codes beyond -errno (common.h), so that TypeScript need not copy their values.
+  Napi::Object codes = Napi::Object::New(env);
+  for (const ResultCode& c : kResultCodes)
+    codes.Set(c.name, Napi::Number::New(env, static_cast<double>(c.value)));
+  codes.Freeze();
+  exports.Set("resultCodes", codes);
   exports.Set("scanZeroPages", Napi::Function::New(env, JS_scanZeroPages, "scanZeroPages"));
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
   exports.Set("analysePagesSync",

@@ -15,6 +15,26 @@
 
 namespace mfd {
 
+// Result codes the natives return beyond 0 and -errno. kResultCodes is the one
+// table of them: binding.cc exports it as `resultCodes` (name -> value), and
+// TypeScript (src/native/io-error.ts) reads the values from there.
+constexpr int64_t kShortRead =
+    -100000;  // a file ended (or a mapped file shrank) before the bytes asked for
+constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-zero tail bytes
+constexpr int64_t kShortWrite = -100002;  // a write moved fewer bytes than asked (never retried)
+constexpr int64_t kStalled = -100003;     // a socket operation made no progress within its timeout
+
+struct ResultCode {
+  const char* name;  // what TypeScript calls it: NativeIoError.code
+  int64_t value;
+};
+constexpr ResultCode kResultCodes[] = {
+    {"ESHORTREAD", kShortRead},
+    {"EPADDING", kBadPadding},
+    {"ESHORTWRITE", kShortWrite},
+    {"ESTALLED", kStalled},
+};
+
 // Throws an Error carrying `code` (mapped to a typed error in TypeScript).
 inline void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
   Napi::Error e = Napi::Error::New(env, msg);

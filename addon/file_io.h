@@ -7,13 +7,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
 #include "spans.h"
 
 namespace mfd {
-
-// Result code beyond -errno (packet_io.h has the others): a write moved fewer
-// bytes than asked. Never retried: the caller reports it at once.
-constexpr int64_t kShortWrite = -100002;
 
 // Alignment the O_DIRECT path guarantees (memory, lengths and positions).
 constexpr size_t kDirectAlign = 4096;

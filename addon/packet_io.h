@@ -8,13 +8,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
 #include "spans.h"
 
 namespace mfd {
 
-// Result codes beyond -errno.
-constexpr int64_t kShortRead = -100000;   // file ended before `length` bytes
-constexpr int64_t kBadPadding = -100001;  // a page past the block end has non-zero tail bytes
+// Result codes beyond -errno: kShortRead, kBadPadding (common.h).
 
 // Zero flags (when zero_out is set) and per-page CRC-32C (when crc_out is
 // set) for `count` pages. Returns the number of zero pages. `holes`, when set

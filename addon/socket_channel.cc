@@ -14,7 +14,7 @@
 // JS:
 //   const ch = new SocketChannel(fd)
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
-//     code 0 once every byte is in the kernel; else -errno, or -100003 when the
+//     code 0 once every byte is in the kernel; else -errno, or kStalled when the
 //     socket took nothing for timeoutMs; `left` bytes not sent.
 //   ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb(err, got, code))
 //     buf[0, have) is already filled. Reads until the header (headerSize
@@ -26,7 +26,7 @@
 //     next_packet_size says: gateOffset is normal_pages then; sizeOffset
 //     itself when the size alone decides). `got` is
 //     the bytes now in buf; fewer than asked means the stream ended (code 0)
-//     or failed (code -errno; -100003: nothing arrived for timeoutMs).
+//     or failed (code -errno; kStalled: nothing arrived for timeoutMs).
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
@@ -53,10 +53,8 @@ namespace mfd {
 namespace {
 
 constexpr size_t kMaxIov = 64;  // pieces per sendmsg; more are sent in turns
-// The peer took or sent nothing for the operation's timeout (the kernel's own
-// ETIMEDOUT, e.g. from keepalive, stays a connection error). After the addon's
-// other codes beyond errno: kShortRead, kBadPadding (packet_io.h), kShortWrite (file_io.h).
-constexpr int64_t kStalled = -100003;
+// kStalled (common.h): the peer took or sent nothing for the operation's
+// timeout (the kernel's own ETIMEDOUT, e.g. from keepalive, stays a connection error).
 
 class SocketChannel;
 

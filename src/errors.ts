@@ -1,8 +1,12 @@
 /**
- * Every failure mfd reports is an MfdError with a stable `code`. Messages say
- * where (channel, packet number) and what (received vs expected). Only the CLI
- * entry turns an error into an exit code, through `exitCode`.
+ * Every failure mfd reports is an MfdError with a stable `code`. Where it
+ * happened (channel, packet number) is kept in fields, what happened (received
+ * vs expected) is the message; errorText() puts the two together, once, where
+ * an error is shown (the CLI, a report, the peer). Only the CLI entry turns an
+ * error into an exit code, through `exitCode`.
  */
+
+import os from 'node:os';
 
 /** Documented process exit codes (see README, "Exit codes"). */
 export const ExitCode = {
@@ -43,6 +47,7 @@ export interface ErrorPlace {
 export interface ErrorJson {
   name: string;
   code: string;
+  /** What happened; where is in channel and packetNum. */
   message: string;
   channel?: number;
   packetNum?: number;
@@ -55,7 +60,7 @@ export class MfdError extends Error {
   readonly packetNum: bigint | number | undefined;
 
   constructor(code: string, message: string, exitCode: ExitCodeValue, place: ErrorPlace = {}, options?: { cause?: unknown }) {
-    super(prefix(place) + message, options);
+    super(message, options);
     this.name = new.target.name;
     this.code = code;
     this.exitCode = exitCode;
@@ -74,10 +79,20 @@ export class MfdError extends Error {
   }
 }
 
-function prefix(place: ErrorPlace): string {
+/** "channel 1, packet 3: " (or "channel 1: "), or nothing without a channel. */
+function placeText(place: ErrorPlace): string {
   if (place.channel === undefined) return '';
   if (place.packetNum === undefined) return `channel ${place.channel}: `;
   return `channel ${place.channel}, packet ${place.packetNum}: `;
+}
+
+/**
+ * An error as a person reads it: where, then what ("channel 1, packet 3: flags received 0x4, expected
+ * 0x0"). The one place an error's fields become text; anything else gives the message as it is.
+ */
+export function errorText(e: unknown): string {
+  if (e instanceof MfdError) return placeText(e) + e.message;
+  return e instanceof Error ? e.message : String(e);
 }
 
 export class UsageError extends MfdError {
@@ -116,8 +131,8 @@ export class VerifyError extends MfdError {
 }
 
 export class IoError extends MfdError {
-  constructor(code: string, message: string, cause?: unknown) {
-    super(code, message, ExitCode.IO, {}, { cause });
+  constructor(code: string, message: string, cause?: unknown, place: ErrorPlace = {}) {
+    super(code, message, ExitCode.IO, place, { cause });
   }
 }
 
@@ -176,6 +191,118 @@ export class NativeLoadError extends MfdError {
   }
 }
 
+/** What a failed native I/O call (src/native/io-error.ts) worked on, and what it did. */
+export interface NativeIoFields {
+  /** The descriptor's role: a file by position, pages that may be a file mapping, a multifd channel's socket. */
+  on: 'file' | 'pages' | 'socket';
+  /** read or write (a file, a packet's pages to their file, a socket), scan (zero check and CRC-32C), copy. */
+  op: 'read' | 'write' | 'scan' | 'copy';
+  /** The file position of the failed call. */
+  at?: number;
+  /** The bytes the failed call asked for. */
+  asked?: number;
+  /** The bytes it moved (a short read or write; a socket's bytes sent or received). */
+  moved?: number;
+  /** EPADDING: the index (among the packet's offsets) of the page with non-zero bytes past the block's end. */
+  badPage?: number;
+}
+
+/**
+ * A failed call into the addon's I/O: positional file reads and writes, a packet's page scan, copy
+ * or write, a socket channel's send or receive. `code` is an errno name (ENOSPC, ECONNRESET, ...)
+ * or one of the addon's own (ESHORTREAD, ESHORTWRITE, EPADDING, ESTALLED: native.resultCodes).
+ * Not an MfdError: nativeIoFailure() makes it one, with what its caller knows.
+ */
+export class NativeIoError extends Error implements NativeIoFields {
+  readonly on: NativeIoFields['on'];
+  readonly op: NativeIoFields['op'];
+  readonly at: number | undefined;
+  readonly asked: number | undefined;
+  readonly moved: number | undefined;
+  readonly badPage: number | undefined;
+
+  constructor(
+    readonly code: string,
+    fields: NativeIoFields,
+  ) {
+    super(nativeIoWhat(code, fields));
+    this.name = 'NativeIoError';
+    this.on = fields.on;
+    this.op = fields.op;
+    this.at = fields.at;
+    this.asked = fields.asked;
+    this.moved = fields.moved;
+    this.badPage = fields.badPage;
+  }
+
+  /** The errno when `code` names one (not for the addon's own codes). */
+  get errno(): number | undefined {
+    return (os.constants.errno as Record<string, number>)[this.code];
+  }
+
+  /** The fields, to rebuild the error on the other side of a thread hop. */
+  fields(): NativeIoFields {
+    const { on, op, at, asked, moved, badPage } = this;
+    return { on, op, at, asked, moved, badPage };
+  }
+}
+
+function nativeIoWhat(code: string, f: NativeIoFields): string {
+  const at = f.at !== undefined ? ` at byte ${f.at}` : '';
+  switch (code) {
+    case 'ESHORTREAD':
+      return `${f.op}${at}: end of file${f.asked !== undefined ? `, read ${f.moved ?? 0} of ${f.asked} bytes` : ''}`;
+    case 'ESHORTWRITE':
+      return `${f.op}${at}: short write, ${f.moved ?? 0} of ${f.asked ?? '?'} bytes written`;
+    case 'EPADDING':
+      return `${f.op}: non-zero bytes past the end of the block (page ${f.badPage ?? '?'})`;
+    case 'ESTALLED':
+      return `${f.op}: no progress within the timeout`;
+    default:
+      return `${f.op}${at}: ${code}${f.asked !== undefined && f.on === 'file' ? ` (${f.asked} bytes)` : ''}`;
+  }
+}
+
+/** What the caller of a native I/O call knows, as fields: the file or stream, the channel and packet. */
+export interface NativeIoContext extends ErrorPlace {
+  /** What was read or written, as a message names it: `image "/a"`, `ram block "pc.ram" to "/b"`. */
+  subject?: string;
+  /** The code instead of the default: ERR_<errno name>, ERR_SHORT_WRITE; ERR_CHANNEL_CONNECTION for a socket. */
+  code?: string;
+  /** What to check, said after the what in parentheses. */
+  hint?: string;
+}
+
+/**
+ * The one way a native I/O failure becomes an MfdError: an IoError (exit 6) for a file or mapped
+ * pages, a ConnectionError (exit 4) for a socket. Callers handle the codes that mean something
+ * to them first (ESHORTREAD of an image: it shrank; ESTALLED: the peer stopped) and hand the rest here.
+ */
+export function nativeIoFailure(e: NativeIoError, ctx: NativeIoContext = {}): MfdError {
+  const { subject, code, hint, ...place } = ctx;
+  const why = hint !== undefined ? ` (${hint})` : '';
+  if (e.on === 'socket')
+    return new ConnectionError(
+      code ?? 'ERR_CHANNEL_CONNECTION',
+      `${subject !== undefined ? `${subject}: ` : ''}${e.message}${why}`,
+      place,
+      e,
+    );
+  const verb = e.op === 'write' ? 'writing' : 'reading';
+  const at = e.at !== undefined ? ` at byte ${e.at}` : '';
+  const what =
+    e.code === 'ESHORTWRITE'
+      ? `short write, ${e.moved ?? 0} of ${e.asked ?? '?'} bytes written (disk full, or a file size limit?)`
+      : `${e.code}${e.asked !== undefined && e.code !== 'ESHORTREAD' ? ` (${e.asked} bytes)` : ''}`;
+  const target = subject ?? (e.on === 'pages' ? 'mapped pages' : 'a file');
+  return new IoError(
+    code ?? (e.code === 'ESHORTWRITE' ? 'ERR_SHORT_WRITE' : `ERR_${e.code}`),
+    `${verb} ${target}${at}: ${what}${why}`,
+    e,
+    place,
+  );
+}
+
 /** Wraps anything thrown into an MfdError (an unknown error is a bug: INTERNAL). */
 const NETWORK_CODES = new Set([
   'ECONNRESET',
@@ -215,6 +342,7 @@ const FILE_CODES = new Set([
 
 export function asMfdError(err: unknown): MfdError {
   if (err instanceof MfdError) return err;
+  if (err instanceof NativeIoError) return nativeIoFailure(err);
   const e = err instanceof Error ? err : new Error(String(err));
   const code = (e as NodeJS.ErrnoException).code;
   if (code !== undefined && NETWORK_CODES.has(code)) return new ConnectionError(`ERR_${code}`, e.message, {}, e);

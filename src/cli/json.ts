@@ -8,7 +8,7 @@
  */
 import type { AccelReport } from '../accel/report.js';
 import type { BenchLine } from '../bench/report.js';
-import type { ErrorJson } from '../errors.js';
+import { errorText, type ErrorJson, type MfdError } from '../errors.js';
 import type { FileReport } from '../file/inspect.js';
 import type { FileSummary } from '../file/save.js';
 import type { RestoredFile } from '../file/restore.js';
@@ -59,8 +59,9 @@ export function runJson(stats: RunStats, extra: RunExtra = {}): SendJson | RecvJ
   return versioned({ ...migrateInfo(stats), ...stats, ...extra });
 }
 
-export function failureJson(error: ErrorJson): FailureJson {
-  return versioned({ status: 'failed' as const, 'error-desc': error.message, error });
+/** error-desc: where and what, as the command's stderr line says it; `error` keeps them apart. */
+export function failureJson(e: MfdError): FailureJson {
+  return versioned({ status: 'failed' as const, 'error-desc': errorText(e), error: e.toJSON() });
 }
 
 export function qemuSendJson(r: QemuSendResult): QemuSendJson {

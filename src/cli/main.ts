@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { compiledEngines, formatEngines } from '../accel/report.js';
 import { MFD_VERSION } from '../version.js';
-import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '../errors.js';
+import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue, errorText } from '../errors.js';
 import { createLogger, type Logger, type LogLevel } from '../log.js';
 import { formatStats, type RunStats } from '../stats.js';
 import { failureJson, runJson, type RunExtra } from './json.js';
@@ -131,14 +131,14 @@ export async function main(
       // Help and version land here too; commander has already printed its message.
       if (e.exitCode === 0) return ExitCode.OK;
       if (json && !printed && e.code !== 'commander.help')
-        out(JSON.stringify(failureJson(new UsageError(e.message.replace(/^error: /, '')).toJSON())));
+        out(JSON.stringify(failureJson(new UsageError(e.message.replace(/^error: /, '')))));
       return ExitCode.USAGE;
     }
     const me: MfdError = asMfdError(e);
     const verb = argv.find((a) => !a.startsWith('-')) ?? 'mfd';
-    err(`mfd ${verb}: error: ${printable(me.message)} [${me.code}]`);
+    err(`mfd ${verb}: error: ${printable(errorText(me))} [${me.code}]`);
     // One JSON object on stdout: a command that already printed its own keeps it.
-    if (json && !printed) out(JSON.stringify(failureJson(me.toJSON())));
+    if (json && !printed) out(JSON.stringify(failureJson(me)));
     return me.exitCode;
   } finally {
     process.off('beforeExit', onStall);

@@ -1,6 +1,7 @@
 /** Messages between the main thread and compute workers (src/compute/worker.ts). */
 import type { MethodParams } from '../methods/method.js';
 import type { PathCounts } from '../accel/paths.js';
+import type { NativeIoFields } from '../errors.js';
 
 export type ToWorker =
   | {
@@ -41,6 +42,8 @@ export interface SerializedError {
   exitCode?: number;
   channel?: number;
   packetNum?: string;
+  /** A NativeIoError's fields (src/errors.ts). */
+  native?: NativeIoFields;
 }
 
 export type FromWorker = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: SerializedError };

@@ -8,8 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { AccelError, ConnectionError, IoError, MfdError, ProtocolError, VerifyError, ExitCode } from '../errors.js';
-import type { FromWorker, SerializedError, ToWorker } from './messages.js';
+import { MfdError, ExitCode } from '../errors.js';
+import type { FromWorker, ToWorker } from './messages.js';
+import { reviveError } from './error-hop.js';
 
 // Always the compiled worker (dist/), also when the caller runs from sources.
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -34,7 +35,7 @@ export class ComputePool {
         this.pending.delete(m.id);
         if (this.pending.size === 0) this.setRef(false);
         if (m.ok) p.resolve(m.value);
-        else p.reject(revive(m.error));
+        else p.reject(reviveError(m.error));
       });
       w.on('error', (e) => this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL)));
       w.unref();
@@ -78,27 +79,5 @@ export class ComputePool {
       if (on) w.ref();
       else w.unref();
     }
-  }
-}
-
-/** Rebuilds a worker's error as the same class, so exit codes survive the thread hop. */
-function revive(e: SerializedError): Error {
-  const place = {
-    ...(e.channel !== undefined ? { channel: e.channel } : {}),
-    ...(e.packetNum !== undefined ? { packetNum: BigInt(e.packetNum) } : {}),
-  };
-  switch (e.name) {
-    case 'ProtocolError':
-      return new ProtocolError(e.code, e.message, place);
-    case 'VerifyError':
-      return new VerifyError(e.code, e.message, place);
-    case 'ConnectionError':
-      return new ConnectionError(e.code, e.message, place);
-    case 'IoError':
-      return new IoError(e.code, e.message);
-    case 'AccelError':
-      return new AccelError(e.code, e.message, place);
-    default:
-      return new MfdError(e.code, e.message, (e.exitCode as (typeof ExitCode)[keyof typeof ExitCode]) ?? ExitCode.INTERNAL, place);
   }
 }

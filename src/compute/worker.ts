@@ -8,11 +8,11 @@ import { getMethod, type MethodReceiver, type MethodSender } from '../methods/in
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../accel/paths.js';
 import { ImageSource } from '../sender/image-source.js';
-import { MfdError } from '../errors.js';
 import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../sender/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
 import type { FromWorker, PacketReply, ToWorker } from './messages.js';
+import { serializeError } from './error-hop.js';
 
 interface SendState {
   method: MethodSender;
@@ -136,19 +136,7 @@ parentPort!.on('message', ({ id, msg }: { id: number; msg: ToWorker }) => {
       const { value, transfer } = await handle(msg);
       parentPort!.postMessage({ id, ok: true, value } satisfies FromWorker, transfer);
     } catch (e) {
-      const err = e as MfdError & { code?: string };
-      parentPort!.postMessage({
-        id,
-        ok: false,
-        error: {
-          name: err.name ?? 'Error',
-          code: err.code ?? 'ERR_INTERNAL',
-          message: err instanceof MfdError ? err.message.replace(/^channel \d+(, packet \d+)?: /, '') : String((e as Error).stack ?? e),
-          ...(err.exitCode !== undefined ? { exitCode: err.exitCode } : {}),
-          ...(err.channel !== undefined ? { channel: err.channel } : {}),
-          ...(err.packetNum !== undefined ? { packetNum: String(err.packetNum) } : {}),
-        },
-      } satisfies FromWorker);
+      parentPort!.postMessage({ id, ok: false, error: serializeError(e) } satisfies FromWorker);
     }
   });
 });

@@ -12,17 +12,17 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { IoError, ProtocolError, UsageError } from '../errors.js';
+import { IoError, ProtocolError, UsageError, NativeIoError, nativeIoFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Hello } from '../control/protocol.js';
 import type { ControlChannel } from '../transport/control-channel.js';
-import { PacketIoError, writePacket } from '../native/packet-io.js';
+import { writePacket } from '../native/packet-io.js';
 import { native } from '../native/load.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
 import { ENTRY_SIZE, fingerprintFile, requireDelta } from './fingerprint.js';
-import { FileIoError, preadPieces } from '../native/file-io.js';
+import { preadPieces } from '../native/file-io.js';
 import { BoundedPool } from '../bounded-pool.js';
 import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
@@ -364,15 +364,16 @@ export class DeltaReceiver {
         try {
           await preadPieces(fd, r.pieces, r.positions);
         } catch (e) {
-          if (!(e instanceof FileIoError)) throw e;
-          const i = r.positions.findIndex((p, k) => e.at >= p && e.at < p + r.pieces[k]!.length);
+          if (!(e instanceof NativeIoError)) throw e;
+          const at = e.at!;
+          const i = r.positions.findIndex((p, k) => at >= p && at < p + r.pieces[k]!.length);
           const seg = r.segs[Math.max(0, i)]!;
           if (e.code === 'ESHORTREAD')
             throw new IoError(
               'ERR_DELTA_BASE_SHORT',
               `delta: reading ${seg.what}: ${e.moved} of ${e.asked} bytes at offset ${e.at}: it shrank during the migration`,
             );
-          throw new IoError(`ERR_${e.code}`, `delta: reading ${seg.what} at offset ${e.at}: ${e.code}`, e);
+          throw nativeIoFailure(e, { subject: `delta ${seg.what}` });
         }
       }),
     );
@@ -394,15 +395,14 @@ export class DeltaReceiver {
         }),
       );
     } catch (e) {
-      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+      if (!(e instanceof NativeIoError)) throw e;
+      if (e.code === 'EPADDING') {
         throw new IoError(
           'ERR_DELTA_PAST_END',
-          `delta: the page copied to offset ${offsets[e.badPage]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`,
+          `delta: the page copied to offset ${offsets[e.badPage!]} of ram block "${name}" has non-zero bytes past the block's end (size ${block.size}): its source is not what the sender took it for`,
         );
       }
-      if (e instanceof PacketIoError)
-        throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
-      throw e;
+      throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"` });
     }
     for (let j = 0; j < n; j++) block.digest.add(offsets[j]! / ps, crc[j]!);
     this.onWritten?.(block, offsets, n);

@@ -7,7 +7,7 @@
  * it was cut).
  */
 import fs from 'node:fs';
-import { MfdError, asMfdError } from '../errors.js';
+import { asMfdError, errorText } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { preadPieces } from '../native/file-io.js';
 import { checkPacketHeader, decodePacketHeader, ramblockName } from '../wire/packet.js';
@@ -91,7 +91,7 @@ export async function inspectFile(t: FileTarget): Promise<FileReport> {
     errors: [],
   };
   const err = (e: unknown, fallback: number): void => {
-    const message = e instanceof MfdError ? e.message : String((e as Error).message ?? e);
+    const message = errorText(e);
     report.errors.push({ at: atOf(e, fallback), message });
   };
   const read = async (at: number, n: number): Promise<Buffer> => {
@@ -140,7 +140,7 @@ export async function inspectFile(t: FileTarget): Promise<FileReport> {
       report.check = { ok: true };
     } catch (e) {
       const m = asMfdError(e);
-      report.check = { ok: false, code: m.code, exitCode: m.exitCode, message: m.message };
+      report.check = { ok: false, code: m.code, exitCode: m.exitCode, message: errorText(m) };
       err(e, t.offset);
     }
   }

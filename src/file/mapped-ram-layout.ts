@@ -8,10 +8,10 @@
  * are written once at the end, as QEMU does. Restore reads runs of present
  * pages in parallel and writes them to the outputs.
  */
-import { IoError, ProtocolError, VerifyError } from '../errors.js';
+import { ProtocolError, VerifyError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
-import { FileIoError, preadPieces, pwritePieces } from '../native/file-io.js';
-import { PacketIoError, writePacket } from '../native/packet-io.js';
+import { preadPieces, pwritePieces } from '../native/file-io.js';
+import { writePacket } from '../native/packet-io.js';
 import type { ChannelSink, OutgoingPacket } from '../sender/pipeline.js';
 import type { ChannelCounters } from '../stats.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
@@ -282,15 +282,14 @@ async function restoreChunk(
         }),
       );
     } catch (e) {
-      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+      if (!(e instanceof NativeIoError)) throw e;
+      if (e.code === 'EPADDING') {
         throw new ProtocolError(
           'ERR_PAGE_PAST_END',
-          `migration file: page at offset ${offsets[e.badPage]} runs past the end of ram block "${b.name}" (size ${b.size}) with non-zero bytes`,
+          `migration file: page at offset ${offsets[e.badPage!]} runs past the end of ram block "${b.name}" (size ${b.size}) with non-zero bytes`,
         );
       }
-      if (e instanceof PacketIoError)
-        throw new IoError(`ERR_${e.code}`, `writing ram block "${b.name}" to "${target.output.writePath}": ${e.code}`, e);
-      throw e;
+      throw nativeIoFailure(e, { subject: `ram block "${b.name}" to "${target.output.writePath}"` });
     }
   }
   for (let j = 0; j < count; j++) target.digest.add(offsets[j]! / ps, j < normal ? crc[j]! : zeroCrc);
@@ -305,10 +304,9 @@ async function readAt(file: OpenFile, pieces: Uint8Array | Uint8Array[], positio
   try {
     await preadPieces(file.fd, list, pos);
   } catch (e) {
-    if (e instanceof FileIoError && e.code === 'ESHORTREAD') {
-      throw fileError('ERR_FILE_TRUNCATED', `${what}: the file ends at byte ${e.at + e.moved}, before byte ${e.at + e.asked - 1}`);
-    }
-    if (e instanceof FileIoError) throw new IoError(`ERR_${e.code}`, `reading migration file "${file.path}" at byte ${e.at}: ${e.code}`, e);
-    throw e;
+    if (!(e instanceof NativeIoError)) throw e;
+    if (e.code === 'ESHORTREAD')
+      throw fileError('ERR_FILE_TRUNCATED', `${what}: the file ends at byte ${e.at! + e.moved!}, before byte ${e.at! + e.asked! - 1}`);
+    throw nativeIoFailure(e, { subject: `migration file "${file.path}"` });
   }
 }

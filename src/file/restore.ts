@@ -19,12 +19,12 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { FirstFailure, IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
+import { FirstFailure, MfdError, ProtocolError, UsageError, NativeIoError, nativeIoFailure } from '../errors.js';
 import type { PacketHeader } from '../wire/packet.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
 import { native } from '../native/load.js';
-import { FileIoError, preadPieces } from '../native/file-io.js';
+import { preadPieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { packetHeaderSize, pageCount, hex } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
@@ -103,10 +103,10 @@ async function readBytes(f: OpenFile, at: number, n: number, what: string): Prom
   try {
     await preadPieces(f.fd, [buf], [f.offset + at]);
   } catch (e) {
-    if (e instanceof FileIoError && e.code === 'ESHORTREAD')
-      throw incomplete(`${what} at byte ${f.offset + at}: the file ends at byte ${e.at + e.moved}, expected ${n} bytes`);
-    if (e instanceof FileIoError) throw new IoError(`ERR_${e.code}`, `reading migration file "${f.path}" at byte ${e.at}: ${e.code}`, e);
-    throw e;
+    if (!(e instanceof NativeIoError)) throw e;
+    if (e.code === 'ESHORTREAD')
+      throw incomplete(`${what} at byte ${f.offset + at}: the file ends at byte ${e.at! + e.moved!}, expected ${n} bytes`);
+    throw nativeIoFailure(e, { subject: `migration file "${f.path}"` });
   }
   return buf;
 }

@@ -12,9 +12,9 @@
  * one synchronous write per record, no buffering.
  */
 import fs from 'node:fs';
-import { IoError, type MfdError } from '../errors.js';
+import { IoError, type MfdError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
-import { alignedBuffer, FileIoError, pwritePieces } from '../native/file-io.js';
+import { alignedBuffer, pwritePieces } from '../native/file-io.js';
 import { WriteGate } from '../write-gate.js';
 import { FILE_ALIGN } from './format.js';
 import { directRefused, type OpenFile } from './target.js';
@@ -54,16 +54,9 @@ export interface RingStats {
 
 /** Turns a failed positional write into an IoError naming the file, the byte and the counts. */
 export function writeError(file: OpenFile, e: unknown): MfdError {
-  if (e instanceof FileIoError) {
-    const abs = e.at;
-    if (e.code === 'EINVAL' && file.direct) return directRefused(file.path, 'write', abs);
-    if (e.code === 'ESHORTWRITE') {
-      return new IoError(
-        'ERR_SHORT_WRITE',
-        `writing migration file "${file.path}" at byte ${abs}: short write, ${e.moved} of ${e.asked} bytes written (disk full, or a file size limit?)`,
-      );
-    }
-    return new IoError(`ERR_${e.code}`, `writing migration file "${file.path}" at byte ${abs} (${e.asked} bytes): ${e.code}`, e);
+  if (e instanceof NativeIoError) {
+    if (e.code === 'EINVAL' && file.direct) return directRefused(file.path, 'write', e.at!);
+    return nativeIoFailure(e, { subject: `migration file "${file.path}"` });
   }
   const err = e as NodeJS.ErrnoException;
   if (err.code) return new IoError(`ERR_${err.code}`, `writing migration file "${file.path}": ${err.message}`, e);
@@ -234,7 +227,8 @@ export class PerPacketWriter implements ByteWriter {
     const length = pieces.reduce((a, p) => a + p.length, 0);
     try {
       const n = fs.writevSync(this.file.fd, pieces, this.file.offset + this.pos);
-      if (n !== length) throw new FileIoError('ESHORTWRITE', this.file.offset + this.pos, length, n);
+      if (n !== length)
+        throw new NativeIoError('ESHORTWRITE', { on: 'file', op: 'write', at: this.file.offset + this.pos, asked: length, moved: n });
     } catch (e) {
       return Promise.reject(writeError(this.file, e));
     }

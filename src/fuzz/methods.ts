@@ -239,8 +239,8 @@ export async function methodTarget(method: string): Promise<FuzzTarget<MethodInp
             try {
               out = await rx.recv(pieces, f.normal, BigInt(k));
             } catch (e) {
-              const err = e as { channel?: number; message?: string };
-              if (err.channel !== CHANNEL || !err.message?.startsWith(`channel ${CHANNEL}, packet ${k}: `)) {
+              const err = e as { channel?: number; packetNum?: bigint | number; message?: string };
+              if (err.channel !== CHANNEL || err.packetNum === undefined || BigInt(err.packetNum) !== BigInt(k)) {
                 violation(`${method}: error does not name channel ${CHANNEL} and packet ${k}: ${err.message}`);
               }
               throw e;

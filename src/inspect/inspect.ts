@@ -34,7 +34,7 @@ import {
 import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
-import { IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
+import { IoError, MfdError, ProtocolError, UsageError, errorText } from '../errors.js';
 import { newChannelCounters } from '../stats.js';
 import { printable } from '../text.js';
 import { isRefPacket, summarizeRefs } from '../delta/wire.js';
@@ -274,7 +274,7 @@ async function inspectSource(
 ): Promise<StreamReport> {
   const report = emptyReport(file, length, !opts.headersOnly);
   const t = report.totals;
-  const error = (at: number, e: MfdError): void => void report.errors.push({ at, code: e.code, message: e.message });
+  const error = (at: number, e: MfdError): void => void report.errors.push({ at, code: e.code, message: errorText(e) });
   if (length < INIT_PACKET_SIZE) {
     error(0, new ProtocolError('ERR_INIT_TRUNCATED', `stream of ${length} bytes is shorter than the ${INIT_PACKET_SIZE}-byte init packet`));
     return report;

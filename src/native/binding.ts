@@ -30,10 +30,10 @@ export interface DsaQueueInfo {
 
 /**
  * A multifd channel's socket driven from a native thread (addon/socket_channel.cc).
- * Codes are 0, -errno, or -100003 (the operation's timeout passed without progress); the fd stays the JS socket's.
+ * Codes are 0, -errno, or ESTALLED (the operation's timeout passed without progress); the fd stays the JS socket's.
  */
 export interface SocketChannel {
-  /** Sends the pieces in order; `left` bytes were not sent when code < 0 (-100003: nothing taken for timeoutMs). */
+  /** Sends the pieces in order; `left` bytes were not sent when code < 0 (ESTALLED: nothing taken for timeoutMs). */
   send(pieces: Uint8Array[], timeoutMs: number, cb: (err: Error | null, code: number, left: number) => void): void;
   /**
    * Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits),
@@ -79,7 +79,23 @@ export interface DelayLine {
   close(): DelayLineStats;
 }
 
+/**
+ * The natives' result codes beyond 0 and -errno (addon/common.h's one table), by the name
+ * NativeIoError.code gives them (src/native/io-error.ts maps a result to its name).
+ */
+export interface ResultCodes {
+  /** A file ended (or a mapped file shrank) before the bytes asked for. */
+  ESHORTREAD: number;
+  /** A page past the block's end has non-zero bytes (writePacket). */
+  EPADDING: number;
+  /** A write moved fewer bytes than asked (never retried). */
+  ESHORTWRITE: number;
+  /** A socket operation made no progress within its timeout. */
+  ESTALLED: number;
+}
+
 export interface MfdBinding {
+  resultCodes: Readonly<ResultCodes>;
   /** False when the addon was built without xxhash.h (libxxhash-dev): the delta functions then throw ERR_DELTA_UNAVAILABLE. */
   deltaAvailable: boolean;
   /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
@@ -123,7 +139,7 @@ export interface MfdBinding {
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
   /**
    * Zero flags (when zeroOut is given) and per-page CRC-32C (when crcOut is given), on the libuv
-   * pool. cb gets the zero count, or SHORT_READ when `pages` is a file mapping whose file shrank.
+   * pool. cb gets the zero count, or ESHORTREAD when `pages` is a file mapping whose file shrank.
    * `holes` (with zeroOut) flags pages known to be zero, which are then not read at all.
    */
   analysePages(
@@ -145,7 +161,7 @@ export interface MfdBinding {
   ): number;
   /**
    * Copies the pages of src not flagged in skip (null: every page) to the same places in dst, runs
-   * in one memcpy each. src may be a file mapping: a file truncated under it returns SHORT_READ
+   * in one memcpy each. src may be a file mapping: a file truncated under it returns ESHORTREAD
    * instead of raising SIGBUS, which would kill the process.
    */
   copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, pageCount: number, skip: Uint8Array | null): number;
@@ -161,7 +177,7 @@ export interface MfdBinding {
   /**
    * CRC-32C of each normal page into crcOut, a check that pages past blockSize carry only zero
    * padding, then positional writes of the normal pages (and, with writeZeros, zeros for the zero
-   * pages), clipped to blockSize. cb gets 0 or a negative code (-errno, or BAD_PADDING with badPage).
+   * pages), clipped to blockSize. cb gets 0 or a negative code (-errno, or EPADDING with badPage).
    */
   writePacket(
     fd: number,
@@ -188,8 +204,8 @@ export interface MfdBinding {
   /**
    * Positional writes (or reads) of pieces[i] at positions[i] on the libuv pool (mode 0 read, 1 write,
    * 2 write and start writeback of the written range with sync_file_range); pieces that follow on
-   * from each other share one pwritev/preadv. cb gets 0, -errno, SHORT_WRITE (never retried) or
-   * SHORT_READ (end of file), and [position, bytes asked, bytes moved] of the call that failed.
+   * from each other share one pwritev/preadv. cb gets 0, -errno, ESHORTWRITE (never retried) or
+   * ESHORTREAD (end of file), and [position, bytes asked, bytes moved] of the call that failed.
    */
   positionalIo(
     fd: number,

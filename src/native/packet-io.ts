@@ -1,33 +1,10 @@
 /** Promise wrappers over the addon's per-packet calls, with their result codes mapped to errors. */
-import os from 'node:os';
+import type { NativeIoError } from '../errors.js';
 import { native } from './load.js';
+import { nativeIoError } from './io-error.js';
 
-/** Codes from addon/packet_io.h beyond -errno. */
-export const SHORT_READ = -100000;
-export const BAD_PADDING = -100001;
-
-export class PacketIoError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly badPage = -1,
-  ) {
-    super(message);
-  }
-}
-
-const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
-
-/** ECONNRESET for 104, and so on. */
-export function errnoName(errno: number): string {
-  return errnoNames.get(errno) ?? `errno ${errno}`;
-}
-
-function toError(op: string, code: number, badPage = -1): PacketIoError {
-  if (code === SHORT_READ) return new PacketIoError('ESHORTREAD', `${op}: end of file`);
-  if (code === BAD_PADDING) return new PacketIoError('EPADDING', `${op}: non-zero bytes past the end of the block`, badPage);
-  const name = errnoName(-code);
-  return new PacketIoError(name, `${op}: ${name}`);
+function toError(op: 'scan' | 'copy' | 'write', code: number, badPage = -1): NativeIoError {
+  return nativeIoError(code, op === 'write' ? { on: 'file', op, ...(badPage >= 0 ? { badPage } : {}) } : { on: 'pages', op });
 }
 
 /**
@@ -68,7 +45,7 @@ export function analysePagesHere(
 /**
  * Copies the `count` pages of `src` not flagged in `skip` (null: all) to the same places in `dst`
  * (one addon call, synchronous: for a worker thread). `src` may be a file mapping: a file
- * truncated under it throws a PacketIoError ESHORTREAD, not the SIGBUS that would kill the process.
+ * truncated under it throws a NativeIoError ESHORTREAD, not the SIGBUS that would kill the process.
  */
 export function copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, count: number, skip: Uint8Array | null): void {
   const r = native.copyPages(dst, src, pageSize, count, skip);

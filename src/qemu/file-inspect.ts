@@ -6,7 +6,7 @@
  * the device state and the devices the VM description lists. A problem stops the parse and is
  * reported with its file byte.
  */
-import { MfdError } from '../errors.js';
+import { MfdError, errorText } from '../errors.js';
 import type { FileTarget } from '../file/target.js';
 import { atOf } from '../file/inspect.js';
 import { printable } from '../text.js';
@@ -114,7 +114,7 @@ export async function inspectQemuFile(t: FileTarget): Promise<QemuFileReport> {
     r.deviceState = { at: deviceAt, bytes: s.deviceStateBytes, vmDescription: s.vmDescription, devices: s.devices };
   } catch (e) {
     if (!(e instanceof MfdError)) throw e;
-    r.errors.push({ at: atOf(e, f.reader.offset), message: `${e.message} [${e.code}]` });
+    r.errors.push({ at: atOf(e, f.reader.offset), message: `${errorText(e)} [${e.code}]` });
   } finally {
     f.close();
   }

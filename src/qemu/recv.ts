@@ -19,7 +19,16 @@
  */
 import net from 'node:net';
 import path from 'node:path';
-import { ConnectionError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
+import {
+  ConnectionError,
+  MfdError,
+  ProtocolError,
+  UnsupportedStreamError,
+  VerifyError,
+  asMfdError,
+  InterruptedError,
+  errorText,
+} from '../errors.js';
 import type { Logger } from '../log.js';
 import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
 import { PathTally } from '../accel/paths.js';
@@ -483,10 +492,10 @@ class QemuMigration {
     }
     const m = methodByFlag(flag);
     if (!m || !m.qemuCompatible)
-      throw new UnsupportedStreamError(
-        `channel ${channel}, packet ${packetNum}: compression flags ${hex(flag)} name no QEMU method mfd knows`,
-        'ERR_PACKET_METHOD',
-      );
+      throw new UnsupportedStreamError(`compression flags ${hex(flag)} name no QEMU method mfd knows`, 'ERR_PACKET_METHOD', {
+        channel,
+        packetNum,
+      });
     this.method = m;
     this.log.info({ method: m.name }, `multifd compression ${m.name}`);
     return m;
@@ -612,7 +621,7 @@ class QemuMigration {
     if (this.settled) return;
     const err = asMfdError(e);
     // At info: the command reports its failure once, as its last line.
-    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${err.message}`);
+    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${errorText(err)}`);
     this.settle();
     for (const s of this.sockets) s.destroy();
     // An output being created is not in `outputs` yet: abort it once it exists (createOutput does too).

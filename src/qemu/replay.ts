@@ -17,11 +17,20 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
-import { ConnectionError, InterruptedError, IoError, UsageError, asMfdError, type MfdError } from '../errors.js';
+import {
+  ConnectionError,
+  InterruptedError,
+  IoError,
+  UsageError,
+  asMfdError,
+  type MfdError,
+  type NativeIoError,
+  nativeIoFailure,
+} from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type MethodParams } from '../methods/index.js';
 import { connect } from '../transport/connect.js';
-import { NativeChannel, type NativeIoError } from '../transport/native-channel.js';
+import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE } from '../wire/constants.js';
 import { SendPipeline, type ChannelSink, type OutgoingPacket } from '../sender/pipeline.js';
@@ -300,7 +309,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
       fail(
         e.code === 'ESTALLED'
           ? new ConnectionError('ERR_QEMU_DESTINATION_STALLED', `${what}: the destination has not read for ${stallMs} ms (${hint})`)
-          : new ConnectionError('ERR_QEMU_DESTINATION', `${what}: ${e.message} (${hint})`, {}, e),
+          : nativeIoFailure(e, { code: 'ERR_QEMU_DESTINATION', subject: what, hint }),
       );
 
     const uuid = uuidFromString(m.uuid);

@@ -16,7 +16,7 @@
  * by its PagePlacer. Each failure names the stream offset of its packet.
  */
 import type { EventEmitter } from 'node:events';
-import { ConnectionError, IoError, ProtocolError } from '../errors.js';
+import { ConnectionError, ProtocolError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { BoundedPool } from '../bounded-pool.js';
 import {
@@ -33,12 +33,12 @@ import {
   type PacketHeader,
   type PacketProfile,
 } from '../wire/packet.js';
-import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
+import { NativeChannel } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, hex, pageCount } from '../wire/constants.js';
 import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
 import { isRefPacket } from '../delta/wire.js';
 import type { CompressionMethod } from '../methods/method.js';
-import { PacketIoError, writePacket } from '../native/packet-io.js';
+import { writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';
 import type { BlockDigest } from '../digest.js';
 import type { Output } from './output.js';
@@ -396,7 +396,7 @@ export class DataChannel {
       if (e instanceof NativeIoError) {
         if (e.code === 'ESTALLED')
           this.stop(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.host.readTimeoutMs} ms`, { channel: this.id }), this.at);
-        else this.stop(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: this.id }, e), this.at);
+        else this.stop(nativeIoFailure(e, { channel: this.id }), this.at);
       } else {
         this.stop(e, this.at);
       }
@@ -557,17 +557,15 @@ export class DataChannel {
         }),
       );
     } catch (e) {
-      if (e instanceof PacketIoError && e.code === 'EPADDING') {
+      if (!(e instanceof NativeIoError)) throw e;
+      if (e.code === 'EPADDING') {
         throw new ProtocolError(
           'ERR_PAGE_PAST_END',
-          `page at offset ${h.offsets[e.badPage]} runs past the end of ram block "${name}" (size ${block.size}) with non-zero bytes`,
+          `page at offset ${h.offsets[e.badPage!]} runs past the end of ram block "${name}" (size ${block.size}) with non-zero bytes`,
           { channel: this.id, packetNum: h.packetNum },
         );
       }
-      if (e instanceof PacketIoError) {
-        throw new IoError(`ERR_${e.code}`, `writing ram block "${name}" to "${block.output.writePath}": ${e.code}`, e);
-      }
-      throw e;
+      throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"` });
     }
     for (let j = 0; j < normal; j++) block.digest.add(h.offsets[j]! / ps, crc[j]!);
   }

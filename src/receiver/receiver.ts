@@ -18,6 +18,7 @@ import {
   ResumeError,
   asMfdError,
   InterruptedError,
+  errorText,
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import { getMethod, type CompressionMethod, type MethodParams, type MethodReceiver } from '../methods/index.js';
@@ -167,7 +168,7 @@ export async function receive(opts: RecvOptions): Promise<RecvResult> {
           : 'with nothing kept: waiting %s for the next sender';
         opts.logger.warn(
           { code: err.code },
-          `migration failed (${err.message}) ${next.replace('%s', `${waitMs / 1000} s on ${addr.address}:${addr.port}`)}`,
+          `migration failed (${errorText(err)}) ${next.replace('%s', `${waitMs / 1000} s on ${addr.address}:${addr.port}`)}`,
         );
       }
     }
@@ -636,7 +637,7 @@ class Migration {
       try {
         checkInitPacket(init, { uuid: this.uuid, channels: hello.channels }, where);
       } catch (e) {
-        return refuse((e as Error).message);
+        return refuse(errorText(e));
       }
     }
     try {
@@ -805,8 +806,8 @@ class Migration {
     const err = asMfdError(e);
     // At info: the command reports its failure once, as its last line; a failure followed by a
     // wait for a resume is logged at warn by receive(), with this message.
-    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${err.message}`);
-    this.control?.send({ type: 'error', code: err.code, message: err.message });
+    this.log.info({ code: err.code, channel: err.channel }, `migration failed: ${errorText(err)}`);
+    this.control?.send({ type: 'error', code: err.code, message: errorText(err) });
     this.settle();
     for (const s of this.sockets) s.destroy();
     void this.cleanUp(err).then(() => this.reject(err));

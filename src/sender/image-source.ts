@@ -7,9 +7,9 @@
  * (most packets never need one).
  */
 import fs from 'node:fs';
-import { IoError } from '../errors.js';
+import { IoError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
-import { FileIoError, preadPieces } from '../native/file-io.js';
+import { preadPieces } from '../native/file-io.js';
 import type { BlockSpec } from '../image/ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
@@ -119,7 +119,7 @@ export class ImageSource {
     try {
       await preadPieces(this.fd, pieces, positions);
     } catch (e) {
-      if (!(e instanceof FileIoError)) throw e;
+      if (!(e instanceof NativeIoError)) throw e;
       if (e.code === 'ESHORTREAD')
         throw (
           this.shrunk() ??
@@ -128,7 +128,7 @@ export class ImageSource {
             `image "${this.path}" shrank while sending: ${e.moved} of ${e.asked} bytes at byte ${e.at}, expected ${this.size} bytes in all`,
           )
         );
-      throw new IoError(`ERR_${e.code}`, `reading image "${this.path}" at offset ${e.at}: ${e.code}`, e);
+      throw nativeIoFailure(e, { subject: `image "${this.path}"` });
     }
     return { pages: slab.subarray(0, list.length * pageSize), holes: null, release: NO_RELEASE };
   }

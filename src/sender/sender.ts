@@ -9,12 +9,23 @@
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { AuthError, ConnectionError, FirstFailure, MfdError, RemoteError, ResumeError, ProtocolError } from '../errors.js';
+import {
+  AuthError,
+  ConnectionError,
+  FirstFailure,
+  MfdError,
+  RemoteError,
+  ResumeError,
+  ProtocolError,
+  type NativeIoError,
+  nativeIoFailure,
+  errorText,
+} from '../errors.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, encodePreamble, type ControlMessage, type Hello } from '../control/protocol.js';
 import { ControlChannel } from '../transport/control-channel.js';
 import { afterPeerGrace, endSocket, PEER_REASON_GRACE_MS } from '../transport/connect.js';
 import { plainSecurity, socketError, type ChannelSecurity } from '../transport/security.js';
-import { NativeChannel, type NativeIoError } from '../transport/native-channel.js';
+import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats.js';
@@ -60,7 +71,7 @@ export async function send(opts: SendOptions): Promise<SendResult> {
 
   // First failure wins (an abort is one); everything else is torn down around it.
   const failure = new FirstFailure(opts.signal, (e) => {
-    control?.send({ type: 'error', code: e.code, message: e.message });
+    control?.send({ type: 'error', code: e.code, message: errorText(e) });
     for (const s of sockets) s.destroy();
   });
   const fail = failure.fail;
@@ -141,8 +152,8 @@ export async function send(opts: SendOptions): Promise<SendResult> {
       const nativeError = (e: NativeIoError): void => {
         const s = shrunk(e.code);
         if (s) fail(s);
-        else if (e.code === 'ESTALLED') fail(stalled(id, stallMs, e.amount));
-        else if (e.code !== 'ECANCELED') failSoon(new ConnectionError('ERR_CHANNEL_CONNECTION', e.message, { channel: id }, e));
+        else if (e.code === 'ESTALLED') fail(stalled(id, stallMs, e.asked! - e.moved!));
+        else if (e.code !== 'ECANCELED') failSoon(nativeIoFailure(e, { channel: id }));
       };
       const progressed = attached ? null : watch.add(id, socket);
       await p.addChannel(id, (counters) => {
@@ -296,7 +307,7 @@ export function nativeSink(
     async end(): Promise<void> {
       await Promise.all(queued.splice(0));
       ch.close();
-      if (error) await afterPeerGrace(new ConnectionError('ERR_CHANNEL_CONNECTION', `${what}: ${error.message}`));
+      if (error) await afterPeerGrace(nativeIoFailure(error, { subject: what }));
       await endSocket(ch.socket, what).catch(afterPeerGrace);
     },
   };

@@ -1,6 +1,6 @@
 /** Message-at-a-time view of the control connection (framing in control/protocol.ts). */
 import type { Socket } from 'node:net';
-import { AuthError, ConnectionError, MfdError, ProtocolError } from '../errors.js';
+import { AuthError, ConnectionError, MfdError, ProtocolError, errorText } from '../errors.js';
 import { CONTROL_FRAME_MAX, decodeFrame, encodeFrame, type ControlMessage } from '../control/protocol.js';
 import { ByteQueue } from './byte-queue.js';
 import { PSK_CHALLENGE_MAGIC, socketError } from './security.js';
@@ -95,7 +95,8 @@ export class ControlChannel {
       this.broken = true;
       this.fail(e as Error);
       // Tell the peer why before hanging up, as for any other failure (it was only ever told "closed").
-      if (e instanceof MfdError && this.socket.writable) this.socket.end(encodeFrame({ type: 'error', code: e.code, message: e.message }));
+      if (e instanceof MfdError && this.socket.writable)
+        this.socket.end(encodeFrame({ type: 'error', code: e.code, message: errorText(e) }));
       else this.socket.destroy();
     }
   }

@@ -18,33 +18,14 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { native } from '../native/load.js';
 import type { SocketChannel } from '../native/binding.js';
-import { errnoName } from '../native/packet-io.js';
-
-/** addon/socket_channel.cc: the peer took or sent nothing for the operation's timeout. */
-const STALLED = -100003;
-
-function ioError(op: 'read' | 'write', code: number, amount: number): NativeIoError {
-  if (code === STALLED) return new NativeIoError('ESTALLED', `${op}: no progress within the timeout`, amount);
-  return new NativeIoError(errnoName(-code), `${op} ${errnoName(-code)}`, amount);
-}
+import { NativeIoError } from '../errors.js';
+import { nativeIoError } from '../native/io-error.js';
 
 /** Internals of a net.Socket this module relies on (as Node's own stream code does). */
 interface TcpHandle {
   fd?: number;
   reading?: boolean;
   readStop?(): number;
-}
-
-export class NativeIoError extends Error {
-  constructor(
-    /** errno name (ECONNRESET, EFAULT, ...), or ESTALLED: the operation's own timeout passed without progress. */
-    readonly code: string,
-    message: string,
-    /** Bytes of the operation not done (send) or done (recv). */
-    readonly amount: number,
-  ) {
-    super(message);
-  }
 }
 
 export class NativeChannel {
@@ -88,12 +69,17 @@ export class NativeChannel {
     return { channel, buffered };
   }
 
-  /** Sends the pieces in order; rejects with a NativeIoError (ESTALLED: the peer took nothing for timeoutMs). */
+  /**
+   * Sends the pieces in order; rejects with a NativeIoError (errno name, or ESTALLED: the peer took
+   * nothing for timeoutMs) whose `moved` of `asked` bytes were sent.
+   */
   send(pieces: Uint8Array[], timeoutMs: number): Promise<void> {
-    return this.op((done) =>
+    return this.op('write', (done) =>
       this.ch.send(pieces, timeoutMs, (err, code, left) => {
         if (err) return done(err);
-        done(code < 0 ? ioError('write', code, left) : null);
+        if (code >= 0) return done(null);
+        const asked = pieces.reduce((a, p) => a + p.length, 0);
+        done(nativeIoError(code, { on: 'socket', op: 'write', asked, moved: asked - left }));
       }),
     );
   }
@@ -103,15 +89,16 @@ export class NativeChannel {
    * headerSize bytes, then the payload its big-endian u32 at sizeOffset
    * announces (when header and payload fit in buf), unless its big-endian u32
    * at gateOffset (default: sizeOffset) is 0. Resolves to the bytes in buf;
-   * fewer than asked for means the peer ended the stream.
+   * fewer than asked for means the peer ended the stream. Rejects with a
+   * NativeIoError (errno name, or ESTALLED) whose `moved` bytes are in buf.
    */
   recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, gateOffset = sizeOffset): Promise<number> {
     let got = have;
-    return this.op((done) =>
+    return this.op('read', (done) =>
       this.ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, (err, n, code) => {
         if (err) return done(err);
         got = n;
-        done(code < 0 ? ioError('read', code, n) : null);
+        done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
       }),
     ).then(() => got);
   }
@@ -128,8 +115,8 @@ export class NativeChannel {
     return this.pending === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
   }
 
-  private op(start: (done: (e: Error | null) => void) => void): Promise<void> {
-    if (this.closed) return Promise.reject(new NativeIoError('ECANCELED', 'channel closed', 0));
+  private op(op: 'read' | 'write', start: (done: (e: Error | null) => void) => void): Promise<void> {
+    if (this.closed) return Promise.reject(new NativeIoError('ECANCELED', { on: 'socket', op }));
     this.pending++;
     return new Promise((resolve, reject) => {
       const done = (e: Error | null): void => {

@@ -13,7 +13,8 @@
  */
 import { AccelError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
-import { analysePages, PacketIoError, SHORT_READ } from '../native/packet-io.js';
+import { analysePages } from '../native/packet-io.js';
+import { nativeIoError } from '../native/io-error.js';
 import type { DsaQueueInfo } from '../native/binding.js';
 import { cpuPath } from './cpu.js';
 import { registerDetector, type DetectorOptions, type ZeroPageDetector } from './detector.js';
@@ -123,7 +124,7 @@ export const dsaAccel: ZeroPageDetector = {
         return new Promise((resolve, reject) => {
           native.dsaScan(q.id, pages, pageSize, count, zeroOut, crcOut, counts, TIMEOUT_MS, (err, r) => {
             if (err) return reject(err);
-            if (r === SHORT_READ) return reject(new PacketIoError('ESHORTREAD', 'scan: end of file'));
+            if (r < 0) return reject(nativeIoError(r, { on: 'pages', op: 'scan' }));
             try {
               tally.add(queuePath(q), counts[DEVICE]!, counts[DEVICE]! > 0 ? 1 : 0);
               const cpu = FALLBACKS.reduce((a, [i]) => a + counts[i]!, 0);

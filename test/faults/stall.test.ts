@@ -52,9 +52,11 @@ t.test('receiver stopped mid-transfer: the sender exits 4 naming the stalled cha
   t.equal(s.code, 4, `sender exit 4: ${lastError(s.stderr)}`);
   t.match(JSON.parse(s.stdout), {
     status: 'failed',
+    'error-desc': /^channel \d: the receiver took no data for 2000 ms \(\d+ bytes waiting to be written\)/,
     error: {
       code: 'ERR_CHANNEL_STALLED',
-      message: /^channel \d: the receiver took no data for 2000 ms \(\d+ bytes waiting to be written\)/,
+      channel: Number,
+      message: /^the receiver took no data for 2000 ms \(\d+ bytes waiting to be written\)/,
     },
   });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `sender exited ${Math.round(took)} ms after the receiver stopped (timeout ${TIMEOUT_S} s)`);
@@ -116,7 +118,11 @@ t.test('sender stopped mid-transfer: the receiver exits 4 naming the silent chan
   const r = await recv.done;
   const took = r.at - stoppedAt;
   t.equal(r.code, 4, `receiver exit 4: ${lastError(r.stderr)}`);
-  t.match(JSON.parse(r.stdout), { status: 'failed', error: { code: 'ERR_CHANNEL_TIMEOUT', message: /^channel \d: no data for 2000 ms/ } });
+  t.match(JSON.parse(r.stdout), {
+    status: 'failed',
+    'error-desc': /^channel \d: no data for 2000 ms/,
+    error: { code: 'ERR_CHANNEL_TIMEOUT', channel: Number, message: /^no data for 2000 ms/ },
+  });
   t.ok(took < TIMEOUT_S * 1000 + 3000, `receiver exited ${Math.round(took)} ms after the sender stopped (timeout ${TIMEOUT_S} s)`);
   t.same(
     fs.readdirSync(out).sort(),

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makeImage, sha256, tmpdir } from '../helpers/index.js';
 import { writeError } from '../../src/file/writer.js';
-import { FileIoError } from '../../src/native/file-io.js';
+import { NativeIoError } from '../../src/errors.js';
 import { parseFileUri } from '../../src/file/target.js';
 import { directIoProbe, mfd } from '../helpers/files.js';
 
@@ -73,14 +73,15 @@ t.test('--direct-io: O_DIRECT saves in both layouts restore identically (where t
 });
 
 t.test('a file system refusing O_DIRECT is named in the error (exit 6)', async (t) => {
-  const e = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: true }, new FileIoError('EINVAL', 8192, 4096, 0));
+  const FAILED_WRITE = { on: 'file', op: 'write', at: 8192, asked: 4096, moved: 0 } as const;
+  const e = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: true }, new NativeIoError('EINVAL', FAILED_WRITE));
   t.equal(e.code, 'ERR_DIRECT_IO_UNSUPPORTED');
   t.equal(e.exitCode, 6);
   t.match(
     e.message,
     /--direct-io: the file system of "\/mnt\/x\.mfd" refuses O_DIRECT \(write at byte 8192: EINVAL\); save without --direct-io/,
   );
-  const buffered = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: false }, new FileIoError('EINVAL', 8192, 4096, 0));
+  const buffered = writeError({ path: '/mnt/x.mfd', offset: 0, fd: -1, direct: false }, new NativeIoError('EINVAL', FAILED_WRITE));
   t.equal(buffered.code, 'ERR_EINVAL', 'without O_DIRECT, EINVAL is just EINVAL');
 });
 

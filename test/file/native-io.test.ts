@@ -1,10 +1,12 @@
 /** The natives behind migration files: positional I/O with short-write detection, aligned buffers, copy + CRC. */
 import t from 'tap';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
 import { native } from '../../src/native/load.js';
-import { alignedBuffer, FileIoError, preadPieces, pwritePieces } from '../../src/native/file-io.js';
+import { alignedBuffer, preadPieces, pwritePieces } from '../../src/native/file-io.js';
+import { NativeIoError } from '../../src/errors.js';
 
 t.test('crc32c continues from a seed; copyCrc32c copies and checksums in one pass', async (t) => {
   const a = Buffer.from('hello, ');
@@ -49,8 +51,8 @@ t.test('positional writes and reads of pieces; contiguous pieces share a call', 
     () => null,
     (err: unknown) => err,
   );
-  t.ok(e instanceof FileIoError);
-  t.match(e, { code: 'ESHORTREAD', at: 98, asked: 10, moved: 5 });
+  t.ok(e instanceof NativeIoError);
+  t.match(e, { code: 'ESHORTREAD', on: 'file', op: 'read', at: 98, asked: 10, moved: 5 });
   // Writing with writeback started at once (buffered saves) writes the same bytes.
   await pwritePieces(fd, [Buffer.from('wb')], [200], true);
   t.equal(fs.readFileSync(file).subarray(200).toString(), 'wb');
@@ -63,7 +65,7 @@ t.test('a failed write is reported with errno, position and size', async (t) => 
     () => null,
     (err: unknown) => err,
   );
-  t.match(e, { code: 'ENOSPC', at: 0, asked: 4096 });
+  t.match(e, { code: 'ENOSPC', errno: os.constants.errno.ENOSPC, on: 'file', op: 'write', at: 0, asked: 4096 });
 });
 
 t.test('a short write is an error at once (file size limit), never retried into a silent success', async (t) => {

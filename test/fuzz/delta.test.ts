@@ -31,7 +31,9 @@ const refHeader = (size: number): ReturnType<typeof decodePacketHeader> =>
 t.test('a reference packet where delta was not negotiated is refused as a method mismatch, saying what it is', async (t) => {
   t.throws(() => checkPacketHeader(refHeader(24), headerContext(4096, 'none', 1)), {
     code: 'ERR_PACKET_METHOD',
-    message: 'channel 1, packet 4: flags received 0x3c (an mfd delta reference packet), expected 0x0: delta transfer was not negotiated',
+    channel: 1,
+    packetNum: 4n,
+    message: 'flags received 0x3c (an mfd delta reference packet), expected 0x0: delta transfer was not negotiated',
   });
   t.same(checkPacketHeader(refHeader(48), { ...headerContext(4096, 'zstd', 1), deltaRefs: true }), { ramblock: 'pc.ram', size: 64 << 20 });
   t.throws(() => checkPacketHeader(refHeader(25), { ...headerContext(4096, 'none', 1), deltaRefs: true }), { code: 'ERR_PACKET_SIZE' });
@@ -48,7 +50,9 @@ t.test('references outside their block or source are refused, received vs expect
   t.doesNotThrow(() => checkRef({ source: 0, count: 10, dst: 90, src: 0 }, 0, 100, limits, 'a', at));
   t.throws(() => checkRef({ source: 0, count: 11, dst: 0, src: 0 }, 1, 100, limits, 'a', at), {
     code: 'ERR_DELTA_REF',
-    message: 'channel 0, packet 7: delta reference 1 of ram block "a": source pages 0..10 of base 0 received, expected within its 10 pages',
+    channel: 0,
+    packetNum: 7n,
+    message: 'delta reference 1 of ram block "a": source pages 0..10 of base 0 received, expected within its 10 pages',
   });
   t.throws(() => checkRef({ source: 0, count: 2, dst: 99, src: 0 }, 2, 100, limits, 'a', at), {
     message: /pages 99\.\.100 received, expected a run of at least 1 within the block's 100 pages/,

@@ -35,7 +35,9 @@ t.test('zstd: a frame asking for a window larger than level 20 uses is refused b
     Promise.resolve().then(() => big.recv([frame(22)], 1, 7n)),
     {
       code: 'ERR_PAYLOAD_CORRUPT',
-      message: /^channel 2, packet 7: zstd payload cannot be decoded: Frame requires too much memory/,
+      channel: 2,
+      packetNum: 7n,
+      message: /^zstd payload cannot be decoded: Frame requires too much memory/,
     },
   );
 });

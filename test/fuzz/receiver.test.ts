@@ -36,7 +36,7 @@ t.test('regression: a channel that never connects fails the migration after the 
   t.match(e, {
     code: 'ERR_CHANNEL_MISSING',
     channel: 1,
-    message: 'channel 1: not connected 300 ms after the hello was accepted (1 of 2 channels connected)',
+    message: 'not connected 300 ms after the hello was accepted (1 of 2 channels connected)',
   });
   t.match(await raw.control.next(), { type: 'error', code: 'ERR_CHANNEL_MISSING' }, 'the sender is told');
   t.same(fs.readdirSync(dir), [], 'no output left');

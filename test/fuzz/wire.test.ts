@@ -49,6 +49,8 @@ t.test('regression: a header cut inside its offsets is refused for the offsets i
   t.equal(h.offsets.length, 1);
   t.throws(() => checkPacketHeader(h, headerContext(4096, 'none', 3)), {
     code: 'ERR_PACKET_TRUNCATED',
-    message: 'channel 3, packet 5: header holds 1 offsets, received 2 pages (2 normal, 0 zero)',
+    channel: 3,
+    packetNum: 5n,
+    message: 'header holds 1 offsets, received 2 pages (2 normal, 0 zero)',
   });
 });

@@ -18,7 +18,7 @@ import { MULTIFD_FLAG_SYNC } from '../../src/wire/constants.js';
 import { encodeFrame, type Hello } from '../../src/control/protocol.js';
 import { BlockDigest } from '../../src/digest.js';
 import { native } from '../../src/native/load.js';
-import { MfdError, ExitCode } from '../../src/errors.js';
+import { MfdError, ExitCode, errorText } from '../../src/errors.js';
 
 const PS = 4096;
 const SIZE = 1 << 20;
@@ -74,9 +74,12 @@ async function expectFailure(
 ) {
   const e = await rejection(s.result);
   t.ok(e instanceof MfdError, 'a typed error');
-  t.match(e, { code, message, exitCode });
+  t.match(e, { code, exitCode });
+  // `message` is what happened; where (channel, packet) is in fields, and errorText() says both, once.
+  t.match(errorText(e), message);
+  t.notMatch(e.message, /^channel \d/, 'no place baked into the message');
   const told = await s.raw.control.next().catch(() => null);
-  t.match(told, { type: 'error', code }, 'the sender is told why');
+  t.match(told, { type: 'error', code, message }, 'the sender is told why, and where');
   t.same(fs.readdirSync(s.dir), [], 'no output and no temporary file left');
 }
 
@@ -193,7 +196,8 @@ t.test('a channel dropped in the middle of a header, after whole packets', async
   const e = await rejection(s.result);
   t.match(e, {
     code: 'ERR_CHANNEL_TRUNCATED',
-    message: /channel 0: connection closed in the middle of a packet header: received 1000 of 1344 bytes/,
+    channel: 0,
+    message: /^connection closed in the middle of a packet header: received 1000 of 1344 bytes/,
     exitCode: ExitCode.CONNECTION,
   });
   // The whole packet before it was written: a dropped connection keeps it, under the temporary name, for a resume.

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
-import { analysePages, copyPages, writePacket, PacketIoError } from '../../src/native/packet-io.js';
+import { analysePages, copyPages, writePacket } from '../../src/native/packet-io.js';
+import { NativeIoError } from '../../src/errors.js';
 import { ImageSource } from '../../src/sender/image-source.js';
 import { tmpdir } from '../helpers/index.js';
 
@@ -162,8 +163,8 @@ t.test('writePacket: runs land at their offsets from pieces, clipped to the bloc
     writeZeros: false,
     crc,
   }).catch((x) => x);
-  t.ok(e instanceof PacketIoError);
-  t.match(e, { code: 'EPADDING', badPage: 2 });
+  t.ok(e instanceof NativeIoError);
+  t.match(e, { code: 'EPADDING', on: 'file', op: 'write', badPage: 2 });
   t.throws(
     () => native.writePacket(fd, [pages.subarray(0, 4096)], 4096, new Float64Array([blockSize]), 1, 0, blockSize, false, crc, () => {}),
     RangeError,

@@ -188,7 +188,7 @@ t.test('the ISA-L inflater refuses corrupt, oversized, finished and dictionary s
 
   const bad = Buffer.from(payloads[0]!);
   bad.fill(0xff, 2, 40); // the first block's header and codes
-  await t.rejects(async () => receiver(2).recv([bad], pagesOf(0), 1n), { code: 'ERR_PAYLOAD_CORRUPT', message: /channel 2/ });
+  await t.rejects(async () => receiver(2).recv([bad], pagesOf(0), 1n), { code: 'ERR_PAYLOAD_CORRUPT', channel: 2 });
 
   const header = Buffer.from(payloads[0]!);
   header[0] = 0x79; // compression method 9: not deflate

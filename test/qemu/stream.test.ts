@@ -317,7 +317,7 @@ t.test('a device-state packet (QEMU 10.0, flag 0x40: VFIO state over multifd) is
   t.equal(e?.channel, 0, 'the channel is a field');
   t.match(
     e?.message,
-    /channel 0: a device-state packet \(flags 0x40: VFIO device state over multifd, QEMU 10\.0\+\): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off/,
+    /^a device-state packet \(flags 0x40: VFIO device state over multifd, QEMU 10\.0\+\): mfd keeps the RAM and the device state of the main channel only; turn x-migration-multifd-transfer off/,
   );
   t.equal(e?.exitCode, 3, 'exit 3');
 });

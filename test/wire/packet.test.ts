@@ -136,9 +136,9 @@ t.test('a good header passes and names its block', async (t) => {
 
 t.test('every receiver check, with channel, packet and received vs expected', async (t) => {
   const cases: [string, ReturnType<typeof header>, string, RegExp, Partial<PacketCheckContext>?][] = [
-    ['magic', header({}, (b) => b.set([0, 0, 0, 1], 0)), 'ERR_PACKET_MAGIC', /^channel 2: received packet magic 0x1, expected 0x11223344$/],
-    ['version', header({}, (b) => b.set([0, 0, 0, 2], 4)), 'ERR_PACKET_VERSION', /^channel 2: received packet version 2, expected 1$/],
-    ['unknown flag bits', header({ flags: 0x100 }), 'ERR_PACKET_FLAGS', /channel 2, packet 4328719365: flags received 0x100, expected 0x0/],
+    ['magic', header({}, (b) => b.set([0, 0, 0, 1], 0)), 'ERR_PACKET_MAGIC', /^received packet magic 0x1, expected 0x11223344$/],
+    ['version', header({}, (b) => b.set([0, 0, 0, 2], 4)), 'ERR_PACKET_VERSION', /^received packet version 2, expected 1$/],
+    ['unknown flag bits', header({ flags: 0x100 }), 'ERR_PACKET_FLAGS', /^flags received 0x100, expected 0x0/],
     ['device state', header({ flags: 0x40 }), 'ERR_PACKET_FLAGS', /device-state packet/],
     ['pages_alloc', header({ pagesAlloc: 129 }), 'ERR_PACKET_PAGES_ALLOC', /received packet with 129 pages, expected 128/],
     [
@@ -185,6 +185,11 @@ t.test('every receiver check, with channel, packet and received vs expected', as
     ],
   ];
   for (const [name, h, code, message, c] of cases) {
-    t.throws(() => checkPacketHeader(h, ctx(c)), { code, message }, name);
+    t.throws(() => checkPacketHeader(h, ctx(c)), { code, message, channel: 2 }, name);
   }
+  t.throws(
+    () => checkPacketHeader(header({ flags: 0x100 }), ctx()),
+    { code: 'ERR_PACKET_FLAGS', channel: 2, packetNum: 4328719365n },
+    'where is in fields, the message says what',
+  );
 });
