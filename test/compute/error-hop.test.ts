@@ -1,0 +1,73 @@
+/** The worker-to-main hop keeps an error's class and fields: nothing is read back out of a message. */
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tmpdir } from '../helpers/index.js';
+import { ComputePool } from '../../src/compute/pool.js';
+import { reviveError, serializeError } from '../../src/compute/error-hop.js';
+import { getMethod } from '../../src/methods/index.js';
+import { ExitCode, IoError, MfdError, NativeIoError, ProtocolError, errorText } from '../../src/errors.js';
+
+t.test('serialize and revive: class, code, exit code, channel and packet as fields', async (t) => {
+  const p = reviveError(
+    serializeError(new ProtocolError('ERR_PACKET_FLAGS', 'flags received 0x100, expected 0x0', { channel: 1, packetNum: 3n })),
+  );
+  t.ok(p instanceof ProtocolError);
+  t.match(p, {
+    code: 'ERR_PACKET_FLAGS',
+    exitCode: ExitCode.PROTOCOL,
+    channel: 1,
+    packetNum: 3n,
+    message: 'flags received 0x100, expected 0x0',
+  });
+  t.equal(errorText(p), 'channel 1, packet 3: flags received 0x100, expected 0x0', 'the place once, not twice');
+
+  const io = reviveError(serializeError(new IoError('ERR_EIO', 'reading image "a" at byte 0: EIO', undefined, { channel: 4 })));
+  t.ok(io instanceof IoError);
+  t.match(io, { code: 'ERR_EIO', exitCode: ExitCode.IO, channel: 4 });
+
+  const native = new NativeIoError('ESHORTREAD', { on: 'pages', op: 'copy' });
+  const back = reviveError(structuredClone(serializeError(native)));
+  t.ok(back instanceof NativeIoError, 'a native failure stays one, for its caller to judge');
+  t.match(back, { code: 'ESHORTREAD', on: 'pages', op: 'copy', message: native.message });
+
+  const bug = reviveError(serializeError(new TypeError('boom')));
+  t.ok(bug instanceof MfdError);
+  t.match(bug, { code: 'ERR_INTERNAL', exitCode: ExitCode.INTERNAL, message: /TypeError: boom/ });
+});
+
+t.test('through a real compute worker', async (t) => {
+  const pool = new ComputePool(1);
+  t.teardown(() => pool.close());
+  const zlib = getMethod('zlib');
+  await pool.call(3, { op: 'recv-setup', channel: 3, method: 'zlib', pageSize: 4096, params: zlib.params({}), requireHardware: false });
+  const bad = new Uint8Array(64).fill(0xa5);
+  const e = await pool
+    .call(3, { op: 'decode', channel: 3, payload: bad.buffer, normal: 1, packetNum: 9n }, [bad.buffer])
+    .catch((x: unknown) => x);
+  t.ok(e instanceof ProtocolError, 'the same class on this side');
+  t.match(e, { code: /^ERR_PAYLOAD_/, channel: 3, packetNum: 9n, message: /^zlib payload/ });
+  t.equal(errorText(e).indexOf('channel 3, packet 9: '), 0);
+  t.equal(errorText(e).lastIndexOf('channel 3'), 0, 'the place once');
+
+  // An image shorter than its declared size: the worker's IoError crosses as one, exit code and all.
+  const file = path.join(tmpdir(t), 'img');
+  fs.writeFileSync(file, Buffer.alloc(4096, 1));
+  const fd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  await pool.call(0, {
+    op: 'send-setup',
+    channel: 0,
+    method: 'none',
+    pageSize: 4096,
+    params: getMethod('none').params({}),
+    detector: 'multifd',
+    accelPaths: [],
+    requireHardware: false,
+  });
+  const shrank = await pool
+    .call(0, { op: 'packet', channel: 0, fd, path: file, size: 64 * 4096, offset: 0, pages: 64 })
+    .catch((x: unknown) => x);
+  t.ok(shrank instanceof IoError);
+  t.match(shrank, { code: 'ERR_IMAGE_SHRANK', exitCode: ExitCode.IO, message: /shrank while sending/ });
+});
