@@ -21,6 +21,7 @@ export {
   AuthError,
   InterruptedError,
   NativeLoadError,
+  errorText,
 } from './errors.js';
 export { native, nativeFile } from './native/load.js';
 export type { MfdBinding } from './native/binding.js';
