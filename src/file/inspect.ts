@@ -202,7 +202,7 @@ async function inspectRecords(
           deltaRefs: h.delta !== undefined,
         });
       } catch (e) {
-        err(new Error(`record at byte ${rec.at}: ${(e as Error).message}`), rec.at);
+        err(new Error(`record at byte ${rec.at}: ${errorText(e)}`), rec.at);
       }
       const flags = p.flags;
       const payload = rec.length - hs;
