@@ -565,7 +565,7 @@ export class DataChannel {
           { channel: this.id, packetNum: h.packetNum },
         );
       }
-      throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"` });
+      throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"`, channel: this.id, packetNum: h.packetNum });
     }
     for (let j = 0; j < normal; j++) block.digest.add(h.offsets[j]! / ps, crc[j]!);
   }

@@ -632,7 +632,7 @@ export function makeJobs(blocks: readonly SendBlock[], pageSize: number): Iterat
 }
 
 function shrankOr(e: unknown, src: ImageSource, end: number): unknown {
-  // PacketIoError here; the worker's copy of it across the thread hop keeps the code.
+  // A NativeIoError here, also from a worker: the thread hop keeps its class and fields.
   if ((e as { code?: string }).code === 'ESHORTREAD') {
     return new IoError(
       'ERR_IMAGE_SHRANK',
