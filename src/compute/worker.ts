@@ -8,11 +8,11 @@ import { getMethod, type MethodReceiver, type MethodSender } from '../methods/in
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../accel/paths.js';
 import { ImageSource } from '../sender/image-source.js';
-import { MfdError } from '../errors.js';
-import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+import { ExitCode, MfdError } from '../errors.js';
+import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../sender/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
-import type { FromWorker, PacketReply, ToWorker } from './messages.js';
+import { sharedSlabViews, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 
 interface SendState {
   method: MethodSender;
@@ -64,6 +64,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         img = ImageSource.fromFd(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
+      const { zero, crc, out } = sharedSlabViews(m.slab, m.pagesPerPacket);
       const { pages, holes, release } = await img.load(
         m.offset,
         m.pages,
@@ -72,9 +73,6 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         m.list,
       );
       try {
-        const n = pageCount(s.pageSize);
-        const zero = new Uint8Array(n);
-        const crc = new Uint32Array(n);
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The method reads the pages in user space, where a mapping of a file truncated meanwhile is
         // SIGBUS, fatal to the process: it gets a copy made under the scan's guard (cache-warm).
@@ -83,16 +81,14 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
           data = s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE);
           copyPages(data, pages, s.pageSize, m.pages, zero);
         }
-        const runs = pageRuns(data, zero, m.pages, s.pageSize);
-        const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
+        const payloadBytes =
+          zeros < m.pages ? place(out, await s.method.prepare(pageRuns(data, zero, m.pages, s.pageSize), m.pages - zeros, out)) : 0;
         const reply: PacketReply = {
           zeros,
-          zero,
-          crc,
-          payload,
+          payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
-        return { value: reply, transfer: transferable(payload) };
+        return { value: reply, transfer: [] };
       } finally {
         release();
       }
@@ -109,6 +105,24 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
       receivers.delete(m.channel);
       return { value: null, transfer: [] };
   }
+}
+
+/**
+ * The payload's chunks as the first bytes of `out`, the slab's payload room:
+ * where the method wrote into `out` (the usual case) nothing moves; chunks
+ * of its own buffers are copied in. Returns the payload's length.
+ */
+function place(out: Uint8Array, chunks: Uint8Array[]): number {
+  const c0 = chunks[0];
+  if (chunks.length === 1 && c0!.buffer === out.buffer && c0!.byteOffset === out.byteOffset) return c0!.length;
+  let at = 0;
+  for (const c of chunks) {
+    if (at + c.length > out.length)
+      throw new MfdError('ERR_INTERNAL', `payload of more than ${out.length} bytes (the method's maxPayload)`, ExitCode.INTERNAL);
+    out.set(c, at);
+    at += c.length;
+  }
+  return at;
 }
 
 /**

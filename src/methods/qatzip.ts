@@ -165,9 +165,9 @@ export const qatzip: CompressionMethod = {
     const s = session(params, tally.requireHardware);
     const engine = softwareEngine(params, false);
     return {
-      prepare(pages, normalPages) {
+      prepare(pages, normalPages, into) {
         const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
-        const out = Buffer.allocUnsafeSlow(payloadBound(all.length));
+        const out = into ?? Buffer.allocUnsafeSlow(payloadBound(all.length));
         // QATzip's failure (its status in the message) is mfd's ERR_QATZIP, naming the channel.
         const qz = (software: boolean): number => {
           try {

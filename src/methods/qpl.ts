@@ -118,8 +118,8 @@ export const qpl: CompressionMethod = {
     const sw = software(params, false);
     const count = counter(tally, sw);
     return {
-      prepare(pages, normalPages) {
-        const out = Buffer.allocUnsafeSlow(normalPages * (pageSize + 4));
+      prepare(pages, normalPages, into) {
+        const out = into ?? Buffer.allocUnsafeSlow(normalPages * (pageSize + 4));
         const n = native.qplCompressPages(pages, pageSize, out, counts, sw.code);
         count(counts);
         return [out.subarray(0, n)];

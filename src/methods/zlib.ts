@@ -76,8 +76,8 @@ export const zlib: CompressionMethod = {
     const mapped = isalLevel(params.level as number);
     const z = mapped !== null ? new native.ZlibStream(false, mapped, 'isal') : new native.ZlibStream(false, params.level as number);
     return {
-      prepare(pages, normalPages) {
-        const out = Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
+      prepare(pages, normalPages, into) {
+        const out = into ?? Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
         tally.add('software', normalPages);
         return [out.subarray(0, z.deflatePages(pages, pageSize, out))];
       },

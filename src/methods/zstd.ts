@@ -54,8 +54,8 @@ export const zstd: CompressionMethod = {
     const c = new CCtx();
     c.setParameter(CParameter.compressionLevel, params.level as number);
     return {
-      prepare(pages, normalPages) {
-        const out = Buffer.allocUnsafeSlow(compressBound(normalPages * pageSize) + 64);
+      prepare(pages, normalPages, into) {
+        const out = into ?? Buffer.allocUnsafeSlow(compressBound(normalPages * pageSize) + 64);
         let produced = 0;
         // One call per run of pages, not per page: the stream's bytes are the same, and the
         // compressor works on long contiguous inputs (measured 1.6-1.8x faster than per page).

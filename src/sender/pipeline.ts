@@ -166,7 +166,10 @@ export class SendPipeline {
     this.headerSize = packetHeaderSize(opts.pageSize);
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
     const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
-    this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
+    const perPacket = pageCount(opts.pageSize);
+    // Offloaded: the workers write each packet's analysis and payload into the slab (shared).
+    const outSize = compute ? method.maxPayload(perPacket, opts.pageSize) : 0;
+    this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, perPacket, outSize);
     this.limiter = opts.maxBandwidth ? new RateLimiter(opts.maxBandwidth) : null;
   }
 
@@ -395,7 +398,7 @@ export class SendPipeline {
     };
   }
 
-  /** Offloaded: the channel's worker loads, analyses and compresses; the payload comes back transferred. */
+  /** Offloaded: the channel's worker loads, analyses and compresses, into the slab it shares with this thread. */
   private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const src = job.block.source;
     let r: PacketReply;
@@ -409,13 +412,16 @@ export class SendPipeline {
         offset: job.offset,
         pages: job.pages,
         ...(job.list ? { list: job.list } : {}),
+        slab: slab.shared!,
+        pagesPerPacket: slab.zero.length,
       });
     } catch (e) {
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
     }
     ch.methodTally.merge(r.paths.compression);
     ch.zeroTally.merge(r.paths.zeroPage);
-    return { job, slab, zeros: r.zeros, zero: r.zero, crc: r.crc, payload: () => r.payload, release: () => {} };
+    const payload = r.payloadBytes > 0 ? [slab.out!.subarray(0, r.payloadBytes)] : [];
+    return { job, slab, zeros: r.zeros, zero: slab.zero, crc: slab.crc, payload: () => payload, release: () => {} };
   }
 
   private async runChannel(ch: PipelineChannel, jobs: Iterator<Job>, failed: () => MfdError | null): Promise<void> {
