@@ -246,7 +246,9 @@ export class SendPipeline {
         requireHardware,
       });
     }
-    this.channels.push({
+    // In id order whatever order the channels are added in (packetCounts() is by id).
+    const at = this.channels.findIndex((c) => c.id > id);
+    this.channels.splice(at < 0 ? this.channels.length : at, 0, {
       id,
       sink: sink(counters),
       method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params, tally: methodTally }),
