@@ -6,6 +6,7 @@ export type ToWorker =
   | {
       op: 'send-setup';
       channel: number;
+      channels: number;
       method: string;
       pageSize: number;
       params: MethodParams;

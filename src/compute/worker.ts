@@ -20,9 +20,15 @@ interface SendState {
   methodTally: PathTally;
   zeroTally: PathTally;
   pageSize: number;
-  /** Scratch for packets read rather than mapped (allocated on first use). */
-  slab: Uint8Array | null;
 }
+
+/**
+ * The worker's scratch for a packet's pages (read rather than mapped, or the
+ * guarded copy of mapped ones), allocated on first use: one for all its
+ * channels, since it handles one packet at a time.
+ */
+let scratch: Uint8Array | null = null;
+const pageScratch = (): Uint8Array => (scratch ??= new Uint8Array(MULTIFD_PACKET_SIZE));
 
 const senders = new Map<number, SendState>();
 const receivers = new Map<number, { method: MethodReceiver; tally: PathTally }>();
@@ -36,7 +42,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
       const detector = getDetector(m.detector);
       const zeroTally = new PathTally(`${detector.name} zero-page detection`, m.requireHardware);
       senders.set(m.channel, {
-        method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally: methodTally }),
+        method: method.sendSetup({ channel: m.channel, channels: m.channels, pageSize: m.pageSize, params: m.params, tally: methodTally }),
         scanner: detector.open({
           channel: m.channel,
           accelPaths: m.accelPaths,
@@ -47,7 +53,6 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         methodTally,
         zeroTally,
         pageSize: m.pageSize,
-        slab: null,
       });
       return { value: null, transfer: [] };
     }
@@ -65,20 +70,14 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         images.set(m.fd, img);
       }
       const { zero, crc, out } = sharedSlabViews(m.slab, m.pagesPerPacket);
-      const { pages, holes, release } = await img.load(
-        m.offset,
-        m.pages,
-        s.pageSize,
-        () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)),
-        m.list,
-      );
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, m.list);
       try {
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The method reads the pages in user space, where a mapping of a file truncated meanwhile is
         // SIGBUS, fatal to the process: it gets a copy made under the scan's guard (cache-warm).
         let data = pages;
-        if (zeros < m.pages && pages.buffer !== s.slab?.buffer) {
-          data = s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE);
+        if (zeros < m.pages && pages.buffer !== scratch?.buffer) {
+          data = pageScratch();
           copyPages(data, pages, s.pageSize, m.pages, zero);
         }
         const payloadBytes =

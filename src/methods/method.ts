@@ -19,6 +19,8 @@ export type MethodParams = Record<string, number | string | boolean>;
 
 export interface MethodSetup {
   channel: number;
+  /** The migration's channel count (default 1): a method sizes per-channel state from it, so all channels' fit in memory. */
+  channels?: number;
   pageSize: number;
   params: MethodParams;
   /**

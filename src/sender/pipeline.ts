@@ -238,6 +238,7 @@ export class SendPipeline {
       await compute.call(id, {
         op: 'send-setup',
         channel: id,
+        channels: opts.channels,
         method: method.name,
         pageSize: opts.pageSize,
         params,
@@ -251,7 +252,9 @@ export class SendPipeline {
     this.channels.splice(at < 0 ? this.channels.length : at, 0, {
       id,
       sink: sink(counters),
-      method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params, tally: methodTally }),
+      method: compute
+        ? null
+        : method.sendSetup({ channel: id, channels: opts.channels, pageSize: opts.pageSize, params, tally: methodTally }),
       scanner: compute ? null : detector.open({ channel: id, accelPaths, requireHardware, tally: zeroTally }),
       methodTally,
       zeroTally,

@@ -40,6 +40,7 @@ for (const method of ['zstd', 'lz4']) {
     await pool.call(0, {
       op: 'send-setup',
       channel: 0,
+      channels: 1,
       method,
       pageSize: PS,
       params: m.params({}),
@@ -87,6 +88,7 @@ t.test('a pool takes the prewarmed workers; dropWarm ends the rest', async (t) =
     await pool.call(channel, {
       op: 'send-setup',
       channel,
+      channels: 2,
       method: 'zstd',
       pageSize: PS,
       params: m.params({}),
