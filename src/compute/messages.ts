@@ -31,8 +31,8 @@ export type ToWorker =
       slab: SharedArrayBuffer;
       pagesPerPacket: number;
     }
-  /** Decode one packet's payload (transferred) into its normal pages. */
-  | { op: 'decode'; channel: number; payload: ArrayBuffer; normal: number; packetNum: bigint }
+  /** Decode one packet's payload into its normal pages: both views of buffers shared with the caller (decoder.ts). */
+  | { op: 'decode'; channel: number; payload: Uint8Array; out: Uint8Array; normal: number; packetNum: bigint }
   | { op: 'cleanup'; channel: number };
 
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */
@@ -43,8 +43,8 @@ export interface PacketReply {
   paths: { compression: PathCounts; zeroPage: PathCounts };
 }
 
+/** A decoded packet: its normal pages are the first normal x pageSize bytes of the request's `out`. */
 export interface DecodeReply {
-  pages: Uint8Array[];
   paths: PathCounts;
 }
 

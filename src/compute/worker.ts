@@ -12,7 +12,7 @@ import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../sender/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
-import { sharedSlabViews, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
+import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 
 interface SendState {
   method: MethodSender;
@@ -34,7 +34,7 @@ const senders = new Map<number, SendState>();
 const receivers = new Map<number, { method: MethodReceiver; tally: PathTally }>();
 const images = new Map<number, ImageSource>();
 
-async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
+async function handle(m: ToWorker): Promise<unknown> {
   switch (m.op) {
     case 'send-setup': {
       const method = getMethod(m.method);
@@ -54,13 +54,13 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         zeroTally,
         pageSize: m.pageSize,
       });
-      return { value: null, transfer: [] };
+      return null;
     }
     case 'recv-setup': {
       const method = getMethod(m.method);
       const tally = new PathTally(`${method.name} decompression`, m.requireHardware);
       receivers.set(m.channel, { method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }), tally });
-      return { value: null, transfer: [] };
+      return null;
     }
     case 'packet': {
       const s = senders.get(m.channel)!;
@@ -87,29 +87,31 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
           payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
-        return { value: reply, transfer: [] };
+        return reply;
       } finally {
         release();
       }
     }
     case 'decode': {
       const r = receivers.get(m.channel)!;
-      const pages = await r.method.recv([new Uint8Array(m.payload)], m.normal, m.packetNum);
-      return { value: { pages, paths: r.tally.take() }, transfer: transferable(pages) };
+      place(m.out, await r.method.recv([m.payload], m.normal, m.packetNum, m.out));
+      const reply: DecodeReply = { paths: r.tally.take() };
+      return reply;
     }
     case 'cleanup':
       senders.get(m.channel)?.method.cleanup();
       receivers.get(m.channel)?.method.cleanup();
       senders.delete(m.channel);
       receivers.delete(m.channel);
-      return { value: null, transfer: [] };
+      return null;
   }
 }
 
 /**
- * The payload's chunks as the first bytes of `out`, the slab's payload room:
- * where the method wrote into `out` (the usual case) nothing moves; chunks
- * of its own buffers are copied in. Returns the payload's length.
+ * A method's result as the first bytes of `out` (a payload into the slab's
+ * room, decoded pages into the decoder's buffer): where the method wrote into
+ * `out` (the usual case) nothing moves; chunks of its own buffers are copied
+ * in. Returns the length.
  */
 function place(out: Uint8Array, chunks: Uint8Array[]): number {
   const c0 = chunks[0];
@@ -117,28 +119,11 @@ function place(out: Uint8Array, chunks: Uint8Array[]): number {
   let at = 0;
   for (const c of chunks) {
     if (at + c.length > out.length)
-      throw new MfdError('ERR_INTERNAL', `payload of more than ${out.length} bytes (the method's maxPayload)`, ExitCode.INTERNAL);
+      throw new MfdError('ERR_INTERNAL', `a result of more than ${out.length} bytes (the method's bound)`, ExitCode.INTERNAL);
     out.set(c, at);
     at += c.length;
   }
   return at;
-}
-
-/**
- * The buffers under these views, each once, to transfer (a transferred view
- * keeps its offset and length). Offloaded methods hand over the buffers they
- * return (method.ts); only a view into Node's shared pool of small Buffers is
- * copied, since that pool serves other Buffers too.
- */
-function transferable(views: Uint8Array[]): ArrayBuffer[] {
-  const out = new Set<ArrayBuffer>();
-  for (let i = 0; i < views.length; i++) {
-    const v = views[i]!;
-    if (Buffer.isBuffer(v) && v.buffer.byteLength === Buffer.poolSize && v.length < Buffer.poolSize)
-      views[i] = Uint8Array.prototype.slice.call(v);
-    out.add(views[i]!.buffer as ArrayBuffer);
-  }
-  return [...out];
 }
 
 let chain: Promise<void> = Promise.resolve();
@@ -146,8 +131,8 @@ parentPort!.on('message', ({ id, msg }: { id: number; msg: ToWorker }) => {
   // In arrival order: a channel's packets reach its stream in the order they were sent.
   chain = chain.then(async () => {
     try {
-      const { value, transfer } = await handle(msg);
-      parentPort!.postMessage({ id, ok: true, value } satisfies FromWorker, transfer);
+      const value = await handle(msg);
+      parentPort!.postMessage({ id, ok: true, value } satisfies FromWorker);
     } catch (e) {
       const err = e as MfdError & { code?: string };
       parentPort!.postMessage({

@@ -70,8 +70,13 @@ export interface MethodReceiver {
    * span two pieces). Throws a ProtocolError naming the channel when the
    * payload is corrupt, truncated or decodes to any other length; never
    * returns a short result.
+   *
+   * `out`, given to offloaded methods: a buffer of the caller's, at least
+   * normalPages x pageSize bytes, recycled from packet to packet. A method
+   * that can decodes into its first bytes and returns that view; one that
+   * cannot returns buffers of its own, which the caller copies into `out`.
    */
-  recv(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
+  recv(payload: Uint8Array[], normalPages: number, packetNum: bigint, out?: Uint8Array): Uint8Array[] | Promise<Uint8Array[]>;
   /** Frees what recvSetup made. Called once, also after a failure. */
   cleanup(): void;
 }
@@ -105,10 +110,9 @@ export interface CompressionMethod {
   /**
    * True when prepare()/recv() are CPU-heavy: they then run in the compute
    * pool's worker threads (one worker per channel, so stream state never
-   * moves between threads) and may be synchronous. prepare() gets `out`, a
-   * buffer the worker shares with the thread that writes the packet; recv()'s
-   * results are transferred to the thread that writes them, so they must be
-   * buffers the method hands over (fresh allocations), never views of its input.
+   * moves between threads) and may be synchronous. prepare() and recv() get
+   * `out`, a buffer the worker shares with the thread that writes the packet
+   * or its pages, to write their result into.
    */
   readonly offload: boolean;
   /** Parameters on the command line, checked by params(). */

@@ -87,9 +87,9 @@ export const zlib: CompressionMethod = {
   recvSetup({ channel, pageSize, tally }) {
     const z = new native.ZlibStream(true, 0, native.isalVersion !== null ? 'isal' : 'zlib');
     return {
-      recv(payload, normalPages, packetNum) {
+      recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
-        const out = Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
+        const out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
         let got: number;
         try {
           got = z.inflate(payload, out);

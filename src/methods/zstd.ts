@@ -108,9 +108,9 @@ export const zstd: CompressionMethod = {
     const d = new DCtx();
     d.setParameter(DParameter.windowLogMax, ZSTD_WINDOW_LOG_MAX);
     return {
-      recv(payload, normalPages, packetNum) {
+      recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
-        const out = Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
+        const out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
         let got = 0;
         try {
           for (const piece of payload) {
