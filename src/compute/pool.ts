@@ -1,8 +1,9 @@
 /**
  * The compute pool: worker threads for methods that declare `offload`. Each
  * channel is pinned to worker `channel % size`, so its stream state stays in
- * one thread; channels spread over a pool sized to the cores. Buffers move by
- * transfer, never by copy.
+ * one thread; channels spread over a pool sized to the cores. Page data and
+ * payloads stay in buffers shared with the workers (SharedArrayBuffers the
+ * caller recycles): a message carries offsets and counts, never a copy.
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -74,15 +75,15 @@ export class ComputePool {
     dropWarm();
   }
 
-  /** Runs `msg` on the channel's worker; transferred buffers are unusable here afterwards. */
-  call<T>(channel: number, msg: ToWorker, transfer: ArrayBuffer[] = []): Promise<T> {
+  /** Runs `msg` on the channel's worker. */
+  call<T>(channel: number, msg: ToWorker): Promise<T> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       // Work in flight keeps the process alive (a file save has no socket that would); idle workers do not.
       if (this.pending.size === 0) this.setRef(true);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.workers[channel % this.size]!.postMessage({ id, msg }, transfer);
+      this.workers[channel % this.size]!.postMessage({ id, msg });
     });
   }
 
