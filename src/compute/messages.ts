@@ -7,6 +7,7 @@ export type ToWorker =
   | {
       op: 'send-setup';
       channel: number;
+      channels: number;
       method: string;
       pageSize: number;
       params: MethodParams;
@@ -15,23 +16,36 @@ export type ToWorker =
       requireHardware: boolean;
     }
   | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams; requireHardware: boolean }
-  /** Load, analyse and compress one packet of an image (the worker maps the file through the shared fd). */
-  | { op: 'packet'; channel: number; fd: number; path: string; size: number; offset: number; pages: number; list?: Uint32Array }
-  /** Decode one packet's payload (transferred) into its normal pages. */
-  | { op: 'decode'; channel: number; payload: ArrayBuffer; normal: number; packetNum: bigint }
+  /**
+   * Load, analyse and compress one packet of an image (the worker maps the file through the shared
+   * fd), into `slab` (sharedSlabViews with `pagesPerPacket`): its page flags, CRCs and payload.
+   */
+  | {
+      op: 'packet';
+      channel: number;
+      fd: number;
+      path: string;
+      size: number;
+      offset: number;
+      pages: number;
+      list?: Uint32Array;
+      slab: SharedArrayBuffer;
+      pagesPerPacket: number;
+    }
+  /** Decode one packet's payload into its normal pages: both views of buffers shared with the caller (decoder.ts). */
+  | { op: 'decode'; channel: number; payload: Uint8Array; out: Uint8Array; normal: number; packetNum: bigint }
   | { op: 'cleanup'; channel: number };
 
+/** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */
 export interface PacketReply {
   zeros: number;
-  zero: Uint8Array;
-  crc: Uint32Array;
-  payload: Uint8Array[];
+  payloadBytes: number;
   /** Path counts of this packet (the worker's tallies since the last reply). */
   paths: { compression: PathCounts; zeroPage: PathCounts };
 }
 
+/** A decoded packet: its normal pages are the first normal x pageSize bytes of the request's `out`. */
 export interface DecodeReply {
-  pages: Uint8Array[];
   paths: PathCounts;
 }
 
@@ -47,3 +61,24 @@ export interface SerializedError {
 }
 
 export type FromWorker = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: SerializedError };
+
+/**
+ * The views of a slab shared between the main thread and a compute worker:
+ * per page a CRC-32C (`crc`) and a zero flag (`zero`), then `out`, the room
+ * for the packet's payload. `shared` null: a new one (`outSize` bytes of
+ * room); else the views of one made so, as the worker sees it.
+ */
+export function sharedSlabViews(
+  shared: SharedArrayBuffer | null,
+  pagesPerPacket: number,
+  outSize = 0,
+): { shared: SharedArrayBuffer; crc: Uint32Array; zero: Uint8Array; out: Uint8Array } {
+  const head = Math.ceil((pagesPerPacket * 5) / 64) * 64; // the payload on a cache line
+  const sab = shared ?? new SharedArrayBuffer(head + outSize);
+  return {
+    shared: sab,
+    crc: new Uint32Array(sab, 0, pagesPerPacket),
+    zero: new Uint8Array(sab, pagesPerPacket * 4, pagesPerPacket),
+    out: new Uint8Array(sab, head),
+  };
+}

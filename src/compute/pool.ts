@@ -1,8 +1,9 @@
 /**
  * The compute pool: worker threads for methods that declare `offload`. Each
  * channel is pinned to worker `channel % size`, so its stream state stays in
- * one thread; channels spread over a pool sized to the cores. Buffers move by
- * transfer, never by copy.
+ * one thread; channels spread over a pool sized to the cores. Page data and
+ * payloads stay in buffers shared with the workers (SharedArrayBuffers the
+ * caller recycles): a message carries offsets and counts, never a copy.
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +21,33 @@ export function defaultPoolSize(channels: number): number {
   return Math.max(1, Math.min(channels, os.availableParallelism()));
 }
 
+/** Workers started ahead of any pool (prewarm), each with the error it failed with before a pool took it. */
+const warm: { worker: Worker; error: Error | null }[] = [];
+
+function startWorker(): Worker {
+  return new Worker(WORKER, { execArgv: [] });
+}
+
+/**
+ * Starts `n` compute workers now, for the next ComputePool to take: a worker's
+ * own start-up (loading the methods, ~0.1 s) then runs beside the caller's
+ * instead of after it. Those no pool takes are ended by dropWarm(), or with
+ * the process (they never keep it alive).
+ */
+export function prewarm(n = os.availableParallelism()): void {
+  while (warm.length < n) {
+    const w = { worker: startWorker(), error: null as Error | null };
+    w.worker.on('error', (e) => (w.error ??= e));
+    w.worker.unref();
+    warm.push(w);
+  }
+}
+
+/** Ends the prewarmed workers no pool took (a run that needs none). */
+export function dropWarm(): void {
+  for (const w of warm.splice(0)) void w.worker.terminate();
+}
+
 export class ComputePool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -28,7 +56,8 @@ export class ComputePool {
 
   constructor(readonly size: number) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(WORKER, { execArgv: [] });
+      const pre = warm.shift();
+      const w = pre?.worker ?? startWorker();
       w.on('message', (m: FromWorker) => {
         const p = this.pending.get(m.id);
         if (!p) return;
@@ -37,21 +66,25 @@ export class ComputePool {
         if (m.ok) p.resolve(m.value);
         else p.reject(reviveError(m.error));
       });
-      w.on('error', (e) => this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL)));
+      const failed = (e: Error): void =>
+        this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL));
+      w.on('error', failed);
+      if (pre?.error) failed(pre.error);
       w.unref();
       this.workers.push(w);
     }
+    dropWarm();
   }
 
-  /** Runs `msg` on the channel's worker; transferred buffers are unusable here afterwards. */
-  call<T>(channel: number, msg: ToWorker, transfer: ArrayBuffer[] = []): Promise<T> {
+  /** Runs `msg` on the channel's worker. */
+  call<T>(channel: number, msg: ToWorker): Promise<T> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       // Work in flight keeps the process alive (a file save has no socket that would); idle workers do not.
       if (this.pending.size === 0) this.setRef(true);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.workers[channel % this.size]!.postMessage({ id, msg }, transfer);
+      this.workers[channel % this.size]!.postMessage({ id, msg });
     });
   }
 

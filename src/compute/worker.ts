@@ -8,10 +8,11 @@ import { getMethod, type MethodReceiver, type MethodSender } from '../methods/in
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../accel/paths.js';
 import { ImageSource } from '../sender/image-source.js';
-import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+import { ExitCode, MfdError } from '../errors.js';
+import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../sender/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
-import type { FromWorker, PacketReply, ToWorker } from './messages.js';
+import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 import { serializeError } from './error-hop.js';
 
 interface SendState {
@@ -20,15 +21,21 @@ interface SendState {
   methodTally: PathTally;
   zeroTally: PathTally;
   pageSize: number;
-  /** Scratch for packets read rather than mapped (allocated on first use). */
-  slab: Uint8Array | null;
 }
+
+/**
+ * The worker's scratch for a packet's pages (read rather than mapped, or the
+ * guarded copy of mapped ones), allocated on first use: one for all its
+ * channels, since it handles one packet at a time.
+ */
+let scratch: Uint8Array | null = null;
+const pageScratch = (): Uint8Array => (scratch ??= new Uint8Array(MULTIFD_PACKET_SIZE));
 
 const senders = new Map<number, SendState>();
 const receivers = new Map<number, { method: MethodReceiver; tally: PathTally }>();
 const images = new Map<number, ImageSource>();
 
-async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
+async function handle(m: ToWorker): Promise<unknown> {
   switch (m.op) {
     case 'send-setup': {
       const method = getMethod(m.method);
@@ -36,7 +43,7 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
       const detector = getDetector(m.detector);
       const zeroTally = new PathTally(`${detector.name} zero-page detection`, m.requireHardware);
       senders.set(m.channel, {
-        method: method.sendSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally: methodTally }),
+        method: method.sendSetup({ channel: m.channel, channels: m.channels, pageSize: m.pageSize, params: m.params, tally: methodTally }),
         scanner: detector.open({
           channel: m.channel,
           accelPaths: m.accelPaths,
@@ -47,15 +54,14 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         methodTally,
         zeroTally,
         pageSize: m.pageSize,
-        slab: null,
       });
-      return { value: null, transfer: [] };
+      return null;
     }
     case 'recv-setup': {
       const method = getMethod(m.method);
       const tally = new PathTally(`${method.name} decompression`, m.requireHardware);
       receivers.set(m.channel, { method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }), tally });
-      return { value: null, transfer: [] };
+      return null;
     }
     case 'packet': {
       const s = senders.get(m.channel)!;
@@ -64,68 +70,61 @@ async function handle(m: ToWorker): Promise<{ value: unknown; transfer: ArrayBuf
         img = ImageSource.fromFd(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
-      const { pages, holes, release } = await img.load(
-        m.offset,
-        m.pages,
-        s.pageSize,
-        () => (s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE)),
-        m.list,
-      );
+      const { zero, crc, out } = sharedSlabViews(m.slab, m.pagesPerPacket);
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, m.list);
       try {
-        const n = pageCount(s.pageSize);
-        const zero = new Uint8Array(n);
-        const crc = new Uint32Array(n);
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The method reads the pages in user space, where a mapping of a file truncated meanwhile is
         // SIGBUS, fatal to the process: it gets a copy made under the scan's guard (cache-warm).
         let data = pages;
-        if (zeros < m.pages && pages.buffer !== s.slab?.buffer) {
-          data = s.slab ??= new Uint8Array(MULTIFD_PACKET_SIZE);
+        if (zeros < m.pages && pages.buffer !== scratch?.buffer) {
+          data = pageScratch();
           copyPages(data, pages, s.pageSize, m.pages, zero);
         }
-        const runs = pageRuns(data, zero, m.pages, s.pageSize);
-        const payload = zeros < m.pages ? await s.method.prepare(runs, m.pages - zeros) : [];
+        const payloadBytes =
+          zeros < m.pages ? place(out, await s.method.prepare(pageRuns(data, zero, m.pages, s.pageSize), m.pages - zeros, out)) : 0;
         const reply: PacketReply = {
           zeros,
-          zero,
-          crc,
-          payload,
+          payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
-        return { value: reply, transfer: transferable(payload) };
+        return reply;
       } finally {
         release();
       }
     }
     case 'decode': {
       const r = receivers.get(m.channel)!;
-      const pages = await r.method.recv([new Uint8Array(m.payload)], m.normal, m.packetNum);
-      return { value: { pages, paths: r.tally.take() }, transfer: transferable(pages) };
+      place(m.out, await r.method.recv([m.payload], m.normal, m.packetNum, m.out));
+      const reply: DecodeReply = { paths: r.tally.take() };
+      return reply;
     }
     case 'cleanup':
       senders.get(m.channel)?.method.cleanup();
       receivers.get(m.channel)?.method.cleanup();
       senders.delete(m.channel);
       receivers.delete(m.channel);
-      return { value: null, transfer: [] };
+      return null;
   }
 }
 
 /**
- * The buffers under these views, each once, to transfer (a transferred view
- * keeps its offset and length). Offloaded methods hand over the buffers they
- * return (method.ts); only a view into Node's shared pool of small Buffers is
- * copied, since that pool serves other Buffers too.
+ * A method's result as the first bytes of `out` (a payload into the slab's
+ * room, decoded pages into the decoder's buffer): where the method wrote into
+ * `out` (the usual case) nothing moves; chunks of its own buffers are copied
+ * in. Returns the length.
  */
-function transferable(views: Uint8Array[]): ArrayBuffer[] {
-  const out = new Set<ArrayBuffer>();
-  for (let i = 0; i < views.length; i++) {
-    const v = views[i]!;
-    if (Buffer.isBuffer(v) && v.buffer.byteLength === Buffer.poolSize && v.length < Buffer.poolSize)
-      views[i] = Uint8Array.prototype.slice.call(v);
-    out.add(views[i]!.buffer as ArrayBuffer);
+function place(out: Uint8Array, chunks: Uint8Array[]): number {
+  const c0 = chunks[0];
+  if (chunks.length === 1 && c0!.buffer === out.buffer && c0!.byteOffset === out.byteOffset) return c0!.length;
+  let at = 0;
+  for (const c of chunks) {
+    if (at + c.length > out.length)
+      throw new MfdError('ERR_INTERNAL', `a result of more than ${out.length} bytes (the method's bound)`, ExitCode.INTERNAL);
+    out.set(c, at);
+    at += c.length;
   }
-  return [...out];
+  return at;
 }
 
 let chain: Promise<void> = Promise.resolve();
@@ -133,8 +132,8 @@ parentPort!.on('message', ({ id, msg }: { id: number; msg: ToWorker }) => {
   // In arrival order: a channel's packets reach its stream in the order they were sent.
   chain = chain.then(async () => {
     try {
-      const { value, transfer } = await handle(msg);
-      parentPort!.postMessage({ id, ok: true, value } satisfies FromWorker, transfer);
+      const value = await handle(msg);
+      parentPort!.postMessage({ id, ok: true, value } satisfies FromWorker);
     } catch (e) {
       parentPort!.postMessage({ id, ok: false, error: serializeError(e) } satisfies FromWorker);
     }

@@ -19,6 +19,8 @@ export type MethodParams = Record<string, number | string | boolean>;
 
 export interface MethodSetup {
   channel: number;
+  /** The migration's channel count (default 1): a method sizes per-channel state from it, so all channels' fit in memory. */
+  channels?: number;
   pageSize: number;
   params: MethodParams;
   /**
@@ -47,8 +49,15 @@ export interface MethodSender {
    * `normalPages` pages in all). Returns the chunks to write after the header;
    * they may be the same views (no copy) and must stay valid until written.
    * The caller puts their total length in next_packet_size.
+   *
+   * `out`, given to offloaded methods: a buffer of the caller's, at least
+   * maxPayload(normalPages) bytes, recycled from packet to packet. A method
+   * that can writes its payload there from the first byte and returns that
+   * view (no allocation per packet); one that cannot returns buffers of its
+   * own, which the caller copies into `out`. Without `out`, a method returns
+   * buffers of its own.
    */
-  prepare(pages: Uint8Array[], normalPages: number): Uint8Array[] | Promise<Uint8Array[]>;
+  prepare(pages: Uint8Array[], normalPages: number, out?: Uint8Array): Uint8Array[] | Promise<Uint8Array[]>;
   /** Frees what sendSetup made. Called once, also after a failure. */
   cleanup(): void;
 }
@@ -61,8 +70,13 @@ export interface MethodReceiver {
    * span two pieces). Throws a ProtocolError naming the channel when the
    * payload is corrupt, truncated or decodes to any other length; never
    * returns a short result.
+   *
+   * `out`, given to offloaded methods: a buffer of the caller's, at least
+   * normalPages x pageSize bytes, recycled from packet to packet. A method
+   * that can decodes into its first bytes and returns that view; one that
+   * cannot returns buffers of its own, which the caller copies into `out`.
    */
-  recv(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
+  recv(payload: Uint8Array[], normalPages: number, packetNum: bigint, out?: Uint8Array): Uint8Array[] | Promise<Uint8Array[]>;
   /** Frees what recvSetup made. Called once, also after a failure. */
   cleanup(): void;
 }
@@ -96,9 +110,9 @@ export interface CompressionMethod {
   /**
    * True when prepare()/recv() are CPU-heavy: they then run in the compute
    * pool's worker threads (one worker per channel, so stream state never
-   * moves between threads) and may be synchronous. Their results are
-   * transferred to the thread that writes them, so they must be buffers the
-   * method hands over (fresh allocations), never views of its input.
+   * moves between threads) and may be synchronous. prepare() and recv() get
+   * `out`, a buffer the worker shares with the thread that writes the packet
+   * or its pages, to write their result into.
    */
   readonly offload: boolean;
   /** Parameters on the command line, checked by params(). */

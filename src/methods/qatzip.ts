@@ -165,9 +165,9 @@ export const qatzip: CompressionMethod = {
     const s = session(params, tally.requireHardware);
     const engine = softwareEngine(params, false);
     return {
-      prepare(pages, normalPages) {
+      prepare(pages, normalPages, into) {
         const all = pages.length === 1 ? pages[0]! : Buffer.concat(pages);
-        const out = Buffer.allocUnsafeSlow(payloadBound(all.length));
+        const out = into ?? Buffer.allocUnsafeSlow(payloadBound(all.length));
         // QATzip's failure (its status in the message) is mfd's ERR_QATZIP, naming the channel.
         const qz = (software: boolean): number => {
           try {
@@ -194,13 +194,14 @@ export const qatzip: CompressionMethod = {
     const s = session({ ...params, swFallback: true }, tally.requireHardware);
     const engine = softwareEngine(params, true);
     return {
-      recv(payload, normalPages, packetNum) {
+      recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
         const input = payload.length === 1 ? payload[0]! : Buffer.concat(payload);
-        let out: Buffer;
+        const room = (): Uint8Array => (into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want));
+        let out: Uint8Array;
         try {
           if (s.ok) {
-            out = Buffer.allocUnsafeSlow(want);
+            out = room();
             const n = native.qatzipDecompress(input, out);
             if (n !== want)
               throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${n}, size expected ${want}`, { channel, packetNum });
@@ -209,7 +210,7 @@ export const qatzip: CompressionMethod = {
           }
           if (native.qzInflate) {
             // ISA-L reads every member, each checked; it stops at the packet's pages.
-            out = Buffer.allocUnsafeSlow(want);
+            out = room();
             out = out.subarray(0, native.qzInflate(input, out));
           } else {
             // gunzip reads every member; the bound stops a payload that inflates past the packet's pages.

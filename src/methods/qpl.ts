@@ -118,8 +118,8 @@ export const qpl: CompressionMethod = {
     const sw = software(params, false);
     const count = counter(tally, sw);
     return {
-      prepare(pages, normalPages) {
-        const out = Buffer.allocUnsafeSlow(normalPages * (pageSize + 4));
+      prepare(pages, normalPages, into) {
+        const out = into ?? Buffer.allocUnsafeSlow(normalPages * (pageSize + 4));
         const n = native.qplCompressPages(pages, pageSize, out, counts, sw.code);
         count(counts);
         return [out.subarray(0, n)];
@@ -132,9 +132,9 @@ export const qpl: CompressionMethod = {
     const sw = software(params, true);
     const count = counter(tally, sw);
     return {
-      recv(payload, normalPages, packetNum) {
+      recv(payload, normalPages, packetNum, into) {
         const input = payload.length === 1 ? payload[0]! : Buffer.concat(payload);
-        const out = Buffer.allocUnsafeSlow(normalPages * pageSize); // every byte is written or the packet is refused
+        const out = into ? into.subarray(0, normalPages * pageSize) : Buffer.allocUnsafeSlow(normalPages * pageSize); // every byte is written or the packet is refused
         try {
           native.qplDecompressPages(input, normalPages, pageSize, out, counts, sw.code);
         } catch (e) {

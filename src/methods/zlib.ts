@@ -76,8 +76,8 @@ export const zlib: CompressionMethod = {
     const mapped = isalLevel(params.level as number);
     const z = mapped !== null ? new native.ZlibStream(false, mapped, 'isal') : new native.ZlibStream(false, params.level as number);
     return {
-      prepare(pages, normalPages) {
-        const out = Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
+      prepare(pages, normalPages, into) {
+        const out = into ?? Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
         tally.add('software', normalPages);
         return [out.subarray(0, z.deflatePages(pages, pageSize, out))];
       },
@@ -87,9 +87,9 @@ export const zlib: CompressionMethod = {
   recvSetup({ channel, pageSize, tally }) {
     const z = new native.ZlibStream(true, 0, native.isalVersion !== null ? 'isal' : 'zlib');
     return {
-      recv(payload, normalPages, packetNum) {
+      recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
-        const out = Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
+        const out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
         let got: number;
         try {
           got = z.inflate(payload, out);

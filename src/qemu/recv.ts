@@ -343,6 +343,7 @@ class QemuMigration {
     // The method is known from the first packet with normal pages, before its payload is decoded.
     const decoder: Decoder = {
       decode: (payload, normal, packetNum) => (ch.decoder ??= this.decoder(ch.id, this.method!)).decode(payload, normal, packetNum),
+      done: (pages) => ch.decoder?.done?.(pages),
     };
     ch.reader = new DataChannel(ch.id, ch.native ?? ch.sock, ch.initial, decoder, ch.counters, this.channelHost(), ch.pages);
     if (!ch.native) ch.sock.resume();

@@ -313,21 +313,21 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
       );
 
     const uuid = uuidFromString(m.uuid);
-    for (let i = 0; i < Math.max(1, o.channels); i++) {
-      if (o.channels === 0) {
-        // Without multifd: the pages go as PAGE records on the main channel.
-        await pipeline.addChannel(0, () => ({
-          async write(p) {
-            try {
-              if (!p.sync) await records(p, true);
-            } finally {
-              p.done();
-            }
-          },
-          end: async () => {},
-        }));
-        break;
-      }
+    if (o.channels === 0) {
+      // Without multifd: the pages go as PAGE records on the main channel.
+      await pipeline.addChannel(0, () => ({
+        async write(p) {
+          try {
+            if (!p.sync) await records(p, true);
+          } finally {
+            p.done();
+          }
+        },
+        end: async () => {},
+      }));
+    }
+    // The multifd channels connect and set up side by side (the main channel's header went first).
+    const multifdChannel = async (i: number): Promise<void> => {
       const what = `multifd channel ${i} to ${where}`;
       const s = connected(await connect(o.host, o.port, o.connectTimeoutMs, `QEMU multifd channel ${i}`));
       s.on('error', () => {});
@@ -362,7 +362,11 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
           end: async () => {},
         };
       });
-    }
+    };
+    const setUps = Array.from({ length: o.channels }, (_, i) => multifdChannel(i));
+    // All settle before a failure is thrown: no set-up is left running behind the cleanup.
+    const failedSetUp = (await Promise.allSettled(setUps)).find((r) => r.status === 'rejected');
+    if (failedSetUp) throw failedSetUp.reason;
     log.info(
       { channels: o.channels, method: result.compression, syncMode: shape.syncMode, switchoverStart: shape.switchoverStart },
       `replaying ${o.dir} into ${where}: ${shape.why}`,

@@ -70,6 +70,8 @@ const EMPTY: Uint8Array[] = [];
  */
 export interface Decoder {
   decode(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
+  /** The pages decode() returned are written (or their packet failed): their buffer can be used again. */
+  done?(pages: Uint8Array[]): void;
 }
 
 export interface TargetBlock {
@@ -478,10 +480,15 @@ export class DataChannel {
     const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
     // A payload that does not decode is named at the payload's offset, any other failure at the header's.
     let placing = false;
+    let pagesOut: Uint8Array[] | null = null;
     Promise.resolve(decoded)
       .then((data) => {
         placing = true;
+        pagesOut = data;
         return place(data);
+      })
+      .finally(() => {
+        if (pagesOut && pagesOut !== EMPTY) this.decoder.done?.(pagesOut);
       })
       .then(() => {
         release?.();

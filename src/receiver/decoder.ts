@@ -8,6 +8,8 @@ import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods
 import type { ComputePool } from '../compute/pool.js';
 import type { PathTally } from '../accel/paths.js';
 import type { DecodeReply } from '../compute/messages.js';
+import { BoundedPool } from '../bounded-pool.js';
+import { pageCount } from '../wire/constants.js';
 import type { Decoder } from './data-channel.js';
 
 export interface DecoderSetup {
@@ -43,19 +45,81 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
   compute
     .call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params, requireHardware: tally.requireHardware })
     .catch(fail);
+  const perPacket = pageCount(pageSize);
+  const inputs = decodeBuffers(compute, method.maxPayload(perPacket, pageSize));
+  const outputs = decodeBuffers(compute, perPacket * pageSize);
+  // Buffers are taken in arrival order, so the packets reach the worker in that order.
+  let turn: Promise<unknown> = Promise.resolve();
   return {
     async decode(payload, normal, packetNum) {
-      // Socket chunks cannot be transferred (they share buffers): copy the compressed bytes once.
-      const size = payload.reduce((a, p) => a + p.length, 0);
-      const buf = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so it can be transferred
-      let at = 0;
-      for (const p of payload) {
-        buf.set(p, at);
-        at += p.length;
+      const taken = turn.then(async () => ({ input: await inputs.acquire(), out: await outputs.acquire() }));
+      turn = taken;
+      const { input, out } = await taken;
+      let r: DecodeReply;
+      try {
+        // Socket chunks are views of buffers the worker cannot see: the compressed bytes are copied once
+        // (into a buffer of their own when a tolerant check let more through than this method's bound).
+        const size = payload.reduce((a, p) => a + p.length, 0);
+        const into = size <= input.length ? input : new Uint8Array(new SharedArrayBuffer(size));
+        let at = 0;
+        for (const p of payload) {
+          into.set(p, at);
+          at += p.length;
+        }
+        r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: into.subarray(0, at), out, normal, packetNum });
+      } catch (e) {
+        outputs.release(out);
+        throw e;
+      } finally {
+        inputs.release(input);
       }
-      const r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: buf.buffer, normal, packetNum }, [buf.buffer]);
       tally.merge(r.paths);
-      return r.pages;
+      return [out.subarray(0, normal * pageSize)];
+    },
+    done(pages) {
+      outputs.give(pages[0]!);
     },
   };
+}
+
+/** Shared buffers of one size that the decoders of a compute pool's channels take turns with. */
+interface DecodeBuffers {
+  acquire(): Promise<Uint8Array>;
+  release(b: Uint8Array): void;
+  /** Releases the buffer under `view` (a view decode() returned). */
+  give(view: Uint8Array): void;
+}
+
+/**
+ * Buffers in flight between the receiving thread and the compute workers, per
+ * pool and size: payloads on their way in, pages on their way out (until
+ * written). On SharedArrayBuffers, so nothing is transferred, allocated or
+ * collected per packet, and bounded for all channels together, so memory
+ * does not grow with the channel count.
+ */
+const DECODE_BUFFERS = 32;
+const decodeBufferSets = new WeakMap<ComputePool, Map<number, DecodeBuffers>>();
+
+function decodeBuffers(compute: ComputePool, size: number): DecodeBuffers {
+  let sets = decodeBufferSets.get(compute);
+  if (!sets) decodeBufferSets.set(compute, (sets = new Map()));
+  let set = sets.get(size);
+  if (!set) {
+    const pool = new BoundedPool<Uint8Array>(DECODE_BUFFERS, () => new Uint8Array(new SharedArrayBuffer(size)));
+    const byBuffer = new Map<ArrayBufferLike, Uint8Array>();
+    set = {
+      acquire: async () => {
+        const b = await pool.acquire();
+        byBuffer.set(b.buffer, b);
+        return b;
+      },
+      release: (b) => pool.release(b),
+      give: (view) => {
+        const b = byBuffer.get(view.buffer);
+        if (b) pool.release(b);
+      },
+    };
+    sets.set(size, set);
+  }
+  return set;
 }

@@ -24,7 +24,7 @@ import { ImageSource } from './image-source.js';
 import { slabPool, type Slab } from './slab-pool.js';
 import type { BoundedPool } from '../bounded-pool.js';
 import { pageRuns } from './page-runs.js';
-import { ComputePool, defaultPoolSize } from '../compute/pool.js';
+import { ComputePool, defaultPoolSize, dropWarm } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { RateLimiter } from './rate-limit.js';
@@ -166,7 +166,10 @@ export class SendPipeline {
     this.headerSize = packetHeaderSize(opts.pageSize);
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
     const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
-    this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, pageCount(opts.pageSize));
+    const perPacket = pageCount(opts.pageSize);
+    // Offloaded: the workers write each packet's analysis and payload into the slab (shared).
+    const outSize = compute ? method.maxPayload(perPacket, opts.pageSize) : 0;
+    this.pool = slabPool(slabs, MULTIFD_PACKET_SIZE, this.headerSize, perPacket, outSize);
     this.limiter = opts.maxBandwidth ? new RateLimiter(opts.maxBandwidth) : null;
   }
 
@@ -215,7 +218,7 @@ export class SendPipeline {
       sourceId: imageSource(s.fd),
       held: [],
     }));
-    const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
+    const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : (dropWarm(), null);
     return new SendPipeline(opts, method, detector, params, compressionPath, zeroPagePath, blocks, compute);
   }
 
@@ -235,6 +238,7 @@ export class SendPipeline {
       await compute.call(id, {
         op: 'send-setup',
         channel: id,
+        channels: opts.channels,
         method: method.name,
         pageSize: opts.pageSize,
         params,
@@ -243,10 +247,14 @@ export class SendPipeline {
         requireHardware,
       });
     }
-    this.channels.push({
+    // In id order whatever order the channels are added in (packetCounts() is by id).
+    const at = this.channels.findIndex((c) => c.id > id);
+    this.channels.splice(at < 0 ? this.channels.length : at, 0, {
       id,
       sink: sink(counters),
-      method: compute ? null : method.sendSetup({ channel: id, pageSize: opts.pageSize, params, tally: methodTally }),
+      method: compute
+        ? null
+        : method.sendSetup({ channel: id, channels: opts.channels, pageSize: opts.pageSize, params, tally: methodTally }),
       scanner: compute ? null : detector.open({ channel: id, accelPaths, requireHardware, tally: zeroTally }),
       methodTally,
       zeroTally,
@@ -395,7 +403,7 @@ export class SendPipeline {
     };
   }
 
-  /** Offloaded: the channel's worker loads, analyses and compresses; the payload comes back transferred. */
+  /** Offloaded: the channel's worker loads, analyses and compresses, into the slab it shares with this thread. */
   private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const src = job.block.source;
     let r: PacketReply;
@@ -409,13 +417,16 @@ export class SendPipeline {
         offset: job.offset,
         pages: job.pages,
         ...(job.list ? { list: job.list } : {}),
+        slab: slab.shared!,
+        pagesPerPacket: slab.zero.length,
       });
     } catch (e) {
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
     }
     ch.methodTally.merge(r.paths.compression);
     ch.zeroTally.merge(r.paths.zeroPage);
-    return { job, slab, zeros: r.zeros, zero: r.zero, crc: r.crc, payload: () => r.payload, release: () => {} };
+    const payload = r.payloadBytes > 0 ? [slab.out!.subarray(0, r.payloadBytes)] : [];
+    return { job, slab, zeros: r.zeros, zero: slab.zero, crc: slab.crc, payload: () => payload, release: () => {} };
   }
 
   private async runChannel(ch: PipelineChannel, jobs: Iterator<Job>, failed: () => MfdError | null): Promise<void> {

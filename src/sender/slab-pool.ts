@@ -1,9 +1,13 @@
 /**
  * The sender's packet buffers: a bounded set the channels cycle through, so
  * memory stays flat whatever the image size. Each slab carries its own header
- * buffer and the per-page arrays the analysis fills.
+ * buffer and the per-page arrays the analysis fills. With offloaded methods a
+ * slab's analysis arrays and payload room live on one SharedArrayBuffer that
+ * the channel's worker fills in place: no buffer is allocated, transferred or
+ * collected per packet.
  */
 import { BoundedPool } from '../bounded-pool.js';
+import { sharedSlabViews } from '../compute/messages.js';
 
 export interface Slab {
   /**
@@ -14,17 +18,23 @@ export interface Slab {
   header: Uint8Array;
   zero: Uint8Array;
   crc: Uint32Array;
+  /** Offloaded methods: the SharedArrayBuffer under `crc`, `zero` and `out` (sharedSlabViews), else null. */
+  shared: SharedArrayBuffer | null;
+  /** Offloaded methods: room for one packet's payload (the method's maxPayload), which the worker writes; else null. */
+  out: Uint8Array | null;
 }
 
-export function slabPool(count: number, dataSize: number, headerSize: number, pagesPerPacket: number): BoundedPool<Slab> {
+/** `outSize` > 0: slabs for an offloaded method, shared with the compute workers, with that much payload room. */
+export function slabPool(count: number, dataSize: number, headerSize: number, pagesPerPacket: number, outSize = 0): BoundedPool<Slab> {
   return new BoundedPool<Slab>(count, () => {
     let data: Uint8Array | null = null;
-    return {
-      // Its own ArrayBuffer, outside Node's shared pool, so views never alias.
-      data: () => (data ??= new Uint8Array(new ArrayBuffer(dataSize))),
-      header: new Uint8Array(new ArrayBuffer(headerSize)),
-      zero: new Uint8Array(pagesPerPacket),
-      crc: new Uint32Array(pagesPerPacket),
-    };
+    const header = new Uint8Array(new ArrayBuffer(headerSize));
+    // Its own ArrayBuffer, outside Node's shared pool, so views never alias.
+    const scratch = (): Uint8Array => (data ??= new Uint8Array(new ArrayBuffer(dataSize)));
+    if (outSize > 0) {
+      const { shared, crc, zero, out } = sharedSlabViews(null, pagesPerPacket, outSize);
+      return { data: scratch, header, zero, crc, shared, out };
+    }
+    return { data: scratch, header, zero: new Uint8Array(pagesPerPacket), crc: new Uint32Array(pagesPerPacket), shared: null, out: null };
   });
 }

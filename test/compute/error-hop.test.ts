@@ -5,6 +5,7 @@ import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
 import { ComputePool } from '../../src/compute/pool.js';
 import { reviveError, serializeError } from '../../src/compute/error-hop.js';
+import { sharedSlabViews } from '../../src/compute/messages.js';
 import { getMethod } from '../../src/methods/index.js';
 import { ExitCode, IoError, MfdError, NativeIoError, ProtocolError, errorText } from '../../src/errors.js';
 
@@ -41,10 +42,9 @@ t.test('through a real compute worker', async (t) => {
   t.teardown(() => pool.close());
   const zlib = getMethod('zlib');
   await pool.call(3, { op: 'recv-setup', channel: 3, method: 'zlib', pageSize: 4096, params: zlib.params({}), requireHardware: false });
-  const bad = new Uint8Array(64).fill(0xa5);
-  const e = await pool
-    .call(3, { op: 'decode', channel: 3, payload: bad.buffer, normal: 1, packetNum: 9n }, [bad.buffer])
-    .catch((x: unknown) => x);
+  const bad = new Uint8Array(new SharedArrayBuffer(64)).fill(0xa5);
+  const out = new Uint8Array(new SharedArrayBuffer(4096));
+  const e = await pool.call(3, { op: 'decode', channel: 3, payload: bad, out, normal: 1, packetNum: 9n }).catch((x: unknown) => x);
   t.ok(e instanceof ProtocolError, 'the same class on this side');
   t.match(e, { code: /^ERR_PAYLOAD_/, channel: 3, packetNum: 9n, message: /^zlib payload/ });
   t.equal(errorText(e).indexOf('channel 3, packet 9: '), 0);
@@ -58,6 +58,7 @@ t.test('through a real compute worker', async (t) => {
   await pool.call(0, {
     op: 'send-setup',
     channel: 0,
+    channels: 1,
     method: 'none',
     pageSize: 4096,
     params: getMethod('none').params({}),
@@ -66,7 +67,17 @@ t.test('through a real compute worker', async (t) => {
     requireHardware: false,
   });
   const shrank = await pool
-    .call(0, { op: 'packet', channel: 0, fd, path: file, size: 64 * 4096, offset: 0, pages: 64 })
+    .call(0, {
+      op: 'packet',
+      channel: 0,
+      fd,
+      path: file,
+      size: 64 * 4096,
+      offset: 0,
+      pages: 64,
+      slab: sharedSlabViews(null, 128, 64 * 4096).shared,
+      pagesPerPacket: 128,
+    })
     .catch((x: unknown) => x);
   t.ok(shrank instanceof IoError);
   t.match(shrank, { code: 'ERR_IMAGE_SHRANK', exitCode: ExitCode.IO, message: /shrank while sending/ });
