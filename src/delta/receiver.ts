@@ -2,7 +2,8 @@
  * The receiver's side of delta transfer. Its bases (each output's earlier
  * version, `--base NAME=PATH`, the files of `--base-dir DIR`) are opened
  * read-only and fingerprinted before `ready`; the fingerprints go to the
- * sender as they are made (`fingerprints` frames), so the receiver keeps none.
+ * sender as they are made (`fingerprints` frames), so the receiver keeps none
+ * (an output's earlier version: 5 bytes a page, its clone's CRC and whether it is zero).
  * An output's earlier version is written into its temporary output as it is
  * fingerprinted (a clone, from the bytes hashed): a reference to the same page
  * of it needs no copy. Other references' pages are copied: from a base at
