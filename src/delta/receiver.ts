@@ -228,6 +228,8 @@ export class DeltaReceiver {
             nonzero: new Uint8Array(b.pages),
           }
         : null;
+      // The data channels then write a zero page where the clone wrote a non-zero one.
+      if (clone) b.block!.nonzero = clone.nonzero;
       const where = `base "${b.name}" (${b.path})`;
       const onBatch = async (entries: Uint8Array, count: number, pages: Uint8Array, page: number): Promise<void> => {
         if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
@@ -293,11 +295,6 @@ export class DeltaReceiver {
         e,
       );
     }
-  }
-
-  /** Whether a block's temporary output holds a clone of its earlier version: zero pages must then be written. */
-  get cloned(): boolean {
-    return this.clones.size > 0;
   }
 
   /** Set by receive() from DeltaRecvOptions.onFingerprints. */

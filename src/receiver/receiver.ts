@@ -717,9 +717,8 @@ class Migration {
       readBuffers: readBuffersPerChannel(hello.channels),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
-      // A resumed output holds bytes of the earlier attempt, a delta one its earlier version's clone
-      // (src/delta/receiver.ts): zero pages must be written as zeros.
-      inPlace: (this.opts.inPlace ?? false) || this.resumed || (this.delta?.cloned ?? false),
+      // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.
+      inPlace: (this.opts.inPlace ?? false) || this.resumed,
       readTimeoutMs: this.timeoutMs,
       ...(this.journals
         ? {
