@@ -2,10 +2,13 @@
  * The receiver's side of delta transfer. Its bases (each output's earlier
  * version, `--base NAME=PATH`, the files of `--base-dir DIR`) are opened
  * read-only and fingerprinted before `ready`; the fingerprints go to the
- * sender as they are made (`fingerprints` frames), so the receiver keeps none.
- * A reference packet's pages are then copied: from a base at once, from a
- * page of this migration once every channel has drained (its source is then
- * written). Each copied page is digested as it is written, so a collision, a
+ * sender as they are made (`fingerprints` frames), so the receiver keeps none
+ * (an output's earlier version: 5 bytes a page, its clone's CRC and whether it is zero).
+ * An output's earlier version is written into its temporary output as it is
+ * fingerprinted (a clone, from the bytes hashed): a reference to the same page
+ * of it needs no copy. Other references' pages are copied: from a base at
+ * once, from a page of this migration once every channel has drained (its
+ * source is then written). Each copied page is digested as it is written, so a collision, a
  * base changed meanwhile or a bad reference fails the digest, never the image;
  * a base that shrank fails the read. Bases are never written: outputs go to
  * their temporary files (delta refuses --in-place).
@@ -21,8 +24,8 @@ import { native } from '../native/load.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
-import { ENTRY_SIZE, fingerprintFile, requireDelta } from './fingerprint.js';
-import { preadPieces } from '../native/file-io.js';
+import { ENTRY_SIZE, entryIndex, fingerprintFile, requireDelta } from './fingerprint.js';
+import { preadPieces, pwritePieces } from '../native/file-io.js';
 import { BoundedPool } from '../bounded-pool.js';
 import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
@@ -46,6 +49,26 @@ export interface DeltaBase {
   fd: number;
   size: number;
   pages: number;
+  /** The ram block whose earlier version this base is (its output's file): cloned into its temporary output. */
+  block?: TargetBlock;
+}
+
+/**
+ * A block's clone of its earlier version: while fingerprinting that base, the
+ * receiver writes each batch's non-zero pages into the block's temporary
+ * output at the same offsets, so a reference to the same page of that base
+ * (the common case: a page unchanged since) needs no copy. Only the clone's
+ * bytes are trusted, never the base's later ones: the fingerprints and CRCs
+ * are those of the very bytes written.
+ */
+interface Clone {
+  base: number;
+  /** Pages 0..pages-1 were cloned: whole pages of both the base and the block. */
+  pages: number;
+  /** Each cloned page's CRC-32C (the digest's for a reference to it). */
+  crc: Uint32Array;
+  /** 1 where the clone wrote a non-zero page: a zero page there must be written. */
+  nonzero: Uint8Array;
 }
 
 /** Pages copied per batch: reads at once, then one write (1 MiB of 4 KiB pages). */
@@ -71,6 +94,8 @@ export class DeltaReceiver {
   private migrationPages = 0;
   private refPackets = 0;
   private refBytes = 0;
+  private readonly clones = new Map<TargetBlock, Clone>();
+  private zeroPage: Uint8Array | null = null;
 
   private constructor(
     private readonly bases: DeltaBase[],
@@ -125,7 +150,11 @@ export class DeltaReceiver {
       bases.push({ name, path: file, fd, size: st.size, pages: Math.ceil(st.size / hello.pageSize) });
     };
     try {
-      hello.ramblocks.forEach((b, i) => add(`output:${b.name}`, finals[i]!, false));
+      hello.ramblocks.forEach((b, i) => {
+        const n = bases.length;
+        add(`output:${b.name}`, finals[i]!, false);
+        if (bases.length > n) bases[n]!.block = blocks.get(b.name)!;
+      });
       for (const b of opts.bases) add(b.name, b.path, true);
       for (const dir of opts.dirs) {
         let names: string[];
@@ -189,9 +218,22 @@ export class DeltaReceiver {
       if (s.writableNeedDrain) await new Promise<void>((resolve) => (s.once('drain', resolve), s.once('close', resolve)));
     };
     let first = 0;
-    for (const b of this.bases) {
-      await fingerprintFile(b.fd, b.size, this.hello.pageSize, first, `base "${b.name}" (${b.path})`, async (entries, count) => {
+    const ps = this.hello.pageSize;
+    for (const [i, b] of this.bases.entries()) {
+      const clone: Clone | null = b.block
+        ? {
+            base: i,
+            pages: Math.min(Math.floor(b.size / ps), Math.floor(b.block.size / ps)),
+            crc: new Uint32Array(b.pages),
+            nonzero: new Uint8Array(b.pages),
+          }
+        : null;
+      // The data channels then write a zero page where the clone wrote a non-zero one.
+      if (clone) b.block!.nonzero = clone.nonzero;
+      const where = `base "${b.name}" (${b.path})`;
+      const onBatch = async (entries: Uint8Array, count: number, pages: Uint8Array, page: number): Promise<void> => {
         if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
+        if (clone) await this.cloneBatch(b.block!, clone, entries, count, pages, page, first);
         for (let i = 0; i < count;) {
           const k = Math.min(count - i, MAX_FINGERPRINTS_PER_FRAME - n);
           frame.set(entries.subarray(i * ENTRY_SIZE, (i + k) * ENTRY_SIZE), n * ENTRY_SIZE);
@@ -199,11 +241,56 @@ export class DeltaReceiver {
           i += k;
           if (n === MAX_FINGERPRINTS_PER_FRAME) await flush();
         }
-      });
+      };
+      await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null);
+      if (clone) this.clones.set(b.block!, clone);
       first += b.pages;
     }
     await flush();
     return { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: total };
+  }
+
+  /**
+   * Writes a batch's non-zero pages below `clone.pages` (runs of them, one
+   * call) into the block's temporary output; `entries` name them (indices from `first`).
+   */
+  private async cloneBatch(
+    block: TargetBlock,
+    clone: Clone,
+    entries: Uint8Array,
+    count: number,
+    pages: Uint8Array,
+    page: number,
+    first: number,
+  ): Promise<void> {
+    const ps = this.hello.pageSize;
+    const pieces: Uint8Array[] = [];
+    const positions: number[] = [];
+    let run = -1;
+    let end = -1;
+    const push = (): void => {
+      if (run < 0) return;
+      pieces.push(pages.subarray((run - page) * ps, (end - page) * ps));
+      positions.push(run * ps);
+    };
+    for (let i = 0; i < count; i++) {
+      const p = entryIndex(entries, i) - first;
+      if (p >= clone.pages) break;
+      clone.nonzero[p] = 1;
+      if (p !== end) {
+        push();
+        run = p;
+      }
+      end = p + 1;
+    }
+    push();
+    if (pieces.length === 0) return;
+    try {
+      await block.output.use((fd) => pwritePieces(fd, pieces, positions));
+    } catch (e) {
+      if (!(e instanceof NativeIoError)) throw e;
+      throw nativeIoFailure(e, { subject: `the earlier version into "${block.output.writePath}"` });
+    }
   }
 
   /** Set by receive() from DeltaRecvOptions.onFingerprints. */
@@ -244,10 +331,17 @@ export class DeltaReceiver {
     this.refPackets++;
     this.refBytes += this.headerSize + refs.length * 24;
     const copies: Segment[] = [];
+    const clone = this.clones.get(block);
+    const zeros: number[] = [];
+    const same: number[] = [];
     for (const r of refs) {
       if (r.source === SOURCE_ZERO) {
-        // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write.
-        for (let p = r.dst; p < r.dst + r.count; p++) block.digest.add(p, this.zeroCrc);
+        // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write,
+        // but where the clone wrote a non-zero page.
+        for (let p = r.dst; p < r.dst + r.count; p++) {
+          block.digest.add(p, this.zeroCrc);
+          if (clone && p < clone.pages && clone.nonzero[p]) zeros.push(p * ps);
+        }
         this.zeroPages += r.count;
         continue;
       }
@@ -257,11 +351,45 @@ export class DeltaReceiver {
         continue;
       }
       const base = this.bases[r.source]!;
-      copies.push({ fd: base.fd, size: base.size, what: `base "${base.name}" (${base.path})`, src: r.src, dst: r.dst, count: r.count });
       this.basePages += r.count;
+      // The same pages of the block's earlier version: the clone holds them, and its CRCs prove them.
+      const cloned = clone && clone.base === r.source && r.src === r.dst ? Math.max(0, Math.min(r.count, clone.pages - r.dst)) : 0;
+      for (let p = r.dst; p < r.dst + cloned; p++) {
+        block.digest.add(p, clone!.crc[p]!);
+        same.push(p * ps);
+      }
+      if (cloned < r.count)
+        copies.push({
+          fd: base.fd,
+          size: base.size,
+          what: `base "${base.name}" (${base.path})`,
+          src: r.src + cloned,
+          dst: r.dst + cloned,
+          count: r.count - cloned,
+        });
     }
+    if (same.length > 0) this.onWritten?.(block, same, same.length);
+    if (zeros.length > 0) await this.writeZeros(block, name, zeros);
     await this.copy(block, name, copies);
     return total;
+  }
+
+  /** Writes zero pages at `offsets` of the block's temporary output (over pages its clone wrote). */
+  private async writeZeros(block: TargetBlock, name: string, offsets: number[]): Promise<void> {
+    const z = (this.zeroPage ??= new Uint8Array(this.hello.pageSize));
+    try {
+      await block.output.use((fd) =>
+        pwritePieces(
+          fd,
+          Array.from(offsets, () => z),
+          offsets,
+        ),
+      );
+    } catch (e) {
+      if (!(e instanceof NativeIoError)) throw e;
+      throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"` });
+    }
+    this.onWritten?.(block, offsets, offsets.length);
   }
 
   /** Copies the pages of this migration that references named: every channel has drained, so their sources are written. */

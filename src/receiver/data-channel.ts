@@ -80,6 +80,11 @@ export interface TargetBlock {
   /** One bit per page: received (normal or zero); allocated as pages arrive. */
   seen: PageBitmap;
   digest: BlockDigest;
+  /**
+   * 1 for each page where the output already holds non-zero bytes of its own
+   * (delta's clone of the earlier version, src/delta/receiver.ts): a zero page there is written.
+   */
+  nonzero?: Uint8Array;
 }
 
 /**
@@ -545,9 +550,22 @@ export class DataChannel {
   private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array[]): Promise<void> {
     const ps = this.host.pageSize;
     const normal = h.normalPages;
-    const zero = h.zeroPages;
+    let zero = h.zeroPages;
+    let offsets = h.offsets;
     for (let j = normal; j < normal + zero; j++) block.digest.add(h.offsets[j]! / ps, this.host.zeroPageCrc);
-    if (normal === 0 && !(this.host.inPlace && zero > 0)) return;
+    const writeZeros = this.host.inPlace || block.nonzero !== undefined;
+    if (!this.host.inPlace && block.nonzero && zero > 0) {
+      // Only the zero pages over non-zero bytes are written; the others are zero already.
+      const over: number[] = [];
+      for (let j = normal; j < normal + zero; j++) if (block.nonzero[h.offsets[j]! / ps]) over.push(h.offsets[j]!);
+      if (over.length < zero) {
+        offsets = new Float64Array(normal + over.length);
+        offsets.set(h.offsets.subarray(0, normal));
+        offsets.set(over, normal);
+        zero = over.length;
+      }
+    }
+    if (normal === 0 && !(writeZeros && zero > 0)) return;
     const crc = new Uint32Array(normal);
     try {
       await block.output.use((fd) =>
@@ -555,11 +573,11 @@ export class DataChannel {
           fd,
           pages: data,
           pageSize: ps,
-          offsets: h.offsets,
+          offsets,
           normal,
           zero,
           blockSize: block.size,
-          writeZeros: this.host.inPlace,
+          writeZeros,
           crc,
         }),
       );
@@ -568,7 +586,7 @@ export class DataChannel {
       if (e.code === 'EPADDING') {
         throw new ProtocolError(
           'ERR_PAGE_PAST_END',
-          `page at offset ${h.offsets[e.badPage!]} runs past the end of ram block "${name}" (size ${block.size}) with non-zero bytes`,
+          `page at offset ${offsets[e.badPage!]} runs past the end of ram block "${name}" (size ${block.size}) with non-zero bytes`,
           { channel: this.id, packetNum: h.packetNum },
         );
       }

@@ -244,6 +244,61 @@ t.test('a base changed during the migration fails verification', async (t) => {
   t.equal(receiver.code, 'ERR_DIGEST', receiver.message);
 });
 
+t.test(
+  "the output's earlier version changed after its fingerprints: its unchanged pages come from the receiver's clone of it",
+  async (t) => {
+    const s = setup(t);
+    // The receiver wrote the earlier version's pages into the temporary output as it fingerprinted them:
+    // references to the same pages need no copy, so what the file holds later does not matter.
+    const { sent, received } = await migrate(sendOpts(s.image), {
+      outputDir: s.out,
+      delta: { bases: [], dirs: [], afterOffer: () => fs.writeFileSync(s.old, randomBytes(400 * PS)) },
+    });
+    t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image), 'the output is the image');
+    t.match(sent.stats.delta, { basePages: 360 }, 'the pages unchanged since went as references to the same pages');
+    t.match(received.stats.delta, { basePages: 360 });
+  },
+);
+
+t.test('a fingerprint collision on a page of the earlier version referred to in place fails verification', async (t) => {
+  const s = setup(t);
+  // Image page 10 changed since; the earlier version's page 10 (its entry index 10) takes its key:
+  // the sender refers to it in place, and the receiver digests the clone's page, not the image's.
+  const probe = Buffer.alloc(ENTRY_SIZE);
+  await fingerprintPages(page(10), PS, 1, 0, probe);
+  let done = false;
+  const delta: DeltaRecvOptions = {
+    bases: [],
+    dirs: [],
+    onFingerprints: (entries) => {
+      for (let i = 0; i < entries.length / ENTRY_SIZE; i++) {
+        if (entryIndex(entries, i) === 10) {
+          probe.copy(entries, i * ENTRY_SIZE, 0, 12);
+          done = true;
+        }
+      }
+    },
+  };
+  const { sender, receiver } = await failing(t, s, delta);
+  t.ok(done, 'the collision was injected');
+  t.equal(receiver.code, 'ERR_DIGEST', receiver.message);
+  t.equal((sender as RemoteError).remoteCode, 'ERR_DIGEST', sender.message);
+});
+
+t.test("zero pages over the clone of the earlier version's non-zero pages are written, in data packets and in references", async (t) => {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  // The base: 1..9. The image: page 3 zero between two changed pages (a zero page in a data packet),
+  // page 7 zero between unchanged ones (a zero reference); the base holds non-zero pages at both.
+  writePages(path.join(out, 'pc.ram'), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const image = writePages(path.join(dir, 'pc.ram'), [1, 2, 50, -1, 51, 6, 7, -1, 9]);
+  const { sent } = await migrate({ ...sendOpts(image), channels: 1 }, { outputDir: out, delta: { bases: [], dirs: [] } });
+  t.equal(sha256(path.join(out, 'pc.ram')), sha256(image), 'the output is the image');
+  t.match(sent.stats.delta, { basePages: 5, dataPages: 2, zeroPages: 2 });
+  t.equal(sent.stats.zeroPages, 1, 'page 3 went as a zero page in a data packet');
+});
+
 t.test('a base that shrank during the migration fails the read, naming it', async (t) => {
   const s = setup(t);
   const delta: DeltaRecvOptions = {
