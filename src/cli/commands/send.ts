@@ -25,7 +25,7 @@ import {
   type SecurityOpts,
 } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { qemuSendJson } from '../json.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
