@@ -15,7 +15,7 @@ import { buildCells, cellKey, deltaLabel, isDeltaCell, type BenchConfig, type Ce
 import { loopback, type Net } from './net.js';
 import { describeLink, openShapedLink } from './netns.js';
 import { choosePeers, PeerNotApplicable, type Peer, type PeerSample } from './peers/index.js';
-import { killAll } from './proc.js';
+import { killAll } from '../proc/proc.js';
 import { delayLineLine, jsonLine, type BenchMeta } from './report.js';
 import type { DelayLineStats } from '../native/binding.js';
 import { MFD_BIN, runMfd, type MfdSample } from './runner.js';

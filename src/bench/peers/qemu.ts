@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
-import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
+import { sleep, start, syncDisks, which, type Proc } from '../../proc/proc.js';
 import {
   enableMultifd,
   fileBackedRam,
