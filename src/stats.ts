@@ -1,4 +1,4 @@
-import { formatPathCounts, type PathCounts } from './accel/paths.js';
+import { formatPathCounts, type PathCounts } from './offload/paths.js';
 import { printable } from './text.js';
 import type { DeltaCounts } from './delta/sender.js';
 

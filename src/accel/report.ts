@@ -12,7 +12,7 @@ import { native, nativeFile } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
 import { getMethod, type MethodParams } from '../methods/index.js';
 import { getDetector } from '../zero-page/index.js';
-import { qatzipState, qplState, STATE_TEXT, type BackendState } from './state.js';
+import { qatzipState, qplState, STATE_TEXT, type BackendState } from '../offload/state.js';
 
 export interface WorkQueue {
   name: string;

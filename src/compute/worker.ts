@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { getMethod, type MethodReceiver, type MethodSender } from '../methods/index.js';
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { ImageSource } from '../sender/image-source.js';
 import { MfdError } from '../errors.js';
 import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';

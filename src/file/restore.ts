@@ -29,7 +29,7 @@ import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { packetHeaderSize, pageCount, hex } from '../wire/constants.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
-import { PathTally, emptyPathCounts } from '../accel/paths.js';
+import { PathTally, emptyPathCounts } from '../offload/paths.js';
 import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from '../receiver/data-channel.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';

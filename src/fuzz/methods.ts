@@ -6,7 +6,7 @@
  * so zlib's and zstd's per-channel stream state is fuzzed across packets; the
  * payload arrives in random socket-sized pieces. Random payloads too.
  */
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import fc from 'fast-check';
 import { getMethod, listMethods, type CompressionMethod } from '../methods/index.js';
 import { pageCount } from '../wire/constants.js';

@@ -13,7 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { MAX_TOTAL_RAM } from '../control/protocol.js';
 import { silentLogger } from '../log.js';
 import { getMethod } from '../methods/index.js';

@@ -6,7 +6,7 @@
  * structured mutations of such streams (header fields, offsets, names,
  * payload bytes, dropped or replayed packets).
  */
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import fc from 'fast-check';
 import { BlockDigest } from '../digest.js';
 import { getMethod } from '../methods/index.js';

@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
 import { payloadLength, type PacketHeader } from '../wire/packet.js';
 import type { DeviceStateHeader } from '../wire/device-state.js';

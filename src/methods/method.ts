@@ -12,7 +12,7 @@
  * is why both calls are made in channel order and never shared by channels.
  */
 
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 
 /** Parameters both sides agree on in the hello (levels and the like). */
 export type MethodParams = Record<string, number | string | boolean>;

@@ -19,11 +19,11 @@
 import zlib from 'node:zlib';
 import { AccelError, ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
-import { qatzipState, STATE_TEXT } from '../accel/state.js';
+import { qatzipState, STATE_TEXT } from '../offload/state.js';
 import { decodeError } from './decode-error.js';
 import { isalDeflateName, isalLevel } from './zlib.js';
 

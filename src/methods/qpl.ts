@@ -15,8 +15,8 @@
 import { AccelError, ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MULTIFD_FLAG_QPL } from '../wire/constants.js';
-import type { PathTally } from '../accel/paths.js';
-import { qplState, STATE_TEXT } from '../accel/state.js';
+import type { PathTally } from '../offload/paths.js';
+import { qplState, STATE_TEXT } from '../offload/state.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';

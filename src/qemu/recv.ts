@@ -22,7 +22,7 @@ import path from 'node:path';
 import { ConnectionError, MfdError, ProtocolError, UnsupportedStreamError, VerifyError, asMfdError, InterruptedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';

@@ -6,7 +6,7 @@
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 import type { DecodeReply } from '../compute/messages.js';
 import type { Decoder } from './data-channel.js';
 

@@ -47,7 +47,7 @@ import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
-import { emptyPathCounts, PathTally } from '../accel/paths.js';
+import { emptyPathCounts, PathTally } from '../offload/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './targets.js';
 import {

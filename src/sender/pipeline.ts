@@ -15,7 +15,7 @@ import { digestRuns, imageSource, missingRuns, runPages } from '../resume.js';
 import type { Logger } from '../log.js';
 import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { BlockDigest } from '../digest.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';

@@ -14,7 +14,7 @@
  *            channel's tally.
  */
 import { UsageError } from '../errors.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 
 export interface DetectorOptions {
   /** --accel-path values (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */

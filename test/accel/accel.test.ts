@@ -8,7 +8,7 @@ import { accelReport, readQatEndpoints, readWorkQueues } from '../../src/accel/r
 import { native } from '../../src/native/load.js';
 import { tmpdir } from '../helpers/index.js';
 import { built, qplPathNoDevice } from '../helpers/build.js';
-import { qatzipState, qplState } from '../../src/accel/state.js';
+import { qatzipState, qplState } from '../../src/offload/state.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 

@@ -1,5 +1,5 @@
 /** Fuzz: every compression method's receiver decode, from its own sender's packets, mutated (src/fuzz/methods.ts). */
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 import t from 'tap';
 import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
 import { methodNames, methodTarget } from '../../src/fuzz/methods.js';

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { makeImage, migrate, sha256, tmpdir, RawSender, startReceiver, rejection } from '../helpers/index.js';
 import { readChannelDump, lz4BlockDecode } from '../helpers/streams.js';
 import { getMethod } from '../../src/methods/index.js';
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { encodeFrame } from '../../src/control/protocol.js';
