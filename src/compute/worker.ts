@@ -7,10 +7,10 @@ import { parentPort } from 'node:worker_threads';
 import { getMethod, type MethodReceiver, type MethodSender } from '../methods/index.js';
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../offload/paths.js';
-import { ImageSource } from '../sender/image-source.js';
+import { ImageSource } from '../image/image-source.js';
 import { MfdError } from '../errors.js';
 import { pageCount, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { pageRuns } from '../sender/page-runs.js';
+import { pageRuns } from '../image/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
 import type { FromWorker, PacketReply, ToWorker } from './messages.js';
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
 import { analysePages, copyPages, writePacket, PacketIoError } from '../../src/native/packet-io.js';
-import { ImageSource } from '../../src/sender/image-source.js';
+import { ImageSource } from '../../src/image/image-source.js';
 import { tmpdir } from '../helpers/index.js';
 
 /** Reference zero check in plain TS. */

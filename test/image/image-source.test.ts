@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
-import { ImageSource } from '../../src/sender/image-source.js';
+import { ImageSource } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 const PS = 4096;
