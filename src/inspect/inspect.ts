@@ -37,7 +37,7 @@ import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '..
 import { IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
 import { newChannelCounters } from '../stats.js';
 import { printable } from '../text.js';
-import { isRefPacket, summarizeRefs } from '../delta/wire.js';
+import { isRefPacket, summarizeRefs } from '../wire/delta-ref.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */

@@ -36,7 +36,7 @@ import {
 import { NativeChannel, NativeIoError } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, hex, pageCount } from '../wire/constants.js';
 import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
-import { isRefPacket } from '../delta/wire.js';
+import { isRefPacket } from '../wire/delta-ref.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats.js';

@@ -4,7 +4,7 @@ import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
 import { deltaRefsTarget } from '../../src/fuzz/delta.js';
 import { headerContext } from '../../src/fuzz/wire.js';
 import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../../src/wire/packet.js';
-import { MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, checkRef, encodeRefs } from '../../src/delta/wire.js';
+import { MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, checkRef, encodeRefs } from '../../src/wire/delta-ref.js';
 
 t.test('fuzz: reference packets end in accepted references inside their sources, or a typed error', async (t) => {
   const stats = await assertTarget(deltaRefsTarget(), 4000);
