@@ -10,7 +10,7 @@ import path from 'node:path';
 import { InterruptedError, MfdError } from '../errors.js';
 import { generateImage, type Profile } from '../image/generate.js';
 import { changedPages, changeImage, readThrough } from './files.js';
-import { formatSize } from '../stats.js';
+import { formatSize } from '../stats/stats.js';
 import { buildCells, cellKey, deltaLabel, isDeltaCell, type BenchConfig, type Cell, type PeerName } from './matrix.js';
 import { loopback, type Net } from './net.js';
 import { describeLink, openShapedLink } from './netns.js';

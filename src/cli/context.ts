@@ -4,7 +4,7 @@
  * it. The commands see only this, never the entry itself.
  */
 import type { Logger, LogLevel } from '../log.js';
-import type { RunStats } from '../stats.js';
+import type { RunStats } from '../stats/stats.js';
 import type { RunExtra } from './json.js';
 import type { Progress } from './progress.js';
 

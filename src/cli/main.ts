@@ -7,7 +7,7 @@ import { compiledEngines, formatEngines } from '../accel/report.js';
 import { MFD_VERSION } from '../version.js';
 import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue } from '../errors.js';
 import { createLogger } from '../log.js';
-import { formatStats } from '../stats.js';
+import { formatStats } from '../stats/stats.js';
 import { failureJson, runJson } from './json.js';
 import { createProgress } from './progress.js';
 import type { CommandContext } from './context.js';

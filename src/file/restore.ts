@@ -27,7 +27,7 @@ import { native } from '../native/load.js';
 import { FileIoError, preadPieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { packetHeaderSize, pageCount, hex } from '../wire/constants.js';
-import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { PathTally, emptyPathCounts } from '../offload/paths.js';
 import { DataChannel, packetChecks, type ChannelHost, type Decoder, type TargetBlock } from '../receiver/data-channel.js';

@@ -8,7 +8,7 @@
  */
 import { PathTally } from '../offload/paths.js';
 import fc from 'fast-check';
-import { BlockDigest } from '../digest.js';
+import { BlockDigest } from '../image/digest.js';
 import { getMethod } from '../methods/index.js';
 import { native } from '../native/load.js';
 import { encodeInitPacket } from '../wire/init-packet.js';

@@ -35,7 +35,7 @@ import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiv
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
 import { IoError, MfdError, ProtocolError, UsageError } from '../errors.js';
-import { newChannelCounters } from '../stats.js';
+import { newChannelCounters } from '../stats/stats.js';
 import { printable } from '../text.js';
 import { isRefPacket, summarizeRefs } from '../wire/delta-ref.js';
 

@@ -36,7 +36,7 @@ import {
   packetHeaderSize,
   pageCount,
 } from '../wire/constants.js';
-import { newChannelCounters, type ChannelCounters } from '../stats.js';
+import { newChannelCounters, type ChannelCounters } from '../stats/stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
@@ -57,7 +57,7 @@ import type { FileTarget } from '../file/target.js';
 import { openQemuFile, type QemuFile } from './file.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
 import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, writeManifest, type QemuManifest } from './manifest.js';
-import { BlockDigest } from '../digest.js';
+import { BlockDigest } from '../image/digest.js';
 import { native } from '../native/load.js';
 import { createHash, type Hash } from 'node:crypto';
 

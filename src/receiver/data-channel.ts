@@ -18,7 +18,7 @@
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, IoError, ProtocolError } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 import {
   checkFlagBits,
   checkPacketCommon,
@@ -39,8 +39,8 @@ import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHead
 import { isRefPacket } from '../wire/delta-ref.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { PacketIoError, writePacket } from '../native/packet-io.js';
-import type { ChannelCounters } from '../stats.js';
-import type { BlockDigest } from '../digest.js';
+import type { ChannelCounters } from '../stats/stats.js';
+import type { BlockDigest } from '../image/digest.js';
 import type { Output } from './output.js';
 import { PageStateLimitError, type PageBitmap } from './page-bitmap.js';
 

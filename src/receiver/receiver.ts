@@ -40,9 +40,9 @@ import { plainSecurity, type ChannelBinding, type ChannelSecurity } from '../tra
 import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import type { PacketHeader } from '../wire/packet.js';
-import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { Output } from './output.js';
-import { createFreshSync } from '../no-follow.js';
+import { createFreshSync } from '../io/no-follow.js';
 import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
@@ -60,7 +60,7 @@ import {
   loadJournal,
   type JournalFile,
 } from './journal.js';
-import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
+import { digestRuns, limitRuns, runPages, shareRuns } from '../image/resume.js';
 import { PageBudget } from './page-bitmap.js';
 import { DeltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
 

@@ -3,7 +3,7 @@
  * memory stays flat whatever the image size. Each slab carries its own header
  * buffer and the per-page arrays the analysis fills.
  */
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 
 export interface Slab {
   /**
