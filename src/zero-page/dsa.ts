@@ -9,7 +9,9 @@
  * on the CPU, for the non-zero pages only.
  *
  * `fake-dsa:OPTIONS` selects the software stand-in the tests use (only when
- * MFD_ALLOW_FAKE_ACCEL=1); it is reported as "fake-dsa", never as hardware.
+ * MFD_ALLOW_FAKE_ACCEL=1, and only in a process that installed the test addon,
+ * mfd_test.node: the program never does); it is reported as "fake-dsa", never
+ * as hardware.
  */
 import { AccelError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';

@@ -15,6 +15,10 @@ import { makeImage, migrate, rejection, sha256, tmpdir } from '../helpers/index.
 import { silentLogger } from '../../src/log.js';
 import { send, type SendOptions } from '../../src/sender/sender.js';
 import { ExitCode } from '../../src/errors.js';
+import { installTestNatives } from '../helpers/test-natives.js';
+
+// The fake work queue and the fake IAA engine are in the test addon (addon/test/), which the program never loads.
+installTestNatives();
 
 const PS = 4096;
 const FIELDS = ['device', 'pageFault', 'descriptorError', 'queueBusy', 'deviceFailed', 'retries', 'batches', 'descriptors'] as const;
