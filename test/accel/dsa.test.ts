@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../src/native/load.js';
 import { SHORT_READ } from '../../src/native/packet-io.js';
-import { readWorkQueues } from '../../src/accel/report.js';
+import { readWorkQueues } from '../../src/offload/sysfs.js';
 import { makeImage, migrate, rejection, sha256, tmpdir } from '../helpers/index.js';
 import { silentLogger } from '../../src/log.js';
 import { send, type SendOptions } from '../../src/sender/sender.js';
