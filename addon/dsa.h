@@ -4,8 +4,8 @@
 // the batch logic runs the same against a real device portal (ENQCMD for a
 // shared queue, MOVDIR64B for a dedicated one), the kernel's write()
 // submission, or the fake queue that tests use (addon/test/dsa_fake.cc, in the
-// test addon). Nothing here pretends a fake
-// is hardware: every queue says what it is.
+// test addon). Nothing here pretends a fake is hardware: every queue says what
+// it is.
 #ifndef MFD_DSA_H_
 #define MFD_DSA_H_
 

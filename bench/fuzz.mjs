@@ -3,8 +3,8 @@
 //
 // Long fuzz runs of every decoder (the targets of test/fuzz, in test/helpers/fuzz/, loaded from
 // their TypeScript sources through the loader the tests run under; the compute worker the methods
-// use is dist/'s: npm run fuzz builds it first): each decoder runs for --seconds, in batches of --batch runs, each batch
-// with a fresh random seed (or --seed, then --seed + 1, ...). A failure is shrunk, printed with
+// use is dist/'s: npm run fuzz builds it first): each decoder runs for --seconds, in batches of
+// --batch runs, each batch with a fresh random seed (or --seed, then --seed + 1, ...). A failure is shrunk, printed with
 // its seed and path (replay it in a test with MFD_FUZZ_SEED and fast-check's `path`), and the run
 // goes on with the next seed. Prints, per decoder: corpus size (the valid inputs mutated from),
 // executions, executions per second, failures, peak RSS growth and the most frequent outcomes.
