@@ -10,13 +10,20 @@
   # transfer reports itself unavailable. Prebuilt binaries (npm run
   # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
   # which are linked, stay out of them (build from source to have them).
+  # A second addon, "mfd_test" (addon/test/), holds the stand-ins the tests use
+  # for devices (a DSA work queue, an IAA engine): built in a clone beside
+  # mfd.node (build/Release/mfd_test.node, which src/native/load.ts never
+  # takes for the product) and loaded only by the tests
+  # (test/helpers/test-natives.ts). Neither the package nor its prebuilt
+  # binaries have it.
   "variables": {
     "linux": "<!(node -e \"process.platform === 'linux' ? console.log(1) : (console.error('mfd builds and runs on Linux only (this is ' + process.platform + ')'), process.exit(1))\")",
     "portable": "<!(node -p \"process.env.MFD_PORTABLE === '1' ? 1 : 0\")",
     "have_qpl": "<!(pkg-config --exists 'qpl >= 1.5.0' && echo 1 || echo 0)",
     "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",
     "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)",
-    "have_xxhash": "<!(pkg-config --exists 'libxxhash >= 0.8' && echo 1 || echo 0)"
+    "have_xxhash": "<!(pkg-config --exists 'libxxhash >= 0.8' && echo 1 || echo 0)",
+    "have_test": "<!(node -p \"require('fs').existsSync('addon/test/binding.cc') && process.env.MFD_PORTABLE !== '1' ? 1 : 0\")"
   },
   "targets": [
     {
@@ -33,7 +40,7 @@
         "addon/qatzip_hw.cc",
         "addon/zero_page.cc",
         "addon/dsa.cc",
-        "addon/dsa_fake.cc",
+        "addon/test_natives.cc",
         "addon/delay_line.cc",
         "addon/socket_channel.cc",
         "addon/qz_members.cc",
@@ -72,5 +79,25 @@
         }]
       ]
     }
+  ],
+  "conditions": [
+    ["have_test==1", {
+      "targets": [
+        {
+          "target_name": "mfd_test",
+          "sources": ["addon/test/binding.cc", "addon/test/dsa_fake.cc", "addon/test/qpl_fake.cc"],
+          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "addon"],
+          "defines": [
+            "NAPI_VERSION=9",
+            "NODE_ADDON_API_DISABLE_DEPRECATED",
+            "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
+            "NAPI_DISABLE_CPP_EXCEPTIONS"
+          ],
+          "cflags_cc": ["-std=c++17", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"],
+          "cflags_cc!": ["-fno-exceptions"],
+          "libraries": ["-lz"]
+        }
+      ]
+    }]
   ]
 }

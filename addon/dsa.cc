@@ -24,6 +24,7 @@
 #include "common.h"
 #include "crc32c.h"
 #include "packet_io.h"
+#include "test_natives.h"
 #include "zero_page.h"
 
 namespace mfd {
@@ -510,7 +511,12 @@ QueueSpec OpenSpec(const std::string& spec, const std::string& sysfs_root) {
   if (spec.rfind("dsa:", 0) == 0) {
     q.wq = OpenHardwareQueue(spec.substr(4), sysfs_root, &q.why);
   } else if (spec.rfind("fake:", 0) == 0) {
-    q.wq = OpenFakeQueue(spec.substr(5), &q.why);
+    const TestNatives* t = InstalledTestNatives();
+    if (t != nullptr)
+      q.wq = t->open_fake_dsa(spec.substr(5), &q.why);
+    else
+      q.why =
+          "the fake work queue is test code, in mfd_test.node, which this process has not loaded";
   } else {
     q.why = "expected dsa:/dev/dsa/wqX.Y, received \"" + spec + "\"";
   }

@@ -3,8 +3,9 @@
 // on the calling (libuv pool) thread. Work queues are behind one interface so
 // the batch logic runs the same against a real device portal (ENQCMD for a
 // shared queue, MOVDIR64B for a dedicated one), the kernel's write()
-// submission, or the fake queue that tests use. Nothing here pretends a fake
-// is hardware: every queue says what it is.
+// submission, or the fake queue that tests use (addon/test/dsa_fake.cc, in the
+// test addon). Nothing here pretends a fake is hardware: every queue says what
+// it is.
 #ifndef MFD_DSA_H_
 #define MFD_DSA_H_
 
@@ -74,13 +75,6 @@ struct Device {
 // mode, size and max_batch_size. Returns null with *why set on failure.
 std::unique_ptr<WorkQueue> OpenHardwareQueue(const std::string& path, const std::string& sysfs_root,
                                              std::string* why);
-
-// The software stand-in (dsa_fake.cc); options "key=value,...": max_batch,
-// busy (retries before each acceptance), fault_every / fault_at (a page fault
-// at that byte on every Nth descriptor), error_every (a failed descriptor),
-// fail_after (every descriptor fails after that many: a broken device),
-// stall (never completes). Returns null with *why set on a bad option.
-std::unique_ptr<WorkQueue> OpenFakeQueue(const std::string& options, std::string* why);
 
 // Analyses `count` pages: zero flags and per-page CRC-32C, as AnalysePages
 // does, with the zero check on the device. Returns the zero count, or

@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "qpl_engine.h"
+#include "test_natives.h"
 
 namespace mfd {
 namespace {
@@ -83,73 +84,6 @@ bool SoftwareArg(const Napi::CallbackInfo& info, size_t i, qpl::HwEngine** lib) 
   }
   return true;
 }
-
-// A software stand-in for IAA in tests ("fake-iaa", never reported as
-// hardware): deflates like the software path, and answers busy or fails on
-// the pattern its options give (busy=N: N busy answers before each success;
-// error_every=K: every Kth job fails).
-class FakeEngine : public qpl::HwEngine {
- public:
-  FakeEngine(unsigned busy, unsigned error_every) : busy_(busy), error_every_(error_every) {}
-  qpl::HwStatus Compress(const uint8_t* page, size_t ps, uint8_t* out, size_t cap, size_t* len,
-                         int* status) override {
-    qpl::HwStatus s = Gate(status);
-    if (s != qpl::HwStatus::kOk) return s;
-    z_stream& z = Deflater();
-    deflateReset(&z);
-    z.next_in = const_cast<Bytef*>(page);
-    z.avail_in = static_cast<uInt>(ps);
-    z.next_out = out;
-    z.avail_out = static_cast<uInt>(cap);
-    if (deflate(&z, Z_FINISH) != Z_STREAM_END) return qpl::HwStatus::kTooBig;
-    *len = cap - z.avail_out;
-    return qpl::HwStatus::kOk;
-  }
-  qpl::HwStatus Decompress(const uint8_t* in, size_t len, uint8_t* out, size_t ps,
-                           int* status) override {
-    qpl::HwStatus s = Gate(status);
-    if (s != qpl::HwStatus::kOk) return s;
-    uLongf n = ps;
-    z_stream z{};
-    inflateInit2(&z, -15);
-    z.next_in = const_cast<Bytef*>(in);
-    z.avail_in = static_cast<uInt>(len);
-    z.next_out = out;
-    z.avail_out = static_cast<uInt>(n);
-    const int rc = inflate(&z, Z_FINISH);
-    const bool ok = rc == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
-    inflateEnd(&z);
-    return ok ? qpl::HwStatus::kOk : qpl::HwStatus::kError;
-  }
-  const char* Name() const override { return "fake-iaa"; }
-  bool IsHardware() const override { return false; }
-
- private:
-  qpl::HwStatus Gate(int* status) {
-    const uint64_t n = calls_.fetch_add(1);
-    if (busy_ > 0 && n % (busy_ + 1) != busy_) {
-      *status = 5;  // QPL_STS_QUEUES_ARE_BUSY_ERR
-      return qpl::HwStatus::kBusy;
-    }
-    const uint64_t job = jobs_.fetch_add(1) + 1;
-    if (error_every_ > 0 && job % error_every_ == 0) {
-      *status = 303;  // QPL_STS_INTL_PAGE_FAULT
-      return qpl::HwStatus::kError;
-    }
-    *status = 0;
-    return qpl::HwStatus::kOk;
-  }
-  static z_stream& Deflater() {
-    thread_local struct D {
-      z_stream z{};
-      D() { deflateInit2(&z, 1, Z_DEFLATED, -12, 8, Z_DEFAULT_STRATEGY); }
-      ~D() { deflateEnd(&z); }
-    } d;
-    return d.z;
-  }
-  unsigned busy_, error_every_;
-  std::atomic<uint64_t> calls_{0}, jobs_{0};
-};
 
 // Per-call counts: [hardware, software, raw, busy fallbacks, error fallbacks, busy retries,
 // software-path library errors (libqpl's software job failed: the page went raw)], both directions.
@@ -438,7 +372,8 @@ Napi::Value QplSoftwareOpen(const Napi::CallbackInfo& info) {
   return o;
 }
 
-/* _qplSetFakeEngine("busy=N,error_every=K" | null): installs the test engine, or none */
+/* _qplSetFakeEngine("busy=N,error_every=K" | null): installs the test engine
+ * (addon/test/qpl_fake.cc, once a test has installed the test natives), or none */
 Napi::Value QplSetFakeEngine(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || info[0].IsNull()) {
     SetEngine(nullptr);
@@ -448,10 +383,13 @@ Napi::Value QplSetFakeEngine(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(info.Env(), "Expected options or null").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  const std::string opts = info[0].As<Napi::String>();
-  unsigned busy = 0, error_every = 0;
-  std::sscanf(opts.c_str(), "busy=%u,error_every=%u", &busy, &error_every);
-  SetEngine(std::make_unique<FakeEngine>(busy, error_every));
+  const TestNatives* t = InstalledTestNatives();
+  if (t == nullptr) {
+    ThrowCode(info.Env(), "ERR_QPL_UNAVAILABLE",
+              "fake-iaa is test code, in mfd_test.node, which this process has not loaded");
+    return info.Env().Undefined();
+  }
+  SetEngine(t->open_fake_qpl(info[0].As<Napi::String>()));
   return EngineInfo(info.Env(), g_engine.load());
 }
 

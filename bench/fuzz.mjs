@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // npm run fuzz [-- --seconds 300 --only method-zstd,inspect --batch 1000 --seed 42]
 //
-// Long fuzz runs of every decoder (the targets of test/fuzz, from dist/fuzz: run `npm run build:ts`
-// after changing src/): each decoder runs for --seconds, in batches of --batch runs, each batch
-// with a fresh random seed (or --seed, then --seed + 1, ...). A failure is shrunk, printed with
+// Long fuzz runs of every decoder (the targets of test/fuzz, in test/helpers/fuzz/, loaded from
+// their TypeScript sources through the loader the tests run under; the compute worker the methods
+// use is dist/'s: npm run fuzz builds it first): each decoder runs for --seconds, in batches of
+// --batch runs, each batch with a fresh random seed (or --seed, then --seed + 1, ...). A failure is shrunk, printed with
 // its seed and path (replay it in a test with MFD_FUZZ_SEED and fast-check's `path`), and the run
 // goes on with the next seed. Prints, per decoder: corpus size (the valid inputs mutated from),
 // executions, executions per second, failures, peak RSS growth and the most frequent outcomes.
@@ -14,8 +15,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import fc from 'fast-check';
-import { formatOutcomes, newStats, toProperty } from '../dist/fuzz/harness.js';
-import { fuzzTargets } from '../dist/fuzz/targets.js';
+
+// The harness is test code, never compiled into dist/: tap's TypeScript loader (ts-node's, without a
+// type check: tsc checks it in npm test) loads it, as it loads the tests.
+process.env.TS_NODE_TRANSPILE_ONLY ??= '1';
+process.env.TS_NODE_PROJECT ??= fileURLToPath(new URL('../tsconfig.test.json', import.meta.url));
+await import('@tapjs/typescript/import');
+const { formatOutcomes, newStats, toProperty } = await import('../test/helpers/fuzz/harness.ts');
+const { fuzzTargets } = await import('../test/helpers/fuzz/targets.ts');
 
 const { values: opt } = parseArgs({
   options: {

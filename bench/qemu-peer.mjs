@@ -36,7 +36,7 @@ const { values: opt } = parseArgs({
   },
 });
 
-const { start, sleep, waitFor, freePort, waitListening } = await import('../dist/bench/proc.js');
+const { start, sleep, waitFor, freePort, waitListening } = await import('../dist/proc/proc.js');
 const { compareFiles } = await import('../dist/bench/files.js');
 const { median, pairRatios } = await import('../dist/bench/stats.js');
 const { enableMultifd, fileBackedRam, Qmp, qemuVersion, quitQemus, unthrottle } = await import('../dist/qemu/qmp.js');

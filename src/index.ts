@@ -5,7 +5,7 @@
  */
 export { send, type SendOptions, type SendResult } from './sender/sender.js';
 export { receive, type RecvOptions, type RecvResult } from './receiver/receiver.js';
-export type { ChannelCounters, RunStats } from './stats.js';
+export type { ChannelCounters, RunStats } from './stats/stats.js';
 export {
   ExitCode,
   MfdError,

@@ -4,57 +4,17 @@
  * probes (a QPL hardware job, a QATzip hardware session, a NOOP descriptor on
  * each DSA work queue), and what a run with given flags would use. It claims
  * no probe it did not make.
- * The sysfs root can be redirected (MFD_SYSFS_ROOT) so the parsing is testable.
+ * The backends come from the registries: every method and zero-page backend
+ * that has a probe() reports itself. The sysfs root can be redirected
+ * (MFD_SYSFS_ROOT) so the parsing is testable.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { native, nativeFile } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
-import { getMethod, type MethodParams } from '../methods/index.js';
-import { getDetector } from '../zero-page/index.js';
-import { qatzipState, qplState, STATE_TEXT, type BackendState } from './state.js';
-
-export interface WorkQueue {
-  name: string;
-  device: string;
-  mode: string;
-  size: number;
-  state: string;
-  type: string;
-  /** Character device a process would open. */
-  path: string;
-}
-
-export interface QatEndpoint {
-  bdf: string;
-  deviceId: string;
-  state: string;
-  services: string;
-  /** Compression service up: state "up" and "dc" among the services. */
-  compressionUp: boolean;
-}
-
-export interface ProbeResult {
-  /** What was probed (a work queue, "hardware job", "hardware session"). */
-  target: string;
-  ok: boolean;
-  reason: string;
-  /** How descriptors would be submitted (DSA): enqcmd, movdir64b, write, fake. */
-  submission?: string;
-}
-
-export interface BackendReport {
-  compiled: boolean;
-  /** Not compiled; compiled but no device; device present but busy; hardware usable (DSA: by its probes). */
-  state: BackendState;
-  /** Library version when compiled ("" otherwise). */
-  version: string;
-  reason: string;
-  /** Real probes made now: a QPL hardware job, a QATzip hardware session, a NOOP on each DSA work queue. */
-  probes: ProbeResult[];
-  /** The library's own software path, usable without a device (QPL's qpl_path_software, QATzip's sw_backup), when compiled. */
-  softwarePath?: ProbeResult;
-}
+import { getMethod, listMethods, type MethodParams } from '../methods/index.js';
+import { getDetector, listDetectors } from '../zero-page/index.js';
+import { STATE_TEXT } from '../offload/state.js';
+import type { BackendReport, ProbeContext } from '../offload/probe.js';
+import { readQatEndpoints, readWorkQueues, type QatEndpoint, type WorkQueue } from '../offload/sysfs.js';
 
 export interface RunPlan {
   /** The flags the plan is for. */
@@ -71,67 +31,11 @@ export interface AccelReport {
   cpu: Required<Pick<CpuFeatures, 'avx2' | 'avx512f' | 'avx512bw' | 'movdir64b' | 'enqcmd'>>;
   zeroPage: { accelerators: string[]; selected: string };
   devices: { iaa: WorkQueue[]; dsa: WorkQueue[]; qat: QatEndpoint[] };
-  backends: { qpl: BackendReport; qatzip: BackendReport; dsa: BackendReport };
+  /** Each backend with hardware behind it, by name (qpl, qatzip, dsa): what its method's or zero-page backend's probe() reports. */
+  backends: Record<string, BackendReport>;
   /** The addon file in use, and the software engines found at run time. */
   software: { addon: string; isal: { version: string; file: string } | { unavailable: string }; crc32c: string };
   run: RunPlan;
-}
-
-/** QAT PCI device ids with a compression service (PF/VF of 4xxx, 401xx, 402xx, 420xx). */
-const QAT_IDS = new Set(['0x4940', '0x4941', '0x4942', '0x4943', '0x4944', '0x4945', '0x4946', '0x4947']);
-
-function read(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-function list(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
-}
-
-export function readWorkQueues(sysfs: string): { iaa: WorkQueue[]; dsa: WorkQueue[] } {
-  const base = path.join(sysfs, 'bus', 'dsa', 'devices');
-  const out = { iaa: [] as WorkQueue[], dsa: [] as WorkQueue[] };
-  for (const name of list(base)) {
-    const m = /^wq(\d+)\.(\d+)$/.exec(name);
-    if (!m) continue;
-    const dir = path.join(base, name);
-    // The work queue's device is its parent: iax<N> (IAA) or dsa<N>.
-    const device = list(base).find((d) => d === `iax${m[1]}` || d === `dsa${m[1]}`) ?? `?${m[1]}`;
-    const isIaa = device.startsWith('iax');
-    const wq: WorkQueue = {
-      name,
-      device,
-      mode: read(path.join(dir, 'mode')),
-      size: Number(read(path.join(dir, 'size')) || 0),
-      state: read(path.join(dir, 'state')),
-      type: read(path.join(dir, 'type')),
-      path: `/dev/${isIaa ? 'iax' : 'dsa'}/${name}`,
-    };
-    (isIaa ? out.iaa : out.dsa).push(wq);
-  }
-  return out;
-}
-
-export function readQatEndpoints(sysfs: string): QatEndpoint[] {
-  const base = path.join(sysfs, 'bus', 'pci', 'devices');
-  const out: QatEndpoint[] = [];
-  for (const bdf of list(base)) {
-    const deviceId = read(path.join(base, bdf, 'device'));
-    const vendor = read(path.join(base, bdf, 'vendor'));
-    if (vendor !== '0x8086' || !QAT_IDS.has(deviceId)) continue;
-    const state = read(path.join(base, bdf, 'qat', 'state'));
-    const services = read(path.join(base, bdf, 'qat', 'cfg_services'));
-    out.push({ bdf, deviceId, state, services, compressionUp: state === 'up' && /\bdcc?\b|decomp/.test(services) });
-  }
-  return out;
 }
 
 export interface PlanFlags {
@@ -164,30 +68,18 @@ export function planRun(f: PlanFlags): RunPlan {
   };
 }
 
-const PROBE_TIMEOUT_MS = 500;
-
 /**
- * A backend built on an optional library (QPL, QATzip): compiled or not, its state, the hardware
- * probe, and where compiled the library's own software path (opened only then).
+ * Every backend with hardware behind it, by its name: what each method and zero-page backend of the
+ * registries reports of itself (its probe()), in registration order.
  */
-function libraryBackend(
-  hw: { ok: boolean; reason: string; version: string },
-  state: BackendState,
-  library: string,
-  hwTarget: string,
-  swTarget: string,
-  openSoftware: () => { ok: boolean; reason: string },
-): BackendReport {
-  const compiled = hw.version !== '';
-  const sw = compiled ? openSoftware() : null;
-  return {
-    compiled,
-    state,
-    version: hw.version,
-    reason: compiled ? `built with ${library} ${hw.version}` : hw.reason,
-    probes: [{ target: hwTarget, ok: hw.ok, reason: hw.reason }],
-    ...(sw ? { softwarePath: { target: swTarget, ok: sw.ok, reason: sw.reason } } : {}),
-  };
+function probeBackends(ctx: ProbeContext): Record<string, BackendReport> {
+  const probes = [...listMethods().map((m) => getMethod(m).probe), ...listDetectors().map((d) => getDetector(d).probe)];
+  return Object.fromEntries(
+    probes.flatMap((probe) => {
+      const p = probe?.(ctx);
+      return p ? [[p.backend, p.report]] : [];
+    }),
+  );
 }
 
 export function accelReport(
@@ -197,38 +89,11 @@ export function accelReport(
   const f = native.cpuFeatures();
   const wqs = readWorkQueues(sysfs);
   const qat = readQatEndpoints(sysfs);
-  const qpl = native.qplHardwareOpen();
-  const qz = native.qatzipHardwareOpen(1);
-  // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
-  const dsaTargets = [
-    ...new Set([...wqs.dsa.map((w) => w.path), ...flags.accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4))]),
-  ];
-  const dsaProbes = dsaTargets.map((p): ProbeResult => {
-    const r = native.dsaProbe(`dsa:${p}`, sysfs, PROBE_TIMEOUT_MS);
-    return { target: p, ok: r.ok, reason: r.reason, ...(r.submission ? { submission: r.submission } : {}) };
-  });
   return {
     cpu: { avx2: !!f.avx2, avx512f: !!f.avx512f, avx512bw: !!f.avx512bw, movdir64b: !!f.movdir64b, enqcmd: !!f.enqcmd },
     zeroPage: { accelerators: native.zeroPageAccels(), selected: native.zeroPageAccel() },
     devices: { iaa: wqs.iaa, dsa: wqs.dsa, qat },
-    backends: {
-      qpl: libraryBackend(qpl, qplState(qpl), 'libqpl', 'qpl_init_job(qpl_path_hardware)', 'qpl_init_job(qpl_path_software)', () =>
-        native.qplSoftwareOpen(),
-      ),
-      qatzip: libraryBackend(qz, qatzipState(qz), 'QATzip', 'QATzip hardware session', 'QATzip session with sw_backup', () =>
-        native.qatzipSoftwareOpen(1),
-      ),
-      dsa: {
-        compiled: true,
-        state: dsaProbes.some((p) => p.ok && p.submission !== 'fake') ? 'hardware' : 'no-device',
-        version: '',
-        reason: 'always built on x86-64 Linux (linux/idxd.h; ENQCMD and MOVDIR64B only after a CPUID check, write() submission otherwise)',
-        probes:
-          dsaProbes.length > 0
-            ? dsaProbes
-            : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
-      },
-    },
+    backends: probeBackends({ sysfs, accelPaths: flags.accelPaths }),
     software: {
       addon: nativeFile,
       isal:

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseSize, PROFILES, type Profile } from '../image/generate.js';
-import { formatSize } from '../stats.js';
+import { formatSize } from '../stats/stats.js';
 
 export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu', 'rsync', 'mfd-plain'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];

@@ -17,7 +17,7 @@ import { BenchError, UsageError } from '../errors.js';
 import type { LinkSpec } from './matrix.js';
 import { formatRate } from './matrix.js';
 import type { Net, Side } from './net.js';
-import { which } from './proc.js';
+import { which } from '../proc/proc.js';
 import { native } from '../native/load.js';
 import type { DelayLine } from '../native/binding.js';
 

@@ -2,7 +2,7 @@
  * The bench's report: a markdown document (tables, scaling, targets), the SVG charts, and the
  * JSON lines every run and cell summary is recorded as. Pure functions of the summaries.
  */
-import { formatSize } from '../stats.js';
+import { formatSize } from '../stats/stats.js';
 import { deltaLabel, type Cell, type PeerName } from './matrix.js';
 import { median, type Summary } from './stats.js';
 import { sizeGrowth, TARGETS, type CellSummary, type Target } from './summary.js';

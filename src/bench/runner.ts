@@ -12,7 +12,7 @@ import { BenchError, ExitCode, InterruptedError, VerifyError, type ExitCodeValue
 import { compareFiles } from './files.js';
 import { deltaLabel, type Cell } from './matrix.js';
 import type { Net } from './net.js';
-import { start, syncDisks, tail, waitFor, type ProcExit } from './proc.js';
+import { start, syncDisks, tail, waitFor, type ProcExit } from '../proc/proc.js';
 
 /** bin/mfd.js of this package (dist/bench/runner.js -> ../../bin/mfd.js). */
 export const MFD_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');

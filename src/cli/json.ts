@@ -17,7 +17,7 @@ import type { StreamReport } from '../inspect/inspect.js';
 import type { QemuManifest } from '../qemu/manifest.js';
 import type { QemuFileReport } from '../qemu/file-inspect.js';
 import type { QemuSendResult } from '../qemu/replay.js';
-import { migrateInfo, type QemuMigrateInfo, type RunStats } from '../stats.js';
+import { migrateInfo, type QemuMigrateInfo, type RunStats } from '../stats/stats.js';
 import { versioned, type Versioned } from '../version.js';
 
 /** `mfd send --json`: to a receiver (with its statistics) or to a file (with its summary). */

@@ -6,10 +6,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { compiledEngines, formatEngines } from '../accel/report.js';
 import { MFD_VERSION } from '../version.js';
 import { ExitCode, MfdError, UsageError, asMfdError, type ExitCodeValue, errorText } from '../errors.js';
-import { createLogger, type Logger, type LogLevel } from '../log.js';
-import { formatStats, type RunStats } from '../stats.js';
-import { failureJson, runJson, type RunExtra } from './json.js';
-import { createProgress, type Progress } from './progress.js';
+import { createLogger } from '../log.js';
+import { formatStats } from '../stats/stats.js';
+import { failureJson, runJson } from './json.js';
+import { createProgress } from './progress.js';
+import type { CommandContext } from './context.js';
 import { settleCommonOptions } from './options.js';
 import { sendCommand } from './commands/send.js';
 import { recvCommand } from './commands/recv.js';
@@ -19,18 +20,6 @@ import { accelCommand } from './commands/accel.js';
 import { benchCommand } from './commands/bench.js';
 import { completionCommand } from './commands/completion.js';
 import { printable } from '../text.js';
-
-export interface CommandContext {
-  out(text: string): void;
-  logger(level: LogLevel): Logger;
-  progress(label: string, enabled: boolean): Progress;
-  /** The receiver's bound address, on stderr so scripts using port 0 can find it. */
-  listening(address: string, port: number): void;
-  /** A line for a person watching (progress of a long command), on stderr. */
-  status(line: string): void;
-  result(o: { json?: boolean }, stats: RunStats, extra?: RunExtra): void;
-  signal: AbortSignal;
-}
 
 export const EXIT_CODES_HELP = `
 Exit codes:

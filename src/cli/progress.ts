@@ -3,7 +3,7 @@
  * redrawn in place; elsewhere (forced with --progress) a plain line a second.
  * Whether it shows at all is the caller's (settleCommonOptions).
  */
-import { formatBytes } from '../stats.js';
+import { formatBytes } from '../stats/stats.js';
 
 export interface Progress {
   update(done: number, total: number): void;

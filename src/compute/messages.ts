@@ -1,6 +1,6 @@
 /** Messages between the main thread and compute workers (src/compute/worker.ts). */
 import type { MethodParams } from '../methods/method.js';
-import type { PathCounts } from '../accel/paths.js';
+import type { PathCounts } from '../offload/paths.js';
 import type { NativeIoFields } from '../errors.js';
 
 export type ToWorker =

@@ -6,11 +6,11 @@
 import { parentPort } from 'node:worker_threads';
 import { getMethod, type MethodReceiver, type MethodSender } from '../methods/index.js';
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
-import { PathTally } from '../accel/paths.js';
-import { ImageSource } from '../sender/image-source.js';
+import { PathTally } from '../offload/paths.js';
+import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { pageRuns } from '../sender/page-runs.js';
+import { pageRuns } from '../image/page-runs.js';
 import { copyPages } from '../native/packet-io.js';
 import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 import { serializeError } from './error-hop.js';

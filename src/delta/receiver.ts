@@ -26,9 +26,9 @@ import type { TargetBlock } from '../receiver/data-channel.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
 import { ENTRY_SIZE, entryIndex, fingerprintFile, requireDelta } from './fingerprint.js';
 import { preadPieces, pwritePieces } from '../native/file-io.js';
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
-import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from './wire.js';
+import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from '../wire/delta-ref.js';
 import type { DeltaCounts } from './sender.js';
 
 export interface DeltaRecvOptions {

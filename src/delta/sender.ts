@@ -18,7 +18,7 @@ import type { ControlMessage } from '../control/protocol.js';
 import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
 import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
 import type { Fingerprints, ReadyDelta } from './protocol.js';
-import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from './wire.js';
+import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from '../wire/delta-ref.js';
 
 /** Pages one reference packet stands for at most (but for a single longer run): 32 MiB of 4 KiB pages. */
 const REF_PACKET_PAGES = 8192;

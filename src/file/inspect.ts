@@ -30,7 +30,7 @@ import { openForRestore, type FileTarget } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { fileMethod, restoreFromFile } from './restore.js';
 import { printable } from '../text.js';
-import { isRefPacket, REF_ENTRY_SIZE, summarizeRefs } from '../delta/wire.js';
+import { isRefPacket, REF_ENTRY_SIZE, summarizeRefs } from '../wire/delta-ref.js';
 
 export interface FileReport {
   file: string;

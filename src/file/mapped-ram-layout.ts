@@ -13,7 +13,7 @@ import { native } from '../native/load.js';
 import { preadPieces, pwritePieces } from '../native/file-io.js';
 import { writePacket } from '../native/packet-io.js';
 import type { ChannelSink, OutgoingPacket } from '../sender/pipeline.js';
-import type { ChannelCounters } from '../stats.js';
+import type { ChannelCounters } from '../stats/stats.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import {
   alignUp,
@@ -27,9 +27,9 @@ import {
 } from './format.js';
 import type { BlockCounts } from './stream-layout.js';
 import { writeError } from './writer.js';
-import type { WriteGate } from '../write-gate.js';
+import type { WriteGate } from '../io/write-gate.js';
 import type { OpenFile } from './target.js';
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 
 export interface MappedRamPlan {
   ramblocks: FileRamblock[];

@@ -24,9 +24,9 @@ import { SendPipeline, type PipelineOptions } from '../sender/pipeline.js';
 import { pwritePieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { WriteGate } from '../write-gate.js';
-import type { RunStats } from '../stats.js';
-import { runPages } from '../resume.js';
+import { WriteGate } from '../io/write-gate.js';
+import type { RunStats } from '../stats/stats.js';
+import { runPages } from '../image/resume.js';
 import { planFileDelta, type FileDelta, type FileDeltaOptions } from '../delta/at-rest.js';
 import { deltaCounts } from '../delta/sender.js';
 import {

@@ -7,7 +7,7 @@
  * stream methods (zlib, zstd) decode per channel, in order.
  */
 import type { ChannelSink, OutgoingPacket } from '../sender/pipeline.js';
-import type { ChannelCounters } from '../stats.js';
+import type { ChannelCounters } from '../stats/stats.js';
 import { native } from '../native/load.js';
 import { preadPieces } from '../native/file-io.js';
 import { ByteQueue } from '../transport/byte-queue.js';

@@ -1,5 +1,5 @@
 /** One line about the migration file of a save or restore, for the human summary. */
-import { formatBytes } from '../stats.js';
+import { formatBytes } from '../stats/stats.js';
 
 export interface FileLine {
   path: string;

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import { IoError, type MfdError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
 import { alignedBuffer, pwritePieces } from '../native/file-io.js';
-import { WriteGate } from '../write-gate.js';
+import { WriteGate } from '../io/write-gate.js';
 import { FILE_ALIGN } from './format.js';
 import { directRefused, type OpenFile } from './target.js';
 

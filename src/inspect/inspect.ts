@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
 import { payloadLength, type PacketHeader } from '../wire/packet.js';
 import type { DeviceStateHeader } from '../wire/device-state.js';
@@ -35,9 +35,9 @@ import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiv
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
 import { IoError, MfdError, ProtocolError, UsageError, errorText } from '../errors.js';
-import { newChannelCounters } from '../stats.js';
+import { newChannelCounters } from '../stats/stats.js';
 import { printable } from '../text.js';
-import { isRefPacket, summarizeRefs } from '../delta/wire.js';
+import { isRefPacket, summarizeRefs } from '../wire/delta-ref.js';
 
 export interface InspectedPacket {
   /** Byte offset of the header in the stream. */

@@ -12,7 +12,8 @@
  * is why both calls are made in channel order and never shared by channels.
  */
 
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
+import type { BackendProbe, ProbeContext } from '../offload/probe.js';
 
 /** Parameters both sides agree on in the hello (levels and the like). */
 export type MethodParams = Record<string, number | string | boolean>;
@@ -128,6 +129,12 @@ export interface CompressionMethod {
    * (or its software fallback is switched off) and missing.
    */
   path(o: PathOptions): string;
+  /**
+   * A method with hardware behind it reports that backend for `mfd accel`: compiled or not, its
+   * state, the probes it made now (a hardware job or session), its library's software path. `mfd
+   * accel` asks every registered method; software-only methods have none.
+   */
+  probe?(ctx: ProbeContext): BackendProbe;
   /** Largest next_packet_size the receiver accepts for `normalPages` pages. */
   maxPayload(normalPages: number, pageSize: number): number;
   /**

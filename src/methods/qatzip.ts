@@ -19,11 +19,12 @@
 import zlib from 'node:zlib';
 import { AccelError, ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
-import { qatzipState, STATE_TEXT } from '../accel/state.js';
+import { qatzipState, STATE_TEXT } from '../offload/state.js';
+import { libraryBackend } from '../offload/probe.js';
 import { decodeError } from './decode-error.js';
 import { isalDeflateName, isalLevel } from './zlib.js';
 
@@ -146,6 +147,15 @@ export const qatzip: CompressionMethod = {
   options,
   exactPayload: false,
   hardware: HARDWARE,
+  probe() {
+    const hw = native.qatzipHardwareOpen(1);
+    return {
+      backend: 'qatzip',
+      report: libraryBackend(hw, qatzipState(hw), 'QATzip', 'QATzip hardware session', 'QATzip session with sw_backup', () =>
+        native.qatzipSoftwareOpen(1),
+      ),
+    };
+  },
   path({ params, requireHardware, receiving }) {
     // A receiver always has its software path (QEMU's sw_backup = 1), whatever the sender's --qatzip-sw-fallback.
     const s = session(receiving ? { ...params, swFallback: true } : params, requireHardware);

@@ -15,8 +15,9 @@
 import { AccelError, ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MULTIFD_FLAG_QPL } from '../wire/constants.js';
-import type { PathTally } from '../accel/paths.js';
-import { qplState, STATE_TEXT } from '../accel/state.js';
+import type { PathTally } from '../offload/paths.js';
+import { qplState, STATE_TEXT } from '../offload/state.js';
+import { libraryBackend } from '../offload/probe.js';
 import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
@@ -95,6 +96,15 @@ export const qpl: CompressionMethod = {
   options,
   exactPayload: false,
   hardware: HARDWARE,
+  probe() {
+    const hw = native.qplHardwareOpen();
+    return {
+      backend: 'qpl',
+      report: libraryBackend(hw, qplState(hw), 'libqpl', 'qpl_init_job(qpl_path_hardware)', 'qpl_init_job(qpl_path_software)', () =>
+        native.qplSoftwareOpen(),
+      ),
+    };
+  },
   path({ params, requireHardware, receiving }) {
     const e = engine();
     if ('reason' in e) {

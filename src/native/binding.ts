@@ -237,8 +237,16 @@ export interface MfdBinding {
   qplSoftwareOpen(): { ok: boolean; reason: string };
   /** The engine in use, or null (software only). */
   qplEngine(): { name: string; hardware: boolean } | null;
-  /** Tests: installs the fake IAA engine ("busy=N,error_every=K"), or removes any engine (null). */
+  /**
+   * Tests: installs the fake IAA engine ("busy=N,error_every=K"), or removes any engine (null). The fake
+   * is in the test addon: ERR_QPL_UNAVAILABLE until a test has installed it (_installTestNatives).
+   */
   _qplSetFakeEngine(options: string | null): { name: string; hardware: boolean } | undefined;
+  /**
+   * Tests: hands the product the test addon's stand-ins (mfd_test.node's `natives`: the fake DSA work
+   * queue, the fake IAA engine). Nothing in the program calls it (test/helpers/test-natives.ts does).
+   */
+  _installTestNatives(natives: unknown): void;
   /**
    * Opens this thread's QATzip hardware session (sw_backup 0) at `level`; ok only for a hardware session; status is
    * QATzip's. fake: the test stand-in (_qatzipSetFakeHardware) answered.

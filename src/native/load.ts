@@ -6,6 +6,7 @@
  * MFD_ADDON_PATH names another build's mfd.node instead (CI tests a build
  * against QPL and QATzip beside the default one); nothing else is tried then.
  */
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -32,7 +33,14 @@ function load(): { binding: MfdBinding; file: string } {
     // The implementation file: its resolve() names the file it would load (index.js may hand over to a
     // runtime's own addon resolver, which has none).
     const nodeGypBuild = require('node-gyp-build/node-gyp-build.js') as NodeGypBuild;
-    file = process.env.MFD_ADDON_PATH ? path.resolve(process.env.MFD_ADDON_PATH) : nodeGypBuild.resolve(root);
+    // build/Release/mfd.node by name where it is: node-gyp-build takes the first .node file there, and
+    // a clone's build also has the test addon (mfd_test.node, which the program never loads).
+    const built = path.join(root, 'build', 'Release', 'mfd.node');
+    file = process.env.MFD_ADDON_PATH
+      ? path.resolve(process.env.MFD_ADDON_PATH)
+      : fs.existsSync(built)
+        ? built
+        : nodeGypBuild.resolve(root);
     return { binding: require(file) as MfdBinding, file };
   } catch (err) {
     const why = (err as Error).message.trim().split('\n').join('\n    ');

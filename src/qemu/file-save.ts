@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError } from '../errors.js';
-import { BlockDigest } from '../digest.js';
+import { BlockDigest } from '../image/digest.js';
 import { native } from '../native/load.js';
 import { openForSave, type FileTarget, type OpenFile } from '../file/target.js';
 import { alignUp, bitmapBytes, REGION_ALIGN } from '../file/format.js';

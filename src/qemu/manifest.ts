@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ProtocolError } from '../errors.js';
 import type { SyncMode } from './format.js';
-import { replaceFileSync } from '../no-follow.js';
+import { replaceFileSync } from '../io/no-follow.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { sleep, tail, type Proc } from '../bench/proc.js';
+import { sleep, tail, type Proc } from '../proc/proc.js';
 
 /** The QEMU binary used unless one is named (the system's, on PATH). */
 export const QEMU = 'qemu-system-x86_64';

@@ -31,7 +31,7 @@ import {
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import { largestPayload, methodByFlag, type CompressionMethod, type MethodReceiver } from '../methods/index.js';
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../offload/paths.js';
 import { ByteQueue } from '../transport/byte-queue.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { decodeInitPacket, uuidToString } from '../wire/init-packet.js';
@@ -45,7 +45,7 @@ import {
   packetHeaderSize,
   pageCount,
 } from '../wire/constants.js';
-import { newChannelCounters, type ChannelCounters } from '../stats.js';
+import { newChannelCounters, type ChannelCounters } from '../stats/stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
 import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
@@ -66,7 +66,7 @@ import type { FileTarget } from '../file/target.js';
 import { openQemuFile, type QemuFile } from './file.js';
 import { EpochBudget, PageEpochs } from './page-epochs.js';
 import { DEVICE_STATE_FILE, MANIFEST_FILE, MANIFEST_FORMAT, writeManifest, type QemuManifest } from './manifest.js';
-import { BlockDigest } from '../digest.js';
+import { BlockDigest } from '../image/digest.js';
 import { native } from '../native/load.js';
 import { createHash, type Hash } from 'node:crypto';
 

@@ -18,7 +18,7 @@
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, ProtocolError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 import {
   checkFlagBits,
   checkPacketCommon,
@@ -36,11 +36,11 @@ import {
 import { NativeChannel } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, hex, pageCount } from '../wire/constants.js';
 import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
-import { isRefPacket } from '../delta/wire.js';
+import { isRefPacket } from '../wire/delta-ref.js';
 import type { CompressionMethod } from '../methods/method.js';
 import { writePacket } from '../native/packet-io.js';
-import type { ChannelCounters } from '../stats.js';
-import type { BlockDigest } from '../digest.js';
+import type { ChannelCounters } from '../stats/stats.js';
+import type { BlockDigest } from '../image/digest.js';
 import type { Output } from './output.js';
 import { PageStateLimitError, type PageBitmap } from './page-bitmap.js';
 

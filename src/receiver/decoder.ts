@@ -6,9 +6,9 @@
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
 import type { DecodeReply } from '../compute/messages.js';
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 import { pageCount } from '../wire/constants.js';
 import type { Decoder } from './data-channel.js';
 

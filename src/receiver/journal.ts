@@ -14,11 +14,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ResumeError } from '../errors.js';
-import { limitRuns, runPages } from '../resume.js';
+import { limitRuns, runPages } from '../image/resume.js';
 import { RESERVE_BYTES, type Reserve } from './reserve.js';
 import { PageBitmap, type PageBudget } from './page-bitmap.js';
 import { linkMessage, sidecarPath, type Output } from './output.js';
-import { NO_FOLLOW, createFresh } from '../no-follow.js';
+import { NO_FOLLOW, createFresh } from '../io/no-follow.js';
 import { MAX_HAVE_NUMBERS, badRun } from '../control/protocol.js';
 import { syncDirectory } from '../file/target.js';
 

@@ -11,8 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { IoError, ResumeError } from '../errors.js';
-import { WriteGate } from '../write-gate.js';
-import { NO_FOLLOW, checkRenamed, createFreshSync, writeFreshSync } from '../no-follow.js';
+import { WriteGate } from '../io/write-gate.js';
+import { NO_FOLLOW, checkRenamed, createFreshSync, writeFreshSync } from '../io/no-follow.js';
 
 export class Output {
   /** Open file descriptor; writes go through use(), never the bare number. */

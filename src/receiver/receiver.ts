@@ -41,14 +41,14 @@ import { plainSecurity, type ChannelBinding, type ChannelSecurity } from '../tra
 import { checkInitPacket, decodeInitPacket, uuidFromString, uuidToString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_MAGIC, hex, packetHeaderSize } from '../wire/constants.js';
 import type { PacketHeader } from '../wire/packet.js';
-import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { Output } from './output.js';
-import { createFreshSync } from '../no-follow.js';
+import { createFreshSync } from '../io/no-follow.js';
 import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
-import { emptyPathCounts, PathTally } from '../accel/paths.js';
+import { emptyPathCounts, PathTally } from '../offload/paths.js';
 import { createDecoder } from './decoder.js';
 import { openTargets, resolveTargets, verifyBlocks, verifyChannels } from './targets.js';
 import {
@@ -61,7 +61,7 @@ import {
   loadJournal,
   type JournalFile,
 } from './journal.js';
-import { digestRuns, limitRuns, runPages, shareRuns } from '../resume.js';
+import { digestRuns, limitRuns, runPages, shareRuns } from '../image/resume.js';
 import { PageBudget } from './page-bitmap.js';
 import { DeltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
 

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
-import { checkRenamed, createFreshSync } from '../no-follow.js';
+import { checkRenamed, createFreshSync } from '../io/no-follow.js';
 import { syncDirectory } from '../file/target.js';
 import { sidecarPath } from './output.js';
 

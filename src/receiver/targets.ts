@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ProtocolError, UsageError, VerifyError } from '../errors.js';
-import { BlockDigest } from '../digest.js';
+import { BlockDigest } from '../image/digest.js';
 import { ramblockFileName } from '../image/ramblock.js';
 import { NAME_MAX, Output, checkInPlace, sidecarPath } from './output.js';
 import { journalPathFor } from './journal.js';

@@ -11,22 +11,22 @@
  * positional page writes for mapped-ram).
  */
 import { IoError, ProtocolError, UsageError, type MfdError } from '../errors.js';
-import { digestRuns, imageSource, missingRuns, runPages } from '../resume.js';
+import { digestRuns, imageSource, missingRuns, runPages } from '../image/resume.js';
 import type { Logger } from '../log.js';
 import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
 import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
-import { PathTally } from '../accel/paths.js';
-import { BlockDigest } from '../digest.js';
+import { PathTally } from '../offload/paths.js';
+import { BlockDigest } from '../image/digest.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
-import { ImageSource } from './image-source.js';
+import { ImageSource } from '../image/image-source.js';
 import { slabPool, type Slab } from './slab-pool.js';
-import type { BoundedPool } from '../bounded-pool.js';
-import { pageRuns } from './page-runs.js';
+import type { BoundedPool } from '../io/bounded-pool.js';
+import { pageRuns } from '../image/page-runs.js';
 import { ComputePool, defaultPoolSize, dropWarm } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
-import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats.js';
+import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { RateLimiter } from './rate-limit.js';
 
 /** Packets read ahead of the one being written, per channel. */

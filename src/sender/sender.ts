@@ -28,7 +28,7 @@ import { plainSecurity, socketError, type ChannelSecurity } from '../transport/s
 import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import type { ChannelCounters, RunStats } from '../stats.js';
+import type { ChannelCounters, RunStats } from '../stats/stats.js';
 import { deltaAnswer, deltaCounts } from '../delta/sender.js';
 import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
 

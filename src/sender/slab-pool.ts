@@ -6,7 +6,7 @@
  * the channel's worker fills in place: no buffer is allocated, transferred or
  * collected per packet.
  */
-import { BoundedPool } from '../bounded-pool.js';
+import { BoundedPool } from '../io/bounded-pool.js';
 import { sharedSlabViews } from '../compute/messages.js';
 
 export interface Slab {

@@ -13,7 +13,7 @@ import {
   RAMBLOCK_NAME_FIELD,
   hex,
 } from './constants.js';
-import { checkRefHeader, isRefPacket } from '../delta/wire.js';
+import { checkRefHeader, isRefPacket } from './delta-ref.js';
 
 export interface PacketHeader {
   magic: number;

@@ -14,7 +14,8 @@
  *            channel's tally.
  */
 import { UsageError } from '../errors.js';
-import type { PathTally } from '../accel/paths.js';
+import type { PathTally } from '../offload/paths.js';
+import type { BackendProbe, ProbeContext } from '../offload/probe.js';
 
 export interface DetectorOptions {
   /** --accel-path values (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */
@@ -65,6 +66,8 @@ export interface ZeroPageDetector {
   open(o: ScannerOptions): ZeroPageScanner;
   /** Device failures seen so far in this process (each to be logged once). */
   failures(): string[];
+  /** A backend with hardware behind it reports that device for `mfd accel` (as a method's probe()). */
+  probe?(ctx: ProbeContext): BackendProbe;
 }
 
 const detectors = new Map<string, ZeroPageDetector>();

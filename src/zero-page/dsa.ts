@@ -9,13 +9,18 @@
  * on the CPU, for the non-zero pages only.
  *
  * `fake-dsa:OPTIONS` selects the software stand-in the tests use (only when
- * MFD_ALLOW_FAKE_ACCEL=1); it is reported as "fake-dsa", never as hardware.
+ * MFD_ALLOW_FAKE_ACCEL=1, and only in a process that installed the test addon,
+ * mfd_test.node: the program never does); it is reported as "fake-dsa", never
+ * as hardware.
  */
+import path from 'node:path';
 import { AccelError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
 import { analysePages } from '../native/packet-io.js';
 import { nativeIoError } from '../native/io-error.js';
 import type { DsaQueueInfo } from '../native/binding.js';
+import type { ProbeResult } from '../offload/probe.js';
+import { readWorkQueues } from '../offload/sysfs.js';
 import { cpuPath } from './cpu.js';
 import { registerDetector, type DetectorOptions, type ZeroPageDetector } from './detector.js';
 
@@ -48,6 +53,9 @@ function nativeSpec(p: string): string {
   throw new UsageError(`Expected dsa:/dev/dsa/wqX.Y for --accel-path but received "${p}"`, 'ERR_ACCEL_PATH');
 }
 
+/** How long `mfd accel` waits for a work queue's NOOP. */
+const PROBE_TIMEOUT_MS = 500;
+
 const sysfsRoot = (): string => process.env.MFD_SYSFS_ROOT ?? '/sys';
 
 /** Opens (once per process) the queue an --accel-path names; the reason on failure. */
@@ -79,6 +87,32 @@ export const dsaAccel: ZeroPageDetector = {
   description:
     'Intel DSA compare-pattern batches, one per packet (needs --accel-path dsa:/dev/dsa/wqX.Y); CPU for what the device does not finish',
   hardware: true,
+  probe({ sysfs, accelPaths }) {
+    // A NOOP on every DSA work queue sysfs lists and every dsa: path given.
+    const targets = [
+      ...new Set([
+        ...readWorkQueues(sysfs).dsa.map((w) => w.path),
+        ...accelPaths.filter((p) => p.startsWith('dsa:')).map((p) => p.slice(4)),
+      ]),
+    ];
+    const probes = targets.map((p): ProbeResult => {
+      const r = native.dsaProbe(`dsa:${p}`, sysfs, PROBE_TIMEOUT_MS);
+      return { target: p, ok: r.ok, reason: r.reason, ...(r.submission ? { submission: r.submission } : {}) };
+    });
+    return {
+      backend: 'dsa',
+      report: {
+        compiled: true,
+        state: probes.some((p) => p.ok && p.submission !== 'fake') ? 'hardware' : 'no-device',
+        version: '',
+        reason: 'always built on x86-64 Linux (linux/idxd.h; ENQCMD and MOVDIR64B only after a CPUID check, write() submission otherwise)',
+        probes:
+          probes.length > 0
+            ? probes
+            : [{ target: 'DSA work queues', ok: false, reason: `none found under ${path.join(sysfs, 'bus', 'dsa', 'devices')}` }],
+      },
+    };
+  },
   check(o) {
     const queues = dsaPaths(o).map(openQueue);
     const parts: string[] = [];

@@ -4,11 +4,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { accelReport, readQatEndpoints, readWorkQueues } from '../../src/accel/report.js';
+import { accelReport } from '../../src/accel/report.js';
+import { readQatEndpoints, readWorkQueues } from '../../src/offload/sysfs.js';
 import { native } from '../../src/native/load.js';
 import { tmpdir } from '../helpers/index.js';
 import { built, qplPathNoDevice } from '../helpers/build.js';
-import { qatzipState, qplState } from '../../src/accel/state.js';
+import { qatzipState, qplState } from '../../src/offload/state.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -66,13 +67,14 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
   const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/);
   for (const f of ['avx2', 'avx512f', 'avx512bw', 'movdir64b', 'enqcmd'] as const) t.equal(r.cpu[f], flags.includes(f), f);
   t.same(r.devices, { iaa: [], dsa: [], qat: [] });
+  t.same(Object.keys(r.backends), ['qpl', 'qatzip', 'dsa'], "the backends the registries' methods and zero-page backends report");
   t.equal(
-    r.backends.qpl.compiled,
+    r.backends.qpl?.compiled,
     built.qpl !== '',
     `QPL ${built.qpl ? `compiled (${built.qpl})` : 'not compiled'} in the addon under test`,
   );
   t.equal(
-    r.backends.qatzip.compiled,
+    r.backends.qatzip?.compiled,
     built.qatzip !== '',
     `QATzip ${built.qatzip ? `compiled (${built.qatzip})` : 'not compiled'} in the addon under test`,
   );
@@ -86,7 +88,7 @@ t.test('this machine: CPU flags match /proc/cpuinfo; what is compiled and what t
     });
   } else {
     t.match(r.backends.qpl, { state: 'not-compiled', reason: /not compiled: pkg-config found no qpl/, probes: [{ ok: false }] });
-    t.notOk(r.backends.qpl.softwarePath, 'no library software path to report');
+    t.notOk(r.backends.qpl?.softwarePath, 'no library software path to report');
   }
   if (built.qatzip) {
     t.match(r.backends.qatzip, {
@@ -128,7 +130,7 @@ t.test('the plan for given flags: the path each backend takes, or why the run wo
   t.match(r.run.compressionPath, qplPathNoDevice);
   t.match(r.run.zeroPagePath, /dsa:\/dev\/null: dsa via write, single descriptors/);
   t.match(
-    r.backends.dsa.probes,
+    r.backends.dsa?.probes,
     [{ target: '/dev/null', ok: false, submission: 'write', reason: /accepted through write but no completion/ }],
     'the probe submitted a NOOP and got no completion',
   );

@@ -9,11 +9,15 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../src/native/load.js';
-import { readWorkQueues } from '../../src/accel/report.js';
+import { readWorkQueues } from '../../src/offload/sysfs.js';
 import { makeImage, migrate, rejection, sha256, tmpdir } from '../helpers/index.js';
 import { silentLogger } from '../../src/log.js';
 import { send, type SendOptions } from '../../src/sender/sender.js';
 import { ExitCode } from '../../src/errors.js';
+import { installTestNatives } from '../helpers/test-natives.js';
+
+// The fake work queue and the fake IAA engine are in the test addon (addon/test/), which the program never loads.
+installTestNatives();
 
 const PS = 4096;
 const FIELDS = ['device', 'pageFault', 'descriptorError', 'queueBusy', 'deviceFailed', 'retries', 'batches', 'descriptors'] as const;

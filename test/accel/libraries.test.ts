@@ -20,6 +20,10 @@ import { readChannelDump } from '../helpers/streams.js';
 import { built } from '../helpers/build.js';
 import { extractSink, inspectStream } from '../../src/inspect/inspect.js';
 import { getMethod } from '../../src/methods/index.js';
+import { installTestNatives } from '../helpers/test-natives.js';
+
+// The fake work queue and the fake IAA engine are in the test addon (addon/test/), which the program never loads.
+installTestNatives();
 
 const PS = 4096;
 const CHANNELS = 2;

@@ -17,6 +17,10 @@ import { silentLogger } from '../../src/log.js';
 import { ExitCode } from '../../src/errors.js';
 import { built, noIaa, noQat, qplSoftwarePath } from '../helpers/build.js';
 import { accelReport } from '../../src/accel/report.js';
+import { installTestNatives } from '../helpers/test-natives.js';
+
+// The fake work queue and the fake IAA engine are in the test addon (addon/test/), which the program never loads.
+installTestNatives();
 
 const PS = 4096;
 

@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import type { Command } from 'commander';
 import { tmpdir } from '../helpers/index.js';
 import { bin } from '../helpers/files.js';
-import { buildProgram, type CommandContext } from '../../src/cli/main.js';
+import { buildProgram } from '../../src/cli/main.js';
+import type { CommandContext } from '../../src/cli/context.js';
 import { SHELLS } from '../../src/cli/completion.js';
 
 const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });

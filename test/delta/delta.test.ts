@@ -17,7 +17,7 @@ import { silentLogger } from '../../src/log.js';
 import { ENTRY_SIZE, entryIndex, fingerprintPages, matchEntries, NO_MATCH, sortEntries } from '../../src/delta/fingerprint.js';
 import { CONTROL_PREAMBLE_SIZE, decodeFrame } from '../../src/control/protocol.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
-import { REF_ENTRY_SIZE } from '../../src/delta/wire.js';
+import { REF_ENTRY_SIZE } from '../../src/wire/delta-ref.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
 import type { MfdError, RemoteError } from '../../src/errors.js';
 
@@ -391,7 +391,7 @@ t.test('mfd inspect shows the reference packets of a dumped stream', async (t) =
   const text = formatReport(r);
   t.match(text, /\d+ reference\(s\) for \d+ page\(s\):/);
   t.match(text, /9 page\(s\) at 1 <- base#0 page 1\n/, 'pages 1..9 from the earlier version (page 0 and 10 changed)');
-  const { describeRef, SOURCE_MIGRATION, SOURCE_ZERO } = await import('../../src/delta/wire.js');
+  const { describeRef, SOURCE_MIGRATION, SOURCE_ZERO } = await import('../../src/wire/delta-ref.js');
   t.equal(describeRef({ source: SOURCE_MIGRATION | 0, count: 4, dst: 510, src: 500 }), '4 page(s) at 510 <- ramblock#0 page 500');
   t.equal(describeRef({ source: SOURCE_ZERO, count: 50, dst: 550, src: 0 }), '50 zero page(s) at 550');
 });

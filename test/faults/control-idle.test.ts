@@ -23,7 +23,7 @@ import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { MULTIFD_FLAG_SYNC, packetHeaderSize } from '../../src/wire/constants.js';
 import { ExitCode } from '../../src/errors.js';
-import { imageSource } from '../../src/resume.js';
+import { imageSource } from '../../src/image/resume.js';
 
 const TIMEOUT_MS = 1000;
 

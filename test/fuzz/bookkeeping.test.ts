@@ -1,7 +1,7 @@
 /** Fuzz: the receiver's page bookkeeping (offset patterns) and its control channel's timing, bounded runs with a fixed seed. */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { controlTimingTarget, pageBookkeepingTarget } from '../../src/fuzz/bookkeeping.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { controlTimingTarget, pageBookkeepingTarget } from '../helpers/fuzz/bookkeeping.js';
 
 t.test('fuzz: page bookkeeping agrees with a plain set, stays within its budget and O(pages), refuses typed', async (t) => {
   const stats = await assertTarget(pageBookkeepingTarget(), 300);

@@ -1,7 +1,7 @@
 /** Fuzz: control-channel frames (decodeFrame, checkPreamble) and framing (ControlChannel), bounded runs with a fixed seed. */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { controlFrameTarget, controlStreamTarget } from '../../src/fuzz/control.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { controlFrameTarget, controlStreamTarget } from '../helpers/fuzz/control.js';
 
 t.test('fuzz: control frame decoding ends in a checked message or a typed error', async (t) => {
   const stats = await assertTarget(controlFrameTarget(), 3000);
@@ -21,7 +21,7 @@ import type { Socket } from 'node:net';
 import { ProtocolError } from '../../src/errors.js';
 import { checkPreamble, decodeFrame, encodePreamble, MAX_TOTAL_RAM, type Complete } from '../../src/control/protocol.js';
 import { ControlChannel, MAX_UNREAD_MESSAGES } from '../../src/transport/control-channel.js';
-import { CONTROL_CORPUS } from '../../src/fuzz/control.js';
+import { CONTROL_CORPUS } from '../helpers/fuzz/control.js';
 import { makeImage, migrate, sha256, tmpdir } from '../helpers/index.js';
 
 const frame = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));

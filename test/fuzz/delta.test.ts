@@ -1,10 +1,10 @@
-/** Fuzz: delta reference packets (src/fuzz/delta.ts), a bounded run with a fixed seed; and the checks' messages. */
+/** Fuzz: delta reference packets (test/helpers/fuzz/delta.ts), a bounded run with a fixed seed; and the checks' messages. */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { deltaRefsTarget } from '../../src/fuzz/delta.js';
-import { headerContext } from '../../src/fuzz/wire.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { deltaRefsTarget } from '../helpers/fuzz/delta.js';
+import { headerContext } from '../helpers/fuzz/wire.js';
 import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../../src/wire/packet.js';
-import { MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, checkRef, encodeRefs } from '../../src/delta/wire.js';
+import { MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, checkRef, encodeRefs } from '../../src/wire/delta-ref.js';
 
 t.test('fuzz: reference packets end in accepted references inside their sources, or a typed error', async (t) => {
   const stats = await assertTarget(deltaRefsTarget(), 4000);

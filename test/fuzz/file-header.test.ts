@@ -1,7 +1,7 @@
-/** Fuzz: a migration file's header and trailer, the delta manifest of version 2 above all (src/fuzz/file-header.ts); and the checks' messages. */
+/** Fuzz: a migration file's header and trailer, the delta manifest of version 2 above all (test/helpers/fuzz/file-header.ts); and the checks' messages. */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { assembleHeader, fileHeaderTarget, type HeaderInput } from '../../src/fuzz/file-header.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { assembleHeader, fileHeaderTarget, type HeaderInput } from '../helpers/fuzz/file-header.js';
 import { decodeHeader } from '../../src/file/format.js';
 
 t.test('fuzz: headers naming bases, and their trailers, end in a header a restore can rely on, or a typed error', async (t) => {

@@ -1,7 +1,7 @@
-/** Fuzz: the `mfd inspect` stream reader on mutated channel streams of every method (src/fuzz/inspect.ts). */
+/** Fuzz: the `mfd inspect` stream reader on mutated channel streams of every method (test/helpers/fuzz/inspect.ts). */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { inspectTarget } from '../../src/fuzz/inspect.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { inspectTarget } from '../helpers/fuzz/inspect.js';
 
 t.test('fuzz: inspect reports any stream, hands the sink only valid pages, and throws only typed errors', async (t) => {
   const stats = await assertTarget(await inspectTarget(), 1000);
@@ -15,8 +15,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { IoError } from '../../src/errors.js';
 import { extractSink, inspectBytes } from '../../src/inspect/inspect.js';
-import { inspectCorpus } from '../../src/fuzz/inspect.js';
-import { mutateStream } from '../../src/fuzz/streams.js';
+import { inspectCorpus } from '../helpers/fuzz/inspect.js';
+import { mutateStream } from '../helpers/fuzz/streams.js';
 import { tmpdir } from '../helpers/index.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
 

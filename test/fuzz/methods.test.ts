@@ -1,8 +1,8 @@
-/** Fuzz: every compression method's receiver decode, from its own sender's packets, mutated (src/fuzz/methods.ts). */
-import { PathTally } from '../../src/accel/paths.js';
+/** Fuzz: every compression method's receiver decode, from its own sender's packets, mutated (test/helpers/fuzz/methods.ts). */
+import { PathTally } from '../../src/offload/paths.js';
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { methodNames, methodTarget } from '../../src/fuzz/methods.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { methodNames, methodTarget } from '../helpers/fuzz/methods.js';
 
 for (const method of methodNames()) {
   t.test(`fuzz: ${method} receiver decode ends in the packet's exact pages or a typed error`, async (t) => {

@@ -1,7 +1,7 @@
-/** Fuzz: `mfd recv --qemu`'s main-channel parser and a live receiver fed mutated QEMU migrations (src/fuzz/qemu.ts). */
+/** Fuzz: `mfd recv --qemu`'s main-channel parser and a live receiver fed mutated QEMU migrations (test/helpers/fuzz/qemu.ts). */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { qemuMainTarget, qemuRecvTarget } from '../../src/fuzz/qemu.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { qemuMainTarget, qemuRecvTarget } from '../helpers/fuzz/qemu.js';
 
 t.test('fuzz: the main-channel parser hands on only pages inside the declared blocks and ends in success or a typed error', async (t) => {
   const stats = await assertTarget(await qemuMainTarget(), 3000);

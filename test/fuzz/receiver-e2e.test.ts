@@ -1,7 +1,7 @@
-/** Fuzz: a live receiver fed mutated data-channel streams of every method (src/fuzz/receiver.ts). */
+/** Fuzz: a live receiver fed mutated data-channel streams of every method (test/helpers/fuzz/receiver.ts). */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { receiverTarget } from '../../src/fuzz/receiver.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { receiverTarget } from '../helpers/fuzz/receiver.js';
 
 t.test(
   'fuzz: a receiver fed a mutated channel ends in success or a typed error naming the channel, never writing outside the block',
@@ -12,7 +12,7 @@ t.test(
   },
 );
 
-import { receiverHelloTarget } from '../../src/fuzz/receiver.js';
+import { receiverHelloTarget } from '../helpers/fuzz/receiver.js';
 
 t.test('fuzz: a receiver given a mutated hello answers ready or error, ends typed, and allocates nothing for declared sizes', async (t) => {
   const stats = await assertTarget(receiverHelloTarget(), 100);

@@ -1,7 +1,7 @@
-/** Fuzz: init packet and packet header decoders (src/fuzz/wire.ts), bounded runs with a fixed seed. */
+/** Fuzz: init packet and packet header decoders (test/helpers/fuzz/wire.ts), bounded runs with a fixed seed. */
 import t from 'tap';
-import { assertTarget, formatOutcomes } from '../../src/fuzz/harness.js';
-import { initPacketTarget, packetHeaderTarget } from '../../src/fuzz/wire.js';
+import { assertTarget, formatOutcomes } from '../helpers/fuzz/harness.js';
+import { initPacketTarget, packetHeaderTarget } from '../helpers/fuzz/wire.js';
 
 t.test('fuzz: init packet decode and checks end in success or a typed error', async (t) => {
   const stats = await assertTarget(initPacketTarget(), 3000);
@@ -19,7 +19,7 @@ t.test('fuzz: packet header decode and checkPacketHeader end in success or a typ
 import { ProtocolError } from '../../src/errors.js';
 import { decodeInitPacket } from '../../src/wire/init-packet.js';
 import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../../src/wire/packet.js';
-import { headerContext } from '../../src/fuzz/wire.js';
+import { headerContext } from '../helpers/fuzz/wire.js';
 
 t.test('regression: a short init packet is a ProtocolError, not a RangeError', async (t) => {
   t.throws(

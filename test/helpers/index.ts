@@ -19,7 +19,7 @@ import {
 import { ControlChannel } from '../../src/transport/control-channel.js';
 import { connect } from '../../src/transport/connect.js';
 import { MfdError } from '../../src/errors.js';
-import { BlockDigest } from '../../src/digest.js';
+import { BlockDigest } from '../../src/image/digest.js';
 import { native } from '../../src/native/load.js';
 import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
 

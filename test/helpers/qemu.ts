@@ -8,7 +8,7 @@ import { silentLogger } from '../../src/log.js';
 import { receiveQemu, type QemuRecvOptions } from '../../src/qemu/recv.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { tmpdir } from './index.js';
-import { start, which, sleep, type Proc } from '../../src/bench/proc.js';
+import { start, which, sleep, type Proc } from '../../src/proc/proc.js';
 import { enableMultifd, fileBackedRam, Qmp, QEMU, qemuVersion, quitQemus, unthrottle, type MigrateInfo } from '../../src/qemu/qmp.js';
 
 /** A QEMU the tests run: the system's 7.2, or the 10.0 that .ci/fetch-qemu10 fetched. */

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { makeImage, migrate, sha256, tmpdir, RawSender, startReceiver, rejection } from '../helpers/index.js';
 import { readChannelDump, lz4BlockDecode } from '../helpers/streams.js';
 import { getMethod } from '../../src/methods/index.js';
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { encodeFrame } from '../../src/control/protocol.js';
@@ -202,7 +202,7 @@ t.test('qatzip: a payload of plain gzip members (as other QATzip senders may emi
   });
   const ch = await raw.channel(encodeInitPacket(raw.uuidBytes, 0), h, payload, sync);
   ch.end();
-  const { BlockDigest } = await import('../../src/digest.js');
+  const { BlockDigest } = await import('../../src/image/digest.js');
   const { native } = await import('../../src/native/load.js');
   const d = new BlockDigest();
   for (let i = 0; i < 3; i++) d.add(i, native.crc32c(pages.subarray(i * PS, (i + 1) * PS)));

@@ -16,7 +16,7 @@ import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader, type PacketFields } from '../../src/wire/packet.js';
 import { MULTIFD_FLAG_SYNC } from '../../src/wire/constants.js';
 import { encodeFrame, type Hello } from '../../src/control/protocol.js';
-import { BlockDigest } from '../../src/digest.js';
+import { BlockDigest } from '../../src/image/digest.js';
 import { native } from '../../src/native/load.js';
 import { MfdError, ExitCode, errorText } from '../../src/errors.js';
 

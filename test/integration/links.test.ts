@@ -12,7 +12,7 @@ import path from 'node:path';
 import { makeImage, migrate, rejection, sha256, tmpdir } from '../helpers/index.js';
 import { receiveStreams } from '../helpers/qemu.js';
 import { mfd, mfdRecv } from '../helpers/procs.js';
-import { buildQemuMigration, QEMU_CORPUS } from '../../src/fuzz/qemu.js';
+import { buildQemuMigration, QEMU_CORPUS } from '../helpers/fuzz/qemu.js';
 import { ramblockFileName } from '../../src/image/ramblock.js';
 import { Output } from '../../src/receiver/output.js';
 import { loadJournal } from '../../src/receiver/journal.js';

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { getMethod } from '../../src/methods/index.js';
 import { zstdWindowLog } from '../../src/methods/zstd.js';
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 
 const PS = 4096;
 

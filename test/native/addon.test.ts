@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
 import { analysePages, copyPages, writePacket } from '../../src/native/packet-io.js';
 import { NativeIoError } from '../../src/errors.js';
-import { ImageSource } from '../../src/sender/image-source.js';
+import { ImageSource } from '../../src/image/image-source.js';
 import { tmpdir } from '../helpers/index.js';
 
 /** Reference zero check in plain TS. */

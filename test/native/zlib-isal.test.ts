@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
 import { getMethod } from '../../src/methods/index.js';
 import { ISAL_LEVEL_FOR } from '../../src/methods/zlib.js';
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 
 const PS = 4096;
 const skip = native.isalVersion === null ? `ISA-L is not available: ${native.isalUnavailable}` : false;

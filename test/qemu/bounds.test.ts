@@ -10,8 +10,8 @@ import { receiveStreams } from '../helpers/qemu.js';
 import { Writer } from '../../src/qemu/format.js';
 import { MAX_DEVICE_STATE, checkStreamEnd } from '../../src/qemu/main-channel.js';
 import { EPOCH_CHUNK, EPOCH_SLACK, EpochBudget, MAX_EPOCH, PageEpochs } from '../../src/qemu/page-epochs.js';
-import { buildQemuMigration, QEMU_CORPUS } from '../../src/fuzz/qemu.js';
-import { mutateStream } from '../../src/fuzz/streams.js';
+import { buildQemuMigration, QEMU_CORPUS } from '../helpers/fuzz/qemu.js';
+import { mutateStream } from '../helpers/fuzz/streams.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 
 const PS = 4096;

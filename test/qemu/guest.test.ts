@@ -13,7 +13,7 @@ import { QEMU10, launch, listenIncoming, listenQemu, q35Machine, setMigration, m
 import { guestArgs, guestMissing, heartbeats, makeGuest } from '../helpers/guest.js';
 import { sendQemu } from '../../src/qemu/replay.js';
 import { silentLogger } from '../../src/log.js';
-import { sleep } from '../../src/bench/proc.js';
+import { sleep } from '../../src/proc/proc.js';
 
 const SIZE = 256 * 1024 * 1024;
 const CHANNELS = 4;

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { limitRuns, missingRuns, runPages, shareRuns } from '../../src/resume.js';
+import { limitRuns, missingRuns, runPages, shareRuns } from '../../src/image/resume.js';
 import { PageBitmap } from '../../src/receiver/page-bitmap.js';
 import { decodeFrame, encodeFrame, type ControlMessage } from '../../src/control/protocol.js';
 import { checkJournal, loadJournal, type JournalFile } from '../../src/receiver/journal.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { BlockJournal, loadJournal } from '../../src/receiver/journal.js';
 import { Output } from '../../src/receiver/output.js';
 import { RESERVE_BYTES, Reserve, reservePathFor } from '../../src/receiver/reserve.js';
-import { runPages } from '../../src/resume.js';
+import { runPages } from '../../src/image/resume.js';
 import { tmpdir } from '../helpers/index.js';
 
 const PS = 4096;

@@ -12,7 +12,7 @@ import { ComputePool, dropWarm, prewarm } from '../../src/compute/pool.js';
 import { sharedSlabViews, type PacketReply } from '../../src/compute/messages.js';
 import { getMethod } from '../../src/methods/index.js';
 import { native } from '../../src/native/load.js';
-import { PathTally } from '../../src/accel/paths.js';
+import { PathTally } from '../../src/offload/paths.js';
 
 const PS = 4096;
 const PER_PACKET = 128;

@@ -4,7 +4,7 @@
  * mfd put on the wire divided by this rate.
  */
 import { spawnSync } from 'node:child_process';
-import { freePort, start, tail, waitFor, waitListening, which } from '../proc.js';
+import { freePort, start, tail, waitFor, waitListening, which } from '../../proc/proc.js';
 import type { Peer, PeerRunInput, PeerSample } from './peer.js';
 
 interface IperfJson {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
-import { freePort, start, syncDisks, tail, waitFor, waitListening, which, type Proc } from '../proc.js';
+import { freePort, start, syncDisks, tail, waitFor, waitListening, which, type Proc } from '../../proc/proc.js';
 import type { Peer, PeerRunInput, PeerSample } from './peer.js';
 import { spawnSync } from 'node:child_process';
 

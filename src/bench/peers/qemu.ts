@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
-import { sleep, start, syncDisks, which, type Proc } from '../proc.js';
+import { sleep, start, syncDisks, which, type Proc } from '../../proc/proc.js';
 import {
   enableMultifd,
   fileBackedRam,
@@ -26,9 +26,7 @@ import {
   type MigrateInfo,
 } from '../../qemu/qmp.js';
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
-
-/** The methods QEMU's multifd-compression has (qpl from 9.1, qatzip from 9.2, when built with them). */
-const QEMU_METHODS = new Set(['none', 'zlib', 'zstd', 'qpl', 'qatzip', 'uadk']);
+import { getMethod } from '../../methods/index.js';
 
 /** The QEMU peer running `binary` (a name on PATH or a path). */
 export function qemuPeer(binary: string = QEMU): Peer {
@@ -41,7 +39,8 @@ export function qemuPeer(binary: string = QEMU): Peer {
       return qemuVersion(binary) ? null : `--qemu-binary ${binary} does not run or prints no version (--version)`;
     },
     notApplicable(cell: Cell): string | null {
-      if (!QEMU_METHODS.has(cell.compression)) return `QEMU has no ${cell.compression} multifd compression`;
+      // The methods QEMU's multifd-compression has, as the registry marks them (qpl from 9.1, qatzip from 9.2, when built with them).
+      if (!getMethod(cell.compression).qemuCompatible) return `QEMU has no ${cell.compression} multifd compression`;
       if (cell.sizeBytes % 4096 !== 0) return 'QEMU needs a RAM size in whole pages';
       // zero-page-detection came in QEMU 9.0; before it, zero pages are always found (by the migration thread).
       if (cell.zeroPageDetection === 'none' && !qemuAtLeast(version(), 9, 0)) {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { compareFiles } from '../files.js';
-import { freePort, shq, start, syncDisks, tail, waitFor, waitListening, which, type Proc } from '../proc.js';
+import { freePort, shq, start, syncDisks, tail, waitFor, waitListening, which, type Proc } from '../../proc/proc.js';
 import { ncUnavailable } from './nc.js';
 import type { Peer, PeerRunInput, PeerSample } from './peer.js';
 

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { accelReport, formatAccel } from '../../accel/report.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { versioned } from '../../version.js';
 
 interface AccelOpts {

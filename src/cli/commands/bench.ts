@@ -7,7 +7,7 @@ import { UsageError } from '../../errors.js';
 import { parseBenchOptions, parseList, PEER_NAMES, type BenchImage, type RawBenchOptions } from '../../bench/matrix.js';
 import { listMethods } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 
 interface BenchOpts extends Omit<RawBenchOptions, 'images'> {
   image?: string;

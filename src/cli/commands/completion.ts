@@ -1,7 +1,7 @@
 /** `mfd completion bash|zsh|fish`: a completion script generated from the command tree. */
 import { Argument, Command } from 'commander';
 import { completionScript, SHELLS, type Shell } from '../completion.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 
 export function completionCommand(ctx: CommandContext): Command {
   const cmd = new Command('completion')

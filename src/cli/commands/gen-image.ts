@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { generateImage, parseSize, PROFILES, type Profile } from '../../image/generate.js';
 import { intInRange } from '../options.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { versioned } from '../../version.js';
 
 export function genImageCommand(ctx: CommandContext): Command {

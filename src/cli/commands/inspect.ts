@@ -5,7 +5,7 @@ import { extractSink, formatReport, inspectStream, type PageSink, type StreamRep
 import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from '../../file/inspect.js';
 import { isFileUri, parseFileUri } from '../../file/target.js';
 import { pageSizeOption } from '../options.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { inspectJson } from '../json.js';
 import { isQemuMigrationFile } from '../../qemu/file.js';
 import { formatQemuFileReport, inspectQemuFile, type QemuFileReport } from '../../qemu/file-inspect.js';

@@ -19,7 +19,7 @@ import {
   type SecurityOpts,
 } from '../options.js';
 import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { qemuRecvJson } from '../json.js';
 import { receiveQemu } from '../../qemu/recv.js';
 import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';

@@ -25,7 +25,7 @@ import {
   type SecurityOpts,
 } from '../options.js';
 import { isLoopback, loadSecurity } from '../../transport/security.js';
-import type { CommandContext } from '../main.js';
+import type { CommandContext } from '../context.js';
 import { qemuSendJson } from '../json.js';
 import { sendQemu } from '../../qemu/replay.js';
 import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
@@ -52,7 +52,6 @@ interface SendOpts extends CommonOpts, SecurityOpts {
   maxBandwidth: number;
   multifdFlushAfterEachSection?: boolean;
   sendSwitchoverStart?: boolean;
-  [methodOption: string]: unknown;
 }
 
 /** --max-bandwidth: bytes per second, with QEMU's binary K, M, G suffixes (qemu_strtosz). */
@@ -69,13 +68,17 @@ function bandwidth(v: string): number {
 /** commander's key for a long flag: zlib-level -> zlibLevel. */
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-/** The chosen method's parameters from its own flags; a flag of another method is refused. */
-function methodParams(o: SendOpts): MethodParams {
+/**
+ * The chosen method's parameters from its own flags, read from the command by the registry's list of
+ * method options (not from the typed options above: which flags exist is the registry's; each flag's
+ * parser gives the type its option declares); a flag of another method is refused.
+ */
+function methodParams(cmd: Command, compression: string): MethodParams {
   const params: MethodParams = {};
   for (const { method, option } of allMethodOptions()) {
-    const v = o[camel(option.flag)];
+    const v: unknown = cmd.getOptionValue(camel(option.flag));
     if (v === undefined) continue;
-    if (method !== o.compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${o.compression}`);
+    if (method !== compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${compression}`);
     params[option.key] = v as number | boolean | string;
   }
   return params;
@@ -282,7 +285,7 @@ export function sendCommand(ctx: CommandContext): Command {
         dir: images[0]!,
         channels: file ? 0 : channels,
         compression: o.compression,
-        methodParams: methodParams(o),
+        methodParams: methodParams(cmd, o.compression),
         connectTimeoutMs: o.connectTimeout,
         stallTimeoutMs: o.timeout,
         ...(o.multifdFlushAfterEachSection === undefined ? {} : { flushAfterEachSection: o.multifdFlushAfterEachSection }),
@@ -310,7 +313,7 @@ export function sendCommand(ctx: CommandContext): Command {
       channels,
       pageSize: o.pageSize,
       compression: o.compression,
-      methodParams: methodParams(o),
+      methodParams: methodParams(cmd, o.compression),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       zeroPageDetection: o.zeroPageDetection,
       accelPaths: o.accelPath ?? [],

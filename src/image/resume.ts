@@ -5,8 +5,8 @@
  * back, and the sender's identity of an image.
  */
 import fs from 'node:fs';
-import { IoError } from './errors.js';
-import { analysePages } from './native/packet-io.js';
+import { IoError } from '../errors.js';
+import { analysePages } from '../native/packet-io.js';
 import type { BlockDigest } from './digest.js';
 
 /** Pages read back per read() when digesting held pages. */

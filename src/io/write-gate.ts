@@ -5,7 +5,7 @@
  * in flight would land in that other file. Used by the migration-file writer
  * and the receiver's outputs.
  */
-import { IoError } from './errors.js';
+import { IoError } from '../errors.js';
 
 export class WriteGate {
   private isClosed = false;

@@ -6,10 +6,10 @@
  * so zlib's and zstd's per-channel stream state is fuzzed across packets; the
  * payload arrives in random socket-sized pieces. Random payloads too.
  */
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../../../src/offload/paths.js';
 import fc from 'fast-check';
-import { getMethod, listMethods, type CompressionMethod } from '../methods/index.js';
-import { pageCount } from '../wire/constants.js';
+import { getMethod, listMethods, type CompressionMethod } from '../../../src/methods/index.js';
+import { pageCount } from '../../../src/wire/constants.js';
 import { type FuzzTarget, outcomeAsync, violation } from './harness.js';
 import { applyByteOps, byteOps, makePages, split, type ByteOp, type PageKind } from './mutate.js';
 

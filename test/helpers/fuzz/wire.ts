@@ -5,8 +5,14 @@
  * offsets, ramblock names, page sizes).
  */
 import fc from 'fast-check';
-import { checkInitPacket, decodeInitPacket, encodeInitPacket } from '../wire/init-packet.js';
-import { checkPacketHeader, decodePacketHeader, encodePacketHeader, type PacketCheckContext, type PacketFields } from '../wire/packet.js';
+import { checkInitPacket, decodeInitPacket, encodeInitPacket } from '../../../src/wire/init-packet.js';
+import {
+  checkPacketHeader,
+  decodePacketHeader,
+  encodePacketHeader,
+  type PacketCheckContext,
+  type PacketFields,
+} from '../../../src/wire/packet.js';
 import {
   INIT_PACKET_SIZE,
   MULTIFD_FLAG_COMPRESSION_MASK,
@@ -16,8 +22,8 @@ import {
   PAGE_SIZES,
   packetHeaderSize,
   pageCount,
-} from '../wire/constants.js';
-import { getMethod, listMethods } from '../methods/index.js';
+} from '../../../src/wire/constants.js';
+import { getMethod, listMethods } from '../../../src/methods/index.js';
 import { type FuzzTarget, outcome, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, type ByteOp } from './mutate.js';
 

@@ -7,9 +7,17 @@
  * their source; everything else ends in a typed error.
  */
 import fc from 'fast-check';
-import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../wire/packet.js';
-import { packetHeaderSize } from '../wire/constants.js';
-import { MFD_FLAG_DELTA_REF, REF_ENTRY_SIZE, SOURCE_MIGRATION, checkRef, decodeRefs, encodeRefs, type PageRef } from '../delta/wire.js';
+import { checkPacketHeader, decodePacketHeader, encodePacketHeader } from '../../../src/wire/packet.js';
+import { packetHeaderSize } from '../../../src/wire/constants.js';
+import {
+  MFD_FLAG_DELTA_REF,
+  REF_ENTRY_SIZE,
+  SOURCE_MIGRATION,
+  checkRef,
+  decodeRefs,
+  encodeRefs,
+  type PageRef,
+} from '../../../src/wire/delta-ref.js';
 import { type FuzzTarget, outcome, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, type ByteOp } from './mutate.js';
 import { headerContext } from './wire.js';

@@ -13,10 +13,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { PathTally } from '../accel/paths.js';
-import { MAX_TOTAL_RAM } from '../control/protocol.js';
-import { silentLogger } from '../log.js';
-import { getMethod } from '../methods/index.js';
+import { PathTally } from '../../../src/offload/paths.js';
+import { MAX_TOTAL_RAM } from '../../../src/control/protocol.js';
+import { silentLogger } from '../../../src/log.js';
+import { getMethod } from '../../../src/methods/index.js';
 import {
   QEMU_VM_CONFIGURATION,
   QEMU_VM_EOF,
@@ -38,13 +38,13 @@ import {
   RAM_SAVE_FLAG_ZERO,
   Writer,
   type SyncMode,
-} from '../qemu/format.js';
-import { StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo } from '../qemu/main-channel.js';
-import { receiveQemu } from '../qemu/recv.js';
-import { ramblockFileName } from '../image/ramblock.js';
-import { encodeInitPacket } from '../wire/init-packet.js';
-import { encodePacketHeader } from '../wire/packet.js';
-import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
+} from '../../../src/qemu/format.js';
+import { StreamReader, parseMainChannel, type MainSummary, type RamBlockInfo } from '../../../src/qemu/main-channel.js';
+import { receiveQemu } from '../../../src/qemu/recv.js';
+import { ramblockFileName } from '../../../src/image/ramblock.js';
+import { encodeInitPacket } from '../../../src/wire/init-packet.js';
+import { encodePacketHeader } from '../../../src/wire/packet.js';
+import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../../../src/wire/constants.js';
 import { type FuzzTarget, typed, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, makePages, split, type ByteOp, type PageKind } from './mutate.js';
 import { mutateStream, streamMutation, type ChannelStream, type StreamMutation, type StreamPacket } from './streams.js';

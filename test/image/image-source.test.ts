@@ -1,5 +1,5 @@
 /**
- * An image's scattered pages (src/sender/image-source.ts, a gathered job's list): read back to back
+ * An image's scattered pages (src/image/image-source.ts, a gathered job's list): read back to back
  * into the caller's buffer, a partial last page padded with zeros, and a file that shrank an error
  * naming the image, never a SIGBUS or zero pages sent as if read.
  */
@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
-import { ImageSource } from '../../src/sender/image-source.js';
+import { ImageSource } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 const PS = 4096;

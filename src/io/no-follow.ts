@@ -11,7 +11,7 @@
  * (EEXIST) and is never followed. An existing file is opened with O_NOFOLLOW.
  */
 import fs from 'node:fs';
-import { IoError } from './errors.js';
+import { IoError } from '../errors.js';
 
 const { O_CREAT, O_EXCL, O_NOFOLLOW, O_WRONLY } = fs.constants;
 

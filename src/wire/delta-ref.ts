@@ -17,8 +17,8 @@
  * all big-endian.
  */
 import { ProtocolError } from '../errors.js';
-import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_PACKET_SIZE, hex } from '../wire/constants.js';
-import { ramblockName, type PacketCheckContext, type PacketHeader } from '../wire/packet.js';
+import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_PACKET_SIZE, hex } from './constants.js';
+import { ramblockName, type PacketCheckContext, type PacketHeader } from './packet.js';
 
 /** The compression field of a reference packet. */
 export const MFD_FLAG_DELTA_REF = 0x3c;

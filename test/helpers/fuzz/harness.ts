@@ -1,9 +1,9 @@
 /**
  * The fuzz harness: what every decoder's fuzz target promises and how it is
  * run. Used by the bounded, fixed-seed properties in test/fuzz/ (CI) and by
- * bench/fuzz.mjs (long runs with random seeds). Not part of the mfd program:
- * nothing outside src/fuzz/ imports it, fast-check is a dev dependency, and
- * dist/fuzz/ is left out of the package.
+ * bench/fuzz.mjs (long runs with random seeds). Test code, not part of the
+ * mfd program: it lives under test/, src/ never imports it, fast-check is a
+ * dev dependency, and neither tsconfig.json nor the package has it.
  *
  * The contract every target checks: a peer's input ends in success (and then
  * the decoded result keeps the invariants the caller relies on: counts within
@@ -14,7 +14,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import fc from 'fast-check';
-import { ExitCode, MfdError } from '../errors.js';
+import { ExitCode, MfdError } from '../../../src/errors.js';
 
 /** The garbage collector, so an RSS bound is checked on live memory rather than on garbage not yet collected. */
 const collect: () => void = (() => {

@@ -22,9 +22,10 @@ import {
   decodeFrame,
   encodePreamble,
   type ControlMessage,
-} from '../control/protocol.js';
-import { ControlChannel, MAX_UNREAD_MESSAGES } from '../transport/control-channel.js';
-import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX } from '../wire/constants.js';
+} from '../../../src/control/protocol.js';
+import { ControlChannel, MAX_UNREAD_MESSAGES } from '../../../src/transport/control-channel.js';
+import { listMethods } from '../../../src/methods/index.js';
+import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX } from '../../../src/wire/constants.js';
 import { type FuzzTarget, outcome, outcomeAsync, typed, violation } from './harness.js';
 import { applyByteOps, byteOps, split, type ByteOp } from './mutate.js';
 
@@ -137,12 +138,7 @@ const edgeValue: fc.Arbitrary<Json> = fc.oneof(
     1e308,
     -1e308,
     '',
-    'none',
-    'zlib',
-    'zstd',
-    'lz4',
-    'qpl',
-    'qatzip',
+    ...listMethods(),
     'hello',
     'complete',
     'x'.repeat(255),

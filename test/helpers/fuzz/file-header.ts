@@ -12,9 +12,9 @@
  * accepted trailer's counts add up to each block's pages.
  */
 import fc from 'fast-check';
-import { native } from '../native/load.js';
-import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { MAX_BASE_PAGES } from '../delta/protocol.js';
+import { native } from '../../../src/native/load.js';
+import { MULTIFD_PACKET_SIZE } from '../../../src/wire/constants.js';
+import { MAX_BASE_PAGES } from '../../../src/delta/protocol.js';
 import {
   badBaseName,
   decodeHeader,
@@ -25,7 +25,7 @@ import {
   FILE_VERSION_DELTA,
   HEADER_FIXED_SIZE,
   type FileHeader,
-} from '../file/format.js';
+} from '../../../src/file/format.js';
 import { type FuzzTarget, outcome, violation } from './harness.js';
 import { applyByteOps, byteOps, edgeU32, type ByteOp } from './mutate.js';
 

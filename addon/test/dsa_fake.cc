@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "dsa.h"
+#include "fakes.h"
 #include "packet_io.h"
 
 namespace mfd {

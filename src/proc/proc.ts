@@ -1,4 +1,7 @@
-/** Child processes for the bench: spawn with captured output, wait for a listening socket, kill on abort. */
+/**
+ * Child processes (the bench's peers, a QEMU under QMP, the tests' helpers): spawn with captured
+ * output, wait for a listening socket, kill on abort. Below bench/ and qemu/, which both use it.
+ */
 import { spawn, spawnSync, type StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';

@@ -1,6 +1,6 @@
-import { formatPathCounts, type PathCounts } from './accel/paths.js';
-import { printable } from './text.js';
-import type { DeltaCounts } from './delta/sender.js';
+import { formatPathCounts, type PathCounts } from '../offload/paths.js';
+import { printable } from '../text.js';
+import type { DeltaCounts } from '../delta/sender.js';
 
 /**
  * Run statistics shaped like QEMU's query-migrate `ram` block: total time,

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { IoError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
 import { preadPieces } from '../native/file-io.js';
-import type { BlockSpec } from '../image/ramblock.js';
+import type { BlockSpec } from './ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
 const OS_PAGE = 4096;

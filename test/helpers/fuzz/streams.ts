@@ -6,14 +6,14 @@
  * structured mutations of such streams (header fields, offsets, names,
  * payload bytes, dropped or replayed packets).
  */
-import { PathTally } from '../accel/paths.js';
+import { PathTally } from '../../../src/offload/paths.js';
 import fc from 'fast-check';
-import { BlockDigest } from '../digest.js';
-import { getMethod } from '../methods/index.js';
-import { native } from '../native/load.js';
-import { encodeInitPacket } from '../wire/init-packet.js';
-import { encodePacketHeader } from '../wire/packet.js';
-import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
+import { BlockDigest } from '../../../src/image/digest.js';
+import { getMethod } from '../../../src/methods/index.js';
+import { native } from '../../../src/native/load.js';
+import { encodeInitPacket } from '../../../src/wire/init-packet.js';
+import { encodePacketHeader } from '../../../src/wire/packet.js';
+import { MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../../../src/wire/constants.js';
 import { applyByteOps, byteOps, edgeU32, makePages, type ByteOp, type PageKind } from './mutate.js';
 
 export interface StreamPacket {
