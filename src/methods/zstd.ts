@@ -36,33 +36,22 @@ export const ZSTD_WINDOW_LOG_MAX = 25;
 
 /** What all channels' compression contexts may hold together before their windows shrink. */
 const SEND_CONTEXTS_BUDGET = 96 * 2 ** 20;
-/** The fast levels (0 is zstd's default, 3), where mfd picks the window for speed. */
-const FAST_LEVEL_MAX = 3;
-/** Their window: 128 KiB, a quarter of a multifd packet. */
-const FAST_WINDOW_LOG = 17;
 
 /**
- * The window of each channel's stream (ZSTD_c_windowLog), or null for the
- * level's own (2^19 at level 1, larger above).
- *
- * - At the fast levels (up to 3), 2^17. A channel gets one 512 KiB packet in
- *   N, so a window reaches back mostly into the same packet, and a smaller one
- *   costs little: at level 1 on a mixed image, 2^17 against 2^19 wrote about
- *   4% more bytes for about 20% less compression CPU (and less to decode).
- * - Past SEND_CONTEXTS_BUDGET for all channels' contexts together, the window
- *   halves until they fit, never below 2^10: a context holds about twice its
- *   window plus 256 KiB (measured: about 1 MiB at 2^19), so 255 channels get
- *   2^16.
- *
- * Any window decodes: the receiver's limit is only an upper bound.
+ * The window of each channel's stream (ZSTD_c_windowLog) for `channels`
+ * channels, or null for the level's own. A context holds about twice its
+ * window plus 256 KiB (measured: about 1 MiB at level 1's 2^19); past
+ * SEND_CONTEXTS_BUDGET in all, the window halves until they fit (2^16 at
+ * 255 channels), never below 2^10. Any window decodes (the receiver's limit
+ * is only an upper bound), and on multifd's 512 KiB packets, which a channel
+ * gets one in N of, a smaller window costs little: 2^16 wrote about 6% more
+ * bytes than 2^19 on a mixed image, for less CPU.
  */
-export function zstdWindowLog(channels: number, level: number): number | null {
-  const fits = (log: number): boolean => channels * (2 ** (log + 1) + 256 * 1024) <= SEND_CONTEXTS_BUDGET;
-  let log: number;
-  if (level <= FAST_LEVEL_MAX) log = FAST_WINDOW_LOG;
-  else if (fits(19)) return null;
-  else log = 18;
-  while (log > 10 && !fits(log)) log--;
+export function zstdWindowLog(channels: number): number | null {
+  const cost = (log: number): number => 2 ** (log + 1) + 256 * 1024;
+  if (channels * cost(19) <= SEND_CONTEXTS_BUDGET) return null;
+  let log = 18;
+  while (log > 10 && channels * cost(log) > SEND_CONTEXTS_BUDGET) log--;
   return log;
 }
 
@@ -85,7 +74,7 @@ export const zstd: CompressionMethod = {
     const { CCtx, CParameter, EndDirective, compressBound } = zstdNapi();
     const c = new CCtx();
     c.setParameter(CParameter.compressionLevel, params.level as number);
-    const windowLog = zstdWindowLog(channels ?? 1, params.level as number);
+    const windowLog = zstdWindowLog(channels ?? 1);
     if (windowLog !== null) c.setParameter(CParameter.windowLog, windowLog);
     return {
       prepare(pages, normalPages, into) {
