@@ -45,7 +45,7 @@ const SEND_CONTEXTS_BUDGET = 96 * 2 ** 20;
  * 255 channels), never below 2^10. Any window decodes (the receiver's limit
  * is only an upper bound), and on multifd's 512 KiB packets, which a channel
  * gets one in N of, a smaller window costs little: 2^16 wrote about 6% more
- * bytes than 2^19 on a mixed image, for less CPU.
+ * bytes than 2^19 on a mixed image.
  */
 export function zstdWindowLog(channels: number): number | null {
   const cost = (log: number): number => 2 ** (log + 1) + 256 * 1024;
