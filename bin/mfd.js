@@ -1,7 +1,4 @@
 #!/usr/bin/env node
-// mfd send starts its compute workers while the CLI loads, so their own start-up (loading the
-// methods) runs beside the CLI's instead of after it; a send that needs none ends them.
-if (process.argv[2] === 'send') (await import('../dist/compute/pool.js')).prewarm();
 let main;
 try {
   ({ main } = await import('../dist/cli/main.js'));

@@ -21,33 +21,6 @@ export function defaultPoolSize(channels: number): number {
   return Math.max(1, Math.min(channels, os.availableParallelism()));
 }
 
-/** Workers started ahead of any pool (prewarm), each with the error it failed with before a pool took it. */
-const warm: { worker: Worker; error: Error | null }[] = [];
-
-function startWorker(): Worker {
-  return new Worker(WORKER, { execArgv: [] });
-}
-
-/**
- * Starts `n` compute workers now, for the next ComputePool to take: a worker's
- * own start-up (loading the methods, ~0.1 s) then runs beside the caller's
- * instead of after it. Those no pool takes are ended by dropWarm(), or with
- * the process (they never keep it alive).
- */
-export function prewarm(n = os.availableParallelism()): void {
-  while (warm.length < n) {
-    const w = { worker: startWorker(), error: null as Error | null };
-    w.worker.on('error', (e) => (w.error ??= e));
-    w.worker.unref();
-    warm.push(w);
-  }
-}
-
-/** Ends the prewarmed workers no pool took (a run that needs none). */
-export function dropWarm(): void {
-  for (const w of warm.splice(0)) void w.worker.terminate();
-}
-
 export class ComputePool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -56,8 +29,7 @@ export class ComputePool {
 
   constructor(readonly size: number) {
     for (let i = 0; i < size; i++) {
-      const pre = warm.shift();
-      const w = pre?.worker ?? startWorker();
+      const w = new Worker(WORKER, { execArgv: [] });
       w.on('message', (m: FromWorker) => {
         const p = this.pending.get(m.id);
         if (!p) return;
@@ -66,14 +38,10 @@ export class ComputePool {
         if (m.ok) p.resolve(m.value);
         else p.reject(reviveError(m.error));
       });
-      const failed = (e: Error): void =>
-        this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL));
-      w.on('error', failed);
-      if (pre?.error) failed(pre.error);
+      w.on('error', (e) => this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL)));
       w.unref();
       this.workers.push(w);
     }
-    dropWarm();
   }
 
   /** Runs `msg` on the channel's worker. */

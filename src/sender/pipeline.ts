@@ -24,7 +24,7 @@ import { ImageSource } from '../image/image-source.js';
 import { slabPool, type Slab } from './slab-pool.js';
 import type { BoundedPool } from '../io/bounded-pool.js';
 import { pageRuns } from '../image/page-runs.js';
-import { ComputePool, defaultPoolSize, dropWarm } from '../compute/pool.js';
+import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { RateLimiter } from './rate-limit.js';
@@ -218,7 +218,7 @@ export class SendPipeline {
       sourceId: imageSource(s.fd),
       held: [],
     }));
-    const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : (dropWarm(), null);
+    const compute = method.offload ? new ComputePool(opts.threads ?? defaultPoolSize(opts.channels)) : null;
     return new SendPipeline(opts, method, detector, params, compressionPath, zeroPagePath, blocks, compute);
   }
 

@@ -1,14 +1,13 @@
 /**
  * The compute workers' packet step (src/compute/worker.ts 'packet'): a worker
  * maps the image, finds the zero pages, CRCs every page and compresses the
- * rest into the slab it shares with the main thread (no buffer per packet);
- * workers started ahead (prewarm) are the ones a pool then uses.
+ * rest into the slab it shares with the main thread (no buffer per packet).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { ComputePool, dropWarm, prewarm } from '../../src/compute/pool.js';
+import { ComputePool } from '../../src/compute/pool.js';
 import { sharedSlabViews, type PacketReply } from '../../src/compute/messages.js';
 import { getMethod } from '../../src/methods/index.js';
 import { native } from '../../src/native/load.js';
@@ -33,7 +32,6 @@ for (const method of ['zstd', 'lz4']) {
     const { file, bytes } = image(dir);
     const fd = fs.openSync(file, 'r');
     t.teardown(() => fs.closeSync(fd));
-    prewarm(2);
     const pool = new ComputePool(1);
     t.teardown(() => pool.close());
     const m = getMethod(method);
@@ -78,27 +76,3 @@ for (const method of ['zstd', 'lz4']) {
     t.ok(decoded.equals(normal), 'the payload decodes to the normal pages, in order');
   });
 }
-
-t.test('a pool takes the prewarmed workers; dropWarm ends the rest', async (t) => {
-  prewarm(3);
-  const pool = new ComputePool(2);
-  t.teardown(() => pool.close());
-  const m = getMethod('zstd');
-  for (const channel of [0, 1]) {
-    await pool.call(channel, {
-      op: 'send-setup',
-      channel,
-      channels: 2,
-      method: 'zstd',
-      pageSize: PS,
-      params: m.params({}),
-      detector: 'multifd',
-      accelPaths: [],
-      requireHardware: false,
-    });
-    await pool.call(channel, { op: 'cleanup', channel });
-  }
-  t.pass('both workers answer');
-  dropWarm();
-  dropWarm();
-});
