@@ -55,18 +55,26 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
       const taken = turn.then(async () => ({ input: await inputs.acquire(), out: await outputs.acquire() }));
       turn = taken;
       const { input, out } = await taken;
+      const room = new Uint8Array(input);
       let r: DecodeReply;
       try {
         // Socket chunks are views of buffers the worker cannot see: the compressed bytes are copied once
         // (into a buffer of their own when a tolerant check let more through than this method's bound).
         const size = payload.reduce((a, p) => a + p.length, 0);
-        const into = size <= input.length ? input : new Uint8Array(new SharedArrayBuffer(size));
+        const into = size <= room.length ? room : new Uint8Array(new SharedArrayBuffer(size));
         let at = 0;
         for (const p of payload) {
           into.set(p, at);
           at += p.length;
         }
-        r = await compute.call<DecodeReply>(channel, { op: 'decode', channel, payload: into.subarray(0, at), out, normal, packetNum });
+        r = await compute.call<DecodeReply>(channel, {
+          op: 'decode',
+          channel,
+          payload: into.subarray(0, at),
+          out: new Uint8Array(out),
+          normal,
+          packetNum,
+        });
       } catch (e) {
         outputs.release(out);
         throw e;
@@ -74,20 +82,13 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
         inputs.release(input);
       }
       tally.merge(r.paths);
-      return [out.subarray(0, normal * pageSize)];
+      return [new Uint8Array(out, 0, normal * pageSize)];
     },
     done(pages) {
-      outputs.give(pages[0]!);
+      // decode() returned one view of the buffer it took.
+      outputs.release(pages[0]!.buffer as SharedArrayBuffer);
     },
   };
-}
-
-/** Shared buffers of one size that the decoders of a compute pool's channels take turns with. */
-interface DecodeBuffers {
-  acquire(): Promise<Uint8Array>;
-  release(b: Uint8Array): void;
-  /** Releases the buffer under `view` (a view decode() returned). */
-  give(view: Uint8Array): void;
 }
 
 /**
@@ -98,28 +99,12 @@ interface DecodeBuffers {
  * does not grow with the channel count.
  */
 const DECODE_BUFFERS = 32;
-const decodeBufferSets = new WeakMap<ComputePool, Map<number, DecodeBuffers>>();
+const decodeBufferSets = new WeakMap<ComputePool, Map<number, BoundedPool<SharedArrayBuffer>>>();
 
-function decodeBuffers(compute: ComputePool, size: number): DecodeBuffers {
+function decodeBuffers(compute: ComputePool, size: number): BoundedPool<SharedArrayBuffer> {
   let sets = decodeBufferSets.get(compute);
   if (!sets) decodeBufferSets.set(compute, (sets = new Map()));
   let set = sets.get(size);
-  if (!set) {
-    const pool = new BoundedPool<Uint8Array>(DECODE_BUFFERS, () => new Uint8Array(new SharedArrayBuffer(size)));
-    const byBuffer = new Map<ArrayBufferLike, Uint8Array>();
-    set = {
-      acquire: async () => {
-        const b = await pool.acquire();
-        byBuffer.set(b.buffer, b);
-        return b;
-      },
-      release: (b) => pool.release(b),
-      give: (view) => {
-        const b = byBuffer.get(view.buffer);
-        if (b) pool.release(b);
-      },
-    };
-    sets.set(size, set);
-  }
+  if (!set) sets.set(size, (set = new BoundedPool(DECODE_BUFFERS, () => new SharedArrayBuffer(size))));
   return set;
 }
