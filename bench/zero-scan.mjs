@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/zero-scan.mjs [--mib 256] [--passes 1] [--rounds 7]
+// node bench/zero-scan.mjs [--mib 256] [--passes 1] [--rounds 7] [--offset 0]
 //
 // The zero-page scan's accelerators (avx512, avx2, sse2, scalar: whichever this CPU runs), one
 // addon call per 128-page packet as the send pipeline makes it, on three page mixes held in
@@ -14,6 +14,10 @@
 // memory speed); a small one (--mib 1 --passes 256) keeps it in cache and shows the instructions'
 // own cost. Rounds are interleaved (each round times every accelerator, in a rotating order) and the
 // report gives the median GB/s of page bytes and each accelerator's ratio to the best.
+//
+// --offset puts the pages that many bytes past a page boundary: 0 is a mapped image's alignment,
+// 16 is what malloc'd memory and a SharedArrayBuffer get (the receiver's decode buffers, the
+// sender's read slabs). The buffers come from the addon's aligned allocator, so the offset is exact.
 import { parseArgs } from 'node:util';
 import { randomFillSync } from 'node:crypto';
 import { native } from '../dist/native/load.js';
@@ -23,6 +27,7 @@ const { values: opt } = parseArgs({
     mib: { type: 'string', default: '256' },
     passes: { type: 'string', default: '1' },
     rounds: { type: 'string', default: '7' },
+    offset: { type: 'string', default: '0' },
   },
 });
 const PAGE = 4096;
@@ -31,12 +36,15 @@ const bytes = Number(opt.mib) * 1024 * 1024;
 const pages = bytes / PAGE;
 const rounds = Number(opt.rounds);
 const passes = Number(opt.passes);
+const offset = Number(opt.offset);
+/** `bytes` of zeros, `offset` bytes past a page boundary. */
+const pagesAt = () => new Uint8Array(native.alignedBuffer(bytes + PAGE), offset, bytes);
 
 const mixes = {
-  zero: new Uint8Array(bytes),
-  data: randomFillSync(new Uint8Array(bytes)),
+  zero: pagesAt(),
+  data: randomFillSync(pagesAt()),
   late: (() => {
-    const b = new Uint8Array(bytes);
+    const b = pagesAt();
     for (let p = 0; p < pages; p++) b.fill(0x5a, (p + 1) * PAGE - 64, (p + 1) * PAGE - 1);
     return b;
   })(),
@@ -82,7 +90,9 @@ for (const [mix, buf] of Object.entries(mixes)) {
 }
 native._setZeroPageAccel(before);
 
-console.log(`zero-page scan, ${opt.mib} MiB per mix x ${passes} passes, ${PACKET}-page calls, median of ${rounds} interleaved rounds`);
+console.log(
+  `zero-page scan, ${opt.mib} MiB per mix x ${passes} passes, ${PACKET}-page calls, pages ${offset} bytes past a page boundary, median of ${rounds} interleaved rounds`,
+);
 console.log(`default: ${before}\n`);
 console.log('| mix | accelerator | GB/s median | GB/s fastest | of best |');
 console.log('|---|---|---:|---:|---:|');

@@ -11,23 +11,31 @@ import { tmpdir } from '../helpers/index.js';
 /** Reference zero check in plain TS. */
 const isZero = (b: Uint8Array): boolean => b.every((x) => x === 0);
 
-t.test('zero-page scan: every accelerator agrees with the reference', async (t) => {
+t.test('zero-page scan: every accelerator agrees with the reference, at any alignment and page size', async (t) => {
   const accels = native.zeroPageAccels();
   t.ok(accels.includes('scalar'));
   const before = native.zeroPageAccel();
   t.teardown(() => void native._setZeroPageAccel(before));
   const pages = 64;
-  const buf = new Uint8Array(pages * 4096);
-  // page i: zero, or one byte set at a position that exercises head, tail, middle and vector lanes
-  const spots = [0, 1, 31, 32, 63, 64, 127, 128, 2047, 2048, 4000, 4095];
-  for (let i = 0; i < pages; i++) if (i % 3 !== 0) buf[i * 4096 + spots[i % spots.length]!] = 1 << (i % 8);
-  for (const a of accels) {
-    t.ok(native._setZeroPageAccel(a), `select ${a}`);
-    const out = new Uint8Array(pages);
-    const zeros = native.scanZeroPages(buf, 4096, pages, out);
-    const want = Array.from({ length: pages }, (_, i) => (isZero(buf.subarray(i * 4096, (i + 1) * 4096)) ? 1 : 0));
-    t.same([...out], want, `${a}: flags`);
-    t.equal(zeros, want.filter(Boolean).length, `${a}: count`);
+  // Page sizes below, at and above the vector paths' step and alignment head; offsets from a page
+  // boundary that put the pages on, just past and just before a 64-byte line.
+  for (const pageSize of [40, 100, 4096]) {
+    const backing = native.alignedBuffer(Math.ceil((pages * pageSize) / 4096) * 4096 + 4096);
+    for (const offset of [0, 1, 16, 48, 63]) {
+      const buf = new Uint8Array(backing, offset, pages * pageSize);
+      buf.fill(0);
+      // page i: zero, or one byte set at a spot in the head, tail, middle or a vector lane
+      const spots = [0, 1, 31, 32, 39, 63, 64, 99, 127, 128, 2047, 2048, 4000, 4095].filter((s) => s < pageSize);
+      for (let i = 0; i < pages; i++) if (i % 3 !== 0) buf[i * pageSize + spots[i % spots.length]!] = 1 << (i % 8);
+      const want = Array.from({ length: pages }, (_, i) => (isZero(buf.subarray(i * pageSize, (i + 1) * pageSize)) ? 1 : 0));
+      for (const a of accels) {
+        t.ok(native._setZeroPageAccel(a), `select ${a}`);
+        const out = new Uint8Array(pages);
+        const zeros = native.scanZeroPages(buf, pageSize, pages, out);
+        t.same([...out], want, `${a}, ${pageSize}-byte pages at offset ${offset}: flags`);
+        t.equal(zeros, want.filter(Boolean).length, `${a}, ${pageSize}-byte pages at offset ${offset}: count`);
+      }
+    }
   }
   t.notOk(native._setZeroPageAccel('no-such-accel'));
 });
