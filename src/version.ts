@@ -1,9 +1,33 @@
-/** mfd's version, from package.json (the one source; --version and every --json output carry it). */
-import { createRequire } from 'node:module';
+/**
+ * The package: its root folder and its version (from package.json, the one
+ * source; --version and every --json output carry it).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const require = createRequire(import.meta.url);
+/**
+ * The folder that holds mfd's package.json, found by walking up from this
+ * module: the same answer from the sources (src/), the compiled tree (dist/)
+ * and the bundles (dist/bundle/), which sit at different depths.
+ */
+function findPackageRoot(): { root: string; version: string } {
+  const start = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'mfd' && typeof pkg.version === 'string') return { root: dir, version: pkg.version };
+    } catch {
+      // no (readable) package.json here: go up
+    }
+    if (path.dirname(dir) === dir) throw new Error(`mfd's package.json is in no folder above ${start}`);
+  }
+}
 
-export const MFD_VERSION: string = (require('../package.json') as { version: string }).version;
+const found = findPackageRoot();
+/** The package's root folder: bin/, build/, dist/ and package.json are below it. */
+export const PACKAGE_ROOT: string = found.root;
+export const MFD_VERSION: string = found.version;
 
 /**
  * The version of the shape of every --json output (dist/schema/mfd-json.schema.json):

@@ -7,15 +7,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BenchError, ExitCode, InterruptedError, VerifyError, type ExitCodeValue } from '../errors.js';
 import { compareFiles } from './files.js';
 import { deltaLabel, type Cell } from './matrix.js';
 import type { Net } from './net.js';
 import { start, syncDisks, tail, waitFor, type ProcExit } from '../proc/proc.js';
+import { PACKAGE_ROOT } from '../version.js';
 
-/** bin/mfd.js of this package (dist/bench/runner.js -> ../../bin/mfd.js). */
-export const MFD_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
+/** bin/mfd.js of this package. */
+export const MFD_BIN = path.join(PACKAGE_ROOT, 'bin', 'mfd.js');
 
 export interface MfdSample {
   /** Seconds from spawning the sender to both processes' exit. */

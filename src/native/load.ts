@@ -8,13 +8,12 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { NativeLoadError } from '../errors.js';
+import { PACKAGE_ROOT as root } from '../version.js';
 import type { MfdBinding } from './binding.js';
 
 const require = createRequire(import.meta.url);
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 interface NodeGypBuild {
   (dir: string): unknown;
