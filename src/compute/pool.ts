@@ -7,15 +7,22 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { MfdError, ExitCode } from '../errors.js';
 import type { FromWorker, ToWorker } from './messages.js';
 import { reviveError } from './error-hop.js';
+import { PACKAGE_ROOT } from '../version.js';
 
-// Always the compiled worker (dist/), also when the caller runs from sources.
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const WORKER = path.join(root, 'dist', 'compute', 'worker.js');
+/**
+ * The worker beside this module: dist/bundle/worker.js for the bundled CLI,
+ * dist/compute/worker.js for the compiled library. From the sources (the
+ * tests, under a TypeScript loader) the compiled worker, which `npm test`'s
+ * pretest builds first: a worker under that loader would compile every
+ * module again, about a second a worker.
+ */
+const WORKER = import.meta.url.endsWith('.ts')
+  ? path.join(PACKAGE_ROOT, 'dist', 'compute', 'worker.js')
+  : new URL('./worker.js', import.meta.url);
 
 export function defaultPoolSize(channels: number): number {
   return Math.max(1, Math.min(channels, os.availableParallelism()));
