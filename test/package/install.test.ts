@@ -68,6 +68,7 @@ t.test(
     t.ok(files.has(prebuild), 'the tarball carries the prebuilt addon');
     for (const dir of fs.readdirSync(path.join(root, 'prebuilds'))) t.ok(files.has(`prebuilds/${dir}/mfd.glibc.node`), `and ${dir}'s`);
     t.ok(files.has('dist/index.d.ts') && files.has('dist/native/binding.d.ts'), 'and the types');
+    t.ok(files.has('dist/bundle/cli.js') && files.has('dist/bundle/worker.js'), 'and the bundled CLI and worker');
     t.notOk(
       [...files].some((f) => f.startsWith('build/')),
       'and no build/ directory',
