@@ -36,7 +36,7 @@ const { values: opt } = parseArgs({
   },
 });
 
-const { start, sleep, waitFor, freePort, waitListening } = await import('../dist/proc/proc.js');
+const { start, sleep, waitFor, freePort, waitListening, cpuSec } = await import('../dist/proc/proc.js');
 const { compareFiles } = await import('../dist/bench/files.js');
 const { median, pairRatios } = await import('../dist/bench/stats.js');
 const { enableMultifd, fileBackedRam, Qmp, qemuVersion, quitQemus, unthrottle } = await import('../dist/qemu/qmp.js');
@@ -56,16 +56,6 @@ const mfd = path.join(root, 'bin', 'mfd.js');
 const work = fs.mkdtempSync(path.join(opt.dir, 'mfd-qemu-peer-'));
 const signal = new AbortController().signal;
 const GiB = 1024 ** 3;
-
-/** CPU seconds (user + system) a process has used, from /proc (QEMU has no summary of its own). */
-function cpuSec(pid) {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 /**
  * Samples a process's peak RSS (VmHWM) and CPU seconds from /proc every 50 ms until it exits: the

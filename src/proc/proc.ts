@@ -135,6 +135,21 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** The absolute path of an executable on PATH, or null. */
+/**
+ * CPU seconds (user + system) a live process has used so far, from /proc/PID/stat (in the kernel's
+ * USER_HZ ticks, 100 a second on Linux); NaN once it is gone. For peers that report none of their own.
+ */
+export function cpuSec(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and parentheses: state is field 3.
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 export function which(cmd: string): string | null {
   for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
     if (!dir) continue;

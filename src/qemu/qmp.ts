@@ -4,10 +4,21 @@
  */
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { sleep, tail, type Proc } from '../proc/proc.js';
 
 /** The QEMU binary used unless one is named (the system's, on PATH). */
 export const QEMU = 'qemu-system-x86_64';
+
+/**
+ * Where QEMU 10.0 is unless one is named: `$MFD_QEMU10`, else the wrapper .ci/fetch-qemu10 puts in
+ * `$MFD_QEMU10_DIR` (default ~/.cache/mfd/qemu-10.0, under `$XDG_CACHE_HOME` when set).
+ */
+export function qemu10Binary(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = env.MFD_QEMU10_DIR ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mfd', 'qemu-10.0');
+  return env.MFD_QEMU10 ?? path.join(dir, 'bin', 'qemu-system-x86_64');
+}
 
 const versions = new Map<string, string | null>();
 /** "7.2.22", from `BINARY --version`; null when it does not run or says no version. Cached per binary. */

@@ -1,7 +1,6 @@
 /** QEMU processes for the QEMU-peer tests: launch with QMP, migrate, wait for a migration status. */
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { silentLogger } from '../../src/log.js';
@@ -9,7 +8,17 @@ import { receiveQemu, type QemuRecvOptions } from '../../src/qemu/recv.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { tmpdir } from './index.js';
 import { start, which, sleep, type Proc } from '../../src/proc/proc.js';
-import { enableMultifd, fileBackedRam, Qmp, QEMU, qemuVersion, quitQemus, unthrottle, type MigrateInfo } from '../../src/qemu/qmp.js';
+import {
+  enableMultifd,
+  fileBackedRam,
+  Qmp,
+  QEMU,
+  qemu10Binary,
+  qemuVersion,
+  quitQemus,
+  unthrottle,
+  type MigrateInfo,
+} from '../../src/qemu/qmp.js';
 
 /** A QEMU the tests run: the system's 7.2, or the 10.0 that .ci/fetch-qemu10 fetched. */
 export interface QemuBuild {
@@ -32,9 +41,7 @@ function build(series: string, binary: string, absent: string | null): QemuBuild
 }
 
 /** Where .ci/fetch-qemu10 puts QEMU 10.0's wrapper by default (MFD_QEMU10 names another). */
-const qemu10Dir =
-  process.env.MFD_QEMU10_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mfd', 'qemu-10.0');
-const qemu10 = process.env.MFD_QEMU10 ?? path.join(qemu10Dir, 'bin', 'qemu-system-x86_64');
+const qemu10 = qemu10Binary();
 
 /** Debian 12's QEMU 7.2 (the system's) and QEMU 10.0 from bookworm-backports (fetched by .ci/fetch-qemu10). */
 export const QEMU72 = build('7.2', QEMU, which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`);
