@@ -68,7 +68,7 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
     if (signal.aborted) throw new InterruptedError(String(signal.reason ?? 'SIGINT'));
   };
   const cells = buildCells(cfg);
-  const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary });
+  const choice = choosePeers(cfg.peers, undefined, { qemuBinary: cfg.qemuBinary, qemu10Binary: cfg.qemu10Binary });
   // The delta-only peers (rsync, plain mfd) are left out of a bench without delta cells, unless asked for.
   if (!cfg.peers && !cells.some(isDeltaCell)) choice.peers = choice.peers.filter((p) => !DELTA_PEERS.includes(p.name));
   // The link first: it is what most often cannot be had (root, tc, TUN), so say so before any work.

@@ -8,7 +8,7 @@ import { UsageError } from '../errors.js';
 import { parseSize, PROFILES, type Profile } from '../image/generate.js';
 import { formatSize } from '../stats/stats.js';
 
-export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'qemu', 'rsync', 'mfd-plain'] as const;
+export const PEER_NAMES = ['iperf3', 'nc', 'zstd-nc', 'zstd-floor', 'qemu', 'qemu10', 'rsync', 'mfd-plain'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];
 
 /** One cell of the matrix: what one series of mfd runs (and its peers) measures. */
@@ -66,6 +66,8 @@ export interface BenchConfig {
   link: LinkSpec | undefined;
   /** The QEMU binary of the qemu peer (default: qemu-system-x86_64 on PATH). */
   qemuBinary?: string;
+  /** The QEMU binary of the qemu10 peer (default: where .ci/fetch-qemu10 puts QEMU 10.0). */
+  qemu10Binary?: string;
 }
 
 /** "a, b,,c" -> ['a', 'b', 'c']; duplicates refused (they would only repeat a cell). */
@@ -250,6 +252,7 @@ export interface RawBenchOptions {
   peers?: string;
   link?: string;
   qemuBinary?: string;
+  qemu10Binary?: string;
 }
 
 /** Parses and checks every option; `methods` and `detectors` are the names this build has. */
@@ -260,6 +263,8 @@ export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string
   const peers = raw.peers === undefined ? undefined : parsePeers(raw.peers);
   if (raw.qemuBinary !== undefined && peers && !peers.includes('qemu'))
     throw new UsageError(`--qemu-binary is for the qemu peer, which --peers ${raw.peers} leaves out`);
+  if (raw.qemu10Binary !== undefined && peers && !peers.includes('qemu10'))
+    throw new UsageError(`--qemu10-binary is for the qemu10 peer, which --peers ${raw.peers} leaves out`);
   return {
     compression: parseChoiceList('--compression', raw.compression, methods),
     channels: parseIntList('--channels', raw.channels, 1, 255),
@@ -274,5 +279,6 @@ export function parseBenchOptions(raw: RawBenchOptions, methods: readonly string
     peers,
     link: raw.link === undefined ? undefined : parseLink(raw.link),
     ...(raw.qemuBinary === undefined ? {} : { qemuBinary: raw.qemuBinary }),
+    ...(raw.qemu10Binary === undefined ? {} : { qemu10Binary: raw.qemu10Binary }),
   };
 }

@@ -32,10 +32,12 @@ export interface BenchMeta {
   skippedPeers: { name: PeerName; reason: string }[];
 }
 
-const TARGET_PEER = Object.fromEntries(TARGETS.map((d) => [d.id, d.peer])) as Record<Target['id'], PeerName>;
+const TARGET_PEER = Object.fromEntries(TARGETS.map((d) => [d.id, d.peer])) as Record<Target['id'], PeerName | undefined>;
 
 const PEER_TITLES: Record<PeerName, string> = {
   qemu: 'QEMU',
+  qemu10: 'QEMU 10',
+  'zstd-floor': 'codec floor',
   nc: 'nc',
   'zstd-nc': 'zstd-nc',
   iperf3: 'iperf3',
@@ -128,7 +130,7 @@ export function markdownReport(
       (meta.skippedPeers.length ? `. Skipped: ${meta.skippedPeers.map((p) => `${p.name} (${p.reason})`).join('; ')}` : '') +
       '.',
   );
-  o.push("Every output, mfd's and the peers' (iperf3 writes none), was compared with its image byte for byte.");
+  o.push("Every output, mfd's and the peers' (iperf3 and the codec floor write none), was compared with its image byte for byte.");
   if (delayLine) o.push(delayLineLine(delayLine));
   o.push('');
 
@@ -209,8 +211,36 @@ export function markdownReport(
     o.push(
       'Floor: the bytes mfd put on the wire at the rate iperf3 measured on the same link in the same run. ' +
         "QEMU is timed from `migrate` to both sides reporting completed (its start-up is outside its time, mfd's is inside). " +
+        (peerNames.includes('zstd-floor')
+          ? "The codec floor is no transfer: the `zstd` command's compress plus decompress CPU seconds over the cores. "
+          : '') +
         (meta.network.kind === 'loopback' ? "Link bytes count the host's whole loopback traffic (other programs' too). " : '') +
         '–: the peer has nothing to compare in that cell (see the notes).',
+    );
+    o.push('');
+  }
+
+  // CPU seconds per GiB of image, each side: mfd's (its --json process counts) beside the peers that have them.
+  const cpuPeers = wallPeers.filter((n) => cells.some((c) => c.peers[n]?.sendCpuSec || c.peers[n]?.recvCpuSec));
+  if (cpuPeers.length) {
+    o.push('### CPU seconds per GiB of image, send / recv (medians)');
+    o.push('');
+    const perGiB = (c: CellSummary, send: Summary | null | undefined, recv: Summary | null | undefined): string =>
+      send && recv ? `${f(send.median / (c.cell.sizeBytes / 2 ** 30), 2)} / ${f(recv.median / (c.cell.sizeBytes / 2 ** 30), 2)}` : '–';
+    o.push(
+      table(
+        [...cc.head, 'mfd', ...cpuPeers.map((n) => PEER_TITLES[n])],
+        cells.map((c) => [
+          ...cc.row(c),
+          perGiB(c, c.sendCpuSec, c.recvCpuSec),
+          ...cpuPeers.map((n) => perGiB(c, c.peers[n]?.sendCpuSec, c.peers[n]?.recvCpuSec)),
+        ]),
+      ),
+    );
+    o.push('');
+    o.push(
+      "QEMU's from /proc when both sides had completed (its start-up included); the codec floor's are the `zstd` command's " +
+        'compression and decompression, one thread each.',
     );
     o.push('');
   }
@@ -366,10 +396,9 @@ export function markdownReport(
 
   // Targets whose peer took no part in the run say so once, not once per cell.
   const ran = new Set(meta.peers.map((p) => p.name));
-  const shown = targets.filter((t) => ran.has(TARGET_PEER[t.id]));
-  const absent = [
-    ...new Set(targets.filter((t) => !ran.has(TARGET_PEER[t.id])).map((t) => `${t.label} (${TARGET_PEER[t.id]} not in this run)`)),
-  ];
+  const peerRan = (t: Target): boolean => TARGET_PEER[t.id] === undefined || ran.has(TARGET_PEER[t.id]!);
+  const shown = targets.filter(peerRan);
+  const absent = [...new Set(targets.filter((t) => !peerRan(t)).map((t) => `${t.label} (${TARGET_PEER[t.id]} not in this run)`))];
   if (targets.length) {
     o.push('### Targets');
     o.push('');

@@ -36,6 +36,9 @@ export interface PeerSummary {
   linkBytes: Summary | null;
   /** Bytes the peer says it moved (rsync, plain mfd). */
   wireBytes: Summary | null;
+  /** CPU seconds of its sending and receiving side, where it has them (QEMU). */
+  sendCpuSec: Summary | null;
+  recvCpuSec: Summary | null;
   skipped?: string;
   failed?: string;
   note?: string;
@@ -61,6 +64,8 @@ export interface CellSummary {
   /** mfd wall / peer wall, pair by pair. `floor`: mfd wall / (mfd wire bytes / iperf3 rate). */
   ratios: {
     qemu: Summary | null;
+    qemu10: Summary | null;
+    'zstd-floor': Summary | null;
     nc: Summary | null;
     'zstd-nc': Summary | null;
     rsync: Summary | null;
@@ -106,6 +111,8 @@ export function summarizeCell(r: CellRecord): CellSummary {
       gbps: summarize(p.samples.map((s) => (s?.bytesPerSec === undefined ? null : s.bytesPerSec / 1e9))),
       linkBytes: summarize(p.samples.map((s) => s?.linkBytes)),
       wireBytes: summarize(p.samples.map((s) => s?.wireBytes)),
+      sendCpuSec: summarize(p.samples.map((s) => s?.sendCpuSec)),
+      recvCpuSec: summarize(p.samples.map((s) => s?.recvCpuSec)),
       ...(p.skipped !== undefined ? { skipped: p.skipped } : {}),
       ...(p.failed !== undefined ? { failed: p.failed } : {}),
       ...(p.note !== undefined ? { note: p.note } : {}),
@@ -134,6 +141,8 @@ export function summarizeCell(r: CellRecord): CellSummary {
     peers,
     ratios: {
       qemu: pairRatios(wall, peerWall('qemu')),
+      qemu10: pairRatios(wall, peerWall('qemu10')),
+      'zstd-floor': pairRatios(wall, peerWall('zstd-floor')),
       nc: pairRatios(wall, peerWall('nc')),
       'zstd-nc': pairRatios(wall, peerWall('zstd-nc')),
       rsync: pairRatios(wall, peerWall('rsync')),
@@ -169,6 +178,12 @@ export interface Target {
   id:
     | 'qemu-none'
     | 'qemu-zstd'
+    | 'qemu10-none'
+    | 'qemu10-zstd'
+    | 'qemu10-zlib'
+    | 'zstd-floor'
+    | 'lz4-vs-zstd'
+    | 'none-vs-nc'
     | 'floor-none'
     | 'zstd-vs-zstd-nc'
     | 'delta-bytes'
@@ -195,8 +210,18 @@ interface TargetDef {
   label: string;
   op: Target['op'];
   limit: number;
-  value: (c: CellSummary) => number | undefined;
-  peer: PeerName;
+  /** The measure; `all` holds every cell of the run, for targets that compare two of them. */
+  value: (c: CellSummary, all: readonly CellSummary[]) => number | undefined;
+  /** The peer it needs (none: it compares mfd with itself). */
+  peer?: PeerName;
+  /** Why there is no value, for a target without a peer. */
+  missing?: string;
+}
+
+/** The cell like `c` (channels, zero-page detection, image) but for `method`, whole-image. */
+function sibling(c: CellSummary, all: readonly CellSummary[], method: string): CellSummary | undefined {
+  const k = (x: Cell): string => `${x.channels}/${x.zeroPageDetection}/${x.profile}/${x.sizeBytes}/${x.image ?? ''}`;
+  return all.find((o) => o.cell.compression === method && o.delta === undefined && k(o.cell) === k(c.cell));
 }
 
 /** The lead's targets (issue 7), each computed for every cell of its method. */
@@ -218,6 +243,64 @@ export const TARGETS: readonly TargetDef[] = [
     limit: 0.6,
     value: (c) => c.ratios.qemu?.median,
     peer: 'qemu',
+  },
+  // Issue 15: against QEMU 10.0, the codec floor, lz4 against zstd, and what an operator would use instead.
+  {
+    id: 'qemu10-none',
+    method: 'none',
+    label: 'mfd / QEMU 10 wall time, none',
+    op: '<=',
+    limit: 0.5,
+    value: (c) => c.ratios.qemu10?.median,
+    peer: 'qemu10',
+  },
+  {
+    id: 'qemu10-zstd',
+    method: 'zstd',
+    label: 'mfd / QEMU 10 wall time, zstd',
+    op: '<=',
+    limit: 0.6,
+    value: (c) => c.ratios.qemu10?.median,
+    peer: 'qemu10',
+  },
+  {
+    id: 'qemu10-zlib',
+    method: 'zlib',
+    label: 'mfd / QEMU 10 wall time, zlib',
+    op: '<=',
+    limit: 0.6,
+    value: (c) => c.ratios.qemu10?.median,
+    peer: 'qemu10',
+  },
+  {
+    id: 'zstd-floor',
+    method: 'zstd',
+    label: "mfd zstd / codec floor (the zstd command's compress + decompress CPU seconds / cores)",
+    op: '<=',
+    limit: 1.5,
+    value: (c) => c.ratios['zstd-floor']?.median,
+    peer: 'zstd-floor',
+  },
+  {
+    id: 'lz4-vs-zstd',
+    method: 'lz4',
+    label: 'mfd lz4 / mfd zstd wall time (medians, same channels and image)',
+    op: '<',
+    limit: 1,
+    value: (c, all) => {
+      const z = sibling(c, all, 'zstd');
+      return z ? c.wallSec.median / z.wallSec.median : undefined;
+    },
+    missing: 'no zstd cell with the same channels, zero-page detection and image in this run',
+  },
+  {
+    id: 'none-vs-nc',
+    method: 'none',
+    label: 'mfd none / raw `nc` wall time',
+    op: '<',
+    limit: 1,
+    value: (c) => c.ratios.nc?.median,
+    peer: 'nc',
   },
   {
     id: 'floor-none',
@@ -283,10 +366,16 @@ export function computeTargets(cells: readonly CellSummary[]): Target[] {
       // The method targets compare whole-image migrations: not delta cells.
       if (def.method !== undefined && (c.cell.compression !== def.method || c.delta !== undefined)) continue;
       if (def.applies && !def.applies(c.cell, c)) continue;
-      const value = def.value(c) ?? null;
-      const p = c.peers[def.peer];
+      const value = def.value(c, cells) ?? null;
+      const p = def.peer === undefined ? undefined : c.peers[def.peer];
       const why =
-        value !== null ? undefined : p === undefined ? `${def.peer} not run` : (p.skipped ?? p.failed ?? `${def.peer} gave no measurement`);
+        value !== null
+          ? undefined
+          : def.peer === undefined
+            ? (def.missing ?? 'not measured')
+            : p === undefined
+              ? `${def.peer} not run`
+              : (p.skipped ?? p.failed ?? `${def.peer} gave no measurement`);
       out.push({
         id: def.id,
         label: def.label,

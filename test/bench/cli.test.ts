@@ -11,7 +11,7 @@ import { tmpdir } from '../helpers/index.js';
 import { findAll, parseXml } from '../helpers/xml.js';
 import { ncUnavailable } from '../../src/bench/peers/nc.js';
 import { leftoverLinks, netnsUnavailable } from '../helpers/netns.js';
-import { QEMU_BUILDS } from '../helpers/qemu.js';
+import { QEMU10, QEMU72, QEMU_BUILDS } from '../helpers/qemu.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -165,6 +165,53 @@ for (const b of QEMU_BUILDS) {
     t.ok(fs.readFileSync(path.join(out, 'report.md'), 'utf8').includes(label), 'the report names it');
   });
 }
+
+t.test(
+  "QEMU 7.2 and 10.0 in one run (--peers qemu,qemu10): each pair by pair with mfd, their CPU seconds per GiB beside mfd's",
+  { skip: QEMU72.missing || QEMU10.missing },
+  async (t) => {
+    const dir = tmpdir(t);
+    const out = path.join(dir, 'o');
+    const r = await mfd([
+      'bench',
+      '--size',
+      '4M',
+      '--compression',
+      'none',
+      '--channels',
+      '2',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--peers',
+      'qemu,qemu10',
+      '--qemu10-binary',
+      QEMU10.binary,
+      '--dir',
+      dir,
+      '--out',
+      out,
+      '--no-progress',
+    ]);
+    t.equal(r.status, 0, r.stderr);
+    const recs = lines(path.join(out, 'results.jsonl'));
+    const labels = Object.fromEntries((recs[0]!.peers as { name: string; label: string }[]).map((p) => [p.name, p.label]));
+    t.match(labels, {
+      qemu: `QEMU ${QEMU72.version} multifd`,
+      qemu10: new RegExp(`^QEMU ${QEMU10.version!.replace(/\./g, '\\.')} multifd`),
+    });
+    const run = recs.find((l) => l.type === 'run')!.peers as Record<string, { wallSec: number; sendCpuSec: number; recvCpuSec: number }>;
+    for (const n of ['qemu', 'qemu10']) {
+      t.ok(run[n]!.wallSec > 0, `${n} measured`);
+      t.ok(run[n]!.sendCpuSec > 0 && run[n]!.recvCpuSec > 0, `${n}: both QEMUs' CPU seconds`);
+    }
+    const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    t.match(md, /\| mfd \/ QEMU \| mfd \/ QEMU 10 \|/, 'a ratio column for each');
+    t.match(md, /### CPU seconds per GiB of image, send \/ recv/);
+    t.match(md, /mfd \/ QEMU 10 wall time, none/, "issue 15's target against QEMU 10");
+  },
+);
 
 t.test('--qemu-binary that does not run: the qemu peer is unavailable, saying why', async (t) => {
   const dir = tmpdir(t);
@@ -400,9 +447,10 @@ t.test('bad options exit 2 and say what is expected', async (t) => {
     [['--compression', 'gzip'], /Expected --compression values from none, .* but received "gzip"/],
     [['--link', '1gbps'], /Expected a rate like 100mbit, 1gbit or 2\.5gbit for --link but received "1gbps"/],
     [['--size', '1000'], /whole 4 KiB pages/],
-    [['--peers', 'scp'], /Expected --peers values from iperf3, nc, zstd-nc, qemu/],
+    [['--peers', 'scp'], /Expected --peers values from iperf3, nc, zstd-nc, zstd-floor, qemu, qemu10/],
     [['--channels', '1,1'], /--channels lists "1" twice/],
     [['--peers', 'nc', '--qemu-binary', '/usr/bin/true'], /--qemu-binary is for the qemu peer, which --peers nc leaves out/],
+    [['--peers', 'qemu', '--qemu10-binary', '/usr/bin/true'], /--qemu10-binary is for the qemu10 peer, which --peers qemu leaves out/],
     [['--image', '/nonexistent/guest.img'], /--image "\/nonexistent\/guest\.img" does not exist/],
     [['--image', '/tmp'], /--image "\/tmp" is not a regular file/],
     [['--image', '/etc/hostname'], /--image "\/etc\/hostname" is \d+ bytes: expected a whole number of 4 KiB pages/],

@@ -116,7 +116,9 @@ t.test('markdown: a row per cell with medians, peers pair by pair, targets with 
   t.same(targets.find((r) => r[0] === 'mfd / QEMU wall time, zstd' && r[1]!.startsWith('1 ch'))!.slice(2), ['0.50', '≤ 0.6', 'pass']);
   const floor = targets.find((r) => r[0]!.startsWith('mfd / floor') && r[1]!.startsWith('1 ch'))!;
   t.equal(floor[4], 'miss', 'floor 0.134 s against 1.07 s');
-  t.match(md, /Not measured: mfd zstd \/ `zstd -1 -T0 \| nc` wall time \(zstd-nc not in this run\)\./);
+  t.match(md, /Not measured: .*mfd zstd \/ `zstd -1 -T0 \| nc` wall time \(zstd-nc not in this run\)/);
+  t.match(md, /Not measured: .*mfd \/ QEMU 10 wall time, none \(qemu10 not in this run\)/);
+  t.notMatch(md, /CPU seconds per GiB/, 'no peer with CPU counts: no CPU table');
   t.match(md, /### Scaling with channels/);
   t.notMatch(md, /### Scaling with image size/, 'one size: no size scaling');
   t.notMatch(md, /Delay line/, 'no delay line: no line about it');
@@ -250,4 +252,41 @@ t.test('SVG: text is escaped, references drawn, ticks are round', async (t) => {
   t.same(niceTicks(0), [0, 1]);
   t.throws(() => parseXml('<svg><g></svg>'), /closes/, 'the checker itself catches bad XML');
   t.throws(() => parseXml('<svg a="1 & 2"/>'), /bare &/);
+});
+
+t.test('markdown: CPU seconds per GiB, mfd beside the peers that count theirs', async (t) => {
+  const cell: Cell = { compression: 'zstd', zeroPageDetection: 'multifd', channels: 4, profile: 'mixed', sizeBytes: 2 * 2 ** 30 };
+  const c = summarizeCell({
+    cell,
+    runs: [run(2, 2 * 2 ** 30), run(2, 2 * 2 ** 30)],
+    peers: {
+      qemu10: {
+        label: 'QEMU 10.0.2 multifd',
+        samples: [
+          { wallSec: 4, sendCpuSec: 5, recvCpuSec: 4 },
+          { wallSec: 4, sendCpuSec: 7, recvCpuSec: 4 },
+        ],
+      },
+      'zstd-floor': { label: 'zstd floor', samples: [{ wallSec: 1.5, sendCpuSec: 2.4, recvCpuSec: 0.6 }, null] },
+      nc: { label: 'nc', samples: [{ wallSec: 3 }, { wallSec: 3 }] },
+    },
+  });
+  const md = markdownReport(
+    meta({
+      peers: [
+        { name: 'zstd-floor', label: 'zstd floor' },
+        { name: 'qemu10', label: 'QEMU 10.0.2 multifd' },
+        { name: 'nc', label: 'nc' },
+      ],
+    }),
+    [c],
+    computeTargets([c]),
+  );
+  const cpu = tableUnder(md, 'CPU seconds per GiB');
+  t.same(cpu[0], ['method', 'ch', 'mfd', 'codec floor', 'QEMU 10'], 'peers without CPU counts (nc) have no column');
+  t.same(cpu[2]!.slice(2), ['0.63 / 0.75', '1.20 / 0.30', '3.00 / 2.00'], 'per GiB of the 2 GiB image: medians / 2');
+  const peers = tableUnder(md, 'Against the peers');
+  t.same(peers[0]!.slice(2, 5), ['mfd / codec floor', 'mfd / QEMU 10', 'mfd / nc']);
+  t.same(peers[2]!.slice(2, 5), ['1.33', '0.50', '0.67']);
+  t.match(md, /The codec floor is no transfer/);
 });

@@ -9,6 +9,11 @@ import { VerifyError } from '../../src/errors.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { childrenCpuSec, zstdFloor } from '../../src/bench/peers/zstd-floor.js';
+import { loopback } from '../../src/bench/net.js';
+import { which } from '../../src/proc/proc.js';
 
 t.test('median and spread', async (t) => {
   t.equal(median([3, 1, 2]), 2);
@@ -86,21 +91,53 @@ t.test('targets: each with its value and pass, miss or not measured', async (t) 
   const none = summarizeCell({
     cell: cell(),
     runs: [sample(1)],
-    peers: { qemu: { label: 'QEMU', samples: [{ wallSec: 2.5 }] }, iperf3: { label: 'iperf3', samples: [{ bytesPerSec: 2 ** 29 }] } },
+    peers: {
+      qemu: { label: 'QEMU', samples: [{ wallSec: 2.5 }] },
+      qemu10: { label: 'QEMU 10', samples: [{ wallSec: 1.6 }] },
+      nc: { label: 'nc', samples: [{ wallSec: 0.8 }] },
+      iperf3: { label: 'iperf3', samples: [{ bytesPerSec: 2 ** 29 }] },
+    },
   });
   const zstd = summarizeCell({
     cell: cell({ compression: 'zstd' }),
     runs: [sample(3)],
-    peers: { qemu: { label: 'QEMU', samples: [{ wallSec: 4 }] }, 'zstd-nc': { label: 'zstd-nc', samples: [null], failed: 'nc died' } },
+    peers: {
+      qemu: { label: 'QEMU', samples: [{ wallSec: 4 }] },
+      'zstd-floor': { label: 'floor', samples: [{ wallSec: 2.5, sendCpuSec: 4, recvCpuSec: 1 }] },
+      'zstd-nc': { label: 'zstd-nc', samples: [null], failed: 'nc died' },
+    },
   });
   const lz4 = summarizeCell({ cell: cell({ compression: 'lz4' }), runs: [sample(1)], peers: {} });
-  const ts = computeTargets([none, zstd, lz4]);
-  const by = (id: string) => ts.find((x) => x.id === id)!;
-  t.equal(ts.length, 4, 'two targets for none, two for zstd, none for lz4');
+  const lz4Alone = summarizeCell({ cell: cell({ compression: 'lz4', channels: 8 }), runs: [sample(1)], peers: {} });
+  const ts = computeTargets([none, zstd, lz4, lz4Alone]);
+  const by = (id: string, channels = 4) => ts.find((x) => x.id === id && x.cell.channels === channels)!;
+  t.same(
+    ts.map((x) => `${x.cell.compression} ${x.cell.channels} ${x.id}`).sort(),
+    [
+      'lz4 4 lz4-vs-zstd',
+      'lz4 8 lz4-vs-zstd',
+      'none 4 floor-none',
+      'none 4 none-vs-nc',
+      'none 4 qemu-none',
+      'none 4 qemu10-none',
+      'zstd 4 qemu-zstd',
+      'zstd 4 qemu10-zstd',
+      'zstd 4 zstd-floor',
+      'zstd 4 zstd-vs-zstd-nc',
+    ],
+    "each method's targets, on each of its cells",
+  );
   t.match(by('qemu-none'), { value: 0.4, limit: 0.5, pass: true });
+  t.match(by('qemu10-none'), { value: 1 / 1.6, limit: 0.5, pass: false });
+  t.match(by('none-vs-nc'), { value: 1.25, op: '<', limit: 1, pass: false });
   t.match(by('floor-none'), { value: 1, limit: 1.3, pass: true });
   t.match(by('qemu-zstd'), { value: 0.75, limit: 0.6, pass: false });
+  t.match(by('qemu10-zstd'), { value: null, pass: null, why: 'qemu10 not run' });
+  t.match(by('zstd-floor'), { value: 3 / 2.5, limit: 1.5, pass: true });
   t.match(by('zstd-vs-zstd-nc'), { value: null, pass: null, why: 'nc died' });
+  t.match(by('lz4-vs-zstd'), { value: 1 / 3, op: '<', limit: 1, pass: true }, 'lz4 against the zstd cell of the same channels and image');
+  t.match(by('lz4-vs-zstd', 8), { value: null, pass: null, why: /no zstd cell with the same channels/ });
+  t.equal(zstd.peers['zstd-floor']?.sendCpuSec?.median, 4, "a peer's CPU seconds are summarized");
 });
 
 t.test('growth with image size: memory flat or not', async (t) => {
@@ -140,3 +177,32 @@ t.test('outputs are compared with the image byte for byte', async (t) => {
     /gone: output .* is missing \(ENOENT\)/,
   );
 });
+
+t.test("the codec floor reads the children's CPU seconds from bash's times", async (t) => {
+  t.equal(childrenCpuSec('0m0.002s 0m0.001s\n0m3.012s 0m0.410s\n'), 3.422);
+  t.equal(childrenCpuSec('0m0.002s 0m0.001s\n1m2.500s 0m0.500s'), 63);
+  t.throws(() => childrenCpuSec('no times here'), /bash times: unexpected output/);
+});
+
+t.test(
+  'the codec floor on a real image: compress plus decompress CPU over the cores, zstd cells only',
+  { skip: which('zstd') ? false : 'zstd is not installed' },
+  async (t) => {
+    const dir = tmpdir(t);
+    const image = path.join(dir, 'img');
+    fs.writeFileSync(image, Buffer.concat([randomBytes(4 << 20), Buffer.alloc(4 << 20)]));
+    t.equal(zstdFloor.notApplicable(cell({ compression: 'none' })), 'the codec floor is measured for zstd cells');
+    t.equal(zstdFloor.notApplicable(cell({ compression: 'zstd' })), null);
+    const s = await zstdFloor.run({
+      cell: cell({ compression: 'zstd' }),
+      image,
+      imageBytes: 8 << 20,
+      workDir: dir,
+      net: loopback(),
+      signal: new AbortController().signal,
+    });
+    t.ok(s.sendCpuSec! > 0 && s.recvCpuSec! >= 0, `compress ${s.sendCpuSec} s, decompress ${s.recvCpuSec} s`);
+    t.equal(s.wallSec, (s.sendCpuSec! + s.recvCpuSec!) / os.availableParallelism());
+    t.same(fs.readdirSync(dir), ['img'], 'the compressed stream is removed');
+  },
+);

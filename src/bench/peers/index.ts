@@ -5,20 +5,32 @@ import { iperf3 } from './iperf3.js';
 import { nc } from './nc.js';
 import type { Peer } from './peer.js';
 import { qemuPeer } from './qemu.js';
+import { qemu10Binary } from '../../qemu/qmp.js';
 import { zstdNc } from './zstd-nc.js';
+import { zstdFloor } from './zstd-floor.js';
 import { rsync } from './rsync.js';
 import { mfdPlain } from './mfd-plain.js';
 
 export type { Peer, PeerRunInput, PeerSample } from './peer.js';
 export { PeerNotApplicable } from './peer.js';
 
-/** How the peers are set up: the QEMU binary the qemu peer runs (default: the system's). */
+/** How the peers are set up: the QEMU binaries the qemu peers run (default: the system's; the fetched QEMU 10.0). */
 export interface PeerOptions {
   qemuBinary?: string;
+  qemu10Binary?: string;
 }
 
 export function peers(o: PeerOptions = {}): Record<PeerName, Peer> {
-  return { iperf3, nc, 'zstd-nc': zstdNc, qemu: qemuPeer(o.qemuBinary), rsync, 'mfd-plain': mfdPlain };
+  return {
+    iperf3,
+    nc,
+    'zstd-nc': zstdNc,
+    'zstd-floor': zstdFloor,
+    qemu: qemuPeer(o.qemuBinary),
+    qemu10: qemuPeer(o.qemu10Binary ?? qemu10Binary(), 'qemu10'),
+    rsync,
+    'mfd-plain': mfdPlain,
+  };
 }
 
 export interface PeerChoice {

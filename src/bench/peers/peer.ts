@@ -23,6 +23,9 @@ export interface PeerSample {
   linkBytes?: number | null;
   /** Bytes the tool itself says it moved (rsync's --stats; plain mfd's wire bytes). */
   wireBytes?: number;
+  /** CPU seconds of the sending and the receiving side, where the peer has them (QEMU's processes). */
+  sendCpuSec?: number;
+  recvCpuSec?: number;
 }
 
 export interface Peer {

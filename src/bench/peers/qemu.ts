@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { compareFiles } from '../files.js';
 import type { Cell } from '../matrix.js';
-import { sleep, start, syncDisks, which, type Proc } from '../../proc/proc.js';
+import { cpuSec, sleep, start, syncDisks, which, type Proc } from '../../proc/proc.js';
 import {
   enableMultifd,
   fileBackedRam,
@@ -28,15 +28,22 @@ import {
 import { PeerNotApplicable, type Peer, type PeerRunInput, type PeerSample } from './peer.js';
 import { getMethod } from '../../methods/index.js';
 
-/** The QEMU peer running `binary` (a name on PATH or a path). */
-export function qemuPeer(binary: string = QEMU): Peer {
+/**
+ * A QEMU peer running `binary` (a name on PATH or a path): `qemu`, the system's unless
+ * --qemu-binary names another, or `qemu10`, the QEMU 10.0 .ci/fetch-qemu10 fetches unless
+ * --qemu10-binary names another; both can run in one bench, pair by pair with mfd.
+ */
+export function qemuPeer(binary: string = QEMU, name: 'qemu' | 'qemu10' = 'qemu'): Peer {
   const version = (): string => qemuVersion(binary) ?? 'unknown';
+  const flag = name === 'qemu' ? '--qemu-binary' : '--qemu10-binary';
   return {
-    name: 'qemu',
+    name,
     label: () => `QEMU ${version()} multifd${binary === QEMU ? '' : ` (${binary})`}`,
     unavailable: () => {
       if (binary === QEMU) return which(QEMU) ? null : `${QEMU} is not installed (Debian: apt-get install qemu-system-x86)`;
-      return qemuVersion(binary) ? null : `--qemu-binary ${binary} does not run or prints no version (--version)`;
+      if (name === 'qemu10' && !fs.existsSync(binary))
+        return `QEMU 10.0 is not at ${binary}: run npm run fetch-qemu10 (Debian's bookworm-backports build), or name one with --qemu10-binary`;
+      return qemuVersion(binary) ? null : `${flag} ${binary} does not run or prints no version (--version)`;
     },
     notApplicable(cell: Cell): string | null {
       // The methods QEMU's multifd-compression has, as the registry marks them (qpl from 9.1, qatzip from 9.2, when built with them).
@@ -120,11 +127,18 @@ async function qemuMigrate(binary: string, { cell, image, imageBytes, workDir, n
     }
     const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
     const linkBytes = link.rxBytes() - rx0;
+    // Both QEMUs have finished the migration and sit paused: what they used is the migration's (and start-up's).
+    const cpu = { sendCpuSec: cpuSec(src.pid), recvCpuSec: cpuSec(dst.pid) };
     await quitQemus(qmps, procs);
     await compareFiles(image, out, `QEMU (${cell.compression}, ${cell.channels} ch)`);
-    return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null };
+    return { wallSec, linkBytes: Number.isFinite(linkBytes) ? linkBytes : null, ...finite(cpu) };
   } finally {
     await quitQemus(qmps, procs);
     for (const f of [out, dstSock, srcSock]) fs.rmSync(f, { force: true });
   }
+}
+
+/** The fields whose value is a number (a CPU count read from a process that had gone is NaN). */
+function finite<T extends Record<string, number>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => Number.isFinite(v))) as Partial<T>;
 }

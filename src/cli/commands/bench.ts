@@ -91,7 +91,13 @@ export function benchCommand(ctx: CommandContext): Command {
     .addOption(
       new Option(
         '--qemu-binary <path>',
-        'the QEMU the qemu peer runs, e.g. the QEMU 10.0 .ci/fetch-qemu10 fetches (default: qemu-system-x86_64 on PATH); the report names its version',
+        'the QEMU the qemu peer runs (default: qemu-system-x86_64 on PATH, Debian 12: 7.2); the report names its version',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--qemu10-binary <path>',
+        'the QEMU the qemu10 peer runs (default: $MFD_QEMU10, or the QEMU 10.0 npm run fetch-qemu10 puts in ~/.cache/mfd/qemu-10.0); the report names its version',
       ),
     )
     .addOption(
