@@ -91,31 +91,6 @@ bool ParsePagesJob(const Napi::CallbackInfo& info, PagesJob* job) {
   return true;
 }
 
-/* copyPages(dst, src, pageSize, pageCount, skip|null) -> 0 | SHORT_READ: the pages not flagged in
-   skip, src to the same places in dst, guarded against src being a mapping of a file that shrank */
-Napi::Value JS_copyPages(const Napi::CallbackInfo& info) {
-  size_t page_size, count;
-  if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "dst") || !RequireBytes(info, 1, "src") ||
-      !RequireSize(info, 2, "pageSize", &page_size) || !RequireSize(info, 3, "pageCount", &count)) {
-    return info.Env().Undefined();
-  }
-  auto dst = info[0].As<Napi::Uint8Array>();
-  auto src = info[1].As<Napi::Uint8Array>();
-  if (page_size == 0 || count > dst.ByteLength() / page_size ||
-      count > src.ByteLength() / page_size) {
-    Napi::RangeError::New(info.Env(), "copyPages: buffers too small for pageCount pages")
-        .ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-  const uint8_t* skip = nullptr;
-  if (!info[4].IsNull() && !info[4].IsUndefined()) {
-    if (!RequireBytes(info, 4, "skip", count)) return info.Env().Undefined();
-    skip = info[4].As<Napi::Uint8Array>().Data();
-  }
-  const int64_t r = CopyPagesGuarded(dst.Data(), src.Data(), page_size, count, skip);
-  return Napi::Number::New(info.Env(), static_cast<double>(r));
-}
-
 /* analysePagesSync(pages, pageSize, pageCount, zeroOut|null, crcOut|null[, holes|null]) -> zero
  * pages */
 Napi::Value JS_analysePagesSync(const Napi::CallbackInfo& info) {
@@ -516,7 +491,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("analysePages", Napi::Function::New(env, JS_analysePages, "analysePages"));
   exports.Set("analysePagesSync",
               Napi::Function::New(env, JS_analysePagesSync, "analysePagesSync"));
-  exports.Set("copyPages", Napi::Function::New(env, JS_copyPages, "copyPages"));
   exports.Set("mapRange", Napi::Function::New(env, JS_mapRange, "mapRange"));
   exports.Set("dataExtents", Napi::Function::New(env, JS_dataExtents, "dataExtents"));
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));

@@ -145,32 +145,6 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
       &a);
 }
 
-int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count,
-                         const uint8_t* skip) {
-  struct Args {
-    uint8_t* dst;
-    const uint8_t* src;
-    size_t page_size, count;
-    const uint8_t* skip;
-  } a{dst, src, page_size, count, skip};
-  return RunGuarded(
-      [](void* p) -> int64_t {
-        auto* x = static_cast<Args*>(p);
-        for (size_t i = 0; i < x->count;) {
-          if (x->skip != nullptr && x->skip[i]) {
-            i++;
-            continue;
-          }
-          size_t j = i + 1;
-          while (j < x->count && (x->skip == nullptr || !x->skip[j])) j++;
-          memcpy(x->dst + i * x->page_size, x->src + i * x->page_size, (j - i) * x->page_size);
-          i = j;
-        }
-        return 0;
-      },
-      &a);
-}
-
 int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out, int64_t* data_until) {
   const int64_t end = pos + len;
   int64_t at = pos;

@@ -28,13 +28,6 @@ size_t AnalysePages(const uint8_t* pages, size_t page_size, size_t count, uint8_
 int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count, uint8_t* zero_out,
                             uint32_t* crc_out, const uint8_t* holes = nullptr);
 
-// Copies the pages of src not flagged in `skip` (null: all) to the same
-// places in dst, runs of adjacent pages in one memcpy, under the SIGBUS guard:
-// src may be a file mapping, which a truncation of the file turns into
-// SIGBUS on access. Returns 0, or kShortRead when that happened.
-int64_t CopyPagesGuarded(uint8_t* dst, const uint8_t* src, size_t page_size, size_t count,
-                         const uint8_t* skip);
-
 // The data extents of fd within [pos, pos + len), by lseek(SEEK_DATA/SEEK_HOLE),
 // as [start, end) pairs appended to `out`. A file system without the two
 // whence values reports the whole range as data. With `data_until`, where the

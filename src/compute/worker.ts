@@ -11,7 +11,6 @@ import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../image/page-runs.js';
-import { copyPages } from '../native/packet-io.js';
 import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 import { serializeError } from './error-hop.js';
 
@@ -24,9 +23,9 @@ interface SendState {
 }
 
 /**
- * The worker's scratch for a packet's pages (read rather than mapped, or the
- * guarded copy of mapped ones), allocated on first use: one for all its
- * channels, since it handles one packet at a time.
+ * The worker's scratch for a packet's pages (read, never mapped: see
+ * ImageSource), allocated on first use: one for all its channels, since it
+ * handles one packet at a time.
  */
 let scratch: Uint8Array | null = null;
 const pageScratch = (): Uint8Array => (scratch ??= new Uint8Array(MULTIFD_PACKET_SIZE));
@@ -67,22 +66,16 @@ async function handle(m: ToWorker): Promise<unknown> {
       const s = senders.get(m.channel)!;
       let img = images.get(m.fd);
       if (!img) {
-        img = ImageSource.fromFd(m.fd, m.path, m.size);
+        img = ImageSource.forWorker(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
       const { zero, crc, out } = sharedSlabViews(m.slab, m.pagesPerPacket);
       const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, m.list);
       try {
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
-        // The method reads the pages in user space, where a mapping of a file truncated meanwhile is
-        // SIGBUS, fatal to the process: it gets a copy made under the scan's guard (cache-warm).
-        let data = pages;
-        if (zeros < m.pages && pages.buffer !== scratch?.buffer) {
-          data = pageScratch();
-          copyPages(data, pages, s.pageSize, m.pages, zero);
-        }
+        // The pages are the worker's own copy (read, not mapped), so a method may read them in user space.
         const payloadBytes =
-          zeros < m.pages ? place(out, await s.method.prepare(pageRuns(data, zero, m.pages, s.pageSize), m.pages - zeros, out)) : 0;
+          zeros < m.pages ? place(out, await s.method.prepare(pageRuns(pages, zero, m.pages, s.pageSize), m.pages - zeros, out)) : 0;
         const reply: PacketReply = {
           zeros,
           payloadBytes,

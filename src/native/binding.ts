@@ -160,12 +160,6 @@ export interface MfdBinding {
     holes?: Uint8Array | null,
   ): number;
   /**
-   * Copies the pages of src not flagged in skip (null: every page) to the same places in dst, runs
-   * in one memcpy each. src may be a file mapping: a file truncated under it returns ESHORTREAD
-   * instead of raising SIGBUS, which would kill the process.
-   */
-  copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, pageCount: number, skip: Uint8Array | null): number;
-  /**
    * Where the file has data in [position, position+length): [start, end) pairs (lseek SEEK_DATA/SEEK_HOLE).
    * `until[0]` gets where the last extent really ends (past the range when the data goes on; within it when the range ends in a hole; 0 without data).
    */

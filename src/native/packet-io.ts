@@ -42,16 +42,6 @@ export function analysePagesHere(
   return r;
 }
 
-/**
- * Copies the `count` pages of `src` not flagged in `skip` (null: all) to the same places in `dst`
- * (one addon call, synchronous: for a worker thread). `src` may be a file mapping: a file
- * truncated under it throws a NativeIoError ESHORTREAD, not the SIGBUS that would kill the process.
- */
-export function copyPages(dst: Uint8Array, src: Uint8Array, pageSize: number, count: number, skip: Uint8Array | null): void {
-  const r = native.copyPages(dst, src, pageSize, count, skip);
-  if (r < 0) throw toError('copy', r);
-}
-
 export interface WriteRequest {
   fd: number;
   /** The normal pages, back to back across the pieces. */

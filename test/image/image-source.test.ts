@@ -73,3 +73,32 @@ t.test('holes: none asked for inside a span found all data, found again past it'
   const after = await src.load(128 * 1024, 4, PS, () => new Uint8Array(4 * PS));
   t.equal(after.holes, null, 'pages 32..35: data again');
 });
+
+t.test("a compute worker's source reads every packet into its scratch, never a mapping; a shrunk file is ERR_IMAGE_SHRANK", async (t) => {
+  const file = image(t, 40, 100);
+  const fd = fs.openSync(file, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  const size = fs.fstatSync(fd).size;
+  const src = ImageSource.forWorker(fd, file, size);
+  const slab = new Uint8Array(16 * PS).fill(0xee);
+  const { pages } = await src.load(8 * PS, 16, PS, () => slab);
+  t.equal(pages.buffer, slab.buffer, 'whole pages inside the file come in the scratch too (the main thread maps them)');
+  t.same(
+    [...Array(16).keys()].map((i) => pages[i * PS]),
+    [...Array(16).keys()].map((i) => i + 9),
+    'pages 8..23, each its own bytes',
+  );
+  const tail = await src.load(32 * PS, 8, PS, () => slab);
+  t.ok(
+    tail.pages.subarray(8 * PS - 100, 8 * PS).every((x) => x === 0),
+    'the partial last page padded with zeros',
+  );
+  const main = await ImageSource.open({ name: 'vm.ram', path: file });
+  t.teardown(() => main.close());
+  t.not((await main.load(8 * PS, 16, PS, () => slab)).pages.buffer, slab.buffer, "the main thread's source maps whole pages");
+  fs.ftruncateSync(fd, 20 * PS);
+  await t.rejects(
+    src.load(16 * PS, 16, PS, () => slab),
+    { code: 'ERR_IMAGE_SHRANK', message: /shrank while sending: it ended at byte 81920/ },
+  );
+});

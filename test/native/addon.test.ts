@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../src/native/load.js';
-import { analysePages, copyPages, writePacket } from '../../src/native/packet-io.js';
+import { analysePages, writePacket } from '../../src/native/packet-io.js';
 import { NativeIoError } from '../../src/errors.js';
 import { ImageSource } from '../../src/image/image-source.js';
 import { tmpdir } from '../helpers/index.js';
@@ -96,35 +96,6 @@ t.test('a mapping whose file shrinks under the scan is an error, not a crash', a
   await t.rejects(analysePages(pages, 4096, 256, new Uint8Array(256), new Uint32Array(256)), { code: 'ESHORTREAD' });
   native.unmapRange(ab);
   t.equal(ab.byteLength, 0, 'unmapped buffers are detached');
-});
-
-t.test('copyPages: the unflagged pages to the same places; a mapping whose file shrank is ESHORTREAD, not SIGBUS', async (t) => {
-  const src = randomBytes(6 * 4096);
-  const dst = new Uint8Array(6 * 4096).fill(0xee);
-  copyPages(dst, src, 4096, 6, Uint8Array.of(0, 0, 1, 0, 1, 1));
-  for (const i of [0, 1, 3]) t.same(dst.subarray(i * 4096, (i + 1) * 4096), src.subarray(i * 4096, (i + 1) * 4096), `page ${i} copied`);
-  for (const i of [2, 4, 5])
-    t.ok(
-      dst.subarray(i * 4096, (i + 1) * 4096).every((b) => b === 0xee),
-      `page ${i} (flagged) untouched`,
-    );
-  copyPages(dst, src, 4096, 6, null);
-  t.same(Buffer.from(dst), src, 'null: every page');
-  t.throws(() => copyPages(dst, src, 4096, 7, null), /copyPages: buffers too small for pageCount pages/);
-
-  const { f, fd, ab } = mappedFile(t);
-  t.teardown(() => native.unmapRange(ab));
-  const out = new Uint8Array(1 << 20);
-  copyPages(out, new Uint8Array(ab), 4096, 256, null);
-  t.same(Buffer.from(out), fs.readFileSync(f), 'from a mapping while the file is whole');
-  fs.ftruncateSync(fd, 4096);
-  t.throws(() => copyPages(out, new Uint8Array(ab), 4096, 256, null), { code: 'ESHORTREAD' });
-  const skipLost = new Uint8Array(256).fill(1);
-  skipLost[0] = 0;
-  t.doesNotThrow(
-    () => copyPages(out, new Uint8Array(ab), 4096, 256, skipLost),
-    'pages flagged are not touched, so the lost ones can be skipped',
-  );
 });
 
 t.test('writePacket: runs land at their offsets from pieces, clipped to the block, padding checked', async (t) => {
