@@ -35,19 +35,8 @@ export interface DsaQueueInfo {
 export interface SocketChannel {
   /** Sends the pieces in order; `left` bytes were not sent when code < 0 (ESTALLED: nothing taken for timeoutMs). */
   send(pieces: Uint8Array[], timeoutMs: number, cb: (err: Error | null, code: number, left: number) => void): void;
-  /**
-   * Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits),
-   * unless the big-endian u32 at gateOffset is 0 (no payload then); `got` bytes are in buf.
-   */
-  recv(
-    buf: Uint8Array,
-    have: number,
-    headerSize: number,
-    sizeOffset: number,
-    gateOffset: number,
-    timeoutMs: number,
-    cb: (err: Error | null, got: number, code: number) => void,
-  ): void;
+  /** Fills buf from `have` to its end; `got` bytes are in buf (fewer: the stream ended, or code < 0). */
+  recv(buf: Uint8Array, have: number, timeoutMs: number, cb: (err: Error | null, got: number, code: number) => void): void;
   /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
   shutdown(): void;
   /** The thread ends once the queued operations have completed. */

@@ -1,8 +1,9 @@
 /**
  * A multifd channel's plain TCP socket, once its handshake is done, handed to
  * a native thread of its own (addon/socket_channel.cc): the sender's packets
- * go out as one sendmsg batch each, the receiver's come in as one read of
- * header and payload each. The socket copies then run beside the event loop,
+ * go out as one sendmsg batch each, the receiver's come in as a read of the
+ * header and a read of the payload it announced, each into a buffer of the
+ * caller's. The socket copies then run beside the event loop,
  * one thread per channel, instead of on it.
  *
  * The JS socket keeps its fd (libuv closes it). While a native operation may
@@ -85,17 +86,15 @@ export class NativeChannel {
   }
 
   /**
-   * Reads into buf after its first `have` bytes: the rest of a header of
-   * headerSize bytes, then the payload its big-endian u32 at sizeOffset
-   * announces (when header and payload fit in buf), unless its big-endian u32
-   * at gateOffset (default: sizeOffset) is 0. Resolves to the bytes in buf;
-   * fewer than asked for means the peer ended the stream. Rejects with a
-   * NativeIoError (errno name, or ESTALLED) whose `moved` bytes are in buf.
+   * Reads into buf after its first `have` bytes until it is full. Resolves to
+   * the bytes in buf; fewer than its length means the peer ended the stream.
+   * Rejects with a NativeIoError (errno name, or ESTALLED: nothing arrived
+   * for timeoutMs) whose `moved` bytes are in buf.
    */
-  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, gateOffset = sizeOffset): Promise<number> {
+  recv(buf: Uint8Array, have: number, timeoutMs: number): Promise<number> {
     let got = have;
     return this.op('read', (done) =>
-      this.ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, (err, n, code) => {
+      this.ch.recv(buf, have, timeoutMs, (err, n, code) => {
         if (err) return done(err);
         got = n;
         done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
