@@ -16,10 +16,14 @@
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
 //     code 0 once every byte is in the kernel; else -errno, or kStalled when the
 //     socket took nothing for timeoutMs; `left` bytes not sent.
-//   ch.recv(buf, have, timeoutMs, cb(err, got, code))
+//   ch.recv(buf, have, ahead, timeoutMs, cb(err, got, code, aheadGot, aheadCode))
 //     buf[0, have) is already filled. Reads until buf is full. `got` is the
 //     bytes now in buf; fewer than its length means the stream ended (code 0)
 //     or failed (code -errno; kStalled: nothing arrived for timeoutMs).
+//     `ahead` (a Uint8Array, or null): once buf is full, what has already
+//     arrived is read into it too, up to its length, without waiting
+//     (aheadGot bytes; aheadCode -errno if that read failed): the receiver's
+//     next header comes with the payload before it, one operation a packet.
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
@@ -60,6 +64,9 @@ struct Op {
   // recv
   uint8_t* buf = nullptr;
   size_t cap = 0, have = 0;
+  uint8_t* ahead = nullptr;
+  size_t ahead_cap = 0, ahead_got = 0;
+  int64_t ahead_code = 0;
   int timeout_ms = -1;
   // result
   int64_t code = 0;
@@ -148,6 +155,13 @@ void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
     if (op->code < 0) break;
   }
   op->amount = got;
+  if (got < op->cap || op->ahead_cap == 0) return;
+  ssize_t r;
+  do {
+    r = recv(fd, op->ahead, op->ahead_cap, MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r > 0) op->ahead_got = static_cast<size_t>(r);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) op->ahead_code = -errno;
 }
 
 void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op);
@@ -300,12 +314,13 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return info.Env().Undefined();
   }
 
-  // recv(buf, have, timeoutMs, cb)
+  // recv(buf, have, ahead, timeoutMs, cb)
   Napi::Value Recv(const Napi::CallbackInfo& info) {
     auto* op = new Op(Op::kRecv);
-    if (!RequireArgs(info, 4) || !RequireBytes(info, 0, "buf") ||
-        !RequireSize(info, 1, "have", &op->have) || !info[2].IsNumber() ||
-        !RequireFunction(info, 3)) {
+    if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "buf") ||
+        !RequireSize(info, 1, "have", &op->have) ||
+        (!info[2].IsNull() && !RequireBytes(info, 2, "ahead")) || !info[3].IsNumber() ||
+        !RequireFunction(info, 4)) {
       delete op;
       return info.Env().Undefined();
     }
@@ -318,9 +333,15 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    op->timeout_ms = TimeoutArg(info, 2);
+    if (!info[2].IsNull()) {
+      auto ahead = info[2].As<Napi::Uint8Array>();
+      op->ahead = ahead.Data();
+      op->ahead_cap = ahead.ByteLength();
+      op->pinned.push_back(Napi::Persistent(ahead.As<Napi::Object>()));
+    }
+    op->timeout_ms = TimeoutArg(info, 3);
     op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
-    Submit(info, op, 3);
+    Submit(info, op, 4);
     return info.Env().Undefined();
   }
 
@@ -352,7 +373,9 @@ void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
   if (op->kind == Op::kSend) {
     op->cb.Call({env.Null(), Napi::Number::New(env, code), Napi::Number::New(env, amount)});
   } else {
-    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code)});
+    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_got)),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_code))});
   }
 }
 

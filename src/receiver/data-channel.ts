@@ -353,7 +353,8 @@ export class DataChannel {
    * The native reader: a read of the header into the channel's header
    * buffer, the same checks as the stream parser, then a read of exactly the
    * payload the header announced into a buffer of that size from the host's
-   * read pool, then packet(). The payload's buffer goes back to the pool once
+   * read pool (and, in the same operation, of as much of the next header as
+   * has arrived), then packet(). The payload's buffer goes back to the pool once
    * the packet is written; it is shared memory, so a compute worker decodes
    * from it without a copy. At most MAX_IN_FLIGHT packets are read ahead.
    */
@@ -362,19 +363,25 @@ export class DataChannel {
     const pool = this.host.readPool;
     const header = Buffer.allocUnsafeSlow(hs);
     const timeout = this.host.readTimeoutMs ?? -1;
-    // Fills buf: bytes read before the handover first, then the socket's.
-    const fill = async (buf: Uint8Array): Promise<number> => {
-      const have = this.queue.takeInto(buf, 0, buf.length);
+    // Bytes of the next header already in `header`: read with the payload before it.
+    let early = 0;
+    // Fills buf after its first `have` bytes: bytes read before the handover first, then the socket's
+    // (and, into `next`, what has already arrived after buf).
+    const fill = async (buf: Uint8Array, have: number, next?: Uint8Array): Promise<number> => {
+      have += this.queue.takeInto(buf, have, buf.length - have);
       if (have === buf.length) return have;
-      const got = await ch.recv(buf, have, timeout);
-      this.counters.wireBytes += got - have;
-      return got;
+      const r = await ch.recv(buf, have, timeout, next);
+      this.counters.wireBytes += r.got - have + r.ahead;
+      early = r.ahead;
+      return r.got;
     };
     try {
       if (!pool) throw new Error("DataChannel: a native source needs the host's readPool");
       for (;;) {
         if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));
-        const got = await fill(header);
+        const have = early;
+        early = 0;
+        const got = await fill(header, have);
         if (got === 0) {
           // The sender's end of the channel: close ours (libuv, no longer reading, would not see it).
           this.ended = true;
@@ -386,7 +393,7 @@ export class DataChannel {
         if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`, this.at);
         const h = decodePacketHeader(header, this.host.check.pageCount);
         // The header buffer is read into again while this packet is in flight.
-        h.ramblock = h.ramblock.slice();
+        h.ramblock = new Uint8Array(h.ramblock);
         const len = this.judge(h);
         if (len > pool.bytes)
           throw new Error(
@@ -398,7 +405,7 @@ export class DataChannel {
           const buf = await pool.acquire(len);
           let n: number;
           try {
-            n = await fill(buf);
+            n = await fill(buf, 0, header);
           } catch (e) {
             pool.release(buf);
             throw e;

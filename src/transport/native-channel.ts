@@ -33,6 +33,8 @@ export class NativeChannel {
   private pending = 0;
   private idle: (() => void)[] = [];
   private closed = false;
+  /** The code a read ahead failed with: the next read's failure. */
+  private aheadFailed: number | null = null;
 
   private constructor(
     private readonly ch: SocketChannel,
@@ -86,20 +88,31 @@ export class NativeChannel {
   }
 
   /**
-   * Reads into buf after its first `have` bytes until it is full. Resolves to
-   * the bytes in buf; fewer than its length means the peer ended the stream.
-   * Rejects with a NativeIoError (errno name, or ESTALLED: nothing arrived
-   * for timeoutMs) whose `moved` bytes are in buf.
+   * Reads into buf after its first `have` bytes until it is full, then, into
+   * `ahead` (when given), what has already arrived after it, up to ahead's
+   * length, without waiting: the next header comes with the payload before
+   * it, one operation a packet. Resolves to the bytes in buf and in ahead;
+   * fewer than buf's length means the peer ended the stream. Rejects with a
+   * NativeIoError (errno name, or ESTALLED: nothing arrived for timeoutMs)
+   * whose `moved` bytes are in buf; a failure of the read ahead is the next
+   * read's.
    */
-  recv(buf: Uint8Array, have: number, timeoutMs: number): Promise<number> {
-    let got = have;
+  recv(buf: Uint8Array, have: number, timeoutMs: number, ahead?: Uint8Array): Promise<{ got: number; ahead: number }> {
+    const failed = this.aheadFailed;
+    if (failed) {
+      this.aheadFailed = null;
+      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: have }));
+    }
+    const r = { got: have, ahead: 0 };
     return this.op('read', (done) =>
-      this.ch.recv(buf, have, timeoutMs, (err, n, code) => {
+      this.ch.recv(buf, have, ahead ?? null, timeoutMs, (err, n, code, aheadGot, aheadCode) => {
         if (err) return done(err);
-        got = n;
+        r.got = n;
+        r.ahead = aheadGot;
+        if (aheadCode < 0) this.aheadFailed = aheadCode;
         done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
       }),
-    ).then(() => got);
+    ).then(() => r);
   }
 
   /** No more operations: the thread ends after the queued ones. */

@@ -48,18 +48,43 @@ t.test('packets sent in pieces arrive whole, each framed by its header', async (
   await Promise.all(sent.map((p) => tx.channel.send(pieces(p), 5000)));
   for (const p of sent) {
     const header = Buffer.alloc(HS);
-    t.equal(await rx.channel.recv(header.subarray(0, 5), 0, 5000), 5, 'a buffer is filled, no more');
-    t.equal(await rx.channel.recv(header, 5, 5000), HS, 'a read goes on after the bytes the buffer holds');
+    t.equal((await rx.channel.recv(header.subarray(0, 5), 0, 5000)).got, 5, 'a buffer is filled, no more');
+    t.equal((await rx.channel.recv(header, 5, 5000)).got, HS, 'a read goes on after the bytes the buffer holds');
     const payload = Buffer.alloc(header.readUInt32BE(SIZE_AT));
-    t.equal(await rx.channel.recv(payload, 0, 5000), payload.length, 'then exactly the payload the header announced');
+    t.equal((await rx.channel.recv(payload, 0, 5000)).got, payload.length, 'then exactly the payload the header announced');
     t.same(Buffer.concat([header, payload]), p);
   }
-  t.equal(await rx.channel.recv(Buffer.alloc(0), 0, 5000), 0, 'an empty buffer is full at once');
+  t.equal((await rx.channel.recv(Buffer.alloc(0), 0, 5000)).got, 0, 'an empty buffer is full at once');
   const half = Buffer.alloc(8);
-  t.equal(await rx.channel.recv(half, 8, 5000), 8, 'so is one whose bytes are all there');
+  t.equal((await rx.channel.recv(half, 8, 5000)).got, 8, 'so is one whose bytes are all there');
   tx.channel.close();
   a.end();
-  t.equal(await rx.channel.recv(Buffer.alloc(HS), 0, 5000), 0, 'the end of the stream at a packet boundary reads as 0 bytes');
+  t.equal((await rx.channel.recv(Buffer.alloc(HS), 0, 5000)).got, 0, 'the end of the stream at a packet boundary reads as 0 bytes');
+});
+
+t.test('the next header, as far as it has arrived, comes with the payload before it', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const rx = NativeChannel.attach(b, true)!.channel;
+  const p1 = packet(randomBytes(3000));
+  const p2 = packet(randomBytes(10));
+  a.write(Buffer.concat([p1, p2.subarray(0, HS - 7)]));
+  const header = Buffer.alloc(HS);
+  t.same(await rx.recv(header, 0, 5000), { got: HS, ahead: 0 }, 'a header alone');
+  // The rest of the first packet and most of the second header, all arrived before the payload is asked for.
+  await new Promise((r) => setTimeout(r, 100));
+  const payload = Buffer.alloc(3000);
+  t.same(await rx.recv(payload, 0, 5000, header), { got: 3000, ahead: HS - 7 }, 'the payload, then what arrived of the next header');
+  t.same(Buffer.concat([payload]), p1.subarray(HS));
+  t.same(header.subarray(0, HS - 7), p2.subarray(0, HS - 7), 'into the buffer given for it');
+  a.write(p2.subarray(HS - 7));
+  t.same(await rx.recv(header, HS - 7, 5000), { got: HS, ahead: 0 }, 'the header read goes on after it');
+  t.same(header, p2.subarray(0, HS));
+  t.same(
+    await rx.recv(Buffer.alloc(10), 0, 5000, Buffer.alloc(HS)),
+    { got: 10, ahead: 0 },
+    'with nothing more arrived, nothing is read ahead, and nothing waited for',
+  );
 });
 
 t.test('bytes read before the handover are kept for the first packet', async (t) => {
@@ -77,7 +102,7 @@ t.test('bytes read before the handover are kept for the first packet', async (t)
   // The caller parses those first; the native read continues after them.
   const all = Buffer.alloc(p1.length + p2.length);
   early.copy(all);
-  t.equal(await rx.channel.recv(all, early.length, 2000), all.length);
+  t.equal((await rx.channel.recv(all, early.length, 2000)).got, all.length);
   t.same(all, Buffer.concat([p1, p2]), 'no byte is lost or read twice');
 });
 
@@ -87,14 +112,14 @@ t.test('the stream ending inside a packet', async (t) => {
   const rx = NativeChannel.attach(b, true)!.channel;
   const p = packet(randomBytes(4000));
   a.end(p.subarray(0, HS + 100));
-  t.equal(await rx.recv(Buffer.alloc(HS), 0, 5000), HS);
-  t.equal(await rx.recv(Buffer.alloc(4000), 0, 5000), 100, 'what arrived is reported, short of the payload');
+  t.equal((await rx.recv(Buffer.alloc(HS), 0, 5000)).got, HS);
+  t.equal((await rx.recv(Buffer.alloc(4000), 0, 5000)).got, 100, 'what arrived is reported, short of the payload');
 
   const d = await pair();
   t.teardown(d.close);
   const rx3 = NativeChannel.attach(d.b, true)!.channel;
   d.a.end(p.subarray(0, 10));
-  t.equal(await rx3.recv(Buffer.alloc(HS), 0, 5000), 10, 'a stream ending inside the header');
+  t.equal((await rx3.recv(Buffer.alloc(HS), 0, 5000)).got, 10, 'a stream ending inside the header');
 });
 
 t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) => {
@@ -145,7 +170,7 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
   await new Promise((r) => setTimeout(r, 50)); // the thread is in poll() now
   const closed = new Promise((r) => c.b.once('close', r));
   c.b.destroy();
-  t.equal(await blocked, 0, 'the blocked read returns at once, as at the end of the stream');
+  t.equal((await blocked).got, 0, 'the blocked read returns at once, as at the end of the stream');
   await closed;
   t.pass('the socket closes once its fd is no longer used');
   const late = await rx.recv(Buffer.alloc(HS), 0, -1).then(
@@ -179,7 +204,7 @@ t.test('a worker that ends with a channel blocked in a read: its thread stops, t
      const addon = require(workerData.addon);
      const s = net.connect(workerData.port, '127.0.0.1', () => {
        const ch = new addon.SocketChannel(s._handle.fd);
-       ch.recv(Buffer.alloc(64), 0, -1, () => {});
+       ch.recv(Buffer.alloc(64), 0, null, -1, () => {});
        parentPort.postMessage('blocked');
      });`,
     { eval: true, workerData: { addon, port: (server.address() as net.AddressInfo).port } },
