@@ -53,7 +53,10 @@ export const READ_POOL_BYTES = 32 << 20;
 /**
  * The payload buffers of a host's native readers: one pool for all its channels, bounded in bytes.
  * A reader takes a buffer only once a header, judged, says how long its payload is, and only that
- * long: a channel waiting for data holds none, and memory follows what the peers really sent.
+ * long: a channel waiting for data holds none, and memory follows what the peers really sent. Sharing
+ * cannot stall the migration: a reader holding room has its header, and a peer sends header and
+ * payload together (one sendmsg, one writev in QEMU), so the payload comes whatever the other
+ * channels do; a packet in flight needs no other channel to finish.
  */
 export function readPool(): BytePool {
   return new BytePool(READ_POOL_BYTES);

@@ -2,9 +2,9 @@
  * A multifd channel's plain TCP socket, once its handshake is done, handed to
  * a native thread of its own (addon/socket_channel.cc): the sender's packets
  * go out as one sendmsg batch each, the receiver's come in as a read of the
- * header and a read of the payload it announced, each into a buffer of the
- * caller's. The socket copies then run beside the event loop,
- * one thread per channel, instead of on it.
+ * header and a read of the payload it announced (with what has arrived of the
+ * next header), each into a buffer of the caller's. The socket copies then
+ * run beside the event loop, one thread per channel, instead of on it.
  *
  * The JS socket keeps its fd (libuv closes it). While a native operation may
  * be using the fd, the socket must not be destroyed: attach() makes the
