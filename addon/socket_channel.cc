@@ -1,10 +1,10 @@
 // A multifd channel's socket driven from a thread of its own: whole packets
 // go out as one sendmsg batch (header and payload pieces, straight from the
-// caller's buffers) and come in as one call that reads a header, takes the
-// payload length from it and reads exactly that payload. The event loop then
-// sees one completion per packet instead of a callback per socket chunk, and
-// the kernel's socket copies run beside it, on as many cores as there are
-// channels.
+// caller's buffers) and come in as reads that fill a caller's buffer: the
+// receiver asks for a header, judges it, then asks for exactly the payload it
+// announced, into a buffer sized to it. The event loop sees a completion per
+// packet's part instead of a callback per socket chunk, and the kernel's
+// socket copies run beside it, on as many cores as there are channels.
 //
 // The fd stays owned by the JS socket (libuv closes it). The JS side must not
 // close it while an operation is queued or running: shutdown() makes a running
@@ -16,17 +16,14 @@
 //   ch.send(pieces: Uint8Array[], timeoutMs, cb(err, code, left))
 //     code 0 once every byte is in the kernel; else -errno, or kStalled when the
 //     socket took nothing for timeoutMs; `left` bytes not sent.
-//   ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb(err, got, code))
-//     buf[0, have) is already filled. Reads until the header (headerSize
-//     bytes) is complete, then the payload whose length is the big-endian
-//     uint32 at sizeOffset, as long as header and payload fit in buf (if not,
-//     stops after the header: the caller's header check reports it), and only
-//     when the big-endian uint32 at gateOffset is non-zero (QEMU's receivers
-//     read no payload after a header without normal pages, whatever its
-//     next_packet_size says: gateOffset is normal_pages then; sizeOffset
-//     itself when the size alone decides). `got` is
-//     the bytes now in buf; fewer than asked means the stream ended (code 0)
+//   ch.recv(buf, have, ahead, timeoutMs, cb(err, got, code, aheadGot, aheadCode))
+//     buf[0, have) is already filled. Reads until buf is full. `got` is the
+//     bytes now in buf; fewer than its length means the stream ended (code 0)
 //     or failed (code -errno; kStalled: nothing arrived for timeoutMs).
+//     `ahead` (a Uint8Array, or null): once buf is full, what has already
+//     arrived is read into it too, up to its length, without waiting
+//     (aheadGot bytes; aheadCode -errno if that read failed): the receiver's
+//     next header comes with the payload before it, one operation a packet.
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 #include <napi.h>
@@ -66,7 +63,10 @@ struct Op {
   std::vector<std::pair<const uint8_t*, size_t>> pieces;
   // recv
   uint8_t* buf = nullptr;
-  size_t cap = 0, have = 0, header_size = 0, size_offset = 0, gate_offset = 0;
+  size_t cap = 0, have = 0;
+  uint8_t* ahead = nullptr;
+  size_t ahead_cap = 0, ahead_got = 0;
+  int64_t ahead_code = 0;
   int timeout_ms = -1;
   // result
   int64_t code = 0;
@@ -144,18 +144,8 @@ void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
 
 void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
   size_t got = op->have;
-  size_t want = op->header_size;
-  for (;;) {
-    if (got >= want) {
-      if (want != op->header_size) break;                  // the payload is in
-      if (GetBe32(op->buf + op->gate_offset) == 0) break;  // no payload after this header
-      const size_t packet = op->header_size + GetBe32(op->buf + op->size_offset);
-      if (packet > op->cap || packet == want)
-        break;  // too big for buf (the header check says so), or no payload
-      want = packet;
-      continue;
-    }
-    const ssize_t r = recv(fd, op->buf + got, want - got, MSG_DONTWAIT);
+  while (got < op->cap) {
+    const ssize_t r = recv(fd, op->buf + got, op->cap - got, MSG_DONTWAIT);
     if (r > 0) {
       got += static_cast<size_t>(r);
       continue;
@@ -165,6 +155,13 @@ void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
     if (op->code < 0) break;
   }
   op->amount = got;
+  if (got < op->cap || op->ahead_cap == 0) return;
+  ssize_t r;
+  do {
+    r = recv(fd, op->ahead, op->ahead_cap, MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r > 0) op->ahead_got = static_cast<size_t>(r);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) op->ahead_code = -errno;
 }
 
 void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op);
@@ -317,33 +314,34 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return info.Env().Undefined();
   }
 
-  // recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, cb)
+  // recv(buf, have, ahead, timeoutMs, cb)
   Napi::Value Recv(const Napi::CallbackInfo& info) {
     auto* op = new Op(Op::kRecv);
-    if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "buf") ||
+    if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "buf") ||
         !RequireSize(info, 1, "have", &op->have) ||
-        !RequireSize(info, 2, "headerSize", &op->header_size) ||
-        !RequireSize(info, 3, "sizeOffset", &op->size_offset) ||
-        !RequireSize(info, 4, "gateOffset", &op->gate_offset) || !info[5].IsNumber() ||
-        !RequireFunction(info, 6)) {
+        (!info[2].IsNull() && !RequireBytes(info, 2, "ahead")) || !info[3].IsNumber() ||
+        !RequireFunction(info, 4)) {
       delete op;
       return info.Env().Undefined();
     }
     auto buf = info[0].As<Napi::Uint8Array>();
     op->buf = buf.Data();
     op->cap = buf.ByteLength();
-    if (op->header_size == 0 || op->header_size > op->cap || op->have > op->cap ||
-        op->size_offset + 4 > op->header_size || op->gate_offset + 4 > op->header_size) {
+    if (op->have > op->cap) {
       delete op;
-      Napi::RangeError::New(
-          info.Env(),
-          "SocketChannel.recv: header must fit in buf, the size and gate fields in the header")
+      Napi::RangeError::New(info.Env(), "SocketChannel.recv: have is past the end of buf")
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    op->timeout_ms = TimeoutArg(info, 5);
+    if (!info[2].IsNull()) {
+      auto ahead = info[2].As<Napi::Uint8Array>();
+      op->ahead = ahead.Data();
+      op->ahead_cap = ahead.ByteLength();
+      op->pinned.push_back(Napi::Persistent(ahead.As<Napi::Object>()));
+    }
+    op->timeout_ms = TimeoutArg(info, 3);
     op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
-    Submit(info, op, 6);
+    Submit(info, op, 4);
     return info.Env().Undefined();
   }
 
@@ -375,7 +373,9 @@ void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
   if (op->kind == Op::kSend) {
     op->cb.Call({env.Null(), Napi::Number::New(env, code), Napi::Number::New(env, amount)});
   } else {
-    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code)});
+    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_got)),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_code))});
   }
 }
 

@@ -36,17 +36,16 @@ export interface SocketChannel {
   /** Sends the pieces in order; `left` bytes were not sent when code < 0 (ESTALLED: nothing taken for timeoutMs). */
   send(pieces: Uint8Array[], timeoutMs: number, cb: (err: Error | null, code: number, left: number) => void): void;
   /**
-   * Fills buf from `have` with a header, then the payload its big-endian u32 at sizeOffset announces (if it fits),
-   * unless the big-endian u32 at gateOffset is 0 (no payload then); `got` bytes are in buf.
+   * Fills buf from `have` to its end; `got` bytes are in buf (fewer: the stream ended, or code < 0). Once it is
+   * full, what has already arrived goes into `ahead` (if any) without waiting: aheadGot bytes, aheadCode < 0 if
+   * that read failed.
    */
   recv(
     buf: Uint8Array,
     have: number,
-    headerSize: number,
-    sizeOffset: number,
-    gateOffset: number,
+    ahead: Uint8Array | null,
     timeoutMs: number,
-    cb: (err: Error | null, got: number, code: number) => void,
+    cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number) => void,
   ): void;
   /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
   shutdown(): void;

@@ -48,7 +48,7 @@ import {
 import { newChannelCounters, type ChannelCounters } from '../stats/stats.js';
 import { Output } from '../receiver/output.js';
 import { createDecoder } from '../receiver/decoder.js';
-import { DataChannel, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
+import { DataChannel, readPool, type ChannelHost, type Decoder, type PagePlacer } from '../receiver/data-channel.js';
 import { QEMU_VM_FILE_MAGIC } from './format.js';
 import { ramblockFileName } from '../image/ramblock.js';
 import {
@@ -318,7 +318,7 @@ class QemuMigration {
       check: {
         pageSize: PAGE_SIZE,
         pageCount: pageCount(PAGE_SIZE),
-        // The method's fields are methodFor()'s; the buffers fit any method's payload.
+        // The method's fields are methodFor()'s.
         methodFlag: 0,
         exactPayload: true,
         maxPayload: (n) => largestPayload(n, PAGE_SIZE),
@@ -329,6 +329,7 @@ class QemuMigration {
       zeroPageCrc: 0,
       inPlace: false,
       readTimeoutMs: this.timeoutMs,
+      readPool: readPool(),
       onPages: () => {},
       onIdle: () => this.maybeFinish(),
       fail: (e) => this.fail(e),

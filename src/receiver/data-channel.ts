@@ -18,15 +18,13 @@
 import type { EventEmitter } from 'node:events';
 import { ConnectionError, ProtocolError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { ByteQueue } from '../transport/byte-queue.js';
-import { BoundedPool } from '../io/bounded-pool.js';
+import { BytePool } from '../io/byte-pool.js';
 import {
   checkFlagBits,
   checkPacketCommon,
   checkPacketHeader,
   checkPacketKind,
   decodePacketHeader,
-  NEXT_PACKET_SIZE_OFFSET,
-  NORMAL_PAGES_OFFSET,
   PACKET_FLAGS_OFFSET,
   payloadLength,
   type PacketCheckContext,
@@ -46,19 +44,22 @@ import { PageStateLimitError, type PageBitmap } from './page-bitmap.js';
 
 /** Packets decoded or written but not finished, per channel, before reading pauses. */
 const MAX_IN_FLIGHT = 4;
-/** Packet buffers of the native readers, across a receiver's channels (each 512 KiB and a header). */
-const MAX_PACKET_BUFFERS = 64;
+/**
+ * Bytes of payload the native readers of one host hold at once, all its channels together: 64 of
+ * the largest packets (512 KiB of pages), so many channels share what 13 use up at full speed.
+ */
+export const READ_POOL_BYTES = 32 << 20;
 
 /**
- * How many packet buffers each of `channels` native readers may have: up to
- * MAX_IN_FLIGHT + 1 (a packet being read while the others are written), fewer
- * with many channels so that together they stay near MAX_PACKET_BUFFERS, and
- * at least one. Each channel owns its buffers: one channel waiting for data
- * never holds a buffer another needs (a shared pool could fill up with
- * readers waiting on channels the sender cannot get to).
+ * The payload buffers of a host's native readers: one pool for all its channels, bounded in bytes.
+ * A reader takes a buffer only once a header, judged, says how long its payload is, and only that
+ * long: a channel waiting for data holds none, and memory follows what the peers really sent. Sharing
+ * cannot stall the migration: a reader holding room has its header, and a peer sends header and
+ * payload together (one sendmsg, one writev in QEMU), so the payload comes whatever the other
+ * channels do; a packet in flight needs no other channel to finish.
  */
-export function readBuffersPerChannel(channels: number): number {
-  return Math.max(1, Math.min(MAX_IN_FLIGHT + 1, Math.floor(MAX_PACKET_BUFFERS / Math.max(1, channels))));
+export function readPool(): BytePool {
+  return new BytePool(READ_POOL_BYTES);
 }
 
 const EMPTY: Uint8Array[] = [];
@@ -128,8 +129,7 @@ export interface ChannelHost {
   deviceState?(d: DeviceStateHeader, at: number): void;
   /**
    * With the "qemu" profile: the method of a packet with normal pages, from its compression bits
-   * (the first one decides; a later one that differs throws). check's method fields then do not count;
-   * its maxPayload sizes the native reader's buffers.
+   * (the first one decides; a later one that differs throws). check's method fields then do not count.
    */
   methodFor?(flag: number, channel: number, packetNum: bigint): CompressionMethod;
   check: Omit<PacketCheckContext, 'channel'>;
@@ -138,8 +138,8 @@ export interface ChannelHost {
   inPlace: boolean;
   /** A native reader's limit on waiting for data (ERR_CHANNEL_TIMEOUT); none when absent. */
   readTimeoutMs?: number;
-  /** Packet buffers per native reader (readBuffersPerChannel); MAX_IN_FLIGHT + 1 when absent. */
-  readBuffers?: number;
+  /** The payload buffers of the host's native readers (readPool()), shared by its channels; needed with a native source. */
+  readPool?: BytePool;
   onPages(bytes: number): void;
   /** The pages at `offsets[0..count)` of `block` are written (in the page cache); for the progress journal. */
   onWritten?(block: TargetBlock, offsets: ArrayLike<number>, count: number): void;
@@ -353,51 +353,75 @@ export class DataChannel {
   }
 
   /**
-   * The native reader: one read of header and payload per packet into one of
-   * the channel's buffers (header + the method's largest payload), the same
-   * checks as the stream parser, then packet(). The buffer is the channel's
-   * again once the packet is written. At most MAX_IN_FLIGHT packets, and no
-   * more than the channel's buffers, are read ahead.
+   * The native reader: a read of the header into the channel's header
+   * buffer, the same checks as the stream parser, then a read of exactly the
+   * payload the header announced into a buffer of that size from the host's
+   * read pool (and, in the same operation, of as much of the next header as
+   * has arrived), then packet(). The payload's buffer goes back to the pool once
+   * the packet is written; it is shared memory, so a compute worker decodes
+   * from it without a copy. At most MAX_IN_FLIGHT packets are read ahead.
    */
   private async readNative(ch: NativeChannel): Promise<void> {
     const hs = this.host.headerSize;
-    const size = hs + this.host.check.maxPayload(this.host.check.pageCount);
-    const buffers = new BoundedPool(this.host.readBuffers ?? MAX_IN_FLIGHT + 1, () => Buffer.allocUnsafeSlow(size));
-    // The field that says whether a payload follows: QEMU's receivers read none without normal pages.
-    const gate = this.profile === 'qemu' ? NORMAL_PAGES_OFFSET : NEXT_PACKET_SIZE_OFFSET;
-    const announced = (buf: Buffer): number => (buf.readUInt32BE(gate) === 0 ? 0 : buf.readUInt32BE(NEXT_PACKET_SIZE_OFFSET));
+    const pool = this.host.readPool;
+    const header = Buffer.allocUnsafeSlow(hs);
+    const timeout = this.host.readTimeoutMs ?? -1;
+    // Bytes of the next header already in `header`: read with the payload before it.
+    let early = 0;
+    // Fills buf after its first `have` bytes: bytes read before the handover first, then the socket's
+    // (and, into `next`, what has already arrived after buf).
+    const fill = async (buf: Uint8Array, have: number, next?: Uint8Array): Promise<number> => {
+      have += this.queue.takeInto(buf, have, buf.length - have);
+      if (have === buf.length) return have;
+      const r = await ch.recv(buf, have, timeout, next);
+      this.counters.wireBytes += r.got - have + r.ahead;
+      early = r.ahead;
+      return r.got;
+    };
     try {
+      if (!pool) throw new Error("DataChannel: a native source needs the host's readPool");
       for (;;) {
         if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (this.wake = resolve));
-        const buf = await buffers.acquire();
-        // Bytes read before the handover come first.
-        let have = this.queue.takeInto(buf, 0, hs);
-        if (have === hs) have += this.queue.takeInto(buf, hs, Math.min(announced(buf), size - hs));
-        let got = have;
-        if (have < hs || have < hs + announced(buf)) {
-          got = await ch.recv(buf, have, hs, NEXT_PACKET_SIZE_OFFSET, this.host.readTimeoutMs ?? -1, gate);
-          this.counters.wireBytes += got - have;
-        }
+        const have = early;
+        early = 0;
+        const got = await fill(header, have);
         if (got === 0) {
           // The sender's end of the channel: close ours (libuv, no longer reading, would not see it).
-          buffers.release(buf);
           this.ended = true;
           ch.socket.destroy();
           this.host.onIdle();
           return;
         }
-        if (got >= PACKET_FLAGS_OFFSET + 4) this.judgeKind(buf.readUInt32BE(PACKET_FLAGS_OFFSET));
+        if (got >= PACKET_FLAGS_OFFSET + 4) this.judgeKind(header.readUInt32BE(PACKET_FLAGS_OFFSET));
         if (got < hs) return this.truncated(`header: received ${got} of ${hs} bytes`, this.at);
-        const h = decodePacketHeader(buf.subarray(0, hs), this.host.check.pageCount);
+        const h = decodePacketHeader(header, this.host.check.pageCount);
+        // The header buffer is read into again while this packet is in flight.
+        h.ramblock = new Uint8Array(h.ramblock);
         const len = this.judge(h);
-        const end = hs + len;
-        if (end > size)
+        if (len > pool.bytes)
           throw new Error(
-            `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the buffer of ${size - hs} bytes`,
+            `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the read pool of ${pool.bytes} bytes`,
           );
-        if (got < end) return this.truncated(`payload: received ${got - hs} of ${len} bytes`, this.at + hs);
-        this.packet(h, end > hs ? [buf.subarray(hs, end)] : EMPTY, () => buffers.release(buf), this.at);
-        this.at += end;
+        let payload = EMPTY;
+        let release: (() => void) | null = null;
+        if (len > 0) {
+          const buf = await pool.acquire(len);
+          let n: number;
+          try {
+            n = await fill(buf, 0, header);
+          } catch (e) {
+            pool.release(buf);
+            throw e;
+          }
+          if (n < len) {
+            pool.release(buf);
+            return this.truncated(`payload: received ${n} of ${len} bytes`, this.at + hs);
+          }
+          payload = [buf];
+          release = () => pool.release(buf);
+        }
+        this.packet(h, payload, release, this.at);
+        this.at += hs + len;
       }
     } catch (e) {
       if (e instanceof NativeIoError) {
@@ -494,9 +518,10 @@ export class DataChannel {
       })
       .finally(() => {
         if (pagesOut && pagesOut !== EMPTY) this.decoder.done?.(pagesOut);
+        // Decoded and written, or failed: nothing reads the payload any more.
+        release?.();
       })
       .then(() => {
-        release?.();
         if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();
@@ -528,8 +553,8 @@ export class DataChannel {
   private refPacket(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null, at: number): void {
     if (++this.inFlight >= this.maxInFlight) this.pause();
     this.host.refs!(h, payload, this.id, at)
+      .finally(() => release?.())
       .then((pages) => {
-        release?.();
         if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();

@@ -52,25 +52,17 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
   let turn: Promise<unknown> = Promise.resolve();
   return {
     async decode(payload, normal, packetNum) {
-      const taken = turn.then(async () => ({ input: await inputs.acquire(), out: await outputs.acquire() }));
+      // A native reader's payload is one view of shared memory (its read pool): the worker reads it there.
+      const shared = payload.length === 1 && payload[0]!.buffer instanceof SharedArrayBuffer ? payload[0]! : null;
+      const taken = turn.then(async () => ({ input: shared ? null : await inputs.acquire(), out: await outputs.acquire() }));
       turn = taken;
       const { input, out } = await taken;
-      const room = new Uint8Array(input);
       let r: DecodeReply;
       try {
-        // Socket chunks are views of buffers the worker cannot see: the compressed bytes are copied once
-        // (into a buffer of their own when a tolerant check let more through than this method's bound).
-        const size = payload.reduce((a, p) => a + p.length, 0);
-        const into = size <= room.length ? room : new Uint8Array(new SharedArrayBuffer(size));
-        let at = 0;
-        for (const p of payload) {
-          into.set(p, at);
-          at += p.length;
-        }
         r = await compute.call<DecodeReply>(channel, {
           op: 'decode',
           channel,
-          payload: into.subarray(0, at),
+          payload: shared ?? gather(payload, new Uint8Array(input!)),
           out: new Uint8Array(out),
           normal,
           packetNum,
@@ -79,7 +71,7 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
         outputs.release(out);
         throw e;
       } finally {
-        inputs.release(input);
+        if (input) inputs.release(input);
       }
       tally.merge(r.paths);
       return [new Uint8Array(out, 0, normal * pageSize)];
@@ -92,8 +84,25 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
 }
 
 /**
+ * A stream source's payload (views of socket chunks, which the worker cannot
+ * see) copied once into `room`, shared with the worker; into a buffer of its
+ * own when a tolerant check let more through than this method's bound.
+ */
+function gather(payload: Uint8Array[], room: Uint8Array): Uint8Array {
+  const size = payload.reduce((a, p) => a + p.length, 0);
+  const into = size <= room.length ? room : new Uint8Array(new SharedArrayBuffer(size));
+  let at = 0;
+  for (const p of payload) {
+    into.set(p, at);
+    at += p.length;
+  }
+  return into.subarray(0, at);
+}
+
+/**
  * Buffers in flight between the receiving thread and the compute workers, per
- * pool and size: payloads on their way in, pages on their way out (until
+ * pool and size: payloads of stream sources on their way in (a native
+ * reader's are in shared memory already), pages on their way out (until
  * written). On SharedArrayBuffers, so nothing is transferred, allocated or
  * collected per packet, and bounded for all channels together, so memory
  * does not grow with the channel count.

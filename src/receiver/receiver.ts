@@ -46,7 +46,7 @@ import { Output } from './output.js';
 import { createFreshSync } from '../io/no-follow.js';
 import { Reserve } from './reserve.js';
 import { NativeChannel } from '../transport/native-channel.js';
-import { DataChannel, packetChecks, readBuffersPerChannel, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
+import { DataChannel, packetChecks, readPool, type ChannelHost, type Decoder, type TargetBlock } from './data-channel.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import { emptyPathCounts, PathTally } from '../offload/paths.js';
 import { createDecoder } from './decoder.js';
@@ -715,7 +715,7 @@ class Migration {
       headerSize: packetHeaderSize(hello.pageSize),
       check: { ...packetChecks(method, hello.pageSize, this.blocks), deltaRefs: this.delta !== null },
       ...(this.delta ? { refs: (h: PacketHeader, payload: Uint8Array[], channel: number) => this.delta!.apply(h, payload, channel) } : {}),
-      readBuffers: readBuffersPerChannel(hello.channels),
+      readPool: readPool(),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
       // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.

@@ -1,9 +1,10 @@
 /**
  * A multifd channel's plain TCP socket, once its handshake is done, handed to
  * a native thread of its own (addon/socket_channel.cc): the sender's packets
- * go out as one sendmsg batch each, the receiver's come in as one read of
- * header and payload each. The socket copies then run beside the event loop,
- * one thread per channel, instead of on it.
+ * go out as one sendmsg batch each, the receiver's come in as a read of the
+ * header and a read of the payload it announced (with what has arrived of the
+ * next header), each into a buffer of the caller's. The socket copies then
+ * run beside the event loop, one thread per channel, instead of on it.
  *
  * The JS socket keeps its fd (libuv closes it). While a native operation may
  * be using the fd, the socket must not be destroyed: attach() makes the
@@ -32,6 +33,8 @@ export class NativeChannel {
   private pending = 0;
   private idle: (() => void)[] = [];
   private closed = false;
+  /** The code a read ahead failed with: the next read's failure. */
+  private aheadFailed: number | null = null;
 
   private constructor(
     private readonly ch: SocketChannel,
@@ -85,22 +88,31 @@ export class NativeChannel {
   }
 
   /**
-   * Reads into buf after its first `have` bytes: the rest of a header of
-   * headerSize bytes, then the payload its big-endian u32 at sizeOffset
-   * announces (when header and payload fit in buf), unless its big-endian u32
-   * at gateOffset (default: sizeOffset) is 0. Resolves to the bytes in buf;
-   * fewer than asked for means the peer ended the stream. Rejects with a
-   * NativeIoError (errno name, or ESTALLED) whose `moved` bytes are in buf.
+   * Reads into buf after its first `have` bytes until it is full, then, into
+   * `ahead` (when given), what has already arrived after it, up to ahead's
+   * length, without waiting: the next header comes with the payload before
+   * it, one operation a packet. Resolves to the bytes in buf and in ahead;
+   * fewer than buf's length means the peer ended the stream. Rejects with a
+   * NativeIoError (errno name, or ESTALLED: nothing arrived for timeoutMs)
+   * whose `moved` bytes are in buf; a failure of the read ahead is the next
+   * read's.
    */
-  recv(buf: Uint8Array, have: number, headerSize: number, sizeOffset: number, timeoutMs: number, gateOffset = sizeOffset): Promise<number> {
-    let got = have;
+  recv(buf: Uint8Array, have: number, timeoutMs: number, ahead?: Uint8Array): Promise<{ got: number; ahead: number }> {
+    const failed = this.aheadFailed;
+    if (failed) {
+      this.aheadFailed = null;
+      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: have }));
+    }
+    const r = { got: have, ahead: 0 };
     return this.op('read', (done) =>
-      this.ch.recv(buf, have, headerSize, sizeOffset, gateOffset, timeoutMs, (err, n, code) => {
+      this.ch.recv(buf, have, ahead ?? null, timeoutMs, (err, n, code, aheadGot, aheadCode) => {
         if (err) return done(err);
-        got = n;
+        r.got = n;
+        r.ahead = aheadGot;
+        if (aheadCode < 0) this.aheadFailed = aheadCode;
         done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
       }),
-    ).then(() => got);
+    ).then(() => r);
   }
 
   /** No more operations: the thread ends after the queued ones. */

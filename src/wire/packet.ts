@@ -75,9 +75,7 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
 }
 
 /** Byte offset of next_packet_size in the packet header (a big-endian u32). */
-export const NEXT_PACKET_SIZE_OFFSET = 20;
-/** Byte offset of normal_pages in the packet header (a big-endian u32). */
-export const NORMAL_PAGES_OFFSET = 16;
+const NEXT_PACKET_SIZE_OFFSET = 20;
 /** Byte offset of flags in every packet kind's common 12 bytes (a big-endian u32). */
 export const PACKET_FLAGS_OFFSET = 8;
 
