@@ -29,6 +29,8 @@ const LAYERS: string[][] = [
   ['control', 'transport', 'delta', 'sender', 'receiver', 'file', 'inspect', 'stats'],
   // QEMU as a peer
   ['qemu'],
+  // where a migration goes or comes from, as one typed value, and the one call that picks the path
+  ['migrate'],
   // mfd bench (runs QEMU as a peer)
   ['bench'],
   // the command line
