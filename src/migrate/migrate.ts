@@ -18,6 +18,7 @@ import type { DeltaRecvOptions } from '../delta/receiver.js';
 import { restoreFromFile, type RestoredFile } from '../file/restore.js';
 import { saveToFile, type FileSummary, type SaveOptions } from '../file/save.js';
 import { parseBlockSpecs } from '../image/ramblock.js';
+import type { MethodName } from '../methods/index.js';
 import { receiveQemu, type QemuRecvOptions, type QemuRecvResult } from '../qemu/recv.js';
 import { sendQemu, type QemuSendOptions, type QemuSendResult } from '../qemu/replay.js';
 import { receive, type RecvOptions } from '../receiver/receiver.js';
@@ -67,8 +68,8 @@ export type SendDestination =
   /** A QEMU migration file, for migrate-incoming file:PATH. */
   | ({ kind: 'qemu-file' } & FileAddress & { mappedRam?: boolean; shape?: QemuShape });
 
-/** What a migration sends, to any destination. */
-export interface MigrateOptions extends Omit<PipelineOptions, 'images' | 'zeroPagesInPackets'> {
+/** What a migration sends, to any destination; `compression` and `methodParams` are typed from the method registry. */
+export interface MigrateOptions<N extends MethodName = MethodName> extends Omit<PipelineOptions<N>, 'images' | 'zeroPagesInPackets'> {
   /**
    * The images, PATH or NAME=PATH each (ramblock name = file name); to a QEMU destination, the
    * one directory mfd recv --qemu wrote (the pipeline's options other than channels and
@@ -132,7 +133,7 @@ export function qemuOutputDir(o: Pick<IncomingOptions, 'outputDir' | 'outputMap'
 }
 
 /** Sends one migration to `dest`. */
-export async function migrate(dest: SendDestination, o: MigrateOptions): Promise<MigrateResult> {
+export async function migrate<N extends MethodName>(dest: SendDestination, o: MigrateOptions<N>): Promise<MigrateResult> {
   const { images, ...rest } = o;
   switch (dest.kind) {
     case 'tcp': {

@@ -9,7 +9,7 @@ import { REGION_ALIGN } from '../../src/file/format.js';
 import { restore, save } from '../helpers/files.js';
 
 const PS = 4096;
-const METHODS = ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip'];
+const METHODS = ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip'] as const;
 
 /** Two ramblocks: a mixed one (zero, text, random pages) and one that ends inside a page. */
 function images(dir: string, seed: number) {

@@ -14,7 +14,7 @@ import { makeImage, rejection, sha256, tmpdir } from '../helpers/index.js';
 const pipeline = {
   channels: 2,
   pageSize: 4096,
-  compression: 'zstd',
+  compression: 'zstd' as const,
   methodParams: {},
   zeroPageDetection: 'multifd',
   logger: silentLogger,

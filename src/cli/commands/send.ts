@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { parseSize } from '../../image/generate.js';
-import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
+import { allMethodOptions, listMethods, methodChoice, type MethodChoice, type MethodOption } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import { runSend, sendDestination, type SendDestinationOpts } from '../destination.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
@@ -42,19 +42,38 @@ function bandwidth(v: string): number {
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /**
- * The chosen method's parameters from its own flags, read from the command by the registry's list of
- * method options (not from the typed options above: which flags exist is the registry's; each flag's
- * parser gives the type its option declares); a flag of another method is refused.
+ * The chosen method and its parameters, from its own flags: which flags exist is the registry's
+ * (allMethodOptions(), from each method's declared options; each flag's parser gives the value the
+ * option's type declares), and the registry's door, methodChoice(), checks them against the
+ * method. A flag of another method is refused.
  */
-function methodParams(cmd: Command, compression: string): MethodParams {
-  const params: MethodParams = {};
+function chosenMethod(cmd: Command, compression: string): MethodChoice {
+  const params: Record<string, unknown> = {};
   for (const { method, option } of allMethodOptions()) {
     const v: unknown = cmd.getOptionValue(camel(option.flag));
     if (v === undefined) continue;
     if (method !== compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${compression}`);
-    params[option.key] = v as number | boolean | string;
+    params[option.key] = v;
   }
-  return params;
+  return methodChoice(compression, params);
+}
+
+/** The command-line flag of a method's option: on|off, one of its choices, or an integer in its range. */
+function methodFlag(option: MethodOption): Option {
+  switch (option.type) {
+    case 'bool':
+      return new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(
+        onOff(`--${option.flag}`),
+      );
+    case 'choice':
+      return new Option(`--${option.flag} <${option.choices.join('|')}>`, `${option.description}, default ${option.default}`).choices(
+        option.choices,
+      );
+    case 'int':
+      return new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(
+        intInRange(`--${option.flag}`, option.min, option.max),
+      );
+  }
 }
 
 export function sendCommand(ctx: CommandContext): Command {
@@ -190,19 +209,7 @@ export function sendCommand(ctx: CommandContext): Command {
   addAlias(cmd, channelsOption, 'multifd-channels');
   addAlias(cmd, compressionOption, 'multifd-compression');
   for (const { option } of allMethodOptions()) {
-    const opt =
-      option.type === 'bool'
-        ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(
-            onOff(`--${option.flag}`),
-          )
-        : option.type === 'choice'
-          ? new Option(
-              `--${option.flag} <${option.choices!.join('|')}>`,
-              `${option.description}, default ${String(option.default)}`,
-            ).choices(option.choices!)
-          : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(
-              intInRange(`--${option.flag}`, option.min, option.max),
-            );
+    const opt = methodFlag(option);
     cmd.addOption(opt);
     if (option.qemu) addAlias(cmd, opt, option.qemu);
   }
@@ -214,8 +221,7 @@ export function sendCommand(ctx: CommandContext): Command {
       images,
       channels: o.channels,
       pageSize: o.pageSize,
-      compression: o.compression,
-      methodParams: methodParams(cmd, o.compression),
+      ...chosenMethod(cmd, o.compression),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       zeroPageDetection: o.zeroPageDetection,
       accelPaths: o.accelPath ?? [],
