@@ -42,7 +42,8 @@ import {
   type FileHeader,
   type Layout,
 } from './format.js';
-import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
+import { openForSave, type FileTarget, type OpenFile } from './target.js';
+import { syncDirectory } from '../io/sync-directory.js';
 import {
   BufferRing,
   DEFAULT_BUFFER_COUNT,

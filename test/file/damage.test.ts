@@ -10,7 +10,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { makeImage, rejection, tmpdir } from '../helpers/index.js';
 import { generateImage } from '../../src/image/generate.js';
-import { inspectFile } from '../../src/file/inspect.js';
+import { inspectFile } from '../../src/inspect/file.js';
 import { ExitCode } from '../../src/errors.js';
 import { bin, flip, mfd, restore, save } from '../helpers/files.js';
 import type { MethodName } from '../../src/methods/index.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { makeImage, sha256, tmpdir } from '../helpers/index.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
-import { inspectFile } from '../../src/file/inspect.js';
+import { inspectFile } from '../../src/inspect/file.js';
 import { REGION_ALIGN } from '../../src/file/format.js';
 import { restore, save } from '../helpers/files.js';
 
