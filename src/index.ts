@@ -1,8 +1,21 @@
 /**
- * mfd as a library (the package's "exports"): the sender and receiver the
- * CLI runs, their options and results, the error classes with their exit
- * codes, and which addon and engines are in use.
+ * mfd as a library (the package's "exports"): migrate() and migrateIncoming(),
+ * which take a typed destination or source (an mfd or a QEMU, over TCP or in a
+ * file) as the CLI does; the network sender and receiver they run; their
+ * options and results, the error classes with their exit codes, and which addon
+ * and engines are in use.
  */
+export {
+  migrate,
+  migrateIncoming,
+  type SendDestination,
+  type RecvSource,
+  type MigrateOptions,
+  type MigrateResult,
+  type IncomingOptions,
+  type IncomingResult,
+  type QemuShape,
+} from './migrate/migrate.js';
 export { send, type SendOptions, type SendResult } from './sender/sender.js';
 export { receive, type RecvOptions, type RecvResult } from './receiver/receiver.js';
 export type { ChannelCounters, RunStats } from './stats/stats.js';

@@ -9,7 +9,7 @@
 import type { AccelReport } from '../accel/report.js';
 import type { BenchLine } from '../bench/report.js';
 import { errorText, type ErrorJson, type MfdError } from '../errors.js';
-import type { FileReport } from '../file/inspect.js';
+import type { FileReport } from '../inspect/file.js';
 import type { FileSummary } from '../file/save.js';
 import type { RestoredFile } from '../file/restore.js';
 import type { GenerateResult } from '../image/generate.js';

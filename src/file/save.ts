@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { FirstFailure, IoError, UsageError } from '../errors.js';
 import { SendPipeline, type PipelineOptions } from '../sender/pipeline.js';
+import type { MethodName } from '../methods/index.js';
 import { pwritePieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
@@ -41,7 +42,8 @@ import {
   type FileHeader,
   type Layout,
 } from './format.js';
-import { openForSave, syncDirectory, type FileTarget, type OpenFile } from './target.js';
+import { openForSave, type FileTarget, type OpenFile } from './target.js';
+import { syncDirectory } from '../io/sync-directory.js';
 import {
   BufferRing,
   DEFAULT_BUFFER_COUNT,
@@ -55,7 +57,7 @@ import {
 import { streamSink, type BlockCounts } from './stream-layout.js';
 import { mappedRamSink, PageBitmaps, planMappedRam } from './mapped-ram-layout.js';
 
-export interface SaveOptions extends PipelineOptions {
+export interface SaveOptions<N extends MethodName = MethodName> extends PipelineOptions<N> {
   target: FileTarget;
   /** QEMU's mapped-ram: fixed regions per ramblock, positional page writes, no compression. */
   mappedRam?: boolean;
@@ -89,7 +91,7 @@ export interface SaveResult {
   file: FileSummary;
 }
 
-export async function saveToFile(opts: SaveOptions): Promise<SaveResult> {
+export async function saveToFile<N extends MethodName>(opts: SaveOptions<N>): Promise<SaveResult> {
   const startNs = process.hrtime.bigint();
   const log = opts.logger;
   const uuid = randomUUID();

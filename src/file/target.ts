@@ -6,7 +6,6 @@
  * opens it with O_DIRECT and says so plainly when the file system refuses.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { IoError, UsageError } from '../errors.js';
 import { parseSize } from '../image/generate.js';
 import { FILE_ALIGN } from './format.js';
@@ -106,14 +105,4 @@ export function openForRestore(t: FileTarget): OpenFile & { size: number } {
     throw new IoError('ERR_NOT_A_FILE', `migration file "${t.path}" is not a regular file`);
   }
   return { ...t, fd, direct: false, size: st.size };
-}
-
-/** fsync of the directory holding `file`, so a new file's name is durable too. */
-export async function syncDirectory(file: string): Promise<void> {
-  const fd = await fs.promises.open(path.dirname(path.resolve(file)), 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
 }

@@ -6,5 +6,6 @@ import './lz4.js';
 import './qpl.js';
 import './qatzip.js';
 
-export { allMethodOptions, getMethod, largestPayload, listMethods, methodByFlag } from './registry.js';
-export type { CompressionMethod, MethodOption, MethodParams, MethodReceiver, MethodSender } from './method.js';
+export { allMethodOptions, getMethod, largestPayload, listMethods, methodByFlag, methodChoice } from './registry.js';
+export type { MethodChoice, MethodName, MethodRegistry, ParamsOfMethod } from './registry.js';
+export type { CompressionMethod, MethodOption, MethodParams, MethodReceiver, MethodSender, ParamsOf } from './method.js';

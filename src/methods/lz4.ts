@@ -9,7 +9,7 @@
 import type * as Lz4Napi from 'lz4-napi';
 import { ProtocolError } from '../errors.js';
 import { MFD_FLAG_LZ4 } from '../wire/constants.js';
-import type { CompressionMethod } from './method.js';
+import { defineMethod } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 import { lazyModule } from './lazy.js';
@@ -19,7 +19,7 @@ const lz4Napi = lazyModule<typeof Lz4Napi>('lz4-napi', 'lz4');
 /** LZ4's worst case for n bytes, plus the 4-byte length prefix. */
 const bound = (n: number): number => n + Math.floor(n / 255) + 16 + 4;
 
-export const lz4: CompressionMethod = {
+export const lz4 = defineMethod({
   name: 'lz4',
   flag: MFD_FLAG_LZ4,
   qemuCompatible: false,
@@ -66,6 +66,12 @@ export const lz4: CompressionMethod = {
     },
     cleanup() {},
   }),
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    lz4: typeof lz4;
+  }
+}
 
 registerMethod(lz4);

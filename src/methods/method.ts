@@ -1,6 +1,8 @@
 /**
  * The compression-method contract, after QEMU's MultiFDMethods ops table.
- * One file per method under src/methods/, each ending with registerMethod().
+ * One file per method under src/methods/: it declares its options `as const`,
+ * makes the method with defineMethod() (so its calls see its parameters typed),
+ * adds it to MethodRegistry (declare module) and ends with registerMethod().
  * Nothing outside src/methods/registry.ts looks a method up by name.
  *
  * Lifecycle per migration, per channel:
@@ -15,15 +17,19 @@
 import type { PathTally } from '../offload/paths.js';
 import type { BackendProbe, ProbeContext } from '../offload/probe.js';
 
-/** Parameters both sides agree on in the hello (levels and the like). */
+/**
+ * Parameters both sides agree on in the hello (levels and the like), as they cross the wire or a
+ * file's header: unchecked until a method's params() has checked them against its options.
+ */
 export type MethodParams = Record<string, number | string | boolean>;
 
-export interface MethodSetup {
+export interface MethodSetup<P extends object = MethodParams> {
   channel: number;
   /** The migration's channel count (default 1): a method sizes per-channel state from it, so all channels' fit in memory. */
   channels?: number;
   pageSize: number;
-  params: MethodParams;
+  /** The parameters params() checked and completed, typed as the method's options declare. */
+  params: P;
   /**
    * The channel's path counts: prepare() and recv() add every packet's pages
    * under the path that handled them, and every fallback with its reason.
@@ -32,8 +38,8 @@ export interface MethodSetup {
   tally: PathTally;
 }
 
-export interface PathOptions {
-  params: MethodParams;
+export interface PathOptions<P extends object = MethodParams> {
+  params: P;
   /** --require-hardware: throw AccelError naming what is missing instead of taking a software path. */
   requireHardware: boolean;
   /**
@@ -82,27 +88,47 @@ export interface MethodReceiver {
   cleanup(): void;
 }
 
-/** A command-line parameter a method takes (QEMU's multifd-*-level names). */
-export interface MethodOption {
+interface OptionCommon<K extends string> {
   /** Long flag without the dashes, e.g. "zlib-level". */
   flag: string;
   /** QEMU's migration parameter of the same meaning, accepted as an alias flag (e.g. "multifd-zlib-level"). */
   qemu?: string;
-  /** Key in MethodParams. */
-  key: string;
-  /** "int" (min..max), "bool" (on|off on the command line, as QEMU's boolean parameters) or "choice" (one of choices). */
-  type?: 'int' | 'bool' | 'choice';
-  min: number;
-  max: number;
-  /** The values a "choice" takes. */
-  choices?: readonly string[];
-  default: number | boolean | string;
+  /** Key in the method's parameters. */
+  key: K;
   description: string;
 }
 
-export interface CompressionMethod {
+/**
+ * A command-line parameter a method takes (QEMU's multifd-*-level names): an integer in min..max, a
+ * boolean (on|off on the command line, as QEMU's boolean parameters) or one of a list of choices.
+ * Its type is the type of its value in the method's parameters (ParamsOf).
+ */
+export type MethodOption<K extends string = string> =
+  | (OptionCommon<K> & { type: 'int'; min: number; max: number; default: number })
+  | (OptionCommon<K> & { type: 'bool'; default: boolean })
+  | (OptionCommon<K> & { type: 'choice'; choices: readonly string[]; default: string });
+
+/** The value an option takes: an int's number, a bool's boolean, one of a choice's choices. */
+type ValueOf<O> = O extends { type: 'int' }
+  ? number
+  : O extends { type: 'bool' }
+    ? boolean
+    : O extends { choices: readonly (infer C)[] }
+      ? C
+      : never;
+
+/** The parameters a method's options make: each option's key, with the type of its value (none: no key at all). */
+export type ParamsOf<O extends readonly MethodOption[]> = [O[number]] extends [never]
+  ? Record<string, never>
+  : { [X in O[number] as X['key']]: ValueOf<X> };
+
+/**
+ * A method, generic in its parameters P (ParamsOf its options; the erased default is MethodParams,
+ * for code that holds any method) and its name N.
+ */
+export interface CompressionMethod<P extends object = MethodParams, N extends string = string> {
   /** The name on the command line (QEMU's multifd-compression value). */
-  readonly name: string;
+  readonly name: N;
   /** Value of the flags' compression bits on every packet with pages. */
   readonly flag: number;
   /** False for mfd's own extensions, which a QEMU receiver cannot read. */
@@ -116,8 +142,8 @@ export interface CompressionMethod {
    * or its pages, to write their result into.
    */
   readonly offload: boolean;
-  /** Parameters on the command line, checked by params(). */
-  readonly options: MethodOption[];
+  /** Parameters on the command line, checked by params(); declared `as const`, so ParamsOf gives P. */
+  readonly options: readonly MethodOption[];
   /** True when next_packet_size must be exactly normalPages x pageSize. */
   readonly exactPayload: boolean;
   /** The accelerator the method can use (e.g. "Intel IAA through QPL"), or null for software-only methods. */
@@ -128,7 +154,7 @@ export interface CompressionMethod {
    * thread before any page moves; throws AccelError when hardware is required
    * (or its software fallback is switched off) and missing.
    */
-  path(o: PathOptions): string;
+  path(o: PathOptions<P>): string;
   /**
    * A method with hardware behind it reports that backend for `mfd accel`: compiled or not, its
    * state, the probes it made now (a hardware job or session), its library's software path. `mfd
@@ -141,7 +167,17 @@ export interface CompressionMethod {
    * Checks and completes parameters (from the command line, or the sender's
    * hello on the receiver); throws UsageError naming the flag and valid range.
    */
-  params(user: MethodParams): MethodParams;
-  sendSetup(s: MethodSetup): MethodSender;
-  recvSetup(s: MethodSetup): MethodReceiver;
+  params(user: Readonly<Record<string, unknown>>): P;
+  sendSetup(s: MethodSetup<P>): MethodSender;
+  recvSetup(s: MethodSetup<P>): MethodReceiver;
+}
+
+/**
+ * A method as its file declares it: name and options as literal types, so that its calls see its
+ * parameters typed (`params.level` a number) and the registry's types (registry.ts) see them too.
+ */
+export function defineMethod<const N extends string, const O extends readonly MethodOption[]>(
+  m: CompressionMethod<ParamsOf<O>, N> & { readonly options: O },
+): CompressionMethod<ParamsOf<O>, N> & { readonly options: O } {
+  return m;
 }

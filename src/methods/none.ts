@@ -1,10 +1,10 @@
 /** nocomp: the payload is the normal pages' bytes, in offset order. */
 import { ProtocolError } from '../errors.js';
 import { MULTIFD_FLAG_NOCOMP } from '../wire/constants.js';
-import type { CompressionMethod } from './method.js';
+import { defineMethod } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 
-export const none: CompressionMethod = {
+export const none = defineMethod({
   name: 'none',
   flag: MULTIFD_FLAG_NOCOMP,
   qemuCompatible: true,
@@ -35,6 +35,12 @@ export const none: CompressionMethod = {
     },
     cleanup() {},
   }),
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    none: typeof none;
+  }
+}
 
 registerMethod(none);

@@ -21,7 +21,7 @@ import { AccelError, ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import type { PathTally } from '../offload/paths.js';
 import { MULTIFD_FLAG_QATZIP } from '../wire/constants.js';
-import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
+import { defineMethod, type MethodOption, type ParamsOf } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { qatzipState, STATE_TEXT } from '../offload/state.js';
 import { libraryBackend } from '../offload/probe.js';
@@ -32,8 +32,9 @@ import { isalDeflateName, isalLevel } from './zlib.js';
 export const QZ_CHUNK = 64 * 1024;
 
 const HARDWARE = 'Intel QAT through QATzip';
-const options: MethodOption[] = [
+const options = [
   {
+    type: 'int',
     flag: 'qatzip-level',
     qemu: 'multifd-qatzip-level',
     key: 'level',
@@ -46,8 +47,6 @@ const options: MethodOption[] = [
     flag: 'qatzip-sw-fallback',
     key: 'swFallback',
     type: 'bool',
-    min: 0,
-    max: 1,
     default: true,
     description: 'without a QAT hardware session, compress in software (same wire format); off: fail instead',
   },
@@ -56,20 +55,21 @@ const options: MethodOption[] = [
     key: 'swEngine',
     type: 'choice',
     choices: ['mfd', 'qatzip'],
-    min: 0,
-    max: 0,
     default: 'mfd',
     description:
       "the software path: mfd's QZ members per 64 KiB, or QATzip's own (sw_backup, QEMU's without a device; needs a build with QATzip)",
   },
-];
+] as const satisfies readonly MethodOption[];
+
+/** The parameters its options make. */
+type Params = ParamsOf<typeof options>;
 
 /**
  * This thread's QAT session, or why there is none; throws when there is none
  * and neither the software fallback nor a software-only run is allowed.
  */
-function session(params: MethodParams, requireHardware: boolean): { ok: boolean; reason: string; fake: boolean } {
-  const probe = native.qatzipHardwareOpen(params.level as number);
+function session(params: Params, requireHardware: boolean): { ok: boolean; reason: string; fake: boolean } {
+  const probe = native.qatzipHardwareOpen(params.level);
   const fake = probe.fake === true;
   if (fake && requireHardware)
     throw new AccelError('ERR_QATZIP_UNAVAILABLE', 'qatzip: --require-hardware, but the session is fake-qat, a software stand-in');
@@ -109,8 +109,8 @@ interface SoftwareEngine {
  * bytes at that level (the zlib method's rule), else zlib. Receivers always decode with mfd's
  * inflate (faster than QATzip's software path in bench/engines.mjs), whatever the sender chose.
  */
-function softwareEngine(params: MethodParams, receiving: boolean): SoftwareEngine {
-  const level = params.level as number;
+function softwareEngine(params: Params, receiving: boolean): SoftwareEngine {
+  const level = params.level;
   const mapped = isalLevel(level);
   const mfd: SoftwareEngine =
     mapped !== null
@@ -138,7 +138,7 @@ function payloadBound(bytes: number): number {
   return bytes + 1024 + Math.ceil(bytes / QZ_CHUNK) * 64;
 }
 
-export const qatzip: CompressionMethod = {
+export const qatzip = defineMethod({
   name: 'qatzip',
   flag: MULTIFD_FLAG_QATZIP,
   qemuCompatible: true,
@@ -159,7 +159,7 @@ export const qatzip: CompressionMethod = {
   path({ params, requireHardware, receiving }) {
     // A receiver always has its software path (QEMU's sw_backup = 1), whatever the sender's --qatzip-sw-fallback.
     const s = session(receiving ? { ...params, swFallback: true } : params, requireHardware);
-    const version = native.qatzipHardwareOpen(params.level as number).version;
+    const version = native.qatzipHardwareOpen(params.level).version;
     if (s.ok)
       return s.fake
         ? `fake-qat (QATzip ${version} software session standing in for QAT, not hardware) per packet`
@@ -193,7 +193,7 @@ export const qatzip: CompressionMethod = {
         }
         countSoftware(tally, engine.path, normalPages, s.reason);
         if (engine.qatzip) return [out.subarray(0, qz(true))];
-        return [out.subarray(0, native.qzMembers(all, params.level as number, engine.isalLevel, out))];
+        return [out.subarray(0, native.qzMembers(all, params.level, engine.isalLevel, out))];
       },
       cleanup() {},
     };
@@ -241,6 +241,12 @@ export const qatzip: CompressionMethod = {
       cleanup() {},
     };
   },
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    qatzip: typeof qatzip;
+  }
+}
 
 registerMethod(qatzip);

@@ -18,26 +18,27 @@ import { MULTIFD_FLAG_QPL } from '../wire/constants.js';
 import type { PathTally } from '../offload/paths.js';
 import { qplState, STATE_TEXT } from '../offload/state.js';
 import { libraryBackend } from '../offload/probe.js';
-import type { CompressionMethod, MethodOption, MethodParams } from './method.js';
+import { defineMethod, type MethodOption, type ParamsOf } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 
 const HARDWARE = 'Intel IAA through QPL';
 const SOFTWARE = 'software deflate (4 KiB window)';
 
-const options: MethodOption[] = [
+const options = [
   {
     flag: 'qpl-sw-engine',
     key: 'swEngine',
     type: 'choice',
     choices: ['auto', 'mfd', 'qpl'],
-    min: 0,
-    max: 0,
     default: 'auto',
     description:
       "software path without IAA (and for pages IAA refuses): libqpl's own (qpl_path_software, QEMU's; needs a build with QPL), mfd's deflate (smaller, slower), or auto: libqpl's when built with it",
   },
-];
+] as const satisfies readonly MethodOption[];
+
+/** The parameters its options make. */
+type Params = ParamsOf<typeof options>;
 
 /** The engine this process uses (probed once), or why there is none. */
 function engine(): { name: string; hardware: boolean; version: string } | { reason: string } {
@@ -56,7 +57,7 @@ function engine(): { name: string; hardware: boolean; version: string } | { reas
  * Decoding: always mfd's inflate (as fast as libqpl's, and it checks each page's length), whatever
  * engine the sender chose.
  */
-function software(params: MethodParams, receiving: boolean): { code: 0 | 1; name: string; label: string } {
+function software(params: Params, receiving: boolean): { code: 0 | 1; name: string; label: string } {
   const mfd = { code: 0 as const, name: 'software', label: receiving ? 'software inflate' : SOFTWARE };
   if (receiving || params.swEngine === 'mfd') return mfd;
   const s = native.qplSoftwareOpen();
@@ -87,7 +88,7 @@ function counter(tally: PathTally, sw: { name: string }): (c: Float64Array) => v
   };
 }
 
-export const qpl: CompressionMethod = {
+export const qpl = defineMethod({
   name: 'qpl',
   flag: MULTIFD_FLAG_QPL,
   qemuCompatible: true,
@@ -159,6 +160,12 @@ export const qpl: CompressionMethod = {
       cleanup() {},
     };
   },
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    qpl: typeof qpl;
+  }
+}
 
 registerMethod(qpl);

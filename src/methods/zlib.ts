@@ -15,7 +15,7 @@
 import { ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MULTIFD_FLAG_ZLIB } from '../wire/constants.js';
-import type { CompressionMethod } from './method.js';
+import { defineMethod, type MethodOption } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 
@@ -50,6 +50,7 @@ function zlibPath(level: number): string {
 
 const options = [
   {
+    type: 'int',
     flag: 'zlib-level',
     qemu: 'multifd-zlib-level',
     key: 'level',
@@ -58,9 +59,9 @@ const options = [
     default: 1,
     description: "zlib level (QEMU's multifd-zlib-level)",
   },
-];
+] as const satisfies readonly MethodOption[];
 
-export const zlib: CompressionMethod = {
+export const zlib = defineMethod({
   name: 'zlib',
   flag: MULTIFD_FLAG_ZLIB,
   qemuCompatible: true,
@@ -69,12 +70,12 @@ export const zlib: CompressionMethod = {
   options,
   exactPayload: false,
   hardware: null,
-  path: ({ params }) => zlibPath(params.level as number),
+  path: ({ params }) => zlibPath(params.level),
   maxPayload: (normalPages, pageSize) => native.zlibCompressBound(normalPages * pageSize),
   params: (user) => checkParams('zlib', options, user),
   sendSetup({ pageSize, params, tally }) {
-    const mapped = isalLevel(params.level as number);
-    const z = mapped !== null ? new native.ZlibStream(false, mapped, 'isal') : new native.ZlibStream(false, params.level as number);
+    const mapped = isalLevel(params.level);
+    const z = mapped !== null ? new native.ZlibStream(false, mapped, 'isal') : new native.ZlibStream(false, params.level);
     return {
       prepare(pages, normalPages, into) {
         const out = into ?? Buffer.allocUnsafeSlow(native.zlibCompressBound(normalPages * pageSize));
@@ -104,6 +105,12 @@ export const zlib: CompressionMethod = {
       cleanup: () => z.close(),
     };
   },
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    zlib: typeof zlib;
+  }
+}
 
 registerMethod(zlib);

@@ -8,7 +8,7 @@
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ProtocolError } from '../errors.js';
 import { MULTIFD_FLAG_ZSTD } from '../wire/constants.js';
-import type { CompressionMethod } from './method.js';
+import { defineMethod, type MethodOption } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 import { lazyModule } from './lazy.js';
@@ -17,6 +17,7 @@ const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
 
 const options = [
   {
+    type: 'int',
     flag: 'zstd-level',
     qemu: 'multifd-zstd-level',
     key: 'level',
@@ -25,7 +26,7 @@ const options = [
     default: 1,
     description: "zstd level (QEMU's multifd-zstd-level)",
   },
-];
+] as const satisfies readonly MethodOption[];
 
 /**
  * Largest window a channel's frame may ask the decoder to allocate: 2^25
@@ -55,7 +56,7 @@ export function zstdWindowLog(channels: number): number | null {
   return log;
 }
 
-export const zstd: CompressionMethod = {
+export const zstd = defineMethod({
   name: 'zstd',
   flag: MULTIFD_FLAG_ZSTD,
   qemuCompatible: true,
@@ -73,7 +74,7 @@ export const zstd: CompressionMethod = {
   sendSetup({ channels, pageSize, params, tally }) {
     const { CCtx, CParameter, EndDirective, compressBound } = zstdNapi();
     const c = new CCtx();
-    c.setParameter(CParameter.compressionLevel, params.level as number);
+    c.setParameter(CParameter.compressionLevel, params.level);
     const windowLog = zstdWindowLog(channels ?? 1);
     if (windowLog !== null) c.setParameter(CParameter.windowLog, windowLog);
     return {
@@ -136,6 +137,12 @@ export const zstd: CompressionMethod = {
       cleanup() {},
     };
   },
-};
+});
+
+declare module './registry.js' {
+  interface MethodRegistry {
+    zstd: typeof zstd;
+  }
+}
 
 registerMethod(zstd);

@@ -8,7 +8,7 @@
  */
 import { MfdError, errorText } from '../errors.js';
 import type { FileTarget } from '../file/target.js';
-import { atOf } from '../file/inspect.js';
+import { atOf } from '../inspect/file.js';
 import { printable } from '../text.js';
 import { MAPPED_RAM, parseMainChannel, type SectionInfo } from './main-channel.js';
 import { MAPPED_RAM_HEADER_SIZE, openQemuFile } from './file.js';

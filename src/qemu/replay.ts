@@ -28,7 +28,7 @@ import {
   nativeIoFailure,
 } from '../errors.js';
 import type { Logger } from '../log.js';
-import { getMethod, type MethodParams } from '../methods/index.js';
+import { getMethod, type MethodChoice, type MethodName } from '../methods/index.js';
 import { connect } from '../transport/connect.js';
 import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
@@ -59,16 +59,14 @@ import { configurationWith } from './file.js';
 import { QemuFileSink, type QemuFileOutput } from './file-save.js';
 import path from 'node:path';
 
-export interface QemuSendOptions {
+export interface QemuSendOptions<N extends MethodName = MethodName> extends MethodChoice<N> {
   host: string;
   port: number;
   /** The directory mfd recv --qemu wrote. */
   dir: string;
   /** The destination's multifd-channels; 0: the destination has multifd off. */
   channels: number;
-  /** The destination's multifd-compression. */
-  compression: string;
-  methodParams: MethodParams;
+  /** compression, methodParams: the destination's multifd-compression and its level. */
   connectTimeoutMs: number;
   /** How long the destination may stop reading, or take to close the main channel after the last byte (default 60 s). */
   stallTimeoutMs?: number;
@@ -177,7 +175,7 @@ class Sink {
   }
 }
 
-export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
+export async function sendQemu<N extends MethodName>(o: QemuSendOptions<N>): Promise<QemuSendResult> {
   const t0 = process.hrtime.bigint();
   const m = await readManifest(o.dir, true);
   const shape = replayShape(m, o.flushAfterEachSection, o.switchoverStart, o.zeroPageDetection);
@@ -199,7 +197,7 @@ export async function sendQemu(o: QemuSendOptions): Promise<QemuSendResult> {
     channels: Math.max(1, o.channels),
     pageSize: ps,
     compression: o.channels > 0 ? o.compression : 'none',
-    methodParams: o.channels > 0 ? o.methodParams : {},
+    methodParams: o.channels > 0 ? (o.methodParams ?? {}) : {},
     zeroPageDetection: 'multifd',
     zeroPagesInPackets: zerosInPackets,
     logger: log,

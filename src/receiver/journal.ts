@@ -20,7 +20,7 @@ import { PageBitmap, type PageBudget } from './page-bitmap.js';
 import { linkMessage, sidecarPath, type Output } from './output.js';
 import { NO_FOLLOW, createFresh } from '../io/no-follow.js';
 import { MAX_HAVE_NUMBERS, badRun } from '../control/protocol.js';
-import { syncDirectory } from '../file/target.js';
+import { syncDirectory } from '../io/sync-directory.js';
 
 export const JOURNAL_FORMAT = 'mfd-journal';
 export const JOURNAL_VERSION = 1;

@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import { IoError } from '../errors.js';
 import { checkRenamed, createFreshSync } from '../io/no-follow.js';
-import { syncDirectory } from '../file/target.js';
+import { syncDirectory } from '../io/sync-directory.js';
 import { sidecarPath } from './output.js';
 
 /** Bytes reserved per output: a journal of about 1900 runs. */

@@ -13,7 +13,15 @@
 import { IoError, ProtocolError, UsageError, type MfdError } from '../errors.js';
 import { digestRuns, imageSource, missingRuns, runPages } from '../image/resume.js';
 import type { Logger } from '../log.js';
-import { getMethod, listMethods, type CompressionMethod, type MethodParams, type MethodSender } from '../methods/index.js';
+import {
+  getMethod,
+  listMethods,
+  type CompressionMethod,
+  type MethodChoice,
+  type MethodName,
+  type MethodParams,
+  type MethodSender,
+} from '../methods/index.js';
 import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../offload/paths.js';
 import { BlockDigest } from '../image/digest.js';
@@ -39,12 +47,11 @@ const PIPELINE_DEPTH = 2;
  */
 const MAX_PACKETS_IN_FLIGHT = 64;
 
-export interface PipelineOptions {
+/** The pipeline's options; `compression` and `methodParams` (MethodChoice) are typed from the method registry. */
+export interface PipelineOptions<N extends MethodName = MethodName> extends MethodChoice<N> {
   images: BlockSpec[];
   channels: number;
   pageSize: number;
-  compression: string;
-  methodParams: MethodParams;
   zeroPageDetection: string;
   /** Accelerator devices (QEMU's accel-path), e.g. dsa:/dev/dsa/wq0.0. */
   accelPaths?: string[];
@@ -180,7 +187,7 @@ export class SendPipeline {
   static async open(opts: PipelineOptions): Promise<SendPipeline> {
     const method = getMethod(opts.compression);
     const detector = getDetector(opts.zeroPageDetection);
-    const params = method.params(opts.methodParams);
+    const params = method.params(opts.methodParams ?? {});
     const accelPaths = opts.accelPaths ?? [];
     const requireHardware = opts.requireHardware ?? false;
     if (requireHardware && !method.hardware && !detector.hardware) {

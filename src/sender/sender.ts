@@ -31,8 +31,9 @@ import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats/stats.js';
 import { deltaAnswer, deltaCounts } from '../delta/sender.js';
 import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
+import type { MethodName } from '../methods/index.js';
 
-export interface SendOptions extends PipelineOptions {
+export interface SendOptions<N extends MethodName = MethodName> extends PipelineOptions<N> {
   host: string;
   port: number;
   connectTimeoutMs?: number;
@@ -56,7 +57,7 @@ export interface SendResult {
   receiver: Record<string, unknown>;
 }
 
-export async function send(opts: SendOptions): Promise<SendResult> {
+export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<SendResult> {
   const startNs = process.hrtime.bigint();
   const log = opts.logger;
   const uuid = randomUUID();

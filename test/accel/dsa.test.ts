@@ -185,7 +185,7 @@ t.test('end to end: dsa-accel with the fake queue, inline and in compute workers
   const dir = tmpdir(t);
   const img = makeImage(path.join(dir, 'pc.ram'), 6 << 20, 'mixed', 3);
   const totalPages = (6 << 20) / PS;
-  for (const compression of ['none', 'zstd']) {
+  for (const compression of ['none', 'zstd'] as const) {
     const out = path.join(dir, `out-${compression}`);
     fs.mkdirSync(out);
     const { sent } = await migrate(
@@ -225,7 +225,7 @@ t.test('options are checked before anything connects', async (t) => {
     images: [{ name: 'x', path: '/dev/null' }],
     channels: 1,
     pageSize: PS,
-    compression: 'none',
+    compression: 'none' as const,
     methodParams: {},
     zeroPageDetection: 'dsa-accel',
   };
@@ -274,7 +274,7 @@ t.test('a missing work queue falls back to the CPU for the whole run, counted wi
       images: [{ name: 'pc.ram', path: img }],
       channels: 2,
       pageSize: PS,
-      compression: 'none',
+      compression: 'none' as const,
       methodParams: {},
       zeroPageDetection: 'dsa-accel',
       accelPaths: ['dsa:/dev/dsa/wq9.9'],
@@ -301,7 +301,7 @@ t.test('dsa-accel on a real work queue, --require-hardware', { skip: probe.ok ? 
       images: [{ name: 'pc.ram', path: img }],
       channels: 2,
       pageSize: PS,
-      compression: 'none',
+      compression: 'none' as const,
       methodParams: {},
       zeroPageDetection: 'dsa-accel',
       accelPaths: [`dsa:${wq!.path}`],

@@ -21,6 +21,7 @@ import { built } from '../helpers/build.js';
 import { extractSink, inspectStream } from '../../src/inspect/inspect.js';
 import { getMethod } from '../../src/methods/index.js';
 import { installTestNatives } from '../helpers/test-natives.js';
+import type { MethodName, ParamsOfMethod } from '../../src/methods/index.js';
 
 // The fake work queue and the fake IAA engine are in the test addon (addon/test/), which the program never loads.
 installTestNatives();
@@ -95,7 +96,12 @@ function packets(dump: string, image: Buffer): { payload: Buffer; normal: number
 }
 
 /** One migration of `img` with `method` and params, dumped; checks the received image and mfd inspect's extraction. */
-async function run(t: Test, img: { name: string; path: string }, method: string, methodParams: Record<string, string>) {
+async function run<N extends MethodName>(
+  t: Test,
+  img: { name: string; path: string },
+  method: N,
+  methodParams: Partial<ParamsOfMethod<N>>,
+) {
   const dir = tmpdir(t);
   const out = path.join(dir, 'out');
   const dump = path.join(dir, 'dump');

@@ -4,19 +4,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { makeImage, sha256, tmpdir } from '../helpers/index.js';
 import { mfd } from '../helpers/procs.js';
-import { parseDestination, parseTcpAddress } from '../../src/cli/destination.js';
+import { parseAddress, parseTcpAddress } from '../../src/cli/destination.js';
 
 t.test('one parser of destinations: tcp:HOST:PORT beside HOST:PORT and file:PATH', async (t) => {
-  t.same(parseDestination('tcp:10.0.0.1:4444', '--to', '127.0.0.1'), { kind: 'tcp', host: '10.0.0.1', port: 4444 });
-  t.same(parseDestination('10.0.0.1:4444', '--to', '127.0.0.1'), { kind: 'tcp', host: '10.0.0.1', port: 4444 });
-  t.same(parseDestination('tcp:[::1]:5', '--to', '127.0.0.1'), { kind: 'tcp', host: '::1', port: 5 });
-  t.same(parseDestination('tcp::7', '--to', '127.0.0.1'), { kind: 'tcp', host: '127.0.0.1', port: 7 });
-  t.same(parseDestination('file:/x/y,offset=4K', '--to', '127.0.0.1'), { kind: 'file', target: { path: '/x/y', offset: 4096 } });
-  t.throws(() => parseDestination('tcp:host', '--to', '127.0.0.1'), {
+  t.same(parseAddress('tcp:10.0.0.1:4444', '--to', '127.0.0.1'), { kind: 'tcp', host: '10.0.0.1', port: 4444 });
+  t.same(parseAddress('10.0.0.1:4444', '--to', '127.0.0.1'), { kind: 'tcp', host: '10.0.0.1', port: 4444 });
+  t.same(parseAddress('tcp:[::1]:5', '--to', '127.0.0.1'), { kind: 'tcp', host: '::1', port: 5 });
+  t.same(parseAddress('tcp::7', '--to', '127.0.0.1'), { kind: 'tcp', host: '127.0.0.1', port: 7 });
+  t.same(parseAddress('file:/x/y,offset=4K', '--to', '127.0.0.1'), { kind: 'file', path: '/x/y', offset: 4096 });
+  t.throws(() => parseAddress('tcp:host', '--to', '127.0.0.1'), {
     code: 'ERR_USAGE',
     message: /Expected HOST:PORT, tcp:HOST:PORT or file:PATH for --to but received "tcp:host"/,
   });
-  t.throws(() => parseDestination('unix:/sock', '--to', '127.0.0.1'), { code: 'ERR_USAGE' });
+  t.throws(() => parseAddress('unix:/sock', '--to', '127.0.0.1'), { code: 'ERR_USAGE' });
   t.same(parseTcpAddress('tcp::0', '--listen', '0.0.0.0'), { host: '0.0.0.0', port: 0 });
   t.throws(() => parseTcpAddress('file:/x', '--listen', '0.0.0.0'), { code: 'ERR_USAGE', message: /for --listen but received "file:\/x"/ });
 });

@@ -20,7 +20,7 @@ import { ENTRY_SIZE, entryIndex, fingerprintPages } from '../../src/delta/finger
 import { planDelta } from '../../src/delta/sender.js';
 import type { SendBlock } from '../../src/sender/pipeline.js';
 import { decodeHeader, peekHeader, HEADER_FIXED_SIZE } from '../../src/file/format.js';
-import { formatFileReport, inspectFile } from '../../src/file/inspect.js';
+import { formatFileReport, inspectFile } from '../../src/inspect/file.js';
 import type { MfdError } from '../../src/errors.js';
 
 requireDeltaOrSkip();

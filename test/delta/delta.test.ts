@@ -86,7 +86,7 @@ const sendOpts = (image: string) => ({
   images: [{ name: 'pc.ram', path: image }],
   channels: 3,
   pageSize: PS,
-  compression: 'none',
+  compression: 'none' as const,
   methodParams: {},
   zeroPageDetection: 'multifd',
   delta: true,

@@ -10,12 +10,13 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { makeImage, rejection, tmpdir } from '../helpers/index.js';
 import { generateImage } from '../../src/image/generate.js';
-import { inspectFile } from '../../src/file/inspect.js';
+import { inspectFile } from '../../src/inspect/file.js';
 import { ExitCode } from '../../src/errors.js';
 import { bin, flip, mfd, restore, save } from '../helpers/files.js';
+import type { MethodName } from '../../src/methods/index.js';
 
 /** A 3-channel stream-layout file of a mixed image, and its inspection. */
-async function streamFile(dir: string, method = 'none') {
+async function streamFile(dir: string, method: MethodName = 'none') {
   const img = makeImage(path.join(dir, 'pc.ram'), 3 << 20, 'mixed', 5);
   const file = path.join(dir, `vm-${method}.mfd`);
   const saved = await save([{ name: 'pc.ram', path: img }], file, { compression: method });

@@ -4,12 +4,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { makeImage, sha256, tmpdir } from '../helpers/index.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
-import { inspectFile } from '../../src/file/inspect.js';
+import { inspectFile } from '../../src/inspect/file.js';
 import { REGION_ALIGN } from '../../src/file/format.js';
 import { restore, save } from '../helpers/files.js';
 
 const PS = 4096;
-const METHODS = ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip'];
+const METHODS = ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip'] as const;
 
 /** Two ramblocks: a mixed one (zero, text, random pages) and one that ends inside a page. */
 function images(dir: string, seed: number) {

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { makeImage, tmpdir } from '../helpers/index.js';
 import { flip, save } from '../helpers/files.js';
 import { mfd, watchPeak } from '../helpers/procs.js';
-import { inspectFile } from '../../src/file/inspect.js';
+import { inspectFile } from '../../src/inspect/file.js';
 import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';

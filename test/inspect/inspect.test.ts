@@ -13,7 +13,7 @@ import { MULTIFD_FLAG_SYNC } from '../../src/wire/constants.js';
 const PS = 4096;
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
-for (const method of ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip']) {
+for (const method of ['none', 'zlib', 'zstd', 'lz4', 'qpl', 'qatzip'] as const) {
   t.test(`recorded ${method} streams: packets, totals and an extracted image match the migration`, async (t) => {
     const dir = tmpdir(t);
     const dump = path.join(dir, 'dump');

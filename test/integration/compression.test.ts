@@ -24,7 +24,7 @@ const FLAGS: Record<string, number> = {
   qpl: MULTIFD_FLAG_QPL,
   qatzip: MULTIFD_FLAG_QATZIP,
 };
-const METHODS = ['zlib', 'zstd', 'lz4', 'qpl', 'qatzip'];
+const METHODS = ['zlib', 'zstd', 'lz4', 'qpl', 'qatzip'] as const;
 
 /** The bytes of every normal page in a dump's packets, in order, from the source image. */
 function expectedPages(img: Buffer, packets: ReturnType<typeof readChannelDump>['packets']): Buffer {

@@ -56,7 +56,7 @@ const migration = (img: string) => ({
   images: [{ name: 'img', path: img }],
   channels: 2,
   pageSize: PS,
-  compression: 'none',
+  compression: 'none' as const,
   methodParams: {},
   zeroPageDetection: 'multifd' as const,
 });

@@ -25,10 +25,15 @@ const LAYERS: string[][] = [
   ['image', 'methods', 'zero-page'],
   // the compute worker and its pool; mfd accel's report, which asks the methods and backends
   ['compute', 'accel'],
-  // the data paths: both sides, their connections and control channel, migration files, delta transfer, inspect
-  ['control', 'transport', 'delta', 'sender', 'receiver', 'file', 'inspect', 'stats'],
+  // the data paths: both sides, their connections and control channel, migration files, delta transfer, run statistics
+  // (one layer: delta extends the sender, the receiver, the file paths and the control protocol, which call it back)
+  ['control', 'transport', 'delta', 'sender', 'receiver', 'file', 'stats'],
+  // mfd inspect, of channel streams and migration files, which reads them through the receiver's and the file's code
+  ['inspect'],
   // QEMU as a peer
   ['qemu'],
+  // where a migration goes or comes from, as one typed value, and the one call that picks the path
+  ['migrate'],
   // mfd bench (runs QEMU as a peer)
   ['bench'],
   // the command line
@@ -111,6 +116,7 @@ t.test('the check finds an upward import of every kind, and a folder in no layer
     [at('zero-page/cpu.ts'), "export { send } from '../sender/sender.js';"],
     [at('qemu/qmp.ts'), "const m = await import('../bench/bench.js');"],
     [at('compute/worker.ts'), "import { ImageSource } from '../image/image-source.js';\nimport { log } from '../log.js';"],
+    [at('file/save.ts'), "import { inspectFile } from '../inspect/file.js';\nimport { migrate } from '../migrate/migrate.js';"],
     [at('attic/old.ts'), "import { x } from '../errors.js';"],
   ]);
   const { upward, unplaced } = check(files);
@@ -121,6 +127,8 @@ t.test('the check finds an upward import of every kind, and a folder in no layer
       'src/methods/zstd.ts -> src/sender/pipeline.ts',
       'src/zero-page/cpu.ts -> src/sender/sender.ts',
       'src/qemu/qmp.ts -> src/bench/bench.ts',
+      'src/file/save.ts -> src/inspect/file.ts',
+      'src/file/save.ts -> src/migrate/migrate.ts',
     ],
   );
   t.same(unplaced, ['attic']);

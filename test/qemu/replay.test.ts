@@ -28,6 +28,7 @@ import {
 import { sendQemu, type QemuSendOptions } from '../../src/qemu/replay.js';
 import type { QemuManifest } from '../../src/qemu/manifest.js';
 import { silentLogger } from '../../src/log.js';
+import type { MethodName } from '../../src/methods/index.js';
 
 const Q35_SIZE = 32 * 1024 * 1024;
 /** Large enough that a channel's data does not fit in the socket buffers: a destination that stops reading stalls the sender. */
@@ -92,7 +93,7 @@ async function replay(
   b: QemuBuild,
   shape: Shape = {},
   channels = 2,
-  compression = 'zstd',
+  compression: MethodName = 'zstd',
   machine = c.machine,
 ) {
   const { dst, dstRam, port } = await destination(root, name, b, c, channels, compression, machine);

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { ExitCode, UsageError, ProtocolError, VerifyError } from '../../errors.js';
 import { extractSink, formatReport, inspectStream, type PageSink, type StreamReport } from '../../inspect/inspect.js';
-import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from '../../file/inspect.js';
+import { formatFileReport, inspectFile, isMigrationFile, type FileReport } from '../../inspect/file.js';
 import { isFileUri, parseFileUri } from '../../file/target.js';
 import { pageSizeOption } from '../options.js';
 import type { CommandContext } from '../context.js';

@@ -2,45 +2,18 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { IoError, UsageError } from '../../errors.js';
-import { receive } from '../../receiver/receiver.js';
-import { restoreFromFile } from '../../file/restore.js';
-import { parseFileUri } from '../../file/target.js';
-import { formatFileSummary } from '../../file/summary.js';
 import { checkRamblockName, splitNamedSpec } from '../../image/ramblock.js';
-import { parseTcpAddress } from '../destination.js';
-import {
-  commonOptions,
-  durationInRange,
-  intInRange,
-  refuseSecurityOptions,
-  SECURITY_FLAGS,
-  securityOptions,
-  type CommonOpts,
-  type SecurityOpts,
-} from '../options.js';
-import { checkListenSecurity, isLoopback, loadSecurity } from '../../transport/security.js';
+import { recvSource, runRecv, type Outputs, type RecvSourceOpts } from '../destination.js';
+import { commonOptions, durationInRange, intInRange, securityOptions, type CommonOpts } from '../options.js';
 import type { CommandContext } from '../context.js';
-import { qemuRecvJson } from '../json.js';
-import { receiveQemu } from '../../qemu/recv.js';
-import { formatQemuRecv, refuseWithQemu } from '../../qemu/cli.js';
 import { requireDelta } from '../../delta/fingerprint.js';
 import type { DeltaRecvOptions } from '../../delta/receiver.js';
 
-interface RecvOpts extends CommonOpts, SecurityOpts {
-  qemu?: boolean;
-  insecure?: boolean;
-  listen?: string;
-  from?: string;
+interface RecvOpts extends CommonOpts, RecvSourceOpts {
   output: string[];
-  inPlace?: boolean;
   fsync?: boolean;
-  timeout: number;
-  journal: boolean;
-  resumeWait: number;
   threads?: number;
-  dumpStreams?: string;
   requireHardware?: boolean;
-  delta?: boolean;
   base?: string[];
   baseDir?: string[];
 }
@@ -57,6 +30,37 @@ function deltaOptions(o: RecvOpts): DeltaRecvOptions | null {
   for (const d of o.baseDir ?? [])
     if (!fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--base-dir "${d}" is not a directory`);
   return { bases, dirs: o.baseDir ?? [] };
+}
+
+/** --output: one directory and/or NAME=PATH for single ramblocks; a directory must exist and take new files. */
+function parseOutputs(specs: string[]): Outputs & { outputMap: Map<string, string> } {
+  let outputDir: string | undefined;
+  const outputMap = new Map<string, string>();
+  for (const spec of specs) {
+    const named = splitNamedSpec(spec);
+    if (named) {
+      const bad = checkRamblockName(named.name, `--output ${spec}`);
+      if (bad) throw new UsageError(bad);
+      if (outputMap.has(named.name)) throw new UsageError(`--output names ram block "${named.name}" twice`);
+      outputMap.set(named.name, named.path);
+    } else {
+      if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
+      if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory())
+        throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
+      try {
+        fs.accessSync(spec, fs.constants.W_OK | fs.constants.X_OK);
+      } catch (e) {
+        // Found now, not once a sender has connected and sent its hello.
+        throw new IoError(
+          `ERR_${(e as NodeJS.ErrnoException).code ?? 'ACCESS'}`,
+          `--output "${spec}": cannot create files there: ${(e as Error).message}`,
+          e,
+        );
+      }
+      outputDir = spec;
+    }
+  }
+  return { ...(outputDir !== undefined ? { outputDir } : {}), outputMap };
 }
 
 export function recvCommand(ctx: CommandContext): Command {
@@ -149,125 +153,18 @@ export function recvCommand(ctx: CommandContext): Command {
     );
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (o: RecvOpts) => {
-    if ((o.listen === undefined) === (o.from === undefined))
-      throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
-    let outputDir: string | undefined;
-    const outputMap = new Map<string, string>();
-    for (const spec of o.output) {
-      const named = splitNamedSpec(spec);
-      if (named) {
-        const bad = checkRamblockName(named.name, `--output ${spec}`);
-        if (bad) throw new UsageError(bad);
-        if (outputMap.has(named.name)) throw new UsageError(`--output names ram block "${named.name}" twice`);
-        outputMap.set(named.name, named.path);
-      } else {
-        if (outputDir) throw new UsageError(`--output gives two directories ("${outputDir}" and "${spec}"); give one`);
-        if (!fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory())
-          throw new UsageError(`--output "${spec}" is not a directory (use NAME=PATH for a single file)`);
-        try {
-          fs.accessSync(spec, fs.constants.W_OK | fs.constants.X_OK);
-        } catch (e) {
-          // Found now, not once a sender has connected and sent its hello.
-          throw new IoError(
-            `ERR_${(e as NodeJS.ErrnoException).code ?? 'ACCESS'}`,
-            `--output "${spec}": cannot create files there: ${(e as Error).message}`,
-            e,
-          );
-        }
-        outputDir = spec;
-      }
-    }
+    const outputs = parseOutputs(o.output);
     const delta = deltaOptions(o);
     const logger = ctx.logger(o.logLevel);
-    if (delta && (o.qemu || o.inPlace))
-      throw new UsageError(
-        `--delta, --base and --base-dir are for a migration from mfd send --delta (or a delta file) into temporary outputs, not with ${o.qemu ? '--qemu' : '--in-place (a base must never be written while it is read)'}`,
-      );
-    if (o.delta && o.from !== undefined)
-      throw new UsageError(
-        '--delta is for a network migration: a delta migration file names its bases itself; say where they are with --base NAME=PATH or --base-dir DIR',
-      );
-    if (o.qemu) {
-      refuseWithQemu(
-        cmd,
-        { inPlace: '--in-place', threads: '--threads', dumpStreams: '--dump-streams', requireHardware: '--require-hardware' },
-        'a QEMU migration is received into a fresh --output DIR',
-      );
-      refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
-      if (outputMap.size > 0 || !outputDir)
-        throw new UsageError('--qemu writes every ramblock into one directory: give --output DIR (no NAME=PATH)');
-      // A file QEMU wrote with migrate file:PATH[,offset=N], with or without mapped-ram.
-      const from = o.from !== undefined ? parseFileUri(o.from, '--from') : undefined;
-      const at = from ? { host: '', port: 0 } : parseTcpAddress(o.listen!, '--listen', '0.0.0.0');
-      if (!from && !isLoopback(at.host) && !o.insecure) {
-        throw new UsageError(
-          `refusing to listen on ${at.host} for a QEMU source without --insecure: a QEMU migration carries no authentication, so anyone who reaches the port could write files. ` +
-            'Listen where only the source can reach (loopback, a private network) and give --insecure',
-        );
-      }
-      const r = await receiveQemu({
-        host: at.host,
-        port: at.port,
-        outputDir,
-        fsync: o.fsync ?? false,
-        timeoutMs: o.timeout,
-        logger,
-        onListening: (a) => ctx.listening(a.address, a.port),
-        signal: ctx.signal,
-        ...(from ? { from } : {}),
-      });
-      ctx.out(o.json ? JSON.stringify(qemuRecvJson(r)) : formatQemuRecv(r));
-      return;
-    }
-    if (o.from !== undefined) {
-      if (o.dumpStreams !== undefined)
-        throw new UsageError('--dump-streams is for network migrations; inspect a migration file with mfd inspect');
-      refuseSecurityOptions(o, 'a migration file (--from file:PATH) is read locally');
-      const progress = ctx.progress('restore', o.progress);
-      const { stats, file } = await restoreFromFile({
-        source: parseFileUri(o.from, '--from'),
-        ...(outputDir !== undefined ? { outputDir } : {}),
-        outputMap,
-        inPlace: o.inPlace ?? false,
-        fsync: o.fsync ?? false,
-        ...(o.threads !== undefined ? { threads: o.threads } : {}),
-        logger,
-        requireHardware: o.requireHardware ?? false,
-        ...(delta ? { bases: delta } : {}),
-        onProgress: (d, t) => progress.update(d, t),
-        signal: ctx.signal,
-      });
-      progress.clear();
-      ctx.result(o, stats, { file });
-      if (!o.json) ctx.out(formatFileSummary(file));
-      return;
-    }
-    const at = parseTcpAddress(o.listen!, '--listen', '0.0.0.0');
-    const security = loadSecurity(o, (m) => logger.warn(m));
-    checkListenSecurity(at.host, security, o.insecure ?? false);
-    const progress = ctx.progress('recv', o.progress);
-    const { stats } = await receive({
-      host: at.host,
-      port: at.port,
-      ...(outputDir !== undefined ? { outputDir } : {}),
-      outputMap,
+    const src = recvSource(cmd, o, outputs, delta, logger);
+    await runRecv(ctx, o, src, {
+      ...outputs,
       inPlace: o.inPlace ?? false,
       fsync: o.fsync ?? false,
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
-      ...(o.dumpStreams !== undefined ? { dumpStreams: o.dumpStreams } : {}),
-      logger,
-      timeoutMs: o.timeout,
-      journal: o.journal,
-      resumeWaitMs: o.resumeWait,
       requireHardware: o.requireHardware ?? false,
-      ...(delta ? { delta } : {}),
-      security,
-      onListening: (a) => ctx.listening(a.address, a.port),
-      onProgress: (d, t) => progress.update(d, t),
-      signal: ctx.signal,
+      logger,
     });
-    progress.clear();
-    ctx.result(o, stats);
   });
   return cmd;
 }

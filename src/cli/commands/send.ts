@@ -1,15 +1,10 @@
 /** `mfd send`: stream images to a listening `mfd recv`. */
-import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
-import { send } from '../../sender/sender.js';
-import { saveToFile } from '../../file/save.js';
-import { formatFileSummary } from '../../file/summary.js';
-import { parseBlockSpecs, splitNamedSpec } from '../../image/ramblock.js';
 import { parseSize } from '../../image/generate.js';
-import { allMethodOptions, listMethods, type MethodParams } from '../../methods/index.js';
+import { allMethodOptions, listMethods, methodChoice, type MethodChoice, type MethodOption } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
-import { parseDestination } from '../destination.js';
+import { runSend, sendDestination, type SendDestinationOpts } from '../destination.js';
 import { MAX_CHANNELS } from '../../control/protocol.js';
 import {
   addAlias,
@@ -18,40 +13,18 @@ import {
   intInRange,
   onOff,
   pageSizeOption,
-  refuseSecurityOptions,
-  SECURITY_FLAGS,
   securityOptions,
   type CommonOpts,
-  type SecurityOpts,
 } from '../options.js';
-import { isLoopback, loadSecurity } from '../../transport/security.js';
 import type { CommandContext } from '../context.js';
-import { qemuSendJson } from '../json.js';
-import { sendQemu } from '../../qemu/replay.js';
-import { formatQemuSend, refuseWithQemu } from '../../qemu/cli.js';
-import { requireDelta } from '../../delta/fingerprint.js';
 
-interface SendOpts extends CommonOpts, SecurityOpts {
-  qemu?: boolean;
-  to: string;
-  channels: number;
+interface SendOpts extends CommonOpts, SendDestinationOpts {
   compression: string;
-  zeroPageDetection: string;
   pageSize: number;
-  connectTimeout: number;
-  timeout: number;
-  resume?: boolean;
-  delta?: boolean;
-  base?: string[];
   threads?: number;
   accelPath?: string[];
   requireHardware?: boolean;
-  mappedRam?: boolean;
-  directIo?: boolean;
-  fileWriter: 'ring' | 'per-packet';
   maxBandwidth: number;
-  multifdFlushAfterEachSection?: boolean;
-  sendSwitchoverStart?: boolean;
 }
 
 /** --max-bandwidth: bytes per second, with QEMU's binary K, M, G suffixes (qemu_strtosz). */
@@ -69,19 +42,38 @@ function bandwidth(v: string): number {
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /**
- * The chosen method's parameters from its own flags, read from the command by the registry's list of
- * method options (not from the typed options above: which flags exist is the registry's; each flag's
- * parser gives the type its option declares); a flag of another method is refused.
+ * The chosen method and its parameters, from its own flags: which flags exist is the registry's
+ * (allMethodOptions(), from each method's declared options; each flag's parser gives the value the
+ * option's type declares), and the registry's door, methodChoice(), checks them against the
+ * method. A flag of another method is refused.
  */
-function methodParams(cmd: Command, compression: string): MethodParams {
-  const params: MethodParams = {};
+function chosenMethod(cmd: Command, compression: string): MethodChoice {
+  const params: Record<string, unknown> = {};
   for (const { method, option } of allMethodOptions()) {
     const v: unknown = cmd.getOptionValue(camel(option.flag));
     if (v === undefined) continue;
     if (method !== compression) throw new UsageError(`--${option.flag} applies to --compression ${method}, not ${compression}`);
-    params[option.key] = v as number | boolean | string;
+    params[option.key] = v;
   }
-  return params;
+  return methodChoice(compression, params);
+}
+
+/** The command-line flag of a method's option: on|off, one of its choices, or an integer in its range. */
+function methodFlag(option: MethodOption): Option {
+  switch (option.type) {
+    case 'bool':
+      return new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(
+        onOff(`--${option.flag}`),
+      );
+    case 'choice':
+      return new Option(`--${option.flag} <${option.choices.join('|')}>`, `${option.description}, default ${option.default}`).choices(
+        option.choices,
+      );
+    case 'int':
+      return new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(
+        intInRange(`--${option.flag}`, option.min, option.max),
+      );
+  }
 }
 
 export function sendCommand(ctx: CommandContext): Command {
@@ -217,162 +209,26 @@ export function sendCommand(ctx: CommandContext): Command {
   addAlias(cmd, channelsOption, 'multifd-channels');
   addAlias(cmd, compressionOption, 'multifd-compression');
   for (const { option } of allMethodOptions()) {
-    const opt =
-      option.type === 'bool'
-        ? new Option(`--${option.flag} <on|off>`, `${option.description}, default ${option.default ? 'on' : 'off'}`).argParser(
-            onOff(`--${option.flag}`),
-          )
-        : option.type === 'choice'
-          ? new Option(
-              `--${option.flag} <${option.choices!.join('|')}>`,
-              `${option.description}, default ${String(option.default)}`,
-            ).choices(option.choices!)
-          : new Option(`--${option.flag} <n>`, `${option.description}, ${option.min}..${option.max}, default ${option.default}`).argParser(
-              intInRange(`--${option.flag}`, option.min, option.max),
-            );
+    const opt = methodFlag(option);
     cmd.addOption(opt);
     if (option.qemu) addAlias(cmd, opt, option.qemu);
   }
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
   cmd.action(async (images: string[], o: SendOpts) => {
-    const channels = o.channels;
-    const dest = parseDestination(o.to, '--to', '127.0.0.1');
-    if (o.qemu) {
-      refuseWithQemu(
-        cmd,
-        {
-          maxBandwidth: '--max-bandwidth',
-          delta: '--delta',
-          base: '--base',
-          directIo: '--direct-io',
-          fileWriter: '--file-writer',
-          accelPath: '--accel-path',
-          requireHardware: '--require-hardware',
-          pageSize: '--page-size',
-          threads: '--threads',
-        },
-        'a replay into QEMU sends the saved pages as QEMU 7.2 would (zero pages as ZERO records, 4 KiB pages)',
-      );
-      refuseWithQemu(cmd, SECURITY_FLAGS, "QEMU's migration channels do not speak mfd's authentication");
-      if (images.length !== 1)
-        throw new UsageError(`--qemu takes one directory (written by mfd recv --qemu), received ${images.length} arguments`);
-      const given = (key: string): boolean => cmd.getOptionValueSource(key) === 'cli';
-      if (dest.kind === 'file') {
-        // QEMU's file: migration: multifd needs mapped-ram, mapped-ram refuses compression; the file does not depend on multifd-channels.
-        if (given('compression'))
-          throw new UsageError(
-            '--compression cannot be used with --qemu --to file: QEMU writes no compressed pages to a file (mapped-ram refuses multifd compression)',
-          );
-        if (given('channels') && channels > 0 && !o.mappedRam)
-          throw new UsageError(
-            '--qemu --to file: without --mapped-ram is one stream: QEMU takes multifd over file: only with mapped-ram (give --mapped-ram, or --channels 0)',
-          );
-      } else {
-        if (o.mappedRam) throw new UsageError('--mapped-ram is for a file: --qemu --to file:PATH --mapped-ram');
-        if (!given('channels'))
-          throw new UsageError("--qemu needs --channels N: the destination's multifd-channels, or 0 when its multifd capability is off");
-      }
-      const zpd = given('zeroPageDetection') ? o.zeroPageDetection : undefined;
-      if (zpd !== undefined && zpd !== 'multifd' && zpd !== 'legacy')
-        throw new UsageError(
-          `--zero-page-detection ${zpd} cannot be used with --qemu: a replay sends zero pages in the multifd packets (multifd) or as ZERO records on the main channel (legacy)`,
-        );
-      const file = dest.kind === 'file' ? { target: dest.target, mappedRam: o.mappedRam ?? false } : undefined;
-      const r = await sendQemu({
-        host: dest.kind === 'tcp' ? dest.host : '',
-        port: dest.kind === 'tcp' ? dest.port : 0,
-        ...(file ? { file } : {}),
-        dir: images[0]!,
-        channels: file ? 0 : channels,
-        compression: o.compression,
-        methodParams: methodParams(cmd, o.compression),
-        connectTimeoutMs: o.connectTimeout,
-        stallTimeoutMs: o.timeout,
-        ...(o.multifdFlushAfterEachSection === undefined ? {} : { flushAfterEachSection: o.multifdFlushAfterEachSection }),
-        ...(o.sendSwitchoverStart === undefined ? {} : { switchoverStart: o.sendSwitchoverStart }),
-        ...(zpd === undefined ? {} : { zeroPageDetection: zpd }),
-        logger: ctx.logger(o.logLevel),
-        signal: ctx.signal,
-      });
-      ctx.out(o.json ? JSON.stringify(qemuSendJson(r)) : formatQemuSend(r, file && { path: file.target.path, mappedRam: file.mappedRam }));
-      return;
-    }
-    if (o.multifdFlushAfterEachSection !== undefined)
-      throw new UsageError('--multifd-flush-after-each-section is for --qemu: it shapes the stream for a QEMU destination');
-    if (o.sendSwitchoverStart !== undefined)
-      throw new UsageError('--send-switchover-start is for --qemu: it shapes the stream for a QEMU destination');
-    if (o.zeroPageDetection === 'legacy')
-      throw new UsageError('--zero-page-detection legacy is for --qemu: zero pages as ZERO records on the main channel of a QEMU stream');
-    if (channels === 0)
-      throw new UsageError(
-        `Expected an integer in 1..${MAX_CHANNELS} for --channels but received "0" (0, multifd off, is only for --qemu)`,
-      );
-    // What the packet pipeline needs, the same for a network and a file target.
-    const pipeline = () => ({
-      images: parseBlockSpecs(images),
-      channels,
+    const logger = ctx.logger(o.logLevel);
+    const dest = sendDestination(cmd, o, images, logger);
+    await runSend(ctx, o, dest, {
+      images,
+      channels: o.channels,
       pageSize: o.pageSize,
-      compression: o.compression,
-      methodParams: methodParams(cmd, o.compression),
+      ...chosenMethod(cmd, o.compression),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       zeroPageDetection: o.zeroPageDetection,
       accelPaths: o.accelPath ?? [],
       requireHardware: o.requireHardware ?? false,
-      logger: ctx.logger(o.logLevel),
+      logger,
       maxBandwidth: o.maxBandwidth,
     });
-    if (o.base && dest.kind !== 'file')
-      throw new UsageError(
-        '--base is for a delta migration file (--to file:PATH); over the network the receiver names its bases (mfd recv --base)',
-      );
-    if (o.delta || o.base) {
-      if (o.resume) throw new UsageError('--delta and --resume cannot be combined: resume a failed delta migration without --delta');
-      requireDelta(o.base ? '--base' : '--delta');
-    }
-    const bases = (o.base ?? []).map((spec) => splitNamedSpec(spec) ?? { name: path.basename(spec), path: spec });
-    if (o.resume && dest.kind === 'file') throw new UsageError('--resume is for a network migration (--to HOST:PORT)');
-    if (dest.kind === 'file') {
-      refuseSecurityOptions(o, 'a migration file (--to file:PATH) is written locally');
-      const progress = ctx.progress('save', o.progress);
-      const { stats, file } = await saveToFile({
-        target: dest.target,
-        mappedRam: o.mappedRam ?? false,
-        directIo: o.directIo ?? false,
-        writer: o.fileWriter === 'per-packet' ? 'per-packet' : {},
-        ...(o.delta || o.base ? { delta: { bases } } : {}),
-        ...pipeline(),
-        onProgress: (d, t) => progress.update(d, t),
-        signal: ctx.signal,
-      });
-      progress.clear();
-      ctx.result(o, stats, { file });
-      if (!o.json) ctx.out(formatFileSummary(file));
-      return;
-    }
-    if (o.mappedRam || o.directIo)
-      throw new UsageError(`--${o.mappedRam ? 'mapped-ram' : 'direct-io'} is for saving to a file: --to file:PATH`);
-    const logger = ctx.logger(o.logLevel);
-    const security = loadSecurity(o, (m) => logger.warn(m));
-    if (security.mode === 'none' && !isLoopback(dest.host)) {
-      logger.warn(
-        `sending to ${dest.host} without authentication: the pages cross the network in the clear and the receiver is not verified (--tls-* or --psk-file)`,
-      );
-    }
-    const progress = ctx.progress('send', o.progress);
-    const { stats, receiver } = await send({
-      host: dest.host,
-      port: dest.port,
-      ...pipeline(),
-      connectTimeoutMs: o.connectTimeout,
-      timeoutMs: o.timeout,
-      resume: o.resume ?? false,
-      delta: o.delta ?? false,
-      security,
-      onProgress: (d, t) => progress.update(d, t),
-      signal: ctx.signal,
-    });
-    progress.clear();
-    ctx.result(o, stats, { receiver });
   });
   return cmd;
 }

@@ -88,7 +88,8 @@ export interface Session {
 /** A method's params for a session: the session's level when the method takes one. */
 function sessionParams(m: CompressionMethod, spec: SessionSpec): Record<string, number> {
   const user: Record<string, number> = {};
-  for (const o of m.options) if (spec.params?.[o.key] !== undefined) user[o.key] = Math.min(o.max, Math.max(o.min, spec.params[o.key]!));
+  for (const o of m.options)
+    if (o.type === 'int' && spec.params?.[o.key] !== undefined) user[o.key] = Math.min(o.max, Math.max(o.min, spec.params[o.key]!));
   return m.params(user) as Record<string, number>;
 }
 

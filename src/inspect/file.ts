@@ -13,7 +13,7 @@ import { preadPieces } from '../native/file-io.js';
 import { checkPacketHeader, decodePacketHeader, ramblockName } from '../wire/packet.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_SYNC, packetHeaderSize, pageCount } from '../wire/constants.js';
 import { methodByFlag } from '../methods/index.js';
-import { MAX_LISTED_PACKETS, type InspectedPacket } from '../inspect/inspect.js';
+import { MAX_LISTED_PACKETS, type InspectedPacket } from './inspect.js';
 import {
   bitmapBytes,
   decodeHeader,
@@ -25,10 +25,10 @@ import {
   TAIL_SIZE,
   type FileHeader,
   type FileTrailer,
-} from './format.js';
-import { openForRestore, type FileTarget } from './target.js';
-import { readRecords } from './stream-layout.js';
-import { fileMethod, restoreFromFile } from './restore.js';
+} from '../file/format.js';
+import { openForRestore, type FileTarget } from '../file/target.js';
+import { readRecords } from '../file/stream-layout.js';
+import { fileMethod, restoreFromFile } from '../file/restore.js';
 import { printable } from '../text.js';
 import { isRefPacket, REF_ENTRY_SIZE, summarizeRefs } from '../wire/delta-ref.js';
 
