@@ -10,8 +10,14 @@ import { IoError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
 
 export const ENTRY_SIZE = 16;
-/** Pages per addon call (16 MiB of 4 KiB pages). */
-export const FINGERPRINT_BATCH = 4096;
+/**
+ * Pages per addon call (4 MiB of 4 KiB pages). Small on purpose: each of the
+ * three read buffers is touched afresh by every process, and a first touch is
+ * a page fault (costly in a VM); with 16 MiB batches those faults made up a
+ * third of fingerprinting's CPU (bench/delta.mjs counts them). Still 256+
+ * pages per thread for the addon's split on four cores.
+ */
+export const FINGERPRINT_BATCH = 1024;
 /** No entry refers to this page index: page indices stop one below it. */
 export const NO_MATCH = 0xffffffff;
 
