@@ -104,7 +104,10 @@ const sendOpts = (image: string) => ({
 t.test('fingerprinting a file stops at the batch in hand once its signal aborts, rejecting with the reason', async (t) => {
   const file = path.join(tmpdir(t), 'big.ram');
   const pages = 3 * FINGERPRINT_BATCH;
-  writePages(file, Array.from({ length: pages }, (_, i) => i));
+  writePages(
+    file,
+    Array.from({ length: pages }, (_, i) => i),
+  );
   const fd = fs.openSync(file, 'r');
   t.teardown(() => fs.closeSync(fd));
   const stop = new AbortController();
