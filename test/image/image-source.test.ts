@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
-import { GATHER_GAP, ImageSource, gatherReads } from '../../src/image/image-source.js';
+import { GATHER_GAP_BYTES, ImageSource, gatherReads } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 const PS = 4096;
@@ -45,8 +45,9 @@ t.test('the listed pages, back to back; the partial last page padded', async (t)
 });
 
 t.test('pages a few apart: one contiguous read through scratch for the gaps; farther apart: reads of their own', async (t) => {
+  const GATHER_GAP = GATHER_GAP_BYTES / PS;
   const slab = new Uint8Array(5 * PS);
-  const junk = new Uint8Array(GATHER_GAP * PS);
+  const junk = new Uint8Array(GATHER_GAP_BYTES);
   const far = 3 + GATHER_GAP + 2; // a gap of GATHER_GAP + 1 pages before it
   const { pieces, positions } = gatherReads([0, 1, 3, far, far + 1 + GATHER_GAP], PS, 100 * PS, slab, junk);
   const runs: number[][] = [];
@@ -68,6 +69,12 @@ t.test('pages a few apart: one contiguous read through scratch for the gaps; far
     'every piece is the slab or the scratch',
   );
   t.equal(pieces.filter((p) => p.buffer === slab.buffer).length, 5, 'each listed page into the slab once');
+});
+
+t.test('larger pages: a gap of one 64 KiB page is longer than GATHER_GAP_BYTES, so each page is a read of its own', async (t) => {
+  const big = 65536;
+  const { positions } = gatherReads([0, 2, 3], big, 10 * big, new Uint8Array(3 * big), new Uint8Array(4 * big));
+  t.same(positions, [0, 2 * big, 3 * big], 'no piece for the page between, though the scratch would hold it');
 });
 
 t.test('gathered pages with gaps between them: the listed pages, never the gaps', async (t) => {
