@@ -3,7 +3,8 @@
 //
 // How fast delta transfer fingerprints pages (src/delta/fingerprint.ts, addon/delta.cc: XXH3-128 of
 // every non-zero page, on all cores): on pages in memory, and from a file through the page cache
-// (what mfd recv does to its bases and mfd send to its images), with the CPU seconds it took.
+// (what mfd recv does to its bases and mfd send to its images), with the CPU seconds it took and the
+// page faults (first touches of fresh buffers: costly in a VM).
 // Delta migrations themselves, against plain mfd and rsync: `mfd bench --changed 1,10,50` (generated
 // images) or `mfd bench --image NEW.img --base OLD.img` (a real guest's two checkpoints).
 import { parseArgs } from 'node:util';
@@ -18,19 +19,21 @@ const PAGE = 4096;
 
 function cpu(f) {
   return async () => {
+    const f0 = process.resourceUsage().minorPageFault;
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     const n = await f();
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
     const c = process.cpuUsage(c0);
-    return { s, cpu: (c.user + c.system) / 1e6, n };
+    return { s, cpu: (c.user + c.system) / 1e6, faults: process.resourceUsage().minorPageFault - f0, n };
   };
 }
 
 const line = (what, bytes, r) =>
   console.log(
     `${what}: ${(bytes / 2 ** 20).toFixed(0)} MiB in ${r.s.toFixed(3)} s, ${(bytes / r.s / 1e9).toFixed(2)} GB/s, ` +
-      `${r.cpu.toFixed(2)} CPU-s (${(bytes / r.cpu / 1e9).toFixed(2)} GB per CPU-s) on ${os.availableParallelism()} cores`,
+      `${r.cpu.toFixed(2)} CPU-s (${(bytes / r.cpu / 1e9).toFixed(2)} GB per CPU-s) on ${os.availableParallelism()} cores, ` +
+      `${r.faults} page faults`,
   );
 
 let file = opt.file;

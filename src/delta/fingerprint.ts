@@ -10,8 +10,14 @@ import { IoError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
 
 export const ENTRY_SIZE = 16;
-/** Pages per addon call (16 MiB of 4 KiB pages). */
-export const FINGERPRINT_BATCH = 4096;
+/**
+ * Pages per addon call (4 MiB of 4 KiB pages). Small on purpose: each of the
+ * three read buffers is touched afresh by every process, and a first touch is
+ * a page fault (costly in a VM); with 16 MiB batches those faults made up a
+ * third of fingerprinting's CPU (bench/delta.mjs counts them). Still 256+
+ * pages per thread for the addon's split on four cores.
+ */
+export const FINGERPRINT_BATCH = 1024;
 /** No entry refers to this page index: page indices stop one below it. */
 export const NO_MATCH = 0xffffffff;
 
@@ -86,7 +92,9 @@ export async function readFully(fd: number, buf: Buffer, length: number, positio
  * (views valid until it returns), in page order. With `crc` (one slot per page of the
  * file), each page's CRC-32C goes there too; `onBytes` sees every byte of the
  * file, in order, as it is read (a whole-file digest in the same pass).
- * `what` names the file in errors.
+ * `what` names the file in errors. Once `signal` aborts, no further batch is
+ * read and the call rejects with its reason (a migration that needs the
+ * fingerprints no more does not go on reading the whole file beside it).
  */
 export async function fingerprintFile(
   fd: number,
@@ -97,6 +105,7 @@ export async function fingerprintFile(
   onBatch: (entries: Uint8Array, count: number, pages: Uint8Array, page: number) => void | Promise<void>,
   crc: Uint32Array | null = null,
   onBytes: ((bytes: Uint8Array) => void) | null = null,
+  signal: AbortSignal | null = null,
 ): Promise<void> {
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
@@ -124,6 +133,7 @@ export async function fingerprintFile(
   let batch: Promise<void> = Promise.resolve();
   for (let page = 0, k = 0; page < pages; page += FINGERPRINT_BATCH, k++) {
     const n = await next!;
+    signal?.throwIfAborted();
     // Batch k - 2's buffers are free: its onBatch ended before batch k - 1's began.
     next = page + FINGERPRINT_BATCH < pages ? read(page + FINGERPRINT_BATCH, bufs[(k + 1) % 3]!) : null;
     next?.catch(() => {}); // awaited on the next turn

@@ -64,9 +64,24 @@ export async function deltaAnswer(
   p: SendPipeline,
   log: Logger,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
-  // The images are fingerprinted while the receiver fingerprints its bases.
-  const prints = asked ? fingerprintImages(p.blocks, p.pageSize) : null;
+  // The images are fingerprinted while the receiver fingerprints its bases; stopped when no plan needs them.
+  const stop = new AbortController();
+  const prints = asked ? fingerprintImages(p.blocks, p.pageSize, stop.signal) : null;
   prints?.catch(() => {}); // awaited once the receiver has answered
+  try {
+    return await answerDelta(asked, next, p, log, prints);
+  } finally {
+    stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
+  }
+}
+
+async function answerDelta(
+  asked: boolean,
+  next: () => Promise<ControlMessage>,
+  p: SendPipeline,
+  log: Logger,
+  prints: Promise<ImagePrints> | null,
+): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
   let m = await next();
@@ -149,8 +164,12 @@ export interface ImagePrints {
   nonzero: Uint8Array;
 }
 
-/** Fingerprints every page of the images (while the receiver fingerprints its bases). */
-export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: number): Promise<ImagePrints> {
+/** Fingerprints every page of the images (while the receiver fingerprints its bases); `signal` stops it. */
+export async function fingerprintImages(
+  blocks: readonly SendBlock[],
+  pageSize: number,
+  signal: AbortSignal | null = null,
+): Promise<ImagePrints> {
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
   if (total >= NO_MATCH)
@@ -178,6 +197,8 @@ export async function fingerprintImages(blocks: readonly SendBlock[], pageSize: 
         count += n;
       },
       crcs[k]!,
+      null,
+      signal,
     );
   }
   return { entries, count, crcs, nonzero };

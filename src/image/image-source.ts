@@ -40,7 +40,52 @@ interface Window {
 
 const NO_RELEASE = (): void => {};
 
+/**
+ * Listed pages with at most this many bytes between them are read with the
+ * bytes between in one preadv: copying 16 KiB more from the page cache costs
+ * less than a system call of its own (at 50% of the pages changed, a packet's
+ * 128 scattered 4 KiB pages took some 60 calls). 4 pages of 4 KiB, 1 of 16 KiB, none of 64 KiB.
+ */
+export const GATHER_GAP_BYTES = 16384;
+
+/**
+ * The reads of a gathered job: each listed page into its slot of `slab`
+ * (in list order; a partial last page zero-padded, only what the file holds
+ * read), and each gap of at most GATHER_GAP_BYTES between two listed pages
+ * (and no longer than `junk`) into `junk`, so that runs of nearby pages are one contiguous read (one
+ * preadv: addon/file_io.cc groups pieces that follow on in the file).
+ */
+export function gatherReads(
+  list: ArrayLike<number>,
+  pageSize: number,
+  size: number,
+  slab: Uint8Array,
+  junk: Uint8Array,
+): { pieces: Uint8Array[]; positions: number[] } {
+  const pieces: Uint8Array[] = [];
+  const positions: number[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const at = list[i]! * pageSize;
+    const piece = slab.subarray(i * pageSize, (i + 1) * pageSize);
+    // The block's last page may be partial: read what the file holds, pad with zeros.
+    const inFile = Math.min(pageSize, size - at);
+    if (inFile < pageSize) piece.fill(0, Math.max(0, inFile));
+    if (inFile <= 0) continue;
+    const gap = i > 0 ? list[i]! - list[i - 1]! - 1 : 0;
+    // The gap lies before a page in the file, so wholly inside it.
+    if (gap > 0 && gap * pageSize <= GATHER_GAP_BYTES && junk.length >= gap * pageSize) {
+      pieces.push(junk.subarray(0, gap * pageSize));
+      positions.push(at - gap * pageSize);
+    }
+    pieces.push(piece.subarray(0, inFile));
+    positions.push(at);
+  }
+  return { pieces, positions };
+}
+
 export class ImageSource {
+  /** Where gather() reads the pages between the listed ones (never looked at: concurrent reads may share it). */
+  private junk: Uint8Array | null = null;
   private readonly windows = new Map<number, Window>();
   private mappable = true;
   /** Whether to look for holes (false once the file system cannot tell). */
@@ -110,22 +155,14 @@ export class ImageSource {
   /**
    * The pages `list` names (ascending page indices, scattered: the pages
    * between them travel otherwise), read back to back into `slab` with one
-   * positional read call (adjacent pages share a preadv). Read, not mapped:
-   * a file that shrank is an error here, never a SIGBUS.
+   * positional read call: pages up to GATHER_GAP_BYTES apart share a preadv, the
+   * pages between them read into a scratch buffer no one looks at
+   * (gatherReads). Read, not mapped: a file that shrank is an error here,
+   * never a SIGBUS.
    */
   private async gather(list: Uint32Array, pageSize: number, slab: Uint8Array): Promise<LoadedPages> {
-    const pieces: Uint8Array[] = [];
-    const positions: number[] = [];
-    for (let i = 0; i < list.length; i++) {
-      const at = list[i]! * pageSize;
-      const piece = slab.subarray(i * pageSize, (i + 1) * pageSize);
-      // The block's last page may be partial: read what the file holds, pad with zeros.
-      const inFile = Math.min(pageSize, this.size - at);
-      if (inFile < pageSize) piece.fill(0, Math.max(0, inFile));
-      if (inFile <= 0) continue;
-      pieces.push(piece.subarray(0, inFile));
-      positions.push(at);
-    }
+    this.junk ??= Buffer.allocUnsafeSlow(GATHER_GAP_BYTES);
+    const { pieces, positions } = gatherReads(list, pageSize, this.size, slab, this.junk);
     try {
       await preadPieces(this.fd, pieces, positions);
     } catch (e) {

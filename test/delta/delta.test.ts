@@ -14,7 +14,16 @@ import { randomBytes } from 'node:crypto';
 import { migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { send } from '../../src/sender/sender.js';
 import { silentLogger } from '../../src/log.js';
-import { ENTRY_SIZE, entryIndex, fingerprintPages, matchEntries, NO_MATCH, sortEntries } from '../../src/delta/fingerprint.js';
+import {
+  ENTRY_SIZE,
+  entryIndex,
+  FINGERPRINT_BATCH,
+  fingerprintFile,
+  fingerprintPages,
+  matchEntries,
+  NO_MATCH,
+  sortEntries,
+} from '../../src/delta/fingerprint.js';
 import { CONTROL_PREAMBLE_SIZE, decodeFrame } from '../../src/control/protocol.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
 import { REF_ENTRY_SIZE } from '../../src/wire/delta-ref.js';
@@ -90,6 +99,39 @@ const sendOpts = (image: string) => ({
   methodParams: {},
   zeroPageDetection: 'multifd',
   delta: true,
+});
+
+t.test('fingerprinting a file stops at the batch in hand once its signal aborts, rejecting with the reason', async (t) => {
+  const file = path.join(tmpdir(t), 'big.ram');
+  const pages = 3 * FINGERPRINT_BATCH;
+  writePages(
+    file,
+    Array.from({ length: pages }, (_, i) => i),
+  );
+  const fd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const stop = new AbortController();
+  const seen: number[] = [];
+  const why = new Error('no plan needs them');
+  const e = await fingerprintFile(
+    fd,
+    pages * PS,
+    PS,
+    0,
+    'big.ram',
+    (_e, _n, _p, page) => {
+      seen.push(page);
+      stop.abort(why);
+    },
+    null,
+    null,
+    stop.signal,
+  ).catch((x: unknown) => x);
+  t.equal(e, why);
+  t.same(seen, [0], 'the first batch only: the two after it are not handed on');
+  const all: number[] = [];
+  await fingerprintFile(fd, pages * PS, PS, 0, 'big.ram', (_e, _n, _p, page) => void all.push(page), null, null, null);
+  t.same(all, [0, FINGERPRINT_BATCH, 2 * FINGERPRINT_BATCH], 'without a signal, every batch');
 });
 
 t.test('a delta migration: base and in-migration references, byte-identical, counted on both sides', async (t) => {

@@ -1,13 +1,14 @@
 /**
  * An image's scattered pages (src/image/image-source.ts, a gathered job's list): read back to back
  * into the caller's buffer, a partial last page padded with zeros, and a file that shrank an error
- * naming the image, never a SIGBUS or zero pages sent as if read.
+ * naming the image, never a SIGBUS or zero pages sent as if read. Pages a few apart are one read,
+ * the pages between them read into scratch, never into the buffer.
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
-import { ImageSource } from '../../src/image/image-source.js';
+import { GATHER_GAP_BYTES, ImageSource, gatherReads } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 const PS = 4096;
@@ -40,6 +41,60 @@ t.test('the listed pages, back to back; the partial last page padded', async (t)
   t.ok(
     pages.subarray(4 * PS - 100, 4 * PS).every((x) => x === 0),
     'then zeros past the end of the file',
+  );
+});
+
+t.test('pages a few apart: one contiguous read through scratch for the gaps; farther apart: reads of their own', async (t) => {
+  const GATHER_GAP = GATHER_GAP_BYTES / PS;
+  const slab = new Uint8Array(5 * PS);
+  const junk = new Uint8Array(GATHER_GAP_BYTES);
+  const far = 3 + GATHER_GAP + 2; // a gap of GATHER_GAP + 1 pages before it
+  const { pieces, positions } = gatherReads([0, 1, 3, far, far + 1 + GATHER_GAP], PS, 100 * PS, slab, junk);
+  const runs: number[][] = [];
+  positions.forEach((p, i) => {
+    const last = runs.at(-1);
+    if (last && last[1] === p) last[1] = p + pieces[i]!.length;
+    else runs.push([p, p + pieces[i]!.length]);
+  });
+  t.same(
+    runs,
+    [
+      [0, 4 * PS],
+      [far * PS, (far + 1 + GATHER_GAP + 1) * PS],
+    ],
+    'pages 0, 1 and 3 one run; the page past the longer gap starts another, which its neighbour GATHER_GAP pages on joins',
+  );
+  t.ok(
+    pieces.every((p) => p.buffer === slab.buffer || p.buffer === junk.buffer),
+    'every piece is the slab or the scratch',
+  );
+  t.equal(pieces.filter((p) => p.buffer === slab.buffer).length, 5, 'each listed page into the slab once');
+});
+
+t.test('larger pages: a gap of one 64 KiB page is longer than GATHER_GAP_BYTES, so each page is a read of its own', async (t) => {
+  const big = 65536;
+  const { positions } = gatherReads([0, 2, 3], big, 10 * big, new Uint8Array(3 * big), new Uint8Array(4 * big));
+  t.same(positions, [0, 2 * big, 3 * big], 'no piece for the page between, though the scratch would hold it');
+});
+
+t.test('gathered pages with gaps between them: the listed pages, never the gaps', async (t) => {
+  const file = image(t, 40, 100);
+  const src = await ImageSource.open({ name: 'vm.ram', path: file });
+  t.teardown(() => src.close());
+  const list = [0, 2, 5, 6, 30, 33, 39];
+  const slab = new Uint8Array(list.length * PS).fill(0xee);
+  const { pages } = await src.load(0, list.length, PS, () => slab, Uint32Array.from(list));
+  t.same(
+    list.map((_, i) => pages[i * PS]),
+    list.map((p) => p + 1),
+  );
+  t.ok(
+    list.every((p, i) => pages.subarray(i * PS, (i + 1) * PS - (p === 39 ? 100 : 0)).every((x) => x === p + 1)),
+    'every byte of every listed page',
+  );
+  t.ok(
+    pages.subarray(list.length * PS - 100).every((x) => x === 0),
+    'the partial last page padded',
   );
 });
 
