@@ -126,32 +126,15 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
   t.match(r.stderr, /target: mfd \/ QEMU wall time, none \[1 ch, mixed 8 MiB\]: not measured/);
 });
 
+/** One run of one 4 MiB cell on 2 channels, no warm-up, results in `out`: the QEMU peers' tests. */
+const quickBench = (dir: string, out: string, args: string[]): Promise<Ran> =>
+  mfd(['bench', '--size', '4M', '--channels', '2', '--runs', '1', '--warmup', '0', '--dir', dir, '--out', out, '--no-progress', ...args]);
+
 for (const b of QEMU_BUILDS) {
   t.test(`--peers qemu --qemu-binary: QEMU ${b.series} measured, its version in the report`, { skip: b.missing }, async (t) => {
     const dir = tmpdir(t);
     const out = path.join(dir, 'o');
-    const r = await mfd([
-      'bench',
-      '--size',
-      '4M',
-      '--compression',
-      'zstd',
-      '--channels',
-      '2',
-      '--runs',
-      '1',
-      '--warmup',
-      '0',
-      '--peers',
-      'qemu',
-      '--qemu-binary',
-      b.binary,
-      '--dir',
-      dir,
-      '--out',
-      out,
-      '--no-progress',
-    ]);
+    const r = await quickBench(dir, out, ['--compression', 'zstd', '--peers', 'qemu', '--qemu-binary', b.binary]);
     t.equal(r.status, 0, r.stderr);
     const recs = lines(path.join(out, 'results.jsonl'));
     const label = `QEMU ${b.version} multifd`;
@@ -172,28 +155,7 @@ t.test(
   async (t) => {
     const dir = tmpdir(t);
     const out = path.join(dir, 'o');
-    const r = await mfd([
-      'bench',
-      '--size',
-      '4M',
-      '--compression',
-      'none',
-      '--channels',
-      '2',
-      '--runs',
-      '1',
-      '--warmup',
-      '0',
-      '--peers',
-      'qemu,qemu10',
-      '--qemu10-binary',
-      QEMU10.binary,
-      '--dir',
-      dir,
-      '--out',
-      out,
-      '--no-progress',
-    ]);
+    const r = await quickBench(dir, out, ['--compression', 'none', '--peers', 'qemu,qemu10', '--qemu10-binary', QEMU10.binary]);
     t.equal(r.status, 0, r.stderr);
     const recs = lines(path.join(out, 'results.jsonl'));
     const labels = Object.fromEntries((recs[0]!.peers as { name: string; label: string }[]).map((p) => [p.name, p.label]));

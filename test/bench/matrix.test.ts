@@ -78,9 +78,12 @@ t.test("tc command: tbf for the rate, with or without a delay (the delay is the 
 
 t.test('peers: names, all, none', async (t) => {
   t.same(parsePeers('nc,qemu'), ['nc', 'qemu']);
-  t.same(parsePeers('all'), ['iperf3', 'nc', 'zstd-nc', 'qemu', 'rsync', 'mfd-plain']);
+  t.same(parsePeers('all'), ['iperf3', 'nc', 'zstd-nc', 'zstd-floor', 'qemu', 'qemu10', 'rsync', 'mfd-plain']);
   t.same(parsePeers('none'), []);
-  t.throws(() => parsePeers('scp'), /Expected --peers values from iperf3, nc, zstd-nc, qemu, rsync, mfd-plain but received "scp"/);
+  t.throws(
+    () => parsePeers('scp'),
+    /Expected --peers values from iperf3, nc, zstd-nc, zstd-floor, qemu, qemu10, rsync, mfd-plain but received "scp"/,
+  );
 });
 
 t.test('the whole option set, and the matrix it makes', async (t) => {

@@ -29,6 +29,30 @@ export function tmpdir(t: Test): string {
   return d;
 }
 
+/**
+ * A connected pair of plain TCP sockets on loopback: `a` the connecting side, `b` the accepted one.
+ * Socket errors are swallowed (the tests make peers fail on purpose); `close()` destroys both, as
+ * the test's end does.
+ */
+export async function socketPair(t: Test): Promise<{ a: net.Socket; b: net.Socket; close(): void }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const a = net.connect(port, '127.0.0.1');
+  await new Promise((r) => a.once('connect', r));
+  const b = await accepted;
+  server.close();
+  a.on('error', () => {});
+  b.on('error', () => {});
+  const close = (): void => {
+    a.destroy();
+    b.destroy();
+  };
+  t.teardown(close);
+  return { a, b, close };
+}
+
 export type Kind = 'zero' | 'random' | 'mixed' | 'text';
 
 /** Writes an image of `size` bytes; mixed = runs of zero, text and random pages. */

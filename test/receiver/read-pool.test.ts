@@ -25,6 +25,7 @@ import { encodePacketHeader, type PacketFields } from '../../src/wire/packet.js'
 import { packetHeaderSize } from '../../src/wire/constants.js';
 import { newChannelCounters } from '../../src/stats/stats.js';
 import type { BytePool } from '../../src/io/byte-pool.js';
+import { socketPair } from '../helpers/index.js';
 
 const PS = 4096;
 const HS = packetHeaderSize(PS);
@@ -32,22 +33,6 @@ const PAGES = 128;
 const zstd = getMethod('zstd');
 /** The largest payload a zstd packet of 128 pages may announce. */
 const MAX = zstd.maxPayload(PAGES, PS);
-
-/** A connected pair of plain TCP sockets on loopback: `a` the peer's, `b` the receiver's. */
-async function pair(t: Test): Promise<{ a: net.Socket; b: net.Socket }> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const a = net.connect(port, '127.0.0.1');
-  await new Promise((r) => a.once('connect', r));
-  const b = await accepted;
-  server.close();
-  a.on('error', () => {});
-  b.on('error', () => {});
-  t.teardown(() => (a.destroy(), b.destroy()));
-  return { a, b };
-}
 
 function header(f: Partial<PacketFields>): Buffer {
   return Buffer.from(
@@ -104,7 +89,7 @@ async function channels(t: Test, n: number, pool: BytePool = readPool()) {
   };
   const peers: net.Socket[] = [];
   for (let id = 0; id < n; id++) {
-    const { a, b } = await pair(t);
+    const { a, b } = await socketPair(t);
     const native = NativeChannel.attach(b, true)!;
     peers.push(a);
     const placer = {

@@ -13,22 +13,10 @@ import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
 import { NativeChannel } from '../../src/transport/native-channel.js';
 import { NativeIoError } from '../../src/errors.js';
+import { socketPair } from '../helpers/index.js';
 
 const HS = 32; // a toy header: its u32 at SIZE_AT announces the payload
 const SIZE_AT = 20;
-
-/** A connected pair of plain TCP sockets on loopback. */
-async function pair(): Promise<{ a: net.Socket; b: net.Socket; close(): void }> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const a = net.connect(port, '127.0.0.1');
-  await new Promise((r) => a.once('connect', r));
-  const b = await accepted;
-  server.close();
-  return { a, b, close: () => (a.destroy(), b.destroy()) };
-}
 
 function packet(payload: Buffer, announced = payload.length): Buffer {
   const h = randomBytes(HS);
@@ -37,7 +25,7 @@ function packet(payload: Buffer, announced = payload.length): Buffer {
 }
 
 t.test('packets sent in pieces arrive whole, each framed by its header', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const tx = NativeChannel.attach(a, false)!;
   const rx = NativeChannel.attach(b, true)!;
@@ -63,7 +51,7 @@ t.test('packets sent in pieces arrive whole, each framed by its header', async (
 });
 
 t.test('the next header, as far as it has arrived, comes with the payload before it', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
   const p1 = packet(randomBytes(3000));
@@ -88,7 +76,7 @@ t.test('the next header, as far as it has arrived, comes with the payload before
 });
 
 t.test('bytes read before the handover are kept for the first packet', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const p1 = packet(randomBytes(3000));
   const p2 = packet(randomBytes(5000));
@@ -107,7 +95,7 @@ t.test('bytes read before the handover are kept for the first packet', async (t)
 });
 
 t.test('the stream ending inside a packet', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
   const p = packet(randomBytes(4000));
@@ -115,7 +103,7 @@ t.test('the stream ending inside a packet', async (t) => {
   t.equal((await rx.recv(Buffer.alloc(HS), 0, 5000)).got, HS);
   t.equal((await rx.recv(Buffer.alloc(4000), 0, 5000)).got, 100, 'what arrived is reported, short of the payload');
 
-  const d = await pair();
+  const d = await socketPair(t);
   t.teardown(d.close);
   const rx3 = NativeChannel.attach(d.b, true)!.channel;
   d.a.end(p.subarray(0, 10));
@@ -123,7 +111,7 @@ t.test('the stream ending inside a packet', async (t) => {
 });
 
 t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
   const e = await rx.recv(Buffer.alloc(HS), 0, 100).then(
@@ -146,7 +134,7 @@ t.test('timeouts: nothing arriving, and a peer that takes nothing', async (t) =>
 });
 
 t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => {
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   const tx = NativeChannel.attach(a, false)!.channel;
   b.destroy();
@@ -163,7 +151,7 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
     `writing to a closed peer fails (${(err as Error)?.message})`,
   );
 
-  const c = await pair();
+  const c = await socketPair(t);
   t.teardown(c.close);
   const rx = NativeChannel.attach(c.b, true)!.channel;
   const blocked = rx.recv(Buffer.alloc(HS), 0, -1);
@@ -181,7 +169,7 @@ t.test('a peer that hangs up, and destroy() under a blocked read', async (t) => 
 });
 
 t.test('an operation refused before it is queued leaves the socket free to close', async (t) => {
-  const { b, close } = await pair();
+  const { b, close } = await socketPair(t);
   t.teardown(close);
   const rx = NativeChannel.attach(b, true)!.channel;
   await t.rejects(rx.recv(Buffer.alloc(4), 5, 100), RangeError, 'bytes held past the end of the buffer are refused');
@@ -217,7 +205,7 @@ t.test('a worker that ends with a channel blocked in a read: its thread stops, t
   await peerClosed;
   // The orphaned read sees its fd go, finds its environment gone and stops without calling into it.
   await new Promise((r) => setTimeout(r, 500));
-  const { a, b, close } = await pair();
+  const { a, b, close } = await socketPair(t);
   t.teardown(close);
   a.write(packet(Buffer.from('still here')));
   const buf = Buffer.alloc(HS + 10);
