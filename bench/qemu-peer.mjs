@@ -17,7 +17,6 @@
 // bench/results/qemu-peer.jsonl. Images and outputs go to --dir (default /tmp; tmpfs keeps the disk
 // out of the figures).
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,7 +30,7 @@ const { values: opt } = parseArgs({
     runs: { type: 'string', default: '3' },
     profile: { type: 'string', default: 'mixed' },
     image: { type: 'string' },
-    'qemu-binary': { type: 'string', default: path.join(os.homedir(), '.cache', 'mfd', 'qemu-10.0', 'bin', 'qemu-system-x86_64') },
+    'qemu-binary': { type: 'string' },
     dir: { type: 'string', default: '/tmp' },
   },
 });
@@ -39,10 +38,11 @@ const { values: opt } = parseArgs({
 const { start, sleep, waitFor, freePort, waitListening, cpuSec } = await import('../dist/proc/proc.js');
 const { compareFiles } = await import('../dist/bench/files.js');
 const { median, pairRatios } = await import('../dist/bench/stats.js');
-const { enableMultifd, fileBackedRam, Qmp, qemuVersion, quitQemus, unthrottle } = await import('../dist/qemu/qmp.js');
+const { enableMultifd, fileBackedRam, Qmp, qemu10Binary, qemuVersion, quitQemus, unthrottle } = await import('../dist/qemu/qmp.js');
 const { parseSize } = await import('../dist/image/generate.js');
 
-const qemu = opt['qemu-binary'];
+// Default: the QEMU 10.0 that .ci/fetch-qemu10 fetches ($MFD_QEMU10, or its cache folder).
+const qemu = opt['qemu-binary'] ?? qemu10Binary();
 const version = qemuVersion(qemu);
 if (!version) {
   console.error(`qemu-peer: ${qemu} does not run (run .ci/fetch-qemu10, or name one with --qemu-binary)`);

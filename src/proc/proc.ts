@@ -134,7 +134,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The absolute path of an executable on PATH, or null. */
 /**
  * CPU seconds (user + system) a live process has used so far, from /proc/PID/stat (in the kernel's
  * USER_HZ ticks, 100 a second on Linux); NaN once it is gone. For peers that report none of their own.
@@ -150,6 +149,7 @@ export function cpuSec(pid: number): number {
   }
 }
 
+/** The absolute path of an executable on PATH, or null. */
 export function which(cmd: string): string | null {
   for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
     if (!dir) continue;
