@@ -1,17 +1,24 @@
 /**
- * An image file as packets of pages, in one of two ways:
+ * An image file as packets of pages, mapped or read (the image access, `--image-access`):
  * - `map` (the main thread's, for methods that send the pages as they are):
  *   whole pages inside the file are served from read-only mappings of 16 MiB
  *   windows (no copy of the page cache; a window is unmapped once its last
  *   packet has been written, so memory stays flat); the tail of a file that
  *   ends inside a page, or a file that cannot be mapped, is read into a
  *   scratch buffer the caller provides on demand.
- * - `read` (a compute worker's): every packet is read with pread, on the
- *   worker's own thread, into its scratch buffer. A compressing method needs
- *   a copy of mapped pages anyway (a mapping of a file truncated meanwhile is
- *   SIGBUS in user space), and the read is that copy without the mapping's
- *   page faults: 5.0-6.6 against 6.9-7.9 sender CPU-s on a 2 GiB zstd send
- *   here, where a page fault is dear (a VM with shadow page tables).
+ * - `read`: every packet is read with pread into the caller's scratch buffer,
+ *   on the libuv pool from the main thread, or on a compute worker's own
+ *   thread (forWorker). Pages in holes are read too (as zeros: on tmpfs that is the kernel's
+ *   memset, and every zero-page backend may then look at them).
+ *
+ * Why reading is the default on files of 4 KiB pages: the mapping's cost is per page table
+ * entry, and a read is one copy. Here (a VM, kernel 6.18) touching a 2 GiB tmpfs file through
+ * mappings costs 1.3-1.6 CPU-s (MAP_POPULATE or MADV_POPULATE_READ: 1.3), reading it into a
+ * reused 512 KiB buffer 0.26; a `none` send of 2 GiB took 3.6-4.6 sender CPU-s mapped against
+ * 1.5-2.3 read. On huge pages (hugetlbfs, a VM's usual memory-backend-file) the mapping costs no
+ * more than the read (0.11 against 0.10 CPU-s, tmpfs huge=always), and it saves the copy, so
+ * `auto` maps there. A compressing method needs a copy of the pages anyway (a mapping of a file
+ * truncated meanwhile is SIGBUS in user space): its worker always reads.
  */
 import fs from 'node:fs';
 import { IoError, NativeIoError, nativeIoFailure } from '../errors.js';
@@ -21,6 +28,21 @@ import type { BlockSpec } from './ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
 const OS_PAGE = 4096;
+/** statfs(2)'s f_type of hugetlbfs (linux/magic.h). */
+const HUGETLBFS_MAGIC = 0x958458f6;
+
+/** How a sender gets an image's pages (module comment): `auto` maps images on hugetlbfs and reads the rest. */
+export const IMAGE_ACCESS = ['auto', 'map', 'read'] as const;
+export type ImageAccess = (typeof IMAGE_ACCESS)[number];
+
+/** Whether `path` lies on hugetlbfs, where mapping costs no more than a read. */
+async function onHugePages(path: string): Promise<boolean> {
+  try {
+    return (await fs.promises.statfs(path)).type === HUGETLBFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
 
 export interface LoadedPages {
   /** count x pageSize bytes: a view of a mapping, or the slab. */
@@ -104,12 +126,14 @@ export class ImageSource {
     readonly path: string,
     readonly fd: number,
     readonly size: number,
-    private readonly how: 'map' | 'read' = 'map',
+    /** map: as the access says; read on this thread (a worker's) or on the libuv pool (the main thread's). */
+    private readonly how: 'map' | 'read-here' | 'read-pool',
   ) {
-    if (how === 'read') this.mappable = false;
+    if (how !== 'map') this.mappable = false;
   }
 
-  static async open(spec: BlockSpec): Promise<ImageSource> {
+  /** The image for the main thread, mapped or read as `access` says (auto: the module comment). */
+  static async open(spec: BlockSpec, access: ImageAccess = 'auto'): Promise<ImageSource> {
     let fd: number;
     try {
       fd = await new Promise<number>((resolve, reject) => fs.open(spec.path, 'r', (e, f) => (e ? reject(e) : resolve(f))));
@@ -125,12 +149,18 @@ export class ImageSource {
       fs.closeSync(fd);
       throw new IoError('ERR_NOT_A_FILE', `image "${spec.path}" is not a regular file`);
     }
-    return new ImageSource(spec.name, spec.path, fd, st.size);
+    const map = access === 'map' || (access === 'auto' && (await onHugePages(spec.path)));
+    return new ImageSource(spec.name, spec.path, fd, st.size, map ? 'map' : 'read-pool');
+  }
+
+  /** Whether whole pages are served from mappings (false after a failed mapping too). */
+  get mapping(): boolean {
+    return this.mappable;
   }
 
   /** The same file seen from a compute worker, through the same descriptor: read, not mapped (above). */
   static forWorker(fd: number, path: string, size: number): ImageSource {
-    return new ImageSource(path, path, fd, size, 'read');
+    return new ImageSource(path, path, fd, size, 'read-here');
   }
 
   /**
@@ -275,7 +305,7 @@ export class ImageSource {
       new IoError(`ERR_${err.code ?? 'READ'}`, `reading image "${this.path}" at offset ${at}: ${err.message}`, err);
     const ended = (at: number): IoError =>
       new IoError('ERR_IMAGE_SHRANK', `image "${this.path}" shrank while sending: it ended at byte ${at}, expected ${this.size} bytes`);
-    if (this.how === 'read') {
+    if (this.how === 'read-here') {
       for (let done = 0; done < length;) {
         let n: number;
         try {

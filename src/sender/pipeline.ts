@@ -28,7 +28,7 @@ import { BlockDigest } from '../image/digest.js';
 import { encodePacketHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
-import { ImageSource } from '../image/image-source.js';
+import { ImageSource, type ImageAccess } from '../image/image-source.js';
 import { slabPool, type Slab } from './slab-pool.js';
 import type { BoundedPool } from '../io/bounded-pool.js';
 import { pageRuns } from '../image/page-runs.js';
@@ -57,6 +57,8 @@ export interface PipelineOptions<N extends MethodName = MethodName> extends Meth
   accelPaths?: string[];
   /** Any fallback from a hardware path is an error (--require-hardware). */
   requireHardware?: boolean;
+  /** How the main thread gets the pages of a method that sends them as they are (ImageSource); default auto. */
+  imageAccess?: ImageAccess;
   logger: Logger;
   /** Compute worker threads for offloaded methods (default: min(channels, cores)). */
   threads?: number;
@@ -212,7 +214,7 @@ export class SendPipeline {
     const zeroPagePath = detector.check({ accelPaths, requireHardware });
     const sources: ImageSource[] = [];
     try {
-      for (const spec of opts.images) sources.push(await ImageSource.open(spec));
+      for (const spec of opts.images) sources.push(await ImageSource.open(spec, opts.imageAccess));
     } catch (e) {
       for (const s of sources) s.close();
       throw e;

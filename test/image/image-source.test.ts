@@ -148,12 +148,38 @@ t.test("a compute worker's source reads every packet into its scratch, never a m
     tail.pages.subarray(8 * PS - 100, 8 * PS).every((x) => x === 0),
     'the partial last page padded with zeros',
   );
-  const main = await ImageSource.open({ name: 'vm.ram', path: file });
+  const main = await ImageSource.open({ name: 'vm.ram', path: file }, 'map');
   t.teardown(() => main.close());
-  t.not((await main.load(8 * PS, 16, PS, () => slab)).pages.buffer, slab.buffer, "the main thread's source maps whole pages");
+  t.not((await main.load(8 * PS, 16, PS, () => slab)).pages.buffer, slab.buffer, "the main thread's source maps whole pages when asked to");
   fs.ftruncateSync(fd, 20 * PS);
   await t.rejects(
     src.load(16 * PS, 16, PS, () => slab),
     { code: 'ERR_IMAGE_SHRANK', message: /shrank while sending: it ended at byte 81920/ },
   );
+});
+
+t.test("the main thread's image access: auto reads off hugetlbfs, map maps, read reads; the same bytes every way", async (t) => {
+  const file = image(t, 40, 100);
+  const onHuge = fs.statfsSync(path.dirname(file)).type === 0x958458f6;
+  const want = (at: number, count: number): number[] => [...Array(count).keys()].map((i) => at + i + 1);
+  for (const access of ['auto', 'map', 'read'] as const) {
+    const src = await ImageSource.open({ name: 'vm.ram', path: file }, access);
+    t.teardown(() => src.close());
+    const mapped = access === 'map' || (access === 'auto' && onHuge);
+    t.equal(src.mapping, mapped, `${access}: ${mapped ? 'mapped' : 'read'}`);
+    const slab = new Uint8Array(16 * PS).fill(0xee);
+    const { pages, release } = await src.load(8 * PS, 16, PS, () => slab);
+    t.equal(pages.buffer === slab.buffer, !mapped, `${access}: whole pages ${mapped ? 'from a mapping' : "in the caller's buffer"}`);
+    t.same(
+      [...Array(16).keys()].map((i) => pages[i * PS]),
+      want(8, 16),
+      `${access}: pages 8..23, each its own bytes`,
+    );
+    release();
+    const tail = await src.load(32 * PS, 8, PS, () => slab);
+    t.ok(
+      tail.pages.subarray(7 * PS, 8 * PS - 100).every((x) => x === 40) && tail.pages.subarray(8 * PS - 100, 8 * PS).every((x) => x === 0),
+      `${access}: the partial last page read and padded`,
+    );
+  }
 });

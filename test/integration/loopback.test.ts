@@ -14,12 +14,16 @@ interface Case {
   channels: number;
   detection?: string;
   pageSize?: number;
+  /** The sender's image access (default: auto, which reads on every file system but hugetlbfs). */
+  access?: 'map' | 'read';
 }
 
 const cases: Case[] = [
   { name: '1 channel, mixed', images: [{ name: 'a.ram', size: 3 * MiB, kind: 'mixed' }], channels: 1 },
   { name: '2 channels, mixed', images: [{ name: 'a.ram', size: 5 * MiB, kind: 'mixed' }], channels: 2 },
   { name: '4 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 4 },
+  { name: '4 channels, mixed, from mappings', images: [{ name: 'a.ram', size: 41 * MiB, kind: 'mixed' }], channels: 4, access: 'map' },
+  { name: '4 channels, mixed, read', images: [{ name: 'a.ram', size: 41 * MiB, kind: 'mixed' }], channels: 4, access: 'read' },
   { name: '8 channels, mixed', images: [{ name: 'a.ram', size: 9 * MiB, kind: 'mixed' }], channels: 8 },
   // More channels than the sender's shared packet buffers give each a full pipeline, and more than the
   // receiver's buffer budget gives each its full read-ahead: every channel still gets through.
@@ -34,6 +38,16 @@ const cases: Case[] = [
       { name: 'tiny', size: 7, kind: 'random' },
     ],
     channels: 3,
+  },
+  {
+    name: 'several ramblocks, sizes off the packet and page size, from mappings',
+    images: [
+      { name: 'pc.ram', size: 17 * MiB + 12345, kind: 'mixed' },
+      { name: 'one-page', size: 4096, kind: 'random' },
+      { name: 'tiny', size: 7, kind: 'random' },
+    ],
+    channels: 3,
+    access: 'map',
   },
   { name: 'all zero', images: [{ name: 'z', size: 4 * MiB, kind: 'zero' }], channels: 4 },
   { name: 'all random', images: [{ name: 'r', size: 4 * MiB, kind: 'random' }], channels: 4 },
@@ -58,6 +72,7 @@ for (const c of cases) {
         compression: 'none',
         methodParams: {},
         zeroPageDetection: c.detection ?? 'multifd',
+        ...(c.access ? { imageAccess: c.access } : {}),
       },
       { outputDir: out },
     );
@@ -160,8 +175,12 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
   const holesHere = native.dataExtents(probe, 0, shape.pages * 4096).length > 2;
   fs.closeSync(probe);
   if (!holesHere) return void t.skip('this file system reports no holes (no SEEK_HOLE)', () => {});
-  for (const detection of ['multifd', 'none']) {
-    const out = path.join(dir, `out-${detection}`);
+  for (const [detection, imageAccess] of [
+    ['multifd', 'read'],
+    ['multifd', 'map'],
+    ['none', 'read'],
+  ] as const) {
+    const out = path.join(dir, `out-${detection}-${imageAccess}`);
     fs.mkdirSync(out);
     const { sent, received } = await migrate(
       {
@@ -171,10 +190,11 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
         compression: 'none',
         methodParams: {},
         zeroPageDetection: detection,
+        imageAccess,
       },
       { outputDir: out },
     );
-    t.equal(sha256(path.join(out, 'sparse.ram')), sha256(img), `${detection}: byte-identical`);
+    t.equal(sha256(path.join(out, 'sparse.ram')), sha256(img), `${detection}, ${imageAccess}: byte-identical`);
     t.same(received.stats.ramblocks[0]!.digest, sent.stats.ramblocks[0]!.digest, `${detection}: digests agree`);
     const zp = sent.stats.paths.zeroPage.pages;
     if (detection === 'multifd') {

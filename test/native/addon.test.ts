@@ -63,7 +63,7 @@ t.test("ImageSource: mapped windows and the read tail give the file's bytes, zer
   const size = 40 * 1024 * 1024 + 3 * 4096 + 100; // three windows, a tail packet ending mid-page
   const data = randomBytes(size);
   fs.writeFileSync(f, data);
-  const src = await ImageSource.open({ name: 'img', path: f });
+  const src = await ImageSource.open({ name: 'img', path: f }, 'map');
   t.teardown(() => src.close());
   const slab = new Uint8Array(512 * 1024);
   const held = [];
@@ -194,7 +194,7 @@ t.test('ImageSource: an image truncated under it is an error, not a run of holes
   const dir = tmpdir(t);
   const f = path.join(dir, 'img');
   fs.writeFileSync(f, randomBytes(4 << 20));
-  const src = await ImageSource.open({ name: 'img', path: f });
+  const src = await ImageSource.open({ name: 'img', path: f }, 'map');
   t.teardown(() => src.close());
   const scratch = (): Uint8Array => new Uint8Array(1 << 20);
   const first = await src.load(0, 128, 4096, scratch);

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { parseSize } from '../../image/generate.js';
+import { IMAGE_ACCESS, type ImageAccess } from '../../image/image-source.js';
 import { allMethodOptions, listMethods, methodChoice, type MethodChoice, type MethodOption } from '../../methods/index.js';
 import { listDetectors } from '../../zero-page/index.js';
 import { runSend, sendDestination, type SendDestinationOpts } from '../destination.js';
@@ -25,6 +26,7 @@ interface SendOpts extends CommonOpts, SendDestinationOpts {
   accelPath?: string[];
   requireHardware?: boolean;
   maxBandwidth: number;
+  imageAccess: ImageAccess;
 }
 
 /** --max-bandwidth: bytes per second, with QEMU's binary K, M, G suffixes (qemu_strtosz). */
@@ -138,6 +140,14 @@ export function sendCommand(ctx: CommandContext): Command {
       ),
     )
     .addOption(
+      new Option(
+        '--image-access <how>',
+        'how pages that travel as they are (--compression none) come from the image: map = read-only mappings (no copy), read = pread into a reused buffer (one copy, no page-table work), auto = map on hugetlbfs, read elsewhere; compressing methods always read',
+      )
+        .choices([...IMAGE_ACCESS])
+        .default('auto'),
+    )
+    .addOption(
       new Option('--connect-timeout <duration>', 'give up connecting after this long (seconds, or 500ms, 2m)')
         .argParser(durationInRange('--connect-timeout', 1, 3_600_000))
         .default(10_000, '10s'),
@@ -228,6 +238,7 @@ export function sendCommand(ctx: CommandContext): Command {
       requireHardware: o.requireHardware ?? false,
       logger,
       maxBandwidth: o.maxBandwidth,
+      imageAccess: o.imageAccess,
     });
   });
   return cmd;
