@@ -10,7 +10,9 @@ import { IoError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
 import { ENTRY_SIZE, NO_MATCH } from '../control/delta.js';
 
+/** An entry's size and the index no entry has: defined below, with the `fingerprints` frames that carry entries. */
 export { ENTRY_SIZE, NO_MATCH };
+
 /**
  * Pages per addon call (4 MiB of 4 KiB pages). Small on purpose: each of the
  * three read buffers is touched afresh by every process, and a first touch is
