@@ -1,7 +1,8 @@
 /**
  * mfd as a library (the package's "exports"): migrate() and migrateIncoming(),
  * which take a typed destination or source (an mfd or a QEMU, over TCP or in a
- * file) as the CLI does; the network sender and receiver they run; their
+ * file) as the CLI does; the network sender and receiver they run, and delta
+ * transfer's extensions of them; their
  * options and results, the error classes with their exit codes, and which addon
  * and engines are in use.
  */
@@ -16,8 +17,12 @@ export {
   type IncomingResult,
   type QemuShape,
 } from './migrate/migrate.js';
-export { send, type SendOptions, type SendResult } from './sender/sender.js';
+export { send, type SendOptions, type SendResult, type SendExtension } from './sender/sender.js';
 export { receive, type RecvOptions, type RecvResult } from './receiver/receiver.js';
+export type { RecvExtension } from './receiver/extension.js';
+// Delta transfer for send() and receive() alone: their `extension` (migrate() and migrateIncoming() wire it in themselves).
+export { deltaSender } from './delta/sender.js';
+export { deltaReceiver, type DeltaRecvOptions } from './delta/receiver.js';
 export type { ChannelCounters, RunStats } from './stats/stats.js';
 export {
   ExitCode,

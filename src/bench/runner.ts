@@ -39,7 +39,7 @@ export interface MfdSample {
   delta?: DeltaSample;
 }
 
-/** The sender's delta counts (src/delta/sender.ts DeltaCounts), as --json gives them. */
+/** The sender's delta counts (src/stats/stats.ts DeltaCounts), as --json gives them. */
 export interface DeltaSample {
   dataPages: number;
   basePages: number;

@@ -8,7 +8,7 @@
  */
 import { ProtocolError } from '../errors.js';
 import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { checkFingerprints, checkReadyDelta, type Fingerprints, type ReadyDelta } from '../delta/protocol.js';
+import { checkFingerprints, checkReadyDelta, type Fingerprints, type ReadyDelta } from './delta.js';
 
 export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
 export const CONTROL_VERSION = 1;
@@ -60,7 +60,7 @@ export interface Hello {
   ramblocks: RamblockInfo[];
   /** `mfd send --resume`: continue from the pages the receiver has durably written. */
   resume?: boolean;
-  /** `mfd send --delta`: asks the receiver for its bases' fingerprints (src/delta/protocol.ts). */
+  /** `mfd send --delta`: asks the receiver for its bases' fingerprints (src/control/delta.ts). */
   delta?: boolean;
 }
 

@@ -25,13 +25,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { IoError, UsageError, VerifyError } from '../errors.js';
+import { packetHeaderSize } from '../wire/constants.js';
 import type { Logger } from '../log.js';
 import type { SendPipeline } from '../sender/pipeline.js';
+import type { SaveExtension } from '../file/save.js';
+import type { RestoreExtension } from '../file/restore.js';
+import { runPages } from '../image/resume.js';
 import { badBaseName, type DeltaManifest } from '../file/format.js';
 import { ENTRY_SIZE, FINGERPRINT_BATCH, fingerprintFile, readFully, requireDelta, sortEntries } from './fingerprint.js';
-import { MAX_BASE_PAGES, MAX_BASES } from './protocol.js';
-import { fingerprintImages, planDelta, type DeltaPlan } from './sender.js';
-import type { DeltaBase } from './receiver.js';
+import { MAX_BASE_PAGES, MAX_BASES } from '../control/delta.js';
+import { deltaCounts, fingerprintImages, planDelta, type DeltaPlan } from './sender.js';
+import { DeltaReceiver, type DeltaBase } from './receiver.js';
 
 export interface FileDeltaOptions {
   /** `--base NAME=PATH`: the bases, in the order the references number them (none: copies within the migration only). */
@@ -43,6 +47,42 @@ export interface FileDeltaOptions {
 export interface FileDelta {
   manifest: DeltaManifest;
   plan: DeltaPlan;
+}
+
+/** Delta files for the save (its SaveExtension, wired in by src/migrate/): references to `opts`' bases and to earlier pages. */
+export function deltaSave(opts: FileDeltaOptions): SaveExtension {
+  return {
+    async plan(p, log) {
+      const { manifest, plan } = await planFileDelta(p, opts, log);
+      return {
+        manifest,
+        referencedPages: (b) => runPages(plan.held.get(b) ?? []),
+        stats(stats, p) {
+          stats.delta = deltaCounts(plan, stats.normalPages, stats.zeroPages, p.pageSize, p.headerSize);
+        },
+      };
+    },
+  };
+}
+
+/**
+ * Delta files for the restore (its RestoreExtension, wired in by src/migrate/
+ * for every file): a version 2 file's bases are found where `given` says,
+ * verified, and its reference packets applied by DeltaReceiver; `--base` or
+ * `--base-dir` for a file without bases is refused.
+ */
+export function deltaRestore(given: FileBasesOptions): RestoreExtension {
+  return {
+    async open(h, file, blocks, log) {
+      if (!h.delta) {
+        if (given.bases.length || given.dirs.length)
+          throw new UsageError(`--base and --base-dir are for a delta migration file: "${file}" refers to no base`);
+        return null;
+      }
+      const bases = await openFileBases(h.delta, given, h.pageSize, log);
+      return DeltaReceiver.forFile(bases, h, blocks, packetHeaderSize(h.pageSize));
+    },
+  };
 }
 
 function ioError(e: unknown, what: string): IoError {

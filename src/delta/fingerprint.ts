@@ -8,8 +8,11 @@
 import fs from 'node:fs';
 import { IoError, UsageError } from '../errors.js';
 import { native } from '../native/load.js';
+import { ENTRY_SIZE, NO_MATCH } from '../control/delta.js';
 
-export const ENTRY_SIZE = 16;
+/** An entry's size and the index no entry has: defined below, with the `fingerprints` frames that carry entries. */
+export { ENTRY_SIZE, NO_MATCH };
+
 /**
  * Pages per addon call (4 MiB of 4 KiB pages). Small on purpose: each of the
  * three read buffers is touched afresh by every process, and a first touch is
@@ -18,8 +21,6 @@ export const ENTRY_SIZE = 16;
  * pages per thread for the addon's split on four cores.
  */
 export const FINGERPRINT_BATCH = 1024;
-/** No entry refers to this page index: page indices stop one below it. */
-export const NO_MATCH = 0xffffffff;
 
 export function deltaAvailable(): boolean {
   return native.deltaAvailable;

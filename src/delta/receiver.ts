@@ -17,19 +17,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IoError, ProtocolError, UsageError, NativeIoError, nativeIoFailure } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Hello } from '../control/protocol.js';
+import type { Hello, Ready } from '../control/protocol.js';
 import type { ControlChannel } from '../transport/control-channel.js';
 import { writePacket } from '../native/packet-io.js';
 import { native } from '../native/load.js';
 import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
+import type { OpenExtension, RecvExtension } from '../receiver/extension.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
 import { ENTRY_SIZE, entryIndex, fingerprintFile, requireDelta } from './fingerprint.js';
 import { preadPieces, pwritePieces } from '../native/file-io.js';
 import { BoundedPool } from '../io/bounded-pool.js';
-import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from './protocol.js';
+import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from '../control/delta.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from '../wire/delta-ref.js';
-import type { DeltaCounts } from './sender.js';
+import type { DeltaCounts, RunStats } from '../stats/stats.js';
 
 export interface DeltaRecvOptions {
   /** `--base NAME=PATH`. */
@@ -86,7 +87,20 @@ interface Segment {
   count: number;
 }
 
-export class DeltaReceiver {
+/**
+ * Delta transfer for the network receiver (its RecvExtension, wired in by
+ * src/migrate/): a hello with `delta` is offered `opts`' bases and each
+ * output's earlier version; their fingerprints go before `ready`, which names
+ * them; the reference packets are applied by DeltaReceiver.
+ */
+export function deltaReceiver(opts: DeltaRecvOptions): RecvExtension {
+  return {
+    open: ({ hello, finals, blocks, headerSize, log, onWritten }) =>
+      hello.delta ? DeltaReceiver.open(opts, hello, finals, blocks, headerSize, log, onWritten) : null,
+  };
+}
+
+export class DeltaReceiver implements OpenExtension {
   private readonly deferred: { block: TargetBlock; name: string; ref: PageRef }[] = [];
   private basePages = 0;
   private zeroPages = 0;
@@ -175,6 +189,7 @@ export class DeltaReceiver {
     log.info({ bases: bases.map((b) => ({ name: b.name, path: b.path, size: b.size })) }, 'delta: bases');
     const r = new DeltaReceiver(bases, hello, blocks, headerSize, onWritten);
     r.onFingerprintsHook = opts.onFingerprints;
+    r.afterOfferHook = opts.afterOffer;
     return r;
   }
 
@@ -191,16 +206,19 @@ export class DeltaReceiver {
     return new DeltaReceiver(bases, layout, blocks, headerSize, undefined);
   }
 
-  /** Fingerprints every base and sends the entries (`fingerprints` frames); what `ready.delta` says. */
-  async offer(ctl: ControlChannel): Promise<ReadyDelta> {
+  /** Fingerprints every base and sends the entries (`fingerprints` frames); what `ready` says of them (`delta`). */
+  async offer(ctl: ControlChannel): Promise<Pick<Ready, 'delta'>> {
     // Like a copy, the fingerprinting holds the bases open until it ends (close() waits).
     if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
     this.active++;
+    let delta: ReadyDelta;
     try {
-      return await this.fingerprintBases(ctl);
+      delta = await this.fingerprintBases(ctl);
     } finally {
       if (--this.active === 0 && this.closing) this.closeBases();
     }
+    await this.afterOfferHook?.();
+    return { delta };
   }
 
   private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
@@ -293,8 +311,9 @@ export class DeltaReceiver {
     }
   }
 
-  /** Set by receive() from DeltaRecvOptions.onFingerprints. */
-  onFingerprintsHook: ((entries: Buffer) => void) | undefined;
+  /** Set by open() from DeltaRecvOptions.onFingerprints and afterOffer. */
+  private onFingerprintsHook: ((entries: Buffer) => void) | undefined;
+  private afterOfferHook: (() => void | Promise<void>) | undefined;
 
   /**
    * A reference packet (header checked): checks each reference, marks its
@@ -536,7 +555,12 @@ export class DeltaReceiver {
     this.onWritten?.(block, offsets, n);
   }
 
-  counts(dataPages: number, zeroPages: number): DeltaCounts {
+  /** The run's `delta`: `dataPages` and `zeroPages` from the channels' counters, the rest from the references. */
+  stats(stats: RunStats): void {
+    stats.delta = this.counts(stats.normalPages, stats.zeroPages);
+  }
+
+  private counts(dataPages: number, zeroPages: number): DeltaCounts {
     return {
       dataPages,
       zeroPages: zeroPages + this.zeroPages,

@@ -16,29 +16,14 @@ import { ProtocolError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ControlMessage } from '../control/protocol.js';
 import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
+import type { SendExtension } from '../sender/sender.js';
 import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
-import type { Fingerprints, ReadyDelta } from './protocol.js';
+import type { Fingerprints, ReadyDelta } from '../control/delta.js';
+import type { DeltaCounts } from '../stats/stats.js';
 import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from '../wire/delta-ref.js';
 
 /** Pages one reference packet stands for at most (but for a single longer run): 32 MiB of 4 KiB pages. */
 const REF_PACKET_PAGES = 8192;
-
-/** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
-export interface DeltaCounts {
-  /** Non-zero pages sent as data. */
-  dataPages: number;
-  /** Zero pages, in data packets or beside references. */
-  zeroPages: number;
-  /** Pages sent as references to a base the receiver holds. */
-  basePages: number;
-  /** Pages sent as references to an earlier page of this migration. */
-  migrationPages: number;
-  /** Reference packets, and their bytes on the wire (headers included). */
-  refPackets: number;
-  refBytes: number;
-  /** Page bytes not sent (referenced pages x page size) less the reference packets' bytes. */
-  bytesSaved: number;
-}
 
 /** The reference packets of one migration, and the pages they cover per block (runs), not sent as data. */
 export interface DeltaPlan {
@@ -54,57 +39,67 @@ export interface DeltaPlan {
 }
 
 /**
- * Reads the answer to the hello: with `asked` (a hello with `delta`), the
- * `fingerprints` frames before `ready`. Returns that answer and, when
- * `ready` offers bases, the plan (already handed to the pipeline).
+ * Delta transfer for the network sender (its SendExtension, wired in by
+ * src/migrate/): the hello asks with `delta: true`; the answer's
+ * `fingerprints` frames before `ready` are the receiver's table; when `ready`
+ * offers bases, the plan's reference packets go before any page, and its
+ * counts into the run's statistics.
  */
-export async function deltaAnswer(
-  asked: boolean,
+export function deltaSender(): SendExtension {
+  let plan: DeltaPlan | null = null;
+  return {
+    hello: { delta: true },
+    async answer(next, p, log) {
+      const answer = await deltaAnswer(next, p, log);
+      plan = answer.plan;
+      return answer.ready;
+    },
+    stats(stats, p) {
+      if (plan) stats.delta = deltaCounts(plan, stats.normalPages, stats.zeroPages, p.pageSize, p.headerSize);
+    },
+  };
+}
+
+/**
+ * Reads the answer to a hello with `delta`: the `fingerprints` frames before
+ * `ready`. Returns that answer and, when `ready` offers bases, the plan
+ * (already handed to the pipeline).
+ */
+async function deltaAnswer(
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   // The images are fingerprinted while the receiver fingerprints its bases; stopped when no plan needs them.
   const stop = new AbortController();
-  const prints = asked ? fingerprintImages(p.blocks, p.pageSize, stop.signal) : null;
-  prints?.catch(() => {}); // awaited once the receiver has answered
+  const prints = fingerprintImages(p.blocks, p.pageSize, stop.signal);
+  prints.catch(() => {}); // awaited once the receiver has answered
   try {
-    return await answerDelta(asked, next, p, log, prints);
+    return await answerDelta(next, p, log, prints);
   } finally {
     stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
   }
 }
 
 async function answerDelta(
-  asked: boolean,
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
-  prints: Promise<ImagePrints> | null,
+  prints: Promise<ImagePrints>,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
   let m = await next();
   while (m.type === 'fingerprints') {
-    if (!asked)
-      throw new ProtocolError(
-        'ERR_CONTROL_UNEXPECTED',
-        'control channel: received "fingerprints", but this migration did not ask for delta transfer',
-      );
     const b = Buffer.from((m as Fingerprints).entries, 'base64');
     chunks.push(b);
     count += b.length / ENTRY_SIZE;
     m = await next();
   }
   if (m.type !== 'ready' || !m.delta) {
-    if (m.type === 'ready' && asked) log.warn('the receiver offers no bases (mfd recv without --delta): every page goes as data');
+    if (m.type === 'ready') log.warn('the receiver offers no bases (mfd recv without --delta): every page goes as data');
     return { ready: m, plan: null };
   }
-  if (!asked)
-    throw new ProtocolError(
-      'ERR_CONTROL_MESSAGE',
-      'control channel: ready.delta received, but this migration did not ask for delta transfer',
-    );
   const offer = m.delta;
   if (count !== offer.fingerprints)
     throw new ProtocolError(
@@ -123,7 +118,7 @@ async function answerDelta(
       );
   }
   await sortEntries(table, count);
-  const plan = await planDelta(p.blocks, p.pageSize, await prints!, table, count, offer);
+  const plan = await planDelta(p.blocks, p.pageSize, await prints, table, count, offer);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info(
     { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },

@@ -12,7 +12,7 @@ import { ProtocolError, VerifyError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MAX_CHANNELS, MAX_RAMBLOCKS } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX, hex } from '../wire/constants.js';
-import { MAX_BASE_PAGES, MAX_BASES } from '../delta/protocol.js';
+import { MAX_BASE_PAGES, MAX_BASES } from '../control/delta.js';
 import { uuidFromString, uuidToString } from '../wire/init-packet.js';
 
 export const FILE_MAGIC = 0x4d464446; // 'MFDF'

@@ -14,8 +14,9 @@
  *
  * and finally packet counts, page coverage and digests are verified against
  * the trailer before any output takes its final name. A delta file's bases
- * (src/delta/at-rest.ts) are opened and checked (size, SHA-256) before any
- * output is created; its reference packets are applied by DeltaReceiver.
+ * (src/delta/at-rest.ts, through RestoreExtension) are opened and checked
+ * (size, SHA-256) before any output is created; its reference packets are
+ * applied by the same extension as a network receiver's.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
@@ -52,8 +53,19 @@ import {
 import { openForRestore, type FileTarget, type OpenFile } from './target.js';
 import { readRecords } from './stream-layout.js';
 import { checkMappedRamGeometry, restoreMappedRam } from './mapped-ram-layout.js';
-import { openFileBases, type FileBasesOptions } from '../delta/at-rest.js';
-import { DeltaReceiver } from '../delta/receiver.js';
+import type { PacketExtension } from '../receiver/extension.js';
+
+/**
+ * An extension of the restore (delta files: src/delta/at-rest.ts's
+ * deltaRestore), wired in by whoever assembles the migration (src/migrate/).
+ * Contract: open() is called once the header and trailer of the file at
+ * `path` are checked, before any output is created; it refuses what it cannot
+ * restore (throws), and returns the handler of the file's extension packets
+ * (a version 2 file's reference packets), or null for a file without them.
+ */
+export interface RestoreExtension {
+  open(h: FileHeader, path: string, blocks: Map<string, TargetBlock>, log: Logger): Promise<PacketExtension | null>;
+}
 
 export interface RestoreOptions {
   source: FileTarget;
@@ -69,8 +81,8 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** Check the file (every record, page coverage, packet counts, digests) without writing any output (`mfd inspect`). */
   verifyOnly?: boolean;
-  /** A delta file's bases: `--base NAME=PATH`, `--base-dir DIR` (src/delta/at-rest.ts). */
-  bases?: FileBasesOptions;
+  /** Delta files (src/delta/at-rest.ts): where their bases are, `--base NAME=PATH`, `--base-dir DIR`. */
+  extension?: RestoreExtension;
 }
 
 /** The migration file a restore read, as its summary reports it. */
@@ -198,24 +210,25 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
   let compute: ComputePool | null = null;
   const failure = new FirstFailure(opts.signal);
   const fail = failure.fail;
-  let delta: DeltaReceiver | null = null;
+  let delta: PacketExtension | null = null;
   try {
     const env = await readEnvelope(f, f.size);
     const { header: h, trailer } = env;
     const { method, params } = fileMethod(h);
     if (h.layout === 'mapped-ram') checkMappedRamGeometry(h, f.offset, env.trailerOffset);
-    if (!h.delta && (opts.bases?.bases.length || opts.bases?.dirs.length))
-      throw new UsageError(`--base and --base-dir are for a delta migration file: "${f.path}" refers to no base`);
     const blocks = new Map<string, TargetBlock>();
     if (h.delta) {
       if (opts.verifyOnly)
         throw new UsageError('a delta migration file is checked by restoring it with its bases (mfd recv --from ... --base)');
       if (opts.inPlace)
         throw new UsageError('a delta migration file is not restored --in-place: a base must never be written while it is read');
-      // Every base verified (size, SHA-256) before any output is created or any page read from it.
-      const bases = await openFileBases(h.delta, opts.bases ?? { bases: [], dirs: [] }, h.pageSize, log);
-      delta = DeltaReceiver.forFile(bases, h, blocks, packetHeaderSize(h.pageSize));
     }
+    // A delta file's bases: every one verified (size, SHA-256) before any output is created or any page read from it.
+    delta = (await opts.extension?.open(h, f.path, blocks, log)) ?? null;
+    if (h.delta && !delta)
+      throw new UsageError(
+        `"${f.path}" is a delta migration file: restore it with its bases (migrateIncoming(), mfd recv --from ... --base)`,
+      );
     const requireHardware = opts.requireHardware ?? false;
     const compressionPath = method.path({ params, requireHardware, receiving: true });
     const tally = new PathTally(`${method.name} decompression`, requireHardware);
@@ -303,7 +316,7 @@ export async function restoreFromFile(opts: RestoreOptions): Promise<RestoreResu
       counters,
       startNs,
     );
-    if (delta) stats.delta = delta.counts(stats.normalPages, stats.zeroPages);
+    delta?.stats(stats);
     return {
       stats,
       file: { path: f.path, offset: f.offset, layout: h.layout, bytes: env.length, ...(records !== undefined ? { records } : {}) },
@@ -338,7 +351,7 @@ interface StreamRestore {
   fail(e: unknown): MfdError;
   failed(): MfdError | null;
   /** A delta file: its reference packets' pages are copied by the network receiver's code. */
-  delta: DeltaReceiver | null;
+  delta: PacketExtension | null;
 }
 
 /**

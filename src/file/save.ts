@@ -20,16 +20,14 @@
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { FirstFailure, IoError, UsageError } from '../errors.js';
-import { SendPipeline, type PipelineOptions } from '../sender/pipeline.js';
+import { SendPipeline, type PipelineOptions, type SendBlock } from '../sender/pipeline.js';
 import type { MethodName } from '../methods/index.js';
 import { pwritePieces } from '../native/file-io.js';
 import { DIGEST_ALGORITHM } from '../control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { WriteGate } from '../io/write-gate.js';
 import type { RunStats } from '../stats/stats.js';
-import { runPages } from '../image/resume.js';
-import { planFileDelta, type FileDelta, type FileDeltaOptions } from '../delta/at-rest.js';
-import { deltaCounts } from '../delta/sender.js';
+import type { Logger } from '../log.js';
 import {
   alignUp,
   encodeHeader,
@@ -39,6 +37,7 @@ import {
   FILE_VERSION_DELTA,
   HEADER_MAX,
   headerLength,
+  type DeltaManifest,
   type FileHeader,
   type Layout,
 } from './format.js';
@@ -57,6 +56,27 @@ import {
 import { streamSink, type BlockCounts } from './stream-layout.js';
 import { mappedRamSink, PageBitmaps, planMappedRam } from './mapped-ram-layout.js';
 
+/**
+ * An extension of the save (delta files: src/delta/at-rest.ts's deltaSave),
+ * wired in by whoever assembles the migration (src/migrate/). Contract: plan()
+ * runs once the pipeline is open, before the file is; it may hand the
+ * pipeline packets to send before any page (SendPipeline.sendFirst) and
+ * returns what the header records (the bases: a version 2 file), what the
+ * trailer counts per block, and what it adds to the run's statistics.
+ * Stream layout only: with --mapped-ram it is refused before plan().
+ */
+export interface SaveExtension {
+  plan(p: SendPipeline, log: Logger): Promise<SavePlan>;
+}
+
+export interface SavePlan {
+  /** The header's `delta`: the bases the file's reference packets number. */
+  manifest: DeltaManifest;
+  /** The trailer's `referencedPages` of a block: the pages its packets sent first stand for. */
+  referencedPages(b: SendBlock): number;
+  stats(stats: RunStats, p: SendPipeline): void;
+}
+
 export interface SaveOptions<N extends MethodName = MethodName> extends PipelineOptions<N> {
   target: FileTarget;
   /** QEMU's mapped-ram: fixed regions per ramblock, positional page writes, no compression. */
@@ -68,8 +88,8 @@ export interface SaveOptions<N extends MethodName = MethodName> extends Pipeline
    * baseline of one synchronous write per packet ('per-packet', for benchmarks).
    */
   writer?: { bufferSize?: number; buffers?: number } | 'per-packet';
-  /** A delta file (version 2): references to these bases, and to pages earlier in the file (src/delta/at-rest.ts). */
-  delta?: FileDeltaOptions;
+  /** A delta file (version 2): references to bases, and to pages earlier in the file (src/delta/at-rest.ts). */
+  extension?: SaveExtension;
   signal?: AbortSignal;
 }
 
@@ -113,13 +133,13 @@ export async function saveToFile<N extends MethodName>(opts: SaveOptions<N>): Pr
         `--mapped-ram stores pages uncompressed at fixed places in the file (as QEMU's mapped-ram, which refuses compression too): drop --compression ${p.method.name}, or save without --mapped-ram`,
       );
     }
-    if (opts.mappedRam && opts.delta) {
+    if (opts.mappedRam && opts.extension) {
       throw new UsageError(
         "--mapped-ram cannot hold delta references: its contract (QEMU's) is every page's bytes at the page's own place in the file, a clear bitmap bit meaning a zero page; a page held in a base is neither. Save the delta file in the stream layout (without --mapped-ram), where references are packets like any other",
       );
     }
     // Before the header: it records the bases' digests, taken while they are fingerprinted.
-    const delta: FileDelta | null = opts.delta ? await planFileDelta(p, opts.delta, log) : null;
+    const delta = opts.extension ? await opts.extension.plan(p, log) : null;
     file = openForSave(opts.target, direct);
     const f = file;
     const ramblocks = p.blocks.map((b) => ({ name: b.source.name, size: b.source.size }));
@@ -211,7 +231,7 @@ export async function saveToFile<N extends MethodName>(opts: SaveOptions<N>): Pr
           digest: b.digest.hex(),
           normalPages: counts[i]!.normalPages,
           zeroPages: counts[i]!.zeroPages,
-          ...(delta ? { referencedPages: runPages(delta.plan.held.get(b) ?? []) } : {}),
+          ...(delta ? { referencedPages: delta.referencedPages(b) } : {}),
         })),
       },
       version,
@@ -224,7 +244,7 @@ export async function saveToFile<N extends MethodName>(opts: SaveOptions<N>): Pr
     file = null;
     await syncDirectory(f.path).catch((e: unknown) => log.warn({ err: (e as Error).message }, `could not sync the directory of ${f.path}`));
     const stats = p.stats(uuid, startNs);
-    if (delta) stats.delta = deltaCounts(delta.plan, stats.normalPages, stats.zeroPages, opts.pageSize, p.headerSize);
+    delta?.stats(stats, p);
     const summary: FileSummary = {
       path: f.path,
       offset: f.offset,

@@ -57,7 +57,7 @@ export interface InspectedPacket {
   payloadBytes: number;
   /** payload bytes / (normal pages x page size); 0 without normal pages. */
   ratio: number;
-  /** A delta reference packet (src/delta/wire.ts): its references, as text (the first 16), and the pages they stand for. */
+  /** A delta reference packet (src/wire/delta-ref.ts): its references, as text (the first 16), and the pages they stand for. */
   references?: { count: number; pages: number; first: string[] };
 }
 

@@ -11,10 +11,15 @@
  *   file        a migration file (file/save.ts)       a migration file (file/restore.ts)
  *   qemu        a QEMU -incoming (qemu/replay.ts)     a QEMU's migrate tcp: (qemu/recv.ts)
  *   qemu-file   a QEMU migration file (qemu/replay)   a file QEMU's migrate file: wrote (qemu/recv.ts)
+ *
+ * Delta transfer (src/delta/) is wired in here, through the extension each
+ * path defines (SendExtension, SaveExtension, RecvExtension, RestoreExtension):
+ * the data paths never import it.
  */
 import { UsageError } from '../errors.js';
-import type { FileBasesOptions, FileDeltaOptions } from '../delta/at-rest.js';
-import type { DeltaRecvOptions } from '../delta/receiver.js';
+import { deltaRestore, deltaSave, type FileBasesOptions, type FileDeltaOptions } from '../delta/at-rest.js';
+import { deltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
+import { deltaSender } from '../delta/sender.js';
 import { restoreFromFile, type RestoredFile } from '../file/restore.js';
 import { saveToFile, type FileSummary, type SaveOptions } from '../file/save.js';
 import { parseBlockSpecs } from '../image/ramblock.js';
@@ -137,13 +142,19 @@ export async function migrate<N extends MethodName>(dest: SendDestination, o: Mi
   const { images, ...rest } = o;
   switch (dest.kind) {
     case 'tcp': {
-      const { kind, ...to } = dest;
-      const r = await send({ ...rest, ...to, images: parseBlockSpecs(images) });
+      const { kind, delta, ...to } = dest;
+      const r = await send({ ...rest, ...to, images: parseBlockSpecs(images), ...(delta ? { extension: deltaSender() } : {}) });
       return { kind, ...r };
     }
     case 'file': {
-      const { kind, path, offset, ...to } = dest;
-      const r = await saveToFile({ ...rest, ...to, target: { path, offset }, images: parseBlockSpecs(images) });
+      const { kind, path, offset, delta, ...to } = dest;
+      const r = await saveToFile({
+        ...rest,
+        ...to,
+        target: { path, offset },
+        images: parseBlockSpecs(images),
+        ...(delta ? { extension: deltaSave(delta) } : {}),
+      });
       return { kind, ...r };
     }
     case 'qemu':
@@ -173,13 +184,14 @@ export async function migrate<N extends MethodName>(dest: SendDestination, o: Mi
 export async function migrateIncoming(src: RecvSource, o: IncomingOptions): Promise<IncomingResult> {
   switch (src.kind) {
     case 'tcp': {
-      const { kind, ...from } = src;
-      return { kind, ...(await receive({ ...o, ...from })) };
+      const { kind, delta, ...from } = src;
+      return { kind, ...(await receive({ ...o, ...from, ...(delta ? { extension: deltaReceiver(delta) } : {}) })) };
     }
     case 'file': {
-      const { kind, path, offset, ...from } = src;
+      const { kind, path, offset, bases } = src;
       const { onListening: _, ...rest } = o;
-      return { kind, ...(await restoreFromFile({ ...rest, ...from, source: { path, offset } })) };
+      const extension = deltaRestore(bases ?? { bases: [], dirs: [] });
+      return { kind, ...(await restoreFromFile({ ...rest, source: { path, offset }, extension })) };
     }
     case 'qemu':
     case 'qemu-file': {

@@ -63,7 +63,7 @@ import {
 } from './journal.js';
 import { digestRuns, limitRuns, runPages, shareRuns } from '../image/resume.js';
 import { PageBudget } from './page-bitmap.js';
-import { DeltaReceiver, type DeltaRecvOptions } from '../delta/receiver.js';
+import type { OpenExtension, RecvExtension } from './extension.js';
 
 export interface RecvOptions {
   host: string;
@@ -98,8 +98,8 @@ export interface RecvOptions {
    * this long for the next sender (0: exit at once, the default).
    */
   resumeWaitMs?: number;
-  /** Delta transfer (src/delta/): the bases offered to a sender that asks (`mfd recv --delta`). */
-  delta?: DeltaRecvOptions;
+  /** Delta transfer (src/delta/receiver.ts): the bases offered to a sender that asks (`mfd recv --delta`). */
+  extension?: RecvExtension;
   /** How connections authenticate (TLS, PSK); default none. A refused connection is logged and closed, the migration goes on. */
   security?: ChannelSecurity;
   onListening?: (address: net.AddressInfo) => void;
@@ -233,8 +233,8 @@ class Migration {
   private heldPages = 0;
   /** Digesting the held pages (read back from the outputs), beside the transfer; awaited before verifying. */
   private heldDigest: Promise<void> = Promise.resolve();
-  /** Delta transfer's bases, when the hello asked and this receiver offers them. */
-  private delta: DeltaReceiver | null = null;
+  /** The extension (delta transfer), when the hello asked and this receiver offers it. */
+  private extension: OpenExtension | null = null;
   /** The failure left the temporary outputs and their journals for a resume. */
   keptJournal = false;
   /** Failed waiting for a hello that never came. */
@@ -391,9 +391,8 @@ class Migration {
         throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${hello.type}", expected "hello"`);
       if (this.helloWatch) clearTimeout(this.helloWatch);
       const have = await this.setup(hello);
-      const delta = await this.delta?.offer(ctl);
-      await this.opts.delta?.afterOffer?.();
-      ctl.send({ type: 'ready', ...(have ? { have } : {}), ...(delta ? { delta } : {}) });
+      const offered = await this.extension?.offer(ctl);
+      ctl.send({ type: 'ready', ...(have ? { have } : {}), ...offered });
       this.watchChannels(hello.channels);
       const m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
@@ -465,16 +464,15 @@ class Migration {
     );
     for (const b of hello.ramblocks) this.totalBytes += b.size;
     const have = await this.openJournals(hello, journaled);
-    if (hello.delta && this.opts.delta && !this.resumed) {
-      this.delta = DeltaReceiver.open(
-        this.opts.delta,
+    if (this.opts.extension && !this.resumed) {
+      this.extension = this.opts.extension.open({
         hello,
         finals,
-        this.blocks,
-        packetHeaderSize(hello.pageSize),
-        this.log,
-        this.journals ? (b, o, n) => this.journals!.note(b.output, o, n) : undefined,
-      );
+        blocks: this.blocks,
+        headerSize: packetHeaderSize(hello.pageSize),
+        log: this.log,
+        ...(this.journals ? { onWritten: (b: TargetBlock, o: ArrayLike<number>, n: number) => this.journals!.note(b.output, o, n) } : {}),
+      });
     }
     if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
@@ -713,8 +711,10 @@ class Migration {
     this.host = {
       pageSize: hello.pageSize,
       headerSize: packetHeaderSize(hello.pageSize),
-      check: { ...packetChecks(method, hello.pageSize, this.blocks), deltaRefs: this.delta !== null },
-      ...(this.delta ? { refs: (h: PacketHeader, payload: Uint8Array[], channel: number) => this.delta!.apply(h, payload, channel) } : {}),
+      check: { ...packetChecks(method, hello.pageSize, this.blocks), deltaRefs: this.extension !== null },
+      ...(this.extension
+        ? { refs: (h: PacketHeader, payload: Uint8Array[], channel: number) => this.extension!.apply(h, payload, channel) }
+        : {}),
       readPool: readPool(),
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
@@ -764,7 +764,7 @@ class Migration {
       done.packets,
     );
     await this.heldDigest;
-    await this.delta?.finish();
+    await this.extension?.finish();
     // A failure (Ctrl-C, the sender's late error) may come during any wait: it then owns the outputs.
     if (this.settled) return;
     verifyBlocks(hello.ramblocks, this.blocks, hello.pageSize, done.digests);
@@ -794,7 +794,7 @@ class Migration {
       this.startNs,
     );
     if (this.resumed) stats.resumedPages = this.heldPages;
-    if (this.delta) stats.delta = this.delta.counts(stats.normalPages, stats.zeroPages);
+    this.extension?.stats(stats);
     this.control?.send({ type: 'verdict', ok: true, stats: stats as unknown as Record<string, unknown> });
     this.settle();
     this.control?.close();
@@ -853,7 +853,7 @@ class Migration {
     if (this.completeWatch) clearTimeout(this.completeWatch);
     if (this.helloWatch) clearTimeout(this.helloWatch);
     for (const r of this.receivers) r.cleanup();
-    this.delta?.close();
+    this.extension?.close();
     void this.compute?.close();
     for (const ch of this.channels) if (ch && !ch.ended) ch.destroy();
   }

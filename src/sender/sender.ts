@@ -29,9 +29,25 @@ import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats/stats.js';
-import { deltaAnswer, deltaCounts } from '../delta/sender.js';
 import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
 import type { MethodName } from '../methods/index.js';
+import type { Logger } from '../log.js';
+
+/**
+ * An extension of the sender's conversation (delta transfer: src/delta/sender.ts's
+ * deltaSender), wired in by whoever assembles the migration (src/migrate/). Its
+ * contract: `hello` is added to the hello (after `resume`); answer() reads the
+ * receiver's answer to that hello through `next` (frames of the extension's own
+ * come before `ready`), may hand the pipeline packets to send before any page
+ * (SendPipeline.sendFirst), and returns the message that ended the answer
+ * (`ready`, or whatever the sender then refuses); stats() adds the extension's
+ * counts to the run's statistics once the verdict is in.
+ */
+export interface SendExtension {
+  readonly hello: Pick<Hello, 'delta'>;
+  answer(next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<ControlMessage>;
+  stats(stats: RunStats, p: SendPipeline): void;
+}
 
 export interface SendOptions<N extends MethodName = MethodName> extends PipelineOptions<N> {
   host: string;
@@ -44,8 +60,8 @@ export interface SendOptions<N extends MethodName = MethodName> extends Pipeline
   timeoutMs?: number;
   /** Continue a failed migration from the pages the receiver has durably written (its journal). */
   resume?: boolean;
-  /** Ask the receiver for its bases' fingerprints and send references for the pages it holds (src/delta/). */
-  delta?: boolean;
+  /** Delta transfer (src/delta/sender.ts): asks the receiver for the pages it holds, and sends references to them. */
+  extension?: SendExtension;
   /** How each connection authenticates (TLS, PSK); default none. */
   security?: ChannelSecurity;
   signal?: AbortSignal;
@@ -110,11 +126,12 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
       digest: DIGEST_ALGORITHM,
       ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size, source: b.sourceId })),
       ...(opts.resume ? { resume: true } : {}),
-      ...(opts.delta ? { delta: true } : {}),
+      ...opts.extension?.hello,
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
-    const { ready, plan } = await deltaAnswer(opts.delta ?? false, () => answer('"ready", the answer to the hello'), p, log);
+    const next = (): Promise<ControlMessage> => answer('"ready", the answer to the hello');
+    const ready = opts.extension ? await opts.extension.answer(next, p, log) : unextended(await next());
     if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME'))
       throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
     if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');
@@ -177,7 +194,7 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
     control.close();
     const stats = p.stats(uuid, startNs);
     if (opts.resume) stats.resumedPages = p.heldPages;
-    if (plan) stats.delta = deltaCounts(plan, stats.normalPages, stats.zeroPages, opts.pageSize, p.headerSize);
+    opts.extension?.stats(stats, p);
     return { stats, receiver: verdict.stats };
   } catch (e) {
     throw fail(e);
@@ -187,6 +204,21 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
     await pipeline?.close();
     for (const s of sockets) if (failure.error) s.destroy();
   }
+}
+
+/** The answer to a hello that asked for no extension: an extension's frame or field in it is refused. */
+function unextended(m: ControlMessage): ControlMessage {
+  if (m.type === 'fingerprints')
+    throw new ProtocolError(
+      'ERR_CONTROL_UNEXPECTED',
+      'control channel: received "fingerprints", but this migration did not ask for delta transfer',
+    );
+  if (m.type === 'ready' && m.delta)
+    throw new ProtocolError(
+      'ERR_CONTROL_MESSAGE',
+      'control channel: ready.delta received, but this migration did not ask for delta transfer',
+    );
+  return m;
 }
 
 function remoteOrUnexpected(m: ControlMessage, when: string): MfdError {

@@ -1,6 +1,22 @@
 import { formatPathCounts, type PathCounts } from '../offload/paths.js';
 import { printable } from '../text.js';
-import type { DeltaCounts } from '../delta/sender.js';
+
+/** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
+export interface DeltaCounts {
+  /** Non-zero pages sent as data. */
+  dataPages: number;
+  /** Zero pages, in data packets or beside references. */
+  zeroPages: number;
+  /** Pages sent as references to a base the receiver holds. */
+  basePages: number;
+  /** Pages sent as references to an earlier page of this migration. */
+  migrationPages: number;
+  /** Reference packets, and their bytes on the wire (headers included). */
+  refPackets: number;
+  refBytes: number;
+  /** Page bytes not sent (referenced pages x page size) less the reference packets' bytes. */
+  bytesSaved: number;
+}
 
 /**
  * Run statistics shaped like QEMU's query-migrate `ram` block: total time,

@@ -160,7 +160,7 @@ export interface PacketCheckContext {
   /** True when the method's payload length is fixed: exactly normalPages x pageSize. */
   exactPayload: boolean;
   lookupRamblock(name: string): { size: number } | undefined;
-  /** Delta transfer was negotiated: reference packets (src/delta/wire.ts) are accepted. */
+  /** Delta transfer was negotiated: reference packets (src/wire/delta-ref.ts) are accepted. */
   deltaRefs?: boolean;
 }
 

@@ -11,8 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { migrate, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
-import { send } from '../../src/sender/sender.js';
+import { migrate, rejection, send, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { silentLogger } from '../../src/log.js';
 import {
   ENTRY_SIZE,

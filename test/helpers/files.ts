@@ -8,11 +8,17 @@ import { restoreFromFile, type RestoreOptions } from '../../src/file/restore.js'
 import { silentLogger } from '../../src/log.js';
 import { alignedBuffer, pwritePieces } from '../../src/native/file-io.js';
 import type { BlockSpec } from '../../src/image/ramblock.js';
+import { deltaRestore, deltaSave, type FileBasesOptions, type FileDeltaOptions } from '../../src/delta/at-rest.js';
 
 export const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 export const mfd = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
 
-export function save(images: BlockSpec[], file: string, o: Partial<SaveOptions> = {}): ReturnType<typeof saveToFile> {
+/** Saves `images` to `file`; `delta` makes a delta file (wired in as migrate() does). */
+export function save(
+  images: BlockSpec[],
+  file: string,
+  { delta, ...o }: Partial<SaveOptions> & { delta?: FileDeltaOptions } = {},
+): ReturnType<typeof saveToFile> {
   return saveToFile({
     target: { path: file, offset: 0 },
     images,
@@ -23,11 +29,18 @@ export function save(images: BlockSpec[], file: string, o: Partial<SaveOptions> 
     zeroPageDetection: 'multifd',
     logger: silentLogger,
     ...o,
+    ...(delta ? { extension: deltaSave(delta) } : {}),
   });
 }
 
-export function restore(file: string, outputDir: string, o: Partial<RestoreOptions> = {}): ReturnType<typeof restoreFromFile> {
-  return restoreFromFile({ source: { path: file, offset: 0 }, outputDir, logger: silentLogger, ...o });
+/** Restores `file` into `outputDir`; a delta file's bases are where `bases` says (wired in as migrateIncoming() does). */
+export function restore(
+  file: string,
+  outputDir: string,
+  { bases, ...o }: Partial<RestoreOptions> & { bases?: FileBasesOptions } = {},
+): ReturnType<typeof restoreFromFile> {
+  const extension = deltaRestore(bases ?? { bases: [], dirs: [] });
+  return restoreFromFile({ source: { path: file, offset: 0 }, outputDir, logger: silentLogger, extension, ...o });
 }
 
 /** Flips one bit of the byte at `at`. */

@@ -5,8 +5,10 @@ import path from 'node:path';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Test } from 'tap';
-import { send, type SendOptions } from '../../src/sender/sender.js';
-import { receive, type RecvOptions, type RecvResult } from '../../src/receiver/receiver.js';
+import { send as sendPath, type SendOptions, type SendResult } from '../../src/sender/sender.js';
+import { receive as receivePath, type RecvOptions, type RecvResult } from '../../src/receiver/receiver.js';
+import { deltaSender } from '../../src/delta/sender.js';
+import { deltaReceiver, type DeltaRecvOptions } from '../../src/delta/receiver.js';
 import { silentLogger } from '../../src/log.js';
 import {
   encodePreamble,
@@ -87,15 +89,27 @@ export function pagesDigest(file: string): string {
   return d.hex();
 }
 
+/** The network sender, with `delta` asking for delta transfer (wired in as migrate() in src/migrate/ does). */
+export function send(o: SendOptions & { delta?: boolean }): Promise<SendResult> {
+  const { delta, ...rest } = o;
+  return sendPath({ ...rest, ...(delta ? { extension: deltaSender() } : {}) });
+}
+
+/** The network receiver, with `delta` offering bases to a sender that asks (wired in as migrateIncoming() does). */
+export function receive(o: RecvOptions & { delta?: DeltaRecvOptions }): Promise<RecvResult> {
+  const { delta, ...rest } = o;
+  return receivePath({ ...rest, ...(delta ? { extension: deltaReceiver(delta) } : {}) });
+}
+
 export interface Pair {
-  sent: Awaited<ReturnType<typeof send>>;
+  sent: SendResult;
   received: RecvResult;
 }
 
 /** Runs a receiver and a sender in this process over loopback. */
 export async function migrate(
-  send_: Omit<SendOptions, 'host' | 'port' | 'logger'> & { logger?: SendOptions['logger'] },
-  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger'] },
+  send_: Omit<SendOptions, 'host' | 'port' | 'logger'> & { logger?: SendOptions['logger']; delta?: boolean },
+  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger']; delta?: DeltaRecvOptions },
 ): Promise<Pair> {
   const { port, result } = await startReceiver(recv);
   const sent = await send({ host: '127.0.0.1', port, logger: silentLogger, ...send_ });
@@ -103,7 +117,7 @@ export async function migrate(
 }
 
 export async function startReceiver(
-  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger'] },
+  recv: Omit<RecvOptions, 'host' | 'port' | 'logger'> & { logger?: RecvOptions['logger']; delta?: DeltaRecvOptions },
 ): Promise<{ port: number; result: Promise<RecvResult> }> {
   let result!: Promise<RecvResult>;
   const port = await new Promise<number>((resolve, reject) => {

@@ -25,9 +25,11 @@ const LAYERS: string[][] = [
   ['image', 'methods', 'zero-page'],
   // the compute worker and its pool; mfd accel's report, which asks the methods and backends
   ['compute', 'accel'],
-  // the data paths: both sides, their connections and control channel, migration files, delta transfer, run statistics
-  // (one layer: delta extends the sender, the receiver, the file paths and the control protocol, which call it back)
-  ['control', 'transport', 'delta', 'sender', 'receiver', 'file', 'stats'],
+  // the data paths: both sides, their connections and control channel, migration files, run statistics
+  ['control', 'transport', 'sender', 'receiver', 'file', 'stats'],
+  // delta transfer: extends the data paths through the extension points they define (SendExtension, RecvExtension,
+  // SaveExtension, RestoreExtension), and is wired in by migrate; the data paths never import it
+  ['delta'],
   // mfd inspect, of channel streams and migration files, which reads them through the receiver's and the file's code
   ['inspect'],
   // QEMU as a peer

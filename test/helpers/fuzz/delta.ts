@@ -1,5 +1,5 @@
 /**
- * Fuzz target for delta reference packets (src/delta/wire.ts): a header with
+ * Fuzz target for delta reference packets (src/wire/delta-ref.ts): a header with
  * the 0x3c compression field and a payload of references, from valid packets
  * mutated (header fields, reference fields, payload bytes, truncation) and
  * from random bytes, through checkPacketHeader, decodeRefs and checkRef as the

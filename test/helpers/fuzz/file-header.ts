@@ -14,7 +14,7 @@
 import fc from 'fast-check';
 import { native } from '../../../src/native/load.js';
 import { MULTIFD_PACKET_SIZE } from '../../../src/wire/constants.js';
-import { MAX_BASE_PAGES } from '../../../src/delta/protocol.js';
+import { MAX_BASE_PAGES } from '../../../src/control/delta.js';
 import {
   badBaseName,
   decodeHeader,

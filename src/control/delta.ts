@@ -4,9 +4,15 @@
  * answers with `fingerprints` frames (its bases' page fingerprints, 16-byte
  * entries in base64) and then `ready` with `delta: {bases, fingerprints}`.
  * A hello without `delta` gets today's conversation, byte for byte.
+ * The messages' shapes and checks, and the limits a migration file's bases
+ * share: what delta transfer (src/delta/) says on the wire, not how it plans.
  */
 import { ProtocolError } from '../errors.js';
-import { ENTRY_SIZE, NO_MATCH } from './fingerprint.js';
+
+/** A fingerprint entry (addon/delta.cc): the top 96 bits of a page's XXH3-128, then its u32 page index. */
+export const ENTRY_SIZE = 16;
+/** No entry refers to this page index: page indices stop one below it. */
+export const NO_MATCH = 0xffffffff;
 
 /** Entries in one `fingerprints` frame at most: 2 MiB of entries, 2.7 MiB of base64, under the 4 MiB frame limit. */
 export const MAX_FINGERPRINTS_PER_FRAME = 131072;
