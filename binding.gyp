@@ -7,7 +7,8 @@
   # loads libisal.so.2 at run time where the host has it (addon/isal.h), so
   # one binary serves hosts with and without it. xxHash (libxxhash-dev) is
   # header-only here (XXH_INLINE_ALL, addon/delta.cc): without it delta
-  # transfer reports itself unavailable. Prebuilt binaries (npm run
+  # transfer reports itself unavailable. zlib and liblz4 (liblz4-dev; liblz4.so.1 is in
+  # every Debian base system) are linked: the zlib and lz4 methods. Prebuilt binaries (npm run
   # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
   # which are linked, stay out of them (build from source to have them).
   # A second addon, "mfd_test" (addon/test/), holds the stand-ins the tests use
@@ -44,7 +45,8 @@
         "addon/delay_line.cc",
         "addon/socket_channel.cc",
         "addon/qz_members.cc",
-        "addon/delta.cc"
+        "addon/delta.cc",
+        "addon/lz4_block.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -55,7 +57,7 @@
       ],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"],
-      "libraries": ["-lz"],
+      "libraries": ["-lz", "-llz4"],
       "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"],
       "conditions": [
         ["have_qpl==1 and portable==0", {
