@@ -2,8 +2,11 @@
 // uncompressed length, then one LZ4 block of the packet's normal pages joined in
 // offset order. liblz4 (Debian's liblz4-dev) makes and reads the block, in the
 // caller's buffers: one call per packet, no allocation per packet.
-#include <lz4.h>
 #include <napi.h>
+
+#ifdef MFD_HAVE_LZ4
+#include <lz4.h>
+#endif
 
 #include <cstring>
 #include <vector>
@@ -11,6 +14,7 @@
 #include "common.h"
 
 namespace mfd {
+#ifdef MFD_HAVE_LZ4
 namespace {
 
 constexpr size_t kPrefix = 4;
@@ -98,5 +102,9 @@ void InitLz4Block(Napi::Env env, Napi::Object exports) {
   exports.Set("lz4Decompress", Napi::Function::New(env, JS_lz4Decompress, "lz4Decompress"));
   exports.Set("lz4Version", Napi::String::New(env, LZ4_versionString()));
 }
+#else
+// Built without liblz4-dev: the lz4 method runs its lz4-napi engine.
+void InitLz4Block(Napi::Env env, Napi::Object exports) { exports.Set("lz4Version", env.Null()); }
+#endif
 
 }  // namespace mfd

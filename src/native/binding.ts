@@ -141,8 +141,8 @@ export interface MfdBinding {
   lz4Compress(runs: Uint8Array[], out: Uint8Array): number;
   /** Decodes the LZ4 block after a payload's 4-byte prefix into out; bytes decoded, or -1 when corrupt or longer than out. */
   lz4Decompress(payload: Uint8Array, out: Uint8Array): number;
-  /** liblz4's version (e.g. "1.9.4"). */
-  lz4Version: string;
+  /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress and lz4Decompress are absent). */
+  lz4Version: string | null;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
   /**

@@ -65,3 +65,21 @@ t.test('a peer payload that is wrong is refused with the channel, packet and val
   short.writeUInt32LE(4 * PS, 0);
   refuse(short, 4, 'ERR_PAYLOAD_SIZE', /packet size received 8192, size expected 16384/, 'a block that decodes short');
 });
+
+t.test('the two engines: each decodes what the other makes, and the path names the one that runs', async (t) => {
+  const img = pages(16, 4);
+  const runs = [img.subarray(0, 5 * PS), img.subarray(9 * PS)];
+  const joined = Buffer.concat(runs);
+  for (const [from, to] of [
+    ['liblz4', 'lz4-napi'],
+    ['lz4-napi', 'liblz4'],
+  ] as const) {
+    const tx = m.sendSetup({ channel: 1, pageSize: PS, params: m.params({ engine: from }), tally: tally() });
+    const rx = m.recvSetup({ channel: 1, pageSize: PS, params: m.params({ engine: to }), tally: tally() });
+    const payload = Buffer.concat(await tx.prepare(runs, 12, new Uint8Array(m.maxPayload(12, PS))));
+    t.ok(lz4BlockDecode(payload.subarray(4), joined.length).equals(joined), `${from}: a standard LZ4 block`);
+    t.ok(Buffer.from((await rx.recv([payload], 12, 1n))[0]!).equals(joined), `${from} -> ${to}: decodes`);
+  }
+  t.match(m.path({ params: m.params({ engine: 'lz4-napi' }), requireHardware: false }), /lz4_flex \(lz4-napi\)$/, 'lz4-napi named');
+  t.match(m.path({ params: m.params({}), requireHardware: false }), /^software: liblz4 \d/, 'liblz4 by default');
+});
