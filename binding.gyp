@@ -7,7 +7,8 @@
   # loads libisal.so.2 at run time where the host has it (addon/isal.h), so
   # one binary serves hosts with and without it. xxHash (libxxhash-dev) is
   # header-only here (XXH_INLINE_ALL, addon/delta.cc): without it delta
-  # transfer reports itself unavailable. Prebuilt binaries (npm run
+  # transfer reports itself unavailable. zlib is linked (the zlib method), and liblz4 when
+  # pkg-config finds liblz4-dev (the lz4 method's liblz4 engine; without it, lz4-napi). Prebuilt binaries (npm run
   # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
   # which are linked, stay out of them (build from source to have them).
   # A second addon, "mfd_test" (addon/test/), holds the stand-ins the tests use
@@ -23,6 +24,7 @@
     "have_qatzip": "<!(pkg-config --exists qatzip && echo 1 || echo 0)",
     "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)",
     "have_xxhash": "<!(pkg-config --exists 'libxxhash >= 0.8' && echo 1 || echo 0)",
+    "have_lz4": "<!(pkg-config --exists liblz4 && echo 1 || echo 0)",
     "have_test": "<!(node -p \"require('fs').existsSync('addon/test/binding.cc') && process.env.MFD_PORTABLE !== '1' ? 1 : 0\")"
   },
   "targets": [
@@ -44,7 +46,8 @@
         "addon/delay_line.cc",
         "addon/socket_channel.cc",
         "addon/qz_members.cc",
-        "addon/delta.cc"
+        "addon/delta.cc",
+        "addon/lz4_block.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -67,6 +70,10 @@
           "defines": ["MFD_HAVE_ISAL"],
           "cflags_cc": ["<!@(pkg-config --cflags libisal)"],
           "libraries": ["-ldl"]
+        }],
+        ["have_lz4==1", {
+          "defines": ["MFD_HAVE_LZ4"],
+          "libraries": ["-llz4"]
         }],
         ["have_xxhash==1", {
           "defines": ["MFD_HAVE_XXHASH"],

@@ -28,6 +28,7 @@ void InitDelayLine(Napi::Env env, Napi::Object exports);
 void InitSocketChannel(Napi::Env env, Napi::Object exports);
 void InitQzMembers(Napi::Env env, Napi::Object exports);
 void InitDelta(Napi::Env env, Napi::Object exports);
+void InitLz4Block(Napi::Env env, Napi::Object exports);
 void InitTestNatives(Napi::Env env, Napi::Object exports);
 namespace {
 
@@ -515,6 +516,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSocketChannel(env, exports);
   InitQzMembers(env, exports);
   InitDelta(env, exports);
+  InitLz4Block(env, exports);
   InitTestNatives(env, exports);
   return exports;
 }

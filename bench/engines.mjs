@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // npm run bench:engines [-- --image GUEST.img --size 64M --rounds 3 --addon build-libs/Release/mfd.node]
 //
-// The software engines of the qpl and qatzip methods, side by side in one run, on one core:
+// The software engines of the qpl, qatzip and lz4 methods, side by side in one run, on one core:
 //
 //   qpl     mfd           mfd's raw deflate per page (zlib level 1, 4 KiB window)
 //   qpl     qpl-software  libqpl's software path (qpl_path_software, fixed Huffman codes): QEMU's without IAA
 //   qatzip  mfd           mfd's QZ-headed gzip members per 64 KiB (ISA-L igzip where the addon has it, else zlib)
 //   qatzip  qatzip-sw     QATzip's software session (sw_backup = 1): QEMU's without QAT
+//   lz4     liblz4        liblz4 in the addon (--lz4-engine liblz4, the default)
+//   lz4     lz4-napi      lz4-napi's lz4_flex (--lz4-engine lz4-napi)
 //
 // Each engine compresses the image's non-zero pages in packets of 128 pages, exactly as a send
 // would (the same addon calls), then decodes its own output; rounds are interleaved (the order
@@ -22,6 +24,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
 
 const { values: opt } = parseArgs({
   options: {
@@ -104,6 +107,7 @@ function packets(img) {
   return out;
 }
 
+const lz4Napi = createRequire(import.meta.url)('lz4-napi');
 const qplLib = native.qplSoftwareOpen().ok;
 const qzLib = native.qatzipSoftwareOpen(1).ok;
 const isal = isalLevel(1);
@@ -145,6 +149,21 @@ const engines = [
       return out.subarray(0, native.qatzipCompress(p, out, true));
     },
     decompress: (c, n) => native.qatzipDecompress(c, Buffer.allocUnsafe(n * PS), true),
+  },
+  native.lz4Version !== null && {
+    method: 'lz4',
+    engine: 'liblz4',
+    compress: (p) => {
+      const out = Buffer.allocUnsafe(p.length + Math.floor(p.length / 255) + 20);
+      return out.subarray(0, native.lz4Compress([p], out));
+    },
+    decompress: (c, n) => native.lz4Decompress(c, Buffer.allocUnsafe(n * PS)),
+  },
+  {
+    method: 'lz4',
+    engine: 'lz4-napi',
+    compress: (p) => lz4Napi.compressSync(p),
+    decompress: (c) => lz4Napi.uncompressSync(c).length,
   },
 ].filter(Boolean);
 
@@ -202,8 +221,9 @@ for (const img of images) {
   }
 }
 
-const base = (r) => results.find((x) => x.image === r.image && x.method === r.method && x.engine === 'mfd');
-console.log(`| image | method | engine | non-zero pages | wire bytes | ratio | vs mfd | compress MB/s | decompress MB/s |`);
+// Against the method's first engine: mfd's own (qpl, qatzip), liblz4 (lz4).
+const base = (r) => results.find((x) => x.image === r.image && x.method === r.method);
+console.log(`| image | method | engine | non-zero pages | wire bytes | ratio | vs first | compress MB/s | decompress MB/s |`);
 console.log(`|---|---|---|---|---|---|---|---|---|`);
 for (const r of results) {
   console.log(

@@ -1,23 +1,47 @@
 /**
  * lz4: mfd's own extension; QEMU has no lz4 and a QEMU receiver refuses it
  * (flags 0x3e match none of its methods). Each packet is self-contained: the
- * payload is lz4-napi's block format for the packet's normal pages joined in
- * offset order: a little-endian u32 with the uncompressed length, then one
- * LZ4 block (docs/wire-format.md). The receiver checks the length prefix
- * against normal_pages x page_size before it decodes anything.
+ * payload is a little-endian u32 with the uncompressed length, then one LZ4
+ * block of the packet's normal pages joined in offset order
+ * (docs/wire-format.md). The receiver checks the length prefix against
+ * normal_pages x page_size before it decodes anything.
+ *
+ * Two engines make and read the same format (--lz4-engine): liblz4 in the
+ * addon (addon/lz4_block.cc: one call per packet, in the caller's buffers;
+ * about half lz4-napi's CPU per byte), the default where the addon was built
+ * with liblz4-dev; and lz4-napi (lz4_flex), the engine of builds without it and
+ * the reference the other is tested against. Each decodes what the other makes,
+ * so a receiver decodes with its own engine whatever the sender used.
  */
 import type * as Lz4Napi from 'lz4-napi';
 import { ProtocolError } from '../errors.js';
+import { native } from '../native/load.js';
 import { MFD_FLAG_LZ4 } from '../wire/constants.js';
-import { defineMethod } from './method.js';
+import { defineMethod, type MethodOption } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 import { lazyModule } from './lazy.js';
 
 const lz4Napi = lazyModule<typeof Lz4Napi>('lz4-napi', 'lz4');
 
-/** LZ4's worst case for n bytes, plus the 4-byte length prefix. */
+const options = [
+  {
+    type: 'choice',
+    flag: 'lz4-engine',
+    key: 'engine',
+    choices: ['liblz4', 'lz4-napi'],
+    default: 'liblz4',
+    description: 'lz4 engine: liblz4 in the addon (lz4-napi where the addon was built without it) or lz4-napi; the same format',
+  },
+] as const satisfies readonly MethodOption[];
+
+/** LZ4's worst case for n bytes (LZ4_compressBound), plus the 4-byte length prefix. */
 const bound = (n: number): number => n + Math.floor(n / 255) + 16 + 4;
+
+/** The engine that runs for `engine`: liblz4 only where the addon has it. */
+const useLiblz4 = (engine: string): boolean => engine === 'liblz4' && native.lz4Version !== null;
+
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.length);
 
 export const lz4 = defineMethod({
   name: 'lz4',
@@ -25,47 +49,66 @@ export const lz4 = defineMethod({
   qemuCompatible: false,
   description: 'lz4 block per packet (mfd extension; QEMU cannot read it)',
   offload: true,
-  options: [],
+  options,
   exactPayload: false,
   hardware: null,
-  path: () => 'software: lz4_flex (lz4-napi)',
+  path: ({ params }) =>
+    useLiblz4(params.engine)
+      ? `software: liblz4 ${native.lz4Version}`
+      : `software: lz4_flex (lz4-napi)${params.engine === 'liblz4' ? ' (the addon was built without liblz4)' : ''}`,
   maxPayload: (normalPages, pageSize) => bound(normalPages * pageSize),
   params(user) {
-    lz4Napi();
-    return checkParams('lz4', [], user);
+    const p = checkParams('lz4', options, user);
+    if (!useLiblz4(p.engine)) lz4Napi();
+    return p;
   },
-  sendSetup: ({ tally }) => ({
-    prepare(pages, normalPages) {
-      tally.add('software', normalPages);
-      return [
-        lz4Napi().compressSync(
-          pages.length === 1 ? Buffer.from(pages[0]!.buffer, pages[0]!.byteOffset, pages[0]!.length) : Buffer.concat(pages),
-        ),
-      ];
-    },
-    cleanup() {},
-  }),
-  recvSetup: ({ channel, pageSize, tally }) => ({
-    recv(payload, normalPages, packetNum) {
-      const want = normalPages * pageSize;
-      const buf =
-        payload.length === 1 ? Buffer.from(payload[0]!.buffer, payload[0]!.byteOffset, payload[0]!.length) : Buffer.concat(payload);
-      const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
-      if (declared !== want)
-        throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
-      let out: Buffer;
-      try {
-        out = lz4Napi().uncompressSync(buf);
-      } catch (e) {
-        throw decodeError('lz4', e, channel, packetNum);
-      }
-      if (out.length !== want)
-        throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
-      tally.add('software', normalPages);
-      return [out];
-    },
-    cleanup() {},
-  }),
+  sendSetup: ({ pageSize, params, tally }) => {
+    const liblz4 = useLiblz4(params.engine);
+    return {
+      prepare(pages, normalPages, into) {
+        tally.add('software', normalPages);
+        if (!liblz4) return [lz4Napi().compressSync(pages.length === 1 ? asBuffer(pages[0]!) : Buffer.concat(pages))];
+        const out = into ?? Buffer.allocUnsafeSlow(bound(normalPages * pageSize));
+        return [out.subarray(0, native.lz4Compress(pages, out))];
+      },
+      cleanup() {},
+    };
+  },
+  recvSetup: ({ channel, pageSize, params, tally }) => {
+    const liblz4 = useLiblz4(params.engine);
+    return {
+      recv(payload, normalPages, packetNum, into) {
+        const want = normalPages * pageSize;
+        const buf = payload.length === 1 ? asBuffer(payload[0]!) : Buffer.concat(payload);
+        const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
+        if (declared !== want)
+          throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
+        let out: Uint8Array;
+        if (liblz4) {
+          out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
+          const got = native.lz4Decompress(buf, out);
+          if (got < 0)
+            throw new ProtocolError('ERR_PAYLOAD_CORRUPT', 'lz4 payload cannot be decoded: corrupt LZ4 block', { channel, packetNum });
+          if (got !== want)
+            throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+        } else {
+          try {
+            out = lz4Napi().uncompressSync(buf);
+          } catch (e) {
+            throw decodeError('lz4', e, channel, packetNum);
+          }
+          if (out.length !== want)
+            throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, {
+              channel,
+              packetNum,
+            });
+        }
+        tally.add('software', normalPages);
+        return [out];
+      },
+      cleanup() {},
+    };
+  },
 });
 
 declare module './registry.js' {

@@ -134,6 +134,15 @@ export interface MfdBinding {
   isalUnavailable: string | null;
   /** Upper bound on a sync-flushed deflate of n bytes. */
   zlibCompressBound(n: number): number;
+  /**
+   * The lz4 method's payload (addon/lz4_block.cc): the runs joined, as a little-endian u32 length
+   * then one LZ4 block, written into out (at least the runs' bytes + bytes/255 + 20); bytes written.
+   */
+  lz4Compress(runs: Uint8Array[], out: Uint8Array): number;
+  /** Decodes the LZ4 block after a payload's 4-byte prefix into out; bytes decoded, or -1 when corrupt or longer than out. */
+  lz4Decompress(payload: Uint8Array, out: Uint8Array): number;
+  /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress and lz4Decompress are absent). */
+  lz4Version: string | null;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
   /**

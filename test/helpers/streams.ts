@@ -23,7 +23,7 @@ export function readChannelDump(file: string, pageSize = 4096): { id: number; pa
   return { id: init.id, packets };
 }
 
-/** LZ4 block decoder written from the format description, independent of lz4-napi. */
+/** LZ4 block decoder written from the format description, independent of liblz4. */
 export function lz4BlockDecode(src: Uint8Array, size: number): Buffer {
   const out = Buffer.alloc(size);
   let i = 0;

@@ -1,0 +1,110 @@
+// The lz4 method's packets (docs/wire-format.md): a little-endian u32 with the
+// uncompressed length, then one LZ4 block of the packet's normal pages joined in
+// offset order. liblz4 (Debian's liblz4-dev) makes and reads the block, in the
+// caller's buffers: one call per packet, no allocation per packet.
+#include <napi.h>
+
+#ifdef MFD_HAVE_LZ4
+#include <lz4.h>
+#endif
+
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+
+namespace mfd {
+#ifdef MFD_HAVE_LZ4
+namespace {
+
+constexpr size_t kPrefix = 4;
+
+// LZ4's worst case for n bytes plus the length prefix (what the method's maxPayload allows).
+size_t Lz4Bound(size_t n) {
+  return static_cast<size_t>(LZ4_compressBound(static_cast<int>(n))) + kPrefix;
+}
+
+/* lz4Compress(runs: Uint8Array[], out) -> bytes written to out (prefix and block) */
+Napi::Value JS_lz4Compress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ByteSpans runs;
+  if (!RequireArgs(info, 2) || !RequireByteList(info, 0, "runs", &runs) ||
+      !RequireBytes(info, 1, "out"))
+    return env.Undefined();
+  auto out = info[1].As<Napi::Uint8Array>();
+  size_t total = 0;
+  for (const auto& run : runs) total += run.second;
+  if (total > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
+    Napi::RangeError::New(env, "lz4Compress: input too large").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (out.ByteLength() < Lz4Bound(total)) {
+    Napi::RangeError::New(env, "lz4Compress: out is smaller than the bound")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // One block needs one contiguous input: several runs are joined in this thread's
+  // buffer (a packet's worth, kept for the next packet).
+  const uint8_t* src = runs.empty() ? out.Data() : runs[0].first;
+  if (runs.size() > 1) {
+    thread_local std::vector<uint8_t> joined;
+    joined.resize(total);
+    size_t at = 0;
+    for (const auto& run : runs) {
+      std::memcpy(joined.data() + at, run.first, run.second);
+      at += run.second;
+    }
+    src = joined.data();
+  }
+  thread_local std::vector<uint8_t> state(static_cast<size_t>(LZ4_sizeofState()));
+  uint8_t* dst = out.Data();
+  const uint32_t n = static_cast<uint32_t>(total);
+  dst[0] = static_cast<uint8_t>(n);
+  dst[1] = static_cast<uint8_t>(n >> 8);
+  dst[2] = static_cast<uint8_t>(n >> 16);
+  dst[3] = static_cast<uint8_t>(n >> 24);
+  const int wrote = LZ4_compress_fast_extState(
+      state.data(), reinterpret_cast<const char*>(src), reinterpret_cast<char*>(dst + kPrefix),
+      static_cast<int>(total), static_cast<int>(out.ByteLength() - kPrefix), 1);
+  if (wrote <= 0 && total > 0) {
+    ThrowCode(env, "ERR_LZ4", "LZ4_compress_fast_extState failed");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(kPrefix + static_cast<size_t>(wrote)));
+}
+
+/*
+ * lz4Decompress(payload, out) -> bytes decoded into out, or -1 when the block is
+ * corrupt or decodes to more than out holds. The caller has checked the prefix.
+ */
+Napi::Value JS_lz4Decompress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "payload", kPrefix) ||
+      !RequireBytes(info, 1, "out"))
+    return env.Undefined();
+  auto in = info[0].As<Napi::Uint8Array>();
+  auto out = info[1].As<Napi::Uint8Array>();
+  if (in.ByteLength() - kPrefix > static_cast<size_t>(LZ4_MAX_INPUT_SIZE) ||
+      out.ByteLength() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
+    Napi::RangeError::New(env, "lz4Decompress: buffer too large").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int got = LZ4_decompress_safe(
+      reinterpret_cast<const char*>(in.Data() + kPrefix), reinterpret_cast<char*>(out.Data()),
+      static_cast<int>(in.ByteLength() - kPrefix), static_cast<int>(out.ByteLength()));
+  return Napi::Number::New(env, got < 0 ? -1 : got);
+}
+
+}  // namespace
+
+void InitLz4Block(Napi::Env env, Napi::Object exports) {
+  exports.Set("lz4Compress", Napi::Function::New(env, JS_lz4Compress, "lz4Compress"));
+  exports.Set("lz4Decompress", Napi::Function::New(env, JS_lz4Decompress, "lz4Decompress"));
+  exports.Set("lz4Version", Napi::String::New(env, LZ4_versionString()));
+}
+#else
+// Built without liblz4-dev: the lz4 method runs its lz4-napi engine.
+void InitLz4Block(Napi::Env env, Napi::Object exports) { exports.Set("lz4Version", env.Null()); }
+#endif
+
+}  // namespace mfd
