@@ -15,12 +15,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import fc from 'fast-check';
+import { register } from 'tsx/esm/api';
 
-// The harness is test code, never compiled into dist/: tap's TypeScript loader (ts-node's, without a
-// type check: tsc checks it in npm test) loads it, as it loads the tests.
-process.env.TS_NODE_TRANSPILE_ONLY ??= '1';
-process.env.TS_NODE_PROJECT ??= fileURLToPath(new URL('../tsconfig.test.json', import.meta.url));
-await import('@tapjs/typescript/import');
+// The harness is test code, never compiled into dist/: the TypeScript loader the tests run under
+// (tsx's, without a type check: tsc checks it in npm test) loads it, as it loads the tests.
+register();
 const { formatOutcomes, newStats, toProperty } = await import('../test/helpers/fuzz/harness.ts');
 const { fuzzTargets } = await import('../test/helpers/fuzz/targets.ts');
 

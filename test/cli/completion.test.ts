@@ -18,10 +18,13 @@ const flagsOf = (c: Command): string[] => c.options.flatMap((o) => [o.short, o.l
 const word = (s: string, w: string): boolean =>
   new RegExp(`(^|[\\s"'(|{,*])${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[\\s"'\\[)|=,}])`, 'm').test(s);
 
+/** Each shell's `mfd completion SHELL`, run once: the tests below read the same outputs. */
+const scripts = new Map(SHELLS.map((shell) => [shell, run('completion', shell)]));
+
 t.test("every shell's script names every command and every option", async (t) => {
   t.ok(commands.includes('completion') && commands.includes('send') && commands.length >= 7);
   for (const shell of SHELLS) {
-    const r = run('completion', shell);
+    const r = scripts.get(shell)!;
     t.equal(r.status, 0, r.stderr);
     const missing = [
       ...commands.filter((c) => !word(r.stdout, c)),
@@ -35,7 +38,7 @@ t.test("every shell's script names every command and every option", async (t) =>
     t.same(missing, [], `${shell}: nothing missing`);
   }
   // Aliases are options like the others.
-  t.match(run('completion', 'bash').stdout, /--multifd-zlib-level/);
+  t.match(scripts.get('bash')!.stdout, /--multifd-zlib-level/);
   const bad = run('completion', 'tcsh');
   t.equal(bad.status, 2);
   t.match(bad.stderr, /Allowed choices are bash, zsh, fish/);
@@ -44,7 +47,7 @@ t.test("every shell's script names every command and every option", async (t) =>
 t.test('bash: the script parses (bash -n) and completes commands, options and choices', async (t) => {
   const dir = tmpdir(t);
   const script = path.join(dir, 'mfd.bash');
-  fs.writeFileSync(script, run('completion', 'bash').stdout);
+  fs.writeFileSync(script, scripts.get('bash')!.stdout);
   const syntax = spawnSync('bash', ['-n', script], { encoding: 'utf8' });
   t.equal(syntax.status, 0, syntax.stderr);
   const complete = (...words: string[]): string[] => {
