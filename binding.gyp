@@ -9,8 +9,8 @@
   # header-only here (XXH_INLINE_ALL, addon/delta.cc): without it delta
   # transfer reports itself unavailable. zlib is linked (the zlib method), and liblz4 when
   # pkg-config finds liblz4-dev (the lz4 method's liblz4 engine; without it, lz4-napi). Prebuilt binaries (npm run
-  # build:prebuilds) set MFD_PORTABLE=1: QPL and QATzip, which a host may lack and
-  # which are linked, stay out of them (build from source to have them).
+  # build:prebuilds) set MFD_PORTABLE=1: QPL, QATzip and liblz4, which a host may lack and
+  # which are linked, stay out of them (build from source to have them; lz4 runs on lz4-napi there).
   # A second addon, "mfd_test" (addon/test/), holds the stand-ins the tests use
   # for devices (a DSA work queue, an IAA engine): built in a clone beside
   # mfd.node (build/Release/mfd_test.node, which src/native/load.ts never
@@ -71,7 +71,7 @@
           "cflags_cc": ["<!@(pkg-config --cflags libisal)"],
           "libraries": ["-ldl"]
         }],
-        ["have_lz4==1", {
+        ["have_lz4==1 and portable==0", {
           "defines": ["MFD_HAVE_LZ4"],
           "libraries": ["-llz4"]
         }],
