@@ -3,7 +3,6 @@
  * runs their CPU-heavy work (scan, compression, decompression) in order, one
  * message at a time, so a channel's stream is only ever touched by this thread.
  */
-import v8 from 'node:v8';
 import { parentPort } from 'node:worker_threads';
 import { getMethod, type MethodReceiver, type MethodSender } from '../methods/index.js';
 import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
@@ -14,19 +13,6 @@ import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../image/page-runs.js';
 import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
 import { serializeError } from './error-hop.js';
-
-/**
- * Keeps V8's young generation at its initial size (two 1 MiB semi-spaces) in
- * every thread of the process, instead of doubling up to 2 x 16 MiB under a
- * high allocation rate. The flag is the process's, read whenever a heap would
- * grow; set here, once this worker has started, because a worker's start-up
- * sets the process's V8 flags again (set before it, the flag is lost).
- * Measured on a 255-channel zstd send of an 8 GiB image: the main thread's
- * heap grew from 17 to 42-51 MiB and each worker's from 7 to 14 MiB while what
- * stayed alive after a full collection held at 9 MiB (garbage of the
- * per-packet messages, not a leak).
- */
-v8.setFlagsFromString('--semi-space-growth-factor=1');
 
 interface SendState {
   method: MethodSender;
