@@ -266,7 +266,12 @@ Napi::Value JS_mapRange(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mappings_lock);
     g_mappings[p] = m;
   }
-  return Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
+  auto buf = Napi::ArrayBuffer::New(info.Env(), p, len, FinalizeMapping, m);
+  if (buf.IsEmpty()) {  // not made (a worker being terminated): its finalizer never runs
+    FinalizeMapping(info.Env(), nullptr, m);
+    return info.Env().Undefined();
+  }
+  return buf;
 }
 
 /* analysePages(pages, pageSize, pageCount, zeroOut|null, crcOut|null, holes|null, cb(err,
@@ -313,6 +318,8 @@ Napi::Value JS_dataExtents(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   auto out = Napi::Float64Array::New(info.Env(), extents.size());
+  // Not made when a worker is terminated in this call: nothing to fill.
+  if (out.IsEmpty()) return info.Env().Undefined();
   for (size_t i = 0; i < extents.size(); i++) out[i] = static_cast<double>(extents[i]);
   return out;
 }
@@ -377,8 +384,11 @@ Napi::Value JS_alignedBuffer(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   std::memset(p, 0, size);
-  return Napi::ArrayBuffer::New(info.Env(), p, size,
-                                [](Napi::Env, void* data) { std::free(data); });
+  auto buf =
+      Napi::ArrayBuffer::New(info.Env(), p, size, [](Napi::Env, void* data) { std::free(data); });
+  // Not made (a worker being terminated): its finalizer never runs.
+  if (buf.IsEmpty()) std::free(p);
+  return buf;
 }
 
 template <>

@@ -249,8 +249,14 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     if (!RequireArgs(info, 1) || !RequireSize(info, 0, "fd", &fd)) return;
     s_ = std::make_shared<Shared>();
     s_->fd = static_cast<int>(fd);
-    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1, nullptr, DoneGone,
-                                new std::shared_ptr<Shared>(s_));
+    auto* holder = new std::shared_ptr<Shared>(s_);
+    s_->done = Completions::New(info.Env(), "mfd.SocketChannel", 0, 1, nullptr, DoneGone, holder);
+    if (static_cast<napi_threadsafe_function>(s_->done) == nullptr) {
+      // Not made (the environment is going away, the exception pending): no thread, no operations.
+      delete holder;
+      s_.reset();
+      return;
+    }
     s_->done.Unref(info.Env());  // only pending operations keep the process alive
     try {
       std::thread(ThreadMain, s_).detach();

@@ -1,13 +1,14 @@
-/** The addon in several threads at once: it loads in workers, and its shared mapping registry holds up. */
+/**
+ * The addon in several threads at once: it loads in workers, its shared mapping registry holds up,
+ * and a worker terminated in the middle of its calls ends cleanly.
+ */
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
-import { native } from '../../src/native/load.js';
+import { native, nativeFile as addon } from '../../src/native/load.js';
 import { tmpdir } from '../helpers/index.js';
-
-const addon = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'mfd.node');
 
 // Each worker maps and unmaps windows of the same file in a loop, while the main thread does too.
 const body = `
@@ -52,4 +53,49 @@ t.test('mapRange/unmapRange from three threads at once', async (t) => {
   fs.closeSync(fd);
   t.same(await Promise.all(workers), [expected, expected], 'workers read the file through their mappings');
   t.equal(sum, expected);
+});
+
+// A worker calls the addon's functions that return new memory (dataExtents' array, a mapping, an
+// aligned buffer) in a loop until it is terminated. A call the termination lands in cannot make its
+// value; the addon must then return without touching it (it wrote into the array that was not made,
+// a SIGSEGV, when the compute pool was closed under a packet's lseek), and free what it had taken.
+const terminated = `
+const { Worker } = require('node:worker_threads');
+const [addon, file, rounds] = process.argv.slice(1);
+const body = \`
+const { workerData, parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const b = require(workerData.addon);
+const fd = fs.openSync(workerData.file, 'r');
+const size = fs.fstatSync(fd).size;
+parentPort.postMessage('ready');
+for (let i = 0; ; i++) {
+  b.dataExtents(fd, 0, size);
+  if (i % 4 === 0) b.unmapRange(b.mapRange(fd, 0, 65536));
+  if (i % 4 === 1) b.alignedBuffer(65536);
+}
+\`;
+(async () => {
+  for (let i = 0; i < Number(rounds); i++) {
+    const w = new Worker(body, { eval: true, workerData: { addon, file } });
+    await new Promise((r) => w.once('message', r));
+    await new Promise((r) => setTimeout(r, i % 5));
+    await w.terminate();
+  }
+  console.log('all ' + rounds + ' workers ended');
+})();
+`;
+
+t.test("a worker terminated inside the addon's calls ends cleanly, the process with it", (t) => {
+  // A sparse file of 1024 extents: each dataExtents call spends a while in lseek, where terminations land.
+  const file = path.join(tmpdir(t), 'sparse');
+  const fd = fs.openSync(file, 'w');
+  const data = Buffer.alloc(4096, 1);
+  for (let at = 0; at < 8 << 20; at += 8192) fs.writeSync(fd, data, 0, data.length, at);
+  fs.closeSync(fd);
+  const r = spawnSync(process.execPath, ['-e', terminated, addon, file, '20'], { encoding: 'utf8', timeout: 120_000 });
+  t.equal(r.signal, null, `no signal (${r.stderr.slice(-400)})`);
+  t.equal(r.status, 0, 'exit 0');
+  t.match(r.stdout, /all 20 workers ended/);
+  t.end();
 });
