@@ -11,14 +11,12 @@
  *   thread (forWorker). Pages in holes are read too (as zeros: on tmpfs that is the kernel's
  *   memset, and every zero-page backend may then look at them).
  *
- * Why reading is the default on files of 4 KiB pages: the mapping's cost is per page table
- * entry, and a read is one copy. Here (a VM, kernel 6.18) touching a 2 GiB tmpfs file through
- * mappings costs 1.3-1.6 CPU-s (MAP_POPULATE or MADV_POPULATE_READ: 1.3), reading it into a
- * reused 512 KiB buffer 0.26; a `none` send of 2 GiB took 3.6-4.6 sender CPU-s mapped against
- * 1.5-2.3 read. On huge pages (hugetlbfs, a VM's usual memory-backend-file) the mapping costs no
- * more than the read (0.11 against 0.10 CPU-s, tmpfs huge=always), and it saves the copy, so
- * `auto` maps there. A compressing method needs a copy of the pages anyway (a mapping of a file
- * truncated meanwhile is SIGBUS in user space): its worker always reads.
+ * Why reading is the default on files of 4 KiB pages: the mapping's cost is per page-table
+ * entry, and a read is one copy; in a VM a page fault is dear, and mapping a file cost about five
+ * times reading it (the figures: README, "Threads and copies, per packet"). On huge pages
+ * (hugetlbfs, a VM's usual memory-backend-file) the mapping costs no more than the read and saves
+ * the copy, so `auto` maps there. A compressing method needs a copy of the pages anyway (a
+ * mapping of a file truncated meanwhile is SIGBUS in user space): its worker always reads.
  */
 import fs from 'node:fs';
 import { IoError, NativeIoError, nativeIoFailure } from '../errors.js';
@@ -109,7 +107,6 @@ export class ImageSource {
   /** Where gather() reads the pages between the listed ones (never looked at: concurrent reads may share it). */
   private junk: Uint8Array | null = null;
   private readonly windows = new Map<number, Window>();
-  private mappable = true;
   /** Whether to look for holes (false once the file system cannot tell). */
   private sparse = true;
   /**
@@ -126,11 +123,12 @@ export class ImageSource {
     readonly path: string,
     readonly fd: number,
     readonly size: number,
-    /** map: as the access says; read on this thread (a worker's) or on the libuv pool (the main thread's). */
-    private readonly how: 'map' | 'read-here' | 'read-pool',
-  ) {
-    if (how !== 'map') this.mappable = false;
-  }
+    /**
+     * map: whole pages from mappings (until a mapping fails: then read-pool); read on this thread (a
+     * worker's) or on the libuv pool (the main thread's).
+     */
+    private how: 'map' | 'read-here' | 'read-pool',
+  ) {}
 
   /** The image for the main thread, mapped or read as `access` says (auto: the module comment). */
   static async open(spec: BlockSpec, access: ImageAccess = 'auto'): Promise<ImageSource> {
@@ -153,11 +151,6 @@ export class ImageSource {
     return new ImageSource(spec.name, spec.path, fd, st.size, map ? 'map' : 'read-pool');
   }
 
-  /** Whether whole pages are served from mappings (false after a failed mapping too). */
-  get mapping(): boolean {
-    return this.mappable;
-  }
-
   /** The same file seen from a compute worker, through the same descriptor: read, not mapped (above). */
   static forWorker(fd: number, path: string, size: number): ImageSource {
     return new ImageSource(path, path, fd, size, 'read-here');
@@ -171,7 +164,7 @@ export class ImageSource {
     if (list) return this.gather(list, pageSize, scratch());
     const length = count * pageSize;
     const holes = this.holes(offset, count, pageSize);
-    if (this.mappable && offset + length <= this.size) {
+    if (this.how === 'map' && offset + length <= this.size) {
       const mapped = this.mapped(offset, length);
       if (mapped) return { ...mapped, holes };
     }
@@ -270,7 +263,7 @@ export class ImageSource {
       try {
         win = { buffer: native.mapRange(this.fd, start, len), refs: 0, complete: false };
       } catch {
-        this.mappable = false; // e.g. a file system without mmap: read instead
+        this.how = 'read-pool'; // e.g. a file system without mmap: read instead
         return null;
       }
       // Offsets come in order: every earlier window has handed out all its packets.

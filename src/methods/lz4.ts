@@ -89,20 +89,16 @@ export const lz4 = defineMethod({
           const got = native.lz4Decompress(buf, out);
           if (got < 0)
             throw new ProtocolError('ERR_PAYLOAD_CORRUPT', 'lz4 payload cannot be decoded: corrupt LZ4 block', { channel, packetNum });
-          if (got !== want)
-            throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+          out = out.subarray(0, got);
         } else {
           try {
             out = lz4Napi().uncompressSync(buf);
           } catch (e) {
             throw decodeError('lz4', e, channel, packetNum);
           }
-          if (out.length !== want)
-            throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, {
-              channel,
-              packetNum,
-            });
         }
+        if (out.length !== want)
+          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
         tally.add('software', normalPages);
         return [out];
       },
