@@ -35,6 +35,12 @@ export class NativeChannel {
   private closed = false;
   /** The code a read ahead failed with: the next read's failure. */
   private aheadFailed: number | null = null;
+  /**
+   * Why the socket was destroyed, when the peer did it (libuv, still polling the fd, saw it reset
+   * or end the connection, and Node destroyed the socket): the operations destroy() cancels fail
+   * with that code (EPIPE for an end), not ECANCELED, so the error says the peer hung up.
+   */
+  private destroyedBy: string | null = null;
 
   private constructor(
     private readonly ch: SocketChannel,
@@ -64,6 +70,9 @@ export class NativeChannel {
     const channel = new NativeChannel(new native.SocketChannel(fd), socket);
     const destroy = socket.destroy.bind(socket);
     socket.destroy = (err?: Error): net.Socket => {
+      // An error, or the peer's end of the stream (Node destroys a socket whose peer ended it).
+      const code = (err as NodeJS.ErrnoException | undefined)?.code ?? (socket.readableEnded ? 'EPIPE' : null);
+      if (code && channel.destroyedBy === null) channel.destroyedBy = code;
       channel.ch.shutdown();
       channel.close();
       void channel.settled().then(() => destroy(err));
@@ -128,11 +137,12 @@ export class NativeChannel {
   }
 
   private op(op: 'read' | 'write', start: (done: (e: Error | null) => void) => void): Promise<void> {
-    if (this.closed) return Promise.reject(new NativeIoError('ECANCELED', { on: 'socket', op }));
+    if (this.closed) return Promise.reject(new NativeIoError(this.destroyedBy ?? 'ECANCELED', { on: 'socket', op }));
     this.pending++;
     return new Promise((resolve, reject) => {
       const done = (e: Error | null): void => {
         if (--this.pending === 0) for (const f of this.idle.splice(0)) f();
+        if (e instanceof NativeIoError && e.code === 'ECANCELED' && this.destroyedBy) e = new NativeIoError(this.destroyedBy, e.fields());
         if (e) reject(e);
         else resolve();
       };
