@@ -102,8 +102,8 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
     const size_t calls = runs.empty() ? 1 : runs.size();  // no runs: only the flush
     for (size_t i = 0; i < calls; i++) {
       const bool last = i + 1 == calls;
-      ZSTD_inBuffer in = {runs.empty() ? nullptr : runs[i].first,
-                          runs.empty() ? 0 : runs[i].second, 0};
+      ZSTD_inBuffer in = {runs.empty() ? nullptr : runs[i].first, runs.empty() ? 0 : runs[i].second,
+                          0};
       const ZSTD_EndDirective op = last ? ZSTD_e_flush : ZSTD_e_continue;
       for (;;) {
         const size_t remaining = ZSTD_compressStream2(c_, &o, &in, op);

@@ -10,8 +10,9 @@
  * caller's output and from the payload into the caller's pages), the default
  * where the addon was built with libzstd-dev; and zstd-napi (its own zstd
  * build), the engine of builds without it and the reference the other is
- * tested against. A channel's stream is one engine's from start to end; a
- * receiver decodes with its own engine whatever the sender used.
+ * tested against. A channel's stream is one engine's from start to end, and
+ * each engine decodes the other's: mfd recv runs the engine the sender's hello
+ * names (zstd-napi where its addon lacks libzstd), the default for a QEMU source.
  */
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ProtocolError } from '../errors.js';

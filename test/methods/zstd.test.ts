@@ -51,7 +51,11 @@ function pages(n: number, seed: number): Buffer {
 t.test('this build has libzstd, so its engine is the one that runs by default', async (t) => {
   t.type(native.zstdVersion, 'string', 'the addon was built with libzstd-dev (.ci/run installs it)');
   t.match(m.path({ params: m.params({}), requireHardware: false }), /^software: zstd \d+\.\d+\.\d+ \(libzstd\)$/, 'libzstd by default');
-  t.match(m.path({ params: m.params({ engine: 'zstd-napi' }), requireHardware: false }), /^software: zstd \d.*\(zstd-napi\)$/, 'zstd-napi named');
+  t.match(
+    m.path({ params: m.params({ engine: 'zstd-napi' }), requireHardware: false }),
+    /^software: zstd \d.*\(zstd-napi\)$/,
+    'zstd-napi named',
+  );
 });
 
 for (const [from, to] of [
@@ -78,7 +82,10 @@ for (const [from, to] of [
       const cut = Math.min(7, payload!.length - 1);
       const [got] = await rx.recv([payload!.subarray(0, cut), payload!.subarray(cut)], n, BigInt(packet), into);
       t.equal(got!.buffer, into.buffer, 'decoded into the caller buffer');
-      t.ok(Buffer.from(got!).equals(joined), `packet ${packet} (${payload!.length} bytes for ${joined.length}) decodes to its runs joined, from two socket chunks`);
+      t.ok(
+        Buffer.from(got!).equals(joined),
+        `packet ${packet} (${payload!.length} bytes for ${joined.length}) decodes to its runs joined, from two socket chunks`,
+      );
     }
     tx.cleanup();
     rx.cleanup();
@@ -109,7 +116,13 @@ for (const engine of engines) {
     const body = Buffer.from(second);
     body.fill(0xff, 0, Math.min(16, body.length));
     await refuse([first, body], 4, 'ERR_PAYLOAD_CORRUPT', /zstd payload cannot be decoded/, 'a corrupt block after a good packet');
-    await refuse([second], 4, 'ERR_PAYLOAD_CORRUPT', /zstd payload cannot be decoded/, "a packet from the middle of another channel's stream");
+    await refuse(
+      [second],
+      4,
+      'ERR_PAYLOAD_CORRUPT',
+      /zstd payload cannot be decoded/,
+      "a packet from the middle of another channel's stream",
+    );
     tx.cleanup();
   });
 }
