@@ -8,9 +8,11 @@
   # one binary serves hosts with and without it. xxHash (libxxhash-dev) is
   # header-only here (XXH_INLINE_ALL, addon/delta.cc): without it delta
   # transfer reports itself unavailable. zlib is linked (the zlib method), and liblz4 when
-  # pkg-config finds liblz4-dev (the lz4 method's liblz4 engine; without it, lz4-napi). Prebuilt binaries (npm run
-  # build:prebuilds) set MFD_PORTABLE=1: QPL, QATzip and liblz4, which a host may lack and
-  # which are linked, stay out of them (build from source to have them; lz4 runs on lz4-napi there).
+  # pkg-config finds liblz4-dev (the lz4 method's liblz4 engine; without it, lz4-napi), and libzstd
+  # when it finds libzstd-dev (the zstd method's libzstd engine; without it, zstd-napi). Prebuilt
+  # binaries (npm run build:prebuilds) set MFD_PORTABLE=1: QPL, QATzip, liblz4 and libzstd, which a
+  # host may lack and which are linked, stay out of them (build from source to have them; lz4 runs
+  # on lz4-napi there, zstd on zstd-napi).
   # A second addon, "mfd_test" (addon/test/), holds the stand-ins the tests use
   # for devices (a DSA work queue, an IAA engine): built in a clone beside
   # mfd.node (build/Release/mfd_test.node, which src/native/load.ts never
@@ -25,6 +27,7 @@
     "have_isal": "<!(pkg-config --exists 'libisal >= 2.25' && echo 1 || echo 0)",
     "have_xxhash": "<!(pkg-config --exists 'libxxhash >= 0.8' && echo 1 || echo 0)",
     "have_lz4": "<!(pkg-config --exists liblz4 && echo 1 || echo 0)",
+    "have_zstd": "<!(pkg-config --exists libzstd && echo 1 || echo 0)",
     "have_test": "<!(node -p \"require('fs').existsSync('addon/test/binding.cc') && process.env.MFD_PORTABLE !== '1' ? 1 : 0\")"
   },
   "targets": [
@@ -47,7 +50,8 @@
         "addon/socket_channel.cc",
         "addon/qz_members.cc",
         "addon/delta.cc",
-        "addon/lz4_block.cc"
+        "addon/lz4_block.cc",
+        "addon/zstd_stream.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -74,6 +78,11 @@
         ["have_lz4==1 and portable==0", {
           "defines": ["MFD_HAVE_LZ4"],
           "libraries": ["-llz4"]
+        }],
+        ["have_zstd==1 and portable==0", {
+          "defines": ["MFD_HAVE_ZSTD"],
+          "cflags_cc": ["<!@(pkg-config --cflags libzstd)"],
+          "libraries": ["<!@(pkg-config --libs libzstd)"]
         }],
         ["have_xxhash==1", {
           "defines": ["MFD_HAVE_XXHASH"],

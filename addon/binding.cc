@@ -29,6 +29,7 @@ void InitSocketChannel(Napi::Env env, Napi::Object exports);
 void InitQzMembers(Napi::Env env, Napi::Object exports);
 void InitDelta(Napi::Env env, Napi::Object exports);
 void InitLz4Block(Napi::Env env, Napi::Object exports);
+void InitZstdStream(Napi::Env env, Napi::Object exports);
 void InitTestNatives(Napi::Env env, Napi::Object exports);
 namespace {
 
@@ -527,6 +528,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitQzMembers(env, exports);
   InitDelta(env, exports);
   InitLz4Block(env, exports);
+  InitZstdStream(env, exports);
   InitTestNatives(env, exports);
   return exports;
 }

@@ -9,9 +9,12 @@
 //   qatzip  qatzip-sw     QATzip's software session (sw_backup = 1): QEMU's without QAT
 //   lz4     liblz4        liblz4 in the addon (--lz4-engine liblz4, the default)
 //   lz4     lz4-napi      lz4-napi's lz4_flex (--lz4-engine lz4-napi)
+//   zstd    libzstd       libzstd in the addon (--zstd-engine libzstd, the default)
+//   zstd    zstd-napi     zstd-napi's own zstd build (--zstd-engine zstd-napi)
 //
 // Each engine compresses the image's non-zero pages in packets of 128 pages, exactly as a send
-// would (the same addon calls), then decodes its own output; rounds are interleaved (the order
+// would (the same addon calls; zstd's packets dealt round robin to 4 channel streams, each flushed
+// per packet), then decodes its own output; rounds are interleaved (the order
 // rotates each round) and medians are reported: compression and decompression throughput of page
 // bytes per CPU-second of this process (the calls run on this thread; CPU time, not wall time, so a
 // shared machine's load does not count), and wire bytes (payload only; headers are the same for
@@ -108,6 +111,27 @@ function packets(img) {
 }
 
 const lz4Napi = createRequire(import.meta.url)('lz4-napi');
+const zstdNapi = createRequire(import.meta.url)('zstd-napi/binding');
+const ZSTD_CHANNELS = 4;
+
+/** zstd as a send makes it: a stream per channel, packets dealt round robin, each flushed; a round's streams are new. */
+function zstdEngine(engine, open) {
+  let tx = [];
+  let rx = [];
+  let k = 0;
+  let j = 0;
+  return {
+    method: 'zstd',
+    engine,
+    round: () => {
+      tx = Array.from({ length: ZSTD_CHANNELS }, () => open(false));
+      rx = Array.from({ length: ZSTD_CHANNELS }, () => open(true));
+      k = j = 0;
+    },
+    compress: (p) => tx[k++ % ZSTD_CHANNELS].compress(p),
+    decompress: (c, n) => rx[j++ % ZSTD_CHANNELS].decompress(c, n),
+  };
+}
 const qplLib = native.qplSoftwareOpen().ok;
 const qzLib = native.qatzipSoftwareOpen(1).ok;
 const isal = isalLevel(1);
@@ -165,6 +189,52 @@ const engines = [
     compress: (p) => lz4Napi.compressSync(p),
     decompress: (c) => lz4Napi.uncompressSync(c).length,
   },
+  native.zstdVersion !== null &&
+    zstdEngine('libzstd', (decompress) => {
+      const z = new native.ZstdStream(decompress, 1, decompress ? 25 : 0);
+      return {
+        compress: (p) => {
+          const out = Buffer.allocUnsafe(p.length + (p.length >> 8) + 64);
+          return out.subarray(0, z.compress([p], out));
+        },
+        decompress: (c, n) => z.decompress([c], Buffer.allocUnsafe(n * PS)),
+      };
+    }),
+  // The zstd method's zstd-napi engine, call for call (src/methods/zstd.ts).
+  zstdEngine('zstd-napi', (decompress) => {
+    const { CCtx, DCtx, CParameter, DParameter, EndDirective } = zstdNapi;
+    if (decompress) {
+      const d = new DCtx();
+      d.setParameter(DParameter.windowLogMax, 25);
+      return {
+        decompress: (c, n) => {
+          const out = Buffer.allocUnsafe(n * PS);
+          let got = 0;
+          for (let src = c; src.length > 0;) {
+            const [, wrote, read] = d.decompressStream(out.subarray(got), src);
+            got += wrote;
+            src = src.subarray(read);
+          }
+          return got;
+        },
+      };
+    }
+    const c = new CCtx();
+    c.setParameter(CParameter.compressionLevel, 1);
+    return {
+      compress: (p) => {
+        const out = Buffer.allocUnsafe(p.length + (p.length >> 8) + 64);
+        let produced = 0;
+        for (let src = p; ;) {
+          const [remaining, wrote, read] = c.compressStream2(out.subarray(produced), src, EndDirective.flush);
+          produced += wrote;
+          src = src.subarray(read);
+          if (src.length === 0 && remaining === 0) break;
+        }
+        return out.subarray(0, produced);
+      },
+    };
+  }),
 ].filter(Boolean);
 
 const median = (xs) => {
@@ -190,6 +260,7 @@ for (const img of images) {
   for (let r = 0; r < rounds + 1; r++) {
     const order = engines.map((_, i) => engines[(i + r) % engines.length]);
     for (const e of order) {
+      e.round?.();
       let t0 = now();
       const outs = ps.map((p) => e.compress(p));
       const tc = now() - t0;
@@ -221,7 +292,7 @@ for (const img of images) {
   }
 }
 
-// Against the method's first engine: mfd's own (qpl, qatzip), liblz4 (lz4).
+// Against the method's first engine: mfd's own (qpl, qatzip), liblz4 (lz4), libzstd (zstd).
 const base = (r) => results.find((x) => x.image === r.image && x.method === r.method);
 console.log(`| image | method | engine | non-zero pages | wire bytes | ratio | vs first | compress MB/s | decompress MB/s |`);
 console.log(`|---|---|---|---|---|---|---|---|---|`);

@@ -10,7 +10,8 @@
 //
 // The binary is portable (MFD_PORTABLE=1, see binding.gyp): ISA-L is loaded at
 // run time where a host has it, so ISA-L's headers (libisal-dev) must be here
-// to compile that path in; QPL and QATzip stay out (build from source for them).
+// to compile that path in; QPL, QATzip, liblz4 and libzstd stay out (build from source for
+// them; the lz4 and zstd methods run on lz4-napi and zstd-napi there).
 // Afterwards it checks that the binary links nothing a Linux host may lack, and
 // prints the newest glibc and libstdc++ symbol versions it needs.
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -8,6 +8,16 @@ export interface CpuFeatures {
   enqcmd?: boolean;
 }
 
+/** A zstd stream in the addon (QEMU multifd-zstd framing). */
+export interface ZstdStream {
+  /** The runs into the channel's stream (ZSTD_e_continue), the last flushed (ZSTD_e_flush); bytes written to out. */
+  compress(runs: Uint8Array[], out: Uint8Array): number;
+  /** Decodes every byte of the pieces into out; bytes decoded. Throws ERR_PAYLOAD_SIZE past out's end, ERR_PAYLOAD_CORRUPT on a zstd error. */
+  decompress(pieces: Uint8Array[], out: Uint8Array): number;
+  /** Frees the stream's context now rather than at garbage collection. */
+  close(): void;
+}
+
 /** A zlib stream in the addon (QEMU multifd-zlib framing). */
 export interface ZlibStream {
   /** Deflates whole pages (each run a multiple of pageSize) into out; the last page is sync-flushed. Returns bytes written. */
@@ -143,6 +153,14 @@ export interface MfdBinding {
   lz4Decompress(payload: Uint8Array, out: Uint8Array): number;
   /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress and lz4Decompress are absent). */
   lz4Version: string | null;
+  /**
+   * The zstd method's per-channel stream (addon/zstd_stream.cc), on libzstd: compressing (level,
+   * windowLog, 0 for the level's own) or decompressing (windowLog: the largest window accepted).
+   * Absent when zstdVersion is null.
+   */
+  ZstdStream: new (decompress: boolean, level: number, windowLog: number) => ZstdStream;
+  /** libzstd's version (e.g. "1.5.4"), or null when the addon was built without libzstd-dev (then ZstdStream is absent). */
+  zstdVersion: string | null;
   /** Marks out[i]=1 for each all-zero page; returns how many there are. */
   scanZeroPages(pages: Uint8Array, pageSize: number, pageCount: number, out: Uint8Array): number;
   /**

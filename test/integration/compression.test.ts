@@ -263,6 +263,6 @@ for (const method of METHODS) {
 t.test('levels: ranges enforced with the valid range in the message, and only for their method', async (t) => {
   t.throws(() => getMethod('zlib').params({ level: 10 }), { message: /Expected an integer in 0\.\.9 for --zlib-level but received 10/ });
   t.throws(() => getMethod('zstd').params({ level: 21 }), { message: /Expected an integer in 0\.\.20 for --zstd-level/ });
-  t.same(getMethod('zstd').params({}), { level: 1 }, 'QEMU default level 1');
+  t.same(getMethod('zstd').params({}), { level: 1, engine: 'libzstd' }, 'QEMU default level 1, the libzstd engine');
   t.throws(() => getMethod('lz4').params({ level: 1 }), { message: /takes no parameter "level"/ });
 });

@@ -80,7 +80,7 @@ t.test("each method's checked parameters have the types its options declare", as
 });
 
 t.test('the one door from run-time names: methodChoice checks the name and the parameters', async (t) => {
-  t.same(methodChoice('zstd', { level: 5 }), { compression: 'zstd', methodParams: { level: 5 } });
+  t.same(methodChoice('zstd', { level: 5 }), { compression: 'zstd', methodParams: { level: 5, engine: 'libzstd' } });
   t.same(methodChoice('zlib', {}), { compression: 'zlib', methodParams: { level: 1 } }, 'defaults filled');
   t.throws(() => methodChoice('gzip', {}), {
     code: 'ERR_UNKNOWN_METHOD',
