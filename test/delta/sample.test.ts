@@ -11,7 +11,7 @@ import { page, PS, requireDeltaOrSkip } from '../helpers/delta.js';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { migrate, sha256, tmpdir } from '../helpers/index.js';
+import { migrate, rejection, RawSender, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { SAMPLE_MIN_PAGES, SAMPLE_RUN, SAMPLE_STRIDE, entryIndex, fingerprintSample } from '../../src/delta/fingerprint.js';
 import { CONTROL_VERSION, DIGEST_ALGORITHM, decodeFrame } from '../../src/control/protocol.js';
 import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
@@ -171,6 +171,21 @@ t.test('a receiver without --delta reads the sample and sends every page as data
   t.equal(sent.stats.delta, undefined);
   t.equal(received.stats.delta, undefined);
   t.equal(sent.stats.normalPages, 2);
+});
+
+t.test('a hello that announces a sample and sends something else fails the receiver, naming both', async (t) => {
+  const d = dirs(t);
+  sparse(path.join(d.bases, 'other.ram'), new Map([[0, 1]]));
+  const { port, result } = await startReceiver({ outputDir: d.out, delta: { bases: [], dirs: [d.bases] } });
+  const rs = new RawSender(port);
+  t.teardown(() => rs.close());
+  const answer = rs.hello({ delta: true, deltaSample: true });
+  while (!rs.control) await new Promise((r) => setTimeout(r, 10));
+  rs.control.send({ type: 'busy', what: 'not a sample' });
+  const e = await rejection(result);
+  t.equal(e.code, 'ERR_CONTROL_UNEXPECTED');
+  t.match(e.message, /received "busy", expected "sample"/);
+  t.match(await answer, { type: 'error', code: 'ERR_CONTROL_UNEXPECTED' }, 'the sender is told why');
 });
 
 t.test('the sample frame, hello.deltaSample and ready.delta.skipped are checked', async (t) => {
