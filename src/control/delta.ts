@@ -16,6 +16,11 @@ export const NO_MATCH = 0xffffffff;
 
 /** Entries in one `fingerprints` frame at most: 2 MiB of entries, 2.7 MiB of base64, under the 4 MiB frame limit. */
 export const MAX_FINGERPRINTS_PER_FRAME = 131072;
+/** Entries in a `sample` frame at most: one frame's worth. */
+export const MAX_SAMPLE_ENTRIES = MAX_FINGERPRINTS_PER_FRAME;
+/** A sample's stride at most (pages): past it a sample says nothing of most of an image. */
+export const MAX_SAMPLE_STRIDE = 1 << 24;
+
 /** Bases a receiver may name. */
 export const MAX_BASES = 4096;
 /** Base pages in all: page indices are u32 and NO_MATCH is none. */
@@ -27,28 +32,57 @@ export interface Fingerprints {
   entries: string;
 }
 
+/**
+ * The sender's sampled pre-check, right after a hello with `deltaSample`: the
+ * fingerprints of its images' pages p with p % stride < run. A receiver none
+ * of whose bases' pages at those places has one of them answers `ready` with
+ * `delta.skipped` and fingerprints nothing more.
+ */
+export interface Sample {
+  type: 'sample';
+  stride: number;
+  run: number;
+  /** Base64 of n x 16-byte entries, sorted by key; empty when every sampled page is zero. */
+  entries: string;
+}
+
 export interface ReadyDelta {
   /** The bases, in the order references number them; pages = ceil(size / page size). */
   bases: { name: string; pages: number }[];
   /** Entries sent in the `fingerprints` frames before this `ready`. */
   fingerprints: number;
+  /** No page of the bases' sample matched the sender's `sample`: no fingerprints were made (then 0). */
+  skipped?: true;
 }
 
 function fail(what: string): never {
   throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
 }
 
-export function checkFingerprints(v: Record<string, unknown>): Fingerprints {
-  const e = v.entries;
-  const max = Math.ceil((MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE) / 3) * 4;
-  if (typeof e !== 'string' || e.length === 0 || e.length > max || e.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(e)) {
+/** `entries` of a frame of type `type`: base64 of min..max entries. */
+function checkEntries(type: string, e: unknown, min: number, max: number): string {
+  const chars = Math.ceil((max * ENTRY_SIZE) / 3) * 4;
+  if (typeof e !== 'string' || e.length < min || e.length > chars || e.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(e)) {
     fail(
-      `fingerprints.entries received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of 1..${MAX_FINGERPRINTS_PER_FRAME} entries`,
+      `${type}.entries received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of ${min}..${max} entries`,
     );
   }
   const bytes = (e.length / 4) * 3 - (e.endsWith('==') ? 2 : e.endsWith('=') ? 1 : 0);
-  if (bytes % ENTRY_SIZE !== 0) fail(`fingerprints.entries holds ${bytes} bytes, expected a multiple of ${ENTRY_SIZE}`);
-  return { type: 'fingerprints', entries: e };
+  if (bytes % ENTRY_SIZE !== 0) fail(`${type}.entries holds ${bytes} bytes, expected a multiple of ${ENTRY_SIZE}`);
+  return e;
+}
+
+export function checkFingerprints(v: Record<string, unknown>): Fingerprints {
+  return { type: 'fingerprints', entries: checkEntries('fingerprints', v.entries, 1, MAX_FINGERPRINTS_PER_FRAME) };
+}
+
+export function checkSample(v: Record<string, unknown>): Sample {
+  const { stride, run } = v;
+  if (typeof stride !== 'number' || !Number.isSafeInteger(stride) || stride < 1 || stride > MAX_SAMPLE_STRIDE)
+    fail(`sample.stride received ${String(stride)}, expected an integer in 1..${MAX_SAMPLE_STRIDE}`);
+  if (typeof run !== 'number' || !Number.isSafeInteger(run) || run < 1 || run > stride)
+    fail(`sample.run received ${String(run)}, expected an integer in 1..${stride} (the stride)`);
+  return { type: 'sample', stride, run, entries: checkEntries('sample', v.entries, 0, MAX_SAMPLE_ENTRIES) };
 }
 
 export function checkReadyDelta(v: unknown): ReadyDelta {
@@ -69,5 +103,7 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
   const n = o.fingerprints;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total)
     fail(`ready.delta.fingerprints received ${String(n)}, expected a count of at most ${total} (the bases' pages)`);
-  return { bases, fingerprints: n };
+  if (o.skipped !== undefined && (o.skipped !== true || n !== 0))
+    fail(`ready.delta.skipped received ${String(o.skipped)} with ${n} fingerprints, expected true with 0`);
+  return { bases, fingerprints: n, ...(o.skipped === true ? { skipped: true as const } : {}) };
 }

@@ -8,7 +8,7 @@
  */
 import { ProtocolError } from '../errors.js';
 import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { checkFingerprints, checkReadyDelta, type Fingerprints, type ReadyDelta } from './delta.js';
+import { checkFingerprints, checkReadyDelta, checkSample, type Fingerprints, type ReadyDelta, type Sample } from './delta.js';
 
 export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
 export const CONTROL_VERSION = 1;
@@ -62,6 +62,8 @@ export interface Hello {
   resume?: boolean;
   /** `mfd send --delta`: asks the receiver for its bases' fingerprints (src/control/delta.ts). */
   delta?: boolean;
+  /** With `delta`: a `sample` frame follows this hello (the sampled pre-check, src/control/delta.ts). */
+  deltaSample?: boolean;
 }
 
 export interface Ready {
@@ -108,7 +110,7 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints;
+export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints | Sample;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -221,6 +223,8 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       };
     case 'fingerprints':
       return checkFingerprints(v);
+    case 'sample':
+      return checkSample(v);
     case 'complete':
       return checkComplete(v);
     case 'verdict': {
@@ -278,6 +282,8 @@ function checkHello(v: Record<string, unknown>): Hello {
   });
   if (v.resume !== undefined && typeof v.resume !== 'boolean') fail(`hello.resume received ${describe(v.resume)}, expected true or false`);
   if (v.delta !== undefined && typeof v.delta !== 'boolean') fail(`hello.delta received ${describe(v.delta)}, expected true or false`);
+  if (v.deltaSample !== undefined && typeof v.deltaSample !== 'boolean')
+    fail(`hello.deltaSample received ${describe(v.deltaSample)}, expected true or false`);
   return {
     type: 'hello',
     version,
@@ -292,6 +298,7 @@ function checkHello(v: Record<string, unknown>): Hello {
     ramblocks,
     ...(v.resume === true ? { resume: true } : {}),
     ...(v.delta === true ? { delta: true } : {}),
+    ...(v.delta === true && v.deltaSample === true ? { deltaSample: true } : {}),
   };
 }
 

@@ -6,9 +6,10 @@
  * and the caller takes the one before.
  */
 import fs from 'node:fs';
-import { IoError, UsageError } from '../errors.js';
+import { IoError, NativeIoError, UsageError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
-import { ENTRY_SIZE, NO_MATCH } from '../control/delta.js';
+import { ENTRY_SIZE, NO_MATCH, MAX_SAMPLE_ENTRIES } from '../control/delta.js';
+import { preadPieces } from '../native/file-io.js';
 
 /** An entry's size and the index no entry has: defined below, with the `fingerprints` frames that carry entries. */
 export { ENTRY_SIZE, NO_MATCH };
@@ -21,6 +22,22 @@ export { ENTRY_SIZE, NO_MATCH };
  * pages per thread for the addon's split on four cores.
  */
 export const FINGERPRINT_BATCH = 1024;
+
+/**
+ * The sampled pre-check (docs/control-protocol.md, Delta): pages p with
+ * p % stride < run of each file, 1 in 64 by default: runs of 16 pages (64 KiB
+ * of 4 KiB pages, one read each) every 1024. Images of fewer than
+ * SAMPLE_MIN_PAGES pages are not sampled: fingerprinting them whole costs
+ * little against the migration's start.
+ */
+export const SAMPLE_STRIDE = 1024;
+export const SAMPLE_RUN = 16;
+export const SAMPLE_MIN_PAGES = 16384;
+
+/** The stride that keeps a sample of `pages` pages (runs of SAMPLE_RUN) within one `sample` frame. */
+export function sampleStride(pages: number): number {
+  return Math.max(SAMPLE_STRIDE, Math.ceil((pages * SAMPLE_RUN) / MAX_SAMPLE_ENTRIES));
+}
 
 export function deltaAvailable(): boolean {
   return native.deltaAvailable;
@@ -150,4 +167,60 @@ export async function fingerprintFile(
     batch.catch(() => {}); // awaited on the next turn, or below
   }
   await batch;
+}
+
+/**
+ * Fingerprints the sampled pages of the `size` bytes of `fd` (pages p with
+ * p % stride < run; with run >= stride, every page), page indices from
+ * `first`: `onBatch` gets each batch's entries (views valid until it returns),
+ * in page order; when it returns true, no further batch is read.
+ */
+export async function fingerprintSample(
+  fd: number,
+  size: number,
+  pageSize: number,
+  first: number,
+  stride: number,
+  run: number,
+  what: string,
+  onBatch: (entries: Uint8Array, count: number) => boolean | void,
+): Promise<void> {
+  const pages = Math.ceil(size / pageSize);
+  run = Math.min(run, stride);
+  const runsPer = Math.max(1, Math.floor(FINGERPRINT_BATCH / run));
+  const buf = Buffer.alloc(runsPer * run * pageSize);
+  const out = Buffer.alloc(runsPer * run * ENTRY_SIZE);
+  for (let k = 0; k * stride < pages; k += runsPer) {
+    const pieces: Uint8Array[] = [];
+    const positions: number[] = [];
+    let n = 0;
+    for (let r = k; r < k + runsPer && r * stride < pages; r++) {
+      const at = r * stride;
+      const count = Math.min(run, pages - at);
+      const want = Math.min(count * pageSize, size - at * pageSize);
+      pieces.push(buf.subarray(n * pageSize, n * pageSize + want));
+      positions.push(at * pageSize);
+      buf.fill(0, n * pageSize + want, (n + count) * pageSize);
+      n += count;
+    }
+    try {
+      await preadPieces(fd, pieces, positions);
+    } catch (e) {
+      if (!(e instanceof NativeIoError)) throw e;
+      if (e.code === 'ESHORTREAD')
+        throw new IoError(
+          'ERR_DELTA_BASE_SHORT',
+          `reading ${what}: ${e.moved} of ${e.asked} bytes at offset ${e.at} (it shrank while being read)`,
+        );
+      throw nativeIoFailure(e, { subject: what });
+    }
+    const count = await fingerprintPages(buf, pageSize, n, 0, out);
+    // Positions in the buffer to page indices: run after run, each `run` pages but the file's last.
+    for (let i = 0; i < count; i++) {
+      const o = i * ENTRY_SIZE + 12;
+      const pos = out.readUInt32LE(o);
+      out.writeUInt32LE(first + (k + Math.floor(pos / run)) * stride + (pos % run), o);
+    }
+    if (onBatch(out, count) === true) return;
+  }
 }

@@ -25,10 +25,19 @@ import { ramblockName, type PacketHeader } from '../wire/packet.js';
 import type { TargetBlock } from '../receiver/data-channel.js';
 import type { OpenExtension, RecvExtension } from '../receiver/extension.js';
 import { PageStateLimitError } from '../receiver/page-bitmap.js';
-import { ENTRY_SIZE, entryIndex, fingerprintFile, requireDelta } from './fingerprint.js';
+import {
+  ENTRY_SIZE,
+  FINGERPRINT_BATCH,
+  entryIndex,
+  fingerprintFile,
+  fingerprintSample,
+  matchEntries,
+  requireDelta,
+  sortEntries,
+} from './fingerprint.js';
 import { preadPieces, pwritePieces } from '../native/file-io.js';
 import { BoundedPool } from '../io/bounded-pool.js';
-import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta } from '../control/delta.js';
+import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta, type Sample } from '../control/delta.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from '../wire/delta-ref.js';
 import type { DeltaCounts, RunStats } from '../stats/stats.js';
 
@@ -113,7 +122,7 @@ export class DeltaReceiver implements OpenExtension {
 
   private constructor(
     private readonly bases: DeltaBase[],
-    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks'>,
+    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks' | 'deltaSample'>,
     private readonly blocks: Map<string, TargetBlock>,
     private readonly headerSize: number,
     private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
@@ -189,6 +198,7 @@ export class DeltaReceiver implements OpenExtension {
     log.info({ bases: bases.map((b) => ({ name: b.name, path: b.path, size: b.size })) }, 'delta: bases');
     const r = new DeltaReceiver(bases, hello, blocks, headerSize, onWritten);
     r.onFingerprintsHook = opts.onFingerprints;
+    r.log = log;
     r.afterOfferHook = opts.afterOffer;
     return r;
   }
@@ -213,12 +223,58 @@ export class DeltaReceiver implements OpenExtension {
     this.active++;
     let delta: ReadyDelta;
     try {
-      delta = await this.fingerprintBases(ctl);
+      const sample = this.hello.deltaSample ? await this.awaitSample(ctl) : null;
+      if (sample && !(await this.sampleMatches(sample))) {
+        this.log?.info(
+          { sampled: sample.entries.length / ENTRY_SIZE, stride: sample.stride, run: sample.run },
+          "delta: no page of the bases' sample matched the sender's: no fingerprints, every page comes as data",
+        );
+        delta = { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: 0, skipped: true };
+      } else delta = await this.fingerprintBases(ctl);
     } finally {
       if (--this.active === 0 && this.closing) this.closeBases();
     }
     await this.afterOfferHook?.();
     return { delta };
+  }
+
+  /** The `sample` frame a hello with `deltaSample` announced. */
+  private async awaitSample(ctl: ControlChannel): Promise<{ entries: Buffer; stride: number; run: number }> {
+    const m = await ctl.next();
+    if (m.type !== 'sample')
+      throw new ProtocolError(
+        'ERR_CONTROL_UNEXPECTED',
+        `control channel: received "${m.type}", expected "sample" (the hello said deltaSample)`,
+      );
+    const s = m as Sample;
+    return { entries: Buffer.from(s.entries, 'base64'), stride: s.stride, run: s.run };
+  }
+
+  /**
+   * Whether any page of the bases at the sample's places (pages p with p %
+   * stride < run; every page of bases smaller than a sample's stride) has a
+   * fingerprint of the sender's sample. Stops at the first.
+   */
+  private async sampleMatches(sample: { entries: Buffer; stride: number; run: number }): Promise<boolean> {
+    const n = sample.entries.length / ENTRY_SIZE;
+    if (n === 0) return false;
+    await sortEntries(sample.entries, n);
+    const ps = this.hello.pageSize;
+    // Bases within one stride: all of their pages (one run as long as the stride).
+    const whole = this.bases.reduce((a, b) => a + b.pages, 0) <= sample.stride;
+    const stride = whole ? FINGERPRINT_BATCH : sample.stride;
+    const run = whole ? FINGERPRINT_BATCH : sample.run;
+    let found = false;
+    let found32: Uint32Array | null = null;
+    for (const b of this.bases) {
+      await fingerprintSample(b.fd, b.size, ps, 0, stride, run, `base "${b.name}" (${b.path})`, (e, count) => {
+        if (!found32 || found32.length < count) found32 = new Uint32Array(count);
+        found = matchEntries(sample.entries, n, e, count, found32) > 0;
+        return found;
+      });
+      if (found) return true;
+    }
+    return false;
   }
 
   private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
@@ -259,6 +315,8 @@ export class DeltaReceiver implements OpenExtension {
           i += k;
           if (n === MAX_FINGERPRINTS_PER_FRAME) await flush();
         }
+        // After a sample, the first entries go at once: the sender fingerprints its images from them on.
+        if (this.hello.deltaSample && total === 0) await flush();
       };
       await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null);
       if (clone) this.clones.set(b.block!, clone);
@@ -311,6 +369,8 @@ export class DeltaReceiver implements OpenExtension {
     }
   }
 
+  /** Set by open(): the migration's logger. */
+  private log: Logger | null = null;
   /** Set by open() from DeltaRecvOptions.onFingerprints and afterOffer. */
   private onFingerprintsHook: ((entries: Buffer) => void) | undefined;
   private afterOfferHook: (() => void | Promise<void>) | undefined;

@@ -11,13 +11,34 @@
  * References travel first, in reference packets (wire.ts); the pages they
  * cover are not sent as data but digested all the same, from the CRCs taken
  * while fingerprinting, so the verdict still means byte-identical.
+ *
+ * The sampled pre-check: for images of SAMPLE_MIN_PAGES pages or more, the
+ * hello says `deltaSample` and a `sample` frame follows it, the fingerprints
+ * of 1 page in 64 (runs of 16 every 1024). A receiver whose bases hold none of
+ * them at the same places of its own sample answers `ready` with
+ * `delta.skipped` at once; the images are then not fingerprinted at all (every
+ * page goes as data, as in a plain send) unless the sample held a page twice
+ * (then only copies within the migration are looked for). Otherwise the
+ * images are fingerprinted from the receiver's first `fingerprints` frame on.
  */
 import { ProtocolError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ControlMessage } from '../control/protocol.js';
 import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
 import type { SendExtension } from '../sender/sender.js';
-import { ENTRY_SIZE, NO_MATCH, entryIndex, fingerprintFile, matchEntries, sameKey, sortEntries } from './fingerprint.js';
+import {
+  ENTRY_SIZE,
+  NO_MATCH,
+  SAMPLE_MIN_PAGES,
+  SAMPLE_RUN,
+  entryIndex,
+  fingerprintFile,
+  fingerprintSample,
+  matchEntries,
+  sameKey,
+  sampleStride,
+  sortEntries,
+} from './fingerprint.js';
 import type { Fingerprints, ReadyDelta } from '../control/delta.js';
 import type { DeltaCounts } from '../stats/stats.js';
 import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from '../wire/delta-ref.js';
@@ -48,9 +69,9 @@ export interface DeltaPlan {
 export function deltaSender(): SendExtension {
   let plan: DeltaPlan | null = null;
   return {
-    hello: { delta: true },
-    async answer(next, p, log) {
-      const answer = await deltaAnswer(next, p, log);
+    hello: (p) => ({ delta: true, ...(imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES ? { deltaSample: true } : {}) }),
+    async answer(next, p, log, send) {
+      const answer = await deltaAnswer(next, p, log, send);
       plan = answer.plan;
       return answer.ready;
     },
@@ -60,37 +81,81 @@ export function deltaSender(): SendExtension {
   };
 }
 
+function imagePages(blocks: readonly SendBlock[], pageSize: number): number {
+  return blocks.reduce((a, b) => a + Math.ceil(b.source.size / pageSize), 0);
+}
+
 /**
- * Reads the answer to a hello with `delta`: the `fingerprints` frames before
- * `ready`. Returns that answer and, when `ready` offers bases, the plan
- * (already handed to the pipeline).
+ * Reads the answer to a hello with `delta` (after sending the `sample` its
+ * `deltaSample` announced): the `fingerprints` frames before `ready`. Returns
+ * that answer and, when `ready` offers bases, the plan (already handed to the
+ * pipeline).
  */
 async function deltaAnswer(
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
+  send: (m: ControlMessage) => void,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   // The images are fingerprinted while the receiver fingerprints its bases; stopped when no plan needs them.
   const stop = new AbortController();
-  const prints = fingerprintImages(p.blocks, p.pageSize, stop.signal);
-  prints.catch(() => {}); // awaited once the receiver has answered
+  let prints: Promise<ImagePrints> | null = null;
+  const start = (): Promise<ImagePrints> => {
+    if (!prints) {
+      prints = fingerprintImages(p.blocks, p.pageSize, stop.signal);
+      prints.catch(() => {}); // awaited once the receiver has answered
+    }
+    return prints;
+  };
+  let repeats: number | null = null;
+  if (imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES) repeats = await sendSample(p.blocks, p.pageSize, send);
+  else start();
   try {
-    return await answerDelta(next, p, log, prints);
+    return await answerDelta(next, p, log, start, repeats);
   } finally {
     stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
   }
+}
+
+/** Fingerprints the images' sample and sends it (`sample`); returns how many sampled pages repeat one before them. */
+async function sendSample(blocks: readonly SendBlock[], pageSize: number, send: (m: ControlMessage) => void): Promise<number> {
+  const total = imagePages(blocks, pageSize);
+  const stride = sampleStride(total);
+  const chunks: Buffer[] = [];
+  let first = 0;
+  for (const b of blocks) {
+    await fingerprintSample(b.source.fd, b.source.size, pageSize, first, stride, SAMPLE_RUN, `image "${b.source.path}"`, (e, n) => {
+      chunks.push(Buffer.from(e.subarray(0, n * ENTRY_SIZE)));
+    });
+    first += Math.ceil(b.source.size / pageSize);
+  }
+  const entries = Buffer.concat(chunks);
+  const n = entries.length / ENTRY_SIZE;
+  await sortEntries(entries, n);
+  let repeats = 0;
+  for (let i = 1; i < n; i++) if (sameKey(entries, i, entries, i - 1)) repeats++;
+  send({ type: 'sample', stride, run: SAMPLE_RUN, entries: entries.toString('base64') });
+  return repeats;
+}
+
+/** A plan without references (every page as data): its counts for the summary. */
+function emptyPlan(bases: ReadyDelta['bases']): DeltaPlan {
+  return { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, collisions: 0, bases };
 }
 
 async function answerDelta(
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
-  prints: Promise<ImagePrints>,
+  start: () => Promise<ImagePrints>,
+  repeats: number | null,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
   let m = await next();
   while (m.type === 'fingerprints') {
+    // The receiver's sample matched (it fingerprints its bases whole): so do we, beside it.
+    start();
     const b = Buffer.from((m as Fingerprints).entries, 'base64');
     chunks.push(b);
     count += b.length / ENTRY_SIZE;
@@ -106,6 +171,18 @@ async function answerDelta(
       'ERR_CONTROL_MESSAGE',
       `control channel: ready.delta.fingerprints received ${offer.fingerprints}, expected ${count} (the entries of the fingerprints frames)`,
     );
+  if (offer.skipped) {
+    if (repeats === null)
+      throw new ProtocolError('ERR_CONTROL_MESSAGE', 'control channel: ready.delta.skipped received, but this migration sent no sample');
+    if (repeats === 0) {
+      log.info(
+        { bases: offer.bases.length },
+        "delta: no sampled page matched the receiver's bases or repeated another: every page goes as data",
+      );
+      return { ready: m, plan: emptyPlan(offer.bases) };
+    }
+    log.info({ repeats }, "delta: no sampled page matched the receiver's bases: looking for copies within the migration only");
+  }
   const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   chunks.length = 0;
   const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
@@ -118,7 +195,7 @@ async function answerDelta(
       );
   }
   await sortEntries(table, count);
-  const plan = await planDelta(p.blocks, p.pageSize, await prints, table, count, offer);
+  const plan = await planDelta(p.blocks, p.pageSize, await start(), table, count, offer);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info(
     { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },

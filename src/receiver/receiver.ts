@@ -394,7 +394,9 @@ class Migration {
       const offered = await this.extension?.offer(ctl);
       ctl.send({ type: 'ready', ...(have ? { have } : {}), ...offered });
       this.watchChannels(hello.channels);
-      const m = await ctl.next();
+      let m = await ctl.next();
+      // A sender's sampled pre-check (src/control/delta.ts) that no extension read: nothing to check it against.
+      if (m.type === 'sample' && hello.deltaSample && !this.extension) m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
       if (m.type !== 'complete')
         throw new ProtocolError('ERR_CONTROL_UNEXPECTED', `control channel: received "${m.type}", expected "complete"`);

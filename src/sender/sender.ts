@@ -36,7 +36,8 @@ import type { Logger } from '../log.js';
 /**
  * An extension of the sender's conversation (delta transfer: src/delta/sender.ts's
  * deltaSender), wired in by whoever assembles the migration (src/migrate/). Its
- * contract: `hello` is added to the hello (after `resume`); answer() reads the
+ * contract: hello()'s fields are added to the hello (after `resume`); answer()
+ * may send frames of its own right after the hello (`send`), reads the
  * receiver's answer to that hello through `next` (frames of the extension's own
  * come before `ready`), may hand the pipeline packets to send before any page
  * (SendPipeline.sendFirst), and returns the message that ended the answer
@@ -44,8 +45,10 @@ import type { Logger } from '../log.js';
  * counts to the run's statistics once the verdict is in.
  */
 export interface SendExtension {
-  readonly hello: Pick<Hello, 'delta'>;
-  answer(next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger): Promise<ControlMessage>;
+  /** Fields it adds to the hello. */
+  hello(p: SendPipeline): Pick<Hello, 'delta' | 'deltaSample'>;
+  /** Reads the answer to the hello (`next`), may send frames of its own first (`send`); returns `ready` (or what came instead). */
+  answer(next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger, send: (m: ControlMessage) => void): Promise<ControlMessage>;
   stats(stats: RunStats, p: SendPipeline): void;
 }
 
@@ -126,12 +129,12 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
       digest: DIGEST_ALGORITHM,
       ramblocks: p.blocks.map((b) => ({ name: b.source.name, size: b.source.size, source: b.sourceId })),
       ...(opts.resume ? { resume: true } : {}),
-      ...opts.extension?.hello,
+      ...opts.extension?.hello(p),
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
     const next = (): Promise<ControlMessage> => answer('"ready", the answer to the hello');
-    const ready = opts.extension ? await opts.extension.answer(next, p, log) : unextended(await next());
+    const ready = opts.extension ? await opts.extension.answer(next, p, log, (m) => ctl.send(m)) : unextended(await next());
     if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME'))
       throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);
     if (ready.type !== 'ready') throw remoteOrUnexpected(ready, 'waiting for ready');

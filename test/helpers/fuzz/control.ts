@@ -23,6 +23,7 @@ import {
   encodePreamble,
   type ControlMessage,
 } from '../../../src/control/protocol.js';
+import { ENTRY_SIZE, MAX_FINGERPRINTS_PER_FRAME, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRIDE } from '../../../src/control/delta.js';
 import { ControlChannel, MAX_UNREAD_MESSAGES } from '../../../src/transport/control-channel.js';
 import { listMethods } from '../../../src/methods/index.js';
 import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX } from '../../../src/wire/constants.js';
@@ -77,6 +78,13 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   { type: 'verdict', ok: true, stats: { side: 'recv', packets: 12, ramblocks: [{ name: 'pc.ram' }] } },
   { type: 'busy', what: 'verifying and committing the outputs' },
   { type: 'error', code: 'ERR_PACKET_OFFSET', message: 'channel 3, packet 17: offset 4096 out of range' },
+  // Delta transfer: the hello with its sampled pre-check, the sample, the receiver's fingerprints and answers.
+  hello({ delta: true, deltaSample: true }),
+  { type: 'sample', stride: 1024, run: 16, entries: Buffer.alloc(48, 7).toString('base64') },
+  { type: 'sample', stride: 4096, run: 16, entries: '' },
+  { type: 'fingerprints', entries: Buffer.alloc(32, 9).toString('base64') },
+  { type: 'ready', delta: { bases: [{ name: 'output:pc.ram', pages: 262144 }], fingerprints: 0, skipped: true } },
+  { type: 'ready', delta: { bases: [{ name: 'a', pages: 3 }], fingerprints: 2 } },
 ];
 
 const KEYS = [
@@ -108,6 +116,15 @@ const KEYS = [
   'source',
   'have',
   'what',
+  'delta',
+  'deltaSample',
+  'stride',
+  'run',
+  'entries',
+  'bases',
+  'pages',
+  'fingerprints',
+  'skipped',
 ];
 
 /** JSON values on the edges of the checks; "\u0001deep:N:K" becomes N levels of nesting when serialised. */
@@ -277,6 +294,29 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
         if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > SOURCE_MAX))
           violation('accepted a bad ramblock source');
       if (m.resume !== undefined && m.resume !== true) violation(`kept hello.resume ${String(m.resume)}`);
+      if (m.deltaSample !== undefined && (m.deltaSample !== true || m.delta !== true)) violation('kept hello.deltaSample without delta');
+      return;
+    }
+    case 'fingerprints':
+    case 'sample': {
+      const bytes = Buffer.from(m.entries, 'base64');
+      if (bytes.toString('base64') !== m.entries || bytes.length % ENTRY_SIZE !== 0)
+        violation(`accepted ${m.type}.entries that are not whole entries`);
+      const max = m.type === 'sample' ? MAX_SAMPLE_ENTRIES : MAX_FINGERPRINTS_PER_FRAME;
+      if (bytes.length > max * ENTRY_SIZE || (m.type === 'fingerprints' && bytes.length === 0))
+        violation(`accepted ${bytes.length / ENTRY_SIZE} entries in ${m.type}`);
+      if (
+        m.type === 'sample' &&
+        !(
+          Number.isSafeInteger(m.stride) &&
+          m.stride >= 1 &&
+          m.stride <= MAX_SAMPLE_STRIDE &&
+          Number.isSafeInteger(m.run) &&
+          m.run >= 1 &&
+          m.run <= m.stride
+        )
+      )
+        violation(`accepted sample stride ${m.stride} run ${m.run}`);
       return;
     }
     case 'complete': {
@@ -301,6 +341,8 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
       if (typeof m.what !== 'string' || m.what.length > 64) violation('accepted an oversized busy.what');
       return;
     case 'ready': {
+      if (m.delta?.skipped !== undefined && (m.delta.skipped !== true || m.delta.fingerprints !== 0))
+        violation(`accepted ready.delta.skipped with ${m.delta.fingerprints} fingerprints`);
       if (m.have === undefined) return;
       const sent = raw.have as Record<string, unknown>;
       let numbers = 0;
