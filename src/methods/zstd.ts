@@ -61,20 +61,25 @@ export const zstdCompressBound = (n: number): number =>
 export const ZSTD_WINDOW_LOG_MAX = 25;
 
 /** What all channels' compression contexts may hold together before their windows shrink. */
-const SEND_CONTEXTS_BUDGET = 96 * 2 ** 20;
+const SEND_CONTEXTS_BUDGET = 64 * 2 ** 20;
 
 /**
  * The window of each channel's stream (ZSTD_c_windowLog) for `channels`
- * channels, or null for the level's own. A context holds about twice its
- * window plus 256 KiB (measured: about 1 MiB at level 1's 2^19); past
- * SEND_CONTEXTS_BUDGET in all, the window halves until they fit (2^16 at
- * 255 channels), never below 2^10. Any window decodes (the receiver's limit
- * is only an upper bound), and on multifd's 512 KiB packets, which a channel
- * gets one in N of, a smaller window costs little: 2^16 wrote about 6% more
- * bytes than 2^19 on a mixed image.
+ * channels, or null for the level's own. A level-1 context, once used, holds
+ * its window, three blocks (a block is the window up to 128 KiB: the input
+ * buffer's, the output buffer and the sequences) and about 96 KiB of tables;
+ * measured with zstd 1.5.7 after two flushed 512 KiB packets: 908 KiB at
+ * level 1's 2^19, 361 at 2^16, 237 at 2^15, 169 at 2^14, 116 at 2^12. Past
+ * SEND_CONTEXTS_BUDGET in all, the window halves until they fit (2^15 at 255
+ * channels: 56 MiB), never below 2^10. Any window decodes (the receiver's
+ * limit is only an upper bound; its context shrinks with the window too:
+ * 265 KiB at 2^16, 149 at 2^15), and on multifd's 512 KiB packets, which a
+ * channel gets one in N of, a smaller window costs little: on a mixed image
+ * at 255 channels, 2^16 wrote 6.3% more bytes than 2^19, and 2^15 0.5% more
+ * than 2^16.
  */
 export function zstdWindowLog(channels: number): number | null {
-  const cost = (log: number): number => 2 ** (log + 1) + 256 * 1024;
+  const cost = (log: number): number => 2 ** log + 3 * Math.min(2 ** log, 128 * 1024) + 96 * 1024;
   if (channels * cost(19) <= SEND_CONTEXTS_BUDGET) return null;
   let log = 18;
   while (log > 10 && channels * cost(log) > SEND_CONTEXTS_BUDGET) log--;

@@ -1,13 +1,14 @@
 /**
  * The compute workers' packet step (src/compute/worker.ts 'packet'): a worker
  * maps the image, finds the zero pages, CRCs every page and compresses the
- * rest into the slab it shares with the main thread (no buffer per packet).
+ * rest into the slab it shares with the main thread (no buffer per packet),
+ * under the pool's resource limits (a young generation of 3 MiB).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { ComputePool } from '../../src/compute/pool.js';
+import { ComputePool, WORKER_RESOURCE_LIMITS } from '../../src/compute/pool.js';
 import { sharedSlabViews, type PacketReply } from '../../src/compute/messages.js';
 import { getMethod } from '../../src/methods/index.js';
 import { native } from '../../src/native/load.js';
@@ -24,6 +25,19 @@ function image(dir: string): { file: string; bytes: Buffer } {
   fs.writeFileSync(file, bytes);
   return { file, bytes };
 }
+
+t.test("every worker runs under the pool's resource limits", async (t) => {
+  const pool = new ComputePool(2);
+  t.teardown(() => pool.close());
+  const limits = pool.resourceLimits();
+  t.equal(limits.length, 2, 'one entry a worker');
+  for (const [i, l] of limits.entries())
+    t.equal(
+      l.maxYoungGenerationSizeMb,
+      WORKER_RESOURCE_LIMITS.maxYoungGenerationSizeMb,
+      `worker ${i}: a young generation of ${WORKER_RESOURCE_LIMITS.maxYoungGenerationSizeMb} MiB, not V8's 48`,
+    );
+});
 
 for (const method of ['zstd', 'lz4']) {
   t.test(`${method}: flags, CRCs and payload land in the shared slab`, async (t) => {
