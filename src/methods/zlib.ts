@@ -12,12 +12,11 @@
  * mixed and text images: docs/wire-format.md); other levels deflate with zlib. The
  * receiver inflates with igzip whenever it is there: it reads any zlib stream.
  */
-import { ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MULTIFD_FLAG_ZLIB } from '../wire/constants.js';
 import { defineMethod, type MethodOption } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
-import { decodeError } from './decode-error.js';
+import { nativeStreamReceiver } from './native-stream.js';
 
 /**
  * QEMU's zlib level -> the fastest ISA-L level whose output stays within 5%
@@ -85,25 +84,9 @@ export const zlib = defineMethod({
       cleanup: () => z.close(),
     };
   },
-  recvSetup({ channel, pageSize, tally }) {
+  recvSetup(ctx) {
     const z = new native.ZlibStream(true, 0, native.isalVersion !== null ? 'isal' : 'zlib');
-    return {
-      recv(payload, normalPages, packetNum, into) {
-        const want = normalPages * pageSize;
-        const out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
-        let got: number;
-        try {
-          got = z.inflate(payload, out);
-        } catch (e) {
-          throw decodeError('zlib', e, channel, packetNum);
-        }
-        if (got !== want)
-          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
-        tally.add('software', normalPages);
-        return [out];
-      },
-      cleanup: () => z.close(),
-    };
+    return nativeStreamReceiver('zlib', { decode: (payload, out) => z.inflate(payload, out), close: () => z.close() }, ctx);
   },
 });
 

@@ -21,6 +21,7 @@ import { MULTIFD_FLAG_ZSTD } from '../wire/constants.js';
 import { defineMethod, type MethodOption } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
+import { nativeStreamReceiver } from './native-stream.js';
 import { lazyModule } from './lazy.js';
 
 const zstdNapi = lazyModule<typeof ZstdBinding>('zstd-napi/binding', 'zstd');
@@ -150,26 +151,11 @@ export const zstd = defineMethod({
       cleanup() {},
     };
   },
-  recvSetup({ channel, pageSize, params, tally }) {
+  recvSetup(ctx) {
+    const { channel, pageSize, params, tally } = ctx;
     if (useLibzstd(params.engine)) {
       const z = new native.ZstdStream(true, 0, ZSTD_WINDOW_LOG_MAX);
-      return {
-        recv(payload, normalPages, packetNum, into) {
-          const want = normalPages * pageSize;
-          const out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
-          let got: number;
-          try {
-            got = z.decompress(payload, out);
-          } catch (e) {
-            throw decodeError('zstd', e, channel, packetNum);
-          }
-          if (got !== want)
-            throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
-          tally.add('software', normalPages);
-          return [out];
-        },
-        cleanup: () => z.close(),
-      };
+      return nativeStreamReceiver('zstd', { decode: (payload, out) => z.decompress(payload, out), close: () => z.close() }, ctx);
     }
     const { DCtx, DParameter } = zstdNapi();
     const d = new DCtx();
