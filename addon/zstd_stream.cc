@@ -43,8 +43,7 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
     if (!RequireArgs(info, 3) || !RequireSize(info, 1, "level", &level) ||
         !RequireSize(info, 2, "windowLog", &window_log))
       return;
-    decompress_ = info[0].ToBoolean().Value();
-    if (decompress_) {
+    if (info[0].ToBoolean().Value()) {
       d_ = ZSTD_createDCtx();
       if (d_ == nullptr) {
         ThrowCode(env, "ERR_ZSTD", "ZSTD_createDCtx failed");
@@ -175,7 +174,6 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
 
   ZSTD_CCtx* c_ = nullptr;
   ZSTD_DCtx* d_ = nullptr;
-  bool decompress_ = false;
 };
 
 }  // namespace

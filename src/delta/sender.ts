@@ -69,7 +69,7 @@ export interface DeltaPlan {
 export function deltaSender(): SendExtension {
   let plan: DeltaPlan | null = null;
   return {
-    hello: (p) => ({ delta: true, ...(imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES ? { deltaSample: true } : {}) }),
+    hello: (p) => ({ delta: true, ...(sampled(p) ? { deltaSample: true } : {}) }),
     async answer(next, p, log, send) {
       const answer = await deltaAnswer(next, p, log, send);
       plan = answer.plan;
@@ -83,6 +83,11 @@ export function deltaSender(): SendExtension {
 
 function imagePages(blocks: readonly SendBlock[], pageSize: number): number {
   return blocks.reduce((a, b) => a + Math.ceil(b.source.size / pageSize), 0);
+}
+
+/** Whether this migration's images are sampled: what the hello's `deltaSample` says and the answer then does. */
+function sampled(p: SendPipeline): boolean {
+  return imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES;
 }
 
 /**
@@ -108,7 +113,7 @@ async function deltaAnswer(
     return prints;
   };
   let repeats: number | null = null;
-  if (imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES) repeats = await sendSample(p.blocks, p.pageSize, send);
+  if (sampled(p)) repeats = await sendSample(p.blocks, p.pageSize, send);
   else start();
   try {
     return await answerDelta(next, p, log, start, repeats);

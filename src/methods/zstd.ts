@@ -54,6 +54,9 @@ const useLibzstd = (engine: string): boolean => engine === 'libzstd' && native.z
 export const zstdCompressBound = (n: number): number =>
   n + Math.floor(n / 256) + (n < 128 * 1024 ? Math.floor((128 * 1024 - n) / 2048) : 0);
 
+/** A packet's payload at most, and the output room its prepare() allocates: the bound of its pages plus a 64-byte margin. */
+const payloadBound = (normalPages: number, pageSize: number): number => zstdCompressBound(normalPages * pageSize) + 64;
+
 /**
  * Largest window a channel's frame may ask the decoder to allocate: 2^25
  * (32 MiB), what level 20, the highest multifd-zstd-level, uses; zstd's own
@@ -100,7 +103,7 @@ export const zstd = defineMethod({
     useLibzstd(params.engine)
       ? `software: zstd ${native.zstdVersion} (libzstd)`
       : `software: zstd ${zstdNapi().versionString()} (zstd-napi)${params.engine === 'libzstd' ? ' (the addon was built without libzstd)' : ''}`,
-  maxPayload: (normalPages, pageSize) => zstdCompressBound(normalPages * pageSize) + 64,
+  maxPayload: payloadBound,
   params(user) {
     const p = checkParams('zstd', options, user);
     if (!useLibzstd(p.engine)) zstdNapi();
@@ -112,7 +115,7 @@ export const zstd = defineMethod({
       const z = new native.ZstdStream(false, params.level, windowLog ?? 0);
       return {
         prepare(pages, normalPages, into) {
-          const out = into ?? Buffer.allocUnsafeSlow(zstdCompressBound(normalPages * pageSize) + 64);
+          const out = into ?? Buffer.allocUnsafeSlow(payloadBound(normalPages, pageSize));
           const wrote = z.compress(pages, out);
           tally.add('software', normalPages);
           return [out.subarray(0, wrote)];
@@ -126,7 +129,7 @@ export const zstd = defineMethod({
     if (windowLog !== null) c.setParameter(CParameter.windowLog, windowLog);
     return {
       prepare(pages, normalPages, into) {
-        const out = into ?? Buffer.allocUnsafeSlow(zstdCompressBound(normalPages * pageSize) + 64);
+        const out = into ?? Buffer.allocUnsafeSlow(payloadBound(normalPages, pageSize));
         let produced = 0;
         // One call per run of pages, not per page: the stream's bytes are the same, and the
         // compressor works on long contiguous inputs (measured 1.6-1.8x faster than per page).
