@@ -114,6 +114,10 @@ export function accelReport(
 export interface CompiledEngines {
   zlib: string;
   isal: string | null;
+  /** liblz4 and libzstd (the lz4 and zstd methods' default engines), xxHash (delta transfer's fingerprints): null when not compiled in. */
+  lz4: string | null;
+  zstd: string | null;
+  xxhash: string | null;
   qpl: { version: string | null; reason: string };
   qatzip: { version: string | null; reason: string };
 }
@@ -124,6 +128,12 @@ export function compiledEngines(): CompiledEngines {
   return {
     zlib: native.zlibVersion,
     isal: native.isalVersion,
+    lz4: native.lz4Version,
+    zstd: native.zstdVersion,
+    // XXH_VERSION_NUMBER: major * 10000 + minor * 100 + release.
+    xxhash: native.xxhashVersion
+      ? [Math.floor(native.xxhashVersion / 10000), Math.floor(native.xxhashVersion / 100) % 100, native.xxhashVersion % 100].join('.')
+      : null,
     qpl: { version: qpl.version || null, reason: qpl.version ? '' : qpl.reason },
     qatzip: { version: qz.version || null, reason: qz.version ? '' : qz.reason },
   };
@@ -132,7 +142,7 @@ export function compiledEngines(): CompiledEngines {
 /** One line naming each engine and its version, or "not compiled". */
 export function formatEngines(e: CompiledEngines): string {
   const v = (name: string, version: string | null): string => `${name} ${version ?? 'not compiled'}`;
-  return `engines: ${[v('zlib', e.zlib), v('isa-l', e.isal), v('qpl', e.qpl.version), v('qatzip', e.qatzip.version), 'dsa (x86-64 Linux)'].join(', ')}`;
+  return `engines: ${[v('zlib', e.zlib), v('isa-l', e.isal), v('lz4', e.lz4), v('zstd', e.zstd), v('xxhash', e.xxhash), v('qpl', e.qpl.version), v('qatzip', e.qatzip.version), 'dsa (x86-64 Linux)'].join(', ')}`;
 }
 
 export function formatAccel(r: AccelReport): string {

@@ -183,6 +183,9 @@ t.test('--version comes from package.json and names the engines compiled in', as
   t.match(v.stdout, new RegExp(`^mfd ${pkg.version.replace(/\./g, '\\.')}\n`));
   t.match(v.stdout, `zlib ${e.zlib}`);
   t.match(v.stdout, `isa-l ${e.isal ?? 'not compiled'}`);
+  t.match(v.stdout, `lz4 ${e.lz4 ?? 'not compiled'}`);
+  t.match(v.stdout, `zstd ${e.zstd ?? 'not compiled'}`);
+  t.match(v.stdout, `xxhash ${e.xxhash ?? 'not compiled'}`);
   t.match(v.stdout, `qpl ${e.qpl.version ?? 'not compiled'}`);
   t.match(v.stdout, `qatzip ${e.qatzip.version ?? 'not compiled'}`);
   t.equal(run('-V').stdout, v.stdout);
