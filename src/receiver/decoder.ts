@@ -7,7 +7,7 @@
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
 import type { PathTally } from '../offload/paths.js';
-import type { DecodeReply } from '../compute/messages.js';
+import type { DecodeReply, DecodeWriteReply } from '../compute/messages.js';
 import { BoundedPool } from '../io/bounded-pool.js';
 import { pageCount } from '../wire/constants.js';
 import type { Decoder } from './data-channel.js';
@@ -79,6 +79,32 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
     done(pages) {
       // decode() returned one view of the buffer it took.
       outputs.release(pages[0]!.buffer as SharedArrayBuffer);
+    },
+    async decodeWrite(payload, normal, packetNum, w) {
+      // As decode(), the payload shared or gathered, in arrival order; the pages stay on the worker.
+      const shared = payload.length === 1 && payload[0]!.buffer instanceof SharedArrayBuffer ? payload[0]! : null;
+      const taken = turn.then(async () => (shared ? null : await inputs.acquire()));
+      turn = taken;
+      const input = await taken;
+      try {
+        const r = await compute.call<DecodeWriteReply>(channel, {
+          op: 'decode-write',
+          channel,
+          payload: shared ?? gather(payload, new Uint8Array(input!)),
+          normal,
+          packetNum,
+          fd: w.fd,
+          offsets: w.offsets,
+          zero: w.zero,
+          blockSize: w.blockSize,
+          writeZeros: w.writeZeros,
+        });
+        tally.merge(r.paths);
+        w.crc.set(r.crc);
+        return { result: r.result, badPage: r.badPage };
+      } finally {
+        if (input) inputs.release(input);
+      }
     },
   };
 }
