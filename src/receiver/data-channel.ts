@@ -3,7 +3,10 @@
  * socket, checks each header (wire/packet.ts), records page coverage, decodes
  * through the method in channel order, then digests and writes the pages.
  * Decoding is serial per channel (stream methods keep history); digesting and
- * writing overlap. The socket pauses while too many packets are in flight.
+ * writing overlap. With a compute decoder and the receiver's own placement, the
+ * channel's worker decodes, digests and writes a packet in one step
+ * (decodeAndWrite); otherwise the decoded pages come back and the addon writes
+ * them on the libuv pool (apply). The socket pauses while too many packets are in flight.
  *
  * The one channel reader: mfd's receiver and a migration file's restore read
  * with the strict profile; recv --qemu with the QEMU-tolerant one

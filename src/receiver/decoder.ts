@@ -2,7 +2,10 @@
  * A channel's decoder on the receiving side: the method inline (one decode at
  * a time, in arrival order), or the method's state on the channel's compute
  * worker (channel i on worker i % size), which keeps the order itself. Used
- * by the network receiver and by a migration file's restore.
+ * by the network receiver and by a migration file's restore. The worker's
+ * decoder also writes (decodeWrite): it decodes, digests and writes a packet
+ * in one step, and only the CRCs come back; decode() brings the pages back,
+ * for a placement of the caller's own (recv --qemu, mfd inspect).
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
@@ -128,8 +131,8 @@ function gather(payload: Uint8Array[], room: Uint8Array): Uint8Array {
 /**
  * Buffers in flight between the receiving thread and the compute workers, per
  * pool and size: payloads of stream sources on their way in (a native
- * reader's are in shared memory already), pages on their way out (until
- * written). On SharedArrayBuffers, so nothing is transferred, allocated or
+ * reader's are in shared memory already), pages on their way out (decode():
+ * until written; decodeWrite() keeps them on the worker). On SharedArrayBuffers, so nothing is transferred, allocated or
  * collected per packet, and bounded for all channels together, so memory
  * does not grow with the channel count.
  */
