@@ -52,7 +52,11 @@ function page(seed: number): Uint8Array {
  * `blockSize` bytes (its descriptor swapped for `fd` when given); the ops sent to the worker are
  * recorded. `packets` are encoded by the method's sender, in order, one stream.
  */
-async function rig(t: Test, methodName: string, o: { blockSize?: number; fd?: number; inPlace?: boolean } = {}) {
+async function rig(
+  t: Test,
+  methodName: string,
+  o: { blockSize?: number; fd?: number; inPlace?: boolean; posted?: (op: string, pool: ComputePool) => void } = {},
+) {
   const method = getMethod(methodName);
   const params = method.params({});
   const pool = new ComputePool(1);
@@ -61,7 +65,9 @@ async function rig(t: Test, methodName: string, o: { blockSize?: number; fd?: nu
   const call = pool.call.bind(pool);
   pool.call = <T>(channel: number, msg: ToWorker): Promise<T> => {
     ops.push(msg.op);
-    return call<T>(channel, msg);
+    const r = call<T>(channel, msg);
+    o.posted?.(msg.op, pool);
+    return r;
   };
   const dir = tmpdir(t);
   const size = o.blockSize ?? 64 * PS;
@@ -133,7 +139,7 @@ async function rig(t: Test, methodName: string, o: { blockSize?: number; fd?: nu
     a.write(Buffer.concat([h, payload]));
     return HS + payload.length;
   };
-  return { block, output, failures, written, ops, send, reads, tally, pages: () => pagesDone };
+  return { pool, block, output, failures, written, ops, send, reads, tally, pages: () => pagesDone };
 }
 
 async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
@@ -240,4 +246,17 @@ t.test("a payload that does not decode on the worker: named at the payload's off
   t.match(f.e, { code: /^ERR_PAYLOAD/, channel: 0, packetNum: 3n });
   t.equal(f.at, HS, "named at the payload's offset");
   t.equal(fs.readFileSync(r.output.writePath).subarray(0, PS).equals(Buffer.alloc(PS)), true, 'nothing written');
+});
+
+t.test('the compute pool closed with a packet on its worker (a failed migration): the output still closes', async (t) => {
+  let closed: Promise<void> | null = null;
+  const r = await rig(t, 'zstd', { posted: (op, pool) => void (op === 'decode-write' && (closed ??= pool.close())) });
+  await r.send({ packetNum: 0n, normal: [{ offset: 0, bytes: page(1) }], zero: [] });
+  await until('the packet went to the worker', () => closed !== null);
+  await closed;
+  // The output's gate waits for the packet's write: the call must fail once the worker has exited.
+  await r.output.abort();
+  await until('the channel fails', () => r.failures.length > 0);
+  t.match(r.failures[0]!.e, { code: 'ERR_WORKER' });
+  t.equal(r.reads.inUse, 0, 'the payload buffer is back in the read pool');
 });
