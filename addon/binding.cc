@@ -188,56 +188,78 @@ Napi::Value JobWorker<WritePacketJob>::Extra() {
   return Napi::Number::New(Env(), static_cast<double>(job_.bad_page));
 }
 
-/* writePacket(fd, pieces: Uint8Array[], pageSize, offsets, normal, zero, blockSize, writeZeros,
- * crcOut, cb(err, code, badPage)) */
-Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
-  WritePacketJob job{};
+// Parses writePacket's first nine arguments (fd, pieces, pageSize, offsets, normal, zero,
+// blockSize, writeZeros, crcOut) into `job`, the pieces' values into `keep`; false after throwing.
+bool ParseWritePacket(const Napi::CallbackInfo& info, WritePacketJob* job,
+                      std::vector<Napi::Value>* keep) {
   size_t fd, block_size;
-  if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) ||
-      !RequireSize(info, 2, "pageSize", &job.page_size) ||
-      !RequireSize(info, 4, "normal", &job.normal) || !RequireSize(info, 5, "zero", &job.zero) ||
+  if (!RequireArgs(info, 9) || !RequireSize(info, 0, "fd", &fd) ||
+      !RequireSize(info, 2, "pageSize", &job->page_size) ||
+      !RequireSize(info, 4, "normal", &job->normal) || !RequireSize(info, 5, "zero", &job->zero) ||
       !RequireSize(info, 6, "blockSize", &block_size) ||
-      !RequireUint32Array(info, 8, "crcOut", job.normal) || !RequireFunction(info, 9)) {
-    return info.Env().Undefined();
+      !RequireUint32Array(info, 8, "crcOut", job->normal)) {
+    return false;
   }
-  std::vector<Napi::Value> keep;
-  if (!RequireByteList(info, 1, "pieces", &job.pages, &keep)) return info.Env().Undefined();
+  if (!RequireByteList(info, 1, "pieces", &job->pages, keep)) return false;
   size_t total = 0;
-  for (const auto& piece : job.pages) total += piece.second;
+  for (const auto& piece : job->pages) total += piece.second;
   if (!info[3].IsTypedArray() ||
       info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
     Napi::TypeError::New(info.Env(), "Expected a Float64Array for offsets")
         .ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+    return false;
   }
   auto offsets = info[3].As<Napi::Float64Array>();
-  if (job.page_size == 0 || total != job.normal * job.page_size ||
-      job.normal + job.zero > offsets.ElementLength()) {
+  if (job->page_size == 0 || total != job->normal * job->page_size ||
+      job->normal + job->zero > offsets.ElementLength()) {
     Napi::RangeError::New(info.Env(),
                           "writePacket: pieces must hold exactly normal pages, offsets all pages")
         .ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+    return false;
   }
   // Offsets were range-checked in TS; check again here so no write can leave the block.
-  for (size_t i = 0; i < job.normal + job.zero; i++) {
+  for (size_t i = 0; i < job->normal + job->zero; i++) {
     const double o = offsets.Data()[i];
     if (!(o >= 0) || o >= static_cast<double>(block_size)) {
       Napi::RangeError::New(info.Env(), "writePacket: offset outside the block")
           .ThrowAsJavaScriptException();
-      return info.Env().Undefined();
+      return false;
     }
   }
-  job.fd = static_cast<int>(fd);
-  job.offsets = offsets.Data();
-  job.block_size = static_cast<int64_t>(block_size);
-  job.write_zeros = info[7].ToBoolean().Value();
-  job.crc_out = info[8].As<Napi::Uint32Array>().Data();
+  job->fd = static_cast<int>(fd);
+  job->offsets = offsets.Data();
+  job->block_size = static_cast<int64_t>(block_size);
+  job->write_zeros = info[7].ToBoolean().Value();
+  job->crc_out = info[8].As<Napi::Uint32Array>().Data();
+  return true;
+}
+
+/* writePacket(fd, pieces: Uint8Array[], pageSize, offsets, normal, zero, blockSize, writeZeros,
+ * crcOut, cb(err, code, badPage)) */
+Napi::Value JS_writePacket(const Napi::CallbackInfo& info) {
+  WritePacketJob job{};
+  std::vector<Napi::Value> keep;
+  if (!RequireArgs(info, 10) || !RequireFunction(info, 9) || !ParseWritePacket(info, &job, &keep))
+    return info.Env().Undefined();
   auto* w =
       new JobWorker<WritePacketJob>(info, 9, job, info[9].As<Napi::Function>(), "mfd.writePacket");
   // The pieces array is pinned above; pin each piece too (the array could be changed).
   for (auto& v : keep) w->Pin(v.As<Napi::Object>());
   w->Queue();
   return info.Env().Undefined();
+}
+
+/* writePacketSync(fd, pieces, pageSize, offsets, normal, zero, blockSize, writeZeros, crcOut)
+ * -> [code, badPage]: writePacket on the calling thread (a compute worker, off the event loop) */
+Napi::Value JS_writePacketSync(const Napi::CallbackInfo& info) {
+  WritePacketJob job{};
+  std::vector<Napi::Value> keep;
+  if (!ParseWritePacket(info, &job, &keep)) return info.Env().Undefined();
+  const int64_t code = job.Run();
+  Napi::Array r = Napi::Array::New(info.Env(), 2);
+  r.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(code)));
+  r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(job.bad_page)));
+  return r;
 }
 
 /* mapRange(fd, position, length) -> ArrayBuffer over a read-only shared mapping of the file */
@@ -507,6 +529,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dataExtents", Napi::Function::New(env, JS_dataExtents, "dataExtents"));
   exports.Set("unmapRange", Napi::Function::New(env, JS_unmapRange, "unmapRange"));
   exports.Set("writePacket", Napi::Function::New(env, JS_writePacket, "writePacket"));
+  exports.Set("writePacketSync", Napi::Function::New(env, JS_writePacketSync, "writePacketSync"));
   exports.Set("crc32c", Napi::Function::New(env, JS_crc32c<Crc32cExtend>, "crc32c"));
   exports.Set("crc32cBuiltin",
               Napi::Function::New(env, JS_crc32c<Crc32cBuiltinExtend>, "crc32cBuiltin"));

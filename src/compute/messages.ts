@@ -34,6 +34,23 @@ export type ToWorker =
     }
   /** Decode one packet's payload into its normal pages: both views of buffers shared with the caller (decoder.ts). */
   | { op: 'decode'; channel: number; payload: Uint8Array; out: Uint8Array; normal: number; packetNum: bigint }
+  /**
+   * Decode one packet's payload (a view of shared memory) into the worker's own buffer, then digest
+   * and write its pages to `fd` there (writePacket's fields; offsets: the normal pages', then the
+   * zero pages' to write): the decoded pages never come back.
+   */
+  | {
+      op: 'decode-write';
+      channel: number;
+      payload: Uint8Array;
+      normal: number;
+      packetNum: bigint;
+      fd: number;
+      offsets: Float64Array;
+      zero: number;
+      blockSize: number;
+      writeZeros: boolean;
+    }
   | { op: 'cleanup'; channel: number };
 
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */
@@ -47,6 +64,17 @@ export interface PacketReply {
 /** A decoded packet: its normal pages are the first normal x pageSize bytes of the request's `out`. */
 export interface DecodeReply {
   paths: PathCounts;
+}
+
+/**
+ * A decoded and written packet: the CRC-32C of each normal page, and the write's result (0, or the
+ * negative code with the page a padding failure is about: writeFailure()). A failed decode rejects.
+ */
+export interface DecodeWriteReply {
+  paths: PathCounts;
+  crc: Uint32Array;
+  result: number;
+  badPage: number;
 }
 
 export interface SerializedError {

@@ -90,6 +90,9 @@ export class ComputePool {
     } finally {
       clearInterval(hold);
     }
+    // Every worker has exited: a call still unanswered never will be, and nothing it did (a write to
+    // an output, which waits in the output's gate for this call) goes on. It fails, so the gate opens.
+    this.failAll(new MfdError('ERR_WORKER', 'the compute pool was closed before this call finished', ExitCode.INTERNAL));
   }
 
   private failAll(e: Error): void {

@@ -12,6 +12,8 @@ import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import { pageRuns } from '../image/page-runs.js';
 import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
+import type { DecodeWriteReply } from './messages.js';
+import { writePacketHere } from '../native/packet-io.js';
 import { serializeError } from './error-hop.js';
 
 interface SendState {
@@ -30,8 +32,18 @@ interface SendState {
 let scratch: Uint8Array | null = null;
 const pageScratch = (): Uint8Array => (scratch ??= new Uint8Array(MULTIFD_PACKET_SIZE));
 
+/**
+ * The worker's room for a packet's decoded pages on their way to the output (decode-write): one
+ * for all its channels, since it handles one packet at a time; grown to the largest packet seen.
+ */
+let decoded: Uint8Array | null = null;
+function decodeScratch(bytes: number): Uint8Array {
+  if (!decoded || decoded.length < bytes) decoded = new Uint8Array(Math.max(bytes, MULTIFD_PACKET_SIZE));
+  return decoded.subarray(0, bytes);
+}
+
 const senders = new Map<number, SendState>();
-const receivers = new Map<number, { method: MethodReceiver; tally: PathTally }>();
+const receivers = new Map<number, { method: MethodReceiver; tally: PathTally; pageSize: number }>();
 const images = new Map<number, ImageSource>();
 
 async function handle(m: ToWorker): Promise<unknown> {
@@ -59,7 +71,11 @@ async function handle(m: ToWorker): Promise<unknown> {
     case 'recv-setup': {
       const method = getMethod(m.method);
       const tally = new PathTally(`${method.name} decompression`, m.requireHardware);
-      receivers.set(m.channel, { method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }), tally });
+      receivers.set(m.channel, {
+        method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }),
+        tally,
+        pageSize: m.pageSize,
+      });
       return null;
     }
     case 'packet': {
@@ -90,6 +106,24 @@ async function handle(m: ToWorker): Promise<unknown> {
       const r = receivers.get(m.channel)!;
       place(m.out, await r.method.recv([m.payload], m.normal, m.packetNum, m.out));
       const reply: DecodeReply = { paths: r.tally.take() };
+      return reply;
+    }
+    case 'decode-write': {
+      const r = receivers.get(m.channel)!;
+      const pages = await r.method.recv([m.payload], m.normal, m.packetNum, decodeScratch(m.normal * r.pageSize));
+      const crc = new Uint32Array(m.normal);
+      const { result, badPage } = writePacketHere({
+        fd: m.fd,
+        pages,
+        pageSize: r.pageSize,
+        offsets: m.offsets,
+        normal: m.normal,
+        zero: m.zero,
+        blockSize: m.blockSize,
+        writeZeros: m.writeZeros,
+        crc,
+      });
+      const reply: DecodeWriteReply = { paths: r.tally.take(), crc, result, badPage };
       return reply;
     }
     case 'cleanup':

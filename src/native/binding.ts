@@ -211,6 +211,18 @@ export interface MfdBinding {
     crcOut: Uint32Array,
     cb: (err: Error | null, result: number, badPage: number) => void,
   ): void;
+  /** writePacket on the calling thread (a compute worker): [0 or a negative code, badPage]. */
+  writePacketSync(
+    fd: number,
+    pieces: Uint8Array[],
+    pageSize: number,
+    offsets: Float64Array,
+    normal: number,
+    zero: number,
+    blockSize: number,
+    writeZeros: boolean,
+    crcOut: Uint32Array,
+  ): [number, number];
   /** CRC-32C of bytes; a seed continues an earlier CRC: crc32c(b, crc32c(a)) === crc32c(a + b). */
   crc32c(bytes: Uint8Array, seed?: number): number;
   /** The same CRC by the addon's own code (SSE4.2 or a table), whichever engine crc32c runs. */

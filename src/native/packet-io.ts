@@ -65,3 +65,28 @@ export function writePacket(w: WriteRequest): Promise<void> {
     });
   });
 }
+
+/**
+ * writePacket on the calling thread (a compute worker, already off the event loop): no hop to the
+ * libuv pool and back. Returns 0 or the negative code, with the page a padding failure is about
+ * (writeFailure() makes the error of them, on whichever thread reports it).
+ */
+export function writePacketHere(w: WriteRequest): { result: number; badPage: number } {
+  const [result, badPage] = native.writePacketSync(
+    w.fd,
+    w.pages,
+    w.pageSize,
+    w.offsets,
+    w.normal,
+    w.zero,
+    w.blockSize,
+    w.writeZeros,
+    w.crc,
+  );
+  return { result, badPage };
+}
+
+/** The error of writePacketHere's negative result, as writePacket rejects with it. */
+export function writeFailure(result: number, badPage: number): NativeIoError {
+  return toError('write', result, badPage);
+}

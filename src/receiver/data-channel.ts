@@ -3,7 +3,10 @@
  * socket, checks each header (wire/packet.ts), records page coverage, decodes
  * through the method in channel order, then digests and writes the pages.
  * Decoding is serial per channel (stream methods keep history); digesting and
- * writing overlap. The socket pauses while too many packets are in flight.
+ * writing overlap. With a compute decoder and the receiver's own placement, the
+ * channel's worker decodes, digests and writes a packet in one step
+ * (decodeAndWrite); otherwise the decoded pages come back and the addon writes
+ * them on the libuv pool (apply). The socket pauses while too many packets are in flight.
  *
  * The one channel reader: mfd's receiver and a migration file's restore read
  * with the strict profile; recv --qemu with the QEMU-tolerant one
@@ -36,7 +39,7 @@ import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_
 import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
 import { isRefPacket } from '../wire/delta-ref.js';
 import type { CompressionMethod } from '../methods/method.js';
-import { writePacket } from '../native/packet-io.js';
+import { writeFailure, writePacket, type WriteRequest } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats/stats.js';
 import type { BlockDigest } from '../image/digest.js';
 import type { Output } from './output.js';
@@ -73,7 +76,18 @@ export interface Decoder {
   decode(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
   /** The pages decode() returned are written (or their packet failed): their buffer can be used again. */
   done?(pages: Uint8Array[]): void;
+  /**
+   * Decodes a packet's payload and, in the same step on the thread that decodes, digests and writes
+   * its pages as writePacket does (`w`: all of it but the pages; the CRCs land in w.crc): the decoded
+   * pages never come back. Called in arrival order, like decode(). Resolves with the write's result
+   * (0, or the negative code and the page a padding failure is about); rejects when the payload
+   * does not decode. Absent (an inline decoder): decode(), then writePacket on the libuv pool.
+   */
+  decodeWrite?(payload: Uint8Array[], normalPages: number, packetNum: bigint, w: PageWrite): Promise<{ result: number; badPage: number }>;
 }
+
+/** A packet's write, all of it but the decoded pages (src/native/packet-io.ts). */
+export type PageWrite = Omit<WriteRequest, 'pages'>;
 
 export interface TargetBlock {
   output: Output;
@@ -173,6 +187,8 @@ export class DataChannel {
   private payloadLen = 0;
   private readonly profile: PacketProfile;
   private readonly placer: PagePlacer;
+  /** The receiver's placement (claim()), not a PagePlacer of the host's. */
+  private readonly ownPlacement: boolean;
   private inFlight = 0;
   /** Packets in flight before reading pauses: 1 in order, else MAX_IN_FLIGHT. */
   private readonly maxInFlight: number;
@@ -214,6 +230,7 @@ export class DataChannel {
     this.maxInFlight = host.inOrder ? 1 : MAX_IN_FLIGHT;
     this.at = host.streamStart ?? 0;
     this.placer = placer ?? { claim: (h) => this.claim(h) };
+    this.ownPlacement = placer === undefined;
     this.counters.wireBytes += initial.length;
     this.queue.push(initial);
     if (source instanceof NativeChannel) {
@@ -499,40 +516,91 @@ export class DataChannel {
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
     if (this.lastWasSync) c.syncPackets++;
     if (this.host.refs && isRefPacket(h)) return this.refPacket(h, payload, release, at);
+    // The receiver's own placement of a packet with normal pages, with a decoder that can also
+    // write: decoded, digested and written in one step on the channel's compute worker.
+    if (this.ownPlacement && h.normalPages > 0 && this.decoder.decodeWrite) return this.decodeAndWrite(h, payload, release, at);
     const place = this.placer.claim(h, at);
     if (!place) return release?.();
     const pages = h.normalPages + h.zeroPages;
-    c.normalPages += h.normalPages;
-    c.zeroPages += h.zeroPages;
+    this.counted(h);
 
     if (++this.inFlight >= this.maxInFlight) this.pause();
     const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
     // A payload that does not decode is named at the payload's offset, any other failure at the header's.
     let placing = false;
     let pagesOut: Uint8Array[] | null = null;
-    Promise.resolve(decoded)
-      .then((data) => {
-        placing = true;
-        pagesOut = data;
-        return place(data);
-      })
-      .finally(() => {
-        if (pagesOut && pagesOut !== EMPTY) this.decoder.done?.(pagesOut);
-        // Decoded and written, or failed: nothing reads the payload any more.
-        release?.();
-      })
+    this.settle(
+      Promise.resolve(decoded)
+        .then((data) => {
+          placing = true;
+          pagesOut = data;
+          return place(data);
+        })
+        .finally(() => {
+          if (pagesOut && pagesOut !== EMPTY) this.decoder.done?.(pagesOut);
+        }),
+      release,
+      pages,
+      (e) => this.stop(e, placing ? at : at + this.host.headerSize),
+    );
+  }
+
+  private counted(h: PacketHeader): void {
+    this.counters.normalPages += h.normalPages;
+    this.counters.zeroPages += h.zeroPages;
+  }
+
+  /**
+   * A packet in flight (`work`) to its end: its payload released once nothing reads it (decoded and
+   * written, or failed), then the channel reads on, or fails through `failed`.
+   */
+  private settle(work: Promise<unknown>, release: (() => void) | null, pages: number, failed: (e: unknown) => void): void {
+    work
+      .finally(() => release?.())
       .then(() => {
         if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
         if (this.idle) this.host.onIdle();
       })
-      .catch((e) => this.stop(e, placing ? at : at + this.host.headerSize));
+      .catch(failed);
+  }
+
+  /**
+   * The receiver's placement (as claim() and apply()), the decoding, digesting and writing one call
+   * to the decoder (decodeWrite): the payload goes to the compute worker, and only the CRCs come back.
+   */
+  private decodeAndWrite(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null, at: number): void {
+    const t = this.target(h);
+    const pages = h.normalPages + h.zeroPages;
+    this.counted(h);
+    if (++this.inFlight >= this.maxInFlight) this.pause();
+    // A payload that does not decode is named at the payload's offset, any other failure at the header's.
+    let placing = false;
+    let started = false;
+    const work = this.apply(h, t.name, t.block, async (w) => {
+      started = true;
+      const r = await this.decoder.decodeWrite!(payload, h.normalPages, h.packetNum, w);
+      placing = true;
+      if (r.result < 0) throw writeFailure(r.result, r.badPage);
+    }).then(() => this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages)));
+    // A failure before the call reached the decoder (the output closed, say) is the header's.
+    this.settle(work, release, pages, (e) => this.stop(e, placing || !started ? at : at + this.host.headerSize));
   }
 
   /** The receiver's placement: each page once (the coverage bitmap), digested and written to its target block. */
   private claim(h: PacketHeader): ((data: Uint8Array[]) => Promise<void>) | null {
     const pages = h.normalPages + h.zeroPages;
     if (pages === 0) return null;
+    const { name, block, place } = this.target(h);
+    return async (data) => {
+      await this.apply(h, name, block, (w) => writePacket({ ...w, pages: data }));
+      this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
+    };
+  }
+
+  /** The target block of a packet with pages, each of them marked received (once: a page repeated throws). */
+  private target(h: PacketHeader): { name: string; block: TargetBlock; place: { channel: number; packetNum: bigint } } {
+    const pages = h.normalPages + h.zeroPages;
     const name = Buffer.from(h.ramblock).toString('utf8');
     const block = this.host.blocks.get(name)!;
     const ps = this.host.pageSize;
@@ -543,10 +611,7 @@ export class DataChannel {
           throw new ProtocolError('ERR_PAGE_REPEATED', `page at offset ${h.offsets[i]} of ram block "${name}" received twice`, place);
       }
     });
-    return async (data) => {
-      await this.apply(h, name, block, data);
-      this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
-    };
+    return { name, block, place };
   }
 
   /** A delta reference packet: the host copies its pages; in flight like any packet. */
@@ -571,8 +636,12 @@ export class DataChannel {
     }
   }
 
-  /** Digests the decoded pages and writes them (and, in place, the zero pages): one addon call. */
-  private async apply(h: PacketHeader, name: string, block: TargetBlock, data: Uint8Array[]): Promise<void> {
+  /**
+   * Digests the decoded pages and writes them (and, in place, the zero pages): one addon call,
+   * `write`'s (writePacket on the libuv pool, or the compute worker's as it decodes), through the
+   * output's gate.
+   */
+  private async apply(h: PacketHeader, name: string, block: TargetBlock, write: (w: PageWrite) => Promise<void>): Promise<void> {
     const ps = this.host.pageSize;
     const normal = h.normalPages;
     let zero = h.zeroPages;
@@ -594,9 +663,8 @@ export class DataChannel {
     const crc = new Uint32Array(normal);
     try {
       await block.output.use((fd) =>
-        writePacket({
+        write({
           fd,
-          pages: data,
           pageSize: ps,
           offsets,
           normal,
@@ -607,7 +675,8 @@ export class DataChannel {
         }),
       );
     } catch (e) {
-      if (!(e instanceof NativeIoError)) throw e;
+      // A write's failure; any other (a payload that does not decode) goes as it is.
+      if (!(e instanceof NativeIoError) || e.op !== 'write') throw e;
       if (e.code === 'EPADDING') {
         throw new ProtocolError(
           'ERR_PAGE_PAST_END',

@@ -2,12 +2,15 @@
  * A channel's decoder on the receiving side: the method inline (one decode at
  * a time, in arrival order), or the method's state on the channel's compute
  * worker (channel i on worker i % size), which keeps the order itself. Used
- * by the network receiver and by a migration file's restore.
+ * by the network receiver and by a migration file's restore. The worker's
+ * decoder also writes (decodeWrite): it decodes, digests and writes a packet
+ * in one step, and only the CRCs come back; decode() brings the pages back,
+ * for a placement of the caller's own (recv --qemu, mfd inspect).
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
 import type { PathTally } from '../offload/paths.js';
-import type { DecodeReply } from '../compute/messages.js';
+import type { DecodeReply, DecodeWriteReply } from '../compute/messages.js';
 import { BoundedPool } from '../io/bounded-pool.js';
 import { pageCount } from '../wire/constants.js';
 import type { Decoder } from './data-channel.js';
@@ -80,6 +83,32 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
       // decode() returned one view of the buffer it took.
       outputs.release(pages[0]!.buffer as SharedArrayBuffer);
     },
+    async decodeWrite(payload, normal, packetNum, w) {
+      // As decode(), the payload shared or gathered, in arrival order; the pages stay on the worker.
+      const shared = payload.length === 1 && payload[0]!.buffer instanceof SharedArrayBuffer ? payload[0]! : null;
+      const taken = turn.then(async () => (shared ? null : await inputs.acquire()));
+      turn = taken;
+      const input = await taken;
+      try {
+        const r = await compute.call<DecodeWriteReply>(channel, {
+          op: 'decode-write',
+          channel,
+          payload: shared ?? gather(payload, new Uint8Array(input!)),
+          normal,
+          packetNum,
+          fd: w.fd,
+          offsets: w.offsets,
+          zero: w.zero,
+          blockSize: w.blockSize,
+          writeZeros: w.writeZeros,
+        });
+        tally.merge(r.paths);
+        w.crc.set(r.crc);
+        return { result: r.result, badPage: r.badPage };
+      } finally {
+        if (input) inputs.release(input);
+      }
+    },
   };
 }
 
@@ -102,8 +131,8 @@ function gather(payload: Uint8Array[], room: Uint8Array): Uint8Array {
 /**
  * Buffers in flight between the receiving thread and the compute workers, per
  * pool and size: payloads of stream sources on their way in (a native
- * reader's are in shared memory already), pages on their way out (until
- * written). On SharedArrayBuffers, so nothing is transferred, allocated or
+ * reader's are in shared memory already), pages on their way out (decode():
+ * until written; decodeWrite() keeps them on the worker). On SharedArrayBuffers, so nothing is transferred, allocated or
  * collected per packet, and bounded for all channels together, so memory
  * does not grow with the channel count.
  */

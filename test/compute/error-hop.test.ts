@@ -82,3 +82,31 @@ t.test('through a real compute worker', async (t) => {
   t.ok(shrank instanceof IoError);
   t.match(shrank, { code: 'ERR_IMAGE_SHRANK', exitCode: ExitCode.IO, message: /shrank while sending/ });
 });
+
+t.test('close() fails the calls still unanswered once the workers have exited, so nothing waits on them for ever', async (t) => {
+  const pool = new ComputePool(1);
+  const zlib = getMethod('zlib');
+  const n = 200;
+  let settled = 0;
+  const calls = Array.from({ length: n }, (_, i) =>
+    pool
+      .call(i, { op: 'recv-setup', channel: i, method: 'zlib', pageSize: 4096, params: zlib.params({}), requireHardware: false })
+      .then(
+        () => 'answered',
+        (e: unknown) => e,
+      )
+      .finally(() => settled++),
+  );
+  await pool.close();
+  await new Promise((r) => setImmediate(r));
+  t.equal(settled, n, 'every call settled once close() has');
+  const failed = (await Promise.all(calls)).filter((r) => r !== 'answered');
+  t.same(
+    failed.map((e) => (e as MfdError).code),
+    failed.map(() => 'ERR_WORKER'),
+    'an unanswered call fails with ERR_WORKER',
+  );
+  t.comment(`${n - failed.length} answered before the worker stopped, ${failed.length} failed`);
+  const later = await pool.call(0, { op: 'cleanup', channel: 0 }).catch((x: unknown) => x);
+  t.match(later, { code: 'ERR_WORKER' }, 'a call after close() fails at once');
+});
