@@ -94,17 +94,20 @@ bool Unavailable(Napi::Env env) {
 
 #ifdef MFD_HAVE_XXHASH
 // Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx
-// 0xffffffff.
+// 0xffffffff. One pass a page: the zero check (a non-zero page usually stops at its first bytes),
+// then its CRC-32C and hash while it is in the cache; a zero page's CRC is the zero page's, not
+// computed again (half the pages of a typical guest).
 void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first,
                Entry* slots, uint32_t* crc_out) {
-  if (crc_out != nullptr && to > from)
-    Crc32cPages(pages + from * page_size, page_size, to - from, crc_out + from);
+  const uint32_t zero_crc = crc_out != nullptr ? ZeroPageCrc(page_size) : 0;
   for (size_t i = from; i < to; i++) {
     const uint8_t* p = pages + i * page_size;
     if (BufferIsZero(p, page_size)) {
       slots[i] = {0, 0, 0xffffffffu};
+      if (crc_out != nullptr) crc_out[i] = zero_crc;
       continue;
     }
+    if (crc_out != nullptr) crc_out[i] = Crc32c(p, page_size);
     const XXH128_hash_t h = XXH3_128bits(p, page_size);
     slots[i] = {h.high64, static_cast<uint32_t>(h.low64 >> 32), static_cast<uint32_t>(first + i)};
   }

@@ -191,8 +191,9 @@ async function answerDelta(
   const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   chunks.length = 0;
   const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
+  const words = entryWords(table);
   for (let i = 0; i < count; i++) {
-    const idx = entryIndex(table, i);
+    const idx = words ? words[i * 4 + 3]! : entryIndex(table, i);
     if (idx >= basePages)
       throw new ProtocolError(
         'ERR_CONTROL_MESSAGE',
@@ -270,7 +271,9 @@ export async function fingerprintImages(
           entries = grown;
         }
         entries.set(batch.subarray(0, n * ENTRY_SIZE), count * ENTRY_SIZE);
-        for (let i = 0; i < n; i++) nonzero[entryIndex(batch, i)] = 1;
+        const w = entryWords(batch);
+        if (w) for (let i = 0; i < n; i++) nonzero[w[i * 4 + 3]!] = 1;
+        else for (let i = 0; i < n; i++) nonzero[entryIndex(batch, i)] = 1;
         count += n;
       },
       crcs[k]!,
@@ -301,7 +304,10 @@ export async function planDelta(
   const pagesOf = blocks.map((b) => Math.ceil(b.source.size / pageSize));
   const total = pagesOf.reduce((a, n) => a + n, 0);
   const blockStart = prefix(pagesOf);
+  // One image (the usual case): its CRCs are indexed by the global page index itself.
+  const only = prints.crcs.length === 1 ? prints.crcs[0]! : null;
   const crcAt = (g: number): number => {
+    if (only) return only[g]!;
     const k = partOf(blockStart, g);
     return prints.crcs[k]![g - blockStart[k]!]!;
   };
@@ -315,18 +321,24 @@ export async function planDelta(
   let u = 0;
   const CHUNK = 65536;
   const found = new Uint32Array(CHUNK);
+  const words = entryWords(unmatched);
   for (let at = 0; at < prints.count; at += CHUNK) {
     const n = Math.min(CHUNK, prints.count - at);
     const view = unmatched.subarray(at * ENTRY_SIZE, (at + n) * ENTRY_SIZE);
     if (tableCount > 0) matchEntries(table, tableCount, view, n, found);
     else found.fill(NO_MATCH);
     for (let i = 0; i < n; i++) {
-      const g = entryIndex(view, i);
-      const collided = found[i] !== NO_MATCH && baseCrcs !== null && baseCrcs[found[i]!] !== crcAt(g);
+      const e = at + i;
+      const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
+      const f = found[i]!;
+      const collided = f !== NO_MATCH && baseCrcs !== null && baseCrcs[f] !== crcAt(g);
       if (collided) collisions++;
-      if (found[i] !== NO_MATCH && !collided) baseRef[g] = found[i]!;
+      if (f !== NO_MATCH && !collided) baseRef[g] = f;
       else {
-        if (u !== at + i) unmatched.copyWithin(u * ENTRY_SIZE, (at + i) * ENTRY_SIZE, (at + i + 1) * ENTRY_SIZE);
+        if (u !== e) {
+          if (words) words.copyWithin(u * 4, e * 4, e * 4 + 4);
+          else unmatched.copyWithin(u * ENTRY_SIZE, e * ENTRY_SIZE, (e + 1) * ENTRY_SIZE);
+        }
         u++;
       }
     }
@@ -338,17 +350,18 @@ export async function planDelta(
   // at every zero page the image and its base share. The digest still proves the page zero.
   const baseZero = zeroBasePages(table, tableCount, baseStart, offer);
   for (const [k] of blocks.entries()) {
-    for (let page = 1; page < pagesOf[k]!; page++) {
-      const g = blockStart[k]! + page;
+    const from = blockStart[k]!;
+    const to = from + pagesOf[k]!;
+    for (let g = from + 1; g < to; g++) {
       if (nonzero[g] || baseRef[g - 1] === NO_MATCH) continue;
       const t = baseRef[g - 1]! + 1;
-      if (baseZero(t) && partOf(baseStart, t) === partOf(baseStart, t - 1)) baseRef[g] = t;
+      if (baseZero(t) && (baseStart.length === 1 || partOf(baseStart, t) === partOf(baseStart, t - 1))) baseRef[g] = t;
     }
   }
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
   for (let i = 1, first = 0; i < u; i++) {
-    if (!sameKey(unmatched, i, unmatched, first)) first = i;
+    if (!sameEntryKey(unmatched, words, i, first)) first = i;
     else if (crcAt(entryIndex(unmatched, i)) === crcAt(entryIndex(unmatched, first)))
       dupOf[entryIndex(unmatched, i)] = entryIndex(unmatched, first);
     else collisions++;
@@ -367,29 +380,28 @@ export async function planDelta(
     const held: number[] = [];
     let last: PageRef | null = null;
     const n = pagesOf[k]!;
-    const isRef = (page: number): boolean => {
-      const g = blockStart[k]! + page;
-      return baseRef[g] !== NO_MATCH || dupOf[g] !== NO_MATCH;
-    };
+    const from = blockStart[k]!;
+    const crc = crcs[k]!;
+    const isRef = (page: number): boolean => baseRef[from + page] !== NO_MATCH || dupOf[from + page] !== NO_MATCH;
     // Runs of zero pages with a reference on either side go as zero references.
     const zeroRef = new Uint8Array(n);
     for (let a = 0; a < n;) {
-      if (nonzero[blockStart[k]! + a]) {
+      if (nonzero[from + a]) {
         a++;
         continue;
       }
       let z = a;
-      while (z < n && !nonzero[blockStart[k]! + z]) z++;
+      while (z < n && !nonzero[from + z]) z++;
       if ((a > 0 && isRef(a - 1)) || (z < n && isRef(z))) zeroRef.fill(1, a, z);
       a = z;
     }
     for (let page = 0; page < n; page++) {
-      const g = blockStart[k]! + page;
+      const g = from + page;
       let source: number;
       let src: number;
       if (baseRef[g] !== NO_MATCH) {
         const t = baseRef[g]!;
-        source = partOf(baseStart, t);
+        source = baseStart.length === 1 ? 0 : partOf(baseStart, t);
         src = t - baseStart[source]!;
         plan.basePages++;
       } else if (zeroRef[page]) {
@@ -408,7 +420,7 @@ export async function planDelta(
       else refs.push((last = { source, count: 1, dst: page, src }));
       if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
       else held.push(page, 1);
-      b.digest.add(page, crcs[k]![page]!);
+      b.digest.add(page, crc[page]!);
     }
     if (held.length > 0) plan.held.set(b, held);
     // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
@@ -425,14 +437,35 @@ export async function planDelta(
 }
 
 /**
+ * The entries as 32-bit words (word 4i + 3 is entry i's page index), on a
+ * little-endian host when the buffer is 4-byte aligned; null otherwise (then
+ * entryIndex() reads them).
+ */
+function entryWords(entries: Uint8Array): Uint32Array | null {
+  if (!LITTLE_ENDIAN || entries.byteOffset % 4 !== 0) return null;
+  return new Uint32Array(entries.buffer, entries.byteOffset, Math.floor(entries.byteLength / 4));
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** sameKey(entries, i, entries, j), by words when there are (entryWords). */
+function sameEntryKey(entries: Uint8Array, words: Uint32Array | null, i: number, j: number): boolean {
+  if (!words) return sameKey(entries, i, entries, j);
+  const a = i * 4;
+  const b = j * 4;
+  return words[a] === words[b] && words[a + 1] === words[b + 1] && words[a + 2] === words[b + 2];
+}
+
+/**
  * Whether base page `t` (an index across the bases) is a zero page: below the
  * bases' pages, and without an entry in the receiver's table. One bit per base page.
  */
 function zeroBasePages(table: Uint8Array, count: number, baseStart: readonly number[], offer: ReadyDelta): (t: number) => boolean {
   const total = (baseStart.at(-1) ?? 0) + (offer.bases.at(-1)?.pages ?? 0);
   const held = new Uint8Array(Math.ceil(total / 8));
+  const words = entryWords(table);
   for (let i = 0; i < count; i++) {
-    const t = entryIndex(table, i);
+    const t = words ? words[i * 4 + 3]! : entryIndex(table, i);
     held[t >>> 3]! |= 1 << (t & 7);
   }
   return (t) => t < total && (held[t >>> 3]! & (1 << (t & 7))) === 0;

@@ -51,19 +51,27 @@ export function encodeRefs(refs: readonly PageRef[]): Buffer {
     const p = i * REF_ENTRY_SIZE;
     b.writeUInt32BE(r.source >>> 0, p);
     b.writeUInt32BE(r.count, p + 4);
-    b.writeBigUInt64BE(BigInt(r.dst), p + 8);
-    b.writeBigUInt64BE(BigInt(r.src), p + 16);
+    writeU64(b, r.dst, p + 8);
+    writeU64(b, r.src, p + 16);
   });
   return b;
+}
+
+/** Writes `v` (a whole number below 2^53) as a big-endian u64 at `p`, without a BigInt. */
+function writeU64(b: Buffer, v: number, p: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`delta reference index ${v}: expected a whole number in 0..2^53 - 1`);
+  b.writeUInt32BE(Math.floor(v / 0x100000000), p);
+  b.writeUInt32BE(v >>> 0, p + 4);
 }
 
 /** Decodes a payload whose length is a multiple of REF_ENTRY_SIZE (the header check saw to that); indices past 2^53 decode as Infinity. */
 export function decodeRefs(payload: Uint8Array): PageRef[] {
   const b = Buffer.from(payload.buffer, payload.byteOffset, payload.length);
   const out: PageRef[] = [];
+  // Two 32-bit halves, not a BigInt each (a reference packet holds thousands): at most 2^53 - 1, else Infinity.
   const big = (p: number): number => {
-    const v = b.readBigUInt64BE(p);
-    return v > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(v);
+    const hi = b.readUInt32BE(p);
+    return hi >= 0x200000 ? Infinity : hi * 0x100000000 + b.readUInt32BE(p + 4);
   };
   for (let p = 0; p + REF_ENTRY_SIZE <= b.length; p += REF_ENTRY_SIZE) {
     out.push({ source: b.readUInt32BE(p), count: b.readUInt32BE(p + 4), dst: big(p + 8), src: big(p + 16) });
