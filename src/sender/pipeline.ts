@@ -4,7 +4,8 @@
  * load (mapped image) -> analyse (zero pages + CRCs, off the event loop) ->
  * method.prepare -> header -> sink, with up to PIPELINE_DEPTH packets prepared
  * ahead of the one being written; a slab pool shared by the channels bounds memory. Offloaded
- * methods do load, analyse and prepare on the channel's compute worker.
+ * methods do load, analyse and prepare on the channel's compute worker, and on a sink that lets it
+ * (ChannelSink.relay: a plain TCP channel, no rate limit) the header and the send as well.
  *
  * Where packets go is the ChannelSink: TCP sockets (sender.ts), or a
  * migration file (src/file/: a ring of aligned buffers for the stream layout,

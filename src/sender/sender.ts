@@ -5,7 +5,9 @@
  * The per-packet work (load -> analyse -> method.prepare -> header) is the
  * shared pipeline (pipeline.ts); here each channel's sink is a TCP socket:
  * header and payload go out as one sendmsg from the channel's native thread
- * (transport/native-channel.ts), or, on TLS, as one corked writev.
+ * (transport/native-channel.ts), or, on TLS, as one corked writev. A
+ * compressing method's packets are sent by the channel's compute worker, and
+ * only what the socket does not take at once by the channel's thread (RelaySink).
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
