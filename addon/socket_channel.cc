@@ -36,8 +36,9 @@
 //                                 process alive meanwhile (the JS thread only)
 //   ch.relayQueued(token)         whether that packet is queued or being sent
 //   socketChannelSend(id, pieces, timeoutMs, token, result: Float64Array(2))
-//     any thread. When no send is queued or running on the channel, sends what
-//     the socket takes at once (MSG_DONTWAIT) from the calling thread; the rest
+//     any thread. When no send is queued or running on the channel and the
+//     socket is writable, sends what it takes at once (MSG_DONTWAIT) from the
+//     calling thread; the rest
 //     (or all of it, behind queued sends) goes to the channel's thread, whose
 //     completion comes to onRelayed. result = [code, left]: code 0, all sent;
 //     1, queued (`left` bytes); -errno, failed with `left` bytes not sent
@@ -527,7 +528,12 @@ Napi::Value SocketChannelSend(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> l(s->lock);
   if (s->closing || s->cancelled.load()) return env.Undefined();
   size_t first = 0;
-  if (s->sends == 0 && !s->send_failed) {
+  // Only into a socket the kernel calls writable (free room of at least half what it holds): one
+  // with a few KiB free would take the packet in slivers, each a wake-up of the receiver, where the
+  // channel's thread, waiting for POLLOUT, sends it in large pieces.
+  struct pollfd writable{s->fd, POLLOUT, 0};
+  if (s->sends == 0 && !s->send_failed && poll(&writable, 1, 0) == 1 &&
+      (writable.revents & POLLOUT) != 0) {
     while (left > 0) {
       struct msghdr msg{};
       msg.msg_iov = iov.data() + first;
