@@ -26,6 +26,24 @@
 //     next header comes with the payload before it, one operation a packet.
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
+//
+// A packet sent from another thread (the channel's compute worker, which made
+// it), so it needs no hop through the JS thread:
+//   ch.id()                       the channel's number for socketChannelSend
+//   ch.onRelayed(cb(token, code, left))  completions of what socketChannelSend
+//                                 queued (held weakly: the caller keeps cb)
+//   ch.hold() / ch.release()      a packet some thread will send: keeps the
+//                                 process alive meanwhile (the JS thread only)
+//   ch.relayQueued(token)         whether that packet is queued or being sent
+//   socketChannelSend(id, pieces, timeoutMs, token, result: Float64Array(2))
+//     any thread. When no send is queued or running on the channel and the
+//     socket is writable, sends what it takes at once (MSG_DONTWAIT) from the
+//     calling thread; the rest
+//     (or all of it, behind queued sends) goes to the channel's thread, whose
+//     completion comes to onRelayed. result = [code, left]: code 0, all sent;
+//     1, queued (`left` bytes); -errno, failed with `left` bytes not sent
+//     (-ECANCELED: the channel is shut down or closed, nothing sent). One lock
+//     per channel keeps its packets in the order their senders called.
 #include <napi.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -42,6 +60,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "common.h"
@@ -54,6 +73,7 @@ constexpr size_t kMaxIov = 64;  // pieces per sendmsg; more are sent in turns
 // timeout (the kernel's own ETIMEDOUT, e.g. from keepalive, stays a connection error).
 
 class SocketChannel;
+struct Shared;
 
 struct Op {
   enum Kind { kSend, kRecv };
@@ -71,6 +91,11 @@ struct Op {
   // result
   int64_t code = 0;
   size_t amount = 0;  // send: bytes left; recv: bytes in buf
+  // Queued by socketChannelSend: no callback of its own; completes through
+  // the channel's onRelayed with `token`. The caller pins the pieces.
+  bool relayed = false;
+  double token = 0;
+  Shared* shared = nullptr;  // relayed: alive until the completion ran
   // JS side, touched on the JS thread only
   SocketChannel* self = nullptr;  // kept alive by pinned
   Napi::FunctionReference cb;
@@ -106,15 +131,35 @@ int64_t RetryOrFail(int fd, short events, int timeout_ms, const std::atomic<bool
   return -errno;
 }
 
-void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
-  std::vector<struct iovec> iov;
-  iov.reserve(op->pieces.size());
+// Moves `n` sent bytes off the front of iov[first...].
+void Advance(std::vector<struct iovec>& iov, size_t& first, size_t n) {
+  while (n > 0 && first < iov.size()) {
+    if (n >= iov[first].iov_len) {
+      n -= iov[first].iov_len;
+      first++;
+    } else {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + n;
+      iov[first].iov_len -= n;
+      n = 0;
+    }
+  }
+}
+
+size_t ToIov(const std::vector<std::pair<const uint8_t*, size_t>>& pieces,
+             std::vector<struct iovec>* iov) {
+  iov->reserve(pieces.size());
   size_t left = 0;
-  for (const auto& p : op->pieces) {
+  for (const auto& p : pieces) {
     if (p.second == 0) continue;
-    iov.push_back({const_cast<uint8_t*>(p.first), p.second});
+    iov->push_back({const_cast<uint8_t*>(p.first), p.second});
     left += p.second;
   }
+  return left;
+}
+
+void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
+  std::vector<struct iovec> iov;
+  size_t left = ToIov(op->pieces, &iov);
   size_t first = 0;
   while (left > 0) {
     struct msghdr msg{};
@@ -126,18 +171,8 @@ void RunSend(int fd, Op* op, const std::atomic<bool>& stop) {
       if (op->code < 0) break;
       continue;
     }
-    size_t n = static_cast<size_t>(w);
-    left -= n;
-    while (n > 0 && first < iov.size()) {
-      if (n >= iov[first].iov_len) {
-        n -= iov[first].iov_len;
-        first++;
-      } else {
-        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + n;
-        iov[first].iov_len -= n;
-        n = 0;
-      }
-    }
+    left -= static_cast<size_t>(w);
+    Advance(iov, first, static_cast<size_t>(w));
   }
   op->amount = left;
 }
@@ -169,7 +204,9 @@ using Completions = Napi::TypedThreadSafeFunction<std::nullptr_t, Op, Complete>;
 
 // What the thread and the JS object share; the thread keeps it alive until it ends.
 struct Shared {
+  ~Shared();
   int fd;
+  uint32_t id = 0;  // socketChannelSend's name for it (Registry)
   std::mutex lock;
   std::condition_variable wake;
   std::deque<Op*> queue;
@@ -182,7 +219,25 @@ struct Shared {
   // `done` from the thread is.
   bool done_gone = false;
   Completions done;
+  // Sends queued or running on the thread, and whether one failed (then what
+  // socketChannelSend queues is not sent: the stream is cut). Under `lock`.
+  size_t sends = 0;
+  bool send_failed = false;
+  // Tokens of relayed sends queued or running. Under `lock`.
+  std::vector<double> relays;
+  // The JS object, while it lives (the JS thread only).
+  SocketChannel* owner = nullptr;
 };
+
+// Every channel by id, for socketChannelSend from any thread.
+std::mutex registry_lock;
+std::unordered_map<uint32_t, std::weak_ptr<Shared>> registry;
+uint32_t next_id = 1;
+
+Shared::~Shared() {
+  std::lock_guard<std::mutex> l(registry_lock);
+  registry.erase(id);
+}
 
 // An operation that can no longer complete in JS: its references belong to a
 // gone environment and are left alone.
@@ -216,7 +271,12 @@ void ThreadMain(std::shared_ptr<Shared> s) {
       op = s->queue.front();
       s->queue.pop_front();
     }
-    if (s->cancelled.load()) {
+    bool cut;
+    {
+      std::lock_guard<std::mutex> l(s->lock);
+      cut = op->relayed && s->send_failed;
+    }
+    if (s->cancelled.load() || cut) {
       op->code = -ECANCELED;
       op->amount = op->have;
       for (const auto& p : op->pieces) op->amount += p.second;  // a send: nothing of it sent
@@ -226,6 +286,14 @@ void ThreadMain(std::shared_ptr<Shared> s) {
       RunRecv(s->fd, op, s->stop);
     }
     std::lock_guard<std::mutex> l(s->lock);
+    if (op->kind == Op::kSend) {
+      s->sends--;
+      if (op->code < 0) s->send_failed = true;
+      if (op->relayed) {
+        auto it = std::find(s->relays.begin(), s->relays.end(), op->token);
+        if (it != s->relays.end()) s->relays.erase(it);
+      }
+    }
     if (s->done_gone || s->done.NonBlockingCall(op) != napi_ok) Drop(op);
   }
   std::lock_guard<std::mutex> l(s->lock);
@@ -241,7 +309,11 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
         env, "SocketChannel",
         {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
          InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
-         InstanceMethod<&SocketChannel::Close>("close")});
+         InstanceMethod<&SocketChannel::Close>("close"), InstanceMethod<&SocketChannel::Id>("id"),
+         InstanceMethod<&SocketChannel::OnRelayed>("onRelayed"),
+         InstanceMethod<&SocketChannel::Hold>("hold"),
+         InstanceMethod<&SocketChannel::Release>("release"),
+         InstanceMethod<&SocketChannel::RelayQueued>("relayQueued")});
   }
 
   explicit SocketChannel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketChannel>(info) {
@@ -258,6 +330,12 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
       return;
     }
     s_->done.Unref(info.Env());  // only pending operations keep the process alive
+    s_->owner = this;
+    {
+      std::lock_guard<std::mutex> l(registry_lock);
+      s_->id = next_id++;
+      registry[s_->id] = s_;
+    }
     try {
       std::thread(ThreadMain, s_).detach();
     } catch (const std::system_error& e) {
@@ -269,12 +347,24 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
   }
 
   ~SocketChannel() override {
-    if (s_) Stop();
+    if (s_) {
+      s_->owner = nullptr;
+      Stop();
+    }
   }
 
   // An operation finished: on the JS thread.
   void Finished(Napi::Env env) {
     if (--pending_ == 0 && s_) s_->done.Unref(env);
+  }
+
+  // A relayed send finished: on the JS thread.
+  void Relayed(Napi::Env env, const Op& op) {
+    if (relayed_cb_.IsEmpty()) return;
+    Napi::Function cb = relayed_cb_.Value();  // a weak reference: the JS side holds the function
+    if (cb.IsEmpty()) return;
+    cb.Call({Napi::Number::New(env, op.token), Napi::Number::New(env, static_cast<double>(op.code)),
+             Napi::Number::New(env, static_cast<double>(op.amount))});
   }
 
  private:
@@ -295,6 +385,7 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     op->pinned.push_back(Napi::Persistent(info.This().As<Napi::Object>()));
     if (pending_++ == 0) s_->done.Ref(info.Env());
     std::lock_guard<std::mutex> l(s_->lock);
+    if (op->kind == Op::kSend) s_->sends++;
     s_->queue.push_back(op);
     s_->wake.notify_one();
     return true;
@@ -364,15 +455,131 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return info.Env().Undefined();
   }
 
+  Napi::Value Id(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), s_ ? s_->id : 0);
+  }
+
+  // onRelayed(cb): cb(token, code, left) for each send socketChannelSend queued.
+  Napi::Value OnRelayed(const Napi::CallbackInfo& info) {
+    if (!RequireArgs(info, 1) || !RequireFunction(info, 0)) return info.Env().Undefined();
+    relayed_cb_ = Napi::Weak(info[0].As<Napi::Function>());
+    return info.Env().Undefined();
+  }
+
+  // A send another thread will make: the process stays alive until release().
+  Napi::Value Hold(const Napi::CallbackInfo& info) {
+    if (s_ && pending_++ == 0) s_->done.Ref(info.Env());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    if (s_ && pending_ > 0) Finished(info.Env());
+    return info.Env().Undefined();
+  }
+
+  // relayQueued(token): a send socketChannelSend queued with `token` is still to complete.
+  Napi::Value RelayQueued(const Napi::CallbackInfo& info) {
+    if (!RequireArgs(info, 1) || !info[0].IsNumber()) return info.Env().Undefined();
+    const double token = info[0].As<Napi::Number>().DoubleValue();
+    bool queued = false;
+    if (s_) {
+      std::lock_guard<std::mutex> l(s_->lock);
+      queued = std::find(s_->relays.begin(), s_->relays.end(), token) != s_->relays.end();
+    }
+    return Napi::Boolean::New(info.Env(), queued);
+  }
+
   std::shared_ptr<Shared> s_;
   size_t pending_ = 0;
   bool closed_ = false;
+  Napi::FunctionReference relayed_cb_;
 };
+
+// socketChannelSend(id, pieces, timeoutMs, token, result): see the top.
+Napi::Value SocketChannelSend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ByteSpans pieces;
+  size_t id;
+  if (!RequireArgs(info, 5) || !RequireSize(info, 0, "id", &id) ||
+      !RequireByteList(info, 1, "pieces", &pieces) || !info[2].IsNumber() || !info[3].IsNumber() ||
+      !info[4].IsTypedArray() ||
+      info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[4].As<Napi::Float64Array>().ElementLength() < 2) {
+    if (!env.IsExceptionPending())
+      Napi::TypeError::New(env, "socketChannelSend(id, pieces, timeoutMs, token, Float64Array(2))")
+          .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const double t = info[2].As<Napi::Number>().DoubleValue();
+  const int timeout_ms = t >= 0 && t < 2147483647.0 ? static_cast<int>(t) : -1;
+  const double token = info[3].As<Napi::Number>().DoubleValue();
+  double* result = info[4].As<Napi::Float64Array>().Data();
+  std::vector<struct iovec> iov;
+  size_t left = ToIov(pieces, &iov);
+  std::shared_ptr<Shared> s;
+  {
+    std::lock_guard<std::mutex> l(registry_lock);
+    auto it = registry.find(static_cast<uint32_t>(id));
+    if (it != registry.end()) s = it->second.lock();
+  }
+  result[0] = -ECANCELED;
+  result[1] = static_cast<double>(left);
+  if (!s) return env.Undefined();
+  std::lock_guard<std::mutex> l(s->lock);
+  if (s->closing || s->cancelled.load()) return env.Undefined();
+  size_t first = 0;
+  // Only into a socket the kernel calls writable (free room of at least half what it holds): one
+  // with a few KiB free would take the packet in slivers, each a wake-up of the receiver, where the
+  // channel's thread, waiting for POLLOUT, sends it in large pieces.
+  struct pollfd writable{s->fd, POLLOUT, 0};
+  if (s->sends == 0 && !s->send_failed && poll(&writable, 1, 0) == 1 &&
+      (writable.revents & POLLOUT) != 0) {
+    while (left > 0) {
+      struct msghdr msg{};
+      msg.msg_iov = iov.data() + first;
+      msg.msg_iovlen = std::min(iov.size() - first, kMaxIov);
+      const ssize_t w = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        s->send_failed = true;
+        result[0] = -errno;
+        result[1] = static_cast<double>(left);
+        return env.Undefined();
+      }
+      if (w < 0) break;  // the socket is full: the channel's thread waits for room
+      left -= static_cast<size_t>(w);
+      Advance(iov, first, static_cast<size_t>(w));
+    }
+  }
+  result[1] = static_cast<double>(left);
+  if (left == 0) {
+    result[0] = 0;
+    return env.Undefined();
+  }
+  auto* op = new Op(Op::kSend);
+  for (size_t k = first; k < iov.size(); k++)
+    op->pieces.push_back({static_cast<const uint8_t*>(iov[k].iov_base), iov[k].iov_len});
+  op->relayed = true;
+  op->token = token;
+  op->shared = s.get();
+  op->timeout_ms = timeout_ms;
+  s->sends++;
+  s->relays.push_back(token);
+  s->queue.push_back(op);
+  s->wake.notify_one();
+  result[0] = 1;
+  return env.Undefined();
+}
 
 void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
   if (env == nullptr) return Drop(op);  // the environment is going away: its references with it
   std::unique_ptr<Op> owned(op);
   Napi::HandleScope scope(env);
+  if (op->relayed) {
+    // No Finished(): the JS side holds (hold/release) what another thread sends.
+    if (op->shared->owner != nullptr) op->shared->owner->Relayed(env, *op);
+    return;
+  }
   op->self->Finished(env);
   const double code = static_cast<double>(op->code);
   const double amount = static_cast<double>(op->amount);
@@ -389,6 +596,8 @@ void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
 
 void InitSocketChannel(Napi::Env env, Napi::Object exports) {
   exports.Set("SocketChannel", SocketChannel::Define(env));
+  exports.Set("socketChannelSend",
+              Napi::Function::New(env, SocketChannelSend, "socketChannelSend"));
 }
 
 }  // namespace mfd

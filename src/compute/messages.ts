@@ -31,6 +31,8 @@ export type ToWorker =
       list?: Uint32Array;
       slab: SharedArrayBuffer;
       pagesPerPacket: number;
+      /** Also encode the packet's header and send the packet on the channel's native socket (PacketSend). */
+      send?: PacketSend;
     }
   /** Decode one packet's payload into its normal pages: both views of buffers shared with the caller (decoder.ts). */
   | { op: 'decode'; channel: number; payload: Uint8Array; out: Uint8Array; normal: number; packetNum: bigint }
@@ -53,10 +55,32 @@ export type ToWorker =
     }
   | { op: 'cleanup'; channel: number };
 
+/**
+ * A 'packet' the worker also sends: it encodes the header into `header` (shared with the main thread,
+ * which recycles it with the slab) and hands header and payload to native.socketChannelSend on
+ * channel `id` (SocketChannel.id()), with `token` for a completion that comes to the main thread.
+ */
+export interface PacketSend {
+  id: number;
+  token: number;
+  timeoutMs: number;
+  header: Uint8Array;
+  flags: number;
+  packetNum: bigint;
+  ramblock: Uint8Array;
+  /** False: zero_pages 0 in the header (see PipelineOptions.zeroPagesInPackets). */
+  zeroPagesInPackets: boolean;
+}
+
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */
 export interface PacketReply {
   zeros: number;
   payloadBytes: number;
+  /**
+   * With `send`: what socketChannelSend did: code 0, sent; 1, the rest (`left` bytes) queued on the
+   * channel's thread; < 0, failed (-errno) with `left` bytes not sent.
+   */
+  sent?: { code: number; left: number };
   /** Path counts of this packet (the worker's tallies since the last reply). */
   paths: { compression: PathCounts; zeroPage: PathCounts };
 }

@@ -9,9 +9,11 @@ import { getDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../offload/paths.js';
 import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
-import { MULTIFD_PACKET_SIZE } from '../wire/constants.js';
+import { MULTIFD_PACKET_SIZE, pageCount } from '../wire/constants.js';
+import { encodePacketHeader } from '../wire/packet.js';
+import { native } from '../native/load.js';
 import { pageRuns } from '../image/page-runs.js';
-import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type ToWorker } from './messages.js';
+import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type PacketSend, type ToWorker } from './messages.js';
 import type { DecodeWriteReply } from './messages.js';
 import { writePacketHere } from '../native/packet-io.js';
 import { serializeError } from './error-hop.js';
@@ -41,6 +43,10 @@ function decodeScratch(bytes: number): Uint8Array {
   if (!decoded || decoded.length < bytes) decoded = new Uint8Array(Math.max(bytes, MULTIFD_PACKET_SIZE));
   return decoded.subarray(0, bytes);
 }
+
+/** A sent packet's page offsets (for its header) and socketChannelSend's result: reused, one packet at a time. */
+let offsets: Float64Array | null = null;
+const sendResult = new Float64Array(2);
 
 const senders = new Map<number, SendState>();
 const receivers = new Map<number, { method: MethodReceiver; tally: PathTally; pageSize: number }>();
@@ -97,6 +103,7 @@ async function handle(m: ToWorker): Promise<unknown> {
           payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
+        if (m.send) reply.sent = sendPacket(m.send, s.pageSize, m.offset, m.pages, m.list, zero, zeros, out.subarray(0, payloadBytes));
         return reply;
       } finally {
         release();
@@ -133,6 +140,41 @@ async function handle(m: ToWorker): Promise<unknown> {
       receivers.delete(m.channel);
       return null;
   }
+}
+
+/**
+ * Encodes the header of a packet just prepared (its pages' zero flags in `zero`) and sends it, header
+ * and payload, on the channel's socket: at once from this thread when the socket takes it, else through
+ * the channel's native thread, behind what is queued there (addon/socket_channel.cc).
+ */
+function sendPacket(
+  send: PacketSend,
+  pageSize: number,
+  offset: number,
+  pages: number,
+  list: Uint32Array | undefined,
+  zero: Uint8Array,
+  zeros: number,
+  payload: Uint8Array,
+): { code: number; left: number } {
+  const perPacket = pageCount(pageSize);
+  if (!offsets || offsets.length < perPacket) offsets = new Float64Array(perPacket);
+  const first = offset / pageSize;
+  let n = 0;
+  let z = pages - zeros;
+  for (let i = 0; i < pages; i++) offsets[zero[i] ? z++ : n++] = (list ? list[i]! : first + i) * pageSize;
+  encodePacketHeader(send.header, send.header.length, {
+    flags: send.flags,
+    pagesAlloc: perPacket,
+    normalPages: pages - zeros,
+    zeroPages: send.zeroPagesInPackets ? zeros : 0,
+    nextPacketSize: payload.length,
+    packetNum: send.packetNum,
+    ramblock: send.ramblock,
+    offsets,
+  });
+  native.socketChannelSend(send.id, payload.length > 0 ? [send.header, payload] : [send.header], send.timeoutMs, send.token, sendResult);
+  return { code: sendResult[0]!, left: sendResult[1]! };
 }
 
 /**

@@ -61,6 +61,15 @@ export interface SocketChannel {
   shutdown(): void;
   /** The thread ends once the queued operations have completed. */
   close(): void;
+  /** The channel's number for socketChannelSend (from any thread). */
+  id(): number;
+  /** Completions of the sends socketChannelSend queued: code 0, or < 0 with `left` bytes not sent. */
+  onRelayed(cb: (token: number, code: number, left: number) => void): void;
+  /** A send another thread will make: keeps the process alive until release(). */
+  hold(): void;
+  release(): void;
+  /** Whether a send socketChannelSend queued with `token` is still queued or running. */
+  relayQueued(token: number): boolean;
 }
 
 /** One direction of a delay line (forward: first device to second). */
@@ -126,6 +135,13 @@ export interface MfdBinding {
   /** Creates TUN devices nameA and nameB (IFF_TUN, no packet info, virtio-net header) in this network namespace; throws code ERR_BENCH_LINK. */
   DelayLine: new (nameA: string, nameB: string, delayUs: number) => DelayLine;
   SocketChannel: new (fd: number) => SocketChannel;
+  /**
+   * From any thread: sends `pieces` on channel `id` (SocketChannel.id()) in order after what is queued on it.
+   * With nothing queued, what the socket takes at once goes from this thread; the rest to the channel's
+   * thread, completing through its onRelayed(token). result: [code, left]; code 0: sent; 1: `left` bytes
+   * queued; < 0: failed with `left` bytes not sent (-ECANCELED: the channel is shut down or closed).
+   */
+  socketChannelSend(id: number, pieces: Uint8Array[], timeoutMs: number, token: number, result: Float64Array): void;
   /**
    * engine "isal" runs ISA-L's igzip (deflate levels 1..3, inflate of any zlib stream); only when
    * isalVersion is set, otherwise the constructor throws. Default "zlib".

@@ -4,7 +4,8 @@
  * load (mapped image) -> analyse (zero pages + CRCs, off the event loop) ->
  * method.prepare -> header -> sink, with up to PIPELINE_DEPTH packets prepared
  * ahead of the one being written; a slab pool shared by the channels bounds memory. Offloaded
- * methods do load, analyse and prepare on the channel's compute worker.
+ * methods do load, analyse and prepare on the channel's compute worker, and on a sink that lets it
+ * (ChannelSink.relay: a plain TCP channel, no rate limit) the header and the send as well.
  *
  * Where packets go is the ChannelSink: TCP sockets (sender.ts), or a
  * migration file (src/file/: a ring of aligned buffers for the stream layout,
@@ -33,7 +34,7 @@ import { slabPool, type Slab } from './slab-pool.js';
 import type { BoundedPool } from '../io/bounded-pool.js';
 import { pageRuns } from '../image/page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
-import type { PacketReply } from '../compute/messages.js';
+import type { PacketReply, PacketSend } from '../compute/messages.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { RateLimiter } from './rate-limit.js';
 
@@ -110,6 +111,27 @@ export interface ChannelSink {
   write(p: OutgoingPacket): Promise<void>;
   /** Every packet of the channel has been handed over (the SYNC last). */
   end(): Promise<void>;
+  /** A plain TCP channel on its native thread: the channel's compute worker may send its packets itself. */
+  relay?: RelaySink;
+}
+
+/**
+ * A sink the channel's compute worker sends to (src/transport/native-channel.ts): the pipeline marks a
+ * packet expected before it asks the worker (expect), hands on what the worker's send did (settle), and
+ * gives the sink the packet's completion (sent), in channel order, as it would write() it.
+ */
+export interface RelaySink {
+  /** The channel's number for the worker's native.socketChannelSend. */
+  id: number;
+  timeoutMs: number;
+  /** The packet's pieces stay pinned, the socket open, until it is done; returns its token. */
+  expect(pieces: Uint8Array[]): number;
+  /** The worker's result: resolves when every byte is in the kernel; rejects as a send does. */
+  settle(token: number, code: number, left: number): Promise<void>;
+  /** The worker's call failed: the packet is done unless it was queued after all. */
+  abandon(token: number): void;
+  /** The packet (`bytes` on the wire) and its completion, in channel order; resolves when the sink can take the next. */
+  sent(bytes: number, completion: Promise<void>, done: () => void): Promise<void>;
 }
 
 /** A packet of its own kind sent before the pages (delta references, src/delta/): header fields and payload. */
@@ -155,6 +177,8 @@ export class SendPipeline {
   /** Packet buffers, shared by the channels (MAX_PACKETS_IN_FLIGHT). */
   private readonly pool: BoundedPool<Slab>;
   private readonly logged = new Set<string>();
+  /** Packets a worker is to send (RelaySink) whose call has not come back: close() lets them go. */
+  private readonly relaying = new Set<() => void>();
 
   private readonly limiter: RateLimiter | null;
   /** Packets the channels send, in turn, before any page (sendFirst). */
@@ -381,6 +405,9 @@ export class SendPipeline {
   async close(): Promise<void> {
     for (const ch of this.channels) ch.method?.cleanup();
     await this.compute?.close();
+    // A call the workers' end left without an answer: its packet is done, unless it was queued after all.
+    for (const abandon of this.relaying) abandon();
+    this.relaying.clear();
     for (const b of this.blocks) b.source.close();
   }
 
@@ -412,9 +439,32 @@ export class SendPipeline {
     };
   }
 
-  /** Offloaded: the channel's worker loads, analyses and compresses, into the slab it shares with this thread. */
+  /**
+   * Offloaded: the channel's worker loads, analyses and compresses, into the slab it shares with this
+   * thread. On a sink the worker may send to (ChannelSink.relay), and without a rate limit, it also
+   * encodes the header and sends the packet (RelaySink): what comes back is counts, the CRCs are in the
+   * slab, and the packet number is given here, as the job is handed out (per channel in order).
+   */
   private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const src = job.block.source;
+    const relay = this.limiter ? undefined : ch.sink.relay;
+    let token = 0;
+    let send: PacketSend | undefined;
+    const abandon = (): void => relay!.abandon(token);
+    if (relay) {
+      token = relay.expect([slab.header, slab.out!]);
+      this.relaying.add(abandon);
+      send = {
+        id: relay.id,
+        token,
+        timeoutMs: relay.timeoutMs,
+        header: slab.header,
+        flags: this.method.flag,
+        packetNum: this.packetNum++,
+        ramblock: job.block.nameBytes,
+        zeroPagesInPackets: this.opts.zeroPagesInPackets !== false,
+      };
+    }
     let r: PacketReply;
     try {
       r = await this.compute!.call<PacketReply>(ch.id, {
@@ -428,12 +478,25 @@ export class SendPipeline {
         ...(job.list ? { list: job.list } : {}),
         slab: slab.shared!,
         pagesPerPacket: slab.zero.length,
+        ...(send ? { send } : {}),
       });
     } catch (e) {
+      if (relay) {
+        this.relaying.delete(abandon);
+        abandon();
+      }
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
     }
     ch.methodTally.merge(r.paths.compression);
     ch.zeroTally.merge(r.paths.zeroPage);
+    if (relay) {
+      this.relaying.delete(abandon);
+      // Settled now, whatever the pipeline does next: the socket waits for every packet handed out.
+      const completion = relay.settle(token, r.sent!.code, r.sent!.left);
+      completion.catch(() => {}); // the sink reports it (writePacket)
+      const sent = { bytes: slab.header.length + r.payloadBytes, completion };
+      return { job, slab, zeros: r.zeros, zero: slab.zero, crc: slab.crc, payload: () => [], release: () => {}, sent };
+    }
     const payload = r.payloadBytes > 0 ? [slab.out!.subarray(0, r.payloadBytes)] : [];
     return { job, slab, zeros: r.zeros, zero: slab.zero, crc: slab.crc, payload: () => payload, release: () => {} };
   }
@@ -475,11 +538,20 @@ export class SendPipeline {
 
   private async writePacket(
     ch: PipelineChannel,
-    { job, slab, zeros, zero, crc, payload, release }: Prepared,
+    { job, slab, zeros, zero, crc, payload, release, sent }: Prepared,
     failed: () => MfdError | null,
   ): Promise<void> {
     const ps = this.opts.pageSize;
     const normal = job.pages - zeros;
+    if (sent) {
+      // Sent (or queued) by the worker already: the digests, counters and progress, then its completion.
+      const pageIndex0 = job.offset / ps;
+      for (let i = 0; i < job.pages; i++) job.block.digest.add(job.list ? job.list[i]! : pageIndex0 + i, crc[i]!);
+      this.logFailures();
+      this.count(ch, job, normal, zeros);
+      await ch.sink.relay!.sent(sent.bytes, sent.completion, () => this.pool.release(slab));
+      return;
+    }
     const offsets = new Array<number>(job.pages);
     const pageIndex0 = job.offset / ps;
     const list = job.list;
@@ -504,14 +576,7 @@ export class SendPipeline {
       offsets,
     });
     this.logFailures();
-    const c = ch.counters;
-    c.packets++;
-    c.normalPages += normal;
-    c.zeroPages += zeros;
-    this.doneBytes += list
-      ? job.pages * ps - Math.max(0, (list[job.pages - 1]! + 1) * ps - job.block.source.size)
-      : Math.min(job.pages * ps, job.block.source.size - job.offset);
-    this.opts.onProgress?.(this.doneBytes, this.totalBytes);
+    this.count(ch, job, normal, zeros);
     await this.limiter?.take(slab.header.length + size, failed);
     await ch.sink.write({
       pieces: [slab.header, ...chunks],
@@ -526,6 +591,20 @@ export class SendPipeline {
         this.pool.release(slab);
       },
     });
+  }
+
+  /** A packet's counts and the progress. */
+  private count(ch: PipelineChannel, job: Job, normal: number, zeros: number): void {
+    const ps = this.opts.pageSize;
+    const c = ch.counters;
+    c.packets++;
+    c.normalPages += normal;
+    c.zeroPages += zeros;
+    const list = job.list;
+    this.doneBytes += list
+      ? job.pages * ps - Math.max(0, (list[job.pages - 1]! + 1) * ps - job.block.source.size)
+      : Math.min(job.pages * ps, job.block.source.size - job.offset);
+    this.opts.onProgress?.(this.doneBytes, this.totalBytes);
   }
 
   /** A packet of sendFirst(): its own flags and payload, no pages in the header. */
@@ -597,6 +676,8 @@ interface Prepared {
   /** Called when the packet is written, in channel order (stream methods depend on it). */
   payload(): Uint8Array[] | Promise<Uint8Array[]>;
   release(): void;
+  /** Sent by the channel's worker (RelaySink): its bytes on the wire and the send's completion. */
+  sent?: { bytes: number; completion: Promise<void> };
 }
 
 function mergeTallies(tallies: PathTally[]): PathTally['counts'] {

@@ -5,7 +5,9 @@
  * The per-packet work (load -> analyse -> method.prepare -> header) is the
  * shared pipeline (pipeline.ts); here each channel's sink is a TCP socket:
  * header and payload go out as one sendmsg from the channel's native thread
- * (transport/native-channel.ts), or, on TLS, as one corked writev.
+ * (transport/native-channel.ts), or, on TLS, as one corked writev. A
+ * compressing method's packets are sent by the channel's compute worker, and
+ * only what the socket does not take at once by the channel's thread (RelaySink).
  */
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -29,7 +31,7 @@ import { NativeChannel } from '../transport/native-channel.js';
 import { encodeInitPacket, uuidFromString } from '../wire/init-packet.js';
 import { INIT_PACKET_SIZE, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import type { ChannelCounters, RunStats } from '../stats/stats.js';
-import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions } from './pipeline.js';
+import { SendPipeline, type ChannelSink, type OutgoingPacket, type PipelineOptions, type RelaySink } from './pipeline.js';
 import type { MethodName } from '../methods/index.js';
 import type { Logger } from '../log.js';
 
@@ -180,7 +182,7 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
       await p.addChannel(id, (counters) => {
         counters.wireBytes += INIT_PACKET_SIZE;
         return attached
-          ? nativeSink(attached.channel, counters, `channel ${id}`, stallMs, nativeError)
+          ? nativeSink(attached.channel, counters, `channel ${id}`, stallMs, nativeError, true)
           : socketSink(socket, counters, `channel ${id}`, progressed!);
       });
     }
@@ -312,7 +314,8 @@ function stalled(channel: number, ms: number, waiting: number): ConnectionError 
  * queued, so the thread goes from one to the next without waiting for the
  * event loop. The first failed send goes to `failed`; later packets are not
  * sent (their buffers are released all the same), and end() rejects after the
- * peer's grace.
+ * peer's grace. `relay`: the channel's compute worker may send the packets it
+ * makes itself (ChannelSink.relay), in order with the ones written here.
  */
 export function nativeSink(
   ch: NativeChannel,
@@ -320,26 +323,45 @@ export function nativeSink(
   what: string,
   timeoutMs: number,
   failed: (e: NativeIoError) => void,
+  relay = false,
 ): ChannelSink {
   const queued: Promise<void>[] = [];
   let error: NativeIoError | null = null;
+  const track = async (sent: Promise<void>, done: () => void): Promise<void> => {
+    queued.push(
+      sent.then(done, (e: NativeIoError) => {
+        done();
+        if (error) return;
+        error = e;
+        failed(e);
+      }),
+    );
+    if (queued.length > 1) await queued.shift();
+  };
   return {
-    async write(p: OutgoingPacket): Promise<void> {
-      if (error) return p.done();
+    write(p: OutgoingPacket): Promise<void> {
+      if (error) {
+        p.done();
+        return Promise.resolve();
+      }
       for (const piece of p.pieces) counters.wireBytes += piece.length;
-      queued.push(
-        ch.send(p.pieces, timeoutMs).then(
-          () => p.done(),
-          (e: NativeIoError) => {
-            p.done();
-            if (error) return;
-            error = e;
-            failed(e);
-          },
-        ),
-      );
-      if (queued.length > 1) await queued.shift();
+      return track(ch.send(p.pieces, timeoutMs), p.done);
     },
+    ...(relay
+      ? {
+          relay: {
+            id: ch.id,
+            timeoutMs,
+            expect: (pieces) => ch.expectRelay(pieces),
+            settle: (token, code, left) => ch.relayed(token, code, left),
+            abandon: (token) => ch.abandon(token),
+            sent(bytes, completion, done) {
+              counters.wireBytes += bytes;
+              return track(completion, done);
+            },
+          } satisfies RelaySink,
+        }
+      : {}),
     async end(): Promise<void> {
       await Promise.all(queued.splice(0));
       ch.close();

@@ -15,6 +15,7 @@ export interface Slab {
    * allocated on first use, since mapped packets never need it.
    */
   data(): Uint8Array;
+  /** The packet header's room; with offloaded methods on a SharedArrayBuffer of its own. */
   header: Uint8Array;
   zero: Uint8Array;
   crc: Uint32Array;
@@ -28,7 +29,8 @@ export interface Slab {
 export function slabPool(count: number, dataSize: number, headerSize: number, pagesPerPacket: number, outSize = 0): BoundedPool<Slab> {
   return new BoundedPool<Slab>(count, () => {
     let data: Uint8Array | null = null;
-    const header = new Uint8Array(new ArrayBuffer(headerSize));
+    // Offloaded: shared too, since the worker may encode the header and send the packet itself (RelaySink).
+    const header = new Uint8Array(outSize > 0 ? new SharedArrayBuffer(headerSize) : new ArrayBuffer(headerSize));
     // Its own ArrayBuffer, outside Node's shared pool, so views never alias.
     const scratch = (): Uint8Array => (data ??= new Uint8Array(new ArrayBuffer(dataSize)));
     if (outSize > 0) {

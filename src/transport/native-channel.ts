@@ -12,6 +12,11 @@
  * operation at once) and really destroy it when no operation is left, so
  * every existing `socket.destroy()` stays safe.
  *
+ * A packet may also be sent by another thread, the channel's compute worker
+ * that made it (expectRelay(), then the worker's native.socketChannelSend,
+ * then relayed()): it goes out from the worker when the socket takes it at
+ * once, else from the channel's thread, in order with the rest.
+ *
  * TLS sockets have no plain fd to hand over: for them, and for streams that
  * are teed to a file, callers keep Node's stream path.
  */
@@ -29,8 +34,28 @@ interface TcpHandle {
   readStop?(): number;
 }
 
+/** A packet another thread sends (expectRelay). */
+interface Relay {
+  /** Pinned until it is done. */
+  pieces: Uint8Array[];
+  asked: number;
+  /** The channel thread's completion, when it came first. */
+  outcome: { code: number; left: number } | null;
+  /** Waits for that completion. */
+  settle: ((code: number, left: number) => void) | null;
+}
+
 export class NativeChannel {
   private pending = 0;
+  private readonly relays = new Map<number, Relay>();
+  private nextToken = 1;
+  /** Held here: the addon keeps only a weak reference to it. */
+  private readonly onRelayed = (token: number, code: number, left: number): void => {
+    const r = this.relays.get(token);
+    if (!r) return;
+    if (r.settle) r.settle(code, left);
+    else r.outcome = { code, left };
+  };
   private idle: (() => void)[] = [];
   private closed = false;
   /** The code a read ahead failed with: the next read's failure. */
@@ -45,7 +70,65 @@ export class NativeChannel {
   private constructor(
     private readonly ch: SocketChannel,
     readonly socket: net.Socket,
-  ) {}
+  ) {
+    ch.onRelayed(this.onRelayed);
+  }
+
+  /** The channel's number for native.socketChannelSend on another thread. */
+  get id(): number {
+    return this.ch.id();
+  }
+
+  /**
+   * A packet another thread will send on this channel with native.socketChannelSend(id, pieces, ...,
+   * token): until relayed() or abandon() says it is done, its pieces stay pinned and the socket is not
+   * destroyed under it. Returns the token.
+   */
+  expectRelay(pieces: Uint8Array[]): number {
+    const token = this.nextToken++;
+    this.pending++;
+    this.ch.hold();
+    this.relays.set(token, { pieces, asked: pieces.reduce((a, p) => a + p.length, 0), outcome: null, settle: null });
+    return token;
+  }
+
+  /**
+   * What socketChannelSend did with the packet ([code, left]): resolves once every byte is in the
+   * kernel (at once, or when the channel's thread has sent what was queued); rejects as send() does.
+   */
+  relayed(token: number, code: number, left: number): Promise<void> {
+    const r = this.relays.get(token);
+    if (!r) return Promise.reject(new NativeIoError('ECANCELED', { on: 'socket', op: 'write' }));
+    if (code !== 1) return this.finishRelay(token, r, code, left);
+    if (r.outcome) return this.finishRelay(token, r, r.outcome.code, r.outcome.left);
+    return new Promise((resolve, reject) => {
+      r.settle = (c, l) => this.finishRelay(token, r, c, l).then(resolve, reject);
+    });
+  }
+
+  /**
+   * The call that was to send the packet failed or never ran (its worker failed or was stopped): done,
+   * unless the call queued it after all, which then completes as sends do.
+   */
+  abandon(token: number): void {
+    const r = this.relays.get(token);
+    if (!r) return;
+    const drop = (): void => void this.finishRelay(token, r, 0, 0).catch(() => {});
+    if (r.outcome || !this.ch.relayQueued(token)) drop();
+    else r.settle = drop;
+  }
+
+  private finishRelay(token: number, r: Relay, code: number, left: number): Promise<void> {
+    this.relays.delete(token);
+    this.ch.release();
+    let e: NativeIoError | null = null;
+    if (code < 0) {
+      e = nativeIoError(code, { on: 'socket', op: 'write', asked: r.asked, moved: r.asked - left });
+      if (e.code === 'ECANCELED' && this.destroyedBy) e = new NativeIoError(this.destroyedBy, e.fields());
+    }
+    if (--this.pending === 0) for (const f of this.idle.splice(0)) f();
+    return e ? Promise.reject(e) : Promise.resolve();
+  }
 
   /**
    * Takes over `socket`'s I/O, or returns null when it has no plain fd (TLS).
