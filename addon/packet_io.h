@@ -36,6 +36,17 @@ int64_t AnalysePagesGuarded(const uint8_t* pages, size_t page_size, size_t count
 int DataExtents(int fd, int64_t pos, int64_t len, std::vector<int64_t>* out,
                 int64_t* data_until = nullptr);
 
+// What touching whole pages costs on this host through a mapping and through pread, in this
+// thread's CPU nanoseconds (CLOCK_THREAD_CPUTIME_ID, so other threads' load does not count): over
+// `extents` ([start, end) byte pairs, data only: a hole touched through a mapping would have the
+// file system allocate a page for it), one fresh mapping over all of them (as the sender maps
+// whole windows) read one byte a page on the extents only, then the same bytes read with pread
+// into a 512 KiB buffer; twice, alternating, the cheaper round of each kept. Pages are whole and
+// inside each extent (its ends rounded inwards). Returns 0 or -errno (kShortRead when the file
+// shrank under the mapping).
+int ProbeImageAccess(int fd, const std::vector<int64_t>& extents, int64_t* map_ns,
+                     int64_t* read_ns);
+
 // Installs (once) the SIGBUS handler that guarded scans rely on.
 void InstallSigbusGuard();
 

@@ -11,25 +11,39 @@
  *   thread (forWorker). Pages in holes are read too (as zeros: on tmpfs that is the kernel's
  *   memset, and every zero-page backend may then look at them).
  *
- * Why reading is the default on files of 4 KiB pages: the mapping's cost is per page-table
- * entry, and a read is one copy; in a VM a page fault is dear, and mapping a file cost about five
- * times reading it (the figures: README, "Threads and copies, per packet"). On huge pages
- * (hugetlbfs, a VM's usual memory-backend-file) the mapping costs no more than the read and saves
- * the copy, so `auto` maps there. A compressing method needs a copy of the pages anyway (a
- * mapping of a file truncated meanwhile is SIGBUS in user space): its worker always reads.
+ * Which is cheaper depends on the host: the mapping's cost is per page-table entry and a read is
+ * one copy. On one VM mapping a tmpfs file cost about five times reading it; on another, with the
+ * same kernel settings, half (the figures: README, "Threads and copies, per packet"). So `auto`
+ * maps on hugetlbfs (a VM's usual memory-backend-file, where the mapping costs no more than the
+ * read and saves the copy) and elsewhere measures, at the first packet loaded: the thread's CPU
+ * time to touch up to PROBE_BYTES of the image's data pages through a mapping and to read them
+ * (native.probeImageAccess; data only, since a hole touched through a mapping of a tmpfs file has
+ * a page allocated for it), then takes the mapping where it costs less than PROBE_MAP_SHARE of
+ * the read. What it chose and why is reported (ImageSource.access, the sender's summary). A
+ * compressing method needs a copy of the pages anyway (a mapping of a file truncated meanwhile is
+ * SIGBUS in user space): its worker always reads, and nothing is measured.
  */
 import fs from 'node:fs';
 import { IoError, NativeIoError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
+import { resultName } from '../native/io-error.js';
 import { preadPieces } from '../native/file-io.js';
 import type { BlockSpec } from './ramblock.js';
 
 const WINDOW = 16 * 1024 * 1024;
+/** Data bytes `auto` measures each way (module comment): enough to see page-fault costs above the noise, a few ms. */
+const PROBE_BYTES = 16 * 1024 * 1024;
+/** Below this much data (a small or mostly sparse image) there is nothing worth measuring: read. */
+const PROBE_MIN_BYTES = 1024 * 1024;
+/** Extents probed at most (each one a mapping of its own). */
+const PROBE_MAX_EXTENTS = 256;
+/** `auto` maps when touching through a mapping costs less than this share of reading the same pages. */
+const PROBE_MAP_SHARE = 0.8;
 const OS_PAGE = 4096;
 /** statfs(2)'s f_type of hugetlbfs (linux/magic.h). */
 const HUGETLBFS_MAGIC = 0x958458f6;
 
-/** How a sender gets an image's pages (module comment): `auto` maps images on hugetlbfs and reads the rest. */
+/** How a sender gets an image's pages (module comment): `auto` maps images on hugetlbfs, and elsewhere measures. */
 export const IMAGE_ACCESS = ['auto', 'map', 'read'] as const;
 export type ImageAccess = (typeof IMAGE_ACCESS)[number];
 
@@ -41,6 +55,9 @@ async function onHugePages(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/** What `auto` measures with (native.probeImageAccess's shape): [code, mapNs, readNs] for the data extents given. */
+export type Measure = (fd: number, extents: Float64Array) => Float64Array;
 
 export interface LoadedPages {
   /** count x pageSize bytes: a view of a mapping, or the slab. */
@@ -117,6 +134,8 @@ export class ImageSource {
    */
   private readonly dataSpan = new Float64Array(2);
   private readonly until = new Float64Array(1);
+  /** How the pages are got (map or read) and why: the sender's summary reports it. */
+  readonly access: { how: 'map' | 'read'; why: string };
 
   private constructor(
     readonly name: string,
@@ -127,11 +146,18 @@ export class ImageSource {
      * map: whole pages from mappings (until a mapping fails: then read-pool); read on this thread (a
      * worker's) or on the libuv pool (the main thread's).
      */
-    private how: 'map' | 'read-here' | 'read-pool',
-  ) {}
+    private how: 'map' | 'read-here' | 'read-pool' | 'probe',
+    why: string,
+    private readonly measure: Measure = native.probeImageAccess,
+  ) {
+    this.access = { how: how === 'map' ? 'map' : 'read', why };
+  }
 
-  /** The image for the main thread, mapped or read as `access` says (auto: the module comment). */
-  static async open(spec: BlockSpec, access: ImageAccess = 'auto'): Promise<ImageSource> {
+  /**
+   * The image for the main thread, mapped or read as `access` says (auto: the module comment; `measure` is
+   * what it measures with, native.probeImageAccess unless a test gives a fake).
+   */
+  static async open(spec: BlockSpec, access: ImageAccess = 'auto', measure: Measure = native.probeImageAccess): Promise<ImageSource> {
     let fd: number;
     try {
       fd = await new Promise<number>((resolve, reject) => fs.open(spec.path, 'r', (e, f) => (e ? reject(e) : resolve(f))));
@@ -147,13 +173,16 @@ export class ImageSource {
       fs.closeSync(fd);
       throw new IoError('ERR_NOT_A_FILE', `image "${spec.path}" is not a regular file`);
     }
-    const map = access === 'map' || (access === 'auto' && (await onHugePages(spec.path)));
-    return new ImageSource(spec.name, spec.path, fd, st.size, map ? 'map' : 'read-pool');
+    const make = (how: 'map' | 'read-pool' | 'probe', why: string): ImageSource =>
+      new ImageSource(spec.name, spec.path, fd, st.size, how, why, measure);
+    if (access !== 'auto') return make(access === 'map' ? 'map' : 'read-pool', `--image-access ${access}`);
+    if (await onHugePages(spec.path)) return make('map', 'auto: on hugetlbfs');
+    return make('probe', 'auto: not measured (no packet loaded here)');
   }
 
   /** The same file seen from a compute worker, through the same descriptor: read, not mapped (above). */
   static forWorker(fd: number, path: string, size: number): ImageSource {
-    return new ImageSource(path, path, fd, size, 'read-here');
+    return new ImageSource(path, path, fd, size, 'read-here', 'read by a compute worker into its own buffer');
   }
 
   /**
@@ -162,6 +191,7 @@ export class ImageSource {
    */
   async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array, list?: Uint32Array): Promise<LoadedPages> {
     if (list) return this.gather(list, pageSize, scratch());
+    if (this.how === 'probe') this.probe();
     const length = count * pageSize;
     const holes = this.holes(offset, count, pageSize);
     if (this.how === 'map' && offset + length <= this.size) {
@@ -201,6 +231,39 @@ export class ImageSource {
       throw nativeIoFailure(e, { subject: `image "${this.path}"` });
     }
     return { pages: slab.subarray(0, list.length * pageSize), holes: null, release: NO_RELEASE };
+  }
+
+  /** `auto` off hugetlbfs: measures mapping against reading on this image's data pages, and takes the cheaper (module comment). */
+  private probe(): void {
+    const decide = (how: 'map' | 'read-pool', why: string): void => {
+      this.how = how;
+      this.access.how = how === 'map' ? 'map' : 'read';
+      this.access.why = `auto: ${why}`;
+    };
+    const pairs: number[] = [];
+    let bytes = 0;
+    try {
+      for (let pos = 0; pos < this.size && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; pos += 4 * WINDOW) {
+        const ext = native.dataExtents(this.fd, pos, Math.min(4 * WINDOW, this.size - pos));
+        for (let i = 0; i < ext.length && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; i += 2) {
+          // Whole pages inside the extent (the native side rounds the same way).
+          const start = Math.ceil(ext[i]! / OS_PAGE) * OS_PAGE;
+          const end = Math.min(Math.floor(ext[i + 1]! / OS_PAGE) * OS_PAGE, start + PROBE_BYTES - bytes);
+          if (end <= start) continue;
+          pairs.push(start, end);
+          bytes += end - start;
+        }
+      }
+    } catch (e) {
+      return decide('read-pool', `the file's data extents are unknown (${(e as Error).message})`);
+    }
+    const mib = (n: number): string => `${Number((n / 2 ** 20).toFixed(1))} MiB`;
+    if (bytes < PROBE_MIN_BYTES) return decide('read-pool', `only ${mib(bytes)} of data to measure on, too little`);
+    const [code, mapNs, readNs] = this.measure(this.fd, Float64Array.from(pairs));
+    if (code! < 0) return decide('read-pool', `measuring failed (${resultName(code!)})`);
+    const ms = (ns: number): string => `${(ns / 1e6).toFixed(2)} ms`;
+    const figures = `touching ${mib(bytes)} of its data through a mapping took ${ms(mapNs!)} of CPU, reading it ${ms(readNs!)}`;
+    decide(mapNs! < PROBE_MAP_SHARE * readNs! ? 'map' : 'read-pool', figures);
   }
 
   /**
@@ -262,8 +325,11 @@ export class ImageSource {
       const len = Math.min(WINDOW, Math.ceil((this.size - start) / OS_PAGE) * OS_PAGE);
       try {
         win = { buffer: native.mapRange(this.fd, start, len), refs: 0, complete: false };
-      } catch {
-        this.how = 'read-pool'; // e.g. a file system without mmap: read instead
+      } catch (e) {
+        // e.g. a file system without mmap: read instead
+        this.how = 'read-pool';
+        this.access.how = 'read';
+        this.access.why += `; read after mapping failed (${(e as Error).message})`;
         return null;
       }
       // Offsets come in order: every earlier window has handed out all its packets.

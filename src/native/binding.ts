@@ -206,6 +206,12 @@ export interface MfdBinding {
    * `until[0]` gets where the last extent really ends (past the range when the data goes on; within it when the range ends in a hole; 0 without data).
    */
   dataExtents(fd: number, position: number, length: number, until?: Float64Array): Float64Array;
+  /**
+   * [code, mapNs, readNs]: this thread's CPU nanoseconds to touch the whole pages of `extents` ([start, end) pairs,
+   * data only) through one fresh read-only mapping over them, and to pread them into a 512 KiB buffer (the cheaper of two
+   * rounds each); code 0, or negative (-errno, ESHORTREAD) without times.
+   */
+  probeImageAccess(fd: number, extents: Float64Array): Float64Array;
   /** Read-only shared mapping of [position, position+length) of the file (position page-aligned). */
   mapRange(fd: number, position: number, length: number): ArrayBuffer;
   /** Detaches a mapRange buffer and unmaps its pages now (otherwise its finalizer does). */

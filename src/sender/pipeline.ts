@@ -389,6 +389,7 @@ export class SendPipeline {
         compressionPath: this.compressionPath,
         zeroPageDetection: this.detector.name,
         zeroPagePath: this.zeroPagePath,
+        ...(this.compute ? {} : { imageAccess: this.imageAccess() }),
         paths: {
           compression: mergeTallies(this.channels.map((c) => c.methodTally)),
           zeroPage: mergeTallies(this.channels.map((c) => c.zeroTally)),
@@ -399,6 +400,12 @@ export class SendPipeline {
       this.channels.map((c) => c.counters),
       startNs,
     );
+  }
+
+  /** How the main thread got the images' pages (ImageSource.access): "map (why)", per image when there are several. */
+  private imageAccess(): string {
+    const each = this.blocks.map((b) => `${b.source.access.how} (${b.source.access.why})`);
+    return new Set(each).size === 1 ? each[0]! : this.blocks.map((b, i) => `${b.source.name}: ${each[i]}`).join('; ');
   }
 
   /** Frees method state, workers and image mappings; also after a failure. */

@@ -48,6 +48,11 @@ export interface RunStats {
   zeroPageDetection: string;
   /** Which zero-page implementation ran on this side (e.g. cpu-avx2). */
   zeroPagePath: string;
+  /**
+   * The sender, for a method that sends pages as they are (none): how it got each image's pages, map or read,
+   * and why (--image-access; `auto` says what it measured). Absent where a compute worker reads them.
+   */
+  imageAccess?: string;
   /** Packets and pages per path (hardware, software, raw) and fallbacks by reason, all channels. */
   paths: { compression: PathCounts; zeroPage: PathCounts };
   channels: number;
@@ -78,7 +83,16 @@ export interface RunStats {
 export function buildStats(
   base: Pick<
     RunStats,
-    'side' | 'uuid' | 'compression' | 'compressionPath' | 'zeroPageDetection' | 'zeroPagePath' | 'paths' | 'pageSize' | 'ramblocks'
+    | 'side'
+    | 'uuid'
+    | 'compression'
+    | 'compressionPath'
+    | 'zeroPageDetection'
+    | 'zeroPagePath'
+    | 'imageAccess'
+    | 'paths'
+    | 'pageSize'
+    | 'ramblocks'
   >,
   counters: ChannelCounters[],
   startNs: bigint,
@@ -196,6 +210,7 @@ export function formatStats(s: RunStats): string {
     `  method: compression=${s.compression} (${s.compressionPath}) zero-page-detection=${s.zeroPageDetection} (${s.zeroPagePath}), channels=${s.channels}, page size=${s.pageSize}`,
     `  compression paths: ${formatPathCounts(s.paths.compression)}`,
     ...(s.side === 'send' ? [`  zero-page paths: ${formatPathCounts(s.paths.zeroPage)}`] : []),
+    ...(s.imageAccess !== undefined ? [`  image access: ${printable(s.imageAccess)}`] : []),
     `  throughput: ${s.mbps.toFixed(2)} Mbps on the wire, ${formatBytes(s.imageBytesPerSec)}/s of image, ${s.pagesPerSecond} pages/s`,
     `  pages: normal=${s.normalPages} zero=${s.zeroPages} normal bytes=${s.normalBytes}`,
     `  wire: ${s.wireBytes} bytes (ratio ${s.wireRatio})`,

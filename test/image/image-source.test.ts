@@ -8,7 +8,8 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
-import { GATHER_GAP_BYTES, ImageSource, gatherReads } from '../../src/image/image-source.js';
+import { GATHER_GAP_BYTES, ImageSource, gatherReads, type Measure } from '../../src/image/image-source.js';
+import { native } from '../../src/native/load.js';
 import type { MfdError } from '../../src/errors.js';
 
 const PS = 4096;
@@ -158,7 +159,7 @@ t.test("a compute worker's source reads every packet into its scratch, never a m
   );
 });
 
-t.test("the main thread's image access: auto reads off hugetlbfs, map maps, read reads; the same bytes every way", async (t) => {
+t.test('image access: auto reads a file with too little data to measure, map maps, read reads; the same bytes', async (t) => {
   const file = image(t, 40, 100);
   const onHuge = fs.statfsSync(path.dirname(file)).type === 0x958458f6;
   const want = (at: number, count: number): number[] => [...Array(count).keys()].map((i) => at + i + 1);
@@ -180,5 +181,141 @@ t.test("the main thread's image access: auto reads off hugetlbfs, map maps, read
       tail.pages.subarray(7 * PS, 8 * PS - 100).every((x) => x === 40) && tail.pages.subarray(8 * PS - 100, 8 * PS).every((x) => x === 0),
       `${access}: the partial last page read and padded`,
     );
+  }
+});
+
+const MiB = 1024 * 1024;
+
+/** A sparse image: `runs` runs of data (`run` bytes each, page n of the file filled with n % 251 + 1) with holes of `gap` bytes between. */
+function sparse(t: Test, runs: number, run: number, gap: number): { file: string; data: [number, number][] } {
+  const file = path.join(tmpdir(t), 'sparse.ram');
+  const fd = fs.openSync(file, 'w');
+  const data: [number, number][] = [];
+  for (let i = 0; i < runs; i++) {
+    const at = gap + i * (run + gap);
+    const b = Buffer.alloc(run);
+    for (let p = 0; p < run / PS; p++) b.fill(((at / PS + p) % 251) + 1, p * PS, (p + 1) * PS);
+    fs.writeSync(fd, b, 0, run, at);
+    data.push([at, at + run]);
+  }
+  fs.ftruncateSync(fd, gap + runs * (run + gap));
+  fs.closeSync(fd);
+  return { file, data };
+}
+
+/** A fake measurement (as native.probeImageAccess answers) that records the extents it was given. */
+function fakeMeasure(code: number, mapNs: number, readNs: number): Measure & { seen: number[][] } {
+  const seen: number[][] = [];
+  return Object.assign((_fd: number, extents: Float64Array) => (seen.push([...extents]), Float64Array.of(code, mapNs, readNs)), { seen });
+}
+
+t.test(
+  'auto off hugetlbfs measures at the first packet: maps where touching through a mapping costs less than 0.8 of reading, else reads',
+  async (t) => {
+    const { file } = sparse(t, 4, MiB, MiB);
+    if (fs.statfsSync(path.dirname(file)).type === 0x958458f6) return void t.skip('on hugetlbfs auto maps without measuring');
+    for (const [mapNs, readNs, how] of [
+      [1e6, 5e6, 'map'],
+      [3.9e6, 5e6, 'map'],
+      [4.1e6, 5e6, 'read'],
+      [9e6, 2e6, 'read'],
+    ] as const) {
+      const measure = fakeMeasure(0, mapNs, readNs);
+      const src = await ImageSource.open({ name: 'vm.ram', path: file }, 'auto', measure);
+      t.teardown(() => src.close());
+      t.equal(measure.seen.length, 0, 'nothing measured before a packet is loaded');
+      t.match(src.access.why, /not measured/);
+      const slab = new Uint8Array(16 * PS);
+      const at = 3 * MiB; // data: the second run
+      const { pages, release } = await src.load(at, 16, PS, () => slab);
+      t.equal(pages[0], ((at / PS) % 251) + 1, 'the right bytes either way');
+      release();
+      await src.load(at + 16 * PS, 16, PS, () => slab);
+      t.equal(measure.seen.length, 1, `${mapNs}/${readNs}: measured once, at the first packet`);
+      t.equal(src.access.how, how, `${mapNs}/${readNs}: ${how}`);
+      t.equal(
+        pages.buffer === slab.buffer,
+        how === 'read',
+        `${how}: the pages ${how === 'map' ? 'from a mapping' : "in the caller's buffer"}`,
+      );
+      t.match(
+        src.access.why,
+        new RegExp(
+          `^auto: touching 4 MiB of its data through a mapping took ${(mapNs / 1e6).toFixed(2)} ms of CPU, reading it ${(readNs / 1e6).toFixed(2)} ms$`,
+        ),
+        'the reason names what was measured',
+      );
+    }
+  },
+);
+
+t.test(
+  'auto measures on data only: the extents it gives lie inside the data, at most 16 MiB, and the real measurement allocates no hole',
+  async (t) => {
+    const { file, data } = sparse(t, 24, MiB, 3 * MiB);
+    const fd = fs.openSync(file, 'r');
+    const holesHere = native.dataExtents(fd, 0, fs.fstatSync(fd).size).length > 2;
+    fs.closeSync(fd);
+    if (!holesHere) return void t.skip('this file system reports no holes (no SEEK_HOLE)');
+    const fake = fakeMeasure(0, 1e6, 2e6);
+    const src = await ImageSource.open({ name: 'vm.ram', path: file }, 'auto', fake);
+    t.teardown(() => src.close());
+    if (src.access.how === 'map') return void t.skip('on hugetlbfs auto maps without measuring');
+    await src.load(0, 8, PS, () => new Uint8Array(8 * PS));
+    const pairs = fake.seen[0]!;
+    let bytes = 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const [a, b] = [pairs[i]!, pairs[i + 1]!];
+      bytes += b - a;
+      t.ok(
+        data.some(([s, e]) => a >= s && b <= e),
+        `[${a}, ${b}) lies inside one run of data`,
+      );
+    }
+    t.equal(bytes, 16 * MiB, 'the first 16 MiB of data, no more');
+
+    const blocks = fs.statSync(file).blocks;
+    const real = await ImageSource.open({ name: 'vm.ram', path: file }, 'auto');
+    t.teardown(() => real.close());
+    const { pages, release } = await real.load(0, 8, PS, () => new Uint8Array(8 * PS));
+    release();
+    t.ok(
+      pages.every((x) => x === 0),
+      'a hole reads as zeros',
+    );
+    t.match(real.access.why, /^auto: touching 16 MiB of its data through a mapping took [\d.]+ ms of CPU, reading it [\d.]+ ms$/);
+    t.equal(fs.statSync(file).blocks, blocks, 'the file holds as many blocks as before: no hole was touched through the mapping');
+  },
+);
+
+t.test('auto reads, and says why, where there is too little data to measure or the measurement fails', async (t) => {
+  const small = sparse(t, 1, 256 * 1024, MiB).file;
+  const fake = fakeMeasure(0, 1, 100);
+  const a = await ImageSource.open({ name: 'vm.ram', path: small }, 'auto', fake);
+  t.teardown(() => a.close());
+  if (fs.statfsSync(path.dirname(small)).type === 0x958458f6) return void t.skip('on hugetlbfs auto maps without measuring');
+  await a.load(0, 4, PS, () => new Uint8Array(4 * PS));
+  t.equal(fake.seen.length, 0, 'nothing measured');
+  t.same(a.access, { how: 'read', why: 'auto: only 0.3 MiB of data to measure on, too little' });
+
+  const big = sparse(t, 2, MiB, MiB).file;
+  const failing = fakeMeasure(native.resultCodes.ESHORTREAD!, 0, 0);
+  const b = await ImageSource.open({ name: 'vm.ram', path: big }, 'auto', failing);
+  t.teardown(() => b.close());
+  const slab = new Uint8Array(4 * PS);
+  const { pages } = await b.load(MiB, 4, PS, () => slab);
+  t.equal(pages.buffer, slab.buffer, 'read');
+  t.same(b.access, { how: 'read', why: 'auto: measuring failed (ESHORTREAD)' });
+});
+
+t.test('map and read as asked are reported as asked, and never measured', async (t) => {
+  const { file } = sparse(t, 2, MiB, MiB);
+  for (const access of ['map', 'read'] as const) {
+    const fake = fakeMeasure(0, 1, 100);
+    const src = await ImageSource.open({ name: 'vm.ram', path: file }, access, fake);
+    t.teardown(() => src.close());
+    await src.load(MiB, 4, PS, () => new Uint8Array(4 * PS));
+    t.equal(fake.seen.length, 0, `${access}: nothing measured`);
+    t.same(src.access, { how: access, why: `--image-access ${access}` });
   }
 });

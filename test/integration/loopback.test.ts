@@ -178,6 +178,7 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
   for (const [detection, imageAccess] of [
     ['multifd', 'read'],
     ['multifd', 'map'],
+    ['multifd', 'auto'],
     ['none', 'read'],
   ] as const) {
     const out = path.join(dir, `out-${detection}-${imageAccess}`);
@@ -196,6 +197,12 @@ t.test('a sparse image: holes are zero pages without being read, identical eithe
     );
     t.equal(sha256(path.join(out, 'sparse.ram')), sha256(img), `${detection}, ${imageAccess}: byte-identical`);
     t.same(received.stats.ramblocks[0]!.digest, sent.stats.ramblocks[0]!.digest, `${detection}: digests agree`);
+    t.match(
+      sent.stats.imageAccess,
+      imageAccess === 'auto' ? /^(map|read) \(auto: / : `${imageAccess} (--image-access ${imageAccess})`,
+      `${imageAccess}: the summary says how the pages were got, and why`,
+    );
+    t.equal(received.stats.imageAccess, undefined, 'the receiver has none to report');
     const zp = sent.stats.paths.zeroPage.pages;
     if (detection === 'multifd') {
       t.equal(zp['file-hole'], shape.holes, 'every page of a hole taken as zero from the file map');

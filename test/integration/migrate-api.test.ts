@@ -38,6 +38,8 @@ t.test('tcp: migrateIncoming listens, migrate sends, the image arrives', async (
   t.equal(sent.kind, 'tcp');
   t.equal(got.kind, 'tcp');
   if (sent.kind === 'tcp') t.equal(sent.stats.channels, 2, 'two channels');
+  if (sent.kind === 'tcp')
+    t.equal(sent.stats.imageAccess, undefined, 'zstd: the compute workers read the pages, no image access to report');
   t.equal(sha256(path.join(out, 'ram0')), sha256(img));
 });
 

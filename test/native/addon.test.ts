@@ -215,3 +215,23 @@ t.test('ImageSource: an image truncated under it is an error, not a run of holes
     message: /shrank while sending: it is now 524288 bytes, expected 1048576 bytes/,
   });
 });
+
+t.test(
+  'probeImageAccess: CPU time each way over whole pages inside the extents; past the end of the file ESHORTREAD, not a crash',
+  async (t) => {
+    const file = path.join(tmpdir(t), 'probe.ram');
+    fs.writeFileSync(file, randomBytes(2 << 20));
+    const fd = fs.openSync(file, 'r');
+    t.teardown(() => fs.closeSync(fd));
+    const [code, mapNs, readNs] = native.probeImageAccess(fd, Float64Array.of(0, 1 << 20, 1 << 20, 2 << 20));
+    t.equal(code, 0);
+    t.ok(mapNs! > 0 && readNs! > 0, 'both ways took some CPU time');
+    t.same([...native.probeImageAccess(fd, Float64Array.of(100, 4000))], [0, 0, 0], 'no whole page inside an extent: nothing touched');
+    t.same(
+      [...native.probeImageAccess(fd, Float64Array.of(0, 4 << 20))],
+      [native.resultCodes.ESHORTREAD, 0, 0],
+      'pages past the end of the file: SIGBUS caught',
+    );
+    t.same([...native.probeImageAccess(1 << 20, Float64Array.of(0, 4096))], [-9, 0, 0], 'a bad descriptor: -EBADF');
+  },
+);

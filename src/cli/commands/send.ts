@@ -142,7 +142,7 @@ export function sendCommand(ctx: CommandContext): Command {
     .addOption(
       new Option(
         '--image-access <how>',
-        'how pages that travel as they are (--compression none) come from the image: map = read-only mappings (no copy), read = pread into a reused buffer (one copy, no page-table work), auto = map on hugetlbfs, read elsewhere; compressing methods always read',
+        'how pages that travel as they are (--compression none) come from the image: map = read-only mappings (no copy), read = pread into a reused buffer (one copy, no page-table work), auto = map on hugetlbfs, elsewhere whichever costs less CPU on a 16 MiB sample of the image (the summary says which ran and why); compressing methods always read',
       )
         .choices([...IMAGE_ACCESS])
         .default('auto'),
