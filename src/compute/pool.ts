@@ -45,6 +45,7 @@ export class ComputePool {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 0;
   private failed: Error | null = null;
+  private closing = false;
 
   constructor(readonly size: number) {
     for (let i = 0; i < size; i++) {
@@ -58,6 +59,14 @@ export class ComputePool {
         else p.reject(reviveError(m.error));
       });
       w.on('error', (e) => this.failAll(new MfdError('ERR_WORKER', `compute worker ${i} failed: ${e.message}`, ExitCode.INTERNAL)));
+      // A worker gone without an 'error' (process.exit() in it, an abort, terminated from outside) answers
+      // nothing more: its calls fail, as later ones do, instead of waiting for ever.
+      w.on('exit', (code) => {
+        if (!this.closing && !this.failed)
+          this.failAll(
+            new MfdError('ERR_WORKER', `compute worker ${i} exited (code ${code}) with its calls unanswered`, ExitCode.INTERNAL),
+          );
+      });
       w.unref();
       this.workers.push(w);
     }
@@ -85,6 +94,7 @@ export class ComputePool {
     // and a terminating worker does not keep the event loop alive: hold it open until all have
     // exited, or the command ends with its close still pending.
     const hold = setInterval(() => {}, 60_000);
+    this.closing = true;
     try {
       await Promise.all(this.workers.map((w) => w.terminate()));
     } finally {

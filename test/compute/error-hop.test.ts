@@ -7,6 +7,7 @@ import { ComputePool } from '../../src/compute/pool.js';
 import { reviveError, serializeError } from '../../src/compute/error-hop.js';
 import { sharedSlabViews } from '../../src/compute/messages.js';
 import { getMethod } from '../../src/methods/index.js';
+import type { Worker } from 'node:worker_threads';
 import { ExitCode, IoError, MfdError, NativeIoError, ProtocolError, errorText } from '../../src/errors.js';
 
 t.test('serialize and revive: class, code, exit code, channel and packet as fields', async (t) => {
@@ -109,4 +110,24 @@ t.test('close() fails the calls still unanswered once the workers have exited, s
   t.comment(`${n - failed.length} answered before the worker stopped, ${failed.length} failed`);
   const later = await pool.call(0, { op: 'cleanup', channel: 0 }).catch((x: unknown) => x);
   t.match(later, { code: 'ERR_WORKER' }, 'a call after close() fails at once');
+});
+
+t.test('a worker that exits on its own fails its calls and every later one, naming it, instead of leaving them waiting', async (t) => {
+  const pool = new ComputePool(2);
+  t.teardown(() => pool.close());
+  const zlib = getMethod('zlib');
+  const setup = (channel: number): Promise<unknown> =>
+    pool.call(channel, { op: 'recv-setup', channel, method: 'zlib', pageSize: 4096, params: zlib.params({}), requireHardware: false });
+  await setup(1);
+  // Stopped from outside, as an exit inside the worker would: an 'exit' without an 'error'.
+  const worker = (pool as unknown as { workers: Worker[] }).workers[1]!;
+  const stopped = worker.terminate();
+  const pending = setup(3).catch((x: unknown) => x);
+  await stopped;
+  t.match(await pending, {
+    code: 'ERR_WORKER',
+    exitCode: ExitCode.INTERNAL,
+    message: /^compute worker 1 exited \(code \d+\) with its calls unanswered$/,
+  });
+  t.match(await setup(0).catch((x: unknown) => x), { code: 'ERR_WORKER' }, 'a later call, even to a worker still running, fails at once');
 });
