@@ -135,6 +135,7 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
     };
     ctlSock.write(encodePreamble());
     control.send(hello);
+    log.debug({ peer, channels: opts.channels, compression: p.method.name }, 'hello sent');
     const next = (): Promise<ControlMessage> => answer('"ready", the answer to the hello');
     const ready = opts.extension ? await opts.extension.answer(next, p, log, (m) => ctl.send(m)) : unextended(await next());
     if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME'))
