@@ -11,7 +11,7 @@ import type { Test } from 'tap';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeImage, rejection, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { journalPages, makeImage, rejection, sha256, startReceiver, tmpdir, until } from '../helpers/index.js';
 import { send } from '../../src/sender/sender.js';
 import { silentLogger } from '../../src/log.js';
 import { mfd, mfdRecv, lastError } from '../helpers/procs.js';
@@ -19,31 +19,10 @@ import { FaultProxy } from '../helpers/proxy.js';
 
 const SIZE = 64 << 20;
 const PAGES = SIZE / 4096;
-const journalOf = (dir: string): string => path.join(dir, '.vm.ram.mfd-journal');
-
-/** Pages the journal in `dir` holds (0 when there is none yet). */
-function journalPages(dir: string): number {
-  try {
-    const j = JSON.parse(fs.readFileSync(journalOf(dir), 'utf8')) as { pages: number[] };
-    let n = 0;
-    for (let i = 1; i < j.pages.length; i += 2) n += j.pages[i]!;
-    return n;
-  } catch {
-    return 0;
-  }
-}
 
 /** Only temporary names in `dir`: nothing that looks like a complete output. */
 function onlyTemporary(dir: string): boolean {
   return fs.readdirSync(dir).every((f) => f.startsWith('.vm.ram.mfd-'));
-}
-
-async function until(what: string, f: () => boolean, ms = 30_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!f()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 function setup(t: Test) {

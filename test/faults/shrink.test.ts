@@ -10,7 +10,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeImage, tmpdir } from '../helpers/index.js';
+import { journalPages, makeImage, tmpdir, until } from '../helpers/index.js';
 import { mfd, mfdRecv, lastError } from '../helpers/procs.js';
 import { FaultProxy } from '../helpers/proxy.js';
 
@@ -34,7 +34,8 @@ t.test('the image truncated mid-migration: sender exit 6, receiver exit 7, no ou
     img,
   ]);
   await send.waitFor(/receiver ready/);
-  await new Promise((r) => setTimeout(r, 300));
+  // Pages durably written first (a checkpoint in the journal), however slow the start on a loaded machine.
+  await until('a checkpoint in the journal', () => journalPages(out) > 0);
   fs.truncateSync(img, 1 << 20);
   const shrunkAt = performance.now();
   const [s, r] = await Promise.all([send.done, recv.done]);

@@ -183,3 +183,24 @@ export class RawSender {
     for (const s of this.sockets) s.destroy();
   }
 }
+
+/** Polls `f` every 50 ms until it holds; fails naming `what` after `ms`. */
+export async function until(what: string, f: () => boolean, ms = 30_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!f()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Pages the progress journal of ramblock `name` in `dir` holds (0 when there is none yet). */
+export function journalPages(dir: string, name = 'vm.ram'): number {
+  try {
+    const j = JSON.parse(fs.readFileSync(path.join(dir, `.${name}.mfd-journal`), 'utf8')) as { pages: number[] };
+    let n = 0;
+    for (let i = 1; i < j.pages.length; i += 2) n += j.pages[i]!;
+    return n;
+  } catch {
+    return 0;
+  }
+}
