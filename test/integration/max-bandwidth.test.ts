@@ -1,10 +1,11 @@
 /**
  * --max-bandwidth holds the whole migration's rate, all channels together, as
  * QEMU's max-bandwidth does: a 1 GiB image (one page in 16 random, the rest
- * zero) over 4 channels, its wire bytes over its total time within 5% of the
- * limit. The limit is far below what loopback carries, so the limiter, not
- * the link or the CPU, sets the time; the run lasts about 8 s, so that the
- * fixed costs of a migration (connecting, the verdict) stay a small part of it.
+ * zero) over 4 channels, its wire bytes over its total time at most 5% over the
+ * limit (and not far under it). The limit is far below what loopback carries, so
+ * the limiter, not the link or the CPU, sets the time; the run lasts about 8 s,
+ * so that the fixed costs of a migration (connecting, the verdict) stay a small
+ * part of it.
  */
 import t, { type Test } from 'tap';
 import os from 'node:os';
