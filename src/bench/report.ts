@@ -432,7 +432,12 @@ export function markdownReport(
   }
   const peerNotes = new Set(cells.flatMap((c) => Object.values(c.peers).flatMap((p) => (p?.note ? [p.note] : []))));
   for (const n of peerNotes) notes.push(n);
-  const paths = new Set(cells.map((c) => `${c.cell.compression}: ${c.compressionPath}; zero pages: ${c.zeroPagePath}`));
+  const paths = new Set(
+    cells.map(
+      (c) =>
+        `${c.cell.compression}: ${c.compressionPath}; zero pages: ${c.zeroPagePath}${c.imageAccess ? `; image access: ${c.imageAccess}` : ''}`,
+    ),
+  );
   if (notes.length || paths.size) {
     o.push('### Notes');
     o.push('');

@@ -35,6 +35,8 @@ export interface MfdSample {
   linkBytes: number | null;
   compressionPath: string;
   zeroPagePath: string;
+  /** How the sender got the pages (map or read, and why: its --json `imageAccess`), for a method that sends them as they are. */
+  imageAccess?: string;
   /** With delta transfer: how the pages travelled (the sender's --json `delta`). */
   delta?: DeltaSample;
 }
@@ -72,6 +74,7 @@ interface JsonSummary {
   wireRatio: number;
   compressionPath?: string;
   zeroPagePath?: string;
+  imageAccess?: string;
   delta?: DeltaSample;
   paths?: { zeroPage?: { pages?: Record<string, number> } };
   ramblocks: { name: string; digest: string }[];
@@ -212,6 +215,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     recvRssBytes: vj.process.maxRssBytes,
     linkBytes: Number.isFinite(linkBytes) ? linkBytes : null,
     compressionPath: sj.compressionPath ?? '',
+    ...(sj.imageAccess !== undefined ? { imageAccess: sj.imageAccess } : {}),
     // Every path that found zero pages (a sparse image's holes are one), not only the detector's.
     zeroPagePath: Object.keys(sj.paths?.zeroPage?.pages ?? {}).join(' + ') || (sj.zeroPagePath ?? ''),
     ...(sj.delta ? { delta: sj.delta } : {}),

@@ -60,6 +60,8 @@ export interface CellSummary {
   linkBytes: Summary | null;
   compressionPath: string;
   zeroPagePath: string;
+  /** How the sender got the pages, over the runs: "map", "read", or "map in 2 of 3 runs, read in 1"; '' when no run says. */
+  imageAccess: string;
   peers: Partial<Record<PeerName, PeerSummary>>;
   /** mfd wall / peer wall, pair by pair. `floor`: mfd wall / (mfd wire bytes / iperf3 rate). */
   ratios: {
@@ -138,6 +140,7 @@ export function summarizeCell(r: CellRecord): CellSummary {
     linkBytes: summarize(col((s) => s.linkBytes)),
     compressionPath: runs[0]?.compressionPath ?? '',
     zeroPagePath: runs[0]?.zeroPagePath ?? '',
+    imageAccess: accessOver(runs.map((r) => r.imageAccess)),
     peers,
     ratios: {
       qemu: pairRatios(wall, peerWall('qemu')),
@@ -424,4 +427,13 @@ export function sizeGrowth(cells: readonly CellSummary[]): Growth[] {
     out.push({ from, to, sendRss, recvRss, timePerGiB: perGiB(to) / perGiB(from), flat: sendRss <= 1.25 && recvRss <= 1.25 });
   }
   return out;
+}
+
+/** The runs' image access (map or read, the first word of each sender's `imageAccess`): one word when all agree. */
+export function accessOver(each: (string | undefined)[]): string {
+  const hows = each.flatMap((a) => (a ? [a.split(' ')[0]!] : []));
+  const counts = new Map<string, number>();
+  for (const h of hows) counts.set(h, (counts.get(h) ?? 0) + 1);
+  if (counts.size <= 1) return hows[0] ?? '';
+  return [...counts].map(([h, n], i) => (i === 0 ? `${h} in ${n} of ${each.length} runs` : `${h} in ${n}`)).join(', ');
 }

@@ -95,6 +95,10 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
     t.equal(m.imageBytes, 8 << 20);
     t.ok(m.wallSec! > 0 && m.sendCpuSec! > 0 && m.recvRssBytes! > 0, `${String(x.cell)}: times, CPU and RSS recorded`);
     if (withNc) t.ok((x.peers as Record<string, { wallSec: number }>).nc!.wallSec > 0, 'nc measured');
+    const access = (x.mfd as { imageAccess?: string }).imageAccess;
+    if (String(x.cell).startsWith('none/'))
+      t.match(access, /^(map|read) \(auto: /, `${String(x.cell)}: how the sender got the pages, and why`);
+    else t.equal(access, undefined, `${String(x.cell)}: a compressing method's workers read; no image access to report`);
   }
   t.ok(
     recs.some((l) => l.type === 'target' && l.id === 'qemu-none'),
@@ -111,6 +115,11 @@ t.test('a tiny matrix over loopback: JSON lines, report and chart for every cell
   ])
     t.match(md, new RegExp(`^\\| ${m} \\| ${ch} \\| `, 'm'), `a row for ${m} ${ch} ch`);
   t.match(md, /### Targets/);
+  t.match(
+    md,
+    /^- paths that ran: none: no compression; zero pages: [^\n]*; image access: (map|read)$/m,
+    "the notes say none's image access",
+  );
   if (withNc) t.match(md, /mfd \/ nc/);
 
   const svg = parseXml(fs.readFileSync(path.join(out, 'throughput.svg'), 'utf8'));

@@ -1,7 +1,7 @@
 /** Medians, spreads, ratios pair by pair, cell summaries and targets, on made-up runs. */
 import t from 'tap';
 import { median, pairRatios, summarize } from '../../src/bench/stats.js';
-import { computeTargets, sizeGrowth, summarizeCell, type CellRecord } from '../../src/bench/summary.js';
+import { accessOver, computeTargets, sizeGrowth, summarizeCell, type CellRecord } from '../../src/bench/summary.js';
 import type { MfdSample } from '../../src/bench/runner.js';
 import type { Cell } from '../../src/bench/matrix.js';
 import { compareFiles } from '../../src/bench/files.js';
@@ -206,3 +206,11 @@ t.test(
     t.same(fs.readdirSync(dir), ['img'], 'the compressed stream is removed');
   },
 );
+
+t.test("the runs' image access: one word when they agree, the count of each when they do not", async (t) => {
+  t.equal(accessOver(['map (auto: touching ...)', 'map (auto: ...)']), 'map');
+  t.equal(accessOver(['map (auto: a)', 'read (auto: b)', 'map (auto: c)']), 'map in 2 of 3 runs, read in 1');
+  t.equal(accessOver([undefined, undefined]), '', 'a compressing method: none to report');
+  const s = summarizeCell({ cell: cell(), runs: [sample(1, { imageAccess: 'read (--image-access read)' })], peers: {} });
+  t.equal(s.imageAccess, 'read');
+});
