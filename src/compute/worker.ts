@@ -10,7 +10,7 @@ import { PathTally } from '../offload/paths.js';
 import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE, pageCount } from '../wire/constants.js';
-import { encodePacketHeader } from '../wire/packet.js';
+import { encodePagesHeader } from '../wire/packet.js';
 import { native } from '../native/load.js';
 import { pageRuns } from '../image/page-runs.js';
 import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type PacketSend, type ToWorker } from './messages.js';
@@ -159,20 +159,24 @@ function sendPacket(
 ): { code: number; left: number } {
   const perPacket = pageCount(pageSize);
   if (!offsets || offsets.length < perPacket) offsets = new Float64Array(perPacket);
-  const first = offset / pageSize;
-  let n = 0;
-  let z = pages - zeros;
-  for (let i = 0; i < pages; i++) offsets[zero[i] ? z++ : n++] = (list ? list[i]! : first + i) * pageSize;
-  encodePacketHeader(send.header, send.header.length, {
-    flags: send.flags,
-    pagesAlloc: perPacket,
-    normalPages: pages - zeros,
-    zeroPages: send.zeroPagesInPackets ? zeros : 0,
-    nextPacketSize: payload.length,
-    packetNum: send.packetNum,
-    ramblock: send.ramblock,
+  encodePagesHeader(
+    send.header,
+    send.header.length,
+    {
+      flags: send.flags,
+      pageSize,
+      packetNum: send.packetNum,
+      ramblock: send.ramblock,
+      pages,
+      first: offset / pageSize,
+      list,
+      zero,
+      zeros,
+      zeroPagesInHeader: send.zeroPagesInPackets,
+      payloadBytes: payload.length,
+    },
     offsets,
-  });
+  );
   native.socketChannelSend(send.id, payload.length > 0 ? [send.header, payload] : [send.header], send.timeoutMs, send.token, sendResult);
   return { code: sendResult[0]!, left: sendResult[1]! };
 }
