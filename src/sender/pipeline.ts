@@ -246,7 +246,8 @@ export class SendPipeline {
     const blocks = sources.map((s, index) => ({
       index,
       source: s,
-      nameBytes: Buffer.from(s.name, 'utf8'),
+      // Its own ArrayBuffer, not Node's 8 KiB pool: a packet the worker sends clones it (PacketSend.ramblock).
+      nameBytes: new Uint8Array(Buffer.from(s.name, 'utf8')),
       digest: new BlockDigest(),
       sourceId: imageSource(s.fd),
       held: [],
@@ -465,6 +466,8 @@ export class SendPipeline {
         zeroPagesInPackets: this.opts.zeroPagesInPackets !== false,
       };
     }
+    // A gathered job's page indices go in the slab, which the worker shares, rather than in the message.
+    if (job.list) slab.list!.set(job.list);
     let r: PacketReply;
     try {
       r = await this.compute!.call<PacketReply>(ch.id, {
@@ -475,7 +478,7 @@ export class SendPipeline {
         size: src.size,
         offset: job.offset,
         pages: job.pages,
-        ...(job.list ? { list: job.list } : {}),
+        ...(job.list ? { listed: true } : {}),
         slab: slab.shared!,
         pagesPerPacket: slab.zero.length,
         ...(send ? { send } : {}),
