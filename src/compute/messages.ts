@@ -15,10 +15,20 @@ export type ToWorker =
       accelPaths: string[];
       requireHardware: boolean;
     }
-  | { op: 'recv-setup'; channel: number; method: string; pageSize: number; params: MethodParams; requireHardware: boolean }
+  | {
+      op: 'recv-setup';
+      channel: number;
+      method: string;
+      pageSize: number;
+      params: MethodParams;
+      requireHardware: boolean;
+      /** The channel's decode-write slots (decodeSlotViews), shared with the caller; absent, no decode-write. */
+      slots?: SharedArrayBuffer;
+    }
   /**
    * Load, analyse and compress one packet of an image (the worker maps the file through the shared
    * fd), into `slab` (sharedSlabViews with `pagesPerPacket`): its page flags, CRCs and payload.
+   * `listed`: the pages are scattered, their indices the first `pages` of the slab's `list`.
    */
   | {
       op: 'packet';
@@ -28,7 +38,7 @@ export type ToWorker =
       size: number;
       offset: number;
       pages: number;
-      list?: Uint32Array;
+      listed?: boolean;
       slab: SharedArrayBuffer;
       pagesPerPacket: number;
       /** Also encode the packet's header and send the packet on the channel's native socket (PacketSend). */
@@ -38,8 +48,9 @@ export type ToWorker =
   | { op: 'decode'; channel: number; payload: Uint8Array; out: Uint8Array; normal: number; packetNum: bigint }
   /**
    * Decode one packet's payload (a view of shared memory) into the worker's own buffer, then digest
-   * and write its pages to `fd` there (writePacket's fields; offsets: the normal pages', then the
-   * zero pages' to write): the decoded pages never come back.
+   * and write its pages to `fd` there (writePacket's fields): the decoded pages never come back. The
+   * page offsets (the normal pages', then the zero pages' to write) are in decode-write slot `slot`
+   * of the channel (decodeSlotViews), and the normal pages' CRC-32C go there.
    */
   | {
       op: 'decode-write';
@@ -48,7 +59,7 @@ export type ToWorker =
       normal: number;
       packetNum: bigint;
       fd: number;
-      offsets: Float64Array;
+      slot: number;
       zero: number;
       blockSize: number;
       writeZeros: boolean;
@@ -91,12 +102,12 @@ export interface DecodeReply {
 }
 
 /**
- * A decoded and written packet: the CRC-32C of each normal page, and the write's result (0, or the
- * negative code with the page a padding failure is about: writeFailure()). A failed decode rejects.
+ * A decoded and written packet: the write's result (0, or the negative code with the page a padding
+ * failure is about: writeFailure()); the CRC-32C of each normal page are in the request's slot. A
+ * failed decode rejects.
  */
 export interface DecodeWriteReply {
   paths: PathCounts;
-  crc: Uint32Array;
   result: number;
   badPage: number;
 }
@@ -116,21 +127,48 @@ export type FromWorker = { id: number; ok: true; value: unknown } | { id: number
 
 /**
  * The views of a slab shared between the main thread and a compute worker:
- * per page a CRC-32C (`crc`) and a zero flag (`zero`), then `out`, the room
- * for the packet's payload. `shared` null: a new one (`outSize` bytes of
- * room); else the views of one made so, as the worker sees it.
+ * per page a CRC-32C (`crc`), a page index (`list`, a gathered job's) and a
+ * zero flag (`zero`), then `out`, the room for the packet's payload. `shared`
+ * null: a new one (`outSize` bytes of room); else the views of one made so,
+ * as the worker sees it.
  */
 export function sharedSlabViews(
   shared: SharedArrayBuffer | null,
   pagesPerPacket: number,
   outSize = 0,
-): { shared: SharedArrayBuffer; crc: Uint32Array; zero: Uint8Array; out: Uint8Array } {
-  const head = Math.ceil((pagesPerPacket * 5) / 64) * 64; // the payload on a cache line
+): { shared: SharedArrayBuffer; crc: Uint32Array; list: Uint32Array; zero: Uint8Array; out: Uint8Array } {
+  const head = Math.ceil((pagesPerPacket * 9) / 64) * 64; // the payload on a cache line
   const sab = shared ?? new SharedArrayBuffer(head + outSize);
   return {
     shared: sab,
     crc: new Uint32Array(sab, 0, pagesPerPacket),
-    zero: new Uint8Array(sab, pagesPerPacket * 4, pagesPerPacket),
+    list: new Uint32Array(sab, pagesPerPacket * 4, pagesPerPacket),
+    zero: new Uint8Array(sab, pagesPerPacket * 8, pagesPerPacket),
     out: new Uint8Array(sab, head),
   };
+}
+
+/** A decode-write slot: one packet's page offsets, written by the caller, and its normal pages' CRC-32C, by the worker. */
+export interface DecodeSlot {
+  offsets: Float64Array;
+  crc: Uint32Array;
+}
+
+/**
+ * A channel's decode-write slots, one per packet in flight to its worker, on one SharedArrayBuffer
+ * made at setup: nothing is allocated, cloned or copied back per packet. `shared` null: a new one of
+ * `count` slots; else the views of one made so, as the worker sees it.
+ */
+export function decodeSlotViews(
+  shared: SharedArrayBuffer | null,
+  pagesPerPacket: number,
+  count = 0,
+): { shared: SharedArrayBuffer; slots: DecodeSlot[] } {
+  const crcAt = pagesPerPacket * 8;
+  const size = crcAt + Math.ceil((pagesPerPacket * 4) / 8) * 8; // each slot's offsets on an 8-byte boundary
+  const sab = shared ?? new SharedArrayBuffer(size * count);
+  const slots: DecodeSlot[] = [];
+  for (let at = 0; at + size <= sab.byteLength; at += size)
+    slots.push({ offsets: new Float64Array(sab, at, pagesPerPacket), crc: new Uint32Array(sab, at + crcAt, pagesPerPacket) });
+  return { shared: sab, slots };
 }

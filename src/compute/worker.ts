@@ -10,11 +10,20 @@ import { PathTally } from '../offload/paths.js';
 import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE, pageCount } from '../wire/constants.js';
-import { encodePacketHeader } from '../wire/packet.js';
+import { encodePagesHeader } from '../wire/packet.js';
 import { native } from '../native/load.js';
 import { pageRuns } from '../image/page-runs.js';
-import { sharedSlabViews, type DecodeReply, type FromWorker, type PacketReply, type PacketSend, type ToWorker } from './messages.js';
-import type { DecodeWriteReply } from './messages.js';
+import {
+  decodeSlotViews,
+  sharedSlabViews,
+  type DecodeReply,
+  type DecodeSlot,
+  type DecodeWriteReply,
+  type FromWorker,
+  type PacketReply,
+  type PacketSend,
+  type ToWorker,
+} from './messages.js';
 import { writePacketHere } from '../native/packet-io.js';
 import { serializeError } from './error-hop.js';
 
@@ -49,7 +58,7 @@ let offsets: Float64Array | null = null;
 const sendResult = new Float64Array(2);
 
 const senders = new Map<number, SendState>();
-const receivers = new Map<number, { method: MethodReceiver; tally: PathTally; pageSize: number }>();
+const receivers = new Map<number, { method: MethodReceiver; tally: PathTally; pageSize: number; slots: DecodeSlot[] }>();
 const images = new Map<number, ImageSource>();
 
 async function handle(m: ToWorker): Promise<unknown> {
@@ -81,6 +90,7 @@ async function handle(m: ToWorker): Promise<unknown> {
         method: method.recvSetup({ channel: m.channel, pageSize: m.pageSize, params: m.params, tally }),
         tally,
         pageSize: m.pageSize,
+        slots: m.slots ? decodeSlotViews(m.slots, pageCount(m.pageSize)).slots : [],
       });
       return null;
     }
@@ -91,8 +101,10 @@ async function handle(m: ToWorker): Promise<unknown> {
         img = ImageSource.forWorker(m.fd, m.path, m.size);
         images.set(m.fd, img);
       }
-      const { zero, crc, out } = sharedSlabViews(m.slab, m.pagesPerPacket);
-      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, m.list);
+      const views = sharedSlabViews(m.slab, m.pagesPerPacket);
+      const { zero, crc, out } = views;
+      const list = m.listed ? views.list.subarray(0, m.pages) : undefined;
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, list);
       try {
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The pages are the worker's own copy (read, not mapped), so a method may read them in user space.
@@ -103,7 +115,7 @@ async function handle(m: ToWorker): Promise<unknown> {
           payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
-        if (m.send) reply.sent = sendPacket(m.send, s.pageSize, m.offset, m.pages, m.list, zero, zeros, out.subarray(0, payloadBytes));
+        if (m.send) reply.sent = sendPacket(m.send, s.pageSize, m.offset, m.pages, list, zero, zeros, out.subarray(0, payloadBytes));
         return reply;
       } finally {
         release();
@@ -118,19 +130,19 @@ async function handle(m: ToWorker): Promise<unknown> {
     case 'decode-write': {
       const r = receivers.get(m.channel)!;
       const pages = await r.method.recv([m.payload], m.normal, m.packetNum, decodeScratch(m.normal * r.pageSize));
-      const crc = new Uint32Array(m.normal);
+      const slot = r.slots[m.slot]!;
       const { result, badPage } = writePacketHere({
         fd: m.fd,
         pages,
         pageSize: r.pageSize,
-        offsets: m.offsets,
+        offsets: slot.offsets,
         normal: m.normal,
         zero: m.zero,
         blockSize: m.blockSize,
         writeZeros: m.writeZeros,
-        crc,
+        crc: slot.crc,
       });
-      const reply: DecodeWriteReply = { paths: r.tally.take(), crc, result, badPage };
+      const reply: DecodeWriteReply = { paths: r.tally.take(), result, badPage };
       return reply;
     }
     case 'cleanup':
@@ -159,20 +171,24 @@ function sendPacket(
 ): { code: number; left: number } {
   const perPacket = pageCount(pageSize);
   if (!offsets || offsets.length < perPacket) offsets = new Float64Array(perPacket);
-  const first = offset / pageSize;
-  let n = 0;
-  let z = pages - zeros;
-  for (let i = 0; i < pages; i++) offsets[zero[i] ? z++ : n++] = (list ? list[i]! : first + i) * pageSize;
-  encodePacketHeader(send.header, send.header.length, {
-    flags: send.flags,
-    pagesAlloc: perPacket,
-    normalPages: pages - zeros,
-    zeroPages: send.zeroPagesInPackets ? zeros : 0,
-    nextPacketSize: payload.length,
-    packetNum: send.packetNum,
-    ramblock: send.ramblock,
+  encodePagesHeader(
+    send.header,
+    send.header.length,
+    {
+      flags: send.flags,
+      pageSize,
+      packetNum: send.packetNum,
+      ramblock: send.ramblock,
+      pages,
+      first: offset / pageSize,
+      list,
+      zero,
+      zeros,
+      zeroPagesInHeader: send.zeroPagesInPackets,
+      payloadBytes: payload.length,
+    },
     offsets,
-  });
+  );
   native.socketChannelSend(send.id, payload.length > 0 ? [send.header, payload] : [send.header], send.timeoutMs, send.token, sendResult);
   return { code: sendResult[0]!, left: sendResult[1]! };
 }

@@ -112,6 +112,19 @@ export interface ResultCodes {
   ESTALLED: number;
 }
 
+/** writePacket's and writePacketSync's arguments (before writePacket's callback): one packet's write. */
+export type WritePacketArgs = [
+  fd: number,
+  pieces: Uint8Array[],
+  pageSize: number,
+  offsets: Float64Array,
+  normal: number,
+  zero: number,
+  blockSize: number,
+  writeZeros: boolean,
+  crcOut: Uint32Array,
+];
+
 export interface MfdBinding {
   resultCodes: Readonly<ResultCodes>;
   /** False when the addon was built without xxhash.h (libxxhash-dev): the delta functions then throw ERR_DELTA_UNAVAILABLE. */
@@ -221,30 +234,9 @@ export interface MfdBinding {
    * padding, then positional writes of the normal pages (and, with writeZeros, zeros for the zero
    * pages), clipped to blockSize. cb gets 0 or a negative code (-errno, or EPADDING with badPage).
    */
-  writePacket(
-    fd: number,
-    pieces: Uint8Array[],
-    pageSize: number,
-    offsets: Float64Array,
-    normal: number,
-    zero: number,
-    blockSize: number,
-    writeZeros: boolean,
-    crcOut: Uint32Array,
-    cb: (err: Error | null, result: number, badPage: number) => void,
-  ): void;
+  writePacket(...args: [...WritePacketArgs, cb: (err: Error | null, result: number, badPage: number) => void]): void;
   /** writePacket on the calling thread (a compute worker): [0 or a negative code, badPage]. */
-  writePacketSync(
-    fd: number,
-    pieces: Uint8Array[],
-    pageSize: number,
-    offsets: Float64Array,
-    normal: number,
-    zero: number,
-    blockSize: number,
-    writeZeros: boolean,
-    crcOut: Uint32Array,
-  ): [number, number];
+  writePacketSync(...args: WritePacketArgs): [number, number];
   /** CRC-32C of bytes; a seed continues an earlier CRC: crc32c(b, crc32c(a)) === crc32c(a + b). */
   crc32c(bytes: Uint8Array, seed?: number): number;
   /** The same CRC by the addon's own code (SSE4.2 or a table), whichever engine crc32c runs. */

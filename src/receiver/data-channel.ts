@@ -78,16 +78,23 @@ export interface Decoder {
   done?(pages: Uint8Array[]): void;
   /**
    * Decodes a packet's payload and, in the same step on the thread that decodes, digests and writes
-   * its pages as writePacket does (`w`: all of it but the pages; the CRCs land in w.crc): the decoded
-   * pages never come back. Called in arrival order, like decode(). Resolves with the write's result
-   * (0, or the negative code and the page a padding failure is about); rejects when the payload
-   * does not decode. Absent (an inline decoder): decode(), then writePacket on the libuv pool.
+   * its pages as writePacket does (`w`: all of it but the pages and the CRCs): the decoded pages never
+   * come back. Called in arrival order, like decode(). A written packet's CRCs go to `digest` (the
+   * first normalPages of `crc`, valid during the call) before it resolves with the write's result (0,
+   * or the negative code and the page a padding failure is about); rejects when the payload does not
+   * decode. Absent (an inline decoder): decode(), then writePacket on the libuv pool.
    */
-  decodeWrite?(payload: Uint8Array[], normalPages: number, packetNum: bigint, w: PageWrite): Promise<{ result: number; badPage: number }>;
+  decodeWrite?(
+    payload: Uint8Array[],
+    normalPages: number,
+    packetNum: bigint,
+    w: PageWrite,
+    digest: (crc: Uint32Array) => void,
+  ): Promise<{ result: number; badPage: number }>;
 }
 
-/** A packet's write, all of it but the decoded pages (src/native/packet-io.ts). */
-export type PageWrite = Omit<WriteRequest, 'pages'>;
+/** A packet's write, all of it but the decoded pages and the room for their CRCs (src/native/packet-io.ts). */
+export type PageWrite = Omit<WriteRequest, 'pages' | 'crc'>;
 
 export interface TargetBlock {
   output: Output;
@@ -567,7 +574,8 @@ export class DataChannel {
 
   /**
    * The receiver's placement (as claim() and apply()), the decoding, digesting and writing one call
-   * to the decoder (decodeWrite): the payload goes to the compute worker, and only the CRCs come back.
+   * to the decoder (decodeWrite): the payload goes to the compute worker, and only the CRCs come back
+   * (in a slot both threads see).
    */
   private decodeAndWrite(h: PacketHeader, payload: Uint8Array[], release: (() => void) | null, at: number): void {
     const t = this.target(h);
@@ -577,9 +585,9 @@ export class DataChannel {
     // A payload that does not decode is named at the payload's offset, any other failure at the header's.
     let placing = false;
     let started = false;
-    const work = this.apply(h, t.name, t.block, async (w) => {
+    const work = this.apply(h, t.name, t.block, async (w, digest) => {
       started = true;
-      const r = await this.decoder.decodeWrite!(payload, h.normalPages, h.packetNum, w);
+      const r = await this.decoder.decodeWrite!(payload, h.normalPages, h.packetNum, w, digest);
       placing = true;
       if (r.result < 0) throw writeFailure(r.result, r.badPage);
     }).then(() => this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages)));
@@ -593,7 +601,11 @@ export class DataChannel {
     if (pages === 0) return null;
     const { name, block, place } = this.target(h);
     return async (data) => {
-      await this.apply(h, name, block, (w) => writePacket({ ...w, pages: data }));
+      await this.apply(h, name, block, async (w, digest) => {
+        const crc = new Uint32Array(w.normal);
+        await writePacket({ ...w, pages: data, crc });
+        digest(crc);
+      });
       this.charged(name, place, () => this.host.onWritten?.(block, h.offsets, pages));
     };
   }
@@ -641,7 +653,12 @@ export class DataChannel {
    * `write`'s (writePacket on the libuv pool, or the compute worker's as it decodes), through the
    * output's gate.
    */
-  private async apply(h: PacketHeader, name: string, block: TargetBlock, write: (w: PageWrite) => Promise<void>): Promise<void> {
+  private async apply(
+    h: PacketHeader,
+    name: string,
+    block: TargetBlock,
+    write: (w: PageWrite, digest: (crc: Uint32Array) => void) => Promise<void>,
+  ): Promise<void> {
     const ps = this.host.pageSize;
     const normal = h.normalPages;
     let zero = h.zeroPages;
@@ -660,20 +677,12 @@ export class DataChannel {
       }
     }
     if (normal === 0 && !(writeZeros && zero > 0)) return;
-    const crc = new Uint32Array(normal);
+    // The written pages' CRCs, in whatever room the write has them (the caller's, or a worker's slot).
+    const digest = (crc: Uint32Array): void => {
+      for (let j = 0; j < normal; j++) block.digest.add(h.offsets[j]! / ps, crc[j]!);
+    };
     try {
-      await block.output.use((fd) =>
-        write({
-          fd,
-          pageSize: ps,
-          offsets,
-          normal,
-          zero,
-          blockSize: block.size,
-          writeZeros,
-          crc,
-        }),
-      );
+      await block.output.use((fd) => write({ fd, pageSize: ps, offsets, normal, zero, blockSize: block.size, writeZeros }, digest));
     } catch (e) {
       // A write's failure; any other (a payload that does not decode) goes as it is.
       if (!(e instanceof NativeIoError) || e.op !== 'write') throw e;
@@ -686,6 +695,5 @@ export class DataChannel {
       }
       throw nativeIoFailure(e, { subject: `ram block "${name}" to "${block.output.writePath}"`, channel: this.id, packetNum: h.packetNum });
     }
-    for (let j = 0; j < normal; j++) block.digest.add(h.offsets[j]! / ps, crc[j]!);
   }
 }

@@ -4,13 +4,14 @@
  * worker (channel i on worker i % size), which keeps the order itself. Used
  * by the network receiver and by a migration file's restore. The worker's
  * decoder also writes (decodeWrite): it decodes, digests and writes a packet
- * in one step, and only the CRCs come back; decode() brings the pages back,
- * for a placement of the caller's own (recv --qemu, mfd inspect).
+ * in one step, and only the CRCs come back (in a slot of shared memory);
+ * decode() brings the pages back, for a placement of the caller's own (recv
+ * --qemu, mfd inspect).
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
 import type { PathTally } from '../offload/paths.js';
-import type { DecodeReply, DecodeWriteReply } from '../compute/messages.js';
+import { decodeSlotViews, type DecodeReply, type DecodeWriteReply } from '../compute/messages.js';
 import { BoundedPool } from '../io/bounded-pool.js';
 import { pageCount } from '../wire/constants.js';
 import type { Decoder } from './data-channel.js';
@@ -44,11 +45,23 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
       },
     };
   }
+  const perPacket = pageCount(pageSize);
+  // decodeWrite's slots: a packet's offsets go to the worker, its CRCs come back, in memory both threads see.
+  const room = decodeSlotViews(null, perPacket, DECODE_SLOTS);
+  let made = 0;
+  const slots = new BoundedPool(DECODE_SLOTS, () => made++);
   // Messages reach the worker in order (setup first), and it handles them in order.
   compute
-    .call(channel, { op: 'recv-setup', channel, method: method.name, pageSize, params, requireHardware: tally.requireHardware })
+    .call(channel, {
+      op: 'recv-setup',
+      channel,
+      method: method.name,
+      pageSize,
+      params,
+      requireHardware: tally.requireHardware,
+      slots: room.shared,
+    })
     .catch(fail);
-  const perPacket = pageCount(pageSize);
   const inputs = decodeBuffers(compute, method.maxPayload(perPacket, pageSize));
   const outputs = decodeBuffers(compute, perPacket * pageSize);
   // Buffers are taken in arrival order, so the packets reach the worker in that order.
@@ -83,13 +96,15 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
       // decode() returned one view of the buffer it took.
       outputs.release(pages[0]!.buffer as SharedArrayBuffer);
     },
-    async decodeWrite(payload, normal, packetNum, w) {
+    async decodeWrite(payload, normal, packetNum, w, digest) {
       // As decode(), the payload shared or gathered, in arrival order; the pages stay on the worker.
       const shared = payload.length === 1 && payload[0]!.buffer instanceof SharedArrayBuffer ? payload[0]! : null;
-      const taken = turn.then(async () => (shared ? null : await inputs.acquire()));
+      const taken = turn.then(async () => ({ input: shared ? null : await inputs.acquire(), slot: await slots.acquire() }));
       turn = taken;
-      const input = await taken;
+      const { input, slot } = await taken;
+      const { offsets, crc } = room.slots[slot]!;
       try {
+        for (let i = 0; i < normal + w.zero; i++) offsets[i] = w.offsets[i]!;
         const r = await compute.call<DecodeWriteReply>(channel, {
           op: 'decode-write',
           channel,
@@ -97,15 +112,16 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
           normal,
           packetNum,
           fd: w.fd,
-          offsets: w.offsets,
+          slot,
           zero: w.zero,
           blockSize: w.blockSize,
           writeZeros: w.writeZeros,
         });
         tally.merge(r.paths);
-        w.crc.set(r.crc);
+        if (r.result >= 0) digest(crc);
         return { result: r.result, badPage: r.badPage };
       } finally {
+        slots.release(slot);
         if (input) inputs.release(input);
       }
     },
@@ -137,6 +153,11 @@ function gather(payload: Uint8Array[], room: Uint8Array): Uint8Array {
  * does not grow with the channel count.
  */
 const DECODE_BUFFERS = 32;
+/**
+ * A channel's packets in flight through decodeWrite (each holds a slot of offsets and CRCs, 12 bytes a
+ * page): the data channel's MAX_IN_FLIGHT and more; another waits for the first to finish.
+ */
+const DECODE_SLOTS = 8;
 const decodeBufferSets = new WeakMap<ComputePool, Map<number, BoundedPool<SharedArrayBuffer>>>();
 
 function decodeBuffers(compute: ComputePool, size: number): BoundedPool<SharedArrayBuffer> {

@@ -26,7 +26,7 @@ import {
 import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
 import { PathTally } from '../offload/paths.js';
 import { BlockDigest } from '../image/digest.js';
-import { encodePacketHeader } from '../wire/packet.js';
+import { encodePacketHeader, encodePagesHeader } from '../wire/packet.js';
 import { MULTIFD_FLAG_SYNC, MULTIFD_PACKET_SIZE, packetHeaderSize, pageCount } from '../wire/constants.js';
 import type { BlockSpec } from '../image/ramblock.js';
 import { ImageSource, type ImageAccess } from '../image/image-source.js';
@@ -246,7 +246,8 @@ export class SendPipeline {
     const blocks = sources.map((s, index) => ({
       index,
       source: s,
-      nameBytes: Buffer.from(s.name, 'utf8'),
+      // Its own ArrayBuffer, not Node's 8 KiB pool: a packet the worker sends clones it (PacketSend.ramblock).
+      nameBytes: new Uint8Array(Buffer.from(s.name, 'utf8')),
       digest: new BlockDigest(),
       sourceId: imageSource(s.fd),
       held: [],
@@ -472,6 +473,8 @@ export class SendPipeline {
         zeroPagesInPackets: this.opts.zeroPagesInPackets !== false,
       };
     }
+    // A gathered job's page indices go in the slab, which the worker shares, rather than in the message.
+    if (job.list) slab.list!.set(job.list);
     let r: PacketReply;
     try {
       r = await this.compute!.call<PacketReply>(ch.id, {
@@ -482,7 +485,7 @@ export class SendPipeline {
         size: src.size,
         offset: job.offset,
         pages: job.pages,
-        ...(job.list ? { list: job.list } : {}),
+        ...(job.list ? { listed: true } : {}),
         slab: slab.shared!,
         pagesPerPacket: slab.zero.length,
         ...(send ? { send } : {}),
@@ -550,38 +553,38 @@ export class SendPipeline {
   ): Promise<void> {
     const ps = this.opts.pageSize;
     const normal = job.pages - zeros;
+    const first = job.offset / ps;
+    const list = job.list;
+    for (let i = 0; i < job.pages; i++) job.block.digest.add(list ? list[i]! : first + i, crc[i]!);
     if (sent) {
-      // Sent (or queued) by the worker already: the digests, counters and progress, then its completion.
-      const pageIndex0 = job.offset / ps;
-      for (let i = 0; i < job.pages; i++) job.block.digest.add(job.list ? job.list[i]! : pageIndex0 + i, crc[i]!);
+      // Sent (or queued) by the worker already: the counters and progress, then its completion.
       this.logFailures();
       this.count(ch, job, normal, zeros);
       await ch.sink.relay!.sent(sent.bytes, sent.completion, () => this.pool.release(slab));
       return;
     }
-    const offsets = new Array<number>(job.pages);
-    const pageIndex0 = job.offset / ps;
-    const list = job.list;
-    let n = 0;
-    let z = normal;
-    for (let i = 0; i < job.pages; i++) {
-      const page = list ? list[i]! : pageIndex0 + i;
-      job.block.digest.add(page, crc[i]!);
-      offsets[zero[i] ? z++ : n++] = page * ps;
-    }
     const chunks = await payload();
     let size = 0;
     for (const c of chunks) size += c.length;
-    encodePacketHeader(slab.header, this.headerSize, {
-      flags: this.method.flag,
-      pagesAlloc: pageCount(ps),
-      normalPages: normal,
-      zeroPages: this.opts.zeroPagesInPackets === false ? 0 : zeros,
-      nextPacketSize: size,
-      packetNum: this.packetNum++,
-      ramblock: job.block.nameBytes,
+    const offsets = new Array<number>(job.pages);
+    encodePagesHeader(
+      slab.header,
+      this.headerSize,
+      {
+        flags: this.method.flag,
+        pageSize: ps,
+        packetNum: this.packetNum++,
+        ramblock: job.block.nameBytes,
+        pages: job.pages,
+        first,
+        list,
+        zero,
+        zeros,
+        zeroPagesInHeader: this.opts.zeroPagesInPackets !== false,
+        payloadBytes: size,
+      },
       offsets,
-    });
+    );
     this.logFailures();
     this.count(ch, job, normal, zeros);
     await this.limiter?.take(slab.header.length + size, failed);

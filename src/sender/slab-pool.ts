@@ -19,8 +19,10 @@ export interface Slab {
   header: Uint8Array;
   zero: Uint8Array;
   crc: Uint32Array;
-  /** Offloaded methods: the SharedArrayBuffer under `crc`, `zero` and `out` (sharedSlabViews), else null. */
+  /** Offloaded methods: the SharedArrayBuffer under `crc`, `list`, `zero` and `out` (sharedSlabViews), else null. */
   shared: SharedArrayBuffer | null;
+  /** Offloaded methods: room for a gathered job's page indices, which the worker reads; else null. */
+  list: Uint32Array | null;
   /** Offloaded methods: room for one packet's payload (the method's maxPayload), which the worker writes; else null. */
   out: Uint8Array | null;
 }
@@ -34,9 +36,17 @@ export function slabPool(count: number, dataSize: number, headerSize: number, pa
     // Its own ArrayBuffer, outside Node's shared pool, so views never alias.
     const scratch = (): Uint8Array => (data ??= new Uint8Array(new ArrayBuffer(dataSize)));
     if (outSize > 0) {
-      const { shared, crc, zero, out } = sharedSlabViews(null, pagesPerPacket, outSize);
-      return { data: scratch, header, zero, crc, shared, out };
+      const { shared, crc, list, zero, out } = sharedSlabViews(null, pagesPerPacket, outSize);
+      return { data: scratch, header, zero, crc, shared, list, out };
     }
-    return { data: scratch, header, zero: new Uint8Array(pagesPerPacket), crc: new Uint32Array(pagesPerPacket), shared: null, out: null };
+    return {
+      data: scratch,
+      header,
+      zero: new Uint8Array(pagesPerPacket),
+      crc: new Uint32Array(pagesPerPacket),
+      shared: null,
+      list: null,
+      out: null,
+    };
   });
 }

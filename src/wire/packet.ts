@@ -12,6 +12,7 @@ import {
   PACKET_HEADER_FIXED_SIZE,
   RAMBLOCK_NAME_FIELD,
   hex,
+  pageCount,
 } from './constants.js';
 import { checkRefHeader, isRefPacket } from './delta-ref.js';
 
@@ -72,6 +73,48 @@ export function encodePacketHeader(out: Uint8Array, headerSize: number, f: Packe
     dv.setUint32(p + 4, o >>> 0);
   }
   return out;
+}
+
+/** A packet of an image's pages as the sender makes it (its pipeline, or the channel's compute worker). */
+export interface PagesPacket {
+  flags: number;
+  pageSize: number;
+  packetNum: bigint;
+  /** Pre-encoded name bytes (at most 255). */
+  ramblock: Uint8Array;
+  /** Pages in the packet. */
+  pages: number;
+  /** Page i's number in the block: list[i] when the pages are scattered, else first + i. */
+  first: number;
+  list?: Uint32Array | undefined;
+  /** Page i is a zero page where zero[i] is non-zero; `zeros` of them. */
+  zero: Uint8Array;
+  zeros: number;
+  /** False: zero_pages 0 in the header, the zero pages' offsets past the counted ones (send --qemu). */
+  zeroPagesInHeader: boolean;
+  /** Bytes of payload after the header (next_packet_size). */
+  payloadBytes: number;
+}
+
+/**
+ * Writes the header of a packet of pages into `out`: its page offsets into `offsets` first, in packet
+ * order (the normal pages', ascending, then the zero pages'), and from them the header's.
+ */
+export function encodePagesHeader(out: Uint8Array, headerSize: number, p: PagesPacket, offsets: number[] | Float64Array): void {
+  const normal = p.pages - p.zeros;
+  let n = 0;
+  let z = normal;
+  for (let i = 0; i < p.pages; i++) offsets[p.zero[i] ? z++ : n++] = (p.list ? p.list[i]! : p.first + i) * p.pageSize;
+  encodePacketHeader(out, headerSize, {
+    flags: p.flags,
+    pagesAlloc: pageCount(p.pageSize),
+    normalPages: normal,
+    zeroPages: p.zeroPagesInHeader ? p.zeros : 0,
+    nextPacketSize: p.payloadBytes,
+    packetNum: p.packetNum,
+    ramblock: p.ramblock,
+    offsets,
+  });
 }
 
 /** Byte offset of next_packet_size in the packet header (a big-endian u32). */

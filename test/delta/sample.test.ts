@@ -11,10 +11,9 @@ import { page, PS, requireDeltaOrSkip } from '../helpers/delta.js';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { migrate, rejection, RawSender, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { helloMessage, migrate, rejection, RawSender, sha256, startReceiver, tmpdir } from '../helpers/index.js';
 import { SAMPLE_MIN_PAGES, SAMPLE_RUN, SAMPLE_STRIDE, entryIndex, fingerprintSample } from '../../src/delta/fingerprint.js';
-import { CONTROL_VERSION, DIGEST_ALGORITHM, decodeFrame } from '../../src/control/protocol.js';
-import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
+import { decodeFrame } from '../../src/control/protocol.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
 
 requireDeltaOrSkip();
@@ -210,19 +209,7 @@ t.test('the sample frame, hello.deltaSample and ready.delta.skipped are checked'
   t.throws(() => decodeFrame(frame({ type: 'sample', stride: 16, run: 1, entries: 'a'.repeat(3 << 20) })), {
     message: /sample.entries received a string/,
   });
-  const hello = {
-    type: 'hello',
-    version: CONTROL_VERSION,
-    uuid: '00000000-0000-4000-8000-000000000000',
-    channels: 1,
-    pageSize: 4096,
-    packetSize: MULTIFD_PACKET_SIZE,
-    compression: 'none',
-    methodParams: {},
-    zeroPageDetection: 'multifd',
-    digest: DIGEST_ALGORITHM,
-    ramblocks: [],
-  };
+  const hello = helloMessage({ uuid: '00000000-0000-4000-8000-000000000000', ramblocks: [] });
   t.match(decodeFrame(frame({ ...hello, delta: true, deltaSample: true })), { delta: true, deltaSample: true });
   t.notOk('deltaSample' in decodeFrame(frame({ ...hello, deltaSample: true })), 'deltaSample without delta is dropped');
   t.throws(() => decodeFrame(frame({ ...hello, delta: true, deltaSample: 1 })), {

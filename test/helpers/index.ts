@@ -10,20 +10,15 @@ import { receive as receivePath, type RecvOptions, type RecvResult } from '../..
 import { deltaSender } from '../../src/delta/sender.js';
 import { deltaReceiver, type DeltaRecvOptions } from '../../src/delta/receiver.js';
 import { silentLogger } from '../../src/log.js';
-import {
-  encodePreamble,
-  encodeFrame,
-  CONTROL_VERSION,
-  DIGEST_ALGORITHM,
-  type ControlMessage,
-  type Hello,
-} from '../../src/control/protocol.js';
+import { encodePreamble, encodeFrame, type ControlMessage, type Hello } from '../../src/control/protocol.js';
 import { ControlChannel } from '../../src/transport/control-channel.js';
 import { connect } from '../../src/transport/connect.js';
 import { MfdError } from '../../src/errors.js';
 import { BlockDigest } from '../../src/image/digest.js';
 import { native } from '../../src/native/load.js';
-import { MULTIFD_PACKET_SIZE } from '../../src/wire/constants.js';
+import { helloMessage } from './hello.js';
+
+export { helloMessage };
 
 export function tmpdir(t: Test): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'mfd-test-'));
@@ -152,21 +147,7 @@ export class RawSender {
     this.control = new ControlChannel(sock, 'test');
     sock.on('error', () => {});
     sock.write(encodePreamble());
-    const hello: Hello = {
-      type: 'hello',
-      version: CONTROL_VERSION,
-      uuid: this.uuid,
-      channels: 1,
-      pageSize: 4096,
-      packetSize: MULTIFD_PACKET_SIZE,
-      compression: 'none',
-      methodParams: {},
-      zeroPageDetection: 'multifd',
-      digest: DIGEST_ALGORITHM,
-      ramblocks: [{ name: 'ram0', size: 1 << 20 }],
-      ...over,
-    };
-    sock.write(encodeFrame(hello));
+    sock.write(encodeFrame(helloMessage({ uuid: this.uuid, ...over })));
     return this.control.next();
   }
 

@@ -32,6 +32,22 @@ function countRelays(t: Test): { n: number } {
   return count;
 }
 
+/** A receiver writing into a new folder, an image of `size` bytes to send it, and the count of worker-sent packets. */
+async function setup(
+  t: Test,
+  size: number,
+  kind: Parameters<typeof makeImage>[2],
+  seed: number,
+): Promise<{ out: string; img: string; relays: { n: number } } & Awaited<ReturnType<typeof startReceiver>>> {
+  const dir = tmpdir(t);
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out);
+  const img = makeImage(path.join(dir, 'vm.ram'), size, kind, seed);
+  const relays = countRelays(t);
+  const { port, result } = await startReceiver({ outputDir: out });
+  return { out, img, relays, port, result };
+}
+
 for (const compression of ['zstd', 'lz4'] as const) {
   t.test(`${compression} through a slow peer: byte-identical, every data packet sent by its worker, in order`, async (t) => {
     const dir = tmpdir(t);
@@ -70,12 +86,7 @@ for (const compression of ['zstd', 'lz4'] as const) {
 }
 
 t.test('zstd, a data channel reset mid-migration: the send fails naming the channel, no hang', async (t) => {
-  const dir = tmpdir(t);
-  const out = path.join(dir, 'out');
-  fs.mkdirSync(out);
-  const img = makeImage(path.join(dir, 'vm.ram'), 32 << 20, 'random', 5);
-  const relays = countRelays(t);
-  const { port, result } = await startReceiver({ outputDir: out });
+  const { img, relays, port, result } = await setup(t, 32 << 20, 'random', 5);
   result.catch(() => {});
   const proxy = await FaultProxy.start(t, port, { rate: 16 << 20, resetDataChannelAfter: 2 << 20 });
   const e = await rejection(
@@ -102,12 +113,7 @@ t.test('zstd, a data channel reset mid-migration: the send fails naming the chan
 });
 
 t.test('with --max-bandwidth the main thread sends (the limiter stays in charge)', async (t) => {
-  const dir = tmpdir(t);
-  const out = path.join(dir, 'out');
-  fs.mkdirSync(out);
-  const img = makeImage(path.join(dir, 'vm.ram'), 4 << 20, 'mixed', 9);
-  const relays = countRelays(t);
-  const { port, result } = await startReceiver({ outputDir: out });
+  const { out, img, relays, port, result } = await setup(t, 4 << 20, 'mixed', 9);
   await send({
     host: '127.0.0.1',
     port,

@@ -3,6 +3,7 @@ import {
   checkPacketHeader,
   decodePacketHeader,
   encodePacketHeader,
+  encodePagesHeader,
   type PacketCheckContext,
   type PacketFields,
 } from '../../src/wire/packet.js';
@@ -113,6 +114,33 @@ function header(over: Partial<PacketFields> = {}, raw?: (b: Uint8Array) => void)
   raw?.(b);
   return decodePacketHeader(b, 128);
 }
+
+t.test("a packet of pages: normal pages' offsets first, then the zero pages', from first + i or the list", async (t) => {
+  const zero = Uint8Array.of(1, 0, 0, 1, 0);
+  const base = { flags: MULTIFD_FLAG_ZLIB, pageSize: 4096, packetNum: 7n, ramblock: name, pages: 5, zero, zeros: 2, payloadBytes: 99 };
+  const out = new Uint8Array(1344);
+  const offsets: number[] = [];
+  encodePagesHeader(out, 1344, { ...base, first: 10, zeroPagesInHeader: true }, offsets);
+  t.same(
+    offsets,
+    [11, 12, 14, 10, 13].map((p) => p * 4096),
+  );
+  let h = decodePacketHeader(out, 5);
+  t.match(h, { flags: MULTIFD_FLAG_ZLIB, pagesAlloc: 128, normalPages: 3, zeroPages: 2, nextPacketSize: 99, packetNum: 7n });
+  t.same([...h.offsets], offsets);
+  const scratch = new Float64Array(128).fill(-1);
+  encodePagesHeader(out, 1344, { ...base, first: 0, list: Uint32Array.of(3, 8, 9, 20, 2 ** 20), zeroPagesInHeader: false }, scratch);
+  t.same(
+    [...scratch.subarray(0, 5)],
+    [8, 9, 2 ** 20, 3, 20].map((p) => p * 4096),
+  );
+  h = decodePacketHeader(out, 5);
+  t.match(h, { normalPages: 3, zeroPages: 0 });
+  t.same(
+    [...h.offsets.subarray(0, 3)],
+    [8, 9, 2 ** 20].map((p) => p * 4096),
+  );
+});
 
 t.test('a good header passes and names its block', async (t) => {
   t.same(checkPacketHeader(header(), ctx()), { ramblock: 'pc.ram', size: 0x100001000 });

@@ -12,7 +12,6 @@ import {
   CONTROL_FRAME_MAX,
   CONTROL_PREAMBLE_SIZE,
   CONTROL_VERSION,
-  DIGEST_ALGORITHM,
   MAX_CHANNELS,
   MAX_RAMBLOCKS,
   MAX_TOTAL_RAM,
@@ -29,24 +28,20 @@ import { listMethods } from '../../../src/methods/index.js';
 import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX } from '../../../src/wire/constants.js';
 import { type FuzzTarget, outcome, outcomeAsync, typed, violation } from './harness.js';
 import { applyByteOps, byteOps, split, type ByteOp } from './mutate.js';
+import { helloMessage } from '../hello.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 const hello = (over: Record<string, Json> = {}): Record<string, Json> => ({
-  type: 'hello',
-  version: CONTROL_VERSION,
-  uuid: '00112233-4455-6677-8899-aabbccddeeff',
-  channels: 4,
-  pageSize: 4096,
-  packetSize: MULTIFD_PACKET_SIZE,
-  compression: 'zstd',
-  methodParams: { level: 1 },
-  zeroPageDetection: 'multifd',
-  digest: DIGEST_ALGORITHM,
-  ramblocks: [
-    { name: 'pc.ram', size: 1 << 30 },
-    { name: 'vga.vram', size: (16 << 20) + 100 },
-  ],
+  ...(helloMessage({
+    channels: 4,
+    compression: 'zstd',
+    methodParams: { level: 1 },
+    ramblocks: [
+      { name: 'pc.ram', size: 1 << 30 },
+      { name: 'vga.vram', size: (16 << 20) + 100 },
+    ],
+  }) as unknown as Record<string, Json>),
   ...over,
 });
 
