@@ -15,6 +15,9 @@
 //   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
 //   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
 //     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
+//   deltaRelease(arrayBuffer) -> bool: detaches the buffer, so its memory is freed now (the
+//     last reference to its backing store goes), not when the garbage collector gets to it;
+//     every view of it then has length 0. False when the buffer cannot be detached.
 #include <napi.h>
 
 #include <algorithm>
@@ -275,6 +278,22 @@ Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(matches));
 }
 
+Napi::Value JS_deltaRelease(const Napi::CallbackInfo& info) {
+  if (!RequireArgs(info, 1)) return info.Env().Undefined();
+  if (!info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(info.Env(), "deltaRelease: expected an ArrayBuffer")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto buffer = info[0].As<Napi::ArrayBuffer>();
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(info.Env(), buffer, &detached) != napi_ok || detached)
+    return Napi::Boolean::New(info.Env(), false);
+  // Fails (and returns false) for a buffer V8 will not detach, e.g. WebAssembly memory.
+  const bool ok = napi_detach_arraybuffer(info.Env(), buffer) == napi_ok;
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 }  // namespace
 
 void InitDelta(Napi::Env env, Napi::Object exports) {
@@ -288,6 +307,7 @@ void InitDelta(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
   exports.Set("deltaSort", Napi::Function::New(env, JS_deltaSort, "deltaSort"));
   exports.Set("deltaMatch", Napi::Function::New(env, JS_deltaMatch, "deltaMatch"));
+  exports.Set("deltaRelease", Napi::Function::New(env, JS_deltaRelease, "deltaRelease"));
 }
 
 }  // namespace mfd

@@ -75,6 +75,23 @@ export function matchEntries(table: Uint8Array, tableCount: number, entries: Uin
   return native.deltaMatch(table, tableCount, entries, count, out);
 }
 
+/**
+ * Frees these buffers' memory now (the addon detaches them: every view of
+ * them is then empty), not whenever the garbage collector comes to them: a
+ * delta migration's tables and maps (tens of MiB against a big base) would
+ * otherwise still be held while the channels' compression contexts are made,
+ * and add to the peak. Only a view spanning its whole ArrayBuffer is freed (a
+ * small Buffer shares Node's pool); others, and null, are left alone. No
+ * native call may still be using them.
+ */
+export function releaseBuffers(...views: readonly (ArrayBufferView | null | undefined)[]): void {
+  for (const v of views) {
+    if (!v || v.byteLength === 0 || v.byteOffset !== 0 || !(v.buffer instanceof ArrayBuffer) || v.byteLength !== v.buffer.byteLength)
+      continue;
+    native.deltaRelease(v.buffer);
+  }
+}
+
 /** The page index of entry `i`. */
 export function entryIndex(entries: Uint8Array, i: number): number {
   // By hand: a Buffer view per call costs more than the planning around it.
@@ -167,6 +184,8 @@ export async function fingerprintFile(
     batch.catch(() => {}); // awaited on the next turn, or below
   }
   await batch;
+  // Nothing reads into them or hashes them any more (after a failure something may: left to the collector).
+  releaseBuffers(...bufs, ...outs);
 }
 
 /**

@@ -32,6 +32,7 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  releaseBuffers,
   requireDelta,
   sortEntries,
 } from './fingerprint.js';
@@ -224,9 +225,12 @@ export class DeltaReceiver implements OpenExtension {
     let delta: ReadyDelta;
     try {
       const sample = this.hello.deltaSample ? await this.awaitSample(ctl) : null;
-      if (sample && !(await this.sampleMatches(sample))) {
+      const matched = sample ? await this.sampleMatches(sample) : true;
+      const sampled = sample ? sample.entries.length / ENTRY_SIZE : 0;
+      releaseBuffers(sample?.entries);
+      if (sample && !matched) {
         this.log?.info(
-          { sampled: sample.entries.length / ENTRY_SIZE, stride: sample.stride, run: sample.run },
+          { sampled, stride: sample.stride, run: sample.run },
           "delta: no page of the bases' sample matched the sender's: no fingerprints, every page comes as data",
         );
         delta = { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: 0, skipped: true };
@@ -323,6 +327,7 @@ export class DeltaReceiver implements OpenExtension {
       first += b.pages;
     }
     await flush();
+    releaseBuffers(frame);
     return { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: total };
   }
 

@@ -35,6 +35,7 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  releaseBuffers,
   sameKey,
   sampleStride,
   sortEntries,
@@ -140,6 +141,7 @@ async function sendSample(blocks: readonly SendBlock[], pageSize: number, send: 
   let repeats = 0;
   for (let i = 1; i < n; i++) if (sameKey(entries, i, entries, i - 1)) repeats++;
   send({ type: 'sample', stride, run: SAMPLE_RUN, entries: entries.toString('base64') });
+  releaseBuffers(entries);
   return repeats;
 }
 
@@ -188,7 +190,7 @@ async function answerDelta(
     }
     log.info({ repeats }, "delta: no sampled page matched the receiver's bases: looking for copies within the migration only");
   }
-  const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  const table = joinEntries(chunks, count);
   chunks.length = 0;
   const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
   const words = entryWords(table);
@@ -201,13 +203,33 @@ async function answerDelta(
       );
   }
   await sortEntries(table, count);
-  const plan = await planDelta(p.blocks, p.pageSize, await start(), table, count, offer);
+  const prints = await start();
+  const plan = await planDelta(p.blocks, p.pageSize, prints, table, count, offer);
+  // The table and the images' fingerprints are done with: freed before the channels' contexts are made.
+  releaseBuffers(table, prints.entries, prints.nonzero, ...prints.crcs);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info(
     { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },
     'delta transfer planned',
   );
   return { ready: m, plan };
+}
+
+/**
+ * The `fingerprints` frames' entries (`count` in all) as one table: the
+ * frames copied into it one by one, each freed once copied, so the table and
+ * its frames are never held twice over.
+ */
+export function joinEntries(chunks: readonly Buffer[], count: number): Buffer {
+  if (chunks.length === 1) return chunks[0]!;
+  const table = Buffer.allocUnsafeSlow(count * ENTRY_SIZE);
+  let at = 0;
+  for (const c of chunks) {
+    table.set(c, at);
+    at += c.length;
+    releaseBuffers(c);
+  }
+  return table;
 }
 
 /** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
@@ -255,7 +277,7 @@ export async function fingerprintImages(
   const blockStart = prefix(pagesOf);
   const nonzero = new Uint8Array(total);
   const crcs = pagesOf.map((n) => new Uint32Array(n));
-  let entries = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  let entries = Buffer.allocUnsafeSlow(Math.min(total, 65536) * ENTRY_SIZE);
   let count = 0;
   for (const [k, b] of blocks.entries()) {
     await fingerprintFile(
@@ -266,8 +288,9 @@ export async function fingerprintImages(
       `image "${b.source.path}"`,
       (batch, n) => {
         if ((count + n) * ENTRY_SIZE > entries.length) {
-          const grown = Buffer.allocUnsafe(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
+          const grown = Buffer.allocUnsafeSlow(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
           entries.copy(grown, 0, 0, count * ENTRY_SIZE);
+          releaseBuffers(entries);
           entries = grown;
         }
         entries.set(batch.subarray(0, n * ENTRY_SIZE), count * ENTRY_SIZE);
@@ -348,7 +371,8 @@ export async function planDelta(
   // A zero page right after a base reference continues that reference when the base's next page is
   // zero too (it has no entry: every non-zero base page has one), so a run of references is not cut
   // at every zero page the image and its base share. The digest still proves the page zero.
-  const baseZero = zeroBasePages(table, tableCount, baseStart, offer);
+  const baseZeroBits = zeroBasePages(table, tableCount, baseStart, offer);
+  const baseZero = (t: number): boolean => t < baseZeroBits.pages && (baseZeroBits.bits[t >>> 3]! & (1 << (t & 7))) === 0;
   for (const [k] of blocks.entries()) {
     const from = blockStart[k]!;
     const to = from + pagesOf[k]!;
@@ -422,6 +446,7 @@ export async function planDelta(
       else held.push(page, 1);
       b.digest.add(page, crc[page]!);
     }
+    releaseBuffers(zeroRef);
     if (held.length > 0) plan.held.set(b, held);
     // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
     for (let i = 0; i < refs.length;) {
@@ -433,6 +458,7 @@ export async function planDelta(
       i = j;
     }
   }
+  releaseBuffers(baseRef, dupOf, found, baseZeroBits.bits);
   return plan;
 }
 
@@ -457,10 +483,15 @@ function sameEntryKey(entries: Uint8Array, words: Uint32Array | null, i: number,
 }
 
 /**
- * Whether base page `t` (an index across the bases) is a zero page: below the
- * bases' pages, and without an entry in the receiver's table. One bit per base page.
+ * Which base pages have an entry in the receiver's table, one bit per page
+ * (`pages` of them): base page `t` below `pages` whose bit is clear is a zero page.
  */
-function zeroBasePages(table: Uint8Array, count: number, baseStart: readonly number[], offer: ReadyDelta): (t: number) => boolean {
+function zeroBasePages(
+  table: Uint8Array,
+  count: number,
+  baseStart: readonly number[],
+  offer: ReadyDelta,
+): { bits: Uint8Array; pages: number } {
   const total = (baseStart.at(-1) ?? 0) + (offer.bases.at(-1)?.pages ?? 0);
   const held = new Uint8Array(Math.ceil(total / 8));
   const words = entryWords(table);
@@ -468,7 +499,7 @@ function zeroBasePages(table: Uint8Array, count: number, baseStart: readonly num
     const t = words ? words[i * 4 + 3]! : entryIndex(table, i);
     held[t >>> 3]! |= 1 << (t & 7);
   }
-  return (t) => t < total && (held[t >>> 3]! & (1 << (t & 7))) === 0;
+  return { bits: held, pages: total };
 }
 
 /** The counts for the summary: `data` and `zero` pages from the channels' counters, `headerSize` per reference packet. */
