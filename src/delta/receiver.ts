@@ -123,7 +123,7 @@ export class DeltaReceiver implements OpenExtension {
 
   private constructor(
     private readonly bases: DeltaBase[],
-    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks' | 'deltaSample'>,
+    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks' | 'deltaSample' | 'deltaSampleOffer'>,
     private readonly blocks: Map<string, TargetBlock>,
     private readonly headerSize: number,
     private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
@@ -224,7 +224,9 @@ export class DeltaReceiver implements OpenExtension {
     this.active++;
     let delta: ReadyDelta;
     try {
-      const sample = this.hello.deltaSample ? await this.awaitSample(ctl) : null;
+      // A sample offered is asked for (its sender never sends one unasked); one announced (deltaSample, the earlier form) comes unasked.
+      if (this.hello.deltaSampleOffer && !this.hello.deltaSample) ctl.send({ type: 'sampleRequest' });
+      const sample = this.sampled ? await this.awaitSample(ctl) : null;
       const matched = sample ? await this.sampleMatches(sample) : true;
       const sampled = sample ? sample.entries.length / ENTRY_SIZE : 0;
       releaseBuffers(sample?.entries);
@@ -242,13 +244,18 @@ export class DeltaReceiver implements OpenExtension {
     return { delta };
   }
 
-  /** The `sample` frame a hello with `deltaSample` announced. */
+  /** Whether this migration takes a sample: one the hello announced (`deltaSample`) or offered (`deltaSampleOffer`). */
+  private get sampled(): boolean {
+    return this.hello.deltaSample === true || this.hello.deltaSampleOffer === true;
+  }
+
+  /** The `sample` frame the hello announced, or offered and was asked for. */
   private async awaitSample(ctl: ControlChannel): Promise<{ entries: Buffer; stride: number; run: number }> {
     const m = await ctl.next();
     if (m.type !== 'sample')
       throw new ProtocolError(
         'ERR_CONTROL_UNEXPECTED',
-        `control channel: received "${m.type}", expected "sample" (the hello said deltaSample)`,
+        `control channel: received "${m.type}", expected "sample" (the hello said ${this.hello.deltaSample ? 'deltaSample' : 'deltaSampleOffer'})`,
       );
     const s = m as Sample;
     return { entries: Buffer.from(s.entries, 'base64'), stride: s.stride, run: s.run };
@@ -320,7 +327,7 @@ export class DeltaReceiver implements OpenExtension {
           if (n === MAX_FINGERPRINTS_PER_FRAME) await flush();
         }
         // After a sample, the first entries go at once: the sender fingerprints its images from them on.
-        if (this.hello.deltaSample && total === 0) await flush();
+        if (this.sampled && total === 0) await flush();
       };
       await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null);
       if (clone) this.clones.set(b.block!, clone);

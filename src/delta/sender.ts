@@ -13,8 +13,12 @@
  * while fingerprinting, so the verdict still means byte-identical.
  *
  * The sampled pre-check: for images of SAMPLE_MIN_PAGES pages or more, the
- * hello says `deltaSample` and a `sample` frame follows it, the fingerprints
- * of 1 page in 64 (runs of 16 every 1024). A receiver whose bases hold none of
+ * hello says `deltaSampleOffer`, and when the receiver's first frame asks for
+ * it (`sampleRequest`), a `sample` frame follows, the fingerprints of 1 page
+ * in 64 (runs of 16 every 1024). A receiver that does not ask (an mfd from
+ * before the pre-check, which refuses a `sample` as an unknown frame; one
+ * without `--delta`) is sent none: it fingerprints its bases whole, or offers
+ * none, as it always did. A receiver whose bases hold none of
  * them at the same places of its own sample answers `ready` with
  * `delta.skipped` at once; the images are then not fingerprinted at all (every
  * page goes as data, as in a plain send) unless the sample held a page twice
@@ -70,7 +74,7 @@ export interface DeltaPlan {
 export function deltaSender(): SendExtension {
   let plan: DeltaPlan | null = null;
   return {
-    hello: (p) => ({ delta: true, ...(sampled(p) ? { deltaSample: true } : {}) }),
+    hello: (p) => ({ delta: true, ...(sampled(p) ? { deltaSampleOffer: true } : {}) }),
     async answer(next, p, log, send) {
       const answer = await deltaAnswer(next, p, log, send);
       plan = answer.plan;
@@ -86,16 +90,16 @@ function imagePages(blocks: readonly SendBlock[], pageSize: number): number {
   return blocks.reduce((a, b) => a + Math.ceil(b.source.size / pageSize), 0);
 }
 
-/** Whether this migration's images are sampled: what the hello's `deltaSample` says and the answer then does. */
+/** Whether this migration offers a sample: what the hello's `deltaSampleOffer` says and the answer then does. */
 function sampled(p: SendPipeline): boolean {
   return imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES;
 }
 
 /**
- * Reads the answer to a hello with `delta` (after sending the `sample` its
- * `deltaSample` announced): the `fingerprints` frames before `ready`. Returns
- * that answer and, when `ready` offers bases, the plan (already handed to the
- * pipeline).
+ * Reads the answer to a hello with `delta` (sending the `sample` its
+ * `deltaSampleOffer` offered when the receiver asks for it): the
+ * `fingerprints` frames before `ready`. Returns that answer and, when `ready`
+ * offers bases, the plan (already handed to the pipeline).
  */
 async function deltaAnswer(
   next: () => Promise<ControlMessage>,
@@ -114,10 +118,19 @@ async function deltaAnswer(
     return prints;
   };
   let repeats: number | null = null;
-  if (sampled(p)) repeats = await sendSample(p.blocks, p.pageSize, send);
-  else start();
+  let first: ControlMessage | null = null;
+  if (sampled(p)) {
+    first = await next();
+    if (first.type === 'sampleRequest') {
+      repeats = await sendSample(p.blocks, p.pageSize, send);
+      first = null;
+    } else if (first.type === 'fingerprints')
+      log.info(
+        'delta: the receiver did not ask for a sample (an mfd from before the sampled pre-check): the images are fingerprinted whole',
+      );
+  } else start();
   try {
-    return await answerDelta(next, p, log, start, repeats);
+    return await answerDelta(first, next, p, log, start, repeats);
   } finally {
     stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
   }
@@ -150,7 +163,9 @@ function emptyPlan(bases: ReadyDelta['bases']): DeltaPlan {
   return { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, collisions: 0, bases };
 }
 
+/** The answer from `first` (the answer's first frame, when already read) on. */
 async function answerDelta(
+  first: ControlMessage | null,
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
@@ -159,7 +174,7 @@ async function answerDelta(
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
-  let m = await next();
+  let m = first ?? (await next());
   while (m.type === 'fingerprints') {
     // The receiver's sample matched (it fingerprints its bases whole): so do we, beside it.
     start();
