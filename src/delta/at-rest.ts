@@ -32,7 +32,16 @@ import type { SaveExtension } from '../file/save.js';
 import type { RestoreExtension } from '../file/restore.js';
 import { runPages } from '../image/resume.js';
 import { badBaseName, type DeltaManifest } from '../file/format.js';
-import { ENTRY_SIZE, FINGERPRINT_BATCH, fingerprintFile, readFully, releaseBuffers, requireDelta, sortEntries } from './fingerprint.js';
+import {
+  ENTRY_SIZE,
+  FINGERPRINT_BATCH,
+  fingerprintFile,
+  readFully,
+  releaseBuffers,
+  requireDelta,
+  sortEntries,
+  tableMemory,
+} from './fingerprint.js';
 import { MAX_BASE_PAGES, MAX_BASES } from '../control/delta.js';
 import { deltaCounts, fingerprintImages, joinEntries, planDelta, type DeltaPlan } from './sender.js';
 import { DeltaReceiver, type DeltaBase } from './receiver.js';
@@ -130,7 +139,7 @@ export async function planFileDelta(p: SendPipeline, opts: FileDeltaOptions, log
     if (total > MAX_BASE_PAGES) throw new UsageError(`--base: the bases hold ${total} pages, expected at most ${MAX_BASE_PAGES}`);
     const chunks: Buffer[] = [];
     let count = 0;
-    const baseCrcs = new Uint32Array(total);
+    const baseCrcs = new Uint32Array(tableMemory(total * 4));
     const manifest: DeltaManifest = { bases: [] };
     let first = 0;
     for (const b of opened) {

@@ -32,7 +32,9 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  decodeEntries,
   releaseBuffers,
+  tableBuffer,
   requireDelta,
   sortEntries,
 } from './fingerprint.js';
@@ -258,7 +260,7 @@ export class DeltaReceiver implements OpenExtension {
         `control channel: received "${m.type}", expected "sample" (the hello said ${this.hello.deltaSample ? 'deltaSample' : 'deltaSampleOffer'})`,
       );
     const s = m as Sample;
-    return { entries: Buffer.from(s.entries, 'base64'), stride: s.stride, run: s.run };
+    return { entries: decodeEntries(s.entries), stride: s.stride, run: s.run };
   }
 
   /**
@@ -289,7 +291,7 @@ export class DeltaReceiver implements OpenExtension {
   }
 
   private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
-    const frame = Buffer.alloc(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
+    const frame = tableBuffer(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
     let n = 0;
     let total = 0;
     const flush = async (): Promise<void> => {

@@ -39,7 +39,10 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  decodeEntries,
   releaseBuffers,
+  tableBuffer,
+  tableMemory,
   sameKey,
   sampleStride,
   sortEntries,
@@ -148,8 +151,8 @@ async function sendSample(blocks: readonly SendBlock[], pageSize: number, send: 
     });
     first += Math.ceil(b.source.size / pageSize);
   }
-  const entries = Buffer.concat(chunks);
-  const n = entries.length / ENTRY_SIZE;
+  const n = chunks.reduce((a, c) => a + c.length, 0) / ENTRY_SIZE;
+  const entries = joinEntries(chunks, n);
   await sortEntries(entries, n);
   let repeats = 0;
   for (let i = 1; i < n; i++) if (sameKey(entries, i, entries, i - 1)) repeats++;
@@ -178,7 +181,7 @@ async function answerDelta(
   while (m.type === 'fingerprints') {
     // The receiver's sample matched (it fingerprints its bases whole): so do we, beside it.
     start();
-    const b = Buffer.from((m as Fingerprints).entries, 'base64');
+    const b = decodeEntries((m as Fingerprints).entries);
     chunks.push(b);
     count += b.length / ENTRY_SIZE;
     m = await next();
@@ -237,7 +240,7 @@ async function answerDelta(
  */
 export function joinEntries(chunks: readonly Buffer[], count: number): Buffer {
   if (chunks.length === 1) return chunks[0]!;
-  const table = Buffer.allocUnsafeSlow(count * ENTRY_SIZE);
+  const table = tableBuffer(count * ENTRY_SIZE);
   let at = 0;
   for (const c of chunks) {
     table.set(c, at);
@@ -290,9 +293,9 @@ export async function fingerprintImages(
   if (total >= NO_MATCH)
     throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
   const blockStart = prefix(pagesOf);
-  const nonzero = new Uint8Array(total);
-  const crcs = pagesOf.map((n) => new Uint32Array(n));
-  let entries = Buffer.allocUnsafeSlow(Math.min(total, 65536) * ENTRY_SIZE);
+  const nonzero = new Uint8Array(tableMemory(total));
+  const crcs = pagesOf.map((n) => new Uint32Array(tableMemory(n * 4)));
+  let entries = tableBuffer(Math.min(total, 65536) * ENTRY_SIZE);
   let count = 0;
   for (const [k, b] of blocks.entries()) {
     await fingerprintFile(
@@ -303,7 +306,7 @@ export async function fingerprintImages(
       `image "${b.source.path}"`,
       (batch, n) => {
         if ((count + n) * ENTRY_SIZE > entries.length) {
-          const grown = Buffer.allocUnsafeSlow(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
+          const grown = tableBuffer(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
           entries.copy(grown, 0, 0, count * ENTRY_SIZE);
           releaseBuffers(entries);
           entries = grown;
@@ -351,14 +354,14 @@ export async function planDelta(
   };
   let collisions = 0;
   const baseStart = prefix(offer.bases.map((b) => b.pages));
-  const baseRef = new Uint32Array(total).fill(NO_MATCH);
-  const dupOf = new Uint32Array(total).fill(NO_MATCH);
+  const baseRef = new Uint32Array(tableMemory(total * 4)).fill(NO_MATCH);
+  const dupOf = new Uint32Array(tableMemory(total * 4)).fill(NO_MATCH);
   const { nonzero, crcs } = prints;
   // The entries no base holds are kept, in place, to find the copies among them.
   const unmatched = prints.entries;
   let u = 0;
   const CHUNK = 65536;
-  const found = new Uint32Array(CHUNK);
+  const found = new Uint32Array(tableMemory(CHUNK * 4));
   const words = entryWords(unmatched);
   for (let at = 0; at < prints.count; at += CHUNK) {
     const n = Math.min(CHUNK, prints.count - at);
@@ -423,7 +426,7 @@ export async function planDelta(
     const crc = crcs[k]!;
     const isRef = (page: number): boolean => baseRef[from + page] !== NO_MATCH || dupOf[from + page] !== NO_MATCH;
     // Runs of zero pages with a reference on either side go as zero references.
-    const zeroRef = new Uint8Array(n);
+    const zeroRef = new Uint8Array(tableMemory(n));
     for (let a = 0; a < n;) {
       if (nonzero[from + a]) {
         a++;
@@ -508,7 +511,7 @@ function zeroBasePages(
   offer: ReadyDelta,
 ): { bits: Uint8Array; pages: number } {
   const total = (baseStart.at(-1) ?? 0) + (offer.bases.at(-1)?.pages ?? 0);
-  const held = new Uint8Array(Math.ceil(total / 8));
+  const held = new Uint8Array(tableMemory(Math.ceil(total / 8)));
   const words = entryWords(table);
   for (let i = 0; i < count; i++) {
     const t = words ? words[i * 4 + 3]! : entryIndex(table, i);

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import fs from 'node:fs';
-import { releaseBuffers } from '../../src/delta/fingerprint.js';
+import { decodeEntries, releaseBuffers, tableBuffer, tableMemory } from '../../src/delta/fingerprint.js';
 import { native } from '../../src/native/load.js';
 
 /** This process's resident memory, in bytes (VmRSS). */
@@ -34,6 +34,27 @@ t.test('a buffer owned whole is freed at once: its views are empty, and the memo
   releaseBuffers(typed);
   t.equal(typed.length, 0, 'releasing twice is harmless');
   t.end();
+});
+
+t.test("tables' memory: zero-filled, large ones in a mapping of their own, freed by releaseBuffers", async (t) => {
+  const size = 64 << 20;
+  const b = tableBuffer(size);
+  t.equal(b.length, size);
+  t.equal(b.indexOf(1), -1, 'zero-filled');
+  b.fill(9);
+  const before = rss();
+  releaseBuffers(b);
+  t.equal(b.length, 0, 'released: empty');
+  // Node hands the mapping back from its next turn (an external buffer's finaliser runs on the event loop).
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.ok(before - rss() >= size / 2, `resident memory fell by ${before - rss()} bytes, expected at least ${size / 2}`);
+  t.equal(tableMemory(0).byteLength, 0, 'an empty table');
+  t.equal(tableMemory(100).byteLength, 100, 'a small one');
+  const entries = Buffer.alloc(48, 5);
+  t.same(decodeEntries(entries.toString('base64')), entries, "a frame's entries decoded");
+  t.same(decodeEntries(Buffer.alloc(17, 3).toString('base64')), Buffer.alloc(17, 3), 'with padding');
+  t.same(decodeEntries(''), Buffer.alloc(0), 'none');
 });
 
 t.test('a view of part of a buffer, a pooled Buffer and shared memory are left alone', (t) => {
