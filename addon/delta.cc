@@ -15,7 +15,16 @@
 //   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
 //   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
 //     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
+//   deltaAlloc(bytes) -> ArrayBuffer: zero-filled memory of its own mapping (mmap), unmapped when
+//     the buffer goes (deltaRelease, or the collector). A delta migration's tables live there, not
+//     in malloc's heap: freeing tens of MiB of malloc'd blocks raises glibc's mmap and trim
+//     thresholds (up to 32 and 64 MiB), and the transfer's allocations after it then keep that
+//     much more memory resident.
+//   deltaRelease(arrayBuffer) -> bool: detaches the buffer, so its memory is freed now (the
+//     last reference to its backing store goes), not when the garbage collector gets to it;
+//     every view of it then has length 0. False when the buffer cannot be detached.
 #include <napi.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -275,6 +284,47 @@ Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(matches));
 }
 
+void Unmap(napi_env, void* data, void* hint) { munmap(data, reinterpret_cast<uintptr_t>(hint)); }
+
+Napi::Value JS_deltaAlloc(const Napi::CallbackInfo& info) {
+  size_t bytes;
+  if (!RequireArgs(info, 1) || !RequireSize(info, 0, "bytes", &bytes))
+    return info.Env().Undefined();
+  if (bytes == 0) return Napi::ArrayBuffer::New(info.Env(), 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    Napi::Error::New(info.Env(), "deltaAlloc: mmap of " + std::to_string(bytes) + " bytes failed")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  napi_value out;
+  if (napi_create_external_arraybuffer(info.Env(), p, bytes, Unmap,
+                                       reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)),
+                                       &out) != napi_ok) {
+    munmap(p, bytes);
+    Napi::Error::New(info.Env(), "deltaAlloc: cannot make an ArrayBuffer of the mapping")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::Value(info.Env(), out);
+}
+
+Napi::Value JS_deltaRelease(const Napi::CallbackInfo& info) {
+  if (!RequireArgs(info, 1)) return info.Env().Undefined();
+  if (!info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(info.Env(), "deltaRelease: expected an ArrayBuffer")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto buffer = info[0].As<Napi::ArrayBuffer>();
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(info.Env(), buffer, &detached) != napi_ok || detached)
+    return Napi::Boolean::New(info.Env(), false);
+  // Fails (and returns false) for a buffer V8 will not detach, e.g. WebAssembly memory.
+  const bool ok = napi_detach_arraybuffer(info.Env(), buffer) == napi_ok;
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 }  // namespace
 
 void InitDelta(Napi::Env env, Napi::Object exports) {
@@ -288,6 +338,8 @@ void InitDelta(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
   exports.Set("deltaSort", Napi::Function::New(env, JS_deltaSort, "deltaSort"));
   exports.Set("deltaMatch", Napi::Function::New(env, JS_deltaMatch, "deltaMatch"));
+  exports.Set("deltaAlloc", Napi::Function::New(env, JS_deltaAlloc, "deltaAlloc"));
+  exports.Set("deltaRelease", Napi::Function::New(env, JS_deltaRelease, "deltaRelease"));
 }
 
 }  // namespace mfd

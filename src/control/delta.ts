@@ -33,8 +33,9 @@ export interface Fingerprints {
 }
 
 /**
- * The sender's sampled pre-check, right after a hello with `deltaSample`: the
- * fingerprints of its images' pages p with p % stride < run. A receiver none
+ * The sender's sampled pre-check, once the receiver asked for the sample a
+ * hello's `deltaSampleOffer` offered (`sampleRequest`), or right after a hello
+ * with `deltaSample` (the first form, still read): the fingerprints of its images' pages p with p % stride < run. A receiver none
  * of whose bases' pages at those places has one of them answers `ready` with
  * `delta.skipped` and fingerprints nothing more.
  */
@@ -44,6 +45,16 @@ export interface Sample {
   run: number;
   /** Base64 of n x 16-byte entries, sorted by key; empty when every sampled page is zero. */
   entries: string;
+}
+
+/**
+ * The receiver's ask for the sample a hello's `deltaSampleOffer` offered: its
+ * first frame, before it fingerprints anything. A receiver that does not send
+ * it (one without `--delta`, or an mfd from before the sampled pre-check,
+ * which would refuse a `sample` as an unknown frame) is never sent a sample.
+ */
+export interface SampleRequest {
+  type: 'sampleRequest';
 }
 
 export interface ReadyDelta {

@@ -8,7 +8,15 @@
  */
 import { ProtocolError } from '../errors.js';
 import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
-import { checkFingerprints, checkReadyDelta, checkSample, type Fingerprints, type ReadyDelta, type Sample } from './delta.js';
+import {
+  checkFingerprints,
+  checkReadyDelta,
+  checkSample,
+  type Fingerprints,
+  type ReadyDelta,
+  type Sample,
+  type SampleRequest,
+} from './delta.js';
 
 export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
 export const CONTROL_VERSION = 1;
@@ -62,8 +70,14 @@ export interface Hello {
   resume?: boolean;
   /** `mfd send --delta`: asks the receiver for its bases' fingerprints (src/control/delta.ts). */
   delta?: boolean;
-  /** With `delta`: a `sample` frame follows this hello (the sampled pre-check, src/control/delta.ts). */
+  /**
+   * With `delta`: a `sample` frame follows this hello at once (the sampled
+   * pre-check, src/control/delta.ts). The earlier form of the pre-check: this
+   * mfd reads it but sends `deltaSampleOffer` instead.
+   */
   deltaSample?: boolean;
+  /** With `delta`: the sender sends its `sample` when the receiver asks for it (`sampleRequest`, its first frame). */
+  deltaSampleOffer?: boolean;
 }
 
 export interface Ready {
@@ -110,7 +124,7 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints | Sample;
+export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints | Sample | SampleRequest;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -225,6 +239,8 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       return checkFingerprints(v);
     case 'sample':
       return checkSample(v);
+    case 'sampleRequest':
+      return { type: 'sampleRequest' };
     case 'complete':
       return checkComplete(v);
     case 'verdict': {
@@ -284,6 +300,8 @@ function checkHello(v: Record<string, unknown>): Hello {
   if (v.delta !== undefined && typeof v.delta !== 'boolean') fail(`hello.delta received ${describe(v.delta)}, expected true or false`);
   if (v.deltaSample !== undefined && typeof v.deltaSample !== 'boolean')
     fail(`hello.deltaSample received ${describe(v.deltaSample)}, expected true or false`);
+  if (v.deltaSampleOffer !== undefined && typeof v.deltaSampleOffer !== 'boolean')
+    fail(`hello.deltaSampleOffer received ${describe(v.deltaSampleOffer)}, expected true or false`);
   return {
     type: 'hello',
     version,
@@ -299,6 +317,7 @@ function checkHello(v: Record<string, unknown>): Hello {
     ...(v.resume === true ? { resume: true } : {}),
     ...(v.delta === true ? { delta: true } : {}),
     ...(v.delta === true && v.deltaSample === true ? { deltaSample: true } : {}),
+    ...(v.delta === true && v.deltaSampleOffer === true ? { deltaSampleOffer: true } : {}),
   };
 }
 

@@ -32,9 +32,18 @@ import type { SaveExtension } from '../file/save.js';
 import type { RestoreExtension } from '../file/restore.js';
 import { runPages } from '../image/resume.js';
 import { badBaseName, type DeltaManifest } from '../file/format.js';
-import { ENTRY_SIZE, FINGERPRINT_BATCH, fingerprintFile, readFully, requireDelta, sortEntries } from './fingerprint.js';
+import {
+  ENTRY_SIZE,
+  FINGERPRINT_BATCH,
+  fingerprintFile,
+  readFully,
+  releaseBuffers,
+  requireDelta,
+  sortEntries,
+  tableMemory,
+} from './fingerprint.js';
 import { MAX_BASE_PAGES, MAX_BASES } from '../control/delta.js';
-import { deltaCounts, fingerprintImages, planDelta, type DeltaPlan } from './sender.js';
+import { deltaCounts, fingerprintImages, joinEntries, planDelta, type DeltaPlan } from './sender.js';
 import { DeltaReceiver, type DeltaBase } from './receiver.js';
 
 export interface FileDeltaOptions {
@@ -130,7 +139,7 @@ export async function planFileDelta(p: SendPipeline, opts: FileDeltaOptions, log
     if (total > MAX_BASE_PAGES) throw new UsageError(`--base: the bases hold ${total} pages, expected at most ${MAX_BASE_PAGES}`);
     const chunks: Buffer[] = [];
     let count = 0;
-    const baseCrcs = new Uint32Array(total);
+    const baseCrcs = new Uint32Array(tableMemory(total * 4));
     const manifest: DeltaManifest = { bases: [] };
     let first = 0;
     for (const b of opened) {
@@ -151,12 +160,14 @@ export async function planFileDelta(p: SendPipeline, opts: FileDeltaOptions, log
       manifest.bases.push({ name: b.name, path: path.resolve(b.path), size: b.size, sha256: sha.digest('hex') });
       first += b.pages;
     }
-    const table = Buffer.concat(chunks);
+    const table = joinEntries(chunks, count);
     chunks.length = 0;
     opts.onFingerprints?.(table);
     await sortEntries(table, count);
     const offer = { bases: opened.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: count };
-    const plan = await planDelta(p.blocks, ps, await prints, table, count, offer, baseCrcs);
+    const imagePrints = await prints;
+    const plan = await planDelta(p.blocks, ps, imagePrints, table, count, offer, baseCrcs);
+    releaseBuffers(table, baseCrcs, imagePrints.entries, imagePrints.nonzero, ...imagePrints.crcs);
     p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
     log.info(
       {

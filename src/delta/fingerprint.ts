@@ -75,6 +75,50 @@ export function matchEntries(table: Uint8Array, tableCount: number, entries: Uin
   return native.deltaMatch(table, tableCount, entries, count, out);
 }
 
+/** Below this many bytes a table is an ordinary buffer: a mapping of its own is for the large ones. */
+const MAPPED_MIN = 1 << 16;
+
+/**
+ * Zero-filled memory for a delta migration's tables, freed by releaseBuffers.
+ * The large ones get a mapping of their own (the addon's deltaAlloc), out of
+ * malloc's heap: glibc raises its mmap threshold to the size of a large
+ * block freed (up to 32 MiB, and the heap's trim threshold to twice that),
+ * and the transfer after planning then kept tens of MiB more resident.
+ */
+export function tableMemory(bytes: number): ArrayBuffer {
+  return bytes < MAPPED_MIN ? new ArrayBuffer(bytes) : native.deltaAlloc(bytes);
+}
+
+/** A Buffer of `bytes` zero-filled bytes of tableMemory(). */
+export function tableBuffer(bytes: number): Buffer {
+  return Buffer.from(tableMemory(bytes));
+}
+
+/** A frame's entries (checked base64: src/control/delta.ts) decoded into a tableBuffer of their own. */
+export function decodeEntries(base64: string): Buffer {
+  const pad = base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0;
+  const b = tableBuffer((base64.length / 4) * 3 - pad);
+  b.write(base64, 'base64');
+  return b;
+}
+
+/**
+ * Frees these buffers' memory now (the addon detaches them: every view of
+ * them is then empty), not whenever the garbage collector comes to them: a
+ * delta migration's tables and maps (tens of MiB against a big base) would
+ * otherwise still be held while the channels' compression contexts are made,
+ * and add to the peak. Only a view spanning its whole ArrayBuffer is freed (a
+ * small Buffer shares Node's pool); others, and null, are left alone. No
+ * native call may still be using them.
+ */
+export function releaseBuffers(...views: readonly (ArrayBufferView | null | undefined)[]): void {
+  for (const v of views) {
+    if (!v || v.byteLength === 0 || v.byteOffset !== 0 || !(v.buffer instanceof ArrayBuffer) || v.byteLength !== v.buffer.byteLength)
+      continue;
+    native.deltaRelease(v.buffer);
+  }
+}
+
 /** The page index of entry `i`. */
 export function entryIndex(entries: Uint8Array, i: number): number {
   // By hand: a Buffer view per call costs more than the planning around it.
@@ -128,7 +172,7 @@ export async function fingerprintFile(
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
   // Three batches in flight: one read, one hashed, one in onBatch (the receiver writes its clone then).
-  const bufs = [Buffer.alloc(bytes), Buffer.alloc(bytes), Buffer.alloc(bytes)];
+  const bufs = [tableBuffer(bytes), tableBuffer(bytes), tableBuffer(bytes)];
   const outs = [Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE), Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE)];
   const read = async (page: number, buf: Buffer): Promise<number> => {
     const n = Math.min(FINGERPRINT_BATCH, pages - page);
@@ -167,6 +211,8 @@ export async function fingerprintFile(
     batch.catch(() => {}); // awaited on the next turn, or below
   }
   await batch;
+  // Nothing reads into them or hashes them any more (after a failure something may: left to the collector).
+  releaseBuffers(...bufs, ...outs);
 }
 
 /**
@@ -188,8 +234,8 @@ export async function fingerprintSample(
   const pages = Math.ceil(size / pageSize);
   run = Math.min(run, stride);
   const runsPer = Math.max(1, Math.floor(FINGERPRINT_BATCH / run));
-  const buf = Buffer.alloc(runsPer * run * pageSize);
-  const out = Buffer.alloc(runsPer * run * ENTRY_SIZE);
+  const buf = tableBuffer(runsPer * run * pageSize);
+  const out = tableBuffer(runsPer * run * ENTRY_SIZE);
   for (let k = 0; k * stride < pages; k += runsPer) {
     const pieces: Uint8Array[] = [];
     const positions: number[] = [];
@@ -221,6 +267,8 @@ export async function fingerprintSample(
       const pos = out.readUInt32LE(o);
       out.writeUInt32LE(first + (k + Math.floor(pos / run)) * stride + (pos % run), o);
     }
-    if (onBatch(out, count) === true) return;
+    if (onBatch(out, count) === true) break;
   }
+  // Nothing reads into them any more (after a failure something may: left to the collector).
+  releaseBuffers(buf, out);
 }

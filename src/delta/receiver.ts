@@ -32,6 +32,9 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  decodeEntries,
+  releaseBuffers,
+  tableBuffer,
   requireDelta,
   sortEntries,
 } from './fingerprint.js';
@@ -122,7 +125,7 @@ export class DeltaReceiver implements OpenExtension {
 
   private constructor(
     private readonly bases: DeltaBase[],
-    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks' | 'deltaSample'>,
+    private readonly hello: Pick<Hello, 'pageSize' | 'ramblocks' | 'deltaSample' | 'deltaSampleOffer'>,
     private readonly blocks: Map<string, TargetBlock>,
     private readonly headerSize: number,
     private readonly onWritten: ((block: TargetBlock, offsets: ArrayLike<number>, count: number) => void) | undefined,
@@ -223,10 +226,15 @@ export class DeltaReceiver implements OpenExtension {
     this.active++;
     let delta: ReadyDelta;
     try {
-      const sample = this.hello.deltaSample ? await this.awaitSample(ctl) : null;
-      if (sample && !(await this.sampleMatches(sample))) {
+      // A sample offered is asked for (its sender never sends one unasked); one announced (deltaSample, the earlier form) comes unasked.
+      if (this.hello.deltaSampleOffer && !this.hello.deltaSample) ctl.send({ type: 'sampleRequest' });
+      const sample = this.sampled ? await this.awaitSample(ctl) : null;
+      const matched = sample ? await this.sampleMatches(sample) : true;
+      const sampled = sample ? sample.entries.length / ENTRY_SIZE : 0;
+      releaseBuffers(sample?.entries);
+      if (sample && !matched) {
         this.log?.info(
-          { sampled: sample.entries.length / ENTRY_SIZE, stride: sample.stride, run: sample.run },
+          { sampled, stride: sample.stride, run: sample.run },
           "delta: no page of the bases' sample matched the sender's: no fingerprints, every page comes as data",
         );
         delta = { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: 0, skipped: true };
@@ -238,16 +246,21 @@ export class DeltaReceiver implements OpenExtension {
     return { delta };
   }
 
-  /** The `sample` frame a hello with `deltaSample` announced. */
+  /** Whether this migration takes a sample: one the hello announced (`deltaSample`) or offered (`deltaSampleOffer`). */
+  private get sampled(): boolean {
+    return this.hello.deltaSample === true || this.hello.deltaSampleOffer === true;
+  }
+
+  /** The `sample` frame the hello announced, or offered and was asked for. */
   private async awaitSample(ctl: ControlChannel): Promise<{ entries: Buffer; stride: number; run: number }> {
     const m = await ctl.next();
     if (m.type !== 'sample')
       throw new ProtocolError(
         'ERR_CONTROL_UNEXPECTED',
-        `control channel: received "${m.type}", expected "sample" (the hello said deltaSample)`,
+        `control channel: received "${m.type}", expected "sample" (the hello said ${this.hello.deltaSample ? 'deltaSample' : 'deltaSampleOffer'})`,
       );
     const s = m as Sample;
-    return { entries: Buffer.from(s.entries, 'base64'), stride: s.stride, run: s.run };
+    return { entries: decodeEntries(s.entries), stride: s.stride, run: s.run };
   }
 
   /**
@@ -278,7 +291,7 @@ export class DeltaReceiver implements OpenExtension {
   }
 
   private async fingerprintBases(ctl: ControlChannel): Promise<ReadyDelta> {
-    const frame = Buffer.alloc(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
+    const frame = tableBuffer(MAX_FINGERPRINTS_PER_FRAME * ENTRY_SIZE);
     let n = 0;
     let total = 0;
     const flush = async (): Promise<void> => {
@@ -316,13 +329,14 @@ export class DeltaReceiver implements OpenExtension {
           if (n === MAX_FINGERPRINTS_PER_FRAME) await flush();
         }
         // After a sample, the first entries go at once: the sender fingerprints its images from them on.
-        if (this.hello.deltaSample && total === 0) await flush();
+        if (this.sampled && total === 0) await flush();
       };
       await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null);
       if (clone) this.clones.set(b.block!, clone);
       first += b.pages;
     }
     await flush();
+    releaseBuffers(frame);
     return { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: total };
   }
 

@@ -13,8 +13,12 @@
  * while fingerprinting, so the verdict still means byte-identical.
  *
  * The sampled pre-check: for images of SAMPLE_MIN_PAGES pages or more, the
- * hello says `deltaSample` and a `sample` frame follows it, the fingerprints
- * of 1 page in 64 (runs of 16 every 1024). A receiver whose bases hold none of
+ * hello says `deltaSampleOffer`, and when the receiver's first frame asks for
+ * it (`sampleRequest`), a `sample` frame follows, the fingerprints of 1 page
+ * in 64 (runs of 16 every 1024). A receiver that does not ask (an mfd from
+ * before the pre-check, which refuses a `sample` as an unknown frame; one
+ * without `--delta`) is sent none: it fingerprints its bases whole, or offers
+ * none, as it always did. A receiver whose bases hold none of
  * them at the same places of its own sample answers `ready` with
  * `delta.skipped` at once; the images are then not fingerprinted at all (every
  * page goes as data, as in a plain send) unless the sample held a page twice
@@ -35,6 +39,10 @@ import {
   fingerprintFile,
   fingerprintSample,
   matchEntries,
+  decodeEntries,
+  releaseBuffers,
+  tableBuffer,
+  tableMemory,
   sameKey,
   sampleStride,
   sortEntries,
@@ -69,7 +77,7 @@ export interface DeltaPlan {
 export function deltaSender(): SendExtension {
   let plan: DeltaPlan | null = null;
   return {
-    hello: (p) => ({ delta: true, ...(sampled(p) ? { deltaSample: true } : {}) }),
+    hello: (p) => ({ delta: true, ...(sampled(p) ? { deltaSampleOffer: true } : {}) }),
     async answer(next, p, log, send) {
       const answer = await deltaAnswer(next, p, log, send);
       plan = answer.plan;
@@ -85,16 +93,16 @@ function imagePages(blocks: readonly SendBlock[], pageSize: number): number {
   return blocks.reduce((a, b) => a + Math.ceil(b.source.size / pageSize), 0);
 }
 
-/** Whether this migration's images are sampled: what the hello's `deltaSample` says and the answer then does. */
+/** Whether this migration offers a sample: what the hello's `deltaSampleOffer` says and the answer then does. */
 function sampled(p: SendPipeline): boolean {
   return imagePages(p.blocks, p.pageSize) >= SAMPLE_MIN_PAGES;
 }
 
 /**
- * Reads the answer to a hello with `delta` (after sending the `sample` its
- * `deltaSample` announced): the `fingerprints` frames before `ready`. Returns
- * that answer and, when `ready` offers bases, the plan (already handed to the
- * pipeline).
+ * Reads the answer to a hello with `delta` (sending the `sample` its
+ * `deltaSampleOffer` offered when the receiver asks for it): the
+ * `fingerprints` frames before `ready`. Returns that answer and, when `ready`
+ * offers bases, the plan (already handed to the pipeline).
  */
 async function deltaAnswer(
   next: () => Promise<ControlMessage>,
@@ -113,10 +121,19 @@ async function deltaAnswer(
     return prints;
   };
   let repeats: number | null = null;
-  if (sampled(p)) repeats = await sendSample(p.blocks, p.pageSize, send);
-  else start();
+  let first: ControlMessage | null = null;
+  if (sampled(p)) {
+    first = await next();
+    if (first.type === 'sampleRequest') {
+      repeats = await sendSample(p.blocks, p.pageSize, send);
+      first = null;
+    } else if (first.type === 'fingerprints')
+      log.info(
+        'delta: the receiver did not ask for a sample (an mfd from before the sampled pre-check): the images are fingerprinted whole',
+      );
+  } else start();
   try {
-    return await answerDelta(next, p, log, start, repeats);
+    return await answerDelta(first, next, p, log, start, repeats);
   } finally {
     stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
   }
@@ -134,12 +151,13 @@ async function sendSample(blocks: readonly SendBlock[], pageSize: number, send: 
     });
     first += Math.ceil(b.source.size / pageSize);
   }
-  const entries = Buffer.concat(chunks);
-  const n = entries.length / ENTRY_SIZE;
+  const n = chunks.reduce((a, c) => a + c.length, 0) / ENTRY_SIZE;
+  const entries = joinEntries(chunks, n);
   await sortEntries(entries, n);
   let repeats = 0;
   for (let i = 1; i < n; i++) if (sameKey(entries, i, entries, i - 1)) repeats++;
   send({ type: 'sample', stride, run: SAMPLE_RUN, entries: entries.toString('base64') });
+  releaseBuffers(entries);
   return repeats;
 }
 
@@ -148,7 +166,9 @@ function emptyPlan(bases: ReadyDelta['bases']): DeltaPlan {
   return { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, collisions: 0, bases };
 }
 
+/** The answer from `first` (the answer's first frame, when already read) on. */
 async function answerDelta(
+  first: ControlMessage | null,
   next: () => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
@@ -157,11 +177,11 @@ async function answerDelta(
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
-  let m = await next();
+  let m = first ?? (await next());
   while (m.type === 'fingerprints') {
     // The receiver's sample matched (it fingerprints its bases whole): so do we, beside it.
     start();
-    const b = Buffer.from((m as Fingerprints).entries, 'base64');
+    const b = decodeEntries((m as Fingerprints).entries);
     chunks.push(b);
     count += b.length / ENTRY_SIZE;
     m = await next();
@@ -188,7 +208,7 @@ async function answerDelta(
     }
     log.info({ repeats }, "delta: no sampled page matched the receiver's bases: looking for copies within the migration only");
   }
-  const table = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  const table = joinEntries(chunks, count);
   chunks.length = 0;
   const basePages = offer.bases.reduce((a, b) => a + b.pages, 0);
   const words = entryWords(table);
@@ -201,13 +221,33 @@ async function answerDelta(
       );
   }
   await sortEntries(table, count);
-  const plan = await planDelta(p.blocks, p.pageSize, await start(), table, count, offer);
+  const prints = await start();
+  const plan = await planDelta(p.blocks, p.pageSize, prints, table, count, offer);
+  // The table and the images' fingerprints are done with: freed before the channels' contexts are made.
+  releaseBuffers(table, prints.entries, prints.nonzero, ...prints.crcs);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info(
     { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },
     'delta transfer planned',
   );
   return { ready: m, plan };
+}
+
+/**
+ * The `fingerprints` frames' entries (`count` in all) as one table: the
+ * frames copied into it one by one, each freed once copied, so the table and
+ * its frames are never held twice over.
+ */
+export function joinEntries(chunks: readonly Buffer[], count: number): Buffer {
+  if (chunks.length === 1) return chunks[0]!;
+  const table = tableBuffer(count * ENTRY_SIZE);
+  let at = 0;
+  for (const c of chunks) {
+    table.set(c, at);
+    at += c.length;
+    releaseBuffers(c);
+  }
+  return table;
 }
 
 /** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
@@ -253,9 +293,9 @@ export async function fingerprintImages(
   if (total >= NO_MATCH)
     throw new UsageError(`--delta: the images hold ${total} pages, more than delta transfer indexes (${NO_MATCH - 1})`);
   const blockStart = prefix(pagesOf);
-  const nonzero = new Uint8Array(total);
-  const crcs = pagesOf.map((n) => new Uint32Array(n));
-  let entries = Buffer.allocUnsafe(Math.min(total, 65536) * ENTRY_SIZE);
+  const nonzero = new Uint8Array(tableMemory(total));
+  const crcs = pagesOf.map((n) => new Uint32Array(tableMemory(n * 4)));
+  let entries = tableBuffer(Math.min(total, 65536) * ENTRY_SIZE);
   let count = 0;
   for (const [k, b] of blocks.entries()) {
     await fingerprintFile(
@@ -266,8 +306,9 @@ export async function fingerprintImages(
       `image "${b.source.path}"`,
       (batch, n) => {
         if ((count + n) * ENTRY_SIZE > entries.length) {
-          const grown = Buffer.allocUnsafe(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
+          const grown = tableBuffer(Math.min(total, Math.max(count + n, 2 * (entries.length / ENTRY_SIZE))) * ENTRY_SIZE);
           entries.copy(grown, 0, 0, count * ENTRY_SIZE);
+          releaseBuffers(entries);
           entries = grown;
         }
         entries.set(batch.subarray(0, n * ENTRY_SIZE), count * ENTRY_SIZE);
@@ -313,14 +354,14 @@ export async function planDelta(
   };
   let collisions = 0;
   const baseStart = prefix(offer.bases.map((b) => b.pages));
-  const baseRef = new Uint32Array(total).fill(NO_MATCH);
-  const dupOf = new Uint32Array(total).fill(NO_MATCH);
+  const baseRef = new Uint32Array(tableMemory(total * 4)).fill(NO_MATCH);
+  const dupOf = new Uint32Array(tableMemory(total * 4)).fill(NO_MATCH);
   const { nonzero, crcs } = prints;
   // The entries no base holds are kept, in place, to find the copies among them.
   const unmatched = prints.entries;
   let u = 0;
   const CHUNK = 65536;
-  const found = new Uint32Array(CHUNK);
+  const found = new Uint32Array(tableMemory(CHUNK * 4));
   const words = entryWords(unmatched);
   for (let at = 0; at < prints.count; at += CHUNK) {
     const n = Math.min(CHUNK, prints.count - at);
@@ -348,7 +389,8 @@ export async function planDelta(
   // A zero page right after a base reference continues that reference when the base's next page is
   // zero too (it has no entry: every non-zero base page has one), so a run of references is not cut
   // at every zero page the image and its base share. The digest still proves the page zero.
-  const baseZero = zeroBasePages(table, tableCount, baseStart, offer);
+  const baseZeroBits = zeroBasePages(table, tableCount, baseStart, offer);
+  const baseZero = (t: number): boolean => t < baseZeroBits.pages && (baseZeroBits.bits[t >>> 3]! & (1 << (t & 7))) === 0;
   for (const [k] of blocks.entries()) {
     const from = blockStart[k]!;
     const to = from + pagesOf[k]!;
@@ -384,7 +426,7 @@ export async function planDelta(
     const crc = crcs[k]!;
     const isRef = (page: number): boolean => baseRef[from + page] !== NO_MATCH || dupOf[from + page] !== NO_MATCH;
     // Runs of zero pages with a reference on either side go as zero references.
-    const zeroRef = new Uint8Array(n);
+    const zeroRef = new Uint8Array(tableMemory(n));
     for (let a = 0; a < n;) {
       if (nonzero[from + a]) {
         a++;
@@ -422,6 +464,7 @@ export async function planDelta(
       else held.push(page, 1);
       b.digest.add(page, crc[page]!);
     }
+    releaseBuffers(zeroRef);
     if (held.length > 0) plan.held.set(b, held);
     // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
     for (let i = 0; i < refs.length;) {
@@ -433,6 +476,7 @@ export async function planDelta(
       i = j;
     }
   }
+  releaseBuffers(baseRef, dupOf, found, baseZeroBits.bits);
   return plan;
 }
 
@@ -457,18 +501,23 @@ function sameEntryKey(entries: Uint8Array, words: Uint32Array | null, i: number,
 }
 
 /**
- * Whether base page `t` (an index across the bases) is a zero page: below the
- * bases' pages, and without an entry in the receiver's table. One bit per base page.
+ * Which base pages have an entry in the receiver's table, one bit per page
+ * (`pages` of them): base page `t` below `pages` whose bit is clear is a zero page.
  */
-function zeroBasePages(table: Uint8Array, count: number, baseStart: readonly number[], offer: ReadyDelta): (t: number) => boolean {
+function zeroBasePages(
+  table: Uint8Array,
+  count: number,
+  baseStart: readonly number[],
+  offer: ReadyDelta,
+): { bits: Uint8Array; pages: number } {
   const total = (baseStart.at(-1) ?? 0) + (offer.bases.at(-1)?.pages ?? 0);
-  const held = new Uint8Array(Math.ceil(total / 8));
+  const held = new Uint8Array(tableMemory(Math.ceil(total / 8)));
   const words = entryWords(table);
   for (let i = 0; i < count; i++) {
     const t = words ? words[i * 4 + 3]! : entryIndex(table, i);
     held[t >>> 3]! |= 1 << (t & 7);
   }
-  return (t) => t < total && (held[t >>> 3]! & (1 << (t & 7))) === 0;
+  return { bits: held, pages: total };
 }
 
 /** The counts for the summary: `data` and `zero` pages from the channels' counters, `headerSize` per reference packet. */

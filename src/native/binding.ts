@@ -145,6 +145,10 @@ export interface MfdBinding {
   deltaSort(entries: Uint8Array, count: number, cb: (err: Error | null) => void): void;
   /** out[i]: the index of the sorted table's entry with entry i's key, or 0xffffffff; the number of matches. */
   deltaMatch(table: Uint8Array, tableCount: number, entries: Uint8Array, count: number, out: Uint32Array): number;
+  /** `bytes` of zero-filled memory in a mapping of its own (not malloc's heap), unmapped when the buffer goes. */
+  deltaAlloc(bytes: number): ArrayBuffer;
+  /** Detaches `buffer`: its memory is freed now, not at the garbage collector's next pass; its views are then empty. False when it cannot be. */
+  deltaRelease(buffer: ArrayBuffer): boolean;
   /** Creates TUN devices nameA and nameB (IFF_TUN, no packet info, virtio-net header) in this network namespace; throws code ERR_BENCH_LINK. */
   DelayLine: new (nameA: string, nameB: string, delayUs: number) => DelayLine;
   SocketChannel: new (fd: number) => SocketChannel;

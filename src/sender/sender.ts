@@ -48,7 +48,7 @@ import type { Logger } from '../log.js';
  */
 export interface SendExtension {
   /** Fields it adds to the hello. */
-  hello(p: SendPipeline): Pick<Hello, 'delta' | 'deltaSample'>;
+  hello(p: SendPipeline): Pick<Hello, 'delta' | 'deltaSample' | 'deltaSampleOffer'>;
   /** Reads the answer to the hello (`next`), may send frames of its own first (`send`); returns `ready` (or what came instead). */
   answer(next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger, send: (m: ControlMessage) => void): Promise<ControlMessage>;
   stats(stats: RunStats, p: SendPipeline): void;

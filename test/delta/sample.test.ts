@@ -1,8 +1,9 @@
 /**
  * Delta transfer's sampled pre-check (src/delta/sender.ts, receiver.ts): for
- * an image of SAMPLE_MIN_PAGES pages or more, the sender sends the
- * fingerprints of 1 page in 64 (runs of SAMPLE_RUN every stride) after its
- * hello; a receiver none of whose bases' pages at those places match answers
+ * an image of SAMPLE_MIN_PAGES pages or more, the sender offers the
+ * fingerprints of 1 page in 64 (runs of SAMPLE_RUN every stride) in its hello
+ * and sends them when the receiver asks (a receiver that does not, an mfd
+ * from before the pre-check, is sent none); a receiver none of whose bases' pages at those places match answers
  * at once, fingerprinting nothing more, and every page goes as data (but
  * copies within the migration, when the sample held a page twice). Images
  * here are sparse files of SAMPLE_MIN_PAGES pages with a few non-zero pages.
@@ -11,10 +12,12 @@ import { page, PS, requireDeltaOrSkip } from '../helpers/delta.js';
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { helloMessage, migrate, rejection, RawSender, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { helloMessage, migrate, rejection, RawSender, send, sha256, startReceiver, tmpdir } from '../helpers/index.js';
+import { silentLogger } from '../../src/log.js';
 import { SAMPLE_MIN_PAGES, SAMPLE_RUN, SAMPLE_STRIDE, entryIndex, fingerprintSample } from '../../src/delta/fingerprint.js';
 import { decodeFrame } from '../../src/control/protocol.js';
-import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
+import { deltaReceiver, type DeltaRecvOptions } from '../../src/delta/receiver.js';
+import type { RecvExtension } from '../../src/receiver/extension.js';
 
 requireDeltaOrSkip();
 
@@ -156,7 +159,7 @@ t.test('no base matches but the sample holds a page twice: copies within the mig
   t.match(received.stats.delta, { basePages: 0, migrationPages: 9, dataPages: 8 });
 });
 
-t.test('a receiver without --delta reads the sample and sends every page as data', async (t) => {
+t.test('a receiver without --delta is sent no sample (it would refuse it) and every page goes as data', async (t) => {
   const d = dirs(t);
   const image = sparse(
     path.join(d.src, 'pc.ram'),
@@ -170,6 +173,69 @@ t.test('a receiver without --delta reads the sample and sends every page as data
   t.equal(sent.stats.delta, undefined);
   t.equal(received.stats.delta, undefined);
   t.equal(sent.stats.normalPages, 2);
+});
+
+/**
+ * Delta for a receiver from before the sampled pre-check: the hello's
+ * deltaSampleOffer (and deltaSample) are unknown to it, so it asks for nothing and fingerprints
+ * its bases whole; a `sample` sent to it anyway is refused (here, as the real
+ * receiver refuses any frame but `complete` after `ready`).
+ */
+function olderReceiver(delta: DeltaRecvOptions): RecvExtension {
+  const ext = deltaReceiver(delta);
+  return {
+    open: (setup) => {
+      const hello = { ...setup.hello };
+      delete hello.deltaSampleOffer;
+      delete hello.deltaSample;
+      return ext.open({ ...setup, hello });
+    },
+  };
+}
+
+t.test('a receiver that does not ask for the sample (an mfd from before it) is sent none: its bases are fingerprinted whole', async (t) => {
+  const d = dirs(t);
+  // As in the first migration above, only the unsampled pages are in the base: the sample would have said none matches.
+  const img = new Map<number, number>();
+  const other = new Map<number, number>();
+  for (let k = 0; k < 16; k++) {
+    img.set(sampled(k), 100 + k);
+    other.set(sampled(k), 200 + k);
+    img.set(unsampled(k), 300 + k);
+    other.set(unsampled(k), 300 + k);
+  }
+  const image = sparse(path.join(d.src, 'pc.ram'), img);
+  sparse(path.join(d.bases, 'other.ram'), other);
+  let frames = 0;
+  const { port, result } = await startReceiver({
+    outputDir: d.out,
+    extension: olderReceiver({ bases: [], dirs: [d.bases], onFingerprints: () => void frames++ }),
+  });
+  const sent = await send({ host: '127.0.0.1', port, logger: silentLogger, ...sendOpts(image) });
+  const received = await result;
+  t.equal(sha256(path.join(d.out, 'pc.ram')), sha256(image), 'the output is the image');
+  t.ok(frames >= 1, `the bases were fingerprinted whole (${frames} fingerprints frames)`);
+  t.match(sent.stats.delta, { dataPages: 16, migrationPages: 0 }, 'the 16 sampled pages the base lacks as data');
+  t.ok(sent.stats.delta!.basePages >= 16, `the 16 unsampled pages as base references (${sent.stats.delta!.basePages} with zero pages)`);
+  t.match(received.stats.delta, { dataPages: 16, basePages: sent.stats.delta!.basePages });
+});
+
+t.test('a hello that offers a sample is asked for it first; the sample then decides', async (t) => {
+  const d = dirs(t);
+  sparse(path.join(d.bases, 'other.ram'), new Map([[0, 1]]));
+  const { port, result } = await startReceiver({ outputDir: d.out, delta: { bases: [], dirs: [d.bases] } });
+  const rs = new RawSender(port);
+  t.teardown(() => rs.close());
+  t.same(
+    await rs.hello({ delta: true, deltaSampleOffer: true }),
+    { type: 'sampleRequest' },
+    "the receiver's first frame asks for the sample",
+  );
+  const answer = rs.control.next();
+  rs.control.send({ type: 'sample', stride: SAMPLE_STRIDE, run: SAMPLE_RUN, entries: '' });
+  t.match(await answer, { type: 'ready', delta: { fingerprints: 0, skipped: true } }, 'an empty sample matches nothing');
+  rs.control.send({ type: 'error', code: 'ERR_TEST', message: 'done' });
+  t.match(await rejection(result), { code: 'ERR_REMOTE', remoteCode: 'ERR_TEST' }, 'the receiver then waits for the channels (ended here)');
 });
 
 t.test('a hello that announces a sample and sends something else fails the receiver, naming both', async (t) => {
@@ -211,6 +277,12 @@ t.test('the sample frame, hello.deltaSample and ready.delta.skipped are checked'
   });
   const hello = helloMessage({ uuid: '00000000-0000-4000-8000-000000000000', ramblocks: [] });
   t.match(decodeFrame(frame({ ...hello, delta: true, deltaSample: true })), { delta: true, deltaSample: true });
+  t.match(decodeFrame(frame({ ...hello, delta: true, deltaSampleOffer: true })), { delta: true, deltaSampleOffer: true });
+  t.notOk('deltaSampleOffer' in decodeFrame(frame({ ...hello, deltaSampleOffer: true })), 'deltaSampleOffer without delta is dropped');
+  t.throws(() => decodeFrame(frame({ ...hello, delta: true, deltaSampleOffer: 'yes' })), {
+    message: /hello.deltaSampleOffer received "yes", expected true or false/,
+  });
+  t.same(decodeFrame(frame({ type: 'sampleRequest' })), { type: 'sampleRequest' });
   t.notOk('deltaSample' in decodeFrame(frame({ ...hello, deltaSample: true })), 'deltaSample without delta is dropped');
   t.throws(() => decodeFrame(frame({ ...hello, delta: true, deltaSample: 1 })), {
     message: /hello.deltaSample received 1, expected true or false/,

@@ -73,8 +73,11 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   { type: 'verdict', ok: true, stats: { side: 'recv', packets: 12, ramblocks: [{ name: 'pc.ram' }] } },
   { type: 'busy', what: 'verifying and committing the outputs' },
   { type: 'error', code: 'ERR_PACKET_OFFSET', message: 'channel 3, packet 17: offset 4096 out of range' },
-  // Delta transfer: the hello with its sampled pre-check, the sample, the receiver's fingerprints and answers.
+  // Delta transfer: the hello with its sampled pre-check (offered, and the earlier form announcing it), the
+  // receiver's ask, the sample, the receiver's fingerprints and answers.
+  hello({ delta: true, deltaSampleOffer: true }),
   hello({ delta: true, deltaSample: true }),
+  { type: 'sampleRequest' },
   { type: 'sample', stride: 1024, run: 16, entries: Buffer.alloc(48, 7).toString('base64') },
   { type: 'sample', stride: 4096, run: 16, entries: '' },
   { type: 'fingerprints', entries: Buffer.alloc(32, 9).toString('base64') },
@@ -113,6 +116,7 @@ const KEYS = [
   'what',
   'delta',
   'deltaSample',
+  'deltaSampleOffer',
   'stride',
   'run',
   'entries',
@@ -290,6 +294,12 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
           violation('accepted a bad ramblock source');
       if (m.resume !== undefined && m.resume !== true) violation(`kept hello.resume ${String(m.resume)}`);
       if (m.deltaSample !== undefined && (m.deltaSample !== true || m.delta !== true)) violation('kept hello.deltaSample without delta');
+      if (m.deltaSampleOffer !== undefined && (m.deltaSampleOffer !== true || m.delta !== true))
+        violation('kept hello.deltaSampleOffer without delta');
+      return;
+    }
+    case 'sampleRequest': {
+      if (Object.keys(m).length !== 1) violation('sampleRequest decoded with fields of its own');
       return;
     }
     case 'fingerprints':
