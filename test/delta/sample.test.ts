@@ -89,9 +89,11 @@ t.test('the sample: runs of SAMPLE_RUN pages every stride, page indices from the
   t.same(first, [sampled(0)], 'returning true stops after the batch: the later batches are not read');
 });
 
-t.test('no sampled page matches: the receiver fingerprints nothing, every page goes as data', async (t) => {
-  const d = dirs(t);
-  // The base holds the image's unsampled pages (a miss the pre-check accepts) and other pages at the sampled places.
+/**
+ * An image and a base (other.ram in d.bases) that share only the image's unsampled pages, at the same
+ * places, and hold other pages at the sampled ones: a miss the pre-check accepts. Returns the image's path.
+ */
+function unsampledOnlyInBase(d: ReturnType<typeof dirs>): string {
   const img = new Map<number, number>();
   const other = new Map<number, number>();
   for (let k = 0; k < 16; k++) {
@@ -100,8 +102,14 @@ t.test('no sampled page matches: the receiver fingerprints nothing, every page g
     img.set(unsampled(k), 300 + k);
     other.set(unsampled(k), 300 + k);
   }
-  const image = sparse(path.join(d.src, 'pc.ram'), img);
   sparse(path.join(d.bases, 'other.ram'), other);
+  return sparse(path.join(d.src, 'pc.ram'), img);
+}
+
+t.test('no sampled page matches: the receiver fingerprints nothing, every page goes as data', async (t) => {
+  const d = dirs(t);
+  // The base holds the image's unsampled pages (a miss the pre-check accepts) and other pages at the sampled places.
+  const image = unsampledOnlyInBase(d);
   let frames = 0;
   const delta: DeltaRecvOptions = { bases: [], dirs: [d.bases], onFingerprints: () => void frames++ };
   const { sent, received } = await migrate(sendOpts(image), { outputDir: d.out, delta });
@@ -196,16 +204,7 @@ function olderReceiver(delta: DeltaRecvOptions): RecvExtension {
 t.test('a receiver that does not ask for the sample (an mfd from before it) is sent none: its bases are fingerprinted whole', async (t) => {
   const d = dirs(t);
   // As in the first migration above, only the unsampled pages are in the base: the sample would have said none matches.
-  const img = new Map<number, number>();
-  const other = new Map<number, number>();
-  for (let k = 0; k < 16; k++) {
-    img.set(sampled(k), 100 + k);
-    other.set(sampled(k), 200 + k);
-    img.set(unsampled(k), 300 + k);
-    other.set(unsampled(k), 300 + k);
-  }
-  const image = sparse(path.join(d.src, 'pc.ram'), img);
-  sparse(path.join(d.bases, 'other.ram'), other);
+  const image = unsampledOnlyInBase(d);
   let frames = 0;
   const { port, result } = await startReceiver({
     outputDir: d.out,
