@@ -134,8 +134,6 @@ export class ImageSource {
    */
   private readonly dataSpan = new Float64Array(2);
   private readonly until = new Float64Array(1);
-  /** How the pages are got (map or read) and why: the sender's summary reports it. */
-  readonly access: { how: 'map' | 'read'; why: string };
 
   private constructor(
     readonly name: string,
@@ -147,10 +145,14 @@ export class ImageSource {
      * worker's) or on the libuv pool (the main thread's).
      */
     private how: 'map' | 'read-here' | 'read-pool' | 'probe',
-    why: string,
+    /** Why the pages are got as `how` says (access). */
+    private why: string,
     private readonly measure: Measure = native.probeImageAccess,
-  ) {
-    this.access = { how: how === 'map' ? 'map' : 'read', why };
+  ) {}
+
+  /** How the pages are got (map or read) and why: the sender's summary reports it. */
+  get access(): { how: 'map' | 'read'; why: string } {
+    return { how: this.how === 'map' ? 'map' : 'read', why: this.why };
   }
 
   /**
@@ -237,8 +239,7 @@ export class ImageSource {
   private probe(): void {
     const decide = (how: 'map' | 'read-pool', why: string): void => {
       this.how = how;
-      this.access.how = how === 'map' ? 'map' : 'read';
-      this.access.why = `auto: ${why}`;
+      this.why = `auto: ${why}`;
     };
     const pairs: number[] = [];
     let bytes = 0;
@@ -328,8 +329,7 @@ export class ImageSource {
       } catch (e) {
         // e.g. a file system without mmap: read instead
         this.how = 'read-pool';
-        this.access.how = 'read';
-        this.access.why += `; read after mapping failed (${(e as Error).message})`;
+        this.why += `; read after mapping failed (${(e as Error).message})`;
         return null;
       }
       // Offsets come in order: every earlier window has handed out all its packets.
