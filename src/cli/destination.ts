@@ -229,9 +229,11 @@ export type Outputs = Pick<IncomingOptions, 'outputDir' | 'outputMap'>;
 export function recvSource(cmd: Command, o: RecvSourceOpts, outputs: Outputs, delta: DeltaRecvOptions | null, logger: Logger): RecvSource {
   if ((o.listen === undefined) === (o.from === undefined))
     throw new UsageError('give one of --listen HOST:PORT (a network migration) or --from file:PATH (a migration file)');
-  if (delta && (o.qemu || o.inPlace))
+  if (delta && o.qemu)
+    throw new UsageError('--delta, --base and --base-dir are for a migration from mfd send --delta (or a delta file), not with --qemu');
+  if (delta && o.inPlace && o.from !== undefined)
     throw new UsageError(
-      `--delta, --base and --base-dir are for a migration from mfd send --delta (or a delta file) into temporary outputs, not with ${o.qemu ? '--qemu' : '--in-place (a base must never be written while it is read)'}`,
+      '--base and --base-dir restore a delta migration file into temporary outputs, not with --in-place (its bases must never be written while they are read); --delta --in-place is for a network migration',
     );
   if (o.delta && o.from !== undefined)
     throw new UsageError(

@@ -23,6 +23,8 @@ export const MAX_SAMPLE_STRIDE = 1 << 24;
 
 /** Bases a receiver may name. */
 export const MAX_BASES = 4096;
+/** A base's `inPlace` ram block index stays below this (the hello's ram blocks are fewer: MAX_RAMBLOCKS). */
+const MAX_IN_PLACE_INDEX = 4096;
 /** Base pages in all: page indices are u32 and NO_MATCH is none. */
 export const MAX_BASE_PAGES = NO_MATCH - 1;
 
@@ -57,9 +59,24 @@ export interface SampleRequest {
   type: 'sampleRequest';
 }
 
+/**
+ * A base the receiver offers. `inPlace` (the index of a ram block in the
+ * hello): the base is that block's output, written in place (`mfd recv
+ * --delta --in-place`), so its pages change as the migration goes; a sender
+ * refers to page s of it for another page only while page s stays as it is
+ * (a reference to that same page of it). An older sender that ignores the
+ * field is still caught: a page copied from a page overwritten meanwhile fails
+ * the digest.
+ */
+export interface DeltaBaseOffer {
+  name: string;
+  pages: number;
+  inPlace?: number;
+}
+
 export interface ReadyDelta {
   /** The bases, in the order references number them; pages = ceil(size / page size). */
-  bases: { name: string; pages: number }[];
+  bases: DeltaBaseOffer[];
   /** Entries sent in the `fingerprints` frames before this `ready`. */
   fingerprints: number;
   /** No page of the bases' sample matched the sender's `sample`: no fingerprints were made (then 0). */
@@ -101,15 +118,24 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
   const o = v as Record<string, unknown>;
   if (!Array.isArray(o.bases) || o.bases.length > MAX_BASES) fail(`ready.delta.bases must be a list of at most ${MAX_BASES} bases`);
   let total = 0;
+  const inPlaces = new Set<number>();
   const bases = o.bases.map((b: unknown, i: number) => {
     if (typeof b !== 'object' || b === null) fail(`ready.delta.bases[${i}] is not an object`);
-    const { name, pages } = b as Record<string, unknown>;
+    const { name, pages, inPlace } = b as Record<string, unknown>;
     if (typeof name !== 'string' || name.length > 4096) fail(`ready.delta.bases[${i}].name is not a string of at most 4096 characters`);
     if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0)
       fail(`ready.delta.bases[${i}].pages received ${String(pages)}, expected a count`);
+    if (
+      inPlace !== undefined &&
+      (typeof inPlace !== 'number' || !Number.isSafeInteger(inPlace) || inPlace < 0 || inPlace >= MAX_IN_PLACE_INDEX)
+    )
+      fail(`ready.delta.bases[${i}].inPlace received ${String(inPlace)}, expected a ram block's index in the hello`);
+    if (inPlace !== undefined && inPlaces.has(inPlace))
+      fail(`ready.delta.bases[${i}].inPlace received ${inPlace}, which an earlier base already names (one base per ram block)`);
+    if (inPlace !== undefined) inPlaces.add(inPlace);
     total += pages;
     if (total > MAX_BASE_PAGES) fail(`ready.delta.bases hold more than ${MAX_BASE_PAGES} pages`);
-    return { name, pages };
+    return { name, pages, ...(inPlace !== undefined ? { inPlace } : {}) };
   });
   const n = o.fingerprints;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total)

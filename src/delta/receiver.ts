@@ -10,8 +10,19 @@
  * once, from a page of this migration once every channel has drained (its
  * source is then written). Each copied page is digested as it is written, so a collision, a
  * base changed meanwhile or a bad reference fails the digest, never the image;
- * a base that shrank fails the read. Bases are never written: outputs go to
- * their temporary files (delta refuses --in-place).
+ * a base that shrank fails the read.
+ *
+ * Bases are never written, but for an output written in place (`mfd recv
+ * --delta --in-place`): its existing file is then both its base and its
+ * target, with no clone and no temporary file. A reference to the same page of
+ * it is no write at all (its CRC from the fingerprint pass), a zero page is
+ * written only where that page was not zero, and a page it refers to for
+ * another page is copied from the file as it is then. The offer says which
+ * bases are written in place (`inPlace`), and the sender refers to a page of
+ * one for another page only while that page stays as it is; a sender that does
+ * not (an older one, a hostile one) copies a page overwritten meanwhile, whose
+ * CRC (of the bytes read and written) then fails the digest. Other bases are
+ * never written.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -51,8 +62,8 @@ export interface DeltaRecvOptions {
   dirs: string[];
   /** Test hook: sees (and may change) each frame's entries before they are sent. */
   onFingerprints?: (entries: Buffer) => void;
-  /** Test hook: runs once the fingerprints are sent, before `ready`. */
-  afterOffer?: () => void | Promise<void>;
+  /** Test hook: runs once the fingerprints are sent, before `ready`; may change what `ready.delta` says (`offer`). */
+  afterOffer?: (offer: ReadyDelta) => void | Promise<void>;
 }
 
 /** An open base: references number them in this order. */
@@ -62,8 +73,10 @@ export interface DeltaBase {
   fd: number;
   size: number;
   pages: number;
-  /** The ram block whose earlier version this base is (its output's file): cloned into its temporary output. */
+  /** The ram block whose earlier version this base is (its output's file): cloned into its temporary output, or written in place. */
   block?: TargetBlock;
+  /** The block's output is this very file, written in place: the index of its ram block in the hello. */
+  inPlace?: number;
 }
 
 /**
@@ -76,6 +89,8 @@ export interface DeltaBase {
  */
 interface Clone {
   base: number;
+  /** The base is the block's own output, written in place: nothing is cloned, the file holds the pages already. */
+  inPlace: boolean;
   /** Pages 0..pages-1 were cloned: whole pages of both the base and the block. */
   pages: number;
   /** Each cloned page's CRC-32C (the digest's for a reference to it). */
@@ -109,7 +124,27 @@ export function deltaReceiver(opts: DeltaRecvOptions): RecvExtension {
   return {
     open: ({ hello, finals, blocks, headerSize, log, onWritten }) =>
       hello.delta ? DeltaReceiver.open(opts, hello, finals, blocks, headerSize, log, onWritten) : null,
+    checkTargets: (hello, finals, inPlace) => {
+      if (!hello.delta || !inPlace) return;
+      const outputs = new Map<string, number>();
+      finals.forEach((f, i) => {
+        const st = fs.statSync(f, { throwIfNoEntry: false });
+        if (st) outputs.set(`${st.dev}:${st.ino}`, i);
+      });
+      for (const b of opts.bases) {
+        const st = fs.statSync(b.path, { throwIfNoEntry: false });
+        const i = st ? outputs.get(`${st.dev}:${st.ino}`) : undefined;
+        if (i !== undefined) throw inPlaceBase(b.name, b.path, finals[i]!, hello.ramblocks[i]!.name);
+      }
+    },
   };
+}
+
+/** A `--base` that is an output written in place: refused (it is that block's base already, and its pages change). */
+function inPlaceBase(name: string, file: string, output: string, block: string): UsageError {
+  return new UsageError(
+    `--base ${name}=${file} is the output "${output}" of ram block "${block}", written in place (--in-place): it is that block's base already, and no other's, since its pages change as the migration goes; give another file or drop the --base`,
+  );
 }
 
 export class DeltaReceiver implements OpenExtension {
@@ -137,6 +172,9 @@ export class DeltaReceiver implements OpenExtension {
    * Opens the bases: each output's existing file (`finals`, the outputs'
    * final paths), then `--base`, then `--base-dir`'s files; a file met twice
    * (same device and inode) counts once, and the outputs' temporary files never.
+   * An output written in place is its own block's base only: a `--base` that
+   * is the same file is refused (it would not stay as it was read), a
+   * `--base-dir` file that is skipped.
    */
   static open(
     opts: DeltaRecvOptions,
@@ -149,12 +187,15 @@ export class DeltaReceiver implements OpenExtension {
   ): DeltaReceiver {
     requireDelta('mfd recv --delta');
     const seen = new Set<string>();
+    // Outputs written in place, by device and inode: each its own block's base, and no other.
+    const inPlace = new Map<string, TargetBlock>();
     for (const b of blocks.values()) {
       const st = fs.statSync(b.output.writePath, { throwIfNoEntry: false });
-      if (st) seen.add(`${st.dev}:${st.ino}`);
+      if (st && b.output.inPlace) inPlace.set(`${st.dev}:${st.ino}`, b);
+      else if (st) seen.add(`${st.dev}:${st.ino}`);
     }
     const bases: DeltaBase[] = [];
-    const add = (name: string, file: string, required: boolean, noFollow = false): void => {
+    const add = (name: string, file: string, required: boolean, noFollow = false, own: TargetBlock | null = null): void => {
       let fd: number;
       try {
         // Non-blocking: a FIFO in a --base-dir must not hold the open (it is then refused as not a file).
@@ -167,7 +208,12 @@ export class DeltaReceiver implements OpenExtension {
       }
       const st = fs.fstatSync(fd);
       const key = `${st.dev}:${st.ino}`;
-      if (!st.isFile() || seen.has(key)) {
+      const target = inPlace.get(key);
+      if (target && target !== own && required) {
+        fs.closeSync(fd);
+        throw inPlaceBase(name, file, target.output.writePath, target.output.name);
+      }
+      if (!st.isFile() || seen.has(key) || (target && target !== own)) {
         fs.closeSync(fd);
         if (required && !st.isFile()) throw new IoError('ERR_DELTA_BASE', `base "${name}" (${file}) is not a regular file`);
         return;
@@ -178,8 +224,11 @@ export class DeltaReceiver implements OpenExtension {
     try {
       hello.ramblocks.forEach((b, i) => {
         const n = bases.length;
-        add(`output:${b.name}`, finals[i]!, false);
-        if (bases.length > n) bases[n]!.block = blocks.get(b.name)!;
+        const block = blocks.get(b.name)!;
+        add(`output:${b.name}`, finals[i]!, false, false, block);
+        if (bases.length === n) return;
+        bases[n]!.block = block;
+        if (block.output.inPlace) bases[n]!.inPlace = i;
       });
       for (const b of opts.bases) add(b.name, b.path, true);
       for (const dir of opts.dirs) {
@@ -237,12 +286,12 @@ export class DeltaReceiver implements OpenExtension {
           { sampled, stride: sample.stride, run: sample.run },
           "delta: no page of the bases' sample matched the sender's: no fingerprints, every page comes as data",
         );
-        delta = { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: 0, skipped: true };
+        delta = { bases: this.offered(), fingerprints: 0, skipped: true };
       } else delta = await this.fingerprintBases(ctl);
     } finally {
       if (--this.active === 0 && this.closing) this.closeBases();
     }
-    await this.afterOfferHook?.();
+    await this.afterOfferHook?.(delta);
     return { delta };
   }
 
@@ -307,20 +356,24 @@ export class DeltaReceiver implements OpenExtension {
     let first = 0;
     const ps = this.hello.pageSize;
     for (const [i, b] of this.bases.entries()) {
+      const own = b.inPlace !== undefined;
       const clone: Clone | null = b.block
         ? {
             base: i,
-            pages: Math.min(Math.floor(b.size / ps), Math.floor(b.block.size / ps)),
+            inPlace: own,
+            // In place the base is the block's file (its size already the block's): every page, the last one too.
+            pages: own ? b.pages : Math.min(Math.floor(b.size / ps), Math.floor(b.block.size / ps)),
             crc: new Uint32Array(b.pages),
             nonzero: new Uint8Array(b.pages),
           }
         : null;
-      // The data channels then write a zero page where the clone wrote a non-zero one.
+      // The data channels then write a zero page where the clone wrote (or, in place, the file holds) a non-zero one.
       if (clone) b.block!.nonzero = clone.nonzero;
       const where = `base "${b.name}" (${b.path})`;
       const onBatch = async (entries: Uint8Array, count: number, pages: Uint8Array, page: number): Promise<void> => {
         if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: fingerprinting after the migration stopped');
-        if (clone) await this.cloneBatch(b.block!, clone, entries, count, pages, page, first);
+        if (clone?.inPlace) markNonzero(clone, entries, count, first);
+        else if (clone) await this.cloneBatch(b.block!, clone, entries, count, pages, page, first);
         for (let i = 0; i < count;) {
           const k = Math.min(count - i, MAX_FINGERPRINTS_PER_FRAME - n);
           frame.set(entries.subarray(i * ENTRY_SIZE, (i + k) * ENTRY_SIZE), n * ENTRY_SIZE);
@@ -337,7 +390,12 @@ export class DeltaReceiver implements OpenExtension {
     }
     await flush();
     releaseBuffers(frame);
-    return { bases: this.bases.map((b) => ({ name: b.name, pages: b.pages })), fingerprints: total };
+    return { bases: this.offered(), fingerprints: total };
+  }
+
+  /** The bases as `ready.delta` names them: those written in place say so (`inPlace`, their ram block). */
+  private offered(): ReadyDelta['bases'] {
+    return this.bases.map((b) => ({ name: b.name, pages: b.pages, ...(b.inPlace !== undefined ? { inPlace: b.inPlace } : {}) }));
   }
 
   /**
@@ -387,7 +445,7 @@ export class DeltaReceiver implements OpenExtension {
   private log: Logger | null = null;
   /** Set by open() from DeltaRecvOptions.onFingerprints and afterOffer. */
   private onFingerprintsHook: ((entries: Buffer) => void) | undefined;
-  private afterOfferHook: (() => void | Promise<void>) | undefined;
+  private afterOfferHook: ((offer: ReadyDelta) => void | Promise<void>) | undefined;
 
   /**
    * A reference packet (header checked): checks each reference, marks its
@@ -429,11 +487,12 @@ export class DeltaReceiver implements OpenExtension {
     const same: number[] = [];
     for (const r of refs) {
       if (r.source === SOURCE_ZERO) {
-        // The temporary output is a fresh file (delta refuses --in-place): its zero pages need no write,
-        // but where the clone wrote a non-zero page.
+        // A temporary output is a fresh file: its zero pages need no write, but where the clone wrote a
+        // non-zero page. An output written in place: where its page was not zero (all of them, unknown).
+        const inPlace = block.output.inPlace;
         for (let p = r.dst; p < r.dst + r.count; p++) {
           block.digest.add(p, this.zeroCrc);
-          if (clone && p < clone.pages && clone.nonzero[p]) zeros.push(p * ps);
+          if (clone && p < clone.pages ? clone.nonzero[p] : inPlace) zeros.push(p * ps);
         }
         this.zeroPages += r.count;
         continue;
@@ -445,7 +504,7 @@ export class DeltaReceiver implements OpenExtension {
       }
       const base = this.bases[r.source]!;
       this.basePages += r.count;
-      // The same pages of the block's earlier version: the clone holds them, and its CRCs prove them.
+      // The same pages of the block's earlier version: the clone (in place, the file itself) holds them, and its CRCs prove them.
       const cloned = clone && clone.base === r.source && r.src === r.dst ? Math.max(0, Math.min(r.count, clone.pages - r.dst)) : 0;
       for (let p = r.dst; p < r.dst + cloned; p++) {
         block.digest.add(p, clone!.crc[p]!);
@@ -467,7 +526,7 @@ export class DeltaReceiver implements OpenExtension {
     return total;
   }
 
-  /** Writes zero pages at `offsets` of the block's temporary output (over pages its clone wrote). */
+  /** Writes zero pages at `offsets` of the block's output (over pages its clone wrote, or that it held in place). */
   private async writeZeros(block: TargetBlock, name: string, offsets: number[]): Promise<void> {
     const z = (this.zeroPage ??= new Uint8Array(this.hello.pageSize));
     try {
@@ -654,5 +713,13 @@ export class DeltaReceiver implements OpenExtension {
 
   private closeBases(): void {
     for (const b of this.bases.splice(0)) fs.closeSync(b.fd);
+  }
+}
+
+/** In place: marks the batch's non-zero pages (`entries`, indices from `first`) in `clone.nonzero`; nothing is written. */
+function markNonzero(clone: Clone, entries: Uint8Array, count: number, first: number): void {
+  for (let i = 0; i < count; i++) {
+    const p = entryIndex(entries, i) - first;
+    if (p < clone.pages) clone.nonzero[p] = 1;
   }
 }

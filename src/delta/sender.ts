@@ -363,6 +363,16 @@ export async function planDelta(
   const CHUNK = 65536;
   const found = new Uint32Array(tableMemory(CHUNK * 4));
   const words = entryWords(unmatched);
+  // Bases written in place (`inPlace`: the receiver's output of that ram block, its base and target at
+  // once): a page of one is referred to for another page only when it stays as it is (see keepInPlace).
+  const inPlaceOf = offer.bases.map((b) => b.inPlace);
+  const anyInPlace = inPlaceOf.some((k) => k !== undefined);
+  // Whether base page `t` (table index) is of a base written in place, and image page `g` is not its own page.
+  const movedInPlace = (t: number, g: number): boolean => {
+    const part = baseStart.length === 1 ? 0 : partOf(baseStart, t);
+    const k = inPlaceOf[part];
+    return k !== undefined && (k >= blocks.length || g !== blockStart[k]! + t - baseStart[part]!);
+  };
   for (let at = 0; at < prints.count; at += CHUNK) {
     const n = Math.min(CHUNK, prints.count - at);
     const view = unmatched.subarray(at * ENTRY_SIZE, (at + n) * ENTRY_SIZE);
@@ -375,7 +385,8 @@ export async function planDelta(
       const collided = f !== NO_MATCH && baseCrcs !== null && baseCrcs[f] !== crcAt(g);
       if (collided) collisions++;
       if (f !== NO_MATCH && !collided) baseRef[g] = f;
-      else {
+      // A reference to another page of a base written in place may be dropped (keepInPlace): its entry stays.
+      if (f === NO_MATCH || collided || (anyInPlace && movedInPlace(f, g))) {
         if (u !== e) {
           if (words) words.copyWithin(u * 4, e * 4, e * 4 + 4);
           else unmatched.copyWithin(u * ENTRY_SIZE, e * ENTRY_SIZE, (e + 1) * ENTRY_SIZE);
@@ -400,6 +411,7 @@ export async function planDelta(
       if (baseZero(t) && (baseStart.length === 1 || partOf(baseStart, t) === partOf(baseStart, t - 1))) baseRef[g] = t;
     }
   }
+  if (anyInPlace) u = keepInPlace(blockStart, pagesOf, baseStart, inPlaceOf, movedInPlace, baseRef, unmatched, words, u);
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
   for (let i = 1, first = 0; i < u; i++) {
@@ -478,6 +490,52 @@ export async function planDelta(
   }
   releaseBuffers(baseRef, dupOf, found, baseZeroBits.bits);
   return plan;
+}
+
+/**
+ * The rule for bases written in place (the receiver's output, `inPlace`):
+ * image page g refers to page s of such a base, written in place as image
+ * block k, for a page other than its own (g is not page s of block k) only
+ * when page s of block k is itself a reference to that same base page (it
+ * then stays as it is); otherwise the reference is dropped and page g goes
+ * as a copy within the migration or as data. References to its own pages
+ * always hold. Returns the count of `unmatched` entries once the entries of
+ * the pages whose references hold are taken out (the matching kept those of
+ * the references to other pages, to look for copies among them when dropped).
+ */
+function keepInPlace(
+  blockStart: readonly number[],
+  pagesOf: readonly number[],
+  baseStart: readonly number[],
+  inPlaceOf: readonly (number | undefined)[],
+  movedInPlace: (t: number, g: number) => boolean,
+  baseRef: Uint32Array,
+  unmatched: Uint8Array,
+  words: Uint32Array | null,
+  u: number,
+): number {
+  const total = blockStart.length > 0 ? blockStart.at(-1)! + pagesOf.at(-1)! : 0;
+  for (let g = 0; g < total; g++) {
+    const t = baseRef[g]!;
+    if (t === NO_MATCH || !movedInPlace(t, g)) continue;
+    // Page t stays when its own page (page s of block k) is a reference to page t itself.
+    const part = baseStart.length === 1 ? 0 : partOf(baseStart, t);
+    const k = inPlaceOf[part]!;
+    const s = t - baseStart[part]!;
+    const holds = k < pagesOf.length && s < pagesOf[k]! && baseRef[blockStart[k]! + s] === t;
+    if (!holds) baseRef[g] = NO_MATCH;
+  }
+  let kept = 0;
+  for (let e = 0; e < u; e++) {
+    const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
+    if (baseRef[g] !== NO_MATCH) continue;
+    if (kept !== e) {
+      if (words) words.copyWithin(kept * 4, e * 4, e * 4 + 4);
+      else unmatched.copyWithin(kept * ENTRY_SIZE, e * ENTRY_SIZE, (e + 1) * ENTRY_SIZE);
+    }
+    kept++;
+  }
+  return kept;
 }
 
 /**

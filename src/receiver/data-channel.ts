@@ -104,7 +104,8 @@ export interface TargetBlock {
   digest: BlockDigest;
   /**
    * 1 for each page where the output already holds non-zero bytes of its own
-   * (delta's clone of the earlier version, src/delta/receiver.ts): a zero page there is written.
+   * (delta's clone of the earlier version, or the file delta writes in place,
+   * src/delta/receiver.ts): a zero page there is written, elsewhere not.
    */
   nonzero?: Uint8Array;
 }
@@ -665,10 +666,15 @@ export class DataChannel {
     let offsets = h.offsets;
     for (let j = normal; j < normal + zero; j++) block.digest.add(h.offsets[j]! / ps, this.host.zeroPageCrc);
     const writeZeros = this.host.inPlace || block.nonzero !== undefined;
-    if (!this.host.inPlace && block.nonzero && zero > 0) {
-      // Only the zero pages over non-zero bytes are written; the others are zero already.
+    if (block.nonzero && zero > 0) {
+      // Only the zero pages over non-zero bytes are written; the others are zero already (in place, past
+      // the pages `nonzero` knows of, every one is written).
       const over: number[] = [];
-      for (let j = normal; j < normal + zero; j++) if (block.nonzero[h.offsets[j]! / ps]) over.push(h.offsets[j]!);
+      const known = block.nonzero.length;
+      for (let j = normal; j < normal + zero; j++) {
+        const p = h.offsets[j]! / ps;
+        if (p < known ? block.nonzero[p] : this.host.inPlace) over.push(h.offsets[j]!);
+      }
       if (over.length < zero) {
         offsets = new Float64Array(normal + over.length);
         offsets.set(h.offsets.subarray(0, normal));

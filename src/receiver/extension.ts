@@ -48,6 +48,12 @@ export interface RecvSetup {
  */
 export interface RecvExtension {
   open(setup: RecvSetup): OpenExtension | null;
+  /**
+   * Before any output is touched (not on a resume): refuses outputs the
+   * extension cannot serve (`finals`, the outputs' final paths; `inPlace`,
+   * whether they are written where they are) with a UsageError.
+   */
+  checkTargets?(hello: Hello, finals: string[], inPlace: boolean): void;
 }
 
 /**

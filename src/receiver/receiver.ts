@@ -451,6 +451,7 @@ class Migration {
       throw new ResumeError('ERR_RESUME_NO_JOURNAL', 'this receiver keeps no progress journal (--no-journal): send without --resume');
     // Where each output goes, checked (real paths, aliases, links) before any file is touched.
     const finals = resolveTargets(hello.ramblocks, targets, 'hello');
+    if (!hello.resume) this.opts.extension?.checkTargets?.(hello, finals, targets.inPlace);
     const journaled = hello.resume ? await this.journaled(hello, finals, targets.inPlace) : null;
     // Starting over: an earlier attempt's journal goes before its partial output is replaced.
     if (!journaled) for (const f of finals) discardJournal(journalPathFor(f));

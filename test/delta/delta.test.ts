@@ -368,7 +368,7 @@ t.test('after a base shrank, the journal is kept and mfd send --resume (without 
   t.equal(sha256(path.join(s.out, 'pc.ram')), sha256(s.image), 'byte-identical');
 });
 
-t.test('the CLI refuses delta where it cannot hold: mapped-ram files, --resume, --in-place, --delta with --from', async (t) => {
+t.test('the CLI refuses delta where it cannot hold: mapped-ram files, --resume, --qemu, --delta with --from', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const bin = path.resolve('bin/mfd.js');
   const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -379,7 +379,7 @@ t.test('the CLI refuses delta where it cannot hold: mapped-ram files, --resume, 
       /--mapped-ram cannot hold delta references/,
     ],
     [['send', '--delta', '--resume', '--to', '127.0.0.1:1', s.image], /--delta and --resume cannot be combined/],
-    [['recv', '--delta', '--in-place', '--listen', '127.0.0.1:0', '--output', s.out], /not with --in-place/],
+    [['recv', '--delta', '--qemu', '--listen', '127.0.0.1:0', '--output', s.out], /not with --qemu/],
     [
       ['recv', '--delta', '--from', `file:${path.join(s.dir, 'f.mig')}`, '--output', s.out],
       /a delta migration file names its bases itself/,
