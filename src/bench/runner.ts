@@ -63,6 +63,11 @@ export interface MfdRunInput {
   base?: string;
   /** Both sides with --delta (default: when there is a base). */
   delta?: boolean;
+  /**
+   * With --delta, the receiver writes the output where it is (`--in-place`, as rsync --inplace
+   * does; default on): the earlier version is its base and its target at once.
+   */
+  inPlace?: boolean;
 }
 
 /** Just the fields the bench reads from `--json` (the summary has more; see src/stats.ts). */
@@ -105,6 +110,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   fs.mkdirSync(outDir, { recursive: true });
   if (input.base !== undefined) fs.copyFileSync(input.base, output);
   const delta = (input.delta ?? input.base !== undefined) ? ['--delta'] : [];
+  const inPlace = delta.length > 0 && (input.inPlace ?? true) ? ['--in-place'] : [];
   syncDisks();
 
   const [rc, ra] = net.wrap('recv', process.execPath, [
@@ -121,6 +127,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
     // The shaped link's receiver listens on its veth address, reachable only from the bench's own namespace.
     '--insecure',
     ...delta,
+    ...inPlace,
   ]);
   let onPort: ((port: number) => void) | undefined;
   const recv = start(rc, ra, {

@@ -410,6 +410,7 @@ t.test('--changed and --base: delta cells against plain mfd and rsync, with the 
   const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
   t.match(md, /### Delta transfer: bytes and time against plain mfd and rsync/);
   t.match(md, /\| none \| 2 \| mixed 4 MiB \| 10% changed \| \d+ \|/);
+  t.match(md, /mfd runs recv --delta --in-place/, 'the report says how mfd wrote the earlier version');
   t.ok(fs.readFileSync(a).length === 1 << 20 && fs.existsSync(b), 'the pair is left as it was');
 });
 
