@@ -130,7 +130,7 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(
       new Option(
         '--delta',
-        "offer bases to a sender with --delta: each output's existing file, and --base / --base-dir; pages found in them travel as references",
+        "offer bases to a sender with --delta: each output's existing file (with --in-place written where it is, no copy), and --base / --base-dir; pages found in them travel as references",
       ),
     )
     .addOption(
