@@ -17,7 +17,7 @@ import { ENTRY_SIZE, fingerprintPages, sortEntries } from '../../src/delta/finge
 import { planDelta } from '../../src/delta/sender.js';
 import { decodeRefs, SOURCE_MIGRATION } from '../../src/wire/delta-ref.js';
 import type { SendBlock } from '../../src/sender/pipeline.js';
-import type { ReadyDelta } from '../../src/control/delta.js';
+import { checkReadyDelta, type ReadyDelta } from '../../src/control/delta.js';
 import type { DeltaRecvOptions } from '../../src/delta/receiver.js';
 import type { RemoteError } from '../../src/errors.js';
 
@@ -199,4 +199,16 @@ t.test('in place: after a failure that kept the journal, mfd send --resume (with
   t.ok(sent.stats.resumedPages! > 0, `${sent.stats.resumedPages} pages held from the delta attempt`);
   t.equal(sha256(p.output), sha256(p.image), 'byte-identical');
   t.same(fs.readdirSync(p.out), ['pc.ram'], 'no marker left');
+});
+
+t.test('ready.delta.bases[].inPlace is checked: a ram block index, each at most once', async (t) => {
+  const ready = (...inPlace: unknown[]) =>
+    checkReadyDelta({ bases: inPlace.map((k, i) => ({ name: `b${i}`, pages: 1, inPlace: k })), fingerprints: 0 });
+  t.same(ready(0, 1).bases, [
+    { name: 'b0', pages: 1, inPlace: 0 },
+    { name: 'b1', pages: 1, inPlace: 1 },
+  ]);
+  t.same(ready(undefined).bases, [{ name: 'b0', pages: 1 }], 'absent: a base only read');
+  for (const bad of [-1, 1.5, '0', 4096]) t.throws(() => ready(bad), /ready\.delta\.bases\[0\]\.inPlace received/, String(bad));
+  t.throws(() => ready(2, 2), /bases\[1\]\.inPlace received 2, which an earlier base already names/);
 });
