@@ -7,11 +7,15 @@
 // (high 64 bits, then the top 32 of the low half) and a u32 page index, each
 // field little-endian. Tables of entries are sorted by (key, index).
 //
-//   deltaFingerprint(pages, pageSize, count, firstIndex, out, crcOut|null, cb(err, n)):
+//   deltaFingerprint(pages, pageSize, count, firstIndex, out, crcOut|null, holes|null, cb(err, n)):
 //     the entries of the non-zero pages among `count`, in page order, into
 //     out (16 x count bytes); n entries; with crcOut, every page's CRC-32C
-//     too (the digest's, so the pages need not be read again). Off the event
-//     loop, the batch split across the machine's cores.
+//     too (the digest's, so the pages need not be read again). `holes` (a
+//     flag a page) marks pages known to be zero (holes of a sparse file): they
+//     are never touched, so a mapping of a hole is never faulted in (on tmpfs
+//     that would allocate a page). `pages` may be a file mapping (mapRange):
+//     if the file shrinks under it (SIGBUS), n is ESHORTREAD (negative), not
+//     a crash. Off the event loop, the batch split across the machine's cores.
 //   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
 //   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
 //     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
@@ -34,6 +38,7 @@
 
 #include "common.h"
 #include "crc32c.h"
+#include "packet_io.h"
 #include "zero_page.h"
 
 #ifdef MFD_HAVE_XXHASH
@@ -107,11 +112,11 @@ bool Unavailable(Napi::Env env) {
 // then its CRC-32C and hash while it is in the cache; a zero page's CRC is the zero page's, not
 // computed again (half the pages of a typical guest).
 void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first,
-               Entry* slots, uint32_t* crc_out) {
+               Entry* slots, uint32_t* crc_out, const uint8_t* holes) {
   const uint32_t zero_crc = crc_out != nullptr ? ZeroPageCrc(page_size) : 0;
   for (size_t i = from; i < to; i++) {
     const uint8_t* p = pages + i * page_size;
-    if (BufferIsZero(p, page_size)) {
+    if ((holes != nullptr && holes[i] != 0) || BufferIsZero(p, page_size)) {
       slots[i] = {0, 0, 0xffffffffu};
       if (crc_out != nullptr) crc_out[i] = zero_crc;
       continue;
@@ -121,36 +126,64 @@ void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, u
     slots[i] = {h.high64, static_cast<uint32_t>(h.low64 >> 32), static_cast<uint32_t>(first + i)};
   }
 }
+
+// HashRange under the SIGBUS guard (the pages may be a file mapping): 0, or kShortRead when the
+// file shrank under it.
+struct HashArgs {
+  const uint8_t* pages;
+  size_t page_size, from, to;
+  uint64_t first;
+  Entry* slots;
+  uint32_t* crc_out;
+  const uint8_t* holes;
+};
+int64_t HashRangeGuarded(HashArgs a) {
+  return RunGuarded(
+      [](void* p) -> int64_t {
+        const auto* x = static_cast<HashArgs*>(p);
+        HashRange(x->pages, x->page_size, x->from, x->to, x->first, x->slots, x->crc_out, x->holes);
+        return 0;
+      },
+      &a);
+}
 #endif
 
 class FingerprintWorker : public Napi::AsyncWorker {
  public:
   FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count,
-                    uint64_t first, uint8_t* out, uint32_t* crc_out)
+                    uint64_t first, uint8_t* out, uint32_t* crc_out, const uint8_t* holes)
       : Napi::AsyncWorker(cb, "mfd.deltaFingerprint"),
         pages_(pages),
         page_size_(page_size),
         count_(count),
         first_(first),
         out_(out),
-        crc_out_(crc_out) {}
+        crc_out_(crc_out),
+        holes_(holes) {}
   void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override {
 #ifdef MFD_HAVE_XXHASH
     std::vector<Entry> slots(count_);
     const size_t cores = std::max(1u, std::thread::hardware_concurrency());
     const size_t threads = std::max<size_t>(1, std::min(cores, count_ / kPagesPerThread));
-    if (threads == 1) {
-      HashRange(pages_, page_size_, 0, count_, first_, slots.data(), crc_out_);
-    } else {
-      std::vector<std::thread> pool;
-      const size_t per = (count_ + threads - 1) / threads;
-      for (size_t t = 1; t < threads; t++) {
-        const size_t from = std::min(count_, t * per), to = std::min(count_, (t + 1) * per);
-        pool.emplace_back(HashRange, pages_, page_size_, from, to, first_, slots.data(), crc_out_);
+    const size_t per = (count_ + threads - 1) / threads;
+    std::vector<int64_t> results(threads, 0);
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; t++) {
+      const size_t from = std::min(count_, t * per), to = std::min(count_, (t + 1) * per);
+      pool.emplace_back([this, &slots, &results, t, from, to] {
+        results[t] = HashRangeGuarded(
+            {pages_, page_size_, from, to, first_, slots.data(), crc_out_, holes_});
+      });
+    }
+    results[0] = HashRangeGuarded(
+        {pages_, page_size_, 0, std::min(count_, per), first_, slots.data(), crc_out_, holes_});
+    for (auto& th : pool) th.join();
+    for (const int64_t r : results) {
+      if (r < 0) {
+        n_ = r;
+        return;
       }
-      HashRange(pages_, page_size_, 0, std::min(count_, per), first_, slots.data(), crc_out_);
-      for (auto& th : pool) th.join();
     }
     for (const Entry& e : slots) {
       if (e.idx == 0xffffffffu) continue;  // a zero page (indices stop at 2^32 - 2)
@@ -169,18 +202,24 @@ class FingerprintWorker : public Napi::AsyncWorker {
   uint64_t first_;
   uint8_t* out_;
   uint32_t* crc_out_;
-  size_t n_ = 0;
+  const uint8_t* holes_;
+  int64_t n_ = 0;  // entries, or kShortRead
   std::vector<Napi::ObjectReference> pinned_;
 };
 
 Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
   size_t page_size, count, first;
   if (Unavailable(info.Env())) return info.Env().Undefined();
-  if (!RequireArgs(info, 7) || !RequireBytes(info, 0, "pages") ||
+  if (!RequireArgs(info, 8) || !RequireBytes(info, 0, "pages") ||
       !RequireSize(info, 1, "pageSize", &page_size) || !RequireSize(info, 2, "count", &count) ||
       !RequireSize(info, 3, "firstIndex", &first) || !RequireBytes(info, 4, "out") ||
-      !RequireFunction(info, 6)) {
+      !RequireFunction(info, 7)) {
     return info.Env().Undefined();
+  }
+  const uint8_t* holes = nullptr;
+  if (!info[6].IsNull() && !info[6].IsUndefined()) {
+    if (!RequireBytes(info, 6, "holes", count)) return info.Env().Undefined();
+    holes = info[6].As<Napi::Uint8Array>().Data();
   }
   uint32_t* crc_out = nullptr;
   if (!info[5].IsNull() && !info[5].IsUndefined()) {
@@ -197,11 +236,12 @@ Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* w = new FingerprintWorker(info[6].As<Napi::Function>(), pages.Data(), page_size, count,
-                                  first, out.Data(), crc_out);
+  auto* w = new FingerprintWorker(info[7].As<Napi::Function>(), pages.Data(), page_size, count,
+                                  first, out.Data(), crc_out, holes);
   w->Pin(pages);
   w->Pin(out);
   if (crc_out != nullptr) w->Pin(info[5].As<Napi::Object>());
+  if (holes != nullptr) w->Pin(info[6].As<Napi::Object>());
   w->Queue();
   return info.Env().Undefined();
 }

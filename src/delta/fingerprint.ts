@@ -1,15 +1,18 @@
 /**
  * Page fingerprints (addon/delta.cc): XXH3-128 of every non-zero page, kept as
  * 16-byte entries (the top 96 bits of the hash and a u32 page index), so a
- * table costs 16 bytes per page. Files are read in batches of FINGERPRINT_BATCH
- * pages, the next batch read while the addon hashes the last one on all cores
- * and the caller takes the one before.
+ * table costs 16 bytes per page. Files are taken in batches of FINGERPRINT_BATCH
+ * pages, the next batch got while the addon hashes the last one on all cores
+ * and the caller takes the one before. A batch is hashed from a read-only
+ * mapping of the file where that costs less than reading it (fingerprintFile:
+ * the image access, src/image/image-source.ts), its holes never touched.
  */
 import fs from 'node:fs';
 import { IoError, NativeIoError, UsageError, nativeIoFailure } from '../errors.js';
 import { native } from '../native/load.js';
 import { ENTRY_SIZE, NO_MATCH, MAX_SAMPLE_ENTRIES } from '../control/delta.js';
 import { preadPieces } from '../native/file-io.js';
+import { measureAccess, onHugePages, type ImageAccess, type Measure } from '../image/image-source.js';
 
 /** An entry's size and the index no entry has: defined below, with the `fingerprints` frames that carry entries. */
 export { ENTRY_SIZE, NO_MATCH };
@@ -52,7 +55,12 @@ export function requireDelta(what: string): void {
   }
 }
 
-/** Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into `out`, their number returned; with `crc`, every page's CRC-32C. */
+/**
+ * Entries of the non-zero pages among the `count` pages in `pages`, indices from `first`; into
+ * `out`, their number returned; with `crc`, every page's CRC-32C. `holes` (a flag a page) marks
+ * pages known to be zero, never looked at. `pages` may be a mapping of a file: if the file shrinks
+ * under it, the promise resolves with a negative number (ESHORTREAD), not a crash.
+ */
 export function fingerprintPages(
   pages: Uint8Array,
   pageSize: number,
@@ -60,9 +68,10 @@ export function fingerprintPages(
   first: number,
   out: Uint8Array,
   crc: Uint32Array | null = null,
+  holes: Uint8Array | null = null,
 ): Promise<number> {
   return new Promise((resolve, reject) =>
-    native.deltaFingerprint(pages, pageSize, count, first, out, crc, (e, n) => (e ? reject(e) : resolve(n))),
+    native.deltaFingerprint(pages, pageSize, count, first, out, crc, holes, (e, n) => (e ? reject(e) : resolve(n))),
   );
 }
 
@@ -147,6 +156,97 @@ export async function readFully(fd: number, buf: Buffer, length: number, positio
   return got;
 }
 
+/** How fingerprintFile got a file's pages, and why (as ImageSource.access). */
+export interface FingerprintAccess {
+  how: 'map' | 'read';
+  why: string;
+}
+
+export interface FingerprintOptions {
+  /**
+   * map, read, or auto (the default): read on hugetlbfs (where lseek cannot tell holes, and a hole
+   * touched through a mapping takes a huge page) and for files of less than a few MiB of data;
+   * elsewhere the cheaper of the two as measured on the file (the image access's measure,
+   * src/image/image-source.ts). With `onBytes` the pages are always read.
+   */
+  access?: ImageAccess;
+  /** What auto measures with (a test's fake; native.probeImageAccess by default). */
+  measure?: Measure;
+}
+
+/** statfs(2) of an open file, by its /proc/self/fd link. */
+const fdPath = (fd: number): string => `/proc/self/fd/${fd}`;
+
+async function chooseAccess(fd: number, size: number, access: ImageAccess, measure: Measure | undefined): Promise<FingerprintAccess> {
+  if (access !== 'auto') return { how: access, why: `access ${access}` };
+  if (await onHugePages(fdPath(fd))) return { how: 'read', why: 'auto: on hugetlbfs' };
+  const m = measureAccess(fd, size, measure);
+  return { how: m.how, why: `auto: ${m.why}` };
+}
+
+/**
+ * Which whole pages of a batch lie in holes of the file (lseek SEEK_DATA/SEEK_HOLE), so that
+ * they are neither touched through a mapping (on tmpfs that allocates a page) nor hashed. No lseek
+ * for a batch inside a span found all data before: on tmpfs SEEK_HOLE walks the page cache up to
+ * the next hole, so one call per batch would cost O(file) each.
+ */
+class HoleFinder {
+  private sparse = true;
+  private readonly span = new Float64Array(2);
+  private readonly until = new Float64Array(1);
+  constructor(
+    private readonly fd: number,
+    private readonly size: number,
+    private readonly what: string,
+  ) {}
+
+  /** Flags for the `count` whole pages at `offset`, or null when none lies in a hole. */
+  at(offset: number, count: number, pageSize: number): Uint8Array | null {
+    if (!this.sparse) return null;
+    const bytes = count * pageSize;
+    if (offset >= this.span[0]! && offset + bytes <= this.span[1]!) return null;
+    let extents: Float64Array;
+    try {
+      extents = native.dataExtents(this.fd, offset, bytes, this.until);
+    } catch {
+      this.sparse = false; // an optimisation only: without it every page is looked at
+      return null;
+    }
+    if (extents.length === 2 && extents[0] === offset && extents[1]! >= offset + bytes) {
+      this.span[0] = offset;
+      this.span[1] = this.until[0]!;
+      return null;
+    }
+    // lseek reports everything past the end of a file as a hole: a file that shrank would pass as zero pages.
+    const now = fs.fstatSync(this.fd).size;
+    if (now < this.size)
+      throw new IoError(
+        'ERR_DELTA_BASE_SHORT',
+        `reading ${this.what}: it is now ${now} bytes, expected ${this.size} (it shrank while being read)`,
+      );
+    const holes = new Uint8Array(count).fill(1);
+    for (let i = 0; i < extents.length; i += 2) {
+      const from = Math.floor((extents[i]! - offset) / pageSize);
+      const to = Math.ceil((extents[i + 1]! - offset) / pageSize);
+      holes.fill(0, from, to);
+    }
+    return holes.includes(1) ? holes : null;
+  }
+}
+
+/** A batch got: its pages (a view of a mapping, or of a read buffer), which of them lie in holes, and what gives them back. */
+interface Batch {
+  n: number;
+  pages: Uint8Array;
+  holes: Uint8Array | null;
+  /** Bytes of the file in it (the last page may be partial). */
+  bytes: number;
+  /** Call once nothing uses `pages` any more (no hashing, no onBatch). */
+  release(): void;
+}
+
+const NO_RELEASE = (): void => {};
+
 /**
  * Fingerprints the `size` bytes of `fd` (the last page zero-padded), page
  * indices from `first`; `onBatch` gets each batch's entries, its pages (the
@@ -157,6 +257,14 @@ export async function readFully(fd: number, buf: Buffer, length: number, positio
  * `what` names the file in errors. Once `signal` aborts, no further batch is
  * read and the call rejects with its reason (a migration that needs the
  * fingerprints no more does not go on reading the whole file beside it).
+ *
+ * Mapped (`opts.access`; never with `onBytes`), `pages` is a view of a
+ * read-only mapping of the file, unmapped once onBatch returns: hand it to
+ * system calls (a write from it fails with EFAULT if the file shrank), and
+ * read it in JavaScript only if the file cannot shrink meanwhile (that would
+ * be SIGBUS), and never its pages in holes (they have no entry; on tmpfs a
+ * touch allocates a page). A file that shrinks while it is hashed is
+ * ERR_DELTA_BASE_SHORT, as when read. Resolves with how the pages were got.
  */
 export async function fingerprintFile(
   fd: number,
@@ -168,15 +276,39 @@ export async function fingerprintFile(
   crc: Uint32Array | null = null,
   onBytes: ((bytes: Uint8Array) => void) | null = null,
   signal: AbortSignal | null = null,
-): Promise<void> {
+  opts: FingerprintOptions = {},
+): Promise<FingerprintAccess> {
   const pages = Math.ceil(size / pageSize);
   const bytes = FINGERPRINT_BATCH * pageSize;
+  const access: FingerprintAccess = onBytes
+    ? { how: 'read', why: 'its bytes are digested as they are read' }
+    : pages === 0
+      ? { how: 'read', why: 'empty' }
+      : await chooseAccess(fd, size, opts.access ?? 'auto', opts.measure);
   // Three batches in flight: one read, one hashed, one in onBatch (the receiver writes its clone then).
   const bufs = [tableBuffer(bytes), tableBuffer(bytes), tableBuffer(bytes)];
   const outs = [Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE), Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE)];
-  const read = async (page: number, buf: Buffer): Promise<number> => {
+  const holes = new HoleFinder(fd, size, what);
+  const shrank = (): IoError =>
+    new IoError('ERR_DELTA_BASE_SHORT', `reading ${what}: it ended under its mapping, expected ${size} bytes (it shrank while being read)`);
+  const read = async (page: number, buf: Buffer): Promise<Batch> => {
     const n = Math.min(FINGERPRINT_BATCH, pages - page);
     const want = Math.min(n * pageSize, size - page * pageSize);
+    // Whole pages only: a partial last page is read and padded.
+    if (access.how === 'map' && want === n * pageSize) {
+      const h = holes.at(page * pageSize, n, pageSize);
+      let mapping: ArrayBuffer | null = null;
+      try {
+        mapping = native.mapRange(fd, page * pageSize, want);
+      } catch (e) {
+        access.how = 'read';
+        access.why += `; read after mapping failed (${(e as Error).message})`;
+      }
+      if (mapping) {
+        const m = mapping;
+        return { n, pages: new Uint8Array(m, 0, want), holes: h, bytes: want, release: () => native.unmapRange(m) };
+      }
+    }
     let got: number;
     try {
       got = await readFully(fd, buf, want, page * pageSize);
@@ -189,30 +321,33 @@ export async function fingerprintFile(
         `reading ${what}: ${got} bytes at offset ${page * pageSize}, expected ${want} (it shrank while being read)`,
       );
     buf.fill(0, want, n * pageSize);
-    return n;
+    return { n, pages: buf.subarray(0, n * pageSize), holes: null, bytes: want, release: NO_RELEASE };
   };
   let next = pages > 0 ? read(0, bufs[0]!) : null;
   let batch: Promise<void> = Promise.resolve();
   for (let page = 0, k = 0; page < pages; page += FINGERPRINT_BATCH, k++) {
-    const n = await next!;
+    const cur = await next!;
     signal?.throwIfAborted();
     // Batch k - 2's buffers are free: its onBatch ended before batch k - 1's began.
     next = page + FINGERPRINT_BATCH < pages ? read(page + FINGERPRINT_BATCH, bufs[(k + 1) % 3]!) : null;
     next?.catch(() => {}); // awaited on the next turn
-    const buf = bufs[k % 3]!;
     const out = outs[k % 2]!;
-    const printed = fingerprintPages(buf, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null);
+    const n = cur.n;
+    const printed = fingerprintPages(cur.pages, pageSize, n, first + page, out, crc ? crc.subarray(page, page + n) : null, cur.holes);
     // Both only read the batch: the digest runs here while the addon hashes on the pool.
-    onBytes?.(buf.subarray(0, Math.min(n * pageSize, size - page * pageSize)));
+    onBytes?.(cur.pages.subarray(0, cur.bytes));
     const count = await printed;
+    // A mapping is left to the collector after a failure (nothing may unmap what may still be in use).
+    if (count < 0) throw shrank();
     // In page order, one at a time, each while the next batch is read and hashed.
     await batch;
-    batch = Promise.resolve(onBatch(out, count, buf.subarray(0, n * pageSize), page));
+    batch = Promise.resolve(onBatch(out, count, cur.pages, page)).then(cur.release);
     batch.catch(() => {}); // awaited on the next turn, or below
   }
   await batch;
   // Nothing reads into them or hashes them any more (after a failure something may: left to the collector).
   releaseBuffers(...bufs, ...outs);
+  return access;
 }
 
 /**

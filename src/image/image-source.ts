@@ -48,7 +48,7 @@ export const IMAGE_ACCESS = ['auto', 'map', 'read'] as const;
 export type ImageAccess = (typeof IMAGE_ACCESS)[number];
 
 /** Whether `path` lies on hugetlbfs, where mapping costs no more than a read. */
-async function onHugePages(path: string): Promise<boolean> {
+export async function onHugePages(path: string): Promise<boolean> {
   try {
     return (await fs.promises.statfs(path)).type === HUGETLBFS_MAGIC;
   } catch {
@@ -237,34 +237,9 @@ export class ImageSource {
 
   /** `auto` off hugetlbfs: measures mapping against reading on this image's data pages, and takes the cheaper (module comment). */
   private probe(): void {
-    const decide = (how: 'map' | 'read-pool', why: string): void => {
-      this.how = how;
-      this.why = `auto: ${why}`;
-    };
-    const pairs: number[] = [];
-    let bytes = 0;
-    try {
-      for (let pos = 0; pos < this.size && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; pos += 4 * WINDOW) {
-        const ext = native.dataExtents(this.fd, pos, Math.min(4 * WINDOW, this.size - pos));
-        for (let i = 0; i < ext.length && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; i += 2) {
-          // Whole pages inside the extent (the native side rounds the same way).
-          const start = Math.ceil(ext[i]! / OS_PAGE) * OS_PAGE;
-          const end = Math.min(Math.floor(ext[i + 1]! / OS_PAGE) * OS_PAGE, start + PROBE_BYTES - bytes);
-          if (end <= start) continue;
-          pairs.push(start, end);
-          bytes += end - start;
-        }
-      }
-    } catch (e) {
-      return decide('read-pool', `the file's data extents are unknown (${(e as Error).message})`);
-    }
-    const mib = (n: number): string => `${Number((n / 2 ** 20).toFixed(1))} MiB`;
-    if (bytes < PROBE_MIN_BYTES) return decide('read-pool', `only ${mib(bytes)} of data to measure on, too little`);
-    const [code, mapNs, readNs] = this.measure(this.fd, Float64Array.from(pairs));
-    if (code! < 0) return decide('read-pool', `measuring failed (${resultName(code!)})`);
-    const ms = (ns: number): string => `${(ns / 1e6).toFixed(2)} ms`;
-    const figures = `touching ${mib(bytes)} of its data through a mapping took ${ms(mapNs!)} of CPU, reading it ${ms(readNs!)}`;
-    decide(mapNs! < PROBE_MAP_SHARE * readNs! ? 'map' : 'read-pool', figures);
+    const { how, why } = measureAccess(this.fd, this.size, this.measure);
+    this.how = how === 'map' ? 'map' : 'read-pool';
+    this.why = `auto: ${why}`;
   }
 
   /**
@@ -398,4 +373,35 @@ export class ImageSource {
       /* already closed */
     }
   }
+}
+
+/**
+ * `auto` off hugetlbfs (module comment): measures mapping against reading on up to PROBE_BYTES of
+ * the data pages of the `size` bytes of `fd`, and says which is cheaper and why.
+ */
+export function measureAccess(fd: number, size: number, measure: Measure = native.probeImageAccess): { how: 'map' | 'read'; why: string } {
+  const pairs: number[] = [];
+  let bytes = 0;
+  try {
+    for (let pos = 0; pos < size && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; pos += 4 * WINDOW) {
+      const ext = native.dataExtents(fd, pos, Math.min(4 * WINDOW, size - pos));
+      for (let i = 0; i < ext.length && bytes < PROBE_BYTES && pairs.length < 2 * PROBE_MAX_EXTENTS; i += 2) {
+        // Whole pages inside the extent (the native side rounds the same way).
+        const start = Math.ceil(ext[i]! / OS_PAGE) * OS_PAGE;
+        const end = Math.min(Math.floor(ext[i + 1]! / OS_PAGE) * OS_PAGE, start + PROBE_BYTES - bytes);
+        if (end <= start) continue;
+        pairs.push(start, end);
+        bytes += end - start;
+      }
+    }
+  } catch (e) {
+    return { how: 'read', why: `the file's data extents are unknown (${(e as Error).message})` };
+  }
+  const mib = (n: number): string => `${Number((n / 2 ** 20).toFixed(1))} MiB`;
+  if (bytes < PROBE_MIN_BYTES) return { how: 'read', why: `only ${mib(bytes)} of data to measure on, too little` };
+  const [code, mapNs, readNs] = measure(fd, Float64Array.from(pairs));
+  if (code! < 0) return { how: 'read', why: `measuring failed (${resultName(code!)})` };
+  const ms = (ns: number): string => `${(ns / 1e6).toFixed(2)} ms`;
+  const figures = `touching ${mib(bytes)} of its data through a mapping took ${ms(mapNs!)} of CPU, reading it ${ms(readNs!)}`;
+  return { how: mapNs! < PROBE_MAP_SHARE * readNs! ? 'map' : 'read', why: figures };
 }

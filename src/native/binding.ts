@@ -131,7 +131,11 @@ export interface MfdBinding {
   deltaAvailable: boolean;
   /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
   xxhashVersion?: number;
-  /** 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries; with crcOut, every page's CRC-32C (addon/delta.cc). */
+  /**
+   * 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries;
+   * with crcOut, every page's CRC-32C; pages flagged in `holes` are zero, never touched (addon/delta.cc). `pages` may be a mapRange
+   * mapping: n is then ESHORTREAD (negative) if the file shrank under it.
+   */
   deltaFingerprint(
     pages: Uint8Array,
     pageSize: number,
@@ -139,6 +143,7 @@ export interface MfdBinding {
     firstIndex: number,
     out: Uint8Array,
     crcOut: Uint32Array | null,
+    holes: Uint8Array | null,
     cb: (err: Error | null, n: number) => void,
   ): void;
   /** Sorts `count` entries in place by key, then index. */
