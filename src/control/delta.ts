@@ -64,7 +64,7 @@ export interface SampleRequest {
  * hello): the base is that block's output, written in place (`mfd recv
  * --delta --in-place`), so its pages change as the migration goes; a sender
  * refers to page s of it for another page only while page s stays as it is
- * (a reference to that same page of it). An older sender that ignores the
+ * (a reference to that same page of it) or once it is stashed (`stash`). An older sender that ignores the
  * field is still caught: a page copied from a page overwritten meanwhile fails
  * the digest.
  */

@@ -17,12 +17,15 @@
  * target, with no clone and no temporary file. A reference to the same page of
  * it is no write at all (its CRC from the fingerprint pass), a zero page is
  * written only where that page was not zero, and a page it refers to for
- * another page is copied from the file as it is then. The offer says which
- * bases are written in place (`inPlace`), and the sender refers to a page of
- * one for another page only while that page stays as it is; a sender that does
- * not (an older one, a hostile one) copies a page overwritten meanwhile, whose
- * CRC (of the bytes read and written) then fails the digest. Other bases are
- * never written.
+ * another page is copied from the file as it is then, or from the stash. The
+ * offer says which bases are written in place (`inPlace`), and the sender
+ * refers to a page of one for another page only while that page stays as it
+ * is, or once the receiver has copied it into its stash (`stash` frames after
+ * `ready`, answered before any channel connects: a file beside the output,
+ * removed by close()); a sender that does not (an older one, a hostile one)
+ * copies a page overwritten meanwhile, whose CRC (of the bytes read and
+ * written) then fails the digest, and so does a stash that does not hold what
+ * it should. Other bases are never written.
  */
 import fs from 'node:fs';
 import path from 'node:path';
