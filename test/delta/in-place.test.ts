@@ -357,3 +357,27 @@ t.test('the stash and stashed frames are checked', async (t) => {
   t.throws(() => decodeFrame(frame({ type: 'stashed', pages: -1 })), /stashed\.pages received -1/);
   t.throws(() => decodeFrame(frame({ type: 'stashed', pages: [[[1]]] })), /stashed\.pages received an array of 1/);
 });
+
+t.test('a stash in several frames is copied frame by frame and answered with its count once the last is in', async (t) => {
+  const p = pair(t, [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8]);
+  const { port, result } = await startReceiver({ outputDir: p.out, inPlace: true, delta: { bases: [], dirs: [] }, journal: false });
+  const rs = new RawSender(port);
+  t.teardown(() => rs.close());
+  let m = await rs.hello({ delta: true, pageSize: PS, ramblocks: [{ name: 'pc.ram', size: 8 * PS }] });
+  while (m.type === 'fingerprints') m = await rs.control.next();
+  t.match(m, { type: 'ready' });
+  const u32 = (...pages: number[]) => {
+    const b = Buffer.alloc(pages.length * 4);
+    pages.forEach((x, i) => b.writeUInt32LE(x, i * 4));
+    return b.toString('base64');
+  };
+  rs.control.send({ type: 'stash', pages: u32(1, 3), last: false });
+  rs.control.send({ type: 'stash', pages: '', last: false });
+  rs.control.send({ type: 'stash', pages: u32(6), last: true });
+  t.same(await rs.control.next(), { type: 'stashed', pages: 3 }, 'answered once the last frame is in');
+  const stash = path.join(p.out, '.pc.ram.mfd-stash');
+  t.same(fs.readFileSync(stash), Buffer.concat([page(2), page(4), page(7)]), "page i of the stash is the list's i-th page");
+  rs.control.send({ type: 'error', code: 'ERR_TEST', message: 'done' });
+  t.match(await rejection(result), { code: 'ERR_REMOTE', remoteCode: 'ERR_TEST' });
+  t.notOk(fs.existsSync(stash), 'removed when the migration ends');
+});
