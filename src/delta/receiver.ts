@@ -467,7 +467,7 @@ export class DeltaReceiver implements OpenExtension {
    * one with `last`): the pages of bases written in place that its references
    * copy while their own page is overwritten. Each frame's pages are checked
    * (in a base written in place, ascending, each once, no more than those
-   * bases' pages) and copied at once into a file beside the output (created
+   * bases' pages), then copied into a file beside the output (created
    * afresh, never through a link; removed by close()), before any page is
    * written: the sender connects its channels only once `stashed` answers.
    * References to those pages then read them from the stash.
@@ -486,7 +486,15 @@ export class DeltaReceiver implements OpenExtension {
     this.active++;
     try {
       const file = stashPathFor(own[0]!.block!.output.writePath);
-      this.stashFd = createFreshSync(file, fs.constants.O_RDWR, 0o600);
+      try {
+        this.stashFd = createFreshSync(file, fs.constants.O_RDWR, 0o600);
+      } catch (e) {
+        throw new IoError(
+          `ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`,
+          `delta: creating the stash "${file}": ${(e as Error).message}`,
+          e,
+        );
+      }
       this.stashFile = file;
       let list = new Uint32Array(Math.min(limit, 65536));
       let n = 0;
@@ -529,10 +537,11 @@ export class DeltaReceiver implements OpenExtension {
           list = grown;
         }
         list.set(pages, n);
-        await this.stashCopy(pages, n, starts);
         n += pages.length;
         if (m.last) break;
       }
+      // Copied once every frame is read: the frames never queue up unread (the control channel's flood limit).
+      await this.stashCopy(list.subarray(0, n), 0, starts);
       this.stashPages = n;
       this.stashed = list.subarray(0, n);
       this.log?.info({ pages: n, file }, 'delta: stashed the pages of the output written in place that references copy elsewhere');
