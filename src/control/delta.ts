@@ -64,7 +64,7 @@ export interface SampleRequest {
  * hello): the base is that block's output, written in place (`mfd recv
  * --delta --in-place`), so its pages change as the migration goes; a sender
  * refers to page s of it for another page only while page s stays as it is
- * (a reference to that same page of it). An older sender that ignores the
+ * (a reference to that same page of it) or once it is stashed (`stash`). An older sender that ignores the
  * field is still caught: a page copied from a page overwritten meanwhile fails
  * the digest.
  */
@@ -81,6 +81,40 @@ export interface ReadyDelta {
   fingerprints: number;
   /** No page of the bases' sample matched the sender's `sample`: no fingerprints were made (then 0). */
   skipped?: true;
+}
+
+/** Page indices in one `stash` frame at most: 2 MiB of u32, 2.7 MiB of base64, under the 4 MiB frame limit. */
+export const MAX_STASH_PER_FRAME = 524288;
+
+/**
+ * The sender's list of the pages of bases written in place (`inPlace`) that
+ * its references copy to other pages while their own page is overwritten: the
+ * receiver copies them into a stash before any page is written, and such a
+ * reference then reads from the stash. Sent after `ready`, before any data
+ * channel connects, only to a receiver that named a base `inPlace`, and only
+ * when the list is not empty; one or more frames, the last with `last`, which
+ * the receiver answers with `stashed`. `pages`: base64 of u32 little-endian
+ * page indices counting across the bases in order (as the fingerprint
+ * entries'), strictly ascending across the frames.
+ */
+export interface Stash {
+  type: 'stash';
+  pages: string;
+  last: boolean;
+}
+
+/** The receiver's answer to the last `stash` frame: the pages are stashed (their count); the sender then connects its channels. */
+export interface Stashed {
+  type: 'stashed';
+  pages: number;
+}
+
+/** A received value for an error message, bounded (a deeply nested array must not overflow the stack). */
+function shown(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'object' && v !== null) return 'an object';
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
+  return String(v);
 }
 
 function fail(what: string): never {
@@ -104,12 +138,47 @@ export function checkFingerprints(v: Record<string, unknown>): Fingerprints {
   return { type: 'fingerprints', entries: checkEntries('fingerprints', v.entries, 1, MAX_FINGERPRINTS_PER_FRAME) };
 }
 
+export function checkStash(v: Record<string, unknown>): Stash {
+  const e = v.pages;
+  const chars = Math.ceil((MAX_STASH_PER_FRAME * 4) / 3) * 4;
+  if (typeof e !== 'string' || e.length > chars || e.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(e))
+    fail(
+      `stash.pages received ${typeof e === 'string' ? `a string of ${e.length} characters` : typeof e}, expected base64 of at most ${MAX_STASH_PER_FRAME} page indices`,
+    );
+  const bytes = (e.length / 4) * 3 - (e.endsWith('==') ? 2 : e.endsWith('=') ? 1 : 0);
+  if (bytes % 4 !== 0) fail(`stash.pages holds ${bytes} bytes, expected a multiple of 4 (u32 page indices)`);
+  if (typeof v.last !== 'boolean') fail(`stash.last received ${typeof v.last}, expected a boolean`);
+  return { type: 'stash', pages: e, last: v.last };
+}
+
+export function checkStashed(v: Record<string, unknown>): Stashed {
+  const n = v.pages;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_BASE_PAGES)
+    fail(`stashed.pages received ${shown(n)}, expected a count of at most ${MAX_BASE_PAGES}`);
+  return { type: 'stashed', pages: n };
+}
+
+/** A `stash` frame's page indices (checked base64 of whole u32s). */
+export function decodeStashPages(pages: string): Uint32Array {
+  const b = Buffer.from(pages, 'base64');
+  const out = new Uint32Array(b.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = b.readUInt32LE(i * 4);
+  return out;
+}
+
+/** Page indices as a `stash` frame's `pages`. */
+export function encodeStashPages(pages: Uint32Array): string {
+  const b = Buffer.alloc(pages.length * 4);
+  for (let i = 0; i < pages.length; i++) b.writeUInt32LE(pages[i]!, i * 4);
+  return b.toString('base64');
+}
+
 export function checkSample(v: Record<string, unknown>): Sample {
   const { stride, run } = v;
   if (typeof stride !== 'number' || !Number.isSafeInteger(stride) || stride < 1 || stride > MAX_SAMPLE_STRIDE)
-    fail(`sample.stride received ${String(stride)}, expected an integer in 1..${MAX_SAMPLE_STRIDE}`);
+    fail(`sample.stride received ${shown(stride)}, expected an integer in 1..${MAX_SAMPLE_STRIDE}`);
   if (typeof run !== 'number' || !Number.isSafeInteger(run) || run < 1 || run > stride)
-    fail(`sample.run received ${String(run)}, expected an integer in 1..${stride} (the stride)`);
+    fail(`sample.run received ${shown(run)}, expected an integer in 1..${stride} (the stride)`);
   return { type: 'sample', stride, run, entries: checkEntries('sample', v.entries, 0, MAX_SAMPLE_ENTRIES) };
 }
 
@@ -124,12 +193,12 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
     const { name, pages, inPlace } = b as Record<string, unknown>;
     if (typeof name !== 'string' || name.length > 4096) fail(`ready.delta.bases[${i}].name is not a string of at most 4096 characters`);
     if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0)
-      fail(`ready.delta.bases[${i}].pages received ${String(pages)}, expected a count`);
+      fail(`ready.delta.bases[${i}].pages received ${shown(pages)}, expected a count`);
     if (
       inPlace !== undefined &&
       (typeof inPlace !== 'number' || !Number.isSafeInteger(inPlace) || inPlace < 0 || inPlace >= MAX_IN_PLACE_INDEX)
     )
-      fail(`ready.delta.bases[${i}].inPlace received ${String(inPlace)}, expected a ram block's index in the hello`);
+      fail(`ready.delta.bases[${i}].inPlace received ${shown(inPlace)}, expected a ram block's index in the hello`);
     if (inPlace !== undefined && inPlaces.has(inPlace))
       fail(`ready.delta.bases[${i}].inPlace received ${inPlace}, which an earlier base already names (one base per ram block)`);
     if (inPlace !== undefined) inPlaces.add(inPlace);
@@ -139,8 +208,8 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
   });
   const n = o.fingerprints;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total)
-    fail(`ready.delta.fingerprints received ${String(n)}, expected a count of at most ${total} (the bases' pages)`);
+    fail(`ready.delta.fingerprints received ${shown(n)}, expected a count of at most ${total} (the bases' pages)`);
   if (o.skipped !== undefined && (o.skipped !== true || n !== 0))
-    fail(`ready.delta.skipped received ${String(o.skipped)} with ${n} fingerprints, expected true with 0`);
+    fail(`ready.delta.skipped received ${shown(o.skipped)} with ${n} fingerprints, expected true with 0`);
   return { bases, fingerprints: n, ...(o.skipped === true ? { skipped: true as const } : {}) };
 }

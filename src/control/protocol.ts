@@ -12,10 +12,14 @@ import {
   checkFingerprints,
   checkReadyDelta,
   checkSample,
+  checkStash,
+  checkStashed,
   type Fingerprints,
   type ReadyDelta,
   type Sample,
   type SampleRequest,
+  type Stash,
+  type Stashed,
 } from './delta.js';
 
 export const CONTROL_MAGIC = 0x4d464443; // 'MFDC'
@@ -124,7 +128,8 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ControlMessage = Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints | Sample | SampleRequest;
+export type ControlMessage =
+  Hello | Ready | Complete | Busy | Verdict | ErrorMessage | Fingerprints | Sample | SampleRequest | Stash | Stashed;
 
 export function encodePreamble(): Buffer {
   const b = Buffer.alloc(CONTROL_PREAMBLE_SIZE);
@@ -241,6 +246,10 @@ export function decodeFrame(body: Uint8Array): ControlMessage {
       return checkSample(v);
     case 'sampleRequest':
       return { type: 'sampleRequest' };
+    case 'stash':
+      return checkStash(v);
+    case 'stashed':
+      return checkStashed(v);
     case 'complete':
       return checkComplete(v);
     case 'verdict': {

@@ -17,18 +17,21 @@
  * target, with no clone and no temporary file. A reference to the same page of
  * it is no write at all (its CRC from the fingerprint pass), a zero page is
  * written only where that page was not zero, and a page it refers to for
- * another page is copied from the file as it is then. The offer says which
- * bases are written in place (`inPlace`), and the sender refers to a page of
- * one for another page only while that page stays as it is; a sender that does
- * not (an older one, a hostile one) copies a page overwritten meanwhile, whose
- * CRC (of the bytes read and written) then fails the digest. Other bases are
- * never written.
+ * another page is copied from the file as it is then, or from the stash. The
+ * offer says which bases are written in place (`inPlace`), and the sender
+ * refers to a page of one for another page only while that page stays as it
+ * is, or once the receiver has copied it into its stash (`stash` frames after
+ * `ready`, answered before any channel connects: a file beside the output,
+ * removed by close()); a sender that does not (an older one, a hostile one)
+ * copies a page overwritten meanwhile, whose CRC (of the bytes read and
+ * written) then fails the digest, and so does a stash that does not hold what
+ * it should. Other bases are never written.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { IoError, ProtocolError, UsageError, NativeIoError, nativeIoFailure } from '../errors.js';
+import { IoError, ProtocolError, RemoteError, UsageError, NativeIoError, nativeIoFailure } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Hello, Ready } from '../control/protocol.js';
+import type { ControlMessage, Hello, Ready } from '../control/protocol.js';
 import type { ControlChannel } from '../transport/control-channel.js';
 import { writePacket } from '../native/packet-io.js';
 import { native } from '../native/load.js';
@@ -51,7 +54,17 @@ import {
 } from './fingerprint.js';
 import { preadPieces, pwritePieces } from '../native/file-io.js';
 import { BoundedPool } from '../io/bounded-pool.js';
-import { MAX_BASE_PAGES, MAX_BASES, MAX_FINGERPRINTS_PER_FRAME, type ReadyDelta, type Sample } from '../control/delta.js';
+import {
+  MAX_BASE_PAGES,
+  MAX_BASES,
+  MAX_FINGERPRINTS_PER_FRAME,
+  decodeStashPages,
+  type ReadyDelta,
+  type Sample,
+  type Stash,
+} from '../control/delta.js';
+import { stashPathFor } from '../receiver/targets.js';
+import { createFreshSync } from '../io/no-follow.js';
 import { SOURCE_MIGRATION, SOURCE_ZERO, checkRef, decodeRefs, type PageRef } from '../wire/delta-ref.js';
 import type { DeltaCounts, RunStats } from '../stats/stats.js';
 
@@ -64,6 +77,8 @@ export interface DeltaRecvOptions {
   onFingerprints?: (entries: Buffer) => void;
   /** Test hook: runs once the fingerprints are sent, before `ready`; may change what `ready.delta` says (`offer`). */
   afterOffer?: (offer: ReadyDelta) => void | Promise<void>;
+  /** Test hook: runs once the sender's stash is copied (its page count), before `stashed` answers. */
+  afterStash?: (pages: number) => void | Promise<void>;
 }
 
 /** An open base: references number them in this order. */
@@ -157,6 +172,11 @@ export class DeltaReceiver implements OpenExtension {
   private refBytes = 0;
   private readonly clones = new Map<TargetBlock, Clone>();
   private zeroPage: Uint8Array | null = null;
+  /** The stash (`stash` frames): its pages' table indices, ascending (page i of the stash file is the i-th); null until complete. */
+  private stashed: Uint32Array | null = null;
+  private stashFd = -1;
+  private stashFile: string | null = null;
+  private stashPages = 0;
 
   private constructor(
     private readonly bases: DeltaBase[],
@@ -252,6 +272,7 @@ export class DeltaReceiver implements OpenExtension {
     r.onFingerprintsHook = opts.onFingerprints;
     r.log = log;
     r.afterOfferHook = opts.afterOffer;
+    r.afterStashHook = opts.afterStash;
     return r;
   }
 
@@ -441,11 +462,211 @@ export class DeltaReceiver implements OpenExtension {
     }
   }
 
+  /**
+   * The sender's stash (`first` and the `stash` frames after it, up to the
+   * one with `last`): the pages of bases written in place that its references
+   * copy while their own page is overwritten. Each frame's pages are checked
+   * (in a base written in place, ascending, each once, no more than those
+   * bases' pages), then copied into a file beside the output (created
+   * afresh, never through a link; removed by close()), before any page is
+   * written: the sender connects its channels only once `stashed` answers.
+   * References to those pages then read them from the stash.
+   */
+  async stash(ctl: ControlChannel, first: Stash): Promise<void> {
+    const own = this.bases.filter((b) => b.inPlace !== undefined);
+    if (own.length === 0)
+      throw new ProtocolError(
+        'ERR_CONTROL_UNEXPECTED',
+        'control channel: received "stash", but no base of this migration is written in place',
+      );
+    if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: stash after the migration stopped');
+    const starts = this.baseStarts();
+    const total = starts.at(-1)! + this.bases.at(-1)!.pages;
+    const limit = own.reduce((a, b) => a + b.pages, 0);
+    this.active++;
+    try {
+      const file = stashPathFor(own[0]!.block!.output.writePath);
+      try {
+        this.stashFd = createFreshSync(file, fs.constants.O_RDWR, 0o600);
+      } catch (e) {
+        throw new IoError(
+          `ERR_${(e as NodeJS.ErrnoException).code ?? 'OPEN'}`,
+          `delta: creating the stash "${file}": ${(e as Error).message}`,
+          e,
+        );
+      }
+      this.stashFile = file;
+      let list = new Uint32Array(Math.min(limit, 65536));
+      let n = 0;
+      for (let m: ControlMessage = first; ; m = await ctl.next()) {
+        if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);
+        if (m.type !== 'stash')
+          throw new ProtocolError(
+            'ERR_CONTROL_UNEXPECTED',
+            `control channel: received "${m.type}", expected "stash" (until the one with last)`,
+          );
+        const pages = decodeStashPages(m.pages);
+        if (n + pages.length > limit)
+          throw new ProtocolError(
+            'ERR_CONTROL_MESSAGE',
+            `control channel: stash received ${n + pages.length} pages, expected at most ${limit} (the pages of the bases written in place)`,
+          );
+        for (let i = 0; i < pages.length; i++) {
+          const t = pages[i]!;
+          const prev = n + i > 0 ? (i > 0 ? pages[i - 1]! : list[n - 1]!) : -1;
+          if (t >= total)
+            throw new ProtocolError(
+              'ERR_CONTROL_MESSAGE',
+              `control channel: stash page ${n + i} received base page ${t}, expected below ${total} (the bases' pages)`,
+            );
+          const base = this.bases[partOf(starts, t)]!;
+          if (base.inPlace === undefined)
+            throw new ProtocolError(
+              'ERR_CONTROL_MESSAGE',
+              `control channel: stash page ${n + i} received base page ${t}, of base "${base.name}", expected a page of a base written in place`,
+            );
+          if (t <= prev)
+            throw new ProtocolError(
+              'ERR_CONTROL_MESSAGE',
+              `control channel: stash page ${n + i} received base page ${t} after ${prev}, expected ascending pages, each once`,
+            );
+        }
+        if (n + pages.length > list.length) {
+          const grown = new Uint32Array(Math.min(limit, Math.max(n + pages.length, 2 * list.length)));
+          grown.set(list.subarray(0, n));
+          list = grown;
+        }
+        list.set(pages, n);
+        n += pages.length;
+        if (m.last) break;
+      }
+      // Copied once every frame is read: the frames never queue up unread (the control channel's flood limit).
+      await this.stashCopy(list.subarray(0, n), 0, starts);
+      this.stashPages = n;
+      this.stashed = list.subarray(0, n);
+      this.log?.info({ pages: n, file }, 'delta: stashed the pages of the output written in place that references copy elsewhere');
+      await this.afterStashHook?.(n);
+      ctl.send({ type: 'stashed', pages: n });
+    } finally {
+      if (--this.active === 0 && this.closing) this.closeBases();
+    }
+  }
+
+  /** Each base's first page in the table's numbering. */
+  private baseStarts(): number[] {
+    const starts: number[] = [];
+    let a = 0;
+    for (const b of this.bases) {
+      starts.push(a);
+      a += b.pages;
+    }
+    return starts;
+  }
+
+  /** Copies `pages` (table indices, ascending) into the stash from its page `at` on: batches of COPY_PAGES, one read call per base and one write per batch. */
+  private async stashCopy(pages: Uint32Array, at: number, starts: number[]): Promise<void> {
+    const ps = this.hello.pageSize;
+    this.copyBuffers ??= new BoundedPool<Buffer>(COPY_BUFFERS, () => Buffer.allocUnsafeSlow(COPY_PAGES * ps));
+    const buf = await this.copyBuffers.acquire();
+    try {
+      for (let i = 0; i < pages.length; i += COPY_PAGES) {
+        if (this.closing) throw new IoError('ERR_DELTA_CLOSED', 'delta: stash after the migration stopped');
+        const k = Math.min(COPY_PAGES, pages.length - i);
+        const reads = new Map<DeltaBase, { pieces: Uint8Array[]; positions: number[] }>();
+        for (let j = 0; j < k;) {
+          const t = pages[i + j]!;
+          const part = partOf(starts, t);
+          const base = this.bases[part]!;
+          // A run of consecutive pages of one base: one piece.
+          let e = j + 1;
+          while (e < k && pages[i + e] === t + (e - j) && t + (e - j) < starts[part]! + base.pages) e++;
+          const into = buf.subarray(j * ps, e * ps);
+          const pos = (t - starts[part]!) * ps;
+          // A base's last page may be partial: what the file holds, then zeros (as a copy reads it).
+          const want = Math.max(0, Math.min(into.length, base.size - pos));
+          into.fill(0, want);
+          if (want > 0) {
+            let r = reads.get(base);
+            if (!r) reads.set(base, (r = { pieces: [], positions: [] }));
+            r.pieces.push(into.subarray(0, want));
+            r.positions.push(pos);
+          }
+          j = e;
+        }
+        for (const [base, r] of reads) {
+          try {
+            await preadPieces(base.fd, r.pieces, r.positions);
+          } catch (e) {
+            if (!(e instanceof NativeIoError)) throw e;
+            if (e.code === 'ESHORTREAD')
+              throw new IoError(
+                'ERR_DELTA_BASE_SHORT',
+                `delta: stashing base "${base.name}" (${base.path}): ${e.moved} of ${e.asked} bytes at offset ${e.at}: it shrank`,
+              );
+            throw nativeIoFailure(e, { subject: `delta: stashing base "${base.name}" (${base.path})` });
+          }
+        }
+        try {
+          await pwritePieces(this.stashFd, [buf.subarray(0, k * ps)], [(at + i) * ps]);
+        } catch (e) {
+          if (!(e instanceof NativeIoError)) throw e;
+          throw nativeIoFailure(e, { subject: `the delta stash "${this.stashFile}"` });
+        }
+      }
+    } finally {
+      this.copyBuffers.release(buf);
+    }
+  }
+
+  /**
+   * The copies of pages `src`..`src+count-1` of base `source` to `dst`..: from
+   * the stash where it holds them, else from the base.
+   */
+  private copiesOf(source: number, src: number, dst: number, count: number): Segment[] {
+    const base = this.bases[source]!;
+    const fromBase = (s: number, d: number, c: number): Segment => ({
+      fd: base.fd,
+      size: base.size,
+      what: `base "${base.name}" (${base.path})`,
+      src: s,
+      dst: d,
+      count: c,
+    });
+    const list = this.stashed;
+    if (!list || list.length === 0 || base.inPlace === undefined) return [fromBase(src, dst, count)];
+    const ps = this.hello.pageSize;
+    const first = this.baseStarts()[source]!;
+    const out: Segment[] = [];
+    let j = 0;
+    while (j < count) {
+      const at = findPage(list, first + src + j);
+      let e = j + 1;
+      if (at < 0) {
+        while (e < count && findPage(list, first + src + e) < 0) e++;
+        out.push(fromBase(src + j, dst + j, e - j));
+      } else {
+        // Consecutive base pages stashed are consecutive stash pages.
+        while (e < count && list[at + (e - j)] === first + src + e) e++;
+        out.push({
+          fd: this.stashFd,
+          size: this.stashPages * ps,
+          what: `the delta stash (${this.stashFile})`,
+          src: at,
+          dst: dst + j,
+          count: e - j,
+        });
+      }
+      j = e;
+    }
+    return out;
+  }
+
   /** Set by open(): the migration's logger. */
   private log: Logger | null = null;
   /** Set by open() from DeltaRecvOptions.onFingerprints and afterOffer. */
   private onFingerprintsHook: ((entries: Buffer) => void) | undefined;
   private afterOfferHook: ((offer: ReadyDelta) => void | Promise<void>) | undefined;
+  private afterStashHook: ((pages: number) => void | Promise<void>) | undefined;
 
   /**
    * A reference packet (header checked): checks each reference, marks its
@@ -502,7 +723,6 @@ export class DeltaReceiver implements OpenExtension {
         this.migrationPages += r.count;
         continue;
       }
-      const base = this.bases[r.source]!;
       this.basePages += r.count;
       // The same pages of the block's earlier version: the clone (in place, the file itself) holds them, and its CRCs prove them.
       const cloned = clone && clone.base === r.source && r.src === r.dst ? Math.max(0, Math.min(r.count, clone.pages - r.dst)) : 0;
@@ -510,15 +730,7 @@ export class DeltaReceiver implements OpenExtension {
         block.digest.add(p, clone!.crc[p]!);
         same.push(p * ps);
       }
-      if (cloned < r.count)
-        copies.push({
-          fd: base.fd,
-          size: base.size,
-          what: `base "${base.name}" (${base.path})`,
-          src: r.src + cloned,
-          dst: r.dst + cloned,
-          count: r.count - cloned,
-        });
+      if (cloned < r.count) copies.push(...this.copiesOf(r.source, r.src + cloned, r.dst + cloned, r.count - cloned));
     }
     if (same.length > 0) this.onWritten?.(block, same, same.length);
     if (zeros.length > 0) await this.writeZeros(block, name, zeros);
@@ -713,6 +925,11 @@ export class DeltaReceiver implements OpenExtension {
 
   private closeBases(): void {
     for (const b of this.bases.splice(0)) fs.closeSync(b.fd);
+    if (this.stashFd >= 0) fs.closeSync(this.stashFd);
+    this.stashFd = -1;
+    if (this.stashFile) fs.rmSync(this.stashFile, { force: true });
+    this.stashFile = null;
+    this.stashed = null;
   }
 }
 
@@ -722,4 +939,30 @@ function markNonzero(clone: Clone, entries: Uint8Array, count: number, first: nu
     const p = entryIndex(entries, i) - first;
     if (p < clone.pages) clone.nonzero[p] = 1;
   }
+}
+
+/** Where table page `t` is in the stash (`list`, ascending): its index, or -1. */
+function findPage(list: Uint32Array, t: number): number {
+  let lo = 0;
+  let hi = list.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = list[mid]!;
+    if (v === t) return mid;
+    if (v < t) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/** Where table page `t` falls among the bases (`starts`, their first pages): the base's index. */
+function partOf(starts: readonly number[], t: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }

@@ -25,7 +25,7 @@
  * (then only copies within the migration are looked for). Otherwise the
  * images are fingerprinted from the receiver's first `fingerprints` frame on.
  */
-import { ProtocolError, UsageError } from '../errors.js';
+import { ProtocolError, RemoteError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ControlMessage } from '../control/protocol.js';
 import type { SendBlock, SendPipeline } from '../sender/pipeline.js';
@@ -47,7 +47,7 @@ import {
   sampleStride,
   sortEntries,
 } from './fingerprint.js';
-import type { Fingerprints, ReadyDelta } from '../control/delta.js';
+import { MAX_STASH_PER_FRAME, encodeStashPages, type Fingerprints, type ReadyDelta } from '../control/delta.js';
 import type { DeltaCounts } from '../stats/stats.js';
 import { MAX_REFS_PER_PACKET, MFD_FLAG_DELTA_REF, SOURCE_MIGRATION, SOURCE_ZERO, encodeRefs, type PageRef } from '../wire/delta-ref.js';
 
@@ -65,6 +65,12 @@ export interface DeltaPlan {
   /** Pages whose fingerprint matched a page with another CRC-32C (a collision, caught before sending): sent as data. */
   collisions: number;
   bases: ReadyDelta['bases'];
+  /**
+   * Pages of bases written in place (table indices, ascending) that the
+   * receiver stashes before any page is written: its references read them
+   * from there (see keepInPlace).
+   */
+  stash: Uint32Array;
 }
 
 /**
@@ -133,7 +139,7 @@ async function deltaAnswer(
       );
   } else start();
   try {
-    return await answerDelta(first, next, p, log, start, repeats);
+    return await answerDelta(first, next, p, log, start, repeats, send);
   } finally {
     stop.abort(new Error('delta: the images are fingerprinted no more (no plan needs them)'));
   }
@@ -163,7 +169,7 @@ async function sendSample(blocks: readonly SendBlock[], pageSize: number, send: 
 
 /** A plan without references (every page as data): its counts for the summary. */
 function emptyPlan(bases: ReadyDelta['bases']): DeltaPlan {
-  return { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, collisions: 0, bases };
+  return { packets: [], held: new Map(), basePages: 0, migrationPages: 0, zeroPages: 0, collisions: 0, bases, stash: new Uint32Array(0) };
 }
 
 /** The answer from `first` (the answer's first frame, when already read) on. */
@@ -174,6 +180,7 @@ async function answerDelta(
   log: Logger,
   start: () => Promise<ImagePrints>,
   repeats: number | null,
+  send: (m: ControlMessage) => void,
 ): Promise<{ ready: ControlMessage; plan: DeltaPlan | null }> {
   const chunks: Buffer[] = [];
   let count = 0;
@@ -227,10 +234,36 @@ async function answerDelta(
   releaseBuffers(table, prints.entries, prints.nonzero, ...prints.crcs);
   p.sendFirst(plan.packets, (b) => plan.held.get(b) ?? []);
   log.info(
-    { bases: offer.bases.length, fingerprints: count, basePages: plan.basePages, migrationPages: plan.migrationPages },
+    {
+      bases: offer.bases.length,
+      fingerprints: count,
+      basePages: plan.basePages,
+      migrationPages: plan.migrationPages,
+      stashPages: plan.stash.length,
+    },
     'delta transfer planned',
   );
+  if (plan.stash.length > 0) await sendStash(plan.stash, next, send);
   return { ready: m, plan };
+}
+
+/**
+ * Sends the stash (`stash` frames, the last with `last`) and waits for the
+ * receiver's `stashed`: only then may a page be written, so the channels
+ * connect after it.
+ */
+async function sendStash(stash: Uint32Array, next: () => Promise<ControlMessage>, send: (m: ControlMessage) => void): Promise<void> {
+  for (let i = 0; i < stash.length; i += MAX_STASH_PER_FRAME) {
+    const part = stash.subarray(i, i + MAX_STASH_PER_FRAME);
+    send({ type: 'stash', pages: encodeStashPages(part), last: i + part.length === stash.length });
+  }
+  const m = await next();
+  if (m.type === 'error') throw new RemoteError('receiver', m.code, m.message);
+  if (m.type !== 'stashed' || m.pages !== stash.length)
+    throw new ProtocolError(
+      'ERR_CONTROL_UNEXPECTED',
+      `control channel: received ${m.type === 'stashed' ? `stashed with ${m.pages} pages` : `"${m.type}"`}, expected "stashed" with ${stash.length} pages`,
+    );
 }
 
 /**
@@ -411,7 +444,11 @@ export async function planDelta(
       if (baseZero(t) && (baseStart.length === 1 || partOf(baseStart, t) === partOf(baseStart, t - 1))) baseRef[g] = t;
     }
   }
-  if (anyInPlace) u = keepInPlace(blockStart, pagesOf, baseStart, inPlaceOf, movedInPlace, baseRef, unmatched, words, u);
+  let stash: Uint32Array = new Uint32Array(0);
+  if (anyInPlace) {
+    const basePages = offer.bases.map((b) => b.pages);
+    ({ kept: u, stash } = keepInPlace(blockStart, pagesOf, baseStart, basePages, inPlaceOf, movedInPlace, baseRef, unmatched, words, u));
+  }
   // Sorted by key then index: the first of each run of equal keys goes as data, the others refer to it.
   await sortEntries(unmatched, u);
   for (let i = 1, first = 0; i < u; i++) {
@@ -428,6 +465,7 @@ export async function planDelta(
     zeroPages: 0,
     collisions,
     bases: offer.bases,
+    stash,
   };
   for (const [k, b] of blocks.entries()) {
     const refs: PageRef[] = [];
@@ -492,39 +530,75 @@ export async function planDelta(
   return plan;
 }
 
+/** A base written in place stashes at most this share of its pages (1 / STASH_SHARE): past it, references to the others are dropped. */
+export const STASH_SHARE = 4;
+
 /**
  * The rule for bases written in place (the receiver's output, `inPlace`):
  * image page g refers to page s of such a base, written in place as image
- * block k, for a page other than its own (g is not page s of block k) only
- * when page s of block k is itself a reference to that same base page (it
- * then stays as it is); otherwise the reference is dropped and page g goes
- * as a copy within the migration or as data. References to its own pages
- * always hold. Returns the count of `unmatched` entries once the entries of
- * the pages whose references hold are taken out (the matching kept those of
- * the references to other pages, to look for copies among them when dropped).
+ * block k, for a page other than its own (g is not page s of block k). Page s
+ * stays as it is when page s of block k is itself a reference to that same
+ * base page; otherwise it is overwritten, and the receiver copies it into its
+ * stash before any page is written (`stash`, the pages' table indices,
+ * ascending), up to 1 / STASH_SHARE of that base's pages (the lowest ones).
+ * A reference to a page that neither stays nor is stashed is dropped, and
+ * page g goes as a copy within the migration or as data. References to its
+ * own pages always hold. Returns the count of `unmatched` entries once the
+ * entries of the pages whose references hold are taken out (the matching
+ * kept those of the references to other pages, to look for copies among them
+ * when dropped), and the stash.
  */
 function keepInPlace(
   blockStart: readonly number[],
   pagesOf: readonly number[],
   baseStart: readonly number[],
+  basePages: readonly number[],
   inPlaceOf: readonly (number | undefined)[],
   movedInPlace: (t: number, g: number) => boolean,
   baseRef: Uint32Array,
   unmatched: Uint8Array,
   words: Uint32Array | null,
   u: number,
-): number {
+): { kept: number; stash: Uint32Array } {
   const total = blockStart.length > 0 ? blockStart.at(-1)! + pagesOf.at(-1)! : 0;
-  for (let g = 0; g < total; g++) {
-    const t = baseRef[g]!;
-    if (t === NO_MATCH || !movedInPlace(t, g)) continue;
-    // Page t stays when its own page (page s of block k) is a reference to page t itself.
+  const tablePages = baseStart.length > 0 ? baseStart.at(-1)! + basePages.at(-1)! : 0;
+  // Base pages that are sources of moved references and are overwritten (bit t of the table's pages).
+  const endangered = new Uint8Array(tableMemory((tablePages + 7) >>> 3));
+  const stays = (t: number): boolean => {
     const part = baseStart.length === 1 ? 0 : partOf(baseStart, t);
     const k = inPlaceOf[part]!;
     const s = t - baseStart[part]!;
-    const holds = k < pagesOf.length && s < pagesOf[k]! && baseRef[blockStart[k]! + s] === t;
-    if (!holds) baseRef[g] = NO_MATCH;
+    return k < pagesOf.length && s < pagesOf[k]! && baseRef[blockStart[k]! + s] === t;
+  };
+  for (let g = 0; g < total; g++) {
+    const t = baseRef[g]!;
+    if (t === NO_MATCH || !movedInPlace(t, g) || stays(t)) continue;
+    endangered[t >>> 3]! |= 1 << (t & 7);
   }
+  // The stash: each base's endangered pages, the lowest 1 / STASH_SHARE of its pages at most; the others are not stashed.
+  const isMarked = (t: number): boolean => (endangered[t >>> 3]! & (1 << (t & 7))) !== 0;
+  const parts = [...inPlaceOf.keys()].filter((part) => inPlaceOf[part] !== undefined);
+  const room = parts.map((part) => {
+    let n = 0;
+    for (let t = baseStart[part]!, to = t + basePages[part]!; t < to; t++) if (isMarked(t)) n++;
+    return Math.min(n, Math.floor(basePages[part]! / STASH_SHARE));
+  });
+  const stash = new Uint32Array(room.reduce((a, n) => a + n, 0));
+  let at = 0;
+  for (const [i, part] of parts.entries()) {
+    for (let t = baseStart[part]!, left = room[i]!; left > 0; t++) {
+      if (!isMarked(t)) continue;
+      stash[at++] = t;
+      left--;
+      endangered[t >>> 3]! &= ~(1 << (t & 7));
+    }
+  }
+  // What is still marked is overwritten and not stashed: the references to it are dropped.
+  for (let g = 0; g < total; g++) {
+    const t = baseRef[g]!;
+    if (t !== NO_MATCH && isMarked(t) && movedInPlace(t, g)) baseRef[g] = NO_MATCH;
+  }
+  releaseBuffers(endangered);
   let kept = 0;
   for (let e = 0; e < u; e++) {
     const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
@@ -535,7 +609,7 @@ function keepInPlace(
     }
     kept++;
   }
-  return kept;
+  return { kept, stash };
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import type { Logger } from '../log.js';
 import type { Hello, Ready } from '../control/protocol.js';
+import type { Stash } from '../control/delta.js';
 import type { ControlChannel } from '../transport/control-channel.js';
 import type { PacketHeader } from '../wire/packet.js';
 import type { RunStats } from '../stats/stats.js';
@@ -63,4 +64,10 @@ export interface RecvExtension {
  */
 export interface OpenExtension extends PacketExtension {
   offer(ctl: ControlChannel): Promise<Pick<Ready, 'delta'>>;
+  /**
+   * The sender's `stash` frames after `ready` (`first`, the first of them):
+   * reads the rest, acts on them before any page is written (the sender
+   * connects its channels only once answered) and answers on `ctl`.
+   */
+  stash?(ctl: ControlChannel, first: Stash): Promise<void>;
 }

@@ -395,6 +395,24 @@ class Migration {
       ctl.send({ type: 'ready', ...(have ? { have } : {}), ...offered });
       this.watchChannels(hello.channels);
       let m = await ctl.next();
+      // Delta written in place: the pages to stash before any is written (the channels connect after the answer).
+      if (m.type === 'stash') {
+        if (!this.extension?.stash)
+          throw new ProtocolError(
+            'ERR_CONTROL_UNEXPECTED',
+            'control channel: received "stash", expected "complete" (no delta base is written in place)',
+          );
+        const beat = setInterval(() => ctl.send({ type: 'busy', what: 'stashing pages of the output written in place' }), BUSY_INTERVAL_MS);
+        try {
+          await this.extension.stash(ctl, m);
+        } finally {
+          clearInterval(beat);
+        }
+        // The channels connect from now on: their wait starts again.
+        if (this.channelWatch) clearTimeout(this.channelWatch);
+        if (!this.settled) this.watchChannels(hello.channels);
+        m = await ctl.next();
+      }
       // A sender's sampled pre-check (src/control/delta.ts) that no extension read: nothing to check it against.
       if (m.type === 'sample' && hello.deltaSample && !this.extension) m = await ctl.next();
       if (m.type === 'error') throw new RemoteError('sender', m.code, m.message);

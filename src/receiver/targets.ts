@@ -137,10 +137,22 @@ export function targetBlock(output: Output, size: number, pageSize: number, budg
   return { output, size, seen: new PageBitmap(Math.ceil(size / pageSize), budget), digest: new BlockDigest() };
 }
 
-/** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal, its replacement and reserve. */
+/** Delta written in place (src/delta/receiver.ts): the pages its references copy from pages overwritten meanwhile, kept beside the output while it is written. */
+export function stashPathFor(finalPath: string): string {
+  return sidecarPath(finalPath, '.', '.mfd-stash');
+}
+
+/** The files the receiver keeps beside an output while it is written: temporary file, in-place marker, journal, its replacement and reserve, delta's stash. */
 function sidecarsOf(finalPath: string): string[] {
   const journal = journalPathFor(finalPath);
-  return [Output.tempPathFor(finalPath), sidecarPath(finalPath, '', '.mfd-partial'), journal, `${journal}.tmp`, reservePathFor(finalPath)];
+  return [
+    Output.tempPathFor(finalPath),
+    sidecarPath(finalPath, '', '.mfd-partial'),
+    journal,
+    `${journal}.tmp`,
+    reservePathFor(finalPath),
+    stashPathFor(finalPath),
+  ];
 }
 
 /**

@@ -22,7 +22,13 @@ import {
   encodePreamble,
   type ControlMessage,
 } from '../../../src/control/protocol.js';
-import { ENTRY_SIZE, MAX_FINGERPRINTS_PER_FRAME, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRIDE } from '../../../src/control/delta.js';
+import {
+  ENTRY_SIZE,
+  MAX_FINGERPRINTS_PER_FRAME,
+  MAX_SAMPLE_ENTRIES,
+  MAX_SAMPLE_STRIDE,
+  MAX_STASH_PER_FRAME,
+} from '../../../src/control/delta.js';
 import { ControlChannel, MAX_UNREAD_MESSAGES } from '../../../src/transport/control-channel.js';
 import { listMethods } from '../../../src/methods/index.js';
 import { MULTIFD_PACKET_SIZE, PAGE_SIZES, RAMBLOCK_NAME_MAX } from '../../../src/wire/constants.js';
@@ -83,6 +89,11 @@ export const CONTROL_CORPUS: Record<string, Json>[] = [
   { type: 'fingerprints', entries: Buffer.alloc(32, 9).toString('base64') },
   { type: 'ready', delta: { bases: [{ name: 'output:pc.ram', pages: 262144 }], fingerprints: 0, skipped: true } },
   { type: 'ready', delta: { bases: [{ name: 'a', pages: 3 }], fingerprints: 2 } },
+  // Delta written in place: the sender's stash (u32 page indices) and the receiver's answer.
+  { type: 'ready', delta: { bases: [{ name: 'output:pc.ram', pages: 8, inPlace: 0 }], fingerprints: 8 } },
+  { type: 'stash', pages: Buffer.alloc(8, 1).toString('base64'), last: true },
+  { type: 'stash', pages: '', last: false },
+  { type: 'stashed', pages: 2 },
 ];
 
 const KEYS = [
@@ -124,6 +135,8 @@ const KEYS = [
   'pages',
   'fingerprints',
   'skipped',
+  'inPlace',
+  'last',
 ];
 
 /** JSON values on the edges of the checks; "\u0001deep:N:K" becomes N levels of nesting when serialised. */
@@ -374,6 +387,16 @@ export function checkDecoded(m: ControlMessage, body: Uint8Array): void {
       for (const k of Object.keys(sent)) if (!Object.hasOwn(m.have, k)) violation(`ready.have["${k}"] was accepted but lost`);
       return;
     }
+    case 'stash': {
+      const bytes = Buffer.from(m.pages, 'base64');
+      if (bytes.toString('base64') !== m.pages || bytes.length % 4 !== 0) violation('accepted stash.pages that are not whole u32s');
+      if (bytes.length > MAX_STASH_PER_FRAME * 4) violation(`accepted ${bytes.length / 4} pages in a stash frame`);
+      if (typeof m.last !== 'boolean') violation('accepted a stash.last that is not a boolean');
+      return;
+    }
+    case 'stashed':
+      if (!Number.isSafeInteger(m.pages) || m.pages < 0) violation(`accepted stashed.pages ${m.pages}`);
+      return;
     default:
       violation(`decoded an unknown message type ${JSON.stringify((m as { type: unknown }).type)}`);
   }
