@@ -136,6 +136,18 @@ export function entryIndex(entries: Uint8Array, i: number): number {
   return (entries[o]! | (entries[o + 1]! << 8) | (entries[o + 2]! << 16) | (entries[o + 3]! << 24)) >>> 0;
 }
 
+/** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
+export function partOf(starts: readonly number[], g: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= g) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** True when entries i and j have the same key (the 96 hash bits). */
 export function sameKey(a: Uint8Array, i: number, b: Uint8Array, j: number): boolean {
   return Buffer.compare(a.subarray(i * ENTRY_SIZE, i * ENTRY_SIZE + 12), b.subarray(j * ENTRY_SIZE, j * ENTRY_SIZE + 12)) === 0;

@@ -43,6 +43,7 @@ import {
   ENTRY_SIZE,
   FINGERPRINT_BATCH,
   entryIndex,
+  partOf,
   fingerprintFile,
   fingerprintSample,
   matchEntries,
@@ -953,16 +954,4 @@ function findPage(list: Uint32Array, t: number): number {
     else hi = mid - 1;
   }
   return -1;
-}
-
-/** Where table page `t` falls among the bases (`starts`, their first pages): the base's index. */
-function partOf(starts: readonly number[], t: number): number {
-  let lo = 0;
-  let hi = starts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (starts[mid]! <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
 }

@@ -36,6 +36,7 @@ import {
   SAMPLE_MIN_PAGES,
   SAMPLE_RUN,
   entryIndex,
+  partOf,
   fingerprintFile,
   fingerprintSample,
   matchEntries,
@@ -281,18 +282,6 @@ export function joinEntries(chunks: readonly Buffer[], count: number): Buffer {
     releaseBuffers(c);
   }
   return table;
-}
-
-/** Where global page index `g` falls in `starts` (ascending first indices): the part's index. */
-function partOf(starts: readonly number[], g: number): number {
-  let lo = 0;
-  let hi = starts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (starts[mid]! <= g) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
 }
 
 function prefix(sizes: readonly number[]): number[] {
