@@ -126,9 +126,9 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
     let image = '';
     let imageOf = '';
     let generated = false;
-    // A delta cell's image and its earlier version (a generated one is changed from it).
+    // A delta cell's image and its earlier version (a generated one is changed from it: `made`, the bench's own file).
     let deltaOf = '';
-    let changed: { image: string; base: string; pages: number } | null = null;
+    let changed: { image: string; base: string; pages: number; made: boolean } | null = null;
     for (const [ci, cell] of cells.entries()) {
       check();
       const want = cell.image ?? `${cell.profile}-${formatSize(cell.sizeBytes).replace(' ', '')}-seed${cfg.seed}.ram`;
@@ -150,15 +150,16 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
       }
       const deltaKey = cell.changed !== undefined ? `${want}:${cell.changed}` : (cell.base ?? '');
       if (deltaOf !== deltaKey) {
-        if (changed && changed.image !== image && !opts.keep) fs.rmSync(changed.image, { force: true });
+        // Only a changed image the bench made is removed: a user's --image is only ever read.
+        if (changed?.made && !opts.keep) fs.rmSync(changed.image, { force: true });
         deltaOf = deltaKey;
         changed = null;
         if (cell.changed !== undefined) {
           const file = path.join(workDir, `${path.parse(want).name}-changed${cell.changed}.ram`);
           status(`changing ${cell.changed}% of the pages of ${want} (the destination holds it as it was): ${file}`);
-          changed = { image: file, base: image, pages: changeImage(image, file, cell.changed, cfg.seed) };
+          changed = { image: file, base: image, pages: changeImage(image, file, cell.changed, cfg.seed), made: true };
         } else if (cell.base !== undefined) {
-          changed = { image, base: cell.base, pages: await changedPages(image, cell.base) };
+          changed = { image, base: cell.base, pages: await changedPages(image, cell.base), made: false };
           status(`${image}: ${changed.pages} page(s) differ from its earlier version ${cell.base}`);
         }
         if (changed) await readThrough(changed.image);

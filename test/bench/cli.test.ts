@@ -346,6 +346,10 @@ t.test('--changed and --base: delta cells against plain mfd and rsync, with the 
   fs.writeFileSync(a, bytes);
   for (const p of [3, 50, 51, 120, 255]) bytes.writeUInt32LE(0xdeadbeef, p * 4096 + 8);
   fs.writeFileSync(b, bytes);
+  // And C: B with 2 more pages changed, a second pair (C against B) after the first.
+  const c = path.join(dir, 'C.img');
+  for (const p of [7, 200]) bytes.writeUInt32LE(0xfeedface, p * 4096 + 16);
+  fs.writeFileSync(c, bytes);
   const rsync = spawnSync('rsync', ['--version']).status === 0;
   const out = path.join(dir, 'o');
   const r = await mfd([
@@ -357,9 +361,9 @@ t.test('--changed and --base: delta cells against plain mfd and rsync, with the 
     '--changed',
     '10',
     '--image',
-    b,
+    `${b},${c}`,
     '--base',
-    a,
+    `${a},${b}`,
     '--compression',
     'none',
     '--channels',
@@ -392,13 +396,15 @@ t.test('--changed and --base: delta cells against plain mfd and rsync, with the 
     [
       [10, undefined],
       [undefined, a],
+      [undefined, b],
     ],
-    'a delta cell for the generated image, 10% changed, and one for the pair',
+    'a delta cell for the generated image, 10% changed, and one for each pair',
   );
   t.match(cells[0]!.key, /delta-10%$/);
-  const [gen, pair] = cells as [DeltaCell, DeltaCell];
+  const [gen, pair, second] = cells as [DeltaCell, DeltaCell, DeltaCell];
   t.ok(gen.delta.changedPages > 0 && gen.delta.changedPages < 1024 * 0.2, `about 10% of 1024 pages changed: ${gen.delta.changedPages}`);
   t.equal(pair.delta.changedPages, 5, "the pair's changed pages, counted by comparing the files");
+  t.equal(second.delta.changedPages, 2, "the second pair's");
   for (const c of cells) {
     t.ok(c.delta.basePages.median > 0, `${c.key}: pages went as references`);
     t.ok(c.peers['mfd-plain']!.wireBytes!.median > 4 * c.wireBytes.median, `${c.key}: plain mfd sent more than 4x the bytes`);
@@ -411,7 +417,8 @@ t.test('--changed and --base: delta cells against plain mfd and rsync, with the 
   t.match(md, /### Delta transfer: bytes and time against plain mfd and rsync/);
   t.match(md, /\| none \| 2 \| mixed 4 MiB \| 10% changed \| \d+ \|/);
   t.match(md, /mfd runs recv --delta --in-place/, 'the report says how mfd wrote the earlier version');
-  t.ok(fs.readFileSync(a).length === 1 << 20 && fs.existsSync(b), 'the pair is left as it was');
+  // A user's images are only read: B, the first pair's image, once removed itself when the next pair began.
+  for (const f of [a, b, c]) t.equal(fs.statSync(f, { throwIfNoEntry: false })?.size, 1 << 20, `${path.basename(f)} is left as it was`);
 });
 
 t.test('bad options exit 2 and say what is expected', async (t) => {
