@@ -27,3 +27,15 @@ export function printable(text: string): string {
         : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`),
   );
 }
+
+/**
+ * A peer's value for an error message, short whatever it is: never the whole
+ * of a large or deeply nested value (JSON.stringify of those is megabytes, or
+ * a stack overflow).
+ */
+export function describe(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'object' && v !== null) return 'an object';
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
+  return String(v);
+}

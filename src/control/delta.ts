@@ -8,6 +8,7 @@
  * share: what delta transfer (src/delta/) says on the wire, not how it plans.
  */
 import { ProtocolError } from '../errors.js';
+import { describe } from '../text.js';
 
 /** A fingerprint entry (addon/delta.cc): the top 96 bits of a page's XXH3-128, then its u32 page index. */
 export const ENTRY_SIZE = 16;
@@ -109,14 +110,6 @@ export interface Stashed {
   pages: number;
 }
 
-/** A received value for an error message, bounded (a deeply nested array must not overflow the stack). */
-function shown(v: unknown): string {
-  if (Array.isArray(v)) return `an array of ${v.length}`;
-  if (typeof v === 'object' && v !== null) return 'an object';
-  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
-  return String(v);
-}
-
 function fail(what: string): never {
   throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
 }
@@ -154,7 +147,7 @@ export function checkStash(v: Record<string, unknown>): Stash {
 export function checkStashed(v: Record<string, unknown>): Stashed {
   const n = v.pages;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_BASE_PAGES)
-    fail(`stashed.pages received ${shown(n)}, expected a count of at most ${MAX_BASE_PAGES}`);
+    fail(`stashed.pages received ${describe(n)}, expected a count of at most ${MAX_BASE_PAGES}`);
   return { type: 'stashed', pages: n };
 }
 
@@ -176,9 +169,9 @@ export function encodeStashPages(pages: Uint32Array): string {
 export function checkSample(v: Record<string, unknown>): Sample {
   const { stride, run } = v;
   if (typeof stride !== 'number' || !Number.isSafeInteger(stride) || stride < 1 || stride > MAX_SAMPLE_STRIDE)
-    fail(`sample.stride received ${shown(stride)}, expected an integer in 1..${MAX_SAMPLE_STRIDE}`);
+    fail(`sample.stride received ${describe(stride)}, expected an integer in 1..${MAX_SAMPLE_STRIDE}`);
   if (typeof run !== 'number' || !Number.isSafeInteger(run) || run < 1 || run > stride)
-    fail(`sample.run received ${shown(run)}, expected an integer in 1..${stride} (the stride)`);
+    fail(`sample.run received ${describe(run)}, expected an integer in 1..${stride} (the stride)`);
   return { type: 'sample', stride, run, entries: checkEntries('sample', v.entries, 0, MAX_SAMPLE_ENTRIES) };
 }
 
@@ -193,12 +186,12 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
     const { name, pages, inPlace } = b as Record<string, unknown>;
     if (typeof name !== 'string' || name.length > 4096) fail(`ready.delta.bases[${i}].name is not a string of at most 4096 characters`);
     if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages < 0)
-      fail(`ready.delta.bases[${i}].pages received ${shown(pages)}, expected a count`);
+      fail(`ready.delta.bases[${i}].pages received ${describe(pages)}, expected a count`);
     if (
       inPlace !== undefined &&
       (typeof inPlace !== 'number' || !Number.isSafeInteger(inPlace) || inPlace < 0 || inPlace >= MAX_IN_PLACE_INDEX)
     )
-      fail(`ready.delta.bases[${i}].inPlace received ${shown(inPlace)}, expected a ram block's index in the hello`);
+      fail(`ready.delta.bases[${i}].inPlace received ${describe(inPlace)}, expected a ram block's index in the hello`);
     if (inPlace !== undefined && inPlaces.has(inPlace))
       fail(`ready.delta.bases[${i}].inPlace received ${inPlace}, which an earlier base already names (one base per ram block)`);
     if (inPlace !== undefined) inPlaces.add(inPlace);
@@ -208,8 +201,8 @@ export function checkReadyDelta(v: unknown): ReadyDelta {
   });
   const n = o.fingerprints;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > total)
-    fail(`ready.delta.fingerprints received ${shown(n)}, expected a count of at most ${total} (the bases' pages)`);
+    fail(`ready.delta.fingerprints received ${describe(n)}, expected a count of at most ${total} (the bases' pages)`);
   if (o.skipped !== undefined && (o.skipped !== true || n !== 0))
-    fail(`ready.delta.skipped received ${shown(o.skipped)} with ${n} fingerprints, expected true with 0`);
+    fail(`ready.delta.skipped received ${describe(o.skipped)} with ${n} fingerprints, expected true with 0`);
   return { bases, fingerprints: n, ...(o.skipped === true ? { skipped: true as const } : {}) };
 }

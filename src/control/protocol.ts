@@ -7,6 +7,7 @@
  * the whole protocol; every frame is checked here before anything acts on it.
  */
 import { ProtocolError } from '../errors.js';
+import { describe } from '../text.js';
 import { RAMBLOCK_NAME_MAX, PAGE_SIZES, MULTIFD_PACKET_SIZE } from '../wire/constants.js';
 import {
   checkFingerprints,
@@ -169,18 +170,6 @@ export function encodeFrame(msg: ControlMessage): Buffer {
 
 function fail(what: string): never {
   throw new ProtocolError('ERR_CONTROL_MESSAGE', `control channel: ${what}`);
-}
-
-/**
- * A peer's value for an error message, short whatever it is: never the whole
- * of a large or deeply nested value (JSON.stringify of those is megabytes, or
- * a stack overflow).
- */
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return `an array of ${v.length}`;
-  if (typeof v === 'object' && v !== null) return 'an object';
-  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
-  return String(v);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
