@@ -147,6 +147,8 @@ class QemuMigration {
   private mainTimer: NodeJS.Timeout | null = null;
   /** Runs while the main channel has ended and pages are still missing (maybeFinish). */
   private lateTimer: NodeJS.Timeout | null = null;
+  /** Connections accepted that have not yet said whether they are the main channel or a multifd channel. */
+  private unidentified = 0;
 
   constructor(
     private readonly opts: QemuRecvOptions,
@@ -184,7 +186,21 @@ class QemuMigration {
       return void sock.destroy();
     }
     this.sockets.add(sock);
-    sock.on('close', () => this.sockets.delete(sock));
+    // Counted until it says what it is: a migration does not finish while one may be a multifd channel.
+    let pending = true;
+    this.unidentified++;
+    const settle = (): void => {
+      if (!pending) return;
+      pending = false;
+      this.unidentified--;
+    };
+    sock.on('close', () => {
+      this.sockets.delete(sock);
+      if (pending) {
+        settle();
+        this.maybeFinish();
+      }
+    });
     sock.on('error', () => {});
     // A connection that never says what it is (a port scan, a stray client) is dropped, not the
     // migration; once it is a main or multifd channel, going quiet fails the migration.
@@ -193,6 +209,7 @@ class QemuMigration {
       sock.destroy();
     });
     const identified = (): void => {
+      settle();
       sock.removeAllListeners('timeout');
       sock.setTimeout(this.timeoutMs, () =>
         this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `connection from ${peer}: nothing received for ${this.timeoutMs} ms`)),
@@ -520,9 +537,10 @@ class QemuMigration {
     if (this.settled || this.finishing || !this.summary) return;
     for (const ch of this.channels.values()) if (!ch.idle) return;
     // The main channel can end before a multifd channel is accepted or has said what it is (a small
-    // migration sits whole in the socket buffers, read in any order): while pages are missing, wait
-    // for more channels, up to --timeout; finish() then names the pages that never came.
-    if ([...this.blocks.values()].some((b) => b.epochs.count !== b.size / PAGE_SIZE)) {
+    // migration sits whole in the socket buffers, read in any order), and a channel can carry no pages
+    // at all, only its SYNCs: while one is owed, wait for it, up to --timeout; finish() then names
+    // what never came.
+    if (this.owed()) {
       this.lateTimer ??= setTimeout(() => {
         if (this.settled || this.finishing) return;
         this.finishing = true;
@@ -533,6 +551,17 @@ class QemuMigration {
     if (this.lateTimer) clearTimeout(this.lateTimer);
     this.finishing = true;
     this.finish(this.summary).catch((e) => this.fail(e));
+  }
+
+  /**
+   * Whether the migration still waits for a channel (every connected one has ended when this is asked):
+   * pages missing, a channel id below the highest not connected, a connection not yet identified.
+   */
+  private owed(): boolean {
+    if ([...this.blocks.values()].some((b) => b.epochs.count !== b.size / PAGE_SIZE)) return true;
+    if (this.unidentified > 0) return true;
+    if (this.channels.size > 0 && Math.max(...this.channels.keys()) + 1 !== this.channels.size) return true;
+    return false;
   }
 
   private async finish(s: MainSummary): Promise<void> {

@@ -124,6 +124,10 @@ export interface StreamsOptions {
   delayChannelsMs?: number;
   /** Connect the multifd channels only after the main channel has been sent whole (and the delay). */
   channelsLate?: boolean;
+  /** These channels (by id) only after the main channel has been sent whole (and the delay); the others first. */
+  lateIds?: number[];
+  /** These channels (by id) never connect. */
+  missingIds?: number[];
   /** receiveQemu options besides address, directory and logger. */
   recv?: Partial<QemuRecvOptions>;
 }
@@ -157,18 +161,20 @@ export async function receiveStreams(t: Test, main: Buffer, channels: Buffer[] =
       s.on('error', () => {});
     });
   const finish = (s: net.Socket, b: Buffer): Promise<void> => new Promise((resolve) => s.end(b, () => resolve()));
-  const chans: net.Socket[] = [];
-  const connectChannels = async (): Promise<void> => {
+  const chans: [net.Socket, Buffer][] = [];
+  const late = (i: number): boolean => o.channelsLate === true || (o.lateIds ?? []).includes(i);
+  const connectChannels = async (lateOnes: boolean): Promise<void> => {
     for (let i = 0; i < channels.length; i++) {
+      if (late(i) !== lateOnes || (o.missingIds ?? []).includes(i)) continue;
       const s = await open();
       s.write(encodeInitPacket(new Uint8Array(16), i));
-      chans.push(s);
+      chans.push([s, channels[i]!]);
     }
   };
-  if (!o.channelsLate) await connectChannels();
+  await connectChannels(false);
   await finish(await open(), main);
   if (o.delayChannelsMs) await new Promise((r) => setTimeout(r, o.delayChannelsMs));
-  if (o.channelsLate) await connectChannels();
-  await Promise.all(chans.map((s, i) => finish(s, channels[i]!)));
+  await connectChannels(true);
+  await Promise.all(chans.map(([s, b]) => finish(s, b)));
   return { result, out, port };
 }

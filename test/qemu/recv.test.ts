@@ -35,14 +35,23 @@ async function migrate(t: Test, vm: Vm, dir: string, s: Setup) {
   t.teardown(() => stop.abort('test ended'));
   const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 20_000, signal: stop.signal });
   await migrateTo(vm.qmp, port);
-  const r = await result;
-  const st = await waitMigration(vm.qmp, 'completed');
-  t.equal(st.status, 'completed', `source completed ${st['error-desc'] ?? ''}`);
-  // A source that completed stays paused in postmigrate, from which QEMU refuses to migrate; cont
-  // and stop make it an ordinary paused VM again (-M none has no CPU: its RAM stays the image).
-  await vm.qmp.cmd('cont');
-  await vm.qmp.cmd('stop');
-  return { r, out };
+  try {
+    const r = await result;
+    const st = await waitMigration(vm.qmp, 'completed');
+    t.equal(st.status, 'completed', `source completed ${st['error-desc'] ?? ''}`);
+    return { r, out };
+  } finally {
+    // Whatever the outcome, the next setup gets an ordinary paused VM: a source that completed stays
+    // paused in postmigrate, from which QEMU refuses to migrate; cont and stop make it an ordinary
+    // paused VM again (-M none has no CPU: its RAM stays the image). A failed one is cancelled first.
+    const st = await vm.qmp.cmd<{ status?: string }>('query-migrate');
+    if (st.status !== 'completed' && st.status !== 'failed') {
+      await vm.qmp.cmd('migrate_cancel').catch(() => {});
+      await waitMigration(vm.qmp, 'cancelled', 10_000);
+    }
+    await vm.qmp.cmd('cont').catch(() => {});
+    await vm.qmp.cmd('stop').catch(() => {});
+  }
 }
 
 function label(s: Setup): string {

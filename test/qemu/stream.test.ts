@@ -11,6 +11,7 @@ import path from 'node:path';
 import net, { type AddressInfo } from 'node:net';
 import { pagesDigest, tmpdir } from '../helpers/index.js';
 import { listenQemu, receiveStreams } from '../helpers/qemu.js';
+import { encodeInitPacket } from '../../src/wire/init-packet.js';
 import { Writer } from '../../src/qemu/format.js';
 import { encodePacketHeader } from '../../src/wire/packet.js';
 import { packetHeaderSize } from '../../src/wire/constants.js';
@@ -205,6 +206,68 @@ t.test(
     t.equal(r.manifest.channels, 1);
   },
 );
+
+t.test('multifd: a channel that carries only SYNCs, accepted after every other channel has ended, is waited for', async (t) => {
+  const w = start(mainStream(), 2);
+  eos(w);
+  eos(end(w));
+  w.u8(0x00);
+  const chans = [
+    Buffer.concat([SYNC(), packet(0, [0], [page(0xaa)]), SYNC()]),
+    Buffer.concat([SYNC(), SYNC()]),
+    Buffer.concat([SYNC(), packet(0, [1], [page(0xbb)]), SYNC()]),
+  ];
+  const { result, out } = await receiveStreams(t, w.take(), chans, { delayChannelsMs: 300, lateIds: [1] });
+  const r = await result;
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
+  t.equal(r.manifest.channels, 3, 'the late channel is counted');
+});
+
+t.test('multifd: a channel below the highest that never connects fails after --timeout, naming it, with nothing finished', async (t) => {
+  const w = start(mainStream(), 2);
+  eos(w);
+  eos(end(w));
+  w.u8(0x00);
+  const chans = [
+    Buffer.concat([SYNC(), packet(0, [0], [page(0xaa)]), SYNC()]),
+    Buffer.concat([SYNC(), SYNC()]),
+    Buffer.concat([SYNC(), packet(0, [1], [page(0xbb)]), SYNC()]),
+  ];
+  const { result, out } = await receiveStreams(t, w.take(), chans, { missingIds: [1], recv: { timeoutMs: 800 } });
+  await t.rejects(result, { code: 'ERR_CHANNEL_MISSING', message: /multifd channels 0, 2 connected: channel 1 never did/ });
+  t.notOk(fs.existsSync(path.join(out, 'manifest.json')), 'no manifest');
+});
+
+t.test('multifd: a connection that has not said what it is holds the finish until it does or closes', async (t) => {
+  const w = start(mainStream(), 1);
+  eos(w);
+  eos(end(w));
+  w.u8(0x00);
+  const out = tmpdir(t);
+  const stop = new AbortController();
+  t.teardown(() => stop.abort('test ended'));
+  const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 5000, signal: stop.signal });
+  let done = false;
+  result.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  const open = (): Promise<net.Socket> =>
+    new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    });
+  const silent = await open();
+  const ch = await open();
+  ch.end(Buffer.concat([encodeInitPacket(new Uint8Array(16), 0), SYNC(), packet(0, [0], [page(7)]), SYNC()]));
+  (await open()).end(w.take());
+  await new Promise((r) => setTimeout(r, 400));
+  t.notOk(done, 'not finished while a connection has not said what it is');
+  silent.destroy();
+  const r = await result;
+  t.equal(r.manifest.channels, 1);
+  t.same(fs.readFileSync(path.join(out, 'mem')), page(7));
+});
 
 t.test('multifd: a channel missing a SYNC is a verification failure', async (t) => {
   const w = start(mainStream(), 1);
