@@ -517,6 +517,25 @@ export class SendPipeline {
       await this.writeFirst(ch, x);
     }
     const ahead: Promise<Prepared>[] = [];
+    try {
+      await this.runJobs(ch, jobs, failed, ahead);
+    } finally {
+      // Packets still being prepared (on a worker, from the image's mapping or fd, into a slab) are waited
+      // for before the channel returns: after a failure the caller closes the image and the pool under them.
+      await Promise.allSettled(ahead);
+    }
+    if (failed()) return;
+    await this.writeSync(ch);
+    await ch.sink.end();
+  }
+
+  /** The channel's packets, up to PIPELINE_DEPTH prepared ahead (in `ahead`), each written in order. */
+  private async runJobs(
+    ch: PipelineChannel,
+    jobs: Iterator<Job>,
+    failed: () => MfdError | null,
+    ahead: Promise<Prepared>[],
+  ): Promise<void> {
     let exhausted = false;
     for (;;) {
       while (!exhausted && ahead.length < PIPELINE_DEPTH) {
@@ -536,14 +555,13 @@ export class SendPipeline {
         p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
         ahead.push(p);
       }
-      const p = ahead.shift();
+      const p = ahead[0];
       if (!p) break;
       const prepared = await p;
+      ahead.shift();
       if (failed()) return;
       await this.writePacket(ch, prepared, failed);
     }
-    await this.writeSync(ch);
-    await ch.sink.end();
   }
 
   private async writePacket(
