@@ -24,6 +24,19 @@
 //     arrived is read into it too, up to its length, without waiting
 //     (aheadGot bytes; aheadCode -errno if that read failed): the receiver's
 //     next header comes with the payload before it, one operation a packet.
+//   ch.recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, writeZeros,
+//                crc, ahead, timeoutMs,
+//                cb(err, got, code, aheadGot, aheadCode, onFile, badPage))
+//     A packet whose payload is its `normal` pages as they are (compression
+//     none): read into buf[0, normal * pageSize), then, on this thread, in
+//     the same operation, digested into crc and written to fd at the
+//     offsets, as writePacket does (WritePacketJob: clipped to blockSize,
+//     zero pages written when writeZeros). No hop to another thread: the
+//     socket's copy and the file's copy run on the channel's thread, one
+//     completion a packet. `got`: payload bytes in buf (fewer: the stream
+//     ended, or the read failed); `onFile`: code is the write's failure
+//     (ENOSPC, EPADDING with badPage), not the socket's. `ahead` as recv,
+//     read only once the packet is written.
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 //
@@ -64,6 +77,7 @@
 #include <vector>
 
 #include "common.h"
+#include "packet_io.h"
 
 namespace mfd {
 namespace {
@@ -76,7 +90,7 @@ class SocketChannel;
 struct Shared;
 
 struct Op {
-  enum Kind { kSend, kRecv };
+  enum Kind { kSend, kRecv, kRecvWrite };
   explicit Op(Kind k) : kind(k) {}
   Kind kind;
   // send
@@ -88,6 +102,9 @@ struct Op {
   size_t ahead_cap = 0, ahead_got = 0;
   int64_t ahead_code = 0;
   int timeout_ms = -1;
+  // recvWrite: the write of the pages read into buf (its pages are set on the thread)
+  std::unique_ptr<WritePacketJob> write;
+  bool on_file = false;
   // result
   int64_t code = 0;
   size_t amount = 0;  // send: bytes left; recv: bytes in buf
@@ -190,13 +207,27 @@ void RunRecv(int fd, Op* op, const std::atomic<bool>& stop) {
     if (op->code < 0) break;
   }
   op->amount = got;
-  if (got < op->cap || op->ahead_cap == 0) return;
+}
+
+// What has already arrived after a full buf, into `ahead` (if any), without waiting.
+void ReadAhead(int fd, Op* op) {
+  if (op->amount < op->cap || op->ahead_cap == 0) return;
   ssize_t r;
   do {
     r = recv(fd, op->ahead, op->ahead_cap, MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r > 0) op->ahead_got = static_cast<size_t>(r);
   if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) op->ahead_code = -errno;
+}
+
+// recvWrite: the payload into buf, then its pages digested and written.
+void RunRecvWrite(int fd, Op* op, const std::atomic<bool>& stop) {
+  RunRecv(fd, op, stop);
+  if (op->amount < op->cap || op->code < 0) return;
+  op->write->pages = {{op->buf, op->cap}};
+  op->code = op->write->Run();
+  op->on_file = op->code < 0;
+  if (op->code == 0) ReadAhead(fd, op);
 }
 
 void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op);
@@ -282,8 +313,11 @@ void ThreadMain(std::shared_ptr<Shared> s) {
       for (const auto& p : op->pieces) op->amount += p.second;  // a send: nothing of it sent
     } else if (op->kind == Op::kSend) {
       RunSend(s->fd, op, s->stop);
+    } else if (op->kind == Op::kRecvWrite) {
+      RunRecvWrite(s->fd, op, s->stop);
     } else {
       RunRecv(s->fd, op, s->stop);
+      ReadAhead(s->fd, op);
     }
     std::lock_guard<std::mutex> l(s->lock);
     if (op->kind == Op::kSend) {
@@ -308,6 +342,7 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return DefineClass(
         env, "SocketChannel",
         {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
+         InstanceMethod<&SocketChannel::RecvWrite>("recvWrite"),
          InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
          InstanceMethod<&SocketChannel::Close>("close"), InstanceMethod<&SocketChannel::Id>("id"),
          InstanceMethod<&SocketChannel::OnRelayed>("onRelayed"),
@@ -440,6 +475,65 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
     Submit(info, op, 4);
     return info.Env().Undefined();
+  }
+
+  // recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, writeZeros, crc, ahead,
+  //           timeoutMs, cb)
+  Napi::Value RecvWrite(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto* op = new Op(Op::kRecvWrite);
+    op->write = std::make_unique<WritePacketJob>();
+    WritePacketJob& w = *op->write;
+    size_t fd, ps, block_size;
+    if (!RequireArgs(info, 12) || !RequireBytes(info, 0, "buf") ||
+        !RequireSize(info, 1, "fd", &fd) || !RequireSize(info, 2, "pageSize", &ps) ||
+        !RequireSize(info, 4, "normal", &w.normal) || !RequireSize(info, 5, "zero", &w.zero) ||
+        !RequireSize(info, 6, "blockSize", &block_size) || !info[7].IsBoolean() ||
+        !RequireUint32Array(info, 8, "crc", w.normal) ||
+        (!info[9].IsNull() && !RequireBytes(info, 9, "ahead")) || !info[10].IsNumber() ||
+        !RequireFunction(info, 11)) {
+      delete op;
+      if (!env.IsExceptionPending())
+        Napi::TypeError::New(env,
+                             "recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, "
+                             "writeZeros, crc, ahead, timeoutMs, cb)")
+            .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto buf = info[0].As<Napi::Uint8Array>();
+    const bool offsets_ok = info[3].IsTypedArray() &&
+                            info[3].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+                            info[3].As<Napi::Float64Array>().ElementLength() >= w.normal + w.zero;
+    if (!offsets_ok || ps == 0 || buf.ByteLength() != w.normal * ps) {
+      delete op;
+      Napi::RangeError::New(env,
+                            "recvWrite: offsets must be a Float64Array of normal + zero, buf "
+                            "normal * pageSize bytes")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto offsets = info[3].As<Napi::Float64Array>();
+    auto crc = info[8].As<Napi::Uint32Array>();
+    op->buf = buf.Data();
+    op->cap = buf.ByteLength();
+    w.fd = static_cast<int>(fd);
+    w.page_size = ps;
+    w.offsets = offsets.Data();
+    w.block_size = static_cast<int64_t>(block_size);
+    w.write_zeros = info[7].As<Napi::Boolean>().Value();
+    w.crc_out = crc.Data();
+    op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
+    op->pinned.push_back(Napi::Persistent(offsets.As<Napi::Object>()));
+    op->pinned.push_back(Napi::Persistent(crc.As<Napi::Object>()));
+    if (!info[9].IsNull()) {
+      auto ahead = info[9].As<Napi::Uint8Array>();
+      op->ahead = ahead.Data();
+      op->ahead_cap = ahead.ByteLength();
+      op->pinned.push_back(Napi::Persistent(ahead.As<Napi::Object>()));
+    }
+    op->timeout_ms = TimeoutArg(info, 10);
+    Submit(info, op, 11);
+    return env.Undefined();
   }
 
   Napi::Value Shutdown(const Napi::CallbackInfo& info) {
@@ -585,6 +679,12 @@ void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
   const double amount = static_cast<double>(op->amount);
   if (op->kind == Op::kSend) {
     op->cb.Call({env.Null(), Napi::Number::New(env, code), Napi::Number::New(env, amount)});
+  } else if (op->kind == Op::kRecvWrite) {
+    op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_got)),
+                 Napi::Number::New(env, static_cast<double>(op->ahead_code)),
+                 Napi::Boolean::New(env, op->on_file),
+                 Napi::Number::New(env, static_cast<double>(op->write->bad_page))});
   } else {
     op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
                  Napi::Number::New(env, static_cast<double>(op->ahead_got)),

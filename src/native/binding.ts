@@ -57,6 +57,27 @@ export interface SocketChannel {
     timeoutMs: number,
     cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number) => void,
   ): void;
+  /**
+   * A payload of `normal` pages as they are (compression none) read into buf (normal * pageSize bytes), then
+   * digested into crc and written to fd at the offsets as writePacket does (zero pages after the normal ones,
+   * written when writeZeros), on the channel's thread in the same operation. `got` bytes are in buf (fewer:
+   * the stream ended, or the read failed); `onFile`: code is the write's failure (badPage with EPADDING), not
+   * the socket's. `ahead` as recv(), read once the pages are written.
+   */
+  recvWrite(
+    buf: Uint8Array,
+    fd: number,
+    pageSize: number,
+    offsets: Float64Array,
+    normal: number,
+    zero: number,
+    blockSize: number,
+    writeZeros: boolean,
+    crc: Uint32Array,
+    ahead: Uint8Array | null,
+    timeoutMs: number,
+    cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number, onFile: boolean, badPage: number) => void,
+  ): void;
   /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
   shutdown(): void;
   /** The thread ends once the queued operations have completed. */

@@ -158,6 +158,12 @@ export interface ChannelHost {
   blocks: Map<string, TargetBlock>;
   zeroPageCrc: number;
   inPlace: boolean;
+  /**
+   * A packet's payload is its pages as they are (compression none): a native reader has the pages of a
+   * packet the receiver places read, digested and written on the channel's thread, one operation
+   * (writtenPacket).
+   */
+  pagesAsSent?: boolean;
   /** A native reader's limit on waiting for data (ERR_CHANNEL_TIMEOUT); none when absent. */
   readTimeoutMs?: number;
   /** The payload buffers of the host's native readers (readPool()), shared by its channels; needed with a native source. */
@@ -427,6 +433,20 @@ export class DataChannel {
           throw new Error(
             `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the read pool of ${pool.bytes} bytes`,
           );
+        if (this.writesWhereRead(h, len)) {
+          const buf = await pool.acquire(len);
+          let r: { got: number; ahead: number };
+          try {
+            r = await this.writtenPacket(ch, h, buf, header, timeout);
+          } finally {
+            pool.release(buf);
+          }
+          this.counters.wireBytes += r.got + r.ahead;
+          early = r.ahead;
+          if (r.got < len) return this.truncated(`payload: received ${r.got} of ${len} bytes`, this.at + hs);
+          this.at += hs + len;
+          continue;
+        }
         let payload = EMPTY;
         let release: (() => void) | null = null;
         if (len > 0) {
@@ -459,6 +479,48 @@ export class DataChannel {
     } finally {
       ch.close();
     }
+  }
+
+  /**
+   * A packet whose pages come as they are, placed by the receiver, with nothing of its payload read yet:
+   * the channel's thread reads, digests and writes it (writtenPacket).
+   */
+  private writesWhereRead(h: PacketHeader, len: number): boolean {
+    if (!this.host.pagesAsSent || !this.ownPlacement || this.profile !== 'strict' || h.normalPages === 0) return false;
+    return this.queue.length === 0 && len === h.normalPages * this.host.pageSize && !(this.host.refs && isRefPacket(h));
+  }
+
+  /**
+   * The receiver's placement of a packet whose payload is its pages (as decodeAndWrite): read into `buf` on
+   * the channel's thread, then digested and written there, in one operation with the read of what has
+   * arrived of the next header into `ahead`: no hop to the libuv pool and back, one completion a packet. Done
+   * before the next header is read (the channels write in parallel). Resolves to the payload bytes read
+   * (fewer: the stream ended, nothing written) and the bytes read ahead.
+   */
+  private async writtenPacket(
+    ch: NativeChannel,
+    h: PacketHeader,
+    buf: Uint8Array,
+    ahead: Uint8Array,
+    timeout: number,
+  ): Promise<{ got: number; ahead: number }> {
+    const c = this.counters;
+    c.packets++;
+    this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
+    if (this.lastWasSync) c.syncPackets++;
+    const t = this.target(h);
+    const pages = h.normalPages + h.zeroPages;
+    this.counted(h);
+    let r = { got: 0, ahead: 0 };
+    await this.apply(h, t.name, t.block, async (w, digest) => {
+      const crc = new Uint32Array(w.normal);
+      r = await ch.recvWrite(buf, w, crc, timeout, ahead);
+      if (r.got === buf.length) digest(crc);
+    });
+    if (r.got < buf.length) return r;
+    this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages));
+    this.host.onPages(pages * this.host.pageSize);
+    return r;
   }
 
   private pump(): void {

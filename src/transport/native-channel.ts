@@ -27,6 +27,17 @@ import type { SocketChannel } from '../native/binding.js';
 import { NativeIoError } from '../errors.js';
 import { nativeIoError } from '../native/io-error.js';
 
+/** A packet's write, all of it but its pages (src/native/packet-io.ts WriteRequest). */
+export interface PageWriteTo {
+  fd: number;
+  pageSize: number;
+  offsets: Float64Array;
+  normal: number;
+  zero: number;
+  blockSize: number;
+  writeZeros: boolean;
+}
+
 /** Internals of a net.Socket this module relies on (as Node's own stream code does). */
 interface TcpHandle {
   fd?: number;
@@ -204,6 +215,55 @@ export class NativeChannel {
         if (aheadCode < 0) this.aheadFailed = aheadCode;
         done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
       }),
+    ).then(() => r);
+  }
+
+  /**
+   * A payload of `w.normal` pages as they are, read into buf (w.normal * w.pageSize bytes), then digested
+   * into crc and written as `w` says, on the channel's thread in the same operation (then, into `ahead`,
+   * what has arrived of the next header). Resolves to the payload bytes read (fewer than buf's length: the
+   * peer ended the stream; nothing was written) and those read ahead. Rejects with a NativeIoError on the
+   * socket, as recv(), or on the file (`op` write: ENOSPC, say, or EPADDING with its badPage).
+   */
+  recvWrite(
+    buf: Uint8Array,
+    w: PageWriteTo,
+    crc: Uint32Array,
+    timeoutMs: number,
+    ahead?: Uint8Array,
+  ): Promise<{ got: number; ahead: number }> {
+    const failed = this.aheadFailed;
+    if (failed) {
+      this.aheadFailed = null;
+      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: 0 }));
+    }
+    const r = { got: 0, ahead: 0 };
+    return this.op('read', (done) =>
+      this.ch.recvWrite(
+        buf,
+        w.fd,
+        w.pageSize,
+        w.offsets,
+        w.normal,
+        w.zero,
+        w.blockSize,
+        w.writeZeros,
+        crc,
+        ahead ?? null,
+        timeoutMs,
+        (err, n, code, aheadGot, aheadCode, onFile, badPage) => {
+          if (err) return done(err);
+          r.got = n;
+          r.ahead = aheadGot;
+          if (aheadCode < 0) this.aheadFailed = aheadCode;
+          if (code >= 0) return done(null);
+          done(
+            onFile
+              ? nativeIoError(code, { on: 'file', op: 'write', ...(badPage >= 0 ? { badPage } : {}) })
+              : nativeIoError(code, { on: 'socket', op: 'read', moved: n }),
+          );
+        },
+      ),
     ).then(() => r);
   }
 
