@@ -342,6 +342,7 @@ export async function fingerprintImages(
       crcs[k]!,
       null,
       signal,
+      { pages: false },
     );
   }
   return { entries, count, crcs, nonzero };
