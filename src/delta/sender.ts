@@ -630,11 +630,7 @@ function keepInPlace(
     const s = t - baseStart[part]!;
     return k < pagesOf.length && s < pagesOf[k]! && baseRef[blockStart[k]! + s] === t;
   };
-  for (let g = 0; g < total; g++) {
-    const t = baseRef[g]!;
-    if (t === NO_MATCH || !movedInPlace(t, g) || stays(t)) continue;
-    endangered[t >>> 3]! |= 1 << (t & 7);
-  }
+  markEndangered(total, baseRef, movedInPlace, stays, endangered);
   // The stash: each base's endangered pages, the lowest 1 / STASH_SHARE of its pages at most; the others are not stashed.
   const isMarked = (t: number): boolean => (endangered[t >>> 3]! & (1 << (t & 7))) !== 0;
   const parts = [...inPlaceOf.keys()].filter((part) => inPlaceOf[part] !== undefined);
@@ -654,11 +650,43 @@ function keepInPlace(
     }
   }
   // What is still marked is overwritten and not stashed: the references to it are dropped.
+  dropEndangered(total, baseRef, movedInPlace, endangered);
+  releaseBuffers(endangered);
+  return { kept: keepUnreferenced(unmatched, words, u, baseRef), stash };
+}
+
+/* keepInPlace's passes over every page, functions of their own as planDelta's (takeMatches). */
+
+/** Sets bit t of `endangered` for each base page t a reference (baseRef) moves elsewhere while the page does not stay. */
+function markEndangered(
+  total: number,
+  baseRef: Uint32Array,
+  movedInPlace: (t: number, g: number) => boolean,
+  stays: (t: number) => boolean,
+  endangered: Uint8Array,
+): void {
   for (let g = 0; g < total; g++) {
     const t = baseRef[g]!;
-    if (t !== NO_MATCH && isMarked(t) && movedInPlace(t, g)) baseRef[g] = NO_MATCH;
+    if (t === NO_MATCH || !movedInPlace(t, g) || stays(t)) continue;
+    endangered[t >>> 3]! |= 1 << (t & 7);
   }
-  releaseBuffers(endangered);
+}
+
+/** Drops the references (baseRef) that move a page still marked in `endangered` (overwritten, not stashed). */
+function dropEndangered(
+  total: number,
+  baseRef: Uint32Array,
+  movedInPlace: (t: number, g: number) => boolean,
+  endangered: Uint8Array,
+): void {
+  for (let g = 0; g < total; g++) {
+    const t = baseRef[g]!;
+    if (t !== NO_MATCH && (endangered[t >>> 3]! & (1 << (t & 7))) !== 0 && movedInPlace(t, g)) baseRef[g] = NO_MATCH;
+  }
+}
+
+/** Moves the first `u` entries whose pages have no base reference to the front; returns their number. */
+function keepUnreferenced(unmatched: Uint8Array, words: Uint32Array | null, u: number, baseRef: Uint32Array): number {
   let kept = 0;
   for (let e = 0; e < u; e++) {
     const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
@@ -669,7 +697,7 @@ function keepInPlace(
     }
     kept++;
   }
-  return { kept, stash };
+  return kept;
 }
 
 /**
