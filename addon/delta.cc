@@ -16,6 +16,15 @@
 //     that would allocate a page). `pages` may be a file mapping (mapRange):
 //     if the file shrinks under it (SIGBUS), n is ESHORTREAD (negative), not
 //     a crash. Off the event loop, the batch split across the machine's cores.
+//   deltaFingerprintFile(fd, position, length, size, pageSize, firstIndex, out, crcOut|null,
+//                        span: Float64Array(2), cb(err, n)):
+//     deltaFingerprint of the `length` bytes (whole pages) of file `fd` at `position`, in one call:
+//     off the event loop it finds the range's holes (lseek SEEK_DATA/SEEK_HOLE; `span`, [start,
+//     end) of the file known to be all data, is kept across calls, so a file with no holes is not
+//     walked again for each range), maps the range read-only, populates the page tables of its
+//     data (MADV_POPULATE_READ: no fault per 16 pages), hashes it on all cores under the SIGBUS
+//     guard and unmaps it. Pages in holes are never touched. n is ESHORTREAD when the file is
+//     now shorter than `size` or shrinks under the mapping.
 //   deltaSort(entries, count, cb(err)): sorts entries[0..count) in place, off the event loop.
 //   deltaMatch(table, tableCount, entries, count, out: Uint32Array) -> matches:
 //     out[i] = the index of the table entry whose key equals entry i's, or 0xffffffff.
@@ -29,10 +38,15 @@
 //     every view of it then has length 0. False when the buffer cannot be detached.
 #include <napi.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -52,6 +66,8 @@ namespace {
 constexpr size_t kEntry = 16;
 // Pages per thread at least: below this a batch is hashed by one thread.
 constexpr size_t kPagesPerThread = 256;
+// Pages of a file mapping a thread populates, hashes and drops at a time (deltaFingerprintFile).
+constexpr size_t kPopulateStep = 1024;
 
 struct Entry {
   uint64_t hi;
@@ -148,6 +164,83 @@ int64_t HashRangeGuarded(HashArgs a) {
 }
 #endif
 
+#ifdef MFD_HAVE_XXHASH
+// madvise(MADV_POPULATE_READ) over a file mapping's data: one call maps every page of it, where
+// faulting them in costs a page fault per 16. 0; kShortRead when part of it lies past the end
+// of the file (it shrank); failures that only cost speed (an older kernel's EINVAL) are ignored.
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+int64_t Populate(const uint8_t* addr, size_t len) {
+  if (len == 0) return 0;
+  const uintptr_t os_page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t from = reinterpret_cast<uintptr_t>(addr) & ~(os_page - 1);
+  const uintptr_t to = (reinterpret_cast<uintptr_t>(addr) + len + os_page - 1) & ~(os_page - 1);
+  while (madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_READ) != 0) {
+    if (errno == EINTR || errno == EAGAIN) continue;
+    return errno == EFAULT ? kShortRead : 0;
+  }
+  return 0;
+}
+
+// The entries of `count` pages (deltaFingerprint's), hashed on all cores: into `out`, their
+// number returned, or kShortRead. With `populate`, each thread first populates the page tables
+// of its share's pages that are not holes (a file mapping).
+int64_t HashPages(const uint8_t* pages, size_t page_size, size_t count, uint64_t first,
+                  uint8_t* out, uint32_t* crc_out, const uint8_t* holes, bool populate) {
+  std::vector<Entry> slots(count);
+  const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = std::max<size_t>(1, std::min(cores, count / kPagesPerThread));
+  const size_t per = (count + threads - 1) / threads;
+  std::vector<int64_t> results(threads, 0);
+  auto run = [&](size_t t) {
+    const size_t from = std::min(count, t * per), to = std::min(count, (t + 1) * per);
+    if (!populate) {
+      results[t] =
+          HashRangeGuarded({pages, page_size, from, to, first, slots.data(), crc_out, holes});
+      return;
+    }
+    // A file mapping: kPopulateStep pages at a time, their page tables populated (runs of pages
+    // outside holes, one madvise each), hashed, then dropped (MADV_DONTNEED: the file's pages
+    // stay in its page cache), so the process never has more than a few steps of the file
+    // mapped (its resident size).
+    for (size_t at = from; at < to; at += kPopulateStep) {
+      const size_t end = std::min(to, at + kPopulateStep);
+      for (size_t i = at; i < end;) {
+        if (holes != nullptr && holes[i] != 0) {
+          i++;
+          continue;
+        }
+        size_t j = i + 1;
+        while (j < end && (holes == nullptr || holes[j] == 0)) j++;
+        if (Populate(pages + i * page_size, (j - i) * page_size) < 0) {
+          results[t] = kShortRead;
+          return;
+        }
+        i = j;
+      }
+      results[t] =
+          HashRangeGuarded({pages, page_size, at, end, first, slots.data(), crc_out, holes});
+      if (results[t] < 0) return;
+      madvise(const_cast<uint8_t*>(pages + at * page_size), (end - at) * page_size, MADV_DONTNEED);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; t++) pool.emplace_back(run, t);
+  run(0);
+  for (auto& th : pool) th.join();
+  for (const int64_t r : results)
+    if (r < 0) return r;
+  int64_t n = 0;
+  for (const Entry& e : slots) {
+    if (e.idx == 0xffffffffu) continue;  // a zero page (indices stop at 2^32 - 2)
+    Store(out + n * kEntry, e);
+    n++;
+  }
+  return n;
+}
+#endif
+
 class FingerprintWorker : public Napi::AsyncWorker {
  public:
   FingerprintWorker(Napi::Function cb, const uint8_t* pages, size_t page_size, size_t count,
@@ -163,33 +256,7 @@ class FingerprintWorker : public Napi::AsyncWorker {
   void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
   void Execute() override {
 #ifdef MFD_HAVE_XXHASH
-    std::vector<Entry> slots(count_);
-    const size_t cores = std::max(1u, std::thread::hardware_concurrency());
-    const size_t threads = std::max<size_t>(1, std::min(cores, count_ / kPagesPerThread));
-    const size_t per = (count_ + threads - 1) / threads;
-    std::vector<int64_t> results(threads, 0);
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; t++) {
-      const size_t from = std::min(count_, t * per), to = std::min(count_, (t + 1) * per);
-      pool.emplace_back([this, &slots, &results, t, from, to] {
-        results[t] = HashRangeGuarded(
-            {pages_, page_size_, from, to, first_, slots.data(), crc_out_, holes_});
-      });
-    }
-    results[0] = HashRangeGuarded(
-        {pages_, page_size_, 0, std::min(count_, per), first_, slots.data(), crc_out_, holes_});
-    for (auto& th : pool) th.join();
-    for (const int64_t r : results) {
-      if (r < 0) {
-        n_ = r;
-        return;
-      }
-    }
-    for (const Entry& e : slots) {
-      if (e.idx == 0xffffffffu) continue;  // a zero page (indices stop at 2^32 - 2)
-      Store(out_ + n_ * kEntry, e);
-      n_++;
-    }
+    n_ = HashPages(pages_, page_size_, count_, first_, out_, crc_out_, holes_, false);
 #endif
   }
   void OnOK() override {
@@ -246,6 +313,130 @@ Napi::Value JS_deltaFingerprint(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+class FingerprintFileWorker : public Napi::AsyncWorker {
+ public:
+  FingerprintFileWorker(Napi::Function cb, int fd, int64_t position, size_t length, int64_t size,
+                        size_t page_size, uint64_t first, uint8_t* out, uint32_t* crc_out,
+                        double* span)
+      : Napi::AsyncWorker(cb, "mfd.deltaFingerprintFile"),
+        fd_(fd),
+        position_(position),
+        length_(length),
+        size_(size),
+        page_size_(page_size),
+        first_(first),
+        out_(out),
+        crc_out_(crc_out),
+        span_(span) {}
+  void Pin(Napi::Object o) { pinned_.push_back(Napi::Persistent(o)); }
+  void Execute() override {
+#ifdef MFD_HAVE_XXHASH
+    const size_t count = length_ / page_size_;
+    const int64_t end = position_ + static_cast<int64_t>(length_);
+    // The holes: none inside a span found all data before (on tmpfs SEEK_HOLE walks the page
+    // cache up to the next hole: once a range, it would cost O(file) each).
+    std::vector<uint8_t> holes;
+    if (!(position_ >= span_[0] && end <= span_[1])) {
+      std::vector<int64_t> extents;
+      int64_t until = 0;
+      const int r = DataExtents(fd_, position_, static_cast<int64_t>(length_), &extents, &until);
+      if (r < 0) {
+        // An optimisation only: without it every page is looked at (and lseek not tried again).
+        span_[0] = 0;
+        span_[1] = std::numeric_limits<double>::infinity();
+      } else if (extents.size() == 2 && extents[0] == position_ && extents[1] >= end) {
+        span_[0] = static_cast<double>(position_);
+        span_[1] = static_cast<double>(until);
+      } else {
+        // lseek reports everything past the end of a file as a hole: a file that shrank would
+        // pass as zero pages.
+        struct stat st{};
+        if (fstat(fd_, &st) != 0 || st.st_size < size_) {
+          n_ = kShortRead;
+          return;
+        }
+        holes.assign(count, 1);
+        for (size_t i = 0; i < extents.size(); i += 2) {
+          const size_t from = static_cast<size_t>(extents[i] - position_) / page_size_;
+          const size_t to = std::min(
+              count, static_cast<size_t>(extents[i + 1] - position_ + page_size_ - 1) / page_size_);
+          std::fill(holes.begin() + from, holes.begin() + to, 0);
+        }
+      }
+    }
+    void* p = mmap(nullptr, length_, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(position_));
+    if (p == MAP_FAILED) {
+      SetError(std::string("deltaFingerprintFile: mmap: ") + strerror(errno));
+      return;
+    }
+    n_ = HashPages(static_cast<const uint8_t*>(p), page_size_, count, first_, out_, crc_out_,
+                   holes.empty() ? nullptr : holes.data(), true);
+    munmap(p, length_);
+#endif
+  }
+  void OnOK() override {
+    Callback().Call({Env().Null(), Napi::Number::New(Env(), static_cast<double>(n_))});
+  }
+
+ private:
+  int fd_;
+  int64_t position_;
+  size_t length_;
+  int64_t size_;
+  size_t page_size_;
+  uint64_t first_;
+  uint8_t* out_;
+  uint32_t* crc_out_;
+  double* span_;
+  int64_t n_ = 0;  // entries, or kShortRead
+  std::vector<Napi::ObjectReference> pinned_;
+};
+
+Napi::Value JS_deltaFingerprintFile(const Napi::CallbackInfo& info) {
+  size_t fd, position, length, size, page_size, first;
+  if (Unavailable(info.Env())) return info.Env().Undefined();
+  if (!RequireArgs(info, 10) || !RequireSize(info, 0, "fd", &fd) ||
+      !RequireSize(info, 1, "position", &position) || !RequireSize(info, 2, "length", &length) ||
+      !RequireSize(info, 3, "size", &size) || !RequireSize(info, 4, "pageSize", &page_size) ||
+      !RequireSize(info, 5, "firstIndex", &first) || !RequireBytes(info, 6, "out") ||
+      !RequireFunction(info, 9)) {
+    return info.Env().Undefined();
+  }
+  const size_t os_page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t count = page_size == 0 ? 0 : length / page_size;
+  uint32_t* crc_out = nullptr;
+  if (!info[7].IsNull() && !info[7].IsUndefined()) {
+    if (!RequireUint32Array(info, 7, "crcOut", count)) return info.Env().Undefined();
+    crc_out = info[7].As<Napi::Uint32Array>().Data();
+  }
+  if (!info[8].IsTypedArray() ||
+      info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[8].As<Napi::Float64Array>().ElementLength() < 2) {
+    Napi::TypeError::New(info.Env(), "deltaFingerprintFile: span must be a Float64Array of 2")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto out = info[6].As<Napi::Uint8Array>();
+  if (page_size == 0 || length == 0 || length % page_size != 0 || position % os_page != 0 ||
+      position % page_size != 0 || out.ByteLength() < count * kEntry ||
+      first + count > 0xffffffffu) {
+    Napi::RangeError::New(info.Env(),
+                          "deltaFingerprintFile: length must be whole pages (> 0), position page "
+                          "aligned, out 16 bytes a page, page indices below 2^32 - 1")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto span = info[8].As<Napi::Float64Array>();
+  auto* w = new FingerprintFileWorker(
+      info[9].As<Napi::Function>(), static_cast<int>(fd), static_cast<int64_t>(position), length,
+      static_cast<int64_t>(size), page_size, first, out.Data(), crc_out, span.Data());
+  w->Pin(out);
+  w->Pin(span);
+  if (crc_out != nullptr) w->Pin(info[7].As<Napi::Object>());
+  w->Queue();
+  return info.Env().Undefined();
+}
+
 class SortWorker : public Napi::AsyncWorker {
  public:
   SortWorker(Napi::Function cb, Napi::Uint8Array entries, size_t count)
@@ -256,7 +447,7 @@ class SortWorker : public Napi::AsyncWorker {
   void Execute() override {
     std::vector<Entry> v(count_);
     for (size_t i = 0; i < count_; i++) v[i] = Load(data_ + i * kEntry);
-    std::sort(v.begin(), v.end(), Less);
+    std::sort(v.begin(), v.end(), [](const Entry& a, const Entry& b) { return Less(a, b); });
     for (size_t i = 0; i < count_; i++) Store(data_ + i * kEntry, v[i]);
   }
 
@@ -282,6 +473,42 @@ Napi::Value JS_deltaSort(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The first index of the sorted table `t` (n entries) whose key is not below e's. Keys are hashes,
+// spread evenly: the search starts where e's key would lie in an even spread and gallops out from
+// there, a few neighbouring entries instead of a binary search's log2(n) far-apart ones (each a
+// cache miss in a table of millions). Any sorted table gives the right answer, an uneven one
+// (a hostile peer's) in O(log n) steps still.
+size_t LowerBound(const uint8_t* t, size_t n, const Entry& e) {
+  if (n == 0) return 0;
+  const size_t guess = static_cast<size_t>((static_cast<unsigned __int128>(e.hi) * n) >> 64);
+  size_t lo, hi;  // every entry below lo is less than e, none from hi on
+  if (KeyLess(Load(t + guess * kEntry), e)) {
+    lo = guess + 1;
+    size_t step = 1;
+    while (lo + step - 1 < n && KeyLess(Load(t + (lo + step - 1) * kEntry), e)) {
+      lo += step;
+      step <<= 1;
+    }
+    hi = std::min(n, lo + step - 1);
+  } else {
+    hi = guess;
+    size_t step = 1;
+    while (hi >= step && !KeyLess(Load(t + (hi - step) * kEntry), e)) {
+      hi -= step;
+      step <<= 1;
+    }
+    lo = hi >= step ? hi - step + 1 : 0;
+  }
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (KeyLess(Load(t + mid * kEntry), e))
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
   size_t table_count, count;
   if (!RequireArgs(info, 5) || !RequireBytes(info, 0, "table") ||
@@ -303,14 +530,7 @@ Napi::Value JS_deltaMatch(const Napi::CallbackInfo& info) {
   size_t matches = 0;
   for (size_t i = 0; i < count; i++) {
     const Entry e = Load(entries.Data() + i * kEntry);
-    size_t lo = 0, hi = table_count;
-    while (lo < hi) {
-      const size_t mid = lo + (hi - lo) / 2;
-      if (KeyLess(Load(t + mid * kEntry), e))
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
+    const size_t lo = LowerBound(t, table_count, e);
     if (lo < table_count) {
       const Entry f = Load(t + lo * kEntry);
       if (f.hi == e.hi && f.mid == e.mid) {
@@ -376,6 +596,8 @@ void InitDelta(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("deltaFingerprint",
               Napi::Function::New(env, JS_deltaFingerprint, "deltaFingerprint"));
+  exports.Set("deltaFingerprintFile",
+              Napi::Function::New(env, JS_deltaFingerprintFile, "deltaFingerprintFile"));
   exports.Set("deltaSort", Napi::Function::New(env, JS_deltaSort, "deltaSort"));
   exports.Set("deltaMatch", Napi::Function::New(env, JS_deltaMatch, "deltaMatch"));
   exports.Set("deltaAlloc", Napi::Function::New(env, JS_deltaAlloc, "deltaAlloc"));

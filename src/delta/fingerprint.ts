@@ -27,6 +27,15 @@ export { ENTRY_SIZE, NO_MATCH };
 export const FINGERPRINT_BATCH = 1024;
 
 /**
+ * Pages per addon call where the addon maps the file itself (fingerprintFile
+ * with `pages: false`: 64 MiB of 4 KiB pages): its holes, mapping, page
+ * tables, hashing on all cores and unmapping in one call off the event loop,
+ * so the calls and their JavaScript cost little against the hashing; still
+ * small enough that the receiver's first entries go out soon.
+ */
+export const FINGERPRINT_RANGE = 16384;
+
+/**
  * The sampled pre-check (docs/control-protocol.md, Delta): pages p with
  * p % stride < run of each file, 1 in 64 by default: runs of 16 pages (64 KiB
  * of 4 KiB pages, one read each) every 1024. Images of fewer than
@@ -72,6 +81,28 @@ export function fingerprintPages(
 ): Promise<number> {
   return new Promise((resolve, reject) =>
     native.deltaFingerprint(pages, pageSize, count, first, out, crc, holes, (e, n) => (e ? reject(e) : resolve(n))),
+  );
+}
+
+/**
+ * fingerprintPages of the `length` bytes (whole pages) of `fd` at `position`, the addon mapping
+ * them itself (deltaFingerprintFile): pages in holes never touched. `span` ([start, end) of the
+ * file known to be all data) is kept from one call to the next. Resolves with the entries'
+ * number, negative (ESHORTREAD) when the file is now shorter than `size` or shrinks meanwhile.
+ */
+export function fingerprintRange(
+  fd: number,
+  position: number,
+  length: number,
+  size: number,
+  pageSize: number,
+  first: number,
+  out: Uint8Array,
+  crc: Uint32Array | null,
+  span: Float64Array,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    native.deltaFingerprintFile(fd, position, length, size, pageSize, first, out, crc, span, (e, n) => (e ? reject(e) : resolve(n))),
   );
 }
 
@@ -184,6 +215,11 @@ export interface FingerprintOptions {
   access?: ImageAccess;
   /** What auto measures with (a test's fake; native.probeImageAccess by default). */
   measure?: Measure;
+  /**
+   * False when onBatch never looks at its `pages`: mapped, the addon then maps, hashes and unmaps
+   * FINGERPRINT_RANGE pages a call itself (fingerprintRange), and `pages` is empty. True by default.
+   */
+  pages?: boolean;
 }
 
 /** statfs(2) of an open file, by its /proc/self/fd link. */
@@ -276,7 +312,10 @@ const NO_RELEASE = (): void => {};
  * read it in JavaScript only if the file cannot shrink meanwhile (that would
  * be SIGBUS), and never its pages in holes (they have no entry; on tmpfs a
  * touch allocates a page). A file that shrinks while it is hashed is
- * ERR_DELTA_BASE_SHORT, as when read. Resolves with how the pages were got.
+ * ERR_DELTA_BASE_SHORT, as when read. With `opts.pages` false (onBatch never
+ * looks at its pages), mapped, the addon maps, hashes and unmaps
+ * FINGERPRINT_RANGE pages a call itself and `pages` is empty. Resolves with
+ * how the pages were got.
  */
 export async function fingerprintFile(
   fd: number,
@@ -297,6 +336,12 @@ export async function fingerprintFile(
     : pages === 0
       ? { how: 'read', why: 'empty' }
       : await chooseAccess(fd, size, opts.access ?? 'auto', opts.measure);
+  if (access.how === 'map' && opts.pages === false && Math.floor(size / pageSize) > 0) {
+    const done = await fingerprintRanges(fd, size, pageSize, first, what, onBatch, crc, signal);
+    if (done) return access;
+    access.how = 'read';
+    access.why += '; read after the addon could not map it';
+  }
   // Three batches in flight: one read, one hashed, one in onBatch (the receiver writes its clone then).
   const bufs = [tableBuffer(bytes), tableBuffer(bytes), tableBuffer(bytes)];
   const outs = [Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE), Buffer.alloc(FINGERPRINT_BATCH * ENTRY_SIZE)];
@@ -360,6 +405,86 @@ export async function fingerprintFile(
   // Nothing reads into them or hashes them any more (after a failure something may: left to the collector).
   releaseBuffers(...bufs, ...outs);
   return access;
+}
+
+const NO_PAGES = new Uint8Array(0);
+
+/**
+ * fingerprintFile's mapped path when onBatch needs no pages: FINGERPRINT_RANGE pages an addon call
+ * (fingerprintRange), the next one hashed while onBatch takes the last; a partial last page is
+ * read and padded. False, having called no onBatch, when the file's first range cannot be mapped.
+ */
+async function fingerprintRanges(
+  fd: number,
+  size: number,
+  pageSize: number,
+  first: number,
+  what: string,
+  onBatch: (entries: Uint8Array, count: number, pages: Uint8Array, page: number) => void | Promise<void>,
+  crc: Uint32Array | null,
+  signal: AbortSignal | null,
+): Promise<boolean> {
+  const whole = Math.floor(size / pageSize);
+  const span = new Float64Array(2);
+  const outs = [tableBuffer(FINGERPRINT_RANGE * ENTRY_SIZE), tableBuffer(FINGERPRINT_RANGE * ENTRY_SIZE)];
+  const shrank = (): IoError =>
+    new IoError('ERR_DELTA_BASE_SHORT', `reading ${what}: it ended under its mapping, expected ${size} bytes (it shrank while being read)`);
+  const hash = (page: number, out: Uint8Array): Promise<number> => {
+    const n = Math.min(FINGERPRINT_RANGE, whole - page);
+    return fingerprintRange(
+      fd,
+      page * pageSize,
+      n * pageSize,
+      size,
+      pageSize,
+      first + page,
+      out,
+      crc?.subarray(page, page + n) ?? null,
+      span,
+    );
+  };
+  let next: Promise<number> | null = hash(0, outs[0]!);
+  let batch: Promise<void> = Promise.resolve();
+  for (let page = 0, k = 0; page < whole; page += FINGERPRINT_RANGE, k++) {
+    let count: number;
+    try {
+      count = await next!;
+    } catch (e) {
+      if (page === 0) return false;
+      throw new IoError('ERR_DELTA_MAP', `reading ${what}: ${(e as Error).message}`, e);
+    }
+    signal?.throwIfAborted();
+    // After a failure the addon may still hash into the other buffer: both are left to the collector.
+    if (count < 0) throw shrank();
+    // Range k - 1's onBatch ends before range k + 1 is hashed into its buffer.
+    await batch;
+    next = page + FINGERPRINT_RANGE < whole ? hash(page + FINGERPRINT_RANGE, outs[(k + 1) % 2]!) : null;
+    next?.catch(() => {}); // awaited on the next turn
+    batch = Promise.resolve(onBatch(outs[k % 2]!, count, NO_PAGES, page));
+    batch.catch(() => {}); // awaited on the next turn, or below
+  }
+  await batch;
+  if (whole * pageSize < size) {
+    // The partial last page: read, padded with zeros, hashed.
+    const buf = Buffer.alloc(pageSize);
+    const want = size - whole * pageSize;
+    let got: number;
+    try {
+      got = await readFully(fd, buf, want, whole * pageSize);
+    } catch (e) {
+      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
+    }
+    if (got < want)
+      throw new IoError(
+        'ERR_DELTA_BASE_SHORT',
+        `reading ${what}: ${got} bytes at offset ${whole * pageSize}, expected ${want} (it shrank while being read)`,
+      );
+    const out = outs[0]!;
+    const count = await fingerprintPages(buf, pageSize, 1, first + whole, out, crc?.subarray(whole, whole + 1) ?? null);
+    await onBatch(out, count, NO_PAGES, whole);
+  }
+  releaseBuffers(...outs);
+  return true;
 }
 
 /**

@@ -406,7 +406,9 @@ export class DeltaReceiver implements OpenExtension {
         // After a sample, the first entries go at once: the sender fingerprints its images from them on.
         if (this.sampled && total === 0) await flush();
       };
-      await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null);
+      // Only a clone written from the bytes hashed needs them: otherwise the addon maps and hashes a range a call.
+      const pages = clone !== null && !clone.inPlace;
+      await fingerprintFile(b.fd, b.size, ps, first, where, onBatch, clone?.crc ?? null, null, null, { pages });
       if (clone) this.clones.set(b.block!, clone);
       first += b.pages;
     }

@@ -342,6 +342,7 @@ export async function fingerprintImages(
       crcs[k]!,
       null,
       signal,
+      { pages: false },
     );
   }
   return { entries, count, crcs, nonzero };
@@ -400,22 +401,9 @@ export async function planDelta(
     const view = unmatched.subarray(at * ENTRY_SIZE, (at + n) * ENTRY_SIZE);
     if (tableCount > 0) matchEntries(table, tableCount, view, n, found);
     else found.fill(NO_MATCH);
-    for (let i = 0; i < n; i++) {
-      const e = at + i;
-      const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
-      const f = found[i]!;
-      const collided = f !== NO_MATCH && baseCrcs !== null && baseCrcs[f] !== crcAt(g);
-      if (collided) collisions++;
-      if (f !== NO_MATCH && !collided) baseRef[g] = f;
-      // A reference to another page of a base written in place may be dropped (keepInPlace): its entry stays.
-      if (f === NO_MATCH || collided || (anyInPlace && movedInPlace(f, g))) {
-        if (u !== e) {
-          if (words) words.copyWithin(u * 4, e * 4, e * 4 + 4);
-          else unmatched.copyWithin(u * ENTRY_SIZE, e * ENTRY_SIZE, (e + 1) * ENTRY_SIZE);
-        }
-        u++;
-      }
-    }
+    const taken = takeMatches(unmatched, words, at, n, found, baseRef, baseCrcs, crcAt, anyInPlace ? movedInPlace : null, u);
+    u = taken.u;
+    collisions += taken.collisions;
     // Let the event loop breathe between chunks (the control channel, timers).
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
@@ -424,15 +412,7 @@ export async function planDelta(
   // at every zero page the image and its base share. The digest still proves the page zero.
   const baseZeroBits = zeroBasePages(table, tableCount, baseStart, offer);
   const baseZero = (t: number): boolean => t < baseZeroBits.pages && (baseZeroBits.bits[t >>> 3]! & (1 << (t & 7))) === 0;
-  for (const [k] of blocks.entries()) {
-    const from = blockStart[k]!;
-    const to = from + pagesOf[k]!;
-    for (let g = from + 1; g < to; g++) {
-      if (nonzero[g] || baseRef[g - 1] === NO_MATCH) continue;
-      const t = baseRef[g - 1]! + 1;
-      if (baseZero(t) && (baseStart.length === 1 || partOf(baseStart, t) === partOf(baseStart, t - 1))) baseRef[g] = t;
-    }
-  }
+  for (const [k] of blocks.entries()) continueZeroRuns(blockStart[k]!, blockStart[k]! + pagesOf[k]!, nonzero, baseRef, baseZero, baseStart);
   let stash: Uint32Array = new Uint32Array(0);
   if (anyInPlace) {
     const basePages = offer.bases.map((b) => b.pages);
@@ -457,52 +437,11 @@ export async function planDelta(
     stash,
   };
   for (const [k, b] of blocks.entries()) {
-    const refs: PageRef[] = [];
-    const held: number[] = [];
-    let last: PageRef | null = null;
     const n = pagesOf[k]!;
     const from = blockStart[k]!;
-    const crc = crcs[k]!;
-    const isRef = (page: number): boolean => baseRef[from + page] !== NO_MATCH || dupOf[from + page] !== NO_MATCH;
     // Runs of zero pages with a reference on either side go as zero references.
-    const zeroRef = new Uint8Array(tableMemory(n));
-    for (let a = 0; a < n;) {
-      if (nonzero[from + a]) {
-        a++;
-        continue;
-      }
-      let z = a;
-      while (z < n && !nonzero[from + z]) z++;
-      if ((a > 0 && isRef(a - 1)) || (z < n && isRef(z))) zeroRef.fill(1, a, z);
-      a = z;
-    }
-    for (let page = 0; page < n; page++) {
-      const g = from + page;
-      let source: number;
-      let src: number;
-      if (baseRef[g] !== NO_MATCH) {
-        const t = baseRef[g]!;
-        source = baseStart.length === 1 ? 0 : partOf(baseStart, t);
-        src = t - baseStart[source]!;
-        plan.basePages++;
-      } else if (zeroRef[page]) {
-        source = SOURCE_ZERO;
-        src = 0;
-        plan.zeroPages++;
-      } else if (dupOf[g] !== NO_MATCH) {
-        const s = dupOf[g]!;
-        const sb = partOf(blockStart, s);
-        source = (SOURCE_MIGRATION | sb) >>> 0;
-        src = s - blockStart[sb]!;
-        plan.migrationPages++;
-      } else continue;
-      if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src))
-        last.count++;
-      else refs.push((last = { source, count: 1, dst: page, src }));
-      if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
-      else held.push(page, 1);
-      b.digest.add(page, crc[page]!);
-    }
+    const zeroRef = zeroRefRuns(nonzero, baseRef, dupOf, from, n);
+    const { refs, held } = blockRefs(b, crcs[k]!, from, n, baseRef, dupOf, zeroRef, baseStart, blockStart, plan);
     releaseBuffers(zeroRef);
     if (held.length > 0) plan.held.set(b, held);
     // A packet ends at MAX_REFS_PER_PACKET references or REF_PACKET_PAGES pages: the receiver's copies spread over the channels.
@@ -517,6 +456,138 @@ export async function planDelta(
   }
   releaseBuffers(baseRef, dupOf, found, baseZeroBits.bits);
   return plan;
+}
+
+/*
+ * planDelta's passes over every page, each a function of its own: V8 optimises a function for the
+ * loop it runs first, and one function of several such loops was thrown back to the interpreter
+ * (and compiled again) at the start of each next loop.
+ */
+
+/**
+ * planDelta's matching of entries at..at+n-1 (`found`: their table matches): base references into
+ * `baseRef`; the entries no base reference stands for (nor one `movedInPlace` may drop) moved down
+ * to `u` on, kept to look for copies among them. The new `u`, and the collisions found.
+ */
+function takeMatches(
+  unmatched: Uint8Array,
+  words: Uint32Array | null,
+  at: number,
+  n: number,
+  found: Uint32Array,
+  baseRef: Uint32Array,
+  baseCrcs: Uint32Array | null,
+  crcAt: (g: number) => number,
+  movedInPlace: ((t: number, g: number) => boolean) | null,
+  u: number,
+): { u: number; collisions: number } {
+  let collisions = 0;
+  for (let i = 0; i < n; i++) {
+    const e = at + i;
+    const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
+    const f = found[i]!;
+    const collided = f !== NO_MATCH && baseCrcs !== null && baseCrcs[f] !== crcAt(g);
+    if (collided) collisions++;
+    if (f !== NO_MATCH && !collided) baseRef[g] = f;
+    // A reference to another page of a base written in place may be dropped (keepInPlace): its entry stays.
+    if (f === NO_MATCH || collided || (movedInPlace !== null && movedInPlace(f, g))) {
+      if (u !== e) {
+        if (words) {
+          words[u * 4] = words[e * 4]!;
+          words[u * 4 + 1] = words[e * 4 + 1]!;
+          words[u * 4 + 2] = words[e * 4 + 2]!;
+          words[u * 4 + 3] = words[e * 4 + 3]!;
+        } else unmatched.copyWithin(u * ENTRY_SIZE, e * ENTRY_SIZE, (e + 1) * ENTRY_SIZE);
+      }
+      u++;
+    }
+  }
+  return { u, collisions };
+}
+
+/** Zero pages g in [from, to) right after a base reference continue it where the base's next page is zero too (`baseZero`), in the same base. */
+function continueZeroRuns(
+  from: number,
+  to: number,
+  nonzero: Uint8Array,
+  baseRef: Uint32Array,
+  baseZero: (t: number) => boolean,
+  baseStart: readonly number[],
+): void {
+  for (let g = from + 1; g < to; g++) {
+    if (nonzero[g] || baseRef[g - 1] === NO_MATCH) continue;
+    const t = baseRef[g - 1]! + 1;
+    if (baseZero(t) && (baseStart.length === 1 || partOf(baseStart, t) === partOf(baseStart, t - 1))) baseRef[g] = t;
+  }
+}
+
+/** A flag for each of the `n` pages of a block (from global page `from`): zero pages in a run with a reference on either side. */
+function zeroRefRuns(nonzero: Uint8Array, baseRef: Uint32Array, dupOf: Uint32Array, from: number, n: number): Uint8Array {
+  const zeroRef = new Uint8Array(tableMemory(n));
+  const isRef = (page: number): boolean => baseRef[from + page] !== NO_MATCH || dupOf[from + page] !== NO_MATCH;
+  for (let a = 0; a < n;) {
+    if (nonzero[from + a]) {
+      a++;
+      continue;
+    }
+    let z = a;
+    while (z < n && !nonzero[from + z]) z++;
+    if ((a > 0 && isRef(a - 1)) || (z < n && isRef(z))) zeroRef.fill(1, a, z);
+    a = z;
+  }
+  return zeroRef;
+}
+
+/** A block's references (runs) and the pages they hold back from the data (runs: page, count), each such page digested; counted into `plan`. */
+function blockRefs(
+  b: SendBlock,
+  crc: Uint32Array,
+  from: number,
+  n: number,
+  baseRef: Uint32Array,
+  dupOf: Uint32Array,
+  zeroRef: Uint8Array,
+  baseStart: readonly number[],
+  blockStart: readonly number[],
+  plan: DeltaPlan,
+): { refs: PageRef[]; held: number[] } {
+  const refs: PageRef[] = [];
+  const held: number[] = [];
+  let last: PageRef | null = null;
+  let base = 0;
+  let zero = 0;
+  let migration = 0;
+  for (let page = 0; page < n; page++) {
+    const g = from + page;
+    let source: number;
+    let src: number;
+    if (baseRef[g] !== NO_MATCH) {
+      const t = baseRef[g]!;
+      source = baseStart.length === 1 ? 0 : partOf(baseStart, t);
+      src = t - baseStart[source]!;
+      base++;
+    } else if (zeroRef[page]) {
+      source = SOURCE_ZERO;
+      src = 0;
+      zero++;
+    } else if (dupOf[g] !== NO_MATCH) {
+      const s = dupOf[g]!;
+      const sb = partOf(blockStart, s);
+      source = (SOURCE_MIGRATION | sb) >>> 0;
+      src = s - blockStart[sb]!;
+      migration++;
+    } else continue;
+    if (last && last.source === source && last.dst + last.count === page && (source === SOURCE_ZERO || last.src + last.count === src))
+      last.count++;
+    else refs.push((last = { source, count: 1, dst: page, src }));
+    if (held.length > 0 && held[held.length - 2]! + held[held.length - 1]! === page) held[held.length - 1]!++;
+    else held.push(page, 1);
+    b.digest.add(page, crc[page]!);
+  }
+  plan.basePages += base;
+  plan.zeroPages += zero;
+  plan.migrationPages += migration;
+  return { refs, held };
 }
 
 /** A base written in place stashes at most this share of its pages (1 / STASH_SHARE): past it, references to the others are dropped. */
@@ -559,11 +630,7 @@ function keepInPlace(
     const s = t - baseStart[part]!;
     return k < pagesOf.length && s < pagesOf[k]! && baseRef[blockStart[k]! + s] === t;
   };
-  for (let g = 0; g < total; g++) {
-    const t = baseRef[g]!;
-    if (t === NO_MATCH || !movedInPlace(t, g) || stays(t)) continue;
-    endangered[t >>> 3]! |= 1 << (t & 7);
-  }
+  markEndangered(total, baseRef, movedInPlace, stays, endangered);
   // The stash: each base's endangered pages, the lowest 1 / STASH_SHARE of its pages at most; the others are not stashed.
   const isMarked = (t: number): boolean => (endangered[t >>> 3]! & (1 << (t & 7))) !== 0;
   const parts = [...inPlaceOf.keys()].filter((part) => inPlaceOf[part] !== undefined);
@@ -583,11 +650,43 @@ function keepInPlace(
     }
   }
   // What is still marked is overwritten and not stashed: the references to it are dropped.
+  dropEndangered(total, baseRef, movedInPlace, endangered);
+  releaseBuffers(endangered);
+  return { kept: keepUnreferenced(unmatched, words, u, baseRef), stash };
+}
+
+/* keepInPlace's passes over every page, functions of their own as planDelta's (takeMatches). */
+
+/** Sets bit t of `endangered` for each base page t a reference (baseRef) moves elsewhere while the page does not stay. */
+function markEndangered(
+  total: number,
+  baseRef: Uint32Array,
+  movedInPlace: (t: number, g: number) => boolean,
+  stays: (t: number) => boolean,
+  endangered: Uint8Array,
+): void {
   for (let g = 0; g < total; g++) {
     const t = baseRef[g]!;
-    if (t !== NO_MATCH && isMarked(t) && movedInPlace(t, g)) baseRef[g] = NO_MATCH;
+    if (t === NO_MATCH || !movedInPlace(t, g) || stays(t)) continue;
+    endangered[t >>> 3]! |= 1 << (t & 7);
   }
-  releaseBuffers(endangered);
+}
+
+/** Drops the references (baseRef) that move a page still marked in `endangered` (overwritten, not stashed). */
+function dropEndangered(
+  total: number,
+  baseRef: Uint32Array,
+  movedInPlace: (t: number, g: number) => boolean,
+  endangered: Uint8Array,
+): void {
+  for (let g = 0; g < total; g++) {
+    const t = baseRef[g]!;
+    if (t !== NO_MATCH && (endangered[t >>> 3]! & (1 << (t & 7))) !== 0 && movedInPlace(t, g)) baseRef[g] = NO_MATCH;
+  }
+}
+
+/** Moves the first `u` entries whose pages have no base reference to the front; returns their number. */
+function keepUnreferenced(unmatched: Uint8Array, words: Uint32Array | null, u: number, baseRef: Uint32Array): number {
   let kept = 0;
   for (let e = 0; e < u; e++) {
     const g = words ? words[e * 4 + 3]! : entryIndex(unmatched, e);
@@ -598,7 +697,7 @@ function keepInPlace(
     }
     kept++;
   }
-  return { kept, stash };
+  return kept;
 }
 
 /**

@@ -167,6 +167,24 @@ export interface MfdBinding {
     holes: Uint8Array | null,
     cb: (err: Error | null, n: number) => void,
   ): void;
+  /**
+   * deltaFingerprint of the `length` bytes (whole pages) of file `fd` at `position`, in one call off the event loop: the range's
+   * holes found (lseek; `span`, [start, end) of the file known to be all data, kept across calls), mapped read-only, its data's
+   * page tables populated, hashed on all cores and unmapped; pages in holes never touched. n is ESHORTREAD (negative) when
+   * the file is now shorter than `size` or shrinks under the mapping.
+   */
+  deltaFingerprintFile(
+    fd: number,
+    position: number,
+    length: number,
+    size: number,
+    pageSize: number,
+    firstIndex: number,
+    out: Uint8Array,
+    crcOut: Uint32Array | null,
+    span: Float64Array,
+    cb: (err: Error | null, n: number) => void,
+  ): void;
   /** Sorts `count` entries in place by key, then index. */
   deltaSort(entries: Uint8Array, count: number, cb: (err: Error | null) => void): void;
   /** out[i]: the index of the sorted table's entry with entry i's key, or 0xffffffff; the number of matches. */
