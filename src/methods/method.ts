@@ -144,7 +144,11 @@ export interface CompressionMethod<P extends object = MethodParams, N extends st
   readonly offload: boolean;
   /** Parameters on the command line, checked by params(); declared `as const`, so ParamsOf gives P. */
   readonly options: readonly MethodOption[];
-  /** True when next_packet_size must be exactly normalPages x pageSize. */
+  /**
+   * True when the payload is the normal pages as they are (so next_packet_size is exactly normalPages x
+   * pageSize): a receiver may place it without decoding (a mapped-ram file's pages; the channel thread's
+   * recvWrite), and still hands it to recv() for its checks and path tally.
+   */
   readonly exactPayload: boolean;
   /** The accelerator the method can use (e.g. "Intel IAA through QPL"), or null for software-only methods. */
   readonly hardware: string | null;

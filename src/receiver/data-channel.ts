@@ -481,6 +481,9 @@ export class DataChannel {
     }
   }
 
+  /** writtenPacket's CRCs (one packet at a time), made at its first packet. */
+  private crcRoom: Uint32Array | null = null;
+
   /**
    * A packet whose pages come as they are, placed by the receiver, with nothing of its payload read yet:
    * the channel's thread reads, digests and writes it (writtenPacket).
@@ -513,9 +516,13 @@ export class DataChannel {
     this.counted(h);
     let r = { got: 0, ahead: 0 };
     await this.apply(h, t.name, t.block, async (w, digest) => {
-      const crc = new Uint32Array(w.normal);
+      // One packet at a time on this path: the channel's room for CRCs serves every packet.
+      const crc = (this.crcRoom ??= new Uint32Array(pageCount(this.host.pageSize))).subarray(0, w.normal);
       r = await ch.recvWrite(buf, w, crc, timeout, ahead);
-      if (r.got === buf.length) digest(crc);
+      if (r.got < buf.length) return;
+      digest(crc);
+      // The method still sees what arrived (its checks, its path tally: "uncompressed"), as it would to decode it.
+      await this.decoder.decode([buf], h.normalPages, h.packetNum);
     });
     if (r.got < buf.length) return r;
     this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages));

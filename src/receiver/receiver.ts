@@ -737,7 +737,7 @@ class Migration {
         ? { refs: (h: PacketHeader, payload: Uint8Array[], channel: number) => this.extension!.apply(h, payload, channel) }
         : {}),
       readPool: readPool(),
-      pagesAsSent: method.name === 'none',
+      pagesAsSent: method.exactPayload,
       blocks: this.blocks,
       zeroPageCrc: native.crc32c(new Uint8Array(hello.pageSize)),
       // A resumed output holds bytes of the earlier attempt: zero pages must be written as zeros.

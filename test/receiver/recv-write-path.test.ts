@@ -58,6 +58,11 @@ for (const inPlace of [false, true]) {
     t.ok(received.stats.zeroPages > 0, 'with zero pages');
     t.ok(n.recvWrite > 0, `recvWrite wrote ${n.recvWrite} packets`);
     t.ok(n.writePacket <= CHANNELS, `the pool wrote the pages of ${n.writePacket}, at most a channel's first packet each`);
+    t.same(
+      received.stats.paths.compression.pages,
+      { uncompressed: received.stats.normalPages },
+      "every normal page in the receiver's path tally, whichever thread wrote it",
+    );
   });
 }
 
