@@ -112,7 +112,7 @@ function sampled(p: SendPipeline): boolean {
  * offers bases, the plan (already handed to the pipeline).
  */
 async function deltaAnswer(
-  next: () => Promise<ControlMessage>,
+  next: (what?: string) => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
   send: (m: ControlMessage) => void,
@@ -176,7 +176,7 @@ function emptyPlan(bases: ReadyDelta['bases']): DeltaPlan {
 /** The answer from `first` (the answer's first frame, when already read) on. */
 async function answerDelta(
   first: ControlMessage | null,
-  next: () => Promise<ControlMessage>,
+  next: (what?: string) => Promise<ControlMessage>,
   p: SendPipeline,
   log: Logger,
   start: () => Promise<ImagePrints>,
@@ -253,12 +253,16 @@ async function answerDelta(
  * receiver's `stashed`: only then may a page be written, so the channels
  * connect after it.
  */
-async function sendStash(stash: Uint32Array, next: () => Promise<ControlMessage>, send: (m: ControlMessage) => void): Promise<void> {
+async function sendStash(
+  stash: Uint32Array,
+  next: (what?: string) => Promise<ControlMessage>,
+  send: (m: ControlMessage) => void,
+): Promise<void> {
   for (let i = 0; i < stash.length; i += MAX_STASH_PER_FRAME) {
     const part = stash.subarray(i, i + MAX_STASH_PER_FRAME);
     send({ type: 'stash', pages: encodeStashPages(part), last: i + part.length === stash.length });
   }
-  const m = await next();
+  const m = await next('"stashed", the answer to the stash');
   if (m.type === 'error') throw new RemoteError('receiver', m.code, m.message);
   if (m.type !== 'stashed' || m.pages !== stash.length)
     throw new ProtocolError(

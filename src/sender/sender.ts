@@ -50,7 +50,12 @@ export interface SendExtension {
   /** Fields it adds to the hello. */
   hello(p: SendPipeline): Pick<Hello, 'delta' | 'deltaSample' | 'deltaSampleOffer'>;
   /** Reads the answer to the hello (`next`), may send frames of its own first (`send`); returns `ready` (or what came instead). */
-  answer(next: () => Promise<ControlMessage>, p: SendPipeline, log: Logger, send: (m: ControlMessage) => void): Promise<ControlMessage>;
+  answer(
+    next: (what?: string) => Promise<ControlMessage>,
+    p: SendPipeline,
+    log: Logger,
+    send: (m: ControlMessage) => void,
+  ): Promise<ControlMessage>;
   stats(stats: RunStats, p: SendPipeline): void;
 }
 
@@ -136,7 +141,8 @@ export async function send<N extends MethodName>(opts: SendOptions<N>): Promise<
     ctlSock.write(encodePreamble());
     control.send(hello);
     log.debug({ peer, channels: opts.channels, compression: p.method.name }, 'hello sent');
-    const next = (): Promise<ControlMessage> => answer('"ready", the answer to the hello');
+    // `what` names what is awaited in a timeout's message (an extension awaits more than "ready").
+    const next = (what = '"ready", the answer to the hello'): Promise<ControlMessage> => answer(what);
     const ready = opts.extension ? await opts.extension.answer(next, p, log, (m) => ctl.send(m)) : unextended(await next());
     if (ready.type === 'error' && ready.code.startsWith('ERR_RESUME'))
       throw new ResumeError(ready.code, `the receiver refused to resume: ${ready.message}`);

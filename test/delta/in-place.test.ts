@@ -381,3 +381,16 @@ t.test('a stash in several frames is copied frame by frame and answered with its
   t.match(await rejection(result), { code: 'ERR_REMOTE', remoteCode: 'ERR_TEST' });
   t.notOk(fs.existsSync(stash), 'removed when the migration ends');
 });
+
+t.test('a receiver that does not answer the stash: the sender times out naming the "stashed" it waited for', async (t) => {
+  const p = pair(t, [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 50, 5, 6, 2, 4]);
+  const { port, result } = await startReceiver({
+    outputDir: p.out,
+    inPlace: true,
+    delta: { bases: [], dirs: [], afterStash: () => new Promise((r) => setTimeout(r, 1500)) },
+  });
+  result.catch(() => {});
+  const e = await rejection(send({ host: '127.0.0.1', port, logger: silentLogger, ...sendOpts(p.image, 1), timeoutMs: 500 }));
+  t.match(e, { message: /no answer from the receiver for 500 ms, waiting for "stashed", the answer to the stash/ });
+  await result.catch(() => {});
+});
