@@ -189,6 +189,21 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 }
 
 /** Reads `length` bytes at `position`, fewer only at end of file. */
+/** `want` bytes of `what` at `position` into buf: a read's failure as IoError, fewer bytes as ERR_DELTA_BASE_SHORT. */
+async function readBase(fd: number, buf: Buffer, want: number, position: number, what: string): Promise<void> {
+  let got: number;
+  try {
+    got = await readFully(fd, buf, want, position);
+  } catch (e) {
+    throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
+  }
+  if (got < want)
+    throw new IoError(
+      'ERR_DELTA_BASE_SHORT',
+      `reading ${what}: ${got} bytes at offset ${position}, expected ${want} (it shrank while being read)`,
+    );
+}
+
 export async function readFully(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
   let got = 0;
   while (got < length) {
@@ -366,17 +381,7 @@ export async function fingerprintFile(
         return { n, pages: new Uint8Array(m, 0, want), holes: h, bytes: want, release: () => native.unmapRange(m) };
       }
     }
-    let got: number;
-    try {
-      got = await readFully(fd, buf, want, page * pageSize);
-    } catch (e) {
-      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
-    }
-    if (got < want)
-      throw new IoError(
-        'ERR_DELTA_BASE_SHORT',
-        `reading ${what}: ${got} bytes at offset ${page * pageSize}, expected ${want} (it shrank while being read)`,
-      );
+    await readBase(fd, buf, want, page * pageSize, what);
     buf.fill(0, want, n * pageSize);
     return { n, pages: buf.subarray(0, n * pageSize), holes: null, bytes: want, release: NO_RELEASE };
   };
@@ -468,17 +473,7 @@ async function fingerprintRanges(
     // The partial last page: read, padded with zeros, hashed.
     const buf = Buffer.alloc(pageSize);
     const want = size - whole * pageSize;
-    let got: number;
-    try {
-      got = await readFully(fd, buf, want, whole * pageSize);
-    } catch (e) {
-      throw new IoError(`ERR_${(e as NodeJS.ErrnoException).code ?? 'READ'}`, `reading ${what}: ${(e as Error).message}`, e);
-    }
-    if (got < want)
-      throw new IoError(
-        'ERR_DELTA_BASE_SHORT',
-        `reading ${what}: ${got} bytes at offset ${whole * pageSize}, expected ${want} (it shrank while being read)`,
-      );
+    await readBase(fd, buf, want, whole * pageSize, what);
     const out = outs[0]!;
     const count = await fingerprintPages(buf, pageSize, 1, first + whole, out, crc?.subarray(whole, whole + 1) ?? null);
     await onBatch(out, count, NO_PAGES, whole);

@@ -26,17 +26,10 @@ import { native } from '../native/load.js';
 import type { SocketChannel } from '../native/binding.js';
 import { NativeIoError } from '../errors.js';
 import { nativeIoError } from '../native/io-error.js';
+import type { WriteRequest } from '../native/packet-io.js';
 
-/** A packet's write, all of it but its pages (src/native/packet-io.ts WriteRequest). */
-export interface PageWriteTo {
-  fd: number;
-  pageSize: number;
-  offsets: Float64Array;
-  normal: number;
-  zero: number;
-  blockSize: number;
-  writeZeros: boolean;
-}
+/** A packet's write, all of it but its pages and the room for their CRCs. */
+export type PageWriteTo = Omit<WriteRequest, 'pages' | 'crc'>;
 
 /** Internals of a net.Socket this module relies on (as Node's own stream code does). */
 interface TcpHandle {
