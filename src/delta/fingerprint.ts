@@ -188,7 +188,6 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
   return new Promise((resolve, reject) => fs.read(fd, buf, 0, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
-/** Reads `length` bytes at `position`, fewer only at end of file. */
 /** `want` bytes of `what` at `position` into buf: a read's failure as IoError, fewer bytes as ERR_DELTA_BASE_SHORT. */
 async function readBase(fd: number, buf: Buffer, want: number, position: number, what: string): Promise<void> {
   let got: number;
@@ -204,6 +203,7 @@ async function readBase(fd: number, buf: Buffer, want: number, position: number,
     );
 }
 
+/** Reads `length` bytes at `position`, fewer only at end of file. */
 export async function readFully(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
   let got = 0;
   while (got < length) {
