@@ -3,8 +3,8 @@
  * either way; holes of a sparse file are never touched through the mapping (on tmpfs a touch
  * allocates a page); a file that shrinks under the mapping is ERR_DELTA_BASE_SHORT, not a crash.
  */
-import { page, PS, requireDeltaOrSkip } from '../helpers/delta.js';
-import t, { type Test } from 'tap';
+import { page, PS, requireDeltaOrSkip, tmpfsDir } from '../helpers/delta.js';
+import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
@@ -13,21 +13,6 @@ import type { ImageAccess } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 requireDeltaOrSkip();
-
-/** statfs(2)'s f_type of tmpfs (linux/magic.h). */
-const TMPFS_MAGIC = 0x01021994;
-
-/** A folder on tmpfs (/dev/shm), removed at the test's end; null where there is none. */
-function tmpfsDir(t: Test): string | null {
-  try {
-    if (fs.statfsSync('/dev/shm').type !== TMPFS_MAGIC) return null;
-    const d = fs.mkdtempSync('/dev/shm/mfd-test-');
-    t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
-    return d;
-  } catch {
-    return null;
-  }
-}
 
 interface Printed {
   entries: Buffer;

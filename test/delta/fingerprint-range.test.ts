@@ -4,8 +4,8 @@
  * as the read path; holes of a sparse file never touched (on tmpfs a touch allocates a page); a
  * file shorter than it should be, or that shrinks meanwhile, is ERR_DELTA_BASE_SHORT, not a crash.
  */
-import { page, PS, requireDeltaOrSkip } from '../helpers/delta.js';
-import t, { type Test } from 'tap';
+import { page, PS, requireDeltaOrSkip, tmpfsDir } from '../helpers/delta.js';
+import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/index.js';
@@ -24,19 +24,6 @@ import type { ImageAccess } from '../../src/image/image-source.js';
 import type { MfdError } from '../../src/errors.js';
 
 requireDeltaOrSkip();
-
-const TMPFS_MAGIC = 0x01021994;
-
-function tmpfsDir(t: Test): string | null {
-  try {
-    if (fs.statfsSync('/dev/shm').type !== TMPFS_MAGIC) return null;
-    const d = fs.mkdtempSync('/dev/shm/mfd-test-');
-    t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
-    return d;
-  } catch {
-    return null;
-  }
-}
 
 interface Printed {
   entries: Buffer;

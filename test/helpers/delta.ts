@@ -1,6 +1,6 @@
 /** Pages for the delta tests (test/delta/): distinct by seed, written to image files. */
 import fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { native } from '../../src/native/load.js';
 
 export const PS = 4096;
@@ -24,4 +24,19 @@ export const page = (seed: number): Buffer => {
 export function writePages(file: string, seeds: number[], tail = 0): string {
   fs.writeFileSync(file, Buffer.concat([...seeds.map((s) => (s < 0 ? Buffer.alloc(PS) : page(s))), page(424242).subarray(0, tail)]));
   return file;
+}
+
+/** statfs(2)'s f_type of tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+
+/** A folder on tmpfs (/dev/shm), removed at the test's end; null where there is none. */
+export function tmpfsDir(t: Test): string | null {
+  try {
+    if (fs.statfsSync('/dev/shm').type !== TMPFS_MAGIC) return null;
+    const d = fs.mkdtempSync('/dev/shm/mfd-test-');
+    t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+    return d;
+  } catch {
+    return null;
+  }
 }
