@@ -39,9 +39,10 @@ export function isalDeflateName(level: number, mapped: number): string {
   return `isa-l igzip ${native.isalVersion} (level ${level} -> isal ${mapped})`;
 }
 
-function zlibPath(level: number): string {
+/** The sender's path names the level it deflates at; a receiver's inflate has none. */
+function zlibPath(level: number, receiving: boolean): string {
   const zlibName = `zlib ${native.zlibVersion}`;
-  if (native.isalVersion === null) return `software: ${zlibName}`;
+  if (native.isalVersion === null) return receiving ? `software: ${zlibName}` : `software: ${zlibName} (level ${level})`;
   const mapped = isalLevel(level);
   if (mapped !== null) return `software: ${isalDeflateName(level, mapped)}`;
   return `software: ${zlibName} deflate (level ${level}: no isal level within 5%), isa-l igzip ${native.isalVersion} inflate`;
@@ -69,7 +70,7 @@ export const zlib = defineMethod({
   options,
   exactPayload: false,
   hardware: null,
-  path: ({ params }) => zlibPath(params.level),
+  path: ({ params, receiving }) => zlibPath(params.level, receiving === true),
   maxPayload: (normalPages, pageSize) => native.zlibCompressBound(normalPages * pageSize),
   params: (user) => checkParams('zlib', options, user),
   sendSetup({ pageSize, params, tally }) {

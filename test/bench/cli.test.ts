@@ -12,6 +12,7 @@ import { findAll, parseXml } from '../helpers/xml.js';
 import { ncUnavailable } from '../../src/bench/peers/nc.js';
 import { leftoverLinks, netnsUnavailable } from '../helpers/netns.js';
 import { QEMU10, QEMU72, QEMU_BUILDS } from '../helpers/qemu.js';
+import { deltaUnavailable } from '../helpers/delta.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'mfd.js');
 
@@ -336,90 +337,94 @@ t.test("help: bench is listed, with its flags in QEMU's vocabulary", async (t) =
     t.ok(h.stdout.includes(flag), flag);
 });
 
-t.test('--changed and --base: delta cells against plain mfd and rsync, with the bytes that really changed', async (t) => {
-  const dir = tmpdir(t);
-  // A user's pair: B is A with 5 pages changed (A: 1 MiB of distinct pages, every 4th zero).
-  const a = path.join(dir, 'A.img');
-  const b = path.join(dir, 'B.img');
-  const bytes = Buffer.alloc(1 << 20);
-  for (let p = 0; p < 256; p++) if (p % 4) bytes.fill((p * 7 + 1) & 0xff, p * 4096, p * 4096 + 4096).writeUInt32LE(p, p * 4096);
-  fs.writeFileSync(a, bytes);
-  for (const p of [3, 50, 51, 120, 255]) bytes.writeUInt32LE(0xdeadbeef, p * 4096 + 8);
-  fs.writeFileSync(b, bytes);
-  // And C: B with 2 more pages changed, a second pair (C against B) after the first.
-  const c = path.join(dir, 'C.img');
-  for (const p of [7, 200]) bytes.writeUInt32LE(0xfeedface, p * 4096 + 16);
-  fs.writeFileSync(c, bytes);
-  const rsync = spawnSync('rsync', ['--version']).status === 0;
-  const out = path.join(dir, 'o');
-  const r = await mfd([
-    'bench',
-    '--profile',
-    'mixed',
-    '--size',
-    '4M',
-    '--changed',
-    '10',
-    '--image',
-    `${b},${c}`,
-    '--base',
-    `${a},${b}`,
-    '--compression',
-    'none',
-    '--channels',
-    '2',
-    '--runs',
-    '1',
-    '--warmup',
-    '0',
-    '--peers',
-    rsync ? 'mfd-plain,rsync' : 'mfd-plain',
-    '--dir',
-    dir,
-    '--out',
-    out,
-    '--json',
-    '--no-progress',
-  ]);
-  t.equal(r.status, 0, r.stderr);
-  const recs = stdoutLines(r.stdout);
-  type DeltaCell = {
-    key: string;
-    cell: { changed?: number; base?: string };
-    wireBytes: { median: number };
-    delta: { changedPages: number; wireVsChanged: { median: number } | null; basePages: { median: number } };
-    peers: Record<string, { wireBytes: { median: number } | null }>;
-  };
-  const cells = recs.filter((x) => x.type === 'cell') as unknown as DeltaCell[];
-  t.same(
-    cells.map((c) => [c.cell.changed, c.cell.base]),
-    [
-      [10, undefined],
-      [undefined, a],
-      [undefined, b],
-    ],
-    'a delta cell for the generated image, 10% changed, and one for each pair',
-  );
-  t.match(cells[0]!.key, /delta-10%$/);
-  const [gen, pair, second] = cells as [DeltaCell, DeltaCell, DeltaCell];
-  t.ok(gen.delta.changedPages > 0 && gen.delta.changedPages < 1024 * 0.2, `about 10% of 1024 pages changed: ${gen.delta.changedPages}`);
-  t.equal(pair.delta.changedPages, 5, "the pair's changed pages, counted by comparing the files");
-  t.equal(second.delta.changedPages, 2, "the second pair's");
-  for (const c of cells) {
-    t.ok(c.delta.basePages.median > 0, `${c.key}: pages went as references`);
-    t.ok(c.peers['mfd-plain']!.wireBytes!.median > 4 * c.wireBytes.median, `${c.key}: plain mfd sent more than 4x the bytes`);
-    if (rsync) t.ok(c.peers.rsync!.wireBytes!.median > 0, `${c.key}: rsync's own byte count`);
-  }
-  const ids = recs.filter((x) => x.type === 'target').map((x) => x.id);
-  t.ok(ids.includes('delta-bytes') && ids.includes('delta-vs-plain'), 'the delta targets are computed');
-  t.notOk(ids.includes('qemu-none'), 'whole-image targets are not computed on delta cells');
-  const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
-  t.match(md, /### Delta transfer: bytes and time against plain mfd and rsync/);
-  t.match(md, /\| none \| 2 \| mixed 4 MiB \| 10% changed \| \d+ \|/);
-  t.match(md, /mfd runs recv --delta --in-place/, 'the report says how mfd wrote the earlier version');
-  // A user's images are only read: B, the first pair's image, once removed itself when the next pair began.
-  for (const f of [a, b, c]) t.equal(fs.statSync(f, { throwIfNoEntry: false })?.size, 1 << 20, `${path.basename(f)} is left as it was`);
-});
+t.test(
+  '--changed and --base: delta cells against plain mfd and rsync, with the bytes that really changed',
+  { skip: deltaUnavailable },
+  async (t) => {
+    const dir = tmpdir(t);
+    // A user's pair: B is A with 5 pages changed (A: 1 MiB of distinct pages, every 4th zero).
+    const a = path.join(dir, 'A.img');
+    const b = path.join(dir, 'B.img');
+    const bytes = Buffer.alloc(1 << 20);
+    for (let p = 0; p < 256; p++) if (p % 4) bytes.fill((p * 7 + 1) & 0xff, p * 4096, p * 4096 + 4096).writeUInt32LE(p, p * 4096);
+    fs.writeFileSync(a, bytes);
+    for (const p of [3, 50, 51, 120, 255]) bytes.writeUInt32LE(0xdeadbeef, p * 4096 + 8);
+    fs.writeFileSync(b, bytes);
+    // And C: B with 2 more pages changed, a second pair (C against B) after the first.
+    const c = path.join(dir, 'C.img');
+    for (const p of [7, 200]) bytes.writeUInt32LE(0xfeedface, p * 4096 + 16);
+    fs.writeFileSync(c, bytes);
+    const rsync = spawnSync('rsync', ['--version']).status === 0;
+    const out = path.join(dir, 'o');
+    const r = await mfd([
+      'bench',
+      '--profile',
+      'mixed',
+      '--size',
+      '4M',
+      '--changed',
+      '10',
+      '--image',
+      `${b},${c}`,
+      '--base',
+      `${a},${b}`,
+      '--compression',
+      'none',
+      '--channels',
+      '2',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--peers',
+      rsync ? 'mfd-plain,rsync' : 'mfd-plain',
+      '--dir',
+      dir,
+      '--out',
+      out,
+      '--json',
+      '--no-progress',
+    ]);
+    t.equal(r.status, 0, r.stderr);
+    const recs = stdoutLines(r.stdout);
+    type DeltaCell = {
+      key: string;
+      cell: { changed?: number; base?: string };
+      wireBytes: { median: number };
+      delta: { changedPages: number; wireVsChanged: { median: number } | null; basePages: { median: number } };
+      peers: Record<string, { wireBytes: { median: number } | null }>;
+    };
+    const cells = recs.filter((x) => x.type === 'cell') as unknown as DeltaCell[];
+    t.same(
+      cells.map((c) => [c.cell.changed, c.cell.base]),
+      [
+        [10, undefined],
+        [undefined, a],
+        [undefined, b],
+      ],
+      'a delta cell for the generated image, 10% changed, and one for each pair',
+    );
+    t.match(cells[0]!.key, /delta-10%$/);
+    const [gen, pair, second] = cells as [DeltaCell, DeltaCell, DeltaCell];
+    t.ok(gen.delta.changedPages > 0 && gen.delta.changedPages < 1024 * 0.2, `about 10% of 1024 pages changed: ${gen.delta.changedPages}`);
+    t.equal(pair.delta.changedPages, 5, "the pair's changed pages, counted by comparing the files");
+    t.equal(second.delta.changedPages, 2, "the second pair's");
+    for (const c of cells) {
+      t.ok(c.delta.basePages.median > 0, `${c.key}: pages went as references`);
+      t.ok(c.peers['mfd-plain']!.wireBytes!.median > 4 * c.wireBytes.median, `${c.key}: plain mfd sent more than 4x the bytes`);
+      if (rsync) t.ok(c.peers.rsync!.wireBytes!.median > 0, `${c.key}: rsync's own byte count`);
+    }
+    const ids = recs.filter((x) => x.type === 'target').map((x) => x.id);
+    t.ok(ids.includes('delta-bytes') && ids.includes('delta-vs-plain'), 'the delta targets are computed');
+    t.notOk(ids.includes('qemu-none'), 'whole-image targets are not computed on delta cells');
+    const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    t.match(md, /### Delta transfer: bytes and time against plain mfd and rsync/);
+    t.match(md, /\| none \| 2 \| mixed 4 MiB \| 10% changed \| \d+ \|/);
+    t.match(md, /mfd runs recv --delta --in-place/, 'the report says how mfd wrote the earlier version');
+    // A user's images are only read: B, the first pair's image, once removed itself when the next pair began.
+    for (const f of [a, b, c]) t.equal(fs.statSync(f, { throwIfNoEntry: false })?.size, 1 << 20, `${path.basename(f)} is left as it was`);
+  },
+);
 
 t.test('bad options exit 2 and say what is expected', async (t) => {
   const cases: [string[], RegExp][] = [

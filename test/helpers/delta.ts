@@ -5,10 +5,15 @@ import { native } from '../../src/native/load.js';
 
 export const PS = 4096;
 
+/** Why delta transfer cannot be tested with this addon (built without xxHash), or false: a test's `skip`. */
+export const deltaUnavailable: string | false = native.deltaAvailable
+  ? false
+  : 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable';
+
 /** Ends the test file with a skip, saying why, when the addon has no xxHash (delta transfer unavailable). */
 export function requireDeltaOrSkip(): void {
-  if (!native.deltaAvailable) {
-    t.plan(0, 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable');
+  if (deltaUnavailable) {
+    t.plan(0, deltaUnavailable);
     process.exit(0);
   }
 }

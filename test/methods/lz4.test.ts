@@ -9,9 +9,11 @@ import { getMethod } from '../../src/methods/index.js';
 import { PathTally } from '../../src/offload/paths.js';
 import { ProtocolError } from '../../src/errors.js';
 import { lz4BlockDecode } from '../helpers/streams.js';
+import { native } from '../../src/native/load.js';
 
 const PS = 4096;
 const m = getMethod('lz4');
+const liblz4 = native.lz4Version !== null;
 const params = m.params({});
 const tally = (): PathTally => new PathTally('t', false);
 
@@ -29,8 +31,9 @@ t.test('several runs: one block of the runs joined, in the caller buffer, decode
   const joined = Buffer.concat(runs);
   const out = new Uint8Array(m.maxPayload(5, PS));
   const [payload] = await tx.prepare(runs, 5, out);
-  t.equal(payload!.buffer, out.buffer, 'written into the caller buffer');
-  t.equal(payload!.byteOffset, 0, 'from its first byte');
+  // liblz4 (the addon's) writes into the caller's buffer; lz4-napi, where the addon has no liblz4, returns its own.
+  if (liblz4) t.equal(payload!.buffer, out.buffer, 'written into the caller buffer');
+  if (liblz4) t.equal(payload!.byteOffset, 0, 'from its first byte');
   t.ok(payload!.length < joined.length, `compressed: ${payload!.length} of ${joined.length} bytes`);
   t.equal(Buffer.from(payload!.subarray(0, 4)).readUInt32LE(0), joined.length, 'the prefix is the joined length');
   t.ok(lz4BlockDecode(payload!.subarray(4), joined.length).equals(joined), 'the block is the runs joined');
@@ -38,7 +41,7 @@ t.test('several runs: one block of the runs joined, in the caller buffer, decode
   const into = new Uint8Array(8 * PS);
   const [pagesOut] = await rx.recv([payload!.subarray(0, 9), payload!.subarray(9)], 5, 1n, into);
   t.ok(Buffer.from(pagesOut!).equals(joined), 'decodes from two socket chunks');
-  t.equal(pagesOut!.buffer, into.buffer, 'into the caller buffer');
+  if (liblz4) t.equal(pagesOut!.buffer, into.buffer, 'into the caller buffer');
   const [again] = await tx.prepare([img], 8);
   t.ok(Buffer.from((await rx.recv([again!], 8, 2n))[0]!).equals(img), 'without a caller buffer, one run');
 });
@@ -81,5 +84,8 @@ t.test('the two engines: each decodes what the other makes, and the path names t
     t.ok(Buffer.from((await rx.recv([payload], 12, 1n))[0]!).equals(joined), `${from} -> ${to}: decodes`);
   }
   t.match(m.path({ params: m.params({ engine: 'lz4-napi' }), requireHardware: false }), /lz4_flex \(lz4-napi\)$/, 'lz4-napi named');
-  t.match(m.path({ params: m.params({}), requireHardware: false }), /^software: liblz4 \d/, 'liblz4 by default');
+  const byDefault = m.path({ params: m.params({}), requireHardware: false });
+  if (liblz4) t.match(byDefault, /^software: liblz4 \d/, 'liblz4 by default');
+  else
+    t.match(byDefault, /lz4_flex \(lz4-napi\) \(the addon was built without liblz4\)$/, 'lz4-napi where the addon has no liblz4, and why');
 });

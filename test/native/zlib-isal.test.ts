@@ -218,7 +218,7 @@ t.test('the ISA-L inflater refuses corrupt, oversized, finished and dictionary s
 t.test('the path says which implementation runs', async (t) => {
   const path = (level: number): string => getMethod('zlib').path({ params: { level }, requireHardware: false });
   if (native.isalVersion === null) {
-    t.equal(path(1), `software: zlib ${native.zlibVersion}`);
+    t.equal(path(1), `software: zlib ${native.zlibVersion} (level 1)`);
     t.throws(() => new native.ZlibStream(false, 1, 'isal'), { code: 'ERR_ZLIB', message: native.isalUnavailable! });
     return;
   }
