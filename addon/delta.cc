@@ -1,7 +1,9 @@
 // Page fingerprints for delta transfer (src/delta/): XXH3-128 of every page,
 // from Debian's libxxhash-dev (its header, inlined: XXH_INLINE_ALL, so the
 // addon links nothing more). Without that header at build time the
-// functions throw ERR_DELTA_UNAVAILABLE and deltaAvailable is false.
+// functions throw ERR_DELTA_UNAVAILABLE and deltaAvailable is false. On x86-64 the hash runs
+// XXH3's AVX-512, AVX2 or SSE2 kernel, the best the CPU has (the same hash; deltaHashKernel says
+// which, deltaHashKernels those available; MFD_DELTA_HASH=sse2|avx2|avx512 picks one).
 //
 // A fingerprint entry is 16 bytes: the top 96 bits of the page's XXH3-128
 // (high 64 bits, then the top 32 of the low half) and a u32 page index, each
@@ -45,8 +47,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -57,6 +61,19 @@
 
 #ifdef MFD_HAVE_XXHASH
 #define XXH_INLINE_ALL
+#if defined(__x86_64__) && defined(__GNUC__)
+// XXH3's AVX2 and AVX-512 kernels compiled beside its default one (SSE2 on x86-64), each under its
+// target attribute, for a choice at load time by what the CPU has: how xxHash's own
+// xxh_x86dispatch.c builds them (Debian ships only its header). XXH_X86DISPATCH aligns the
+// accumulators for AVX-512.
+#include <immintrin.h>
+#define XXH_X86DISPATCH
+#define XXH_DISPATCH_AVX2 1
+#define XXH_DISPATCH_AVX512 1
+#define XXH_TARGET_AVX2 __attribute__((__target__("avx2")))
+#define XXH_TARGET_AVX512 __attribute__((__target__("avx512f")))
+#define MFD_XXH3_DISPATCH 1
+#endif
 #include <xxhash.h>
 #endif
 
@@ -123,6 +140,88 @@ bool Unavailable(Napi::Env env) {
 }
 
 #ifdef MFD_HAVE_XXHASH
+// XXH3-128 of one page by one of the kernels: the same hash whichever runs.
+using Hash128Fn = XXH128_hash_t (*)(const uint8_t*, size_t);
+XXH128_hash_t Hash128Default(const uint8_t* p, size_t n) { return XXH3_128bits(p, n); }
+#ifdef MFD_XXH3_DISPATCH
+// GCC 12 warns of the undefined vector that AVX-512 intrinsics start from (_mm512_undefined_epi32).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// What XXH3_128bits does for inputs above XXH3_MIDSIZE_MAX (a page), with the given kernels.
+__attribute__((__target__("avx2"), noinline)) XXH128_hash_t Hash128Avx2(const uint8_t* p,
+                                                                        size_t n) {
+  if (n <= XXH3_MIDSIZE_MAX) return XXH3_128bits(p, n);
+  return XXH3_hashLong_128b_internal(p, n, XXH3_kSecret, sizeof(XXH3_kSecret),
+                                     XXH3_accumulate_512_avx2, XXH3_scrambleAcc_avx2);
+}
+__attribute__((__target__("avx512f"), noinline)) XXH128_hash_t Hash128Avx512(const uint8_t* p,
+                                                                             size_t n) {
+  if (n <= XXH3_MIDSIZE_MAX) return XXH3_128bits(p, n);
+  return XXH3_hashLong_128b_internal(p, n, XXH3_kSecret, sizeof(XXH3_kSecret),
+                                     XXH3_accumulate_512_avx512, XXH3_scrambleAcc_avx512);
+}
+#pragma GCC diagnostic pop
+#endif
+
+struct HashKernel {
+  const char* name;
+  Hash128Fn fn;
+};
+struct HashChoice {
+  // The kernels this CPU runs, best last; each checked against the default.
+  std::vector<HashKernel> kernels;
+  Hash128Fn fn = Hash128Default;
+  // Its name ("avx512"), and why not another where MFD_DELTA_HASH asked for one this CPU lacks.
+  std::string name;
+};
+
+// Picks the kernel, once a process (every worker thread that loads the addon shares it): the best
+// this CPU has whose hashes equal the default's, or MFD_DELTA_HASH's (sse2, avx2 or avx512;
+// "default" off x86-64) where it is one of them.
+HashChoice ChooseHashKernel() {
+  HashChoice c;
+#ifdef MFD_XXH3_DISPATCH
+  c.kernels.push_back({"sse2", Hash128Default});
+  __builtin_cpu_init();
+  std::vector<HashKernel> more;
+  if (__builtin_cpu_supports("avx2")) more.push_back({"avx2", Hash128Avx2});
+  if (__builtin_cpu_supports("avx512f")) more.push_back({"avx512", Hash128Avx512});
+  // A few sizes of pseudo-random bytes: a kernel that disagrees with the default is not used.
+  std::vector<uint8_t> sample(65536);
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (auto& b : sample) b = static_cast<uint8_t>((x = x * 6364136223846793005ull + 1) >> 56);
+  for (const auto& k : more) {
+    bool same = true;
+    for (size_t n : {size_t{4096}, size_t{4100}, size_t{16384}, size_t{65536}}) {
+      const XXH128_hash_t a = Hash128Default(sample.data(), n), b = k.fn(sample.data(), n);
+      same = same && a.low64 == b.low64 && a.high64 == b.high64;
+    }
+    if (same) c.kernels.push_back(k);
+  }
+#else
+  c.kernels.push_back({"default", Hash128Default});
+#endif
+  const HashKernel* pick = &c.kernels.back();
+  std::string why;
+  if (const char* want = std::getenv("MFD_DELTA_HASH"); want != nullptr && *want != '\0') {
+    const auto it = std::find_if(c.kernels.begin(), c.kernels.end(), [&](const HashKernel& k) {
+      return std::strcmp(k.name, want) == 0;
+    });
+    if (it != c.kernels.end())
+      pick = &*it;
+    else
+      why = std::string(" (MFD_DELTA_HASH=") + want + ": not a kernel this CPU runs)";
+  }
+  c.fn = pick->fn;
+  c.name = pick->name + why;
+  return c;
+}
+
+const HashChoice& Hash() {
+  static const HashChoice choice = ChooseHashKernel();
+  return choice;
+}
+
 // Hashes pages [from, to) into their slots of `slots` (page i at slot i); zero pages get idx
 // 0xffffffff. One pass a page: the zero check (a non-zero page usually stops at its first bytes),
 // then its CRC-32C and hash while it is in the cache; a zero page's CRC is the zero page's, not
@@ -130,6 +229,7 @@ bool Unavailable(Napi::Env env) {
 void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, uint64_t first,
                Entry* slots, uint32_t* crc_out, const uint8_t* holes) {
   const uint32_t zero_crc = crc_out != nullptr ? ZeroPageCrc(page_size) : 0;
+  const Hash128Fn hash128 = Hash().fn;
   for (size_t i = from; i < to; i++) {
     const uint8_t* p = pages + i * page_size;
     if ((holes != nullptr && holes[i] != 0) || BufferIsZero(p, page_size)) {
@@ -138,7 +238,7 @@ void HashRange(const uint8_t* pages, size_t page_size, size_t from, size_t to, u
       continue;
     }
     if (crc_out != nullptr) crc_out[i] = Crc32c(p, page_size);
-    const XXH128_hash_t h = XXH3_128bits(p, page_size);
+    const XXH128_hash_t h = hash128(p, page_size);
     slots[i] = {h.high64, static_cast<uint32_t>(h.low64 >> 32), static_cast<uint32_t>(first + i)};
   }
 }
@@ -591,6 +691,10 @@ void InitDelta(Napi::Env env, Napi::Object exports) {
 #ifdef MFD_HAVE_XXHASH
   exports.Set("deltaAvailable", Napi::Boolean::New(env, true));
   exports.Set("xxhashVersion", Napi::Number::New(env, XXH_versionNumber()));
+  exports.Set("deltaHashKernel", Napi::String::New(env, Hash().name));
+  auto kernels = Napi::Array::New(env, Hash().kernels.size());
+  for (size_t i = 0; i < Hash().kernels.size(); i++) kernels.Set(i, Hash().kernels[i].name);
+  exports.Set("deltaHashKernels", kernels);
 #else
   exports.Set("deltaAvailable", Napi::Boolean::New(env, false));
 #endif

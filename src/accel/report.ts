@@ -34,7 +34,13 @@ export interface AccelReport {
   /** Each backend with hardware behind it, by name (qpl, qatzip, dsa): what its method's or zero-page backend's probe() reports. */
   backends: Record<string, BackendReport>;
   /** The addon file in use, and the software engines found at run time. */
-  software: { addon: string; isal: { version: string; file: string } | { unavailable: string }; crc32c: string };
+  software: {
+    addon: string;
+    isal: { version: string; file: string } | { unavailable: string };
+    crc32c: string;
+    /** Delta transfer's fingerprint hash: the XXH3 kernel that runs and those this CPU has, or why there is none. */
+    deltaHash: { kernel: string; kernels: string[] } | { unavailable: string };
+  };
   run: RunPlan;
 }
 
@@ -101,6 +107,9 @@ export function accelReport(
           ? { version: native.isalVersion, file: native.isalFile ?? '' }
           : { unavailable: native.isalUnavailable ?? '' },
       crc32c: native.crc32cEngine,
+      deltaHash: native.deltaHashKernel
+        ? { kernel: native.deltaHashKernel, kernels: native.deltaHashKernels ?? [] }
+        : { unavailable: 'the addon was built without xxhash.h (libxxhash-dev)' },
     },
     run: planRun(flags),
   };
@@ -177,6 +186,7 @@ export function formatAccel(r: AccelReport): string {
     `addon: ${r.software.addon}`,
     `isa-l: ${'version' in isal ? `${isal.version}, loaded from ${isal.file} (zlib and qatzip's software deflate and inflate, CRC-32C)` : `not available: ${isal.unavailable}`}`,
     `crc-32c: ${r.software.crc32c}`,
+    `delta fingerprints: ${'kernel' in r.software.deltaHash ? `xxh3-128 ${r.software.deltaHash.kernel} (available: ${r.software.deltaHash.kernels.join(', ')})` : `not available: ${r.software.deltaHash.unavailable}`}`,
   );
   const run = r.run;
   lines.push(

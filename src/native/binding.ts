@@ -153,6 +153,13 @@ export interface MfdBinding {
   /** XXH_versionNumber() of the xxHash the addon was built with (801 = 0.8.1); absent without it. */
   xxhashVersion?: number;
   /**
+   * The XXH3 kernel that hashes delta fingerprints (addon/delta.cc): "avx512", "avx2" or "sse2" on x86-64, chosen by what the CPU
+   * runs and checked against the default kernel at load (MFD_DELTA_HASH names another); absent without xxHash.
+   */
+  deltaHashKernel?: string;
+  /** The kernels this CPU runs whose hashes equal the default's, best last; absent without xxHash. */
+  deltaHashKernels?: string[];
+  /**
    * 16-byte fingerprint entries (96 bits of XXH3-128, u32 page index) of the non-zero pages among `count`, in page order; n entries;
    * with crcOut, every page's CRC-32C; pages flagged in `holes` are zero, never touched (addon/delta.cc). `pages` may be a mapRange
    * mapping: n is then ESHORTREAD (negative) if the file shrank under it.
