@@ -217,6 +217,8 @@ export interface RecvSourceOpts extends SecurityOpts {
   resumeWait: number;
   dumpStreams?: string;
   delta?: boolean;
+  /** With --qemu: the source's multifd-channels. */
+  channels?: number;
 }
 
 /** Where the ramblocks go (--output), as recv parsed it. */
@@ -239,6 +241,12 @@ export function recvSource(cmd: Command, o: RecvSourceOpts, outputs: Outputs, de
     throw new UsageError(
       '--delta is for a network migration: a delta migration file names its bases itself; say where they are with --base NAME=PATH or --base-dir DIR',
     );
+  if (o.channels !== undefined && (!o.qemu || o.from !== undefined))
+    throw new UsageError(
+      o.qemu
+        ? '--channels is for a network migration from QEMU (--listen): its multifd channels over file: are positions in the file'
+        : '--channels is for --qemu: mfd send announces its channel count on the control channel',
+    );
   if (o.qemu) {
     refuseWithQemu(
       cmd,
@@ -255,7 +263,7 @@ export function recvSource(cmd: Command, o: RecvSourceOpts, outputs: Outputs, de
         `refusing to listen on ${at.host} for a QEMU source without --insecure: a QEMU migration carries no authentication, so anyone who reaches the port could write files. ` +
           'Listen where only the source can reach (loopback, a private network) and give --insecure',
       );
-    return { kind: 'qemu', ...at, timeoutMs: o.timeout };
+    return { kind: 'qemu', ...at, timeoutMs: o.timeout, ...(o.channels !== undefined ? { channels: o.channels } : {}) };
   }
   if (o.from !== undefined) {
     if (o.dumpStreams !== undefined)

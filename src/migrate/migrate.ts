@@ -108,7 +108,7 @@ export type RecvSource =
   /** A migration file mfd send wrote. */
   | ({ kind: 'file' } & FileAddress & { /** Where a delta file's bases are. */ bases?: FileBasesOptions })
   /** A QEMU source's migrate tcp:HOST:PORT, on this listening address. */
-  | ({ kind: 'qemu' } & TcpAddress & { timeoutMs?: number })
+  | ({ kind: 'qemu' } & TcpAddress & { timeoutMs?: number; channels?: number })
   /** A file QEMU's migrate file:PATH[,offset=N] wrote, with or without mapped-ram. */
   | ({ kind: 'qemu-file' } & FileAddress);
 
@@ -201,6 +201,7 @@ export async function migrateIncoming(src: RecvSource, o: IncomingOptions): Prom
         outputDir: qemuOutputDir(o),
         fsync: o.fsync ?? false,
         ...(src.kind === 'qemu' && src.timeoutMs !== undefined ? { timeoutMs: src.timeoutMs } : {}),
+        ...(src.kind === 'qemu' && src.channels !== undefined ? { channels: src.channels } : {}),
         logger: o.logger,
         ...(o.onListening ? { onListening: o.onListening } : {}),
         ...(o.signal ? { signal: o.signal } : {}),

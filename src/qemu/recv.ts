@@ -82,6 +82,12 @@ export interface QemuRecvOptions {
   outputDir: string;
   fsync?: boolean;
   timeoutMs?: number;
+  /**
+   * The source's multifd-channels (--channels; QEMU's destination is given the same): exactly this many
+   * multifd channels, ids 0..N-1, must connect (0: none). Absent: as many as connect, ids without gaps,
+   * so a missing highest channel that carried no pages cannot be told from a smaller count.
+   */
+  channels?: number;
   logger: Logger;
   onListening?: (address: net.AddressInfo) => void;
   signal?: AbortSignal;
@@ -470,6 +476,12 @@ class QemuMigration {
       }
       if (this.channels.has(init.id))
         throw new ProtocolError('ERR_INIT_DUPLICATE', `${where}: received id ${init.id}, which is already set up`);
+      const expected = this.opts.channels;
+      if (expected !== undefined && init.id >= expected)
+        throw new ProtocolError(
+          'ERR_INIT_CHANNEL_ID',
+          `${where}: received channel id ${init.id}, expected less than ${expected} (--channels ${expected}, the source's multifd-channels)`,
+        );
     } catch (e) {
       return this.fail(e);
     }
@@ -555,13 +567,14 @@ class QemuMigration {
 
   /**
    * Whether the migration still waits for a channel (every connected one has ended when this is asked):
-   * pages missing, a channel id below the highest not connected, a connection not yet identified.
+   * pages missing, a channel id below the highest not connected, a connection not yet identified, fewer
+   * channels than --channels.
    */
   private owed(): boolean {
     if ([...this.blocks.values()].some((b) => b.epochs.count !== b.size / PAGE_SIZE)) return true;
     if (this.unidentified > 0) return true;
     if (this.channels.size > 0 && Math.max(...this.channels.keys()) + 1 !== this.channels.size) return true;
-    return false;
+    return this.opts.channels !== undefined && this.channels.size < this.opts.channels;
   }
 
   private async finish(s: MainSummary): Promise<void> {
@@ -569,6 +582,12 @@ class QemuMigration {
     ids.forEach((id, i) => {
       if (id !== i) throw new VerifyError('ERR_CHANNEL_MISSING', `multifd channels ${ids.join(', ')} connected: channel ${i} never did`);
     });
+    const expected = this.opts.channels;
+    if (expected !== undefined && ids.length < expected)
+      throw new VerifyError(
+        'ERR_CHANNEL_MISSING',
+        `multifd channels ${ids.length > 0 ? ids.join(', ') : 'none'} connected, expected ${expected} (--channels): channel ${ids.length} never did`,
+      );
     for (const ch of this.channels.values()) {
       if (ch.syncs !== s.syncPoints) {
         const per = s.syncMode === 'round' ? 'MULTIFD_FLUSH record' : 'RAM section';

@@ -64,4 +64,14 @@ t.test('aliases refuse what their targets refuse', async (t) => {
   const listen = await mfd(t, ['recv', '--listen', 'udp:1.2.3.4:5', '--output', '/tmp']).done;
   t.equal(listen.code, 2);
   t.match(listen.stderr, /Expected HOST:PORT or tcp:HOST:PORT for --listen but received "udp:1\.2\.3\.4:5"/);
+  // recv's --channels (--multifd-channels) is the count of a QEMU source's channels, nothing else's.
+  const notQemu = await mfd(t, ['recv', '--listen', '127.0.0.1:0', '--output', '/tmp', '--multifd-channels', '4']).done;
+  t.equal(notQemu.code, 2);
+  t.match(notQemu.stderr, /--channels is for --qemu: mfd send announces its channel count on the control channel/);
+  const fromFile = await mfd(t, ['recv', '--qemu', '--from', 'file:/nonexistent', '--output', '/tmp', '--channels', '2']).done;
+  t.equal(fromFile.code, 2);
+  t.match(fromFile.stderr, /--channels is for a network migration from QEMU \(--listen\)/);
+  const range = await mfd(t, ['recv', '--qemu', '--listen', '127.0.0.1:0', '--output', '/tmp', '--multifd-channels', '-1']).done;
+  t.equal(range.code, 2);
+  t.match(range.stderr, /'--multifd-channels <n>' argument '-1' is invalid/);
 });

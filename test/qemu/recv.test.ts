@@ -33,7 +33,9 @@ async function migrate(t: Test, vm: Vm, dir: string, s: Setup) {
   if (Object.keys(params).length > 0) await vm.qmp.cmd('migrate-set-parameters', params);
   const stop = new AbortController();
   t.teardown(() => stop.abort('test ended'));
-  const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 20_000, signal: stop.signal });
+  // --channels (the source's multifd-channels) where it is not 1; with 1, as many as connect: both ways on every QEMU.
+  const hint = s.channels !== 1 ? { channels: s.channels } : {};
+  const { port, result } = await listenQemu({ outputDir: out, timeoutMs: 20_000, signal: stop.signal, ...hint });
   await migrateTo(vm.qmp, port);
   try {
     const r = await result;

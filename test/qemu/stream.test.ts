@@ -207,35 +207,64 @@ t.test(
   },
 );
 
-t.test('multifd: a channel that carries only SYNCs, accepted after every other channel has ended, is waited for', async (t) => {
+/**
+ * A main channel of two pages that both go over multifd, and three channels: page 0xaa on one, page
+ * 0xbb on another, and one (`syncOnly`) that carries nothing but its two SYNCs.
+ */
+function twoPagesThreeChannels(syncOnly: number): { main: Buffer; chans: Buffer[] } {
   const w = start(mainStream(), 2);
   eos(w);
   eos(end(w));
   w.u8(0x00);
-  const chans = [
+  const withPages = [
     Buffer.concat([SYNC(), packet(0, [0], [page(0xaa)]), SYNC()]),
-    Buffer.concat([SYNC(), SYNC()]),
     Buffer.concat([SYNC(), packet(0, [1], [page(0xbb)]), SYNC()]),
   ];
-  const { result, out } = await receiveStreams(t, w.take(), chans, { delayChannelsMs: 300, lateIds: [1] });
+  const chans = [...withPages];
+  chans.splice(syncOnly, 0, Buffer.concat([SYNC(), SYNC()]));
+  return { main: w.take(), chans };
+}
+
+t.test('multifd: a channel that carries only SYNCs, accepted after every other channel has ended, is waited for', async (t) => {
+  const { main, chans } = twoPagesThreeChannels(1);
+  const { result, out } = await receiveStreams(t, main, chans, { delayChannelsMs: 300, lateIds: [1] });
   const r = await result;
   t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
   t.equal(r.manifest.channels, 3, 'the late channel is counted');
 });
 
 t.test('multifd: a channel below the highest that never connects fails after --timeout, naming it, with nothing finished', async (t) => {
-  const w = start(mainStream(), 2);
-  eos(w);
-  eos(end(w));
-  w.u8(0x00);
-  const chans = [
-    Buffer.concat([SYNC(), packet(0, [0], [page(0xaa)]), SYNC()]),
-    Buffer.concat([SYNC(), SYNC()]),
-    Buffer.concat([SYNC(), packet(0, [1], [page(0xbb)]), SYNC()]),
-  ];
-  const { result, out } = await receiveStreams(t, w.take(), chans, { missingIds: [1], recv: { timeoutMs: 800 } });
+  const { main, chans } = twoPagesThreeChannels(1);
+  const { result, out } = await receiveStreams(t, main, chans, { missingIds: [1], recv: { timeoutMs: 800 } });
   await t.rejects(result, { code: 'ERR_CHANNEL_MISSING', message: /multifd channels 0, 2 connected: channel 1 never did/ });
   t.notOk(fs.existsSync(path.join(out, 'manifest.json')), 'no manifest');
+});
+
+t.test('multifd: with --channels, a missing highest channel (it carried only SYNCs) fails after --timeout, naming it', async (t) => {
+  const { main, chans } = twoPagesThreeChannels(2);
+  const { result, out } = await receiveStreams(t, main, chans, { missingIds: [2], recv: { timeoutMs: 800, channels: 3 } });
+  await t.rejects(result, {
+    code: 'ERR_CHANNEL_MISSING',
+    message: /multifd channels 0, 1 connected, expected 3 \(--channels\): channel 2 never did/,
+  });
+  t.notOk(fs.existsSync(path.join(out, 'manifest.json')), 'no manifest');
+  // Without the count, the same two channels are a whole migration of two channels: that is all they show.
+  const again = twoPagesThreeChannels(2);
+  const without = await receiveStreams(t, again.main, again.chans, { missingIds: [2], recv: { timeoutMs: 800 } });
+  t.equal((await without.result).manifest.channels, 2, 'without --channels: finished with the two that came');
+});
+
+t.test('multifd: with --channels, every channel connected finishes; a channel id past the count is refused', async (t) => {
+  const ok = twoPagesThreeChannels(2);
+  const { result, out } = await receiveStreams(t, ok.main, ok.chans, { recv: { channels: 3 } });
+  t.equal((await result).manifest.channels, 3);
+  t.same(fs.readFileSync(path.join(out, 'mem')), Buffer.concat([page(0xaa), page(0xbb)]));
+  const past = twoPagesThreeChannels(2);
+  const refused = await receiveStreams(t, past.main, past.chans, { recv: { channels: 2 } });
+  await t.rejects(refused.result, {
+    code: 'ERR_INIT_CHANNEL_ID',
+    message: /received channel id 2, expected less than 2 \(--channels 2, the source's multifd-channels\)/,
+  });
 });
 
 t.test('multifd: a connection that has not said what it is holds the finish until it does or closes', async (t) => {

@@ -4,7 +4,8 @@ import { Command, Option } from 'commander';
 import { IoError, UsageError } from '../../errors.js';
 import { checkRamblockName, splitNamedSpec } from '../../image/ramblock.js';
 import { recvSource, runRecv, type Outputs, type RecvSourceOpts } from '../destination.js';
-import { commonOptions, durationInRange, intInRange, securityOptions, type CommonOpts } from '../options.js';
+import { addAlias, commonOptions, durationInRange, intInRange, securityOptions, type CommonOpts } from '../options.js';
+import { MAX_CHANNELS } from '../../control/protocol.js';
 import type { CommandContext } from '../context.js';
 import { requireDelta } from '../../delta/fingerprint.js';
 import type { DeltaRecvOptions } from '../../delta/receiver.js';
@@ -64,6 +65,11 @@ function parseOutputs(specs: string[]): Outputs & { outputMap: Map<string, strin
 }
 
 export function recvCommand(ctx: CommandContext): Command {
+  const channelsOption = new Option(
+    '--channels <n>',
+    "with --qemu: the source's multifd-channels, as QEMU's destination is given it: exactly N multifd channels (ids 0..N-1) must connect, " +
+      '0 when multifd is off (default: as many as connect; a missing highest channel that carried no pages then goes unseen)',
+  ).argParser(intInRange('--channels', 0, MAX_CHANNELS, `0..${MAX_CHANNELS}`));
   const cmd = new Command('recv')
     .summary('receive one migration from mfd send into image files')
     .description(
@@ -99,6 +105,7 @@ export function recvCommand(ctx: CommandContext): Command {
       ),
     )
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
+    .addOption(channelsOption)
     .addOption(
       new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(
         intInRange('--threads', 1, 256),
@@ -152,6 +159,7 @@ export function recvCommand(ctx: CommandContext): Command {
       ),
     );
   for (const o of [...securityOptions(), ...commonOptions()]) cmd.addOption(o);
+  addAlias(cmd, channelsOption, 'multifd-channels');
   cmd.action(async (o: RecvOpts) => {
     const outputs = parseOutputs(o.output);
     const delta = deltaOptions(o);
