@@ -148,7 +148,8 @@ export async function runBench(cfg: BenchConfig, opts: BenchRunOptions): Promise
         // Every contender starts with the image in the page cache.
         await readThrough(image);
       }
-      const deltaKey = cell.changed !== undefined ? `${want}:${cell.changed}` : (cell.base ?? '');
+      // The pair a delta cell sends: the generated image and its change, or a user's image and its base (one base may serve several).
+      const deltaKey = cell.changed !== undefined ? `${want}:${cell.changed}` : cell.base !== undefined ? `${image}\n${cell.base}` : '';
       if (deltaOf !== deltaKey) {
         // Only a changed image the bench made is removed: a user's --image is only ever read.
         if (changed?.made && !opts.keep) fs.rmSync(changed.image, { force: true });

@@ -70,15 +70,15 @@ export interface BenchConfig {
   qemu10Binary?: string;
 }
 
-/** "a, b,,c" -> ['a', 'b', 'c']; duplicates refused (they would only repeat a cell). */
-export function parseList(flag: string, v: string): string[] {
+/** "a, b,,c" -> ['a', 'b', 'c']; duplicates refused (they would only repeat a cell) unless `repeats`. */
+export function parseList(flag: string, v: string, repeats = false): string[] {
   const items = v
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
   if (items.length === 0) throw new UsageError(`Expected a comma-separated list for ${flag} but received "${v}"`);
   const seen = new Set<string>();
-  for (const i of items) {
+  for (const i of repeats ? [] : items) {
     if (seen.has(i)) throw new UsageError(`${flag} lists "${i}" twice`);
     seen.add(i);
   }

@@ -34,6 +34,7 @@ t.test('lists: trimmed, empty items dropped, duplicates and empties refused', as
   t.same(parseList('--x', ' a, b,,c '), ['a', 'b', 'c']);
   t.throws(() => parseList('--x', ' , '), /Expected a comma-separated list for --x/);
   t.throws(() => parseList('--x', 'a,a'), /--x lists "a" twice/);
+  t.same(parseList('--x', 'a,b,a', true), ['a', 'b', 'a'], 'repeats where the flag allows them');
 });
 
 t.test('size lists in binary units, whole pages only', async (t) => {

@@ -35,7 +35,8 @@ function imageFiles(images: string | undefined, bases: string | undefined): Benc
   }
   const out = parseList('--image', images).map((f) => imageFile(f));
   if (bases === undefined) return out;
-  const b = parseList('--base', bases).map((f) => imageFile(f, '--base'));
+  // One earlier version may serve several images (checkpoints of one guest against its first).
+  const b = parseList('--base', bases, true).map((f) => imageFile(f, '--base'));
   if (b.length !== out.length)
     throw new UsageError(`--base lists ${b.length} file(s), --image ${out.length}: give one earlier version per image, in the same order`);
   return out.map((im, i) => ({ ...im, base: b[i]!.path }));
