@@ -77,8 +77,9 @@ export function parseList(flag: string, v: string, repeats = false): string[] {
     .map((s) => s.trim())
     .filter((s) => s !== '');
   if (items.length === 0) throw new UsageError(`Expected a comma-separated list for ${flag} but received "${v}"`);
+  if (repeats) return items;
   const seen = new Set<string>();
-  for (const i of repeats ? [] : items) {
+  for (const i of items) {
     if (seen.has(i)) throw new UsageError(`${flag} lists "${i}" twice`);
     seen.add(i);
   }
