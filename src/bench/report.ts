@@ -295,7 +295,7 @@ export function markdownReport(
     o.push(
       "x changed: mfd's wire bytes over the changed pages' bytes (the pages that really had to travel). " +
         'rsync bytes: its own --stats (sent plus received); plain: mfd without --delta into the same earlier version. ' +
-        'mfd runs recv --delta --in-place (the earlier version written where it is, as rsync --inplace); plain mfd a temporary output renamed at the end. ' +
+        'mfd runs recv --delta --in-place, plain mfd recv --in-place (both write the earlier version where it is, as rsync --inplace). ' +
         'Changed pages of a generated image are random bytes (incompressible).',
     );
     o.push('');

@@ -64,8 +64,9 @@ export interface MfdRunInput {
   /** Both sides with --delta (default: when there is a base). */
   delta?: boolean;
   /**
-   * With --delta, the receiver writes the output where it is (`--in-place`, as rsync --inplace
-   * does; default on): the earlier version is its base and its target at once.
+   * With a base, the receiver writes the output where it is (`--in-place`, as rsync --inplace does;
+   * default on), with or without --delta, so delta and plain runs differ only in --delta: with it the
+   * earlier version is its base and its target at once.
    */
   inPlace?: boolean;
 }
@@ -110,7 +111,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   fs.mkdirSync(outDir, { recursive: true });
   if (input.base !== undefined) fs.copyFileSync(input.base, output);
   const delta = (input.delta ?? input.base !== undefined) ? ['--delta'] : [];
-  const inPlace = delta.length > 0 && (input.inPlace ?? true) ? ['--in-place'] : [];
+  const inPlace = input.base !== undefined && (input.inPlace ?? true) ? ['--in-place'] : [];
   syncDisks();
 
   const [rc, ra] = net.wrap('recv', process.execPath, [

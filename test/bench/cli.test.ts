@@ -420,7 +420,7 @@ t.test(
     const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
     t.match(md, /### Delta transfer: bytes and time against plain mfd and rsync/);
     t.match(md, /\| none \| 2 \| mixed 4 MiB \| 10% changed \| \d+ \|/);
-    t.match(md, /mfd runs recv --delta --in-place/, 'the report says how mfd wrote the earlier version');
+    t.match(md, /mfd runs recv --delta --in-place, plain mfd recv --in-place/, 'the report says how each wrote the earlier version');
     // A user's images are only read: B, the first pair's image, once removed itself when the next pair began.
     for (const f of [a, b, c]) t.equal(fs.statSync(f, { throwIfNoEntry: false })?.size, 1 << 20, `${path.basename(f)} is left as it was`);
   },

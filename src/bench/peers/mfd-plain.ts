@@ -1,6 +1,7 @@
 /**
  * Plain mfd beside delta transfer: the same image into the same earlier version at the
- * destination, without --delta (every page travels). Delta cells only.
+ * destination, written in place as the delta run writes it, without --delta (every page
+ * travels). Delta cells only.
  */
 import path from 'node:path';
 import { isDeltaCell } from '../matrix.js';
