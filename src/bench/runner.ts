@@ -59,16 +59,14 @@ export interface MfdRunInput {
   signal: AbortSignal;
   /** The receiver's --timeout (seconds without data before it gives up). */
   recvTimeoutSec?: number;
-  /** The image's earlier version: the output starts as a copy of it (made outside the timing). */
+  /**
+   * The image's earlier version: the output starts as a copy of it (made outside the timing), which the
+   * receiver writes where it is (`--in-place`, as rsync --inplace does), with or without --delta, so
+   * delta and plain runs differ only in --delta; with it the earlier version is its base and its target at once.
+   */
   base?: string;
   /** Both sides with --delta (default: when there is a base). */
   delta?: boolean;
-  /**
-   * With a base, the receiver writes the output where it is (`--in-place`, as rsync --inplace does;
-   * default on), with or without --delta, so delta and plain runs differ only in --delta: with it the
-   * earlier version is its base and its target at once.
-   */
-  inPlace?: boolean;
 }
 
 /** Just the fields the bench reads from `--json` (the summary has more; see src/stats.ts). */
@@ -111,7 +109,7 @@ export async function runMfd(input: MfdRunInput): Promise<MfdSample> {
   fs.mkdirSync(outDir, { recursive: true });
   if (input.base !== undefined) fs.copyFileSync(input.base, output);
   const delta = (input.delta ?? input.base !== undefined) ? ['--delta'] : [];
-  const inPlace = input.base !== undefined && (input.inPlace ?? true) ? ['--in-place'] : [];
+  const inPlace = input.base !== undefined ? ['--in-place'] : [];
   syncDisks();
 
   const [rc, ra] = net.wrap('recv', process.execPath, [
