@@ -8,7 +8,7 @@
  * that has a probe() reports itself. The sysfs root can be redirected
  * (MFD_SYSFS_ROOT) so the parsing is testable.
  */
-import { native, nativeFile } from '../native/load.js';
+import { DELTA_UNAVAILABLE, native, nativeFile } from '../native/load.js';
 import type { CpuFeatures } from '../native/binding.js';
 import { getMethod, listMethods, type MethodParams } from '../methods/index.js';
 import { getDetector, listDetectors } from '../zero-page/index.js';
@@ -109,7 +109,7 @@ export function accelReport(
       crc32c: native.crc32cEngine,
       deltaHash: native.deltaHashKernel
         ? { kernel: native.deltaHashKernel, kernels: native.deltaHashKernels ?? [] }
-        : { unavailable: 'the addon was built without xxhash.h (libxxhash-dev)' },
+        : { unavailable: DELTA_UNAVAILABLE },
     },
     run: planRun(flags),
   };

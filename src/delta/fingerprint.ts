@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import { IoError, NativeIoError, UsageError, nativeIoFailure } from '../errors.js';
-import { native } from '../native/load.js';
+import { DELTA_UNAVAILABLE, native } from '../native/load.js';
 import { ENTRY_SIZE, NO_MATCH, MAX_SAMPLE_ENTRIES } from '../control/delta.js';
 import { preadPieces } from '../native/file-io.js';
 import { measureAccess, onHugePages, type ImageAccess, type Measure } from '../image/image-source.js';
@@ -58,9 +58,7 @@ export function deltaAvailable(): boolean {
 /** Refuses delta transfer, saying why, when the addon has no xxHash. */
 export function requireDelta(what: string): void {
   if (!native.deltaAvailable) {
-    throw new UsageError(
-      `${what}: delta transfer is not available in this build of mfd: the addon was built without xxhash.h (Debian: apt-get install libxxhash-dev, then rebuild: npm run build)`,
-    );
+    throw new UsageError(`${what}: delta transfer is not available in this build of mfd: ${DELTA_UNAVAILABLE}`);
   }
 }
 

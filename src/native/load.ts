@@ -56,3 +56,6 @@ const loaded = load();
 export const native: MfdBinding = loaded.binding;
 /** The addon file in use: a build from source (build/Release) or a prebuilt one (prebuilds/). */
 export const nativeFile: string = loaded.file;
+/** Why delta transfer is unavailable in a build whose addon says deltaAvailable false. */
+export const DELTA_UNAVAILABLE =
+  'the addon was built without xxhash.h (Debian: apt-get install libxxhash-dev, then rebuild: npm run build)';

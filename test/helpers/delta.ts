@@ -1,14 +1,12 @@
 /** Pages for the delta tests (test/delta/): distinct by seed, written to image files. */
 import fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { native } from '../../src/native/load.js';
+import { DELTA_UNAVAILABLE, native } from '../../src/native/load.js';
 
 export const PS = 4096;
 
 /** Why delta transfer cannot be tested with this addon (built without xxHash), or false: a test's `skip`. */
-export const deltaUnavailable: string | false = native.deltaAvailable
-  ? false
-  : 'the addon was built without xxhash.h (libxxhash-dev): delta transfer is unavailable';
+export const deltaUnavailable: string | false = native.deltaAvailable ? false : `delta transfer is unavailable: ${DELTA_UNAVAILABLE}`;
 
 /** Ends the test file with a skip, saying why, when the addon has no xxHash (delta transfer unavailable). */
 export function requireDeltaOrSkip(): void {
