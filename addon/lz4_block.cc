@@ -9,9 +9,12 @@
 #endif
 
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "common.h"
+#include "packet_decoder.h"
 
 namespace mfd {
 #ifdef MFD_HAVE_LZ4
@@ -95,11 +98,58 @@ Napi::Value JS_lz4Decompress(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, got < 0 ? -1 : got);
 }
 
+// A packet's decoder for a channel's thread (packet_decoder.h): its length prefix checked against
+// the pages' bytes, then its block decoded into them. Stateless: one serves every channel.
+class Lz4Decoder : public PacketDecoder {
+ public:
+  int64_t Decode(const ByteSpans& pieces, uint8_t* out, size_t cap, DecodeFailure* why) override {
+    // A channel's thread reads a payload into one buffer; gather any other case.
+    std::vector<uint8_t> joined;
+    const uint8_t* in = pieces.empty() ? nullptr : pieces[0].first;
+    size_t len = pieces.empty() ? 0 : pieces[0].second;
+    if (pieces.size() > 1) {
+      for (const auto& p : pieces) joined.insert(joined.end(), p.first, p.first + p.second);
+      in = joined.data();
+      len = joined.size();
+    }
+    const int64_t declared = len >= kPrefix
+                                 ? static_cast<int64_t>(in[0] | in[1] << 8 | in[2] << 16 |
+                                                        static_cast<uint32_t>(in[3]) << 24)
+                                 : -1;
+    if (declared != static_cast<int64_t>(cap)) {
+      why->code = "ERR_PAYLOAD_SIZE";
+      why->message = "lz4 payload declares " + std::to_string(declared) + " bytes, expected " +
+                     std::to_string(cap);
+      return -1;
+    }
+    const int got =
+        len - kPrefix > static_cast<size_t>(LZ4_MAX_INPUT_SIZE) ||
+                cap > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)
+            ? -1
+            : LZ4_decompress_safe(reinterpret_cast<const char*>(in + kPrefix),
+                                  reinterpret_cast<char*>(out), static_cast<int>(len - kPrefix),
+                                  static_cast<int>(cap));
+    if (got < 0) {
+      why->code = "ERR_PAYLOAD_CORRUPT";
+      why->message = "corrupt LZ4 block";
+      return -1;
+    }
+    return got;
+  }
+};
+
+/* lz4Decoder() -> the handle recvWrite takes to decode lz4 packets on a channel's thread */
+Napi::Value JS_lz4Decoder(const Napi::CallbackInfo& info) {
+  static const DecoderRef decoder = std::make_shared<Lz4Decoder>();
+  return DecoderHandle(info.Env(), decoder);
+}
+
 }  // namespace
 
 void InitLz4Block(Napi::Env env, Napi::Object exports) {
   exports.Set("lz4Compress", Napi::Function::New(env, JS_lz4Compress, "lz4Compress"));
   exports.Set("lz4Decompress", Napi::Function::New(env, JS_lz4Decompress, "lz4Decompress"));
+  exports.Set("lz4Decoder", Napi::Function::New(env, JS_lz4Decoder, "lz4Decoder"));
   exports.Set("lz4Version", Napi::String::New(env, LZ4_versionString()));
 }
 #else

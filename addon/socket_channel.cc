@@ -25,18 +25,25 @@
 //     (aheadGot bytes; aheadCode -errno if that read failed): the receiver's
 //     next header comes with the payload before it, one operation a packet.
 //   ch.recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, writeZeros,
-//                crc, ahead, timeoutMs,
-//                cb(err, got, code, aheadGot, aheadCode, onFile, badPage))
-//     A packet whose payload is its `normal` pages as they are (compression
-//     none): read into buf[0, normal * pageSize), then, on this thread, in
-//     the same operation, digested into crc and written to fd at the
-//     offsets, as writePacket does (WritePacketJob: clipped to blockSize,
-//     zero pages written when writeZeros). No hop to another thread: the
-//     socket's copy and the file's copy run on the channel's thread, one
-//     completion a packet. `got`: payload bytes in buf (fewer: the stream
-//     ended, or the read failed); `onFile`: code is the write's failure
-//     (ENOSPC, EPADDING with badPage), not the socket's. `ahead` as recv,
-//     read only once the packet is written.
+//                crc, ahead, decoder, pages, timeoutMs,
+//                cb(err, got, code, aheadGot, aheadCode, onFile, badPage,
+//                   decoded, decodeCode, decodeMessage))
+//     A packet's payload read into all of buf, then, on this thread, in the
+//     same operation, its `normal` pages digested into crc and written to fd
+//     at the offsets, as writePacket does (WritePacketJob: clipped to
+//     blockSize, zero pages written when writeZeros). Without a decoder
+//     (null) the payload is the pages as they are (compression none: buf is
+//     normal * pageSize bytes); with one (a handle from a stream's decoder(),
+//     packet_decoder.h), it is decoded into `pages` (normal * pageSize bytes)
+//     first. No hop to another thread: the socket's copy, the decoding and
+//     the file's copy run on the channel's thread, one completion a packet.
+//     `got`: payload bytes in buf (fewer: the stream ended, or the read
+//     failed); `onFile`: code is the write's failure (ENOSPC, EPADDING with
+//     badPage), not the socket's. A payload that did not decode is written
+//     nowhere: `decoded` is -1 with decodeCode and decodeMessage saying why,
+//     or the bytes it decoded to when they are not the pages' (decodeCode
+//     null); else `decoded` is the pages' bytes. `ahead` as recv, read only
+//     once the packet is written.
 //   ch.shutdown()   ends the connection both ways; wakes a blocked operation
 //   ch.close()      the thread ends after the queued operations
 //
@@ -77,6 +84,7 @@
 #include <vector>
 
 #include "common.h"
+#include "packet_decoder.h"
 #include "packet_io.h"
 
 namespace mfd {
@@ -105,6 +113,12 @@ struct Op {
   // recvWrite: the write of the pages read into buf (its pages are set on the thread)
   std::unique_ptr<WritePacketJob> write;
   bool on_file = false;
+  // recvWrite with a decoder: buf decoded into pages[0, pages_cap) before the write
+  DecoderRef decoder;
+  uint8_t* pages = nullptr;
+  size_t pages_cap = 0;
+  int64_t decoded = 0;
+  DecodeFailure decode_failure;
   // result
   int64_t code = 0;
   size_t amount = 0;  // send: bytes left; recv: bytes in buf
@@ -224,7 +238,15 @@ void ReadAhead(int fd, Op* op) {
 void RunRecvWrite(int fd, Op* op, const std::atomic<bool>& stop) {
   RunRecv(fd, op, stop);
   if (op->amount < op->cap || op->code < 0) return;
-  op->write->pages = {{op->buf, op->cap}};
+  if (op->decoder) {
+    op->decoded =
+        op->decoder->Decode({{op->buf, op->cap}}, op->pages, op->pages_cap, &op->decode_failure);
+    if (op->decoded != static_cast<int64_t>(op->pages_cap)) return;  // refused: nothing written
+    op->write->pages = {{op->pages, op->pages_cap}};
+  } else {
+    op->decoded = static_cast<int64_t>(op->cap);
+    op->write->pages = {{op->buf, op->cap}};
+  }
   op->code = op->write->Run();
   op->on_file = op->code < 0;
   if (op->code == 0) ReadAhead(fd, op);
@@ -478,37 +500,52 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
   }
 
   // recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, writeZeros, crc, ahead,
-  //           timeoutMs, cb)
+  //           decoder, pages, timeoutMs, cb)
   Napi::Value RecvWrite(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto* op = new Op(Op::kRecvWrite);
     op->write = std::make_unique<WritePacketJob>();
     WritePacketJob& w = *op->write;
     size_t fd, ps, block_size;
-    if (!RequireArgs(info, 12) || !RequireBytes(info, 0, "buf") ||
+    if (!RequireArgs(info, 14) || !RequireBytes(info, 0, "buf") ||
         !RequireSize(info, 1, "fd", &fd) || !RequireSize(info, 2, "pageSize", &ps) ||
         !RequireSize(info, 4, "normal", &w.normal) || !RequireSize(info, 5, "zero", &w.zero) ||
         !RequireSize(info, 6, "blockSize", &block_size) || !info[7].IsBoolean() ||
         !RequireUint32Array(info, 8, "crc", w.normal) ||
-        (!info[9].IsNull() && !RequireBytes(info, 9, "ahead")) || !info[10].IsNumber() ||
-        !RequireFunction(info, 11)) {
+        (!info[9].IsNull() && !RequireBytes(info, 9, "ahead")) ||
+        (!info[11].IsNull() && !RequireBytes(info, 11, "pages")) || !info[12].IsNumber() ||
+        !RequireFunction(info, 13)) {
       delete op;
       if (!env.IsExceptionPending())
         Napi::TypeError::New(env,
                              "recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, "
-                             "writeZeros, crc, ahead, timeoutMs, cb)")
+                             "writeZeros, crc, ahead, decoder, pages, timeoutMs, cb)")
             .ThrowAsJavaScriptException();
       return env.Undefined();
     }
     auto buf = info[0].As<Napi::Uint8Array>();
+    if (!info[10].IsNull()) {
+      op->decoder = DecoderFromHandle(info[10]);
+      if (!op->decoder) {
+        delete op;
+        Napi::TypeError::New(env, "recvWrite: decoder must be a stream's decoder() handle or null")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+    }
     const bool offsets_ok = info[3].IsTypedArray() &&
                             info[3].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
                             info[3].As<Napi::Float64Array>().ElementLength() >= w.normal + w.zero;
-    if (!offsets_ok || ps == 0 || buf.ByteLength() != w.normal * ps) {
+    const size_t page_bytes = w.normal * ps;
+    const bool sizes_ok =
+        op->decoder
+            ? !info[11].IsNull() && info[11].As<Napi::Uint8Array>().ByteLength() == page_bytes
+            : buf.ByteLength() == page_bytes;
+    if (!offsets_ok || ps == 0 || !sizes_ok) {
       delete op;
       Napi::RangeError::New(env,
-                            "recvWrite: offsets must be a Float64Array of normal + zero, buf "
-                            "normal * pageSize bytes")
+                            "recvWrite: offsets must be a Float64Array of normal + zero; the "
+                            "pages (buf without a decoder) normal * pageSize bytes")
           .ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -531,8 +568,14 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
       op->ahead_cap = ahead.ByteLength();
       op->pinned.push_back(Napi::Persistent(ahead.As<Napi::Object>()));
     }
-    op->timeout_ms = TimeoutArg(info, 10);
-    Submit(info, op, 11);
+    if (op->decoder) {
+      auto pages = info[11].As<Napi::Uint8Array>();
+      op->pages = pages.Data();
+      op->pages_cap = pages.ByteLength();
+      op->pinned.push_back(Napi::Persistent(pages.As<Napi::Object>()));
+    }
+    op->timeout_ms = TimeoutArg(info, 12);
+    Submit(info, op, 13);
     return env.Undefined();
   }
 
@@ -680,11 +723,15 @@ void Complete(Napi::Env env, Napi::Function, std::nullptr_t*, Op* op) {
   if (op->kind == Op::kSend) {
     op->cb.Call({env.Null(), Napi::Number::New(env, code), Napi::Number::New(env, amount)});
   } else if (op->kind == Op::kRecvWrite) {
+    const DecodeFailure& why = op->decode_failure;
     op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
                  Napi::Number::New(env, static_cast<double>(op->ahead_got)),
                  Napi::Number::New(env, static_cast<double>(op->ahead_code)),
                  Napi::Boolean::New(env, op->on_file),
-                 Napi::Number::New(env, static_cast<double>(op->write->bad_page))});
+                 Napi::Number::New(env, static_cast<double>(op->write->bad_page)),
+                 Napi::Number::New(env, static_cast<double>(op->decoded)),
+                 why.code != nullptr ? Napi::String::New(env, why.code) : env.Null(),
+                 Napi::String::New(env, why.message)});
   } else {
     op->cb.Call({env.Null(), Napi::Number::New(env, amount), Napi::Number::New(env, code),
                  Napi::Number::New(env, static_cast<double>(op->ahead_got)),

@@ -25,9 +25,153 @@
 
 #include "common.h"
 #include "isal.h"
+#include "packet_decoder.h"
 
 namespace mfd {
 namespace {
+
+#ifdef MFD_HAVE_ISAL
+std::string IsalInflateError(int rc) {
+  switch (rc) {
+    case ISAL_INVALID_BLOCK:
+      return "invalid block";
+    case ISAL_INVALID_SYMBOL:
+      return "invalid symbol";
+    case ISAL_INVALID_LOOKBACK:
+      return "invalid distance too far back";
+    case ISAL_INVALID_WRAPPER:
+      return "invalid zlib header";
+    case ISAL_UNSUPPORTED_METHOD:
+      return "unknown compression method";
+    case ISAL_INCORRECT_CHECKSUM:
+      return "incorrect header check";
+    case ISAL_NEED_DICT:
+      return "needs a preset dictionary";
+    default:
+      return "error";
+  }
+}
+#endif
+
+// A channel's inflating stream, zlib's or igzip's: every payload inflated in order into the
+// caller's pages, by whichever single thread runs it (a compute worker through inflate(), or the
+// channel's own thread through recvWrite). Every input byte is decoded; output past the pages is
+// ERR_PAYLOAD_SIZE, anything else wrong ERR_PAYLOAD_CORRUPT.
+class ZlibInflater : public PacketDecoder {
+ public:
+  // zlib's inflate; "" or why it could not start
+  std::string InitZlib() {
+    std::memset(&zs_, 0, sizeof(zs_));
+    const int rc = inflateInit(&zs_);
+    if (rc != Z_OK)
+      return std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc));
+    zlib_open_ = true;
+    return "";
+  }
+
+#ifdef MFD_HAVE_ISAL
+  // igzip's inflate (ISAL_ZLIB: any valid zlib stream)
+  void InitIsal() {
+    isal_ = std::make_unique<inflate_state>();
+    Isal()->isal_inflate_init(isal_.get());
+    isal_->crc_flag = ISAL_ZLIB;
+  }
+#endif
+
+  ~ZlibInflater() override {
+    if (zlib_open_) inflateEnd(&zs_);
+  }
+
+  int64_t Decode(const ByteSpans& pieces, uint8_t* out, size_t cap, DecodeFailure* why) override {
+#ifdef MFD_HAVE_ISAL
+    if (isal_) return DecodeIsal(pieces, out, cap, why);
+#endif
+    return DecodeZlib(pieces, out, cap, why);
+  }
+
+ private:
+  static int64_t Fail(DecodeFailure* why, const char* code, std::string message) {
+    why->code = code;
+    why->message = std::move(message);
+    return -1;
+  }
+
+  int64_t DecodeZlib(const ByteSpans& pieces, uint8_t* out, size_t cap, DecodeFailure* why) {
+    zs_.next_out = out;
+    zs_.avail_out = static_cast<uInt>(cap);
+    for (const auto& piece : pieces) {
+      zs_.next_in = const_cast<Bytef*>(piece.first);
+      zs_.avail_in = static_cast<uInt>(piece.second);
+      while (zs_.avail_in > 0) {
+        const int rc = ::inflate(&zs_, Z_SYNC_FLUSH);
+        if (rc == Z_STREAM_END)
+          return Fail(why, "ERR_PAYLOAD_CORRUPT",
+                      "zlib stream ended, but QEMU's streams never end");
+        if (rc != Z_OK && rc != Z_BUF_ERROR)
+          return Fail(why, "ERR_PAYLOAD_CORRUPT",
+                      std::string("inflate returned ") + std::to_string(rc) +
+                          (zs_.msg ? std::string(" (") + zs_.msg + ")" : ""));
+        if (zs_.avail_out == 0 && zs_.avail_in > 0)
+          return Fail(why, "ERR_PAYLOAD_SIZE",
+                      "inflate generated more output than the packet's pages");
+        if (rc == Z_BUF_ERROR) break;
+      }
+    }
+    return static_cast<int64_t>(cap - zs_.avail_out);
+  }
+
+#ifdef MFD_HAVE_ISAL
+  // Into out, then into a scratch page, where any byte at all is more output than the packet's
+  // pages. A last call with no input drains what igzip holds decoded but not yet written.
+  int64_t DecodeIsal(const ByteSpans& pieces, uint8_t* out, size_t cap, DecodeFailure* why) {
+    inflate_state* s = isal_.get();
+    uint8_t spare[256];
+    s->next_out = out;
+    s->avail_out = static_cast<uint32_t>(cap);
+    bool in_spare = false;
+    int64_t produced = 0;
+    auto fail = [&](const char* code, std::string message) {
+      Fail(why, code, std::move(message));
+      return false;
+    };
+    auto step = [&](const uint8_t* in, size_t len) -> bool {
+      s->next_in = const_cast<uint8_t*>(in);
+      s->avail_in = static_cast<uint32_t>(len);
+      for (;;) {
+        if (s->avail_out == 0 && !in_spare) {
+          produced = static_cast<int64_t>(cap);
+          in_spare = true;
+          s->next_out = spare;
+          s->avail_out = sizeof(spare);
+        }
+        const uint32_t in_before = s->avail_in;
+        const int rc = Isal()->isal_inflate(s);
+        if (rc != ISAL_DECOMP_OK)
+          return fail("ERR_PAYLOAD_CORRUPT",
+                      "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
+        if (s->bfinal != 0 || s->block_state == ISAL_BLOCK_INPUT_DONE ||
+            s->block_state == ISAL_BLOCK_FINISH || s->block_state == ISAL_CHECKSUM_CHECK)
+          return fail("ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
+        if (in_spare && s->avail_out != sizeof(spare))
+          return fail("ERR_PAYLOAD_SIZE", "inflate generated more output than the packet's pages");
+        if (s->avail_in == 0) return true;
+        if (s->avail_in == in_before && s->avail_out != 0)
+          return fail("ERR_PAYLOAD_CORRUPT",
+                      "inflate stopped with " + std::to_string(s->avail_in) + " input bytes left");
+      }
+    };
+    for (const auto& piece : pieces)
+      if (!step(piece.first, piece.second)) return -1;
+    if (!step(nullptr, 0)) return -1;
+    if (!in_spare) produced = static_cast<int64_t>(cap - s->avail_out);
+    return produced;
+  }
+
+  std::unique_ptr<inflate_state> isal_;
+#endif
+  z_stream zs_;
+  bool zlib_open_ = false;
+};
 
 class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
  public:
@@ -35,6 +179,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return DefineClass(env, "ZlibStream",
                        {InstanceMethod("deflatePages", &ZlibStream::DeflatePages),
                         InstanceMethod("inflate", &ZlibStream::Inflate),
+                        InstanceMethod("decoder", &ZlibStream::Decoder),
                         InstanceMethod("close", &ZlibStream::Close)});
   }
 
@@ -50,8 +195,19 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       InitIsal(info.Env());
       return;
     }
+    if (inflate_) {
+      auto inflater = std::make_shared<ZlibInflater>();
+      const std::string failed = inflater->InitZlib();
+      if (!failed.empty()) {
+        ThrowCode(info.Env(), "ERR_ZLIB", failed);
+        return;
+      }
+      inflater_ = std::move(inflater);
+      open_ = true;
+      return;
+    }
     std::memset(&zs_, 0, sizeof(zs_));
-    const int rc = inflate_ ? inflateInit(&zs_) : deflateInit(&zs_, level_);
+    const int rc = deflateInit(&zs_, level_);
     if (rc != Z_OK) {
       ThrowCode(info.Env(), "ERR_ZLIB",
                 std::string("zlib init failed: ") + (zs_.msg ? zs_.msg : std::to_string(rc)));
@@ -79,9 +235,9 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
       return;
     }
     if (inflate_) {
-      inflater_ = std::make_unique<inflate_state>();
-      isal->isal_inflate_init(inflater_.get());
-      inflater_->crc_flag = ISAL_ZLIB;
+      auto inflater = std::make_shared<ZlibInflater>();
+      inflater->InitIsal();
+      inflater_ = std::move(inflater);
     } else {
       // Level 0 is left out: it never stores, so random pages would outgrow compressBound.
       if (level_ < 1 || level_ > ISAL_DEF_MAX_LEVEL) {
@@ -150,100 +306,26 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     return true;
   }
 
-  static std::string IsalInflateError(int rc) {
-    switch (rc) {
-      case ISAL_INVALID_BLOCK:
-        return "invalid block";
-      case ISAL_INVALID_SYMBOL:
-        return "invalid symbol";
-      case ISAL_INVALID_LOOKBACK:
-        return "invalid distance too far back";
-      case ISAL_INVALID_WRAPPER:
-        return "invalid zlib header";
-      case ISAL_UNSUPPORTED_METHOD:
-        return "unknown compression method";
-      case ISAL_INCORRECT_CHECKSUM:
-        return "incorrect header check";
-      case ISAL_NEED_DICT:
-        return "needs a preset dictionary";
-      default:
-        return "error";
-    }
-  }
-
-  // Every input byte is decoded: into out, then into a scratch page, where
-  // any byte at all is more output than the packet's pages. A last call with
-  // no input drains what igzip holds decoded but not yet written.
-  bool InflateIsal(Napi::Env env, const ByteSpans& pieces, Napi::Uint8Array out, size_t* produced) {
-    inflate_state* s = inflater_.get();
-    uint8_t spare[256];
-    s->next_out = out.Data();
-    s->avail_out = static_cast<uint32_t>(out.ByteLength());
-    bool in_spare = false;
-    auto step = [&](const uint8_t* in, size_t len) -> bool {
-      s->next_in = const_cast<uint8_t*>(in);
-      s->avail_in = static_cast<uint32_t>(len);
-      for (;;) {
-        if (s->avail_out == 0 && !in_spare) {
-          *produced = out.ByteLength();
-          in_spare = true;
-          s->next_out = spare;
-          s->avail_out = sizeof(spare);
-        }
-        const uint32_t in_before = s->avail_in;
-        const int rc = Isal()->isal_inflate(s);
-        if (rc != ISAL_DECOMP_OK) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
-                    "inflate returned " + std::to_string(rc) + " (" + IsalInflateError(rc) + ")");
-          return false;
-        }
-        if (s->bfinal != 0 || s->block_state == ISAL_BLOCK_INPUT_DONE ||
-            s->block_state == ISAL_BLOCK_FINISH || s->block_state == ISAL_CHECKSUM_CHECK) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT", "zlib stream ended, but QEMU's streams never end");
-          return false;
-        }
-        if (in_spare && s->avail_out != sizeof(spare)) {
-          ThrowCode(env, "ERR_PAYLOAD_SIZE",
-                    "inflate generated more output than the packet's pages");
-          return false;
-        }
-        if (s->avail_in == 0) return true;
-        if (s->avail_in == in_before && s->avail_out != 0) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
-                    "inflate stopped with " + std::to_string(s->avail_in) + " input bytes left");
-          return false;
-        }
-      }
-    };
-    for (const auto& piece : pieces)
-      if (!step(piece.first, piece.second)) return false;
-    if (!step(nullptr, 0)) return false;
-    if (!in_spare) *produced = out.ByteLength() - s->avail_out;
-    return true;
-  }
 #else
   void InitIsal(Napi::Env env) { ThrowCode(env, "ERR_ZLIB", IsalUnavailable()); }
   bool DeflateIsal(Napi::Env, const ByteSpans&, size_t, size_t, Napi::Uint8Array, size_t*) {
     return false;
   }
-  bool InflateIsal(Napi::Env, const ByteSpans&, Napi::Uint8Array, size_t*) { return false; }
 #endif
 
   void End() {
     if (!open_) return;
     open_ = false;
+    // An operation that still runs the inflater holds its own reference.
+    inflater_.reset();
     if (isal_) {
 #ifdef MFD_HAVE_ISAL
       deflater_.reset();
-      inflater_.reset();
       level_buf_.clear();
 #endif
       return;
     }
-    if (inflate_)
-      inflateEnd(&zs_);
-    else
-      deflateEnd(&zs_);
+    if (!inflate_) deflateEnd(&zs_);
   }
 
   bool CheckOpen(Napi::Env env) {
@@ -324,38 +406,25 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     ByteSpans pieces;
     if (!RequireByteList(info, 0, "pieces", &pieces)) return info.Env().Undefined();
     auto out = info[1].As<Napi::Uint8Array>();
-    if (isal_) {
-      size_t produced = 0;
-      if (!InflateIsal(info.Env(), pieces, out, &produced)) return info.Env().Undefined();
-      return Napi::Number::New(info.Env(), static_cast<double>(produced));
+    DecodeFailure why;
+    const int64_t got = inflater_->Decode(pieces, out.Data(), out.ByteLength(), &why);
+    if (got < 0) {
+      ThrowCode(info.Env(), why.code, why.message);
+      return info.Env().Undefined();
     }
-    zs_.next_out = out.Data();
-    zs_.avail_out = static_cast<uInt>(out.ByteLength());
-    for (const auto& piece : pieces) {
-      zs_.next_in = const_cast<Bytef*>(piece.first);
-      zs_.avail_in = static_cast<uInt>(piece.second);
-      while (zs_.avail_in > 0) {
-        const int rc = ::inflate(&zs_, Z_SYNC_FLUSH);
-        if (rc == Z_STREAM_END) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
-                    "zlib stream ended, but QEMU's streams never end");
-          return info.Env().Undefined();
-        }
-        if (rc != Z_OK && rc != Z_BUF_ERROR) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_CORRUPT",
-                    std::string("inflate returned ") + std::to_string(rc) +
-                        (zs_.msg ? std::string(" (") + zs_.msg + ")" : ""));
-          return info.Env().Undefined();
-        }
-        if (zs_.avail_out == 0 && zs_.avail_in > 0) {
-          ThrowCode(info.Env(), "ERR_PAYLOAD_SIZE",
-                    "inflate generated more output than the packet's pages");
-          return info.Env().Undefined();
-        }
-        if (rc == Z_BUF_ERROR) break;
-      }
+    return Napi::Number::New(info.Env(), static_cast<double>(got));
+  }
+
+  /* decoder() -> the handle recvWrite takes to inflate this stream's payloads on a channel's thread
+   */
+  Napi::Value Decoder(const Napi::CallbackInfo& info) {
+    if (!CheckOpen(info.Env())) return info.Env().Undefined();
+    if (!inflate_) {
+      Napi::TypeError::New(info.Env(), "decoder: needs an inflate stream")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
     }
-    return Napi::Number::New(info.Env(), static_cast<double>(out.ByteLength() - zs_.avail_out));
+    return DecoderHandle(info.Env(), inflater_);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -370,9 +439,9 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
   bool open_ = false;
   bool isal_ = false;  // ISA-L igzip runs the stream instead of zlib
   std::vector<uint8_t> bounce_;
+  std::shared_ptr<ZlibInflater> inflater_;  // an inflate stream's, zlib's or igzip's
 #ifdef MFD_HAVE_ISAL
   std::unique_ptr<isal_zstream> deflater_;
-  std::unique_ptr<inflate_state> inflater_;
   std::vector<uint8_t> level_buf_;
 #endif
 };

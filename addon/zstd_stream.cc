@@ -17,13 +17,70 @@
 #include <zstd.h>
 #endif
 
+#include <memory>
 #include <string>
 
 #include "common.h"
+#include "packet_decoder.h"
 
 namespace mfd {
 #ifdef MFD_HAVE_ZSTD
 namespace {
+
+// A channel's decompressing stream: every payload decoded in order into the caller's pages, by
+// whichever single thread runs it (a compute worker through decompress(), or the channel's own
+// thread through recvWrite).
+class ZstdDecoder : public PacketDecoder {
+ public:
+  ZstdDecoder() : d_(ZSTD_createDCtx()) {}
+  ~ZstdDecoder() override { ZSTD_freeDCtx(d_); }
+  ZstdDecoder(const ZstdDecoder&) = delete;
+  ZstdDecoder& operator=(const ZstdDecoder&) = delete;
+
+  ZSTD_DCtx* dctx() const { return d_; }
+
+  // Every input byte is decoded; a byte more than out holds is an ERR_PAYLOAD_SIZE, a zstd error an
+  // ERR_PAYLOAD_CORRUPT.
+  int64_t Decode(const ByteSpans& pieces, uint8_t* out, size_t cap, DecodeFailure* why) override {
+    ZSTD_outBuffer o = {out, cap, 0};
+    // Once out is full, whatever the stream still yields lands here and is too much.
+    uint8_t spare[1];
+    auto fail = [&](const char* code, std::string message) {
+      why->code = code;
+      why->message = std::move(message);
+      return false;
+    };
+    auto step = [&](const uint8_t* data, size_t len) -> bool {
+      ZSTD_inBuffer in = {data, len, 0};
+      for (;;) {
+        const bool full = o.pos == o.size;
+        ZSTD_outBuffer s = {spare, sizeof(spare), 0};
+        const size_t in_before = in.pos, out_before = o.pos;
+        const size_t rc = ZSTD_decompressStream(d_, full ? &s : &o, &in);
+        if (ZSTD_isError(rc))
+          return fail("ERR_PAYLOAD_CORRUPT",
+                      std::string("decompressStream returned ") + ZSTD_getErrorName(rc));
+        if (s.pos != 0)
+          return fail("ERR_PAYLOAD_SIZE",
+                      "packet decodes to more than " + std::to_string(o.size) + " bytes");
+        // Done when the input is used and the stream holds nothing more to write out.
+        if (in.pos == in.size && (full || o.pos < o.size)) return true;
+        if (in.pos == in_before && o.pos == out_before)
+          return fail("ERR_PAYLOAD_CORRUPT", "decompressStream stopped with " +
+                                                 std::to_string(in.size - in.pos) +
+                                                 " input bytes left");
+      }
+    };
+    // Each step ends with the stream flushed: out has room left, or a full out was offered the
+    // spare byte.
+    for (const auto& piece : pieces)
+      if (!step(piece.first, piece.second)) return -1;
+    return static_cast<int64_t>(o.pos);
+  }
+
+ private:
+  ZSTD_DCtx* d_;
+};
 
 class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
  public:
@@ -31,6 +88,7 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
     return DefineClass(env, "ZstdStream",
                        {InstanceMethod("compress", &ZstdStream::Compress),
                         InstanceMethod("decompress", &ZstdStream::Decompress),
+                        InstanceMethod("decoder", &ZstdStream::Decoder),
                         InstanceMethod("close", &ZstdStream::Close)});
   }
 
@@ -44,14 +102,17 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
         !RequireSize(info, 2, "windowLog", &window_log))
       return;
     if (info[0].ToBoolean().Value()) {
-      d_ = ZSTD_createDCtx();
-      if (d_ == nullptr) {
+      auto d = std::make_shared<ZstdDecoder>();
+      if (d->dctx() == nullptr) {
         ThrowCode(env, "ERR_ZSTD", "ZSTD_createDCtx failed");
         return;
       }
-      if (!Check(env, ZSTD_DCtx_setParameter(d_, ZSTD_d_windowLogMax, static_cast<int>(window_log)),
-                 "ZSTD_d_windowLogMax"))
+      if (!Check(
+              env,
+              ZSTD_DCtx_setParameter(d->dctx(), ZSTD_d_windowLogMax, static_cast<int>(window_log)),
+              "ZSTD_d_windowLogMax"))
         return;
+      d_ = std::move(d);
     } else {
       c_ = ZSTD_createCCtx();
       if (c_ == nullptr) {
@@ -79,9 +140,8 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
 
   void End() {
     ZSTD_freeCCtx(c_);
-    ZSTD_freeDCtx(d_);
     c_ = nullptr;
-    d_ = nullptr;
+    d_.reset();  // operations that still run it hold their own reference
   }
 
   /* compress(runs: Uint8Array[], out) -> bytes written to out: the runs with ZSTD_e_continue, the
@@ -117,8 +177,8 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
     return Napi::Number::New(env, static_cast<double>(o.pos));
   }
 
-  /* decompress(pieces: Uint8Array[], out) -> bytes decoded into out. Every input byte is decoded;
-   * a byte more than out holds is an ERR_PAYLOAD_SIZE, a zstd error an ERR_PAYLOAD_CORRUPT. */
+  /* decompress(pieces: Uint8Array[], out) -> bytes decoded into out (ZstdDecoder::Decode); a
+   * payload that does not decode throws ERR_PAYLOAD_CORRUPT or ERR_PAYLOAD_SIZE. */
   Napi::Value Decompress(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ByteSpans pieces;
@@ -130,41 +190,24 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
       return env.Undefined();
     }
     auto out = info[1].As<Napi::Uint8Array>();
-    ZSTD_outBuffer o = {out.Data(), out.ByteLength(), 0};
-    // Once out is full, whatever the stream still yields lands here and is too much.
-    uint8_t spare[1];
-    auto step = [&](const uint8_t* data, size_t len) -> bool {
-      ZSTD_inBuffer in = {data, len, 0};
-      for (;;) {
-        const bool full = o.pos == o.size;
-        ZSTD_outBuffer s = {spare, sizeof(spare), 0};
-        const size_t in_before = in.pos, out_before = o.pos;
-        const size_t rc = ZSTD_decompressStream(d_, full ? &s : &o, &in);
-        if (ZSTD_isError(rc)) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
-                    std::string("decompressStream returned ") + ZSTD_getErrorName(rc));
-          return false;
-        }
-        if (s.pos != 0) {
-          ThrowCode(env, "ERR_PAYLOAD_SIZE",
-                    "packet decodes to more than " + std::to_string(o.size) + " bytes");
-          return false;
-        }
-        // Done when the input is used and the stream holds nothing more to write out.
-        if (in.pos == in.size && (full || o.pos < o.size)) return true;
-        if (in.pos == in_before && o.pos == out_before) {
-          ThrowCode(env, "ERR_PAYLOAD_CORRUPT",
-                    "decompressStream stopped with " + std::to_string(in.size - in.pos) +
-                        " input bytes left");
-          return false;
-        }
-      }
-    };
-    // Each step ends with the stream flushed: out has room left, or a full out was offered the
-    // spare byte.
-    for (const auto& piece : pieces)
-      if (!step(piece.first, piece.second)) return env.Undefined();
-    return Napi::Number::New(env, static_cast<double>(o.pos));
+    DecodeFailure why;
+    const int64_t got = d_->Decode(pieces, out.Data(), out.ByteLength(), &why);
+    if (got < 0) {
+      ThrowCode(env, why.code, why.message);
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, static_cast<double>(got));
+  }
+
+  /* decoder() -> the handle recvWrite takes to decode this stream's payloads on a channel's thread
+   */
+  Napi::Value Decoder(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (d_ == nullptr) {
+      ThrowCode(env, "ERR_ZSTD", "decoder: needs an open decompressing stream");
+      return env.Undefined();
+    }
+    return DecoderHandle(env, d_);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -173,7 +216,7 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
   }
 
   ZSTD_CCtx* c_ = nullptr;
-  ZSTD_DCtx* d_ = nullptr;
+  std::shared_ptr<ZstdDecoder> d_;
 };
 
 }  // namespace

@@ -17,7 +17,7 @@ import type * as Lz4Napi from 'lz4-napi';
 import { ProtocolError } from '../errors.js';
 import { native } from '../native/load.js';
 import { MFD_FLAG_LZ4 } from '../wire/constants.js';
-import { defineMethod, type MethodOption } from './method.js';
+import { defineMethod, type MethodOption, type ThreadDecoder } from './method.js';
 import { checkParams, registerMethod } from './registry.js';
 import { decodeError } from './decode-error.js';
 import { lazyModule } from './lazy.js';
@@ -74,21 +74,28 @@ export const lz4 = defineMethod({
       cleanup() {},
     };
   },
+  // liblz4's decoder runs on a channel's own thread; lz4-napi only in recv(), on a worker.
+  threadDecodes: (params) => useLiblz4(params.engine),
   recvSetup: ({ channel, pageSize, params, tally }) => {
     const liblz4 = useLiblz4(params.engine);
+    // The refusals recv() and the channel's thread (lz4Decoder, the same checks in the addon) share.
+    const declares = (declared: number, want: number, packetNum: bigint): ProtocolError =>
+      new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
+    const corrupt = (packetNum: bigint): ProtocolError =>
+      new ProtocolError('ERR_PAYLOAD_CORRUPT', 'lz4 payload cannot be decoded: corrupt LZ4 block', { channel, packetNum });
+    const size = (got: number, want: number, packetNum: bigint): ProtocolError =>
+      new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
     return {
       recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
         const buf = payload.length === 1 ? asBuffer(payload[0]!) : Buffer.concat(payload);
         const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
-        if (declared !== want)
-          throw new ProtocolError('ERR_PAYLOAD_SIZE', `lz4 payload declares ${declared} bytes, expected ${want}`, { channel, packetNum });
+        if (declared !== want) throw declares(declared, want, packetNum);
         let out: Uint8Array;
         if (liblz4) {
           out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
           const got = native.lz4Decompress(buf, out);
-          if (got < 0)
-            throw new ProtocolError('ERR_PAYLOAD_CORRUPT', 'lz4 payload cannot be decoded: corrupt LZ4 block', { channel, packetNum });
+          if (got < 0) throw corrupt(packetNum);
           out = out.subarray(0, got);
         } else {
           try {
@@ -97,12 +104,25 @@ export const lz4 = defineMethod({
             throw decodeError('lz4', e, channel, packetNum);
           }
         }
-        if (out.length !== want)
-          throw new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${out.length}, size expected ${want}`, { channel, packetNum });
+        if (out.length !== want) throw size(out.length, want, packetNum);
         tally.add('software', normalPages);
         return [out];
       },
       cleanup() {},
+      ...(liblz4
+        ? {
+            thread: {
+              handle: native.lz4Decoder(),
+              decoded: (normalPages: number) => tally.add('software', normalPages),
+              refused: ({ decoded, code, message }, normalPages, packetNum) => {
+                const want = normalPages * pageSize;
+                if (code === 'ERR_PAYLOAD_CORRUPT') return corrupt(packetNum);
+                if (code === 'ERR_PAYLOAD_SIZE') return new ProtocolError(code, message, { channel, packetNum });
+                return size(decoded, want, packetNum);
+              },
+            } satisfies ThreadDecoder,
+          }
+        : {}),
     };
   },
 });

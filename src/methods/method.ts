@@ -10,10 +10,15 @@
  *             the order the packets are written -> cleanup() once.
  *   receiver: recvSetup() once -> recv() for every packet with normal pages,
  *             in the order the packets arrived on that channel -> cleanup().
+ *             A receiver whose stream lives in the addon may also offer it to
+ *             the channel's own thread (`thread`): the channel then has each
+ *             packet decoded there or by recv(), one at a time, in order.
  * Stream methods (zlib, zstd) keep history across a channel's packets, which
  * is why both calls are made in channel order and never shared by channels.
  */
 
+import type { ProtocolError } from '../errors.js';
+import type { DecoderHandle } from '../native/binding.js';
 import type { PathTally } from '../offload/paths.js';
 import type { BackendProbe, ProbeContext } from '../offload/probe.js';
 
@@ -86,6 +91,26 @@ export interface MethodReceiver {
   recv(payload: Uint8Array[], normalPages: number, packetNum: bigint, out?: Uint8Array): Uint8Array[] | Promise<Uint8Array[]>;
   /** Frees what recvSetup made. Called once, also after a failure. */
   cleanup(): void;
+  /**
+   * The receiver's stream as a decoder the channel's own thread runs (a stream in the addon:
+   * SocketChannel.recvWrite reads, decodes, digests and writes a packet in one operation, no hop to
+   * another thread); absent for a method that decodes only in recv(). Given only where the method's
+   * threadDecodes() said so.
+   */
+  thread?: ThreadDecoder;
+}
+
+/** A receiver's stream as the channel's thread runs it (MethodReceiver.thread). */
+export interface ThreadDecoder {
+  /** What recvWrite takes (the addon stream's decoder()). */
+  handle: DecoderHandle;
+  /** A packet of normalPages pages the thread decoded: counted (the path tally) as recv() counts its own. */
+  decoded(normalPages: number): void;
+  /**
+   * The error recv() throws for the same payload, for one the thread refused: it decoded to `decoded` bytes
+   * (-1: it failed, with the decoder's `code` and `message`) instead of normalPages x pageSize.
+   */
+  refused(r: { decoded: number; code: string | null; message: string }, normalPages: number, packetNum: bigint): ProtocolError;
 }
 
 interface OptionCommon<K extends string> {
@@ -174,6 +199,11 @@ export interface CompressionMethod<P extends object = MethodParams, N extends st
   params(user: Readonly<Record<string, unknown>>): P;
   sendSetup(s: MethodSetup<P>): MethodSender;
   recvSetup(s: MethodSetup<P>): MethodReceiver;
+  /**
+   * True when recvSetup(params) in this process gives a receiver with a `thread` decoder, so a channel
+   * read on its own thread needs no compute worker for this method. Absent: false.
+   */
+  threadDecodes?(params: P): boolean;
 }
 
 /**

@@ -85,9 +85,15 @@ export const zlib = defineMethod({
       cleanup: () => z.close(),
     };
   },
+  // The addon's inflate stream (zlib's or igzip's) decodes on a channel's own thread too.
+  threadDecodes: () => true,
   recvSetup(ctx) {
     const z = new native.ZlibStream(true, 0, native.isalVersion !== null ? 'isal' : 'zlib');
-    return nativeStreamReceiver('zlib', { decode: (payload, out) => z.inflate(payload, out), close: () => z.close() }, ctx);
+    return nativeStreamReceiver(
+      'zlib',
+      { decode: (payload, out) => z.inflate(payload, out), close: () => z.close(), handle: () => z.decoder() },
+      ctx,
+    );
   },
 });
 

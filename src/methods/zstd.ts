@@ -154,11 +154,17 @@ export const zstd = defineMethod({
       cleanup() {},
     };
   },
+  // libzstd's stream decodes on a channel's own thread; zstd-napi's only in recv(), on a worker.
+  threadDecodes: (params) => useLibzstd(params.engine),
   recvSetup(ctx) {
     const { channel, pageSize, params, tally } = ctx;
     if (useLibzstd(params.engine)) {
       const z = new native.ZstdStream(true, 0, ZSTD_WINDOW_LOG_MAX);
-      return nativeStreamReceiver('zstd', { decode: (payload, out) => z.decompress(payload, out), close: () => z.close() }, ctx);
+      return nativeStreamReceiver(
+        'zstd',
+        { decode: (payload, out) => z.decompress(payload, out), close: () => z.close(), handle: () => z.decoder() },
+        ctx,
+      );
     }
     const { DCtx, DParameter } = zstdNapi();
     const d = new DCtx();

@@ -14,9 +14,18 @@ export interface ZstdStream {
   compress(runs: Uint8Array[], out: Uint8Array): number;
   /** Decodes every byte of the pieces into out; bytes decoded. Throws ERR_PAYLOAD_SIZE past out's end, ERR_PAYLOAD_CORRUPT on a zstd error. */
   decompress(pieces: Uint8Array[], out: Uint8Array): number;
-  /** Frees the stream's context now rather than at garbage collection. */
+  /**
+   * The handle SocketChannel.recvWrite takes to decode this (decompressing) stream's payloads on a channel's
+   * own thread (addon/packet_decoder.h): the same stream state as decompress(), which the caller never runs
+   * at the same time.
+   */
+  decoder(): DecoderHandle;
+  /** Frees the stream's context now rather than at garbage collection (an operation still running it keeps it). */
   close(): void;
 }
+
+/** An addon stream's decoder, as recvWrite takes it (an opaque External). */
+export type DecoderHandle = { readonly __decoderHandle: unique symbol };
 
 /** A zlib stream in the addon (QEMU multifd-zlib framing). */
 export interface ZlibStream {
@@ -24,6 +33,9 @@ export interface ZlibStream {
   deflatePages(runs: Uint8Array[], pageSize: number, out: Uint8Array): number;
   /** Inflates every input byte into out; throws (code ERR_PAYLOAD_CORRUPT / ERR_PAYLOAD_SIZE) on bad or oversized data. */
   inflate(pieces: Uint8Array[], out: Uint8Array): number;
+  /** An inflate stream's handle for SocketChannel.recvWrite (as ZstdStream.decoder()). */
+  decoder(): DecoderHandle;
+  /** Frees the stream now rather than at garbage collection (an operation still running it keeps it). */
   close(): void;
 }
 
@@ -58,11 +70,14 @@ export interface SocketChannel {
     cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number) => void,
   ): void;
   /**
-   * A payload of `normal` pages as they are (compression none) read into buf (normal * pageSize bytes), then
-   * digested into crc and written to fd at the offsets as writePacket does (zero pages after the normal ones,
-   * written when writeZeros), on the channel's thread in the same operation. `got` bytes are in buf (fewer:
-   * the stream ended, or the read failed); `onFile`: code is the write's failure (badPage with EPADDING), not
-   * the socket's. `ahead` as recv(), read once the pages are written.
+   * A packet's payload read into all of buf, then its `normal` pages digested into crc and written to fd at
+   * the offsets as writePacket does (zero pages after the normal ones, written when writeZeros), on the
+   * channel's thread in the same operation. Without a decoder (null) the payload is the pages as they are
+   * (compression none; buf is normal * pageSize bytes); with one, it is decoded into `pages` (normal * pageSize
+   * bytes) first. `got` bytes are in buf (fewer: the stream ended, or the read failed); `onFile`: code is the
+   * write's failure (badPage with EPADDING), not the socket's. `decoded`: the pages' bytes, or, for a payload
+   * that did not decode (nothing written), -1 with decodeCode and decodeMessage, or the bytes it decoded to
+   * (decodeCode null). `ahead` as recv(), read once the pages are written.
    */
   recvWrite(
     buf: Uint8Array,
@@ -75,8 +90,21 @@ export interface SocketChannel {
     writeZeros: boolean,
     crc: Uint32Array,
     ahead: Uint8Array | null,
+    decoder: DecoderHandle | null,
+    pages: Uint8Array | null,
     timeoutMs: number,
-    cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number, onFile: boolean, badPage: number) => void,
+    cb: (
+      err: Error | null,
+      got: number,
+      code: number,
+      aheadGot: number,
+      aheadCode: number,
+      onFile: boolean,
+      badPage: number,
+      decoded: number,
+      decodeCode: string | null,
+      decodeMessage: string,
+    ) => void,
   ): void;
   /** Ends the connection both ways; a blocked operation returns, later ones fail with -ECANCELED. */
   shutdown(): void;
@@ -235,7 +263,9 @@ export interface MfdBinding {
   lz4Compress(runs: Uint8Array[], out: Uint8Array): number;
   /** Decodes the LZ4 block after a payload's 4-byte prefix into out; bytes decoded, or -1 when corrupt or longer than out. */
   lz4Decompress(payload: Uint8Array, out: Uint8Array): number;
-  /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress and lz4Decompress are absent). */
+  /** The handle SocketChannel.recvWrite takes to decode lz4 packets on a channel's own thread (the checks of the lz4 method's recv()). */
+  lz4Decoder(): DecoderHandle;
+  /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress, lz4Decompress and lz4Decoder are absent). */
   lz4Version: string | null;
   /**
    * The zstd method's per-channel stream (addon/zstd_stream.cc), on libzstd: compressing (level,

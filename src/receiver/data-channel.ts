@@ -34,11 +34,11 @@ import {
   type PacketHeader,
   type PacketProfile,
 } from '../wire/packet.js';
-import { NativeChannel } from '../transport/native-channel.js';
+import { NativeChannel, type RecvWriteResult } from '../transport/native-channel.js';
 import { MULTIFD_FLAG_COMPRESSION_MASK, MULTIFD_FLAG_DEVICE_STATE, MULTIFD_FLAG_SYNC, hex, pageCount } from '../wire/constants.js';
 import { DEVICE_STATE_HEADER_SIZE, checkDeviceStateHeader, decodeDeviceStateHeader, type DeviceStateHeader } from '../wire/device-state.js';
 import { isRefPacket } from '../wire/delta-ref.js';
-import type { CompressionMethod } from '../methods/method.js';
+import type { CompressionMethod, ThreadDecoder } from '../methods/method.js';
 import { writeFailure, writePacket, type WriteRequest } from '../native/packet-io.js';
 import type { ChannelCounters } from '../stats/stats.js';
 import type { BlockDigest } from '../image/digest.js';
@@ -52,6 +52,10 @@ const MAX_IN_FLIGHT = 4;
  * the largest packets (512 KiB of pages), so many channels share what 13 use up at full speed.
  */
 export const READ_POOL_BYTES = 32 << 20;
+
+/** Where the pages a channel's thread decodes start in the room taken with their payload: a cache line. */
+const PAGE_ROOM_ALIGN = 64;
+const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 
 /**
  * The payload buffers of a host's native readers: one pool for all its channels, bounded in bytes.
@@ -74,6 +78,13 @@ const EMPTY: Uint8Array[] = [];
  */
 export interface Decoder {
   decode(payload: Uint8Array[], normalPages: number, packetNum: bigint): Uint8Array[] | Promise<Uint8Array[]>;
+  /**
+   * The method's stream as the channel's own thread decodes with it (an inline receiver's `thread`): a
+   * native reader then reads, decodes, digests and writes a packet the receiver places in one operation
+   * (writtenPacket), once no packet of the channel is in flight, so decode() and the thread never run the
+   * stream at once and it sees the packets in order.
+   */
+  thread?: ThreadDecoder;
   /** The pages decode() returned are written (or their packet failed): their buffer can be used again. */
   done?(pages: Uint8Array[]): void;
   /**
@@ -434,14 +445,19 @@ export class DataChannel {
             `channel ${this.id}: next_packet_size ${len} passed the header checks but exceeds the read pool of ${pool.bytes} bytes`,
           );
         if (this.writesWhereRead(h, len)) {
-          const buf = await pool.acquire(len);
-          let r: { got: number; ahead: number };
+          // A payload the thread decodes takes room for its pages too, in the same view (one wait for the
+          // pool: a channel never holds part of the room it needs while it waits for the rest).
+          const at = this.host.pagesAsSent ? len : alignUp(len, PAGE_ROOM_ALIGN);
+          const room = await pool.acquire(this.host.pagesAsSent ? len : at + h.normalPages * this.host.pageSize);
+          let r: { got: number; ahead: number; refused?: ProtocolError };
           try {
-            r = await this.writtenPacket(ch, h, buf, header, timeout);
+            r = await this.writtenPacket(ch, h, room.subarray(0, len), header, timeout, room.subarray(at));
           } finally {
-            pool.release(buf);
+            pool.release(room);
           }
           this.counters.wireBytes += r.got + r.ahead;
+          // The payload's fault: named at its offset, as a worker's refusal is (decodeAndWrite).
+          if (r.refused) return this.stop(r.refused, this.at + hs);
           early = r.ahead;
           if (r.got < len) return this.truncated(`payload: received ${r.got} of ${len} bytes`, this.at + hs);
           this.at += hs + len;
@@ -485,20 +501,25 @@ export class DataChannel {
   private crcRoom: Uint32Array | null = null;
 
   /**
-   * A packet whose pages come as they are, placed by the receiver, with nothing of its payload read yet:
-   * the channel's thread reads, digests and writes it (writtenPacket).
+   * A packet placed by the receiver, with nothing of its payload read yet, whose pages come as they are or
+   * that the method's stream decodes on the channel's thread (Decoder.thread, once no packet of the channel
+   * is in flight): the channel's thread reads, decodes, digests and writes it (writtenPacket).
    */
   private writesWhereRead(h: PacketHeader, len: number): boolean {
-    if (!this.host.pagesAsSent || !this.ownPlacement || this.profile !== 'strict' || h.normalPages === 0) return false;
-    return this.queue.length === 0 && len === h.normalPages * this.host.pageSize && !(this.host.refs && isRefPacket(h));
+    if (!this.ownPlacement || this.profile !== 'strict' || h.normalPages === 0) return false;
+    if (this.queue.length !== 0 || (this.host.refs && isRefPacket(h))) return false;
+    if (this.host.pagesAsSent) return len === h.normalPages * this.host.pageSize;
+    return this.decoder.thread !== undefined && len > 0 && this.inFlight === 0;
   }
 
   /**
-   * The receiver's placement of a packet whose payload is its pages (as decodeAndWrite): read into `buf` on
-   * the channel's thread, then digested and written there, in one operation with the read of what has
-   * arrived of the next header into `ahead`: no hop to the libuv pool and back, one completion a packet. Done
-   * before the next header is read (the channels write in parallel). Resolves to the payload bytes read
-   * (fewer: the stream ended, nothing written) and the bytes read ahead.
+   * The receiver's placement of a packet whose payload is its pages, or a stream's that the channel's thread
+   * decodes (as decodeAndWrite): read into `buf` on the channel's thread, then decoded (into `room`, taken
+   * from the read pool with `buf`), digested and written there, in one operation with the read of what has arrived of the
+   * next header into `ahead`: no hop to another thread and back, one completion a packet. Done before the
+   * next header is read (the channels write in parallel). Resolves to the payload bytes read (fewer: the
+   * stream ended, nothing written) and the bytes read ahead; for a payload that does not decode (nothing
+   * written), the method's error (recv()'s for the same bytes) as `refused`.
    */
   private async writtenPacket(
     ch: NativeChannel,
@@ -506,7 +527,8 @@ export class DataChannel {
     buf: Uint8Array,
     ahead: Uint8Array,
     timeout: number,
-  ): Promise<{ got: number; ahead: number }> {
+    room: Uint8Array,
+  ): Promise<{ got: number; ahead: number; refused?: ProtocolError }> {
     const c = this.counters;
     c.packets++;
     this.lastWasSync = (h.flags & MULTIFD_FLAG_SYNC) !== 0;
@@ -514,20 +536,34 @@ export class DataChannel {
     const t = this.target(h);
     const pages = h.normalPages + h.zeroPages;
     this.counted(h);
-    let r = { got: 0, ahead: 0 };
+    const thread = this.host.pagesAsSent ? undefined : this.decoder.thread;
+    let r: RecvWriteResult = { got: 0, ahead: 0 };
+    let refused: ProtocolError | undefined;
     await this.apply(h, t.name, t.block, async (w, digest) => {
       // One packet at a time on this path: the channel's room for CRCs serves every packet.
       const crc = (this.crcRoom ??= new Uint32Array(pageCount(this.host.pageSize))).subarray(0, w.normal);
-      r = await ch.recvWrite(buf, w, crc, timeout, ahead);
+      if (!thread) {
+        r = await ch.recvWrite(buf, w, crc, timeout, ahead);
+        if (r.got < buf.length) return;
+        digest(crc);
+        // The method still sees what arrived (its checks, its path tally: "uncompressed"), as it would to decode it.
+        await this.decoder.decode([buf], h.normalPages, h.packetNum);
+        return;
+      }
+      r = await ch.recvWrite(buf, w, crc, timeout, ahead, { decoder: thread.handle, pages: room });
       if (r.got < buf.length) return;
+      if (r.refused) {
+        refused = thread.refused(r.refused, h.normalPages, h.packetNum);
+        return;
+      }
       digest(crc);
-      // The method still sees what arrived (its checks, its path tally: "uncompressed"), as it would to decode it.
-      await this.decoder.decode([buf], h.normalPages, h.packetNum);
+      thread.decoded(h.normalPages);
     });
-    if (r.got < buf.length) return r;
+    if (refused) return { got: r.got, ahead: r.ahead, refused };
+    if (r.got < buf.length) return { got: r.got, ahead: r.ahead };
     this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages));
     this.host.onPages(pages * this.host.pageSize);
-    return r;
+    return { got: r.got, ahead: r.ahead };
   }
 
   private pump(): void {

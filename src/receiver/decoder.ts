@@ -6,7 +6,9 @@
  * decoder also writes (decodeWrite): it decodes, digests and writes a packet
  * in one step, and only the CRCs come back (in a slot of shared memory);
  * decode() brings the pages back, for a placement of the caller's own (recv
- * --qemu, mfd inspect).
+ * --qemu, mfd inspect). An inline receiver whose stream lives in the addon
+ * also offers it to the channel's own thread (Decoder.thread), which then
+ * decodes, digests and writes a packet in one operation, with no worker.
  */
 import type { CompressionMethod, MethodParams, MethodReceiver } from '../methods/index.js';
 import type { ComputePool } from '../compute/pool.js';
@@ -43,6 +45,7 @@ export function createDecoder({ channel, method, pageSize, params, tally, comput
         chain = next.catch(() => {});
         return next;
       },
+      ...(receiver.thread ? { thread: receiver.thread } : {}),
     };
   }
   const perPacket = pageCount(pageSize);

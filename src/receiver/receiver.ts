@@ -495,7 +495,6 @@ class Migration {
         ...(this.journals ? { onWritten: (b: TargetBlock, o: ArrayLike<number>, n: number) => this.journals!.note(b.output, o, n) } : {}),
       });
     }
-    if (method.offload) this.compute = new ComputePool(this.opts.threads ?? defaultPoolSize(hello.channels));
     this.method = method;
     this.hello = hello;
     this.uuid = uuidFromString(hello.uuid);
@@ -669,7 +668,6 @@ class Migration {
     sock.setTimeout(this.timeoutMs, () =>
       this.fail(new ConnectionError('ERR_CHANNEL_TIMEOUT', `no data for ${this.timeoutMs} ms`, { channel: init.id })),
     );
-    const decoder = this.decoder(init.id, method, hello.pageSize);
     const counters = this.counters[init.id]!;
     counters.wireBytes += INIT_PACKET_SIZE;
     const rest = q.take(q.length)!;
@@ -677,6 +675,7 @@ class Migration {
     // A plain socket goes to a native reader (one read per packet, beside the event loop), which keeps the timeout itself.
     const attached = this.opts.dumpStreams ? null : NativeChannel.attach(sock, true);
     if (attached) sock.setTimeout(0);
+    const decoder = this.decoder(init.id, method, hello.pageSize, attached !== null);
     const source = attached ? attached.channel : sock;
     const initial = attached ? Buffer.concat([rest, ...attached.buffered]) : rest;
     this.channels[init.id] = new DataChannel(init.id, source, initial, decoder, counters, this.channelHost());
@@ -710,15 +709,21 @@ class Migration {
     return true;
   }
 
-  /** The channel's decoder: the method inline, or its state on the channel's compute worker. */
-  private decoder(channel: number, method: CompressionMethod, pageSize: number): Decoder {
+  /**
+   * The channel's decoder: the method inline, or its state on the channel's compute worker. A channel on
+   * its own thread (`native`) decodes there where the method's stream can (threadDecodes): inline, no worker.
+   * The workers start with the first channel that needs one.
+   */
+  private decoder(channel: number, method: CompressionMethod, pageSize: number, native: boolean): Decoder {
+    const onThread = native && (method.threadDecodes?.(this.params) ?? false);
+    if (method.offload && !onThread) this.compute ??= new ComputePool(this.opts.threads ?? defaultPoolSize(this.hello!.channels));
     return createDecoder({
       channel,
       method,
       pageSize,
       params: this.params,
       tally: this.tally!,
-      compute: this.compute,
+      compute: onThread ? null : this.compute,
       receivers: this.receivers,
       fail: (e) => this.fail(e),
     });

@@ -23,7 +23,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { native } from '../native/load.js';
-import type { SocketChannel } from '../native/binding.js';
+import type { DecoderHandle, SocketChannel } from '../native/binding.js';
 import { NativeIoError } from '../errors.js';
 import { nativeIoError } from '../native/io-error.js';
 import type { WriteRequest } from '../native/packet-io.js';
@@ -47,6 +47,13 @@ interface Relay {
   outcome: { code: number; left: number } | null;
   /** Waits for that completion. */
   settle: ((code: number, left: number) => void) | null;
+}
+
+/** What recvWrite read and, for a payload its decoder refused (nothing written), why. */
+export interface RecvWriteResult {
+  got: number;
+  ahead: number;
+  refused?: { decoded: number; code: string | null; message: string };
 }
 
 export class NativeChannel {
@@ -212,11 +219,14 @@ export class NativeChannel {
   }
 
   /**
-   * A payload of `w.normal` pages as they are, read into buf (w.normal * w.pageSize bytes), then digested
-   * into crc and written as `w` says, on the channel's thread in the same operation (then, into `ahead`,
-   * what has arrived of the next header). Resolves to the payload bytes read (fewer than buf's length: the
-   * peer ended the stream; nothing was written) and those read ahead. Rejects with a NativeIoError on the
-   * socket, as recv(), or on the file (`op` write: ENOSPC, say, or EPADDING with its badPage).
+   * A packet's payload read into all of buf, then its `w.normal` pages digested into crc and written as `w`
+   * says, on the channel's thread in the same operation (then, into `ahead`, what has arrived of the next
+   * header). The payload is the pages as they are (buf: w.normal * w.pageSize bytes), or, with `decode`, a
+   * stream's payload that the thread decodes into `decode.pages` (w.normal * w.pageSize bytes) first.
+   * Resolves to the payload bytes read (fewer than buf's length: the peer ended the stream; nothing was
+   * written), those read ahead, and, for a payload that did not decode (nothing written), why: `refused`,
+   * the bytes it decoded to (-1: none) with the decoder's code and message. Rejects with a NativeIoError on
+   * the socket, as recv(), or on the file (`op` write: ENOSPC, say, or EPADDING with its badPage).
    */
   recvWrite(
     buf: Uint8Array,
@@ -224,13 +234,14 @@ export class NativeChannel {
     crc: Uint32Array,
     timeoutMs: number,
     ahead?: Uint8Array,
-  ): Promise<{ got: number; ahead: number }> {
+    decode?: { decoder: DecoderHandle; pages: Uint8Array },
+  ): Promise<RecvWriteResult> {
     const failed = this.aheadFailed;
     if (failed) {
       this.aheadFailed = null;
       return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: 0 }));
     }
-    const r = { got: 0, ahead: 0 };
+    const r: RecvWriteResult = { got: 0, ahead: 0 };
     return this.op('read', (done) =>
       this.ch.recvWrite(
         buf,
@@ -243,13 +254,19 @@ export class NativeChannel {
         w.writeZeros,
         crc,
         ahead ?? null,
+        decode?.decoder ?? null,
+        decode?.pages ?? null,
         timeoutMs,
-        (err, n, code, aheadGot, aheadCode, onFile, badPage) => {
+        (err, n, code, aheadGot, aheadCode, onFile, badPage, decoded, decodeCode, decodeMessage) => {
           if (err) return done(err);
           r.got = n;
           r.ahead = aheadGot;
           if (aheadCode < 0) this.aheadFailed = aheadCode;
-          if (code >= 0) return done(null);
+          if (code >= 0) {
+            if (n === buf.length && decode && decoded !== decode.pages.length)
+              r.refused = { decoded, code: decodeCode, message: decodeMessage };
+            return done(null);
+          }
           done(
             onFile
               ? nativeIoError(code, { on: 'file', op: 'write', ...(badPage >= 0 ? { badPage } : {}) })

@@ -5,6 +5,11 @@
  * computes its CRCs and writes its pages; only the CRCs come back. The file, the digest, the pages
  * recorded as written and the read pool must come out as on the old path, and the worker's failures
  * must reach the main thread with their class, channel, packet and stream offset.
+ *
+ * Without a compute pool, a method whose stream lives in the addon (libzstd's) decodes on the
+ * channel's own thread instead (Decoder.thread, SocketChannel.recvWrite with a decoder): read,
+ * decoded, digested and written in one operation there. The same outcomes hold, and its refusals
+ * are recv()'s for the same bytes.
  */
 import type { Test } from 'tap';
 import t from 'tap';
@@ -55,12 +60,20 @@ function page(seed: number): Uint8Array {
 async function rig(
   t: Test,
   methodName: string,
-  o: { blockSize?: number; fd?: number; inPlace?: boolean; posted?: (op: string, pool: ComputePool) => void } = {},
+  o: {
+    blockSize?: number;
+    fd?: number;
+    inPlace?: boolean;
+    posted?: (op: string, pool: ComputePool) => void;
+    pool?: boolean;
+    initial?: Packet[];
+  } = {},
 ) {
   const method = getMethod(methodName);
   const params = method.params({});
   const pool = new ComputePool(1);
   t.teardown(() => pool.close());
+  const compute = o.pool === false ? null : pool;
   const ops: string[] = [];
   const call = pool.call.bind(pool);
   pool.call = <T>(channel: number, msg: ToWorker): Promise<T> => {
@@ -107,18 +120,16 @@ async function rig(
     pageSize: PS,
     params,
     tally,
-    compute: pool,
+    compute,
     receivers,
     fail: (e) => failures.push({ e }),
   });
-  const { a, b } = await socketPair(t);
-  const nc = NativeChannel.attach(b, true)!;
-  new DataChannel(0, nc.channel, Buffer.concat(nc.buffered), decoder, newChannelCounters(0), host);
+  t.teardown(() => receivers.forEach((r) => r.cleanup()));
   const sender = method.sendSetup({ channel: 0, pageSize: PS, params, tally: new PathTally('send', false) });
   t.teardown(() => sender.cleanup());
   const out = new Uint8Array(method.maxPayload(PAGES, PS));
-  /** Sends `p`, its payload changed by `spoil` if given; returns the stream offset of the next packet. */
-  const send = async (p: Packet, spoil?: (payload: Buffer) => void): Promise<number> => {
+  /** `p` as it goes on the wire, its payload changed by `spoil` if given. */
+  const encode = async (p: Packet, spoil?: (payload: Buffer) => void): Promise<Buffer> => {
     const chunks = await sender.prepare(
       p.normal.map((n) => n.bytes),
       p.normal.length,
@@ -136,10 +147,34 @@ async function rig(
       ramblock: Buffer.from('ram0'),
       offsets: [...p.normal.map((n) => n.offset), ...p.zero],
     });
-    a.write(Buffer.concat([h, payload]));
-    return HS + payload.length;
+    return Buffer.concat([h, payload]);
   };
-  return { pool, block, output, failures, written, ops, send, reads, tally, pages: () => pagesDone };
+  // `o.initial`: packets whose bytes the channel already holds when its native reader starts (read by libuv first).
+  const initial: Buffer[] = [];
+  for (const p of o.initial ?? []) initial.push(await encode(p));
+  const { a, b } = await socketPair(t);
+  const nc = NativeChannel.attach(b, true)!;
+  new DataChannel(0, nc.channel, Buffer.concat([...initial, ...nc.buffered]), decoder, newChannelCounters(0), host);
+  /** Sends `p`, its payload changed by `spoil` if given; returns its length on the wire. */
+  const send = async (p: Packet, spoil?: (payload: Buffer) => void): Promise<number> => {
+    const bytes = await encode(p, spoil);
+    a.write(bytes);
+    return bytes.length;
+  };
+  return {
+    pool,
+    block,
+    output,
+    failures,
+    written,
+    ops,
+    send,
+    raw: (bytes: Uint8Array) => a.write(bytes),
+    reads,
+    tally,
+    pages: () => pagesDone,
+    decoder,
+  };
 }
 
 async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
@@ -260,3 +295,179 @@ t.test('the compute pool closed with a packet on its worker (a failed migration)
   t.match(r.failures[0]!.e, { code: 'ERR_WORKER' });
   t.equal(r.reads.inUse, 0, 'the payload buffer is back in the read pool');
 });
+
+const noLibzstd =
+  native.zstdVersion === null ? 'the addon was built without libzstd-dev: zstd decodes with zstd-napi, in recv() only' : false;
+
+/** Why `name`'s stream does not decode on a channel's thread in this build, or false. */
+const noThread = (name: string): string | false => {
+  const m = getMethod(name);
+  return m.threadDecodes?.(m.params({})) ? false : `${name} decodes only in recv() in this build`;
+};
+
+for (const name of ['zlib', 'zstd', 'lz4']) {
+  t.test(
+    `${name} without a compute pool: the channel thread decodes, digests and writes; the same file, digest and pages`,
+    { skip: noThread(name) },
+    async (t) => {
+      // The first packet's bytes are in the channel's hands before its native reader starts: decode() takes it,
+      // and the thread the ones after it, on the same stream, in order.
+      const first: Packet = { packetNum: 0n, normal: [0, 5].map((i) => ({ offset: i * PS, bytes: page(i + 1) })), zero: [1 * PS] };
+      const r = await rig(t, name, { pool: false, initial: [first] });
+      const thread = r.decoder.thread;
+      if (!thread) return t.fail('the decoder offers no thread decoder');
+      let onThread = 0;
+      const decoded = thread.decoded;
+      thread.decoded = (n) => {
+        onThread++;
+        decoded(n);
+      };
+      await until('the first packet is written', () => r.pages() === 3 || r.failures.length > 0);
+      const packets: Packet[] = [
+        first,
+        { packetNum: 1n, normal: [40, 41, 63].map((i) => ({ offset: i * PS, bytes: page(i + 1) })), zero: [62 * PS] },
+        // The same bytes as the first packet's: the stream's history is used, and must be kept in order.
+        { packetNum: 2n, normal: [10, 11].map((i) => ({ offset: i * PS, bytes: page(i - 9) })), zero: [] },
+        { packetNum: 3n, normal: Array.from({ length: 20 }, (_, i) => ({ offset: (20 + i) * PS, bytes: page(i + 100) })), zero: [] },
+      ];
+      for (const p of packets.slice(1)) await r.send(p);
+      const total = packets.reduce((n, p) => n + p.normal.length + p.zero.length, 0);
+      await until('every page is written', () => r.pages() === total || r.failures.length > 0);
+      t.same(r.failures, [], 'no failure');
+      const want = new Uint8Array(64 * PS);
+      const digest = new BlockDigest();
+      for (const p of packets) {
+        for (const n of p.normal) {
+          want.set(n.bytes, n.offset);
+          digest.add(n.offset / PS, native.crc32c(n.bytes));
+        }
+        for (const z of p.zero) digest.add(z / PS, ZERO_CRC);
+      }
+      t.ok(fs.readFileSync(r.output.writePath).equals(want), 'the file holds every page at its offset, zeros elsewhere');
+      t.equal(r.block.digest.hex(), digest.hex(), 'the digest has each page with its CRC');
+      t.same(
+        r.written.sort((x, y) => x - y),
+        packets.flatMap((p) => [...p.normal.map((n) => n.offset), ...p.zero]).sort((x, y) => x - y),
+        'every page is recorded as written',
+      );
+      t.equal(onThread, packets.length - 1, 'each packet after the first was decoded on the channel thread');
+      t.same(r.ops, [], 'no compute worker was asked for anything');
+      t.equal(r.reads.inUse, 0, 'every payload buffer and page room is back in the read pool');
+      const normal = packets.reduce((n, p) => n + p.normal.length, 0);
+      t.same(r.tally.counts.pages, { software: normal }, 'every normal page counted under the software path');
+    },
+  );
+}
+
+for (const [name, message] of [
+  ['zlib', /^zlib payload cannot be decoded: inflate returned /],
+  ['zstd', /^zstd payload cannot be decoded: decompressStream returned /],
+] as const) {
+  t.test(
+    `${name} on the channel thread: a payload that does not decode, named at its offset with the channel and packet; nothing written`,
+    { skip: noThread(name) },
+    async (t) => {
+      const r = await rig(t, name, { pool: false });
+      const first = await r.send({ packetNum: 0n, normal: [{ offset: 0, bytes: page(1) }], zero: [] });
+      await until('the first packet is written', () => r.pages() === 1 || r.failures.length > 0);
+      await r.send({ packetNum: 7n, normal: [{ offset: 2 * PS, bytes: page(2) }], zero: [] }, (p) => p.fill(0xff, 0, 8));
+      await until('the channel fails', () => r.failures.length > 0);
+      const f = r.failures[0]!;
+      t.ok(f.e instanceof ProtocolError, 'a ProtocolError');
+      t.match(f.e, {
+        code: 'ERR_PAYLOAD_CORRUPT',
+        channel: 0,
+        packetNum: 7n,
+        message,
+      });
+      t.equal(f.at, first + HS, "named at the payload's offset");
+      t.ok(
+        fs
+          .readFileSync(r.output.writePath)
+          .subarray(2 * PS, 3 * PS)
+          .equals(Buffer.alloc(PS)),
+        'nothing written',
+      );
+      t.same(r.written, [0], 'only the first packet is recorded as written');
+      await until('every buffer is back', () => r.reads.inUse === 0);
+      t.pass('every buffer is back in the read pool');
+    },
+  );
+}
+
+for (const [what, claimed, sent, message] of [
+  ['fewer', 2, 1, `packet size received ${PS}, size expected ${2 * PS}`],
+  ['more', 1, 2, `zstd payload cannot be decoded: packet decodes to more than ${PS} bytes`],
+] as const) {
+  t.test(
+    `zstd on the channel thread: a payload that decodes to ${what} bytes than its pages: ERR_PAYLOAD_SIZE`,
+    { skip: noLibzstd },
+    async (t) => {
+      const r = await rig(t, 'zstd', { pool: false });
+      // A stream of its own, whose packet holds `sent` pages under a header that claims `claimed`.
+      const method = getMethod('zstd');
+      const other = method.sendSetup({ channel: 0, pageSize: PS, params: method.params({}), tally: new PathTally('send', false) });
+      t.teardown(() => other.cleanup());
+      const chunks = await other.prepare(
+        Array.from({ length: sent }, (_, i) => page(i + 1)),
+        sent,
+        new Uint8Array(method.maxPayload(PAGES, PS)),
+      );
+      const payload = Buffer.concat(chunks.map((c) => Buffer.from(c)));
+      const h = encodePacketHeader(new Uint8Array(HS), HS, {
+        flags: method.flag,
+        pagesAlloc: PAGES,
+        normalPages: claimed,
+        zeroPages: 0,
+        nextPacketSize: payload.length,
+        packetNum: 5n,
+        ramblock: Buffer.from('ram0'),
+        offsets: Array.from({ length: claimed }, (_, i) => i * PS),
+      });
+      r.raw(Buffer.concat([h, payload]));
+      await until('the channel fails', () => r.failures.length > 0);
+      const f = r.failures[0]!;
+      t.ok(f.e instanceof ProtocolError, 'a ProtocolError');
+      t.match(f.e, { code: 'ERR_PAYLOAD_SIZE', channel: 0, packetNum: 5n, message });
+      t.equal(f.at, HS, "named at the payload's offset");
+      t.same(r.written, [], 'nothing recorded as written');
+      t.ok(fs.readFileSync(r.output.writePath).equals(Buffer.alloc(64 * PS)), 'nothing written');
+    },
+  );
+}
+
+for (const [what, spoil] of [
+  ['its length prefix changed', (p: Buffer) => p.writeUInt32LE(p.readUInt32LE(0) + 1, 0)],
+  ['its block cut short', (p: Buffer) => p.fill(0, p.length - 16)],
+  ['its block garbled', (p: Buffer) => p.fill(0xff, 4)],
+] as const) {
+  t.test(
+    `lz4 on the channel thread, a payload with ${what}: the error recv() gives for the same bytes`,
+    { skip: noThread('lz4') },
+    async (t) => {
+      const r = await rig(t, 'lz4', { pool: false });
+      const p: Packet = { packetNum: 9n, normal: [2, 3].map((i) => ({ offset: i * PS, bytes: page(i) })), zero: [] };
+      let payload: Buffer | null = null;
+      await r.send(p, (b) => {
+        spoil(b);
+        payload = Buffer.from(b);
+      });
+      await until('the channel fails', () => r.failures.length > 0);
+      const method = getMethod('lz4');
+      const recv = method.recvSetup({ channel: 0, pageSize: PS, params: method.params({}), tally: new PathTally('recv', false) });
+      let expected: unknown = null;
+      try {
+        await recv.recv([payload!], 2, 9n);
+      } catch (e) {
+        expected = e;
+      }
+      t.ok(expected instanceof ProtocolError, `recv() refuses it: ${String(expected)}`);
+      const f = r.failures[0]!;
+      t.ok(f.e instanceof ProtocolError, 'so does the thread');
+      const { code, message, channel, packetNum } = expected as ProtocolError;
+      t.match(f.e, { code, message, channel, packetNum }, 'with the same code, message, channel and packet');
+      t.equal(f.at, HS, "named at the payload's offset");
+      t.same(r.written, [], 'nothing recorded as written');
+    },
+  );
+}

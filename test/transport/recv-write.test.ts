@@ -118,3 +118,101 @@ t.test('a buffer that is not the pages is refused before anything is read', asyn
   await t.rejects(rx.recvWrite(Buffer.alloc(PS - 1), w, new Uint32Array(1), 5000), RangeError);
   await t.rejects(rx.recvWrite(Buffer.alloc(PS), { ...w, normal: 2 }, new Uint32Array(2), 5000), RangeError);
 });
+
+const noLibzstd = native.zstdVersion === null ? 'the addon was built without libzstd-dev (no ZstdStream)' : false;
+
+/** `pages` as one packet of a fresh zstd stream (ZstdStream, level 1). */
+function zstdPacket(pages: Uint8Array): Buffer {
+  const z = new native.ZstdStream!(false, 1, 0);
+  const out = Buffer.alloc(pages.length + 1024);
+  const n = z.compress([pages], out);
+  z.close();
+  return out.subarray(0, n);
+}
+
+t.test(
+  "with a stream's decoder: the payload is decoded into the pages' room, then written and digested; the stream closed meanwhile is still whole",
+  { skip: noLibzstd },
+  async (t) => {
+    const { a, rx } = await channel(t);
+    const size = 8 * PS;
+    const { fd, file } = output(t, size, 0xee);
+    const pages = Buffer.concat([randomBytes(PS), Buffer.alloc(PS, 7)]);
+    const payload = zstdPacket(pages);
+    const z = new native.ZstdStream!(true, 0, 27);
+    const decoder = z.decoder();
+    // The JS object lets its stream go; the operation that runs the decoder keeps it.
+    z.close();
+    a.write(payload);
+    const w: PageWriteTo = {
+      fd,
+      pageSize: PS,
+      offsets: new Float64Array([3 * PS, 0]),
+      normal: 2,
+      zero: 0,
+      blockSize: size,
+      writeZeros: false,
+    };
+    const crc = new Uint32Array(2);
+    const room = Buffer.alloc(2 * PS);
+    const r = await rx.recvWrite(Buffer.alloc(payload.length), w, crc, 5000, undefined, { decoder, pages: room });
+    t.same(r, { got: payload.length, ahead: 0 }, 'the whole payload read, nothing refused');
+    const got = fs.readFileSync(file);
+    t.ok(
+      got.subarray(3 * PS, 4 * PS).equals(pages.subarray(0, PS)) && got.subarray(0, PS).equals(pages.subarray(PS)),
+      'the decoded pages at their offsets',
+    );
+    t.ok(got.subarray(PS, 3 * PS).equals(Buffer.alloc(2 * PS, 0xee)), 'nothing else written');
+    t.same(Array.from(crc), [native.crc32c(pages.subarray(0, PS)), native.crc32c(pages.subarray(PS))], 'their CRCs');
+  },
+);
+
+t.test(
+  "with a stream's decoder: a payload it refuses is written nowhere and comes back with the decoder's reason",
+  { skip: noLibzstd },
+  async (t) => {
+    const { a, rx } = await channel(t);
+    const { fd, file } = output(t, 4 * PS, 0xee);
+    const decoder = new native.ZstdStream!(true, 0, 27).decoder();
+    const w: PageWriteTo = {
+      fd,
+      pageSize: PS,
+      offsets: new Float64Array([0, PS]),
+      normal: 2,
+      zero: 0,
+      blockSize: 4 * PS,
+      writeZeros: false,
+    };
+    // One page where the header says two: decoded to half the room.
+    const short = zstdPacket(randomBytes(PS));
+    a.write(short);
+    const r1 = await rx.recvWrite(Buffer.alloc(short.length), w, new Uint32Array(2), 5000, undefined, {
+      decoder,
+      pages: Buffer.alloc(2 * PS),
+    });
+    t.same(r1, { got: short.length, ahead: 0, refused: { decoded: PS, code: null, message: '' } }, 'decoded to fewer bytes than the pages');
+    const junk = Buffer.alloc(64, 0xff);
+    a.write(junk);
+    const d2 = new native.ZstdStream!(true, 0, 27).decoder();
+    const r2 = await rx.recvWrite(junk, w, new Uint32Array(2), 5000, undefined, { decoder: d2, pages: Buffer.alloc(2 * PS) });
+    t.match(r2, { got: 64, refused: { decoded: -1, code: 'ERR_PAYLOAD_CORRUPT', message: /^decompressStream returned / } }, 'not zstd');
+    t.ok(fs.readFileSync(file).equals(Buffer.alloc(4 * PS, 0xee)), 'the file as it was');
+  },
+);
+
+t.test("a decoder that is not a stream's, or a room that is not the pages, is refused before anything is read", async (t) => {
+  const { rx } = await channel(t);
+  const w: PageWriteTo = { fd: 0, pageSize: PS, offsets: new Float64Array([0]), normal: 1, zero: 0, blockSize: PS, writeZeros: false };
+  const fake = {} as unknown as import('../../src/native/binding.js').DecoderHandle;
+  await t.rejects(
+    rx.recvWrite(Buffer.alloc(10), w, new Uint32Array(1), 5000, undefined, { decoder: fake, pages: Buffer.alloc(PS) }),
+    TypeError,
+  );
+  if (native.ZstdStream) {
+    const decoder = new native.ZstdStream(true, 0, 27).decoder();
+    await t.rejects(
+      rx.recvWrite(Buffer.alloc(10), w, new Uint32Array(1), 5000, undefined, { decoder, pages: Buffer.alloc(PS - 1) }),
+      RangeError,
+    );
+  }
+});

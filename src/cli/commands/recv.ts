@@ -107,9 +107,10 @@ export function recvCommand(ctx: CommandContext): Command {
     .addOption(new Option('--fsync', 'flush each output to disk before it takes its final name (slower; like rsync --fsync)'))
     .addOption(channelsOption)
     .addOption(
-      new Option('--threads <n>', 'compute worker threads for decompression (default: min(channels, cores))').argParser(
-        intInRange('--threads', 1, 256),
-      ),
+      new Option(
+        '--threads <n>',
+        "compute worker threads for decompression where a channel's own thread cannot decode: qpl, qatzip, zstd-napi and lz4-napi, TLS channels, --dump-streams (default: min(channels, cores))",
+      ).argParser(intInRange('--threads', 1, 256)),
     )
     .addOption(new Option('--dump-streams <dir>', "also save each multifd channel's raw bytes to DIR/channel-N.bin (for mfd inspect)"))
     .addOption(
