@@ -182,6 +182,26 @@ async function until(what: string, cond: () => boolean, ms = 20_000): Promise<vo
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
 }
 
+/** The rig's file, digest and pages recorded as written are those of `packets`, zeros elsewhere. */
+function landed(t: Test, r: Awaited<ReturnType<typeof rig>>, packets: Packet[]): void {
+  const want = new Uint8Array(64 * PS);
+  const digest = new BlockDigest();
+  for (const p of packets) {
+    for (const n of p.normal) {
+      want.set(n.bytes, n.offset);
+      digest.add(n.offset / PS, native.crc32c(n.bytes));
+    }
+    for (const z of p.zero) digest.add(z / PS, ZERO_CRC);
+  }
+  t.ok(fs.readFileSync(r.output.writePath).equals(want), 'the file holds every page at its offset, zeros elsewhere');
+  t.equal(r.block.digest.hex(), digest.hex(), 'the digest has each page with its CRC');
+  t.same(
+    r.written.sort((x, y) => x - y),
+    packets.flatMap((p) => [...p.normal.map((n) => n.offset), ...p.zero]).sort((x, y) => x - y),
+    'every page is recorded as written',
+  );
+}
+
 for (const name of ['zstd', 'zlib', 'lz4']) {
   t.test(`${name}: the worker decodes, digests and writes; the file, digest and written pages are right`, async (t) => {
     const r = await rig(t, name);
@@ -199,22 +219,7 @@ for (const name of ['zstd', 'zlib', 'lz4']) {
     const total = packets.reduce((n, p) => n + p.normal.length + p.zero.length, 0);
     await until('every page is written', () => r.pages() === total || r.failures.length > 0);
     t.same(r.failures, [], 'no failure');
-    const want = new Uint8Array(64 * PS);
-    const digest = new BlockDigest();
-    for (const p of packets) {
-      for (const n of p.normal) {
-        want.set(n.bytes, n.offset);
-        digest.add(n.offset / PS, native.crc32c(n.bytes));
-      }
-      for (const z of p.zero) digest.add(z / PS, ZERO_CRC);
-    }
-    t.ok(fs.readFileSync(r.output.writePath).equals(want), 'the file holds every page at its offset, zeros elsewhere');
-    t.equal(r.block.digest.hex(), digest.hex(), 'the digest has each page with its CRC');
-    t.same(
-      r.written.sort((x, y) => x - y),
-      packets.flatMap((p) => [...p.normal.map((n) => n.offset), ...p.zero]).sort((x, y) => x - y),
-      'every page is recorded as written',
-    );
+    landed(t, r, packets);
     t.equal(r.ops.filter((op) => op === 'decode-write').length, packets.length, 'each packet went to the worker once, to decode and write');
     t.notOk(r.ops.includes('decode'), 'no decoded pages came back');
     t.equal(r.reads.inUse, 0, 'every payload buffer is back in the read pool');
@@ -334,22 +339,7 @@ for (const name of ['zlib', 'zstd', 'lz4']) {
       const total = packets.reduce((n, p) => n + p.normal.length + p.zero.length, 0);
       await until('every page is written', () => r.pages() === total || r.failures.length > 0);
       t.same(r.failures, [], 'no failure');
-      const want = new Uint8Array(64 * PS);
-      const digest = new BlockDigest();
-      for (const p of packets) {
-        for (const n of p.normal) {
-          want.set(n.bytes, n.offset);
-          digest.add(n.offset / PS, native.crc32c(n.bytes));
-        }
-        for (const z of p.zero) digest.add(z / PS, ZERO_CRC);
-      }
-      t.ok(fs.readFileSync(r.output.writePath).equals(want), 'the file holds every page at its offset, zeros elsewhere');
-      t.equal(r.block.digest.hex(), digest.hex(), 'the digest has each page with its CRC');
-      t.same(
-        r.written.sort((x, y) => x - y),
-        packets.flatMap((p) => [...p.normal.map((n) => n.offset), ...p.zero]).sort((x, y) => x - y),
-        'every page is recorded as written',
-      );
+      landed(t, r, packets);
       t.equal(onThread, packets.length - 1, 'each packet after the first was decoded on the channel thread');
       t.same(r.ops, [], 'no compute worker was asked for anything');
       t.equal(r.reads.inUse, 0, 'every payload buffer and page room is back in the read pool');
