@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "common.h"
 #include "spans.h"
 
 namespace mfd {
@@ -36,6 +37,19 @@ class PacketDecoder {
 };
 
 using DecoderRef = std::shared_ptr<PacketDecoder>;
+
+// A stream's decompress() for JS (a compute worker's): the bytes `d` decoded into `out`, or, for a
+// payload it refused, the failure thrown with its code.
+inline Napi::Value DecodeForJs(Napi::Env env, PacketDecoder& d, const ByteSpans& pieces,
+                               Napi::Uint8Array out) {
+  DecodeFailure why;
+  const int64_t got = d.Decode(pieces, out.Data(), out.ByteLength(), &why);
+  if (got < 0) {
+    ThrowCode(env, why.code, why.message);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(got));
+}
 
 namespace decoder_handle {
 // Marks the External that carries a DecoderRef, so no other External passes for one.

@@ -406,13 +406,7 @@ class ZlibStream : public Napi::ObjectWrap<ZlibStream> {
     ByteSpans pieces;
     if (!RequireByteList(info, 0, "pieces", &pieces)) return info.Env().Undefined();
     auto out = info[1].As<Napi::Uint8Array>();
-    DecodeFailure why;
-    const int64_t got = inflater_->Decode(pieces, out.Data(), out.ByteLength(), &why);
-    if (got < 0) {
-      ThrowCode(info.Env(), why.code, why.message);
-      return info.Env().Undefined();
-    }
-    return Napi::Number::New(info.Env(), static_cast<double>(got));
+    return DecodeForJs(info.Env(), *inflater_, pieces, out);
   }
 
   /* decoder() -> the handle recvWrite takes to inflate this stream's payloads on a channel's thread

@@ -190,13 +190,7 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
       return env.Undefined();
     }
     auto out = info[1].As<Napi::Uint8Array>();
-    DecodeFailure why;
-    const int64_t got = d_->Decode(pieces, out.Data(), out.ByteLength(), &why);
-    if (got < 0) {
-      ThrowCode(env, why.code, why.message);
-      return env.Undefined();
-    }
-    return Napi::Number::New(env, static_cast<double>(got));
+    return DecodeForJs(env, *d_, pieces, out);
   }
 
   /* decoder() -> the handle recvWrite takes to decode this stream's payloads on a channel's thread
