@@ -104,7 +104,7 @@ async function handle(m: ToWorker): Promise<unknown> {
       const views = sharedSlabViews(m.slab, m.pagesPerPacket);
       const { zero, crc, out } = views;
       const list = m.listed ? views.list.subarray(0, m.pages) : undefined;
-      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, list);
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, list, s.scanner.skipsHoles);
       try {
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The pages are the worker's own copy (read, not mapped), so a method may read them in user space.

@@ -8,8 +8,10 @@
  *   scratch buffer the caller provides on demand.
  * - `read`: every packet is read with pread into the caller's scratch buffer,
  *   on the libuv pool from the main thread, or on a compute worker's own
- *   thread (forWorker). Pages in holes are read too (as zeros: on tmpfs that is the kernel's
- *   memset, and every zero-page backend may then look at them).
+ *   thread (forWorker). Pages in holes are read too (as zeros), unless the zero-page scanner
+ *   never looks at them (ZeroPageScanner.skipsHoles, the CPU scan): then only the data is read,
+ *   which on a guest's mostly sparse RAM file saves most of the copying (README, "Threads and
+ *   copies").
  *
  * Which is cheaper depends on the host: the mapping's cost is per page-table entry and a read is
  * one copy. On one VM mapping a tmpfs file cost about five times reading it; on another, with the
@@ -189,9 +191,19 @@ export class ImageSource {
 
   /**
    * The `count` pages at `offset` (offsets are handed out in increasing
-   * order). Past the end of the file the last page is zero-padded.
+   * order). Past the end of the file the last page is zero-padded. With
+   * `skipHoles` (the scanner never reads a page in a hole: ZeroPageScanner.skipsHoles),
+   * a read leaves the pages flagged in `holes` unread: their bytes in the
+   * buffer are whatever it held, and only the file's data is copied.
    */
-  async load(offset: number, count: number, pageSize: number, scratch: () => Uint8Array, list?: Uint32Array): Promise<LoadedPages> {
+  async load(
+    offset: number,
+    count: number,
+    pageSize: number,
+    scratch: () => Uint8Array,
+    list?: Uint32Array,
+    skipHoles = false,
+  ): Promise<LoadedPages> {
     if (list) return this.gather(list, pageSize, scratch());
     if (this.how === 'probe') this.probe();
     const length = count * pageSize;
@@ -200,11 +212,28 @@ export class ImageSource {
       const mapped = this.mapped(offset, length);
       if (mapped) return { ...mapped, holes };
     }
-    const bytes = Math.min(length, this.size - offset);
     const slab = scratch();
-    await this.read(slab, offset, bytes);
-    if (bytes < length) slab.fill(0, bytes, length);
+    if (holes && skipHoles) {
+      // Each run of pages outside the holes, one read each (holes flag whole pages inside the file only).
+      for (let i = 0; i < count;) {
+        if (holes[i]) {
+          i++;
+          continue;
+        }
+        let end = i + 1;
+        while (end < count && !holes[end]) end++;
+        await this.readPadded(slab, offset, i * pageSize, end * pageSize);
+        i = end;
+      }
+    } else await this.readPadded(slab, offset, 0, length);
     return { pages: slab.subarray(0, length), holes, release: NO_RELEASE };
+  }
+
+  /** Bytes [from, to) of the packet at `offset` into the same bytes of `slab`, zero past the end of the file. */
+  private async readPadded(slab: Uint8Array, offset: number, from: number, to: number): Promise<void> {
+    const bytes = Math.max(0, Math.min(to, this.size - offset) - from);
+    if (bytes > 0) await this.read(slab.subarray(from, from + bytes), offset + from, bytes);
+    if (from + bytes < to) slab.fill(0, from + bytes, to);
   }
 
   /**

@@ -427,7 +427,7 @@ export class SendPipeline {
   private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const ps = this.opts.pageSize;
     const src = job.block.source;
-    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list);
+    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list, ch.scanner!.skipsHoles);
     let zeros: number;
     try {
       zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc, holes);

@@ -12,6 +12,7 @@ export const cpu: ZeroPageDetector = {
   hardware: false,
   check: () => cpuPath(),
   open: ({ tally, onWorker }) => ({
+    skipsHoles: true,
     async analyse(pages, pageSize, count, zeroOut, crcOut, holes) {
       const zeros = onWorker
         ? analysePagesHere(pages, pageSize, count, zeroOut, crcOut, holes ?? null)

@@ -33,6 +33,12 @@ export interface ScannerOptions extends DetectorOptions {
 
 export interface ZeroPageScanner {
   /**
+   * True when analyse() never reads a page flagged in `holes` (it takes it as zero): the image
+   * source may then leave those pages of the buffer unread (ImageSource.load's skipHoles), since
+   * a zero page's bytes go nowhere else (a method's prepare() gets the normal pages only).
+   */
+  readonly skipsHoles?: boolean;
+  /**
    * Analyses `count` pages of `pages` (count x pageSize bytes, possibly a
    * mapping of the image): sets zeroOut[i] to 1 for each zero page (all 0 when
    * this backend does not detect) and crcOut[i] to page i's CRC-32C. Resolves

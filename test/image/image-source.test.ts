@@ -130,6 +130,48 @@ t.test('holes: none asked for inside a span found all data, found again past it'
   t.equal(after.holes, null, 'pages 32..35: data again');
 });
 
+t.test('skipHoles: only the data is read, the pages in holes left as the buffer held them; without it they read as zeros', async (t) => {
+  // Data [0, 16 KiB), a hole [16, 48 KiB), data [48, 56 KiB), a hole to 64 KiB, then 100 bytes of data: a partial last page.
+  const file = path.join(tmpdir(t), 'sparse.ram');
+  const fd = fs.openSync(file, 'w');
+  fs.ftruncateSync(fd, 64 * 1024 + 100);
+  fs.writeSync(fd, Buffer.alloc(16 * 1024, 1), 0, 16 * 1024, 0);
+  fs.writeSync(fd, Buffer.alloc(8 * 1024, 2), 0, 8 * 1024, 48 * 1024);
+  fs.writeSync(fd, Buffer.alloc(100, 3), 0, 100, 64 * 1024);
+  fs.closeSync(fd);
+  const wfd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(wfd));
+  const sources = [
+    ['the main thread', await ImageSource.open({ name: 'sparse.ram', path: file }, 'read')],
+    ['a compute worker', ImageSource.forWorker(wfd, file, 64 * 1024 + 100)],
+  ] as const;
+  t.teardown(() => sources[0][1].close());
+  for (const [who, src] of sources) {
+    const slab = new Uint8Array(18 * PS).fill(0xee);
+    const { pages, holes } = await src.load(0, 18, PS, () => slab, undefined, true);
+    if (!holes) return void t.skip('no SEEK_HOLE on this file system', () => {});
+    const expected = [1, 1, 1, 1, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 2, 2, 0xee, 0xee, 3, 0];
+    t.same([...holes], [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0], `${who}: the holes found (whole pages inside the file)`);
+    t.same(
+      expected.map((_, i) => pages[i * PS + PS - 1]),
+      [1, 1, 1, 1, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 2, 2, 0xee, 0xee, 0, 0],
+      `${who}: each page's last byte: data read, holes untouched, the partial page padded, the page past the end zeros`,
+    );
+    t.same(
+      expected.map((_, i) => pages[i * PS]),
+      expected,
+      `${who}: each page's first byte`,
+    );
+    slab.fill(0xee);
+    const full = await src.load(0, 18, PS, () => slab);
+    t.same(
+      expected.map((_, i) => full.pages[i * PS]),
+      expected.map((x) => (x === 0xee ? 0 : x)),
+      `${who}: without skipHoles, the holes read as zeros`,
+    );
+  }
+});
+
 t.test("a compute worker's source reads every packet into its scratch, never a mapping; a shrunk file is ERR_IMAGE_SHRANK", async (t) => {
   const file = image(t, 40, 100);
   const fd = fs.openSync(file, 'r+');
