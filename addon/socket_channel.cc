@@ -24,6 +24,15 @@
 //     arrived is read into it too, up to its length, without waiting
 //     (aheadGot bytes; aheadCode -errno if that read failed): the receiver's
 //     next header comes with the payload before it, one operation a packet.
+//   ch.recvHeaders(buf, have, headerSize, sizeAt, timeoutMs, cb(err, got, code))
+//     A packet header into buf[0, headerSize) (buf[0, have) already filled),
+//     waiting for it as recv does; then, without waiting, the headers of
+//     packets with no payload after it: while the last header read announces
+//     none (its big-endian u32 at sizeAt, next_packet_size, is 0) and buf has
+//     room for another, the next header is taken when the whole of it has
+//     arrived (MSG_PEEK first: a header begun is never taken in part). `got`
+//     is headerSize times the headers read, or, below headerSize, as recv's.
+//     A run of zero-page packets is one operation, not one each.
 //   ch.recvWrite(buf, fd, pageSize, offsets, normal, zero, blockSize, writeZeros,
 //                crc, ahead, decoder, pages, timeoutMs,
 //                cb(err, got, code, aheadGot, aheadCode, onFile, badPage,
@@ -110,6 +119,8 @@ struct Op {
   size_t ahead_cap = 0, ahead_got = 0;
   int64_t ahead_code = 0;
   int timeout_ms = -1;
+  // recvHeaders: the header size (0: a plain recv) and where next_packet_size lies in one
+  size_t unit = 0, size_at = 0;
   // recvWrite: the write of the pages read into buf (its pages are set on the thread)
   std::unique_ptr<WritePacketJob> write;
   bool on_file = false;
@@ -234,6 +245,56 @@ void ReadAhead(int fd, Op* op) {
   if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) op->ahead_code = -errno;
 }
 
+uint32_t LoadBigEndian32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+// recvHeaders: the first header, waited for; then whole headers that have arrived, while the last
+// one read announces no payload (so that what follows it is a header too).
+void RunRecvHeaders(int fd, Op* op, const std::atomic<bool>& stop) {
+  const size_t room = op->cap;
+  op->cap = op->unit;
+  RunRecv(fd, op, stop);
+  op->cap = room;
+  if (op->code < 0 || op->amount < op->unit) return;
+  size_t end = op->unit;
+  while (end + op->unit <= room && LoadBigEndian32(op->buf + end - op->unit + op->size_at) == 0) {
+    ssize_t r;
+    do {
+      r = recv(fd, op->buf + end, room - end, MSG_PEEK | MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) break;  // nothing more yet, the end, or a failure: the next read's to report
+    size_t take = 0;
+    const size_t arrived = static_cast<size_t>(r);
+    while (take + op->unit <= arrived) {
+      take += op->unit;
+      if (LoadBigEndian32(op->buf + end + take - op->unit + op->size_at) != 0) break;
+    }
+    if (take == 0) break;
+    // Peeked, so all there: one reader, so the read takes exactly those bytes.
+    size_t got = 0;
+    while (got < take) {
+      const ssize_t n = recv(fd, op->buf + end + got, take - got, MSG_DONTWAIT);
+      if (n > 0) {
+        got += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;
+      }
+    }
+    end += got;
+    if (got < take) {
+      // Not there after all: keep the whole headers read, and fail what was left of the last
+      // (no peer can make this happen: it would be a kernel's broken MSG_PEEK).
+      op->code = -EPROTO;
+      end -= got % op->unit;
+      break;
+    }
+  }
+  op->amount = end;
+}
+
 // recvWrite: the payload into buf, then its pages digested and written.
 void RunRecvWrite(int fd, Op* op, const std::atomic<bool>& stop) {
   RunRecv(fd, op, stop);
@@ -337,6 +398,8 @@ void ThreadMain(std::shared_ptr<Shared> s) {
       RunSend(s->fd, op, s->stop);
     } else if (op->kind == Op::kRecvWrite) {
       RunRecvWrite(s->fd, op, s->stop);
+    } else if (op->unit > 0) {
+      RunRecvHeaders(s->fd, op, s->stop);
     } else {
       RunRecv(s->fd, op, s->stop);
       ReadAhead(s->fd, op);
@@ -364,6 +427,7 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     return DefineClass(
         env, "SocketChannel",
         {InstanceMethod<&SocketChannel::Send>("send"), InstanceMethod<&SocketChannel::Recv>("recv"),
+         InstanceMethod<&SocketChannel::RecvHeaders>("recvHeaders"),
          InstanceMethod<&SocketChannel::RecvWrite>("recvWrite"),
          InstanceMethod<&SocketChannel::Shutdown>("shutdown"),
          InstanceMethod<&SocketChannel::Close>("close"), InstanceMethod<&SocketChannel::Id>("id"),
@@ -496,6 +560,34 @@ class SocketChannel : public Napi::ObjectWrap<SocketChannel> {
     op->timeout_ms = TimeoutArg(info, 3);
     op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
     Submit(info, op, 4);
+    return info.Env().Undefined();
+  }
+
+  // recvHeaders(buf, have, headerSize, sizeAt, timeoutMs, cb)
+  Napi::Value RecvHeaders(const Napi::CallbackInfo& info) {
+    auto* op = new Op(Op::kRecv);
+    if (!RequireArgs(info, 6) || !RequireBytes(info, 0, "buf") ||
+        !RequireSize(info, 1, "have", &op->have) ||
+        !RequireSize(info, 2, "headerSize", &op->unit) ||
+        !RequireSize(info, 3, "sizeAt", &op->size_at) || !info[4].IsNumber() ||
+        !RequireFunction(info, 5)) {
+      delete op;
+      return info.Env().Undefined();
+    }
+    auto buf = info[0].As<Napi::Uint8Array>();
+    op->buf = buf.Data();
+    op->cap = buf.ByteLength();
+    if (op->unit == 0 || op->unit > op->cap || op->have > op->unit || op->size_at + 4 > op->unit) {
+      delete op;
+      Napi::RangeError::New(info.Env(),
+                            "SocketChannel.recvHeaders: need 0 < headerSize <= buf's length, have "
+                            "<= headerSize and sizeAt + 4 <= headerSize")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    op->timeout_ms = TimeoutArg(info, 4);
+    op->pinned.push_back(Napi::Persistent(buf.As<Napi::Object>()));
+    Submit(info, op, 5);
     return info.Env().Undefined();
   }
 

@@ -70,6 +70,20 @@ export interface SocketChannel {
     cb: (err: Error | null, got: number, code: number, aheadGot: number, aheadCode: number) => void,
   ): void;
   /**
+   * A header into buf[0, headerSize) (buf[0, have) already there), waited for as recv() waits; then, without
+   * waiting, each next header that has wholly arrived, while the last one read announces no payload (its
+   * big-endian u32 at sizeAt is 0) and buf has room. `got`: headerSize times the headers read, or, below
+   * headerSize, as recv()'s (the stream ended, or code < 0).
+   */
+  recvHeaders(
+    buf: Uint8Array,
+    have: number,
+    headerSize: number,
+    sizeAt: number,
+    timeoutMs: number,
+    cb: (err: Error | null, got: number, code: number) => void,
+  ): void;
+  /**
    * A packet's payload read into all of buf, then its `normal` pages digested into crc and written to fd at
    * the offsets as writePacket does (zero pages after the normal ones, written when writeZeros), on the
    * channel's thread in the same operation. Without a decoder (null) the payload is the pages as they are

@@ -56,8 +56,18 @@ export interface RecvWriteResult {
   refused?: { decoded: number; code: string | null; message: string };
 }
 
+/**
+ * A packet of at most this many bytes (a header-only packet: a run of zero pages, a SYNC) goes out from
+ * the calling thread when the socket takes it at once, as a worker's does (socketChannelSend): a hop to
+ * the channel's thread and back would cost more than the copy.
+ */
+const SEND_HERE_BYTES = 16 * 1024;
+
 export class NativeChannel {
   private pending = 0;
+  /** socketChannelSend's answer ([code, left]) for a send from this thread. */
+  private readonly sentHere = new Float64Array(2);
+  private channelId = 0;
   private readonly relays = new Map<number, Relay>();
   private nextToken = 1;
   /** Held here: the addon keeps only a weak reference to it. */
@@ -87,7 +97,7 @@ export class NativeChannel {
 
   /** The channel's number for native.socketChannelSend on another thread. */
   get id(): number {
-    return this.ch.id();
+    return (this.channelId ||= this.ch.id());
   }
 
   /**
@@ -96,6 +106,11 @@ export class NativeChannel {
    * destroyed under it. Returns the token.
    */
   expectRelay(pieces: Uint8Array[]): number {
+    return this.pin(pieces);
+  }
+
+  /** A send by socketChannelSend, from another thread or this one: its pieces pinned until it is done; its token. */
+  private pin(pieces: Uint8Array[]): number {
     const token = this.nextToken++;
     this.pending++;
     this.ch.hold();
@@ -177,9 +192,18 @@ export class NativeChannel {
 
   /**
    * Sends the pieces in order; rejects with a NativeIoError (errno name, or ESTALLED: the peer took
-   * nothing for timeoutMs) whose `moved` of `asked` bytes were sent.
+   * nothing for timeoutMs) whose `moved` of `asked` bytes were sent. Up to SEND_HERE_BYTES go out from
+   * this thread when nothing is queued and the socket takes them at once; else the channel's thread sends.
    */
   send(pieces: Uint8Array[], timeoutMs: number): Promise<void> {
+    let bytes = 0;
+    for (const p of pieces) bytes += p.length;
+    if (bytes <= SEND_HERE_BYTES && !this.closed) {
+      // From this thread when nothing is queued before it and the socket takes it, else queued behind.
+      const token = this.pin(pieces);
+      native.socketChannelSend(this.id, pieces, timeoutMs, token, this.sentHere);
+      return this.relayed(token, this.sentHere[0]!, this.sentHere[1]!);
+    }
     return this.op('write', (done) =>
       this.ch.send(pieces, timeoutMs, (err, code, left) => {
         if (err) return done(err);
@@ -216,6 +240,29 @@ export class NativeChannel {
         done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
       }),
     ).then(() => r);
+  }
+
+  /**
+   * A packet header into buf[0, headerSize) after its first `have` bytes, waiting for it as recv() does;
+   * then, without waiting, the headers that have wholly arrived after it, as long as the last one read
+   * announces no payload (its u32 at `sizeAt`, next_packet_size, is 0) and buf has room: a run of
+   * zero-page packets comes in one operation. Resolves to the bytes in buf: headerSize times the headers,
+   * or fewer than headerSize when the peer ended the stream. Rejects as recv().
+   */
+  recvHeaders(buf: Uint8Array, have: number, headerSize: number, sizeAt: number, timeoutMs: number): Promise<number> {
+    const failed = this.aheadFailed;
+    if (failed) {
+      this.aheadFailed = null;
+      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: have }));
+    }
+    let got = have;
+    return this.op('read', (done) =>
+      this.ch.recvHeaders(buf, have, headerSize, sizeAt, timeoutMs, (err, n, code) => {
+        if (err) return done(err);
+        got = n;
+        done(code < 0 ? nativeIoError(code, { on: 'socket', op: 'read', moved: n }) : null);
+      }),
+    ).then(() => got);
   }
 
   /**

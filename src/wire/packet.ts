@@ -118,7 +118,7 @@ export function encodePagesHeader(out: Uint8Array, headerSize: number, p: PagesP
 }
 
 /** Byte offset of next_packet_size in the packet header (a big-endian u32). */
-const NEXT_PACKET_SIZE_OFFSET = 20;
+export const NEXT_PACKET_SIZE_OFFSET = 20;
 /** Byte offset of flags in every packet kind's common 12 bytes (a big-endian u32). */
 export const PACKET_FLAGS_OFFSET = 8;
 

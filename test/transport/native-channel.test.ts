@@ -75,6 +75,80 @@ t.test('the next header, as far as it has arrived, comes with the payload before
   );
 });
 
+t.test('recvHeaders: a run of headers without payload in one read, up to the first that announces one', async (t) => {
+  const { a, b, close } = await socketPair(t);
+  t.teardown(close);
+  const rx = NativeChannel.attach(b, true)!.channel;
+  const zeros = [packet(Buffer.alloc(0)), packet(Buffer.alloc(0)), packet(Buffer.alloc(0))];
+  const withPayload = packet(randomBytes(100));
+  const after = packet(Buffer.alloc(0));
+  a.write(Buffer.concat([...zeros, withPayload, after]));
+  await new Promise((r) => setTimeout(r, 100));
+  const batch = Buffer.alloc(8 * HS);
+  const got = await rx.recvHeaders(batch, 0, HS, SIZE_AT, 5000);
+  t.equal(got, 4 * HS, 'three headers without payload and the one with, no more');
+  t.same(batch.subarray(0, 4 * HS), Buffer.concat([...zeros, withPayload.subarray(0, HS)]));
+  const payload = Buffer.alloc(100);
+  t.equal((await rx.recv(payload, 0, 5000)).got, 100, 'the payload is still in the socket, whole');
+  t.same(payload, withPayload.subarray(HS));
+  t.equal(await rx.recvHeaders(batch, 0, HS, SIZE_AT, 5000), HS, 'then the last header');
+  t.same(batch.subarray(0, HS), after);
+
+  // Room for two: the batch stops at the buffer's end; the rest stays for the next read.
+  const run = [packet(Buffer.alloc(0)), packet(Buffer.alloc(0)), packet(Buffer.alloc(0))];
+  a.write(Buffer.concat(run));
+  await new Promise((r) => setTimeout(r, 100));
+  const two = Buffer.alloc(2 * HS + 5);
+  t.equal(await rx.recvHeaders(two, 0, HS, SIZE_AT, 5000), 2 * HS, 'whole headers only, as many as fit');
+  t.equal(await rx.recvHeaders(two, 0, HS, SIZE_AT, 5000), HS, 'the third with the next read');
+  t.same(two.subarray(0, HS), run[2]);
+
+  // A header begun is not taken in part: it comes whole with the next read.
+  const next = packet(Buffer.alloc(0));
+  const last = packet(Buffer.alloc(0));
+  a.write(Buffer.concat([next, last.subarray(0, 10)]));
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(await rx.recvHeaders(batch, 0, HS, SIZE_AT, 5000), HS, 'the whole header, not the part of the next');
+  t.same(batch.subarray(0, HS), next);
+  a.write(last.subarray(10));
+  t.equal(await rx.recvHeaders(batch, 0, HS, SIZE_AT, 5000), HS, 'it comes whole with the next read');
+  t.same(batch.subarray(0, HS), last);
+  const early = packet(Buffer.alloc(0));
+  batch.set(early.subarray(0, 4));
+  a.write(early.subarray(4));
+  t.equal(await rx.recvHeaders(batch, 4, HS, SIZE_AT, 5000), HS, 'a read goes on after the bytes the buffer holds');
+  t.same(batch.subarray(0, HS), early);
+
+  await t.rejects(rx.recvHeaders(Buffer.alloc(HS - 1), 0, HS, SIZE_AT, 5000), /headerSize/, 'a buffer shorter than a header is refused');
+  a.end();
+  t.equal(await rx.recvHeaders(batch, 0, HS, SIZE_AT, 5000), 0, 'the end of the stream at a packet boundary reads as 0 bytes');
+});
+
+t.test('small sends go out from the calling thread, in order with large ones queued on the channel thread', async (t) => {
+  const { a, b, close } = await socketPair(t);
+  t.teardown(close);
+  const tx = NativeChannel.attach(a, false)!.channel;
+  // Large ones fill the socket's buffers (nothing reads yet), so the small ones after them queue behind.
+  const sent = [randomBytes(4 << 20), randomBytes(100), randomBytes(3 << 20), randomBytes(200), randomBytes(300)];
+  const done = Promise.all(sent.map((p) => tx.send([p.subarray(0, 7), p.subarray(7)], 5000)));
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  const total = sent.reduce((n, p) => n + p.length, 0);
+  await new Promise<void>((resolve) => {
+    b.on('data', (c: Buffer) => {
+      chunks.push(c);
+      if ((bytes += c.length) === total) resolve();
+    });
+  });
+  await done;
+  t.ok(Buffer.concat(chunks).equals(Buffer.concat(sent)), 'every byte, in the order sent');
+  // With nothing queued, a small send is done at once.
+  const more = randomBytes(64);
+  await tx.send([more], 5000);
+  const got = await new Promise<Buffer>((resolve) => b.once('data', resolve));
+  t.same(got, more, 'a small send on an idle channel');
+});
+
 t.test('bytes read before the handover are kept for the first packet', async (t) => {
   const { a, b, close } = await socketPair(t);
   t.teardown(close);
