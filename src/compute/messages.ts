@@ -2,6 +2,7 @@
 import type { MethodParams } from '../methods/method.js';
 import type { PathCounts } from '../offload/paths.js';
 import type { NativeIoFields } from '../errors.js';
+import type { PacketSend } from '../transport/relay-send.js';
 
 export type ToWorker =
   | {
@@ -71,17 +72,9 @@ export type ToWorker =
  * which recycles it with the slab) and hands header and payload to native.socketChannelSend on
  * channel `id` (SocketChannel.id()), with `token` for a completion that comes to the main thread.
  */
-export interface PacketSend {
-  id: number;
-  token: number;
-  timeoutMs: number;
-  header: Uint8Array;
-  flags: number;
-  packetNum: bigint;
-  ramblock: Uint8Array;
-  /** False: zero_pages 0 in the header (see PipelineOptions.zeroPagesInPackets). */
-  zeroPagesInPackets: boolean;
-}
+
+/** How a worker sends the packet it made (src/transport/relay-send.ts). */
+export type { PacketSend };
 
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */
 export interface PacketReply {

@@ -10,8 +10,6 @@ import { PathTally } from '../offload/paths.js';
 import { ImageSource } from '../image/image-source.js';
 import { ExitCode, MfdError } from '../errors.js';
 import { MULTIFD_PACKET_SIZE, pageCount } from '../wire/constants.js';
-import { encodePagesHeader } from '../wire/packet.js';
-import { native } from '../native/load.js';
 import { pageRuns } from '../image/page-runs.js';
 import {
   decodeSlotViews,
@@ -21,15 +19,17 @@ import {
   type DecodeWriteReply,
   type FromWorker,
   type PacketReply,
-  type PacketSend,
   type ToWorker,
 } from './messages.js';
 import { writePacketHere } from '../native/packet-io.js';
+import { sendPagesPacket } from '../transport/relay-send.js';
 import { serializeError } from './error-hop.js';
 
 interface SendState {
   method: MethodSender;
   scanner: ZeroPageScanner;
+  /** The detector's skipsHoles: pages in holes are left unread. */
+  skipsHoles: boolean;
   methodTally: PathTally;
   zeroTally: PathTally;
   pageSize: number;
@@ -53,10 +53,6 @@ function decodeScratch(bytes: number): Uint8Array {
   return decoded.subarray(0, bytes);
 }
 
-/** A sent packet's page offsets (for its header) and socketChannelSend's result: reused, one packet at a time. */
-let offsets: Float64Array | null = null;
-const sendResult = new Float64Array(2);
-
 const senders = new Map<number, SendState>();
 const receivers = new Map<number, { method: MethodReceiver; tally: PathTally; pageSize: number; slots: DecodeSlot[] }>();
 const images = new Map<number, ImageSource>();
@@ -77,6 +73,7 @@ async function handle(m: ToWorker): Promise<unknown> {
           tally: zeroTally,
           onWorker: true,
         }),
+        skipsHoles: detector.skipsHoles === true,
         methodTally,
         zeroTally,
         pageSize: m.pageSize,
@@ -104,7 +101,7 @@ async function handle(m: ToWorker): Promise<unknown> {
       const views = sharedSlabViews(m.slab, m.pagesPerPacket);
       const { zero, crc, out } = views;
       const list = m.listed ? views.list.subarray(0, m.pages) : undefined;
-      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, list, s.scanner.skipsHoles);
+      const { pages, holes, release } = await img.load(m.offset, m.pages, s.pageSize, pageScratch, list, s.skipsHoles);
       try {
         const zeros = await s.scanner.analyse(pages, s.pageSize, m.pages, zero, crc, holes);
         // The pages are the worker's own copy (read, not mapped), so a method may read them in user space.
@@ -115,7 +112,7 @@ async function handle(m: ToWorker): Promise<unknown> {
           payloadBytes,
           paths: { compression: s.methodTally.take(), zeroPage: s.zeroTally.take() },
         };
-        if (m.send) reply.sent = sendPacket(m.send, s.pageSize, m.offset, m.pages, list, zero, zeros, out.subarray(0, payloadBytes));
+        if (m.send) reply.sent = sendPagesPacket(m.send, s.pageSize, m.offset, m.pages, list, zero, zeros, out.subarray(0, payloadBytes));
         return reply;
       } finally {
         release();
@@ -152,45 +149,6 @@ async function handle(m: ToWorker): Promise<unknown> {
       receivers.delete(m.channel);
       return null;
   }
-}
-
-/**
- * Encodes the header of a packet just prepared (its pages' zero flags in `zero`) and sends it, header
- * and payload, on the channel's socket: at once from this thread when the socket takes it, else through
- * the channel's native thread, behind what is queued there (addon/socket_channel.cc).
- */
-function sendPacket(
-  send: PacketSend,
-  pageSize: number,
-  offset: number,
-  pages: number,
-  list: Uint32Array | undefined,
-  zero: Uint8Array,
-  zeros: number,
-  payload: Uint8Array,
-): { code: number; left: number } {
-  const perPacket = pageCount(pageSize);
-  if (!offsets || offsets.length < perPacket) offsets = new Float64Array(perPacket);
-  encodePagesHeader(
-    send.header,
-    send.header.length,
-    {
-      flags: send.flags,
-      pageSize,
-      packetNum: send.packetNum,
-      ramblock: send.ramblock,
-      pages,
-      first: offset / pageSize,
-      list,
-      zero,
-      zeros,
-      zeroPagesInHeader: send.zeroPagesInPackets,
-      payloadBytes: payload.length,
-    },
-    offsets,
-  );
-  native.socketChannelSend(send.id, payload.length > 0 ? [send.header, payload] : [send.header], send.timeoutMs, send.token, sendResult);
-  return { code: sendResult[0]!, left: sendResult[1]! };
 }
 
 /**

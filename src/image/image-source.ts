@@ -271,6 +271,12 @@ export class ImageSource {
     this.why = `auto: ${why}`;
   }
 
+  /** Whether all the `count` pages at `offset` lie in holes of the file (holes(): an lseek or two, or none). */
+  allHoles(offset: number, count: number, pageSize: number): boolean {
+    const holes = this.holes(offset, count, pageSize);
+    return holes !== null && !holes.includes(0);
+  }
+
   /**
    * Which of the `count` pages at `offset` lie wholly in holes of the file
    * (lseek SEEK_DATA/SEEK_HOLE: a few calls per packet, none inside a span

@@ -23,7 +23,8 @@ import {
   type MethodParams,
   type MethodSender,
 } from '../methods/index.js';
-import { getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
+import { HOLE_PATH, getDetector, listDetectors, type ZeroPageDetector, type ZeroPageScanner } from '../zero-page/index.js';
+import { native } from '../native/load.js';
 import { PathTally } from '../offload/paths.js';
 import { BlockDigest } from '../image/digest.js';
 import { encodePacketHeader, encodePagesHeader } from '../wire/packet.js';
@@ -34,7 +35,8 @@ import { slabPool, type Slab } from './slab-pool.js';
 import type { BoundedPool } from '../io/bounded-pool.js';
 import { pageRuns } from '../image/page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
-import type { PacketReply, PacketSend } from '../compute/messages.js';
+import type { PacketReply } from '../compute/messages.js';
+import { sendPagesPacket, type PacketSend } from '../transport/relay-send.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { RateLimiter } from './rate-limit.js';
 
@@ -166,6 +168,10 @@ interface PipelineChannel {
   methodTally: PathTally;
   zeroTally: PathTally;
   counters: ChannelCounters;
+  /** Packets handed to the channel's worker and not yet back (prepareOffloaded). */
+  inWorker: number;
+  /** Called when inWorker comes down to 0. */
+  drained: (() => void)[];
 }
 
 export class SendPipeline {
@@ -173,6 +179,8 @@ export class SendPipeline {
   readonly headerSize: number;
   readonly totalBytes: number;
   private packetNum = 0n;
+  /** CRC-32C of a zero page: every page of a packet wholly in holes (prepareHoles). */
+  private readonly zeroPageCrc: number;
   private doneBytes = 0;
   /** Packet buffers, shared by the channels (MAX_PACKETS_IN_FLIGHT). */
   private readonly pool: BoundedPool<Slab>;
@@ -197,6 +205,7 @@ export class SendPipeline {
     private readonly compute: ComputePool | null,
   ) {
     this.headerSize = packetHeaderSize(opts.pageSize);
+    this.zeroPageCrc = native.crc32c(new Uint8Array(opts.pageSize));
     this.totalBytes = blocks.reduce((a, b) => a + b.source.size, 0);
     const slabs = Math.min(Math.max(1, opts.channels) * (PIPELINE_DEPTH + 2), MAX_PACKETS_IN_FLIGHT);
     const perPacket = pageCount(opts.pageSize);
@@ -292,6 +301,8 @@ export class SendPipeline {
       scanner: compute ? null : detector.open({ channel: id, accelPaths, requireHardware, tally: zeroTally }),
       methodTally,
       zeroTally,
+      inWorker: 0,
+      drained: [],
       counters,
     });
   }
@@ -423,11 +434,76 @@ export class SendPipeline {
     for (const f of this.detector.failures()) if (!this.logged.has(f) && this.logged.add(f)) this.opts.logger.warn(f);
   }
 
+  /**
+   * A job's packet: wholly in holes of its image (prepareHoles), else inline or on the channel's worker.
+   * A packet the worker sends goes out as the worker finishes it, so one wholly in holes, sent from this
+   * thread, waits for the channel's packets still on the worker, and `holds`: nothing more is handed out
+   * before it (the channel's packets go out in the order they were handed out).
+   */
+  private prepare(ch: PipelineChannel, job: Job, slab: Slab): { prepared: Promise<Prepared>; holds: boolean } {
+    const relay = this.compute && !this.limiter ? ch.sink.relay : undefined;
+    let holes: boolean;
+    try {
+      holes = this.detector.skipsHoles === true && !job.list && job.block.source.allHoles(job.offset, job.pages, this.opts.pageSize);
+    } catch (e) {
+      return { prepared: Promise.reject(e), holds: false };
+    }
+    if (!holes) {
+      const prepared = this.compute ? this.prepareOffloaded(ch, job, slab) : this.prepareInline(ch, job, slab);
+      return { prepared, holds: false };
+    }
+    if (relay && ch.inWorker > 0) {
+      const prepared = new Promise<void>((resolve) => ch.drained.push(resolve)).then(() => this.prepareHoles(ch, job, slab, relay));
+      return { prepared, holds: true };
+    }
+    return { prepared: new Promise((resolve) => resolve(this.prepareHoles(ch, job, slab, relay))), holds: false };
+  }
+
+  /**
+   * A packet wholly in holes of the image, with a detector that takes such pages as zero unread
+   * (skipsHoles): all zero pages, nothing read or scanned, no hop to a worker. Where the channel's
+   * worker sends the packets (`relay`), this one is numbered and sent now, from this thread, as the
+   * worker would; else it is written in its turn (its header goes out from this thread too:
+   * NativeChannel.send).
+   */
+  private prepareHoles(ch: PipelineChannel, job: Job, slab: Slab, relay: RelaySink | undefined): Prepared {
+    slab.zero.fill(1, 0, job.pages);
+    slab.crc.fill(this.zeroPageCrc, 0, job.pages);
+    ch.zeroTally.add(HOLE_PATH, job.pages);
+    const prepared: Prepared = { job, slab, zeros: job.pages, zero: slab.zero, crc: slab.crc, payload: () => [], release: () => {} };
+    if (!relay) return prepared;
+    const send = this.relaySend(relay, job, slab.header, [slab.header]);
+    let r: { code: number; left: number };
+    try {
+      r = sendPagesPacket(send, this.opts.pageSize, job.offset, job.pages, undefined, slab.zero, job.pages, NO_PAYLOAD);
+    } catch (e) {
+      relay.abandon(send.token);
+      throw e;
+    }
+    const completion = relay.settle(send.token, r.code, r.left);
+    completion.catch(() => {}); // the sink reports it (writePacket)
+    return { ...prepared, sent: { bytes: slab.header.length, completion } };
+  }
+
+  /** A packet the thread that makes it sends (relay-send.ts): numbered now, its pieces pinned until it is done. */
+  private relaySend(relay: RelaySink, job: Job, header: Uint8Array, pieces: Uint8Array[]): PacketSend {
+    return {
+      id: relay.id,
+      token: relay.expect(pieces),
+      timeoutMs: relay.timeoutMs,
+      header,
+      flags: this.method.flag,
+      packetNum: this.packetNum++,
+      ramblock: job.block.nameBytes,
+      zeroPagesInPackets: this.opts.zeroPagesInPackets !== false,
+    };
+  }
+
   /** Inline: map or read the pages, analyse them off the event loop; the method runs at write time. */
   private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const ps = this.opts.pageSize;
     const src = job.block.source;
-    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list, ch.scanner!.skipsHoles);
+    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list, this.detector.skipsHoles);
     let zeros: number;
     try {
       zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc, holes);
@@ -456,26 +532,13 @@ export class SendPipeline {
   private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const src = job.block.source;
     const relay = this.limiter ? undefined : ch.sink.relay;
-    let token = 0;
-    let send: PacketSend | undefined;
-    const abandon = (): void => relay!.abandon(token);
-    if (relay) {
-      token = relay.expect([slab.header, slab.out!]);
-      this.relaying.add(abandon);
-      send = {
-        id: relay.id,
-        token,
-        timeoutMs: relay.timeoutMs,
-        header: slab.header,
-        flags: this.method.flag,
-        packetNum: this.packetNum++,
-        ramblock: job.block.nameBytes,
-        zeroPagesInPackets: this.opts.zeroPagesInPackets !== false,
-      };
-    }
+    const send = relay ? this.relaySend(relay, job, slab.header, [slab.header, slab.out!]) : undefined;
+    const abandon = (): void => relay!.abandon(send!.token);
+    if (relay) this.relaying.add(abandon);
     // A gathered job's page indices go in the slab, which the worker shares, rather than in the message.
     if (job.list) slab.list!.set(job.list);
     let r: PacketReply;
+    ch.inWorker++;
     try {
       r = await this.compute!.call<PacketReply>(ch.id, {
         op: 'packet',
@@ -496,13 +559,15 @@ export class SendPipeline {
         abandon();
       }
       throw shrankOr(e, src, job.offset + job.pages * this.opts.pageSize);
+    } finally {
+      if (--ch.inWorker === 0) for (const f of ch.drained.splice(0)) f();
     }
     ch.methodTally.merge(r.paths.compression);
     ch.zeroTally.merge(r.paths.zeroPage);
     if (relay) {
       this.relaying.delete(abandon);
       // Settled now, whatever the pipeline does next: the socket waits for every packet handed out.
-      const completion = relay.settle(token, r.sent!.code, r.sent!.left);
+      const completion = relay.settle(send!.token, r.sent!.code, r.sent!.left);
       completion.catch(() => {}); // the sink reports it (writePacket)
       const sent = { bytes: slab.header.length + r.payloadBytes, completion };
       return { job, slab, zeros: r.zeros, zero: slab.zero, crc: slab.crc, payload: () => [], release: () => {}, sent };
@@ -537,8 +602,10 @@ export class SendPipeline {
     ahead: Promise<Prepared>[],
   ): Promise<void> {
     let exhausted = false;
+    // A packet ahead waits for the channel's worker, and nothing is handed out before it goes (prepare()).
+    let holding: Promise<Prepared> | null = null;
     for (;;) {
-      while (!exhausted && ahead.length < PIPELINE_DEPTH) {
+      while (!exhausted && !holding && ahead.length < PIPELINE_DEPTH) {
         // The pool is shared: wait for a slab only with nothing ahead to write, so no
         // channel holds one slab while it waits for another (all of them could).
         const slab = ahead.length === 0 ? await this.pool.acquire() : this.pool.tryAcquire();
@@ -551,14 +618,16 @@ export class SendPipeline {
           exhausted = true;
           break;
         }
-        const p = this.compute ? this.prepareOffloaded(ch, next.value, slab) : this.prepareInline(ch, next.value, slab);
+        const { prepared: p, holds } = this.prepare(ch, next.value, slab);
         p.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
         ahead.push(p);
+        if (holds) holding = p;
       }
       const p = ahead[0];
       if (!p) break;
       const prepared = await p;
       ahead.shift();
+      if (p === holding) holding = null;
       if (failed()) return;
       await this.writePacket(ch, prepared, failed);
     }
@@ -707,6 +776,9 @@ interface Prepared {
   /** Sent by the channel's worker (RelaySink): its bytes on the wire and the send's completion. */
   sent?: { bytes: number; completion: Promise<void> };
 }
+
+/** The payload of a packet of zero pages only. */
+const NO_PAYLOAD = new Uint8Array(0);
 
 function mergeTallies(tallies: PathTally[]): PathTally['counts'] {
   const all = new PathTally('all channels');

@@ -11,8 +11,8 @@ export const cpu: ZeroPageDetector = {
   description: 'CPU SIMD scan in the channel path (one addon call per packet)',
   hardware: false,
   check: () => cpuPath(),
+  skipsHoles: true,
   open: ({ tally, onWorker }) => ({
-    skipsHoles: true,
     async analyse(pages, pageSize, count, zeroOut, crcOut, holes) {
       const zeros = onWorker
         ? analysePagesHere(pages, pageSize, count, zeroOut, crcOut, holes ?? null)

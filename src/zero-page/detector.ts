@@ -33,12 +33,6 @@ export interface ScannerOptions extends DetectorOptions {
 
 export interface ZeroPageScanner {
   /**
-   * True when analyse() never reads a page flagged in `holes` (it takes it as zero): the image
-   * source may then leave those pages of the buffer unread (ImageSource.load's skipHoles), since
-   * a zero page's bytes go nowhere else (a method's prepare() gets the normal pages only).
-   */
-  readonly skipsHoles?: boolean;
-  /**
    * Analyses `count` pages of `pages` (count x pageSize bytes, possibly a
    * mapping of the image): sets zeroOut[i] to 1 for each zero page (all 0 when
    * this backend does not detect) and crcOut[i] to page i's CRC-32C. Resolves
@@ -67,6 +61,13 @@ export interface ZeroPageDetector {
   readonly description: string;
   /** Whether the backend uses hardware (for --require-hardware). */
   readonly hardware: boolean;
+  /**
+   * True when its scanners take a page flagged in `holes` as zero without reading it (HOLE_PATH):
+   * the sender may then leave such pages unread (ImageSource.load's skipHoles), since a zero page's
+   * bytes go nowhere else (a method's prepare() gets the normal pages only), and may send a packet
+   * wholly in holes without scanning it at all.
+   */
+  readonly skipsHoles?: boolean;
   /** Validates the run's options; returns the path the run takes (e.g. "cpu-avx2"), for the summary. */
   check(o: DetectorOptions): string;
   open(o: ScannerOptions): ZeroPageScanner;

@@ -3,5 +3,5 @@ import './cpu.js';
 import './none.js';
 import './dsa.js';
 
-export { getDetector, listDetectors } from './detector.js';
+export { getDetector, listDetectors, HOLE_PATH } from './detector.js';
 export type { ZeroPageDetector, ZeroPageScanner, DetectorOptions } from './detector.js';
