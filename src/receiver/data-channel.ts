@@ -222,6 +222,8 @@ export class DataChannel {
   /** The receiver's placement (claim()), not a PagePlacer of the host's. */
   private readonly ownPlacement: boolean;
   private inFlight = 0;
+  /** Of those, packets with normal pages: the method's stream decodes them in order, so the channel's thread decodes only with none. */
+  private decoding = 0;
   /** Packets in flight before reading pauses: 1 in order, else MAX_IN_FLIGHT. */
   private readonly maxInFlight: number;
   /** The stream offset of the packet being read (its header). */
@@ -536,13 +538,14 @@ export class DataChannel {
   /**
    * A packet placed by the receiver, with nothing of its payload read yet, whose pages come as they are or
    * that the method's stream decodes on the channel's thread (Decoder.thread, once no packet of the channel
-   * is in flight): the channel's thread reads, decodes, digests and writes it (writtenPacket).
+   * that the stream decodes is in flight: packets of zero pages only may be): the channel's thread reads,
+   * decodes, digests and writes it (writtenPacket).
    */
   private writesWhereRead(h: PacketHeader, len: number): boolean {
     if (!this.ownPlacement || this.profile !== 'strict' || h.normalPages === 0) return false;
     if (this.queue.length !== 0 || (this.host.refs && isRefPacket(h))) return false;
     if (this.host.pagesAsSent) return len === h.normalPages * this.host.pageSize;
-    return this.decoder.thread !== undefined && len > 0 && this.inFlight === 0;
+    return this.decoder.thread !== undefined && len > 0 && this.decoding === 0;
   }
 
   /**
@@ -671,7 +674,9 @@ export class DataChannel {
     this.counted(h);
 
     if (++this.inFlight >= this.maxInFlight) this.pause();
-    const decoded = h.normalPages > 0 ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
+    const decodes = h.normalPages > 0;
+    if (decodes) this.decoding++;
+    const decoded = decodes ? this.decoder.decode(payload, h.normalPages, h.packetNum) : EMPTY;
     // A payload that does not decode is named at the payload's offset, any other failure at the header's.
     let placing = false;
     let pagesOut: Uint8Array[] | null = null;
@@ -688,6 +693,7 @@ export class DataChannel {
       release,
       pages,
       (e) => this.stop(e, placing ? at : at + this.host.headerSize),
+      decodes,
     );
   }
 
@@ -700,9 +706,18 @@ export class DataChannel {
    * A packet in flight (`work`) to its end: its payload released once nothing reads it (decoded and
    * written, or failed), then the channel reads on, or fails through `failed`.
    */
-  private settle(work: Promise<unknown>, release: (() => void) | null, pages: number, failed: (e: unknown) => void): void {
+  private settle(
+    work: Promise<unknown>,
+    release: (() => void) | null,
+    pages: number,
+    failed: (e: unknown) => void,
+    decodes: boolean,
+  ): void {
     work
-      .finally(() => release?.())
+      .finally(() => {
+        release?.();
+        if (decodes) this.decoding--;
+      })
       .then(() => {
         if (--this.inFlight < this.maxInFlight) this.resume();
         this.host.onPages(pages * this.host.pageSize);
@@ -721,6 +736,7 @@ export class DataChannel {
     const pages = h.normalPages + h.zeroPages;
     this.counted(h);
     if (++this.inFlight >= this.maxInFlight) this.pause();
+    this.decoding++;
     // A payload that does not decode is named at the payload's offset, any other failure at the header's.
     let placing = false;
     let started = false;
@@ -731,7 +747,7 @@ export class DataChannel {
       if (r.result < 0) throw writeFailure(r.result, r.badPage);
     }).then(() => this.charged(t.name, t.place, () => this.host.onWritten?.(t.block, h.offsets, pages)));
     // A failure before the call reached the decoder (the output closed, say) is the header's.
-    this.settle(work, release, pages, (e) => this.stop(e, placing || !started ? at : at + this.host.headerSize));
+    this.settle(work, release, pages, (e) => this.stop(e, placing || !started ? at : at + this.host.headerSize), true);
   }
 
   /** The receiver's placement: each page once (the coverage bitmap), digested and written to its target block. */

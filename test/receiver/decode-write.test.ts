@@ -169,6 +169,7 @@ async function rig(
     written,
     ops,
     send,
+    encode,
     raw: (bytes: Uint8Array) => a.write(bytes),
     reads,
     tally,
@@ -348,6 +349,37 @@ for (const name of ['zlib', 'zstd', 'lz4']) {
     },
   );
 }
+
+t.test(
+  'packets of zero pages still in flight do not keep the next packet with pages off the channel thread',
+  { skip: noThread('zstd') },
+  async (t) => {
+    const first: Packet = { packetNum: 0n, normal: [{ offset: 0, bytes: page(1) }], zero: [] };
+    const r = await rig(t, 'zstd', { pool: false, initial: [first] });
+    const thread = r.decoder.thread!;
+    let onThread = 0;
+    const decoded = thread.decoded;
+    thread.decoded = (n) => {
+      onThread++;
+      decoded(n);
+    };
+    await until('the first packet is written', () => r.pages() === 1 || r.failures.length > 0);
+    // Three packets of zero pages and one with pages, in one write: one native read brings the four headers.
+    const packets: Packet[] = [
+      first,
+      { packetNum: 1n, normal: [], zero: [1, 2, 3].map((i) => i * PS) },
+      { packetNum: 2n, normal: [], zero: [4, 5].map((i) => i * PS) },
+      { packetNum: 3n, normal: [], zero: [6 * PS] },
+      { packetNum: 4n, normal: [7, 9].map((i) => ({ offset: i * PS, bytes: page(i) })), zero: [8 * PS] },
+    ];
+    r.raw(Buffer.concat(await Promise.all(packets.slice(1).map((p) => r.encode(p)))));
+    await until('every page is written', () => r.pages() === 10 || r.failures.length > 0);
+    t.same(r.failures, [], 'no failure');
+    landed(t, r, packets);
+    t.equal(onThread, 1, 'the packet with pages was decoded on the channel thread');
+    t.equal(r.reads.inUse, 0, 'every payload buffer and page room is back in the read pool');
+  },
+);
 
 for (const [name, message] of [
   ['zlib', /^zlib payload cannot be decoded: inflate returned /],
