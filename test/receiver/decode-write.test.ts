@@ -183,6 +183,19 @@ async function until(what: string, cond: () => boolean, ms = 20_000): Promise<vo
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
 }
 
+/** Counts the packets the rig's channel thread decodes (its thread decoder's decoded()); null without one. */
+function decodedOnThread(r: Awaited<ReturnType<typeof rig>>): { n: number } | null {
+  const thread = r.decoder.thread;
+  if (!thread) return null;
+  const count = { n: 0 };
+  const decoded = thread.decoded;
+  thread.decoded = (n) => {
+    count.n++;
+    decoded(n);
+  };
+  return count;
+}
+
 /** The rig's file, digest and pages recorded as written are those of `packets`, zeros elsewhere. */
 function landed(t: Test, r: Awaited<ReturnType<typeof rig>>, packets: Packet[]): void {
   const want = new Uint8Array(64 * PS);
@@ -320,14 +333,8 @@ for (const name of ['zlib', 'zstd', 'lz4']) {
       // and the thread the ones after it, on the same stream, in order.
       const first: Packet = { packetNum: 0n, normal: [0, 5].map((i) => ({ offset: i * PS, bytes: page(i + 1) })), zero: [1 * PS] };
       const r = await rig(t, name, { pool: false, initial: [first] });
-      const thread = r.decoder.thread;
-      if (!thread) return t.fail('the decoder offers no thread decoder');
-      let onThread = 0;
-      const decoded = thread.decoded;
-      thread.decoded = (n) => {
-        onThread++;
-        decoded(n);
-      };
+      const onThread = decodedOnThread(r);
+      if (!onThread) return t.fail('the decoder offers no thread decoder');
       await until('the first packet is written', () => r.pages() === 3 || r.failures.length > 0);
       const packets: Packet[] = [
         first,
@@ -341,7 +348,7 @@ for (const name of ['zlib', 'zstd', 'lz4']) {
       await until('every page is written', () => r.pages() === total || r.failures.length > 0);
       t.same(r.failures, [], 'no failure');
       landed(t, r, packets);
-      t.equal(onThread, packets.length - 1, 'each packet after the first was decoded on the channel thread');
+      t.equal(onThread.n, packets.length - 1, 'each packet after the first was decoded on the channel thread');
       t.same(r.ops, [], 'no compute worker was asked for anything');
       t.equal(r.reads.inUse, 0, 'every payload buffer and page room is back in the read pool');
       const normal = packets.reduce((n, p) => n + p.normal.length, 0);
@@ -356,13 +363,7 @@ t.test(
   async (t) => {
     const first: Packet = { packetNum: 0n, normal: [{ offset: 0, bytes: page(1) }], zero: [] };
     const r = await rig(t, 'zstd', { pool: false, initial: [first] });
-    const thread = r.decoder.thread!;
-    let onThread = 0;
-    const decoded = thread.decoded;
-    thread.decoded = (n) => {
-      onThread++;
-      decoded(n);
-    };
+    const onThread = decodedOnThread(r)!;
     await until('the first packet is written', () => r.pages() === 1 || r.failures.length > 0);
     // Three packets of zero pages and one with pages, in one write: one native read brings the four headers.
     const packets: Packet[] = [
@@ -376,7 +377,7 @@ t.test(
     await until('every page is written', () => r.pages() === 10 || r.failures.length > 0);
     t.same(r.failures, [], 'no failure');
     landed(t, r, packets);
-    t.equal(onThread, 1, 'the packet with pages was decoded on the channel thread');
+    t.equal(onThread.n, 1, 'the packet with pages was decoded on the channel thread');
     t.equal(r.reads.inUse, 0, 'every payload buffer and page room is back in the read pool');
   },
 );
