@@ -76,28 +76,6 @@ Napi::Value JS_lz4Compress(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(kPrefix + static_cast<size_t>(wrote)));
 }
 
-/*
- * lz4Decompress(payload, out) -> bytes decoded into out, or -1 when the block is
- * corrupt or decodes to more than out holds. The caller has checked the prefix.
- */
-Napi::Value JS_lz4Decompress(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!RequireArgs(info, 2) || !RequireBytes(info, 0, "payload", kPrefix) ||
-      !RequireBytes(info, 1, "out"))
-    return env.Undefined();
-  auto in = info[0].As<Napi::Uint8Array>();
-  auto out = info[1].As<Napi::Uint8Array>();
-  if (in.ByteLength() - kPrefix > static_cast<size_t>(LZ4_MAX_INPUT_SIZE) ||
-      out.ByteLength() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
-    Napi::RangeError::New(env, "lz4Decompress: buffer too large").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const int got = LZ4_decompress_safe(
-      reinterpret_cast<const char*>(in.Data() + kPrefix), reinterpret_cast<char*>(out.Data()),
-      static_cast<int>(in.ByteLength() - kPrefix), static_cast<int>(out.ByteLength()));
-  return Napi::Number::New(env, got < 0 ? -1 : got);
-}
-
 // A packet's decoder for a channel's thread (packet_decoder.h): its length prefix checked against
 // the pages' bytes, then its block decoded into them. Stateless: one serves every channel.
 class Lz4Decoder : public PacketDecoder {
@@ -138,10 +116,29 @@ class Lz4Decoder : public PacketDecoder {
   }
 };
 
+// The one decoder: stateless, so every channel's thread and every worker's decompress() share it.
+const DecoderRef& TheLz4Decoder() {
+  static const DecoderRef decoder = std::make_shared<Lz4Decoder>();
+  return decoder;
+}
+
 /* lz4Decoder() -> the handle recvWrite takes to decode lz4 packets on a channel's thread */
 Napi::Value JS_lz4Decoder(const Napi::CallbackInfo& info) {
-  static const DecoderRef decoder = std::make_shared<Lz4Decoder>();
-  return DecoderHandle(info.Env(), decoder);
+  return DecoderHandle(info.Env(), TheLz4Decoder());
+}
+
+/*
+ * lz4Decompress(pieces, out) -> bytes decoded into out: the channel thread's decoding (Lz4Decoder,
+ * its checks too) for a worker's recv(); a payload it refuses throws ERR_PAYLOAD_SIZE or
+ * ERR_PAYLOAD_CORRUPT.
+ */
+Napi::Value JS_lz4Decompress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ByteSpans pieces;
+  if (!RequireArgs(info, 2) || !RequireByteList(info, 0, "pieces", &pieces) ||
+      !RequireBytes(info, 1, "out"))
+    return env.Undefined();
+  return DecodeForJs(env, *TheLz4Decoder(), pieces, info[1].As<Napi::Uint8Array>());
 }
 
 }  // namespace

@@ -85,19 +85,31 @@ export const lz4 = defineMethod({
       new ProtocolError('ERR_PAYLOAD_CORRUPT', 'lz4 payload cannot be decoded: corrupt LZ4 block', { channel, packetNum });
     const size = (got: number, want: number, packetNum: bigint): ProtocolError =>
       new ProtocolError('ERR_PAYLOAD_SIZE', `packet size received ${got}, size expected ${want}`, { channel, packetNum });
+    // liblz4's refusal (the addon's Lz4Decoder, on a channel's thread or in recv()): its code and message.
+    const refused = (code: string | null, message: string, decoded: number, want: number, packetNum: bigint): ProtocolError => {
+      if (code === 'ERR_PAYLOAD_CORRUPT') return corrupt(packetNum);
+      if (code === 'ERR_PAYLOAD_SIZE') return new ProtocolError(code, message, { channel, packetNum });
+      return size(decoded, want, packetNum);
+    };
     return {
       recv(payload, normalPages, packetNum, into) {
         const want = normalPages * pageSize;
-        const buf = payload.length === 1 ? asBuffer(payload[0]!) : Buffer.concat(payload);
-        const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
-        if (declared !== want) throw declares(declared, want, packetNum);
         let out: Uint8Array;
         if (liblz4) {
           out = into ? into.subarray(0, want) : Buffer.allocUnsafeSlow(want); // every byte is written or the packet is refused
-          const got = native.lz4Decompress(buf, out);
-          if (got < 0) throw corrupt(packetNum);
+          let got: number;
+          try {
+            got = native.lz4Decompress(payload, out);
+          } catch (e) {
+            const err = e as { code?: string; message?: string };
+            if (err.code !== 'ERR_PAYLOAD_CORRUPT' && err.code !== 'ERR_PAYLOAD_SIZE') throw e;
+            throw refused(err.code, err.message ?? '', -1, want, packetNum);
+          }
           out = out.subarray(0, got);
         } else {
+          const buf = payload.length === 1 ? asBuffer(payload[0]!) : Buffer.concat(payload);
+          const declared = buf.length >= 4 ? buf.readUInt32LE(0) : -1;
+          if (declared !== want) throw declares(declared, want, packetNum);
           try {
             out = lz4Napi().uncompressSync(buf);
           } catch (e) {
@@ -114,12 +126,8 @@ export const lz4 = defineMethod({
             thread: {
               handle: native.lz4Decoder(),
               decoded: (normalPages: number) => tally.add('software', normalPages),
-              refused: ({ decoded, code, message }, normalPages, packetNum) => {
-                const want = normalPages * pageSize;
-                if (code === 'ERR_PAYLOAD_CORRUPT') return corrupt(packetNum);
-                if (code === 'ERR_PAYLOAD_SIZE') return new ProtocolError(code, message, { channel, packetNum });
-                return size(decoded, want, packetNum);
-              },
+              refused: ({ decoded, code, message }, normalPages, packetNum) =>
+                refused(code, message, decoded, normalPages * pageSize, packetNum),
             } satisfies ThreadDecoder,
           }
         : {}),

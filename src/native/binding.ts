@@ -275,8 +275,12 @@ export interface MfdBinding {
    * then one LZ4 block, written into out (at least the runs' bytes + bytes/255 + 20); bytes written.
    */
   lz4Compress(runs: Uint8Array[], out: Uint8Array): number;
-  /** Decodes the LZ4 block after a payload's 4-byte prefix into out; bytes decoded, or -1 when corrupt or longer than out. */
-  lz4Decompress(payload: Uint8Array, out: Uint8Array): number;
+  /**
+   * A payload (its pieces in order) decoded into out as lz4Decoder's handle decodes it on a channel's
+   * thread: its 4-byte prefix must declare out's length, then its LZ4 block is decoded; the bytes
+   * decoded. A payload it refuses throws ERR_PAYLOAD_SIZE or ERR_PAYLOAD_CORRUPT (with the addon's message).
+   */
+  lz4Decompress(pieces: Uint8Array[], out: Uint8Array): number;
   /** The handle SocketChannel.recvWrite takes to decode lz4 packets on a channel's own thread (the checks of the lz4 method's recv()). */
   lz4Decoder(): DecoderHandle;
   /** liblz4's version (e.g. "1.9.4"), or null when the addon was built without liblz4-dev (then lz4Compress, lz4Decompress and lz4Decoder are absent). */
