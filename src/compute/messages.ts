@@ -2,7 +2,7 @@
 import type { MethodParams } from '../methods/method.js';
 import type { PathCounts } from '../offload/paths.js';
 import type { NativeIoFields } from '../errors.js';
-import type { PacketSend } from '../transport/relay-send.js';
+import type { PacketSend } from './relay-send.js';
 
 export type ToWorker =
   | {
@@ -73,7 +73,7 @@ export type ToWorker =
  * channel `id` (SocketChannel.id()), with `token` for a completion that comes to the main thread.
  */
 
-/** How a worker sends the packet it made (src/transport/relay-send.ts). */
+/** How a worker sends the packet it made (src/compute/relay-send.ts). */
 export type { PacketSend };
 
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */

@@ -22,7 +22,7 @@ import {
   type ToWorker,
 } from './messages.js';
 import { writePacketHere } from '../native/packet-io.js';
-import { sendPagesPacket } from '../transport/relay-send.js';
+import { sendPagesPacket } from './relay-send.js';
 import { serializeError } from './error-hop.js';
 
 interface SendState {

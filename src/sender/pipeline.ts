@@ -36,7 +36,7 @@ import type { BoundedPool } from '../io/bounded-pool.js';
 import { pageRuns } from '../image/page-runs.js';
 import { ComputePool, defaultPoolSize } from '../compute/pool.js';
 import type { PacketReply } from '../compute/messages.js';
-import { sendPagesPacket, type PacketSend } from '../transport/relay-send.js';
+import { sendPagesPacket, type PacketSend } from '../compute/relay-send.js';
 import { buildStats, newChannelCounters, type ChannelCounters, type RunStats } from '../stats/stats.js';
 import { RateLimiter } from './rate-limit.js';
 
