@@ -25,6 +25,22 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/**
+ * This process's peak resident memory in bytes: VmHWM of /proc/self/status, the high-water mark of its
+ * own address space. Not getrusage's ru_maxrss (process.resourceUsage().maxRSS), which Linux carries
+ * over exec from the process that forked it: mfd started by a larger parent (the bench's node, a CI
+ * runner) would report that parent's size. Falls back to ru_maxrss where /proc has no VmHWM.
+ */
+export function peakRssBytes(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    /* no /proc: below */
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 /** Keeps the tail of a long output: enough for an error message, bounded memory. */
 const KEEP = 256 * 1024;
 

@@ -1,5 +1,6 @@
 import { formatPathCounts, type PathCounts } from '../offload/paths.js';
 import { printable } from '../text.js';
+import { peakRssBytes } from '../proc/proc.js';
 
 /** Pages by how they travelled, and what the references saved (`--json`'s `delta`). */
 export interface DeltaCounts {
@@ -123,7 +124,7 @@ export function buildStats(
     process: {
       cpuUserSec: round(ru.userCPUTime / 1e6, 3),
       cpuSystemSec: round(ru.systemCPUTime / 1e6, 3),
-      maxRssBytes: ru.maxRSS * 1024,
+      maxRssBytes: peakRssBytes(),
     },
   };
 }
