@@ -9,7 +9,7 @@
  * - `read`: every packet is read with pread into the caller's scratch buffer,
  *   on the libuv pool from the main thread, or on a compute worker's own
  *   thread (forWorker). Pages in holes are read too (as zeros), unless the zero-page scanner
- *   never looks at them (ZeroPageScanner.skipsHoles, the CPU scan): then only the data is read,
+ *   never looks at them (ZeroPageDetector.skipsHoles, the CPU scan): then only the data is read,
  *   which on a guest's mostly sparse RAM file saves most of the copying (README, "Threads and
  *   copies").
  *
@@ -192,9 +192,10 @@ export class ImageSource {
   /**
    * The `count` pages at `offset` (offsets are handed out in increasing
    * order). Past the end of the file the last page is zero-padded. With
-   * `skipHoles` (the scanner never reads a page in a hole: ZeroPageScanner.skipsHoles),
+   * `skipHoles` (the scanner never reads a page in a hole: ZeroPageDetector.skipsHoles),
    * a read leaves the pages flagged in `holes` unread: their bytes in the
-   * buffer are whatever it held, and only the file's data is copied.
+   * buffer are whatever it held, and only the file's data is copied. `known`:
+   * the holes the caller already found for these pages (holesIn()), not asked again.
    */
   async load(
     offset: number,
@@ -203,11 +204,12 @@ export class ImageSource {
     scratch: () => Uint8Array,
     list?: Uint32Array,
     skipHoles = false,
+    known?: Uint8Array | null,
   ): Promise<LoadedPages> {
     if (list) return this.gather(list, pageSize, scratch());
     if (this.how === 'probe') this.probe();
     const length = count * pageSize;
-    const holes = this.holes(offset, count, pageSize);
+    const holes = known === undefined ? this.holesIn(offset, count, pageSize) : known;
     if (this.how === 'map' && offset + length <= this.size) {
       const mapped = this.mapped(offset, length);
       if (mapped) return { ...mapped, holes };
@@ -271,12 +273,6 @@ export class ImageSource {
     this.why = `auto: ${why}`;
   }
 
-  /** Whether all the `count` pages at `offset` lie in holes of the file (holes(): an lseek or two, or none). */
-  allHoles(offset: number, count: number, pageSize: number): boolean {
-    const holes = this.holes(offset, count, pageSize);
-    return holes !== null && !holes.includes(0);
-  }
-
   /**
    * Which of the `count` pages at `offset` lie wholly in holes of the file
    * (lseek SEEK_DATA/SEEK_HOLE: a few calls per packet, none inside a span
@@ -284,7 +280,7 @@ export class ImageSource {
    * detection can take them as zero without faulting in (and the kernel
    * zero-filling) page cache for them. Null when there is none.
    */
-  private holes(offset: number, count: number, pageSize: number): Uint8Array | null {
+  holesIn(offset: number, count: number, pageSize: number): Uint8Array | null {
     if (!this.sparse) return null;
     const inFile = Math.min(count * pageSize, this.size - offset);
     if (offset >= this.dataSpan[0]! && offset + inFile <= this.dataSpan[1]!) return null;

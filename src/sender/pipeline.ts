@@ -441,15 +441,16 @@ export class SendPipeline {
    * before it (the channel's packets go out in the order they were handed out).
    */
   private prepare(ch: PipelineChannel, job: Job, slab: Slab): { prepared: Promise<Prepared>; holds: boolean } {
-    const relay = this.compute && !this.limiter ? ch.sink.relay : undefined;
-    let holes: boolean;
+    const relay = this.compute ? this.relayOf(ch) : undefined;
+    // The pages in holes (lseek), asked once here (undefined: not asked); inline, load() takes the answer.
+    let holes: Uint8Array | null | undefined;
     try {
-      holes = this.detector.skipsHoles === true && !job.list && job.block.source.allHoles(job.offset, job.pages, this.opts.pageSize);
+      if (this.detector.skipsHoles && !job.list) holes = job.block.source.holesIn(job.offset, job.pages, this.opts.pageSize);
     } catch (e) {
       return { prepared: Promise.reject(e), holds: false };
     }
-    if (!holes) {
-      const prepared = this.compute ? this.prepareOffloaded(ch, job, slab) : this.prepareInline(ch, job, slab);
+    if (!holes || holes.includes(0)) {
+      const prepared = this.compute ? this.prepareOffloaded(ch, job, slab) : this.prepareInline(ch, job, slab, holes);
       return { prepared, holds: false };
     }
     if (relay && ch.inWorker > 0) {
@@ -485,6 +486,11 @@ export class SendPipeline {
     return { ...prepared, sent: { bytes: slab.header.length, completion } };
   }
 
+  /** Where the channel's worker sends the packets it makes (its sink takes them), unless the rate limiter decides when each goes. */
+  private relayOf(ch: PipelineChannel): RelaySink | undefined {
+    return this.limiter ? undefined : ch.sink.relay;
+  }
+
   /** A packet the thread that makes it sends (relay-send.ts): numbered now, its pieces pinned until it is done. */
   private relaySend(relay: RelaySink, job: Job, header: Uint8Array, pieces: Uint8Array[]): PacketSend {
     return {
@@ -499,11 +505,14 @@ export class SendPipeline {
     };
   }
 
-  /** Inline: map or read the pages, analyse them off the event loop; the method runs at write time. */
-  private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
+  /**
+   * Inline: map or read the pages, analyse them off the event loop; the method runs at write time.
+   * `known`: the holes prepare() found (null: none; undefined: not asked).
+   */
+  private async prepareInline(ch: PipelineChannel, job: Job, slab: Slab, known?: Uint8Array | null): Promise<Prepared> {
     const ps = this.opts.pageSize;
     const src = job.block.source;
-    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list, this.detector.skipsHoles);
+    const { pages, holes, release } = await src.load(job.offset, job.pages, ps, slab.data, job.list, this.detector.skipsHoles, known);
     let zeros: number;
     try {
       zeros = await ch.scanner!.analyse(pages, ps, job.pages, slab.zero, slab.crc, holes);
@@ -531,7 +540,7 @@ export class SendPipeline {
    */
   private async prepareOffloaded(ch: PipelineChannel, job: Job, slab: Slab): Promise<Prepared> {
     const src = job.block.source;
-    const relay = this.limiter ? undefined : ch.sink.relay;
+    const relay = this.relayOf(ch);
     const send = relay ? this.relaySend(relay, job, slab.header, [slab.header, slab.out!]) : undefined;
     const abandon = (): void => relay!.abandon(send!.token);
     if (relay) this.relaying.add(abandon);
