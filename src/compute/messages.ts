@@ -67,13 +67,7 @@ export type ToWorker =
     }
   | { op: 'cleanup'; channel: number };
 
-/**
- * A 'packet' the worker also sends: it encodes the header into `header` (shared with the main thread,
- * which recycles it with the slab) and hands header and payload to native.socketChannelSend on
- * channel `id` (SocketChannel.id()), with `token` for a completion that comes to the main thread.
- */
-
-/** How a worker sends the packet it made (src/compute/relay-send.ts). */
+/** A 'packet' the worker also sends, and how (src/compute/relay-send.ts). */
 export type { PacketSend };
 
 /** What came back of a packet; its page flags, CRCs and payload (the first payloadBytes of `out`) are in the slab. */

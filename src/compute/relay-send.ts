@@ -9,7 +9,12 @@ import { native } from '../native/load.js';
 import { pageCount } from '../wire/constants.js';
 import { encodePagesHeader } from '../wire/packet.js';
 
-/** Where and as what a packet goes (the token from the channel's expectRelay on its owner's thread). */
+/**
+ * Where and as what a packet goes: its header is encoded into `header` (shared with the main thread,
+ * which recycles it with the slab) and header and payload go to native.socketChannelSend on channel
+ * `id` (SocketChannel.id()), with `token` (from the channel's expectRelay on the main thread) for a
+ * completion that comes to the main thread.
+ */
 export interface PacketSend {
   id: number;
   token: number;

@@ -225,11 +225,8 @@ export class NativeChannel {
    * read's.
    */
   recv(buf: Uint8Array, have: number, timeoutMs: number, ahead?: Uint8Array): Promise<{ got: number; ahead: number }> {
-    const failed = this.aheadFailed;
-    if (failed) {
-      this.aheadFailed = null;
-      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: have }));
-    }
+    const failed = this.aheadFailure(have);
+    if (failed) return Promise.reject(failed);
     const r = { got: have, ahead: 0 };
     return this.op('read', (done) =>
       this.ch.recv(buf, have, ahead ?? null, timeoutMs, (err, n, code, aheadGot, aheadCode) => {
@@ -250,11 +247,8 @@ export class NativeChannel {
    * or fewer than headerSize when the peer ended the stream. Rejects as recv().
    */
   recvHeaders(buf: Uint8Array, have: number, headerSize: number, sizeAt: number, timeoutMs: number): Promise<number> {
-    const failed = this.aheadFailed;
-    if (failed) {
-      this.aheadFailed = null;
-      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: have }));
-    }
+    const failed = this.aheadFailure(have);
+    if (failed) return Promise.reject(failed);
     let got = have;
     return this.op('read', (done) =>
       this.ch.recvHeaders(buf, have, headerSize, sizeAt, timeoutMs, (err, n, code) => {
@@ -283,11 +277,8 @@ export class NativeChannel {
     ahead?: Uint8Array,
     decode?: { decoder: DecoderHandle; pages: Uint8Array },
   ): Promise<RecvWriteResult> {
-    const failed = this.aheadFailed;
-    if (failed) {
-      this.aheadFailed = null;
-      return Promise.reject(nativeIoError(failed, { on: 'socket', op: 'read', moved: 0 }));
-    }
+    const failed = this.aheadFailure(0);
+    if (failed) return Promise.reject(failed);
     const r: RecvWriteResult = { got: 0, ahead: 0 };
     return this.op('read', (done) =>
       this.ch.recvWrite(
@@ -322,6 +313,14 @@ export class NativeChannel {
         },
       ),
     ).then(() => r);
+  }
+
+  /** The failure of the last read ahead (the one a read makes after its buffer), as this read's, once; or null. */
+  private aheadFailure(moved: number): NativeIoError | null {
+    const failed = this.aheadFailed;
+    if (failed === null) return null;
+    this.aheadFailed = null;
+    return nativeIoError(failed, { on: 'socket', op: 'read', moved });
   }
 
   /** No more operations: the thread ends after the queued ones. */
